@@ -1,0 +1,39 @@
+"""deerflow: a Kafka-native, event-driven, durable workflow engine.
+
+Workflows start from real events (Kafka messages, webhook calls, files in S3) and run to the
+end as declared, across crashes, retries and machines. Every change to a run is an event in
+its history; the embedded default keeps that history in SQLite, Kafka spreads it over machines.
+"""
+
+from deerflow.engine import (
+    Engine,
+    RetryPolicy,
+    RunHandle,
+    RunResult,
+    TaskContext,
+    TaskResult,
+    Workflow,
+)
+from deerflow.errors import (
+    DeerflowError,
+    DefinitionError,
+    NonRetryableError,
+    TaskError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DeerflowError",
+    "DefinitionError",
+    "Engine",
+    "NonRetryableError",
+    "RetryPolicy",
+    "RunHandle",
+    "RunResult",
+    "TaskContext",
+    "TaskError",
+    "TaskResult",
+    "Workflow",
+    "__version__",
+]

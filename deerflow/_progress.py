@@ -1,0 +1,70 @@
+"""Live per-task progress of one run in the terminal (rich)."""
+
+from __future__ import annotations
+
+import time
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.spinner import Spinner
+from rich.table import Table
+from rich.text import Text
+
+from deerflow.engine._results import RunResult, TaskResult
+
+_STYLE = {
+    "pending": "dim",
+    "running": "cyan",
+    "retrying": "yellow",
+    "completed": "green",
+    "failed": "bold red",
+    "skipped": "magenta",
+}
+_MARK = {"completed": "✔", "failed": "✘", "skipped": "⤼", "pending": "·", "retrying": "↻"}
+
+
+def _duration(task: TaskResult) -> str:
+    if task.started_at is None:
+        return ""
+    end = task.finished_at if task.status in ("completed", "failed", "skipped") else time.time()
+    return f"{max(0.0, (end or time.time()) - task.started_at):.2f}s"
+
+
+def render(result: RunResult) -> Group:
+    """A table of the run's tasks with their status, attempts and duration."""
+    table = Table(title=f"{result.workflow}  run {result.run_id}", expand=False)
+    table.add_column("task")
+    table.add_column("status")
+    table.add_column("attempts", justify="right")
+    table.add_column("time", justify="right")
+    table.add_column("error", overflow="fold", max_width=60)
+    for task_id, task in result.tasks.items():
+        style = _STYLE.get(task.status, "")
+        status: Text | Spinner
+        if task.status == "running":
+            status = Spinner("dots", text=Text(" running", style=style))
+        else:
+            status = Text(f"{_MARK.get(task.status, '')} {task.status}", style=style)
+        table.add_row(task_id, status, str(task.attempts or ""), _duration(task),
+                      Text(task.error or "", style="red"))
+    footer = Text(f"run {result.status}", style=_STYLE.get(result.status, "bold"))
+    return Group(table, footer)
+
+
+class RunProgress:
+    """A live view of one run, updated as its history changes."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True)
+        self._live = Live(console=self.console, refresh_per_second=10, transient=False)
+
+    def __enter__(self) -> RunProgress:
+        self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._live.__exit__(None, None, None)
+
+    def update(self, result: RunResult) -> None:
+        """Show ``result``'s current state."""
+        self._live.update(render(result), refresh=True)

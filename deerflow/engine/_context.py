@@ -1,0 +1,144 @@
+"""What a task body sees: ``TaskContext``, built by the worker from the dispatched task."""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TaskDispatch(BaseModel):
+    """The message on the task queue: everything a worker needs to run one attempt."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    run_id: str
+    workflow: str
+    version: str = "1"
+    task_id: str
+    attempt: int
+    fallback: bool = False
+    params: dict[str, Any] = Field(default_factory=dict)
+    input: Any = None
+    trigger: dict[str, Any] | None = None
+    upstream: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    correlation_id: str | None = None
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskView:
+    """An upstream task as a task body sees it."""
+
+    status: str
+    output: Any = None
+    error: str | None = None
+    attempts: int = 0
+
+
+class _UpstreamTasks(Mapping[str, TaskView]):
+    """``context.tasks``: upstream tasks by id, with an error that says what is available."""
+
+    def __init__(self, task_id: str, views: dict[str, TaskView]) -> None:
+        self._task_id = task_id
+        self._views = views
+
+    def __getitem__(self, key: str) -> TaskView:
+        try:
+            return self._views[key]
+        except KeyError:
+            raise KeyError(
+                f"task {self._task_id!r} cannot see task {key!r}: only upstream tasks "
+                f"({', '.join(sorted(self._views)) or 'none'}) are visible; add it to depends_on"
+            ) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._views)
+
+    def __len__(self) -> int:
+        return len(self._views)
+
+
+class _Namespace:
+    """Attribute access over a dict, for trigger events without a model."""
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self.__dict__.update(data)
+
+    def __repr__(self) -> str:
+        return f"Event({self.__dict__!r})"
+
+
+def trigger_event_view(data: Mapping[str, Any] | None) -> Any:
+    """The trigger event as a typed model (``deerflow.events``), or attribute-access fallback."""
+    if data is None:
+        return None
+    try:
+        from deerflow.events import parse_trigger_event
+    except ImportError:
+        return _Namespace(data)
+    return parse_trigger_event(data)
+
+
+class TaskContext:
+    """Passed to every task body.
+
+    Attributes:
+        run_id: the run this attempt belongs to.
+        task_id: the task being run.
+        attempt: 1 for the first attempt, 2 for the first retry, ...
+        params: the run's parameters.
+        input: the run's input (for a sub-workflow: the upstream output).
+        tasks: upstream tasks by id (``context.tasks["extract"].output``).
+        trigger_event: the event that started the run (S3, Kafka, webhook), or ``None``.
+        idempotency_key: ``run_id/task_id``, stable across retries and redeliveries: key
+            side effects on it to make them exactly-once.
+        attempt_key: ``run_id/task_id/attempt``, stable across redeliveries of one attempt.
+        logger: a logger whose records carry the run and task ids.
+    """
+
+    def __init__(self, dispatch: TaskDispatch, *, logger: logging.Logger | None = None) -> None:
+        self._dispatch = dispatch
+        self.run_id = dispatch.run_id
+        self.task_id = dispatch.task_id
+        self.attempt = dispatch.attempt
+        self.workflow = dispatch.workflow
+        self.params = dispatch.params
+        self.input = dispatch.input
+        self.correlation_id = dispatch.correlation_id or dispatch.run_id
+        self.idempotency_key = f"{dispatch.run_id}/{dispatch.task_id}"
+        self.attempt_key = f"{dispatch.run_id}/{dispatch.task_id}/{dispatch.attempt}"
+        self.tasks: Mapping[str, TaskView] = _UpstreamTasks(
+            dispatch.task_id,
+            {tid: TaskView(**view) for tid, view in dispatch.upstream.items()},
+        )
+        base = logger or logging.getLogger("deerflow.task")
+        self.logger = logging.LoggerAdapter(
+            base, {"run_id": dispatch.run_id, "task_id": dispatch.task_id}
+        )
+        self._trigger_event: Any = None
+
+    @property
+    def trigger_event(self) -> Any:
+        """The event that started the run, typed by source (``event.type``)."""
+        if self._trigger_event is None and self._dispatch.trigger is not None:
+            self._trigger_event = trigger_event_view(self._dispatch.trigger)
+        return self._trigger_event
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        """Pattern-specific data carried by the dispatch (fan-out item, child outputs, ...)."""
+        return self._dispatch.extra
+
+    def __repr__(self) -> str:
+        return f"TaskContext(run_id={self.run_id!r}, task_id={self.task_id!r}, attempt={self.attempt})"
+
+
+current_task: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar(
+    "deerflow_current_task", default=None
+)
+"""The context of the task attempt running in this (async or thread) context, if any."""

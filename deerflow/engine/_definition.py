@@ -1,0 +1,309 @@
+"""Workflow definitions: tasks, their dependencies and retry policies, validated when defined."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from deerflow.errors import DefinitionError
+
+if TYPE_CHECKING:
+    from deerflow.engine._engine import RunResult
+
+F = TypeVar("F", bound=Callable[..., Any])
+_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How a failed task is retried.
+
+    ``retries`` further attempts after the first; the n-th retry waits
+    ``retry_delay * backoff ** (n - 1)`` seconds, at most ``max_retry_delay``.
+    """
+
+    retries: int = 0
+    retry_delay: float = 1.0
+    backoff: float = 2.0
+    max_retry_delay: float = 300.0
+
+    @property
+    def max_attempts(self) -> int:
+        """First attempt plus retries."""
+        return self.retries + 1
+
+    def delay_before(self, attempt: int) -> float:
+        """Seconds to wait before ``attempt`` (2 = first retry)."""
+        delay = self.retry_delay * self.backoff ** max(0, attempt - 2)
+        return float(min(delay, self.max_retry_delay))
+
+
+@dataclass(slots=True)
+class TaskDef:
+    """One node of a workflow's DAG.
+
+    ``kind`` is ``"task"`` for a plain task; patterns (dynamic tasks, fan-out, map-reduce,
+    sub-workflows) register other kinds with their own ``fn`` contract.
+    """
+
+    id: str
+    fn: Callable[..., Any] | None
+    depends_on: tuple[str, ...] = ()
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    timeout: float | None = None
+    fallback: Callable[..., Any] | None = None
+    kind: str = "task"
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_async(self) -> bool:
+        """Whether the body is a coroutine function (run on the loop, not in a thread)."""
+        return self.fn is not None and inspect.iscoroutinefunction(self.fn)
+
+
+class Workflow:
+    """A named DAG of tasks.
+
+    Example::
+
+        wf = Workflow(name="etl")
+
+        @wf.task(id="extract")
+        def extract(context):
+            return {"rows": [1, 2, 3]}
+
+        @wf.task(id="load", depends_on=["extract"], retries=3)
+        async def load(context):
+            return {"n": len(context.tasks["extract"].output["rows"])}
+
+        result = wf.run()
+
+    Args:
+        name: unique name of the workflow; runs refer to it.
+        version: bump when changing tasks of a workflow with runs in flight.
+        description: free text shown by the CLI and dashboard.
+    """
+
+    def __init__(self, name: str, *, version: str = "1", description: str = "") -> None:
+        if not name or not _ID.match(name):
+            raise DefinitionError(
+                f"invalid workflow name {name!r}: use letters, digits, '_', '-' and '.'"
+            )
+        self.name = name
+        self.version = str(version)
+        self.description = description
+        self._tasks: dict[str, TaskDef] = {}
+        self._order: list[str] | None = None
+        self.triggers: list[Any] = []
+
+    # -- definition --------------------------------------------------------------------------
+
+    def task(
+        self,
+        id: str | None = None,  # noqa: A002 - the spec's keyword
+        *,
+        depends_on: Iterable[str] = (),
+        retries: int = 0,
+        retry_delay: float = 1.0,
+        backoff: float = 2.0,
+        max_retry_delay: float = 300.0,
+        timeout: float | None = None,
+        fallback: Callable[..., Any] | None = None,
+    ) -> Callable[[F], F]:
+        """Register a function as a task; it receives a :class:`TaskContext` and returns JSON.
+
+        Sync functions run in a thread, async ones on the event loop. ``fallback`` (a function
+        of the context, sync or async) supplies the output when every retry has failed.
+        """
+        policy = _retry_policy(self.name, id, retries, retry_delay, backoff, max_retry_delay)
+        if isinstance(depends_on, str):
+            raise DefinitionError(
+                f"workflow {self.name!r}, task {id!r}: depends_on must be a list of task ids"
+            )
+
+        def register(fn: F) -> F:
+            self.add_task(
+                TaskDef(
+                    id=id or fn.__name__,
+                    fn=fn,
+                    depends_on=tuple(depends_on),
+                    retry=policy,
+                    timeout=_positive_or_none(self.name, id or fn.__name__, "timeout", timeout),
+                    fallback=fallback,
+                )
+            )
+            return fn
+
+        return register
+
+    def add_task(self, task: TaskDef) -> TaskDef:
+        """Add a node (used by the decorators and by pattern modules); validates the DAG."""
+        where = f"workflow {self.name!r}, task {task.id!r}"
+        if not task.id or not _ID.match(task.id):
+            raise DefinitionError(f"{where}: invalid task id (letters, digits, '_', '-', '.')")
+        if task.id in self._tasks:
+            raise DefinitionError(f"{where}: duplicate task id")
+        if isinstance(task.depends_on, str):
+            raise DefinitionError(f"{where}: depends_on must be a list of task ids")
+        for dep in task.depends_on:
+            if dep not in self._tasks:
+                raise DefinitionError(
+                    f"{where}: depends_on names unknown task {dep!r}"
+                    f" (known: {', '.join(sorted(self._tasks)) or 'none'};"
+                    " define a task before the tasks that depend on it)"
+                )
+        if task.fn is not None and not callable(task.fn):
+            raise DefinitionError(f"{where}: the task body is not callable")
+        self._tasks[task.id] = task
+        self._order = None
+        return task
+
+    def add_trigger(self, trigger: Any) -> Any:
+        """Attach a trigger (``S3Event``, ``KafkaEvent``, ``WebhookEvent``) that starts runs."""
+        self.triggers.append(trigger)
+        return trigger
+
+    # -- queries -----------------------------------------------------------------------------
+
+    @property
+    def tasks(self) -> Mapping[str, TaskDef]:
+        """Tasks by id, in definition order."""
+        return self._tasks
+
+    def get(self, task_id: str) -> TaskDef:
+        """The task named ``task_id``; raises ``KeyError`` naming the workflow."""
+        try:
+            return self._tasks[task_id]
+        except KeyError:
+            raise KeyError(f"workflow {self.name!r} has no task {task_id!r}") from None
+
+    @property
+    def order(self) -> list[str]:
+        """Task ids in a topological order (definition order already is one)."""
+        if self._order is None:
+            self._order = list(self._tasks)
+        return self._order
+
+    def dependents(self, task_id: str) -> list[str]:
+        """Tasks that list ``task_id`` in ``depends_on``."""
+        return [t.id for t in self._tasks.values() if task_id in t.depends_on]
+
+    def sinks(self) -> list[str]:
+        """Tasks nothing depends on: their outputs make the run's output."""
+        used = {dep for t in self._tasks.values() for dep in t.depends_on}
+        return [tid for tid in self._tasks if tid not in used]
+
+    def ancestors(self, task_id: str) -> set[str]:
+        """Every task ``task_id`` depends on, directly or not."""
+        seen: set[str] = set()
+        stack = list(self.get(task_id).depends_on)
+        while stack:
+            dep = stack.pop()
+            if dep not in seen:
+                seen.add(dep)
+                stack.extend(self._tasks[dep].depends_on)
+        return seen
+
+    def fingerprint(self) -> str:
+        """A hash of the DAG's shape (ids, kinds, edges), recorded in each run's history."""
+        shape = ";".join(
+            f"{t.id}:{t.kind}:{','.join(t.depends_on)}" for t in self._tasks.values()
+        )
+        return hashlib.sha256(shape.encode()).hexdigest()[:16]
+
+    def validate(self) -> None:
+        """Check the whole definition; raises :class:`DefinitionError` naming the problem."""
+        if not self._tasks:
+            raise DefinitionError(f"workflow {self.name!r} has no tasks")
+        _check_acyclic(self.name, {t.id: t.depends_on for t in self._tasks.values()})
+
+    # -- running -----------------------------------------------------------------------------
+
+    def run(
+        self,
+        params: Mapping[str, Any] | None = None,
+        *,
+        input: Any = None,  # noqa: A002 - the spec's keyword
+        store: str | None = None,
+        timeout: float | None = None,
+        run_id: str | None = None,
+    ) -> RunResult:
+        """Run to completion on an embedded engine and return the result (blocking).
+
+        ``store`` defaults to ``DEERFLOW_STORE``, else an SQLite file in the working directory.
+        From async code use :class:`deerflow.Engine` instead.
+        """
+        from deerflow.engine._engine import run_sync
+
+        return run_sync(self, params=params, input=input, store=store, timeout=timeout, run_id=run_id)
+
+    def __repr__(self) -> str:
+        return f"Workflow(name={self.name!r}, version={self.version!r}, tasks={list(self._tasks)})"
+
+
+def _check_acyclic(workflow: str, edges: Mapping[str, Iterable[str]]) -> None:
+    state: dict[str, int] = {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for dep in edges.get(node, ()):
+            if state.get(dep) == 1:
+                cycle = " -> ".join([*path[path.index(dep) :], dep]) if dep in path else dep
+                raise DefinitionError(
+                    f"workflow {workflow!r}, task {node!r}: dependency cycle {cycle}"
+                )
+            if dep not in state:
+                visit(dep, [*path, dep])
+        state[node] = 2
+
+    for node in edges:
+        if node not in state:
+            visit(node, [node])
+
+
+def check_acyclic(workflow: str, edges: Mapping[str, Iterable[str]]) -> None:
+    """Raise :class:`DefinitionError` naming a cycle in ``edges`` (node -> dependencies)."""
+    _check_acyclic(workflow, edges)
+
+
+def _positive_or_none(workflow: str, task: str | None, name: str, value: float | None) -> float | None:
+    if value is None:
+        return None
+    if value <= 0:
+        raise DefinitionError(f"workflow {workflow!r}, task {task!r}: {name} must be > 0")
+    return float(value)
+
+
+def _retry_policy(
+    workflow: str,
+    task: str | None,
+    retries: int,
+    retry_delay: float,
+    backoff: float,
+    max_retry_delay: float,
+) -> RetryPolicy:
+    where = f"workflow {workflow!r}, task {task!r}"
+    if retries < 0:
+        raise DefinitionError(f"{where}: retries must be >= 0")
+    if retry_delay < 0 or max_retry_delay < 0:
+        raise DefinitionError(f"{where}: retry delays must be >= 0")
+    if backoff < 1:
+        raise DefinitionError(f"{where}: backoff must be >= 1")
+    return RetryPolicy(retries, float(retry_delay), float(backoff), float(max_retry_delay))
+
+
+def ensure_loop_free() -> None:
+    """Raise a clear error when a blocking helper is called inside a running event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise RuntimeError(
+        "Workflow.run() blocks; inside async code use "
+        "`async with Engine(...) as engine: await (await engine.start(wf)).result()`"
+    )

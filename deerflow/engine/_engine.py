@@ -1,0 +1,322 @@
+"""The engine: one process's orchestrator, worker and run index on one event log."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from types import TracebackType
+from typing import Any, Protocol, Self, overload
+
+from deerflow.engine import _history as h
+from deerflow.engine._definition import Workflow, ensure_loop_free
+from deerflow.engine._orchestrator import Orchestrator
+from deerflow.engine._registry import WorkflowRegistry
+from deerflow.engine._results import RunResult, run_result
+from deerflow.engine._runindex import RunIndex
+from deerflow.engine._topics import Topics
+from deerflow.engine._worker import Worker
+from deerflow.errors import DeerflowError, RunNotFound
+from deerflow.eventstore import open_log
+from deerflow.eventstore.base import EventLog, Message
+
+DEFAULT_STORE = "sqlite:///deerflow.db"
+
+
+def default_store() -> str:
+    """``DEERFLOW_STORE``, else an SQLite file ``deerflow.db`` in the working directory."""
+    return os.environ.get("DEERFLOW_STORE") or DEFAULT_STORE
+
+
+def new_run_id() -> str:
+    """A fresh random run id."""
+    return uuid.uuid4().hex
+
+
+class Service(Protocol):
+    """Something an engine starts and stops with itself (trigger consumers, event handlers)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+ServiceFactory = Callable[["Engine"], Iterable[Service]]
+_service_factories: list[ServiceFactory] = []
+
+
+def register_service_factory(factory: ServiceFactory) -> ServiceFactory:
+    """Have every engine start the services ``factory(engine)`` returns (pattern modules use it).
+
+    A factory sees the engine's registry and options (``engine.options``) and returns the
+    services this process should run, e.g. consumers for the registered event handlers.
+    """
+    if factory not in _service_factories:
+        _service_factories.append(factory)
+    return factory
+
+
+class RunHandle:
+    """A started run: await its result, or look at it."""
+
+    def __init__(self, engine: Engine, run_id: str, workflow: str) -> None:
+        self._engine = engine
+        self.run_id = run_id
+        self.workflow = workflow
+
+    async def result(self, timeout: float | None = None) -> RunResult:
+        """Wait until the run ends and return it; ``TimeoutError`` if it does not in time."""
+        return await self._engine.wait(self.run_id, timeout=timeout)
+
+    async def status(self) -> RunResult:
+        """The run as it is now."""
+        return await self._engine.get_run(self.run_id)
+
+    async def cancel(self, reason: str = "cancelled") -> None:
+        """Ask the engine to cancel the run."""
+        await self._engine.cancel(self.run_id, reason=reason)
+
+    def __repr__(self) -> str:
+        return f"RunHandle(run_id={self.run_id!r}, workflow={self.workflow!r})"
+
+
+class Engine:
+    """Runs workflows on an event log.
+
+    ``await engine.start()`` (or ``async with``) opens the store and starts this process's
+    orchestrator and worker; ``await engine.start(workflow, params=..., input=...)`` starts a run.
+
+    Args:
+        store: an event-log URL (``memory://``, ``sqlite:///path.db``, ``kafka://host:9092``) or
+            an :class:`EventLog`; default :func:`default_store`.
+        workflows: definitions this process can run.
+        prefix: topic-name prefix (``DEERFLOW_PREFIX``, default ``deerflow``).
+        orchestrate: own history partitions in this process.
+        work: run tasks in this process.
+        concurrency: task attempts run at once by this process's worker.
+        partitions: partitions for topics deerflow creates (8 on Kafka, 4 elsewhere).
+        services: start the services pattern modules register (event handlers, ...).
+        options: settings read by those services.
+    """
+
+    def __init__(
+        self,
+        store: str | EventLog | None = None,
+        workflows: Iterable[Workflow] = (),
+        *,
+        prefix: str | None = None,
+        orchestrate: bool = True,
+        work: bool = True,
+        concurrency: int = 16,
+        partitions: int | None = None,
+        services: bool = True,
+        **options: Any,
+    ) -> None:
+        self.options = options
+        self._run_services = services and work
+        self.services: list[Service] = []
+        self.log = store if isinstance(store, EventLog) else open_log(store or default_store())
+        self.registry = WorkflowRegistry(workflows)
+        self.topics = Topics.from_env(prefix)
+        self._partitions = partitions or (8 if self.log.url.startswith("kafka") else 4)
+        self.index = RunIndex(self.log, self.topics)
+        self.orchestrator = (
+            Orchestrator(self.log, self.registry, self.topics) if orchestrate else None
+        )
+        self.worker = (
+            Worker(self.log, self.registry, self.topics, concurrency=concurrency) if work else None
+        )
+        self._started = False
+        self._lock = asyncio.Lock()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @overload
+    async def start(self) -> None: ...
+
+    @overload
+    async def start(
+        self,
+        workflow: Workflow | str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        input: Any = None,  # noqa: A002
+        run_id: str | None = None,
+        trigger: Mapping[str, Any] | None = None,
+        correlation_id: str | None = None,
+    ) -> RunHandle: ...
+
+    async def start(
+        self,
+        workflow: Workflow | str | None = None,
+        *,
+        params: Mapping[str, Any] | None = None,
+        input: Any = None,  # noqa: A002
+        run_id: str | None = None,
+        trigger: Mapping[str, Any] | None = None,
+        correlation_id: str | None = None,
+    ) -> RunHandle | None:
+        """Start the engine (no arguments) or start a run of ``workflow``."""
+        if workflow is None:
+            await self._start_engine()
+            return None
+        return await self.start_run(workflow, params=params, input=input, run_id=run_id,
+                                    trigger=trigger, correlation_id=correlation_id)
+
+    async def _start_engine(self) -> None:
+        async with self._lock:
+            if self._started:
+                return
+            await self.log.start()
+            for topic in (self.topics.history, self.topics.tasks, self.topics.events,
+                          self.topics.dlq):
+                await self.log.ensure_topic(topic, self._partitions)
+            # Group joins take seconds on Kafka: join both groups at once.
+            await asyncio.gather(*(part.start() for part in (self.orchestrator, self.worker)
+                                   if part is not None))
+            if self._run_services:
+                for factory in _service_factories:
+                    for service in factory(self):
+                        await service.start()
+                        self.services.append(service)
+            self._started = True
+
+    async def add_service(self, service: Service) -> Service:
+        """Start ``service`` now and stop it with the engine."""
+        await self._start_engine()
+        await service.start()
+        self.services.append(service)
+        return service
+
+    async def stop(self) -> None:
+        """Drain the worker, leave the groups and close the store; idempotent."""
+        while self.services:
+            await self.services.pop().stop()
+        if self.worker is not None:
+            await self.worker.stop()
+        if self.orchestrator is not None:
+            await self.orchestrator.stop()
+        await self.index.stop()
+        await self.log.stop()
+        self._started = False
+
+    async def __aenter__(self) -> Self:
+        await self._start_engine()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.stop()
+
+    def register(self, workflow: Workflow) -> Workflow:
+        """Make ``workflow`` runnable by this process."""
+        return self.registry.add(workflow)
+
+    # -- runs -------------------------------------------------------------------------------
+
+    async def start_run(
+        self,
+        workflow: Workflow | str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        input: Any = None,  # noqa: A002
+        run_id: str | None = None,
+        trigger: Mapping[str, Any] | None = None,
+        correlation_id: str | None = None,
+        parent: h.ParentRef | None = None,
+    ) -> RunHandle:
+        """Durably request a run and return its handle.
+
+        A ``run_id`` that already exists returns the existing run's handle: the duplicate
+        request is ignored by the history fold (idempotent start).
+        """
+        await self._start_engine()
+        wf = self._resolve(workflow)
+        rid = run_id or new_run_id()
+        event = h.RunRequested(
+            id=h.event_id(rid, "requested"), run_id=rid, workflow=wf.name, version=wf.version,
+            fingerprint=wf.fingerprint(), params=dict(params or {}), input=input,
+            trigger=dict(trigger) if trigger is not None else None, parent=parent,
+            correlation_id=correlation_id,
+        )
+        await self.append_history([event])
+        return RunHandle(self, rid, wf.name)
+
+    def _resolve(self, workflow: Workflow | str) -> Workflow:
+        if isinstance(workflow, Workflow):
+            return self.registry.add(workflow)
+        wf = self.registry.get(workflow)
+        if wf is None:
+            known = ", ".join(sorted(w.name for w in self.registry)) or "none"
+            raise DeerflowError(f"unknown workflow {workflow!r} (loaded: {known})")
+        return wf
+
+    async def append_history(self, events: Iterable[h.HistoryEvent]) -> None:
+        """Append events to their runs' histories (durable when this returns)."""
+        await self._start_engine()
+        await self.log.append([
+            Message(topic=self.topics.history, key=e.run_id, value=h.encode(e)) for e in events
+        ])
+
+    def handle(self, run_id: str) -> RunHandle:
+        """A handle for an existing run id."""
+        state = self.index.runs.get(run_id)
+        return RunHandle(self, run_id, state.workflow if state else "")
+
+    async def wait(self, run_id: str, *, timeout: float | None = None) -> RunResult:
+        """Wait until ``run_id`` ends; ``TimeoutError`` after ``timeout`` seconds."""
+        await self._start_engine()
+        state = await self.index.wait(run_id, lambda s: s.terminal, timeout)
+        if state is None:
+            raise TimeoutError(f"run {run_id} did not finish within {timeout}s")
+        return self._result(state)
+
+    async def get_run(self, run_id: str) -> RunResult:
+        """The run as its history tells it now; :class:`RunNotFound` if unknown."""
+        await self._start_engine()
+        await self.index.sync()
+        state = self.index.runs.get(run_id)
+        if state is None:
+            raise RunNotFound(f"no run {run_id!r} in {self.log.url}")
+        return self._result(state)
+
+    async def list_runs(self, *, workflow: str | None = None, status: str | None = None,
+                        limit: int | None = None) -> list[RunResult]:
+        """Runs, newest first, filtered by workflow name and status."""
+        await self._start_engine()
+        await self.index.sync()
+        states = [s for s in self.index.runs.values()
+                  if (workflow is None or s.workflow == workflow)
+                  and (status is None or s.status == status)]
+        states.sort(key=lambda s: s.started_at or 0.0, reverse=True)
+        return [self._result(s) for s in states[:limit]]
+
+    async def cancel(self, run_id: str, *, reason: str = "cancelled") -> None:
+        """Ask for ``run_id`` to be cancelled: pending tasks are skipped, the run ends cancelled."""
+        await self.get_run(run_id)
+        await self.append_history([h.RunCancelRequested(
+            id=h.event_id(run_id, "cancel-requested"), run_id=run_id, reason=reason)])
+
+    def _result(self, state: Any) -> RunResult:
+        return run_result(state, self.registry.get(state.workflow, state.version))
+
+
+def run_sync(
+    wf: Workflow,
+    *,
+    params: Mapping[str, Any] | None,
+    input: Any,  # noqa: A002
+    store: str | None,
+    timeout: float | None,
+    run_id: str | None,
+) -> RunResult:
+    """``Workflow.run``: an engine for one run, blocking until it ends."""
+    ensure_loop_free()
+
+    async def main() -> RunResult:
+        async with Engine(store, [wf]) as engine:
+            handle = await engine.start(wf, params=params, input=input, run_id=run_id)
+            return await handle.result(timeout=timeout)
+
+    return asyncio.run(main())

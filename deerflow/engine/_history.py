@@ -1,0 +1,201 @@
+"""Run-history events: everything that changes a run is one of these, appended to its history.
+
+Every event id is deterministic (``run_id:task:attempt:kind``), so a redelivered or re-emitted
+event is recognised by the fold and ignored. Events are frozen pydantic models, a discriminated
+union on ``type``, encoded with orjson through :mod:`deerflow._codec`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from deerflow import _codec
+
+SCHEMA_VERSION = 1
+
+
+def now() -> float:
+    """Wall-clock seconds since the epoch, as events record it."""
+    return time.time()
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    id: str
+    run_id: str
+    ts: float = Field(default_factory=now)
+    causation_id: str | None = None
+    v: int = SCHEMA_VERSION
+
+
+class ParentRef(BaseModel):
+    """The task attempt of a parent run that started this run as a sub-workflow."""
+
+    model_config = ConfigDict(frozen=True)
+
+    run_id: str
+    task_id: str
+    attempt: int = 1
+
+
+class RunRequested(_Event):
+    """A run was asked for (by the API, a trigger or a parent run)."""
+
+    type: Literal["RunRequested"] = "RunRequested"
+    workflow: str
+    version: str = "1"
+    fingerprint: str = ""
+    params: dict[str, Any] = Field(default_factory=dict)
+    input: Any = None
+    trigger: dict[str, Any] | None = None
+    parent: ParentRef | None = None
+    correlation_id: str | None = None
+
+
+class TaskScheduled(_Event):
+    """An attempt of a task was dispatched to the task queue."""
+
+    type: Literal["TaskScheduled"] = "TaskScheduled"
+    task_id: str
+    attempt: int
+    fallback: bool = False
+
+
+class TaskCompleted(_Event):
+    """An attempt of a task returned; ``output`` is its JSON result."""
+
+    type: Literal["TaskCompleted"] = "TaskCompleted"
+    task_id: str
+    attempt: int
+    output: Any = None
+    started_at: float | None = None
+    worker: str | None = None
+    fallback: bool = False
+    expansion: list[dict[str, Any]] | None = None
+
+
+class TaskCollected(_Event):
+    """Every child of an expanded node completed; ``output`` is the node's collected output."""
+
+    type: Literal["TaskCollected"] = "TaskCollected"
+    task_id: str
+    output: Any = None
+
+
+class TaskFailed(_Event):
+    """An attempt of a task raised or timed out."""
+
+    type: Literal["TaskFailed"] = "TaskFailed"
+    task_id: str
+    attempt: int
+    error: str
+    error_type: str = "Exception"
+    traceback: str | None = None
+    retriable: bool = True
+    next_retry_delay: float | None = None
+    started_at: float | None = None
+    worker: str | None = None
+    fallback: bool = False
+
+
+class TaskSkipped(_Event):
+    """A task will not run (an upstream failed, or the run was cancelled)."""
+
+    type: Literal["TaskSkipped"] = "TaskSkipped"
+    task_id: str
+    reason: str
+
+
+class TaskAbandoned(_Event):
+    """A task failed for good: retries exhausted, a non-retryable error, or its fallback failed."""
+
+    type: Literal["TaskAbandoned"] = "TaskAbandoned"
+    task_id: str
+    error: str
+
+
+class TimerStarted(_Event):
+    """A durable timer: when ``fire_at`` passes, the owner appends :class:`TimerFired`."""
+
+    type: Literal["TimerStarted"] = "TimerStarted"
+    timer_id: str
+    fire_at: float
+    task_id: str | None = None
+    attempt: int | None = None
+
+
+class TimerFired(_Event):
+    """A durable timer fired."""
+
+    type: Literal["TimerFired"] = "TimerFired"
+    timer_id: str
+
+
+class RunCompleted(_Event):
+    """The run finished; ``output`` is its sink task's output (or a dict of sinks)."""
+
+    type: Literal["RunCompleted"] = "RunCompleted"
+    output: Any = None
+
+
+class RunFailed(_Event):
+    """The run ended with a failure."""
+
+    type: Literal["RunFailed"] = "RunFailed"
+    error: str
+    failed_task: str | None = None
+
+
+class RunCancelRequested(_Event):
+    """Someone asked to cancel the run."""
+
+    type: Literal["RunCancelRequested"] = "RunCancelRequested"
+    reason: str = "cancelled"
+
+
+class RunCancelled(_Event):
+    """The run was cancelled; pending tasks were skipped."""
+
+    type: Literal["RunCancelled"] = "RunCancelled"
+    reason: str = "cancelled"
+
+
+HistoryEvent = Annotated[
+    RunRequested
+    | TaskScheduled
+    | TaskCompleted
+    | TaskCollected
+    | TaskFailed
+    | TaskSkipped
+    | TaskAbandoned
+    | TimerStarted
+    | TimerFired
+    | RunCompleted
+    | RunFailed
+    | RunCancelRequested
+    | RunCancelled,
+    Field(discriminator="type"),
+]
+
+TERMINAL_TYPES = frozenset({"RunCompleted", "RunFailed", "RunCancelled"})
+
+_adapter: TypeAdapter[HistoryEvent] = TypeAdapter(HistoryEvent)
+
+
+def encode(event: _Event) -> bytes:
+    """The event as JSON bytes."""
+    return _codec.dumps(event.model_dump(mode="json"))
+
+
+def decode(data: bytes) -> HistoryEvent:
+    """Parse JSON bytes into the right event class."""
+    return _adapter.validate_json(data)
+
+
+def event_id(run_id: str, *parts: object) -> str:
+    """A deterministic event id: the run id and the parts joined by ``:``."""
+    return ":".join([run_id, *(str(p) for p in parts)])

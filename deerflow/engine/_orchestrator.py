@@ -1,0 +1,230 @@
+"""The orchestrator: owns history partitions, folds their runs, decides and acts.
+
+Each history partition is owned by one orchestrator at a time (the consumer group's
+assignment). On assignment the owner rebuilds the state of the partition's runs by reading it
+from the start, then follows new events: ``fold`` each into its run, ``advance`` the touched
+runs (pure), and append what was decided. Task dispatches are appended before the
+``TaskScheduled`` events that record them, so a crash in between dispatches twice (harmless:
+at-least-once bodies, deduplicated outcomes) but never records a dispatch that did not happen.
+Durable timers live in the history too and are re-armed from it after a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from deerflow.engine import _history as h
+from deerflow.engine._context import TaskDispatch
+from deerflow.engine._decide import advance
+from deerflow.engine._definition import Workflow
+from deerflow.engine._registry import WorkflowRegistry
+from deerflow.engine._state import COMPLETED, RunState, fold
+from deerflow.engine._topics import Topics
+from deerflow.eventstore.base import EventLog, GroupConsumer, Message, TopicPartition, partition_for
+
+log = logging.getLogger("deerflow.orchestrator")
+
+DispatchBuilder = Callable[[Workflow, RunState, h.TaskScheduled], TaskDispatch]
+
+
+def build_dispatch(wf: Workflow, state: RunState, event: h.TaskScheduled) -> TaskDispatch:
+    """The task message for a scheduled attempt, carrying its upstream tasks' outputs."""
+    upstream: dict[str, dict[str, Any]] = {}
+    for tid in wf.ancestors(event.task_id) if event.task_id in wf.tasks else ():
+        ts = state.tasks.get(tid)
+        if ts is not None:
+            upstream[tid] = {"status": ts.status, "output": ts.output if ts.status == COMPLETED
+                             else None, "error": ts.error, "attempts": ts.attempts}
+    return TaskDispatch(
+        run_id=state.run_id, workflow=state.workflow, version=state.version,
+        task_id=event.task_id, attempt=event.attempt, fallback=event.fallback,
+        params=state.params, input=state.input, trigger=state.trigger, upstream=upstream,
+        correlation_id=state.correlation_id,
+    )
+
+
+class Orchestrator:
+    """One member of the orchestrators' group; see the module docstring."""
+
+    def __init__(
+        self,
+        log_: EventLog,
+        registry: WorkflowRegistry,
+        topics: Topics,
+        *,
+        dispatch: DispatchBuilder = build_dispatch,
+        clock: Callable[[], float] = h.now,
+    ) -> None:
+        self._log = log_
+        self._registry = registry
+        self._topics = topics
+        self._build_dispatch = dispatch
+        self._clock = clock
+        self._consumer: GroupConsumer | None = None
+        self._partitions = 0
+        self.runs: dict[str, RunState] = {}
+        self._runs_by_partition: dict[int, set[str]] = {}
+        self._timers: list[tuple[float, str, str]] = []
+        self._loop_task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._missing_logged: set[tuple[str, str]] = set()
+        self._pending_fired: list[h.HistoryEvent] = []
+
+    async def start(self) -> None:
+        """Join the orchestrators' group and start following the history."""
+        if self._loop_task is not None:
+            return
+        self._partitions = await self._log.partition_count(self._topics.history)
+        self._consumer = self._log.consumer(
+            self._topics.orchestrator_group, [self._topics.history], listener=self
+        )
+        await self._consumer.start()
+        self._loop_task = asyncio.create_task(self._run(), name="deerflow-orchestrator")
+
+    async def stop(self) -> None:
+        """Leave the group; another member takes the partitions over from the log."""
+        self._stopping.set()
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+            self._loop_task = None
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+
+    # -- ownership ---------------------------------------------------------------------------
+
+    async def on_assigned(self, partitions: frozenset[TopicPartition]) -> None:
+        """Rebuild the runs of newly owned partitions from the log, then act on them."""
+        await self._rebuild(partitions)
+
+    async def on_revoked(self, partitions: frozenset[TopicPartition]) -> None:
+        """Forget runs of partitions another member now owns."""
+        self._forget(partitions)
+
+    def _forget(self, partitions: Iterable[TopicPartition]) -> None:
+        for tp in partitions:
+            for run_id in self._runs_by_partition.pop(tp.partition, set()):
+                self.runs.pop(run_id, None)
+        owned = set(self.runs)
+        self._timers = [t for t in self._timers if t[1] in owned]
+        heapq.heapify(self._timers)
+
+    async def _rebuild(self, partitions: frozenset[TopicPartition]) -> None:
+        if not partitions:
+            return
+        self._forget(partitions)
+        by_partition = await self._log.read_partitions({tp: 0 for tp in partitions})
+        assert self._consumer is not None
+        touched: dict[str, RunState] = {}
+        for tp, records in sorted(by_partition.items()):
+            for record in records:
+                self._fold_record(record.value, touched)
+            await self._consumer.seek(tp, records[-1].offset + 1 if records else 0)
+        live = [s for s in touched.values() if not s.terminal]
+        for state in live:
+            for timer_id, fire_at in state.timers.items():
+                heapq.heappush(self._timers, (fire_at, state.run_id, timer_id))
+        log.info("orchestrator owns %d partitions: %d events, %d runs, %d running",
+                 len(partitions), sum(map(len, by_partition.values())), len(touched), len(live))
+        await self._advance(live)
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        while not self._stopping.is_set():
+            try:
+                records = await self._consumer.poll(timeout=self._poll_timeout(),
+                                                     max_records=2000)
+                touched: dict[str, RunState] = {}
+                for record in records:
+                    self._fold_record(record.value, touched)
+                self._fire_due_timers(touched)
+                if touched:
+                    await self._advance(touched.values())
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("orchestrator step failed; rebuilding owned partitions")
+                await asyncio.sleep(1.0)
+                await self._rebuild_all()
+
+    async def _rebuild_all(self) -> None:
+        if self._consumer is None:
+            return
+        with contextlib.suppress(Exception):
+            await self.on_assigned(self._consumer.assignment())
+
+    def _poll_timeout(self) -> float:
+        if not self._timers:
+            return 0.5
+        return max(0.0, min(0.5, self._timers[0][0] - self._clock()))
+
+    def _fold_record(self, value: bytes, touched: dict[str, RunState]) -> None:
+        try:
+            event = h.decode(value)
+        except ValueError:
+            log.error("ignoring an undecodable history record: %r", value[:200])
+            return
+        state = self.runs.get(event.run_id)
+        if state is None:
+            if not isinstance(event, h.RunRequested):
+                return
+            state = self.runs[event.run_id] = RunState(run_id=event.run_id)
+            part = partition_for(event.run_id, self._partitions)
+            self._runs_by_partition.setdefault(part, set()).add(event.run_id)
+        if fold(state, event):
+            touched[event.run_id] = state
+
+    def _fire_due_timers(self, touched: dict[str, RunState]) -> None:
+        now = self._clock()
+        while self._timers and self._timers[0][0] <= now:
+            _, run_id, timer_id = heapq.heappop(self._timers)
+            state = self.runs.get(run_id)
+            if state is None or timer_id not in state.timers:
+                continue
+            fired = h.TimerFired(id=h.event_id(run_id, timer_id, "fired"), run_id=run_id,
+                                 timer_id=timer_id)
+            self._pending_fired.append(fired)
+            fold(state, fired)
+            touched[run_id] = state
+
+    async def _advance(self, runs: Iterable[RunState]) -> None:
+        now = self._clock()
+        dispatches: list[Message] = []
+        history: list[Message] = [self._history_message(e) for e in self._pending_fired]
+        self._pending_fired = []
+        for state in runs:
+            wf = self._definition(state)
+            if wf is None:
+                continue
+            for event in advance(wf, state, now):
+                history.append(self._history_message(event))
+                if isinstance(event, h.TaskScheduled):
+                    dispatch = self._build_dispatch(wf, state, event)
+                    dispatches.append(Message(topic=self._topics.tasks, key=state.run_id,
+                                              value=dispatch.model_dump_json().encode()))
+                elif isinstance(event, h.TimerStarted):
+                    heapq.heappush(self._timers, (event.fire_at, state.run_id, event.timer_id))
+        if dispatches:
+            await self._log.append(dispatches)
+        if history:
+            await self._log.append(history)
+
+    def _history_message(self, event: h.HistoryEvent) -> Message:
+        return Message(topic=self._topics.history, key=event.run_id, value=h.encode(event))
+
+    def _definition(self, state: RunState) -> Workflow | None:
+        wf = self._registry.get(state.workflow, state.version)
+        if wf is None and (state.workflow, state.version) not in self._missing_logged:
+            self._missing_logged.add((state.workflow, state.version))
+            log.error("run %s waits: workflow %r version %r is not loaded in this process",
+                      state.run_id, state.workflow, state.version)
+        return wf

@@ -1,0 +1,128 @@
+"""What users get back about a run: ``RunResult`` and ``TaskResult``, built from folded state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from deerflow.engine import _state as s
+from deerflow.engine._definition import Workflow
+from deerflow.errors import RunFailed
+
+_TASK_STATUS = {
+    s.PENDING: "pending",
+    s.SCHEDULED: "running",
+    s.RETRY_WAIT: "retrying",
+    s.COMPLETED: "completed",
+    s.FAILED: "failed",
+    s.SKIPPED: "skipped",
+}
+
+
+class TaskResult(BaseModel):
+    """One task of a run.
+
+    ``status`` is pending, running, retrying, completed, failed or skipped.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    status: str
+    output: Any = None
+    error: str | None = None
+    error_type: str | None = None
+    traceback: str | None = None
+    attempts: int = 0
+    started_at: float | None = None
+    finished_at: float | None = None
+    next_attempt_at: float | None = None
+
+
+class RunResult(BaseModel):
+    """A run as its history tells it.
+
+    ``status`` is running, completed, failed, cancelled (and, for sagas, compensated or
+    compensation_failed). ``output`` is the sink task's output, or a dict by task id when the
+    workflow has several sinks.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    run_id: str
+    workflow: str
+    version: str = "1"
+    status: str
+    output: Any = None
+    error: str | None = None
+    failed_task: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    input: Any = None
+    trigger: dict[str, Any] | None = None
+    parent_run_id: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    tasks: dict[str, TaskResult] = Field(default_factory=dict)
+    events: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """Whether the run completed."""
+        return self.status == "completed"
+
+    @property
+    def done(self) -> bool:
+        """Whether the run has ended, whichever way."""
+        return self.status != "running"
+
+    def raise_for_status(self) -> RunResult:
+        """Return ``self`` if completed, else raise :class:`deerflow.errors.RunFailed`."""
+        if not self.ok:
+            raise RunFailed(
+                f"run {self.run_id} of {self.workflow!r} {self.status}: {self.error}",
+                run_id=self.run_id,
+                status=self.status,
+            )
+        return self
+
+
+def task_result(ts: s.TaskState) -> TaskResult:
+    """A task's public view."""
+    return TaskResult(
+        status=_TASK_STATUS.get(ts.status, ts.status),
+        output=ts.output,
+        error=ts.error,
+        error_type=ts.error_type,
+        traceback=ts.traceback,
+        attempts=ts.attempts,
+        started_at=ts.started_at,
+        finished_at=ts.finished_at,
+        next_attempt_at=ts.fire_at if ts.status == s.RETRY_WAIT else None,
+    )
+
+
+def run_result(state: s.RunState, wf: Workflow | None = None) -> RunResult:
+    """A run's public view; tasks in definition order when the definition is known."""
+    order = list(wf.order) if wf is not None else []
+    order += [tid for tid in state.tasks if tid not in order]
+    tasks = {
+        tid: task_result(state.tasks[tid]) if tid in state.tasks else TaskResult(status="pending")
+        for tid in order
+    }
+    return RunResult(
+        run_id=state.run_id,
+        workflow=state.workflow,
+        version=state.version,
+        status=state.status,
+        output=state.output,
+        error=state.error if state.status != s.RUN_COMPLETED else None,
+        failed_task=state.failed_task,
+        params=state.params,
+        input=state.input,
+        trigger=state.trigger,
+        parent_run_id=state.parent.run_id if state.parent else None,
+        started_at=state.started_at,
+        finished_at=state.finished_at,
+        tasks=tasks,
+        events=state.events,
+    )

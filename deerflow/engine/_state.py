@@ -1,0 +1,359 @@
+"""Run state and the pure ``fold``: state = fold(history).
+
+The fold is deterministic and idempotent: an event whose id was already folded is ignored, and
+events that make no sense in the current state (a completion for an attempt that is not the
+current one, anything after the run ended) are ignored too. So duplicated, re-emitted or
+late events cannot change a run's outcome.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from deerflow.engine import _history as h
+from deerflow.engine._expand import child_task_id
+
+PENDING = "pending"
+SCHEDULED = "scheduled"
+RETRY_WAIT = "retry_wait"
+COMPLETED = "completed"
+FAILED = "failed"
+SKIPPED = "skipped"
+EXPANDED = "expanded"
+
+TASK_DONE = frozenset({COMPLETED, FAILED, SKIPPED})
+
+RUN_RUNNING = "running"
+RUN_COMPLETED = "completed"
+RUN_FAILED = "failed"
+RUN_CANCELLED = "cancelled"
+
+
+@dataclass(slots=True)
+class TaskState:
+    """What the history says about one task of a run."""
+
+    status: str = PENDING
+    attempts: int = 0
+    fallback: bool = False
+    output: Any = None
+    error: str | None = None
+    error_type: str | None = None
+    traceback: str | None = None
+    retriable: bool = True
+    next_retry_delay: float | None = None
+    failed_at: float | None = None
+    scheduled_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    timer_id: str | None = None
+    fire_at: float | None = None
+    node: str | None = None
+    expansion: Expansion | None = None
+
+
+@dataclass(slots=True)
+class Expansion:
+    """The children of an expanded node, with counters kept by the fold.
+
+    Counters make deciding O(ready children), not O(all children), so a node with 10,000
+    children does not cost 10,000 steps per event.
+    """
+
+    children: list[str]
+    specs: dict[str, dict[str, Any]]
+    waiting_on: dict[str, int]
+    dependents: dict[str, list[str]]
+    ready: deque[str]
+    retrying: set[str] = field(default_factory=set)
+    running: int = 0
+    completed: int = 0
+    failed: str | None = None
+
+    @classmethod
+    def plan(cls, node_id: str, specs: list[dict[str, Any]]) -> Expansion:
+        """The expansion of ``node_id`` into ``specs`` (already validated)."""
+        children = [child_task_id(node_id, s["id"]) for s in specs]
+        by_id = dict(zip(children, specs, strict=True))
+        waiting: dict[str, int] = {}
+        dependents: dict[str, list[str]] = {}
+        ready: deque[str] = deque()
+        for child, spec in by_id.items():
+            deps = [child_task_id(node_id, d) for d in spec.get("depends_on", [])]
+            waiting[child] = len(deps)
+            for dep in deps:
+                dependents.setdefault(dep, []).append(child)
+            if not deps:
+                ready.append(child)
+        return cls(children, by_id, waiting, dependents, ready)
+
+    @property
+    def done(self) -> bool:
+        """Whether every child completed."""
+        return self.completed == len(self.children)
+
+
+@dataclass(slots=True)
+class RunState:
+    """A run as folded from its history."""
+
+    run_id: str
+    workflow: str = ""
+    version: str = "1"
+    fingerprint: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    input: Any = None
+    trigger: dict[str, Any] | None = None
+    parent: h.ParentRef | None = None
+    correlation_id: str | None = None
+    requested: bool = False
+    status: str = RUN_RUNNING
+    output: Any = None
+    error: str | None = None
+    failed_task: str | None = None
+    cancel_requested: bool = False
+    started_at: float | None = None
+    finished_at: float | None = None
+    tasks: dict[str, TaskState] = field(default_factory=dict)
+    timers: dict[str, float] = field(default_factory=dict)
+    seen: set[str] = field(default_factory=set)
+    events: int = 0
+
+    @property
+    def terminal(self) -> bool:
+        """Whether the run has ended."""
+        return self.status != RUN_RUNNING
+
+    def task(self, task_id: str) -> TaskState:
+        """The state of ``task_id`` (created pending on first use)."""
+        state = self.tasks.get(task_id)
+        if state is None:
+            state = self.tasks[task_id] = TaskState()
+        return state
+
+
+def fold(state: RunState, event: h.HistoryEvent) -> bool:
+    """Apply ``event`` to ``state`` in place; return whether it changed anything."""
+    if event.id in state.seen:
+        return False
+    if state.terminal and not isinstance(event, h.RunRequested):
+        return False
+    if not state.requested and not isinstance(event, h.RunRequested):
+        # Events that overtake their RunRequested (other partitions, a lagging trigger) wait
+        # for nothing: they are kept out of the state until the request arrives. A history
+        # partition keeps per-run order, so this only happens for corrupted logs.
+        return False
+    changed = _APPLY[event.type](state, event)
+    if changed:
+        state.seen.add(event.id)
+        state.events += 1
+    return changed
+
+
+def _run_requested(state: RunState, e: h.RunRequested) -> bool:
+    if state.requested:
+        return False
+    state.requested = True
+    state.workflow = e.workflow
+    state.version = e.version
+    state.fingerprint = e.fingerprint
+    state.params = dict(e.params)
+    state.input = e.input
+    state.trigger = e.trigger
+    state.parent = e.parent
+    state.correlation_id = e.correlation_id
+    state.started_at = e.ts
+    return True
+
+
+def _task_scheduled(state: RunState, e: h.TaskScheduled) -> bool:
+    task = state.task(e.task_id)
+    if task.status in TASK_DONE or task.status == EXPANDED or e.attempt <= task.attempts:
+        return False
+    exp = _expansion_of(state, task)
+    if exp is not None:
+        if task.status == PENDING:
+            exp.running += 1
+            if exp.ready and exp.ready[0] == e.task_id:
+                exp.ready.popleft()
+            else:
+                exp.ready.remove(e.task_id)
+        exp.retrying.discard(e.task_id)
+    task.status = SCHEDULED
+    task.attempts = e.attempt
+    task.fallback = e.fallback
+    task.scheduled_at = e.ts
+    task.timer_id = None
+    task.fire_at = None
+    return True
+
+
+def _current_attempt(state: RunState, task_id: str, attempt: int) -> TaskState | None:
+    task = state.tasks.get(task_id)
+    if task is None or task.status != SCHEDULED or task.attempts != attempt:
+        return None
+    return task
+
+
+def _task_completed(state: RunState, e: h.TaskCompleted) -> bool:
+    task = _current_attempt(state, e.task_id, e.attempt)
+    if task is None:
+        return False
+    task.error = None
+    task.started_at = e.started_at
+    if e.expansion is not None:
+        task.status = EXPANDED
+        task.expansion = Expansion.plan(e.task_id, e.expansion)
+        for child in task.expansion.children:
+            state.tasks[child] = TaskState(node=e.task_id)
+        return True
+    task.status = COMPLETED
+    task.output = e.output
+    task.finished_at = e.ts
+    exp = _expansion_of(state, task)
+    if exp is not None:
+        exp.running -= 1
+        exp.completed += 1
+        for dependent in exp.dependents.get(e.task_id, ()):
+            exp.waiting_on[dependent] -= 1
+            if exp.waiting_on[dependent] == 0:
+                exp.ready.append(dependent)
+    return True
+
+
+def _expansion_of(state: RunState, task: TaskState) -> Expansion | None:
+    if task.node is None:
+        return None
+    return state.tasks[task.node].expansion
+
+
+def _task_collected(state: RunState, e: h.TaskCollected) -> bool:
+    task = state.tasks.get(e.task_id)
+    if task is None or task.status != EXPANDED:
+        return False
+    task.status = COMPLETED
+    task.output = e.output
+    task.finished_at = e.ts
+    return True
+
+
+def _task_failed(state: RunState, e: h.TaskFailed) -> bool:
+    task = _current_attempt(state, e.task_id, e.attempt)
+    if task is None:
+        return False
+    task.status = RETRY_WAIT
+    task.error = e.error
+    task.error_type = e.error_type
+    task.traceback = e.traceback
+    task.retriable = e.retriable
+    task.next_retry_delay = e.next_retry_delay
+    task.failed_at = e.ts
+    task.started_at = e.started_at
+    task.finished_at = e.ts
+    exp = _expansion_of(state, task)
+    if exp is not None:
+        exp.retrying.add(e.task_id)
+    return True
+
+
+def _task_skipped(state: RunState, e: h.TaskSkipped) -> bool:
+    task = state.task(e.task_id)
+    if task.status not in (PENDING, RETRY_WAIT):
+        return False
+    exp = _expansion_of(state, task)
+    if exp is not None and task.status == RETRY_WAIT:
+        exp.running -= 1
+        exp.retrying.discard(e.task_id)
+    task.status = SKIPPED
+    task.error = e.reason
+    task.finished_at = e.ts
+    return True
+
+
+def _task_abandoned(state: RunState, e: h.TaskAbandoned) -> bool:
+    task = state.task(e.task_id)
+    if task.status in TASK_DONE or task.status == SCHEDULED:
+        return False
+    exp = _expansion_of(state, task)
+    if exp is not None:
+        if task.status == RETRY_WAIT:
+            exp.running -= 1
+        exp.retrying.discard(e.task_id)
+        exp.failed = exp.failed or e.task_id
+    task.status = FAILED
+    task.error = e.error
+    task.finished_at = e.ts
+    return True
+
+
+def _timer_started(state: RunState, e: h.TimerStarted) -> bool:
+    if e.timer_id in state.timers:
+        return False
+    state.timers[e.timer_id] = e.fire_at
+    if e.task_id is not None:
+        task = state.task(e.task_id)
+        task.timer_id = e.timer_id
+        task.fire_at = e.fire_at
+    return True
+
+
+def _timer_fired(state: RunState, e: h.TimerFired) -> bool:
+    return state.timers.pop(e.timer_id, None) is not None
+
+
+def _run_completed(state: RunState, e: h.RunCompleted) -> bool:
+    state.status = RUN_COMPLETED
+    state.output = e.output
+    state.finished_at = e.ts
+    return True
+
+
+def _run_failed(state: RunState, e: h.RunFailed) -> bool:
+    state.status = RUN_FAILED
+    state.error = e.error
+    state.failed_task = e.failed_task
+    state.finished_at = e.ts
+    return True
+
+
+def _cancel_requested(state: RunState, e: h.RunCancelRequested) -> bool:
+    if state.cancel_requested:
+        return False
+    state.cancel_requested = True
+    state.error = e.reason
+    return True
+
+
+def _run_cancelled(state: RunState, e: h.RunCancelled) -> bool:
+    state.status = RUN_CANCELLED
+    state.error = e.reason
+    state.finished_at = e.ts
+    state.timers.clear()
+    return True
+
+
+_APPLY: dict[str, Any] = {
+    "RunRequested": _run_requested,
+    "TaskScheduled": _task_scheduled,
+    "TaskCompleted": _task_completed,
+    "TaskFailed": _task_failed,
+    "TaskSkipped": _task_skipped,
+    "TaskAbandoned": _task_abandoned,
+    "TaskCollected": _task_collected,
+    "TimerStarted": _timer_started,
+    "TimerFired": _timer_fired,
+    "RunCompleted": _run_completed,
+    "RunFailed": _run_failed,
+    "RunCancelRequested": _cancel_requested,
+    "RunCancelled": _run_cancelled,
+}
+
+
+def fold_all(run_id: str, events: list[h.HistoryEvent]) -> RunState:
+    """A fresh state folded from ``events`` in order."""
+    state = RunState(run_id=run_id)
+    for event in events:
+        fold(state, event)
+    return state

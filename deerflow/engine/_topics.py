@@ -1,0 +1,53 @@
+"""Names of the topics and consumer groups one deerflow deployment uses."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+DEFAULT_PREFIX = "deerflow"
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """Topic and group names, all derived from one prefix (``DEERFLOW_PREFIX``).
+
+    Two deployments on one Kafka cluster stay apart by using different prefixes.
+    """
+
+    prefix: str = DEFAULT_PREFIX
+
+    @classmethod
+    def from_env(cls, prefix: str | None = None) -> Topics:
+        """Topics for ``prefix``, else ``DEERFLOW_PREFIX``, else ``deerflow``."""
+        return cls(prefix or os.environ.get("DEERFLOW_PREFIX") or DEFAULT_PREFIX)
+
+    @property
+    def history(self) -> str:
+        """Run histories, keyed by run id."""
+        return f"{self.prefix}.history"
+
+    @property
+    def tasks(self) -> str:
+        """The task queue workers consume."""
+        return f"{self.prefix}.tasks"
+
+    @property
+    def events(self) -> str:
+        """Domain events (choreography, event sourcing), keyed by correlation id."""
+        return f"{self.prefix}.events"
+
+    @property
+    def dlq(self) -> str:
+        """Dead letters: input that could not be processed, with the reason."""
+        return f"{self.prefix}.dlq"
+
+    @property
+    def orchestrator_group(self) -> str:
+        """The consumer group whose members own history partitions."""
+        return f"{self.prefix}.orchestrator"
+
+    @property
+    def worker_group(self) -> str:
+        """The consumer group whose members run tasks."""
+        return f"{self.prefix}.workers"

@@ -1,0 +1,314 @@
+"""Workers: consume the task queue, run task bodies, append their outcome to the run's history.
+
+A task message is committed only after its outcome is durable in the history, so a worker that
+dies mid-task leaves the message to be delivered again (task bodies are at-least-once; the
+fold ignores a second outcome of the same attempt). Concurrency is bounded: when every slot is
+busy the worker pauses its partitions instead of buffering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import os
+import socket
+import traceback
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from pydantic import ValidationError
+
+from deerflow import _codec
+from deerflow.engine import _history as h
+from deerflow.engine._context import TaskContext, TaskDispatch, current_task
+from deerflow.engine._definition import TaskDef, Workflow
+from deerflow.engine._offsets import OffsetTracker
+from deerflow.engine._registry import WorkflowRegistry
+from deerflow.engine._topics import Topics
+from deerflow.errors import OutputNotSerializable
+from deerflow.eventstore.base import EventLog, GroupConsumer, Message, Record, TopicPartition
+
+log = logging.getLogger("deerflow.worker")
+
+TaskResolver = Callable[[Workflow, TaskDispatch], tuple[TaskDef, Callable[..., Any]]]
+
+
+def default_worker_name() -> str:
+    """``host:pid``, recorded on every outcome so the history shows who ran what."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def resolve_task(wf: Workflow, dispatch: TaskDispatch) -> tuple[TaskDef, Callable[..., Any]]:
+    """The definition and the callable for one dispatched attempt (fallback included)."""
+    task = wf.get(dispatch.task_id)
+    fn = task.fallback if dispatch.fallback else task.fn
+    if fn is None:
+        raise LookupError(f"task {task.id!r} of workflow {wf.name!r} has no body to run")
+    return task, fn
+
+
+async def run_attempt(
+    task: TaskDef,
+    fn: Callable[..., Any],
+    dispatch: TaskDispatch,
+    *,
+    executor: ThreadPoolExecutor | None = None,
+    worker: str | None = None,
+) -> h.TaskCompleted | h.TaskFailed:
+    """Run one attempt of a task body and describe its outcome as a history event."""
+    ctx = TaskContext(dispatch)
+    started = h.now()
+    ident = (dispatch.run_id, dispatch.task_id, dispatch.attempt)
+    try:
+        output = await asyncio.wait_for(_call(fn, ctx, executor), task.timeout)
+        try:
+            output = _codec.to_json_value(output)
+        except TypeError as exc:
+            raise OutputNotSerializable(
+                f"task {task.id!r} returned a value that is not JSON-serialisable: {exc}",
+                task_id=task.id,
+            ) from None
+    except TimeoutError:
+        return h.TaskFailed(
+            id=h.event_id(*ident, "failed"), run_id=dispatch.run_id, task_id=task.id,
+            attempt=dispatch.attempt, error=f"task {task.id!r} timed out after {task.timeout}s",
+            error_type="TimeoutError", retriable=True, started_at=started, worker=worker,
+            fallback=dispatch.fallback,
+        )
+    except Exception as exc:  # noqa: BLE001 - any failure of user code becomes history
+        return h.TaskFailed(
+            id=h.event_id(*ident, "failed"), run_id=dispatch.run_id, task_id=task.id,
+            attempt=dispatch.attempt, error=str(exc) or type(exc).__name__,
+            error_type=type(exc).__name__, traceback=traceback.format_exc(limit=20),
+            retriable=bool(getattr(exc, "retriable", True)),
+            next_retry_delay=getattr(exc, "next_retry_delay", None), started_at=started,
+            worker=worker, fallback=dispatch.fallback,
+        )
+    return h.TaskCompleted(
+        id=h.event_id(*ident, "completed"), run_id=dispatch.run_id, task_id=task.id,
+        attempt=dispatch.attempt, output=output, started_at=started, worker=worker,
+        fallback=dispatch.fallback,
+    )
+
+
+async def _call(fn: Callable[..., Any], ctx: TaskContext, executor: ThreadPoolExecutor | None) -> Any:
+    token = current_task.set(ctx)  # publish_event / EventStore.publish find the task here
+    try:
+        if asyncio.iscoroutinefunction(fn):
+            return await fn(ctx)
+        loop = asyncio.get_running_loop()
+        # copy_context: the thread sees current_task too
+        call = contextvars.copy_context().run
+        result = await loop.run_in_executor(executor, call, fn, ctx)
+    finally:
+        current_task.reset(token)
+    if asyncio.iscoroutine(result):  # a sync wrapper that returned a coroutine
+        return await result
+    return result
+
+
+class Worker:
+    """Runs tasks from the task queue (one member of the workers' consumer group).
+
+    Args:
+        log: the event log.
+        registry: workflows this process can run.
+        topics: topic names.
+        concurrency: attempts run at once; sync bodies use a thread pool of this size.
+        resolve: maps a dispatch to its task and callable (patterns extend it).
+    """
+
+    def __init__(
+        self,
+        log: EventLog,
+        registry: WorkflowRegistry,
+        topics: Topics,
+        *,
+        concurrency: int = 16,
+        resolve: TaskResolver = resolve_task,
+        name: str | None = None,
+    ) -> None:
+        self._log = log
+        self._registry = registry
+        self._topics = topics
+        self._concurrency = max(1, concurrency)
+        self._resolve = resolve
+        self.name = name or default_worker_name()
+        self._consumer: GroupConsumer | None = None
+        self._executor = ThreadPoolExecutor(self._concurrency, thread_name_prefix="deerflow-task")
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._offsets = OffsetTracker()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._paused = False
+        self._commit_lock = asyncio.Lock()
+        self._commit_requested = 0
+        self._commit_completed = 0
+        self.executed = 0
+
+    async def start(self) -> None:
+        """Join the workers' group and start consuming."""
+        if self._loop_task is not None:
+            return
+        self._consumer = self._log.consumer(
+            self._topics.worker_group, [self._topics.tasks], listener=self
+        )
+        await self._consumer.start()
+        self._loop_task = asyncio.create_task(self._run(), name="deerflow-worker")
+
+    async def stop(self, drain_timeout: float = 10.0) -> None:
+        """Stop taking tasks, let running ones finish (up to ``drain_timeout``), commit, leave."""
+        self._stopping.set()
+        if self._loop_task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+            self._loop_task = None
+        if self._inflight:
+            _done, pending = await asyncio.wait(self._inflight, timeout=drain_timeout)
+            for task in pending:
+                task.cancel()
+        if self._consumer is not None:
+            with contextlib.suppress(Exception):
+                await self._commit()
+            await self._consumer.stop()
+            self._consumer = None
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- group membership -------------------------------------------------------------------
+
+    async def on_assigned(self, partitions: frozenset[TopicPartition]) -> None:
+        """New partitions start from the group's committed offsets."""
+        log.debug("worker %s assigned %s", self.name, sorted(partitions))
+
+    async def on_revoked(self, partitions: frozenset[TopicPartition]) -> None:
+        """Commit what is done before the partitions move; unfinished work is redelivered."""
+        with contextlib.suppress(Exception):
+            await self._commit()
+        self._offsets.forget(partitions)
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        consumer = self._consumer
+        while not self._stopping.is_set():
+            self._apply_backpressure(consumer)
+            free = self._concurrency - len(self._inflight)
+            try:
+                records = await consumer.poll(timeout=0.1, max_records=max(1, free))
+            except Exception:
+                log.exception("worker %s: polling the task queue failed; retrying", self.name)
+                await asyncio.sleep(1.0)
+                continue
+            for record in records:
+                self._offsets.begin(record.tp, record.offset)
+                task = asyncio.create_task(self._handle(record))
+                self._inflight.add(task)
+                task.add_done_callback(self._inflight.discard)
+
+    def _apply_backpressure(self, consumer: GroupConsumer) -> None:
+        full = len(self._inflight) >= self._concurrency
+        if full and not self._paused:
+            consumer.pause(consumer.assignment())
+            self._paused = True
+        elif not full and self._paused:
+            consumer.resume(consumer.assignment())
+            self._paused = False
+
+    async def _commit(self) -> None:
+        """Commit every partition whose finished prefix grew, once for all who asked meanwhile.
+
+        Commits are serialised (so a commit never moves a partition backwards) and coalesced
+        (callers that ask while one is running share the next round), so finishing a task
+        costs one commit per round, not one per task.
+        """
+        self._commit_requested += 1
+        wanted = self._commit_requested
+        async with self._commit_lock:
+            if self._commit_completed >= wanted:
+                return
+            generation = self._commit_requested
+            offsets = self._offsets.committable()
+            if offsets and self._consumer is not None:
+                await self._consumer.commit(offsets)
+                self._offsets.committed(offsets)
+            self._commit_completed = generation
+
+    async def _handle(self, record: Record) -> None:
+        try:
+            messages = await self._outcome(record)
+            await self._append_durably(messages)
+        except asyncio.CancelledError:
+            return  # stopping: not marked done, so the message is delivered again
+        except Exception:
+            log.exception("worker %s: task message at %s:%d failed unexpectedly; it will be "
+                          "delivered again", self.name, record.tp, record.offset)
+            return
+        self._offsets.done(record.tp, record.offset)
+        self.executed += 1
+        try:
+            # Commit now, before the run's next task can start, so a crash does not
+            # redeliver work whose outcome is already durable.
+            await self._commit()
+        except Exception:
+            log.warning("worker %s: committing offsets failed; the next commit covers them",
+                        self.name, exc_info=True)
+
+    async def _outcome(self, record: Record) -> list[Message]:
+        try:
+            dispatch = TaskDispatch.model_validate_json(record.value)
+        except ValidationError as exc:
+            return [self._dead_letter(record, f"unreadable task message: {exc}")]
+        wf = self._registry.get(dispatch.workflow, dispatch.version)
+        if wf is None:
+            event: h.TaskCompleted | h.TaskFailed = _not_loaded(dispatch, self.name)
+        else:
+            try:
+                task, fn = self._resolve(wf, dispatch)
+            except LookupError as exc:
+                event = _failure(dispatch, str(exc), "LookupError", self.name)
+            else:
+                event = await run_attempt(task, fn, dispatch, executor=self._executor,
+                                          worker=self.name)
+        return [Message(topic=self._topics.history, key=dispatch.run_id, value=h.encode(event))]
+
+    def _dead_letter(self, record: Record, reason: str) -> Message:
+        body = {"reason": reason, "topic": record.topic, "partition": record.partition,
+                "offset": record.offset, "value": record.value.decode("utf-8", "replace")}
+        return Message(topic=self._topics.dlq, key=record.key, value=_codec.dumps(body),
+                       headers=(("deerflow-reason", reason.encode()[:1000]),))
+
+    async def _append_durably(self, messages: list[Message]) -> None:
+        delay = 0.1
+        while True:
+            try:
+                await self._log.append(messages)
+                return
+            except Exception:
+                if self._stopping.is_set():
+                    raise
+                log.warning("worker %s: appending an outcome failed; retrying in %.1fs",
+                            self.name, delay, exc_info=True)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+
+def _failure(dispatch: TaskDispatch, error: str, error_type: str, worker: str) -> h.TaskFailed:
+    return h.TaskFailed(
+        id=h.event_id(dispatch.run_id, dispatch.task_id, dispatch.attempt, "failed"),
+        run_id=dispatch.run_id, task_id=dispatch.task_id, attempt=dispatch.attempt, error=error,
+        error_type=error_type, retriable=False, worker=worker, fallback=dispatch.fallback,
+    )
+
+
+def _not_loaded(dispatch: TaskDispatch, worker: str) -> h.TaskFailed:
+    return _failure(
+        dispatch,
+        f"workflow {dispatch.workflow!r} version {dispatch.version!r} is not loaded in worker "
+        f"{worker}; every worker must load every workflow",
+        "WorkflowNotLoaded",
+        worker,
+    )

@@ -1,0 +1,133 @@
+"""The one exception tree of deerflow.
+
+::
+
+    DeerflowError                  (retriable: bool)
+    ├── DefinitionError            invalid workflow definition, raised at definition time
+    ├── TaskError                  a task failed (carries the task id and the error text)
+    │   └── NonRetryableError      raise it from a task to fail it without further retries
+    ├── OutputNotSerializable      a task returned something that is not JSON
+    ├── RunFailed                  awaiting the result of a run that did not complete
+    ├── RunNotFound                unknown run id
+    ├── ConnectorError             a trigger source could not be read or acknowledged
+    ├── EventStoreError            the event log could not be reached or written
+    │   ├── ConcurrencyConflict    optimistic append failed (expected_version)
+    │   └── MissingDependency      an optional extra is not installed
+    ├── SagaError
+    │   └── CompensationFailed
+    └── TransitionNotAllowed       a state-machine transition invalid in the current state
+
+Engine-internal control flow (cancellation) derives from ``BaseException`` so that a user's
+``except Exception`` cannot swallow it.
+"""
+
+from __future__ import annotations
+
+
+class DeerflowError(Exception):
+    """Root of every error deerflow raises.
+
+    Attributes:
+        retriable: whether trying the same operation again may succeed.
+    """
+
+    retriable: bool = False
+
+    def __init__(self, message: str, *, retriable: bool | None = None) -> None:
+        super().__init__(message)
+        if retriable is not None:
+            self.retriable = retriable
+
+
+class DefinitionError(DeerflowError):
+    """A workflow definition is invalid; raised when it is defined, naming workflow and task."""
+
+
+class TaskError(DeerflowError):
+    """A task failed.
+
+    Raise it (or any exception) from a task body to fail the attempt; ``retriable=False`` or
+    :class:`NonRetryableError` skips the remaining retries.
+    """
+
+    retriable = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        task_id: str | None = None,
+        retriable: bool | None = None,
+        next_retry_delay: float | None = None,
+    ) -> None:
+        super().__init__(message, retriable=retriable)
+        self.task_id = task_id
+        self.next_retry_delay = next_retry_delay
+
+
+class NonRetryableError(TaskError):
+    """A task failure that must not be retried (bad input, permanent refusal)."""
+
+    retriable = False
+
+    def __init__(self, message: str, *, task_id: str | None = None) -> None:
+        super().__init__(message, task_id=task_id, retriable=False)
+
+
+class OutputNotSerializable(TaskError):
+    """A task returned a value that cannot be encoded as JSON."""
+
+    retriable = False
+
+
+class RunFailed(DeerflowError):
+    """The awaited run ended in a state other than ``completed``."""
+
+    def __init__(self, message: str, *, run_id: str, status: str) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.status = status
+
+
+class RunNotFound(DeerflowError):
+    """No run with the given id exists in the store."""
+
+
+class ConnectorError(DeerflowError):
+    """A trigger source failed (cannot read, parse or acknowledge)."""
+
+    retriable = True
+
+
+class EventStoreError(DeerflowError):
+    """The event log could not be reached or written."""
+
+    retriable = True
+
+
+class ConcurrencyConflict(EventStoreError):
+    """An append with ``expected_version`` found the stream at another version."""
+
+    retriable = False
+
+
+class MissingDependency(EventStoreError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+    retriable = False
+
+
+class SagaError(DeerflowError):
+    """A saga could not complete."""
+
+
+class CompensationFailed(SagaError):
+    """A compensation kept failing; the run needs an operator."""
+
+
+class TransitionNotAllowed(DeerflowError):
+    """A state-machine transition is not valid from the instance's current state."""
+
+
+class Cancelled(BaseException):  # noqa: N818 - control flow, not an error
+    """Raised inside a task body when its run is cancelled. Not catchable by ``except Exception``."""

@@ -1,0 +1,92 @@
+"""aiokafka, imported once with a helpful error, and the small conversions around it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from deerflow.errors import EventStoreError, MissingDependency
+from deerflow.eventstore.base import Record, TopicPartition
+
+try:
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from aiokafka import TopicPartition as KafkaTopicPartition
+    from aiokafka.abc import ConsumerRebalanceListener
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import (
+        CommitFailedError,
+        IllegalStateError,
+        KafkaError,
+        TopicAlreadyExistsError,
+        for_code,
+    )
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise MissingDependency(
+        "the kafka:// event log needs aiokafka: pip install 'deerflow[kafka]'"
+    ) from exc
+
+__all__ = [
+    "AIOKafkaAdminClient",
+    "AIOKafkaConsumer",
+    "AIOKafkaProducer",
+    "CommitFailedError",
+    "ConsumerRebalanceListener",
+    "IllegalStateError",
+    "KafkaError",
+    "NewTopic",
+    "TopicAlreadyExistsError",
+    "connect",
+    "failure",
+    "for_code",
+    "ours",
+    "record_from",
+    "theirs",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def ours(tp: Any) -> TopicPartition:
+    """An aiokafka ``TopicPartition`` as deerflow's."""
+    return TopicPartition(tp.topic, tp.partition)
+
+
+def theirs(tp: TopicPartition) -> Any:
+    """A deerflow ``TopicPartition`` as aiokafka's."""
+    return KafkaTopicPartition(tp.topic, tp.partition)
+
+
+def record_from(message: Any) -> Record:
+    """An aiokafka ``ConsumerRecord`` as a :class:`Record`."""
+    return Record(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=None if message.key is None else message.key.decode(),
+        value=b"" if message.value is None else message.value,
+        headers=tuple((name, bytes(value)) for name, value in message.headers or ()),
+        timestamp_ms=message.timestamp,
+    )
+
+
+def failure(url: str, doing: str, exc: BaseException) -> EventStoreError:
+    """An :class:`EventStoreError` saying what failed where, keeping aiokafka's retriable flag."""
+    retriable = bool(getattr(exc, "retriable", True))
+    return EventStoreError(f"{doing} Kafka at {url}: {exc!r}", retriable=retriable)
+
+
+async def connect(
+    url: str, limit: float, start: Awaitable[None], stop: Callable[[], Awaitable[None]]
+) -> None:
+    """Await a client's ``start()`` for at most ``limit`` s; on failure stop it, say where."""
+    try:
+        await asyncio.wait_for(start, limit)
+    except (KafkaError, OSError, TimeoutError) as exc:
+        try:
+            await stop()
+        except Exception:  # the original failure is the one worth reporting
+            logger.debug("stopping a client that failed to start", exc_info=True)
+        detail = f"no answer within {limit} s" if isinstance(exc, TimeoutError) else str(exc)
+        raise EventStoreError(f"cannot reach Kafka at {url}: {detail}") from exc

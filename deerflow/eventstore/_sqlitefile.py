@@ -1,0 +1,266 @@
+"""The synchronous SQL behind :mod:`deerflow.eventstore.sqlite`.
+
+Every method here runs on the log's one SQLite thread, so one connection serves them all and
+the event loop never waits on the disk. Offsets are assigned inside ``BEGIN IMMEDIATE``
+transactions from the file's own ``MAX(offset)``, so several processes appending to one file
+still number every partition contiguously.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import struct
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from deerflow.errors import EventStoreError
+from deerflow.eventstore.base import Headers, Message, Record, TopicPartition
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS topics (
+    name TEXT PRIMARY KEY,
+    partitions INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS records (
+    topic TEXT NOT NULL,
+    partition_id INTEGER NOT NULL,
+    record_offset INTEGER NOT NULL,
+    key TEXT,
+    value BLOB NOT NULL,
+    headers BLOB NOT NULL,
+    timestamp_ms INTEGER NOT NULL,
+    PRIMARY KEY (topic, partition_id, record_offset)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS group_offsets (
+    group_id TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    partition_id INTEGER NOT NULL,
+    record_offset INTEGER NOT NULL,
+    PRIMARY KEY (group_id, topic, partition_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS group_leases (
+    group_id TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    expires_at REAL NOT NULL
+);
+"""
+
+_HOST = socket.gethostname()
+_HEADER = struct.Struct(">HI")
+
+
+def encode_headers(headers: Headers) -> bytes:
+    """Headers as (name length, value length, name, value) runs; compact and exact for bytes."""
+    out = bytearray()
+    for name, value in headers:
+        raw = name.encode()
+        out += _HEADER.pack(len(raw), len(value)) + raw + value
+    return bytes(out)
+
+
+def decode_headers(blob: bytes) -> Headers:
+    """Inverse of :func:`encode_headers`."""
+    headers = []
+    at = 0
+    while at < len(blob):
+        name_len, value_len = _HEADER.unpack_from(blob, at)
+        at += _HEADER.size
+        name = blob[at : at + name_len].decode()
+        at += name_len
+        headers.append((name, bytes(blob[at : at + value_len])))
+        at += value_len
+    return tuple(headers)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host with ``pid`` still runs (a zombie counts as dead)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            state = stat.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True  # not Linux, or raced with its exit: assume alive and wait for expiry
+    return state not in ("Z", "X")
+
+
+@dataclass
+class WriteRequest:
+    """One caller's share of a group-committed transaction."""
+
+    placed: Sequence[tuple[TopicPartition, Message]]
+    offsets: Mapping[TopicPartition, int] = field(default_factory=dict)
+    group: str | None = None
+    #: Lease holder that must still own ``group`` for the commit to apply (fencing).
+    holder: str | None = None
+
+
+WriteResult = list[tuple[TopicPartition, int]] | EventStoreError
+
+
+class SqliteFile:
+    """One connection to the log file; to be used from a single thread only."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """The connection, opened (and the schema created) on first use."""
+        if self._conn is None:
+            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            # FULL: a transaction that returned is on disk, even after a power cut.
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.executescript(_SCHEMA)
+            self._conn = conn
+        return self._conn
+
+    def close(self) -> None:
+        """Close the connection if open."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    @contextmanager
+    def _transaction(self, mode: str = "") -> Iterator[sqlite3.Connection]:
+        conn = self.conn
+        conn.execute(f"BEGIN {mode}")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def partition_count(self, topic: str, default: int) -> int:
+        """The topic's partitions, creating it with ``default`` if missing."""
+        with self._transaction("IMMEDIATE") as conn:
+            conn.execute("INSERT OR IGNORE INTO topics VALUES (?, ?)", (topic, default))
+            row = conn.execute("SELECT partitions FROM topics WHERE name = ?", (topic,)).fetchone()
+        return int(row[0])
+
+    def write(self, requests: Sequence[WriteRequest]) -> list[WriteResult]:
+        """Apply every request in one transaction (one fsync); a fenced request fails alone."""
+        results: list[WriteResult] = []
+        with self._transaction("IMMEDIATE") as conn:
+            next_offsets: dict[TopicPartition, int] = {}
+            rows: list[tuple[object, ...]] = []
+            now_ms = time.time_ns() // 1_000_000
+            for request in requests:
+                if request.holder is not None and not self._holds(request):
+                    results.append(
+                        EventStoreError(f"group {request.group!r}: lease lost to another process")
+                    )
+                    continue
+                positions = []
+                for tp, message in request.placed:
+                    if tp not in next_offsets:
+                        next_offsets[tp] = self._end(tp)
+                    offset = next_offsets[tp]
+                    next_offsets[tp] = offset + 1
+                    positions.append((tp, offset))
+                    rows.append((
+                        tp.topic, tp.partition, offset, message.key, message.value,
+                        encode_headers(message.headers), now_ms,
+                    ))  # fmt: skip
+                self._commit_offsets(request)
+                results.append(positions)
+            conn.executemany("INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        return results
+
+    def _holds(self, request: WriteRequest) -> bool:
+        row = self.conn.execute(
+            "SELECT holder FROM group_leases WHERE group_id = ?", (request.group,)
+        ).fetchone()
+        return row is not None and row[0] == request.holder
+
+    def _commit_offsets(self, request: WriteRequest) -> None:
+        self.conn.executemany(
+            "INSERT INTO group_offsets VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE"
+            " SET record_offset = excluded.record_offset",
+            [(request.group, tp.topic, tp.partition, off) for tp, off in request.offsets.items()],
+        )
+
+    def _end(self, tp: TopicPartition) -> int:
+        row = self.conn.execute(
+            "SELECT MAX(record_offset) FROM records WHERE topic = ? AND partition_id = ?",
+            (tp.topic, tp.partition),
+        ).fetchone()
+        return 0 if row[0] is None else int(row[0]) + 1
+
+    def end_offset(self, tp: TopicPartition) -> int:
+        """The offset the next record of ``tp`` will get."""
+        return self._end(tp)
+
+    def fetch(
+        self, positions: Sequence[tuple[TopicPartition, int]], max_records: int
+    ) -> tuple[list[Record], dict[TopicPartition, int]]:
+        """Records from each position and every end offset, from one read snapshot."""
+        out: list[Record] = []
+        ends: dict[TopicPartition, int] = {}
+        with self._transaction() as conn:
+            for tp, offset in positions:
+                ends[tp] = end = self._end(tp)
+                budget = max_records - len(out)
+                if budget <= 0 or end <= offset:
+                    continue
+                rows = conn.execute(
+                    "SELECT record_offset, key, value, headers, timestamp_ms FROM records"
+                    " WHERE topic = ? AND partition_id = ? AND record_offset >= ?"
+                    " ORDER BY record_offset LIMIT ?",
+                    (tp.topic, tp.partition, offset, budget),
+                )
+                out.extend(
+                    Record(tp.topic, tp.partition, off, key, value, decode_headers(hdrs), ts)
+                    for off, key, value, hdrs, ts in rows
+                )
+        return out, ends
+
+    def load_committed(self, group: str, tp: TopicPartition) -> int | None:
+        """The group's committed offset for ``tp``."""
+        row = self.conn.execute(
+            "SELECT record_offset FROM group_offsets"
+            " WHERE group_id = ? AND topic = ? AND partition_id = ?",
+            (group, tp.topic, tp.partition),
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def try_lease(self, group: str, holder: str, ttl: float) -> bool:
+        """Take or renew the group's lease; True if ``holder`` has it now.
+
+        A lease is free when absent, expired, or held by a dead process of this host (so a
+        worker restarted after ``kill -9`` need not wait for the expiry).
+        """
+        with self._transaction("IMMEDIATE") as conn:
+            row = conn.execute(
+                "SELECT holder, host, pid, expires_at FROM group_leases WHERE group_id = ?",
+                (group,),
+            ).fetchone()
+            now = time.time()
+            taken = row is not None and row[0] != holder and row[3] > now
+            if taken and (row[1] != _HOST or pid_alive(row[2])):
+                return False
+            conn.execute(
+                "INSERT OR REPLACE INTO group_leases VALUES (?, ?, ?, ?, ?)",
+                (group, holder, _HOST, os.getpid(), now + ttl),
+            )
+        return True
+
+    def release_lease(self, group: str, holder: str) -> None:
+        """Give the lease up so another process can take it at once."""
+        with self._transaction("IMMEDIATE") as conn:
+            conn.execute(
+                "DELETE FROM group_leases WHERE group_id = ? AND holder = ?", (group, holder)
+            )
