@@ -63,6 +63,22 @@ class _UpstreamTasks(Mapping[str, TaskView]):
         return len(self._views)
 
 
+class _Outputs(Mapping[str, Any]):
+    """Upstream outputs by task id (the fan-in views of the context)."""
+
+    def __init__(self, tasks: Mapping[str, TaskView]) -> None:
+        self._tasks = tasks
+
+    def __getitem__(self, key: str) -> Any:
+        return self._tasks[key].output
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tasks)
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+
 class _Namespace:
     """Attribute access over a dict, for trigger events without a model."""
 
@@ -128,6 +144,16 @@ class TaskContext:
         if self._trigger_event is None and self._dispatch.trigger is not None:
             self._trigger_event = trigger_event_view(self._dispatch.trigger)
         return self._trigger_event
+
+    @property
+    def parallel_results(self) -> Mapping[str, Any]:
+        """Fan-in: ``parallel_results[id]`` is the list of results of an upstream fan-out."""
+        return _Outputs(self.tasks)
+
+    @property
+    def dynamic_outputs(self) -> Mapping[str, Any]:
+        """``dynamic_outputs[id]`` maps each generated task id of an upstream node to its output."""
+        return _Outputs(self.tasks)
 
     @property
     def extra(self) -> dict[str, Any]:

@@ -4,6 +4,9 @@
 start a retry timer, skip a task whose upstream failed, end the run). It performs no I/O and
 reads no clock: ``now`` is passed in and only stamps the events. Event ids are deterministic,
 so deciding twice on the same state yields the same events, which the fold then ignores.
+
+Most events belong to the run being decided. A few belong to other runs (the *outbox*): the
+``RunRequested`` of a sub-workflow's child run, and a child's outcome reported to its parent.
 """
 
 from __future__ import annotations
@@ -11,9 +14,16 @@ from __future__ import annotations
 from typing import Any
 
 from deerflow.engine import _history as h
+from deerflow.engine._decide_nodes import (
+    on_expanded,
+    on_failed_attempt,
+    schedule,
+    start_child_run,
+)
 from deerflow.engine._definition import TaskDef, Workflow
 from deerflow.engine._state import (
     COMPLETED,
+    EXPANDED,
     FAILED,
     PENDING,
     RETRY_WAIT,
@@ -36,15 +46,17 @@ def decide(wf: Workflow, state: RunState, now: float) -> list[h.HistoryEvent]:
         return _cancel(wf, state, now)
     changed = _definition_change(wf, state)
     if changed is not None:
-        return [h.RunFailed(id=h.event_id(state.run_id, "failed"), run_id=state.run_id, ts=now,
-                            error=changed)]
+        return _finish(state, now, h.RunFailed(id=h.event_id(state.run_id, "failed"),
+                                               run_id=state.run_id, ts=now, error=changed))
     events: list[h.HistoryEvent] = []
     for task_id in wf.order:
         task = state.tasks.get(task_id, _EMPTY)
         if task.status == PENDING:
-            events.extend(_on_pending(wf.get(task_id), state, now))
+            events.extend(_on_pending(wf, wf.get(task_id), state, now))
         elif task.status == RETRY_WAIT:
-            events.extend(_on_failed_attempt(wf.get(task_id), task, state, now))
+            events.extend(on_failed_attempt(wf.get(task_id), task_id, task, state, now))
+        elif task.status == EXPANDED:
+            events.extend(on_expanded(wf.get(task_id), task, state, now))
     if not events:
         events.extend(_maybe_finish(wf, state, now))
     return events
@@ -53,17 +65,23 @@ def decide(wf: Workflow, state: RunState, now: float) -> list[h.HistoryEvent]:
 def advance(wf: Workflow, state: RunState, now: float) -> list[h.HistoryEvent]:
     """Decide and fold repeatedly until the run needs outside input; return the new events.
 
-    ``state`` ends up including the returned events (the caller appends them to the log).
+    ``state`` ends up including the returned events of this run (the caller appends them all
+    to the log, outbox events included).
     """
     produced: list[h.HistoryEvent] = []
     while True:
-        events = [e for e in decide(wf, state, now) if fold(state, e)]
-        if not events:
+        progressed = False
+        for event in decide(wf, state, now):
+            if event.run_id != state.run_id:
+                produced.append(event)  # outbox: another run's history
+            elif fold(state, event):
+                produced.append(event)
+                progressed = True
+        if not progressed:
             return produced
-        produced.extend(events)
 
 
-def _on_pending(task: TaskDef, state: RunState, now: float) -> list[h.HistoryEvent]:
+def _on_pending(wf: Workflow, task: TaskDef, state: RunState, now: float) -> list[h.HistoryEvent]:
     run_id = state.run_id
     for dep in task.depends_on:
         status = state.tasks.get(dep, _EMPTY).status
@@ -73,39 +91,10 @@ def _on_pending(task: TaskDef, state: RunState, now: float) -> list[h.HistoryEve
                                   ts=now, task_id=task.id, reason=reason)]
         if status != COMPLETED:
             return []
-    return [_schedule(run_id, task.id, 1, now)]
-
-
-def _schedule(run_id: str, task_id: str, attempt: int, now: float, *,
-              fallback: bool = False) -> h.TaskScheduled:
-    return h.TaskScheduled(id=h.event_id(run_id, task_id, attempt, "scheduled"), run_id=run_id,
-                           ts=now, task_id=task_id, attempt=attempt, fallback=fallback)
-
-
-def _on_failed_attempt(
-    task: TaskDef, ts: TaskState, state: RunState, now: float
-) -> list[h.HistoryEvent]:
-    run_id = state.run_id
-    nxt = ts.attempts + 1
-    if not ts.fallback and ts.retriable and ts.attempts < task.retry.max_attempts:
-        if ts.timer_id is None:
-            delay = ts.next_retry_delay
-            if delay is None:
-                delay = task.retry.delay_before(nxt)
-            if delay <= 0:
-                return [_schedule(run_id, task.id, nxt, now)]
-            timer_id = f"retry:{task.id}:{nxt}"
-            return [h.TimerStarted(id=h.event_id(run_id, timer_id, "started"), run_id=run_id,
-                                   ts=now, timer_id=timer_id, task_id=task.id, attempt=nxt,
-                                   fire_at=(ts.failed_at or now) + delay)]
-        if ts.timer_id not in state.timers:  # the timer fired
-            return [_schedule(run_id, task.id, nxt, now)]
-        return []
-    if not ts.fallback and task.fallback is not None:
-        return [_schedule(run_id, task.id, nxt, now, fallback=True)]
-    error = ts.error or "failed"
-    return [h.TaskAbandoned(id=h.event_id(run_id, task.id, "abandoned"), run_id=run_id, ts=now,
-                            task_id=task.id, error=error)]
+    scheduled = schedule(run_id, task.id, 1, now)
+    if task.kind == "subworkflow":
+        return [scheduled, start_child_run(task, state, 1, now)]
+    return [scheduled]
 
 
 def _maybe_finish(wf: Workflow, state: RunState, now: float) -> list[h.HistoryEvent]:
@@ -117,10 +106,31 @@ def _maybe_finish(wf: Workflow, state: RunState, now: float) -> list[h.HistoryEv
     if failed:
         first = failed[0]
         error = f"task {first!r} failed: {state.tasks[first].error}"
-        return [h.RunFailed(id=h.event_id(run_id, "failed"), run_id=run_id, ts=now, error=error,
-                            failed_task=first)]
-    return [h.RunCompleted(id=h.event_id(run_id, "completed"), run_id=run_id, ts=now,
-                           output=run_output(wf, state))]
+        return _finish(state, now, h.RunFailed(id=h.event_id(run_id, "failed"), run_id=run_id,
+                                               ts=now, error=error, failed_task=first))
+    return _finish(state, now, h.RunCompleted(id=h.event_id(run_id, "completed"), run_id=run_id,
+                                              ts=now, output=run_output(wf, state)))
+
+
+def _finish(state: RunState, now: float, terminal: h.HistoryEvent) -> list[h.HistoryEvent]:
+    """The terminal event, plus the outcome for the parent run of a sub-workflow."""
+    parent = state.parent
+    if parent is None:
+        return [terminal]
+    ident = (parent.run_id, parent.task_id, parent.attempt)
+    report: h.HistoryEvent
+    if isinstance(terminal, h.RunCompleted):
+        report = h.TaskCompleted(id=h.event_id(*ident, "completed"), run_id=parent.run_id,
+                                 ts=now, task_id=parent.task_id, attempt=parent.attempt,
+                                 output=terminal.output, started_at=state.started_at)
+    else:
+        error = getattr(terminal, "error", None) or terminal.type
+        report = h.TaskFailed(id=h.event_id(*ident, "failed"), run_id=parent.run_id, ts=now,
+                              task_id=parent.task_id, attempt=parent.attempt,
+                              error=f"sub-workflow run {state.run_id} {terminal.type}: {error}",
+                              error_type="SubWorkflowFailed", started_at=state.started_at,
+                              retriable=not isinstance(terminal, h.RunCancelled))
+    return [terminal, report]
 
 
 def run_output(wf: Workflow, state: RunState) -> Any:
@@ -139,8 +149,9 @@ def _cancel(wf: Workflow, state: RunState, now: float) -> list[h.HistoryEvent]:
         for tid in wf.order
         if state.tasks.get(tid, _EMPTY).status in (PENDING, RETRY_WAIT)
     ]
-    events.append(h.RunCancelled(id=h.event_id(run_id, "cancelled"), run_id=run_id, ts=now,
-                                 reason=state.error or "cancelled"))
+    events.extend(_finish(state, now, h.RunCancelled(
+        id=h.event_id(run_id, "cancelled"), run_id=run_id, ts=now,
+        reason=state.error or "cancelled")))
     return events
 
 
@@ -151,7 +162,7 @@ def _definition_change(wf: Workflow, state: RunState) -> str | None:
                 f"version {wf.version!r} is loaded; keep the old version registered")
     if not state.fingerprint or state.fingerprint == wf.fingerprint():
         return None
-    unknown = sorted(tid for tid in state.tasks if tid not in wf.tasks)
+    unknown = sorted(tid for tid in state.tasks if tid not in wf.tasks and "/" not in tid)
     detail = f"tasks {unknown} no longer exist" if unknown else "tasks or dependencies changed"
     return (f"workflow {wf.name!r} changed under a running run ({detail}); "
             "bump Workflow(version=...) to change a workflow with runs in flight")

@@ -4,69 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import inspect
-import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from deerflow.engine._taskdef import (
+    ID_PATTERN,
+    RetryPolicy,
+    TaskDef,
+    positive_or_none,
+    retry_policy,
+)
 from deerflow.errors import DefinitionError
+from deerflow.patterns._api import PatternsMixin
 
 if TYPE_CHECKING:
     from deerflow.engine._engine import RunResult
 
 F = TypeVar("F", bound=Callable[..., Any])
-_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+_ID = ID_PATTERN
+
+__all__ = ["RetryPolicy", "TaskDef", "Workflow", "check_acyclic", "ensure_loop_free"]
 
 
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """How a failed task is retried.
-
-    ``retries`` further attempts after the first; the n-th retry waits
-    ``retry_delay * backoff ** (n - 1)`` seconds, at most ``max_retry_delay``.
-    """
-
-    retries: int = 0
-    retry_delay: float = 1.0
-    backoff: float = 2.0
-    max_retry_delay: float = 300.0
-
-    @property
-    def max_attempts(self) -> int:
-        """First attempt plus retries."""
-        return self.retries + 1
-
-    def delay_before(self, attempt: int) -> float:
-        """Seconds to wait before ``attempt`` (2 = first retry)."""
-        delay = self.retry_delay * self.backoff ** max(0, attempt - 2)
-        return float(min(delay, self.max_retry_delay))
-
-
-@dataclass(slots=True)
-class TaskDef:
-    """One node of a workflow's DAG.
-
-    ``kind`` is ``"task"`` for a plain task; patterns (dynamic tasks, fan-out, map-reduce,
-    sub-workflows) register other kinds with their own ``fn`` contract.
-    """
-
-    id: str
-    fn: Callable[..., Any] | None
-    depends_on: tuple[str, ...] = ()
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    timeout: float | None = None
-    fallback: Callable[..., Any] | None = None
-    kind: str = "task"
-    options: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def is_async(self) -> bool:
-        """Whether the body is a coroutine function (run on the loop, not in a thread)."""
-        return self.fn is not None and inspect.iscoroutinefunction(self.fn)
-
-
-class Workflow:
+class Workflow(PatternsMixin):
     """A named DAG of tasks.
 
     Example::
@@ -120,7 +80,7 @@ class Workflow:
         Sync functions run in a thread, async ones on the event loop. ``fallback`` (a function
         of the context, sync or async) supplies the output when every retry has failed.
         """
-        policy = _retry_policy(self.name, id, retries, retry_delay, backoff, max_retry_delay)
+        policy = retry_policy(self.name, id, retries, retry_delay, backoff, max_retry_delay)
         if isinstance(depends_on, str):
             raise DefinitionError(
                 f"workflow {self.name!r}, task {id!r}: depends_on must be a list of task ids"
@@ -133,7 +93,7 @@ class Workflow:
                     fn=fn,
                     depends_on=tuple(depends_on),
                     retry=policy,
-                    timeout=_positive_or_none(self.name, id or fn.__name__, "timeout", timeout),
+                    timeout=positive_or_none(self.name, id or fn.__name__, "timeout", timeout),
                     fallback=fallback,
                 )
             )
@@ -269,32 +229,6 @@ def _check_acyclic(workflow: str, edges: Mapping[str, Iterable[str]]) -> None:
 def check_acyclic(workflow: str, edges: Mapping[str, Iterable[str]]) -> None:
     """Raise :class:`DefinitionError` naming a cycle in ``edges`` (node -> dependencies)."""
     _check_acyclic(workflow, edges)
-
-
-def _positive_or_none(workflow: str, task: str | None, name: str, value: float | None) -> float | None:
-    if value is None:
-        return None
-    if value <= 0:
-        raise DefinitionError(f"workflow {workflow!r}, task {task!r}: {name} must be > 0")
-    return float(value)
-
-
-def _retry_policy(
-    workflow: str,
-    task: str | None,
-    retries: int,
-    retry_delay: float,
-    backoff: float,
-    max_retry_delay: float,
-) -> RetryPolicy:
-    where = f"workflow {workflow!r}, task {task!r}"
-    if retries < 0:
-        raise DefinitionError(f"{where}: retries must be >= 0")
-    if retry_delay < 0 or max_retry_delay < 0:
-        raise DefinitionError(f"{where}: retry delays must be >= 0")
-    if backoff < 1:
-        raise DefinitionError(f"{where}: backoff must be >= 1")
-    return RetryPolicy(retries, float(retry_delay), float(backoff), float(max_retry_delay))
 
 
 def ensure_loop_free() -> None:

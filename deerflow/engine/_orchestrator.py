@@ -22,6 +22,7 @@ from deerflow.engine import _history as h
 from deerflow.engine._context import TaskDispatch
 from deerflow.engine._decide import advance
 from deerflow.engine._definition import Workflow
+from deerflow.engine._expand import child_task_id, node_of
 from deerflow.engine._registry import WorkflowRegistry
 from deerflow.engine._state import COMPLETED, RunState, fold
 from deerflow.engine._topics import Topics
@@ -33,19 +34,47 @@ DispatchBuilder = Callable[[Workflow, RunState, h.TaskScheduled], TaskDispatch]
 
 
 def build_dispatch(wf: Workflow, state: RunState, event: h.TaskScheduled) -> TaskDispatch:
-    """The task message for a scheduled attempt, carrying its upstream tasks' outputs."""
+    """The task message for a scheduled attempt, carrying what its body may read.
+
+    A task sees its upstream tasks' outputs. A child of an expanded node sees its spec and the
+    outputs of the siblings it depends on, plus the node's upstream if its pattern asks.
+    """
+    node_id = node_of(event.task_id)
+    extra: dict[str, Any] = {}
+    visible: Iterable[str] = ()
+    if node_id is None:
+        visible = wf.ancestors(event.task_id)
+    else:
+        node = wf.get(node_id)
+        node_state = state.tasks[node_id].expansion
+        assert node_state is not None
+        spec = node_state.specs[event.task_id]
+        deps = [child_task_id(node_id, d) for d in spec.get("depends_on", [])]
+        extra = {"node": node_id, "spec": spec,
+                 "inputs": {d: state.tasks[d].output for d in deps}}
+        if node.options["expander"].child_sees_upstream:
+            visible = wf.ancestors(node_id)
+    return TaskDispatch(
+        run_id=state.run_id, workflow=state.workflow, version=state.version,
+        task_id=event.task_id, attempt=event.attempt, fallback=event.fallback,
+        params=state.params, input=state.input, trigger=state.trigger,
+        upstream=_upstream(state, visible), correlation_id=state.correlation_id, extra=extra,
+    )
+
+
+def _upstream(state: RunState, task_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
     upstream: dict[str, dict[str, Any]] = {}
-    for tid in wf.ancestors(event.task_id) if event.task_id in wf.tasks else ():
+    for tid in task_ids:
         ts = state.tasks.get(tid)
         if ts is not None:
             upstream[tid] = {"status": ts.status, "output": ts.output if ts.status == COMPLETED
                              else None, "error": ts.error, "attempts": ts.attempts}
-    return TaskDispatch(
-        run_id=state.run_id, workflow=state.workflow, version=state.version,
-        task_id=event.task_id, attempt=event.attempt, fallback=event.fallback,
-        params=state.params, input=state.input, trigger=state.trigger, upstream=upstream,
-        correlation_id=state.correlation_id,
-    )
+    return upstream
+
+
+def runs_on_worker(wf: Workflow, task_id: str) -> bool:
+    """Whether a scheduled attempt of ``task_id`` is a task message (not a child run)."""
+    return node_of(task_id) is not None or wf.get(task_id).kind != "subworkflow"
 
 
 class Orchestrator:
@@ -207,9 +236,12 @@ class Orchestrator:
                 continue
             for event in advance(wf, state, now):
                 history.append(self._history_message(event))
-                if isinstance(event, h.TaskScheduled):
+                if isinstance(event, h.TaskScheduled) and event.run_id == state.run_id \
+                        and runs_on_worker(wf, event.task_id):
                     dispatch = self._build_dispatch(wf, state, event)
-                    dispatches.append(Message(topic=self._topics.tasks, key=state.run_id,
+                    # Keyed by task, not run: one run's fan-out spreads over all workers.
+                    dispatches.append(Message(topic=self._topics.tasks,
+                                              key=f"{state.run_id}/{event.task_id}",
                                               value=dispatch.model_dump_json().encode()))
                 elif isinstance(event, h.TimerStarted):
                     heapq.heappush(self._timers, (event.fire_at, state.run_id, event.timer_id))

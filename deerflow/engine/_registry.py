@@ -35,6 +35,10 @@ class WorkflowRegistry:
         wf.validate()
         self._by_key[key] = wf
         self._latest[wf.name] = wf
+        for task in wf.tasks.values():
+            child = task.options.get("workflow")
+            if isinstance(child, Workflow):
+                self.add(child)  # sub-workflows run wherever their parent runs
         return wf
 
     def get(self, name: str, version: str | None = None) -> Workflow | None:

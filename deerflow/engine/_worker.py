@@ -25,6 +25,7 @@ from deerflow import _codec
 from deerflow.engine import _history as h
 from deerflow.engine._context import TaskContext, TaskDispatch, current_task
 from deerflow.engine._definition import TaskDef, Workflow
+from deerflow.engine._expand import node_of, validate_specs
 from deerflow.engine._offsets import OffsetTracker
 from deerflow.engine._registry import WorkflowRegistry
 from deerflow.engine._topics import Topics
@@ -42,7 +43,15 @@ def default_worker_name() -> str:
 
 
 def resolve_task(wf: Workflow, dispatch: TaskDispatch) -> tuple[TaskDef, Callable[..., Any]]:
-    """The definition and the callable for one dispatched attempt (fallback included)."""
+    """The definition and the callable for one dispatched attempt (fallback included).
+
+    For a child of an expanded node the definition is the node's (its timeout applies) and the
+    callable comes from the node's expander.
+    """
+    node_id = node_of(dispatch.task_id)
+    if node_id is not None:
+        node = wf.get(node_id)
+        return node, node.options["expander"].child_callable(dispatch.extra["spec"])
     task = wf.get(dispatch.task_id)
     fn = task.fallback if dispatch.fallback else task.fn
     if fn is None:
@@ -61,26 +70,33 @@ async def run_attempt(
     """Run one attempt of a task body and describe its outcome as a history event."""
     ctx = TaskContext(dispatch)
     started = h.now()
-    ident = (dispatch.run_id, dispatch.task_id, dispatch.attempt)
+    task_id = dispatch.task_id
+    ident = (dispatch.run_id, task_id, dispatch.attempt)
+    expansion: list[dict[str, Any]] | None = None
     try:
         output = await asyncio.wait_for(_call(fn, ctx, executor), task.timeout)
         try:
             output = _codec.to_json_value(output)
         except TypeError as exc:
             raise OutputNotSerializable(
-                f"task {task.id!r} returned a value that is not JSON-serialisable: {exc}",
-                task_id=task.id,
+                f"task {task_id!r} returned a value that is not JSON-serialisable: {exc}",
+                task_id=task_id,
             ) from None
+        if task.kind == "expand" and task_id == task.id and not dispatch.fallback:
+            # The planner's answer becomes durable as the node's expansion.
+            planned = task.options["expander"].plan(output, task.id)
+            expansion = validate_specs(task.id, _codec.to_json_value(planned))
+            output = None
     except TimeoutError:
         return h.TaskFailed(
-            id=h.event_id(*ident, "failed"), run_id=dispatch.run_id, task_id=task.id,
-            attempt=dispatch.attempt, error=f"task {task.id!r} timed out after {task.timeout}s",
+            id=h.event_id(*ident, "failed"), run_id=dispatch.run_id, task_id=task_id,
+            attempt=dispatch.attempt, error=f"task {task_id!r} timed out after {task.timeout}s",
             error_type="TimeoutError", retriable=True, started_at=started, worker=worker,
             fallback=dispatch.fallback,
         )
     except Exception as exc:  # noqa: BLE001 - any failure of user code becomes history
         return h.TaskFailed(
-            id=h.event_id(*ident, "failed"), run_id=dispatch.run_id, task_id=task.id,
+            id=h.event_id(*ident, "failed"), run_id=dispatch.run_id, task_id=task_id,
             attempt=dispatch.attempt, error=str(exc) or type(exc).__name__,
             error_type=type(exc).__name__, traceback=traceback.format_exc(limit=20),
             retriable=bool(getattr(exc, "retriable", True)),
@@ -88,9 +104,9 @@ async def run_attempt(
             worker=worker, fallback=dispatch.fallback,
         )
     return h.TaskCompleted(
-        id=h.event_id(*ident, "completed"), run_id=dispatch.run_id, task_id=task.id,
+        id=h.event_id(*ident, "completed"), run_id=dispatch.run_id, task_id=task_id,
         attempt=dispatch.attempt, output=output, started_at=started, worker=worker,
-        fallback=dispatch.fallback,
+        fallback=dispatch.fallback, expansion=expansion,
     )
 
 

@@ -1,0 +1,88 @@
+"""A task definition and its retry policy: the data every kind of node is made of."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from deerflow.errors import DefinitionError
+
+ID_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How a failed task is retried.
+
+    ``retries`` further attempts after the first; the n-th retry waits
+    ``retry_delay * backoff ** (n - 1)`` seconds, at most ``max_retry_delay``.
+    """
+
+    retries: int = 0
+    retry_delay: float = 1.0
+    backoff: float = 2.0
+    max_retry_delay: float = 300.0
+
+    @property
+    def max_attempts(self) -> int:
+        """First attempt plus retries."""
+        return self.retries + 1
+
+    def delay_before(self, attempt: int) -> float:
+        """Seconds to wait before ``attempt`` (2 = first retry)."""
+        delay = self.retry_delay * self.backoff ** max(0, attempt - 2)
+        return float(min(delay, self.max_retry_delay))
+
+
+@dataclass(slots=True)
+class TaskDef:
+    """One node of a workflow's DAG.
+
+    ``kind`` is ``"task"`` for a plain task; patterns (dynamic tasks, fan-out, map-reduce,
+    sub-workflows) register other kinds with their own ``fn`` contract.
+    """
+
+    id: str
+    fn: Callable[..., Any] | None
+    depends_on: tuple[str, ...] = ()
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    timeout: float | None = None
+    fallback: Callable[..., Any] | None = None
+    kind: str = "task"
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_async(self) -> bool:
+        """Whether the body is a coroutine function (run on the loop, not in a thread)."""
+        return self.fn is not None and inspect.iscoroutinefunction(self.fn)
+
+
+def positive_or_none(workflow: str, task: str | None, name: str, value: float | None) -> float | None:
+    if value is None:
+        return None
+    if value <= 0:
+        raise DefinitionError(f"workflow {workflow!r}, task {task!r}: {name} must be > 0")
+    return float(value)
+
+
+def retry_policy(
+    workflow: str,
+    task: str | None,
+    retries: int,
+    retry_delay: float,
+    backoff: float,
+    max_retry_delay: float,
+) -> RetryPolicy:
+    where = f"workflow {workflow!r}, task {task!r}"
+    if retries < 0:
+        raise DefinitionError(f"{where}: retries must be >= 0")
+    if retry_delay < 0 or max_retry_delay < 0:
+        raise DefinitionError(f"{where}: retry delays must be >= 0")
+    if backoff < 1:
+        raise DefinitionError(f"{where}: backoff must be >= 1")
+    return RetryPolicy(retries, float(retry_delay), float(backoff), float(max_retry_delay))
+
+
