@@ -15,7 +15,9 @@ from deerflow.engine._taskdef import (
     retry_policy,
 )
 from deerflow.errors import DefinitionError
+from deerflow.choreography import ChoreographyMixin
 from deerflow.patterns._api import PatternsMixin
+from deerflow.pipeline._api import PipelineMixin
 
 if TYPE_CHECKING:
     from deerflow.engine._engine import RunResult
@@ -26,7 +28,7 @@ _ID = ID_PATTERN
 __all__ = ["RetryPolicy", "TaskDef", "Workflow", "check_acyclic", "ensure_loop_free"]
 
 
-class Workflow(PatternsMixin):
+class Workflow(PatternsMixin, ChoreographyMixin, PipelineMixin):
     """A named DAG of tasks.
 
     Example::

@@ -1,0 +1,7 @@
+"""``Workflow.pipeline``: filled in by the pipeline package."""
+
+from __future__ import annotations
+
+
+class PipelineMixin:
+    """Adds ``Workflow.pipeline``."""
