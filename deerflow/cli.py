@@ -211,3 +211,10 @@ def main() -> None:
 
 
 __all__ = ["app", "default_store", "main"]
+
+
+# -- `deerflow serve` and `deerflow triggers` (implemented in deerflow/serve.py) --------------
+from deerflow.serve import serve_command, triggers_app  # noqa: E402 - registered after `app`
+
+app.command("serve")(serve_command)
+app.add_typer(triggers_app, name="triggers")

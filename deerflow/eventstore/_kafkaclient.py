@@ -64,7 +64,7 @@ def record_from(message: Any) -> Record:
         topic=message.topic,
         partition=message.partition,
         offset=message.offset,
-        key=None if message.key is None else message.key.decode(),
+        key=None if message.key is None else message.key.decode("utf-8", "replace"),
         value=b"" if message.value is None else message.value,
         headers=tuple((name, bytes(value)) for name, value in message.headers or ()),
         timestamp_ms=message.timestamp,

@@ -1,0 +1,240 @@
+"""The narrow base every trigger source builds on.
+
+A trigger source reads events from outside (a Kafka topic, an SQS queue, HTTP requests), turns
+each into a :class:`RunRequest` (or a :class:`DeadLetter`, or nothing), makes those durable in
+the event log and only then acknowledges the source. That order is the whole guarantee:
+at-least-once in, and because the run id is derived from the event's identity
+(:func:`run_id_for`), the engine's idempotent start turns a redelivery into the same run.
+:meth:`TriggerSource.deliver` is that template; subclasses supply ``interpret`` and
+``acknowledge``.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import hashlib
+import logging
+import os
+import time
+import uuid
+import weakref
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Generic, Self, TypeVar
+
+from pydantic import BaseModel
+
+from deerflow import _codec
+from deerflow.engine import Engine
+from deerflow.engine import _history as h
+from deerflow.engine._state import RunState
+from deerflow.errors import ConnectorError, DeerflowError
+from deerflow.eventstore.base import Headers, Message
+
+log = logging.getLogger("deerflow.connectors")
+
+T = TypeVar("T")
+DEFAULT_MAX_RUNNING = 10_000
+
+
+def run_id_for(workflow: str, source: str, identity: str | None) -> str:
+    """A run id for an event: ``<workflow>-<source>-<hash of the identity>``.
+
+    The same identity always gives the same id (so a redelivered event is the same run);
+    ``identity=None`` gives a fresh random id. The id is URL-safe: it appears in status URLs.
+    """
+    if identity is None:
+        return f"{workflow}-{source}-{uuid.uuid4().hex[:24]}"
+    digest = hashlib.sha256(f"{workflow}\x00{source}\x00{identity}".encode()).hexdigest()
+    return f"{workflow}-{source}-{digest[:24]}"
+
+
+@dataclass(frozen=True, slots=True)
+class RunRequest:
+    """A run to request: which workflow, under which id, for which trigger event."""
+
+    workflow: str
+    run_id: str
+    event: BaseModel
+    input: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """Input that cannot start a run, with the reason, for the dead-letter topic."""
+
+    reason: str
+    source: str
+    details: Mapping[str, Any] = field(default_factory=dict)
+    key: str | None = None
+    headers: Headers = ()
+
+
+Action = RunRequest | DeadLetter
+
+
+class EngineLoad:
+    """How many runs are running, from the engine's run index (shared per engine).
+
+    Sources stop taking input while :meth:`saturated`: Kafka pauses partitions, SQS stops
+    receiving, the gateway answers 503. Counts every run in the store, not just this process's.
+    """
+
+    _by_engine: weakref.WeakKeyDictionary[Engine, EngineLoad] = weakref.WeakKeyDictionary()
+
+    def __init__(self, engine: Engine) -> None:
+        self.running: set[str] = set()
+        self._engine = engine
+        self._started = False
+
+    @classmethod
+    async def of(cls, engine: Engine) -> EngineLoad:
+        """The engine's gauge, following its run index from now on."""
+        gauge = cls._by_engine.get(engine)
+        if gauge is None:
+            gauge = cls._by_engine[engine] = cls(engine)
+        if not gauge._started:
+            gauge._started = True
+            await engine.index.start()
+            gauge.running = {rid for rid, s in engine.index.runs.items() if not s.terminal}
+            engine.index.add_listener(gauge._on_change)
+        return gauge
+
+    def _on_change(self, state: RunState, event: h.HistoryEvent) -> None:
+        if state.terminal:
+            self.running.discard(state.run_id)
+        else:
+            self.running.add(state.run_id)
+
+    def saturated(self, limit: int) -> bool:
+        """Whether at least ``limit`` runs are running."""
+        return len(self.running) >= limit
+
+
+def max_running_default() -> int:
+    """``DEERFLOW_MAX_RUNNING_RUNS``, else 10,000: above it sources stop taking input."""
+    return int(os.environ.get("DEERFLOW_MAX_RUNNING_RUNS") or DEFAULT_MAX_RUNNING)
+
+
+class TriggerSource(abc.ABC, Generic[T]):
+    """A running trigger: reads a source, requests runs durably, then acknowledges.
+
+    Args:
+        engine: the engine runs are requested on (and whose log holds the dead letters).
+        name: the trigger's name, in logs and dead letters.
+        max_running: stop taking input while this many runs are running.
+    """
+
+    source: str = "custom"
+
+    def __init__(self, engine: Engine, name: str, *, max_running: int | None = None) -> None:
+        self.engine = engine
+        self.name = name
+        self.max_running = max_running or max_running_default()
+        self.load: EngineLoad | None = None
+        self.stopping = asyncio.Event()
+        self.requested = 0
+        self.dead_lettered = 0
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Connect to the source and start taking input; idempotent."""
+
+    @abc.abstractmethod
+    async def stop(self) -> None:
+        """Stop taking input, finish and acknowledge what is in hand; idempotent."""
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.stop()
+
+    async def _attach_load(self) -> EngineLoad:
+        if self.load is None:
+            self.load = await EngineLoad.of(self.engine)
+        return self.load
+
+    def saturated(self) -> bool:
+        """Whether the engine has too many running runs to take more input now."""
+        return self.load is not None and self.load.saturated(self.max_running)
+
+    # -- the template -------------------------------------------------------------------------
+
+    async def prepare(self, items: Sequence[T]) -> None:
+        """Look at a whole batch before :meth:`interpret` (default: nothing to do)."""
+
+    def interpret(self, item: T) -> Sequence[Action]:
+        """What one input item asks for: runs to request, dead letters, or nothing."""
+        raise NotImplementedError
+
+    async def acknowledge(self, items: Sequence[T]) -> None:
+        """Tell the source ``items`` are done (commit offsets, delete messages)."""
+        raise NotImplementedError
+
+    async def deliver(self, items: Sequence[T]) -> None:
+        """Request the runs ``items`` ask for durably, then acknowledge them."""
+        await self.prepare(items)
+        actions = [action for item in items for action in self.interpret(item)]
+        await self.submit(actions)
+        await self.acknowledge(items)
+
+    async def submit(self, actions: Iterable[Action], *, give_up_after: float | None = None,
+                     ) -> list[str]:
+        """Make every action durable; return the run ids requested.
+
+        Failed appends are retried with backoff until they succeed, the source is stopping, or
+        ``give_up_after`` seconds have passed (then :class:`ConnectorError`, nothing acked).
+        """
+        actions = list(actions)
+        requests = [a for a in actions if isinstance(a, RunRequest)]
+        letters = [a for a in actions if isinstance(a, DeadLetter)]
+        deadline = None if give_up_after is None else time.monotonic() + give_up_after
+        delay = 0.1
+        while True:
+            try:
+                if letters:
+                    await self.engine.log.append([self._letter_message(x) for x in letters])
+                await asyncio.gather(*(self._request(r) for r in requests))
+            except DeerflowError as exc:
+                if not exc.retriable or self.stopping.is_set() or (
+                        deadline is not None and time.monotonic() + delay > deadline):
+                    raise ConnectorError(f"trigger {self.name}: {exc}",
+                                         retriable=exc.retriable) from exc
+                log.warning("trigger %s: requesting runs failed (%s); retrying in %.1fs",
+                            self.name, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            self.requested += len(requests)
+            self.dead_lettered += len(letters)
+            return [r.run_id for r in requests]
+
+    async def _request(self, request: RunRequest) -> None:
+        await self.engine.start_run(
+            request.workflow, run_id=request.run_id, input=request.input,
+            trigger=request.event.model_dump(mode="json"),
+        )
+
+    def _letter_message(self, letter: DeadLetter) -> Message:
+        body = {"reason": letter.reason, "source": letter.source, "trigger": self.name,
+                "at": time.time(), **letter.details}
+        headers = (*letter.headers, ("deerflow-reason", letter.reason.encode()[:1000]),
+                   ("deerflow-trigger", self.name.encode()))
+        log.warning("trigger %s: dead-lettering input: %s", self.name, letter.reason)
+        return Message(topic=self.engine.topics.dlq, key=letter.key, value=_codec.dumps(body),
+                       headers=headers)
+
+
+async def backoff_sleep(stopping: asyncio.Event, seconds: float) -> None:
+    """Sleep ``seconds`` or until ``stopping`` is set, whichever comes first."""
+    try:
+        await asyncio.wait_for(stopping.wait(), seconds)
+    except TimeoutError:
+        return

@@ -1,0 +1,266 @@
+"""Kafka topic triggers: a consumer group that starts one run per accepted message.
+
+One :class:`KafkaTriggerSource` runs per (cluster, consumer group) and routes each topic to the
+workflow whose :class:`~deerflow.events.KafkaEvent` names it. For each batch it decodes the
+messages (JSON, orjson), applies the trigger's ``filter``, requests the runs (run id from
+group/topic/partition/offset), dead-letters what cannot be read, and commits the offsets only
+after all of that is durable. So a crash redelivers, and a redelivery is the same run.
+
+The source topic is read through deerflow's own :class:`~deerflow.eventstore.base.EventLog`
+consumer (Kafka on a ``kafka://`` store or ``KafkaEvent(bootstrap_servers=...)``, else
+``DEERFLOW_KAFKA_BOOTSTRAP``), so its broker-quirk handling is shared with the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import os
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import orjson
+
+from deerflow.connectors.base import (
+    Action,
+    DeadLetter,
+    RunRequest,
+    TriggerSource,
+    backoff_sleep,
+    run_id_for,
+)
+from deerflow.engine import Engine
+from deerflow.errors import ConnectorError, DeerflowError
+from deerflow.events import KafkaEvent, KafkaMessageEvent
+from deerflow.eventstore import open_log
+from deerflow.eventstore.base import EventLog, GroupConsumer, Record, TopicPartition
+
+log = logging.getLogger("deerflow.connectors.kafka")
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaRoute:
+    """One topic's trigger: which workflow it starts, under which trigger name."""
+
+    workflow: str
+    trigger: KafkaEvent
+    name: str
+
+
+def source_url_for(engine: Engine, trigger: KafkaEvent) -> str | None:
+    """The ``kafka://`` URL of ``trigger``'s cluster, or ``None`` for the engine's own log.
+
+    ``bootstrap_servers`` wins, then the engine's own Kafka store, then
+    ``DEERFLOW_KAFKA_BOOTSTRAP``.
+    """
+    bootstrap = trigger.bootstrap_servers
+    if bootstrap is None and engine.log.url.startswith("kafka://"):
+        return None
+    bootstrap = bootstrap or os.environ.get("DEERFLOW_KAFKA_BOOTSTRAP")
+    if not bootstrap:
+        raise ConnectorError(
+            f"KafkaEvent(topic={trigger.topic!r}) needs a Kafka cluster: run on a kafka:// "
+            "store, pass bootstrap_servers=, or set DEERFLOW_KAFKA_BOOTSTRAP", retriable=False)
+    return bootstrap if "://" in bootstrap else f"kafka://{bootstrap}"
+
+
+def source_log_for(engine: Engine, url: str | None) -> tuple[EventLog, bool]:
+    """The log for :func:`source_url_for`'s answer, and whether the caller starts/stops it."""
+    return (engine.log, False) if url is None else (open_log(url), True)
+
+
+def _headers(record: Record) -> dict[str, str]:
+    return {name: value.decode("utf-8", "replace") for name, value in record.headers}
+
+
+def _letter(record: Record, route: KafkaRoute, reason: str) -> DeadLetter:
+    try:
+        value: str = record.value.decode()
+        encoding = "utf-8"
+    except UnicodeDecodeError:
+        value, encoding = base64.b64encode(record.value).decode(), "base64"
+    details = {"trigger": route.name, "workflow": route.workflow, "topic": record.topic,
+               "partition": record.partition, "offset": record.offset, "key": record.key,
+               "timestamp": record.timestamp_ms, "headers": _headers(record),
+               "value": value, "value_encoding": encoding}
+    return DeadLetter(reason=reason, source="kafka", details=details,
+                      key=f"{record.topic}/{record.partition}/{record.offset}",
+                      headers=record.headers)
+
+
+class KafkaTriggerSource(TriggerSource[Record]):
+    """A member of one consumer group, starting runs for the topics in ``routes``.
+
+    Args:
+        engine: the engine runs are requested on.
+        group: the Kafka consumer group.
+        routes: topic -> route.
+        log: the log holding the topics (see :func:`source_log_for`).
+        owns_log: start and stop ``log`` with this source.
+        replay_nonce: set by ``triggers replay --new-runs``: new run ids for old messages.
+    """
+
+    source = "kafka"
+
+    def __init__(self, engine: Engine, group: str, routes: Mapping[str, KafkaRoute], *,
+                 log: EventLog, owns_log: bool = False, replay_nonce: str | None = None,
+                 max_running: int | None = None) -> None:
+        super().__init__(engine, group, max_running=max_running)
+        self.group = group
+        self.routes = dict(routes)
+        self.log = log
+        self._owns_log = owns_log
+        self._replay_nonce = replay_nonce
+        first = next(iter(self.routes.values()))
+        self.batch_size = min(route.trigger.batch_size for route in self.routes.values())
+        self._start_from = first.trigger.start_from
+        self._consumer: GroupConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._paused = False
+
+    async def start(self) -> None:
+        """Join the group and start consuming; idempotent."""
+        if self._task is not None:
+            return
+        await self._attach_load()
+        if self._owns_log:
+            await self.log.start()
+        self._consumer = self.log.consumer(self.group, sorted(self.routes),
+                                           start_from=self._start_from)
+        await self._consumer.start()
+        self._task = asyncio.create_task(self._run(), name=f"deerflow-kafka-{self.group}")
+        log.info("kafka trigger: group %s on %s, topics %s", self.group, self.log.url,
+                 ", ".join(sorted(self.routes)))
+
+    async def stop(self) -> None:
+        """Finish the batch in hand (committing it if its runs are durable), leave the group."""
+        self.stopping.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+        if self._owns_log:
+            await self.log.stop()
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        consumer = self._consumer
+        while not self.stopping.is_set():
+            self._apply_backpressure(consumer)
+            try:
+                records = await consumer.poll(timeout=0.2, max_records=self.batch_size)
+            except Exception as exc:  # the loop must outlive any broker or decoding failure
+                log.warning("kafka trigger %s: poll failed (%r); retrying", self.group, exc)
+                await backoff_sleep(self.stopping, 1.0)
+                continue
+            if not records:
+                continue
+            try:
+                await self.deliver(records)
+            except Exception as exc:
+                # Not committed: read the batch again (unless stopping: the next owner will).
+                log.error("kafka trigger %s: batch not acknowledged: %r", self.group, exc)
+                if not self.stopping.is_set():
+                    await self._rewind(consumer, records)
+                    await backoff_sleep(self.stopping, 1.0)
+
+    def _apply_backpressure(self, consumer: GroupConsumer) -> None:
+        # Paused partitions stay ours in the group; nothing is fetched or buffered meanwhile.
+        if self.saturated():
+            consumer.pause(consumer.assignment())
+            self._paused = True
+        elif self._paused:
+            consumer.resume(consumer.assignment())
+            self._paused = False
+
+    async def _rewind(self, consumer: GroupConsumer, records: Sequence[Record]) -> None:
+        first: dict[TopicPartition, int] = {}
+        for record in records:
+            first.setdefault(record.tp, record.offset)
+        for tp, offset in first.items():
+            with contextlib.suppress(DeerflowError):
+                await consumer.seek(tp, offset)
+
+    # -- the template's parts -----------------------------------------------------------------
+
+    def interpret(self, item: Record) -> Sequence[Action]:
+        """Decode, filter and describe one message (a run, a dead letter, or nothing)."""
+        route = self.routes.get(item.topic)
+        if route is None:
+            return []
+        try:
+            message = orjson.loads(item.value)
+        except orjson.JSONDecodeError as exc:
+            return [_letter(item, route, f"message is not JSON: {exc}")]
+        if route.trigger.filter is not None:
+            try:
+                accepted = bool(route.trigger.filter(message))
+            except Exception as exc:  # any failure of the user's filter
+                return [_letter(item, route, f"filter raised {type(exc).__name__}: {exc}")]
+            if not accepted:
+                return []
+        event = KafkaMessageEvent(
+            trigger=route.name, received_at=time.time(), message=message, key=item.key,
+            headers=_headers(item), topic=item.topic, partition=item.partition,
+            offset=item.offset, timestamp=item.timestamp_ms,
+            raw={"value": item.value.decode("utf-8", "replace")},
+        )
+        identity = f"{self.group}/{item.topic}/{item.partition}/{item.offset}"
+        if self._replay_nonce is not None:
+            identity += f"#replay-{self._replay_nonce}"
+        return [RunRequest(route.workflow, run_id_for(route.workflow, "kafka", identity), event)]
+
+    async def acknowledge(self, items: Sequence[Record]) -> None:
+        """Commit past ``items``; a failed commit only means they are delivered again."""
+        if self._consumer is None or not items:
+            return
+        offsets: dict[TopicPartition, int] = {}
+        for record in items:
+            offsets[record.tp] = max(offsets.get(record.tp, 0), record.offset + 1)
+        try:
+            await self._consumer.commit(offsets)
+        except DeerflowError as exc:
+            # Typically a rebalance moved the partition: its next owner re-reads the records
+            # and requests the same run ids, which the engine ignores.
+            log.warning("kafka trigger %s: commit failed (%s); records will be redelivered",
+                        self.group, exc)
+
+
+async def replay(source: KafkaTriggerSource, *, from_offset: int = 0,
+                 since_ms: int | None = None, partitions: Sequence[int] | None = None) -> int:
+    """Deliver a topic's past messages again, outside the group; returns runs requested.
+
+    Reads every partition of each routed topic from ``from_offset`` (records older than
+    ``since_ms`` skipped) to its end as of now. Without a ``replay_nonce`` on ``source`` the
+    run ids are the original ones, so messages that already started a run start nothing new.
+    """
+    total = 0
+    for topic in source.routes:
+        count = await source.log.partition_count(topic)
+        tps = [TopicPartition(topic, p) for p in (partitions or range(count))]
+        async with source.log.reader({tp: from_offset for tp in tps}) as reader:
+            idle = 0
+            while True:
+                batch = await reader.poll(timeout=0.5, max_records=source.batch_size)
+                idle = 0 if batch else idle + 1
+                kept = [r for r in batch if since_ms is None or r.timestamp_ms >= since_ms]
+                actions = [a for record in kept for a in source.interpret(record)]
+                total += len(await source.submit(actions))
+                # An empty partition may never report its end; a few empty polls also end it.
+                if not batch and (all(reader.lag(tp) == 0 for tp in tps) or idle >= 6):
+                    break
+    return total
+
+
+def new_replay_nonce() -> str:
+    """A fresh nonce for ``--new-runs``."""
+    return uuid.uuid4().hex[:12]

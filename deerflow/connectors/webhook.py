@@ -1,0 +1,266 @@
+"""The webhook gateway: an aiohttp server that starts a run for every accepted request.
+
+Each :class:`~deerflow.events.WebhookEvent` becomes a route. A request is checked in this order,
+cheapest first and always before its body is parsed: API key (401), saturation (503 when the
+engine runs too many runs, 429 when too many requests are being answered), body size (413,
+read in bounded chunks), HMAC signature over the raw body (401), JSON (400), the trigger's
+``payload_schema`` (422). Then the run is requested and the answer, 202 with
+``{"run_id", "status_url"}``, is sent only once that request is durable. An
+``Idempotency-Key`` (or the trigger's delivery-id header) fixes the run id, so repeated or
+concurrent duplicates get the same run. ``GET <status_path>/<run_id>`` reports a run.
+
+The gateway's :attr:`WebhookGateway.app` is a plain ``aiohttp.web.Application``: more routes (a
+dashboard, an API) can be added to it, or passed as ``extra_routes``, before :meth:`start`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import web
+from pydantic import ValidationError
+
+from deerflow import _codec
+from deerflow.connectors._auth import ApiKeys, configured_secrets, presented_key, signature_problem
+from deerflow.connectors.base import RunRequest, TriggerSource, run_id_for
+from deerflow.engine import Engine
+from deerflow.errors import ConnectorError, RunNotFound
+from deerflow.events import WebhookEvent, WebhookRequestEvent, trigger_name
+
+log = logging.getLogger("deerflow.connectors.webhook")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_HIDDEN = frozenset({"authorization", "x-api-key", "cookie", "proxy-authorization"})
+_CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookRoute:
+    """One webhook trigger with its resolved signing secrets."""
+
+    workflow: str
+    trigger: WebhookEvent
+    name: str
+    secrets: tuple[str, ...] = ()
+
+
+def _json(status: int, body: Any, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, body=_codec.dumps(body), headers=headers,
+                        content_type="application/json")
+
+
+def _error(status: int, message: str, **headers: str) -> web.Response:
+    return _json(status, {"error": message}, headers)
+
+
+class _BodyTooLargeError(Exception):
+    pass
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    """The body, never holding more than ``limit`` + one chunk in memory."""
+    if request.content_length is not None and request.content_length > limit:
+        raise _BodyTooLargeError
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise _BodyTooLargeError
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class WebhookGateway(TriggerSource[None]):
+    """The HTTP face of deerflow's triggers; see the module docstring.
+
+    Args:
+        engine: the engine runs are requested on.
+        host: address to listen on.
+        port: port to listen on (0 picks a free one; see :attr:`port`).
+        api_keys: accepted API keys; default from ``DEERFLOW_API_KEYS`` or ``config``.
+        config: the ``[gateway]`` table of the configuration file.
+        max_pending: requests being answered at once before 429.
+        give_up_after: seconds to keep retrying a failing store before answering 503.
+        status_path: where run statuses are served.
+        public_url: the base of status URLs (default: the request's own origin).
+        extra_routes: more aiohttp routes for the same server.
+        max_running: answer 503 while this many runs are running.
+    """
+
+    source = "webhook"
+
+    def __init__(self, engine: Engine, *, host: str = "127.0.0.1", port: int = 8000,
+                 api_keys: ApiKeys | None = None, config: Mapping[str, Any] | None = None,
+                 max_pending: int = 256, give_up_after: float = 5.0, status_path: str = "/runs",
+                 public_url: str | None = None, extra_routes: Iterable[web.AbstractRouteDef] = (),
+                 max_running: int | None = None) -> None:
+        super().__init__(engine, "webhook-gateway", max_running=max_running)
+        self.host = host
+        self._port = port
+        self._config = dict(config or {})
+        self.api_keys = api_keys if api_keys is not None else ApiKeys.configured(self._config)
+        self.max_pending = max_pending
+        self.give_up_after = give_up_after
+        self.status_path = status_path.rstrip("/")
+        self.public_url = public_url.rstrip("/") if public_url else None
+        self.routes: list[WebhookRoute] = []
+        self.pending = 0
+        self.app = web.Application()
+        self.app.router.add_get(self.status_path + "/{run_id}", self._status)
+        self.app.router.add_routes(list(extra_routes))
+        self._runner: web.AppRunner | None = None
+
+    def add_webhook(self, workflow: str, trigger: WebhookEvent, name: str | None = None,
+                    ) -> WebhookRoute:
+        """Serve ``trigger`` for ``workflow`` (before :meth:`start`)."""
+        own = [s.get_secret_value() for s in trigger.signing_secrets]
+        secrets = tuple(configured_secrets(own, self._config)) if (
+            own or trigger.auth == "hmac") else ()
+        where = f"webhook {trigger.method} {trigger.path} of workflow {workflow!r}"
+        if trigger.auth == "hmac" and not secrets:
+            raise ConnectorError(f"{where}: auth='hmac' but no signing secrets (signing_secrets="
+                                 ", DEERFLOW_WEBHOOK_SECRETS or the config file)",
+                                 retriable=False)
+        route = WebhookRoute(workflow, trigger, name or trigger_name(workflow, trigger), secrets)
+        self.app.router.add_route(trigger.method, trigger.path, self._handler(route))
+        self.routes.append(route)
+        return route
+
+    def _handler(self, route: WebhookRoute) -> Handler:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            return await self._trigger(route, request)
+
+        return handle
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Listen; fails if a route needs API keys and none are configured."""
+        if self._runner is not None:
+            return
+        if any(r.trigger.auth == "api_key" for r in self.routes) and not self.api_keys:
+            raise ConnectorError("a webhook uses auth='api_key' but no API keys are configured "
+                                 "(DEERFLOW_API_KEYS or [gateway] api_keys)", retriable=False)
+        await self._attach_load()
+        runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=10.0)
+        await runner.setup()
+        await web.TCPSite(runner, self.host, self._port).start()
+        self._runner = runner
+        log.info("webhook gateway on %s: %s", self.url,
+                 ", ".join(f"{r.trigger.method} {r.trigger.path}" for r in self.routes) or "-")
+
+    async def stop(self) -> None:
+        """Stop listening; requests in flight are answered first."""
+        self.stopping.set()
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    @property
+    def port(self) -> int:
+        """The port listened on (the real one when started with port 0)."""
+        if self._runner is not None:
+            for address in self._runner.addresses:
+                if isinstance(address, tuple):
+                    return int(address[1])
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """``http://host:port``."""
+        return f"http://{self.host}:{self.port}"
+
+    # -- requests -------------------------------------------------------------------------------
+
+    def _auth_problem(self, route: WebhookRoute, request: web.Request) -> web.Response | None:
+        if route.trigger.auth != "api_key":
+            return None
+        if self.api_keys.accepts(presented_key(request.headers)):
+            return None
+        return _error(401, "missing or invalid API key", **{"WWW-Authenticate": "Bearer"})
+
+    def _busy(self) -> web.Response | None:
+        if self.saturated():
+            return _error(503, "too many runs in progress", **{"Retry-After": "5"})
+        if self.pending >= self.max_pending:
+            return _error(429, "too many requests in progress", **{"Retry-After": "1"})
+        return None
+
+    async def _trigger(self, route: WebhookRoute, request: web.Request) -> web.StreamResponse:
+        refusal = self._auth_problem(route, request) or self._busy()
+        if refusal is not None:
+            return refusal
+        self.pending += 1
+        try:
+            return await self._accept(route, request)
+        finally:
+            self.pending -= 1
+
+    async def _accept(self, route: WebhookRoute, request: web.Request) -> web.StreamResponse:
+        trigger = route.trigger
+        try:
+            raw = await _read_body(request, trigger.max_body)
+        except _BodyTooLargeError:
+            return _error(413, f"body over {trigger.max_body} bytes")
+        if route.secrets:
+            problem = signature_problem(request.headers.get(trigger.signature_header), raw,
+                                        route.secrets, tolerance=trigger.tolerance)
+            if problem is not None:
+                return _error(401, problem)
+        try:
+            body = orjson.loads(raw) if raw.strip() else None
+        except orjson.JSONDecodeError as exc:
+            return _error(400, f"body is not JSON: {exc}")
+        if trigger.payload_schema is not None:
+            try:
+                body = trigger.payload_schema.model_validate(body).model_dump(mode="json")
+            except ValidationError as exc:
+                return _json(422, {"error": "payload does not match the schema",
+                                   "detail": exc.errors(include_url=False, include_input=False)})
+        return await self._request_run(route, request, raw, body)
+
+    async def _request_run(self, route: WebhookRoute, request: web.Request, raw: bytes,
+                           body: Any) -> web.StreamResponse:
+        trigger = route.trigger
+        delivery = request.headers.get("Idempotency-Key") or (
+            request.headers.get(trigger.delivery_id_header) if trigger.delivery_id_header
+            else None)
+        hidden = _HIDDEN | {trigger.signature_header.lower()}
+        event = WebhookRequestEvent(
+            trigger=route.name, received_at=time.time(), path=request.path,
+            method=request.method,
+            headers={k: v for k, v in request.headers.items() if k.lower() not in hidden},
+            body=body, text=raw.decode("utf-8", "replace"), query=dict(request.query),
+            delivery_id=delivery,
+        )
+        identity = f"{trigger.path}\x00{delivery}" if delivery else None
+        run_id = run_id_for(route.workflow, "webhook", identity)
+        try:
+            await self.submit([RunRequest(route.workflow, run_id, event)],
+                              give_up_after=self.give_up_after)
+        except ConnectorError as exc:
+            log.error("webhook %s: run request not durable: %s", trigger.path, exc)
+            return _error(503, "the run could not be recorded; try again",
+                          **{"Retry-After": "5"})
+        base = self.public_url or f"{request.scheme}://{request.host}"
+        return _json(202, {"run_id": run_id, "status_url": f"{base}{self.status_path}/{run_id}"})
+
+    async def _status(self, request: web.Request) -> web.StreamResponse:
+        if self.api_keys and not self.api_keys.accepts(presented_key(request.headers)):
+            return _error(401, "missing or invalid API key", **{"WWW-Authenticate": "Bearer"})
+        try:
+            run = await self.engine.get_run(request.match_info["run_id"])
+        except RunNotFound:
+            return _error(404, "no such run")
+        return _json(200, {
+            "run_id": run.run_id, "workflow": run.workflow, "status": run.status,
+            "output": run.output, "error": run.error, "started_at": run.started_at,
+            "finished_at": run.finished_at,
+            "tasks": {tid: task.status for tid, task in run.tasks.items()},
+        })

@@ -1,0 +1,337 @@
+"""Event triggers and the trigger events they deliver to tasks.
+
+A trigger *spec* says which outside events start runs of a workflow::
+
+    workflow.add_trigger(S3Event(bucket="data-lake", prefix="incoming/",
+                                 events=["s3:ObjectCreated:*"], filter={"suffix": ".parquet"}))
+    workflow.add_trigger(KafkaEvent(topic="data-events", consumer_group="deerflow",
+                                    filter=lambda msg: msg["type"] == "new_data"))
+    workflow.add_trigger(WebhookEvent(path="/trigger/pipeline", method="POST", auth="api_key"))
+
+``deerflow serve`` runs a connector for each spec (:mod:`deerflow.connectors`). A connector turns
+each accepted event into a *trigger event* model, stores it in the run's ``RunRequested`` event
+and only then acknowledges the source. Inside a task, ``context.trigger_event`` is that model
+again (:func:`parse_trigger_event`), typed by ``event.type``: ``"s3"``, ``"kafka"`` or
+``"webhook"``; a run started by hand with some other ``trigger=`` dict gets a
+:class:`CustomTriggerEvent`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, field_validator
+
+__all__ = [
+    "CustomTriggerEvent",
+    "EventTrigger",
+    "KafkaEvent",
+    "KafkaMessageEvent",
+    "S3Event",
+    "S3ObjectEvent",
+    "TriggerEvent",
+    "WebhookEvent",
+    "WebhookRequestEvent",
+    "parse_trigger_event",
+    "trigger_name",
+]
+
+_NAME_CHARS = re.compile(r"[^A-Za-z0-9_.\-]+")
+_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
+_S3_FILTER_KEYS = frozenset({"prefix", "suffix"})
+
+
+# -- trigger specs ----------------------------------------------------------------------------
+
+
+class EventTrigger(BaseModel):
+    """Base of every trigger spec: something outside that starts runs of a workflow.
+
+    Attributes:
+        name: a stable name for the trigger (``deerflow triggers replay NAME``, durable cursors);
+            default ``<workflow>.<type>.<what>`` (see :func:`trigger_name`).
+    """
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True, extra="forbid")
+
+    source: ClassVar[str] = "custom"
+    name: str | None = None
+
+    def describe(self) -> str:
+        """What the trigger listens to, for names and logs."""
+        return self.source
+
+
+class KafkaEvent(EventTrigger):
+    """Start a run for every message of a Kafka topic that passes ``filter``.
+
+    Exactly one run per message: the run id is derived from group/topic/partition/offset, and
+    offsets are committed only once the run request is durable.
+
+    Attributes:
+        topic: the topic to consume.
+        consumer_group: the Kafka consumer group; processes sharing it share the partitions.
+        filter: a predicate over the decoded JSON message; a message it rejects starts no run,
+            a message it raises on goes to the dead-letter topic.
+        bootstrap_servers: the cluster (``host:port,...``); default the store's Kafka cluster,
+            else ``DEERFLOW_KAFKA_BOOTSTRAP``.
+        start_from: where a group that never committed starts, ``earliest`` or ``latest``.
+        batch_size: messages read and requested at once (also the bound on buffered messages).
+    """
+
+    source: ClassVar[str] = "kafka"
+    topic: str
+    consumer_group: str = "deerflow"
+    filter: Callable[[Any], bool] | None = None
+    bootstrap_servers: str | None = None
+    start_from: Literal["earliest", "latest"] = "earliest"
+    batch_size: int = Field(default=100, ge=1, le=10_000)
+
+    def describe(self) -> str:
+        """See :meth:`EventTrigger.describe`."""
+        return f"kafka.{self.topic}"
+
+
+class WebhookEvent(EventTrigger):
+    """Start a run for every accepted HTTP request to ``path`` on the webhook gateway.
+
+    Attributes:
+        path: the URL path, e.g. ``/trigger/pipeline``.
+        method: the HTTP method accepted (others get 405).
+        auth: ``"api_key"`` (``X-API-Key`` or ``Authorization: Bearer``, keys from
+            ``DEERFLOW_API_KEYS`` or the config file), ``"hmac"`` (signatures only) or ``"none"``.
+        signing_secrets: HMAC-SHA256 secrets; when set (or ``auth="hmac"``), requests must carry
+            a valid ``Deerflow-Signature: t=<unix>,v1=<hex>`` header; several secrets are all
+            accepted (key rotation). ``auth="hmac"`` without secrets reads
+            ``DEERFLOW_WEBHOOK_SECRETS`` or the config file.
+        signature_header: the header carrying the signature.
+        tolerance: seconds a signature's timestamp may differ from now.
+        delivery_id_header: a header naming the delivery (e.g. ``X-GitHub-Delivery``), used like
+            ``Idempotency-Key``: a repeated delivery returns the same run.
+        payload_schema: a pydantic model the JSON body must satisfy (else 422).
+        max_body: the largest body accepted, in bytes (else 413).
+    """
+
+    source: ClassVar[str] = "webhook"
+    path: str
+    method: str = "POST"
+    auth: Literal["api_key", "hmac", "none"] = "none"
+    signing_secrets: tuple[SecretStr, ...] = ()
+    signature_header: str = "Deerflow-Signature"
+    tolerance: float = Field(default=300.0, gt=0)
+    delivery_id_header: str | None = None
+    payload_schema: type[BaseModel] | None = None
+    max_body: int = Field(default=1024 * 1024, ge=1)
+
+    @field_validator("path")
+    @classmethod
+    def _path_is_absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"webhook path must start with '/', got {value!r}")
+        return value
+
+    @field_validator("method")
+    @classmethod
+    def _method_is_known(cls, value: str) -> str:
+        method = value.upper()
+        if method not in _METHODS:
+            raise ValueError(f"unsupported webhook method {value!r} (use {sorted(_METHODS)})")
+        return method
+
+    def describe(self) -> str:
+        """See :meth:`EventTrigger.describe`."""
+        return "webhook" + self.path.replace("/", ".").rstrip(".")
+
+
+class S3Event(EventTrigger):
+    """Start a run for every matching object event of an S3 bucket.
+
+    By default deerflow creates (or reuses) an SQS queue for the trigger and adds a bucket
+    notification to it, merged with the bucket's existing notifications. ``queue=`` consumes
+    a queue you manage instead; ``mode="poll"`` lists the bucket periodically (for S3-compatible
+    stores without notifications), keeping a durable cursor in the event log.
+
+    Attributes:
+        bucket: the bucket.
+        prefix: only keys starting with it.
+        events: event-name patterns, e.g. ``s3:ObjectCreated:*``.
+        filter: ``{"suffix": ".parquet"}`` and/or ``{"prefix": ...}`` on the decoded key.
+        queue: an SQS queue name or URL to consume instead of deerflow's own.
+        mode: ``"notification"`` (SQS) or ``"poll"`` (ListObjectsV2).
+        endpoint_url: S3/SQS endpoint (MinIO, moto, ...); else boto3's usual configuration.
+        region: AWS region; else boto3's usual configuration.
+        configure_bucket: add the bucket notification (notification mode without ``queue``).
+        wait_seconds: SQS long-poll wait (also bounds how long a shutdown waits).
+        visibility_timeout: seconds a received SQS message stays hidden before redelivery.
+        poll_interval: seconds between listings in poll mode.
+        lookback: poll mode: seconds before the newest object seen in which late objects are
+            still picked up (objects whose LastModified lies further back are not).
+        start_from: poll mode: ``"now"`` ignores objects already in the bucket on first start.
+    """
+
+    source: ClassVar[str] = "s3"
+    bucket: str
+    prefix: str = ""
+    events: tuple[str, ...] = ("s3:ObjectCreated:*",)
+    filter: Mapping[str, str] | None = None
+    queue: str | None = None
+    mode: Literal["notification", "poll"] = "notification"
+    endpoint_url: str | None = None
+    region: str | None = None
+    configure_bucket: bool = True
+    wait_seconds: int = Field(default=5, ge=0, le=20)
+    visibility_timeout: int = Field(default=60, ge=1)
+    poll_interval: float = Field(default=30.0, gt=0)
+    lookback: float = Field(default=900.0, ge=0)
+    start_from: Literal["now", "earliest"] = "now"
+
+    @field_validator("filter")
+    @classmethod
+    def _filter_keys(cls, value: Mapping[str, str] | None) -> Mapping[str, str] | None:
+        if value is not None and not set(value) <= _S3_FILTER_KEYS:
+            raise ValueError(f"S3Event filter takes 'prefix' and 'suffix', got {sorted(value)}")
+        return value
+
+    @property
+    def key_prefix(self) -> str:
+        """The prefix keys must have (``prefix`` or ``filter["prefix"]``)."""
+        return self.prefix or (self.filter or {}).get("prefix", "")
+
+    @property
+    def key_suffix(self) -> str:
+        """The suffix keys must have (``filter["suffix"]``), or ``""``."""
+        return (self.filter or {}).get("suffix", "")
+
+    def describe(self) -> str:
+        """See :meth:`EventTrigger.describe`."""
+        return f"s3.{self.bucket}"
+
+
+def trigger_name(workflow: str, trigger: EventTrigger) -> str:
+    """The trigger's ``name``, else ``<workflow>.<what it listens to>``, URL-safe."""
+    return trigger.name or _NAME_CHARS.sub("-", f"{workflow}.{trigger.describe()}")
+
+
+# -- trigger events (what tasks see) ----------------------------------------------------------
+
+
+class _TriggerEventBase(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    trigger: str = ""
+    received_at: float | None = None
+    v: int = 1
+
+
+class S3ObjectEvent(_TriggerEventBase):
+    """An object event from an S3 bucket.
+
+    Attributes:
+        bucket: the bucket.
+        key: the object key, URL-decoded.
+        event_name: e.g. ``s3:ObjectCreated:Put`` (``s3:ObjectCreated:Poll`` in poll mode).
+        size: object size in bytes, when known.
+        etag: the object's ETag, without quotes.
+        version_id: the object version (versioned buckets).
+        sequencer: S3's ordering token for events of one key.
+        event_time: when S3 says the event happened (ISO-8601).
+        raw: the S3 event record (or listing entry) as received.
+    """
+
+    type: Literal["s3"] = "s3"
+    bucket: str
+    key: str
+    event_name: str
+    size: int | None = None
+    etag: str | None = None
+    version_id: str | None = None
+    sequencer: str | None = None
+    event_time: str | None = None
+    raw: dict[str, Any] = Field(default_factory=dict)
+
+
+class KafkaMessageEvent(_TriggerEventBase):
+    """A message from a Kafka topic.
+
+    Attributes:
+        message: the decoded JSON value.
+        key: the message key, if any.
+        headers: header values decoded as UTF-8.
+        topic: the topic.
+        partition: the partition.
+        offset: the offset within the partition.
+        timestamp: the record timestamp in milliseconds since the epoch.
+        raw: the undecoded value text and the record's coordinates.
+    """
+
+    type: Literal["kafka"] = "kafka"
+    message: Any = None
+    key: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int | None = None
+    raw: dict[str, Any] = Field(default_factory=dict)
+
+
+class WebhookRequestEvent(_TriggerEventBase):
+    """An HTTP request accepted by the webhook gateway.
+
+    Attributes:
+        path: the request path.
+        method: the HTTP method.
+        headers: the request headers, minus credentials and signatures.
+        body: the JSON body, decoded (validated by ``payload_schema`` when one is given).
+        text: the raw body as text.
+        query: query-string parameters (the last value of repeated ones).
+        delivery_id: the ``Idempotency-Key`` or delivery-id header, if sent.
+    """
+
+    type: Literal["webhook"] = "webhook"
+    path: str
+    method: str
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: Any = None
+    text: str = ""
+    query: dict[str, str] = Field(default_factory=dict)
+    delivery_id: str | None = None
+
+    @property
+    def raw(self) -> str:
+        """The raw body (same as :attr:`text`)."""
+        return self.text
+
+
+class CustomTriggerEvent(BaseModel):
+    """A trigger dict of another kind (``engine.start(wf, trigger={...})``), as attributes."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    type: str = "custom"
+
+
+TriggerEvent = Annotated[
+    S3ObjectEvent | KafkaMessageEvent | WebhookRequestEvent, Field(discriminator="type")
+]
+"""The trigger events deerflow's connectors produce, a union discriminated on ``type``."""
+
+_KNOWN = frozenset({"s3", "kafka", "webhook"})
+_adapter: TypeAdapter[S3ObjectEvent | KafkaMessageEvent | WebhookRequestEvent] = TypeAdapter(
+    TriggerEvent
+)
+
+
+def parse_trigger_event(
+    data: Mapping[str, Any],
+) -> S3ObjectEvent | KafkaMessageEvent | WebhookRequestEvent | CustomTriggerEvent:
+    """The model for a trigger dict stored in a run's history (``RunRequested.trigger``).
+
+    Raises:
+        pydantic.ValidationError: a dict of a known ``type`` that does not fit its model.
+    """
+    if data.get("type") in _KNOWN:
+        return _adapter.validate_python(dict(data))
+    return CustomTriggerEvent.model_validate(dict(data))

@@ -1,0 +1,208 @@
+"""``deerflow serve`` and ``deerflow triggers``: the long-running trigger runtime.
+
+``deerflow serve app.py`` loads every workflow of the file, starts an engine (orchestrator and
+worker) on the chosen store, a source for each trigger and the webhook gateway, and runs until
+SIGINT/SIGTERM. Then it stops in the order that loses nothing acknowledged: the gateway first
+(requests in flight are answered once their run is durable), then the Kafka and S3 sources
+(the batch in hand is finished and acknowledged, or left unacknowledged to be redelivered),
+then the worker drains and the engine closes the store.
+
+``deerflow triggers replay NAME --from-offset N | --since TIME`` re-delivers a Kafka trigger's
+past messages; the original run ids are kept (messages that already started a run start
+nothing) unless ``--new-runs``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import signal
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from deerflow._loader import load_module_workflows
+from deerflow.engine import Engine, Workflow
+from deerflow.errors import DeerflowError
+
+T = TypeVar("T")
+log = logging.getLogger("deerflow.serve")
+
+triggers_app = typer.Typer(help="Inspect and replay triggers.", no_args_is_help=True)
+
+StoreOpt = Annotated[str | None, typer.Option("--store", help="Event-log URL (memory://, "
+                     "sqlite:///file.db, kafka://host:9092); default $DEERFLOW_STORE or "
+                     "sqlite:///deerflow.db")]
+AppOpt = Annotated[str, typer.Option("--app", envvar="DEERFLOW_APP",
+                                     help="The FILE.py defining the workflows.")]
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    try:
+        return asyncio.run(main())
+    except DeerflowError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _install_stop(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+
+
+async def serve(
+    workflows: list[Workflow],
+    *,
+    store: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    config: str | None = None,
+    stop: asyncio.Event | None = None,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Serve ``workflows`` until ``stop`` is set (default: until SIGINT/SIGTERM).
+
+    ``on_ready`` gets the gateway's URL once everything is started.
+    """
+    from deerflow.connectors import WebhookGateway, load_config, sources_for
+
+    stop = stop or asyncio.Event()
+    _install_stop(stop)
+    settings = load_config(config)
+    async with Engine(store, workflows) as engine:
+        gateway = WebhookGateway(engine, host=host, port=port, config=settings)
+        sources = sources_for(engine, workflows, gateway=gateway)
+        for source in sources:
+            await engine.add_service(source)
+        # Added last so it is stopped first: no new requests while the rest drains.
+        await engine.add_service(gateway)
+        triggers = sum(len(wf.triggers) for wf in workflows)
+        log.info("serving %d workflows, %d triggers on %s", len(workflows), triggers,
+                 engine.log.url)
+        if on_ready is not None:
+            on_ready(gateway.url)
+        await stop.wait()
+        log.info("stopping: draining triggers and tasks")
+
+
+def serve_command(
+    target: Annotated[str, typer.Argument(help="FILE.py defining the workflows")],
+    store: StoreOpt = None,
+    host: Annotated[str, typer.Option(help="Address of the webhook gateway.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of the webhook gateway (0: any).")] = 8000,
+    config: Annotated[str | None, typer.Option(help="Configuration file (TOML); default "
+                      "$DEERFLOW_CONFIG or ./deerflow.toml")] = None,
+) -> None:
+    """Run every workflow of FILE with its triggers until SIGINT/SIGTERM, then drain."""
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    workflows, _ = _load(target)
+
+    def ready(url: str) -> None:
+        # One line on stdout that scripts (and the tests) wait for.
+        print(f"deerflow serve: listening on {url}", flush=True)
+
+    _run(lambda: serve(workflows, store=store, host=host, port=port, config=config,
+                       on_ready=ready))
+
+
+def _load(target: str) -> tuple[list[Workflow], Workflow | None]:
+    try:
+        return load_module_workflows(target)
+    except DeerflowError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def parse_since(text: str, now: datetime | None = None) -> int:
+    """``--since``: an ISO-8601 time (UTC if no zone) or ``15m``/``2h``/``1d`` ago, in ms."""
+    now = now or datetime.now(UTC)
+    match = _DURATION.match(text.strip())
+    if match:
+        moment = now - timedelta(seconds=float(match[1]) * _UNITS[match[2]])
+    else:
+        try:
+            moment = datetime.fromisoformat(text.strip())
+        except ValueError:
+            raise typer.BadParameter(f"not a time or duration: {text!r}") from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+@triggers_app.command("list")
+def list_command(app_file: AppOpt = "app.py") -> None:
+    """List the triggers of the app's workflows with their names."""
+    from deerflow.events import trigger_name
+
+    workflows, _ = _load(app_file)
+    for wf in workflows:
+        for trigger in wf.triggers:
+            typer.echo(f"{trigger_name(wf.name, trigger)}\t{wf.name}\t{trigger!r}")
+
+
+@triggers_app.command("replay")
+def replay_command(
+    name: Annotated[str, typer.Argument(help="Trigger name (see `deerflow triggers list`).")],
+    app_file: AppOpt = "app.py",
+    store: StoreOpt = None,
+    from_offset: Annotated[int | None, typer.Option("--from-offset",
+                           help="Re-deliver from this offset of every partition.")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="Re-deliver messages since "
+                     "this time (ISO-8601, or 15m / 2h / 1d ago).")] = None,
+    new_runs: Annotated[bool, typer.Option("--new-runs", help="Start new runs even for "
+                        "messages that already started one.")] = False,
+) -> None:
+    """Re-deliver a Kafka trigger's past messages (deduplicated unless --new-runs)."""
+    if (from_offset is None) == (since is None):
+        raise typer.BadParameter("give exactly one of --from-offset and --since")
+    since_ms = parse_since(since) if since is not None else None
+    workflows, _ = _load(app_file)
+
+    async def main() -> int:
+        return await replay_trigger(workflows, name, store=store, from_offset=from_offset or 0,
+                                    since_ms=since_ms, new_runs=new_runs)
+
+    count = _run(main)
+    typer.echo(f"re-delivered {count} messages of {name}"
+               + ("" if new_runs else " (messages that already started a run start nothing)"))
+
+
+async def replay_trigger(workflows: list[Workflow], name: str, *, store: str | None,
+                         from_offset: int = 0, since_ms: int | None = None,
+                         new_runs: bool = False) -> int:
+    """Replay Kafka trigger ``name`` on ``store``; returns how many runs were requested."""
+    from deerflow.connectors import KafkaRoute, KafkaTriggerSource, find_trigger
+    from deerflow.connectors.kafka import (
+        new_replay_nonce,
+        replay,
+        source_log_for,
+        source_url_for,
+    )
+    from deerflow.errors import ConnectorError
+    from deerflow.events import KafkaEvent
+
+    wf, trigger = find_trigger(workflows, name)
+    if not isinstance(trigger, KafkaEvent):
+        raise ConnectorError(f"trigger {name!r} is not a Kafka trigger; only those replay",
+                             retriable=False)
+    async with Engine(store, workflows, orchestrate=False, work=False) as engine:
+        source_log, owned = source_log_for(engine, source_url_for(engine, trigger))
+        if owned:
+            await source_log.start()
+        try:
+            source = KafkaTriggerSource(
+                engine, trigger.consumer_group, {trigger.topic: KafkaRoute(wf.name, trigger, name)},
+                log=source_log, replay_nonce=new_replay_nonce() if new_runs else None)
+            return await replay(source, from_offset=from_offset, since_ms=since_ms)
+        finally:
+            if owned:
+                await source_log.stop()

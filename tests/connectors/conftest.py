@@ -1,0 +1,74 @@
+"""Helpers for the trigger tests: per-test topic prefixes, engines, waiting for runs."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import orjson
+import pytest
+
+from deerflow import Engine, RunResult, Workflow
+from deerflow.eventstore.base import TopicPartition
+from tests.services import unique_name
+
+
+@pytest.fixture(autouse=True)
+def prefix(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A topic prefix of this test's own; no API keys or config leak in from outside."""
+    name = unique_name("t").replace("-", "")
+    monkeypatch.setenv("DEERFLOW_PREFIX", name)
+    for var in ("DEERFLOW_API_KEYS", "DEERFLOW_WEBHOOK_SECRETS", "DEERFLOW_CONFIG",
+                "DEERFLOW_MAX_RUNNING_RUNS"):
+        monkeypatch.delenv(var, raising=False)
+    return name
+
+
+def recording_workflow(name: str = "on_event") -> Workflow:
+    """A one-task workflow whose output describes the trigger event it saw."""
+    wf = Workflow(name=name)
+
+    @wf.task(id="handle")
+    def handle(context: Any) -> dict[str, Any]:
+        event = context.trigger_event
+        return {"event": event.model_dump(mode="json"), "kind": type(event).__name__}
+
+    return wf
+
+
+@pytest.fixture
+async def engine() -> AsyncIterator[Engine]:
+    """A started engine on a fresh in-memory store with :func:`recording_workflow`."""
+    async with Engine(f"memory://{unique_name('log')}", [recording_workflow()]) as eng:
+        yield eng
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 20.0,
+                     what: str = "condition") -> None:
+    """Wait until ``check()`` is true; fail naming ``what`` after ``within`` s."""
+    deadline = time.monotonic() + within
+    while not await check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def finished_runs(engine: Engine, count: int, within: float = 30.0) -> list[RunResult]:
+    """Wait until exactly ``count`` runs exist and all have ended; return them."""
+    async def done() -> bool:
+        runs = await engine.list_runs()
+        return len(runs) >= count and all(r.done for r in runs)
+
+    await eventually(done, within, f"{count} finished runs")
+    return await engine.list_runs()
+
+
+async def dead_letters(engine: Engine) -> list[dict[str, Any]]:
+    """Every record of the engine's dead-letter topic, decoded."""
+    letters: list[dict[str, Any]] = []
+    for p in range(await engine.log.partition_count(engine.topics.dlq)):
+        part = await engine.log.read_partition(TopicPartition(engine.topics.dlq, p))
+        letters += [orjson.loads(r.value) for r in part]
+    return letters
