@@ -14,6 +14,8 @@ from deerflow.engine import (
     TaskResult,
     Workflow,
 )
+from deerflow.events import EventTrigger
+from deerflow.sagas import CompensatingAction, Saga, step
 from deerflow.errors import (
     DeerflowError,
     DefinitionError,
@@ -24,16 +26,20 @@ from deerflow.errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "CompensatingAction",
     "DeerflowError",
     "DefinitionError",
     "Engine",
+    "EventTrigger",
     "NonRetryableError",
     "RetryPolicy",
     "RunHandle",
     "RunResult",
+    "Saga",
     "TaskContext",
     "TaskError",
     "TaskResult",
     "Workflow",
     "__version__",
+    "step",
 ]

@@ -14,11 +14,13 @@ from __future__ import annotations
 from typing import Any
 
 from deerflow.engine import _history as h
+from deerflow.engine._decide_compensation import has_compensations, roll_back
 from deerflow.engine._decide_nodes import (
     on_expanded,
     on_failed_attempt,
     schedule,
     start_child_run,
+    within_budget,
 )
 from deerflow.engine._definition import TaskDef, Workflow
 from deerflow.engine._state import (
@@ -49,17 +51,28 @@ def decide(wf: Workflow, state: RunState, now: float) -> list[h.HistoryEvent]:
         return _finish(state, now, h.RunFailed(id=h.event_id(state.run_id, "failed"),
                                                run_id=state.run_id, ts=now, error=changed))
     events: list[h.HistoryEvent] = []
+    # Workflow(max_parallel=N): the fold counts running attempts, so the budget is O(1).
+    budget = None if wf.max_parallel is None else wf.max_parallel - state.running
     for task_id in wf.order:
-        task = state.tasks.get(task_id, _EMPTY)
-        if task.status == PENDING:
-            events.extend(_on_pending(wf, wf.get(task_id), state, now))
-        elif task.status == RETRY_WAIT:
-            events.extend(on_failed_attempt(wf.get(task_id), task_id, task, state, now))
-        elif task.status == EXPANDED:
-            events.extend(on_expanded(wf.get(task_id), task, state, now))
+        step = _step(wf, task_id, state, now, budget)
+        if budget is not None:
+            step, budget = within_budget(step, budget)
+        events.extend(step)
     if not events:
         events.extend(_maybe_finish(wf, state, now))
     return events
+
+
+def _step(wf: Workflow, task_id: str, state: RunState, now: float,
+          budget: int | None) -> list[h.HistoryEvent]:
+    task = state.tasks.get(task_id, _EMPTY)
+    if task.status == PENDING:
+        return _on_pending(wf, wf.get(task_id), state, now)
+    if task.status == RETRY_WAIT:
+        return on_failed_attempt(wf.get(task_id), task_id, task, state, now)
+    if task.status == EXPANDED:
+        return on_expanded(wf.get(task_id), task, state, now, budget=budget)
+    return []
 
 
 def advance(wf: Workflow, state: RunState, now: float) -> list[h.HistoryEvent]:
@@ -91,9 +104,10 @@ def _on_pending(wf: Workflow, task: TaskDef, state: RunState, now: float) -> lis
                                   ts=now, task_id=task.id, reason=reason)]
         if status != COMPLETED:
             return []
-    scheduled = schedule(run_id, task.id, 1, now)
+    attempt = state.tasks.get(task.id, _EMPTY).attempts + 1  # > 1 after an operator retry
+    scheduled = schedule(run_id, task.id, attempt, now)
     if task.kind == "subworkflow":
-        return [scheduled, start_child_run(task, state, 1, now)]
+        return [scheduled, start_child_run(task, state, attempt, now)]
     return [scheduled]
 
 
@@ -106,6 +120,11 @@ def _maybe_finish(wf: Workflow, state: RunState, now: float) -> list[h.HistoryEv
     if failed:
         first = failed[0]
         error = f"task {first!r} failed: {state.tasks[first].error}"
+        if has_compensations(wf):
+            events = roll_back(wf, state, now, first, error)
+            if events and events[-1].type in h.TERMINAL_TYPES:
+                return events[:-1] + _finish(state, now, events[-1])
+            return events
         return _finish(state, now, h.RunFailed(id=h.event_id(run_id, "failed"), run_id=run_id,
                                                ts=now, error=error, failed_task=first))
     return _finish(state, now, h.RunCompleted(id=h.event_id(run_id, "completed"), run_id=run_id,

@@ -35,11 +35,12 @@ def on_failed_attempt(task: TaskDef, task_id: str, ts: TaskState, state: RunStat
     """
     run_id = state.run_id
     nxt = ts.attempts + 1
-    if not ts.fallback and ts.retriable and ts.attempts < task.retry.max_attempts:
+    # attempt_base: an operator retry gives the task its whole retry budget again
+    if not ts.fallback and ts.retriable and ts.attempts - ts.attempt_base < task.retry.max_attempts:
         if ts.timer_id is None:
             delay = ts.next_retry_delay
             if delay is None:
-                delay = task.retry.delay_before(nxt)
+                delay = task.retry.delay_before(nxt - ts.attempt_base)
             if delay <= 0:
                 return _next_attempt(task, task_id, state, nxt, now)
             timer_id = f"retry:{task_id}:{nxt}"
@@ -55,8 +56,13 @@ def on_failed_attempt(task: TaskDef, task_id: str, ts: TaskState, state: RunStat
                             task_id=task_id, error=ts.error or "failed")]
 
 
-def on_expanded(node: TaskDef, ts: TaskState, state: RunState, now: float) -> list[h.HistoryEvent]:
-    """Schedule ready children up to ``max_parallel``, retry failed ones, collect when done."""
+def on_expanded(node: TaskDef, ts: TaskState, state: RunState, now: float, *,
+                budget: int | None = None) -> list[h.HistoryEvent]:
+    """Schedule ready children up to ``max_parallel``, retry failed ones, collect when done.
+
+    ``budget`` (the run's free slots under ``Workflow(max_parallel=...)``) caps new children
+    too, so a node with 10,000 ready children costs O(budget), not O(children), per decision.
+    """
     exp = ts.expansion
     assert exp is not None
     run_id = state.run_id
@@ -75,7 +81,10 @@ def on_expanded(node: TaskDef, ts: TaskState, state: RunState, now: float) -> li
         return events
     limit = node.options["expander"].max_parallel
     capacity = len(exp.ready) if limit is None else max(0, limit - exp.running)
-    events.extend(schedule(run_id, child, 1, now) for child in islice(exp.ready, capacity))
+    if budget is not None:
+        capacity = min(capacity, max(0, budget))
+    events.extend(schedule(run_id, child, state.tasks[child].attempts + 1, now)
+                  for child in islice(exp.ready, capacity))
     return events
 
 
@@ -123,3 +132,24 @@ def child_input(task: TaskDef, state: RunState) -> Any:
     if len(deps) == 1:
         return state.tasks[deps[0]].output
     return {dep: state.tasks[dep].output for dep in deps}
+
+
+def within_budget(events: list[h.HistoryEvent], budget: int) -> tuple[list[h.HistoryEvent], int]:
+    """Keep at most ``budget`` dispatches (and the child runs of kept ones); the rest wait.
+
+    Dropped schedules are decided again on a later event, when slots are free: the decider is
+    stateless, so nothing is lost. Returns the kept events and the budget left.
+    """
+    kept: list[h.HistoryEvent] = []
+    dropped: set[tuple[str, int]] = set()
+    for event in events:
+        if isinstance(event, h.TaskScheduled):
+            if budget <= 0:
+                dropped.add((event.task_id, event.attempt))
+                continue
+            budget -= 1
+        elif isinstance(event, h.RunRequested) and event.parent is not None \
+                and (event.parent.task_id, event.parent.attempt) in dropped:
+            continue
+        kept.append(event)
+    return kept, budget

@@ -9,20 +9,24 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from deerflow.engine._taskdef import (
     ID_PATTERN,
+    CompensatingAction,
     RetryPolicy,
     TaskDef,
+    compensation_task,
     positive_or_none,
     retry_policy,
 )
 from deerflow.errors import DefinitionError
 from deerflow.choreography import ChoreographyMixin
 from deerflow.patterns._api import PatternsMixin
+from deerflow.patterns._catalog import remember
 from deerflow.pipeline._api import PipelineMixin
 
 if TYPE_CHECKING:
     from deerflow.engine._engine import RunResult
 
 F = TypeVar("F", bound=Callable[..., Any])
+S = TypeVar("S", bound=type)
 _ID = ID_PATTERN
 
 __all__ = ["RetryPolicy", "TaskDef", "Workflow", "check_acyclic", "ensure_loop_free"]
@@ -49,19 +53,28 @@ class Workflow(PatternsMixin, ChoreographyMixin, PipelineMixin):
         name: unique name of the workflow; runs refer to it.
         version: bump when changing tasks of a workflow with runs in flight.
         description: free text shown by the CLI and dashboard.
+        max_parallel: at most this many tasks of one run running at once (``None``: no
+            limit); children of fan-outs, dynamic tasks and map-reduces count one each.
     """
 
-    def __init__(self, name: str, *, version: str = "1", description: str = "") -> None:
+    def __init__(self, name: str, *, version: str = "1", description: str = "",
+                 max_parallel: int | None = None) -> None:
         if not name or not _ID.match(name):
             raise DefinitionError(
                 f"invalid workflow name {name!r}: use letters, digits, '_', '-' and '.'"
             )
+        if max_parallel is not None and max_parallel < 1:
+            raise DefinitionError(f"workflow {name!r}: max_parallel must be >= 1")
         self.name = name
         self.version = str(version)
         self.description = description
+        self.max_parallel = max_parallel
         self._tasks: dict[str, TaskDef] = {}
+        self._compensations: dict[str, str] = {}
+        self._ancestors: dict[str, frozenset[str]] = {}
         self._order: list[str] | None = None
         self.triggers: list[Any] = []
+        remember(self)  # compose_workflows(...) finds workflows by name
 
     # -- definition --------------------------------------------------------------------------
 
@@ -76,11 +89,15 @@ class Workflow(PatternsMixin, ChoreographyMixin, PipelineMixin):
         max_retry_delay: float = 300.0,
         timeout: float | None = None,
         fallback: Callable[..., Any] | None = None,
+        compensate: Callable[..., Any] | CompensatingAction | None = None,
     ) -> Callable[[F], F]:
         """Register a function as a task; it receives a :class:`TaskContext` and returns JSON.
 
         Sync functions run in a thread, async ones on the event loop. ``fallback`` (a function
         of the context, sync or async) supplies the output when every retry has failed.
+        ``compensate`` (a function ``(context, output)`` or a :class:`CompensatingAction`)
+        undoes this task if the run fails later: the run then rolls back and ends
+        ``compensated`` (see :mod:`deerflow.sagas`).
         """
         policy = retry_policy(self.name, id, retries, retry_delay, backoff, max_retry_delay)
         if isinstance(depends_on, str):
@@ -89,14 +106,16 @@ class Workflow(PatternsMixin, ChoreographyMixin, PipelineMixin):
             )
 
         def register(fn: F) -> F:
+            task_id = id or fn.__name__
             self.add_task(
                 TaskDef(
-                    id=id or fn.__name__,
+                    id=task_id,
                     fn=fn,
                     depends_on=tuple(depends_on),
                     retry=policy,
-                    timeout=positive_or_none(self.name, id or fn.__name__, "timeout", timeout),
+                    timeout=positive_or_none(self.name, task_id, "timeout", timeout),
                     fallback=fallback,
+                    compensation=compensation_task(self.name, task_id, compensate),
                 )
             )
             return fn
@@ -121,9 +140,24 @@ class Workflow(PatternsMixin, ChoreographyMixin, PipelineMixin):
                 )
         if task.fn is not None and not callable(task.fn):
             raise DefinitionError(f"{where}: the task body is not callable")
+        comp = task.compensation
+        if comp is not None:
+            if comp.id in self._tasks or comp.id in self._compensations or comp.id == task.id:
+                raise DefinitionError(f"{where}: compensation id {comp.id!r} is already used")
+            self._compensations[comp.id] = task.id
+        if task.id in self._compensations:
+            raise DefinitionError(f"{where}: id already used by a compensation")
         self._tasks[task.id] = task
         self._order = None
+        self._ancestors.clear()
         return task
+
+    def saga(self, cls: type[S]) -> type[S]:
+        """Add the steps of a :class:`deerflow.Saga` subclass, with their compensations."""
+        from deerflow.sagas import add_saga
+
+        add_saga(self, cls)
+        return cls
 
     def add_trigger(self, trigger: Any) -> Any:
         """Attach a trigger (``S3Event``, ``KafkaEvent``, ``WebhookEvent``) that starts runs."""
@@ -138,11 +172,25 @@ class Workflow(PatternsMixin, ChoreographyMixin, PipelineMixin):
         return self._tasks
 
     def get(self, task_id: str) -> TaskDef:
-        """The task named ``task_id``; raises ``KeyError`` naming the workflow."""
-        try:
-            return self._tasks[task_id]
-        except KeyError:
-            raise KeyError(f"workflow {self.name!r} has no task {task_id!r}") from None
+        """The task (or compensation) named ``task_id``; ``KeyError`` naming the workflow."""
+        task = self._tasks.get(task_id)
+        if task is not None:
+            return task
+        step = self._compensations.get(task_id)
+        if step is not None:
+            comp = self._tasks[step].compensation
+            assert comp is not None
+            return comp
+        raise KeyError(f"workflow {self.name!r} has no task {task_id!r}")
+
+    @property
+    def compensations(self) -> Mapping[str, str]:
+        """Compensation task ids mapped to the step each one undoes."""
+        return self._compensations
+
+    def compensated_step(self, task_id: str) -> str | None:
+        """The step a compensation task undoes, or ``None`` if ``task_id`` is not one."""
+        return self._compensations.get(task_id)
 
     @property
     def order(self) -> list[str]:
@@ -160,8 +208,11 @@ class Workflow(PatternsMixin, ChoreographyMixin, PipelineMixin):
         used = {dep for t in self._tasks.values() for dep in t.depends_on}
         return [tid for tid in self._tasks if tid not in used]
 
-    def ancestors(self, task_id: str) -> set[str]:
-        """Every task ``task_id`` depends on, directly or not."""
+    def ancestors(self, task_id: str) -> frozenset[str]:
+        """Every task ``task_id`` depends on, directly or not (cached per definition)."""
+        cached = self._ancestors.get(task_id)
+        if cached is not None:
+            return cached
         seen: set[str] = set()
         stack = list(self.get(task_id).depends_on)
         while stack:
@@ -169,12 +220,14 @@ class Workflow(PatternsMixin, ChoreographyMixin, PipelineMixin):
             if dep not in seen:
                 seen.add(dep)
                 stack.extend(self._tasks[dep].depends_on)
-        return seen
+        result = self._ancestors[task_id] = frozenset(seen)
+        return result
 
     def fingerprint(self) -> str:
         """A hash of the DAG's shape (ids, kinds, edges), recorded in each run's history."""
         shape = ";".join(
-            f"{t.id}:{t.kind}:{','.join(t.depends_on)}" for t in self._tasks.values()
+            f"{t.id}:{t.kind}:{','.join(t.depends_on)}:{t.compensation.id if t.compensation else ''}"
+            for t in self._tasks.values()
         )
         return hashlib.sha256(shape.encode()).hexdigest()[:16]
 

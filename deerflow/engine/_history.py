@@ -150,6 +150,23 @@ class RunFailed(_Event):
     failed_task: str | None = None
 
 
+class RunCompensated(_Event):
+    """A run failed and every compensation of its completed steps succeeded (saga rollback)."""
+
+    type: Literal["RunCompensated"] = "RunCompensated"
+    error: str
+    failed_task: str | None = None
+
+
+class RunCompensationFailed(_Event):
+    """A compensation kept failing: the rollback is incomplete and needs an operator."""
+
+    type: Literal["RunCompensationFailed"] = "RunCompensationFailed"
+    error: str
+    failed_task: str | None = None
+    failed_compensation: str | None = None
+
+
 class RunCancelRequested(_Event):
     """Someone asked to cancel the run."""
 
@@ -164,6 +181,19 @@ class RunCancelled(_Event):
     reason: str = "cancelled"
 
 
+class RunRetryRequested(_Event):
+    """An operator asked a failed run to go on from its failed tasks.
+
+    The fold resets failed and skipped tasks (and failed children of expanded nodes) to pending
+    and the run to running; tasks that completed keep their outputs. ``retry`` numbers the
+    requests of one run (id ``run_id:retry:N``), so a repeated click is one retry.
+    """
+
+    type: Literal["RunRetryRequested"] = "RunRetryRequested"
+    retry: int = 1
+    reason: str = "retry requested"
+
+
 HistoryEvent = Annotated[
     RunRequested
     | TaskScheduled
@@ -176,12 +206,17 @@ HistoryEvent = Annotated[
     | TimerFired
     | RunCompleted
     | RunFailed
+    | RunCompensated
+    | RunCompensationFailed
     | RunCancelRequested
-    | RunCancelled,
+    | RunCancelled
+    | RunRetryRequested,
     Field(discriminator="type"),
 ]
 
-TERMINAL_TYPES = frozenset({"RunCompleted", "RunFailed", "RunCancelled"})
+TERMINAL_TYPES = frozenset(
+    {"RunCompleted", "RunFailed", "RunCancelled", "RunCompensated", "RunCompensationFailed"}
+)
 
 _adapter: TypeAdapter[HistoryEvent] = TypeAdapter(HistoryEvent)
 

@@ -42,7 +42,10 @@ def build_dispatch(wf: Workflow, state: RunState, event: h.TaskScheduled) -> Tas
     node_id = node_of(event.task_id)
     extra: dict[str, Any] = {}
     visible: Iterable[str] = ()
-    if node_id is None:
+    step = wf.compensated_step(event.task_id)
+    if step is not None:
+        visible = {step, *wf.ancestors(step)}
+    elif node_id is None:
         visible = wf.ancestors(event.task_id)
     else:
         node = wf.get(node_id)
@@ -57,7 +60,7 @@ def build_dispatch(wf: Workflow, state: RunState, event: h.TaskScheduled) -> Tas
     return TaskDispatch(
         run_id=state.run_id, workflow=state.workflow, version=state.version,
         task_id=event.task_id, attempt=event.attempt, fallback=event.fallback,
-        params=state.params, input=state.input, trigger=state.trigger,
+        params={**wf.default_params, **state.params}, input=state.input, trigger=state.trigger,
         upstream=_upstream(state, visible), correlation_id=state.correlation_id, extra=extra,
     )
 

@@ -29,6 +29,8 @@ RUN_RUNNING = "running"
 RUN_COMPLETED = "completed"
 RUN_FAILED = "failed"
 RUN_CANCELLED = "cancelled"
+RUN_COMPENSATED = "compensated"
+RUN_COMPENSATION_FAILED = "compensation_failed"
 
 
 @dataclass(slots=True)
@@ -52,6 +54,7 @@ class TaskState:
     fire_at: float | None = None
     node: str | None = None
     expansion: Expansion | None = None
+    attempt_base: int = 0  # attempts made before the last operator retry (fresh retry budget)
 
 
 @dataclass(slots=True)
@@ -120,6 +123,9 @@ class RunState:
     timers: dict[str, float] = field(default_factory=dict)
     seen: set[str] = field(default_factory=set)
     events: int = 0
+    retries: int = 0
+    #: attempts dispatched and not finished (``Workflow(max_parallel=...)`` bounds it)
+    running: int = 0
 
     @property
     def terminal(self) -> bool:
@@ -138,7 +144,7 @@ def fold(state: RunState, event: h.HistoryEvent) -> bool:
     """Apply ``event`` to ``state`` in place; return whether it changed anything."""
     if event.id in state.seen:
         return False
-    if state.terminal and not isinstance(event, h.RunRequested):
+    if state.terminal and not isinstance(event, (h.RunRequested, h.RunRetryRequested)):
         return False
     if not state.requested and not isinstance(event, h.RunRequested):
         # Events that overtake their RunRequested (other partitions, a lagging trigger) wait
@@ -181,6 +187,7 @@ def _task_scheduled(state: RunState, e: h.TaskScheduled) -> bool:
             else:
                 exp.ready.remove(e.task_id)
         exp.retrying.discard(e.task_id)
+    state.running += 1
     task.status = SCHEDULED
     task.attempts = e.attempt
     task.fallback = e.fallback
@@ -201,6 +208,7 @@ def _task_completed(state: RunState, e: h.TaskCompleted) -> bool:
     task = _current_attempt(state, e.task_id, e.attempt)
     if task is None:
         return False
+    state.running -= 1
     task.error = None
     task.started_at = e.started_at
     if e.expansion is not None:
@@ -243,6 +251,7 @@ def _task_failed(state: RunState, e: h.TaskFailed) -> bool:
     task = _current_attempt(state, e.task_id, e.attempt)
     if task is None:
         return False
+    state.running -= 1
     task.status = RETRY_WAIT
     task.error = e.error
     task.error_type = e.error_type
@@ -318,6 +327,22 @@ def _run_failed(state: RunState, e: h.RunFailed) -> bool:
     return True
 
 
+def _run_compensated(state: RunState, e: h.RunCompensated) -> bool:
+    state.status = RUN_COMPENSATED
+    state.error = e.error
+    state.failed_task = e.failed_task
+    state.finished_at = e.ts
+    return True
+
+
+def _run_compensation_failed(state: RunState, e: h.RunCompensationFailed) -> bool:
+    state.status = RUN_COMPENSATION_FAILED
+    state.error = e.error
+    state.failed_task = e.failed_task
+    state.finished_at = e.ts
+    return True
+
+
 def _cancel_requested(state: RunState, e: h.RunCancelRequested) -> bool:
     if state.cancel_requested:
         return False
@@ -334,6 +359,48 @@ def _run_cancelled(state: RunState, e: h.RunCancelled) -> bool:
     return True
 
 
+def _run_retry_requested(state: RunState, e: h.RunRetryRequested) -> bool:
+    """Reopen a failed run: failed and skipped tasks become pending again.
+
+    Outputs of completed tasks are kept, so the run goes on from the failed task. The ids of
+    the events that ended those tasks and the run are forgotten, so the decider may emit them
+    again if the retry fails too.
+    """
+    if state.status != RUN_FAILED or e.retry != state.retries + 1:
+        return False
+    state.retries = e.retry
+    reopened: list[Expansion] = []
+    for task_id, task in state.tasks.items():
+        if task.status not in (FAILED, SKIPPED):
+            continue
+        _reopen_task(task)
+        if task.expansion is not None:
+            task.status = EXPANDED  # the plan stands: only its failed children run again
+            task.expansion.failed = None
+            reopened.append(task.expansion)
+        for kind in ("skipped", "abandoned"):
+            state.seen.discard(h.event_id(state.run_id, task_id, kind))
+    for exp in reopened:
+        # Rebuilt, not patched: skipped children may still sit in ``ready`` from before.
+        exp.ready = deque(c for c in exp.children
+                          if state.tasks[c].status == PENDING and exp.waiting_on[c] == 0)
+    state.seen.discard(h.event_id(state.run_id, "failed"))
+    state.status = RUN_RUNNING
+    state.error = state.failed_task = state.finished_at = None
+    state.output = None
+    return True
+
+
+def _reopen_task(task: TaskState) -> None:
+    task.status = PENDING
+    task.attempt_base = task.attempts
+    task.fallback = False
+    task.error = task.error_type = task.traceback = None
+    task.retriable = True
+    task.next_retry_delay = task.failed_at = task.finished_at = None
+    task.timer_id = task.fire_at = None
+
+
 _APPLY: dict[str, Any] = {
     "RunRequested": _run_requested,
     "TaskScheduled": _task_scheduled,
@@ -346,8 +413,11 @@ _APPLY: dict[str, Any] = {
     "TimerFired": _timer_fired,
     "RunCompleted": _run_completed,
     "RunFailed": _run_failed,
+    "RunCompensated": _run_compensated,
+    "RunCompensationFailed": _run_compensation_failed,
     "RunCancelRequested": _cancel_requested,
     "RunCancelled": _run_cancelled,
+    "RunRetryRequested": _run_retry_requested,
 }
 
 

@@ -22,63 +22,7 @@ APPS = Path(__file__).parent / "apps"
 sys.path.insert(0, str(APPS))
 from sink import Sink  # noqa: E402
 
-
-class Workers:
-    """``deerflow worker`` subprocesses sharing one store and one environment."""
-
-    def __init__(self, store: str, env: dict[str, str], log_dir: Path) -> None:
-        self.store, self.env, self.log_dir = store, env, log_dir
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def start(self, app: str, concurrency: int = 8) -> subprocess.Popen[bytes]:
-        log = (self.log_dir / f"worker-{len(self.procs)}.log").open("wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "deerflow", "worker", str(APPS / app), "--store", self.store,
-             "--concurrency", str(concurrency)],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT,
-        )
-        self.procs.append(proc)
-        return proc
-
-    def stop_all(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-
-@pytest.fixture
-def workers(store: str, tmp_path: Path, monkeypatch) -> Iterator[Workers]:
-    if store.startswith("memory"):
-        pytest.skip("an in-memory store does not outlive its process")
-    yield from _workers(store, tmp_path, monkeypatch)
-
-
-@pytest.fixture
-def kafka_workers(kafka_url: str, tmp_path: Path, monkeypatch) -> Iterator[Workers]:
-    monkeypatch.setenv("DEERFLOW_PREFIX", f"dur{os.getpid()}{time.monotonic_ns()}")
-    yield from _workers(kafka_url, tmp_path, monkeypatch)
-
-
-def _workers(store: str, tmp_path: Path, monkeypatch) -> Iterator[Workers]:
-    env = dict(os.environ, SINK_DB=str(tmp_path / "sink.db"), HOLD_FILE=str(tmp_path / "hold"),
-               STARTED_FILE=str(tmp_path / "started"), PYTHONPATH=str(Path.cwd()))
-    for key in ("SINK_DB", "HOLD_FILE", "STARTED_FILE"):
-        monkeypatch.setenv(key, env[key])
-    pool = Workers(store, env, tmp_path)
-    yield pool
-    pool.stop_all()
-
-
-async def wait_for_file(path: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path} did not appear in {timeout}s"
-        await asyncio.sleep(0.05)
+from tests.processes import kafka_workers, wait_for_file, workers  # noqa: E402, F401
 
 
 async def test_a_worker_killed_mid_task_resumes_without_redoing_finished_tasks(
@@ -87,14 +31,14 @@ async def test_a_worker_killed_mid_task_resumes_without_redoing_finished_tasks(
     hold.write_text("hold")
     workflows, wf = load_module_workflows(str(APPS / "chain_app.py"))
     assert wf is not None
-    first = workers.start("chain_app.py")
+    first = workers.start(APPS / "chain_app.py")
     async with Engine(store, workflows, orchestrate=False, work=False) as client:
         handle = await client.start(wf, params={"n": 40})
-        await wait_for_file(started, timeout=60)
+        await wait_for_file(started, timeout=60, pool=workers)
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
         hold.unlink()
-        workers.start("chain_app.py")
+        workers.start(APPS / "chain_app.py")
         result = await handle.result(timeout=90)
     assert result.status == "completed"
     assert result.output == {"n": 42}
@@ -111,8 +55,8 @@ async def test_two_kafka_workers_one_killed_every_run_completes_exactly_once(
     runs = 200
     workflows, wf = load_module_workflows(str(APPS / "chain_app.py"))
     assert wf is not None
-    victim = kafka_workers.start("chain_app.py")
-    kafka_workers.start("chain_app.py")
+    victim = kafka_workers.start(APPS / "chain_app.py")
+    kafka_workers.start(APPS / "chain_app.py")
     async with Engine(kafka_url, workflows, orchestrate=False, work=False) as client:
         handles = [await client.start(wf, params={"n": i}) for i in range(runs)]
         await client.index.wait(handles[runs // 4].run_id, lambda s: s.terminal, timeout=120)
