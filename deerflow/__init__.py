@@ -16,11 +16,13 @@ from deerflow.engine import (
 )
 from deerflow.events import EventTrigger
 from deerflow.sagas import CompensatingAction, Saga, step
+from deerflow.statemachine import State, StateMachine, Transition, on_enter, on_exit, on_transition
 from deerflow.errors import (
     DeerflowError,
     DefinitionError,
     NonRetryableError,
     TaskError,
+    TransitionNotAllowed,
 )
 
 __version__ = "0.1.0"
@@ -36,10 +38,17 @@ __all__ = [
     "RunHandle",
     "RunResult",
     "Saga",
+    "State",
+    "StateMachine",
     "TaskContext",
     "TaskError",
     "TaskResult",
+    "Transition",
+    "TransitionNotAllowed",
     "Workflow",
     "__version__",
+    "on_enter",
+    "on_exit",
+    "on_transition",
     "step",
 ]

@@ -146,6 +146,19 @@ class TaskContext:
         return self._trigger_event
 
     @property
+    def payload(self) -> Any:
+        """The payload sent with a state-machine transition request (``engine.send``)."""
+        return self._dispatch.extra.get("payload")
+
+    def __getattr__(self, name: str) -> Any:
+        # Keys of a dict input read as attributes: the spec's ``context.order``.
+        data = self.__dict__.get("input")
+        if isinstance(data, dict) and name in data:
+            return data[name]
+        raise AttributeError(f"TaskContext has no attribute {name!r} (and the run's input has "
+                             f"no key {name!r})")
+
+    @property
     def parallel_results(self) -> Mapping[str, Any]:
         """Fan-in: ``parallel_results[id]`` is the list of results of an upstream fan-out."""
         return _Outputs(self.tasks)

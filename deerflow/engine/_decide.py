@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from deerflow.engine import _history as h
+from deerflow.engine._decide_machine import decide_machine
 from deerflow.engine._decide_compensation import has_compensations, roll_back
 from deerflow.engine._decide_nodes import (
     on_expanded,
@@ -50,6 +51,8 @@ def decide(wf: Workflow, state: RunState, now: float) -> list[h.HistoryEvent]:
     if changed is not None:
         return _finish(state, now, h.RunFailed(id=h.event_id(state.run_id, "failed"),
                                                run_id=state.run_id, ts=now, error=changed))
+    if wf.machine is not None:
+        return decide_machine(wf, wf.machine, state, now)
     events: list[h.HistoryEvent] = []
     # Workflow(max_parallel=N): the fold counts running attempts, so the budget is O(1).
     budget = None if wf.max_parallel is None else wf.max_parallel - state.running
@@ -181,7 +184,8 @@ def _definition_change(wf: Workflow, state: RunState) -> str | None:
                 f"version {wf.version!r} is loaded; keep the old version registered")
     if not state.fingerprint or state.fingerprint == wf.fingerprint():
         return None
-    unknown = sorted(tid for tid in state.tasks if tid not in wf.tasks and "/" not in tid)
+    unknown = sorted(tid for tid in state.tasks
+                     if tid not in wf.tasks and "/" not in tid and "@" not in tid)
     detail = f"tasks {unknown} no longer exist" if unknown else "tasks or dependencies changed"
     return (f"workflow {wf.name!r} changed under a running run ({detail}); "
             "bump Workflow(version=...) to change a workflow with runs in flight")

@@ -24,6 +24,7 @@ from deerflow.pipeline._api import PipelineMixin
 
 if TYPE_CHECKING:
     from deerflow.engine._engine import RunResult
+    from deerflow.statemachine import MachineSpec
 
 F = TypeVar("F", bound=Callable[..., Any])
 S = TypeVar("S", bound=type)
@@ -72,6 +73,9 @@ class Workflow(PatternsMixin, ChoreographyMixin, PipelineMixin):
         self._tasks: dict[str, TaskDef] = {}
         self._compensations: dict[str, str] = {}
         self._ancestors: dict[str, frozenset[str]] = {}
+        self.machine: MachineSpec | None = None
+        self._machine_tasks: dict[str, TaskDef] = {}
+        self._machine_instance: Any = None
         self._order: list[str] | None = None
         self.triggers: list[Any] = []
         remember(self)  # compose_workflows(...) finds workflows by name
@@ -181,7 +185,33 @@ class Workflow(PatternsMixin, ChoreographyMixin, PipelineMixin):
             comp = self._tasks[step].compensation
             assert comp is not None
             return comp
+        if self.machine is not None and "@" in task_id:
+            return self._transition_task(task_id)
         raise KeyError(f"workflow {self.name!r} has no task {task_id!r}")
+
+    def _transition_task(self, task_id: str) -> TaskDef:
+        name = task_id.partition("@")[0]
+        cached = self._machine_tasks.get(name)
+        if cached is None:
+            from deerflow.statemachine._runner import transition_task
+
+            assert self.machine is not None
+            cached = self._machine_tasks[name] = transition_task(
+                self.machine, self._machine_instance, name)
+        return cached
+
+    def state_machine(self, cls: type[S]) -> type[S]:
+        """Make this workflow a durable state machine defined by a ``StateMachine`` subclass."""
+        spec = getattr(cls, "__deerflow_machine__", None)
+        if spec is None:
+            raise DefinitionError(f"workflow {self.name!r}: @state_machine expects a "
+                                  "StateMachine subclass")
+        if self._tasks or self.machine is not None:
+            raise DefinitionError(f"workflow {self.name!r}: a state machine workflow has no "
+                                  "other tasks and one machine")
+        self.machine = spec
+        self._machine_instance = cls()
+        return cls
 
     @property
     def compensations(self) -> Mapping[str, str]:
@@ -229,11 +259,13 @@ class Workflow(PatternsMixin, ChoreographyMixin, PipelineMixin):
             f"{t.id}:{t.kind}:{','.join(t.depends_on)}:{t.compensation.id if t.compensation else ''}"
             for t in self._tasks.values()
         )
+        if self.machine is not None:
+            shape += "|machine:" + self.machine.fingerprint()
         return hashlib.sha256(shape.encode()).hexdigest()[:16]
 
     def validate(self) -> None:
         """Check the whole definition; raises :class:`DefinitionError` naming the problem."""
-        if not self._tasks:
+        if not self._tasks and self.machine is None and getattr(self, "_pipeline", None) is None:
             raise DefinitionError(f"workflow {self.name!r} has no tasks")
         _check_acyclic(self.name, {t.id: t.depends_on for t in self._tasks.values()})
 

@@ -17,7 +17,7 @@ from deerflow.engine._results import RunResult, run_result
 from deerflow.engine._runindex import RunIndex
 from deerflow.engine._topics import Topics
 from deerflow.engine._worker import Worker
-from deerflow.errors import DeerflowError, RunNotFound
+from deerflow.errors import DeerflowError, RunNotFound, TaskError, TransitionNotAllowed
 from deerflow.eventstore import open_log
 from deerflow.eventstore.base import EventLog, Message
 
@@ -282,15 +282,65 @@ class Engine:
         return self._result(state)
 
     async def list_runs(self, *, workflow: str | None = None, status: str | None = None,
-                        limit: int | None = None) -> list[RunResult]:
-        """Runs, newest first, filtered by workflow name and status."""
+                        state: str | None = None, limit: int | None = None) -> list[RunResult]:
+        """Runs, newest first, filtered by workflow name, status and state-machine state."""
         await self._start_engine()
         await self.index.sync()
         states = [s for s in self.index.runs.values()
                   if (workflow is None or s.workflow == workflow)
-                  and (status is None or s.status == status)]
+                  and (status is None or s.status == status)
+                  and (state is None or s.machine_state == state)]
         states.sort(key=lambda s: s.started_at or 0.0, reverse=True)
         return [self._result(s) for s in states[:limit]]
+
+    async def send(self, instance_id: str, transition: str, payload: Any = None, *,
+                   request_id: str | None = None, wait: bool = True,
+                   timeout: float | None = 60.0) -> RunResult:
+        """Ask state-machine instance ``instance_id`` to take ``transition``.
+
+        Requests on one instance are applied one at a time, in order. Raises
+        :class:`TransitionNotAllowed` (nothing changes) when the transition is unknown, not
+        allowed in the instance's state, or refused by its guard; :class:`TaskError` when its
+        handler failed for good (the instance stays in its source state). ``request_id`` makes
+        a retried request idempotent. With ``wait=False`` it returns once the request is
+        durable.
+        """
+        current = await self.get_run(instance_id)
+        wf = self.registry.get(current.workflow, current.version)
+        if wf is None or wf.machine is None:
+            raise DeerflowError(f"run {instance_id} is not a state-machine instance of a "
+                                "workflow loaded here")
+        refusal = ("the instance has ended" if current.done
+                   else wf.machine.refusal(transition, current.state))
+        if refusal is not None:
+            raise TransitionNotAllowed(f"{instance_id}: {refusal}")
+        rid = request_id or uuid.uuid4().hex[:16]
+        await self.append_history([h.TransitionRequested(
+            id=h.event_id(instance_id, "tr", rid, "requested"), run_id=instance_id,
+            request_id=rid, transition=transition, payload=payload)])
+        if not wait:
+            return current
+        state = await self.index.wait(
+            instance_id, lambda s: s.terminal or any(t["request_id"] == rid for t in s.transitions),
+            timeout)
+        if state is None:
+            raise TimeoutError(f"transition {transition!r} of {instance_id} not applied in "
+                               f"{timeout}s")
+        return self._transition_outcome(state, rid, transition)
+
+    def _transition_outcome(self, state: Any, rid: str, transition: str) -> RunResult:
+        record = next((t for t in state.transitions if t["request_id"] == rid), None)
+        if record is None or record["status"] == "rejected":
+            reason = record["error"] if record else "the instance ended first"
+            raise TransitionNotAllowed(f"{state.run_id}: {reason}")
+        if record["status"] == "failed":
+            task = state.tasks.get(f"{transition}@{rid}")
+            if task is not None and task.error_type == "TransitionNotAllowed":
+                raise TransitionNotAllowed(f"{state.run_id}: {record['error']}")
+            raise TaskError(f"{state.run_id}: transition {transition!r} failed: "
+                            f"{record['error']}", task_id=f"{transition}@{rid}",
+                            retriable=False)
+        return self._result(state)
 
     async def cancel(self, run_id: str, *, reason: str = "cancelled") -> None:
         """Ask for ``run_id`` to be cancelled: pending tasks are skipped, the run ends cancelled."""

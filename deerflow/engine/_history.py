@@ -167,6 +167,43 @@ class RunCompensationFailed(_Event):
     failed_compensation: str | None = None
 
 
+class TransitionRequested(_Event):
+    """Someone asked a state-machine instance to take ``transition``."""
+
+    type: Literal["TransitionRequested"] = "TransitionRequested"
+    request_id: str
+    transition: str
+    payload: Any = None
+
+
+class TransitionApplied(_Event):
+    """The instance moved from ``source`` to ``target`` (``source`` is None when it starts)."""
+
+    type: Literal["TransitionApplied"] = "TransitionApplied"
+    request_id: str
+    transition: str
+    source: str | None
+    target: str
+
+
+class TransitionRejected(_Event):
+    """A requested transition was not allowed in the instance's state; nothing changed."""
+
+    type: Literal["TransitionRejected"] = "TransitionRejected"
+    request_id: str
+    transition: str
+    reason: str
+
+
+class TransitionFailed(_Event):
+    """A transition's handler failed for good; the instance stays in its source state."""
+
+    type: Literal["TransitionFailed"] = "TransitionFailed"
+    request_id: str
+    transition: str
+    error: str
+
+
 class RunCancelRequested(_Event):
     """Someone asked to cancel the run."""
 
@@ -210,6 +247,10 @@ HistoryEvent = Annotated[
     | RunCompensationFailed
     | RunCancelRequested
     | RunCancelled
+    | TransitionRequested
+    | TransitionApplied
+    | TransitionRejected
+    | TransitionFailed
     | RunRetryRequested,
     Field(discriminator="type"),
 ]

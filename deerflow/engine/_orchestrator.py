@@ -43,7 +43,11 @@ def build_dispatch(wf: Workflow, state: RunState, event: h.TaskScheduled) -> Tas
     extra: dict[str, Any] = {}
     visible: Iterable[str] = ()
     step = wf.compensated_step(event.task_id)
-    if step is not None:
+    if wf.machine is not None and state.requests:
+        request = state.requests[0]
+        extra = {"transition": request.transition, "source": state.machine_state,
+                 "payload": request.payload, "request_id": request.request_id}
+    elif step is not None:
         visible = {step, *wf.ancestors(step)}
     elif node_id is None:
         visible = wf.ancestors(event.task_id)
@@ -129,6 +133,13 @@ class Orchestrator:
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None
+
+    def lag(self) -> int:
+        """History records of the owned partitions not folded yet, as of the last poll."""
+        consumer = self._consumer
+        if consumer is None:
+            return 0
+        return sum(consumer.lag(tp) or 0 for tp in consumer.assignment())
 
     # -- ownership ---------------------------------------------------------------------------
 

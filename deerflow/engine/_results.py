@@ -44,7 +44,8 @@ class RunResult(BaseModel):
 
     ``status`` is running, completed, failed, cancelled (and, for sagas, compensated or
     compensation_failed). ``output`` is the sink task's output, or a dict by task id when the
-    workflow has several sinks.
+    workflow has several sinks. For a state-machine instance, ``state`` is its current state
+    and ``transitions`` its transition history (applied, rejected and failed requests).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -64,6 +65,8 @@ class RunResult(BaseModel):
     finished_at: float | None = None
     tasks: dict[str, TaskResult] = Field(default_factory=dict)
     events: int = 0
+    state: str | None = None
+    transitions: list[dict[str, Any]] = Field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -125,4 +128,6 @@ def run_result(state: s.RunState, wf: Workflow | None = None) -> RunResult:
         finished_at=state.finished_at,
         tasks=tasks,
         events=state.events,
+        state=state.machine_state,
+        transitions=list(state.transitions),
     )

@@ -121,6 +121,9 @@ class RunState:
     finished_at: float | None = None
     tasks: dict[str, TaskState] = field(default_factory=dict)
     timers: dict[str, float] = field(default_factory=dict)
+    machine_state: str | None = None
+    requests: deque[h.TransitionRequested] = field(default_factory=deque)
+    transitions: list[dict[str, Any]] = field(default_factory=list)
     seen: set[str] = field(default_factory=set)
     events: int = 0
     retries: int = 0
@@ -343,6 +346,45 @@ def _run_compensation_failed(state: RunState, e: h.RunCompensationFailed) -> boo
     return True
 
 
+def _transition_requested(state: RunState, e: h.TransitionRequested) -> bool:
+    state.requests.append(e)
+    return True
+
+
+def _resolve_request(state: RunState, request_id: str, record: dict[str, Any]) -> bool:
+    """Pop the head request if it is ``request_id``; requests resolve strictly in order."""
+    if request_id != "start" and (not state.requests or
+                                  state.requests[0].request_id != request_id):
+        return False
+    if request_id != "start":
+        state.requests.popleft()
+    state.transitions.append({"request_id": request_id, **record})
+    return True
+
+
+def _transition_applied(state: RunState, e: h.TransitionApplied) -> bool:
+    if e.request_id == "start" and state.machine_state is not None:
+        return False
+    if not _resolve_request(state, e.request_id, {
+            "transition": e.transition, "source": e.source, "target": e.target,
+            "status": "applied", "ts": e.ts}):
+        return False
+    state.machine_state = e.target
+    return True
+
+
+def _transition_rejected(state: RunState, e: h.TransitionRejected) -> bool:
+    return _resolve_request(state, e.request_id, {
+        "transition": e.transition, "source": state.machine_state, "target": None,
+        "status": "rejected", "error": e.reason, "ts": e.ts})
+
+
+def _transition_failed(state: RunState, e: h.TransitionFailed) -> bool:
+    return _resolve_request(state, e.request_id, {
+        "transition": e.transition, "source": state.machine_state, "target": None,
+        "status": "failed", "error": e.error, "ts": e.ts})
+
+
 def _cancel_requested(state: RunState, e: h.RunCancelRequested) -> bool:
     if state.cancel_requested:
         return False
@@ -416,6 +458,10 @@ _APPLY: dict[str, Any] = {
     "RunCompensated": _run_compensated,
     "RunCompensationFailed": _run_compensation_failed,
     "RunCancelRequested": _cancel_requested,
+    "TransitionRequested": _transition_requested,
+    "TransitionApplied": _transition_applied,
+    "TransitionRejected": _transition_rejected,
+    "TransitionFailed": _transition_failed,
     "RunCancelled": _run_cancelled,
     "RunRetryRequested": _run_retry_requested,
 }

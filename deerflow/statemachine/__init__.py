@@ -1,0 +1,81 @@
+"""Durable state-machine workflows.
+
+::
+
+    workflow = Workflow(name="order_state_machine")
+
+    @workflow.state_machine
+    class OrderStateMachine(StateMachine):
+        pending = State(initial=True)
+        confirmed = State()
+        cancelled = State(final=True)
+
+        confirm = Transition(source=pending, target=confirmed)
+        cancel = Transition(source=[pending, confirmed], target=cancelled)
+
+        @on_transition(confirm)
+        def on_confirm(self, context):
+            send_confirmation_email(context.order)
+
+Each instance is a run: ``handle = await engine.start(workflow, input={"order": {...}})``.
+Its history is its transitions: ``await engine.send(handle.run_id, "confirm")`` appends a
+request; the instance's owner applies requests one at a time, in order, running the handler
+(guard, exit hooks, ``on_transition`` handlers, enter hooks) as a task with retries. A refused
+or invalid transition raises :class:`deerflow.errors.TransitionNotAllowed` and changes
+nothing; a handler that fails for good leaves the instance in its source state with the error
+recorded. Reaching a final state completes the run. In a handler, ``context.order`` reads key
+``order`` of the instance's input, and ``context.payload`` the payload sent with the request.
+Inside the class body ``on_transition``, ``on_enter`` and ``on_exit`` need no import.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from deerflow.statemachine._model import (
+    MachineSpec,
+    State,
+    Transition,
+    build_spec,
+    on_enter,
+    on_exit,
+    on_transition,
+)
+
+__all__ = [
+    "MachineSpec",
+    "State",
+    "StateMachine",
+    "Transition",
+    "on_enter",
+    "on_exit",
+    "on_transition",
+]
+
+_DSL = {"on_transition": on_transition, "on_enter": on_enter, "on_exit": on_exit}
+
+
+class _MachineMeta(type):
+    """Provides the hook decorators in class bodies and validates each machine class."""
+
+    @classmethod
+    def __prepare__(mcs, name: str, bases: tuple[type, ...], **kwargs: Any) -> dict[str, Any]:
+        return dict(_DSL)
+
+    def __new__(mcs, name: str, bases: tuple[type, ...], namespace: dict[str, Any],
+                **kwargs: Any) -> _MachineMeta:
+        for key, value in _DSL.items():
+            if namespace.get(key) is value:
+                del namespace[key]
+        cls = super().__new__(mcs, name, bases, namespace, **kwargs)
+        if bases:  # the base class itself declares nothing
+            cls.__deerflow_machine__ = build_spec(cls)  # type: ignore[attr-defined]
+        return cls
+
+
+class StateMachine(metaclass=_MachineMeta):
+    """Base class of state machines; decorate a subclass with ``@workflow.state_machine``."""
+
+    retries: int = 3
+    retry_delay: float = 1.0
+    timeout: float | None = None
