@@ -11,6 +11,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 
+_TASK_LOGGER = logging.getLogger("deerflow.task")
+
+
 class TaskDispatch(BaseModel):
     """The message on the task queue: everything a worker needs to run one attempt."""
 
@@ -132,7 +135,7 @@ class TaskContext:
             dispatch.task_id,
             {tid: TaskView(**view) for tid, view in dispatch.upstream.items()},
         )
-        base = logger or logging.getLogger("deerflow.task")
+        base = logger or _TASK_LOGGER
         self.logger = logging.LoggerAdapter(
             base, {"run_id": dispatch.run_id, "task_id": dispatch.task_id}
         )

@@ -30,6 +30,8 @@ from deerflow.eventstore.base import EventLog, GroupConsumer, Message, TopicPart
 
 log = logging.getLogger("deerflow.orchestrator")
 
+MAX_BACKLOG = 20_000  # decided messages waiting to be appended before the loop waits
+
 DispatchBuilder = Callable[[Workflow, RunState, h.TaskScheduled], TaskDispatch]
 
 
@@ -110,6 +112,10 @@ class Orchestrator:
         self._stopping = asyncio.Event()
         self._missing_logged: set[tuple[str, str]] = set()
         self._pending_fired: list[h.HistoryEvent] = []
+        self._out_dispatch: list[Message] = []
+        self._out_history: list[Message] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._flush_error: BaseException | None = None
 
     async def start(self) -> None:
         """Join the orchestrators' group and start following the history."""
@@ -130,6 +136,8 @@ class Orchestrator:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
             self._loop_task = None
+        with contextlib.suppress(Exception):
+            await self._drain()
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None
@@ -148,7 +156,9 @@ class Orchestrator:
         await self._rebuild(partitions)
 
     async def on_revoked(self, partitions: frozenset[TopicPartition]) -> None:
-        """Forget runs of partitions another member now owns."""
+        """Append what was decided, then forget runs of partitions another member now owns."""
+        with contextlib.suppress(Exception):
+            await self._drain()
         self._forget(partitions)
 
     def _forget(self, partitions: Iterable[TopicPartition]) -> None:
@@ -162,6 +172,8 @@ class Orchestrator:
     async def _rebuild(self, partitions: frozenset[TopicPartition]) -> None:
         if not partitions:
             return
+        with contextlib.suppress(Exception):
+            await self._drain()  # the log must hold every decision before it is re-read
         self._forget(partitions)
         by_partition = await self._log.read_partitions({tp: 0 for tp in partitions})
         assert self._consumer is not None
@@ -192,6 +204,8 @@ class Orchestrator:
                 self._fire_due_timers(touched)
                 if touched:
                     await self._advance(touched.values())
+                if self._flush_error is not None or self._backlog > MAX_BACKLOG:
+                    await self._drain()  # bounded memory; raises what an append raised
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -259,10 +273,48 @@ class Orchestrator:
                                               value=dispatch.model_dump_json().encode()))
                 elif isinstance(event, h.TimerStarted):
                     heapq.heappush(self._timers, (event.fire_at, state.run_id, event.timer_id))
-        if dispatches:
-            await self._log.append(dispatches)
-        if history:
-            await self._log.append(history)
+        self._submit(dispatches, history)
+
+    # -- appending decisions ----------------------------------------------------------------
+
+    def _submit(self, dispatches: list[Message], history: list[Message]) -> None:
+        """Queue decided messages; one flusher appends them in order while the loop goes on.
+
+        The runs' states already include these events, so the loop may decide further while
+        they are appended; everything decided meanwhile goes out in the next append (group
+        commit). Dispatches go before the history events that record them.
+        """
+        self._out_dispatch.extend(dispatches)
+        self._out_history.extend(history)
+        if (self._out_dispatch or self._out_history) and (
+                self._flusher is None or self._flusher.done()):
+            self._flusher = asyncio.create_task(self._flush(), name="deerflow-orchestrator-flush")
+
+    async def _flush(self) -> None:
+        while self._out_dispatch or self._out_history:
+            dispatches, history = self._out_dispatch, self._out_history
+            self._out_dispatch, self._out_history = [], []
+            try:
+                if dispatches:
+                    await self._log.append(dispatches)
+                if history:
+                    await self._log.append(history)
+            except Exception as exc:  # noqa: BLE001 - surfaced to the loop, which rebuilds
+                self._flush_error = exc
+                self._out_dispatch, self._out_history = [], []
+                return
+
+    async def _drain(self) -> None:
+        """Wait until everything decided so far is appended (or failed)."""
+        while self._flusher is not None and not self._flusher.done():
+            await asyncio.wait({self._flusher})
+        error, self._flush_error = self._flush_error, None
+        if error is not None:
+            raise error
+
+    @property
+    def _backlog(self) -> int:
+        return len(self._out_dispatch) + len(self._out_history)
 
     def _history_message(self, event: h.HistoryEvent) -> Message:
         return Message(topic=self._topics.history, key=event.run_id, value=h.encode(event))

@@ -187,7 +187,7 @@ def _task_scheduled(state: RunState, e: h.TaskScheduled) -> bool:
             exp.running += 1
             if exp.ready and exp.ready[0] == e.task_id:
                 exp.ready.popleft()
-            else:
+            elif e.task_id in exp.ready:
                 exp.ready.remove(e.task_id)
         exp.retrying.discard(e.task_id)
     state.running += 1
@@ -200,15 +200,29 @@ def _task_scheduled(state: RunState, e: h.TaskScheduled) -> bool:
     return True
 
 
-def _current_attempt(state: RunState, task_id: str, attempt: int) -> TaskState | None:
-    task = state.tasks.get(task_id)
-    if task is None or task.status != SCHEDULED or task.attempts != attempt:
+def _current_attempt(state: RunState, e: h.TaskCompleted | h.TaskFailed) -> TaskState | None:
+    """The task if ``e`` reports its current attempt.
+
+    An outcome may reach the history before the ``TaskScheduled`` that recorded its dispatch
+    (the dispatch is appended first, and a fast worker can answer before the orchestrator's
+    second append lands). The outcome of the next attempt then implies its scheduling, so the
+    fold gives the same state in either order; the late ``TaskScheduled`` is ignored.
+    """
+    task = state.tasks.get(e.task_id)
+    if task is None and e.attempt == 1:
+        task = state.task(e.task_id)
+    if task is not None and task.status in (PENDING, RETRY_WAIT) and e.attempt == task.attempts + 1:
+        implied = h.TaskScheduled(id=h.event_id(state.run_id, e.task_id, e.attempt, "scheduled"),
+                                  run_id=state.run_id, ts=e.ts, task_id=e.task_id,
+                                  attempt=e.attempt, fallback=e.fallback)
+        _task_scheduled(state, implied)
+    if task is None or task.status != SCHEDULED or task.attempts != e.attempt:
         return None
     return task
 
 
 def _task_completed(state: RunState, e: h.TaskCompleted) -> bool:
-    task = _current_attempt(state, e.task_id, e.attempt)
+    task = _current_attempt(state, e)
     if task is None:
         return False
     state.running -= 1
@@ -251,7 +265,7 @@ def _task_collected(state: RunState, e: h.TaskCollected) -> bool:
 
 
 def _task_failed(state: RunState, e: h.TaskFailed) -> bool:
-    task = _current_attempt(state, e.task_id, e.attempt)
+    task = _current_attempt(state, e)
     if task is None:
         return False
     state.running -= 1

@@ -19,6 +19,7 @@ one by URL. One contract suite (``tests/eventstore/test_contract.py``) runs agai
 from __future__ import annotations
 
 import abc
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -110,6 +111,7 @@ def murmur2(data: bytes) -> int:
     return h
 
 
+@functools.lru_cache(maxsize=65536)
 def partition_for(key: str | None, partitions: int) -> int:
     """The partition a key belongs to, as Kafka's default partitioner computes it."""
     if key is None or partitions <= 1:

@@ -62,6 +62,9 @@ class KafkaSettings:
         replication_factor: replicas of topics the log creates.
         idempotent: the idempotent producer (needs a broker that supports it for aiokafka).
         linger_ms: how long the producer waits to fill a batch.
+        fetch_max_wait_ms: how long a fetch may wait for data; it bounds how late a consumer
+            sees a record that arrives while its fetch is parked (aiokafka's 500 ms default
+            would add that to every step of a run).
         session_timeout_ms: a silent group member is dropped after this long.
         heartbeat_interval_ms: group heartbeats; a join waits about half the session timeout.
         connect_timeout: seconds to reach the brokers at start before giving up.
@@ -73,6 +76,7 @@ class KafkaSettings:
     replication_factor: int = 1
     idempotent: bool = False
     linger_ms: int = 5
+    fetch_max_wait_ms: int = 50
     session_timeout_ms: int = 3000
     heartbeat_interval_ms: int = 1000
     connect_timeout: float = 10.0
@@ -226,6 +230,7 @@ class KafkaEventLog(EventLog):
             bootstrap_servers=s.bootstrap,
             client_id=s.client_id,
             enable_auto_commit=False,
+            fetch_max_wait_ms=s.fetch_max_wait_ms,
             **options,
         )
 

@@ -231,3 +231,18 @@ def test_cycles_are_reported_with_their_path():
 
     with pytest.raises(DefinitionError, match="cycle a -> b -> a"):
         check_acyclic("wf", {"a": ["b"], "b": ["a"]})
+
+
+def test_an_outcome_that_overtakes_its_scheduling_folds_to_the_same_state():
+    wf = chain()
+    in_order = started(wf)
+    events = advance(wf, in_order, NOW)  # TaskScheduled(a, 1)
+    done = completed("a", output="A")
+    fold(in_order, done)
+    overtaken = started(wf)
+    fold(overtaken, done)  # the worker's answer landed first
+    for event in events:
+        fold(overtaken, event)  # the late TaskScheduled changes nothing
+    assert overtaken.tasks["a"].status == in_order.tasks["a"].status == "completed"
+    assert overtaken.tasks["a"].output == "A" and overtaken.tasks["a"].attempts == 1
+    assert types(advance(wf, overtaken, NOW)) == types(advance(wf, in_order, NOW))
