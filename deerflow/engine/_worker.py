@@ -160,6 +160,7 @@ class Worker:
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._paused = False
+        self._slot = asyncio.Event()
         self._commit_lock = asyncio.Lock()
         self._commit_requested = 0
         self._commit_completed = 0
@@ -193,6 +194,17 @@ class Worker:
             self._consumer = None
         self._executor.shutdown(wait=False, cancel_futures=True)
 
+    def backlog(self) -> int:
+        """Task messages of this worker's partitions not finished (metrics' queue depth).
+
+        Unread as of the last poll plus in flight; summed over workers it is the queue's depth.
+        """
+        consumer = self._consumer
+        if consumer is None:
+            return 0
+        unread = sum(consumer.lag(tp) or 0 for tp in consumer.assignment())
+        return unread + self._offsets.inflight()
+
     # -- group membership -------------------------------------------------------------------
 
     async def on_assigned(self, partitions: frozenset[TopicPartition]) -> None:
@@ -211,10 +223,15 @@ class Worker:
         assert self._consumer is not None
         consumer = self._consumer
         while not self._stopping.is_set():
-            self._apply_backpressure(consumer)
             free = self._concurrency - len(self._inflight)
             try:
-                records = await consumer.poll(timeout=0.1, max_records=max(1, free))
+                if free <= 0:
+                    await self._wait_for_a_slot(consumer)
+                    continue
+                if self._paused:
+                    consumer.resume(consumer.assignment())
+                    self._paused = False
+                records = await consumer.poll(timeout=0.1, max_records=free)
             except Exception:
                 log.exception("worker %s: polling the task queue failed; retrying", self.name)
                 await asyncio.sleep(1.0)
@@ -223,16 +240,23 @@ class Worker:
                 self._offsets.begin(record.tp, record.offset)
                 task = asyncio.create_task(self._handle(record))
                 self._inflight.add(task)
-                task.add_done_callback(self._inflight.discard)
+                task.add_done_callback(self._slot_freed)
 
-    def _apply_backpressure(self, consumer: GroupConsumer) -> None:
-        full = len(self._inflight) >= self._concurrency
-        if full and not self._paused:
+    def _slot_freed(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        self._slot.set()
+
+    async def _wait_for_a_slot(self, consumer: GroupConsumer) -> None:
+        """Every slot is busy: pause the partitions (stay in the group) until one frees."""
+        if not self._paused:
             consumer.pause(consumer.assignment())
             self._paused = True
-        elif not full and self._paused:
-            consumer.resume(consumer.assignment())
-            self._paused = False
+        self._slot.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._slot.wait(), 1.0)
+        if len(self._inflight) >= self._concurrency:
+            # Still full: a paused poll returns nothing but keeps the member alive in Kafka.
+            await consumer.poll(timeout=0.0)
 
     async def _commit(self) -> None:
         """Commit every partition whose finished prefix grew, once for all who asked meanwhile.
