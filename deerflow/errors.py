@@ -129,5 +129,5 @@ class TransitionNotAllowed(DeerflowError):
     """A state-machine transition is not valid from the instance's current state."""
 
 
-class Cancelled(BaseException):  # noqa: N818 - control flow, not an error
-    """Raised inside a task body when its run is cancelled. Not catchable by ``except Exception``."""
+class Cancelled(BaseException):
+    """Raised inside a task body when its run is cancelled; ``except Exception`` misses it."""

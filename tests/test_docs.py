@@ -23,4 +23,4 @@ def test_python_blocks_run_in_order(doc, tmp_path, monkeypatch):
     namespace: dict[str, object] = {"__name__": f"doc_{Path(doc).stem}"}
     for number, block in enumerate(blocks, 1):
         code = compile(block, f"{doc}[block {number}]", "exec")
-        exec(code, namespace)  # noqa: S102 - running the documentation is the point
+        exec(code, namespace)

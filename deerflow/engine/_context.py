@@ -10,7 +10,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-
 _TASK_LOGGER = logging.getLogger("deerflow.task")
 
 
@@ -177,7 +176,8 @@ class TaskContext:
         return self._dispatch.extra
 
     def __repr__(self) -> str:
-        return f"TaskContext(run_id={self.run_id!r}, task_id={self.task_id!r}, attempt={self.attempt})"
+        return (f"TaskContext(run_id={self.run_id!r}, task_id={self.task_id!r}, "
+                f"attempt={self.attempt})")
 
 
 current_task: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar(

@@ -14,8 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 from deerflow.engine import _history as h
-from deerflow.engine._decide_machine import decide_machine
 from deerflow.engine._decide_compensation import has_compensations, roll_back
+from deerflow.engine._decide_machine import decide_machine
 from deerflow.engine._decide_nodes import (
     on_expanded,
     on_failed_attempt,
@@ -193,4 +193,5 @@ def _definition_change(wf: Workflow, state: RunState) -> str | None:
 
 def scheduled_attempts(state: RunState) -> list[tuple[str, int, bool]]:
     """Tasks whose current attempt is dispatched and not finished: (task id, attempt, fallback)."""
-    return [(tid, t.attempts, t.fallback) for tid, t in state.tasks.items() if t.status == SCHEDULED]
+    return [(tid, t.attempts, t.fallback)
+            for tid, t in state.tasks.items() if t.status == SCHEDULED]

@@ -7,6 +7,7 @@ import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from deerflow.choreography import ChoreographyMixin
 from deerflow.engine._taskdef import (
     ID_PATTERN,
     CompensatingAction,
@@ -17,17 +18,16 @@ from deerflow.engine._taskdef import (
     retry_policy,
 )
 from deerflow.errors import DefinitionError
-from deerflow.choreography import ChoreographyMixin
 from deerflow.patterns._api import PatternsMixin
 from deerflow.patterns._catalog import remember
 from deerflow.pipeline._api import PipelineMixin
 
 if TYPE_CHECKING:
-    from deerflow.engine._engine import RunResult
+    from deerflow.engine._results import RunResult
     from deerflow.statemachine import MachineSpec
 
 F = TypeVar("F", bound=Callable[..., Any])
-S = TypeVar("S", bound=type)
+S = TypeVar("S", bound=type[Any])
 _ID = ID_PATTERN
 
 __all__ = ["RetryPolicy", "TaskDef", "Workflow", "check_acyclic", "ensure_loop_free"]
@@ -73,6 +73,7 @@ class Workflow(PatternsMixin, ChoreographyMixin, PipelineMixin):
         self._tasks: dict[str, TaskDef] = {}
         self._compensations: dict[str, str] = {}
         self._ancestors: dict[str, frozenset[str]] = {}
+        self._fingerprint: str | None = None
         self.machine: MachineSpec | None = None
         self._machine_tasks: dict[str, TaskDef] = {}
         self._machine_instance: Any = None
@@ -84,7 +85,7 @@ class Workflow(PatternsMixin, ChoreographyMixin, PipelineMixin):
 
     def task(
         self,
-        id: str | None = None,  # noqa: A002 - the spec's keyword
+        id: str | None = None,
         *,
         depends_on: Iterable[str] = (),
         retries: int = 0,
@@ -154,9 +155,10 @@ class Workflow(PatternsMixin, ChoreographyMixin, PipelineMixin):
         self._tasks[task.id] = task
         self._order = None
         self._ancestors.clear()
+        self._fingerprint = None
         return task
 
-    def saga(self, cls: type[S]) -> type[S]:
+    def saga(self, cls: S) -> S:
         """Add the steps of a :class:`deerflow.Saga` subclass, with their compensations."""
         from deerflow.sagas import add_saga
 
@@ -200,7 +202,7 @@ class Workflow(PatternsMixin, ChoreographyMixin, PipelineMixin):
                 self.machine, self._machine_instance, name)
         return cached
 
-    def state_machine(self, cls: type[S]) -> type[S]:
+    def state_machine(self, cls: S) -> S:
         """Make this workflow a durable state machine defined by a ``StateMachine`` subclass."""
         spec = getattr(cls, "__deerflow_machine__", None)
         if spec is None:
@@ -211,6 +213,7 @@ class Workflow(PatternsMixin, ChoreographyMixin, PipelineMixin):
                                   "other tasks and one machine")
         self.machine = spec
         self._machine_instance = cls()
+        self._fingerprint = None
         return cls
 
     @property
@@ -255,8 +258,14 @@ class Workflow(PatternsMixin, ChoreographyMixin, PipelineMixin):
 
     def fingerprint(self) -> str:
         """A hash of the DAG's shape (ids, kinds, edges), recorded in each run's history."""
+        if self._fingerprint is None:
+            self._fingerprint = self._compute_fingerprint()
+        return self._fingerprint
+
+    def _compute_fingerprint(self) -> str:
         shape = ";".join(
-            f"{t.id}:{t.kind}:{','.join(t.depends_on)}:{t.compensation.id if t.compensation else ''}"
+            f"{t.id}:{t.kind}:{','.join(t.depends_on)}:"
+            f"{t.compensation.id if t.compensation else ''}"
             for t in self._tasks.values()
         )
         if self.machine is not None:
@@ -265,7 +274,8 @@ class Workflow(PatternsMixin, ChoreographyMixin, PipelineMixin):
 
     def validate(self) -> None:
         """Check the whole definition; raises :class:`DefinitionError` naming the problem."""
-        if not self._tasks and self.machine is None and getattr(self, "_pipeline", None) is None:
+        if (not self._tasks and self.machine is None and getattr(self, "_pipeline", None) is None
+                and not self.event_handlers):  # a service of event handlers only
             raise DefinitionError(f"workflow {self.name!r} has no tasks")
         _check_acyclic(self.name, {t.id: t.depends_on for t in self._tasks.values()})
 
@@ -275,7 +285,7 @@ class Workflow(PatternsMixin, ChoreographyMixin, PipelineMixin):
         self,
         params: Mapping[str, Any] | None = None,
         *,
-        input: Any = None,  # noqa: A002 - the spec's keyword
+        input: Any = None,
         store: str | None = None,
         timeout: float | None = None,
         run_id: str | None = None,
@@ -285,9 +295,12 @@ class Workflow(PatternsMixin, ChoreographyMixin, PipelineMixin):
         ``store`` defaults to ``DEERFLOW_STORE``, else an SQLite file in the working directory.
         From async code use :class:`deerflow.Engine` instead.
         """
+        if self._pipeline is not None:
+            return self._run_pipeline(params, input=input, timeout=timeout, run_id=run_id)
         from deerflow.engine._engine import run_sync
 
-        return run_sync(self, params=params, input=input, store=store, timeout=timeout, run_id=run_id)
+        return run_sync(self, params=params, input=input, store=store, timeout=timeout,
+                        run_id=run_id)
 
     def __repr__(self) -> str:
         return f"Workflow(name={self.name!r}, version={self.version!r}, tasks={list(self._tasks)})"

@@ -141,7 +141,7 @@ class Engine:
         workflow: Workflow | str,
         *,
         params: Mapping[str, Any] | None = None,
-        input: Any = None,  # noqa: A002
+        input: Any = None,
         run_id: str | None = None,
         trigger: Mapping[str, Any] | None = None,
         correlation_id: str | None = None,
@@ -152,7 +152,7 @@ class Engine:
         workflow: Workflow | str | None = None,
         *,
         params: Mapping[str, Any] | None = None,
-        input: Any = None,  # noqa: A002
+        input: Any = None,
         run_id: str | None = None,
         trigger: Mapping[str, Any] | None = None,
         correlation_id: str | None = None,
@@ -220,7 +220,7 @@ class Engine:
         workflow: Workflow | str,
         *,
         params: Mapping[str, Any] | None = None,
-        input: Any = None,  # noqa: A002
+        input: Any = None,
         run_id: str | None = None,
         trigger: Mapping[str, Any] | None = None,
         correlation_id: str | None = None,
@@ -356,7 +356,7 @@ def run_sync(
     wf: Workflow,
     *,
     params: Mapping[str, Any] | None,
-    input: Any,  # noqa: A002
+    input: Any,
     store: str | None,
     timeout: float | None,
     run_id: str | None,

@@ -299,7 +299,7 @@ class Orchestrator:
                     await self._log.append(dispatches)
                 if history:
                     await self._log.append(history)
-            except Exception as exc:  # noqa: BLE001 - surfaced to the loop, which rebuilds
+            except Exception as exc:
                 self._flush_error = exc
                 self._out_dispatch, self._out_history = [], []
                 return

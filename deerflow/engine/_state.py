@@ -154,7 +154,7 @@ def fold(state: RunState, event: h.HistoryEvent) -> bool:
         # for nothing: they are kept out of the state until the request arrives. A history
         # partition keeps per-run order, so this only happens for corrupted logs.
         return False
-    changed = _APPLY[event.type](state, event)
+    changed = bool(_APPLY[event.type](state, event))
     if changed:
         state.seen.add(event.id)
         state.events += 1

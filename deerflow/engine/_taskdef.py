@@ -62,7 +62,9 @@ class TaskDef:
         return self.fn is not None and inspect.iscoroutinefunction(self.fn)
 
 
-def positive_or_none(workflow: str, task: str | None, name: str, value: float | None) -> float | None:
+def positive_or_none(workflow: str, task: str | None, name: str,
+                     value: float | None) -> float | None:
+    """``value`` as a float, ``None`` kept; :class:`DefinitionError` unless it is > 0."""
     if value is None:
         return None
     if value <= 0:
@@ -121,7 +123,8 @@ def compensation_task(workflow: str, step_id: str,
     action = compensate if isinstance(compensate, CompensatingAction) else CompensatingAction(
         compensate)
     if not callable(action.fn):
-        raise DefinitionError(f"workflow {workflow!r}, task {step_id!r}: compensate is not callable")
+        raise DefinitionError(
+            f"workflow {workflow!r}, task {step_id!r}: compensate is not callable")
     comp_id = action.id or f"{getattr(action.fn, '__name__', 'compensate')}"
     if comp_id == "<lambda>":
         comp_id = f"compensate_{step_id}"

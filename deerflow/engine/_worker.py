@@ -94,7 +94,7 @@ async def run_attempt(
             error_type="TimeoutError", retriable=True, started_at=started, worker=worker,
             fallback=dispatch.fallback,
         )
-    except Exception as exc:  # noqa: BLE001 - any failure of user code becomes history
+    except Exception as exc:
         return h.TaskFailed(
             id=h.event_id(*ident, "failed"), run_id=dispatch.run_id, task_id=task_id,
             attempt=dispatch.attempt, error=str(exc) or type(exc).__name__,
@@ -110,7 +110,8 @@ async def run_attempt(
     )
 
 
-async def _call(fn: Callable[..., Any], ctx: TaskContext, executor: ThreadPoolExecutor | None) -> Any:
+async def _call(fn: Callable[..., Any], ctx: TaskContext,
+                executor: ThreadPoolExecutor | None) -> Any:
     token = current_task.set(ctx)  # publish_event / EventStore.publish find the task here
     try:
         if asyncio.iscoroutinefunction(fn):

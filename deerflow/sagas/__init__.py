@@ -29,7 +29,7 @@ order (each receives its step's output), each with its own retries; the run ends
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -89,14 +89,15 @@ class _SagaMeta(type):
     """Provides ``step`` inside saga class bodies, as the spec writes them without an import."""
 
     @classmethod
-    def __prepare__(mcs, name: str, bases: tuple[type, ...], **kwargs: Any) -> dict[str, Any]:
+    def __prepare__(cls, name: str, bases: tuple[type, ...], /,
+                    **kwargs: Any) -> MutableMapping[str, object]:
         return {"step": step}
 
-    def __new__(mcs, name: str, bases: tuple[type, ...], namespace: dict[str, Any],
+    def __new__(cls, name: str, bases: tuple[type, ...], namespace: dict[str, Any],
                 **kwargs: Any) -> _SagaMeta:
         if namespace.get("step") is step:
             del namespace["step"]
-        return super().__new__(mcs, name, bases, namespace, **kwargs)
+        return super().__new__(cls, name, bases, namespace, **kwargs)
 
 
 class Saga(metaclass=_SagaMeta):

@@ -30,6 +30,7 @@ Inside the class body ``on_transition``, ``on_enter`` and ``on_exit`` need no im
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from typing import Any
 
 from deerflow.statemachine._model import (
@@ -59,18 +60,19 @@ class _MachineMeta(type):
     """Provides the hook decorators in class bodies and validates each machine class."""
 
     @classmethod
-    def __prepare__(mcs, name: str, bases: tuple[type, ...], **kwargs: Any) -> dict[str, Any]:
+    def __prepare__(cls, name: str, bases: tuple[type, ...], /,
+                    **kwargs: Any) -> MutableMapping[str, object]:
         return dict(_DSL)
 
-    def __new__(mcs, name: str, bases: tuple[type, ...], namespace: dict[str, Any],
+    def __new__(cls, name: str, bases: tuple[type, ...], namespace: dict[str, Any],
                 **kwargs: Any) -> _MachineMeta:
         for key, value in _DSL.items():
             if namespace.get(key) is value:
                 del namespace[key]
-        cls = super().__new__(mcs, name, bases, namespace, **kwargs)
+        machine = super().__new__(cls, name, bases, namespace, **kwargs)
         if bases:  # the base class itself declares nothing
-            cls.__deerflow_machine__ = build_spec(cls)  # type: ignore[attr-defined]
-        return cls
+            machine.__deerflow_machine__ = build_spec(machine)  # type: ignore[attr-defined]
+        return machine
 
 
 class StateMachine(metaclass=_MachineMeta):

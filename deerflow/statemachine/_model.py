@@ -67,7 +67,8 @@ def on_exit(state: State) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     return _hook("exit", state)
 
 
-def _hook(kind: str, target: State | Transition) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def _hook(kind: str,
+          target: State | Transition) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     def mark(fn: Callable[..., Any]) -> Callable[..., Any]:
         hooks: list[tuple[str, State | Transition]] = list(getattr(fn, "__deerflow_hooks__", []))
         hooks.append((kind, target))
@@ -161,22 +162,30 @@ def _validate(spec: MachineSpec) -> None:
     if len(initial) != 1:
         raise DefinitionError(f"{where}: needs exactly one initial state, has {initial or 'none'}")
     for name, t in spec.transitions.items():
-        for source in t.sources:
-            if source.name not in spec.states:
-                raise DefinitionError(f"{where}: transition {name!r} starts from unknown state")
-            if source.final:
-                raise DefinitionError(f"{where}: transition {name!r} leaves final state "
-                                      f"{source.name!r}")
-        if t.target.name not in spec.states:
-            raise DefinitionError(f"{where}: transition {name!r} leads to an unknown state")
-    reachable = {initial[0]}
-    frontier = [initial[0]]
+        _check_transition(where, spec, name, t)
+    unreachable = sorted(set(spec.states) - _reachable(spec, initial[0]))
+    if unreachable:
+        raise DefinitionError(f"{where}: unreachable states {unreachable}")
+
+
+def _check_transition(where: str, spec: MachineSpec, name: str, t: Transition) -> None:
+    for source in t.sources:
+        if source.name not in spec.states:
+            raise DefinitionError(f"{where}: transition {name!r} starts from unknown state")
+        if source.final:
+            raise DefinitionError(f"{where}: transition {name!r} leaves final state "
+                                  f"{source.name!r}")
+    if t.target.name not in spec.states:
+        raise DefinitionError(f"{where}: transition {name!r} leads to an unknown state")
+
+
+def _reachable(spec: MachineSpec, start: str) -> set[str]:
+    reachable = {start}
+    frontier = [start]
     while frontier:
         current = frontier.pop()
         for t in spec.transitions.values():
             if any(s.name == current for s in t.sources) and t.target.name not in reachable:
                 reachable.add(t.target.name)
                 frontier.append(t.target.name)
-    unreachable = sorted(set(spec.states) - reachable)
-    if unreachable:
-        raise DefinitionError(f"{where}: unreachable states {unreachable}")
+    return reachable

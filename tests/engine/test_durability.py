@@ -1,14 +1,10 @@
-"""Crashes: a worker killed with SIGKILL mid-task; the run completes, finished work is not redone."""
+"""Crashes: a worker killed with SIGKILL mid-task; the run completes, nothing finished is redone."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
-import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest

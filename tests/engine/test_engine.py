@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from deerflow import Engine, NonRetryableError, Workflow
 from deerflow.engine import _history as h
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 
@@ -114,7 +115,7 @@ async def test_concurrent_requests_are_serialised_into_one_consistent_history(st
     # Whichever the log ordered first, cancel is allowed from pending and from confirmed.
     assert final.state == "cancelled" and final.status == "completed"
     applied = [t for t in final.transitions if t["status"] == "applied"]
-    for before, after in zip(applied, applied[1:], strict=False):
+    for before, after in itertools.pairwise(applied):
         assert after["source"] == before["target"]  # each step starts where the last ended
     refused = [o for o in outcomes if isinstance(o, BaseException)]
     assert all(isinstance(o, TransitionNotAllowed) for o in refused)

@@ -10,9 +10,9 @@ import os
 import time
 from pathlib import Path
 
-from deerflow import Workflow
-
 from sink import Sink
+
+from deerflow import Workflow
 
 SINK = Sink(os.environ["SINK_DB"])
 workflow = Workflow(name="three_steps")
