@@ -147,58 +147,7 @@ async def _until_signalled() -> None:
     await stop.wait()
 
 
-@runs_app.command("list")
-def runs_list(
-    store: StoreOpt = None,
-    workflow: Annotated[str | None, typer.Option(help="Only this workflow.")] = None,
-    status: Annotated[str | None, typer.Option(help="Only this status.")] = None,
-    limit: Annotated[int, typer.Option(help="At most N runs.")] = 50,
-    as_json: JsonOpt = False,
-) -> None:
-    """List runs, newest first."""
-
-    async def main() -> list[RunResult]:
-        async with Engine(store, orchestrate=False, work=False) as engine:
-            return await engine.list_runs(workflow=workflow, status=status, limit=limit)
-
-    results = _execute(main)
-    if as_json:
-        out.print_json(_codec.dumps([r.model_dump(mode="json") for r in results]).decode())
-        return
-    for r in results:
-        out.print(f"{r.run_id}  {r.workflow:<24} {r.status:<10} {r.error or ''}")
-
-
-@runs_app.command("show")
-def runs_show(run_id: str, store: StoreOpt = None, as_json: JsonOpt = False) -> None:
-    """Show one run with its tasks."""
-
-    async def main() -> RunResult:
-        async with Engine(store, orchestrate=False, work=False) as engine:
-            return await engine.get_run(run_id)
-
-    result = _execute(main)
-    if as_json:
-        out.print_json(result.model_dump_json())
-        return
-    from deerflow._progress import render
-
-    out.print(render(result))
-    _print_result(result, False)
-
-
-@runs_app.command("cancel")
-def runs_cancel(run_id: str, store: StoreOpt = None,
-                reason: Annotated[str, typer.Option(help="Recorded in the history.")] = "cancelled",
-                ) -> None:
-    """Cancel a run: pending tasks are skipped, the run ends cancelled."""
-
-    async def main() -> None:
-        async with Engine(store, orchestrate=False, work=False) as engine:
-            await engine.cancel(run_id, reason=reason)
-
-    _execute(main)
-    out.print(f"cancel requested for {run_id}")
+# `deerflow runs list|show|cancel|retry` live in deerflow/_cli_ops.py (registered below).
 
 
 def main() -> None:
@@ -218,3 +167,8 @@ from deerflow.serve import serve_command, triggers_app  # noqa: E402 - registere
 
 app.command("serve")(serve_command)
 app.add_typer(triggers_app, name="triggers")
+
+# -- `deerflow runs ...`, `events tail`, `dlq`, `ui` (implemented in deerflow/_cli_ops.py) -----
+from deerflow._cli_ops import register as _register_ops  # noqa: E402 - registered after `app`
+
+_register_ops(app, runs_app)

@@ -79,6 +79,8 @@ async def serve(
     settings = load_config(config)
     async with Engine(store, workflows) as engine:
         gateway = WebhookGateway(engine, host=host, port=port, config=settings)
+        from deerflow.web import mount  # the dashboard, /api/ and /metrics on the same port
+        mount(gateway.app, engine, api_keys=gateway.api_keys)
         sources = sources_for(engine, workflows, gateway=gateway)
         for source in sources:
             await engine.add_service(source)

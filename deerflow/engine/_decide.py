@@ -17,6 +17,7 @@ from deerflow.engine import _history as h
 from deerflow.engine._decide_compensation import has_compensations, roll_back
 from deerflow.engine._decide_machine import decide_machine
 from deerflow.engine._decide_nodes import (
+    generation,
     on_expanded,
     on_failed_attempt,
     schedule,
@@ -49,8 +50,9 @@ def decide(wf: Workflow, state: RunState, now: float) -> list[h.HistoryEvent]:
         return _cancel(wf, state, now)
     changed = _definition_change(wf, state)
     if changed is not None:
-        return _finish(state, now, h.RunFailed(id=h.event_id(state.run_id, "failed"),
-                                               run_id=state.run_id, ts=now, error=changed))
+        failed_id = h.event_id(state.run_id, "failed", *generation(state))
+        return _finish(state, now, h.RunFailed(id=failed_id, run_id=state.run_id, ts=now,
+                                               error=changed))
     if wf.machine is not None:
         return decide_machine(wf, wf.machine, state, now)
     events: list[h.HistoryEvent] = []
@@ -103,8 +105,9 @@ def _on_pending(wf: Workflow, task: TaskDef, state: RunState, now: float) -> lis
         status = state.tasks.get(dep, _EMPTY).status
         if status in (FAILED, SKIPPED):
             reason = f"upstream task {dep!r} {status}"
-            return [h.TaskSkipped(id=h.event_id(run_id, task.id, "skipped"), run_id=run_id,
-                                  ts=now, task_id=task.id, reason=reason)]
+            skip_id = h.event_id(run_id, task.id, "skipped", *generation(state))
+            return [h.TaskSkipped(id=skip_id, run_id=run_id, ts=now, task_id=task.id,
+                                  reason=reason)]
         if status != COMPLETED:
             return []
     attempt = state.tasks.get(task.id, _EMPTY).attempts + 1  # > 1 after an operator retry
@@ -128,8 +131,9 @@ def _maybe_finish(wf: Workflow, state: RunState, now: float) -> list[h.HistoryEv
             if events and events[-1].type in h.TERMINAL_TYPES:
                 return events[:-1] + _finish(state, now, events[-1])
             return events
-        return _finish(state, now, h.RunFailed(id=h.event_id(run_id, "failed"), run_id=run_id,
-                                               ts=now, error=error, failed_task=first))
+        failed_id = h.event_id(run_id, "failed", *generation(state))
+        return _finish(state, now, h.RunFailed(id=failed_id, run_id=run_id, ts=now, error=error,
+                                               failed_task=first))
     return _finish(state, now, h.RunCompleted(id=h.event_id(run_id, "completed"), run_id=run_id,
                                               ts=now, output=run_output(wf, state)))
 
@@ -166,7 +170,8 @@ def run_output(wf: Workflow, state: RunState) -> Any:
 def _cancel(wf: Workflow, state: RunState, now: float) -> list[h.HistoryEvent]:
     run_id = state.run_id
     events: list[h.HistoryEvent] = [
-        h.TaskSkipped(id=h.event_id(run_id, tid, "skipped"), run_id=run_id, ts=now, task_id=tid,
+        h.TaskSkipped(id=h.event_id(run_id, tid, "skipped", *generation(state)), run_id=run_id,
+                      ts=now, task_id=tid,
                       reason="run cancelled")
         for tid in wf.order
         if state.tasks.get(tid, _EMPTY).status in (PENDING, RETRY_WAIT)

@@ -10,6 +10,15 @@ from deerflow.engine._definition import TaskDef
 from deerflow.engine._state import PENDING, RETRY_WAIT, RunState, TaskState
 
 
+def generation(state: RunState) -> tuple[str, ...]:
+    """An id suffix for events a retried run may emit again (``retry1``, ...).
+
+    Without it, the second ``RunFailed`` of a retried run would share the first one's id, and a
+    late duplicate of the first could end the retried run.
+    """
+    return (f"retry{state.retries}",) if state.retries else ()
+
+
 def schedule(run_id: str, task_id: str, attempt: int, now: float, *,
              fallback: bool = False) -> h.TaskScheduled:
     """The event that dispatches ``attempt`` of ``task_id``."""
@@ -52,7 +61,8 @@ def on_failed_attempt(task: TaskDef, task_id: str, ts: TaskState, state: RunStat
         return []
     if not ts.fallback and task.fallback is not None and task_id == task.id:
         return _next_attempt(task, task_id, state, nxt, now, fallback=True)
-    return [h.TaskAbandoned(id=h.event_id(run_id, task_id, "abandoned"), run_id=run_id, ts=now,
+    return [h.TaskAbandoned(id=h.event_id(run_id, task_id, "abandoned", *generation(state)),
+                            run_id=run_id, ts=now,
                             task_id=task_id, error=ts.error or "failed")]
 
 
@@ -96,12 +106,14 @@ def _fail_expansion(node: TaskDef, ts: TaskState, state: RunState,
     waiting = [c for c in exp.children if state.tasks[c].status in (PENDING, RETRY_WAIT)]
     if waiting:
         reason = f"sibling {exp.failed!r} failed"
-        return [h.TaskSkipped(id=h.event_id(run_id, c, "skipped"), run_id=run_id, ts=now,
-                              task_id=c, reason=reason) for c in waiting]
+        suffix = generation(state)
+        return [h.TaskSkipped(id=h.event_id(run_id, c, "skipped", *suffix), run_id=run_id,
+                              ts=now, task_id=c, reason=reason) for c in waiting]
     if exp.running > 0:
         return []  # children still running: the node fails when they are done
     error = f"child {exp.failed!r} failed: {state.tasks[exp.failed].error}"
-    return [h.TaskAbandoned(id=h.event_id(run_id, node.id, "abandoned"), run_id=run_id, ts=now,
+    return [h.TaskAbandoned(id=h.event_id(run_id, node.id, "abandoned", *generation(state)),
+                            run_id=run_id, ts=now,
                             task_id=node.id, error=error)]
 
 

@@ -418,15 +418,15 @@ def _run_cancelled(state: RunState, e: h.RunCancelled) -> bool:
 def _run_retry_requested(state: RunState, e: h.RunRetryRequested) -> bool:
     """Reopen a failed run: failed and skipped tasks become pending again.
 
-    Outputs of completed tasks are kept, so the run goes on from the failed task. The ids of
-    the events that ended those tasks and the run are forgotten, so the decider may emit them
-    again if the retry fails too.
+    Outputs of completed tasks are kept, so the run goes on from the failed task. Events the
+    decider emits again after a retry carry the retry's generation in their ids, so ids stay
+    unique and a late duplicate of an event of the first try stays ignored.
     """
     if state.status != RUN_FAILED or e.retry != state.retries + 1:
         return False
     state.retries = e.retry
     reopened: list[Expansion] = []
-    for task_id, task in state.tasks.items():
+    for task in state.tasks.values():
         if task.status not in (FAILED, SKIPPED):
             continue
         _reopen_task(task)
@@ -434,13 +434,10 @@ def _run_retry_requested(state: RunState, e: h.RunRetryRequested) -> bool:
             task.status = EXPANDED  # the plan stands: only its failed children run again
             task.expansion.failed = None
             reopened.append(task.expansion)
-        for kind in ("skipped", "abandoned"):
-            state.seen.discard(h.event_id(state.run_id, task_id, kind))
     for exp in reopened:
         # Rebuilt, not patched: skipped children may still sit in ``ready`` from before.
         exp.ready = deque(c for c in exp.children
                           if state.tasks[c].status == PENDING and exp.waiting_on[c] == 0)
-    state.seen.discard(h.event_id(state.run_id, "failed"))
     state.status = RUN_RUNNING
     state.error = state.failed_task = state.finished_at = None
     state.output = None

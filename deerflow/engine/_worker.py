@@ -31,6 +31,7 @@ from deerflow.engine._registry import WorkflowRegistry
 from deerflow.engine._topics import Topics
 from deerflow.errors import OutputNotSerializable
 from deerflow.eventstore.base import EventLog, GroupConsumer, Message, Record, TopicPartition
+from deerflow.tracing import traced
 
 log = logging.getLogger("deerflow.worker")
 
@@ -74,7 +75,8 @@ async def run_attempt(
     ident = (dispatch.run_id, task_id, dispatch.attempt)
     expansion: list[dict[str, Any]] | None = None
     try:
-        output = await asyncio.wait_for(_call(fn, ctx, executor), task.timeout)
+        # traced: the attempt runs inside its OpenTelemetry span when tracing is set up
+        output = await traced(dispatch, asyncio.wait_for(_call(fn, ctx, executor), task.timeout))
         try:
             output = _codec.to_json_value(output)
         except TypeError as exc:

@@ -1,0 +1,141 @@
+"""The dashboard's forms (cancel, retry, transition, replay) and its dead-letter and trigger pages.
+
+Every action appends to the log and redirects back (303) with a message, so reloading the page
+never repeats an action. Posts from another origin are refused (see :mod:`._auth`).
+"""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Any
+from urllib.parse import quote
+
+from aiohttp import web
+
+from deerflow.errors import DeerflowError
+from deerflow.web import _dlq, _runs
+from deerflow.web._auth import cross_site
+from deerflow.web._context import context
+from deerflow.web._extend import probe_trigger, transition_handler
+from deerflow.web._html import badge, button_form, json_block, link_run, page, when
+from deerflow.web._pages import flash_of, html
+
+
+def _back(location: str, *, flash: str = "", error: str = "") -> web.HTTPSeeOther:
+    key, text = ("error", error) if error else ("flash", flash)
+    return web.HTTPSeeOther(f"{location}?{key}={quote(text)}")
+
+
+def _refuse_cross_site(request: web.Request) -> None:
+    if cross_site(request):
+        raise web.HTTPForbidden(text="cross-site form posts are refused")
+
+
+async def cancel_action(request: web.Request) -> web.StreamResponse:
+    """``POST /ui/runs/{run_id}/cancel``."""
+    _refuse_cross_site(request)
+    ctx, rid = context(request), request.match_info["run_id"]
+    where = f"{ctx.ui_prefix}/runs/{quote(rid)}"
+    try:
+        await _runs.request_cancel(ctx.engine, rid, reason="cancelled from the dashboard")
+    except DeerflowError as exc:
+        raise _back(where, error=str(exc)) from None
+    raise _back(where, flash="Cancel requested.")
+
+
+async def retry_action(request: web.Request) -> web.StreamResponse:
+    """``POST /ui/runs/{run_id}/retry``."""
+    _refuse_cross_site(request)
+    ctx, rid = context(request), request.match_info["run_id"]
+    where = f"{ctx.ui_prefix}/runs/{quote(rid)}"
+    try:
+        number = await _runs.request_retry(ctx.engine, rid, reason="retried from the dashboard")
+    except DeerflowError as exc:
+        raise _back(where, error=str(exc)) from None
+    await ctx.engine.index.wait(rid, lambda s: s.retries >= number, 5.0)
+    raise _back(where, flash=f"Retry {number} requested: the run goes on from its failed tasks.")
+
+
+async def transition_action(request: web.Request) -> web.StreamResponse:
+    """``POST /ui/runs/{run_id}/transition`` (state machines; an extension point)."""
+    _refuse_cross_site(request)
+    ctx, rid = context(request), request.match_info["run_id"]
+    where = f"{ctx.ui_prefix}/runs/{quote(rid)}"
+    handler = transition_handler()
+    if handler is None:
+        raise _back(where, error="no state-machine support is loaded in this process")
+    form = await request.post()
+    name = str(form.get("transition", "")).strip()
+    try:
+        await handler(ctx.engine, rid, name, {})
+    except DeerflowError as exc:
+        raise _back(where, error=str(exc)) from None
+    raise _back(where, flash=f"Transition {name!r} sent.")
+
+
+async def dlq_page(request: web.Request) -> web.StreamResponse:
+    """``GET /ui/dlq``: dead letters, newest first, with a replay button each."""
+    ctx = context(request)
+    p = ctx.ui_prefix
+    entries = await _dlq.dead_letters(ctx.engine)
+    rows = "".join(
+        f'<tr data-ref="{e.ref}"><td><code>{e.ref}</code></td><td>{when(e.timestamp_ms / 1000)}'
+        f"</td><td>{escape(e.source)}</td><td>{escape(str(e.body.get('trigger') or ''))}</td>"
+        f'<td class="error">{escape(e.reason)}</td><td>{json_block(e.body, 400)}</td><td>'
+        + (f"replayed {when(e.replayed_at)}" if e.replayed_at else
+           button_form(f"{p}/dlq/{e.ref}/replay", "Replay"))
+        + "</td></tr>" for e in entries)
+    body = ("<h1>Dead letters</h1><p class='muted'>Input that could not be processed. Replaying "
+            "appends the carried message to its topic again.</p>"
+            '<table class="grid dlq"><thead><tr><th>ref</th><th>time (UTC)</th><th>source</th>'
+            "<th>trigger</th><th>reason</th><th>body</th><th></th></tr></thead>"
+            f"<tbody>{rows}</tbody></table>"
+            f'{"" if entries else "<p class=empty>No dead letters.</p>"}')
+    messages = flash_of(request)
+    return html(page("Dead letters", body, prefix=p, flash=messages["flash"],
+                     error=messages["error"]))
+
+
+async def replay_action(request: web.Request) -> web.StreamResponse:
+    """``POST /ui/dlq/{ref}/replay``."""
+    _refuse_cross_site(request)
+    ctx = context(request)
+    where = f"{ctx.ui_prefix}/dlq"
+    try:
+        done = await _dlq.replay(ctx.engine, request.match_info["ref"])
+    except DeerflowError as exc:
+        raise _back(where, error=str(exc)) from None
+    raise _back(where, flash=f"Replayed {request.match_info['ref']}: {done}.")
+
+
+def _trigger_row(row: dict[str, Any], prefix: str) -> str:
+    extra = {k: v for k, v in row.items() if k not in (
+        "name", "workflow", "kind", "listens_to", "loaded", "runs", "last_run_id",
+        "last_run_at", "last_event_at", "last_delay_s")}
+    last = link_run(prefix, row["last_run_id"]) if row.get("last_run_id") else ""
+    delay = f"{row['last_delay_s']:.3f}s" if isinstance(row.get("last_delay_s"), float) else ""
+    return (f'<tr data-trigger="{escape(row["name"])}"><td>{escape(row["name"])}</td>'
+            f'<td>{escape(str(row.get("workflow") or ""))}</td>'
+            f'<td>{escape(str(row.get("kind") or ""))}</td>'
+            f'<td>{escape(str(row.get("listens_to") or ""))}</td><td>{row["runs"]}</td>'
+            f'<td>{when(row.get("last_event_at"))}</td><td>{delay}</td><td>{last}</td>'
+            f"<td>{json_block(extra, 300) if extra else ''}</td></tr>")
+
+
+async def triggers_page(request: web.Request) -> web.StreamResponse:
+    """``GET /ui/triggers``: each trigger's runs, last event and delay to its run."""
+    ctx = context(request)
+    rows = await _runs.trigger_status(ctx.engine)
+    for row in rows:
+        row.update(await probe_trigger(ctx.engine, row["name"]))
+    body = ("<h1>Triggers</h1>"
+            '<table class="grid triggers"><thead><tr><th>trigger</th><th>workflow</th>'
+            "<th>kind</th><th>listens to</th><th>runs</th><th>last event (UTC)</th>"
+            "<th>event → run</th><th>last run</th><th>more</th></tr></thead><tbody>"
+            + "".join(_trigger_row(r, ctx.ui_prefix) for r in rows) + "</tbody></table>"
+            + ("" if rows else "<p class=empty>No triggers loaded or seen.</p>")
+            + f"<p class='muted'>Workflows loaded: "
+            f"{escape(', '.join(sorted(w.name for w in ctx.engine.registry)) or 'none')} "
+            f"{badge('running')} runs now: "
+            f"{sum(1 for s in ctx.engine.index.runs.values() if not s.terminal)}</p>")
+    return html(page("Triggers", body, prefix=ctx.ui_prefix, live=True))

@@ -1,0 +1,183 @@
+"""The JSON API under ``/api/``: everything the dashboard shows and does.
+
+Errors are JSON ``{"error": ...}``: 400 for a bad parameter, 401 without an accepted API key
+(when keys are configured), 404 for an unknown run, 409 for an action that does not apply to
+the run as it is, 501 for an extension nobody loaded. The document describing all of it is
+``GET /api/openapi.json`` (:mod:`._openapi`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from deerflow import _codec
+from deerflow.errors import DeerflowError, RunNotFound
+from deerflow.web import _dlq, _runs
+from deerflow.web._context import context
+from deerflow.web._extend import probe_trigger, transition_handler
+from deerflow.web._openapi import document
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def reply(body: Any, status: int = 200) -> web.Response:
+    """A JSON response."""
+    return web.Response(status=status, body=_codec.dumps(body), content_type="application/json")
+
+
+def _problem(exc: DeerflowError) -> web.Response:
+    if isinstance(exc, RunNotFound):
+        return reply({"error": str(exc)}, 404)
+    if isinstance(exc, _runs.ActionRefused):
+        return reply({"error": str(exc)}, 409)
+    return reply({"error": str(exc)}, 400)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Deerflow errors and bad parameters as JSON, with the right status."""
+    try:
+        return await handler(request)
+    except DeerflowError as exc:
+        return _problem(exc)
+    except ValueError as exc:
+        return reply({"error": str(exc)}, 400)
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    if not request.can_read_body:
+        return {}
+    try:
+        body = _codec.loads(await request.read())
+    except ValueError as exc:
+        raise ValueError(f"body is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ValueError("body must be a JSON object")
+    return body
+
+
+def _limit(request: web.Request, default: int = 100) -> int:
+    text = request.query.get("limit")
+    if text is None:
+        return default
+    if not text.isdigit():
+        raise ValueError(f"limit must be a number, not {text!r}")
+    return int(text)
+
+
+async def list_runs(request: web.Request) -> web.StreamResponse:
+    """``GET /api/runs``."""
+    q = request.query
+    where = _runs.RunFilter(
+        workflow=q.get("workflow") or None, status=q.get("status") or None,
+        trigger=q.get("trigger") or None,
+        since=_runs.parse_time(q["since"]) if q.get("since") else None,
+        until=_runs.parse_time(q["until"]) if q.get("until") else None, limit=_limit(request))
+    runs = await _runs.list_runs(context(request).engine, where)
+    return reply({"runs": [_runs.summary(s) for s in runs]})
+
+
+async def get_run(request: web.Request) -> web.StreamResponse:
+    """``GET /api/runs/{run_id}``."""
+    detail = await _runs.run_detail(context(request).engine, request.match_info["run_id"])
+    return reply(detail.as_json())
+
+
+async def get_history(request: web.Request) -> web.StreamResponse:
+    """``GET /api/runs/{run_id}/history``."""
+    engine = context(request).engine
+    state = await _runs.find_run(engine, request.match_info["run_id"])
+    events = await _runs.history(engine, state.run_id, _limit(request, _runs.HISTORY_LIMIT))
+    return reply({"run_id": state.run_id, "events": events})
+
+
+async def cancel_run(request: web.Request) -> web.StreamResponse:
+    """``POST /api/runs/{run_id}/cancel``."""
+    body = await _body(request)
+    reason = str(body.get("reason") or "cancelled through the API")
+    state = await _runs.request_cancel(context(request).engine, request.match_info["run_id"],
+                                       reason)
+    return reply({"run_id": state.run_id, "action": "cancel", "reason": reason}, 202)
+
+
+async def retry_run(request: web.Request) -> web.StreamResponse:
+    """``POST /api/runs/{run_id}/retry``."""
+    body = await _body(request)
+    engine = context(request).engine
+    state = await _runs.find_run(engine, request.match_info["run_id"])
+    number = await _runs.request_retry(engine, state.run_id,
+                                       str(body.get("reason") or "retried through the API"))
+    return reply({"run_id": state.run_id, "action": "retry", "retry": number}, 202)
+
+
+async def send_transition(request: web.Request) -> web.StreamResponse:
+    """``POST /api/runs/{run_id}/transitions`` (state machines; an extension point)."""
+    handler = transition_handler()
+    if handler is None:
+        return reply({"error": "no state-machine support is loaded in this process"}, 501)
+    body = await _body(request)
+    name = body.get("transition")
+    if not isinstance(name, str) or not name:
+        raise ValueError("body needs a 'transition' name")
+    data = body.get("data") or {}
+    result = await handler(context(request).engine, request.match_info["run_id"], name, data)
+    return reply(result, 202)
+
+
+async def list_workflows(request: web.Request) -> web.StreamResponse:
+    """``GET /api/workflows``: the definitions loaded in this process."""
+    from deerflow.events import trigger_name
+
+    return reply({"workflows": [
+        {"name": wf.name, "version": wf.version, "description": wf.description,
+         "tasks": [{"id": t.id, "kind": t.kind, "depends_on": list(t.depends_on)}
+                   for t in wf.tasks.values()],
+         "triggers": [trigger_name(wf.name, t) for t in wf.triggers]}
+        for wf in context(request).engine.registry]})
+
+
+async def list_triggers(request: web.Request) -> web.StreamResponse:
+    """``GET /api/triggers``."""
+    engine = context(request).engine
+    rows = await _runs.trigger_status(engine)
+    for row in rows:
+        row.update(await probe_trigger(engine, row["name"]))
+    return reply({"triggers": rows})
+
+
+async def list_dead_letters(request: web.Request) -> web.StreamResponse:
+    """``GET /api/dlq``."""
+    entries = await _dlq.dead_letters(context(request).engine, limit=_limit(request, 500))
+    return reply({"dead_letters": [e.as_json() for e in entries]})
+
+
+async def replay_dead_letter(request: web.Request) -> web.StreamResponse:
+    """``POST /api/dlq/{ref}/replay``."""
+    ref = request.match_info["ref"]
+    done = await _dlq.replay(context(request).engine, ref)
+    return reply({"ref": ref, "done": done}, 202)
+
+
+async def openapi(request: web.Request) -> web.StreamResponse:
+    """``GET /api/openapi.json``."""
+    return reply(document())
+
+
+def routes() -> list[web.RouteDef]:
+    """The API's routes, relative to ``/api``."""
+    return [
+        web.get("/runs", list_runs),
+        web.get("/runs/{run_id}", get_run),
+        web.get("/runs/{run_id}/history", get_history),
+        web.post("/runs/{run_id}/cancel", cancel_run),
+        web.post("/runs/{run_id}/retry", retry_run),
+        web.post("/runs/{run_id}/transitions", send_transition),
+        web.get("/workflows", list_workflows),
+        web.get("/triggers", list_triggers),
+        web.get("/dlq", list_dead_letters),
+        web.post("/dlq/{ref}/replay", replay_dead_letter),
+        web.get("/openapi.json", openapi),
+    ]

@@ -1,0 +1,91 @@
+"""API-key protection of the dashboard, the JSON API and ``/metrics``.
+
+The keys are the webhook gateway's (``DEERFLOW_API_KEYS`` or ``[gateway] api_keys``); with no
+key configured everything is open, as the webhooks are. A key is presented as ``X-API-Key``,
+``Authorization: Bearer``, or, for a browser, the ``deerflow_api_key`` cookie that the
+dashboard's login form sets (HttpOnly, SameSite=Strict). Form posts from a browser must come
+from the dashboard's own origin, so another site cannot make a logged-in browser cancel runs.
+"""
+
+from __future__ import annotations
+
+from html import escape
+from urllib.parse import urlsplit
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from deerflow import _codec
+from deerflow.connectors._auth import ApiKeys, presented_key
+
+COOKIE = "deerflow_api_key"
+
+LOGIN_FORM = """<!doctype html><html><head><meta charset="utf-8"><title>deerflow · sign in</title>
+<link rel="stylesheet" href="{prefix}/static/dashboard.css"></head><body><main class="login">
+<h1>deerflow</h1><p>{message}</p>
+<form method="post" action="{prefix}/login"><label>API key
+<input type="password" name="api_key" autocomplete="current-password" autofocus></label>
+<input type="hidden" name="next" value="{next}"><button type="submit">Sign in</button></form>
+</main></body></html>"""
+
+
+def key_of(request: web.Request) -> str | None:
+    """The API key the request presents (header first, then the dashboard's cookie)."""
+    return presented_key(request.headers) or request.cookies.get(COOKIE)
+
+
+def cross_site(request: web.Request) -> bool:
+    """Whether a state-changing request comes from another origin (a CSRF attempt)."""
+    if request.headers.get("Sec-Fetch-Site") == "cross-site":
+        return True
+    origin = request.headers.get("Origin")
+    return bool(origin) and origin != "null" and urlsplit(origin).netloc != request.host
+
+
+def login_page(prefix: str, message: str, next_url: str, status: int = 401) -> web.Response:
+    """The sign-in form."""
+    body = LOGIN_FORM.format(prefix=prefix, message=escape(message), next=escape(next_url))
+    return web.Response(status=status, text=body, content_type="text/html")
+
+
+def require_key(keys: ApiKeys, *, html_prefix: str | None = None,
+                open_paths: frozenset[str] = frozenset(),
+                open_prefixes: tuple[str, ...] = ()) -> Middleware:
+    """A middleware refusing requests without an accepted key (when keys are configured).
+
+    ``html_prefix`` makes refusals a sign-in page (the dashboard) instead of JSON (the API).
+    """
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        path = request.path
+        if not keys or path in open_paths or path.startswith(open_prefixes):
+            return await handler(request)
+        if not keys.accepts(key_of(request)):
+            if html_prefix is not None:
+                return login_page(html_prefix, "Enter an API key to see this deployment.",
+                                  request.path_qs)
+            return web.Response(status=401, body=_codec.dumps({"error": "missing or invalid "
+                                "API key"}), content_type="application/json",
+                                headers={"WWW-Authenticate": "Bearer"})
+        return await handler(request)
+
+    return middleware
+
+
+def login_handler(keys: ApiKeys, prefix: str) -> Handler:
+    """``POST {prefix}/login``: check the key, set the cookie, go where the user was going."""
+
+    async def login(request: web.Request) -> web.StreamResponse:
+        form = await request.post()
+        key = str(form.get("api_key", ""))
+        target = str(form.get("next", "")) or f"{prefix}/"
+        if not target.startswith("/") or target.startswith("//"):
+            target = f"{prefix}/"  # never redirect off-site
+        if cross_site(request) or not keys.accepts(key):
+            return login_page(prefix, "That key is not accepted.", target)
+        response = web.Response(status=303, headers={"Location": target})
+        response.set_cookie(COOKIE, key, httponly=True, samesite="Strict", path="/")
+        return response
+
+    return login

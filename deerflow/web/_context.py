@@ -1,0 +1,27 @@
+"""What every dashboard and API handler needs: the engine and the metrics, kept on the app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from deerflow.engine import Engine
+from deerflow.metrics import EngineMetrics
+
+
+@dataclass
+class WebContext:
+    """The engine served, its metrics, and where the dashboard lives."""
+
+    engine: Engine
+    metrics: EngineMetrics
+    ui_prefix: str = "/ui"
+
+
+CONTEXT: web.AppKey[WebContext] = web.AppKey("deerflow_web", WebContext)
+
+
+def context(request: web.Request) -> WebContext:
+    """The context of the (sub-)application handling ``request``."""
+    return request.app[CONTEXT]

@@ -1,0 +1,307 @@
+"""What operators ask about runs and do to them, shared by the HTTP API, the dashboard and the CLI.
+
+Everything here reads the engine's run index (every run, folded from the history) or the
+history itself, and acts only by appending history events (cancel, retry), so it works the
+same in ``deerflow serve``, in a standalone ``deerflow ui`` and in a one-shot CLI command.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from deerflow import _codec
+from deerflow.engine import Engine, Workflow
+from deerflow.engine import _history as h
+from deerflow.engine._results import RunResult, run_result
+from deerflow.engine._state import RUN_FAILED, RunState
+from deerflow.errors import DeerflowError, RunNotFound
+from deerflow.eventstore.base import TopicPartition, partition_for
+from deerflow.web import _graph
+
+#: Events of one run shown at most (the newest are kept); a page is not a log dump.
+HISTORY_LIMIT = 2000
+
+
+class ActionRefused(DeerflowError):
+    """An operator action that does not apply to the run as it is (e.g. retrying a running run)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunFilter:
+    """Which runs to list: every field is optional; times are epoch seconds."""
+
+    workflow: str | None = None
+    status: str | None = None
+    trigger: str | None = None
+    since: float | None = None
+    until: float | None = None
+    limit: int = 100
+
+    def accepts(self, state: RunState) -> bool:
+        """Whether ``state`` passes every given criterion."""
+        started = state.started_at or 0.0
+        return ((self.workflow is None or state.workflow == self.workflow)
+                and (self.status is None or state.status == self.status)
+                and (self.trigger is None or self.trigger in trigger_labels(state))
+                and (self.since is None or started >= self.since)
+                and (self.until is None or started <= self.until))
+
+
+def trigger_labels(state: RunState) -> tuple[str, ...]:
+    """What started the run: its trigger's name and kind, or ``manual``."""
+    trigger = state.trigger
+    if not trigger:
+        return ("manual",) if state.parent is None else ("parent",)
+    return tuple(str(v) for v in (trigger.get("trigger"), trigger.get("type")) if v)
+
+
+def trigger_label(state: RunState) -> str:
+    """One short label for the trigger column."""
+    return trigger_labels(state)[0]
+
+
+async def synced(engine: Engine) -> dict[str, RunState]:
+    """The index's runs, once everything appended before this call is folded."""
+    await engine.index.sync()
+    return engine.index.runs
+
+
+def result_of(engine: Engine, state: RunState) -> RunResult:
+    """The public view of a folded run, in definition order when the workflow is loaded."""
+    return run_result(state, engine.registry.get(state.workflow, state.version))
+
+
+async def list_runs(engine: Engine, where: RunFilter) -> list[RunState]:
+    """Runs passing ``where``, newest first."""
+    runs = [s for s in (await synced(engine)).values() if s.requested and where.accepts(s)]
+    runs.sort(key=lambda s: s.started_at or 0.0, reverse=True)
+    return runs[: max(0, where.limit)]
+
+
+async def find_run(engine: Engine, text: str) -> RunState:
+    """The run whose id is ``text`` or uniquely starts with it.
+
+    Raises:
+        RunNotFound: naming the store and the closest run ids, or the ambiguous matches.
+    """
+    runs = await synced(engine)
+    if text in runs:
+        return runs[text]
+    matches = [rid for rid in runs if rid.startswith(text)] if text else []
+    shortest = min(matches, key=len) if matches else ""
+    if matches and all(m.startswith(shortest) for m in matches):
+        return runs[shortest]  # a run and its sub-workflow children (ids extend the parent's)
+    if matches:
+        shown = ", ".join(sorted(matches)[:5])
+        raise RunNotFound(f"run id {text!r} is ambiguous in {engine.log.url}: {shown}")
+    close = difflib.get_close_matches(text, list(runs), n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise RunNotFound(f"no run {text!r} in {engine.log.url} ({len(runs)} runs there){hint}")
+
+
+def child_runs(engine: Engine, run_id: str) -> dict[str, list[str]]:
+    """Sub-workflow child runs of ``run_id`` by the parent task that started them."""
+    found: dict[str, list[tuple[int, str]]] = {}
+    for state in engine.index.runs.values():
+        parent = state.parent
+        if parent is not None and parent.run_id == run_id:
+            found.setdefault(parent.task_id, []).append((parent.attempt, state.run_id))
+    return {task: [rid for _, rid in sorted(pairs)] for task, pairs in found.items()}
+
+
+async def history(engine: Engine, run_id: str, limit: int = HISTORY_LIMIT) -> list[dict[str, Any]]:
+    """The run's raw history events, oldest first, read from its history partition.
+
+    Events are plain JSON (``type`` plus fields), so event types this process does not know,
+    from newer pattern modules, are shown as they are. Each carries its ``offset``.
+    """
+    topic = engine.topics.history
+    count = await engine.log.partition_count(topic)
+    tp = TopicPartition(topic, partition_for(run_id, count))
+    events: list[dict[str, Any]] = []
+    for record in await engine.log.read_partition(tp, 0):
+        if record.key != run_id:
+            continue
+        try:
+            body = _codec.loads(record.value)
+        except ValueError:
+            body = {"type": "undecodable", "raw": record.value[:500].decode("utf-8", "replace")}
+        if isinstance(body, dict) and body.get("run_id", run_id) == run_id:
+            events.append({"offset": record.offset, **body})
+    return events[-limit:]
+
+
+def attempts(events: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Per task, its attempts as the history tells them (scheduling, timing, worker, error)."""
+    found: dict[str, dict[int, dict[str, Any]]] = {}
+    for event in events:
+        task_id, attempt = event.get("task_id"), event.get("attempt")
+        if not isinstance(task_id, str) or not isinstance(attempt, int):
+            continue
+        row = found.setdefault(task_id, {}).setdefault(attempt, {"attempt": attempt})
+        kind = event.get("type")
+        if kind == "TaskScheduled":
+            row.update(scheduled_at=event.get("ts"), fallback=event.get("fallback", False))
+        elif kind in ("TaskCompleted", "TaskFailed") and "outcome" not in row:
+            row.update(outcome="completed" if kind == "TaskCompleted" else "failed",
+                       started_at=event.get("started_at"), finished_at=event.get("ts"),
+                       worker=event.get("worker"), error=event.get("error"),
+                       error_type=event.get("error_type"), traceback=event.get("traceback"))
+    return {tid: [rows[n] for n in sorted(rows)] for tid, rows in found.items()}
+
+
+@dataclass
+class RunDetail:
+    """Everything the run page and ``GET /api/runs/{id}`` show about one run."""
+
+    state: RunState
+    result: RunResult
+    child_runs: dict[str, list[str]]
+    events: list[dict[str, Any]]
+    attempts: dict[str, list[dict[str, Any]]]
+    graph: _graph.Graph
+    workflow: Workflow | None
+
+    def as_json(self) -> dict[str, Any]:
+        """The detail as the API returns it (history under its own endpoint)."""
+        return {"run": self.result.model_dump(mode="json"), "trigger": trigger_label(self.state),
+                "retries": self.state.retries, "child_runs": self.child_runs,
+                "attempts": self.attempts, "graph": self.graph.as_json(),
+                "workflow_loaded": self.workflow is not None}
+
+
+async def run_detail(engine: Engine, run_id: str) -> RunDetail:
+    """The run ``run_id`` (or a unique prefix), its history, attempts and laid-out DAG."""
+    state = await find_run(engine, run_id)
+    events = await history(engine, state.run_id)
+    wf = engine.registry.get(state.workflow, state.version)
+    result = run_result(state, wf)
+    children = child_runs(engine, state.run_id)
+    first: dict[str, float] = {}
+    for event in events:
+        if event.get("type") == "TaskScheduled" and event.get("task_id") not in first:
+            first[str(event["task_id"])] = float(event.get("ts") or 0.0)
+    graph = _graph.build(result, wf, children, first)
+    return RunDetail(state, result, children, events, attempts(events), graph, wf)
+
+
+async def request_cancel(engine: Engine, run_id: str, reason: str = "cancelled") -> RunState:
+    """Append a cancel request for a running run.
+
+    Raises:
+        RunNotFound: unknown run id.
+        ActionRefused: the run has already ended.
+    """
+    state = await find_run(engine, run_id)
+    if state.terminal:
+        raise ActionRefused(f"run {state.run_id} already ended ({state.status}); "
+                            "nothing to cancel")
+    await engine.append_history([h.RunCancelRequested(
+        id=h.event_id(state.run_id, "cancel-requested"), run_id=state.run_id, reason=reason)])
+    return state
+
+
+async def request_retry(engine: Engine, run_id: str, reason: str = "retry requested") -> int:
+    """Append ``RunRetryRequested``: a failed run goes on from its failed tasks.
+
+    The request is numbered after the run's previous retries, so two operators clicking at
+    once make one retry. Returns that number.
+
+    Raises:
+        RunNotFound: unknown run id.
+        ActionRefused: the run is not failed (running, completed, cancelled or compensated).
+    """
+    state = await find_run(engine, run_id)
+    if state.status != RUN_FAILED:
+        raise ActionRefused(f"run {state.run_id} is {state.status}; only failed runs can be "
+                            "retried")
+    number = state.retries + 1
+    await engine.append_history([h.RunRetryRequested(
+        id=h.event_id(state.run_id, "retry", number), run_id=state.run_id, retry=number,
+        reason=reason)])
+    return number
+
+
+_AGO = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_time(text: str, now: float | None = None) -> float:
+    """Epoch seconds from ``1732850000``, an ISO-8601 time (UTC if no zone) or ``15m`` ago.
+
+    Raises:
+        ValueError: naming the text that is none of these.
+    """
+    text = text.strip()
+    ago = _AGO.match(text)
+    if ago:
+        return (time.time() if now is None else now) - float(ago[1]) * _UNITS[ago[2]]
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"not a time: {text!r} (use epoch seconds, ISO-8601, or 15m / 2h / 1d "
+                         "ago)") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def summary(state: RunState) -> dict[str, Any]:
+    """One run as a list shows it."""
+    return {"run_id": state.run_id, "workflow": state.workflow, "version": state.version,
+            "status": state.status, "trigger": trigger_label(state),
+            "started_at": state.started_at, "finished_at": state.finished_at,
+            "error": state.error if state.status != "completed" else None,
+            "failed_task": state.failed_task, "retries": state.retries,
+            "parent_run_id": state.parent.run_id if state.parent else None}
+
+
+async def trigger_status(engine: Engine) -> list[dict[str, Any]]:
+    """Each trigger: what it listens to, how many runs it started, its last event and delay.
+
+    Triggers of loaded workflows come first; trigger names seen in the history but not loaded
+    here (``deerflow ui`` without ``--app``) follow with ``loaded: false``.
+    """
+    from deerflow.events import trigger_name
+
+    seen: dict[str, dict[str, Any]] = {}
+    for state in (await synced(engine)).values():
+        name = (state.trigger or {}).get("trigger")
+        if not name:
+            continue
+        row = seen.setdefault(str(name), {"runs": 0, "last_run_id": None, "last_run_at": None,
+                                          "last_event_at": None, "last_delay_s": None})
+        row["runs"] += 1
+        started = state.started_at or 0.0
+        if row["last_run_at"] is None or started > row["last_run_at"]:
+            received = (state.trigger or {}).get("received_at")
+            row.update(last_run_id=state.run_id, last_run_at=started, last_event_at=received,
+                       last_delay_s=started - received if isinstance(received, float) else None)
+    empty = {"runs": 0, "last_run_id": None, "last_run_at": None, "last_event_at": None,
+             "last_delay_s": None}
+    rows = []
+    for wf in engine.registry:
+        for trigger in wf.triggers:
+            name = trigger_name(wf.name, trigger)
+            rows.append({"name": name, "workflow": wf.name, "kind": trigger.source,
+                         "listens_to": trigger.describe(), "loaded": True,
+                         **seen.pop(name, empty)})
+    rows.extend({"name": name, "workflow": None, "kind": None, "listens_to": None,
+                 "loaded": False, **row} for name, row in sorted(seen.items()))
+    return rows
+
+
+def truncate(value: Any, limit: int = 2000) -> str:
+    """``value`` as JSON text of at most ``limit`` characters (inputs and outputs can be huge)."""
+    try:
+        text = _codec.dumps(value).decode()
+    except TypeError:
+        text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} chars)"

@@ -1,0 +1,182 @@
+"""``deerflow runs|events|dlq`` as a user runs them: real processes on a store that a running
+engine (orchestrator and worker, in this test's process) shares with them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from deerflow import Engine, _codec
+from deerflow._loader import load_module_workflows
+from deerflow.eventstore.base import Message
+from tests.services import unique_name
+
+ROOT = Path(__file__).resolve().parents[2]
+APP = ROOT / "tests" / "web" / "apps" / "ops_app.py"
+
+
+@dataclass
+class Shell:
+    """Runs ``deerflow`` commands against the engine's store."""
+
+    engine: Engine
+    store: str
+    env: dict[str, str]
+    flags: Path
+
+    async def run(self, *args: str, store: str | None = None,
+                  timeout: float = 60.0) -> tuple[int, str, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "deerflow", *args, "--store", store or self.store,
+            env=self.env, cwd=ROOT, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+        assert proc.returncode is not None
+        return proc.returncode, out.decode(), err.decode()
+
+    async def json(self, *args: str) -> object:
+        code, out, err = await self.run(*args, "--json")
+        assert code == 0, err
+        return json.loads(out)
+
+    async def ended(self, run_id: str) -> str:
+        state = await self.engine.index.wait(run_id, lambda s: s.terminal, 30.0)
+        assert state is not None, f"run {run_id} did not end"
+        return state.status
+
+
+@pytest.fixture
+async def shell(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Shell]:
+    prefix = unique_name("c").replace("-", "")
+    monkeypatch.setenv("DEERFLOW_PREFIX", prefix)
+    monkeypatch.setenv("DEERFLOW_TEST_FLAGS", str(tmp_path))
+    store = f"sqlite:///{tmp_path / 'cli.db'}"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), COLUMNS="200")
+    env.pop("DEERFLOW_STORE", None)
+    workflows, _ = load_module_workflows(str(APP))
+    async with Engine(store, workflows) as engine:
+        yield Shell(engine, store, env, tmp_path)
+
+
+async def test_a_failed_run_is_listed_shown_and_retried_from_the_shell(shell: Shell):
+    run_id = (await shell.engine.start("etl")).run_id
+    assert await shell.ended(run_id) == "failed"
+
+    listed = await shell.json("runs", "list", "--status", "failed")
+    assert [r["run_id"] for r in listed] == [run_id]
+    assert listed[0]["failed_task"] == "fragile" and listed[0]["trigger"] == "manual"
+    code, table, _ = await shell.run("runs", "list", "--workflow", "etl")
+    assert code == 0 and run_id in table and "failed" in table
+
+    shown = await shell.json("runs", "show", run_id[:10])  # a unique prefix is enough
+    assert shown["result"]["run_id"] == run_id
+    assert shown["child_runs"] == {"validate": [f"{run_id}.validate.1"]}
+    assert shown["attempts"]["fragile"][0]["error_type"] == "NonRetryableError"
+    assert shown["history"][-1]["type"] == "RunFailed"
+    code, text, _ = await shell.run("runs", "show", run_id, "--history")
+    assert code == 0 and "refused the batch" in text and "TaskAbandoned" in text
+
+    (shell.flags / "fixed").touch()
+    code, out, err = await shell.run("runs", "retry", run_id, "--follow", "--json")
+    assert code == 0, err
+    assert json.loads(out) == {"run_id": run_id, "action": "retry", "retry": 1,
+                               "status": "completed"}
+    result = await shell.engine.get_run(run_id)
+    assert result.tasks["fragile"].attempts == 2 and result.tasks["split"].attempts == 1
+
+
+async def test_follow_draws_progress_until_the_run_completes(shell: Shell):
+    run_id = (await shell.engine.start("waiting")).run_id
+    follow = asyncio.create_task(shell.run("runs", "show", run_id, "--follow"))
+    await shell.engine.index.wait(run_id, lambda s: "wait" in s.tasks, 30.0)
+    await asyncio.sleep(1.0)  # the follower has drawn the running state meanwhile
+    (shell.flags / "release").touch()
+    code, _, err = await follow
+    assert code == 0, err
+    assert "after" in err and "completed" in err and "━" in err  # the task table with bars
+
+
+async def test_cancel_and_the_errors_an_operator_meets(shell: Shell, tmp_path: Path):
+    run_id = (await shell.engine.start("waiting")).run_id
+    await shell.engine.index.wait(run_id, lambda s: "wait" in s.tasks, 30.0)
+    assert await shell.json("runs", "cancel", run_id) == {
+        "run_id": run_id, "action": "cancel", "requested": True}
+    assert await shell.ended(run_id) == "cancelled"
+    (shell.flags / "release").touch()
+
+    code, _, err = await shell.run("runs", "cancel", run_id)
+    assert code == 2 and "already ended (cancelled)" in err
+    code, _, err = await shell.run("runs", "retry", run_id)
+    assert code == 2 and "only failed runs can be retried" in err
+    code, _, err = await shell.run("runs", "show", "no-such-run")
+    assert code == 2 and "no run 'no-such-run'" in err and shell.store in err
+    code, _, err = await shell.run("runs", "list", store="kafka://127.0.0.1:1")
+    assert code == 2 and "cannot reach Kafka at kafka://127.0.0.1:1" in err
+    missing = tmp_path / "nowhere.db"
+    code, _, err = await shell.run("runs", "list", store=f"sqlite:///{missing}")
+    assert code == 2 and "no store at" in err and not missing.exists()
+
+
+async def test_events_tail_prints_a_runs_history_and_follows_new_records(shell: Shell):
+    run_id = (await shell.engine.start("etl")).run_id
+    await shell.ended(run_id)
+    code, out, _ = await shell.run("events", "tail", "--run", run_id, "-n", "3", "--json")
+    records = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and len(records) == 3
+    assert {r["key"] for r in records} == {run_id}
+    assert records[-1]["value"]["type"] == "RunFailed"
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "deerflow", "events", "tail", "-f", "-n", "0", "--json",
+        "--store", shell.store, env=shell.env, stdout=asyncio.subprocess.PIPE)
+    started: list[str] = []
+
+    async def keep_starting_runs() -> None:
+        # The tail may take a while to start on a busy machine: runs started before it
+        # reached the end are not "new"; one of the later ones will be.
+        while True:
+            started.append((await shell.engine.start("etl")).run_id)
+            await asyncio.sleep(1.0)
+
+    starter = asyncio.create_task(keep_starting_runs())
+    try:
+        assert proc.stdout is not None
+        first = json.loads(await asyncio.wait_for(proc.stdout.readline(), 60))
+        assert first["key"] in started and first["key"] != run_id
+        assert first["value"]["run_id"] == first["key"] and first["value"]["type"]
+    finally:
+        starter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await starter
+        proc.terminate()
+        await proc.wait()
+
+
+async def test_dead_letters_are_listed_and_replayed(shell: Shell):
+    topics = shell.engine.topics
+    letter = {"reason": "unreadable task message", "topic": topics.tasks, "value": "garbage"}
+    await shell.engine.log.append([Message(topic=topics.dlq, key="x", value=_codec.dumps(letter))])
+    (entry,) = await shell.json("dlq", "list")
+    assert entry["reason"] == "unreadable task message" and entry["replayed_at"] is None
+    replayed = await shell.json("dlq", "replay", entry["ref"])
+    assert replayed == [{"ref": entry["ref"], "done": f"appended the message again to "
+                                                       f"{topics.tasks}"}]
+    for _ in range(50):  # the worker reads the replayed garbage and dead-letters it again
+        after = await shell.json("dlq", "list")
+        if len(after) == 2:
+            break
+        await asyncio.sleep(0.2)
+    original = next(e for e in after if e["ref"] == entry["ref"])
+    assert original["replayed_at"] is not None
+    (again,) = [e for e in after if e["ref"] != entry["ref"]]
+    assert again["body"]["value"] == "garbage" and again["replayed_at"] is None
+    code, _, err = await shell.run("dlq", "replay", "9:9")
+    assert code == 2 and "no dead letter 9:9" in err

@@ -1,0 +1,64 @@
+"""Workflows the dashboard, API and CLI tests drive: a fan-out with a sub-workflow, a task that
+fails until a flag file exists (to retry it), and one that waits (to cancel it)."""
+
+import os
+import time
+from pathlib import Path
+
+from deerflow import NonRetryableError, Workflow
+from deerflow.events import WebhookEvent
+
+FLAGS = Path(os.environ.get("DEERFLOW_TEST_FLAGS", "."))
+
+validation = Workflow(name="validate_batch")
+
+
+@validation.task(id="check")
+def check(context):
+    return {"valid": len(context.input or [])}
+
+
+etl = Workflow(name="etl")
+etl.add_trigger(WebhookEvent(path="/hooks/etl"))
+
+
+@etl.task(id="split")
+def split(context):
+    return {"chunks": [1, 2, 3, 4, 5]}
+
+
+@etl.parallel_tasks(id="square", depends_on=["split"])
+def square(chunk, context):
+    return chunk * chunk
+
+
+etl.sub_workflow(id="validate", workflow=validation, depends_on=["square"])
+
+
+@etl.task(id="fragile", depends_on=["validate"])
+def fragile(context):
+    if not (FLAGS / "fixed").exists():
+        raise NonRetryableError("the upstream service refused the batch")
+    return {"loaded": sum(context.tasks["validate"].output.values())}
+
+
+@etl.task(id="report", depends_on=["fragile"])
+def report(context):
+    return {"rows": context.tasks["fragile"].output["loaded"]}
+
+
+waiting = Workflow(name="waiting")
+waiting.add_trigger(WebhookEvent(path="/hooks/wait"))
+
+
+@waiting.task(id="wait")
+def wait(context):
+    deadline = time.time() + 60
+    while not (FLAGS / "release").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    return "released"
+
+
+@waiting.task(id="after", depends_on=["wait"])
+def after(context):
+    return "done"

@@ -1,0 +1,180 @@
+"""The JSON API over real HTTP, on the same port as the webhook gateway (as ``serve`` runs it)."""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+
+from deerflow import _codec
+from deerflow.eventstore.base import Message, TopicPartition
+from deerflow.web._api import routes
+from deerflow.web._openapi import document
+from tests.services import unique_name
+from tests.web.conftest import Deployment, deploy
+
+
+async def test_a_failed_run_is_listed_and_described_with_its_graph_attempts_and_history(
+        deployment: Deployment):
+    run_id = await deployment.webhook()
+    await deployment.wait(run_id)
+
+    listed = await deployment.get("/api/runs?workflow=etl&status=failed")
+    assert [r["run_id"] for r in listed["runs"]] == [run_id]
+    assert listed["runs"][0]["trigger"] == "etl.webhook.hooks.etl"
+    assert listed["runs"][0]["failed_task"] == "fragile"
+    assert (await deployment.get("/api/runs?status=completed&workflow=etl"))["runs"] == []
+
+    detail = await deployment.get(f"/api/runs/{run_id}")
+    assert detail["run"]["status"] == "failed"
+    nodes = {n["id"]: n for n in detail["graph"]["nodes"]}
+    assert nodes["square"]["kind"] == "expanded"
+    assert nodes["square"]["children_by_status"] == {"completed": 5}
+    assert nodes["validate"]["kind"] == "subworkflow"
+    assert nodes["validate"]["child_runs"] == [f"{run_id}.validate.1"]
+    assert nodes["fragile"]["status"] == "failed" and nodes["report"]["status"] == "skipped"
+    assert {"from": "validate", "to": "fragile"} in detail["graph"]["edges"]
+    assert nodes["fragile"]["layer"] > nodes["square"]["layer"] > nodes["split"]["layer"]
+    (attempt,) = detail["attempts"]["fragile"]
+    assert attempt["error_type"] == "NonRetryableError"
+    assert "refused the batch" in attempt["traceback"]
+
+    child = await deployment.get(f"/api/runs/{run_id}.validate.1")
+    assert child["run"]["parent_run_id"] == run_id
+    history = (await deployment.get(f"/api/runs/{run_id}/history"))["events"]
+    assert history[0]["type"] == "RunRequested" and history[-1]["type"] == "RunFailed"
+    assert {e["run_id"] for e in history} == {run_id}  # the child run's events are its own
+    offsets = [e["offset"] for e in history]
+    assert offsets == sorted(offsets)
+
+
+async def test_a_failed_run_is_retried_from_its_failed_task(deployment: Deployment):
+    run_id = await deployment.webhook()
+    await deployment.wait(run_id)
+    conflict = await deployment.post(f"/api/runs/{run_id}.validate.1/retry", status=409)
+    assert "only failed runs" in conflict["error"]
+
+    (deployment.flags / "fixed").touch()
+    accepted = await deployment.post(f"/api/runs/{run_id}/retry", body={"reason": "fixed"})
+    assert accepted == {"run_id": run_id, "action": "retry", "retry": 1}
+    state = await deployment.wait(run_id, lambda s: s.status == "completed")
+
+    run = (await deployment.get(f"/api/runs/{run_id}"))["run"]
+    assert run["output"] == {"rows": 5}
+    assert run["tasks"]["fragile"]["attempts"] == 2
+    assert run["tasks"]["split"]["attempts"] == 1  # completed tasks were not run again
+    assert run["tasks"]["square/0"]["attempts"] == 1
+    assert state.retries == 1
+    again = await deployment.post(f"/api/runs/{run_id}/retry", status=409)
+    assert "is completed" in again["error"]
+
+
+async def test_a_running_run_is_cancelled_and_unknown_runs_are_404(deployment: Deployment):
+    run_id = (await deployment.engine.start("waiting")).run_id
+    await deployment.wait(run_id, lambda s: s.tasks.get("wait") is not None
+                          and s.tasks["wait"].status == "scheduled")
+    await deployment.post(f"/api/runs/{run_id[:12]}/cancel", body={"reason": "not needed"})
+    state = await deployment.wait(run_id)
+    assert state.status == "cancelled" and state.error == "not needed"
+    (deployment.flags / "release").touch()
+
+    missing = await deployment.get("/api/runs/no-such-run", status=404)
+    assert "no run 'no-such-run'" in missing["error"]
+    await deployment.post("/api/runs/no-such-run/cancel", status=404)
+    bad = await deployment.get("/api/runs?since=yesterday-ish", status=400)
+    assert "not a time" in bad["error"]
+    assert (await deployment.post("/api/runs/x/transitions", status=501,
+                                  body={"transition": "ship"}))["error"]
+
+
+async def test_dead_letters_are_listed_and_replayed_onto_their_topic(deployment: Deployment):
+    engine = deployment.engine
+    letter = {"reason": "unreadable task message", "topic": engine.topics.tasks,
+              "partition": 0, "offset": 7, "value": "{not json"}
+    await engine.log.append([Message(topic=engine.topics.dlq, key="k1",
+                                     value=_codec.dumps(letter))])
+    (entry,) = (await deployment.get("/api/dlq"))["dead_letters"]
+    assert entry["source"] == "worker" and entry["replayed_at"] is None
+    assert entry["reason"] == "unreadable task message"
+
+    done = await deployment.post(f"/api/dlq/{entry['ref']}/replay")
+    assert done["ref"] == entry["ref"] and engine.topics.tasks in done["done"]
+    replayed = [e for e in (await deployment.get("/api/dlq"))["dead_letters"]
+                if e["ref"] == entry["ref"]]
+    assert replayed[0]["replayed_at"] is not None
+    tasks = await engine.log.read_partitions(
+        {TopicPartition(engine.topics.tasks, p): 0
+         for p in range(await engine.log.partition_count(engine.topics.tasks))})
+    assert b"{not json" in [r.value for rs in tasks.values() for r in rs]
+    await deployment.post("/api/dlq/0:999/replay", status=400)
+
+
+async def test_metrics_count_runs_tasks_retries_and_webhook_answers(deployment: Deployment):
+    run_id = await deployment.webhook()
+    await deployment.wait(run_id)
+    async with deployment.session.post(deployment.url + "/hooks/etl", data=b"{oops") as reply:
+        assert reply.status == 400
+    (deployment.flags / "fixed").touch()
+    await deployment.post(f"/api/runs/{run_id}/retry")
+    await deployment.wait(run_id, lambda s: s.status == "completed")
+    async with deployment.session.get(deployment.url + "/metrics") as reply:
+        assert reply.status == 200
+        text = await reply.text()
+    assert 'deerflow_runs_started_total{workflow="etl"} 1.0' in text
+    assert 'deerflow_runs_finished_total{status="failed",workflow="etl"} 1.0' in text
+    assert 'deerflow_runs_finished_total{status="completed",workflow="etl"} 1.0' in text
+    assert 'deerflow_runs_retried_total{workflow="etl"} 1.0' in text
+    # five fan-out children and the planner, all under the node's label
+    assert ('deerflow_task_duration_seconds_count{outcome="completed",task="square",'
+            'workflow="etl"} 6.0') in text
+    assert 'deerflow_webhook_responses_total{route="/hooks/etl",status="202"} 1.0' in text
+    assert 'deerflow_webhook_responses_total{route="/hooks/etl",status="400"} 1.0' in text
+    assert "deerflow_task_queue_depth" in text and 'deerflow_dlq_messages{state="pending"}' in text
+    assert 'deerflow_runs_running{workflow="etl"}' not in text
+
+
+async def test_with_api_keys_everything_but_the_openapi_document_needs_one(isolated):
+    async for served in deploy(f"memory://{unique_name('web')}", isolated, ["s3cret"]):
+        await served.get("/api/runs", status=401)
+        await served.get("/api/runs", status=401, **{"X-API-Key": "wrong"})
+        assert (await served.get("/api/runs", **{"X-API-Key": "s3cret"}))["runs"] == []
+        assert (await served.get("/api/runs", Authorization="Bearer s3cret"))["runs"] == []
+        assert (await served.get("/api/openapi.json"))["openapi"].startswith("3.")
+        async with served.session.get(served.url + "/metrics") as reply:
+            assert reply.status == 401
+        async with served.session.get(served.url + "/ui/") as reply:
+            assert reply.status == 401 and "API key" in await reply.text()
+        # (unsafe: the jar must keep cookies of an IP address, as browsers do)
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+            async with browser.post(served.url + "/ui/login", allow_redirects=False,
+                                    data={"api_key": "s3cret", "next": "/ui/"}) as reply:
+                assert reply.status == 303
+            async with browser.get(served.url + "/ui/") as reply:
+                assert reply.status == 200 and "<h1>Runs</h1>" in await reply.text()
+            async with browser.post(served.url + "/ui/runs/x/cancel",
+                                    headers={"Origin": "http://evil.example"}) as reply:
+                assert reply.status == 403  # the cookie alone cannot act from another site
+
+
+def test_the_openapi_document_describes_exactly_the_api_routes():
+    doc = document()
+    described = {(path, method.upper()) for path, ops in doc["paths"].items() for method in ops}
+    served = {("/api" + r.path, r.method) for r in routes()}
+    assert described == served
+    for ops in doc["paths"].values():
+        for op in ops.values():
+            assert op["summary"] and op["operationId"]
+            assert {"200", "202"} & set(op["responses"])
+
+
+@pytest.mark.kafka
+async def test_on_kafka_a_failed_run_is_shown_from_its_partition_and_retried(isolated, kafka_url):
+    async for served in deploy(kafka_url, isolated):
+        run_id = await served.webhook()
+        await served.wait(run_id, timeout=60)
+        history = (await served.get(f"/api/runs/{run_id}/history"))["events"]
+        assert [e["type"] for e in history][-1] == "RunFailed"
+        assert {e["run_id"] for e in history} == {run_id}
+        (isolated / "fixed").touch()
+        await served.post(f"/api/runs/{run_id}/retry")
+        state = await served.wait(run_id, lambda s: s.status == "completed", timeout=60)
+        assert state.tasks["fragile"].attempts == 2

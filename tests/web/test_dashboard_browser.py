@@ -1,0 +1,153 @@
+"""The dashboard in a real headless browser (Debian's chromium driven by Playwright), against
+``deerflow serve`` and ``deerflow ui`` running as processes. Screenshots go to test-artifacts/."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.services import unavailable
+from tests.web.conftest import ROOT, Process, process_env
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+ARTIFACTS = ROOT / "test-artifacts"
+WAIT_MS = 30_000
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """A headless chromium (skipped locally when missing, a failure on CI)."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        unavailable("playwright is not installed (pip install playwright)")
+    if not Path(CHROMIUM).exists() and shutil.which("chromium") is None:
+        unavailable("chromium is not installed (apt-get install -y chromium)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    """A fresh page; JavaScript errors fail the test."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    tab = context.new_page()
+    errors: list[str] = []
+    tab.on("pageerror", lambda exc: errors.append(str(exc)))
+    tab.on("dialog", lambda dialog: dialog.accept())  # "Cancel this run?" -> yes
+    yield tab
+    context.close()
+    assert not errors, errors
+
+
+def shoot(page: Any, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+
+
+def webhook(url: str, path: str, key: str) -> str:
+    request = urllib.request.Request(url + path, data=b"{}", method="POST",
+                                     headers={"Idempotency-Key": key})
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        return str(json.load(reply)["run_id"])
+
+
+def wait_status(url: str, run_id: str, status: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"{url}/api/runs/{run_id}", timeout=10) as reply:
+            if json.load(reply)["run"]["status"] == status:
+                return
+        time.sleep(0.1)
+    pytest.fail(f"run {run_id} is not {status} after {timeout}s")
+
+
+def node(page: Any, task: str) -> Any:
+    return page.locator(f'svg.dag g.node[data-task="{task}"]')
+
+
+def test_runs_appear_live_and_a_failed_run_is_drawn_and_retried(served, page, isolated):
+    proc, _ = served
+    url = proc.url
+    failed = webhook(url, "/hooks/etl", "first")
+    wait_status(url, failed, "failed")
+
+    page.goto(url + "/ui/")
+    page.wait_for_selector(f'tr[data-run-id="{failed}"][data-status="failed"]')
+    second = webhook(url, "/hooks/etl", "second")  # arrives while the page is open
+    page.wait_for_selector(f'tr[data-run-id="{second}"]', timeout=WAIT_MS)
+    page.select_option("#f-status", "failed")
+    page.select_option("#f-workflow", "etl")
+    page.click("#run-filters button[type=submit]")
+    page.wait_for_selector(f'tr[data-run-id="{failed}"]')
+    statuses = page.locator("table.runs tbody tr").evaluate_all(
+        "rows => rows.map(r => r.dataset.status)")
+    assert statuses and set(statuses) == {"failed"}
+
+    page.click(f'a[href="/ui/runs/{failed}"]')
+    assert node(page, "fragile").get_attribute("data-status") == "failed"
+    assert node(page, "report").get_attribute("data-status") == "skipped"
+    assert node(page, "square").locator("rect.child.st-completed").count() == 5
+    assert node(page, "validate").locator("a.child-run").count() == 1
+    assert page.locator("svg.dag path.edge").count() == 4
+    page.locator("#task-fragile summary").first.click()
+    assert "refused the batch" in page.locator("#task-fragile").inner_text()
+    assert page.locator('table.history tr[data-type="RunFailed"]').count() == 1
+    shoot(page, "dashboard-failed-run.png")
+
+    (isolated / "fixed").touch()
+    page.click("text=Retry from failed task")
+    page.wait_for_selector("p.flash >> text=Retry 1 requested")
+    page.wait_for_selector('svg.dag g.node[data-task="report"][data-status="completed"]',
+                           timeout=WAIT_MS)
+    assert node(page, "fragile").locator("text=2 attempts").count() == 1
+    shoot(page, "dashboard-retried-run.png")
+
+    node(page, "validate").locator("a.child-run").click()
+    page.wait_for_selector(f'dl.facts a[href="/ui/runs/{failed}"]')  # the parent run link
+
+
+def test_a_running_run_is_cancelled_and_deerflow_ui_shows_the_same_store(served, page,
+                                                                           isolated):
+    proc, store = served
+    url = proc.url
+    running = webhook(url, "/hooks/wait", "wait-1")
+    wait_status(url, running, "running")
+    page.goto(f"{url}/ui/runs/{running}")
+    page.wait_for_selector('svg.dag g.node[data-task="wait"][data-status="running"]',
+                           timeout=WAIT_MS)
+    page.click("text=Cancel run")
+    page.wait_for_selector("dl.facts .badge.st-cancelled", timeout=WAIT_MS)
+    assert node(page, "after").get_attribute("data-status") == "skipped"
+    (isolated / "release").touch()
+
+    ui = Process(["ui", "--store", store, "--port", "0"], process_env(isolated))
+    try:
+        page.goto(ui.url + "/ui/")
+        page.wait_for_selector(f'tr[data-run-id="{running}"][data-status="cancelled"]')
+        page.goto(f"{ui.url}/ui/runs/{running}")
+        assert "Workflow not loaded here" in page.locator("section.graph").inner_text()
+        assert node(page, "wait").count() == 1  # placed by scheduling time, no edges
+        assert page.locator("svg.dag path.edge").count() == 0
+        page.goto(ui.url + "/ui/dlq")
+        page.wait_for_selector("text=No dead letters.")
+        page.goto(ui.url + "/ui/triggers")
+        page.wait_for_selector('tr[data-trigger="waiting.webhook.hooks.wait"]')
+        page.goto(ui.url + "/ui/")
+        shoot(page, "dashboard-runs.png")
+    finally:
+        ui.stop()
