@@ -5,6 +5,9 @@ end as declared, across crashes, retries and machines. Every change to a run is 
 its history; the embedded default keeps that history in SQLite, Kafka spreads it over machines.
 """
 
+# Registers the service that runs event handlers with every Engine (see deerflow.choreography).
+from deerflow import _choreography_service as _choreography_service
+from deerflow.choreography import publish_event, publish_event_async
 from deerflow.engine import (
     Engine,
     RetryPolicy,
@@ -14,9 +17,6 @@ from deerflow.engine import (
     TaskResult,
     Workflow,
 )
-from deerflow.events import EventTrigger
-from deerflow.sagas import CompensatingAction, Saga, step
-from deerflow.statemachine import State, StateMachine, Transition, on_enter, on_exit, on_transition
 from deerflow.errors import (
     DeerflowError,
     DefinitionError,
@@ -24,31 +24,60 @@ from deerflow.errors import (
     TaskError,
     TransitionNotAllowed,
 )
+from deerflow.events import EventTrigger
+from deerflow.eventstore import EventStore
+from deerflow.patterns import (
+    DynamicTasks,
+    MapReduce,
+    SubWorkflow,
+    TemplateParameterError,
+    WorkflowTemplate,
+    compose_workflows,
+    gather,
+    parallel,
+)
+from deerflow.pipeline import Backpressure, Pipeline, stage
+from deerflow.sagas import CompensatingAction, Saga, step
+from deerflow.statemachine import State, StateMachine, Transition, on_enter, on_exit, on_transition
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Backpressure",
     "CompensatingAction",
     "DeerflowError",
     "DefinitionError",
+    "DynamicTasks",
     "Engine",
+    "EventStore",
     "EventTrigger",
+    "MapReduce",
     "NonRetryableError",
+    "Pipeline",
     "RetryPolicy",
     "RunHandle",
     "RunResult",
     "Saga",
     "State",
     "StateMachine",
+    "SubWorkflow",
     "TaskContext",
     "TaskError",
     "TaskResult",
+    "TemplateParameterError",
     "Transition",
     "TransitionNotAllowed",
     "Workflow",
+    "WorkflowTemplate",
     "__version__",
+    "compose_workflows",
+    "gather",
     "on_enter",
     "on_exit",
     "on_transition",
+    "parallel",
+    "publish_event",
+    "publish_event_async",
+    "stage",
     "step",
 ]

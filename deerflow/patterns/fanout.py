@@ -10,17 +10,25 @@ How the items are found (``over=``):
 
 Each item becomes a child task ``id/N``; ``context.parallel_results[id]`` downstream is the
 list of results in item order. ``max_parallel`` bounds children running at once.
+
+The functional form builds the same node as a value, and reads the results back::
+
+    workflow.add(parallel(process_chunk, over="split.chunks", id="process_chunks"))
+
+    @workflow.task(id="merge", depends_on=["process_chunks"])
+    def merge(context):
+        return merge_datasets(gather("process_chunks"))
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from deerflow.engine._context import TaskContext
+from deerflow.engine._context import TaskContext, current_task
 from deerflow.engine._taskdef import TaskDef, positive_or_none, retry_policy
-from deerflow.errors import DefinitionError, NonRetryableError
+from deerflow.errors import DeerflowError, DefinitionError, NonRetryableError
 from deerflow.patterns._child import child_body
 
 if TYPE_CHECKING:
@@ -101,3 +109,67 @@ def add_parallel_tasks(wf: Workflow, node_id: str, fn: Callable[..., Any],
         timeout=positive_or_none(wf.name, node_id, "timeout", timeout), kind="expand",
         options={"expander": FanOut(fn, max_parallel), "pattern": "parallel"},
     ))
+
+
+@dataclass(frozen=True)
+class ParallelNode:
+    """A fan-out node as a value (what :func:`parallel` returns); add it with ``wf.add``."""
+
+    fn: Callable[..., Any]
+    over: str | None
+    id: str
+    depends_on: tuple[str, ...]
+    max_parallel: int | None = None
+    retry: dict[str, float] = field(default_factory=dict)
+    timeout: float | None = None
+
+    def add_to(self, wf: Workflow) -> TaskDef:
+        """Add the fan-out node to ``wf``."""
+        return add_parallel_tasks(
+            wf, self.id, self.fn, self.depends_on, over=self.over,
+            max_parallel=self.max_parallel, retries=int(self.retry.get("retries", 0)),
+            retry_delay=self.retry.get("retry_delay", 1.0),
+            backoff=self.retry.get("backoff", 2.0), timeout=self.timeout)
+
+
+def parallel(fn: Callable[..., Any], *, over: str | None = None, id: str | None = None,
+             depends_on: Iterable[str] | None = None, max_parallel: int | None = None,
+             retries: int = 0, retry_delay: float = 1.0, backoff: float = 2.0,
+             timeout: float | None = None) -> ParallelNode:
+    """Fan-out as a value: run ``fn(item, context)`` once per item; add it with ``wf.add``.
+
+    The functional twin of ``@workflow.parallel_tasks``::
+
+        workflow.add(parallel(process_chunk, over="split.chunks", id="process_chunks"))
+
+    Args:
+        fn: called once per item as ``fn(item, context)``, sync or async.
+        over: ``"task.key"`` (or ``"task"`` for a task whose output is the list).
+        id: the node's task id (default: ``fn``'s name).
+        depends_on: upstream tasks (default: the task named in ``over``).
+        max_parallel: items processed at once (default: no limit).
+        retries, retry_delay, backoff, timeout: per item, as for tasks.
+    """
+    source = over.split(".", 1)[0] if over else None
+    if depends_on is None:
+        if source is None:
+            raise DefinitionError("parallel(...) needs over='task.key' or depends_on=[...]")
+        depends_on = (source,)
+    node_over = over if over and "." in over else None
+    return ParallelNode(fn=fn, over=node_over, id=id or fn.__name__, depends_on=tuple(depends_on),
+                        max_parallel=max_parallel,
+                        retry={"retries": retries, "retry_delay": retry_delay, "backoff": backoff},
+                        timeout=timeout)
+
+
+def gather(node_id: str, context: TaskContext | None = None) -> Any:
+    """Fan-in: the results of upstream node ``node_id`` as the running task sees them.
+
+    For a fan-out node: the list of results in item order (``context.parallel_results[id]``);
+    for a dynamic-tasks node: generated task id -> output. ``context`` defaults to the task
+    running in this thread or coroutine; ``node_id`` must be in the task's ``depends_on``.
+    """
+    ctx = context if context is not None else current_task.get()
+    if ctx is None:
+        raise DeerflowError(f"gather({node_id!r}) is called outside a task: pass context=")
+    return ctx.parallel_results[node_id]
