@@ -29,7 +29,7 @@ from deerflow.connectors._auth import ApiKeys
 from deerflow.engine import Engine, Workflow
 from deerflow.metrics import CONTENT_TYPE, EngineMetrics
 from deerflow.tracing import RunTracer
-from deerflow.web import _actions, _api, _pages
+from deerflow.web import _actions, _api, _machines, _pages  # noqa: F401 - _machines registers
 from deerflow.web._auth import key_of, login_handler, require_key
 from deerflow.web._context import CONTEXT, WebContext
 from deerflow.web._dlq import register_replayer

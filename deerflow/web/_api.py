@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from deerflow import _codec
-from deerflow.errors import DeerflowError, RunNotFound
+from deerflow.errors import DeerflowError, RunNotFound, TransitionNotAllowed
 from deerflow.web import _dlq, _runs
 from deerflow.web._context import context
 from deerflow.web._extend import probe_trigger, transition_handler
@@ -31,7 +31,7 @@ def reply(body: Any, status: int = 200) -> web.Response:
 def _problem(exc: DeerflowError) -> web.Response:
     if isinstance(exc, RunNotFound):
         return reply({"error": str(exc)}, 404)
-    if isinstance(exc, _runs.ActionRefused):
+    if isinstance(exc, _runs.ActionRefused | TransitionNotAllowed):
         return reply({"error": str(exc)}, 409)
     return reply({"error": str(exc)}, 400)
 

@@ -82,8 +82,8 @@ async def test_a_running_run_is_cancelled_and_unknown_runs_are_404(deployment: D
     await deployment.post("/api/runs/no-such-run/cancel", status=404)
     bad = await deployment.get("/api/runs?since=yesterday-ish", status=400)
     assert "not a time" in bad["error"]
-    assert (await deployment.post("/api/runs/x/transitions", status=501,
-                                  body={"transition": "ship"}))["error"]
+    assert "no run 'x'" in (await deployment.post("/api/runs/x/transitions", status=404,
+                                                  body={"transition": "ship"}))["error"]
 
 
 async def test_dead_letters_are_listed_and_replayed_onto_their_topic(deployment: Deployment):
@@ -178,3 +178,18 @@ async def test_on_kafka_a_failed_run_is_shown_from_its_partition_and_retried(iso
         await served.post(f"/api/runs/{run_id}/retry")
         state = await served.wait(run_id, lambda s: s.status == "completed", timeout=60)
         assert state.tasks["fragile"].attempts == 2
+
+
+async def test_state_machine_transitions_are_sent_through_the_api(deployment: Deployment):
+    handle = await deployment.engine.start("door")
+    await deployment.wait(handle.run_id, lambda s: s.machine_state == "closed")
+    sent = await deployment.post(f"/api/runs/{handle.run_id}/transitions",
+                                 body={"transition": "open_door", "data": {"by": "api"}})
+    assert sent["state"] == "open"
+    assert (deployment.flags / "opened").read_text() == "{'by': 'api'}"
+    refused = await deployment.post(f"/api/runs/{handle.run_id}/transitions", status=409,
+                                    body={"transition": "open_door"})
+    assert "not allowed from state 'open'" in refused["error"]
+    detail = await deployment.get(f"/api/runs/{handle.run_id}")
+    assert detail["run"]["state"] == "open"
+    assert [t["target"] for t in detail["run"]["transitions"]] == ["closed", "open"]

@@ -62,3 +62,23 @@ def wait(context):
 @waiting.task(id="after", depends_on=["wait"])
 def after(context):
     return "done"
+
+
+from deerflow import State, StateMachine, Transition  # noqa: E402
+
+door = Workflow(name="door")
+
+
+@door.state_machine
+class Door(StateMachine):
+    closed = State(initial=True)
+    open_ = State(name="open")
+    gone = State(final=True)
+
+    open_door = Transition(source=closed, target=open_)
+    close_door = Transition(source=open_, target=closed)
+    remove = Transition(source=[closed, open_], target=gone)
+
+    @on_transition(open_door)
+    def log_open(self, context):
+        (FLAGS / "opened").write_text(str(context.payload))
