@@ -5,6 +5,9 @@ end as declared, across crashes, retries and machines. Every change to a run is 
 its history; the embedded default keeps that history in SQLite, Kafka spreads it over machines.
 """
 
+# The engine first: pattern modules import engine submodules while the engine package loads.
+import deerflow.engine as _engine  # noqa: F401
+
 # Registers the service that runs event handlers with every Engine (see deerflow.choreography).
 from deerflow import _choreography_service as _choreography_service
 from deerflow.choreography import publish_event, publish_event_async
