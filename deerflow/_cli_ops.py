@@ -249,6 +249,30 @@ def runs_retry(
         raise typer.Exit(0 if result.ok else 1)
 
 
+def runs_send(
+    run_id: RunIdArg,
+    transition: Annotated[str, typer.Argument(help="The transition's name.")],
+    payload: Annotated[str | None, typer.Option(help="JSON sent with the request "
+                       "(context.payload in handlers).")] = None,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Send a transition to a state-machine instance; exit 2 if it is refused or fails."""
+    data = _codec.loads(payload) if payload else None
+
+    async def main() -> Any:
+        async with open_engine(store) as engine:
+            state = await _runs.find_run(engine, run_id)
+            return await engine.send(state.run_id, transition, payload=data)
+
+    result = execute(main, store)
+    if as_json:
+        emit_json({"run_id": result.run_id, "transition": transition, "state": result.state,
+                   "status": result.status})
+    else:
+        out.print(f"{result.run_id}: {transition} -> {result.state}")
+
+
 # -- events, dead letters, dashboard ---------------------------------------------------------
 
 
@@ -359,6 +383,7 @@ def register(app: typer.Typer, runs_app: typer.Typer) -> None:
     runs_app.command("show")(runs_show)
     runs_app.command("cancel")(runs_cancel)
     runs_app.command("retry")(runs_retry)
+    runs_app.command("send")(runs_send)
     app.add_typer(events_app, name="events")
     app.add_typer(dlq_app, name="dlq")
     app.command("ui")(ui_command)

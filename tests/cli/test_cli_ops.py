@@ -180,3 +180,15 @@ async def test_dead_letters_are_listed_and_replayed(shell: Shell):
     assert again["body"]["value"] == "garbage" and again["replayed_at"] is None
     code, _, err = await shell.run("dlq", "replay", "9:9")
     assert code == 2 and "no dead letter 9:9" in err
+
+
+async def test_runs_send_moves_a_state_machine_and_a_refusal_exits_non_zero(shell: Shell):
+    handle = await shell.engine.start("door")
+    await shell.engine.index.wait(handle.run_id, lambda s: s.machine_state == "closed", 30.0)
+    sent = await shell.json("runs", "send", handle.run_id, "open_door", "--payload",
+                            '{"by": "cli"}')
+    assert sent == {"run_id": handle.run_id, "transition": "open_door", "state": "open",
+                    "status": "running"}
+    code, _, err = await shell.run("runs", "send", handle.run_id, "open_door")
+    assert code == 2 and "not allowed from state 'open'" in err
+    assert (await shell.engine.get_run(handle.run_id)).state == "open"
