@@ -92,6 +92,11 @@ def run(
     data = _codec.loads(input_json) if input_json else None
 
     async def main() -> RunResult:
+        if getattr(chosen, "_pipeline", None) is not None:
+            from deerflow.pipeline import run_pipeline  # a stream, not a run in the history
+
+            return await run_pipeline(chosen, params=params, input=data, timeout=timeout,
+                                      run_id=run_id)
         async with Engine(store, workflows) as engine:
             handle = await engine.start(chosen, params=params, input=data, run_id=run_id)
             if quiet or as_json:
