@@ -109,6 +109,8 @@ async def traced(dispatch: TaskDispatch, attempt: Awaitable[T]) -> T:
         from opentelemetry import trace
     except ImportError:
         return await attempt
+    if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        return await attempt  # no SDK configured: spans would go nowhere, skip their cost
     tracer = trace.get_tracer("deerflow")
     parent = _parent(run_trace_id(dispatch.run_id, dispatch.trigger), run_span_id(dispatch.run_id))
     attributes: dict[str, str | int] = {

@@ -34,16 +34,18 @@ class RunIndex:
         self._polls = 0
         self._changed = asyncio.Condition()
         self._listeners: list[Listener] = []
+        self._start_lock = asyncio.Lock()
 
     async def start(self) -> None:
-        """Start following the history from its beginning."""
-        if self._task is not None:
-            return
-        count = await self._log.partition_count(self._topics.history)
-        self._partitions = [TopicPartition(self._topics.history, p) for p in range(count)]
-        self._reader = self._log.reader({tp: 0 for tp in self._partitions})
-        await self._reader.start()
-        self._task = asyncio.create_task(self._follow(), name="deerflow-runindex")
+        """Start following the history from its beginning; safe to call concurrently."""
+        async with self._start_lock:
+            if self._task is not None:
+                return
+            count = await self._log.partition_count(self._topics.history)
+            self._partitions = [TopicPartition(self._topics.history, p) for p in range(count)]
+            self._reader = self._log.reader({tp: 0 for tp in self._partitions})
+            await self._reader.start()
+            self._task = asyncio.create_task(self._follow(), name="deerflow-runindex")
 
     async def stop(self) -> None:
         """Stop following; idempotent."""

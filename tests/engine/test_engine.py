@@ -205,3 +205,13 @@ def test_the_blocking_form_runs_on_the_embedded_store(tmp_path, monkeypatch):
     result = wf.run(params={"day": "2026-11-29"})
     assert result.status == "completed" and result.tasks["load"].output["n"] == 3
     assert (tmp_path / "deerflow.db").exists()
+
+
+async def test_many_concurrent_waiters_share_one_run_index(store):
+    wf = etl()
+    async with Engine(store, [wf]) as engine:
+        handles = [await engine.start(wf, params={"day": str(i)}) for i in range(10)]
+        results = await asyncio.gather(*(h.result(timeout=60) for h in handles))
+        readers = [t for t in asyncio.all_tasks() if t.get_name() == "deerflow-runindex"]
+    assert [r.status for r in results] == ["completed"] * 10
+    assert len(readers) == 1
