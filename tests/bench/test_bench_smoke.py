@@ -1,0 +1,74 @@
+"""The benchmark runs: ``python -m bench --quick`` end to end, and the harness's pairing maths.
+
+A smoke test only: no number is held to a goal here (performance is judged by ratios in
+``bench/results/``, never by timed assertions in tests).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.harness import Comparison, Goal, Metric, Metrics, Settings, run_comparison
+
+ROOT = Path(__file__).resolve().parents[2]
+SCENARIOS = {"a. engine overhead", "b. trigger latency", "c. fan-out scaling", "d. mapreduce",
+             "e. backpressure", "f. peers"}
+
+
+@pytest.mark.kafka
+@pytest.mark.timeout(300)
+def test_quick_benchmark_reports_every_scenario_without_errors(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path), "--stem", "smoke"],
+        cwd=ROOT, capture_output=True, text=True, timeout=280, check=False)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    report = json.loads((tmp_path / "smoke.json").read_text())
+    rows = report["rows"]
+    assert {row["scenario"] for row in rows} == SCENARIOS
+    broken = [f"{r['scenario']} / {r['comparison']}: {r['status']}" for r in rows
+              if r["status"].startswith("error")]
+    assert not broken, "\n".join(broken) + "\n" + proc.stderr[-4000:]
+    measured = [r for r in rows if r["status"] == "ok"]
+    assert all(r["ratio"] is not None and r["ratio"] > 0 for r in measured)
+    assert report["machine"]["cpus"] and report["packages"]["deerflow"]
+    table = (tmp_path / "smoke.md").read_text()
+    assert "| a. engine overhead | kafka p=1 w=1 |" in table
+
+
+async def test_pairs_alternate_and_the_ratio_is_the_median_of_per_pair_ratios() -> None:
+    calls: list[str] = []
+    baseline_values = iter([100.0, 100.0, 50.0, 100.0])  # warm-up, then three pairs
+    engine_values = iter([1.0, 40.0, 30.0, 60.0])
+
+    async def baseline() -> Metrics:
+        calls.append("A")
+        return {"rate": next(baseline_values)}
+
+    async def engine() -> Metrics:
+        calls.append("B")
+        return {"rate": next(engine_values)}
+
+    rows = await run_comparison(
+        Comparison("x", "y", "base", "eng", baseline, engine,
+                   [Metric("rate", "rate", "/s", Goal(">=", 0.5, stretch=0.7))]),
+        Settings(pairs=3, warmup=1))
+
+    assert calls == ["A", "B"] * 4
+    (row,) = rows
+    assert row.samples["ratio"] == [0.4, 0.6, 0.6]  # warm-up excluded, 30/50 within its pair
+    assert row.ratio == 0.6 and (row.ratio_min, row.ratio_max) == (0.4, 0.6)
+    assert row.goal_holds is True and row.stretch_holds is False
+
+
+async def test_a_failing_measurement_becomes_an_error_row_not_a_crash() -> None:
+    async def broken() -> Metrics:
+        raise RuntimeError("worker died")
+
+    rows = await run_comparison(
+        Comparison("x", "y", "", "eng", None, broken, [Metric("v", "v", "B")]), Settings())
+    assert [r.status for r in rows] == ["error: RuntimeError: worker died"]
