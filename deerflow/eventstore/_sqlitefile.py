@@ -114,6 +114,10 @@ class SqliteFile:
     def __init__(self, path: str) -> None:
         self.path = path
         self._conn: sqlite3.Connection | None = None
+        # End offsets known to this connection, valid while no other connection commits
+        # (``PRAGMA data_version`` changes when one does): polls then cost no MAX() query.
+        self._ends: dict[TopicPartition, int] = {}
+        self._data_version: int | None = None
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -138,9 +142,14 @@ class SqliteFile:
         conn = self.conn
         conn.execute(f"BEGIN {mode}")
         try:
+            version = conn.execute("PRAGMA data_version").fetchone()[0]
+            if version != self._data_version:  # another process committed: ends moved
+                self._ends.clear()
+                self._data_version = version
             yield conn
         except BaseException:
             conn.execute("ROLLBACK")
+            self._ends.clear()
             raise
         conn.execute("COMMIT")
 
@@ -178,6 +187,7 @@ class SqliteFile:
                 self._commit_offsets(request)
                 results.append(positions)
             conn.executemany("INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        self._ends.update(next_offsets)  # committed: our own writes move the known ends
         return results
 
     def _holds(self, request: WriteRequest) -> bool:
@@ -194,15 +204,20 @@ class SqliteFile:
         )
 
     def _end(self, tp: TopicPartition) -> int:
+        known = self._ends.get(tp)
+        if known is not None:
+            return known
         row = self.conn.execute(
             "SELECT MAX(record_offset) FROM records WHERE topic = ? AND partition_id = ?",
             (tp.topic, tp.partition),
         ).fetchone()
-        return 0 if row[0] is None else int(row[0]) + 1
+        end = self._ends[tp] = 0 if row[0] is None else int(row[0]) + 1
+        return end
 
     def end_offset(self, tp: TopicPartition) -> int:
         """The offset the next record of ``tp`` will get."""
-        return self._end(tp)
+        with self._transaction():
+            return self._end(tp)
 
     def fetch(
         self, positions: Sequence[tuple[TopicPartition, int]], max_records: int
