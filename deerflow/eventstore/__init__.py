@@ -6,7 +6,9 @@ Open one by URL with :func:`open_log`:
 * ``sqlite:///path.db`` — one file on one machine, no broker;
 * ``kafka://host:9092[,host2:9092]`` — many workers on many machines (needs the ``kafka`` extra).
 
-The interface all three implement is in :mod:`deerflow.eventstore.base`.
+The interface all three implement is in :mod:`deerflow.eventstore.base`. On top of any of them,
+:class:`EventStore` keeps domain events: publish, read a stream, replay, subscribe as a
+consumer group, fold an aggregate (with snapshots and optimistic concurrency), project.
 """
 
 from __future__ import annotations
@@ -35,17 +37,22 @@ if TYPE_CHECKING:
     from deerflow.eventstore.kafka import KafkaEventLog
 
 __all__ = [
+    "Aggregate",
     "AssignmentListener",
     "EventLog",
+    "EventStore",
     "GroupConsumer",
     "Headers",
     "KafkaEventLog",
     "LogReader",
     "MemoryEventLog",
     "Message",
+    "Projection",
     "Record",
     "SqliteEventLog",
     "StartFrom",
+    "StoredEvent",
+    "Subscription",
     "TopicPartition",
     "murmur2",
     "open_log",
@@ -89,4 +96,9 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-# The EventStore (typed events over an EventLog) is added here by its own module.
+# The event store (domain events over an EventLog). Imported last: it reaches back into the
+# engine lazily, and the engine imports this package.
+from deerflow.eventstore._store import EventStore  # noqa: E402
+from deerflow.eventstore._store_core import Aggregate  # noqa: E402
+from deerflow.eventstore._store_model import StoredEvent  # noqa: E402
+from deerflow.eventstore._store_subscription import Projection, Subscription  # noqa: E402
