@@ -169,9 +169,11 @@ class Engine:
             if self._started:
                 return
             await self.log.start()
-            for topic in (self.topics.history, self.topics.tasks, self.topics.events,
-                          self.topics.dlq):
-                await self.log.ensure_topic(topic, self._partitions)
+            # Histories, domain events and dead letters are the record: never expire them.
+            # Task messages are consumed within seconds: the broker's retention applies.
+            for topic in (self.topics.history, self.topics.events, self.topics.dlq):
+                await self.log.ensure_topic(topic, self._partitions, keep_forever=True)
+            await self.log.ensure_topic(self.topics.tasks, self._partitions)
             # Group joins take seconds on Kafka: join both groups at once.
             await asyncio.gather(*(part.start() for part in (self.orchestrator, self.worker)
                                    if part is not None))

@@ -149,7 +149,7 @@ class LogReader(_Lifecycle):
     @abc.abstractmethod
     async def poll(
         self,
-        timeout: float = 0.0,  # noqa: ASYNC109 - a poll timeout, as in Kafka clients, not a deadline
+        timeout: float = 0.0,
         max_records: int = 1000,
     ) -> list[Record]:
         """Return the next records of the assigned partitions, waiting up to ``timeout`` s.
@@ -223,10 +223,13 @@ class EventLog(_Lifecycle):
     url: str
 
     @abc.abstractmethod
-    async def ensure_topic(self, topic: str, partitions: int) -> int:
+    async def ensure_topic(self, topic: str, partitions: int, *,
+                           keep_forever: bool = False) -> int:
         """Create ``topic`` with ``partitions`` partitions unless it exists.
 
-        Returns the topic's real partition count (an existing topic keeps its own).
+        ``keep_forever`` asks the log never to delete the topic's records (Kafka:
+        ``retention.ms=-1``; run histories must not expire). Returns the topic's real
+        partition count (an existing topic keeps its own, and its settings).
         """
 
     @abc.abstractmethod

@@ -65,7 +65,9 @@ class KafkaSettings:
         fetch_max_wait_ms: how long a fetch may wait for data; it bounds how late a consumer
             sees a record that arrives while its fetch is parked (aiokafka's 500 ms default
             would add that to every step of a run).
-        session_timeout_ms: a silent group member is dropped after this long.
+        session_timeout_ms: a silent group member is dropped after this long (Kafka brokers
+            refuse less than their ``group.min.session.timeout.ms``, 6 s by default; Tansu
+            accepts 1 s, which the tests use for quick rebalances).
         heartbeat_interval_ms: group heartbeats; a join waits about half the session timeout.
         connect_timeout: seconds to reach the brokers at start before giving up.
         client_id: shown in broker logs.
@@ -77,8 +79,8 @@ class KafkaSettings:
     idempotent: bool = False
     linger_ms: int = 5
     fetch_max_wait_ms: int = 50
-    session_timeout_ms: int = 3000
-    heartbeat_interval_ms: int = 1000
+    session_timeout_ms: int = 10_000
+    heartbeat_interval_ms: int = 3_000
     connect_timeout: float = 10.0
     client_id: str = "deerflow"
 
@@ -148,10 +150,12 @@ class KafkaEventLog(EventLog):
             raise EventStoreError(f"Kafka log {self.url} is not started")
         return self._producer
 
-    async def ensure_topic(self, topic: str, partitions: int) -> int:
+    async def ensure_topic(self, topic: str, partitions: int, *,
+                           keep_forever: bool = False) -> int:
         """See :meth:`EventLog.ensure_topic`."""
         producer = self._require()
-        new = NewTopic(topic, partitions, self.settings.replication_factor)
+        configs = {"retention.ms": "-1"} if keep_forever else None
+        new = NewTopic(topic, partitions, self.settings.replication_factor, topic_configs=configs)
         try:
             response = await self._admin.create_topics([new])
             for name, code, *detail in response.topic_errors:
