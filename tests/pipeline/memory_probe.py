@@ -10,6 +10,7 @@ import json
 import resource
 import sys
 import time
+import tracemalloc
 
 from deerflow import Backpressure, Pipeline, Workflow, stage
 
@@ -62,10 +63,16 @@ def run(mode: str, items: int) -> dict:
 
 def main() -> None:
     mode = sys.argv[1]
+    tracemalloc.start()
     run(mode, BUFFER // 5)  # warm up: threads, pools and imports are not what we measure
     baseline = peak_rss_mib()
+    traced_before = tracemalloc.get_traced_memory()[0]
+    tracemalloc.reset_peak()
     outcome = run(mode, ITEMS)
     outcome["rss_growth_mib"] = round(peak_rss_mib() - baseline, 1)
+    # The heap's own peak: exact, where RSS can hide growth in pages the allocator kept.
+    outcome["heap_peak_growth_mib"] = round(
+        (tracemalloc.get_traced_memory()[1] - traced_before) / 2**20, 1)
     outcome["items_mib"] = round(ITEMS * ITEM_BYTES / 2**20, 1)
     print(json.dumps(outcome))
 
