@@ -9,6 +9,13 @@ from pydantic import BaseModel
 
 _OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS | orjson.OPT_UTC_Z
 
+#: The deepest nesting of user data (task outputs, run params and input, trigger events)
+#: deerflow stores. The log's own encoders stop near 254 levels and pydantic's JSON parser near
+#: 200, and user data is wrapped a few levels deep in events and task messages; a value nested
+#: deeper would be written and then be unreadable (a run that never moves again).
+MAX_DEPTH = 100
+_ORJSON_DEPTH = 254  # orjson.dumps refuses anything deeper; not configurable
+
 
 def _default(value: Any) -> Any:
     if isinstance(value, BaseModel):
@@ -36,3 +43,25 @@ def loads(data: bytes | str) -> Any:
 def to_json_value(value: Any) -> Any:
     """``value`` as plain JSON data (what a reader of the log will see)."""
     return orjson.loads(dumps(value))
+
+
+def bounded_json_value(value: Any) -> Any:
+    """:func:`to_json_value`, refusing values nested deeper than :data:`MAX_DEPTH` levels.
+
+    Raises:
+        TypeError: the value is not JSON-serialisable or nests too deeply.
+    """
+    wrapped = value
+    for _ in range(_ORJSON_DEPTH - MAX_DEPTH):
+        # orjson counts the wrappers too, so it fails exactly when ``value`` is too deep.
+        wrapped = [wrapped]
+    try:
+        data = orjson.dumps(wrapped, default=_default, option=_OPTIONS)
+    except orjson.JSONEncodeError as exc:
+        if "recursion" in str(exc).lower():
+            raise TypeError(f"value nests deeper than {MAX_DEPTH} levels") from None
+        raise TypeError(str(exc)) from exc
+    result = orjson.loads(data)
+    for _ in range(_ORJSON_DEPTH - MAX_DEPTH):
+        result = result[0]
+    return result

@@ -67,14 +67,20 @@ class EventTrigger(BaseModel):
 class KafkaEvent(EventTrigger):
     """Start a run for every message of a Kafka topic that passes ``filter``.
 
-    Exactly one run per message: the run id is derived from group/topic/partition/offset, and
-    offsets are committed only once the run request is durable.
+    Exactly one run per message: the run id is derived from group/topic/partition/offset (or
+    from ``dedupe_key``), and offsets are committed only once the run request is durable.
 
     Attributes:
         topic: the topic to consume.
         consumer_group: the Kafka consumer group; processes sharing it share the partitions.
         filter: a predicate over the decoded JSON message; a message it rejects starts no run,
             a message it raises on goes to the dead-letter topic.
+        dedupe_key: the message's own identity, e.g. ``lambda msg: msg["id"]``: messages with
+            the same key start one run wherever they sit in the topic (for producers that may
+            send a message twice). Without it, each offset is a message of its own. A message
+            it raises on, or returns ``None`` for, goes to the dead-letter topic.
+        payload_schema: a pydantic model the decoded message must satisfy, else it goes to
+            the dead-letter topic; tasks then see the validated message.
         bootstrap_servers: the cluster (``host:port,...``); default the store's Kafka cluster,
             else ``DEERFLOW_KAFKA_BOOTSTRAP``.
         start_from: where a group that never committed starts, ``earliest`` or ``latest``.
@@ -85,6 +91,8 @@ class KafkaEvent(EventTrigger):
     topic: str
     consumer_group: str = "deerflow"
     filter: Callable[[Any], bool] | None = None
+    dedupe_key: Callable[[Any], Any] | None = None
+    payload_schema: type[BaseModel] | None = None
     bootstrap_servers: str | None = None
     start_from: Literal["earliest", "latest"] = "earliest"
     batch_size: int = Field(default=100, ge=1, le=10_000)

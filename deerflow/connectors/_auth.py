@@ -110,19 +110,26 @@ def sign(body: bytes, secret: str, timestamp: int | None = None) -> str:
     return f"t={t},v1={digest}"
 
 
+def _parse_signature(header: str) -> tuple[int | None, list[bytes]]:
+    """``(t, [v1, ...])`` of a signature header; ``t`` is ``None`` unless plain ASCII digits."""
+    stamp: int | None = None
+    given: list[bytes] = []
+    for part in header.split(","):
+        name, _, value = part.strip().partition("=")
+        # isdigit() alone accepts "²" and int() would raise; 15 digits bound the int parse.
+        if name == "t" and value.isascii() and value.isdigit() and len(value) <= 15:
+            stamp = int(value)
+        elif name == "v1" and value:
+            given.append(value.encode())
+    return stamp, given
+
+
 def signature_problem(header: str | None, body: bytes, secrets: Iterable[str], *,
                       tolerance: float, now: float | None = None) -> str | None:
     """Why a signature header does not verify ``body``, or ``None`` when it does."""
     if not header:
         return "missing signature"
-    stamp: int | None = None
-    given: list[bytes] = []
-    for part in header.split(","):
-        name, _, value = part.strip().partition("=")
-        if name == "t" and value.isdigit():
-            stamp = int(value)
-        elif name == "v1" and value:
-            given.append(value.encode())
+    stamp, given = _parse_signature(header)
     if stamp is None or not given:
         return "malformed signature header"
     if abs((time.time() if now is None else now) - stamp) > tolerance:
@@ -134,3 +141,13 @@ def signature_problem(header: str | None, body: bytes, secrets: Iterable[str], *
         for candidate in given:
             matched |= hmac.compare_digest(candidate, expected)
     return None if matched else "signature does not match"
+
+
+def signed_identity(header: str, body: bytes) -> str:
+    """What a verified signature vouches for: its timestamp and the body's hash.
+
+    A replay of a signed request within the tolerance carries the same pair, however its
+    header is rearranged, so it maps to the same run instead of starting another.
+    """
+    stamp, _ = _parse_signature(header)
+    return f"signed:{stamp}:{hashlib.sha256(body).hexdigest()}"

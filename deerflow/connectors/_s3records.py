@@ -63,28 +63,48 @@ def to_event(record: Mapping[str, Any], trigger_name: str, received_at: float) -
     """The trigger event for one S3 record.
 
     Raises:
-        NotAnS3EventError: the record lacks the bucket or the key.
+        NotAnS3EventError: the record lacks the bucket or the key, or a field has a wrong type
+            (the record comes from a queue anyone may write to).
     """
     s3 = record.get("s3")
     if not isinstance(s3, dict):
         raise NotAnS3EventError("record has no 's3' section")
-    bucket = (s3.get("bucket") or {}).get("name")
-    obj = s3.get("object") or {}
-    if not bucket or "key" not in obj:
+    bucket, obj = s3.get("bucket"), s3.get("object")
+    if not isinstance(bucket, dict) or not isinstance(obj, dict):
+        raise NotAnS3EventError("record has no 'bucket' or 'object' section")
+    name, key = bucket.get("name"), obj.get("key")
+    if not isinstance(name, str) or not name or not isinstance(key, str):
         raise NotAnS3EventError("record has no bucket name or object key")
-    size = obj.get("size")
     return S3ObjectEvent(
-        trigger=trigger_name, received_at=received_at, bucket=str(bucket),
-        key=unquote_plus(str(obj["key"])), event_name=event_name(record),
-        size=int(size) if isinstance(size, int | str) and str(size).isdigit() else None,
-        etag=_unquoted(obj.get("eTag")), version_id=obj.get("versionId") or None,
-        sequencer=obj.get("sequencer") or None, event_time=record.get("eventTime"),
+        trigger=trigger_name, received_at=received_at, bucket=name, key=unquote_plus(key),
+        event_name=event_name(record), size=_size(obj.get("size")),
+        etag=_unquoted(_text(obj, "eTag")), version_id=_text(obj, "versionId"),
+        sequencer=_text(obj, "sequencer"), event_time=_text(record, "eventTime"),
         raw=dict(record),
     )
 
 
-def _unquoted(etag: Any) -> str | None:
-    return str(etag).strip('"') or None if etag else None
+def _text(section: Mapping[str, Any], name: str) -> str | None:
+    value = section.get(name)
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    raise NotAnS3EventError(f"record field {name!r} is not text")
+
+
+def _size(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    return None
+
+
+def _unquoted(etag: str | None) -> str | None:
+    return etag.strip('"') or None if etag else None
 
 
 def matches(trigger: S3Event, event: S3ObjectEvent) -> bool:

@@ -47,7 +47,10 @@ def run_id_for(workflow: str, source: str, identity: str | None) -> str:
     """
     if identity is None:
         return f"{workflow}-{source}-{uuid.uuid4().hex[:24]}"
-    digest = hashlib.sha256(f"{workflow}\x00{source}\x00{identity}".encode()).hexdigest()
+    # surrogateescape: HTTP headers that are not UTF-8 arrive as lone surrogates; their bytes
+    # are still an identity.
+    text = f"{workflow}\x00{source}\x00{identity}"
+    digest = hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
     return f"{workflow}-{source}-{digest[:24]}"
 
 
@@ -73,6 +76,21 @@ class DeadLetter:
 
 
 Action = RunRequest | DeadLetter
+
+
+def unstorable(request: RunRequest) -> str | None:
+    """Why ``request``'s trigger event cannot be stored in its ``RunRequested``, or ``None``.
+
+    JSON decoders accept deeper nesting than deerflow stores (orjson reads 1,024 levels; user
+    data is limited to :data:`deerflow._codec.MAX_DEPTH`), so without this check one deeply
+    nested message would fail its batch forever, or start a run that can never move.
+    """
+    try:
+        _codec.bounded_json_value(request.event.model_dump(mode="json"))
+        _codec.bounded_json_value(request.input)
+    except (TypeError, ValueError) as exc:  # pydantic raises ValueError past ~255 levels
+        return f"trigger event cannot be stored: {exc}"
+    return None
 
 
 class EngineLoad:
@@ -107,6 +125,18 @@ class EngineLoad:
             self.running.discard(state.run_id)
         else:
             self.running.add(state.run_id)
+
+    def requested(self, run_ids: Iterable[str]) -> None:
+        """Count runs a source just requested, before the run index reads them back.
+
+        Without this a source polling faster than the index follows the history would take
+        batch after batch while the gauge still looks empty. A run the index already saw end
+        is not counted (it would never be discounted).
+        """
+        for run_id in run_ids:
+            state = self._engine.index.runs.get(run_id)
+            if state is None or not state.terminal:
+                self.running.add(run_id)
 
     def saturated(self, limit: int) -> bool:
         """Whether at least ``limit`` runs are running."""
@@ -214,6 +244,8 @@ class TriggerSource(abc.ABC, Generic[T]):
                 continue
             self.requested += len(requests)
             self.dead_lettered += len(letters)
+            if self.load is not None:
+                self.load.requested(r.run_id for r in requests)
             return [r.run_id for r in requests]
 
     async def _request(self, request: RunRequest) -> None:
@@ -224,11 +256,15 @@ class TriggerSource(abc.ABC, Generic[T]):
 
     def _letter_message(self, letter: DeadLetter) -> Message:
         body = {"reason": letter.reason, "source": letter.source, "trigger": self.name,
-                "at": time.time(), **letter.details}
+                "at": time.time()}
+        try:
+            value = _codec.dumps({**body, **letter.details})
+        except (TypeError, ValueError) as exc:  # details too deep or odd: keep the reason
+            value = _codec.dumps({**body, "details_error": str(exc)})
         headers = (*letter.headers, ("deerflow-reason", letter.reason.encode()[:1000]),
                    ("deerflow-trigger", self.name.encode()))
         log.warning("trigger %s: dead-lettering input: %s", self.name, letter.reason)
-        return Message(topic=self.engine.topics.dlq, key=letter.key, value=_codec.dumps(body),
+        return Message(topic=self.engine.topics.dlq, key=letter.key, value=value,
                        headers=headers)
 
 

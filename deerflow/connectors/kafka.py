@@ -2,8 +2,9 @@
 
 One :class:`KafkaTriggerSource` runs per (cluster, consumer group) and routes each topic to the
 workflow whose :class:`~deerflow.events.KafkaEvent` names it. For each batch it decodes the
-messages (JSON, orjson), applies the trigger's ``filter``, requests the runs (run id from
-group/topic/partition/offset), dead-letters what cannot be read, and commits the offsets only
+messages (JSON, orjson), checks the ``payload_schema`` and applies the ``filter``, requests the
+runs (run id from group/topic/partition/offset, or from the trigger's ``dedupe_key``),
+dead-letters what cannot be read, and commits the offsets only
 after all of that is durable. So a crash redelivers, and a redelivery is the same run.
 
 The source topic is read through deerflow's own :class:`~deerflow.eventstore.base.EventLog`
@@ -22,8 +23,10 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
+from pydantic import ValidationError
 
 from deerflow.connectors.base import (
     Action,
@@ -32,6 +35,7 @@ from deerflow.connectors.base import (
     TriggerSource,
     backoff_sleep,
     run_id_for,
+    unstorable,
 )
 from deerflow.engine import Engine
 from deerflow.errors import ConnectorError, DeerflowError
@@ -90,6 +94,37 @@ def _letter(record: Record, route: KafkaRoute, reason: str) -> DeadLetter:
     return DeadLetter(reason=reason, source="kafka", details=details,
                       key=f"{record.topic}/{record.partition}/{record.offset}",
                       headers=record.headers)
+
+
+class _PoisonError(Exception):
+    """A message that cannot start a run; the text is the dead letter's reason."""
+
+
+_FILTERED: Any = object()
+
+
+def _accepted(trigger: KafkaEvent, value: bytes) -> Any:
+    """The decoded message, or ``_FILTERED``; raises :class:`_PoisonError` saying why not."""
+    try:
+        message = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise _PoisonError(f"message is not JSON: {exc}") from None
+    if trigger.payload_schema is not None:
+        try:
+            message = trigger.payload_schema.model_validate(message).model_dump(mode="json")
+        except ValidationError as exc:
+            raise _PoisonError(f"message does not match the schema: "
+                               f"{exc.errors(include_url=False, include_input=False)}") from None
+        except ValueError as exc:  # valid, but pydantic cannot dump it (nested too deeply)
+            raise _PoisonError(f"message cannot be stored: {exc}") from None
+    if trigger.filter is not None:
+        try:
+            accepted = bool(trigger.filter(message))
+        except Exception as exc:  # any failure of the user's filter
+            raise _PoisonError(f"filter raised {type(exc).__name__}: {exc}") from None
+        if not accepted:
+            return _FILTERED
+    return message
 
 
 class KafkaTriggerSource(TriggerSource[Record]):
@@ -198,26 +233,36 @@ class KafkaTriggerSource(TriggerSource[Record]):
         if route is None:
             return []
         try:
-            message = orjson.loads(item.value)
-        except orjson.JSONDecodeError as exc:
-            return [_letter(item, route, f"message is not JSON: {exc}")]
-        if route.trigger.filter is not None:
-            try:
-                accepted = bool(route.trigger.filter(message))
-            except Exception as exc:  # any failure of the user's filter
-                return [_letter(item, route, f"filter raised {type(exc).__name__}: {exc}")]
-            if not accepted:
+            message = _accepted(route.trigger, item.value)
+            if message is _FILTERED:
                 return []
+            identity = self._identity(route.trigger, item, message)
+        except _PoisonError as exc:
+            return [_letter(item, route, str(exc))]
         event = KafkaMessageEvent(
             trigger=route.name, received_at=time.time(), message=message, key=item.key,
             headers=_headers(item), topic=item.topic, partition=item.partition,
             offset=item.offset, timestamp=item.timestamp_ms,
             raw={"value": item.value.decode("utf-8", "replace")},
         )
-        identity = f"{self.group}/{item.topic}/{item.partition}/{item.offset}"
+        request = RunRequest(route.workflow, run_id_for(route.workflow, "kafka", identity), event)
+        problem = unstorable(request)
+        return [_letter(item, route, problem) if problem else request]
+
+    def _identity(self, trigger: KafkaEvent, item: Record, message: Any) -> str:
+        if trigger.dedupe_key is None:
+            identity = f"{self.group}/{item.topic}/{item.partition}/{item.offset}"
+        else:
+            try:
+                key = trigger.dedupe_key(message)
+            except Exception as exc:  # any failure of the user's function
+                raise _PoisonError(f"dedupe_key raised {type(exc).__name__}: {exc}") from None
+            if key is None:
+                raise _PoisonError("dedupe_key returned None")
+            identity = f"{self.group}/{item.topic}/id/{key}"
         if self._replay_nonce is not None:
             identity += f"#replay-{self._replay_nonce}"
-        return [RunRequest(route.workflow, run_id_for(route.workflow, "kafka", identity), event)]
+        return identity
 
     async def acknowledge(self, items: Sequence[Record]) -> None:
         """Commit past ``items``; a failed commit only means they are delivered again."""

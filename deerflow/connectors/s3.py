@@ -41,6 +41,7 @@ from deerflow.connectors.base import (
     TriggerSource,
     backoff_sleep,
     run_id_for,
+    unstorable,
 )
 from deerflow.engine import Engine
 from deerflow.events import S3Event, S3ObjectEvent
@@ -193,7 +194,9 @@ class S3NotificationSource(TriggerSource[SqsMessage]):
                          self.name, event.bucket, event.key, event.sequencer)
             else:
                 run_id = run_id_for(self.workflow, "s3", identity(event))
-                actions.append(RunRequest(self.workflow, run_id, event))
+                request = RunRequest(self.workflow, run_id, event)
+                problem = unstorable(request)
+                actions.append(self._letter(item, problem) if problem else request)
         return actions
 
     async def acknowledge(self, items: Sequence[SqsMessage]) -> None:

@@ -3,11 +3,14 @@
 Each :class:`~deerflow.events.WebhookEvent` becomes a route. A request is checked in this order,
 cheapest first and always before its body is parsed: API key (401), saturation (503 when the
 engine runs too many runs, 429 when too many requests are being answered), body size (413,
-read in bounded chunks), HMAC signature over the raw body (401), JSON (400), the trigger's
-``payload_schema`` (422). Then the run is requested and the answer, 202 with
-``{"run_id", "status_url"}``, is sent only once that request is durable. An
-``Idempotency-Key`` (or the trigger's delivery-id header) fixes the run id, so repeated or
-concurrent duplicates get the same run. ``GET <status_path>/<run_id>`` reports a run.
+read in bounded chunks, within ``body_timeout``, else 408), HMAC signature over the raw body
+(401), JSON (400, also for JSON nested too deeply to store), the trigger's ``payload_schema``
+(422). Then the run is requested and the answer, 202 with ``{"run_id", "status_url"}``, is
+sent only once that request is durable. An ``Idempotency-Key`` (or the trigger's delivery-id
+header) fixes the run id, so repeated or concurrent duplicates get the same run; without one,
+a signed request's signature does (a replayed signed request is the same run). A connection
+that does not deliver its headers within ``idle_timeout`` is closed (slow clients).
+``GET <status_path>/<run_id>`` reports a run.
 
 The gateway's :attr:`WebhookGateway.app` is a plain ``aiohttp.web.Application``: more routes (a
 dashboard, an API) can be added to it, or passed as ``extra_routes``, before :meth:`start`.
@@ -15,6 +18,7 @@ dashboard, an API) can be added to it, or passed as ``extra_routes``, before :me
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -26,8 +30,14 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from deerflow import _codec
-from deerflow.connectors._auth import ApiKeys, configured_secrets, presented_key, signature_problem
-from deerflow.connectors.base import RunRequest, TriggerSource, run_id_for
+from deerflow.connectors._auth import (
+    ApiKeys,
+    configured_secrets,
+    presented_key,
+    signature_problem,
+    signed_identity,
+)
+from deerflow.connectors.base import RunRequest, TriggerSource, run_id_for, unstorable
 from deerflow.engine import Engine
 from deerflow.errors import ConnectorError, RunNotFound
 from deerflow.events import WebhookEvent, WebhookRequestEvent, trigger_name
@@ -56,6 +66,11 @@ def _json(status: int, body: Any, headers: Mapping[str, str] | None = None) -> w
 
 def _error(status: int, message: str, **headers: str) -> web.Response:
     return _json(status, {"error": message}, headers)
+
+
+def _text(value: str) -> str:
+    """Header and query text as storable UTF-8 (bytes that were not UTF-8 become U+FFFD)."""
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 class _BodyTooLargeError(Exception):
@@ -91,6 +106,9 @@ class WebhookGateway(TriggerSource[None]):
         public_url: the base of status URLs (default: the request's own origin).
         extra_routes: more aiohttp routes for the same server.
         max_running: answer 503 while this many runs are running.
+        body_timeout: seconds a request may take to send its body (else 408).
+        idle_timeout: seconds a connection may stay idle, or take to send its headers, before
+            it is closed.
     """
 
     source = "webhook"
@@ -99,8 +117,11 @@ class WebhookGateway(TriggerSource[None]):
                  api_keys: ApiKeys | None = None, config: Mapping[str, Any] | None = None,
                  max_pending: int = 256, give_up_after: float = 5.0, status_path: str = "/runs",
                  public_url: str | None = None, extra_routes: Iterable[web.AbstractRouteDef] = (),
-                 max_running: int | None = None) -> None:
+                 max_running: int | None = None, body_timeout: float = 30.0,
+                 idle_timeout: float = 15.0) -> None:
         super().__init__(engine, "webhook-gateway", max_running=max_running)
+        self.body_timeout = body_timeout
+        self.idle_timeout = idle_timeout
         self.host = host
         self._port = port
         self._config = dict(config or {})
@@ -148,7 +169,8 @@ class WebhookGateway(TriggerSource[None]):
             raise ConnectorError("a webhook uses auth='api_key' but no API keys are configured "
                                  "(DEERFLOW_API_KEYS or [gateway] api_keys)", retriable=False)
         await self._attach_load()
-        runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=10.0)
+        runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=10.0,
+                               keepalive_timeout=self.idle_timeout)
         await runner.setup()
         await web.TCPSite(runner, self.host, self._port).start()
         self._runner = runner
@@ -205,9 +227,13 @@ class WebhookGateway(TriggerSource[None]):
     async def _accept(self, route: WebhookRoute, request: web.Request) -> web.StreamResponse:
         trigger = route.trigger
         try:
-            raw = await _read_body(request, trigger.max_body)
+            async with asyncio.timeout(self.body_timeout):
+                raw = await _read_body(request, trigger.max_body)
         except _BodyTooLargeError:
-            return _error(413, f"body over {trigger.max_body} bytes")
+            return _error(413, f"body over {trigger.max_body} bytes", Connection="close")
+        except TimeoutError:
+            return _error(408, f"body not received within {self.body_timeout}s",
+                          Connection="close")
         if route.secrets:
             problem = signature_problem(request.headers.get(trigger.signature_header), raw,
                                         route.secrets, tolerance=trigger.tolerance)
@@ -221,8 +247,13 @@ class WebhookGateway(TriggerSource[None]):
             try:
                 body = trigger.payload_schema.model_validate(body).model_dump(mode="json")
             except ValidationError as exc:
+                # No context: it may hold the validator's exception object, not JSON.
+                detail = exc.errors(include_url=False, include_input=False,
+                                    include_context=False)
                 return _json(422, {"error": "payload does not match the schema",
-                                   "detail": exc.errors(include_url=False, include_input=False)})
+                                   "detail": detail})
+            except ValueError as exc:  # valid, but pydantic cannot dump it (nested too deeply)
+                return _error(400, f"body cannot be accepted: {exc}")
         return await self._request_run(route, request, raw, body)
 
     async def _request_run(self, route: WebhookRoute, request: web.Request, raw: bytes,
@@ -235,15 +266,22 @@ class WebhookGateway(TriggerSource[None]):
         event = WebhookRequestEvent(
             trigger=route.name, received_at=time.time(), path=request.path,
             method=request.method,
-            headers={k: v for k, v in request.headers.items() if k.lower() not in hidden},
-            body=body, text=raw.decode("utf-8", "replace"), query=dict(request.query),
-            delivery_id=delivery,
+            headers={k: _text(v) for k, v in request.headers.items() if k.lower() not in hidden},
+            body=body, text=raw.decode("utf-8", "replace"),
+            query={_text(k): _text(v) for k, v in request.query.items()},
+            delivery_id=_text(delivery) if delivery else None,
         )
         identity = f"{trigger.path}\x00{delivery}" if delivery else None
+        signature = request.headers.get(trigger.signature_header)
+        if identity is None and route.secrets and signature:
+            identity = f"{trigger.path}\x00{signed_identity(signature, raw)}"
         run_id = run_id_for(route.workflow, "webhook", identity)
+        run = RunRequest(route.workflow, run_id, event)
+        problem = unstorable(run)
+        if problem is not None:
+            return _error(400, f"body cannot be accepted: {problem}")
         try:
-            await self.submit([RunRequest(route.workflow, run_id, event)],
-                              give_up_after=self.give_up_after)
+            await self.submit([run], give_up_after=self.give_up_after)
         except ConnectorError as exc:
             log.error("webhook %s: run request not durable: %s", trigger.path, exc)
             return _error(503, "the run could not be recorded; try again",

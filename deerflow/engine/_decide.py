@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from deerflow.engine import _history as h
+from deerflow.engine._change import definition_change
 from deerflow.engine._decide_compensation import has_compensations, roll_back
 from deerflow.engine._decide_machine import decide_machine
 from deerflow.engine._decide_nodes import (
@@ -48,11 +49,8 @@ def decide(wf: Workflow, state: RunState, now: float) -> list[h.HistoryEvent]:
         return []
     if state.cancel_requested:
         return _cancel(wf, state, now)
-    changed = _definition_change(wf, state)
-    if changed is not None:
-        failed_id = h.event_id(state.run_id, "failed", *generation(state))
-        return _finish(state, now, h.RunFailed(id=failed_id, run_id=state.run_id, ts=now,
-                                               error=changed))
+    if definition_change(wf, state) is not None:
+        return []  # parked: nothing re-runs or is skipped until its definition is loaded
     if wf.machine is not None:
         return decide_machine(wf, wf.machine, state, now)
     events: list[h.HistoryEvent] = []
@@ -180,20 +178,6 @@ def _cancel(wf: Workflow, state: RunState, now: float) -> list[h.HistoryEvent]:
         id=h.event_id(run_id, "cancelled"), run_id=run_id, ts=now,
         reason=state.error or "cancelled")))
     return events
-
-
-def _definition_change(wf: Workflow, state: RunState) -> str | None:
-    """Describe how ``wf`` differs from the definition the run started on, if it does."""
-    if state.version != wf.version:
-        return (f"run was started on version {state.version!r} of workflow {wf.name!r} but "
-                f"version {wf.version!r} is loaded; keep the old version registered")
-    if not state.fingerprint or state.fingerprint == wf.fingerprint():
-        return None
-    unknown = sorted(tid for tid in state.tasks
-                     if tid not in wf.tasks and "/" not in tid and "@" not in tid)
-    detail = f"tasks {unknown} no longer exist" if unknown else "tasks or dependencies changed"
-    return (f"workflow {wf.name!r} changed under a running run ({detail}); "
-            "bump Workflow(version=...) to change a workflow with runs in flight")
 
 
 def scheduled_attempts(state: RunState) -> list[tuple[str, int, bool]]:

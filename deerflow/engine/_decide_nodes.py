@@ -128,7 +128,8 @@ def start_child_run(task: TaskDef, state: RunState, attempt: int, now: float) ->
     rid = child_run_id(state.run_id, task.id, attempt)
     return h.RunRequested(
         id=h.event_id(rid, "requested"), run_id=rid, ts=now, workflow=child.name,
-        version=child.version, fingerprint=child.fingerprint(), params=state.params,
+        version=child.version, fingerprint=child.fingerprint(), shape=child.shape(),
+        params=state.params,
         input=child_input(task, state),
         parent=h.ParentRef(run_id=state.run_id, task_id=task.id, attempt=attempt),
         correlation_id=state.correlation_id or state.run_id,

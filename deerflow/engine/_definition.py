@@ -256,6 +256,10 @@ class Workflow(PatternsMixin, ChoreographyMixin, PipelineMixin):
         result = self._ancestors[task_id] = frozenset(seen)
         return result
 
+    def shape(self) -> dict[str, list[str]]:
+        """Task ids and their dependencies, recorded in each run to describe later changes."""
+        return {t.id: list(t.depends_on) for t in self._tasks.values()}
+
     def fingerprint(self) -> str:
         """A hash of the DAG's shape (ids, kinds, edges), recorded in each run's history."""
         if self._fingerprint is None:
@@ -263,10 +267,11 @@ class Workflow(PatternsMixin, ChoreographyMixin, PipelineMixin):
         return self._fingerprint
 
     def _compute_fingerprint(self) -> str:
+        # Sorted: declaring the same tasks in another order changes nothing a run relies on.
         shape = ";".join(
-            f"{t.id}:{t.kind}:{','.join(t.depends_on)}:"
+            f"{t.id}:{t.kind}:{','.join(sorted(t.depends_on))}:"
             f"{t.compensation.id if t.compensation else ''}"
-            for t in self._tasks.values()
+            for t in sorted(self._tasks.values(), key=lambda t: t.id)
         )
         if self.machine is not None:
             shape += "|machine:" + self.machine.fingerprint()

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Protocol, Self, overload
 
+from deerflow import _codec
 from deerflow.engine import _history as h
+from deerflow.engine._change import PARKED
 from deerflow.engine._definition import Workflow, ensure_loop_free
 from deerflow.engine._orchestrator import Orchestrator
 from deerflow.engine._registry import WorkflowRegistry
@@ -235,10 +238,17 @@ class Engine:
         """
         await self._start_engine()
         wf = self._resolve(workflow)
+        if getattr(wf, "_pipeline", None) is not None:
+            raise DeerflowError(f"workflow {wf.name!r} is a streaming pipeline: feed it with "
+                                "workflow.run(input=...) or run it under `deerflow serve`")
         rid = run_id or new_run_id()
+        for value in (params, input, trigger):
+            # TypeError now, rather than a run written that no reader can parse back.
+            _codec.bounded_json_value(value)
         event = h.RunRequested(
             id=h.event_id(rid, "requested"), run_id=rid, workflow=wf.name, version=wf.version,
-            fingerprint=wf.fingerprint(), params=dict(params or {}), input=input,
+            fingerprint=wf.fingerprint(), shape=wf.shape(), params=dict(params or {}),
+            input=input,
             trigger=dict(trigger) if trigger is not None else None, parent=parent,
             correlation_id=correlation_id,
         )
@@ -288,12 +298,16 @@ class Engine:
         """Runs, newest first, filtered by workflow name, status and state-machine state."""
         await self._start_engine()
         await self.index.sync()
+        folded = "running" if status == PARKED else status  # parked runs fold as running
         states = [s for s in self.index.runs.values()
                   if (workflow is None or s.workflow == workflow)
-                  and (status is None or s.status == status)
+                  and (folded is None or s.status == folded)
                   and (state is None or s.machine_state == state)]
         states.sort(key=lambda s: s.started_at or 0.0, reverse=True)
-        return [self._result(s) for s in states[:limit]]
+        results: Iterable[RunResult] = (self._result(s) for s in states)
+        if folded == "running":
+            results = (r for r in results if r.status == status)
+        return list(itertools.islice(results, limit))
 
     async def send(self, instance_id: str, transition: str, payload: Any = None, *,
                    request_id: str | None = None, wait: bool = True,

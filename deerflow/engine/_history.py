@@ -49,6 +49,8 @@ class RunRequested(_Event):
     workflow: str
     version: str = "1"
     fingerprint: str = ""
+    #: the definition's task ids and their dependencies, to name what changed if it does
+    shape: dict[str, list[str]] | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     input: Any = None
     trigger: dict[str, Any] | None = None

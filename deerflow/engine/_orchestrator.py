@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from deerflow.engine import _history as h
+from deerflow.engine._change import definition_change
 from deerflow.engine._context import TaskDispatch
 from deerflow.engine._decide import advance
 from deerflow.engine._definition import Workflow
@@ -112,6 +113,9 @@ class Orchestrator:
         self._stopping = asyncio.Event()
         self._missing_logged: set[tuple[str, str]] = set()
         self._pending_fired: list[h.HistoryEvent] = []
+        self._stale = False  # a rebuild failed: the loop must rebuild the owned partitions
+        #: runs whose loaded definition differs from theirs, with what changed (they wait)
+        self.parked: dict[str, str] = {}
         self._out_dispatch: list[Message] = []
         self._out_history: list[Message] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -153,7 +157,16 @@ class Orchestrator:
 
     async def on_assigned(self, partitions: frozenset[TopicPartition]) -> None:
         """Rebuild the runs of newly owned partitions from the log, then act on them."""
-        await self._rebuild(partitions)
+        try:
+            await self._rebuild(partitions)
+        except Exception:
+            if self._stopping.is_set():
+                return  # the consumer is going away; the next owner rebuilds
+            # The group swallows listener errors, so a half-done rebuild (runs missing, retry
+            # timers not re-armed: runs that never move again) would stand. The loop retries.
+            log.warning("orchestrator: rebuilding %d partitions failed; retrying",
+                        len(partitions), exc_info=True)
+            self._stale = True
 
     async def on_revoked(self, partitions: frozenset[TopicPartition]) -> None:
         """Append what was decided, then forget runs of partitions another member now owns."""
@@ -165,6 +178,7 @@ class Orchestrator:
         for tp in partitions:
             for run_id in self._runs_by_partition.pop(tp.partition, set()):
                 self.runs.pop(run_id, None)
+                self.parked.pop(run_id, None)
         owned = set(self.runs)
         self._timers = [t for t in self._timers if t[1] in owned]
         heapq.heapify(self._timers)
@@ -196,6 +210,11 @@ class Orchestrator:
         assert self._consumer is not None
         while not self._stopping.is_set():
             try:
+                if self._stale:
+                    self._stale = False
+                    await asyncio.sleep(1.0)
+                    await self._rebuild_all()
+                    continue
                 records = await self._consumer.poll(timeout=self._poll_timeout(),
                                                      max_records=2000)
                 touched: dict[str, RunState] = {}
@@ -325,4 +344,11 @@ class Orchestrator:
             self._missing_logged.add((state.workflow, state.version))
             log.error("run %s waits: workflow %r version %r is not loaded in this process",
                       state.run_id, state.workflow, state.version)
+        if wf is not None and not state.terminal:
+            reason = definition_change(wf, state)
+            if reason is None:
+                self.parked.pop(state.run_id, None)
+            elif state.run_id not in self.parked:  # decide does nothing for it; say why, once
+                self.parked[state.run_id] = reason
+                log.error("run %s is parked: %s", state.run_id, reason)
         return wf

@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from deerflow.engine import _state as s
+from deerflow.engine._change import PARKED, definition_change
 from deerflow.engine._definition import Workflow
 from deerflow.errors import RunFailed
 
@@ -43,7 +44,9 @@ class RunResult(BaseModel):
     """A run as its history tells it.
 
     ``status`` is running, completed, failed, cancelled (and, for sagas, compensated or
-    compensation_failed). ``output`` is the sink task's output, or a dict by task id when the
+    compensation_failed), or parked: the run waits because the definition loaded here differs
+    from the one it started on (``error`` says what changed; loading that version again lets
+    it go on, or cancel it). ``output`` is the sink task's output, or a dict by task id when the
     workflow has several sinks. For a state-machine instance, ``state`` is its current state
     and ``transitions`` its transition history (applied, rejected and failed requests).
     """
@@ -75,8 +78,8 @@ class RunResult(BaseModel):
 
     @property
     def done(self) -> bool:
-        """Whether the run has ended, whichever way."""
-        return self.status != "running"
+        """Whether the run has ended, whichever way (a parked run has not)."""
+        return self.status not in ("running", PARKED)
 
     def raise_for_status(self) -> RunResult:
         """Return ``self`` if completed, else raise :class:`deerflow.errors.RunFailed`."""
@@ -112,13 +115,14 @@ def run_result(state: s.RunState, wf: Workflow | None = None) -> RunResult:
         tid: task_result(state.tasks[tid]) if tid in state.tasks else TaskResult(status="pending")
         for tid in order
     }
+    parked = definition_change(wf, state) if wf is not None and not state.terminal else None
     return RunResult(
         run_id=state.run_id,
         workflow=state.workflow,
         version=state.version,
-        status=state.status,
+        status=PARKED if parked else state.status,
         output=state.output,
-        error=state.error if state.status != s.RUN_COMPLETED else None,
+        error=parked or (state.error if state.status != s.RUN_COMPLETED else None),
         failed_task=state.failed_task,
         params=state.params,
         input=state.input,

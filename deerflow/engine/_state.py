@@ -106,6 +106,7 @@ class RunState:
     workflow: str = ""
     version: str = "1"
     fingerprint: str = ""
+    shape: dict[str, list[str]] | None = None
     params: dict[str, Any] = field(default_factory=dict)
     input: Any = None
     trigger: dict[str, Any] | None = None
@@ -168,6 +169,7 @@ def _run_requested(state: RunState, e: h.RunRequested) -> bool:
     state.workflow = e.workflow
     state.version = e.version
     state.fingerprint = e.fingerprint
+    state.shape = e.shape
     state.params = dict(e.params)
     state.input = e.input
     state.trigger = e.trigger

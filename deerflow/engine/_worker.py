@@ -78,7 +78,7 @@ async def run_attempt(
         # traced: the attempt runs inside its OpenTelemetry span when tracing is set up
         output = await traced(dispatch, asyncio.wait_for(_call(fn, ctx, executor), task.timeout))
         try:
-            output = _codec.to_json_value(output)
+            output = _codec.bounded_json_value(output)
         except TypeError as exc:
             raise OutputNotSerializable(
                 f"task {task_id!r} returned a value that is not JSON-serialisable: {exc}",

@@ -135,7 +135,7 @@ class LocalReader(LogReader):
 
     async def poll(
         self,
-        timeout: float = 0.0,  # noqa: ASYNC109 - the interface's timeout, as in Kafka's poll
+        timeout: float = 0.0,
         max_records: int = 1000,
     ) -> list[Record]:
         """See :meth:`LogReader.poll`."""

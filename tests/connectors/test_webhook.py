@@ -144,9 +144,10 @@ async def test_hmac_signatures_are_checked_before_parsing_with_two_live_secrets(
         engine: Engine, gateway: WebhookGateway, http: aiohttp.ClientSession) -> None:
     url = f"{gateway.url}/signed"
     body = orjson.dumps({"event": "push"})
-    for secret in SECRETS:
-        status, _, _ = await post(http, url, data=body,
-                                  headers={"Deerflow-Signature": sign(body, secret)})
+    for age, secret in enumerate(SECRETS):
+        # Distinct timestamps: one signed (timestamp, body) pair is one delivery (a replay).
+        signature = sign(body, secret, timestamp=int(time.time()) - age)
+        status, _, _ = await post(http, url, data=body, headers={"Deerflow-Signature": signature})
         assert status == 202
     stale = sign(body, SECRETS[0], timestamp=int(time.time()) - 301)
     wrong = sign(body, "not-the-secret")

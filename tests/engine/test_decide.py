@@ -197,15 +197,18 @@ def test_cancellation_skips_pending_tasks_and_ends_the_run():
     assert state.status == "cancelled"
 
 
-def test_a_changed_definition_fails_the_run_naming_the_change():
+def test_a_changed_definition_parks_the_run_naming_the_change():
+    from deerflow.engine._change import definition_change
+
     old = chain()
     state = started(old)
     advance(old, state, NOW)
     new = Workflow(name="chain")
     new.task(id="a2")(noop)
-    (event,) = advance(new, state, NOW)
-    assert isinstance(event, h.RunFailed)
-    assert "changed" in event.error and "['a']" in event.error
+    assert advance(new, state, NOW) == []  # parked: nothing decided, nothing ended
+    assert not state.terminal
+    reason = definition_change(new, state) or ""
+    assert "changed" in reason and "['a']" in reason
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from pathlib import Path
 
 
@@ -19,7 +20,14 @@ class Sink:
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
+        for _ in range(100):
+            try:
+                # Switching to WAL takes an exclusive lock and skips the busy timeout: worker
+                # processes opening the sink at once see "database is locked"; try again.
+                db.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError:
+                time.sleep(0.05)
         return db
 
     def record(self, key: str, attempt: int, value: str = "") -> None:
