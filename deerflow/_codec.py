@@ -14,7 +14,7 @@ _OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS | orjson.OPT_UTC
 #: 200, and user data is wrapped a few levels deep in events and task messages; a value nested
 #: deeper would be written and then be unreadable (a run that never moves again).
 MAX_DEPTH = 100
-_ORJSON_DEPTH = 254  # orjson.dumps refuses anything deeper; not configurable
+
 
 
 def _default(value: Any) -> Any:
@@ -51,17 +51,25 @@ def bounded_json_value(value: Any) -> Any:
     Raises:
         TypeError: the value is not JSON-serialisable or nests too deeply.
     """
-    wrapped = value
-    for _ in range(_ORJSON_DEPTH - MAX_DEPTH):
-        # orjson counts the wrappers too, so it fails exactly when ``value`` is too deep.
-        wrapped = [wrapped]
     try:
-        data = orjson.dumps(wrapped, default=_default, option=_OPTIONS)
-    except orjson.JSONEncodeError as exc:
+        result = to_json_value(value)
+    except TypeError as exc:
         if "recursion" in str(exc).lower():
             raise TypeError(f"value nests deeper than {MAX_DEPTH} levels") from None
-        raise TypeError(str(exc)) from exc
-    result = orjson.loads(data)
-    for _ in range(_ORJSON_DEPTH - MAX_DEPTH):
-        result = result[0]
+        raise
+    if isinstance(result, dict | list) and _deeper_than(result, MAX_DEPTH):
+        raise TypeError(f"value nests deeper than {MAX_DEPTH} levels")
     return result
+
+
+def _deeper_than(value: dict[str, Any] | list[Any], limit: int) -> bool:
+    """Whether plain JSON data nests more than ``limit`` containers deep (iterative)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children
+                     if isinstance(child, dict | list))
+    return False
