@@ -130,6 +130,8 @@ class Engine:
         self.worker = (
             Worker(self.log, self.registry, self.topics, concurrency=concurrency) if work else None
         )
+        if self.worker is not None and self.orchestrator is not None:
+            self.worker.on_outcome = self.orchestrator.observe
         self._started = False
         self._lock = asyncio.Lock()
 
@@ -267,9 +269,12 @@ class Engine:
     async def append_history(self, events: Iterable[h.HistoryEvent]) -> None:
         """Append events to their runs' histories (durable when this returns)."""
         await self._start_engine()
+        events = list(events)
         await self.log.append([
             Message(topic=self.topics.history, key=e.run_id, value=h.encode(e)) for e in events
         ])
+        if self.orchestrator is not None:
+            self.orchestrator.observe(events)  # an owned run moves without a broker round trip
 
     def handle(self, run_id: str) -> RunHandle:
         """A handle for an existing run id."""

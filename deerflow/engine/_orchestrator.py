@@ -113,6 +113,7 @@ class Orchestrator:
         self._stopping = asyncio.Event()
         self._missing_logged: set[tuple[str, str]] = set()
         self._pending_fired: list[h.HistoryEvent] = []
+        self._rebuilding = False
         self._stale = False  # a rebuild failed: the loop must rebuild the owned partitions
         #: runs whose loaded definition differs from theirs, with what changed (they wait)
         self.parked: dict[str, str] = {}
@@ -186,6 +187,13 @@ class Orchestrator:
     async def _rebuild(self, partitions: frozenset[TopicPartition]) -> None:
         if not partitions:
             return
+        self._rebuilding = True  # no local fast path while states are re-read
+        try:
+            await self._rebuild_now(partitions)
+        finally:
+            self._rebuilding = False
+
+    async def _rebuild_now(self, partitions: frozenset[TopicPartition]) -> None:
         with contextlib.suppress(Exception):
             await self._drain()  # the log must hold every decision before it is re-read
         self._forget(partitions)
@@ -202,7 +210,7 @@ class Orchestrator:
                 heapq.heappush(self._timers, (fire_at, state.run_id, timer_id))
         log.info("orchestrator owns %d partitions: %d events, %d runs, %d running",
                  len(partitions), sum(map(len, by_partition.values())), len(touched), len(live))
-        await self._advance(live)
+        self._advance(live)
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -222,7 +230,7 @@ class Orchestrator:
                     self._fold_record(record.value, touched)
                 self._fire_due_timers(touched)
                 if touched:
-                    await self._advance(touched.values())
+                    self._advance(touched.values())
                 if self._flush_error is not None or self._backlog > MAX_BACKLOG:
                     await self._drain()  # bounded memory; raises what an append raised
             except asyncio.CancelledError:
@@ -249,6 +257,9 @@ class Orchestrator:
         except ValueError:
             log.error("ignoring an undecodable history record: %r", value[:200])
             return
+        self._fold_event(event, touched)
+
+    def _fold_event(self, event: h.HistoryEvent, touched: dict[str, RunState]) -> None:
         state = self.runs.get(event.run_id)
         if state is None:
             if not isinstance(event, h.RunRequested):
@@ -258,6 +269,27 @@ class Orchestrator:
             self._runs_by_partition.setdefault(part, set()).add(event.run_id)
         if fold(state, event):
             touched[event.run_id] = state
+
+    def owns(self, run_id: str) -> bool:
+        """Whether this orchestrator owns ``run_id``'s history partition right now."""
+        if self._consumer is None or self._rebuilding:
+            return False
+        tp = TopicPartition(self._topics.history, partition_for(run_id, self._partitions))
+        return tp in self._consumer.assignment()
+
+    def observe(self, events: Iterable[h.HistoryEvent]) -> None:
+        """Act at once on events this process has just appended durably.
+
+        A run started, or a task finished, in the process that owns the run needs no round
+        trip through the broker before its next step: the owner folds and decides now. The
+        same events read back from the log later are duplicates the fold ignores.
+        """
+        touched: dict[str, RunState] = {}
+        for event in events:
+            if self.owns(event.run_id):
+                self._fold_event(event, touched)
+        if touched:
+            self._advance(touched.values())
 
     def _fire_due_timers(self, touched: dict[str, RunState]) -> None:
         now = self._clock()
@@ -272,7 +304,7 @@ class Orchestrator:
             fold(state, fired)
             touched[run_id] = state
 
-    async def _advance(self, runs: Iterable[RunState]) -> None:
+    def _advance(self, runs: Iterable[RunState]) -> None:
         now = self._clock()
         dispatches: list[Message] = []
         history: list[Message] = [self._history_message(e) for e in self._pending_fired]

@@ -168,6 +168,8 @@ class Worker:
         self._commit_requested = 0
         self._commit_completed = 0
         self.executed = 0
+        #: called with outcomes once they are durable (the engine wires its orchestrator here)
+        self.on_outcome: Callable[[list[h.HistoryEvent]], None] | None = None
 
     async def start(self) -> None:
         """Join the workers' group and start consuming."""
@@ -282,8 +284,10 @@ class Worker:
 
     async def _handle(self, record: Record) -> None:
         try:
-            messages = await self._outcome(record)
+            messages, outcome = await self._outcome(record)
             await self._append_durably(messages)
+            if outcome is not None and self.on_outcome is not None:
+                self.on_outcome([outcome])  # durable now: the local owner may act at once
         except asyncio.CancelledError:
             return  # stopping: not marked done, so the message is delivered again
         except Exception:
@@ -300,11 +304,11 @@ class Worker:
             log.warning("worker %s: committing offsets failed; the next commit covers them",
                         self.name, exc_info=True)
 
-    async def _outcome(self, record: Record) -> list[Message]:
+    async def _outcome(self, record: Record) -> tuple[list[Message], h.HistoryEvent | None]:
         try:
             dispatch = TaskDispatch.model_validate_json(record.value)
         except ValidationError as exc:
-            return [self._dead_letter(record, f"unreadable task message: {exc}")]
+            return [self._dead_letter(record, f"unreadable task message: {exc}")], None
         wf = self._registry.get(dispatch.workflow, dispatch.version)
         if wf is None:
             event: h.TaskCompleted | h.TaskFailed = _not_loaded(dispatch, self.name)
@@ -316,7 +320,8 @@ class Worker:
             else:
                 event = await run_attempt(task, fn, dispatch, executor=self._executor,
                                           worker=self.name)
-        return [Message(topic=self._topics.history, key=dispatch.run_id, value=h.encode(event))]
+        message = Message(topic=self._topics.history, key=dispatch.run_id, value=h.encode(event))
+        return [message], event
 
     def _dead_letter(self, record: Record, reason: str) -> Message:
         body = {"reason": reason, "topic": record.topic, "partition": record.partition,
