@@ -30,7 +30,7 @@ from deerflow import _codec
 from deerflow.engine import Engine
 from deerflow.engine import _history as h
 from deerflow.engine._state import RunState
-from deerflow.errors import ConnectorError, DeerflowError
+from deerflow.errors import ConnectorError, DeerflowError, RunNotFound, TransitionNotAllowed
 from deerflow.eventstore.base import Headers, Message
 
 log = logging.getLogger("deerflow.connectors")
@@ -249,10 +249,31 @@ class TriggerSource(abc.ABC, Generic[T]):
             return [r.run_id for r in requests]
 
     async def _request(self, request: RunRequest) -> None:
+        wf = self.engine.registry.get(request.workflow)
+        routed = wf.route_trigger(request.event) if wf is not None else None
+        if routed is not None:
+            await self._request_transition(request, *routed)
+            return
         await self.engine.start_run(
             request.workflow, run_id=request.run_id, input=request.input,
             trigger=request.event.model_dump(mode="json"),
         )
+
+    async def _request_transition(self, request: RunRequest, instance: str,
+                                  transition: str) -> None:
+        """A state machine's trigger event asks an instance for a transition.
+
+        The request id is the event's run id, so a redelivered event is the same request. A
+        transition the instance cannot take (or an unknown instance) is a dead letter, not a
+        reason to hold back the rest of the batch.
+        """
+        try:
+            await self.engine.send(instance, transition, payload=request.event.model_dump(
+                mode="json"), request_id=request.run_id, wait=False)
+        except (TransitionNotAllowed, RunNotFound) as exc:
+            letter = DeadLetter(reason=str(exc), source=type(self).__name__,
+                                details={"instance": instance, "transition": transition})
+            await self.engine.log.append([self._letter_message(letter)])
 
     def _letter_message(self, letter: DeadLetter) -> Message:
         body = {"reason": letter.reason, "source": letter.source, "trigger": self.name,

@@ -202,6 +202,13 @@ class Workflow(PatternsMixin, ChoreographyMixin, PipelineMixin):
                 self.machine, self._machine_instance, name)
         return cached
 
+    def route_trigger(self, event: Any) -> tuple[str, str] | None:
+        """For a state machine: the ``(instance, transition)`` a trigger event asks for."""
+        if self.machine is None:
+            return None
+        routed: tuple[str, str] | None = self._machine_instance.route(event)
+        return routed
+
     def state_machine(self, cls: S) -> S:
         """Make this workflow a durable state machine defined by a ``StateMachine`` subclass."""
         spec = getattr(cls, "__deerflow_machine__", None)

@@ -26,6 +26,8 @@ nothing; a handler that fails for good leaves the instance in its source state w
 recorded. Reaching a final state completes the run. In a handler, ``context.order`` reads key
 ``order`` of the instance's input, and ``context.payload`` the payload sent with the request.
 Inside the class body ``on_transition``, ``on_enter`` and ``on_exit`` need no import.
+Triggers added to the workflow start instances, or, when the machine's :meth:`StateMachine.route`
+maps their event to an instance, request transitions on it.
 """
 
 from __future__ import annotations
@@ -81,3 +83,13 @@ class StateMachine(metaclass=_MachineMeta):
     retries: int = 3
     retry_delay: float = 1.0
     timeout: float | None = None
+
+    def route(self, event: Any) -> tuple[str, str] | None:
+        """Map a trigger event to ``(instance id, transition)``; ``None`` starts an instance.
+
+        Override it to let the workflow's triggers (Kafka, webhook, S3) drive existing
+        instances: e.g. ``return event.message["order_id"], event.message["action"]``. The
+        event's identity makes the request idempotent; a transition the instance cannot take
+        goes to the dead-letter topic with the reason.
+        """
+        return None
