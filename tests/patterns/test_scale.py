@@ -19,6 +19,7 @@ run must remember (each child's state and output, ~7 KiB per child here), not wi
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -29,7 +30,8 @@ SCRIPT = Path(__file__).parent / "apps" / "fanout_scale.py"
 
 
 def measure(n: int, store: str, cwd: Path) -> dict:
-    done = subprocess.run([sys.executable, str(SCRIPT), str(n), store], cwd=cwd,
+    env = {**os.environ, "PYTHONPATH": str(SCRIPT.parents[3])}  # finds tests.rss
+    done = subprocess.run([sys.executable, str(SCRIPT), str(n), store], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -7,12 +7,12 @@ sink and print, as JSON, how much the process's peak RSS grew and the peak items
 from __future__ import annotations
 
 import json
-import resource
 import sys
 import time
 import tracemalloc
 
 from deerflow import Backpressure, Pipeline, Workflow, stage
+from tests.rss import peak_rss_mib
 
 ITEM_BYTES = 16 * 1024
 BUFFER = 500
@@ -29,8 +29,6 @@ class Probe(Pipeline):
         return item
 
 
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
 def run(mode: str, items: int) -> dict:

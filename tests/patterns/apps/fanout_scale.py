@@ -8,11 +8,11 @@ Used by tests/patterns/test_scale.py and to measure (see the report in the test'
 from __future__ import annotations
 
 import json
-import resource
 import sys
 import time
 
 from deerflow import Workflow
+from tests.rss import peak_rss_mib
 
 workflow = Workflow(name="fanout_scale")
 
@@ -38,9 +38,8 @@ def main() -> None:
     started = time.perf_counter()
     result = workflow.run(params={"n": n}, store=store, timeout=1800)
     seconds = time.perf_counter() - started
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"n": n, "status": result.status, "output": result.output,
-                      "seconds": round(seconds, 2), "peak_rss_mib": round(peak_kib / 1024, 1)}))
+                      "seconds": round(seconds, 2), "peak_rss_mib": round(peak_rss_mib(), 1)}))
 
 
 if __name__ == "__main__":
