@@ -27,11 +27,12 @@ from deerflow import Engine, Workflow
 from deerflow.connectors import run_id_for, sources_for
 from deerflow.errors import DeerflowError
 from deerflow.events import KafkaEvent
+from deerflow.testing import Service, accepts_connections, start_service
 from tests.engine.apps.sink import Sink
 from tests.reliability.history_checker import check_log
 from tests.reliability.support import recording_workflow
 from tests.reliability.tcp_proxy import TcpProxy
-from tests.services import Service, _accepts_connections, _start, unique_name
+from tests.services import unique_name
 
 pytestmark = pytest.mark.kafka
 
@@ -50,7 +51,7 @@ async def proxied_broker() -> AsyncIterator[TcpProxy]:
                 "--advertised-listener-url", f"tcp://127.0.0.1:{proxy.port}",
                 "--storage-engine", "memory://tansu/"]
 
-    tansu: Service = _start("Tansu", command, _accepts_connections)
+    tansu: Service = start_service("Tansu", command, accepts_connections)
     proxy.upstream = int(tansu.address.rsplit(":", 1)[1])
     try:
         yield proxy
