@@ -338,24 +338,18 @@ def _run_completed(state: RunState, e: h.RunCompleted) -> bool:
     return True
 
 
-def _run_failed(state: RunState, e: h.RunFailed) -> bool:
-    state.status = RUN_FAILED
-    state.error = e.error
-    state.failed_task = e.failed_task
-    state.finished_at = e.ts
-    return True
+_ENDED_BY = {
+    "RunFailed": RUN_FAILED,
+    "RunCompensated": RUN_COMPENSATED,
+    "RunCompensationFailed": RUN_COMPENSATION_FAILED,
+}
 
 
-def _run_compensated(state: RunState, e: h.RunCompensated) -> bool:
-    state.status = RUN_COMPENSATED
-    state.error = e.error
-    state.failed_task = e.failed_task
-    state.finished_at = e.ts
-    return True
-
-
-def _run_compensation_failed(state: RunState, e: h.RunCompensationFailed) -> bool:
-    state.status = RUN_COMPENSATION_FAILED
+def _run_ended_in_error(
+    state: RunState, e: h.RunFailed | h.RunCompensated | h.RunCompensationFailed
+) -> bool:
+    """A run ended by a failure: failed, rolled back, or with its rollback incomplete."""
+    state.status = _ENDED_BY[e.type]
     state.error = e.error
     state.failed_task = e.failed_task
     state.finished_at = e.ts
@@ -467,9 +461,9 @@ _APPLY: dict[str, Any] = {
     "TimerStarted": _timer_started,
     "TimerFired": _timer_fired,
     "RunCompleted": _run_completed,
-    "RunFailed": _run_failed,
-    "RunCompensated": _run_compensated,
-    "RunCompensationFailed": _run_compensation_failed,
+    "RunFailed": _run_ended_in_error,
+    "RunCompensated": _run_ended_in_error,
+    "RunCompensationFailed": _run_ended_in_error,
     "RunCancelRequested": _cancel_requested,
     "TransitionRequested": _transition_requested,
     "TransitionApplied": _transition_applied,
