@@ -130,13 +130,15 @@ def worker(
     target: Annotated[str, typer.Argument(help="FILE.py defining the workflows")],
     store: StoreOpt = None,
     concurrency: Annotated[int, typer.Option(help="Task attempts run at once.")] = 16,
+    eager: Annotated[bool, typer.Option(
+        help="Run the next attempt of a run owned here at once, without the task queue.")] = True,
 ) -> None:
     """Run an orchestrator and a worker until SIGINT/SIGTERM (scale out on Kafka)."""
     workflows, _ = load_module_workflows(target)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
     async def main() -> None:
-        async with Engine(store, workflows, concurrency=concurrency) as engine:
+        async with Engine(store, workflows, concurrency=concurrency, eager=eager) as engine:
             err.print(f"worker on {engine.log.url}: {', '.join(w.name for w in workflows)}")
             await _until_signalled()
 

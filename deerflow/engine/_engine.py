@@ -100,6 +100,10 @@ class Engine:
         concurrency: task attempts run at once by this process's worker.
         partitions: partitions for topics deerflow creates (8 on Kafka, 4 elsewhere).
         services: start the services pattern modules register (event handlers, ...).
+        eager: let this process's orchestrator hand the next attempt of a run straight to
+            its own worker when a slot is free (chains, retries; fan-outs still go through
+            the task queue), skipping the queue's round trip; ``False`` sends every attempt
+            through the queue.
         options: settings read by those services.
     """
 
@@ -114,6 +118,7 @@ class Engine:
         concurrency: int = 16,
         partitions: int | None = None,
         services: bool = True,
+        eager: bool = True,
         **options: Any,
     ) -> None:
         self.options = options
@@ -132,6 +137,8 @@ class Engine:
         )
         if self.worker is not None and self.orchestrator is not None:
             self.worker.on_outcome = self.orchestrator.observe
+            if eager:
+                self.orchestrator.local_worker = self.worker
         self._started = False
         self._lock = asyncio.Lock()
 

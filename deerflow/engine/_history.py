@@ -59,12 +59,17 @@ class RunRequested(_Event):
 
 
 class TaskScheduled(_Event):
-    """An attempt of a task was dispatched to the task queue."""
+    """An attempt of a task was dispatched to the task queue.
+
+    ``eager``: handed straight to a worker in the deciding process instead (no queue message);
+    an owner rebuilding the run puts such an attempt on the queue if it has no outcome yet.
+    """
 
     type: Literal["TaskScheduled"] = "TaskScheduled"
     task_id: str
     attempt: int
     fallback: bool = False
+    eager: bool = False
 
 
 class TaskCompleted(_Event):
@@ -78,6 +83,14 @@ class TaskCompleted(_Event):
     worker: str | None = None
     fallback: bool = False
     expansion: list[dict[str, Any]] | None = None
+
+
+class TaskRequeued(_Event):
+    """An eager attempt was put on the task queue after all (its worker stopped first)."""
+
+    type: Literal["TaskRequeued"] = "TaskRequeued"
+    task_id: str
+    attempt: int
 
 
 class TaskCollected(_Event):
@@ -238,6 +251,7 @@ HistoryEvent = Annotated[
     | TaskScheduled
     | TaskCompleted
     | TaskCollected
+    | TaskRequeued
     | TaskFailed
     | TaskSkipped
     | TaskAbandoned

@@ -7,6 +7,14 @@ runs (pure), and append what was decided. Task dispatches are appended before th
 ``TaskScheduled`` events that record them, so a crash in between dispatches twice (harmless:
 at-least-once bodies, deduplicated outcomes) but never records a dispatch that did not happen.
 Durable timers live in the history too and are re-armed from it after a restart.
+
+Eager dispatch: when a decision schedules exactly one attempt of a run (the next step of a
+chain, a retry, a transition's handler) and this process also runs a worker with a free slot,
+the attempt goes straight to that worker instead of through the task queue: no produce and no
+consume before it starts. It is recorded as ``TaskScheduled(eager=True)``; whoever rebuilds the
+run later and finds such an attempt without an outcome (this process died, or the partition
+moved) puts it on the task queue. A decision that schedules several attempts (a fan-out) sends
+them all to the queue, round-robin over its partitions, so they spread over every worker.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ import contextlib
 import heapq
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from deerflow.engine import _history as h
 from deerflow.engine._change import definition_change
@@ -25,7 +33,7 @@ from deerflow.engine._decide import advance
 from deerflow.engine._definition import Workflow
 from deerflow.engine._expand import child_task_id, node_of
 from deerflow.engine._registry import WorkflowRegistry
-from deerflow.engine._state import COMPLETED, RunState, fold
+from deerflow.engine._state import COMPLETED, SCHEDULED, RunState, fold
 from deerflow.engine._topics import Topics
 from deerflow.eventstore.base import EventLog, GroupConsumer, Message, TopicPartition, partition_for
 
@@ -87,6 +95,16 @@ def runs_on_worker(wf: Workflow, task_id: str) -> bool:
     return node_of(task_id) is not None or wf.get(task_id).kind != "subworkflow"
 
 
+class LocalWorker(Protocol):
+    """A worker in this process that takes attempts directly (eager dispatch)."""
+
+    def try_run(self, dispatch: TaskDispatch) -> bool:
+        """Start running ``dispatch`` now if a slot is free; whether it did."""
+
+    def runs_eagerly(self, run_id: str, task_id: str, attempt: int) -> bool:
+        """Whether that attempt is running here after an eager dispatch."""
+
+
 class Orchestrator:
     """One member of the orchestrators' group; see the module docstring."""
 
@@ -121,12 +139,17 @@ class Orchestrator:
         self._out_history: list[Message] = []
         self._flusher: asyncio.Task[None] | None = None
         self._flush_error: BaseException | None = None
+        #: a worker of this process for eager dispatch (the engine sets it), or None
+        self.local_worker: LocalWorker | None = None
+        self._task_partitions = 1
+        self._next_task_partition = 0
 
     async def start(self) -> None:
         """Join the orchestrators' group and start following the history."""
         if self._loop_task is not None:
             return
         self._partitions = await self._log.partition_count(self._topics.history)
+        self._task_partitions = await self._log.partition_count(self._topics.tasks)
         self._consumer = self._log.consumer(
             self._topics.orchestrator_group, [self._topics.history], listener=self
         )
@@ -208,9 +231,36 @@ class Orchestrator:
         for state in live:
             for timer_id, fire_at in state.timers.items():
                 heapq.heappush(self._timers, (fire_at, state.run_id, timer_id))
-        log.info("orchestrator owns %d partitions: %d events, %d runs, %d running",
-                 len(partitions), sum(map(len, by_partition.values())), len(touched), len(live))
+        orphans = self._orphaned_eager_attempts(live)
+        log.info("orchestrator owns %d partitions: %d events, %d runs, %d running, %d eager "
+                 "attempts re-dispatched", len(partitions),
+                 sum(map(len, by_partition.values())), len(touched), len(live), len(orphans))
+        self._submit(orphans, [])
         self._advance(live)
+
+    def _orphaned_eager_attempts(self, live: Iterable[RunState]) -> list[Message]:
+        """Queue messages for eager attempts with no outcome that no local worker is running.
+
+        Their process died or lost the partition before the outcome was durable: no message on
+        the task queue would ever deliver them again.
+        """
+        local = self.local_worker
+        messages: list[Message] = []
+        for state in live:
+            wf = self._definition(state)
+            if wf is None or state.run_id in self.parked:
+                continue
+            for task_id, task in state.tasks.items():
+                if not task.eager or task.status != SCHEDULED:
+                    continue
+                if local is not None and local.runs_eagerly(state.run_id, task_id, task.attempts):
+                    continue
+                scheduled = h.TaskScheduled(
+                    id=h.event_id(state.run_id, task_id, task.attempts, "scheduled"),
+                    run_id=state.run_id, task_id=task_id, attempt=task.attempts,
+                    fallback=task.fallback)
+                messages.append(self._task_message(self._build_dispatch(wf, state, scheduled)))
+        return messages
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -313,18 +363,35 @@ class Orchestrator:
             wf = self._definition(state)
             if wf is None:
                 continue
-            for event in advance(wf, state, now):
-                history.append(self._history_message(event))
-                if isinstance(event, h.TaskScheduled) and event.run_id == state.run_id \
-                        and runs_on_worker(wf, event.task_id):
+            events = advance(wf, state, now)
+            attempts = [isinstance(e, h.TaskScheduled) and e.run_id == state.run_id
+                        and runs_on_worker(wf, e.task_id) for e in events]
+            single = sum(attempts) == 1
+            for event, is_attempt in zip(events, attempts, strict=True):
+                if is_attempt:
+                    assert isinstance(event, h.TaskScheduled)
                     dispatch = self._build_dispatch(wf, state, event)
-                    # Keyed by task, not run: one run's fan-out spreads over all workers.
-                    dispatches.append(Message(topic=self._topics.tasks,
-                                              key=f"{state.run_id}/{event.task_id}",
-                                              value=dispatch.model_dump_json().encode()))
+                    if single and self.local_worker is not None \
+                            and self.local_worker.try_run(dispatch):
+                        event = event.model_copy(update={"eager": True})
+                        state.tasks[event.task_id].eager = True
+                    else:
+                        dispatches.append(self._task_message(dispatch))
                 elif isinstance(event, h.TimerStarted):
                     heapq.heappush(self._timers, (event.fire_at, state.run_id, event.timer_id))
+                history.append(self._history_message(event))
         self._submit(dispatches, history)
+
+    def _task_message(self, dispatch: TaskDispatch) -> Message:
+        """A queue message for ``dispatch``, on the next task partition round-robin.
+
+        Round-robin rather than by key: the attempts of one fan-out land evenly on every
+        partition, so workers that own equal shares of the partitions get equal shares of work.
+        """
+        partition = self._next_task_partition % self._task_partitions
+        self._next_task_partition = partition + 1
+        return Message(topic=self._topics.tasks, key=f"{dispatch.run_id}/{dispatch.task_id}",
+                       value=dispatch.model_dump_json().encode(), partition=partition)
 
     # -- appending decisions ----------------------------------------------------------------
 

@@ -55,6 +55,7 @@ class TaskState:
     node: str | None = None
     expansion: Expansion | None = None
     attempt_base: int = 0  # attempts made before the last operator retry (fresh retry budget)
+    eager: bool = False  # the current attempt went straight to the scheduling process's worker
 
 
 @dataclass(slots=True)
@@ -196,9 +197,18 @@ def _task_scheduled(state: RunState, e: h.TaskScheduled) -> bool:
     task.status = SCHEDULED
     task.attempts = e.attempt
     task.fallback = e.fallback
+    task.eager = e.eager
     task.scheduled_at = e.ts
     task.timer_id = None
     task.fire_at = None
+    return True
+
+
+def _task_requeued(state: RunState, e: h.TaskRequeued) -> bool:
+    task = state.tasks.get(e.task_id)
+    if task is None or task.status != SCHEDULED or task.attempts != e.attempt or not task.eager:
+        return False
+    task.eager = False  # a queue message delivers it now: nobody needs to re-dispatch it
     return True
 
 
@@ -458,6 +468,7 @@ _APPLY: dict[str, Any] = {
     "TaskSkipped": _task_skipped,
     "TaskAbandoned": _task_abandoned,
     "TaskCollected": _task_collected,
+    "TaskRequeued": _task_requeued,
     "TimerStarted": _timer_started,
     "TimerFired": _timer_fired,
     "RunCompleted": _run_completed,

@@ -4,11 +4,19 @@ A task message is committed only after its outcome is durable in the history, so
 dies mid-task leaves the message to be delivered again (task bodies are at-least-once; the
 fold ignores a second outcome of the same attempt). Concurrency is bounded: when every slot is
 busy the worker pauses its partitions instead of buffering.
+
+Eager dispatch: the orchestrator of the same process may hand an attempt straight to this
+worker (:meth:`Worker.try_run`) when a slot is free, skipping the task queue's produce and
+consume. Such an attempt is recorded as ``TaskScheduled(eager=True)``; if this process dies
+before its outcome is durable, the run's next owner finds the attempt without an outcome when it
+rebuilds the partition and puts it on the task queue. A worker stopping with eager attempts
+still running puts them on the queue itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import contextvars
 import logging
@@ -159,6 +167,9 @@ class Worker:
         self._consumer: GroupConsumer | None = None
         self._executor = ThreadPoolExecutor(self._concurrency, thread_name_prefix="deerflow-task")
         self._inflight: set[asyncio.Task[None]] = set()
+        # Polled records waiting for a slot: an eager attempt may take the slot a poll was
+        # sized for while the poll was out. Never more than one poll's worth (concurrency).
+        self._ready: collections.deque[Record] = collections.deque()
         self._offsets = OffsetTracker()
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -168,6 +179,8 @@ class Worker:
         self._commit_requested = 0
         self._commit_completed = 0
         self.executed = 0
+        #: eager attempts handed over by the local orchestrator and not finished, by identity
+        self._eager: dict[tuple[str, str, int], TaskDispatch] = {}
         #: called with outcomes once they are durable (the engine wires its orchestrator here)
         self.on_outcome: Callable[[list[h.HistoryEvent]], None] | None = None
 
@@ -192,12 +205,86 @@ class Worker:
             _done, pending = await asyncio.wait(self._inflight, timeout=drain_timeout)
             for task in pending:
                 task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+        await self._spill_eager()
         if self._consumer is not None:
             with contextlib.suppress(Exception):
                 await self._commit()
             await self._consumer.stop()
             self._consumer = None
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _spill_eager(self) -> None:
+        """Put eager attempts that did not finish on the task queue for another worker."""
+        spilled, self._eager = list(self._eager.values()), {}
+        await self._to_queue(spilled)
+
+    async def _to_queue(self, dispatches: list[TaskDispatch]) -> None:
+        """Queue messages for eager attempts, then the history's note that they are queued.
+
+        In that order: a crash in between leaves them queued *and* marked eager, so a rebuild
+        queues them once more (a duplicate attempt, harmless) but never loses one.
+        """
+        if not dispatches:
+            return
+        try:
+            await self._log.append([
+                Message(topic=self._topics.tasks, key=f"{d.run_id}/{d.task_id}",
+                        value=d.model_dump_json().encode()) for d in dispatches])
+            await self._log.append([self._history_message(h.TaskRequeued(
+                id=h.event_id(d.run_id, d.task_id, d.attempt, "requeued"), run_id=d.run_id,
+                task_id=d.task_id, attempt=d.attempt)) for d in dispatches])
+        except Exception:
+            # The run's next owner re-dispatches them when it rebuilds the partition.
+            log.warning("worker %s: could not hand %d eager attempts to the task queue",
+                        self.name, len(dispatches), exc_info=True)
+
+    # -- eager dispatch ---------------------------------------------------------------------
+
+    def try_run(self, dispatch: TaskDispatch) -> bool:
+        """Run ``dispatch`` here and now if a slot is free (eager dispatch); else ``False``.
+
+        The caller records the attempt as eager only when this returns ``True``.
+        """
+        busy = len(self._inflight)
+        if asyncio.current_task() in self._inflight:
+            busy -= 1  # called back by an attempt that is finishing: its slot is free now
+        if self._consumer is None or self._stopping.is_set() or busy >= self._concurrency \
+                or self._ready:  # polled attempts waiting for a slot go first
+            return False
+        ident = (dispatch.run_id, dispatch.task_id, dispatch.attempt)
+        if ident in self._eager:
+            return True  # already running here
+        self._eager[ident] = dispatch
+        task = asyncio.create_task(self._handle_eager(ident, dispatch))
+        self._inflight.add(task)
+        task.add_done_callback(self._slot_freed)
+        return True
+
+    def runs_eagerly(self, run_id: str, task_id: str, attempt: int) -> bool:
+        """Whether this worker is running that attempt, handed over by eager dispatch."""
+        return (run_id, task_id, attempt) in self._eager
+
+    async def _handle_eager(self, ident: tuple[str, str, int], dispatch: TaskDispatch) -> None:
+        try:
+            # A body gets its own copy of the inputs, as if it came through the queue: the
+            # orchestrator's run state must not change when a body mutates what it was given.
+            dispatch = TaskDispatch.model_validate_json(dispatch.model_dump_json())
+            outcome = await self._run_dispatch(dispatch)
+            await self._append_durably([self._history_message(outcome)])
+        except asyncio.CancelledError:
+            return  # stopping: left in _eager, so stop() hands it to the task queue
+        except Exception:
+            log.exception("worker %s: eager attempt %s failed unexpectedly; it goes to the task "
+                          "queue", self.name, ident)
+            if self._eager.pop(ident, None) is not None:
+                await self._to_queue([dispatch])
+            return
+        self._eager.pop(ident, None)
+        self.executed += 1
+        if self.on_outcome is not None:
+            self.on_outcome([outcome])
 
     def backlog(self) -> int:
         """Task messages of this worker's partitions not finished (metrics' queue depth).
@@ -221,6 +308,7 @@ class Worker:
         with contextlib.suppress(Exception):
             await self._commit()
         self._offsets.forget(partitions)
+        self._ready = collections.deque(r for r in self._ready if r.tp not in partitions)
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -228,6 +316,7 @@ class Worker:
         assert self._consumer is not None
         consumer = self._consumer
         while not self._stopping.is_set():
+            self._start_ready()
             free = self._concurrency - len(self._inflight)
             try:
                 if free <= 0:
@@ -243,9 +332,13 @@ class Worker:
                 continue
             for record in records:
                 self._offsets.begin(record.tp, record.offset)
-                task = asyncio.create_task(self._handle(record))
-                self._inflight.add(task)
-                task.add_done_callback(self._slot_freed)
+                self._ready.append(record)
+
+    def _start_ready(self) -> None:
+        while self._ready and len(self._inflight) < self._concurrency:
+            task = asyncio.create_task(self._handle(self._ready.popleft()))
+            self._inflight.add(task)
+            task.add_done_callback(self._slot_freed)
 
     def _slot_freed(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
@@ -309,19 +402,21 @@ class Worker:
             dispatch = TaskDispatch.model_validate_json(record.value)
         except ValidationError as exc:
             return [self._dead_letter(record, f"unreadable task message: {exc}")], None
+        event = await self._run_dispatch(dispatch)
+        return [self._history_message(event)], event
+
+    async def _run_dispatch(self, dispatch: TaskDispatch) -> h.TaskCompleted | h.TaskFailed:
         wf = self._registry.get(dispatch.workflow, dispatch.version)
         if wf is None:
-            event: h.TaskCompleted | h.TaskFailed = _not_loaded(dispatch, self.name)
-        else:
-            try:
-                task, fn = self._resolve(wf, dispatch)
-            except LookupError as exc:
-                event = _failure(dispatch, str(exc), "LookupError", self.name)
-            else:
-                event = await run_attempt(task, fn, dispatch, executor=self._executor,
-                                          worker=self.name)
-        message = Message(topic=self._topics.history, key=dispatch.run_id, value=h.encode(event))
-        return [message], event
+            return _not_loaded(dispatch, self.name)
+        try:
+            task, fn = self._resolve(wf, dispatch)
+        except LookupError as exc:
+            return _failure(dispatch, str(exc), "LookupError", self.name)
+        return await run_attempt(task, fn, dispatch, executor=self._executor, worker=self.name)
+
+    def _history_message(self, event: h.HistoryEvent) -> Message:
+        return Message(topic=self._topics.history, key=event.run_id, value=h.encode(event))
 
     def _dead_letter(self, record: Record, reason: str) -> Message:
         body = {"reason": reason, "topic": record.topic, "partition": record.partition,

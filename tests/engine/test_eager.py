@@ -1,0 +1,197 @@
+"""Eager dispatch: the next attempt of a run goes straight to a worker of the deciding process.
+
+What a user relies on: chains skip the task queue, fan-outs still spread over the queue's
+partitions, an eager attempt whose process went away is run again by the run's next owner,
+and a task body cannot change the engine's copy of what it was given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+from deerflow import Engine, Workflow
+from deerflow.engine import _history as h
+from deerflow.eventstore.base import EventLog, Record, TopicPartition
+
+
+async def _records(log: EventLog, topic: str) -> list[Record]:
+    count = await log.partition_count(topic)
+    parts = await log.read_partitions({TopicPartition(topic, p): 0 for p in range(count)})
+    return [r for records in parts.values() for r in records]
+
+
+async def _history(engine: Engine, run_id: str) -> list[h.HistoryEvent]:
+    events = [h.decode(r.value) for r in await _records(engine.log, engine.topics.history)]
+    return [e for e in events if e.run_id == run_id]
+
+
+def chain(steps: int, calls: Counter[str]) -> Workflow:
+    wf = Workflow(name="eager_chain")
+    previous: list[str] = []
+    for i in range(steps):
+        def body(context, i=i):
+            calls[f"s{i}"] += 1
+            return {"i": i}
+
+        wf.task(id=f"s{i}", depends_on=previous)(body)
+        previous = [f"s{i}"]
+    return wf
+
+
+async def test_a_chain_runs_every_step_eagerly_without_task_messages(store):
+    calls: Counter[str] = Counter()
+    wf = chain(5, calls)
+    async with Engine(store, [wf]) as engine:
+        result = await (await engine.start(wf)).result(timeout=60)
+        assert result.status == "completed" and result.output == {"i": 4}
+        scheduled = [e for e in await _history(engine, result.run_id)
+                     if isinstance(e, h.TaskScheduled)]
+        assert [(e.task_id, e.eager) for e in scheduled] == [(f"s{i}", True) for i in range(5)]
+        assert await _records(engine.log, engine.topics.tasks) == []
+    assert calls == {f"s{i}": 1 for i in range(5)}
+
+
+async def test_without_eager_every_attempt_goes_through_the_task_queue(store):
+    calls: Counter[str] = Counter()
+    wf = chain(3, calls)
+    async with Engine(store, [wf], eager=False) as engine:
+        result = await (await engine.start(wf)).result(timeout=60)
+        assert result.status == "completed"
+        scheduled = [e for e in await _history(engine, result.run_id)
+                     if isinstance(e, h.TaskScheduled)]
+        assert not any(e.eager for e in scheduled)
+        assert len(await _records(engine.log, engine.topics.tasks)) == 3
+
+
+async def test_a_fan_out_goes_through_the_queue_round_robin_over_its_partitions(store):
+    wf = Workflow(name="eager_fanout")
+    width = 33
+
+    @wf.task(id="split")
+    def split(context):
+        return list(range(width))
+
+    @wf.parallel_tasks(id="each", depends_on=["split"])
+    def each(item, context):
+        return item * 2
+
+    @wf.task(id="total", depends_on=["each"])
+    def total(context):
+        return sum(context.parallel_results["each"])
+
+    async with Engine(store, [wf], concurrency=4) as engine:
+        result = await (await engine.start(wf)).result(timeout=60)
+        assert result.status == "completed" and result.output == width * (width - 1)
+        queued = await _records(engine.log, engine.topics.tasks)
+        partitions = await engine.log.partition_count(engine.topics.tasks)
+    # split, the expansion and total are one attempt per decision: eager. The children are
+    # many at once: all through the queue, evenly over its partitions.
+    assert len(queued) == width
+    per_partition = Counter(r.partition for r in queued)
+    assert len(per_partition) == partitions
+    assert max(per_partition.values()) - min(per_partition.values()) <= 1
+
+
+async def test_an_eager_attempt_left_without_outcome_is_run_by_the_next_owner(store):
+    """The process that took an attempt eagerly died: the rebuild re-dispatches it."""
+    calls: Counter[str] = Counter()
+    wf = chain(2, calls)
+    run_id = "crashed-run"
+    async with Engine(store, [wf], orchestrate=False, work=False) as writer:
+        # What a process that died right after taking s0 eagerly leaves in the history.
+        await writer.append_history([
+            h.RunRequested(id=h.event_id(run_id, "requested"), run_id=run_id,
+                           workflow=wf.name, version=wf.version,
+                           fingerprint=wf.fingerprint(), shape=wf.shape()),
+            h.TaskScheduled(id=h.event_id(run_id, "s0", 1, "scheduled"), run_id=run_id,
+                            task_id="s0", attempt=1, eager=True),
+        ])
+    async with Engine(store, [wf]) as engine:
+        result = await engine.wait(run_id, timeout=60)
+        assert result.status == "completed"
+        assert result.tasks["s0"].attempts == 1  # the same attempt, delivered again
+    assert calls == {"s0": 1, "s1": 1}
+
+
+async def test_a_stopping_worker_hands_its_unfinished_eager_attempt_to_the_queue(store):
+    release, started = asyncio.Event(), asyncio.Event()
+    wf = Workflow(name="eager_handover")
+    ran: list[str] = []
+
+    @wf.task(id="slow")
+    async def slow(context):
+        ran.append(context.run_id)
+        started.set()
+        await release.wait()
+        return "done"
+
+    async with Engine(store, [wf]) as first:
+        handle = await first.start(wf)
+        await asyncio.wait_for(started.wait(), 30)
+        assert first.worker is not None
+        await first.worker.stop(drain_timeout=0.1)
+        queued = await _records(first.log, first.topics.tasks)
+        recorded = {type(e).__name__ for e in await _history(first, handle.run_id)}
+    assert len(queued) == 1  # the attempt, for any other worker
+    assert "TaskRequeued" in recorded  # so the next owner does not queue it a second time
+    release.set()
+    async with Engine(store, [wf]) as second:
+        result = await second.wait(handle.run_id, timeout=60)
+    assert result.status == "completed" and result.output == "done"
+    assert ran == [handle.run_id, handle.run_id]
+
+
+async def test_a_body_mutating_its_inputs_does_not_change_the_run(store):
+    wf = Workflow(name="eager_mutation")
+
+    @wf.task(id="make")
+    def make(context):
+        return {"items": [1, 2]}
+
+    @wf.task(id="spoil", depends_on=["make"])
+    def spoil(context):
+        context.tasks["make"].output["items"].append(99)
+        return len(context.tasks["make"].output["items"])
+
+    @wf.task(id="read", depends_on=["spoil", "make"])
+    def read(context):
+        return context.tasks["make"].output
+
+    async with Engine(store, [wf]) as engine:
+        result = await (await engine.start(wf)).result(timeout=60)
+    assert result.tasks["spoil"].output == 3
+    assert result.output == {"items": [1, 2]}
+    assert result.tasks["make"].output == {"items": [1, 2]}
+
+
+async def test_eager_attempts_and_queued_ones_together_stay_within_the_concurrency(store):
+    wf = Workflow(name="eager_bound")
+    running, peak = 0, 0
+
+    async def busy() -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.02)
+        running -= 1
+
+    @wf.task(id="a")
+    async def a(context):
+        await busy()
+
+    @wf.task(id="b", depends_on=["a"])
+    async def b(context):
+        await busy()
+        return list(range(4))
+
+    @wf.parallel_tasks(id="many", depends_on=["b"])
+    async def many(item, context):
+        await busy()
+        return item
+
+    async with Engine(store, [wf], concurrency=2) as engine:
+        handles = [await engine.start(wf) for _ in range(8)]
+        results = [await handle.result(timeout=60) for handle in handles]
+    assert [r.output for r in results] == [[0, 1, 2, 3]] * 8
+    assert peak == 2  # both slots were used, never more
