@@ -1,5 +1,7 @@
-"""Helpers for testing workflows against real parts: a Kafka-protocol broker and AWS stand-ins."""
+"""Helpers for testing workflows against real parts: a Kafka-protocol broker, AWS stand-ins and
+``deerflow worker`` processes."""
 
+from deerflow.testing.processes import WorkerProcesses
 from deerflow.testing.services import (
     Service,
     ServiceUnavailable,
@@ -13,6 +15,7 @@ from deerflow.testing.services import (
 __all__ = [
     "Service",
     "ServiceUnavailable",
+    "WorkerProcesses",
     "accepts_connections",
     "free_port",
     "start_moto",
