@@ -167,9 +167,12 @@ class Worker:
         self._consumer: GroupConsumer | None = None
         self._executor = ThreadPoolExecutor(self._concurrency, thread_name_prefix="deerflow-task")
         self._inflight: set[asyncio.Task[None]] = set()
-        # Polled records waiting for a slot: an eager attempt may take the slot a poll was
-        # sized for while the poll was out. Never more than one poll's worth (concurrency).
+        # Polled records waiting for a slot, at most ``_prefetch`` of them: the next attempt
+        # starts the moment a slot frees, instead of after a resume and a fetch round trip.
+        # The records are of this worker's own partitions, so holding them takes work from no
+        # other worker. (Also: an eager attempt may take a slot a poll was sized for.)
         self._ready: collections.deque[Record] = collections.deque()
+        self._prefetch = self._concurrency
         self._offsets = OffsetTracker()
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -317,15 +320,15 @@ class Worker:
         consumer = self._consumer
         while not self._stopping.is_set():
             self._start_ready()
-            free = self._concurrency - len(self._inflight)
+            room = self._concurrency - len(self._inflight) + self._prefetch - len(self._ready)
             try:
-                if free <= 0:
+                if room <= 0:
                     await self._wait_for_a_slot(consumer)
                     continue
                 if self._paused:
                     consumer.resume(consumer.assignment())
                     self._paused = False
-                records = await consumer.poll(timeout=0.1, max_records=free)
+                records = await consumer.poll(timeout=0.1, max_records=room)
             except Exception:
                 log.exception("worker %s: polling the task queue failed; retrying", self.name)
                 await asyncio.sleep(1.0)
@@ -335,17 +338,24 @@ class Worker:
                 self._ready.append(record)
 
     def _start_ready(self) -> None:
-        while self._ready and len(self._inflight) < self._concurrency:
+        while self._ready and len(self._inflight) < self._concurrency \
+                and not self._stopping.is_set():
             task = asyncio.create_task(self._handle(self._ready.popleft()))
             self._inflight.add(task)
             task.add_done_callback(self._slot_freed)
 
     def _slot_freed(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
+        self._start_ready()  # now, not when the loop's current poll returns
         self._slot.set()
 
     async def _wait_for_a_slot(self, consumer: GroupConsumer) -> None:
-        """Every slot is busy: pause the partitions (stay in the group) until one frees."""
+        """Every slot is busy and the prefetch is full: pause the partitions until one frees.
+
+        Paused partitions stay assigned (the member keeps its place in the group) and nothing
+        more is read, so a worker holds at most ``concurrency`` attempts plus ``concurrency``
+        prefetched records, whatever the queue's depth.
+        """
         if not self._paused:
             consumer.pause(consumer.assignment())
             self._paused = True
