@@ -148,7 +148,7 @@ class RunTracer:
 
     def _owns(self, run_id: str) -> bool:
         orchestrator = self.engine.orchestrator
-        return orchestrator is not None and run_id in orchestrator.runs
+        return orchestrator is not None and orchestrator.knows(run_id)
 
     def _on_event(self, state: RunState, event: h.HistoryEvent) -> None:
         if not self._active or not state.terminal or event.type != _terminal_type(state):

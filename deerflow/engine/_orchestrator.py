@@ -15,6 +15,11 @@ consume before it starts. It is recorded as ``TaskScheduled(eager=True)``; whoev
 run later and finds such an attempt without an outcome (this process died, or the partition
 moved) puts it on the task queue. A decision that schedules several attempts (a fan-out) sends
 them all to the queue, round-robin over its partitions, so they spread over every worker.
+
+Memory: an ended run's state is dropped once everything decided for it is appended; only a
+tombstone stays (its id, and which retry could reopen it). The fold ignores every event of an
+ended run except a duplicate ``RunRequested`` (which the tombstone ignores in its place) and an
+operator's ``RunRetryRequested``, for which the run is folded again from its partition first.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from deerflow.engine._definition import Workflow
 from deerflow.engine._expand import child_task_id, node_of
 from deerflow.engine._registry import WorkflowRegistry
 from deerflow.engine._state import COMPLETED, SCHEDULED, RunState, fold
+from deerflow.engine._tombstones import EndedRuns, refold
 from deerflow.engine._topics import Topics
 from deerflow.eventstore.base import EventLog, GroupConsumer, Message, TopicPartition, partition_for
 
@@ -124,8 +130,15 @@ class Orchestrator:
         self._clock = clock
         self._consumer: GroupConsumer | None = None
         self._partitions = 0
+        #: states of the owned partitions' runs that have not ended (or not been evicted yet)
         self.runs: dict[str, RunState] = {}
         self._runs_by_partition: dict[int, set[str]] = {}
+        #: tombstones of ended runs: a dict entry each instead of a state
+        self._ended = EndedRuns()
+        self._submitted = 0  # submissions queued for the flusher so far
+        self._appended = 0  # submissions durably appended (all of them up to this one)
+        #: ended runs an operator asked to retry: the loop folds them again from the log
+        self._reopen: set[str] = set()
         self._timers: list[tuple[float, str, str]] = []
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -203,9 +216,80 @@ class Orchestrator:
             for run_id in self._runs_by_partition.pop(tp.partition, set()):
                 self.runs.pop(run_id, None)
                 self.parked.pop(run_id, None)
-        owned = set(self.runs)
-        self._timers = [t for t in self._timers if t[1] in owned]
+            self._ended.forget(tp.partition)
+        self._drop_orphaned_timers()
+
+    def _drop_orphaned_timers(self) -> None:
+        """Drop timers of runs no longer held; a far-off timer would otherwise pin its entry."""
+        self._timers = [t for t in self._timers if t[1] in self.runs]
         heapq.heapify(self._timers)
+
+    def knows(self, run_id: str) -> bool:
+        """Whether ``run_id`` is a run of the owned partitions, running or ended (tombstoned)."""
+        if run_id in self.runs:
+            return True
+        return self._ended.contains(partition_for(run_id, self._partitions), run_id)
+
+    # -- ended runs: tombstones instead of states ----------------------------------------------
+
+    def _evict_ended(self) -> None:
+        """Replace the states of ended runs whose decisions are all durable with tombstones.
+
+        Called once per loop round, so it costs nothing per event. A run is only evicted once
+        the append carrying its last decisions succeeded: until then a failed append makes the
+        loop rebuild the partition from the log, which needs nothing from the evicted state.
+        """
+        if self._flush_error is not None:
+            return  # the loop is about to rebuild; its states decide what stays
+        if self._backlog == 0 and (self._flusher is None or self._flusher.done()):
+            self._appended = self._submitted  # submissions without messages need no append
+        evicted = False
+        for run_id in self._ended.due(self._appended):
+            state = self.runs.get(run_id)
+            if state is not None and state.terminal:  # not forgotten, not reopened meanwhile
+                self._tombstone(state)
+                evicted = True
+        if evicted and self._timers:
+            self._drop_orphaned_timers()
+
+    def _tombstone(self, state: RunState) -> None:
+        run_id = state.run_id
+        part = partition_for(run_id, self._partitions)
+        self.runs.pop(run_id, None)
+        self.parked.pop(run_id, None)
+        self._runs_by_partition.get(part, set()).discard(run_id)
+        self._ended.add(part, state)
+
+    async def _reopen_runs(self, touched: dict[str, RunState]) -> None:
+        """Fold the runs of ``self._reopen`` again from their partitions, then the retry with them.
+
+        The partitions are read to their current end, which includes the retry requests (they
+        were read from the log) and anything after them; events the loop reads later are then
+        duplicates the fold ignores.
+        """
+        wanted, self._reopen = self._reopen, set()
+        reopened: list[RunState] = []
+        for part, state in await refold(self._log, self._topics.history, self._partitions,
+                                        wanted):
+            if not self._ended.remove(part, state.run_id):
+                continue  # the partition moved or was rebuilt while it was read
+            self.runs[state.run_id] = touched[state.run_id] = state
+            self._runs_by_partition.setdefault(part, set()).add(state.run_id)
+            reopened.append(state)
+        log.info("orchestrator reopened %d ended runs for a retry", len(reopened))
+        self._resume([s for s in reopened if not s.terminal])
+
+    def _resume(self, live: list[RunState]) -> int:
+        """Re-arm the timers of runs folded from the log and re-dispatch orphaned attempts.
+
+        Returns how many eager attempts went back on the task queue.
+        """
+        for state in live:
+            for timer_id, fire_at in state.timers.items():
+                heapq.heappush(self._timers, (fire_at, state.run_id, timer_id))
+        orphans = self._orphaned_eager_attempts(live)
+        self._submit(orphans, [])
+        return len(orphans)
 
     async def _rebuild(self, partitions: frozenset[TopicPartition]) -> None:
         if not partitions:
@@ -222,20 +306,26 @@ class Orchestrator:
         self._forget(partitions)
         by_partition = await self._log.read_partitions({tp: 0 for tp in partitions})
         assert self._consumer is not None
-        touched: dict[str, RunState] = {}
-        for tp, records in sorted(by_partition.items()):
+        live: list[RunState] = []
+        events = ended = 0
+        for tp in sorted(by_partition):
+            records = by_partition.pop(tp)  # let each partition's records go once folded
+            touched: dict[str, RunState] = {}
             for record in records:
                 self._fold_record(record.value, touched)
             await self._consumer.seek(tp, records[-1].offset + 1 if records else 0)
-        live = [s for s in touched.values() if not s.terminal]
-        for state in live:
-            for timer_id, fire_at in state.timers.items():
-                heapq.heappush(self._timers, (fire_at, state.run_id, timer_id))
-        orphans = self._orphaned_eager_attempts(live)
+            events += len(records)
+            # Evicted per partition, so at most one partition's ended states are held at once.
+            for state in touched.values():
+                if state.terminal:
+                    self._tombstone(state)
+                    ended += 1
+                else:
+                    live.append(state)
+        orphans = self._resume(live)
         log.info("orchestrator owns %d partitions: %d events, %d runs, %d running, %d eager "
-                 "attempts re-dispatched", len(partitions),
-                 sum(map(len, by_partition.values())), len(touched), len(live), len(orphans))
-        self._submit(orphans, [])
+                 "attempts re-dispatched", len(partitions), events, ended + len(live), len(live),
+                 orphans)
         self._advance(live)
 
     def _orphaned_eager_attempts(self, live: Iterable[RunState]) -> list[Message]:
@@ -273,22 +363,29 @@ class Orchestrator:
                     await asyncio.sleep(1.0)
                     await self._rebuild_all()
                     continue
-                records = await self._consumer.poll(timeout=self._poll_timeout(),
-                                                     max_records=2000)
-                touched: dict[str, RunState] = {}
-                for record in records:
-                    self._fold_record(record.value, touched)
-                self._fire_due_timers(touched)
-                if touched:
-                    self._advance(touched.values())
-                if self._flush_error is not None or self._backlog > MAX_BACKLOG:
-                    await self._drain()  # bounded memory; raises what an append raised
+                await self._step()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("orchestrator step failed; rebuilding owned partitions")
                 await asyncio.sleep(1.0)
                 await self._rebuild_all()
+
+    async def _step(self) -> None:
+        """One round: fold what was appended, decide, queue the appends, evict ended runs."""
+        assert self._consumer is not None
+        records = await self._consumer.poll(timeout=self._poll_timeout(), max_records=2000)
+        touched: dict[str, RunState] = {}
+        for record in records:
+            self._fold_record(record.value, touched)
+        if self._reopen:
+            await self._reopen_runs(touched)
+        self._fire_due_timers(touched)
+        if touched:
+            self._advance(touched.values())
+        if self._flush_error is not None or self._backlog > MAX_BACKLOG:
+            await self._drain()  # bounded memory; raises what an append raised
+        self._evict_ended()
 
     async def _rebuild_all(self) -> None:
         if self._consumer is None:
@@ -312,10 +409,16 @@ class Orchestrator:
     def _fold_event(self, event: h.HistoryEvent, touched: dict[str, RunState]) -> None:
         state = self.runs.get(event.run_id)
         if state is None:
+            part = partition_for(event.run_id, self._partitions)
+            if self._ended.contains(part, event.run_id):
+                # Ended: a duplicate RunRequested must not start it again; only the next retry
+                # changes it, after the loop has folded the run again (_reopen_runs).
+                if self._ended.reopens(part, event):
+                    self._reopen.add(event.run_id)
+                return
             if not isinstance(event, h.RunRequested):
                 return
             state = self.runs[event.run_id] = RunState(run_id=event.run_id)
-            part = partition_for(event.run_id, self._partitions)
             self._runs_by_partition.setdefault(part, set()).add(event.run_id)
         if fold(state, event):
             touched[event.run_id] = state
@@ -332,7 +435,8 @@ class Orchestrator:
 
         A run started, or a task finished, in the process that owns the run needs no round
         trip through the broker before its next step: the owner folds and decides now. The
-        same events read back from the log later are duplicates the fold ignores.
+        same events read back from the log later are duplicates the fold ignores (or, for runs
+        that ended and were evicted meanwhile, their tombstones ignore).
         """
         touched: dict[str, RunState] = {}
         for event in events:
@@ -359,28 +463,35 @@ class Orchestrator:
         dispatches: list[Message] = []
         history: list[Message] = [self._history_message(e) for e in self._pending_fired]
         self._pending_fired = []
+        ended: list[str] = []
         for state in runs:
             wf = self._definition(state)
-            if wf is None:
-                continue
-            events = advance(wf, state, now)
-            attempts = [isinstance(e, h.TaskScheduled) and e.run_id == state.run_id
-                        and runs_on_worker(wf, e.task_id) for e in events]
-            single = sum(attempts) == 1
-            for event, is_attempt in zip(events, attempts, strict=True):
-                if is_attempt:
-                    assert isinstance(event, h.TaskScheduled)
-                    dispatch = self._build_dispatch(wf, state, event)
-                    if single and self.local_worker is not None \
-                            and self.local_worker.try_run(dispatch):
-                        event = event.model_copy(update={"eager": True})
-                        state.tasks[event.task_id].eager = True
-                    else:
-                        dispatches.append(self._task_message(dispatch))
-                elif isinstance(event, h.TimerStarted):
-                    heapq.heappush(self._timers, (event.fire_at, state.run_id, event.timer_id))
-                history.append(self._history_message(event))
-        self._submit(dispatches, history)
+            if wf is not None:
+                self._decide(wf, state, now, dispatches, history)
+            if state.terminal:
+                ended.append(state.run_id)
+        self._submit(dispatches, history, ended)
+
+    def _decide(self, wf: Workflow, state: RunState, now: float, dispatches: list[Message],
+                history: list[Message]) -> None:
+        """Advance ``state``; add the task messages and history events decided to the lists."""
+        events = advance(wf, state, now)
+        attempts = [isinstance(e, h.TaskScheduled) and e.run_id == state.run_id
+                    and runs_on_worker(wf, e.task_id) for e in events]
+        single = sum(attempts) == 1
+        for event, is_attempt in zip(events, attempts, strict=True):
+            if is_attempt:
+                assert isinstance(event, h.TaskScheduled)
+                dispatch = self._build_dispatch(wf, state, event)
+                if single and self.local_worker is not None \
+                        and self.local_worker.try_run(dispatch):
+                    event = event.model_copy(update={"eager": True})
+                    state.tasks[event.task_id].eager = True
+                else:
+                    dispatches.append(self._task_message(dispatch))
+            elif isinstance(event, h.TimerStarted):
+                heapq.heappush(self._timers, (event.fire_at, state.run_id, event.timer_id))
+            history.append(self._history_message(event))
 
     def _task_message(self, dispatch: TaskDispatch) -> Message:
         """A queue message for ``dispatch``, on the next task partition round-robin.
@@ -395,13 +506,17 @@ class Orchestrator:
 
     # -- appending decisions ----------------------------------------------------------------
 
-    def _submit(self, dispatches: list[Message], history: list[Message]) -> None:
+    def _submit(self, dispatches: list[Message], history: list[Message],
+                ended: Iterable[str] = ()) -> None:
         """Queue decided messages; one flusher appends them in order while the loop goes on.
 
         The runs' states already include these events, so the loop may decide further while
         they are appended; everything decided meanwhile goes out in the next append (group
-        commit). Dispatches go before the history events that record them.
+        commit). Dispatches go before the history events that record them. ``ended`` runs
+        may be evicted once this submission is appended.
         """
+        self._submitted += 1
+        self._ended.ending(self._submitted, ended)
         self._out_dispatch.extend(dispatches)
         self._out_history.extend(history)
         if (self._out_dispatch or self._out_history) and (
@@ -410,6 +525,7 @@ class Orchestrator:
 
     async def _flush(self) -> None:
         while self._out_dispatch or self._out_history:
+            submitted = self._submitted  # every submission up to this one is in this batch
             dispatches, history = self._out_dispatch, self._out_history
             self._out_dispatch, self._out_history = [], []
             try:
@@ -421,6 +537,8 @@ class Orchestrator:
                 self._flush_error = exc
                 self._out_dispatch, self._out_history = [], []
                 return
+            if self._flush_error is None:  # after a failed append, only a rebuild is trusted
+                self._appended = submitted
 
     async def _drain(self) -> None:
         """Wait until everything decided so far is appended (or failed)."""

@@ -1,0 +1,96 @@
+"""Ended runs of an orchestrator's partitions: tombstones instead of whole run states.
+
+A long-lived orchestrator must not hold the state of every run it ever finished (params, input,
+every task's output, the ids of every event folded). Once a run has ended and everything decided
+for it is appended, its state is dropped and a tombstone stays: the run id and the one retry
+number that could reopen it. That is all the fold would still look at, since it ignores every
+event of an ended run except a ``RunRequested`` (a duplicate: ignored) and the next
+``RunRetryRequested`` of a failed run. For that retry the run is folded again from its history
+partition (:func:`refold`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import deque
+from collections.abc import Iterable, Iterator
+
+from deerflow.engine import _history as h
+from deerflow.engine._state import RUN_FAILED, RunState, fold
+from deerflow.eventstore.base import EventLog, TopicPartition, partition_for
+
+
+class EndedRuns:
+    """Tombstones of ended runs by history partition, and the ended runs awaiting one."""
+
+    def __init__(self) -> None:
+        self._by_partition: dict[int, dict[str, int]] = {}
+        self._ending: deque[tuple[int, str]] = deque()
+
+    def __len__(self) -> int:
+        return sum(map(len, self._by_partition.values()))
+
+    def add(self, partition: int, state: RunState) -> None:
+        """Keep a tombstone for ``state``, an ended run of ``partition``."""
+        # Mirrors the fold's _run_retry_requested: only the next retry of a failed run reopens
+        # it, so stale or duplicate retry requests cost no read of the partition.
+        reopened_by = state.retries + 1 if state.status == RUN_FAILED else 0
+        self._by_partition.setdefault(partition, {})[state.run_id] = reopened_by
+
+    def get(self, partition: int, run_id: str) -> int | None:
+        """The retry number that reopens tombstoned ``run_id`` (0: none), or None if not ended."""
+        ended = self._by_partition.get(partition)
+        return None if ended is None else ended.get(run_id)
+
+    def contains(self, partition: int, run_id: str) -> bool:
+        """Whether ``run_id`` of ``partition`` has a tombstone."""
+        return self.get(partition, run_id) is not None
+
+    def reopens(self, partition: int, event: h.HistoryEvent) -> bool:
+        """Whether ``event`` would change its tombstoned run: it is the run's next retry."""
+        reopened_by = self.get(partition, event.run_id)
+        return bool(reopened_by) and isinstance(event, h.RunRetryRequested) \
+            and event.retry == reopened_by
+
+    def remove(self, partition: int, run_id: str) -> bool:
+        """Drop ``run_id``'s tombstone (the run is reopened); whether there was one."""
+        ended = self._by_partition.get(partition)
+        return ended is not None and ended.pop(run_id, None) is not None
+
+    def forget(self, partition: int) -> None:
+        """Drop the tombstones of a partition this orchestrator no longer owns."""
+        self._by_partition.pop(partition, None)
+
+    def ending(self, submission: int, run_ids: Iterable[str]) -> None:
+        """Note runs that ended with decisions in ``submission`` (numbers never decrease)."""
+        self._ending.extend((submission, run_id) for run_id in run_ids)
+
+    def due(self, appended: int) -> Iterator[str]:
+        """Take the noted runs whose decisions went out in a submission up to ``appended``."""
+        while self._ending and self._ending[0][0] <= appended:
+            yield self._ending.popleft()[1]
+
+
+async def refold(log: EventLog, topic: str, partitions: int,
+                 run_ids: Iterable[str]) -> list[tuple[int, RunState]]:
+    """``run_ids`` folded again from their history partitions, read up to their current end.
+
+    Returns each run's partition and state. Only records keyed by a wanted run id are decoded
+    (history records are keyed by run id).
+    """
+    states: dict[TopicPartition, dict[str, RunState]] = {}
+    for run_id in run_ids:
+        tp = TopicPartition(topic, partition_for(run_id, partitions))
+        states.setdefault(tp, {})[run_id] = RunState(run_id=run_id)
+    read = await log.read_partitions(dict.fromkeys(states, 0))
+    for tp, records in read.items():
+        wanted = states[tp]
+        for record in records:
+            state = wanted.get(record.key) if record.key is not None else None
+            if state is None:
+                continue
+            with contextlib.suppress(ValueError):  # undecodable: ignored, as the loop does
+                event = h.decode(record.value)
+                if event.run_id == state.run_id:
+                    fold(state, event)
+    return [(tp.partition, state) for tp, wanted in states.items() for state in wanted.values()]
