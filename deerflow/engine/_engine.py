@@ -289,9 +289,28 @@ class Engine:
         return RunHandle(self, run_id, state.workflow if state else "")
 
     async def wait(self, run_id: str, *, timeout: float | None = None) -> RunResult:
-        """Wait until ``run_id`` ends; ``TimeoutError`` after ``timeout`` seconds."""
+        """Wait until ``run_id`` ends; ``TimeoutError`` after ``timeout`` seconds.
+
+        The run index answers in any process. When this process's orchestrator owns the run,
+        it answers as soon as the run's ending is durable, without the index's read of it.
+        """
         await self._start_engine()
-        state = await self.index.wait(run_id, lambda s: s.terminal, timeout)
+        indexed = asyncio.ensure_future(self.index.wait(run_id, lambda s: s.terminal, timeout))
+        orchestrator = self.orchestrator
+        if orchestrator is None:
+            state = await indexed
+        else:
+            ended = orchestrator.when_ended(run_id)
+            try:
+                either: set[asyncio.Future[Any]] = {indexed, ended}
+                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                orchestrator.forget_waiter(run_id, ended)
+                if not indexed.done():
+                    indexed.cancel()
+            if ended.done() and not ended.cancelled():
+                return ended.result()
+            state = await indexed
         if state is None:
             raise TimeoutError(f"run {run_id} did not finish within {timeout}s")
         return self._result(state)

@@ -38,6 +38,7 @@ from deerflow.engine._decide import advance
 from deerflow.engine._definition import Workflow
 from deerflow.engine._expand import child_task_id, node_of
 from deerflow.engine._registry import WorkflowRegistry
+from deerflow.engine._results import RunResult, run_result
 from deerflow.engine._state import COMPLETED, SCHEDULED, RunState, fold
 from deerflow.engine._tombstones import EndedRuns, refold
 from deerflow.engine._topics import Topics
@@ -152,6 +153,8 @@ class Orchestrator:
         self._out_history: list[Message] = []
         self._flusher: asyncio.Task[None] | None = None
         self._flush_error: BaseException | None = None
+        #: callers waiting for a run's end, answered once the end is durable (Engine.wait)
+        self._end_waiters: dict[str, list[asyncio.Future[RunResult]]] = {}
         #: a worker of this process for eager dispatch (the engine sets it), or None
         self.local_worker: LocalWorker | None = None
         self._task_partitions = 1
@@ -539,6 +542,42 @@ class Orchestrator:
                 return
             if self._flush_error is None:  # after a failed append, only a rebuild is trusted
                 self._appended = submitted
+            if self._end_waiters and history:
+                self._answer_end_waiters(history)
+
+    # -- waiting for a run's end --------------------------------------------------------------
+
+    def when_ended(self, run_id: str) -> asyncio.Future[RunResult]:
+        """A future for the result of ``run_id``, set once its ending is durably appended here.
+
+        Only answered if this orchestrator decides the run's end (it owns the run); a caller
+        waits on the run index as well and takes whichever answers first. Pass the future to
+        :meth:`forget_waiter` when done with it.
+        """
+        waiter: asyncio.Future[RunResult] = asyncio.get_running_loop().create_future()
+        self._end_waiters.setdefault(run_id, []).append(waiter)
+        return waiter
+
+    def forget_waiter(self, run_id: str, waiter: asyncio.Future[RunResult]) -> None:
+        """Stop tracking ``waiter`` (answered, or its caller gave up)."""
+        waiters = self._end_waiters.get(run_id)
+        if waiters is not None and waiter in waiters:
+            waiters.remove(waiter)
+            if not waiters:
+                del self._end_waiters[run_id]
+
+    def _answer_end_waiters(self, appended: list[Message]) -> None:
+        """Answer waiters of runs whose ending was in ``appended`` (durable by now)."""
+        for message in appended:
+            waiters = self._end_waiters.get(message.key or "")
+            state = self.runs.get(message.key or "")
+            if not waiters or state is None or not state.terminal:
+                continue
+            # Built now, from the state as it ended: it may be evicted or retried later.
+            result = run_result(state, self._registry.get(state.workflow, state.version))
+            for waiter in self._end_waiters.pop(state.run_id):
+                if not waiter.done():
+                    waiter.set_result(result)
 
     async def _drain(self) -> None:
         """Wait until everything decided so far is appended (or failed)."""

@@ -195,3 +195,22 @@ async def test_eager_attempts_and_queued_ones_together_stay_within_the_concurren
         results = [await handle.result(timeout=60) for handle in handles]
     assert [r.output for r in results] == [[0, 1, 2, 3]] * 8
     assert peak == 2  # both slots were used, never more
+
+
+async def test_the_owner_answers_a_result_once_the_ending_is_durable_without_the_index(
+        store, monkeypatch):
+    """``result()`` does not need the run index to read the ending back when this process
+    decided it; what it returns is what the index says afterwards."""
+    wf = chain(3, Counter())
+    async with Engine(store, [wf]) as engine:
+        await engine.index.start()
+
+        async def index_never_answers(run_id, predicate, timeout):
+            await asyncio.sleep(timeout)  # as if the index never read the ending back
+
+        with monkeypatch.context() as patched:
+            patched.setattr(engine.index, "wait", index_never_answers)
+            handle = await engine.start(wf)
+            result = await handle.result(timeout=10)
+        assert result.status == "completed" and result.output == {"i": 2}
+        assert await engine.get_run(handle.run_id) == result
