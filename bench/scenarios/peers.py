@@ -1,14 +1,18 @@
-"""f. Peers on the same machine: the chain, fan-out and I/O-map workloads on DBOS and Celery.
+"""f. Peers on the same machine: the chain, fan-out and I/O-map workloads on DBOS, Celery, Restate.
 
 * DBOS (PyPI ``dbos``) on an SQLite file, in a subprocess of its own
   (:mod:`bench.peers.dbos_runner`), against deerflow in-process on the run's SQLite file.
   Its fan-out is ``asyncio.gather`` of steps inside one workflow, the lightest form DBOS offers.
 * Celery with Redis (Debian ``redis-server`` started on a free port, one worker process with
   a thread pool, late acks) against deerflow in-process on Kafka (a broker too).
+* Restate (npm ``@restatedev/restate-server``, PyPI ``restate-sdk`` under Hypercorn; see
+  :mod:`bench.peers.restate_stack`) against deerflow in-process on Kafka: both are servers
+  with a durable log of their own. Every workload is invocations through Restate's HTTP
+  ingress, each made of ``ctx.run`` steps (:mod:`bench.peers.restate_app`).
 
 Ratios are deerflow ÷ peer on throughput (higher is better); the goal is to be ahead of each
 peer on every workload (≥ 1x). A peer that cannot be installed or started is reported as
-``skipped: <reason>``.
+``skipped: <reason>`` (the reason names the install command).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any
 
 from bench.context import BenchContext
 from bench.harness import Comparison, Goal, Metric, Metrics, Skip, skipped_rows
+from bench.peers import restate_stack
 from bench.processes import ProcessPool, child_env
 from bench.scenarios.fanout import fanout_time
 from bench.scenarios.mapreduce import _timed_run
@@ -178,11 +183,52 @@ async def _celery(ctx: BenchContext) -> None:
                                _deerflow_workloads(ctx, engine))
 
 
+def _restate_workloads(ctx: BenchContext, stack: restate_stack.RestateStack,
+                       ) -> dict[str, Workload]:
+    s = ctx.sizes
+
+    def timed(calls: Callable[[], list[Awaitable[Any]]], expected: Any, items: int) -> Workload:
+        async def measure() -> Metrics:
+            started = time.perf_counter()
+            answers = await asyncio.gather(*calls())
+            seconds = time.perf_counter() - started
+            if any(answer != expected for answer in answers):  # no number from a broken peer
+                raise RuntimeError(f"Restate answered {answers[:3]!r}, expected {expected!r}")
+            return {"rate": items / seconds}
+
+        return measure
+
+    io = {"n": s.peer_io_maps, "concurrency": s.io_concurrency, "delay": s.io_delay}
+    return {
+        "chain": timed(lambda: [stack.invoke("chain", CHAIN_STEPS) for _ in range(s.peer_runs)],
+                       CHAIN_STEPS, s.peer_runs * CHAIN_STEPS),
+        "fanout": timed(lambda: [stack.invoke("fanout", s.peer_fanout)], s.peer_fanout,
+                        s.peer_fanout),
+        "iomap": timed(lambda: [stack.invoke("iomap", io)], s.peer_io_maps, s.peer_io_maps),
+    }
+
+
+async def _restate(ctx: BenchContext) -> None:
+    reason = restate_stack.missing()
+    if reason is not None:
+        raise Skip(reason)
+    s = ctx.sizes
+    try:
+        async with (
+            restate_stack.RestateStack(ctx.workdir) as stack,
+            Engine(ctx.kafka_url(), [make_chain(), make_fanout(), make_sleepmap()],
+                   prefix=ctx.prefix("f"), concurrency=s.io_concurrency) as engine,
+        ):
+            await _compare_all(ctx, "Restate", "kafka", _restate_workloads(ctx, stack),
+                               _deerflow_workloads(ctx, engine))
+    except ServiceUnavailable as exc:
+        raise Skip(str(exc)) from exc
+
+
 async def run(ctx: BenchContext) -> None:
-    """DBOS, then Celery; each may be skipped on its own."""
-    for name, part in (("DBOS", _dbos), ("Celery+Redis", _celery)):
+    """DBOS, then Celery, then Restate; each may be skipped on its own."""
+    for name, part in (("DBOS", _dbos), ("Celery+Redis", _celery), ("Restate", _restate)):
         try:
             await part(ctx)
         except Skip as exc:
             ctx.add(skipped_rows(SCENARIO, name, str(exc)))
-    ctx.add(skipped_rows(SCENARIO, "Restate", "its server is on neither PyPI nor Debian"))
