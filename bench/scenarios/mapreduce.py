@@ -72,8 +72,8 @@ async def _cpu(ctx: BenchContext) -> None:
                 lambda: _timed_run(engine, "bench_wordcount", {"files": files}, len(files)),
                 [Metric("rate", "chunks/s", "/s", CPU_GOAL)],
                 note=f"{sizes.mr_words:,} words per chunk; map results (about 2,000 counts "
-                     "each) travel through the history; tasks are placed on partitions by key, "
-                     "so the two workers may get unequal shares"))
+                     "each) travel through the history; map tasks go round-robin over 4 "
+                     "task partitions, 2 per worker"))
 
 
 async def _io(ctx: BenchContext) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from deerflow import Workflow
-from deerflow.tracing import current_traceparent, run_span_id, run_trace_id
+from deerflow.tracing import current_traceparent, refresh_provider, run_span_id, run_trace_id
 from tests.web.conftest import Deployment
 
 CALLER_TRACE = "0af7651916cd43dd8448eb211c80319c"
@@ -25,6 +25,7 @@ def spans() -> Iterator[Any]:
 
     if not isinstance(trace.get_tracer_provider(), sdk.TracerProvider):
         trace.set_tracer_provider(sdk.TracerProvider())
+    refresh_provider()  # engines of earlier tests looked a moment ago and found none
     exporter = InMemorySpanExporter()
     trace.get_tracer_provider().add_span_processor(SimpleSpanProcessor(exporter))
     yield exporter
