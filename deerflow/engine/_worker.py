@@ -39,7 +39,7 @@ from deerflow.engine._registry import WorkflowRegistry
 from deerflow.engine._topics import Topics
 from deerflow.errors import OutputNotSerializable
 from deerflow.eventstore.base import EventLog, GroupConsumer, Message, Record, TopicPartition
-from deerflow.tracing import traced
+from deerflow.tracing import refresh_provider, traced
 
 log = logging.getLogger("deerflow.worker")
 
@@ -191,6 +191,7 @@ class Worker:
         """Join the workers' group and start consuming."""
         if self._loop_task is not None:
             return
+        refresh_provider()  # a TracerProvider set up before the start is used from the start
         self._consumer = self._log.consumer(
             self._topics.worker_group, [self._topics.tasks], listener=self
         )
