@@ -219,6 +219,24 @@ class TransitionFailed(_Event):
     error: str
 
 
+class RunParked(_Event):
+    """The run's owner has another definition under the run's name and version.
+
+    Nothing is decided for the run until the definition it started on is loaded again;
+    ``reason`` says what changed. Recorded so that every process reports the run as parked,
+    whatever definition it has loaded itself.
+    """
+
+    type: Literal["RunParked"] = "RunParked"
+    reason: str
+
+
+class RunResumed(_Event):
+    """The definition a parked run started on is loaded again: the run goes on."""
+
+    type: Literal["RunResumed"] = "RunResumed"
+
+
 class RunCancelRequested(_Event):
     """Someone asked to cancel the run."""
 
@@ -262,6 +280,8 @@ HistoryEvent = Annotated[
     | RunCompensated
     | RunCompensationFailed
     | RunCancelRequested
+    | RunParked
+    | RunResumed
     | RunCancelled
     | TransitionRequested
     | TransitionApplied

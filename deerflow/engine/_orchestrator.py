@@ -470,10 +470,32 @@ class Orchestrator:
         for state in runs:
             wf = self._definition(state)
             if wf is not None:
+                self._record_parking(state, history)
                 self._decide(wf, state, now, dispatches, history)
             if state.terminal:
                 ended.append(state.run_id)
         self._submit(dispatches, history, ended)
+
+    def _record_parking(self, state: RunState, history: list[Message]) -> None:
+        """Record in the history that the run is parked (or goes on again), once per change.
+
+        ``_definition`` found out; the history makes every process report it, including
+        those that load another definition or none.
+        """
+        if state.terminal:
+            return
+        reason = self.parked.get(state.run_id)
+        event: h.HistoryEvent
+        if reason is not None and state.parked != reason:
+            event = h.RunParked(id=h.event_id(state.run_id, "parked", state.parks + 1),
+                                run_id=state.run_id, reason=reason)
+        elif reason is None and state.parked is not None:
+            event = h.RunResumed(id=h.event_id(state.run_id, "resumed", state.parks),
+                                 run_id=state.run_id)
+        else:
+            return
+        fold(state, event)
+        history.append(self._history_message(event))
 
     def _decide(self, wf: Workflow, state: RunState, now: float, dispatches: list[Message],
                 history: list[Message]) -> None:

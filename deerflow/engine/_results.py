@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from deerflow.engine import _state as s
-from deerflow.engine._change import PARKED, definition_change
+from deerflow.engine._change import PARKED
 from deerflow.engine._definition import Workflow
 from deerflow.errors import RunFailed
 
@@ -44,9 +44,9 @@ class RunResult(BaseModel):
     """A run as its history tells it.
 
     ``status`` is running, completed, failed, cancelled (and, for sagas, compensated or
-    compensation_failed), or parked: the run waits because the definition loaded here differs
-    from the one it started on (``error`` says what changed; loading that version again lets
-    it go on, or cancel it). ``output`` is the sink task's output, or a dict by task id when the
+    compensation_failed), or parked: the run waits because the definition its owner loaded
+    differs from the one it started on, as the owner recorded in the history (``error`` says
+    what changed; loading that version again lets it go on, or cancel it). ``output`` is the sink task's output, or a dict by task id when the
     workflow has several sinks. For a state-machine instance, ``state`` is its current state
     and ``transitions`` its transition history (applied, rejected and failed requests).
     """
@@ -115,7 +115,8 @@ def run_result(state: s.RunState, wf: Workflow | None = None) -> RunResult:
         tid: task_result(state.tasks[tid]) if tid in state.tasks else TaskResult(status="pending")
         for tid in order
     }
-    parked = definition_change(wf, state) if wf is not None and not state.terminal else None
+    # Parked as the run's owner recorded it: the definition loaded here may not be the owner's.
+    parked = state.parked if not state.terminal else None
     return RunResult(
         run_id=state.run_id,
         workflow=state.workflow,

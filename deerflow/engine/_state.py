@@ -131,6 +131,9 @@ class RunState:
     retries: int = 0
     #: attempts dispatched and not finished (``Workflow(max_parallel=...)`` bounds it)
     running: int = 0
+    #: why the run's owner parked it (its definition changed), or None
+    parked: str | None = None
+    parks: int = 0  # times it was parked, for the ids of the parking events
 
     @property
     def terminal(self) -> bool:
@@ -405,6 +408,21 @@ def _transition_failed(state: RunState, e: h.TransitionFailed) -> bool:
         "status": "failed", "error": e.error, "ts": e.ts})
 
 
+def _run_parked(state: RunState, e: h.RunParked) -> bool:
+    if state.parked == e.reason:
+        return False
+    state.parked = e.reason
+    state.parks += 1
+    return True
+
+
+def _run_resumed(state: RunState, e: h.RunResumed) -> bool:
+    if state.parked is None:
+        return False
+    state.parked = None
+    return True
+
+
 def _cancel_requested(state: RunState, e: h.RunCancelRequested) -> bool:
     if state.cancel_requested:
         return False
@@ -476,6 +494,8 @@ _APPLY: dict[str, Any] = {
     "RunCompensated": _run_ended_in_error,
     "RunCompensationFailed": _run_ended_in_error,
     "RunCancelRequested": _cancel_requested,
+    "RunParked": _run_parked,
+    "RunResumed": _run_resumed,
     "TransitionRequested": _transition_requested,
     "TransitionApplied": _transition_applied,
     "TransitionRejected": _transition_rejected,

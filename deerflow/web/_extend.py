@@ -102,7 +102,7 @@ def saga_panel(detail: RunDetail) -> str | None:
 def pattern_events_panel(detail: RunDetail) -> str | None:
     """Events of types the core does not define (state machines, pipelines, ...), as they are."""
     core = {"RunRequested", "TaskScheduled", "TaskCompleted", "TaskCollected", "TaskFailed",
-            "TaskRequeued",
+            "TaskRequeued", "RunParked", "RunResumed",
             "TaskSkipped", "TaskAbandoned", "TimerStarted", "TimerFired", "RunCompleted",
             "RunFailed", "RunCompensated", "RunCompensationFailed", "RunCancelRequested",
             "RunCancelled", "RunRetryRequested"}

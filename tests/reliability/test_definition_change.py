@@ -73,8 +73,12 @@ async def test_a_run_whose_definition_changed_is_parked_then_finishes_on_its_ver
         await asyncio.sleep(1.5)  # past the retry timer: a live run would schedule again
         run = await engine.get_run(run_id)
         assert engine.orchestrator is not None and run_id in engine.orchestrator.parked
+        # A process with no definition at all (a CLI, a dashboard) reads it from the history.
+        async with Engine(store, [], orchestrate=False, work=False) as client:
+            seen_elsewhere = await client.get_run(run_id)
         history = await check_log(engine.log, engine.topics.history)
     assert run.status == "parked" and not run.done
+    assert seen_elsewhere.status == "parked" and seen_elsewhere.error == run.error
     assert named in (run.error or ""), run.error
     assert "Workflow(version=" in (run.error or "")
     scheduled = [t for t in history.runs[run_id].scheduled]
@@ -83,7 +87,9 @@ async def test_a_run_whose_definition_changed_is_parked_then_finishes_on_its_ver
 
     renamed = three_steps(sink, version="2", shape=new_shape)
     async with Engine(store, [original, renamed]) as engine:
-        assert (await engine.list_runs(status="running"))[0].run_id == run_id
+        await wait_for(engine, run_id, lambda s: s.parked is None)  # its owner resumed it
+        assert (await engine.get_run(run_id)).status in ("running", "completed")
+        assert not await engine.list_runs(status="parked")
         finished = await engine.wait(run_id, timeout=30)
         fresh = await (await engine.start("etl", run_id="etl-2")).result(timeout=30)
         history = await check_log(engine.log, engine.topics.history)
