@@ -46,9 +46,10 @@ class RunResult(BaseModel):
     ``status`` is running, completed, failed, cancelled (and, for sagas, compensated or
     compensation_failed), or parked: the run waits because the definition its owner loaded
     differs from the one it started on, as the owner recorded in the history (``error`` says
-    what changed; loading that version again lets it go on, or cancel it). ``output`` is the sink task's output, or a dict by task id when the
-    workflow has several sinks. For a state-machine instance, ``state`` is its current state
-    and ``transitions`` its transition history (applied, rejected and failed requests).
+    what changed; loading that version again lets it go on, or cancel it). ``output`` is the
+    sink task's output, or a dict by task id when the workflow has several sinks. For a
+    state-machine instance, ``state`` is its current state and ``transitions`` its transition
+    history (applied, rejected and failed requests).
     """
 
     model_config = ConfigDict(frozen=True)
