@@ -46,22 +46,35 @@ def _digest(text: str, chars: int) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:chars]
 
 
-def caller_traceparent(trigger: Mapping[str, Any] | None) -> tuple[str, str] | None:
-    """(trace id, span id) of a valid ``traceparent`` header in a trigger event, if any."""
+def _parse(value: object) -> tuple[str, str] | None:
+    match = _W3C.match(str(value).strip().lower())
+    if match and set(match[1]) != {"0"} and set(match[2]) != {"0"}:
+        return match[1], match[2]
+    return None
+
+
+def caller_traceparent(trigger: Mapping[str, Any] | None,
+                       traceparent: str | None = None) -> tuple[str, str] | None:
+    """(trace id, span id) the run continues, if any.
+
+    ``traceparent`` is the run's own (a child run continues its parent's trace); otherwise a
+    valid ``traceparent`` header of the trigger event.
+    """
+    if traceparent is not None and (own := _parse(traceparent)) is not None:
+        return own
     headers = (trigger or {}).get("headers") or {}
     if not isinstance(headers, Mapping):
         return None
     for name, value in headers.items():
         if str(name).lower() == TRACEPARENT:
-            match = _W3C.match(str(value).strip().lower())
-            if match and set(match[1]) != {"0"} and set(match[2]) != {"0"}:
-                return match[1], match[2]
+            return _parse(value)
     return None
 
 
-def run_trace_id(run_id: str, trigger: Mapping[str, Any] | None) -> str:
+def run_trace_id(run_id: str, trigger: Mapping[str, Any] | None,
+                 traceparent: str | None = None) -> str:
     """The run's trace id: the caller's, else one derived from the run id (32 hex digits)."""
-    caller = caller_traceparent(trigger)
+    caller = caller_traceparent(trigger, traceparent)
     return caller[0] if caller else _digest(f"deerflow-trace:{run_id}", 32)
 
 
@@ -70,9 +83,10 @@ def run_span_id(run_id: str) -> str:
     return _digest(f"deerflow-run:{run_id}", 16)
 
 
-def run_traceparent(run_id: str, trigger: Mapping[str, Any] | None) -> str:
+def run_traceparent(run_id: str, trigger: Mapping[str, Any] | None,
+                    traceparent: str | None = None) -> str:
     """The W3C ``traceparent`` of the run span: the parent of every task attempt's span."""
-    return f"00-{run_trace_id(run_id, trigger)}-{run_span_id(run_id)}-01"
+    return f"00-{run_trace_id(run_id, trigger, traceparent)}-{run_span_id(run_id)}-01"
 
 
 def current_traceparent() -> str | None:
@@ -93,7 +107,7 @@ def current_traceparent() -> str | None:
     task = current_task.get(None)
     if task is None:
         return None
-    return run_traceparent(task.run_id, task._dispatch.trigger)
+    return run_traceparent(task.run_id, task._dispatch.trigger, task._dispatch.traceparent)
 
 
 def _parent(trace_id: str, span_id: str) -> Any:
@@ -141,7 +155,8 @@ async def traced(dispatch: TaskDispatch, attempt: Awaitable[T]) -> T:
         return await attempt  # no SDK configured: spans would go nowhere, skip their cost
     from opentelemetry import trace
     tracer = trace.get_tracer("deerflow")
-    parent = _parent(run_trace_id(dispatch.run_id, dispatch.trigger), run_span_id(dispatch.run_id))
+    trace_id = run_trace_id(dispatch.run_id, dispatch.trigger, dispatch.traceparent)
+    parent = _parent(trace_id, run_span_id(dispatch.run_id))
     attributes: dict[str, str | int] = {
         "deerflow.run_id": dispatch.run_id, "deerflow.workflow": dispatch.workflow,
         "deerflow.task_id": dispatch.task_id, "deerflow.attempt": dispatch.attempt}
@@ -190,9 +205,9 @@ class RunTracer:
                 return
         from opentelemetry import trace
 
-        caller = caller_traceparent(state.trigger)
+        caller = caller_traceparent(state.trigger, state.traceparent)
         context = _parent(*caller) if caller else None
-        token = _chosen.set((int(run_trace_id(state.run_id, state.trigger), 16),
+        token = _chosen.set((int(run_trace_id(state.run_id, state.trigger, state.traceparent), 16),
                              int(run_span_id(state.run_id), 16)))
         try:
             span = self._tracer.start_span(

@@ -30,6 +30,7 @@ class TaskDispatch(BaseModel):
     upstream: dict[str, dict[str, Any]] = Field(default_factory=dict)
     correlation_id: str | None = None
     extra: dict[str, Any] = Field(default_factory=dict)
+    traceparent: str | None = None  # the run's, when it continues another run's trace
 
 
 @dataclass(frozen=True, slots=True)

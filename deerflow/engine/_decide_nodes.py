@@ -8,6 +8,7 @@ from typing import Any
 from deerflow.engine import _history as h
 from deerflow.engine._definition import TaskDef
 from deerflow.engine._state import PENDING, RETRY_WAIT, RunState, TaskState
+from deerflow.tracing import run_traceparent
 
 
 def generation(state: RunState) -> tuple[str, ...]:
@@ -133,6 +134,8 @@ def start_child_run(task: TaskDef, state: RunState, attempt: int, now: float) ->
         input=child_input(task, state),
         parent=h.ParentRef(run_id=state.run_id, task_id=task.id, attempt=attempt),
         correlation_id=state.correlation_id or state.run_id,
+        # The child's spans belong to the parent's trace, under the parent run's span.
+        traceparent=run_traceparent(state.run_id, state.trigger, state.traceparent),
     )
 
 

@@ -56,6 +56,8 @@ class RunRequested(_Event):
     trigger: dict[str, Any] | None = None
     parent: ParentRef | None = None
     correlation_id: str | None = None
+    #: W3C ``traceparent`` the run's trace continues (a child run: its parent run's span)
+    traceparent: str | None = None
 
 
 class TaskScheduled(_Event):

@@ -84,6 +84,7 @@ def build_dispatch(wf: Workflow, state: RunState, event: h.TaskScheduled) -> Tas
         task_id=event.task_id, attempt=event.attempt, fallback=event.fallback,
         params={**wf.default_params, **state.params}, input=state.input, trigger=state.trigger,
         upstream=_upstream(state, visible), correlation_id=state.correlation_id, extra=extra,
+        traceparent=state.traceparent,
     )
 
 

@@ -113,6 +113,7 @@ class RunState:
     trigger: dict[str, Any] | None = None
     parent: h.ParentRef | None = None
     correlation_id: str | None = None
+    traceparent: str | None = None
     requested: bool = False
     status: str = RUN_RUNNING
     output: Any = None
@@ -179,6 +180,7 @@ def _run_requested(state: RunState, e: h.RunRequested) -> bool:
     state.trigger = e.trigger
     state.parent = e.parent
     state.correlation_id = e.correlation_id
+    state.traceparent = e.traceparent
     state.started_at = e.ts
     return True
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -75,3 +76,37 @@ async def test_without_a_caller_the_trace_id_comes_from_the_run_id(deployment: D
     assert task_span.context.trace_id == int(run_trace_id(run_id, None), 16)
     assert state.output == (f"00-{task_span.context.trace_id:032x}-"
                             f"{task_span.context.span_id:016x}-01")
+
+
+async def test_a_child_run_continues_its_parents_trace_under_the_parent_run_span(
+        deployment: Deployment, spans: Any):
+    child = Workflow(name="traced_child")
+
+    @child.task(id="inner")
+    def inner(context):
+        return current_traceparent()
+
+    parent = Workflow(name="traced_parent")
+    parent.sub_workflow(id="delegate", workflow=child)(lambda context: None)
+    for wf in (child, parent):
+        deployment.engine.register(wf)
+
+    caller = f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"
+    run_id = (await deployment.engine.start(
+        parent, trigger={"type": "webhook", "headers": {"traceparent": caller}})).run_id
+    assert (await deployment.wait(run_id)).status == "completed"
+    child_id = f"{run_id}.delegate.1"
+    await deployment.wait(child_id)
+    for _ in range(200):  # run spans are written as the runs end
+        if len([s for s in of_run(spans, run_id) + of_run(spans, child_id)
+                if s.name.startswith("run ")]) == 2:
+            break
+        await asyncio.sleep(0.02)
+    (parent_span,) = [s for s in of_run(spans, run_id) if s.name == "run traced_parent"]
+    (child_span,) = [s for s in of_run(spans, child_id) if s.name == "run traced_child"]
+    (inner_span,) = [s for s in of_run(spans, child_id) if s.name == "task inner"]
+    trace_id = int(CALLER_TRACE, 16)
+    assert parent_span.context.trace_id == child_span.context.trace_id == trace_id
+    assert inner_span.context.trace_id == trace_id
+    assert child_span.parent.span_id == parent_span.context.span_id
+    assert inner_span.parent.span_id == child_span.context.span_id
