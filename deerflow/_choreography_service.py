@@ -70,7 +70,7 @@ class HandlerRunner:
                 event = await self._events.get(timeout=1.0)
                 if event is None:
                     continue
-                await self._handle(event)
+                await self.handle(event)
                 await self._events.ack(event)
             except asyncio.CancelledError:
                 raise
@@ -79,7 +79,8 @@ class HandlerRunner:
                               self.handler.name)
                 await asyncio.sleep(1.0)
 
-    async def _handle(self, event: StoredEvent) -> None:
+    async def handle(self, event: StoredEvent) -> None:
+        """Call the handler on ``event`` with its retries; dead-letter it if they run out."""
         retry = self.handler.retry
         for attempt in range(1, retry.max_attempts + 1):
             try:
@@ -131,6 +132,22 @@ class HandlerRunner:
             engine.topics.dlq, _codec.dumps(body), key=event.stream,
             headers=(("deerflow-reason", reason.encode()[:1000]),))])
         self.dead_lettered += 1
+
+
+async def handle_again(engine: Engine, handler: EventHandlerDef, event: StoredEvent) -> bool:
+    """Hand ``event`` to ``handler`` once more, outside its consumer group (a replay).
+
+    Same idempotency key and published-event ids as the first delivery, the handler's own
+    retries; a final failure dead-letters the event again. Returns whether it succeeded.
+    """
+    service = ChoreographyService(engine)
+    await service.store.start()
+    try:
+        runner = HandlerRunner(service, handler)
+        await runner.handle(event)
+        return runner.dead_lettered == 0
+    finally:
+        await service.store.stop()
 
 
 class ChoreographyService:

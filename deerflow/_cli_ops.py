@@ -331,7 +331,7 @@ def dlq_replay(
     app: AppOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Replay dead letters: their message is appended to its topic again."""
+    """Replay dead letters: the message again to its topic, an event again to its handler."""
 
     async def main() -> list[dict[str, str]]:
         async with open_engine(store, app) as engine:

@@ -4,8 +4,11 @@ Dead letters come from workers (an unreadable task message) and trigger sources 
 message whose filter raised, an S3 notification that is not one). A letter that carries the
 original message (``topic`` and ``value`` in its body) is replayed by appending that message
 to its topic again: task messages to the engine's task queue, Kafka trigger messages to the
-trigger's topic (a new offset, so a new run once the cause is fixed). Other sources register
-their own replayer with :func:`register_replayer` (extension point).
+trigger's topic (a new offset, so a new run once the cause is fixed). A letter of an event
+handler is replayed by handing its event to that handler again, in the replaying process (which
+must load the handler's workflow), with the handler's retries; the other handlers of the event
+type, which handled it already, do not see it again. Other sources register their own replayer
+with :func:`register_replayer` (extension point).
 
 A replay is recorded as a marker record on the dead-letter topic itself (header
 ``deerflow-replay-of: PARTITION:OFFSET``), so every process shows which letters were replayed,
@@ -127,6 +130,29 @@ async def replay(engine: Engine, ref: str) -> str:
                                      value=_codec.dumps(marker),
                                      headers=((REPLAY_HEADER, entry.ref.encode()),))])
     return done
+
+
+async def _replay_handled_event(engine: Engine, entry: DeadLetterEntry) -> str:
+    """An event handler's letter: its event, to that handler again (same idempotency key)."""
+    from deerflow._choreography_service import handle_again
+    from deerflow.eventstore import StoredEvent
+
+    name = entry.body.get("handler")
+    handler = next((h for wf in engine.registry for h in getattr(wf, "event_handlers", ())
+                    if h.name == name), None)
+    if handler is None:
+        raise DeerflowError(f"dead letter {entry.ref}: event handler {name!r} is not loaded "
+                            "here; replay it with the app that defines it (--app FILE.py)")
+    # Where the event sits in the log is kept beside it (events published by the handler
+    # are ordered after it).
+    event = StoredEvent.model_validate(entry.body["event"]).at(
+        int(entry.body["partition"]), int(entry.body["offset"]))
+    if await handle_again(engine, handler, event):
+        return f"event {event.id} handled again by {name}"
+    return f"event {event.id} failed again in {name}: dead-lettered anew"
+
+
+_replayers["event_handler"] = _replay_handled_event
 
 
 def _original_value(entry: DeadLetterEntry) -> bytes:

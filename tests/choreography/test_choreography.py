@@ -134,6 +134,41 @@ async def test_a_handler_that_keeps_failing_dead_letters_the_event_and_moves_on(
     assert "refunds are closed" in refund_letter["reason"]
 
 
+async def test_replaying_a_handlers_dead_letter_hands_the_event_to_that_handler_only(store):
+    from deerflow.errors import DeerflowError
+    from deerflow.web import _dlq
+
+    wf = Workflow(name="billing")
+    bank_up = False
+    charged: list[tuple[str, str]] = []
+    audited: list[str] = []
+
+    @wf.event_handler("ChargeRequested", retries=1, retry_delay=0.01)
+    def charge(event):
+        if not bank_up:
+            raise ConnectionError("bank unreachable")
+        charged.append((event.data["card"], event.idempotency_key))
+
+    @wf.event_handler("ChargeRequested")
+    def audit(event):
+        audited.append(event.id)
+
+    async with Engine(store, [wf]) as engine:
+        event = await publish_event_via(engine, "ChargeRequested", {"card": "c-1"})
+        await eventually(lambda: audited == [event.id])
+        (letter,) = await eventually(lambda: _dlq.dead_letters(engine))
+        bank_up = True  # the cause is fixed
+        done = await _dlq.replay(engine, letter.ref)
+        (replayed,) = await _dlq.dead_letters(engine)
+        async with Engine(store, [], orchestrate=False, work=False) as without_the_app:
+            with pytest.raises(DeerflowError, match="not loaded here"):
+                await _dlq.replay(without_the_app, letter.ref)
+    assert done == f"event {event.id} handled again by billing.charge"
+    assert charged == [("c-1", f"billing.charge/{event.id}")]  # the first delivery's key
+    assert audited == [event.id]  # the handler that had succeeded did not see it again
+    assert replayed.ref == letter.ref and replayed.replayed_at is not None
+
+
 async def _two(letters: Any) -> list[dict[str, Any]] | None:
     found = await letters
     return found if len(found) >= 2 else None
