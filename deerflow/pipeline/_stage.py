@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
+from deerflow.engine._taskdef import RetryPolicy
 from deerflow.errors import DefinitionError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -45,13 +46,18 @@ class StageOptions:
     max_retry_delay: float = 30.0
 
     @property
+    def retry(self) -> RetryPolicy:
+        """The retry options as the policy tasks use (one backoff rule for both)."""
+        return RetryPolicy(self.retries, self.retry_delay, self.backoff, self.max_retry_delay)
+
+    @property
     def max_attempts(self) -> int:
         """First attempt plus retries."""
-        return self.retries + 1
+        return self.retry.max_attempts
 
     def delay_before(self, attempt: int) -> float:
         """Seconds to wait before ``attempt`` (2 is the first retry)."""
-        return min(self.retry_delay * self.backoff ** max(0, attempt - 2), self.max_retry_delay)
+        return self.retry.delay_before(attempt)
 
     def problems(self) -> list[str]:
         """What is wrong with these options, as phrases; empty when they are valid."""
