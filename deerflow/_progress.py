@@ -10,16 +10,9 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
+from deerflow._cli_live import STYLE
 from deerflow.engine._results import RunResult, TaskResult
 
-_STYLE = {
-    "pending": "dim",
-    "running": "cyan",
-    "retrying": "yellow",
-    "completed": "green",
-    "failed": "bold red",
-    "skipped": "magenta",
-}
 _MARK = {"completed": "✔", "failed": "✘", "skipped": "⤼", "pending": "·", "retrying": "↻"}
 
 
@@ -39,7 +32,7 @@ def render(result: RunResult) -> Group:
     table.add_column("time", justify="right")
     table.add_column("error", overflow="fold", max_width=60)
     for task_id, task in result.tasks.items():
-        style = _STYLE.get(task.status, "")
+        style = STYLE.get(task.status, "")
         status: Text | Spinner
         if task.status == "running":
             status = Spinner("dots", text=Text(" running", style=style))
@@ -47,7 +40,7 @@ def render(result: RunResult) -> Group:
             status = Text(f"{_MARK.get(task.status, '')} {task.status}", style=style)
         table.add_row(task_id, status, str(task.attempts or ""), _duration(task),
                       Text(task.error or "", style="red"))
-    footer = Text(f"run {result.status}", style=_STYLE.get(result.status, "bold"))
+    footer = Text(f"run {result.status}", style=STYLE.get(result.status, "bold"))
     return Group(table, footer)
 
 
