@@ -10,6 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from deerflow.eventstore.base import Message
+
 _TASK_LOGGER = logging.getLogger("deerflow.task")
 
 
@@ -31,6 +33,11 @@ class TaskDispatch(BaseModel):
     correlation_id: str | None = None
     extra: dict[str, Any] = Field(default_factory=dict)
     traceparent: str | None = None  # the run's, when it continues another run's trace
+
+    def message(self, topic: str, partition: int | None = None) -> Message:
+        """This attempt as a task-queue record (placed by run and task unless ``partition``)."""
+        return Message(topic=topic, key=f"{self.run_id}/{self.task_id}",
+                       value=self.model_dump_json().encode(), partition=partition)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ from deerflow.engine._topics import Topics
 from deerflow.engine._worker import Worker
 from deerflow.errors import DeerflowError, RunNotFound, TaskError, TransitionNotAllowed
 from deerflow.eventstore import open_log
-from deerflow.eventstore.base import EventLog, Message
+from deerflow.eventstore.base import EventLog
 
 DEFAULT_STORE = "sqlite:///deerflow.db"
 
@@ -277,9 +277,7 @@ class Engine:
         """Append events to their runs' histories (durable when this returns)."""
         await self._start_engine()
         events = list(events)
-        await self.log.append([
-            Message(topic=self.topics.history, key=e.run_id, value=h.encode(e)) for e in events
-        ])
+        await self.log.append([h.message(self.topics.history, e) for e in events])
         if self.orchestrator is not None:
             self.orchestrator.observe(events)  # an owned run moves without a broker round trip
 

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from deerflow import _codec
+from deerflow.eventstore.base import Message
 
 SCHEMA_VERSION = 1
 
@@ -303,6 +304,11 @@ _adapter: TypeAdapter[HistoryEvent] = TypeAdapter(HistoryEvent)
 def encode(event: _Event) -> bytes:
     """The event as JSON bytes."""
     return _codec.dumps(event.model_dump(mode="json"))
+
+
+def message(topic: str, event: _Event) -> Message:
+    """``event`` as a record of the history topic, keyed by its run (one partition, in order)."""
+    return Message(topic=topic, key=event.run_id, value=encode(event))
 
 
 def decode(data: bytes) -> HistoryEvent:

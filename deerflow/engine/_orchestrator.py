@@ -465,7 +465,7 @@ class Orchestrator:
     def _advance(self, runs: Iterable[RunState]) -> None:
         now = self._clock()
         dispatches: list[Message] = []
-        history: list[Message] = [self._history_message(e) for e in self._pending_fired]
+        history: list[Message] = [h.message(self._topics.history, e) for e in self._pending_fired]
         self._pending_fired = []
         ended: list[str] = []
         for state in runs:
@@ -496,7 +496,7 @@ class Orchestrator:
         else:
             return
         fold(state, event)
-        history.append(self._history_message(event))
+        history.append(h.message(self._topics.history, event))
 
     def _decide(self, wf: Workflow, state: RunState, now: float, dispatches: list[Message],
                 history: list[Message]) -> None:
@@ -517,7 +517,7 @@ class Orchestrator:
                     dispatches.append(self._task_message(dispatch))
             elif isinstance(event, h.TimerStarted):
                 heapq.heappush(self._timers, (event.fire_at, state.run_id, event.timer_id))
-            history.append(self._history_message(event))
+            history.append(h.message(self._topics.history, event))
 
     def _task_message(self, dispatch: TaskDispatch) -> Message:
         """A queue message for ``dispatch``, on the next task partition round-robin.
@@ -527,8 +527,7 @@ class Orchestrator:
         """
         partition = self._next_task_partition % self._task_partitions
         self._next_task_partition = partition + 1
-        return Message(topic=self._topics.tasks, key=f"{dispatch.run_id}/{dispatch.task_id}",
-                       value=dispatch.model_dump_json().encode(), partition=partition)
+        return dispatch.message(self._topics.tasks, partition)
 
     # -- appending decisions ----------------------------------------------------------------
 
@@ -614,8 +613,6 @@ class Orchestrator:
     def _backlog(self) -> int:
         return len(self._out_dispatch) + len(self._out_history)
 
-    def _history_message(self, event: h.HistoryEvent) -> Message:
-        return Message(topic=self._topics.history, key=event.run_id, value=h.encode(event))
 
     def _definition(self, state: RunState) -> Workflow | None:
         wf = self._registry.get(state.workflow, state.version)

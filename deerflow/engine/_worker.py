@@ -233,10 +233,8 @@ class Worker:
         if not dispatches:
             return
         try:
-            await self._log.append([
-                Message(topic=self._topics.tasks, key=f"{d.run_id}/{d.task_id}",
-                        value=d.model_dump_json().encode()) for d in dispatches])
-            await self._log.append([self._history_message(h.TaskRequeued(
+            await self._log.append([d.message(self._topics.tasks) for d in dispatches])
+            await self._log.append([h.message(self._topics.history, h.TaskRequeued(
                 id=h.event_id(d.run_id, d.task_id, d.attempt, "requeued"), run_id=d.run_id,
                 task_id=d.task_id, attempt=d.attempt)) for d in dispatches])
         except Exception:
@@ -276,7 +274,7 @@ class Worker:
             # orchestrator's run state must not change when a body mutates what it was given.
             dispatch = TaskDispatch.model_validate_json(dispatch.model_dump_json())
             outcome = await self._run_dispatch(dispatch)
-            await self._append_durably([self._history_message(outcome)])
+            await self._append_durably([h.message(self._topics.history, outcome)])
         except asyncio.CancelledError:
             return  # stopping: left in _eager, so stop() hands it to the task queue
         except Exception:
@@ -414,7 +412,7 @@ class Worker:
         except ValidationError as exc:
             return [self._dead_letter(record, f"unreadable task message: {exc}")], None
         event = await self._run_dispatch(dispatch)
-        return [self._history_message(event)], event
+        return [h.message(self._topics.history, event)], event
 
     async def _run_dispatch(self, dispatch: TaskDispatch) -> h.TaskCompleted | h.TaskFailed:
         wf = self._registry.get(dispatch.workflow, dispatch.version)
@@ -426,8 +424,6 @@ class Worker:
             return _failure(dispatch, str(exc), "LookupError", self.name)
         return await run_attempt(task, fn, dispatch, executor=self._executor, worker=self.name)
 
-    def _history_message(self, event: h.HistoryEvent) -> Message:
-        return Message(topic=self._topics.history, key=event.run_id, value=h.encode(event))
 
     def _dead_letter(self, record: Record, reason: str) -> Message:
         body = {"reason": reason, "topic": record.topic, "partition": record.partition,
