@@ -85,10 +85,13 @@ async def test_a_fan_out_goes_through_the_queue_round_robin_over_its_partitions(
         assert result.status == "completed" and result.output == width * (width - 1)
         queued = await _records(engine.log, engine.topics.tasks)
         partitions = await engine.log.partition_count(engine.topics.tasks)
-    # split, the expansion and total are one attempt per decision: eager. The children are
-    # many at once: all through the queue, evenly over its partitions.
-    assert len(queued) == width
-    per_partition = Counter(r.partition for r in queued)
+    # The children are many at once: all through the queue, evenly over its partitions.
+    # (split and total are single attempts: eager if a slot is free at that moment, which
+    # four slots busy with children finishing may not leave for total.)
+    children = [r for r in queued if r.key is not None and "/each/" in r.key]
+    assert len(children) == width
+    assert len(queued) - len(children) <= 2
+    per_partition = Counter(r.partition for r in children)
     assert len(per_partition) == partitions
     assert max(per_partition.values()) - min(per_partition.values()) <= 1
 
