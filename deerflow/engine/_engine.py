@@ -100,9 +100,9 @@ class Engine:
         concurrency: task attempts run at once by this process's worker.
         partitions: partitions for topics deerflow creates (8 on Kafka, 4 elsewhere).
         services: start the services pattern modules register (event handlers, ...).
-        eager: let this process's orchestrator hand the next attempt of a run straight to
-            its own worker when a slot is free (chains, retries; fan-outs still go through
-            the task queue), skipping the queue's round trip; ``False`` sends every attempt
+        eager: let this process's orchestrator hand attempts straight to its own worker
+            when slots are free (a chain's next step, a retry, this worker's share of a
+            fan-out), skipping the queue's round trip; ``False`` sends every attempt
             through the queue.
         options: settings read by those services.
     """

@@ -13,8 +13,10 @@ chain, a retry, a transition's handler) and this process also runs a worker with
 the attempt goes straight to that worker instead of through the task queue: no produce and no
 consume before it starts. It is recorded as ``TaskScheduled(eager=True)``; whoever rebuilds the
 run later and finds such an attempt without an outcome (this process died, or the partition
-moved) puts it on the task queue. A decision that schedules several attempts (a fan-out) sends
-them all to the queue, round-robin over its partitions, so they spread over every worker.
+moved) puts it on the task queue. A decision that schedules several attempts (a fan-out) is split
+as round-robin over the queue's partitions would split it (``_placement``): the local worker's
+share starts here as far as it has free slots, the rest of its share goes to its partitions and
+every other worker's share to theirs. So fan-outs still spread over every worker.
 
 Memory: an ended run's state is dropped once everything decided for it is appended; only a
 tombstone stays (its id, and which retry could reopen it). The fold ignores every event of an
@@ -28,7 +30,7 @@ import asyncio
 import contextlib
 import heapq
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from deerflow.engine import _history as h
@@ -37,6 +39,7 @@ from deerflow.engine._context import TaskDispatch
 from deerflow.engine._decide import advance
 from deerflow.engine._definition import Workflow
 from deerflow.engine._expand import child_task_id, node_of
+from deerflow.engine._placement import Placement, place
 from deerflow.engine._registry import WorkflowRegistry
 from deerflow.engine._results import RunResult, run_result
 from deerflow.engine._state import COMPLETED, SCHEDULED, RunState, fold
@@ -109,8 +112,17 @@ class LocalWorker(Protocol):
     def try_run(self, dispatch: TaskDispatch) -> bool:
         """Start running ``dispatch`` now if a slot is free; whether it did."""
 
+    def free_slots(self) -> int:
+        """How many attempts ``try_run`` would take right now."""
+
+    def task_partitions(self) -> frozenset[int]:
+        """The task queue's partitions the worker consumes."""
+
     def runs_eagerly(self, run_id: str, task_id: str, attempt: int) -> bool:
         """Whether that attempt is running here after an eager dispatch."""
+
+    def outcome_durable(self, run_id: str, task_id: str, attempt: int) -> None:
+        """That attempt's outcome was read from the log (its slot, if held here, is free)."""
 
 
 class Orchestrator:
@@ -411,6 +423,10 @@ class Orchestrator:
         self._fold_event(event, touched)
 
     def _fold_event(self, event: h.HistoryEvent, touched: dict[str, RunState]) -> None:
+        if self.local_worker is not None and isinstance(event, h.TaskCompleted | h.TaskFailed):
+            # Read back, so durable: the attempt's slot is free before the worker that ran it
+            # resumes from its append, and the run's next step (decided below) can take it.
+            self.local_worker.outcome_durable(event.run_id, event.task_id, event.attempt)
         state = self.runs.get(event.run_id)
         if state is None:
             part = partition_for(event.run_id, self._partitions)
@@ -504,30 +520,41 @@ class Orchestrator:
         events = advance(wf, state, now)
         attempts = [isinstance(e, h.TaskScheduled) and e.run_id == state.run_id
                     and runs_on_worker(wf, e.task_id) for e in events]
-        single = sum(attempts) == 1
+        placement = self._placement(sum(attempts))
         for event, is_attempt in zip(events, attempts, strict=True):
             if is_attempt:
                 assert isinstance(event, h.TaskScheduled)
                 dispatch = self._build_dispatch(wf, state, event)
-                if single and self.local_worker is not None \
+                if placement.eager and self.local_worker is not None \
                         and self.local_worker.try_run(dispatch):
+                    placement.eager -= 1
                     event = event.model_copy(update={"eager": True})
                     state.tasks[event.task_id].eager = True
                 else:
-                    dispatches.append(self._task_message(dispatch))
+                    dispatches.append(self._task_message(dispatch, placement.next_partitions()))
             elif isinstance(event, h.TimerStarted):
                 heapq.heappush(self._timers, (event.fire_at, state.run_id, event.timer_id))
             history.append(h.message(self._topics.history, event))
 
-    def _task_message(self, dispatch: TaskDispatch) -> Message:
-        """A queue message for ``dispatch``, on the next task partition round-robin.
+    def _placement(self, attempts: int) -> Placement:
+        """Where the ``attempts`` of one decision go: see :func:`place`."""
+        local = self.local_worker
+        if local is None or attempts == 0:
+            return Placement(0, 0, (), ())
+        if attempts == 1:  # no share to keep: run it here if a slot is free
+            return Placement(1, 0, (), ())
+        return place(attempts, local.free_slots(), local.task_partitions(),
+                     self._task_partitions)
 
-        Round-robin rather than by key: the attempts of one fan-out land evenly on every
-        partition, so workers that own equal shares of the partitions get equal shares of work.
+    def _task_message(self, dispatch: TaskDispatch, among: Sequence[int] = ()) -> Message:
+        """A queue message for ``dispatch``, on the next of ``among`` (default: all) in turn.
+
+        Round-robin rather than by key: the attempts of one fan-out land evenly on the
+        partitions, so workers that own equal shares of the partitions get equal shares of work.
         """
-        partition = self._next_task_partition % self._task_partitions
-        self._next_task_partition = partition + 1
-        return dispatch.message(self._topics.tasks, partition)
+        index = self._next_task_partition % (len(among) or self._task_partitions)
+        self._next_task_partition = index + 1
+        return dispatch.message(self._topics.tasks, among[index] if among else index)
 
     # -- appending decisions ----------------------------------------------------------------
 

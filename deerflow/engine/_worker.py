@@ -2,8 +2,10 @@
 
 A task message is committed only after its outcome is durable in the history, so a worker that
 dies mid-task leaves the message to be delivered again (task bodies are at-least-once; the
-fold ignores a second outcome of the same attempt). Concurrency is bounded: when every slot is
-busy the worker pauses its partitions instead of buffering.
+fold ignores a second outcome of the same attempt); one background committer commits what is
+done, coalescing. Concurrency is bounded: a slot is held from the attempt's start until its
+outcome is durable, and when every slot is busy the worker pauses its partitions instead of
+buffering.
 
 Eager dispatch: the orchestrator of the same process may hand an attempt straight to this
 worker (:meth:`Worker.try_run`) when a slot is free, skipping the task queue's produce and
@@ -23,7 +25,7 @@ import logging
 import os
 import socket
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -167,6 +169,12 @@ class Worker:
         self._consumer: GroupConsumer | None = None
         self._executor = ThreadPoolExecutor(self._concurrency, thread_name_prefix="deerflow-task")
         self._inflight: set[asyncio.Task[None]] = set()
+        #: attempts holding a slot (running, or appending their outcome), with their identity
+        #: once known. A slot frees the moment its outcome is durable, as told by the append
+        #: returning or by the local orchestrator reading the outcome (whichever comes first),
+        #: so the run's next step, decided from that outcome, can take it.
+        self._holding: dict[asyncio.Task[None], tuple[str, str, int] | None] = {}
+        self._slot_of: dict[tuple[str, str, int], asyncio.Task[None]] = {}
         # Polled records waiting for a slot, at most ``_prefetch`` of them: the next attempt
         # starts the moment a slot frees, instead of after a resume and a fetch round trip.
         # The records are of this worker's own partitions, so holding them takes work from no
@@ -181,6 +189,8 @@ class Worker:
         self._commit_lock = asyncio.Lock()
         self._commit_requested = 0
         self._commit_completed = 0
+        self._commit_wanted = False
+        self._committer: asyncio.Task[None] | None = None
         self.executed = 0
         #: eager attempts handed over by the local orchestrator and not finished, by identity
         self._eager: dict[tuple[str, str, int], TaskDispatch] = {}
@@ -212,6 +222,8 @@ class Worker:
             if pending:
                 await asyncio.wait(pending)
         await self._spill_eager()
+        if self._committer is not None:
+            await asyncio.wait({self._committer})
         if self._consumer is not None:
             with contextlib.suppress(Exception):
                 await self._commit()
@@ -249,20 +261,26 @@ class Worker:
 
         The caller records the attempt as eager only when this returns ``True``.
         """
-        busy = len(self._inflight)
-        if asyncio.current_task() in self._inflight:
-            busy -= 1  # called back by an attempt that is finishing: its slot is free now
-        if self._consumer is None or self._stopping.is_set() or busy >= self._concurrency \
-                or self._ready:  # polled attempts waiting for a slot go first
+        if self.free_slots() == 0:  # polled attempts waiting for a slot go first
             return False
         ident = (dispatch.run_id, dispatch.task_id, dispatch.attempt)
         if ident in self._eager:
             return True  # already running here
         self._eager[ident] = dispatch
-        task = asyncio.create_task(self._handle_eager(ident, dispatch))
-        self._inflight.add(task)
-        task.add_done_callback(self._slot_freed)
+        self._take_slot(self._handle_eager(ident, dispatch))
         return True
+
+    def free_slots(self) -> int:
+        """How many attempts :meth:`try_run` would take right now."""
+        if self._consumer is None or self._stopping.is_set() or self._ready:
+            return 0
+        return max(0, self._concurrency - len(self._holding))
+
+    def task_partitions(self) -> frozenset[int]:
+        """The task queue's partitions this worker consumes (its share of queued work)."""
+        if self._consumer is None:
+            return frozenset()
+        return frozenset(tp.partition for tp in self._consumer.assignment())
 
     def runs_eagerly(self, run_id: str, task_id: str, attempt: int) -> bool:
         """Whether this worker is running that attempt, handed over by eager dispatch."""
@@ -275,6 +293,7 @@ class Worker:
             dispatch = TaskDispatch.model_validate_json(dispatch.model_dump_json())
             outcome = await self._run_dispatch(dispatch)
             await self._append_durably([h.message(self._topics.history, outcome)])
+            self._free_slot(asyncio.current_task())
         except asyncio.CancelledError:
             return  # stopping: left in _eager, so stop() hands it to the task queue
         except Exception:
@@ -319,7 +338,7 @@ class Worker:
         consumer = self._consumer
         while not self._stopping.is_set():
             self._start_ready()
-            room = self._concurrency - len(self._inflight) + self._prefetch - len(self._ready)
+            room = self._concurrency - len(self._holding) + self._prefetch - len(self._ready)
             try:
                 if room <= 0:
                     await self._wait_for_a_slot(consumer)
@@ -337,16 +356,40 @@ class Worker:
                 self._ready.append(record)
 
     def _start_ready(self) -> None:
-        while self._ready and len(self._inflight) < self._concurrency \
+        while self._ready and len(self._holding) < self._concurrency \
                 and not self._stopping.is_set():
-            task = asyncio.create_task(self._handle(self._ready.popleft()))
-            self._inflight.add(task)
-            task.add_done_callback(self._slot_freed)
+            self._take_slot(self._handle(self._ready.popleft()))
 
-    def _slot_freed(self, task: asyncio.Task[None]) -> None:
+    def _take_slot(self, attempt: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(attempt)
+        self._inflight.add(task)
+        self._holding[task] = None
+        task.add_done_callback(self._ended)
+
+    def _claim(self, ident: tuple[str, str, int]) -> None:
+        """Name the current task's slot after the attempt it runs (see outcome_durable)."""
+        task = asyncio.current_task()
+        if task in self._holding and ident not in self._slot_of:  # a duplicate keeps its slot
+            self._holding[task] = ident
+            self._slot_of[ident] = task
+
+    def outcome_durable(self, run_id: str, task_id: str, attempt: int) -> None:
+        """The local orchestrator read this attempt's outcome from the log: free its slot."""
+        task = self._slot_of.get((run_id, task_id, attempt))
+        if task is not None:
+            self._free_slot(task)
+
+    def _free_slot(self, task: asyncio.Task[Any] | None) -> None:
+        if task in self._holding:
+            ident = self._holding.pop(task)
+            if ident is not None:
+                self._slot_of.pop(ident, None)
+            self._slot.set()
+            self._start_ready()
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
-        self._start_ready()  # now, not when the loop's current poll returns
-        self._slot.set()
+        self._free_slot(task)  # starts a ready record now, not when the loop's poll returns
 
     async def _wait_for_a_slot(self, consumer: GroupConsumer) -> None:
         """Every slot is busy and the prefetch is full: pause the partitions until one frees.
@@ -361,7 +404,7 @@ class Worker:
         self._slot.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._slot.wait(), 1.0)
-        if len(self._inflight) >= self._concurrency:
+        if len(self._holding) >= self._concurrency:
             # Still full: a paused poll returns nothing but keeps the member alive in Kafka.
             await consumer.poll(timeout=0.0)
 
@@ -388,6 +431,7 @@ class Worker:
         try:
             messages, outcome = await self._outcome(record)
             await self._append_durably(messages)
+            self._free_slot(asyncio.current_task())
             if outcome is not None and self.on_outcome is not None:
                 self.on_outcome([outcome])  # durable now: the local owner may act at once
         except asyncio.CancelledError:
@@ -398,13 +442,26 @@ class Worker:
             return
         self._offsets.done(record.tp, record.offset)
         self.executed += 1
-        try:
-            # Commit now, before the run's next task can start, so a crash does not
-            # redeliver work whose outcome is already durable.
-            await self._commit()
-        except Exception:
-            log.warning("worker %s: committing offsets failed; the next commit covers them",
-                        self.name, exc_info=True)
+        # Committed in the background: the slot is free once the outcome is durable, not
+        # after a commit round trip (a crash before the commit redelivers the message; its
+        # second outcome is a duplicate the fold ignores).
+        self._commit_soon()
+
+    def _commit_soon(self) -> None:
+        """Have the committer commit what is done, coalesced with everything done meanwhile."""
+        self._commit_wanted = True
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_loop(),
+                                                  name="deerflow-worker-commit")
+
+    async def _commit_loop(self) -> None:
+        while self._commit_wanted:
+            self._commit_wanted = False
+            try:
+                await self._commit()
+            except Exception:
+                log.warning("worker %s: committing offsets failed; the next commit covers them",
+                            self.name, exc_info=True)
 
     async def _outcome(self, record: Record) -> tuple[list[Message], h.HistoryEvent | None]:
         try:
@@ -415,6 +472,7 @@ class Worker:
         return [h.message(self._topics.history, event)], event
 
     async def _run_dispatch(self, dispatch: TaskDispatch) -> h.TaskCompleted | h.TaskFailed:
+        self._claim((dispatch.run_id, dispatch.task_id, dispatch.attempt))
         wf = self._registry.get(dispatch.workflow, dispatch.version)
         if wf is None:
             return _not_loaded(dispatch, self.name)

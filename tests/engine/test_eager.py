@@ -1,8 +1,9 @@
 """Eager dispatch: the next attempt of a run goes straight to a worker of the deciding process.
 
-What a user relies on: chains skip the task queue, fan-outs still spread over the queue's
-partitions, an eager attempt whose process went away is run again by the run's next owner,
-and a task body cannot change the engine's copy of what it was given.
+What a user relies on: chains skip the task queue, fan-outs start what fits in free slots and
+spread the rest over the queue's partitions, an eager attempt whose process went away is run
+again by the run's next owner, and a task body cannot change the engine's copy of what it was
+given.
 """
 
 from __future__ import annotations
@@ -52,6 +53,20 @@ async def test_a_chain_runs_every_step_eagerly_without_task_messages(store):
     assert calls == {f"s{i}": 1 for i in range(5)}
 
 
+async def test_as_many_chains_as_slots_all_run_eagerly(store):
+    # A finished attempt's slot is free once its outcome is durable, so the run's next step
+    # (decided from that outcome) takes it: no step has to wait for the queue.
+    calls: Counter[str] = Counter()
+    wf = chain(5, calls)
+    slots = 8
+    async with Engine(store, [wf], concurrency=slots) as engine:
+        handles = await asyncio.gather(*(engine.start(wf) for _ in range(slots)))
+        results = await asyncio.gather(*(hd.result(timeout=60) for hd in handles))
+        assert [r.status for r in results] == ["completed"] * slots
+        assert await _records(engine.log, engine.topics.tasks) == []
+    assert calls == {f"s{i}": slots for i in range(5)}
+
+
 async def test_without_eager_every_attempt_goes_through_the_task_queue(store):
     calls: Counter[str] = Counter()
     wf = chain(3, calls)
@@ -64,7 +79,7 @@ async def test_without_eager_every_attempt_goes_through_the_task_queue(store):
         assert len(await _records(engine.log, engine.topics.tasks)) == 3
 
 
-async def test_a_fan_out_goes_through_the_queue_round_robin_over_its_partitions(store):
+async def test_a_fan_out_starts_what_fits_in_free_slots_and_queues_the_rest_evenly(store):
     wf = Workflow(name="eager_fanout")
     width = 33
 
@@ -85,12 +100,17 @@ async def test_a_fan_out_goes_through_the_queue_round_robin_over_its_partitions(
         assert result.status == "completed" and result.output == width * (width - 1)
         queued = await _records(engine.log, engine.topics.tasks)
         partitions = await engine.log.partition_count(engine.topics.tasks)
-    # The children are many at once: all through the queue, evenly over its partitions.
-    # (split and total are single attempts: eager if a slot is free at that moment, which
-    # four slots busy with children finishing may not leave for total.)
+        scheduled = [e for e in await _history(engine, result.run_id)
+                     if isinstance(e, h.TaskScheduled) and e.task_id.startswith("each/")]
+    # This one process consumes every partition, so the whole fan-out is its share: the four
+    # free slots start four children at once, the other children go through the queue,
+    # evenly over its partitions.
+    eager = sorted(e.task_id for e in scheduled if e.eager)
     children = [r for r in queued if r.key is not None and "/each/" in r.key]
-    assert len(children) == width
-    assert len(queued) - len(children) <= 2
+    assert len(eager) == 4
+    assert len(children) == width - 4
+    assert sorted({r.key.split("/", 1)[1] for r in children} | set(eager)) == sorted(
+        e.task_id for e in scheduled)
     per_partition = Counter(r.partition for r in children)
     assert len(per_partition) == partitions
     assert max(per_partition.values()) - min(per_partition.values()) <= 1

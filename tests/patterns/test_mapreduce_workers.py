@@ -59,6 +59,9 @@ async def test_map_tasks_of_one_run_run_in_both_worker_processes(kafka_url, kafk
     by_pid = map_calls_by_pid(handle.run_id)
     assert set(by_pid) == {p.pid for p in procs}, by_pid  # both processes ran map calls
     assert sum(by_pid.values()) == 80
+    # Each owns half the task partitions: the owner of the run starts its half at once
+    # (eager) and queues the other half to the other process, so neither does most of it.
+    assert min(by_pid.values()) >= 20, by_pid
 
 
 async def test_a_worker_killed_mid_map_reduce_loses_and_double_counts_no_partition(
