@@ -34,7 +34,6 @@ MEMORY_GOAL = Goal("<=", 5120.0)
 
 async def fanout_time(engine: Engine, n: int) -> Metrics:
     """Seconds for one run fanning out to ``n`` no-op children."""
-    await engine.index.start()
     started = time.perf_counter()
     handle = await engine.start("bench_fanout", params={"n": n})
     result = await handle.result(timeout=900)

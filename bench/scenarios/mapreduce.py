@@ -32,7 +32,6 @@ IO_GOAL = Goal(">=", 0.9)
 
 async def _timed_run(engine: Engine, workflow: str, params: dict[str, Any], items: int
                      ) -> Metrics:
-    await engine.index.start()
     started = time.perf_counter()
     handle = await engine.start(workflow, params=params)
     result = await handle.result(timeout=600)

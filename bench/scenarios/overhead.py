@@ -36,9 +36,6 @@ async def chain_round(engine: Engine, runs: int) -> Metrics:
     """Start ``runs`` chains at once and await them all; completed steps per second."""
     wf = engine.registry.get("bench_chain")
     assert wf is not None
-    # Started once up front: concurrent first calls of RunIndex.start() race (each makes a
-    # reader and a follower task), which would fold every record several times.
-    await engine.index.start()
     started = time.perf_counter()
     handles = await asyncio.gather(*(engine.start(wf) for _ in range(runs)))
     results = await asyncio.gather(*(h.result(timeout=RESULT_TIMEOUT) for h in handles))

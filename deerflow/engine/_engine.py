@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import uuid
@@ -14,7 +15,7 @@ from deerflow import _codec
 from deerflow.engine import _history as h
 from deerflow.engine._change import PARKED
 from deerflow.engine._definition import Workflow, ensure_loop_free
-from deerflow.engine._orchestrator import Orchestrator
+from deerflow.engine._orchestrator import Orchestrator, RunMoved
 from deerflow.engine._registry import WorkflowRegistry
 from deerflow.engine._results import RunResult, run_result
 from deerflow.engine._runindex import RunIndex
@@ -25,6 +26,7 @@ from deerflow.eventstore import open_log
 from deerflow.eventstore.base import EventLog
 
 DEFAULT_STORE = "sqlite:///deerflow.db"
+SETTLE_WAIT = 2.0  # s Engine.wait gives a joining orchestrator to learn which runs it owns
 
 
 def default_store() -> str:
@@ -289,26 +291,32 @@ class Engine:
     async def wait(self, run_id: str, *, timeout: float | None = None) -> RunResult:
         """Wait until ``run_id`` ends; ``TimeoutError`` after ``timeout`` seconds.
 
-        The run index answers in any process. When this process's orchestrator owns the run,
-        it answers as soon as the run's ending is durable, without the index's read of it.
+        When this process's orchestrator owns the run, it answers as soon as the run's ending
+        is durable, and the run index (which reads every history record again) is not needed.
+        Otherwise, or if the run's partition moves meanwhile, the run index answers.
         """
         await self._start_engine()
-        indexed = asyncio.ensure_future(self.index.wait(run_id, lambda s: s.terminal, timeout))
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
         orchestrator = self.orchestrator
-        if orchestrator is None:
-            state = await indexed
-        else:
-            ended = orchestrator.when_ended(run_id)
+        if orchestrator is not None and not orchestrator.settled.is_set():
+            # Joining the group: which runs it owns is known once its partitions are rebuilt.
+            # A join slower than this (a busy group) leaves the answer to the run index.
+            limit = SETTLE_WAIT if timeout is None else min(timeout, SETTLE_WAIT)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(orchestrator.settled.wait(), limit)
+        waiter = None if orchestrator is None else orchestrator.when_ended(run_id)
+        if orchestrator is not None and waiter is not None:
             try:
-                either: set[asyncio.Future[Any]] = {indexed, ended}
-                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+                return await asyncio.wait_for(waiter, timeout)
+            except TimeoutError:
+                raise TimeoutError(f"run {run_id} did not finish within {timeout}s") from None
+            except RunMoved:
+                pass  # another member decides it now: the run index answers
             finally:
-                orchestrator.forget_waiter(run_id, ended)
-                if not indexed.done():
-                    indexed.cancel()
-            if ended.done() and not ended.cancelled():
-                return ended.result()
-            state = await indexed
+                orchestrator.forget_waiter(run_id, waiter)
+        left = None if deadline is None else max(0.0, deadline - loop.time())
+        state = await self.index.wait(run_id, lambda s: s.terminal, left)
         if state is None:
             raise TimeoutError(f"run {run_id} did not finish within {timeout}s")
         return self._result(state)

@@ -106,6 +106,10 @@ def runs_on_worker(wf: Workflow, task_id: str) -> bool:
     return node_of(task_id) is not None or wf.get(task_id).kind != "subworkflow"
 
 
+class RunMoved(Exception):
+    """The run a caller waited on here is no longer this orchestrator's to decide."""
+
+
 class LocalWorker(Protocol):
     """A worker in this process that takes attempts directly (eager dispatch)."""
 
@@ -168,10 +172,15 @@ class Orchestrator:
         self._flush_error: BaseException | None = None
         #: callers waiting for a run's end, answered once the end is durable (Engine.wait)
         self._end_waiters: dict[str, list[asyncio.Future[RunResult]]] = {}
+        #: waited-on runs that ended, with the submission that carried their ending
+        self._ended_at: dict[str, int] = {}
         #: a worker of this process for eager dispatch (the engine sets it), or None
         self.local_worker: LocalWorker | None = None
         self._task_partitions = 1
         self._next_task_partition = 0
+        #: set once the first assignment's runs are rebuilt: from then on, which runs this
+        #: member owns is known (Engine.wait asks before choosing who answers)
+        self.settled = asyncio.Event()
 
     async def start(self) -> None:
         """Join the orchestrators' group and start following the history."""
@@ -195,6 +204,7 @@ class Orchestrator:
             self._loop_task = None
         with contextlib.suppress(Exception):
             await self._drain()
+        self._release_waiters()
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None
@@ -212,6 +222,7 @@ class Orchestrator:
         """Rebuild the runs of newly owned partitions from the log, then act on them."""
         try:
             await self._rebuild(partitions)
+            self.settled.set()
         except Exception:
             if self._stopping.is_set():
                 return  # the consumer is going away; the next owner rebuilds
@@ -229,7 +240,9 @@ class Orchestrator:
 
     def _forget(self, partitions: Iterable[TopicPartition]) -> None:
         for tp in partitions:
-            for run_id in self._runs_by_partition.pop(tp.partition, set()):
+            runs = self._runs_by_partition.pop(tp.partition, set())
+            self._release_waiters(runs & self._end_waiters.keys())
+            for run_id in runs:
                 self.runs.pop(run_id, None)
                 self.parked.pop(run_id, None)
             self._ended.forget(tp.partition)
@@ -257,12 +270,14 @@ class Orchestrator:
         """
         if self._flush_error is not None:
             return  # the loop is about to rebuild; its states decide what stays
-        if self._backlog == 0 and (self._flusher is None or self._flusher.done()):
-            self._appended = self._submitted  # submissions without messages need no append
+        if self._flusher is None or self._flusher.done():
+            self._all_appended()
         evicted = False
         for run_id in self._ended.due(self._appended):
             state = self.runs.get(run_id)
             if state is not None and state.terminal:  # not forgotten, not reopened meanwhile
+                if run_id in self._end_waiters:  # its ending is durable: due says so
+                    self._answer(state)
                 self._tombstone(state)
                 evicted = True
         if evicted and self._timers:
@@ -569,6 +584,10 @@ class Orchestrator:
         """
         self._submitted += 1
         self._ended.ending(self._submitted, ended)
+        if self._end_waiters:
+            for run_id in ended:
+                if run_id in self._end_waiters:
+                    self._ended_at.setdefault(run_id, self._submitted)
         self._out_dispatch.extend(dispatches)
         self._out_history.extend(history)
         if (self._out_dispatch or self._out_history) and (
@@ -591,21 +610,52 @@ class Orchestrator:
                 return
             if self._flush_error is None:  # after a failed append, only a rebuild is trusted
                 self._appended = submitted
-            if self._end_waiters and history:
-                self._answer_end_waiters(history)
+                if self._ended_at:
+                    self._answer_end_waiters()
+        self._all_appended()
+
+    def _all_appended(self) -> None:
+        """Nothing is waiting to be appended: every submission so far is durable.
+
+        (Submissions without messages need no append, so the flusher alone does not count
+        them.) Called when the flusher is idle or finishing.
+        """
+        if self._flush_error is None and self._backlog == 0:
+            self._appended = self._submitted
+            if self._ended_at:
+                self._answer_end_waiters()
 
     # -- waiting for a run's end --------------------------------------------------------------
 
-    def when_ended(self, run_id: str) -> asyncio.Future[RunResult]:
+    def when_ended(self, run_id: str) -> asyncio.Future[RunResult] | None:
         """A future for the result of ``run_id``, set once its ending is durably appended here.
 
-        Only answered if this orchestrator decides the run's end (it owns the run); a caller
-        waits on the run index as well and takes whichever answers first. Pass the future to
-        :meth:`forget_waiter` when done with it.
+        ``None`` unless the run is in a partition this orchestrator owns, and not ended and
+        evicted: then it decides the run's end. If the run's partition moves to another member
+        (or this one stops) before that, the future fails with :class:`RunMoved` and the
+        caller asks the run index instead. Pass the future to :meth:`forget_waiter` when done
+        with it.
         """
+        if not self.owns(run_id):
+            return None
+        if self._ended.contains(partition_for(run_id, self._partitions), run_id):
+            return None  # ended and evicted here: the run index has its result
+        state = self.runs.get(run_id)  # None: owned, but its start not read yet
         waiter: asyncio.Future[RunResult] = asyncio.get_running_loop().create_future()
         self._end_waiters.setdefault(run_id, []).append(waiter)
+        if state is not None and state.terminal:  # ended in this submission or before
+            self._ended_at.setdefault(run_id, self._submitted)
+            if self._flusher is None or self._flusher.done():
+                self._all_appended()
         return waiter
+
+    def _release_waiters(self, run_ids: Iterable[str] | None = None) -> None:
+        """Fail the end waiters of ``run_ids`` (default: all) with :class:`RunMoved`."""
+        for run_id in list(self._end_waiters) if run_ids is None else run_ids:
+            self._ended_at.pop(run_id, None)
+            for waiter in self._end_waiters.pop(run_id, ()):
+                if not waiter.done():
+                    waiter.set_exception(RunMoved(run_id))
 
     def forget_waiter(self, run_id: str, waiter: asyncio.Future[RunResult]) -> None:
         """Stop tracking ``waiter`` (answered, or its caller gave up)."""
@@ -614,17 +664,26 @@ class Orchestrator:
             waiters.remove(waiter)
             if not waiters:
                 del self._end_waiters[run_id]
+                self._ended_at.pop(run_id, None)
 
-    def _answer_end_waiters(self, appended: list[Message]) -> None:
-        """Answer waiters of runs whose ending was in ``appended`` (durable by now)."""
-        for message in appended:
-            waiters = self._end_waiters.get(message.key or "")
-            state = self.runs.get(message.key or "")
-            if not waiters or state is None or not state.terminal:
+    def _answer_end_waiters(self) -> None:
+        """Answer the waiters of runs whose ending is durable by now (appended)."""
+        for run_id, submission in list(self._ended_at.items()):
+            if submission > self._appended:
                 continue
+            del self._ended_at[run_id]
+            state = self.runs.get(run_id)
+            if state is not None and state.terminal:  # not reopened meanwhile
+                self._answer(state)
+
+    def _answer(self, state: RunState) -> None:
+        """Answer the waiters of ``state``'s run, which has ended durably."""
+        self._ended_at.pop(state.run_id, None)
+        waiters = self._end_waiters.pop(state.run_id, [])
+        if waiters:
             # Built now, from the state as it ended: it may be evicted or retried later.
             result = run_result(state, self._registry.get(state.workflow, state.version))
-            for waiter in self._end_waiters.pop(state.run_id):
+            for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(result)
 

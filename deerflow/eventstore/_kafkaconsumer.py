@@ -150,6 +150,7 @@ class KafkaGroupConsumer(KafkaLogReader, GroupConsumer):
         self._ready: set[TopicPartition] = set()
         self._paused: set[TopicPartition] = set()  # by the user, as opposed to by the gate
         self._asking: dict[TopicPartition, asyncio.Task[int]] = {}
+        self._converted: tuple[object, frozenset[TopicPartition]] = (None, frozenset())
 
     async def start(self) -> None:
         """Create missing topics and join the group (assignment arrives with the next polls)."""
@@ -181,7 +182,10 @@ class KafkaGroupConsumer(KafkaLogReader, GroupConsumer):
         """See :meth:`GroupConsumer.assignment`."""
         if self._consumer is None:
             return frozenset()
-        return frozenset(map(ours, self._consumer.assignment()))
+        theirs_now = self._consumer.assignment()  # one frozenset per assignment in aiokafka
+        if theirs_now is not self._converted[0]:  # asked per event: convert once per assignment
+            self._converted = (theirs_now, frozenset(map(ours, theirs_now)))
+        return self._converted[1]
 
     def _holds(self, tp: TopicPartition) -> bool:
         return tp in self.assignment()

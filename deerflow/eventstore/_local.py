@@ -213,6 +213,7 @@ class LocalGroupConsumer(LocalReader, GroupConsumer):
         self._paused: set[TopicPartition] = set()
         # Partitions whose on_assigned has not returned yet: nothing of them is delivered.
         self._gated: set[TopicPartition] = set()
+        self.told = False  # whether on_assigned ran once (a new member hears of its share)
 
     async def start(self) -> None:
         """Join the group; partitions are assigned before this returns (if any are free)."""
@@ -300,6 +301,7 @@ class LocalGroupConsumer(LocalReader, GroupConsumer):
             self._ends.pop(tp, None)
 
     async def _assign(self, gained: frozenset[TopicPartition]) -> None:
+        self.told = True
         positions = {tp: await self._initial_position(tp) for tp in gained}
         self._assigned |= gained
         self._gated |= gained
@@ -365,7 +367,7 @@ class LocalGroup:
                     await member._revoke(lost)
             for member in members:
                 gained = target[member] - member.assignment()
-                if gained:
+                if gained or not member.told:  # a new member hears even of an empty share
                     await member._assign(gained)
         self.storage.notifier.notify()
 

@@ -225,15 +225,46 @@ async def test_the_owner_answers_a_result_once_the_ending_is_durable_without_the
     """``result()`` does not need the run index to read the ending back when this process
     decided it; what it returns is what the index says afterwards."""
     wf = chain(3, Counter())
-    async with Engine(store, [wf]) as engine:
-        await engine.index.start()
+    waiting = asyncio.Event()
 
+    @wf.task(id="last", depends_on=["s2"])
+    async def last(context):
+        await waiting.wait()  # ends only once result() is waiting
+        return {"i": 2}
+
+    async with Engine(store, [wf]) as engine:
         async def index_never_answers(run_id, predicate, timeout):
             await asyncio.sleep(timeout)  # as if the index never read the ending back
 
         with monkeypatch.context() as patched:
             patched.setattr(engine.index, "wait", index_never_answers)
             handle = await engine.start(wf)
-            result = await handle.result(timeout=10)
+            result_task = asyncio.ensure_future(handle.result(timeout=10))
+            await asyncio.sleep(0.1)
+            waiting.set()
+            result = await result_task
         assert result.status == "completed" and result.output == {"i": 2}
         assert await engine.get_run(handle.run_id) == result
+
+
+async def test_a_result_awaited_while_the_run_moves_to_another_process_still_arrives(tmp_path):
+    """The owner answered the wait; when the run's partition moves away, the index does."""
+    url = f"sqlite:///{tmp_path / 'moving.db'}"
+    release = asyncio.Event()
+    wf = Workflow(name="moving")
+
+    @wf.task(id="slow")
+    async def slow(context):
+        await release.wait()
+        return "done"
+
+    async with Engine(url, [wf]) as first:
+        handle = await first.start(wf)
+        waiting = asyncio.ensure_future(handle.result(timeout=60))
+        await asyncio.sleep(0.2)
+        assert first.orchestrator is not None
+        await first.orchestrator.stop()  # its partitions go to the next member
+        async with Engine(url, [wf]):
+            release.set()
+            result = await waiting
+    assert result.status == "completed" and result.output == "done"

@@ -58,7 +58,8 @@ async def fast_producer_slow_consumer(kafka_bootstrap: str, kafka_url: str, sink
             assert source.load is not None and engine.worker is not None
             while True:
                 peaks["running"] = max(peaks["running"], len(source.load.running))
-                peaks["inflight"] = max(peaks["inflight"], len(engine.worker._inflight))
+                # attempts holding a slot: running, or appending their outcome
+                peaks["inflight"] = max(peaks["inflight"], len(engine.worker._holding))
                 await asyncio.sleep(0.02)
 
         watcher = asyncio.create_task(watch())
