@@ -226,7 +226,7 @@ class KafkaGroupConsumer(KafkaLogReader, GroupConsumer):
         consumer.pause(*map(theirs, tps))  # no fetching for them until the listener has run
         if self._start_from == "latest":
             await _call(self._skip_to_end(consumer, tps))
-        if tps and self._listener is not None:
+        if self._listener is not None:  # even with none: the member learns its share
             await _call(self._listener.on_assigned(tps))
         self._ready |= tps
         # The consumer, not self._consumer: the first rebalance may run before start() returns.

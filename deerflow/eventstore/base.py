@@ -74,7 +74,8 @@ class AssignmentListener(Protocol):
     """Told when a group member gains or loses partitions.
 
     ``on_revoked`` runs before the partitions move to another member (commit there);
-    ``on_assigned`` runs before the first record of the new partitions is returned.
+    ``on_assigned`` runs before the first record of the new partitions is returned. A member
+    that joins is told its share even when it is empty, so it knows it has one.
     """
 
     async def on_assigned(self, partitions: frozenset[TopicPartition]) -> None: ...

@@ -298,6 +298,39 @@ async def test_two_members_split_the_partitions_and_together_see_every_record_on
     await a.stop()
 
 
+async def test_a_member_left_without_partitions_is_told_its_share_is_empty(
+    event_log: EventLog, topic: str, group: str
+) -> None:
+    # An orchestrator that gets no partition must still learn so (it waits for its share
+    # before deciding who answers a wait), on every store.
+    every = partitions(topic, await event_log.ensure_topic(topic, 1))
+    told: dict[str, list[frozenset[TopicPartition]]] = {"first": [], "second": []}
+
+    class Recorder:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        async def on_assigned(self, tps: frozenset[TopicPartition]) -> None:
+            told[self.name].append(tps)
+
+        async def on_revoked(self, tps: frozenset[TopicPartition]) -> None:
+            pass
+
+    async with event_log.consumer(group, [topic], listener=Recorder("first")) as first:
+        await assigned(first, every)
+        async with event_log.consumer(group, [topic], listener=Recorder("second")) as second:
+            members = {"first": first, "second": second}
+
+            def settled() -> bool:
+                held = [m.assignment() for m in members.values()]
+                return bool(told["second"]) and held[0] | held[1] == every and all(
+                    told[name] and told[name][-1] == m.assignment()
+                    for name, m in members.items())
+
+            await wait_for(settled, polling=[first, second])
+            assert sorted(len(told[name][-1]) for name in members) == [0, 1]
+
+
 async def test_a_new_group_starting_from_latest_skips_old_records(
     event_log: EventLog, topic: str, group: str
 ) -> None:
