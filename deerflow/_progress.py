@@ -57,6 +57,8 @@ class RunProgress:
 
     def __exit__(self, *exc: object) -> None:
         self._live.__exit__(None, None, None)
+        if not self.console.is_terminal:  # rich leaves the last line open in a file or pipe
+            self.console.line()
 
     def update(self, result: RunResult) -> None:
         """Show ``result``'s current state."""

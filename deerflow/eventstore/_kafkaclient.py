@@ -78,9 +78,13 @@ def failure(url: str, doing: str, exc: BaseException) -> EventStoreError:
 
 
 async def connect(
-    url: str, limit: float, start: Awaitable[None], stop: Callable[[], Awaitable[None]]
+    url: str, limit: float, start: Awaitable[None], stop: Callable[[], Awaitable[None]],
+    *, waiting_for: str = "no answer",
 ) -> None:
-    """Await a client's ``start()`` for at most ``limit`` s; on failure stop it, say where."""
+    """Await a client's ``start()`` for at most ``limit`` s; on failure stop it, say where.
+
+    ``waiting_for`` names what a timeout means (a group consumer's start includes its join).
+    """
     try:
         await asyncio.wait_for(start, limit)
     except (KafkaError, OSError, TimeoutError) as exc:
@@ -88,5 +92,5 @@ async def connect(
             await stop()
         except Exception:  # the original failure is the one worth reporting
             logger.debug("stopping a client that failed to start", exc_info=True)
-        detail = f"no answer within {limit} s" if isinstance(exc, TimeoutError) else str(exc)
+        detail = f"{waiting_for} within {limit} s" if isinstance(exc, TimeoutError) else str(exc)
         raise EventStoreError(f"cannot reach Kafka at {url}: {detail}") from exc

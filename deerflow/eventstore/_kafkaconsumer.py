@@ -166,7 +166,7 @@ class KafkaGroupConsumer(KafkaLogReader, GroupConsumer):
             heartbeat_interval_ms=s.heartbeat_interval_ms,
         )
         consumer.subscribe(self._topics, listener=_RebalanceBridge(self, consumer))
-        await self._log.start_consumer(consumer)
+        await self._log.start_consumer(consumer, self._group)
         self._consumer = consumer
 
     async def stop(self) -> None:

@@ -240,9 +240,22 @@ class KafkaEventLog(EventLog):
             **options,
         )
 
-    async def start_consumer(self, consumer: Any) -> None:
-        """Start a consumer from :meth:`new_consumer`, failing fast if the brokers are away."""
-        await connect(self.url, self.settings.connect_timeout, consumer.start(), consumer.stop)
+    async def start_consumer(self, consumer: Any, group: str | None = None) -> None:
+        """Start a consumer from :meth:`new_consumer`, failing fast if the brokers are away.
+
+        A subscribed consumer's start also waits for its ``group``'s first assignment, which
+        can take a session timeout or two when an earlier member's session is still open (it
+        left without leaving the group, or the broker waits it out), so it gets that long.
+        """
+        s = self.settings
+        if group is None:
+            await connect(self.url, s.connect_timeout, consumer.start(), consumer.stop)
+            return
+        limit = s.connect_timeout + 2 * s.session_timeout_ms / 1000
+        await connect(self.url, limit, consumer.start(), consumer.stop,
+                      waiting_for=f"consumer group {group!r} assigned no partitions (a "
+                                  f"member that has gone may hold them until its session of "
+                                  f"{s.session_timeout_ms} ms expires)")
 
     async def true_ends(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
         """Each partition's end, from fetch high watermarks (ListOffsets may be short)."""
