@@ -71,7 +71,8 @@ class KafkaSettings:
             refuse less than their ``group.min.session.timeout.ms``, 6 s by default; Tansu
             accepts 1 s, which the tests use for quick rebalances).
         heartbeat_interval_ms: group heartbeats; a join waits about half the session timeout.
-        connect_timeout: seconds to reach the brokers at start before giving up.
+        connect_timeout: seconds to reach the brokers at start before giving up (a group
+            consumer gets two session timeouts more for its group's first assignment).
         client_id: shown in broker logs.
     """
 
