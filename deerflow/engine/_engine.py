@@ -188,14 +188,19 @@ class Engine:
             for topic in (self.topics.history, self.topics.events, self.topics.dlq):
                 await self.log.ensure_topic(topic, self._partitions, keep_forever=True)
             await self.log.ensure_topic(self.topics.tasks, self._partitions)
-            # Group joins take seconds on Kafka: join both groups at once.
-            await asyncio.gather(*(part.start() for part in (self.orchestrator, self.worker)
-                                   if part is not None))
+            # Group joins take seconds on Kafka: join both groups at once. The worker runs
+            # nothing until the services are up: a task body may publish through one of them.
+            joins = [] if self.orchestrator is None else [self.orchestrator.start()]
+            if self.worker is not None:
+                joins.append(self.worker.start(held=True))
+            await asyncio.gather(*joins)
             if self._run_services:
                 for factory in _service_factories:
                     for service in factory(self):
                         await service.start()
                         self.services.append(service)
+            if self.worker is not None:
+                self.worker.release()
             self._started = True
 
     async def add_service(self, service: Service) -> Service:
@@ -206,11 +211,15 @@ class Engine:
         return service
 
     async def stop(self) -> None:
-        """Drain the worker, leave the groups and close the store; idempotent."""
-        while self.services:
-            await self.services.pop().stop()
+        """Drain the worker, leave the groups and close the store; idempotent.
+
+        The worker drains first: a task body finishing meanwhile may still publish through a
+        service.
+        """
         if self.worker is not None:
             await self.worker.stop()
+        while self.services:
+            await self.services.pop().stop()
         if self.orchestrator is not None:
             await self.orchestrator.stop()
         await self.index.stop()

@@ -184,6 +184,7 @@ class Worker:
         self._offsets = OffsetTracker()
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+        self._released = asyncio.Event()
         self._paused = False
         self._slot = asyncio.Event()
         self._commit_lock = asyncio.Lock()
@@ -197,10 +198,16 @@ class Worker:
         #: called with outcomes once they are durable (the engine wires its orchestrator here)
         self.on_outcome: Callable[[list[h.HistoryEvent]], None] | None = None
 
-    async def start(self) -> None:
-        """Join the workers' group and start consuming."""
+    async def start(self, *, held: bool = False) -> None:
+        """Join the workers' group and start consuming.
+
+        ``held``: join, but run nothing (queued or eager) until :meth:`release`. The engine
+        holds its worker until the services task bodies use (``publish_event``'s store) run.
+        """
         if self._loop_task is not None:
             return
+        if not held:
+            self.release()
         refresh_provider()  # a TracerProvider set up before the start is used from the start
         self._consumer = self._log.consumer(
             self._topics.worker_group, [self._topics.tasks], listener=self
@@ -208,9 +215,14 @@ class Worker:
         await self._consumer.start()
         self._loop_task = asyncio.create_task(self._run(), name="deerflow-worker")
 
+    def release(self) -> None:
+        """Start running attempts (see ``held``)."""
+        self._released.set()
+
     async def stop(self, drain_timeout: float = 10.0) -> None:
         """Stop taking tasks, let running ones finish (up to ``drain_timeout``), commit, leave."""
         self._stopping.set()
+        self._released.set()  # a held loop wakes up to see it is stopping
         if self._loop_task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
@@ -272,7 +284,8 @@ class Worker:
 
     def free_slots(self) -> int:
         """How many attempts :meth:`try_run` would take right now."""
-        if self._consumer is None or self._stopping.is_set() or self._ready:
+        if self._consumer is None or self._stopping.is_set() or self._ready \
+                or not self._released.is_set():
             return 0
         return max(0, self._concurrency - len(self._holding))
 
@@ -336,6 +349,7 @@ class Worker:
     async def _run(self) -> None:
         assert self._consumer is not None
         consumer = self._consumer
+        await self._released.wait()
         while not self._stopping.is_set():
             self._start_ready()
             room = self._concurrency - len(self._holding) + self._prefetch - len(self._ready)

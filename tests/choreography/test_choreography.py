@@ -268,3 +268,36 @@ async def test_an_async_handler_is_told_to_use_the_async_form(store):
         await publish_event_via(engine, "Tick", {})
         await eventually(lambda: errors)
     assert "await publish_event_async(...)" in errors[0]
+
+
+async def test_a_task_waiting_when_the_engine_starts_publishes_once_its_services_are_up(
+        tmp_path, monkeypatch):
+    """The worker runs nothing until the services a body publishes through have started."""
+    from deerflow import _choreography_service
+
+    url = f"sqlite:///{tmp_path / 'waiting.db'}"
+    wf = Workflow(name="publishes_at_start")
+
+    @wf.task(id="announce")
+    def announce(context):
+        publish_event("Announced", {"n": 1})
+        return "sent"
+
+    @wf.event_handler("Announced")
+    def heard(event):
+        pass
+
+    async with Engine(url, [wf], orchestrate=False, work=False) as client:
+        handle = await client.start(wf)  # waits in the log for an engine to run it
+
+    started = _choreography_service.ChoreographyService.start
+
+    async def slow_start(self):
+        await asyncio.sleep(0.5)  # the orchestrator has dispatched the task by now
+        await started(self)
+
+    monkeypatch.setattr(_choreography_service.ChoreographyService, "start", slow_start)
+    async with Engine(url, [wf]) as engine:
+        result = await engine.wait(handle.run_id, timeout=30)
+    assert result.status == "completed", result.error
+    assert result.output == "sent"

@@ -36,7 +36,8 @@ async def test_the_chain_runs_across_two_worker_processes_under_one_correlation_
     async with Engine(kafka_url, workflows, orchestrate=False, work=False) as client:
         handle = await client.start(spec, params={"order_id": "o-7", "amount": 42})
         run = await handle.result(timeout=120)
-        assert run.status == "completed", processes.logs()
+        failed = {t: task.error for t, task in run.tasks.items() if task.error}
+        assert run.status == "completed", f"{run.error} {failed}\n{processes.logs()}"
         async with EventStore(client) as store:
             events = await chain_of(store, run.run_id)
     assert [e.type for e in events] == CHAIN, processes.logs()
