@@ -170,6 +170,10 @@ class Orchestrator:
         self._out_history: list[Message] = []
         self._flusher: asyncio.Task[None] | None = None
         self._flush_error: BaseException | None = None
+        #: an append failed (it may or may not have been written): until the owned partitions
+        #: are rebuilt from the log, no submission counts as appended, so no run is evicted
+        #: and no waiter is answered from a state the log may not hold
+        self._untrusted = False
         #: callers waiting for a run's end, answered once the end is durable (Engine.wait)
         self._end_waiters: dict[str, list[asyncio.Future[RunResult]]] = {}
         #: waited-on runs that ended, with the submission that carried their ending
@@ -268,7 +272,7 @@ class Orchestrator:
         the append carrying its last decisions succeeded: until then a failed append makes the
         loop rebuild the partition from the log, which needs nothing from the evicted state.
         """
-        if self._flush_error is not None:
+        if self._untrusted:
             return  # the loop is about to rebuild; its states decide what stays
         if self._flusher is None or self._flusher.done():
             self._all_appended()
@@ -334,9 +338,11 @@ class Orchestrator:
     async def _rebuild_now(self, partitions: frozenset[TopicPartition]) -> None:
         with contextlib.suppress(Exception):
             await self._drain()  # the log must hold every decision before it is re-read
+        assert self._consumer is not None
+        if partitions >= self._consumer.assignment():
+            self._untrusted = False  # every owned state is read again from the log below
         self._forget(partitions)
         by_partition = await self._log.read_partitions({tp: 0 for tp in partitions})
-        assert self._consumer is not None
         live: list[RunState] = []
         events = ended = 0
         for tp in sorted(by_partition):
@@ -606,9 +612,10 @@ class Orchestrator:
                     await self._log.append(history)
             except Exception as exc:
                 self._flush_error = exc
+                self._untrusted = True
                 self._out_dispatch, self._out_history = [], []
                 return
-            if self._flush_error is None:  # after a failed append, only a rebuild is trusted
+            if not self._untrusted:  # after a failed append, only a rebuild is trusted
                 self._appended = submitted
                 if self._ended_at:
                     self._answer_end_waiters()
@@ -620,7 +627,7 @@ class Orchestrator:
         (Submissions without messages need no append, so the flusher alone does not count
         them.) Called when the flusher is idle or finishing.
         """
-        if self._flush_error is None and self._backlog == 0:
+        if not self._untrusted and self._backlog == 0:
             self._appended = self._submitted
             if self._ended_at:
                 self._answer_end_waiters()

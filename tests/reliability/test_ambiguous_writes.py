@@ -9,6 +9,7 @@ per run and no gaps, and the sink holds each effect once.
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 import pytest
@@ -67,3 +68,37 @@ async def test_ambiguous_appends_change_no_outcome(url, sink, rng):
 @pytest.mark.timeout(900)
 async def test_full_size_one_percent_ambiguous_appends_over_1000_runs(url, sink, rng):
     await runs_under_ambiguous_appends(url, sink, rng, runs=1000, share=0.01)
+
+
+class LoseTheEnding(FaultyLog):
+    """Fails, without writing it, the first append that carries a run's ending."""
+
+    def __init__(self, inner) -> None:
+        super().__init__(inner)
+        self.lost = asyncio.Event()
+
+    async def append(self, messages):
+        if not self.lost.is_set() and any(b'"RunCompleted"' in m.value for m in messages):
+            self.lost.set()
+            raise EventStoreError("the broker is gone (nothing written)", retriable=True)
+        return await self.inner.append(messages)
+
+
+async def test_a_result_is_not_answered_before_the_runs_ending_is_in_the_log(tmp_path):
+    wf = Workflow(name="ends_once")
+
+    @wf.task(id="only")
+    def only(context):
+        return 1
+
+    log = LoseTheEnding(open_log(f"sqlite:///{tmp_path / 'lost.db'}"))
+    async with Engine(log, [wf]) as engine:
+        handle = await engine.start(wf)
+        await asyncio.wait_for(log.lost.wait(), 30)
+        # After the orchestrator noticed the failure, before it rebuilt from the log (~1 s):
+        # its state says completed, the log does not.
+        await asyncio.sleep(0.7)
+        result = await handle.result(timeout=30)
+        history = await check_log(log.inner, engine.topics.history, {wf.name: wf})
+    assert result.status == "completed"
+    history.assert_ok([handle.run_id], exact=True)
