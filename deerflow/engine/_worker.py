@@ -188,8 +188,6 @@ class Worker:
         self._paused = False
         self._slot = asyncio.Event()
         self._commit_lock = asyncio.Lock()
-        self._commit_requested = 0
-        self._commit_completed = 0
         self._commit_wanted = False
         self._committer: asyncio.Task[None] | None = None
         self.executed = 0
@@ -423,23 +421,16 @@ class Worker:
             await consumer.poll(timeout=0.0)
 
     async def _commit(self) -> None:
-        """Commit every partition whose finished prefix grew, once for all who asked meanwhile.
+        """Commit every partition whose finished prefix grew.
 
-        Commits are serialised (so a commit never moves a partition backwards) and coalesced
-        (callers that ask while one is running share the next round), so finishing a task
-        costs one commit per round, not one per task.
+        Serialised, so a commit never moves a partition backwards. Finished tasks do not call
+        this one by one: they ask the committer (:meth:`_commit_soon`), which coalesces.
         """
-        self._commit_requested += 1
-        wanted = self._commit_requested
         async with self._commit_lock:
-            if self._commit_completed >= wanted:
-                return
-            generation = self._commit_requested
             offsets = self._offsets.committable()
             if offsets and self._consumer is not None:
                 await self._consumer.commit(offsets)
                 self._offsets.committed(offsets)
-            self._commit_completed = generation
 
     async def _handle(self, record: Record) -> None:
         try:
