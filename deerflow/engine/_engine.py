@@ -139,6 +139,7 @@ class Engine:
         )
         if self.worker is not None and self.orchestrator is not None:
             self.worker.on_outcome = self.orchestrator.observe
+            self.worker.outcome_known = self.orchestrator.outcome_known
             if eager:
                 self.orchestrator.local_worker = self.worker
         self._started = False

@@ -464,6 +464,22 @@ class Orchestrator:
         if fold(state, event):
             touched[event.run_id] = state
 
+    def outcome_known(self, run_id: str, task_id: str, attempt: int) -> bool:
+        """Whether that attempt's outcome is known here, so running it again would be waste.
+
+        A worker asks before running a task message: one delivered again after a crash
+        between its outcome's append and the offset commit is skipped when this process holds
+        the run. Nothing is lost by a ``False``: the attempt runs, and the fold ignores its
+        second outcome.
+        """
+        if self._untrusted:
+            return False  # the states may hold decisions the log does not
+        state = self.runs.get(run_id)
+        task = state.tasks.get(task_id) if state is not None else None
+        if task is None:
+            return False
+        return task.attempts > attempt or (task.attempts == attempt and task.status != SCHEDULED)
+
     def owns(self, run_id: str) -> bool:
         """Whether this orchestrator owns ``run_id``'s history partition right now."""
         if self._consumer is None or self._rebuilding:

@@ -195,6 +195,11 @@ class Worker:
         self._eager: dict[tuple[str, str, int], TaskDispatch] = {}
         #: called with outcomes once they are durable (the engine wires its orchestrator here)
         self.on_outcome: Callable[[list[h.HistoryEvent]], None] | None = None
+        #: whether an attempt's outcome is already in the log (the engine wires its
+        #: orchestrator here): a task message delivered again is then not run again
+        self.outcome_known: Callable[[str, str, int], bool] | None = None
+        #: task messages skipped because their outcome was known
+        self.skipped = 0
 
     async def start(self, *, held: bool = False) -> None:
         """Join the workers' group and start consuming.
@@ -435,6 +440,12 @@ class Worker:
     async def _handle(self, record: Record) -> None:
         try:
             messages, outcome = await self._outcome(record)
+            if not messages:  # delivered again, its outcome already in the log
+                self._free_slot(asyncio.current_task())
+                self._offsets.done(record.tp, record.offset)
+                self.skipped += 1
+                self._commit_soon()
+                return
             await self._append_durably(messages)
             self._free_slot(asyncio.current_task())
             if outcome is not None and self.on_outcome is not None:
@@ -473,6 +484,11 @@ class Worker:
             dispatch = TaskDispatch.model_validate_json(record.value)
         except ValidationError as exc:
             return [self._dead_letter(record, f"unreadable task message: {exc}")], None
+        known = self.outcome_known
+        if known is not None and known(dispatch.run_id, dispatch.task_id, dispatch.attempt):
+            log.info("worker %s: %s/%s attempt %d already has an outcome; not run again",
+                     self.name, dispatch.run_id, dispatch.task_id, dispatch.attempt)
+            return [], None
         event = await self._run_dispatch(dispatch)
         return [h.message(self._topics.history, event)], event
 

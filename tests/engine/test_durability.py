@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from deerflow import Engine
+from deerflow import Engine, Workflow
 from deerflow._loader import load_module_workflows
 from deerflow.engine import _history as h
-from deerflow.eventstore.base import TopicPartition
+from deerflow.eventstore.base import Message, TopicPartition
 
 APPS = Path(__file__).parent / "apps"
 sys.path.insert(0, str(APPS))
@@ -79,3 +81,55 @@ async def _history(engine: Engine) -> list[h.HistoryEvent]:
     tps = {TopicPartition(engine.topics.history, p): 0 for p in range(count)}
     records = await engine.log.read_partitions(tps)
     return [h.decode(r.value) for batch in records.values() for r in batch]
+
+
+async def test_a_task_message_delivered_again_after_its_outcome_is_not_run_again(store):
+    """A crash between an outcome's append and the offset commit delivers the message again.
+
+    Redelivery is simulated by appending the same task message once more while its run is
+    still going: the worker sees the outcome in its orchestrator's state and skips it.
+    """
+    calls: Counter[str] = Counter()
+    release = asyncio.Event()
+    wf = Workflow(name="redelivered")
+
+    @wf.task(id="first")
+    def first(context):
+        calls["first"] += 1
+        return 1
+
+    @wf.task(id="second", depends_on=["first"])
+    async def second(context):
+        await release.wait()
+        return context.tasks["first"].output + 1
+
+    async with Engine(store, [wf], eager=False) as engine:
+        handle = await engine.start(wf)
+        log, topics = engine.log, engine.topics
+        queued: list = []
+        for _ in range(200):
+            parts = await log.read_partitions(
+                {TopicPartition(topics.tasks, p): 0
+                 for p in range(await log.partition_count(topics.tasks))})
+            queued = [r for rs in parts.values() for r in rs]
+            if len(queued) == 2:  # first's message, then second's: first's outcome is in
+                break
+            await asyncio.sleep(0.05)
+        [again] = [r for r in queued if r.key is not None and r.key.endswith("/first")]
+        await log.append([Message(topic=again.topic, value=again.value, key=again.key,
+                                  partition=again.partition)])
+        assert engine.worker is not None
+        for _ in range(200):
+            if engine.worker.skipped:
+                break
+            await asyncio.sleep(0.05)
+        release.set()
+        result = await handle.result(timeout=60)
+        history = [h.decode(r.value) for rs in (await log.read_partitions(
+            {TopicPartition(topics.history, p): 0
+             for p in range(await log.partition_count(topics.history))})).values() for r in rs]
+    assert result.status == "completed" and result.output == 2
+    assert engine.worker.skipped == 1
+    assert calls["first"] == 1
+    outcomes = [e for e in history if isinstance(e, h.TaskCompleted) and e.task_id == "first"]
+    assert len(outcomes) == 1

@@ -157,7 +157,7 @@ async def test_the_generated_list_is_recorded_and_not_generated_again_after_a_cr
     assert result.status == "completed", pool.logs()
     assert result.output == {"squares": 0 + 1 + 4 + 9, "script": ["from-worker"]}
     sink = Sink(os.environ["SINK_DB"])
-    assert sink.executions(f"{handle.run_id}/generator") == 1
+    assert sink.executions(f"{handle.run_id}/generator") == 1, (sink.pids(), pool.logs())
     plans = [e for e in history if isinstance(e, h.TaskCompleted) and e.expansion]
     assert len(plans) == 1 and len(plans[0].expansion) == 5
 
