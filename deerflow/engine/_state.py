@@ -232,7 +232,11 @@ def _current_attempt(state: RunState, e: h.TaskCompleted | h.TaskFailed) -> Task
         implied = h.TaskScheduled(id=h.event_id(state.run_id, e.task_id, e.attempt, "scheduled"),
                                   run_id=state.run_id, ts=e.ts, task_id=e.task_id,
                                   attempt=e.attempt, fallback=e.fallback)
-        _task_scheduled(state, implied)
+        if _task_scheduled(state, implied):
+            # Counted as if read, under the real one's id, so the late real one is a repeat:
+            # a run reports the same number of events whichever order they came in.
+            state.seen.add(implied.id)
+            state.events += 1
     if task is None or task.status != SCHEDULED or task.attempts != e.attempt:
         return None
     return task

@@ -248,4 +248,5 @@ def test_an_outcome_that_overtakes_its_scheduling_folds_to_the_same_state():
         fold(overtaken, event)  # the late TaskScheduled changes nothing
     assert overtaken.tasks["a"].status == in_order.tasks["a"].status == "completed"
     assert overtaken.tasks["a"].output == "A" and overtaken.tasks["a"].attempts == 1
+    assert overtaken.events == in_order.events == 3  # what results and the index report
     assert types(advance(wf, overtaken, NOW)) == types(advance(wf, in_order, NOW))
