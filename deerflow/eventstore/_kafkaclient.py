@@ -88,9 +88,29 @@ async def connect(
     try:
         await asyncio.wait_for(start, limit)
     except (KafkaError, OSError, TimeoutError) as exc:
-        try:
-            await stop()
-        except Exception:  # the original failure is the one worth reporting
-            logger.debug("stopping a client that failed to start", exc_info=True)
+        await _stop_failed(stop)
         detail = f"{waiting_for} within {limit} s" if isinstance(exc, TimeoutError) else str(exc)
         raise EventStoreError(f"cannot reach Kafka at {url}: {detail}") from exc
+
+
+#: stops of clients that failed to start and did not stop at once (see _stop_failed)
+_stopping: set[asyncio.Task[None]] = set()
+
+
+async def _stop_failed(stop: Callable[[], Awaitable[None]]) -> None:
+    """Stop a client that failed to start, waiting a second at most.
+
+    A consumer whose group join is held by the broker (a member gone without leaving) cannot
+    stop before that join ends, up to the gone member's session timeout: the caller gets its
+    error now and the stop finishes in the background.
+    """
+    async def stopping() -> None:
+        try:
+            await stop()
+        except Exception:  # the start's failure is the one worth reporting
+            logger.debug("stopping a client that failed to start", exc_info=True)
+
+    task = asyncio.create_task(stopping(), name="deerflow-kafka-failed-start")
+    _stopping.add(task)
+    task.add_done_callback(_stopping.discard)
+    await asyncio.wait({task}, timeout=1.0)

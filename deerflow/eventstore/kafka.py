@@ -255,8 +255,8 @@ class KafkaEventLog(EventLog):
         limit = s.connect_timeout + 2 * s.session_timeout_ms / 1000
         await connect(self.url, limit, consumer.start(), consumer.stop,
                       waiting_for=f"consumer group {group!r} assigned no partitions (a "
-                                  f"member that has gone may hold them until its session of "
-                                  f"{s.session_timeout_ms} ms expires)")
+                                  f"member that stopped without leaving the group holds the "
+                                  f"join until its session times out)")
 
     async def true_ends(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
         """Each partition's end, from fetch high watermarks (ListOffsets may be short)."""

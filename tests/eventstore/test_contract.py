@@ -570,6 +570,47 @@ async def test_kafka_at_a_wrong_address_fails_fast_naming_it() -> None:
     await log.stop()
 
 
+_GONE_MEMBER = """
+import asyncio, sys
+from deerflow.eventstore import open_log
+
+async def join():
+    async with open_log(sys.argv[1], session_timeout_ms=int(sys.argv[2]),
+                        heartbeat_interval_ms=300) as log:
+        await log.consumer("held", ["held-topic"]).start()
+        print("joined", flush=True)
+        await asyncio.sleep(3600)
+
+asyncio.run(join())
+"""
+
+
+@pytest.mark.kafka
+async def test_a_group_join_held_by_a_gone_member_fails_in_time_naming_the_group(
+        kafka_bootstrap: str) -> None:
+    """A member killed without leaving holds the next join for its whole session; the new
+    member's start gives up after its connect timeout plus two of its own sessions."""
+    real_kafka = bool(os.environ.get("DEERFLOW_KAFKA_BOOTSTRAP"))
+    ours, theirs = (6000, 40_000) if real_kafka else (1000, 10_000)  # Kafka's minimum is 6 s
+    gone = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _GONE_MEMBER, f"kafka://{kafka_bootstrap}", str(theirs),
+        stdout=subprocess.PIPE)
+    try:
+        assert gone.stdout is not None and (await gone.stdout.readline()).strip() == b"joined"
+    finally:
+        gone.kill()
+        await gone.wait()
+    limit = 0.5 + 2 * ours / 1000
+    async with open_log(f"kafka://{kafka_bootstrap}", connect_timeout=0.5,
+                        session_timeout_ms=ours, heartbeat_interval_ms=ours // 3) as log:
+        started = time.monotonic()
+        with pytest.raises(EventStoreError, match=r"consumer group 'held' assigned no "
+                                                  r"partitions .* session times out"):
+            await log.consumer("held", ["held-topic"]).start()
+        # Not after the gone member's session: the stuck join is left to end on its own.
+        assert time.monotonic() - started < limit + (theirs / 1000 - limit) / 2
+
+
 def test_an_unknown_url_scheme_is_an_event_store_error_naming_the_url() -> None:
     with pytest.raises(EventStoreError, match="redis://x"):
         open_log("redis://x")
