@@ -176,8 +176,6 @@ class Orchestrator:
         self._untrusted = False
         #: callers waiting for a run's end, answered once the end is durable (Engine.wait)
         self._end_waiters: dict[str, list[asyncio.Future[RunResult]]] = {}
-        #: waited-on runs that ended, with the submission that carried their ending
-        self._ended_at: dict[str, int] = {}
         #: a worker of this process for eager dispatch (the engine sets it), or None
         self.local_worker: LocalWorker | None = None
         self._task_partitions = 1
@@ -469,13 +467,18 @@ class Orchestrator:
 
         A worker asks before running a task message: one delivered again after a crash
         between its outcome's append and the offset commit is skipped when this process holds
-        the run. Nothing is lost by a ``False``: the attempt runs, and the fold ignores its
-        second outcome.
+        the run. Both answers come from the log: an outcome folded, or a tombstone of a run
+        that ended for good. Nothing is lost by a ``False``: the attempt runs, and the fold
+        ignores its second outcome.
         """
         if self._untrusted:
             return False  # the states may hold decisions the log does not
         state = self.runs.get(run_id)
-        task = state.tasks.get(task_id) if state is not None else None
+        if state is None:
+            # Ended and evicted here: unless it failed (a retry may reopen it), no attempt
+            # of it will ever count again.
+            return self._ended.get(partition_for(run_id, self._partitions), run_id) == 0
+        task = state.tasks.get(task_id)
         if task is None:
             return False
         return task.attempts > attempt or (task.attempts == attempt and task.status != SCHEDULED)
@@ -606,10 +609,6 @@ class Orchestrator:
         """
         self._submitted += 1
         self._ended.ending(self._submitted, ended)
-        if self._end_waiters:
-            for run_id in ended:
-                if run_id in self._end_waiters:
-                    self._ended_at.setdefault(run_id, self._submitted)
         self._out_dispatch.extend(dispatches)
         self._out_history.extend(history)
         if (self._out_dispatch or self._out_history) and (
@@ -633,7 +632,7 @@ class Orchestrator:
                 return
             if not self._untrusted:  # after a failed append, only a rebuild is trusted
                 self._appended = submitted
-                if self._ended_at:
+                if self._end_waiters:
                     self._answer_end_waiters()
         self._all_appended()
 
@@ -645,7 +644,7 @@ class Orchestrator:
         """
         if not self._untrusted and self._backlog == 0:
             self._appended = self._submitted
-            if self._ended_at:
+            if self._end_waiters:
                 self._answer_end_waiters()
 
     # -- waiting for a run's end --------------------------------------------------------------
@@ -666,16 +665,14 @@ class Orchestrator:
         state = self.runs.get(run_id)  # None: owned, but its start not read yet
         waiter: asyncio.Future[RunResult] = asyncio.get_running_loop().create_future()
         self._end_waiters.setdefault(run_id, []).append(waiter)
-        if state is not None and state.terminal:  # ended in this submission or before
-            self._ended_at.setdefault(run_id, self._submitted)
-            if self._flusher is None or self._flusher.done():
-                self._all_appended()
+        if state is not None and state.terminal and (
+                self._flusher is None or self._flusher.done()):
+            self._all_appended()  # ended before: answered now if its ending is durable
         return waiter
 
     def _release_waiters(self, run_ids: Iterable[str] | None = None) -> None:
         """Fail the end waiters of ``run_ids`` (default: all) with :class:`RunMoved`."""
         for run_id in list(self._end_waiters) if run_ids is None else run_ids:
-            self._ended_at.pop(run_id, None)
             for waiter in self._end_waiters.pop(run_id, ()):
                 if not waiter.done():
                     waiter.set_exception(RunMoved(run_id))
@@ -687,21 +684,16 @@ class Orchestrator:
             waiters.remove(waiter)
             if not waiters:
                 del self._end_waiters[run_id]
-                self._ended_at.pop(run_id, None)
 
     def _answer_end_waiters(self) -> None:
         """Answer the waiters of runs whose ending is durable by now (appended)."""
-        for run_id, submission in list(self._ended_at.items()):
-            if submission > self._appended:
-                continue
-            del self._ended_at[run_id]
+        for run_id in self._ended.durable(self._appended, self._end_waiters):
             state = self.runs.get(run_id)
             if state is not None and state.terminal:  # not reopened meanwhile
                 self._answer(state)
 
     def _answer(self, state: RunState) -> None:
         """Answer the waiters of ``state``'s run, which has ended durably."""
-        self._ended_at.pop(state.run_id, None)
         waiters = self._end_waiters.pop(state.run_id, [])
         if waiters:
             # Built now, from the state as it ended: it may be evicted or retried later.

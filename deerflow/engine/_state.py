@@ -445,6 +445,15 @@ def _run_cancelled(state: RunState, e: h.RunCancelled) -> bool:
     return True
 
 
+def next_retry(state: RunState) -> int:
+    """The number of the ``RunRetryRequested`` that would reopen the run; 0: none would.
+
+    Only a failed run is retried, and only by its next retry: stale or repeated requests
+    change nothing. (Tombstones of ended runs keep this number instead of the state.)
+    """
+    return state.retries + 1 if state.status == RUN_FAILED else 0
+
+
 def _run_retry_requested(state: RunState, e: h.RunRetryRequested) -> bool:
     """Reopen a failed run: failed and skipped tasks become pending again.
 
@@ -452,7 +461,7 @@ def _run_retry_requested(state: RunState, e: h.RunRetryRequested) -> bool:
     decider emits again after a retry carry the retry's generation in their ids, so ids stay
     unique and a late duplicate of an event of the first try stays ignored.
     """
-    if state.status != RUN_FAILED or e.retry != state.retries + 1:
+    if e.retry != next_retry(state):
         return False
     state.retries = e.retry
     reopened: list[Expansion] = []

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import contextlib
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator
 
 from deerflow.engine import _history as h
-from deerflow.engine._state import RUN_FAILED, RunState, fold
+from deerflow.engine._state import RunState, fold, next_retry
 from deerflow.eventstore.base import EventLog, TopicPartition, partition_for
 
 
@@ -26,16 +26,16 @@ class EndedRuns:
     def __init__(self) -> None:
         self._by_partition: dict[int, dict[str, int]] = {}
         self._ending: deque[tuple[int, str]] = deque()
+        self._last_ending: dict[str, int] = {}  # of each run in _ending
 
     def __len__(self) -> int:
         return sum(map(len, self._by_partition.values()))
 
     def add(self, partition: int, state: RunState) -> None:
         """Keep a tombstone for ``state``, an ended run of ``partition``."""
-        # Mirrors the fold's _run_retry_requested: only the next retry of a failed run reopens
-        # it, so stale or duplicate retry requests cost no read of the partition.
-        reopened_by = state.retries + 1 if state.status == RUN_FAILED else 0
-        self._by_partition.setdefault(partition, {})[state.run_id] = reopened_by
+        # As in the fold, only the next retry of a failed run reopens it, so stale or
+        # duplicate retry requests cost no read of the partition.
+        self._by_partition.setdefault(partition, {})[state.run_id] = next_retry(state)
 
     def get(self, partition: int, run_id: str) -> int | None:
         """The retry number that reopens tombstoned ``run_id`` (0: none), or None if not ended."""
@@ -63,12 +63,31 @@ class EndedRuns:
 
     def ending(self, submission: int, run_ids: Iterable[str]) -> None:
         """Note runs that ended with decisions in ``submission`` (numbers never decrease)."""
-        self._ending.extend((submission, run_id) for run_id in run_ids)
+        for run_id in run_ids:
+            self._ending.append((submission, run_id))
+            self._last_ending[run_id] = submission
+
+    def durable(self, appended: int, among: Container[str]) -> list[str]:
+        """Noted runs in ``among`` whose last ending went out in a submission up to
+        ``appended`` (a run reopened and ended again counts by its later ending)."""
+        durable = []
+        for submission, run_id in self._ending:
+            if submission > appended:
+                break
+            if run_id in among and self._last_ending[run_id] == submission:
+                durable.append(run_id)
+        return durable
 
     def due(self, appended: int) -> Iterator[str]:
-        """Take the noted runs whose decisions went out in a submission up to ``appended``."""
+        """Take the noted runs whose last ending went out in a submission up to ``appended``.
+
+        A run reopened and ended again is not due before its later ending is appended.
+        """
         while self._ending and self._ending[0][0] <= appended:
-            yield self._ending.popleft()[1]
+            submission, run_id = self._ending.popleft()
+            if self._last_ending.get(run_id) == submission:
+                del self._last_ending[run_id]
+                yield run_id
 
 
 async def refold(log: EventLog, topic: str, partitions: int,

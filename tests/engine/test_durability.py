@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ import pytest
 from deerflow import Engine, Workflow
 from deerflow._loader import load_module_workflows
 from deerflow.engine import _history as h
-from deerflow.eventstore.base import Message, TopicPartition
+from deerflow.eventstore.base import EventLog, Message, Record, TopicPartition
 
 APPS = Path(__file__).parent / "apps"
 sys.path.insert(0, str(APPS))
@@ -83,11 +84,26 @@ async def _history(engine: Engine) -> list[h.HistoryEvent]:
     return [h.decode(r.value) for batch in records.values() for r in batch]
 
 
+async def _records(log: EventLog, topic: str) -> list[Record]:
+    count = await log.partition_count(topic)
+    parts = await log.read_partitions({TopicPartition(topic, p): 0 for p in range(count)})
+    return [r for records in parts.values() for r in records]
+
+
+async def _until(predicate: Callable[[], bool]) -> None:
+    for _ in range(300):
+        if predicate():
+            return
+        await asyncio.sleep(0.05)
+    pytest.fail("timed out")
+
+
 async def test_a_task_message_delivered_again_after_its_outcome_is_not_run_again(store):
     """A crash between an outcome's append and the offset commit delivers the message again.
 
-    Redelivery is simulated by appending the same task message once more while its run is
-    still going: the worker sees the outcome in its orchestrator's state and skips it.
+    Redelivery is simulated by appending the same task message once more: while the run goes
+    on (the worker finds the outcome in its orchestrator's state) and after it completed and
+    was evicted (the run's tombstone says it ended for good). Neither body runs again.
     """
     calls: Counter[str] = Counter()
     release = asyncio.Event()
@@ -100,36 +116,31 @@ async def test_a_task_message_delivered_again_after_its_outcome_is_not_run_again
 
     @wf.task(id="second", depends_on=["first"])
     async def second(context):
+        calls["second"] += 1
         await release.wait()
         return context.tasks["first"].output + 1
 
     async with Engine(store, [wf], eager=False) as engine:
+        assert engine.worker is not None and engine.orchestrator is not None
+        worker, orchestrator, log = engine.worker, engine.orchestrator, engine.log
+
+        async def deliver_again(task_id: str) -> None:
+            [again] = [r for r in await _records(log, engine.topics.tasks)
+                       if r.key is not None and r.key.endswith(f"/{task_id}")]
+            await log.append([Message(topic=again.topic, value=again.value, key=again.key,
+                                      partition=again.partition)])
+
         handle = await engine.start(wf)
-        log, topics = engine.log, engine.topics
-        queued: list = []
-        for _ in range(200):
-            parts = await log.read_partitions(
-                {TopicPartition(topics.tasks, p): 0
-                 for p in range(await log.partition_count(topics.tasks))})
-            queued = [r for rs in parts.values() for r in rs]
-            if len(queued) == 2:  # first's message, then second's: first's outcome is in
-                break
-            await asyncio.sleep(0.05)
-        [again] = [r for r in queued if r.key is not None and r.key.endswith("/first")]
-        await log.append([Message(topic=again.topic, value=again.value, key=again.key,
-                                  partition=again.partition)])
-        assert engine.worker is not None
-        for _ in range(200):
-            if engine.worker.skipped:
-                break
-            await asyncio.sleep(0.05)
+        await _until(lambda: calls["second"] == 1)  # first's outcome is in
+        await deliver_again("first")
+        await _until(lambda: worker.skipped == 1)
         release.set()
         result = await handle.result(timeout=60)
-        history = [h.decode(r.value) for rs in (await log.read_partitions(
-            {TopicPartition(topics.history, p): 0
-             for p in range(await log.partition_count(topics.history))})).values() for r in rs]
+        await _until(lambda: handle.run_id not in orchestrator.runs)  # evicted: a tombstone
+        await deliver_again("second")
+        await _until(lambda: worker.skipped == 2)
+        history = [h.decode(r.value) for r in await _records(log, engine.topics.history)]
     assert result.status == "completed" and result.output == 2
-    assert engine.worker.skipped == 1
-    assert calls["first"] == 1
-    outcomes = [e for e in history if isinstance(e, h.TaskCompleted) and e.task_id == "first"]
-    assert len(outcomes) == 1
+    assert calls == {"first": 1, "second": 1}
+    outcomes = Counter(e.task_id for e in history if isinstance(e, h.TaskCompleted))
+    assert outcomes == {"first": 1, "second": 1}

@@ -177,3 +177,19 @@ async def test_thousands_of_runs_leave_no_ended_state_behind(tmp_path):
         await until(evicted(engine, run_ids), timeout=60)
         assert engine.orchestrator is not None and engine.orchestrator.runs == {}
         print(f"\n{runs} runs: peak RSS {before:.1f} -> {peak_rss_mib():.1f} MiB")
+
+
+def test_a_run_reopened_and_ended_again_is_due_only_once_its_later_ending_is_appended():
+    """Eviction and end waiters go by a run's last ending: after a retry reopened it in
+    memory, the first ending being durable says nothing about the second."""
+    from deerflow.engine._tombstones import EndedRuns
+
+    ended = EndedRuns()
+    ended.ending(1, ["r", "other"])
+    ended.ending(3, ["r"])  # retried, and ended again in submission 3
+    assert ended.durable(2, {"r", "other"}) == ["other"]
+    assert list(ended.due(2)) == ["other"]
+    assert ended.durable(2, {"r"}) == []
+    assert ended.durable(3, {"r"}) == ["r"]
+    assert list(ended.due(3)) == ["r"]
+    assert list(ended.due(10)) == [] and ended.durable(10, {"r"}) == []
