@@ -440,13 +440,8 @@ class Worker:
     async def _handle(self, record: Record) -> None:
         try:
             messages, outcome = await self._outcome(record)
-            if not messages:  # delivered again, its outcome already in the log
-                self._free_slot(asyncio.current_task())
-                self._offsets.done(record.tp, record.offset)
-                self.skipped += 1
-                self._commit_soon()
-                return
-            await self._append_durably(messages)
+            if messages:  # none: delivered again, and its outcome is in the log already
+                await self._append_durably(messages)
             self._free_slot(asyncio.current_task())
             if outcome is not None and self.on_outcome is not None:
                 self.on_outcome([outcome])  # durable now: the local owner may act at once
@@ -457,10 +452,14 @@ class Worker:
                           "delivered again", self.name, record.tp, record.offset)
             return
         self._offsets.done(record.tp, record.offset)
-        self.executed += 1
+        if messages:
+            self.executed += 1
+        else:
+            self.skipped += 1
         # Committed in the background: the slot is free once the outcome is durable, not
-        # after a commit round trip (a crash before the commit redelivers the message; its
-        # second outcome is a duplicate the fold ignores).
+        # after a commit round trip. A crash before the commit redelivers the message: the
+        # worker that gets it skips it if its orchestrator read the outcome; if not, the
+        # second outcome is a duplicate the fold ignores.
         self._commit_soon()
 
     def _commit_soon(self) -> None:
