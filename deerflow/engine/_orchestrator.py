@@ -42,7 +42,7 @@ from deerflow.engine._expand import child_task_id, node_of
 from deerflow.engine._placement import Placement, place
 from deerflow.engine._registry import WorkflowRegistry
 from deerflow.engine._results import RunResult, run_result
-from deerflow.engine._state import COMPLETED, SCHEDULED, RunState, fold
+from deerflow.engine._state import COMPLETED, SCHEDULED, RunState, fold, next_retry
 from deerflow.engine._tombstones import EndedRuns, refold
 from deerflow.engine._topics import Topics
 from deerflow.eventstore.base import EventLog, GroupConsumer, Message, TopicPartition, partition_for
@@ -467,17 +467,18 @@ class Orchestrator:
 
         A worker asks before running a task message: one delivered again after a crash
         between its outcome's append and the offset commit is skipped when this process holds
-        the run. Both answers come from the log: an outcome folded, or a tombstone of a run
-        that ended for good. Nothing is lost by a ``False``: the attempt runs, and the fold
-        ignores its second outcome.
+        the run. So is a queued attempt of a run that ended for good: completed, or
+        cancelled while the attempt waited. (A failed run may be retried: its attempts
+        run.) Nothing is lost by a ``False``: the attempt runs, and the fold ignores its
+        second outcome.
         """
         if self._untrusted:
             return False  # the states may hold decisions the log does not
         state = self.runs.get(run_id)
-        if state is None:
-            # Ended and evicted here: unless it failed (a retry may reopen it), no attempt
-            # of it will ever count again.
+        if state is None:  # ended and evicted here, or not known
             return self._ended.get(partition_for(run_id, self._partitions), run_id) == 0
+        if state.terminal and next_retry(state) == 0:
+            return True  # ended for good (completed, cancelled, ...): no attempt counts now
         task = state.tasks.get(task_id)
         if task is None:
             return False

@@ -144,3 +144,34 @@ async def test_a_task_message_delivered_again_after_its_outcome_is_not_run_again
     assert calls == {"first": 1, "second": 1}
     outcomes = Counter(e.task_id for e in history if isinstance(e, h.TaskCompleted))
     assert outcomes == {"first": 1, "second": 1}
+
+
+async def test_a_queued_attempt_of_a_run_cancelled_meanwhile_does_not_start(store):
+    """Cancelling skips pending tasks; an attempt already queued (waiting for a free slot)
+    is not started either once the run has ended cancelled."""
+    calls: Counter[str] = Counter()
+    release = asyncio.Event()
+    wf = Workflow(name="cancelled_queue")
+
+    async def body(context):
+        calls[context.task_id] += 1
+        await release.wait()  # one slot: whichever starts first holds it, the other waits
+        return "done"
+
+    wf.task(id="one")(body)
+    wf.task(id="other")(body)
+
+    async with Engine(store, [wf], eager=False, concurrency=1) as engine:
+        assert engine.worker is not None and engine.orchestrator is not None
+        worker, orchestrator = engine.worker, engine.orchestrator
+        handle = await engine.start(wf)
+        await _until(lambda: sum(calls.values()) == 1)
+        first = next(iter(calls))
+        await handle.cancel()
+        await _until(lambda: handle.run_id not in orchestrator.runs
+                     or orchestrator.runs[handle.run_id].terminal)
+        release.set()
+        result = await handle.result(timeout=60)
+        await _until(lambda: worker.skipped == 1)
+    assert result.status == "cancelled"
+    assert calls == {first: 1}
