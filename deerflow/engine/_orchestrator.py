@@ -643,7 +643,7 @@ class Orchestrator:
         (Submissions without messages need no append, so the flusher alone does not count
         them.) Called when the flusher is idle or finishing.
         """
-        if not self._untrusted and self._backlog == 0:
+        if not self._untrusted and self._backlog == 0 and self._appended < self._submitted:
             self._appended = self._submitted
             if self._end_waiters:
                 self._answer_end_waiters()
@@ -668,7 +668,8 @@ class Orchestrator:
         self._end_waiters.setdefault(run_id, []).append(waiter)
         if state is not None and state.terminal and (
                 self._flusher is None or self._flusher.done()):
-            self._all_appended()  # ended before: answered now if its ending is durable
+            self._all_appended()
+            self._answer_end_waiters()  # ended before: answered now if its ending is durable
         return waiter
 
     def _release_waiters(self, run_ids: Iterable[str] | None = None) -> None:
