@@ -7,7 +7,6 @@ import os
 import signal
 import sys
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,12 +14,13 @@ import pytest
 from deerflow import Engine, Workflow
 from deerflow._loader import load_module_workflows
 from deerflow.engine import _history as h
-from deerflow.eventstore.base import EventLog, Message, Record, TopicPartition
+from deerflow.eventstore.base import Message
 
 APPS = Path(__file__).parent / "apps"
 sys.path.insert(0, str(APPS))
 from sink import Sink  # noqa: E402
 
+from tests.logs import history, records, until  # noqa: E402
 from tests.processes import kafka_workers, wait_for_file, workers  # noqa: E402, F401
 
 
@@ -62,11 +62,11 @@ async def test_two_kafka_workers_one_killed_every_run_completes_exactly_once(
         victim.send_signal(signal.SIGKILL)
         unfinished = sum(1 for hd in handles if not client.index.runs[hd.run_id].terminal)
         results = [await handle.result(timeout=150) for handle in handles]
-        history = await _history(client)
+        written = await history(client)
     assert [r.status for r in results] == ["completed"] * runs
     assert [r.output for r in results] == [{"n": i + 2} for i in range(runs)]
     for handle in handles:
-        events = {e.id: e for e in history if e.run_id == handle.run_id}
+        events = {e.id: e for e in written if e.run_id == handle.run_id}
         terminal = [e for e in events.values() if e.type in h.TERMINAL_TYPES]
         assert [e.type for e in terminal] == ["RunCompleted"], handle.run_id
         requested = [e for e in events.values() if e.type == "RunRequested"]
@@ -75,27 +75,6 @@ async def test_two_kafka_workers_one_killed_every_run_completes_exactly_once(
     assert sink.effects() == 3 * runs
     assert unfinished > 0, "the kill must land while runs are in flight"
     assert victim.pid in sink.pids() and len(sink.pids()) == 2, "both workers must have worked"
-
-
-async def _history(engine: Engine) -> list[h.HistoryEvent]:
-    count = await engine.log.partition_count(engine.topics.history)
-    tps = {TopicPartition(engine.topics.history, p): 0 for p in range(count)}
-    records = await engine.log.read_partitions(tps)
-    return [h.decode(r.value) for batch in records.values() for r in batch]
-
-
-async def _records(log: EventLog, topic: str) -> list[Record]:
-    count = await log.partition_count(topic)
-    parts = await log.read_partitions({TopicPartition(topic, p): 0 for p in range(count)})
-    return [r for records in parts.values() for r in records]
-
-
-async def _until(predicate: Callable[[], bool]) -> None:
-    for _ in range(300):
-        if predicate():
-            return
-        await asyncio.sleep(0.05)
-    pytest.fail("timed out")
 
 
 async def test_a_task_message_delivered_again_after_its_outcome_is_not_run_again(store):
@@ -125,24 +104,24 @@ async def test_a_task_message_delivered_again_after_its_outcome_is_not_run_again
         worker, orchestrator, log = engine.worker, engine.orchestrator, engine.log
 
         async def deliver_again(task_id: str) -> None:
-            [again] = [r for r in await _records(log, engine.topics.tasks)
+            [again] = [r for r in await records(log, engine.topics.tasks)
                        if r.key is not None and r.key.endswith(f"/{task_id}")]
             await log.append([Message(topic=again.topic, value=again.value, key=again.key,
                                       partition=again.partition)])
 
         handle = await engine.start(wf)
-        await _until(lambda: calls["second"] == 1)  # first's outcome is in
+        await until(lambda: calls["second"] == 1)  # first's outcome is in
         await deliver_again("first")
-        await _until(lambda: worker.skipped == 1)
+        await until(lambda: worker.skipped == 1)
         release.set()
         result = await handle.result(timeout=60)
-        await _until(lambda: handle.run_id not in orchestrator.runs)  # evicted: a tombstone
+        await until(lambda: handle.run_id not in orchestrator.runs)  # evicted: a tombstone
         await deliver_again("second")
-        await _until(lambda: worker.skipped == 2)
-        history = [h.decode(r.value) for r in await _records(log, engine.topics.history)]
+        await until(lambda: worker.skipped == 2)
+        events = await history(engine)
     assert result.status == "completed" and result.output == 2
     assert calls == {"first": 1, "second": 1}
-    outcomes = Counter(e.task_id for e in history if isinstance(e, h.TaskCompleted))
+    outcomes = Counter(e.task_id for e in events if isinstance(e, h.TaskCompleted))
     assert outcomes == {"first": 1, "second": 1}
 
 
@@ -165,13 +144,13 @@ async def test_a_queued_attempt_of_a_run_cancelled_meanwhile_does_not_start(stor
         assert engine.worker is not None and engine.orchestrator is not None
         worker, orchestrator = engine.worker, engine.orchestrator
         handle = await engine.start(wf)
-        await _until(lambda: sum(calls.values()) == 1)
+        await until(lambda: sum(calls.values()) == 1)
         first = next(iter(calls))
         await handle.cancel()
-        await _until(lambda: handle.run_id not in orchestrator.runs
+        await until(lambda: handle.run_id not in orchestrator.runs
                      or orchestrator.runs[handle.run_id].terminal)
         release.set()
         result = await handle.result(timeout=60)
-        await _until(lambda: worker.skipped == 1)
+        await until(lambda: worker.skipped == 1)
     assert result.status == "cancelled"
     assert calls == {first: 1}

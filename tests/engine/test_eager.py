@@ -13,18 +13,7 @@ from collections import Counter
 
 from deerflow import Engine, Workflow
 from deerflow.engine import _history as h
-from deerflow.eventstore.base import EventLog, Record, TopicPartition
-
-
-async def _records(log: EventLog, topic: str) -> list[Record]:
-    count = await log.partition_count(topic)
-    parts = await log.read_partitions({TopicPartition(topic, p): 0 for p in range(count)})
-    return [r for records in parts.values() for r in records]
-
-
-async def _history(engine: Engine, run_id: str) -> list[h.HistoryEvent]:
-    events = [h.decode(r.value) for r in await _records(engine.log, engine.topics.history)]
-    return [e for e in events if e.run_id == run_id]
+from tests.logs import history, records
 
 
 def chain(steps: int, calls: Counter[str]) -> Workflow:
@@ -46,10 +35,10 @@ async def test_a_chain_runs_every_step_eagerly_without_task_messages(store):
     async with Engine(store, [wf]) as engine:
         result = await (await engine.start(wf)).result(timeout=60)
         assert result.status == "completed" and result.output == {"i": 4}
-        scheduled = [e for e in await _history(engine, result.run_id)
+        scheduled = [e for e in await history(engine, result.run_id)
                      if isinstance(e, h.TaskScheduled)]
         assert [(e.task_id, e.eager) for e in scheduled] == [(f"s{i}", True) for i in range(5)]
-        assert await _records(engine.log, engine.topics.tasks) == []
+        assert await records(engine.log, engine.topics.tasks) == []
     assert calls == {f"s{i}": 1 for i in range(5)}
 
 
@@ -63,7 +52,7 @@ async def test_as_many_chains_as_slots_all_run_eagerly(store):
         handles = await asyncio.gather(*(engine.start(wf) for _ in range(slots)))
         results = await asyncio.gather(*(hd.result(timeout=60) for hd in handles))
         assert [r.status for r in results] == ["completed"] * slots
-        assert await _records(engine.log, engine.topics.tasks) == []
+        assert await records(engine.log, engine.topics.tasks) == []
     assert calls == {f"s{i}": slots for i in range(5)}
 
 
@@ -73,10 +62,10 @@ async def test_without_eager_every_attempt_goes_through_the_task_queue(store):
     async with Engine(store, [wf], eager=False) as engine:
         result = await (await engine.start(wf)).result(timeout=60)
         assert result.status == "completed"
-        scheduled = [e for e in await _history(engine, result.run_id)
+        scheduled = [e for e in await history(engine, result.run_id)
                      if isinstance(e, h.TaskScheduled)]
         assert not any(e.eager for e in scheduled)
-        assert len(await _records(engine.log, engine.topics.tasks)) == 3
+        assert len(await records(engine.log, engine.topics.tasks)) == 3
 
 
 async def test_a_fan_out_starts_what_fits_in_free_slots_and_queues_the_rest_evenly(store):
@@ -98,9 +87,9 @@ async def test_a_fan_out_starts_what_fits_in_free_slots_and_queues_the_rest_even
     async with Engine(store, [wf], concurrency=4) as engine:
         result = await (await engine.start(wf)).result(timeout=60)
         assert result.status == "completed" and result.output == width * (width - 1)
-        queued = await _records(engine.log, engine.topics.tasks)
+        queued = await records(engine.log, engine.topics.tasks)
         partitions = await engine.log.partition_count(engine.topics.tasks)
-        scheduled = [e for e in await _history(engine, result.run_id)
+        scheduled = [e for e in await history(engine, result.run_id)
                      if isinstance(e, h.TaskScheduled) and e.task_id.startswith("each/")]
     # This one process consumes every partition, so the whole fan-out is its share: the four
     # free slots start four children at once, the other children go through the queue,
@@ -154,8 +143,8 @@ async def test_a_stopping_worker_hands_its_unfinished_eager_attempt_to_the_queue
         await asyncio.wait_for(started.wait(), 30)
         assert first.worker is not None
         await first.worker.stop(drain_timeout=0.1)
-        queued = await _records(first.log, first.topics.tasks)
-        recorded = {type(e).__name__ for e in await _history(first, handle.run_id)}
+        queued = await records(first.log, first.topics.tasks)
+        recorded = {type(e).__name__ for e in await history(first, handle.run_id)}
     assert len(queued) == 1  # the attempt, for any other worker
     assert "TaskRequeued" in recorded  # so the next owner does not queue it a second time
     release.set()

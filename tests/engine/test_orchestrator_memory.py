@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import time
 from collections import Counter
 from collections.abc import Callable
 
@@ -13,6 +12,7 @@ import pytest
 from deerflow import Engine, NonRetryableError, Workflow
 from deerflow.engine import _history as h
 from deerflow.web._runs import request_retry
+from tests.logs import until
 from tests.rss import peak_rss_mib
 
 
@@ -34,15 +34,6 @@ def shipping(executions: Counter[str], broken: set[str] | None = None) -> Workfl
         return {"label": f"L-{order}"}
 
     return wf
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-    """Wait for ``predicate`` (the orchestrator evicts in its loop, a poll after the end)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 def evicted(engine: Engine, run_ids: list[str]) -> Callable[[], bool]:

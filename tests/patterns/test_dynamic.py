@@ -13,6 +13,7 @@ from deerflow import DynamicTasks, Engine, Workflow
 from deerflow._loader import load_module_workflows
 from deerflow.engine import _history as h
 from tests.engine.apps.sink import Sink
+from tests.logs import history
 from tests.processes import wait_for_file, worker_pool
 
 APPS = Path(__file__).parent / "apps"
@@ -153,19 +154,10 @@ async def test_the_generated_list_is_recorded_and_not_generated_again_after_a_cr
         os.unlink(hold)
         pool.start(APPS / "dynamic_app.py")
         result = await handle.result(timeout=90)
-        history = [e for e in await _history(client) if e.run_id == handle.run_id]
+        events = await history(client, handle.run_id)
     assert result.status == "completed", pool.logs()
     assert result.output == {"squares": 0 + 1 + 4 + 9, "script": ["from-worker"]}
     sink = Sink(os.environ["SINK_DB"])
     assert sink.executions(f"{handle.run_id}/generator") == 1, (sink.pids(), pool.logs())
-    plans = [e for e in history if isinstance(e, h.TaskCompleted) and e.expansion]
+    plans = [e for e in events if isinstance(e, h.TaskCompleted) and e.expansion]
     assert len(plans) == 1 and len(plans[0].expansion) == 5
-
-
-async def _history(engine: Engine) -> list[h.HistoryEvent]:
-    from deerflow.eventstore.base import TopicPartition
-
-    count = await engine.log.partition_count(engine.topics.history)
-    tps = {TopicPartition(engine.topics.history, p): 0 for p in range(count)}
-    records = await engine.log.read_partitions(tps)
-    return [h.decode(r.value) for batch in records.values() for r in batch]
