@@ -36,16 +36,28 @@ log = logging.getLogger("bench")
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="CI smoke size (about a minute)")
-    parser.add_argument("--only", default="", help="scenario letters or names, e.g. a,c or "
-                        "overhead,fanout (default: all)")
-    parser.add_argument("--pairs", type=int, default=None,
-                        help="baseline/engine pairs per comparison (default 5; quick 2)")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="scenario letters or names, e.g. a,c or overhead,fanout (default: all)",
+    )
+    parser.add_argument(
+        "--pairs",
+        type=int,
+        default=None,
+        help="baseline/engine pairs per comparison (default 5; quick 2)",
+    )
     parser.add_argument("--warmup", type=int, default=1, help="warm-up pairs (default 1)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where to write the report")
-    parser.add_argument("--stem", default=None, help="report file name without extension "
-                        "(default: latest or quick)")
-    parser.add_argument("-v", "--verbose", action="store_true",
-                        help="log every pair (the default except with --quick)")
+    parser.add_argument(
+        "--stem", default=None, help="report file name without extension (default: latest or quick)"
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="log every pair (the default except with --quick)",
+    )
     return parser.parse_args(argv)
 
 
@@ -56,8 +68,10 @@ def _selected(only: str) -> list[str]:
     chosen = [key for key, (module, _) in SCENARIOS.items() if key in wanted or module in wanted]
     unknown = wanted - set(chosen) - {SCENARIOS[k][0] for k in chosen}
     if unknown:
-        raise SystemExit(f"unknown scenarios: {', '.join(sorted(unknown))} "
-                         f"(choose from {', '.join(m for m, _ in SCENARIOS.values())})")
+        raise SystemExit(
+            f"unknown scenarios: {', '.join(sorted(unknown))} "
+            f"(choose from {', '.join(m for m, _ in SCENARIOS.values())})"
+        )
     return chosen
 
 
@@ -78,8 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the selected scenarios and write the report; the exit code is 0 unless it crashed."""
     args = _parse(argv)
     level = logging.INFO if args.verbose or not args.quick else logging.WARNING
-    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     # The engine's own INFO logs (group joins, rebuilds) would drown the benchmark's.
     logging.getLogger("deerflow").setLevel(logging.WARNING)
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
@@ -92,10 +105,20 @@ def main(argv: list[str] | None = None) -> int:
         ctx.close()
     stem = args.stem or ("quick" if args.quick else "latest")
     json_path, md_path = write_report(
-        ctx.rows, args.out, stem=stem, quick=args.quick, started=started, info=info,
-        settings={"pairs": settings.pairs, "warmup": settings.warmup, "only": args.only,
-                  "sizes": vars(ctx.sizes) if hasattr(ctx.sizes, "__dict__") else {},
-                  "kafka": os.environ.get("DEERFLOW_KAFKA_BOOTSTRAP", "tansu")})
+        ctx.rows,
+        args.out,
+        stem=stem,
+        quick=args.quick,
+        started=started,
+        info=info,
+        settings={
+            "pairs": settings.pairs,
+            "warmup": settings.warmup,
+            "only": args.only,
+            "sizes": vars(ctx.sizes) if hasattr(ctx.sizes, "__dict__") else {},
+            "kafka": os.environ.get("DEERFLOW_KAFKA_BOOTSTRAP", "tansu"),
+        },
+    )
     print(markdown_table(ctx.rows))
     print(f"\nwrote {json_path} and {md_path}")
     return 0

@@ -22,34 +22,51 @@ FAST_GROUPS = "session_timeout_ms=1000&heartbeat_interval_ms=300"
 class Sizes:
     """Workload sizes of a run (``--quick`` shrinks every one of them)."""
 
-    chain_runs: int = 50          # a: concurrent runs of the 10-step chain
+    chain_runs: int = 50  # a: concurrent runs of the 10-step chain
     chain_steps: int = 10
     overhead_sweep: tuple[tuple[int, int], ...] = ((1, 1), (4, 1), (1, 2), (4, 2))
     sqlite_partitions: tuple[int, ...] = (1, 4)
-    latency_rate: float = 50.0    # b: triggers per second, open loop
+    latency_rate: float = 50.0  # b: triggers per second, open loop
     latency_count: int = 200
     s3_rate: float = 5.0
     s3_count: int = 30
     fanout_sizes: tuple[int, ...] = (10, 100, 1000, 10_000)
     fanout_pending: int = 10_000  # c: children held pending for the memory measurement
-    mr_chunks: int = 8            # d: corpus chunks (map partitions)
-    mr_words: int = 400_000       # words per chunk (CPU-bound map)
-    io_maps: int = 64             # d: I/O-bound maps, each sleeping io_delay
+    mr_chunks: int = 8  # d: corpus chunks (map partitions)
+    mr_words: int = 400_000  # words per chunk (CPU-bound map)
+    io_maps: int = 64  # d: I/O-bound maps, each sleeping io_delay
     io_concurrency: int = 16
     io_delay: float = 0.2
-    bp_buffer: int = 1000         # e: pipeline bound; fed 10x as much
+    bp_buffer: int = 1000  # e: pipeline bound; fed 10x as much
     bp_sink_rate: float = 2000.0
     bp_payload: int = 10_000
-    peer_runs: int = 20           # f: chains per peer iteration
+    peer_runs: int = 20  # f: chains per peer iteration
     peer_fanout: int = 1000
     peer_io_maps: int = 64
 
 
-QUICK = Sizes(chain_runs=5, overhead_sweep=((1, 1),), sqlite_partitions=(1,), latency_rate=50.0,
-              latency_count=20, s3_rate=6.0, s3_count=3, fanout_sizes=(10, 100),
-              fanout_pending=500, mr_chunks=2, mr_words=20_000, io_maps=8, io_concurrency=4,
-              io_delay=0.05, bp_buffer=50, bp_sink_rate=2000.0, bp_payload=1000, peer_runs=3,
-              peer_fanout=20, peer_io_maps=8)
+QUICK = Sizes(
+    chain_runs=5,
+    overhead_sweep=((1, 1),),
+    sqlite_partitions=(1,),
+    latency_rate=50.0,
+    latency_count=20,
+    s3_rate=6.0,
+    s3_count=3,
+    fanout_sizes=(10, 100),
+    fanout_pending=500,
+    mr_chunks=2,
+    mr_words=20_000,
+    io_maps=8,
+    io_concurrency=4,
+    io_delay=0.05,
+    bp_buffer=50,
+    bp_sink_rate=2000.0,
+    bp_payload=1000,
+    peer_runs=3,
+    peer_fanout=20,
+    peer_io_maps=8,
+)
 
 
 class BenchContext:

@@ -142,10 +142,20 @@ class Settings:
 
 
 def _rows_for(comparison: Comparison, status: str) -> list[Row]:
-    return [Row(comparison.scenario, comparison.name, m.label, m.unit, comparison.baseline_label,
-                comparison.engine_label, status=status,
-                goal=m.goal.describe("" if comparison.baseline is None else "x")
-                if m.goal else "", note=comparison.note) for m in comparison.metrics]
+    return [
+        Row(
+            comparison.scenario,
+            comparison.name,
+            m.label,
+            m.unit,
+            comparison.baseline_label,
+            comparison.engine_label,
+            status=status,
+            goal=m.goal.describe("" if comparison.baseline is None else "x") if m.goal else "",
+            note=comparison.note,
+        )
+        for m in comparison.metrics
+    ]
 
 
 def _judge(row: Row, metric: Metric, base: list[float] | None, eng: list[float]) -> Row:
@@ -183,8 +193,14 @@ async def run_comparison(comparison: Comparison, settings: Settings) -> list[Row
             if comparison.baseline is not None:
                 base.append(await comparison.baseline())
             eng.append(await comparison.engine())
-            log.info("%s: pair %d/%d baseline=%s engine=%s", label, pair + 1, settings.pairs,
-                     _short(base[-1]) if base else "-", _short(eng[-1]))
+            log.info(
+                "%s: pair %d/%d baseline=%s engine=%s",
+                label,
+                pair + 1,
+                settings.pairs,
+                _short(base[-1]) if base else "-",
+                _short(eng[-1]),
+            )
     except (Skip, Pending) as exc:
         kind = "skipped" if isinstance(exc, Skip) else "pending"
         return _rows_for(comparison, f"{kind}: {exc}")
@@ -194,8 +210,12 @@ async def run_comparison(comparison: Comparison, settings: Settings) -> list[Row
     log.info("%s: done in %.1fs", label, time.monotonic() - started)
     rows = _rows_for(comparison, "ok")
     for row, metric in zip(rows, comparison.metrics, strict=True):
-        _judge(row, metric, [m[metric.key] for m in base] if base else None,
-               [m[metric.key] for m in eng])
+        _judge(
+            row,
+            metric,
+            [m[metric.key] for m in base] if base else None,
+            [m[metric.key] for m in eng],
+        )
     return rows
 
 

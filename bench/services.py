@@ -24,6 +24,18 @@ def start_redis() -> Service:
     binary = shutil.which("redis-server")
     if binary is None:
         raise ServiceUnavailable("redis-server not installed (apt-get install -y redis-server)")
-    return start_service("redis-server", lambda port: [
-        binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-    ], accepts_connections)
+    return start_service(
+        "redis-server",
+        lambda port: [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        accepts_connections,
+    )

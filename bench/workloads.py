@@ -34,8 +34,9 @@ def make_chain(steps: int = CHAIN_STEPS, name: str = "bench_chain") -> Workflow:
     return wf
 
 
-def make_fanout(name: str = "bench_fanout", max_parallel: int | None = None,
-                hold: bool = False) -> Workflow:
+def make_fanout(
+    name: str = "bench_fanout", max_parallel: int | None = None, hold: bool = False
+) -> Workflow:
     """``split`` lists ``params["n"]`` items, ``work`` runs once per item, ``merge`` counts.
 
     With ``hold`` each child waits until the process exits, so with a small ``max_parallel``
@@ -119,8 +120,10 @@ def write_corpus(folder: Path, chunks: int, words: int, seed: int = 7) -> list[s
     import random
 
     rng = random.Random(seed)
-    vocabulary = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(
-        3, 9))) for _ in range(2000)]
+    vocabulary = [
+        "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(3, 9)))
+        for _ in range(2000)
+    ]
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for index in range(chunks):

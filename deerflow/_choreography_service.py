@@ -46,7 +46,8 @@ class HandlerRunner:
         self._service = service
         self.group = f"{service.engine.topics.prefix}.handler.{handler.name}"
         self._events: Subscription = service.store.subscribe(
-            types=[handler.event_type], group=self.group, start_from=handler.start_from)
+            types=[handler.event_type], group=self.group, start_from=handler.start_from
+        )
         self._task: asyncio.Task[None] | None = None
         self.handled = 0
         self.dead_lettered = 0
@@ -75,8 +76,10 @@ class HandlerRunner:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("handler %s: reading or acknowledging events failed; retrying",
-                              self.handler.name)
+                log.exception(
+                    "handler %s: reading or acknowledging events failed; retrying",
+                    self.handler.name,
+                )
                 await asyncio.sleep(1.0)
 
     async def handle(self, event: StoredEvent) -> None:
@@ -89,8 +92,13 @@ class HandlerRunner:
                 raise
             except Exception as exc:  # any failure of user code is retried
                 final = attempt >= retry.max_attempts or not getattr(exc, "retriable", True)
-                log.warning("handler %s failed on event %s (attempt %d): %r",
-                            self.handler.name, event.id, attempt, exc)
+                log.warning(
+                    "handler %s failed on event %s (attempt %d): %r",
+                    self.handler.name,
+                    event.id,
+                    attempt,
+                    exc,
+                )
                 if final:
                     await self._dead_letter(event, exc, attempt)
                     return
@@ -101,14 +109,18 @@ class HandlerRunner:
 
     async def _call(self, event: StoredEvent, attempt: int) -> None:
         name = self.handler.name
-        handled = HandledEvent(**dict(event), idempotency_key=f"{name}/{event.id}",
-                               attempt=attempt, handler=name)
+        handled = HandledEvent(
+            **dict(event), idempotency_key=f"{name}/{event.id}", attempt=attempt, handler=name
+        )
         assert event.partition is not None and event.offset is not None
         scope = PublishScope(
-            seed=handled.idempotency_key, correlation_id=event.correlation_id or event.id,
-            causation_id=event.id, source=f"handler:{name}@{PROCESS}",
+            seed=handled.idempotency_key,
+            correlation_id=event.correlation_id or event.id,
+            causation_id=event.id,
+            source=f"handler:{name}@{PROCESS}",
             store=self._service.store,
-            after=(self._service.store.topic, event.partition, event.offset))
+            after=(self._service.store.topic, event.partition, event.offset),
+        )
         token = current_scope.set(scope)  # copied into the thread of a sync handler too
         try:
             fn, limit = self.handler.fn, self.handler.timeout
@@ -120,17 +132,34 @@ class HandlerRunner:
             current_scope.reset(token)
 
     async def _dead_letter(self, event: StoredEvent, exc: BaseException, attempts: int) -> None:
-        reason = (f"event handler {self.handler.name} failed {attempts} time(s): "
-                  f"{type(exc).__name__}: {exc}")
-        body = {"source": "event_handler", "reason": reason, "handler": self.handler.name,
-                "group": self.group,
-                "error": str(exc), "error_type": type(exc).__name__, "attempts": attempts,
-                "event": event.to_json(), "topic": self._service.store.topic,
-                "partition": event.partition, "offset": event.offset}
+        reason = (
+            f"event handler {self.handler.name} failed {attempts} time(s): "
+            f"{type(exc).__name__}: {exc}"
+        )
+        body = {
+            "source": "event_handler",
+            "reason": reason,
+            "handler": self.handler.name,
+            "group": self.group,
+            "error": str(exc),
+            "error_type": type(exc).__name__,
+            "attempts": attempts,
+            "event": event.to_json(),
+            "topic": self._service.store.topic,
+            "partition": event.partition,
+            "offset": event.offset,
+        }
         engine = self._service.engine
-        await engine.log.append([Message(
-            engine.topics.dlq, _codec.dumps(body), key=event.stream,
-            headers=(("deerflow-reason", reason.encode()[:1000]),))])
+        await engine.log.append(
+            [
+                Message(
+                    engine.topics.dlq,
+                    _codec.dumps(body),
+                    key=event.stream,
+                    headers=(("deerflow-reason", reason.encode()[:1000]),),
+                )
+            ]
+        )
         self.dead_lettered += 1
 
 
@@ -171,7 +200,8 @@ class ChoreographyService:
         for workflow in list(self.engine.registry):
             for handler in getattr(workflow, "event_handlers", ()):
                 if self._only is not None and not any(
-                        fnmatch.fnmatchcase(handler.name, pattern) for pattern in self._only):
+                    fnmatch.fnmatchcase(handler.name, pattern) for pattern in self._only
+                ):
                     continue
                 runner = HandlerRunner(self, handler)
                 await runner.start()
@@ -206,8 +236,11 @@ def store_of_engine(engine: Any) -> EventStore:
         if service.engine is engine:
             return service.store
     if not isinstance(engine, Engine):
-        raise EventStoreError(f"publish_event(store=...) takes an EventStore or an Engine, not "
-                              f"{type(engine).__name__}", retriable=False)
+        raise EventStoreError(
+            f"publish_event(store=...) takes an EventStore or an Engine, not "
+            f"{type(engine).__name__}",
+            retriable=False,
+        )
     # A client engine (no worker, so no service): a store on its log, whose home becomes the
     # loop of the first async publish (the engine's loop, in practice).
     store = _client_stores.get(engine)
@@ -223,10 +256,13 @@ def store_for_current_task() -> EventStore | None:
     ctx = current_task.get()
     if ctx is None:
         return None
-    stores = {(s.store.url, s.store.topic): s.store
-              for s in _live if ctx.workflow in s.engine.registry}
+    stores = {
+        (s.store.url, s.store.topic): s.store for s in _live if ctx.workflow in s.engine.registry
+    }
     if len(stores) > 1:
         raise EventStoreError(
             f"several engines in this process run workflow {ctx.workflow!r} on different "
-            "stores: pass publish_event(..., store=...)", retriable=False)
+            "stores: pass publish_event(..., store=...)",
+            retriable=False,
+        )
     return next(iter(stores.values()), None)

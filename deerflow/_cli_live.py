@@ -59,18 +59,24 @@ def _children(result: RunResult) -> dict[str, list[TaskResult]]:
 def _bar(task: TaskResult, children: list[TaskResult]) -> tuple[ProgressBar, str]:
     if children:
         done = sum(1 for c in children if c.status == "completed")
-        return ProgressBar(total=len(children), completed=done, width=24), \
-            f"{done}/{len(children)}"
+        return ProgressBar(total=len(children), completed=done, width=24), f"{done}/{len(children)}"
     finished = 1 if task.status in _DONE else 0
-    return ProgressBar(total=1, completed=finished, width=24,
-                       pulse=task.status in ("running", "retrying")), ""
+    return ProgressBar(
+        total=1, completed=finished, width=24, pulse=task.status in ("running", "retrying")
+    ), ""
 
 
 def task_table(result: RunResult) -> Table:
     """One row per top-level task: status, progress bar, attempts, time, error."""
     table = Table(title=f"{result.workflow}  run {result.run_id}", expand=False)
-    for name, justify in (("task", "left"), ("status", "left"), ("progress", "left"),
-                          ("", "right"), ("attempts", "right"), ("time", "right")):
+    for name, justify in (
+        ("task", "left"),
+        ("status", "left"),
+        ("progress", "left"),
+        ("", "right"),
+        ("attempts", "right"),
+        ("time", "right"),
+    ):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     table.add_column("error", overflow="fold", max_width=60)
     children = _children(result)
@@ -79,17 +85,28 @@ def task_table(result: RunResult) -> Table:
             continue
         bar, count = _bar(task, children.get(task_id, []))
         failed_child = next((c.error for c in children.get(task_id, []) if c.error), None)
-        table.add_row(task_id, Text(task.status, style=STYLE.get(task.status, "")), bar, count,
-                      str(task.attempts or ""), elapsed(task.started_at, task.finished_at),
-                      Text(task.error or failed_child or "", style="red"))
+        table.add_row(
+            task_id,
+            Text(task.status, style=STYLE.get(task.status, "")),
+            bar,
+            count,
+            str(task.attempts or ""),
+            elapsed(task.started_at, task.finished_at),
+            Text(task.error or failed_child or "", style="red"),
+        )
     return table
 
 
 def run_view(result: RunResult, child_runs: Iterable[str] = ()) -> RenderableType:
     """The task table, then the run's status line and its links to other runs."""
-    lines = [Text.assemble(("run ", "bold"), (result.status, STYLE.get(result.status, "bold")),
-                           f"  started {when(result.started_at)}  "
-                           f"{elapsed(result.started_at, result.finished_at)}")]
+    lines = [
+        Text.assemble(
+            ("run ", "bold"),
+            (result.status, STYLE.get(result.status, "bold")),
+            f"  started {when(result.started_at)}  "
+            f"{elapsed(result.started_at, result.finished_at)}",
+        )
+    ]
     if result.parent_run_id:
         lines.append(Text(f"sub-workflow of run {result.parent_run_id}"))
     lines.extend(Text(f"child run {rid}") for rid in child_runs)

@@ -38,12 +38,22 @@ err = Console(stderr=True)
 events_app = typer.Typer(help="Read the event log.", no_args_is_help=True)
 dlq_app = typer.Typer(help="Inspect and replay dead letters.", no_args_is_help=True)
 
-StoreOpt = Annotated[str | None, typer.Option(
-    "--store", help="Event-log URL (memory://, sqlite:///file.db, kafka://host:9092); default "
-    "$DEERFLOW_STORE or sqlite:///deerflow.db")]
+StoreOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        help="Event-log URL (memory://, sqlite:///file.db, kafka://host:9092); default "
+        "$DEERFLOW_STORE or sqlite:///deerflow.db",
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
-AppOpt = Annotated[str | None, typer.Option("--app", help="FILE.py defining the workflows "
-                   "(draws dependencies, resolves triggers for replays).")]
+AppOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--app",
+        help="FILE.py defining the workflows (draws dependencies, resolves triggers for replays).",
+    ),
+]
 RunIdArg = Annotated[str, typer.Argument(help="Run id (or a unique prefix of one).")]
 
 
@@ -64,8 +74,9 @@ def execute(main: Callable[[], Awaitable[T]], store: str | None) -> T:
     try:
         return asyncio.run(main())  # type: ignore[arg-type]
     except EventStoreError as exc:
-        raise fail(f"{exc}\n  (store {store or default_store()}: pass --store URL or set "
-                   "DEERFLOW_STORE)") from None
+        raise fail(
+            f"{exc}\n  (store {store or default_store()}: pass --store URL or set DEERFLOW_STORE)"
+        ) from None
     except DeerflowError as exc:
         raise fail(str(exc)) from None
 
@@ -77,8 +88,9 @@ async def open_engine(store: str | None, app: str | None = None) -> AsyncIterato
     log = open_log(url)
     if isinstance(log, SqliteEventLog) and not log.path.exists():
         # Reading a store that is not there would create an empty one and report no runs.
-        raise DeerflowError(f"no store at {log.path} ({url}); pass --store URL or set "
-                            "DEERFLOW_STORE")
+        raise DeerflowError(
+            f"no store at {log.path} ({url}); pass --store URL or set DEERFLOW_STORE"
+        )
     workflows: list[Workflow] = []
     if app:
         from deerflow._loader import load_module_workflows
@@ -94,12 +106,19 @@ async def open_engine(store: str | None, app: str | None = None) -> AsyncIterato
 def runs_list(
     store: StoreOpt = None,
     workflow: Annotated[str | None, typer.Option(help="Only this workflow.")] = None,
-    status: Annotated[str | None, typer.Option(help="Only this status (running, completed, "
-                      "failed, cancelled, ...).")] = None,
-    trigger: Annotated[str | None, typer.Option(help="Only runs started by this trigger "
-                       "(its name, or kafka / webhook / s3 / manual).")] = None,
-    since: Annotated[str | None, typer.Option(help="Started since (ISO-8601, or 15m / 2h / 1d "
-                     "ago).")] = None,
+    status: Annotated[
+        str | None,
+        typer.Option(help="Only this status (running, completed, failed, cancelled, ...)."),
+    ] = None,
+    trigger: Annotated[
+        str | None,
+        typer.Option(
+            help="Only runs started by this trigger (its name, or kafka / webhook / s3 / manual)."
+        ),
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Started since (ISO-8601, or 15m / 2h / 1d ago).")
+    ] = None,
     limit: Annotated[int, typer.Option(help="At most N runs.")] = 50,
     as_json: JsonOpt = False,
 ) -> None:
@@ -108,13 +127,16 @@ def runs_list(
         start = _runs.parse_time(since) if since else None
     except ValueError as exc:
         raise fail(str(exc)) from None
-    where = _runs.RunFilter(workflow=workflow, status=status, trigger=trigger, limit=limit,
-                            since=start)
+    where = _runs.RunFilter(
+        workflow=workflow, status=status, trigger=trigger, limit=limit, since=start
+    )
 
     async def main() -> list[dict[str, Any]]:
         async with open_engine(store) as engine:
-            return [{**_runs.summary(s), "elapsed": elapsed(s.started_at, s.finished_at)}
-                    for s in await _runs.list_runs(engine, where)]
+            return [
+                {**_runs.summary(s), "elapsed": elapsed(s.started_at, s.finished_at)}
+                for s in await _runs.list_runs(engine, where)
+            ]
 
     rows = execute(main, store)
     if as_json:
@@ -125,18 +147,30 @@ def runs_list(
         # Ids are what users copy: never cut them; let the other columns wrap.
         table.add_column(column, no_wrap=column in ("run", "status"), overflow="fold")
     for r in rows:
-        table.add_row(r["run_id"], r["workflow"], f"[{STYLE.get(r['status'], '')}]{r['status']}",
-                      r["trigger"], when(r["started_at"]), r["elapsed"], r["error"] or "")
+        table.add_row(
+            r["run_id"],
+            r["workflow"],
+            f"[{STYLE.get(r['status'], '')}]{r['status']}",
+            r["trigger"],
+            when(r["started_at"]),
+            r["elapsed"],
+            r["error"] or "",
+        )
     out.print(table if rows else "no runs")
 
 
 def runs_show(
     run_id: RunIdArg,
     store: StoreOpt = None,
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Live progress until the run "
-                      "ends; exit 0 only if it completed.")] = False,
-    show_history: Annotated[bool, typer.Option("--history", help="Also the raw history "
-                            "events.")] = False,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow", "-f", help="Live progress until the run ends; exit 0 only if it completed."
+        ),
+    ] = False,
+    show_history: Annotated[
+        bool, typer.Option("--history", help="Also the raw history events.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Show one run: its tasks with attempts and errors, links to parent and child runs."""
@@ -164,8 +198,12 @@ async def _detail(engine: Engine, run_id: str, with_history: bool) -> dict[str, 
     state = engine.index.runs[run_id]
     events = await _runs.history(engine, run_id) if with_history else []
     result = _runs.result_of(engine, state)
-    detail: dict[str, Any] = {"result": result, "child_runs": _runs.child_runs(engine, run_id),
-                              "retries": state.retries, "trigger": _runs.trigger_label(state)}
+    detail: dict[str, Any] = {
+        "result": result,
+        "child_runs": _runs.child_runs(engine, run_id),
+        "retries": state.retries,
+        "trigger": _runs.trigger_label(state),
+    }
     if with_history:
         detail["attempts"] = _runs.attempts(events)
         detail["history"] = events
@@ -196,8 +234,14 @@ def _history_table(events: list[dict[str, Any]]) -> Table:
         table.add_column(column, overflow="fold")
     for e in events:
         detail = e.get("error") or e.get("reason") or ""
-        table.add_row(str(e.get("offset")), when(e.get("ts")), str(e.get("type")),
-                      str(e.get("task_id") or ""), str(e.get("attempt") or ""), str(detail))
+        table.add_row(
+            str(e.get("offset")),
+            when(e.get("ts")),
+            str(e.get("type")),
+            str(e.get("task_id") or ""),
+            str(e.get("attempt") or ""),
+            str(detail),
+        )
     return table
 
 
@@ -241,8 +285,14 @@ def runs_retry(
 
     rid, number, result = execute(main, store)
     if as_json:
-        emit_json({"run_id": rid, "action": "retry", "retry": number,
-                   "status": result.status if result else "running"})
+        emit_json(
+            {
+                "run_id": rid,
+                "action": "retry",
+                "retry": number,
+                "status": result.status if result else "running",
+            }
+        )
     else:
         out.print(f"retry {number} requested for {rid}")
     if result is not None:
@@ -252,8 +302,9 @@ def runs_retry(
 def runs_send(
     run_id: RunIdArg,
     transition: Annotated[str, typer.Argument(help="The transition's name.")],
-    payload: Annotated[str | None, typer.Option(help="JSON sent with the request "
-                       "(context.payload in handlers).")] = None,
+    payload: Annotated[
+        str | None, typer.Option(help="JSON sent with the request (context.payload in handlers).")
+    ] = None,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -267,8 +318,14 @@ def runs_send(
 
     result = execute(main, store)
     if as_json:
-        emit_json({"run_id": result.run_id, "transition": transition, "state": result.state,
-                   "status": result.status})
+        emit_json(
+            {
+                "run_id": result.run_id,
+                "transition": transition,
+                "state": result.state,
+                "status": result.status,
+            }
+        )
     else:
         out.print(f"{result.run_id}: {transition} -> {result.state}")
 
@@ -279,32 +336,49 @@ def runs_send(
 @events_app.command("tail")
 def events_tail(
     store: StoreOpt = None,
-    topic: Annotated[str, typer.Option(help="history, events, tasks or dlq (or a full topic "
-                     "name).")] = "history",
-    run: Annotated[str | None, typer.Option(help="Only records of this run id (history) or "
-                   "key.")] = None,
-    lines: Annotated[int, typer.Option("--lines", "-n", help="Show the last N records first.")]
-    = 20,
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new records "
-                      "until Ctrl-C.")] = False,
+    topic: Annotated[
+        str, typer.Option(help="history, events, tasks or dlq (or a full topic name).")
+    ] = "history",
+    run: Annotated[
+        str | None, typer.Option(help="Only records of this run id (history) or key.")
+    ] = None,
+    lines: Annotated[
+        int, typer.Option("--lines", "-n", help="Show the last N records first.")
+    ] = 20,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new records until Ctrl-C.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Print the last records of a deerflow topic, and follow it with -f."""
 
     async def main() -> None:
         async with open_engine(store) as engine:
-            name = getattr(engine.topics, topic, None) if topic in (
-                "history", "events", "tasks", "dlq") else topic
-            await tail_topic(engine.log, str(name), key=run, lines=lines, follow=follow,
-                             as_json=as_json, console=out)
+            name = (
+                getattr(engine.topics, topic, None)
+                if topic in ("history", "events", "tasks", "dlq")
+                else topic
+            )
+            await tail_topic(
+                engine.log,
+                str(name),
+                key=run,
+                lines=lines,
+                follow=follow,
+                as_json=as_json,
+                console=out,
+            )
 
     with contextlib.suppress(KeyboardInterrupt):
         execute(main, store)
 
 
 @dlq_app.command("list")
-def dlq_list(store: StoreOpt = None, limit: Annotated[int, typer.Option(help="At most N.")] = 100,
-             as_json: JsonOpt = False) -> None:
+def dlq_list(
+    store: StoreOpt = None,
+    limit: Annotated[int, typer.Option(help="At most N.")] = 100,
+    as_json: JsonOpt = False,
+) -> None:
     """List dead letters, newest first (PARTITION:OFFSET names one for replay)."""
 
     async def main() -> list[_dlq.DeadLetterEntry]:
@@ -319,8 +393,14 @@ def dlq_list(store: StoreOpt = None, limit: Annotated[int, typer.Option(help="At
     for column in ("ref", "time", "source", "trigger", "reason", "replayed"):
         table.add_column(column, overflow="fold")
     for e in entries:
-        table.add_row(e.ref, when(e.timestamp_ms / 1000), e.source, str(e.body.get("trigger")
-                      or ""), e.reason, when(e.replayed_at))
+        table.add_row(
+            e.ref,
+            when(e.timestamp_ms / 1000),
+            e.source,
+            str(e.body.get("trigger") or ""),
+            e.reason,
+            when(e.replayed_at),
+        )
     out.print(table if entries else "no dead letters")
 
 
@@ -349,8 +429,13 @@ def ui_command(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port (0: any free one).")] = 8080,
     app: AppOpt = None,
-    config: Annotated[str | None, typer.Option(help="Configuration file with [gateway] "
-                      "api_keys; default $DEERFLOW_CONFIG or ./deerflow.toml")] = None,
+    config: Annotated[
+        str | None,
+        typer.Option(
+            help="Configuration file with [gateway] "
+            "api_keys; default $DEERFLOW_CONFIG or ./deerflow.toml"
+        ),
+    ] = None,
 ) -> None:
     """Serve the dashboard, the JSON API and /metrics for a store, without running workflows."""
     from deerflow.web import serve_ui
@@ -366,8 +451,13 @@ def ui_command(
 
 
 def root_options(
-    log_json: Annotated[bool, typer.Option("--log-json", help="Log JSON lines carrying run and "
-                        "task ids (also DEERFLOW_LOG_FORMAT=json).")] = False,
+    log_json: Annotated[
+        bool,
+        typer.Option(
+            "--log-json",
+            help="Log JSON lines carrying run and task ids (also DEERFLOW_LOG_FORMAT=json).",
+        ),
+    ] = False,
 ) -> None:
     """deerflow: durable, event-driven workflows."""
     from deerflow.logs import FORMAT_ENV, configure_logging

@@ -21,10 +21,15 @@ def record_json(record: Record) -> dict[str, Any]:
         value: Any = _codec.loads(record.value)
     except ValueError:
         value = record.value.decode("utf-8", "replace")
-    return {"topic": record.topic, "partition": record.partition, "offset": record.offset,
-            "key": record.key, "timestamp_ms": record.timestamp_ms,
-            "headers": {k: v.decode("utf-8", "replace") for k, v in record.headers},
-            "value": value}
+    return {
+        "topic": record.topic,
+        "partition": record.partition,
+        "offset": record.offset,
+        "key": record.key,
+        "timestamp_ms": record.timestamp_ms,
+        "headers": {k: v.decode("utf-8", "replace") for k, v in record.headers},
+        "value": value,
+    }
 
 
 def _line(record: Record) -> Text:
@@ -32,14 +37,26 @@ def _line(record: Record) -> Text:
     kind = summary = ""
     if isinstance(value, dict):
         kind = str(value.get("type") or value.get("reason") or "")
-        parts = [value.get("task_id"), value.get("attempt"), value.get("error"),
-                 value.get("workflow")]
+        parts = [
+            value.get("task_id"),
+            value.get("attempt"),
+            value.get("error"),
+            value.get("workflow"),
+        ]
         summary = " ".join(str(p) for p in parts if p not in (None, ""))
     else:
         summary = str(value)[:200]
-    return Text.assemble((when(record.timestamp_ms / 1000), "dim"), " ",
-                         (f"{record.topic}[{record.partition}]@{record.offset}", "cyan"), " ",
-                         (record.key or "-", "bold"), " ", (kind, "green"), " ", summary)
+    return Text.assemble(
+        (when(record.timestamp_ms / 1000), "dim"),
+        " ",
+        (f"{record.topic}[{record.partition}]@{record.offset}", "cyan"),
+        " ",
+        (record.key or "-", "bold"),
+        " ",
+        (kind, "green"),
+        " ",
+        summary,
+    )
 
 
 def _show(record: Record, as_json: bool, console: Console) -> None:
@@ -50,8 +67,16 @@ def _show(record: Record, as_json: bool, console: Console) -> None:
         console.print(_line(record), highlight=False, soft_wrap=True)
 
 
-async def tail_topic(log: EventLog, topic: str, *, key: str | None, lines: int, follow: bool,
-                     as_json: bool, console: Console) -> None:
+async def tail_topic(
+    log: EventLog,
+    topic: str,
+    *,
+    key: str | None,
+    lines: int,
+    follow: bool,
+    as_json: bool,
+    console: Console,
+) -> None:
     """Print the last ``lines`` records of ``topic`` (with key ``key``), oldest first.
 
     Reads the topic from its start to find them (a log has no "last N" query), then follows
@@ -61,8 +86,10 @@ async def tail_topic(log: EventLog, topic: str, *, key: str | None, lines: int, 
     start = {TopicPartition(topic, p): 0 for p in range(count)}
     by_tp = await log.read_partitions(start)
     last: deque[Record] = deque(maxlen=max(0, lines))
-    for record in sorted((r for rs in by_tp.values() for r in rs),
-                         key=lambda r: (r.timestamp_ms, r.partition, r.offset)):
+    for record in sorted(
+        (r for rs in by_tp.values() for r in rs),
+        key=lambda r: (r.timestamp_ms, r.partition, r.offset),
+    ):
         if key is None or record.key == key:
             last.append(record)
     for record in last:

@@ -38,8 +38,13 @@ def render(result: RunResult) -> Group:
             status = Spinner("dots", text=Text(" running", style=style))
         else:
             status = Text(f"{_MARK.get(task.status, '')} {task.status}", style=style)
-        table.add_row(task_id, status, str(task.attempts or ""), _duration(task),
-                      Text(task.error or "", style="red"))
+        table.add_row(
+            task_id,
+            status,
+            str(task.attempts or ""),
+            _duration(task),
+            Text(task.error or "", style="red"),
+        )
     footer = Text(f"run {result.status}", style=STYLE.get(result.status, "bold"))
     return Group(table, footer)
 

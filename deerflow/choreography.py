@@ -122,27 +122,35 @@ class ChoreographyMixin:
 
         if not isinstance(event_type, str) or not event_type:
             raise DefinitionError(f"workflow {self.name!r}: event_handler needs an event type")
-        policy = retry_policy(self.name, event_type, retries, retry_delay, backoff,
-                              max_retry_delay)
+        policy = retry_policy(self.name, event_type, retries, retry_delay, backoff, max_retry_delay)
         limit = positive_or_none(self.name, event_type, "timeout", timeout)
 
         def register(fn: F) -> F:
             name = f"{self.name}.{getattr(fn, '__name__', 'handler')}"
             if not callable(fn) or not ID_PATTERN.match(name):
-                raise DefinitionError(f"workflow {self.name!r}: event handler {name!r} must be "
-                                      "a named function")
+                raise DefinitionError(
+                    f"workflow {self.name!r}: event handler {name!r} must be a named function"
+                )
             if any(h.name == name for h in self.event_handlers):
                 raise DefinitionError(f"workflow {self.name!r}: two event handlers named {name!r}")
             self.event_handlers.append(
-                EventHandlerDef(event_type, fn, name, policy, limit, start_from))
+                EventHandlerDef(event_type, fn, name, policy, limit, start_from)
+            )
             return fn
 
         return register
 
 
-def publish_event(event_type: str, data: Any = None, *, store: Any = None,
-                  stream: str | None = None, correlation_id: str | None = None,
-                  causation_id: str | None = None, id: str | None = None) -> StoredEvent:
+def publish_event(
+    event_type: str,
+    data: Any = None,
+    *,
+    store: Any = None,
+    stream: str | None = None,
+    correlation_id: str | None = None,
+    causation_id: str | None = None,
+    id: str | None = None,
+) -> StoredEvent:
     """Publish a domain event for event handlers (and triggers, projections) to react to.
 
     Blocks until the event is durable; from async code use :func:`publish_event_async`.
@@ -161,21 +169,39 @@ def publish_event(event_type: str, data: Any = None, *, store: Any = None,
     """
     target = _store_for(store)
     if running_loop() is not None:
-        raise RuntimeError("publish_event() blocks until the event is durable; in async code "
-                           "use await publish_event_async(...)")
-    return target.publish(event_type, data, stream=stream,
-                                     correlation_id=correlation_id, causation_id=causation_id,
-                                     id=id)
+        raise RuntimeError(
+            "publish_event() blocks until the event is durable; in async code "
+            "use await publish_event_async(...)"
+        )
+    return target.publish(
+        event_type,
+        data,
+        stream=stream,
+        correlation_id=correlation_id,
+        causation_id=causation_id,
+        id=id,
+    )
 
 
-async def publish_event_async(event_type: str, data: Any = None, *, store: Any = None,
-                              stream: str | None = None, correlation_id: str | None = None,
-                              causation_id: str | None = None,
-                              id: str | None = None) -> StoredEvent:
+async def publish_event_async(
+    event_type: str,
+    data: Any = None,
+    *,
+    store: Any = None,
+    stream: str | None = None,
+    correlation_id: str | None = None,
+    causation_id: str | None = None,
+    id: str | None = None,
+) -> StoredEvent:
     """:func:`publish_event` for async code (async tasks and handlers)."""
     return await _store_for(store).publish_async(
-        event_type, data, stream=stream, correlation_id=correlation_id,
-        causation_id=causation_id, id=id)
+        event_type,
+        data,
+        stream=stream,
+        correlation_id=correlation_id,
+        causation_id=causation_id,
+        id=id,
+    )
 
 
 def _store_for(store: Any) -> EventStore:
@@ -194,5 +220,6 @@ def _store_for(store: Any) -> EventStore:
         return found
     raise EventStoreError(
         "publish_event outside a task or an event handler needs a store: pass "
-        "store=engine (a started Engine) or store=EventStore(...)", retriable=False)
-
+        "store=engine (a started Engine) or store=EventStore(...)",
+        retriable=False,
+    )

@@ -20,8 +20,12 @@ from deerflow.engine._engine import Engine, default_store
 from deerflow.engine._results import RunResult
 from deerflow.errors import DeerflowError
 
-app = typer.Typer(help="deerflow: durable, event-driven workflows.", no_args_is_help=True,
-                  add_completion=False, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="deerflow: durable, event-driven workflows.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
 runs_app = typer.Typer(help="Inspect and control runs.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
 
@@ -29,9 +33,15 @@ out = Console()
 err = Console(stderr=True)
 T = TypeVar("T")
 
-StoreOpt = Annotated[str | None, typer.Option("--store", help="Event-log URL "
-                     "(memory://, sqlite:///file.db, kafka://host:9092); default $DEERFLOW_STORE "
-                     "or sqlite:///deerflow.db")]
+StoreOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        help="Event-log URL "
+        "(memory://, sqlite:///file.db, kafka://host:9092); default $DEERFLOW_STORE "
+        "or sqlite:///deerflow.db",
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
 
 
@@ -74,8 +84,10 @@ def _print_result(result: RunResult, as_json: bool) -> None:
 @app.command()
 def run(
     target: Annotated[str, typer.Argument(help="FILE.py or FILE.py:workflow")],
-    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="key=value "
-                     "(value parsed as JSON when it is JSON)")] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", "-p", help="key=value (value parsed as JSON when it is JSON)"),
+    ] = None,
     input_json: Annotated[str | None, typer.Option("--input", help="Run input as JSON.")] = None,
     store: StoreOpt = None,
     run_id: Annotated[str | None, typer.Option("--run-id", help="Idempotent run id.")] = None,
@@ -95,8 +107,9 @@ def run(
         if getattr(chosen, "_pipeline", None) is not None:
             from deerflow.pipeline import run_pipeline  # a stream, not a run in the history
 
-            return await run_pipeline(chosen, params=params, input=data, timeout=timeout,
-                                      run_id=run_id)
+            return await run_pipeline(
+                chosen, params=params, input=data, timeout=timeout, run_id=run_id
+            )
         async with Engine(store, workflows) as engine:
             handle = await engine.start(chosen, params=params, input=data, run_id=run_id)
             if quiet or as_json:
@@ -130,8 +143,12 @@ def worker(
     target: Annotated[str, typer.Argument(help="FILE.py defining the workflows")],
     store: StoreOpt = None,
     concurrency: Annotated[int, typer.Option(help="Task attempts run at once.")] = 16,
-    eager: Annotated[bool, typer.Option(
-        help="Run the next attempt of a run owned here at once, without the task queue.")] = True,
+    eager: Annotated[
+        bool,
+        typer.Option(
+            help="Run the next attempt of a run owned here at once, without the task queue."
+        ),
+    ] = True,
 ) -> None:
     """Run an orchestrator and a worker until SIGINT/SIGTERM (scale out on Kafka)."""
     workflows, _ = load_module_workflows(target)

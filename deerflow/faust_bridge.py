@@ -47,7 +47,8 @@ try:
     import faust
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise MissingDependency(
-        "deerflow.faust_bridge needs faust-streaming: pip install 'deerflow[faust]'") from exc
+        "deerflow.faust_bridge needs faust-streaming: pip install 'deerflow[faust]'"
+    ) from exc
 
 __all__ = ["events_of", "events_topic", "publish"]
 
@@ -62,8 +63,9 @@ def events_topic(app: faust.App, *, name: str | None = None, prefix: str | None 
     """
     from deerflow.engine._topics import Topics
 
-    return app.topic(name or Topics.from_env(prefix).events, key_serializer="raw",
-                     value_serializer="raw")
+    return app.topic(
+        name or Topics.from_env(prefix).events, key_serializer="raw", value_serializer="raw"
+    )
 
 
 def events_of(message: Any) -> list[StoredEvent]:
@@ -74,18 +76,28 @@ def events_of(message: Any) -> list[StoredEvent]:
         return []
     key = message.key
     record = Record(
-        topic=message.topic, partition=message.partition, offset=message.offset,
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
         key=key.decode() if isinstance(key, (bytes, bytearray)) else key,
-        value=bytes(value), headers=tuple(message.headers or ()),
+        value=bytes(value),
+        headers=tuple(message.headers or ()),
         timestamp_ms=int((message.timestamp or 0) * 1000),
     )
     return decode_unit(record)
 
 
-async def publish(topic: Any, event_type: str, data: Any = None, *,
-                  cause: StoredEvent | None = None, stream: str | None = None,
-                  correlation_id: str | None = None, rank: int = 0,
-                  id: str | None = None) -> StoredEvent:
+async def publish(
+    topic: Any,
+    event_type: str,
+    data: Any = None,
+    *,
+    cause: StoredEvent | None = None,
+    stream: str | None = None,
+    correlation_id: str | None = None,
+    rank: int = 0,
+    id: str | None = None,
+) -> StoredEvent:
     """Publish a deerflow event from a Faust agent and wait until the broker has it.
 
     Args:
@@ -106,8 +118,12 @@ async def publish(topic: Any, event_type: str, data: Any = None, *,
         id = derived_id(seed, rank) if seed else uuid.uuid4().hex
     correlation = correlation_id or (cause.correlation_id or cause.id if cause else None) or id
     event = StoredEvent(
-        id=id, type=event_type, data=_codec.to_json_value(data), stream=stream or correlation,
-        correlation_id=correlation, causation_id=cause.id if cause else None,
+        id=id,
+        type=event_type,
+        data=_codec.to_json_value(data),
+        stream=stream or correlation,
+        correlation_id=correlation,
+        causation_id=cause.id if cause else None,
         source=f"faust:{topic.app.conf.id}@{PROCESS}",
     )
     value, headers = encode_unit([event])

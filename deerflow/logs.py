@@ -39,8 +39,12 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         """The record as a JSON line."""
-        body: dict[str, Any] = {"ts": record.created, "level": record.levelname,
-                                "logger": record.name, "message": record.getMessage()}
+        body: dict[str, Any] = {
+            "ts": record.created,
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
         for name in _FIELDS:
             value = getattr(record, name, None)
             if value is not None:
@@ -56,8 +60,11 @@ def configure_logging(*, json_format: bool | None = None, level: int = logging.I
         json_format = os.environ.get(FORMAT_ENV, "").lower() == "json"
     handler = logging.StreamHandler()
     handler.addFilter(RunContextFilter())
-    handler.setFormatter(JsonFormatter() if json_format else logging.Formatter(
-        "%(asctime)s %(levelname)s %(name)s%(run_context)s %(message)s"))
+    handler.setFormatter(
+        JsonFormatter()
+        if json_format
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s%(run_context)s %(message)s")
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

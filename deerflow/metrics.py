@@ -43,8 +43,22 @@ from deerflow.eventstore.base import LogReader, TopicPartition
 log = logging.getLogger("deerflow.metrics")
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-DURATION_BUCKETS = (0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
-                    3600.0)
+DURATION_BUCKETS = (
+    0.005,
+    0.025,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+    900.0,
+    3600.0,
+)
 _REPLAY_HEADER = "deerflow-replay-of"
 
 
@@ -68,20 +82,37 @@ class EngineMetrics(Collector):
         self._dlq_task: asyncio.Task[None] | None = None
         self._active = False
         r = self.registry
-        self.runs_started = Counter("deerflow_runs_started", "Runs requested.", ["workflow"],
-                                    registry=r)
-        self.runs_finished = Counter("deerflow_runs_finished", "Runs ended, by final status.",
-                                     ["workflow", "status"], registry=r)
-        self.runs_retried = Counter("deerflow_runs_retried", "Operator retries of failed runs.",
-                                    ["workflow"], registry=r)
-        self.task_duration = Histogram("deerflow_task_duration_seconds",
-                                       "Task attempt durations.", ["workflow", "task", "outcome"],
-                                       buckets=DURATION_BUCKETS, registry=r)
-        self.task_retries = Counter("deerflow_task_retries", "Task attempts after the first.",
-                                    ["workflow", "task"], registry=r)
-        self.webhook_responses = Counter("deerflow_webhook_responses",
-                                         "Webhook gateway answers.", ["route", "status"],
-                                         registry=r)
+        self.runs_started = Counter(
+            "deerflow_runs_started", "Runs requested.", ["workflow"], registry=r
+        )
+        self.runs_finished = Counter(
+            "deerflow_runs_finished",
+            "Runs ended, by final status.",
+            ["workflow", "status"],
+            registry=r,
+        )
+        self.runs_retried = Counter(
+            "deerflow_runs_retried", "Operator retries of failed runs.", ["workflow"], registry=r
+        )
+        self.task_duration = Histogram(
+            "deerflow_task_duration_seconds",
+            "Task attempt durations.",
+            ["workflow", "task", "outcome"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.task_retries = Counter(
+            "deerflow_task_retries",
+            "Task attempts after the first.",
+            ["workflow", "task"],
+            registry=r,
+        )
+        self.webhook_responses = Counter(
+            "deerflow_webhook_responses",
+            "Webhook gateway answers.",
+            ["route", "status"],
+            registry=r,
+        )
         r.register(self)
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -138,7 +169,8 @@ class EngineMetrics(Collector):
         elif isinstance(event, (h.TaskCompleted, h.TaskFailed)) and event.started_at:
             outcome = "completed" if isinstance(event, h.TaskCompleted) else "failed"
             self.task_duration.labels(wf, _task_label(event.task_id), outcome).observe(
-                max(0.0, event.ts - event.started_at))
+                max(0.0, event.ts - event.started_at)
+            )
 
     # -- the dead-letter topic ------------------------------------------------------------------
 
@@ -173,8 +205,7 @@ class EngineMetrics(Collector):
 
     def collect(self) -> Iterator[Metric]:
         """Gauges read at scrape time (the Prometheus client calls this)."""
-        running = GaugeMetricFamily("deerflow_runs_running", "Runs not ended.",
-                                    labels=["workflow"])
+        running = GaugeMetricFamily("deerflow_runs_running", "Runs not ended.", labels=["workflow"])
         by_workflow: dict[str, int] = {}
         for workflow in self._running.values():
             by_workflow[workflow] = by_workflow.get(workflow, 0) + 1
@@ -182,19 +213,25 @@ class EngineMetrics(Collector):
             running.add_metric([workflow], n)
         yield running
         worker, orchestrator = self.engine.worker, self.engine.orchestrator
-        yield GaugeMetricFamily("deerflow_task_queue_depth",
-                                "Task messages waiting or running in this process's partitions.",
-                                value=worker.backlog() if worker is not None else 0)
-        lag = GaugeMetricFamily("deerflow_consumer_lag", "Records not consumed yet.",
-                                labels=["consumer"])
+        yield GaugeMetricFamily(
+            "deerflow_task_queue_depth",
+            "Task messages waiting or running in this process's partitions.",
+            value=worker.backlog() if worker is not None else 0,
+        )
+        lag = GaugeMetricFamily(
+            "deerflow_consumer_lag", "Records not consumed yet.", labels=["consumer"]
+        )
         lag.add_metric(["orchestrator"], orchestrator.lag() if orchestrator is not None else 0)
         yield lag
         dlq = GaugeMetricFamily("deerflow_dlq_messages", "Dead letters.", labels=["state"])
         for state, n in sorted(self._dlq.items()):
             dlq.add_metric([state], n)
         yield dlq
-        last = GaugeMetricFamily("deerflow_trigger_last_run_timestamp_seconds",
-                                 "When a trigger last started a run.", labels=["trigger"])
+        last = GaugeMetricFamily(
+            "deerflow_trigger_last_run_timestamp_seconds",
+            "When a trigger last started a run.",
+            labels=["trigger"],
+        )
         for trigger, ts in sorted(self._last_trigger.items()):
             last.add_metric([trigger], ts)
         yield last

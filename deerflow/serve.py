@@ -34,11 +34,18 @@ log = logging.getLogger("deerflow.serve")
 
 triggers_app = typer.Typer(help="Inspect and replay triggers.", no_args_is_help=True)
 
-StoreOpt = Annotated[str | None, typer.Option("--store", help="Event-log URL (memory://, "
-                     "sqlite:///file.db, kafka://host:9092); default $DEERFLOW_STORE or "
-                     "sqlite:///deerflow.db")]
-AppOpt = Annotated[str, typer.Option("--app", envvar="DEERFLOW_APP",
-                                     help="The FILE.py defining the workflows.")]
+StoreOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        help="Event-log URL (memory://, "
+        "sqlite:///file.db, kafka://host:9092); default $DEERFLOW_STORE or "
+        "sqlite:///deerflow.db",
+    ),
+]
+AppOpt = Annotated[
+    str, typer.Option("--app", envvar="DEERFLOW_APP", help="The FILE.py defining the workflows.")
+]
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -80,6 +87,7 @@ async def serve(
     async with Engine(store, workflows) as engine:
         gateway = WebhookGateway(engine, host=host, port=port, config=settings)
         from deerflow.web import mount  # the dashboard, /api/ and /metrics on the same port
+
         mount(gateway.app, engine, api_keys=gateway.api_keys)
         sources = sources_for(engine, workflows, gateway=gateway)
         for source in sources:
@@ -87,8 +95,9 @@ async def serve(
         # Added last so it is stopped first: no new requests while the rest drains.
         await engine.add_service(gateway)
         triggers = sum(len(wf.triggers) for wf in workflows)
-        log.info("serving %d workflows, %d triggers on %s", len(workflows), triggers,
-                 engine.log.url)
+        log.info(
+            "serving %d workflows, %d triggers on %s", len(workflows), triggers, engine.log.url
+        )
         if on_ready is not None:
             on_ready(gateway.url)
         await stop.wait()
@@ -100,20 +109,20 @@ def serve_command(
     store: StoreOpt = None,
     host: Annotated[str, typer.Option(help="Address of the webhook gateway.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port of the webhook gateway (0: any).")] = 8000,
-    config: Annotated[str | None, typer.Option(help="Configuration file (TOML); default "
-                      "$DEERFLOW_CONFIG or ./deerflow.toml")] = None,
+    config: Annotated[
+        str | None,
+        typer.Option(help="Configuration file (TOML); default $DEERFLOW_CONFIG or ./deerflow.toml"),
+    ] = None,
 ) -> None:
     """Run every workflow of FILE with its triggers until SIGINT/SIGTERM, then drain."""
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     workflows, _ = _load(target)
 
     def ready(url: str) -> None:
         # One line on stdout that scripts (and the tests) wait for.
         print(f"deerflow serve: listening on {url}", flush=True)
 
-    _run(lambda: serve(workflows, store=store, host=host, port=port, config=config,
-                       on_ready=ready))
+    _run(lambda: serve(workflows, store=store, host=host, port=port, config=config, on_ready=ready))
 
 
 def _load(target: str) -> tuple[list[Workflow], Workflow | None]:
@@ -156,12 +165,22 @@ def replay_command(
     name: Annotated[str, typer.Argument(help="Trigger name (see `deerflow triggers list`).")],
     app_file: AppOpt = "app.py",
     store: StoreOpt = None,
-    from_offset: Annotated[int | None, typer.Option("--from-offset",
-                           help="Re-deliver from this offset of every partition.")] = None,
-    since: Annotated[str | None, typer.Option("--since", help="Re-deliver messages since "
-                     "this time (ISO-8601, or 15m / 2h / 1d ago).")] = None,
-    new_runs: Annotated[bool, typer.Option("--new-runs", help="Start new runs even for "
-                        "messages that already started one.")] = False,
+    from_offset: Annotated[
+        int | None,
+        typer.Option("--from-offset", help="Re-deliver from this offset of every partition."),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since", help="Re-deliver messages since this time (ISO-8601, or 15m / 2h / 1d ago)."
+        ),
+    ] = None,
+    new_runs: Annotated[
+        bool,
+        typer.Option(
+            "--new-runs", help="Start new runs even for messages that already started one."
+        ),
+    ] = False,
 ) -> None:
     """Re-deliver a Kafka trigger's past messages (deduplicated unless --new-runs)."""
     if (from_offset is None) == (since is None):
@@ -170,17 +189,31 @@ def replay_command(
     workflows, _ = _load(app_file)
 
     async def main() -> int:
-        return await replay_trigger(workflows, name, store=store, from_offset=from_offset or 0,
-                                    since_ms=since_ms, new_runs=new_runs)
+        return await replay_trigger(
+            workflows,
+            name,
+            store=store,
+            from_offset=from_offset or 0,
+            since_ms=since_ms,
+            new_runs=new_runs,
+        )
 
     count = _run(main)
-    typer.echo(f"re-delivered {count} messages of {name}"
-               + ("" if new_runs else " (messages that already started a run start nothing)"))
+    typer.echo(
+        f"re-delivered {count} messages of {name}"
+        + ("" if new_runs else " (messages that already started a run start nothing)")
+    )
 
 
-async def replay_trigger(workflows: list[Workflow], name: str, *, store: str | None,
-                         from_offset: int = 0, since_ms: int | None = None,
-                         new_runs: bool = False) -> int:
+async def replay_trigger(
+    workflows: list[Workflow],
+    name: str,
+    *,
+    store: str | None,
+    from_offset: int = 0,
+    since_ms: int | None = None,
+    new_runs: bool = False,
+) -> int:
     """Replay Kafka trigger ``name`` on ``store``; returns how many runs were requested."""
     from deerflow.connectors import KafkaRoute, KafkaTriggerSource, find_trigger
     from deerflow.connectors.kafka import (
@@ -194,16 +227,21 @@ async def replay_trigger(workflows: list[Workflow], name: str, *, store: str | N
 
     wf, trigger = find_trigger(workflows, name)
     if not isinstance(trigger, KafkaEvent):
-        raise ConnectorError(f"trigger {name!r} is not a Kafka trigger; only those replay",
-                             retriable=False)
+        raise ConnectorError(
+            f"trigger {name!r} is not a Kafka trigger; only those replay", retriable=False
+        )
     async with Engine(store, workflows, orchestrate=False, work=False) as engine:
         source_log, owned = source_log_for(engine, source_url_for(engine, trigger))
         if owned:
             await source_log.start()
         try:
             source = KafkaTriggerSource(
-                engine, trigger.consumer_group, {trigger.topic: KafkaRoute(wf.name, trigger, name)},
-                log=source_log, replay_nonce=new_replay_nonce() if new_runs else None)
+                engine,
+                trigger.consumer_group,
+                {trigger.topic: KafkaRoute(wf.name, trigger, name)},
+                log=source_log,
+                replay_nonce=new_replay_nonce() if new_runs else None,
+            )
             return await replay(source, from_offset=from_offset, since_ms=since_ms)
         finally:
             if owned:

@@ -39,7 +39,8 @@ T = TypeVar("T")
 TRACEPARENT = "traceparent"
 _W3C = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 _chosen: contextvars.ContextVar[tuple[int, int] | None] = contextvars.ContextVar(
-    "deerflow_chosen_ids", default=None)
+    "deerflow_chosen_ids", default=None
+)
 
 
 def _digest(text: str, chars: int) -> str:
@@ -53,8 +54,9 @@ def _parse(value: object) -> tuple[str, str] | None:
     return None
 
 
-def caller_traceparent(trigger: Mapping[str, Any] | None,
-                       traceparent: str | None = None) -> tuple[str, str] | None:
+def caller_traceparent(
+    trigger: Mapping[str, Any] | None, traceparent: str | None = None
+) -> tuple[str, str] | None:
     """(trace id, span id) the run continues, if any.
 
     ``traceparent`` is the run's own (a child run continues its parent's trace); otherwise a
@@ -71,8 +73,9 @@ def caller_traceparent(trigger: Mapping[str, Any] | None,
     return None
 
 
-def run_trace_id(run_id: str, trigger: Mapping[str, Any] | None,
-                 traceparent: str | None = None) -> str:
+def run_trace_id(
+    run_id: str, trigger: Mapping[str, Any] | None, traceparent: str | None = None
+) -> str:
     """The run's trace id: the caller's, else one derived from the run id (32 hex digits)."""
     caller = caller_traceparent(trigger, traceparent)
     return caller[0] if caller else _digest(f"deerflow-trace:{run_id}", 32)
@@ -83,8 +86,9 @@ def run_span_id(run_id: str) -> str:
     return _digest(f"deerflow-run:{run_id}", 16)
 
 
-def run_traceparent(run_id: str, trigger: Mapping[str, Any] | None,
-                    traceparent: str | None = None) -> str:
+def run_traceparent(
+    run_id: str, trigger: Mapping[str, Any] | None, traceparent: str | None = None
+) -> str:
     """The W3C ``traceparent`` of the run span: the parent of every task attempt's span."""
     return f"00-{run_trace_id(run_id, trigger, traceparent)}-{run_span_id(run_id)}-01"
 
@@ -113,8 +117,12 @@ def current_traceparent() -> str | None:
 def _parent(trace_id: str, span_id: str) -> Any:
     from opentelemetry import trace
 
-    remote = trace.SpanContext(trace_id=int(trace_id, 16), span_id=int(span_id, 16),
-                               is_remote=True, trace_flags=trace.TraceFlags(1))
+    remote = trace.SpanContext(
+        trace_id=int(trace_id, 16),
+        span_id=int(span_id, 16),
+        is_remote=True,
+        trace_flags=trace.TraceFlags(1),
+    )
     return trace.set_span_in_context(trace.NonRecordingSpan(remote))
 
 
@@ -154,14 +162,22 @@ async def traced(dispatch: TaskDispatch, attempt: Awaitable[T]) -> T:
     if not _sdk_configured():
         return await attempt  # no SDK configured: spans would go nowhere, skip their cost
     from opentelemetry import trace
+
     tracer = trace.get_tracer("deerflow")
     trace_id = run_trace_id(dispatch.run_id, dispatch.trigger, dispatch.traceparent)
     parent = _parent(trace_id, run_span_id(dispatch.run_id))
     attributes: dict[str, str | int] = {
-        "deerflow.run_id": dispatch.run_id, "deerflow.workflow": dispatch.workflow,
-        "deerflow.task_id": dispatch.task_id, "deerflow.attempt": dispatch.attempt}
-    with tracer.start_as_current_span(f"task {dispatch.task_id}", context=parent,
-                                      kind=trace.SpanKind.CONSUMER, attributes=attributes):
+        "deerflow.run_id": dispatch.run_id,
+        "deerflow.workflow": dispatch.workflow,
+        "deerflow.task_id": dispatch.task_id,
+        "deerflow.attempt": dispatch.attempt,
+    }
+    with tracer.start_as_current_span(
+        f"task {dispatch.task_id}",
+        context=parent,
+        kind=trace.SpanKind.CONSUMER,
+        attributes=attributes,
+    ):
         return await attempt
 
 
@@ -207,16 +223,25 @@ class RunTracer:
 
         caller = caller_traceparent(state.trigger, state.traceparent)
         context = _parent(*caller) if caller else None
-        token = _chosen.set((int(run_trace_id(state.run_id, state.trigger, state.traceparent), 16),
-                             int(run_span_id(state.run_id), 16)))
+        token = _chosen.set(
+            (
+                int(run_trace_id(state.run_id, state.trigger, state.traceparent), 16),
+                int(run_span_id(state.run_id), 16),
+            )
+        )
         try:
             span = self._tracer.start_span(
-                f"run {state.workflow}", context=context, kind=trace.SpanKind.SERVER,
+                f"run {state.workflow}",
+                context=context,
+                kind=trace.SpanKind.SERVER,
                 start_time=int((state.started_at or event.ts) * 1e9),
-                attributes={"deerflow.run_id": state.run_id, "deerflow.workflow": state.workflow,
-                            "deerflow.status": state.status,
-                            "deerflow.parent_run_id": state.parent.run_id if state.parent
-                            else ""})
+                attributes={
+                    "deerflow.run_id": state.run_id,
+                    "deerflow.workflow": state.workflow,
+                    "deerflow.status": state.status,
+                    "deerflow.parent_run_id": state.parent.run_id if state.parent else "",
+                },
+            )
         finally:
             _chosen.reset(token)
         if state.status != "completed":
@@ -225,9 +250,13 @@ class RunTracer:
 
 
 def _terminal_type(state: RunState) -> str:
-    return {"completed": "RunCompleted", "failed": "RunFailed", "cancelled": "RunCancelled",
-            "compensated": "RunCompensated",
-            "compensation_failed": "RunCompensationFailed"}.get(state.status, "")
+    return {
+        "completed": "RunCompleted",
+        "failed": "RunFailed",
+        "cancelled": "RunCancelled",
+        "compensated": "RunCompensated",
+        "compensation_failed": "RunCompensationFailed",
+    }.get(state.status, "")
 
 
 def _sdk_tracer() -> Any:

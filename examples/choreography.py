@@ -58,6 +58,7 @@ async def call_shipping_service(params: dict[str, Any]) -> dict[str, Any]:
 # Orchestration (centralized control)
 orchestrated_workflow = Workflow(name="orchestrated_order")
 
+
 @orchestrated_workflow.task(id="coordinator")
 async def coordinate_order(context):
     # Central coordinator manages all steps
@@ -66,16 +67,20 @@ async def coordinate_order(context):
     shipping = await call_shipping_service(context.params)
     return {"inventory": inventory, "payment": payment, "shipping": shipping}
 
+
 # Choreography (event-driven, decentralized)
 choreographed_workflow = Workflow(name="choreographed_order")
+
 
 @choreographed_workflow.task(id="start_order")
 def start_order(context):
     publish_event("OrderStarted", context.params)
 
+
 @choreographed_workflow.event_handler("InventoryReserved")
 def on_inventory_reserved(event):
     publish_event("PaymentRequested", event.data)
+
 
 @choreographed_workflow.event_handler("PaymentCompleted")
 def on_payment_completed(event):

@@ -33,19 +33,24 @@ def list_s3_buckets(prefix: str) -> list[dict[str, Any]]:
             bucket.mkdir(parents=True)
             lines = ["id,value"] + [f"{i},{i * 7 % 13}" for i in range(rows)]
             (bucket / "part-0000.csv").write_text("\n".join(lines) + "\n")
-    return [{"name": p.name.replace("-", "_"), "uri": p.as_uri()}
-            for p in sorted(root.iterdir()) if p.is_dir() and p.name.startswith(prefix)]
+    return [
+        {"name": p.name.replace("-", "_"), "uri": p.as_uri()}
+        for p in sorted(root.iterdir())
+        if p.is_dir() and p.name.startswith(prefix)
+    ]
 
 
 # -- Runtime task generation (the spec's sample) --------------------------------------------
 
 workflow = Workflow(name="dynamic_etl")
 
+
 @workflow.task(id="discover_sources")
 def discover_sources(context):
     """Discover data sources at runtime."""
     sources = list_s3_buckets(prefix="data-")
     return {"sources": sources}
+
 
 @workflow.dynamic_tasks(id="process_sources", depends_on=["discover_sources"])
 def generate_processing_tasks(context):
@@ -54,16 +59,16 @@ def generate_processing_tasks(context):
 
     tasks = []
     for source in sources:
-        tasks.append({
-            "id": f"process_{source['name']}",
-            "type": "python",
-            "config": {
-                "script": "process_source.py",
-                "args": [source["uri"]]
+        tasks.append(
+            {
+                "id": f"process_{source['name']}",
+                "type": "python",
+                "config": {"script": "process_source.py", "args": [source["uri"]]},
             }
-        })
+        )
 
     return tasks
+
 
 @workflow.task(id="aggregate", depends_on=["process_sources"])
 def aggregate_results(context):
@@ -81,9 +86,10 @@ template = WorkflowTemplate(
     parameters={
         "source_type": {"type": "string", "enum": ["s3", "gcs", "azure"]},
         "destination": {"type": "string"},
-        "parallelism": {"type": "integer", "default": 5}
-    }
+        "parallelism": {"type": "integer", "default": 5},
+    },
 )
+
 
 @template.task(id="extract")
 def extract(context):
@@ -91,25 +97,29 @@ def extract(context):
     # Extract based on source type
     return {"source_type": source_type, "rows": [f"{source_type}-row-{i}" for i in range(3)]}
 
+
 @template.task(id="transform", depends_on=["extract"])
 def transform(context):
     rows = context.tasks["extract"].output["rows"]
     return {"rows": [row.upper() for row in rows]}
 
+
 @template.task(id="load", depends_on=["transform"])
 def load(context):
     destination = context.params["destination"]
     rows = context.tasks["transform"].output["rows"]
-    return {"destination": destination, "loaded": len(rows),
-            "parallelism": context.params["parallelism"]}
+    return {
+        "destination": destination,
+        "loaded": len(rows),
+        "parallelism": context.params["parallelism"],
+    }
+
 
 # Instantiate for different configurations
 s3_pipeline = template.instantiate(
-    name="s3_to_warehouse",
-    parameters={"source_type": "s3", "destination": "snowflake"}
+    name="s3_to_warehouse", parameters={"source_type": "s3", "destination": "snowflake"}
 )
 
 gcs_pipeline = template.instantiate(
-    name="gcs_to_warehouse",
-    parameters={"source_type": "gcs", "destination": "bigquery"}
+    name="gcs_to_warehouse", parameters={"source_type": "gcs", "destination": "bigquery"}
 )

@@ -28,26 +28,27 @@ from deerflow.eventstore import StoredEvent
 
 def charge_payment(order: dict[str, Any]) -> dict[str, Any]:
     """Stand-in for a payment provider: approve the order's charge."""
-    return {"status": "approved", "charge_id": f"ch_{uuid.uuid4().hex[:12]}",
-            "items": len(order["items"])}
+    return {
+        "status": "approved",
+        "charge_id": f"ch_{uuid.uuid4().hex[:12]}",
+        "items": len(order["items"]),
+    }
 
 
 event_store = EventStore(backend="kafka", topic="workflow-events")
 
 workflow = Workflow(name="event_sourced_order")
 
+
 @workflow.task(id="create_order")
 def create_order(context):
     order = {"id": uuid4(), "items": context.params["items"]}
 
     # Publish event
-    event_store.publish({
-        "type": "OrderCreated",
-        "payload": order,
-        "timestamp": datetime.utcnow()
-    })
+    event_store.publish({"type": "OrderCreated", "payload": order, "timestamp": datetime.utcnow()})
 
     return order
+
 
 @workflow.task(id="process_payment", depends_on=["create_order"])
 def process_payment(context):
@@ -55,11 +56,13 @@ def process_payment(context):
 
     result = charge_payment(order)
 
-    event_store.publish({
-        "type": "PaymentProcessed",
-        "payload": {"order_id": order["id"], "status": result["status"]},
-        "timestamp": datetime.utcnow()
-    })
+    event_store.publish(
+        {
+            "type": "PaymentProcessed",
+            "payload": {"order_id": order["id"], "status": result["status"]},
+            "timestamp": datetime.utcnow(),
+        }
+    )
 
     return result
 
@@ -83,16 +86,18 @@ def main(store: str | None = None) -> dict[str, Any]:
         print(f"#{event.sequence} {event.type:<16} caused by {event.causation_id}")
     order = event_store.load(stream, order_state, {})
     print(f"order at version {order.version}: {order.state}")
-    event_store.append(stream, [{"type": "OrderShipped", "data": {"carrier": "DHL"}}],
-                       expected_version=order.version)
+    event_store.append(
+        stream,
+        [{"type": "OrderShipped", "data": {"carrier": "DHL"}}],
+        expected_version=order.version,
+    )
     try:  # a second writer that still believes the old version is refused
         event_store.append(stream, [{"type": "OrderCancelled"}], expected_version=order.version)
     except ConcurrencyConflict as conflict:
         print(f"stale write refused: {conflict}")
     final = event_store.load(stream, order_state, {})
     print(f"order at version {final.version}: {final.state}")
-    return {"run": result.status, "stream": stream, "state": final.state,
-            "version": final.version}
+    return {"run": result.status, "stream": stream, "state": final.state, "version": final.version}
 
 
 if __name__ == "__main__":

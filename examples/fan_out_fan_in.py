@@ -52,15 +52,17 @@ def merge_datasets(results: list[dict[str, Any]]) -> dict[str, Any]:
             total = totals.setdefault(sensor, {"sum": 0, "count": 0})
             total["sum"] += entry["sum"]
             total["count"] += entry["count"]
-    return {"chunks": len(results),
-            "readings": sum(t["count"] for t in totals.values()),
-            "mean_by_sensor": {s: round(t["sum"] / t["count"], 3)
-                               for s, t in sorted(totals.items())}}
+    return {
+        "chunks": len(results),
+        "readings": sum(t["count"] for t in totals.values()),
+        "mean_by_sensor": {s: round(t["sum"] / t["count"], 3) for s, t in sorted(totals.items())},
+    }
 
 
 # -- The spec's sample -------------------------------------------------------------------------
 
 workflow = Workflow(name="parallel_processing")
+
 
 @workflow.task(id="split")
 def split_data(context):
@@ -68,10 +70,12 @@ def split_data(context):
     chunks = split_into_chunks(data, num_chunks=10)
     return {"chunks": chunks}
 
+
 @workflow.parallel_tasks(id="process_chunks", depends_on=["split"])
 def process_chunk(chunk, context):
     """This runs in parallel for each chunk."""
     return process_data(chunk)
+
 
 @workflow.task(id="merge", depends_on=["process_chunks"])
 def merge_results(context):
@@ -90,8 +94,9 @@ def split_again(context):
     return {"chunks": split_into_chunks(load_large_dataset(), num_chunks=10)}
 
 
-functional.add(parallel(lambda chunk, context: process_data(chunk), id="process_chunks",
-                        over="split.chunks"))
+functional.add(
+    parallel(lambda chunk, context: process_data(chunk), id="process_chunks", over="split.chunks")
+)
 
 
 @functional.task(id="merge", depends_on=["process_chunks"])

@@ -77,12 +77,14 @@ def approve(event):
 
 
 review = Workflow(name="fraud_review")
-review.add_trigger(KafkaEvent(
-    topic=Topics.from_env().events,
-    consumer_group="fraud-review",
-    filter=lambda message: message["type"] == "FraudSuspected",
-    dedupe_key=lambda message: message["id"],  # one review per event, even if sent twice
-))
+review.add_trigger(
+    KafkaEvent(
+        topic=Topics.from_env().events,
+        consumer_group="fraud-review",
+        filter=lambda message: message["type"] == "FraudSuspected",
+        dedupe_key=lambda message: message["id"],  # one review per event, even if sent twice
+    )
+)
 
 
 @review.task(id="open_case")

@@ -40,9 +40,12 @@ def list_log_files(date: str) -> list[str]:
         folder.mkdir(parents=True)
         rng = random.Random(date)  # the same day always gives the same logs
         for index in range(LOG_FILES_PER_DAY):
-            lines = [f"{date}T00:{n % 60:02d} ERROR {rng.choice(KINDS)} in request {n}"
-                     if rng.random() < 0.3 else f"{date}T00:{n % 60:02d} INFO ok {n}"
-                     for n in range(LINES_PER_FILE)]
+            lines = [
+                f"{date}T00:{n % 60:02d} ERROR {rng.choice(KINDS)} in request {n}"
+                if rng.random() < 0.3
+                else f"{date}T00:{n % 60:02d} INFO ok {n}"
+                for n in range(LINES_PER_FILE)
+            ]
             (folder / f"app-{index:03d}.log").write_text("\n".join(lines) + "\n")
     return [str(p.resolve()) for p in sorted(folder.glob("*.log"))]
 
@@ -63,11 +66,8 @@ def extract_error_type(line: str) -> str | None:
 
 workflow = Workflow(name="distributed_analysis")
 
-@workflow.map_reduce(
-    id="analyze_logs",
-    partitions=100,
-    reduce_parallelism=10
-)
+
+@workflow.map_reduce(id="analyze_logs", partitions=100, reduce_parallelism=10)
 class LogAnalysis(MapReduce):
     def partition(self, context):
         """Partition input data."""
@@ -93,10 +93,7 @@ class LogAnalysis(MapReduce):
             for error_type, count in result.items():
                 combined[error_type] = combined.get(error_type, 0) + count
 
-        return {
-            "total_errors": sum(combined.values()),
-            "by_type": combined
-        }
+        return {"total_errors": sum(combined.values()), "by_type": combined}
 
 
 # -- The same job with real partial reduces -----------------------------------------------------

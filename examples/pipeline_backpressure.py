@@ -48,10 +48,11 @@ def bulk_insert(batch: list[dict[str, object]]) -> int:
 
 workflow = Workflow(name="streaming_pipeline")
 
+
 @workflow.pipeline(
     backpressure=Backpressure(
         max_buffer_size=1000,
-        strategy=STRATEGY  # block, drop, or sample
+        strategy=STRATEGY,  # block, drop, or sample
     )
 )
 class DataPipeline(Pipeline):
@@ -67,6 +68,7 @@ class DataPipeline(Pipeline):
     def load(self, batch):
         return bulk_insert(batch)
 
+
 # ----------------------------------------------------------------------------------------------
 
 
@@ -74,15 +76,19 @@ def main() -> None:
     """Stream 20,000 ids through and print what each stage did."""
     result = workflow.run(input=range(20_000))
     items = result.output["items"]
-    print(f"{result.status}: strategy={items['strategy']} offered={items['offered']} "
-          f"completed={items['completed']} dropped={items['dropped']} "
-          f"peak_in_flight={items['peak_in_flight']} (bound {items['max_buffer_size']}) "
-          f"in {items['elapsed_s']} s; rows in table: {len(TABLE)}")
+    print(
+        f"{result.status}: strategy={items['strategy']} offered={items['offered']} "
+        f"completed={items['completed']} dropped={items['dropped']} "
+        f"peak_in_flight={items['peak_in_flight']} (bound {items['max_buffer_size']}) "
+        f"in {items['elapsed_s']} s; rows in table: {len(TABLE)}"
+    )
     for name, stage_metrics in result.output["stages"].items():
-        print(f"  {name:<10} processed={stage_metrics['processed']:<6} "
-              f"dropped={stage_metrics['dropped']:<6} calls={stage_metrics['calls']:<6} "
-              f"peak_queue={stage_metrics['peak_queue_depth']:<5} "
-              f"p50={stage_metrics['latency']['p50_ms']} ms")
+        print(
+            f"  {name:<10} processed={stage_metrics['processed']:<6} "
+            f"dropped={stage_metrics['dropped']:<6} calls={stage_metrics['calls']:<6} "
+            f"peak_queue={stage_metrics['peak_queue_depth']:<5} "
+            f"p50={stage_metrics['latency']['p50_ms']} ms"
+        )
 
 
 if __name__ == "__main__":

@@ -65,8 +65,7 @@ workflow = Workflow(name="order_saga")
 class OrderSaga(Saga):
     @step(order=1)
     def reserve_inventory(self, context):
-        return inventory_service.reserve(context.params["items"],
-                                         context.params.get("fail_at"))
+        return inventory_service.reserve(context.params["items"], context.params.get("fail_at"))
 
     @step(order=1, compensate="release_inventory")
     def release_inventory(self, context, reservation):
@@ -97,8 +96,12 @@ class OrderSaga(Saga):
         shipping_service.cancel(shipment["id"])
 
 
-DEFAULTS = {"items": ["book", "lamp"], "customer_id": "c-42", "amount": 99.5,
-            "address": "1 Main St"}
+DEFAULTS = {
+    "items": ["book", "lamp"],
+    "customer_id": "c-42",
+    "amount": 99.5,
+    "address": "1 Main St",
+}
 
 if __name__ == "__main__":
     import sys

@@ -35,8 +35,11 @@ def fetch_data() -> dict[str, Any]:
 
 def validate_schema(data: dict[str, Any]) -> dict[str, Any]:
     """Keep records with every field; upper-case the currency."""
-    good = [{**r, "currency": r["currency"].upper()} for r in data["records"]
-            if {"id", "amount", "currency"} <= set(r)]
+    good = [
+        {**r, "currency": r["currency"].upper()}
+        for r in data["records"]
+        if {"id", "amount", "currency"} <= set(r)
+    ]
     return {"records": good, "rejected_schema": len(data["records"]) - len(good)}
 
 
@@ -49,8 +52,10 @@ def validate_quality(data: dict[str, Any]) -> dict[str, Any]:
 
 def transform_data(validated: dict[str, Any]) -> dict[str, Any]:
     """Convert amounts to EUR."""
-    rows = [{"id": r["id"], "eur": round(r["amount"] * RATES[r["currency"]], 2)}
-            for r in validated["records"]]
+    rows = [
+        {"id": r["id"], "eur": round(r["amount"] * RATES[r["currency"]], 2)}
+        for r in validated["records"]
+    ]
     return {"rows": rows, "total_eur": round(sum(r["eur"] for r in rows), 2)}
 
 
@@ -59,27 +64,27 @@ def transform_data(validated: dict[str, Any]) -> dict[str, Any]:
 # Define reusable sub-workflow
 validation_workflow = Workflow(name="data_validation")
 
+
 @validation_workflow.task(id="schema_check")
 def check_schema(context):
     return validate_schema(context.input)
+
 
 @validation_workflow.task(id="quality_check", depends_on=["schema_check"])
 def check_quality(context):
     return validate_quality(context.input)
 
+
 # Main workflow using sub-workflow
 main_workflow = Workflow(name="etl_with_validation")
+
 
 @main_workflow.task(id="extract")
 def extract(context):
     return fetch_data()
 
-@main_workflow.sub_workflow(
-    id="validate",
-    workflow=validation_workflow,
-    depends_on=["extract"]
-)
 
+@main_workflow.sub_workflow(id="validate", workflow=validation_workflow, depends_on=["extract"])
 @main_workflow.task(id="transform", depends_on=["validate"])
 def transform(context):
     validated_data = context.tasks["validate"].output
@@ -90,21 +95,27 @@ def transform(context):
 
 extraction_workflow = Workflow(name="extraction_workflow")
 
+
 @extraction_workflow.task(id="fetch")
 def fetch(context):
     return fetch_data()
 
+
 transformation_workflow = Workflow(name="transformation_workflow")
+
 
 @transformation_workflow.task(id="clean")
 def clean(context):
     return validate_quality(context.input)
 
+
 @transformation_workflow.task(id="convert", depends_on=["clean"])
 def convert(context):
     return transform_data(context.tasks["clean"].output)
 
+
 loading_workflow = Workflow(name="loading_workflow")
+
 
 @loading_workflow.task(id="write")
 def write(context):
@@ -120,10 +131,7 @@ composed = compose_workflows(
     workflows=[
         {"workflow": "extraction_workflow", "alias": "extract"},
         {"workflow": "transformation_workflow", "alias": "transform", "depends_on": ["extract"]},
-        {"workflow": "loading_workflow", "alias": "load", "depends_on": ["transform"]}
+        {"workflow": "loading_workflow", "alias": "load", "depends_on": ["transform"]},
     ],
-    connections={
-        "transform.input": "extract.output",
-        "load.input": "transform.output"
-    }
+    connections={"transform.input": "extract.output", "load.input": "transform.output"},
 )

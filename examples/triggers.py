@@ -39,27 +39,20 @@ workflow.add_trigger(
         bucket="data-lake",
         prefix="incoming/",
         events=["s3:ObjectCreated:*"],
-        filter={"suffix": ".parquet"}
+        filter={"suffix": ".parquet"},
     )
 )
 
 # Kafka event trigger
 workflow.add_trigger(
     KafkaEvent(
-        topic="data-events",
-        consumer_group="deerflow",
-        filter=lambda msg: msg["type"] == "new_data"
+        topic="data-events", consumer_group="deerflow", filter=lambda msg: msg["type"] == "new_data"
     )
 )
 
 # Webhook trigger
-workflow.add_trigger(
-    WebhookEvent(
-        path="/trigger/pipeline",
-        method="POST",
-        auth="api_key"
-    )
-)
+workflow.add_trigger(WebhookEvent(path="/trigger/pipeline", method="POST", auth="api_key"))
+
 
 @workflow.task(id="process_event")
 def process_event(context):

@@ -42,8 +42,9 @@ def workers(store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iter
 
 
 @pytest.fixture
-def kafka_workers(kafka_url: str, tmp_path: Path,
-                  monkeypatch: pytest.MonkeyPatch) -> Iterator[Workers]:
+def kafka_workers(
+    kafka_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Workers]:
     """Worker processes on Kafka, with a topic prefix of their own."""
     monkeypatch.setenv("DEERFLOW_PREFIX", f"dur{os.getpid()}{time.monotonic_ns()}")
     yield from worker_pool(kafka_url, tmp_path, monkeypatch)
@@ -52,8 +53,13 @@ def kafka_workers(kafka_url: str, tmp_path: Path,
 def worker_pool(store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Workers]:
     """Workers on ``store`` logging into ``tmp_path``, with the test apps' files set here and
     in the workers' environment; stopped when the generator closes."""
-    env = dict(os.environ, SINK_DB=str(tmp_path / "sink.db"), HOLD_FILE=str(tmp_path / "hold"),
-               STARTED_FILE=str(tmp_path / "started"), PYTHONPATH=str(Path.cwd()))
+    env = dict(
+        os.environ,
+        SINK_DB=str(tmp_path / "sink.db"),
+        HOLD_FILE=str(tmp_path / "hold"),
+        STARTED_FILE=str(tmp_path / "started"),
+        PYTHONPATH=str(Path.cwd()),
+    )
     for key in ("SINK_DB", "HOLD_FILE", "STARTED_FILE"):
         monkeypatch.setenv(key, env[key])
     with Workers(store, env, tmp_path) as pool:

@@ -43,12 +43,14 @@ SCHEMA = Path(__file__).with_name("compose_spec.json")
 # Public images (and tags) the stack may use. Each is pinned, and each is known to exist on
 # Docker Hub: apache/kafka publishes one tag per Kafka release (3.9.0: November 2024); MinIO
 # tags every server and client build RELEASE.<UTC time>; python publishes <version>-slim.
-KNOWN_IMAGES = frozenset({
-    "apache/kafka:3.9.0",
-    "minio/minio:RELEASE.2025-09-07T16-13-09Z",
-    "minio/mc:RELEASE.2025-08-13T08-35-41Z",
-    "python:3.12-slim",
-})
+KNOWN_IMAGES = frozenset(
+    {
+        "apache/kafka:3.9.0",
+        "minio/minio:RELEASE.2025-09-07T16-13-09Z",
+        "minio/mc:RELEASE.2025-08-13T08-35-41Z",
+        "python:3.12-slim",
+    }
+)
 # Real Kafka's default group.min.session.timeout.ms: shorter sessions are refused at join.
 KAFKA_MIN_SESSION_MS = 6000
 
@@ -169,7 +171,8 @@ def test_deerflow_topics_are_created_first_and_histories_are_kept_forever(servic
     assert created[topics.tasks][0] == 8
     for name in ("gateway", "worker"):
         assert services[name]["depends_on"]["kafka-setup"]["condition"] == (
-            "service_completed_successfully")
+            "service_completed_successfully"
+        )
 
 
 def test_api_keys_reach_the_gateway_as_a_secret_deerflow_reads(stack, services):
@@ -187,16 +190,20 @@ def test_api_keys_reach_the_gateway_as_a_secret_deerflow_reads(stack, services):
 
 def test_minio_notifications_reach_the_topic_the_app_consumes(services, monkeypatch):
     minio = services["minio"]["environment"]
-    (target,) = [k.removeprefix("MINIO_NOTIFY_KAFKA_ENABLE_") for k in minio
-                 if k.startswith("MINIO_NOTIFY_KAFKA_ENABLE_")]
+    (target,) = [
+        k.removeprefix("MINIO_NOTIFY_KAFKA_ENABLE_")
+        for k in minio
+        if k.startswith("MINIO_NOTIFY_KAFKA_ENABLE_")
+    ]
     topic = minio[f"MINIO_NOTIFY_KAFKA_TOPIC_{target}"]
     assert minio[f"MINIO_NOTIFY_KAFKA_BROKERS_{target}"] == "kafka:9092"
     assert f"--topic {topic} " in " ".join(services["kafka-setup"]["command"]) + " "
     setup = services["minio-setup"]["command"][0]
     assert f"local/uploads arn:minio:sqs::{target}:kafka" in setup
     assert "--prefix incoming/" in setup
-    monkeypatch.setenv("MINIO_EVENTS_TOPIC", services["worker"]["environment"][
-        "MINIO_EVENTS_TOPIC"])
+    monkeypatch.setenv(
+        "MINIO_EVENTS_TOPIC", services["worker"]["environment"]["MINIO_EVENTS_TOPIC"]
+    )
     workflows, _ = load_module_workflows(str(COMPOSE / "app.py"))
     triggers = [t for wf in workflows for t in wf.triggers if getattr(t, "topic", None)]
     assert [t.topic for t in triggers] == [topic]
@@ -205,41 +212,59 @@ def test_minio_notifications_reach_the_topic_the_app_consumes(services, monkeypa
 # -- the app, on a Kafka-protocol broker and S3 -------------------------------------------------
 
 
-def minio_notification(bucket: str, key: str, size: int, etag: str, event: str,
-                       sequencer: str) -> bytes:
+def minio_notification(
+    bucket: str, key: str, size: int, etag: str, event: str, sequencer: str
+) -> bytes:
     """A notification as MinIO's Kafka target publishes it (``event.Log`` in MinIO's code)."""
     encoded = key.replace(" ", "+")  # S3 records carry keys URL-encoded
     record = {
-        "eventVersion": "2.0", "eventSource": "minio:s3", "awsRegion": "",
-        "eventTime": "2026-11-29T10:00:00.000Z", "eventName": event,
+        "eventVersion": "2.0",
+        "eventSource": "minio:s3",
+        "awsRegion": "",
+        "eventTime": "2026-11-29T10:00:00.000Z",
+        "eventName": event,
         "userIdentity": {"principalId": "deerflow"},
-        "s3": {"s3SchemaVersion": "1.0", "configurationId": "Config",
-               "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
-               "object": {"key": encoded, "size": size, "eTag": etag,
-                          "contentType": "text/csv", "sequencer": sequencer}},
+        "s3": {
+            "s3SchemaVersion": "1.0",
+            "configurationId": "Config",
+            "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
+            "object": {
+                "key": encoded,
+                "size": size,
+                "eTag": etag,
+                "contentType": "text/csv",
+                "sequencer": sequencer,
+            },
+        },
     }
     return orjson.dumps({"EventName": event, "Key": f"{bucket}/{key}", "Records": [record]})
 
 
 @pytest.fixture
-async def served_stack_app(kafka_url: str, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch,
-                           ) -> AsyncIterator[tuple[str, str]]:
+async def served_stack_app(
+    kafka_url: str,
+    moto_endpoint: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[tuple[str, str]]:
     """compose/app.py under ``serve`` on Kafka, configured as the stack configures it."""
     topic = unique_name("minio-events")
     for name, value in {
         "DEERFLOW_PREFIX": unique_name("stack").replace("-", ""),
         "MINIO_EVENTS_TOPIC": topic,
         "DEERFLOW_CONFIG": str(COMPOSE / "secrets" / "deerflow.example.toml"),
-        "AWS_ENDPOINT_URL": moto_endpoint, "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": moto_endpoint,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_REGION": "us-east-1",
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("DEERFLOW_API_KEYS", raising=False)
     workflows, _ = load_module_workflows(str(COMPOSE / "app.py"))
     ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
     stop = asyncio.Event()
-    task = asyncio.create_task(serve(workflows, store=kafka_url, port=0, stop=stop,
-                                     on_ready=ready.set_result))
+    task = asyncio.create_task(
+        serve(workflows, store=kafka_url, port=0, stop=stop, on_ready=ready.set_result)
+    )
     try:
         either: set[asyncio.Future[Any]] = {ready, task}
         await asyncio.wait(either, timeout=60, return_when=asyncio.FIRST_COMPLETED)
@@ -254,18 +279,32 @@ async def served_stack_app(kafka_url: str, moto_endpoint: str, monkeypatch: pyte
 @pytest.mark.kafka
 @pytest.mark.s3
 async def test_the_stack_app_starts_one_run_per_upload_and_per_order(
-        served_stack_app, kafka_url, kafka_bootstrap, moto_endpoint):
+    served_stack_app, kafka_url, kafka_bootstrap, moto_endpoint
+):
     url, topic = served_stack_app
-    key = tomllib.loads((COMPOSE / "secrets" / "deerflow.example.toml").read_text())[
-        "gateway"]["api_keys"][0]
-    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1",
-                      aws_access_key_id="test", aws_secret_access_key="test")
+    key = tomllib.loads((COMPOSE / "secrets" / "deerflow.example.toml").read_text())["gateway"][
+        "api_keys"
+    ][0]
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=moto_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
     s3.create_bucket(Bucket="uploads")
     put = s3.put_object(Bucket="uploads", Key="incoming/day 1.csv", Body=b"id\n1\n2\n")
-    created = minio_notification("uploads", "incoming/day 1.csv", 7, put["ETag"].strip('"'),
-                                 "s3:ObjectCreated:Put", "18A1B2C3D4E5F601")
-    removed = minio_notification("uploads", "incoming/old.csv", 0, "", "s3:ObjectRemoved:Delete",
-                                 "18A1B2C3D4E5F602")
+    created = minio_notification(
+        "uploads",
+        "incoming/day 1.csv",
+        7,
+        put["ETag"].strip('"'),
+        "s3:ObjectCreated:Put",
+        "18A1B2C3D4E5F601",
+    )
+    removed = minio_notification(
+        "uploads", "incoming/old.csv", 0, "", "s3:ObjectRemoved:Delete", "18A1B2C3D4E5F602"
+    )
     async with AIOKafkaProducer(bootstrap_servers=kafka_bootstrap) as producer:
         for value in (created, created, removed):  # MinIO delivers at least once
             await producer.send_and_wait(topic, value)
@@ -274,13 +313,17 @@ async def test_the_stack_app_starts_one_run_per_upload_and_per_order(
     async with aiohttp.ClientSession() as http:
         async with http.post(f"{url}/hooks/orders", json=order) as refused:
             assert refused.status == 401
-        async with http.post(f"{url}/hooks/orders", json={"order_id": "o-8", "items": []},
-                             headers={"X-API-Key": key}) as invalid:
+        async with http.post(
+            f"{url}/hooks/orders", json={"order_id": "o-8", "items": []}, headers={"X-API-Key": key}
+        ) as invalid:
             assert invalid.status == 422
         answers = []
         for _ in range(2):  # a retried request with the same Idempotency-Key: the same run
-            async with http.post(f"{url}/hooks/orders", json=order, headers={
-                    "Authorization": f"Bearer {key}", "Idempotency-Key": "o-7"}) as accepted:
+            async with http.post(
+                f"{url}/hooks/orders",
+                json=order,
+                headers={"Authorization": f"Bearer {key}", "Idempotency-Key": "o-7"},
+            ) as accepted:
                 assert accepted.status == 202
                 answers.append((await accepted.json())["run_id"])
         assert answers[0] == answers[1]
@@ -290,11 +333,13 @@ async def test_the_stack_app_starts_one_run_per_upload_and_per_order(
         orders = await finished(reader, "order_intake")
     assert len(ingest) == 1 and len(orders) == 1
     assert ingest[0].status == "completed"
-    assert ingest[0].output == {"object": "s3://uploads/incoming/day 1.csv", "bytes": 7,
-                                "lines": 3}
+    assert ingest[0].output == {"object": "s3://uploads/incoming/day 1.csv", "bytes": 7, "lines": 3}
     assert orders[0].status == "completed" and orders[0].run_id == answers[0]
-    assert orders[0].output == {"order_id": "o-7", "amount": 42.5, "reservations": [
-        f"{answers[0]}/book", f"{answers[0]}/lamp"]}
+    assert orders[0].output == {
+        "order_id": "o-7",
+        "amount": 42.5,
+        "reservations": [f"{answers[0]}/book", f"{answers[0]}/lamp"],
+    }
 
 
 async def finished(engine: Engine, workflow: str, within: float = 60.0) -> list[Any]:

@@ -31,12 +31,22 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 SHELL_DOCS = [*DOCS, ROOT / "compose" / "README.md"]
 GUIDES = sorted((ROOT / "docs" / "guides").glob("*.md"))
-FENCE = re.compile(r"(?:<!--\s*not-run:\s*(?P<reason>[^>]*?)\s*-->\s*\n)?"
-                   r"^```(?P<lang>[\w-]*)\n(?P<code>.*?)^```", re.S | re.M)
+FENCE = re.compile(
+    r"(?:<!--\s*not-run:\s*(?P<reason>[^>]*?)\s*-->\s*\n)?"
+    r"^```(?P<lang>[\w-]*)\n(?P<code>.*?)^```",
+    re.S | re.M,
+)
 LINK = re.compile(r"\]\((?P<target>[^)#\s]+)(?:#[^)]*)?\)")
-CLEAN_ENV = ("DEERFLOW_STORE", "DEERFLOW_PREFIX", "DEERFLOW_API_KEYS",
-             "DEERFLOW_WEBHOOK_SECRETS", "DEERFLOW_CONFIG", "DEERFLOW_HANDLERS",
-             "DEERFLOW_LOG_FORMAT", "DEERFLOW_MAX_RUNNING_RUNS")
+CLEAN_ENV = (
+    "DEERFLOW_STORE",
+    "DEERFLOW_PREFIX",
+    "DEERFLOW_API_KEYS",
+    "DEERFLOW_WEBHOOK_SECRETS",
+    "DEERFLOW_CONFIG",
+    "DEERFLOW_HANDLERS",
+    "DEERFLOW_LOG_FORMAT",
+    "DEERFLOW_MAX_RUNNING_RUNS",
+)
 
 
 @dataclass(frozen=True)
@@ -49,8 +59,11 @@ class Block:
 
 def blocks(path: Path, *langs: str) -> list[Block]:
     text = path.read_text()
-    return [Block(m["lang"], m["code"], text.count("\n", 0, m.start("code")) + 1, m["reason"])
-            for m in FENCE.finditer(text) if m["lang"] in langs]
+    return [
+        Block(m["lang"], m["code"], text.count("\n", 0, m.start("code")) + 1, m["reason"])
+        for m in FENCE.finditer(text)
+        if m["lang"] in langs
+    ]
 
 
 def name(path: Path) -> str:
@@ -76,8 +89,12 @@ def test_python_blocks_run_in_order(doc: Path, clean_env: Path) -> None:
 
 
 def test_blocks_that_do_not_run_say_why_and_are_rare() -> None:
-    skipped = [(name(d), b.line, b.not_run) for d in DOCS for b in blocks(d, "python")
-               if b.not_run is not None]
+    skipped = [
+        (name(d), b.line, b.not_run)
+        for d in DOCS
+        for b in blocks(d, "python")
+        if b.not_run is not None
+    ]
     ran = sum(1 for d in DOCS for b in blocks(d, "python") if b.not_run is None)
     assert all(reason for _, _, reason in skipped), skipped
     assert len(skipped) * 5 <= ran, skipped
@@ -85,19 +102,27 @@ def test_blocks_that_do_not_run_say_why_and_are_rare() -> None:
 
 def test_a_not_run_marker_applies_to_the_next_block_only(tmp_path: Path) -> None:
     page = tmp_path / "page.md"
-    page.write_text("text\n\n<!-- not-run: needs Kafka -->\n```python\nconnect()\n```\n\n"
-                    "```python\nx = 1\n```\n\n```bash\ndeerflow runs list\n```\n")
+    page.write_text(
+        "text\n\n<!-- not-run: needs Kafka -->\n```python\nconnect()\n```\n\n"
+        "```python\nx = 1\n```\n\n```bash\ndeerflow runs list\n```\n"
+    )
     found = blocks(page, "python")
-    assert [(b.code, b.not_run) for b in found] == [("connect()\n", "needs Kafka"),
-                                                    ("x = 1\n", None)]
+    assert [(b.code, b.not_run) for b in found] == [
+        ("connect()\n", "needs Kafka"),
+        ("x = 1\n", None),
+    ]
     assert [b.line for b in found] == [5, 9]
 
 
-@pytest.mark.parametrize("doc", [d for d in SHELL_DOCS if blocks(d, "bash", "sh", "shell")],
-                         ids=name)
+@pytest.mark.parametrize(
+    "doc", [d for d in SHELL_DOCS if blocks(d, "bash", "sh", "shell")], ids=name
+)
 def test_every_deerflow_command_shown_exists(doc: Path) -> None:
-    commands = [(b.line, args) for b in blocks(doc, "bash", "sh", "shell")
-                for args in deerflow_invocations(b.code)]
+    commands = [
+        (b.line, args)
+        for b in blocks(doc, "bash", "sh", "shell")
+        for args in deerflow_invocations(b.code)
+    ]
     for line, args in commands:
         try:
             parse_deerflow(args)
@@ -114,7 +139,8 @@ def test_every_guide_points_to_an_example_that_a_test_runs() -> None:
         for example in examples:
             assert (ROOT / "examples" / example).is_file(), (name(guide), example)
             assert re.search(rf"\b{re.escape(example)}\b|\"{example[:-3]}\"", tests), (
-                f"no test runs examples/{example}")
+                f"no test runs examples/{example}"
+            )
 
 
 def test_every_guide_has_a_block_that_runs() -> None:
@@ -141,8 +167,9 @@ def readme_curl() -> tuple[str, dict[str, str], bytes]:
             words = shlex.split(line)
             if words[:1] == ["curl"]:
                 url = next(w for w in words if "localhost:" in w)
-                headers = dict(h.split(": ", 1) for i, h in enumerate(words)
-                               if i and words[i - 1] == "-H")
+                headers = dict(
+                    h.split(": ", 1) for i, h in enumerate(words) if i and words[i - 1] == "-H"
+                )
                 body = words[words.index("-d") + 1].encode()
                 return "/" + url.split("/", 1)[1], headers, body
     raise AssertionError("the README shows no curl")
@@ -155,8 +182,11 @@ async def test_the_readme_webhook_example_answers_its_own_curl(clean_env: Path) 
     path, headers, body = readme_curl()
     stop = asyncio.Event()
     ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-    server = asyncio.create_task(serve(workflows, store="memory://readme-webhook", port=0,
-                                       stop=stop, on_ready=ready.set_result))
+    server = asyncio.create_task(
+        serve(
+            workflows, store="memory://readme-webhook", port=0, stop=stop, on_ready=ready.set_result
+        )
+    )
     try:
         url = await asyncio.wait_for(ready, 30)
         async with aiohttp.ClientSession() as http:

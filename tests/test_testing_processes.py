@@ -13,7 +13,7 @@ from deerflow import Engine
 from deerflow._loader import load_module_workflows
 from deerflow.testing import WorkerProcesses
 
-APP = '''
+APP = """
 import os
 
 from deerflow import Workflow
@@ -24,7 +24,7 @@ greet = Workflow(name="greet")
 @greet.task(id="hello")
 def hello(context):
     return {"pid": os.getpid(), "greeting": os.environ.get("GREETING", "hello")}
-'''
+"""
 
 
 @pytest.fixture

@@ -14,10 +14,18 @@ from typing import Any
 
 from celery import Celery
 
-app = Celery("deerflow_bench", broker=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379"),
-             backend=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379"))
-app.conf.update(task_acks_late=True, worker_prefetch_multiplier=4, result_expires=600,
-                broker_connection_retry_on_startup=True, worker_hijack_root_logger=False)
+app = Celery(
+    "deerflow_bench",
+    broker=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379"),
+    backend=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379"),
+)
+app.conf.update(
+    task_acks_late=True,
+    worker_prefetch_multiplier=4,
+    result_expires=600,
+    broker_connection_retry_on_startup=True,
+    worker_hijack_root_logger=False,
+)
 
 
 @app.task(name="bench.noop")  # type: ignore[untyped-decorator]

@@ -62,14 +62,16 @@ async def iomap(n: int, concurrency: int, delay: float) -> int:
 
 async def _run(words: list[str]) -> None:
     if words[0] == "chain":
-        handles = await asyncio.gather(*(DBOS.start_workflow_async(chain, int(words[2]))
-                                         for _ in range(int(words[1]))))
+        handles = await asyncio.gather(
+            *(DBOS.start_workflow_async(chain, int(words[2])) for _ in range(int(words[1])))
+        )
         await asyncio.gather(*(h.get_result() for h in handles))
     elif words[0] == "fanout":
         await (await DBOS.start_workflow_async(fanout, int(words[1]))).get_result()
     elif words[0] == "iomap":
-        await (await DBOS.start_workflow_async(iomap, int(words[1]), int(words[2]),
-                                               float(words[3]))).get_result()
+        await (
+            await DBOS.start_workflow_async(iomap, int(words[1]), int(words[2]), float(words[3]))
+        ).get_result()
     else:
         raise ValueError(f"unknown command {words!r}")
 
@@ -83,8 +85,13 @@ async def _serve() -> None:
 
 def main() -> None:
     """Launch DBOS on the given SQLite file and serve commands until stdin closes."""
-    DBOS(config={"name": "deerflow-bench", "system_database_url": f"sqlite:///{sys.argv[1]}",
-                 "log_level": "WARNING"})
+    DBOS(
+        config={
+            "name": "deerflow-bench",
+            "system_database_url": f"sqlite:///{sys.argv[1]}",
+            "log_level": "WARNING",
+        }
+    )
     DBOS.launch()
     print(json.dumps({"ready": True}), flush=True)
     try:

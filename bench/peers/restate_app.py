@@ -64,7 +64,7 @@ async def fanout(ctx: restate.Context, n: int) -> int:
     steps = [ctx.run_typed(f"w{i}", noop, restate.RunOptions(), i) for i in range(n)]
     gathered = 0
     for first in range(0, n, GATHER_BATCH):
-        gathered += len(await restate.gather(*steps[first:first + GATHER_BATCH]))
+        gathered += len(await restate.gather(*steps[first : first + GATHER_BATCH]))
     return gathered
 
 

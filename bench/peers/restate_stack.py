@@ -93,8 +93,12 @@ class RestateStack:
             raise
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         await self.close()
 
     async def close(self) -> None:
@@ -112,9 +116,11 @@ class RestateStack:
 
     async def invoke(self, handler: str, argument: Any) -> Any:
         """Call ``DeerflowBench/<handler>`` through the ingress and return its JSON result."""
-        async with self.session.post(f"{self.ingress}/{SERVICE}/{handler}",
-                                     data=json.dumps(argument),
-                                     headers={"content-type": "application/json"}) as reply:
+        async with self.session.post(
+            f"{self.ingress}/{SERVICE}/{handler}",
+            data=json.dumps(argument),
+            headers={"content-type": "application/json"},
+        ) as reply:
             body = await reply.read()
             if reply.status != 200:
                 raise RuntimeError(f"Restate {handler}: HTTP {reply.status}: {body[:300]!r}")
@@ -130,20 +136,32 @@ class RestateStack:
         for _ in range(START_ATTEMPTS):  # another process may take a free port first: retry
             shutil.rmtree(data, ignore_errors=True)  # a node's ports are part of its metadata
             admin, ingress, fabric = free_port(), free_port(), free_port()
-            proc = self.pool.spawn("restate-server", [
-                server, "--base-dir", str(data), "--node-name", "bench", "--no-logo",
-                "--listen-mode", "tcp"], env={
-                "RESTATE_ADMIN__BIND_ADDRESS": f"127.0.0.1:{admin}",
-                "RESTATE_INGRESS__BIND_ADDRESS": f"127.0.0.1:{ingress}",
-                "RESTATE_BIND_ADDRESS": f"127.0.0.1:{fabric}",
-                "RESTATE_DISABLE_TELEMETRY": "true",
-                "RESTATE_LOG_FILTER": "warn",
-                "RESTATE_LOG_DISABLE_ANSI_CODES": "true",
-                "RESTATE_SHUTDOWN_TIMEOUT": "5s",
-            })
+            proc = self.pool.spawn(
+                "restate-server",
+                [
+                    server,
+                    "--base-dir",
+                    str(data),
+                    "--node-name",
+                    "bench",
+                    "--no-logo",
+                    "--listen-mode",
+                    "tcp",
+                ],
+                env={
+                    "RESTATE_ADMIN__BIND_ADDRESS": f"127.0.0.1:{admin}",
+                    "RESTATE_INGRESS__BIND_ADDRESS": f"127.0.0.1:{ingress}",
+                    "RESTATE_BIND_ADDRESS": f"127.0.0.1:{fabric}",
+                    "RESTATE_DISABLE_TELEMETRY": "true",
+                    "RESTATE_LOG_FILTER": "warn",
+                    "RESTATE_LOG_DISABLE_ANSI_CODES": "true",
+                    "RESTATE_SHUTDOWN_TIMEOUT": "5s",
+                },
+            )
             self.admin, self.ingress = f"http://127.0.0.1:{admin}", f"http://127.0.0.1:{ingress}"
-            if await self._healthy(proc.poll, [f"{self.admin}/health",
-                                               f"{self.ingress}/restate/health"]):
+            if await self._healthy(
+                proc.poll, [f"{self.admin}/health", f"{self.ingress}/restate/health"]
+            ):
                 return
             await asyncio.to_thread(self.pool.stop)
         raise ServiceUnavailable(f"restate-server did not start:\n{self.pool.logs(1500)}")
@@ -165,19 +183,24 @@ class RestateStack:
 
     async def _start_deployment(self) -> None:
         port = free_port()
-        proc = self.pool.spawn("restate-app", [sys.executable, "-m", "bench.peers.restate_app",
-                                               f"127.0.0.1:{port}"])
+        proc = self.pool.spawn(
+            "restate-app", [sys.executable, "-m", "bench.peers.restate_app", f"127.0.0.1:{port}"]
+        )
         deadline = time.monotonic() + START_TIMEOUT
         while not await asyncio.to_thread(accepts_connections, port):
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise ServiceUnavailable(f"the Restate deployment did not start:\n"
-                                         f"{self.pool.logs(1500)}")
+                raise ServiceUnavailable(
+                    f"the Restate deployment did not start:\n{self.pool.logs(1500)}"
+                )
             await asyncio.sleep(0.1)
-        async with self.session.post(f"{self.admin}/deployments",
-                                     json={"uri": f"http://127.0.0.1:{port}"}) as reply:
+        async with self.session.post(
+            f"{self.admin}/deployments", json={"uri": f"http://127.0.0.1:{port}"}
+        ) as reply:
             if reply.status not in (200, 201):
-                raise ServiceUnavailable(f"Restate refused the deployment: HTTP {reply.status}: "
-                                         f"{(await reply.text())[:500]}")
+                raise ServiceUnavailable(
+                    f"Restate refused the deployment: HTTP {reply.status}: "
+                    f"{(await reply.text())[:500]}"
+                )
         await self._first_call()
 
     async def _first_call(self) -> None:
@@ -189,8 +212,9 @@ class RestateStack:
                 break
             except (RuntimeError, aiohttp.ClientError) as exc:
                 if time.monotonic() > deadline:
-                    raise ServiceUnavailable(f"Restate did not serve {SERVICE}: {exc}\n"
-                                             f"{self.pool.logs(1500)}") from exc
+                    raise ServiceUnavailable(
+                        f"Restate did not serve {SERVICE}: {exc}\n{self.pool.logs(1500)}"
+                    ) from exc
             await asyncio.sleep(0.1)
         if answer != 1:
             raise ServiceUnavailable(f"Restate's chain(1) answered {answer!r}, not 1")

@@ -58,8 +58,12 @@ def _items(count: int, payload: int) -> Iterator[bytes]:
 
 
 async def _child(buffer: int, count: int, payload: int, rate: float) -> dict[str, float]:
-    runtime = PipelineRuntime(PassThrough, backpressure=Backpressure(buffer, "block"),
-                              source=_items(count, payload), sink=slow_sink(rate))
+    runtime = PipelineRuntime(
+        PassThrough,
+        backpressure=Backpressure(buffer, "block"),
+        source=_items(count, payload),
+        sink=slow_sink(rate),
+    )
     samples: list[tuple[bool, int]] = []
     started = time.perf_counter()
     async with runtime:
@@ -71,18 +75,31 @@ async def _child(buffer: int, count: int, payload: int, rate: float) -> dict[str
     filled = [rss for full, rss in samples if full]
     at_fill = filled[0] if filled else samples[-1][1]
     peak = max(filled) if filled else at_fill
-    return {"seconds": elapsed, "rate": report.items["completed"] / elapsed,
-            "peak_in_flight": report.items["peak_in_flight"], "completed":
-            report.items["completed"], "rss_fill_mb": at_fill / 2**20,
-            "drift_pct": 100.0 * (peak - at_fill) / at_fill}
+    return {
+        "seconds": elapsed,
+        "rate": report.items["completed"] / elapsed,
+        "peak_in_flight": report.items["peak_in_flight"],
+        "completed": report.items["completed"],
+        "rss_fill_mb": at_fill / 2**20,
+        "drift_pct": 100.0 * (peak - at_fill) / at_fill,
+    }
 
 
 async def _engine(ctx: BenchContext) -> Metrics:
     s = ctx.sizes
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.scenarios.backpressure", "--child", str(s.bp_buffer),
-        str(10 * s.bp_buffer), str(s.bp_payload), str(s.bp_sink_rate), env=child_env(),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "bench.scenarios.backpressure",
+        "--child",
+        str(s.bp_buffer),
+        str(10 * s.bp_buffer),
+        str(s.bp_payload),
+        str(s.bp_sink_rate),
+        env=child_env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await proc.communicate()
     if proc.returncode != 0:
         raise RuntimeError(f"pipeline subprocess failed: {err.decode()[-2000:]}")
@@ -104,8 +121,14 @@ async def _baseline(ctx: BenchContext) -> Metrics:
         return time.perf_counter() - started
 
     seconds = await asyncio.to_thread(drive)
-    return {"rate": 10 * s.bp_buffer / seconds, "seconds": seconds,
-            "peak_in_flight": 1.0, "drift_pct": 0.0, "bound_ratio": 0.0, "rss_fill_mb": 0.0}
+    return {
+        "rate": 10 * s.bp_buffer / seconds,
+        "seconds": seconds,
+        "peak_in_flight": 1.0,
+        "drift_pct": 0.0,
+        "bound_ratio": 0.0,
+        "rss_fill_mb": 0.0,
+    }
 
 
 async def run(ctx: BenchContext) -> None:
@@ -121,16 +144,33 @@ async def run(ctx: BenchContext) -> None:
         # The bounds of the very runs whose throughput was just reported (in the same order).
         return runs.pop(0)
 
-    await ctx.compare(Comparison(
-        SCENARIO, f"buffer {s.bp_buffer:,}, {10 * s.bp_buffer:,} items of {s.bp_payload:,} B",
-        "sink alone", "pipeline (subprocess)", lambda: _baseline(ctx), engine,
-        [Metric("rate", "throughput vs sink rate", "items/s", Goal(">=", 0.9))],
-        note=f"sink sleeps 1/{s.bp_sink_rate:g} s per item"))
-    await ctx.compare(Comparison(
-        SCENARIO, "bounds (pipeline subprocess)", "", "pipeline", None, same_runs,
-        [Metric("drift_pct", "RSS drift after the buffer filled", "%", Goal("<=", 10.0)),
-         Metric("bound_ratio", "peak in-flight ÷ bound", "", Goal("<=", 1.0)),
-         Metric("rss_fill_mb", "RSS when first full", "MiB")]))
+    await ctx.compare(
+        Comparison(
+            SCENARIO,
+            f"buffer {s.bp_buffer:,}, {10 * s.bp_buffer:,} items of {s.bp_payload:,} B",
+            "sink alone",
+            "pipeline (subprocess)",
+            lambda: _baseline(ctx),
+            engine,
+            [Metric("rate", "throughput vs sink rate", "items/s", Goal(">=", 0.9))],
+            note=f"sink sleeps 1/{s.bp_sink_rate:g} s per item",
+        )
+    )
+    await ctx.compare(
+        Comparison(
+            SCENARIO,
+            "bounds (pipeline subprocess)",
+            "",
+            "pipeline",
+            None,
+            same_runs,
+            [
+                Metric("drift_pct", "RSS drift after the buffer filled", "%", Goal("<=", 10.0)),
+                Metric("bound_ratio", "peak in-flight ÷ bound", "", Goal("<=", 1.0)),
+                Metric("rss_fill_mb", "RSS when first full", "MiB"),
+            ],
+        )
+    )
 
 
 def main() -> None:

@@ -45,17 +45,24 @@ async def fanout_time(engine: Engine, n: int) -> Metrics:
 
 async def _scaling(ctx: BenchContext) -> None:
     sizes = ctx.sizes.fanout_sizes
-    async with Engine(ctx.sqlite_url, [make_fanout()], prefix=ctx.prefix("c"),
-                      concurrency=64) as engine:
+    async with Engine(
+        ctx.sqlite_url, [make_fanout()], prefix=ctx.prefix("c"), concurrency=64
+    ) as engine:
         for small, large in itertools.pairwise(sizes):
             goal = SCALING_GOAL if (small, large) == (1000, 10_000) else None
-            await ctx.compare(Comparison(
-                SCENARIO, f"T({large:,})/T({small:,}) sqlite", f"N={small:,}", f"N={large:,}",
-                lambda n=small: fanout_time(engine, n),  # type: ignore[misc]
-                lambda n=large: fanout_time(engine, n),  # type: ignore[misc]
-                [Metric("seconds", "run time", "s", goal)],
-                note="in-process engine, worker concurrency 64, async no-op children; "
-                     "linear scaling is 10x"))
+            await ctx.compare(
+                Comparison(
+                    SCENARIO,
+                    f"T({large:,})/T({small:,}) sqlite",
+                    f"N={small:,}",
+                    f"N={large:,}",
+                    lambda n=small: fanout_time(engine, n),  # type: ignore[misc]
+                    lambda n=large: fanout_time(engine, n),  # type: ignore[misc]
+                    [Metric("seconds", "run time", "s", goal)],
+                    note="in-process engine, worker concurrency 64, async no-op children; "
+                    "linear scaling is 10x",
+                )
+            )
 
 
 def _rss() -> int:
@@ -72,8 +79,10 @@ async def _hold_pending(store: str, n: int) -> None:
         handle = await engine.start(wf, params={"n": n})
         assert engine.orchestrator is not None
         deadline = time.monotonic() + 300
-        while not all(_expanded(runs.get(handle.run_id), n)
-                      for runs in (engine.orchestrator.runs, engine.index.runs)):
+        while not all(
+            _expanded(runs.get(handle.run_id), n)
+            for runs in (engine.orchestrator.runs, engine.index.runs)
+        ):
             if time.monotonic() > deadline:
                 raise TimeoutError("children were not expanded in time")
             await asyncio.sleep(0.05)
@@ -81,8 +90,10 @@ async def _hold_pending(store: str, n: int) -> None:
         gc.collect()
         after = _rss()
         # Exit here: stopping would wait for the held child's drain timeout.
-        print(json.dumps({"before": before, "after": after, "per_task": (after - before) / n}),
-              flush=True)
+        print(
+            json.dumps({"before": before, "after": after, "per_task": (after - before) / n}),
+            flush=True,
+        )
         os._exit(0)
 
 
@@ -93,9 +104,16 @@ def _expanded(state: object, n: int) -> bool:
 
 async def _measure_memory(ctx: BenchContext, n: int) -> Metrics:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.scenarios.fanout", "--memory", ctx.sqlite_url, str(n),
-        env=child_env(DEERFLOW_PREFIX=ctx.prefix("cm")), stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "bench.scenarios.fanout",
+        "--memory",
+        ctx.sqlite_url,
+        str(n),
+        env=child_env(DEERFLOW_PREFIX=ctx.prefix("cm")),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await proc.communicate()
     if proc.returncode != 0:
         raise RuntimeError(f"memory subprocess failed: {err.decode()[-2000:]}")
@@ -107,13 +125,22 @@ async def run(ctx: BenchContext) -> None:
     """Scaling rows, then bytes per pending task."""
     await _scaling(ctx)
     n = ctx.sizes.fanout_pending
-    await ctx.compare(Comparison(
-        SCENARIO, f"memory per pending task (N={n:,})", "", "embedded engine", None,
-        lambda: _measure_memory(ctx, n),
-        [Metric("per_task", "RSS per pending task", "B", MEMORY_GOAL),
-         Metric("delta_mb", "RSS growth", "MiB")],
-        note="one process holding the run twice (orchestrator state + run index) plus the "
-             "expansion in the history it read; max_parallel=1 keeps the children pending"))
+    await ctx.compare(
+        Comparison(
+            SCENARIO,
+            f"memory per pending task (N={n:,})",
+            "",
+            "embedded engine",
+            None,
+            lambda: _measure_memory(ctx, n),
+            [
+                Metric("per_task", "RSS per pending task", "B", MEMORY_GOAL),
+                Metric("delta_mb", "RSS growth", "MiB"),
+            ],
+            note="one process holding the run twice (orchestrator state + run index) plus the "
+            "expansion in the history it read; max_parallel=1 keeps the children pending",
+        )
+    )
 
 
 def main() -> None:
@@ -125,4 +152,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-

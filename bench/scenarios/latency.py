@@ -51,8 +51,7 @@ def _recording_workflow(name: str, trigger: Any, sent_at: Callable[[Any], float]
     return wf
 
 
-async def _collect(count: int, send: Send, rate: float,
-                   timeout: float = 120.0) -> Metrics:
+async def _collect(count: int, send: Send, rate: float, timeout: float = 120.0) -> Metrics:
     SINK.clear()
     await open_loop(rate, count, send)
     deadline = time.monotonic() + timeout
@@ -67,10 +66,16 @@ async def _kafka_and_webhook(ctx: BenchContext) -> None:
     s = ctx.sizes
     prefix = ctx.prefix("b")
     topic = f"{prefix}.triggers"
-    kafka_wf = _recording_workflow("bench_kafka_trigger", KafkaEvent(
-        topic=topic, consumer_group=f"{prefix}.trigger"), lambda e: float(e.message["t"]))
-    hook_wf = _recording_workflow("bench_webhook_trigger", WebhookEvent(
-        path="/bench", auth="none"), lambda e: float(e.body["t"]))
+    kafka_wf = _recording_workflow(
+        "bench_kafka_trigger",
+        KafkaEvent(topic=topic, consumer_group=f"{prefix}.trigger"),
+        lambda e: float(e.message["t"]),
+    )
+    hook_wf = _recording_workflow(
+        "bench_webhook_trigger",
+        WebhookEvent(path="/bench", auth="none"),
+        lambda e: float(e.body["t"]),
+    )
     bootstrap = ctx.kafka_bootstrap()
     raw = ProduceConsumeBaseline(bootstrap, f"{prefix}.raw")
     hook = WebhookBaseline(bootstrap, f"{prefix}.hook")
@@ -83,20 +88,34 @@ async def _kafka_and_webhook(ctx: BenchContext) -> None:
         await raw.start()
         await hook.start()
         try:
-            await ctx.compare(Comparison(
-                SCENARIO, f"kafka trigger, {s.latency_rate:g}/s", "raw produce→consume",
-                "KafkaEvent → first task", lambda: raw.measure(s.latency_count, s.latency_rate),
-                lambda: _collect(s.latency_count, raw.sender(topic), s.latency_rate),
-                [Metric("p50_ms", "p50", "ms", Goal("<=", 2.0)),
-                 Metric("p99_ms", "p99", "ms", Goal("<=", 3.0))],
-                note=f"{s.latency_count} triggers per iteration, open loop"))
-            await ctx.compare(Comparison(
-                SCENARIO, f"webhook, {s.latency_rate:g}/s", "aiohttp → produce → consume",
-                "WebhookGateway → first task",
-                lambda: hook.measure(s.latency_count, s.latency_rate),
-                lambda: _collect(s.latency_count, hook.poster(f"{gateway.url}/bench"),
-                                 s.latency_rate),
-                [Metric("p50_ms", "p50", "ms", Goal("<=", 2.0)), Metric("p99_ms", "p99", "ms")]))
+            await ctx.compare(
+                Comparison(
+                    SCENARIO,
+                    f"kafka trigger, {s.latency_rate:g}/s",
+                    "raw produce→consume",
+                    "KafkaEvent → first task",
+                    lambda: raw.measure(s.latency_count, s.latency_rate),
+                    lambda: _collect(s.latency_count, raw.sender(topic), s.latency_rate),
+                    [
+                        Metric("p50_ms", "p50", "ms", Goal("<=", 2.0)),
+                        Metric("p99_ms", "p99", "ms", Goal("<=", 3.0)),
+                    ],
+                    note=f"{s.latency_count} triggers per iteration, open loop",
+                )
+            )
+            await ctx.compare(
+                Comparison(
+                    SCENARIO,
+                    f"webhook, {s.latency_rate:g}/s",
+                    "aiohttp → produce → consume",
+                    "WebhookGateway → first task",
+                    lambda: hook.measure(s.latency_count, s.latency_rate),
+                    lambda: _collect(
+                        s.latency_count, hook.poster(f"{gateway.url}/bench"), s.latency_rate
+                    ),
+                    [Metric("p50_ms", "p50", "ms", Goal("<=", 2.0)), Metric("p99_ms", "p99", "ms")],
+                )
+            )
         finally:
             await hook.stop()
             await raw.stop()
@@ -109,8 +128,11 @@ async def _s3(ctx: BenchContext) -> None:
     except ServiceUnavailable as exc:
         ctx.add(skipped_rows(SCENARIO, "s3 notification via SQS", str(exc)))
         return
-    for var, value in (("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"),
-                       ("AWS_DEFAULT_REGION", "us-east-1")):
+    for var, value in (
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+    ):
         os.environ.setdefault(var, value)
     import boto3
 
@@ -118,22 +140,34 @@ async def _s3(ctx: BenchContext) -> None:
     bucket = f"{prefix}-lake".lower()
     client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
     client.create_bucket(Bucket=bucket)
-    wf = _recording_workflow("bench_s3_trigger", S3Event(
-        bucket=bucket, prefix="in/", endpoint_url=endpoint, region="us-east-1", wait_seconds=1),
-        lambda e: float(e.key.removeprefix("in/").removesuffix(".json")))
+    wf = _recording_workflow(
+        "bench_s3_trigger",
+        S3Event(
+            bucket=bucket, prefix="in/", endpoint_url=endpoint, region="us-east-1", wait_seconds=1
+        ),
+        lambda e: float(e.key.removeprefix("in/").removesuffix(".json")),
+    )
 
     async def put(sent: float) -> None:
-        await asyncio.to_thread(client.put_object, Bucket=bucket, Key=f"in/{sent:.6f}.json",
-                                Body=b"{}")
+        await asyncio.to_thread(
+            client.put_object, Bucket=bucket, Key=f"in/{sent:.6f}.json", Body=b"{}"
+        )
 
     async with Engine(ctx.kafka_url(), [wf], prefix=prefix) as engine:
         for source in sources_for(engine, [wf]):
             await engine.add_service(source)
-        await ctx.compare(Comparison(
-            SCENARIO, f"s3 notification via SQS, {s.s3_rate:g}/s", "", "S3Event → first task",
-            None, lambda: _collect(s.s3_count, put, s.s3_rate),
-            [Metric("p50_ms", "p50", "ms"), Metric("p99_ms", "p99", "ms")],
-            note="moto_server; SQS long poll wait_seconds=1; engine on Kafka"))
+        await ctx.compare(
+            Comparison(
+                SCENARIO,
+                f"s3 notification via SQS, {s.s3_rate:g}/s",
+                "",
+                "S3Event → first task",
+                None,
+                lambda: _collect(s.s3_count, put, s.s3_rate),
+                [Metric("p50_ms", "p50", "ms"), Metric("p99_ms", "p99", "ms")],
+                note="moto_server; SQS long poll wait_seconds=1; engine on Kafka",
+            )
+        )
 
 
 async def run(ctx: BenchContext) -> None:

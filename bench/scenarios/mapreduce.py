@@ -30,8 +30,7 @@ CPU_GOAL = Goal(">=", 0.7)
 IO_GOAL = Goal(">=", 0.9)
 
 
-async def _timed_run(engine: Engine, workflow: str, params: dict[str, Any], items: int
-                     ) -> Metrics:
+async def _timed_run(engine: Engine, workflow: str, params: dict[str, Any], items: int) -> Metrics:
     started = time.perf_counter()
     handle = await engine.start(workflow, params=params)
     result = await handle.result(timeout=600)
@@ -56,23 +55,38 @@ def _pool_measure(pool: Any, files: list[str]) -> Callable[[], Awaitable[Metrics
 
 async def _cpu(ctx: BenchContext) -> None:
     sizes = ctx.sizes
-    files = await asyncio.to_thread(write_corpus, ctx.workdir / "corpus", sizes.mr_chunks,
-                                    sizes.mr_words)
+    files = await asyncio.to_thread(
+        write_corpus, ctx.workdir / "corpus", sizes.mr_chunks, sizes.mr_words
+    )
     prefix = ctx.prefix("d")
-    engine = Engine(ctx.kafka_url(), [make_wordcount()], prefix=prefix, orchestrate=False,
-                    work=False, partitions=4)
-    with ProcessPool(ctx.workdir / f"logs-{prefix}", child_env(DEERFLOW_PREFIX=prefix)) as procs, \
-            multiprocessing.get_context("fork").Pool(2) as pool:
+    engine = Engine(
+        ctx.kafka_url(),
+        [make_wordcount()],
+        prefix=prefix,
+        orchestrate=False,
+        work=False,
+        partitions=4,
+    )
+    with (
+        ProcessPool(ctx.workdir / f"logs-{prefix}", child_env(DEERFLOW_PREFIX=prefix)) as procs,
+        multiprocessing.get_context("fork").Pool(2) as pool,
+    ):
         async with engine:
             start_workers(procs, ctx.kafka_url(), 2, concurrency=1)
-            await ctx.compare(Comparison(
-                SCENARIO, f"word count, {len(files)} chunks (CPU)", "multiprocessing.Pool(2)",
-                "2 worker processes (kafka)", _pool_measure(pool, files),
-                lambda: _timed_run(engine, "bench_wordcount", {"files": files}, len(files)),
-                [Metric("rate", "chunks/s", "/s", CPU_GOAL)],
-                note=f"{sizes.mr_words:,} words per chunk; map results (about 2,000 counts "
-                     "each) travel through the history; map tasks go round-robin over 4 "
-                     "task partitions, 2 per worker"))
+            await ctx.compare(
+                Comparison(
+                    SCENARIO,
+                    f"word count, {len(files)} chunks (CPU)",
+                    "multiprocessing.Pool(2)",
+                    "2 worker processes (kafka)",
+                    _pool_measure(pool, files),
+                    lambda: _timed_run(engine, "bench_wordcount", {"files": files}, len(files)),
+                    [Metric("rate", "chunks/s", "/s", CPU_GOAL)],
+                    note=f"{sizes.mr_words:,} words per chunk; map results (about 2,000 counts "
+                    "each) travel through the history; map tasks go round-robin over 4 "
+                    "task partitions, 2 per worker",
+                )
+            )
 
 
 async def _io(ctx: BenchContext) -> None:
@@ -91,15 +105,22 @@ async def _io(ctx: BenchContext) -> None:
         seconds = time.perf_counter() - started
         return {"rate": n / seconds, "seconds": seconds}
 
-    async with Engine(ctx.sqlite_url, [make_sleepmap()], prefix=ctx.prefix("d"),
-                      concurrency=concurrency) as engine:
-        await ctx.compare(Comparison(
-            SCENARIO, f"{n} I/O maps x {delay * 1000:g} ms, concurrency {concurrency}",
-            "asyncio.gather", "in-process engine (sqlite)", baseline,
-            lambda: _timed_run(engine, "bench_sleepmap", {"n": n, "delay": delay}, n),
-            [Metric("rate", "maps/s", "/s", IO_GOAL)],
-            note="the ideal is n / concurrency rounds of the delay; the engine adds partition, "
-                 "dispatch and reduce steps"))
+    async with Engine(
+        ctx.sqlite_url, [make_sleepmap()], prefix=ctx.prefix("d"), concurrency=concurrency
+    ) as engine:
+        await ctx.compare(
+            Comparison(
+                SCENARIO,
+                f"{n} I/O maps x {delay * 1000:g} ms, concurrency {concurrency}",
+                "asyncio.gather",
+                "in-process engine (sqlite)",
+                baseline,
+                lambda: _timed_run(engine, "bench_sleepmap", {"n": n, "delay": delay}, n),
+                [Metric("rate", "maps/s", "/s", IO_GOAL)],
+                note="the ideal is n / concurrency rounds of the delay; the engine adds partition, "
+                "dispatch and reduce steps",
+            )
+        )
 
 
 async def run(ctx: BenchContext) -> None:

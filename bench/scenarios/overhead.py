@@ -57,25 +57,48 @@ async def _kafka_case(ctx: BenchContext, partitions: int, workers: int) -> None:
     topic, done = f"{prefix}.relay", f"{prefix}.relay-done"
     await create_topics(bootstrap, {topic: partitions, done: 1})
     driver = RelayDriver(bootstrap, topic, done)
-    engine = Engine(ctx.kafka_url(), [make_chain()], prefix=prefix, orchestrate=False,
-                    work=False, partitions=partitions)
+    engine = Engine(
+        ctx.kafka_url(),
+        [make_chain()],
+        prefix=prefix,
+        orchestrate=False,
+        work=False,
+        partitions=partitions,
+    )
     env = child_env(DEERFLOW_PREFIX=prefix)
     with ProcessPool(ctx.workdir / f"logs-{prefix}", env) as pool:
         for member in range(workers):
-            pool.spawn("relay", [sys.executable, "-m", "bench.relay", bootstrap, topic, done,
-                                 _partitions_of(member, workers, partitions), str(CHAIN_STEPS)])
+            pool.spawn(
+                "relay",
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.relay",
+                    bootstrap,
+                    topic,
+                    done,
+                    _partitions_of(member, workers, partitions),
+                    str(CHAIN_STEPS),
+                ],
+            )
         await driver.start()
         try:
             async with engine:  # creates the topics with `partitions` before workers join
                 start_workers(pool, ctx.kafka_url(), workers, concurrency=max(16, runs))
-                await ctx.compare(Comparison(
-                    SCENARIO, f"kafka p={partitions} w={workers}", "aiokafka relay",
-                    f"{runs} chains", lambda: _relay_round(driver, runs),
-                    lambda: _engine_round(engine, pool, runs),
-                    [Metric("rate", "steps/s vs relay msg/s", "/s", GOAL)],
-                    note=f"{runs} concurrent runs x {CHAIN_STEPS} no-op steps; relay moves "
-                         f"{runs} messages x {CHAIN_STEPS} hops with the same processes and "
-                         "partitions"))
+                await ctx.compare(
+                    Comparison(
+                        SCENARIO,
+                        f"kafka p={partitions} w={workers}",
+                        "aiokafka relay",
+                        f"{runs} chains",
+                        lambda: _relay_round(driver, runs),
+                        lambda: _engine_round(engine, pool, runs),
+                        [Metric("rate", "steps/s vs relay msg/s", "/s", GOAL)],
+                        note=f"{runs} concurrent runs x {CHAIN_STEPS} no-op steps; relay moves "
+                        f"{runs} messages x {CHAIN_STEPS} hops with the same processes and "
+                        "partitions",
+                    )
+                )
         finally:
             await driver.stop()
 
@@ -101,8 +124,10 @@ def _raw_inserts(path: Path, table: str, rows_per_txn: int, txns: int) -> float:
         started = time.perf_counter()
         for step in range(txns):
             conn.execute("BEGIN IMMEDIATE")
-            conn.executemany(f"INSERT INTO {table} VALUES (?, ?, ?)",
-                             [(f"chain-{i}", step, payload) for i in range(rows_per_txn)])
+            conn.executemany(
+                f"INSERT INTO {table} VALUES (?, ?, ?)",
+                [(f"chain-{i}", step, payload) for i in range(rows_per_txn)],
+            )
             conn.execute("COMMIT")
         return time.perf_counter() - started
     finally:
@@ -115,18 +140,29 @@ async def _sqlite_case(ctx: BenchContext, partitions: int) -> None:
     table = f"raw_{prefix}"
 
     async def baseline() -> Metrics:
-        seconds = await asyncio.to_thread(_raw_inserts, ctx.sqlite_path, table, runs,
-                                          CHAIN_STEPS)
+        seconds = await asyncio.to_thread(_raw_inserts, ctx.sqlite_path, table, runs, CHAIN_STEPS)
         return {"rate": runs * CHAIN_STEPS / seconds, "seconds": seconds}
 
-    async with Engine(ctx.sqlite_url, [make_chain()], prefix=prefix, partitions=partitions,
-                      concurrency=max(16, runs)) as engine:
-        await ctx.compare(Comparison(
-            SCENARIO, f"sqlite p={partitions}", "raw SQLite inserts", f"{runs} chains",
-            baseline, lambda: chain_round(engine, runs),
-            [Metric("rate", "steps/s vs raw rows/s", "/s", GOAL)],
-            note=f"in-process engine; baseline: {runs} rows per transaction, WAL + "
-                 "synchronous=FULL, same file"))
+    async with Engine(
+        ctx.sqlite_url,
+        [make_chain()],
+        prefix=prefix,
+        partitions=partitions,
+        concurrency=max(16, runs),
+    ) as engine:
+        await ctx.compare(
+            Comparison(
+                SCENARIO,
+                f"sqlite p={partitions}",
+                "raw SQLite inserts",
+                f"{runs} chains",
+                baseline,
+                lambda: chain_round(engine, runs),
+                [Metric("rate", "steps/s vs raw rows/s", "/s", GOAL)],
+                note=f"in-process engine; baseline: {runs} rows per transaction, WAL + "
+                "synchronous=FULL, same file",
+            )
+        )
 
 
 async def run(ctx: BenchContext) -> None:

@@ -52,23 +52,35 @@ def _deerflow_workloads(ctx: BenchContext, engine: Engine) -> dict[str, Workload
     return {
         "chain": lambda: chain_round(engine, s.peer_runs),
         "fanout": fanout,
-        "iomap": lambda: _timed_run(engine, "bench_sleepmap",
-                                    {"n": s.peer_io_maps, "delay": s.io_delay}, s.peer_io_maps),
+        "iomap": lambda: _timed_run(
+            engine, "bench_sleepmap", {"n": s.peer_io_maps, "delay": s.io_delay}, s.peer_io_maps
+        ),
     }
 
 
-async def _compare_all(ctx: BenchContext, peer: str, store: str,
-                       theirs: dict[str, Workload], ours: dict[str, Workload]) -> None:
+async def _compare_all(
+    ctx: BenchContext, peer: str, store: str, theirs: dict[str, Workload], ours: dict[str, Workload]
+) -> None:
     s = ctx.sizes
-    names = {"chain": f"{s.peer_runs} chains x {CHAIN_STEPS} steps",
-             "fanout": f"fan-out of {s.peer_fanout:,}",
-             "iomap": f"{s.peer_io_maps} I/O maps x {s.io_delay * 1000:g} ms, "
-                      f"concurrency {s.io_concurrency}"}
+    names = {
+        "chain": f"{s.peer_runs} chains x {CHAIN_STEPS} steps",
+        "fanout": f"fan-out of {s.peer_fanout:,}",
+        "iomap": f"{s.peer_io_maps} I/O maps x {s.io_delay * 1000:g} ms, "
+        f"concurrency {s.io_concurrency}",
+    }
     units = {"chain": "steps/s", "fanout": "tasks/s", "iomap": "maps/s"}
     for key, label in names.items():
-        await ctx.compare(Comparison(
-            SCENARIO, f"{peer}: {label}", peer, f"deerflow ({store})", theirs[key], ours[key],
-            [Metric("rate", "throughput", units[key], AHEAD)]))
+        await ctx.compare(
+            Comparison(
+                SCENARIO,
+                f"{peer}: {label}",
+                peer,
+                f"deerflow ({store})",
+                theirs[key],
+                ours[key],
+                [Metric("rate", "throughput", units[key], AHEAD)],
+            )
+        )
 
 
 class _DbosProcess:
@@ -97,9 +109,15 @@ async def _dbos(ctx: BenchContext) -> None:
         raise Skip("dbos is not installed (pip install dbos)")
     s = ctx.sizes
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.peers.dbos_runner", str(ctx.workdir / "dbos.db"),
-        env=child_env(), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL)
+        sys.executable,
+        "-m",
+        "bench.peers.dbos_runner",
+        str(ctx.workdir / "dbos.db"),
+        env=child_env(),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
     runner = _DbosProcess(proc)
     try:
         assert proc.stdout is not None
@@ -109,13 +127,19 @@ async def _dbos(ctx: BenchContext) -> None:
         theirs = {
             "chain": runner.rate(f"chain {s.peer_runs} {CHAIN_STEPS}", s.peer_runs * CHAIN_STEPS),
             "fanout": runner.rate(f"fanout {s.peer_fanout}", s.peer_fanout),
-            "iomap": runner.rate(f"iomap {s.peer_io_maps} {s.io_concurrency} {s.io_delay}",
-                                 s.peer_io_maps),
+            "iomap": runner.rate(
+                f"iomap {s.peer_io_maps} {s.io_concurrency} {s.io_delay}", s.peer_io_maps
+            ),
         }
-        async with Engine(ctx.sqlite_url, [make_chain(), make_fanout(), make_sleepmap()],
-                          prefix=ctx.prefix("f"), concurrency=s.io_concurrency) as engine:
-            await _compare_all(ctx, "DBOS (sqlite)", "sqlite", theirs,
-                               _deerflow_workloads(ctx, engine))
+        async with Engine(
+            ctx.sqlite_url,
+            [make_chain(), make_fanout(), make_sleepmap()],
+            prefix=ctx.prefix("f"),
+            concurrency=s.io_concurrency,
+        ) as engine:
+            await _compare_all(
+                ctx, "DBOS (sqlite)", "sqlite", theirs, _deerflow_workloads(ctx, engine)
+            )
     finally:
         if proc.stdin is not None:
             proc.stdin.close()
@@ -145,17 +169,30 @@ def _celery_workloads(ctx: BenchContext) -> dict[str, Workload]:
         return measure
 
     def chains() -> None:
-        results = [chain(*(noop.s() for _ in range(CHAIN_STEPS))).apply_async()
-                   for _ in range(s.peer_runs)]
+        results = [
+            chain(*(noop.s() for _ in range(CHAIN_STEPS))).apply_async() for _ in range(s.peer_runs)
+        ]
         for result in results:
             result.get(timeout=300, interval=0.005)
 
     return {
         "chain": timed(chains, s.peer_runs * CHAIN_STEPS),
-        "fanout": timed(lambda: group(noop.s(i) for i in range(s.peer_fanout)).apply_async()
-                        .get(timeout=300, interval=0.005), s.peer_fanout),
-        "iomap": timed(lambda: group(sleepy.s(s.io_delay) for _ in range(s.peer_io_maps))
-                       .apply_async().get(timeout=300, interval=0.005), s.peer_io_maps),
+        "fanout": timed(
+            lambda: (
+                group(noop.s(i) for i in range(s.peer_fanout))
+                .apply_async()
+                .get(timeout=300, interval=0.005)
+            ),
+            s.peer_fanout,
+        ),
+        "iomap": timed(
+            lambda: (
+                group(sleepy.s(s.io_delay) for _ in range(s.peer_io_maps))
+                .apply_async()
+                .get(timeout=300, interval=0.005)
+            ),
+            s.peer_io_maps,
+        ),
     }
 
 
@@ -169,22 +206,45 @@ async def _celery(ctx: BenchContext) -> None:
     os.environ["BENCH_REDIS_URL"] = url  # read when bench.peers.celery_app is imported
     s = ctx.sizes
     with ProcessPool(ctx.workdir / "logs-celery", child_env(BENCH_REDIS_URL=url)) as pool:
-        pool.spawn("celery", [sys.executable, "-m", "celery", "-A", "bench.peers.celery_app",
-                              "worker", "--pool", "threads", "--concurrency",
-                              str(s.io_concurrency), "--loglevel", "WARNING",
-                              "--without-gossip", "--without-mingle", "--without-heartbeat"])
+        pool.spawn(
+            "celery",
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "bench.peers.celery_app",
+                "worker",
+                "--pool",
+                "threads",
+                "--concurrency",
+                str(s.io_concurrency),
+                "--loglevel",
+                "WARNING",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ],
+        )
         theirs = _celery_workloads(ctx)
         from bench.peers.celery_app import noop
 
         await asyncio.to_thread(lambda: noop.delay().get(timeout=60))  # the worker is up
-        async with Engine(ctx.kafka_url(), [make_chain(), make_fanout(), make_sleepmap()],
-                          prefix=ctx.prefix("f"), concurrency=s.io_concurrency) as engine:
-            await _compare_all(ctx, "Celery+Redis", "kafka", theirs,
-                               _deerflow_workloads(ctx, engine))
+        async with Engine(
+            ctx.kafka_url(),
+            [make_chain(), make_fanout(), make_sleepmap()],
+            prefix=ctx.prefix("f"),
+            concurrency=s.io_concurrency,
+        ) as engine:
+            await _compare_all(
+                ctx, "Celery+Redis", "kafka", theirs, _deerflow_workloads(ctx, engine)
+            )
 
 
-def _restate_workloads(ctx: BenchContext, stack: restate_stack.RestateStack,
-                       ) -> dict[str, Workload]:
+def _restate_workloads(
+    ctx: BenchContext,
+    stack: restate_stack.RestateStack,
+) -> dict[str, Workload]:
     s = ctx.sizes
 
     def timed(calls: Callable[[], list[Awaitable[Any]]], expected: Any, items: int) -> Workload:
@@ -200,10 +260,14 @@ def _restate_workloads(ctx: BenchContext, stack: restate_stack.RestateStack,
 
     io = {"n": s.peer_io_maps, "concurrency": s.io_concurrency, "delay": s.io_delay}
     return {
-        "chain": timed(lambda: [stack.invoke("chain", CHAIN_STEPS) for _ in range(s.peer_runs)],
-                       CHAIN_STEPS, s.peer_runs * CHAIN_STEPS),
-        "fanout": timed(lambda: [stack.invoke("fanout", s.peer_fanout)], s.peer_fanout,
-                        s.peer_fanout),
+        "chain": timed(
+            lambda: [stack.invoke("chain", CHAIN_STEPS) for _ in range(s.peer_runs)],
+            CHAIN_STEPS,
+            s.peer_runs * CHAIN_STEPS,
+        ),
+        "fanout": timed(
+            lambda: [stack.invoke("fanout", s.peer_fanout)], s.peer_fanout, s.peer_fanout
+        ),
         "iomap": timed(lambda: [stack.invoke("iomap", io)], s.peer_io_maps, s.peer_io_maps),
     }
 
@@ -216,11 +280,20 @@ async def _restate(ctx: BenchContext) -> None:
     try:
         async with (
             restate_stack.RestateStack(ctx.workdir) as stack,
-            Engine(ctx.kafka_url(), [make_chain(), make_fanout(), make_sleepmap()],
-                   prefix=ctx.prefix("f"), concurrency=s.io_concurrency) as engine,
+            Engine(
+                ctx.kafka_url(),
+                [make_chain(), make_fanout(), make_sleepmap()],
+                prefix=ctx.prefix("f"),
+                concurrency=s.io_concurrency,
+            ) as engine,
         ):
-            await _compare_all(ctx, "Restate", "kafka", _restate_workloads(ctx, stack),
-                               _deerflow_workloads(ctx, engine))
+            await _compare_all(
+                ctx,
+                "Restate",
+                "kafka",
+                _restate_workloads(ctx, stack),
+                _deerflow_workloads(ctx, engine),
+            )
     except ServiceUnavailable as exc:
         raise Skip(str(exc)) from exc
 

@@ -57,12 +57,14 @@ def _named_triggers(workflows: Iterable[Workflow]) -> list[tuple[str, Workflow, 
     for wf in workflows:
         for trigger in wf.triggers:
             if not isinstance(trigger, EventTrigger):
-                raise ConnectorError(f"workflow {wf.name!r}: {trigger!r} is not an EventTrigger",
-                                     retriable=False)
+                raise ConnectorError(
+                    f"workflow {wf.name!r}: {trigger!r} is not an EventTrigger", retriable=False
+                )
             name = trigger_name(wf.name, trigger)
             if name in seen:
-                raise ConnectorError(f"two triggers are named {name!r}: give one a name=",
-                                     retriable=False)
+                raise ConnectorError(
+                    f"two triggers are named {name!r}: give one a name=", retriable=False
+                )
             seen.add(name)
             named.append((name, wf, trigger))
     return named
@@ -78,8 +80,11 @@ def find_trigger(workflows: Iterable[Workflow], name: str) -> tuple[Workflow, Ev
     raise ConnectorError(f"no trigger named {name!r} (known: {known})", retriable=False)
 
 
-def _kafka_sources(engine: Engine, routes: list[KafkaRoute], **options: Any,
-                   ) -> list[KafkaTriggerSource]:
+def _kafka_sources(
+    engine: Engine,
+    routes: list[KafkaRoute],
+    **options: Any,
+) -> list[KafkaTriggerSource]:
     groups: dict[tuple[str | None, str], dict[str, KafkaRoute]] = {}
     for route in routes:
         key = (source_url_for(engine, route.trigger), route.trigger.consumer_group)
@@ -88,19 +93,26 @@ def _kafka_sources(engine: Engine, routes: list[KafkaRoute], **options: Any,
             raise ConnectorError(
                 f"triggers {topics[route.trigger.topic].name!r} and {route.name!r} read topic "
                 f"{route.trigger.topic!r} in one consumer group {key[1]!r}: each would see only "
-                "part of it; give them different consumer_group values", retriable=False)
+                "part of it; give them different consumer_group values",
+                retriable=False,
+            )
         topics[route.trigger.topic] = route
     sources = []
     for (url, group), topic_routes in groups.items():
         log, owned = source_log_for(engine, url)
-        sources.append(KafkaTriggerSource(engine, group, topic_routes, log=log, owns_log=owned,
-                                          **options))
+        sources.append(
+            KafkaTriggerSource(engine, group, topic_routes, log=log, owns_log=owned, **options)
+        )
     return sources
 
 
-def sources_for(engine: Engine, workflows: Iterable[Workflow], *,
-                gateway: WebhookGateway | None = None, max_running: int | None = None,
-                ) -> list[TriggerSource[Any]]:
+def sources_for(
+    engine: Engine,
+    workflows: Iterable[Workflow],
+    *,
+    gateway: WebhookGateway | None = None,
+    max_running: int | None = None,
+) -> list[TriggerSource[Any]]:
     """Sources for every trigger of ``workflows`` (not started).
 
     Webhook triggers become routes of ``gateway`` (required if there are any); Kafka triggers
@@ -116,10 +128,10 @@ def sources_for(engine: Engine, workflows: Iterable[Workflow], *,
             sources.append(cls(engine, wf.name, trigger, name, max_running=max_running))
         elif isinstance(trigger, WebhookEvent):
             if gateway is None:
-                raise ConnectorError(f"trigger {name!r} needs a webhook gateway",
-                                     retriable=False)
+                raise ConnectorError(f"trigger {name!r} needs a webhook gateway", retriable=False)
             gateway.add_webhook(wf.name, trigger, name)
         else:
-            raise ConnectorError(f"trigger {name!r}: no connector for {type(trigger).__name__}",
-                                 retriable=False)
+            raise ConnectorError(
+                f"trigger {name!r}: no connector for {type(trigger).__name__}", retriable=False
+            )
     return [*_kafka_sources(engine, kafka, max_running=max_running), *sources]

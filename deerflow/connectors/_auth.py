@@ -42,8 +42,9 @@ def load_config(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     try:
         data = tomllib.loads(file.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConnectorError(f"cannot read configuration file {file}: {exc}",
-                             retriable=False) from exc
+        raise ConnectorError(
+            f"cannot read configuration file {file}: {exc}", retriable=False
+        ) from exc
     gateway = data.get("gateway", {})
     return dict(gateway) if isinstance(gateway, Mapping) else {}
 
@@ -99,8 +100,7 @@ def presented_key(headers: Mapping[str, str]) -> str | None:
 def configured_secrets(own: Iterable[str], config: Mapping[str, Any]) -> list[str]:
     """A trigger's own signing secrets, else ``DEERFLOW_WEBHOOK_SECRETS``, else the config's."""
     secrets = [s for s in own if s]
-    return (secrets or _split(os.environ.get(SECRETS_ENV))
-            or _listed(config, "webhook_secrets"))
+    return secrets or _split(os.environ.get(SECRETS_ENV)) or _listed(config, "webhook_secrets")
 
 
 def sign(body: bytes, secret: str, timestamp: int | None = None) -> str:
@@ -124,8 +124,14 @@ def _parse_signature(header: str) -> tuple[int | None, list[bytes]]:
     return stamp, given
 
 
-def signature_problem(header: str | None, body: bytes, secrets: Iterable[str], *,
-                      tolerance: float, now: float | None = None) -> str | None:
+def signature_problem(
+    header: str | None,
+    body: bytes,
+    secrets: Iterable[str],
+    *,
+    tolerance: float,
+    now: float | None = None,
+) -> str | None:
     """Why a signature header does not verify ``body``, or ``None`` when it does."""
     if not header:
         return "missing signature"

@@ -45,8 +45,15 @@ class Ledger:
         partitions: partitions of the topic when it is created.
     """
 
-    def __init__(self, log_: EventLog, topic: str, *, merge: Merge = last_wins,
-                 max_keys: int = 100_000, partitions: int = 4) -> None:
+    def __init__(
+        self,
+        log_: EventLog,
+        topic: str,
+        *,
+        merge: Merge = last_wins,
+        max_keys: int = 100_000,
+        partitions: int = 4,
+    ) -> None:
         self.topic = topic
         self._log = log_
         self._merge = merge
@@ -91,10 +98,12 @@ class Ledger:
         """Durably record new values (merged with the known ones)."""
         if not values:
             return
-        await self._log.append([
-            Message(topic=self.topic, key=key, value=_codec.dumps({"key": key, "value": value}))
-            for key, value in values.items()
-        ])
+        await self._log.append(
+            [
+                Message(topic=self.topic, key=key, value=_codec.dumps({"key": key, "value": value}))
+                for key, value in values.items()
+            ]
+        )
         for key, value in values.items():
             self._set(key, value)
 

@@ -76,10 +76,16 @@ def to_event(record: Mapping[str, Any], trigger_name: str, received_at: float) -
     if not isinstance(name, str) or not name or not isinstance(key, str):
         raise NotAnS3EventError("record has no bucket name or object key")
     return S3ObjectEvent(
-        trigger=trigger_name, received_at=received_at, bucket=name, key=unquote_plus(key),
-        event_name=event_name(record), size=_size(obj.get("size")),
-        etag=_unquoted(_text(obj, "eTag")), version_id=_text(obj, "versionId"),
-        sequencer=_text(obj, "sequencer"), event_time=_text(record, "eventTime"),
+        trigger=trigger_name,
+        received_at=received_at,
+        bucket=name,
+        key=unquote_plus(key),
+        event_name=event_name(record),
+        size=_size(obj.get("size")),
+        etag=_unquoted(_text(obj, "eTag")),
+        version_id=_text(obj, "versionId"),
+        sequencer=_text(obj, "sequencer"),
+        event_time=_text(record, "eventTime"),
         raw=dict(record),
     )
 
@@ -124,10 +130,15 @@ def identity(event: S3ObjectEvent) -> str:
     writes of one key; else the ETag (content) is all there is (moto, S3-compatible stores).
     The event name is part of it, so a delete is not mistaken for the create before it.
     """
-    marker = (f"v:{event.version_id}" if event.version_id
-              else f"s:{event.sequencer}" if event.sequencer
-              else f"e:{event.etag}" if event.etag
-              else f"t:{event.event_time}")
+    marker = (
+        f"v:{event.version_id}"
+        if event.version_id
+        else f"s:{event.sequencer}"
+        if event.sequencer
+        else f"e:{event.etag}"
+        if event.etag
+        else f"t:{event.event_time}"
+    )
     kind = event.event_name.split(":")[1] if event.event_name.count(":") >= 1 else ""
     return f"{event.bucket}\x00{event.key}\x00{kind}\x00{marker}"
 

@@ -59,8 +59,11 @@ def ensure_queue(sqs: Any, name: str, bucket: str) -> tuple[str, str]:
     policy = json.loads(attrs["Attributes"].get("Policy") or '{"Version": "2012-10-17"}')
     statements = [s for s in policy.get("Statement", []) if s.get("Sid") != POLICY_SID]
     ours = {
-        "Sid": POLICY_SID, "Effect": "Allow", "Principal": {"Service": "s3.amazonaws.com"},
-        "Action": "sqs:SendMessage", "Resource": arn,
+        "Sid": POLICY_SID,
+        "Effect": "Allow",
+        "Principal": {"Service": "s3.amazonaws.com"},
+        "Action": "sqs:SendMessage",
+        "Resource": arn,
         "Condition": {"ArnLike": {"aws:SourceArn": f"arn:aws:s3:*:*:{bucket}"}},
     }
     if ours not in policy.get("Statement", []):
@@ -86,9 +89,11 @@ def _same(current: dict[str, Any], desired: dict[str, Any]) -> bool:
         found = c.get("Filter", {}).get("Key", {}).get("FilterRules", [])
         return sorted((r["Name"].lower(), r["Value"]) for r in found)
 
-    return (current.get("QueueArn") == desired["QueueArn"]
-            and sorted(current.get("Events", [])) == sorted(desired["Events"])
-            and rules(current) == rules(desired))
+    return (
+        current.get("QueueArn") == desired["QueueArn"]
+        and sorted(current.get("Events", [])) == sorted(desired["Events"])
+        and rules(current) == rules(desired)
+    )
 
 
 def _lowercase_rule_names(config: dict[str, Any]) -> None:
@@ -117,13 +122,15 @@ def ensure_notification(s3: Any, trigger: S3Event, config_id: str, arn: str) -> 
         config["QueueConfigurations"] = [q for q in queues if q.get("Id") != config_id] + [desired]
         _lowercase_rule_names(config)
         try:
-            s3.put_bucket_notification_configuration(Bucket=trigger.bucket,
-                                                     NotificationConfiguration=config)
+            s3.put_bucket_notification_configuration(
+                Bucket=trigger.bucket, NotificationConfiguration=config
+            )
         except Exception as exc:
             raise ConnectorError(
                 f"cannot add a notification to bucket {trigger.bucket!r} ({exc}); if it "
                 "overlaps an existing one, fan out through SNS/EventBridge and pass queue=",
-                retriable=False) from exc
+                retriable=False,
+            ) from exc
         check = s3.get_bucket_notification_configuration(Bucket=trigger.bucket)
         if any(q.get("Id") == config_id for q in check.get("QueueConfigurations", [])):
             return True

@@ -182,8 +182,12 @@ class TriggerSource(abc.ABC, Generic[T]):
         await self.start()
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         await self.stop()
 
     async def _attach_load(self) -> EngineLoad:
@@ -215,8 +219,12 @@ class TriggerSource(abc.ABC, Generic[T]):
         await self.submit(actions)
         await self.acknowledge(items)
 
-    async def submit(self, actions: Iterable[Action], *, give_up_after: float | None = None,
-                     ) -> list[str]:
+    async def submit(
+        self,
+        actions: Iterable[Action],
+        *,
+        give_up_after: float | None = None,
+    ) -> list[str]:
         """Make every action durable; return the run ids requested.
 
         Failed appends are retried with backoff until they succeed, the source is stopping, or
@@ -233,12 +241,20 @@ class TriggerSource(abc.ABC, Generic[T]):
                     await self.engine.log.append([self._letter_message(x) for x in letters])
                 await asyncio.gather(*(self._request(r) for r in requests))
             except DeerflowError as exc:
-                if not exc.retriable or self.stopping.is_set() or (
-                        deadline is not None and time.monotonic() + delay > deadline):
-                    raise ConnectorError(f"trigger {self.name}: {exc}",
-                                         retriable=exc.retriable) from exc
-                log.warning("trigger %s: requesting runs failed (%s); retrying in %.1fs",
-                            self.name, exc, delay)
+                if (
+                    not exc.retriable
+                    or self.stopping.is_set()
+                    or (deadline is not None and time.monotonic() + delay > deadline)
+                ):
+                    raise ConnectorError(
+                        f"trigger {self.name}: {exc}", retriable=exc.retriable
+                    ) from exc
+                log.warning(
+                    "trigger %s: requesting runs failed (%s); retrying in %.1fs",
+                    self.name,
+                    exc,
+                    delay,
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
@@ -255,12 +271,15 @@ class TriggerSource(abc.ABC, Generic[T]):
             await self._request_transition(request, *routed)
             return
         await self.engine.start_run(
-            request.workflow, run_id=request.run_id, input=request.input,
+            request.workflow,
+            run_id=request.run_id,
+            input=request.input,
             trigger=request.event.model_dump(mode="json"),
         )
 
-    async def _request_transition(self, request: RunRequest, instance: str,
-                                  transition: str) -> None:
+    async def _request_transition(
+        self, request: RunRequest, instance: str, transition: str
+    ) -> None:
         """A state machine's trigger event asks an instance for a transition.
 
         The request id is the event's run id, so a redelivered event is the same request. A
@@ -268,25 +287,39 @@ class TriggerSource(abc.ABC, Generic[T]):
         reason to hold back the rest of the batch.
         """
         try:
-            await self.engine.send(instance, transition, payload=request.event.model_dump(
-                mode="json"), request_id=request.run_id, wait=False)
+            await self.engine.send(
+                instance,
+                transition,
+                payload=request.event.model_dump(mode="json"),
+                request_id=request.run_id,
+                wait=False,
+            )
         except (TransitionNotAllowed, RunNotFound) as exc:
-            letter = DeadLetter(reason=str(exc), source=type(self).__name__,
-                                details={"instance": instance, "transition": transition})
+            letter = DeadLetter(
+                reason=str(exc),
+                source=type(self).__name__,
+                details={"instance": instance, "transition": transition},
+            )
             await self.engine.log.append([self._letter_message(letter)])
 
     def _letter_message(self, letter: DeadLetter) -> Message:
-        body = {"reason": letter.reason, "source": letter.source, "trigger": self.name,
-                "at": time.time()}
+        body = {
+            "reason": letter.reason,
+            "source": letter.source,
+            "trigger": self.name,
+            "at": time.time(),
+        }
         try:
             value = _codec.dumps({**body, **letter.details})
         except (TypeError, ValueError) as exc:  # details too deep or odd: keep the reason
             value = _codec.dumps({**body, "details_error": str(exc)})
-        headers = (*letter.headers, ("deerflow-reason", letter.reason.encode()[:1000]),
-                   ("deerflow-trigger", self.name.encode()))
+        headers = (
+            *letter.headers,
+            ("deerflow-reason", letter.reason.encode()[:1000]),
+            ("deerflow-trigger", self.name.encode()),
+        )
         log.warning("trigger %s: dead-lettering input: %s", self.name, letter.reason)
-        return Message(topic=self.engine.topics.dlq, key=letter.key, value=value,
-                       headers=headers)
+        return Message(topic=self.engine.topics.dlq, key=letter.key, value=value, headers=headers)
 
 
 async def backoff_sleep(stopping: asyncio.Event, seconds: float) -> None:

@@ -68,7 +68,9 @@ def source_url_for(engine: Engine, trigger: KafkaEvent) -> str | None:
     if not bootstrap:
         raise ConnectorError(
             f"KafkaEvent(topic={trigger.topic!r}) needs a Kafka cluster: run on a kafka:// "
-            "store, pass bootstrap_servers=, or set DEERFLOW_KAFKA_BOOTSTRAP", retriable=False)
+            "store, pass bootstrap_servers=, or set DEERFLOW_KAFKA_BOOTSTRAP",
+            retriable=False,
+        )
     return bootstrap if "://" in bootstrap else f"kafka://{bootstrap}"
 
 
@@ -87,13 +89,25 @@ def _letter(record: Record, route: KafkaRoute, reason: str) -> DeadLetter:
         encoding = "utf-8"
     except UnicodeDecodeError:
         value, encoding = base64.b64encode(record.value).decode(), "base64"
-    details = {"trigger": route.name, "workflow": route.workflow, "topic": record.topic,
-               "partition": record.partition, "offset": record.offset, "key": record.key,
-               "timestamp": record.timestamp_ms, "headers": _headers(record),
-               "value": value, "value_encoding": encoding}
-    return DeadLetter(reason=reason, source="kafka", details=details,
-                      key=f"{record.topic}/{record.partition}/{record.offset}",
-                      headers=record.headers)
+    details = {
+        "trigger": route.name,
+        "workflow": route.workflow,
+        "topic": record.topic,
+        "partition": record.partition,
+        "offset": record.offset,
+        "key": record.key,
+        "timestamp": record.timestamp_ms,
+        "headers": _headers(record),
+        "value": value,
+        "value_encoding": encoding,
+    }
+    return DeadLetter(
+        reason=reason,
+        source="kafka",
+        details=details,
+        key=f"{record.topic}/{record.partition}/{record.offset}",
+        headers=record.headers,
+    )
 
 
 class _PoisonError(Exception):
@@ -113,8 +127,10 @@ def _accepted(trigger: KafkaEvent, value: bytes) -> Any:
         try:
             message = trigger.payload_schema.model_validate(message).model_dump(mode="json")
         except ValidationError as exc:
-            raise _PoisonError(f"message does not match the schema: "
-                               f"{exc.errors(include_url=False, include_input=False)}") from None
+            raise _PoisonError(
+                f"message does not match the schema: "
+                f"{exc.errors(include_url=False, include_input=False)}"
+            ) from None
         except ValueError as exc:  # valid, but pydantic cannot dump it (nested too deeply)
             raise _PoisonError(f"message cannot be stored: {exc}") from None
     if trigger.filter is not None:
@@ -141,9 +157,17 @@ class KafkaTriggerSource(TriggerSource[Record]):
 
     source = "kafka"
 
-    def __init__(self, engine: Engine, group: str, routes: Mapping[str, KafkaRoute], *,
-                 log: EventLog, owns_log: bool = False, replay_nonce: str | None = None,
-                 max_running: int | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        group: str,
+        routes: Mapping[str, KafkaRoute],
+        *,
+        log: EventLog,
+        owns_log: bool = False,
+        replay_nonce: str | None = None,
+        max_running: int | None = None,
+    ) -> None:
         super().__init__(engine, group, max_running=max_running)
         self.group = group
         self.routes = dict(routes)
@@ -164,12 +188,17 @@ class KafkaTriggerSource(TriggerSource[Record]):
         await self._attach_load()
         if self._owns_log:
             await self.log.start()
-        self._consumer = self.log.consumer(self.group, sorted(self.routes),
-                                           start_from=self._start_from)
+        self._consumer = self.log.consumer(
+            self.group, sorted(self.routes), start_from=self._start_from
+        )
         await self._consumer.start()
         self._task = asyncio.create_task(self._run(), name=f"deerflow-kafka-{self.group}")
-        log.info("kafka trigger: group %s on %s, topics %s", self.group, self.log.url,
-                 ", ".join(sorted(self.routes)))
+        log.info(
+            "kafka trigger: group %s on %s, topics %s",
+            self.group,
+            self.log.url,
+            ", ".join(sorted(self.routes)),
+        )
 
     async def stop(self) -> None:
         """Finish the batch in hand (committing it if its runs are durable), leave the group."""
@@ -240,9 +269,15 @@ class KafkaTriggerSource(TriggerSource[Record]):
         except _PoisonError as exc:
             return [_letter(item, route, str(exc))]
         event = KafkaMessageEvent(
-            trigger=route.name, received_at=time.time(), message=message, key=item.key,
-            headers=_headers(item), topic=item.topic, partition=item.partition,
-            offset=item.offset, timestamp=item.timestamp_ms,
+            trigger=route.name,
+            received_at=time.time(),
+            message=message,
+            key=item.key,
+            headers=_headers(item),
+            topic=item.topic,
+            partition=item.partition,
+            offset=item.offset,
+            timestamp=item.timestamp_ms,
             raw={"value": item.value.decode("utf-8", "replace")},
         )
         request = RunRequest(route.workflow, run_id_for(route.workflow, "kafka", identity), event)
@@ -276,12 +311,18 @@ class KafkaTriggerSource(TriggerSource[Record]):
         except DeerflowError as exc:
             # Typically a rebalance moved the partition: its next owner re-reads the records
             # and requests the same run ids, which the engine ignores.
-            log.warning("kafka trigger %s: commit failed (%s); records will be redelivered",
-                        self.group, exc)
+            log.warning(
+                "kafka trigger %s: commit failed (%s); records will be redelivered", self.group, exc
+            )
 
 
-async def replay(source: KafkaTriggerSource, *, from_offset: int = 0,
-                 since_ms: int | None = None, partitions: Sequence[int] | None = None) -> int:
+async def replay(
+    source: KafkaTriggerSource,
+    *,
+    from_offset: int = 0,
+    since_ms: int | None = None,
+    partitions: Sequence[int] | None = None,
+) -> int:
     """Deliver a topic's past messages again, outside the group; returns runs requested.
 
     Reads every partition of each routed topic from ``from_offset`` (records older than

@@ -70,8 +70,16 @@ class S3NotificationSource(TriggerSource[SqsMessage]):
 
     source = "s3"
 
-    def __init__(self, engine: Engine, workflow: str, trigger: S3Event, name: str, *,
-                 clients: tuple[Any, Any] | None = None, max_running: int | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        workflow: str,
+        trigger: S3Event,
+        name: str,
+        *,
+        clients: tuple[Any, Any] | None = None,
+        max_running: int | None = None,
+    ) -> None:
         super().__init__(engine, name, max_running=max_running)
         self.workflow = workflow
         self.trigger = trigger
@@ -96,14 +104,15 @@ class S3NotificationSource(TriggerSource[SqsMessage]):
         else:
             queue = _s3setup.default_queue_name(self.engine.topics.prefix, self.name)
             self.queue_url, arn = await asyncio.to_thread(
-                _s3setup.ensure_queue, sqs, queue, self.trigger.bucket)
+                _s3setup.ensure_queue, sqs, queue, self.trigger.bucket
+            )
             if self.trigger.configure_bucket:
-                await asyncio.to_thread(_s3setup.ensure_notification, s3, self.trigger,
-                                        f"deerflow-{queue}", arn)
+                await asyncio.to_thread(
+                    _s3setup.ensure_notification, s3, self.trigger, f"deerflow-{queue}", arn
+                )
         await self.ledger.start()
         self._task = asyncio.create_task(self._run(), name=f"deerflow-s3-{self.name}")
-        log.info("s3 trigger %s: bucket %s via %s", self.name, self.trigger.bucket,
-                 self.queue_url)
+        log.info("s3 trigger %s: bucket %s via %s", self.name, self.trigger.bucket, self.queue_url)
 
     async def stop(self) -> None:
         """Finish the batch in hand (a long poll ends within ``wait_seconds``), then stop."""
@@ -136,7 +145,8 @@ class S3NotificationSource(TriggerSource[SqsMessage]):
     def _receive(self) -> list[SqsMessage]:
         assert self._clients is not None
         response = self._clients[1].receive_message(
-            QueueUrl=self.queue_url, MaxNumberOfMessages=10,
+            QueueUrl=self.queue_url,
+            MaxNumberOfMessages=10,
             WaitTimeSeconds=self.trigger.wait_seconds,
             VisibilityTimeout=self.trigger.visibility_timeout,
         )
@@ -149,8 +159,12 @@ class S3NotificationSource(TriggerSource[SqsMessage]):
         await self.ledger.refresh()
         now = time.time()
         self._parsed = {m["MessageId"]: self._parse(m, now) for m in items}
-        events = [e for parsed in self._parsed.values() for e in parsed
-                  if isinstance(e, S3ObjectEvent) and matches(self.trigger, e)]
+        events = [
+            e
+            for parsed in self._parsed.values()
+            for e in parsed
+            if isinstance(e, S3ObjectEvent) and matches(self.trigger, e)
+        ]
         self._newest = newest_by_key(events)
 
     def _parse(self, message: SqsMessage, now: float) -> Parsed:
@@ -167,18 +181,25 @@ class S3NotificationSource(TriggerSource[SqsMessage]):
         return parsed
 
     def _letter(self, message: SqsMessage, reason: str, record: Any = None) -> DeadLetter:
-        details = {"workflow": self.workflow, "queue": self.queue_url,
-                   "message_id": message.get("MessageId"), "body": message.get("Body", ""),
-                   "record": record}
-        return DeadLetter(reason=reason, source="s3", details=details,
-                          key=str(message.get("MessageId")))
+        details = {
+            "workflow": self.workflow,
+            "queue": self.queue_url,
+            "message_id": message.get("MessageId"),
+            "body": message.get("Body", ""),
+            "record": record,
+        }
+        return DeadLetter(
+            reason=reason, source="s3", details=details, key=str(message.get("MessageId"))
+        )
 
     def _stale(self, event: S3ObjectEvent) -> bool:
         if not event.sequencer:
             return False
         value = sequencer_value(event.sequencer)
-        newest = max(self._newest.get((event.bucket, event.key), ""),
-                     self.ledger.get(f"{event.bucket}/{event.key}") or "")
+        newest = max(
+            self._newest.get((event.bucket, event.key), ""),
+            self.ledger.get(f"{event.bucket}/{event.key}") or "",
+        )
         return value < newest
 
     def interpret(self, item: SqsMessage) -> Sequence[Action]:
@@ -190,8 +211,13 @@ class S3NotificationSource(TriggerSource[SqsMessage]):
             elif not matches(self.trigger, event):
                 continue
             elif self._stale(event):
-                log.info("s3 trigger %s: ignoring a stale event for %s/%s (sequencer %s)",
-                         self.name, event.bucket, event.key, event.sequencer)
+                log.info(
+                    "s3 trigger %s: ignoring a stale event for %s/%s (sequencer %s)",
+                    self.name,
+                    event.bucket,
+                    event.key,
+                    event.sequencer,
+                )
             else:
                 run_id = run_id_for(self.workflow, "s3", identity(event))
                 request = RunRequest(self.workflow, run_id, event)
@@ -201,18 +227,24 @@ class S3NotificationSource(TriggerSource[SqsMessage]):
 
     async def acknowledge(self, items: Sequence[SqsMessage]) -> None:
         """Record the newest sequencers, then delete the messages from the queue."""
-        newer = {f"{b}/{k}": v for (b, k), v in self._newest.items()
-                 if v > (self.ledger.get(f"{b}/{k}") or "")}
+        newer = {
+            f"{b}/{k}": v
+            for (b, k), v in self._newest.items()
+            if v > (self.ledger.get(f"{b}/{k}") or "")
+        }
         await self.ledger.put(newer)
         await asyncio.to_thread(self._delete, list(items))
 
     def _delete(self, items: list[SqsMessage]) -> None:
         assert self._clients is not None
         for start in range(0, len(items), 10):
-            entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
-                       for i, m in enumerate(items[start:start + 10])]
-            response = self._clients[1].delete_message_batch(QueueUrl=self.queue_url,
-                                                             Entries=entries)
+            entries = [
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                for i, m in enumerate(items[start : start + 10])
+            ]
+            response = self._clients[1].delete_message_batch(
+                QueueUrl=self.queue_url, Entries=entries
+            )
             for failed in response.get("Failed", []):
                 # Delivered again later; the same run id makes that harmless.
                 log.warning("s3 trigger %s: could not delete a message: %s", self.name, failed)

@@ -63,9 +63,13 @@ class ListedObject:
 
 def _listed(entry: dict[str, Any]) -> ListedObject:
     modified = entry["LastModified"]
-    return ListedObject(key=entry["Key"], etag=str(entry.get("ETag", "")).strip('"'),
-                        size=int(entry.get("Size", 0)), modified=modified.timestamp(),
-                        modified_iso=modified.isoformat())
+    return ListedObject(
+        key=entry["Key"],
+        etag=str(entry.get("ETag", "")).strip('"'),
+        size=int(entry.get("Size", 0)),
+        modified=modified.timestamp(),
+        modified_iso=modified.isoformat(),
+    )
 
 
 class S3PollingSource(TriggerSource[ListedObject]):
@@ -73,12 +77,23 @@ class S3PollingSource(TriggerSource[ListedObject]):
 
     source = "s3"
 
-    def __init__(self, engine: Engine, workflow: str, trigger: S3Event, name: str, *,
-                 client: Any = None, max_running: int | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        workflow: str,
+        trigger: S3Event,
+        name: str,
+        *,
+        client: Any = None,
+        max_running: int | None = None,
+    ) -> None:
         super().__init__(engine, name, max_running=max_running)
         if not any(_matches_created(p) for p in trigger.events):
-            raise ConnectorError(f"S3 trigger {name}: polling only sees created objects; "
-                                 "events must include s3:ObjectCreated:*", retriable=False)
+            raise ConnectorError(
+                f"S3 trigger {name}: polling only sees created objects; "
+                "events must include s3:ObjectCreated:*",
+                retriable=False,
+            )
         self.workflow = workflow
         self.trigger = trigger
         self._client = client
@@ -169,11 +184,20 @@ class S3PollingSource(TriggerSource[ListedObject]):
     def interpret(self, item: ListedObject) -> Sequence[Action]:
         """One run per new object."""
         event = S3ObjectEvent(
-            trigger=self.name, received_at=time.time(), bucket=self.trigger.bucket,
-            key=item.key, event_name=POLL_EVENT, size=item.size, etag=item.etag or None,
+            trigger=self.name,
+            received_at=time.time(),
+            bucket=self.trigger.bucket,
+            key=item.key,
+            event_name=POLL_EVENT,
+            size=item.size,
+            etag=item.etag or None,
             event_time=item.modified_iso,
-            raw={"Key": item.key, "ETag": item.etag, "Size": item.size,
-                 "LastModified": item.modified_iso},
+            raw={
+                "Key": item.key,
+                "ETag": item.etag,
+                "Size": item.size,
+                "LastModified": item.modified_iso,
+            },
         )
         identity = f"{self.trigger.bucket}\x00{item.key}\x00poll\x00{item.tag}"
         return [RunRequest(self.workflow, run_id_for(self.workflow, "s3", identity), event)]

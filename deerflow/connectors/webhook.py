@@ -60,8 +60,9 @@ class WebhookRoute:
 
 
 def _json(status: int, body: Any, headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.Response(status=status, body=_codec.dumps(body), headers=headers,
-                        content_type="application/json")
+    return web.Response(
+        status=status, body=_codec.dumps(body), headers=headers, content_type="application/json"
+    )
 
 
 def _error(status: int, message: str, **headers: str) -> web.Response:
@@ -113,12 +114,23 @@ class WebhookGateway(TriggerSource[None]):
 
     source = "webhook"
 
-    def __init__(self, engine: Engine, *, host: str = "127.0.0.1", port: int = 8000,
-                 api_keys: ApiKeys | None = None, config: Mapping[str, Any] | None = None,
-                 max_pending: int = 256, give_up_after: float = 5.0, status_path: str = "/runs",
-                 public_url: str | None = None, extra_routes: Iterable[web.AbstractRouteDef] = (),
-                 max_running: int | None = None, body_timeout: float = 30.0,
-                 idle_timeout: float = 15.0) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        api_keys: ApiKeys | None = None,
+        config: Mapping[str, Any] | None = None,
+        max_pending: int = 256,
+        give_up_after: float = 5.0,
+        status_path: str = "/runs",
+        public_url: str | None = None,
+        extra_routes: Iterable[web.AbstractRouteDef] = (),
+        max_running: int | None = None,
+        body_timeout: float = 30.0,
+        idle_timeout: float = 15.0,
+    ) -> None:
         super().__init__(engine, "webhook-gateway", max_running=max_running)
         self.body_timeout = body_timeout
         self.idle_timeout = idle_timeout
@@ -137,17 +149,24 @@ class WebhookGateway(TriggerSource[None]):
         self.app.router.add_routes(list(extra_routes))
         self._runner: web.AppRunner | None = None
 
-    def add_webhook(self, workflow: str, trigger: WebhookEvent, name: str | None = None,
-                    ) -> WebhookRoute:
+    def add_webhook(
+        self,
+        workflow: str,
+        trigger: WebhookEvent,
+        name: str | None = None,
+    ) -> WebhookRoute:
         """Serve ``trigger`` for ``workflow`` (before :meth:`start`)."""
         own = [s.get_secret_value() for s in trigger.signing_secrets]
-        secrets = tuple(configured_secrets(own, self._config)) if (
-            own or trigger.auth == "hmac") else ()
+        secrets = (
+            tuple(configured_secrets(own, self._config)) if (own or trigger.auth == "hmac") else ()
+        )
         where = f"webhook {trigger.method} {trigger.path} of workflow {workflow!r}"
         if trigger.auth == "hmac" and not secrets:
-            raise ConnectorError(f"{where}: auth='hmac' but no signing secrets (signing_secrets="
-                                 ", DEERFLOW_WEBHOOK_SECRETS or the config file)",
-                                 retriable=False)
+            raise ConnectorError(
+                f"{where}: auth='hmac' but no signing secrets (signing_secrets="
+                ", DEERFLOW_WEBHOOK_SECRETS or the config file)",
+                retriable=False,
+            )
         route = WebhookRoute(workflow, trigger, name or trigger_name(workflow, trigger), secrets)
         self.app.router.add_route(trigger.method, trigger.path, self._handler(route))
         self.routes.append(route)
@@ -166,16 +185,23 @@ class WebhookGateway(TriggerSource[None]):
         if self._runner is not None:
             return
         if any(r.trigger.auth == "api_key" for r in self.routes) and not self.api_keys:
-            raise ConnectorError("a webhook uses auth='api_key' but no API keys are configured "
-                                 "(DEERFLOW_API_KEYS or [gateway] api_keys)", retriable=False)
+            raise ConnectorError(
+                "a webhook uses auth='api_key' but no API keys are configured "
+                "(DEERFLOW_API_KEYS or [gateway] api_keys)",
+                retriable=False,
+            )
         await self._attach_load()
-        runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=10.0,
-                               keepalive_timeout=self.idle_timeout)
+        runner = web.AppRunner(
+            self.app, access_log=None, shutdown_timeout=10.0, keepalive_timeout=self.idle_timeout
+        )
         await runner.setup()
         await web.TCPSite(runner, self.host, self._port).start()
         self._runner = runner
-        log.info("webhook gateway on %s: %s", self.url,
-                 ", ".join(f"{r.trigger.method} {r.trigger.path}" for r in self.routes) or "-")
+        log.info(
+            "webhook gateway on %s: %s",
+            self.url,
+            ", ".join(f"{r.trigger.method} {r.trigger.path}" for r in self.routes) or "-",
+        )
 
     async def stop(self) -> None:
         """Stop listening; requests in flight are answered first."""
@@ -232,11 +258,14 @@ class WebhookGateway(TriggerSource[None]):
         except _BodyTooLargeError:
             return _error(413, f"body over {trigger.max_body} bytes", Connection="close")
         except TimeoutError:
-            return _error(408, f"body not received within {self.body_timeout}s",
-                          Connection="close")
+            return _error(408, f"body not received within {self.body_timeout}s", Connection="close")
         if route.secrets:
-            problem = signature_problem(request.headers.get(trigger.signature_header), raw,
-                                        route.secrets, tolerance=trigger.tolerance)
+            problem = signature_problem(
+                request.headers.get(trigger.signature_header),
+                raw,
+                route.secrets,
+                tolerance=trigger.tolerance,
+            )
             if problem is not None:
                 return _error(401, problem)
         try:
@@ -248,26 +277,28 @@ class WebhookGateway(TriggerSource[None]):
                 body = trigger.payload_schema.model_validate(body).model_dump(mode="json")
             except ValidationError as exc:
                 # No context: it may hold the validator's exception object, not JSON.
-                detail = exc.errors(include_url=False, include_input=False,
-                                    include_context=False)
-                return _json(422, {"error": "payload does not match the schema",
-                                   "detail": detail})
+                detail = exc.errors(include_url=False, include_input=False, include_context=False)
+                return _json(422, {"error": "payload does not match the schema", "detail": detail})
             except ValueError as exc:  # valid, but pydantic cannot dump it (nested too deeply)
                 return _error(400, f"body cannot be accepted: {exc}")
         return await self._request_run(route, request, raw, body)
 
-    async def _request_run(self, route: WebhookRoute, request: web.Request, raw: bytes,
-                           body: Any) -> web.StreamResponse:
+    async def _request_run(
+        self, route: WebhookRoute, request: web.Request, raw: bytes, body: Any
+    ) -> web.StreamResponse:
         trigger = route.trigger
         delivery = request.headers.get("Idempotency-Key") or (
-            request.headers.get(trigger.delivery_id_header) if trigger.delivery_id_header
-            else None)
+            request.headers.get(trigger.delivery_id_header) if trigger.delivery_id_header else None
+        )
         hidden = _HIDDEN | {trigger.signature_header.lower()}
         event = WebhookRequestEvent(
-            trigger=route.name, received_at=time.time(), path=request.path,
+            trigger=route.name,
+            received_at=time.time(),
+            path=request.path,
             method=request.method,
             headers={k: _text(v) for k, v in request.headers.items() if k.lower() not in hidden},
-            body=body, text=raw.decode("utf-8", "replace"),
+            body=body,
+            text=raw.decode("utf-8", "replace"),
             query={_text(k): _text(v) for k, v in request.query.items()},
             delivery_id=_text(delivery) if delivery else None,
         )
@@ -284,8 +315,7 @@ class WebhookGateway(TriggerSource[None]):
             await self.submit([run], give_up_after=self.give_up_after)
         except ConnectorError as exc:
             log.error("webhook %s: run request not durable: %s", trigger.path, exc)
-            return _error(503, "the run could not be recorded; try again",
-                          **{"Retry-After": "5"})
+            return _error(503, "the run could not be recorded; try again", **{"Retry-After": "5"})
         base = self.public_url or f"{request.scheme}://{request.host}"
         return _json(202, {"run_id": run_id, "status_url": f"{base}{self.status_path}/{run_id}"})
 
@@ -296,9 +326,16 @@ class WebhookGateway(TriggerSource[None]):
             run = await self.engine.get_run(request.match_info["run_id"])
         except RunNotFound:
             return _error(404, "no such run")
-        return _json(200, {
-            "run_id": run.run_id, "workflow": run.workflow, "status": run.status,
-            "output": run.output, "error": run.error, "started_at": run.started_at,
-            "finished_at": run.finished_at,
-            "tasks": {tid: task.status for tid, task in run.tasks.items()},
-        })
+        return _json(
+            200,
+            {
+                "run_id": run.run_id,
+                "workflow": run.workflow,
+                "status": run.status,
+                "output": run.output,
+                "error": run.error,
+                "started_at": run.started_at,
+                "finished_at": run.finished_at,
+                "tasks": {tid: task.status for tid, task in run.tasks.items()},
+            },
+        )

@@ -20,15 +20,22 @@ PARKED = "parked"
 def definition_change(wf: Workflow, state: RunState) -> str | None:
     """Why ``state`` cannot go on under ``wf`` (what changed), or ``None`` if it can."""
     if state.version != wf.version:
-        return (f"run was started on version {state.version!r} of workflow {wf.name!r} but "
-                f"version {wf.version!r} is loaded; keep the old version registered")
+        return (
+            f"run was started on version {state.version!r} of workflow {wf.name!r} but "
+            f"version {wf.version!r} is loaded; keep the old version registered"
+        )
     if not state.fingerprint or state.fingerprint == wf.fingerprint():
         return None
-    detail = _shape_change(state.shape, wf.shape()) if state.shape is not None else (
-        _touched_change(wf, state))
-    return (f"workflow {wf.name!r} version {wf.version!r} changed under a running run "
-            f"({detail}); the run is parked until that definition is loaded again. Bump "
-            "Workflow(version=...) to change a workflow with runs in flight")
+    detail = (
+        _shape_change(state.shape, wf.shape())
+        if state.shape is not None
+        else (_touched_change(wf, state))
+    )
+    return (
+        f"workflow {wf.name!r} version {wf.version!r} changed under a running run "
+        f"({detail}); the run is parked until that definition is loaded again. Bump "
+        "Workflow(version=...) to change a workflow with runs in flight"
+    )
 
 
 def _shape_change(old: dict[str, list[str]], new: dict[str, list[str]]) -> str:
@@ -47,6 +54,7 @@ def _shape_change(old: dict[str, list[str]], new: dict[str, list[str]]) -> str:
 
 def _touched_change(wf: Workflow, state: RunState) -> str:
     """For runs recorded without a shape: what the run's own tasks tell."""
-    unknown = sorted(tid for tid in state.tasks
-                     if tid not in wf.tasks and "/" not in tid and "@" not in tid)
+    unknown = sorted(
+        tid for tid in state.tasks if tid not in wf.tasks and "/" not in tid and "@" not in tid
+    )
     return f"tasks {unknown} no longer exist" if unknown else "tasks or dependencies changed"

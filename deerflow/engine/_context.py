@@ -36,8 +36,12 @@ class TaskDispatch(BaseModel):
 
     def message(self, topic: str, partition: int | None = None) -> Message:
         """This attempt as a task-queue record (placed by run and task unless ``partition``)."""
-        return Message(topic=topic, key=f"{self.run_id}/{self.task_id}",
-                       value=self.model_dump_json().encode(), partition=partition)
+        return Message(
+            topic=topic,
+            key=f"{self.run_id}/{self.task_id}",
+            value=self.model_dump_json().encode(),
+            partition=partition,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,8 +169,9 @@ class TaskContext:
         data = self.__dict__.get("input")
         if isinstance(data, dict) and name in data:
             return data[name]
-        raise AttributeError(f"TaskContext has no attribute {name!r} (and the run's input has "
-                             f"no key {name!r})")
+        raise AttributeError(
+            f"TaskContext has no attribute {name!r} (and the run's input has no key {name!r})"
+        )
 
     @property
     def parallel_results(self) -> Mapping[str, Any]:
@@ -184,8 +189,9 @@ class TaskContext:
         return self._dispatch.extra
 
     def __repr__(self) -> str:
-        return (f"TaskContext(run_id={self.run_id!r}, task_id={self.task_id!r}, "
-                f"attempt={self.attempt})")
+        return (
+            f"TaskContext(run_id={self.run_id!r}, task_id={self.task_id!r}, attempt={self.attempt})"
+        )
 
 
 current_task: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar(

@@ -66,8 +66,9 @@ def decide(wf: Workflow, state: RunState, now: float) -> list[h.HistoryEvent]:
     return events
 
 
-def _step(wf: Workflow, task_id: str, state: RunState, now: float,
-          budget: int | None) -> list[h.HistoryEvent]:
+def _step(
+    wf: Workflow, task_id: str, state: RunState, now: float, budget: int | None
+) -> list[h.HistoryEvent]:
     task = state.tasks.get(task_id, _EMPTY)
     if task.status == PENDING:
         return _on_pending(wf, wf.get(task_id), state, now)
@@ -104,8 +105,9 @@ def _on_pending(wf: Workflow, task: TaskDef, state: RunState, now: float) -> lis
         if status in (FAILED, SKIPPED):
             reason = f"upstream task {dep!r} {status}"
             skip_id = h.event_id(run_id, task.id, "skipped", *generation(state))
-            return [h.TaskSkipped(id=skip_id, run_id=run_id, ts=now, task_id=task.id,
-                                  reason=reason)]
+            return [
+                h.TaskSkipped(id=skip_id, run_id=run_id, ts=now, task_id=task.id, reason=reason)
+            ]
         if status != COMPLETED:
             return []
     attempt = state.tasks.get(task.id, _EMPTY).attempts + 1  # > 1 after an operator retry
@@ -130,10 +132,18 @@ def _maybe_finish(wf: Workflow, state: RunState, now: float) -> list[h.HistoryEv
                 return events[:-1] + _finish(state, now, events[-1])
             return events
         failed_id = h.event_id(run_id, "failed", *generation(state))
-        return _finish(state, now, h.RunFailed(id=failed_id, run_id=run_id, ts=now, error=error,
-                                               failed_task=first))
-    return _finish(state, now, h.RunCompleted(id=h.event_id(run_id, "completed"), run_id=run_id,
-                                              ts=now, output=run_output(wf, state)))
+        return _finish(
+            state,
+            now,
+            h.RunFailed(id=failed_id, run_id=run_id, ts=now, error=error, failed_task=first),
+        )
+    return _finish(
+        state,
+        now,
+        h.RunCompleted(
+            id=h.event_id(run_id, "completed"), run_id=run_id, ts=now, output=run_output(wf, state)
+        ),
+    )
 
 
 def _finish(state: RunState, now: float, terminal: h.HistoryEvent) -> list[h.HistoryEvent]:
@@ -144,16 +154,28 @@ def _finish(state: RunState, now: float, terminal: h.HistoryEvent) -> list[h.His
     ident = (parent.run_id, parent.task_id, parent.attempt)
     report: h.HistoryEvent
     if isinstance(terminal, h.RunCompleted):
-        report = h.TaskCompleted(id=h.event_id(*ident, "completed"), run_id=parent.run_id,
-                                 ts=now, task_id=parent.task_id, attempt=parent.attempt,
-                                 output=terminal.output, started_at=state.started_at)
+        report = h.TaskCompleted(
+            id=h.event_id(*ident, "completed"),
+            run_id=parent.run_id,
+            ts=now,
+            task_id=parent.task_id,
+            attempt=parent.attempt,
+            output=terminal.output,
+            started_at=state.started_at,
+        )
     else:
         error = getattr(terminal, "error", None) or terminal.type
-        report = h.TaskFailed(id=h.event_id(*ident, "failed"), run_id=parent.run_id, ts=now,
-                              task_id=parent.task_id, attempt=parent.attempt,
-                              error=f"sub-workflow run {state.run_id} {terminal.type}: {error}",
-                              error_type="SubWorkflowFailed", started_at=state.started_at,
-                              retriable=not isinstance(terminal, h.RunCancelled))
+        report = h.TaskFailed(
+            id=h.event_id(*ident, "failed"),
+            run_id=parent.run_id,
+            ts=now,
+            task_id=parent.task_id,
+            attempt=parent.attempt,
+            error=f"sub-workflow run {state.run_id} {terminal.type}: {error}",
+            error_type="SubWorkflowFailed",
+            started_at=state.started_at,
+            retriable=not isinstance(terminal, h.RunCancelled),
+        )
     return [terminal, report]
 
 
@@ -168,19 +190,33 @@ def run_output(wf: Workflow, state: RunState) -> Any:
 def _cancel(wf: Workflow, state: RunState, now: float) -> list[h.HistoryEvent]:
     run_id = state.run_id
     events: list[h.HistoryEvent] = [
-        h.TaskSkipped(id=h.event_id(run_id, tid, "skipped", *generation(state)), run_id=run_id,
-                      ts=now, task_id=tid,
-                      reason="run cancelled")
+        h.TaskSkipped(
+            id=h.event_id(run_id, tid, "skipped", *generation(state)),
+            run_id=run_id,
+            ts=now,
+            task_id=tid,
+            reason="run cancelled",
+        )
         for tid in wf.order
         if state.tasks.get(tid, _EMPTY).status in (PENDING, RETRY_WAIT)
     ]
-    events.extend(_finish(state, now, h.RunCancelled(
-        id=h.event_id(run_id, "cancelled"), run_id=run_id, ts=now,
-        reason=state.error or "cancelled")))
+    events.extend(
+        _finish(
+            state,
+            now,
+            h.RunCancelled(
+                id=h.event_id(run_id, "cancelled"),
+                run_id=run_id,
+                ts=now,
+                reason=state.error or "cancelled",
+            ),
+        )
+    )
     return events
 
 
 def scheduled_attempts(state: RunState) -> list[tuple[str, int, bool]]:
     """Tasks whose current attempt is dispatched and not finished: (task id, attempt, fallback)."""
-    return [(tid, t.attempts, t.fallback)
-            for tid, t in state.tasks.items() if t.status == SCHEDULED]
+    return [
+        (tid, t.attempts, t.fallback) for tid, t in state.tasks.items() if t.status == SCHEDULED
+    ]

@@ -31,13 +31,16 @@ def has_compensations(wf: Workflow) -> bool:
     return bool(wf.compensations)
 
 
-def roll_back(wf: Workflow, state: RunState, now: float, failed_task: str,
-              error: str) -> list[h.HistoryEvent]:
+def roll_back(
+    wf: Workflow, state: RunState, now: float, failed_task: str, error: str
+) -> list[h.HistoryEvent]:
     """The next events of the rollback after ``failed_task`` failed with ``error``."""
     run_id = state.run_id
-    done_steps = [t for t in wf.order
-                  if wf.get(t).compensation is not None
-                  and state.tasks.get(t, _EMPTY).status == COMPLETED]
+    done_steps = [
+        t
+        for t in wf.order
+        if wf.get(t).compensation is not None and state.tasks.get(t, _EMPTY).status == COMPLETED
+    ]
     events: list[h.HistoryEvent] = []
     busy = False
     broken: str | None = None
@@ -56,16 +59,28 @@ def roll_back(wf: Workflow, state: RunState, now: float, failed_task: str,
     if events or busy:
         return events
     if broken is not None:
-        return [h.RunCompensationFailed(
-            id=h.event_id(run_id, "compensation-failed"), run_id=run_id, ts=now,
-            error=(f"{error}; compensation {broken!r} failed: {state.tasks[broken].error}"),
-            failed_task=failed_task, failed_compensation=broken)]
-    return [h.RunCompensated(id=h.event_id(run_id, "compensated"), run_id=run_id, ts=now,
-                             error=error, failed_task=failed_task)]
+        return [
+            h.RunCompensationFailed(
+                id=h.event_id(run_id, "compensation-failed"),
+                run_id=run_id,
+                ts=now,
+                error=(f"{error}; compensation {broken!r} failed: {state.tasks[broken].error}"),
+                failed_task=failed_task,
+                failed_compensation=broken,
+            )
+        ]
+    return [
+        h.RunCompensated(
+            id=h.event_id(run_id, "compensated"),
+            run_id=run_id,
+            ts=now,
+            error=error,
+            failed_task=failed_task,
+        )
+    ]
 
 
-def _waits_for_dependents(wf: Workflow, state: RunState, step: str,
-                          done_steps: list[str]) -> bool:
+def _waits_for_dependents(wf: Workflow, state: RunState, step: str, done_steps: list[str]) -> bool:
     """Whether a completed step depending on ``step`` still has its compensation to finish."""
     for other in done_steps:
         if other != step and step in wf.ancestors(other):

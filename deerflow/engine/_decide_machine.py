@@ -26,33 +26,56 @@ def transition_task_id(request: h.TransitionRequested) -> str:
     return f"{request.transition}@{request.request_id}"
 
 
-def decide_machine(wf: Workflow, spec: MachineSpec, state: RunState,
-                   now: float) -> list[h.HistoryEvent]:
+def decide_machine(
+    wf: Workflow, spec: MachineSpec, state: RunState, now: float
+) -> list[h.HistoryEvent]:
     """The next events of a state-machine instance."""
     run_id = state.run_id
     if state.machine_state is None:
-        return [h.TransitionApplied(id=h.event_id(run_id, "start"), run_id=run_id, ts=now,
-                                    request_id="start", transition="", source=None,
-                                    target=spec.initial)]
+        return [
+            h.TransitionApplied(
+                id=h.event_id(run_id, "start"),
+                run_id=run_id,
+                ts=now,
+                request_id="start",
+                transition="",
+                source=None,
+                target=spec.initial,
+            )
+        ]
     if spec.is_final(state.machine_state):
-        return [h.RunCompleted(id=h.event_id(run_id, "completed"), run_id=run_id, ts=now,
-                               output={"state": state.machine_state})]
+        return [
+            h.RunCompleted(
+                id=h.event_id(run_id, "completed"),
+                run_id=run_id,
+                ts=now,
+                output={"state": state.machine_state},
+            )
+        ]
     if not state.requests:
         return []
     request = state.requests[0]
     refusal = spec.refusal(request.transition, state.machine_state)
     ident = (run_id, "tr", request.request_id)
     if refusal is not None:
-        return [h.TransitionRejected(id=h.event_id(*ident, "rejected"), run_id=run_id, ts=now,
-                                     request_id=request.request_id,
-                                     transition=request.transition, reason=refusal)]
+        return [
+            h.TransitionRejected(
+                id=h.event_id(*ident, "rejected"),
+                run_id=run_id,
+                ts=now,
+                request_id=request.request_id,
+                transition=request.transition,
+                reason=refusal,
+            )
+        ]
     if not spec.needs_task(request.transition):
         return [_applied(spec, state, request, now)]
     return _handler_step(wf, spec, state, request, now)
 
 
-def _handler_step(wf: Workflow, spec: MachineSpec, state: RunState,
-                  request: h.TransitionRequested, now: float) -> list[h.HistoryEvent]:
+def _handler_step(
+    wf: Workflow, spec: MachineSpec, state: RunState, request: h.TransitionRequested, now: float
+) -> list[h.HistoryEvent]:
     task_id = transition_task_id(request)
     task = state.tasks.get(task_id, _EMPTY)
     if task.status == PENDING:
@@ -62,17 +85,28 @@ def _handler_step(wf: Workflow, spec: MachineSpec, state: RunState,
     if task.status == COMPLETED:
         return [_applied(spec, state, request, now)]
     if task.status == FAILED:
-        return [h.TransitionFailed(id=h.event_id(state.run_id, "tr", request.request_id,
-                                                 "failed"), run_id=state.run_id, ts=now,
-                                   request_id=request.request_id,
-                                   transition=request.transition,
-                                   error=task.error or "handler failed")]
+        return [
+            h.TransitionFailed(
+                id=h.event_id(state.run_id, "tr", request.request_id, "failed"),
+                run_id=state.run_id,
+                ts=now,
+                request_id=request.request_id,
+                transition=request.transition,
+                error=task.error or "handler failed",
+            )
+        ]
     return []  # the handler is running
 
 
-def _applied(spec: MachineSpec, state: RunState, request: h.TransitionRequested,
-             now: float) -> h.TransitionApplied:
+def _applied(
+    spec: MachineSpec, state: RunState, request: h.TransitionRequested, now: float
+) -> h.TransitionApplied:
     return h.TransitionApplied(
-        id=h.event_id(state.run_id, "tr", request.request_id, "applied"), run_id=state.run_id,
-        ts=now, request_id=request.request_id, transition=request.transition,
-        source=state.machine_state, target=spec.transitions[request.transition].target.name)
+        id=h.event_id(state.run_id, "tr", request.request_id, "applied"),
+        run_id=state.run_id,
+        ts=now,
+        request_id=request.request_id,
+        transition=request.transition,
+        source=state.machine_state,
+        target=spec.transitions[request.transition].target.name,
+    )

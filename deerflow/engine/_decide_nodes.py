@@ -20,24 +20,40 @@ def generation(state: RunState) -> tuple[str, ...]:
     return (f"retry{state.retries}",) if state.retries else ()
 
 
-def schedule(run_id: str, task_id: str, attempt: int, now: float, *,
-             fallback: bool = False) -> h.TaskScheduled:
+def schedule(
+    run_id: str, task_id: str, attempt: int, now: float, *, fallback: bool = False
+) -> h.TaskScheduled:
     """The event that dispatches ``attempt`` of ``task_id``."""
-    return h.TaskScheduled(id=h.event_id(run_id, task_id, attempt, "scheduled"), run_id=run_id,
-                           ts=now, task_id=task_id, attempt=attempt, fallback=fallback)
+    return h.TaskScheduled(
+        id=h.event_id(run_id, task_id, attempt, "scheduled"),
+        run_id=run_id,
+        ts=now,
+        task_id=task_id,
+        attempt=attempt,
+        fallback=fallback,
+    )
 
 
-def _next_attempt(task: TaskDef, task_id: str, state: RunState, attempt: int, now: float, *,
-                  fallback: bool = False) -> list[h.HistoryEvent]:
-    events: list[h.HistoryEvent] = [schedule(state.run_id, task_id, attempt, now,
-                                             fallback=fallback)]
+def _next_attempt(
+    task: TaskDef,
+    task_id: str,
+    state: RunState,
+    attempt: int,
+    now: float,
+    *,
+    fallback: bool = False,
+) -> list[h.HistoryEvent]:
+    events: list[h.HistoryEvent] = [
+        schedule(state.run_id, task_id, attempt, now, fallback=fallback)
+    ]
     if task.kind == "subworkflow" and task_id == task.id and not fallback:
         events.append(start_child_run(task, state, attempt, now))
     return events
 
 
-def on_failed_attempt(task: TaskDef, task_id: str, ts: TaskState, state: RunState,
-                      now: float) -> list[h.HistoryEvent]:
+def on_failed_attempt(
+    task: TaskDef, task_id: str, ts: TaskState, state: RunState, now: float
+) -> list[h.HistoryEvent]:
     """Retry (at once or on a durable timer), fall back, or give the task up.
 
     ``task`` is the definition whose policy applies: the task itself, or for a child of an
@@ -54,21 +70,36 @@ def on_failed_attempt(task: TaskDef, task_id: str, ts: TaskState, state: RunStat
             if delay <= 0:
                 return _next_attempt(task, task_id, state, nxt, now)
             timer_id = f"retry:{task_id}:{nxt}"
-            return [h.TimerStarted(id=h.event_id(run_id, timer_id, "started"), run_id=run_id,
-                                   ts=now, timer_id=timer_id, task_id=task_id, attempt=nxt,
-                                   fire_at=(ts.failed_at or now) + delay)]
+            return [
+                h.TimerStarted(
+                    id=h.event_id(run_id, timer_id, "started"),
+                    run_id=run_id,
+                    ts=now,
+                    timer_id=timer_id,
+                    task_id=task_id,
+                    attempt=nxt,
+                    fire_at=(ts.failed_at or now) + delay,
+                )
+            ]
         if ts.timer_id not in state.timers:  # the timer fired
             return _next_attempt(task, task_id, state, nxt, now)
         return []
     if not ts.fallback and task.fallback is not None and task_id == task.id:
         return _next_attempt(task, task_id, state, nxt, now, fallback=True)
-    return [h.TaskAbandoned(id=h.event_id(run_id, task_id, "abandoned", *generation(state)),
-                            run_id=run_id, ts=now,
-                            task_id=task_id, error=ts.error or "failed")]
+    return [
+        h.TaskAbandoned(
+            id=h.event_id(run_id, task_id, "abandoned", *generation(state)),
+            run_id=run_id,
+            ts=now,
+            task_id=task_id,
+            error=ts.error or "failed",
+        )
+    ]
 
 
-def on_expanded(node: TaskDef, ts: TaskState, state: RunState, now: float, *,
-                budget: int | None = None) -> list[h.HistoryEvent]:
+def on_expanded(
+    node: TaskDef, ts: TaskState, state: RunState, now: float, *, budget: int | None = None
+) -> list[h.HistoryEvent]:
     """Schedule ready children up to ``max_parallel``, retry failed ones, collect when done.
 
     ``budget`` (the run's free slots under ``Workflow(max_parallel=...)``) caps new children
@@ -86,21 +117,30 @@ def on_expanded(node: TaskDef, ts: TaskState, state: RunState, now: float, *,
         expander = node.options["expander"]
         specs = [exp.specs[c] for c in exp.children]
         outputs = [state.tasks[c].output for c in exp.children]
-        events.append(h.TaskCollected(id=h.event_id(run_id, node.id, "collected"), run_id=run_id,
-                                      ts=now, task_id=node.id,
-                                      output=expander.collect(specs, outputs)))
+        events.append(
+            h.TaskCollected(
+                id=h.event_id(run_id, node.id, "collected"),
+                run_id=run_id,
+                ts=now,
+                task_id=node.id,
+                output=expander.collect(specs, outputs),
+            )
+        )
         return events
     limit = node.options["expander"].max_parallel
     capacity = len(exp.ready) if limit is None else max(0, limit - exp.running)
     if budget is not None:
         capacity = min(capacity, max(0, budget))
-    events.extend(schedule(run_id, child, state.tasks[child].attempts + 1, now)
-                  for child in islice(exp.ready, capacity))
+    events.extend(
+        schedule(run_id, child, state.tasks[child].attempts + 1, now)
+        for child in islice(exp.ready, capacity)
+    )
     return events
 
 
-def _fail_expansion(node: TaskDef, ts: TaskState, state: RunState,
-                    now: float) -> list[h.HistoryEvent]:
+def _fail_expansion(
+    node: TaskDef, ts: TaskState, state: RunState, now: float
+) -> list[h.HistoryEvent]:
     exp = ts.expansion
     assert exp is not None and exp.failed is not None
     run_id = state.run_id
@@ -108,14 +148,28 @@ def _fail_expansion(node: TaskDef, ts: TaskState, state: RunState,
     if waiting:
         reason = f"sibling {exp.failed!r} failed"
         suffix = generation(state)
-        return [h.TaskSkipped(id=h.event_id(run_id, c, "skipped", *suffix), run_id=run_id,
-                              ts=now, task_id=c, reason=reason) for c in waiting]
+        return [
+            h.TaskSkipped(
+                id=h.event_id(run_id, c, "skipped", *suffix),
+                run_id=run_id,
+                ts=now,
+                task_id=c,
+                reason=reason,
+            )
+            for c in waiting
+        ]
     if exp.running > 0:
         return []  # children still running: the node fails when they are done
     error = f"child {exp.failed!r} failed: {state.tasks[exp.failed].error}"
-    return [h.TaskAbandoned(id=h.event_id(run_id, node.id, "abandoned", *generation(state)),
-                            run_id=run_id, ts=now,
-                            task_id=node.id, error=error)]
+    return [
+        h.TaskAbandoned(
+            id=h.event_id(run_id, node.id, "abandoned", *generation(state)),
+            run_id=run_id,
+            ts=now,
+            task_id=node.id,
+            error=error,
+        )
+    ]
 
 
 def child_run_id(parent_run_id: str, task_id: str, attempt: int) -> str:
@@ -128,8 +182,13 @@ def start_child_run(task: TaskDef, state: RunState, attempt: int, now: float) ->
     child = task.options["workflow"]
     rid = child_run_id(state.run_id, task.id, attempt)
     return h.RunRequested(
-        id=h.event_id(rid, "requested"), run_id=rid, ts=now, workflow=child.name,
-        version=child.version, fingerprint=child.fingerprint(), shape=child.shape(),
+        id=h.event_id(rid, "requested"),
+        run_id=rid,
+        ts=now,
+        workflow=child.name,
+        version=child.version,
+        fingerprint=child.fingerprint(),
+        shape=child.shape(),
         params=state.params,
         input=child_input(task, state),
         parent=h.ParentRef(run_id=state.run_id, task_id=task.id, attempt=attempt),
@@ -164,8 +223,11 @@ def within_budget(events: list[h.HistoryEvent], budget: int) -> tuple[list[h.His
                 dropped.add((event.task_id, event.attempt))
                 continue
             budget -= 1
-        elif isinstance(event, h.RunRequested) and event.parent is not None \
-                and (event.parent.task_id, event.parent.attempt) in dropped:
+        elif (
+            isinstance(event, h.RunRequested)
+            and event.parent is not None
+            and (event.parent.task_id, event.parent.attempt) in dropped
+        ):
             continue
         kept.append(event)
     return kept, budget

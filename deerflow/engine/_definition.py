@@ -58,8 +58,14 @@ class Workflow(PatternsMixin, ChoreographyMixin, PipelineMixin):
             limit); children of fan-outs, dynamic tasks and map-reduces count one each.
     """
 
-    def __init__(self, name: str, *, version: str = "1", description: str = "",
-                 max_parallel: int | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        version: str = "1",
+        description: str = "",
+        max_parallel: int | None = None,
+    ) -> None:
         if not name or not _ID.match(name):
             raise DefinitionError(
                 f"invalid workflow name {name!r}: use letters, digits, '_', '-' and '.'"
@@ -199,7 +205,8 @@ class Workflow(PatternsMixin, ChoreographyMixin, PipelineMixin):
 
             assert self.machine is not None
             cached = self._machine_tasks[name] = transition_task(
-                self.machine, self._machine_instance, name)
+                self.machine, self._machine_instance, name
+            )
         return cached
 
     def route_trigger(self, event: Any) -> tuple[str, str] | None:
@@ -213,11 +220,14 @@ class Workflow(PatternsMixin, ChoreographyMixin, PipelineMixin):
         """Make this workflow a durable state machine defined by a ``StateMachine`` subclass."""
         spec = getattr(cls, "__deerflow_machine__", None)
         if spec is None:
-            raise DefinitionError(f"workflow {self.name!r}: @state_machine expects a "
-                                  "StateMachine subclass")
+            raise DefinitionError(
+                f"workflow {self.name!r}: @state_machine expects a StateMachine subclass"
+            )
         if self._tasks or self.machine is not None:
-            raise DefinitionError(f"workflow {self.name!r}: a state machine workflow has no "
-                                  "other tasks and one machine")
+            raise DefinitionError(
+                f"workflow {self.name!r}: a state machine workflow has no "
+                "other tasks and one machine"
+            )
         self.machine = spec
         self._machine_instance = cls()
         self._fingerprint = None
@@ -286,8 +296,12 @@ class Workflow(PatternsMixin, ChoreographyMixin, PipelineMixin):
 
     def validate(self) -> None:
         """Check the whole definition; raises :class:`DefinitionError` naming the problem."""
-        if (not self._tasks and self.machine is None and getattr(self, "_pipeline", None) is None
-                and not self.event_handlers):  # a service of event handlers only
+        if (
+            not self._tasks
+            and self.machine is None
+            and getattr(self, "_pipeline", None) is None
+            and not self.event_handlers
+        ):  # a service of event handlers only
             raise DefinitionError(f"workflow {self.name!r} has no tasks")
         _check_acyclic(self.name, {t.id: t.depends_on for t in self._tasks.values()})
 
@@ -311,8 +325,9 @@ class Workflow(PatternsMixin, ChoreographyMixin, PipelineMixin):
             return self._run_pipeline(params, input=input, timeout=timeout, run_id=run_id)
         from deerflow.engine._engine import run_sync
 
-        return run_sync(self, params=params, input=input, store=store, timeout=timeout,
-                        run_id=run_id)
+        return run_sync(
+            self, params=params, input=input, store=store, timeout=timeout, run_id=run_id
+        )
 
     def __repr__(self) -> str:
         return f"Workflow(name={self.name!r}, version={self.version!r}, tasks={list(self._tasks)})"

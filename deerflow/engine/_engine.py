@@ -176,8 +176,14 @@ class Engine:
         if workflow is None:
             await self._start_engine()
             return None
-        return await self.start_run(workflow, params=params, input=input, run_id=run_id,
-                                    trigger=trigger, correlation_id=correlation_id)
+        return await self.start_run(
+            workflow,
+            params=params,
+            input=input,
+            run_id=run_id,
+            trigger=trigger,
+            correlation_id=correlation_id,
+        )
 
     async def _start_engine(self) -> None:
         async with self._lock:
@@ -231,8 +237,12 @@ class Engine:
         await self._start_engine()
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         await self.stop()
 
     def register(self, workflow: Workflow) -> Workflow:
@@ -260,17 +270,25 @@ class Engine:
         await self._start_engine()
         wf = self._resolve(workflow)
         if getattr(wf, "_pipeline", None) is not None:
-            raise DeerflowError(f"workflow {wf.name!r} is a streaming pipeline: feed it with "
-                                "workflow.run(input=...) or run it under `deerflow serve`")
+            raise DeerflowError(
+                f"workflow {wf.name!r} is a streaming pipeline: feed it with "
+                "workflow.run(input=...) or run it under `deerflow serve`"
+            )
         rid = run_id or new_run_id()
         for value in (params, input, trigger):
             # TypeError now, rather than a run written that no reader can parse back.
             _codec.bounded_json_value(value)
         event = h.RunRequested(
-            id=h.event_id(rid, "requested"), run_id=rid, workflow=wf.name, version=wf.version,
-            fingerprint=wf.fingerprint(), shape=wf.shape(), params=dict(params or {}),
+            id=h.event_id(rid, "requested"),
+            run_id=rid,
+            workflow=wf.name,
+            version=wf.version,
+            fingerprint=wf.fingerprint(),
+            shape=wf.shape(),
+            params=dict(params or {}),
             input=input,
-            trigger=dict(trigger) if trigger is not None else None, parent=parent,
+            trigger=dict(trigger) if trigger is not None else None,
+            parent=parent,
             correlation_id=correlation_id,
         )
         await self.append_history([event])
@@ -340,25 +358,41 @@ class Engine:
             raise RunNotFound(f"no run {run_id!r} in {self.log.url}")
         return self._result(state)
 
-    async def list_runs(self, *, workflow: str | None = None, status: str | None = None,
-                        state: str | None = None, limit: int | None = None) -> list[RunResult]:
+    async def list_runs(
+        self,
+        *,
+        workflow: str | None = None,
+        status: str | None = None,
+        state: str | None = None,
+        limit: int | None = None,
+    ) -> list[RunResult]:
         """Runs, newest first, filtered by workflow name, status and state-machine state."""
         await self._start_engine()
         await self.index.sync()
         folded = "running" if status == PARKED else status  # parked runs fold as running
-        states = [s for s in self.index.runs.values()
-                  if (workflow is None or s.workflow == workflow)
-                  and (folded is None or s.status == folded)
-                  and (state is None or s.machine_state == state)]
+        states = [
+            s
+            for s in self.index.runs.values()
+            if (workflow is None or s.workflow == workflow)
+            and (folded is None or s.status == folded)
+            and (state is None or s.machine_state == state)
+        ]
         states.sort(key=lambda s: s.started_at or 0.0, reverse=True)
         results: Iterable[RunResult] = (self._result(s) for s in states)
         if folded == "running":
             results = (r for r in results if r.status == status)
         return list(itertools.islice(results, limit))
 
-    async def send(self, instance_id: str, transition: str, payload: Any = None, *,
-                   request_id: str | None = None, wait: bool = True,
-                   timeout: float | None = 60.0) -> RunResult:
+    async def send(
+        self,
+        instance_id: str,
+        transition: str,
+        payload: Any = None,
+        *,
+        request_id: str | None = None,
+        wait: bool = True,
+        timeout: float | None = 60.0,
+    ) -> RunResult:
         """Ask state-machine instance ``instance_id`` to take ``transition``.
 
         Requests on one instance are applied one at a time, in order. Raises
@@ -379,17 +413,28 @@ class Engine:
         if refusal is not None:
             raise TransitionNotAllowed(f"{instance_id}: {refusal}")
         rid = request_id or uuid.uuid4().hex[:16]
-        await self.append_history([h.TransitionRequested(
-            id=h.event_id(instance_id, "tr", rid, "requested"), run_id=instance_id,
-            request_id=rid, transition=transition, payload=payload)])
+        await self.append_history(
+            [
+                h.TransitionRequested(
+                    id=h.event_id(instance_id, "tr", rid, "requested"),
+                    run_id=instance_id,
+                    request_id=rid,
+                    transition=transition,
+                    payload=payload,
+                )
+            ]
+        )
         if not wait:
             return current
         state = await self.index.wait(
-            instance_id, lambda s: s.terminal or any(t["request_id"] == rid for t in s.transitions),
-            timeout)
+            instance_id,
+            lambda s: s.terminal or any(t["request_id"] == rid for t in s.transitions),
+            timeout,
+        )
         if state is None:
-            raise TimeoutError(f"transition {transition!r} of {instance_id} not applied in "
-                               f"{timeout}s")
+            raise TimeoutError(
+                f"transition {transition!r} of {instance_id} not applied in {timeout}s"
+            )
         return self._transition_outcome(state, rid, transition)
 
     def _transition_outcome(self, state: Any, rid: str, transition: str) -> RunResult:
@@ -401,16 +446,23 @@ class Engine:
             task = state.tasks.get(f"{transition}@{rid}")
             if task is not None and task.error_type == "TransitionNotAllowed":
                 raise TransitionNotAllowed(f"{state.run_id}: {record['error']}")
-            raise TaskError(f"{state.run_id}: transition {transition!r} failed: "
-                            f"{record['error']}", task_id=f"{transition}@{rid}",
-                            retriable=False)
+            raise TaskError(
+                f"{state.run_id}: transition {transition!r} failed: {record['error']}",
+                task_id=f"{transition}@{rid}",
+                retriable=False,
+            )
         return self._result(state)
 
     async def cancel(self, run_id: str, *, reason: str = "cancelled") -> None:
         """Ask for ``run_id`` to be cancelled: pending tasks are skipped, the run ends cancelled."""
         await self.get_run(run_id)
-        await self.append_history([h.RunCancelRequested(
-            id=h.event_id(run_id, "cancel-requested"), run_id=run_id, reason=reason)])
+        await self.append_history(
+            [
+                h.RunCancelRequested(
+                    id=h.event_id(run_id, "cancel-requested"), run_id=run_id, reason=reason
+                )
+            ]
+        )
 
     def _result(self, state: Any) -> RunResult:
         return run_result(state, self.registry.get(state.workflow, state.version))

@@ -64,18 +64,22 @@ def validate_specs(node_id: str, specs: Any) -> list[dict[str, Any]]:
     for position, spec in enumerate(specs):
         if not isinstance(spec, dict) or not isinstance(spec.get("id"), str):
             raise NonRetryableError(
-                f"task {node_id!r}: spec #{position} needs a string 'id'", task_id=node_id)
+                f"task {node_id!r}: spec #{position} needs a string 'id'", task_id=node_id
+            )
         cid = spec["id"]
         if not _CHILD_ID.match(cid) or cid in seen:
             problem = "duplicate" if cid in seen else "invalid"
-            raise NonRetryableError(f"task {node_id!r}: {problem} child id {cid!r}",
-                                    task_id=node_id)
+            raise NonRetryableError(
+                f"task {node_id!r}: {problem} child id {cid!r}", task_id=node_id
+            )
         deps = spec.get("depends_on", [])
         unknown = [d for d in deps if d not in seen]
         if unknown:
             raise NonRetryableError(
                 f"task {node_id!r}: child {cid!r} depends on {unknown}, which are not earlier "
-                "children", task_id=node_id)
+                "children",
+                task_id=node_id,
+            )
         seen.add(cid)
         checked.append(spec)
     return checked

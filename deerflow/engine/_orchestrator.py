@@ -66,8 +66,12 @@ def build_dispatch(wf: Workflow, state: RunState, event: h.TaskScheduled) -> Tas
     step = wf.compensated_step(event.task_id)
     if wf.machine is not None and state.requests:
         request = state.requests[0]
-        extra = {"transition": request.transition, "source": state.machine_state,
-                 "payload": request.payload, "request_id": request.request_id}
+        extra = {
+            "transition": request.transition,
+            "source": state.machine_state,
+            "payload": request.payload,
+            "request_id": request.request_id,
+        }
     elif step is not None:
         visible = {step, *wf.ancestors(step)}
     elif node_id is None:
@@ -78,15 +82,22 @@ def build_dispatch(wf: Workflow, state: RunState, event: h.TaskScheduled) -> Tas
         assert node_state is not None
         spec = node_state.specs[event.task_id]
         deps = [child_task_id(node_id, d) for d in spec.get("depends_on", [])]
-        extra = {"node": node_id, "spec": spec,
-                 "inputs": {d: state.tasks[d].output for d in deps}}
+        extra = {"node": node_id, "spec": spec, "inputs": {d: state.tasks[d].output for d in deps}}
         if node.options["expander"].child_sees_upstream:
             visible = wf.ancestors(node_id)
     return TaskDispatch(
-        run_id=state.run_id, workflow=state.workflow, version=state.version,
-        task_id=event.task_id, attempt=event.attempt, fallback=event.fallback,
-        params={**wf.default_params, **state.params}, input=state.input, trigger=state.trigger,
-        upstream=_upstream(state, visible), correlation_id=state.correlation_id, extra=extra,
+        run_id=state.run_id,
+        workflow=state.workflow,
+        version=state.version,
+        task_id=event.task_id,
+        attempt=event.attempt,
+        fallback=event.fallback,
+        params={**wf.default_params, **state.params},
+        input=state.input,
+        trigger=state.trigger,
+        upstream=_upstream(state, visible),
+        correlation_id=state.correlation_id,
+        extra=extra,
         traceparent=state.traceparent,
     )
 
@@ -96,8 +107,12 @@ def _upstream(state: RunState, task_ids: Iterable[str]) -> dict[str, dict[str, A
     for tid in task_ids:
         ts = state.tasks.get(tid)
         if ts is not None:
-            upstream[tid] = {"status": ts.status, "output": ts.output if ts.status == COMPLETED
-                             else None, "error": ts.error, "attempts": ts.attempts}
+            upstream[tid] = {
+                "status": ts.status,
+                "output": ts.output if ts.status == COMPLETED else None,
+                "error": ts.error,
+                "attempts": ts.attempts,
+            }
     return upstream
 
 
@@ -230,8 +245,11 @@ class Orchestrator:
                 return  # the consumer is going away; the next owner rebuilds
             # The group swallows listener errors, so a half-done rebuild (runs missing, retry
             # timers not re-armed: runs that never move again) would stand. The loop retries.
-            log.warning("orchestrator: rebuilding %d partitions failed; retrying",
-                        len(partitions), exc_info=True)
+            log.warning(
+                "orchestrator: rebuilding %d partitions failed; retrying",
+                len(partitions),
+                exc_info=True,
+            )
             self._stale = True
 
     async def on_revoked(self, partitions: frozenset[TopicPartition]) -> None:
@@ -302,8 +320,7 @@ class Orchestrator:
         """
         wanted, self._reopen = self._reopen, set()
         reopened: list[RunState] = []
-        for part, state in await refold(self._log, self._topics.history, self._partitions,
-                                        wanted):
+        for part, state in await refold(self._log, self._topics.history, self._partitions, wanted):
             if not self._ended.remove(part, state.run_id):
                 continue  # the partition moved or was rebuilt while it was read
             self.runs[state.run_id] = touched[state.run_id] = state
@@ -358,9 +375,15 @@ class Orchestrator:
                 else:
                     live.append(state)
         orphans = self._resume(live)
-        log.info("orchestrator owns %d partitions: %d events, %d runs, %d running, %d eager "
-                 "attempts re-dispatched", len(partitions), events, ended + len(live), len(live),
-                 orphans)
+        log.info(
+            "orchestrator owns %d partitions: %d events, %d runs, %d running, %d eager "
+            "attempts re-dispatched",
+            len(partitions),
+            events,
+            ended + len(live),
+            len(live),
+            orphans,
+        )
         self._advance(live)
 
     def _orphaned_eager_attempts(self, live: Iterable[RunState]) -> list[Message]:
@@ -382,8 +405,11 @@ class Orchestrator:
                     continue
                 scheduled = h.TaskScheduled(
                     id=h.event_id(state.run_id, task_id, task.attempts, "scheduled"),
-                    run_id=state.run_id, task_id=task_id, attempt=task.attempts,
-                    fallback=task.fallback)
+                    run_id=state.run_id,
+                    task_id=task_id,
+                    attempt=task.attempts,
+                    fallback=task.fallback,
+                )
                 messages.append(self._task_message(self._build_dispatch(wf, state, scheduled)))
         return messages
 
@@ -513,8 +539,9 @@ class Orchestrator:
             state = self.runs.get(run_id)
             if state is None or timer_id not in state.timers:
                 continue
-            fired = h.TimerFired(id=h.event_id(run_id, timer_id, "fired"), run_id=run_id,
-                                 timer_id=timer_id)
+            fired = h.TimerFired(
+                id=h.event_id(run_id, timer_id, "fired"), run_id=run_id, timer_id=timer_id
+            )
             self._pending_fired.append(fired)
             fold(state, fired)
             touched[run_id] = state
@@ -545,29 +572,46 @@ class Orchestrator:
         reason = self.parked.get(state.run_id)
         event: h.HistoryEvent
         if reason is not None and state.parked != reason:
-            event = h.RunParked(id=h.event_id(state.run_id, "parked", state.parks + 1),
-                                run_id=state.run_id, reason=reason)
+            event = h.RunParked(
+                id=h.event_id(state.run_id, "parked", state.parks + 1),
+                run_id=state.run_id,
+                reason=reason,
+            )
         elif reason is None and state.parked is not None:
-            event = h.RunResumed(id=h.event_id(state.run_id, "resumed", state.parks),
-                                 run_id=state.run_id)
+            event = h.RunResumed(
+                id=h.event_id(state.run_id, "resumed", state.parks), run_id=state.run_id
+            )
         else:
             return
         fold(state, event)
         history.append(h.message(self._topics.history, event))
 
-    def _decide(self, wf: Workflow, state: RunState, now: float, dispatches: list[Message],
-                history: list[Message]) -> None:
+    def _decide(
+        self,
+        wf: Workflow,
+        state: RunState,
+        now: float,
+        dispatches: list[Message],
+        history: list[Message],
+    ) -> None:
         """Advance ``state``; add the task messages and history events decided to the lists."""
         events = advance(wf, state, now)
-        attempts = [isinstance(e, h.TaskScheduled) and e.run_id == state.run_id
-                    and runs_on_worker(wf, e.task_id) for e in events]
+        attempts = [
+            isinstance(e, h.TaskScheduled)
+            and e.run_id == state.run_id
+            and runs_on_worker(wf, e.task_id)
+            for e in events
+        ]
         placement = self._placement(sum(attempts))
         for event, is_attempt in zip(events, attempts, strict=True):
             if is_attempt:
                 assert isinstance(event, h.TaskScheduled)
                 dispatch = self._build_dispatch(wf, state, event)
-                if placement.eager and self.local_worker is not None \
-                        and self.local_worker.try_run(dispatch):
+                if (
+                    placement.eager
+                    and self.local_worker is not None
+                    and self.local_worker.try_run(dispatch)
+                ):
                     placement.eager -= 1
                     event = event.model_copy(update={"eager": True})
                     state.tasks[event.task_id].eager = True
@@ -584,8 +628,7 @@ class Orchestrator:
             return Placement(0, 0, (), ())
         if attempts == 1:  # no share to keep: run it here if a slot is free
             return Placement(1, 0, (), ())
-        return place(attempts, local.free_slots(), local.task_partitions(),
-                     self._task_partitions)
+        return place(attempts, local.free_slots(), local.task_partitions(), self._task_partitions)
 
     def _task_message(self, dispatch: TaskDispatch, among: Sequence[int] = ()) -> Message:
         """A queue message for ``dispatch``, on the next of ``among`` (default: all) in turn.
@@ -599,8 +642,9 @@ class Orchestrator:
 
     # -- appending decisions ----------------------------------------------------------------
 
-    def _submit(self, dispatches: list[Message], history: list[Message],
-                ended: Iterable[str] = ()) -> None:
+    def _submit(
+        self, dispatches: list[Message], history: list[Message], ended: Iterable[str] = ()
+    ) -> None:
         """Queue decided messages; one flusher appends them in order while the loop goes on.
 
         The runs' states already include these events, so the loop may decide further while
@@ -613,7 +657,8 @@ class Orchestrator:
         self._out_dispatch.extend(dispatches)
         self._out_history.extend(history)
         if (self._out_dispatch or self._out_history) and (
-                self._flusher is None or self._flusher.done()):
+            self._flusher is None or self._flusher.done()
+        ):
             self._flusher = asyncio.create_task(self._flush(), name="deerflow-orchestrator-flush")
 
     async def _flush(self) -> None:
@@ -666,8 +711,7 @@ class Orchestrator:
         state = self.runs.get(run_id)  # None: owned, but its start not read yet
         waiter: asyncio.Future[RunResult] = asyncio.get_running_loop().create_future()
         self._end_waiters.setdefault(run_id, []).append(waiter)
-        if state is not None and state.terminal and (
-                self._flusher is None or self._flusher.done()):
+        if state is not None and state.terminal and (self._flusher is None or self._flusher.done()):
             self._all_appended()
             self._answer_end_waiters()  # ended before: answered now if its ending is durable
         return waiter
@@ -716,13 +760,16 @@ class Orchestrator:
     def _backlog(self) -> int:
         return len(self._out_dispatch) + len(self._out_history)
 
-
     def _definition(self, state: RunState) -> Workflow | None:
         wf = self._registry.get(state.workflow, state.version)
         if wf is None and (state.workflow, state.version) not in self._missing_logged:
             self._missing_logged.add((state.workflow, state.version))
-            log.error("run %s waits: workflow %r version %r is not loaded in this process",
-                      state.run_id, state.workflow, state.version)
+            log.error(
+                "run %s waits: workflow %r version %r is not loaded in this process",
+                state.run_id,
+                state.workflow,
+                state.version,
+            )
         if wf is not None and not state.terminal:
             reason = definition_change(wf, state)
             if reason is None:

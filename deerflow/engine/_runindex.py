@@ -108,8 +108,9 @@ class RunIndex:
                 timeout,
             )
 
-    async def wait(self, run_id: str, predicate: Callable[[RunState], bool],
-                   timeout: float | None) -> RunState | None:
+    async def wait(
+        self, run_id: str, predicate: Callable[[RunState], bool], timeout: float | None
+    ) -> RunState | None:
         """Wait until run ``run_id`` satisfies ``predicate``; ``None`` on timeout."""
         await self.start()
 

@@ -229,9 +229,14 @@ def _current_attempt(state: RunState, e: h.TaskCompleted | h.TaskFailed) -> Task
     if task is None and e.attempt == 1:
         task = state.task(e.task_id)
     if task is not None and task.status in (PENDING, RETRY_WAIT) and e.attempt == task.attempts + 1:
-        implied = h.TaskScheduled(id=h.event_id(state.run_id, e.task_id, e.attempt, "scheduled"),
-                                  run_id=state.run_id, ts=e.ts, task_id=e.task_id,
-                                  attempt=e.attempt, fallback=e.fallback)
+        implied = h.TaskScheduled(
+            id=h.event_id(state.run_id, e.task_id, e.attempt, "scheduled"),
+            run_id=state.run_id,
+            ts=e.ts,
+            task_id=e.task_id,
+            attempt=e.attempt,
+            fallback=e.fallback,
+        )
         if _task_scheduled(state, implied):
             # Counted as if read, under the real one's id, so the late real one is a repeat:
             # a run reports the same number of events whichever order they came in.
@@ -382,8 +387,7 @@ def _transition_requested(state: RunState, e: h.TransitionRequested) -> bool:
 
 def _resolve_request(state: RunState, request_id: str, record: dict[str, Any]) -> bool:
     """Pop the head request if it is ``request_id``; requests resolve strictly in order."""
-    if request_id != "start" and (not state.requests or
-                                  state.requests[0].request_id != request_id):
+    if request_id != "start" and (not state.requests or state.requests[0].request_id != request_id):
         return False
     if request_id != "start":
         state.requests.popleft()
@@ -394,24 +398,50 @@ def _resolve_request(state: RunState, request_id: str, record: dict[str, Any]) -
 def _transition_applied(state: RunState, e: h.TransitionApplied) -> bool:
     if e.request_id == "start" and state.machine_state is not None:
         return False
-    if not _resolve_request(state, e.request_id, {
-            "transition": e.transition, "source": e.source, "target": e.target,
-            "status": "applied", "ts": e.ts}):
+    if not _resolve_request(
+        state,
+        e.request_id,
+        {
+            "transition": e.transition,
+            "source": e.source,
+            "target": e.target,
+            "status": "applied",
+            "ts": e.ts,
+        },
+    ):
         return False
     state.machine_state = e.target
     return True
 
 
 def _transition_rejected(state: RunState, e: h.TransitionRejected) -> bool:
-    return _resolve_request(state, e.request_id, {
-        "transition": e.transition, "source": state.machine_state, "target": None,
-        "status": "rejected", "error": e.reason, "ts": e.ts})
+    return _resolve_request(
+        state,
+        e.request_id,
+        {
+            "transition": e.transition,
+            "source": state.machine_state,
+            "target": None,
+            "status": "rejected",
+            "error": e.reason,
+            "ts": e.ts,
+        },
+    )
 
 
 def _transition_failed(state: RunState, e: h.TransitionFailed) -> bool:
-    return _resolve_request(state, e.request_id, {
-        "transition": e.transition, "source": state.machine_state, "target": None,
-        "status": "failed", "error": e.error, "ts": e.ts})
+    return _resolve_request(
+        state,
+        e.request_id,
+        {
+            "transition": e.transition,
+            "source": state.machine_state,
+            "target": None,
+            "status": "failed",
+            "error": e.error,
+            "ts": e.ts,
+        },
+    )
 
 
 def _run_parked(state: RunState, e: h.RunParked) -> bool:
@@ -475,8 +505,9 @@ def _run_retry_requested(state: RunState, e: h.RunRetryRequested) -> bool:
             reopened.append(task.expansion)
     for exp in reopened:
         # Rebuilt, not patched: skipped children may still sit in ``ready`` from before.
-        exp.ready = deque(c for c in exp.children
-                          if state.tasks[c].status == PENDING and exp.waiting_on[c] == 0)
+        exp.ready = deque(
+            c for c in exp.children if state.tasks[c].status == PENDING and exp.waiting_on[c] == 0
+        )
     state.status = RUN_RUNNING
     state.error = state.failed_task = state.finished_at = None
     state.output = None

@@ -62,8 +62,9 @@ class TaskDef:
         return self.fn is not None and inspect.iscoroutinefunction(self.fn)
 
 
-def positive_or_none(workflow: str, task: str | None, name: str,
-                     value: float | None) -> float | None:
+def positive_or_none(
+    workflow: str, task: str | None, name: str, value: float | None
+) -> float | None:
     """``value`` as a float, ``None`` kept; :class:`DefinitionError` unless it is > 0."""
     if value is None:
         return None
@@ -90,8 +91,6 @@ def retry_policy(
     return RetryPolicy(retries, float(retry_delay), float(backoff), float(max_retry_delay))
 
 
-
-
 @dataclass(frozen=True)
 class CompensatingAction:
     """How to undo a step: a function ``(context, output)`` and its own retry policy.
@@ -115,16 +114,19 @@ class CompensatingAction:
     timeout: float | None = None
 
 
-def compensation_task(workflow: str, step_id: str,
-                      compensate: Callable[..., Any] | CompensatingAction | None) -> TaskDef | None:
+def compensation_task(
+    workflow: str, step_id: str, compensate: Callable[..., Any] | CompensatingAction | None
+) -> TaskDef | None:
     """The compensation node of ``step_id``: it runs ``fn(context, step_output)``."""
     if compensate is None:
         return None
-    action = compensate if isinstance(compensate, CompensatingAction) else CompensatingAction(
-        compensate)
+    action = (
+        compensate if isinstance(compensate, CompensatingAction) else CompensatingAction(compensate)
+    )
     if not callable(action.fn):
         raise DefinitionError(
-            f"workflow {workflow!r}, task {step_id!r}: compensate is not callable")
+            f"workflow {workflow!r}, task {step_id!r}: compensate is not callable"
+        )
     comp_id = action.id or f"{getattr(action.fn, '__name__', 'compensate')}"
     if comp_id == "<lambda>":
         comp_id = f"compensate_{step_id}"
@@ -132,9 +134,12 @@ def compensation_task(workflow: str, step_id: str,
 
     body = child_body(action.fn, lambda ctx: (ctx, ctx.tasks[step_id].output))
     return TaskDef(
-        id=comp_id, fn=body, kind="compensation",
-        retry=retry_policy(workflow, comp_id, action.retries, action.retry_delay,
-                           action.backoff, 300.0),
+        id=comp_id,
+        fn=body,
+        kind="compensation",
+        retry=retry_policy(
+            workflow, comp_id, action.retries, action.retry_delay, action.backoff, 300.0
+        ),
         timeout=positive_or_none(workflow, comp_id, "timeout", action.timeout),
         options={"compensates": step_id},
     )

@@ -49,8 +49,11 @@ class EndedRuns:
     def reopens(self, partition: int, event: h.HistoryEvent) -> bool:
         """Whether ``event`` would change its tombstoned run: it is the run's next retry."""
         reopened_by = self.get(partition, event.run_id)
-        return bool(reopened_by) and isinstance(event, h.RunRetryRequested) \
+        return (
+            bool(reopened_by)
+            and isinstance(event, h.RunRetryRequested)
             and event.retry == reopened_by
+        )
 
     def remove(self, partition: int, run_id: str) -> bool:
         """Drop ``run_id``'s tombstone (the run is reopened); whether there was one."""
@@ -90,8 +93,9 @@ class EndedRuns:
                 yield run_id
 
 
-async def refold(log: EventLog, topic: str, partitions: int,
-                 run_ids: Iterable[str]) -> list[tuple[int, RunState]]:
+async def refold(
+    log: EventLog, topic: str, partitions: int, run_ids: Iterable[str]
+) -> list[tuple[int, RunState]]:
     """``run_ids`` folded again from their history partitions, read up to their current end.
 
     Returns each run's partition and state. Only records keyed by a wanted run id are decoded

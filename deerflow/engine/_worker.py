@@ -101,29 +101,48 @@ async def run_attempt(
             output = None
     except TimeoutError:
         return h.TaskFailed(
-            id=h.event_id(*ident, "failed"), run_id=dispatch.run_id, task_id=task_id,
-            attempt=dispatch.attempt, error=f"task {task_id!r} timed out after {task.timeout}s",
-            error_type="TimeoutError", retriable=True, started_at=started, worker=worker,
+            id=h.event_id(*ident, "failed"),
+            run_id=dispatch.run_id,
+            task_id=task_id,
+            attempt=dispatch.attempt,
+            error=f"task {task_id!r} timed out after {task.timeout}s",
+            error_type="TimeoutError",
+            retriable=True,
+            started_at=started,
+            worker=worker,
             fallback=dispatch.fallback,
         )
     except Exception as exc:
         return h.TaskFailed(
-            id=h.event_id(*ident, "failed"), run_id=dispatch.run_id, task_id=task_id,
-            attempt=dispatch.attempt, error=str(exc) or type(exc).__name__,
-            error_type=type(exc).__name__, traceback=traceback.format_exc(limit=20),
+            id=h.event_id(*ident, "failed"),
+            run_id=dispatch.run_id,
+            task_id=task_id,
+            attempt=dispatch.attempt,
+            error=str(exc) or type(exc).__name__,
+            error_type=type(exc).__name__,
+            traceback=traceback.format_exc(limit=20),
             retriable=bool(getattr(exc, "retriable", True)),
-            next_retry_delay=getattr(exc, "next_retry_delay", None), started_at=started,
-            worker=worker, fallback=dispatch.fallback,
+            next_retry_delay=getattr(exc, "next_retry_delay", None),
+            started_at=started,
+            worker=worker,
+            fallback=dispatch.fallback,
         )
     return h.TaskCompleted(
-        id=h.event_id(*ident, "completed"), run_id=dispatch.run_id, task_id=task_id,
-        attempt=dispatch.attempt, output=output, started_at=started, worker=worker,
-        fallback=dispatch.fallback, expansion=expansion,
+        id=h.event_id(*ident, "completed"),
+        run_id=dispatch.run_id,
+        task_id=task_id,
+        attempt=dispatch.attempt,
+        output=output,
+        started_at=started,
+        worker=worker,
+        fallback=dispatch.fallback,
+        expansion=expansion,
     )
 
 
-async def _call(fn: Callable[..., Any], ctx: TaskContext,
-                executor: ThreadPoolExecutor | None) -> Any:
+async def _call(
+    fn: Callable[..., Any], ctx: TaskContext, executor: ThreadPoolExecutor | None
+) -> Any:
     token = current_task.set(ctx)  # publish_event / EventStore.publish find the task here
     try:
         if asyncio.iscoroutinefunction(fn):
@@ -261,13 +280,28 @@ class Worker:
             return
         try:
             await self._log.append([d.message(self._topics.tasks) for d in dispatches])
-            await self._log.append([h.message(self._topics.history, h.TaskRequeued(
-                id=h.event_id(d.run_id, d.task_id, d.attempt, "requeued"), run_id=d.run_id,
-                task_id=d.task_id, attempt=d.attempt)) for d in dispatches])
+            await self._log.append(
+                [
+                    h.message(
+                        self._topics.history,
+                        h.TaskRequeued(
+                            id=h.event_id(d.run_id, d.task_id, d.attempt, "requeued"),
+                            run_id=d.run_id,
+                            task_id=d.task_id,
+                            attempt=d.attempt,
+                        ),
+                    )
+                    for d in dispatches
+                ]
+            )
         except Exception:
             # The run's next owner re-dispatches them when it rebuilds the partition.
-            log.warning("worker %s: could not hand %d eager attempts to the task queue",
-                        self.name, len(dispatches), exc_info=True)
+            log.warning(
+                "worker %s: could not hand %d eager attempts to the task queue",
+                self.name,
+                len(dispatches),
+                exc_info=True,
+            )
 
     # -- eager dispatch ---------------------------------------------------------------------
 
@@ -287,8 +321,12 @@ class Worker:
 
     def free_slots(self) -> int:
         """How many attempts :meth:`try_run` would take right now."""
-        if self._consumer is None or self._stopping.is_set() or self._ready \
-                or not self._released.is_set():
+        if (
+            self._consumer is None
+            or self._stopping.is_set()
+            or self._ready
+            or not self._released.is_set()
+        ):
             return 0
         return max(0, self._concurrency - len(self._holding))
 
@@ -313,8 +351,11 @@ class Worker:
         except asyncio.CancelledError:
             return  # stopping: left in _eager, so stop() hands it to the task queue
         except Exception:
-            log.exception("worker %s: eager attempt %s failed unexpectedly; it goes to the task "
-                          "queue", self.name, ident)
+            log.exception(
+                "worker %s: eager attempt %s failed unexpectedly; it goes to the task queue",
+                self.name,
+                ident,
+            )
             if self._eager.pop(ident, None) is not None:
                 await self._to_queue([dispatch])
             return
@@ -373,8 +414,9 @@ class Worker:
                 self._ready.append(record)
 
     def _start_ready(self) -> None:
-        while self._ready and len(self._holding) < self._concurrency \
-                and not self._stopping.is_set():
+        while (
+            self._ready and len(self._holding) < self._concurrency and not self._stopping.is_set()
+        ):
             self._take_slot(self._handle(self._ready.popleft()))
 
     def _take_slot(self, attempt: Coroutine[Any, Any, None]) -> None:
@@ -448,8 +490,12 @@ class Worker:
         except asyncio.CancelledError:
             return  # stopping: not marked done, so the message is delivered again
         except Exception:
-            log.exception("worker %s: task message at %s:%d failed unexpectedly; it will be "
-                          "delivered again", self.name, record.tp, record.offset)
+            log.exception(
+                "worker %s: task message at %s:%d failed unexpectedly; it will be delivered again",
+                self.name,
+                record.tp,
+                record.offset,
+            )
             return
         self._offsets.done(record.tp, record.offset)
         if messages:
@@ -466,8 +512,9 @@ class Worker:
         """Have the committer commit what is done, coalesced with everything done meanwhile."""
         self._commit_wanted = True
         if self._committer is None or self._committer.done():
-            self._committer = asyncio.create_task(self._commit_loop(),
-                                                  name="deerflow-worker-commit")
+            self._committer = asyncio.create_task(
+                self._commit_loop(), name="deerflow-worker-commit"
+            )
 
     async def _commit_loop(self) -> None:
         while self._commit_wanted:
@@ -475,8 +522,11 @@ class Worker:
             try:
                 await self._commit()
             except Exception:
-                log.warning("worker %s: committing offsets failed; the next commit covers them",
-                            self.name, exc_info=True)
+                log.warning(
+                    "worker %s: committing offsets failed; the next commit covers them",
+                    self.name,
+                    exc_info=True,
+                )
 
     async def _outcome(self, record: Record) -> tuple[list[Message], h.HistoryEvent | None]:
         try:
@@ -485,8 +535,13 @@ class Worker:
             return [self._dead_letter(record, f"unreadable task message: {exc}")], None
         known = self.outcome_known
         if known is not None and known(dispatch.run_id, dispatch.task_id, dispatch.attempt):
-            log.info("worker %s: %s/%s attempt %d already has an outcome; not run again",
-                     self.name, dispatch.run_id, dispatch.task_id, dispatch.attempt)
+            log.info(
+                "worker %s: %s/%s attempt %d already has an outcome; not run again",
+                self.name,
+                dispatch.run_id,
+                dispatch.task_id,
+                dispatch.attempt,
+            )
             return [], None
         event = await self._run_dispatch(dispatch)
         return [h.message(self._topics.history, event)], event
@@ -502,12 +557,20 @@ class Worker:
             return _failure(dispatch, str(exc), "LookupError", self.name)
         return await run_attempt(task, fn, dispatch, executor=self._executor, worker=self.name)
 
-
     def _dead_letter(self, record: Record, reason: str) -> Message:
-        body = {"reason": reason, "topic": record.topic, "partition": record.partition,
-                "offset": record.offset, "value": record.value.decode("utf-8", "replace")}
-        return Message(topic=self._topics.dlq, key=record.key, value=_codec.dumps(body),
-                       headers=(("deerflow-reason", reason.encode()[:1000]),))
+        body = {
+            "reason": reason,
+            "topic": record.topic,
+            "partition": record.partition,
+            "offset": record.offset,
+            "value": record.value.decode("utf-8", "replace"),
+        }
+        return Message(
+            topic=self._topics.dlq,
+            key=record.key,
+            value=_codec.dumps(body),
+            headers=(("deerflow-reason", reason.encode()[:1000]),),
+        )
 
     async def _append_durably(self, messages: list[Message]) -> None:
         delay = 0.1
@@ -518,8 +581,12 @@ class Worker:
             except Exception:
                 if self._stopping.is_set():
                     raise
-                log.warning("worker %s: appending an outcome failed; retrying in %.1fs",
-                            self.name, delay, exc_info=True)
+                log.warning(
+                    "worker %s: appending an outcome failed; retrying in %.1fs",
+                    self.name,
+                    delay,
+                    exc_info=True,
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
@@ -527,8 +594,14 @@ class Worker:
 def _failure(dispatch: TaskDispatch, error: str, error_type: str, worker: str) -> h.TaskFailed:
     return h.TaskFailed(
         id=h.event_id(dispatch.run_id, dispatch.task_id, dispatch.attempt, "failed"),
-        run_id=dispatch.run_id, task_id=dispatch.task_id, attempt=dispatch.attempt, error=error,
-        error_type=error_type, retriable=False, worker=worker, fallback=dispatch.fallback,
+        run_id=dispatch.run_id,
+        task_id=dispatch.task_id,
+        attempt=dispatch.attempt,
+        error=error,
+        error_type=error_type,
+        retriable=False,
+        worker=worker,
+        fallback=dispatch.fallback,
     )
 
 

@@ -78,8 +78,12 @@ def failure(url: str, doing: str, exc: BaseException) -> EventStoreError:
 
 
 async def connect(
-    url: str, limit: float, start: Awaitable[None], stop: Callable[[], Awaitable[None]],
-    *, waiting_for: str = "no answer",
+    url: str,
+    limit: float,
+    start: Awaitable[None],
+    stop: Callable[[], Awaitable[None]],
+    *,
+    waiting_for: str = "no answer",
 ) -> None:
     """Await a client's ``start()`` for at most ``limit`` s; on failure stop it, say where.
 
@@ -104,6 +108,7 @@ async def _stop_failed(stop: Callable[[], Awaitable[None]]) -> None:
     stop before that join ends, up to the gone member's session timeout: the caller gets its
     error now and the stop finishes in the background.
     """
+
     async def stopping() -> None:
         try:
             await stop()

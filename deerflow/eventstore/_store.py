@@ -82,15 +82,23 @@ class EventStore:
         **options: options of the event log class (e.g. Kafka ``session_timeout_ms``).
     """
 
-    def __init__(self, backend: Any = "sqlite", topic: str | None = None, *,
-                 bootstrap_servers: str | None = None, path: str | None = None,
-                 partitions: int | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        backend: Any = "sqlite",
+        topic: str | None = None,
+        *,
+        bootstrap_servers: str | None = None,
+        path: str | None = None,
+        partitions: int | None = None,
+        **options: Any,
+    ) -> None:
         log, owns, default_topic = _open(backend, bootstrap_servers, path, options)
         self.topic = topic or default_topic
         self.url = log.url
         self._streams = EventStreams(log, self.topic, owns_log=owns, partitions=partitions)
-        self._home = HomeLoop(f"EventStore({self.url}, {self.topic})", self._streams.start,
-                              may_spawn=owns)
+        self._home = HomeLoop(
+            f"EventStore({self.url}, {self.topic})", self._streams.start, may_spawn=owns
+        )
         close_at_exit(self._home, self._streams.stop)
 
     def __repr__(self) -> str:
@@ -116,22 +124,38 @@ class EventStore:
         await self.start()
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         await self.stop()
 
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
     # -- publishing --------------------------------------------------------------------------
 
-    def publish(self, event: Any, data: Any = None, *, stream: str | None = None,
-                expected_version: int | None = None, correlation_id: str | None = None,
-                causation_id: str | None = None, id: str | None = None) -> StoredEvent:
+    def publish(
+        self,
+        event: Any,
+        data: Any = None,
+        *,
+        stream: str | None = None,
+        expected_version: int | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        id: str | None = None,
+    ) -> StoredEvent:
         """Append one event durably and return it as stored (blocking; sync code only).
 
         Args:
@@ -150,23 +174,33 @@ class EventStore:
         drafts, after = self._drafts([event], data, stream, correlation_id, causation_id, id)
         stored = self._home.call_blocking(
             lambda: self._streams.append(drafts, expected_version=expected_version, after=after),
-            what="publish()")
+            what="publish()",
+        )
         return stored[0]
 
-    async def publish_async(self, event: Any, data: Any = None, *, stream: str | None = None,
-                            expected_version: int | None = None,
-                            correlation_id: str | None = None, causation_id: str | None = None,
-                            id: str | None = None) -> StoredEvent:
+    async def publish_async(
+        self,
+        event: Any,
+        data: Any = None,
+        *,
+        stream: str | None = None,
+        expected_version: int | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        id: str | None = None,
+    ) -> StoredEvent:
         """:meth:`publish` for async code."""
         drafts, after = self._drafts([event], data, stream, correlation_id, causation_id, id)
         stored = await self._home.call(
-            lambda: self._streams.append(drafts, expected_version=expected_version, after=after))
+            lambda: self._streams.append(drafts, expected_version=expected_version, after=after)
+        )
         return stored[0]
 
     apublish = publish_async
 
-    def append(self, stream: str, events: Sequence[Any], *,
-               expected_version: int | None = None) -> list[StoredEvent]:
+    def append(
+        self, stream: str, events: Sequence[Any], *, expected_version: int | None = None
+    ) -> list[StoredEvent]:
         """Append ``events`` to ``stream`` atomically (all or none), blocking.
 
         Raises:
@@ -175,24 +209,34 @@ class EventStore:
         drafts, after = self._drafts(events, None, stream, None, None, None)
         return self._home.call_blocking(
             lambda: self._streams.append(drafts, expected_version=expected_version, after=after),
-            what="append()")
+            what="append()",
+        )
 
-    async def append_async(self, stream: str, events: Sequence[Any], *,
-                           expected_version: int | None = None) -> list[StoredEvent]:
+    async def append_async(
+        self, stream: str, events: Sequence[Any], *, expected_version: int | None = None
+    ) -> list[StoredEvent]:
         """:meth:`append` for async code."""
         drafts, after = self._drafts(events, None, stream, None, None, None)
         return await self._home.call(
-            lambda: self._streams.append(drafts, expected_version=expected_version, after=after))
+            lambda: self._streams.append(drafts, expected_version=expected_version, after=after)
+        )
 
-    def _drafts(self, events: Sequence[Any], data: Any, stream: str | None,
-                correlation_id: str | None, causation_id: str | None,
-                event_id: str | None) -> tuple[list[StoredEvent], tuple[str, int, int] | None]:
+    def _drafts(
+        self,
+        events: Sequence[Any],
+        data: Any,
+        stream: str | None,
+        correlation_id: str | None,
+        causation_id: str | None,
+        event_id: str | None,
+    ) -> tuple[list[StoredEvent], tuple[str, int, int] | None]:
         # Runs in the caller's thread: the task or handler context is visible only here.
         if not events:
             raise ValueError("nothing to append: pass at least one event")
         scope = scope_now()
-        first = draft(events[0], data, scope,
-                      Overrides(stream, correlation_id, causation_id, event_id))
+        first = draft(
+            events[0], data, scope, Overrides(stream, correlation_id, causation_id, event_id)
+        )
         rest = Overrides(first.stream, first.correlation_id, causation_id)
         drafts = [first, *(draft(e, None, scope, rest) for e in events[1:])]
         return drafts, scope.after if scope is not None else None
@@ -207,8 +251,13 @@ class EventStore:
         """:meth:`read` for async code."""
         return await self._home.call(lambda: self._streams.read(stream))
 
-    def replay(self, *, from_offset: int | Mapping[int, int] = 0, since: datetime | None = None,
-               types: Collection[str] | None = None) -> list[StoredEvent]:
+    def replay(
+        self,
+        *,
+        from_offset: int | Mapping[int, int] = 0,
+        since: datetime | None = None,
+        types: Collection[str] | None = None,
+    ) -> list[StoredEvent]:
         """Every event of the topic, oldest first, as of now (blocking).
 
         Args:
@@ -219,17 +268,30 @@ class EventStore:
         """
         return self._home.call_blocking(
             lambda: self._streams.replay(from_offset=from_offset, since=since, types=types),
-            what="replay()")
+            what="replay()",
+        )
 
-    async def replay_async(self, *, from_offset: int | Mapping[int, int] = 0,
-                           since: datetime | None = None,
-                           types: Collection[str] | None = None) -> list[StoredEvent]:
+    async def replay_async(
+        self,
+        *,
+        from_offset: int | Mapping[int, int] = 0,
+        since: datetime | None = None,
+        types: Collection[str] | None = None,
+    ) -> list[StoredEvent]:
         """:meth:`replay` for async code."""
         return await self._home.call(
-            lambda: self._streams.replay(from_offset=from_offset, since=since, types=types))
+            lambda: self._streams.replay(from_offset=from_offset, since=since, types=types)
+        )
 
-    def load(self, stream: str, reducer: Reducer, initial: Any = None, *,
-             snapshot_every: int | None = None, snapshot_key: str | None = None) -> Aggregate:
+    def load(
+        self,
+        stream: str,
+        reducer: Reducer,
+        initial: Any = None,
+        *,
+        snapshot_every: int | None = None,
+        snapshot_key: str | None = None,
+    ) -> Aggregate:
         """Rebuild an aggregate: fold ``stream`` with ``reducer(state, event) -> state``.
 
         With ``snapshot_every=N`` the fold starts at the latest snapshot and stores a new
@@ -237,21 +299,37 @@ class EventStore:
         ``version`` as ``expected_version`` when appending the aggregate's next events.
         """
         return self._home.call_blocking(
-            lambda: self._streams.load(stream, reducer, initial, snapshot_every=snapshot_every,
-                                       snapshot_key=snapshot_key), what="load()")
+            lambda: self._streams.load(
+                stream, reducer, initial, snapshot_every=snapshot_every, snapshot_key=snapshot_key
+            ),
+            what="load()",
+        )
 
-    async def load_async(self, stream: str, reducer: Reducer, initial: Any = None, *,
-                         snapshot_every: int | None = None,
-                         snapshot_key: str | None = None) -> Aggregate:
+    async def load_async(
+        self,
+        stream: str,
+        reducer: Reducer,
+        initial: Any = None,
+        *,
+        snapshot_every: int | None = None,
+        snapshot_key: str | None = None,
+    ) -> Aggregate:
         """:meth:`load` for async code."""
         return await self._home.call(
-            lambda: self._streams.load(stream, reducer, initial, snapshot_every=snapshot_every,
-                                       snapshot_key=snapshot_key))
+            lambda: self._streams.load(
+                stream, reducer, initial, snapshot_every=snapshot_every, snapshot_key=snapshot_key
+            )
+        )
 
     # -- following ---------------------------------------------------------------------------
 
-    def subscribe(self, types: Collection[str] | None = None, group: str | None = None, *,
-                  start_from: StartFrom = "earliest") -> Subscription:
+    def subscribe(
+        self,
+        types: Collection[str] | None = None,
+        group: str | None = None,
+        *,
+        start_from: StartFrom = "earliest",
+    ) -> Subscription:
         """A consumer-group subscription: at-least-once delivery, explicit ``ack``.
 
         Args:
@@ -263,11 +341,14 @@ class EventStore:
         import uuid
 
         name = group or f"{self.topic}.subscriber-{uuid.uuid4().hex[:12]}"
-        return Subscription(self._home, SubscriptionCore(
-            self._streams, group=name, types=types, start_from=start_from))
+        return Subscription(
+            self._home,
+            SubscriptionCore(self._streams, group=name, types=types, start_from=start_from),
+        )
 
-    def projection(self, name: str, apply: Apply, initial: Any = None, *,
-                   types: Collection[str] | None = None) -> Projection:
+    def projection(
+        self, name: str, apply: Apply, initial: Any = None, *, types: Collection[str] | None = None
+    ) -> Projection:
         """A read model ``apply(state, event) -> state`` kept up to date in this process."""
         return Projection(self._home, ProjectionCore(self._streams, name, apply, initial, types))
 
@@ -276,8 +357,9 @@ async def _nothing() -> None:
     return None
 
 
-def _open(backend: Any, bootstrap: str | None, path: str | None,
-          options: dict[str, Any]) -> tuple[EventLog, bool, str]:
+def _open(
+    backend: Any, bootstrap: str | None, path: str | None, options: dict[str, Any]
+) -> tuple[EventLog, bool, str]:
     """The log ``backend`` names, whether the store owns it, and the default topic."""
     from deerflow.engine._topics import Topics  # imported late: the engine imports this package
     from deerflow.eventstore import open_log
@@ -289,8 +371,11 @@ def _open(backend: Any, bootstrap: str | None, path: str | None,
     if isinstance(engine_log, EventLog) and isinstance(topics, Topics):
         return engine_log, False, topics.events
     if not isinstance(backend, str):
-        raise EventStoreError(f"EventStore backend must be a name, URL, EventLog or Engine, "
-                              f"not {type(backend).__name__}", retriable=False)
+        raise EventStoreError(
+            f"EventStore backend must be a name, URL, EventLog or Engine, "
+            f"not {type(backend).__name__}",
+            retriable=False,
+        )
     if "://" in backend:
         return open_log(backend, **options), True, default_topic
     if backend == "kafka":
@@ -301,5 +386,8 @@ def _open(backend: Any, bootstrap: str | None, path: str | None,
         return open_log(f"sqlite:///{path or DEFAULT_SQLITE_PATH}", **options), True, default_topic
     if backend == "memory":
         return open_log(f"memory://{path or ''}", **options), True, default_topic
-    raise EventStoreError(f"unknown EventStore backend {backend!r}: use 'kafka', 'sqlite', "
-                          "'memory' or an event-log URL", retriable=False)
+    raise EventStoreError(
+        f"unknown EventStore backend {backend!r}: use 'kafka', 'sqlite', "
+        "'memory' or an event-log URL",
+        retriable=False,
+    )

@@ -71,8 +71,9 @@ class EventStreams:
         partitions: partitions to create the topic with (default: the log's default).
     """
 
-    def __init__(self, log: EventLog, topic: str, *, owns_log: bool,
-                 partitions: int | None = None) -> None:
+    def __init__(
+        self, log: EventLog, topic: str, *, owns_log: bool, partitions: int | None = None
+    ) -> None:
         self.log = log
         self.topic = topic
         self.snapshot_topic = f"{topic}.snapshots"
@@ -120,8 +121,9 @@ class EventStreams:
     def _index_of(self, partition: int) -> PartitionIndex:
         return self._index.setdefault(partition, PartitionIndex())
 
-    async def _catch_up(self, tp: TopicPartition, *, at_least: int | None = None,
-                        fresh: bool = False) -> PartitionIndex:
+    async def _catch_up(
+        self, tp: TopicPartition, *, at_least: int | None = None, fresh: bool = False
+    ) -> PartitionIndex:
         """Read the topic into the index until ``tp`` is covered to ``at_least`` (or its end).
 
         ``fresh`` asks the broker for the true end first: a Kafka reader's own idea of the end
@@ -142,8 +144,9 @@ class EventStreams:
             await self._follow(reader, tp, index, target)
         return index
 
-    async def _follow(self, reader: LogReader, tp: TopicPartition, index: PartitionIndex,
-                      target: int | None) -> None:
+    async def _follow(
+        self, reader: LogReader, tp: TopicPartition, index: PartitionIndex, target: int | None
+    ) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + CATCH_UP_LIMIT
         wait = 0.0
@@ -157,8 +160,10 @@ class EventStreams:
             if target is None and reader.lag(tp) == 0:
                 return
             if loop.time() > deadline:
-                raise EventStoreError(f"event store on {self.log.url}: could not read "
-                                      f"{tp.topic}[{tp.partition}] up to its end in time")
+                raise EventStoreError(
+                    f"event store on {self.log.url}: could not read "
+                    f"{tp.topic}[{tp.partition}] up to its end in time"
+                )
             wait = 0.0 if records else 0.2
 
     async def ends(self, tps: Collection[TopicPartition]) -> dict[TopicPartition, int]:
@@ -181,8 +186,13 @@ class EventStreams:
 
     # -- appending ---------------------------------------------------------------------------
 
-    async def append(self, drafts: Sequence[StoredEvent], *, expected_version: int | None = None,
-                     after: tuple[str, int, int] | None = None) -> list[StoredEvent]:
+    async def append(
+        self,
+        drafts: Sequence[StoredEvent],
+        *,
+        expected_version: int | None = None,
+        after: tuple[str, int, int] | None = None,
+    ) -> list[StoredEvent]:
         """Append ``drafts`` (one stream) as one unit; return them as stored.
 
         A unit whose first id is already in the stream is not appended again: the stored
@@ -200,11 +210,14 @@ class EventStreams:
                 stored = await self._try_append(tp, drafts, expected_version)
                 if stored is not None:
                     return stored
-        raise EventStoreError(f"stream {drafts[0].stream!r}: lost {MAX_RACES} races in a row "
-                              "to other writers; try again")
+        raise EventStoreError(
+            f"stream {drafts[0].stream!r}: lost {MAX_RACES} races in a row "
+            "to other writers; try again"
+        )
 
-    async def _try_append(self, tp: TopicPartition, drafts: Sequence[StoredEvent],
-                          expected: int | None) -> list[StoredEvent] | None:
+    async def _try_append(
+        self, tp: TopicPartition, drafts: Sequence[StoredEvent], expected: int | None
+    ) -> list[StoredEvent] | None:
         stream = drafts[0].stream
         index = self._index_of(tp.partition)
         if expected is not None and index.version(stream) != expected:
@@ -215,11 +228,13 @@ class EventStreams:
         version = index.version(stream)
         if expected is not None and version != expected:
             raise ConcurrencyConflict(
-                f"stream {stream!r} is at version {version}, not the expected {expected}")
+                f"stream {stream!r} is at version {version}, not the expected {expected}"
+            )
         events = [d.model_copy(update={"sequence": version + 1 + i}) for i, d in enumerate(drafts)]
         value, headers = encode_unit(events)
         [(_, offset)] = await self.log.append(
-            [Message(self.topic, value, key=stream, headers=headers, partition=tp.partition)])
+            [Message(self.topic, value, key=stream, headers=headers, partition=tp.partition)]
+        )
         placed = [event.at(tp.partition, offset) for event in events]
         if offset == index.position:  # nothing landed in between: the rule admits it
             index.apply(offset, placed)
@@ -231,8 +246,10 @@ class EventStreams:
         if landed is not None:  # a copy from another process (a redelivery) came first
             return await self._stored_at(tp, landed)
         if expected is not None:
-            raise ConcurrencyConflict(f"stream {stream!r} was appended to concurrently: it is "
-                                      f"past the expected version {expected}")
+            raise ConcurrencyConflict(
+                f"stream {stream!r} was appended to concurrently: it is "
+                f"past the expected version {expected}"
+            )
         return None
 
     # -- reading -----------------------------------------------------------------------------
@@ -243,8 +260,9 @@ class EventStreams:
             info = (await self._catch_up(tp, fresh=True)).streams.get(stream)
         return None if info is None else info.first_offset
 
-    async def _stream_events(self, tp: TopicPartition, stream: str, start: int,
-                             admission: Admission) -> list[StoredEvent]:
+    async def _stream_events(
+        self, tp: TopicPartition, stream: str, start: int, admission: Admission
+    ) -> list[StoredEvent]:
         events: list[StoredEvent] = []
         for record in await self.log.read_partition(tp, start):
             unit = decode_unit(record)
@@ -260,29 +278,43 @@ class EventStreams:
             return []
         return await self._stream_events(tp, stream, start, Admission())
 
-    async def replay(self, *, from_offset: int | Mapping[int, int] = 0,
-                     since: datetime | None = None,
-                     types: Collection[str] | None = None) -> list[StoredEvent]:
+    async def replay(
+        self,
+        *,
+        from_offset: int | Mapping[int, int] = 0,
+        since: datetime | None = None,
+        types: Collection[str] | None = None,
+    ) -> list[StoredEvent]:
         """Every event of the topic from ``from_offset`` (per partition), as of now.
 
         Partitions are merged by timestamp; one stream's events always keep their order.
         """
         if since is not None and since.tzinfo is None:
             since = since.replace(tzinfo=UTC)  # naive means UTC, as for event timestamps
-        starts = {TopicPartition(self.topic, p): _offset_for(from_offset, p)
-                  for p in range(self._count)}
+        starts = {
+            TopicPartition(self.topic, p): _offset_for(from_offset, p) for p in range(self._count)
+        }
         records = await self.log.read_partitions(starts)
         lanes = [_admitted(batch) for batch in records.values()]
         merged = heapq.merge(*lanes, key=lambda event: event.timestamp)
-        return [event for event in merged
-                if (types is None or event.type in types)
-                and (since is None or event.timestamp >= since)]
+        return [
+            event
+            for event in merged
+            if (types is None or event.type in types)
+            and (since is None or event.timestamp >= since)
+        ]
 
     # -- aggregates and snapshots ------------------------------------------------------------
 
-    async def load(self, stream: str, reducer: Reducer, initial: Any = None, *,
-                   snapshot_every: int | None = None,
-                   snapshot_key: str | None = None) -> Aggregate:
+    async def load(
+        self,
+        stream: str,
+        reducer: Reducer,
+        initial: Any = None,
+        *,
+        snapshot_every: int | None = None,
+        snapshot_key: str | None = None,
+    ) -> Aggregate:
         """Fold ``stream`` with ``reducer(state, event) -> state`` from ``initial``.
 
         With ``snapshot_every``, the fold starts from the latest snapshot of this reducer
@@ -308,8 +340,9 @@ class EventStreams:
             last = events[-1].offset
             assert last is not None
             await self._save_snapshot(stream, key, _Snapshot(version, last, state))
-        return Aggregate(stream, state, version, len(events),
-                         snapshot.version if snapshot is not None else None)
+        return Aggregate(
+            stream, state, version, len(events), snapshot.version if snapshot is not None else None
+        )
 
     def _snapshot_partition(self, stream: str, count: int) -> TopicPartition:
         return TopicPartition(self.snapshot_topic, partition_for(stream, count))
@@ -330,11 +363,18 @@ class EventStreams:
 
     async def _save_snapshot(self, stream: str, key: str, snapshot: _Snapshot) -> None:
         count = await self.log.partition_count(self.snapshot_topic)
-        body = {"stream": stream, "key": key, "version": snapshot.version,
-                "offset": snapshot.offset, "state": snapshot.state, "timestamp": utcnow()}
+        body = {
+            "stream": stream,
+            "key": key,
+            "version": snapshot.version,
+            "offset": snapshot.offset,
+            "state": snapshot.state,
+            "timestamp": utcnow(),
+        }
         tp = self._snapshot_partition(stream, count)
-        await self.log.append([Message(tp.topic, _codec.dumps(body), key=stream,
-                                       partition=tp.partition)])
+        await self.log.append(
+            [Message(tp.topic, _codec.dumps(body), key=stream, partition=tp.partition)]
+        )
 
 
 def _admitted(records: list[Record]) -> list[StoredEvent]:

@@ -73,7 +73,9 @@ class HomeLoop:
             # The log belongs to someone else (an engine) and lives on their loop.
             raise EventStoreError(
                 f"{self._name} uses an event log it does not own: first use it from async code "
-                "on that log's event loop (await store.start() there)", retriable=False)
+                "on that log's event loop (await store.start() there)",
+                retriable=False,
+            )
         loop = asyncio.new_event_loop()
         thread = threading.Thread(target=loop.run_forever, name=self._name, daemon=True)
         thread.start()
@@ -100,7 +102,8 @@ class HomeLoop:
         if running_loop() is not None:
             raise RuntimeError(
                 f"{what} blocks; inside async code use its async form "
-                f"(await store.{what.split('(')[0]}_async(...))")
+                f"(await store.{what.split('(')[0]}_async(...))"
+            )
         self._ensure(None).result()
         home = self._loop
         assert home is not None

@@ -26,8 +26,20 @@ from pydantic import BaseModel
 from deerflow import _codec
 from deerflow.eventstore._store_model import StoredEvent, derived_id, utcnow
 
-_KNOWN = frozenset({"id", "type", "data", "payload", "stream", "timestamp", "correlation_id",
-                    "causation_id", "metadata", "source"})
+_KNOWN = frozenset(
+    {
+        "id",
+        "type",
+        "data",
+        "payload",
+        "stream",
+        "timestamp",
+        "correlation_id",
+        "causation_id",
+        "metadata",
+        "source",
+    }
+)
 PROCESS = f"{socket.gethostname()}:{os.getpid()}"
 
 
@@ -85,8 +97,10 @@ def scope_now() -> PublishScope | None:
         scope = _task_scopes.get(ctx)
         if scope is None:
             scope = _task_scopes[ctx] = PublishScope(
-                seed=ctx.idempotency_key, correlation_id=ctx.correlation_id,
-                causation_id=ctx.attempt_key, source=f"task:{ctx.workflow}/{ctx.task_id}@{PROCESS}",
+                seed=ctx.idempotency_key,
+                correlation_id=ctx.correlation_id,
+                causation_id=ctx.attempt_key,
+                source=f"task:{ctx.workflow}/{ctx.task_id}@{PROCESS}",
             )
     return scope
 
@@ -113,15 +127,24 @@ def draft(event: Any, data: Any, scope: PublishScope | None, given: Overrides) -
     if not isinstance(fields.get("type"), str) or not fields["type"]:
         raise ValueError(f"an event needs a non-empty string 'type', got {fields.get('type')!r}")
     event_id = given.id or fields.get("id") or (scope.next_id() if scope else uuid.uuid4().hex)
-    correlation = (given.correlation_id or fields.get("correlation_id")
-                   or (scope.correlation_id if scope else None) or str(event_id))
-    causation = given.causation_id or fields.get("causation_id") or (
-        scope.causation_id if scope else None)
+    correlation = (
+        given.correlation_id
+        or fields.get("correlation_id")
+        or (scope.correlation_id if scope else None)
+        or str(event_id)
+    )
+    causation = (
+        given.causation_id or fields.get("causation_id") or (scope.causation_id if scope else None)
+    )
     return StoredEvent(
-        id=str(event_id), type=fields["type"], data=_codec.to_json_value(fields.get("data")),
+        id=str(event_id),
+        type=fields["type"],
+        data=_codec.to_json_value(fields.get("data")),
         stream=str(given.stream or fields.get("stream") or correlation),
-        timestamp=_timestamp(fields.get("timestamp")), correlation_id=str(correlation),
-        causation_id=causation, source=fields.get("source") or (scope.source if scope else PROCESS),
+        timestamp=_timestamp(fields.get("timestamp")),
+        correlation_id=str(correlation),
+        causation_id=causation,
+        source=fields.get("source") or (scope.source if scope else PROCESS),
         metadata=_codec.to_json_value(fields.get("metadata") or {}),
     )
 
@@ -143,8 +166,10 @@ def _fields(event: Any, data: Any) -> dict[str, Any]:
         if extra:
             fields["metadata"] = {**extra, **(fields.get("metadata") or {})}
         return fields
-    raise TypeError(f"cannot publish a {type(event).__name__}: pass a dict with a 'type', "
-                    "a pydantic model, or an event type and its data")
+    raise TypeError(
+        f"cannot publish a {type(event).__name__}: pass a dict with a 'type', "
+        "a pydantic model, or an event type and its data"
+    )
 
 
 def _timestamp(value: Any) -> datetime:

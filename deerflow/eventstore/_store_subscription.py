@@ -39,8 +39,14 @@ class SubscriptionCore:
     other types, which count as acknowledged.
     """
 
-    def __init__(self, streams: EventStreams, *, group: str, types: Collection[str] | None,
-                 start_from: StartFrom) -> None:
+    def __init__(
+        self,
+        streams: EventStreams,
+        *,
+        group: str,
+        types: Collection[str] | None,
+        start_from: StartFrom,
+    ) -> None:
         from deerflow.engine._offsets import OffsetTracker  # the engine's, not re-invented
 
         self.group = group
@@ -57,7 +63,8 @@ class SubscriptionCore:
         """Join the group."""
         if self._consumer is None:
             self._consumer = self._streams.log.consumer(
-                self.group, [self._streams.topic], listener=self, start_from=self._start_from)
+                self.group, [self._streams.topic], listener=self, start_from=self._start_from
+            )
             await self._consumer.start()
 
     async def stop(self) -> None:
@@ -154,8 +161,14 @@ class ProjectionCore:
     before the call.
     """
 
-    def __init__(self, streams: EventStreams, name: str, apply: Apply, initial: Any,
-                 types: Collection[str] | None) -> None:
+    def __init__(
+        self,
+        streams: EventStreams,
+        name: str,
+        apply: Apply,
+        initial: Any,
+        types: Collection[str] | None,
+    ) -> None:
         self.name = name
         self.state = initial
         self._streams = streams
@@ -229,7 +242,6 @@ class ProjectionCore:
                     return self.state
                 self._moved.clear()
                 await self._moved.wait()
-
 
 
 class Subscription:

@@ -224,8 +224,7 @@ class EventLog(_Lifecycle):
     url: str
 
     @abc.abstractmethod
-    async def ensure_topic(self, topic: str, partitions: int, *,
-                           keep_forever: bool = False) -> int:
+    async def ensure_topic(self, topic: str, partitions: int, *, keep_forever: bool = False) -> int:
         """Create ``topic`` with ``partitions`` partitions unless it exists.
 
         ``keep_forever`` asks the log never to delete the topic's records (Kafka:

@@ -153,8 +153,7 @@ class KafkaEventLog(EventLog):
             raise EventStoreError(f"Kafka log {self.url} is not started")
         return self._producer
 
-    async def ensure_topic(self, topic: str, partitions: int, *,
-                           keep_forever: bool = False) -> int:
+    async def ensure_topic(self, topic: str, partitions: int, *, keep_forever: bool = False) -> int:
         """See :meth:`EventLog.ensure_topic`."""
         producer = self._require()
         configs = {"retention.ms": "-1"} if keep_forever else None
@@ -253,10 +252,15 @@ class KafkaEventLog(EventLog):
             await connect(self.url, s.connect_timeout, consumer.start(), consumer.stop)
             return
         limit = s.connect_timeout + 2 * s.session_timeout_ms / 1000
-        await connect(self.url, limit, consumer.start(), consumer.stop,
-                      waiting_for=f"consumer group {group!r} assigned no partitions (a "
-                                  f"member that stopped without leaving the group holds the "
-                                  f"join until its session times out)")
+        await connect(
+            self.url,
+            limit,
+            consumer.start(),
+            consumer.stop,
+            waiting_for=f"consumer group {group!r} assigned no partitions (a "
+            f"member that stopped without leaving the group holds the "
+            f"join until its session times out)",
+        )
 
     async def true_ends(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
         """Each partition's end, from fetch high watermarks (ListOffsets may be short)."""

@@ -149,8 +149,7 @@ class MemoryEventLog(EventLog):
         for child in list(self._children):
             await child.stop()
 
-    async def ensure_topic(self, topic: str, partitions: int, *,
-                           keep_forever: bool = False) -> int:
+    async def ensure_topic(self, topic: str, partitions: int, *, keep_forever: bool = False) -> int:
         """See :meth:`EventLog.ensure_topic`."""
         return self._store.create(topic, partitions)
 

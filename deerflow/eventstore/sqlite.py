@@ -268,8 +268,7 @@ class SqliteEventLog(EventLog):
             raise EventStoreError(f"SQLite log {self.url} is {self._state}, not started")
         return self._storage
 
-    async def ensure_topic(self, topic: str, partitions: int, *,
-                           keep_forever: bool = False) -> int:
+    async def ensure_topic(self, topic: str, partitions: int, *, keep_forever: bool = False) -> int:
         """See :meth:`EventLog.ensure_topic`."""
         return await self._require_started().partition_count(topic, partitions)
 

@@ -36,8 +36,10 @@ class PatternsMixin:
         if not hasattr(node, "add_to"):
             from deerflow.errors import DefinitionError
 
-            raise DefinitionError(f"{node!r} is not a node: expected SubWorkflow, parallel(...), "
-                                  "or another object with add_to(workflow)")
+            raise DefinitionError(
+                f"{node!r} is not a node: expected SubWorkflow, parallel(...), "
+                "or another object with add_to(workflow)"
+            )
         return node.add_to(self)  # type: ignore[arg-type]
 
     def sub_workflow(
@@ -61,9 +63,16 @@ class PatternsMixin:
         """
         from deerflow.patterns.subworkflow import SubWorkflow
 
-        SubWorkflow(id=id, workflow=workflow, depends_on=depends_on, input_from=input_from,
-                    retries=retries, retry_delay=retry_delay, backoff=backoff,
-                    timeout=timeout).add_to(self)  # type: ignore[arg-type]
+        SubWorkflow(
+            id=id,
+            workflow=workflow,
+            depends_on=depends_on,
+            input_from=input_from,
+            retries=retries,
+            retry_delay=retry_delay,
+            backoff=backoff,
+            timeout=timeout,
+        ).add_to(self)  # type: ignore[arg-type]
 
         def passthrough(fn: F) -> F:
             return fn
@@ -90,9 +99,18 @@ class PatternsMixin:
         from deerflow.patterns.fanout import add_parallel_tasks
 
         def register(fn: F) -> F:
-            add_parallel_tasks(self, id, fn, depends_on, over=over,  # type: ignore[arg-type]
-                               max_parallel=max_parallel, retries=retries,
-                               retry_delay=retry_delay, backoff=backoff, timeout=timeout)
+            add_parallel_tasks(
+                self,
+                id,
+                fn,
+                depends_on,
+                over=over,  # type: ignore[arg-type]
+                max_parallel=max_parallel,
+                retries=retries,
+                retry_delay=retry_delay,
+                backoff=backoff,
+                timeout=timeout,
+            )
             return fn
 
         return register
@@ -118,9 +136,17 @@ class PatternsMixin:
         from deerflow.patterns.dynamic import add_dynamic_tasks
 
         def register(fn: F) -> F:
-            add_dynamic_tasks(self, id, fn, depends_on,  # type: ignore[arg-type]
-                              max_parallel=max_parallel, retries=retries,
-                              retry_delay=retry_delay, backoff=backoff, timeout=timeout)
+            add_dynamic_tasks(
+                self,
+                id,
+                fn,
+                depends_on,  # type: ignore[arg-type]
+                max_parallel=max_parallel,
+                retries=retries,
+                retry_delay=retry_delay,
+                backoff=backoff,
+                timeout=timeout,
+            )
             return fn
 
         return register
@@ -147,10 +173,19 @@ class PatternsMixin:
         from deerflow.patterns.mapreduce import add_map_reduce
 
         def register(cls: C) -> C:
-            add_map_reduce(self, id, cls, depends_on,  # type: ignore[arg-type]
-                           partitions=partitions, reduce_parallelism=reduce_parallelism,
-                           max_parallel=max_parallel, retries=retries,
-                           retry_delay=retry_delay, backoff=backoff, timeout=timeout)
+            add_map_reduce(
+                self,
+                id,
+                cls,
+                depends_on,  # type: ignore[arg-type]
+                partitions=partitions,
+                reduce_parallelism=reduce_parallelism,
+                max_parallel=max_parallel,
+                retries=retries,
+                retry_delay=retry_delay,
+                backoff=backoff,
+                timeout=timeout,
+            )
             return cls
 
         return register

@@ -9,8 +9,9 @@ from typing import Any
 from deerflow.engine._context import TaskContext
 
 
-def child_body(fn: Callable[..., Any], args: Callable[[TaskContext], tuple[Any, ...]]
-               ) -> Callable[[TaskContext], Any]:
+def child_body(
+    fn: Callable[..., Any], args: Callable[[TaskContext], tuple[Any, ...]]
+) -> Callable[[TaskContext], Any]:
     """A body calling ``fn(*args(context))``; async if ``fn`` is, so it runs on the loop."""
     if inspect.iscoroutinefunction(fn):
 

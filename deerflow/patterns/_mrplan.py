@@ -33,20 +33,34 @@ def split_evenly(count: int, groups: int) -> list[range]:
     return slices
 
 
-def plan_map_reduce(items: Sequence[Any], partitions: int | None,
-                    reduce_parallelism: int) -> list[dict[str, Any]]:
+def plan_map_reduce(
+    items: Sequence[Any], partitions: int | None, reduce_parallelism: int
+) -> list[dict[str, Any]]:
     """The child specs for ``items`` (see the module docstring)."""
     groups = split_evenly(len(items), partitions or len(items) or 1)
     width = len(str(max(len(groups) - 1, 0)))
-    maps = [{"id": f"map-{i:0{width}d}", "role": "map", "first": g.start,
-             "items": [items[k] for k in g]} for i, g in enumerate(groups)]
+    maps = [
+        {
+            "id": f"map-{i:0{width}d}",
+            "role": "map",
+            "first": g.start,
+            "items": [items[k] for k in g],
+        }
+        for i, g in enumerate(groups)
+    ]
     specs: list[dict[str, Any]] = list(maps)
     finals_inputs = [m["id"] for m in maps]
     if reduce_parallelism > 1 and len(maps) > 1:
         slices = split_evenly(len(maps), reduce_parallelism)
         cwidth = len(str(len(slices) - 1))
-        partials = [{"id": f"combine-{j:0{cwidth}d}", "role": "combine",
-                     "depends_on": [maps[k]["id"] for k in s]} for j, s in enumerate(slices)]
+        partials = [
+            {
+                "id": f"combine-{j:0{cwidth}d}",
+                "role": "combine",
+                "depends_on": [maps[k]["id"] for k in s],
+            }
+            for j, s in enumerate(slices)
+        ]
         specs.extend(partials)
         finals_inputs = [p["id"] for p in partials]
     specs.append({"id": FINAL, "role": "reduce", "depends_on": finals_inputs})

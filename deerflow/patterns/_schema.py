@@ -32,20 +32,59 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from deerflow.errors import DefinitionError
 
-TYPES: dict[str, Any] = {"string": str, "integer": int, "number": float, "boolean": bool,
-                         "array": list, "object": dict}
-KEYS = frozenset({"type", "enum", "default", "required", "description", "minimum", "maximum",
-                  "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength", "pattern",
-                  "minItems", "maxItems", "items"})
-_CONSTRAINTS = {"minimum": "ge", "maximum": "le", "exclusiveMinimum": "gt",
-                "exclusiveMaximum": "lt", "minLength": "min_length", "maxLength": "max_length",
-                "pattern": "pattern", "minItems": "min_length", "maxItems": "max_length"}
+TYPES: dict[str, Any] = {
+    "string": str,
+    "integer": int,
+    "number": float,
+    "boolean": bool,
+    "array": list,
+    "object": dict,
+}
+KEYS = frozenset(
+    {
+        "type",
+        "enum",
+        "default",
+        "required",
+        "description",
+        "minimum",
+        "maximum",
+        "exclusiveMinimum",
+        "exclusiveMaximum",
+        "minLength",
+        "maxLength",
+        "pattern",
+        "minItems",
+        "maxItems",
+        "items",
+    }
+)
+_CONSTRAINTS = {
+    "minimum": "ge",
+    "maximum": "le",
+    "exclusiveMinimum": "gt",
+    "exclusiveMaximum": "lt",
+    "minLength": "min_length",
+    "maxLength": "max_length",
+    "pattern": "pattern",
+    "minItems": "min_length",
+    "maxItems": "max_length",
+}
 # pydantic error types -> the schema rule a user wrote
-RULES = {"missing": "required", "literal_error": "enum", "extra_forbidden": "unknown",
-         "greater_than_equal": "minimum", "less_than_equal": "maximum",
-         "greater_than": "exclusiveMinimum", "less_than": "exclusiveMaximum",
-         "string_too_short": "minLength", "string_too_long": "maxLength",
-         "string_pattern_mismatch": "pattern", "too_short": "minItems", "too_long": "maxItems"}
+RULES = {
+    "missing": "required",
+    "literal_error": "enum",
+    "extra_forbidden": "unknown",
+    "greater_than_equal": "minimum",
+    "less_than_equal": "maximum",
+    "greater_than": "exclusiveMinimum",
+    "less_than": "exclusiveMaximum",
+    "string_too_short": "minLength",
+    "string_too_long": "maxLength",
+    "string_pattern_mismatch": "pattern",
+    "too_short": "minItems",
+    "too_long": "maxItems",
+}
 
 
 def _annotation(where: str, schema: Mapping[str, Any]) -> Any:
@@ -67,8 +106,9 @@ def _annotation(where: str, schema: Mapping[str, Any]) -> Any:
 def field_for(where: str, schema: Any) -> tuple[Any, Any]:
     """The ``(annotation, FieldInfo)`` pair of one parameter."""
     if not isinstance(schema, Mapping):
-        raise DefinitionError(f"{where}: a parameter is described by an object like "
-                              "{'type': 'string'}")
+        raise DefinitionError(
+            f"{where}: a parameter is described by an object like {{'type': 'string'}}"
+        )
     unknown = sorted(set(schema) - KEYS)
     if unknown:
         raise DefinitionError(f"{where}: unknown keys {unknown} (known: {', '.join(sorted(KEYS))})")
@@ -77,8 +117,9 @@ def field_for(where: str, schema: Any) -> tuple[Any, Any]:
     constraints = {_CONSTRAINTS[k]: v for k, v in schema.items() if k in _CONSTRAINTS}
     if required:
         return annotation, Field(..., description=schema.get("description"), **constraints)
-    return annotation | None, Field(schema.get("default"), description=schema.get("description"),
-                                     **constraints)
+    return annotation | None, Field(
+        schema.get("default"), description=schema.get("description"), **constraints
+    )
 
 
 def parameters_model(name: str, parameters: Mapping[str, Any]) -> type[BaseModel]:
@@ -86,8 +127,9 @@ def parameters_model(name: str, parameters: Mapping[str, Any]) -> type[BaseModel
     fields: dict[str, Any] = {}
     for param, schema in parameters.items():
         if not isinstance(param, str) or not param.isidentifier():
-            raise DefinitionError(f"template {name!r}: parameter name {param!r} must be an "
-                                  "identifier")
+            raise DefinitionError(
+                f"template {name!r}: parameter name {param!r} must be an identifier"
+            )
         fields[param] = field_for(f"template {name!r}, parameter {param!r}", schema)
     config = ConfigDict(strict=True, extra="forbid")
     model: type[BaseModel] = create_model(f"{name}_parameters", __config__=config, **fields)
@@ -99,10 +141,11 @@ def parameters_model(name: str, parameters: Mapping[str, Any]) -> type[BaseModel
 
 def _check_default(name: str, model: type[BaseModel], param: str, default: Any) -> None:
     try:
-        model.__pydantic_validator__.validate_assignment(
-            model.model_construct(), param, default)
+        model.__pydantic_validator__.validate_assignment(model.model_construct(), param, default)
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise DefinitionError(f"template {name!r}, parameter {param!r}: default {default!r} "
-                              f"breaks {RULES.get(first['type'], first['type'])}: "
-                              f"{first['msg']}") from None
+        raise DefinitionError(
+            f"template {name!r}, parameter {param!r}: default {default!r} "
+            f"breaks {RULES.get(first['type'], first['type'])}: "
+            f"{first['msg']}"
+        ) from None

@@ -39,10 +39,16 @@ if TYPE_CHECKING:
 ENTRY_KEYS = frozenset({"workflow", "alias", "depends_on", "retries", "retry_delay", "backoff"})
 
 
-def compose_workflows(name: str, workflows: Iterable[Mapping[str, Any]],
-                      connections: Mapping[str, str] | None = None, *,
-                      registry: Any = None, version: str = "1", description: str = "",
-                      max_parallel: int | None = None) -> Workflow:
+def compose_workflows(
+    name: str,
+    workflows: Iterable[Mapping[str, Any]],
+    connections: Mapping[str, str] | None = None,
+    *,
+    registry: Any = None,
+    version: str = "1",
+    description: str = "",
+    max_parallel: int | None = None,
+) -> Workflow:
     """A workflow whose nodes are child runs of other workflows (see the module docstring).
 
     Args:
@@ -55,20 +61,27 @@ def compose_workflows(name: str, workflows: Iterable[Mapping[str, Any]],
     """
     from deerflow.engine._definition import Workflow, check_acyclic
 
-    composed = Workflow(name, version=version, description=description,
-                        max_parallel=max_parallel)
+    composed = Workflow(name, version=version, description=description, max_parallel=max_parallel)
     where = f"compose_workflows({name!r})"
     entries = _entries(where, list(workflows), registry)
     inputs = _connections(where, connections or {}, entries)
-    deps = {alias: [*e["depends_on"], *([inputs[alias]] if alias in inputs else [])]
-            for alias, e in entries.items()}
+    deps = {
+        alias: [*e["depends_on"], *([inputs[alias]] if alias in inputs else [])]
+        for alias, e in entries.items()
+    }
     check_acyclic(name, deps)
     for alias in _topological(deps):
         entry = entries[alias]
-        add_sub_workflow(composed, alias, entry["workflow"], dict.fromkeys(deps[alias]),
-                         input_from=inputs.get(alias), retries=entry.get("retries", 0),
-                         retry_delay=entry.get("retry_delay", 1.0),
-                         backoff=entry.get("backoff", 2.0))
+        add_sub_workflow(
+            composed,
+            alias,
+            entry["workflow"],
+            dict.fromkeys(deps[alias]),
+            input_from=inputs.get(alias),
+            retries=entry.get("retries", 0),
+            retry_delay=entry.get("retry_delay", 1.0),
+            backoff=entry.get("backoff", 2.0),
+        )
     composed.validate()
     return composed
 
@@ -85,8 +98,10 @@ def _entries(where: str, raw: list[Mapping[str, Any]], registry: Any) -> dict[st
     for alias, entry in entries.items():
         for dep in entry["depends_on"]:
             if dep not in entries:
-                raise DefinitionError(f"{where}: alias {alias!r} depends on unknown alias "
-                                      f"{dep!r} (aliases: {', '.join(entries)})")
+                raise DefinitionError(
+                    f"{where}: alias {alias!r} depends on unknown alias "
+                    f"{dep!r} (aliases: {', '.join(entries)})"
+                )
     return entries
 
 
@@ -99,8 +114,7 @@ def _entry(where: str, position: int, item: Any, registry: Any) -> dict[str, Any
     wf = resolve(where, item["workflow"], registry)
     alias = item.get("alias") or wf.name
     if not isinstance(alias, str) or not ID_PATTERN.match(alias):
-        raise DefinitionError(f"{where}: invalid alias {alias!r} (letters, digits, '_', "
-                              "'-', '.')")
+        raise DefinitionError(f"{where}: invalid alias {alias!r} (letters, digits, '_', '-', '.')")
     depends_on = item.get("depends_on", [])
     if isinstance(depends_on, str):
         raise DefinitionError(f"{where}: alias {alias!r}: depends_on must be a list")
@@ -118,8 +132,9 @@ def resolve(where: str, ref: Any, registry: Any) -> Workflow:
     found = _from_registry(registry, ref) or _catalog.lookup(ref)
     if found is None:
         known = sorted({*_registry_names(registry), *_catalog.known_names()})
-        raise DefinitionError(f"{where}: no workflow named {ref!r} is defined "
-                              f"(known: {', '.join(known) or 'none'})")
+        raise DefinitionError(
+            f"{where}: no workflow named {ref!r} is defined (known: {', '.join(known) or 'none'})"
+        )
     return found
 
 
@@ -140,21 +155,23 @@ def _registry_names(registry: Any) -> list[str]:
     return [wf.name for wf in registry]
 
 
-def _connections(where: str, connections: Mapping[str, str],
-                 entries: Mapping[str, Any]) -> dict[str, str]:
+def _connections(
+    where: str, connections: Mapping[str, str], entries: Mapping[str, Any]
+) -> dict[str, str]:
     inputs: dict[str, str] = {}
     for target, source in connections.items():
         shown = f"connection {target!r}: {source!r}"
         t_alias, t_port = _port(where, shown, target, entries)
         s_alias, s_port = _port(where, shown, source, entries)
         if t_port != "input" or s_port != "output":
-            raise DefinitionError(f"{where}: {shown}: connect '<alias>.input' to "
-                                  "'<alias>.output'")
+            raise DefinitionError(f"{where}: {shown}: connect '<alias>.input' to '<alias>.output'")
         if t_alias == s_alias:
             raise DefinitionError(f"{where}: {shown}: an alias cannot feed itself")
         if t_alias in inputs:
-            raise DefinitionError(f"{where}: {shown}: {t_alias!r}.input is already connected "
-                                  f"to {inputs[t_alias]!r}.output")
+            raise DefinitionError(
+                f"{where}: {shown}: {t_alias!r}.input is already connected "
+                f"to {inputs[t_alias]!r}.output"
+            )
         inputs[t_alias] = s_alias
     return inputs
 
@@ -162,11 +179,13 @@ def _connections(where: str, connections: Mapping[str, str],
 def _port(where: str, shown: str, ref: Any, entries: Mapping[str, Any]) -> tuple[str, str]:
     alias, dot, port = ref.rpartition(".") if isinstance(ref, str) else ("", "", "")
     if not dot:
-        raise DefinitionError(f"{where}: {shown}: {ref!r} is not '<alias>.input' or "
-                              "'<alias>.output'")
+        raise DefinitionError(
+            f"{where}: {shown}: {ref!r} is not '<alias>.input' or '<alias>.output'"
+        )
     if alias not in entries:
-        raise DefinitionError(f"{where}: {shown}: unknown alias {alias!r} (aliases: "
-                              f"{', '.join(entries)})")
+        raise DefinitionError(
+            f"{where}: {shown}: unknown alias {alias!r} (aliases: {', '.join(entries)})"
+        )
     return alias, port
 
 

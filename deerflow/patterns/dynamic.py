@@ -49,16 +49,23 @@ class DynamicExpander:
     def plan(self, returned: Any, node_id: str) -> list[dict[str, Any]]:
         """Check the generated specs; they are recorded as they are."""
         if not isinstance(returned, list):
-            raise NonRetryableError(f"dynamic tasks {node_id!r} must return a list of task "
-                                    f"specs, got {type(returned).__name__}", task_id=node_id)
+            raise NonRetryableError(
+                f"dynamic tasks {node_id!r} must return a list of task "
+                f"specs, got {type(returned).__name__}",
+                task_id=node_id,
+            )
         for position, spec in enumerate(returned):
             check_spec(node_id, position, spec)
         return returned
 
     def child_callable(self, spec: dict[str, Any]) -> Callable[[TaskContext], Any]:
         """Run the spec's task type."""
-        task = TaskSpec(id=spec["id"], type=spec["type"], config=spec.get("config", {}),
-                        search_path=self.search_path)
+        task = TaskSpec(
+            id=spec["id"],
+            type=spec["type"],
+            config=spec.get("config", {}),
+            search_path=self.search_path,
+        )
 
         async def run(context: TaskContext) -> Any:
             # Looked up here, inside the attempt: a worker that lacks the type fails the task
@@ -80,15 +87,20 @@ def check_spec(node_id: str, position: int, spec: Any) -> None:
     name = spec.get("id") if isinstance(spec, dict) else None
     where = f"dynamic tasks {node_id!r}, spec #{position}" + (f" ({name!r})" if name else "")
     if not isinstance(spec, dict):
-        raise NonRetryableError(f"{where}: a task spec is an object, got {type(spec).__name__}",
-                                task_id=node_id)
+        raise NonRetryableError(
+            f"{where}: a task spec is an object, got {type(spec).__name__}", task_id=node_id
+        )
     unknown = sorted(set(spec) - SPEC_KEYS)
     if unknown:
-        raise NonRetryableError(f"{where}: unknown keys {unknown} (a spec has "
-                                f"{', '.join(sorted(SPEC_KEYS))})", task_id=node_id)
+        raise NonRetryableError(
+            f"{where}: unknown keys {unknown} (a spec has {', '.join(sorted(SPEC_KEYS))})",
+            task_id=node_id,
+        )
     if not isinstance(spec.get("type"), str):
-        raise NonRetryableError(f"{where}: 'type' is required (one of "
-                                f"{', '.join(DynamicTasks.types())})", task_id=node_id)
+        raise NonRetryableError(
+            f"{where}: 'type' is required (one of {', '.join(DynamicTasks.types())})",
+            task_id=node_id,
+        )
     config = spec.get("config", {})
     if not isinstance(config, dict):
         raise NonRetryableError(f"{where}: 'config' must be an object", task_id=node_id)
@@ -109,9 +121,18 @@ def workflow_dir(fn: Callable[..., Any]) -> Path | None:
     return Path(source).resolve().parent if source else None
 
 
-def add_dynamic_tasks(wf: Workflow, node_id: str, fn: Callable[..., Any],
-                      depends_on: Iterable[str], *, max_parallel: int | None, retries: int,
-                      retry_delay: float, backoff: float, timeout: float | None) -> TaskDef:
+def add_dynamic_tasks(
+    wf: Workflow,
+    node_id: str,
+    fn: Callable[..., Any],
+    depends_on: Iterable[str],
+    *,
+    max_parallel: int | None,
+    retries: int,
+    retry_delay: float,
+    backoff: float,
+    timeout: float | None,
+) -> TaskDef:
     """Add a dynamic-tasks node whose generator is ``fn(context)``."""
     where = f"workflow {wf.name!r}, task {node_id!r}"
     if isinstance(depends_on, str):
@@ -121,9 +142,14 @@ def add_dynamic_tasks(wf: Workflow, node_id: str, fn: Callable[..., Any],
     home = workflow_dir(fn)
     # The working directory is resolved when a task runs (a worker may start elsewhere).
     search = (home, Path(".")) if home is not None else (Path("."),)
-    return wf.add_task(TaskDef(
-        id=node_id, fn=fn, depends_on=tuple(depends_on),
-        retry=retry_policy(wf.name, node_id, retries, retry_delay, backoff, 300.0),
-        timeout=positive_or_none(wf.name, node_id, "timeout", timeout), kind="expand",
-        options={"expander": DynamicExpander(search, max_parallel), "pattern": "dynamic"},
-    ))
+    return wf.add_task(
+        TaskDef(
+            id=node_id,
+            fn=fn,
+            depends_on=tuple(depends_on),
+            retry=retry_policy(wf.name, node_id, retries, retry_delay, backoff, 300.0),
+            timeout=positive_or_none(wf.name, node_id, "timeout", timeout),
+            kind="expand",
+            options={"expander": DynamicExpander(search, max_parallel), "pattern": "dynamic"},
+        )
+    )

@@ -56,40 +56,56 @@ class FanOut:
         return list(outputs)
 
 
-def find_items(node_id: str, depends_on: Sequence[str], over: str | None,
-               context: TaskContext) -> list[Any]:
+def find_items(
+    node_id: str, depends_on: Sequence[str], over: str | None, context: TaskContext
+) -> list[Any]:
     """The list to fan out over, as the module docstring describes."""
     source, key = over.split(".", 1) if over and "." in over else ("", over or "")
     if not source:
         if len(depends_on) != 1:
             raise NonRetryableError(
                 f"task {node_id!r} depends on {list(depends_on)}: pass over='task.key' to say "
-                "which list to fan out over", task_id=node_id)
+                "which list to fan out over",
+                task_id=node_id,
+            )
         source = depends_on[0]
     value = context.tasks[source].output
     if key:
         if not isinstance(value, dict) or key not in value:
-            raise NonRetryableError(f"task {node_id!r}: output of {source!r} has no key {key!r}",
-                                    task_id=node_id)
+            raise NonRetryableError(
+                f"task {node_id!r}: output of {source!r} has no key {key!r}", task_id=node_id
+            )
         value = value[key]
     elif isinstance(value, dict):
         lists = [v for v in value.values() if isinstance(v, list)]
         if len(lists) != 1:
             raise NonRetryableError(
                 f"task {node_id!r}: output of {source!r} has {len(lists)} list values; pass "
-                f"over='{source}.<key>'", task_id=node_id)
+                f"over='{source}.<key>'",
+                task_id=node_id,
+            )
         value = lists[0]
     if not isinstance(value, list):
         raise NonRetryableError(
             f"task {node_id!r}: fan-out source {source!r} is {type(value).__name__}, not a list",
-            task_id=node_id)
+            task_id=node_id,
+        )
     return value
 
 
-def add_parallel_tasks(wf: Workflow, node_id: str, fn: Callable[..., Any],
-                       depends_on: Iterable[str], *, over: str | None,
-                       max_parallel: int | None, retries: int, retry_delay: float,
-                       backoff: float, timeout: float | None) -> TaskDef:
+def add_parallel_tasks(
+    wf: Workflow,
+    node_id: str,
+    fn: Callable[..., Any],
+    depends_on: Iterable[str],
+    *,
+    over: str | None,
+    max_parallel: int | None,
+    retries: int,
+    retry_delay: float,
+    backoff: float,
+    timeout: float | None,
+) -> TaskDef:
     """Add a fan-out node to ``wf``."""
     deps = tuple(depends_on)
     where = f"workflow {wf.name!r}, task {node_id!r}"
@@ -103,12 +119,17 @@ def add_parallel_tasks(wf: Workflow, node_id: str, fn: Callable[..., Any],
     def planner(context: TaskContext) -> list[Any]:
         return find_items(node_id, deps, over, context)
 
-    return wf.add_task(TaskDef(
-        id=node_id, fn=planner, depends_on=deps,
-        retry=retry_policy(wf.name, node_id, retries, retry_delay, backoff, 300.0),
-        timeout=positive_or_none(wf.name, node_id, "timeout", timeout), kind="expand",
-        options={"expander": FanOut(fn, max_parallel), "pattern": "parallel"},
-    ))
+    return wf.add_task(
+        TaskDef(
+            id=node_id,
+            fn=planner,
+            depends_on=deps,
+            retry=retry_policy(wf.name, node_id, retries, retry_delay, backoff, 300.0),
+            timeout=positive_or_none(wf.name, node_id, "timeout", timeout),
+            kind="expand",
+            options={"expander": FanOut(fn, max_parallel), "pattern": "parallel"},
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -126,16 +147,31 @@ class ParallelNode:
     def add_to(self, wf: Workflow) -> TaskDef:
         """Add the fan-out node to ``wf``."""
         return add_parallel_tasks(
-            wf, self.id, self.fn, self.depends_on, over=self.over,
-            max_parallel=self.max_parallel, retries=int(self.retry.get("retries", 0)),
+            wf,
+            self.id,
+            self.fn,
+            self.depends_on,
+            over=self.over,
+            max_parallel=self.max_parallel,
+            retries=int(self.retry.get("retries", 0)),
             retry_delay=self.retry.get("retry_delay", 1.0),
-            backoff=self.retry.get("backoff", 2.0), timeout=self.timeout)
+            backoff=self.retry.get("backoff", 2.0),
+            timeout=self.timeout,
+        )
 
 
-def parallel(fn: Callable[..., Any], *, over: str | None = None, id: str | None = None,
-             depends_on: Iterable[str] | None = None, max_parallel: int | None = None,
-             retries: int = 0, retry_delay: float = 1.0, backoff: float = 2.0,
-             timeout: float | None = None) -> ParallelNode:
+def parallel(
+    fn: Callable[..., Any],
+    *,
+    over: str | None = None,
+    id: str | None = None,
+    depends_on: Iterable[str] | None = None,
+    max_parallel: int | None = None,
+    retries: int = 0,
+    retry_delay: float = 1.0,
+    backoff: float = 2.0,
+    timeout: float | None = None,
+) -> ParallelNode:
     """Fan-out as a value: run ``fn(item, context)`` once per item; add it with ``wf.add``.
 
     The functional twin of ``@workflow.parallel_tasks``::
@@ -156,10 +192,15 @@ def parallel(fn: Callable[..., Any], *, over: str | None = None, id: str | None 
             raise DefinitionError("parallel(...) needs over='task.key' or depends_on=[...]")
         depends_on = (source,)
     node_over = over if over and "." in over else None
-    return ParallelNode(fn=fn, over=node_over, id=id or fn.__name__, depends_on=tuple(depends_on),
-                        max_parallel=max_parallel,
-                        retry={"retries": retries, "retry_delay": retry_delay, "backoff": backoff},
-                        timeout=timeout)
+    return ParallelNode(
+        fn=fn,
+        over=node_over,
+        id=id or fn.__name__,
+        depends_on=tuple(depends_on),
+        max_parallel=max_parallel,
+        retry={"retries": retries, "retry_delay": retry_delay, "backoff": backoff},
+        timeout=timeout,
+    )
 
 
 def gather(node_id: str, context: TaskContext | None = None) -> Any:

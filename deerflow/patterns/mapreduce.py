@@ -93,8 +93,11 @@ class MapReduceExpander:
     def plan(self, returned: Any, node_id: str) -> list[dict[str, Any]]:
         """Map, partial-reduce and final-reduce specs for the partitions."""
         if not isinstance(returned, list):
-            raise NonRetryableError(f"map-reduce {node_id!r}: partition() must return a list, "
-                                    f"got {type(returned).__name__}", task_id=node_id)
+            raise NonRetryableError(
+                f"map-reduce {node_id!r}: partition() must return a list, "
+                f"got {type(returned).__name__}",
+                task_id=node_id,
+            )
         return plan_map_reduce(returned, self.partitions, self.reduce_parallelism)
 
     def child_callable(self, spec: dict[str, Any]) -> Callable[[TaskContext], Any]:
@@ -153,17 +156,29 @@ def _flatten(context: TaskContext, deps: list[str]) -> list[Any]:
     return [result for dep in deps for result in inputs[dep]]
 
 
-def add_map_reduce(wf: Workflow, node_id: str, cls: type[MapReduce], depends_on: Iterable[str],
-                   *, partitions: int | None, reduce_parallelism: int,
-                   max_parallel: int | None, retries: int, retry_delay: float, backoff: float,
-                   timeout: float | None) -> TaskDef:
+def add_map_reduce(
+    wf: Workflow,
+    node_id: str,
+    cls: type[MapReduce],
+    depends_on: Iterable[str],
+    *,
+    partitions: int | None,
+    reduce_parallelism: int,
+    max_parallel: int | None,
+    retries: int,
+    retry_delay: float,
+    backoff: float,
+    timeout: float | None,
+) -> TaskDef:
     """Add a map-reduce node for class ``cls`` (instantiated once, without arguments)."""
     where = f"workflow {wf.name!r}, task {node_id!r}"
     if not (isinstance(cls, type) and issubclass(cls, MapReduce)):
-        raise DefinitionError(f"{where}: @map_reduce decorates a subclass of MapReduce, "
-                              f"got {cls!r}")
-    missing = [m for m in ("partition", "map", "reduce")
-               if getattr(cls, m) is getattr(MapReduce, m)]
+        raise DefinitionError(
+            f"{where}: @map_reduce decorates a subclass of MapReduce, got {cls!r}"
+        )
+    missing = [
+        m for m in ("partition", "map", "reduce") if getattr(cls, m) is getattr(MapReduce, m)
+    ]
     if missing:
         raise DefinitionError(f"{where}: {cls.__name__} must define {', '.join(missing)}")
     if partitions is not None and partitions < 1:
@@ -176,9 +191,14 @@ def add_map_reduce(wf: Workflow, node_id: str, cls: type[MapReduce], depends_on:
         raise DefinitionError(f"{where}: depends_on must be a list of task ids")
     job = cls()
     expander = MapReduceExpander(node_id, job, partitions, reduce_parallelism, max_parallel)
-    return wf.add_task(TaskDef(
-        id=node_id, fn=job.partition, depends_on=tuple(depends_on),
-        retry=retry_policy(wf.name, node_id, retries, retry_delay, backoff, 300.0),
-        timeout=positive_or_none(wf.name, node_id, "timeout", timeout), kind="expand",
-        options={"expander": expander, "pattern": "map_reduce"},
-    ))
+    return wf.add_task(
+        TaskDef(
+            id=node_id,
+            fn=job.partition,
+            depends_on=tuple(depends_on),
+            retry=retry_policy(wf.name, node_id, retries, retry_delay, backoff, 300.0),
+            timeout=positive_or_none(wf.name, node_id, "timeout", timeout),
+            kind="expand",
+            options={"expander": expander, "pattern": "map_reduce"},
+        )
+    )

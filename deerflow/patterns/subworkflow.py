@@ -53,16 +53,31 @@ class SubWorkflow:
 
     def add_to(self, parent: Workflow) -> TaskDef:
         """Add this node to ``parent``; a failed child run fails the node (retries apply)."""
-        return add_sub_workflow(parent, self.id, self.workflow, self.depends_on,
-                                input_from=self.input_from, retries=self.retries,
-                                retry_delay=self.retry_delay, backoff=self.backoff,
-                                timeout=self.timeout)
+        return add_sub_workflow(
+            parent,
+            self.id,
+            self.workflow,
+            self.depends_on,
+            input_from=self.input_from,
+            retries=self.retries,
+            retry_delay=self.retry_delay,
+            backoff=self.backoff,
+            timeout=self.timeout,
+        )
 
 
-def add_sub_workflow(parent: Workflow, node_id: str, child: Workflow, depends_on: Iterable[str],
-                     *, input_from: str | None = None, retries: int = 0,
-                     retry_delay: float = 1.0, backoff: float = 2.0,
-                     timeout: float | None = None) -> TaskDef:
+def add_sub_workflow(
+    parent: Workflow,
+    node_id: str,
+    child: Workflow,
+    depends_on: Iterable[str],
+    *,
+    input_from: str | None = None,
+    retries: int = 0,
+    retry_delay: float = 1.0,
+    backoff: float = 2.0,
+    timeout: float | None = None,
+) -> TaskDef:
     """Add a node running ``child``; a failed child run fails the node (retries apply)."""
     from deerflow.engine._definition import Workflow
 
@@ -75,15 +90,21 @@ def add_sub_workflow(parent: Workflow, node_id: str, child: Workflow, depends_on
         raise DefinitionError(f"{where}: depends_on must be a list of task ids")
     deps = tuple(depends_on)
     if input_from is not None and input_from not in deps:
-        raise DefinitionError(f"{where}: input_from={input_from!r} must be one of depends_on "
-                              f"{list(deps)}")
+        raise DefinitionError(
+            f"{where}: input_from={input_from!r} must be one of depends_on {list(deps)}"
+        )
     child.validate()
     options: dict[str, object] = {"workflow": child}
     if input_from is not None:
         options["input_from"] = input_from
-    return parent.add_task(TaskDef(
-        id=node_id, fn=None, depends_on=deps,
-        retry=retry_policy(parent.name, node_id, retries, retry_delay, backoff, 300.0),
-        timeout=positive_or_none(parent.name, node_id, "timeout", timeout), kind="subworkflow",
-        options=options,
-    ))
+    return parent.add_task(
+        TaskDef(
+            id=node_id,
+            fn=None,
+            depends_on=deps,
+            retry=retry_policy(parent.name, node_id, retries, retry_delay, backoff, 300.0),
+            timeout=positive_or_none(parent.name, node_id, "timeout", timeout),
+            kind="subworkflow",
+            options=options,
+        )
+    )

@@ -90,8 +90,9 @@ class DynamicTasks:
     _functions: ClassVar[dict[str, Callable[..., Any]]] = {}
 
     @classmethod
-    def register(cls, name: str, handler: Handler | None = None, *,
-                 validate: Validator | None = None) -> Any:
+    def register(
+        cls, name: str, handler: Handler | None = None, *, validate: Validator | None = None
+    ) -> Any:
         """Register task type ``name`` (use as ``@DynamicTasks.register("name")`` or call).
 
         ``handler(spec: TaskSpec, context: TaskContext)`` returns the task's JSON output; sync
@@ -112,8 +113,9 @@ class DynamicTasks:
         try:
             return cls._types[name]
         except KeyError:
-            raise NonRetryableError(f"unknown dynamic task type {name!r} (known: "
-                                    f"{', '.join(sorted(cls._types))})") from None
+            raise NonRetryableError(
+                f"unknown dynamic task type {name!r} (known: {', '.join(sorted(cls._types))})"
+            ) from None
 
     @classmethod
     def types(cls) -> list[str]:
@@ -126,12 +128,10 @@ class DynamicTasks:
 
     @overload
     @classmethod
-    def function(cls, fn: None = None, *, name: str | None = None
-                 ) -> Callable[[FnT], FnT]: ...
+    def function(cls, fn: None = None, *, name: str | None = None) -> Callable[[FnT], FnT]: ...
 
     @classmethod
-    def function(cls, fn: Callable[..., Any] | None = None, *,
-                 name: str | None = None) -> Any:
+    def function(cls, fn: Callable[..., Any] | None = None, *, name: str | None = None) -> Any:
         """Register ``fn`` for ``"callable"`` specs under ``name`` (default: its ``__name__``)."""
 
         def add(f: FnT) -> FnT:
@@ -146,14 +146,22 @@ class DynamicTasks:
         try:
             return cls._functions[name]
         except KeyError:
-            raise NonRetryableError(f"no function {name!r} is registered with "
-                                    "DynamicTasks.function (known: "
-                                    f"{', '.join(sorted(cls._functions)) or 'none'})") from None
+            raise NonRetryableError(
+                f"no function {name!r} is registered with "
+                "DynamicTasks.function (known: "
+                f"{', '.join(sorted(cls._functions)) or 'none'})"
+            ) from None
 
     @staticmethod
-    def python(id: str, script: str, args: Sequence[Any] = (), *,
-               depends_on: Sequence[str] = (), env: Mapping[str, str] | None = None,
-               timeout: float | None = None) -> dict[str, Any]:
+    def python(
+        id: str,
+        script: str,
+        args: Sequence[Any] = (),
+        *,
+        depends_on: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
         """A ``"python"`` spec running ``script`` with ``args``."""
         config: dict[str, Any] = {"script": script, "args": list(args)}
         if env:
@@ -163,16 +171,24 @@ class DynamicTasks:
         return _spec(id, "python", config, depends_on)
 
     @classmethod
-    def call(cls, id: str, function: str | Callable[..., Any], *args: Any,
-             depends_on: Sequence[str] = (), **kwargs: Any) -> dict[str, Any]:
+    def call(
+        cls,
+        id: str,
+        function: str | Callable[..., Any],
+        *args: Any,
+        depends_on: Sequence[str] = (),
+        **kwargs: Any,
+    ) -> dict[str, Any]:
         """A ``"callable"`` spec calling a registered function with JSON ``args``/``kwargs``."""
         name = function if isinstance(function, str) else _registered_name(cls, function)
-        return _spec(id, "callable", {"function": name, "args": list(args), "kwargs": kwargs},
-                     depends_on)
+        return _spec(
+            id, "callable", {"function": name, "args": list(args), "kwargs": kwargs}, depends_on
+        )
 
 
-def _spec(task_id: str, kind: str, config: dict[str, Any],
-          depends_on: Sequence[str]) -> dict[str, Any]:
+def _spec(
+    task_id: str, kind: str, config: dict[str, Any], depends_on: Sequence[str]
+) -> dict[str, Any]:
     spec: dict[str, Any] = {"id": task_id, "type": kind, "config": config}
     if depends_on:
         spec["depends_on"] = list(depends_on)
@@ -183,8 +199,10 @@ def _registered_name(cls: type[DynamicTasks], fn: Callable[..., Any]) -> str:
     for name, registered in cls._functions.items():
         if registered is fn:
             return name
-    raise DefinitionError(f"{getattr(fn, '__name__', fn)!r} is not registered: decorate it "
-                          "with @DynamicTasks.function so every worker can find it")
+    raise DefinitionError(
+        f"{getattr(fn, '__name__', fn)!r} is not registered: decorate it "
+        "with @DynamicTasks.function so every worker can find it"
+    )
 
 
 # -- the built-in types -------------------------------------------------------------------------
@@ -209,18 +227,23 @@ async def _run_python(spec: TaskSpec, context: TaskContext) -> Any:
     path = resolve_script(config["script"], spec.search_path, context.task_id)
     env = dict(os.environ)
     env.update({str(k): str(v) for k, v in config.get("env", {}).items()})
-    env.update(DEERFLOW_RUN_ID=context.run_id, DEERFLOW_TASK_ID=context.task_id,
-               DEERFLOW_IDEMPOTENCY_KEY=context.idempotency_key,
-               DEERFLOW_PARAMS=_codec.dumps(context.params).decode())
+    env.update(
+        DEERFLOW_RUN_ID=context.run_id,
+        DEERFLOW_TASK_ID=context.task_id,
+        DEERFLOW_IDEMPOTENCY_KEY=context.idempotency_key,
+        DEERFLOW_PARAMS=_codec.dumps(context.params).decode(),
+    )
     args = [str(a) for a in config.get("args", [])]
-    return await run_script(path, args, task_id=context.task_id, env=env,
-                            seconds=config.get("timeout"))
+    return await run_script(
+        path, args, task_id=context.task_id, env=env, seconds=config.get("timeout")
+    )
 
 
 def _validate_callable(config: Mapping[str, Any]) -> None:
     if not isinstance(config.get("function"), str):
-        raise ValueError("config.function must name a function registered with "
-                         "DynamicTasks.function")
+        raise ValueError(
+            "config.function must name a function registered with DynamicTasks.function"
+        )
     DynamicTasks.lookup_function(config["function"])
     if not isinstance(config.get("args", []), list):
         raise ValueError("config.args must be a list")

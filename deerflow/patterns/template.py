@@ -54,8 +54,9 @@ class TemplateParameterError(DefinitionError):
         problems: every ``(parameter, rule, message)`` found.
     """
 
-    def __init__(self, message: str, *, parameter: str, rule: str,
-                 problems: list[tuple[str, str, str]]) -> None:
+    def __init__(
+        self, message: str, *, parameter: str, rule: str, problems: list[tuple[str, str, str]]
+    ) -> None:
         super().__init__(message)
         self.parameter = parameter
         self.rule = rule
@@ -86,9 +87,15 @@ class WorkflowTemplate:
         version, description, max_parallel: passed to every instantiated workflow.
     """
 
-    def __init__(self, name: str, parameters: Mapping[str, Any] | None = None, *,
-                 version: str = "1", description: str = "",
-                 max_parallel: int | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        parameters: Mapping[str, Any] | None = None,
+        *,
+        version: str = "1",
+        description: str = "",
+        max_parallel: int | None = None,
+    ) -> None:
         from deerflow.engine._definition import Workflow
 
         self.name = name
@@ -114,15 +121,24 @@ class WorkflowTemplate:
             raise self._error(exc) from None
         return model.model_dump(mode="json")
 
-    def instantiate(self, name: str, parameters: Mapping[str, Any] | None = None, *,
-                    version: str | None = None, description: str | None = None) -> Workflow:
+    def instantiate(
+        self,
+        name: str,
+        parameters: Mapping[str, Any] | None = None,
+        *,
+        version: str | None = None,
+        description: str | None = None,
+    ) -> Workflow:
         """A new workflow named ``name`` whose runs see ``parameters`` in ``context.params``."""
         from deerflow.engine._definition import Workflow
 
         values = self.validate(parameters)
-        wf = Workflow(name, version=version or self.version,
-                      description=self.description if description is None else description,
-                      max_parallel=self.max_parallel)
+        wf = Workflow(
+            name,
+            version=version or self.version,
+            description=self.description if description is None else description,
+            max_parallel=self.max_parallel,
+        )
         for step in self._steps:
             step.apply(wf)
         wf.default_params = MappingProxyType(values)
@@ -159,8 +175,9 @@ class WorkflowTemplate:
         """Like :meth:`deerflow.Workflow.add`."""
         return self._immediate(_Step("add", (node,), {}))
 
-    def _decorator(self, method: str, args: tuple[Any, ...],
-                   options: dict[str, Any]) -> Callable[[F], F]:
+    def _decorator(
+        self, method: str, args: tuple[Any, ...], options: dict[str, Any]
+    ) -> Callable[[F], F]:
         def register(target: F) -> F:
             self._immediate(_Step(method, args, options, target))
             return target
@@ -183,10 +200,18 @@ class WorkflowTemplate:
                 shown = "" if rule == "required" else f" (got {err.get('input')!r})"
                 message = f"{err['msg']}{shown}"
             problems.append((param, rule, message))
-        text = "; ".join(f"parameter {p!r} breaks {r}: {m}" if r != "unknown"
-                         else f"parameter {p!r} is unknown: {m}" for p, r, m in problems)
-        return TemplateParameterError(f"template {self.name!r}: {text}", parameter=problems[0][0],
-                                      rule=problems[0][1], problems=problems)
+        text = "; ".join(
+            f"parameter {p!r} breaks {r}: {m}"
+            if r != "unknown"
+            else f"parameter {p!r} is unknown: {m}"
+            for p, r, m in problems
+        )
+        return TemplateParameterError(
+            f"template {self.name!r}: {text}",
+            parameter=problems[0][0],
+            rule=problems[0][1],
+            problems=problems,
+        )
 
     def __repr__(self) -> str:
         return f"WorkflowTemplate(name={self.name!r}, parameters={list(self._schema)})"

@@ -82,8 +82,9 @@ class PipelineMixin:
             where = f"workflow {self.name!r}"
             if self._pipeline is not None:
                 raise DefinitionError(f"{where} already has a pipeline")
-            spec = PipelineSpec(pipeline_cls, backpressure or Backpressure(), source, sink,
-                                dead_letter, key)
+            spec = PipelineSpec(
+                pipeline_cls, backpressure or Backpressure(), source, sink, dead_letter, key
+            )
             spec.validate(where)
             self._pipeline = spec
             self._check_pipeline()
@@ -100,20 +101,32 @@ class PipelineMixin:
                 " a pipeline workflow has no tasks: use two workflows"
             )
 
-    def _run_pipeline(self, params: Mapping[str, Any] | None, *, input: Any,
-                      timeout: float | None, run_id: str | None) -> RunResult:
+    def _run_pipeline(
+        self,
+        params: Mapping[str, Any] | None,
+        *,
+        input: Any,
+        timeout: float | None,
+        run_id: str | None,
+    ) -> RunResult:
         """``Workflow.run`` for a pipeline workflow (blocking)."""
         from deerflow.engine._definition import ensure_loop_free
 
         ensure_loop_free()
-        return asyncio.run(run_pipeline(self, params=params, input=input, timeout=timeout,
-                                        run_id=run_id))
+        return asyncio.run(
+            run_pipeline(self, params=params, input=input, timeout=timeout, run_id=run_id)
+        )
 
 
-async def run_pipeline(workflow: PipelineMixin, *, params: Mapping[str, Any] | None = None,
-                       input: Any = None,
-                       timeout: float | None = None,
-                       run_id: str | None = None, **overrides: Any) -> RunResult:
+async def run_pipeline(
+    workflow: PipelineMixin,
+    *,
+    params: Mapping[str, Any] | None = None,
+    input: Any = None,
+    timeout: float | None = None,
+    run_id: str | None = None,
+    **overrides: Any,
+) -> RunResult:
     """Stream ``input`` (else the declared source) through ``workflow``'s pipeline.
 
     Returns when the input is exhausted and drained; after ``timeout`` seconds it stops
@@ -123,8 +136,9 @@ async def run_pipeline(workflow: PipelineMixin, *, params: Mapping[str, Any] | N
     spec = workflow._pipeline
     if spec is None:
         raise DefinitionError(f"workflow {workflow.name!r} has no pipeline")
-    runtime = PipelineRuntime.from_spec(spec, name=workflow.name, source=input, params=params,
-                                        **overrides)
+    runtime = PipelineRuntime.from_spec(
+        spec, name=workflow.name, source=input, params=params, **overrides
+    )
     if input is None and getattr(runtime.spec.source, "unbounded", False) and timeout is None:
         raise DefinitionError(
             f"workflow {workflow.name!r}: its source runs until stopped; give run() a timeout,"
@@ -136,15 +150,25 @@ async def run_pipeline(workflow: PipelineMixin, *, params: Mapping[str, Any] | N
     return to_run_result(workflow, runtime.report(), run_id or uuid.uuid4().hex, params)
 
 
-def to_run_result(workflow: PipelineMixin, report: PipelineReport, run_id: str,
-                  params: Mapping[str, Any] | None = None) -> RunResult:
+def to_run_result(
+    workflow: PipelineMixin,
+    report: PipelineReport,
+    run_id: str,
+    params: Mapping[str, Any] | None = None,
+) -> RunResult:
     """A pipeline report as a :class:`~deerflow.RunResult`: one task per stage."""
     from deerflow.engine._results import RunResult
 
     return RunResult(
-        run_id=run_id, workflow=workflow.name, version=workflow.version, status=report.status,
-        output=report.output(), error=report.error, params=dict(params or {}),
-        started_at=report.started_at, finished_at=report.finished_at,
+        run_id=run_id,
+        workflow=workflow.name,
+        version=workflow.version,
+        status=report.status,
+        output=report.output(),
+        error=report.error,
+        params=dict(params or {}),
+        started_at=report.started_at,
+        finished_at=report.finished_at,
         tasks={name: _stage_result(report, metrics) for name, metrics in report.stages.items()},
     )
 
@@ -153,9 +177,14 @@ def _stage_result(report: PipelineReport, metrics: dict[str, Any]) -> TaskResult
     from deerflow.engine._results import TaskResult
 
     status = {"running": "running", "failed": "failed"}.get(report.status, "completed")
-    return TaskResult(status=status, output=metrics, error=metrics["last_error"],
-                      attempts=metrics["calls"], started_at=report.started_at,
-                      finished_at=report.finished_at)
+    return TaskResult(
+        status=status,
+        output=metrics,
+        error=metrics["last_error"],
+        attempts=metrics["calls"],
+        started_at=report.started_at,
+        finished_at=report.finished_at,
+    )
 
 
 def _enable_serving() -> None:

@@ -77,9 +77,16 @@ class Intake:
         seed: seeds the sampling (tests).
     """
 
-    def __init__(self, backpressure: Backpressure, entry: StageInput[Envelope], *,
-                 discard: Discard, reject: Reject, key: KeyFn | None = None,
-                 seed: int | None = None) -> None:
+    def __init__(
+        self,
+        backpressure: Backpressure,
+        entry: StageInput[Envelope],
+        *,
+        discard: Discard,
+        reject: Reject,
+        key: KeyFn | None = None,
+        seed: int | None = None,
+    ) -> None:
         self.backpressure = backpressure
         self.entry = entry
         self._discard = discard
@@ -123,8 +130,14 @@ class Intake:
 
     # -- offering -----------------------------------------------------------------------------
 
-    async def offer(self, value: Any, *, key: Any = None, origin: Mapping[str, Any] | None = None,
-                    ack: Callable[[], None] | None = None) -> bool:
+    async def offer(
+        self,
+        value: Any,
+        *,
+        key: Any = None,
+        origin: Mapping[str, Any] | None = None,
+        ack: Callable[[], None] | None = None,
+    ) -> bool:
         """Offer one item; whether it entered the pipeline.
 
         ``origin`` describes where it came from (shown in dead letters); ``ack`` is called once
@@ -140,8 +153,7 @@ class Intake:
             try:
                 envelope.key = self._key(value)
             except Exception as error:  # the user's key function: one bad item, not the pipeline
-                await self._reject(envelope, f"key function raised {type(error).__name__}: "
-                                             f"{error}")
+                await self._reject(envelope, f"key function raised {type(error).__name__}: {error}")
                 return False
         if not self.full():
             self._admit(envelope)
@@ -156,9 +168,15 @@ class Intake:
             return False
         return self._sample(envelope)
 
-    async def reject(self, value: Any, reason: str, *, key: Any = None,
-                     origin: Mapping[str, Any] | None = None,
-                     ack: Callable[[], None] | None = None) -> None:
+    async def reject(
+        self,
+        value: Any,
+        reason: str,
+        *,
+        key: Any = None,
+        origin: Mapping[str, Any] | None = None,
+        ack: Callable[[], None] | None = None,
+    ) -> None:
         """Dead-letter input the source could not turn into an item (undecodable, say).
 
         It never enters the pipeline and takes no permit; ``ack`` is called once the dead

@@ -71,12 +71,27 @@ class DeadLetter:
     failed_at: float = field(default_factory=time.time)
 
     @classmethod
-    def of(cls, item: Any, stage: str, error: BaseException, attempts: int, *, key: Any = None,
-           origin: Mapping[str, Any] | None = None) -> DeadLetter:
+    def of(
+        cls,
+        item: Any,
+        stage: str,
+        error: BaseException,
+        attempts: int,
+        *,
+        key: Any = None,
+        origin: Mapping[str, Any] | None = None,
+    ) -> DeadLetter:
         """The dead letter for ``item`` that failed with ``error``."""
-        return cls(item=item, stage=stage, reason=str(error) or type(error).__name__,
-                   error_type=type(error).__name__, attempts=attempts, key=key, origin=origin,
-                   traceback="".join(traceback.format_exception(error)))
+        return cls(
+            item=item,
+            stage=stage,
+            reason=str(error) or type(error).__name__,
+            error_type=type(error).__name__,
+            attempts=attempts,
+            key=key,
+            origin=origin,
+            traceback="".join(traceback.format_exception(error)),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; an item JSON cannot encode is given as its ``repr``."""
@@ -88,10 +103,17 @@ class DeadLetter:
             key = _codec.to_json_value(self.key)
         except TypeError:
             key = repr(self.key)
-        return {"item": item, "stage": self.stage, "reason": self.reason,
-                "error_type": self.error_type, "attempts": self.attempts, "key": key,
-                "origin": dict(self.origin) if self.origin else None,
-                "traceback": self.traceback, "failed_at": self.failed_at}
+        return {
+            "item": item,
+            "stage": self.stage,
+            "reason": self.reason,
+            "error_type": self.error_type,
+            "attempts": self.attempts,
+            "key": key,
+            "origin": dict(self.origin) if self.origin else None,
+            "traceback": self.traceback,
+            "failed_at": self.failed_at,
+        }
 
 
 class Source(abc.ABC):

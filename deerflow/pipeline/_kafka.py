@@ -53,8 +53,11 @@ def kafka_log(bootstrap: str | None, context: PipelineContext, what: str) -> tup
         return context.log, False
     bootstrap = bootstrap or os.environ.get("DEERFLOW_KAFKA_BOOTSTRAP")
     if not bootstrap:
-        raise ConnectorError(f"{what} needs a Kafka cluster: pass bootstrap_servers=, serve on a"
-                             " kafka:// store, or set DEERFLOW_KAFKA_BOOTSTRAP", retriable=False)
+        raise ConnectorError(
+            f"{what} needs a Kafka cluster: pass bootstrap_servers=, serve on a"
+            " kafka:// store, or set DEERFLOW_KAFKA_BOOTSTRAP",
+            retriable=False,
+        )
     return open_log(bootstrap if "://" in bootstrap else f"kafka://{bootstrap}"), True
 
 
@@ -88,10 +91,17 @@ class KafkaSource(Source):
 
     unbounded = True
 
-    def __init__(self, topic: str | Sequence[str], *, group: str | None = None,
-                 bootstrap_servers: str | None = None, start_from: StartFrom = "earliest",
-                 decode: Decode = "json", commit_interval: float = 1.0,
-                 revoke_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        topic: str | Sequence[str],
+        *,
+        group: str | None = None,
+        bootstrap_servers: str | None = None,
+        start_from: StartFrom = "earliest",
+        decode: Decode = "json",
+        commit_interval: float = 1.0,
+        revoke_timeout: float = 5.0,
+    ) -> None:
         self.topics = [topic] if isinstance(topic, str) else list(topic)
         self.group = group
         self.bootstrap_servers = bootstrap_servers
@@ -113,13 +123,15 @@ class KafkaSource(Source):
 
     async def open(self, context: PipelineContext) -> None:
         """Join the group (assignment arrives with the first polls)."""
-        self._log, self._owned = kafka_log(self.bootstrap_servers, context,
-                                           f"KafkaSource({self.topics[0]!r})")
+        self._log, self._owned = kafka_log(
+            self.bootstrap_servers, context, f"KafkaSource({self.topics[0]!r})"
+        )
         if self._owned:
             await self._log.start()
         self.group = self.group or f"deerflow-pipeline-{context.name}"
-        self._consumer = self._log.consumer(self.group, self.topics, listener=self,
-                                            start_from=self.start_from)
+        self._consumer = self._log.consumer(
+            self.group, self.topics, listener=self, start_from=self.start_from
+        )
         await self._consumer.start()
 
     async def run(self, intake: Intake) -> None:
@@ -165,14 +177,20 @@ class KafkaSource(Source):
             value = self._decode(record)
         except Exception as error:  # whatever the decoder raises, the record is unreadable
             raw = record.value.decode("utf-8", "replace")
-            await intake.reject(raw, f"cannot decode record: {type(error).__name__}: {error}",
-                                key=record.key, origin=origin, ack=done)
+            await intake.reject(
+                raw,
+                f"cannot decode record: {type(error).__name__}: {error}",
+                key=record.key,
+                origin=origin,
+                ack=done,
+            )
             return
         await intake.offer(value, key=record.key, origin=origin, ack=done)
 
     async def _commit(self, *, due: bool = False) -> None:
-        if self._consumer is None or (due and time.monotonic() - self._last_commit
-                                      < self.commit_interval):
+        if self._consumer is None or (
+            due and time.monotonic() - self._last_commit < self.commit_interval
+        ):
             return
         self._last_commit = time.monotonic()
         offsets = self.tracker.committable()
@@ -218,10 +236,16 @@ class KafkaSource(Source):
 
     def describe(self) -> dict[str, Any]:
         """Topics, group, pause count and committed offsets (``topic/partition: offset``)."""
-        return {"kind": "kafka", "topics": self.topics, "group": self.group,
-                "pauses": self.pauses,
-                "committed": {f"{tp.topic}/{tp.partition}": offset
-                              for tp, offset in sorted(self.committed.items())}}
+        return {
+            "kind": "kafka",
+            "topics": self.topics,
+            "group": self.group,
+            "pauses": self.pauses,
+            "committed": {
+                f"{tp.topic}/{tp.partition}": offset
+                for tp, offset in sorted(self.committed.items())
+            },
+        }
 
 
 class KafkaSink(LogSink):
@@ -235,9 +259,14 @@ class KafkaSink(LogSink):
             text as they are).
     """
 
-    def __init__(self, topic: str, *, bootstrap_servers: str | None = None,
-                 key: Callable[[Any], Any] | None = None,
-                 encode: Callable[[Any], bytes] = encode_value) -> None:
+    def __init__(
+        self,
+        topic: str,
+        *,
+        bootstrap_servers: str | None = None,
+        key: Callable[[Any], Any] | None = None,
+        encode: Callable[[Any], bytes] = encode_value,
+    ) -> None:
         super().__init__(topic, key=key, encode=encode)
         self.bootstrap_servers = bootstrap_servers
 

@@ -73,8 +73,9 @@ class StageMetrics:
     last_error: str | None = None
     latency: LatencyWindow = field(default_factory=LatencyWindow)
 
-    def snapshot(self, *, queue_depth: int, peak_queue_depth: int,
-                 elapsed: float) -> dict[str, Any]:
+    def snapshot(
+        self, *, queue_depth: int, peak_queue_depth: int, elapsed: float
+    ) -> dict[str, Any]:
         """The metrics as a JSON-ready dict; throughput is processed items per second."""
         return {
             "processed": self.processed,

@@ -22,12 +22,14 @@ class PipelineMeta(type):
     """Makes ``stage`` visible in class bodies and collects the stages of each class."""
 
     @classmethod
-    def __prepare__(cls, name: str, bases: tuple[type, ...], /,
-                    **kwargs: Any) -> MutableMapping[str, object]:
+    def __prepare__(
+        cls, name: str, bases: tuple[type, ...], /, **kwargs: Any
+    ) -> MutableMapping[str, object]:
         return {"stage": stage}
 
-    def __new__(mcs, name: str, bases: tuple[type, ...], namespace: dict[str, Any],
-                **kwargs: Any) -> PipelineMeta:
+    def __new__(
+        mcs, name: str, bases: tuple[type, ...], namespace: dict[str, Any], **kwargs: Any
+    ) -> PipelineMeta:
         if namespace.get("stage") is stage:
             namespace = {k: v for k, v in namespace.items() if k != "stage"}
         cls = super().__new__(mcs, name, bases, namespace, **kwargs)

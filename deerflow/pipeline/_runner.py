@@ -26,8 +26,9 @@ Forward = Callable[[Envelope], None]
 Fail = Callable[[str, list[Envelope], BaseException, int], Awaitable[None]]
 
 
-def stage_invoker(fn: Callable[[Any], Any], *, is_async: bool, batch: bool,
-                  executor: Executor | None) -> Invoke:
+def stage_invoker(
+    fn: Callable[[Any], Any], *, is_async: bool, batch: bool, executor: Executor | None
+) -> Invoke:
     """How a stage function is called on a batch of envelopes (one envelope unless batching).
 
     Sync functions run on ``executor`` (a pool of the stage's own, ``parallelism`` threads).
@@ -75,9 +76,18 @@ class StageRunner:
         fail: dead-letters a batch that failed for good (stage name, batch, error, attempts).
     """
 
-    def __init__(self, name: str, invoke: Invoke, options: StageOptions, *, batching: bool,
-                 source: StageInput[Envelope], metrics: StageMetrics, forward: Forward,
-                 fail: Fail) -> None:
+    def __init__(
+        self,
+        name: str,
+        invoke: Invoke,
+        options: StageOptions,
+        *,
+        batching: bool,
+        source: StageInput[Envelope],
+        metrics: StageMetrics,
+        forward: Forward,
+        fail: Fail,
+    ) -> None:
         self.name = name
         self._invoke = invoke
         self.options = options
@@ -116,8 +126,9 @@ class StageRunner:
                     return
                 self.metrics.retries += 1
                 delay = getattr(error, "next_retry_delay", None)
-                await asyncio.sleep(delay if delay is not None
-                                    else self.options.delay_before(attempt + 1))
+                await asyncio.sleep(
+                    delay if delay is not None else self.options.delay_before(attempt + 1)
+                )
                 continue
             break
         self.metrics.processed += sum(e.weight for e in batch)

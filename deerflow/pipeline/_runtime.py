@@ -67,8 +67,12 @@ class PipelineReport:
 
     def output(self) -> dict[str, Any]:
         """The report as a JSON-ready dict (a pipeline run's output)."""
-        return {"pipeline": self.name, "items": self.items, "stages": self.stages,
-                "source": self.source}
+        return {
+            "pipeline": self.name,
+            "items": self.items,
+            "stages": self.stages,
+            "source": self.source,
+        }
 
 
 class PipelineRuntime:
@@ -91,15 +95,25 @@ class PipelineRuntime:
     ``async with`` starts and (gracefully) stops it; :meth:`run` does both around :meth:`join`.
     """
 
-    def __init__(self, pipeline: type[Pipeline] | Pipeline, *,
-                 backpressure: Backpressure | None = None, source: Any = None, sink: Any = None,
-                 dead_letter: Any = None, key: Callable[[Any], Any] | None = None,
-                 params: Mapping[str, Any] | None = None, name: str | None = None,
-                 context: PipelineContext | None = None, drain_timeout: float = 30.0,
-                 seed: int | None = None) -> None:
+    def __init__(
+        self,
+        pipeline: type[Pipeline] | Pipeline,
+        *,
+        backpressure: Backpressure | None = None,
+        source: Any = None,
+        sink: Any = None,
+        dead_letter: Any = None,
+        key: Callable[[Any], Any] | None = None,
+        params: Mapping[str, Any] | None = None,
+        name: str | None = None,
+        context: PipelineContext | None = None,
+        drain_timeout: float = 30.0,
+        seed: int | None = None,
+    ) -> None:
         cls = pipeline if isinstance(pipeline, type) else type(pipeline)
-        self.spec = PipelineSpec(cls, backpressure or Backpressure(), source, sink, dead_letter,
-                                 key)
+        self.spec = PipelineSpec(
+            cls, backpressure or Backpressure(), source, sink, dead_letter, key
+        )
         self.name = name or cls.__name__
         self.spec.validate(f"pipeline {self.name!r}")
         self._given = pipeline
@@ -119,9 +133,13 @@ class PipelineRuntime:
     @classmethod
     def from_spec(cls, spec: PipelineSpec, *, name: str, **overrides: Any) -> PipelineRuntime:
         """A runtime for a workflow's declared pipeline; keywords replace declared parts."""
-        parts: dict[str, Any] = {"backpressure": spec.backpressure, "source": spec.source,
-                                 "sink": spec.sink, "dead_letter": spec.dead_letter,
-                                 "key": spec.key}
+        parts: dict[str, Any] = {
+            "backpressure": spec.backpressure,
+            "source": spec.source,
+            "sink": spec.sink,
+            "dead_letter": spec.dead_letter,
+            "key": spec.key,
+        }
         parts.update({k: v for k, v in overrides.items() if v is not None})
         return cls(spec.cls, name=name, **parts)
 
@@ -166,7 +184,8 @@ class PipelineRuntime:
         except TimeoutError:
             self._abandoned = (
                 f"{self.intake.inflight} items still in flight after the {self.drain_timeout}s"
-                " drain timeout were abandoned")
+                " drain timeout were abandoned"
+            )
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
@@ -196,8 +215,9 @@ class PipelineRuntime:
         instance.params = self._params
         self.source: Source = as_source(self.spec.source, where=f"pipeline {self.name!r}")
         self.sink: Sink | None = None if self.spec.sink is None else as_sink(self.spec.sink)
-        self.dead_letter: Sink = (LoggedDeadLetters() if self.spec.dead_letter is None
-                                  else as_sink(self.spec.dead_letter))
+        self.dead_letter: Sink = (
+            LoggedDeadLetters() if self.spec.dead_letter is None else as_sink(self.spec.dead_letter)
+        )
         steps = [self._step(instance, st) for st in self.spec.stages]
         if self.sink is not None:
             steps.append(self._sink_step(self.sink))
@@ -206,13 +226,26 @@ class PipelineRuntime:
             for _, _, options in steps
         ]
         self.runners: list[StageRunner] = [
-            StageRunner(name, invoke, options, batching=options.batch_size is not None,
-                        source=self.inputs[index], metrics=StageMetrics(name),
-                        forward=self._forward_to(index + 1), fail=self._fail)
+            StageRunner(
+                name,
+                invoke,
+                options,
+                batching=options.batch_size is not None,
+                source=self.inputs[index],
+                metrics=StageMetrics(name),
+                forward=self._forward_to(index + 1),
+                fail=self._fail,
+            )
             for index, (name, invoke, options) in enumerate(steps)
         ]
-        self.intake = Intake(self.spec.backpressure, self.inputs[0], discard=self._discard,
-                             reject=self._reject, key=self.spec.key, seed=self._seed)
+        self.intake = Intake(
+            self.spec.backpressure,
+            self.inputs[0],
+            discard=self._discard,
+            reject=self._reject,
+            key=self.spec.key,
+            seed=self._seed,
+        )
         self.completed = self.failed = self.dropped = 0
         self.latency = LatencyWindow()
 
@@ -220,11 +253,16 @@ class PipelineRuntime:
         executor = None
         if not st.is_async:
             # A pool per stage: the loop's default pool (cores + 4 threads) would cap them all.
-            executor = ThreadPoolExecutor(st.options.parallelism,
-                                          thread_name_prefix=f"deerflow-{st.name}")
+            executor = ThreadPoolExecutor(
+                st.options.parallelism, thread_name_prefix=f"deerflow-{st.name}"
+            )
             self._executors.append(executor)
-        invoke = stage_invoker(getattr(instance, st.name), is_async=st.is_async,
-                               batch=st.options.batch_size is not None, executor=executor)
+        invoke = stage_invoker(
+            getattr(instance, st.name),
+            is_async=st.is_async,
+            batch=st.options.batch_size is not None,
+            executor=executor,
+        )
         return st.name, invoke, st.options
 
     @staticmethod
@@ -232,8 +270,12 @@ class PipelineRuntime:
         async def write(batch: list[Envelope]) -> None:
             await sink.write([Output(e.value, e.key) for e in batch])
 
-        options = StageOptions(batch_size=sink.batch_size, batch_timeout=0.0,
-                               retries=sink.retries, retry_delay=sink.retry_delay)
+        options = StageOptions(
+            batch_size=sink.batch_size,
+            batch_timeout=0.0,
+            retries=sink.retries,
+            retry_delay=sink.retry_delay,
+        )
         return SINK, write, options
 
     def _forward_to(self, index: int) -> Callable[[Envelope], None]:
@@ -304,10 +346,15 @@ class PipelineRuntime:
         for token in envelope.tokens:
             token.settle()
 
-    async def _fail(self, stage: str, batch: list[Envelope], error: BaseException,
-                    attempts: int) -> None:
-        letters = [Output(DeadLetter.of(e.value, stage, error, attempts, key=e.key,
-                                        origin=_origin(e)), e.key) for e in batch]
+    async def _fail(
+        self, stage: str, batch: list[Envelope], error: BaseException, attempts: int
+    ) -> None:
+        letters = [
+            Output(
+                DeadLetter.of(e.value, stage, error, attempts, key=e.key, origin=_origin(e)), e.key
+            )
+            for e in batch
+        ]
         await self._write_dead_letters(letters)
         for envelope in batch:
             for token in envelope.tokens:
@@ -316,8 +363,13 @@ class PipelineRuntime:
             self.intake.release(envelope.weight)
 
     async def _reject(self, envelope: Envelope, reason: str) -> None:
-        letter = DeadLetter(item=envelope.value, stage="source", reason=reason,
-                            key=envelope.key, origin=_origin(envelope))
+        letter = DeadLetter(
+            item=envelope.value,
+            stage="source",
+            reason=reason,
+            key=envelope.key,
+            origin=_origin(envelope),
+        )
         await self._write_dead_letters([Output(letter, envelope.key)])
         self.failed += envelope.weight
         for token in envelope.tokens:
@@ -332,7 +384,7 @@ class PipelineRuntime:
                 if attempt == DEAD_LETTER_ATTEMPTS:
                     # Going on would lose the items silently: stop the pipeline instead.
                     raise PipelineError(f"cannot write dead letters: {error!r}") from error
-                await asyncio.sleep(0.1 * 2 ** attempt)
+                await asyncio.sleep(0.1 * 2**attempt)
 
     # -- reporting ----------------------------------------------------------------------------
 
@@ -349,21 +401,35 @@ class PipelineRuntime:
             return PipelineReport(self.name, "pending", None, 0.0, None)
         elapsed = self._elapsed()
         stages = {
-            runner.name: runner.metrics.snapshot(queue_depth=len(runner.input),
-                                                 peak_queue_depth=runner.input.peak,
-                                                 elapsed=elapsed)
+            runner.name: runner.metrics.snapshot(
+                queue_depth=len(runner.input), peak_queue_depth=runner.input.peak, elapsed=elapsed
+            )
             for runner in self.runners
         }
         bp = self.spec.backpressure
         items = {
-            "offered": self.intake.offered, "admitted": self.intake.admitted,
-            "completed": self.completed, "failed": self.failed, "dropped": self.dropped,
-            "in_flight": self.intake.inflight, "peak_in_flight": self.intake.peak_inflight,
-            "max_buffer_size": bp.max_buffer_size, "strategy": bp.strategy,
-            "elapsed_s": round(elapsed, 3), "latency": self.latency.summary(),
+            "offered": self.intake.offered,
+            "admitted": self.intake.admitted,
+            "completed": self.completed,
+            "failed": self.failed,
+            "dropped": self.dropped,
+            "in_flight": self.intake.inflight,
+            "peak_in_flight": self.intake.peak_inflight,
+            "max_buffer_size": bp.max_buffer_size,
+            "strategy": bp.strategy,
+            "elapsed_s": round(elapsed, 3),
+            "latency": self.latency.summary(),
         }
-        return PipelineReport(self.name, self._status(), self._error_text(), self.started_at,
-                              self.finished_at, items, stages, self.source.describe())
+        return PipelineReport(
+            self.name,
+            self._status(),
+            self._error_text(),
+            self.started_at,
+            self.finished_at,
+            items,
+            stages,
+            self.source.describe(),
+        )
 
     def _status(self) -> str:
         if self._task is None or not self._task.done():

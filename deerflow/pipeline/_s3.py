@@ -49,8 +49,12 @@ def objects_in(value: Any, bucket: str | None) -> list[ObjectRef]:
 
 def _objects_in_mapping(value: Mapping[str, Any], bucket: str | None) -> list[ObjectRef]:
     if isinstance(value.get("Records"), list):
-        return [ref for record in value["Records"] if _is_created(record)
-                for ref in objects_in(record, bucket)]
+        return [
+            ref
+            for record in value["Records"]
+            if _is_created(record)
+            for ref in objects_in(record, bucket)
+        ]
     s3 = value.get("s3")
     if isinstance(s3, Mapping):  # one S3 event record; keys arrive URL-encoded
         return [(str(s3["bucket"]["name"]), unquote_plus(str(s3["object"]["key"])))]
@@ -97,12 +101,19 @@ class S3Source(Source):
     An item's origin (shown in dead letters) is ``{"bucket", "key", "line"}``.
     """
 
-    def __init__(self, bucket: str | None = None, *,
-                 objects: Iterable[Any] | AsyncIterable[Any] | None = None,
-                 queue: str | None = None, format: Format = "lines",
-                 endpoint_url: str | None = None, region: str | None = None,
-                 chunk_lines: int = 500, wait_seconds: int = 2,
-                 visibility_timeout: int = 300) -> None:
+    def __init__(
+        self,
+        bucket: str | None = None,
+        *,
+        objects: Iterable[Any] | AsyncIterable[Any] | None = None,
+        queue: str | None = None,
+        format: Format = "lines",
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        chunk_lines: int = 500,
+        wait_seconds: int = 2,
+        visibility_timeout: int = 300,
+    ) -> None:
         if (objects is None) == (queue is None):
             raise DefinitionError("S3Source: give exactly one of objects= and queue=")
         self.bucket = bucket
@@ -159,14 +170,19 @@ class S3Source(Source):
                 return
             await self._read_object(intake, bucket, key, ack)
 
-    async def _read_object(self, intake: Intake, bucket: str, key: str,
-                           ack: _Countdown | None) -> None:
+    async def _read_object(
+        self, intake: Intake, bucket: str, key: str, ack: _Countdown | None
+    ) -> None:
         origin: dict[str, Any] = {"bucket": bucket, "key": key}
         try:
             response = await asyncio.to_thread(self._s3.get_object, Bucket=bucket, Key=key)
         except Exception as error:  # boto3 raises many kinds: each makes the object unreadable
-            await intake.reject(f"s3://{bucket}/{key}", f"cannot read object: {error}",
-                                origin=origin, ack=_hold(ack))
+            await intake.reject(
+                f"s3://{bucket}/{key}",
+                f"cannot read object: {error}",
+                origin=origin,
+                ack=_hold(ack),
+            )
             return
         self.objects_read += 1
         lines = response["Body"].iter_lines(chunk_size=65536)
@@ -177,14 +193,19 @@ class S3Source(Source):
                 if not await self._offer_line(intake, raw, {**origin, "line": number}, ack):
                     return
 
-    async def _offer_line(self, intake: Intake, raw: bytes, origin: dict[str, Any],
-                          ack: _Countdown | None) -> bool:
+    async def _offer_line(
+        self, intake: Intake, raw: bytes, origin: dict[str, Any], ack: _Countdown | None
+    ) -> bool:
         text = raw.decode("utf-8", "replace")
         try:
             value = self._parse(text)
         except Exception as error:  # any failure of the parser makes the line unreadable
-            await intake.reject(text, f"cannot parse line: {type(error).__name__}: {error}",
-                                origin=origin, ack=_hold(ack))
+            await intake.reject(
+                text,
+                f"cannot parse line: {type(error).__name__}: {error}",
+                origin=origin,
+                ack=_hold(ack),
+            )
             return True
         if value is _SKIP:
             return True
@@ -205,8 +226,11 @@ class S3Source(Source):
 
     def _receive(self) -> list[dict[str, Any]]:
         response = self._sqs.receive_message(
-            QueueUrl=self.queue, MaxNumberOfMessages=10, WaitTimeSeconds=self.wait_seconds,
-            VisibilityTimeout=self.visibility_timeout)
+            QueueUrl=self.queue,
+            MaxNumberOfMessages=10,
+            WaitTimeSeconds=self.wait_seconds,
+            VisibilityTimeout=self.visibility_timeout,
+        )
         return list(response.get("Messages", []))
 
     async def _read_message(self, intake: Intake, message: dict[str, Any]) -> None:
@@ -214,9 +238,12 @@ class S3Source(Source):
         try:
             refs = notification_objects(message.get("Body", ""))
         except (ValueError, KeyError, TypeError) as error:
-            await intake.reject(message.get("Body"), f"not an S3 notification: {error}",
-                                origin={"queue": self.queue, "message": message.get("MessageId")},
-                                ack=countdown.hold())
+            await intake.reject(
+                message.get("Body"),
+                f"not an S3 notification: {error}",
+                origin={"queue": self.queue, "message": message.get("MessageId")},
+                ack=countdown.hold(),
+            )
             refs = []
         for bucket, key in refs:
             if intake.stopping.is_set():
@@ -227,8 +254,9 @@ class S3Source(Source):
 
     def _delete(self, receipt: str) -> None:
         async def delete() -> None:
-            await asyncio.to_thread(self._sqs.delete_message, QueueUrl=self.queue,
-                                    ReceiptHandle=receipt)
+            await asyncio.to_thread(
+                self._sqs.delete_message, QueueUrl=self.queue, ReceiptHandle=receipt
+            )
             self.messages_deleted += 1
 
         task = asyncio.get_running_loop().create_task(delete())
@@ -242,8 +270,11 @@ class S3Source(Source):
 
     def describe(self) -> dict[str, Any]:
         """Objects read and (queue mode) messages deleted."""
-        return {"kind": "s3", "objects_read": self.objects_read,
-                "messages_deleted": self.messages_deleted}
+        return {
+            "kind": "s3",
+            "objects_read": self.objects_read,
+            "messages_deleted": self.messages_deleted,
+        }
 
 
 _SKIP = object()
@@ -257,7 +288,8 @@ def _parser(format: Format) -> Callable[[str], Any]:
     if format == "jsonl":
         return lambda line: orjson.loads(line) if line.strip() else _SKIP
     raise DefinitionError(
-        f"S3Source: format must be 'lines', 'jsonl' or a function, not {format!r}")
+        f"S3Source: format must be 'lines', 'jsonl' or a function, not {format!r}"
+    )
 
 
 def _hold(countdown: _Countdown | None) -> Callable[[], None] | None:

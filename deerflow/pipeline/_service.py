@@ -32,14 +32,16 @@ class PipelineService:
         context = PipelineContext(name=workflow.name, log=engine.log)
         dead_letter = spec.dead_letter or LogSink(engine.topics.dlq, engine.log)
         self.workflow = workflow
-        self.runtime = PipelineRuntime.from_spec(spec, name=workflow.name,
-                                                 dead_letter=dead_letter, context=context)
+        self.runtime = PipelineRuntime.from_spec(
+            spec, name=workflow.name, dead_letter=dead_letter, context=context
+        )
 
     async def start(self) -> None:
         """Start the pipeline (idempotent)."""
         await self.runtime.start()
-        log.info("pipeline %s: serving from %s", self.workflow.name,
-                 type(self.runtime.source).__name__)
+        log.info(
+            "pipeline %s: serving from %s", self.workflow.name, type(self.runtime.source).__name__
+        )
 
     async def stop(self) -> None:
         """Stop taking input, drain what is in flight, commit; idempotent."""

@@ -24,8 +24,9 @@ class CallableSink(Sink):
     which outputs reach the sink; an async ``fn`` is awaited on the loop.
     """
 
-    def __init__(self, fn: Callable[[Any], Any], *, batch: bool = False,
-                 batch_size: int = 500) -> None:
+    def __init__(
+        self, fn: Callable[[Any], Any], *, batch: bool = False, batch_size: int = 500
+    ) -> None:
         if not callable(fn):
             raise DefinitionError(f"a sink is a callable or a Sink, not {fn!r}")
         self.fn = fn
@@ -91,9 +92,14 @@ class LogSink(Sink):
         encode: a function of the value giving the record's bytes (default: JSON).
     """
 
-    def __init__(self, topic: str, log: EventLog | str | None = None, *,
-                 key: Callable[[Any], Any] | None = None,
-                 encode: Callable[[Any], bytes] = encode_value) -> None:
+    def __init__(
+        self,
+        topic: str,
+        log: EventLog | str | None = None,
+        *,
+        key: Callable[[Any], Any] | None = None,
+        encode: Callable[[Any], bytes] = encode_value,
+    ) -> None:
         self.topic = topic
         self._given = log
         self._key = key
@@ -122,11 +128,16 @@ class LogSink(Sink):
     async def write(self, outputs: Sequence[Output]) -> None:
         """Append the outputs in one batch (durable when this returns)."""
         assert self.log is not None, "LogSink.write before open"
-        await self.log.append([
-            Message(topic=self.topic, value=self._encode(output.value),
-                    key=_key_text(self._key(output.value) if self._key else output.key))
-            for output in outputs
-        ])
+        await self.log.append(
+            [
+                Message(
+                    topic=self.topic,
+                    value=self._encode(output.value),
+                    key=_key_text(self._key(output.value) if self._key else output.key),
+                )
+                for output in outputs
+            ]
+        )
         self.written += len(outputs)
 
     async def close(self) -> None:
@@ -143,8 +154,12 @@ class LoggedDeadLetters(Sink):
         """Log each dead letter."""
         for output in outputs:
             letter = output.value
-            log.warning("pipeline: dead-lettered an item at stage %s after %d attempts: %s",
-                        letter.stage, letter.attempts, letter.reason)
+            log.warning(
+                "pipeline: dead-lettered an item at stage %s after %d attempts: %s",
+                letter.stage,
+                letter.attempts,
+                letter.reason,
+            )
 
 
 def as_sink(value: Any) -> Sink:

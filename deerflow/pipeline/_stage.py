@@ -137,8 +137,13 @@ def stage(
     Usable bare (``@stage``) or with options (``@stage(parallelism=5)``).
     """
     options = StageOptions(
-        parallelism=parallelism, batch_size=batch_size, batch_timeout=batch_timeout,
-        ordered=ordered, retries=retries, retry_delay=retry_delay, backoff=backoff,
+        parallelism=parallelism,
+        batch_size=batch_size,
+        batch_timeout=batch_timeout,
+        ordered=ordered,
+        retries=retries,
+        retry_delay=retry_delay,
+        backoff=backoff,
         max_retry_delay=max_retry_delay,
     )
 

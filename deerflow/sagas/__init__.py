@@ -60,23 +60,42 @@ class SagaStep:
         """The method's name: the step's task id."""
         return str(self.fn.__name__)
 
-    def compensation(self, fn: Callable[..., Any] | None = None, *, retries: int = 3,
-                     retry_delay: float = 1.0, backoff: float = 2.0,
-                     timeout: float | None = None) -> Any:
+    def compensation(
+        self,
+        fn: Callable[..., Any] | None = None,
+        *,
+        retries: int = 3,
+        retry_delay: float = 1.0,
+        backoff: float = 2.0,
+        timeout: float | None = None,
+    ) -> Any:
         """Decorate the method that undoes this step (explicit form)."""
 
         def mark(method: Callable[..., Any]) -> SagaStep:
-            self.compensations.append(CompensatingAction(
-                method, id=method.__name__, retries=retries, retry_delay=retry_delay,
-                backoff=backoff, timeout=timeout))
+            self.compensations.append(
+                CompensatingAction(
+                    method,
+                    id=method.__name__,
+                    retries=retries,
+                    retry_delay=retry_delay,
+                    backoff=backoff,
+                    timeout=timeout,
+                )
+            )
             return self
 
         return mark(fn) if fn is not None else mark
 
 
-def step(order: int, *, compensate: str | None = None, retries: int = 0,
-         retry_delay: float = 1.0, backoff: float = 2.0,
-         timeout: float | None = None) -> Callable[[Callable[..., Any]], SagaStep]:
+def step(
+    order: int,
+    *,
+    compensate: str | None = None,
+    retries: int = 0,
+    retry_delay: float = 1.0,
+    backoff: float = 2.0,
+    timeout: float | None = None,
+) -> Callable[[Callable[..., Any]], SagaStep]:
     """Mark a saga method as the step of ``order`` (or, with ``compensate=``, its compensation)."""
 
     def mark(fn: Callable[..., Any]) -> SagaStep:
@@ -89,12 +108,14 @@ class _SagaMeta(type):
     """Provides ``step`` inside saga class bodies, as the spec writes them without an import."""
 
     @classmethod
-    def __prepare__(cls, name: str, bases: tuple[type, ...], /,
-                    **kwargs: Any) -> MutableMapping[str, object]:
+    def __prepare__(
+        cls, name: str, bases: tuple[type, ...], /, **kwargs: Any
+    ) -> MutableMapping[str, object]:
         return {"step": step}
 
-    def __new__(cls, name: str, bases: tuple[type, ...], namespace: dict[str, Any],
-                **kwargs: Any) -> _SagaMeta:
+    def __new__(
+        cls, name: str, bases: tuple[type, ...], namespace: dict[str, Any], **kwargs: Any
+    ) -> _SagaMeta:
         if namespace.get("step") is step:
             del namespace["step"]
         return super().__new__(cls, name, bases, namespace, **kwargs)
@@ -120,34 +141,54 @@ def _collect(cls: type) -> tuple[list[SagaStep], dict[int, list[SagaStep]]]:
     return steps, comps
 
 
-def _compensation_for(wf: Workflow, cls: type, instance: Any, fwd: SagaStep,
-                      group: list[SagaStep], comps: dict[int, list[SagaStep]]
-                      ) -> CompensatingAction | None:
+def _compensation_for(
+    wf: Workflow,
+    cls: type,
+    instance: Any,
+    fwd: SagaStep,
+    group: list[SagaStep],
+    comps: dict[int, list[SagaStep]],
+) -> CompensatingAction | None:
     actions = list(fwd.compensations)
     for comp in comps.get(fwd.order, []):
         if len(group) > 1:
             raise DefinitionError(
                 f"workflow {wf.name!r}, saga {cls.__name__}: order {fwd.order} has several "
                 f"steps, so compensation {comp.name!r} is ambiguous; use "
-                f"@{fwd.name}.compensation")
+                f"@{fwd.name}.compensation"
+            )
         method = getattr(instance, comp.compensate or comp.name, None)
         target = comp.compensate or comp.name
         if method is None:
-            raise DefinitionError(f"workflow {wf.name!r}, saga {cls.__name__}: compensate="
-                                  f"{target!r} names no method")
+            raise DefinitionError(
+                f"workflow {wf.name!r}, saga {cls.__name__}: compensate={target!r} names no method"
+            )
         fn = method.fn if isinstance(method, SagaStep) else method
         bound = fn.__get__(instance) if not hasattr(fn, "__self__") else fn
-        actions.append(CompensatingAction(bound, id=target, retries=max(comp.retries, 3),
-                                          retry_delay=comp.retry_delay, backoff=comp.backoff,
-                                          timeout=comp.timeout))
+        actions.append(
+            CompensatingAction(
+                bound,
+                id=target,
+                retries=max(comp.retries, 3),
+                retry_delay=comp.retry_delay,
+                backoff=comp.backoff,
+                timeout=comp.timeout,
+            )
+        )
     if len(actions) > 1:
-        raise DefinitionError(f"workflow {wf.name!r}, saga step {fwd.name!r}: "
-                              "more than one compensation")
+        raise DefinitionError(
+            f"workflow {wf.name!r}, saga step {fwd.name!r}: more than one compensation"
+        )
     if actions and not hasattr(actions[0].fn, "__self__"):
         first = actions[0]
-        actions[0] = CompensatingAction(first.fn.__get__(instance), id=first.id,
-                                        retries=first.retries, retry_delay=first.retry_delay,
-                                        backoff=first.backoff, timeout=first.timeout)
+        actions[0] = CompensatingAction(
+            first.fn.__get__(instance),
+            id=first.id,
+            retries=first.retries,
+            retry_delay=first.retry_delay,
+            backoff=first.backoff,
+            timeout=first.timeout,
+        )
     return actions[0] if actions else None
 
 
@@ -166,12 +207,17 @@ def add_saga(wf: Workflow, cls: type) -> None:
         group = [s for s in steps if s.order == order]
         for fwd in group:
             action = _compensation_for(wf, cls, instance, fwd, group, comps)
-            wf.add_task(TaskDef(
-                id=fwd.name, fn=fwd.fn.__get__(instance), depends_on=previous,
-                retry=retry_policy(wf.name, fwd.name, fwd.retries, fwd.retry_delay,
-                                   fwd.backoff, 300.0),
-                timeout=positive_or_none(wf.name, fwd.name, "timeout", fwd.timeout),
-                compensation=compensation_task(wf.name, fwd.name, action),
-                options={"saga": cls.__name__, "order": order},
-            ))
+            wf.add_task(
+                TaskDef(
+                    id=fwd.name,
+                    fn=fwd.fn.__get__(instance),
+                    depends_on=previous,
+                    retry=retry_policy(
+                        wf.name, fwd.name, fwd.retries, fwd.retry_delay, fwd.backoff, 300.0
+                    ),
+                    timeout=positive_or_none(wf.name, fwd.name, "timeout", fwd.timeout),
+                    compensation=compensation_task(wf.name, fwd.name, action),
+                    options={"saga": cls.__name__, "order": order},
+                )
+            )
         previous = tuple(s.name for s in group)

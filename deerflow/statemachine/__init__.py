@@ -62,12 +62,14 @@ class _MachineMeta(type):
     """Provides the hook decorators in class bodies and validates each machine class."""
 
     @classmethod
-    def __prepare__(cls, name: str, bases: tuple[type, ...], /,
-                    **kwargs: Any) -> MutableMapping[str, object]:
+    def __prepare__(
+        cls, name: str, bases: tuple[type, ...], /, **kwargs: Any
+    ) -> MutableMapping[str, object]:
         return dict(_DSL)
 
-    def __new__(cls, name: str, bases: tuple[type, ...], namespace: dict[str, Any],
-                **kwargs: Any) -> _MachineMeta:
+    def __new__(
+        cls, name: str, bases: tuple[type, ...], namespace: dict[str, Any], **kwargs: Any
+    ) -> _MachineMeta:
         for key, value in _DSL.items():
             if namespace.get(key) is value:
                 del namespace[key]

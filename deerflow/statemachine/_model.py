@@ -12,8 +12,14 @@ from deerflow.errors import DefinitionError
 class State:
     """A state of a :class:`StateMachine`; its name is the attribute it is assigned to."""
 
-    def __init__(self, *, initial: bool = False, final: bool = False, name: str | None = None,
-                 description: str = "") -> None:
+    def __init__(
+        self,
+        *,
+        initial: bool = False,
+        final: bool = False,
+        name: str | None = None,
+        description: str = "",
+    ) -> None:
         self.initial = initial
         self.final = final
         self.name = name or ""
@@ -37,8 +43,14 @@ class Transition:
             refuses the transition and the instance stays where it was.
     """
 
-    def __init__(self, *, source: State | Iterable[State], target: State,
-                 guard: Callable[..., Any] | str | None = None, name: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        source: State | Iterable[State],
+        target: State,
+        guard: Callable[..., Any] | str | None = None,
+        name: str | None = None,
+    ) -> None:
         self.sources = (source,) if isinstance(source, State) else tuple(source)
         self.target = target
         self.guard = guard
@@ -67,8 +79,9 @@ def on_exit(state: State) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     return _hook("exit", state)
 
 
-def _hook(kind: str,
-          target: State | Transition) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def _hook(
+    kind: str, target: State | Transition
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     def mark(fn: Callable[..., Any]) -> Callable[..., Any]:
         hooks: list[tuple[str, State | Transition]] = list(getattr(fn, "__deerflow_hooks__", []))
         hooks.append((kind, target))
@@ -108,21 +121,28 @@ class MachineSpec:
             return f"{self.name} has no transition {transition!r}"
         if state is None or state not in {s.name for s in self.transitions[transition].sources}:
             allowed = ", ".join(self.allowed(state or "")) or "none"
-            return (f"transition {transition!r} is not allowed from state {state!r} "
-                    f"(allowed: {allowed})")
+            return (
+                f"transition {transition!r} is not allowed from state {state!r} "
+                f"(allowed: {allowed})"
+            )
         return None
 
     def needs_task(self, transition: str) -> bool:
         """Whether user code runs for ``transition`` (handler, guard or hooks)."""
         t = self.transitions[transition]
-        return bool(self.handlers.get(transition) or t.guard
-                    or self.enter.get(t.target.name)
-                    or any(self.exit.get(s.name) for s in t.sources))
+        return bool(
+            self.handlers.get(transition)
+            or t.guard
+            or self.enter.get(t.target.name)
+            or any(self.exit.get(s.name) for s in t.sources)
+        )
 
     def fingerprint(self) -> str:
         """The machine's shape, for the workflow fingerprint."""
-        return ";".join(f"{n}:{','.join(s.name for s in t.sources)}>{t.target.name}"
-                        for n, t in sorted(self.transitions.items()))
+        return ";".join(
+            f"{n}:{','.join(s.name for s in t.sources)}>{t.target.name}"
+            for n, t in sorted(self.transitions.items())
+        )
 
 
 def build_spec(cls: type) -> MachineSpec:
@@ -150,8 +170,10 @@ def _collect_hooks(cls: type, spec: MachineSpec) -> None:
             table = known_transitions if kind == "transition" else known_states
             name = table.get(id(target))
             if name is None:
-                raise DefinitionError(f"state machine {cls.__name__}: {attr} handles "
-                                      f"{target!r}, which is not part of this machine")
+                raise DefinitionError(
+                    f"state machine {cls.__name__}: {attr} handles "
+                    f"{target!r}, which is not part of this machine"
+                )
             book = {"transition": spec.handlers, "enter": spec.enter, "exit": spec.exit}[kind]
             book.setdefault(name, []).append(attr)
 
@@ -173,8 +195,9 @@ def _check_transition(where: str, spec: MachineSpec, name: str, t: Transition) -
         if source.name not in spec.states:
             raise DefinitionError(f"{where}: transition {name!r} starts from unknown state")
         if source.final:
-            raise DefinitionError(f"{where}: transition {name!r} leaves final state "
-                                  f"{source.name!r}")
+            raise DefinitionError(
+                f"{where}: transition {name!r} leaves final state {source.name!r}"
+            )
     if t.target.name not in spec.states:
         raise DefinitionError(f"{where}: transition {name!r} leads to an unknown state")
 

@@ -39,7 +39,10 @@ def transition_task(spec: MachineSpec, machine: Any, name: str) -> TaskDef:
 
     cls = type(machine)
     return TaskDef(
-        id=name, fn=run, kind="transition",
+        id=name,
+        fn=run,
+        kind="transition",
         retry=RetryPolicy(retries=cls.retries, retry_delay=cls.retry_delay),
-        timeout=cls.timeout, options={"transition": name},
+        timeout=cls.timeout,
+        options={"transition": name},
     )

@@ -69,8 +69,14 @@ class WorkerProcesses:
             ended, in the order they started.
     """
 
-    def __init__(self, log_dir: StrPath, env: Mapping[str, str] | None = None, *,
-                 store: str | None = None, cwd: StrPath | None = None) -> None:
+    def __init__(
+        self,
+        log_dir: StrPath,
+        env: Mapping[str, str] | None = None,
+        *,
+        store: str | None = None,
+        cwd: StrPath | None = None,
+    ) -> None:
         self.log_dir = Path(log_dir)
         self.env: dict[str, str] = dict(os.environ if env is None else env)
         self.store = store
@@ -79,8 +85,13 @@ class WorkerProcesses:
         self._children: list[_Child] = []  # every process ever started, for logs()
         self.log_dir.mkdir(parents=True, exist_ok=True)
 
-    def spawn(self, name: str, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
-              ) -> Process:
+    def spawn(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+    ) -> Process:
         """Start ``argv``, its stdout and stderr going to ``<log_dir>/<name>-<n>.log``.
 
         Args:
@@ -95,16 +106,27 @@ class WorkerProcesses:
         path = self.log_dir / f"{name}-{len(self._children)}.log"
         # The child writes through its own copy of the descriptor: ours can close at once.
         with path.open("wb") as log:
-            proc = subprocess.Popen(command, env={**self.env, **(env or {})}, cwd=self.cwd,
-                                    stdout=log, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                command,
+                env={**self.env, **(env or {})},
+                cwd=self.cwd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         worker = command[1:4] == ["-m", "deerflow", "worker"]  # serving() watches these
         self._children.append(_Child(proc, path, worker))
         self.procs.append(proc)
         return proc
 
-    def start_worker(self, app: StrPath, *, store: str | None = None,
-                     concurrency: int | None = None, args: Sequence[str] = (),
-                     env: Mapping[str, str] | None = None) -> Process:
+    def start_worker(
+        self,
+        app: StrPath,
+        *,
+        store: str | None = None,
+        concurrency: int | None = None,
+        args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> Process:
         """Start ``deerflow worker APP --store STORE [--concurrency N] [ARGS...]``.
 
         Args:
@@ -130,12 +152,21 @@ class WorkerProcesses:
             argv += ["--concurrency", str(concurrency)]
         return self.spawn("worker", [*argv, *args], env=env)
 
-    def start_workers(self, app: StrPath, count: int, *, store: str | None = None,
-                      concurrency: int | None = None, args: Sequence[str] = (),
-                      env: Mapping[str, str] | None = None) -> list[Process]:
+    def start_workers(
+        self,
+        app: StrPath,
+        count: int,
+        *,
+        store: str | None = None,
+        concurrency: int | None = None,
+        args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> list[Process]:
         """Start ``count`` workers, as :meth:`start_worker` does one."""
-        return [self.start_worker(app, store=store, concurrency=concurrency, args=args, env=env)
-                for _ in range(count)]
+        return [
+            self.start_worker(app, store=store, concurrency=concurrency, args=args, env=env)
+            for _ in range(count)
+        ]
 
     def running(self) -> list[Process]:
         """The processes of :attr:`procs` still running."""
@@ -166,14 +197,19 @@ class WorkerProcesses:
 
     def logs(self, chars: int = 4000) -> str:
         """The last ``chars`` characters of every process's log, for assertion messages."""
-        return "\n".join(f"--- {child.log.name} (pid {child.proc.pid}, exit "
-                         f"{child.proc.poll()})\n{child.text()[-chars:]}"
-                         for child in self._children)
+        return "\n".join(
+            f"--- {child.log.name} (pid {child.proc.pid}, exit "
+            f"{child.proc.poll()})\n{child.text()[-chars:]}"
+            for child in self._children
+        )
 
     def serving(self) -> int:
         """How many running workers have started their engine (printed :data:`READY_LINE`)."""
-        return sum(1 for child in self._serving_candidates()
-                   if child.proc.poll() is None and READY_LINE in child.text())
+        return sum(
+            1
+            for child in self._serving_candidates()
+            if child.proc.poll() is None and READY_LINE in child.text()
+        )
 
     async def wait_serving(self, count: int | None = None, timeout: float = 60.0) -> None:
         """Wait until ``count`` workers (every running one if omitted) serve.
@@ -187,14 +223,14 @@ class WorkerProcesses:
             candidates = self._serving_candidates()
             exited = [c.proc for c in candidates if c.proc.poll() is not None]
             if exited:
-                raise RuntimeError(f"worker {exited[0].pid} exited with {exited[0].returncode}"
-                                   f"\n{self.logs()}")
+                raise RuntimeError(
+                    f"worker {exited[0].pid} exited with {exited[0].returncode}\n{self.logs()}"
+                )
             want = len(candidates) if count is None else count
             if self.serving() >= want:
                 return
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{want} workers did not serve within {timeout}s\n"
-                                   f"{self.logs()}")
+                raise TimeoutError(f"{want} workers did not serve within {timeout}s\n{self.logs()}")
             await asyncio.sleep(0.05)
 
     def _serving_candidates(self) -> list[_Child]:
@@ -219,14 +255,22 @@ class WorkerProcesses:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
     async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         # Waiting for a draining worker must not block the event loop other tasks run on.
         await asyncio.to_thread(self.stop)

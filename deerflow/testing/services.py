@@ -63,8 +63,9 @@ class Service:
         return self.log.read().decode(errors="replace")[-2000:]
 
 
-def start_service(name: str, command: Callable[[int], Sequence[str]],
-           ready: Callable[[int], bool]) -> Service:
+def start_service(
+    name: str, command: Callable[[int], Sequence[str]], ready: Callable[[int], bool]
+) -> Service:
     """Start ``command(port)`` on a free port until ``ready(port)``, retrying port races."""
     last = ""
     for _ in range(START_ATTEMPTS):
@@ -102,8 +103,16 @@ def start_tansu() -> Service:
 
     def command(port: int) -> list[str]:
         listener = f"tcp://127.0.0.1:{port}"
-        return [binary, "broker", "--listener-url", listener, "--advertised-listener-url",
-                listener, "--storage-engine", "memory://tansu/"]
+        return [
+            binary,
+            "broker",
+            "--listener-url",
+            listener,
+            "--advertised-listener-url",
+            listener,
+            "--storage-engine",
+            "memory://tansu/",
+        ]
 
     return start_service("Tansu", command, accepts_connections)
 
@@ -121,5 +130,8 @@ def start_moto() -> Service:
     executable = Path(sys.executable).parent / "moto_server"
     if not executable.exists():
         raise ServiceUnavailable(f"moto_server not found at {executable}")
-    return start_service("moto_server", lambda port: [str(executable), "-H", "127.0.0.1", "-p",
-                                               str(port)], _moto_ready)
+    return start_service(
+        "moto_server",
+        lambda port: [str(executable), "-H", "127.0.0.1", "-p", str(port)],
+        _moto_ready,
+    )

@@ -54,22 +54,31 @@ _OWN_PREFIXES = ("/api/", f"{UI}/", "/metrics")
 
 
 def _ui_app(ctx: WebContext, keys: ApiKeys) -> web.Application:
-    ui = web.Application(middlewares=[require_key(
-        keys, html_prefix=UI, open_paths=frozenset({f"{UI}/login"}),
-        open_prefixes=(f"{UI}/static/",))])
+    ui = web.Application(
+        middlewares=[
+            require_key(
+                keys,
+                html_prefix=UI,
+                open_paths=frozenset({f"{UI}/login"}),
+                open_prefixes=(f"{UI}/static/",),
+            )
+        ]
+    )
     ui[CONTEXT] = ctx
-    ui.add_routes([
-        web.get("/", _pages.runs_page),
-        web.get("/runs/{run_id}", _pages.run_page),
-        web.post("/runs/{run_id}/cancel", _actions.cancel_action),
-        web.post("/runs/{run_id}/retry", _actions.retry_action),
-        web.post("/runs/{run_id}/transition", _actions.transition_action),
-        web.get("/dlq", _actions.dlq_page),
-        web.post("/dlq/{ref}/replay", _actions.replay_action),
-        web.get("/triggers", _actions.triggers_page),
-        web.post("/login", login_handler(keys, UI)),
-        web.static("/static", STATIC),
-    ])
+    ui.add_routes(
+        [
+            web.get("/", _pages.runs_page),
+            web.get("/runs/{run_id}", _pages.run_page),
+            web.post("/runs/{run_id}/cancel", _actions.cancel_action),
+            web.post("/runs/{run_id}/retry", _actions.retry_action),
+            web.post("/runs/{run_id}/transition", _actions.transition_action),
+            web.get("/dlq", _actions.dlq_page),
+            web.post("/dlq/{ref}/replay", _actions.replay_action),
+            web.get("/triggers", _actions.triggers_page),
+            web.post("/login", login_handler(keys, UI)),
+            web.static("/static", STATIC),
+        ]
+    )
     return ui
 
 
@@ -96,8 +105,13 @@ def _counting(metrics: EngineMetrics) -> Middleware:
     return count
 
 
-def mount(app: web.Application, engine: Engine, *, api_keys: ApiKeys | None = None,
-          config: Mapping[str, Any] | None = None) -> EngineMetrics:
+def mount(
+    app: web.Application,
+    engine: Engine,
+    *,
+    api_keys: ApiKeys | None = None,
+    config: Mapping[str, Any] | None = None,
+) -> EngineMetrics:
     """Add the dashboard, the API and ``/metrics`` to ``app`` (before it starts).
 
     Args:
@@ -112,8 +126,12 @@ def mount(app: web.Application, engine: Engine, *, api_keys: ApiKeys | None = No
     keys = api_keys if api_keys is not None else ApiKeys.configured(dict(config or {}))
     metrics = EngineMetrics(engine)
     ctx = WebContext(engine, metrics, UI)
-    api = web.Application(middlewares=[
-        require_key(keys, open_paths=frozenset({"/api/openapi.json"})), _api.json_errors])
+    api = web.Application(
+        middlewares=[
+            require_key(keys, open_paths=frozenset({"/api/openapi.json"})),
+            _api.json_errors,
+        ]
+    )
     api[CONTEXT] = ctx
     api.add_routes(_api.routes())
     app.add_subapp("/api", api)
@@ -121,8 +139,11 @@ def mount(app: web.Application, engine: Engine, *, api_keys: ApiKeys | None = No
 
     async def metrics_page(request: web.Request) -> web.StreamResponse:
         if keys and not keys.accepts(key_of(request)):
-            return web.Response(status=401, text="missing or invalid API key\n",
-                                headers={"WWW-Authenticate": "Bearer"})
+            return web.Response(
+                status=401,
+                text="missing or invalid API key\n",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
     async def home(request: web.Request) -> web.StreamResponse:
@@ -148,10 +169,16 @@ def mount(app: web.Application, engine: Engine, *, api_keys: ApiKeys | None = No
     return metrics
 
 
-async def serve_ui(store: str | None, workflows: Iterable[Workflow] = (), *,
-                   host: str = "127.0.0.1", port: int = 8080, config: str | None = None,
-                   stop: asyncio.Event | None = None,
-                   on_ready: Callable[[str], None] | None = None) -> None:
+async def serve_ui(
+    store: str | None,
+    workflows: Iterable[Workflow] = (),
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    config: str | None = None,
+    stop: asyncio.Event | None = None,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
     """Serve the dashboard, API and metrics of ``store`` until ``stop`` (or SIGINT/SIGTERM).
 
     No workflow runs here: the engine only reads the log and appends operators' requests.

@@ -82,18 +82,26 @@ async def dlq_page(request: web.Request) -> web.StreamResponse:
         f'<tr data-ref="{e.ref}"><td><code>{e.ref}</code></td><td>{when(e.timestamp_ms / 1000)}'
         f"</td><td>{escape(e.source)}</td><td>{escape(str(e.body.get('trigger') or ''))}</td>"
         f'<td class="error">{escape(e.reason)}</td><td>{json_block(e.body, 400)}</td><td>'
-        + (f"replayed {when(e.replayed_at)}" if e.replayed_at else
-           button_form(f"{p}/dlq/{e.ref}/replay", "Replay"))
-        + "</td></tr>" for e in entries)
-    body = ("<h1>Dead letters</h1><p class='muted'>Input that could not be processed. Replaying "
-            "appends the carried message to its topic again.</p>"
-            '<table class="grid dlq"><thead><tr><th>ref</th><th>time (UTC)</th><th>source</th>'
-            "<th>trigger</th><th>reason</th><th>body</th><th></th></tr></thead>"
-            f"<tbody>{rows}</tbody></table>"
-            f'{"" if entries else "<p class=empty>No dead letters.</p>"}')
+        + (
+            f"replayed {when(e.replayed_at)}"
+            if e.replayed_at
+            else button_form(f"{p}/dlq/{e.ref}/replay", "Replay")
+        )
+        + "</td></tr>"
+        for e in entries
+    )
+    body = (
+        "<h1>Dead letters</h1><p class='muted'>Input that could not be processed. Replaying "
+        "appends the carried message to its topic again.</p>"
+        '<table class="grid dlq"><thead><tr><th>ref</th><th>time (UTC)</th><th>source</th>'
+        "<th>trigger</th><th>reason</th><th>body</th><th></th></tr></thead>"
+        f"<tbody>{rows}</tbody></table>"
+        f"{'' if entries else '<p class=empty>No dead letters.</p>'}"
+    )
     messages = flash_of(request)
-    return html(page("Dead letters", body, prefix=p, flash=messages["flash"],
-                     error=messages["error"]))
+    return html(
+        page("Dead letters", body, prefix=p, flash=messages["flash"], error=messages["error"])
+    )
 
 
 async def replay_action(request: web.Request) -> web.StreamResponse:
@@ -109,17 +117,33 @@ async def replay_action(request: web.Request) -> web.StreamResponse:
 
 
 def _trigger_row(row: dict[str, Any], prefix: str) -> str:
-    extra = {k: v for k, v in row.items() if k not in (
-        "name", "workflow", "kind", "listens_to", "loaded", "runs", "last_run_id",
-        "last_run_at", "last_event_at", "last_delay_s")}
+    extra = {
+        k: v
+        for k, v in row.items()
+        if k
+        not in (
+            "name",
+            "workflow",
+            "kind",
+            "listens_to",
+            "loaded",
+            "runs",
+            "last_run_id",
+            "last_run_at",
+            "last_event_at",
+            "last_delay_s",
+        )
+    }
     last = link_run(prefix, row["last_run_id"]) if row.get("last_run_id") else ""
     delay = f"{row['last_delay_s']:.3f}s" if isinstance(row.get("last_delay_s"), float) else ""
-    return (f'<tr data-trigger="{escape(row["name"])}"><td>{escape(row["name"])}</td>'
-            f'<td>{escape(str(row.get("workflow") or ""))}</td>'
-            f'<td>{escape(str(row.get("kind") or ""))}</td>'
-            f'<td>{escape(str(row.get("listens_to") or ""))}</td><td>{row["runs"]}</td>'
-            f'<td>{when(row.get("last_event_at"))}</td><td>{delay}</td><td>{last}</td>'
-            f"<td>{json_block(extra, 300) if extra else ''}</td></tr>")
+    return (
+        f'<tr data-trigger="{escape(row["name"])}"><td>{escape(row["name"])}</td>'
+        f"<td>{escape(str(row.get('workflow') or ''))}</td>"
+        f"<td>{escape(str(row.get('kind') or ''))}</td>"
+        f"<td>{escape(str(row.get('listens_to') or ''))}</td><td>{row['runs']}</td>"
+        f"<td>{when(row.get('last_event_at'))}</td><td>{delay}</td><td>{last}</td>"
+        f"<td>{json_block(extra, 300) if extra else ''}</td></tr>"
+    )
 
 
 async def triggers_page(request: web.Request) -> web.StreamResponse:
@@ -128,14 +152,17 @@ async def triggers_page(request: web.Request) -> web.StreamResponse:
     rows = await _runs.trigger_status(ctx.engine)
     for row in rows:
         row.update(await probe_trigger(ctx.engine, row["name"]))
-    body = ("<h1>Triggers</h1>"
-            '<table class="grid triggers"><thead><tr><th>trigger</th><th>workflow</th>'
-            "<th>kind</th><th>listens to</th><th>runs</th><th>last event (UTC)</th>"
-            "<th>event → run</th><th>last run</th><th>more</th></tr></thead><tbody>"
-            + "".join(_trigger_row(r, ctx.ui_prefix) for r in rows) + "</tbody></table>"
-            + ("" if rows else "<p class=empty>No triggers loaded or seen.</p>")
-            + f"<p class='muted'>Workflows loaded: "
-            f"{escape(', '.join(sorted(w.name for w in ctx.engine.registry)) or 'none')} "
-            f"{badge('running')} runs now: "
-            f"{sum(1 for s in ctx.engine.index.runs.values() if not s.terminal)}</p>")
+    body = (
+        "<h1>Triggers</h1>"
+        '<table class="grid triggers"><thead><tr><th>trigger</th><th>workflow</th>'
+        "<th>kind</th><th>listens to</th><th>runs</th><th>last event (UTC)</th>"
+        "<th>event → run</th><th>last run</th><th>more</th></tr></thead><tbody>"
+        + "".join(_trigger_row(r, ctx.ui_prefix) for r in rows)
+        + "</tbody></table>"
+        + ("" if rows else "<p class=empty>No triggers loaded or seen.</p>")
+        + f"<p class='muted'>Workflows loaded: "
+        f"{escape(', '.join(sorted(w.name for w in ctx.engine.registry)) or 'none')} "
+        f"{badge('running')} runs now: "
+        f"{sum(1 for s in ctx.engine.index.runs.values() if not s.terminal)}</p>"
+    )
     return html(page("Triggers", body, prefix=ctx.ui_prefix, live=True))

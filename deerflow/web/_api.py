@@ -72,10 +72,13 @@ async def list_runs(request: web.Request) -> web.StreamResponse:
     """``GET /api/runs``."""
     q = request.query
     where = _runs.RunFilter(
-        workflow=q.get("workflow") or None, status=q.get("status") or None,
+        workflow=q.get("workflow") or None,
+        status=q.get("status") or None,
         trigger=q.get("trigger") or None,
         since=_runs.parse_time(q["since"]) if q.get("since") else None,
-        until=_runs.parse_time(q["until"]) if q.get("until") else None, limit=_limit(request))
+        until=_runs.parse_time(q["until"]) if q.get("until") else None,
+        limit=_limit(request),
+    )
     runs = await _runs.list_runs(context(request).engine, where)
     return reply({"runs": [_runs.summary(s) for s in runs]})
 
@@ -98,8 +101,9 @@ async def cancel_run(request: web.Request) -> web.StreamResponse:
     """``POST /api/runs/{run_id}/cancel``."""
     body = await _body(request)
     reason = str(body.get("reason") or "cancelled through the API")
-    state = await _runs.request_cancel(context(request).engine, request.match_info["run_id"],
-                                       reason)
+    state = await _runs.request_cancel(
+        context(request).engine, request.match_info["run_id"], reason
+    )
     return reply({"run_id": state.run_id, "action": "cancel", "reason": reason}, 202)
 
 
@@ -108,8 +112,9 @@ async def retry_run(request: web.Request) -> web.StreamResponse:
     body = await _body(request)
     engine = context(request).engine
     state = await _runs.find_run(engine, request.match_info["run_id"])
-    number = await _runs.request_retry(engine, state.run_id,
-                                       str(body.get("reason") or "retried through the API"))
+    number = await _runs.request_retry(
+        engine, state.run_id, str(body.get("reason") or "retried through the API")
+    )
     return reply({"run_id": state.run_id, "action": "retry", "retry": number}, 202)
 
 
@@ -131,12 +136,23 @@ async def list_workflows(request: web.Request) -> web.StreamResponse:
     """``GET /api/workflows``: the definitions loaded in this process."""
     from deerflow.events import trigger_name
 
-    return reply({"workflows": [
-        {"name": wf.name, "version": wf.version, "description": wf.description,
-         "tasks": [{"id": t.id, "kind": t.kind, "depends_on": list(t.depends_on)}
-                   for t in wf.tasks.values()],
-         "triggers": [trigger_name(wf.name, t) for t in wf.triggers]}
-        for wf in context(request).engine.registry]})
+    return reply(
+        {
+            "workflows": [
+                {
+                    "name": wf.name,
+                    "version": wf.version,
+                    "description": wf.description,
+                    "tasks": [
+                        {"id": t.id, "kind": t.kind, "depends_on": list(t.depends_on)}
+                        for t in wf.tasks.values()
+                    ],
+                    "triggers": [trigger_name(wf.name, t) for t in wf.triggers],
+                }
+                for wf in context(request).engine.registry
+            ]
+        }
+    )
 
 
 async def list_triggers(request: web.Request) -> web.StreamResponse:

@@ -48,9 +48,13 @@ def login_page(prefix: str, message: str, next_url: str, status: int = 401) -> w
     return web.Response(status=status, text=body, content_type="text/html")
 
 
-def require_key(keys: ApiKeys, *, html_prefix: str | None = None,
-                open_paths: frozenset[str] = frozenset(),
-                open_prefixes: tuple[str, ...] = ()) -> Middleware:
+def require_key(
+    keys: ApiKeys,
+    *,
+    html_prefix: str | None = None,
+    open_paths: frozenset[str] = frozenset(),
+    open_prefixes: tuple[str, ...] = (),
+) -> Middleware:
     """A middleware refusing requests without an accepted key (when keys are configured).
 
     ``html_prefix`` makes refusals a sign-in page (the dashboard) instead of JSON (the API).
@@ -63,11 +67,15 @@ def require_key(keys: ApiKeys, *, html_prefix: str | None = None,
             return await handler(request)
         if not keys.accepts(key_of(request)):
             if html_prefix is not None:
-                return login_page(html_prefix, "Enter an API key to see this deployment.",
-                                  request.path_qs)
-            return web.Response(status=401, body=_codec.dumps({"error": "missing or invalid "
-                                "API key"}), content_type="application/json",
-                                headers={"WWW-Authenticate": "Bearer"})
+                return login_page(
+                    html_prefix, "Enter an API key to see this deployment.", request.path_qs
+                )
+            return web.Response(
+                status=401,
+                body=_codec.dumps({"error": "missing or invalid API key"}),
+                content_type="application/json",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         return await handler(request)
 
     return middleware

@@ -65,10 +65,19 @@ class DeadLetterEntry:
 
     def as_json(self) -> dict[str, Any]:
         """The entry as the API returns it."""
-        return {"ref": self.ref, "partition": self.partition, "offset": self.offset,
-                "key": self.key, "timestamp_ms": self.timestamp_ms, "reason": self.reason,
-                "source": self.source, "trigger": self.body.get("trigger"),
-                "replayed_at": self.replayed_at, "body": self.body, "headers": self.headers}
+        return {
+            "ref": self.ref,
+            "partition": self.partition,
+            "offset": self.offset,
+            "key": self.key,
+            "timestamp_ms": self.timestamp_ms,
+            "reason": self.reason,
+            "source": self.source,
+            "trigger": self.body.get("trigger"),
+            "replayed_at": self.replayed_at,
+            "body": self.body,
+            "headers": self.headers,
+        }
 
 
 def _entry(record: Record) -> DeadLetterEntry:
@@ -82,8 +91,16 @@ def _entry(record: Record) -> DeadLetterEntry:
     # Worker letters have no ``source``: they carry the task message they could not read.
     source = str(body.get("source") or ("worker" if "topic" in body else "unknown"))
     reason = str(body.get("reason") or headers.get("deerflow-reason") or "")
-    return DeadLetterEntry(record.partition, record.offset, record.key, record.timestamp_ms,
-                           reason, source, body, headers)
+    return DeadLetterEntry(
+        record.partition,
+        record.offset,
+        record.key,
+        record.timestamp_ms,
+        reason,
+        source,
+        body,
+        headers,
+    )
 
 
 async def dead_letters(engine: Engine, *, limit: int = 500) -> list[DeadLetterEntry]:
@@ -126,9 +143,16 @@ async def replay(engine: Engine, ref: str) -> str:
     replayer = _replayers.get(entry.source, _replay_message)
     done = await replayer(engine, entry)
     marker = {"replay_of": entry.ref, "at": time.time(), "done": done}
-    await engine.log.append([Message(topic=engine.topics.dlq, key=entry.key,
-                                     value=_codec.dumps(marker),
-                                     headers=((REPLAY_HEADER, entry.ref.encode()),))])
+    await engine.log.append(
+        [
+            Message(
+                topic=engine.topics.dlq,
+                key=entry.key,
+                value=_codec.dumps(marker),
+                headers=((REPLAY_HEADER, entry.ref.encode()),),
+            )
+        ]
+    )
     return done
 
 
@@ -138,15 +162,20 @@ async def _replay_handled_event(engine: Engine, entry: DeadLetterEntry) -> str:
     from deerflow.eventstore import StoredEvent
 
     name = entry.body.get("handler")
-    handler = next((h for wf in engine.registry for h in getattr(wf, "event_handlers", ())
-                    if h.name == name), None)
+    handler = next(
+        (h for wf in engine.registry for h in getattr(wf, "event_handlers", ()) if h.name == name),
+        None,
+    )
     if handler is None:
-        raise DeerflowError(f"dead letter {entry.ref}: event handler {name!r} is not loaded "
-                            "here; replay it with the app that defines it (--app FILE.py)")
+        raise DeerflowError(
+            f"dead letter {entry.ref}: event handler {name!r} is not loaded "
+            "here; replay it with the app that defines it (--app FILE.py)"
+        )
     # Where the event sits in the log is kept beside it (events published by the handler
     # are ordered after it).
     event = StoredEvent.model_validate(entry.body["event"]).at(
-        int(entry.body["partition"]), int(entry.body["offset"]))
+        int(entry.body["partition"]), int(entry.body["offset"])
+    )
     if await handle_again(engine, handler, event):
         return f"event {event.id} handled again by {name}"
     return f"event {event.id} failed again in {name}: dead-lettered anew"
@@ -166,8 +195,10 @@ async def _replay_message(engine: Engine, entry: DeadLetterEntry) -> str:
     """The default replayer: append the carried message to its topic again."""
     topic = entry.body.get("topic")
     if not isinstance(topic, str) or "value" not in entry.body:
-        raise DeerflowError(f"dead letter {entry.ref} ({entry.source}) carries no message to "
-                            "replay; a replayer for this source is needed")
+        raise DeerflowError(
+            f"dead letter {entry.ref} ({entry.source}) carries no message to "
+            "replay; a replayer for this source is needed"
+        )
     log = engine.log
     owned = False
     if topic != engine.topics.tasks:
@@ -176,8 +207,15 @@ async def _replay_message(engine: Engine, entry: DeadLetterEntry) -> str:
     try:
         if owned:
             await log.start()
-        await log.append([Message(topic=topic, key=key if isinstance(key, str) else None,
-                                  value=_original_value(entry))])
+        await log.append(
+            [
+                Message(
+                    topic=topic,
+                    key=key if isinstance(key, str) else None,
+                    value=_original_value(entry),
+                )
+            ]
+        )
     finally:
         if owned:
             await log.stop()
@@ -194,8 +232,10 @@ async def _trigger_log(engine: Engine, entry: DeadLetterEntry) -> tuple[Any, boo
     try:
         _wf, trigger = find_trigger(list(engine.registry), name)
     except DeerflowError:
-        raise DeerflowError(f"dead letter {entry.ref} came from trigger {name!r}, which is not "
-                            "loaded here; serve the app (or pass --app) to replay it") from None
+        raise DeerflowError(
+            f"dead letter {entry.ref} came from trigger {name!r}, which is not "
+            "loaded here; serve the app (or pass --app) to replay it"
+        ) from None
     if not isinstance(trigger, KafkaEvent):
         raise DeerflowError(f"trigger {name!r} is not a Kafka trigger")
     return source_log_for(engine, source_url_for(engine, trigger))

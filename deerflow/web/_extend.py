@@ -91,29 +91,52 @@ def saga_panel(detail: RunDetail) -> str | None:
         task = detail.result.tasks.get(task_id)
         status = task.status if task is not None else "not needed"
         step_status = detail.result.tasks[step].status if step in detail.result.tasks else ""
-        rows.append(f"<tr><td>{escape(step)}</td><td><span class='badge st-{escape(step_status)}'>"
-                    f"{escape(step_status)}</span></td><td>{escape(task_id)}</td><td>"
-                    f"<span class='badge st-{escape(status)}'>{escape(status)}</span></td></tr>")
-    return ("<table class='grid'><thead><tr><th>step</th><th>step status</th>"
-            "<th>compensation</th><th>compensation status</th></tr></thead><tbody>"
-            + "".join(rows) + "</tbody></table>")
+        rows.append(
+            f"<tr><td>{escape(step)}</td><td><span class='badge st-{escape(step_status)}'>"
+            f"{escape(step_status)}</span></td><td>{escape(task_id)}</td><td>"
+            f"<span class='badge st-{escape(status)}'>{escape(status)}</span></td></tr>"
+        )
+    return (
+        "<table class='grid'><thead><tr><th>step</th><th>step status</th>"
+        "<th>compensation</th><th>compensation status</th></tr></thead><tbody>"
+        + "".join(rows)
+        + "</tbody></table>"
+    )
 
 
 def pattern_events_panel(detail: RunDetail) -> str | None:
     """Events of types the core does not define (state machines, pipelines, ...), as they are."""
-    core = {"RunRequested", "TaskScheduled", "TaskCompleted", "TaskCollected", "TaskFailed",
-            "TaskRequeued", "RunParked", "RunResumed",
-            "TaskSkipped", "TaskAbandoned", "TimerStarted", "TimerFired", "RunCompleted",
-            "RunFailed", "RunCompensated", "RunCompensationFailed", "RunCancelRequested",
-            "RunCancelled", "RunRetryRequested"}
+    core = {
+        "RunRequested",
+        "TaskScheduled",
+        "TaskCompleted",
+        "TaskCollected",
+        "TaskFailed",
+        "TaskRequeued",
+        "RunParked",
+        "RunResumed",
+        "TaskSkipped",
+        "TaskAbandoned",
+        "TimerStarted",
+        "TimerFired",
+        "RunCompleted",
+        "RunFailed",
+        "RunCompensated",
+        "RunCompensationFailed",
+        "RunCancelRequested",
+        "RunCancelled",
+        "RunRetryRequested",
+    }
     extra = [e for e in detail.events if e.get("type") not in core]
     if not extra:
         return None
     items = []
     for event in extra[-50:]:
         fields = {k: v for k, v in event.items() if k not in ("id", "run_id", "v", "type")}
-        items.append(f"<li><code>{escape(str(event.get('type')))}</code> "
-                     f"<code class='json'>{escape(truncate(fields, 400))}</code></li>")
+        items.append(
+            f"<li><code>{escape(str(event.get('type')))}</code> "
+            f"<code class='json'>{escape(truncate(fields, 400))}</code></li>"
+        )
     return f"<ul class='events'>{''.join(items)}</ul>"
 
 

@@ -46,10 +46,20 @@ class GraphNode:
         counts: dict[str, int] = {}
         for _, status in self.children:
             counts[status] = counts.get(status, 0) + 1
-        return {"id": self.id, "status": self.status, "attempts": self.attempts,
-                "layer": self.layer, "kind": self.kind, "children": len(self.children),
-                "children_by_status": counts, "child_runs": self.child_runs,
-                "x": self.x, "y": self.y, "width": NODE_W, "height": self.h}
+        return {
+            "id": self.id,
+            "status": self.status,
+            "attempts": self.attempts,
+            "layer": self.layer,
+            "kind": self.kind,
+            "children": len(self.children),
+            "children_by_status": counts,
+            "child_runs": self.child_runs,
+            "x": self.x,
+            "y": self.y,
+            "width": NODE_W,
+            "height": self.h,
+        }
 
 
 @dataclass
@@ -64,14 +74,18 @@ class Graph:
 
     def as_json(self) -> dict[str, Any]:
         """The graph as the API returns it."""
-        return {"nodes": [n.as_json() for n in self.nodes],
-                "edges": [{"from": a, "to": b} for a, b in self.edges],
-                "dependencies_known": self.dependencies_known,
-                "width": self.width, "height": self.height}
+        return {
+            "nodes": [n.as_json() for n in self.nodes],
+            "edges": [{"from": a, "to": b} for a, b in self.edges],
+            "dependencies_known": self.dependencies_known,
+            "width": self.width,
+            "height": self.height,
+        }
 
 
-def _layers(tasks: list[str], wf: Workflow | None,
-            first_scheduled: Mapping[str, float]) -> tuple[dict[str, int], list[tuple[str, str]]]:
+def _layers(
+    tasks: list[str], wf: Workflow | None, first_scheduled: Mapping[str, float]
+) -> tuple[dict[str, int], list[tuple[str, str]]]:
     if wf is not None:
         layer: dict[str, int] = {}
         edges: list[tuple[str, str]] = []
@@ -85,12 +99,18 @@ def _layers(tasks: list[str], wf: Workflow | None,
     moments = sorted({round(first_scheduled[t], 3) for t in tasks if t in first_scheduled})
     column = {m: i for i, m in enumerate(moments)}
     unscheduled = len(moments)
-    return {t: column[round(first_scheduled[t], 3)] if t in first_scheduled else unscheduled
-            for t in tasks}, []
+    return {
+        t: column[round(first_scheduled[t], 3)] if t in first_scheduled else unscheduled
+        for t in tasks
+    }, []
 
 
-def build(result: RunResult, wf: Workflow | None, child_runs: Mapping[str, list[str]],
-          first_scheduled: Mapping[str, float]) -> Graph:
+def build(
+    result: RunResult,
+    wf: Workflow | None,
+    child_runs: Mapping[str, list[str]],
+    first_scheduled: Mapping[str, float],
+) -> Graph:
     """Lay out ``result``'s tasks; ``first_scheduled`` places them when ``wf`` is unknown."""
     top = [tid for tid in result.tasks if node_of(tid) is None]
     children: dict[str, list[tuple[str, str]]] = {}
@@ -103,11 +123,21 @@ def build(result: RunResult, wf: Workflow | None, child_runs: Mapping[str, list[
     for tid in top:
         task = result.tasks[tid]
         kind = "expanded" if tid in children else "task"
-        if tid in child_runs or (wf is not None and tid in wf.tasks
-                                 and wf.get(tid).kind == "subworkflow"):
+        if tid in child_runs or (
+            wf is not None and tid in wf.tasks and wf.get(tid).kind == "subworkflow"
+        ):
             kind = "subworkflow"
-        nodes.append(GraphNode(tid, task.status, task.attempts, layers[tid], kind,
-                               children.get(tid, []), list(child_runs.get(tid, []))))
+        nodes.append(
+            GraphNode(
+                tid,
+                task.status,
+                task.attempts,
+                layers[tid],
+                kind,
+                children.get(tid, []),
+                list(child_runs.get(tid, [])),
+            )
+        )
     graph = Graph(nodes, edges, wf is not None)
     _place(graph)
     return graph
@@ -141,17 +171,21 @@ def _children_svg(node: GraphNode) -> list[str]:
             n = sum(1 for _, s in node.children if s == status)
             if n:
                 w = max(1, round((NODE_W - 16) * n / total))
-                parts.append(f'<rect class="bar st-{status}" x="{x}" y="{top}" width="{w}" '
-                             f'height="12"><title>{n} {status}</title></rect>')
+                parts.append(
+                    f'<rect class="bar st-{status}" x="{x}" y="{top}" width="{w}" '
+                    f'height="12"><title>{n} {status}</title></rect>'
+                )
                 x += w
         return parts
     cells = []
     for i, (cid, status) in enumerate(node.children):
         cx = node.x + 8 + (i % CELLS_PER_ROW) * (CELL + 2)
         cy = top + (i // CELLS_PER_ROW) * (CELL + 2)
-        cells.append(f'<rect class="child st-{escape(status)}" data-task="{escape(cid)}" '
-                     f'x="{cx}" y="{cy}" width="{CELL}" height="{CELL}" rx="2">'
-                     f'<title>{escape(cid)}: {escape(status)}</title></rect>')
+        cells.append(
+            f'<rect class="child st-{escape(status)}" data-task="{escape(cid)}" '
+            f'x="{cx}" y="{cy}" width="{CELL}" height="{CELL}" rx="2">'
+            f"<title>{escape(cid)}: {escape(status)}</title></rect>"
+        )
     return cells
 
 
@@ -161,18 +195,21 @@ def _node_svg(node: GraphNode, link_prefix: str) -> str:
     sub = f"{status} · {node.attempts} attempt{'s' if node.attempts != 1 else ''}"
     if node.children:
         sub += f" · {len(node.children)} children"
-    parts = [f'<g class="node st-{status} kind-{node.kind}" data-task="{nid}" '
-             f'data-status="{status}">',
-             f'<a href="#task-{nid}"><rect x="{node.x}" y="{node.y}" width="{NODE_W}" '
-             f'height="{node.h}" rx="6"/>',
-             f'<text x="{node.x + 8}" y="{node.y + 18}" class="label">{label}</text>',
-             f'<text x="{node.x + 8}" y="{node.y + 34}" class="sub">{sub}</text></a>']
+    parts = [
+        f'<g class="node st-{status} kind-{node.kind}" data-task="{nid}" data-status="{status}">',
+        f'<a href="#task-{nid}"><rect x="{node.x}" y="{node.y}" width="{NODE_W}" '
+        f'height="{node.h}" rx="6"/>',
+        f'<text x="{node.x + 8}" y="{node.y + 18}" class="label">{label}</text>',
+        f'<text x="{node.x + 8}" y="{node.y + 34}" class="sub">{sub}</text></a>',
+    ]
     parts.extend(_children_svg(node))
     base = node.y + node.h - 14 * len(node.child_runs[:3]) + 8
     for i, rid in enumerate(node.child_runs[:3]):
-        parts.append(f'<a class="child-run" href="{link_prefix}/runs/{escape(rid)}">'
-                     f'<text x="{node.x + 8}" y="{base + 14 * i}" class="sub">↳ child run '
-                     f'{escape(rid[-18:])}</text></a>')
+        parts.append(
+            f'<a class="child-run" href="{link_prefix}/runs/{escape(rid)}">'
+            f'<text x="{node.x + 8}" y="{base + 14 * i}" class="sub">↳ child run '
+            f"{escape(rid[-18:])}</text></a>"
+        )
     parts.append("</g>")
     return "".join(parts)
 
@@ -188,11 +225,15 @@ def svg(graph: Graph, link_prefix: str = "/ui") -> str:
         x1, y1 = src.x + NODE_W, src.y + NODE_H // 2
         x2, y2 = dst.x, dst.y + NODE_H // 2
         mid = (x1 + x2) // 2
-        edges.append(f'<path class="edge" d="M{x1},{y1} C{mid},{y1} {mid},{y2} {x2 - 4},{y2}" '
-                     'marker-end="url(#arrow)"/>')
+        edges.append(
+            f'<path class="edge" d="M{x1},{y1} C{mid},{y1} {mid},{y2} {x2 - 4},{y2}" '
+            'marker-end="url(#arrow)"/>'
+        )
     nodes = "".join(_node_svg(n, link_prefix) for n in graph.nodes)
-    return (f'<svg class="dag" xmlns="http://www.w3.org/2000/svg" width="{graph.width}" '
-            f'height="{graph.height}" viewBox="0 0 {graph.width} {graph.height}" role="img" '
-            'aria-label="task graph"><defs><marker id="arrow" viewBox="0 0 8 8" refX="7" '
-            'refY="4" markerWidth="8" markerHeight="8" orient="auto"><path d="M0,0 L8,4 L0,8 z"'
-            f' class="arrowhead"/></marker></defs>{"".join(edges)}{nodes}</svg>')
+    return (
+        f'<svg class="dag" xmlns="http://www.w3.org/2000/svg" width="{graph.width}" '
+        f'height="{graph.height}" viewBox="0 0 {graph.width} {graph.height}" role="img" '
+        'aria-label="task graph"><defs><marker id="arrow" viewBox="0 0 8 8" refX="7" '
+        'refY="4" markerWidth="8" markerHeight="8" orient="auto"><path d="M0,0 L8,4 L0,8 z"'
+        f' class="arrowhead"/></marker></defs>{"".join(edges)}{nodes}</svg>'
+    )

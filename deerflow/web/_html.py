@@ -18,8 +18,9 @@ from deerflow.web._runs import truncate
 NAV = (("Runs", "/"), ("Dead letters", "/dlq"), ("Triggers", "/triggers"))
 
 
-def page(title: str, body: str, *, prefix: str, live: bool = False, flash: str = "",
-         error: str = "") -> str:
+def page(
+    title: str, body: str, *, prefix: str, live: bool = False, flash: str = "", error: str = ""
+) -> str:
     """A whole dashboard page; ``live`` keeps refreshing its ``data-live`` regions."""
     links = "".join(f'<a href="{prefix}{href}">{name}</a>' for name, href in NAV)
     notes = ""
@@ -49,8 +50,7 @@ def when(ts: float | None) -> str:
     if ts is None:
         return "&ndash;"
     moment = datetime.fromtimestamp(ts, UTC)
-    return (f'<time datetime="{moment.isoformat()}">'
-            f'{moment.strftime("%Y-%m-%d %H:%M:%S")}</time>')
+    return f'<time datetime="{moment.isoformat()}">{moment.strftime("%Y-%m-%d %H:%M:%S")}</time>'
 
 
 def duration(started: float | None, finished: float | None) -> str:
@@ -89,11 +89,21 @@ def select(name: str, options: list[str], chosen: str | None, blank: str = "any"
     return f'<select name="{escape(name)}" id="f-{escape(name)}">{"".join(items)}</select>'
 
 
-def button_form(action: str, label: str, *, css: str = "", fields: dict[str, str] | None = None,
-                confirm: str = "") -> str:
+def button_form(
+    action: str,
+    label: str,
+    *,
+    css: str = "",
+    fields: dict[str, str] | None = None,
+    confirm: str = "",
+) -> str:
     """A one-button POST form (the actions: cancel, retry, replay)."""
-    hidden = "".join(f'<input type="hidden" name="{escape(k)}" value="{escape(v)}">'
-                     for k, v in (fields or {}).items())
+    hidden = "".join(
+        f'<input type="hidden" name="{escape(k)}" value="{escape(v)}">'
+        for k, v in (fields or {}).items()
+    )
     confirm_attr = f' data-confirm="{escape(confirm)}"' if confirm else ""
-    return (f'<form method="post" action="{escape(action)}" class="inline"{confirm_attr}>'
-            f'{hidden}<button type="submit" class="{css}">{escape(label)}</button></form>')
+    return (
+        f'<form method="post" action="{escape(action)}" class="inline"{confirm_attr}>'
+        f'{hidden}<button type="submit" class="{css}">{escape(label)}</button></form>'
+    )

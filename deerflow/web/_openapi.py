@@ -21,22 +21,48 @@ def _ok(schema: dict[str, Any], status: str = "200", what: str = "OK") -> dict[s
     return {status: {"description": what, "content": {_JSON: {"schema": schema}}}}
 
 
-_ERRORS = {code: {"description": what, "content": {_JSON: {"schema": _ref("Error")}}}
-           for code, what in (("400", "bad parameter"), ("401", "missing or invalid API key"),
-                              ("404", "unknown run"), ("409", "the action does not apply"))}
-_RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "string"},
-           "description": "A run id, or a unique prefix of one."}
+_ERRORS = {
+    code: {"description": what, "content": {_JSON: {"schema": _ref("Error")}}}
+    for code, what in (
+        ("400", "bad parameter"),
+        ("401", "missing or invalid API key"),
+        ("404", "unknown run"),
+        ("409", "the action does not apply"),
+    )
+}
+_RUN_ID = {
+    "name": "run_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "A run id, or a unique prefix of one.",
+}
 
 
 def _query(name: str, text: str, kind: str = "string") -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "schema": {"type": kind},
-            "description": text}
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": {"type": kind},
+        "description": text,
+    }
 
 
-def _op(summary: str, responses: dict[str, Any], *, params: list[dict[str, Any]] | None = None,
-        body: dict[str, Any] | None = None, op_id: str) -> dict[str, Any]:
-    op: dict[str, Any] = {"summary": summary, "operationId": op_id,
-                          "parameters": params or [], "responses": {**responses, **_ERRORS}}
+def _op(
+    summary: str,
+    responses: dict[str, Any],
+    *,
+    params: list[dict[str, Any]] | None = None,
+    body: dict[str, Any] | None = None,
+    op_id: str,
+) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "operationId": op_id,
+        "parameters": params or [],
+        "responses": {**responses, **_ERRORS},
+    }
     if body is not None:
         op["requestBody"] = {"required": False, "content": {_JSON: {"schema": body}}}
     return op
@@ -46,95 +72,203 @@ _OBJ: dict[str, Any] = {"type": "object", "additionalProperties": True}
 _REASON = {"type": "object", "properties": {"reason": {"type": "string"}}}
 
 _SCHEMAS: dict[str, Any] = {
-    "Error": {"type": "object", "required": ["error"],
-              "properties": {"error": {"type": "string"}}},
-    "RunSummary": {"type": "object", "required": ["run_id", "workflow", "status"], "properties": {
-        "run_id": {"type": "string"}, "workflow": {"type": "string"},
-        "version": {"type": "string"},
-        "status": {"type": "string", "examples": ["running", "completed", "failed",
-                                                  "cancelled"]},
-        "trigger": {"type": "string"}, "started_at": {"type": ["number", "null"]},
-        "finished_at": {"type": ["number", "null"]}, "error": {"type": ["string", "null"]},
-        "failed_task": {"type": ["string", "null"]}, "retries": {"type": "integer"},
-        "parent_run_id": {"type": ["string", "null"]}}},
-    "RunDetail": {"type": "object", "required": ["run", "graph"], "properties": {
-        "run": {**_OBJ, "description": "The RunResult: status, output, error and every task "
-                "(children of expanded nodes as node/child)."},
-        "trigger": {"type": "string"}, "retries": {"type": "integer"},
-        "child_runs": {"type": "object", "description": "Sub-workflow child runs by task.",
-                       "additionalProperties": {"type": "array", "items": {"type": "string"}}},
-        "attempts": {"type": "object", "description": "Per task, its attempts from the history.",
-                     "additionalProperties": {"type": "array", "items": _OBJ}},
-        "graph": {**_OBJ, "description": "Nodes laid out by topological layer, and edges."},
-        "workflow_loaded": {"type": "boolean"}}},
-    "Accepted": {"type": "object", "properties": {
-        "run_id": {"type": "string"}, "action": {"type": "string"},
-        "retry": {"type": "integer"}, "ref": {"type": "string"}, "done": {"type": "string"}}},
+    "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+    "RunSummary": {
+        "type": "object",
+        "required": ["run_id", "workflow", "status"],
+        "properties": {
+            "run_id": {"type": "string"},
+            "workflow": {"type": "string"},
+            "version": {"type": "string"},
+            "status": {
+                "type": "string",
+                "examples": ["running", "completed", "failed", "cancelled"],
+            },
+            "trigger": {"type": "string"},
+            "started_at": {"type": ["number", "null"]},
+            "finished_at": {"type": ["number", "null"]},
+            "error": {"type": ["string", "null"]},
+            "failed_task": {"type": ["string", "null"]},
+            "retries": {"type": "integer"},
+            "parent_run_id": {"type": ["string", "null"]},
+        },
+    },
+    "RunDetail": {
+        "type": "object",
+        "required": ["run", "graph"],
+        "properties": {
+            "run": {
+                **_OBJ,
+                "description": "The RunResult: status, output, error and every task "
+                "(children of expanded nodes as node/child).",
+            },
+            "trigger": {"type": "string"},
+            "retries": {"type": "integer"},
+            "child_runs": {
+                "type": "object",
+                "description": "Sub-workflow child runs by task.",
+                "additionalProperties": {"type": "array", "items": {"type": "string"}},
+            },
+            "attempts": {
+                "type": "object",
+                "description": "Per task, its attempts from the history.",
+                "additionalProperties": {"type": "array", "items": _OBJ},
+            },
+            "graph": {**_OBJ, "description": "Nodes laid out by topological layer, and edges."},
+            "workflow_loaded": {"type": "boolean"},
+        },
+    },
+    "Accepted": {
+        "type": "object",
+        "properties": {
+            "run_id": {"type": "string"},
+            "action": {"type": "string"},
+            "retry": {"type": "integer"},
+            "ref": {"type": "string"},
+            "done": {"type": "string"},
+        },
+    },
 }
 
 
 def document() -> dict[str, Any]:
     """The OpenAPI document."""
-    runs_filter = [_query("workflow", "Only this workflow."),
-                   _query("status", "Only this status."),
-                   _query("trigger", "Only runs started by this trigger (name or kind)."),
-                   _query("since", "Started at or after: epoch seconds, ISO-8601 or 15m/2h/1d."),
-                   _query("until", "Started at or before (same forms)."),
-                   _query("limit", "At most this many (default 100).", "integer")]
+    runs_filter = [
+        _query("workflow", "Only this workflow."),
+        _query("status", "Only this status."),
+        _query("trigger", "Only runs started by this trigger (name or kind)."),
+        _query("since", "Started at or after: epoch seconds, ISO-8601 or 15m/2h/1d."),
+        _query("until", "Started at or before (same forms)."),
+        _query("limit", "At most this many (default 100).", "integer"),
+    ]
     array = {"type": "array", "items": _OBJ}
     paths = {
-        "/api/runs": {"get": _op(
-            "List runs, newest first", _ok({"type": "object", "properties": {
-                "runs": {"type": "array", "items": _ref("RunSummary")}}}),
-            params=runs_filter, op_id="listRuns")},
-        "/api/runs/{run_id}": {"get": _op(
-            "One run: tasks, attempts, DAG, child runs", _ok(_ref("RunDetail")),
-            params=[_RUN_ID], op_id="getRun")},
-        "/api/runs/{run_id}/history": {"get": _op(
-            "The run's raw history events, oldest first",
-            _ok({"type": "object", "properties": {"run_id": {"type": "string"},
-                                                  "events": array}}),
-            params=[_RUN_ID, _query("limit", "The newest N events.", "integer")],
-            op_id="getRunHistory")},
-        "/api/runs/{run_id}/cancel": {"post": _op(
-            "Cancel a running run", _ok(_ref("Accepted"), "202", "cancel requested"),
-            params=[_RUN_ID], body=_REASON, op_id="cancelRun")},
-        "/api/runs/{run_id}/retry": {"post": _op(
-            "Retry a failed run from its failed tasks",
-            _ok(_ref("Accepted"), "202", "retry requested"), params=[_RUN_ID], body=_REASON,
-            op_id="retryRun")},
-        "/api/runs/{run_id}/transitions": {"post": _op(
-            "Send a state-machine transition (501 unless state machines are loaded)",
-            _ok(_OBJ, "202", "transition sent"), params=[_RUN_ID],
-            body={"type": "object", "required": ["transition"], "properties": {
-                "transition": {"type": "string"}, "data": _OBJ}}, op_id="sendTransition")},
-        "/api/workflows": {"get": _op("Workflows loaded in this process",
-                                      _ok({"type": "object", "properties": {"workflows": array}}),
-                                      op_id="listWorkflows")},
-        "/api/triggers": {"get": _op("Triggers: runs started, last event, delay",
-                                     _ok({"type": "object", "properties": {"triggers": array}}),
-                                     op_id="listTriggers")},
-        "/api/dlq": {"get": _op(
-            "Dead letters, newest first",
-            _ok({"type": "object", "properties": {"dead_letters": array}}),
-            params=[_query("limit", "At most this many (default 500).", "integer")],
-            op_id="listDeadLetters")},
-        "/api/dlq/{ref}/replay": {"post": _op(
-            "Replay a dead letter (PARTITION:OFFSET)", _ok(_ref("Accepted"), "202", "replayed"),
-            params=[{"name": "ref", "in": "path", "required": True,
-                     "schema": {"type": "string", "pattern": "^[0-9]+:[0-9]+$"}}],
-            op_id="replayDeadLetter")},
-        "/api/openapi.json": {"get": {"summary": "This document", "operationId": "openapi",
-                                      "security": [], "responses": _ok(_OBJ)}},
+        "/api/runs": {
+            "get": _op(
+                "List runs, newest first",
+                _ok(
+                    {
+                        "type": "object",
+                        "properties": {"runs": {"type": "array", "items": _ref("RunSummary")}},
+                    }
+                ),
+                params=runs_filter,
+                op_id="listRuns",
+            )
+        },
+        "/api/runs/{run_id}": {
+            "get": _op(
+                "One run: tasks, attempts, DAG, child runs",
+                _ok(_ref("RunDetail")),
+                params=[_RUN_ID],
+                op_id="getRun",
+            )
+        },
+        "/api/runs/{run_id}/history": {
+            "get": _op(
+                "The run's raw history events, oldest first",
+                _ok(
+                    {
+                        "type": "object",
+                        "properties": {"run_id": {"type": "string"}, "events": array},
+                    }
+                ),
+                params=[_RUN_ID, _query("limit", "The newest N events.", "integer")],
+                op_id="getRunHistory",
+            )
+        },
+        "/api/runs/{run_id}/cancel": {
+            "post": _op(
+                "Cancel a running run",
+                _ok(_ref("Accepted"), "202", "cancel requested"),
+                params=[_RUN_ID],
+                body=_REASON,
+                op_id="cancelRun",
+            )
+        },
+        "/api/runs/{run_id}/retry": {
+            "post": _op(
+                "Retry a failed run from its failed tasks",
+                _ok(_ref("Accepted"), "202", "retry requested"),
+                params=[_RUN_ID],
+                body=_REASON,
+                op_id="retryRun",
+            )
+        },
+        "/api/runs/{run_id}/transitions": {
+            "post": _op(
+                "Send a state-machine transition (501 unless state machines are loaded)",
+                _ok(_OBJ, "202", "transition sent"),
+                params=[_RUN_ID],
+                body={
+                    "type": "object",
+                    "required": ["transition"],
+                    "properties": {"transition": {"type": "string"}, "data": _OBJ},
+                },
+                op_id="sendTransition",
+            )
+        },
+        "/api/workflows": {
+            "get": _op(
+                "Workflows loaded in this process",
+                _ok({"type": "object", "properties": {"workflows": array}}),
+                op_id="listWorkflows",
+            )
+        },
+        "/api/triggers": {
+            "get": _op(
+                "Triggers: runs started, last event, delay",
+                _ok({"type": "object", "properties": {"triggers": array}}),
+                op_id="listTriggers",
+            )
+        },
+        "/api/dlq": {
+            "get": _op(
+                "Dead letters, newest first",
+                _ok({"type": "object", "properties": {"dead_letters": array}}),
+                params=[_query("limit", "At most this many (default 500).", "integer")],
+                op_id="listDeadLetters",
+            )
+        },
+        "/api/dlq/{ref}/replay": {
+            "post": _op(
+                "Replay a dead letter (PARTITION:OFFSET)",
+                _ok(_ref("Accepted"), "202", "replayed"),
+                params=[
+                    {
+                        "name": "ref",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "pattern": "^[0-9]+:[0-9]+$"},
+                    }
+                ],
+                op_id="replayDeadLetter",
+            )
+        },
+        "/api/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "operationId": "openapi",
+                "security": [],
+                "responses": _ok(_OBJ),
+            }
+        },
     }
     return {
         "openapi": "3.1.0",
-        "info": {"title": "deerflow API", "version": __version__,
-                 "description": "Runs, their histories and the actions on them. With API keys "
-                 "configured (DEERFLOW_API_KEYS), send one as X-API-Key or a bearer token."},
+        "info": {
+            "title": "deerflow API",
+            "version": __version__,
+            "description": "Runs, their histories and the actions on them. With API keys "
+            "configured (DEERFLOW_API_KEYS), send one as X-API-Key or a bearer token.",
+        },
         "paths": paths,
-        "components": {"schemas": _SCHEMAS, "securitySchemes": {
-            "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
-            "bearer": {"type": "http", "scheme": "bearer"}}},
+        "components": {
+            "schemas": _SCHEMAS,
+            "securitySchemes": {
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                "bearer": {"type": "http", "scheme": "bearer"},
+            },
+        },
         "security": [{"apiKey": []}, {"bearer": []}],
     }

@@ -49,9 +49,14 @@ def _filter(request: web.Request) -> tuple[_runs.RunFilter, str]:
         since = until = None
         problem = str(exc)
     limit = int(q["limit"]) if q.get("limit", "").isdigit() else 100
-    return _runs.RunFilter(workflow=q.get("workflow") or None, status=q.get("status") or None,
-                           trigger=q.get("trigger") or None, since=since, until=until,
-                           limit=limit), problem
+    return _runs.RunFilter(
+        workflow=q.get("workflow") or None,
+        status=q.get("status") or None,
+        trigger=q.get("trigger") or None,
+        since=since,
+        until=until,
+        limit=limit,
+    ), problem
 
 
 def _filter_form(request: web.Request, workflows: list[str], triggers: list[str]) -> str:
@@ -59,12 +64,13 @@ def _filter_form(request: web.Request, workflows: list[str], triggers: list[str]
     since = q.get("since", "")
     return (
         '<form class="filters" method="get" id="run-filters">'
-        f'<label>workflow {select("workflow", workflows, q.get("workflow"))}</label>'
-        f'<label>status {select("status", STATUSES, q.get("status"))}</label>'
-        f'<label>trigger {select("trigger", triggers, q.get("trigger"))}</label>'
+        f"<label>workflow {select('workflow', workflows, q.get('workflow'))}</label>"
+        f"<label>status {select('status', STATUSES, q.get('status'))}</label>"
+        f"<label>trigger {select('trigger', triggers, q.get('trigger'))}</label>"
         f'<label>since <input name="since" list="since-list" value="{escape(since)}" '
         'placeholder="15m, 2h, ISO time" size="12"></label><datalist id="since-list">'
-        + "".join(f'<option value="{s}">' for s in SINCE) + "</datalist>"
+        + "".join(f'<option value="{s}">' for s in SINCE)
+        + "</datalist>"
         f'<label>until <input name="until" value="{escape(q.get("until", ""))}" size="12" '
         'placeholder="ISO time"></label><button type="submit">Filter</button>'
         f'<a href="{context(request).ui_prefix}/">clear</a></form>'
@@ -90,30 +96,44 @@ async def runs_page(request: web.Request) -> web.StreamResponse:
         f"</td><td>{escape(_runs.trigger_label(s))}</td><td>{when(s.started_at)}</td>"
         f"<td>{duration(s.started_at, s.finished_at)}</td>"
         f'<td class="error">{escape((s.error or "")[:160]) if s.status != "completed" else ""}'
-        "</td></tr>" for s in runs)
-    table = (f'<div data-live="runs"><p class="chips">{chips}</p><table class="grid runs">'
-             "<thead><tr><th>run</th><th>workflow</th><th>status</th><th>trigger</th>"
-             "<th>started (UTC)</th><th>time</th><th>error</th></tr></thead><tbody>"
-             f"{rows}</tbody></table>"
-             f'{"" if runs else "<p class=empty>No runs match.</p>"}</div>')
+        "</td></tr>"
+        for s in runs
+    )
+    table = (
+        f'<div data-live="runs"><p class="chips">{chips}</p><table class="grid runs">'
+        "<thead><tr><th>run</th><th>workflow</th><th>status</th><th>trigger</th>"
+        "<th>started (UTC)</th><th>time</th><th>error</th></tr></thead><tbody>"
+        f"{rows}</tbody></table>"
+        f"{'' if runs else '<p class=empty>No runs match.</p>'}</div>"
+    )
     body = f"<h1>Runs</h1>{_filter_form(request, workflows, triggers)}{table}"
-    return html(page("Runs", body, prefix=p, live=True, error=problem,
-                     flash=flash_of(request)["flash"]))
+    return html(
+        page("Runs", body, prefix=p, live=True, error=problem, flash=flash_of(request)["flash"])
+    )
 
 
 def _actions(detail: _runs.RunDetail, prefix: str) -> str:
     rid = escape(detail.state.run_id)
     parts = []
     if not detail.state.terminal:
-        parts.append(button_form(f"{prefix}/runs/{rid}/cancel", "Cancel run", css="danger",
-                                 confirm="Cancel this run?"))
+        parts.append(
+            button_form(
+                f"{prefix}/runs/{rid}/cancel",
+                "Cancel run",
+                css="danger",
+                confirm="Cancel this run?",
+            )
+        )
     if detail.state.status == "failed":
-        parts.append(button_form(f"{prefix}/runs/{rid}/retry", "Retry from failed task",
-                                 css="primary"))
+        parts.append(
+            button_form(f"{prefix}/runs/{rid}/retry", "Retry from failed task", css="primary")
+        )
     if transition_handler() is not None and not detail.state.terminal:
-        parts.append(f'<form method="post" action="{prefix}/runs/{rid}/transition" '
-                     'class="inline"><input name="transition" placeholder="transition" '
-                     'required size="14"><button type="submit">Send transition</button></form>')
+        parts.append(
+            f'<form method="post" action="{prefix}/runs/{rid}/transition" '
+            'class="inline"><input name="transition" placeholder="transition" '
+            'required size="14"><button type="submit">Send transition</button></form>'
+        )
     return f'<div class="actions">{"".join(parts)}</div>' if parts else ""
 
 
@@ -121,9 +141,12 @@ def _facts(detail: _runs.RunDetail, prefix: str) -> str:
     s, r = detail.state, detail.result
     items: list[tuple[str, str]] = [
         ("workflow", f"{escape(r.workflow)} v{escape(r.version)}"),
-        ("status", badge(r.status)), ("trigger", escape(_runs.trigger_label(s))),
-        ("started", when(r.started_at)), ("finished", when(r.finished_at)),
-        ("time", duration(r.started_at, r.finished_at)), ("events", str(r.events)),
+        ("status", badge(r.status)),
+        ("trigger", escape(_runs.trigger_label(s))),
+        ("started", when(r.started_at)),
+        ("finished", when(r.finished_at)),
+        ("time", duration(r.started_at, r.finished_at)),
+        ("events", str(r.events)),
     ]
     if s.retries:
         items.append(("retries", str(s.retries)))
@@ -138,35 +161,51 @@ def _attempt_rows(rows: list[dict[str, Any]]) -> str:
     out = []
     for a in rows:
         trace = a.get("traceback")
-        tb = (f'<details><summary>traceback</summary><pre class="traceback">{escape(trace)}'
-              "</pre></details>") if trace else ""
-        error = f'{escape(a.get("error_type") or "")}: {escape(a["error"])}' if a.get("error") \
+        tb = (
+            (
+                f'<details><summary>traceback</summary><pre class="traceback">{escape(trace)}'
+                "</pre></details>"
+            )
+            if trace
             else ""
+        )
+        error = (
+            f"{escape(a.get('error_type') or '')}: {escape(a['error'])}" if a.get("error") else ""
+        )
         fallback = " (fallback)" if a.get("fallback") else ""
-        out.append(f'<tr class="attempt"><td>#{a["attempt"]}{fallback}</td>'
-                   f'<td>{badge(a.get("outcome", "running"))}</td><td>'
-                   f'{when(a.get("started_at") or a.get("scheduled_at"))}</td>'
-                   f'<td>{duration(a.get("started_at"), a.get("finished_at"))}</td>'
-                   f'<td>{escape(str(a.get("worker") or ""))}</td>'
-                   f'<td class="error">{error}{tb}</td></tr>')
+        out.append(
+            f'<tr class="attempt"><td>#{a["attempt"]}{fallback}</td>'
+            f"<td>{badge(a.get('outcome', 'running'))}</td><td>"
+            f"{when(a.get('started_at') or a.get('scheduled_at'))}</td>"
+            f"<td>{duration(a.get('started_at'), a.get('finished_at'))}</td>"
+            f"<td>{escape(str(a.get('worker') or ''))}</td>"
+            f'<td class="error">{error}{tb}</td></tr>'
+        )
     return "".join(out)
 
 
 def _task_row(detail: _runs.RunDetail, tid: str, task: TaskResult, prefix: str) -> str:
-    child_runs = "".join(f"<div>↳ {link_run(prefix, rid, 'child run ' + rid)}</div>"
-                         for rid in detail.child_runs.get(tid, []))
+    child_runs = "".join(
+        f"<div>↳ {link_run(prefix, rid, 'child run ' + rid)}</div>"
+        for rid in detail.child_runs.get(tid, [])
+    )
     value = json_block(task.output, 600) if task.status == "completed" else ""
     error = f'<div class="error">{escape(task.error)}</div>' if task.error else ""
     attempts = detail.attempts.get(tid, [])
-    more = (f'<details><summary>{len(attempts)} attempt(s)</summary><table class="grid '
-            f'attempts"><tbody>{_attempt_rows(attempts)}</tbody></table></details>'
-            if attempts else "")
+    more = (
+        f'<details><summary>{len(attempts)} attempt(s)</summary><table class="grid '
+        f'attempts"><tbody>{_attempt_rows(attempts)}</tbody></table></details>'
+        if attempts
+        else ""
+    )
     css = "child" if node_of(tid) else "top"
-    return (f'<tr id="task-{escape(tid)}" class="{css}" data-task="{escape(tid)}" '
-            f'data-status="{escape(task.status)}"><td>{escape(tid)}</td><td>{badge(task.status)}'
-            f"</td><td>{task.attempts}</td><td>{when(task.started_at)}</td>"
-            f"<td>{duration(task.started_at, task.finished_at)}</td>"
-            f"<td>{value}{error}{child_runs}{more}</td></tr>")
+    return (
+        f'<tr id="task-{escape(tid)}" class="{css}" data-task="{escape(tid)}" '
+        f'data-status="{escape(task.status)}"><td>{escape(tid)}</td><td>{badge(task.status)}'
+        f"</td><td>{task.attempts}</td><td>{when(task.started_at)}</td>"
+        f"<td>{duration(task.started_at, task.finished_at)}</td>"
+        f"<td>{value}{error}{child_runs}{more}</td></tr>"
+    )
 
 
 def _tasks_table(detail: _runs.RunDetail, prefix: str) -> str:
@@ -181,15 +220,20 @@ def _tasks_table(detail: _runs.RunDetail, prefix: str) -> str:
         if node_of(tid) is None:
             rows.append(_task_row(detail, tid, task, prefix))
             # Children right under their node, as many as a page can take.
-            rows.extend(_task_row(detail, c, tasks[c], prefix)
-                        for c in children.get(tid, [])[:CHILD_ROWS])
+            rows.extend(
+                _task_row(detail, c, tasks[c], prefix) for c in children.get(tid, [])[:CHILD_ROWS]
+            )
     shown = {n: len(c) for n, c in children.items()}
     hidden = {n: c - CHILD_ROWS for n, c in shown.items() if c > CHILD_ROWS}
-    note = "".join(f"<p class='muted'>{c} more children of {escape(n)} (see the graph and "
-                   "the API)</p>" for n, c in hidden.items())
-    return ('<table class="grid tasks"><thead><tr><th>task</th><th>status</th><th>attempts</th>'
-            "<th>started (UTC)</th><th>time</th><th>output / error</th></tr></thead><tbody>"
-            f'{"".join(rows)}</tbody></table>{note}')
+    note = "".join(
+        f"<p class='muted'>{c} more children of {escape(n)} (see the graph and the API)</p>"
+        for n, c in hidden.items()
+    )
+    return (
+        '<table class="grid tasks"><thead><tr><th>task</th><th>status</th><th>attempts</th>'
+        "<th>started (UTC)</th><th>time</th><th>output / error</th></tr></thead><tbody>"
+        f"{''.join(rows)}</tbody></table>{note}"
+    )
 
 
 _SHOWN_APART = frozenset({"offset", "id", "run_id", "ts", "type", "v", "task_id", "attempt"})
@@ -202,12 +246,16 @@ def _fields(event: dict[str, Any]) -> dict[str, Any]:
 def _history_table(events: list[dict[str, Any]]) -> str:
     rows = "".join(
         f'<tr data-type="{escape(str(e.get("type")))}"><td>{e.get("offset")}</td>'
-        f'<td>{when(e.get("ts"))}</td><td><code>{escape(str(e.get("type")))}</code></td>'
-        f'<td>{escape(str(e.get("task_id") or ""))}</td><td>{e.get("attempt") or ""}</td>'
-        f"<td>{json_block(_fields(e), 300)}</td></tr>" for e in events)
-    return ('<table class="grid history"><thead><tr><th>offset</th><th>time (UTC)</th>'
-            "<th>type</th><th>task</th><th>attempt</th><th>fields</th></tr></thead>"
-            f"<tbody>{rows}</tbody></table>")
+        f"<td>{when(e.get('ts'))}</td><td><code>{escape(str(e.get('type')))}</code></td>"
+        f"<td>{escape(str(e.get('task_id') or ''))}</td><td>{e.get('attempt') or ''}</td>"
+        f"<td>{json_block(_fields(e), 300)}</td></tr>"
+        for e in events
+    )
+    return (
+        '<table class="grid history"><thead><tr><th>offset</th><th>time (UTC)</th>'
+        "<th>type</th><th>task</th><th>attempt</th><th>fields</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table>"
+    )
 
 
 async def run_page(request: web.Request) -> web.StreamResponse:
@@ -217,26 +265,45 @@ async def run_page(request: web.Request) -> web.StreamResponse:
     try:
         detail = await _runs.run_detail(ctx.engine, request.match_info["run_id"])
     except RunNotFound as exc:
-        return html(page("Run not found", f"<h1>Run not found</h1><p>{escape(str(exc))}</p>",
-                         prefix=p), status=404)
+        return html(
+            page("Run not found", f"<h1>Run not found</h1><p>{escape(str(exc))}</p>", prefix=p),
+            status=404,
+        )
     from deerflow.web._graph import svg
 
     r = detail.result
-    note = "" if detail.workflow is not None else (
-        '<p class="muted">Workflow not loaded here: tasks are placed by when they were '
-        "scheduled and dependencies are not drawn (run <code>deerflow ui --app FILE</code>).</p>")
-    panels = "".join(f'<section class="panel"><h2>{escape(t)}</h2>{h}</section>'
-                     for t, h in run_panels(detail))
-    body = (f'<h1>Run <code id="run-id">{escape(r.run_id)}</code></h1>'
-            f'<div data-live="run">{_facts(detail, p)}{_actions(detail, p)}'
-            f'<section class="graph"><h2>Graph</h2>{note}<div class="scroll">'
-            f"{svg(detail.graph, p)}</div></section>{panels}"
-            f"<section><h2>Tasks</h2>{_tasks_table(detail, p)}</section>"
-            f'<section class="io"><h2>Input</h2><h3>params</h3>{json_block(r.params)}'
-            f"<h3>input</h3>{json_block(r.input)}<h3>trigger</h3>{json_block(r.trigger)}"
-            f"<h2>Output</h2>{json_block(r.output)}</section>"
-            f'<section><details open><summary><h2>History ({len(detail.events)} events)</h2>'
-            f"</summary>{_history_table(detail.events)}</details></section></div>")
+    note = (
+        ""
+        if detail.workflow is not None
+        else (
+            '<p class="muted">Workflow not loaded here: tasks are placed by when they were '
+            "scheduled and dependencies are not drawn "
+            "(run <code>deerflow ui --app FILE</code>).</p>"
+        )
+    )
+    panels = "".join(
+        f'<section class="panel"><h2>{escape(t)}</h2>{h}</section>' for t, h in run_panels(detail)
+    )
+    body = (
+        f'<h1>Run <code id="run-id">{escape(r.run_id)}</code></h1>'
+        f'<div data-live="run">{_facts(detail, p)}{_actions(detail, p)}'
+        f'<section class="graph"><h2>Graph</h2>{note}<div class="scroll">'
+        f"{svg(detail.graph, p)}</div></section>{panels}"
+        f"<section><h2>Tasks</h2>{_tasks_table(detail, p)}</section>"
+        f'<section class="io"><h2>Input</h2><h3>params</h3>{json_block(r.params)}'
+        f"<h3>input</h3>{json_block(r.input)}<h3>trigger</h3>{json_block(r.trigger)}"
+        f"<h2>Output</h2>{json_block(r.output)}</section>"
+        f"<section><details open><summary><h2>History ({len(detail.events)} events)</h2>"
+        f"</summary>{_history_table(detail.events)}</details></section></div>"
+    )
     messages = flash_of(request)
-    return html(page(f"Run {r.run_id}", body, prefix=p, live=not detail.state.terminal,
-                     flash=messages["flash"], error=messages["error"]))
+    return html(
+        page(
+            f"Run {r.run_id}",
+            body,
+            prefix=p,
+            live=not detail.state.terminal,
+            flash=messages["flash"],
+            error=messages["error"],
+        )
+    )

@@ -45,11 +45,13 @@ class RunFilter:
     def accepts(self, state: RunState) -> bool:
         """Whether ``state`` passes every given criterion."""
         started = state.started_at or 0.0
-        return ((self.workflow is None or state.workflow == self.workflow)
-                and (self.status is None or state.status == self.status)
-                and (self.trigger is None or self.trigger in trigger_labels(state))
-                and (self.since is None or started >= self.since)
-                and (self.until is None or started <= self.until))
+        return (
+            (self.workflow is None or state.workflow == self.workflow)
+            and (self.status is None or state.status == self.status)
+            and (self.trigger is None or self.trigger in trigger_labels(state))
+            and (self.since is None or started >= self.since)
+            and (self.until is None or started <= self.until)
+        )
 
 
 def trigger_labels(state: RunState) -> tuple[str, ...]:
@@ -148,10 +150,15 @@ def attempts(events: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
         if kind == "TaskScheduled":
             row.update(scheduled_at=event.get("ts"), fallback=event.get("fallback", False))
         elif kind in ("TaskCompleted", "TaskFailed") and "outcome" not in row:
-            row.update(outcome="completed" if kind == "TaskCompleted" else "failed",
-                       started_at=event.get("started_at"), finished_at=event.get("ts"),
-                       worker=event.get("worker"), error=event.get("error"),
-                       error_type=event.get("error_type"), traceback=event.get("traceback"))
+            row.update(
+                outcome="completed" if kind == "TaskCompleted" else "failed",
+                started_at=event.get("started_at"),
+                finished_at=event.get("ts"),
+                worker=event.get("worker"),
+                error=event.get("error"),
+                error_type=event.get("error_type"),
+                traceback=event.get("traceback"),
+            )
     return {tid: [rows[n] for n in sorted(rows)] for tid, rows in found.items()}
 
 
@@ -169,10 +176,15 @@ class RunDetail:
 
     def as_json(self) -> dict[str, Any]:
         """The detail as the API returns it (history under its own endpoint)."""
-        return {"run": self.result.model_dump(mode="json"), "trigger": trigger_label(self.state),
-                "retries": self.state.retries, "child_runs": self.child_runs,
-                "attempts": self.attempts, "graph": self.graph.as_json(),
-                "workflow_loaded": self.workflow is not None}
+        return {
+            "run": self.result.model_dump(mode="json"),
+            "trigger": trigger_label(self.state),
+            "retries": self.state.retries,
+            "child_runs": self.child_runs,
+            "attempts": self.attempts,
+            "graph": self.graph.as_json(),
+            "workflow_loaded": self.workflow is not None,
+        }
 
 
 async def run_detail(engine: Engine, run_id: str) -> RunDetail:
@@ -199,10 +211,14 @@ async def request_cancel(engine: Engine, run_id: str, reason: str = "cancelled")
     """
     state = await find_run(engine, run_id)
     if state.terminal:
-        raise ActionRefused(f"run {state.run_id} already ended ({state.status}); "
-                            "nothing to cancel")
-    await engine.append_history([h.RunCancelRequested(
-        id=h.event_id(state.run_id, "cancel-requested"), run_id=state.run_id, reason=reason)])
+        raise ActionRefused(f"run {state.run_id} already ended ({state.status}); nothing to cancel")
+    await engine.append_history(
+        [
+            h.RunCancelRequested(
+                id=h.event_id(state.run_id, "cancel-requested"), run_id=state.run_id, reason=reason
+            )
+        ]
+    )
     return state
 
 
@@ -218,12 +234,20 @@ async def request_retry(engine: Engine, run_id: str, reason: str = "retry reques
     """
     state = await find_run(engine, run_id)
     if state.status != RUN_FAILED:
-        raise ActionRefused(f"run {state.run_id} is {state.status}; only failed runs can be "
-                            "retried")
+        raise ActionRefused(
+            f"run {state.run_id} is {state.status}; only failed runs can be retried"
+        )
     number = state.retries + 1
-    await engine.append_history([h.RunRetryRequested(
-        id=h.event_id(state.run_id, "retry", number), run_id=state.run_id, retry=number,
-        reason=reason)])
+    await engine.append_history(
+        [
+            h.RunRetryRequested(
+                id=h.event_id(state.run_id, "retry", number),
+                run_id=state.run_id,
+                retry=number,
+                reason=reason,
+            )
+        ]
+    )
     return number
 
 
@@ -248,19 +272,27 @@ def parse_time(text: str, now: float | None = None) -> float:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise ValueError(f"not a time: {text!r} (use epoch seconds, ISO-8601, or 15m / 2h / 1d "
-                         "ago)") from None
+        raise ValueError(
+            f"not a time: {text!r} (use epoch seconds, ISO-8601, or 15m / 2h / 1d ago)"
+        ) from None
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def summary(state: RunState) -> dict[str, Any]:
     """One run as a list shows it."""
-    return {"run_id": state.run_id, "workflow": state.workflow, "version": state.version,
-            "status": state.status, "trigger": trigger_label(state),
-            "started_at": state.started_at, "finished_at": state.finished_at,
-            "error": state.error if state.status != "completed" else None,
-            "failed_task": state.failed_task, "retries": state.retries,
-            "parent_run_id": state.parent.run_id if state.parent else None}
+    return {
+        "run_id": state.run_id,
+        "workflow": state.workflow,
+        "version": state.version,
+        "status": state.status,
+        "trigger": trigger_label(state),
+        "started_at": state.started_at,
+        "finished_at": state.finished_at,
+        "error": state.error if state.status != "completed" else None,
+        "failed_task": state.failed_task,
+        "retries": state.retries,
+        "parent_run_id": state.parent.run_id if state.parent else None,
+    }
 
 
 async def trigger_status(engine: Engine) -> list[dict[str, Any]]:
@@ -276,25 +308,51 @@ async def trigger_status(engine: Engine) -> list[dict[str, Any]]:
         name = (state.trigger or {}).get("trigger")
         if not name:
             continue
-        row = seen.setdefault(str(name), {"runs": 0, "last_run_id": None, "last_run_at": None,
-                                          "last_event_at": None, "last_delay_s": None})
+        row = seen.setdefault(
+            str(name),
+            {
+                "runs": 0,
+                "last_run_id": None,
+                "last_run_at": None,
+                "last_event_at": None,
+                "last_delay_s": None,
+            },
+        )
         row["runs"] += 1
         started = state.started_at or 0.0
         if row["last_run_at"] is None or started > row["last_run_at"]:
             received = (state.trigger or {}).get("received_at")
-            row.update(last_run_id=state.run_id, last_run_at=started, last_event_at=received,
-                       last_delay_s=started - received if isinstance(received, float) else None)
-    empty = {"runs": 0, "last_run_id": None, "last_run_at": None, "last_event_at": None,
-             "last_delay_s": None}
+            row.update(
+                last_run_id=state.run_id,
+                last_run_at=started,
+                last_event_at=received,
+                last_delay_s=started - received if isinstance(received, float) else None,
+            )
+    empty = {
+        "runs": 0,
+        "last_run_id": None,
+        "last_run_at": None,
+        "last_event_at": None,
+        "last_delay_s": None,
+    }
     rows = []
     for wf in engine.registry:
         for trigger in wf.triggers:
             name = trigger_name(wf.name, trigger)
-            rows.append({"name": name, "workflow": wf.name, "kind": trigger.source,
-                         "listens_to": trigger.describe(), "loaded": True,
-                         **seen.pop(name, empty)})
-    rows.extend({"name": name, "workflow": None, "kind": None, "listens_to": None,
-                 "loaded": False, **row} for name, row in sorted(seen.items()))
+            rows.append(
+                {
+                    "name": name,
+                    "workflow": wf.name,
+                    "kind": trigger.source,
+                    "listens_to": trigger.describe(),
+                    "loaded": True,
+                    **seen.pop(name, empty),
+                }
+            )
+    rows.extend(
+        {"name": name, "workflow": None, "kind": None, "listens_to": None, "loaded": False, **row}
+        for name, row in sorted(seen.items())
+    )
     return rows
 
 

@@ -16,8 +16,14 @@ import pytest
 from bench.harness import Comparison, Goal, Metric, Metrics, Settings, run_comparison
 
 ROOT = Path(__file__).resolve().parents[2]
-SCENARIOS = {"a. engine overhead", "b. trigger latency", "c. fan-out scaling", "d. mapreduce",
-             "e. backpressure", "f. peers"}
+SCENARIOS = {
+    "a. engine overhead",
+    "b. trigger latency",
+    "c. fan-out scaling",
+    "d. mapreduce",
+    "e. backpressure",
+    "f. peers",
+}
 
 
 @pytest.mark.kafka
@@ -25,13 +31,21 @@ SCENARIOS = {"a. engine overhead", "b. trigger latency", "c. fan-out scaling", "
 def test_quick_benchmark_reports_every_scenario_without_errors(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path), "--stem", "smoke"],
-        cwd=ROOT, capture_output=True, text=True, timeout=280, check=False)
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     report = json.loads((tmp_path / "smoke.json").read_text())
     rows = report["rows"]
     assert {row["scenario"] for row in rows} == SCENARIOS
-    broken = [f"{r['scenario']} / {r['comparison']}: {r['status']}" for r in rows
-              if r["status"].startswith("error")]
+    broken = [
+        f"{r['scenario']} / {r['comparison']}: {r['status']}"
+        for r in rows
+        if r["status"].startswith("error")
+    ]
     assert not broken, "\n".join(broken) + "\n" + proc.stderr[-4000:]
     measured = [r for r in rows if r["status"] == "ok"]
     assert all(r["ratio"] is not None and r["ratio"] > 0 for r in measured)
@@ -54,9 +68,17 @@ async def test_pairs_alternate_and_the_ratio_is_the_median_of_per_pair_ratios() 
         return {"rate": next(engine_values)}
 
     rows = await run_comparison(
-        Comparison("x", "y", "base", "eng", baseline, engine,
-                   [Metric("rate", "rate", "/s", Goal(">=", 0.5, stretch=0.7))]),
-        Settings(pairs=3, warmup=1))
+        Comparison(
+            "x",
+            "y",
+            "base",
+            "eng",
+            baseline,
+            engine,
+            [Metric("rate", "rate", "/s", Goal(">=", 0.5, stretch=0.7))],
+        ),
+        Settings(pairs=3, warmup=1),
+    )
 
     assert calls == ["A", "B"] * 4
     (row,) = rows
@@ -70,5 +92,6 @@ async def test_a_failing_measurement_becomes_an_error_row_not_a_crash() -> None:
         raise RuntimeError("worker died")
 
     rows = await run_comparison(
-        Comparison("x", "y", "", "eng", None, broken, [Metric("v", "v", "B")]), Settings())
+        Comparison("x", "y", "", "eng", None, broken, [Metric("v", "v", "B")]), Settings()
+    )
     assert [r.status for r in rows] == ["error: RuntimeError: worker died"]

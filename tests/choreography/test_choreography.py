@@ -21,8 +21,13 @@ from deerflow.errors import EventStoreError
 from deerflow.eventstore import Message, StoredEvent, TopicPartition
 
 APPS = Path(__file__).parent / "apps"
-CHAIN = ["OrderStarted", "InventoryReserved", "PaymentRequested", "PaymentCompleted",
-         "ShipmentRequested"]
+CHAIN = [
+    "OrderStarted",
+    "InventoryReserved",
+    "PaymentRequested",
+    "PaymentCompleted",
+    "ShipmentRequested",
+]
 
 
 async def eventually(check: Callable[[], Any], *, within: float = 60.0) -> Any:
@@ -40,6 +45,7 @@ async def eventually(check: Callable[[], Any], *, within: float = 60.0) -> Any:
 
 async def chain_of(store: EventStore, stream: str, last: str = CHAIN[-1]) -> list[StoredEvent]:
     """The stream's events once ``last`` is among them."""
+
     async def done() -> list[StoredEvent] | None:
         events = await store.read_async(stream)
         return events if any(e.type == last for e in events) else None
@@ -54,13 +60,16 @@ async def dead_letters(engine: Engine) -> list[dict[str, Any]]:
 
     count = await engine.log.partition_count(engine.topics.dlq)
     records = await engine.log.read_partitions(
-        {TopicPartition(engine.topics.dlq, p): 0 for p in range(count)})
+        {TopicPartition(engine.topics.dlq, p): 0 for p in range(count)}
+    )
     return [_codec.loads(r.value) for batch in records.values() for r in batch]
 
 
 async def test_the_spec_chain_completes_with_one_correlation_id_and_a_causation_chain(store):
-    workflows = [*load_module_workflows(str(APPS / "spec_app.py"))[0],
-                 *load_module_workflows(str(APPS / "services_app.py"))[0]]
+    workflows = [
+        *load_module_workflows(str(APPS / "spec_app.py"))[0],
+        *load_module_workflows(str(APPS / "services_app.py"))[0],
+    ]
     spec = next(wf for wf in workflows if wf.name == "choreographed_order")
     async with Engine(store, workflows) as engine:
         run = await (await engine.start(spec, params={"order_id": "o-1"})).result(timeout=60)
@@ -80,9 +89,14 @@ async def test_the_orchestrated_form_is_an_async_task_awaiting_services(store):
         await asyncio.sleep(0.01)
         return {"service": name, "order": params["order_id"]}
 
-    async def call_inventory_service(params): return await call_service("inventory", params)
-    async def call_payment_service(params): return await call_service("payment", params)
-    async def call_shipping_service(params): return await call_service("shipping", params)
+    async def call_inventory_service(params):
+        return await call_service("inventory", params)
+
+    async def call_payment_service(params):
+        return await call_service("payment", params)
+
+    async def call_shipping_service(params):
+        return await call_service("shipping", params)
 
     # Orchestration (centralized control)
     orchestrated_workflow = Workflow(name="orchestrated_order")
@@ -174,8 +188,9 @@ async def _two(letters: Any) -> list[dict[str, Any]] | None:
     return found if len(found) >= 2 else None
 
 
-async def publish_event_via(engine: Engine, event_type: str, data: Any,
-                            stream: str | None = None) -> StoredEvent:
+async def publish_event_via(
+    engine: Engine, event_type: str, data: Any, stream: str | None = None
+) -> StoredEvent:
     from deerflow import publish_event_async
 
     return await publish_event_async(event_type, data, store=engine, stream=stream)
@@ -271,7 +286,8 @@ async def test_an_async_handler_is_told_to_use_the_async_form(store):
 
 
 async def test_a_task_waiting_when_the_engine_starts_publishes_once_its_services_are_up(
-        tmp_path, monkeypatch):
+    tmp_path, monkeypatch
+):
     """The worker runs nothing until the services a body publishes through have started."""
     from deerflow import _choreography_service
 

@@ -22,15 +22,19 @@ def load(name: str) -> ModuleType:
 async def test_the_choreography_example_runs_both_forms():
     example = load("choreography")
     chain = await example.main(f"memory://{uuid.uuid4().hex}")
-    assert chain == ["OrderStarted", "InventoryReserved", "PaymentRequested",
-                     "PaymentCompleted", "ShipmentRequested"]
+    assert chain == [
+        "OrderStarted",
+        "InventoryReserved",
+        "PaymentRequested",
+        "PaymentCompleted",
+        "ShipmentRequested",
+    ]
     assert len(example.RESERVED) == 1
 
 
 def test_the_faust_example_defines_the_agent_and_both_deerflow_workflows():
     example = load("faust_agent")
-    assert [agent.name for agent in example.app.agents.values()] == [
-        f"{example.__name__}.screen"]
+    assert [agent.name for agent in example.app.agents.values()] == [f"{example.__name__}.screen"]
     assert {h.event_type for h in example.checkout.event_handlers} == {"FraudCleared"}
     assert example.review.triggers[0].filter({"type": "FraudSuspected"})
     assert example.fraud_score({"amount": 5000}) == 1.0

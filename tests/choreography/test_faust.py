@@ -22,8 +22,9 @@ pytestmark = [pytest.mark.kafka, pytest.mark.timeout(180)]
 
 
 @pytest.fixture
-def faust_worker(kafka_bootstrap: str, tmp_path: Path,
-                 monkeypatch: pytest.MonkeyPatch) -> Iterator[Processes]:
+def faust_worker(
+    kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Processes]:
     monkeypatch.setenv("DEERFLOW_PREFIX", unique_name("faust"))
     pool = Processes(child_env(DEERFLOW_KAFKA_BOOTSTRAP=kafka_bootstrap), tmp_path)
     # --without-web: `faust worker` serves on port 6066 even with web_enabled=False, so two
@@ -42,10 +43,14 @@ def workflows(approved: list[str]) -> list[Workflow]:
         publish_event("OrderApproved", event.data)
 
     review = Workflow(name="fraud_review")
-    review.add_trigger(KafkaEvent(topic=Topics.from_env().events,
-                                  consumer_group=unique_name("review"),
-                                  filter=lambda message: message["type"] == "FraudCleared",
-                                  dedupe_key=lambda message: message["id"]))
+    review.add_trigger(
+        KafkaEvent(
+            topic=Topics.from_env().events,
+            consumer_group=unique_name("review"),
+            filter=lambda message: message["type"] == "FraudCleared",
+            dedupe_key=lambda message: message["id"],
+        )
+    )
 
     @review.task(id="file")
     def file(context):
@@ -55,7 +60,8 @@ def workflows(approved: list[str]) -> list[Workflow]:
 
 
 async def test_faust_reacts_to_deerflow_events_and_deerflow_to_faust_events(
-        kafka_url, faust_worker):
+    kafka_url, faust_worker
+):
     approved: list[str] = []
     async with Engine(kafka_url, workflows(approved)) as engine:
         for source in sources_for(engine, [engine.registry.get("fraud_review")]):
@@ -67,11 +73,13 @@ async def test_faust_reacts_to_deerflow_events_and_deerflow_to_faust_events(
             except AssertionError:
                 seen = [(e.type, e.source) for e in await store.read_async(started.stream)]
                 raise AssertionError(f"chain incomplete: {seen}\n{faust_worker.logs()}") from None
-        runs = await eventually(lambda: engine.list_runs(workflow="fraud_review",
-                                                         status="completed"), within=60)
+        runs = await eventually(
+            lambda: engine.list_runs(workflow="fraud_review", status="completed"), within=60
+        )
         count = await engine.log.partition_count(engine.topics.events)
     assert [e.type for e in events] == ["OrderStarted", "FraudCleared", "OrderApproved"], (
-        faust_worker.logs())
+        faust_worker.logs()
+    )
     started, cleared, approved_event = events
     assert {e.correlation_id for e in events} == {started.id}
     assert cleared.causation_id == started.id and approved_event.causation_id == cleared.id

@@ -26,7 +26,8 @@ def processes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Proce
 
 
 async def test_the_chain_runs_across_two_worker_processes_under_one_correlation_id(
-        kafka_url, processes):
+    kafka_url, processes
+):
     orders = processes.worker(APPS / "spec_app.py", kafka_url)
     # Loads the spec's workflow too, but runs only the services' handlers.
     processes.env["DEERFLOW_HANDLERS"] = "order_services.*"
@@ -48,6 +49,10 @@ async def test_the_chain_runs_across_two_worker_processes_under_one_correlation_
     # ran in whichever worker took it from the shared task queue.
     assert publishers[0] in (orders.pid, services.pid)
     assert publishers[1:] == [services.pid, orders.pid, services.pid, orders.pid]
-    assert events[-1].data == {"order_id": "o-7", "amount": 42,
-                               "inventory_pid": services.pid, "payment_pid": services.pid}
+    assert events[-1].data == {
+        "order_id": "o-7",
+        "amount": 42,
+        "inventory_pid": services.pid,
+        "payment_pid": services.pid,
+    }
     assert os.getpid() not in publishers

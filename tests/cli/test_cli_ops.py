@@ -32,12 +32,21 @@ class Shell:
     env: dict[str, str]
     flags: Path
 
-    async def run(self, *args: str, store: str | None = None,
-                  timeout: float = 60.0) -> tuple[int, str, str]:
+    async def run(
+        self, *args: str, store: str | None = None, timeout: float = 60.0
+    ) -> tuple[int, str, str]:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "deerflow", *args, "--store", store or self.store,
-            env=self.env, cwd=ROOT, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE)
+            sys.executable,
+            "-m",
+            "deerflow",
+            *args,
+            "--store",
+            store or self.store,
+            env=self.env,
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
         assert proc.returncode is not None
         return proc.returncode, out.decode(), err.decode()
@@ -87,8 +96,12 @@ async def test_a_failed_run_is_listed_shown_and_retried_from_the_shell(shell: Sh
     (shell.flags / "fixed").touch()
     code, out, err = await shell.run("runs", "retry", run_id, "--follow", "--json")
     assert code == 0, err
-    assert json.loads(out) == {"run_id": run_id, "action": "retry", "retry": 1,
-                               "status": "completed"}
+    assert json.loads(out) == {
+        "run_id": run_id,
+        "action": "retry",
+        "retry": 1,
+        "status": "completed",
+    }
     result = await shell.engine.get_run(run_id)
     assert result.tasks["fragile"].attempts == 2 and result.tasks["split"].attempts == 1
 
@@ -108,7 +121,10 @@ async def test_cancel_and_the_errors_an_operator_meets(shell: Shell, tmp_path: P
     run_id = (await shell.engine.start("waiting")).run_id
     await shell.engine.index.wait(run_id, lambda s: "wait" in s.tasks, 30.0)
     assert await shell.json("runs", "cancel", run_id) == {
-        "run_id": run_id, "action": "cancel", "requested": True}
+        "run_id": run_id,
+        "action": "cancel",
+        "requested": True,
+    }
     assert await shell.ended(run_id) == "cancelled"
     (shell.flags / "release").touch()
 
@@ -135,8 +151,20 @@ async def test_events_tail_prints_a_runs_history_and_follows_new_records(shell: 
     assert records[-1]["value"]["type"] == "RunFailed"
 
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "deerflow", "events", "tail", "-f", "-n", "0", "--json",
-        "--store", shell.store, env=shell.env, stdout=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "deerflow",
+        "events",
+        "tail",
+        "-f",
+        "-n",
+        "0",
+        "--json",
+        "--store",
+        shell.store,
+        env=shell.env,
+        stdout=asyncio.subprocess.PIPE,
+    )
     started: list[str] = []
 
     async def keep_starting_runs() -> None:
@@ -168,8 +196,9 @@ async def test_dead_letters_are_listed_and_replayed(shell: Shell):
     (entry,) = await shell.json("dlq", "list")
     assert entry["reason"] == "unreadable task message" and entry["replayed_at"] is None
     replayed = await shell.json("dlq", "replay", entry["ref"])
-    assert replayed == [{"ref": entry["ref"], "done": f"appended the message again to "
-                                                       f"{topics.tasks}"}]
+    assert replayed == [
+        {"ref": entry["ref"], "done": f"appended the message again to {topics.tasks}"}
+    ]
     for _ in range(50):  # the worker reads the replayed garbage and dead-letters it again
         after = await shell.json("dlq", "list")
         if len(after) == 2:
@@ -186,10 +215,15 @@ async def test_dead_letters_are_listed_and_replayed(shell: Shell):
 async def test_runs_send_moves_a_state_machine_and_a_refusal_exits_non_zero(shell: Shell):
     handle = await shell.engine.start("door")
     await shell.engine.index.wait(handle.run_id, lambda s: s.machine_state == "closed", 30.0)
-    sent = await shell.json("runs", "send", handle.run_id, "open_door", "--payload",
-                            '{"by": "cli"}')
-    assert sent == {"run_id": handle.run_id, "transition": "open_door", "state": "open",
-                    "status": "running"}
+    sent = await shell.json(
+        "runs", "send", handle.run_id, "open_door", "--payload", '{"by": "cli"}'
+    )
+    assert sent == {
+        "run_id": handle.run_id,
+        "transition": "open_door",
+        "state": "open",
+        "status": "running",
+    }
     code, _, err = await shell.run("runs", "send", handle.run_id, "open_door")
     assert code == 2 and "not allowed from state 'open'" in err
     assert (await shell.engine.get_run(handle.run_id)).state == "open"

@@ -20,8 +20,12 @@ def prefix(monkeypatch: pytest.MonkeyPatch) -> str:
     """A topic prefix of this test's own; no API keys or config leak in from outside."""
     name = unique_name("t").replace("-", "")
     monkeypatch.setenv("DEERFLOW_PREFIX", name)
-    for var in ("DEERFLOW_API_KEYS", "DEERFLOW_WEBHOOK_SECRETS", "DEERFLOW_CONFIG",
-                "DEERFLOW_MAX_RUNNING_RUNS"):
+    for var in (
+        "DEERFLOW_API_KEYS",
+        "DEERFLOW_WEBHOOK_SECRETS",
+        "DEERFLOW_CONFIG",
+        "DEERFLOW_MAX_RUNNING_RUNS",
+    ):
         monkeypatch.delenv(var, raising=False)
     return name
 
@@ -45,8 +49,9 @@ async def engine() -> AsyncIterator[Engine]:
         yield eng
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], within: float = 20.0,
-                     what: str = "condition") -> None:
+async def eventually(
+    check: Callable[[], Awaitable[bool]], within: float = 20.0, what: str = "condition"
+) -> None:
     """Wait until ``check()`` is true; fail naming ``what`` after ``within`` s."""
     deadline = time.monotonic() + within
     while not await check():
@@ -57,6 +62,7 @@ async def eventually(check: Callable[[], Awaitable[bool]], within: float = 20.0,
 
 async def finished_runs(engine: Engine, count: int, within: float = 30.0) -> list[RunResult]:
     """Wait until exactly ``count`` runs exist and all have ended; return them."""
+
     async def done() -> bool:
         runs = await engine.list_runs()
         return len(runs) >= count and all(r.done for r in runs)

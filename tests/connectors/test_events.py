@@ -50,22 +50,26 @@ def test_trigger_specs_validate_what_they_are_given() -> None:
     assert "s3cr3t" not in repr(WebhookEvent(path="/x", signing_secrets=["s3cr3t"]))
     assert trigger_name("wf", KafkaEvent(topic="data-events")) == "wf.kafka.data-events"
     assert trigger_name("wf", WebhookEvent(path="/trigger/pipeline")) == (
-        "wf.webhook.trigger.pipeline")
+        "wf.webhook.trigger.pipeline"
+    )
     assert trigger_name("wf", S3Event(bucket="lake", name="mine")) == "mine"
 
 
 def test_a_stored_trigger_dict_comes_back_as_its_model_in_the_task_context() -> None:
-    stored = KafkaMessageEvent(message={"type": "new_data"}, topic="t", partition=1, offset=7,
-                               key="k").model_dump(mode="json")
-    ctx = TaskContext(TaskDispatch(run_id="r", workflow="w", task_id="t", attempt=1,
-                                   trigger=stored))
+    stored = KafkaMessageEvent(
+        message={"type": "new_data"}, topic="t", partition=1, offset=7, key="k"
+    ).model_dump(mode="json")
+    ctx = TaskContext(
+        TaskDispatch(run_id="r", workflow="w", task_id="t", attempt=1, trigger=stored)
+    )
     event = ctx.trigger_event
     assert isinstance(event, KafkaMessageEvent) and event.type == "kafka"
     assert event.message["type"] == "new_data" and event.offset == 7
     s3 = parse_trigger_event(S3ObjectEvent(bucket="b", key="k", event_name="e").model_dump())
     assert isinstance(s3, S3ObjectEvent) and (s3.bucket, s3.key) == ("b", "k")
-    hook = parse_trigger_event({"type": "webhook", "path": "/p", "method": "POST",
-                                "text": "{}", "body": {}})
+    hook = parse_trigger_event(
+        {"type": "webhook", "path": "/p", "method": "POST", "text": "{}", "body": {}}
+    )
     assert isinstance(hook, WebhookRequestEvent) and hook.raw == "{}"
     other = parse_trigger_event({"type": "cron", "at": "midnight"})
     assert isinstance(other, CustomTriggerEvent) and other.at == "midnight"  # type: ignore[attr-defined]
@@ -86,8 +90,13 @@ def test_s3_bodies_keys_and_matching_follow_aws() -> None:
     for bad in ("nope", "[1]", '{"x": 1}'):
         with pytest.raises(NotAnS3EventError):
             parse_body(bad)
-    record = {"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "lake"}, "object": {
-        "key": "incoming/a+b%2Fc%3D1.parquet", "size": 3, "eTag": '"e1"'}}}
+    record = {
+        "eventName": "ObjectCreated:Put",
+        "s3": {
+            "bucket": {"name": "lake"},
+            "object": {"key": "incoming/a+b%2Fc%3D1.parquet", "size": 3, "eTag": '"e1"'},
+        },
+    }
     event = to_event(record, "t", 0.0)
     assert event.key == "incoming/a b/c=1.parquet" and event.etag == "e1"
     assert event.event_name == "s3:ObjectCreated:Put" and event.size == 3
@@ -108,7 +117,8 @@ def test_signatures_and_keys_are_checked_strictly() -> None:
     now = time.time()
     assert signature_problem(sign(body, "s1"), body, ["s0", "s1"], tolerance=300) is None
     assert signature_problem(sign(body, "s1"), body + b" ", ["s1"], tolerance=300) == (
-        "signature does not match")
+        "signature does not match"
+    )
     old = sign(body, "s1", timestamp=int(now) - 400)
     assert "tolerance" in (signature_problem(old, body, ["s1"], tolerance=300) or "")
     assert signature_problem(None, body, ["s1"], tolerance=300) == "missing signature"
@@ -125,4 +135,5 @@ def test_since_takes_times_and_durations() -> None:
     now = datetime(2026, 1, 2, tzinfo=UTC)
     assert parse_since("1h", now) == int(now.timestamp() * 1000) - 3_600_000
     assert parse_since("2026-01-01T00:00:00", now) == int(
-        datetime(2026, 1, 1, tzinfo=UTC).timestamp() * 1000)
+        datetime(2026, 1, 1, tzinfo=UTC).timestamp() * 1000
+    )

@@ -36,12 +36,14 @@ async def producer(kafka_bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
         await prod.stop()
 
 
-async def publish(producer: AIOKafkaProducer, topic: str, values: list[Any], *,
-                  raw: bool = False) -> None:
+async def publish(
+    producer: AIOKafkaProducer, topic: str, values: list[Any], *, raw: bool = False
+) -> None:
     for i, value in enumerate(values):
         data = value if raw else orjson.dumps(value)
-        await producer.send_and_wait(topic, data, key=f"k{i}".encode(),
-                                     headers=[("origin", b"test")])
+        await producer.send_and_wait(
+            topic, data, key=f"k{i}".encode(), headers=[("origin", b"test")]
+        )
 
 
 def kafka_source(engine: Engine, trigger: KafkaEvent, name: str = "t") -> KafkaTriggerSource:
@@ -57,10 +59,15 @@ def _with(trigger: KafkaEvent) -> Workflow:
 
 
 async def test_each_accepted_message_starts_exactly_one_run_and_rereading_starts_none(
-        engine: Engine, producer: AIOKafkaProducer, kafka_url: str) -> None:
+    engine: Engine, producer: AIOKafkaProducer, kafka_url: str
+) -> None:
     topic = unique_name("data-events")
-    trigger = KafkaEvent(topic=topic, consumer_group=unique_name("g"), bootstrap_servers=kafka_url,
-                         filter=lambda msg: msg["type"] == "new_data")
+    trigger = KafkaEvent(
+        topic=topic,
+        consumer_group=unique_name("g"),
+        bootstrap_servers=kafka_url,
+        filter=lambda msg: msg["type"] == "new_data",
+    )
     messages = [{"type": "new_data", "n": i} for i in range(6)] + [{"type": "other", "n": 99}]
     await publish(producer, topic, messages)
     source = kafka_source(engine, trigger)
@@ -82,21 +89,27 @@ async def test_each_accepted_message_starts_exactly_one_run_and_rereading_starts
     await asyncio.sleep(0.3)
     assert len(await engine.list_runs()) == 6
     # ... and with a fresh nonce (--new-runs) every accepted message starts one more run.
-    fresh = KafkaTriggerSource(engine, source.group, source.routes, log=source.log,
-                               replay_nonce=new_replay_nonce())
+    fresh = KafkaTriggerSource(
+        engine, source.group, source.routes, log=source.log, replay_nonce=new_replay_nonce()
+    )
     assert await replay(fresh, from_offset=0) == 6
     assert len(await finished_runs(engine, 12)) == 12
 
 
 async def test_poison_messages_go_to_the_dead_letter_topic_and_the_partition_keeps_flowing(
-        engine: Engine, producer: AIOKafkaProducer, kafka_url: str) -> None:
+    engine: Engine, producer: AIOKafkaProducer, kafka_url: str
+) -> None:
     topic = unique_name("mixed")
     admin_log, _ = source_log_for(engine, kafka_url)
     await admin_log.start()
     await admin_log.ensure_topic(topic, 1)  # one partition: poison sits between good ones
     await admin_log.stop()
-    trigger = KafkaEvent(topic=topic, consumer_group=unique_name("g"), bootstrap_servers=kafka_url,
-                         filter=lambda msg: msg["type"] == "new_data")
+    trigger = KafkaEvent(
+        topic=topic,
+        consumer_group=unique_name("g"),
+        bootstrap_servers=kafka_url,
+        filter=lambda msg: msg["type"] == "new_data",
+    )
     await publish(producer, topic, [{"type": "new_data", "n": 1}])
     await publish(producer, topic, [b"not json {"], raw=True)
     await publish(producer, topic, [{"no_type": True}, {"type": "new_data", "n": 2}])
@@ -122,7 +135,8 @@ async def test_poison_messages_go_to_the_dead_letter_topic_and_the_partition_kee
 
 
 async def test_a_saturated_engine_pauses_the_consumer_instead_of_buffering(
-        producer: AIOKafkaProducer, kafka_url: str) -> None:
+    producer: AIOKafkaProducer, kafka_url: str
+) -> None:
     wf = Workflow(name="slow")
     gate = asyncio.Event()
 
@@ -132,8 +146,11 @@ async def test_a_saturated_engine_pauses_the_consumer_instead_of_buffering(
         return int(context.trigger_event.message["n"])
 
     topic = unique_name("burst")
-    wf.add_trigger(KafkaEvent(topic=topic, consumer_group=unique_name("g"),
-                              bootstrap_servers=kafka_url, batch_size=2))
+    wf.add_trigger(
+        KafkaEvent(
+            topic=topic, consumer_group=unique_name("g"), bootstrap_servers=kafka_url, batch_size=2
+        )
+    )
     async with Engine(f"memory://{unique_name('log')}", [wf]) as engine:
         (source,) = sources_for(engine, [wf], max_running=3)
         await engine.add_service(source)
@@ -152,7 +169,8 @@ async def test_a_saturated_engine_pauses_the_consumer_instead_of_buffering(
 
 
 async def test_on_a_kafka_store_the_trigger_reads_the_stores_own_cluster(
-        kafka_url: str, producer: AIOKafkaProducer) -> None:
+    kafka_url: str, producer: AIOKafkaProducer
+) -> None:
     topic = unique_name("same-cluster")
     wf = recording_workflow("on_kafka_store")
     wf.add_trigger(KafkaEvent(topic=topic, consumer_group=unique_name("g")))
@@ -179,12 +197,15 @@ async def test_routes_of_one_group_share_a_consumer(engine: Engine) -> None:
     b.add_trigger(KafkaEvent(topic="t2", consumer_group="g", bootstrap_servers="x:1"))
     (source,) = sources_for(engine, [a, b])
     assert isinstance(source, KafkaTriggerSource)
-    assert source.routes == {"t1": KafkaRoute("a", a.triggers[0], "a.kafka.t1"),
-                             "t2": KafkaRoute("b", b.triggers[0], "b.kafka.t2")}
+    assert source.routes == {
+        "t1": KafkaRoute("a", a.triggers[0], "a.kafka.t1"),
+        "t2": KafkaRoute("b", b.triggers[0], "b.kafka.t2"),
+    }
 
 
 async def test_members_of_one_group_share_the_partitions_and_each_message_runs_once(
-        producer: AIOKafkaProducer, kafka_url: str) -> None:
+    producer: AIOKafkaProducer, kafka_url: str
+) -> None:
     topic, group = unique_name("shared"), unique_name("g")
     wf = recording_workflow("shared")
     wf.add_trigger(KafkaEvent(topic=topic, consumer_group=group, bootstrap_servers=kafka_url))

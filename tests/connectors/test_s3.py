@@ -31,48 +31,80 @@ def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[A
 
 
 def spec(moto_endpoint: str, bucket: str, **extra: Any) -> S3Event:
-    return S3Event(bucket=bucket, prefix="incoming/", events=["s3:ObjectCreated:*"],
-                   filter={"suffix": ".parquet"}, endpoint_url=moto_endpoint, wait_seconds=1,
-                   **extra)
+    return S3Event(
+        bucket=bucket,
+        prefix="incoming/",
+        events=["s3:ObjectCreated:*"],
+        filter={"suffix": ".parquet"},
+        endpoint_url=moto_endpoint,
+        wait_seconds=1,
+        **extra,
+    )
 
 
-def record(bucket: str, key: str, *, sequencer: str | None = None, version: str | None = None,
-           etag: str = "abc", name: str = "ObjectCreated:Put") -> dict[str, Any]:
+def record(
+    bucket: str,
+    key: str,
+    *,
+    sequencer: str | None = None,
+    version: str | None = None,
+    etag: str = "abc",
+    name: str = "ObjectCreated:Put",
+) -> dict[str, Any]:
     """An S3 event record shaped as AWS sends it (key URL-encoded as AWS does)."""
     obj: dict[str, Any] = {"key": key, "size": 10, "eTag": etag}
     if sequencer:
         obj["sequencer"] = sequencer
     if version:
         obj["versionId"] = version
-    return {"eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
-            "eventTime": "2026-01-01T00:00:00.000Z", "eventName": name,
-            "s3": {"s3SchemaVersion": "1.0", "bucket": {"name": bucket}, "object": obj}}
+    return {
+        "eventVersion": "2.1",
+        "eventSource": "aws:s3",
+        "awsRegion": "us-east-1",
+        "eventTime": "2026-01-01T00:00:00.000Z",
+        "eventName": name,
+        "s3": {"s3SchemaVersion": "1.0", "bucket": {"name": bucket}, "object": obj},
+    }
 
 
 async def queue_is_empty(sqs: Any, url: str) -> bool:
     attrs = await asyncio.to_thread(
-        sqs.get_queue_attributes, QueueUrl=url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])
+        sqs.get_queue_attributes,
+        QueueUrl=url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )
     values = attrs["Attributes"]
-    return values["ApproximateNumberOfMessages"] == values[
-        "ApproximateNumberOfMessagesNotVisible"] == "0"
+    return (
+        values["ApproximateNumberOfMessages"]
+        == values["ApproximateNumberOfMessagesNotVisible"]
+        == "0"
+    )
 
 
 async def test_dropped_files_start_one_run_each_and_existing_notifications_are_kept(
-        engine: Engine, aws: tuple[Any, Any], moto_endpoint: str) -> None:
+    engine: Engine, aws: tuple[Any, Any], moto_endpoint: str
+) -> None:
     s3, sqs = aws
     bucket = unique_name("lake")
     s3.create_bucket(Bucket=bucket)
     theirs = sqs.create_queue(QueueName=unique_name("theirs"))["QueueUrl"]
     their_arn = sqs.get_queue_attributes(QueueUrl=theirs, AttributeNames=["QueueArn"])[
-        "Attributes"]["QueueArn"]
-    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={
-        "QueueConfigurations": [{"Id": "theirs", "QueueArn": their_arn,
-                                 "Events": ["s3:ObjectRemoved:*"]}]})
+        "Attributes"
+    ]["QueueArn"]
+    s3.put_bucket_notification_configuration(
+        Bucket=bucket,
+        NotificationConfiguration={
+            "QueueConfigurations": [
+                {"Id": "theirs", "QueueArn": their_arn, "Events": ["s3:ObjectRemoved:*"]}
+            ]
+        },
+    )
     source = S3NotificationSource(engine, "on_event", spec(moto_endpoint, bucket), "lake")
     await engine.add_service(source)
-    ids = {q["Id"] for q in s3.get_bucket_notification_configuration(Bucket=bucket)[
-        "QueueConfigurations"]}
+    ids = {
+        q["Id"]
+        for q in s3.get_bucket_notification_configuration(Bucket=bucket)["QueueConfigurations"]
+    }
     assert "theirs" in ids and len(ids) == 2
 
     keys = ["incoming/a.parquet", "incoming/dir/b c+d=1.parquet", "incoming/ünï.parquet"]
@@ -81,11 +113,19 @@ async def test_dropped_files_start_one_run_each_and_existing_notifications_are_k
     s3.put_object(Bucket=bucket, Key="incoming/skip.csv", Body=b"no")
     s3.put_object(Bucket=bucket, Key="elsewhere/c.parquet", Body=b"no")
     upload = s3.create_multipart_upload(Bucket=bucket, Key="incoming/big.parquet")
-    part = s3.upload_part(Bucket=bucket, Key="incoming/big.parquet", PartNumber=1,
-                          UploadId=upload["UploadId"], Body=b"x" * 10)
-    s3.complete_multipart_upload(Bucket=bucket, Key="incoming/big.parquet",
-                                 UploadId=upload["UploadId"], MultipartUpload={
-                                     "Parts": [{"ETag": part["ETag"], "PartNumber": 1}]})
+    part = s3.upload_part(
+        Bucket=bucket,
+        Key="incoming/big.parquet",
+        PartNumber=1,
+        UploadId=upload["UploadId"],
+        Body=b"x" * 10,
+    )
+    s3.complete_multipart_upload(
+        Bucket=bucket,
+        Key="incoming/big.parquet",
+        UploadId=upload["UploadId"],
+        MultipartUpload={"Parts": [{"ETag": part["ETag"], "PartNumber": 1}]},
+    )
 
     runs = await finished_runs(engine, 4)
     await asyncio.sleep(1.5)  # one more receive: any extra run would show up now
@@ -99,21 +139,33 @@ async def test_dropped_files_start_one_run_each_and_existing_notifications_are_k
 
 
 async def test_hand_built_aws_messages_are_decoded_deduplicated_and_stale_ones_ignored(
-        engine: Engine, aws: tuple[Any, Any], moto_endpoint: str) -> None:
+    engine: Engine, aws: tuple[Any, Any], moto_endpoint: str
+) -> None:
     _, sqs = aws
     bucket = unique_name("lake")
     url = sqs.create_queue(QueueName=unique_name("managed"))["QueueUrl"]
 
     def send(body: Any) -> None:
-        sqs.send_message(QueueUrl=url, MessageBody=body if isinstance(body, str)
-                         else orjson.dumps(body).decode())
+        sqs.send_message(
+            QueueUrl=url, MessageBody=body if isinstance(body, str) else orjson.dumps(body).decode()
+        )
 
     send({"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": bucket})
     newer = record(bucket, "incoming/report+2026%2F01.parquet", sequencer="0055AED6DCD90281E6")
     send({"Records": [newer]})
     send({"Records": [newer]})  # the same event delivered twice
-    send({"Records": [record(bucket, "incoming/report+2026%2F01.parquet",
-                             sequencer="0055AED6DCD90281E5", etag="older")]})  # stale
+    send(
+        {
+            "Records": [
+                record(
+                    bucket,
+                    "incoming/report+2026%2F01.parquet",
+                    sequencer="0055AED6DCD90281E5",
+                    etag="older",
+                )
+            ]
+        }
+    )  # stale
     versioned = record(bucket, "incoming/v.parquet", version="v1", sequencer="01")
     send({"Type": "Notification", "Message": orjson.dumps({"Records": [versioned]}).decode()})
     send("this is not an S3 event")
@@ -137,8 +189,18 @@ async def test_hand_built_aws_messages_are_decoded_deduplicated_and_stale_ones_i
 
     # The newest sequencer is durable: after a restart an older event is still stale.
     await source.stop()
-    send({"Records": [record(bucket, "incoming/report+2026%2F01.parquet",
-                             sequencer="0055AED6DCD90281E4", etag="oldest")]})
+    send(
+        {
+            "Records": [
+                record(
+                    bucket,
+                    "incoming/report+2026%2F01.parquet",
+                    sequencer="0055AED6DCD90281E4",
+                    etag="oldest",
+                )
+            ]
+        }
+    )
     restarted = S3NotificationSource(engine, "on_event", trigger, "managed")
     await engine.add_service(restarted)
     await eventually(lambda: queue_is_empty(sqs, url), what="the stale message deleted")
@@ -146,7 +208,8 @@ async def test_hand_built_aws_messages_are_decoded_deduplicated_and_stale_ones_i
 
 
 async def test_polling_mode_keeps_a_durable_cursor_across_restarts(
-        engine: Engine, aws: tuple[Any, Any], moto_endpoint: str) -> None:
+    engine: Engine, aws: tuple[Any, Any], moto_endpoint: str
+) -> None:
     s3, _ = aws
     bucket = unique_name("minio")
     s3.create_bucket(Bucket=bucket)
@@ -169,8 +232,15 @@ async def test_polling_mode_keeps_a_durable_cursor_across_restarts(
     await asyncio.sleep(0.6)  # a few more polls repeat nothing
     runs = await engine.list_runs()
     keys = sorted(r.output["event"]["key"] for r in runs)
-    assert keys == sorted(["incoming/0.parquet", "incoming/0.parquet", "incoming/1.parquet",
-                           "incoming/2.parquet", "incoming/while-down.parquet"])
+    assert keys == sorted(
+        [
+            "incoming/0.parquet",
+            "incoming/0.parquet",
+            "incoming/1.parquet",
+            "incoming/2.parquet",
+            "incoming/while-down.parquet",
+        ]
+    )
 
 
 async def _has_cursor(poller: S3PollingSource) -> bool:

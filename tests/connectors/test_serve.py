@@ -26,7 +26,7 @@ from tests.services import unique_name
 
 pytestmark = pytest.mark.kafka
 ROOT = Path(__file__).resolve().parents[2]
-APP = '''
+APP = """
 from deerflow import Workflow
 from deerflow.events import KafkaEvent, WebhookEvent
 
@@ -39,7 +39,7 @@ workflow.add_trigger(WebhookEvent(path="/hook"))
 def take(context):
     event = context.trigger_event
     return {{"n": event.message["n"] if event.type == "kafka" else event.body["n"]}}
-'''
+"""
 
 
 class Served:
@@ -48,8 +48,20 @@ class Served:
     def __init__(self, args: list[str], env: dict[str, str]) -> None:
         self._log: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [sys.executable, "-c", "from deerflow.cli import main; main()", "serve", *args,
-             "--port", "0"], stdout=subprocess.PIPE, stderr=self._log, env=env, cwd=ROOT)
+            [
+                sys.executable,
+                "-c",
+                "from deerflow.cli import main; main()",
+                "serve",
+                *args,
+                "--port",
+                "0",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            env=env,
+            cwd=ROOT,
+        )
         self.url = self._wait_ready()
 
     def _wait_ready(self) -> str:
@@ -99,8 +111,9 @@ async def producer(kafka_bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
 
 @pytest.fixture
 def serve_env(kafka_url: str, prefix: str) -> Iterator[dict[str, str]]:
-    env = dict(os.environ, DEERFLOW_KAFKA_BOOTSTRAP=kafka_url, DEERFLOW_PREFIX=prefix,
-               PYTHONPATH=str(ROOT))
+    env = dict(
+        os.environ, DEERFLOW_KAFKA_BOOTSTRAP=kafka_url, DEERFLOW_PREFIX=prefix, PYTHONPATH=str(ROOT)
+    )
     yield env
 
 
@@ -117,8 +130,9 @@ class Poster:
             n = 1000 + self.sent
             self.sent += 1
             try:
-                async with self.http.post(f"{url}/hook", json={"n": n},
-                                          headers={"Idempotency-Key": f"d{n}"}) as reply:
+                async with self.http.post(
+                    f"{url}/hook", json={"n": n}, headers={"Idempotency-Key": f"d{n}"}
+                ) as reply:
                     if reply.status == 202:
                         self.acked[n] = (await reply.json())["run_id"]
             except aiohttp.ClientError:
@@ -127,15 +141,18 @@ class Poster:
 
 
 async def test_a_restart_mid_stream_loses_no_acknowledged_trigger(
-        tmp_path: Path, serve_env: dict[str, str], producer: AIOKafkaProducer) -> None:
+    tmp_path: Path, serve_env: dict[str, str], producer: AIOKafkaProducer
+) -> None:
     topic, group = unique_name("orders"), unique_name("g")
     app = tmp_path / "app.py"
     app.write_text(APP.format(topic=topic, group=group))
     store = f"sqlite:///{tmp_path / 'events.db'}"
     args = [str(app), "--store", store]
 
-    async with Engine(store, orchestrate=False, work=False) as reader, \
-            aiohttp.ClientSession() as http:
+    async with (
+        Engine(store, orchestrate=False, work=False) as reader,
+        aiohttp.ClientSession() as http,
+    ):
         first = await asyncio.to_thread(Served, args, serve_env)
         poster = Poster(http)
         posting = asyncio.create_task(poster.run(first.url))
@@ -175,21 +192,35 @@ async def test_a_restart_mid_stream_loses_no_acknowledged_trigger(
 
 
 async def test_the_spec_event_triggers_sample_serves_all_three_sources(
-        tmp_path: Path, serve_env: dict[str, str], producer: AIOKafkaProducer,
-        moto_endpoint: str) -> None:
-    env = dict(serve_env, DEERFLOW_API_KEYS="example-key", AWS_ENDPOINT_URL=moto_endpoint,
-               AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test",
-               AWS_DEFAULT_REGION="us-east-1")
-    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1",
-                      aws_access_key_id="test", aws_secret_access_key="test")
+    tmp_path: Path, serve_env: dict[str, str], producer: AIOKafkaProducer, moto_endpoint: str
+) -> None:
+    env = dict(
+        serve_env,
+        DEERFLOW_API_KEYS="example-key",
+        AWS_ENDPOINT_URL=moto_endpoint,
+        AWS_ACCESS_KEY_ID="test",
+        AWS_SECRET_ACCESS_KEY="test",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=moto_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
     s3.create_bucket(Bucket="data-lake")
     store = f"sqlite:///{tmp_path / 'events.db'}"
     served = await asyncio.to_thread(
-        Served, [str(ROOT / "examples" / "triggers.py"), "--store", store], env)
+        Served, [str(ROOT / "examples" / "triggers.py"), "--store", store], env
+    )
     try:
         async with aiohttp.ClientSession() as http:
-            async with http.post(f"{served.url}/trigger/pipeline", json={"ref": "main"},
-                                 headers={"X-API-Key": "example-key"}) as reply:
+            async with http.post(
+                f"{served.url}/trigger/pipeline",
+                json={"ref": "main"},
+                headers={"X-API-Key": "example-key"},
+            ) as reply:
                 assert reply.status == 202
                 status_url = (await reply.json())["status_url"]
             await producer.send_and_wait("data-events", orjson.dumps({"type": "new_data"}))
@@ -198,6 +229,7 @@ async def test_the_spec_event_triggers_sample_serves_all_three_sources(
             s3.put_object(Bucket="data-lake", Key="incoming/skip.csv", Body=b"x")
             outputs: list[Any] = []
             async with Engine(store, orchestrate=False, work=False) as reader:
+
                 async def three() -> bool:
                     runs = await reader.list_runs()
                     outputs[:] = [r.output for r in runs if r.done]
@@ -218,8 +250,12 @@ async def test_the_spec_event_triggers_sample_serves_all_three_sources(
 
 
 def test_triggers_replay_redelivers_past_messages_deduplicated_unless_new_runs(
-        tmp_path: Path, kafka_url: str, kafka_bootstrap: str, prefix: str,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path,
+    kafka_url: str,
+    kafka_bootstrap: str,
+    prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from typer.testing import CliRunner
 
     from deerflow.cli import app as cli

@@ -34,14 +34,23 @@ async def gateway(engine: Engine) -> AsyncIterator[WebhookGateway]:
     async def hello(request: web.Request) -> web.Response:
         return web.json_response({"hello": "dashboard"})
 
-    gw = WebhookGateway(engine, port=0, api_keys=ApiKeys([KEY, "k-second"]),
-                        extra_routes=[web.get("/dashboard", hello)])
-    gw.add_webhook("on_event", WebhookEvent(path="/trigger/pipeline", auth="api_key",
-                                            max_body=2048))
-    gw.add_webhook("on_event", WebhookEvent(path="/signed", auth="hmac",
-                                            signing_secrets=SECRETS, name="signed"))
-    gw.add_webhook("on_event", WebhookEvent(path="/orders", payload_schema=Order,
-                                            delivery_id_header="X-Delivery"))
+    gw = WebhookGateway(
+        engine,
+        port=0,
+        api_keys=ApiKeys([KEY, "k-second"]),
+        extra_routes=[web.get("/dashboard", hello)],
+    )
+    gw.add_webhook(
+        "on_event", WebhookEvent(path="/trigger/pipeline", auth="api_key", max_body=2048)
+    )
+    gw.add_webhook(
+        "on_event",
+        WebhookEvent(path="/signed", auth="hmac", signing_secrets=SECRETS, name="signed"),
+    )
+    gw.add_webhook(
+        "on_event",
+        WebhookEvent(path="/orders", payload_schema=Order, delivery_id_header="X-Delivery"),
+    )
     await engine.add_service(gw)
     yield gw
 
@@ -52,9 +61,14 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-async def post(http: aiohttp.ClientSession, url: str, body: Any = None, *,
-               data: bytes | None = None, headers: dict[str, str] | None = None,
-               ) -> tuple[int, dict[str, Any], Any]:
+async def post(
+    http: aiohttp.ClientSession,
+    url: str,
+    body: Any = None,
+    *,
+    data: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, Any], Any]:
     payload = orjson.dumps(body) if data is None else data
     async with http.post(url, data=payload, headers=headers or {}) as reply:
         text = await reply.read()
@@ -62,9 +76,14 @@ async def post(http: aiohttp.ClientSession, url: str, body: Any = None, *,
 
 
 async def test_an_authorised_request_gets_202_after_the_run_is_durable_and_its_status(
-        engine: Engine, gateway: WebhookGateway, http: aiohttp.ClientSession) -> None:
-    status, _, reply = await post(http, f"{gateway.url}/trigger/pipeline?source=ci",
-                                  {"ref": "main"}, headers={"X-API-Key": KEY, "Cookie": "s=1"})
+    engine: Engine, gateway: WebhookGateway, http: aiohttp.ClientSession
+) -> None:
+    status, _, reply = await post(
+        http,
+        f"{gateway.url}/trigger/pipeline?source=ci",
+        {"ref": "main"},
+        headers={"X-API-Key": KEY, "Cookie": "s=1"},
+    )
     assert status == 202
     run = await engine.get_run(reply["run_id"])  # already durable when 202 arrived
     assert run.workflow == "on_event"
@@ -86,10 +105,15 @@ async def test_an_authorised_request_gets_202_after_the_run_is_durable_and_its_s
 
 
 async def test_missing_or_wrong_api_keys_get_401_and_start_nothing(
-        engine: Engine, gateway: WebhookGateway, http: aiohttp.ClientSession) -> None:
+    engine: Engine, gateway: WebhookGateway, http: aiohttp.ClientSession
+) -> None:
     url = f"{gateway.url}/trigger/pipeline"
-    for headers in ({}, {"X-API-Key": "nope"}, {"Authorization": "Bearer nope"},
-                    {"Authorization": f"Basic {KEY}"}):
+    for headers in (
+        {},
+        {"X-API-Key": "nope"},
+        {"Authorization": "Bearer nope"},
+        {"Authorization": f"Basic {KEY}"},
+    ):
         status, reply_headers, _ = await post(http, url, {}, headers=headers)
         assert status == 401, headers
         assert reply_headers.get("WWW-Authenticate") == "Bearer"
@@ -101,25 +125,31 @@ async def test_missing_or_wrong_api_keys_get_401_and_start_nothing(
 
 
 async def test_repeated_and_concurrent_deliveries_with_one_idempotency_key_are_one_run(
-        engine: Engine, gateway: WebhookGateway, http: aiohttp.ClientSession) -> None:
+    engine: Engine, gateway: WebhookGateway, http: aiohttp.ClientSession
+) -> None:
     url = f"{gateway.url}/trigger/pipeline"
-    keyed = [post(http, url, {"n": i}, headers={"X-API-Key": KEY, "Idempotency-Key": f"d-{i % 3}"})
-             for i in range(12)]
+    keyed = [
+        post(http, url, {"n": i}, headers={"X-API-Key": KEY, "Idempotency-Key": f"d-{i % 3}"})
+        for i in range(12)
+    ]
     replies = await asyncio.gather(*keyed)
     assert {status for status, _, _ in replies} == {202}
     assert len({reply["run_id"] for _, _, reply in replies}) == 3
     # A configured delivery-id header works the same way.
-    a = await post(http, f"{gateway.url}/orders", {"order_id": 1, "amount": 2},
-                   headers={"X-Delivery": "gh-1"})
-    b = await post(http, f"{gateway.url}/orders", {"order_id": 1, "amount": 2},
-                   headers={"X-Delivery": "gh-1"})
+    a = await post(
+        http, f"{gateway.url}/orders", {"order_id": 1, "amount": 2}, headers={"X-Delivery": "gh-1"}
+    )
+    b = await post(
+        http, f"{gateway.url}/orders", {"order_id": 1, "amount": 2}, headers={"X-Delivery": "gh-1"}
+    )
     assert a[0] == b[0] == 202 and a[2]["run_id"] == b[2]["run_id"]
     runs = await finished_runs(engine, 4)
     assert len(runs) == 4
 
 
 async def test_bad_bodies_get_their_error_and_good_ones_still_start_runs(
-        engine: Engine, gateway: WebhookGateway, http: aiohttp.ClientSession) -> None:
+    engine: Engine, gateway: WebhookGateway, http: aiohttp.ClientSession
+) -> None:
     auth = {"X-API-Key": KEY}
     url = f"{gateway.url}/trigger/pipeline"
     assert (await post(http, url, data=b"{not json", headers=auth))[0] == 400
@@ -141,7 +171,8 @@ async def test_bad_bodies_get_their_error_and_good_ones_still_start_runs(
 
 
 async def test_hmac_signatures_are_checked_before_parsing_with_two_live_secrets(
-        engine: Engine, gateway: WebhookGateway, http: aiohttp.ClientSession) -> None:
+    engine: Engine, gateway: WebhookGateway, http: aiohttp.ClientSession
+) -> None:
     url = f"{gateway.url}/signed"
     body = orjson.dumps({"event": "push"})
     for age, secret in enumerate(SECRETS):
@@ -152,18 +183,25 @@ async def test_hmac_signatures_are_checked_before_parsing_with_two_live_secrets(
     stale = sign(body, SECRETS[0], timestamp=int(time.time()) - 301)
     wrong = sign(body, "not-the-secret")
     tampered = sign(b'{"event": "other"}', SECRETS[0])
-    for header in ({}, {"Deerflow-Signature": stale}, {"Deerflow-Signature": wrong},
-                   {"Deerflow-Signature": tampered}, {"Deerflow-Signature": "t=1"}):
+    for header in (
+        {},
+        {"Deerflow-Signature": stale},
+        {"Deerflow-Signature": wrong},
+        {"Deerflow-Signature": tampered},
+        {"Deerflow-Signature": "t=1"},
+    ):
         assert (await post(http, url, data=body, headers=header))[0] == 401, header
     # Not JSON but unsigned: the signature is refused first, the body is never parsed.
     assert (await post(http, url, data=b"{not json"))[0] == 401
     runs = await finished_runs(engine, 2)
-    assert all("deerflow-signature" not in {k.lower() for k in r.output["event"]["headers"]}
-               for r in runs)
+    assert all(
+        "deerflow-signature" not in {k.lower() for k in r.output["event"]["headers"]} for r in runs
+    )
 
 
 async def test_a_saturated_gateway_answers_503_or_429_with_retry_after(
-        engine: Engine, http: aiohttp.ClientSession) -> None:
+    engine: Engine, http: aiohttp.ClientSession
+) -> None:
     gw = WebhookGateway(engine, port=0, max_running=1, max_pending=1)
     gw.add_webhook("on_event", WebhookEvent(path="/hook"))
     await engine.add_service(gw)
@@ -180,7 +218,8 @@ async def test_a_saturated_gateway_answers_503_or_429_with_retry_after(
 
 
 async def test_more_routes_share_the_gateways_server_and_unknown_runs_are_404(
-        engine: Engine, gateway: WebhookGateway, http: aiohttp.ClientSession) -> None:
+    engine: Engine, gateway: WebhookGateway, http: aiohttp.ClientSession
+) -> None:
     async with http.get(f"{gateway.url}/dashboard") as got:
         assert await got.json() == {"hello": "dashboard"}
     async with http.get(f"{gateway.url}/runs/nope", headers={"X-API-Key": KEY}) as got:
@@ -196,7 +235,8 @@ async def test_api_key_webhooks_refuse_to_start_without_keys(engine: Engine) -> 
 
 
 def test_keys_come_from_the_environment_or_the_config_file(
-        monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
     from deerflow.connectors import load_config
 
     config = tmp_path / "deerflow.toml"

@@ -25,7 +25,8 @@ from tests.processes import kafka_workers, wait_for_file, workers  # noqa: E402,
 
 
 async def test_a_worker_killed_mid_task_resumes_without_redoing_finished_tasks(
-        store, workers, tmp_path):
+    store, workers, tmp_path
+):
     hold, started = Path(os.environ["HOLD_FILE"]), Path(os.environ["STARTED_FILE"])
     hold.write_text("hold")
     workflows, wf = load_module_workflows(str(APPS / "chain_app.py"))
@@ -50,7 +51,8 @@ async def test_a_worker_killed_mid_task_resumes_without_redoing_finished_tasks(
 @pytest.mark.kafka
 @pytest.mark.timeout(240)
 async def test_two_kafka_workers_one_killed_every_run_completes_exactly_once(
-        kafka_url, kafka_workers):
+    kafka_url, kafka_workers
+):
     runs = 200
     workflows, wf = load_module_workflows(str(APPS / "chain_app.py"))
     assert wf is not None
@@ -104,10 +106,21 @@ async def test_a_task_message_delivered_again_after_its_outcome_is_not_run_again
         worker, orchestrator, log = engine.worker, engine.orchestrator, engine.log
 
         async def deliver_again(task_id: str) -> None:
-            [again] = [r for r in await records(log, engine.topics.tasks)
-                       if r.key is not None and r.key.endswith(f"/{task_id}")]
-            await log.append([Message(topic=again.topic, value=again.value, key=again.key,
-                                      partition=again.partition)])
+            [again] = [
+                r
+                for r in await records(log, engine.topics.tasks)
+                if r.key is not None and r.key.endswith(f"/{task_id}")
+            ]
+            await log.append(
+                [
+                    Message(
+                        topic=again.topic,
+                        value=again.value,
+                        key=again.key,
+                        partition=again.partition,
+                    )
+                ]
+            )
 
         handle = await engine.start(wf)
         await until(lambda: calls["second"] == 1)  # first's outcome is in
@@ -147,8 +160,11 @@ async def test_a_queued_attempt_of_a_run_cancelled_meanwhile_does_not_start(stor
         await until(lambda: sum(calls.values()) == 1)
         first = next(iter(calls))
         await handle.cancel()
-        await until(lambda: handle.run_id not in orchestrator.runs
-                     or orchestrator.runs[handle.run_id].terminal)
+        await until(
+            lambda: (
+                handle.run_id not in orchestrator.runs or orchestrator.runs[handle.run_id].terminal
+            )
+        )
         release.set()
         result = await handle.result(timeout=60)
         await until(lambda: worker.skipped == 1)

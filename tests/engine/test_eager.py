@@ -20,6 +20,7 @@ def chain(steps: int, calls: Counter[str]) -> Workflow:
     wf = Workflow(name="eager_chain")
     previous: list[str] = []
     for i in range(steps):
+
         def body(context, i=i):
             calls[f"s{i}"] += 1
             return {"i": i}
@@ -35,8 +36,9 @@ async def test_a_chain_runs_every_step_eagerly_without_task_messages(store):
     async with Engine(store, [wf]) as engine:
         result = await (await engine.start(wf)).result(timeout=60)
         assert result.status == "completed" and result.output == {"i": 4}
-        scheduled = [e for e in await history(engine, result.run_id)
-                     if isinstance(e, h.TaskScheduled)]
+        scheduled = [
+            e for e in await history(engine, result.run_id) if isinstance(e, h.TaskScheduled)
+        ]
         assert [(e.task_id, e.eager) for e in scheduled] == [(f"s{i}", True) for i in range(5)]
         assert await records(engine.log, engine.topics.tasks) == []
     assert calls == {f"s{i}": 1 for i in range(5)}
@@ -62,8 +64,9 @@ async def test_without_eager_every_attempt_goes_through_the_task_queue(store):
     async with Engine(store, [wf], eager=False) as engine:
         result = await (await engine.start(wf)).result(timeout=60)
         assert result.status == "completed"
-        scheduled = [e for e in await history(engine, result.run_id)
-                     if isinstance(e, h.TaskScheduled)]
+        scheduled = [
+            e for e in await history(engine, result.run_id) if isinstance(e, h.TaskScheduled)
+        ]
         assert not any(e.eager for e in scheduled)
         assert len(await records(engine.log, engine.topics.tasks)) == 3
 
@@ -89,8 +92,11 @@ async def test_a_fan_out_starts_what_fits_in_free_slots_and_queues_the_rest_even
         assert result.status == "completed" and result.output == width * (width - 1)
         queued = await records(engine.log, engine.topics.tasks)
         partitions = await engine.log.partition_count(engine.topics.tasks)
-        scheduled = [e for e in await history(engine, result.run_id)
-                     if isinstance(e, h.TaskScheduled) and e.task_id.startswith("each/")]
+        scheduled = [
+            e
+            for e in await history(engine, result.run_id)
+            if isinstance(e, h.TaskScheduled) and e.task_id.startswith("each/")
+        ]
     # This one process consumes every partition, so the whole fan-out is its share: the four
     # free slots start four children at once, the other children go through the queue,
     # evenly over its partitions.
@@ -99,7 +105,8 @@ async def test_a_fan_out_starts_what_fits_in_free_slots_and_queues_the_rest_even
     assert len(eager) == 4
     assert len(children) == width - 4
     assert sorted({r.key.split("/", 1)[1] for r in children} | set(eager)) == sorted(
-        e.task_id for e in scheduled)
+        e.task_id for e in scheduled
+    )
     per_partition = Counter(r.partition for r in children)
     assert len(per_partition) == partitions
     assert max(per_partition.values()) - min(per_partition.values()) <= 1
@@ -112,13 +119,25 @@ async def test_an_eager_attempt_left_without_outcome_is_run_by_the_next_owner(st
     run_id = "crashed-run"
     async with Engine(store, [wf], orchestrate=False, work=False) as writer:
         # What a process that died right after taking s0 eagerly leaves in the history.
-        await writer.append_history([
-            h.RunRequested(id=h.event_id(run_id, "requested"), run_id=run_id,
-                           workflow=wf.name, version=wf.version,
-                           fingerprint=wf.fingerprint(), shape=wf.shape()),
-            h.TaskScheduled(id=h.event_id(run_id, "s0", 1, "scheduled"), run_id=run_id,
-                            task_id="s0", attempt=1, eager=True),
-        ])
+        await writer.append_history(
+            [
+                h.RunRequested(
+                    id=h.event_id(run_id, "requested"),
+                    run_id=run_id,
+                    workflow=wf.name,
+                    version=wf.version,
+                    fingerprint=wf.fingerprint(),
+                    shape=wf.shape(),
+                ),
+                h.TaskScheduled(
+                    id=h.event_id(run_id, "s0", 1, "scheduled"),
+                    run_id=run_id,
+                    task_id="s0",
+                    attempt=1,
+                    eager=True,
+                ),
+            ]
+        )
     async with Engine(store, [wf]) as engine:
         result = await engine.wait(run_id, timeout=60)
         assert result.status == "completed"
@@ -210,7 +229,8 @@ async def test_eager_attempts_and_queued_ones_together_stay_within_the_concurren
 
 
 async def test_the_owner_answers_a_result_once_the_ending_is_durable_without_the_index(
-        store, monkeypatch):
+    store, monkeypatch
+):
     """``result()`` does not need the run index to read the ending back when this process
     decided it; what it returns is what the index says afterwards."""
     wf = chain(3, Counter())
@@ -222,6 +242,7 @@ async def test_the_owner_answers_a_result_once_the_ending_is_durable_without_the
         return {"i": 2}
 
     async with Engine(store, [wf]) as engine:
+
         async def index_never_answers(run_id, predicate, timeout):
             await asyncio.sleep(timeout)  # as if the index never read the ending back
 

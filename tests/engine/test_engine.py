@@ -213,8 +213,9 @@ async def test_many_concurrent_waiters_share_one_run_index(store):
         handles = [await engine.start(wf, params={"day": str(i)}) for i in range(10)]
         results = await asyncio.gather(*(h.result(timeout=60) for h in handles))
         # The owner may answer every result() itself; the index answers these waits.
-        states = await asyncio.gather(*(engine.index.wait(h.run_id, lambda s: s.terminal, 60)
-                                        for h in handles))
+        states = await asyncio.gather(
+            *(engine.index.wait(h.run_id, lambda s: s.terminal, 60) for h in handles)
+        )
         readers = [t for t in asyncio.all_tasks() if t.get_name() == "deerflow-runindex"]
     assert [r.status for r in results] == ["completed"] * 10
     assert [s.status if s else None for s in states] == ["completed"] * 10

@@ -73,7 +73,8 @@ async def test_starting_an_ended_run_id_again_neither_runs_it_again_nor_changes_
     wf = shipping(executions)
     async with Engine(store, [wf]) as engine:
         first = await (await engine.start(wf, params={"order": "a"}, run_id="order-7")).result(
-            timeout=60)
+            timeout=60
+        )
         await until(evicted(engine, ["order-7"]))
         again = await engine.start(wf, params={"order": "b"}, run_id="order-7")
         result = await again.result(timeout=60)
@@ -98,8 +99,13 @@ async def test_a_failed_run_is_retried_after_its_state_was_evicted(store):
         assert done is not None and done.output == {"label": "L-x"}
         await until(evicted(engine, [failed.run_id]))  # ended again: evicted again
         # A late duplicate of the same retry request changes nothing.
-        await engine.append_history([h.RunRetryRequested(
-            id=h.event_id(failed.run_id, "retry", 1), run_id=failed.run_id, retry=1)])
+        await engine.append_history(
+            [
+                h.RunRetryRequested(
+                    id=h.event_id(failed.run_id, "retry", 1), run_id=failed.run_id, retry=1
+                )
+            ]
+        )
         await (await engine.start(wf, params={"order": "later"})).result(timeout=60)
         result = await engine.get_run(failed.run_id)
     assert result.status == "completed" and result.tasks["pick"].attempts == 1
@@ -140,8 +146,9 @@ async def test_a_run_cancelled_in_a_long_retry_wait_leaves_no_timer_behind(store
 
     async with Engine(store, [wf]) as engine:
         handle = await engine.start(wf)
-        await engine.index.wait(handle.run_id,
-                                lambda s: s.tasks.get("call") and s.tasks["call"].timer_id, 60)
+        await engine.index.wait(
+            handle.run_id, lambda s: s.tasks.get("call") and s.tasks["call"].timer_id, 60
+        )
         await handle.cancel()
         assert (await handle.result(timeout=60)).status == "cancelled"
         await until(evicted(engine, [handle.run_id]))
@@ -160,8 +167,10 @@ async def test_thousands_of_runs_leave_no_ended_state_behind(tmp_path):
         before = peak_rss_mib()
         run_ids: list[str] = []
         for start in range(0, runs, 100):
-            batch = [await engine.start(wf, params={"order": i, "note": "x" * 200})
-                     for i in range(start, start + 100)]
+            batch = [
+                await engine.start(wf, params={"order": i, "note": "x" * 200})
+                for i in range(start, start + 100)
+            ]
             for handle in batch:
                 await handle.result(timeout=120)
             run_ids.extend(handle.run_id for handle in batch)

@@ -32,19 +32,37 @@ def fan_out() -> Workflow:
 
 def started(wf: Workflow) -> RunState:
     state = RunState(run_id="r1")
-    fold(state, h.RunRequested(id="r1:requested", run_id="r1", workflow=wf.name,
-                               fingerprint=wf.fingerprint(), ts=NOW))
+    fold(
+        state,
+        h.RunRequested(
+            id="r1:requested", run_id="r1", workflow=wf.name, fingerprint=wf.fingerprint(), ts=NOW
+        ),
+    )
     return state
 
 
 def completed(task: str, attempt: int = 1, output: object = None, **extra: object):
-    return h.TaskCompleted(id=h.event_id("r1", task, attempt, "completed"), run_id="r1",
-                           task_id=task, attempt=attempt, output=output, ts=NOW, **extra)
+    return h.TaskCompleted(
+        id=h.event_id("r1", task, attempt, "completed"),
+        run_id="r1",
+        task_id=task,
+        attempt=attempt,
+        output=output,
+        ts=NOW,
+        **extra,
+    )
 
 
 def failed(task: str, attempt: int = 1, retriable: bool = False):
-    return h.TaskFailed(id=h.event_id("r1", task, attempt, "failed"), run_id="r1", task_id=task,
-                        attempt=attempt, error="boom", retriable=retriable, ts=NOW)
+    return h.TaskFailed(
+        id=h.event_id("r1", task, attempt, "failed"),
+        run_id="r1",
+        task_id=task,
+        attempt=attempt,
+        error="boom",
+        retriable=retriable,
+        ts=NOW,
+    )
 
 
 def retry(number: int = 1) -> h.RunRetryRequested:
@@ -134,8 +152,11 @@ def test_a_retried_fan_out_runs_only_its_failed_and_skipped_children_again():
     advance(wf, state, NOW)
     specs = [{"id": str(i), "item": item} for i, item in enumerate([10, 20, 30])]
     fold(state, completed("each", expansion=specs))
-    assert types(advance(wf, state, NOW)) == ["TaskScheduled:each/0", "TaskScheduled:each/1",
-                                              "TaskScheduled:each/2"]
+    assert types(advance(wf, state, NOW)) == [
+        "TaskScheduled:each/0",
+        "TaskScheduled:each/1",
+        "TaskScheduled:each/2",
+    ]
     fold(state, completed("each/0", output=10))
     fold(state, failed("each/1"))
     fold(state, completed("each/2", output=30))

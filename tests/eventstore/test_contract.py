@@ -323,9 +323,14 @@ async def test_a_member_left_without_partitions_is_told_its_share_is_empty(
 
             def settled() -> bool:
                 held = [m.assignment() for m in members.values()]
-                return bool(told["second"]) and held[0] | held[1] == every and all(
-                    told[name] and told[name][-1] == m.assignment()
-                    for name, m in members.items())
+                return (
+                    bool(told["second"])
+                    and held[0] | held[1] == every
+                    and all(
+                        told[name] and told[name][-1] == m.assignment()
+                        for name, m in members.items()
+                    )
+                )
 
             await wait_for(settled, polling=[first, second])
             assert sorted(len(told[name][-1]) for name in members) == [0, 1]
@@ -587,25 +592,38 @@ asyncio.run(join())
 
 @pytest.mark.kafka
 async def test_a_group_join_held_by_a_gone_member_fails_in_time_naming_the_group(
-        kafka_bootstrap: str) -> None:
+    kafka_bootstrap: str,
+) -> None:
     """A member killed without leaving holds the next join for its whole session; the new
     member's start gives up after its connect timeout plus two of its own sessions."""
     real_kafka = bool(os.environ.get("DEERFLOW_KAFKA_BOOTSTRAP"))
     ours, theirs = (6000, 40_000) if real_kafka else (1000, 10_000)  # Kafka's minimum is 6 s
     gone = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", _GONE_MEMBER, f"kafka://{kafka_bootstrap}", str(theirs),
-        stdout=subprocess.PIPE)
+        sys.executable,
+        "-c",
+        _GONE_MEMBER,
+        f"kafka://{kafka_bootstrap}",
+        str(theirs),
+        stdout=subprocess.PIPE,
+    )
     try:
         assert gone.stdout is not None and (await gone.stdout.readline()).strip() == b"joined"
     finally:
         gone.kill()
         await gone.wait()
     limit = 0.5 + 2 * ours / 1000
-    async with open_log(f"kafka://{kafka_bootstrap}", connect_timeout=0.5,
-                        session_timeout_ms=ours, heartbeat_interval_ms=ours // 3) as log:
+    async with open_log(
+        f"kafka://{kafka_bootstrap}",
+        connect_timeout=0.5,
+        session_timeout_ms=ours,
+        heartbeat_interval_ms=ours // 3,
+    ) as log:
         started = time.monotonic()
-        with pytest.raises(EventStoreError, match=r"consumer group 'held' assigned no "
-                                                  r"partitions .* session times out"):
+        with pytest.raises(
+            EventStoreError,
+            match=r"consumer group 'held' assigned no "
+            r"partitions .* session times out",
+        ):
             await log.consumer("held", ["held-topic"]).start()
         # Not after the gone member's session: the stuck join is left to end on its own.
         assert time.monotonic() - started < limit + (theirs / 1000 - limit) / 2

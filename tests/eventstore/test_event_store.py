@@ -38,14 +38,17 @@ class PaymentProcessed(BaseModel):
 
 async def test_published_events_come_back_in_order_with_ids_sequences_and_times(events):
     order_id = uuid.uuid4()
-    created = await events.publish_async({
-        "type": "OrderCreated",
-        "payload": {"id": order_id, "items": ["book"]},
-        "timestamp": datetime(2026, 11, 29, 12, 0),  # naive, as datetime.utcnow() gives
-        "stream": f"order-{order_id}",
-    })
-    paid = await events.publish_async(PaymentProcessed(order_id=order_id, status="ok"),
-                                      stream=created.stream)
+    created = await events.publish_async(
+        {
+            "type": "OrderCreated",
+            "payload": {"id": order_id, "items": ["book"]},
+            "timestamp": datetime(2026, 11, 29, 12, 0),  # naive, as datetime.utcnow() gives
+            "stream": f"order-{order_id}",
+        }
+    )
+    paid = await events.publish_async(
+        PaymentProcessed(order_id=order_id, status="ok"), stream=created.stream
+    )
     stored = await events.read_async(f"order-{order_id}")
     assert [e.type for e in stored] == ["OrderCreated", "PaymentProcessed"]
     assert [e.sequence for e in stored] == [1, 2]
@@ -82,9 +85,11 @@ async def test_sync_publishes_from_threads_and_async_publishes_share_one_numberi
 
 
 async def test_an_append_at_a_stale_version_raises_and_changes_nothing(events):
-    await events.append_async("cart-1", [{"type": "ItemAdded", "data": {"sku": "a"}},
-                                         {"type": "ItemAdded", "data": {"sku": "b"}}],
-                              expected_version=0)
+    await events.append_async(
+        "cart-1",
+        [{"type": "ItemAdded", "data": {"sku": "a"}}, {"type": "ItemAdded", "data": {"sku": "b"}}],
+        expected_version=0,
+    )
     with pytest.raises(ConcurrencyConflict, match="version 2, not the expected 1"):
         await events.append_async("cart-1", [{"type": "ItemRemoved"}], expected_version=1)
     with pytest.raises(ConcurrencyConflict):
@@ -92,7 +97,10 @@ async def test_an_append_at_a_stale_version_raises_and_changes_nothing(events):
     done = await events.append_async("cart-1", [{"type": "CheckedOut"}], expected_version=2)
     assert done[0].sequence == 3
     assert [e.type for e in await events.read_async("cart-1")] == [
-        "ItemAdded", "ItemAdded", "CheckedOut"]
+        "ItemAdded",
+        "ItemAdded",
+        "CheckedOut",
+    ]
 
 
 async def test_a_writer_with_a_stale_view_is_refused_and_readers_agree(store):
@@ -104,14 +112,20 @@ async def test_a_writer_with_a_stale_view_is_refused_and_readers_agree(store):
         assert loaded.version == 1
         await second.publish_async("Deposited", {"amount": 5}, stream="account")
         with pytest.raises(ConcurrencyConflict):
-            await first.append_async("account", [{"type": "Withdrawn", "data": {"amount": 9}}],
-                                     expected_version=loaded.version)
+            await first.append_async(
+                "account",
+                [{"type": "Withdrawn", "data": {"amount": 9}}],
+                expected_version=loaded.version,
+            )
         audited = await first.publish_async("Audited", stream="account")  # no expectation
         assert audited.sequence == 3
         for reader in (first, second):
             stored = await reader.read_async("account")
             assert [(e.type, e.sequence) for e in stored] == [
-                ("Opened", 1), ("Deposited", 2), ("Audited", 3)]
+                ("Opened", 1),
+                ("Deposited", 2),
+                ("Audited", 3),
+            ]
 
 
 async def test_concurrent_writers_in_two_stores_never_share_or_skip_a_version(store):
@@ -125,22 +139,26 @@ async def test_concurrent_writers_in_two_stores_never_share_or_skip_a_version(st
                 version = (await event_store.load_async("counter", lambda n, e: n, 0)).version
                 try:
                     await event_store.append_async(
-                        "counter", [{"type": "Incremented", "data": {"by": name, "i": i}}],
-                        expected_version=version)
+                        "counter",
+                        [{"type": "Incremented", "data": {"by": name, "i": i}}],
+                        expected_version=version,
+                    )
                     break
                 except ConcurrencyConflict:
                     conflicts += 1
 
     async with EventStore(store, topic=topic) as one, EventStore(store, topic=topic) as two:
-        await asyncio.gather(*(writer(s, f"{n}{k}") for n, s in (("a", one), ("b", two))
-                               for k in range(3)))
+        await asyncio.gather(
+            *(writer(s, f"{n}{k}") for n, s in (("a", one), ("b", two)) for k in range(3))
+        )
         for reader in (one, two):
             stored = await reader.read_async("counter")
 
             assert [e.sequence for e in stored] == list(range(1, 31))
             written = sorted((e.data["by"], e.data["i"]) for e in stored)
-            assert written == sorted((f"{n}{k}", i) for n in "ab" for k in range(3)
-                                     for i in range(5)), "each success once, nothing else"
+            assert written == sorted(
+                (f"{n}{k}", i) for n in "ab" for k in range(3) for i in range(5)
+            ), "each success once, nothing else"
 
 
 def _totals(state: dict[str, int], event: StoredEvent) -> dict[str, int]:
@@ -205,7 +223,9 @@ async def test_replay_reads_everything_or_from_an_offset_a_time_or_of_some_types
     everything = await events.replay_async()
     assert sorted(e.type for e in everything) == ["New", "New", "Old"]
     assert [e.type for e in await events.replay_async(since=early + timedelta(minutes=30))] == [
-        "New", "New"]
+        "New",
+        "New",
+    ]
     assert [e.type for e in await events.replay_async(types=["Old"])] == ["Old"]
     after = await events.replay_async(from_offset={marker.partition: marker.offset + 1})
     assert "Old" not in {e.type for e in after if e.stream == "a"}
@@ -217,8 +237,9 @@ def _event_sourced(event_store: EventStore, fail_first: bool) -> Workflow:
     @wf.task(id="create_order", retries=1, retry_delay=0.01)
     def create_order(context):
         order = {"id": uuid.uuid4(), "items": context.params["items"]}
-        event_store.publish({"type": "OrderCreated", "payload": order,
-                             "timestamp": datetime.utcnow()})
+        event_store.publish(
+            {"type": "OrderCreated", "payload": order, "timestamp": datetime.utcnow()}
+        )
         if fail_first and context.attempt == 1:
             raise ConnectionError("crashed after publishing")
         return {"items": context.params["items"]}
@@ -226,8 +247,7 @@ def _event_sourced(event_store: EventStore, fail_first: bool) -> Workflow:
     return wf
 
 
-async def test_events_from_a_task_belong_to_its_run_and_a_retry_publishes_nothing_twice(
-        store):
+async def test_events_from_a_task_belong_to_its_run_and_a_retry_publishes_nothing_twice(store):
     # As in the spec: a store of its own, first used from the task's thread (a private loop).
     url = f"memory://{uuid.uuid4().hex}" if store.startswith("memory") else store
     event_store = EventStore(url, topic=unique_name("workflow-events"))
@@ -254,8 +274,7 @@ async def test_a_redelivered_attempt_publishes_its_events_once(events):
         events.publish("ReceiptSent", {"run": context.run_id})
         return "ok"
 
-    dispatch = TaskDispatch(run_id=uuid.uuid4().hex, workflow=wf.name, task_id="charge",
-                            attempt=1)
+    dispatch = TaskDispatch(run_id=uuid.uuid4().hex, workflow=wf.name, task_id="charge", attempt=1)
     task: TaskDef = wf.get("charge")
     for _ in range(2):  # the same attempt delivered twice, as after a worker crash
         outcome = await run_attempt(task, charge, dispatch)

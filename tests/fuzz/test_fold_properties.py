@@ -66,17 +66,29 @@ def compensating() -> Workflow:
 WORKFLOWS = {wf.name: wf for wf in (chain(), diamond(), compensating())}
 
 
-def outcome(draw: st.DrawFn, run_id: str, task_id: str, attempt: int, *,
-            flip: bool = False) -> h.HistoryEvent:
+def outcome(
+    draw: st.DrawFn, run_id: str, task_id: str, attempt: int, *, flip: bool = False
+) -> h.HistoryEvent:
     """A completion or failure of ``task_id``'s ``attempt``, as a worker would append it."""
     ok = draw(st.booleans())
     if ok:
-        return h.TaskCompleted(id=h.event_id(run_id, task_id, attempt, "completed"),
-                               run_id=run_id, ts=NOW, task_id=task_id, attempt=attempt,
-                               output={"by": task_id, "attempt": attempt, "flip": flip})
-    return h.TaskFailed(id=h.event_id(run_id, task_id, attempt, "failed"), run_id=run_id,
-                        ts=NOW, task_id=task_id, attempt=attempt, error="boom",
-                        retriable=draw(st.booleans()))
+        return h.TaskCompleted(
+            id=h.event_id(run_id, task_id, attempt, "completed"),
+            run_id=run_id,
+            ts=NOW,
+            task_id=task_id,
+            attempt=attempt,
+            output={"by": task_id, "attempt": attempt, "flip": flip},
+        )
+    return h.TaskFailed(
+        id=h.event_id(run_id, task_id, attempt, "failed"),
+        run_id=run_id,
+        ts=NOW,
+        task_id=task_id,
+        attempt=attempt,
+        error="boom",
+        retriable=draw(st.booleans()),
+    )
 
 
 @st.composite
@@ -84,22 +96,33 @@ def true_history(draw: st.DrawFn, run_id: str) -> tuple[Workflow, list[h.History
     """One run simulated to its end (or 60 steps): decisions interleaved with the world."""
     wf = WORKFLOWS[draw(st.sampled_from(sorted(WORKFLOWS)))]
     state = RunState(run_id=run_id)
-    start = h.RunRequested(id=h.event_id(run_id, "requested"), run_id=run_id, ts=NOW,
-                           workflow=wf.name, fingerprint=wf.fingerprint(), shape=wf.shape())
+    start = h.RunRequested(
+        id=h.event_id(run_id, "requested"),
+        run_id=run_id,
+        ts=NOW,
+        workflow=wf.name,
+        fingerprint=wf.fingerprint(),
+        shape=wf.shape(),
+    )
     fold(state, start)
     log: list[h.HistoryEvent] = [start]
     for _ in range(60):
         log += advance(wf, state, NOW)
-        running = sorted((tid, t.attempts) for tid, t in state.tasks.items()
-                         if t.status == SCHEDULED)
+        running = sorted(
+            (tid, t.attempts) for tid, t in state.tasks.items() if t.status == SCHEDULED
+        )
         choices: list[Any] = [("done", tid, n) for tid, n in running]
         choices += [("fire", timer) for timer in sorted(state.timers)]
         if state.terminal or not choices:
             break
         choice = draw(st.sampled_from(choices))
-        event = (outcome(draw, run_id, choice[1], choice[2]) if choice[0] == "done" else
-                 h.TimerFired(id=h.event_id(run_id, choice[1], "fired"), run_id=run_id,
-                              ts=NOW, timer_id=choice[1]))
+        event = (
+            outcome(draw, run_id, choice[1], choice[2])
+            if choice[0] == "done"
+            else h.TimerFired(
+                id=h.event_id(run_id, choice[1], "fired"), run_id=run_id, ts=NOW, timer_id=choice[1]
+            )
+        )
         assert fold(state, event)
         log.append(event)
     return wf, log

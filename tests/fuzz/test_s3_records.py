@@ -29,12 +29,20 @@ from deerflow.connectors._s3records import (
 from deerflow.connectors.base import unstorable
 from deerflow.events import S3Event, S3ObjectEvent
 
-scalars = (st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1)
-           | st.floats(allow_nan=False)
-           | st.text(max_size=20))
-json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
-                           | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-                           max_leaves=20)
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=20)
+)
+json_values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
 anything = scalars | json_values
 
 
@@ -48,17 +56,26 @@ def nested(depth: int) -> Any:
 @st.composite
 def s3_records(draw: st.DrawFn) -> dict[str, Any]:
     """Records shaped like S3's, each field possibly of a wrong type or missing."""
-    obj = {name: draw(st.one_of(st.text(max_size=30), anything)) for name in draw(
-        st.lists(st.sampled_from(["key", "size", "eTag", "versionId", "sequencer"]),
-                 unique=True))}
+    obj = {
+        name: draw(st.one_of(st.text(max_size=30), anything))
+        for name in draw(
+            st.lists(
+                st.sampled_from(["key", "size", "eTag", "versionId", "sequencer"]), unique=True
+            )
+        )
+    }
     if draw(st.booleans()):
         obj["key"] = draw(st.sampled_from(["incoming/a.csv", "incoming/b%2Fc+d.csv", "x.csv"]))
     if draw(st.booleans()):
         obj["size"] = draw(st.sampled_from(["12", "\u00b2", "-1", "1e3", 5, -5, True, 1.5]))
     bucket = draw(st.one_of(st.just({"name": "lake"}), anything))
     s3 = draw(st.one_of(st.just({"bucket": bucket, "object": obj}), anything))
-    record: dict[str, Any] = {"s3": s3, "eventName": draw(st.one_of(
-        st.sampled_from(["ObjectCreated:Put", "s3:ObjectRemoved:Delete"]), anything))}
+    record: dict[str, Any] = {
+        "s3": s3,
+        "eventName": draw(
+            st.one_of(st.sampled_from(["ObjectCreated:Put", "s3:ObjectRemoved:Delete"]), anything)
+        ),
+    }
     if draw(st.booleans()):
         record["eventTime"] = draw(anything)
     if draw(st.booleans()):
@@ -109,22 +126,36 @@ def source() -> S3NotificationSource:
     wf = Workflow(name="on_file")
     wf.task(id="handle")(lambda context: None)
     engine = Engine("memory://s3-fuzz", [wf])  # never started: only the pure path is used
-    return S3NotificationSource(engine, "on_file", S3Event(bucket="lake", prefix="incoming/",
-                                                            queue="q"), "lake")
+    return S3NotificationSource(
+        engine, "on_file", S3Event(bucket="lake", prefix="incoming/", queue="q"), "lake"
+    )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[
-    HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(st.lists(bodies(), min_size=1, max_size=4))
 def test_every_message_becomes_storable_runs_or_encodable_dead_letters(
-        source: S3NotificationSource, messages: list[bytes | str]) -> None:
-    batch = [{"MessageId": str(i), "ReceiptHandle": str(i),
-              "Body": b.decode("utf-8", "replace") if isinstance(b, bytes) else b}
-             for i, b in enumerate(messages)]
+    source: S3NotificationSource, messages: list[bytes | str]
+) -> None:
+    batch = [
+        {
+            "MessageId": str(i),
+            "ReceiptHandle": str(i),
+            "Body": b.decode("utf-8", "replace") if isinstance(b, bytes) else b,
+        }
+        for i, b in enumerate(messages)
+    ]
     # What ``prepare`` does, without the ledger's I/O.
     source._parsed = {m["MessageId"]: source._parse(m, 0.0) for m in batch}
-    source._newest = newest_by_key(e for p in source._parsed.values() for e in p
-                                   if isinstance(e, S3ObjectEvent) and matches(source.trigger, e))
+    source._newest = newest_by_key(
+        e
+        for p in source._parsed.values()
+        for e in p
+        if isinstance(e, S3ObjectEvent) and matches(source.trigger, e)
+    )
     for message in batch:
         for action in source.interpret(message):
             if isinstance(action, RunRequest):

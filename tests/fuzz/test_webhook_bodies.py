@@ -55,13 +55,22 @@ def gateway_port() -> Iterator[int]:
         async with Engine("memory://webhook-fuzz", [wf]) as engine:
             gw = WebhookGateway(engine, port=0, body_timeout=2.0)
             gw.add_webhook("fuzzed", WebhookEvent(path="/open", max_body=8192))
-            gw.add_webhook("fuzzed", WebhookEvent(path="/signed", signing_secrets=(SECRET,),
-                                                  name="signed", max_body=8192))
-            gw.add_webhook("fuzzed", WebhookEvent(path="/schema", payload_schema=Order,
-                                                  name="schema", max_body=8192))
+            gw.add_webhook(
+                "fuzzed",
+                WebhookEvent(
+                    path="/signed", signing_secrets=(SECRET,), name="signed", max_body=8192
+                ),
+            )
+            gw.add_webhook(
+                "fuzzed",
+                WebhookEvent(path="/schema", payload_schema=Order, name="schema", max_body=8192),
+            )
             await engine.add_service(gw)
-            box["port"], box["loop"], box["stop"] = gw.port, asyncio.get_running_loop(), \
-                asyncio.Event()
+            box["port"], box["loop"], box["stop"] = (
+                gw.port,
+                asyncio.get_running_loop(),
+                asyncio.Event(),
+            )
             ready.set()
             await box["stop"].wait()
 
@@ -73,11 +82,20 @@ def gateway_port() -> Iterator[int]:
     thread.join(30)
 
 
-scalars = (st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1)
-           | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20))
-json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
-                           | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-                           max_leaves=25)
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20)
+)
+json_values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=25,
+)
 
 
 @st.composite
@@ -88,8 +106,12 @@ def bodies(draw: st.DrawFn) -> bytes:
     if kind == "json":
         return orjson.dumps(draw(json_values))
     if kind == "order":
-        return orjson.dumps({"order_id": draw(st.integers(-5, 5) | st.text(max_size=3)),
-                             "amount": draw(st.floats(-10, 10) | st.none())})
+        return orjson.dumps(
+            {
+                "order_id": draw(st.integers(-5, 5) | st.text(max_size=3)),
+                "amount": draw(st.floats(-10, 10) | st.none()),
+            }
+        )
     depth = draw(st.integers(50, 1500))
     if kind == "deep":
         return b"[" * depth + b"]" * depth
@@ -122,8 +144,11 @@ def post(port: int, path: str, body: bytes, headers: dict[str, str]) -> tuple[in
         conn.close()
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[
-    HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(st.data())
 def test_any_request_gets_a_documented_answer(gateway_port: int, data: st.DataObject) -> None:
     path = data.draw(st.sampled_from(["/open", "/signed", "/schema"]))

@@ -80,7 +80,6 @@ async def test_a_sub_workflow_runs_as_a_child_run_and_hands_back_its_output(stor
         return {"rows": [3, -1, 4, -1, 5]}
 
     @main.sub_workflow(id="validate", workflow=validation, depends_on=["extract"])
-
     @main.task(id="transform", depends_on=["validate"])
     def transform(context):
         validated = context.tasks["validate"].output

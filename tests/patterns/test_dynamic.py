@@ -38,8 +38,9 @@ def generated(specs_of, *, retries=0, timeout=None, name="dyn"):
     def discover(context):
         return {"sources": ["alpha", "beta"]}
 
-    @wf.dynamic_tasks(id="process", depends_on=["discover"], retries=retries,
-                      retry_delay=0.01, timeout=timeout)
+    @wf.dynamic_tasks(
+        id="process", depends_on=["discover"], retries=retries, retry_delay=0.01, timeout=timeout
+    )
     def generate(context):
         return specs_of(context.tasks["discover"].output["sources"])
 
@@ -52,26 +53,39 @@ def generated(specs_of, *, retries=0, timeout=None, name="dyn"):
 
 async def test_generated_scripts_and_callables_run_and_fan_in_by_generated_id(store):
     def specs(sources):
-        scripts = [{"id": f"process_{s}", "type": "python",
-                    "config": {"script": "apps/emit_json.py", "args": ["ok", s, 7]}}
-                   for s in sources]
-        return [*scripts, DynamicTasks.call("scaled", "scale", 21, factor=2,
-                                            depends_on=["process_alpha"])]
+        scripts = [
+            {
+                "id": f"process_{s}",
+                "type": "python",
+                "config": {"script": "apps/emit_json.py", "args": ["ok", s, 7]},
+            }
+            for s in sources
+        ]
+        return [
+            *scripts,
+            DynamicTasks.call("scaled", "scale", 21, factor=2, depends_on=["process_alpha"]),
+        ]
 
     result = await run(generated(specs), store, params={"day": "d1"})
     assert result.status == "completed", result.error
     out = result.output
     assert list(out) == ["process_alpha", "process_beta", "scaled"]
-    assert out["process_alpha"] == {"args": ["alpha", "7"], "run": result.run_id,
-                                    "params": {"day": "d1"}}
+    assert out["process_alpha"] == {
+        "args": ["alpha", "7"],
+        "run": result.run_id,
+        "params": {"day": "d1"},
+    }
     assert out["scaled"] == {"value": 42, "task": "process/scaled"}
     assert result.tasks["process/process_beta"].status == "completed"
 
 
-@pytest.mark.parametrize(("mode", "expected"), [
-    ("fail", "exited with 3: cannot open bucket s3://missing"),
-    ("nojson", "is not JSON: 'done, but not as JSON'"),
-])
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        ("fail", "exited with 3: cannot open bucket s3://missing"),
+        ("nojson", "is not JSON: 'done, but not as JSON'"),
+    ],
+)
 async def test_a_failing_script_fails_the_node_with_the_reason_after_its_retries(mode, expected):
     wf = generated(lambda sources: [DynamicTasks.python("bad", SCRIPT, [mode])], retries=1)
     result = await run(wf)
@@ -84,8 +98,9 @@ async def test_a_failing_script_fails_the_node_with_the_reason_after_its_retries
 
 async def test_a_script_past_the_node_timeout_is_killed(tmp_path):
     pid_file = tmp_path / "pid"
-    wf = generated(lambda sources: [DynamicTasks.python("slow", SCRIPT, ["sleep", str(pid_file)])],
-                   timeout=1.5)
+    wf = generated(
+        lambda sources: [DynamicTasks.python("slow", SCRIPT, ["sleep", str(pid_file)])], timeout=1.5
+    )
     result = await run(wf)
     assert result.status == "failed"
     assert "timed out" in (result.tasks["process/slow"].error or "")
@@ -117,8 +132,9 @@ async def test_a_registered_task_type_runs_generated_specs_of_that_type():
         await asyncio.sleep(0)
         return spec.config["word"].upper()
 
-    ok = generated(lambda sources: [{"id": s, "type": "shout", "config": {"word": s}}
-                                    for s in sources])
+    ok = generated(
+        lambda sources: [{"id": s, "type": "shout", "config": {"word": s}} for s in sources]
+    )
     result = await run(ok)
     assert result.output == {"alpha": "ALPHA", "beta": "BETA"}
     assert sorted(seen) == ["alpha", "beta"]
@@ -139,8 +155,7 @@ def sqlite_workers(tmp_path, monkeypatch):
     yield from worker_pool(f"sqlite:///{tmp_path / 'events.db'}", tmp_path, monkeypatch)
 
 
-async def test_the_generated_list_is_recorded_and_not_generated_again_after_a_crash(
-        sqlite_workers):
+async def test_the_generated_list_is_recorded_and_not_generated_again_after_a_crash(sqlite_workers):
     """A worker is SIGKILLed while generated tasks run; a new worker finishes the same specs."""
     pool = sqlite_workers
     hold, started = hold_file()

@@ -9,8 +9,11 @@ import pytest
 
 from deerflow import DefinitionError, Engine, MapReduce, Workflow
 
-LOGS = {f"app-{i:02d}.log": [f"ERROR {kind}" for kind in ("Timeout", "DiskFull")[: 1 + i % 2]]
-        + ["INFO ok"] * 3 for i in range(23)}
+LOGS = {
+    f"app-{i:02d}.log": [f"ERROR {kind}" for kind in ("Timeout", "DiskFull")[: 1 + i % 2]]
+    + ["INFO ok"] * 3
+    for i in range(23)
+}
 
 
 def expected_counts() -> dict[str, int]:
@@ -94,8 +97,7 @@ async def test_a_failed_map_task_is_retried_alone():
             return results
 
     wf = Workflow(name="flaky_maps")
-    wf.map_reduce(id="mr", partitions=6, reduce_parallelism=2, retries=2,
-                  retry_delay=0.01)(Flaky)
+    wf.map_reduce(id="mr", partitions=6, reduce_parallelism=2, retries=2, retry_delay=0.01)(Flaky)
     result = await run(wf)
     assert result.output == list(range(12))  # in partition order, nothing lost or doubled
     attempts = {t: r.attempts for t, r in result.tasks.items() if "/map-" in t}
@@ -133,18 +135,27 @@ async def test_a_map_failing_for_good_fails_the_node():
     result = await run(wf)
     assert result.status == "failed" and result.failed_task == "mr"
     # Both maps fail; whichever the log records first names the node's failure.
-    assert re.search(r"child 'mr/map-[01]' failed: corrupt app-\d\d\.log",
-                     result.tasks["mr"].error or "")
+    assert re.search(
+        r"child 'mr/map-[01]' failed: corrupt app-\d\d\.log", result.tasks["mr"].error or ""
+    )
     assert result.tasks["after"].status == "skipped"
 
 
-@pytest.mark.parametrize(("decorated", "options", "message"), [
-    (dict, {}, "decorates a subclass of MapReduce"),
-    (type("NoMap", (MapReduce,), {"partition": lambda s, c: [], "reduce": lambda s, r, c: 0}),
-     {}, "must define map"),
-    (LogAnalysis, {"partitions": 0}, "partitions must be >= 1"),
-    (LogAnalysis, {"reduce_parallelism": 0}, "reduce_parallelism must be >= 1"),
-])
+@pytest.mark.parametrize(
+    ("decorated", "options", "message"),
+    [
+        (dict, {}, "decorates a subclass of MapReduce"),
+        (
+            type(
+                "NoMap", (MapReduce,), {"partition": lambda s, c: [], "reduce": lambda s, r, c: 0}
+            ),
+            {},
+            "must define map",
+        ),
+        (LogAnalysis, {"partitions": 0}, "partitions must be >= 1"),
+        (LogAnalysis, {"reduce_parallelism": 0}, "reduce_parallelism must be >= 1"),
+    ],
+)
 def test_bad_map_reduce_definitions_are_refused(decorated, options, message):
     wf = Workflow(name="bad_mr")
     with pytest.raises(DefinitionError, match=message):

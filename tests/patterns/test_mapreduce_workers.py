@@ -37,8 +37,9 @@ async def wait_until_serving(pool: Workers, count: int, seconds: float = 60) -> 
 
 def map_calls_by_pid(run_id: str) -> dict[int, int]:
     with sqlite3.connect(os.environ["SINK_DB"], timeout=30) as db:
-        rows = db.execute("SELECT pid, COUNT(*) FROM attempts WHERE key LIKE ? GROUP BY pid",
-                          (f"{run_id}/%",)).fetchall()
+        rows = db.execute(
+            "SELECT pid, COUNT(*) FROM attempts WHERE key LIKE ? GROUP BY pid", (f"{run_id}/%",)
+        ).fetchall()
     return {int(pid): int(n) for pid, n in rows}
 
 
@@ -65,7 +66,8 @@ async def test_map_tasks_of_one_run_run_in_both_worker_processes(kafka_url, kafk
 
 
 async def test_a_worker_killed_mid_map_reduce_loses_and_double_counts_no_partition(
-        kafka_url, kafka_workers):
+    kafka_url, kafka_workers
+):
     victim, survivor = await start_pool(kafka_workers)
     workflows, wf = load_module_workflows(str(APP))
     async with Engine(kafka_url, workflows, orchestrate=False, work=False) as client:

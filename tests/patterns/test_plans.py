@@ -25,8 +25,9 @@ def test_partitions_are_grouped_into_at_most_n_contiguous_map_tasks():
 
 
 def test_partial_reduces_each_take_a_slice_of_the_maps_and_feed_the_final_reduce():
-    specs = plan_map_reduce([{"file": f"f{i}"} for i in range(100)], partitions=100,
-                            reduce_parallelism=10)
+    specs = plan_map_reduce(
+        [{"file": f"f{i}"} for i in range(100)], partitions=100, reduce_parallelism=10
+    )
     combines = [s for s in specs if s["role"] == "combine"]
     assert len(combines) == 10
     assert all(len(c["depends_on"]) == 10 for c in combines)
@@ -44,12 +45,15 @@ def test_every_dependency_names_an_earlier_spec_and_ids_are_unique():
         seen.add(spec["id"])
 
 
-@pytest.mark.parametrize(("items", "partitions", "parallelism", "maps", "combines"), [
-    (0, 10, 4, 0, 0),        # nothing to map: the final reduce sees []
-    (3, 100, 10, 3, 3),      # fewer partitions than asked: one map each, one combine each
-    (5, None, 1, 5, 0),      # no partitions=: one map task per partition
-    (1, 4, 8, 1, 0),         # one map: no partial layer
-])
+@pytest.mark.parametrize(
+    ("items", "partitions", "parallelism", "maps", "combines"),
+    [
+        (0, 10, 4, 0, 0),  # nothing to map: the final reduce sees []
+        (3, 100, 10, 3, 3),  # fewer partitions than asked: one map each, one combine each
+        (5, None, 1, 5, 0),  # no partitions=: one map task per partition
+        (1, 4, 8, 1, 0),  # one map: no partial layer
+    ],
+)
 def test_plan_sizes_at_the_edges(items, partitions, parallelism, maps, combines):
     specs = plan_map_reduce(list(range(items)), partitions, parallelism)
     roles = [s["role"] for s in specs]
@@ -68,8 +72,16 @@ def test_split_evenly_covers_the_range_in_order():
 
 def _requested(wf: Workflow) -> RunState:
     state = RunState(run_id="r")
-    fold(state, h.RunRequested(id="r:requested", run_id="r", workflow=wf.name,
-                               version=wf.version, fingerprint=wf.fingerprint()))
+    fold(
+        state,
+        h.RunRequested(
+            id="r:requested",
+            run_id="r",
+            workflow=wf.name,
+            version=wf.version,
+            fingerprint=wf.fingerprint(),
+        ),
+    )
     return state
 
 
@@ -79,8 +91,16 @@ def _scheduled(events):
 
 def _complete(state: RunState, task_id: str, **extra) -> None:
     attempt = state.tasks[task_id].attempts
-    assert fold(state, h.TaskCompleted(id=f"r:{task_id}:{attempt}:completed", run_id="r",
-                                       task_id=task_id, attempt=attempt, **extra))
+    assert fold(
+        state,
+        h.TaskCompleted(
+            id=f"r:{task_id}:{attempt}:completed",
+            run_id="r",
+            task_id=task_id,
+            attempt=attempt,
+            **extra,
+        ),
+    )
 
 
 def test_a_run_limit_dispatches_no_more_than_max_parallel_independent_tasks():

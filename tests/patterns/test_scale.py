@@ -31,8 +31,14 @@ SCRIPT = Path(__file__).parent / "apps" / "fanout_scale.py"
 
 def measure(n: int, store: str, cwd: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": str(SCRIPT.parents[3])}  # finds tests.rss
-    done = subprocess.run([sys.executable, str(SCRIPT), str(n), store], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), str(n), store],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 

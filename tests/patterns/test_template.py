@@ -38,20 +38,29 @@ def pipeline_template() -> WorkflowTemplate:
 
 def test_instantiate_fills_defaults_and_gives_a_new_workflow_with_the_template_tasks():
     template = pipeline_template()
-    wf = template.instantiate(name="s3_to_warehouse",
-                              parameters={"source_type": "s3", "destination": "snowflake"})
+    wf = template.instantiate(
+        name="s3_to_warehouse", parameters={"source_type": "s3", "destination": "snowflake"}
+    )
     assert isinstance(wf, Workflow) and wf.name == "s3_to_warehouse"
     assert list(wf.tasks) == ["extract", "split"]
-    assert dict(wf.default_params) == {"source_type": "s3", "destination": "snowflake",
-                                       "parallelism": 5, "ratio": 0.5, "tags": None}
+    assert dict(wf.default_params) == {
+        "source_type": "s3",
+        "destination": "snowflake",
+        "parallelism": 5,
+        "ratio": 0.5,
+        "tags": None,
+    }
 
 
 async def test_runs_see_template_parameters_under_their_own_params():
-    template = WorkflowTemplate(name="tpl", parameters={
-        "source_type": {"type": "string", "enum": ["s3", "gcs"]},
-        "destination": {"type": "string"},
-        "parallelism": {"type": "integer", "default": 5},
-    })
+    template = WorkflowTemplate(
+        name="tpl",
+        parameters={
+            "source_type": {"type": "string", "enum": ["s3", "gcs"]},
+            "destination": {"type": "string"},
+            "parallelism": {"type": "integer", "default": 5},
+        },
+    )
 
     @template.task(id="extract")
     def extract(context):
@@ -61,33 +70,44 @@ async def test_runs_see_template_parameters_under_their_own_params():
     def load(context):
         return {"to": context.params["destination"], "seen": context.tasks["extract"].output}
 
-    s3 = template.instantiate(name="s3_pipe", parameters={"source_type": "s3",
-                                                          "destination": "snowflake"})
-    gcs = template.instantiate(name="gcs_pipe", parameters={"source_type": "gcs",
-                                                            "destination": "bigquery"})
+    s3 = template.instantiate(
+        name="s3_pipe", parameters={"source_type": "s3", "destination": "snowflake"}
+    )
+    gcs = template.instantiate(
+        name="gcs_pipe", parameters={"source_type": "gcs", "destination": "bigquery"}
+    )
     async with Engine("memory://", [s3, gcs]) as engine:
         one = await (await engine.start(s3)).result(timeout=30)
-        two = await (await engine.start(gcs, params={"destination": "redshift",
-                                                     "day": "d"})).result(timeout=30)
-    assert one.output == {"to": "snowflake", "seen": {"source_type": "s3",
-                                                      "destination": "snowflake",
-                                                      "parallelism": 5}}
+        two = await (
+            await engine.start(gcs, params={"destination": "redshift", "day": "d"})
+        ).result(timeout=30)
+    assert one.output == {
+        "to": "snowflake",
+        "seen": {"source_type": "s3", "destination": "snowflake", "parallelism": 5},
+    }
     assert two.output["to"] == "redshift"  # a run param wins over the template's
-    assert two.output["seen"] == {"source_type": "gcs", "destination": "redshift",
-                                  "parallelism": 5, "day": "d"}
+    assert two.output["seen"] == {
+        "source_type": "gcs",
+        "destination": "redshift",
+        "parallelism": 5,
+        "day": "d",
+    }
 
 
-@pytest.mark.parametrize(("given", "parameter", "rule"), [
-    ({"source_type": "ftp", "destination": "db"}, "source_type", "enum"),
-    ({"source_type": "s3"}, "destination", "required"),
-    ({"source_type": "s3", "destination": "x"}, "destination", "minLength"),
-    ({"source_type": "s3", "destination": "db", "parallelism": 0}, "parallelism", "minimum"),
-    ({"source_type": "s3", "destination": "db", "parallelism": 65}, "parallelism", "maximum"),
-    ({"source_type": "s3", "destination": "db", "parallelism": "5"}, "parallelism", "type"),
-    ({"source_type": "s3", "destination": "db", "ratio": 1}, "ratio", "exclusiveMaximum"),
-    ({"source_type": "s3", "destination": "db", "tags": [1]}, "tags", "type"),
-    ({"source_type": "s3", "destination": "db", "colour": "red"}, "colour", "unknown"),
-])
+@pytest.mark.parametrize(
+    ("given", "parameter", "rule"),
+    [
+        ({"source_type": "ftp", "destination": "db"}, "source_type", "enum"),
+        ({"source_type": "s3"}, "destination", "required"),
+        ({"source_type": "s3", "destination": "x"}, "destination", "minLength"),
+        ({"source_type": "s3", "destination": "db", "parallelism": 0}, "parallelism", "minimum"),
+        ({"source_type": "s3", "destination": "db", "parallelism": 65}, "parallelism", "maximum"),
+        ({"source_type": "s3", "destination": "db", "parallelism": "5"}, "parallelism", "type"),
+        ({"source_type": "s3", "destination": "db", "ratio": 1}, "ratio", "exclusiveMaximum"),
+        ({"source_type": "s3", "destination": "db", "tags": [1]}, "tags", "type"),
+        ({"source_type": "s3", "destination": "db", "colour": "red"}, "colour", "unknown"),
+    ],
+)
 def test_invalid_parameters_name_the_parameter_and_the_rule(given, parameter, rule):
     with pytest.raises(TemplateParameterError) as caught:
         pipeline_template().instantiate(name="bad", parameters=given)
@@ -97,13 +117,16 @@ def test_invalid_parameters_name_the_parameter_and_the_rule(given, parameter, ru
     assert repr(parameter) in str(error) and rule in str(error)
 
 
-@pytest.mark.parametrize(("parameters", "message"), [
-    ({"p": {"type": "text"}}, "'type' must be one of"),
-    ({"p": {"type": "integer", "default": 0, "minimum": 1}}, "default 0 breaks minimum"),
-    ({"p": {"type": "string", "enum": []}}, "'enum' must be a non-empty list"),
-    ({"p": {"type": "string", "maxlength": 3}}, "unknown keys ['maxlength']"),
-    ({"not-an-identifier": {"type": "string"}}, "must be an identifier"),
-])
+@pytest.mark.parametrize(
+    ("parameters", "message"),
+    [
+        ({"p": {"type": "text"}}, "'type' must be one of"),
+        ({"p": {"type": "integer", "default": 0, "minimum": 1}}, "default 0 breaks minimum"),
+        ({"p": {"type": "string", "enum": []}}, "'enum' must be a non-empty list"),
+        ({"p": {"type": "string", "maxlength": 3}}, "unknown keys ['maxlength']"),
+        ({"not-an-identifier": {"type": "string"}}, "must be an identifier"),
+    ],
+)
 def test_a_bad_schema_is_refused_when_the_template_is_defined(parameters, message):
     with pytest.raises(DefinitionError, match=r"template 'tpl'.*") as caught:
         WorkflowTemplate(name="tpl", parameters=parameters)
@@ -113,6 +136,7 @@ def test_a_bad_schema_is_refused_when_the_template_is_defined(parameters, messag
 def test_a_bad_dependency_fails_where_the_template_task_is_written():
     template = WorkflowTemplate(name="tpl_dep", parameters={})
     with pytest.raises(DefinitionError, match="unknown task 'missing'"):
+
         @template.task(id="load", depends_on=["missing"])
         def load(context):
             return None

@@ -38,8 +38,9 @@ def letters() -> Collector:
     return Collector()
 
 
-async def eventually(check: Callable[[], bool | Awaitable[bool]], within: float = 20.0,
-                     what: str = "condition") -> None:
+async def eventually(
+    check: Callable[[], bool | Awaitable[bool]], within: float = 20.0, what: str = "condition"
+) -> None:
     """Wait until ``check()`` holds; fail naming ``what`` after ``within`` seconds."""
     deadline = time.monotonic() + within
     while True:

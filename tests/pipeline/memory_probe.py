@@ -29,8 +29,6 @@ class Probe(Pipeline):
         return item
 
 
-
-
 def run(mode: str, items: int) -> dict:
     produced, consumed, peak_between = 0, 0, 0
 
@@ -54,9 +52,12 @@ def run(mode: str, items: int) -> dict:
     wf.pipeline(backpressure=backpressure, sink=slow_sink)(Probe)
     result = wf.run(input=source())
     assert result.status == "completed", result.error
-    return {"peak_in_flight": result.output["items"]["peak_in_flight"],
-            "peak_between": peak_between, "completed": result.output["items"]["completed"],
-            "dropped": result.output["items"]["dropped"]}
+    return {
+        "peak_in_flight": result.output["items"]["peak_in_flight"],
+        "peak_between": peak_between,
+        "completed": result.output["items"]["completed"],
+        "dropped": result.output["items"]["dropped"],
+    }
 
 
 def main() -> None:
@@ -70,7 +71,8 @@ def main() -> None:
     outcome["rss_growth_mib"] = round(peak_rss_mib() - baseline, 1)
     # The heap's own peak: exact, where RSS can hide growth in pages the allocator kept.
     outcome["heap_peak_growth_mib"] = round(
-        (tracemalloc.get_traced_memory()[1] - traced_before) / 2**20, 1)
+        (tracemalloc.get_traced_memory()[1] - traced_before) / 2**20, 1
+    )
     outcome["items_mib"] = round(ITEMS * ITEM_BYTES / 2**20, 1)
     print(json.dumps(outcome))
 

@@ -78,8 +78,9 @@ async def slow_pipeline(strategy: str, total: int, bound: int, seed: int = 7):
 
     kept = Collector()
     wf = Workflow(name=f"slow_{strategy}")
-    wf.pipeline(backpressure=Backpressure(max_buffer_size=bound, strategy=strategy),
-                sink=kept)(Slow)
+    wf.pipeline(backpressure=Backpressure(max_buffer_size=bound, strategy=strategy), sink=kept)(
+        Slow
+    )
     result = await run_pipeline(wf, input=range(total), seed=seed)
     return result, kept.items
 

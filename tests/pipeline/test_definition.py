@@ -11,7 +11,7 @@ from deerflow import Backpressure, DefinitionError, Engine, Pipeline, Workflow, 
 from tests.services import unique_name
 
 # The spec's "Pipeline with Backpressure" block, verbatim: note it never imports `stage`.
-SPEC_SAMPLE = textwrap.dedent('''
+SPEC_SAMPLE = textwrap.dedent("""
     from deerflow import Workflow, Pipeline, Backpressure
 
     workflow = Workflow(name="streaming_pipeline")
@@ -34,7 +34,7 @@ SPEC_SAMPLE = textwrap.dedent('''
         @stage(parallelism=3, batch_size=100)
         def load(self, batch):
             return bulk_insert(batch)
-''')
+""")
 
 
 def test_the_spec_sample_runs_as_written_and_streams_every_item():
@@ -102,14 +102,18 @@ def test_a_subclass_overrides_a_stage_in_place_and_appends_new_ones():
     assert Custom.__stages__[0].options.parallelism == 4
 
 
-@pytest.mark.parametrize(("options", "message"), [
-    ({"parallelism": 0}, "parallelism must be an integer >= 1"),
-    ({"batch_size": 0}, "batch_size must be an integer >= 1"),
-    ({"retries": -1}, "retries must be an integer >= 0"),
-    ({"batch_timeout": -1}, "batch_timeout must be >= 0"),
-])
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"parallelism": 0}, "parallelism must be an integer >= 1"),
+        ({"batch_size": 0}, "batch_size must be an integer >= 1"),
+        ({"retries": -1}, "retries must be an integer >= 0"),
+        ({"batch_timeout": -1}, "batch_timeout must be >= 0"),
+    ],
+)
 def test_bad_stage_options_are_rejected_naming_the_stage(options, message):
     with pytest.raises(DefinitionError, match=rf"stage 'load': {message}"):
+
         class Bad(Pipeline):
             @stage(**options)
             def load(self, batch):
@@ -118,16 +122,20 @@ def test_bad_stage_options_are_rejected_naming_the_stage(options, message):
 
 def test_a_stage_must_take_one_item():
     with pytest.raises(DefinitionError, match=r"stage 'load': a stage is a method taking one"):
+
         class Bad(Pipeline):
             @stage
             def load(self):
                 return None
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"max_buffer_size": 0}, "max_buffer_size must be >= 1"),
-    ({"strategy": "spill"}, "strategy must be one of block, drop, sample"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"max_buffer_size": 0}, "max_buffer_size must be >= 1"),
+        ({"strategy": "spill"}, "strategy must be one of block, drop, sample"),
+    ],
+)
 def test_bad_backpressure_is_rejected(kwargs, message):
     with pytest.raises(DefinitionError, match=message):
         Backpressure(**kwargs)

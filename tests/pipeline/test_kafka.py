@@ -45,12 +45,12 @@ async def group_offsets(kafka_url: str, group: str, topic: str, partitions: int)
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.structs import TopicPartition as KafkaTP
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_url.removeprefix("kafka://")
-                                .split("?")[0])
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_url.removeprefix("kafka://").split("?")[0])
     await admin.start()
     try:
         found = await admin.list_consumer_group_offsets(
-            group, partitions=[KafkaTP(topic, p) for p in range(partitions)])
+            group, partitions=[KafkaTP(topic, p) for p in range(partitions)]
+        )
     finally:
         await admin.close()
     return {tp.partition: meta.offset for tp, meta in found.items() if meta.offset >= 0}
@@ -68,14 +68,16 @@ class Enrich(Pipeline):
 
 
 async def test_topic_to_topic_pauses_when_full_keeps_key_order_and_commits_everything(
-        kafka_log, kafka_url, topic, group):
+    kafka_log, kafka_url, topic, group
+):
     out = unique_name("out")
     await kafka_log.ensure_topic(topic, 4)
     await produce(kafka_log, topic, [{"n": n} for n in range(300)])
     sink = KafkaSink(out, bootstrap_servers=kafka_url)
     source = KafkaSource(topic, group=group, bootstrap_servers=kafka_url, commit_interval=0.2)
-    runtime = PipelineRuntime(Enrich, source=source, sink=sink,
-                              backpressure=Backpressure(max_buffer_size=25))
+    runtime = PipelineRuntime(
+        Enrich, source=source, sink=sink, backpressure=Backpressure(max_buffer_size=25)
+    )
 
     async with runtime:
         await eventually(lambda: sink.written >= 300, within=60, what="300 records written")
@@ -95,7 +97,8 @@ async def test_topic_to_topic_pauses_when_full_keeps_key_order_and_commits_every
 
 
 async def test_an_unfinished_item_holds_back_the_commit_and_is_redelivered_after_a_crash(
-        kafka_log, kafka_url, topic, group):
+    kafka_log, kafka_url, topic, group
+):
     await kafka_log.ensure_topic(topic, 1)
     await produce(kafka_log, topic, [{"n": n} for n in range(10)], key=lambda v: None)
     stuck = asyncio.Event()
@@ -125,18 +128,25 @@ async def test_an_unfinished_item_holds_back_the_commit_and_is_redelivered_after
     resumed = KafkaSource(topic, group=group, bootstrap_servers=kafka_url, commit_interval=0.1)
     async with PipelineRuntime(Stalls, source=resumed, sink=second):
         await eventually(lambda: len(second) >= 7, within=60, what="redelivery")
-        await eventually(lambda: resumed.committed.get(TopicPartition(topic, 0)) == 10,
-                         what="the commit to reach the end")
+        await eventually(
+            lambda: resumed.committed.get(TopicPartition(topic, 0)) == 10,
+            what="the commit to reach the end",
+        )
     # At-least-once: 3..9 come again (4..9 for the second time), 0..2 do not.
     assert sorted(second.items) == list(range(3, 10))
 
 
 async def test_undecodable_records_are_dead_lettered_and_their_offsets_committed(
-        kafka_log, kafka_url, topic, group, letters):
+    kafka_log, kafka_url, topic, group, letters
+):
     await kafka_log.ensure_topic(topic, 1)
-    await kafka_log.append([Message(topic=topic, value=b'{"n": 0}'),
-                            Message(topic=topic, value=b"not json"),
-                            Message(topic=topic, value=b'{"n": 2}')])
+    await kafka_log.append(
+        [
+            Message(topic=topic, value=b'{"n": 0}'),
+            Message(topic=topic, value=b"not json"),
+            Message(topic=topic, value=b'{"n": 2}'),
+        ]
+    )
 
     class Passing(Pipeline):
         @stage
@@ -147,8 +157,10 @@ async def test_undecodable_records_are_dead_lettered_and_their_offsets_committed
     source = KafkaSource(topic, group=group, bootstrap_servers=kafka_url, commit_interval=0.1)
     async with PipelineRuntime(Passing, source=source, sink=got, dead_letter=letters):
         await eventually(lambda: len(got) == 2 and len(letters) == 1, what="all three handled")
-        await eventually(lambda: source.committed.get(TopicPartition(topic, 0)) == 3,
-                         what="commit past the bad record")
+        await eventually(
+            lambda: source.committed.get(TopicPartition(topic, 0)) == 3,
+            what="commit past the bad record",
+        )
     (letter,) = letters.items
     assert letter.stage == "source" and letter.item == "not json"
     assert letter.origin == {"topic": topic, "partition": 0, "offset": 1}
@@ -156,7 +168,8 @@ async def test_undecodable_records_are_dead_lettered_and_their_offsets_committed
 
 
 async def test_deerflow_serve_runs_a_kafka_pipeline_and_dead_letters_to_the_engine_topic(
-        kafka_log, kafka_url, topic, group, monkeypatch):
+    kafka_log, kafka_url, topic, group, monkeypatch
+):
     from deerflow.serve import serve
 
     prefix = unique_name("p").replace("-", "")
@@ -164,8 +177,10 @@ async def test_deerflow_serve_runs_a_kafka_pipeline_and_dead_letters_to_the_engi
     out = unique_name("out")
     wf = Workflow(name="served_pipeline")
 
-    @wf.pipeline(source=KafkaSource(topic, group=group, bootstrap_servers=kafka_url),
-                 sink=KafkaSink(out, bootstrap_servers=kafka_url))
+    @wf.pipeline(
+        source=KafkaSource(topic, group=group, bootstrap_servers=kafka_url),
+        sink=KafkaSink(out, bootstrap_servers=kafka_url),
+    )
     class Served(Pipeline):
         @stage
         def check(self, event):
@@ -181,6 +196,7 @@ async def test_deerflow_serve_runs_a_kafka_pipeline_and_dead_letters_to_the_engi
     engine_log = open_log(store)
     await engine_log.start()
     try:
+
         async def written() -> bool:
             return len(await read_all(kafka_log, out)) == 19
 
@@ -188,7 +204,8 @@ async def test_deerflow_serve_runs_a_kafka_pipeline_and_dead_letters_to_the_engi
         dlq = f"{prefix}.dlq"
         letters = await read_all(engine_log, dlq)
         assert [(d["stage"], d["item"], d["reason"]) for d in letters] == [
-            ("check", {"n": 13}, "unlucky")]
+            ("check", {"n": 13}, "unlucky")
+        ]
     finally:
         stop.set()
         with contextlib.suppress(asyncio.CancelledError):

@@ -18,8 +18,12 @@ BOUND_ITEMS_MIB = 500 * 16 / 1024  # what 500 items in flight hold: ~7.8 MiB
 
 def probes(*modes: str) -> dict[str, dict]:
     running = {
-        mode: subprocess.Popen([sys.executable, "-m", "tests.pipeline.memory_probe", mode],
-                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        mode: subprocess.Popen(
+            [sys.executable, "-m", "tests.pipeline.memory_probe", mode],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         for mode in modes
     }
     outcomes = {}

@@ -31,8 +31,10 @@ def test_items_pass_every_stage_in_source_order_when_stages_are_serial(collected
 
     assert result.status == "completed"
     assert collected.items == [i * i for i in range(300)]
-    assert result.output["items"] | {"offered": 300, "completed": 300, "failed": 0} == \
-        result.output["items"]
+    assert (
+        result.output["items"] | {"offered": 300, "completed": 300, "failed": 0}
+        == result.output["items"]
+    )
     assert result.tasks["sink"].output["processed"] == 300
 
 
@@ -72,7 +74,8 @@ def test_a_batch_output_that_is_not_one_per_item_goes_on_as_one_item(collected):
     result = workflow_of(Summer, sink=collected).run(input=range(100))
 
     assert sorted(out["total"] for out in collected.items) == [
-        sum(range(i, i + 10)) for i in range(0, 100, 10)]
+        sum(range(i, i + 10)) for i in range(0, 100, 10)
+    ]
     # Counts stay in source items: the ten merged outputs stand for all 100 items.
     assert result.tasks["label"].output["processed"] == 100
     assert result.tasks["label"].output["calls"] == 10
@@ -179,8 +182,11 @@ def test_failing_items_are_retried_then_dead_lettered_and_the_rest_flows(collect
     by_item = {letter.item: letter for letter in letters.items}
     assert sorted(by_item) == [*bad, 99]
     assert isinstance(by_item[13], DeadLetter)
-    assert (by_item[13].stage, by_item[13].attempts, by_item[13].error_type) == \
-        ("check", 3, "ValueError")
+    assert (by_item[13].stage, by_item[13].attempts, by_item[13].error_type) == (
+        "check",
+        3,
+        "ValueError",
+    )
     assert by_item[13].reason == "bad item 13"
     assert by_item[99].attempts == 1
     assert attempts[5] == 2
@@ -198,8 +204,7 @@ def test_a_batch_that_keeps_failing_dead_letters_each_of_its_items(collected, le
                 raise RuntimeError("constraint violated")
             return batch
 
-    result = workflow_of(PoisonedBatch, sink=collected, dead_letter=letters).run(
-        input=range(20))
+    result = workflow_of(PoisonedBatch, sink=collected, dead_letter=letters).run(input=range(20))
 
     assert sorted(letter.item for letter in letters.items) == [5, 6, 7, 8, 9]
     assert {letter.stage for letter in letters.items} == {"load"}
@@ -260,8 +265,9 @@ async def endless():
 
 
 async def test_a_graceful_stop_drains_every_admitted_item(collected):
-    runtime = PipelineRuntime(_SlowStage, source=endless(), sink=collected,
-                              backpressure=Backpressure(max_buffer_size=40))
+    runtime = PipelineRuntime(
+        _SlowStage, source=endless(), sink=collected, backpressure=Backpressure(max_buffer_size=40)
+    )
     await runtime.start()
     await eventually(lambda: len(collected) >= 50, what="50 items through")
     in_flight_at_stop = runtime.intake.inflight
@@ -278,16 +284,16 @@ async def test_a_graceful_stop_drains_every_admitted_item(collected):
 async def test_run_with_a_timeout_stops_gracefully(collected):
     wf = workflow_of(_SlowStage, sink=collected)
 
-    result = await run_pipeline(wf, input=endless(), timeout=0.5,
-                                backpressure=Backpressure(max_buffer_size=20))
+    result = await run_pipeline(
+        wf, input=endless(), timeout=0.5, backpressure=Backpressure(max_buffer_size=20)
+    )
 
     assert result.status == "cancelled"
     assert result.output["items"]["in_flight"] == 0
     assert len(collected) == result.output["items"]["completed"] > 0
 
 
-def test_a_flaky_sink_is_retried_and_an_item_whose_key_cannot_be_computed_is_dead_lettered(
-        letters):
+def test_a_flaky_sink_is_retried_and_an_item_whose_key_cannot_be_computed_is_dead_lettered(letters):
     delivered: list[int] = []
     failures = iter([True, True])  # the first two writes fail
 

@@ -40,8 +40,12 @@ def prefix(monkeypatch: pytest.MonkeyPatch) -> str:
     """A topic prefix of this test's own; no credentials or limits leak in from outside."""
     name = f"rel{uuid.uuid4().hex[:12]}"
     monkeypatch.setenv("DEERFLOW_PREFIX", name)
-    for var in ("DEERFLOW_API_KEYS", "DEERFLOW_WEBHOOK_SECRETS", "DEERFLOW_CONFIG",
-                "DEERFLOW_MAX_RUNNING_RUNS"):
+    for var in (
+        "DEERFLOW_API_KEYS",
+        "DEERFLOW_WEBHOOK_SECRETS",
+        "DEERFLOW_CONFIG",
+        "DEERFLOW_MAX_RUNNING_RUNS",
+    ):
         monkeypatch.delenv(var, raising=False)
     return name
 
@@ -61,7 +65,8 @@ def sqlite_pool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Wor
 
 
 @pytest.fixture
-def kafka_pool(kafka_url: str, tmp_path: Path,
-               monkeypatch: pytest.MonkeyPatch) -> Iterator[Workers]:
+def kafka_pool(
+    kafka_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Workers]:
     """``deerflow worker`` processes on the session's Kafka broker."""
     yield from worker_pool(kafka_url, tmp_path, monkeypatch)

@@ -36,8 +36,15 @@ class FaultyLog(EventLog):
         failing_reads: how many of the first :meth:`reader` calls raise ``EventStoreError``.
     """
 
-    def __init__(self, inner: EventLog, *, ambiguous: float = 0.0, delay: float = 0.0,
-                 rng: random.Random | None = None, failing_reads: int = 0) -> None:
+    def __init__(
+        self,
+        inner: EventLog,
+        *,
+        ambiguous: float = 0.0,
+        delay: float = 0.0,
+        rng: random.Random | None = None,
+        failing_reads: int = 0,
+    ) -> None:
         self.inner = inner
         self.url = inner.url
         self.ambiguous = ambiguous
@@ -55,8 +62,7 @@ class FaultyLog(EventLog):
         """Stop the real log."""
         await self.inner.stop()
 
-    async def ensure_topic(self, topic: str, partitions: int, *,
-                           keep_forever: bool = False) -> int:
+    async def ensure_topic(self, topic: str, partitions: int, *, keep_forever: bool = False) -> int:
         """The real log's answer."""
         return await self.inner.ensure_topic(topic, partitions, keep_forever=keep_forever)
 
@@ -72,8 +78,9 @@ class FaultyLog(EventLog):
         self.appends += 1
         if self.rng.random() < self.ambiguous:
             self.failed += 1
-            raise EventStoreError("append timed out (ambiguous: it may have been written)",
-                                  retriable=True)
+            raise EventStoreError(
+                "append timed out (ambiguous: it may have been written)", retriable=True
+            )
         return placed
 
     def reader(self, start: Mapping[TopicPartition, int]) -> LogReader:
@@ -83,8 +90,13 @@ class FaultyLog(EventLog):
             raise EventStoreError("cannot reach the log (injected)", retriable=True)
         return self.inner.reader(start)
 
-    def consumer(self, group: str, topics: Sequence[str], *,
-                 listener: AssignmentListener | None = None,
-                 start_from: StartFrom = "earliest") -> GroupConsumer:
+    def consumer(
+        self,
+        group: str,
+        topics: Sequence[str],
+        *,
+        listener: AssignmentListener | None = None,
+        start_from: StartFrom = "earliest",
+    ) -> GroupConsumer:
         """A member of the real log's group."""
         return self.inner.consumer(group, topics, listener=listener, start_from=start_from)

@@ -79,8 +79,13 @@ class HistoryCheck:
         """How many runs ended each way."""
         return Counter(r.status for r in self.runs.values())
 
-    def problems(self, expected: Iterable[str] | None = None, *, status: str | None = "completed",
-                 exact: bool = False) -> list[str]:
+    def problems(
+        self,
+        expected: Iterable[str] | None = None,
+        *,
+        status: str | None = "completed",
+        exact: bool = False,
+    ) -> list[str]:
         """Every violation; ``expected`` run ids must exist (all of them and only them if
         ``exact``), and every run must have ended with ``status`` unless it is ``None``."""
         found = list(self.offset_gaps)
@@ -92,15 +97,25 @@ class HistoryCheck:
                 found.append(f"run {run.run_id}: ended {run.status}, expected {status}")
         if expected is not None:
             wanted = set(expected)
-            found += [f"acknowledged run {rid} is not in the log" for rid in sorted(wanted)
-                      if rid not in self.runs]
+            found += [
+                f"acknowledged run {rid} is not in the log"
+                for rid in sorted(wanted)
+                if rid not in self.runs
+            ]
             if exact:
-                found += [f"run {rid} was not expected" for rid in sorted(self.runs)
-                          if rid not in wanted]
+                found += [
+                    f"run {rid} was not expected" for rid in sorted(self.runs) if rid not in wanted
+                ]
         return found
 
-    def assert_ok(self, expected: Iterable[str] | None = None, *, status: str | None = "completed",
-                  exact: bool = False, context: str = "") -> None:
+    def assert_ok(
+        self,
+        expected: Iterable[str] | None = None,
+        *,
+        status: str | None = "completed",
+        exact: bool = False,
+        context: str = "",
+    ) -> None:
         """Raise ``AssertionError`` listing (the first 20) violations, if any."""
         found = self.problems(expected, status=status, exact=exact)
         if found:
@@ -109,9 +124,11 @@ class HistoryCheck:
 
     def summary(self) -> str:
         """One line of counts for logs and the reliability report."""
-        return (f"{len(self.runs)} runs {dict(self.statuses())}, {self.records} records, "
-                f"{self.repeats} repeated ids, {sum(r.ignored for r in self.runs.values())} "
-                "ignored by the fold")
+        return (
+            f"{len(self.runs)} runs {dict(self.statuses())}, {self.records} records, "
+            f"{self.repeats} repeated ids, {sum(r.ignored for r in self.runs.values())} "
+            "ignored by the fold"
+        )
 
 
 async def read_history(log: EventLog, topic: str) -> tuple[list[Entry], int, list[str]]:
@@ -133,8 +150,9 @@ async def read_history(log: EventLog, topic: str) -> tuple[list[Entry], int, lis
     return entries, undecodable, gaps
 
 
-async def check_log(log: EventLog, topic: str,
-                    workflows: Mapping[str, Workflow] | None = None) -> HistoryCheck:
+async def check_log(
+    log: EventLog, topic: str, workflows: Mapping[str, Workflow] | None = None
+) -> HistoryCheck:
     """Read ``topic`` of ``log`` and :func:`check` it."""
     entries, undecodable, gaps = await read_history(log, topic)
     result = check(entries, workflows)
@@ -143,8 +161,10 @@ async def check_log(log: EventLog, topic: str,
     return result
 
 
-def check(entries: Iterable[Entry], workflows: Mapping[str, Workflow] | None = None,
-          ) -> HistoryCheck:
+def check(
+    entries: Iterable[Entry],
+    workflows: Mapping[str, Workflow] | None = None,
+) -> HistoryCheck:
     """Check the runs in ``entries`` (log order within each partition)."""
     by_run: dict[str, list[h.HistoryEvent]] = {}
     total = 0
@@ -155,8 +175,9 @@ def check(entries: Iterable[Entry], workflows: Mapping[str, Workflow] | None = N
     return HistoryCheck(runs=runs, records=total, offset_gaps=[], undecodable=0)
 
 
-def check_run(run_id: str, events: list[h.HistoryEvent],
-              workflows: Mapping[str, Workflow]) -> RunCheck:
+def check_run(
+    run_id: str, events: list[h.HistoryEvent], workflows: Mapping[str, Workflow]
+) -> RunCheck:
     """Check one run's records, in log order."""
     run = RunCheck(run_id, records=len(events))
     state = run.state = RunState(run_id=run_id)
@@ -181,8 +202,10 @@ def check_run(run_id: str, events: list[h.HistoryEvent],
             scheduled.setdefault(event.task_id, set()).add(event.attempt)
         if isinstance(event, h.TaskCompleted | h.TaskFailed):
             outcomes.add((event.task_id, event.attempt))
-        if isinstance(event, h.TaskScheduled | h.TaskCompleted | h.TaskFailed) and \
-                event.task_id not in run.scheduled:
+        if (
+            isinstance(event, h.TaskScheduled | h.TaskCompleted | h.TaskFailed)
+            and event.task_id not in run.scheduled
+        ):
             run.scheduled.append(event.task_id)
         if isinstance(event, h.TaskCompleted):
             run.completed.append(event.task_id)
@@ -201,8 +224,10 @@ def _count_kind(run: RunCheck, event: h.HistoryEvent) -> None:
 
 def _late_outcome(event: h.HistoryEvent, outcomes: set[tuple[str, int]]) -> bool:
     """A second outcome of an attempt whose first outcome already counted."""
-    return (isinstance(event, h.TaskCompleted | h.TaskFailed)
-            and (event.task_id, event.attempt) in outcomes)
+    return (
+        isinstance(event, h.TaskCompleted | h.TaskFailed)
+        and (event.task_id, event.attempt) in outcomes
+    )
 
 
 def _check_counts(run: RunCheck) -> None:
@@ -212,8 +237,13 @@ def _check_counts(run: RunCheck) -> None:
         run.problems.append(f"{len(run.terminals)} distinct terminal events {run.terminals}")
 
 
-def _check_gaps(run: RunCheck, state: RunState, scheduled: dict[str, set[int]],
-                outcomes: set[tuple[str, int]], wf: Workflow | None) -> None:
+def _check_gaps(
+    run: RunCheck,
+    state: RunState,
+    scheduled: dict[str, set[int]],
+    outcomes: set[tuple[str, int]],
+    wf: Workflow | None,
+) -> None:
     for task_id, attempts in scheduled.items():
         if sorted(attempts) != list(range(1, len(attempts) + 1)):
             run.problems.append(f"task {task_id} attempts {sorted(attempts)} have holes")
@@ -223,7 +253,10 @@ def _check_gaps(run: RunCheck, state: RunState, scheduled: dict[str, set[int]],
             if missing:
                 run.problems.append(f"task {task_id} attempts {missing} have no outcome")
     if wf is not None and state.status == "completed":
-        unfinished = [t for t in wf.order if state.tasks.get(t) is None
-                      or state.tasks[t].status != "completed"]
+        unfinished = [
+            t
+            for t in wf.order
+            if state.tasks.get(t) is None or state.tasks[t].status != "completed"
+        ]
         if unfinished:
             run.problems.append(f"completed with tasks {unfinished} not completed")

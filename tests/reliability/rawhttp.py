@@ -24,8 +24,11 @@ class Reply:
 
 def head(path: str, port: int, headers: dict[str, str], method: str = "POST") -> bytes:
     """The request line and headers."""
-    lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", *(
-        f"{k}: {v}" for k, v in headers.items())]
+    lines = [
+        f"{method} {path} HTTP/1.1",
+        f"Host: 127.0.0.1:{port}",
+        *(f"{k}: {v}" for k, v in headers.items()),
+    ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
@@ -43,8 +46,14 @@ async def _read_reply(reader: asyncio.StreamReader) -> Reply:
     return Reply(status, headers, body)
 
 
-async def send(port: int, request_head: bytes, body: Iterable[bytes] | AsyncIterator[bytes] = (),
-               *, timeout: float = 30.0, hostile: bool = False) -> Reply:
+async def send(
+    port: int,
+    request_head: bytes,
+    body: Iterable[bytes] | AsyncIterator[bytes] = (),
+    *,
+    timeout: float = 30.0,
+    hostile: bool = False,
+) -> Reply:
     """Write ``request_head`` then ``body``'s chunks; return the first answer.
 
     A polite client stops sending once answered; a ``hostile`` one goes on until the server

@@ -32,8 +32,7 @@ def recording_workflow(sink: Sink, name: str = "on_event", *, pause: float = 0.0
     return wf
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], within: float,
-                     what: str) -> None:
+async def eventually(check: Callable[[], Awaitable[bool]], within: float, what: str) -> None:
     """Wait until ``check()`` is true; fail naming ``what`` after ``within`` seconds."""
     deadline = time.monotonic() + within
     while not await check():
@@ -44,6 +43,7 @@ async def eventually(check: Callable[[], Awaitable[bool]], within: float,
 
 async def all_finished(engine: Engine, count: int, within: float) -> None:
     """Wait until at least ``count`` runs exist and every run has ended."""
+
     async def done() -> bool:
         runs = await engine.list_runs()
         return len(runs) >= count and all(r.done for r in runs)

@@ -74,8 +74,10 @@ class TcpProxy:
             return
         self.connections += 1
         self._open |= {writer, up_writer}
-        pipes = [asyncio.create_task(self._pipe(reader, up_writer)),
-                 asyncio.create_task(self._pipe(up_reader, writer))]
+        pipes = [
+            asyncio.create_task(self._pipe(reader, up_writer)),
+            asyncio.create_task(self._pipe(up_reader, writer)),
+        ]
         self._pipes.update(pipes)
         for pipe in pipes:
             pipe.add_done_callback(self._pipes.discard)

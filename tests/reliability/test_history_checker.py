@@ -28,8 +28,9 @@ def clean(run: str = "r") -> list[h.HistoryEvent]:
         h.TaskCompleted(id=f"{run}:a:1:completed", run_id=run, task_id="a", attempt=1),
         h.TaskScheduled(id=f"{run}:b:1:scheduled", run_id=run, task_id="b", attempt=1),
         h.TaskFailed(id=f"{run}:b:1:failed", run_id=run, task_id="b", attempt=1, error="x"),
-        h.TimerStarted(id=f"{run}:b:1:timer", run_id=run, timer_id="b1", fire_at=1.0,
-                       task_id="b", attempt=1),
+        h.TimerStarted(
+            id=f"{run}:b:1:timer", run_id=run, timer_id="b1", fire_at=1.0, task_id="b", attempt=1
+        ),
         h.TimerFired(id=f"{run}:b1:fired", run_id=run, timer_id="b1"),
         h.TaskScheduled(id=f"{run}:b:2:scheduled", run_id=run, task_id="b", attempt=2),
         h.TaskCompleted(id=f"{run}:b:2:completed", run_id=run, task_id="b", attempt=2),
@@ -59,18 +60,36 @@ def test_a_late_second_outcome_of_a_finished_attempt_is_not_a_violation():
     assert problems([*clean(), late]) == []
 
 
-@pytest.mark.parametrize(("mutate", "complaint"), [
-    (lambda ev: [*ev, h.RunRequested(id="r:requested-again", run_id="r", workflow="chain")],
-     "2 distinct RunRequested"),
-    (lambda ev: [*ev, h.RunFailed(id="r:failed", run_id="r", error="x")],
-     "2 distinct terminal events"),
-    (lambda ev: ev[:-1], "ended running"),
-    (lambda ev: [*ev, h.TaskScheduled(id="r:c:1:scheduled", run_id="r", task_id="c",
-                                      attempt=1)], "after the terminal event"),
-    (lambda ev: [ev[1], ev[0], *ev[2:]], "first record is TaskScheduled"),
-    (lambda ev: [*ev[:7], h.TaskScheduled(id="r:b:3:scheduled", run_id="r", task_id="b",
-                                          attempt=3), *ev[8:]], "have holes"),
-])
+@pytest.mark.parametrize(
+    ("mutate", "complaint"),
+    [
+        (
+            lambda ev: [*ev, h.RunRequested(id="r:requested-again", run_id="r", workflow="chain")],
+            "2 distinct RunRequested",
+        ),
+        (
+            lambda ev: [*ev, h.RunFailed(id="r:failed", run_id="r", error="x")],
+            "2 distinct terminal events",
+        ),
+        (lambda ev: ev[:-1], "ended running"),
+        (
+            lambda ev: [
+                *ev,
+                h.TaskScheduled(id="r:c:1:scheduled", run_id="r", task_id="c", attempt=1),
+            ],
+            "after the terminal event",
+        ),
+        (lambda ev: [ev[1], ev[0], *ev[2:]], "first record is TaskScheduled"),
+        (
+            lambda ev: [
+                *ev[:7],
+                h.TaskScheduled(id="r:b:3:scheduled", run_id="r", task_id="b", attempt=3),
+                *ev[8:],
+            ],
+            "have holes",
+        ),
+    ],
+)
 def test_each_kind_of_violation_is_caught(mutate, complaint):
     found = problems(mutate(clean()))
     assert any(complaint in p for p in found), found

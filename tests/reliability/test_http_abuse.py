@@ -54,11 +54,12 @@ async def engine(sink: Sink) -> AsyncIterator[Engine]:
 
 @pytest.fixture
 async def gateway(engine: Engine) -> WebhookGateway:
-    gw = WebhookGateway(engine, port=0, api_keys=ApiKeys([KEY]), body_timeout=1.0,
-                        idle_timeout=1.0)
+    gw = WebhookGateway(engine, port=0, api_keys=ApiKeys([KEY]), body_timeout=1.0, idle_timeout=1.0)
     gw.add_webhook("on_event", WebhookEvent(path="/hook", auth="api_key", max_body=LIMIT))
-    gw.add_webhook("on_event", WebhookEvent(path="/signed", auth="hmac",
-                                            signing_secrets=(SECRET,), name="signed"))
+    gw.add_webhook(
+        "on_event",
+        WebhookEvent(path="/signed", auth="hmac", signing_secrets=(SECRET,), name="signed"),
+    )
     await engine.add_service(gw)
     return gw
 
@@ -92,17 +93,28 @@ def assert_no_secret(caplog: pytest.LogCaptureFixture, records: list[bytes]) -> 
 
 async def test_bodies_at_over_and_far_over_the_limit(engine, gateway, every_log_line):
     port, auth = gateway.port, {"X-API-Key": KEY, "Content-Type": "application/json"}
-    at = await rawhttp.send(port, rawhttp.head("/hook", port, {**auth, "Content-Length":
-                                                               str(LIMIT)}), [json_of_size(LIMIT)])
-    over = await rawhttp.send(port, rawhttp.head("/hook", port, {
-        **auth, "Content-Length": str(LIMIT + 1)}), [json_of_size(LIMIT + 1)])
+    at = await rawhttp.send(
+        port,
+        rawhttp.head("/hook", port, {**auth, "Content-Length": str(LIMIT)}),
+        [json_of_size(LIMIT)],
+    )
+    over = await rawhttp.send(
+        port,
+        rawhttp.head("/hook", port, {**auth, "Content-Length": str(LIMIT + 1)}),
+        [json_of_size(LIMIT + 1)],
+    )
     chunk = b" " * 65536
     started = time.monotonic()
-    far = await rawhttp.send(port, rawhttp.head("/hook", port, {
-        **auth, "Content-Length": str(200 * 2**20)}), [chunk] * 3200)
-    chunked = await rawhttp.send(port, rawhttp.head("/hook", port, {
-        **auth, "Transfer-Encoding": "chunked"}),
-        [b"10000\r\n" + chunk + b"\r\n"] * 3200 + [b"0\r\n\r\n"])
+    far = await rawhttp.send(
+        port,
+        rawhttp.head("/hook", port, {**auth, "Content-Length": str(200 * 2**20)}),
+        [chunk] * 3200,
+    )
+    chunked = await rawhttp.send(
+        port,
+        rawhttp.head("/hook", port, {**auth, "Transfer-Encoding": "chunked"}),
+        [b"10000\r\n" + chunk + b"\r\n"] * 3200 + [b"0\r\n\r\n"],
+    )
     elapsed = time.monotonic() - started
     assert (at.status, over.status, far.status, chunked.status) == (202, 413, 413, 413)
     assert elapsed < 10, "200 MB bodies must be refused without being read"
@@ -114,24 +126,40 @@ async def test_bodies_at_over_and_far_over_the_limit(engine, gateway, every_log_
 async def test_lying_content_length_and_slow_clients_start_nothing(engine, gateway):
     port, auth = gateway.port, {"X-API-Key": KEY}
     body = b'{"a": 1, "b": 2, "c": 3}'
-    short = await rawhttp.send(port, rawhttp.head("/hook", port, {
-        **auth, "Content-Length": "5"}), [body])
-    long = await rawhttp.send(port, rawhttp.head("/hook", port, {
-        **auth, "Content-Length": "1000"}), [body])
-    both = await rawhttp.send(port, rawhttp.head("/hook", port, {
-        **auth, "Content-Length": str(len(body)), "Transfer-Encoding": "chunked"}), [body])
-    garbage = await rawhttp.send(port, rawhttp.head("/hook", port, {
-        **auth, "Content-Length": "12abc"}), [body])
+    short = await rawhttp.send(
+        port, rawhttp.head("/hook", port, {**auth, "Content-Length": "5"}), [body]
+    )
+    long = await rawhttp.send(
+        port, rawhttp.head("/hook", port, {**auth, "Content-Length": "1000"}), [body]
+    )
+    both = await rawhttp.send(
+        port,
+        rawhttp.head(
+            "/hook",
+            port,
+            {**auth, "Content-Length": str(len(body)), "Transfer-Encoding": "chunked"},
+        ),
+        [body],
+    )
+    garbage = await rawhttp.send(
+        port, rawhttp.head("/hook", port, {**auth, "Content-Length": "12abc"}), [body]
+    )
 
     async def trickle(parts: list[bytes]) -> AsyncIterator[bytes]:
         for part in parts:
             yield part
             await asyncio.sleep(0.3)
 
-    slow_body = await rawhttp.send(port, rawhttp.head("/hook", port, {
-        **auth, "Content-Length": str(len(body))}), trickle([bytes([b]) for b in body]))
-    slowloris = await rawhttp.closed_within(port, trickle(
-        [b"POST /hook HTTP/1.1\r\n", *(f"X-Pad-{i}: y\r\n".encode() for i in range(40))]), 5.0)
+    slow_body = await rawhttp.send(
+        port,
+        rawhttp.head("/hook", port, {**auth, "Content-Length": str(len(body))}),
+        trickle([bytes([b]) for b in body]),
+    )
+    slowloris = await rawhttp.closed_within(
+        port,
+        trickle([b"POST /hook HTTP/1.1\r\n", *(f"X-Pad-{i}: y\r\n".encode() for i in range(40))]),
+        5.0,
+    )
     assert short.status == 400  # 5 bytes of JSON is not JSON
     assert long.status == 408 and slow_body.status == 408
     assert both.status == 400 and garbage.status == 400
@@ -140,11 +168,17 @@ async def test_lying_content_length_and_slow_clients_start_nothing(engine, gatew
 
 
 async def test_missing_and_wrong_keys_get_the_same_401_and_write_nothing(
-        engine, gateway, every_log_line):
+    engine, gateway, every_log_line
+):
     async with aiohttp.ClientSession() as http:
         answers = []
-        for headers in ({}, {"X-API-Key": "k-live-wrong"}, {"Authorization": "Bearer nope"},
-                        {"X-API-Key": KEY[:-1]}, {"Authorization": f"Basic {KEY}"}):
+        for headers in (
+            {},
+            {"X-API-Key": "k-live-wrong"},
+            {"Authorization": "Bearer nope"},
+            {"X-API-Key": KEY[:-1]},
+            {"Authorization": f"Basic {KEY}"},
+        ):
             async with http.post(f"{gateway.url}/hook", json={"x": 1}, headers=headers) as r:
                 answers.append((r.status, await r.read()))
     assert {status for status, _ in answers} == {401}
@@ -154,23 +188,30 @@ async def test_missing_and_wrong_keys_get_the_same_401_and_write_nothing(
 
 
 async def test_signed_requests_replayed_are_one_run_and_stale_or_tampered_are_refused(
-        engine, gateway, every_log_line):
+    engine, gateway, every_log_line
+):
     body = orjson.dumps({"event": "push", "n": 1})
     signature = sign(body, SECRET)
     t, _, v1 = signature.partition(",")
     stale = sign(body, SECRET, timestamp=int(time.time()) - 400)
     async with aiohttp.ClientSession() as http:
+
         async def post(data: bytes, header: str) -> tuple[int, dict[str, str]]:
-            async with http.post(f"{gateway.url}/signed", data=data,
-                                 headers={"Deerflow-Signature": header}) as r:
+            async with http.post(
+                f"{gateway.url}/signed", data=data, headers={"Deerflow-Signature": header}
+            ) as r:
                 return r.status, await r.json()
 
-        replies = await asyncio.gather(*(post(body, signature) for _ in range(5)),
-                                       post(body, f"{v1},{t},v1=ffff"))
-        refused = [await post(body, stale), await post(body + b" ", signature),
-                   await post(b'{"event": "push", "n": 2}', signature),
-                   await post(body, "t=\u00b2,v1=" + v1[3:]),
-                   await post(body, f"t={'1' * 5000},{v1}")]
+        replies = await asyncio.gather(
+            *(post(body, signature) for _ in range(5)), post(body, f"{v1},{t},v1=ffff")
+        )
+        refused = [
+            await post(body, stale),
+            await post(body + b" ", signature),
+            await post(b'{"event": "push", "n": 2}', signature),
+            await post(body, "t=\u00b2,v1=" + v1[3:]),
+            await post(body, f"t={'1' * 5000},{v1}"),
+        ]
     assert {status for status, _ in replies} == {202}
     assert len({reply["run_id"] for _, reply in replies}) == 1, "a replay started another run"
     assert [status for status, _ in refused] == [401] * 5
@@ -198,9 +239,11 @@ async def test_a_flood_is_answered_429_with_retry_after_and_every_202_is_a_run(s
         watcher = asyncio.create_task(watch())
         connector = aiohttp.TCPConnector(limit=0)
         async with aiohttp.ClientSession(connector=connector) as http:
+
             async def post(i: int) -> tuple[int, str | None, str | None]:
-                async with http.post(f"{gw.url}/hook", json={"i": i},
-                                     headers={"Idempotency-Key": f"flood-{i}"}) as r:
+                async with http.post(
+                    f"{gw.url}/hook", json={"i": i}, headers={"Idempotency-Key": f"flood-{i}"}
+                ) as r:
                     body = await r.json()
                     return r.status, r.headers.get("Retry-After"), body.get("run_id")
 
@@ -210,8 +253,10 @@ async def test_a_flood_is_answered_429_with_retry_after_and_every_202_is_a_run(s
         await all_finished(engine, len(accepted), within=60)
         history = await check_log(log.inner, engine.topics.history)
     statuses = [status for status, _, _ in answers]
-    print(f"300 requests: {statuses.count(202)} accepted, {statuses.count(429)} refused, "
-          f"peak {peak} in progress")
+    print(
+        f"300 requests: {statuses.count(202)} accepted, {statuses.count(429)} refused, "
+        f"peak {peak} in progress"
+    )
     assert set(statuses) <= {202, 429}
     assert statuses.count(429) > 0 and statuses.count(202) > 0
     assert all(retry for status, retry, _ in answers if status == 429)
@@ -229,29 +274,53 @@ def memory_kib(pid: int, field: str) -> int:
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
 async def test_a_served_gateway_stays_flat_under_huge_bodies_and_never_logs_secrets(tmp_path):
-    env = dict(os.environ, DEERFLOW_API_KEYS=KEY, DEERFLOW_WEBHOOK_SECRETS=SECRET,
-               PYTHONPATH=str(Path.cwd()))
+    env = dict(
+        os.environ,
+        DEERFLOW_API_KEYS=KEY,
+        DEERFLOW_WEBHOOK_SECRETS=SECRET,
+        PYTHONPATH=str(Path.cwd()),
+    )
     output = (tmp_path / "serve.log").open("w+b")
     server = serve(env, output)
     try:
         port = await listening_port(tmp_path / "serve.log", server)
         auth = {"X-API-Key": KEY}
-        ok = await rawhttp.send(port, rawhttp.head("/hook", port, {**auth, "Content-Length": "2"}),
-                                [b"{}"])
+        ok = await rawhttp.send(
+            port, rawhttp.head("/hook", port, {**auth, "Content-Length": "2"}), [b"{}"]
+        )
         before = memory_kib(server.pid, "VmRSS")
         chunk = b"x" * 65536
-        huge = [rawhttp.send(port, rawhttp.head("/hook", port, {**auth, "Content-Length":
-                                                                str(50 * 2**20)}),
-                             [chunk] * 800, hostile=True)
-                for _ in range(8)]
-        huge += [rawhttp.send(port, rawhttp.head("/hook", port, {
-            **auth, "Transfer-Encoding": "chunked"}), [b"10000\r\n" + chunk + b"\r\n"] * 800,
-            hostile=True) for _ in range(8)]
+        huge = [
+            rawhttp.send(
+                port,
+                rawhttp.head("/hook", port, {**auth, "Content-Length": str(50 * 2**20)}),
+                [chunk] * 800,
+                hostile=True,
+            )
+            for _ in range(8)
+        ]
+        huge += [
+            rawhttp.send(
+                port,
+                rawhttp.head("/hook", port, {**auth, "Transfer-Encoding": "chunked"}),
+                [b"10000\r\n" + chunk + b"\r\n"] * 800,
+                hostile=True,
+            )
+            for _ in range(8)
+        ]
         replies = await asyncio.gather(*huge)
-        wrong = await rawhttp.send(port, rawhttp.head("/hook", port, {
-            "X-API-Key": KEY[::-1], "Content-Length": "2"}), [b"{}"])
-        signed = await rawhttp.send(port, rawhttp.head("/signed", port, {
-            "Deerflow-Signature": sign(b"{}", SECRET), "Content-Length": "2"}), [b"{}"])
+        wrong = await rawhttp.send(
+            port,
+            rawhttp.head("/hook", port, {"X-API-Key": KEY[::-1], "Content-Length": "2"}),
+            [b"{}"],
+        )
+        signed = await rawhttp.send(
+            port,
+            rawhttp.head(
+                "/signed", port, {"Deerflow-Signature": sign(b"{}", SECRET), "Content-Length": "2"}
+            ),
+            [b"{}"],
+        )
         peak = memory_kib(server.pid, "VmHWM")
     finally:
         server.send_signal(signal.SIGINT)
@@ -269,9 +338,21 @@ async def test_a_served_gateway_stays_flat_under_huge_bodies_and_never_logs_secr
 def serve(env: dict[str, str], output: IO[bytes]) -> subprocess.Popen[bytes]:
     """``deerflow serve`` on the webhook app, on a memory store and any free port."""
     return subprocess.Popen(
-        [sys.executable, "-m", "deerflow", "serve", str(APPS / "webhook_app.py"),
-         "--store", f"memory://{unique_name('served')}", "--port", "0"],
-        env=env, stdout=output, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "deerflow",
+            "serve",
+            str(APPS / "webhook_app.py"),
+            "--store",
+            f"memory://{unique_name('served')}",
+            "--port",
+            "0",
+        ],
+        env=env,
+        stdout=output,
+        stderr=subprocess.STDOUT,
+    )
 
 
 async def listening_port(log: Path, server: subprocess.Popen[bytes]) -> int:

@@ -56,11 +56,15 @@ def only_new_data(msg: dict[str, Any]) -> bool:
 POISON: dict[str, tuple[bytes, str]] = {
     "not JSON": (b"{oops", "message is not JSON"),
     "bad UTF-8": (b'{"type": "new_data", "n": "\xff\xfe"}', "message is not JSON"),
-    "schema violation": (orjson.dumps({"type": "new_data", "n": "seven"}),
-                         "does not match the schema"),
+    "schema violation": (
+        orjson.dumps({"type": "new_data", "n": "seven"}),
+        "does not match the schema",
+    ),
     "too deep to parse": (b"[" * 2000 + b"]" * 2000, "message is not JSON"),
-    "too deep to store": (orjson.dumps({"type": "new_data", "n": 1, "payload": nested(198)}),
-                          "cannot be stored"),
+    "too deep to store": (
+        orjson.dumps({"type": "new_data", "n": 1, "payload": nested(198)}),
+        "cannot be stored",
+    ),
     "filter raises": (orjson.dumps({"type": "new_data", "n": -1}), "filter raised ValueError"),
 }
 
@@ -91,8 +95,9 @@ def stream(rng: random.Random, good: int, bad_share: float) -> list[tuple[str, b
             kind = kinds[i % (len(kinds) + 2)]
             items.append((kind, POISON[kind][0]))
         else:
-            items.append(("explode", orjson.dumps({"type": "new_data", "n": 10**6 + i,
-                                                   "explode": True})))
+            items.append(
+                ("explode", orjson.dumps({"type": "new_data", "n": 10**6 + i, "explode": True}))
+            )
     rng.shuffle(items)
     return items
 
@@ -103,15 +108,18 @@ async def engine(sink: Sink) -> AsyncIterator[Engine]:
         yield eng
 
 
-async def produce(bootstrap: str, topic: str, items: list[tuple[str, bytes]],
-                  rng: random.Random) -> dict[tuple[int, int], str]:
+async def produce(
+    bootstrap: str, topic: str, items: list[tuple[str, bytes]], rng: random.Random
+) -> dict[tuple[int, int], str]:
     """Send ``items``; return the kind of the message at each (partition, offset)."""
     placed: dict[tuple[int, int], str] = {}
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     await producer.start()
     try:
-        sent = [(kind, await producer.send(topic, value, key=str(rng.random()).encode()))
-                for kind, value in items]
+        sent = [
+            (kind, await producer.send(topic, value, key=str(rng.random()).encode()))
+            for kind, value in items
+        ]
         for kind, future in sent:
             meta = await future
             placed[(meta.partition, meta.offset)] = kind
@@ -120,12 +128,21 @@ async def produce(bootstrap: str, topic: str, items: list[tuple[str, bytes]],
     return placed
 
 
-async def poison_among_good_messages(engine: Engine, sink: Sink, rng: random.Random,
-                                     bootstrap: str, url: str, good: int) -> None:
+async def poison_among_good_messages(
+    engine: Engine, sink: Sink, rng: random.Random, bootstrap: str, url: str, good: int
+) -> None:
     topic, group = unique_name("data-events"), unique_name("g")
     wf = ingest_workflow(sink)
-    wf.add_trigger(KafkaEvent(topic=topic, consumer_group=group, bootstrap_servers=url,
-                              filter=only_new_data, payload_schema=NewData, batch_size=50))
+    wf.add_trigger(
+        KafkaEvent(
+            topic=topic,
+            consumer_group=group,
+            bootstrap_servers=url,
+            filter=only_new_data,
+            payload_schema=NewData,
+            batch_size=50,
+        )
+    )
     placed = await produce(bootstrap, topic, stream(rng, good, 0.01), rng)
     (source,) = sources_for(engine, [wf])
     await engine.add_service(source)
@@ -141,23 +158,28 @@ async def poison_among_good_messages(engine: Engine, sink: Sink, rng: random.Ran
         kind = poisoned[(letter["partition"], letter["offset"])]
         assert POISON[kind][1] in letter["reason"], (kind, letter["reason"])
 
-    expected = {run_id_for(wf.name, "kafka", f"{group}/{topic}/{p}/{o}"): kind
-                for (p, o), kind in starting.items()}
+    expected = {
+        run_id_for(wf.name, "kafka", f"{group}/{topic}/{p}/{o}"): kind
+        for (p, o), kind in starting.items()
+    }
     history = await check_log(engine.log, engine.topics.history)
     print(f"{len(placed)} messages, {len(letters)} dead letters: {history.summary()}")
     history.assert_ok(expected, status=None, exact=True)
     assert {rid: run.status for rid, run in history.runs.items()} == {
-        rid: "completed" if kind == "good" else "failed" for rid, kind in expected.items()}
+        rid: "completed" if kind == "good" else "failed" for rid, kind in expected.items()
+    }
     assert sink.effects() == sum(1 for kind in starting.values() if kind == "good")
 
 
 async def test_poison_messages_are_dead_lettered_once_and_good_ones_all_run(
-        engine, sink, rng, kafka_bootstrap, kafka_url):
+    engine, sink, rng, kafka_bootstrap, kafka_url
+):
     await poison_among_good_messages(engine, sink, rng, kafka_bootstrap, kafka_url, good=300)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 async def test_full_size_one_percent_poison_in_5000_messages(
-        engine, sink, rng, kafka_bootstrap, kafka_url):
+    engine, sink, rng, kafka_bootstrap, kafka_url
+):
     await poison_among_good_messages(engine, sink, rng, kafka_bootstrap, kafka_url, good=5000)

@@ -45,27 +45,58 @@ FULL = frozenset({"reserve_inventory", "charge_payment"})
 SCENARIOS: list[tuple[dict[str, Any], Expect]] = [
     ({}, Expect("completed", FULL | {"create_shipment"})),
     ({"fail_at": 1}, Expect("compensated", frozenset())),
-    ({"fail_at": 2}, Expect("compensated", frozenset({"reserve_inventory", "release_inventory"}),
-                            ("release_inventory",))),
-    ({"fail_at": 3}, Expect("compensated", FULL | COMPENSATIONS,
-                            ("refund_payment", "release_inventory"))),
-    ({"fail_at": 3, "refund": "flaky"},
-     Expect("compensated", FULL | COMPENSATIONS, ("refund_payment", "release_inventory"),
-            retried={"refund_payment": 2})),
-    ({"fail_at": 3, "release": "flaky"},
-     Expect("compensated", FULL | COMPENSATIONS, ("refund_payment", "release_inventory"),
-            retried={"release_inventory": 2})),
-    ({"fail_at": 3, "refund": "broken"},
-     Expect("compensation_failed", FULL, (), broken="refund_payment",
-            retried={"refund_payment": 3})),
-    ({"fail_at": 2, "release": "broken"},
-     Expect("compensation_failed", frozenset({"reserve_inventory"}), (),
-            broken="release_inventory", retried={"release_inventory": 3})),
+    (
+        {"fail_at": 2},
+        Expect(
+            "compensated",
+            frozenset({"reserve_inventory", "release_inventory"}),
+            ("release_inventory",),
+        ),
+    ),
+    (
+        {"fail_at": 3},
+        Expect("compensated", FULL | COMPENSATIONS, ("refund_payment", "release_inventory")),
+    ),
+    (
+        {"fail_at": 3, "refund": "flaky"},
+        Expect(
+            "compensated",
+            FULL | COMPENSATIONS,
+            ("refund_payment", "release_inventory"),
+            retried={"refund_payment": 2},
+        ),
+    ),
+    (
+        {"fail_at": 3, "release": "flaky"},
+        Expect(
+            "compensated",
+            FULL | COMPENSATIONS,
+            ("refund_payment", "release_inventory"),
+            retried={"release_inventory": 2},
+        ),
+    ),
+    (
+        {"fail_at": 3, "refund": "broken"},
+        Expect(
+            "compensation_failed", FULL, (), broken="refund_payment", retried={"refund_payment": 3}
+        ),
+    ),
+    (
+        {"fail_at": 2, "release": "broken"},
+        Expect(
+            "compensation_failed",
+            frozenset({"reserve_inventory"}),
+            (),
+            broken="release_inventory",
+            retried={"release_inventory": 3},
+        ),
+    ),
 ]
 
 
-def assert_rollbacks(history: HistoryCheck, sink: Sink, expected: dict[str, Expect], *,
-                     crashed: bool = False) -> None:
+def assert_rollbacks(
+    history: HistoryCheck, sink: Sink, expected: dict[str, Expect], *, crashed: bool = False
+) -> None:
     """Check every run against its scenario. Without crashes no body ran twice; with them a
     body may have (at-least-once), but its effect is in the sink once, by its key."""
     history.assert_ok(expected, status=None, exact=True)
@@ -82,7 +113,8 @@ def assert_rollbacks(history: HistoryCheck, sink: Sink, expected: dict[str, Expe
         step_of = {"release_inventory": "reserve_inventory", "refund_payment": "charge_payment"}
         for comp in COMPENSATIONS & set(run.scheduled):
             assert run.state.tasks[step_of[comp]].status == "completed", (
-                f"{run_id}: {comp} ran although its step never completed")
+                f"{run_id}: {comp} ran although its step never completed"
+            )
         if want.broken:
             assert run.state.error and f"compensation {want.broken!r} failed" in run.state.error
             assert "release_inventory" not in run.scheduled or want.broken == "release_inventory"
@@ -113,13 +145,15 @@ async def test_random_failures_and_compensation_faults_roll_back_exactly(url, si
     assert_rollbacks(history, sink, expected)
 
 
-async def kill_during_rollbacks(pool: Workers, client: Engine, sink: Sink,
-                                rng: random.Random, kills: int, runs: int) -> list[int]:
+async def kill_during_rollbacks(
+    pool: Workers, client: Engine, sink: Sink, rng: random.Random, kills: int, runs: int
+) -> list[int]:
     """Kill the worker ``kills`` times as rollbacks progress; return compensations running at
     each kill (as the history shows them)."""
     running = []
     for k in range(kills):
         target = (k + 1) * runs // (kills + 2)
+
         async def rolled_back(target: int = target) -> bool:
             return sum("refund_payment" in e for e in effects_by_run(sink).values()) >= target
 
@@ -128,16 +162,21 @@ async def kill_during_rollbacks(pool: Workers, client: Engine, sink: Sink,
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=10)
         await client.index.sync()
-        running.append(sum(1 for s in client.index.runs.values() for t in COMPENSATIONS
-                           if t in s.tasks and s.tasks[t].status == "scheduled"))
+        running.append(
+            sum(
+                1
+                for s in client.index.runs.values()
+                for t in COMPENSATIONS
+                if t in s.tasks and s.tasks[t].status == "scheduled"
+            )
+        )
         await asyncio.sleep(rng.uniform(0.1, 0.5))
         pool.start(APP, concurrency=8)
     return running
 
 
 @pytest.mark.timeout(180)
-async def test_a_worker_killed_during_rollbacks_still_undoes_each_step_once(
-        sqlite_pool, sink, rng):
+async def test_a_worker_killed_during_rollbacks_still_undoes_each_step_once(sqlite_pool, sink, rng):
     workflows, wf = load_module_workflows(str(APP))
     assert wf is not None
     sqlite_pool.env["COMP_SLEEP"] = "0.2"  # long enough for kills to land inside them
@@ -150,13 +189,16 @@ async def test_a_worker_killed_during_rollbacks_still_undoes_each_step_once(
             params, want = rng.choice([rollback, flaky])
             handle = await client.start(wf, params=params, run_id=f"saga-kill-{n:03d}")
             expected[handle.run_id] = want
-        running = await kill_during_rollbacks(sqlite_pool, client, sink, rng, kills=2,
-                                              runs=len(expected))
+        running = await kill_during_rollbacks(
+            sqlite_pool, client, sink, rng, kills=2, runs=len(expected)
+        )
         for run_id in expected:
             await client.wait(run_id, timeout=90)
         history = await check_log(client.log, client.topics.history, {wf.name: wf})
     again = sum(n - 1 for n in executions_by_key(sink).values())
-    print(history.summary(), f"compensations running at the kills: {running}, "
-          f"{again} bodies ran again")
+    print(
+        history.summary(),
+        f"compensations running at the kills: {running}, {again} bodies ran again",
+    )
     assert all(n > 0 for n in running), f"a kill landed outside any rollback: {running}"
     assert_rollbacks(history, sink, expected, crashed=True)

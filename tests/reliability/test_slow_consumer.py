@@ -32,8 +32,13 @@ pytestmark = pytest.mark.kafka
 MAX_RUNNING, BATCH, CONCURRENCY = 16, 10, 8
 
 
-async def fast_producer_slow_consumer(kafka_bootstrap: str, kafka_url: str, sink: Sink,
-                                      caplog: pytest.LogCaptureFixture, messages: int) -> None:
+async def fast_producer_slow_consumer(
+    kafka_bootstrap: str,
+    kafka_url: str,
+    sink: Sink,
+    caplog: pytest.LogCaptureFixture,
+    messages: int,
+) -> None:
     caplog.set_level(logging.DEBUG, logger="deerflow")
     topic = unique_name("firehose")
     wf = recording_workflow(sink, pause=1.2)  # slower than the 1 s session timeout
@@ -41,8 +46,10 @@ async def fast_producer_slow_consumer(kafka_bootstrap: str, kafka_url: str, sink
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", linger_ms=5)
     await producer.start()
     try:
-        sent = [await producer.send(topic, orjson.dumps({"n": i}), key=str(i).encode())
-                for i in range(messages)]
+        sent = [
+            await producer.send(topic, orjson.dumps({"n": i}), key=str(i).encode())
+            for i in range(messages)
+        ]
         await asyncio.gather(*sent)
     finally:
         await producer.stop()
@@ -72,13 +79,16 @@ async def fast_producer_slow_consumer(kafka_bootstrap: str, kafka_url: str, sink
         backlog = engine.worker.backlog()
         history = await check_log(engine.log, engine.topics.history)
     joins = {
-        "worker": sum("assigned" in r.getMessage() for r in caplog.records
-                      if r.name == "deerflow.worker"),
+        "worker": sum(
+            "assigned" in r.getMessage() for r in caplog.records if r.name == "deerflow.worker"
+        ),
         "orchestrator": sum("orchestrator owns" in r.getMessage() for r in caplog.records),
     }
-    print(f"{messages} messages in {elapsed:.1f}s: peak {peaks['running']} running runs, "
-          f"peak {peaks['inflight']} tasks in flight, lag {lag}, backlog {backlog}, "
-          f"assignments {joins}; {history.summary()}")
+    print(
+        f"{messages} messages in {elapsed:.1f}s: peak {peaks['running']} running runs, "
+        f"peak {peaks['inflight']} tasks in flight, lag {lag}, backlog {backlog}, "
+        f"assignments {joins}; {history.summary()}"
+    )
     assert peaks["running"] <= MAX_RUNNING + BATCH
     assert peaks["inflight"] <= CONCURRENCY
     assert lag == 0 and backlog == 0
@@ -89,12 +99,12 @@ async def fast_producer_slow_consumer(kafka_bootstrap: str, kafka_url: str, sink
 
 
 async def test_a_slow_consumer_stays_bounded_and_catches_up_exactly_once(
-        kafka_bootstrap, kafka_url, sink, caplog):
+    kafka_bootstrap, kafka_url, sink, caplog
+):
     await fast_producer_slow_consumer(kafka_bootstrap, kafka_url, sink, caplog, messages=60)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-async def test_full_size_slow_consumer_with_1000_messages(kafka_bootstrap, kafka_url, sink,
-                                                          caplog):
+async def test_full_size_slow_consumer_with_1000_messages(kafka_bootstrap, kafka_url, sink, caplog):
     await fast_producer_slow_consumer(kafka_bootstrap, kafka_url, sink, caplog, messages=1000)

@@ -31,8 +31,9 @@ CHILD = APPS / "append_child.py"
 
 def spawn(url: str, tag: str, stdout: IO[bytes]) -> subprocess.Popen[bytes]:
     """Start the appending child, its acks going to ``stdout``."""
-    return subprocess.Popen([sys.executable, str(CHILD), url, tag], stdout=stdout,
-                            stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, str(CHILD), url, tag], stdout=stdout, stderr=subprocess.PIPE
+    )
 
 
 def acknowledged(path: Path) -> list[tuple[str, int, int]]:
@@ -51,8 +52,12 @@ def verify(db: Path, acks: list[tuple[str, int, int]]) -> int:
     conn = sqlite3.connect(db)
     try:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        stored = {(p, o): v for p, o, v in conn.execute(
-            "SELECT partition_id, record_offset, value FROM records WHERE topic = 'crash'")}
+        stored = {
+            (p, o): v
+            for p, o, v in conn.execute(
+                "SELECT partition_id, record_offset, value FROM records WHERE topic = 'crash'"
+            )
+        }
     finally:
         conn.close()
     lost = [(v, p, o) for v, p, o in acks if stored.get((p, o)) != v.encode()]

@@ -37,7 +37,8 @@ async def test_a_failed_takeover_read_is_retried_and_the_retry_timer_still_fires
     async with Engine(url, [wf]) as engine:
         run_id = (await engine.start(wf)).run_id
         waiting = await engine.index.wait(
-            run_id, lambda s: "call" in s.tasks and s.tasks["call"].status == "retry_wait", 10)
+            run_id, lambda s: "call" in s.tasks and s.tasks["call"].status == "retry_wait", 10
+        )
         assert waiting is not None
     log = FaultyLog(open_log(url), failing_reads=1)
     async with Engine(log, [wf]) as engine:

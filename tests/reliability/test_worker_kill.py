@@ -64,8 +64,9 @@ async def busy_worker(pool: Workers, sink: Sink, rng: random.Random) -> subproce
     raise AssertionError(f"no worker got busy\n{pool.logs()}")
 
 
-async def kill_and_restart(pool: Workers, client: Engine, sink: Sink, size: Size,
-                           rng: random.Random, pace: float) -> list[int]:
+async def kill_and_restart(
+    pool: Workers, client: Engine, sink: Sink, size: Size, rng: random.Random, pace: float
+) -> list[int]:
     """SIGKILL a random busy worker ``size.kills`` times, restarting one each time.
 
     Returns how many runs were unfinished at each kill (all must be > 0 for the test to mean
@@ -83,8 +84,9 @@ async def kill_and_restart(pool: Workers, client: Engine, sink: Sink, size: Size
     return in_flight
 
 
-async def kill_workers_during_runs(store: str, pool: Workers, sink: Sink, size: Size,
-                                   rng: random.Random, timeout: float) -> None:
+async def kill_workers_during_runs(
+    store: str, pool: Workers, sink: Sink, size: Size, rng: random.Random, timeout: float
+) -> None:
     workflows, wf = load_module_workflows(str(APP))
     assert wf is not None
     pool.env["STEP_SLEEP"] = "0.1"  # tasks long enough for kills to land inside them
@@ -101,9 +103,11 @@ async def kill_workers_during_runs(store: str, pool: Workers, sink: Sink, size: 
         history = await check_log(client.log, client.topics.history, {wf.name: wf})
     started = Sink(f"{sink.path}.starts").executions()
     interrupted = started - sink.executions()
-    print(f"{size}: {time.monotonic() - began:.1f}s, unfinished at kills {in_flight}, "
-          f"{history.summary()}, {sink.effects()} effects, {started} bodies started, "
-          f"{interrupted} of them killed mid-body, {sink.executions()} finished")
+    print(
+        f"{size}: {time.monotonic() - began:.1f}s, unfinished at kills {in_flight}, "
+        f"{history.summary()}, {sink.effects()} effects, {started} bodies started, "
+        f"{interrupted} of them killed mid-body, {sink.executions()} finished"
+    )
     assert [r.status for r in results] == ["completed"] * size.runs, pool.logs()
     assert [r.output for r in results] == [{"n": i + 2} for i in range(size.runs)]
     history.assert_ok(run_ids, exact=True)
@@ -115,14 +119,15 @@ async def kill_workers_during_runs(store: str, pool: Workers, sink: Sink, size: 
 @pytest.mark.kafka
 @pytest.mark.timeout(300)
 async def test_two_kafka_workers_killed_at_random_lose_and_repeat_nothing(
-        kafka_url, kafka_pool, sink, rng):
+    kafka_url, kafka_pool, sink, rng
+):
     await kill_workers_during_runs(kafka_url, kafka_pool, sink, Size(100, 2, 2), rng, 120)
 
 
 async def test_the_only_sqlite_worker_killed_and_restarted_loses_and_repeats_nothing(
-        sqlite_pool, sink, rng):
-    await kill_workers_during_runs(sqlite_pool.store, sqlite_pool, sink, Size(100, 2, 1), rng,
-                                   120)
+    sqlite_pool, sink, rng
+):
+    await kill_workers_during_runs(sqlite_pool.store, sqlite_pool, sink, Size(100, 2, 1), rng, 120)
 
 
 @pytest.mark.slow
@@ -135,5 +140,6 @@ async def test_full_size_1000_runs_10_kills_on_kafka(kafka_url, kafka_pool, sink
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 async def test_full_size_1000_runs_10_kills_on_sqlite(sqlite_pool, sink, rng):
-    await kill_workers_during_runs(sqlite_pool.store, sqlite_pool, sink, Size(1000, 10, 1), rng,
-                                   600)
+    await kill_workers_during_runs(
+        sqlite_pool.store, sqlite_pool, sink, Size(1000, 10, 1), rng, 600
+    )

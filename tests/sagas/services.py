@@ -41,8 +41,9 @@ class PaymentService:
         self.rec = rec
 
     def charge(self, customer_id, amount):
-        return self.rec.call("payment.charge", {"id": "pay-1", "customer": customer_id,
-                                                "amount": amount})
+        return self.rec.call(
+            "payment.charge", {"id": "pay-1", "customer": customer_id, "amount": amount}
+        )
 
     def refund(self, payment_id):
         self.rec.call(f"payment.refund:{payment_id}", {})

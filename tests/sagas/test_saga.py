@@ -30,10 +30,7 @@ def order_saga(rec: Recorder) -> Workflow:
 
         @step(order=2)
         def charge_payment(self, context):
-            return payment_service.charge(
-                context.params["customer_id"],
-                context.params["amount"]
-            )
+            return payment_service.charge(context.params["customer_id"], context.params["amount"])
 
         @step(order=2, compensate="refund_payment")
         def refund_payment(self, context, payment):
@@ -42,8 +39,7 @@ def order_saga(rec: Recorder) -> Workflow:
         @step(order=3)
         def create_shipment(self, context):
             return shipping_service.create_shipment(
-                context.params["address"],
-                context.tasks["reserve_inventory"].output["items"]
+                context.params["address"], context.tasks["reserve_inventory"].output["items"]
             )
 
         @step(order=3, compensate="cancel_shipment")
@@ -70,8 +66,13 @@ async def test_a_failure_at_step_3_compensates_step_2_then_step_1(store):
     rec = Recorder(fail={"shipping.create"})
     result = await run(store, order_saga(rec))
     assert result.status == "compensated"
-    assert rec.calls == ["inventory.reserve", "payment.charge", "shipping.create",
-                         "payment.refund:pay-1", "inventory.release:res-1"]
+    assert rec.calls == [
+        "inventory.reserve",
+        "payment.charge",
+        "shipping.create",
+        "payment.refund:pay-1",
+        "inventory.release:res-1",
+    ]
     assert result.failed_task == "create_shipment"
     assert result.tasks["refund_payment"].status == "completed"
     assert "cancel_shipment" not in result.tasks  # step 3 never completed: nothing to undo
@@ -129,8 +130,10 @@ async def test_the_explicit_form_and_a_plain_workflow_compensate_too(store):
 
     plain = Workflow(name="plain_compensation")
 
-    @plain.task(id="debit", compensate=CompensatingAction(lambda ctx, out: undone.append(out),
-                                                          id="credit", retries=0))
+    @plain.task(
+        id="debit",
+        compensate=CompensatingAction(lambda ctx, out: undone.append(out), id="credit", retries=0),
+    )
     def debit(context):
         return "debit-7"
 
@@ -146,6 +149,7 @@ async def test_the_explicit_form_and_a_plain_workflow_compensate_too(store):
 def test_an_ambiguous_compensation_fails_at_definition_time():
     wf = Workflow(name="ambiguous")
     with pytest.raises(DefinitionError, match="ambiguous"):
+
         @wf.saga
         class Twin(Saga):
             @step(order=1)

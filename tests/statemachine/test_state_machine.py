@@ -84,7 +84,12 @@ async def test_an_instance_moves_through_its_states_and_completes_in_a_final_one
     assert result.status == "completed" and result.state == "delivered"
     assert sent == [("email", "o-1"), ("shipped", "o-1")]
     assert [t["target"] for t in result.transitions] == [
-        "pending", "confirmed", "processing", "shipped", "delivered"]
+        "pending",
+        "confirmed",
+        "processing",
+        "shipped",
+        "delivered",
+    ]
 
 
 async def test_an_invalid_transition_raises_and_changes_nothing(store):
@@ -109,8 +114,10 @@ async def test_concurrent_requests_are_serialised_into_one_consistent_history(st
         handle = await engine.start(wf, input={"order": {"id": "o-3"}})
         await engine.index.wait(handle.run_id, lambda s: s.machine_state == "pending", 30)
         outcomes = await asyncio.gather(
-            engine.send(handle.run_id, "confirm"), engine.send(handle.run_id, "cancel"),
-            return_exceptions=True)
+            engine.send(handle.run_id, "confirm"),
+            engine.send(handle.run_id, "cancel"),
+            return_exceptions=True,
+        )
         final = await engine.get_run(handle.run_id)
     # Whichever the log ordered first, cancel is allowed from pending and from confirmed.
     assert final.state == "cancelled" and final.status == "completed"
@@ -174,11 +181,14 @@ def _machine(body: dict) -> type:
     return type("Broken", (StateMachine,), body)
 
 
-@pytest.mark.parametrize(("body", "message"), [
-    ({"a": State(), "b": State()}, "exactly one initial state"),
-    ({"a": State(initial=True), "b": State(initial=True)}, "exactly one initial state"),
-    ({"a": State(initial=True), "z": State()}, "unreachable states \\['z'\\]"),
-])
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"a": State(), "b": State()}, "exactly one initial state"),
+        ({"a": State(initial=True), "b": State(initial=True)}, "exactly one initial state"),
+        ({"a": State(initial=True), "z": State()}, "unreachable states \\['z'\\]"),
+    ],
+)
 def test_invalid_machines_fail_when_defined(body, message):
     with pytest.raises(DefinitionError, match=message):
         _machine(body)
@@ -187,10 +197,17 @@ def test_invalid_machines_fail_when_defined(body, message):
 def test_transitions_from_final_states_and_unknown_handlers_fail_when_defined():
     a, b = State(initial=True), State(final=True)
     with pytest.raises(DefinitionError, match="leaves final state 'b'"):
-        _machine({"a": a, "b": b, "go": Transition(source=a, target=b),
-                  "back": Transition(source=b, target=a)})
+        _machine(
+            {
+                "a": a,
+                "b": b,
+                "go": Transition(source=a, target=b),
+                "back": Transition(source=b, target=a),
+            }
+        )
     other = Transition(source=State(), target=State())
     with pytest.raises(DefinitionError, match="not part of this machine"):
+
         class Machine(StateMachine):
             start = State(initial=True)
             end = State(final=True)

@@ -57,8 +57,7 @@ async def test_webhook_events_request_transitions_of_the_instance_they_name(monk
             await post(session, url, {"ticket": ticket, "action": "resolve"}, "ev-2")  # refused
             await post(session, url, {"ticket": ticket, "action": "close"}, "ev-3")
             state = await engine.index.wait(ticket, lambda s: s.terminal, 30)
-        letters = await engine.log.read_partitions(
-            {tp: 0 for tp in await _dlq_partitions(engine)})
+        letters = await engine.log.read_partitions({tp: 0 for tp in await _dlq_partitions(engine)})
     assert state is not None and state.machine_state == "closed"
     applied = [t["transition"] for t in state.transitions if t["status"] == "applied"]
     assert applied == ["", "resolve", "close"]  # the repeated delivery is one request

@@ -57,8 +57,9 @@ class Deployment:
             assert reply.status == 202, await reply.text()
             return str((await reply.json())["run_id"])
 
-    async def wait(self, run_id: str, predicate: Any = lambda s: s.terminal,
-                   timeout: float = 30.0) -> RunState:
+    async def wait(
+        self, run_id: str, predicate: Any = lambda s: s.terminal, timeout: float = 30.0
+    ) -> RunState:
         """The run once ``predicate(state)`` holds."""
         state = await self.engine.index.wait(run_id, predicate, timeout)
         assert state is not None, f"run {run_id} did not get there in {timeout}s"
@@ -77,8 +78,11 @@ class Deployment:
             return await reply.json()
 
 
-async def deploy(store: str, flags: Path, api_keys: list[str] | None = None,
-                 ) -> AsyncIterator[Deployment]:
+async def deploy(
+    store: str,
+    flags: Path,
+    api_keys: list[str] | None = None,
+) -> AsyncIterator[Deployment]:
     """What ``deerflow serve`` runs, in this process, on port 0."""
     workflows, _ = load_module_workflows(str(APP))
     async with Engine(store, workflows) as engine:
@@ -103,9 +107,13 @@ class Process:
 
     def __init__(self, args: list[str], env: dict[str, str]) -> None:
         self._log: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen([sys.executable, "-m", "deerflow", *args],
-                                        stdout=subprocess.PIPE, stderr=self._log, env=env,
-                                        cwd=ROOT)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "deerflow", *args],
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            env=env,
+            cwd=ROOT,
+        )
         self.url = self._wait_ready()
 
     def _wait_ready(self) -> str:

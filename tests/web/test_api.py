@@ -14,7 +14,8 @@ from tests.web.conftest import Deployment, deploy
 
 
 async def test_a_failed_run_is_listed_and_described_with_its_graph_attempts_and_history(
-        deployment: Deployment):
+    deployment: Deployment,
+):
     run_id = await deployment.webhook()
     await deployment.wait(run_id)
 
@@ -70,8 +71,9 @@ async def test_a_failed_run_is_retried_from_its_failed_task(deployment: Deployme
 
 async def test_a_running_run_is_cancelled_and_unknown_runs_are_404(deployment: Deployment):
     run_id = (await deployment.engine.start("waiting")).run_id
-    await deployment.wait(run_id, lambda s: s.tasks.get("wait") is not None
-                          and s.tasks["wait"].status == "scheduled")
+    await deployment.wait(
+        run_id, lambda s: s.tasks.get("wait") is not None and s.tasks["wait"].status == "scheduled"
+    )
     await deployment.post(f"/api/runs/{run_id[:12]}/cancel", body={"reason": "not needed"})
     state = await deployment.wait(run_id)
     assert state.status == "cancelled" and state.error == "not needed"
@@ -82,28 +84,44 @@ async def test_a_running_run_is_cancelled_and_unknown_runs_are_404(deployment: D
     await deployment.post("/api/runs/no-such-run/cancel", status=404)
     bad = await deployment.get("/api/runs?since=yesterday-ish", status=400)
     assert "not a time" in bad["error"]
-    assert "no run 'x'" in (await deployment.post("/api/runs/x/transitions", status=404,
-                                                  body={"transition": "ship"}))["error"]
+    assert (
+        "no run 'x'"
+        in (
+            await deployment.post(
+                "/api/runs/x/transitions", status=404, body={"transition": "ship"}
+            )
+        )["error"]
+    )
 
 
 async def test_dead_letters_are_listed_and_replayed_onto_their_topic(deployment: Deployment):
     engine = deployment.engine
-    letter = {"reason": "unreadable task message", "topic": engine.topics.tasks,
-              "partition": 0, "offset": 7, "value": "{not json"}
-    await engine.log.append([Message(topic=engine.topics.dlq, key="k1",
-                                     value=_codec.dumps(letter))])
+    letter = {
+        "reason": "unreadable task message",
+        "topic": engine.topics.tasks,
+        "partition": 0,
+        "offset": 7,
+        "value": "{not json",
+    }
+    await engine.log.append(
+        [Message(topic=engine.topics.dlq, key="k1", value=_codec.dumps(letter))]
+    )
     (entry,) = (await deployment.get("/api/dlq"))["dead_letters"]
     assert entry["source"] == "worker" and entry["replayed_at"] is None
     assert entry["reason"] == "unreadable task message"
 
     done = await deployment.post(f"/api/dlq/{entry['ref']}/replay")
     assert done["ref"] == entry["ref"] and engine.topics.tasks in done["done"]
-    replayed = [e for e in (await deployment.get("/api/dlq"))["dead_letters"]
-                if e["ref"] == entry["ref"]]
+    replayed = [
+        e for e in (await deployment.get("/api/dlq"))["dead_letters"] if e["ref"] == entry["ref"]
+    ]
     assert replayed[0]["replayed_at"] is not None
     tasks = await engine.log.read_partitions(
-        {TopicPartition(engine.topics.tasks, p): 0
-         for p in range(await engine.log.partition_count(engine.topics.tasks))})
+        {
+            TopicPartition(engine.topics.tasks, p): 0
+            for p in range(await engine.log.partition_count(engine.topics.tasks))
+        }
+    )
     assert b"{not json" in [r.value for rs in tasks.values() for r in rs]
     await deployment.post("/api/dlq/0:999/replay", status=400)
 
@@ -124,8 +142,9 @@ async def test_metrics_count_runs_tasks_retries_and_webhook_answers(deployment: 
     assert 'deerflow_runs_finished_total{status="completed",workflow="etl"} 1.0' in text
     assert 'deerflow_runs_retried_total{workflow="etl"} 1.0' in text
     # five fan-out children and the planner, all under the node's label
-    assert ('deerflow_task_duration_seconds_count{outcome="completed",task="square",'
-            'workflow="etl"} 6.0') in text
+    assert (
+        'deerflow_task_duration_seconds_count{outcome="completed",task="square",workflow="etl"} 6.0'
+    ) in text
     assert 'deerflow_webhook_responses_total{route="/hooks/etl",status="202"} 1.0' in text
     assert 'deerflow_webhook_responses_total{route="/hooks/etl",status="400"} 1.0' in text
     assert "deerflow_task_queue_depth" in text and 'deerflow_dlq_messages{state="pending"}' in text
@@ -145,13 +164,17 @@ async def test_with_api_keys_everything_but_the_openapi_document_needs_one(isola
             assert reply.status == 401 and "API key" in await reply.text()
         # (unsafe: the jar must keep cookies of an IP address, as browsers do)
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
-            async with browser.post(served.url + "/ui/login", allow_redirects=False,
-                                    data={"api_key": "s3cret", "next": "/ui/"}) as reply:
+            async with browser.post(
+                served.url + "/ui/login",
+                allow_redirects=False,
+                data={"api_key": "s3cret", "next": "/ui/"},
+            ) as reply:
                 assert reply.status == 303
             async with browser.get(served.url + "/ui/") as reply:
                 assert reply.status == 200 and "<h1>Runs</h1>" in await reply.text()
-            async with browser.post(served.url + "/ui/runs/x/cancel",
-                                    headers={"Origin": "http://evil.example"}) as reply:
+            async with browser.post(
+                served.url + "/ui/runs/x/cancel", headers={"Origin": "http://evil.example"}
+            ) as reply:
                 assert reply.status == 403  # the cookie alone cannot act from another site
 
 
@@ -183,12 +206,15 @@ async def test_on_kafka_a_failed_run_is_shown_from_its_partition_and_retried(iso
 async def test_state_machine_transitions_are_sent_through_the_api(deployment: Deployment):
     handle = await deployment.engine.start("door")
     await deployment.wait(handle.run_id, lambda s: s.machine_state == "closed")
-    sent = await deployment.post(f"/api/runs/{handle.run_id}/transitions",
-                                 body={"transition": "open_door", "data": {"by": "api"}})
+    sent = await deployment.post(
+        f"/api/runs/{handle.run_id}/transitions",
+        body={"transition": "open_door", "data": {"by": "api"}},
+    )
     assert sent["state"] == "open"
     assert (deployment.flags / "opened").read_text() == "{'by': 'api'}"
-    refused = await deployment.post(f"/api/runs/{handle.run_id}/transitions", status=409,
-                                    body={"transition": "open_door"})
+    refused = await deployment.post(
+        f"/api/runs/{handle.run_id}/transitions", status=409, body={"transition": "open_door"}
+    )
     assert "not allowed from state 'open'" in refused["error"]
     detail = await deployment.get(f"/api/runs/{handle.run_id}")
     assert detail["run"]["state"] == "open"

@@ -17,9 +17,16 @@ from tests.services import unavailable
 from tests.web.conftest import ROOT, Process, process_env
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ARTIFACTS = ROOT / "test-artifacts"
 WAIT_MS = 30_000
 
@@ -60,8 +67,9 @@ def shoot(page: Any, name: str) -> None:
 
 
 def webhook(url: str, path: str, key: str) -> str:
-    request = urllib.request.Request(url + path, data=b"{}", method="POST",
-                                     headers={"Idempotency-Key": key})
+    request = urllib.request.Request(
+        url + path, data=b"{}", method="POST", headers={"Idempotency-Key": key}
+    )
     with urllib.request.urlopen(request, timeout=10) as reply:
         return str(json.load(reply)["run_id"])
 
@@ -95,7 +103,8 @@ def test_runs_appear_live_and_a_failed_run_is_drawn_and_retried(served, page, is
     page.click("#run-filters button[type=submit]")
     page.wait_for_selector(f'tr[data-run-id="{failed}"]')
     statuses = page.locator("table.runs tbody tr").evaluate_all(
-        "rows => rows.map(r => r.dataset.status)")
+        "rows => rows.map(r => r.dataset.status)"
+    )
     assert statuses and set(statuses) == {"failed"}
 
     page.click(f'a[href="/ui/runs/{failed}"]')
@@ -112,8 +121,9 @@ def test_runs_appear_live_and_a_failed_run_is_drawn_and_retried(served, page, is
     (isolated / "fixed").touch()
     page.click("text=Retry from failed task")
     page.wait_for_selector("p.flash >> text=Retry 1 requested")
-    page.wait_for_selector('svg.dag g.node[data-task="report"][data-status="completed"]',
-                           timeout=WAIT_MS)
+    page.wait_for_selector(
+        'svg.dag g.node[data-task="report"][data-status="completed"]', timeout=WAIT_MS
+    )
     assert node(page, "fragile").locator("text=2 attempts").count() == 1
     shoot(page, "dashboard-retried-run.png")
 
@@ -121,15 +131,15 @@ def test_runs_appear_live_and_a_failed_run_is_drawn_and_retried(served, page, is
     page.wait_for_selector(f'dl.facts a[href="/ui/runs/{failed}"]')  # the parent run link
 
 
-def test_a_running_run_is_cancelled_and_deerflow_ui_shows_the_same_store(served, page,
-                                                                           isolated):
+def test_a_running_run_is_cancelled_and_deerflow_ui_shows_the_same_store(served, page, isolated):
     proc, store = served
     url = proc.url
     running = webhook(url, "/hooks/wait", "wait-1")
     wait_status(url, running, "running")
     page.goto(f"{url}/ui/runs/{running}")
-    page.wait_for_selector('svg.dag g.node[data-task="wait"][data-status="running"]',
-                           timeout=WAIT_MS)
+    page.wait_for_selector(
+        'svg.dag g.node[data-task="wait"][data-status="running"]', timeout=WAIT_MS
+    )
     page.click("text=Cancel run")
     page.wait_for_selector("dl.facts .badge.st-cancelled", timeout=WAIT_MS)
     assert node(page, "after").get_attribute("data-status") == "skipped"

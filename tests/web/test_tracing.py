@@ -34,20 +34,27 @@ def spans() -> Iterator[Any]:
 
 
 def of_run(exporter: Any, run_id: str) -> list[Any]:
-    return [s for s in exporter.get_finished_spans()
-            if s.attributes.get("deerflow.run_id") == run_id]
+    return [
+        s for s in exporter.get_finished_spans() if s.attributes.get("deerflow.run_id") == run_id
+    ]
 
 
 async def test_a_webhook_run_joins_the_callers_trace_with_a_span_per_attempt(
-        deployment: Deployment, spans: Any):
+    deployment: Deployment, spans: Any
+):
     run_id = await deployment.webhook(traceparent=f"00-{CALLER_TRACE}-{CALLER_SPAN}-01")
     await deployment.wait(run_id)
 
     found = of_run(spans, run_id)
     (run_span,) = [s for s in found if s.name == "run etl"]
     tasks = {s.name: s for s in found if s.name.startswith("task ")}
-    assert set(tasks) >= {"task split", "task square", "task square/0", "task square/4",
-                          "task fragile"}
+    assert set(tasks) >= {
+        "task split",
+        "task square",
+        "task square/0",
+        "task square/4",
+        "task fragile",
+    }
     assert run_span.context.trace_id == int(CALLER_TRACE, 16)
     assert run_span.parent.span_id == int(CALLER_SPAN, 16)
     assert run_span.context.span_id == int(run_span_id(run_id), 16)
@@ -60,8 +67,9 @@ async def test_a_webhook_run_joins_the_callers_trace_with_a_span_per_attempt(
     assert tasks["task split"].status.status_code.name != "ERROR"
 
 
-async def test_without_a_caller_the_trace_id_comes_from_the_run_id(deployment: Deployment,
-                                                                  spans: Any):
+async def test_without_a_caller_the_trace_id_comes_from_the_run_id(
+    deployment: Deployment, spans: Any
+):
     wf = Workflow(name="traced")
 
     @wf.task(id="ask")
@@ -74,12 +82,14 @@ async def test_without_a_caller_the_trace_id_comes_from_the_run_id(deployment: D
     assert state.status == "completed"
     (task_span,) = [s for s in of_run(spans, run_id) if s.name == "task ask"]
     assert task_span.context.trace_id == int(run_trace_id(run_id, None), 16)
-    assert state.output == (f"00-{task_span.context.trace_id:032x}-"
-                            f"{task_span.context.span_id:016x}-01")
+    assert state.output == (
+        f"00-{task_span.context.trace_id:032x}-{task_span.context.span_id:016x}-01"
+    )
 
 
 async def test_a_child_run_continues_its_parents_trace_under_the_parent_run_span(
-        deployment: Deployment, spans: Any):
+    deployment: Deployment, spans: Any
+):
     child = Workflow(name="traced_child")
 
     @child.task(id="inner")
@@ -92,14 +102,25 @@ async def test_a_child_run_continues_its_parents_trace_under_the_parent_run_span
         deployment.engine.register(wf)
 
     caller = f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"
-    run_id = (await deployment.engine.start(
-        parent, trigger={"type": "webhook", "headers": {"traceparent": caller}})).run_id
+    run_id = (
+        await deployment.engine.start(
+            parent, trigger={"type": "webhook", "headers": {"traceparent": caller}}
+        )
+    ).run_id
     assert (await deployment.wait(run_id)).status == "completed"
     child_id = f"{run_id}.delegate.1"
     await deployment.wait(child_id)
     for _ in range(200):  # run spans are written as the runs end
-        if len([s for s in of_run(spans, run_id) + of_run(spans, child_id)
-                if s.name.startswith("run ")]) == 2:
+        if (
+            len(
+                [
+                    s
+                    for s in of_run(spans, run_id) + of_run(spans, child_id)
+                    if s.name.startswith("run ")
+                ]
+            )
+            == 2
+        ):
             break
         await asyncio.sleep(0.02)
     (parent_span,) = [s for s in of_run(spans, run_id) if s.name == "run traced_parent"]

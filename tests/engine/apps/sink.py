@@ -15,8 +15,9 @@ class Sink:
         self.path = str(path)
         with self._connect() as db:
             db.execute("CREATE TABLE IF NOT EXISTS effects (key TEXT PRIMARY KEY, value TEXT)")
-            db.execute("CREATE TABLE IF NOT EXISTS attempts "
-                       "(key TEXT, attempt INTEGER, pid INTEGER)")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS attempts (key TEXT, attempt INTEGER, pid INTEGER)"
+            )
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)

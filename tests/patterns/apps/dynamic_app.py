@@ -37,5 +37,7 @@ def generate(context):
 @workflow.task(id="total", depends_on=["generate"])
 def total(context):
     outputs = context.dynamic_outputs["generate"]
-    return {"squares": sum(v for k, v in outputs.items() if k.startswith("square_")),
-            "script": outputs["script"]["args"]}
+    return {
+        "squares": sum(v for k, v in outputs.items() if k.startswith("square_")),
+        "script": outputs["script"]["args"],
+    }

@@ -13,8 +13,15 @@ import time
 mode, args = sys.argv[1], sys.argv[2:]
 if mode == "ok":
     print("starting")
-    print(json.dumps({"args": args, "run": os.environ.get("DEERFLOW_RUN_ID"),
-                      "params": json.loads(os.environ.get("DEERFLOW_PARAMS", "{}"))}))
+    print(
+        json.dumps(
+            {
+                "args": args,
+                "run": os.environ.get("DEERFLOW_RUN_ID"),
+                "params": json.loads(os.environ.get("DEERFLOW_PARAMS", "{}")),
+            }
+        )
+    )
 elif mode == "fail":
     print("partial output")
     print("cannot open bucket s3://missing", file=sys.stderr)

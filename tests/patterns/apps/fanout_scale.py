@@ -38,8 +38,17 @@ def main() -> None:
     started = time.perf_counter()
     result = workflow.run(params={"n": n}, store=store, timeout=1800)
     seconds = time.perf_counter() - started
-    print(json.dumps({"n": n, "status": result.status, "output": result.output,
-                      "seconds": round(seconds, 2), "peak_rss_mib": round(peak_rss_mib(), 1)}))
+    print(
+        json.dumps(
+            {
+                "n": n,
+                "status": result.status,
+                "output": result.output,
+                "seconds": round(seconds, 2),
+                "peak_rss_mib": round(peak_rss_mib(), 1),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

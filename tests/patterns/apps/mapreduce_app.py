@@ -16,8 +16,7 @@ SINK = Sink(os.environ["SINK_DB"])
 workflow = Workflow(name="spread_map_reduce")
 
 
-@workflow.map_reduce(id="count", partitions=40, reduce_parallelism=4, retries=2,
-                     retry_delay=0.1)
+@workflow.map_reduce(id="count", partitions=40, reduce_parallelism=4, retries=2, retry_delay=0.1)
 class SpreadCount(MapReduce):
     def partition(self, context):
         return [{"n": n} for n in range(context.params["n"])]

@@ -25,8 +25,12 @@ async def writer(log, tag: str, number: int) -> None:
     while True:
         values = [f"{tag}-{number}-{sent + j}" for j in range(rng.randint(1, 5))]
         placed = await log.append([Message(topic=TOPIC, key=v, value=v.encode()) for v in values])
-        sys.stdout.write("".join(f"{v} {tp.partition} {offset}\n"
-                                 for v, (tp, offset) in zip(values, placed, strict=True)))
+        sys.stdout.write(
+            "".join(
+                f"{v} {tp.partition} {offset}\n"
+                for v, (tp, offset) in zip(values, placed, strict=True)
+            )
+        )
         sys.stdout.flush()
         sent += len(values)
 
