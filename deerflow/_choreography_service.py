@@ -28,7 +28,7 @@ from deerflow.eventstore._store import EventStore
 from deerflow.eventstore._store_model import StoredEvent
 from deerflow.eventstore._store_origin import PROCESS, PublishScope, current_scope
 from deerflow.eventstore._store_subscription import Subscription
-from deerflow.eventstore.base import Message
+from deerflow.log.base import Message
 
 log = logging.getLogger("deerflow.choreography")
 

@@ -36,7 +36,7 @@ from deerflow.errors import DefinitionError, EventStoreError
 from deerflow.eventstore._store_loop import running_loop
 from deerflow.eventstore._store_model import StoredEvent
 from deerflow.eventstore._store_origin import scope_now
-from deerflow.eventstore.base import StartFrom
+from deerflow.log.base import StartFrom
 
 if TYPE_CHECKING:
     from deerflow.engine._taskdef import RetryPolicy

@@ -41,7 +41,7 @@ from typing import Any
 from deerflow.errors import MissingDependency
 from deerflow.eventstore._store_model import StoredEvent, decode_unit, derived_id, encode_unit
 from deerflow.eventstore._store_origin import PROCESS
-from deerflow.eventstore.base import Record
+from deerflow.log.base import Record
 
 try:
     import faust

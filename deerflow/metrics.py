@@ -38,7 +38,7 @@ from deerflow.engine import Engine
 from deerflow.engine import _history as h
 from deerflow.engine._expand import node_of
 from deerflow.engine._state import RunState
-from deerflow.eventstore.base import LogReader, TopicPartition
+from deerflow.log.base import LogReader, TopicPartition
 
 log = logging.getLogger("deerflow.metrics")
 

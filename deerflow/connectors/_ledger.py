@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from deerflow import _codec
-from deerflow.eventstore.base import EventLog, LogReader, Message, Record, TopicPartition
+from deerflow.log.base import EventLog, LogReader, Message, Record, TopicPartition
 
 log = logging.getLogger("deerflow.connectors.ledger")
 

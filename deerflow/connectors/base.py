@@ -31,7 +31,7 @@ from deerflow.engine import Engine
 from deerflow.engine import _history as h
 from deerflow.engine._state import RunState
 from deerflow.errors import ConnectorError, DeerflowError, RunNotFound, TransitionNotAllowed
-from deerflow.eventstore.base import Headers, Message
+from deerflow.log.base import Headers, Message
 
 log = logging.getLogger("deerflow.connectors")
 

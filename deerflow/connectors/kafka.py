@@ -7,7 +7,7 @@ runs (run id from group/topic/partition/offset, or from the trigger's ``dedupe_k
 dead-letters what cannot be read, and commits the offsets only
 after all of that is durable. So a crash redelivers, and a redelivery is the same run.
 
-The source topic is read through deerflow's own :class:`~deerflow.eventstore.base.EventLog`
+The source topic is read through deerflow's own :class:`~deerflow.log.base.EventLog`
 consumer (Kafka on a ``kafka://`` store or ``KafkaEvent(bootstrap_servers=...)``, else
 ``DEERFLOW_KAFKA_BOOTSTRAP``), so its broker-quirk handling is shared with the engine.
 """
@@ -40,8 +40,8 @@ from deerflow.connectors.base import (
 from deerflow.engine import Engine
 from deerflow.errors import ConnectorError, DeerflowError
 from deerflow.events import KafkaEvent, KafkaMessageEvent
-from deerflow.eventstore import open_log
-from deerflow.eventstore.base import EventLog, GroupConsumer, Record, TopicPartition
+from deerflow.log import open_log
+from deerflow.log.base import EventLog, GroupConsumer, Record, TopicPartition
 
 log = logging.getLogger("deerflow.connectors.kafka")
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from deerflow.eventstore.base import Message
+from deerflow.log.base import Message
 
 _TASK_LOGGER = logging.getLogger("deerflow.task")
 

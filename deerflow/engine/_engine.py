@@ -22,8 +22,8 @@ from deerflow.engine._runindex import RunIndex
 from deerflow.engine._topics import Topics
 from deerflow.engine._worker import Worker
 from deerflow.errors import DeerflowError, RunNotFound, TaskError, TransitionNotAllowed
-from deerflow.eventstore import open_log
-from deerflow.eventstore.base import EventLog
+from deerflow.log import open_log
+from deerflow.log.base import EventLog
 
 DEFAULT_STORE = "sqlite:///deerflow.db"
 SETTLE_WAIT = 2.0  # s Engine.wait gives a joining orchestrator to learn which runs it owns

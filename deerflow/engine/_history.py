@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from deerflow import _codec
-from deerflow.eventstore.base import Message
+from deerflow.log.base import Message
 
 SCHEMA_VERSION = 1
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from deerflow.eventstore.base import TopicPartition
+from deerflow.log.base import TopicPartition
 
 
 class OffsetTracker:

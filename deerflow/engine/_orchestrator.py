@@ -45,7 +45,7 @@ from deerflow.engine._results import RunResult, run_result
 from deerflow.engine._state import COMPLETED, SCHEDULED, RunState, fold, next_retry
 from deerflow.engine._tombstones import EndedRuns, refold
 from deerflow.engine._topics import Topics
-from deerflow.eventstore.base import EventLog, GroupConsumer, Message, TopicPartition, partition_for
+from deerflow.log.base import EventLog, GroupConsumer, Message, TopicPartition, partition_for
 
 log = logging.getLogger("deerflow.orchestrator")
 

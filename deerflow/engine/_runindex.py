@@ -14,7 +14,7 @@ from collections.abc import Callable
 from deerflow.engine import _history as h
 from deerflow.engine._state import RunState, fold
 from deerflow.engine._topics import Topics
-from deerflow.eventstore.base import EventLog, LogReader, TopicPartition
+from deerflow.log.base import EventLog, LogReader, TopicPartition
 
 log = logging.getLogger("deerflow.runindex")
 

@@ -17,7 +17,7 @@ from collections.abc import Container, Iterable, Iterator
 
 from deerflow.engine import _history as h
 from deerflow.engine._state import RunState, fold, next_retry
-from deerflow.eventstore.base import EventLog, TopicPartition, partition_for
+from deerflow.log.base import EventLog, TopicPartition, partition_for
 
 
 class EndedRuns:

@@ -40,7 +40,7 @@ from deerflow.engine._offsets import OffsetTracker
 from deerflow.engine._registry import WorkflowRegistry
 from deerflow.engine._topics import Topics
 from deerflow.errors import OutputNotSerializable
-from deerflow.eventstore.base import EventLog, GroupConsumer, Message, Record, TopicPartition
+from deerflow.log.base import EventLog, GroupConsumer, Message, Record, TopicPartition
 from deerflow.tracing import refresh_provider, traced
 
 log = logging.getLogger("deerflow.worker")

@@ -53,7 +53,8 @@ from deerflow.eventstore._store_subscription import (
     Subscription,
     SubscriptionCore,
 )
-from deerflow.eventstore.base import EventLog, StartFrom
+from deerflow.log import open_log
+from deerflow.log.base import EventLog, StartFrom
 
 DEFAULT_SQLITE_PATH = "deerflow-events.db"
 DEFAULT_KAFKA = "localhost:9092"
@@ -362,7 +363,6 @@ def _open(
 ) -> tuple[EventLog, bool, str]:
     """The log ``backend`` names, whether the store owns it, and the default topic."""
     from deerflow.engine._topics import Topics  # imported late: the engine imports this package
-    from deerflow.eventstore import open_log
 
     default_topic = Topics.from_env().events
     if isinstance(backend, EventLog):

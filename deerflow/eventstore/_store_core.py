@@ -20,7 +20,7 @@ from deerflow import _codec
 from deerflow.errors import ConcurrencyConflict, EventStoreError
 from deerflow.eventstore._store_index import Admission, PartitionIndex
 from deerflow.eventstore._store_model import StoredEvent, decode_unit, encode_unit, utcnow
-from deerflow.eventstore.base import (
+from deerflow.log.base import (
     EventLog,
     LogReader,
     Message,

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deerflow import _codec
-from deerflow.eventstore.base import Headers, Record
+from deerflow.log.base import Headers, Record
 
 SCHEMA_VERSION = 1
 BATCH_TYPE = "deerflow.batch"

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from deerflow.errors import EventStoreError
 from deerflow.eventstore._store_index import Admission
 from deerflow.eventstore._store_model import StoredEvent, decode_unit
-from deerflow.eventstore.base import GroupConsumer, LogReader, Record, StartFrom, TopicPartition
+from deerflow.log.base import GroupConsumer, LogReader, Record, StartFrom, TopicPartition
 
 if TYPE_CHECKING:
     from deerflow.eventstore._store_core import EventStreams

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from deerflow import _codec
 
 if TYPE_CHECKING:
-    from deerflow.eventstore.base import EventLog
+    from deerflow.log.base import EventLog
     from deerflow.pipeline._backpressure import Intake
 
 

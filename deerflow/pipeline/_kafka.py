@@ -1,6 +1,6 @@
 """Kafka topics as a pipeline's source and sink, through deerflow's own event log.
 
-Going through :class:`~deerflow.eventstore.base.EventLog` (rather than aiokafka directly)
+Going through :class:`~deerflow.log.base.EventLog` (rather than aiokafka directly)
 shares the broker-quirk handling of the engine (Tansu's short ``end_offsets``, positions of
 paused partitions) and gives pause/resume/commit in one narrow interface; the source also
 works on any other log URL (``memory://``), which the engine's own topics use.
@@ -31,8 +31,8 @@ import orjson
 
 from deerflow.engine._offsets import OffsetTracker
 from deerflow.errors import ConnectorError, DeerflowError
-from deerflow.eventstore import EventLog, open_log
-from deerflow.eventstore.base import GroupConsumer, Record, StartFrom, TopicPartition
+from deerflow.log import EventLog, open_log
+from deerflow.log.base import GroupConsumer, Record, StartFrom, TopicPartition
 from deerflow.pipeline._io import PipelineContext, Source
 from deerflow.pipeline._sinks import LogSink, encode_value
 
@@ -81,7 +81,7 @@ class KafkaSource(Source):
         bootstrap_servers: ``host:port[,...]`` or a log URL; see :func:`kafka_log`.
         start_from: where a new group starts: ``"earliest"`` or ``"latest"``.
         decode: ``"json"`` (default), ``"text"``, ``"bytes"``, ``"record"`` (the whole
-            :class:`~deerflow.eventstore.base.Record`) or a function of the record. Records
+            :class:`~deerflow.log.base.Record`) or a function of the record. Records
             that fail to decode are dead-lettered (stage ``"source"``).
         commit_interval: seconds between commits of finished offsets.
         revoke_timeout: seconds a rebalance waits for in-flight records of revoked partitions.

@@ -11,7 +11,7 @@ from typing import Any
 
 from deerflow import _codec
 from deerflow.errors import DefinitionError
-from deerflow.eventstore import EventLog, Message, open_log
+from deerflow.log import EventLog, Message, open_log
 from deerflow.pipeline._io import DeadLetter, Output, PipelineContext, Sink
 
 log = logging.getLogger("deerflow.pipeline")

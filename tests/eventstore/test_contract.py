@@ -31,7 +31,7 @@ from deerflow.eventstore import (
     open_log,
     partition_for,
 )
-from deerflow.eventstore._sqlitefile import SqliteFile
+from deerflow.log._sqlitefile import SqliteFile
 from tests.services import unique_name
 
 REPO = Path(__file__).resolve().parents[2]

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Mapping, Sequence
 
 from deerflow.errors import EventStoreError
-from deerflow.eventstore.base import (
+from deerflow.log.base import (
     AssignmentListener,
     EventLog,
     GroupConsumer,

@@ -1,4 +1,4 @@
-"""Readers and group members of :class:`~deerflow.eventstore.kafka.KafkaEventLog`."""
+"""Readers and group members of :class:`~deerflow.log.kafka.KafkaEventLog`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from deerflow.errors import EventStoreError
-from deerflow.eventstore._kafkaclient import (
+from deerflow.log._kafkaclient import (
     ConsumerRebalanceListener,
     IllegalStateError,
     KafkaError,
@@ -17,7 +17,7 @@ from deerflow.eventstore._kafkaclient import (
     record_from,
     theirs,
 )
-from deerflow.eventstore.base import (
+from deerflow.log.base import (
     AssignmentListener,
     GroupConsumer,
     LogReader,
@@ -27,7 +27,7 @@ from deerflow.eventstore.base import (
 )
 
 if TYPE_CHECKING:
-    from deerflow.eventstore.kafka import KafkaEventLog
+    from deerflow.log.kafka import KafkaEventLog
 
 logger = logging.getLogger(__name__)
 

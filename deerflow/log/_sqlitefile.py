@@ -1,4 +1,4 @@
-"""The synchronous SQL behind :mod:`deerflow.eventstore.sqlite`.
+"""The synchronous SQL behind :mod:`deerflow.log.sqlite`.
 
 Every method here runs on the log's one SQLite thread, so one connection serves them all and
 the event loop never waits on the disk. Offsets are assigned inside ``BEGIN IMMEDIATE``
@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from deerflow.errors import EventStoreError
-from deerflow.eventstore.base import Headers, Message, Record, TopicPartition
+from deerflow.log.base import Headers, Message, Record, TopicPartition
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS topics (

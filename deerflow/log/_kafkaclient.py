@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from deerflow.errors import EventStoreError, MissingDependency
-from deerflow.eventstore.base import Record, TopicPartition
+from deerflow.log.base import Record, TopicPartition
 
 try:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer

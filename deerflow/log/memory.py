@@ -1,0 +1,189 @@
+"""``memory://``: the event log in Python lists, for unit tests and :mod:`deerflow.testing`.
+
+Nothing is written anywhere: records live as long as the process. ``memory://`` alone is a fresh
+private log; ``memory://some-name`` is shared by every :class:`MemoryEventLog` opened with that
+name in this process, so two in-process workers (or a "restarted" one) see the same records,
+groups and committed offsets. Use it from one event loop at a time; it is not thread-safe.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import Mapping, Sequence
+from urllib.parse import parse_qs, urlsplit
+
+from deerflow.errors import EventStoreError
+from deerflow.log._local import (
+    LocalGroup,
+    LocalGroupConsumer,
+    LocalReader,
+    LocalStorage,
+    Notifier,
+)
+from deerflow.log.base import (
+    AssignmentListener,
+    EventLog,
+    GroupConsumer,
+    LogReader,
+    Message,
+    Record,
+    StartFrom,
+    TopicPartition,
+    partition_for,
+)
+
+DEFAULT_PARTITIONS = 4
+
+# Named logs live for the whole process, like a file would; private ones die with their log.
+_NAMED: dict[str, _MemoryStore] = {}
+
+
+class _MemoryStore(LocalStorage):
+    """Records, committed offsets and groups of one memory log (possibly shared by name)."""
+
+    def __init__(self) -> None:
+        self.notifier = Notifier()
+        self.partitions: dict[str, list[list[Record]]] = {}
+        self.offsets: dict[str, dict[TopicPartition, int]] = {}
+        self.groups: dict[str, LocalGroup] = {}
+
+    def create(self, topic: str, partitions: int) -> int:
+        if partitions < 1:
+            raise EventStoreError(f"topic {topic!r} needs at least one partition", retriable=False)
+        return len(self.partitions.setdefault(topic, [[] for _ in range(partitions)]))
+
+    def append(self, messages: Sequence[Message], default: int) -> list[tuple[TopicPartition, int]]:
+        # Place every message before storing any, so a bad one leaves the log untouched.
+        placed = [(message, self._place(message, default)) for message in messages]
+        now_ms = time.time_ns() // 1_000_000
+        positions = []
+        for message, tp in placed:
+            records = self.partitions[tp.topic][tp.partition]
+            record = Record(
+                tp.topic, tp.partition, len(records), message.key, message.value,
+                tuple(message.headers), now_ms,
+            )  # fmt: skip
+            records.append(record)
+            positions.append((tp, record.offset))
+        if positions:
+            self.notifier.notify()
+        return positions
+
+    def _place(self, message: Message, default: int) -> TopicPartition:
+        count = self.create(message.topic, default)
+        partition = message.partition
+        if partition is None:
+            partition = partition_for(message.key, count)
+        elif not 0 <= partition < count:
+            raise EventStoreError(
+                f"topic {message.topic!r} has {count} partitions, not {partition}",
+                retriable=False,
+            )
+        return TopicPartition(message.topic, partition)
+
+    def _records(self, tp: TopicPartition) -> list[Record]:
+        partitions = self.partitions.get(tp.topic, [])
+        return partitions[tp.partition] if tp.partition < len(partitions) else []
+
+    async def fetch(
+        self, positions: Sequence[tuple[TopicPartition, int]], max_records: int
+    ) -> tuple[list[Record], dict[TopicPartition, int]]:
+        out: list[Record] = []
+        ends: dict[TopicPartition, int] = {}
+        for tp, offset in positions:
+            records = self._records(tp)
+            ends[tp] = len(records)
+            out.extend(records[offset : offset + max_records - len(out)])
+        return out, ends
+
+    async def end_offset(self, tp: TopicPartition) -> int:
+        return len(self._records(tp))
+
+    async def partition_count(self, topic: str, default: int) -> int:
+        return self.create(topic, default)
+
+    async def load_committed(self, group: str, tp: TopicPartition) -> int | None:
+        return self.offsets.get(group, {}).get(tp)
+
+    async def store_committed(
+        self,
+        group: LocalGroup,
+        offsets: Mapping[TopicPartition, int],
+        messages: Sequence[Message],
+        default_partitions: int,
+    ) -> None:
+        # No await between the two: nothing else can run in between, so this is atomic.
+        self.append(messages, default_partitions)
+        self.offsets.setdefault(group.name, {}).update(offsets)
+
+
+class MemoryEventLog(EventLog):
+    """An :class:`EventLog` kept in this process's memory.
+
+    Args:
+        url: ``memory://`` (private) or ``memory://name`` (shared in-process by name), with an
+            optional ``?partitions=N`` default for topics created implicitly.
+        partitions: overrides the URL's default partition count.
+    """
+
+    def __init__(self, url: str = "memory://", *, partitions: int | None = None) -> None:
+        parts = urlsplit(url)
+        if parts.scheme != "memory":
+            raise EventStoreError(f"not a memory:// URL: {url!r}", retriable=False)
+        query = parse_qs(parts.query)
+        self.url = url
+        self.default_partitions = partitions or int(
+            query.get("partitions", [DEFAULT_PARTITIONS])[0]
+        )
+        name = parts.netloc + parts.path
+        self._store = _NAMED.setdefault(name, _MemoryStore()) if name else _MemoryStore()
+        # Weak, so readers that were stopped and dropped (read_partition) do not pile up.
+        self._children: weakref.WeakSet[LogReader] = weakref.WeakSet()
+
+    async def start(self) -> None:
+        """Nothing to connect; present for the common lifecycle."""
+
+    async def stop(self) -> None:
+        """Stop every reader and consumer made by this log; the records stay."""
+        for child in list(self._children):
+            await child.stop()
+
+    async def ensure_topic(self, topic: str, partitions: int, *, keep_forever: bool = False) -> int:
+        """See :meth:`EventLog.ensure_topic`."""
+        return self._store.create(topic, partitions)
+
+    async def partition_count(self, topic: str) -> int:
+        """See :meth:`EventLog.partition_count`."""
+        return self._store.create(topic, self.default_partitions)
+
+    async def append(self, messages: Sequence[Message]) -> list[tuple[TopicPartition, int]]:
+        """See :meth:`EventLog.append`; all-or-nothing for one call."""
+        return self._store.append(messages, self.default_partitions)
+
+    def reader(self, start: Mapping[TopicPartition, int]) -> LogReader:
+        """See :meth:`EventLog.reader`."""
+        reader = LocalReader(self._store, start)
+        self._children.add(reader)
+        return reader
+
+    def consumer(
+        self,
+        group: str,
+        topics: Sequence[str],
+        *,
+        listener: AssignmentListener | None = None,
+        start_from: StartFrom = "earliest",
+    ) -> GroupConsumer:
+        """See :meth:`EventLog.consumer`; members share the group across same-named logs."""
+        local_group = self._store.groups.setdefault(group, LocalGroup(group, self._store))
+        member = LocalGroupConsumer(
+            local_group,
+            topics,
+            listener=listener,
+            start_from=start_from,
+            default_partitions=self.default_partitions,
+            log=self,
+        )
+        self._children.add(member)
+        return member
