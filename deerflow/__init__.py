@@ -5,21 +5,8 @@ end as declared, across crashes, retries and machines. Every change to a run is 
 its history; the embedded default keeps that history in SQLite, Kafka spreads it over machines.
 """
 
-# The engine first: pattern modules import engine submodules while the engine package loads.
-import deerflow.engine as _engine  # noqa: F401
-
-# Registers the service that runs event handlers with every Engine (see deerflow.choreography).
-from deerflow import _choreography_service as _choreography_service
 from deerflow.choreography import publish_event, publish_event_async
-from deerflow.engine import (
-    Engine,
-    RetryPolicy,
-    RunHandle,
-    RunResult,
-    TaskContext,
-    TaskResult,
-    Workflow,
-)
+from deerflow.core import RetryPolicy
 from deerflow.errors import (
     DeerflowError,
     DefinitionError,
@@ -29,19 +16,12 @@ from deerflow.errors import (
 )
 from deerflow.events import EventTrigger
 from deerflow.eventstore import EventStore
-from deerflow.patterns import (
-    DynamicTasks,
-    MapReduce,
-    SubWorkflow,
-    TemplateParameterError,
-    WorkflowTemplate,
-    compose_workflows,
-    gather,
-    parallel,
-)
+from deerflow.patterns import DynamicTasks, MapReduce, SubWorkflow, gather, parallel
 from deerflow.pipeline import Backpressure, Pipeline, stage
+from deerflow.runtime import Engine, RunHandle, RunResult, TaskContext, TaskResult
 from deerflow.sagas import CompensatingAction, Saga, step
 from deerflow.statemachine import State, StateMachine, Transition, on_enter, on_exit, on_transition
+from deerflow.workflow import TemplateParameterError, Workflow, WorkflowTemplate, compose_workflows
 
 __version__ = "0.1.0"
 

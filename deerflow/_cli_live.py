@@ -16,8 +16,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from deerflow.engine._expand import node_of
-from deerflow.engine._results import RunResult, TaskResult
+from deerflow.core._expand import node_of
+from deerflow.runtime._results import RunResult, TaskResult
 
 STYLE = {
     "pending": "dim",

@@ -26,9 +26,9 @@ from deerflow import _codec
 from deerflow._cli_live import STYLE, elapsed, run_view, when
 from deerflow._cli_tail import tail_topic
 from deerflow.engine import Engine, Workflow
-from deerflow.engine._engine import default_store
 from deerflow.errors import DeerflowError, EventStoreError
 from deerflow.eventstore import SqliteEventLog, open_log
+from deerflow.runtime._engine import default_store
 from deerflow.web import _dlq, _runs
 
 T = TypeVar("T")

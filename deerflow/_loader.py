@@ -6,8 +6,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from deerflow.engine._definition import Workflow
 from deerflow.errors import DeerflowError
+from deerflow.workflow import Workflow
 
 
 def load_module_workflows(target: str) -> tuple[list[Workflow], Workflow | None]:

@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from deerflow._cli_live import STYLE
-from deerflow.engine._results import RunResult, TaskResult
+from deerflow.runtime._results import RunResult, TaskResult
 
 _MARK = {"completed": "✔", "failed": "✘", "skipped": "⤼", "pending": "·", "retrying": "↻"}
 

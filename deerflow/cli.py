@@ -16,9 +16,9 @@ from rich.console import Console
 from deerflow import _codec
 from deerflow._loader import load_module_workflows
 from deerflow._progress import RunProgress
-from deerflow.engine._engine import Engine, default_store
-from deerflow.engine._results import RunResult
 from deerflow.errors import DeerflowError
+from deerflow.runtime._engine import Engine, default_store
+from deerflow.runtime._results import RunResult
 
 app = typer.Typer(
     help="deerflow: durable, event-driven workflows.",

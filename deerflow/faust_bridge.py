@@ -38,6 +38,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import deerflow._codec as _codec
+from deerflow.core._topics import Topics
 from deerflow.errors import MissingDependency
 from deerflow.eventstore._store_model import StoredEvent, decode_unit, derived_id, encode_unit
 from deerflow.eventstore._store_origin import PROCESS
@@ -61,7 +63,6 @@ def events_topic(app: faust.App, *, name: str | None = None, prefix: str | None 
         name: the topic (default: the engine's events topic, ``$DEERFLOW_PREFIX.events``).
         prefix: the deerflow topic prefix, when not ``$DEERFLOW_PREFIX``.
     """
-    from deerflow.engine._topics import Topics
 
     return app.topic(
         name or Topics.from_env(prefix).events, key_serializer="raw", value_serializer="raw"
@@ -111,7 +112,6 @@ async def publish(
         rank: tells apart several events of one type published for one cause.
         id: an explicit event id.
     """
-    from deerflow import _codec
 
     if id is None:
         seed = f"faust:{topic.get_topic_name()}:{cause.id}:{event_type}" if cause else None

@@ -28,9 +28,10 @@ from deerflow.connectors.kafka import (
 from deerflow.connectors.s3 import S3NotificationSource
 from deerflow.connectors.s3poll import S3PollingSource
 from deerflow.connectors.webhook import WebhookGateway
-from deerflow.engine import Engine, Workflow
+from deerflow.core import WorkflowDef as Workflow
 from deerflow.errors import ConnectorError
 from deerflow.events import EventTrigger, KafkaEvent, S3Event, WebhookEvent, trigger_name
+from deerflow.runtime import Engine
 
 __all__ = [
     "ApiKeys",

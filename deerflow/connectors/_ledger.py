@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from deerflow import _codec
+import deerflow._codec as _codec
 from deerflow.log.base import EventLog, LogReader, Message, Record, TopicPartition
 
 log = logging.getLogger("deerflow.connectors.ledger")

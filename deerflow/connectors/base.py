@@ -26,12 +26,12 @@ from typing import Any, Generic, Self, TypeVar
 
 from pydantic import BaseModel
 
-from deerflow import _codec
-from deerflow.engine import Engine
-from deerflow.engine import _history as h
-from deerflow.engine._state import RunState
+import deerflow._codec as _codec
+from deerflow.core import _history as h
+from deerflow.core._state import RunState
 from deerflow.errors import ConnectorError, DeerflowError, RunNotFound, TransitionNotAllowed
 from deerflow.log.base import Headers, Message
+from deerflow.runtime import Engine
 
 log = logging.getLogger("deerflow.connectors")
 

@@ -37,11 +37,11 @@ from deerflow.connectors.base import (
     run_id_for,
     unstorable,
 )
-from deerflow.engine import Engine
 from deerflow.errors import ConnectorError, DeerflowError
 from deerflow.events import KafkaEvent, KafkaMessageEvent
 from deerflow.log import open_log
 from deerflow.log.base import EventLog, GroupConsumer, Record, TopicPartition
+from deerflow.runtime import Engine
 
 log = logging.getLogger("deerflow.connectors.kafka")
 

@@ -43,8 +43,8 @@ from deerflow.connectors.base import (
     run_id_for,
     unstorable,
 )
-from deerflow.engine import Engine
 from deerflow.events import S3Event, S3ObjectEvent
+from deerflow.runtime import Engine
 
 log = logging.getLogger("deerflow.connectors.s3")
 

@@ -30,9 +30,9 @@ from typing import Any
 from deerflow.connectors import _s3setup
 from deerflow.connectors._ledger import Ledger
 from deerflow.connectors.base import Action, RunRequest, TriggerSource, backoff_sleep, run_id_for
-from deerflow.engine import Engine
 from deerflow.errors import ConnectorError
 from deerflow.events import S3Event, S3ObjectEvent
+from deerflow.runtime import Engine
 
 log = logging.getLogger("deerflow.connectors.s3poll")
 

@@ -38,9 +38,9 @@ from deerflow.connectors._auth import (
     signed_identity,
 )
 from deerflow.connectors.base import RunRequest, TriggerSource, run_id_for, unstorable
-from deerflow.engine import Engine
 from deerflow.errors import ConnectorError, RunNotFound
 from deerflow.events import WebhookEvent, WebhookRequestEvent, trigger_name
+from deerflow.runtime import Engine
 
 log = logging.getLogger("deerflow.connectors.webhook")
 

@@ -1,11 +1,19 @@
-"""Definitions, run state, the pure decider and the runtime (orchestrator, worker, engine)."""
+"""The engine's historical import path: a facade over :mod:`deerflow.runtime`,
+:mod:`deerflow.core` and :mod:`deerflow.workflow` (see ARCHITECTURE.md for the layers)."""
 
-from deerflow.engine._context import TaskContext, TaskDispatch, TaskView
-from deerflow.engine._definition import RetryPolicy, TaskDef, Workflow
-from deerflow.engine._engine import Engine, RunHandle, default_store
-from deerflow.engine._registry import WorkflowRegistry
-from deerflow.engine._results import RunResult, TaskResult
-from deerflow.engine._topics import Topics
+from deerflow.core import RetryPolicy, TaskDef, Topics
+from deerflow.runtime import (
+    Engine,
+    RunHandle,
+    RunResult,
+    TaskContext,
+    TaskDispatch,
+    TaskResult,
+    TaskView,
+    WorkflowRegistry,
+    default_store,
+)
+from deerflow.workflow import Workflow
 
 __all__ = [
     "Engine",

@@ -41,6 +41,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 
+from deerflow.core._topics import Topics
 from deerflow.errors import EventStoreError
 from deerflow.eventstore._store_core import Aggregate, EventStreams, Reducer
 from deerflow.eventstore._store_loop import HomeLoop, close_at_exit
@@ -362,7 +363,6 @@ def _open(
     backend: Any, bootstrap: str | None, path: str | None, options: dict[str, Any]
 ) -> tuple[EventLog, bool, str]:
     """The log ``backend`` names, whether the store owns it, and the default topic."""
-    from deerflow.engine._topics import Topics  # imported late: the engine imports this package
 
     default_topic = Topics.from_env().events
     if isinstance(backend, EventLog):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from deerflow import _codec
+import deerflow._codec as _codec
 from deerflow.errors import ConcurrencyConflict, EventStoreError
 from deerflow.eventstore._store_index import Admission, PartitionIndex
 from deerflow.eventstore._store_model import StoredEvent, decode_unit, encode_unit, utcnow

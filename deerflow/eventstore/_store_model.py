@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from deerflow import _codec
+import deerflow._codec as _codec
 from deerflow.log.base import Headers, Record
 
 SCHEMA_VERSION = 1

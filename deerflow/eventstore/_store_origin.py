@@ -23,8 +23,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from deerflow import _codec
+import deerflow._codec as _codec
 from deerflow.eventstore._store_model import StoredEvent, derived_id, utcnow
+from deerflow.runtime._context import current_task
 
 _KNOWN = frozenset(
     {
@@ -88,7 +89,6 @@ def scope_now() -> PublishScope | None:
     if scope is not None:
         return scope
     # Imported here: the engine imports the event store package while it loads.
-    from deerflow.engine._context import current_task
 
     ctx = current_task.get()
     if ctx is None:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol, TypeVar
 
-if TYPE_CHECKING:
-    from deerflow.engine._definition import Workflow
-    from deerflow.engine._taskdef import TaskDef
+from deerflow.core._definition import WorkflowDef
+from deerflow.core._taskdef import TaskDef
+from deerflow.errors import DefinitionError
+from deerflow.patterns.dynamic import add_dynamic_tasks
+from deerflow.patterns.fanout import add_parallel_tasks
+from deerflow.patterns.mapreduce import add_map_reduce
+from deerflow.patterns.subworkflow import SubWorkflow
 
 F = TypeVar("F", bound=Callable[..., Any])
 C = TypeVar("C", bound=type)
@@ -17,36 +20,28 @@ C = TypeVar("C", bound=type)
 class Node(Protocol):
     """A declarative node (:class:`deerflow.SubWorkflow`, :func:`deerflow.parallel`, ...)."""
 
-    def add_to(self, workflow: Workflow) -> TaskDef:
+    def add_to(self, workflow: WorkflowDef) -> TaskDef:
         """Add this node to ``workflow`` and return its definition."""
         ...
 
 
-class PatternsMixin:
+class PatternsMixin(WorkflowDef):
     """Decorators that add pattern nodes to a workflow."""
-
-    #: parameters every run sees in ``context.params`` under its own (set by templates)
-    default_params: Mapping[str, Any] = MappingProxyType({})
-
-    def add_task(self, task: TaskDef) -> TaskDef:  # implemented by Workflow
-        raise NotImplementedError
 
     def add(self, node: Node) -> TaskDef:
         """Add a declarative node: ``wf.add(SubWorkflow(...))``, ``wf.add(parallel(fn, ...))``."""
         if not hasattr(node, "add_to"):
-            from deerflow.errors import DefinitionError
-
             raise DefinitionError(
                 f"{node!r} is not a node: expected SubWorkflow, parallel(...), "
                 "or another object with add_to(workflow)"
             )
-        return node.add_to(self)  # type: ignore[arg-type]
+        return node.add_to(self)
 
     def sub_workflow(
         self,
         id: str,
         *,
-        workflow: Workflow,
+        workflow: WorkflowDef,
         depends_on: Iterable[str] = (),
         input_from: str | None = None,
         retries: int = 0,
@@ -61,8 +56,6 @@ class PatternsMixin:
         The child's ``context.input`` is the upstream output (a dict by id for several), or
         the output of ``input_from`` alone.
         """
-        from deerflow.patterns.subworkflow import SubWorkflow
-
         SubWorkflow(
             id=id,
             workflow=workflow,
@@ -72,7 +65,7 @@ class PatternsMixin:
             retry_delay=retry_delay,
             backoff=backoff,
             timeout=timeout,
-        ).add_to(self)  # type: ignore[arg-type]
+        ).add_to(self)
 
         def passthrough(fn: F) -> F:
             return fn
@@ -96,7 +89,6 @@ class PatternsMixin:
         ``context.parallel_results[id]`` downstream is the ordered list of results (fan-in).
         See :mod:`deerflow.patterns.fanout` for how the list of items is found.
         """
-        from deerflow.patterns.fanout import add_parallel_tasks
 
         def register(fn: F) -> F:
             add_parallel_tasks(
@@ -104,7 +96,7 @@ class PatternsMixin:
                 id,
                 fn,
                 depends_on,
-                over=over,  # type: ignore[arg-type]
+                over=over,
                 max_parallel=max_parallel,
                 retries=retries,
                 retry_delay=retry_delay,
@@ -133,14 +125,13 @@ class PatternsMixin:
         generated task id to its output. Retries and ``timeout`` apply to the generator and to
         each generated task. See :mod:`deerflow.patterns.dynamic` for the spec format.
         """
-        from deerflow.patterns.dynamic import add_dynamic_tasks
 
         def register(fn: F) -> F:
             add_dynamic_tasks(
                 self,
                 id,
                 fn,
-                depends_on,  # type: ignore[arg-type]
+                depends_on,
                 max_parallel=max_parallel,
                 retries=retries,
                 retry_delay=retry_delay,
@@ -170,14 +161,13 @@ class PatternsMixin:
         tasks spread over every worker; ``reduce_parallelism`` partial reduces combine slices
         of the map results before one final ``reduce``. See :mod:`deerflow.patterns.mapreduce`.
         """
-        from deerflow.patterns.mapreduce import add_map_reduce
 
         def register(cls: C) -> C:
             add_map_reduce(
                 self,
                 id,
                 cls,
-                depends_on,  # type: ignore[arg-type]
+                depends_on,
                 partitions=partitions,
                 reduce_parallelism=reduce_parallelism,
                 max_parallel=max_parallel,

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from deerflow import _codec
+import deerflow._codec as _codec
 from deerflow.errors import NonRetryableError, TaskError
 
 STDERR_TAIL = 2000

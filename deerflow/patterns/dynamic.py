@@ -25,15 +25,13 @@ import inspect
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from deerflow.engine._context import TaskContext
-from deerflow.engine._taskdef import TaskDef, positive_or_none, retry_policy
+from deerflow.core._definition import WorkflowDef
+from deerflow.core._taskdef import TaskDef, positive_or_none, retry_policy
 from deerflow.errors import DefinitionError, NonRetryableError
 from deerflow.patterns.tasktypes import DynamicTasks, TaskSpec
-
-if TYPE_CHECKING:
-    from deerflow.engine._definition import Workflow
+from deerflow.runtime._context import TaskContext
 
 SPEC_KEYS = frozenset({"id", "type", "config", "depends_on"})
 
@@ -122,7 +120,7 @@ def workflow_dir(fn: Callable[..., Any]) -> Path | None:
 
 
 def add_dynamic_tasks(
-    wf: Workflow,
+    wf: WorkflowDef,
     node_id: str,
     fn: Callable[..., Any],
     depends_on: Iterable[str],

@@ -24,15 +24,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from deerflow.engine._context import TaskContext, current_task
-from deerflow.engine._taskdef import TaskDef, positive_or_none, retry_policy
+from deerflow.core._child import child_body
+from deerflow.core._definition import WorkflowDef
+from deerflow.core._taskdef import TaskDef, positive_or_none, retry_policy
 from deerflow.errors import DeerflowError, DefinitionError, NonRetryableError
-from deerflow.patterns._child import child_body
-
-if TYPE_CHECKING:
-    from deerflow.engine._definition import Workflow
+from deerflow.runtime._context import TaskContext, current_task
 
 
 @dataclass
@@ -94,7 +92,7 @@ def find_items(
 
 
 def add_parallel_tasks(
-    wf: Workflow,
+    wf: WorkflowDef,
     node_id: str,
     fn: Callable[..., Any],
     depends_on: Iterable[str],
@@ -144,7 +142,7 @@ class ParallelNode:
     retry: dict[str, float] = field(default_factory=dict)
     timeout: float | None = None
 
-    def add_to(self, wf: Workflow) -> TaskDef:
+    def add_to(self, wf: WorkflowDef) -> TaskDef:
         """Add the fan-out node to ``wf``."""
         return add_parallel_tasks(
             wf,

@@ -39,16 +39,14 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from deerflow.engine._context import TaskContext
-from deerflow.engine._expand import child_task_id
-from deerflow.engine._taskdef import TaskDef, positive_or_none, retry_policy
+from deerflow.core._definition import WorkflowDef
+from deerflow.core._expand import child_task_id
+from deerflow.core._taskdef import TaskDef, positive_or_none, retry_policy
 from deerflow.errors import DefinitionError, NonRetryableError
 from deerflow.patterns._mrplan import plan_map_reduce
-
-if TYPE_CHECKING:
-    from deerflow.engine._definition import Workflow
+from deerflow.runtime._context import TaskContext
 
 
 class MapReduce:
@@ -157,7 +155,7 @@ def _flatten(context: TaskContext, deps: list[str]) -> list[Any]:
 
 
 def add_map_reduce(
-    wf: Workflow,
+    wf: WorkflowDef,
     node_id: str,
     cls: type[MapReduce],
     depends_on: Iterable[str],

@@ -11,13 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-from deerflow.engine._taskdef import TaskDef, positive_or_none, retry_policy
+from deerflow.core._definition import WorkflowDef
+from deerflow.core._taskdef import TaskDef, positive_or_none, retry_policy
 from deerflow.errors import DefinitionError
-
-if TYPE_CHECKING:
-    from deerflow.engine._definition import Workflow
 
 
 @dataclass(frozen=True)
@@ -43,7 +40,7 @@ class SubWorkflow:
     """
 
     id: str
-    workflow: Workflow
+    workflow: WorkflowDef
     depends_on: Iterable[str] = field(default=())
     input_from: str | None = None
     retries: int = 0
@@ -51,7 +48,7 @@ class SubWorkflow:
     backoff: float = 2.0
     timeout: float | None = None
 
-    def add_to(self, parent: Workflow) -> TaskDef:
+    def add_to(self, parent: WorkflowDef) -> TaskDef:
         """Add this node to ``parent``; a failed child run fails the node (retries apply)."""
         return add_sub_workflow(
             parent,
@@ -67,9 +64,9 @@ class SubWorkflow:
 
 
 def add_sub_workflow(
-    parent: Workflow,
+    parent: WorkflowDef,
     node_id: str,
-    child: Workflow,
+    child: WorkflowDef,
     depends_on: Iterable[str],
     *,
     input_from: str | None = None,
@@ -79,10 +76,9 @@ def add_sub_workflow(
     timeout: float | None = None,
 ) -> TaskDef:
     """Add a node running ``child``; a failed child run fails the node (retries apply)."""
-    from deerflow.engine._definition import Workflow
 
     where = f"workflow {parent.name!r}, task {node_id!r}"
-    if not isinstance(child, Workflow):
+    if not isinstance(child, WorkflowDef):
         raise DefinitionError(f"{where}: workflow= must be a Workflow, got {type(child).__name__}")
     if child is parent:
         raise DefinitionError(f"{where}: a workflow cannot run itself as a sub-workflow")

@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar, overload
 
-from deerflow import _codec
-from deerflow.engine._context import TaskContext
+import deerflow._codec as _codec
 from deerflow.errors import DefinitionError, NonRetryableError
 from deerflow.patterns._script import resolve_script, run_script
+from deerflow.runtime._context import TaskContext
 
 FnT = TypeVar("FnT", bound=Callable[..., Any])
 

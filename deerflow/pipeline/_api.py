@@ -14,25 +14,23 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import Any, TypeVar, overload
 
+from deerflow.core._definition import WorkflowDef
 from deerflow.errors import DefinitionError
 from deerflow.pipeline._backpressure import Backpressure
 from deerflow.pipeline._pipeline import Pipeline, PipelineSpec
 from deerflow.pipeline._runtime import PipelineReport, PipelineRuntime
-
-if TYPE_CHECKING:
-    from deerflow.engine._results import RunResult, TaskResult
+from deerflow.pipeline._service import PIPELINES
+from deerflow.runtime._engine import ensure_loop_free
+from deerflow.runtime._results import RunResult, TaskResult
 
 P = TypeVar("P", bound=type[Pipeline])
 
 
-class PipelineMixin:
-    """Adds ``Workflow.pipeline``."""
+class PipelineMixin(WorkflowDef):
+    """Adds ``Workflow.pipeline``; a workflow with a pipeline carries the plugin that serves it."""
 
-    name: str
-    version: str
-    _tasks: Mapping[str, Any]
     _pipeline: PipelineSpec | None = None
 
     @overload
@@ -88,10 +86,24 @@ class PipelineMixin:
             spec.validate(where)
             self._pipeline = spec
             self._check_pipeline()
-            _enable_serving()
+            if PIPELINES not in self.plugins:
+                self.plugins.append(PIPELINES)  # `deerflow serve` runs its lasting source
             return pipeline_cls
 
         return register(cls) if cls is not None else register
+
+    def has_body(self) -> bool:
+        """A pipeline workflow is valid without tasks."""
+        return self._pipeline is not None or super().has_body()
+
+    def start_refusal(self) -> str | None:
+        """A pipeline has no runs in the history: it streams."""
+        if self._pipeline is not None:
+            return (
+                f"workflow {self.name!r} is a streaming pipeline: feed it with "
+                "workflow.run(input=...) or run it under `deerflow serve`"
+            )
+        return super().start_refusal()
 
     def _check_pipeline(self) -> None:
         """``Workflow.validate`` for a pipeline workflow: it must have no DAG tasks."""
@@ -110,8 +122,6 @@ class PipelineMixin:
         run_id: str | None,
     ) -> RunResult:
         """``Workflow.run`` for a pipeline workflow (blocking)."""
-        from deerflow.engine._definition import ensure_loop_free
-
         ensure_loop_free()
         return asyncio.run(
             run_pipeline(self, params=params, input=input, timeout=timeout, run_id=run_id)
@@ -157,8 +167,6 @@ def to_run_result(
     params: Mapping[str, Any] | None = None,
 ) -> RunResult:
     """A pipeline report as a :class:`~deerflow.RunResult`: one task per stage."""
-    from deerflow.engine._results import RunResult
-
     return RunResult(
         run_id=run_id,
         workflow=workflow.name,
@@ -174,8 +182,6 @@ def to_run_result(
 
 
 def _stage_result(report: PipelineReport, metrics: dict[str, Any]) -> TaskResult:
-    from deerflow.engine._results import TaskResult
-
     status = {"running": "running", "failed": "failed"}.get(report.status, "completed")
     return TaskResult(
         status=status,
@@ -185,11 +191,3 @@ def _stage_result(report: PipelineReport, metrics: dict[str, Any]) -> TaskResult
         started_at=report.started_at,
         finished_at=report.finished_at,
     )
-
-
-def _enable_serving() -> None:
-    # Imported here: the engine imports this module while it is itself being imported.
-    from deerflow.engine._engine import register_service_factory
-    from deerflow.pipeline._service import pipeline_services
-
-    register_service_factory(pipeline_services)

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from deerflow import _codec
+import deerflow._codec as _codec
 
 if TYPE_CHECKING:
     from deerflow.log.base import EventLog

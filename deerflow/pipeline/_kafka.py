@@ -13,7 +13,7 @@ The source's two promises:
   the strategy decides; records let go count as done.
 * **At-least-once.** An offset is committed only when every record before it in its partition
   has left the last stage (completed, dead-lettered or dropped), tracked per partition with
-  :class:`~deerflow.engine._offsets.OffsetTracker`. A crash or a lost partition redelivers
+  :class:`~deerflow.runtime._offsets.OffsetTracker`. A crash or a lost partition redelivers
   the rest. On a rebalance the source waits (up to ``revoke_timeout``) for the revoked
   partitions' in-flight records, commits, and lets them go.
 """
@@ -29,12 +29,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
-from deerflow.engine._offsets import OffsetTracker
 from deerflow.errors import ConnectorError, DeerflowError
 from deerflow.log import EventLog, open_log
 from deerflow.log.base import GroupConsumer, Record, StartFrom, TopicPartition
 from deerflow.pipeline._io import PipelineContext, Source
 from deerflow.pipeline._sinks import LogSink, encode_value
+from deerflow.runtime._offsets import OffsetTracker
 
 if TYPE_CHECKING:
     from deerflow.pipeline._backpressure import Intake

@@ -7,15 +7,14 @@ splits the topic's partitions among them, so adding processes adds throughput.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
+from typing import Any
 
+from deerflow.core._definition import WorkflowDef
 from deerflow.pipeline._io import PipelineContext
 from deerflow.pipeline._runtime import PipelineRuntime
 from deerflow.pipeline._sinks import LogSink
-
-if TYPE_CHECKING:
-    from deerflow.engine._definition import Workflow
-    from deerflow.engine._engine import Engine
+from deerflow.runtime import Engine, Plugin, Service
 
 log = logging.getLogger("deerflow.pipeline")
 
@@ -26,8 +25,8 @@ class PipelineService:
     Dead letters go to the engine's dead-letter topic unless the pipeline names a sink.
     """
 
-    def __init__(self, engine: Engine, workflow: Workflow) -> None:
-        spec = workflow._pipeline
+    def __init__(self, engine: Engine, workflow: WorkflowDef) -> None:
+        spec = _spec(workflow)
         assert spec is not None
         context = PipelineContext(name=workflow.name, log=engine.log)
         dead_letter = spec.dead_letter or LogSink(engine.topics.dlq, engine.log)
@@ -50,12 +49,23 @@ class PipelineService:
             log.info("pipeline %s stopped: %s", self.workflow.name, report.items)
 
 
-def serves(workflow: Workflow) -> bool:
+def serves(workflow: WorkflowDef) -> bool:
     """Whether ``deerflow serve`` runs ``workflow``'s pipeline (its source never runs out)."""
-    spec = workflow._pipeline
+    spec = _spec(workflow)
     return spec is not None and bool(getattr(spec.source, "unbounded", False))
 
 
-def pipeline_services(engine: Any) -> list[PipelineService]:
-    """The service factory registered with the engine: one service per served pipeline."""
-    return [PipelineService(engine, wf) for wf in engine.registry if serves(wf)]
+def _spec(workflow: WorkflowDef) -> Any:
+    return getattr(workflow, "_pipeline", None)  # PipelineMixin's; any definition may come here
+
+
+class PipelinePlugin(Plugin):
+    """Carried by every workflow with a pipeline: the engine runs one service per pipeline
+    whose source lasts (a Kafka topic, an SQS queue of S3 events)."""
+
+    def services(self, engine: Engine) -> Iterable[Service]:
+        """One :class:`PipelineService` per served pipeline of the engine's workflows."""
+        return [PipelineService(engine, wf) for wf in engine.registry if serves(wf)]
+
+
+PIPELINES = PipelinePlugin()

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from deerflow import _codec
+import deerflow._codec as _codec
 from deerflow.errors import DefinitionError
 from deerflow.log import EventLog, Message, open_log
 from deerflow.pipeline._io import DeadLetter, Output, PipelineContext, Sink

@@ -31,15 +31,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
-from deerflow.engine._taskdef import CompensatingAction, TaskDef, positive_or_none, retry_policy
+from deerflow.core._definition import WorkflowDef
+from deerflow.core._taskdef import (
+    CompensatingAction,
+    TaskDef,
+    compensation_task,
+    positive_or_none,
+    retry_policy,
+)
 from deerflow.errors import DefinitionError
 
-if TYPE_CHECKING:
-    from deerflow.engine._definition import Workflow
+__all__ = ["CompensatingAction", "Saga", "SagaMixin", "SagaStep", "add_saga", "step"]
 
-__all__ = ["CompensatingAction", "Saga", "SagaStep", "add_saga", "step"]
+S = TypeVar("S", bound=type[Any])
 
 
 @dataclass
@@ -142,7 +148,7 @@ def _collect(cls: type) -> tuple[list[SagaStep], dict[int, list[SagaStep]]]:
 
 
 def _compensation_for(
-    wf: Workflow,
+    wf: WorkflowDef,
     cls: type,
     instance: Any,
     fwd: SagaStep,
@@ -192,10 +198,8 @@ def _compensation_for(
     return actions[0] if actions else None
 
 
-def add_saga(wf: Workflow, cls: type) -> None:
+def add_saga(wf: WorkflowDef, cls: type) -> None:
     """Add the steps of saga class ``cls`` (and their compensations) to ``wf``."""
-    from deerflow.engine._taskdef import compensation_task
-
     if not isinstance(cls, type) or not issubclass(cls, Saga):
         raise DefinitionError(f"workflow {wf.name!r}: @saga expects a Saga subclass")
     steps, comps = _collect(cls)
@@ -221,3 +225,12 @@ def add_saga(wf: Workflow, cls: type) -> None:
                 )
             )
         previous = tuple(s.name for s in group)
+
+
+class SagaMixin(WorkflowDef):
+    """Adds ``Workflow.saga``."""
+
+    def saga(self, cls: S) -> S:
+        """Add the steps of a :class:`deerflow.Saga` subclass, with their compensations."""
+        add_saga(self, cls)
+        return cls

@@ -44,11 +44,13 @@ from deerflow.statemachine._model import (
     on_exit,
     on_transition,
 )
+from deerflow.statemachine._runner import StateMachineMixin
 
 __all__ = [
     "MachineSpec",
     "State",
     "StateMachine",
+    "StateMachineMixin",
     "Transition",
     "on_enter",
     "on_exit",

@@ -137,6 +137,10 @@ class MachineSpec:
             or any(self.exit.get(s.name) for s in t.sources)
         )
 
+    def target(self, transition: str) -> str:
+        """The state ``transition`` leads to."""
+        return self.transitions[transition].target.name
+
     def fingerprint(self) -> str:
         """The machine's shape, for the workflow fingerprint."""
         return ";".join(

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from typing import Any
+from typing import Any, TypeVar
 
-from deerflow.engine._context import TaskContext
-from deerflow.engine._taskdef import RetryPolicy, TaskDef
-from deerflow.errors import TransitionNotAllowed
+from deerflow.core._definition import WorkflowDef
+from deerflow.core._taskdef import RetryPolicy, TaskDef
+from deerflow.errors import DefinitionError, TransitionNotAllowed
+from deerflow.runtime._context import TaskContext
 from deerflow.statemachine._model import MachineSpec
+
+S = TypeVar("S", bound=type[Any])
 
 
 async def _call(fn: Any, context: TaskContext) -> Any:
@@ -46,3 +49,47 @@ def transition_task(spec: MachineSpec, machine: Any, name: str) -> TaskDef:
         timeout=cls.timeout,
         options={"transition": name},
     )
+
+
+class StateMachineMixin(WorkflowDef):
+    """Adds ``Workflow.state_machine``; fills the core's hooks for ``transition@request`` tasks
+    and for routing trigger events to instances."""
+
+    _machine_instance: Any = None
+
+    def state_machine(self, cls: S) -> S:
+        """Make this workflow a durable state machine defined by a ``StateMachine`` subclass."""
+        spec = getattr(cls, "__deerflow_machine__", None)
+        if spec is None:
+            raise DefinitionError(
+                f"workflow {self.name!r}: @state_machine expects a StateMachine subclass"
+            )
+        if self._tasks or self.machine is not None:
+            raise DefinitionError(
+                f"workflow {self.name!r}: a state machine workflow has no "
+                "other tasks and one machine"
+            )
+        self.machine = spec
+        self._machine_instance = cls()
+        self._machine_tasks: dict[str, TaskDef] = {}
+        self._fingerprint = None
+        return cls
+
+    def resolve_task(self, task_id: str) -> TaskDef | None:
+        """The task running a transition's code: ``name@request`` runs transition ``name``."""
+        if not isinstance(self.machine, MachineSpec) or "@" not in task_id:
+            return super().resolve_task(task_id)
+        name = task_id.partition("@")[0]
+        cached = self._machine_tasks.get(name)
+        if cached is None:
+            cached = self._machine_tasks[name] = transition_task(
+                self.machine, self._machine_instance, name
+            )
+        return cached
+
+    def route_trigger(self, event: Any) -> tuple[str, str] | None:
+        """For a state machine: the ``(instance, transition)`` a trigger event asks for."""
+        if self.machine is None:
+            return super().route_trigger(event)
+        routed: tuple[str, str] | None = self._machine_instance.route(event)
+        return routed

@@ -158,7 +158,7 @@ async def replay(engine: Engine, ref: str) -> str:
 
 async def _replay_handled_event(engine: Engine, entry: DeadLetterEntry) -> str:
     """An event handler's letter: its event, to that handler again (same idempotency key)."""
-    from deerflow._choreography_service import handle_again
+    from deerflow.choreography._service import handle_again
     from deerflow.eventstore import StoredEvent
 
     name = entry.body.get("handler")

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from html import escape
 from typing import Any
 
-from deerflow.engine import Workflow
-from deerflow.engine._expand import node_of
-from deerflow.engine._results import RunResult
+from deerflow.core import WorkflowDef as Workflow
+from deerflow.core._expand import node_of
+from deerflow.runtime._results import RunResult
 
 MAX_CHILD_CELLS = 240
 NODE_W, NODE_H, GAP_X, GAP_Y, MARGIN = 190, 46, 60, 22, 16

@@ -7,9 +7,9 @@ from typing import Any
 
 from aiohttp import web
 
-from deerflow.engine._expand import node_of
-from deerflow.engine._results import TaskResult
+from deerflow.core._expand import node_of
 from deerflow.errors import RunNotFound
+from deerflow.runtime._results import TaskResult
 from deerflow.web import _runs
 from deerflow.web._context import context
 from deerflow.web._extend import run_panels, transition_handler

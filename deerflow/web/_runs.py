@@ -15,12 +15,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from deerflow import _codec
-from deerflow.engine import Engine, Workflow
-from deerflow.engine import _history as h
-from deerflow.engine._results import RunResult, run_result
-from deerflow.engine._state import RUN_FAILED, RunState
+from deerflow.core import WorkflowDef as Workflow
+from deerflow.core import _history as h
+from deerflow.core._state import RUN_FAILED, RunState
+from deerflow.engine import Engine
 from deerflow.errors import DeerflowError, RunNotFound
 from deerflow.eventstore.base import TopicPartition, partition_for
+from deerflow.runtime._results import RunResult, run_result
 from deerflow.web import _graph
 
 #: Events of one run shown at most (the newest are kept); a page is not a log dump.

@@ -289,7 +289,7 @@ async def test_a_task_waiting_when_the_engine_starts_publishes_once_its_services
     tmp_path, monkeypatch
 ):
     """The worker runs nothing until the services a body publishes through have started."""
-    from deerflow import _choreography_service
+    from deerflow.choreography import _service as _choreography_service
 
     url = f"sqlite:///{tmp_path / 'waiting.db'}"
     wf = Workflow(name="publishes_at_start")

@@ -18,7 +18,6 @@ from deerflow.connectors._s3records import (
     sequencer_value,
     to_event,
 )
-from deerflow.engine._context import TaskContext, TaskDispatch
 from deerflow.events import (
     CustomTriggerEvent,
     KafkaEvent,
@@ -30,6 +29,7 @@ from deerflow.events import (
     parse_trigger_event,
     trigger_name,
 )
+from deerflow.runtime._context import TaskContext, TaskDispatch
 from deerflow.serve import parse_since
 
 

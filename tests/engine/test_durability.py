@@ -13,7 +13,7 @@ import pytest
 
 from deerflow import Engine, Workflow
 from deerflow._loader import load_module_workflows
-from deerflow.engine import _history as h
+from deerflow.core import _history as h
 from deerflow.eventstore.base import Message
 
 APPS = Path(__file__).parent / "apps"

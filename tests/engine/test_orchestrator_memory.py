@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from deerflow import Engine, NonRetryableError, Workflow
-from deerflow.engine import _history as h
+from deerflow.core import _history as h
 from deerflow.web._runs import request_retry
 from tests.logs import until
 from tests.rss import peak_rss_mib
@@ -182,7 +182,7 @@ async def test_thousands_of_runs_leave_no_ended_state_behind(tmp_path):
 def test_a_run_reopened_and_ended_again_is_due_only_once_its_later_ending_is_appended():
     """Eviction and end waiters go by a run's last ending: after a retry reopened it in
     memory, the first ending being durable says nothing about the second."""
-    from deerflow.engine._tombstones import EndedRuns
+    from deerflow.runtime._tombstones import EndedRuns
 
     ended = EndedRuns()
     ended.ending(1, ["r", "other"])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from deerflow.engine._placement import place
+from deerflow.runtime._placement import place
 
 
 def queued_partitions(attempts: int, free: int, owned: set[int], partitions: int) -> Counter[int]:

@@ -15,11 +15,11 @@ import pytest
 from pydantic import BaseModel
 
 from deerflow import Engine, EventStore, Workflow
-from deerflow.engine._context import TaskDispatch
-from deerflow.engine._definition import TaskDef
-from deerflow.engine._worker import run_attempt
+from deerflow.core._definition import TaskDef
 from deerflow.errors import ConcurrencyConflict
 from deerflow.eventstore import StoredEvent, TopicPartition
+from deerflow.runtime._context import TaskDispatch
+from deerflow.runtime._worker import run_attempt
 from tests.engine.conftest import store  # noqa: F401 - the engine suite's three stores
 from tests.services import unique_name
 

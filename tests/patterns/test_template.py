@@ -143,7 +143,7 @@ def test_a_bad_dependency_fails_where_the_template_task_is_written():
 
 
 def test_a_template_is_not_a_workflow_compose_can_find_by_name():
-    from deerflow.patterns._catalog import lookup
+    from deerflow.workflow._catalog import lookup
 
     WorkflowTemplate(name="only_a_template", parameters={})
     assert lookup("only_a_template") is None

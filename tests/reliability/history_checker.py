@@ -24,8 +24,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from deerflow import Workflow
-from deerflow.engine import _history as h
-from deerflow.engine._state import RunState, fold
+from deerflow.core import _history as h
+from deerflow.core._state import RunState, fold
 from deerflow.eventstore.base import EventLog, TopicPartition
 
 

@@ -11,9 +11,9 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from deerflow.engine import _history as h
-from deerflow.engine._state import RunState, fold
-from deerflow.engine._topics import Topics
+from deerflow.core import _history as h
+from deerflow.core._state import RunState, fold
+from deerflow.core._topics import Topics
 from deerflow.log.base import EventLog, LogReader, TopicPartition
 
 log = logging.getLogger("deerflow.runindex")

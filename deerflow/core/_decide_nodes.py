@@ -5,10 +5,10 @@ from __future__ import annotations
 from itertools import islice
 from typing import Any
 
-from deerflow.engine import _history as h
-from deerflow.engine._definition import TaskDef
-from deerflow.engine._state import PENDING, RETRY_WAIT, RunState, TaskState
-from deerflow.tracing import run_traceparent
+from deerflow.core import _history as h
+from deerflow.core._definition import TaskDef
+from deerflow.core._state import PENDING, RETRY_WAIT, RunState, TaskState
+from deerflow.core._traceparent import run_traceparent
 
 
 def generation(state: RunState) -> tuple[str, ...]:

@@ -11,7 +11,7 @@ import weakref
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from deerflow.engine._definition import Workflow
+    from deerflow.workflow._definition import Workflow
 
 _by_name: weakref.WeakValueDictionary[str, Workflow] = weakref.WeakValueDictionary()
 

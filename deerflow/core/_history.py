@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from deerflow import _codec
+import deerflow._codec as _codec
 from deerflow.log.base import Message
 
 SCHEMA_VERSION = 1

@@ -33,28 +33,28 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
-from deerflow.engine import _history as h
-from deerflow.engine._change import definition_change
-from deerflow.engine._context import TaskDispatch
-from deerflow.engine._decide import advance
-from deerflow.engine._definition import Workflow
-from deerflow.engine._expand import child_task_id, node_of
-from deerflow.engine._placement import Placement, place
-from deerflow.engine._registry import WorkflowRegistry
-from deerflow.engine._results import RunResult, run_result
-from deerflow.engine._state import COMPLETED, SCHEDULED, RunState, fold, next_retry
-from deerflow.engine._tombstones import EndedRuns, refold
-from deerflow.engine._topics import Topics
+from deerflow.core import _history as h
+from deerflow.core._change import definition_change
+from deerflow.core._decide import advance
+from deerflow.core._definition import WorkflowDef
+from deerflow.core._expand import child_task_id, node_of
+from deerflow.core._state import COMPLETED, SCHEDULED, RunState, fold, next_retry
+from deerflow.core._topics import Topics
 from deerflow.log.base import EventLog, GroupConsumer, Message, TopicPartition, partition_for
+from deerflow.runtime._context import TaskDispatch
+from deerflow.runtime._placement import Placement, place
+from deerflow.runtime._registry import WorkflowRegistry
+from deerflow.runtime._results import RunResult, run_result
+from deerflow.runtime._tombstones import EndedRuns, refold
 
 log = logging.getLogger("deerflow.orchestrator")
 
 MAX_BACKLOG = 20_000  # decided messages waiting to be appended before the loop waits
 
-DispatchBuilder = Callable[[Workflow, RunState, h.TaskScheduled], TaskDispatch]
+DispatchBuilder = Callable[[WorkflowDef, RunState, h.TaskScheduled], TaskDispatch]
 
 
-def build_dispatch(wf: Workflow, state: RunState, event: h.TaskScheduled) -> TaskDispatch:
+def build_dispatch(wf: WorkflowDef, state: RunState, event: h.TaskScheduled) -> TaskDispatch:
     """The task message for a scheduled attempt, carrying what its body may read.
 
     A task sees its upstream tasks' outputs. A child of an expanded node sees its spec and the
@@ -116,7 +116,7 @@ def _upstream(state: RunState, task_ids: Iterable[str]) -> dict[str, dict[str, A
     return upstream
 
 
-def runs_on_worker(wf: Workflow, task_id: str) -> bool:
+def runs_on_worker(wf: WorkflowDef, task_id: str) -> bool:
     """Whether a scheduled attempt of ``task_id`` is a task message (not a child run)."""
     return node_of(task_id) is not None or wf.get(task_id).kind != "subworkflow"
 
@@ -588,7 +588,7 @@ class Orchestrator:
 
     def _decide(
         self,
-        wf: Workflow,
+        wf: WorkflowDef,
         state: RunState,
         now: float,
         dispatches: list[Message],
@@ -760,7 +760,7 @@ class Orchestrator:
     def _backlog(self) -> int:
         return len(self._out_dispatch) + len(self._out_history)
 
-    def _definition(self, state: RunState) -> Workflow | None:
+    def _definition(self, state: RunState) -> WorkflowDef | None:
         wf = self._registry.get(state.workflow, state.version)
         if wf is None and (state.workflow, state.version) not in self._missing_logged:
             self._missing_logged.add((state.workflow, state.version))

@@ -8,15 +8,10 @@ transition. A final state completes the run.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from deerflow.engine import _history as h
-from deerflow.engine._decide_nodes import on_failed_attempt, schedule
-from deerflow.engine._state import COMPLETED, FAILED, PENDING, RETRY_WAIT, RunState, TaskState
-
-if TYPE_CHECKING:
-    from deerflow.engine._definition import Workflow
-    from deerflow.statemachine import MachineSpec
+from deerflow.core import _history as h
+from deerflow.core._decide_nodes import on_failed_attempt, schedule
+from deerflow.core._definition import MachineModel, WorkflowDef
+from deerflow.core._state import COMPLETED, FAILED, PENDING, RETRY_WAIT, RunState, TaskState
 
 _EMPTY = TaskState()
 
@@ -27,7 +22,7 @@ def transition_task_id(request: h.TransitionRequested) -> str:
 
 
 def decide_machine(
-    wf: Workflow, spec: MachineSpec, state: RunState, now: float
+    wf: WorkflowDef, spec: MachineModel, state: RunState, now: float
 ) -> list[h.HistoryEvent]:
     """The next events of a state-machine instance."""
     run_id = state.run_id
@@ -74,7 +69,7 @@ def decide_machine(
 
 
 def _handler_step(
-    wf: Workflow, spec: MachineSpec, state: RunState, request: h.TransitionRequested, now: float
+    wf: WorkflowDef, spec: MachineModel, state: RunState, request: h.TransitionRequested, now: float
 ) -> list[h.HistoryEvent]:
     task_id = transition_task_id(request)
     task = state.tasks.get(task_id, _EMPTY)
@@ -99,7 +94,7 @@ def _handler_step(
 
 
 def _applied(
-    spec: MachineSpec, state: RunState, request: h.TransitionRequested, now: float
+    spec: MachineModel, state: RunState, request: h.TransitionRequested, now: float
 ) -> h.TransitionApplied:
     return h.TransitionApplied(
         id=h.event_id(state.run_id, "tr", request.request_id, "applied"),
@@ -108,5 +103,5 @@ def _applied(
         request_id=request.request_id,
         transition=request.transition,
         source=state.machine_state,
-        target=spec.transitions[request.transition].target.name,
+        target=spec.target(request.transition),
     )

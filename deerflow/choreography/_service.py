@@ -1,7 +1,7 @@
 """The runtime of choreography: one service per engine running its workflows' event handlers.
 
-Registered with :func:`~deerflow.engine._engine.register_service_factory`, so every engine
-that runs tasks starts it. The service owns an :class:`EventStore` on the engine's own log and
+Every :class:`~deerflow.Workflow` carries :data:`CHOREOGRAPHY`, so every engine that runs tasks
+starts it. The service owns an :class:`EventStore` on the engine's own log and
 events topic (its home loop is the engine's), which ``publish_event`` uses inside the engine's
 tasks and handlers. Each handler is a :class:`HandlerRunner`: a consumer-group subscription
 that calls the handler for each event of its type, retries failures with backoff, dead-letters
@@ -17,18 +17,19 @@ import inspect
 import logging
 import os
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from deerflow import _codec
-from deerflow.choreography import EventHandlerDef, HandledEvent
-from deerflow.engine._engine import Engine, register_service_factory
+import deerflow._codec as _codec
+from deerflow.choreography._handlers import EventHandlerDef, HandledEvent
 from deerflow.errors import EventStoreError
 from deerflow.eventstore._store import EventStore
 from deerflow.eventstore._store_model import StoredEvent
 from deerflow.eventstore._store_origin import PROCESS, PublishScope, current_scope
 from deerflow.eventstore._store_subscription import Subscription
 from deerflow.log.base import Message
+from deerflow.runtime import Engine, Plugin, Service
+from deerflow.runtime._context import current_task
 
 log = logging.getLogger("deerflow.choreography")
 
@@ -227,7 +228,15 @@ def _services(engine: Engine) -> list[ChoreographyService]:
     return [ChoreographyService(engine, only)]
 
 
-register_service_factory(_services)
+class ChoreographyPlugin(Plugin):
+    """Runs an engine's event handlers, and gives its tasks the store ``publish_event`` uses."""
+
+    def services(self, engine: Engine) -> Iterable[Service]:
+        """The engine's :class:`ChoreographyService` (none if turned off)."""
+        return _services(engine)
+
+
+CHOREOGRAPHY = ChoreographyPlugin()
 
 
 def store_of_engine(engine: Any) -> EventStore:
@@ -251,8 +260,6 @@ def store_of_engine(engine: Any) -> EventStore:
 
 def store_for_current_task() -> EventStore | None:
     """Inside a task attempt: the store of the engine running its workflow in this process."""
-    from deerflow.engine._context import current_task
-
     ctx = current_task.get()
     if ctx is None:
         return None

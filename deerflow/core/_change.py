@@ -11,13 +11,13 @@ keeping the old version registered until its runs end.
 
 from __future__ import annotations
 
-from deerflow.engine._definition import Workflow
-from deerflow.engine._state import RunState
+from deerflow.core._definition import WorkflowDef
+from deerflow.core._state import RunState
 
 PARKED = "parked"
 
 
-def definition_change(wf: Workflow, state: RunState) -> str | None:
+def definition_change(wf: WorkflowDef, state: RunState) -> str | None:
     """Why ``state`` cannot go on under ``wf`` (what changed), or ``None`` if it can."""
     if state.version != wf.version:
         return (
@@ -52,7 +52,7 @@ def _shape_change(old: dict[str, list[str]], new: dict[str, list[str]]) -> str:
     return "; ".join(parts) or "task kinds or compensations changed"
 
 
-def _touched_change(wf: Workflow, state: RunState) -> str:
+def _touched_change(wf: WorkflowDef, state: RunState) -> str:
     """For runs recorded without a shape: what the run's own tasks tell."""
     unknown = sorted(
         tid for tid in state.tasks if tid not in wf.tasks and "/" not in tid and "@" not in tid

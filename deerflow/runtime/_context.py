@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from deerflow.events import parse_trigger_event
 from deerflow.log.base import Message
 
 _TASK_LOGGER = logging.getLogger("deerflow.task")
@@ -93,24 +94,10 @@ class _Outputs(Mapping[str, Any]):
         return len(self._tasks)
 
 
-class _Namespace:
-    """Attribute access over a dict, for trigger events without a model."""
-
-    def __init__(self, data: Mapping[str, Any]) -> None:
-        self.__dict__.update(data)
-
-    def __repr__(self) -> str:
-        return f"Event({self.__dict__!r})"
-
-
 def trigger_event_view(data: Mapping[str, Any] | None) -> Any:
     """The trigger event as a typed model (``deerflow.events``), or attribute-access fallback."""
     if data is None:
         return None
-    try:
-        from deerflow.events import parse_trigger_event
-    except ImportError:
-        return _Namespace(data)
     return parse_trigger_event(data)
 
 

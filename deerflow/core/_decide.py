@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from deerflow.engine import _history as h
-from deerflow.engine._change import definition_change
-from deerflow.engine._decide_compensation import has_compensations, roll_back
-from deerflow.engine._decide_machine import decide_machine
-from deerflow.engine._decide_nodes import (
+from deerflow.core import _history as h
+from deerflow.core._change import definition_change
+from deerflow.core._decide_compensation import has_compensations, roll_back
+from deerflow.core._decide_machine import decide_machine
+from deerflow.core._decide_nodes import (
     generation,
     on_expanded,
     on_failed_attempt,
@@ -25,8 +25,8 @@ from deerflow.engine._decide_nodes import (
     start_child_run,
     within_budget,
 )
-from deerflow.engine._definition import TaskDef, Workflow
-from deerflow.engine._state import (
+from deerflow.core._definition import TaskDef, WorkflowDef
+from deerflow.core._state import (
     COMPLETED,
     EXPANDED,
     FAILED,
@@ -43,7 +43,7 @@ from deerflow.engine._state import (
 _EMPTY = TaskState()
 
 
-def decide(wf: Workflow, state: RunState, now: float) -> list[h.HistoryEvent]:
+def decide(wf: WorkflowDef, state: RunState, now: float) -> list[h.HistoryEvent]:
     """Events that advance ``state`` one step under definition ``wf``."""
     if not state.requested or state.terminal:
         return []
@@ -67,7 +67,7 @@ def decide(wf: Workflow, state: RunState, now: float) -> list[h.HistoryEvent]:
 
 
 def _step(
-    wf: Workflow, task_id: str, state: RunState, now: float, budget: int | None
+    wf: WorkflowDef, task_id: str, state: RunState, now: float, budget: int | None
 ) -> list[h.HistoryEvent]:
     task = state.tasks.get(task_id, _EMPTY)
     if task.status == PENDING:
@@ -79,7 +79,7 @@ def _step(
     return []
 
 
-def advance(wf: Workflow, state: RunState, now: float) -> list[h.HistoryEvent]:
+def advance(wf: WorkflowDef, state: RunState, now: float) -> list[h.HistoryEvent]:
     """Decide and fold repeatedly until the run needs outside input; return the new events.
 
     ``state`` ends up including the returned events of this run (the caller appends them all
@@ -98,7 +98,9 @@ def advance(wf: Workflow, state: RunState, now: float) -> list[h.HistoryEvent]:
             return produced
 
 
-def _on_pending(wf: Workflow, task: TaskDef, state: RunState, now: float) -> list[h.HistoryEvent]:
+def _on_pending(
+    wf: WorkflowDef, task: TaskDef, state: RunState, now: float
+) -> list[h.HistoryEvent]:
     run_id = state.run_id
     for dep in task.depends_on:
         status = state.tasks.get(dep, _EMPTY).status
@@ -117,7 +119,7 @@ def _on_pending(wf: Workflow, task: TaskDef, state: RunState, now: float) -> lis
     return [scheduled]
 
 
-def _maybe_finish(wf: Workflow, state: RunState, now: float) -> list[h.HistoryEvent]:
+def _maybe_finish(wf: WorkflowDef, state: RunState, now: float) -> list[h.HistoryEvent]:
     run_id = state.run_id
     statuses = {tid: state.tasks.get(tid, _EMPTY).status for tid in wf.order}
     if any(s not in TASK_DONE for s in statuses.values()):
@@ -179,7 +181,7 @@ def _finish(state: RunState, now: float, terminal: h.HistoryEvent) -> list[h.His
     return [terminal, report]
 
 
-def run_output(wf: Workflow, state: RunState) -> Any:
+def run_output(wf: WorkflowDef, state: RunState) -> Any:
     """The sink task's output, or a dict of outputs by task id when there are several sinks."""
     sinks = [s for s in wf.sinks() if state.tasks.get(s, _EMPTY).status == COMPLETED]
     if len(sinks) == 1:
@@ -187,7 +189,7 @@ def run_output(wf: Workflow, state: RunState) -> Any:
     return {s: state.tasks[s].output for s in sinks}
 
 
-def _cancel(wf: Workflow, state: RunState, now: float) -> list[h.HistoryEvent]:
+def _cancel(wf: WorkflowDef, state: RunState, now: float) -> list[h.HistoryEvent]:
     run_id = state.run_id
     events: list[h.HistoryEvent] = [
         h.TaskSkipped(

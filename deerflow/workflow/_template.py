@@ -13,7 +13,7 @@
 
     s3_pipeline = template.instantiate(name="s3_pipeline", parameters={"source_type": "s3"})
 
-The parameter schema (see :mod:`deerflow.patterns._schema` for every key) becomes a strict
+The parameter schema (see :mod:`deerflow.workflow._schema` for every key) becomes a strict
 pydantic model. ``instantiate`` validates the parameters, fills in defaults and returns a new
 :class:`deerflow.Workflow` with the template's tasks; every run of it sees the parameters in
 ``context.params``, under the run's own params (a run param of the same name wins).
@@ -30,17 +30,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
+import deerflow.workflow._catalog as _catalog
+from deerflow.core._taskdef import TaskDef
 from deerflow.errors import DefinitionError
-from deerflow.patterns import _catalog
-from deerflow.patterns._schema import RULES, parameters_model
-
-if TYPE_CHECKING:
-    from deerflow.engine._definition import Workflow
-    from deerflow.engine._taskdef import TaskDef
+from deerflow.workflow._definition import Workflow
+from deerflow.workflow._schema import RULES, parameters_model
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -96,7 +94,6 @@ class WorkflowTemplate:
         description: str = "",
         max_parallel: int | None = None,
     ) -> None:
-        from deerflow.engine._definition import Workflow
 
         self.name = name
         self.version = version
@@ -130,7 +127,6 @@ class WorkflowTemplate:
         description: str | None = None,
     ) -> Workflow:
         """A new workflow named ``name`` whose runs see ``parameters`` in ``context.params``."""
-        from deerflow.engine._definition import Workflow
 
         values = self.validate(parameters)
         wf = Workflow(

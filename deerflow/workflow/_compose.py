@@ -26,15 +26,14 @@ is checked here, and a :class:`deerflow.DefinitionError` names the bad alias or 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from deerflow.engine._taskdef import ID_PATTERN
+import deerflow.workflow._catalog as _catalog
+from deerflow.core._definition import check_acyclic
+from deerflow.core._taskdef import ID_PATTERN
 from deerflow.errors import DefinitionError
-from deerflow.patterns import _catalog
 from deerflow.patterns.subworkflow import add_sub_workflow
-
-if TYPE_CHECKING:
-    from deerflow.engine._definition import Workflow
+from deerflow.workflow._definition import Workflow
 
 ENTRY_KEYS = frozenset({"workflow", "alias", "depends_on", "retries", "retry_delay", "backoff"})
 
@@ -59,7 +58,6 @@ def compose_workflows(
         registry: where names are looked up first.
         version, description, max_parallel: as for :class:`deerflow.Workflow`.
     """
-    from deerflow.engine._definition import Workflow, check_acyclic
 
     composed = Workflow(name, version=version, description=description, max_parallel=max_parallel)
     where = f"compose_workflows({name!r})"
@@ -123,7 +121,6 @@ def _entry(where: str, position: int, item: Any, registry: Any) -> dict[str, Any
 
 def resolve(where: str, ref: Any, registry: Any) -> Workflow:
     """``ref`` as a workflow: itself, or the workflow of that name (registry, then catalog)."""
-    from deerflow.engine._definition import Workflow
 
     if isinstance(ref, Workflow):
         return ref

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from deerflow.core._child import child_body
 from deerflow.errors import DefinitionError
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
@@ -130,8 +131,6 @@ def compensation_task(
     comp_id = action.id or f"{getattr(action.fn, '__name__', 'compensate')}"
     if comp_id == "<lambda>":
         comp_id = f"compensate_{step_id}"
-    from deerflow.patterns._child import child_body
-
     body = child_body(action.fn, lambda ctx: (ctx, ctx.tasks[step_id].output))
     return TaskDef(
         id=comp_id,

@@ -12,8 +12,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from deerflow.engine import _history as h
-from deerflow.engine._expand import child_task_id
+from deerflow.core import _history as h
+from deerflow.core._expand import child_task_id
 
 PENDING = "pending"
 SCHEDULED = "scheduled"

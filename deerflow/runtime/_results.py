@@ -6,9 +6,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from deerflow.engine import _state as s
-from deerflow.engine._change import PARKED
-from deerflow.engine._definition import Workflow
+from deerflow.core import _state as s
+from deerflow.core._change import PARKED
+from deerflow.core._definition import WorkflowDef
 from deerflow.errors import RunFailed
 
 _TASK_STATUS = {
@@ -108,7 +108,7 @@ def task_result(ts: s.TaskState) -> TaskResult:
     )
 
 
-def run_result(state: s.RunState, wf: Workflow | None = None) -> RunResult:
+def run_result(state: s.RunState, wf: WorkflowDef | None = None) -> RunResult:
     """A run's public view; tasks in definition order when the definition is known."""
     order = list(wf.order) if wf is not None else []
     order += [tid for tid in state.tasks if tid not in order]

@@ -15,8 +15,8 @@ import contextlib
 from collections import deque
 from collections.abc import Container, Iterable, Iterator
 
-from deerflow.engine import _history as h
-from deerflow.engine._state import RunState, fold, next_retry
+from deerflow.core import _history as h
+from deerflow.core._state import RunState, fold, next_retry
 from deerflow.log.base import EventLog, TopicPartition, partition_for
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from deerflow.engine._definition import Workflow
+from deerflow.core._definition import WorkflowDef
 from deerflow.errors import DefinitionError
 
 
@@ -15,13 +15,13 @@ class WorkflowRegistry:
     finish on it.
     """
 
-    def __init__(self, workflows: Iterable[Workflow] = ()) -> None:
-        self._by_key: dict[tuple[str, str], Workflow] = {}
-        self._latest: dict[str, Workflow] = {}
+    def __init__(self, workflows: Iterable[WorkflowDef] = ()) -> None:
+        self._by_key: dict[tuple[str, str], WorkflowDef] = {}
+        self._latest: dict[str, WorkflowDef] = {}
         for wf in workflows:
             self.add(wf)
 
-    def add(self, wf: Workflow) -> Workflow:
+    def add(self, wf: WorkflowDef) -> WorkflowDef:
         """Register ``wf`` after validating it; the same object twice is a no-op."""
         key = (wf.name, wf.version)
         existing = self._by_key.get(key)
@@ -37,11 +37,11 @@ class WorkflowRegistry:
         self._latest[wf.name] = wf
         for task in wf.tasks.values():
             child = task.options.get("workflow")
-            if isinstance(child, Workflow):
+            if isinstance(child, WorkflowDef):
                 self.add(child)  # sub-workflows run wherever their parent runs
         return wf
 
-    def get(self, name: str, version: str | None = None) -> Workflow | None:
+    def get(self, name: str, version: str | None = None) -> WorkflowDef | None:
         """The definition for ``name`` at ``version`` (default: the newest), or ``None``."""
         if version is None:
             return self._latest.get(name)
@@ -50,7 +50,7 @@ class WorkflowRegistry:
     def __contains__(self, name: object) -> bool:
         return name in self._latest
 
-    def __iter__(self) -> Iterator[Workflow]:
+    def __iter__(self) -> Iterator[WorkflowDef]:
         return iter(self._latest.values())
 
     def __len__(self) -> int:

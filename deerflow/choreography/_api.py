@@ -1,100 +1,44 @@
-"""Choreography: services react to each other's events, with no coordinator.
-
-``@workflow.event_handler("InventoryReserved")`` subscribes a function to the engine's domain
-events topic (``engine.topics.events``; a Kafka topic on a ``kafka://`` store) and
-``publish_event(type, data)`` appends to it. Every :class:`~deerflow.Engine` that runs tasks
-and has the workflow registered runs its handlers (``deerflow worker app.py`` in any number
-of processes), each handler as its own consumer group, so each handler sees every event once
-per group while its processes share the partitions. To run one service per process, load the
-same workflows everywhere and pick the handlers a process runs with ``$DEERFLOW_HANDLERS``
-(comma-separated ``fnmatch`` patterns of ``workflow.function`` names) or
-``Engine(..., handlers=[...])``; ``Engine(..., choreography=False)`` runs none.
-
-Inside a task, ``publish_event`` ties the event to the run (correlation id: the run's;
-causation id: the attempt key); inside a handler, to the handled event (its correlation id is
-inherited, its id becomes the causation id). Ids are deterministic there, so a redelivered
-attempt or event publishes nothing twice. Handlers are at least once: use
-``event.idempotency_key`` (stable across redeliveries of one event to one handler) to make
-their effects exactly once. A handler that keeps failing is retried with backoff, then the
-event goes to the dead-letter topic (``engine.topics.dlq``) with the reason (``deerflow dlq
-list`` shows it; replaying a handler's letter is not supported yet).
-
-Async tasks and handlers use ``await publish_event_async(...)``: the blocking form refuses to
-run inside an event loop. Faust agents take part through :mod:`deerflow.faust_bridge`.
-
-Outside tasks and handlers, name the store: ``publish_event(type, data, store=engine)`` (a
-started engine), or ``store=EventStore(...)``.
-"""
+"""Declaring event handlers on a workflow (``ChoreographyMixin``) and ``publish_event``."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
+import deerflow.choreography._service as service
+from deerflow.choreography._handlers import EventHandlerDef
+from deerflow.core._definition import WorkflowDef
+from deerflow.core._taskdef import ID_PATTERN, positive_or_none, retry_policy
 from deerflow.errors import DefinitionError, EventStoreError
+from deerflow.eventstore._store import EventStore
 from deerflow.eventstore._store_loop import running_loop
 from deerflow.eventstore._store_model import StoredEvent
 from deerflow.eventstore._store_origin import scope_now
 from deerflow.log.base import StartFrom
 
-if TYPE_CHECKING:
-    from deerflow.engine._taskdef import RetryPolicy
-    from deerflow.eventstore._store import EventStore
-
-# Nothing of deerflow.engine is imported at module level: the engine imports this module while
-# it loads (Workflow mixes ChoreographyMixin in), whichever of the two is imported first.
-
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-@dataclass(frozen=True)
-class EventHandlerDef:
-    """One ``@workflow.event_handler``.
+class ChoreographyMixin(WorkflowDef):
+    """Adds ``event_handler`` to :class:`~deerflow.Workflow`, and the plugin that serves it.
 
-    Attributes:
-        event_type: the event type it handles.
-        fn: ``fn(event)``, sync (run in a thread) or async.
-        name: ``workflow.function``; names its consumer group and its idempotency keys.
-        retry: retries with backoff before the event is dead-lettered.
-        timeout: seconds one call may take (``None``: no limit).
-        start_from: where its group starts the first time ("earliest": every event kept).
+    Every workflow carries the choreography plugin, not only one with handlers: any task may
+    ``publish_event``, through the store of the service the plugin runs in its engine.
     """
 
-    event_type: str
-    fn: Callable[..., Any]
-    name: str
-    retry: RetryPolicy
-    timeout: float | None = None
-    start_from: StartFrom = "earliest"
-
-
-class HandledEvent(StoredEvent):
-    """The event a handler receives: the stored event (``type``, ``data``, ``id``,
-    ``correlation_id``, ``causation_id``, ...) and how it is being delivered.
-
-    Attributes:
-        idempotency_key: ``handler/event-id``, the same at every redelivery of this event to
-            this handler: key side effects on it.
-        attempt: 1 for the first call, 2 for the first retry, ...
-        handler: the handler's name.
-    """
-
-    idempotency_key: str
-    attempt: int = 1
-    handler: str = ""
-
-
-class ChoreographyMixin:
-    """Adds ``event_handler`` to :class:`~deerflow.Workflow`."""
-
-    name: str
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.plugins.append(service.CHOREOGRAPHY)
 
     @property
     def event_handlers(self) -> list[EventHandlerDef]:
         """The event handlers declared on this workflow."""
         handlers: list[EventHandlerDef] = self.__dict__.setdefault("_event_handlers", [])
         return handlers
+
+    def has_body(self) -> bool:
+        """A workflow of event handlers only is valid without tasks (a service)."""
+        return bool(self.event_handlers) or super().has_body()
 
     def event_handler(
         self,
@@ -118,8 +62,6 @@ class ChoreographyMixin:
             timeout: seconds one call may take.
             start_from: where the handler's group starts the first time it runs.
         """
-        from deerflow.engine._taskdef import ID_PATTERN, positive_or_none, retry_policy
-
         if not isinstance(event_type, str) or not event_type:
             raise DefinitionError(f"workflow {self.name!r}: event_handler needs an event type")
         policy = retry_policy(self.name, event_type, retries, retry_delay, backoff, max_retry_delay)
@@ -205,9 +147,6 @@ async def publish_event_async(
 
 
 def _store_for(store: Any) -> EventStore:
-    from deerflow import _choreography_service as service
-    from deerflow.eventstore._store import EventStore
-
     if isinstance(store, EventStore):
         return store
     if store is not None:

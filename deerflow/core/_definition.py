@@ -1,14 +1,21 @@
-"""Workflow definitions: tasks, their dependencies and retry policies, validated when defined."""
+"""The core of a workflow definition: tasks, their dependencies and retry policies.
+
+:class:`WorkflowDef` knows nothing of features. The public :class:`deerflow.Workflow`
+(:mod:`deerflow.workflow`) composes it with the features' mixins (patterns, sagas, state
+machines, pipelines, choreography); a feature that the core must consult at run time fills in a
+generic hook here (:attr:`WorkflowDef.machine`, :meth:`WorkflowDef.resolve_task`,
+:meth:`WorkflowDef.route_trigger`, :meth:`WorkflowDef.has_body`,
+:meth:`WorkflowDef.start_refusal`) instead of being imported.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from types import MappingProxyType
+from typing import Any, Protocol, TypeVar
 
-from deerflow.choreography import ChoreographyMixin
-from deerflow.engine._taskdef import (
+from deerflow.core._taskdef import (
     ID_PATTERN,
     CompensatingAction,
     RetryPolicy,
@@ -18,44 +25,36 @@ from deerflow.engine._taskdef import (
     retry_policy,
 )
 from deerflow.errors import DefinitionError
-from deerflow.patterns._api import PatternsMixin
-from deerflow.patterns._catalog import remember
-from deerflow.pipeline._api import PipelineMixin
-
-if TYPE_CHECKING:
-    from deerflow.engine._results import RunResult
-    from deerflow.statemachine import MachineSpec
 
 F = TypeVar("F", bound=Callable[..., Any])
-S = TypeVar("S", bound=type[Any])
 _ID = ID_PATTERN
 
-__all__ = ["RetryPolicy", "TaskDef", "Workflow", "check_acyclic", "ensure_loop_free"]
+__all__ = ["MachineModel", "RetryPolicy", "TaskDef", "WorkflowDef", "check_acyclic"]
 
 
-class Workflow(PatternsMixin, ChoreographyMixin, PipelineMixin):
-    """A named DAG of tasks.
+class MachineModel(Protocol):
+    """What the core reads of a state machine's declaration (see :mod:`deerflow.statemachine`)."""
 
-    Example::
+    @property
+    def initial(self) -> str: ...
 
-        wf = Workflow(name="etl")
+    def is_final(self, state: str) -> bool: ...
 
-        @wf.task(id="extract")
-        def extract(context):
-            return {"rows": [1, 2, 3]}
+    def allowed(self, state: str) -> list[str]: ...
 
-        @wf.task(id="load", depends_on=["extract"], retries=3)
-        async def load(context):
-            return {"n": len(context.tasks["extract"].output["rows"])}
+    def refusal(self, transition: str, state: str | None) -> str | None: ...
 
-        result = wf.run()
+    def needs_task(self, transition: str) -> bool: ...
 
-    Args:
-        name: unique name of the workflow; runs refer to it.
-        version: bump when changing tasks of a workflow with runs in flight.
-        description: free text shown by the CLI and dashboard.
-        max_parallel: at most this many tasks of one run running at once (``None``: no
-            limit); children of fan-outs, dynamic tasks and map-reduces count one each.
+    def target(self, transition: str) -> str: ...
+
+    def fingerprint(self) -> str: ...
+
+
+class WorkflowDef:
+    """A named DAG of tasks: the core of :class:`deerflow.Workflow`, without its features.
+
+    The arguments are :class:`deerflow.Workflow`'s (name, version, description, max_parallel).
     """
 
     def __init__(
@@ -80,12 +79,14 @@ class Workflow(PatternsMixin, ChoreographyMixin, PipelineMixin):
         self._compensations: dict[str, str] = {}
         self._ancestors: dict[str, frozenset[str]] = {}
         self._fingerprint: str | None = None
-        self.machine: MachineSpec | None = None
-        self._machine_tasks: dict[str, TaskDef] = {}
-        self._machine_instance: Any = None
         self._order: list[str] | None = None
         self.triggers: list[Any] = []
-        remember(self)  # compose_workflows(...) finds workflows by name
+        #: parameters every run sees in ``context.params`` under its own (set by templates)
+        self.default_params: Mapping[str, Any] = MappingProxyType({})
+        #: a state machine's declaration, when a feature made this workflow one
+        self.machine: MachineModel | None = None
+        #: runtime plugins an engine serving this workflow adopts (deerflow.runtime.Plugin)
+        self.plugins: list[Any] = []
 
     # -- definition --------------------------------------------------------------------------
 
@@ -164,13 +165,6 @@ class Workflow(PatternsMixin, ChoreographyMixin, PipelineMixin):
         self._fingerprint = None
         return task
 
-    def saga(self, cls: S) -> S:
-        """Add the steps of a :class:`deerflow.Saga` subclass, with their compensations."""
-        from deerflow.sagas import add_saga
-
-        add_saga(self, cls)
-        return cls
-
     def add_trigger(self, trigger: Any) -> Any:
         """Attach a trigger (``S3Event``, ``KafkaEvent``, ``WebhookEvent``) that starts runs."""
         self.triggers.append(trigger)
@@ -193,45 +187,19 @@ class Workflow(PatternsMixin, ChoreographyMixin, PipelineMixin):
             comp = self._tasks[step].compensation
             assert comp is not None
             return comp
-        if self.machine is not None and "@" in task_id:
-            return self._transition_task(task_id)
+        found = self.resolve_task(task_id)
+        if found is not None:
+            return found
         raise KeyError(f"workflow {self.name!r} has no task {task_id!r}")
 
-    def _transition_task(self, task_id: str) -> TaskDef:
-        name = task_id.partition("@")[0]
-        cached = self._machine_tasks.get(name)
-        if cached is None:
-            from deerflow.statemachine._runner import transition_task
-
-            assert self.machine is not None
-            cached = self._machine_tasks[name] = transition_task(
-                self.machine, self._machine_instance, name
-            )
-        return cached
+    def resolve_task(self, task_id: str) -> TaskDef | None:
+        """Hook: a task that is not declared but made on demand (a state machine's
+        ``transition@request``); ``None`` here."""
+        return None
 
     def route_trigger(self, event: Any) -> tuple[str, str] | None:
-        """For a state machine: the ``(instance, transition)`` a trigger event asks for."""
-        if self.machine is None:
-            return None
-        routed: tuple[str, str] | None = self._machine_instance.route(event)
-        return routed
-
-    def state_machine(self, cls: S) -> S:
-        """Make this workflow a durable state machine defined by a ``StateMachine`` subclass."""
-        spec = getattr(cls, "__deerflow_machine__", None)
-        if spec is None:
-            raise DefinitionError(
-                f"workflow {self.name!r}: @state_machine expects a StateMachine subclass"
-            )
-        if self._tasks or self.machine is not None:
-            raise DefinitionError(
-                f"workflow {self.name!r}: a state machine workflow has no "
-                "other tasks and one machine"
-            )
-        self.machine = spec
-        self._machine_instance = cls()
-        self._fingerprint = None
-        return cls
+        """Hook: the ``(instance, transition)`` a trigger event asks for (state machines)."""
+        return None
 
     @property
     def compensations(self) -> Mapping[str, str]:
@@ -296,41 +264,22 @@ class Workflow(PatternsMixin, ChoreographyMixin, PipelineMixin):
 
     def validate(self) -> None:
         """Check the whole definition; raises :class:`DefinitionError` naming the problem."""
-        if (
-            not self._tasks
-            and self.machine is None
-            and getattr(self, "_pipeline", None) is None
-            and not self.event_handlers
-        ):  # a service of event handlers only
+        if not self._tasks and not self.has_body():
             raise DefinitionError(f"workflow {self.name!r} has no tasks")
         _check_acyclic(self.name, {t.id: t.depends_on for t in self._tasks.values()})
 
-    # -- running -----------------------------------------------------------------------------
+    def has_body(self) -> bool:
+        """Hook: whether something other than tasks makes up this workflow (a state machine,
+        a pipeline, event handlers), so that it is valid without tasks."""
+        return self.machine is not None
 
-    def run(
-        self,
-        params: Mapping[str, Any] | None = None,
-        *,
-        input: Any = None,
-        store: str | None = None,
-        timeout: float | None = None,
-        run_id: str | None = None,
-    ) -> RunResult:
-        """Run to completion on an embedded engine and return the result (blocking).
-
-        ``store`` defaults to ``DEERFLOW_STORE``, else an SQLite file in the working directory.
-        From async code use :class:`deerflow.Engine` instead.
-        """
-        if self._pipeline is not None:
-            return self._run_pipeline(params, input=input, timeout=timeout, run_id=run_id)
-        from deerflow.engine._engine import run_sync
-
-        return run_sync(
-            self, params=params, input=input, store=store, timeout=timeout, run_id=run_id
-        )
+    def start_refusal(self) -> str | None:
+        """Hook: why this workflow has no runs in the history (a pipeline), else ``None``."""
+        return None
 
     def __repr__(self) -> str:
-        return f"Workflow(name={self.name!r}, version={self.version!r}, tasks={list(self._tasks)})"
+        name = type(self).__name__
+        return f"{name}(name={self.name!r}, version={self.version!r}, tasks={list(self._tasks)})"
 
 
 def _check_acyclic(workflow: str, edges: Mapping[str, Iterable[str]]) -> None:
@@ -356,15 +305,3 @@ def _check_acyclic(workflow: str, edges: Mapping[str, Iterable[str]]) -> None:
 def check_acyclic(workflow: str, edges: Mapping[str, Iterable[str]]) -> None:
     """Raise :class:`DefinitionError` naming a cycle in ``edges`` (node -> dependencies)."""
     _check_acyclic(workflow, edges)
-
-
-def ensure_loop_free() -> None:
-    """Raise a clear error when a blocking helper is called inside a running event loop."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return
-    raise RuntimeError(
-        "Workflow.run() blocks; inside async code use "
-        "`async with Engine(...) as engine: await (await engine.start(wf)).result()`"
-    )

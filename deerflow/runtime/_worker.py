@@ -31,21 +31,21 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from deerflow import _codec
-from deerflow.engine import _history as h
-from deerflow.engine._context import TaskContext, TaskDispatch, current_task
-from deerflow.engine._definition import TaskDef, Workflow
-from deerflow.engine._expand import node_of, validate_specs
-from deerflow.engine._offsets import OffsetTracker
-from deerflow.engine._registry import WorkflowRegistry
-from deerflow.engine._topics import Topics
+import deerflow._codec as _codec
+from deerflow.core import _history as h
+from deerflow.core._definition import TaskDef, WorkflowDef
+from deerflow.core._expand import node_of, validate_specs
+from deerflow.core._topics import Topics
 from deerflow.errors import OutputNotSerializable
 from deerflow.log.base import EventLog, GroupConsumer, Message, Record, TopicPartition
-from deerflow.tracing import refresh_provider, traced
+from deerflow.runtime._context import TaskContext, TaskDispatch, current_task
+from deerflow.runtime._offsets import OffsetTracker
+from deerflow.runtime._registry import WorkflowRegistry
+from deerflow.runtime.hooks import HookChain, Hooks, TaskAttempt, TaskEnded, WorkerStarting
 
 log = logging.getLogger("deerflow.worker")
 
-TaskResolver = Callable[[Workflow, TaskDispatch], tuple[TaskDef, Callable[..., Any]]]
+TaskResolver = Callable[[WorkflowDef, TaskDispatch], tuple[TaskDef, Callable[..., Any]]]
 
 
 def default_worker_name() -> str:
@@ -53,7 +53,7 @@ def default_worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def resolve_task(wf: Workflow, dispatch: TaskDispatch) -> tuple[TaskDef, Callable[..., Any]]:
+def resolve_task(wf: WorkflowDef, dispatch: TaskDispatch) -> tuple[TaskDef, Callable[..., Any]]:
     """The definition and the callable for one dispatched attempt (fallback included).
 
     For a child of an expanded node the definition is the node's (its timeout applies) and the
@@ -77,16 +77,40 @@ async def run_attempt(
     *,
     executor: ThreadPoolExecutor | None = None,
     worker: str | None = None,
+    hooks: Hooks | None = None,
 ) -> h.TaskCompleted | h.TaskFailed:
-    """Run one attempt of a task body and describe its outcome as a history event."""
+    """Run one attempt of a task body and describe its outcome as a history event.
+
+    ``hooks`` wrap the body (``around_task``) and see the outcome (``on_task_end``).
+    """
+    outcome = await _attempt(task, fn, dispatch, executor, worker, hooks)
+    if hooks:
+        hooks.on_task_end(TaskEnded(dispatch, outcome))
+    return outcome
+
+
+async def _attempt(
+    task: TaskDef,
+    fn: Callable[..., Any],
+    dispatch: TaskDispatch,
+    executor: ThreadPoolExecutor | None,
+    worker: str | None,
+    hooks: Hooks | None,
+) -> h.TaskCompleted | h.TaskFailed:
     ctx = TaskContext(dispatch)
     started = h.now()
     task_id = dispatch.task_id
     ident = (dispatch.run_id, task_id, dispatch.attempt)
     expansion: list[dict[str, Any]] | None = None
     try:
-        # traced: the attempt runs inside its OpenTelemetry span when tracing is set up
-        output = await traced(dispatch, asyncio.wait_for(_call(fn, ctx, executor), task.timeout))
+        if hooks:  # e.g. the attempt runs inside its OpenTelemetry span (deerflow.tracing)
+            output = await hooks.around_task(
+                TaskAttempt(
+                    dispatch, lambda: asyncio.wait_for(_call(fn, ctx, executor), task.timeout)
+                )
+            )
+        else:
+            output = await asyncio.wait_for(_call(fn, ctx, executor), task.timeout)
         try:
             output = _codec.bounded_json_value(output)
         except TypeError as exc:
@@ -185,6 +209,8 @@ class Worker:
         self._concurrency = max(1, concurrency)
         self._resolve = resolve
         self.name = name or default_worker_name()
+        #: hooks of the plugins the engine adopted (the engine sets them)
+        self.hooks: Hooks = HookChain()
         self._consumer: GroupConsumer | None = None
         self._executor = ThreadPoolExecutor(self._concurrency, thread_name_prefix="deerflow-task")
         self._inflight: set[asyncio.Task[None]] = set()
@@ -230,7 +256,7 @@ class Worker:
             return
         if not held:
             self.release()
-        refresh_provider()  # a TracerProvider set up before the start is used from the start
+        self.hooks.on_worker_start(WorkerStarting(self.name))
         self._consumer = self._log.consumer(
             self._topics.worker_group, [self._topics.tasks], listener=self
         )
@@ -555,7 +581,9 @@ class Worker:
             task, fn = self._resolve(wf, dispatch)
         except LookupError as exc:
             return _failure(dispatch, str(exc), "LookupError", self.name)
-        return await run_attempt(task, fn, dispatch, executor=self._executor, worker=self.name)
+        return await run_attempt(
+            task, fn, dispatch, executor=self._executor, worker=self.name, hooks=self.hooks
+        )
 
     def _dead_letter(self, record: Record, reason: str) -> Message:
         body = {

@@ -7,23 +7,25 @@ import contextlib
 import itertools
 import os
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from types import TracebackType
-from typing import Any, Protocol, Self, overload
+from typing import Any, Self, overload
 
-from deerflow import _codec
-from deerflow.engine import _history as h
-from deerflow.engine._change import PARKED
-from deerflow.engine._definition import Workflow, ensure_loop_free
-from deerflow.engine._orchestrator import Orchestrator, RunMoved
-from deerflow.engine._registry import WorkflowRegistry
-from deerflow.engine._results import RunResult, run_result
-from deerflow.engine._runindex import RunIndex
-from deerflow.engine._topics import Topics
-from deerflow.engine._worker import Worker
+import deerflow._codec as _codec
+from deerflow.core import _history as h
+from deerflow.core._change import PARKED
+from deerflow.core._definition import WorkflowDef
+from deerflow.core._topics import Topics
 from deerflow.errors import DeerflowError, RunNotFound, TaskError, TransitionNotAllowed
 from deerflow.log import open_log
 from deerflow.log.base import EventLog
+from deerflow.runtime._orchestrator import Orchestrator, RunMoved
+from deerflow.runtime._registry import WorkflowRegistry
+from deerflow.runtime._results import RunResult, run_result
+from deerflow.runtime._runindex import RunIndex
+from deerflow.runtime._worker import Worker
+from deerflow.runtime.hooks import HookChain
+from deerflow.runtime.plugins import Plugin, Service
 
 DEFAULT_STORE = "sqlite:///deerflow.db"
 SETTLE_WAIT = 2.0  # s Engine.wait gives a joining orchestrator to learn which runs it owns
@@ -37,29 +39,6 @@ def default_store() -> str:
 def new_run_id() -> str:
     """A fresh random run id."""
     return uuid.uuid4().hex
-
-
-class Service(Protocol):
-    """Something an engine starts and stops with itself (trigger consumers, event handlers)."""
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-
-ServiceFactory = Callable[["Engine"], Iterable[Service]]
-_service_factories: list[ServiceFactory] = []
-
-
-def register_service_factory(factory: ServiceFactory) -> ServiceFactory:
-    """Have every engine start the services ``factory(engine)`` returns (pattern modules use it).
-
-    A factory sees the engine's registry and options (``engine.options``) and returns the
-    services this process should run, e.g. consumers for the registered event handlers.
-    """
-    if factory not in _service_factories:
-        _service_factories.append(factory)
-    return factory
 
 
 class RunHandle:
@@ -101,18 +80,20 @@ class Engine:
         work: run tasks in this process.
         concurrency: task attempts run at once by this process's worker.
         partitions: partitions for topics deerflow creates (8 on Kafka, 4 elsewhere).
-        services: start the services pattern modules register (event handlers, ...).
+        services: start the services of the adopted plugins (event handlers, ...).
         eager: let this process's orchestrator hand attempts straight to its own worker
             when slots are free (a chain's next step, a retry, this worker's share of a
             fan-out), skipping the queue's round trip; ``False`` sends every attempt
             through the queue.
+        plugins: plugins to adopt besides those the workflows carry (see
+            :mod:`deerflow.runtime.plugins`): their hooks and services.
         options: settings read by those services.
     """
 
     def __init__(
         self,
         store: str | EventLog | None = None,
-        workflows: Iterable[Workflow] = (),
+        workflows: Iterable[WorkflowDef] = (),
         *,
         prefix: str | None = None,
         orchestrate: bool = True,
@@ -121,11 +102,14 @@ class Engine:
         partitions: int | None = None,
         services: bool = True,
         eager: bool = True,
+        plugins: Iterable[Plugin] = (),
         **options: Any,
     ) -> None:
         self.options = options
         self._run_services = services and work
         self.services: list[Service] = []
+        self.plugins: list[Plugin] = []
+        self.hooks = HookChain()
         self.log = store if isinstance(store, EventLog) else open_log(store or default_store())
         self.registry = WorkflowRegistry(workflows)
         self.topics = Topics.from_env(prefix)
@@ -144,6 +128,36 @@ class Engine:
                 self.orchestrator.local_worker = self.worker
         self._started = False
         self._lock = asyncio.Lock()
+        self._late: set[asyncio.Task[None]] = set()
+        self._adopt(plugins)
+        for wf in self.registry:
+            self._adopt(wf.plugins)
+
+    # -- plugins -----------------------------------------------------------------------------
+
+    def _adopt(self, plugins: Iterable[Any]) -> list[Plugin]:
+        """Adopt the plugins not adopted yet: their hooks now; returns them for their services."""
+        new: list[Plugin] = []
+        for plugin in plugins:
+            if not isinstance(plugin, Plugin):
+                raise DeerflowError(f"{plugin!r} is not a deerflow.runtime.Plugin")
+            if any(plugin is p for p in self.plugins):
+                continue
+            self.plugins.append(plugin)
+            new.append(plugin)
+        if new:
+            self.hooks = HookChain([hook for p in self.plugins for hook in p.hooks()])
+            if self.worker is not None:
+                self.worker.hooks = self.hooks
+        return new
+
+    async def _start_services(self, plugins: Iterable[Plugin]) -> None:
+        if not self._run_services:
+            return
+        for plugin in plugins:
+            for service in plugin.services(self):
+                await service.start()
+                self.services.append(service)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -153,7 +167,7 @@ class Engine:
     @overload
     async def start(
         self,
-        workflow: Workflow | str,
+        workflow: WorkflowDef | str,
         *,
         params: Mapping[str, Any] | None = None,
         input: Any = None,
@@ -164,7 +178,7 @@ class Engine:
 
     async def start(
         self,
-        workflow: Workflow | str | None = None,
+        workflow: WorkflowDef | str | None = None,
         *,
         params: Mapping[str, Any] | None = None,
         input: Any = None,
@@ -201,11 +215,7 @@ class Engine:
             if self.worker is not None:
                 joins.append(self.worker.start(held=True))
             await asyncio.gather(*joins)
-            if self._run_services:
-                for factory in _service_factories:
-                    for service in factory(self):
-                        await service.start()
-                        self.services.append(service)
+            await self._start_services(self.plugins)
             if self.worker is not None:
                 self.worker.release()
             self._started = True
@@ -225,6 +235,8 @@ class Engine:
         """
         if self.worker is not None:
             await self.worker.stop()
+        if self._late:
+            await asyncio.gather(*self._late, return_exceptions=True)
         while self.services:
             await self.services.pop().stop()
         if self.orchestrator is not None:
@@ -245,15 +257,22 @@ class Engine:
     ) -> None:
         await self.stop()
 
-    def register(self, workflow: Workflow) -> Workflow:
-        """Make ``workflow`` runnable by this process."""
-        return self.registry.add(workflow)
+    def register(self, workflow: WorkflowDef) -> WorkflowDef:
+        """Make ``workflow`` runnable by this process (and adopt the plugins it carries)."""
+        self.registry.add(workflow)
+        new = self._adopt(workflow.plugins)
+        if new and self._started:
+            # Called outside a coroutine: the services start on the engine's loop, soon.
+            task = asyncio.get_running_loop().create_task(self._start_services(new))
+            self._late.add(task)
+            task.add_done_callback(self._late.discard)
+        return workflow
 
     # -- runs -------------------------------------------------------------------------------
 
     async def start_run(
         self,
-        workflow: Workflow | str,
+        workflow: WorkflowDef | str,
         *,
         params: Mapping[str, Any] | None = None,
         input: Any = None,
@@ -269,11 +288,10 @@ class Engine:
         """
         await self._start_engine()
         wf = self._resolve(workflow)
-        if getattr(wf, "_pipeline", None) is not None:
-            raise DeerflowError(
-                f"workflow {wf.name!r} is a streaming pipeline: feed it with "
-                "workflow.run(input=...) or run it under `deerflow serve`"
-            )
+        refusal = wf.start_refusal()
+        if refusal is not None:
+            raise DeerflowError(refusal)
+        await self._start_services(self._adopt(wf.plugins))
         rid = run_id or new_run_id()
         for value in (params, input, trigger):
             # TypeError now, rather than a run written that no reader can parse back.
@@ -294,8 +312,8 @@ class Engine:
         await self.append_history([event])
         return RunHandle(self, rid, wf.name)
 
-    def _resolve(self, workflow: Workflow | str) -> Workflow:
-        if isinstance(workflow, Workflow):
+    def _resolve(self, workflow: WorkflowDef | str) -> WorkflowDef:
+        if isinstance(workflow, WorkflowDef):
             return self.registry.add(workflow)
         wf = self.registry.get(workflow)
         if wf is None:
@@ -468,8 +486,20 @@ class Engine:
         return run_result(state, self.registry.get(state.workflow, state.version))
 
 
+def ensure_loop_free() -> None:
+    """Raise a clear error when a blocking helper is called inside a running event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise RuntimeError(
+        "Workflow.run() blocks; inside async code use "
+        "`async with Engine(...) as engine: await (await engine.start(wf)).result()`"
+    )
+
+
 def run_sync(
-    wf: Workflow,
+    wf: WorkflowDef,
     *,
     params: Mapping[str, Any] | None,
     input: Any,

@@ -10,10 +10,10 @@ kept failing.
 
 from __future__ import annotations
 
-from deerflow.engine import _history as h
-from deerflow.engine._decide_nodes import on_failed_attempt, schedule
-from deerflow.engine._definition import Workflow
-from deerflow.engine._state import (
+from deerflow.core import _history as h
+from deerflow.core._decide_nodes import on_failed_attempt, schedule
+from deerflow.core._definition import WorkflowDef
+from deerflow.core._state import (
     COMPLETED,
     FAILED,
     PENDING,
@@ -26,13 +26,13 @@ from deerflow.engine._state import (
 _EMPTY = TaskState()
 
 
-def has_compensations(wf: Workflow) -> bool:
+def has_compensations(wf: WorkflowDef) -> bool:
     """Whether a failure of ``wf`` rolls back instead of just failing."""
     return bool(wf.compensations)
 
 
 def roll_back(
-    wf: Workflow, state: RunState, now: float, failed_task: str, error: str
+    wf: WorkflowDef, state: RunState, now: float, failed_task: str, error: str
 ) -> list[h.HistoryEvent]:
     """The next events of the rollback after ``failed_task`` failed with ``error``."""
     run_id = state.run_id
@@ -80,7 +80,9 @@ def roll_back(
     ]
 
 
-def _waits_for_dependents(wf: Workflow, state: RunState, step: str, done_steps: list[str]) -> bool:
+def _waits_for_dependents(
+    wf: WorkflowDef, state: RunState, step: str, done_steps: list[str]
+) -> bool:
     """Whether a completed step depending on ``step`` still has its compensation to finish."""
     for other in done_steps:
         if other != step and step in wf.ancestors(other):

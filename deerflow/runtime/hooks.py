@@ -1,0 +1,107 @@
+"""Hooks: where cross-cutting concerns (tracing, metrics, logging) attach to the runtime.
+
+Interceptors in the manner of Temporal's and middleware in the manner of Dramatiq's: a
+:class:`Hooks` subclass overrides the methods it needs; each method takes one dataclass, so a
+field added later breaks no hook. A :class:`~deerflow.runtime.Plugin` contributes hooks to the
+engines that adopt it; the runtime calls them and imports none of their modules.
+
+``around_task`` wraps a task attempt: it must await ``attempt.proceed()`` exactly once and
+return its result, so whatever it sets up (a span made current, a log context) is in force
+while the body runs. Hooks of several plugins nest in adoption order, the first outermost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from deerflow.core import _history as h
+from deerflow.runtime._context import TaskDispatch
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStarting:
+    """A worker is starting.
+
+    Attributes:
+        worker: its name (``host:pid``), as outcomes record it.
+    """
+
+    worker: str
+
+
+@dataclass(frozen=True, slots=True)
+class TaskAttempt:
+    """One attempt of a task about to run.
+
+    Attributes:
+        dispatch: the task message (run, task, attempt, trigger, ...).
+        proceed: runs the body (and the hooks inside this one); await it once.
+    """
+
+    dispatch: TaskDispatch
+    proceed: Callable[[], Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskEnded:
+    """An attempt has ended; its outcome is about to be appended to the run's history.
+
+    Attributes:
+        dispatch: the task message.
+        outcome: ``TaskCompleted`` or ``TaskFailed``, as it will be recorded.
+    """
+
+    dispatch: TaskDispatch
+    outcome: h.TaskCompleted | h.TaskFailed
+
+
+class Hooks:
+    """Base class of hooks: every method does nothing; override the ones you need."""
+
+    def on_worker_start(self, event: WorkerStarting) -> None:
+        """Called when a worker starts, before it runs anything."""
+
+    async def around_task(self, attempt: TaskAttempt) -> Any:
+        """Wrap one attempt: ``return await attempt.proceed()`` inside your setup."""
+        return await attempt.proceed()
+
+    def on_task_end(self, event: TaskEnded) -> None:
+        """Called with each attempt's outcome (also when it failed or timed out)."""
+
+
+class HookChain(Hooks):
+    """Several hooks called as one, in order (``around_task``: the first outermost)."""
+
+    def __init__(self, hooks: Sequence[Hooks] = ()) -> None:
+        self.hooks: tuple[Hooks, ...] = tuple(hooks)
+
+    def __bool__(self) -> bool:
+        return bool(self.hooks)
+
+    def on_worker_start(self, event: WorkerStarting) -> None:
+        """Each hook's ``on_worker_start``."""
+        for hook in self.hooks:
+            hook.on_worker_start(event)
+
+    async def around_task(self, attempt: TaskAttempt) -> Any:
+        """Each hook's ``around_task``, nested."""
+        proceed = attempt.proceed
+        for hook in reversed(self.hooks):
+            proceed = _wrapped(hook, attempt.dispatch, proceed)
+        return await proceed()
+
+    def on_task_end(self, event: TaskEnded) -> None:
+        """Each hook's ``on_task_end``."""
+        for hook in self.hooks:
+            hook.on_task_end(event)
+
+
+def _wrapped(
+    hook: Hooks, dispatch: TaskDispatch, inner: Callable[[], Awaitable[Any]]
+) -> Callable[[], Awaitable[Any]]:
+    def proceed() -> Awaitable[Any]:
+        return hook.around_task(TaskAttempt(dispatch, inner))
+
+    return proceed

@@ -1,0 +1,74 @@
+"""The public Workflow class: the core definition composed with the features' mixins."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from deerflow.choreography import ChoreographyMixin
+from deerflow.observability.tracing import TRACING
+from deerflow.patterns._api import PatternsMixin
+from deerflow.pipeline._api import PipelineMixin
+from deerflow.runtime import RunResult
+from deerflow.runtime._engine import run_sync
+from deerflow.sagas import SagaMixin
+from deerflow.statemachine import StateMachineMixin
+from deerflow.workflow._catalog import remember
+
+
+class Workflow(PatternsMixin, SagaMixin, StateMachineMixin, PipelineMixin, ChoreographyMixin):
+    """A named DAG of tasks.
+
+    Example::
+
+        wf = Workflow(name="etl")
+
+        @wf.task(id="extract")
+        def extract(context):
+            return {"rows": [1, 2, 3]}
+
+        @wf.task(id="load", depends_on=["extract"], retries=3)
+        async def load(context):
+            return {"n": len(context.tasks["extract"].output["rows"])}
+
+        result = wf.run()
+
+    Args:
+        name: unique name of the workflow; runs refer to it.
+        version: bump when changing tasks of a workflow with runs in flight.
+        description: free text shown by the CLI and dashboard.
+        max_parallel: at most this many tasks of one run running at once (``None``: no
+            limit); children of fan-outs, dynamic tasks and map-reduces count one each.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        version: str = "1",
+        description: str = "",
+        max_parallel: int | None = None,
+    ) -> None:
+        super().__init__(name, version=version, description=description, max_parallel=max_parallel)
+        self.plugins.insert(0, TRACING)  # every attempt in its span, when tracing is set up
+        remember(self)  # compose_workflows(...) finds workflows by name
+
+    def run(
+        self,
+        params: Mapping[str, Any] | None = None,
+        *,
+        input: Any = None,
+        store: str | None = None,
+        timeout: float | None = None,
+        run_id: str | None = None,
+    ) -> RunResult:
+        """Run to completion on an embedded engine and return the result (blocking).
+
+        ``store`` defaults to ``DEERFLOW_STORE``, else an SQLite file in the working directory.
+        From async code use :class:`deerflow.Engine` instead.
+        """
+        if self._pipeline is not None:
+            return self._run_pipeline(params, input=input, timeout=timeout, run_id=run_id)
+        return run_sync(
+            self, params=params, input=input, store=store, timeout=timeout, run_id=run_id
+        )

@@ -1,0 +1,127 @@
+"""Plugins and hooks: what a plugin contributes reaches the engines that adopt it."""
+
+from __future__ import annotations
+
+import contextvars
+from typing import Any
+
+import pytest
+
+from deerflow import Engine, Workflow
+from deerflow.errors import DeerflowError
+from deerflow.runtime import Hooks, Plugin, TaskAttempt, TaskEnded, WorkerStarting
+
+wrapped: contextvars.ContextVar[str | None] = contextvars.ContextVar("wrapped", default=None)
+
+
+class Recorder(Hooks):
+    def __init__(self, name: str, log: list[str]) -> None:
+        self.name = name
+        self.log = log
+
+    def on_worker_start(self, event: WorkerStarting) -> None:
+        self.log.append(f"{self.name}:worker {bool(event.worker)}")
+
+    async def around_task(self, attempt: TaskAttempt) -> Any:
+        d = attempt.dispatch
+        self.log.append(f"{self.name}:enter {d.task_id}#{d.attempt}")
+        token = wrapped.set(f"{wrapped.get() or ''}{self.name}")
+        try:
+            return await attempt.proceed()
+        finally:
+            wrapped.reset(token)
+            self.log.append(f"{self.name}:leave {d.task_id}#{d.attempt}")
+
+    def on_task_end(self, event: TaskEnded) -> None:
+        self.log.append(f"{self.name}:{event.outcome.type} {event.dispatch.task_id}")
+
+
+class Service:
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+    async def start(self) -> None:
+        self.log.append("service started")
+
+    async def stop(self) -> None:
+        self.log.append("service stopped")
+
+
+class Recording(Plugin):
+    def __init__(self, name: str, log: list[str]) -> None:
+        self.name = name
+        self.log = log
+
+    def hooks(self) -> list[Hooks]:
+        return [Recorder(self.name, self.log)]
+
+    def services(self, engine: Engine) -> list[Service]:
+        return [Service(self.log)]
+
+
+def flaky_workflow(name: str) -> Workflow:
+    wf = Workflow(name=name)
+    calls = {"n": 0}
+
+    @wf.task(id="flaky", retries=1, retry_delay=0)
+    def flaky(context):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("first attempt fails")
+        return wrapped.get()
+
+    return wf
+
+
+async def test_hooks_wrap_each_attempt_and_see_its_outcome():
+    log: list[str] = []
+    wf = flaky_workflow("hooked")
+    async with Engine("memory://", [wf], plugins=[Recording("a", log), Recording("b", log)]) as e:
+        result = await (await e.start(wf)).result(timeout=30)
+    # The body ran inside both hooks, the first adopted outermost.
+    assert result.output == "ab"
+    attempts = [entry for entry in log if "flaky" in entry]
+    assert attempts == [
+        "a:enter flaky#1",
+        "b:enter flaky#1",
+        "b:leave flaky#1",
+        "a:leave flaky#1",
+        "a:TaskFailed flaky",
+        "b:TaskFailed flaky",
+        "a:enter flaky#2",
+        "b:enter flaky#2",
+        "b:leave flaky#2",
+        "a:leave flaky#2",
+        "a:TaskCompleted flaky",
+        "b:TaskCompleted flaky",
+    ]
+    assert log[:2] == ["a:worker True", "b:worker True"]
+    assert log.count("service started") == 2 and log.count("service stopped") == 2
+
+
+async def test_a_plugin_a_workflow_carries_is_adopted_once_even_when_registered_late():
+    log: list[str] = []
+    plugin = Recording("p", log)
+    first, second = flaky_workflow("carrier_one"), flaky_workflow("carrier_two")
+    first.plugins.append(plugin)
+    second.plugins.append(plugin)
+    async with Engine("memory://") as engine:
+        assert "service started" not in log
+        handle = await engine.start(first)  # registered now: its plugin's service starts first
+        assert log.count("service started") == 1
+        assert (await handle.result(timeout=30)).output == "p"
+        await (await engine.start(second)).result(timeout=30)
+        assert engine.plugins.count(plugin) == 1
+    assert log.count("service started") == 1 and log.count("service stopped") == 1
+
+
+async def test_services_of_plugins_run_only_where_tasks_run():
+    log: list[str] = []
+    async with Engine("memory://", plugins=[Recording("c", log)], work=False):
+        pass
+    assert log == []
+
+
+def test_an_engine_refuses_what_is_not_a_plugin():
+    with pytest.raises(DeerflowError, match=r"is not a deerflow\.runtime\.Plugin"):
+        Engine("memory://", plugins=[object()])
