@@ -23,7 +23,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from deerflow.connectors import _s3setup
+import deerflow.connectors._s3setup as _s3setup
 from deerflow.connectors._ledger import Ledger, greatest
 from deerflow.connectors._s3records import (
     NotAnS3EventError,

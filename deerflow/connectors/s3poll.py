@@ -27,7 +27,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from deerflow.connectors import _s3setup
+import deerflow.connectors._s3setup as _s3setup
 from deerflow.connectors._ledger import Ledger
 from deerflow.connectors.base import Action, RunRequest, TriggerSource, backoff_sleep, run_id_for
 from deerflow.errors import ConnectorError

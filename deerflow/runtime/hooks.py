@@ -72,30 +72,45 @@ class Hooks:
 
 
 class HookChain(Hooks):
-    """Several hooks called as one, in order (``around_task``: the first outermost)."""
+    """Several hooks called as one, in order (``around_task``: the first outermost).
+
+    Only the hooks that override a method are called for it: a chain of hooks that do not wrap
+    attempts costs an attempt nothing.
+    """
 
     def __init__(self, hooks: Sequence[Hooks] = ()) -> None:
         self.hooks: tuple[Hooks, ...] = tuple(hooks)
+        self._starts = _overriding(self.hooks, "on_worker_start")
+        self._arounds = _overriding(self.hooks, "around_task")
+        self._ends = _overriding(self.hooks, "on_task_end")
 
     def __bool__(self) -> bool:
         return bool(self.hooks)
 
     def on_worker_start(self, event: WorkerStarting) -> None:
         """Each hook's ``on_worker_start``."""
-        for hook in self.hooks:
+        for hook in self._starts:
             hook.on_worker_start(event)
 
     async def around_task(self, attempt: TaskAttempt) -> Any:
         """Each hook's ``around_task``, nested."""
+        arounds = self._arounds
+        if len(arounds) == 1:  # the usual case (tracing): no nesting to build
+            return await arounds[0].around_task(attempt)
         proceed = attempt.proceed
-        for hook in reversed(self.hooks):
+        for hook in reversed(arounds):
             proceed = _wrapped(hook, attempt.dispatch, proceed)
         return await proceed()
 
     def on_task_end(self, event: TaskEnded) -> None:
         """Each hook's ``on_task_end``."""
-        for hook in self.hooks:
+        for hook in self._ends:
             hook.on_task_end(event)
+
+
+def _overriding(hooks: Sequence[Hooks], method: str) -> tuple[Hooks, ...]:
+    default = getattr(Hooks, method)
+    return tuple(h for h in hooks if getattr(type(h), method) is not default)
 
 
 def _wrapped(
