@@ -170,6 +170,10 @@ class TriggerSource(abc.ABC, Generic[T]):
 
     # -- lifecycle ------------------------------------------------------------------------------
 
+    def describe(self) -> str:
+        """What this source connects to, as a person reads it (e.g. while it starts)."""
+        return f"trigger {self.name}"
+
     @abc.abstractmethod
     async def start(self) -> None:
         """Connect to the source and start taking input; idempotent."""

@@ -181,17 +181,30 @@ class KafkaTriggerSource(TriggerSource[Record]):
         self._task: asyncio.Task[None] | None = None
         self._paused = False
 
+    def describe(self) -> str:
+        """See :meth:`TriggerSource.describe`."""
+        return f"Kafka consumer group {self.group} ({', '.join(sorted(self.routes))})"
+
     async def start(self) -> None:
         """Join the group and start consuming; idempotent."""
         if self._task is not None:
             return
         await self._attach_load()
-        if self._owns_log:
-            await self.log.start()
-        self._consumer = self.log.consumer(
-            self.group, sorted(self.routes), start_from=self._start_from
-        )
-        await self._consumer.start()
+        try:
+            if self._owns_log:
+                await self.log.start()
+            self._consumer = self.log.consumer(
+                self.group, sorted(self.routes), start_from=self._start_from
+            )
+            await self._consumer.start()
+        except DeerflowError as exc:
+            names = ", ".join(sorted(r.name for r in self.routes.values()))
+            hint = (
+                "; check bootstrap_servers= or $DEERFLOW_KAFKA_BOOTSTRAP" if self._owns_log else ""
+            )
+            raise ConnectorError(
+                f"Kafka trigger {names}: {exc}{hint}", retriable=exc.retriable
+            ) from exc
         self._task = asyncio.create_task(self._run(), name=f"deerflow-kafka-{self.group}")
         log.info(
             "kafka trigger: group %s on %s, topics %s",
