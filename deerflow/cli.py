@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import signal
 import sys
 from collections.abc import Callable, Coroutine
@@ -19,6 +18,7 @@ from deerflow._progress import RunProgress
 from deerflow.engine._engine import Engine, default_store
 from deerflow.engine._results import RunResult
 from deerflow.errors import DeerflowError
+from deerflow.logs import configure_logging
 
 app = typer.Typer(
     help="deerflow: durable, event-driven workflows.",
@@ -152,7 +152,7 @@ def worker(
 ) -> None:
     """Run an orchestrator and a worker until SIGINT/SIGTERM (scale out on Kafka)."""
     workflows, _ = load_module_workflows(target)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging()  # deerflow's lines; the libraries' (aiokafka) stay quiet
 
     async def main() -> None:
         async with Engine(store, workflows, concurrency=concurrency, eager=eager) as engine:
