@@ -298,6 +298,7 @@ def replay_command(
     if (from_offset is None) == (since is None):
         raise typer.BadParameter("give exactly one of --from-offset and --since")
     since_ms = parse_since(since) if since is not None else None
+    configure_logging()  # what each dead-lettered message was, one line each
     workflows, _ = _load(app_file)
 
     async def main() -> int:

@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from deerflow.connectors._letters import excerpt
 from deerflow.connectors.base import (
     Action,
     DeadLetter,
@@ -122,7 +123,9 @@ def _accepted(trigger: KafkaEvent, value: bytes) -> Any:
     try:
         message = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
-        raise _PoisonError(f"message is not JSON: {exc}") from None
+        # Say what the input was rather than where the JSON library stopped reading it.
+        what = "nested too deeply to read" if "depth" in str(exc) else "not JSON"
+        raise _PoisonError(f"{what}: {excerpt(value)}") from None
     if trigger.payload_schema is not None:
         try:
             message = trigger.payload_schema.model_validate(message).model_dump(mode="json")

@@ -3,6 +3,7 @@ and the one line it says when it cannot start."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import queue
@@ -18,8 +19,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaProducer
 
+from deerflow import Engine
 from deerflow.testing import free_port
+from tests.connectors.conftest import dead_letters
 from tests.services import unique_name
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -337,3 +341,52 @@ def test_an_unreachable_kafka_or_a_taken_port_stops_serve_in_one_line(
         )
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert f"error: cannot listen on 127.0.0.1:{port} (address already in use)" in done.stderr
+
+
+@pytest.mark.kafka
+def test_a_replayed_poison_message_gets_no_second_dead_letter_and_the_log_names_the_trigger(
+    tmp_path: Path, kafka_url: str, kafka_bootstrap: str, env: dict[str, str]
+) -> None:
+    topic = unique_name("orders")
+    app = tmp_path / "app.py"
+    app.write_text(
+        "from deerflow import Workflow\nfrom deerflow.events import KafkaEvent\n"
+        'workflow = Workflow(name="orders")\n'
+        f"workflow.add_trigger(KafkaEvent(topic={topic!r}))\n" + TASK
+    )
+    store = f"sqlite:///{tmp_path / 'events.db'}"
+
+    async def publish() -> None:
+        async with AIOKafkaProducer(bootstrap_servers=kafka_bootstrap) as producer:
+            await producer.send_and_wait(topic, b"tru", partition=0)
+            await producer.send_and_wait(topic, b'{"n": 1}', partition=0)
+
+    async def letters() -> list[dict[str, object]]:
+        async with Engine(store, orchestrate=False, work=False) as engine:
+            return await dead_letters(engine)
+
+    asyncio.run(publish())
+    name = f"orders.kafka.{topic}"
+    replay = [sys.executable, "-m", "deerflow", "triggers", "replay", name, "--app", str(app)]
+    outputs = []
+    for _ in range(2):
+        done = subprocess.run(
+            [*replay, "--store", store, "--from-offset", "0"],
+            capture_output=True,
+            text=True,
+            env=dict(env, DEERFLOW_KAFKA_BOOTSTRAP=kafka_url),
+            cwd=ROOT,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        outputs.append(done.stderr)
+    assert (
+        f"workflow orders, trigger {name}: dead-lettering input {topic}/0/0: not JSON: 'tru'"
+        in outputs[0]
+    ), outputs[0]
+    assert "dead-lettering" not in outputs[1], outputs[1]
+    assert f"trigger {name}: input {topic}/0/0 has a dead letter already" in outputs[1]
+    (letter,) = asyncio.run(letters())
+    assert letter["reason"] == "not JSON: 'tru'" and letter["offset"] == 0
+    assert letter["trigger"] == name and letter["workflow"] == "orders"
