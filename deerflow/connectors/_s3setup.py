@@ -51,16 +51,18 @@ _BAD_CREDENTIALS = frozenset(
 _NO_QUEUE = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
 
 
-def aws_problem(trigger: S3Event, name: str, attempt: str, exc: Exception) -> ConnectorError:
+def aws_problem(
+    trigger: S3Event, name: str, attempt: str, where: str, exc: Exception
+) -> ConnectorError:
     """A one-line error for an AWS call that failed: what was tried, why, how to fix it.
 
     Args:
         trigger: the trigger whose setup failed.
         name: the trigger's name.
-        attempt: what was tried, e.g. ``"reading the notifications of bucket 'b'"``.
+        attempt: what was tried, e.g. ``"listing bucket 'b'"``.
+        where: the endpoint called.
         exc: what boto3 raised.
     """
-    where = trigger.endpoint_url or "AWS"
     code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
     kind = type(exc).__name__
     if code in ("NoSuchBucket", "404") or kind == "NoSuchBucket":
@@ -84,15 +86,16 @@ def aws_problem(trigger: S3Event, name: str, attempt: str, exc: Exception) -> Co
 
 
 async def in_thread(
-    trigger: S3Event, name: str, attempt: str, call: Callable[..., T], *args: Any
+    trigger: S3Event, name: str, attempt: str, call: Callable[..., T], client: Any, *args: Any
 ) -> T:
-    """Run one blocking setup call in a thread; its failure is :func:`aws_problem`'s line."""
+    """``call(client, *args)`` in a thread; its failure is :func:`aws_problem`'s one line."""
     try:
-        return await asyncio.to_thread(call, *args)
+        return await asyncio.to_thread(call, client, *args)
     except ConnectorError:
         raise
     except Exception as exc:  # boto3 raises many kinds; each becomes a one-line cause
-        raise aws_problem(trigger, name, attempt, exc) from exc
+        where = str(getattr(getattr(client, "meta", None), "endpoint_url", None) or "AWS")
+        raise aws_problem(trigger, name, attempt, where, exc) from exc
 
 
 def default_queue_name(prefix: str, trigger_name: str) -> str:
