@@ -326,6 +326,15 @@ def test_an_unreachable_kafka_or_a_taken_port_stops_serve_in_one_line(
     error = failed_start([str(app), "--store", nowhere], env)
     assert error.startswith(f"error: cannot reach Kafka at {nowhere}")
     assert error.endswith("start it, or point --store / $DEERFLOW_STORE at a reachable store")
+    trigger = tmp_path / "trigger.py"
+    trigger.write_text(
+        "from deerflow import Workflow\nfrom deerflow.events import KafkaEvent\n"
+        "workflow = Workflow(name='w')\n"
+        f"workflow.add_trigger(KafkaEvent(topic='t', bootstrap_servers={nowhere[8:]!r}))\n" + TASK
+    )
+    error = failed_start([str(trigger), "--store", "memory://"], env)
+    assert error.startswith(f"error: Kafka trigger w.kafka.t: cannot reach Kafka at {nowhere}")
+    assert error.endswith("check bootstrap_servers= or $DEERFLOW_KAFKA_BOOTSTRAP")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
