@@ -399,3 +399,27 @@ def test_a_replayed_poison_message_gets_no_second_dead_letter_and_the_log_names_
     (letter,) = asyncio.run(letters())
     assert letter["reason"] == "not JSON: 'tru'" and letter["offset"] == 0
     assert letter["trigger"] == name and letter["workflow"] == "orders"
+
+
+@pytest.mark.kafka
+def test_serve_interrupted_while_its_groups_join_stops_cleanly_and_says_so(
+    tmp_path: Path, kafka_bootstrap: str, env: dict[str, str]
+) -> None:
+    app = tmp_path / "app.py"
+    app.write_text(
+        "from deerflow import Workflow\nfrom deerflow.events import KafkaEvent\n"
+        'workflow = Workflow(name="w")\n'
+        f"workflow.add_trigger(KafkaEvent(topic={unique_name('t')!r}))\n" + TASK
+    )
+    store = f"kafka://{kafka_bootstrap}?session_timeout_ms=6000&heartbeat_interval_ms=1000"
+    served = Serving([str(app), "--store", store, "--port", "0"], env, tmp_path / "err")
+    served.line("deerflow serve: starting on ")
+    time.sleep(0.5)  # the joins are under way (each takes about 3 s here)
+    began = time.monotonic()
+    assert served.interrupt() == 0
+    assert time.monotonic() - began < 10
+    lines = served.rest()
+    assert not any("listening on" in line for line in lines), lines
+    assert lines[-2].startswith("stopping: draining") and lines[-1].startswith("stopped in ")
+    errors = served.errors()
+    assert "Traceback" not in errors and "Unclosed" not in errors, errors
