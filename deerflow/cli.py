@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import signal
 import sys
 from collections.abc import Callable, Coroutine
@@ -17,6 +16,7 @@ from deerflow import _codec
 from deerflow._loader import load_module_workflows
 from deerflow._progress import RunProgress
 from deerflow.errors import DeerflowError
+from deerflow.logs import configure_logging
 from deerflow.runtime._engine import Engine, default_store
 from deerflow.runtime._results import RunResult
 
@@ -152,7 +152,7 @@ def worker(
 ) -> None:
     """Run an orchestrator and a worker until SIGINT/SIGTERM (scale out on Kafka)."""
     workflows, _ = load_module_workflows(target)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging()  # deerflow's lines; the libraries' (aiokafka) stay quiet
 
     async def main() -> None:
         async with Engine(store, workflows, concurrency=concurrency, eager=eager) as engine:

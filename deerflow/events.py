@@ -22,7 +22,19 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from deerflow.errors import DefinitionError
 
 __all__ = [
     "CustomTriggerEvent",
@@ -58,6 +70,16 @@ class EventTrigger(BaseModel):
 
     source: ClassVar[str] = "custom"
     name: str | None = None
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _one_line_errors(cls, data: Any, handler: ModelWrapValidatorHandler[Any]) -> Any:
+        # A spec is written by hand in the user's file: say what is wrong with it in one
+        # line, naming the valid options, instead of pydantic's multi-line report.
+        try:
+            return handler(data)
+        except ValidationError as exc:
+            raise DefinitionError(spec_problem(cls, exc)) from None
 
     def describe(self) -> str:
         """What the trigger listens to, for names and logs."""
@@ -215,6 +237,21 @@ class S3Event(EventTrigger):
     def describe(self) -> str:
         """See :meth:`EventTrigger.describe`."""
         return f"s3.{self.bucket}"
+
+
+def spec_problem(cls: type[BaseModel], exc: ValidationError) -> str:
+    """``cls(...)``'s validation errors as one line naming the valid options."""
+    problems: list[str] = []
+    for error in exc.errors(include_url=False, include_input=False, include_context=False):
+        where = ".".join(str(part) for part in error["loc"])
+        if error["type"] == "extra_forbidden":
+            options = ", ".join(sorted(cls.model_fields))
+            problems.append(f"unknown option {where!r} (options: {options})")
+        elif error["type"] == "missing":
+            problems.append(f"{where!r} is required")
+        else:
+            problems.append(f"{where}: {error['msg'].removeprefix('Value error, ')}")
+    return f"{cls.__name__}: {'; '.join(problems)}"
 
 
 def trigger_name(workflow: str, trigger: EventTrigger) -> str:

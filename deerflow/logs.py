@@ -2,6 +2,8 @@
 
 from deerflow.observability.logs import (
     FORMAT_ENV,
+    LEVELS,
+    LIBRARIES,
     JsonFormatter,
     RunContextFilter,
     configure_logging,
@@ -9,6 +11,8 @@ from deerflow.observability.logs import (
 
 __all__ = [
     "FORMAT_ENV",
+    "LEVELS",
+    "LIBRARIES",
     "JsonFormatter",
     "RunContextFilter",
     "configure_logging",

@@ -17,17 +17,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import signal
+import time
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from deerflow._loader import load_module_workflows
+from deerflow._startup import Startup
 from deerflow.engine import Engine, Workflow
-from deerflow.errors import DeerflowError
+from deerflow.errors import ConnectorError, DeerflowError, EventStoreError
+from deerflow.logs import LEVELS, configure_logging
+
+if TYPE_CHECKING:
+    from deerflow.connectors import WebhookGateway
 
 T = TypeVar("T")
 log = logging.getLogger("deerflow.serve")
@@ -45,6 +52,13 @@ StoreOpt = Annotated[
 ]
 AppOpt = Annotated[
     str, typer.Option("--app", envvar="DEERFLOW_APP", help="The FILE.py defining the workflows.")
+]
+LogLevelOpt = Annotated[
+    str,
+    typer.Option(
+        "--log-level",
+        help=f"One of {', '.join(LEVELS)}; the libraries' own lines (aiokafka...) only at debug.",
+    ),
 ]
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -74,34 +88,122 @@ async def serve(
     config: str | None = None,
     stop: asyncio.Event | None = None,
     on_ready: Callable[[str], None] | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> None:
     """Serve ``workflows`` until ``stop`` is set (default: until SIGINT/SIGTERM).
 
-    ``on_ready`` gets the gateway's URL once everything is started.
+    The HTTP port answers as soon as the store is open: 503 "starting" (naming what it waits
+    for) until every consumer group has joined, all at once. ``on_ready`` gets the gateway's
+    URL once everything is started; ``say`` gets the lines a person reads (default: logged).
     """
     from deerflow.connectors import WebhookGateway, load_config, sources_for
+    from deerflow.web import mount  # the dashboard, /api/ and /metrics on the same port
 
+    say = say or log.info
     stop = stop or asyncio.Event()
     _install_stop(stop)
     settings = load_config(config)
-    async with Engine(store, workflows) as engine:
-        gateway = WebhookGateway(engine, host=host, port=port, config=settings)
-        from deerflow.web import mount  # the dashboard, /api/ and /metrics on the same port
+    startup = Startup()
+    engine = Engine(store, workflows)
+    gateway = WebhookGateway(engine, host=host, port=port, config=settings)
+    gateway.app.middlewares.append(startup.middleware)
+    mount(gateway.app, engine, api_keys=gateway.api_keys)
+    sources = sources_for(engine, workflows, gateway=gateway)  # bad trigger config fails here
+    try:
+        await _open(engine)
+        await _listen(gateway)
+        waiting = [startup.track(s, s.describe()) for s in sources]
+        startup.wait_for(_engine_groups(engine))
+        say(f"deerflow serve: starting on {gateway.url}; waiting for {', '.join(startup.waiting)}")
+        if await _started_unless_stopped(engine.add_services(waiting), stop):
+            took = startup.finish()
+            if on_ready is not None:
+                on_ready(gateway.url)
+            for line in _summary(workflows, engine, gateway, took):
+                say(line)
+            await stop.wait()
+        began = time.monotonic()
+        say(_stopping_line(workflows))
+    finally:
+        # The gateway first: no new requests while the rest drains.
+        await gateway.stop()
+        await engine.stop()
+    say(f"stopped in {time.monotonic() - began:.1f}s")
 
-        mount(gateway.app, engine, api_keys=gateway.api_keys)
-        sources = sources_for(engine, workflows, gateway=gateway)
-        for source in sources:
-            await engine.add_service(source)
-        # Added last so it is stopped first: no new requests while the rest drains.
-        await engine.add_service(gateway)
-        triggers = sum(len(wf.triggers) for wf in workflows)
-        log.info(
-            "serving %d workflows, %d triggers on %s", len(workflows), triggers, engine.log.url
-        )
-        if on_ready is not None:
-            on_ready(gateway.url)
-        await stop.wait()
-        log.info("stopping: draining triggers and tasks")
+
+async def _started_unless_stopped(starting: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
+    """Await ``starting`` unless ``stop`` is set first (then cancel it); whether it finished."""
+    start = asyncio.ensure_future(starting)
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({start, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if not start.done():
+        start.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await start
+        return False
+    await start  # its error, if it failed
+    return True
+
+
+async def _listen(gateway: WebhookGateway) -> None:
+    try:
+        await gateway.start()
+    except OSError as exc:  # the port is taken, or the address is not this host's
+        raise ConnectorError(
+            f"cannot listen on {gateway.host}:{gateway.port} "
+            f"({os.strerror(exc.errno).lower() if exc.errno else exc}): "
+            "pick another --port / --host",
+            retriable=False,
+        ) from exc
+
+
+async def _open(engine: Engine) -> None:
+    try:
+        await engine.open()
+    except EventStoreError as exc:
+        raise EventStoreError(
+            f"{exc}; start it, or point --store / $DEERFLOW_STORE at a reachable store",
+            retriable=exc.retriable,
+        ) from None
+
+
+def _engine_groups(engine: Engine) -> str:
+    topics = engine.topics
+    return f"the engine's groups {topics.orchestrator_group} and {topics.worker_group}"
+
+
+def _summary(
+    workflows: list[Workflow], engine: Engine, gateway: WebhookGateway, took: float
+) -> list[str]:
+    """The lines ``deerflow serve`` prints once it is ready."""
+    triggers = sum(len(wf.triggers) for wf in workflows)
+    lines = [
+        f"serving {_count(len(workflows), 'workflow')}, {_count(triggers, 'trigger')} "
+        f"on {engine.log.url} (started in {took:.1f}s)",
+        f"dashboard: {gateway.url}/ui/  API: {gateway.url}/api/  metrics: {gateway.url}/metrics",
+    ]
+    lines += [f"webhook: {r.trigger.method} {gateway.url}{r.trigger.path}" for r in gateway.routes]
+    return lines
+
+
+def _stopping_line(workflows: list[Workflow]) -> str:
+    from deerflow.events import S3Event
+
+    polls = [
+        t.wait_seconds
+        for wf in workflows
+        for t in wf.triggers
+        if isinstance(t, S3Event) and t.mode == "notification"
+    ]
+    # A receive in flight is not cut short: its messages would stay hidden until the
+    # visibility timeout. Say why the stop may take that long.
+    wait = f" (an SQS long poll in flight ends within {max(polls)}s)" if polls else ""
+    return f"stopping: draining triggers and tasks{wait}"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def serve_command(
@@ -113,16 +215,26 @@ def serve_command(
         str | None,
         typer.Option(help="Configuration file (TOML); default $DEERFLOW_CONFIG or ./deerflow.toml"),
     ] = None,
+    log_level: LogLevelOpt = "info",
 ) -> None:
     """Run every workflow of FILE with its triggers until SIGINT/SIGTERM, then drain."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if log_level.lower() not in LEVELS:
+        raise typer.BadParameter(f"use one of {', '.join(LEVELS)}", param_hint="--log-level")
+    configure_logging(level=log_level)
     workflows, _ = _load(target)
 
-    def ready(url: str) -> None:
-        # One line on stdout that scripts (and the tests) wait for.
-        print(f"deerflow serve: listening on {url}", flush=True)
+    def say(line: str) -> None:
+        # On stdout, for people and for scripts: the "listening on" line means ready.
+        print(line, flush=True)
 
-    _run(lambda: serve(workflows, store=store, host=host, port=port, config=config, on_ready=ready))
+    def ready(url: str) -> None:
+        say(f"deerflow serve: listening on {url}")
+
+    _run(
+        lambda: serve(
+            workflows, store=store, host=host, port=port, config=config, on_ready=ready, say=say
+        )
+    )
 
 
 def _load(target: str) -> tuple[list[Workflow], Workflow | None]:
@@ -186,6 +298,7 @@ def replay_command(
     if (from_offset is None) == (since is None):
         raise typer.BadParameter("give exactly one of --from-offset and --since")
     since_ms = parse_since(since) if since is not None else None
+    configure_logging()  # what each dead-lettered message was, one line each
     workflows, _ = _load(app_file)
 
     async def main() -> int:

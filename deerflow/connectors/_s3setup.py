@@ -7,14 +7,17 @@ region and credentials come from boto3's usual configuration (environment, profi
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from deerflow.errors import ConnectorError, MissingDependency
 from deerflow.events import S3Event
 
+T = TypeVar("T")
 _QUEUE_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
 POLICY_SID = "deerflow-s3-notifications"
 
@@ -34,6 +37,67 @@ def clients(trigger: S3Event) -> tuple[Any, Any]:
     return session.client("s3", **options), session.client("sqs", **options)
 
 
+_BAD_CREDENTIALS = frozenset(
+    {
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "InvalidClientTokenId",
+        "UnrecognizedClientException",
+        "ExpiredToken",
+        "AuthFailure",
+        "InvalidSecurity",
+    }
+)
+_NO_QUEUE = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
+
+
+def aws_problem(
+    trigger: S3Event, name: str, attempt: str, where: str, exc: Exception
+) -> ConnectorError:
+    """A one-line error for an AWS call that failed: what was tried, why, how to fix it.
+
+    Args:
+        trigger: the trigger whose setup failed.
+        name: the trigger's name.
+        attempt: what was tried, e.g. ``"listing bucket 'b'"``.
+        where: the endpoint called.
+        exc: what boto3 raised.
+    """
+    code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+    kind = type(exc).__name__
+    if code in ("NoSuchBucket", "404") or kind == "NoSuchBucket":
+        fix = f"bucket {trigger.bucket!r} does not exist at {where}: create it, or fix bucket="
+    elif code in _NO_QUEUE or kind == "QueueDoesNotExist":
+        fix = f"queue {trigger.queue!r} does not exist at {where}: create it, or fix queue="
+    elif code in _BAD_CREDENTIALS:
+        fix = (
+            f"{where} refused the credentials ({code}): check AWS_ACCESS_KEY_ID / "
+            "AWS_SECRET_ACCESS_KEY or the AWS profile"
+        )
+    elif code in ("AccessDenied", "AccessDeniedException", "403"):
+        fix = f"{where} denied access ({code}): grant these credentials the permission"
+    elif kind == "NoCredentialsError":
+        fix = "no AWS credentials found: set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or a profile"
+    elif kind in ("EndpointConnectionError", "ConnectTimeoutError", "ConnectionClosedError"):
+        fix = f"cannot reach {where}: check endpoint_url= / $AWS_ENDPOINT_URL and the network"
+    else:
+        fix = f"{kind}: {exc}"
+    return ConnectorError(f"S3 trigger {name}: {attempt} failed: {fix}", retriable=False)
+
+
+async def in_thread(
+    trigger: S3Event, name: str, attempt: str, call: Callable[..., T], client: Any, *args: Any
+) -> T:
+    """``call(client, *args)`` in a thread; its failure is :func:`aws_problem`'s one line."""
+    try:
+        return await asyncio.to_thread(call, client, *args)
+    except ConnectorError:
+        raise
+    except Exception as exc:  # boto3 raises many kinds; each becomes a one-line cause
+        where = str(getattr(getattr(client, "meta", None), "endpoint_url", None) or "AWS")
+        raise aws_problem(trigger, name, attempt, where, exc) from exc
+
+
 def default_queue_name(prefix: str, trigger_name: str) -> str:
     """An SQS queue name for a trigger: readable, at most 80 allowed characters, unique."""
     digest = hashlib.sha256(f"{prefix}/{trigger_name}".encode()).hexdigest()[:10]
@@ -42,13 +106,17 @@ def default_queue_name(prefix: str, trigger_name: str) -> str:
 
 
 def queue_url(sqs: Any, queue: str) -> str:
-    """The URL of an existing queue given its name or URL."""
-    if queue.startswith(("http://", "https://")):
-        return queue
-    try:
-        return str(sqs.get_queue_url(QueueName=queue)["QueueUrl"])
-    except Exception as exc:
-        raise ConnectorError(f"no SQS queue {queue!r}: {exc}", retriable=False) from exc
+    """The URL of an existing queue given its name or URL (checked either way)."""
+    url = queue
+    if not queue.startswith(("http://", "https://")):
+        url = str(sqs.get_queue_url(QueueName=queue)["QueueUrl"])
+    sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])  # exists, readable
+    return url
+
+
+def check_bucket(s3: Any, trigger: S3Event) -> None:
+    """List one key of the trigger's bucket: it exists and these credentials may list it."""
+    s3.list_objects_v2(Bucket=trigger.bucket, Prefix=trigger.key_prefix, MaxKeys=1)
 
 
 def ensure_queue(sqs: Any, name: str, bucket: str) -> tuple[str, str]:

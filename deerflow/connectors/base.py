@@ -27,10 +27,11 @@ from typing import Any, Generic, Self, TypeVar
 from pydantic import BaseModel
 
 import deerflow._codec as _codec
+from deerflow.connectors._letters import LetterIds, letter_id, letter_message, whose
 from deerflow.core import _history as h
 from deerflow.core._state import RunState
 from deerflow.errors import ConnectorError, DeerflowError, RunNotFound, TransitionNotAllowed
-from deerflow.log.base import Headers, Message
+from deerflow.log.base import Headers
 from deerflow.runtime import Engine
 
 log = logging.getLogger("deerflow.connectors")
@@ -170,6 +171,10 @@ class TriggerSource(abc.ABC, Generic[T]):
 
     # -- lifecycle ------------------------------------------------------------------------------
 
+    def describe(self) -> str:
+        """What this source connects to, as a person reads it (e.g. while it starts)."""
+        return f"trigger {self.name}"
+
     @abc.abstractmethod
     async def start(self) -> None:
         """Connect to the source and start taking input; idempotent."""
@@ -232,13 +237,14 @@ class TriggerSource(abc.ABC, Generic[T]):
         """
         actions = list(actions)
         requests = [a for a in actions if isinstance(a, RunRequest)]
-        letters = [a for a in actions if isinstance(a, DeadLetter)]
+        letters = {
+            letter_id(self.name, a.key): a for a in actions if isinstance(a, DeadLetter)
+        }  # the same input twice in one batch is one letter
         deadline = None if give_up_after is None else time.monotonic() + give_up_after
         delay = 0.1
         while True:
             try:
-                if letters:
-                    await self.engine.log.append([self._letter_message(x) for x in letters])
+                await self._write_letters(letters)
                 await asyncio.gather(*(self._request(r) for r in requests))
             except DeerflowError as exc:
                 if (
@@ -259,10 +265,31 @@ class TriggerSource(abc.ABC, Generic[T]):
                 delay = min(delay * 2, 5.0)
                 continue
             self.requested += len(requests)
-            self.dead_lettered += len(letters)
             if self.load is not None:
                 self.load.requested(r.run_id for r in requests)
             return [r.run_id for r in requests]
+
+    async def _write_letters(self, letters: dict[str, DeadLetter]) -> None:
+        """Append the letters not written before (see :mod:`deerflow.connectors._letters`)."""
+        if not letters:
+            return
+        ids = LetterIds.of(self.engine)
+        keyed = [i for i, letter in letters.items() if letter.key is not None]
+        fresh = (await ids.fresh(keyed) if keyed else set()) | (set(letters) - set(keyed))
+        for known in set(letters) - fresh:
+            log.info(
+                "%s: input %s has a dead letter already (%s); not writing another",
+                whose(letters[known], self.name),
+                letters[known].key,
+                known,
+            )
+        if fresh:
+            await self.engine.log.append(
+                [letter_message(self.engine, self.name, letters[i], i) for i in fresh]
+            )
+            await ids.written([i for i in keyed if i in fresh])
+            self.dead_lettered += len(fresh)
+        letters.clear()  # written: a retry of the batch's run requests does not write them again
 
     async def _request(self, request: RunRequest) -> None:
         wf = self.engine.registry.get(request.workflow)
@@ -300,26 +327,7 @@ class TriggerSource(abc.ABC, Generic[T]):
                 source=type(self).__name__,
                 details={"instance": instance, "transition": transition},
             )
-            await self.engine.log.append([self._letter_message(letter)])
-
-    def _letter_message(self, letter: DeadLetter) -> Message:
-        body = {
-            "reason": letter.reason,
-            "source": letter.source,
-            "trigger": self.name,
-            "at": time.time(),
-        }
-        try:
-            value = _codec.dumps({**body, **letter.details})
-        except (TypeError, ValueError) as exc:  # details too deep or odd: keep the reason
-            value = _codec.dumps({**body, "details_error": str(exc)})
-        headers = (
-            *letter.headers,
-            ("deerflow-reason", letter.reason.encode()[:1000]),
-            ("deerflow-trigger", self.name.encode()),
-        )
-        log.warning("trigger %s: dead-lettering input: %s", self.name, letter.reason)
-        return Message(topic=self.engine.topics.dlq, key=letter.key, value=value, headers=headers)
+            await self._write_letters({letter_id(self.name, None): letter})
 
 
 async def backoff_sleep(stopping: asyncio.Event, seconds: float) -> None:

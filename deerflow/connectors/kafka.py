@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from deerflow.connectors._letters import excerpt
 from deerflow.connectors.base import (
     Action,
     DeadLetter,
@@ -122,7 +123,9 @@ def _accepted(trigger: KafkaEvent, value: bytes) -> Any:
     try:
         message = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
-        raise _PoisonError(f"message is not JSON: {exc}") from None
+        # Say what the input was rather than where the JSON library stopped reading it.
+        what = "nested too deeply to read" if "depth" in str(exc) else "not JSON"
+        raise _PoisonError(f"{what}: {excerpt(value)}") from None
     if trigger.payload_schema is not None:
         try:
             message = trigger.payload_schema.model_validate(message).model_dump(mode="json")
@@ -181,17 +184,30 @@ class KafkaTriggerSource(TriggerSource[Record]):
         self._task: asyncio.Task[None] | None = None
         self._paused = False
 
+    def describe(self) -> str:
+        """See :meth:`TriggerSource.describe`."""
+        return f"Kafka consumer group {self.group} ({', '.join(sorted(self.routes))})"
+
     async def start(self) -> None:
         """Join the group and start consuming; idempotent."""
         if self._task is not None:
             return
         await self._attach_load()
-        if self._owns_log:
-            await self.log.start()
-        self._consumer = self.log.consumer(
-            self.group, sorted(self.routes), start_from=self._start_from
-        )
-        await self._consumer.start()
+        try:
+            if self._owns_log:
+                await self.log.start()
+            self._consumer = self.log.consumer(
+                self.group, sorted(self.routes), start_from=self._start_from
+            )
+            await self._consumer.start()
+        except DeerflowError as exc:
+            names = ", ".join(sorted(r.name for r in self.routes.values()))
+            hint = (
+                "; check bootstrap_servers= or $DEERFLOW_KAFKA_BOOTSTRAP" if self._owns_log else ""
+            )
+            raise ConnectorError(
+                f"Kafka trigger {names}: {exc}{hint}", retriable=exc.retriable
+            ) from exc
         self._task = asyncio.create_task(self._run(), name=f"deerflow-kafka-{self.group}")
         log.info(
             "kafka trigger: group %s on %s, topics %s",

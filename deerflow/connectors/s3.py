@@ -20,8 +20,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import deerflow.connectors._s3setup as _s3setup
 from deerflow.connectors._ledger import Ledger, greatest
@@ -47,6 +47,7 @@ from deerflow.events import S3Event, S3ObjectEvent
 from deerflow.runtime import Engine
 
 log = logging.getLogger("deerflow.connectors.s3")
+T = TypeVar("T")
 
 SqsMessage = dict[str, Any]
 Parsed = list[S3ObjectEvent | DeadLetter]
@@ -99,20 +100,42 @@ class S3NotificationSource(TriggerSource[SqsMessage]):
         await self._attach_load()
         s3, sqs = self._clients or _s3setup.clients(self.trigger)
         self._clients = (s3, sqs)
+        bucket = self.trigger.bucket
         if self.trigger.queue:
-            self.queue_url = await asyncio.to_thread(_s3setup.queue_url, sqs, self.trigger.queue)
+            self.queue_url = await self._setup(
+                f"finding SQS queue {self.trigger.queue!r}",
+                _s3setup.queue_url,
+                sqs,
+                self.trigger.queue,
+            )
         else:
             queue = _s3setup.default_queue_name(self.engine.topics.prefix, self.name)
-            self.queue_url, arn = await asyncio.to_thread(
-                _s3setup.ensure_queue, sqs, queue, self.trigger.bucket
+            if self.trigger.configure_bucket:
+                await self._setup(
+                    f"listing bucket {bucket!r}", _s3setup.check_bucket, s3, self.trigger
+                )
+            self.queue_url, arn = await self._setup(
+                f"creating SQS queue {queue!r}", _s3setup.ensure_queue, sqs, queue, bucket
             )
             if self.trigger.configure_bucket:
-                await asyncio.to_thread(
-                    _s3setup.ensure_notification, s3, self.trigger, f"deerflow-{queue}", arn
+                await self._setup(
+                    f"adding a notification to bucket {bucket!r}",
+                    _s3setup.ensure_notification,
+                    s3,
+                    self.trigger,
+                    f"deerflow-{queue}",
+                    arn,
                 )
         await self.ledger.start()
         self._task = asyncio.create_task(self._run(), name=f"deerflow-s3-{self.name}")
         log.info("s3 trigger %s: bucket %s via %s", self.name, self.trigger.bucket, self.queue_url)
+
+    def describe(self) -> str:
+        """See :meth:`TriggerSource.describe`."""
+        return f"S3 trigger {self.name} (bucket {self.trigger.bucket})"
+
+    async def _setup(self, attempt: str, call: Callable[..., T], *args: Any) -> T:
+        return await _s3setup.in_thread(self.trigger, self.name, attempt, call, *args)
 
     async def stop(self) -> None:
         """Finish the batch in hand (a long poll ends within ``wait_seconds``), then stop."""

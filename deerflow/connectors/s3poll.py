@@ -110,6 +110,14 @@ class S3PollingSource(TriggerSource[ListedObject]):
         await self._attach_load()
         if self._client is None:
             self._client = _s3setup.clients(self.trigger)[0]
+        await _s3setup.in_thread(
+            self.trigger,
+            self.name,
+            f"listing bucket {self.trigger.bucket!r}",
+            _s3setup.check_bucket,
+            self._client,
+            self.trigger,
+        )
         await self.ledger.start()
         cursor = self.ledger.get(self.name)
         if cursor is not None:
@@ -118,6 +126,10 @@ class S3PollingSource(TriggerSource[ListedObject]):
         elif self.trigger.start_from == "earliest":
             self._has_cursor = True  # everything listed is new
         self._task = asyncio.create_task(self._run(), name=f"deerflow-s3poll-{self.name}")
+
+    def describe(self) -> str:
+        """See :meth:`TriggerSource.describe`."""
+        return f"S3 trigger {self.name} (polling bucket {self.trigger.bucket})"
 
     async def stop(self) -> None:
         """Finish the batch in hand, then stop."""

@@ -197,11 +197,12 @@ class WebhookGateway(TriggerSource[None]):
         await runner.setup()
         await web.TCPSite(runner, self.host, self._port).start()
         self._runner = runner
-        log.info(
-            "webhook gateway on %s: %s",
-            self.url,
-            ", ".join(f"{r.trigger.method} {r.trigger.path}" for r in self.routes) or "-",
-        )
+        if self.routes:
+            log.info(
+                "webhook gateway on %s: %s",
+                self.url,
+                ", ".join(f"{r.trigger.method} {r.trigger.path}" for r in self.routes),
+            )
 
     async def stop(self) -> None:
         """Stop listening; requests in flight are answered first."""

@@ -77,6 +77,7 @@ class WorkflowDef:
         self.max_parallel = max_parallel
         self._tasks: dict[str, TaskDef] = {}
         self._compensations: dict[str, str] = {}
+        self._refused: dict[str, tuple[str, ...]] = {}  # task id -> depends_on, not defined
         self._ancestors: dict[str, frozenset[str]] = {}
         self._fingerprint: str | None = None
         self._order: list[str] | None = None
@@ -145,11 +146,7 @@ class WorkflowDef:
             raise DefinitionError(f"{where}: depends_on must be a list of task ids")
         for dep in task.depends_on:
             if dep not in self._tasks:
-                raise DefinitionError(
-                    f"{where}: depends_on names unknown task {dep!r}"
-                    f" (known: {', '.join(sorted(self._tasks)) or 'none'};"
-                    " define a task before the tasks that depend on it)"
-                )
+                raise DefinitionError(f"{where}: {self._missing_dependency(task, dep)}")
         if task.fn is not None and not callable(task.fn):
             raise DefinitionError(f"{where}: the task body is not callable")
         comp = task.compensation
@@ -160,10 +157,28 @@ class WorkflowDef:
         if task.id in self._compensations:
             raise DefinitionError(f"{where}: id already used by a compensation")
         self._tasks[task.id] = task
+        self._refused.pop(task.id, None)
         self._order = None
         self._ancestors.clear()
         self._fingerprint = None
         return task
+
+    def _missing_dependency(self, task: TaskDef, dep: str) -> str:
+        """Why ``dep`` cannot be a dependency of ``task``: a cycle, or a task not defined yet.
+
+        Tasks refused for naming a task not defined yet are remembered with their
+        dependencies, so that defining that task next, depending back on them, is reported
+        as the cycle it is rather than as one more unknown task.
+        """
+        cycle = _path_back(task.id, dep, self._refused)
+        if cycle is not None:
+            return f"dependency cycle {' -> '.join([task.id, *cycle])}"
+        self._refused[task.id] = task.depends_on
+        return (
+            f"depends_on names unknown task {dep!r}"
+            f" (known: {', '.join(sorted(self._tasks)) or 'none'};"
+            " define a task before the tasks that depend on it)"
+        )
 
     def add_trigger(self, trigger: Any) -> Any:
         """Attach a trigger (``S3Event``, ``KafkaEvent``, ``WebhookEvent``) that starts runs."""
@@ -280,6 +295,19 @@ class WorkflowDef:
     def __repr__(self) -> str:
         name = type(self).__name__
         return f"{name}(name={self.name!r}, version={self.version!r}, tasks={list(self._tasks)})"
+
+
+def _path_back(start: str, dep: str, edges: Mapping[str, Iterable[str]]) -> list[str] | None:
+    """A path ``dep -> ... -> start`` through ``edges`` (node -> dependencies), or ``None``."""
+    stack, seen = [[dep]], set()
+    while stack:
+        path = stack.pop()
+        if path[-1] == start:
+            return path
+        if path[-1] not in seen:
+            seen.add(path[-1])
+            stack += [[*path, nxt] for nxt in edges.get(path[-1], ())]
+    return None
 
 
 def _check_acyclic(workflow: str, edges: Mapping[str, Iterable[str]]) -> None:

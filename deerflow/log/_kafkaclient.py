@@ -91,6 +91,9 @@ async def connect(
     """
     try:
         await asyncio.wait_for(start, limit)
+    except asyncio.CancelledError:  # e.g. a server stopped while its groups join: close it
+        await _stop_failed(stop)
+        raise
     except (KafkaError, OSError, TimeoutError) as exc:
         await _stop_failed(stop)
         detail = f"{waiting_for} within {limit} s" if isinstance(exc, TimeoutError) else str(exc)

@@ -54,10 +54,26 @@ class JsonFormatter(logging.Formatter):
         return _codec.dumps(body).decode()
 
 
-def configure_logging(*, json_format: bool | None = None, level: int = logging.INFO) -> None:
-    """Log to stderr, as JSON lines when ``json_format`` (default: ``DEERFLOW_LOG_FORMAT=json``)."""
+LEVELS = ("debug", "info", "warning", "error")
+# The libraries deerflow drives log their own progress (group joins, offsets, HTTP requests) at
+# INFO: below --log-level debug only deerflow's lines (and the user's) are shown. Failures that
+# matter reach deerflow as exceptions and are logged once, in its own words.
+LIBRARIES = ("aiokafka", "kafka", "botocore", "boto3", "s3transfer", "urllib3", "aiohttp")
+
+
+def configure_logging(*, json_format: bool | None = None, level: int | str = logging.INFO) -> None:
+    """Log to stderr, as JSON lines when ``json_format`` (default: ``DEERFLOW_LOG_FORMAT=json``,
+    or JSON already configured, e.g. by ``deerflow --log-json``).
+
+    ``level`` is a :mod:`logging` level or one of :data:`LEVELS`; the :data:`LIBRARIES`' own
+    lines show only at ``debug``.
+    """
+    root = logging.getLogger()
     if json_format is None:
-        json_format = os.environ.get(FORMAT_ENV, "").lower() == "json"
+        json_format = os.environ.get(FORMAT_ENV, "").lower() == "json" or any(
+            isinstance(h.formatter, JsonFormatter) for h in root.handlers
+        )
+    number = level if isinstance(level, int) else _level_number(level)
     handler = logging.StreamHandler()
     handler.addFilter(RunContextFilter())
     handler.setFormatter(
@@ -65,6 +81,14 @@ def configure_logging(*, json_format: bool | None = None, level: int = logging.I
         if json_format
         else logging.Formatter("%(asctime)s %(levelname)s %(name)s%(run_context)s %(message)s")
     )
-    root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level)
+    root.setLevel(number)
+    quiet = logging.NOTSET if number <= logging.DEBUG else logging.CRITICAL + 1
+    for name in LIBRARIES:
+        logging.getLogger(name).setLevel(quiet)
+
+
+def _level_number(name: str) -> int:
+    if name.lower() not in LEVELS:
+        raise ValueError(f"unknown log level {name!r} (use one of {', '.join(LEVELS)})")
+    return int(getattr(logging, name.upper()))

@@ -7,7 +7,7 @@ import contextlib
 import itertools
 import os
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Self, overload
 
@@ -151,13 +151,13 @@ class Engine:
                 self.worker.hooks = self.hooks
         return new
 
-    async def _start_services(self, plugins: Iterable[Plugin]) -> None:
+    def _services_of(self, plugins: Iterable[Plugin]) -> list[Service]:
         if not self._run_services:
-            return
-        for plugin in plugins:
-            for service in plugin.services(self):
-                await service.start()
-                self.services.append(service)
+            return []
+        return [service for plugin in plugins for service in plugin.services(self)]
+
+    async def _start_services(self, plugins: Iterable[Plugin]) -> None:
+        await self._start_all(self._services_of(plugins))
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -199,33 +199,64 @@ class Engine:
             correlation_id=correlation_id,
         )
 
-    async def _start_engine(self) -> None:
+    async def open(self) -> None:
+        """Open the store and create deerflow's topics, without joining any group; idempotent.
+
+        What :meth:`start` does first; a server can listen (and say it is starting) from here.
+        """
+        await self.log.start()
+        # Histories, domain events and dead letters are the record: never expire them.
+        # Task messages are consumed within seconds: the broker's retention applies.
+        for topic in (self.topics.history, self.topics.events, self.topics.dlq):
+            await self.log.ensure_topic(topic, self._partitions, keep_forever=True)
+        await self.log.ensure_topic(self.topics.tasks, self._partitions)
+
+    async def _start_engine(self, extra: Iterable[Service] = ()) -> None:
         async with self._lock:
+            extra = list(extra)
             if self._started:
+                await self._start_all(extra)
                 return
-            await self.log.start()
-            # Histories, domain events and dead letters are the record: never expire them.
-            # Task messages are consumed within seconds: the broker's retention applies.
-            for topic in (self.topics.history, self.topics.events, self.topics.dlq):
-                await self.log.ensure_topic(topic, self._partitions, keep_forever=True)
-            await self.log.ensure_topic(self.topics.tasks, self._partitions)
-            # Group joins take seconds on Kafka: join both groups at once. The worker runs
-            # nothing until the services are up: a task body may publish through one of them.
+            await self.open()
+            # Group joins take seconds each on Kafka: join every group at once. The worker
+            # runs nothing until the services are up: a task body may publish through one.
             joins = [] if self.orchestrator is None else [self.orchestrator.start()]
             if self.worker is not None:
                 joins.append(self.worker.start(held=True))
-            await asyncio.gather(*joins)
-            await self._start_services(self.plugins)
+            await self._start_all([*self._services_of(self.plugins), *extra], *joins)
             if self.worker is not None:
                 self.worker.release()
             self._started = True
 
+    async def _start_all(self, services: list[Service], *joins: Awaitable[None]) -> None:
+        """Start ``services`` (and ``joins``) concurrently; if one fails, stop them all."""
+        try:
+            results = await asyncio.gather(
+                *joins, *(s.start() for s in services), return_exceptions=True
+            )
+        except asyncio.CancelledError:
+            results = [asyncio.CancelledError()]
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            for service in reversed(services):
+                with contextlib.suppress(Exception):
+                    await service.stop()
+            raise failed[0]
+        self.services += services
+
     async def add_service(self, service: Service) -> Service:
         """Start ``service`` now and stop it with the engine."""
-        await self._start_engine()
-        await service.start()
-        self.services.append(service)
+        await self.add_services([service])
         return service
+
+    async def add_services(self, services: Iterable[Service]) -> None:
+        """Start ``services`` concurrently and stop them with the engine (last added first).
+
+        If the engine is not started yet it starts too, its own group joins alongside: on
+        Kafka every join takes seconds, so joining them all at once saves those seconds per
+        group. If one fails to start, the others are stopped again and its error raised.
+        """
+        await self._start_engine(services)
 
     async def stop(self) -> None:
         """Drain the worker, leave the groups and close the store; idempotent.

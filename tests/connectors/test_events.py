@@ -18,6 +18,7 @@ from deerflow.connectors._s3records import (
     sequencer_value,
     to_event,
 )
+from deerflow.errors import DefinitionError
 from deerflow.events import (
     CustomTriggerEvent,
     KafkaEvent,
@@ -40,12 +41,21 @@ def test_the_public_names_are_sorted_and_documented() -> None:
 
 
 def test_trigger_specs_validate_what_they_are_given() -> None:
-    with pytest.raises(ValidationError, match="start with '/'"):
+    with pytest.raises(DefinitionError, match=r"^WebhookEvent: path: .* start with '/'"):
         WebhookEvent(path="no-slash")
-    with pytest.raises(ValidationError, match="unsupported webhook method"):
+    with pytest.raises(DefinitionError, match="unsupported webhook method"):
         WebhookEvent(path="/x", method="BREW")
-    with pytest.raises(ValidationError, match="'prefix' and 'suffix'"):
+    with pytest.raises(DefinitionError, match="'prefix' and 'suffix'"):
         S3Event(bucket="b", filter={"glob": "*.csv"})
+    with pytest.raises(DefinitionError) as typo:
+        KafkaEvent(topci="orders")
+    assert str(typo.value) == (
+        "KafkaEvent: 'topic' is required; unknown option 'topci' (options: batch_size, "
+        "bootstrap_servers, consumer_group, dedupe_key, filter, name, payload_schema, "
+        "start_from, topic)"
+    )
+    with pytest.raises(DefinitionError, match=r"^S3Event: wait_seconds: .* less than or equal"):
+        S3Event(bucket="b", wait_seconds=60)
     assert WebhookEvent(path="/x", method="put").method == "PUT"
     assert "s3cr3t" not in repr(WebhookEvent(path="/x", signing_secrets=["s3cr3t"]))
     assert trigger_name("wf", KafkaEvent(topic="data-events")) == "wf.kafka.data-events"

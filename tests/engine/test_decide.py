@@ -236,6 +236,19 @@ def test_cycles_are_reported_with_their_path():
         check_acyclic("wf", {"a": ["b"], "b": ["a"]})
 
 
+def test_a_task_depending_on_itself_or_back_on_a_refused_task_is_a_cycle():
+    wf = Workflow(name="loops")
+    with pytest.raises(DefinitionError, match=r"task 'a': dependency cycle a -> a$"):
+        wf.task(id="a", depends_on=["a"])(noop)
+    with pytest.raises(DefinitionError, match="unknown task 'c'"):
+        wf.task(id="b", depends_on=["c"])(noop)  # c is not defined yet: not (yet) a cycle
+    with pytest.raises(DefinitionError, match=r"task 'c': dependency cycle c -> b -> c$"):
+        wf.task(id="c", depends_on=["b"])(noop)
+    wf.task(id="d")(noop)
+    wf.task(id="e", depends_on=["d"])(noop)  # refusals leave the rest of the workflow usable
+    assert list(wf.tasks) == ["d", "e"]
+
+
 def test_an_outcome_that_overtakes_its_scheduling_folds_to_the_same_state():
     wf = chain()
     in_order = started(wf)

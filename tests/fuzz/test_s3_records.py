@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from deerflow import Engine, Workflow
 from deerflow.connectors import DeadLetter, RunRequest, S3NotificationSource
+from deerflow.connectors._letters import letter_message
 from deerflow.connectors._s3records import (
     NotAnS3EventError,
     identity,
@@ -162,4 +163,5 @@ def test_every_message_becomes_storable_runs_or_encodable_dead_letters(
                 assert unstorable(action) is None
             else:
                 assert isinstance(action, DeadLetter)
-                source._letter_message(action)  # encodes, whatever the details hold
+                # Encodes, whatever the details hold.
+                letter_message(source.engine, source.name, action, "id")

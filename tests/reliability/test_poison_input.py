@@ -54,13 +54,13 @@ def only_new_data(msg: dict[str, Any]) -> bool:
 
 
 POISON: dict[str, tuple[bytes, str]] = {
-    "not JSON": (b"{oops", "message is not JSON"),
-    "bad UTF-8": (b'{"type": "new_data", "n": "\xff\xfe"}', "message is not JSON"),
+    "not JSON": (b"{oops", "not JSON: '{oops'"),
+    "bad UTF-8": (b'{"type": "new_data", "n": "\xff\xfe"}', 'not JSON: \'{"type"'),
     "schema violation": (
         orjson.dumps({"type": "new_data", "n": "seven"}),
         "does not match the schema",
     ),
-    "too deep to parse": (b"[" * 2000 + b"]" * 2000, "message is not JSON"),
+    "too deep to parse": (b"[" * 2000 + b"]" * 2000, "nested too deeply to read: '[[["),
     "too deep to store": (
         orjson.dumps({"type": "new_data", "n": 1, "payload": nested(198)}),
         "cannot be stored",

@@ -1,0 +1,92 @@
+"""What a serving process answers while it starts: 503 "starting", naming what it waits for.
+
+``deerflow serve`` listens before its consumer groups have joined (a join takes seconds on
+Kafka), so that clients get an answer instead of a refused connection. Until every service is
+up, :class:`Startup`'s middleware answers every request with 503 and ``Retry-After``: JSON
+``{"error": "starting", "waiting_for": [...]}`` for the API, webhooks and metrics, a small page
+that reloads itself for the dashboard.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+import deerflow._codec as _codec
+from deerflow.runtime.plugins import Service
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+RETRY_AFTER = "2"
+
+
+class Startup:
+    """The things a server still waits for; empty once it is ready."""
+
+    def __init__(self) -> None:
+        self.waiting: dict[str, None] = {}  # insertion-ordered set of labels
+        self.began = time.monotonic()
+        self.ready = False
+
+    def wait_for(self, label: str) -> None:
+        """Add ``label`` to what the server waits for."""
+        self.waiting[label] = None
+
+    def done(self, label: str) -> None:
+        """``label`` is up."""
+        self.waiting.pop(label, None)
+
+    def finish(self) -> float:
+        """Everything is up; returns the seconds the start took."""
+        self.waiting.clear()
+        self.ready = True
+        return time.monotonic() - self.began
+
+    def track(self, service: Service, label: str) -> Service:
+        """``service``, whose start removes ``label`` from what the server waits for."""
+        self.wait_for(label)
+        return _Tracked(service, label, self)
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Answer 503 "starting" until :meth:`finish`."""
+        if self.ready:
+            return await handler(request)
+        waiting = list(self.waiting)
+        headers = {"Retry-After": RETRY_AFTER, "Cache-Control": "no-store"}
+        if request.path.startswith("/ui") or request.path == "/":
+            return web.Response(
+                status=503, text=_page(waiting), content_type="text/html", headers=headers
+            )
+        body = {"error": "starting", "waiting_for": waiting}
+        return web.Response(
+            status=503, body=_codec.dumps(body), content_type="application/json", headers=headers
+        )
+
+
+class _Tracked:
+    """A service whose successful start is reported to a :class:`Startup`."""
+
+    def __init__(self, service: Service, label: str, startup: Startup) -> None:
+        self.service = service
+        self.label = label
+        self._startup = startup
+
+    async def start(self) -> None:
+        await self.service.start()
+        self._startup.done(self.label)
+
+    async def stop(self) -> None:
+        await self.service.stop()
+
+
+def _page(waiting: list[str]) -> str:
+    items = "".join(f"<li>{html.escape(label)}</li>" for label in waiting)
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<meta http-equiv='refresh' content='{RETRY_AFTER}'><title>deerflow: starting</title>"
+        "</head><body><h1>deerflow is starting</h1>"
+        f"<p>Waiting for:</p><ul>{items}</ul></body></html>"
+    )
