@@ -39,7 +39,7 @@ from deerflow.engine._expand import node_of, validate_specs
 from deerflow.engine._offsets import OffsetTracker
 from deerflow.engine._registry import WorkflowRegistry
 from deerflow.engine._topics import Topics
-from deerflow.errors import OutputNotSerializable
+from deerflow.errors import DeerflowError, OutputNotSerializable
 from deerflow.eventstore.base import EventLog, GroupConsumer, Message, Record, TopicPartition
 from deerflow.tracing import refresh_provider, traced
 
@@ -118,7 +118,7 @@ async def run_attempt(
             run_id=dispatch.run_id,
             task_id=task_id,
             attempt=dispatch.attempt,
-            error=str(exc) or type(exc).__name__,
+            error=_summary(exc),
             error_type=type(exc).__name__,
             traceback=traceback.format_exc(limit=20),
             retriable=bool(getattr(exc, "retriable", True)),
@@ -589,6 +589,15 @@ class Worker:
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+
+def _summary(exc: Exception) -> str:
+    """The error as Python's last traceback line shows it (``KeyError: 'lines'``); deerflow's
+    own errors are written to be read alone."""
+    text = str(exc)
+    if isinstance(exc, DeerflowError):
+        return text or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _failure(dispatch: TaskDispatch, error: str, error_type: str, worker: str) -> h.TaskFailed:
