@@ -33,7 +33,7 @@ class Shell:
     flags: Path
 
     async def run(
-        self, *args: str, store: str | None = None, timeout: float = 60.0
+        self, *args: str, store: str | None = None, timeout: float = 60.0, columns: int = 200
     ) -> tuple[int, str, str]:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -42,7 +42,7 @@ class Shell:
             *args,
             "--store",
             store or self.store,
-            env=self.env,
+            env={**self.env, "COLUMNS": str(columns)},
             cwd=ROOT,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -227,3 +227,27 @@ async def test_runs_send_moves_a_state_machine_and_a_refusal_exits_non_zero(shel
     code, _, err = await shell.run("runs", "send", handle.run_id, "open_door")
     assert code == 2 and "not allowed from state 'open'" in err
     assert (await shell.engine.get_run(handle.run_id)).state == "open"
+
+
+async def test_runs_list_fits_the_terminal_and_json_stays_whole(shell: Shell):
+    run_id = (await shell.engine.start("etl")).run_id
+    assert await shell.ended(run_id) == "failed"
+    error = (await shell.engine.get_run(run_id)).error or ""
+    assert error.startswith("task 'fragile' failed: ")
+
+    code, narrow, _ = await shell.run("runs", "list", "--workflow", "etl", columns=80)
+    assert code == 0
+    header, row = narrow.splitlines()[:2]
+    assert all(len(line) <= 80 for line in narrow.splitlines())
+    assert header.split() == ["run", "workflow", "status", "trigger", "started", "time", "error"]
+    assert row.startswith(run_id[:12] + "…") and run_id not in row  # a prefix runs show takes
+    assert " etl " in row and " failed " in row and "fragile: " in row
+
+    code, wide, _ = await shell.run("runs", "list", "--workflow", "etl", columns=200)
+    assert code == 0
+    row = wide.splitlines()[1]
+    assert row.startswith(run_id + " ") and len(row) <= 200
+    assert row.rstrip().endswith("fragile: " + error.removeprefix("task 'fragile' failed: "))
+
+    (listed,) = await shell.json("runs", "list", "--workflow", "etl")
+    assert listed["run_id"] == run_id and listed["error"] == error
