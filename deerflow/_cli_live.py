@@ -169,6 +169,8 @@ def run_view(result: RunResult, child_runs: Iterable[str] = ()) -> RenderableTyp
             f"{elapsed(result.started_at, result.finished_at)}",
         )
     ]
+    if result.state is not None:
+        lines.append(Text(f"state-machine instance in state {result.state!r}"))
     if result.parent_run_id:
         lines.append(Text(f"sub-workflow of run {result.parent_run_id}"))
     lines.extend(Text(f"child run {rid}") for rid in child_runs)
@@ -176,4 +178,6 @@ def run_view(result: RunResult, child_runs: Iterable[str] = ()) -> RenderableTyp
         lines.append(Text(result.error, style="red"))
     if result.done:
         lines.extend(tracebacks(result))
-    return Group(task_table(result), *lines)
+    # An instance whose transitions ran no handler yet has no task to show.
+    table = [task_table(result)] if result.tasks or result.state is None else []
+    return Group(*table, *lines)

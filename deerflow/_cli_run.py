@@ -20,8 +20,10 @@ from deerflow.engine._results import RunResult
 from deerflow.web._runs import result_of
 
 
-def machine_lines(result: RunResult, workflow: Workflow, store: str | None) -> list[str]:
-    """Where an instance waits and what moves it, for the live view and the log of states."""
+def machine_lines(
+    result: RunResult, workflow: Workflow, store: str | None, *, first: bool
+) -> list[str]:
+    """Where an instance waits, what moves it and (``first`` time) how to send a transition."""
     machine = workflow.machine
     if machine is None or result.state is None or result.done:
         return []
@@ -30,7 +32,7 @@ def machine_lines(result: RunResult, workflow: Workflow, store: str | None) -> l
         f"instance {result.run_id} waits in state {result.state!r}; "
         f"allowed: {', '.join(allowed) or 'none'}"
     ]
-    if allowed:
+    if allowed and first:
         lines.append(
             f"send one from another shell: deerflow runs send {result.run_id} "
             f"{allowed[0]}{store_flag(store)}"
@@ -57,10 +59,11 @@ async def follow_run(
             if state is not None:
                 result = result_of(engine, state)
                 if result.state != shown_state and not result.done:
-                    shown_state = result.state
                     # Printed above the live table, so a pipe or a log keeps every state.
-                    for line in machine_lines(result, workflow, store):
+                    first = shown_state is None
+                    for line in machine_lines(result, workflow, store, first=first):
                         progress.note(line)
+                    shown_state = result.state
                 progress.update(result)
                 if result.done:
                     return result
@@ -87,6 +90,7 @@ def print_outcome(result: RunResult, store: str | None, console: Console) -> Non
     console.print(
         f"[bold {colour}]{result.status}[/] run {result.run_id} of {result.workflow}{where}",
         highlight=False,
+        soft_wrap=True,
     )
     if result.ok:
         if result.output is not None:

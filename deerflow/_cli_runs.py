@@ -12,7 +12,6 @@ import asyncio
 from typing import Annotated, Any
 
 import typer
-from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
@@ -21,17 +20,26 @@ from deerflow._cli_base import (
     JsonOpt,
     RunIdArg,
     StoreOpt,
+    WaitTimedOut,
     emit_json,
     err,
     execute,
     fail,
     open_engine,
     out,
+    store_flag,
 )
 from deerflow._cli_live import STYLE, elapsed, run_view, short_when, when
 from deerflow._cli_table import Column, fitted_table
+from deerflow._progress import RunProgress
 from deerflow.engine import Engine
+from deerflow.errors import DeerflowError
 from deerflow.web import _runs
+
+FollowTimeoutOpt = Annotated[
+    float | None,
+    typer.Option(help="With --follow: stop following after N seconds (exit 124)."),
+]
 
 
 def runs_list(
@@ -123,15 +131,17 @@ def runs_show(
     show_history: Annotated[
         bool, typer.Option("--history", help="Also the raw history events.")
     ] = False,
+    timeout: FollowTimeoutOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show one run: its tasks with attempts and errors, links to parent and child runs."""
+    """Show one run: its tasks with attempts and errors (the last attempt's traceback of a
+    failed task), links to parent and child runs."""
 
     async def main() -> tuple[dict[str, Any], bool]:
         async with open_engine(store) as engine:
             state = await _runs.find_run(engine, run_id)
             if follow:
-                await _follow(engine, state.run_id, quiet=as_json)
+                await _follow(engine, state.run_id, quiet=as_json, timeout=timeout, store=store)
             return await _detail(engine, state.run_id, show_history or as_json), follow
 
     detail, followed = execute(main, store)
@@ -162,15 +172,24 @@ async def _detail(engine: Engine, run_id: str, with_history: bool) -> dict[str, 
     return detail
 
 
-async def _follow(engine: Engine, run_id: str, *, quiet: bool) -> None:
+async def _follow(
+    engine: Engine, run_id: str, *, quiet: bool, timeout: float | None, store: str | None
+) -> None:
     """Redraw the run's live view on stderr whenever its history changes, until it ends."""
-    with Live(console=err, refresh_per_second=8, transient=False) as live:
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
+    with RunProgress(err) as progress:
         while True:
+            if deadline is not None and loop.time() > deadline:
+                raise WaitTimedOut(
+                    f"run {run_id} did not end within {timeout:g}s; it goes on: see it with "
+                    f"`deerflow runs show {run_id}{store_flag(store)}`"
+                )
             state = await engine.index.wait(run_id, lambda s: True, timeout=0.25)
             if state is not None:
                 result = _runs.result_of(engine, state)
                 if not quiet:
-                    live.update(run_view(result, _flat(_runs.child_runs(engine, run_id))))
+                    progress.show(run_view(result, _flat(_runs.child_runs(engine, run_id))))
                 if result.done:
                     return
             await asyncio.sleep(0.2)
@@ -220,6 +239,7 @@ def runs_retry(
     run_id: RunIdArg,
     store: StoreOpt = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Then follow it live.")] = False,
+    timeout: FollowTimeoutOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Retry a failed run from its failed tasks (completed tasks keep their outputs)."""
@@ -231,7 +251,7 @@ def runs_retry(
             result = None
             if follow:
                 await engine.index.wait(state.run_id, lambda s: s.retries >= number, 30.0)
-                await _follow(engine, state.run_id, quiet=as_json)
+                await _follow(engine, state.run_id, quiet=as_json, timeout=timeout, store=store)
                 result = _runs.result_of(engine, engine.index.runs[state.run_id])
             return state.run_id, number, result
 
@@ -258,15 +278,41 @@ def runs_send(
         str | None, typer.Option(help="JSON sent with the request (context.payload in handlers).")
     ] = None,
     store: StoreOpt = None,
+    timeout: Annotated[
+        float, typer.Option(help="Wait at most N seconds for the transition to apply (exit 124).")
+    ] = 60.0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Send a transition to a state-machine instance; exit 2 if it is refused or fails."""
-    data = _codec.loads(payload) if payload else None
+    """Send a transition to a state-machine instance and wait until it applies.
+
+    Exit 2 if it is refused or fails, or if no process owns the instance (a ``deerflow worker``
+    or ``deerflow serve`` of its workflow must run for a transition to apply).
+    """
+    try:
+        data = _codec.loads(payload) if payload else None
+    except ValueError as exc:
+        raise fail(f"--payload is not JSON: {exc}") from None
 
     async def main() -> Any:
         async with open_engine(store) as engine:
             state = await _runs.find_run(engine, run_id)
-            return await engine.send(state.run_id, transition, payload=data)
+            rid = state.run_id
+            owned = await engine.log.group_active(engine.topics.orchestrator_group)
+            if owned is False and not state.terminal:
+                raise DeerflowError(
+                    f"no process owns instance {rid} of {state.workflow}, so nothing would apply "
+                    f"{transition!r}: start `deerflow worker FILE.py{store_flag(store)}` or "
+                    f"`deerflow serve FILE.py{store_flag(store)}` (FILE.py defines "
+                    f"{state.workflow}), then send again"
+                )
+            try:
+                return await engine.send(rid, transition, payload=data, timeout=timeout)
+            except TimeoutError:
+                raise WaitTimedOut(
+                    f"transition {transition!r} of {rid} was not applied within {timeout:g}s; "
+                    f"the request stays queued: see it with "
+                    f"`deerflow runs show {rid}{store_flag(store)}`"
+                ) from None
 
     result = execute(main, store)
     if as_json:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from rich.console import Console, Group
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.spinner import Spinner
 from rich.table import Table
@@ -80,4 +80,8 @@ class RunProgress:
 
     def update(self, result: RunResult) -> None:
         """Show ``result``'s current state."""
-        self._live.update(render(result), refresh=True)
+        self.show(render(result))
+
+    def show(self, view: RenderableType) -> None:
+        """Show ``view`` in place of what is shown."""
+        self._live.update(view, refresh=True)
