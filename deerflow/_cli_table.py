@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -29,7 +30,7 @@ class Column:
 
 
 def fitted_table(
-    columns: Sequence[Column], rows: Sequence[Sequence[Text | str]], width: int
+    columns: Sequence[Column], rows: Sequence[Sequence[RenderableType]], width: int
 ) -> Table:
     """A borderless table of ``rows`` no wider than ``width``."""
     natural = [
