@@ -45,10 +45,11 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on 
 
 
 AppOpt = Annotated[
-    str | None,
+    list[str] | None,
     typer.Option(
         "--app",
-        help="FILE.py defining the workflows (draws dependencies, resolves triggers for replays).",
+        help="FILE.py defining workflows (draws dependencies, resolves triggers for replays); "
+        "repeat it for several files.",
     ),
 ]
 RunIdArg = Annotated[str, typer.Argument(help="Run id (or a unique prefix of one).")]
@@ -88,10 +89,17 @@ def store_flag(store: str | None) -> str:
     return f" --store {store}" if store else ""
 
 
-def execute(main: Callable[[], Awaitable[T]], store: str | None) -> T:
-    """Run ``main``; turn deerflow errors and timeouts into one line and an exit code."""
+def execute(main: Callable[[], Awaitable[T]], store: str | None, *, ctrl_c_ends: bool = False) -> T:
+    """Run ``main``; turn deerflow errors, timeouts and Ctrl-C into one line and an exit code.
+
+    ``ctrl_c_ends``: Ctrl-C is how the command normally ends (``tail -f``): exit 0, silently.
+    """
     try:
         return asyncio.run(main())  # type: ignore[arg-type]
+    except KeyboardInterrupt:
+        if ctrl_c_ends:
+            raise typer.Exit(0) from None
+        raise fail("interrupted", INTERRUPTED) from None
     except WaitTimedOut as exc:
         raise fail(str(exc), TIMED_OUT) from None
     except TimeoutError as exc:  # a wait without its own message: still one line
@@ -104,8 +112,19 @@ def execute(main: Callable[[], Awaitable[T]], store: str | None) -> T:
         raise fail(str(exc)) from None
 
 
+def load_apps(apps: list[str] | None) -> list[Workflow]:
+    """Every workflow the ``--app`` files define, each once."""
+    from deerflow._loader import load_module_workflows
+
+    found: dict[int, Workflow] = {}
+    for app in apps or ():
+        for wf in load_module_workflows(app)[0]:
+            found.setdefault(id(wf), wf)  # a file imported by another is loaded once
+    return list(found.values())
+
+
 @contextlib.asynccontextmanager
-async def open_engine(store: str | None, app: str | None = None) -> AsyncIterator[Engine]:
+async def open_engine(store: str | None, apps: list[str] | None = None) -> AsyncIterator[Engine]:
     """An engine that only reads and appends: no orchestrator, no worker, no services."""
     url = store or default_store()
     log = open_log(url)
@@ -114,12 +133,7 @@ async def open_engine(store: str | None, app: str | None = None) -> AsyncIterato
         raise DeerflowError(
             f"no store at {log.path} ({url}); pass --store URL or set DEERFLOW_STORE"
         )
-    workflows: list[Workflow] = []
-    if app:
-        from deerflow._loader import load_module_workflows
-
-        workflows, _ = load_module_workflows(app)
-    async with Engine(log, workflows, orchestrate=False, work=False) as engine:
+    async with Engine(log, load_apps(apps), orchestrate=False, work=False) as engine:
         yield engine
 
 

@@ -3,18 +3,15 @@ registered (``runs`` in :mod:`deerflow._cli_runs`, ``dlq`` in :mod:`deerflow._cl
 
 from __future__ import annotations
 
-import contextlib
 import os
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from deerflow._cli_base import AppOpt, JsonOpt, StoreOpt, execute, fail, open_engine, out
+from deerflow._cli_base import AppOpt, JsonOpt, StoreOpt, execute, load_apps, open_engine, out
 from deerflow._cli_dlq import dlq_app
 from deerflow._cli_runs import runs_cancel, runs_list, runs_retry, runs_send, runs_show
 from deerflow._cli_tail import tail_topic
-from deerflow.engine import Workflow
 
 events_app = typer.Typer(help="Read the event log.", no_args_is_help=True)
 
@@ -55,8 +52,7 @@ def events_tail(
                 console=out,
             )
 
-    with contextlib.suppress(KeyboardInterrupt):
-        execute(main, store)
+    execute(main, store, ctrl_c_ends=True)
 
 
 def ui_command(
@@ -75,13 +71,7 @@ def ui_command(
     """Serve the dashboard, the JSON API and /metrics for a store, without running workflows."""
     from deerflow.web import serve_ui
 
-    workflows: list[Workflow] = []
-    if app:
-        from deerflow._loader import load_module_workflows
-
-        if not Path(app).is_file():
-            raise fail(f"no such file: {app}")
-        workflows, _ = load_module_workflows(app)
+    workflows = load_apps(app)
     execute(lambda: serve_ui(store, workflows, host=host, port=port, config=config), store)
 
 

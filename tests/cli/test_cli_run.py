@@ -3,9 +3,11 @@ and a wait that runs out, each read from a real ``deerflow`` process."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,3 +109,68 @@ def test_a_run_past_its_timeout_says_so_in_one_line_and_exits_at_once(tmp_path: 
         assert "`deerflow runs show " in line and "`deerflow worker slow.py`" in line
         assert "Traceback" not in done.stderr
         assert took < 30, f"exited {took:.0f}s after the timeout"  # not after the 60 s task
+
+
+def test_an_ended_run_shows_no_progress_bars_and_says_completed_once(tmp_path: Path):
+    app = ROOT / "examples" / "dynamic_workflows.py"
+    done = deerflow("run", f"{app}:dynamic_etl", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("completed run ") == 1 and "run completed" not in done.stderr
+    tasks = [line.split("│")[1].strip() for line in done.stderr.splitlines() if "│" in line]
+    # Dynamic children right after their node, before the task that depends on the node.
+    assert tasks[0:2] == ["discover_sources", "process_sources"]
+    assert all(t.startswith("process_sources/") for t in tasks[2:-1]) and len(tasks) > 3
+    assert tasks[-1] == "aggregate"
+
+    run_id = done.stdout.split()[2]
+    shown = deerflow("runs", "show", run_id, cwd=tmp_path)
+    header = next(line for line in shown.stdout.splitlines() if "task" in line)
+    assert [h.strip() for h in header.split("┃")[1:-1]] == [
+        "task",
+        "status",
+        "attempts",
+        "time",
+        "error",
+    ]
+    assert "━━━━━━━━━━━━━━━━━━━━━━━━ " not in shown.stdout.split("┡", 1)[1]  # no bar in rows
+    assert "completed 3/3" in shown.stdout  # a node's children, counted in its status
+
+
+def test_help_shows_no_type_beside_plain_flags(tmp_path: Path):
+    done = deerflow("runs", "show", "--help", cwd=tmp_path)
+    assert done.returncode == 0
+    lines = done.stdout.splitlines()
+    json_flag = next(line for line in lines if "│ --json " in line)
+    assert json_flag.split()[1:3] == ["--json", "Machine-readable"]  # no "<bool>" between
+    assert "<bool>" not in done.stdout
+    assert "<float>" in next(line for line in lines if "│ --timeout " in line)  # a value: typed
+
+
+SEVERAL_APPS = ("--app", "billing.py", "--app", "shipping.py")
+
+
+def test_ui_takes_several_app_files(tmp_path: Path):
+    for name in ("billing", "shipping"):
+        (tmp_path / f"{name}.py").write_text(
+            f"from deerflow import Workflow\n{name} = Workflow(name={name!r})\n"
+            f"{name}.task(id='only')(lambda context: None)\n"
+        )
+    assert deerflow("run", "billing.py", cwd=tmp_path).returncode == 0  # creates the store
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "deerflow", "ui", "--port", "0", *SEVERAL_APPS],
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert ui.stdout is not None
+        line = ui.stdout.readline()
+        assert line.startswith("deerflow ui: listening on http://127.0.0.1:")
+        url = line.split()[-1]
+        with urllib.request.urlopen(f"{url}/api/workflows", timeout=30) as answer:
+            names = sorted(w["name"] for w in json.load(answer)["workflows"])
+        assert names == ["billing", "shipping"]
+    finally:
+        ui.terminate()
+        ui.wait(30)
