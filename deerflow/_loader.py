@@ -6,6 +6,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
+from deerflow._tracebacks import as_python_shows
 from deerflow.errors import DeerflowError
 from deerflow.workflow import Workflow
 
@@ -27,7 +28,11 @@ def load_module_workflows(target: str) -> tuple[list[Workflow], Workflow | None]
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     sys.path.insert(0, str(path.resolve().parent))
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        sys.modules.pop(module_name, None)
+        raise DeerflowError(f"cannot load {path}:\n{as_python_shows(exc)}") from None
     found: dict[int, tuple[str, Workflow]] = {}
     for var, value in vars(module).items():
         if isinstance(value, Workflow) and id(value) not in found:

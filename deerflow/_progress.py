@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import time
 
-from rich.console import Console, Group
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-from deerflow._cli_live import STYLE
+from deerflow._cli_live import STYLE, in_order
 from deerflow.runtime._results import RunResult, TaskResult
 
 _MARK = {"completed": "✔", "failed": "✘", "skipped": "⤼", "pending": "·", "retrying": "↻"}
@@ -24,14 +24,21 @@ def _duration(task: TaskResult) -> str:
 
 
 def render(result: RunResult) -> Group:
-    """A table of the run's tasks with their status, attempts and duration."""
+    """A table of the run's tasks with their status, attempts and duration.
+
+    The run's own status shows only while it runs: once it ends, the command's last line says
+    how it ended. A state-machine instance that has run no handler yet shows no empty table.
+    """
     table = Table(title=f"{result.workflow}  run {result.run_id}", expand=False)
     table.add_column("task")
     table.add_column("status")
     table.add_column("attempts", justify="right")
     table.add_column("time", justify="right")
     table.add_column("error", overflow="fold", max_width=60)
-    for task_id, task in result.tasks.items():
+    for task_id, task in in_order(result):
+        if task is None:  # the children of a node past the first few
+            table.add_row(Text(task_id, style="dim"), "", "", "", "")
+            continue
         style = STYLE.get(task.status, "")
         status: Text | Spinner
         if task.status == "running":
@@ -45,8 +52,10 @@ def render(result: RunResult) -> Group:
             _duration(task),
             Text(task.error or "", style="red"),
         )
-    footer = Text(f"run {result.status}", style=STYLE.get(result.status, "bold"))
-    return Group(table, footer)
+    parts: list[Table | Text] = [table] if result.tasks or result.state is None else []
+    if not result.done:
+        parts.append(Text(f"run {result.status}", style=STYLE.get(result.status, "bold")))
+    return Group(*parts)
 
 
 class RunProgress:
@@ -65,6 +74,14 @@ class RunProgress:
         if not self.console.is_terminal:  # rich leaves the last line open in a file or pipe
             self.console.line()
 
+    def note(self, line: str) -> None:
+        """Print ``line`` above the live view; it stays when the view changes."""
+        self.console.print(line, highlight=False, markup=False, soft_wrap=True)
+
     def update(self, result: RunResult) -> None:
         """Show ``result``'s current state."""
-        self._live.update(render(result), refresh=True)
+        self.show(render(result))
+
+    def show(self, view: RenderableType) -> None:
+        """Show ``view`` in place of what is shown."""
+        self._live.update(view, refresh=True)

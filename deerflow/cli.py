@@ -1,4 +1,4 @@
-"""The ``deerflow`` command line."""
+"""The ``deerflow`` command line (exit codes: see :mod:`deerflow._cli_base`)."""
 
 from __future__ import annotations
 
@@ -6,15 +6,26 @@ import asyncio
 import contextlib
 import signal
 import sys
-from collections.abc import Callable, Coroutine
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
-from deerflow import _codec
+import deerflow._codec as _codec
+from deerflow._cli_base import (
+    INTERRUPTED,
+    TIMED_OUT,
+    JsonOpt,
+    StoreOpt,
+    WaitTimedOut,
+    err,
+    execute,
+    fail,
+    leave,
+    out,
+    store_flag,
+)
+from deerflow._cli_run import follow_run, not_finished, print_outcome
 from deerflow._loader import load_module_workflows
-from deerflow._progress import RunProgress
 from deerflow.errors import DeerflowError
 from deerflow.logs import configure_logging
 from deerflow.runtime._engine import Engine, default_store
@@ -29,56 +40,18 @@ app = typer.Typer(
 runs_app = typer.Typer(help="Inspect and control runs.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
 
-out = Console()
-err = Console(stderr=True)
-T = TypeVar("T")
-
-StoreOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--store",
-        help="Event-log URL "
-        "(memory://, sqlite:///file.db, kafka://host:9092); default $DEERFLOW_STORE "
-        "or sqlite:///deerflow.db",
-    ),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}")
-    return typer.Exit(code)
-
-
-def _execute(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    try:
-        return asyncio.run(main())
-    except DeerflowError as exc:
-        raise _fail(str(exc)) from None
-
 
 def _parse_params(pairs: list[str]) -> dict[str, Any]:
     params: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
-            raise _fail(f"--param expects key=value, got {pair!r}")
+            raise fail(f"--param expects key=value, got {pair!r}")
         try:
             params[key] = _codec.loads(raw)
         except ValueError:
             params[key] = raw
     return params
-
-
-def _print_result(result: RunResult, as_json: bool) -> None:
-    if as_json:
-        out.print_json(result.model_dump_json())
-        return
-    colour = "green" if result.ok else "red"
-    out.print(f"[bold {colour}]{result.status}[/] run {result.run_id} of {result.workflow}")
-    if result.error:
-        out.print(f"[red]{result.error}[/]")
-    out.print_json(_codec.dumps(result.output).decode())
 
 
 @app.command()
@@ -91,15 +64,24 @@ def run(
     input_json: Annotated[str | None, typer.Option("--input", help="Run input as JSON.")] = None,
     store: StoreOpt = None,
     run_id: Annotated[str | None, typer.Option("--run-id", help="Idempotent run id.")] = None,
-    timeout: Annotated[float | None, typer.Option(help="Give up waiting after N seconds.")] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            help="Give up waiting after N seconds (exit 124; the run stays in the store)."
+        ),
+    ] = None,
     as_json: JsonOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live progress.")] = False,
 ) -> None:
-    """Run one workflow to completion with live progress; exit 0 only if it completed."""
+    """Run one workflow to completion with live progress; exit 0 only if it completed.
+
+    A state-machine instance is followed until it reaches a final state: the view says its
+    state and the transitions to send from another shell (``deerflow runs send``).
+    """
     workflows, chosen = load_module_workflows(target)
     if chosen is None:
         names = ", ".join(wf.name for wf in workflows)
-        raise _fail(f"{target} defines several workflows ({names}); use FILE.py:NAME")
+        raise fail(f"{target} defines several workflows ({names}); use FILE.py:NAME")
     params = _parse_params(param or [])
     data = _codec.loads(input_json) if input_json else None
 
@@ -112,30 +94,27 @@ def run(
             )
         async with Engine(store, workflows) as engine:
             handle = await engine.start(chosen, params=params, input=data, run_id=run_id)
-            if quiet or as_json:
+            _leave_on_interrupt(handle.run_id, store)
+            try:
+                if not (quiet or as_json):
+                    return await follow_run(
+                        engine,
+                        handle.run_id,
+                        chosen,
+                        timeout=timeout,
+                        store=store,
+                        console=err,
+                    )
                 return await handle.result(timeout=timeout)
-            return await _follow(engine, handle.run_id, timeout)
+            except (WaitTimedOut, TimeoutError):
+                leave(not_finished(handle.run_id, timeout or 0.0, target, store), TIMED_OUT)
 
-    result = _execute(main)
-    _print_result(result, as_json)
+    result = execute(main, store)
+    if as_json:
+        out.print_json(result.model_dump_json())
+    else:
+        print_outcome(result, store, out)
     raise typer.Exit(0 if result.ok else 1)
-
-
-async def _follow(engine: Engine, run_id: str, timeout: float | None) -> RunResult:
-    """Show live progress of ``run_id`` until it ends."""
-    loop = asyncio.get_running_loop()
-    deadline = None if timeout is None else loop.time() + timeout
-    with RunProgress(err) as progress:
-        while True:
-            state = await engine.index.wait(run_id, lambda s: True, timeout=0.2)
-            if state is not None:
-                result = engine._result(state)
-                progress.update(result)
-                if result.done:
-                    return result
-            if deadline is not None and loop.time() > deadline:
-                raise TimeoutError(f"run {run_id} did not finish within {timeout}s")
-            await asyncio.sleep(0.1)
 
 
 @app.command()
@@ -159,7 +138,19 @@ def worker(
             err.print(f"worker on {engine.log.url}: {', '.join(w.name for w in workflows)}")
             await _until_signalled()
 
-    _execute(main)
+    execute(main, store)
+
+
+def _leave_on_interrupt(run_id: str, store: str | None) -> None:
+    """Ctrl-C stops following at once and says where the run is."""
+    message = (
+        f"interrupted; run {run_id} stays in the store: see it with "
+        f"`deerflow runs show {run_id}{store_flag(store)}`"
+    )
+    with contextlib.suppress(NotImplementedError):
+        asyncio.get_running_loop().add_signal_handler(
+            signal.SIGINT, lambda: leave(message, INTERRUPTED)
+        )
 
 
 async def _until_signalled() -> None:
@@ -179,7 +170,7 @@ def main() -> None:
     try:
         app()
     except DeerflowError as exc:
-        err.print(f"[bold red]error:[/] {exc}")
+        fail(str(exc))
         sys.exit(2)
 
 

@@ -273,6 +273,13 @@ class SqliteFile:
             )
         return True
 
+    def lease_held(self, group: str) -> bool:
+        """Whether a live process holds ``group``'s lease now."""
+        row = self.conn.execute(
+            "SELECT host, pid, expires_at FROM group_leases WHERE group_id = ?", (group,)
+        ).fetchone()
+        return row is not None and row[2] > time.time() and (row[0] != _HOST or pid_alive(row[1]))
+
     def release_lease(self, group: str, holder: str) -> None:
         """Give the lease up so another process can take it at once."""
         with self._transaction("IMMEDIATE") as conn:

@@ -260,6 +260,10 @@ class EventLog(_Lifecycle):
     ) -> GroupConsumer:
         """A new member of ``group`` subscribed to ``topics`` (not started)."""
 
+    async def group_active(self, group: str) -> bool | None:
+        """Whether some process consumes ``group`` now; ``None`` when this log cannot tell."""
+        return None
+
     async def read_partition(
         self, tp: TopicPartition, from_offset: int = 0, *, max_wait: float = 0.2
     ) -> list[Record]:

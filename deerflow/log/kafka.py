@@ -210,6 +210,17 @@ class KafkaEventLog(EventLog):
             raise failure(self.url, "cannot append to", exc) from exc
         return [(TopicPartition(ack.topic, ack.partition), ack.offset) for ack in acks]
 
+    async def group_active(self, group: str) -> bool | None:
+        """See :meth:`EventLog.group_active`: whether the group has members (DescribeGroups)."""
+        try:
+            self._require()
+            responses = await self._admin.describe_consumer_groups([group])
+            # Each described group: (error_code, group_id, state, protocol_type, protocol,
+            # members, ...).
+            return any(g[5] for r in responses for g in r.groups if g[0] == 0)
+        except Exception:  # an old broker, no permission: say "cannot tell"
+            return None
+
     def reader(self, start: Mapping[TopicPartition, int]) -> LogReader:
         """See :meth:`EventLog.reader`."""
         reader = KafkaLogReader(self, start)

@@ -161,6 +161,11 @@ class MemoryEventLog(EventLog):
         """See :meth:`EventLog.append`; all-or-nothing for one call."""
         return self._store.append(messages, self.default_partitions)
 
+    async def group_active(self, group: str) -> bool:
+        """See :meth:`EventLog.group_active` (members live in this process only)."""
+        local_group = self._store.groups.get(group)
+        return local_group is not None and bool(local_group.members)
+
     def reader(self, start: Mapping[TopicPartition, int]) -> LogReader:
         """See :meth:`EventLog.reader`."""
         reader = LocalReader(self._store, start)

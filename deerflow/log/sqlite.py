@@ -166,6 +166,10 @@ class _SqliteStorage(LocalStorage):
         """Take or renew ``group``'s lease for ``holder``."""
         return await self.run(lambda: self._file.try_lease(group, holder, LEASE_TTL))
 
+    async def lease_held(self, group: str) -> bool:
+        """Whether a live process holds ``group``'s lease."""
+        return await self.run(lambda: self._file.lease_held(group))
+
     async def release_lease(self, group: str, holder: str) -> None:
         """Give ``group``'s lease up."""
         await self.run(lambda: self._file.release_lease(group, holder))
@@ -283,6 +287,10 @@ class SqliteEventLog(EventLog):
         if not placed:
             return []
         return await storage.write(WriteRequest(placed))
+
+    async def group_active(self, group: str) -> bool:
+        """See :meth:`EventLog.group_active`: whether a live process holds the group's lease."""
+        return await self._require_started().lease_held(group)
 
     def reader(self, start: Mapping[TopicPartition, int]) -> LogReader:
         """See :meth:`EventLog.reader`."""

@@ -33,10 +33,11 @@ from pydantic import ValidationError
 
 import deerflow._codec as _codec
 from deerflow.core import _history as h
-from deerflow.core._definition import TaskDef, WorkflowDef
+from deerflow.core._definition import WorkflowDef
 from deerflow.core._expand import node_of, validate_specs
+from deerflow.core._taskdef import TaskDef
 from deerflow.core._topics import Topics
-from deerflow.errors import OutputNotSerializable
+from deerflow.errors import DeerflowError, OutputNotSerializable
 from deerflow.log.base import EventLog, GroupConsumer, Message, Record, TopicPartition
 from deerflow.runtime._context import TaskContext, TaskDispatch, current_task
 from deerflow.runtime._offsets import OffsetTracker
@@ -142,7 +143,7 @@ async def _attempt(
             run_id=dispatch.run_id,
             task_id=task_id,
             attempt=dispatch.attempt,
-            error=str(exc) or type(exc).__name__,
+            error=_summary(exc),
             error_type=type(exc).__name__,
             traceback=traceback.format_exc(limit=20),
             retriable=bool(getattr(exc, "retriable", True)),
@@ -617,6 +618,15 @@ class Worker:
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+
+def _summary(exc: Exception) -> str:
+    """The error as Python's last traceback line shows it (``KeyError: 'lines'``); deerflow's
+    own errors are written to be read alone."""
+    text = str(exc)
+    if isinstance(exc, DeerflowError):
+        return text or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _failure(dispatch: TaskDispatch, error: str, error_type: str, worker: str) -> h.TaskFailed:

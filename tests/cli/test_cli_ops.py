@@ -6,73 +6,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import sys
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
-from deerflow import Engine, _codec
-from deerflow._loader import load_module_workflows
+from deerflow import _codec
 from deerflow.eventstore.base import Message
-from tests.services import unique_name
-
-ROOT = Path(__file__).resolve().parents[2]
-APP = ROOT / "tests" / "web" / "apps" / "ops_app.py"
-
-
-@dataclass
-class Shell:
-    """Runs ``deerflow`` commands against the engine's store."""
-
-    engine: Engine
-    store: str
-    env: dict[str, str]
-    flags: Path
-
-    async def run(
-        self, *args: str, store: str | None = None, timeout: float = 60.0
-    ) -> tuple[int, str, str]:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "deerflow",
-            *args,
-            "--store",
-            store or self.store,
-            env=self.env,
-            cwd=ROOT,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
-        assert proc.returncode is not None
-        return proc.returncode, out.decode(), err.decode()
-
-    async def json(self, *args: str) -> object:
-        code, out, err = await self.run(*args, "--json")
-        assert code == 0, err
-        return json.loads(out)
-
-    async def ended(self, run_id: str) -> str:
-        state = await self.engine.index.wait(run_id, lambda s: s.terminal, 30.0)
-        assert state is not None, f"run {run_id} did not end"
-        return state.status
-
-
-@pytest.fixture
-async def shell(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Shell]:
-    prefix = unique_name("c").replace("-", "")
-    monkeypatch.setenv("DEERFLOW_PREFIX", prefix)
-    monkeypatch.setenv("DEERFLOW_TEST_FLAGS", str(tmp_path))
-    store = f"sqlite:///{tmp_path / 'cli.db'}"
-    env = dict(os.environ, PYTHONPATH=str(ROOT), COLUMNS="200")
-    env.pop("DEERFLOW_STORE", None)
-    workflows, _ = load_module_workflows(str(APP))
-    async with Engine(store, workflows) as engine:
-        yield Shell(engine, store, env, tmp_path)
+from tests.cli.conftest import Shell
 
 
 async def test_a_failed_run_is_listed_shown_and_retried_from_the_shell(shell: Shell):
@@ -227,3 +166,27 @@ async def test_runs_send_moves_a_state_machine_and_a_refusal_exits_non_zero(shel
     code, _, err = await shell.run("runs", "send", handle.run_id, "open_door")
     assert code == 2 and "not allowed from state 'open'" in err
     assert (await shell.engine.get_run(handle.run_id)).state == "open"
+
+
+async def test_runs_list_fits_the_terminal_and_json_stays_whole(shell: Shell):
+    run_id = (await shell.engine.start("etl")).run_id
+    assert await shell.ended(run_id) == "failed"
+    error = (await shell.engine.get_run(run_id)).error or ""
+    assert error.startswith("task 'fragile' failed: ")
+
+    code, narrow, _ = await shell.run("runs", "list", "--workflow", "etl", columns=80)
+    assert code == 0
+    header, row = narrow.splitlines()[:2]
+    assert all(len(line) <= 80 for line in narrow.splitlines())
+    assert header.split() == ["run", "workflow", "status", "trigger", "started", "time", "error"]
+    assert row.startswith(run_id[:12] + "…") and run_id not in row  # a prefix runs show takes
+    assert " etl " in row and " failed " in row and "fragile: " in row
+
+    code, wide, _ = await shell.run("runs", "list", "--workflow", "etl", columns=200)
+    assert code == 0
+    row = wide.splitlines()[1]
+    assert row.startswith(run_id + " ") and len(row) <= 200
+    assert row.rstrip().endswith("fragile: " + error.removeprefix("task 'fragile' failed: "))
+
+    (listed,) = await shell.json("runs", "list", "--workflow", "etl")
+    assert listed["run_id"] == run_id and listed["error"] == error

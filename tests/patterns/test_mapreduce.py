@@ -136,7 +136,8 @@ async def test_a_map_failing_for_good_fails_the_node():
     assert result.status == "failed" and result.failed_task == "mr"
     # Both maps fail; whichever the log records first names the node's failure.
     assert re.search(
-        r"child 'mr/map-[01]' failed: corrupt app-\d\d\.log", result.tasks["mr"].error or ""
+        r"child 'mr/map-[01]' failed: ValueError: corrupt app-\d\d\.log",
+        result.tasks["mr"].error or "",
     )
     assert result.tasks["after"].status == "skipped"
 

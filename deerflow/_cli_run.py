@@ -1,0 +1,106 @@
+"""``deerflow run``: follow one run live, then say how it ended or why the wait stopped.
+
+A state-machine instance waits for transitions sent from elsewhere: while it waits, the view
+says which state it is in, which transitions it allows and the command that sends one; this
+process owns the instance meanwhile, so those sends apply, and it ends with the instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from rich.console import Console
+from rich.markup import escape
+
+import deerflow._codec as _codec
+from deerflow._cli_base import WaitTimedOut, store_flag
+from deerflow._progress import RunProgress
+from deerflow.engine import Engine, Workflow
+from deerflow.runtime._results import RunResult
+from deerflow.web._runs import result_of
+
+
+def machine_lines(
+    result: RunResult, workflow: Workflow, store: str | None, *, first: bool
+) -> list[str]:
+    """Where an instance waits, what moves it and (``first`` time) how to send a transition."""
+    machine = workflow.machine
+    if machine is None or result.state is None or result.done:
+        return []
+    allowed = machine.allowed(result.state)
+    lines = [
+        f"instance {result.run_id} waits in state {result.state!r}; "
+        f"allowed: {', '.join(allowed) or 'none'}"
+    ]
+    if allowed and first:
+        lines.append(
+            f"send one from another shell: deerflow runs send {result.run_id} "
+            f"{allowed[0]}{store_flag(store)}"
+        )
+    return lines
+
+
+async def follow_run(
+    engine: Engine,
+    run_id: str,
+    workflow: Workflow,
+    *,
+    timeout: float | None,
+    store: str | None,
+    console: Console,
+) -> RunResult:
+    """Show ``run_id`` live until it ends; raises :class:`WaitTimedOut` after ``timeout``."""
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
+    shown_state: str | None = None
+    with RunProgress(console) as progress:
+        while True:
+            state = await engine.index.wait(run_id, lambda s: True, timeout=0.2)
+            if state is not None:
+                result = result_of(engine, state)
+                if result.state != shown_state and not result.done:
+                    # Printed above the live table, so a pipe or a log keeps every state.
+                    first = shown_state is None
+                    for line in machine_lines(result, workflow, store, first=first):
+                        progress.note(line)
+                    shown_state = result.state
+                progress.update(result)
+                if result.done:
+                    return result
+            if deadline is not None and loop.time() > deadline:
+                raise WaitTimedOut(f"run {run_id} did not finish within {timeout:g}s")
+            await asyncio.sleep(0.1)
+
+
+def not_finished(run_id: str, timeout: float, target: str, store: str | None) -> str:
+    """The line for a run that did not end within ``timeout``: where it is and what next."""
+    file = target.partition(":")[0]
+    return (
+        f"run {run_id} did not finish within {timeout:g}s; it stays in the store: "
+        f"see it with `deerflow runs show {run_id}{store_flag(store)}`, let it go on with "
+        f"`deerflow worker {file}{store_flag(store)}`"
+    )
+
+
+def print_outcome(result: RunResult, store: str | None, console: Console) -> None:
+    """The run's status line; its output when it completed, the failure and where to look
+    when not."""
+    colour = "green" if result.ok else "red"
+    where = f" in state {result.state!r}" if result.state is not None else ""
+    console.print(
+        f"[bold {colour}]{result.status}[/] run {result.run_id} of {result.workflow}{where}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if result.ok:
+        if result.output is not None:
+            console.print_json(_codec.dumps(result.output).decode())
+        return
+    if result.error:
+        console.print(f"[red]{escape(result.error)}[/]", highlight=False, soft_wrap=True)
+    console.print(
+        f"see its attempts and traceback: deerflow runs show {result.run_id}{store_flag(store)}"
+        " (--history: every event)",
+        highlight=False,
+        soft_wrap=True,
+    )

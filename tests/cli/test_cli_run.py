@@ -1,0 +1,176 @@
+"""``deerflow run`` as a user meets it: failures that name their cause, a broken workflow file,
+and a wait that runs out, each read from a real ``deerflow`` process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+PRICING = """
+from deerflow import Workflow
+
+wf = Workflow(name="pricing")
+
+@wf.task(id="load")
+def load(context):
+    return {"body": {}}
+
+@wf.task(id="price", depends_on=["load"], retries=1, retry_delay=0)
+def price(context):
+    return context.tasks["load"].output["body"]["lines"]
+"""
+
+SLOW = """
+import time
+from deerflow import Workflow
+
+wf = Workflow(name="slow")
+
+@wf.task(id="nap")
+def nap(context):
+    time.sleep(60)
+"""
+
+
+def deerflow(*args: str, cwd: Path, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    """``deerflow ARGS`` in ``cwd``, as a user types it (the store defaults to ./deerflow.db)."""
+    return subprocess.run(
+        [sys.executable, "-m", "deerflow", *args],
+        cwd=cwd,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "COLUMNS": "120"},
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+    )
+
+
+def test_a_failed_run_names_the_task_the_exception_and_where_to_look(tmp_path: Path):
+    (tmp_path / "pricing.py").write_text(PRICING)
+    done = deerflow("run", "pricing.py", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    status, error, hint = done.stdout.splitlines()
+    assert status.startswith("failed run ") and status.endswith(" of pricing")
+    run_id = status.split()[2]
+    assert error == "task 'price' failed: KeyError: 'lines'"
+    assert hint.startswith(f"see its attempts and traceback: deerflow runs show {run_id}")
+    assert "null" not in done.stdout and "Traceback" not in done.stderr
+
+    shown = deerflow("runs", "show", run_id, cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "KeyError: 'lines'" in shown.stdout
+    # The last attempt's traceback, from the user's file, without deerflow's frames.
+    assert "traceback of task 'price', attempt 2:" in shown.stdout
+    assert 'pricing.py", line 12, in price' in shown.stdout
+    assert "deerflow/engine" not in shown.stdout
+
+    listed = deerflow("runs", "list", cwd=tmp_path)
+    assert "KeyError: 'lines'" in listed.stdout
+
+
+def test_a_broken_workflow_file_shows_the_users_line_and_error_only(tmp_path: Path):
+    (tmp_path / "syntax.py").write_text("from deerflow import Workflow\n\ndef f(:\n    pass\n")
+    done = deerflow("run", "syntax.py", cwd=tmp_path)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.splitlines() == [
+        "error: cannot load syntax.py:",
+        f'  File "{tmp_path / "syntax.py"}", line 3',
+        "    def f(:",
+        "          ^",
+        "SyntaxError: invalid syntax",
+    ]
+
+    (tmp_path / "imports.py").write_text("import no_such_module_here\n")
+    done = deerflow("worker", "imports.py", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "error: cannot load imports.py:",
+        "Traceback (most recent call last):",
+        f'  File "{tmp_path / "imports.py"}", line 1, in <module>',
+        "    import no_such_module_here",
+        "ModuleNotFoundError: No module named 'no_such_module_here'",
+    ]
+
+
+def test_a_run_past_its_timeout_says_so_in_one_line_and_exits_at_once(tmp_path: Path):
+    (tmp_path / "slow.py").write_text(SLOW)
+    for quiet in ([], ["--quiet"]):
+        began = time.monotonic()
+        done = deerflow("run", "slow.py", "--timeout", "1", *quiet, cwd=tmp_path)
+        took = time.monotonic() - began
+        assert done.returncode == 124, done.stderr
+        (line,) = [ln for ln in done.stderr.splitlines() if ln.startswith("error:")]
+        assert "did not finish within 1s; it stays in the store" in line
+        assert "`deerflow runs show " in line and "`deerflow worker slow.py`" in line
+        assert "Traceback" not in done.stderr
+        assert took < 30, f"exited {took:.0f}s after the timeout"  # not after the 60 s task
+
+
+def test_an_ended_run_shows_no_progress_bars_and_says_completed_once(tmp_path: Path):
+    app = ROOT / "examples" / "dynamic_workflows.py"
+    done = deerflow("run", f"{app}:dynamic_etl", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("completed run ") == 1 and "run completed" not in done.stderr
+    tasks = [line.split("│")[1].strip() for line in done.stderr.splitlines() if "│" in line]
+    # Dynamic children right after their node, before the task that depends on the node.
+    assert tasks[0:2] == ["discover_sources", "process_sources"]
+    assert all(t.startswith("process_sources/") for t in tasks[2:-1]) and len(tasks) > 3
+    assert tasks[-1] == "aggregate"
+
+    run_id = done.stdout.split()[2]
+    shown = deerflow("runs", "show", run_id, cwd=tmp_path)
+    header = next(line for line in shown.stdout.splitlines() if "task" in line)
+    assert [h.strip() for h in header.split("┃")[1:-1]] == [
+        "task",
+        "status",
+        "attempts",
+        "time",
+        "error",
+    ]
+    assert "━━━━━━━━━━━━━━━━━━━━━━━━ " not in shown.stdout.split("┡", 1)[1]  # no bar in rows
+    assert "completed 3/3" in shown.stdout  # a node's children, counted in its status
+
+
+def test_help_shows_no_type_beside_plain_flags(tmp_path: Path):
+    done = deerflow("runs", "show", "--help", cwd=tmp_path)
+    assert done.returncode == 0
+    lines = done.stdout.splitlines()
+    json_flag = next(line for line in lines if "│ --json " in line)
+    assert json_flag.split()[1:3] == ["--json", "Machine-readable"]  # no "<bool>" between
+    assert "<bool>" not in done.stdout
+    assert "<float>" in next(line for line in lines if "│ --timeout " in line)  # a value: typed
+
+
+SEVERAL_APPS = ("--app", "billing.py", "--app", "shipping.py")
+
+
+def test_ui_takes_several_app_files(tmp_path: Path):
+    for name in ("billing", "shipping"):
+        (tmp_path / f"{name}.py").write_text(
+            f"from deerflow import Workflow\n{name} = Workflow(name={name!r})\n"
+            f"{name}.task(id='only')(lambda context: None)\n"
+        )
+    assert deerflow("run", "billing.py", cwd=tmp_path).returncode == 0  # creates the store
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "deerflow", "ui", "--port", "0", *SEVERAL_APPS],
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert ui.stdout is not None
+        line = ui.stdout.readline()
+        assert line.startswith("deerflow ui: listening on http://127.0.0.1:")
+        url = line.split()[-1]
+        with urllib.request.urlopen(f"{url}/api/workflows", timeout=30) as answer:
+            names = sorted(w["name"] for w in json.load(answer)["workflows"])
+        assert names == ["billing", "shipping"]
+    finally:
+        ui.terminate()
+        ui.wait(30)
