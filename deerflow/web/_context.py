@@ -12,11 +12,12 @@ from deerflow.metrics import EngineMetrics
 
 @dataclass
 class WebContext:
-    """The engine served, its metrics, and where the dashboard lives."""
+    """The engine served, its metrics, where the dashboard lives, and whether it needs a key."""
 
     engine: Engine
     metrics: EngineMetrics
     ui_prefix: str = "/ui"
+    signed_in: bool = False
 
 
 CONTEXT: web.AppKey[WebContext] = web.AppKey("deerflow_web", WebContext)

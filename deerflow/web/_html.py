@@ -19,10 +19,22 @@ NAV = (("Runs", "/"), ("Dead letters", "/dlq"), ("Triggers", "/triggers"))
 
 
 def page(
-    title: str, body: str, *, prefix: str, live: bool = False, flash: str = "", error: str = ""
+    title: str,
+    body: str,
+    *,
+    prefix: str,
+    live: bool = False,
+    flash: str = "",
+    error: str = "",
+    sign_out: bool = False,
 ) -> str:
-    """A whole dashboard page; ``live`` keeps refreshing its ``data-live`` regions."""
+    """A whole dashboard page; ``live`` keeps refreshing its ``data-live`` regions.
+
+    ``sign_out`` adds the sign-out button (when the dashboard needs an API key).
+    """
     links = "".join(f'<a href="{prefix}{href}">{name}</a>' for name, href in NAV)
+    if sign_out:
+        links += button_form(f"{prefix}/logout", "Sign out", css="signout")
     notes = ""
     if flash:
         notes += f'<p class="flash" role="status">{escape(flash)}</p>'
