@@ -7,8 +7,10 @@ read in bounded chunks, within ``body_timeout``, else 408), HMAC signature over 
 (401), JSON (400, also for JSON nested too deeply to store), the trigger's ``payload_schema``
 (422). Then the run is requested and the answer, 202 with ``{"run_id", "status_url"}``, is
 sent only once that request is durable. An ``Idempotency-Key`` (or the trigger's delivery-id
-header) fixes the run id, so repeated or concurrent duplicates get the same run; without one,
-a signed request's signature does (a replayed signed request is the same run). A connection
+header) fixes the run id, so repeated or concurrent duplicates get the same run; the run
+records a digest of the body, and the same key with another body is refused (422), also after
+a restart. Without a key, a signed request's signature fixes the run id (a replayed signed
+request is the same run). A connection
 that does not deliver its headers within ``idle_timeout`` is closed (slow clients).
 ``GET <status_path>/<run_id>`` reports a run.
 
@@ -19,6 +21,7 @@ dashboard, an API) can be added to it, or passed as ``extra_routes``, before :me
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -47,6 +50,8 @@ log = logging.getLogger("deerflow.connectors.webhook")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _HIDDEN = frozenset({"authorization", "x-api-key", "cookie", "proxy-authorization"})
 _CHUNK = 64 * 1024
+#: The longest ``Idempotency-Key`` (or delivery id) taken, as Stripe's.
+MAX_DELIVERY_ID = 255
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +77,11 @@ def _error(status: int, message: str, **headers: str) -> web.Response:
 def _text(value: str) -> str:
     """Header and query text as storable UTF-8 (bytes that were not UTF-8 become U+FFFD)."""
     return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def body_digest(raw: bytes) -> str:
+    """What an idempotency key remembers of a body: ``sha256:<hex>``."""
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
 class _BodyTooLargeError(Exception):
@@ -290,6 +300,9 @@ class WebhookGateway(TriggerSource[None]):
         delivery = request.headers.get("Idempotency-Key") or (
             request.headers.get(trigger.delivery_id_header) if trigger.delivery_id_header else None
         )
+        if delivery is not None and len(delivery) > MAX_DELIVERY_ID:
+            return _error(400, f"Idempotency-Key is longer than {MAX_DELIVERY_ID} characters")
+        digest = body_digest(raw) if delivery else None
         hidden = _HIDDEN | {trigger.signature_header.lower()}
         event = WebhookRequestEvent(
             trigger=route.name,
@@ -301,6 +314,7 @@ class WebhookGateway(TriggerSource[None]):
             text=raw.decode("utf-8", "replace"),
             query={_text(k): _text(v) for k, v in request.query.items()},
             delivery_id=_text(delivery) if delivery else None,
+            body_digest=digest,
         )
         identity = f"{trigger.path}\x00{delivery}" if delivery else None
         signature = request.headers.get(trigger.signature_header)
@@ -316,8 +330,35 @@ class WebhookGateway(TriggerSource[None]):
         except ConnectorError as exc:
             log.error("webhook %s: run request not durable: %s", trigger.path, exc)
             return _error(503, "the run could not be recorded; try again", **{"Retry-After": "5"})
+        if digest is not None and await self._reused_with_another_body(run, digest):
+            return _error(
+                422,
+                f"Idempotency-Key {_text(delivery or '')!r} was already used with another body; "
+                "send the same body again to get its run, or use a new key",
+            )
         base = self.public_url or f"{request.scheme}://{request.host}"
         return _json(202, {"run_id": run_id, "status_url": f"{base}{self.status_path}/{run_id}"})
+
+    async def _reused_with_another_body(self, run: RunRequest, digest: str) -> bool:
+        """Whether the run this key names was first requested with a body of another digest.
+
+        Asked after the request is durable: of two concurrent requests with one key, the one
+        whose body the run recorded first gets the run, the other 422. The digest is read from
+        the run's own ``RunRequested``, so the answer is the same after a restart.
+        """
+        wf = self.engine.registry.get(run.workflow)
+        if wf is not None and wf.route_trigger(run.event) is not None:
+            return False  # a state machine's transition request: no run of that id
+        state = await self.engine.index.wait(run.run_id, lambda s: s.requested, self.give_up_after)
+        if state is None or not state.trigger:
+            return False  # not folded in time: the request is durable, answer as usual
+        recorded = state.trigger.get("body_digest")
+        if recorded is None:  # a run recorded before digests were kept: compare its text
+            event = run.event
+            return (
+                isinstance(event, WebhookRequestEvent) and state.trigger.get("text") != event.text
+            )
+        return bool(recorded != digest)
 
     async def _status(self, request: web.Request) -> web.StreamResponse:
         if self.api_keys and not self.api_keys.accepts(presented_key(request.headers)):
