@@ -84,20 +84,27 @@ def body_digest(raw: bytes) -> str:
     return "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
-class _BodyTooLargeError(Exception):
-    pass
+class BodyTooLargeError(Exception):
+    """A request body over its limit (answered 413)."""
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes:
-    """The body, never holding more than ``limit`` + one chunk in memory."""
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The body, never holding more than ``limit`` + one chunk in memory.
+
+    A declared ``Content-Length`` over the limit is refused before anything is read; a
+    chunked body is refused as soon as it passes the limit.
+
+    Raises:
+        BodyTooLargeError: the body is longer than ``limit`` bytes.
+    """
     if request.content_length is not None and request.content_length > limit:
-        raise _BodyTooLargeError
+        raise BodyTooLargeError
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.content.iter_chunked(_CHUNK):
         size += len(chunk)
         if size > limit:
-            raise _BodyTooLargeError
+            raise BodyTooLargeError
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -264,8 +271,8 @@ class WebhookGateway(TriggerSource[None]):
         trigger = route.trigger
         try:
             async with asyncio.timeout(self.body_timeout):
-                raw = await _read_body(request, trigger.max_body)
-        except _BodyTooLargeError:
+                raw = await read_body(request, trigger.max_body)
+        except BodyTooLargeError:
             return _error(413, f"body over {trigger.max_body} bytes", Connection="close")
         except TimeoutError:
             return _error(408, f"body not received within {self.body_timeout}s", Connection="close")

@@ -133,6 +133,7 @@ def mount(
     ctx = WebContext(engine, metrics, UI, signed_in=bool(keys))
     api = web.Application(
         middlewares=[
+            _api.pending_limit(int(settings.get("api_max_pending", _api.MAX_PENDING))),
             require_key(keys, open_paths=frozenset({"/api/openapi.json"})),
             _api.json_errors,
         ]

@@ -276,7 +276,8 @@ async def run_page(request: web.Request) -> web.StreamResponse:
         return html(
             page(
                 "Run not found",
-                f"<h1>Run not found</h1><p>{escape(str(exc))}</p>",
+                "<h1>Run not found</h1>"
+                f"<p>{escape(_runs.public_message(exc, request.match_info['run_id']))}</p>",
                 prefix=p,
                 sign_out=ctx.signed_in,
             ),
