@@ -75,7 +75,7 @@ def execute(main: Callable[[], Awaitable[T]], store: str | None) -> T:
         return asyncio.run(main())  # type: ignore[arg-type]
     except EventStoreError as exc:
         raise fail(
-            f"{exc}\n  (store {store or default_store()}: pass --store URL or set DEERFLOW_STORE)"
+            f"{exc} (store {store or default_store()}: pass --store URL or set DEERFLOW_STORE)"
         ) from None
     except DeerflowError as exc:
         raise fail(str(exc)) from None
