@@ -88,7 +88,7 @@ async def serve(
         gateway = WebhookGateway(engine, host=host, port=port, config=settings)
         from deerflow.web import mount  # the dashboard, /api/ and /metrics on the same port
 
-        mount(gateway.app, engine, api_keys=gateway.api_keys)
+        mount(gateway.app, engine, api_keys=gateway.api_keys, config=settings)
         sources = sources_for(engine, workflows, gateway=gateway)
         for source in sources:
             await engine.add_service(source)

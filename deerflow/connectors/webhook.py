@@ -40,6 +40,7 @@ from deerflow.connectors._auth import (
     signature_problem,
     signed_identity,
 )
+from deerflow.connectors._httplimits import HttpLimits
 from deerflow.connectors.base import RunRequest, TriggerSource, run_id_for, unstorable
 from deerflow.engine import Engine
 from deerflow.errors import ConnectorError, RunNotFound
@@ -117,7 +118,8 @@ class WebhookGateway(TriggerSource[None]):
         host: address to listen on.
         port: port to listen on (0 picks a free one; see :attr:`port`).
         api_keys: accepted API keys; default from ``DEERFLOW_API_KEYS`` or ``config``.
-        config: the ``[gateway]`` table of the configuration file.
+        config: the ``[gateway]`` table of the configuration file (also the limits of
+            :class:`~deerflow.connectors._httplimits.HttpLimits` not given here).
         max_pending: requests being answered at once before 429.
         give_up_after: seconds to keep retrying a failing store before answering 503.
         status_path: where run statuses are served.
@@ -139,23 +141,29 @@ class WebhookGateway(TriggerSource[None]):
         port: int = 8000,
         api_keys: ApiKeys | None = None,
         config: Mapping[str, Any] | None = None,
-        max_pending: int = 256,
+        max_pending: int | None = None,
         give_up_after: float = 5.0,
         status_path: str = "/runs",
         public_url: str | None = None,
         extra_routes: Iterable[web.AbstractRouteDef] = (),
         max_running: int | None = None,
-        body_timeout: float = 30.0,
-        idle_timeout: float = 15.0,
+        body_timeout: float | None = None,
+        idle_timeout: float | None = None,
     ) -> None:
         super().__init__(engine, "webhook-gateway", max_running=max_running)
-        self.body_timeout = body_timeout
-        self.idle_timeout = idle_timeout
+        self._config = dict(config or {})
+        self.limits = HttpLimits.configured(
+            self._config,
+            max_pending=max_pending,
+            body_timeout=body_timeout,
+            idle_timeout=idle_timeout,
+        )
+        self.body_timeout = self.limits.body_timeout
+        self.idle_timeout = self.limits.idle_timeout
         self.host = host
         self._port = port
-        self._config = dict(config or {})
         self.api_keys = api_keys if api_keys is not None else ApiKeys.configured(self._config)
-        self.max_pending = max_pending
+        self.max_pending = self.limits.max_pending
         self.give_up_after = give_up_after
         self.status_path = status_path.rstrip("/")
         self.public_url = public_url.rstrip("/") if public_url else None
@@ -209,7 +217,7 @@ class WebhookGateway(TriggerSource[None]):
             )
         await self._attach_load()
         runner = web.AppRunner(
-            self.app, access_log=None, shutdown_timeout=10.0, keepalive_timeout=self.idle_timeout
+            self.app, access_log=None, shutdown_timeout=10.0, **self.limits.server_options()
         )
         await runner.setup()
         await web.TCPSite(runner, self.host, self._port).start()

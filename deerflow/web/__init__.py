@@ -26,6 +26,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from deerflow.connectors._auth import ApiKeys
+from deerflow.connectors._httplimits import HttpLimits
 from deerflow.engine import Engine, Workflow
 from deerflow.metrics import CONTENT_TYPE, EngineMetrics
 from deerflow.tracing import RunTracer
@@ -130,10 +131,11 @@ def mount(
     keys = api_keys if api_keys is not None else ApiKeys.configured(settings)
     ttl = session_ttl(settings.get("session_ttl"))
     metrics = EngineMetrics(engine)
-    ctx = WebContext(engine, metrics, UI, signed_in=bool(keys))
+    limits = HttpLimits.configured(settings)
+    ctx = WebContext(engine, metrics, UI, signed_in=bool(keys), body_timeout=limits.body_timeout)
     api = web.Application(
         middlewares=[
-            _api.pending_limit(int(settings.get("api_max_pending", _api.MAX_PENDING))),
+            _api.pending_limit(limits.api_max_pending),
             require_key(keys, open_paths=frozenset({"/api/openapi.json"})),
             _api.json_errors,
         ]
@@ -202,7 +204,9 @@ async def serve_ui(
     async with Engine(store, list(workflows), orchestrate=False, work=False) as engine:
         app = web.Application()
         mount(app, engine, config=settings)
-        runner = web.AppRunner(app, access_log=None)
+        runner = web.AppRunner(
+            app, access_log=None, **HttpLimits.configured(settings).server_options()
+        )
         await runner.setup()
         try:
             await web.TCPSite(runner, host, port).start()

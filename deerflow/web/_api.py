@@ -2,9 +2,9 @@
 
 Errors are JSON ``{"error": ...}``: 400 for a bad parameter, 401 without an accepted API key
 (when keys are configured), 404 for an unknown run or dead letter (saying no more than that),
-405 for a method a path does not take, 408 for a body not sent within :data:`BODY_TIMEOUT`,
+405 for a method a path does not take, 408 for a body not sent within ``body_timeout``,
 409 for an action that does not apply to the run as it is, 413 for a body over
-:data:`MAX_BODY`, 429 while :data:`MAX_PENDING` requests are being answered, 501 for an
+:data:`MAX_BODY`, 429 while ``api_max_pending`` requests are being answered, 501 for an
 extension nobody loaded. The document describing all of it is ``GET /api/openapi.json``
 (:mod:`._openapi`).
 """
@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from deerflow import _codec
 from deerflow.connectors.webhook import BodyTooLargeError, read_body
@@ -29,10 +30,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 #: The largest request body the API reads (its bodies are a reason or a transition).
 MAX_BODY = 64 * 1024
-#: Seconds a client may take to send a body.
-BODY_TIMEOUT = 30.0
-#: API requests answered at once before 429.
-MAX_PENDING = 64
 
 
 def reply(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -74,7 +71,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return _http_problem(exc)
 
 
-def pending_limit(limit: int = MAX_PENDING) -> Callable[..., Awaitable[web.StreamResponse]]:
+def pending_limit(limit: int) -> Middleware:
     """A middleware answering 429 while ``limit`` API requests are being answered."""
     pending = 0
 
@@ -96,7 +93,7 @@ async def _body(request: web.Request) -> dict[str, Any]:
     if not request.can_read_body:
         return {}
     try:
-        async with asyncio.timeout(BODY_TIMEOUT):
+        async with asyncio.timeout(context(request).body_timeout):
             raw = await read_body(request, MAX_BODY)
     except BodyTooLargeError:
         raise web.HTTPRequestEntityTooLarge(

@@ -18,6 +18,8 @@ class WebContext:
     metrics: EngineMetrics
     ui_prefix: str = "/ui"
     signed_in: bool = False
+    #: Seconds a client may take to send a request body to the API (else 408).
+    body_timeout: float = 30.0
 
 
 CONTEXT: web.AppKey[WebContext] = web.AppKey("deerflow_web", WebContext)
