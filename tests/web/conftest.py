@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from deerflow.connectors import ApiKeys, WebhookGateway, sources_for
 from deerflow.engine._state import RunState
 from deerflow.metrics import EngineMetrics
 from deerflow.web import mount
-from tests.services import unique_name
+from tests.services import unavailable, unique_name
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = Path(__file__).parent / "apps" / "ops_app.py"
@@ -174,3 +175,33 @@ async def until(check: Any, timeout: float = 30.0, what: str = "condition") -> N
         if time.monotonic() > deadline:
             pytest.fail(f"{what} not reached within {timeout}s")
         await asyncio.sleep(0.1)
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """A headless chromium (skipped locally when missing, a failure on CI)."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        unavailable("playwright is not installed (pip install playwright)")
+    if not Path(CHROMIUM).exists() and shutil.which("chromium") is None:
+        unavailable("chromium is not installed (apt-get install -y chromium)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
