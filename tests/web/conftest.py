@@ -4,6 +4,7 @@ in this process on a real port, or ``deerflow serve`` / ``deerflow ui`` as real 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -161,9 +162,17 @@ def process_env(flags: Path, **extra: str) -> dict[str, str]:
 def served(isolated: Path) -> Iterator[tuple[Process, str]]:
     """``deerflow serve`` on an SQLite store (so a ``deerflow ui`` can read it too)."""
     store = f"sqlite:///{isolated / 'served.db'}"
-    proc = Process(["serve", str(APP), "--store", store, "--port", "0"], process_env(isolated))
-    try:
+    with serving(APP, store, isolated) as proc:
         yield proc, store
+
+
+@contextlib.contextmanager
+def serving(app: Path, store: str, flags: Path, *args: str, **env: str) -> Iterator[Process]:
+    """``deerflow serve APP --store STORE --port 0 ARGS`` with ``env`` added, stopped after."""
+    command = ["serve", str(app), "--store", store, "--port", "0", *args]
+    proc = Process(command, process_env(flags, **env))
+    try:
+        yield proc
     finally:
         proc.stop()
 

@@ -15,7 +15,7 @@ import pytest
 
 from deerflow.connectors._httplimits import HttpLimits
 from deerflow.errors import ConnectorError
-from tests.web.conftest import APP, Process, process_env
+from tests.web.conftest import APP, Process, serving
 
 IDLE_TIMEOUT = 1.0
 BODY_TIMEOUT = 2.0
@@ -31,14 +31,9 @@ def server(isolated: Path) -> Iterator[Process]:
         f"max_pending = {PENDING}\napi_max_pending = {PENDING}\n"
     )
     store = f"sqlite:///{isolated / 'abuse.db'}"
-    args = ["serve", str(APP), "--store", store, "--port", "0", "--config", str(config)]
-    proc = Process(args, process_env(isolated))
-    try:
+    with serving(APP, store, isolated, "--config", str(config)) as proc:
         yield proc
-    finally:
-        alive = proc.process.poll() is None
-        proc.stop()
-        assert alive, "the server died"
+        assert proc.process.poll() is None, "the server died"
 
 
 def port_of(proc: Process) -> int:

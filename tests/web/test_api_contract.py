@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.web.conftest import APP, ROOT, Process, process_env
+from tests.web.conftest import APP, ROOT, serving
 
 KEY = "contract-key"
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
@@ -28,16 +28,13 @@ SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 def keyed_server(isolated: Path) -> Iterator[str]:
     """``deerflow serve`` with an API key, one failed run and one running run in its store."""
     store = f"sqlite:///{isolated / 'contract.db'}"
-    env = process_env(isolated, DEERFLOW_API_KEYS=KEY)
-    proc = Process(["serve", str(APP), "--store", store, "--port", "0"], env)
-    try:
+    with serving(APP, store, isolated, DEERFLOW_API_KEYS=KEY) as proc:
         for hook in ("/hooks/etl", "/hooks/wait"):
             request = urllib.request.Request(proc.url + hook, data=b"{}", method="POST")
             with urllib.request.urlopen(request, timeout=10) as reply:
                 assert reply.status == 202
         yield proc.url
-    finally:
-        proc.stop()
+        (isolated / "release").touch()  # the waiting task ends, so the server stops at once
 
 
 def test_the_server_does_what_its_openapi_document_says(keyed_server: str):

@@ -22,7 +22,7 @@ from deerflow import Engine, _codec
 from deerflow._loader import load_module_workflows
 from deerflow.eventstore.base import Message
 from tests.web.apps.xss_app import ALL, PAYLOADS
-from tests.web.conftest import Process, process_env
+from tests.web.conftest import Process, serving
 
 APP = Path(__file__).parent / "apps" / "xss_app.py"
 RUN_ID = 'xss-"><img src=x onerror="window.__xss=10">'
@@ -43,11 +43,8 @@ INJECTED = (
 def xss_server(isolated: Path) -> Iterator[tuple[Process, str]]:
     """``deerflow serve`` of the probe workflow on an SQLite store."""
     store = f"sqlite:///{isolated / 'xss.db'}"
-    proc = Process(["serve", str(APP), "--store", store, "--port", "0"], process_env(isolated))
-    try:
+    with serving(APP, store, isolated) as proc:
         yield proc, store
-    finally:
-        proc.stop()
 
 
 def api(url: str, path: str) -> Any:
