@@ -33,6 +33,7 @@ def page(
     ``sign_out`` adds the sign-out button (when the dashboard needs an API key).
     """
     links = "".join(f'<a href="{prefix}{href}">{name}</a>' for name, href in NAV)
+    links += '<a href="/api/openapi.json">API</a><a href="/metrics">Metrics</a>'
     if sign_out:
         links += button_form(f"{prefix}/logout", "Sign out", css="signout")
     notes = ""
@@ -47,8 +48,8 @@ def page(
         f'<link rel="stylesheet" href="{prefix}/static/dashboard.css">'
         f'<script defer src="{prefix}/static/dashboard.js"></script></head>'
         f'<body data-live-while="{"yes" if live else ""}"><header><a class="brand" '
-        f'href="{prefix}/">deerflow</a><nav>{links}<a href="/api/openapi.json">API</a>'
-        f'<a href="/metrics">Metrics</a></nav></header><main>{notes}{body}</main></body></html>'
+        f'href="{prefix}/">deerflow</a><nav>{links}</nav></header>'
+        f"<main>{notes}{body}</main></body></html>"
     )
 
 

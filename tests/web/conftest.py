@@ -38,7 +38,7 @@ def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """A topic prefix and flag folder of this test's own; no keys or config from outside."""
     monkeypatch.setenv("DEERFLOW_PREFIX", unique_name("w").replace("-", ""))
     monkeypatch.setenv("DEERFLOW_TEST_FLAGS", str(tmp_path))
-    for var in ("DEERFLOW_API_KEYS", "DEERFLOW_CONFIG", "DEERFLOW_STORE"):
+    for var in ("DEERFLOW_API_KEYS", "DEERFLOW_CONFIG", "DEERFLOW_STORE", "DEERFLOW_SESSION_TTL"):
         monkeypatch.delenv(var, raising=False)
     return tmp_path
 
