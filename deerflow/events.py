@@ -333,6 +333,8 @@ class WebhookRequestEvent(_TriggerEventBase):
         text: the raw body as text.
         query: query-string parameters (the last value of repeated ones).
         delivery_id: the ``Idempotency-Key`` or delivery-id header, if sent.
+        body_digest: ``sha256:<hex>`` of the raw body when a delivery id was sent (the same
+            id with another body is refused).
     """
 
     type: Literal["webhook"] = "webhook"
@@ -343,6 +345,7 @@ class WebhookRequestEvent(_TriggerEventBase):
     text: str = ""
     query: dict[str, str] = Field(default_factory=dict)
     delivery_id: str | None = None
+    body_digest: str | None = None
 
     @property
     def raw(self) -> str:

@@ -107,7 +107,7 @@ async def serve(
     engine = Engine(store, workflows)
     gateway = WebhookGateway(engine, host=host, port=port, config=settings)
     gateway.app.middlewares.append(startup.middleware)
-    mount(gateway.app, engine, api_keys=gateway.api_keys)
+    mount(gateway.app, engine, api_keys=gateway.api_keys, config=settings)
     sources = sources_for(engine, workflows, gateway=gateway)  # bad trigger config fails here
     try:
         await _open(engine)

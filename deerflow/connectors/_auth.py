@@ -75,6 +75,10 @@ class ApiKeys:
     def __repr__(self) -> str:
         return f"ApiKeys(<{len(self._keys)} keys>)"
 
+    def values(self) -> list[str]:
+        """The keys themselves (to sign and check dashboard sessions; never to show)."""
+        return [k.decode() for k in self._keys]
+
     def accepts(self, presented: str | None) -> bool:
         """Whether ``presented`` is one of the keys (every key is compared, always)."""
         if presented is None or not self._keys:

@@ -7,8 +7,10 @@ read in bounded chunks, within ``body_timeout``, else 408), HMAC signature over 
 (401), JSON (400, also for JSON nested too deeply to store), the trigger's ``payload_schema``
 (422). Then the run is requested and the answer, 202 with ``{"run_id", "status_url"}``, is
 sent only once that request is durable. An ``Idempotency-Key`` (or the trigger's delivery-id
-header) fixes the run id, so repeated or concurrent duplicates get the same run; without one,
-a signed request's signature does (a replayed signed request is the same run). A connection
+header) fixes the run id, so repeated or concurrent duplicates get the same run; the run
+records a digest of the body, and the same key with another body is refused (422), also after
+a restart. Without a key, a signed request's signature fixes the run id (a replayed signed
+request is the same run). A connection
 that does not deliver its headers within ``idle_timeout`` is closed (slow clients).
 ``GET <status_path>/<run_id>`` reports a run.
 
@@ -19,6 +21,7 @@ dashboard, an API) can be added to it, or passed as ``extra_routes``, before :me
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -29,7 +32,7 @@ import orjson
 from aiohttp import web
 from pydantic import ValidationError
 
-from deerflow import _codec
+import deerflow._codec as _codec
 from deerflow.connectors._auth import (
     ApiKeys,
     configured_secrets,
@@ -37,6 +40,7 @@ from deerflow.connectors._auth import (
     signature_problem,
     signed_identity,
 )
+from deerflow.connectors._httplimits import HttpLimits
 from deerflow.connectors.base import RunRequest, TriggerSource, run_id_for, unstorable
 from deerflow.errors import ConnectorError, RunNotFound
 from deerflow.events import WebhookEvent, WebhookRequestEvent, trigger_name
@@ -47,6 +51,8 @@ log = logging.getLogger("deerflow.connectors.webhook")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _HIDDEN = frozenset({"authorization", "x-api-key", "cookie", "proxy-authorization"})
 _CHUNK = 64 * 1024
+#: The longest ``Idempotency-Key`` (or delivery id) taken, as Stripe's.
+MAX_DELIVERY_ID = 255
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,20 +80,32 @@ def _text(value: str) -> str:
     return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
-class _BodyTooLargeError(Exception):
-    pass
+def body_digest(raw: bytes) -> str:
+    """What an idempotency key remembers of a body: ``sha256:<hex>``."""
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes:
-    """The body, never holding more than ``limit`` + one chunk in memory."""
+class BodyTooLargeError(Exception):
+    """A request body over its limit (answered 413)."""
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The body, never holding more than ``limit`` + one chunk in memory.
+
+    A declared ``Content-Length`` over the limit is refused before anything is read; a
+    chunked body is refused as soon as it passes the limit.
+
+    Raises:
+        BodyTooLargeError: the body is longer than ``limit`` bytes.
+    """
     if request.content_length is not None and request.content_length > limit:
-        raise _BodyTooLargeError
+        raise BodyTooLargeError
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.content.iter_chunked(_CHUNK):
         size += len(chunk)
         if size > limit:
-            raise _BodyTooLargeError
+            raise BodyTooLargeError
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -100,7 +118,8 @@ class WebhookGateway(TriggerSource[None]):
         host: address to listen on.
         port: port to listen on (0 picks a free one; see :attr:`port`).
         api_keys: accepted API keys; default from ``DEERFLOW_API_KEYS`` or ``config``.
-        config: the ``[gateway]`` table of the configuration file.
+        config: the ``[gateway]`` table of the configuration file (also the limits of
+            :class:`~deerflow.connectors._httplimits.HttpLimits` not given here).
         max_pending: requests being answered at once before 429.
         give_up_after: seconds to keep retrying a failing store before answering 503.
         status_path: where run statuses are served.
@@ -122,23 +141,29 @@ class WebhookGateway(TriggerSource[None]):
         port: int = 8000,
         api_keys: ApiKeys | None = None,
         config: Mapping[str, Any] | None = None,
-        max_pending: int = 256,
+        max_pending: int | None = None,
         give_up_after: float = 5.0,
         status_path: str = "/runs",
         public_url: str | None = None,
         extra_routes: Iterable[web.AbstractRouteDef] = (),
         max_running: int | None = None,
-        body_timeout: float = 30.0,
-        idle_timeout: float = 15.0,
+        body_timeout: float | None = None,
+        idle_timeout: float | None = None,
     ) -> None:
         super().__init__(engine, "webhook-gateway", max_running=max_running)
-        self.body_timeout = body_timeout
-        self.idle_timeout = idle_timeout
+        self._config = dict(config or {})
+        self.limits = HttpLimits.configured(
+            self._config,
+            max_pending=max_pending,
+            body_timeout=body_timeout,
+            idle_timeout=idle_timeout,
+        )
+        self.body_timeout = self.limits.body_timeout
+        self.idle_timeout = self.limits.idle_timeout
         self.host = host
         self._port = port
-        self._config = dict(config or {})
         self.api_keys = api_keys if api_keys is not None else ApiKeys.configured(self._config)
-        self.max_pending = max_pending
+        self.max_pending = self.limits.max_pending
         self.give_up_after = give_up_after
         self.status_path = status_path.rstrip("/")
         self.public_url = public_url.rstrip("/") if public_url else None
@@ -192,7 +217,7 @@ class WebhookGateway(TriggerSource[None]):
             )
         await self._attach_load()
         runner = web.AppRunner(
-            self.app, access_log=None, shutdown_timeout=10.0, keepalive_timeout=self.idle_timeout
+            self.app, access_log=None, shutdown_timeout=10.0, **self.limits.server_options()
         )
         await runner.setup()
         await web.TCPSite(runner, self.host, self._port).start()
@@ -255,8 +280,8 @@ class WebhookGateway(TriggerSource[None]):
         trigger = route.trigger
         try:
             async with asyncio.timeout(self.body_timeout):
-                raw = await _read_body(request, trigger.max_body)
-        except _BodyTooLargeError:
+                raw = await read_body(request, trigger.max_body)
+        except BodyTooLargeError:
             return _error(413, f"body over {trigger.max_body} bytes", Connection="close")
         except TimeoutError:
             return _error(408, f"body not received within {self.body_timeout}s", Connection="close")
@@ -291,6 +316,9 @@ class WebhookGateway(TriggerSource[None]):
         delivery = request.headers.get("Idempotency-Key") or (
             request.headers.get(trigger.delivery_id_header) if trigger.delivery_id_header else None
         )
+        if delivery is not None and len(delivery) > MAX_DELIVERY_ID:
+            return _error(400, f"Idempotency-Key is longer than {MAX_DELIVERY_ID} characters")
+        digest = body_digest(raw) if delivery else None
         hidden = _HIDDEN | {trigger.signature_header.lower()}
         event = WebhookRequestEvent(
             trigger=route.name,
@@ -302,6 +330,7 @@ class WebhookGateway(TriggerSource[None]):
             text=raw.decode("utf-8", "replace"),
             query={_text(k): _text(v) for k, v in request.query.items()},
             delivery_id=_text(delivery) if delivery else None,
+            body_digest=digest,
         )
         identity = f"{trigger.path}\x00{delivery}" if delivery else None
         signature = request.headers.get(trigger.signature_header)
@@ -317,8 +346,35 @@ class WebhookGateway(TriggerSource[None]):
         except ConnectorError as exc:
             log.error("webhook %s: run request not durable: %s", trigger.path, exc)
             return _error(503, "the run could not be recorded; try again", **{"Retry-After": "5"})
+        if digest is not None and await self._reused_with_another_body(run, digest):
+            return _error(
+                422,
+                f"Idempotency-Key {_text(delivery or '')!r} was already used with another body; "
+                "send the same body again to get its run, or use a new key",
+            )
         base = self.public_url or f"{request.scheme}://{request.host}"
         return _json(202, {"run_id": run_id, "status_url": f"{base}{self.status_path}/{run_id}"})
+
+    async def _reused_with_another_body(self, run: RunRequest, digest: str) -> bool:
+        """Whether the run this key names was first requested with a body of another digest.
+
+        Asked after the request is durable: of two concurrent requests with one key, the one
+        whose body the run recorded first gets the run, the other 422. The digest is read from
+        the run's own ``RunRequested``, so the answer is the same after a restart.
+        """
+        wf = self.engine.registry.get(run.workflow)
+        if wf is not None and wf.route_trigger(run.event) is not None:
+            return False  # a state machine's transition request: no run of that id
+        state = await self.engine.index.wait(run.run_id, lambda s: s.requested, self.give_up_after)
+        if state is None or not state.trigger:
+            return False  # not folded in time: the request is durable, answer as usual
+        recorded = state.trigger.get("body_digest")
+        if recorded is None:  # a run recorded before digests were kept: compare its text
+            event = run.event
+            return (
+                isinstance(event, WebhookRequestEvent) and state.trigger.get("text") != event.text
+            )
+        return bool(recorded != digest)
 
     async def _status(self, request: web.Request) -> web.StreamResponse:
         if self.api_keys and not self.api_keys.accepts(presented_key(request.headers)):

@@ -52,6 +52,60 @@ CREATE TABLE IF NOT EXISTS group_leases (
 """
 
 _HOST = socket.gethostname()
+_MAGIC = b"SQLite format 3\x00"
+#: Seconds opening waits for another process's lock before saying the file is locked.
+OPEN_LOCK_TIMEOUT = 10.0
+_FIX = "restore it from a backup, or move it away to start a new store"
+
+
+def check_store_file(path: str) -> None:
+    """Refuse a store file that exists but is not a whole SQLite database.
+
+    SQLite opens an empty file as a new database and reads a truncated one until it reaches
+    the missing pages, so without this check a damaged store would look empty or fail later
+    in the middle of a run. Reads the 100-byte header only.
+
+    Raises:
+        EventStoreError: naming the file and what is wrong with it.
+    """
+    try:
+        size = os.path.getsize(path)
+        if size == 0:
+            raise EventStoreError(
+                f"store file {path} is empty (truncated?): {_FIX}", retriable=False
+            )
+        with open(path, "rb") as file:
+            header = file.read(100)
+    except FileNotFoundError:
+        return  # a new store
+    except OSError as exc:
+        raise EventStoreError(f"cannot read store file {path}: {exc}", retriable=False) from exc
+    if len(header) < 100 or not header.startswith(_MAGIC):
+        raise EventStoreError(
+            f"store file {path} is not an SQLite database: {_FIX}", retriable=False
+        )
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    # The header's page count holds when its "valid for" number equals the change counter.
+    if header[92:96] == header[24:28] and size < pages * page_size:
+        raise EventStoreError(
+            f"store file {path} is truncated ({size} of {pages * page_size} bytes): {_FIX}",
+            retriable=False,
+        )
+
+
+def _opening_error(path: str, exc: sqlite3.Error) -> EventStoreError:
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return EventStoreError(
+            f"store file {path} is locked by another process (waited {OPEN_LOCK_TIMEOUT:g}s); "
+            "stop the program holding it, or use another store",
+            retriable=True,
+        )
+    return EventStoreError(f"store file {path} cannot be opened: {text}: {_FIX}", retriable=False)
+
+
 _HEADER = struct.Struct(">HI")
 
 
@@ -123,11 +177,18 @@ class SqliteFile:
     def conn(self) -> sqlite3.Connection:
         """The connection, opened (and the schema created) on first use."""
         if self._conn is None:
-            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            # FULL: a transaction that returned is on disk, even after a power cut.
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.executescript(_SCHEMA)
+            check_store_file(self.path)
+            conn = sqlite3.connect(self.path, timeout=OPEN_LOCK_TIMEOUT, isolation_level=None)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                # FULL: a transaction that returned is on disk, even after a power cut.
+                conn.execute("PRAGMA synchronous=FULL")
+                conn.executescript(_SCHEMA)
+                conn.execute("SELECT COUNT(*) FROM topics").fetchone()  # reads a table's pages
+                conn.execute("PRAGMA busy_timeout = 30000")  # once open, wait longer
+            except sqlite3.Error as exc:
+                conn.close()
+                raise _opening_error(self.path, exc) from exc
             self._conn = conn
         return self._conn
 

@@ -26,11 +26,12 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from deerflow.connectors._auth import ApiKeys
+from deerflow.connectors._httplimits import HttpLimits
 from deerflow.engine import Engine, Workflow
 from deerflow.metrics import CONTENT_TYPE, EngineMetrics
-from deerflow.tracing import RunTracer
+from deerflow.observability.tracing import RunTracer
 from deerflow.web import _actions, _api, _machines, _pages  # noqa: F401 - _machines registers
-from deerflow.web._auth import key_of, login_handler, require_key
+from deerflow.web._auth import authorized, login_handler, logout_handler, require_key
 from deerflow.web._context import CONTEXT, WebContext
 from deerflow.web._dlq import register_replayer
 from deerflow.web._extend import (
@@ -38,6 +39,8 @@ from deerflow.web._extend import (
     register_transition_handler,
     register_trigger_probe,
 )
+from deerflow.web._headers import protect
+from deerflow.web._session import session_ttl
 
 __all__ = [
     "mount",
@@ -53,7 +56,7 @@ UI = "/ui"
 _OWN_PREFIXES = ("/api/", f"{UI}/", "/metrics")
 
 
-def _ui_app(ctx: WebContext, keys: ApiKeys) -> web.Application:
+def _ui_app(ctx: WebContext, keys: ApiKeys, ttl: float) -> web.Application:
     ui = web.Application(
         middlewares=[
             require_key(
@@ -75,7 +78,8 @@ def _ui_app(ctx: WebContext, keys: ApiKeys) -> web.Application:
             web.get("/dlq", _actions.dlq_page),
             web.post("/dlq/{ref}/replay", _actions.replay_action),
             web.get("/triggers", _actions.triggers_page),
-            web.post("/login", login_handler(keys, UI)),
+            web.post("/login", login_handler(keys, UI, ttl)),
+            web.post("/logout", logout_handler(UI)),
             web.static("/static", STATIC),
         ]
     )
@@ -123,11 +127,15 @@ def mount(
     Returns:
         The metrics, started and stopped with ``app``.
     """
-    keys = api_keys if api_keys is not None else ApiKeys.configured(dict(config or {}))
+    settings = dict(config or {})
+    keys = api_keys if api_keys is not None else ApiKeys.configured(settings)
+    ttl = session_ttl(settings.get("session_ttl"))
     metrics = EngineMetrics(engine)
-    ctx = WebContext(engine, metrics, UI)
+    limits = HttpLimits.configured(settings)
+    ctx = WebContext(engine, metrics, UI, signed_in=bool(keys), body_timeout=limits.body_timeout)
     api = web.Application(
         middlewares=[
+            _api.pending_limit(limits.api_max_pending),
             require_key(keys, open_paths=frozenset({"/api/openapi.json"})),
             _api.json_errors,
         ]
@@ -135,10 +143,10 @@ def mount(
     api[CONTEXT] = ctx
     api.add_routes(_api.routes())
     app.add_subapp("/api", api)
-    app.add_subapp(UI, _ui_app(ctx, keys))
+    app.add_subapp(UI, _ui_app(ctx, keys, ttl))
 
     async def metrics_page(request: web.Request) -> web.StreamResponse:
-        if keys and not keys.accepts(key_of(request)):
+        if keys and not authorized(request, keys):
             return web.Response(
                 status=401,
                 text="missing or invalid API key\n",
@@ -153,6 +161,7 @@ def mount(
     app.router.add_get("/", home)
     app.router.add_get(UI, home)
     app.middlewares.append(_counting(metrics))
+    protect(app)
 
     tracer = RunTracer(engine)  # run spans, when OpenTelemetry is set up (deerflow.tracing)
 
@@ -195,7 +204,9 @@ async def serve_ui(
     async with Engine(store, list(workflows), orchestrate=False, work=False) as engine:
         app = web.Application()
         mount(app, engine, config=settings)
-        runner = web.AppRunner(app, access_log=None)
+        runner = web.AppRunner(
+            app, access_log=None, **HttpLimits.configured(settings).server_options()
+        )
         await runner.setup()
         try:
             await web.TCPSite(runner, host, port).start()

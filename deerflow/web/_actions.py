@@ -100,7 +100,14 @@ async def dlq_page(request: web.Request) -> web.StreamResponse:
     )
     messages = flash_of(request)
     return html(
-        page("Dead letters", body, prefix=p, flash=messages["flash"], error=messages["error"])
+        page(
+            "Dead letters",
+            body,
+            prefix=p,
+            flash=messages["flash"],
+            error=messages["error"],
+            sign_out=ctx.signed_in,
+        )
     )
 
 
@@ -165,4 +172,4 @@ async def triggers_page(request: web.Request) -> web.StreamResponse:
         f"{badge('running')} runs now: "
         f"{sum(1 for s in ctx.engine.index.runs.values() if not s.terminal)}</p>"
     )
-    return html(page("Triggers", body, prefix=ctx.ui_prefix, live=True))
+    return html(page("Triggers", body, prefix=ctx.ui_prefix, live=True, sign_out=ctx.signed_in))

@@ -1,19 +1,25 @@
 """The JSON API under ``/api/``: everything the dashboard shows and does.
 
 Errors are JSON ``{"error": ...}``: 400 for a bad parameter, 401 without an accepted API key
-(when keys are configured), 404 for an unknown run, 409 for an action that does not apply to
-the run as it is, 501 for an extension nobody loaded. The document describing all of it is
-``GET /api/openapi.json`` (:mod:`._openapi`).
+(when keys are configured), 404 for an unknown run or dead letter (saying no more than that),
+405 for a method a path does not take, 408 for a body not sent within ``body_timeout``,
+409 for an action that does not apply to the run as it is, 413 for a body over
+:data:`MAX_BODY`, 429 while ``api_max_pending`` requests are being answered, 501 for an
+extension nobody loaded. The document describing all of it is ``GET /api/openapi.json``
+(:mod:`._openapi`).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
-from deerflow import _codec
+import deerflow._codec as _codec
+from deerflow.connectors.webhook import BodyTooLargeError, read_body
 from deerflow.errors import DeerflowError, RunNotFound, TransitionNotAllowed
 from deerflow.web import _dlq, _runs
 from deerflow.web._context import context
@@ -22,18 +28,32 @@ from deerflow.web._openapi import document
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+#: The largest request body the API reads (its bodies are a reason or a transition).
+MAX_BODY = 64 * 1024
 
-def reply(body: Any, status: int = 200) -> web.Response:
+
+def reply(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     """A JSON response."""
-    return web.Response(status=status, body=_codec.dumps(body), content_type="application/json")
+    return web.Response(
+        status=status, body=_codec.dumps(body), content_type="application/json", headers=headers
+    )
 
 
-def _problem(exc: DeerflowError) -> web.Response:
+def _problem(exc: DeerflowError, request: web.Request) -> web.Response:
     if isinstance(exc, RunNotFound):
+        text = request.match_info.get("run_id", "")
+        return reply({"error": _runs.public_message(exc, text)}, 404)
+    if isinstance(exc, _dlq.DeadLetterNotFound):
         return reply({"error": str(exc)}, 404)
     if isinstance(exc, _runs.ActionRefused | TransitionNotAllowed):
         return reply({"error": str(exc)}, 409)
     return reply({"error": str(exc)}, 400)
+
+
+def _http_problem(exc: web.HTTPException) -> web.Response:
+    """aiohttp's own refusals (405, 404 of an unknown path) as JSON, keeping their headers."""
+    kept = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
+    return reply({"error": exc.reason.lower()}, exc.status, kept)
 
 
 @web.middleware
@@ -42,30 +62,81 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     try:
         return await handler(request)
     except DeerflowError as exc:
-        return _problem(exc)
+        return _problem(exc, request)
     except ValueError as exc:
         return reply({"error": str(exc)}, 400)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _http_problem(exc)
+
+
+def pending_limit(limit: int) -> Middleware:
+    """A middleware answering 429 while ``limit`` API requests are being answered."""
+    pending = 0
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        nonlocal pending
+        if pending >= limit:
+            return reply({"error": "too many requests in progress"}, 429, {"Retry-After": "1"})
+        pending += 1
+        try:
+            return await handler(request)
+        finally:
+            pending -= 1
+
+    return middleware
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
     if not request.can_read_body:
         return {}
     try:
-        body = _codec.loads(await request.read())
+        async with asyncio.timeout(context(request).body_timeout):
+            raw = await read_body(request, MAX_BODY)
+    except BodyTooLargeError:
+        raise web.HTTPRequestEntityTooLarge(
+            max_size=MAX_BODY, actual_size=request.content_length or MAX_BODY + 1
+        ) from None
+    except TimeoutError:
+        raise web.HTTPRequestTimeout() from None
+    if not raw.strip():
+        return {}
+    try:
+        body = _codec.loads(raw)
     except ValueError as exc:
         raise ValueError(f"body is not JSON: {exc}") from None
     if not isinstance(body, dict):
         raise ValueError("body must be a JSON object")
+    try:
+        _codec.bounded_json_value(body)  # what a history event can hold
+    except TypeError as exc:
+        raise ValueError(f"body cannot be accepted: {exc}") from None
     return body
+
+
+def _reason(body: dict[str, Any], default: str) -> str:
+    if "reason" not in body:
+        return default
+    reason = body["reason"]
+    if not isinstance(reason, str):
+        raise ValueError(f"'reason' must be a string, not {type(reason).__name__}")
+    return reason or default
 
 
 def _limit(request: web.Request, default: int = 100) -> int:
     text = request.query.get("limit")
     if text is None:
         return default
-    if not text.isdigit():
-        raise ValueError(f"limit must be a number, not {text!r}")
+    if not (text.isascii() and text.isdigit()):
+        raise ValueError(f"limit must be a whole number from 0, not {text!r}")
     return int(text)
+
+
+def _time(request: web.Request, name: str) -> float | None:
+    text = request.query.get(name)
+    return None if text is None else _runs.parse_time(text, strict=True)
 
 
 async def list_runs(request: web.Request) -> web.StreamResponse:
@@ -75,8 +146,8 @@ async def list_runs(request: web.Request) -> web.StreamResponse:
         workflow=q.get("workflow") or None,
         status=q.get("status") or None,
         trigger=q.get("trigger") or None,
-        since=_runs.parse_time(q["since"]) if q.get("since") else None,
-        until=_runs.parse_time(q["until"]) if q.get("until") else None,
+        since=_time(request, "since"),
+        until=_time(request, "until"),
         limit=_limit(request),
     )
     runs = await _runs.list_runs(context(request).engine, where)
@@ -100,7 +171,7 @@ async def get_history(request: web.Request) -> web.StreamResponse:
 async def cancel_run(request: web.Request) -> web.StreamResponse:
     """``POST /api/runs/{run_id}/cancel``."""
     body = await _body(request)
-    reason = str(body.get("reason") or "cancelled through the API")
+    reason = _reason(body, "cancelled through the API")
     state = await _runs.request_cancel(
         context(request).engine, request.match_info["run_id"], reason
     )
@@ -113,7 +184,7 @@ async def retry_run(request: web.Request) -> web.StreamResponse:
     engine = context(request).engine
     state = await _runs.find_run(engine, request.match_info["run_id"])
     number = await _runs.request_retry(
-        engine, state.run_id, str(body.get("reason") or "retried through the API")
+        engine, state.run_id, _reason(body, "retried through the API")
     )
     return reply({"run_id": state.run_id, "action": "retry", "retry": number}, 202)
 
@@ -126,8 +197,12 @@ async def send_transition(request: web.Request) -> web.StreamResponse:
     body = await _body(request)
     name = body.get("transition")
     if not isinstance(name, str) or not name:
-        raise ValueError("body needs a 'transition' name")
-    data = body.get("data") or {}
+        raise ValueError("body needs a 'transition' name (a non-empty string)")
+    data = body.get("data")
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ValueError(f"'data' must be a JSON object, not {type(data).__name__}")
     result = await handler(context(request).engine, request.match_info["run_id"], name, data)
     return reply(result, 202)
 

@@ -1,10 +1,12 @@
 """API-key protection of the dashboard, the JSON API and ``/metrics``.
 
 The keys are the webhook gateway's (``DEERFLOW_API_KEYS`` or ``[gateway] api_keys``); with no
-key configured everything is open, as the webhooks are. A key is presented as ``X-API-Key``,
-``Authorization: Bearer``, or, for a browser, the ``deerflow_api_key`` cookie that the
-dashboard's login form sets (HttpOnly, SameSite=Strict). Form posts from a browser must come
-from the dashboard's own origin, so another site cannot make a logged-in browser cancel runs.
+key configured everything is open, as the webhooks are. A program presents a key as
+``X-API-Key`` or ``Authorization: Bearer``. A browser signs in once on the dashboard's form and
+then carries a session cookie (:mod:`._session`: signed, expiring, HttpOnly, SameSite=Strict,
+Secure over https), never the key itself; ``POST /ui/logout`` signs out. Form posts from a
+browser must come from the dashboard's own origin, so another site cannot make a signed-in
+browser cancel runs.
 """
 
 from __future__ import annotations
@@ -15,10 +17,10 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from deerflow import _codec
+import deerflow._codec as _codec
 from deerflow.connectors._auth import ApiKeys, presented_key
-
-COOKIE = "deerflow_api_key"
+from deerflow.web import _session
+from deerflow.web._headers import secure_transport
 
 LOGIN_FORM = """<!doctype html><html><head><meta charset="utf-8"><title>deerflow · sign in</title>
 <link rel="stylesheet" href="{prefix}/static/dashboard.css"></head><body><main class="login">
@@ -29,9 +31,11 @@ LOGIN_FORM = """<!doctype html><html><head><meta charset="utf-8"><title>deerflow
 </main></body></html>"""
 
 
-def key_of(request: web.Request) -> str | None:
-    """The API key the request presents (header first, then the dashboard's cookie)."""
-    return presented_key(request.headers) or request.cookies.get(COOKIE)
+def authorized(request: web.Request, keys: ApiKeys) -> bool:
+    """Whether ``request`` presents an accepted key, or a valid session of one (a browser)."""
+    return keys.accepts(presented_key(request.headers)) or _session.verify(
+        request.cookies.get(_session.COOKIE), keys.values()
+    )
 
 
 def cross_site(request: web.Request) -> bool:
@@ -65,7 +69,7 @@ def require_key(
         path = request.path
         if not keys or path in open_paths or path.startswith(open_prefixes):
             return await handler(request)
-        if not keys.accepts(key_of(request)):
+        if not authorized(request, keys):
             if html_prefix is not None:
                 return login_page(
                     html_prefix, "Enter an API key to see this deployment.", request.path_qs
@@ -81,19 +85,45 @@ def require_key(
     return middleware
 
 
-def login_handler(keys: ApiKeys, prefix: str) -> Handler:
-    """``POST {prefix}/login``: check the key, set the cookie, go where the user was going."""
+def _local_target(target: str, prefix: str) -> str:
+    # Only a path of this server: "//host", "/\\host" and schemes would lead off-site.
+    if not target.startswith("/") or target.startswith(("//", "/\\")) or "\\" in target:
+        return f"{prefix}/"
+    return target
+
+
+def login_handler(keys: ApiKeys, prefix: str, ttl: float) -> Handler:
+    """``POST {prefix}/login``: check the key, start a session, go where the user was going."""
 
     async def login(request: web.Request) -> web.StreamResponse:
         form = await request.post()
         key = str(form.get("api_key", ""))
-        target = str(form.get("next", "")) or f"{prefix}/"
-        if not target.startswith("/") or target.startswith("//"):
-            target = f"{prefix}/"  # never redirect off-site
+        target = _local_target(str(form.get("next", "")) or f"{prefix}/", prefix)
         if cross_site(request) or not keys.accepts(key):
             return login_page(prefix, "That key is not accepted.", target)
         response = web.Response(status=303, headers={"Location": target})
-        response.set_cookie(COOKIE, key, httponly=True, samesite="Strict", path="/")
+        response.set_cookie(
+            _session.COOKIE,
+            _session.issue(key, ttl),
+            max_age=int(ttl),
+            httponly=True,
+            samesite="Strict",
+            secure=secure_transport(request),
+            path="/",
+        )
         return response
 
     return login
+
+
+def logout_handler(prefix: str) -> Handler:
+    """``POST {prefix}/logout``: forget the session and show the sign-in form."""
+
+    async def logout(request: web.Request) -> web.StreamResponse:
+        if cross_site(request):
+            raise web.HTTPForbidden(text="cross-site form posts are refused")
+        response = web.Response(status=303, headers={"Location": f"{prefix}/"})
+        response.del_cookie(_session.COOKIE, path="/")
+        return response
+
+    return logout

@@ -12,11 +12,14 @@ from deerflow.metrics import EngineMetrics
 
 @dataclass
 class WebContext:
-    """The engine served, its metrics, and where the dashboard lives."""
+    """The engine served, its metrics, where the dashboard lives, and whether it needs a key."""
 
     engine: Engine
     metrics: EngineMetrics
     ui_prefix: str = "/ui"
+    signed_in: bool = False
+    #: Seconds a client may take to send a request body to the API (else 408).
+    body_timeout: float = 30.0
 
 
 CONTEXT: web.AppKey[WebContext] = web.AppKey("deerflow_web", WebContext)

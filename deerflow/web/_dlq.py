@@ -23,10 +23,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from deerflow import _codec
+import deerflow._codec as _codec
 from deerflow.engine import Engine
 from deerflow.errors import DeerflowError
-from deerflow.eventstore.base import Message, Record, TopicPartition
+from deerflow.log.base import Message, Record, TopicPartition
 
 REPLAY_HEADER = "deerflow-replay-of"
 
@@ -125,16 +125,35 @@ async def dead_letters(engine: Engine, *, limit: int = 500) -> list[DeadLetterEn
     return ordered[:limit]
 
 
-async def find_letter(engine: Engine, ref: str) -> DeadLetterEntry:
-    """The dead letter ``PARTITION:OFFSET``; :class:`DeerflowError` if there is none."""
+class DeadLetterNotFound(DeerflowError):
+    """No dead letter has that ``PARTITION:OFFSET``."""
+
+
+_LARGEST_OFFSET = 2**63 - 1  # what a log can hold (SQLite's INTEGER, Kafka's int64)
+
+
+def _ref_numbers(ref: str) -> tuple[int, int]:
     partition, sep, offset = ref.partition(":")
-    if not sep or not partition.isdigit() or not offset.isdigit():
+    digits = partition.isascii() and partition.isdigit() and offset.isascii() and offset.isdigit()
+    if not sep or not digits:
         raise DeerflowError(f"a dead letter is named PARTITION:OFFSET, not {ref!r}")
-    tp = TopicPartition(engine.topics.dlq, int(partition))
-    for record in await engine.log.read_partition(tp, int(offset)):
-        if record.offset == int(offset) and not dict(record.headers).get(REPLAY_HEADER):
-            return _entry(record)
-    raise DeerflowError(f"no dead letter {ref} on {engine.topics.dlq} in {engine.log.url}")
+    return int(partition), int(offset)
+
+
+async def find_letter(engine: Engine, ref: str) -> DeadLetterEntry:
+    """The dead letter ``PARTITION:OFFSET``.
+
+    Raises:
+        DeadLetterNotFound: there is none of that name.
+        DeerflowError: ``ref`` is not of the form ``PARTITION:OFFSET``.
+    """
+    partition, offset = _ref_numbers(ref)
+    topic = engine.topics.dlq
+    if offset <= _LARGEST_OFFSET and partition < await engine.log.partition_count(topic):
+        for record in await engine.log.read_partition(TopicPartition(topic, partition), offset):
+            if record.offset == offset and not dict(record.headers).get(REPLAY_HEADER):
+                return _entry(record)
+    raise DeadLetterNotFound(f"no dead letter {ref}")
 
 
 async def replay(engine: Engine, ref: str) -> str:

@@ -191,7 +191,8 @@ def _children_svg(node: GraphNode) -> list[str]:
 
 def _node_svg(node: GraphNode, link_prefix: str) -> str:
     nid, status = escape(node.id), escape(node.status)
-    label = nid if len(nid) <= 24 else nid[:23] + "…"
+    # Cut before escaping: an entity cut in half would show as text.
+    label = escape(node.id if len(node.id) <= 24 else node.id[:23] + "…")
     sub = f"{status} · {node.attempts} attempt{'s' if node.attempts != 1 else ''}"
     if node.children:
         sub += f" · {len(node.children)} children"

@@ -19,10 +19,23 @@ NAV = (("Runs", "/"), ("Dead letters", "/dlq"), ("Triggers", "/triggers"))
 
 
 def page(
-    title: str, body: str, *, prefix: str, live: bool = False, flash: str = "", error: str = ""
+    title: str,
+    body: str,
+    *,
+    prefix: str,
+    live: bool = False,
+    flash: str = "",
+    error: str = "",
+    sign_out: bool = False,
 ) -> str:
-    """A whole dashboard page; ``live`` keeps refreshing its ``data-live`` regions."""
+    """A whole dashboard page; ``live`` keeps refreshing its ``data-live`` regions.
+
+    ``sign_out`` adds the sign-out button (when the dashboard needs an API key).
+    """
     links = "".join(f'<a href="{prefix}{href}">{name}</a>' for name, href in NAV)
+    links += '<a href="/api/openapi.json">API</a><a href="/metrics">Metrics</a>'
+    if sign_out:
+        links += button_form(f"{prefix}/logout", "Sign out", css="signout")
     notes = ""
     if flash:
         notes += f'<p class="flash" role="status">{escape(flash)}</p>'
@@ -35,8 +48,8 @@ def page(
         f'<link rel="stylesheet" href="{prefix}/static/dashboard.css">'
         f'<script defer src="{prefix}/static/dashboard.js"></script></head>'
         f'<body data-live-while="{"yes" if live else ""}"><header><a class="brand" '
-        f'href="{prefix}/">deerflow</a><nav>{links}<a href="/api/openapi.json">API</a>'
-        f'<a href="/metrics">Metrics</a></nav></header><main>{notes}{body}</main></body></html>'
+        f'href="{prefix}/">deerflow</a><nav>{links}</nav></header>'
+        f"<main>{notes}{body}</main></body></html>"
     )
 
 

@@ -7,16 +7,33 @@ from typing import Any
 
 from deerflow.engine import Engine
 from deerflow.web._extend import register_run_panel, register_transition_handler
-from deerflow.web._runs import RunDetail
+from deerflow.web._runs import ActionRefused, RunDetail, find_run
+
+#: Seconds to wait for a transition to be applied before answering that it is still pending.
+APPLY_TIMEOUT = 30.0
 
 
 async def send_transition(
     engine: Engine, run_id: str, transition: str, data: dict[str, Any]
 ) -> dict[str, Any]:
-    """Apply ``transition`` to instance ``run_id`` (``TransitionNotAllowed`` → 409)."""
-    result = await engine.send(run_id, transition, payload=data or None, timeout=30.0)
+    """Apply ``transition`` to instance ``run_id`` (``TransitionNotAllowed`` → 409).
+
+    Raises:
+        RunNotFound: no run has that id (or prefix).
+        ActionRefused: the run is not a state-machine instance.
+    """
+    state = await find_run(engine, run_id)
+    wf = engine.registry.get(state.workflow, state.version)
+    if state.machine_state is None and (wf is None or wf.machine is None):
+        raise ActionRefused(f"run {state.run_id} is not a state-machine instance")
+    try:
+        result = await engine.send(
+            state.run_id, transition, payload=data or None, timeout=APPLY_TIMEOUT
+        )
+    except TimeoutError:  # durable, but its owner has not applied it yet
+        return {"run_id": state.run_id, "transition": transition, "status": "pending"}
     return {
-        "run_id": run_id,
+        "run_id": state.run_id,
         "transition": transition,
         "state": result.state,
         "status": result.status,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from deerflow import __version__
+from deerflow.web import _runs
 
 _JSON = "application/json"
 
@@ -21,15 +22,26 @@ def _ok(schema: dict[str, Any], status: str = "200", what: str = "OK") -> dict[s
     return {status: {"description": what, "content": {_JSON: {"schema": schema}}}}
 
 
-_ERRORS = {
-    code: {"description": what, "content": {_JSON: {"schema": _ref("Error")}}}
-    for code, what in (
-        ("400", "bad parameter"),
-        ("401", "missing or invalid API key"),
-        ("404", "unknown run"),
-        ("409", "the action does not apply"),
-    )
-}
+def _errors(*codes: tuple[str, str]) -> dict[str, Any]:
+    return {
+        code: {"description": what, "content": {_JSON: {"schema": _ref("Error")}}}
+        for code, what in codes
+    }
+
+
+_ERRORS = _errors(
+    ("400", "bad parameter"),
+    ("401", "missing or invalid API key"),
+    ("404", "unknown run or dead letter"),
+    ("405", "method not allowed on this path"),
+    ("409", "the action does not apply"),
+    ("429", "too many requests in progress; retry after the Retry-After seconds"),
+    ("503", "the server is starting or cannot reach its store; retry later"),
+)
+_BODY_ERRORS = _errors(
+    ("408", "the body was not received in time"),
+    ("413", "the body is over the limit (64 KiB)"),
+)
 _RUN_ID = {
     "name": "run_id",
     "in": "path",
@@ -39,14 +51,26 @@ _RUN_ID = {
 }
 
 
-def _query(name: str, text: str, kind: str = "string") -> dict[str, Any]:
+def _query(name: str, text: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "name": name,
         "in": "query",
         "required": False,
-        "schema": {"type": kind},
+        "schema": schema or {"type": "string"},
         "description": text,
     }
+
+
+_LIMIT = {"type": "integer", "minimum": 0}
+#: The forms ``since`` and ``until`` take (``_runs.parse_time(strict=True)``).
+_TIME = {
+    "anyOf": [
+        {"type": "string", "pattern": _runs.EPOCH_PATTERN, "description": "epoch seconds"},
+        {"type": "string", "pattern": _runs.AGO_PATTERN, "description": "ago: 15m, 2h, 1d"},
+        {"type": "string", "format": "date-time", "description": "RFC 3339, with its zone"},
+        {"type": "string", "format": "date", "description": "a day, from 00:00 UTC"},
+    ]
+}
 
 
 def _op(
@@ -55,6 +79,7 @@ def _op(
     *,
     params: list[dict[str, Any]] | None = None,
     body: dict[str, Any] | None = None,
+    body_required: bool = False,
     op_id: str,
 ) -> dict[str, Any]:
     op: dict[str, Any] = {
@@ -64,12 +89,16 @@ def _op(
         "responses": {**responses, **_ERRORS},
     }
     if body is not None:
-        op["requestBody"] = {"required": False, "content": {_JSON: {"schema": body}}}
+        op["requestBody"] = {"required": body_required, "content": {_JSON: {"schema": body}}}
+        op["responses"].update(_BODY_ERRORS)
     return op
 
 
 _OBJ: dict[str, Any] = {"type": "object", "additionalProperties": True}
-_REASON = {"type": "object", "properties": {"reason": {"type": "string"}}}
+_REASON = {
+    "type": "object",
+    "properties": {"reason": {"type": "string", "description": "Recorded with the request."}},
+}
 
 _SCHEMAS: dict[str, Any] = {
     "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
@@ -137,9 +166,9 @@ def document() -> dict[str, Any]:
         _query("workflow", "Only this workflow."),
         _query("status", "Only this status."),
         _query("trigger", "Only runs started by this trigger (name or kind)."),
-        _query("since", "Started at or after: epoch seconds, ISO-8601 or 15m/2h/1d."),
-        _query("until", "Started at or before (same forms)."),
-        _query("limit", "At most this many (default 100).", "integer"),
+        _query("since", "Started at or after: epoch seconds, RFC 3339, or 15m/2h/1d ago.", _TIME),
+        _query("until", "Started at or before (same forms).", _TIME),
+        _query("limit", "At most this many (default 100).", _LIMIT),
     ]
     array = {"type": "array", "items": _OBJ}
     paths = {
@@ -173,7 +202,7 @@ def document() -> dict[str, Any]:
                         "properties": {"run_id": {"type": "string"}, "events": array},
                     }
                 ),
-                params=[_RUN_ID, _query("limit", "The newest N events.", "integer")],
+                params=[_RUN_ID, _query("limit", "The newest N events.", _LIMIT)],
                 op_id="getRunHistory",
             )
         },
@@ -198,13 +227,20 @@ def document() -> dict[str, Any]:
         "/api/runs/{run_id}/transitions": {
             "post": _op(
                 "Send a state-machine transition (501 unless state machines are loaded)",
-                _ok(_OBJ, "202", "transition sent"),
+                {
+                    **_ok(_OBJ, "202", "transition sent"),
+                    **_errors(("501", "no state-machine support is loaded")),
+                },
                 params=[_RUN_ID],
                 body={
                     "type": "object",
                     "required": ["transition"],
-                    "properties": {"transition": {"type": "string"}, "data": _OBJ},
+                    "properties": {
+                        "transition": {"type": "string", "minLength": 1},
+                        "data": {**_OBJ, "description": "Sent with the transition."},
+                    },
                 },
+                body_required=True,
                 op_id="sendTransition",
             )
         },
@@ -226,7 +262,7 @@ def document() -> dict[str, Any]:
             "get": _op(
                 "Dead letters, newest first",
                 _ok({"type": "object", "properties": {"dead_letters": array}}),
-                params=[_query("limit", "At most this many (default 500).", "integer")],
+                params=[_query("limit", "At most this many (default 500).", _LIMIT)],
                 op_id="listDeadLetters",
             )
         },

@@ -108,7 +108,15 @@ async def runs_page(request: web.Request) -> web.StreamResponse:
     )
     body = f"<h1>Runs</h1>{_filter_form(request, workflows, triggers)}{table}"
     return html(
-        page("Runs", body, prefix=p, live=True, error=problem, flash=flash_of(request)["flash"])
+        page(
+            "Runs",
+            body,
+            prefix=p,
+            live=True,
+            error=problem,
+            flash=flash_of(request)["flash"],
+            sign_out=ctx.signed_in,
+        )
     )
 
 
@@ -266,7 +274,13 @@ async def run_page(request: web.Request) -> web.StreamResponse:
         detail = await _runs.run_detail(ctx.engine, request.match_info["run_id"])
     except RunNotFound as exc:
         return html(
-            page("Run not found", f"<h1>Run not found</h1><p>{escape(str(exc))}</p>", prefix=p),
+            page(
+                "Run not found",
+                "<h1>Run not found</h1>"
+                f"<p>{escape(_runs.public_message(exc, request.match_info['run_id']))}</p>",
+                prefix=p,
+                sign_out=ctx.signed_in,
+            ),
             status=404,
         )
     from deerflow.web._graph import svg
@@ -305,5 +319,6 @@ async def run_page(request: web.Request) -> web.StreamResponse:
             live=not detail.state.terminal,
             flash=messages["flash"],
             error=messages["error"],
+            sign_out=ctx.signed_in,
         )
     )

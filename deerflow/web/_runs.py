@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from deerflow import _codec
+import deerflow._codec as _codec
 from deerflow.core import WorkflowDef as Workflow
 from deerflow.core import _history as h
 from deerflow.core._state import RUN_FAILED, RunState
 from deerflow.engine import Engine
 from deerflow.errors import DeerflowError, RunNotFound
-from deerflow.eventstore.base import TopicPartition, partition_for
+from deerflow.log.base import TopicPartition, partition_for
 from deerflow.runtime._results import RunResult, run_result
 from deerflow.web import _graph
 
@@ -30,6 +30,27 @@ HISTORY_LIMIT = 2000
 
 class ActionRefused(DeerflowError):
     """An operator action that does not apply to the run as it is (e.g. retrying a running run)."""
+
+
+class UnknownRun(RunNotFound):
+    """No run has that id; :attr:`public` says so without the store or other runs' ids.
+
+    The CLI's user may see where it looked and the ids that come close; an HTTP client, who
+    may be anyone holding a key, gets only :attr:`public`.
+    """
+
+    def __init__(self, message: str, *, public: str) -> None:
+        super().__init__(message)
+        self.public = public
+
+
+class AmbiguousRunId(UnknownRun):
+    """A run id prefix that more than one run's id starts with."""
+
+
+def public_message(exc: RunNotFound, text: str) -> str:
+    """What an HTTP answer says of a run that was not found: no store URL, no other run ids."""
+    return exc.public if isinstance(exc, UnknownRun) else f"no run {text!r}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,10 +122,16 @@ async def find_run(engine: Engine, text: str) -> RunState:
         return runs[shortest]  # a run and its sub-workflow children (ids extend the parent's)
     if matches:
         shown = ", ".join(sorted(matches)[:5])
-        raise RunNotFound(f"run id {text!r} is ambiguous in {engine.log.url}: {shown}")
+        raise AmbiguousRunId(
+            f"run id {text!r} is ambiguous in {engine.log.url}: {shown}",
+            public=f"run id {text!r} is ambiguous: give more of it",
+        )
     close = difflib.get_close_matches(text, list(runs), n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
-    raise RunNotFound(f"no run {text!r} in {engine.log.url} ({len(runs)} runs there){hint}")
+    raise UnknownRun(
+        f"no run {text!r} in {engine.log.url} ({len(runs)} runs there){hint}",
+        public=f"no run {text!r}",
+    )
 
 
 def child_runs(engine: Engine, run_id: str) -> dict[str, list[str]]:
@@ -254,14 +281,34 @@ async def request_retry(engine: Engine, run_id: str, reason: str = "retry reques
 
 _AGO = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_NUMBER = r"[0-9]+(?:\.[0-9]+)?"
+#: The forms of a time the API takes, as its OpenAPI document states them (besides RFC 3339
+#: ``date`` and ``date-time``): epoch seconds, or a duration ago.
+EPOCH_PATTERN = f"^{_NUMBER}$"
+AGO_PATTERN = f"^{_NUMBER}[smhd]$"
+_RFC3339 = re.compile(
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"
+    r"(?:[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:[Zz]|[+-][0-9]{2}:[0-9]{2}))?$"
+)
+_STRICT = re.compile(f"{EPOCH_PATTERN}|{AGO_PATTERN}")
 
 
-def parse_time(text: str, now: float | None = None) -> float:
+def parse_time(text: str, now: float | None = None, *, strict: bool = False) -> float:
     """Epoch seconds from ``1732850000``, an ISO-8601 time (UTC if no zone) or ``15m`` ago.
+
+    ``strict`` takes only the API's documented forms: epoch seconds, a duration ago, an
+    RFC 3339 date-time (with its zone) or date, with no spaces around.
 
     Raises:
         ValueError: naming the text that is none of these.
     """
+    if strict:
+        if not (_STRICT.match(text) or _RFC3339.match(text)):
+            raise ValueError(
+                f"not a time: {text!r} (use epoch seconds, an RFC 3339 date-time or date, "
+                "or 15m / 2h / 1d ago)"
+            )
+        text = text if _STRICT.match(text) else text.upper()  # RFC 3339 allows 't' and 'z'
     text = text.strip()
     ago = _AGO.match(text)
     if ago:

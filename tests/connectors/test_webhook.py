@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from deerflow import Engine
 from deerflow.connectors import ApiKeys, WebhookGateway, sign
 from deerflow.events import WebhookEvent
-from tests.connectors.conftest import finished_runs
+from tests.connectors.conftest import finished_runs, recording_workflow
 
 KEY = "k-live-1234567890"
 SECRETS = ("whsec-old", "whsec-new")
@@ -129,7 +129,7 @@ async def test_repeated_and_concurrent_deliveries_with_one_idempotency_key_are_o
 ) -> None:
     url = f"{gateway.url}/trigger/pipeline"
     keyed = [
-        post(http, url, {"n": i}, headers={"X-API-Key": KEY, "Idempotency-Key": f"d-{i % 3}"})
+        post(http, url, {"n": i % 3}, headers={"X-API-Key": KEY, "Idempotency-Key": f"d-{i % 3}"})
         for i in range(12)
     ]
     replies = await asyncio.gather(*keyed)
@@ -145,6 +145,59 @@ async def test_repeated_and_concurrent_deliveries_with_one_idempotency_key_are_o
     assert a[0] == b[0] == 202 and a[2]["run_id"] == b[2]["run_id"]
     runs = await finished_runs(engine, 4)
     assert len(runs) == 4
+
+
+async def test_an_idempotency_key_reused_with_another_body_is_refused_with_422(
+    engine: Engine, gateway: WebhookGateway, http: aiohttp.ClientSession
+) -> None:
+    url = f"{gateway.url}/trigger/pipeline"
+    headers = {"X-API-Key": KEY, "Idempotency-Key": "order-17"}
+    first = await post(http, url, {"qty": 1}, headers=headers)
+    assert first[0] == 202
+    status, _, reply = await post(http, url, {"qty": 2}, headers=headers)
+    assert status == 422
+    assert reply == {
+        "error": "Idempotency-Key 'order-17' was already used with another body; send the "
+        "same body again to get its run, or use a new key"
+    }
+    again = await post(http, url, {"qty": 1}, headers=headers)
+    assert again[0] == 202 and again[2]["run_id"] == first[2]["run_id"]
+    # The bytes count, not their meaning: the same JSON spaced differently is another body.
+    assert (await post(http, url, data=b'{"qty":  1}', headers=headers))[0] == 422
+    # Concurrent requests with one new key and different bodies: one run, the others refused.
+    racing = await asyncio.gather(
+        *(
+            post(http, url, {"n": i}, headers={"X-API-Key": KEY, "Idempotency-Key": "race"})
+            for i in range(6)
+        )
+    )
+    assert sorted(status for status, _, _ in racing) == [202] + [422] * 5
+    (won,) = [reply for status, _, reply in racing if status == 202]
+    run = await engine.wait(won["run_id"], timeout=20)
+    assert run.output["event"]["body"] in [{"n": i} for i in range(6)]
+    assert run.output["event"]["body_digest"].startswith("sha256:")
+    too_long = {"X-API-Key": KEY, "Idempotency-Key": "k" * 256}
+    status, _, reply = await post(http, url, {}, headers=too_long)
+    assert status == 400 and "longer than 255" in reply["error"]
+
+
+async def test_the_body_an_idempotency_key_was_used_with_is_remembered_across_a_restart(
+    tmp_path: Any,
+) -> None:
+    store = f"sqlite:///{tmp_path / 'hooks.db'}"
+    headers = {"Idempotency-Key": "delivery-9"}
+    run_ids = []
+    for body, expected in (({"a": 1}, 202), ({"a": 2}, 422), ({"a": 1}, 202)):
+        async with Engine(store, [recording_workflow()]) as engine:
+            gw = WebhookGateway(engine, port=0, api_keys=ApiKeys([]))
+            gw.add_webhook("on_event", WebhookEvent(path="/hook"))
+            await engine.add_service(gw)
+            async with aiohttp.ClientSession() as http:
+                status, _, reply = await post(http, f"{gw.url}/hook", body, headers=headers)
+            assert status == expected, reply
+            if status == 202:
+                run_ids.append(reply["run_id"])
+    assert len(set(run_ids)) == 1
 
 
 async def test_bad_bodies_get_their_error_and_good_ones_still_start_runs(

@@ -4,7 +4,9 @@ in this process on a real port, or ``deerflow serve`` / ``deerflow ui`` as real 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,7 +27,7 @@ from deerflow.connectors import ApiKeys, WebhookGateway, sources_for
 from deerflow.core._state import RunState
 from deerflow.metrics import EngineMetrics
 from deerflow.web import mount
-from tests.services import unique_name
+from tests.services import unavailable, unique_name
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = Path(__file__).parent / "apps" / "ops_app.py"
@@ -36,7 +38,7 @@ def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """A topic prefix and flag folder of this test's own; no keys or config from outside."""
     monkeypatch.setenv("DEERFLOW_PREFIX", unique_name("w").replace("-", ""))
     monkeypatch.setenv("DEERFLOW_TEST_FLAGS", str(tmp_path))
-    for var in ("DEERFLOW_API_KEYS", "DEERFLOW_CONFIG", "DEERFLOW_STORE"):
+    for var in ("DEERFLOW_API_KEYS", "DEERFLOW_CONFIG", "DEERFLOW_STORE", "DEERFLOW_SESSION_TTL"):
         monkeypatch.delenv(var, raising=False)
     return tmp_path
 
@@ -160,9 +162,17 @@ def process_env(flags: Path, **extra: str) -> dict[str, str]:
 def served(isolated: Path) -> Iterator[tuple[Process, str]]:
     """``deerflow serve`` on an SQLite store (so a ``deerflow ui`` can read it too)."""
     store = f"sqlite:///{isolated / 'served.db'}"
-    proc = Process(["serve", str(APP), "--store", store, "--port", "0"], process_env(isolated))
-    try:
+    with serving(APP, store, isolated) as proc:
         yield proc, store
+
+
+@contextlib.contextmanager
+def serving(app: Path, store: str, flags: Path, *args: str, **env: str) -> Iterator[Process]:
+    """``deerflow serve APP --store STORE --port 0 ARGS`` with ``env`` added, stopped after."""
+    command = ["serve", str(app), "--store", store, "--port", "0", *args]
+    proc = Process(command, process_env(flags, **env))
+    try:
+        yield proc
     finally:
         proc.stop()
 
@@ -174,3 +184,33 @@ async def until(check: Any, timeout: float = 30.0, what: str = "condition") -> N
         if time.monotonic() > deadline:
             pytest.fail(f"{what} not reached within {timeout}s")
         await asyncio.sleep(0.1)
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """A headless chromium (skipped locally when missing, a failure on CI)."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        unavailable("playwright is not installed (pip install playwright)")
+    if not Path(CHROMIUM).exists() and shutil.which("chromium") is None:
+        unavailable("chromium is not installed (apt-get install -y chromium)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()

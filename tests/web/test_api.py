@@ -5,8 +5,8 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
-from deerflow import _codec
-from deerflow.eventstore.base import Message, TopicPartition
+import deerflow._codec as _codec
+from deerflow.log.base import Message, TopicPartition
 from deerflow.web._api import routes
 from deerflow.web._openapi import document
 from tests.services import unique_name
@@ -79,8 +79,10 @@ async def test_a_running_run_is_cancelled_and_unknown_runs_are_404(deployment: D
     assert state.status == "cancelled" and state.error == "not needed"
     (deployment.flags / "release").touch()
 
-    missing = await deployment.get("/api/runs/no-such-run", status=404)
-    assert "no run 'no-such-run'" in missing["error"]
+    missing = await deployment.get(f"/api/runs/{run_id[:-1]}x", status=404)
+    assert missing == {"error": f"no run '{run_id[:-1]}x'"}  # no store URL, no close run ids
+    ambiguous = await deployment.get("/api/runs/", status=404)
+    assert "error" in ambiguous
     await deployment.post("/api/runs/no-such-run/cancel", status=404)
     bad = await deployment.get("/api/runs?since=yesterday-ish", status=400)
     assert "not a time" in bad["error"]
@@ -123,7 +125,12 @@ async def test_dead_letters_are_listed_and_replayed_onto_their_topic(deployment:
         }
     )
     assert b"{not json" in [r.value for rs in tasks.values() for r in rs]
-    await deployment.post("/api/dlq/0:999/replay", status=400)
+    unknown = await deployment.post("/api/dlq/0:999/replay", status=404)
+    assert unknown == {"error": "no dead letter 0:999"}  # nor where the store is
+    assert (await deployment.post("/api/dlq/99:0/replay", status=404))["error"]
+    assert (await deployment.post(f"/api/dlq/0:{2**70}/replay", status=404))["error"]
+    malformed = await deployment.post("/api/dlq/zero:1/replay", status=400)
+    assert "PARTITION:OFFSET" in malformed["error"]
 
 
 async def test_metrics_count_runs_tasks_retries_and_webhook_answers(deployment: Deployment):
