@@ -37,6 +37,10 @@ def kafka_bootstrap(request: pytest.FixtureRequest) -> Iterator[str]:
             broker.stop()
 
 
+# Lines for the end of the session's report: a fixture's teardown output is captured.
+_SUMMARY: list[str] = []
+
+
 def _report_apache_kafka(request: pytest.FixtureRequest, broker: ApacheKafka) -> None:
     """Stop the broker; say what it cost, and keep its log if a test failed."""
     rss, cpu = broker.rss_bytes(), broker.cpu_seconds()
@@ -45,13 +49,17 @@ def _report_apache_kafka(request: pytest.FixtureRequest, broker: ApacheKafka) ->
         broker.stop()
     else:
         broker.discard()
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(
-            f"Apache Kafka on {broker.address}: answered metadata {broker.started_in:.1f}s "
-            f"after its start, RSS {rss / 2**20:.0f} MiB, {cpu:.0f}s CPU"
-            + (f"; its log: {broker.log_path}" if failed else "")
-        )
+    _SUMMARY.append(
+        f"Apache Kafka on {broker.address}: answered metadata {broker.started_in:.1f}s after "
+        f"its start, RSS {rss / 2**20:.0f} MiB at the end, {cpu:.0f}s CPU"
+        + (f"; its log: {broker.log_path}" if failed else "")
+    )
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print what the session's brokers reported."""
+    for line in _SUMMARY:
+        terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")

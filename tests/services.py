@@ -25,7 +25,9 @@ from deerflow.testing import ApacheKafka, Service, ServiceUnavailable, free_port
 
 __all__ = [
     "KAFKA_BROKERS",
+    "TASK_LOST_WHEN_REASSIGNED_AT_ONCE",
     "Service",
+    "broken_on_apache_kafka",
     "free_port",
     "kafka_broker",
     "real_kafka_only",
@@ -84,6 +86,21 @@ def real_kafka_only(reason: str) -> None:
     """Skip the calling test on Tansu, which lacks what ``reason`` names."""
     if kafka_broker() == "tansu":
         pytest.skip(f"Tansu {reason}; runs on Apache Kafka (DEERFLOW_KAFKA_BROKER=apache)")
+
+
+def broken_on_apache_kafka(reason: str) -> pytest.MarkDecorator:
+    """Expect the test to fail on the Apache Kafka pass, for the engine defect ``reason``
+    names; it still runs there (an unexpected pass is reported, not failed)."""
+    return pytest.mark.xfail(
+        kafka_broker() == "apache", reason=f"on Apache Kafka: {reason}", strict=False
+    )
+
+
+#: The engine defect the Apache Kafka pass finds in the tests that kill one of two workers.
+TASK_LOST_WHEN_REASSIGNED_AT_ONCE = broken_on_apache_kafka(
+    "a task message is committed without its outcome when its partition is revoked and given "
+    "back to the same worker at once (docs/operations/testing-brokers.md)"
+)
 
 
 def start_apache_kafka() -> ApacheKafka:
