@@ -11,12 +11,11 @@ import argparse
 import asyncio
 import importlib
 import logging
-import os
 import sys
 import time
 from pathlib import Path
 
-from bench.context import BenchContext
+from bench.context import BenchContext, kafka_broker
 from bench.harness import Settings, skipped_rows
 from bench.report import machine_info, markdown_table, write_report
 from bench.services import ServiceUnavailable
@@ -116,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             "warmup": settings.warmup,
             "only": args.only,
             "sizes": vars(ctx.sizes) if hasattr(ctx.sizes, "__dict__") else {},
-            "kafka": os.environ.get("DEERFLOW_KAFKA_BOOTSTRAP", "tansu"),
+            "kafka": kafka_broker(),
         },
     )
     print(markdown_table(ctx.rows))

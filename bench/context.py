@@ -1,21 +1,48 @@
-"""What every scenario shares: sizes, the one Tansu broker, the one SQLite file, the rows."""
+"""What every scenario shares: sizes, the one Kafka broker, the one SQLite file, the rows.
+
+The broker is Tansu, or Apache Kafka with ``DEERFLOW_KAFKA_BROKER=apache`` (both started on
+first use, as the tests start them), or the one ``DEERFLOW_KAFKA_BOOTSTRAP`` names (see
+:func:`kafka_broker`).
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench.harness import Comparison, Row, Settings, run_comparison
-from bench.services import Service, ServiceUnavailable, start_moto, start_redis, start_tansu
+from bench.services import (
+    Service,
+    ServiceUnavailable,
+    start_apache_kafka,
+    start_moto,
+    start_redis,
+    start_tansu,
+)
 
 log = logging.getLogger("bench")
 
-# Tansu answers group joins after half the session timeout (as in tests/conftest.py).
+# Tansu answers group joins after half the session timeout (as in tests/conftest.py); the
+# Apache Kafka of deerflow.testing accepts 1 s sessions too.
 FAST_GROUPS = "session_timeout_ms=1000&heartbeat_interval_ms=300"
+BROKERS = {"tansu": start_tansu, "apache": start_apache_kafka}
+
+
+def kafka_broker() -> str:
+    """The benchmark's broker: ``tansu`` or ``apache`` (``DEERFLOW_KAFKA_BROKER``), started
+    here unless ``DEERFLOW_KAFKA_BOOTSTRAP`` names one of that kind; ``kafka`` for a given
+    broker of no stated kind (any real Kafka: default group timings), as in the tests."""
+    chosen = os.environ.get("DEERFLOW_KAFKA_BROKER", "").strip().lower()
+    if chosen and chosen not in BROKERS:
+        raise SystemExit(f"DEERFLOW_KAFKA_BROKER={chosen!r}: choose one of {', '.join(BROKERS)}")
+    if os.environ.get("DEERFLOW_KAFKA_BOOTSTRAP"):
+        return chosen or "kafka"
+    return chosen or "tansu"
 
 
 @dataclass(frozen=True)
@@ -87,25 +114,26 @@ class BenchContext:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.sqlite_path = self.workdir / "bench.db"
         self.rows: list[Row] = []
-        self._tansu: Service | None = None
+        self._kafka: Service | None = None
         self._moto: Service | None = None
         self._redis: Service | None = None
 
     # -- services ----------------------------------------------------------------------------
 
     def kafka_bootstrap(self) -> str:
-        """``host:port`` of the run's broker (``DEERFLOW_KAFKA_BOOTSTRAP`` or one Tansu)."""
+        """``host:port`` of the run's broker (``DEERFLOW_KAFKA_BOOTSTRAP``, or one started)."""
         given = os.environ.get("DEERFLOW_KAFKA_BOOTSTRAP")
         if given:
             return given
-        if self._tansu is None:
-            self._tansu = start_tansu()
-            log.info("Tansu on %s", self._tansu.address)
-        return self._tansu.address
+        if self._kafka is None:
+            self._kafka = BROKERS[kafka_broker()]()
+            log.info("%s on %s", self._kafka.name, self._kafka.address)
+        return self._kafka.address
 
     def kafka_url(self) -> str:
-        """The engine's ``kafka://`` URL, with quick group timings on Tansu."""
-        if os.environ.get("DEERFLOW_KAFKA_BOOTSTRAP"):
+        """The engine's ``kafka://`` URL, with quick group timings on Tansu and on the Apache
+        Kafka of deerflow.testing."""
+        if kafka_broker() == "kafka":
             return f"kafka://{self.kafka_bootstrap()}"
         return f"kafka://{self.kafka_bootstrap()}?{FAST_GROUPS}"
 
@@ -133,9 +161,19 @@ class BenchContext:
 
     # -- running -----------------------------------------------------------------------------
 
-    async def compare(self, comparison: Comparison) -> list[Row]:
-        """Run one comparison and keep its rows."""
+    async def compare(self, comparison: Comparison, *, on_broker: bool = False) -> list[Row]:
+        """Run one comparison and keep its rows.
+
+        ``on_broker``: the comparison runs on the Kafka broker; when this run started it, the
+        broker's own CPU use over the comparison (both sides, warm-up included) is noted.
+        """
+        broker = self._kafka if on_broker else None
+        cpu, wall = (broker.cpu_seconds(), time.monotonic()) if broker else (0.0, 0.0)
         rows = await run_comparison(comparison, self.settings)
+        if broker is not None:
+            share = (broker.cpu_seconds() - cpu) / (time.monotonic() - wall)
+            for row in rows:
+                row.note += f"; {broker.name} itself used {share:.0%} of one core meanwhile"
         self.rows.extend(rows)
         return rows
 
@@ -145,11 +183,11 @@ class BenchContext:
 
     def close(self) -> None:
         """Stop every service this run started; remove the scratch directory."""
-        for service in (self._redis, self._moto, self._tansu):
+        for service in (self._redis, self._moto, self._kafka):
             if service is not None:
                 service.stop()
         if self._tmp is not None:
             self._tmp.cleanup()
 
 
-__all__ = ["BenchContext", "ServiceUnavailable", "Sizes"]
+__all__ = ["BenchContext", "ServiceUnavailable", "Sizes", "kafka_broker"]

@@ -1,23 +1,29 @@
-"""CPU per produced message: aiokafka against confluent-kafka (librdkafka), both on Tansu.
+"""CPU per produced message: aiokafka against confluent-kafka (librdkafka), on Tansu and on
+Apache Kafka.
 
-``python -m bench.kafka_clients`` (needs ``pip install confluent-kafka``) produces 200-byte
+``python -m bench.kafka_clients [tansu,apache]`` (needs ``pip install confluent-kafka``; the
+Apache Kafka broker comes from :mod:`deerflow.testing`, Java and Maven) produces 200-byte
 messages with ``acks=all`` and ``linger 0`` two ways: 20,000 enqueued, then their
 acknowledgements awaited together (the client batches them), and one at a time, each
 acknowledged before the next (how a run's step waits for its
 outcome's append). confluent-kafka's delivery callbacks come from its own polling thread and
 are handed to the event loop with ``call_soon_threadsafe``, as an asyncio event log would do.
-The question it answers: would a librdkafka backend make deerflow's Kafka steps cheaper?
+The question it answers: would a librdkafka backend make deerflow's Kafka steps cheaper? Each
+line also gives the broker's own CPU over that client's run (``broker_cpu``, share of one core),
+so a broker that costs more per message shows.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
 
-from deerflow.testing import ServiceUnavailable, start_tansu
+from deerflow.testing import Service, ServiceUnavailable, start_apache_kafka, start_tansu
 
+BROKERS = {"tansu": start_tansu, "apache": start_apache_kafka}
 IN_FLIGHT = 20_000
 ONE_BY_ONE = 2_000
 VALUE = b"x" * 200
@@ -94,22 +100,41 @@ async def _confluent(bootstrap: str) -> dict[str, float]:
         producer.flush(5)
 
 
-def main() -> None:
-    """Print both clients' figures."""
+def _on(broker: Service) -> None:
+    for name, run in (("aiokafka", _aiokafka), ("confluent-kafka", _confluent)):
+        cpu, wall = broker.cpu_seconds(), time.monotonic()
+        figures = asyncio.run(run(broker.address))
+        figures["broker_cpu"] = (broker.cpu_seconds() - cpu) / (time.monotonic() - wall)
+        print(
+            f"{broker.name:13} {name:16} "
+            + "  ".join(
+                f"{k} {v:7.2f}" if k == "broker_cpu" else f"{k} {v:7.1f}"
+                for k, v in figures.items()
+            ),
+            flush=True,
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Print both clients' figures on each broker named (``tansu,apache`` by default)."""
     try:
         import confluent_kafka  # noqa: F401
     except ImportError:
         raise SystemExit("pip install confluent-kafka first") from None
-    try:
-        broker = start_tansu()
-    except ServiceUnavailable as exc:
-        raise SystemExit(str(exc)) from exc
-    try:
-        for name, run in (("aiokafka", _aiokafka), ("confluent-kafka", _confluent)):
-            figures = asyncio.run(run(broker.address))
-            print(f"{name:16} " + "  ".join(f"{k} {v:7.1f}" for k, v in figures.items()))
-    finally:
-        broker.stop()
+    names = (argv if argv is not None else sys.argv[1:]) or ["tansu,apache"]
+    chosen = [name.strip() for name in names[0].split(",") if name.strip()]
+    unknown = set(chosen) - set(BROKERS)
+    if unknown:
+        raise SystemExit(f"unknown brokers {sorted(unknown)}: choose from {', '.join(BROKERS)}")
+    for name in chosen:
+        try:
+            broker = BROKERS[name]()
+        except ServiceUnavailable as exc:
+            raise SystemExit(str(exc)) from exc
+        try:
+            _on(broker)
+        finally:
+            broker.stop()
 
 
 if __name__ == "__main__":

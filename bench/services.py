@@ -1,4 +1,5 @@
-"""Local services for the benchmark: Tansu and moto_server (from :mod:`deerflow.testing`) and
+"""Local services for the benchmark: Tansu, Apache Kafka and moto_server (from
+:mod:`deerflow.testing`) and
 redis-server, on free loopback ports. A service that cannot start raises
 :class:`ServiceUnavailable`, so a scenario can report ``skipped: <reason>`` and the run goes on.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 
+from deerflow.testing.apache_kafka import start_apache_kafka
 from deerflow.testing.services import (
     Service,
     ServiceUnavailable,
@@ -16,7 +18,14 @@ from deerflow.testing.services import (
     start_tansu,
 )
 
-__all__ = ["Service", "ServiceUnavailable", "start_moto", "start_redis", "start_tansu"]
+__all__ = [
+    "Service",
+    "ServiceUnavailable",
+    "start_apache_kafka",
+    "start_moto",
+    "start_redis",
+    "start_tansu",
+]
 
 
 def start_redis() -> Service:

@@ -9,32 +9,70 @@ from pathlib import Path
 import pytest
 
 from deerflow.eventstore import EventLog, open_log
-from tests.services import start_moto, start_tansu, unique_name
+from deerflow.testing import ApacheKafka
+from tests.services import kafka_broker, start_kafka, start_moto, unique_name
 
 # Tansu answers group joins after half the session timeout; 1 s keeps each join near 1 s
-# (3 s: 2 s, and 7 s for a group's second generation). Real Kafka refuses sessions under 6 s
-# by default, so a broker given through the environment keeps the library defaults.
+# (3 s: 2 s, and 7 s for a group's second generation). The Apache Kafka the suite starts
+# accepts 1 s too (its group.min.session.timeout.ms is lowered to 1 s, a test-only setting);
+# any other real Kafka keeps the library defaults (Kafka's minimum is 6 s).
 FAST_GROUPS = "session_timeout_ms=1000&heartbeat_interval_ms=300"
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap() -> Iterator[str]:
-    """``host:port`` of a Kafka-protocol broker: ``DEERFLOW_KAFKA_BOOTSTRAP`` or a fresh Tansu."""
+def kafka_bootstrap(request: pytest.FixtureRequest) -> Iterator[str]:
+    """``host:port`` of the session's Kafka broker: ``DEERFLOW_KAFKA_BOOTSTRAP``, or a fresh
+    Tansu or Apache Kafka as ``DEERFLOW_KAFKA_BROKER`` says (one per session)."""
     given = os.environ.get("DEERFLOW_KAFKA_BOOTSTRAP")
     if given:
         yield given
         return
-    tansu = start_tansu()
+    broker = start_kafka()
     try:
-        yield tansu.address
+        yield broker.address
     finally:
-        tansu.stop()
+        if isinstance(broker, ApacheKafka):
+            _report_apache_kafka(request, broker)
+        else:
+            broker.stop()
+
+
+# Lines for the end of the session's report: a fixture's teardown output is captured.
+_SUMMARY: list[str] = []
+
+
+def _report_apache_kafka(request: pytest.FixtureRequest, broker: ApacheKafka) -> None:
+    """Stop the broker; say what it cost, and keep its log if a test failed."""
+    rss, cpu = broker.rss_bytes(), broker.cpu_seconds()
+    failed = request.session.testsfailed
+    if failed:
+        broker.stop()
+    else:
+        broker.discard()
+    _SUMMARY.append(
+        f"Apache Kafka on {broker.address}: answered metadata {broker.started_in:.1f}s after "
+        f"its start, RSS {rss / 2**20:.0f} MiB at the end, {cpu:.0f}s CPU"
+        + (f"; its log: {broker.log_path}" if failed else "")
+    )
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print what the session's brokers reported."""
+    for line in _SUMMARY:
+        terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="session")
+def real_kafka() -> bool:
+    """Whether the Kafka tests run on a real Kafka (not Tansu)."""
+    return kafka_broker() != "tansu"
 
 
 @pytest.fixture
 def kafka_url(kafka_bootstrap: str) -> str:
-    """A ``kafka://`` URL for the session broker, with quick group timings on Tansu."""
-    if os.environ.get("DEERFLOW_KAFKA_BOOTSTRAP"):
+    """A ``kafka://`` URL for the session broker, with quick group timings on the brokers the
+    suite starts (or is told are of that kind)."""
+    if kafka_broker() == "kafka":
         return f"kafka://{kafka_bootstrap}"
     return f"kafka://{kafka_bootstrap}?{FAST_GROUPS}"
 

@@ -33,6 +33,7 @@ from deerflow.connectors._auth import configured_secrets
 from deerflow.engine import Topics
 from deerflow.eventstore.kafka import KafkaSettings
 from deerflow.serve import serve
+from deerflow.testing.apache_kafka import BROKER_SETTINGS, TEST_SETTINGS, kafka_version
 from tests.cli_lines import parse_deerflow
 from tests.services import unique_name
 
@@ -41,11 +42,12 @@ COMPOSE = ROOT / "compose"
 SCHEMA = Path(__file__).with_name("compose_spec.json")
 
 # Public images (and tags) the stack may use. Each is pinned, and each is known to exist on
-# Docker Hub: apache/kafka publishes one tag per Kafka release (3.9.0: November 2024); MinIO
+# Docker Hub: apache/kafka publishes one tag per Kafka release (4.3.2: the version the tests'
+# broker runs, pinned in deerflow/testing/kafka/pom.xml); MinIO
 # tags every server and client build RELEASE.<UTC time>; python publishes <version>-slim.
 KNOWN_IMAGES = frozenset(
     {
-        "apache/kafka:3.9.0",
+        "apache/kafka:4.3.2",
         "minio/minio:RELEASE.2025-09-07T16-13-09Z",
         "minio/mc:RELEASE.2025-08-13T08-35-41Z",
         "python:3.12-slim",
@@ -146,6 +148,19 @@ def test_dependencies_wait_for_health_or_completion_of_services_that_can_report_
 def test_workers_scale_with_docker_compose_up_scale(services):
     worker = services["worker"]
     assert "container_name" not in worker and "ports" not in worker  # replicas would clash
+
+
+def test_the_broker_is_the_kafka_version_and_has_the_settings_the_tests_run(services):
+    kafka = services["kafka"]
+    assert kafka["image"] == f"apache/kafka:{kafka_version()}"
+    assert services["kafka-setup"]["image"] == kafka["image"]
+    environment = {key: str(value) for key, value in kafka["environment"].items()}
+    for name, value in BROKER_SETTINGS.items():
+        assert environment.get("KAFKA_" + name.upper().replace(".", "_")) == value, name
+    # The test broker's extras (1 s group sessions, frequent cleaner passes) stay out.
+    for name in TEST_SETTINGS:
+        assert "KAFKA_" + name.upper().replace(".", "_") not in environment, name
+    assert environment["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft, as in the tests
 
 
 def test_the_store_url_suits_a_real_kafka(services):

@@ -97,7 +97,8 @@ async def _kafka_case(ctx: BenchContext, partitions: int, workers: int) -> None:
                         note=f"{runs} concurrent runs x {CHAIN_STEPS} no-op steps; relay moves "
                         f"{runs} messages x {CHAIN_STEPS} hops with the same processes and "
                         "partitions",
-                    )
+                    ),
+                    on_broker=True,
                 )
         finally:
             await driver.stop()

@@ -9,6 +9,8 @@ skips, fails or reports.
 
 from __future__ import annotations
 
+import os
+import re
 import signal
 import socket
 import subprocess
@@ -56,6 +58,25 @@ class Service:
                 self.process.kill()
                 self.process.wait()
         self.log.close()
+
+    def rss_bytes(self) -> int:
+        """The process's resident memory now (Linux ``/proc``; 0 once it has exited)."""
+        try:
+            status = Path(f"/proc/{self.process.pid}/status").read_text()
+        except OSError:
+            return 0
+        found = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
+        return int(found.group(1)) * 1024 if found else 0
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the process used so far (Linux ``/proc``; 0 once gone)."""
+        try:
+            stat = Path(f"/proc/{self.process.pid}/stat").read_text()
+        except OSError:
+            return 0.0
+        # Fields after the command name, which may hold spaces: utime and stime are 14 and 15.
+        fields = stat.rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def output(self) -> str:
         """The last lines the service printed, for error messages."""

@@ -14,7 +14,7 @@ import pytest
 from deerflow import Engine, Workflow
 from deerflow._loader import load_module_workflows
 from deerflow.core import _history as h
-from deerflow.eventstore.base import Message
+from deerflow.log.base import Message
 
 APPS = Path(__file__).parent / "apps"
 sys.path.insert(0, str(APPS))
@@ -22,6 +22,7 @@ from sink import Sink  # noqa: E402
 
 from tests.logs import history, records, until  # noqa: E402
 from tests.processes import kafka_workers, wait_for_file, workers  # noqa: E402, F401
+from tests.services import TASK_LOST_WHEN_REASSIGNED_AT_ONCE  # noqa: E402
 
 
 async def test_a_worker_killed_mid_task_resumes_without_redoing_finished_tasks(
@@ -50,6 +51,7 @@ async def test_a_worker_killed_mid_task_resumes_without_redoing_finished_tasks(
 
 @pytest.mark.kafka
 @pytest.mark.timeout(240)
+@TASK_LOST_WHEN_REASSIGNED_AT_ONCE
 async def test_two_kafka_workers_one_killed_every_run_completes_exactly_once(
     kafka_url, kafka_workers
 ):
