@@ -77,7 +77,7 @@ async def test_kafka_dead_letters_are_listed_to_fit_and_shown_in_full(
     assert len(shown.splitlines()) == 6 + 40 + 1
 
     code, shown, _ = await shell.run("dlq", "show", by_offset[0]["ref"])
-    assert "  reason   message is not JSON" in shown
+    assert "  reason   not JSON: 'not json {'" in shown
     assert "  payload  (10 bytes)\n    not json {\n" in shown
 
     code, _, err = await shell.run("dlq", "show", "7:7")
