@@ -278,8 +278,7 @@ class WorkflowDef:
         return None
 
     def __repr__(self) -> str:
-        name = type(self).__name__
-        return f"{name}(name={self.name!r}, version={self.version!r}, tasks={list(self._tasks)})"
+        return f"Workflow(name={self.name!r}, version={self.version!r}, tasks={list(self._tasks)})"
 
 
 def _check_acyclic(workflow: str, edges: Mapping[str, Iterable[str]]) -> None:
