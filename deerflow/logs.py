@@ -1,19 +1,4 @@
 """Importable from here too: it lives in :mod:`deerflow.observability.logs`."""
 
-from deerflow.observability.logs import (
-    FORMAT_ENV,
-    LEVELS,
-    LIBRARIES,
-    JsonFormatter,
-    RunContextFilter,
-    configure_logging,
-)
-
-__all__ = [
-    "FORMAT_ENV",
-    "LEVELS",
-    "LIBRARIES",
-    "JsonFormatter",
-    "RunContextFilter",
-    "configure_logging",
-]
+from deerflow.observability.logs import *  # noqa: F403  (the same public names)
+from deerflow.observability.logs import __all__ as __all__

@@ -293,8 +293,7 @@ class WorkflowDef:
         return None
 
     def __repr__(self) -> str:
-        name = type(self).__name__
-        return f"{name}(name={self.name!r}, version={self.version!r}, tasks={list(self._tasks)})"
+        return f"Workflow(name={self.name!r}, version={self.version!r}, tasks={list(self._tasks)})"
 
 
 def _path_back(start: str, dep: str, edges: Mapping[str, Iterable[str]]) -> list[str] | None:

@@ -25,6 +25,20 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal, Protocol, Self
 
+__all__ = [
+    "AssignmentListener",
+    "EventLog",
+    "GroupConsumer",
+    "Headers",
+    "LogReader",
+    "Message",
+    "Record",
+    "StartFrom",
+    "TopicPartition",
+    "murmur2",
+    "partition_for",
+]
+
 Headers = tuple[tuple[str, bytes], ...]
 StartFrom = Literal["earliest", "latest"]
 

@@ -15,6 +15,15 @@ from typing import Any
 import deerflow._codec as _codec
 from deerflow.runtime._context import current_task
 
+__all__ = [
+    "FORMAT_ENV",
+    "LEVELS",
+    "LIBRARIES",
+    "JsonFormatter",
+    "RunContextFilter",
+    "configure_logging",
+]
+
 FORMAT_ENV = "DEERFLOW_LOG_FORMAT"
 _FIELDS = ("run_id", "task_id", "attempt", "workflow")
 

@@ -40,6 +40,12 @@ from deerflow.core._state import RunState
 from deerflow.log.base import LogReader, TopicPartition
 from deerflow.runtime import Engine
 
+__all__ = [
+    "CONTENT_TYPE",
+    "DURATION_BUCKETS",
+    "EngineMetrics",
+]
+
 log = logging.getLogger("deerflow.metrics")
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
