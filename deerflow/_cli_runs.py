@@ -181,10 +181,7 @@ async def _follow(
     with RunProgress(err) as progress:
         while True:
             if deadline is not None and loop.time() > deadline:
-                raise WaitTimedOut(
-                    f"run {run_id} did not end within {timeout:g}s; it goes on: see it with "
-                    f"`deerflow runs show {run_id}{store_flag(store)}`"
-                )
+                raise WaitTimedOut(await _not_ended(engine, run_id, timeout or 0.0, store))
             state = await engine.index.wait(run_id, lambda s: True, timeout=0.25)
             if state is not None:
                 result = _runs.result_of(engine, state)
@@ -193,6 +190,20 @@ async def _follow(
                 if result.done:
                     return
             await asyncio.sleep(0.2)
+
+
+async def _not_ended(engine: Engine, run_id: str, timeout: float, store: str | None) -> str:
+    """The line for a followed run that did not end in time: does anything move it?"""
+    owned = await engine.log.group_active(engine.topics.orchestrator_group)
+    going = (
+        f"no process works on it now: start `deerflow worker FILE.py{store_flag(store)}`"
+        if owned is False
+        else "it goes on"
+    )
+    return (
+        f"run {run_id} did not end within {timeout:g}s; {going}; see it with "
+        f"`deerflow runs show {run_id}{store_flag(store)}`"
+    )
 
 
 def _flat(children: dict[str, list[str]]) -> list[str]:
@@ -248,6 +259,8 @@ def runs_retry(
         async with open_engine(store) as engine:
             state = await _runs.find_run(engine, run_id)
             number = await _runs.request_retry(engine, state.run_id)
+            if not as_json:  # said before following, which may end in a timeout
+                out.print(f"retry {number} requested for {state.run_id}", highlight=False)
             result = None
             if follow:
                 await engine.index.wait(state.run_id, lambda s: s.retries >= number, 30.0)
@@ -265,8 +278,6 @@ def runs_retry(
                 "status": result.status if result else "running",
             }
         )
-    else:
-        out.print(f"retry {number} requested for {rid}")
     if result is not None:
         raise typer.Exit(0 if result.ok else 1)
 
