@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 from typing import Any
+from urllib.parse import unquote_plus
 
 from deerflow import _codec
 from deerflow._cli_base import store_flag
@@ -26,8 +27,8 @@ def origin(entry: DeadLetterEntry) -> str:
     if entry.source == "s3":
         s3 = (body.get("record") or {}).get("s3") or {}
         bucket, key = (s3.get("bucket") or {}).get("name"), (s3.get("object") or {}).get("key")
-        if bucket and key:
-            return f"s3://{bucket}/{key}"
+        if bucket and isinstance(key, str):
+            return f"s3://{bucket}/{unquote_plus(key)}"  # keys arrive URL-encoded
         return f"sqs {body.get('queue')} message {body.get('message_id')}"
     if "path" in body:
         return f"webhook {body['path']}"
