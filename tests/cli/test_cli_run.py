@@ -105,6 +105,11 @@ def test_a_broken_workflow_file_shows_the_users_line_and_error_only(tmp_path: Pa
         "ModuleNotFoundError: No module named 'no_such_module_here'",
     ]
 
+    (tmp_path / "pricing.py").write_text(PRICING)
+    done = deerflow("run", "pricing.py", "--input", "{bad", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: --input is not JSON: ") and done.stderr.count("\n") == 1
+
 
 def test_a_run_past_its_timeout_says_so_in_one_line_and_exits_at_once(tmp_path: Path):
     (tmp_path / "slow.py").write_text(SLOW)
