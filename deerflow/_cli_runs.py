@@ -8,7 +8,6 @@ on stdout; exit codes are those of :mod:`deerflow._cli_base`.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any
 
 import typer
@@ -30,9 +29,11 @@ from deerflow._cli_base import (
     store_flag,
 )
 from deerflow._cli_live import STYLE, elapsed, run_view, short_when, when
+from deerflow._cli_run import watch
 from deerflow._cli_table import Column, fitted_table
 from deerflow._progress import RunProgress
 from deerflow.engine import Engine
+from deerflow.engine._results import RunResult
 from deerflow.errors import DeerflowError
 from deerflow.web import _runs
 
@@ -176,20 +177,16 @@ async def _follow(
     engine: Engine, run_id: str, *, quiet: bool, timeout: float | None, store: str | None
 ) -> None:
     """Redraw the run's live view on stderr whenever its history changes, until it ends."""
-    loop = asyncio.get_running_loop()
-    deadline = None if timeout is None else loop.time() + timeout
+
+    def show(result: RunResult) -> None:
+        if not quiet:
+            progress.show(run_view(result, _flat(_runs.child_runs(engine, run_id))))
+
     with RunProgress(err) as progress:
-        while True:
-            if deadline is not None and loop.time() > deadline:
-                raise WaitTimedOut(await _not_ended(engine, run_id, timeout or 0.0, store))
-            state = await engine.index.wait(run_id, lambda s: True, timeout=0.25)
-            if state is not None:
-                result = _runs.result_of(engine, state)
-                if not quiet:
-                    progress.show(run_view(result, _flat(_runs.child_runs(engine, run_id))))
-                if result.done:
-                    return
-            await asyncio.sleep(0.2)
+        try:
+            await watch(engine, run_id, show, timeout=timeout)
+        except WaitTimedOut:
+            raise WaitTimedOut(await _not_ended(engine, run_id, timeout or 0.0, store)) from None
 
 
 async def _not_ended(engine: Engine, run_id: str, timeout: float, store: str | None) -> str:
