@@ -14,7 +14,7 @@ from deerflow._cli_live import when
 from deerflow.web._dlq import DeadLetterEntry
 
 #: Body fields every letter has; what is left says what the letter carried.
-_ENVELOPE = frozenset({"reason", "source", "trigger", "at"})
+_ENVELOPE = frozenset({"id", "reason", "source", "trigger", "at"})
 MAX_CHARS = 4000
 
 
