@@ -143,10 +143,14 @@ def _flags_take_no_value() -> None:
     typer labels every option with its type, so ``--json <bool>`` reads as if the flag took a
     value; a flag takes none (options with a value keep their ``<int>``, ``<text>``, ...).
     """
-    shown = TyperOption.display_type_rich
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is None:  # a typer that shows no type at all
+        return
 
     def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
-        return None if self.is_flag and self.metavar is None else shown(self, ctx)
+        if self.is_flag and self.metavar is None:
+            return None
+        return shown(self, ctx)  # type: ignore[no-any-return]
 
     TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 from typing import Any
+from urllib.parse import unquote_plus
 
 import deerflow._codec as _codec
 from deerflow._cli_base import store_flag
@@ -13,7 +14,7 @@ from deerflow._cli_live import when
 from deerflow.web._dlq import DeadLetterEntry
 
 #: Body fields every letter has; what is left says what the letter carried.
-_ENVELOPE = frozenset({"reason", "source", "trigger", "at"})
+_ENVELOPE = frozenset({"id", "reason", "source", "trigger", "at"})
 MAX_CHARS = 4000
 
 
@@ -26,8 +27,8 @@ def origin(entry: DeadLetterEntry) -> str:
     if entry.source == "s3":
         s3 = (body.get("record") or {}).get("s3") or {}
         bucket, key = (s3.get("bucket") or {}).get("name"), (s3.get("object") or {}).get("key")
-        if bucket and key:
-            return f"s3://{bucket}/{key}"
+        if bucket and isinstance(key, str):
+            return f"s3://{bucket}/{unquote_plus(key)}"  # keys arrive URL-encoded
         return f"sqs {body.get('queue')} message {body.get('message_id')}"
     if "path" in body:
         return f"webhook {body['path']}"

@@ -178,6 +178,6 @@ def run_view(result: RunResult, child_runs: Iterable[str] = ()) -> RenderableTyp
         lines.append(Text(result.error, style="red"))
     if result.done:
         lines.extend(tracebacks(result))
-    # An instance whose transitions ran no handler yet has no task to show.
-    table = [task_table(result)] if result.tasks or result.state is None else []
+    # No empty table: a state-machine instance before its first handler has no task to show.
+    table = [task_table(result)] if result.tasks else []
     return Group(*table, *lines)

@@ -8,6 +8,7 @@ process owns the instance meanwhile, so those sends apply, and it ends with the 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from rich.console import Console
 from rich.markup import escape
@@ -40,6 +41,32 @@ def machine_lines(
     return lines
 
 
+async def watch(
+    engine: Engine,
+    run_id: str,
+    on_change: Callable[[RunResult], None],
+    *,
+    timeout: float | None,
+) -> RunResult:
+    """Hand ``on_change`` the run each time its history is read, until it ends.
+
+    Raises:
+        WaitTimedOut: it did not end within ``timeout`` seconds.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
+    while True:
+        state = await engine.index.wait(run_id, lambda s: True, timeout=0.2)
+        if state is not None:
+            result = result_of(engine, state)
+            on_change(result)
+            if result.done:
+                return result
+        if deadline is not None and loop.time() > deadline:
+            raise WaitTimedOut(f"run {run_id} did not finish within {timeout:g}s")
+        await asyncio.sleep(0.1)
+
+
 async def follow_run(
     engine: Engine,
     run_id: str,
@@ -50,26 +77,19 @@ async def follow_run(
     console: Console,
 ) -> RunResult:
     """Show ``run_id`` live until it ends; raises :class:`WaitTimedOut` after ``timeout``."""
-    loop = asyncio.get_running_loop()
-    deadline = None if timeout is None else loop.time() + timeout
-    shown_state: str | None = None
+    announced: str | None = None  # the instance state last said
+
+    def show(result: RunResult) -> None:
+        nonlocal announced
+        if result.state != announced and not result.done:
+            # Printed above the live table, so a pipe or a log keeps every state.
+            for line in machine_lines(result, workflow, store, first=announced is None):
+                progress.note(line)
+            announced = result.state
+        progress.update(result)
+
     with RunProgress(console) as progress:
-        while True:
-            state = await engine.index.wait(run_id, lambda s: True, timeout=0.2)
-            if state is not None:
-                result = result_of(engine, state)
-                if result.state != shown_state and not result.done:
-                    # Printed above the live table, so a pipe or a log keeps every state.
-                    first = shown_state is None
-                    for line in machine_lines(result, workflow, store, first=first):
-                        progress.note(line)
-                    shown_state = result.state
-                progress.update(result)
-                if result.done:
-                    return result
-            if deadline is not None and loop.time() > deadline:
-                raise WaitTimedOut(f"run {run_id} did not finish within {timeout:g}s")
-            await asyncio.sleep(0.1)
+        return await watch(engine, run_id, show, timeout=timeout)
 
 
 def not_finished(run_id: str, timeout: float, target: str, store: str | None) -> str:

@@ -8,7 +8,6 @@ on stdout; exit codes are those of :mod:`deerflow._cli_base`.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any
 
 import typer
@@ -30,10 +29,12 @@ from deerflow._cli_base import (
     store_flag,
 )
 from deerflow._cli_live import STYLE, elapsed, run_view, short_when, when
+from deerflow._cli_run import watch
 from deerflow._cli_table import Column, fitted_table
 from deerflow._progress import RunProgress
 from deerflow.engine import Engine
 from deerflow.errors import DeerflowError
+from deerflow.runtime._results import RunResult
 from deerflow.web import _runs
 
 FollowTimeoutOpt = Annotated[
@@ -176,23 +177,30 @@ async def _follow(
     engine: Engine, run_id: str, *, quiet: bool, timeout: float | None, store: str | None
 ) -> None:
     """Redraw the run's live view on stderr whenever its history changes, until it ends."""
-    loop = asyncio.get_running_loop()
-    deadline = None if timeout is None else loop.time() + timeout
+
+    def show(result: RunResult) -> None:
+        if not quiet:
+            progress.show(run_view(result, _flat(_runs.child_runs(engine, run_id))))
+
     with RunProgress(err) as progress:
-        while True:
-            if deadline is not None and loop.time() > deadline:
-                raise WaitTimedOut(
-                    f"run {run_id} did not end within {timeout:g}s; it goes on: see it with "
-                    f"`deerflow runs show {run_id}{store_flag(store)}`"
-                )
-            state = await engine.index.wait(run_id, lambda s: True, timeout=0.25)
-            if state is not None:
-                result = _runs.result_of(engine, state)
-                if not quiet:
-                    progress.show(run_view(result, _flat(_runs.child_runs(engine, run_id))))
-                if result.done:
-                    return
-            await asyncio.sleep(0.2)
+        try:
+            await watch(engine, run_id, show, timeout=timeout)
+        except WaitTimedOut:
+            raise WaitTimedOut(await _not_ended(engine, run_id, timeout or 0.0, store)) from None
+
+
+async def _not_ended(engine: Engine, run_id: str, timeout: float, store: str | None) -> str:
+    """The line for a followed run that did not end in time: does anything move it?"""
+    owned = await engine.log.group_active(engine.topics.orchestrator_group)
+    going = (
+        f"no process works on it now: start `deerflow worker FILE.py{store_flag(store)}`"
+        if owned is False
+        else "it goes on"
+    )
+    return (
+        f"run {run_id} did not end within {timeout:g}s; {going}; see it with "
+        f"`deerflow runs show {run_id}{store_flag(store)}`"
+    )
 
 
 def _flat(children: dict[str, list[str]]) -> list[str]:
@@ -248,6 +256,8 @@ def runs_retry(
         async with open_engine(store) as engine:
             state = await _runs.find_run(engine, run_id)
             number = await _runs.request_retry(engine, state.run_id)
+            if not as_json:  # said before following, which may end in a timeout
+                out.print(f"retry {number} requested for {state.run_id}", highlight=False)
             result = None
             if follow:
                 await engine.index.wait(state.run_id, lambda s: s.retries >= number, 30.0)
@@ -265,8 +275,6 @@ def runs_retry(
                 "status": result.status if result else "running",
             }
         )
-    else:
-        out.print(f"retry {number} requested for {rid}")
     if result is not None:
         raise typer.Exit(0 if result.ok else 1)
 

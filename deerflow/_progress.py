@@ -27,7 +27,8 @@ def render(result: RunResult) -> Group:
     """A table of the run's tasks with their status, attempts and duration.
 
     The run's own status shows only while it runs: once it ends, the command's last line says
-    how it ended. A state-machine instance that has run no handler yet shows no empty table.
+    how it ended. No table while there is no task (a state-machine instance before its first
+    handler, a run before its first decision).
     """
     table = Table(title=f"{result.workflow}  run {result.run_id}", expand=False)
     table.add_column("task")
@@ -52,7 +53,7 @@ def render(result: RunResult) -> Group:
             _duration(task),
             Text(task.error or "", style="red"),
         )
-    parts: list[Table | Text] = [table] if result.tasks or result.state is None else []
+    parts: list[Table | Text] = [table] if result.tasks else []
     if not result.done:
         parts.append(Text(f"run {result.status}", style=STYLE.get(result.status, "bold")))
     return Group(*parts)

@@ -83,7 +83,10 @@ def run(
         names = ", ".join(wf.name for wf in workflows)
         raise fail(f"{target} defines several workflows ({names}); use FILE.py:NAME")
     params = _parse_params(param or [])
-    data = _codec.loads(input_json) if input_json else None
+    try:
+        data = _codec.loads(input_json) if input_json else None
+    except ValueError as exc:
+        raise fail(f"--input is not JSON: {exc}") from None
 
     async def main() -> RunResult:
         if getattr(chosen, "_pipeline", None) is not None:

@@ -1,24 +1,25 @@
 """Dead letters read from the shell: ``dlq list`` in columns that fit the terminal, ``dlq show``
 with the source, the reason, the payload (pretty, cut, with its size) and the replay command.
-The letters come from a real Kafka trigger (Tansu) reading poison messages."""
+The letters come from real triggers: Kafka (Tansu) and S3 notifications (moto) reading poison."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
+import boto3
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
 from deerflow import Workflow
-from deerflow.connectors import sources_for
-from deerflow.events import KafkaEvent
+from deerflow.connectors import S3NotificationSource, sources_for
+from deerflow.events import KafkaEvent, S3Event
 from tests.cli.conftest import Shell
 from tests.services import unique_name
 
-pytestmark = pytest.mark.kafka
 
-
+@pytest.mark.kafka
 async def test_kafka_dead_letters_are_listed_to_fit_and_shown_in_full(
     shell: Shell, kafka_url: str, kafka_bootstrap: str
 ):
@@ -43,11 +44,7 @@ async def test_kafka_dead_letters_are_listed_to_fit_and_shown_in_full(
         await producer.stop()
     (source,) = sources_for(shell.engine, [intake])
     await shell.engine.add_service(source)
-    for _ in range(100):
-        letters = await shell.json("dlq", "list")
-        if len(letters) == 2:
-            break
-        await asyncio.sleep(0.3)
+    letters = await _letters(shell, 2)
     by_offset = {letter["body"]["offset"]: letter for letter in letters}
     assert sorted(by_offset) == [0, 1]
 
@@ -82,3 +79,45 @@ async def test_kafka_dead_letters_are_listed_to_fit_and_shown_in_full(
 
     code, _, err = await shell.run("dlq", "show", "7:7")
     assert code == 2 and err.startswith("error: no dead letter 7:7")
+
+
+@pytest.mark.s3
+async def test_s3_dead_letters_name_the_object_or_the_queue_message(
+    shell: Shell, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+):
+    for name, value in (("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test")):
+        monkeypatch.setenv(name, value)
+    sqs = boto3.client("sqs", endpoint_url=moto_endpoint, region_name="us-east-1")
+    bucket = unique_name("lake")
+    url = sqs.create_queue(QueueName=unique_name("notes"))["QueueUrl"]
+    odd = {  # an S3 record whose eTag is not text: it names its object, but cannot start a run
+        "eventName": "ObjectCreated:Put",
+        "s3": {"bucket": {"name": bucket}, "object": {"key": "in/q+1%2F2.csv", "eTag": [1]}},
+    }
+    sqs.send_message(QueueUrl=url, MessageBody=orjson.dumps({"Records": [odd]}).decode())
+    sqs.send_message(QueueUrl=url, MessageBody="this is not an S3 event")
+    trigger = S3Event(bucket=bucket, queue=url, endpoint_url=moto_endpoint, wait_seconds=1)
+    await shell.engine.add_service(S3NotificationSource(shell.engine, "lake", trigger, "managed"))
+    letters = await _letters(shell, 2)
+
+    shown = {}
+    for letter in letters:
+        code, text, err = await shell.run("dlq", "show", letter["ref"])
+        assert code == 0, err
+        shown[letter["reason"]] = text.splitlines()
+    by_record = shown["record field 'eTag' is not text"]
+    assert by_record[2] == f"  source   s3://{bucket}/in/q 1/2.csv"
+    (by_body,) = [lines for reason, lines in shown.items() if "not JSON" in reason]
+    assert by_body[2].startswith(f"  source   sqs {url} message ")
+    assert by_body[5:7] == ["  payload  (23 bytes)", "    this is not an S3 event"]
+    assert by_body[-1].startswith("  replay   deerflow dlq replay ")
+
+
+async def _letters(shell: Shell, count: int) -> list[dict[str, Any]]:
+    for _ in range(100):
+        letters = await shell.json("dlq", "list")
+        assert isinstance(letters, list)
+        if len(letters) >= count:
+            return letters
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"fewer than {count} dead letters: {letters}")

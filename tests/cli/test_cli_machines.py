@@ -122,7 +122,7 @@ async def test_without_an_owner_a_send_answers_at_once_with_what_to_start(tmp_pa
     code, _, err = await shell("runs", "show", run_id, "--follow", "--timeout", "1", cwd=tmp_path)
     assert code == 124
     assert err.splitlines()[-1] == (
-        f"error: run {run_id} did not end within 1s; it goes on: see it with "
-        f"`deerflow runs show {run_id}`"
+        f"error: run {run_id} did not end within 1s; no process works on it now: start "
+        f"`deerflow worker FILE.py`; see it with `deerflow runs show {run_id}`"
     )
     assert "Traceback" not in err and "state-machine instance in state 'open'" in err

@@ -72,6 +72,15 @@ def test_a_failed_run_names_the_task_the_exception_and_where_to_look(tmp_path: P
     listed = deerflow("runs", "list", cwd=tmp_path)
     assert "KeyError: 'lines'" in listed.stdout
 
+    # A retry followed with nothing to run it: the wait ends in one line, naming what to start.
+    retried = deerflow("runs", "retry", run_id, "--follow", "--timeout", "1", cwd=tmp_path)
+    assert retried.returncode == 124
+    assert retried.stdout == f"retry 1 requested for {run_id}\n"
+    assert retried.stderr.splitlines()[-1] == (
+        f"error: run {run_id} did not end within 1s; no process works on it now: start "
+        f"`deerflow worker FILE.py`; see it with `deerflow runs show {run_id}`"
+    )
+
 
 def test_a_broken_workflow_file_shows_the_users_line_and_error_only(tmp_path: Path):
     (tmp_path / "syntax.py").write_text("from deerflow import Workflow\n\ndef f(:\n    pass\n")
@@ -95,6 +104,11 @@ def test_a_broken_workflow_file_shows_the_users_line_and_error_only(tmp_path: Pa
         "    import no_such_module_here",
         "ModuleNotFoundError: No module named 'no_such_module_here'",
     ]
+
+    (tmp_path / "pricing.py").write_text(PRICING)
+    done = deerflow("run", "pricing.py", "--input", "{bad", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: --input is not JSON: ") and done.stderr.count("\n") == 1
 
 
 def test_a_run_past_its_timeout_says_so_in_one_line_and_exits_at_once(tmp_path: Path):
