@@ -423,3 +423,24 @@ def test_serve_interrupted_while_its_groups_join_stops_cleanly_and_says_so(
     assert lines[-2].startswith("stopping: draining") and lines[-1].startswith("stopped in ")
     errors = served.errors()
     assert "Traceback" not in errors and "Unclosed" not in errors, errors
+
+
+def test_serve_names_its_workflows_triggers_and_urls_in_words(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    app = tmp_path / "app.py"
+    app.write_text(
+        "from deerflow import Workflow\nfrom deerflow.events import WebhookEvent\n"
+        "other = Workflow(name='other')\nother.task(id='t')(lambda context: None)\n"
+        "workflow = Workflow(name='w')\nworkflow.add_trigger(WebhookEvent(path='/hook'))\n" + TASK
+    )
+    served = Serving([str(app), "--store", "memory://", "--port", "0"], env, tmp_path / "err")
+    url = served.line("deerflow serve: listening on ").rsplit(" ", 1)[1]
+    assert served.line("serving ").startswith("serving 2 workflows, 1 trigger on memory://")
+    assert served.line("dashboard: ") == (
+        f"dashboard: {url}/ui/  API: {url}/api/  metrics: {url}/metrics"
+    )
+    assert served.line("webhook: ") == f"webhook: POST {url}/hook"
+    assert get(f"{url}/api/runs")[0] == 200
+    assert served.interrupt() == 0
+    assert served.rest()[-2:][0] == "stopping: draining triggers and tasks"
