@@ -162,10 +162,12 @@ async def _open(engine: Engine) -> None:
     try:
         await engine.open()
     except EventStoreError as exc:
-        raise EventStoreError(
-            f"{exc}; start it, or point --store / $DEERFLOW_STORE at a reachable store",
-            retriable=exc.retriable,
-        ) from None
+        fix = (
+            "start it, or point --store / $DEERFLOW_STORE at a reachable store"
+            if engine.log.url.startswith("kafka")
+            else "check --store / $DEERFLOW_STORE"
+        )
+        raise EventStoreError(f"{exc}; {fix}", retriable=exc.retriable) from exc
 
 
 def _engine_groups(engine: Engine) -> str:
