@@ -103,9 +103,9 @@ async def serve(
     stop = stop or asyncio.Event()
     _install_stop(stop)
     settings = load_config(config)
-    startup = Startup()
     engine = Engine(store, workflows)
     gateway = WebhookGateway(engine, host=host, port=port, config=settings)
+    startup = Startup(gateway.api_keys)
     gateway.app.middlewares.append(startup.middleware)
     mount(gateway.app, engine, api_keys=gateway.api_keys)
     sources = sources_for(engine, workflows, gateway=gateway)  # bad trigger config fails here

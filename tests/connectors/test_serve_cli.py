@@ -91,10 +91,11 @@ class Serving:
         return self.seen
 
 
-def get(url: str) -> tuple[int, str, str]:
-    """Status, content type and body of a GET."""
+def get(url: str, key: str | None = None) -> tuple[int, str, str]:
+    """Status, content type and body of a GET (with ``X-API-Key: key``)."""
+    request = urllib.request.Request(url, headers={"X-API-Key": key} if key else {})
     try:
-        with urllib.request.urlopen(url, timeout=10) as reply:
+        with urllib.request.urlopen(request, timeout=10) as reply:
             return reply.status, reply.headers["Content-Type"], reply.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.headers["Content-Type"], exc.read().decode()
@@ -130,17 +131,20 @@ def test_serve_on_kafka_joins_its_groups_at_once_and_answers_503_meanwhile(
     # Each join takes about half the session timeout on Tansu (3 s here): one after the other,
     # the engine's two groups and three triggers' would take at least 4 x 3 s.
     store = f"kafka://{kafka_bootstrap}?session_timeout_ms=6000&heartbeat_interval_ms=1000"
-    served = Serving([str(app), "--store", store, "--port", "0"], env, tmp_path / "err")
+    keyed = dict(env, DEERFLOW_API_KEYS="k")
+    served = Serving([str(app), "--store", store, "--port", "0"], keyed, tmp_path / "err")
     url = served.line("deerflow serve: starting on ").split()[4].rstrip(";")
 
-    status, kind, body = get(f"{url}/api/runs")
+    status, kind, body = get(f"{url}/api/runs", key="k")
     assert (status, kind) == (503, "application/json")
     waiting = json.loads(body)
     assert waiting["error"] == "starting"
     for group in groups:
         assert any(group in item for item in waiting["waiting_for"]), waiting
-    status, kind, page = get(f"{url}/ui/")
+    assert get(f"{url}/api/runs")[::2] == (503, '{"error":"starting"}')  # no key: no names
+    status, kind, page = get(f"{url}/ui/", key="k")
     assert status == 503 and kind.startswith("text/html") and "starting" in page
+    assert groups[0] in page
 
     assert served.line("deerflow serve: listening on ") == f"deerflow serve: listening on {url}"
     summary = served.line("serving ")
@@ -148,7 +152,7 @@ def test_serve_on_kafka_joins_its_groups_at_once_and_answers_503_meanwhile(
     assert summary.startswith("serving 1 workflow, 3 triggers on kafka://")
     assert took < 9, summary
     assert served.line("dashboard: ").startswith(f"dashboard: {url}/ui/")
-    assert get(f"{url}/api/runs")[0] == 200
+    assert get(f"{url}/api/runs", key="k")[0] == 200
     assert served.interrupt() == 0
     lines = served.rest()
     assert lines[-2].startswith("stopping: draining")
