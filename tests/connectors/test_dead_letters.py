@@ -3,13 +3,21 @@ process on the same store."""
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
 
 from deerflow import Engine
 from deerflow.connectors import DeadLetter, TriggerSource
 from deerflow.connectors._letters import excerpt, letter_id
 from tests.connectors.conftest import dead_letters
+from tests.connectors.serving import ROOT, write_app
+from tests.services import unique_name
 
 
 class Letters(TriggerSource[Any]):
@@ -59,3 +67,47 @@ def test_an_excerpt_quotes_the_start_of_an_input_and_says_its_size_when_cut() ->
     assert excerpt(b"tru") == "'tru'"
     assert excerpt(b"x" * 100, limit=4) == "'xxxx'... (100 bytes)"
     assert excerpt(b"\xff{") == "'\ufffd{'"
+
+
+@pytest.mark.kafka
+def test_a_replayed_poison_message_gets_no_second_dead_letter_and_the_log_names_the_trigger(
+    tmp_path: Path, kafka_url: str, kafka_bootstrap: str, cli_env: dict[str, str]
+) -> None:
+    topic = unique_name("orders")
+    app = write_app(tmp_path, "orders", f"KafkaEvent(topic={topic!r})")
+    store = f"sqlite:///{tmp_path / 'events.db'}"
+
+    async def publish() -> None:
+        async with AIOKafkaProducer(bootstrap_servers=kafka_bootstrap) as producer:
+            await producer.send_and_wait(topic, b"tru", partition=0)
+            await producer.send_and_wait(topic, b'{"n": 1}', partition=0)
+
+    async def letters() -> list[dict[str, object]]:
+        async with Engine(store, orchestrate=False, work=False) as engine:
+            return await dead_letters(engine)
+
+    asyncio.run(publish())
+    name = f"orders.kafka.{topic}"
+    replay = [sys.executable, "-m", "deerflow", "triggers", "replay", name, "--app", str(app)]
+    outputs = []
+    for _ in range(2):
+        done = subprocess.run(
+            [*replay, "--store", store, "--from-offset", "0"],
+            capture_output=True,
+            text=True,
+            env=dict(cli_env, DEERFLOW_KAFKA_BOOTSTRAP=kafka_url),
+            cwd=ROOT,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        outputs.append(done.stderr)
+    assert (
+        f"workflow orders, trigger {name}: dead-lettering input {topic}/0/0: not JSON: 'tru'"
+        in outputs[0]
+    ), outputs[0]
+    assert "dead-lettering" not in outputs[1], outputs[1]
+    assert f"trigger {name}: input {topic}/0/0 has a dead letter already" in outputs[1]
+    (letter,) = asyncio.run(letters())
+    assert letter["reason"] == "not JSON: 'tru'" and letter["offset"] == 0
+    assert letter["trigger"] == name and letter["workflow"] == "orders"
