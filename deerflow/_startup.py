@@ -12,10 +12,12 @@ from __future__ import annotations
 import html
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
 import deerflow._codec as _codec
+from deerflow.connectors._auth import ApiKeys, presented_key
 from deerflow.runtime.plugins import Service
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -23,9 +25,16 @@ RETRY_AFTER = "2"
 
 
 class Startup:
-    """The things a server still waits for; empty once it is ready."""
+    """The things a server still waits for; empty once it is ready.
 
-    def __init__(self) -> None:
+    Args:
+        keys: when API keys are configured, only requests presenting one (``X-API-Key`` or
+            ``Authorization: Bearer``) are told what the server waits for (names of groups
+            and topics); others get the bare 503.
+    """
+
+    def __init__(self, keys: ApiKeys | None = None) -> None:
+        self._keys = keys
         self.waiting: dict[str, None] = {}  # insertion-ordered set of labels
         self.began = time.monotonic()
         self.ready = False
@@ -54,13 +63,16 @@ class Startup:
         """Answer 503 "starting" until :meth:`finish`."""
         if self.ready:
             return await handler(request)
-        waiting = list(self.waiting)
+        told = not self._keys or self._keys.accepts(presented_key(request.headers))
+        waiting = list(self.waiting) if told else []
         headers = {"Retry-After": RETRY_AFTER, "Cache-Control": "no-store"}
         if request.path.startswith("/ui") or request.path == "/":
             return web.Response(
                 status=503, text=_page(waiting), content_type="text/html", headers=headers
             )
-        body = {"error": "starting", "waiting_for": waiting}
+        body: dict[str, Any] = {"error": "starting"}
+        if told:
+            body["waiting_for"] = waiting
         return web.Response(
             status=503, body=_codec.dumps(body), content_type="application/json", headers=headers
         )
@@ -84,9 +96,9 @@ class _Tracked:
 
 def _page(waiting: list[str]) -> str:
     items = "".join(f"<li>{html.escape(label)}</li>" for label in waiting)
+    listed = f"<p>Waiting for:</p><ul>{items}</ul>" if items else ""
     return (
         "<!doctype html><html><head><meta charset='utf-8'>"
         f"<meta http-equiv='refresh' content='{RETRY_AFTER}'><title>deerflow: starting</title>"
-        "</head><body><h1>deerflow is starting</h1>"
-        f"<p>Waiting for:</p><ul>{items}</ul></body></html>"
+        f"</head><body><h1>deerflow is starting</h1>{listed}</body></html>"
     )

@@ -103,9 +103,9 @@ async def serve(
     stop = stop or asyncio.Event()
     _install_stop(stop)
     settings = load_config(config)
-    startup = Startup()
     engine = Engine(store, workflows)
     gateway = WebhookGateway(engine, host=host, port=port, config=settings)
+    startup = Startup(gateway.api_keys)
     gateway.app.middlewares.append(startup.middleware)
     mount(gateway.app, engine, api_keys=gateway.api_keys, config=settings)
     sources = sources_for(engine, workflows, gateway=gateway)  # bad trigger config fails here
@@ -162,10 +162,12 @@ async def _open(engine: Engine) -> None:
     try:
         await engine.open()
     except EventStoreError as exc:
-        raise EventStoreError(
-            f"{exc}; start it, or point --store / $DEERFLOW_STORE at a reachable store",
-            retriable=exc.retriable,
-        ) from None
+        fix = (
+            "start it, or point --store / $DEERFLOW_STORE at a reachable store"
+            if engine.log.url.startswith("kafka")
+            else "check --store / $DEERFLOW_STORE"
+        )
+        raise EventStoreError(f"{exc}; {fix}", retriable=exc.retriable) from exc
 
 
 def _engine_groups(engine: Engine) -> str:

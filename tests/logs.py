@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from deerflow import Engine
 from deerflow.core import _history as h
-from deerflow.eventstore.base import EventLog, Record, TopicPartition
+from deerflow.log.base import EventLog, Record, TopicPartition
 
 
 async def records(log: EventLog, topic: str) -> list[Record]:

@@ -204,9 +204,9 @@ class ChoreographyService:
                     fnmatch.fnmatchcase(handler.name, pattern) for pattern in self._only
                 ):
                     continue
-                runner = HandlerRunner(self, handler)
-                await runner.start()
-                self.runners.append(runner)
+                self.runners.append(HandlerRunner(self, handler))
+        # Each handler joins a group of its own, which takes seconds on Kafka: all at once.
+        await asyncio.gather(*(runner.start() for runner in self.runners))
 
     async def stop(self) -> None:
         """Stop the runners and detach."""

@@ -10,13 +10,14 @@ to write; a letter whose id is there is not written again.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
 import uuid
 import weakref
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import deerflow._codec as _codec
 from deerflow.connectors._ledger import Ledger
@@ -56,7 +57,7 @@ class LetterIds:
     def __init__(self, engine: Engine) -> None:
         self.ledger = Ledger(engine.log, ids_topic(engine.topics.prefix))
         self._engine = engine
-        self._started = False
+        self._starting: asyncio.Future[Any] | None = None
 
     @classmethod
     def of(cls, engine: Engine) -> LetterIds:
@@ -68,9 +69,14 @@ class LetterIds:
 
     async def fresh(self, ids: Sequence[str]) -> set[str]:
         """Those of ``ids`` not written yet (by this process or, as far as read, another)."""
-        if not self._started:
-            self._started = True
-            await self._engine.add_service(self.ledger)  # read now, stopped with the engine
+        if self._starting is None:  # read now (once for all sources), stopped with the engine
+            self._starting = asyncio.ensure_future(self._engine.add_service(self.ledger))
+        starting = self._starting
+        try:
+            await asyncio.shield(starting)
+        except Exception:
+            self._starting = None  # the next letter tries again
+            raise
         await self.ledger.refresh()
         return {i for i in ids if self.ledger.get(i) is None}
 

@@ -9,8 +9,8 @@ import json
 import sys
 from pathlib import Path
 
-from deerflow import _codec
-from deerflow.eventstore.base import Message
+import deerflow._codec as _codec
+from deerflow.log.base import Message
 from tests.cli.conftest import Shell
 
 

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
 from deerflow import Engine, RunResult, Workflow
-from deerflow.eventstore.base import TopicPartition
+from deerflow.log.base import TopicPartition
 from tests.services import unique_name
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
@@ -78,3 +82,21 @@ async def dead_letters(engine: Engine) -> list[dict[str, Any]]:
         part = await engine.log.read_partition(TopicPartition(engine.topics.dlq, p))
         letters += [orjson.loads(r.value) for r in part]
     return letters
+
+
+@pytest.fixture
+def cli_env(prefix: str) -> dict[str, str]:
+    """The environment of a ``deerflow`` subprocess: this test's prefix, this checkout's code."""
+    return dict(os.environ, DEERFLOW_PREFIX=prefix, PYTHONPATH=str(ROOT))
+
+
+@pytest.fixture
+def aws_env(cli_env: dict[str, str], moto_endpoint: str) -> dict[str, str]:
+    """:func:`cli_env` with moto's endpoint and test credentials."""
+    return dict(
+        cli_env,
+        AWS_ENDPOINT_URL=moto_endpoint,
+        AWS_ACCESS_KEY_ID="test",
+        AWS_SECRET_ACCESS_KEY="test",
+        AWS_DEFAULT_REGION="us-east-1",
+    )

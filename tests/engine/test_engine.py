@@ -180,7 +180,7 @@ async def test_re_appending_a_whole_history_changes_no_outcome(store):
         result = await (await engine.start(wf, params={"day": "d"})).result(timeout=60)
         tp_events = []
         for tp in range(await engine.log.partition_count(engine.topics.history)):
-            from deerflow.eventstore.base import TopicPartition
+            from deerflow.log.base import TopicPartition
 
             for record in await engine.log.read_partition(
                 TopicPartition(engine.topics.history, tp)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from deerflow import Workflow
 from deerflow.core import _history as h
 from deerflow.core._state import RunState, fold
-from deerflow.eventstore.base import EventLog, TopicPartition
+from deerflow.log.base import EventLog, TopicPartition
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ import pytest
 
 from deerflow import Workflow
 from deerflow.core import _history as h
-from deerflow.eventstore.base import TopicPartition
+from deerflow.log.base import TopicPartition
 from tests.reliability.history_checker import Entry, check
 
 TP = TopicPartition("t.history", 0)
