@@ -14,7 +14,7 @@ broker and controller, no ZooKeeper) from the jars ``kafka/pom.xml`` pins, the v
 Settings: :data:`BROKER_SETTINGS` are the ones ``compose/docker-compose.yml`` gives its broker
 too; :data:`TEST_SETTINGS` only make a test broker quicker (short group sessions, frequent
 retention and compaction passes). The broker's output goes to ``server.log`` in its directory,
-which :meth:`ApacheKafka.stop` keeps (it removes the data only).
+which :meth:`ApacheKafka.stop` can keep.
 """
 
 from __future__ import annotations
@@ -189,11 +189,12 @@ class ApacheKafka(Service):
 
     @property
     def log_path(self) -> Path:
-        """The broker's output (kept after :meth:`stop`)."""
+        """The broker's output (kept by ``stop(keep_log=True)``)."""
         return self.directory / "server.log"
 
-    def stop(self) -> None:
-        """SIGTERM (a controlled shutdown), kill after :data:`STOP_TIMEOUT`; drop the data."""
+    def stop(self, *, keep_log: bool = False) -> None:
+        """SIGTERM (a controlled shutdown), kill after :data:`STOP_TIMEOUT`; then remove the
+        directory, or only the data with ``keep_log`` (for a failed test's report)."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -202,12 +203,7 @@ class ApacheKafka(Service):
                 self.process.kill()
                 self.process.wait()
         self.log.close()
-        shutil.rmtree(self.directory / "data", ignore_errors=True)
-
-    def discard(self) -> None:
-        """Stop, then remove the whole directory, log included."""
-        self.stop()
-        shutil.rmtree(self.directory, ignore_errors=True)
+        shutil.rmtree(self.directory / "data" if keep_log else self.directory, ignore_errors=True)
 
 
 def _properties(data: Path, port: int, controller: int, settings: Mapping[str, str]) -> str:
@@ -325,7 +321,7 @@ def start_apache_kafka(
                 return broker
             time.sleep(0.1)
         last = broker.output()
-        broker.stop()
+        broker.stop(keep_log=True)
         if "Address already in use" not in last:
             break
     raise ServiceUnavailable(f"Apache Kafka did not start (log in {directory}): {last}")
