@@ -157,7 +157,7 @@ async def test_huge_headers_get_a_400_and_the_connection_closed(server: Process)
 async def test_slow_clients_are_closed_and_others_served_meanwhile(server: Process):
     port = port_of(server)
     slow = []
-    for _ in range(300):  # slowloris: half a request each, then nothing
+    for _ in range(1_000):  # slowloris: half a request each, then nothing
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"POST /hooks/etl HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
         slow.append((reader, writer))
