@@ -40,7 +40,7 @@ from deerflow.connectors._auth import (
     signature_problem,
     signed_identity,
 )
-from deerflow.connectors._httplimits import HttpLimits
+from deerflow.connectors._httplimits import HttpLimits, cap_connections
 from deerflow.connectors.base import RunRequest, TriggerSource, run_id_for, unstorable
 from deerflow.engine import Engine
 from deerflow.errors import ConnectorError, RunNotFound
@@ -220,6 +220,7 @@ class WebhookGateway(TriggerSource[None]):
             self.app, access_log=None, shutdown_timeout=10.0, **self.limits.server_options()
         )
         await runner.setup()
+        cap_connections(runner, self.limits.max_connections)
         await web.TCPSite(runner, self.host, self._port).start()
         self._runner = runner
         log.info(
