@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import unquote
+
 import aiohttp
 import pytest
 
@@ -87,6 +89,12 @@ async def test_a_running_run_is_cancelled_and_unknown_runs_are_404(deployment: D
         text = await page.text()
         assert page.status == 404 and f"no run &#x27;{run_id[:-1]}x&#x27;" in text
         assert "memory://" not in text and text.count(run_id[:-1]) == 1
+    async with deployment.session.post(
+        f"{deployment.url}/ui/runs/{run_id[:-1]}x/cancel", allow_redirects=False
+    ) as refused:
+        location = unquote(refused.headers["Location"])
+        assert refused.status == 303 and f"error=no run '{run_id[:-1]}x'" in location
+        assert "memory://" not in location and location.count(run_id[:-1]) == 2  # path, message
     await deployment.post("/api/runs/no-such-run/cancel", status=404)
     bad = await deployment.get("/api/runs?since=yesterday-ish", status=400)
     assert "not a time" in bad["error"]
