@@ -10,8 +10,8 @@ sent only once that request is durable. An ``Idempotency-Key`` (or the trigger's
 header) fixes the run id, so repeated or concurrent duplicates get the same run; the run
 records a digest of the body, and the same key with another body is refused (422), also after
 a restart. Without a key, a signed request's signature fixes the run id (a replayed signed
-request is the same run). A connection
-that does not deliver its headers within ``idle_timeout`` is closed (slow clients).
+request is the same run). A connection that does not deliver its headers within
+``idle_timeout`` is closed (slow clients); the limits are :class:`HttpLimits`.
 ``GET <status_path>/<run_id>`` reports a run.
 
 The gateway's :attr:`WebhookGateway.app` is a plain ``aiohttp.web.Application``: more routes (a
@@ -40,7 +40,7 @@ from deerflow.connectors._auth import (
     signature_problem,
     signed_identity,
 )
-from deerflow.connectors._httplimits import HttpLimits
+from deerflow.connectors._httplimits import HttpLimits, cap_connections
 from deerflow.connectors.base import RunRequest, TriggerSource, run_id_for, unstorable
 from deerflow.errors import ConnectorError, RunNotFound
 from deerflow.events import WebhookEvent, WebhookRequestEvent, trigger_name
@@ -83,6 +83,17 @@ def _text(value: str) -> str:
 def body_digest(raw: bytes) -> str:
     """What an idempotency key remembers of a body: ``sha256:<hex>``."""
     return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def _other_body(recorded: Mapping[str, Any] | None, run: RunRequest, digest: str) -> bool:
+    """Whether the trigger event a run recorded came with a body other than ``digest``'s."""
+    if not recorded:
+        return False
+    kept = recorded.get("body_digest")
+    if kept is None:  # a run recorded before digests were kept: compare its text
+        event = run.event
+        return isinstance(event, WebhookRequestEvent) and recorded.get("text") != event.text
+    return bool(kept != digest)
 
 
 class BodyTooLargeError(Exception):
@@ -220,6 +231,7 @@ class WebhookGateway(TriggerSource[None]):
             self.app, access_log=None, shutdown_timeout=10.0, **self.limits.server_options()
         )
         await runner.setup()
+        cap_connections(runner, self.limits.max_connections)
         await web.TCPSite(runner, self.host, self._port).start()
         self._runner = runner
         if self.routes:
@@ -341,17 +353,16 @@ class WebhookGateway(TriggerSource[None]):
         problem = unstorable(run)
         if problem is not None:
             return _error(400, f"body cannot be accepted: {problem}")
+        known = self.engine.index.runs.get(run_id)
+        if digest is not None and known is not None and _other_body(known.trigger, run, digest):
+            return self._key_reused(delivery)  # a repeat seen already: nothing to append
         try:
             await self.submit([run], give_up_after=self.give_up_after)
         except ConnectorError as exc:
             log.error("webhook %s: run request not durable: %s", trigger.path, exc)
             return _error(503, "the run could not be recorded; try again", **{"Retry-After": "5"})
         if digest is not None and await self._reused_with_another_body(run, digest):
-            return _error(
-                422,
-                f"Idempotency-Key {_text(delivery or '')!r} was already used with another body; "
-                "send the same body again to get its run, or use a new key",
-            )
+            return self._key_reused(delivery)
         base = self.public_url or f"{request.scheme}://{request.host}"
         return _json(202, {"run_id": run_id, "status_url": f"{base}{self.status_path}/{run_id}"})
 
@@ -366,15 +377,16 @@ class WebhookGateway(TriggerSource[None]):
         if wf is not None and wf.route_trigger(run.event) is not None:
             return False  # a state machine's transition request: no run of that id
         state = await self.engine.index.wait(run.run_id, lambda s: s.requested, self.give_up_after)
-        if state is None or not state.trigger:
-            return False  # not folded in time: the request is durable, answer as usual
-        recorded = state.trigger.get("body_digest")
-        if recorded is None:  # a run recorded before digests were kept: compare its text
-            event = run.event
-            return (
-                isinstance(event, WebhookRequestEvent) and state.trigger.get("text") != event.text
-            )
-        return bool(recorded != digest)
+        # Not folded in time: the request is durable, answer as usual.
+        return state is not None and _other_body(state.trigger, run, digest)
+
+    @staticmethod
+    def _key_reused(delivery: str | None) -> web.Response:
+        return _error(
+            422,
+            f"Idempotency-Key {_text(delivery or '')!r} was already used with another body; "
+            "send the same body again to get its run, or use a new key",
+        )
 
     async def _status(self, request: web.Request) -> web.StreamResponse:
         if self.api_keys and not self.api_keys.accepts(presented_key(request.headers)):

@@ -68,6 +68,8 @@ def check_store_file(path: str) -> None:
     Raises:
         EventStoreError: naming the file and what is wrong with it.
     """
+    if _recovers_from_log(path):
+        return  # a crash left a write-ahead log: SQLite completes the file from it
     try:
         size = os.path.getsize(path)
         if size == 0:
@@ -93,6 +95,21 @@ def check_store_file(path: str) -> None:
             f"store file {path} is truncated ({size} of {pages * page_size} bytes): {_FIX}",
             retriable=False,
         )
+
+
+def _recovers_from_log(path: str) -> bool:
+    """Whether a non-empty WAL or rollback journal sits beside ``path``.
+
+    A crash during a checkpoint can leave the file shorter than its header says (the header
+    page is copied first) with the pages still in the WAL; SQLite finishes the copy on open.
+    """
+    for suffix in ("-wal", "-journal"):
+        try:
+            if os.path.getsize(path + suffix) > 0:
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def _opening_error(path: str, exc: sqlite3.Error) -> EventStoreError:

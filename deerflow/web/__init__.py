@@ -26,7 +26,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from deerflow.connectors._auth import ApiKeys
-from deerflow.connectors._httplimits import HttpLimits
+from deerflow.connectors._httplimits import HttpLimits, cap_connections
 from deerflow.engine import Engine, Workflow
 from deerflow.metrics import CONTENT_TYPE, EngineMetrics
 from deerflow.observability.tracing import RunTracer
@@ -204,10 +204,10 @@ async def serve_ui(
     async with Engine(store, list(workflows), orchestrate=False, work=False) as engine:
         app = web.Application()
         mount(app, engine, config=settings)
-        runner = web.AppRunner(
-            app, access_log=None, **HttpLimits.configured(settings).server_options()
-        )
+        limits = HttpLimits.configured(settings)
+        runner = web.AppRunner(app, access_log=None, **limits.server_options())
         await runner.setup()
+        cap_connections(runner, limits.max_connections)
         try:
             await web.TCPSite(runner, host, port).start()
             bound = next((a for a in runner.addresses if isinstance(a, tuple)), (host, port))

@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from deerflow.errors import DeerflowError
+from deerflow.errors import DeerflowError, RunNotFound
 from deerflow.web import _dlq, _runs
 from deerflow.web._auth import cross_site
 from deerflow.web._context import context
@@ -24,6 +24,11 @@ from deerflow.web._pages import flash_of, html
 def _back(location: str, *, flash: str = "", error: str = "") -> web.HTTPSeeOther:
     key, text = ("error", error) if error else ("flash", flash)
     return web.HTTPSeeOther(f"{location}?{key}={quote(text)}")
+
+
+def _said(exc: DeerflowError, run_id: str) -> str:
+    """What the page says of a refused action: of an unknown run, no store and no other ids."""
+    return _runs.public_message(exc, run_id) if isinstance(exc, RunNotFound) else str(exc)
 
 
 def _refuse_cross_site(request: web.Request) -> None:
@@ -39,7 +44,7 @@ async def cancel_action(request: web.Request) -> web.StreamResponse:
     try:
         await _runs.request_cancel(ctx.engine, rid, reason="cancelled from the dashboard")
     except DeerflowError as exc:
-        raise _back(where, error=str(exc)) from None
+        raise _back(where, error=_said(exc, rid)) from None
     raise _back(where, flash="Cancel requested.")
 
 
@@ -51,7 +56,7 @@ async def retry_action(request: web.Request) -> web.StreamResponse:
     try:
         number = await _runs.request_retry(ctx.engine, rid, reason="retried from the dashboard")
     except DeerflowError as exc:
-        raise _back(where, error=str(exc)) from None
+        raise _back(where, error=_said(exc, rid)) from None
     await ctx.engine.index.wait(rid, lambda s: s.retries >= number, 5.0)
     raise _back(where, flash=f"Retry {number} requested: the run goes on from its failed tasks.")
 
@@ -69,7 +74,7 @@ async def transition_action(request: web.Request) -> web.StreamResponse:
     try:
         await handler(ctx.engine, rid, name, {})
     except DeerflowError as exc:
-        raise _back(where, error=str(exc)) from None
+        raise _back(where, error=_said(exc, rid)) from None
     raise _back(where, flash=f"Transition {name!r} sent.")
 
 

@@ -45,7 +45,7 @@ async def add_security_headers(request: web.BaseRequest, response: web.StreamRes
     """Set the headers on ``response``; static files alone may be cached."""
     for name, value in _ALWAYS.items():
         response.headers.setdefault(name, value)
-    static = "/static/" in request.path and response.status == 200
+    static = "/static/" in request.path and response.status in (200, 304)
     if not static:
         # Pages and answers carry runs' data and are behind the API key: never stored.
         response.headers["Cache-Control"] = "no-store"

@@ -181,10 +181,14 @@ async def test_an_idempotency_key_reused_with_another_body_is_refused_with_422(
     assert status == 400 and "longer than 255" in reply["error"]
 
 
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("kafka", marks=pytest.mark.kafka)])
 async def test_the_body_an_idempotency_key_was_used_with_is_remembered_across_a_restart(
-    tmp_path: Any,
+    tmp_path: Any, backend: str, request: pytest.FixtureRequest
 ) -> None:
-    store = f"sqlite:///{tmp_path / 'hooks.db'}"
+    if backend == "kafka":
+        store = request.getfixturevalue("kafka_url")
+    else:
+        store = f"sqlite:///{tmp_path / 'hooks.db'}"
     headers = {"Idempotency-Key": "delivery-9"}
     run_ids = []
     for body, expected in (({"a": 1}, 202), ({"a": 2}, 422), ({"a": 1}, 202)):

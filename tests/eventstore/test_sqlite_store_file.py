@@ -16,6 +16,7 @@ import pytest
 
 from deerflow.errors import EventStoreError
 from deerflow.eventstore.sqlite import SqliteEventLog
+from deerflow.log._sqlitefile import check_store_file
 from deerflow.log.base import Message, TopicPartition
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -142,3 +143,10 @@ def test_a_store_file_locked_by_another_process_is_named_within_seconds(tmp_path
     assert took < 25
     with sqlite3.connect(path) as conn:  # the holder rolled back; the store is as it was
         assert conn.execute("SELECT COUNT(*) FROM records").fetchone()[0] == 1
+
+
+def test_a_short_file_beside_a_write_ahead_log_is_left_to_sqlite_recovery(tmp_path: Path):
+    path = tmp_path / "store.db"
+    truncated(path)  # as a crash in the middle of a checkpoint leaves it, but with its log:
+    (tmp_path / "store.db-wal").write_bytes(b"\x37\x7f\x06\x82" + bytes(28))
+    check_store_file(str(path))  # not refused here: SQLite replays the log, or says why not

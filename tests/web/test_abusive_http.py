@@ -6,8 +6,10 @@ its memory bounded, and other clients are served meanwhile."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -20,18 +22,23 @@ from tests.web.conftest import APP, Process, serving
 IDLE_TIMEOUT = 1.0
 BODY_TIMEOUT = 2.0
 PENDING = 8
+MAX_CONNECTIONS = 100
+
+
+def serve_with(flags: Path, **settings: float) -> contextlib.AbstractContextManager[Process]:
+    """``deerflow serve`` with these ``[gateway]`` settings in its configuration file."""
+    config = flags / "deerflow.toml"
+    config.write_text("[gateway]\n" + "".join(f"{k} = {v}\n" for k, v in settings.items()))
+    return serving(APP, f"sqlite:///{flags / 'abuse.db'}", flags, "--config", str(config))
 
 
 @pytest.fixture
 def server(isolated: Path) -> Iterator[Process]:
-    """``deerflow serve`` with short timeouts from its configuration file."""
-    config = isolated / "deerflow.toml"
-    config.write_text(
-        f"[gateway]\nidle_timeout = {IDLE_TIMEOUT}\nbody_timeout = {BODY_TIMEOUT}\n"
-        f"max_pending = {PENDING}\napi_max_pending = {PENDING}\n"
-    )
-    store = f"sqlite:///{isolated / 'abuse.db'}"
-    with serving(APP, store, isolated, "--config", str(config)) as proc:
+    """``deerflow serve`` with short timeouts and small pending limits."""
+    limits = {"max_pending": PENDING, "api_max_pending": PENDING}
+    with serve_with(
+        isolated, idle_timeout=IDLE_TIMEOUT, body_timeout=BODY_TIMEOUT, **limits
+    ) as proc:
         yield proc
         assert proc.process.poll() is None, "the server died"
 
@@ -157,7 +164,7 @@ async def test_huge_headers_get_a_400_and_the_connection_closed(server: Process)
 async def test_slow_clients_are_closed_and_others_served_meanwhile(server: Process):
     port = port_of(server)
     slow = []
-    for _ in range(300):  # slowloris: half a request each, then nothing
+    for _ in range(1_000):  # slowloris: half a request each, then nothing
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"POST /hooks/etl HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
         slow.append((reader, writer))
@@ -255,5 +262,40 @@ def test_the_limits_the_security_guide_shows_are_the_defaults():
     guide = (ROOT / "docs" / "operations" / "security.md").read_text()
     (block,) = [b for b in re.findall(r"```toml\n(.*?)```", guide, re.S) if "idle_timeout" in b]
     table = tomllib.loads(block)["gateway"]
-    assert HttpLimits.configured(table) == HttpLimits()
+    assert replace(HttpLimits.configured(table), max_connections=10_000) == HttpLimits()
     assert table["session_ttl"] == DEFAULT_TTL
+
+
+async def test_connections_past_the_limit_get_503_and_are_closed(isolated: Path):
+    with serve_with(isolated, max_connections=MAX_CONNECTIONS) as server:
+        await connections_past_the_limit(port_of(server))
+        assert server.process.poll() is None
+        logged = server.output()
+        assert "Traceback" not in logged and "exception" not in logged.lower(), logged
+
+
+async def connections_past_the_limit(port: int) -> None:
+    held = []
+    for _ in range(MAX_CONNECTIONS + 5):  # a request each, half sent
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /api/runs HTTP/1.1\r\nHost: localhost\r\n")
+        held.append((reader, writer))
+
+    async def answer(reader: asyncio.StreamReader) -> bytes:
+        try:
+            async with asyncio.timeout(1.0):
+                return await reader.read()  # the whole answer, up to the close
+        except TimeoutError:
+            return b"(still open)"
+
+    answers = await asyncio.gather(*(answer(r) for r, _ in held))
+    refused = [a for a in answers if a != b"(still open)"]
+    assert len(refused) == 5, [a[:60] for a in refused]
+    for answered in refused:
+        assert status_of(answered) == 503 and b"Retry-After: 1" in answered
+        assert answered.endswith(b'{"error": "too many open connections"}')
+    assert status_of(await exchange(port, request("GET", "/api/runs"))) == 503
+    for _, writer in held:
+        writer.close()
+    await asyncio.sleep(0.5)  # the server sees them closed
+    assert await served_normally(port)

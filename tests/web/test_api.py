@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import unquote
+
 import aiohttp
 import pytest
 
@@ -83,6 +85,16 @@ async def test_a_running_run_is_cancelled_and_unknown_runs_are_404(deployment: D
     assert missing == {"error": f"no run '{run_id[:-1]}x'"}  # no store URL, no close run ids
     ambiguous = await deployment.get("/api/runs/", status=404)
     assert "error" in ambiguous
+    async with deployment.session.get(f"{deployment.url}/ui/runs/{run_id[:-1]}x") as page:
+        text = await page.text()
+        assert page.status == 404 and f"no run &#x27;{run_id[:-1]}x&#x27;" in text
+        assert "memory://" not in text and text.count(run_id[:-1]) == 1
+    async with deployment.session.post(
+        f"{deployment.url}/ui/runs/{run_id[:-1]}x/cancel", allow_redirects=False
+    ) as refused:
+        location = unquote(refused.headers["Location"])
+        assert refused.status == 303 and f"error=no run '{run_id[:-1]}x'" in location
+        assert "memory://" not in location and location.count(run_id[:-1]) == 2  # path, message
     await deployment.post("/api/runs/no-such-run/cancel", status=404)
     bad = await deployment.get("/api/runs?since=yesterday-ish", status=400)
     assert "not a time" in bad["error"]
@@ -226,3 +238,52 @@ async def test_state_machine_transitions_are_sent_through_the_api(deployment: De
     detail = await deployment.get(f"/api/runs/{handle.run_id}")
     assert detail["run"]["state"] == "open"
     assert [t["target"] for t in detail["run"]["transitions"]] == ["closed", "open"]
+
+
+async def test_bad_parameters_and_bodies_get_a_400_that_names_them(deployment: Deployment):
+    run_id = await deployment.webhook()
+    await deployment.wait(run_id)
+    for body, says in (
+        ({"reason": {"nested": 1}}, "'reason' must be a string, not dict"),
+        ({"reason": None}, "'reason' must be a string, not NoneType"),
+        ([1, 2], "body must be a JSON object"),
+    ):
+        refused = await deployment.post(f"/api/runs/{run_id}/retry", status=400, body=body)
+        assert refused == {"error": says}
+    handle = await deployment.engine.start("door")
+    where = f"/api/runs/{handle.run_id}/transitions"
+    assert (
+        "non-empty string"
+        in (await deployment.post(where, status=400, body={"transition": ""}))["error"]
+    )
+    assert (await deployment.post(where, status=400, body={"transition": "x", "data": [1]}))[
+        "error"
+    ] == "'data' must be a JSON object, not list"
+    not_a_machine = await deployment.post(
+        f"/api/runs/{run_id}/transitions", status=409, body={"transition": "open_door"}
+    )
+    assert "is not a state-machine instance" in not_a_machine["error"]
+
+    for query, says in (
+        ("limit=-1", "limit must be a whole number from 0, not '-1'"),
+        ("limit=%C2%B2", "limit must be a whole number from 0"),
+        ("since=2024-01-01T10:00", "not a time: '2024-01-01T10:00' (use epoch seconds, an RFC"),
+        ("until=", "not a time: ''"),
+    ):
+        assert says in (await deployment.get(f"/api/runs?{query}", status=400))["error"]
+    for query in (
+        "since=2h",
+        "since=1700000000.5",
+        "since=2024-01-01",
+        "until=2030-01-01t00:00:00z",
+    ):
+        assert [r["run_id"] for r in (await deployment.get(f"/api/runs?{query}"))["runs"]]
+
+
+async def test_a_wrong_method_and_an_oversized_body_are_answered_in_json(deployment: Deployment):
+    async with deployment.session.delete(deployment.url + "/api/runs") as reply:
+        assert reply.status == 405 and "GET" in reply.headers["Allow"]
+        assert await reply.json() == {"error": "method not allowed"}
+    big = {"reason": "x" * 70_000}
+    async with deployment.session.post(deployment.url + "/api/runs/x/cancel", json=big) as reply:
+        assert reply.status == 413 and "error" in await reply.json()

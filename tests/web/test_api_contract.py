@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.web.conftest import APP, ROOT, serving
+from tests.web.conftest import APP, serving
 
 KEY = "contract-key"
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
@@ -37,7 +37,7 @@ def keyed_server(isolated: Path) -> Iterator[str]:
         (isolated / "release").touch()  # the waiting task ends, so the server stops at once
 
 
-def test_the_server_does_what_its_openapi_document_says(keyed_server: str):
+def test_the_server_does_what_its_openapi_document_says(keyed_server: str, isolated: Path):
     if not SCHEMATHESIS.exists():
         pytest.fail("schemathesis is not installed (pip install -e '.[test]')")
     command = [
@@ -60,7 +60,13 @@ def test_the_server_does_what_its_openapi_document_says(keyed_server: str):
         "40",
     ]
     done = subprocess.run(
-        command, capture_output=True, text=True, timeout=100, cwd=ROOT, check=False
+        # cwd: schemathesis keeps a cache of what it found in ./.schemathesis
+        command,
+        capture_output=True,
+        text=True,
+        timeout=100,
+        cwd=isolated,
+        check=False,
     )
     report = done.stdout[-6000:]
     assert done.returncode == 0, report

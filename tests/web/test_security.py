@@ -179,3 +179,11 @@ def test_the_session_lifetime_is_a_positive_number_of_seconds(monkeypatch):
     monkeypatch.setenv(_session.SESSION_TTL_ENV, "-1")
     with pytest.raises(ValueError, match="must be positive"):
         _session.session_ttl()
+
+
+async def test_the_sign_in_page_shows_where_the_user_was_going_as_text(keyed):
+    trap = '"><script>alert(1)</script>'
+    async with keyed.session.get(keyed.url + "/ui/dlq", params={"q": trap}) as reply:
+        page = await reply.text()
+    assert reply.status == 401 and "<script>alert" not in page
+    assert 'name="next" value="/ui/dlq?q=%22%3E%3Cscript%3Ealert(1)%3C/script%3E"' in page
