@@ -30,6 +30,10 @@ def load_module_workflows(target: str) -> tuple[list[Workflow], Workflow | None]
     sys.path.insert(0, str(path.resolve().parent))
     try:
         spec.loader.exec_module(module)
+    except DeerflowError:
+        # A definition error names its workflow and task and is written to be read alone.
+        sys.modules.pop(module_name, None)
+        raise
     except Exception as exc:
         sys.modules.pop(module_name, None)
         raise DeerflowError(f"cannot load {path}:\n{as_python_shows(exc)}") from None
