@@ -5,10 +5,30 @@ from __future__ import annotations
 import importlib.util
 import sys
 from pathlib import Path
+from types import ModuleType
 
 from deerflow._tracebacks import as_python_shows
 from deerflow.errors import DeerflowError
 from deerflow.workflow import Workflow
+
+
+def _import_file(path: Path) -> ModuleType:
+    """Run the user's file as a module; its errors as Python shows them for that file."""
+    module_name = f"deerflow_user_{path.stem}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise DeerflowError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    sys.path.insert(0, str(path.resolve().parent))
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        sys.modules.pop(module_name, None)
+        if isinstance(exc, DeerflowError):
+            raise  # a definition error names its workflow and task, to be read alone
+        raise DeerflowError(f"cannot load {path}:\n{as_python_shows(exc)}") from None
+    return module
 
 
 def load_module_workflows(target: str) -> tuple[list[Workflow], Workflow | None]:
@@ -21,22 +41,7 @@ def load_module_workflows(target: str) -> tuple[list[Workflow], Workflow | None]
     path = Path(path_text)
     if not path.is_file():
         raise DeerflowError(f"no such file: {path}")
-    module_name = f"deerflow_user_{path.stem}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise DeerflowError(f"cannot import {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    sys.path.insert(0, str(path.resolve().parent))
-    try:
-        spec.loader.exec_module(module)
-    except DeerflowError:
-        # A definition error names its workflow and task and is written to be read alone.
-        sys.modules.pop(module_name, None)
-        raise
-    except Exception as exc:
-        sys.modules.pop(module_name, None)
-        raise DeerflowError(f"cannot load {path}:\n{as_python_shows(exc)}") from None
+    module = _import_file(path)
     found: dict[int, tuple[str, Workflow]] = {}
     for var, value in vars(module).items():
         if isinstance(value, Workflow) and id(value) not in found:

@@ -129,35 +129,40 @@ class Engine:
         self._started = False
         self._lock = asyncio.Lock()
         self._late: set[asyncio.Task[None]] = set()
+        self._unstarted: list[Plugin] = []  # adopted, services not started yet
         self._adopt(plugins)
         for wf in self.registry:
             self._adopt(wf.plugins)
 
     # -- plugins -----------------------------------------------------------------------------
 
-    def _adopt(self, plugins: Iterable[Any]) -> list[Plugin]:
-        """Adopt the plugins not adopted yet: their hooks now; returns them for their services."""
-        new: list[Plugin] = []
+    def _adopt(self, plugins: Iterable[Any]) -> bool:
+        """Adopt the plugins not adopted yet: their hooks at once, their services at the next
+        :meth:`_start_pending`. Returns whether there was a new one."""
+        new = False
         for plugin in plugins:
             if not isinstance(plugin, Plugin):
                 raise DeerflowError(f"{plugin!r} is not a deerflow.runtime.Plugin")
             if any(plugin is p for p in self.plugins):
                 continue
             self.plugins.append(plugin)
-            new.append(plugin)
-        if new:
+            self._unstarted.append(plugin)
             self.hooks = HookChain([hook for p in self.plugins for hook in p.hooks()])
             if self.worker is not None:
                 self.worker.hooks = self.hooks
+            new = True
         return new
 
-    def _services_of(self, plugins: Iterable[Plugin]) -> list[Service]:
+    def _take_pending(self) -> list[Service]:
+        """The services of the plugins adopted since the last call (none when not serving)."""
+        plugins, self._unstarted = self._unstarted, []
         if not self._run_services:
             return []
         return [service for plugin in plugins for service in plugin.services(self)]
 
-    async def _start_services(self, plugins: Iterable[Plugin]) -> None:
-        await self._start_all(self._services_of(plugins))
+    async def _start_pending(self) -> None:
+        """Start the services of the plugins adopted since the last call, concurrently."""
+        await self._start_all(self._take_pending())
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -223,7 +228,7 @@ class Engine:
             joins = [] if self.orchestrator is None else [self.orchestrator.start()]
             if self.worker is not None:
                 joins.append(self.worker.start(held=True))
-            await self._start_all([*self._services_of(self.plugins), *extra], *joins)
+            await self._start_all([*self._take_pending(), *extra], *joins)
             if self.worker is not None:
                 self.worker.release()
             self._started = True
@@ -291,10 +296,11 @@ class Engine:
     def register(self, workflow: WorkflowDef) -> WorkflowDef:
         """Make ``workflow`` runnable by this process (and adopt the plugins it carries)."""
         self.registry.add(workflow)
-        new = self._adopt(workflow.plugins)
-        if new and self._started:
-            # Called outside a coroutine: the services start on the engine's loop, soon.
-            task = asyncio.get_running_loop().create_task(self._start_services(new))
+        if self._adopt(workflow.plugins) and self._started:
+            try:  # the services start on the engine's loop, soon (else at the next start_run)
+                task = asyncio.get_running_loop().create_task(self._start_pending())
+            except RuntimeError:
+                return workflow
             self._late.add(task)
             task.add_done_callback(self._late.discard)
         return workflow
@@ -322,7 +328,8 @@ class Engine:
         refusal = wf.start_refusal()
         if refusal is not None:
             raise DeerflowError(refusal)
-        await self._start_services(self._adopt(wf.plugins))
+        self._adopt(wf.plugins)
+        await self._start_pending()
         rid = run_id or new_run_id()
         for value in (params, input, trigger):
             # TypeError now, rather than a run written that no reader can parse back.

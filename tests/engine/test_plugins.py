@@ -115,6 +115,18 @@ async def test_a_plugin_a_workflow_carries_is_adopted_once_even_when_registered_
     assert log.count("service started") == 1 and log.count("service stopped") == 1
 
 
+async def test_a_workflow_registered_after_the_start_brings_its_plugin():
+    log: list[str] = []
+    wf = flaky_workflow("registered_late")
+    wf.plugins.append(Recording("r", log))
+    async with Engine("memory://") as engine:
+        engine.register(wf)
+        result = await (await engine.start("registered_late")).result(timeout=30)
+        assert result.output == "r"
+        assert log.count("service started") == 1
+    assert log.count("service stopped") == 1
+
+
 async def test_services_of_plugins_run_only_where_tasks_run():
     log: list[str] = []
     async with Engine("memory://", plugins=[Recording("c", log)], work=False):
