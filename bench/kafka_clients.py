@@ -21,9 +21,9 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 
-from deerflow.testing import Service, ServiceUnavailable, start_apache_kafka, start_tansu
+from bench.context import BROKERS
+from deerflow.testing import Service, ServiceUnavailable
 
-BROKERS = {"tansu": start_tansu, "apache": start_apache_kafka}
 IN_FLIGHT = 20_000
 ONE_BY_ONE = 2_000
 VALUE = b"x" * 200
