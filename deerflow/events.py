@@ -53,6 +53,9 @@ __all__ = [
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9_.\-]+")
 _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
 _S3_FILTER_KEYS = frozenset({"prefix", "suffix"})
+#: The senders whose signature schemes ``WebhookEvent(provider=...)`` verifies.
+WEBHOOK_PROVIDERS = ("github", "stripe", "standard", "slack", "shopify")
+_DEDUPE_ROOTS = ("body", "headers")
 
 
 # -- trigger specs ----------------------------------------------------------------------------
@@ -140,6 +143,13 @@ class WebhookEvent(EventTrigger):
         tolerance: seconds a signature's timestamp may differ from now.
         delivery_id_header: a header naming the delivery (e.g. ``X-GitHub-Delivery``), used like
             ``Idempotency-Key``: a repeated delivery returns the same run.
+        provider: verify a sender's own signature scheme instead of ``Deerflow-Signature``
+            (``"github"``, ``"stripe"``, ``"standard"`` for Standard Webhooks / Svix,
+            ``"slack"``, ``"shopify"``), with ``signing_secrets`` as that sender's secrets; the
+            sender's delivery id names the run, so its retries are the same run.
+        dedupe_key: where the request names itself, ``"body.<path>"`` (e.g.
+            ``"body.event.id"``) or ``"headers.<name>"``: requests with the same value are
+            one run, as ``KafkaEvent(dedupe_key=...)``. A request without it gets 400.
         payload_schema: a pydantic model the JSON body must satisfy (else 422).
         max_body: the largest body accepted, in bytes (else 413).
     """
@@ -152,8 +162,29 @@ class WebhookEvent(EventTrigger):
     signature_header: str = "Deerflow-Signature"
     tolerance: float = Field(default=300.0, gt=0)
     delivery_id_header: str | None = None
+    provider: str | None = None
+    dedupe_key: str | None = None
     payload_schema: type[BaseModel] | None = None
     max_body: int = Field(default=1024 * 1024, ge=1)
+
+    @field_validator("provider")
+    @classmethod
+    def _provider_is_known(cls, value: str | None) -> str | None:
+        if value is not None and value not in WEBHOOK_PROVIDERS:
+            known = ", ".join(WEBHOOK_PROVIDERS)
+            raise ValueError(f"unknown webhook provider {value!r} (use one of {known})")
+        return value
+
+    @field_validator("dedupe_key")
+    @classmethod
+    def _dedupe_key_is_a_path(cls, value: str | None) -> str | None:
+        root, _, path = (value or "").partition(".")
+        if value is not None and (root not in _DEDUPE_ROOTS or not path.strip(".")):
+            raise ValueError(
+                f"dedupe_key {value!r} must be 'body.<path>' or 'headers.<name>', "
+                "e.g. 'body.event.id'"
+            )
+        return value
 
     @field_validator("path")
     @classmethod

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 
@@ -51,6 +52,28 @@ async def engine() -> AsyncIterator[Engine]:
     """A started engine on a fresh in-memory store with :func:`recording_workflow`."""
     async with Engine(f"memory://{unique_name('log')}", [recording_workflow()]) as eng:
         yield eng
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """A client session for requests to a gateway."""
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def post(
+    http: aiohttp.ClientSession,
+    url: str,
+    body: Any = None,
+    *,
+    data: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, Any], Any]:
+    """POST ``body`` as JSON (or ``data`` as it is): status, reply headers, decoded reply."""
+    payload = orjson.dumps(body) if data is None else data
+    async with http.post(url, data=payload, headers=headers or {}) as reply:
+        text = await reply.read()
+        return reply.status, dict(reply.headers), orjson.loads(text) if text else None
 
 
 async def eventually(
