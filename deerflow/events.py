@@ -37,6 +37,7 @@ from pydantic import (
 from deerflow.errors import DefinitionError
 
 __all__ = [
+    "CloudEvent",
     "CustomTriggerEvent",
     "EventTrigger",
     "KafkaEvent",
@@ -301,6 +302,36 @@ class _TriggerEventBase(BaseModel):
     v: int = 1
 
 
+class CloudEvent(BaseModel):
+    """A CloudEvents 1.0 event as a trigger received it (``event.cloudevent``).
+
+    Attributes:
+        id: the event's id; with ``source``, its identity (a duplicate is the same run).
+        source: the context the event happened in (a URI reference).
+        type: what happened, e.g. ``com.example.order.created``.
+        specversion: ``"1.0"``.
+        subject: what the event is about within ``source``, if given.
+        time: when it happened (ISO-8601), if given.
+        datacontenttype: the media type of ``data``, if given.
+        dataschema: the schema ``data`` follows, if given.
+        data: the payload, decoded (JSON as data, text as a string, other bytes as base64).
+        extensions: any other attributes, e.g. ``traceparent`` or ``partitionkey``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    id: str
+    source: str
+    type: str
+    specversion: str = "1.0"
+    subject: str | None = None
+    time: str | None = None
+    datacontenttype: str | None = None
+    dataschema: str | None = None
+    data: Any = None
+    extensions: dict[str, Any] = Field(default_factory=dict)
+
+
 class S3ObjectEvent(_TriggerEventBase):
     """An object event from an S3 bucket.
 
@@ -340,6 +371,9 @@ class KafkaMessageEvent(_TriggerEventBase):
         offset: the offset within the partition.
         timestamp: the record timestamp in milliseconds since the epoch.
         raw: the undecoded value text and the record's coordinates.
+        cloudevent: the CloudEvent the message carries (``ce_`` headers or a
+            ``application/cloudevents+json`` value), else ``None``; ``message`` is then its
+            ``data``.
     """
 
     type: Literal["kafka"] = "kafka"
@@ -351,6 +385,7 @@ class KafkaMessageEvent(_TriggerEventBase):
     offset: int
     timestamp: int | None = None
     raw: dict[str, Any] = Field(default_factory=dict)
+    cloudevent: CloudEvent | None = None
 
 
 class WebhookRequestEvent(_TriggerEventBase):
@@ -366,6 +401,8 @@ class WebhookRequestEvent(_TriggerEventBase):
         delivery_id: the ``Idempotency-Key`` or delivery-id header, if sent.
         body_digest: ``sha256:<hex>`` of the raw body when a delivery id was sent (the same
             id with another body is refused).
+        cloudevent: the CloudEvent the request carries (binary, structured or batch mode),
+            else ``None``; ``body`` is then its ``data``.
     """
 
     type: Literal["webhook"] = "webhook"
@@ -377,6 +414,7 @@ class WebhookRequestEvent(_TriggerEventBase):
     query: dict[str, str] = Field(default_factory=dict)
     delivery_id: str | None = None
     body_digest: str | None = None
+    cloudevent: CloudEvent | None = None
 
     @property
     def raw(self) -> str:

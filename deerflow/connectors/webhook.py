@@ -37,12 +37,13 @@ from aiohttp import web
 from pydantic import ValidationError
 
 import deerflow._codec as _codec
+from deerflow.connectors import _cloudevents
 from deerflow.connectors._auth import ApiKeys, configured_secrets, presented_key
 from deerflow.connectors._httplimits import HttpLimits, cap_connections
 from deerflow.connectors._providers import Scheme, scheme_for
 from deerflow.connectors.base import RunRequest, TriggerSource, run_id_for, unstorable
 from deerflow.errors import ConnectorError, RunNotFound
-from deerflow.events import WebhookEvent, WebhookRequestEvent, trigger_name
+from deerflow.events import CloudEvent, WebhookEvent, WebhookRequestEvent, trigger_name
 from deerflow.runtime import Engine
 
 log = logging.getLogger("deerflow.connectors.webhook")
@@ -144,6 +145,30 @@ def dedupe_value(path: str, headers: Mapping[str, str], body: Any) -> str | None
     if isinstance(value, bool) or not isinstance(value, str | int | float) or value == "":
         return None
     return str(value)
+
+
+class _RefusedError(Exception):
+    """A request refused part-way; ``response`` says why."""
+
+    def __init__(self, response: web.Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+def _checked(trigger: WebhookEvent, body: Any) -> Any:
+    """``body`` validated by the trigger's ``payload_schema``; :class:`_RefusedError` if not."""
+    if trigger.payload_schema is None:
+        return body
+    try:
+        return trigger.payload_schema.model_validate(body).model_dump(mode="json")
+    except ValidationError as exc:
+        # No context: it may hold the validator's exception object, not JSON.
+        detail = exc.errors(include_url=False, include_input=False, include_context=False)
+        raise _RefusedError(
+            _json(422, {"error": "payload does not match the schema", "detail": detail})
+        ) from None
+    except ValueError as exc:  # valid, but pydantic cannot dump it (nested too deeply)
+        raise _RefusedError(_error(400, f"body cannot be accepted: {exc}")) from None
 
 
 class BodyTooLargeError(Exception):
@@ -362,22 +387,19 @@ class WebhookGateway(TriggerSource[None]):
             if problem is not None:
                 return _error(401, problem)
         try:
-            body = decode_body(raw, request.content_type)
+            cloudevents = _cloudevents.from_http(request.headers, request.content_type, raw)
+            body = None if cloudevents is not None else decode_body(raw, request.content_type)
         except ValueError as exc:
             return _error(400, str(exc))
         handshake = route.scheme.reply(body) if route.secrets else None
         if handshake is not None:
             return _json(200, handshake)  # the sender checking the URL: no run
-        if trigger.payload_schema is not None:
-            try:
-                body = trigger.payload_schema.model_validate(body).model_dump(mode="json")
-            except ValidationError as exc:
-                # No context: it may hold the validator's exception object, not JSON.
-                detail = exc.errors(include_url=False, include_input=False, include_context=False)
-                return _json(422, {"error": "payload does not match the schema", "detail": detail})
-            except ValueError as exc:  # valid, but pydantic cannot dump it (nested too deeply)
-                return _error(400, f"body cannot be accepted: {exc}")
-        return await self._request_run(route, request, raw, body)
+        try:
+            if cloudevents is not None:
+                return await self._request_cloudevents(route, request, raw, cloudevents)
+            return await self._request_run(route, request, raw, _checked(trigger, body))
+        except _RefusedError as refused:
+            return refused.response
 
     async def _request_run(
         self, route: WebhookRoute, request: web.Request, raw: bytes, body: Any
@@ -399,40 +421,82 @@ class WebhookGateway(TriggerSource[None]):
         if delivery is not None and len(delivery) > MAX_DELIVERY_ID:
             return _error(400, f"Idempotency-Key is longer than {MAX_DELIVERY_ID} characters")
         digest = body_digest(raw) if bound else None
+        identity = f"{trigger.path}\x00{delivery}" if delivery else None
+        signed = route.scheme.signed(headers, raw) if route.secrets else None
+        if identity is None and signed is not None:
+            identity = f"{trigger.path}\x00{signed}"
+        event = self._event(route, request, body, raw.decode("utf-8", "replace"), delivery)
+        run = self._run(route, identity, event.model_copy(update={"body_digest": digest}))
+        known = self.engine.index.runs.get(run.run_id)
+        if digest is not None and known is not None and _other_body(known.trigger, run, digest):
+            return self._key_reused(delivery)  # a repeat seen already: nothing to append
+        await self._submit(trigger, [run])
+        if digest is not None and await self._reused_with_another_body(run, digest):
+            return self._key_reused(delivery)
+        return _json(202, self._started(request, run))
+
+    async def _request_cloudevents(
+        self, route: WebhookRoute, request: web.Request, raw: bytes, events: list[CloudEvent]
+    ) -> web.StreamResponse:
+        """One run per CloudEvent, named by its source and id (a duplicate is the same run)."""
+        trigger = route.trigger
+        runs = []
+        for cloudevent in events:
+            body = _checked(trigger, cloudevent.data)
+            text = raw.decode("utf-8", "replace") if len(events) == 1 else ""
+            event = self._event(route, request, body, text, cloudevent.id).model_copy(
+                update={"cloudevent": cloudevent}
+            )
+            runs.append(
+                self._run(route, f"{trigger.path}\x00{_cloudevents.identity(cloudevent)}", event)
+            )
+        await self._submit(trigger, runs)
+        if request.content_type == _cloudevents.BATCH:
+            return _json(202, {"runs": [self._started(request, run) for run in runs]})
+        return _json(202, self._started(request, runs[0]))
+
+    def _event(
+        self,
+        route: WebhookRoute,
+        request: web.Request,
+        body: Any,
+        text: str,
+        delivery: str | None,
+    ) -> WebhookRequestEvent:
         hidden = _HIDDEN | route.scheme.hidden
-        event = WebhookRequestEvent(
+        return WebhookRequestEvent(
             trigger=route.name,
             received_at=time.time(),
             path=request.path,
             method=request.method,
             headers={k: _text(v) for k, v in request.headers.items() if k.lower() not in hidden},
             body=body,
-            text=raw.decode("utf-8", "replace"),
+            text=text,
             query={_text(k): _text(v) for k, v in request.query.items()},
             delivery_id=_text(delivery) if delivery else None,
-            body_digest=digest,
         )
-        identity = f"{trigger.path}\x00{delivery}" if delivery else None
-        signed = route.scheme.signed(headers, raw) if route.secrets else None
-        if identity is None and signed is not None:
-            identity = f"{trigger.path}\x00{signed}"
-        run_id = run_id_for(route.workflow, "webhook", identity)
-        run = RunRequest(route.workflow, run_id, event)
+
+    @staticmethod
+    def _run(route: WebhookRoute, identity: str | None, event: WebhookRequestEvent) -> RunRequest:
+        """The run ``event`` asks for; :class:`_RefusedError` (400) if it cannot be stored."""
+        run = RunRequest(route.workflow, run_id_for(route.workflow, "webhook", identity), event)
         problem = unstorable(run)
         if problem is not None:
-            return _error(400, f"body cannot be accepted: {problem}")
-        known = self.engine.index.runs.get(run_id)
-        if digest is not None and known is not None and _other_body(known.trigger, run, digest):
-            return self._key_reused(delivery)  # a repeat seen already: nothing to append
+            raise _RefusedError(_error(400, f"body cannot be accepted: {problem}"))
+        return run
+
+    async def _submit(self, trigger: WebhookEvent, runs: list[RunRequest]) -> None:
         try:
-            await self.submit([run], give_up_after=self.give_up_after)
+            await self.submit(runs, give_up_after=self.give_up_after)
         except ConnectorError as exc:
             log.error("webhook %s: run request not durable: %s", trigger.path, exc)
-            return _error(503, "the run could not be recorded; try again", **{"Retry-After": "5"})
-        if digest is not None and await self._reused_with_another_body(run, digest):
-            return self._key_reused(delivery)
+            raise _RefusedError(
+                _error(503, "the run could not be recorded; try again", **{"Retry-After": "5"})
+            ) from None
+
+    def _started(self, request: web.Request, run: RunRequest) -> dict[str, str]:
         base = self.public_url or f"{request.scheme}://{request.host}"
-        return _json(202, {"run_id": run_id, "status_url": f"{base}{self.status_path}/{run_id}"})
+        return {"run_id": run.run_id, "status_url": f"{base}{self.status_path}/{run.run_id}"}
 
     async def _reused_with_another_body(self, run: RunRequest, digest: str) -> bool:
         """Whether the run this key names was first requested with a body of another digest.
