@@ -221,6 +221,9 @@ class S3Event(EventTrigger):
         events: event-name patterns, e.g. ``s3:ObjectCreated:*``.
         filter: ``{"suffix": ".parquet"}`` and/or ``{"prefix": ...}`` on the decoded key.
         queue: an SQS queue name or URL to consume instead of deerflow's own.
+        via: ``"s3"`` (the bucket's own notifications) or ``"eventbridge"``: S3's
+            EventBridge events ("Object Created", "Object Deleted") that a rule delivers to
+            ``queue`` (required then), with the same identities, filters and decoding.
         mode: ``"notification"`` (SQS) or ``"poll"`` (ListObjectsV2).
         endpoint_url: S3/SQS endpoint (MinIO, moto, ...); else boto3's usual configuration.
         region: AWS region; else boto3's usual configuration.
@@ -239,6 +242,7 @@ class S3Event(EventTrigger):
     events: tuple[str, ...] = ("s3:ObjectCreated:*",)
     filter: Mapping[str, str] | None = None
     queue: str | None = None
+    via: Literal["s3", "eventbridge"] = "s3"
     mode: Literal["notification", "poll"] = "notification"
     endpoint_url: str | None = None
     region: str | None = None
@@ -255,6 +259,16 @@ class S3Event(EventTrigger):
         if value is not None and not set(value) <= _S3_FILTER_KEYS:
             raise ValueError(f"S3Event filter takes 'prefix' and 'suffix', got {sorted(value)}")
         return value
+
+    @model_validator(mode="after")
+    def _eventbridge_needs_a_queue(self) -> S3Event:
+        if self.via == "eventbridge" and (self.queue is None or self.mode == "poll"):
+            # Raised as it is: an "after" check runs outside _one_line_errors.
+            raise DefinitionError(
+                "S3Event: via='eventbridge' reads the SQS queue an EventBridge rule delivers "
+                "to: give queue= (and keep mode='notification')"
+            )
+        return self
 
     @property
     def key_prefix(self) -> str:
@@ -344,7 +358,8 @@ class S3ObjectEvent(_TriggerEventBase):
         version_id: the object version (versioned buckets).
         sequencer: S3's ordering token for events of one key.
         event_time: when S3 says the event happened (ISO-8601).
-        raw: the S3 event record (or listing entry) as received.
+        raw: the S3 event record (or listing entry) as received; through EventBridge, a
+            record of the same shape whose ``eventbridge`` is the event as received.
     """
 
     type: Literal["s3"] = "s3"
