@@ -25,10 +25,12 @@ from cloudevents.core.v1.event import CloudEvent as SdkCloudEvent
 
 from deerflow.events import CloudEvent
 
-__all__ = ["STRUCTURED", "from_http", "from_kafka", "identity"]
+__all__ = ["BATCH", "MAX_BATCH", "STRUCTURED", "from_http", "from_kafka", "identity"]
 
 STRUCTURED = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
+#: The most events one batch-mode request may carry (each becomes a run request in memory).
+MAX_BATCH = 1000
 _REQUIRED = ("id", "source", "type")
 _KNOWN = frozenset(CloudEvent.model_fields) - {"data", "extensions"}
 _FORMAT = JSONFormat()
@@ -95,6 +97,8 @@ def from_http(headers: Mapping[str, str], content_type: str, raw: bytes) -> list
             raise ValueError(f"CloudEvents batch is not JSON: {exc}") from None
         if not isinstance(items, list):
             raise ValueError("CloudEvents batch is not a JSON array")
+        if len(items) > MAX_BATCH:
+            raise ValueError(f"CloudEvents batch of {len(items)} events; at most {MAX_BATCH}")
         return [
             _read(http.from_structured, http.HTTPMessage({}, orjson.dumps(item))) for item in items
         ]

@@ -116,6 +116,11 @@ async def test_a_request_that_claims_to_be_a_cloudevent_but_is_not_gets_400(
     batch = {"Content-Type": "application/cloudevents-batch+json"}
     status, _, reply = await post(http, url, {"not": "a list"}, headers=batch)
     assert status == 400 and reply["error"] == "CloudEvents batch is not a JSON array"
+    too_many = [
+        {"specversion": "1.0", "id": str(i), "source": "s", "type": "t"} for i in range(1001)
+    ]
+    status, _, reply = await post(http, url, too_many, headers=batch)
+    assert status == 400 and reply["error"] == "CloudEvents batch of 1001 events; at most 1000"
     assert await engine.list_runs() == []
 
 
