@@ -221,3 +221,19 @@ def test_a_provider_needs_secrets_and_a_standard_secret_must_be_whsec_base64(
             "on_event",
             WebhookEvent(path="/std", provider="standard", signing_secrets=("whsec_not*b64",)),
         )
+
+
+async def test_svix_headers_are_read_as_standard_webhooks_ones(
+    engine: Engine, gateway: WebhookGateway, http: aiohttp.ClientSession
+) -> None:
+    body = event_body("standard", "msg_1")
+    signed = standard(body, SECRETS["standard"][0], int(time.time()), "msg_1")
+    svix = {name.replace("webhook-", "svix-"): value for name, value in signed.items()}
+    status, _, first = await post(http, f"{gateway.url}/standard", data=body, headers=svix)
+    assert status == 202, first
+    status, _, again = await post(http, f"{gateway.url}/standard", data=body, headers=signed)
+    assert status == 202 and again["run_id"] == first["run_id"]
+    svix["svix-id"] = "msg_2"  # the id is signed: another id, the same signature, refused
+    assert (await post(http, f"{gateway.url}/standard", data=body, headers=svix))[0] == 401
+    (run,) = await finished_runs(engine, 1)
+    assert "svix-signature" not in {k.lower() for k in run.output["event"]["headers"]}
