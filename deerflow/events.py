@@ -37,6 +37,7 @@ from pydantic import (
 from deerflow.errors import DefinitionError
 
 __all__ = [
+    "CloudEvent",
     "CustomTriggerEvent",
     "EventTrigger",
     "KafkaEvent",
@@ -53,6 +54,9 @@ __all__ = [
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9_.\-]+")
 _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
 _S3_FILTER_KEYS = frozenset({"prefix", "suffix"})
+#: The senders whose signature schemes ``WebhookEvent(provider=...)`` verifies.
+WEBHOOK_PROVIDERS = ("github", "stripe", "standard", "slack", "shopify")
+_DEDUPE_ROOTS = ("body", "headers")
 
 
 # -- trigger specs ----------------------------------------------------------------------------
@@ -140,6 +144,13 @@ class WebhookEvent(EventTrigger):
         tolerance: seconds a signature's timestamp may differ from now.
         delivery_id_header: a header naming the delivery (e.g. ``X-GitHub-Delivery``), used like
             ``Idempotency-Key``: a repeated delivery returns the same run.
+        provider: verify a sender's own signature scheme instead of ``Deerflow-Signature``
+            (``"github"``, ``"stripe"``, ``"standard"`` for Standard Webhooks / Svix,
+            ``"slack"``, ``"shopify"``), with ``signing_secrets`` as that sender's secrets; the
+            sender's delivery id names the run, so its retries are the same run.
+        dedupe_key: where the request names itself, ``"body.<path>"`` (e.g.
+            ``"body.event.id"``) or ``"headers.<name>"``: requests with the same value are
+            one run, as ``KafkaEvent(dedupe_key=...)``. A request without it gets 400.
         payload_schema: a pydantic model the JSON body must satisfy (else 422).
         max_body: the largest body accepted, in bytes (else 413).
     """
@@ -152,8 +163,29 @@ class WebhookEvent(EventTrigger):
     signature_header: str = "Deerflow-Signature"
     tolerance: float = Field(default=300.0, gt=0)
     delivery_id_header: str | None = None
+    provider: str | None = None
+    dedupe_key: str | None = None
     payload_schema: type[BaseModel] | None = None
     max_body: int = Field(default=1024 * 1024, ge=1)
+
+    @field_validator("provider")
+    @classmethod
+    def _provider_is_known(cls, value: str | None) -> str | None:
+        if value is not None and value not in WEBHOOK_PROVIDERS:
+            known = ", ".join(WEBHOOK_PROVIDERS)
+            raise ValueError(f"unknown webhook provider {value!r} (use one of {known})")
+        return value
+
+    @field_validator("dedupe_key")
+    @classmethod
+    def _dedupe_key_is_a_path(cls, value: str | None) -> str | None:
+        root, _, path = (value or "").partition(".")
+        if value is not None and (root not in _DEDUPE_ROOTS or not path.strip(".")):
+            raise ValueError(
+                f"dedupe_key {value!r} must be 'body.<path>' or 'headers.<name>', "
+                "e.g. 'body.event.id'"
+            )
+        return value
 
     @field_validator("path")
     @classmethod
@@ -189,6 +221,9 @@ class S3Event(EventTrigger):
         events: event-name patterns, e.g. ``s3:ObjectCreated:*``.
         filter: ``{"suffix": ".parquet"}`` and/or ``{"prefix": ...}`` on the decoded key.
         queue: an SQS queue name or URL to consume instead of deerflow's own.
+        via: ``"s3"`` (the bucket's own notifications) or ``"eventbridge"``: S3's
+            EventBridge events ("Object Created", "Object Deleted") that a rule delivers to
+            ``queue`` (required then), with the same identities, filters and decoding.
         mode: ``"notification"`` (SQS) or ``"poll"`` (ListObjectsV2).
         endpoint_url: S3/SQS endpoint (MinIO, moto, ...); else boto3's usual configuration.
         region: AWS region; else boto3's usual configuration.
@@ -207,6 +242,7 @@ class S3Event(EventTrigger):
     events: tuple[str, ...] = ("s3:ObjectCreated:*",)
     filter: Mapping[str, str] | None = None
     queue: str | None = None
+    via: Literal["s3", "eventbridge"] = "s3"
     mode: Literal["notification", "poll"] = "notification"
     endpoint_url: str | None = None
     region: str | None = None
@@ -223,6 +259,16 @@ class S3Event(EventTrigger):
         if value is not None and not set(value) <= _S3_FILTER_KEYS:
             raise ValueError(f"S3Event filter takes 'prefix' and 'suffix', got {sorted(value)}")
         return value
+
+    @model_validator(mode="after")
+    def _eventbridge_needs_a_queue(self) -> S3Event:
+        if self.via == "eventbridge" and (self.queue is None or self.mode == "poll"):
+            # Raised as it is: an "after" check runs outside _one_line_errors.
+            raise DefinitionError(
+                "S3Event: via='eventbridge' reads the SQS queue an EventBridge rule delivers "
+                "to: give queue= (and keep mode='notification')"
+            )
+        return self
 
     @property
     def key_prefix(self) -> str:
@@ -270,6 +316,36 @@ class _TriggerEventBase(BaseModel):
     v: int = 1
 
 
+class CloudEvent(BaseModel):
+    """A CloudEvents 1.0 event as a trigger received it (``event.cloudevent``).
+
+    Attributes:
+        id: the event's id; with ``source``, its identity (a duplicate is the same run).
+        source: the context the event happened in (a URI reference).
+        type: what happened, e.g. ``com.example.order.created``.
+        specversion: ``"1.0"``.
+        subject: what the event is about within ``source``, if given.
+        time: when it happened (ISO-8601), if given.
+        datacontenttype: the media type of ``data``, if given.
+        dataschema: the schema ``data`` follows, if given.
+        data: the payload, decoded (JSON as data, text as a string, other bytes as base64).
+        extensions: any other attributes, e.g. ``traceparent`` or ``partitionkey``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    id: str
+    source: str
+    type: str
+    specversion: str = "1.0"
+    subject: str | None = None
+    time: str | None = None
+    datacontenttype: str | None = None
+    dataschema: str | None = None
+    data: Any = None
+    extensions: dict[str, Any] = Field(default_factory=dict)
+
+
 class S3ObjectEvent(_TriggerEventBase):
     """An object event from an S3 bucket.
 
@@ -282,7 +358,8 @@ class S3ObjectEvent(_TriggerEventBase):
         version_id: the object version (versioned buckets).
         sequencer: S3's ordering token for events of one key.
         event_time: when S3 says the event happened (ISO-8601).
-        raw: the S3 event record (or listing entry) as received.
+        raw: the S3 event record (or listing entry) as received; through EventBridge, a
+            record of the same shape whose ``eventbridge`` is the event as received.
     """
 
     type: Literal["s3"] = "s3"
@@ -309,6 +386,9 @@ class KafkaMessageEvent(_TriggerEventBase):
         offset: the offset within the partition.
         timestamp: the record timestamp in milliseconds since the epoch.
         raw: the undecoded value text and the record's coordinates.
+        cloudevent: the CloudEvent the message carries (``ce_`` headers or a
+            ``application/cloudevents+json`` value), else ``None``; ``message`` is then its
+            ``data``.
     """
 
     type: Literal["kafka"] = "kafka"
@@ -320,6 +400,7 @@ class KafkaMessageEvent(_TriggerEventBase):
     offset: int
     timestamp: int | None = None
     raw: dict[str, Any] = Field(default_factory=dict)
+    cloudevent: CloudEvent | None = None
 
 
 class WebhookRequestEvent(_TriggerEventBase):
@@ -335,6 +416,8 @@ class WebhookRequestEvent(_TriggerEventBase):
         delivery_id: the ``Idempotency-Key`` or delivery-id header, if sent.
         body_digest: ``sha256:<hex>`` of the raw body when a delivery id was sent (the same
             id with another body is refused).
+        cloudevent: the CloudEvent the request carries (binary, structured or batch mode),
+            else ``None``; ``body`` is then its ``data``.
     """
 
     type: Literal["webhook"] = "webhook"
@@ -346,6 +429,7 @@ class WebhookRequestEvent(_TriggerEventBase):
     query: dict[str, str] = Field(default_factory=dict)
     delivery_id: str | None = None
     body_digest: str | None = None
+    cloudevent: CloudEvent | None = None
 
     @property
     def raw(self) -> str:

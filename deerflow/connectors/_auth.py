@@ -114,7 +114,7 @@ def sign(body: bytes, secret: str, timestamp: int | None = None) -> str:
     return f"t={t},v1={digest}"
 
 
-def _parse_signature(header: str) -> tuple[int | None, list[bytes]]:
+def parse_signature(header: str) -> tuple[int | None, list[bytes]]:
     """``(t, [v1, ...])`` of a signature header; ``t`` is ``None`` unless plain ASCII digits."""
     stamp: int | None = None
     given: list[bytes] = []
@@ -139,7 +139,7 @@ def signature_problem(
     """Why a signature header does not verify ``body``, or ``None`` when it does."""
     if not header:
         return "missing signature"
-    stamp, given = _parse_signature(header)
+    stamp, given = parse_signature(header)
     if stamp is None or not given:
         return "malformed signature header"
     if abs((time.time() if now is None else now) - stamp) > tolerance:
@@ -159,5 +159,5 @@ def signed_identity(header: str, body: bytes) -> str:
     A replay of a signed request within the tolerance carries the same pair, however its
     header is rearranged, so it maps to the same run instead of starting another.
     """
-    stamp, _ = _parse_signature(header)
+    stamp, _ = parse_signature(header)
     return f"signed:{stamp}:{hashlib.sha256(body).hexdigest()}"

@@ -1,9 +1,12 @@
 """S3 event records: parsing, matching and identity. Pure functions, no I/O.
 
 Handles the standard S3 notification body (``{"Records": [...]}``), the same wrapped in an SNS
-envelope, and the ``s3:TestEvent`` S3 sends when a notification is configured. Keys arrive
-URL-encoded (``+`` for spaces; moto also encodes ``/``), so they are decoded with
-``unquote_plus``.
+envelope, the ``s3:TestEvent`` S3 sends when a notification is configured, and S3's events
+delivered through EventBridge (``{"source": "aws.s3", "detail-type": "Object Created",
+"detail": {...}}``), which are turned into a record of the notification's shape, so one
+object event has one identity whichever way it came. Keys arrive URL-encoded (``+`` for
+spaces; moto also encodes ``/``), so they are decoded with ``unquote_plus``; EventBridge sends
+them plain.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import fnmatch
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote_plus
+from urllib.parse import quote_plus, unquote_plus
 
 import orjson
 
@@ -47,10 +50,75 @@ def parse_body(body: str | bytes) -> ParsedBody:
         raise NotAnS3EventError("message body is not a JSON object")
     if data.get("Event") == "s3:TestEvent":
         return ParsedBody([], test=True)
+    if data.get("source") == "aws.s3" and "detail-type" in data:
+        return ParsedBody([from_eventbridge(data)])
     records = data.get("Records")
     if not isinstance(records, list):
         raise NotAnS3EventError("message has no 'Records' list")
     return ParsedBody([r for r in records if isinstance(r, dict)])
+
+
+#: EventBridge's ``reason`` of an "Object Created" event -> the notification's event name.
+_CREATED = {
+    "PutObject": "Put",
+    "POST Object": "Post",
+    "CopyObject": "Copy",
+    "CompleteMultipartUpload": "CompleteMultipartUpload",
+}
+
+
+def _eventbridge_name(detail_type: str, detail: Mapping[str, Any]) -> str:
+    reason = str(detail.get("reason", ""))
+    if detail_type == "Object Created":
+        return f"s3:ObjectCreated:{_CREATED.get(reason, reason or 'Put')}"
+    if detail_type == "Object Deleted":
+        marker = detail.get("deletion-type") == "Delete Marker Created"
+        kind = "LifecycleExpiration" if reason == "Lifecycle Expiration" else "ObjectRemoved"
+        return f"s3:{kind}:{'DeleteMarkerCreated' if marker else 'Delete'}"
+    return "s3:" + detail_type.replace(" ", "")  # e.g. s3:ObjectRestoreCompleted
+
+
+def _bucket_and_object(
+    section: Any, what: str, named: str, kind: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``bucket`` and ``object`` parts of ``section``, else why they are not there."""
+    if not isinstance(section, dict):
+        raise NotAnS3EventError(f"{what} has no {named}")
+    bucket, obj = section.get("bucket"), section.get("object")
+    if not isinstance(bucket, dict) or not isinstance(obj, dict):
+        raise NotAnS3EventError(f"{what} has no 'bucket' or 'object' {kind}")
+    return bucket, obj
+
+
+def from_eventbridge(event: Mapping[str, Any]) -> dict[str, Any]:
+    """An S3 event as EventBridge delivers it, as a notification record (``eventbridge``
+    holds the event as received).
+
+    Raises:
+        NotAnS3EventError: the event has no ``detail`` with a bucket and an object.
+    """
+    detail = event.get("detail")
+    bucket, obj = _bucket_and_object(detail, "EventBridge event", "'detail'", "detail")
+    assert isinstance(detail, dict)
+    key = obj.get("key")
+    return {
+        "eventSource": "aws:s3",
+        "eventName": _eventbridge_name(str(event.get("detail-type")), detail),
+        "eventTime": event.get("time"),
+        "awsRegion": event.get("region"),
+        "s3": {
+            "bucket": {"name": bucket.get("name")},
+            "object": {
+                # Encoded as S3's own records are, so both shapes decode alike.
+                "key": quote_plus(key, safe="/") if isinstance(key, str) else key,
+                "size": obj.get("size"),
+                "eTag": obj.get("etag"),
+                "versionId": obj.get("version-id"),
+                "sequencer": obj.get("sequencer"),
+            },
+        },
+        "eventbridge": dict(event),
+    }
 
 
 def event_name(record: Mapping[str, Any]) -> str:
@@ -66,12 +134,7 @@ def to_event(record: Mapping[str, Any], trigger_name: str, received_at: float) -
         NotAnS3EventError: the record lacks the bucket or the key, or a field has a wrong type
             (the record comes from a queue anyone may write to).
     """
-    s3 = record.get("s3")
-    if not isinstance(s3, dict):
-        raise NotAnS3EventError("record has no 's3' section")
-    bucket, obj = s3.get("bucket"), s3.get("object")
-    if not isinstance(bucket, dict) or not isinstance(obj, dict):
-        raise NotAnS3EventError("record has no 'bucket' or 'object' section")
+    bucket, obj = _bucket_and_object(record.get("s3"), "record", "'s3' section", "section")
     name, key = bucket.get("name"), obj.get("key")
     if not isinstance(name, str) or not name or not isinstance(key, str):
         raise NotAnS3EventError("record has no bucket name or object key")

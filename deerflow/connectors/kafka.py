@@ -2,7 +2,9 @@
 
 One :class:`KafkaTriggerSource` runs per (cluster, consumer group) and routes each topic to the
 workflow whose :class:`~deerflow.events.KafkaEvent` names it. For each batch it decodes the
-messages (JSON, orjson), checks the ``payload_schema`` and applies the ``filter``, requests the
+messages (JSON, orjson; a CloudEvent in the Kafka protocol binding, ``ce_`` headers or a
+structured ``application/cloudevents+json`` value, becomes its data, and its source + id the
+run's identity), checks the ``payload_schema`` and applies the ``filter``, requests the
 runs (run id from group/topic/partition/offset, or from the trigger's ``dedupe_key``),
 dead-letters what cannot be read, and commits the offsets only
 after all of that is durable. So a crash redelivers, and a redelivery is the same run.
@@ -28,6 +30,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from deerflow.connectors import _cloudevents
 from deerflow.connectors._letters import excerpt
 from deerflow.connectors.base import (
     Action,
@@ -39,7 +42,7 @@ from deerflow.connectors.base import (
     unstorable,
 )
 from deerflow.errors import ConnectorError, DeerflowError
-from deerflow.events import KafkaEvent, KafkaMessageEvent
+from deerflow.events import CloudEvent, KafkaEvent, KafkaMessageEvent
 from deerflow.log import open_log
 from deerflow.log.base import EventLog, GroupConsumer, Record, TopicPartition
 from deerflow.runtime import Engine
@@ -118,14 +121,26 @@ class _PoisonError(Exception):
 _FILTERED: Any = object()
 
 
-def _accepted(trigger: KafkaEvent, value: bytes) -> Any:
-    """The decoded message, or ``_FILTERED``; raises :class:`_PoisonError` saying why not."""
+def _decoded(record: Record) -> tuple[Any, CloudEvent | None]:
+    """The message a record carries (a CloudEvent's data) and the CloudEvent, if it is one;
+    raises :class:`_PoisonError` saying why it cannot be read."""
     try:
-        message = orjson.loads(value)
+        cloudevent = _cloudevents.from_kafka(record.headers, record.key, record.value)
+    except ValueError as exc:
+        raise _PoisonError(str(exc)) from None
+    if cloudevent is not None:
+        return cloudevent.data, cloudevent
+    try:
+        return orjson.loads(record.value), None
     except orjson.JSONDecodeError as exc:
         # Say what the input was rather than where the JSON library stopped reading it.
         what = "nested too deeply to read" if "depth" in str(exc) else "not JSON"
-        raise _PoisonError(f"{what}: {excerpt(value)}") from None
+        raise _PoisonError(f"{what}: {excerpt(record.value)}") from None
+
+
+def _accepted(trigger: KafkaEvent, message: Any) -> Any:
+    """The message as the trigger takes it, or ``_FILTERED``; raises :class:`_PoisonError`
+    saying why not."""
     if trigger.payload_schema is not None:
         try:
             message = trigger.payload_schema.model_validate(message).model_dump(mode="json")
@@ -278,10 +293,11 @@ class KafkaTriggerSource(TriggerSource[Record]):
         if route is None:
             return []
         try:
-            message = _accepted(route.trigger, item.value)
+            message, cloudevent = _decoded(item)
+            message = _accepted(route.trigger, message)
             if message is _FILTERED:
                 return []
-            identity = self._identity(route.trigger, item, message)
+            identity = self._identity(route.trigger, item, message, cloudevent)
         except _PoisonError as exc:
             return [_letter(item, route, str(exc))]
         event = KafkaMessageEvent(
@@ -295,13 +311,19 @@ class KafkaTriggerSource(TriggerSource[Record]):
             offset=item.offset,
             timestamp=item.timestamp_ms,
             raw={"value": item.value.decode("utf-8", "replace")},
+            cloudevent=cloudevent,
         )
         request = RunRequest(route.workflow, run_id_for(route.workflow, "kafka", identity), event)
         problem = unstorable(request)
         return [_letter(item, route, problem) if problem else request]
 
-    def _identity(self, trigger: KafkaEvent, item: Record, message: Any) -> str:
-        if trigger.dedupe_key is None:
+    def _identity(
+        self, trigger: KafkaEvent, item: Record, message: Any, cloudevent: CloudEvent | None
+    ) -> str:
+        if trigger.dedupe_key is None and cloudevent is not None:
+            # A CloudEvent names itself (source + id), wherever and however often it is sent.
+            identity = f"{self.group}/{_cloudevents.identity(cloudevent)}"
+        elif trigger.dedupe_key is None:
             identity = f"{self.group}/{item.topic}/{item.partition}/{item.offset}"
         else:
             try:

@@ -4,12 +4,15 @@ Each :class:`~deerflow.events.WebhookEvent` becomes a route. A request is checke
 cheapest first and always before its body is parsed: API key (401), saturation (503 when the
 engine runs too many runs, 429 when too many requests are being answered), body size (413,
 read in bounded chunks, within ``body_timeout``, else 408), HMAC signature over the raw body
-(401), JSON (400, also for JSON nested too deeply to store), the trigger's ``payload_schema``
+(401; deerflow's scheme or the ``provider``'s, see :mod:`deerflow.connectors._providers`), JSON
+or a form (400, also for JSON nested too deeply to store), the trigger's ``payload_schema``
 (422). Then the run is requested and the answer, 202 with ``{"run_id", "status_url"}``, is
 sent only once that request is durable. An ``Idempotency-Key`` (or the trigger's delivery-id
 header) fixes the run id, so repeated or concurrent duplicates get the same run; the run
 records a digest of the body, and the same key with another body is refused (422), also after
-a restart. Without a key, a signed request's signature fixes the run id (a replayed signed
+a restart. Without one, the trigger's ``dedupe_key`` (a body path) or the provider's delivery
+id fixes the run id, whatever else a retry changed; without those, a signed request's
+signature fixes the run id (a replayed signed
 request is the same run). A connection that does not deliver its headers within
 ``idle_timeout`` is closed (slow clients); the limits are :class:`HttpLimits`.
 ``GET <status_path>/<run_id>`` reports a run.
@@ -25,25 +28,22 @@ import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 from aiohttp import web
 from pydantic import ValidationError
 
 import deerflow._codec as _codec
-from deerflow.connectors._auth import (
-    ApiKeys,
-    configured_secrets,
-    presented_key,
-    signature_problem,
-    signed_identity,
-)
+from deerflow.connectors import _cloudevents
+from deerflow.connectors._auth import ApiKeys, configured_secrets, presented_key
 from deerflow.connectors._httplimits import HttpLimits, cap_connections
+from deerflow.connectors._providers import Scheme, scheme_for
 from deerflow.connectors.base import RunRequest, TriggerSource, run_id_for, unstorable
 from deerflow.errors import ConnectorError, RunNotFound
-from deerflow.events import WebhookEvent, WebhookRequestEvent, trigger_name
+from deerflow.events import CloudEvent, WebhookEvent, WebhookRequestEvent, trigger_name
 from deerflow.runtime import Engine
 
 log = logging.getLogger("deerflow.connectors.webhook")
@@ -57,12 +57,13 @@ MAX_DELIVERY_ID = 255
 
 @dataclass(frozen=True, slots=True)
 class WebhookRoute:
-    """One webhook trigger with its resolved signing secrets."""
+    """One webhook trigger with its resolved signing secrets and signature scheme."""
 
     workflow: str
     trigger: WebhookEvent
     name: str
     secrets: tuple[str, ...] = ()
+    scheme: Scheme = field(default_factory=Scheme)
 
 
 def _json(status: int, body: Any, headers: Mapping[str, str] | None = None) -> web.Response:
@@ -94,6 +95,80 @@ def _other_body(recorded: Mapping[str, Any] | None, run: RunRequest, digest: str
         event = run.event
         return isinstance(event, WebhookRequestEvent) and recorded.get("text") != event.text
     return bool(kept != digest)
+
+
+#: Fields of a form-encoded body decoded at most (a bound on what one request makes in memory).
+MAX_FORM_FIELDS = 1000
+
+
+def decode_body(raw: bytes, content_type: str) -> Any:
+    """The body as data: JSON, or a form (``application/x-www-form-urlencoded``, as Slack's
+    slash commands) as a dict of its last values, a JSON ``payload`` field decoded (Slack's
+    interactions).
+
+    Raises:
+        ValueError: the body is neither, saying why.
+    """
+    if content_type == "application/x-www-form-urlencoded":
+        try:
+            form = dict(
+                parse_qsl(raw.decode(), keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
+            )
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise ValueError(f"body is not a form: {exc}") from None
+        payload = form.get("payload", "")
+        if payload.startswith("{"):
+            try:
+                return {**form, "payload": orjson.loads(payload)}
+            except orjson.JSONDecodeError:
+                return form
+        return form
+    try:
+        return orjson.loads(raw) if raw.strip() else None
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"body is not JSON: {exc}") from None
+
+
+def dedupe_value(path: str, headers: Mapping[str, str], body: Any) -> str | None:
+    """The value a ``dedupe_key`` path (``body.a.b`` or ``headers.Name``) names, or ``None``."""
+    root, _, rest = path.partition(".")
+    if root == "headers":
+        return headers.get(rest) or None
+    value = body
+    for part in rest.split("."):
+        if isinstance(value, Mapping):
+            value = value.get(part)
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return None
+    if isinstance(value, bool) or not isinstance(value, str | int | float) or value == "":
+        return None
+    return str(value)
+
+
+class _RefusedError(Exception):
+    """A request refused part-way; ``response`` says why."""
+
+    def __init__(self, response: web.Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+def _checked(trigger: WebhookEvent, body: Any) -> Any:
+    """``body`` validated by the trigger's ``payload_schema``; :class:`_RefusedError` if not."""
+    if trigger.payload_schema is None:
+        return body
+    try:
+        return trigger.payload_schema.model_validate(body).model_dump(mode="json")
+    except ValidationError as exc:
+        # No context: it may hold the validator's exception object, not JSON.
+        detail = exc.errors(include_url=False, include_input=False, include_context=False)
+        raise _RefusedError(
+            _json(422, {"error": "payload does not match the schema", "detail": detail})
+        ) from None
+    except ValueError as exc:  # valid, but pydantic cannot dump it (nested too deeply)
+        raise _RefusedError(_error(400, f"body cannot be accepted: {exc}")) from None
 
 
 class BodyTooLargeError(Exception):
@@ -193,17 +268,25 @@ class WebhookGateway(TriggerSource[None]):
     ) -> WebhookRoute:
         """Serve ``trigger`` for ``workflow`` (before :meth:`start`)."""
         own = [s.get_secret_value() for s in trigger.signing_secrets]
-        secrets = (
-            tuple(configured_secrets(own, self._config)) if (own or trigger.auth == "hmac") else ()
-        )
+        signed = bool(own) or trigger.auth == "hmac" or trigger.provider is not None
+        secrets = tuple(configured_secrets(own, self._config)) if signed else ()
         where = f"webhook {trigger.method} {trigger.path} of workflow {workflow!r}"
-        if trigger.auth == "hmac" and not secrets:
+        if signed and not secrets:
+            needs = f"provider={trigger.provider!r}" if trigger.provider else "auth='hmac'"
             raise ConnectorError(
-                f"{where}: auth='hmac' but no signing secrets (signing_secrets="
+                f"{where}: {needs} but no signing secrets (signing_secrets="
                 ", DEERFLOW_WEBHOOK_SECRETS or the config file)",
                 retriable=False,
             )
-        route = WebhookRoute(workflow, trigger, name or trigger_name(workflow, trigger), secrets)
+        scheme = scheme_for(trigger.provider, trigger.signature_header)
+        try:
+            for secret in secrets:
+                scheme.key(secret)
+        except ConnectorError as exc:
+            raise ConnectorError(f"{where}: {exc}", retriable=False) from None
+        route = WebhookRoute(
+            workflow, trigger, name or trigger_name(workflow, trigger), secrets, scheme
+        )
         self.app.router.add_route(trigger.method, trigger.path, self._handler(route))
         self.routes.append(route)
         return route
@@ -298,73 +381,122 @@ class WebhookGateway(TriggerSource[None]):
         except TimeoutError:
             return _error(408, f"body not received within {self.body_timeout}s", Connection="close")
         if route.secrets:
-            problem = signature_problem(
-                request.headers.get(trigger.signature_header),
-                raw,
-                route.secrets,
-                tolerance=trigger.tolerance,
+            problem = route.scheme.problem(
+                request.headers, raw, route.secrets, tolerance=trigger.tolerance
             )
             if problem is not None:
                 return _error(401, problem)
         try:
-            body = orjson.loads(raw) if raw.strip() else None
-        except orjson.JSONDecodeError as exc:
-            return _error(400, f"body is not JSON: {exc}")
-        if trigger.payload_schema is not None:
-            try:
-                body = trigger.payload_schema.model_validate(body).model_dump(mode="json")
-            except ValidationError as exc:
-                # No context: it may hold the validator's exception object, not JSON.
-                detail = exc.errors(include_url=False, include_input=False, include_context=False)
-                return _json(422, {"error": "payload does not match the schema", "detail": detail})
-            except ValueError as exc:  # valid, but pydantic cannot dump it (nested too deeply)
-                return _error(400, f"body cannot be accepted: {exc}")
-        return await self._request_run(route, request, raw, body)
+            cloudevents = _cloudevents.from_http(request.headers, request.content_type, raw)
+            body = None if cloudevents is not None else decode_body(raw, request.content_type)
+        except ValueError as exc:
+            return _error(400, str(exc))
+        handshake = route.scheme.reply(body) if route.secrets else None
+        if handshake is not None:
+            return _json(200, handshake)  # the sender checking the URL: no run
+        try:
+            if cloudevents is not None:
+                return await self._request_cloudevents(route, request, raw, cloudevents)
+            return await self._request_run(route, request, raw, _checked(trigger, body))
+        except _RefusedError as refused:
+            return refused.response
 
     async def _request_run(
         self, route: WebhookRoute, request: web.Request, raw: bytes, body: Any
     ) -> web.StreamResponse:
         trigger = route.trigger
-        delivery = request.headers.get("Idempotency-Key") or (
-            request.headers.get(trigger.delivery_id_header) if trigger.delivery_id_header else None
+        headers = request.headers
+        # A key the caller chose is bound to its body (another body with it is refused); an
+        # id the sender or the body carries names the event, whatever else its retry changed.
+        delivery = headers.get("Idempotency-Key") or (
+            headers.get(trigger.delivery_id_header) if trigger.delivery_id_header else None
         )
+        bound = delivery is not None
+        if delivery is None and trigger.dedupe_key is not None:
+            delivery = dedupe_value(trigger.dedupe_key, headers, body)
+            if delivery is None:
+                return _error(400, f"the request has no {trigger.dedupe_key} (dedupe_key)")
+        if delivery is None and route.secrets:
+            delivery = route.scheme.delivery(headers, body)
         if delivery is not None and len(delivery) > MAX_DELIVERY_ID:
             return _error(400, f"Idempotency-Key is longer than {MAX_DELIVERY_ID} characters")
-        digest = body_digest(raw) if delivery else None
-        hidden = _HIDDEN | {trigger.signature_header.lower()}
-        event = WebhookRequestEvent(
+        digest = body_digest(raw) if bound else None
+        identity = f"{trigger.path}\x00{delivery}" if delivery else None
+        signed = route.scheme.signed(headers, raw) if route.secrets else None
+        if identity is None and signed is not None:
+            identity = f"{trigger.path}\x00{signed}"
+        event = self._event(route, request, body, raw.decode("utf-8", "replace"), delivery)
+        run = self._run(route, identity, event.model_copy(update={"body_digest": digest}))
+        known = self.engine.index.runs.get(run.run_id)
+        if digest is not None and known is not None and _other_body(known.trigger, run, digest):
+            return self._key_reused(delivery)  # a repeat seen already: nothing to append
+        await self._submit(trigger, [run])
+        if digest is not None and await self._reused_with_another_body(run, digest):
+            return self._key_reused(delivery)
+        return _json(202, self._started(request, run))
+
+    async def _request_cloudevents(
+        self, route: WebhookRoute, request: web.Request, raw: bytes, events: list[CloudEvent]
+    ) -> web.StreamResponse:
+        """One run per CloudEvent, named by its source and id (a duplicate is the same run)."""
+        trigger = route.trigger
+        runs = []
+        for cloudevent in events:
+            body = _checked(trigger, cloudevent.data)
+            text = raw.decode("utf-8", "replace") if len(events) == 1 else ""
+            event = self._event(route, request, body, text, cloudevent.id).model_copy(
+                update={"cloudevent": cloudevent}
+            )
+            runs.append(
+                self._run(route, f"{trigger.path}\x00{_cloudevents.identity(cloudevent)}", event)
+            )
+        await self._submit(trigger, runs)
+        if request.content_type == _cloudevents.BATCH:
+            return _json(202, {"runs": [self._started(request, run) for run in runs]})
+        return _json(202, self._started(request, runs[0]))
+
+    def _event(
+        self,
+        route: WebhookRoute,
+        request: web.Request,
+        body: Any,
+        text: str,
+        delivery: str | None,
+    ) -> WebhookRequestEvent:
+        hidden = _HIDDEN | route.scheme.hidden
+        return WebhookRequestEvent(
             trigger=route.name,
             received_at=time.time(),
             path=request.path,
             method=request.method,
             headers={k: _text(v) for k, v in request.headers.items() if k.lower() not in hidden},
             body=body,
-            text=raw.decode("utf-8", "replace"),
+            text=text,
             query={_text(k): _text(v) for k, v in request.query.items()},
             delivery_id=_text(delivery) if delivery else None,
-            body_digest=digest,
         )
-        identity = f"{trigger.path}\x00{delivery}" if delivery else None
-        signature = request.headers.get(trigger.signature_header)
-        if identity is None and route.secrets and signature:
-            identity = f"{trigger.path}\x00{signed_identity(signature, raw)}"
-        run_id = run_id_for(route.workflow, "webhook", identity)
-        run = RunRequest(route.workflow, run_id, event)
+
+    @staticmethod
+    def _run(route: WebhookRoute, identity: str | None, event: WebhookRequestEvent) -> RunRequest:
+        """The run ``event`` asks for; :class:`_RefusedError` (400) if it cannot be stored."""
+        run = RunRequest(route.workflow, run_id_for(route.workflow, "webhook", identity), event)
         problem = unstorable(run)
         if problem is not None:
-            return _error(400, f"body cannot be accepted: {problem}")
-        known = self.engine.index.runs.get(run_id)
-        if digest is not None and known is not None and _other_body(known.trigger, run, digest):
-            return self._key_reused(delivery)  # a repeat seen already: nothing to append
+            raise _RefusedError(_error(400, f"body cannot be accepted: {problem}"))
+        return run
+
+    async def _submit(self, trigger: WebhookEvent, runs: list[RunRequest]) -> None:
         try:
-            await self.submit([run], give_up_after=self.give_up_after)
+            await self.submit(runs, give_up_after=self.give_up_after)
         except ConnectorError as exc:
             log.error("webhook %s: run request not durable: %s", trigger.path, exc)
-            return _error(503, "the run could not be recorded; try again", **{"Retry-After": "5"})
-        if digest is not None and await self._reused_with_another_body(run, digest):
-            return self._key_reused(delivery)
+            raise _RefusedError(
+                _error(503, "the run could not be recorded; try again", **{"Retry-After": "5"})
+            ) from None
+
+    def _started(self, request: web.Request, run: RunRequest) -> dict[str, str]:
         base = self.public_url or f"{request.scheme}://{request.host}"
-        return _json(202, {"run_id": run_id, "status_url": f"{base}{self.status_path}/{run_id}"})
+        return {"run_id": run.run_id, "status_url": f"{base}{self.status_path}/{run.run_id}"}
 
     async def _reused_with_another_body(self, run: RunRequest, digest: str) -> bool:
         """Whether the run this key names was first requested with a body of another digest.

@@ -81,6 +81,9 @@ class EventStore:
         path: the SQLite file for ``backend="sqlite"`` (default ``deerflow-events.db``), or
             the name of a shared in-process log for ``backend="memory"``.
         partitions: partitions to create the topic with (default: the log's).
+        cloudevents: write each published event as a CloudEvents 1.0 structured JSON record
+            (``content-type: application/cloudevents+json``), for Knative, Argo Events or
+            EventBridge consumers; reading is the same either way.
         **options: options of the event log class (e.g. Kafka ``session_timeout_ms``).
     """
 
@@ -92,12 +95,15 @@ class EventStore:
         bootstrap_servers: str | None = None,
         path: str | None = None,
         partitions: int | None = None,
+        cloudevents: bool = False,
         **options: Any,
     ) -> None:
         log, owns, default_topic = _open(backend, bootstrap_servers, path, options)
         self.topic = topic or default_topic
         self.url = log.url
-        self._streams = EventStreams(log, self.topic, owns_log=owns, partitions=partitions)
+        self._streams = EventStreams(
+            log, self.topic, owns_log=owns, partitions=partitions, cloudevents=cloudevents
+        )
         self._home = HomeLoop(
             f"EventStore({self.url}, {self.topic})", self._streams.start, may_spawn=owns
         )

@@ -69,12 +69,20 @@ class EventStreams:
         topic: the topic holding the events.
         owns_log: start and stop ``log`` with this object.
         partitions: partitions to create the topic with (default: the log's default).
+        cloudevents: write each event as a structured CloudEvent.
     """
 
     def __init__(
-        self, log: EventLog, topic: str, *, owns_log: bool, partitions: int | None = None
+        self,
+        log: EventLog,
+        topic: str,
+        *,
+        owns_log: bool,
+        partitions: int | None = None,
+        cloudevents: bool = False,
     ) -> None:
         self.log = log
+        self.cloudevents = cloudevents
         self.topic = topic
         self.snapshot_topic = f"{topic}.snapshots"
         self._owns_log = owns_log
@@ -231,7 +239,7 @@ class EventStreams:
                 f"stream {stream!r} is at version {version}, not the expected {expected}"
             )
         events = [d.model_copy(update={"sequence": version + 1 + i}) for i, d in enumerate(drafts)]
-        value, headers = encode_unit(events)
+        value, headers = encode_unit(events, cloudevents=self.cloudevents)
         [(_, offset)] = await self.log.append(
             [Message(self.topic, value, key=stream, headers=headers, partition=tp.partition)]
         )

@@ -4,7 +4,8 @@ A record of an event topic holds one *unit*: a single event (the JSON of :class:
 or, for an append of several events to one stream, a batch object
 ``{"type": "deerflow.batch", "stream": ..., "events": [...]}`` so the batch lands atomically.
 Records written by other producers are read leniently: any JSON object with a string ``type``
-is an event; a missing ``id`` is derived from the record's position (so it is stable), the
+is an event (a structured CloudEvent too, see :mod:`._store_cloudevents`); a missing ``id`` is
+derived from the record's position (so it is stable), the
 stream defaults to the record key, and ``data`` (or ``payload``) is the body.
 """
 
@@ -18,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 import deerflow._codec as _codec
+from deerflow.eventstore import _store_cloudevents
 from deerflow.log.base import Headers, Record
 
 SCHEMA_VERSION = 1
@@ -87,9 +89,14 @@ class StoredEvent(BaseModel):
         return self.model_dump(mode="json")
 
 
-def encode_unit(events: Sequence[StoredEvent]) -> tuple[bytes, Headers]:
-    """The record value and headers holding ``events`` (one stream, appended atomically)."""
+def encode_unit(
+    events: Sequence[StoredEvent], *, cloudevents: bool = False
+) -> tuple[bytes, Headers]:
+    """The record value and headers holding ``events`` (one stream, appended atomically);
+    with ``cloudevents``, a single event as a structured CloudEvent."""
     first = events[0]
+    if cloudevents and len(events) == 1:
+        return _store_cloudevents.encode(first)
     if len(events) == 1:
         body: dict[str, Any] = first.to_json()
     else:
@@ -109,6 +116,9 @@ def decode_unit(record: Record) -> list[StoredEvent]:
         return []
     if not isinstance(body, dict) or not isinstance(body.get("type"), str):
         return []
+    if "specversion" in body:  # a CloudEvent, deerflow's or another producer's
+        found = _store_cloudevents.fields(record.value)
+        body = found if found is not None else body
     if body["type"] == BATCH_TYPE and isinstance(body.get("events"), list):
         items = [item for item in body["events"] if isinstance(item, dict)]
     else:

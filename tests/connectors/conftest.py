@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+import boto3
 import orjson
 import pytest
 
@@ -51,6 +53,59 @@ async def engine() -> AsyncIterator[Engine]:
     """A started engine on a fresh in-memory store with :func:`recording_workflow`."""
     async with Engine(f"memory://{unique_name('log')}", [recording_workflow()]) as eng:
         yield eng
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """A client session for requests to a gateway."""
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def post(
+    http: aiohttp.ClientSession,
+    url: str,
+    body: Any = None,
+    *,
+    data: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, Any], Any]:
+    """POST ``body`` as JSON (or ``data`` as it is): status, reply headers, decoded reply."""
+    payload = orjson.dumps(body) if data is None else data
+    async with http.post(url, data=payload, headers=headers or {}) as reply:
+        text = await reply.read()
+        return reply.status, dict(reply.headers), orjson.loads(text) if text else None
+
+
+@pytest.fixture
+def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, Any]]:
+    """S3 and SQS clients on moto, with dummy credentials in the environment."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    options = {"endpoint_url": moto_endpoint, "region_name": "us-east-1"}
+    yield boto3.client("s3", **options), boto3.client("sqs", **options)
+
+
+def send_to(sqs: Any, url: str, body: Any) -> None:
+    """Send ``body`` (JSON-encoded unless already text) to the SQS queue at ``url``."""
+    text = body if isinstance(body, str) else orjson.dumps(body).decode()
+    sqs.send_message(QueueUrl=url, MessageBody=text)
+
+
+async def queue_is_empty(sqs: Any, url: str) -> bool:
+    """Whether the SQS queue holds no message, visible or in flight."""
+    attrs = await asyncio.to_thread(
+        sqs.get_queue_attributes,
+        QueueUrl=url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )
+    values = attrs["Attributes"]
+    return (
+        values["ApproximateNumberOfMessages"]
+        == values["ApproximateNumberOfMessagesNotVisible"]
+        == "0"
+    )
 
 
 async def eventually(

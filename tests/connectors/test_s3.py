@@ -4,30 +4,24 @@ for what moto does not mimic (sequencers, versions, encoded keys), and polling m
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import orjson
 import pytest
 
 from deerflow import Engine
 from deerflow.connectors import S3NotificationSource, S3PollingSource
 from deerflow.events import S3Event
-from tests.connectors.conftest import dead_letters, eventually, finished_runs
+from tests.connectors.conftest import (
+    dead_letters,
+    eventually,
+    finished_runs,
+    queue_is_empty,
+    send_to,
+)
 from tests.services import unique_name
 
 pytestmark = pytest.mark.s3
-
-
-@pytest.fixture
-def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, Any]]:
-    """S3 and SQS clients on moto, with dummy credentials in the environment."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    options = {"endpoint_url": moto_endpoint, "region_name": "us-east-1"}
-    yield boto3.client("s3", **options), boto3.client("sqs", **options)
 
 
 def spec(moto_endpoint: str, bucket: str, **extra: Any) -> S3Event:
@@ -65,20 +59,6 @@ def record(
         "eventName": name,
         "s3": {"s3SchemaVersion": "1.0", "bucket": {"name": bucket}, "object": obj},
     }
-
-
-async def queue_is_empty(sqs: Any, url: str) -> bool:
-    attrs = await asyncio.to_thread(
-        sqs.get_queue_attributes,
-        QueueUrl=url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )
-    values = attrs["Attributes"]
-    return (
-        values["ApproximateNumberOfMessages"]
-        == values["ApproximateNumberOfMessagesNotVisible"]
-        == "0"
-    )
 
 
 async def test_dropped_files_start_one_run_each_and_existing_notifications_are_kept(
@@ -146,9 +126,7 @@ async def test_hand_built_aws_messages_are_decoded_deduplicated_and_stale_ones_i
     url = sqs.create_queue(QueueName=unique_name("managed"))["QueueUrl"]
 
     def send(body: Any) -> None:
-        sqs.send_message(
-            QueueUrl=url, MessageBody=body if isinstance(body, str) else orjson.dumps(body).decode()
-        )
+        send_to(sqs, url, body)
 
     send({"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": bucket})
     newer = record(bucket, "incoming/report+2026%2F01.parquet", sequencer="0055AED6DCD90281E6")

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from deerflow import Engine
 from deerflow.connectors import ApiKeys, WebhookGateway, sign
 from deerflow.events import WebhookEvent
-from tests.connectors.conftest import finished_runs, recording_workflow
+from tests.connectors.conftest import finished_runs, post, recording_workflow
 
 KEY = "k-live-1234567890"
 SECRETS = ("whsec-old", "whsec-new")
@@ -53,26 +53,6 @@ async def gateway(engine: Engine) -> AsyncIterator[WebhookGateway]:
     )
     await engine.add_service(gw)
     yield gw
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-async def post(
-    http: aiohttp.ClientSession,
-    url: str,
-    body: Any = None,
-    *,
-    data: bytes | None = None,
-    headers: dict[str, str] | None = None,
-) -> tuple[int, dict[str, Any], Any]:
-    payload = orjson.dumps(body) if data is None else data
-    async with http.post(url, data=payload, headers=headers or {}) as reply:
-        text = await reply.read()
-        return reply.status, dict(reply.headers), orjson.loads(text) if text else None
 
 
 async def test_an_authorised_request_gets_202_after_the_run_is_durable_and_its_status(
