@@ -11,7 +11,7 @@ unknown: tasks are placed by when they were first scheduled and no edges are dra
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from html import escape
 from typing import Any
@@ -83,14 +83,26 @@ class Graph:
         }
 
 
-def _layers(
-    tasks: list[str], wf: Workflow | None, first_scheduled: Mapping[str, float]
-) -> tuple[dict[str, int], list[tuple[str, str]]]:
+def _dependencies(
+    wf: Workflow | None, shape: Mapping[str, Sequence[str]] | None
+) -> Mapping[str, Sequence[str]] | None:
+    """Each task's dependencies, in definition order: from the loaded definition, else from
+    the shape the run recorded when it started; ``None`` when neither is known."""
     if wf is not None:
+        return {tid: wf.get(tid).depends_on for tid in wf.order}
+    return shape
+
+
+def _layers(
+    tasks: list[str],
+    dependencies: Mapping[str, Sequence[str]] | None,
+    first_scheduled: Mapping[str, float],
+) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    if dependencies is not None:
         layer: dict[str, int] = {}
         edges: list[tuple[str, str]] = []
-        for tid in wf.order:
-            deps = [d for d in wf.get(tid).depends_on if d in layer]
+        for tid, depends_on in dependencies.items():
+            deps = [d for d in depends_on if d in layer]
             layer[tid] = 1 + max((layer[d] for d in deps), default=-1)
             edges.extend((d, tid) for d in deps)
         last = max(layer.values(), default=-1) + 1
@@ -110,15 +122,18 @@ def build(
     wf: Workflow | None,
     child_runs: Mapping[str, list[str]],
     first_scheduled: Mapping[str, float],
+    shape: Mapping[str, Sequence[str]] | None = None,
 ) -> Graph:
-    """Lay out ``result``'s tasks; ``first_scheduled`` places them when ``wf`` is unknown."""
+    """Lay out ``result``'s tasks by their dependencies (``wf``'s, else the recorded
+    ``shape``); ``first_scheduled`` places them when neither is known."""
     top = [tid for tid in result.tasks if node_of(tid) is None]
     children: dict[str, list[tuple[str, str]]] = {}
     for tid, task in result.tasks.items():
         node = node_of(tid)
         if node is not None:
             children.setdefault(node, []).append((tid, task.status))
-    layers, edges = _layers(top, wf, first_scheduled)
+    dependencies = _dependencies(wf, shape)
+    layers, edges = _layers(top, dependencies, first_scheduled)
     nodes = []
     for tid in top:
         task = result.tasks[tid]
@@ -138,7 +153,7 @@ def build(
                 list(child_runs.get(tid, [])),
             )
         )
-    graph = Graph(nodes, edges, wf is not None)
+    graph = Graph(nodes, edges, dependencies is not None)
     _place(graph)
     return graph
 

@@ -289,6 +289,10 @@ async def run_page(request: web.Request) -> web.StreamResponse:
     note = (
         ""
         if detail.workflow is not None
+        else '<p class="muted">Workflow not loaded here: dependencies are drawn from the shape '
+        "the run recorded when it started "
+        "(run <code>deerflow ui --app FILE</code> to see sub-workflow nodes as such).</p>"
+        if detail.graph.dependencies_known
         else (
             '<p class="muted">Workflow not loaded here: tasks are placed by when they were '
             "scheduled and dependencies are not drawn "

@@ -226,7 +226,7 @@ async def run_detail(engine: Engine, run_id: str) -> RunDetail:
     for event in events:
         if event.get("type") == "TaskScheduled" and event.get("task_id") not in first:
             first[str(event["task_id"])] = float(event.get("ts") or 0.0)
-    graph = _graph.build(result, wf, children, first)
+    graph = _graph.build(result, wf, children, first, state.shape)
     return RunDetail(state, result, children, events, attempts(events), graph, wf)
 
 
