@@ -5,8 +5,8 @@ start a retry timer, skip a task whose upstream failed, end the run). It perform
 reads no clock: ``now`` is passed in and only stamps the events. Event ids are deterministic,
 so deciding twice on the same state yields the same events, which the fold then ignores.
 
-Most events belong to the run being decided. A few belong to other runs (the *outbox*): the
-``RunRequested`` of a sub-workflow's child run, and a child's outcome reported to its parent.
+Most events belong to the run being decided. A few belong to other runs (the *outbox*): a run
+a node's kind starts (a child run), and a child run's outcome reported to its parent.
 """
 
 from __future__ import annotations
@@ -17,18 +17,10 @@ from deerflow.core import _history as h
 from deerflow.core._change import definition_change
 from deerflow.core._decide_compensation import has_compensations, roll_back
 from deerflow.core._decide_machine import decide_machine
-from deerflow.core._decide_nodes import (
-    generation,
-    on_expanded,
-    on_failed_attempt,
-    schedule,
-    start_child_run,
-    within_budget,
-)
+from deerflow.core._decide_nodes import generation, on_failed_attempt, schedule, within_budget
 from deerflow.core._definition import TaskDef, WorkflowDef
 from deerflow.core._state import (
     COMPLETED,
-    EXPANDED,
     FAILED,
     PENDING,
     RETRY_WAIT,
@@ -74,9 +66,10 @@ def _step(
         return _on_pending(wf, wf.get(task_id), state, now)
     if task.status == RETRY_WAIT:
         return on_failed_attempt(wf.get(task_id), task_id, task, state, now)
-    if task.status == EXPANDED:
-        return on_expanded(wf.get(task_id), task, state, now, budget=budget)
-    return []
+    if task.status == SCHEDULED or task.status in TASK_DONE:
+        return []
+    node = wf.get(task_id)  # a status of its kind's (a node waiting on its children)
+    return node.kind.decide(node, task, state, now, budget)
 
 
 def advance(wf: WorkflowDef, state: RunState, now: float) -> list[h.HistoryEvent]:
@@ -113,10 +106,10 @@ def _on_pending(
         if status != COMPLETED:
             return []
     attempt = state.tasks.get(task.id, _EMPTY).attempts + 1  # > 1 after an operator retry
-    scheduled = schedule(run_id, task.id, attempt, now)
-    if task.kind == "subworkflow":
-        return [scheduled, start_child_run(task, state, attempt, now)]
-    return [scheduled]
+    return [
+        schedule(run_id, task.id, attempt, now),
+        *task.kind.on_scheduled(task, state, attempt, now),
+    ]
 
 
 def _maybe_finish(wf: WorkflowDef, state: RunState, now: float) -> list[h.HistoryEvent]:

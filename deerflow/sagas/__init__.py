@@ -34,14 +34,14 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from deerflow.core._definition import WorkflowDef
-from deerflow.core._taskdef import (
-    CompensatingAction,
-    TaskDef,
-    compensation_task,
-    positive_or_none,
-    retry_policy,
-)
+from deerflow.core._taskdef import TaskDef, positive_or_none, retry_policy
 from deerflow.errors import DefinitionError
+from deerflow.sagas._compensation import (
+    SAGA_STEP,
+    CompensatingAction,
+    SagaStepOptions,
+    compensation_task,
+)
 
 __all__ = ["CompensatingAction", "Saga", "SagaMixin", "SagaStep", "add_saga", "step"]
 
@@ -221,14 +221,22 @@ def add_saga(wf: WorkflowDef, cls: type) -> None:
                     ),
                     timeout=positive_or_none(wf.name, fwd.name, "timeout", fwd.timeout),
                     compensation=compensation_task(wf.name, fwd.name, action),
-                    options={"saga": cls.__name__, "order": order},
+                    kind=SAGA_STEP,
+                    options=SagaStepOptions(saga=cls.__name__, order=order),
                 )
             )
         previous = tuple(s.name for s in group)
 
 
 class SagaMixin(WorkflowDef):
-    """Adds ``Workflow.saga``."""
+    """Adds ``Workflow.saga`` and the compensations of ``Workflow.task(compensate=...)``."""
+
+    def compensation_node(self, step_id: str, compensate: Any) -> TaskDef:
+        """The node running ``compensate`` (a function ``(context, output)`` or a
+        :class:`CompensatingAction`) to undo ``step_id``."""
+        node = compensation_task(self.name, step_id, compensate)
+        assert node is not None
+        return node
 
     def saga(self, cls: S) -> S:
         """Add the steps of a :class:`deerflow.Saga` subclass, with their compensations."""

@@ -122,10 +122,10 @@ def build(
     nodes = []
     for tid in top:
         task = result.tasks[tid]
-        kind = "expanded" if tid in children else "task"
-        if tid in child_runs or (
-            wf is not None and tid in wf.tasks and wf.get(tid).kind == "subworkflow"
-        ):
+        # A kind that names its drawing wins; else what the run shows decides.
+        drawn = wf.get(tid).kind.css_class if wf is not None and tid in wf.tasks else None
+        kind = drawn or ("expanded" if tid in children else "task")
+        if tid in child_runs:
             kind = "subworkflow"
         nodes.append(
             GraphNode(
