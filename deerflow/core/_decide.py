@@ -15,8 +15,6 @@ from typing import Any
 
 from deerflow.core import _history as h
 from deerflow.core._change import definition_change
-from deerflow.core._decide_compensation import has_compensations, roll_back
-from deerflow.core._decide_machine import decide_machine
 from deerflow.core._decide_nodes import generation, on_failed_attempt, schedule, within_budget
 from deerflow.core._definition import TaskDef, WorkflowDef
 from deerflow.core._state import (
@@ -43,8 +41,9 @@ def decide(wf: WorkflowDef, state: RunState, now: float) -> list[h.HistoryEvent]
         return _cancel(wf, state, now)
     if definition_change(wf, state) is not None:
         return []  # parked: nothing re-runs or is skipped until its definition is loaded
-    if wf.machine is not None:
-        return decide_machine(wf, wf.machine, state, now)
+    own = wf.decide_run(state, now)
+    if own is not None:
+        return own  # a feature decides this run as a whole (a state machine)
     events: list[h.HistoryEvent] = []
     # Workflow(max_parallel=N): the fold counts running attempts, so the budget is O(1).
     budget = None if wf.max_parallel is None else wf.max_parallel - state.running
@@ -121,8 +120,8 @@ def _maybe_finish(wf: WorkflowDef, state: RunState, now: float) -> list[h.Histor
     if failed:
         first = failed[0]
         error = f"task {first!r} failed: {state.tasks[first].error}"
-        if has_compensations(wf):
-            events = roll_back(wf, state, now, first, error)
+        events = wf.decide_failure(state, now, first, error)
+        if events is not None:  # a feature ends the run its own way (a saga rolls back)
             if events and events[-1].type in h.TERMINAL_TYPES:
                 return events[:-1] + _finish(state, now, events[-1])
             return events

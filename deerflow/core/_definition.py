@@ -5,7 +5,9 @@
 machines, pipelines, choreography); a feature that the core must consult at run time fills in a
 generic hook here (:attr:`WorkflowDef.machine`, :meth:`WorkflowDef.resolve_task`,
 :meth:`WorkflowDef.route_trigger`, :meth:`WorkflowDef.has_body`,
-:meth:`WorkflowDef.start_refusal`) instead of being imported.
+:meth:`WorkflowDef.start_refusal`, :meth:`WorkflowDef.decide_run`,
+:meth:`WorkflowDef.decide_failure`, :meth:`WorkflowDef.compensation_node`) instead of being
+imported.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, Protocol, TypeVar
 
+from deerflow.core import _history as h
 from deerflow.core._kinds import NodeKind
+from deerflow.core._state import RunState
 from deerflow.core._taskdef import ID_PATTERN, RetryPolicy, TaskDef, positive_or_none, retry_policy
 from deerflow.errors import DefinitionError
 
@@ -301,6 +305,21 @@ class WorkflowDef:
         """Hook: whether something other than tasks makes up this workflow (a state machine,
         a pipeline, event handlers), so that it is valid without tasks."""
         return self.machine is not None
+
+    def decide_run(self, state: RunState, now: float) -> list[h.HistoryEvent] | None:
+        """Hook: the next events of a run this workflow decides as a whole (a state machine),
+        instead of by its tasks; ``None`` here: the tasks decide."""
+        return None
+
+    def decide_failure(
+        self, state: RunState, now: float, failed_task: str, error: str
+    ) -> list[h.HistoryEvent] | None:
+        """Hook: the next events of a run whose task ``failed_task`` failed for good, when a
+        feature ends it its own way (a saga rolls back); ``None`` here: the run fails.
+
+        A terminal event last in the list ends the run (the parent of a child run hears of it).
+        """
+        return None
 
     def start_refusal(self) -> str | None:
         """Hook: why this workflow has no runs in the history (a pipeline), else ``None``."""

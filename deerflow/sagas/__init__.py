@@ -33,7 +33,9 @@ from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from deerflow.core import _history as h
 from deerflow.core._definition import WorkflowDef
+from deerflow.core._state import RunState
 from deerflow.core._taskdef import TaskDef, positive_or_none, retry_policy
 from deerflow.errors import DefinitionError
 from deerflow.sagas._compensation import (
@@ -42,6 +44,7 @@ from deerflow.sagas._compensation import (
     SagaStepOptions,
     compensation_task,
 )
+from deerflow.sagas._rollback import roll_back
 
 __all__ = ["CompensatingAction", "Saga", "SagaMixin", "SagaStep", "add_saga", "step"]
 
@@ -237,6 +240,14 @@ class SagaMixin(WorkflowDef):
         node = compensation_task(self.name, step_id, compensate)
         assert node is not None
         return node
+
+    def decide_failure(
+        self, state: RunState, now: float, failed_task: str, error: str
+    ) -> list[h.HistoryEvent] | None:
+        """With compensations, a failure rolls the run back instead of just failing it."""
+        if not self.compensations:
+            return super().decide_failure(state, now, failed_task, error)
+        return roll_back(self, state, now, failed_task, error)
 
     def saga(self, cls: S) -> S:
         """Add the steps of a :class:`deerflow.Saga` subclass, with their compensations."""

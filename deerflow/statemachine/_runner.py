@@ -7,12 +7,14 @@ import inspect
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
+from deerflow.core import _history as h
 from deerflow.core._definition import WorkflowDef
 from deerflow.core._kinds import KindOptions, NodeKind
 from deerflow.core._state import RunState
 from deerflow.core._taskdef import RetryPolicy, TaskDef
 from deerflow.errors import DefinitionError, TransitionNotAllowed
 from deerflow.runtime._context import TaskContext
+from deerflow.statemachine._decide import decide_machine
 from deerflow.statemachine._model import MachineSpec
 
 S = TypeVar("S", bound=type[Any])
@@ -120,6 +122,12 @@ class StateMachineMixin(WorkflowDef):
                 self.machine, self._machine_instance, name
             )
         return cached
+
+    def decide_run(self, state: RunState, now: float) -> list[h.HistoryEvent] | None:
+        """A state machine instance moves by its requested transitions, not by tasks."""
+        if self.machine is None:
+            return super().decide_run(state, now)
+        return decide_machine(self, self.machine, state, now)
 
     def route_trigger(self, event: Any) -> tuple[str, str] | None:
         """For a state machine: the ``(instance, transition)`` a trigger event asks for."""
