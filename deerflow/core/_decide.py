@@ -141,7 +141,7 @@ def _maybe_finish(wf: WorkflowDef, state: RunState, now: float) -> list[h.Histor
 
 
 def _finish(state: RunState, now: float, terminal: h.HistoryEvent) -> list[h.HistoryEvent]:
-    """The terminal event, plus the outcome for the parent run of a sub-workflow."""
+    """The terminal event, plus its outcome for the parent run when this run is a child run."""
     parent = state.parent
     if parent is None:
         return [terminal]

@@ -120,8 +120,14 @@ async def test_a_kind_from_outside_decides_and_runs_its_nodes(store):
     scheduled = [e.task_id for e in history if isinstance(e, h.TaskScheduled)]
     assert scheduled == ["base", "doubled", "report"]
     # The dashboard draws a node as its kind says.
-    drawn = {n.id: n.kind for n in graph.build(result, wf, {}, {}).nodes}
-    assert drawn == {"base": "constant", "doubled": "task", "report": "task"}
+    laid_out = graph.build(result, wf, {}, {})
+    drawn = {n["id"]: (n["kind"], n["label"]) for n in laid_out.as_json()["nodes"]}
+    assert drawn == {
+        "base": ("constant", "constant"),
+        "doubled": ("task", "scale"),
+        "report": ("task", "task"),
+    }
+    assert '<g class="node st-completed kind-constant" data-task="base"' in graph.svg(laid_out)
 
 
 def test_a_kind_s_name_goes_into_the_fingerprint():
