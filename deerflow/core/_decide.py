@@ -31,6 +31,8 @@ from deerflow.core._state import (
 )
 
 _EMPTY = TaskState()
+#: statuses in which a task decides nothing: running on a worker, or done
+_WAITING_ON_OTHERS = frozenset({SCHEDULED, *TASK_DONE})
 
 
 def decide(wf: WorkflowDef, state: RunState, now: float) -> list[h.HistoryEvent]:
@@ -61,12 +63,12 @@ def _step(
     wf: WorkflowDef, task_id: str, state: RunState, now: float, budget: int | None
 ) -> list[h.HistoryEvent]:
     task = state.tasks.get(task_id, _EMPTY)
+    if task.status in _WAITING_ON_OTHERS:  # checked first: most tasks are here, most times
+        return []
     if task.status == PENDING:
         return _on_pending(wf, wf.get(task_id), state, now)
     if task.status == RETRY_WAIT:
         return on_failed_attempt(wf.get(task_id), task_id, task, state, now)
-    if task.status == SCHEDULED or task.status in TASK_DONE:
-        return []
     node = wf.get(task_id)  # a status of its kind's (a node waiting on its children)
     return node.kind.decide(node, task, state, now, budget)
 
