@@ -2,13 +2,23 @@
 
 A definition (:class:`WorkflowDef`, :class:`TaskDef`, :class:`RetryPolicy`), the history
 events of a run and their deterministic ids (``_history``), the fold of a history into a run's
-state (``_state``), the decider that says what happens next (``_decide*``), the expansion
-protocol of nodes with children (``_expand``), definition changes (``_change``) and topic
-names (``_topics``). Time is passed in; nothing here imports asyncio, a log backend, tracing or
-a feature package.
+state (``_state``), the decider that says what happens next (``_decide*``), node kinds
+(:class:`NodeKind`, with typed :class:`KindOptions`; ``_kinds``), the child ids of nodes with
+children (``_expand``), definition changes (``_change``) and topic names (``_topics``).
+Time is passed in; nothing here imports asyncio, a log backend, tracing or a feature package.
 """
 
 from deerflow.core._definition import MachineModel, RetryPolicy, TaskDef, WorkflowDef
+from deerflow.core._kinds import TASK, KindOptions, NodeKind
 from deerflow.core._topics import Topics
 
-__all__ = ["MachineModel", "RetryPolicy", "TaskDef", "Topics", "WorkflowDef"]
+__all__ = [
+    "TASK",
+    "KindOptions",
+    "MachineModel",
+    "NodeKind",
+    "RetryPolicy",
+    "TaskDef",
+    "Topics",
+    "WorkflowDef",
+]

@@ -5,8 +5,8 @@ start a retry timer, skip a task whose upstream failed, end the run). It perform
 reads no clock: ``now`` is passed in and only stamps the events. Event ids are deterministic,
 so deciding twice on the same state yields the same events, which the fold then ignores.
 
-Most events belong to the run being decided. A few belong to other runs (the *outbox*): the
-``RunRequested`` of a sub-workflow's child run, and a child's outcome reported to its parent.
+Most events belong to the run being decided. A few belong to other runs (the *outbox*): a run
+a node's kind starts (a child run), and a child run's outcome reported to its parent.
 """
 
 from __future__ import annotations
@@ -15,20 +15,10 @@ from typing import Any
 
 from deerflow.core import _history as h
 from deerflow.core._change import definition_change
-from deerflow.core._decide_compensation import has_compensations, roll_back
-from deerflow.core._decide_machine import decide_machine
-from deerflow.core._decide_nodes import (
-    generation,
-    on_expanded,
-    on_failed_attempt,
-    schedule,
-    start_child_run,
-    within_budget,
-)
+from deerflow.core._decide_nodes import generation, on_failed_attempt, schedule, within_budget
 from deerflow.core._definition import TaskDef, WorkflowDef
 from deerflow.core._state import (
     COMPLETED,
-    EXPANDED,
     FAILED,
     PENDING,
     RETRY_WAIT,
@@ -41,6 +31,8 @@ from deerflow.core._state import (
 )
 
 _EMPTY = TaskState()
+#: statuses in which a task decides nothing: running on a worker, or done
+_WAITING_ON_OTHERS = frozenset({SCHEDULED, *TASK_DONE})
 
 
 def decide(wf: WorkflowDef, state: RunState, now: float) -> list[h.HistoryEvent]:
@@ -51,8 +43,9 @@ def decide(wf: WorkflowDef, state: RunState, now: float) -> list[h.HistoryEvent]
         return _cancel(wf, state, now)
     if definition_change(wf, state) is not None:
         return []  # parked: nothing re-runs or is skipped until its definition is loaded
-    if wf.machine is not None:
-        return decide_machine(wf, wf.machine, state, now)
+    own = wf.decide_run(state, now)
+    if own is not None:
+        return own  # a feature decides this run as a whole (a state machine)
     events: list[h.HistoryEvent] = []
     # Workflow(max_parallel=N): the fold counts running attempts, so the budget is O(1).
     budget = None if wf.max_parallel is None else wf.max_parallel - state.running
@@ -70,13 +63,14 @@ def _step(
     wf: WorkflowDef, task_id: str, state: RunState, now: float, budget: int | None
 ) -> list[h.HistoryEvent]:
     task = state.tasks.get(task_id, _EMPTY)
+    if task.status in _WAITING_ON_OTHERS:  # checked first: most tasks are here, most times
+        return []
     if task.status == PENDING:
         return _on_pending(wf, wf.get(task_id), state, now)
     if task.status == RETRY_WAIT:
         return on_failed_attempt(wf.get(task_id), task_id, task, state, now)
-    if task.status == EXPANDED:
-        return on_expanded(wf.get(task_id), task, state, now, budget=budget)
-    return []
+    node = wf.get(task_id)  # a status of its kind's (a node waiting on its children)
+    return node.kind.decide(node, task, state, now, budget)
 
 
 def advance(wf: WorkflowDef, state: RunState, now: float) -> list[h.HistoryEvent]:
@@ -113,10 +107,10 @@ def _on_pending(
         if status != COMPLETED:
             return []
     attempt = state.tasks.get(task.id, _EMPTY).attempts + 1  # > 1 after an operator retry
-    scheduled = schedule(run_id, task.id, attempt, now)
-    if task.kind == "subworkflow":
-        return [scheduled, start_child_run(task, state, attempt, now)]
-    return [scheduled]
+    return [
+        schedule(run_id, task.id, attempt, now),
+        *task.kind.on_scheduled(task, state, attempt, now),
+    ]
 
 
 def _maybe_finish(wf: WorkflowDef, state: RunState, now: float) -> list[h.HistoryEvent]:
@@ -128,8 +122,8 @@ def _maybe_finish(wf: WorkflowDef, state: RunState, now: float) -> list[h.Histor
     if failed:
         first = failed[0]
         error = f"task {first!r} failed: {state.tasks[first].error}"
-        if has_compensations(wf):
-            events = roll_back(wf, state, now, first, error)
+        events = wf.decide_failure(state, now, first, error)
+        if events is not None:  # a feature ends the run its own way (a saga rolls back)
             if events and events[-1].type in h.TERMINAL_TYPES:
                 return events[:-1] + _finish(state, now, events[-1])
             return events
@@ -149,7 +143,7 @@ def _maybe_finish(wf: WorkflowDef, state: RunState, now: float) -> list[h.Histor
 
 
 def _finish(state: RunState, now: float, terminal: h.HistoryEvent) -> list[h.HistoryEvent]:
-    """The terminal event, plus the outcome for the parent run of a sub-workflow."""
+    """The terminal event, plus its outcome for the parent run when this run is a child run."""
     parent = state.parent
     if parent is None:
         return [terminal]

@@ -1,14 +1,10 @@
-"""Decisions for one node: retries, expanded nodes (children) and sub-workflow child runs."""
+"""Decisions for one node: scheduling an attempt (with what its kind adds) and retries."""
 
 from __future__ import annotations
 
-from itertools import islice
-from typing import Any
-
 from deerflow.core import _history as h
 from deerflow.core._definition import TaskDef
-from deerflow.core._state import PENDING, RETRY_WAIT, RunState, TaskState
-from deerflow.core._traceparent import run_traceparent
+from deerflow.core._state import RunState, TaskState
 
 
 def generation(state: RunState) -> tuple[str, ...]:
@@ -46,8 +42,8 @@ def _next_attempt(
     events: list[h.HistoryEvent] = [
         schedule(state.run_id, task_id, attempt, now, fallback=fallback)
     ]
-    if task.kind == "subworkflow" and task_id == task.id and not fallback:
-        events.append(start_child_run(task, state, attempt, now))
+    if task_id == task.id and not fallback:
+        events.extend(task.kind.on_scheduled(task, state, attempt, now))
     return events
 
 
@@ -56,8 +52,8 @@ def on_failed_attempt(
 ) -> list[h.HistoryEvent]:
     """Retry (at once or on a durable timer), fall back, or give the task up.
 
-    ``task`` is the definition whose policy applies: the task itself, or for a child of an
-    expanded node, the node (children have no fallback of their own).
+    ``task`` is the definition whose policy applies: the task itself, or for a child of a
+    node with children, the node (children have no fallback of their own).
     """
     run_id = state.run_id
     nxt = ts.attempts + 1
@@ -97,120 +93,8 @@ def on_failed_attempt(
     ]
 
 
-def on_expanded(
-    node: TaskDef, ts: TaskState, state: RunState, now: float, *, budget: int | None = None
-) -> list[h.HistoryEvent]:
-    """Schedule ready children up to ``max_parallel``, retry failed ones, collect when done.
-
-    ``budget`` (the run's free slots under ``Workflow(max_parallel=...)``) caps new children
-    too, so a node with 10,000 ready children costs O(budget), not O(children), per decision.
-    """
-    exp = ts.expansion
-    assert exp is not None
-    run_id = state.run_id
-    if exp.failed is not None:
-        return _fail_expansion(node, ts, state, now)
-    events: list[h.HistoryEvent] = []
-    for child in sorted(exp.retrying):
-        events.extend(on_failed_attempt(node, child, state.tasks[child], state, now))
-    if exp.done:
-        expander = node.options["expander"]
-        specs = [exp.specs[c] for c in exp.children]
-        outputs = [state.tasks[c].output for c in exp.children]
-        events.append(
-            h.TaskCollected(
-                id=h.event_id(run_id, node.id, "collected"),
-                run_id=run_id,
-                ts=now,
-                task_id=node.id,
-                output=expander.collect(specs, outputs),
-            )
-        )
-        return events
-    limit = node.options["expander"].max_parallel
-    capacity = len(exp.ready) if limit is None else max(0, limit - exp.running)
-    if budget is not None:
-        capacity = min(capacity, max(0, budget))
-    events.extend(
-        schedule(run_id, child, state.tasks[child].attempts + 1, now)
-        for child in islice(exp.ready, capacity)
-    )
-    return events
-
-
-def _fail_expansion(
-    node: TaskDef, ts: TaskState, state: RunState, now: float
-) -> list[h.HistoryEvent]:
-    exp = ts.expansion
-    assert exp is not None and exp.failed is not None
-    run_id = state.run_id
-    waiting = [c for c in exp.children if state.tasks[c].status in (PENDING, RETRY_WAIT)]
-    if waiting:
-        reason = f"sibling {exp.failed!r} failed"
-        suffix = generation(state)
-        return [
-            h.TaskSkipped(
-                id=h.event_id(run_id, c, "skipped", *suffix),
-                run_id=run_id,
-                ts=now,
-                task_id=c,
-                reason=reason,
-            )
-            for c in waiting
-        ]
-    if exp.running > 0:
-        return []  # children still running: the node fails when they are done
-    error = f"child {exp.failed!r} failed: {state.tasks[exp.failed].error}"
-    return [
-        h.TaskAbandoned(
-            id=h.event_id(run_id, node.id, "abandoned", *generation(state)),
-            run_id=run_id,
-            ts=now,
-            task_id=node.id,
-            error=error,
-        )
-    ]
-
-
-def child_run_id(parent_run_id: str, task_id: str, attempt: int) -> str:
-    """The run id of a sub-workflow's child run for one attempt of its node."""
-    return f"{parent_run_id}.{task_id}.{attempt}"
-
-
-def start_child_run(task: TaskDef, state: RunState, attempt: int, now: float) -> h.RunRequested:
-    """The ``RunRequested`` of a sub-workflow node's child run (an outbox event)."""
-    child = task.options["workflow"]
-    rid = child_run_id(state.run_id, task.id, attempt)
-    return h.RunRequested(
-        id=h.event_id(rid, "requested"),
-        run_id=rid,
-        ts=now,
-        workflow=child.name,
-        version=child.version,
-        fingerprint=child.fingerprint(),
-        shape=child.shape(),
-        params=state.params,
-        input=child_input(task, state),
-        parent=h.ParentRef(run_id=state.run_id, task_id=task.id, attempt=attempt),
-        correlation_id=state.correlation_id or state.run_id,
-        # The child's spans belong to the parent's trace, under the parent run's span.
-        traceparent=run_traceparent(state.run_id, state.trigger, state.traceparent),
-    )
-
-
-def child_input(task: TaskDef, state: RunState) -> Any:
-    """A child run's input: the upstream output (a dict by id for several), else the run's."""
-    source = task.options.get("input_from")
-    deps = [source] if source else list(task.depends_on)
-    if not deps:
-        return state.input
-    if len(deps) == 1:
-        return state.tasks[deps[0]].output
-    return {dep: state.tasks[dep].output for dep in deps}
-
-
 def within_budget(events: list[h.HistoryEvent], budget: int) -> tuple[list[h.HistoryEvent], int]:
-    """Keep at most ``budget`` dispatches (and the child runs of kept ones); the rest wait.
+    """Keep at most ``budget`` dispatches (and the runs they start); the rest wait.
 
     Dropped schedules are decided again on a later event, when slots are free: the decider is
     stateless, so nothing is lost. Returns the kept events and the budget left.

@@ -5,7 +5,9 @@
 machines, pipelines, choreography); a feature that the core must consult at run time fills in a
 generic hook here (:attr:`WorkflowDef.machine`, :meth:`WorkflowDef.resolve_task`,
 :meth:`WorkflowDef.route_trigger`, :meth:`WorkflowDef.has_body`,
-:meth:`WorkflowDef.start_refusal`) instead of being imported.
+:meth:`WorkflowDef.start_refusal`, :meth:`WorkflowDef.decide_run`,
+:meth:`WorkflowDef.decide_failure`, :meth:`WorkflowDef.compensation_node`) instead of being
+imported.
 """
 
 from __future__ import annotations
@@ -15,15 +17,10 @@ from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, Protocol, TypeVar
 
-from deerflow.core._taskdef import (
-    ID_PATTERN,
-    CompensatingAction,
-    RetryPolicy,
-    TaskDef,
-    compensation_task,
-    positive_or_none,
-    retry_policy,
-)
+from deerflow.core import _history as h
+from deerflow.core._kinds import NodeKind
+from deerflow.core._state import RunState
+from deerflow.core._taskdef import ID_PATTERN, RetryPolicy, TaskDef, positive_or_none, retry_policy
 from deerflow.errors import DefinitionError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -102,7 +99,7 @@ class WorkflowDef:
         max_retry_delay: float = 300.0,
         timeout: float | None = None,
         fallback: Callable[..., Any] | None = None,
-        compensate: Callable[..., Any] | CompensatingAction | None = None,
+        compensate: Any = None,
     ) -> Callable[[F], F]:
         """Register a function as a task; it receives a :class:`TaskContext` and returns JSON.
 
@@ -128,12 +125,22 @@ class WorkflowDef:
                     retry=policy,
                     timeout=positive_or_none(self.name, task_id, "timeout", timeout),
                     fallback=fallback,
-                    compensation=compensation_task(self.name, task_id, compensate),
+                    compensation=(
+                        None if compensate is None else self.compensation_node(task_id, compensate)
+                    ),
                 )
             )
             return fn
 
         return register
+
+    def compensation_node(self, step_id: str, compensate: Any) -> TaskDef:
+        """Hook: the node that undoes ``step_id`` (``compensate=`` of :meth:`task`); sagas
+        supply it, the bare core has none."""
+        raise DefinitionError(
+            f"workflow {self.name!r}, task {step_id!r}: compensate= needs the sagas feature"
+            " (use deerflow.Workflow)"
+        )
 
     def add_task(self, task: TaskDef) -> TaskDef:
         """Add a node (used by the decorators and by pattern modules); validates the DAG."""
@@ -149,8 +156,10 @@ class WorkflowDef:
                 raise DefinitionError(f"{where}: {self._missing_dependency(task, dep)}")
         if task.fn is not None and not callable(task.fn):
             raise DefinitionError(f"{where}: the task body is not callable")
+        self._check_kind(task)
         comp = task.compensation
         if comp is not None:
+            self._check_kind(comp)
             if comp.id in self._tasks or comp.id in self._compensations or comp.id == task.id:
                 raise DefinitionError(f"{where}: compensation id {comp.id!r} is already used")
             self._compensations[comp.id] = task.id
@@ -162,6 +171,15 @@ class WorkflowDef:
         self._ancestors.clear()
         self._fingerprint = None
         return task
+
+    def _check_kind(self, task: TaskDef) -> None:
+        """Validate ``task``'s options into its kind's model (errors name the task)."""
+        if not isinstance(task.kind, NodeKind):
+            raise DefinitionError(
+                f"workflow {self.name!r}, task {task.id!r}: kind must be a NodeKind,"
+                f" got {task.kind!r}"
+            )
+        task.options = task.kind.parse_options(self.name, task.id, task.options)
 
     def _missing_dependency(self, task: TaskDef, dep: str) -> str:
         """Why ``dep`` cannot be a dependency of ``task``: a cycle, or a task not defined yet.
@@ -269,7 +287,7 @@ class WorkflowDef:
     def _compute_fingerprint(self) -> str:
         # Sorted: declaring the same tasks in another order changes nothing a run relies on.
         shape = ";".join(
-            f"{t.id}:{t.kind}:{','.join(sorted(t.depends_on))}:"
+            f"{t.id}:{t.kind.name}:{','.join(sorted(t.depends_on))}:"
             f"{t.compensation.id if t.compensation else ''}"
             for t in sorted(self._tasks.values(), key=lambda t: t.id)
         )
@@ -287,6 +305,21 @@ class WorkflowDef:
         """Hook: whether something other than tasks makes up this workflow (a state machine,
         a pipeline, event handlers), so that it is valid without tasks."""
         return self.machine is not None
+
+    def decide_run(self, state: RunState, now: float) -> list[h.HistoryEvent] | None:
+        """Hook: the next events of a run this workflow decides as a whole (a state machine),
+        instead of by its tasks; ``None`` here: the tasks decide."""
+        return None
+
+    def decide_failure(
+        self, state: RunState, now: float, failed_task: str, error: str
+    ) -> list[h.HistoryEvent] | None:
+        """Hook: the next events of a run whose task ``failed_task`` failed for good, when a
+        feature ends it its own way (a saga rolls back); ``None`` here: the run fails.
+
+        A terminal event last in the list ends the run (the parent of a child run hears of it).
+        """
+        return None
 
     def start_refusal(self) -> str | None:
         """Hook: why this workflow has no runs in the history (a pipeline), else ``None``."""

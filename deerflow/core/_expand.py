@@ -1,44 +1,20 @@
-"""Nodes that expand into child tasks at run time (dynamic tasks, fan-out, map-reduce).
+"""Child tasks of a node: their ids (``node/child``) and the specs a node records for them.
 
-An expanding node runs in two phases. First its *planner* runs as an ordinary task attempt and
-returns child specs (``{"id": ..., "depends_on": [sibling ids], ...}``); the worker records
-them in the node's ``TaskCompleted(expansion=[...])``, so the plan is durable and a restart
-never re-plans. Then the decider schedules the children (respecting sibling dependencies and
-``max_parallel``), and when all of them completed it records ``TaskCollected`` with the node's
-output, computed by the pure ``collect``. A child that fails for good fails the node.
+A node whose kind has children (dynamic tasks, fan-out, map-reduce: see
+:mod:`deerflow.patterns._expanding`) records its children's specs
+(``{"id": ..., "depends_on": [sibling ids], ...}``) in its ``TaskCompleted(expansion=[...])``;
+the fold tracks them (``Expansion`` in ``_state``), the node's kind decides on them.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from deerflow.errors import NonRetryableError
 
 SEPARATOR = "/"
 _CHILD_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-\[\]=:@]*$")
-
-
-class Expander(Protocol):
-    """What a pattern supplies for an expanding node (``TaskDef.options["expander"]``)."""
-
-    #: children scheduled at once (``None``: no limit)
-    max_parallel: int | None
-    #: whether children see the node's upstream outputs in ``context.tasks``
-    child_sees_upstream: bool
-
-    def plan(self, returned: Any, node_id: str) -> list[dict[str, Any]]:
-        """Turn what the planner returned into child specs (worker side, after the planner)."""
-        ...
-
-    def child_callable(self, spec: dict[str, Any]) -> Callable[..., Any]:
-        """The body that runs one child; it receives the child's ``TaskContext``."""
-        ...
-
-    def collect(self, specs: Sequence[dict[str, Any]], outputs: Sequence[Any]) -> Any:
-        """The node's output from its children's outputs, in spec order (pure)."""
-        ...
 
 
 def child_task_id(node_id: str, child_id: str) -> str:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from deerflow.core._child import child_body
+from deerflow.core._kinds import TASK, KindOptions, NodeKind
 from deerflow.errors import DefinitionError
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
@@ -42,9 +42,12 @@ class RetryPolicy:
 class TaskDef:
     """One node of a workflow's DAG.
 
-    ``kind`` is ``"task"`` for a plain task; patterns (dynamic tasks, fan-out, map-reduce,
-    sub-workflows) register other kinds with their own ``fn`` contract. ``compensation`` is the
-    task that undoes this one when the run fails later (sagas); it runs only then.
+    ``kind`` is a :class:`~deerflow.core._kinds.NodeKind`: :data:`~deerflow.core._kinds.TASK`
+    for a plain task; features (dynamic tasks, fan-out, map-reduce, sub-workflows, sagas, state
+    machines) bring their own, with their own ``fn`` contract. ``options`` are the kind's: a
+    mapping, validated into the kind's options model when the node is added to a workflow.
+    ``compensation`` is the task that undoes this one when the run fails later (sagas); it runs
+    only then.
     """
 
     id: str
@@ -53,8 +56,8 @@ class TaskDef:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     timeout: float | None = None
     fallback: Callable[..., Any] | None = None
-    kind: str = "task"
-    options: dict[str, Any] = field(default_factory=dict)
+    kind: NodeKind = TASK
+    options: Mapping[str, Any] | KindOptions = field(default_factory=dict)
     compensation: TaskDef | None = None
 
     @property
@@ -90,55 +93,3 @@ def retry_policy(
     if backoff < 1:
         raise DefinitionError(f"{where}: backoff must be >= 1")
     return RetryPolicy(retries, float(retry_delay), float(backoff), float(max_retry_delay))
-
-
-@dataclass(frozen=True)
-class CompensatingAction:
-    """How to undo a step: a function ``(context, output)`` and its own retry policy.
-
-    Pass it as ``compensate=`` to :meth:`Workflow.task`, or let :class:`deerflow.Saga`
-    build it from a saga's compensation methods. A compensation receives the output of the
-    step it undoes; its ``context.idempotency_key`` is stable across retries and crashes, so
-    keying the undo on it makes the undo happen once.
-
-    Args:
-        fn: the compensating function (sync or async).
-        id: its task id in the run's history (default: the function's name).
-        retries, retry_delay, backoff: its retry policy (default: 3 retries, 1 s, x2).
-    """
-
-    fn: Callable[..., Any]
-    id: str | None = None
-    retries: int = 3
-    retry_delay: float = 1.0
-    backoff: float = 2.0
-    timeout: float | None = None
-
-
-def compensation_task(
-    workflow: str, step_id: str, compensate: Callable[..., Any] | CompensatingAction | None
-) -> TaskDef | None:
-    """The compensation node of ``step_id``: it runs ``fn(context, step_output)``."""
-    if compensate is None:
-        return None
-    action = (
-        compensate if isinstance(compensate, CompensatingAction) else CompensatingAction(compensate)
-    )
-    if not callable(action.fn):
-        raise DefinitionError(
-            f"workflow {workflow!r}, task {step_id!r}: compensate is not callable"
-        )
-    comp_id = action.id or f"{getattr(action.fn, '__name__', 'compensate')}"
-    if comp_id == "<lambda>":
-        comp_id = f"compensate_{step_id}"
-    body = child_body(action.fn, lambda ctx: (ctx, ctx.tasks[step_id].output))
-    return TaskDef(
-        id=comp_id,
-        fn=body,
-        kind="compensation",
-        retry=retry_policy(
-            workflow, comp_id, action.retries, action.retry_delay, action.backoff, 300.0
-        ),
-        timeout=positive_or_none(workflow, comp_id, "timeout", action.timeout),
-        options={"compensates": step_id},
-    )

@@ -30,6 +30,7 @@ from typing import Any
 from deerflow.core._definition import WorkflowDef
 from deerflow.core._taskdef import TaskDef, positive_or_none, retry_policy
 from deerflow.errors import DefinitionError, NonRetryableError
+from deerflow.patterns._expanding import DYNAMIC_TASKS
 from deerflow.patterns.tasktypes import DynamicTasks, TaskSpec
 from deerflow.runtime._context import TaskContext
 
@@ -147,7 +148,7 @@ def add_dynamic_tasks(
             depends_on=tuple(depends_on),
             retry=retry_policy(wf.name, node_id, retries, retry_delay, backoff, 300.0),
             timeout=positive_or_none(wf.name, node_id, "timeout", timeout),
-            kind="expand",
+            kind=DYNAMIC_TASKS,
             options={"expander": DynamicExpander(search, max_parallel), "pattern": "dynamic"},
         )
     )

@@ -30,6 +30,7 @@ from deerflow.core._child import child_body
 from deerflow.core._definition import WorkflowDef
 from deerflow.core._taskdef import TaskDef, positive_or_none, retry_policy
 from deerflow.errors import DeerflowError, DefinitionError, NonRetryableError
+from deerflow.patterns._expanding import PARALLEL_TASKS
 from deerflow.runtime._context import TaskContext, current_task
 
 
@@ -124,7 +125,7 @@ def add_parallel_tasks(
             depends_on=deps,
             retry=retry_policy(wf.name, node_id, retries, retry_delay, backoff, 300.0),
             timeout=positive_or_none(wf.name, node_id, "timeout", timeout),
-            kind="expand",
+            kind=PARALLEL_TASKS,
             options={"expander": FanOut(fn, max_parallel), "pattern": "parallel"},
         )
     )

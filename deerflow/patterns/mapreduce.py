@@ -45,6 +45,7 @@ from deerflow.core._definition import WorkflowDef
 from deerflow.core._expand import child_task_id
 from deerflow.core._taskdef import TaskDef, positive_or_none, retry_policy
 from deerflow.errors import DefinitionError, NonRetryableError
+from deerflow.patterns._expanding import MAP_REDUCE
 from deerflow.patterns._mrplan import plan_map_reduce
 from deerflow.runtime._context import TaskContext
 
@@ -196,7 +197,7 @@ def add_map_reduce(
             depends_on=tuple(depends_on),
             retry=retry_policy(wf.name, node_id, retries, retry_delay, backoff, 300.0),
             timeout=positive_or_none(wf.name, node_id, "timeout", timeout),
-            kind="expand",
+            kind=MAP_REDUCE,
             options={"expander": expander, "pattern": "map_reduce"},
         )
     )

@@ -9,12 +9,50 @@ fails fails the node, and the node's retries start a fresh child run.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+from deerflow.core import _history as h
 from deerflow.core._definition import WorkflowDef
+from deerflow.core._kinds import KindOptions, NodeKind
+from deerflow.core._state import RunState
 from deerflow.core._taskdef import TaskDef, positive_or_none, retry_policy
+from deerflow.core._traceparent import run_traceparent
 from deerflow.errors import DefinitionError
+
+
+class SubWorkflowOptions(KindOptions):
+    """A sub-workflow node's options: the child workflow, and the one upstream it reads."""
+
+    workflow: WorkflowDef
+    input_from: str | None = None
+
+
+class SubWorkflowKind(NodeKind):
+    """A node whose attempts are child runs of another workflow, not worker tasks."""
+
+    name = "subworkflow"
+    label = "sub-workflow"
+    css_class = "subworkflow"
+    options_model = SubWorkflowOptions
+
+    def nested_workflows(self, task: TaskDef) -> Sequence[WorkflowDef]:
+        """The child workflow runs wherever its parent runs."""
+        return (self.options(task, SubWorkflowOptions).workflow,)
+
+    def on_scheduled(
+        self, task: TaskDef, state: RunState, attempt: int, now: float
+    ) -> list[h.HistoryEvent]:
+        """Each attempt is a fresh child run (an event of the child's history)."""
+        return [start_child_run(task, state, attempt, now)]
+
+    def runs_on_worker(self, task: TaskDef) -> bool:
+        """The child run reports the node's outcome: no task message."""
+        return False
+
+
+SUB_WORKFLOW = SubWorkflowKind()
 
 
 @dataclass(frozen=True)
@@ -90,9 +128,6 @@ def add_sub_workflow(
             f"{where}: input_from={input_from!r} must be one of depends_on {list(deps)}"
         )
     child.validate()
-    options: dict[str, object] = {"workflow": child}
-    if input_from is not None:
-        options["input_from"] = input_from
     return parent.add_task(
         TaskDef(
             id=node_id,
@@ -100,7 +135,44 @@ def add_sub_workflow(
             depends_on=deps,
             retry=retry_policy(parent.name, node_id, retries, retry_delay, backoff, 300.0),
             timeout=positive_or_none(parent.name, node_id, "timeout", timeout),
-            kind="subworkflow",
-            options=options,
+            kind=SUB_WORKFLOW,
+            options=SubWorkflowOptions(workflow=child, input_from=input_from),
         )
     )
+
+
+def child_run_id(parent_run_id: str, task_id: str, attempt: int) -> str:
+    """The run id of a sub-workflow's child run for one attempt of its node."""
+    return f"{parent_run_id}.{task_id}.{attempt}"
+
+
+def start_child_run(task: TaskDef, state: RunState, attempt: int, now: float) -> h.RunRequested:
+    """The ``RunRequested`` of a sub-workflow node's child run (an outbox event)."""
+    child = NodeKind.options(task, SubWorkflowOptions).workflow
+    rid = child_run_id(state.run_id, task.id, attempt)
+    return h.RunRequested(
+        id=h.event_id(rid, "requested"),
+        run_id=rid,
+        ts=now,
+        workflow=child.name,
+        version=child.version,
+        fingerprint=child.fingerprint(),
+        shape=child.shape(),
+        params=state.params,
+        input=child_input(task, state),
+        parent=h.ParentRef(run_id=state.run_id, task_id=task.id, attempt=attempt),
+        correlation_id=state.correlation_id or state.run_id,
+        # The child's spans belong to the parent's trace, under the parent run's span.
+        traceparent=run_traceparent(state.run_id, state.trigger, state.traceparent),
+    )
+
+
+def child_input(task: TaskDef, state: RunState) -> Any:
+    """A child run's input: the upstream output (a dict by id for several), else the run's."""
+    source = NodeKind.options(task, SubWorkflowOptions).input_from
+    deps = [source] if source else list(task.depends_on)
+    if not deps:
+        return state.input
+    if len(deps) == 1:
+        return state.tasks[deps[0]].output
+    return {dep: state.tasks[dep].output for dep in deps}

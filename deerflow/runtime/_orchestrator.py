@@ -37,7 +37,7 @@ from deerflow.core import _history as h
 from deerflow.core._change import definition_change
 from deerflow.core._decide import advance
 from deerflow.core._definition import WorkflowDef
-from deerflow.core._expand import child_task_id, node_of
+from deerflow.core._expand import node_of
 from deerflow.core._state import COMPLETED, SCHEDULED, RunState, fold, next_retry
 from deerflow.core._topics import Topics
 from deerflow.log.base import EventLog, GroupConsumer, Message, TopicPartition, partition_for
@@ -57,34 +57,16 @@ DispatchBuilder = Callable[[WorkflowDef, RunState, h.TaskScheduled], TaskDispatc
 def build_dispatch(wf: WorkflowDef, state: RunState, event: h.TaskScheduled) -> TaskDispatch:
     """The task message for a scheduled attempt, carrying what its body may read.
 
-    A task sees its upstream tasks' outputs. A child of an expanded node sees its spec and the
-    outputs of the siblings it depends on, plus the node's upstream if its pattern asks.
+    What an attempt sees is its kind's to say: a task sees its upstream tasks' outputs; a
+    child of a node sees what the node's kind gives it (its spec, the siblings it depends on).
     """
     node_id = node_of(event.task_id)
-    extra: dict[str, Any] = {}
-    visible: Iterable[str] = ()
-    step = wf.compensated_step(event.task_id)
-    if wf.machine is not None and state.requests:
-        request = state.requests[0]
-        extra = {
-            "transition": request.transition,
-            "source": state.machine_state,
-            "payload": request.payload,
-            "request_id": request.request_id,
-        }
-    elif step is not None:
-        visible = {step, *wf.ancestors(step)}
-    elif node_id is None:
-        visible = wf.ancestors(event.task_id)
+    if node_id is None:
+        task = wf.get(event.task_id)
+        visible, extra = task.kind.inputs(wf, state, task)
     else:
         node = wf.get(node_id)
-        node_state = state.tasks[node_id].expansion
-        assert node_state is not None
-        spec = node_state.specs[event.task_id]
-        deps = [child_task_id(node_id, d) for d in spec.get("depends_on", [])]
-        extra = {"node": node_id, "spec": spec, "inputs": {d: state.tasks[d].output for d in deps}}
-        if node.options["expander"].child_sees_upstream:
-            visible = wf.ancestors(node_id)
+        visible, extra = node.kind.child_inputs(wf, state, node, event.task_id)
     return TaskDispatch(
         run_id=state.run_id,
         workflow=state.workflow,
@@ -117,8 +99,11 @@ def _upstream(state: RunState, task_ids: Iterable[str]) -> dict[str, dict[str, A
 
 
 def runs_on_worker(wf: WorkflowDef, task_id: str) -> bool:
-    """Whether a scheduled attempt of ``task_id`` is a task message (not a child run)."""
-    return node_of(task_id) is not None or wf.get(task_id).kind != "subworkflow"
+    """Whether a scheduled attempt of ``task_id`` is a task message (its kind may say not)."""
+    if node_of(task_id) is not None:
+        return True
+    task = wf.get(task_id)
+    return task.kind.runs_on_worker(task)
 
 
 class RunMoved(Exception):

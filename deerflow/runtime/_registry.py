@@ -36,9 +36,8 @@ class WorkflowRegistry:
         self._by_key[key] = wf
         self._latest[wf.name] = wf
         for task in wf.tasks.values():
-            child = task.options.get("workflow")
-            if isinstance(child, WorkflowDef):
-                self.add(child)  # sub-workflows run wherever their parent runs
+            for nested in task.kind.nested_workflows(task):
+                self.add(nested)  # e.g. sub-workflows run wherever their parent runs
         return wf
 
     def get(self, name: str, version: str | None = None) -> WorkflowDef | None:

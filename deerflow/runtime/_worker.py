@@ -34,7 +34,7 @@ from pydantic import ValidationError
 import deerflow._codec as _codec
 from deerflow.core import _history as h
 from deerflow.core._definition import WorkflowDef
-from deerflow.core._expand import node_of, validate_specs
+from deerflow.core._expand import node_of
 from deerflow.core._taskdef import TaskDef
 from deerflow.core._topics import Topics
 from deerflow.errors import DeerflowError, OutputNotSerializable
@@ -57,15 +57,15 @@ def default_worker_name() -> str:
 def resolve_task(wf: WorkflowDef, dispatch: TaskDispatch) -> tuple[TaskDef, Callable[..., Any]]:
     """The definition and the callable for one dispatched attempt (fallback included).
 
-    For a child of an expanded node the definition is the node's (its timeout applies) and the
-    callable comes from the node's expander.
+    For a child of a node the definition is the node's (its timeout applies) and the callable
+    comes from the node's kind.
     """
     node_id = node_of(dispatch.task_id)
     if node_id is not None:
         node = wf.get(node_id)
-        return node, node.options["expander"].child_callable(dispatch.extra["spec"])
+        return node, node.kind.child_body(node, dispatch.extra)
     task = wf.get(dispatch.task_id)
-    fn = task.fallback if dispatch.fallback else task.fn
+    fn = task.fallback if dispatch.fallback else task.kind.body(task)
     if fn is None:
         raise LookupError(f"task {task.id!r} of workflow {wf.name!r} has no body to run")
     return task, fn
@@ -119,11 +119,9 @@ async def _attempt(
                 f"task {task_id!r} returned a value that is not JSON-serialisable: {exc}",
                 task_id=task_id,
             ) from None
-        if task.kind == "expand" and task_id == task.id and not dispatch.fallback:
-            # The planner's answer becomes durable as the node's expansion.
-            planned = task.options["expander"].plan(output, task.id)
-            expansion = validate_specs(task.id, _codec.to_json_value(planned))
-            output = None
+        if task_id == task.id and not dispatch.fallback:
+            # What the node's kind records: a planner's answer becomes the node's expansion.
+            output, expansion = task.kind.on_output(task, output)
     except TimeoutError:
         return h.TaskFailed(
             id=h.event_id(*ident, "failed"),

@@ -33,15 +33,18 @@ from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from deerflow.core import _history as h
 from deerflow.core._definition import WorkflowDef
-from deerflow.core._taskdef import (
-    CompensatingAction,
-    TaskDef,
-    compensation_task,
-    positive_or_none,
-    retry_policy,
-)
+from deerflow.core._state import RunState
+from deerflow.core._taskdef import TaskDef, positive_or_none, retry_policy
 from deerflow.errors import DefinitionError
+from deerflow.sagas._compensation import (
+    SAGA_STEP,
+    CompensatingAction,
+    SagaStepOptions,
+    compensation_task,
+)
+from deerflow.sagas._rollback import roll_back
 
 __all__ = ["CompensatingAction", "Saga", "SagaMixin", "SagaStep", "add_saga", "step"]
 
@@ -221,14 +224,30 @@ def add_saga(wf: WorkflowDef, cls: type) -> None:
                     ),
                     timeout=positive_or_none(wf.name, fwd.name, "timeout", fwd.timeout),
                     compensation=compensation_task(wf.name, fwd.name, action),
-                    options={"saga": cls.__name__, "order": order},
+                    kind=SAGA_STEP,
+                    options=SagaStepOptions(saga=cls.__name__, order=order),
                 )
             )
         previous = tuple(s.name for s in group)
 
 
 class SagaMixin(WorkflowDef):
-    """Adds ``Workflow.saga``."""
+    """Adds ``Workflow.saga`` and the compensations of ``Workflow.task(compensate=...)``."""
+
+    def compensation_node(self, step_id: str, compensate: Any) -> TaskDef:
+        """The node running ``compensate`` (a function ``(context, output)`` or a
+        :class:`CompensatingAction`) to undo ``step_id``."""
+        node = compensation_task(self.name, step_id, compensate)
+        assert node is not None
+        return node
+
+    def decide_failure(
+        self, state: RunState, now: float, failed_task: str, error: str
+    ) -> list[h.HistoryEvent] | None:
+        """With compensations, a failure rolls the run back instead of just failing it."""
+        if not self.compensations:
+            return super().decide_failure(state, now, failed_task, error)
+        return roll_back(self, state, now, failed_task, error)
 
     def saga(self, cls: S) -> S:
         """Add the steps of a :class:`deerflow.Saga` subclass, with their compensations."""

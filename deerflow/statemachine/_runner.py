@@ -4,15 +4,51 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from collections.abc import Iterable
 from typing import Any, TypeVar
 
+from deerflow.core import _history as h
 from deerflow.core._definition import WorkflowDef
+from deerflow.core._kinds import KindOptions, NodeKind
+from deerflow.core._state import RunState
 from deerflow.core._taskdef import RetryPolicy, TaskDef
 from deerflow.errors import DefinitionError, TransitionNotAllowed
 from deerflow.runtime._context import TaskContext
+from deerflow.statemachine._decide import decide_machine
 from deerflow.statemachine._model import MachineSpec
 
 S = TypeVar("S", bound=type[Any])
+
+
+class TransitionOptions(KindOptions):
+    """A transition task's options: the transition whose code it runs."""
+
+    transition: str
+
+
+class TransitionKind(NodeKind):
+    """Runs a transition's code for the instance's head request (``name@request`` tasks)."""
+
+    name = "transition"
+    label = "transition"
+    options_model = TransitionOptions
+
+    def inputs(
+        self, wf: WorkflowDef, state: RunState, task: TaskDef
+    ) -> tuple[Iterable[str], dict[str, Any]]:
+        """The head request: its transition, source state, payload and id."""
+        if not state.requests:
+            return wf.ancestors(task.id), {}
+        request = state.requests[0]
+        return (), {
+            "transition": request.transition,
+            "source": state.machine_state,
+            "payload": request.payload,
+            "request_id": request.request_id,
+        }
+
+
+TRANSITION = TransitionKind()
 
 
 async def _call(fn: Any, context: TaskContext) -> Any:
@@ -44,10 +80,10 @@ def transition_task(spec: MachineSpec, machine: Any, name: str) -> TaskDef:
     return TaskDef(
         id=name,
         fn=run,
-        kind="transition",
+        kind=TRANSITION,
         retry=RetryPolicy(retries=cls.retries, retry_delay=cls.retry_delay),
         timeout=cls.timeout,
-        options={"transition": name},
+        options=TransitionOptions(transition=name),
     )
 
 
@@ -86,6 +122,12 @@ class StateMachineMixin(WorkflowDef):
                 self.machine, self._machine_instance, name
             )
         return cached
+
+    def decide_run(self, state: RunState, now: float) -> list[h.HistoryEvent] | None:
+        """A state machine instance moves by its requested transitions, not by tasks."""
+        if self.machine is None:
+            return super().decide_run(state, now)
+        return decide_machine(self, self.machine, state, now)
 
     def route_trigger(self, event: Any) -> tuple[str, str] | None:
         """For a state machine: the ``(instance, transition)`` a trigger event asks for."""

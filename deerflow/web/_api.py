@@ -219,7 +219,7 @@ async def list_workflows(request: web.Request) -> web.StreamResponse:
                     "version": wf.version,
                     "description": wf.description,
                     "tasks": [
-                        {"id": t.id, "kind": t.kind, "depends_on": list(t.depends_on)}
+                        {"id": t.id, "kind": t.kind.name, "depends_on": list(t.depends_on)}
                         for t in wf.tasks.values()
                     ],
                     "triggers": [trigger_name(wf.name, t) for t in wf.triggers],

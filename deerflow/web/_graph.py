@@ -40,6 +40,8 @@ class GraphNode:
     x: int = 0
     y: int = 0
     h: int = NODE_H
+    #: what the node's kind calls it ("map-reduce", "sub-workflow"), when the definition is known
+    label: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         """The node as the API returns it."""
@@ -52,6 +54,7 @@ class GraphNode:
             "attempts": self.attempts,
             "layer": self.layer,
             "kind": self.kind,
+            "label": self.label or self.kind,
             "children": len(self.children),
             "children_by_status": counts,
             "child_runs": self.child_runs,
@@ -137,10 +140,11 @@ def build(
     nodes = []
     for tid in top:
         task = result.tasks[tid]
-        kind = "expanded" if tid in children else "task"
-        if tid in child_runs or (
-            wf is not None and tid in wf.tasks and wf.get(tid).kind == "subworkflow"
-        ):
+        # A kind that names its drawing wins; else what the run shows decides.
+        node_kind = wf.get(tid).kind if wf is not None and tid in wf.tasks else None
+        drawn = node_kind.css_class if node_kind is not None else None
+        kind = drawn or ("expanded" if tid in children else "task")
+        if tid in child_runs:
             kind = "subworkflow"
         nodes.append(
             GraphNode(
@@ -151,6 +155,7 @@ def build(
                 kind,
                 children.get(tid, []),
                 list(child_runs.get(tid, [])),
+                label=node_kind.label if node_kind is not None else None,
             )
         )
     graph = Graph(nodes, edges, dependencies is not None)
@@ -212,7 +217,8 @@ def _node_svg(node: GraphNode, link_prefix: str) -> str:
     if node.children:
         sub += f" · {len(node.children)} children"
     parts = [
-        f'<g class="node st-{status} kind-{node.kind}" data-task="{nid}" data-status="{status}">',
+        f'<g class="node st-{status} kind-{escape(node.kind)}" data-task="{nid}" '
+        f'data-status="{status}"><title>{escape(node.label or node.kind)}</title>',
         f'<a href="#task-{nid}"><rect x="{node.x}" y="{node.y}" width="{NODE_W}" '
         f'height="{node.h}" rx="6"/>',
         f'<text x="{node.x + 8}" y="{node.y + 18}" class="label">{label}</text>',

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from deerflow import CompensatingAction, DefinitionError, Engine, Saga, Workflow, step
+from deerflow.core import WorkflowDef
 from tests.sagas.services import InventoryService, PaymentService, Recorder, ShippingService
 
 PARAMS = {"items": ["book"], "customer_id": "c1", "amount": 42, "address": "1 Main St"}
@@ -160,3 +161,16 @@ def test_an_ambiguous_compensation_fails_at_definition_time():
 
             @step(order=1, compensate="undo")
             def undo(self, context, out): ...
+
+
+def test_compensations_are_a_kind_of_node_the_sagas_feature_brings():
+    wf = Workflow(name="kinds")
+
+    @wf.task(id="debit", compensate=CompensatingAction(lambda ctx, out: None, id="credit"))
+    def debit(context): ...
+
+    credit = wf.get("credit")
+    assert (credit.kind.name, credit.options["compensates"]) == ("compensation", "debit")
+    bare = WorkflowDef(name="bare")  # the core alone knows no compensation
+    with pytest.raises(DefinitionError, match="task 'debit': compensate= needs the sagas"):
+        bare.task(id="debit", compensate=lambda ctx, out: None)(debit)

@@ -26,11 +26,6 @@ from deerflow.core._state import (
 _EMPTY = TaskState()
 
 
-def has_compensations(wf: WorkflowDef) -> bool:
-    """Whether a failure of ``wf`` rolls back instead of just failing."""
-    return bool(wf.compensations)
-
-
 def roll_back(
     wf: WorkflowDef, state: RunState, now: float, failed_task: str, error: str
 ) -> list[h.HistoryEvent]:
