@@ -83,7 +83,26 @@ class KafkaLogReader(LogReader):
                 records.extend(record_from(message) for message in messages)
                 self._positions[ours(their_tp)] = messages[-1].offset + 1
         self._learn_positions(consumer)
+        await self._follow_deleted(consumer, batches)
         return records
+
+    async def _follow_deleted(self, consumer: Any, batches: Mapping[Any, Any]) -> None:
+        """Where retention or ``delete_records`` removed the records at our position, the
+        consumer restarts at the log's new start: follow it there, or the partition would
+        never count as caught up (its lag measured from a position that no longer exists)."""
+        for tp, position in list(self._positions.items()):
+            their_tp = theirs(tp)
+            if batches.get(their_tp) or not self._holds(tp):
+                continue
+            highwater = consumer.highwater(their_tp)
+            if highwater is None or highwater <= position:
+                continue
+            try:
+                moved = await consumer.position(their_tp)
+            except KafkaError:  # no longer assigned (a rebalance): the next poll tells
+                continue
+            if moved > position:
+                self._positions[tp] = moved
 
     def _deliverable(self, consumer: Any, tp: Any, first: int) -> bool:
         """Hook for group members: whether records of ``tp`` from ``first`` may go out now."""

@@ -106,13 +106,6 @@ async def test_retention_deletes_old_records_and_the_log_reads_from_the_new_star
     await wait_for(expired, 30, "the 5 old records expired")
 
 
-@pytest.mark.xfail(
-    raises=TimeoutError,
-    strict=True,
-    reason="KafkaLogReader waits forever: its position stays below the log start the consumer "
-    "was reset to, so its lag never reaches 0 (read_partition of a fully expired partition "
-    "hangs)",
-)
 async def test_a_reader_from_records_all_deleted_finds_the_partition_empty(
     log: EventLog, admin: AIOKafkaAdminClient, topic: str
 ) -> None:
