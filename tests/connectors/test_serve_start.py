@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.connectors.serving import ROOT, Serving, get, write_app
-from tests.services import unique_name
+from tests.services import kafka_broker, unique_name
 
 
 @pytest.mark.kafka
@@ -65,6 +65,11 @@ def test_serve_on_kafka_joins_its_groups_at_once_and_answers_503_meanwhile(
 def test_serve_interrupted_while_its_groups_join_stops_cleanly_and_says_so(
     tmp_path: Path, kafka_bootstrap: str, cli_env: dict[str, str]
 ) -> None:
+    if kafka_broker() != "tansu":
+        pytest.skip(
+            "Apache Kafka joins a new group before the interrupt lands, so there is no join "
+            "to interrupt; this path is exercised on Tansu, whose joins take seconds"
+        )
     app = write_app(tmp_path, "w", f"KafkaEvent(topic={unique_name('t')!r})")
     store = f"kafka://{kafka_bootstrap}?session_timeout_ms=6000&heartbeat_interval_ms=1000"
     served = Serving([str(app), "--store", store, "--port", "0"], cli_env, tmp_path / "err")
