@@ -42,10 +42,12 @@ from deerflow.core._state import COMPLETED, SCHEDULED, RunState, fold, next_retr
 from deerflow.core._topics import Topics
 from deerflow.log.base import EventLog, GroupConsumer, Message, TopicPartition, partition_for
 from deerflow.runtime._context import TaskDispatch
+from deerflow.runtime._outbox import Outbox
 from deerflow.runtime._placement import Placement, place
 from deerflow.runtime._registry import WorkflowRegistry
 from deerflow.runtime._results import RunResult, run_result
 from deerflow.runtime._tombstones import EndedRuns, refold
+from deerflow.runtime._waiters import EndWaiters
 
 log = logging.getLogger("deerflow.orchestrator")
 
@@ -121,10 +123,6 @@ def runs_on_worker(wf: WorkflowDef, task_id: str) -> bool:
     return node_of(task_id) is not None or wf.get(task_id).kind != "subworkflow"
 
 
-class RunMoved(Exception):
-    """The run a caller waited on here is no longer this orchestrator's to decide."""
-
-
 class LocalWorker(Protocol):
     """A worker in this process that takes attempts directly (eager dispatch)."""
 
@@ -168,8 +166,8 @@ class Orchestrator:
         self._runs_by_partition: dict[int, set[str]] = {}
         #: tombstones of ended runs: a dict entry each instead of a state
         self._ended = EndedRuns()
-        self._submitted = 0  # submissions queued for the flusher so far
-        self._appended = 0  # submissions durably appended (all of them up to this one)
+        #: decided messages on their way to the log, in order (group commit)
+        self._outbox = Outbox(log_, self._on_durable)
         #: ended runs an operator asked to retry: the loop folds them again from the log
         self._reopen: set[str] = set()
         self._timers: list[tuple[float, str, str]] = []
@@ -181,16 +179,10 @@ class Orchestrator:
         self._stale = False  # a rebuild failed: the loop must rebuild the owned partitions
         #: runs whose loaded definition differs from theirs, with what changed (they wait)
         self.parked: dict[str, str] = {}
-        self._out_dispatch: list[Message] = []
-        self._out_history: list[Message] = []
-        self._flusher: asyncio.Task[None] | None = None
-        self._flush_error: BaseException | None = None
-        #: an append failed (it may or may not have been written): until the owned partitions
-        #: are rebuilt from the log, no submission counts as appended, so no run is evicted
-        #: and no waiter is answered from a state the log may not hold
-        self._untrusted = False
         #: callers waiting for a run's end, answered once the end is durable (Engine.wait)
-        self._end_waiters: dict[str, list[asyncio.Future[RunResult]]] = {}
+        self._waiters = EndWaiters(
+            lambda state: run_result(state, self._registry.get(state.workflow, state.version))
+        )
         #: a worker of this process for eager dispatch (the engine sets it), or None
         self.local_worker: LocalWorker | None = None
         self._task_partitions = 1
@@ -220,8 +212,8 @@ class Orchestrator:
                 await self._loop_task
             self._loop_task = None
         with contextlib.suppress(Exception):
-            await self._drain()
-        self._release_waiters()
+            await self._outbox.drain()
+        self._waiters.release()
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None
@@ -255,13 +247,13 @@ class Orchestrator:
     async def on_revoked(self, partitions: frozenset[TopicPartition]) -> None:
         """Append what was decided, then forget runs of partitions another member now owns."""
         with contextlib.suppress(Exception):
-            await self._drain()
+            await self._outbox.drain()
         self._forget(partitions)
 
     def _forget(self, partitions: Iterable[TopicPartition]) -> None:
         for tp in partitions:
             runs = self._runs_by_partition.pop(tp.partition, set())
-            self._release_waiters(runs & self._end_waiters.keys())
+            self._waiters.release(run_id for run_id in runs if run_id in self._waiters)
             for run_id in runs:
                 self.runs.pop(run_id, None)
                 self.parked.pop(run_id, None)
@@ -288,16 +280,16 @@ class Orchestrator:
         the append carrying its last decisions succeeded: until then a failed append makes the
         loop rebuild the partition from the log, which needs nothing from the evicted state.
         """
-        if self._untrusted:
+        if self._outbox.untrusted:
             return  # the loop is about to rebuild; its states decide what stays
-        if self._flusher is None or self._flusher.done():
-            self._all_appended()
+        if self._outbox.idle:
+            self._outbox.settle()
         evicted = False
-        for run_id in self._ended.due(self._appended):
+        for run_id in self._ended.due(self._outbox.appended):
             state = self.runs.get(run_id)
             if state is not None and state.terminal:  # not forgotten, not reopened meanwhile
-                if run_id in self._end_waiters:  # its ending is durable: due says so
-                    self._answer(state)
+                if run_id in self._waiters:  # its ending is durable: due says so
+                    self._waiters.answer(state)
                 self._tombstone(state)
                 evicted = True
         if evicted and self._timers:
@@ -352,10 +344,10 @@ class Orchestrator:
 
     async def _rebuild_now(self, partitions: frozenset[TopicPartition]) -> None:
         with contextlib.suppress(Exception):
-            await self._drain()  # the log must hold every decision before it is re-read
+            await self._outbox.drain()  # the log must hold every decision before it is re-read
         assert self._consumer is not None
         if partitions >= self._consumer.assignment():
-            self._untrusted = False  # every owned state is read again from the log below
+            self._outbox.trust()  # every owned state is read again from the log below
         self._forget(partitions)
         by_partition = await self._log.read_partitions({tp: 0 for tp in partitions})
         live: list[RunState] = []
@@ -444,8 +436,8 @@ class Orchestrator:
         self._fire_due_timers(touched)
         if touched:
             self._advance(touched.values())
-        if self._flush_error is not None or self._backlog > MAX_BACKLOG:
-            await self._drain()  # bounded memory; raises what an append raised
+        if self._outbox.failed or self._outbox.backlog > MAX_BACKLOG:
+            await self._outbox.drain()  # bounded memory; raises what an append raised
         self._evict_ended()
 
     async def _rebuild_all(self) -> None:
@@ -498,7 +490,7 @@ class Orchestrator:
         run.) Nothing is lost by a ``False``: the attempt runs, and the fold ignores its
         second outcome.
         """
-        if self._untrusted:
+        if self._outbox.untrusted:
             return False  # the states may hold decisions the log does not
         state = self.runs.get(run_id)
         if state is None:  # ended and evicted here, or not known
@@ -645,53 +637,21 @@ class Orchestrator:
     def _submit(
         self, dispatches: list[Message], history: list[Message], ended: Iterable[str] = ()
     ) -> None:
-        """Queue decided messages; one flusher appends them in order while the loop goes on.
+        """Queue decided messages for the outbox while the loop goes on.
 
         The runs' states already include these events, so the loop may decide further while
-        they are appended; everything decided meanwhile goes out in the next append (group
-        commit). Dispatches go before the history events that record them. ``ended`` runs
-        may be evicted once this submission is appended.
+        they are appended. ``ended`` runs may be evicted once this submission is appended.
         """
-        self._submitted += 1
-        self._ended.ending(self._submitted, ended)
-        self._out_dispatch.extend(dispatches)
-        self._out_history.extend(history)
-        if (self._out_dispatch or self._out_history) and (
-            self._flusher is None or self._flusher.done()
-        ):
-            self._flusher = asyncio.create_task(self._flush(), name="deerflow-orchestrator-flush")
+        self._ended.ending(self._outbox.submit(dispatches, history), ended)
 
-    async def _flush(self) -> None:
-        while self._out_dispatch or self._out_history:
-            submitted = self._submitted  # every submission up to this one is in this batch
-            dispatches, history = self._out_dispatch, self._out_history
-            self._out_dispatch, self._out_history = [], []
-            try:
-                if dispatches:
-                    await self._log.append(dispatches)
-                if history:
-                    await self._log.append(history)
-            except Exception as exc:
-                self._flush_error = exc
-                self._untrusted = True
-                self._out_dispatch, self._out_history = [], []
-                return
-            if not self._untrusted:  # after a failed append, only a rebuild is trusted
-                self._appended = submitted
-                if self._end_waiters:
-                    self._answer_end_waiters()
-        self._all_appended()
-
-    def _all_appended(self) -> None:
-        """Nothing is waiting to be appended: every submission so far is durable.
-
-        (Submissions without messages need no append, so the flusher alone does not count
-        them.) Called when the flusher is idle or finishing.
-        """
-        if not self._untrusted and self._backlog == 0 and self._appended < self._submitted:
-            self._appended = self._submitted
-            if self._end_waiters:
-                self._answer_end_waiters()
+    def _on_durable(self, appended: int) -> None:
+        """Answer the waiters of runs whose ending is durable by now (appended)."""
+        if not self._waiters:
+            return
+        for run_id in self._ended.durable(appended, self._waiters):
+            state = self.runs.get(run_id)
+            if state is not None and state.terminal:  # not reopened meanwhile
+                self._waiters.answer(state)
 
     # -- waiting for a run's end --------------------------------------------------------------
 
@@ -700,7 +660,7 @@ class Orchestrator:
 
         ``None`` unless the run is in a partition this orchestrator owns, and not ended and
         evicted: then it decides the run's end. If the run's partition moves to another member
-        (or this one stops) before that, the future fails with :class:`RunMoved` and the
+        (or this one stops) before that, the future fails with ``RunMoved`` and the
         caller asks the run index instead. Pass the future to :meth:`forget_waiter` when done
         with it.
         """
@@ -709,56 +669,15 @@ class Orchestrator:
         if self._ended.contains(partition_for(run_id, self._partitions), run_id):
             return None  # ended and evicted here: the run index has its result
         state = self.runs.get(run_id)  # None: owned, but its start not read yet
-        waiter: asyncio.Future[RunResult] = asyncio.get_running_loop().create_future()
-        self._end_waiters.setdefault(run_id, []).append(waiter)
-        if state is not None and state.terminal and (self._flusher is None or self._flusher.done()):
-            self._all_appended()
-            self._answer_end_waiters()  # ended before: answered now if its ending is durable
+        waiter = self._waiters.add(run_id)
+        if state is not None and state.terminal and self._outbox.idle:
+            self._outbox.settle()
+            self._on_durable(self._outbox.appended)  # ended before: answered now if durable
         return waiter
-
-    def _release_waiters(self, run_ids: Iterable[str] | None = None) -> None:
-        """Fail the end waiters of ``run_ids`` (default: all) with :class:`RunMoved`."""
-        for run_id in list(self._end_waiters) if run_ids is None else run_ids:
-            for waiter in self._end_waiters.pop(run_id, ()):
-                if not waiter.done():
-                    waiter.set_exception(RunMoved(run_id))
 
     def forget_waiter(self, run_id: str, waiter: asyncio.Future[RunResult]) -> None:
         """Stop tracking ``waiter`` (answered, or its caller gave up)."""
-        waiters = self._end_waiters.get(run_id)
-        if waiters is not None and waiter in waiters:
-            waiters.remove(waiter)
-            if not waiters:
-                del self._end_waiters[run_id]
-
-    def _answer_end_waiters(self) -> None:
-        """Answer the waiters of runs whose ending is durable by now (appended)."""
-        for run_id in self._ended.durable(self._appended, self._end_waiters):
-            state = self.runs.get(run_id)
-            if state is not None and state.terminal:  # not reopened meanwhile
-                self._answer(state)
-
-    def _answer(self, state: RunState) -> None:
-        """Answer the waiters of ``state``'s run, which has ended durably."""
-        waiters = self._end_waiters.pop(state.run_id, [])
-        if waiters:
-            # Built now, from the state as it ended: it may be evicted or retried later.
-            result = run_result(state, self._registry.get(state.workflow, state.version))
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(result)
-
-    async def _drain(self) -> None:
-        """Wait until everything decided so far is appended (or failed)."""
-        while self._flusher is not None and not self._flusher.done():
-            await asyncio.wait({self._flusher})
-        error, self._flush_error = self._flush_error, None
-        if error is not None:
-            raise error
-
-    @property
-    def _backlog(self) -> int:
-        return len(self._out_dispatch) + len(self._out_history)
+        self._waiters.forget(run_id, waiter)
 
     def _definition(self, state: RunState) -> WorkflowDef | None:
         wf = self._registry.get(state.workflow, state.version)
