@@ -47,6 +47,7 @@ from deerflow.runtime._ownership import Ownership
 from deerflow.runtime._placement import EagerPlacement, LocalWorker
 from deerflow.runtime._registry import WorkflowRegistry
 from deerflow.runtime._results import RunResult, run_result
+from deerflow.runtime._service import BackgroundService
 from deerflow.runtime._waiters import EndWaiters
 
 log = logging.getLogger("deerflow.orchestrator")
@@ -123,7 +124,7 @@ def runs_on_worker(wf: WorkflowDef, task_id: str) -> bool:
     return node_of(task_id) is not None or wf.get(task_id).kind != "subworkflow"
 
 
-class Orchestrator:
+class Orchestrator(BackgroundService):
     """One member of the orchestrators' group; see the module docstring.
 
     It wires four units, each behind a narrow interface, around the fold-and-decide loop it
@@ -141,6 +142,7 @@ class Orchestrator:
         dispatch: DispatchBuilder = build_dispatch,
         clock: Callable[[], float] = h.now,
     ) -> None:
+        super().__init__()
         self._log = log_
         self._registry = registry
         self._topics = topics
@@ -149,7 +151,7 @@ class Orchestrator:
         #: decided messages on their way to the log, in order (group commit)
         self._outbox = Outbox(log_, self._on_durable)
         #: the owned partitions' runs, tombstones and parked runs
-        self._owned = Ownership(log_, topics.history, self, self._outbox)
+        self._owned = Ownership(log_, topics.history, self, self._outbox, self.stopping)
         #: where decided attempts go: the local worker or the task queue
         self._placement = EagerPlacement(topics.tasks)
         #: callers waiting for a run's end, answered once the end is durable (Engine.wait)
@@ -164,8 +166,6 @@ class Orchestrator:
         #: member owns is known (Engine.wait asks before choosing who answers)
         self.settled = self._owned.settled
         self._timers: list[tuple[float, str, str]] = []
-        self._loop_task: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
         self._missing_logged: set[tuple[str, str]] = set()
         self._pending_fired: list[h.HistoryEvent] = []
 
@@ -178,10 +178,12 @@ class Orchestrator:
     def local_worker(self, worker: LocalWorker | None) -> None:
         self._placement.local_worker = worker
 
-    async def start(self) -> None:
-        """Join the orchestrators' group and start following the history."""
-        if self._loop_task is not None:
-            return
+    def loop_name(self) -> str:
+        """See :meth:`BackgroundService.loop_name`."""
+        return "deerflow-orchestrator"
+
+    async def _open(self) -> None:
+        """Join the orchestrators' group; the loop follows the history."""
         self._owned.partitions = await self._log.partition_count(self._topics.history)
         self._placement.partitions = await self._log.partition_count(self._topics.tasks)
         consumer = self._log.consumer(
@@ -189,17 +191,9 @@ class Orchestrator:
         )
         self._owned.consumer = consumer
         await consumer.start()
-        self._loop_task = asyncio.create_task(self._run(), name="deerflow-orchestrator")
 
-    async def stop(self) -> None:
+    async def _close(self) -> None:
         """Leave the group; another member takes the partitions over from the log."""
-        self._stopping.set()
-        self._owned.stopping = True
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
-            self._loop_task = None
         with contextlib.suppress(Exception):
             await self._outbox.drain()
         self._waiters.release()
@@ -305,7 +299,7 @@ class Orchestrator:
 
     async def _run(self) -> None:
         assert self._owned.consumer is not None
-        while not self._stopping.is_set():
+        while not self.stopping.is_set():
             try:
                 if self._owned.stale:
                     self._owned.stale = False

@@ -55,9 +55,12 @@ class Ownership:
         topic: the history topic.
         owner: the orchestrator.
         outbox: its outbox (drained before partitions are re-read or given up).
+        stopping: set when the orchestrator stops (a failed rebuild is then not retried).
     """
 
-    def __init__(self, log_: EventLog, topic: str, owner: Owner, outbox: Outbox) -> None:
+    def __init__(
+        self, log_: EventLog, topic: str, owner: Owner, outbox: Outbox, stopping: asyncio.Event
+    ) -> None:
         self._log = log_
         self._topic = topic
         self._owner = owner
@@ -76,7 +79,7 @@ class Ownership:
         #: ended runs an operator asked to retry: the loop folds them again from the log
         self.reopen: set[str] = set()
         self.stale = False  # a rebuild failed: the loop must rebuild the owned partitions
-        self.stopping = False
+        self._stopping = stopping
         self._rebuilding = False
         #: set once the first assignment's runs are rebuilt: from then on, which runs this
         #: member owns is known (Engine.wait asks before choosing who answers)
@@ -124,7 +127,7 @@ class Ownership:
             await self._rebuild(partitions)
             self.settled.set()
         except Exception:
-            if self.stopping:
+            if self._stopping.is_set():
                 return  # the consumer is going away; the next owner rebuilds
             # The group swallows listener errors, so a half-done rebuild (runs missing, retry
             # timers not re-armed: runs that never move again) would stand. The loop retries.
