@@ -1,6 +1,7 @@
 """The pure core: what a workflow is and how a run moves, with no I/O.
 
-A definition (:class:`WorkflowDef`, :class:`TaskDef`, :class:`RetryPolicy`), the history
+A definition (:class:`WorkflowDef`, :class:`TaskDef`, :class:`RetryPolicy` built from the
+decorators' :class:`RetryOptions`), the history
 events of a run and their deterministic ids (``_history``), the fold of a history into a run's
 state (``_state``), the decider that says what happens next (``_decide*``), the expansion
 protocol of nodes with children (``_expand``), definition changes (``_change``) and topic
@@ -9,6 +10,7 @@ a feature package.
 """
 
 from deerflow.core._definition import MachineModel, RetryPolicy, TaskDef, WorkflowDef
+from deerflow.core._retry import RetryOptions
 from deerflow.core._topics import Topics
 
-__all__ = ["MachineModel", "RetryPolicy", "TaskDef", "Topics", "WorkflowDef"]
+__all__ = ["MachineModel", "RetryOptions", "RetryPolicy", "TaskDef", "Topics", "WorkflowDef"]

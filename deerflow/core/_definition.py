@@ -15,14 +15,13 @@ from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, Protocol, TypeVar
 
+from deerflow.core._retry import RetryOptions
 from deerflow.core._taskdef import (
     ID_PATTERN,
     CompensatingAction,
     RetryPolicy,
     TaskDef,
     compensation_task,
-    positive_or_none,
-    retry_policy,
 )
 from deerflow.errors import DefinitionError
 
@@ -112,7 +111,8 @@ class WorkflowDef:
         undoes this task if the run fails later: the run then rolls back and ends
         ``compensated`` (see :mod:`deerflow.sagas`).
         """
-        policy = retry_policy(self.name, id, retries, retry_delay, backoff, max_retry_delay)
+        options = RetryOptions(retries, retry_delay, backoff, max_retry_delay, timeout)
+        policy = options.policy(self.name, id)
         if isinstance(depends_on, str):
             raise DefinitionError(
                 f"workflow {self.name!r}, task {id!r}: depends_on must be a list of task ids"
@@ -126,7 +126,7 @@ class WorkflowDef:
                     fn=fn,
                     depends_on=tuple(depends_on),
                     retry=policy,
-                    timeout=positive_or_none(self.name, task_id, "timeout", timeout),
+                    timeout=options.attempt_timeout(self.name, task_id),
                     fallback=fallback,
                     compensation=compensation_task(self.name, task_id, compensate),
                 )

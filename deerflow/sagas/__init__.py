@@ -34,12 +34,11 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from deerflow.core._definition import WorkflowDef
+from deerflow.core._retry import RetryOptions
 from deerflow.core._taskdef import (
     CompensatingAction,
     TaskDef,
     compensation_task,
-    positive_or_none,
-    retry_policy,
 )
 from deerflow.errors import DefinitionError
 
@@ -65,6 +64,11 @@ class SagaStep:
     def name(self) -> str:
         """The method's name: the step's task id."""
         return str(self.fn.__name__)
+
+    @property
+    def options(self) -> RetryOptions:
+        """The step's retry options."""
+        return RetryOptions(self.retries, self.retry_delay, self.backoff, timeout=self.timeout)
 
     def compensation(
         self,
@@ -216,10 +220,8 @@ def add_saga(wf: WorkflowDef, cls: type) -> None:
                     id=fwd.name,
                     fn=fwd.fn.__get__(instance),
                     depends_on=previous,
-                    retry=retry_policy(
-                        wf.name, fwd.name, fwd.retries, fwd.retry_delay, fwd.backoff, 300.0
-                    ),
-                    timeout=positive_or_none(wf.name, fwd.name, "timeout", fwd.timeout),
+                    retry=fwd.options.policy(wf.name, fwd.name),
+                    timeout=fwd.options.attempt_timeout(wf.name, fwd.name),
                     compensation=compensation_task(wf.name, fwd.name, action),
                     options={"saga": cls.__name__, "order": order},
                 )
