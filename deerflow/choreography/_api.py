@@ -8,7 +8,8 @@ from typing import Any, TypeVar
 import deerflow.choreography._service as service
 from deerflow.choreography._handlers import EventHandlerDef
 from deerflow.core._definition import WorkflowDef
-from deerflow.core._taskdef import ID_PATTERN, positive_or_none, retry_policy
+from deerflow.core._retry import RetryOptions
+from deerflow.core._taskdef import ID_PATTERN
 from deerflow.errors import DefinitionError, EventStoreError
 from deerflow.eventstore._store import EventStore
 from deerflow.eventstore._store_loop import running_loop
@@ -64,8 +65,9 @@ class ChoreographyMixin(WorkflowDef):
         """
         if not isinstance(event_type, str) or not event_type:
             raise DefinitionError(f"workflow {self.name!r}: event_handler needs an event type")
-        policy = retry_policy(self.name, event_type, retries, retry_delay, backoff, max_retry_delay)
-        limit = positive_or_none(self.name, event_type, "timeout", timeout)
+        options = RetryOptions(retries, retry_delay, backoff, max_retry_delay, timeout)
+        policy = options.policy(self.name, event_type)
+        limit = options.attempt_timeout(self.name, event_type)
 
         def register(fn: F) -> F:
             name = f"{self.name}.{getattr(fn, '__name__', 'handler')}"

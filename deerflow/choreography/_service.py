@@ -28,7 +28,7 @@ from deerflow.eventstore._store_model import StoredEvent
 from deerflow.eventstore._store_origin import PROCESS, PublishScope, current_scope
 from deerflow.eventstore._store_subscription import Subscription
 from deerflow.log.base import Message
-from deerflow.runtime import Engine, Plugin, Service
+from deerflow.runtime import BackgroundService, Engine, Plugin, Service
 from deerflow.runtime._context import current_task
 
 log = logging.getLogger("deerflow.choreography")
@@ -39,31 +39,32 @@ _live: list[ChoreographyService] = []
 _client_stores: weakref.WeakKeyDictionary[Engine, EventStore] = weakref.WeakKeyDictionary()
 
 
-class HandlerRunner:
-    """Runs one event handler as a member of its consumer group."""
+class HandlerRunner(BackgroundService):
+    """Runs one event handler as a member of its consumer group.
+
+    Stopping cancels the loop: an event being handled is not acknowledged and will be
+    delivered again.
+    """
 
     def __init__(self, service: ChoreographyService, handler: EventHandlerDef) -> None:
+        super().__init__()
         self.handler = handler
         self._service = service
         self.group = f"{service.engine.topics.prefix}.handler.{handler.name}"
         self._events: Subscription = service.store.subscribe(
             types=[handler.event_type], group=self.group, start_from=handler.start_from
         )
-        self._task: asyncio.Task[None] | None = None
         self.handled = 0
         self.dead_lettered = 0
 
-    async def start(self) -> None:
-        """Join the handler's group and start handling."""
-        await self._events.start()
-        self._task = asyncio.create_task(self._run(), name=f"handler-{self.handler.name}")
+    def loop_name(self) -> str:
+        """See :meth:`BackgroundService.loop_name`."""
+        return f"handler-{self.handler.name}"
 
-    async def stop(self) -> None:
-        """Stop; an event being handled is not acknowledged and will be delivered again."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+    async def _open(self) -> None:
+        await self._events.start()  # joins the handler's group
+
+    async def _close(self) -> None:
         await self._events.stop()
 
     async def _run(self) -> None:

@@ -6,7 +6,8 @@ the event log and only then acknowledges the source. That order is the whole gua
 at-least-once in, and because the run id is derived from the event's identity
 (:func:`run_id_for`), the engine's idempotent start turns a redelivery into the same run.
 :meth:`TriggerSource.deliver` is that template; subclasses supply ``interpret`` and
-``acknowledge``.
+``acknowledge``. A source that reads in a loop (Kafka, SQS, bucket listings) is a
+:class:`PollingSource`: its start and stop are :class:`~deerflow.runtime.BackgroundService`'s.
 """
 
 from __future__ import annotations
@@ -21,18 +22,18 @@ import uuid
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
 import deerflow._codec as _codec
+from deerflow._lifecycle import Lifecycle
 from deerflow.connectors._letters import LetterIds, letter_id, letter_message, whose
 from deerflow.core import _history as h
 from deerflow.core._state import RunState
 from deerflow.errors import ConnectorError, DeerflowError, RunNotFound, TransitionNotAllowed
 from deerflow.log.base import Headers
-from deerflow.runtime import Engine
+from deerflow.runtime import BackgroundService, Engine
 
 log = logging.getLogger("deerflow.connectors")
 
@@ -149,7 +150,7 @@ def max_running_default() -> int:
     return int(os.environ.get("DEERFLOW_MAX_RUNNING_RUNS") or DEFAULT_MAX_RUNNING)
 
 
-class TriggerSource(abc.ABC, Generic[T]):
+class TriggerSource(Lifecycle, Generic[T]):
     """A running trigger: reads a source, requests runs durably, then acknowledges.
 
     Args:
@@ -182,18 +183,6 @@ class TriggerSource(abc.ABC, Generic[T]):
     @abc.abstractmethod
     async def stop(self) -> None:
         """Stop taking input, finish and acknowledge what is in hand; idempotent."""
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     async def _attach_load(self) -> EngineLoad:
         if self.load is None:
@@ -328,6 +317,33 @@ class TriggerSource(abc.ABC, Generic[T]):
                 details={"instance": instance, "transition": transition},
             )
             await self._write_letters({letter_id(self.name, None): letter})
+
+
+class PollingSource(BackgroundService, TriggerSource[T]):
+    """A trigger source that reads its input in one loop.
+
+    :meth:`start` attaches the engine's load gauge, then connects (``_open``) and runs
+    ``_run``; it is idempotent. :meth:`stop` sets :attr:`stopping`, lets the loop finish the
+    batch in hand (it watches ``stopping``), then disconnects (``_close``); it is idempotent
+    and safe before :meth:`start`.
+    """
+
+    graceful_stop = True
+
+    def __init__(self, engine: Engine, name: str, *, max_running: int | None = None) -> None:
+        TriggerSource.__init__(self, engine, name, max_running=max_running)
+        BackgroundService.__init__(self)
+
+    def loop_name(self) -> str:
+        """See :meth:`BackgroundService.loop_name`."""
+        return f"deerflow-{self.source}-{self.name}"
+
+    async def start(self) -> None:
+        """Connect to the source and start taking input; idempotent."""
+        if self.running:
+            return
+        await self._attach_load()
+        await super().start()
 
 
 async def backoff_sleep(stopping: asyncio.Event, seconds: float) -> None:

@@ -16,7 +16,6 @@ consumer (Kafka on a ``kafka://`` store or ``KafkaEvent(bootstrap_servers=...)``
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import logging
@@ -35,8 +34,8 @@ from deerflow.connectors._letters import excerpt
 from deerflow.connectors.base import (
     Action,
     DeadLetter,
+    PollingSource,
     RunRequest,
-    TriggerSource,
     backoff_sleep,
     run_id_for,
     unstorable,
@@ -161,7 +160,7 @@ def _accepted(trigger: KafkaEvent, message: Any) -> Any:
     return message
 
 
-class KafkaTriggerSource(TriggerSource[Record]):
+class KafkaTriggerSource(PollingSource[Record]):
     """A member of one consumer group, starting runs for the topics in ``routes``.
 
     Args:
@@ -196,18 +195,14 @@ class KafkaTriggerSource(TriggerSource[Record]):
         self.batch_size = min(route.trigger.batch_size for route in self.routes.values())
         self._start_from = first.trigger.start_from
         self._consumer: GroupConsumer | None = None
-        self._task: asyncio.Task[None] | None = None
         self._paused = False
 
     def describe(self) -> str:
         """See :meth:`TriggerSource.describe`."""
         return f"Kafka consumer group {self.group} ({', '.join(sorted(self.routes))})"
 
-    async def start(self) -> None:
-        """Join the group and start consuming; idempotent."""
-        if self._task is not None:
-            return
-        await self._attach_load()
+    async def _open(self) -> None:
+        """Join the group (the loop consumes)."""
         try:
             if self._owns_log:
                 await self.log.start()
@@ -223,7 +218,6 @@ class KafkaTriggerSource(TriggerSource[Record]):
             raise ConnectorError(
                 f"Kafka trigger {names}: {exc}{hint}", retriable=exc.retriable
             ) from exc
-        self._task = asyncio.create_task(self._run(), name=f"deerflow-kafka-{self.group}")
         log.info(
             "kafka trigger: group %s on %s, topics %s",
             self.group,
@@ -231,13 +225,8 @@ class KafkaTriggerSource(TriggerSource[Record]):
             ", ".join(sorted(self.routes)),
         )
 
-    async def stop(self) -> None:
-        """Finish the batch in hand (committing it if its runs are durable), leave the group."""
-        self.stopping.set()
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+    async def _close(self) -> None:
+        """The batch in hand is finished (committed if its runs are durable): leave the group."""
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None

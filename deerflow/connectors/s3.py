@@ -17,7 +17,6 @@ Polling mode is in :mod:`deerflow.connectors.s3poll`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -37,8 +36,8 @@ from deerflow.connectors._s3records import (
 from deerflow.connectors.base import (
     Action,
     DeadLetter,
+    PollingSource,
     RunRequest,
-    TriggerSource,
     backoff_sleep,
     run_id_for,
     unstorable,
@@ -58,7 +57,7 @@ def sequencer_topic(prefix: str) -> str:
     return f"{prefix}.s3-sequencers"
 
 
-class S3NotificationSource(TriggerSource[SqsMessage]):
+class S3NotificationSource(PollingSource[SqsMessage]):
     """Consumes the SQS queue of one :class:`~deerflow.events.S3Event` (notification mode).
 
     Args:
@@ -89,15 +88,11 @@ class S3NotificationSource(TriggerSource[SqsMessage]):
         self.ledger = Ledger(engine.log, sequencer_topic(engine.topics.prefix), merge=greatest)
         self._parsed: dict[str, Parsed] = {}
         self._newest: dict[tuple[str, str], str] = {}
-        self._task: asyncio.Task[None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Set up (or find) the queue and the bucket notification, then consume; idempotent."""
-        if self._task is not None:
-            return
-        await self._attach_load()
+    async def _open(self) -> None:
+        """Set up (or find) the queue and the bucket notification (the loop consumes)."""
         s3, sqs = self._clients or _s3setup.clients(self.trigger)
         self._clients = (s3, sqs)
         bucket = self.trigger.bucket
@@ -127,7 +122,6 @@ class S3NotificationSource(TriggerSource[SqsMessage]):
                     arn,
                 )
         await self.ledger.start()
-        self._task = asyncio.create_task(self._run(), name=f"deerflow-s3-{self.name}")
         log.info("s3 trigger %s: bucket %s via %s", self.name, self.trigger.bucket, self.queue_url)
 
     def describe(self) -> str:
@@ -137,13 +131,8 @@ class S3NotificationSource(TriggerSource[SqsMessage]):
     async def _setup(self, attempt: str, call: Callable[..., T], *args: Any) -> T:
         return await _s3setup.in_thread(self.trigger, self.name, attempt, call, *args)
 
-    async def stop(self) -> None:
-        """Finish the batch in hand (a long poll ends within ``wait_seconds``), then stop."""
-        self.stopping.set()
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+    async def _close(self) -> None:
+        """The batch in hand is finished (a long poll ends within ``wait_seconds``)."""
         await self.ledger.stop()
 
     async def _run(self) -> None:

@@ -19,7 +19,6 @@ long multipart upload) are not picked up.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fnmatch
 import logging
 import time
@@ -29,7 +28,7 @@ from typing import Any
 
 import deerflow.connectors._s3setup as _s3setup
 from deerflow.connectors._ledger import Ledger
-from deerflow.connectors.base import Action, RunRequest, TriggerSource, backoff_sleep, run_id_for
+from deerflow.connectors.base import Action, PollingSource, RunRequest, backoff_sleep, run_id_for
 from deerflow.errors import ConnectorError
 from deerflow.events import S3Event, S3ObjectEvent
 from deerflow.runtime import Engine
@@ -72,7 +71,7 @@ def _listed(entry: dict[str, Any]) -> ListedObject:
     )
 
 
-class S3PollingSource(TriggerSource[ListedObject]):
+class S3PollingSource(PollingSource[ListedObject]):
     """Lists one bucket periodically; see the module docstring."""
 
     source = "s3"
@@ -101,13 +100,9 @@ class S3PollingSource(TriggerSource[ListedObject]):
         self.watermark = 0.0
         self.seen: dict[str, str] = {}
         self._has_cursor = False
-        self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        """Load the cursor and start polling; idempotent."""
-        if self._task is not None:
-            return
-        await self._attach_load()
+    async def _open(self) -> None:
+        """Load the cursor (the loop polls)."""
         if self._client is None:
             self._client = _s3setup.clients(self.trigger)[0]
         await _s3setup.in_thread(
@@ -125,19 +120,13 @@ class S3PollingSource(TriggerSource[ListedObject]):
             self._has_cursor = True
         elif self.trigger.start_from == "earliest":
             self._has_cursor = True  # everything listed is new
-        self._task = asyncio.create_task(self._run(), name=f"deerflow-s3poll-{self.name}")
 
     def describe(self) -> str:
         """See :meth:`TriggerSource.describe`."""
         return f"S3 trigger {self.name} (polling bucket {self.trigger.bucket})"
 
-    async def stop(self) -> None:
-        """Finish the batch in hand, then stop."""
-        self.stopping.set()
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+    async def _close(self) -> None:
+        """The batch in hand is finished."""
         await self.ledger.stop()
 
     async def _run(self) -> None:

@@ -1,6 +1,7 @@
 """The pure core: what a workflow is and how a run moves, with no I/O.
 
-A definition (:class:`WorkflowDef`, :class:`TaskDef`, :class:`RetryPolicy`), the history
+A definition (:class:`WorkflowDef`, :class:`TaskDef`, :class:`RetryPolicy` built from the
+decorators' :class:`RetryOptions`), the history
 events of a run and their deterministic ids (``_history``), the fold of a history into a run's
 state (``_state``), the decider that says what happens next (``_decide*``), node kinds
 (:class:`NodeKind`, with typed :class:`KindOptions`; ``_kinds``), the child ids of nodes with
@@ -10,6 +11,7 @@ Time is passed in; nothing here imports asyncio, a log backend, tracing or a fea
 
 from deerflow.core._definition import MachineModel, RetryPolicy, TaskDef, WorkflowDef
 from deerflow.core._kinds import TASK, KindOptions, NodeKind
+from deerflow.core._retry import RetryOptions
 from deerflow.core._topics import Topics
 
 __all__ = [
@@ -17,6 +19,7 @@ __all__ = [
     "KindOptions",
     "MachineModel",
     "NodeKind",
+    "RetryOptions",
     "RetryPolicy",
     "TaskDef",
     "Topics",

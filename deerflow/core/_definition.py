@@ -19,8 +19,13 @@ from typing import Any, Protocol, TypeVar
 
 from deerflow.core import _history as h
 from deerflow.core._kinds import NodeKind
+from deerflow.core._retry import RetryOptions
 from deerflow.core._state import RunState
-from deerflow.core._taskdef import ID_PATTERN, RetryPolicy, TaskDef, positive_or_none, retry_policy
+from deerflow.core._taskdef import (
+    ID_PATTERN,
+    RetryPolicy,
+    TaskDef,
+)
 from deerflow.errors import DefinitionError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -109,7 +114,8 @@ class WorkflowDef:
         undoes this task if the run fails later: the run then rolls back and ends
         ``compensated`` (see :mod:`deerflow.sagas`).
         """
-        policy = retry_policy(self.name, id, retries, retry_delay, backoff, max_retry_delay)
+        options = RetryOptions(retries, retry_delay, backoff, max_retry_delay, timeout)
+        policy = options.policy(self.name, id)
         if isinstance(depends_on, str):
             raise DefinitionError(
                 f"workflow {self.name!r}, task {id!r}: depends_on must be a list of task ids"
@@ -123,7 +129,7 @@ class WorkflowDef:
                     fn=fn,
                     depends_on=tuple(depends_on),
                     retry=policy,
-                    timeout=positive_or_none(self.name, task_id, "timeout", timeout),
+                    timeout=options.attempt_timeout(self.name, task_id),
                     fallback=fallback,
                     compensation=(
                         None if compensate is None else self.compensation_node(task_id, compensate)

@@ -41,6 +41,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 
+from deerflow._lifecycle import Lifecycle
 from deerflow.core._topics import Topics
 from deerflow.errors import EventStoreError
 from deerflow.eventstore._store_core import Aggregate, EventStreams, Reducer
@@ -61,7 +62,7 @@ DEFAULT_SQLITE_PATH = "deerflow-events.db"
 DEFAULT_KAFKA = "localhost:9092"
 
 
-class EventStore:
+class EventStore(Lifecycle):
     """Domain events kept on an event log: the spec's ``EventStore``.
 
     Example (the spec's form; the first publish connects)::
@@ -127,18 +128,6 @@ class EventStore:
     def close(self) -> None:
         """Disconnect from synchronous code."""
         self._home.close(self._streams.stop)
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     def __enter__(self) -> Self:
         return self

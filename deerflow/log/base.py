@@ -22,8 +22,9 @@ import abc
 import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Literal, Protocol, Self
+from typing import Literal, Protocol
+
+from deerflow._lifecycle import Lifecycle
 
 __all__ = [
     "AssignmentListener",
@@ -134,31 +135,7 @@ def partition_for(key: str | None, partitions: int) -> int:
     return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
-class _Lifecycle(abc.ABC):
-    """``start()``/``stop()`` plus ``async with``; ``stop()`` is idempotent, safe before start."""
-
-    @abc.abstractmethod
-    async def start(self) -> None:
-        """Connect; idempotent."""
-
-    @abc.abstractmethod
-    async def stop(self) -> None:
-        """Release everything; idempotent and safe before :meth:`start`."""
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
-
-class LogReader(_Lifecycle):
+class LogReader(Lifecycle):
     """Reads chosen partitions from chosen offsets, with no consumer group."""
 
     @abc.abstractmethod
@@ -232,7 +209,7 @@ class GroupConsumer(LogReader):
         """Undo :meth:`pause`."""
 
 
-class EventLog(_Lifecycle):
+class EventLog(Lifecycle):
     """A partitioned, append-only, durable log of records. See the module docstring."""
 
     url: str

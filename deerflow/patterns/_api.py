@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol, TypeVar
 
 from deerflow.core._definition import WorkflowDef
+from deerflow.core._retry import RetryOptions
 from deerflow.core._taskdef import TaskDef
 from deerflow.errors import DefinitionError
 from deerflow.patterns.dynamic import add_dynamic_tasks
@@ -98,10 +99,7 @@ class PatternsMixin(WorkflowDef):
                 depends_on,
                 over=over,
                 max_parallel=max_parallel,
-                retries=retries,
-                retry_delay=retry_delay,
-                backoff=backoff,
-                timeout=timeout,
+                retry=RetryOptions(retries, retry_delay, backoff, timeout=timeout),
             )
             return fn
 
@@ -133,10 +131,7 @@ class PatternsMixin(WorkflowDef):
                 fn,
                 depends_on,
                 max_parallel=max_parallel,
-                retries=retries,
-                retry_delay=retry_delay,
-                backoff=backoff,
-                timeout=timeout,
+                retry=RetryOptions(retries, retry_delay, backoff, timeout=timeout),
             )
             return fn
 
@@ -171,10 +166,7 @@ class PatternsMixin(WorkflowDef):
                 partitions=partitions,
                 reduce_parallelism=reduce_parallelism,
                 max_parallel=max_parallel,
-                retries=retries,
-                retry_delay=retry_delay,
-                backoff=backoff,
-                timeout=timeout,
+                retry=RetryOptions(retries, retry_delay, backoff, timeout=timeout),
             )
             return cls
 

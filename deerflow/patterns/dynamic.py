@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from deerflow.core._definition import WorkflowDef
-from deerflow.core._taskdef import TaskDef, positive_or_none, retry_policy
+from deerflow.core._retry import RetryOptions
+from deerflow.core._taskdef import TaskDef
 from deerflow.errors import DefinitionError, NonRetryableError
 from deerflow.patterns._expanding import DYNAMIC_TASKS
 from deerflow.patterns.tasktypes import DynamicTasks, TaskSpec
@@ -127,10 +128,7 @@ def add_dynamic_tasks(
     depends_on: Iterable[str],
     *,
     max_parallel: int | None,
-    retries: int,
-    retry_delay: float,
-    backoff: float,
-    timeout: float | None,
+    retry: RetryOptions,
 ) -> TaskDef:
     """Add a dynamic-tasks node whose generator is ``fn(context)``."""
     where = f"workflow {wf.name!r}, task {node_id!r}"
@@ -146,8 +144,8 @@ def add_dynamic_tasks(
             id=node_id,
             fn=fn,
             depends_on=tuple(depends_on),
-            retry=retry_policy(wf.name, node_id, retries, retry_delay, backoff, 300.0),
-            timeout=positive_or_none(wf.name, node_id, "timeout", timeout),
+            retry=retry.policy(wf.name, node_id),
+            timeout=retry.attempt_timeout(wf.name, node_id),
             kind=DYNAMIC_TASKS,
             options={"expander": DynamicExpander(search, max_parallel), "pattern": "dynamic"},
         )

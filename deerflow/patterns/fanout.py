@@ -28,7 +28,8 @@ from typing import Any
 
 from deerflow.core._child import child_body
 from deerflow.core._definition import WorkflowDef
-from deerflow.core._taskdef import TaskDef, positive_or_none, retry_policy
+from deerflow.core._retry import RetryOptions
+from deerflow.core._taskdef import TaskDef
 from deerflow.errors import DeerflowError, DefinitionError, NonRetryableError
 from deerflow.patterns._expanding import PARALLEL_TASKS
 from deerflow.runtime._context import TaskContext, current_task
@@ -100,10 +101,7 @@ def add_parallel_tasks(
     *,
     over: str | None,
     max_parallel: int | None,
-    retries: int,
-    retry_delay: float,
-    backoff: float,
-    timeout: float | None,
+    retry: RetryOptions,
 ) -> TaskDef:
     """Add a fan-out node to ``wf``."""
     deps = tuple(depends_on)
@@ -123,8 +121,8 @@ def add_parallel_tasks(
             id=node_id,
             fn=planner,
             depends_on=deps,
-            retry=retry_policy(wf.name, node_id, retries, retry_delay, backoff, 300.0),
-            timeout=positive_or_none(wf.name, node_id, "timeout", timeout),
+            retry=retry.policy(wf.name, node_id),
+            timeout=retry.attempt_timeout(wf.name, node_id),
             kind=PARALLEL_TASKS,
             options={"expander": FanOut(fn, max_parallel), "pattern": "parallel"},
         )
@@ -140,8 +138,7 @@ class ParallelNode:
     id: str
     depends_on: tuple[str, ...]
     max_parallel: int | None = None
-    retry: dict[str, float] = field(default_factory=dict)
-    timeout: float | None = None
+    retry: RetryOptions = field(default_factory=RetryOptions)
 
     def add_to(self, wf: WorkflowDef) -> TaskDef:
         """Add the fan-out node to ``wf``."""
@@ -152,10 +149,7 @@ class ParallelNode:
             self.depends_on,
             over=self.over,
             max_parallel=self.max_parallel,
-            retries=int(self.retry.get("retries", 0)),
-            retry_delay=self.retry.get("retry_delay", 1.0),
-            backoff=self.retry.get("backoff", 2.0),
-            timeout=self.timeout,
+            retry=self.retry,
         )
 
 
@@ -197,8 +191,7 @@ def parallel(
         id=id or fn.__name__,
         depends_on=tuple(depends_on),
         max_parallel=max_parallel,
-        retry={"retries": retries, "retry_delay": retry_delay, "backoff": backoff},
-        timeout=timeout,
+        retry=RetryOptions(retries, retry_delay, backoff, timeout=timeout),
     )
 
 

@@ -43,7 +43,8 @@ from typing import Any
 
 from deerflow.core._definition import WorkflowDef
 from deerflow.core._expand import child_task_id
-from deerflow.core._taskdef import TaskDef, positive_or_none, retry_policy
+from deerflow.core._retry import RetryOptions
+from deerflow.core._taskdef import TaskDef
 from deerflow.errors import DefinitionError, NonRetryableError
 from deerflow.patterns._expanding import MAP_REDUCE
 from deerflow.patterns._mrplan import plan_map_reduce
@@ -164,10 +165,7 @@ def add_map_reduce(
     partitions: int | None,
     reduce_parallelism: int,
     max_parallel: int | None,
-    retries: int,
-    retry_delay: float,
-    backoff: float,
-    timeout: float | None,
+    retry: RetryOptions,
 ) -> TaskDef:
     """Add a map-reduce node for class ``cls`` (instantiated once, without arguments)."""
     where = f"workflow {wf.name!r}, task {node_id!r}"
@@ -195,8 +193,8 @@ def add_map_reduce(
             id=node_id,
             fn=job.partition,
             depends_on=tuple(depends_on),
-            retry=retry_policy(wf.name, node_id, retries, retry_delay, backoff, 300.0),
-            timeout=positive_or_none(wf.name, node_id, "timeout", timeout),
+            retry=retry.policy(wf.name, node_id),
+            timeout=retry.attempt_timeout(wf.name, node_id),
             kind=MAP_REDUCE,
             options={"expander": expander, "pattern": "map_reduce"},
         )

@@ -16,8 +16,9 @@ from typing import Any
 from deerflow.core import _history as h
 from deerflow.core._definition import WorkflowDef
 from deerflow.core._kinds import KindOptions, NodeKind
+from deerflow.core._retry import RetryOptions
 from deerflow.core._state import RunState
-from deerflow.core._taskdef import TaskDef, positive_or_none, retry_policy
+from deerflow.core._taskdef import TaskDef
 from deerflow.core._traceparent import run_traceparent
 from deerflow.errors import DefinitionError
 
@@ -94,10 +95,7 @@ class SubWorkflow:
             self.workflow,
             self.depends_on,
             input_from=self.input_from,
-            retries=self.retries,
-            retry_delay=self.retry_delay,
-            backoff=self.backoff,
-            timeout=self.timeout,
+            retry=RetryOptions(self.retries, self.retry_delay, self.backoff, timeout=self.timeout),
         )
 
 
@@ -108,13 +106,11 @@ def add_sub_workflow(
     depends_on: Iterable[str],
     *,
     input_from: str | None = None,
-    retries: int = 0,
-    retry_delay: float = 1.0,
-    backoff: float = 2.0,
-    timeout: float | None = None,
+    retry: RetryOptions | None = None,
 ) -> TaskDef:
     """Add a node running ``child``; a failed child run fails the node (retries apply)."""
 
+    retry = retry or RetryOptions()
     where = f"workflow {parent.name!r}, task {node_id!r}"
     if not isinstance(child, WorkflowDef):
         raise DefinitionError(f"{where}: workflow= must be a Workflow, got {type(child).__name__}")
@@ -133,8 +129,8 @@ def add_sub_workflow(
             id=node_id,
             fn=None,
             depends_on=deps,
-            retry=retry_policy(parent.name, node_id, retries, retry_delay, backoff, 300.0),
-            timeout=positive_or_none(parent.name, node_id, "timeout", timeout),
+            retry=retry.policy(parent.name, node_id),
+            timeout=retry.attempt_timeout(parent.name, node_id),
             kind=SUB_WORKFLOW,
             options=SubWorkflowOptions(workflow=child, input_from=input_from),
         )

@@ -19,10 +19,11 @@ from deerflow.core._topics import Topics
 from deerflow.errors import DeerflowError, RunNotFound, TaskError, TransitionNotAllowed
 from deerflow.log import open_log
 from deerflow.log.base import EventLog
-from deerflow.runtime._orchestrator import Orchestrator, RunMoved
+from deerflow.runtime._orchestrator import Orchestrator
 from deerflow.runtime._registry import WorkflowRegistry
 from deerflow.runtime._results import RunResult, run_result
 from deerflow.runtime._runindex import RunIndex
+from deerflow.runtime._waiters import RunMoved
 from deerflow.runtime._worker import Worker
 from deerflow.runtime.hooks import HookChain
 from deerflow.runtime.plugins import Plugin, Service

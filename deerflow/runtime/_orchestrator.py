@@ -30,8 +30,8 @@ import asyncio
 import contextlib
 import heapq
 import logging
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from deerflow.core import _history as h
 from deerflow.core._change import definition_change
@@ -40,12 +40,15 @@ from deerflow.core._definition import WorkflowDef
 from deerflow.core._expand import node_of
 from deerflow.core._state import COMPLETED, SCHEDULED, RunState, fold, next_retry
 from deerflow.core._topics import Topics
-from deerflow.log.base import EventLog, GroupConsumer, Message, TopicPartition, partition_for
+from deerflow.log.base import EventLog, Message
 from deerflow.runtime._context import TaskDispatch
-from deerflow.runtime._placement import Placement, place
+from deerflow.runtime._outbox import Outbox
+from deerflow.runtime._ownership import Ownership
+from deerflow.runtime._placement import EagerPlacement, LocalWorker
 from deerflow.runtime._registry import WorkflowRegistry
 from deerflow.runtime._results import RunResult, run_result
-from deerflow.runtime._tombstones import EndedRuns, refold
+from deerflow.runtime._service import BackgroundService
+from deerflow.runtime._waiters import EndWaiters
 
 log = logging.getLogger("deerflow.orchestrator")
 
@@ -106,31 +109,14 @@ def runs_on_worker(wf: WorkflowDef, task_id: str) -> bool:
     return task.kind.runs_on_worker(task)
 
 
-class RunMoved(Exception):
-    """The run a caller waited on here is no longer this orchestrator's to decide."""
+class Orchestrator(BackgroundService):
+    """One member of the orchestrators' group; see the module docstring.
 
-
-class LocalWorker(Protocol):
-    """A worker in this process that takes attempts directly (eager dispatch)."""
-
-    def try_run(self, dispatch: TaskDispatch) -> bool:
-        """Start running ``dispatch`` now if a slot is free; whether it did."""
-
-    def free_slots(self) -> int:
-        """How many attempts ``try_run`` would take right now."""
-
-    def task_partitions(self) -> frozenset[int]:
-        """The task queue's partitions the worker consumes."""
-
-    def runs_eagerly(self, run_id: str, task_id: str, attempt: int) -> bool:
-        """Whether that attempt is running here after an eager dispatch."""
-
-    def outcome_durable(self, run_id: str, task_id: str, attempt: int) -> None:
-        """That attempt's outcome was read from the log (its slot, if held here, is free)."""
-
-
-class Orchestrator:
-    """One member of the orchestrators' group; see the module docstring."""
+    It wires four units, each behind a narrow interface, around the fold-and-decide loop it
+    runs itself (with the durable timers and parking): :class:`Ownership` (which runs it holds,
+    rebuilt from the log on assignment), :class:`EagerPlacement` (local worker or task queue),
+    :class:`Outbox` (group commit of the appends) and :class:`EndWaiters` (``Engine.wait``).
+    """
 
     def __init__(
         self,
@@ -141,128 +127,134 @@ class Orchestrator:
         dispatch: DispatchBuilder = build_dispatch,
         clock: Callable[[], float] = h.now,
     ) -> None:
+        super().__init__()
         self._log = log_
         self._registry = registry
         self._topics = topics
         self._build_dispatch = dispatch
         self._clock = clock
-        self._consumer: GroupConsumer | None = None
-        self._partitions = 0
-        #: states of the owned partitions' runs that have not ended (or not been evicted yet)
-        self.runs: dict[str, RunState] = {}
-        self._runs_by_partition: dict[int, set[str]] = {}
-        #: tombstones of ended runs: a dict entry each instead of a state
-        self._ended = EndedRuns()
-        self._submitted = 0  # submissions queued for the flusher so far
-        self._appended = 0  # submissions durably appended (all of them up to this one)
-        #: ended runs an operator asked to retry: the loop folds them again from the log
-        self._reopen: set[str] = set()
-        self._timers: list[tuple[float, str, str]] = []
-        self._loop_task: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
-        self._missing_logged: set[tuple[str, str]] = set()
-        self._pending_fired: list[h.HistoryEvent] = []
-        self._rebuilding = False
-        self._stale = False  # a rebuild failed: the loop must rebuild the owned partitions
-        #: runs whose loaded definition differs from theirs, with what changed (they wait)
-        self.parked: dict[str, str] = {}
-        self._out_dispatch: list[Message] = []
-        self._out_history: list[Message] = []
-        self._flusher: asyncio.Task[None] | None = None
-        self._flush_error: BaseException | None = None
-        #: an append failed (it may or may not have been written): until the owned partitions
-        #: are rebuilt from the log, no submission counts as appended, so no run is evicted
-        #: and no waiter is answered from a state the log may not hold
-        self._untrusted = False
+        #: decided messages on their way to the log, in order (group commit)
+        self._outbox = Outbox(log_, self._on_durable)
+        #: the owned partitions' runs, tombstones and parked runs
+        self._owned = Ownership(log_, topics.history, self, self._outbox, self.stopping)
+        #: where decided attempts go: the local worker or the task queue
+        self._placement = EagerPlacement(topics.tasks)
         #: callers waiting for a run's end, answered once the end is durable (Engine.wait)
-        self._end_waiters: dict[str, list[asyncio.Future[RunResult]]] = {}
-        #: a worker of this process for eager dispatch (the engine sets it), or None
-        self.local_worker: LocalWorker | None = None
-        self._task_partitions = 1
-        self._next_task_partition = 0
+        self._waiters = EndWaiters(
+            lambda state: run_result(state, self._registry.get(state.workflow, state.version))
+        )
+        #: states of the owned partitions' runs that have not ended (or not been evicted yet)
+        self.runs: dict[str, RunState] = self._owned.runs
+        #: runs whose loaded definition differs from theirs, with what changed (they wait)
+        self.parked: dict[str, str] = self._owned.parked
         #: set once the first assignment's runs are rebuilt: from then on, which runs this
         #: member owns is known (Engine.wait asks before choosing who answers)
-        self.settled = asyncio.Event()
+        self.settled = self._owned.settled
+        self._timers: list[tuple[float, str, str]] = []
+        self._missing_logged: set[tuple[str, str]] = set()
+        self._pending_fired: list[h.HistoryEvent] = []
 
-    async def start(self) -> None:
-        """Join the orchestrators' group and start following the history."""
-        if self._loop_task is not None:
-            return
-        self._partitions = await self._log.partition_count(self._topics.history)
-        self._task_partitions = await self._log.partition_count(self._topics.tasks)
-        self._consumer = self._log.consumer(
-            self._topics.orchestrator_group, [self._topics.history], listener=self
+    @property
+    def local_worker(self) -> LocalWorker | None:
+        """A worker of this process for eager dispatch (the engine sets it), or None."""
+        return self._placement.local_worker
+
+    @local_worker.setter
+    def local_worker(self, worker: LocalWorker | None) -> None:
+        self._placement.local_worker = worker
+
+    def loop_name(self) -> str:
+        """See :meth:`BackgroundService.loop_name`."""
+        return "deerflow-orchestrator"
+
+    async def _open(self) -> None:
+        """Join the orchestrators' group; the loop follows the history."""
+        self._owned.partitions = await self._log.partition_count(self._topics.history)
+        self._placement.partitions = await self._log.partition_count(self._topics.tasks)
+        consumer = self._log.consumer(
+            self._topics.orchestrator_group, [self._topics.history], listener=self._owned
         )
-        await self._consumer.start()
-        self._loop_task = asyncio.create_task(self._run(), name="deerflow-orchestrator")
+        self._owned.consumer = consumer
+        await consumer.start()
 
-    async def stop(self) -> None:
+    async def _close(self) -> None:
         """Leave the group; another member takes the partitions over from the log."""
-        self._stopping.set()
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
-            self._loop_task = None
         with contextlib.suppress(Exception):
-            await self._drain()
-        self._release_waiters()
-        if self._consumer is not None:
-            await self._consumer.stop()
-            self._consumer = None
+            await self._outbox.drain()
+        self._waiters.release()
+        if self._owned.consumer is not None:
+            await self._owned.consumer.stop()
+            self._owned.consumer = None
 
     def lag(self) -> int:
         """History records of the owned partitions not folded yet, as of the last poll."""
-        consumer = self._consumer
+        consumer = self._owned.consumer
         if consumer is None:
             return 0
         return sum(consumer.lag(tp) or 0 for tp in consumer.assignment())
 
-    # -- ownership ---------------------------------------------------------------------------
+    def knows(self, run_id: str) -> bool:
+        """Whether ``run_id`` is a run of the owned partitions, running or ended (tombstoned)."""
+        return self._owned.knows(run_id)
 
-    async def on_assigned(self, partitions: frozenset[TopicPartition]) -> None:
-        """Rebuild the runs of newly owned partitions from the log, then act on them."""
+    def owns(self, run_id: str) -> bool:
+        """Whether this orchestrator owns ``run_id``'s history partition right now."""
+        return self._owned.owns(run_id)
+
+    # -- what Ownership asks of the loop --------------------------------------------------------
+
+    def fold_record(self, value: bytes, touched: dict[str, RunState]) -> None:
+        """Fold one history record into its run (see :class:`Owner`)."""
         try:
-            await self._rebuild(partitions)
-            self.settled.set()
-        except Exception:
-            if self._stopping.is_set():
-                return  # the consumer is going away; the next owner rebuilds
-            # The group swallows listener errors, so a half-done rebuild (runs missing, retry
-            # timers not re-armed: runs that never move again) would stand. The loop retries.
-            log.warning(
-                "orchestrator: rebuilding %d partitions failed; retrying",
-                len(partitions),
-                exc_info=True,
-            )
-            self._stale = True
+            event = h.decode(value)
+        except ValueError:
+            log.error("ignoring an undecodable history record: %r", value[:200])
+            return
+        self._fold_event(event, touched)
 
-    async def on_revoked(self, partitions: frozenset[TopicPartition]) -> None:
-        """Append what was decided, then forget runs of partitions another member now owns."""
-        with contextlib.suppress(Exception):
-            await self._drain()
-        self._forget(partitions)
-
-    def _forget(self, partitions: Iterable[TopicPartition]) -> None:
-        for tp in partitions:
-            runs = self._runs_by_partition.pop(tp.partition, set())
-            self._release_waiters(runs & self._end_waiters.keys())
-            for run_id in runs:
-                self.runs.pop(run_id, None)
-                self.parked.pop(run_id, None)
-            self._ended.forget(tp.partition)
+    def forgotten(self, run_ids: set[str]) -> None:
+        """Runs no longer held: their waiters ask the run index, their timers go."""
+        self._waiters.release(run_id for run_id in run_ids if run_id in self._waiters)
         self._drop_orphaned_timers()
+
+    def resume(self, live: list[RunState]) -> int:
+        """Re-arm the timers of runs folded from the log and re-dispatch orphaned attempts.
+
+        Returns how many eager attempts went back on the task queue.
+        """
+        for state in live:
+            for timer_id, fire_at in state.timers.items():
+                heapq.heappush(self._timers, (fire_at, state.run_id, timer_id))
+        orphans = self._placement.orphans(self._eager_attempts(live))
+        self._submit(orphans, [])
+        return len(orphans)
+
+    def advance(self, runs: Iterable[RunState]) -> None:
+        """Decide what is next for ``runs`` and submit it (see :class:`Owner`)."""
+        self._advance(runs)
+
+    def _eager_attempts(self, live: Iterable[RunState]) -> Iterator[TaskDispatch]:
+        """The eager attempts of ``live`` runs that have no outcome yet."""
+        for state in live:
+            wf = self._definition(state)
+            if wf is None or state.run_id in self.parked:
+                continue
+            for task_id, task in state.tasks.items():
+                if not task.eager or task.status != SCHEDULED:
+                    continue
+                scheduled = h.TaskScheduled(
+                    id=h.event_id(state.run_id, task_id, task.attempts, "scheduled"),
+                    run_id=state.run_id,
+                    task_id=task_id,
+                    attempt=task.attempts,
+                    fallback=task.fallback,
+                )
+                yield self._build_dispatch(wf, state, scheduled)
 
     def _drop_orphaned_timers(self) -> None:
         """Drop timers of runs no longer held; a far-off timer would otherwise pin its entry."""
         self._timers = [t for t in self._timers if t[1] in self.runs]
         heapq.heapify(self._timers)
-
-    def knows(self, run_id: str) -> bool:
-        """Whether ``run_id`` is a run of the owned partitions, running or ended (tombstoned)."""
-        if run_id in self.runs:
-            return True
-        return self._ended.contains(partition_for(run_id, self._partitions), run_id)
 
     # -- ended runs: tombstones instead of states ----------------------------------------------
 
@@ -273,141 +265,31 @@ class Orchestrator:
         the append carrying its last decisions succeeded: until then a failed append makes the
         loop rebuild the partition from the log, which needs nothing from the evicted state.
         """
-        if self._untrusted:
+        if self._outbox.untrusted:
             return  # the loop is about to rebuild; its states decide what stays
-        if self._flusher is None or self._flusher.done():
-            self._all_appended()
+        if self._outbox.idle:
+            self._outbox.settle()
         evicted = False
-        for run_id in self._ended.due(self._appended):
+        for run_id in self._owned.ended.due(self._outbox.appended):
             state = self.runs.get(run_id)
             if state is not None and state.terminal:  # not forgotten, not reopened meanwhile
-                if run_id in self._end_waiters:  # its ending is durable: due says so
-                    self._answer(state)
-                self._tombstone(state)
+                if run_id in self._waiters:  # its ending is durable: due says so
+                    self._waiters.answer(state)
+                self._owned.tombstone(state)
                 evicted = True
         if evicted and self._timers:
             self._drop_orphaned_timers()
 
-    def _tombstone(self, state: RunState) -> None:
-        run_id = state.run_id
-        part = partition_for(run_id, self._partitions)
-        self.runs.pop(run_id, None)
-        self.parked.pop(run_id, None)
-        self._runs_by_partition.get(part, set()).discard(run_id)
-        self._ended.add(part, state)
-
-    async def _reopen_runs(self, touched: dict[str, RunState]) -> None:
-        """Fold the runs of ``self._reopen`` again from their partitions, then the retry with them.
-
-        The partitions are read to their current end, which includes the retry requests (they
-        were read from the log) and anything after them; events the loop reads later are then
-        duplicates the fold ignores.
-        """
-        wanted, self._reopen = self._reopen, set()
-        reopened: list[RunState] = []
-        for part, state in await refold(self._log, self._topics.history, self._partitions, wanted):
-            if not self._ended.remove(part, state.run_id):
-                continue  # the partition moved or was rebuilt while it was read
-            self.runs[state.run_id] = touched[state.run_id] = state
-            self._runs_by_partition.setdefault(part, set()).add(state.run_id)
-            reopened.append(state)
-        log.info("orchestrator reopened %d ended runs for a retry", len(reopened))
-        self._resume([s for s in reopened if not s.terminal])
-
-    def _resume(self, live: list[RunState]) -> int:
-        """Re-arm the timers of runs folded from the log and re-dispatch orphaned attempts.
-
-        Returns how many eager attempts went back on the task queue.
-        """
-        for state in live:
-            for timer_id, fire_at in state.timers.items():
-                heapq.heappush(self._timers, (fire_at, state.run_id, timer_id))
-        orphans = self._orphaned_eager_attempts(live)
-        self._submit(orphans, [])
-        return len(orphans)
-
-    async def _rebuild(self, partitions: frozenset[TopicPartition]) -> None:
-        if not partitions:
-            return
-        self._rebuilding = True  # no local fast path while states are re-read
-        try:
-            await self._rebuild_now(partitions)
-        finally:
-            self._rebuilding = False
-
-    async def _rebuild_now(self, partitions: frozenset[TopicPartition]) -> None:
-        with contextlib.suppress(Exception):
-            await self._drain()  # the log must hold every decision before it is re-read
-        assert self._consumer is not None
-        if partitions >= self._consumer.assignment():
-            self._untrusted = False  # every owned state is read again from the log below
-        self._forget(partitions)
-        by_partition = await self._log.read_partitions({tp: 0 for tp in partitions})
-        live: list[RunState] = []
-        events = ended = 0
-        for tp in sorted(by_partition):
-            records = by_partition.pop(tp)  # let each partition's records go once folded
-            touched: dict[str, RunState] = {}
-            for record in records:
-                self._fold_record(record.value, touched)
-            await self._consumer.seek(tp, records[-1].offset + 1 if records else 0)
-            events += len(records)
-            # Evicted per partition, so at most one partition's ended states are held at once.
-            for state in touched.values():
-                if state.terminal:
-                    self._tombstone(state)
-                    ended += 1
-                else:
-                    live.append(state)
-        orphans = self._resume(live)
-        log.info(
-            "orchestrator owns %d partitions: %d events, %d runs, %d running, %d eager "
-            "attempts re-dispatched",
-            len(partitions),
-            events,
-            ended + len(live),
-            len(live),
-            orphans,
-        )
-        self._advance(live)
-
-    def _orphaned_eager_attempts(self, live: Iterable[RunState]) -> list[Message]:
-        """Queue messages for eager attempts with no outcome that no local worker is running.
-
-        Their process died or lost the partition before the outcome was durable: no message on
-        the task queue would ever deliver them again.
-        """
-        local = self.local_worker
-        messages: list[Message] = []
-        for state in live:
-            wf = self._definition(state)
-            if wf is None or state.run_id in self.parked:
-                continue
-            for task_id, task in state.tasks.items():
-                if not task.eager or task.status != SCHEDULED:
-                    continue
-                if local is not None and local.runs_eagerly(state.run_id, task_id, task.attempts):
-                    continue
-                scheduled = h.TaskScheduled(
-                    id=h.event_id(state.run_id, task_id, task.attempts, "scheduled"),
-                    run_id=state.run_id,
-                    task_id=task_id,
-                    attempt=task.attempts,
-                    fallback=task.fallback,
-                )
-                messages.append(self._task_message(self._build_dispatch(wf, state, scheduled)))
-        return messages
-
     # -- the loop ---------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        assert self._consumer is not None
-        while not self._stopping.is_set():
+        assert self._owned.consumer is not None
+        while not self.stopping.is_set():
             try:
-                if self._stale:
-                    self._stale = False
+                if self._owned.stale:
+                    self._owned.stale = False
                     await asyncio.sleep(1.0)
-                    await self._rebuild_all()
+                    await self._owned.rebuild_all()
                     continue
                 await self._step()
             except asyncio.CancelledError:
@@ -415,42 +297,29 @@ class Orchestrator:
             except Exception:
                 log.exception("orchestrator step failed; rebuilding owned partitions")
                 await asyncio.sleep(1.0)
-                await self._rebuild_all()
+                await self._owned.rebuild_all()
 
     async def _step(self) -> None:
         """One round: fold what was appended, decide, queue the appends, evict ended runs."""
-        assert self._consumer is not None
-        records = await self._consumer.poll(timeout=self._poll_timeout(), max_records=2000)
+        consumer = self._owned.consumer
+        assert consumer is not None
+        records = await consumer.poll(timeout=self._poll_timeout(), max_records=2000)
         touched: dict[str, RunState] = {}
         for record in records:
-            self._fold_record(record.value, touched)
-        if self._reopen:
-            await self._reopen_runs(touched)
+            self.fold_record(record.value, touched)
+        if self._owned.reopen:
+            await self._owned.reopen_runs(touched)
         self._fire_due_timers(touched)
         if touched:
             self._advance(touched.values())
-        if self._flush_error is not None or self._backlog > MAX_BACKLOG:
-            await self._drain()  # bounded memory; raises what an append raised
+        if self._outbox.failed or self._outbox.backlog > MAX_BACKLOG:
+            await self._outbox.drain()  # bounded memory; raises what an append raised
         self._evict_ended()
-
-    async def _rebuild_all(self) -> None:
-        if self._consumer is None:
-            return
-        with contextlib.suppress(Exception):
-            await self.on_assigned(self._consumer.assignment())
 
     def _poll_timeout(self) -> float:
         if not self._timers:
             return 0.5
         return max(0.0, min(0.5, self._timers[0][0] - self._clock()))
-
-    def _fold_record(self, value: bytes, touched: dict[str, RunState]) -> None:
-        try:
-            event = h.decode(value)
-        except ValueError:
-            log.error("ignoring an undecodable history record: %r", value[:200])
-            return
-        self._fold_event(event, touched)
 
     def _fold_event(self, event: h.HistoryEvent, touched: dict[str, RunState]) -> None:
         if self.local_worker is not None and isinstance(event, h.TaskCompleted | h.TaskFailed):
@@ -459,17 +328,9 @@ class Orchestrator:
             self.local_worker.outcome_durable(event.run_id, event.task_id, event.attempt)
         state = self.runs.get(event.run_id)
         if state is None:
-            part = partition_for(event.run_id, self._partitions)
-            if self._ended.contains(part, event.run_id):
-                # Ended: a duplicate RunRequested must not start it again; only the next retry
-                # changes it, after the loop has folded the run again (_reopen_runs).
-                if self._ended.reopens(part, event):
-                    self._reopen.add(event.run_id)
-                return
-            if not isinstance(event, h.RunRequested):
-                return
-            state = self.runs[event.run_id] = RunState(run_id=event.run_id)
-            self._runs_by_partition.setdefault(part, set()).add(event.run_id)
+            if self._owned.reopens(event) or not isinstance(event, h.RunRequested):
+                return  # tombstoned (a retry is noted), or not started here
+            state = self._owned.add(event.run_id)
         if fold(state, event):
             touched[event.run_id] = state
 
@@ -483,24 +344,17 @@ class Orchestrator:
         run.) Nothing is lost by a ``False``: the attempt runs, and the fold ignores its
         second outcome.
         """
-        if self._untrusted:
+        if self._outbox.untrusted:
             return False  # the states may hold decisions the log does not
         state = self.runs.get(run_id)
         if state is None:  # ended and evicted here, or not known
-            return self._ended.get(partition_for(run_id, self._partitions), run_id) == 0
+            return self._owned.ended.get(self._owned.partition_of(run_id), run_id) == 0
         if state.terminal and next_retry(state) == 0:
             return True  # ended for good (completed, cancelled, ...): no attempt counts now
         task = state.tasks.get(task_id)
         if task is None:
             return False
         return task.attempts > attempt or (task.attempts == attempt and task.status != SCHEDULED)
-
-    def owns(self, run_id: str) -> bool:
-        """Whether this orchestrator owns ``run_id``'s history partition right now."""
-        if self._consumer is None or self._rebuilding:
-            return False
-        tp = TopicPartition(self._topics.history, partition_for(run_id, self._partitions))
-        return tp in self._consumer.assignment()
 
     def observe(self, events: Iterable[h.HistoryEvent]) -> None:
         """Act at once on events this process has just appended durably.
@@ -587,96 +441,40 @@ class Orchestrator:
             and runs_on_worker(wf, e.task_id)
             for e in events
         ]
-        placement = self._placement(sum(attempts))
+        placement = self._placement.split(sum(attempts))
         for event, is_attempt in zip(events, attempts, strict=True):
             if is_attempt:
                 assert isinstance(event, h.TaskScheduled)
-                dispatch = self._build_dispatch(wf, state, event)
-                if (
-                    placement.eager
-                    and self.local_worker is not None
-                    and self.local_worker.try_run(dispatch)
-                ):
-                    placement.eager -= 1
+                queued = self._placement.route(self._build_dispatch(wf, state, event), placement)
+                if queued is None:  # started on the local worker
                     event = event.model_copy(update={"eager": True})
                     state.tasks[event.task_id].eager = True
                 else:
-                    dispatches.append(self._task_message(dispatch, placement.next_partitions()))
+                    dispatches.append(queued)
             elif isinstance(event, h.TimerStarted):
                 heapq.heappush(self._timers, (event.fire_at, state.run_id, event.timer_id))
             history.append(h.message(self._topics.history, event))
-
-    def _placement(self, attempts: int) -> Placement:
-        """Where the ``attempts`` of one decision go: see :func:`place`."""
-        local = self.local_worker
-        if local is None or attempts == 0:
-            return Placement(0, 0, (), ())
-        if attempts == 1:  # no share to keep: run it here if a slot is free
-            return Placement(1, 0, (), ())
-        return place(attempts, local.free_slots(), local.task_partitions(), self._task_partitions)
-
-    def _task_message(self, dispatch: TaskDispatch, among: Sequence[int] = ()) -> Message:
-        """A queue message for ``dispatch``, on the next of ``among`` (default: all) in turn.
-
-        Round-robin rather than by key: the attempts of one fan-out land evenly on the
-        partitions, so workers that own equal shares of the partitions get equal shares of work.
-        """
-        index = self._next_task_partition % (len(among) or self._task_partitions)
-        self._next_task_partition = index + 1
-        return dispatch.message(self._topics.tasks, among[index] if among else index)
 
     # -- appending decisions ----------------------------------------------------------------
 
     def _submit(
         self, dispatches: list[Message], history: list[Message], ended: Iterable[str] = ()
     ) -> None:
-        """Queue decided messages; one flusher appends them in order while the loop goes on.
+        """Queue decided messages for the outbox while the loop goes on.
 
         The runs' states already include these events, so the loop may decide further while
-        they are appended; everything decided meanwhile goes out in the next append (group
-        commit). Dispatches go before the history events that record them. ``ended`` runs
-        may be evicted once this submission is appended.
+        they are appended. ``ended`` runs may be evicted once this submission is appended.
         """
-        self._submitted += 1
-        self._ended.ending(self._submitted, ended)
-        self._out_dispatch.extend(dispatches)
-        self._out_history.extend(history)
-        if (self._out_dispatch or self._out_history) and (
-            self._flusher is None or self._flusher.done()
-        ):
-            self._flusher = asyncio.create_task(self._flush(), name="deerflow-orchestrator-flush")
+        self._owned.ended.ending(self._outbox.submit(dispatches, history), ended)
 
-    async def _flush(self) -> None:
-        while self._out_dispatch or self._out_history:
-            submitted = self._submitted  # every submission up to this one is in this batch
-            dispatches, history = self._out_dispatch, self._out_history
-            self._out_dispatch, self._out_history = [], []
-            try:
-                if dispatches:
-                    await self._log.append(dispatches)
-                if history:
-                    await self._log.append(history)
-            except Exception as exc:
-                self._flush_error = exc
-                self._untrusted = True
-                self._out_dispatch, self._out_history = [], []
-                return
-            if not self._untrusted:  # after a failed append, only a rebuild is trusted
-                self._appended = submitted
-                if self._end_waiters:
-                    self._answer_end_waiters()
-        self._all_appended()
-
-    def _all_appended(self) -> None:
-        """Nothing is waiting to be appended: every submission so far is durable.
-
-        (Submissions without messages need no append, so the flusher alone does not count
-        them.) Called when the flusher is idle or finishing.
-        """
-        if not self._untrusted and self._backlog == 0 and self._appended < self._submitted:
-            self._appended = self._submitted
-            if self._end_waiters:
-                self._answer_end_waiters()
+    def _on_durable(self, appended: int) -> None:
+        """Answer the waiters of runs whose ending is durable by now (appended)."""
+        if not self._waiters:
+            return
+        for run_id in self._owned.ended.durable(appended, self._waiters):
+            state = self.runs.get(run_id)
+            if state is not None and state.terminal:  # not reopened meanwhile
+                self._waiters.answer(state)
 
     # -- waiting for a run's end --------------------------------------------------------------
 
@@ -685,65 +483,24 @@ class Orchestrator:
 
         ``None`` unless the run is in a partition this orchestrator owns, and not ended and
         evicted: then it decides the run's end. If the run's partition moves to another member
-        (or this one stops) before that, the future fails with :class:`RunMoved` and the
+        (or this one stops) before that, the future fails with ``RunMoved`` and the
         caller asks the run index instead. Pass the future to :meth:`forget_waiter` when done
         with it.
         """
         if not self.owns(run_id):
             return None
-        if self._ended.contains(partition_for(run_id, self._partitions), run_id):
+        if self._owned.is_ended(run_id):
             return None  # ended and evicted here: the run index has its result
         state = self.runs.get(run_id)  # None: owned, but its start not read yet
-        waiter: asyncio.Future[RunResult] = asyncio.get_running_loop().create_future()
-        self._end_waiters.setdefault(run_id, []).append(waiter)
-        if state is not None and state.terminal and (self._flusher is None or self._flusher.done()):
-            self._all_appended()
-            self._answer_end_waiters()  # ended before: answered now if its ending is durable
+        waiter = self._waiters.add(run_id)
+        if state is not None and state.terminal and self._outbox.idle:
+            self._outbox.settle()
+            self._on_durable(self._outbox.appended)  # ended before: answered now if durable
         return waiter
-
-    def _release_waiters(self, run_ids: Iterable[str] | None = None) -> None:
-        """Fail the end waiters of ``run_ids`` (default: all) with :class:`RunMoved`."""
-        for run_id in list(self._end_waiters) if run_ids is None else run_ids:
-            for waiter in self._end_waiters.pop(run_id, ()):
-                if not waiter.done():
-                    waiter.set_exception(RunMoved(run_id))
 
     def forget_waiter(self, run_id: str, waiter: asyncio.Future[RunResult]) -> None:
         """Stop tracking ``waiter`` (answered, or its caller gave up)."""
-        waiters = self._end_waiters.get(run_id)
-        if waiters is not None and waiter in waiters:
-            waiters.remove(waiter)
-            if not waiters:
-                del self._end_waiters[run_id]
-
-    def _answer_end_waiters(self) -> None:
-        """Answer the waiters of runs whose ending is durable by now (appended)."""
-        for run_id in self._ended.durable(self._appended, self._end_waiters):
-            state = self.runs.get(run_id)
-            if state is not None and state.terminal:  # not reopened meanwhile
-                self._answer(state)
-
-    def _answer(self, state: RunState) -> None:
-        """Answer the waiters of ``state``'s run, which has ended durably."""
-        waiters = self._end_waiters.pop(state.run_id, [])
-        if waiters:
-            # Built now, from the state as it ended: it may be evicted or retried later.
-            result = run_result(state, self._registry.get(state.workflow, state.version))
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(result)
-
-    async def _drain(self) -> None:
-        """Wait until everything decided so far is appended (or failed)."""
-        while self._flusher is not None and not self._flusher.done():
-            await asyncio.wait({self._flusher})
-        error, self._flush_error = self._flush_error, None
-        if error is not None:
-            raise error
-
-    @property
-    def _backlog(self) -> int:
-        return len(self._out_dispatch) + len(self._out_history)
+        self._waiters.forget(run_id, waiter)
 
     def _definition(self, state: RunState) -> WorkflowDef | None:
         wf = self._registry.get(state.workflow, state.version)

@@ -42,6 +42,7 @@ from deerflow.log.base import EventLog, GroupConsumer, Message, Record, TopicPar
 from deerflow.runtime._context import TaskContext, TaskDispatch, current_task
 from deerflow.runtime._offsets import OffsetTracker
 from deerflow.runtime._registry import WorkflowRegistry
+from deerflow.runtime._service import BackgroundService
 from deerflow.runtime.hooks import HookChain, Hooks, TaskAttempt, TaskEnded, WorkerStarting
 
 log = logging.getLogger("deerflow.worker")
@@ -181,7 +182,7 @@ async def _call(
     return result
 
 
-class Worker:
+class Worker(BackgroundService):
     """Runs tasks from the task queue (one member of the workers' consumer group).
 
     Args:
@@ -202,6 +203,7 @@ class Worker:
         resolve: TaskResolver = resolve_task,
         name: str | None = None,
     ) -> None:
+        super().__init__()
         self._log = log
         self._registry = registry
         self._topics = topics
@@ -226,8 +228,7 @@ class Worker:
         self._ready: collections.deque[Record] = collections.deque()
         self._prefetch = self._concurrency
         self._offsets = OffsetTracker()
-        self._loop_task: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
+        self._drain_timeout = 10.0
         self._released = asyncio.Event()
         self._paused = False
         self._slot = asyncio.Event()
@@ -245,22 +246,31 @@ class Worker:
         #: task messages skipped because their outcome was known
         self.skipped = 0
 
+    #: stopping lets the loop see it is stopping; attempts in flight drain in _close
+    graceful_stop = True
+
+    def loop_name(self) -> str:
+        """See :meth:`BackgroundService.loop_name`."""
+        return "deerflow-worker"
+
     async def start(self, *, held: bool = False) -> None:
         """Join the workers' group and start consuming.
 
         ``held``: join, but run nothing (queued or eager) until :meth:`release`. The engine
         holds its worker until the services task bodies use (``publish_event``'s store) run.
         """
-        if self._loop_task is not None:
+        if self.running:
             return
         if not held:
             self.release()
+        await super().start()
+
+    async def _open(self) -> None:
         self.hooks.on_worker_start(WorkerStarting(self.name))
         self._consumer = self._log.consumer(
             self._topics.worker_group, [self._topics.tasks], listener=self
         )
         await self._consumer.start()
-        self._loop_task = asyncio.create_task(self._run(), name="deerflow-worker")
 
     def release(self) -> None:
         """Start running attempts (see ``held``)."""
@@ -268,14 +278,13 @@ class Worker:
 
     async def stop(self, drain_timeout: float = 10.0) -> None:
         """Stop taking tasks, let running ones finish (up to ``drain_timeout``), commit, leave."""
-        self._stopping.set()
+        self._drain_timeout = drain_timeout
         self._released.set()  # a held loop wakes up to see it is stopping
-        if self._loop_task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
-            self._loop_task = None
+        await super().stop()
+
+    async def _close(self) -> None:
         if self._inflight:
-            _done, pending = await asyncio.wait(self._inflight, timeout=drain_timeout)
+            _done, pending = await asyncio.wait(self._inflight, timeout=self._drain_timeout)
             for task in pending:
                 task.cancel()
             if pending:
@@ -348,7 +357,7 @@ class Worker:
         """How many attempts :meth:`try_run` would take right now."""
         if (
             self._consumer is None
-            or self._stopping.is_set()
+            or self.stopping.is_set()
             or self._ready
             or not self._released.is_set()
         ):
@@ -419,7 +428,7 @@ class Worker:
         assert self._consumer is not None
         consumer = self._consumer
         await self._released.wait()
-        while not self._stopping.is_set():
+        while not self.stopping.is_set():
             self._start_ready()
             room = self._concurrency - len(self._holding) + self._prefetch - len(self._ready)
             try:
@@ -439,9 +448,7 @@ class Worker:
                 self._ready.append(record)
 
     def _start_ready(self) -> None:
-        while (
-            self._ready and len(self._holding) < self._concurrency and not self._stopping.is_set()
-        ):
+        while self._ready and len(self._holding) < self._concurrency and not self.stopping.is_set():
             self._take_slot(self._handle(self._ready.popleft()))
 
     def _take_slot(self, attempt: Coroutine[Any, Any, None]) -> None:
@@ -606,7 +613,7 @@ class Worker:
                 await self._log.append(messages)
                 return
             except Exception:
-                if self._stopping.is_set():
+                if self.stopping.is_set():
                     raise
                 log.warning(
                     "worker %s: appending an outcome failed; retrying in %.1fs",

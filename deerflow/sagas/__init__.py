@@ -35,8 +35,9 @@ from typing import Any, TypeVar
 
 from deerflow.core import _history as h
 from deerflow.core._definition import WorkflowDef
+from deerflow.core._retry import RetryOptions
 from deerflow.core._state import RunState
-from deerflow.core._taskdef import TaskDef, positive_or_none, retry_policy
+from deerflow.core._taskdef import TaskDef
 from deerflow.errors import DefinitionError
 from deerflow.sagas._compensation import (
     SAGA_STEP,
@@ -68,6 +69,11 @@ class SagaStep:
     def name(self) -> str:
         """The method's name: the step's task id."""
         return str(self.fn.__name__)
+
+    @property
+    def options(self) -> RetryOptions:
+        """The step's retry options."""
+        return RetryOptions(self.retries, self.retry_delay, self.backoff, timeout=self.timeout)
 
     def compensation(
         self,
@@ -219,10 +225,8 @@ def add_saga(wf: WorkflowDef, cls: type) -> None:
                     id=fwd.name,
                     fn=fwd.fn.__get__(instance),
                     depends_on=previous,
-                    retry=retry_policy(
-                        wf.name, fwd.name, fwd.retries, fwd.retry_delay, fwd.backoff, 300.0
-                    ),
-                    timeout=positive_or_none(wf.name, fwd.name, "timeout", fwd.timeout),
+                    retry=fwd.options.policy(wf.name, fwd.name),
+                    timeout=fwd.options.attempt_timeout(wf.name, fwd.name),
                     compensation=compensation_task(wf.name, fwd.name, action),
                     kind=SAGA_STEP,
                     options=SagaStepOptions(saga=cls.__name__, order=order),

@@ -30,6 +30,7 @@ from typing import Any
 
 import deerflow.workflow._catalog as _catalog
 from deerflow.core._definition import check_acyclic
+from deerflow.core._retry import RetryOptions
 from deerflow.core._taskdef import ID_PATTERN
 from deerflow.errors import DefinitionError
 from deerflow.patterns.subworkflow import add_sub_workflow
@@ -76,9 +77,9 @@ def compose_workflows(
             entry["workflow"],
             dict.fromkeys(deps[alias]),
             input_from=inputs.get(alias),
-            retries=entry.get("retries", 0),
-            retry_delay=entry.get("retry_delay", 1.0),
-            backoff=entry.get("backoff", 2.0),
+            retry=RetryOptions(
+                entry.get("retries", 0), entry.get("retry_delay", 1.0), entry.get("backoff", 2.0)
+            ),
         )
     composed.validate()
     return composed

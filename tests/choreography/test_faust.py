@@ -64,7 +64,9 @@ async def test_faust_reacts_to_deerflow_events_and_deerflow_to_faust_events(
 ):
     approved: list[str] = []
     async with Engine(kafka_url, workflows(approved)) as engine:
-        for source in sources_for(engine, [engine.registry.get("fraud_review")]):
+        fraud_review = engine.registry.get("fraud_review")
+        assert fraud_review is not None
+        for source in sources_for(engine, [fraud_review]):
             await engine.add_service(source)
         started = await publish_event_async("OrderStarted", {"order_id": "o-9"}, store=engine)
         async with EventStore(engine) as store:
@@ -83,7 +85,11 @@ async def test_faust_reacts_to_deerflow_events_and_deerflow_to_faust_events(
     started, cleared, approved_event = events
     assert {e.correlation_id for e in events} == {started.id}
     assert cleared.causation_id == started.id and approved_event.causation_id == cleared.id
-    assert cleared.source.startswith("faust:") and cleared.sequence is None
+    assert (
+        cleared.source is not None
+        and cleared.source.startswith("faust:")
+        and cleared.sequence is None
+    )
     assert cleared.partition == partition_for(started.stream, count) == started.partition
     assert approved == [cleared.id], "Faust's second copy was not handled again"
     assert [run.output for run in runs] == [{"event": cleared.id}]

@@ -44,7 +44,7 @@ async def test_the_chain_runs_across_two_worker_processes_under_one_correlation_
     assert [e.type for e in events] == CHAIN, processes.logs()
     assert {e.correlation_id for e in events} == {run.run_id}
     assert [e.causation_id for e in events[1:]] == [e.id for e in events[:-1]]
-    publishers = [int(e.source.rsplit(":", 1)[1]) for e in events]
+    publishers = [int(str(e.source).rsplit(":", 1)[1]) for e in events]
     # The spec's handlers ran in one worker, the services in the other; start_order (a task)
     # ran in whichever worker took it from the shared task queue.
     assert publishers[0] in (orders.pid, services.pid)

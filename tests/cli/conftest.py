@@ -10,6 +10,7 @@ import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,7 +50,7 @@ class Shell:
         assert proc.returncode is not None
         return proc.returncode, out.decode(), err.decode()
 
-    async def json(self, *args: str) -> object:
+    async def json(self, *args: str) -> Any:
         code, out, err = await self.run(*args, "--json")
         assert code == 0, err
         return json.loads(out)

@@ -74,9 +74,9 @@ async def test_run_shows_the_state_takes_sends_from_another_shell_and_ends_at_a_
         code, out, err = await shell("runs", "send", run_id, transition, cwd=tmp_path)
         assert (code, out) == (0, f"{run_id}: {transition} -> {target}\n"), err
 
-    out, rest = await asyncio.wait_for(owner.communicate(), 60)
+    owner_out, rest = await asyncio.wait_for(owner.communicate(), 60)
     assert owner.returncode == 0, rest.decode()
-    assert out.decode().startswith(
+    assert owner_out.decode().startswith(
         f"completed run {run_id} of order_state_machine in state 'delivered'\n"
     )
     states = [line for line in rest.decode().splitlines() if line.startswith("instance ")]

@@ -48,7 +48,7 @@ def test_trigger_specs_validate_what_they_are_given() -> None:
     with pytest.raises(DefinitionError, match="'prefix' and 'suffix'"):
         S3Event(bucket="b", filter={"glob": "*.csv"})
     with pytest.raises(DefinitionError) as typo:
-        KafkaEvent(topci="orders")
+        KafkaEvent(topci="orders")  # type: ignore[call-arg]
     assert str(typo.value) == (
         "KafkaEvent: 'topic' is required; unknown option 'topci' (options: batch_size, "
         "bootstrap_servers, consumer_group, dedupe_key, filter, name, payload_schema, "

@@ -213,6 +213,7 @@ async def test_members_of_one_group_share_the_partitions_and_each_message_runs_o
     async with Engine(store, [wf]) as one, Engine(store, [wf], orchestrate=False) as two:
         (first,) = sources_for(one, [wf])
         (second,) = sources_for(two, [wf])
+        assert isinstance(first, KafkaTriggerSource) and isinstance(second, KafkaTriggerSource)
         await one.add_service(first)
         await two.add_service(second)
 

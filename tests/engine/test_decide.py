@@ -101,6 +101,7 @@ def test_a_failed_attempt_waits_on_a_durable_timer_with_exponential_backoff():
     assert state.tasks["b"].attempts == 2
     fold(state, failed("b", 2))
     (timer2,) = advance(wf, state, NOW)
+    assert isinstance(timer2, h.TimerStarted)
     assert timer2.fire_at == NOW + 10.0  # 5 * 2 ** 1
 
 

@@ -18,7 +18,7 @@ from deerflow.log.base import Message
 
 APPS = Path(__file__).parent / "apps"
 sys.path.insert(0, str(APPS))
-from sink import Sink  # noqa: E402
+from sink import Sink  # type: ignore[import-not-found]  # noqa: E402
 
 from tests.logs import history, records, until  # noqa: E402
 from tests.processes import kafka_workers, wait_for_file, workers  # noqa: E402, F401

@@ -104,7 +104,7 @@ async def test_a_fan_out_starts_what_fits_in_free_slots_and_queues_the_rest_even
     children = [r for r in queued if r.key is not None and "/each/" in r.key]
     assert len(eager) == 4
     assert len(children) == width - 4
-    assert sorted({r.key.split("/", 1)[1] for r in children} | set(eager)) == sorted(
+    assert sorted({str(r.key).split("/", 1)[1] for r in children} | set(eager)) == sorted(
         e.task_id for e in scheduled
     )
     per_partition = Counter(r.partition for r in children)

@@ -147,7 +147,7 @@ async def test_a_run_cancelled_in_a_long_retry_wait_leaves_no_timer_behind(store
     async with Engine(store, [wf]) as engine:
         handle = await engine.start(wf)
         await engine.index.wait(
-            handle.run_id, lambda s: s.tasks.get("call") and s.tasks["call"].timer_id, 60
+            handle.run_id, lambda s: bool(s.tasks.get("call") and s.tasks["call"].timer_id), 60
         )
         await handle.cancel()
         assert (await handle.result(timeout=60)).status == "cancelled"

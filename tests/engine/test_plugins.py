@@ -136,4 +136,4 @@ async def test_services_of_plugins_run_only_where_tasks_run():
 
 def test_an_engine_refuses_what_is_not_a_plugin():
     with pytest.raises(DeerflowError, match=r"is not a deerflow\.runtime\.Plugin"):
-        Engine("memory://", plugins=[object()])
+        Engine("memory://", plugins=[object()])  # type: ignore[list-item]

@@ -121,6 +121,7 @@ def test_a_retry_gives_the_task_its_retry_budget_again():
     advance(wf, state, NOW)
     fold(state, failed("b", 1, retriable=True))
     (timer,) = advance(wf, state, NOW)
+    assert isinstance(timer, h.TimerStarted)
     fold(state, h.TimerFired(id="r1:t1:fired", run_id="r1", timer_id=timer.timer_id))
     advance(wf, state, NOW)
     fold(state, failed("b", 2, retriable=True))
@@ -165,6 +166,7 @@ def test_a_retried_fan_out_runs_only_its_failed_and_skipped_children_again():
     fold(state, retry())
     assert state.tasks["each"].status == "expanded"
     (again,) = advance(wf, state, NOW)
+    assert isinstance(again, h.TaskScheduled)
     assert (again.task_id, again.attempt) == ("each/1", 2)
     fold(state, completed("each/1", 2, output=20))
     advance(wf, state, NOW)

@@ -10,6 +10,7 @@ import asyncio
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from pydantic import BaseModel
@@ -76,7 +77,7 @@ async def test_sync_publishes_from_threads_and_async_publishes_share_one_numberi
         thread.start()
     for i in range(10):
         await events.publish_async("Tick", {"thread": "loop", "i": i}, stream="clock")
-    await asyncio.to_thread(lambda: [thread.join() for thread in threads])
+    await asyncio.to_thread(lambda: [thread.join() for thread in threads])  # type: ignore[func-returns-value]
     assert errors == []
     stored = await events.read_async("clock")
     assert [e.sequence for e in stored] == list(range(1, 41))
@@ -176,7 +177,7 @@ async def test_an_aggregate_from_a_snapshot_equals_the_full_fold(events):
         await events.publish_async("Stocked", {"sku": "s1", "qty": 100 + i}, stream="warehouse")
     again = await events.load_async("warehouse", _totals, {}, snapshot_every=25)
     assert again.snapshot_version == 60 and again.replayed == 10 and again.version == 70
-    full = {}
+    full: dict[str, Any] = {}
     for event in await events.read_async("warehouse"):
         full = _totals(full, event)
     assert again.state == full
@@ -260,7 +261,9 @@ async def test_events_from_a_task_belong_to_its_run_and_a_retry_publishes_nothin
         assert [e.type for e in stored] == ["OrderCreated"]
         assert stored[0].correlation_id == result.run_id
         assert stored[0].causation_id == f"{result.run_id}/create_order/1"
-        assert stored[0].source.startswith(f"task:{wf.name}/create_order@")
+        assert stored[0].source is not None and stored[0].source.startswith(
+            f"task:{wf.name}/create_order@"
+        )
     finally:
         await asyncio.to_thread(event_store.close)
 

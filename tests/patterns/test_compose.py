@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from deerflow import DefinitionError, Engine, SubWorkflow, Workflow, compose_workflows
@@ -32,7 +34,7 @@ def stages():
 
 
 def pipeline(**overrides):
-    spec = dict(
+    spec: dict[str, Any] = dict(
         name="full_pipeline",
         workflows=[
             {"workflow": "loading_wf", "alias": "load", "depends_on": ["transform"]},

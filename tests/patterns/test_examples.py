@@ -6,13 +6,14 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-def deerflow_run(target: str, cwd: Path, *params: str) -> dict:
+def deerflow_run(target: str, cwd: Path, *params: str) -> dict[str, Any]:
     args = [
         sys.executable,
         "-m",

@@ -49,7 +49,7 @@ def test_parallel_needs_a_source_and_gather_needs_a_task():
     with pytest.raises(DeerflowError, match="outside a task"):
         gather("anything")
     with pytest.raises(DefinitionError, match="is not a node"):
-        Workflow(name="not_a_node").add(object())
+        Workflow(name="not_a_node").add(object())  # type: ignore[arg-type]
 
 
 async def test_a_run_never_runs_more_tasks_at_once_than_its_workflow_allows(store):

@@ -32,7 +32,7 @@ class LogAnalysis(MapReduce):
         return [{"file": f} for f in sorted(LOGS)]
 
     def map(self, partition, context):
-        counts = {}
+        counts: dict[str, int] = {}
         for line in LOGS[partition["file"]]:
             error_type = line[6:] if line.startswith("ERROR ") else None
             if error_type:
@@ -40,7 +40,7 @@ class LogAnalysis(MapReduce):
         return counts
 
     def reduce(self, results, context):
-        combined = {}
+        combined: dict[str, int] = {}
         for result in results:
             for error_type, count in result.items():
                 combined[error_type] = combined.get(error_type, 0) + count
@@ -108,7 +108,7 @@ async def test_a_failed_map_task_is_retried_alone():
 
 async def test_async_methods_params_and_an_empty_partition_list():
     class Async(MapReduce):
-        async def partition(self, context):
+        async def partition(self, context):  # type: ignore[override]  # async methods work too
             return list(range(context.params["n"]))
 
         async def map(self, partition, context):

@@ -52,6 +52,7 @@ async def start_pool(pool: Workers):
 async def test_map_tasks_of_one_run_run_in_both_worker_processes(kafka_url, kafka_workers):
     procs = await start_pool(kafka_workers)
     workflows, wf = load_module_workflows(str(APP))
+    assert wf is not None
     async with Engine(kafka_url, workflows, orchestrate=False, work=False) as client:
         handle = await client.start(wf, params={"n": 80, "map_seconds": 0.02})
         result = await handle.result(timeout=120)
@@ -70,6 +71,7 @@ async def test_a_worker_killed_mid_map_reduce_loses_and_double_counts_no_partiti
 ):
     victim, survivor = await start_pool(kafka_workers)
     workflows, wf = load_module_workflows(str(APP))
+    assert wf is not None
     async with Engine(kafka_url, workflows, orchestrate=False, work=False) as client:
         handle = await client.start(wf, params={"n": 120, "map_seconds": 0.1})
         deadline = time.monotonic() + 60

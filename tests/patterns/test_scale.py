@@ -23,13 +23,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 SCRIPT = Path(__file__).parent / "apps" / "fanout_scale.py"
 
 
-def measure(n: int, store: str, cwd: Path) -> dict:
+def measure(n: int, store: str, cwd: Path) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(SCRIPT.parents[3])}  # finds tests.rss
     done = subprocess.run(
         [sys.executable, str(SCRIPT), str(n), store],

@@ -10,6 +10,7 @@ import json
 import sys
 import time
 import tracemalloc
+from typing import Any
 
 from deerflow import Backpressure, Pipeline, Workflow, stage
 from tests.rss import peak_rss_mib
@@ -29,7 +30,7 @@ class Probe(Pipeline):
         return item
 
 
-def run(mode: str, items: int) -> dict:
+def run(mode: str, items: int) -> dict[str, Any]:
     produced, consumed, peak_between = 0, 0, 0
 
     def source():
@@ -47,7 +48,7 @@ def run(mode: str, items: int) -> dict:
     if mode == "unbounded":
         backpressure = Backpressure(max_buffer_size=None)
     else:
-        backpressure = Backpressure(max_buffer_size=BUFFER, strategy=mode)
+        backpressure = Backpressure(max_buffer_size=BUFFER, strategy=mode)  # type: ignore[arg-type]
     wf = Workflow(name=f"memory_{mode}")
     wf.pipeline(backpressure=backpressure, sink=slow_sink)(Probe)
     result = wf.run(input=source())

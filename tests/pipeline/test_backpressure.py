@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from deerflow import Backpressure, Pipeline, Workflow, stage
 from deerflow.pipeline import run_pipeline
@@ -42,7 +43,7 @@ class _Watched:
         self.consumed(value["n"])
 
 
-def run_watched(backpressure: Backpressure, total: int = 400) -> tuple[_Watched, dict]:
+def run_watched(backpressure: Backpressure, total: int = 400) -> tuple[_Watched, dict[str, Any]]:
     watched = _Watched(total)
     wf = Workflow(name="bounded")
     wf.pipeline(backpressure=backpressure, sink=watched.sink)(_Throttled)
@@ -78,9 +79,8 @@ async def slow_pipeline(strategy: str, total: int, bound: int, seed: int = 7):
 
     kept = Collector()
     wf = Workflow(name=f"slow_{strategy}")
-    wf.pipeline(backpressure=Backpressure(max_buffer_size=bound, strategy=strategy), sink=kept)(
-        Slow
-    )
+    pressure = Backpressure(max_buffer_size=bound, strategy=strategy)  # type: ignore[arg-type]
+    wf.pipeline(backpressure=pressure, sink=kept)(Slow)
     result = await run_pipeline(wf, input=range(total), seed=seed)
     return result, kept.items
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from typing import Any
 
 import pytest
 
@@ -39,10 +40,10 @@ SPEC_SAMPLE = textwrap.dedent("""
 
 def test_the_spec_sample_runs_as_written_and_streams_every_item():
     inserted: list[dict[str, int]] = []
-    namespace = {
+    namespace: dict[str, Any] = {
         "fetch_record": lambda item: {"id": item},
         "transform_record": lambda record: {**record, "double": record["id"] * 2},
-        "bulk_insert": lambda batch: inserted.extend(batch) or len(batch),
+        "bulk_insert": lambda batch: inserted.extend(batch) or len(batch),  # type: ignore[func-returns-value]
     }
     exec(compile(SPEC_SAMPLE, "spec-sample", "exec"), namespace)
     workflow, data_pipeline = namespace["workflow"], namespace["DataPipeline"]
@@ -161,7 +162,7 @@ def test_workflow_level_mistakes_are_rejected_naming_the_workflow():
     with pytest.raises(DefinitionError, match=r"batch_size 50 exceeds max_buffer_size 10"):
         wf.pipeline(backpressure=Backpressure(max_buffer_size=10))(pipeline_with(batch_size=50))
     with pytest.raises(DefinitionError, match=r"subclass of deerflow.Pipeline"):
-        wf.pipeline(object)
+        wf.pipeline(object)  # type: ignore[type-var]
 
     class Reserved(Pipeline):
         @stage

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 import orjson
 import pytest
@@ -34,13 +35,13 @@ async def produce(log: EventLog, topic: str, values, *, key=lambda v: f"k{v['n']
     await log.append([Message(topic=topic, value=orjson.dumps(v), key=key(v)) for v in values])
 
 
-async def read_all(log: EventLog, topic: str) -> list:
+async def read_all(log: EventLog, topic: str) -> list[Any]:
     count = await log.partition_count(topic)
     parts = await log.read_partitions({TopicPartition(topic, p): 0 for p in range(count)})
     return [orjson.loads(r.value) for records in parts.values() for r in records]
 
 
-async def group_offsets(kafka_url: str, group: str, topic: str, partitions: int) -> dict:
+async def group_offsets(kafka_url: str, group: str, topic: str, partitions: int) -> dict[Any, Any]:
     """The group's committed offsets, asked of the broker (not of the source)."""
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.structs import TopicPartition as KafkaTP

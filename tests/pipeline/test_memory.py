@@ -11,12 +11,13 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 BOUND_ITEMS_MIB = 500 * 16 / 1024  # what 500 items in flight hold: ~7.8 MiB
 
 
-def probes(*modes: str) -> dict[str, dict]:
+def probes(*modes: str) -> dict[str, dict[str, Any]]:
     running = {
         mode: subprocess.Popen(
             [sys.executable, "-m", "tests.pipeline.memory_probe", mode],

@@ -249,7 +249,7 @@ async def test_a_flood_is_answered_429_with_retry_after_and_every_202_is_a_run(s
 
             answers = await asyncio.gather(*(post(i) for i in range(300)))
         watcher.cancel()
-        accepted = [run_id for status, _, run_id in answers if status == 202]
+        accepted = [str(run_id) for status, _, run_id in answers if status == 202]
         await all_finished(engine, len(accepted), within=60)
         history = await check_log(log.inner, engine.topics.history)
     statuses = [status for status, _, _ in answers]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import aiohttp
 
@@ -32,7 +33,9 @@ def tickets() -> Workflow:
     return workflow
 
 
-async def post(session: aiohttp.ClientSession, url: str, body: dict, key: str) -> dict:
+async def post(
+    session: aiohttp.ClientSession, url: str, body: dict[str, Any], key: str
+) -> dict[str, Any]:
     async with session.post(url, json=body, headers={"Idempotency-Key": key}) as reply:
         assert reply.status == 202, await reply.text()
         return await reply.json()

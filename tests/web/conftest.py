@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import aiohttp
 import pytest
@@ -133,7 +133,8 @@ class Process:
         reader.join(timeout=40)
         if not found:
             self.stop()
-            pytest.fail(f"{' '.join(self.process.args[3:5])} did not start:\n{self.output()}")
+            command = " ".join(cast("list[str]", self.process.args)[3:5])
+            pytest.fail(f"{command} did not start:\n{self.output()}")
         return found[0]
 
     def output(self) -> str:

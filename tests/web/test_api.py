@@ -174,7 +174,7 @@ async def test_with_api_keys_everything_but_the_openapi_document_needs_one(isola
     async for served in deploy(f"memory://{unique_name('web')}", isolated, ["s3cret"]):
         await served.get("/api/runs", status=401)
         await served.get("/api/runs", status=401, **{"X-API-Key": "wrong"})
-        assert (await served.get("/api/runs", **{"X-API-Key": "s3cret"}))["runs"] == []
+        assert (await served.get("/api/runs", 200, **{"X-API-Key": "s3cret"}))["runs"] == []
         assert (await served.get("/api/runs", Authorization="Bearer s3cret"))["runs"] == []
         assert (await served.get("/api/openapi.json"))["openapi"].startswith("3.")
         async with served.session.get(served.url + "/metrics") as reply:

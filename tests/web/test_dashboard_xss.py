@@ -122,7 +122,7 @@ def test_markup_in_run_data_is_shown_as_text_on_every_page(browser, xss_server):
     page = context.new_page()
     dialogs: list[str] = []
     errors: list[str] = []
-    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))  # type: ignore[func-returns-value]
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     try:
         text = inspect(page, url + "/ui/", live=True)

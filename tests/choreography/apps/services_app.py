@@ -7,7 +7,7 @@ handlers. Each stamps its process id into the data, so a test can tell who handl
 
 import os
 
-from spec_app import choreographed_workflow  # noqa: F401 - runs of it may land here
+from spec_app import choreographed_workflow  # type: ignore[import-not-found]  # noqa: F401 - runs of it may land here
 
 from deerflow import Workflow, publish_event
 

@@ -10,7 +10,7 @@ import os
 import time
 from pathlib import Path
 
-from sink import Sink
+from sink import Sink  # type: ignore[import-not-found]
 
 from deerflow import Workflow
 

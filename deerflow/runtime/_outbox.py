@@ -1,0 +1,117 @@
+"""The orchestrator's outbox: decided messages appended in order by one flusher (group commit).
+
+The loop decides from states that already include what it decided, so it need not wait for
+each append: it submits the messages and goes on, and everything submitted while an append is
+in flight goes out in the next one. Submissions are numbered; :attr:`Outbox.appended` is the
+number up to which every submission is durable, and ``on_durable`` is called whenever it moves.
+
+A failed append may or may not have been written. From then on the outbox is *untrusted*:
+``appended`` stops moving (no run is evicted and no waiter is answered from a state the log
+may not hold) until the owner has read its partitions again and calls :meth:`Outbox.trust`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from deerflow.log.base import EventLog, Message
+
+
+class Outbox:
+    """Group commit of an orchestrator's decided messages; see the module docstring.
+
+    Args:
+        log: the event log appended to.
+        on_durable: called with :attr:`appended` each time it moves.
+    """
+
+    def __init__(self, log: EventLog, on_durable: Callable[[int], None]) -> None:
+        self._log = log
+        self._on_durable = on_durable
+        self._submitted = 0  # submissions queued so far
+        self._appended = 0  # submissions durably appended (all of them up to this one)
+        self._dispatches: list[Message] = []
+        self._history: list[Message] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._error: BaseException | None = None
+        self._untrusted = False
+
+    @property
+    def appended(self) -> int:
+        """The submission up to which everything is durable."""
+        return self._appended
+
+    @property
+    def untrusted(self) -> bool:
+        """Whether an append failed since the last :meth:`trust`."""
+        return self._untrusted
+
+    @property
+    def failed(self) -> bool:
+        """Whether an append failed and :meth:`drain` has not raised it yet."""
+        return self._error is not None
+
+    @property
+    def backlog(self) -> int:
+        """Messages submitted and not appended yet."""
+        return len(self._dispatches) + len(self._history)
+
+    @property
+    def idle(self) -> bool:
+        """Whether no append is in flight."""
+        return self._flusher is None or self._flusher.done()
+
+    def submit(self, dispatches: list[Message], history: list[Message]) -> int:
+        """Queue decided messages; returns the submission's number.
+
+        Dispatches go before the history events that record them.
+        """
+        self._submitted += 1
+        self._dispatches.extend(dispatches)
+        self._history.extend(history)
+        if (self._dispatches or self._history) and self.idle:
+            self._flusher = asyncio.create_task(self._flush(), name="deerflow-orchestrator-flush")
+        return self._submitted
+
+    def trust(self) -> None:
+        """Every owned state was read again from the log: appends count again."""
+        self._untrusted = False
+
+    async def _flush(self) -> None:
+        while self._dispatches or self._history:
+            submitted = self._submitted  # every submission up to this one is in this batch
+            dispatches, history = self._dispatches, self._history
+            self._dispatches, self._history = [], []
+            try:
+                if dispatches:
+                    await self._log.append(dispatches)
+                if history:
+                    await self._log.append(history)
+            except Exception as exc:
+                self._error = exc
+                self._untrusted = True
+                self._dispatches, self._history = [], []
+                return
+            if not self._untrusted:  # after a failed append, only a rebuild is trusted
+                self._appended = submitted
+                self._on_durable(submitted)
+        self.settle()
+
+    def settle(self) -> None:
+        """Nothing is waiting to be appended: every submission so far is durable.
+
+        (Submissions without messages need no append, so the flusher alone does not count
+        them.) Called when the flusher is idle or finishing.
+        """
+        if not self._untrusted and self.backlog == 0 and self._appended < self._submitted:
+            self._appended = self._submitted
+            self._on_durable(self._appended)
+
+    async def drain(self) -> None:
+        """Wait until everything submitted so far is appended; raise what a failed append raised."""
+        while self._flusher is not None and not self._flusher.done():
+            await asyncio.wait({self._flusher})
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
