@@ -158,12 +158,12 @@ def runs_show(
 
 
 async def _detail(engine: Engine, run_id: str, with_history: bool) -> dict[str, Any]:
-    state = engine.index.runs[run_id]
+    state = await _runs.find_run(engine, run_id)
     events = await _runs.history(engine, run_id) if with_history else []
     result = _runs.result_of(engine, state)
     detail: dict[str, Any] = {
         "result": result,
-        "child_runs": _runs.child_runs(engine, run_id),
+        "child_runs": await _runs.child_runs(engine, run_id),
         "retries": state.retries,
         "trigger": _runs.trigger_label(state),
     }
@@ -178,9 +178,11 @@ async def _follow(
 ) -> None:
     """Redraw the run's live view on stderr whenever its history changes, until it ends."""
 
+    children = _flat(await _runs.child_runs(engine, run_id))
+
     def show(result: RunResult) -> None:
         if not quiet:
-            progress.show(run_view(result, _flat(_runs.child_runs(engine, run_id))))
+            progress.show(run_view(result, children))
 
     with RunProgress(err) as progress:
         try:
@@ -262,7 +264,7 @@ def runs_retry(
             if follow:
                 await engine.index.wait(state.run_id, lambda s: s.retries >= number, 30.0)
                 await _follow(engine, state.run_id, quiet=as_json, timeout=timeout, store=store)
-                result = _runs.result_of(engine, engine.index.runs[state.run_id])
+                result = _runs.result_of(engine, await _runs.find_run(engine, state.run_id))
             return state.run_id, number, result
 
     rid, number, result = execute(main, store)
