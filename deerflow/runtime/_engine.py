@@ -223,10 +223,6 @@ class Engine:
             # Group joins take seconds each on Kafka: join every group at once. The worker
             # runs nothing until the services are up: a task body may publish through one.
             joins = [] if self.orchestrator is None else [self.orchestrator.start()]
-            if self.orchestrator is not None:
-                # Processes that run workflows keep the run index current, so a CLI or a
-                # dashboard started later reads rows and applies only a short tail.
-                joins.append(self.index.start())
             if self.worker is not None:
                 joins.append(self.worker.start(held=True))
             await self._start_all([*self._services_of(self.plugins), *extra], *joins)

@@ -211,9 +211,9 @@ class RunIndex:
     # -- following -------------------------------------------------------------------------------
 
     async def _follow(self) -> None:
-        assert self._reader is not None
         while True:
             try:
+                assert self._reader is not None
                 records = await self._reader.poll(timeout=0.05, max_records=BATCH)
                 if records:
                     await self._apply(records)
@@ -222,10 +222,25 @@ class RunIndex:
             except Exception:
                 log.exception("applying the history to the run index failed; retrying")
                 await asyncio.sleep(1.0)
+                with contextlib.suppress(Exception):
+                    await self._restart_reader()
                 continue
             async with self._changed:
                 self._polls += 1
                 self._changed.notify_all()
+
+    async def _restart_reader(self) -> None:
+        """Follow again from the offsets stored: what a failed batch folded is read again."""
+        async with self._fold_lock:
+            self._live.clear()
+            applied = await self._call(lambda: self.store_().offsets(self._topics.history))
+            self._position = {tp.partition: applied.get(tp.partition, 0) for tp in self._partitions}
+            if self._reader is not None:
+                await self._reader.stop()
+            self._reader = self._log.reader(
+                {tp: self._position[tp.partition] for tp in self._partitions}
+            )
+            await self._reader.start()
 
     async def _apply(self, records: list[Record]) -> None:
         changed: dict[str, _Live] = {}
@@ -293,7 +308,7 @@ class RunIndex:
         ``row`` is its row in the store. Called with the fold lock held.
         """
         partition = int(row["partition_id"])
-        stop = self._position.get(partition, 0) if before is None else before
+        stop = self._stop(row) if before is None else before
         tp = TopicPartition(self._topics.history, partition)
         state = RunState(run_id=run_id)
         last = int(row["first_offset"])
@@ -309,6 +324,15 @@ class RunIndex:
         if not state.requested:
             return None
         return _Live(state, partition, int(row["first_offset"]), last)
+
+    def _stop(self, row: Any) -> int:
+        """Where a run's history ends as far as applied: its last change if it ended (later
+        records of it change nothing), else everything this process applied."""
+        live = self._live.get(row["run_id"])
+        stop = max(int(row["last_offset"]), live.last_offset if live else 0) + 1
+        if row["status"] == "running" or (live is not None and not live.state.terminal):
+            stop = max(stop, self._position.get(int(row["partition_id"]), 0))
+        return stop
 
     # -- waiting ---------------------------------------------------------------------------------
 
@@ -444,10 +468,7 @@ class RunIndex:
         if row is None:
             return []
         partition = int(row["partition_id"])
-        live = self._live.get(run_id)
-        stop = max(int(row["last_offset"]), live.last_offset if live else 0) + 1
-        if row["status"] == "running" or (live is not None and not live.state.terminal):
-            stop = max(stop, self._position.get(partition, 0))
+        stop = self._stop(row)
         tp = TopicPartition(self._topics.history, partition)
         found = await _read_range(self._log, tp, int(row["first_offset"]), stop)
         return [r for r in found if r.key == run_id]

@@ -28,7 +28,7 @@ from typing import Any
 import deerflow._codec as _codec
 from deerflow.core import _history as h
 from deerflow.core._state import RUN_RUNNING, RunState
-from deerflow.errors import DeerflowError
+from deerflow.errors import DeerflowError, RunNotFound
 
 log = logging.getLogger("deerflow.runindex")
 
@@ -521,7 +521,7 @@ class VisibilityStore:
             "SELECT started_at FROM runindex_runs WHERE run_id = ?", (run_id,)
         ).fetchone()
         if found is None:
-            raise DeerflowError(f"no run {run_id!r} to list runs after")
+            raise RunNotFound(f"no run {run_id!r} to list runs after")
         return float(found[0])
 
     def counts(self, q: RunQuery | None = None) -> dict[str, int]:
