@@ -41,6 +41,7 @@ from deerflow.log.sqlite import SqliteEventLog
 from deerflow.runtime._visibility import (
     Change,
     RunQuery,
+    RunRow,
     VisibilityStore,
     row_complete,
     summary_state,
@@ -472,6 +473,11 @@ class RunIndex:
         tp = TopicPartition(self._topics.history, partition)
         found = await _read_range(self._log, tp, int(row["first_offset"]), stop)
         return [r for r in found if r.key == run_id]
+
+    async def ended_before(self, moment: float, limit: int = 1000) -> list[RunRow]:
+        """Ended runs that finished before ``moment``, oldest first, and where they lie."""
+        await self.start()
+        return await self._call(functools.partial(self.store_().ended_before, moment, limit))
 
     async def total(self) -> int:
         """How many runs the index knows."""

@@ -79,6 +79,8 @@ CREATE INDEX IF NOT EXISTS runindex_by_status ON runindex_runs (status, started_
 CREATE INDEX IF NOT EXISTS runindex_by_trigger
     ON runindex_runs (trigger_kind, started_at, run_id);
 CREATE INDEX IF NOT EXISTS runindex_by_parent ON runindex_runs (parent_run_id);
+CREATE INDEX IF NOT EXISTS runindex_by_end ON runindex_runs (finished_at)
+    WHERE finished_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS runindex_by_trigger_name
     ON runindex_runs (trigger_name, started_at, run_id);
 CREATE TABLE IF NOT EXISTS runindex_attributes (
@@ -572,6 +574,17 @@ class VisibilityStore:
             ).fetchone()
             found.append((str(name), int(runs), newest))
         return found
+
+    def ended_before(self, moment: float, limit: int = 1000) -> list[RunRow]:
+        """Ended runs that finished before ``moment``, oldest first, with where their history
+        lies (what retention and archival select)."""
+        rows = self.conn.execute(
+            "SELECT run_id, partition_id, first_offset, last_offset, status FROM runindex_runs "
+            "WHERE finished_at IS NOT NULL AND finished_at < ? AND status != 'running' "
+            "ORDER BY finished_at LIMIT ?",
+            (moment, limit),
+        )
+        return [RunRow(r[0], int(r[1]), int(r[2]), int(r[3]), r[4]) for r in rows]
 
     def total(self) -> int:
         """How many runs the index knows."""

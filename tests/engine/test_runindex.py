@@ -118,9 +118,14 @@ async def test_a_fresh_process_answers_get_run_and_the_first_page_from_the_index
         old = await engine.get_run(ids[0])  # the oldest run: its own history folded
         assert old.status == "completed" and old.output == {"total": 6}
         assert old.tasks["price"].output == 6 and old.tasks["ship"].attempts == 1
-        assert list(engine.index.runs) == [ids[0]]
+        assert list(engine.index.runs) == [ids[0]]  # that run only
         with pytest.raises(DeerflowError, match="no run 'nope' to list runs after"):
             await engine.list_runs(after="nope")
+        ended = await engine.index.ended_before(time.time() + 1)
+        assert sorted(r.run_id for r in ended) == sorted(ids)  # with where each one lies
+        ends = [(await engine.get_run(r.run_id)).finished_at or 0.0 for r in ended]
+        assert ends == sorted(ends)  # the oldest end first
+        assert all(r.first_offset <= r.last_offset for r in ended)
 
 
 async def test_a_restart_applies_only_the_tail_from_the_offsets_it_stored(durable_store):
