@@ -279,6 +279,9 @@ class RunIndex:
         live = self._live.get(event.run_id)
         if live is None:
             row = rows.get(event.run_id)
+            ended = row is not None and row["status"] != "running"
+            if ended and not isinstance(event, h.RunRetryRequested):
+                return None  # an ended run's fold takes nothing else: no need to load it
             if row is not None:
                 live = await self._load(event.run_id, row, before=record.offset)
             if live is None:
