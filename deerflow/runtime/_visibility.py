@@ -21,7 +21,7 @@ import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,7 +33,7 @@ from deerflow.errors import DeerflowError, RunNotFound
 log = logging.getLogger("deerflow.runindex")
 
 #: Bumped when the tables change: an index of another version is rebuilt from the history.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: JSON values (params, input, output, trigger) larger than this stay out of a row; a run's
 #: own history gives them back (``get_run``).
 ROW_VALUE_LIMIT = 8192
@@ -83,6 +83,23 @@ CREATE INDEX IF NOT EXISTS runindex_by_end ON runindex_runs (finished_at)
     WHERE finished_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS runindex_by_trigger_name
     ON runindex_runs (trigger_name, started_at, run_id);
+CREATE TABLE IF NOT EXISTS runindex_counts (
+    workflow TEXT NOT NULL,
+    status TEXT NOT NULL,
+    runs INTEGER NOT NULL,
+    PRIMARY KEY (workflow, status)
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS runindex_count_new AFTER INSERT ON runindex_runs BEGIN
+    INSERT INTO runindex_counts VALUES (NEW.workflow, _LABEL_NEW, 1)
+    ON CONFLICT (workflow, status) DO UPDATE SET runs = runs + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS runindex_count_moved AFTER UPDATE OF status, parked ON runindex_runs
+WHEN _LABEL_OLD IS NOT _LABEL_NEW BEGIN
+    UPDATE runindex_counts SET runs = runs - 1
+    WHERE workflow = OLD.workflow AND status = _LABEL_OLD;
+    INSERT INTO runindex_counts VALUES (NEW.workflow, _LABEL_NEW, 1)
+    ON CONFLICT (workflow, status) DO UPDATE SET runs = runs + 1;
+END;
 CREATE TABLE IF NOT EXISTS runindex_attributes (
     run_id TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -94,7 +111,20 @@ CREATE INDEX IF NOT EXISTS runindex_attributes_by_value
     ON runindex_attributes (name, kind, value);
 """
 
-_TABLES = ("runindex_meta", "runindex_offsets", "runindex_runs", "runindex_attributes")
+#: A row's status as counted: a running run its owner parked counts as parked.
+_LABEL = (
+    "CASE WHEN {0}.status = 'running' AND {0}.parked IS NOT NULL THEN 'parked' ELSE {0}.status END"
+)
+_SCHEMA = _SCHEMA.replace("_LABEL_NEW", _LABEL.format("NEW")).replace(
+    "_LABEL_OLD", _LABEL.format("OLD")
+)
+_TABLES = (
+    "runindex_meta",
+    "runindex_offsets",
+    "runindex_runs",
+    "runindex_attributes",
+    "runindex_counts",
+)
 
 #: Statuses a row's columns tell apart: a parked run is running, its row says parked.
 _STATUS = {
@@ -527,8 +557,19 @@ class VisibilityStore:
         return float(found[0])
 
     def counts(self, q: RunQuery | None = None) -> dict[str, int]:
-        """Runs by status (``parked`` apart from ``running``), among those ``q`` selects."""
-        where, args = self._where(q or RunQuery())
+        """Runs by status (``parked`` apart from ``running``), among those ``q`` selects.
+
+        Without filters, or by workflow only, read from counts kept with the rows (no scan).
+        """
+        q = q or RunQuery()
+        if replace(q, workflow=None, limit=None) == RunQuery(limit=None):
+            sql = "SELECT status, SUM(runs) FROM runindex_counts"
+            rows = self.conn.execute(
+                sql + (" WHERE workflow = ?" if q.workflow else "") + " GROUP BY status",
+                (q.workflow,) if q.workflow else (),
+            )
+            return {s: int(n) for s, n in rows if n}
+        where, args = self._where(q)
         sql = (
             "SELECT CASE WHEN status = 'running' AND parked IS NOT NULL THEN 'parked' "
             "ELSE status END AS s, COUNT(*) FROM runindex_runs"

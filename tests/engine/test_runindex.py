@@ -14,8 +14,10 @@ import pytest
 
 from deerflow import Engine, NonRetryableError, Workflow
 from deerflow.core import _history as h
+from deerflow.core._state import RunState
 from deerflow.errors import DeerflowError
 from deerflow.log.base import TopicPartition
+from deerflow.runtime._visibility import Change, RunQuery, VisibilityStore
 
 
 def orders() -> Workflow:
@@ -111,6 +113,7 @@ async def test_a_fresh_process_answers_get_run_and_the_first_page_from_the_index
         assert failed[0].failed_task == "price"
         assert await engine.count_runs() == {"completed": 4, "failed": 1}
         assert await engine.count_runs(workflow="other") == {"completed": 1}
+        assert await engine.count_runs(trigger="manual") == {"completed": 4, "failed": 1}
         assert [r.run_id for r in await engine.list_runs(trigger="manual", limit=1)] == [ids[4]]
         assert await engine.list_runs(since=time.time() + 60) == []
         assert len(await engine.list_runs(until=time.time())) == 5
@@ -241,3 +244,23 @@ async def test_memory_stays_bounded_by_the_live_runs_limit(tmp_path, monkeypatch
             assert (await engine.get_run(rid)).done
         assert len(engine.index.runs) == 3
         assert list(engine.index.runs) == ids[-3:]  # the ones asked for last
+
+
+def test_counts_follow_a_run_through_parking_failure_and_retry_and_ignore_stale_rows():
+    store = VisibilityStore(":memory:", "test", own_file=False)
+    store.open()
+    for offset, status, parked in [
+        (1, "running", None),
+        (2, "running", "the definition changed"),
+        (3, "running", None),
+        (4, "failed", None),
+        (3, "completed", None),  # folded less far than the row: ignored
+        (5, "running", None),  # retried
+    ]:
+        state = RunState(run_id="r", workflow="w", requested=True, status=status, parked=parked)
+        state.started_at = 1.0
+        store.apply("history", [Change(state, 0, 0, offset)], {0: offset + 1})
+        assert store.counts() == store.counts(RunQuery(trigger="manual"))  # kept == scanned
+    assert store.counts() == {"running": 1}
+    assert store.counts(RunQuery(workflow="w")) == {"running": 1}
+    assert store.offsets("history") == {0: 6}
