@@ -264,3 +264,19 @@ def test_counts_follow_a_run_through_parking_failure_and_retry_and_ignore_stale_
     assert store.counts() == {"running": 1}
     assert store.counts(RunQuery(workflow="w")) == {"running": 1}
     assert store.offsets("history") == {0: 6}
+
+
+async def test_a_value_too_large_for_its_row_is_read_back_from_the_runs_history(tmp_path):
+    wf = Workflow(name="big")
+
+    @wf.task(id="make")
+    def make(context):
+        return "x" * 20_000
+
+    store = f"sqlite:///{tmp_path / 'events.db'}"
+    async with Engine(store, [wf]) as engine:
+        run_id = (await (await engine.start(wf, input="y" * 10_000)).result(timeout=60)).run_id
+    async with Engine(store, orchestrate=False, work=False) as engine:
+        (listed,) = await engine.list_runs()
+        assert listed.run_id == run_id
+        assert listed.output == "x" * 20_000 and listed.input == "y" * 10_000
