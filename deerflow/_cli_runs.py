@@ -35,6 +35,7 @@ from deerflow._progress import RunProgress
 from deerflow.engine import Engine
 from deerflow.errors import DeerflowError
 from deerflow.runtime._results import RunResult
+from deerflow.runtime._visibility import attribute_value
 from deerflow.web import _runs
 
 FollowTimeoutOpt = Annotated[
@@ -60,15 +61,36 @@ def runs_list(
         str | None, typer.Option(help="Started since (ISO-8601, or 15m / 2h / 1d ago).")
     ] = None,
     limit: Annotated[int, typer.Option(help="At most N runs.")] = 50,
+    parent: Annotated[
+        str | None, typer.Option(help="Only sub-workflow runs this run started.")
+    ] = None,
+    attr: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Only runs with this search attribute, NAME=VALUE (a JSON value: 42, true, "
+            '"text"; else text). Repeatable.'
+        ),
+    ] = None,
+    after: Annotated[
+        str | None, typer.Option(help="The next page: runs listed after this run id.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List runs, newest first."""
     try:
         start = _runs.parse_time(since) if since else None
+        attributes = _attributes(attr or [])
     except ValueError as exc:
         raise fail(str(exc)) from None
     where = _runs.RunFilter(
-        workflow=workflow, status=status, trigger=trigger, limit=limit, since=start
+        workflow=workflow,
+        status=status,
+        trigger=trigger,
+        limit=limit,
+        since=start,
+        parent=parent,
+        attributes=attributes,
+        after=after,
     )
 
     async def main() -> list[dict[str, Any]]:
@@ -98,6 +120,27 @@ def runs_list(
         for r in rows
     ]
     out.print(fitted_table(_RUN_COLUMNS, cells, out.width))
+
+
+def _attributes(pairs: list[str]) -> dict[str, Any]:
+    """``{"customer": "acme", "amount": 42}`` from ``customer=acme amount=42``."""
+    found: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--attr takes NAME=VALUE, not {pair!r}")
+        try:
+            value = _codec.loads(text)
+        except ValueError:
+            value = text
+        if not isinstance(value, str | int | float | bool):
+            value = text
+        try:
+            attribute_value(name, value)
+        except TypeError as exc:
+            raise ValueError(str(exc)) from None
+        found[name] = value
+    return found
 
 
 def _short_error(row: dict[str, Any]) -> str:
@@ -158,12 +201,12 @@ def runs_show(
 
 
 async def _detail(engine: Engine, run_id: str, with_history: bool) -> dict[str, Any]:
-    state = engine.index.runs[run_id]
+    state = await _runs.find_run(engine, run_id)
     events = await _runs.history(engine, run_id) if with_history else []
     result = _runs.result_of(engine, state)
     detail: dict[str, Any] = {
         "result": result,
-        "child_runs": _runs.child_runs(engine, run_id),
+        "child_runs": await _runs.child_runs(engine, run_id),
         "retries": state.retries,
         "trigger": _runs.trigger_label(state),
     }
@@ -178,9 +221,11 @@ async def _follow(
 ) -> None:
     """Redraw the run's live view on stderr whenever its history changes, until it ends."""
 
+    children = _flat(await _runs.child_runs(engine, run_id))
+
     def show(result: RunResult) -> None:
         if not quiet:
-            progress.show(run_view(result, _flat(_runs.child_runs(engine, run_id))))
+            progress.show(run_view(result, children))
 
     with RunProgress(err) as progress:
         try:
@@ -262,7 +307,7 @@ def runs_retry(
             if follow:
                 await engine.index.wait(state.run_id, lambda s: s.retries >= number, 30.0)
                 await _follow(engine, state.run_id, quiet=as_json, timeout=timeout, store=store)
-                result = _runs.result_of(engine, engine.index.runs[state.run_id])
+                result = _runs.result_of(engine, await _runs.find_run(engine, state.run_id))
             return state.run_id, number, result
 
     rid, number, result = execute(main, store)

@@ -19,6 +19,19 @@ from tests.services import kafka_broker, start_kafka, start_moto, unique_name
 FAST_GROUPS = "session_timeout_ms=1000&heartbeat_interval_ms=300"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def run_index_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Run indexes of Kafka logs go to a directory of the session, not the working directory."""
+    path = tmp_path_factory.mktemp("runindex")
+    before = os.environ.get("DEERFLOW_INDEX")
+    os.environ["DEERFLOW_INDEX"] = str(path)
+    yield path
+    if before is None:
+        os.environ.pop("DEERFLOW_INDEX", None)
+    else:
+        os.environ["DEERFLOW_INDEX"] = before
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap(request: pytest.FixtureRequest) -> Iterator[str]:
     """``host:port`` of the session's Kafka broker: ``DEERFLOW_KAFKA_BOOTSTRAP``, or a fresh

@@ -118,7 +118,7 @@ class EngineLoad:
         if not gauge._started:
             gauge._started = True
             await engine.index.start()
-            gauge.running = {rid for rid, s in engine.index.runs.items() if not s.terminal}
+            gauge.running = await engine.index.running_ids()
             engine.index.add_listener(gauge._on_change)
         return gauge
 

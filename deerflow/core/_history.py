@@ -267,6 +267,18 @@ class RunRetryRequested(_Event):
     reason: str = "retry requested"
 
 
+class SearchAttributesSet(_Event):
+    """A task set search attributes of its run: typed values the run index can filter on.
+
+    ``attributes`` maps each name to ``{"kind": ..., "value": ...}``: kind is str, int,
+    float, bool or datetime (its value epoch seconds).
+    """
+
+    type: Literal["SearchAttributesSet"] = "SearchAttributesSet"
+    task_id: str | None = None
+    attributes: dict[str, dict[str, Any]]
+
+
 HistoryEvent = Annotated[
     RunRequested
     | TaskScheduled
@@ -290,7 +302,8 @@ HistoryEvent = Annotated[
     | TransitionApplied
     | TransitionRejected
     | TransitionFailed
-    | RunRetryRequested,
+    | RunRetryRequested
+    | SearchAttributesSet,
     Field(discriminator="type"),
 ]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from deerflow.core import _history as h
@@ -135,6 +136,8 @@ class RunState:
     #: why the run's owner parked it (its definition changed), or None
     parked: str | None = None
     parks: int = 0  # times it was parked, for the ids of the parking events
+    #: what tasks set with ``context.set_search_attributes``: name -> value (typed)
+    search_attributes: dict[str, Any] = field(default_factory=dict)
 
     @property
     def terminal(self) -> bool:
@@ -524,6 +527,25 @@ def _reopen_task(task: TaskState) -> None:
     task.timer_id = task.fire_at = None
 
 
+def _search_attributes_set(state: RunState, e: h.SearchAttributesSet) -> bool:
+    before = dict(state.search_attributes)
+    for name, typed in e.attributes.items():
+        state.search_attributes[name] = _typed(typed)
+    return state.search_attributes != before
+
+
+def _typed(typed: dict[str, Any]) -> Any:
+    """A search attribute's value as recorded: a datetime comes back as one (UTC)."""
+    kind, value = typed.get("kind"), typed.get("value", 0)
+    if kind == "datetime":
+        return datetime.fromtimestamp(float(value), UTC)
+    if kind == "bool":
+        return bool(value)
+    if kind == "float":
+        return float(value)  # 2.0 reads back from JSON as 2
+    return value
+
+
 _APPLY: dict[str, Any] = {
     "RunRequested": _run_requested,
     "TaskScheduled": _task_scheduled,
@@ -548,6 +570,7 @@ _APPLY: dict[str, Any] = {
     "TransitionFailed": _transition_failed,
     "RunCancelled": _run_cancelled,
     "RunRetryRequested": _run_retry_requested,
+    "SearchAttributesSet": _search_attributes_set,
 }
 
 

@@ -39,6 +39,7 @@ from deerflow.core._expand import node_of
 from deerflow.core._state import RunState
 from deerflow.log.base import LogReader, TopicPartition
 from deerflow.runtime import Engine
+from deerflow.runtime._visibility import RunQuery
 
 __all__ = [
     "CONTENT_TYPE",
@@ -130,9 +131,10 @@ class EngineMetrics(Collector):
         self._active = True
         self._since = time.time()
         await self.engine.index.sync()
-        for state in self.engine.index.runs.values():
-            if not state.terminal:
-                self._running[state.run_id] = state.workflow
+        for state in await self.engine.index.summaries(RunQuery(status="running", limit=None)):
+            self._running[state.run_id] = state.workflow
+        for state in await self.engine.index.summaries(RunQuery(status="parked", limit=None)):
+            self._running[state.run_id] = state.workflow
         self.engine.index.add_listener(self._on_event)
         self._dlq_task = asyncio.create_task(self._follow_dlq(), name="deerflow-metrics-dlq")
 

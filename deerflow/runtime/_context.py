@@ -10,10 +10,21 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from deerflow.core import _history as h
 from deerflow.events import parse_trigger_event
 from deerflow.log.base import Message
+from deerflow.runtime._visibility import attribute_value
 
 _TASK_LOGGER = logging.getLogger("deerflow.task")
+#: Attempts whose recorded events are not appended yet, at most (the oldest are dropped:
+#: an attempt that never reports its outcome leaves nothing to append).
+_RECORDED_LIMIT = 10_000
+_recorded: dict[tuple[str, str, int], list[h.HistoryEvent]] = {}
+
+
+def take_recorded(run_id: str, task_id: str, attempt: int) -> list[h.HistoryEvent]:
+    """The history events an attempt's body recorded (search attributes), once."""
+    return _recorded.pop((run_id, task_id, attempt), [])
 
 
 class TaskDispatch(BaseModel):
@@ -159,6 +170,32 @@ class TaskContext:
         raise AttributeError(
             f"TaskContext has no attribute {name!r} (and the run's input has no key {name!r})"
         )
+
+    def set_search_attributes(self, attributes: Mapping[str, Any]) -> None:
+        """Set search attributes of this run: ``engine.list_runs(attributes={...})`` finds it.
+
+        Values are str, int, float, bool or datetime; a name set again takes the new value.
+        They are recorded in the run's history with the attempt's outcome.
+
+        Raises:
+            TypeError: a name that is not a string or a value of another type.
+        """
+        typed = {}
+        for name, value in attributes.items():
+            kind, stored = attribute_value(name, value)
+            typed[name] = {"kind": kind, "value": stored}
+        ident = (self.run_id, self.task_id, self.attempt)
+        recorded = _recorded.setdefault(ident, [])
+        recorded.append(
+            h.SearchAttributesSet(
+                id=h.event_id(*ident, "attributes", len(recorded) + 1),
+                run_id=self.run_id,
+                task_id=self.task_id,
+                attributes=typed,
+            )
+        )
+        while len(_recorded) > _RECORDED_LIMIT:
+            del _recorded[next(iter(_recorded))]
 
     @property
     def parallel_results(self) -> Mapping[str, Any]:

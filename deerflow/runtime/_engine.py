@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import os
 import uuid
 from collections.abc import Awaitable, Iterable, Mapping
@@ -13,7 +12,6 @@ from typing import Any, Self, overload
 
 import deerflow._codec as _codec
 from deerflow.core import _history as h
-from deerflow.core._change import PARKED
 from deerflow.core._definition import WorkflowDef
 from deerflow.core._topics import Topics
 from deerflow.errors import DeerflowError, RunNotFound, TaskError, TransitionNotAllowed
@@ -23,6 +21,7 @@ from deerflow.runtime._orchestrator import Orchestrator
 from deerflow.runtime._registry import WorkflowRegistry
 from deerflow.runtime._results import RunResult, run_result
 from deerflow.runtime._runindex import RunIndex
+from deerflow.runtime._visibility import RunQuery
 from deerflow.runtime._waiters import RunMoved
 from deerflow.runtime._worker import Worker
 from deerflow.runtime.hooks import HookChain
@@ -88,6 +87,8 @@ class Engine:
             through the queue.
         plugins: plugins to adopt besides those the workflows carry (see
             :mod:`deerflow.runtime.plugins`): their hooks and services.
+        index: the run index's SQLite file (``DEERFLOW_INDEX``; default: the SQLite store
+            file itself, in memory for ``memory://``, ``.deerflow/runindex-*.db`` on Kafka).
         options: settings read by those services.
     """
 
@@ -104,6 +105,7 @@ class Engine:
         services: bool = True,
         eager: bool = True,
         plugins: Iterable[Plugin] = (),
+        index: str | None = None,
         **options: Any,
     ) -> None:
         self.options = options
@@ -115,7 +117,7 @@ class Engine:
         self.registry = WorkflowRegistry(workflows)
         self.topics = Topics.from_env(prefix)
         self._partitions = partitions or (8 if self.log.url.startswith("kafka") else 4)
-        self.index = RunIndex(self.log, self.topics)
+        self.index = RunIndex(self.log, self.topics, path=index)
         self.orchestrator = (
             Orchestrator(self.log, self.registry, self.topics) if orchestrate else None
         )
@@ -407,10 +409,14 @@ class Engine:
         return self._result(state)
 
     async def get_run(self, run_id: str) -> RunResult:
-        """The run as its history tells it now; :class:`RunNotFound` if unknown."""
+        """The run as its history tells it now; :class:`RunNotFound` if unknown.
+
+        Answered from the run index: the run's row, and its own history folded (never the
+        whole history's).
+        """
         await self._start_engine()
         await self.index.sync()
-        state = self.index.runs.get(run_id)
+        state = await self.index.state(run_id)
         if state is None:
             raise RunNotFound(f"no run {run_id!r} in {self.log.url}")
         return self._result(state)
@@ -422,23 +428,52 @@ class Engine:
         status: str | None = None,
         state: str | None = None,
         limit: int | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        trigger: str | None = None,
+        parent: str | None = None,
+        attributes: Mapping[str, Any] | None = None,
+        after: str | None = None,
     ) -> list[RunResult]:
-        """Runs, newest first, filtered by workflow name, status and state-machine state."""
+        """Runs, newest first, from the run index (summaries: ``tasks`` is empty).
+
+        Args:
+            workflow: the workflow's name.
+            status: running, parked, completed, failed, cancelled, ...
+            state: a state-machine instance's current state.
+            limit: at most this many runs (all by default).
+            since, until: bounds of the start time, epoch seconds.
+            trigger: a trigger's kind or name, ``manual`` or ``parent``.
+            parent: runs started as sub-workflows by this run.
+            attributes: search attributes (``context.set_search_attributes``) with these values.
+            after: the id of the last run of the previous page: the next page.
+
+        ``get_run`` gives a run's tasks.
+        """
         await self._start_engine()
         await self.index.sync()
-        folded = "running" if status == PARKED else status  # parked runs fold as running
-        states = [
-            s
-            for s in self.index.runs.values()
-            if (workflow is None or s.workflow == workflow)
-            and (folded is None or s.status == folded)
-            and (state is None or s.machine_state == state)
+        query = RunQuery(
+            workflow=workflow,
+            status=status,
+            trigger=trigger,
+            parent=parent,
+            since=since,
+            until=until,
+            state=state,
+            attributes=dict(attributes or {}),
+            after=after,
+            limit=limit,
+        )
+        return [
+            run_result(s).model_copy(update={"tasks": {}})
+            for s in await self.index.summaries(query)
         ]
-        states.sort(key=lambda s: s.started_at or 0.0, reverse=True)
-        results: Iterable[RunResult] = (self._result(s) for s in states)
-        if folded == "running":
-            results = (r for r in results if r.status == status)
-        return list(itertools.islice(results, limit))
+
+    async def count_runs(self, **where: Any) -> dict[str, int]:
+        """Runs by status, among those :meth:`list_runs` with the same filters would list."""
+        await self._start_engine()
+        await self.index.sync()
+        return await self.index.counts(RunQuery(**where))
 
     async def send(
         self,

@@ -49,7 +49,8 @@ class RunResult(BaseModel):
     what changed; loading that version again lets it go on, or cancel it). ``output`` is the
     sink task's output, or a dict by task id when the workflow has several sinks. For a
     state-machine instance, ``state`` is its current state and ``transitions`` its transition
-    history (applied, rejected and failed requests).
+    history (applied, rejected and failed requests). ``search_attributes`` are those its tasks
+    set (``context.set_search_attributes``), which ``list_runs(attributes=...)`` filters on.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -71,6 +72,7 @@ class RunResult(BaseModel):
     events: int = 0
     state: str | None = None
     transitions: list[dict[str, Any]] = Field(default_factory=list)
+    search_attributes: dict[str, Any] = Field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -136,4 +138,5 @@ def run_result(state: s.RunState, wf: WorkflowDef | None = None) -> RunResult:
         events=state.events,
         state=state.machine_state,
         transitions=list(state.transitions),
+        search_attributes=dict(state.search_attributes),
     )

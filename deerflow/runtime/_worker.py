@@ -39,7 +39,7 @@ from deerflow.core._taskdef import TaskDef
 from deerflow.core._topics import Topics
 from deerflow.errors import DeerflowError, OutputNotSerializable
 from deerflow.log.base import EventLog, GroupConsumer, Message, Record, TopicPartition
-from deerflow.runtime._context import TaskContext, TaskDispatch, current_task
+from deerflow.runtime._context import TaskContext, TaskDispatch, current_task, take_recorded
 from deerflow.runtime._offsets import OffsetTracker
 from deerflow.runtime._registry import WorkflowRegistry
 from deerflow.runtime._service import BackgroundService
@@ -380,7 +380,7 @@ class Worker(BackgroundService):
             # orchestrator's run state must not change when a body mutates what it was given.
             dispatch = TaskDispatch.model_validate_json(dispatch.model_dump_json())
             outcome = await self._run_dispatch(dispatch)
-            await self._append_durably([h.message(self._topics.history, outcome)])
+            await self._append_durably(self._history(outcome))
             self._free_slot(asyncio.current_task())
         except asyncio.CancelledError:
             return  # stopping: left in _eager, so stop() hands it to the task queue
@@ -576,7 +576,12 @@ class Worker(BackgroundService):
             )
             return [], None
         event = await self._run_dispatch(dispatch)
-        return [h.message(self._topics.history, event)], event
+        return self._history(event), event
+
+    def _history(self, outcome: h.TaskCompleted | h.TaskFailed) -> list[Message]:
+        """The outcome's records, after what the body recorded (its search attributes)."""
+        recorded = take_recorded(outcome.run_id, outcome.task_id, outcome.attempt)
+        return [h.message(self._topics.history, e) for e in (*recorded, outcome)]
 
     async def _run_dispatch(self, dispatch: TaskDispatch) -> h.TaskCompleted | h.TaskFailed:
         self._claim((dispatch.run_id, dispatch.task_id, dispatch.attempt))

@@ -175,6 +175,6 @@ async def triggers_page(request: web.Request) -> web.StreamResponse:
         + f"<p class='muted'>Workflows loaded: "
         f"{escape(', '.join(sorted(w.name for w in ctx.engine.registry)) or 'none')} "
         f"{badge('running')} runs now: "
-        f"{sum(1 for s in ctx.engine.index.runs.values() if not s.terminal)}</p>"
+        f"{(await ctx.engine.index.counts()).get('running', 0)}</p>"
     )
     return html(page("Triggers", body, prefix=ctx.ui_prefix, live=True, sign_out=ctx.signed_in))

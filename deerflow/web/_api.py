@@ -149,9 +149,17 @@ async def list_runs(request: web.Request) -> web.StreamResponse:
         since=_time(request, "since"),
         until=_time(request, "until"),
         limit=_limit(request),
+        parent=q.get("parent") or None,
+        after=q.get("after") or None,
     )
-    runs = await _runs.list_runs(context(request).engine, where)
-    return reply({"runs": [_runs.summary(s) for s in runs]})
+    try:
+        runs = await _runs.list_runs(context(request).engine, where)
+    except RunNotFound as exc:  # the page's cursor: its text is the caller's own
+        return reply({"error": str(exc)}, 404)
+    full = where.limit is not None and len(runs) == where.limit and runs
+    return reply(
+        {"runs": [_runs.summary(s) for s in runs], "next": runs[-1].run_id if full else None}
+    )
 
 
 async def get_run(request: web.Request) -> web.StreamResponse:

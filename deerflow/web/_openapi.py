@@ -169,6 +169,8 @@ def document() -> dict[str, Any]:
         _query("since", "Started at or after: epoch seconds, RFC 3339, or 15m/2h/1d ago.", _TIME),
         _query("until", "Started at or before (same forms).", _TIME),
         _query("limit", "At most this many (default 100).", _LIMIT),
+        _query("parent", "Only sub-workflow runs this run started."),
+        _query("after", "The next page: runs listed after this run id (the previous `next`)."),
     ]
     array = {"type": "array", "items": _OBJ}
     paths = {
@@ -178,7 +180,13 @@ def document() -> dict[str, Any]:
                 _ok(
                     {
                         "type": "object",
-                        "properties": {"runs": {"type": "array", "items": _ref("RunSummary")}},
+                        "properties": {
+                            "runs": {"type": "array", "items": _ref("RunSummary")},
+                            "next": {
+                                "type": ["string", "null"],
+                                "description": "`after` for the next page; null on the last",
+                            },
+                        },
                     }
                 ),
                 params=runs_filter,

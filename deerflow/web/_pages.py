@@ -82,12 +82,14 @@ async def runs_page(request: web.Request) -> web.StreamResponse:
     ctx = context(request)
     where, problem = _filter(request)
     runs = await _runs.list_runs(ctx.engine, where)
-    everything = ctx.engine.index.runs.values()
-    workflows = sorted({s.workflow for s in everything} | {w.name for w in ctx.engine.registry})
-    triggers = sorted({_runs.trigger_label(s) for s in everything})[:200]
-    counts: dict[str, int] = {}
-    for state in everything:
-        counts[state.status] = counts.get(state.status, 0) + 1
+    index = ctx.engine.index
+    workflows = sorted(
+        set(await index.distinct("workflow")) | {w.name for w in ctx.engine.registry}
+    )
+    triggers = sorted(
+        set(await index.distinct("trigger_name")) | set(await index.distinct("trigger_kind"))
+    )[:200]
+    counts = await index.counts()
     chips = "".join(f'<span class="chip">{badge(k)} {v}</span>' for k, v in sorted(counts.items()))
     p = ctx.ui_prefix
     rows = "".join(

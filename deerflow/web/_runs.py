@@ -1,8 +1,9 @@
 """What operators ask about runs and do to them, shared by the HTTP API, the dashboard and the CLI.
 
-Everything here reads the engine's run index (every run, folded from the history) or the
-history itself, and acts only by appending history events (cancel, retry), so it works the
-same in ``deerflow serve``, in a standalone ``deerflow ui`` and in a one-shot CLI command.
+Everything here reads the engine's run index (a row per run, and a run's own history folded
+when its detail is asked for) or the run's history, and acts only by appending history events
+(cancel, retry), so it works the same in ``deerflow serve``, in a standalone ``deerflow ui``
+and in a one-shot CLI command.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from deerflow.core import _history as h
 from deerflow.core._state import RUN_FAILED, RunState
 from deerflow.engine import Engine
 from deerflow.errors import DeerflowError, RunNotFound
-from deerflow.log.base import TopicPartition, partition_for
 from deerflow.runtime._results import RunResult, run_result
+from deerflow.runtime._visibility import RunQuery
 from deerflow.web import _graph
 
 #: Events of one run shown at most (the newest are kept); a page is not a log dump.
@@ -53,27 +54,8 @@ def public_message(exc: RunNotFound, text: str) -> str:
     return exc.public if isinstance(exc, UnknownRun) else f"no run {text!r}"
 
 
-@dataclass(frozen=True, slots=True)
-class RunFilter:
-    """Which runs to list: every field is optional; times are epoch seconds."""
-
-    workflow: str | None = None
-    status: str | None = None
-    trigger: str | None = None
-    since: float | None = None
-    until: float | None = None
-    limit: int = 100
-
-    def accepts(self, state: RunState) -> bool:
-        """Whether ``state`` passes every given criterion."""
-        started = state.started_at or 0.0
-        return (
-            (self.workflow is None or state.workflow == self.workflow)
-            and (self.status is None or state.status == self.status)
-            and (self.trigger is None or self.trigger in trigger_labels(state))
-            and (self.since is None or started >= self.since)
-            and (self.until is None or started <= self.until)
-        )
+#: Which runs to list (the run index's query; ``limit`` 100 by default).
+RunFilter = RunQuery
 
 
 def trigger_labels(state: RunState) -> tuple[str, ...]:
@@ -89,55 +71,52 @@ def trigger_label(state: RunState) -> str:
     return trigger_labels(state)[0]
 
 
-async def synced(engine: Engine) -> dict[str, RunState]:
-    """The index's runs, once everything appended before this call is folded."""
-    await engine.index.sync()
-    return engine.index.runs
-
-
 def result_of(engine: Engine, state: RunState) -> RunResult:
     """The public view of a folded run, in definition order when the workflow is loaded."""
     return run_result(state, engine.registry.get(state.workflow, state.version))
 
 
 async def list_runs(engine: Engine, where: RunFilter) -> list[RunState]:
-    """Runs passing ``where``, newest first."""
-    runs = [s for s in (await synced(engine)).values() if s.requested and where.accepts(s)]
-    runs.sort(key=lambda s: s.started_at or 0.0, reverse=True)
-    return runs[: max(0, where.limit)]
+    """Runs passing ``where``, newest first, as the run index's rows tell them (no tasks)."""
+    await engine.index.sync()
+    return await engine.index.summaries(where)
 
 
 async def find_run(engine: Engine, text: str) -> RunState:
-    """The run whose id is ``text`` or uniquely starts with it.
+    """The run whose id is ``text`` or uniquely starts with it, folded from its history.
 
     Raises:
         RunNotFound: naming the store and the closest run ids, or the ambiguous matches.
     """
-    runs = await synced(engine)
-    if text in runs:
-        return runs[text]
-    matches = [rid for rid in runs if rid.startswith(text)] if text else []
+    await engine.index.sync()
+    state = await engine.index.state(text) if text else None
+    if state is not None:
+        return state
+    matches = await engine.index.ids_starting(text) if text else []
     shortest = min(matches, key=len) if matches else ""
     if matches and all(m.startswith(shortest) for m in matches):
-        return runs[shortest]  # a run and its sub-workflow children (ids extend the parent's)
+        found = await engine.index.state(shortest)  # a run and its sub-workflow children
+        if found is not None:
+            return found
     if matches:
         shown = ", ".join(sorted(matches)[:5])
         raise AmbiguousRunId(
             f"run id {text!r} is ambiguous in {engine.log.url}: {shown}",
             public=f"run id {text!r} is ambiguous: give more of it",
         )
-    close = difflib.get_close_matches(text, list(runs), n=3, cutoff=0.6)
+    near = await engine.index.ids_starting(text[:4], 500) if text else []
+    close = difflib.get_close_matches(text, near, n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     raise UnknownRun(
-        f"no run {text!r} in {engine.log.url} ({len(runs)} runs there){hint}",
+        f"no run {text!r} in {engine.log.url} ({await engine.index.total()} runs there){hint}",
         public=f"no run {text!r}",
     )
 
 
-def child_runs(engine: Engine, run_id: str) -> dict[str, list[str]]:
+async def child_runs(engine: Engine, run_id: str) -> dict[str, list[str]]:
     """Sub-workflow child runs of ``run_id`` by the parent task that started them."""
     found: dict[str, list[tuple[int, str]]] = {}
-    for state in engine.index.runs.values():
+    for state in await engine.index.summaries(RunQuery(parent=run_id, limit=None)):
         parent = state.parent
         if parent is not None and parent.run_id == run_id:
             found.setdefault(parent.task_id, []).append((parent.attempt, state.run_id))
@@ -150,13 +129,8 @@ async def history(engine: Engine, run_id: str, limit: int = HISTORY_LIMIT) -> li
     Events are plain JSON (``type`` plus fields), so event types this process does not know,
     from newer pattern modules, are shown as they are. Each carries its ``offset``.
     """
-    topic = engine.topics.history
-    count = await engine.log.partition_count(topic)
-    tp = TopicPartition(topic, partition_for(run_id, count))
     events: list[dict[str, Any]] = []
-    for record in await engine.log.read_partition(tp, 0):
-        if record.key != run_id:
-            continue
+    for record in await engine.index.records(run_id):
         try:
             body = _codec.loads(record.value)
         except ValueError:
@@ -221,7 +195,7 @@ async def run_detail(engine: Engine, run_id: str) -> RunDetail:
     events = await history(engine, state.run_id)
     wf = engine.registry.get(state.workflow, state.version)
     result = run_result(state, wf)
-    children = child_runs(engine, state.run_id)
+    children = await child_runs(engine, state.run_id)
     first: dict[str, float] = {}
     for event in events:
         if event.get("type") == "TaskScheduled" and event.get("task_id") not in first:
@@ -352,30 +326,17 @@ async def trigger_status(engine: Engine) -> list[dict[str, Any]]:
     from deerflow.events import trigger_name
 
     seen: dict[str, dict[str, Any]] = {}
-    for state in (await synced(engine)).values():
-        name = (state.trigger or {}).get("trigger")
-        if not name:
-            continue
-        row = seen.setdefault(
-            str(name),
-            {
-                "runs": 0,
-                "last_run_id": None,
-                "last_run_at": None,
-                "last_event_at": None,
-                "last_delay_s": None,
-            },
-        )
-        row["runs"] += 1
+    await engine.index.sync()
+    for name, runs, state in await engine.index.trigger_stats():
+        received = (state.trigger or {}).get("received_at")
         started = state.started_at or 0.0
-        if row["last_run_at"] is None or started > row["last_run_at"]:
-            received = (state.trigger or {}).get("received_at")
-            row.update(
-                last_run_id=state.run_id,
-                last_run_at=started,
-                last_event_at=received,
-                last_delay_s=started - received if isinstance(received, float) else None,
-            )
+        seen[name] = {
+            "runs": runs,
+            "last_run_id": state.run_id,
+            "last_run_at": started,
+            "last_event_at": received,
+            "last_delay_s": started - received if isinstance(received, float) else None,
+        }
     empty = {
         "runs": 0,
         "last_run_id": None,

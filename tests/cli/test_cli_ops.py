@@ -190,3 +190,25 @@ async def test_runs_list_fits_the_terminal_and_json_stays_whole(shell: Shell):
 
     (listed,) = await shell.json("runs", "list", "--workflow", "etl")
     assert listed["run_id"] == run_id and listed["error"] == error
+
+
+async def test_runs_list_pages_filters_by_parent_and_refuses_a_bad_attribute(shell: Shell):
+    first = (await shell.engine.start("etl")).run_id
+    second = (await shell.engine.start("etl")).run_id
+    for run_id in (first, second):
+        await shell.ended(run_id)
+
+    page = await shell.json("runs", "list", "--workflow", "etl", "--limit", "1")
+    assert [r["run_id"] for r in page] == [second]
+    rest = await shell.json("runs", "list", "--workflow", "etl", "--after", second)
+    assert [r["run_id"] for r in rest] == [first]
+    children = await shell.json("runs", "list", "--parent", first)
+    assert [r["run_id"] for r in children] == [f"{first}.validate.1"]
+    assert await shell.json("runs", "list", "--attr", "customer=acme") == []
+
+    code, out, err = await shell.run("runs", "list", "--attr", "customer")
+    assert (code, out) == (2, "") and err.strip().endswith(
+        "--attr takes NAME=VALUE, not 'customer'"
+    )
+    code, _, err = await shell.run("runs", "list", "--after", "nope")
+    assert code != 0 and err.count("\n") == 1 and "no run 'nope' to list runs after" in err

@@ -1,0 +1,119 @@
+"""Run-index cost as the history grows: cold ``list_runs(50)`` / ``get_run(old)`` and RSS.
+
+``python -m bench.history_growth write STORE N`` appends N ended three-task runs (8 history
+records each) **in bulk through the log API**: the histories are written directly, as a
+finished run leaves them, not run by an engine (running 100k runs would take hours).
+
+``python -m bench.history_growth measure STORE`` then starts a fresh process (this one) that
+opens an engine without orchestrator or worker and prints, as one JSON line: the seconds to
+the first page of ``list_runs(limit=50)``, to ``get_run`` of the oldest run, and the peak
+RSS in MiB. Run it twice: the first process after ``write`` builds the run index; the second
+is the cold start that stays (an index kept current by the processes that run workflows).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import resource
+import sys
+import time
+
+from deerflow import Engine
+from deerflow.core import _history as h
+from deerflow.core._topics import Topics
+from deerflow.log import open_log
+
+WORKFLOW = "bulk"
+TASKS = ("extract", "transform", "load")
+BATCH_RUNS = 2000
+
+
+def _run_events(run_id: str, ts: float) -> list[h.HistoryEvent]:
+    events: list[h.HistoryEvent] = [
+        h.RunRequested(
+            id=h.event_id(run_id, "requested"),
+            run_id=run_id,
+            ts=ts,
+            workflow=WORKFLOW,
+            params={"n": 1},
+        )
+    ]
+    for n, task in enumerate(TASKS):
+        events.append(
+            h.TaskScheduled(
+                id=h.event_id(run_id, task, 1, "scheduled"),
+                run_id=run_id,
+                ts=ts + n * 0.01,
+                task_id=task,
+                attempt=1,
+            )
+        )
+        events.append(
+            h.TaskCompleted(
+                id=h.event_id(run_id, task, 1, "completed"),
+                run_id=run_id,
+                ts=ts + n * 0.01 + 0.005,
+                task_id=task,
+                attempt=1,
+                output={"rows": n},
+                started_at=ts + n * 0.01,
+            )
+        )
+    events.append(
+        h.RunCompleted(
+            id=h.event_id(run_id, "completed"), run_id=run_id, ts=ts + 0.05, output={"rows": 2}
+        )
+    )
+    return events
+
+
+async def write(store: str, runs: int) -> None:
+    """Append ``runs`` ended runs' histories in bulk (see the module docstring)."""
+    topics = Topics.from_env(None)
+    log = open_log(store)
+    await log.start()
+    try:
+        await log.ensure_topic(topics.history, 4, keep_forever=True)
+        start = time.time() - runs * 0.1
+        for first in range(0, runs, BATCH_RUNS):
+            messages = [
+                h.message(topics.history, event)
+                for n in range(first, min(runs, first + BATCH_RUNS))
+                for event in _run_events(f"bulk-{n:08d}", start + n * 0.1)
+            ]
+            await log.append(messages)
+    finally:
+        await log.stop()
+
+
+async def measure(store: str) -> dict[str, float]:
+    """A fresh process's cold ``list_runs(limit=50)`` and ``get_run`` of the oldest run."""
+    began = time.perf_counter()
+    async with Engine(store, orchestrate=False, work=False) as engine:
+        opened = time.perf_counter()
+        page = await engine.list_runs(limit=50)
+        listed = time.perf_counter()
+        old = await engine.get_run("bulk-00000000")
+        got = time.perf_counter()
+    assert len(page) == 50 and old.status == "completed", (len(page), old.status)
+    return {
+        "open_s": round(opened - began, 3),
+        "list_runs_50_s": round(listed - opened, 3),
+        "get_run_old_s": round(got - listed, 3),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+
+
+def main(argv: list[str]) -> None:
+    """``write STORE N`` or ``measure STORE``."""
+    if len(argv) == 3 and argv[0] == "write":
+        asyncio.run(write(argv[1], int(argv[2])))
+    elif len(argv) == 2 and argv[0] == "measure":
+        print(json.dumps(asyncio.run(measure(argv[1]))))
+    else:
+        raise SystemExit(__doc__)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,632 @@
+"""The visibility store: one SQLite row per run, its search attributes, and what is applied.
+
+The run index writes here, in one transaction per batch of history records, the rows of the
+runs those records changed and, per history partition, the offset of the next record to apply.
+A process that opens the store later reads the rows (``deerflow runs list``, the dashboard)
+without folding any history, and follows the history from the stored offsets: a restart applies
+only the tail.
+
+Rows are written monotonically: a row carries the offset of the last record folded into it and
+is only replaced by a row folded further, so processes sharing one store file (the SQLite store
+itself in embedded mode) may apply the same records in any order and the rows stay right.
+
+The store is synchronous; the run index calls it on one thread of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import deerflow._codec as _codec
+from deerflow.core import _history as h
+from deerflow.core._state import RUN_RUNNING, RunState
+from deerflow.errors import DeerflowError, RunNotFound
+
+log = logging.getLogger("deerflow.runindex")
+
+#: Bumped when the tables change: an index of another version is rebuilt from the history.
+SCHEMA_VERSION = 2
+#: JSON values (params, input, output, trigger) larger than this stay out of a row; a run's
+#: own history gives them back (``get_run``).
+ROW_VALUE_LIMIT = 8192
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runindex_meta (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS runindex_offsets (
+    topic TEXT NOT NULL,
+    partition_id INTEGER NOT NULL,
+    next_offset INTEGER NOT NULL,
+    PRIMARY KEY (topic, partition_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS runindex_runs (
+    run_id TEXT PRIMARY KEY,
+    workflow TEXT NOT NULL,
+    version TEXT NOT NULL,
+    status TEXT NOT NULL,
+    parked TEXT,
+    trigger_kind TEXT,
+    trigger_name TEXT,
+    parent_run_id TEXT,
+    correlation_id TEXT,
+    started_at REAL NOT NULL,
+    finished_at REAL,
+    error TEXT,
+    failed_task TEXT,
+    machine_state TEXT,
+    retries INTEGER NOT NULL,
+    events INTEGER NOT NULL,
+    output_size INTEGER,
+    partition_id INTEGER NOT NULL,
+    first_offset INTEGER NOT NULL,
+    last_offset INTEGER NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runindex_by_start ON runindex_runs (started_at, run_id);
+CREATE INDEX IF NOT EXISTS runindex_by_workflow
+    ON runindex_runs (workflow, started_at, run_id);
+CREATE INDEX IF NOT EXISTS runindex_by_status ON runindex_runs (status, started_at, run_id);
+CREATE INDEX IF NOT EXISTS runindex_by_trigger
+    ON runindex_runs (trigger_kind, started_at, run_id);
+CREATE INDEX IF NOT EXISTS runindex_by_parent ON runindex_runs (parent_run_id);
+CREATE INDEX IF NOT EXISTS runindex_by_end ON runindex_runs (finished_at)
+    WHERE finished_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS runindex_by_trigger_name
+    ON runindex_runs (trigger_name, started_at, run_id);
+CREATE TABLE IF NOT EXISTS runindex_counts (
+    workflow TEXT NOT NULL,
+    status TEXT NOT NULL,
+    runs INTEGER NOT NULL,
+    PRIMARY KEY (workflow, status)
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS runindex_count_new AFTER INSERT ON runindex_runs BEGIN
+    INSERT INTO runindex_counts VALUES (NEW.workflow, _LABEL_NEW, 1)
+    ON CONFLICT (workflow, status) DO UPDATE SET runs = runs + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS runindex_count_moved AFTER UPDATE OF status, parked ON runindex_runs
+WHEN _LABEL_OLD IS NOT _LABEL_NEW BEGIN
+    UPDATE runindex_counts SET runs = runs - 1
+    WHERE workflow = OLD.workflow AND status = _LABEL_OLD;
+    INSERT INTO runindex_counts VALUES (NEW.workflow, _LABEL_NEW, 1)
+    ON CONFLICT (workflow, status) DO UPDATE SET runs = runs + 1;
+END;
+CREATE TABLE IF NOT EXISTS runindex_attributes (
+    run_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    value ANY,
+    PRIMARY KEY (run_id, name)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS runindex_attributes_by_value
+    ON runindex_attributes (name, kind, value);
+"""
+
+#: A row's status as counted: a running run its owner parked counts as parked.
+_LABEL = (
+    "CASE WHEN {0}.status = 'running' AND {0}.parked IS NOT NULL THEN 'parked' ELSE {0}.status END"
+)
+_SCHEMA = _SCHEMA.replace("_LABEL_NEW", _LABEL.format("NEW")).replace(
+    "_LABEL_OLD", _LABEL.format("OLD")
+)
+_TABLES = (
+    "runindex_meta",
+    "runindex_offsets",
+    "runindex_runs",
+    "runindex_attributes",
+    "runindex_counts",
+)
+
+#: Statuses a row's columns tell apart: a parked run is running, its row says parked.
+_STATUS = {
+    "parked": "status = 'running' AND parked IS NOT NULL",
+    RUN_RUNNING: "status = 'running' AND parked IS NULL",
+}
+
+_INT64 = (1 << 63) - 1
+
+#: The types a search attribute may have, by the name the store keeps.
+ATTRIBUTE_KINDS = ("str", "int", "float", "bool", "datetime")
+
+
+def attribute_value(name: str, value: Any) -> tuple[str, Any]:
+    """``(kind, value as stored)`` of a search attribute; ``TypeError`` for another type.
+
+    A datetime is stored as epoch seconds (a naive one is taken as UTC).
+    """
+    if not isinstance(name, str) or not name or len(name) > 200:
+        raise TypeError(f"a search attribute's name is a non-empty string, not {name!r}")
+    if isinstance(value, bool):
+        return "bool", int(value)
+    if isinstance(value, int):
+        if not -_INT64 <= value <= _INT64:
+            raise TypeError(f"search attribute {name!r} is an int beyond 64 bits")
+        return "int", value
+    if isinstance(value, float):
+        return "float", value
+    if isinstance(value, str):
+        return "str", value
+    if isinstance(value, datetime):
+        moment = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return "datetime", moment.timestamp()
+    raise TypeError(
+        f"search attribute {name!r} is a {type(value).__name__}: "
+        "use str, int, float, bool or datetime"
+    )
+
+
+def attribute_python(kind: str, stored: Any) -> Any:
+    """The Python value of a stored search attribute."""
+    if kind == "bool":
+        return bool(stored)
+    if kind == "datetime":
+        return datetime.fromtimestamp(float(stored), UTC)
+    return stored
+
+
+@dataclass(frozen=True, slots=True)
+class RunQuery:
+    """Which runs to list, newest first; every criterion is optional.
+
+    Attributes:
+        workflow: the workflow's name.
+        status: a run status (``parked`` runs are the running ones their owner parked).
+        trigger: a trigger kind or name (``manual`` for runs started by hand, ``parent`` for
+            sub-workflow runs).
+        parent: the run that started them as sub-workflows.
+        since, until: bounds of the start time, epoch seconds, inclusive.
+        state: a state machine's current state.
+        attributes: search attributes the run must have, with these values.
+        after: the id of the last run of the previous page (cursor pagination).
+        limit: at most this many runs.
+    """
+
+    workflow: str | None = None
+    status: str | None = None
+    trigger: str | None = None
+    parent: str | None = None
+    since: float | None = None
+    until: float | None = None
+    state: str | None = None
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+    after: str | None = None
+    limit: int | None = 100
+
+
+@dataclass(frozen=True, slots=True)
+class RunRow:
+    """Where a run's history is: its partition, first and last applied offsets."""
+
+    run_id: str
+    partition: int
+    first_offset: int
+    last_offset: int
+    status: str
+
+
+def trigger_kind_and_name(state: RunState) -> tuple[str, str | None]:
+    """What started the run: a trigger's kind and name, else ``manual`` or ``parent``."""
+    trigger = state.trigger
+    if not trigger:
+        return ("manual" if state.parent is None else "parent"), None
+    kind = trigger.get("type")
+    name = trigger.get("trigger")
+    return (str(kind) if kind else "trigger"), (str(name) if name else None)
+
+
+def _small(value: Any) -> tuple[bool, Any]:
+    """``(kept, value)``: a JSON value kept in a row only when it is small."""
+    if value is None:
+        return True, None
+    size = len(_codec.dumps(value))
+    return (True, value) if size <= ROW_VALUE_LIMIT else (False, None)
+
+
+def row_body(state: RunState) -> tuple[bytes, int | None]:
+    """The row's JSON body (what a list shows besides the columns) and the output's size."""
+    body: dict[str, Any] = {"omitted": []}
+    for name in ("params", "input", "output", "trigger"):
+        kept, value = _small(getattr(state, name))
+        body[name] = value
+        if not kept:
+            body["omitted"].append(name)
+    if state.parent is not None:
+        body["parent"] = state.parent.model_dump()
+    if state.traceparent:
+        body["traceparent"] = state.traceparent
+    output_size = None if state.output is None else len(_codec.dumps(state.output))
+    return _codec.dumps(body), output_size
+
+
+def summary_state(row: sqlite3.Row) -> RunState:
+    """A run as its row tells it: everything but its tasks, transitions and timers."""
+    body = _codec.loads(row["body"])
+    parent = body.get("parent")
+    return RunState(
+        run_id=row["run_id"],
+        workflow=row["workflow"],
+        version=row["version"],
+        params=body.get("params") or {},
+        input=body.get("input"),
+        trigger=body.get("trigger"),
+        parent=h.ParentRef(**parent) if parent else None,
+        correlation_id=row["correlation_id"],
+        traceparent=body.get("traceparent"),
+        requested=True,
+        status=row["status"],
+        output=body.get("output"),
+        error=row["error"],
+        failed_task=row["failed_task"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        machine_state=row["machine_state"],
+        events=row["events"],
+        retries=row["retries"],
+        parked=row["parked"],
+    )
+
+
+def row_complete(row: sqlite3.Row) -> bool:
+    """Whether the row holds every value of the run (none was too large to keep)."""
+    return not _codec.loads(row["body"]).get("omitted")
+
+
+@dataclass(slots=True)
+class Change:
+    """A run's row as a batch of history records left it."""
+
+    state: RunState
+    partition: int
+    first_offset: int
+    last_offset: int
+
+
+class IndexCorrupt(DeerflowError):
+    """The index file cannot be read as an index."""
+
+
+class VisibilityStore:
+    """The index's tables in an SQLite file (``:memory:`` for an in-memory index).
+
+    Args:
+        path: the file; in embedded mode the SQLite store file itself.
+        identity: what the index is an index of (log URL and history topic): an index of
+            something else is rebuilt.
+        own_file: the file holds nothing but the index, so a corrupt one may be replaced.
+    """
+
+    def __init__(self, path: str, identity: str, *, own_file: bool) -> None:
+        self.path = path
+        self.identity = identity
+        self.own_file = own_file
+        self._conn: sqlite3.Connection | None = None
+        #: whether opening found no usable index (new, rebuilt): everything is applied again
+        self.fresh = False
+
+    # -- opening -------------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Open (creating, or rebuilding a corrupt or foreign index with a warning)."""
+        try:
+            self._open()
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            if not self.own_file:
+                raise IndexCorrupt(f"run index in {self.path} cannot be read: {exc}") from exc
+            log.warning(
+                "run index %s is corrupt (%s): rebuilding it from the history", self.path, exc
+            )
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(self.path + suffix)
+            self._open()
+            self.fresh = True
+
+    def _open(self) -> None:
+        if self.path != ":memory:" and self.own_file:
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        self._conn = conn
+        conn.row_factory = sqlite3.Row
+        if self.path != ":memory:":
+            conn.execute("PRAGMA journal_mode=WAL")
+            # NORMAL: the index can always be rebuilt from the history; a lost tail is
+            # applied again from the offsets that did reach the disk.
+            conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout = 30000")
+        if self.own_file and self.path != ":memory:":
+            conn.execute("PRAGMA quick_check").fetchone()
+        had = {
+            r[0]
+            for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            if r[0] in _TABLES
+        }
+        meta: dict[str, str] = {}
+        if "runindex_meta" in had:
+            meta = dict(conn.execute("SELECT name, value FROM runindex_meta").fetchall())
+        wanted = {"schema": str(SCHEMA_VERSION), "identity": self.identity}
+        if had and meta != wanted:
+            log.warning(
+                "run index %s was built %s: rebuilding it from the history",
+                self.path,
+                f"for {meta.get('identity')}"
+                if meta.get("schema") == wanted["schema"]
+                else "by another version",
+            )
+            with self._transaction() as c:
+                for table in _TABLES:
+                    c.execute(f"DROP TABLE IF EXISTS {table}")
+            had = set()
+        if not had:
+            self.fresh = True
+            conn.executescript(_SCHEMA)
+            conn.executemany("INSERT OR IGNORE INTO runindex_meta VALUES (?, ?)", wanted.items())
+
+    def close(self) -> None:
+        """Close the connection; idempotent."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """The open connection."""
+        if self._conn is None:
+            raise DeerflowError("the run index is not open")
+        return self._conn
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def offsets(self, topic: str) -> dict[int, int]:
+        """Per partition of ``topic``, the offset of the next record to apply."""
+        rows = self.conn.execute(
+            "SELECT partition_id, next_offset FROM runindex_offsets WHERE topic = ?", (topic,)
+        )
+        return {int(p): int(o) for p, o in rows}
+
+    def apply(self, topic: str, changes: Sequence[Change], offsets: Mapping[int, int]) -> None:
+        """Write the changed rows and the offsets they cover, in one transaction.
+
+        A row is replaced only by one folded further; an offset only moves forward.
+        """
+        with self._transaction() as c:
+            for change in changes:
+                self._write_row(c, change)
+            c.executemany(
+                "INSERT INTO runindex_offsets VALUES (?, ?, ?) "
+                "ON CONFLICT (topic, partition_id) DO UPDATE SET next_offset = "
+                "MAX(next_offset, excluded.next_offset)",
+                [(topic, p, o) for p, o in offsets.items()],
+            )
+
+    @staticmethod
+    def _write_row(c: sqlite3.Connection, change: Change) -> None:
+        s = change.state
+        kind, name = trigger_kind_and_name(s)
+        body, output_size = row_body(s)
+        cur = c.execute(
+            "INSERT INTO runindex_runs VALUES "
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (run_id) DO UPDATE SET "
+            "status = excluded.status, parked = excluded.parked, "
+            "finished_at = excluded.finished_at, error = excluded.error, "
+            "failed_task = excluded.failed_task, machine_state = excluded.machine_state, "
+            "retries = excluded.retries, events = excluded.events, "
+            "output_size = excluded.output_size, last_offset = excluded.last_offset, "
+            "body = excluded.body "
+            "WHERE excluded.last_offset > runindex_runs.last_offset",
+            (
+                s.run_id,
+                s.workflow,
+                s.version,
+                s.status,
+                s.parked if s.status == RUN_RUNNING else None,
+                kind,
+                name,
+                s.parent.run_id if s.parent else None,
+                s.correlation_id,
+                s.started_at or 0.0,
+                s.finished_at,
+                s.error,
+                s.failed_task,
+                s.machine_state,
+                s.retries,
+                s.events,
+                output_size,
+                change.partition,
+                change.first_offset,
+                change.last_offset,
+                body,
+            ),
+        )
+        if cur.rowcount and s.search_attributes:
+            c.executemany(
+                "INSERT OR REPLACE INTO runindex_attributes VALUES (?, ?, ?, ?)",
+                [
+                    (s.run_id, attr, *attribute_value(attr, value))
+                    for attr, value in s.search_attributes.items()
+                ],
+            )
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def row(self, run_id: str) -> sqlite3.Row | None:
+        """The row of ``run_id``, or ``None``."""
+        found: sqlite3.Row | None = self.conn.execute(
+            "SELECT * FROM runindex_runs WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        return found
+
+    def rows(self, run_ids: Iterable[str]) -> dict[str, sqlite3.Row]:
+        """The rows of these runs, by id (absent ones left out)."""
+        ids = list(run_ids)
+        found: dict[str, sqlite3.Row] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in self.conn.execute(
+                f"SELECT * FROM runindex_runs WHERE run_id IN ({marks})", chunk
+            ):
+                found[row["run_id"]] = row
+        return found
+
+    def attributes(self, run_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The search attributes of these runs, as Python values, by run id."""
+        found: dict[str, dict[str, Any]] = {}
+        ids = list(run_ids)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for run_id, name, kind, value in self.conn.execute(
+                "SELECT run_id, name, kind, value FROM runindex_attributes "
+                f"WHERE run_id IN ({marks}) ORDER BY run_id, name",
+                chunk,
+            ):
+                found.setdefault(run_id, {})[name] = attribute_python(kind, value)
+        return found
+
+    def query(self, q: RunQuery) -> list[sqlite3.Row]:
+        """The rows ``q`` selects, newest first."""
+        where, args = self._where(q)
+        sql = "SELECT * FROM runindex_runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY started_at DESC, run_id DESC"
+        if q.limit is not None:
+            sql += " LIMIT ?"
+            args.append(min(max(0, q.limit), _INT64))  # SQLite's integers are 64-bit
+        return list(self.conn.execute(sql, args))
+
+    def _where(self, q: RunQuery) -> tuple[list[str], list[Any]]:
+        where: list[str] = []
+        args: list[Any] = []
+        for sql, value in (
+            ("workflow = ?", q.workflow),
+            ("parent_run_id = ?", q.parent),
+            ("started_at >= ?", q.since),
+            ("started_at <= ?", q.until),
+            ("machine_state = ?", q.state),
+        ):
+            if value is not None:
+                where.append(sql)
+                args.append(value)
+        if q.status is not None:
+            where.append(_STATUS.get(q.status, "status = ?"))
+            args += [] if q.status in _STATUS else [q.status]
+        if q.trigger is not None:
+            where.append("(trigger_kind = ? OR trigger_name = ?)")
+            args += [q.trigger, q.trigger]
+        for name, value in q.attributes.items():
+            where.append(
+                "run_id IN (SELECT run_id FROM runindex_attributes "
+                "WHERE name = ? AND kind = ? AND value = ?)"
+            )
+            args += [name, *attribute_value(name, value)]
+        if q.after is not None:
+            where.append("(started_at < ? OR (started_at = ? AND run_id < ?))")
+            started = self._started_at(q.after)
+            args += [started, started, q.after]
+        return where, args
+
+    def _started_at(self, run_id: str) -> float:
+        found = self.conn.execute(
+            "SELECT started_at FROM runindex_runs WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        if found is None:
+            raise RunNotFound(f"no run {run_id!r} to list runs after")
+        return float(found[0])
+
+    def counts(self, q: RunQuery | None = None) -> dict[str, int]:
+        """Runs by status (``parked`` apart from ``running``), among those ``q`` selects.
+
+        Without filters, or by workflow only, read from counts kept with the rows (no scan).
+        """
+        q = q or RunQuery()
+        if replace(q, workflow=None, limit=None) == RunQuery(limit=None):
+            sql = "SELECT status, SUM(runs) FROM runindex_counts"
+            rows = self.conn.execute(
+                sql + (" WHERE workflow = ?" if q.workflow else "") + " GROUP BY status",
+                (q.workflow,) if q.workflow else (),
+            )
+            return {s: int(n) for s, n in rows if n}
+        where, args = self._where(q)
+        sql = (
+            "SELECT CASE WHEN status = 'running' AND parked IS NOT NULL THEN 'parked' "
+            "ELSE status END AS s, COUNT(*) FROM runindex_runs"
+        )
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return {s: int(n) for s, n in self.conn.execute(sql + " GROUP BY s", args)}
+
+    def distinct(self, column: str, limit: int = 200) -> list[str]:
+        """The distinct values of ``column`` (workflow, trigger_name, ...), sorted."""
+        if column not in ("workflow", "trigger_kind", "trigger_name"):
+            raise ValueError(column)
+        rows = self.conn.execute(
+            f"SELECT DISTINCT {column} FROM runindex_runs WHERE {column} IS NOT NULL "
+            f"ORDER BY {column} LIMIT ?",
+            (limit,),
+        )
+        return [r[0] for r in rows]
+
+    def ids_starting(self, prefix: str, limit: int = 50) -> list[str]:
+        """Run ids starting with ``prefix``, shortest first."""
+        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1) if prefix else None
+        sql = "SELECT run_id FROM runindex_runs WHERE run_id >= ?"
+        args: list[Any] = [prefix]
+        if upper is not None:
+            sql += " AND run_id < ?"
+            args.append(upper)
+        sql += " ORDER BY LENGTH(run_id), run_id LIMIT ?"
+        args.append(limit)
+        return [r[0] for r in self.conn.execute(sql, args)]
+
+    def trigger_stats(self) -> list[tuple[str, int, sqlite3.Row]]:
+        """Per trigger name: how many runs it started, and the row of its newest run."""
+        found = []
+        for name, runs in self.conn.execute(
+            "SELECT trigger_name, COUNT(*) FROM runindex_runs "
+            "WHERE trigger_name IS NOT NULL GROUP BY trigger_name ORDER BY trigger_name"
+        ).fetchall():
+            newest = self.conn.execute(
+                "SELECT * FROM runindex_runs WHERE trigger_name = ? "
+                "ORDER BY started_at DESC, run_id DESC LIMIT 1",
+                (name,),
+            ).fetchone()
+            found.append((str(name), int(runs), newest))
+        return found
+
+    def ended_before(self, moment: float, limit: int = 1000) -> list[RunRow]:
+        """Ended runs that finished before ``moment``, oldest first, with where their history
+        lies (what retention and archival select)."""
+        rows = self.conn.execute(
+            "SELECT run_id, partition_id, first_offset, last_offset, status FROM runindex_runs "
+            "WHERE finished_at IS NOT NULL AND finished_at < ? AND status != 'running' "
+            "ORDER BY finished_at LIMIT ?",
+            (moment, limit),
+        )
+        return [RunRow(r[0], int(r[1]), int(r[2]), int(r[3]), r[4]) for r in rows]
+
+    def total(self) -> int:
+        """How many runs the index knows."""
+        return int(self.conn.execute("SELECT COUNT(*) FROM runindex_runs").fetchone()[0])
