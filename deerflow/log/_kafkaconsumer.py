@@ -98,8 +98,10 @@ class KafkaLogReader(LogReader):
             if highwater is None or highwater <= position:
                 continue
             try:
-                moved = await consumer.position(their_tp)
-            except KafkaError:  # no longer assigned (a rebalance): the next poll tells
+                # Bounded: aiokafka waits for a position being reset (a paused partition's
+                # waits until it is fetched again); the next poll asks again.
+                moved = await asyncio.wait_for(consumer.position(their_tp), 0.5)
+            except (KafkaError, TimeoutError):  # no longer assigned, or not known yet
                 continue
             if moved > position:
                 self._positions[tp] = moved
