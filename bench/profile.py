@@ -111,7 +111,7 @@ async def profile_sqlite(ctx: BenchContext, runs: int, rounds: int, seconds: flo
 def _owner(frame: str) -> str | None:
     """``deerflow/engine/_worker.py`` for a py-spy frame in deerflow's code, else ``None``."""
     where = frame.rpartition(" (")[2]
-    if "deerflow/" not in where or "deerflow/cli.py" in where or "__main__" in where:
+    if "deerflow/" not in where or "deerflow/cli/_app.py" in where or "__main__" in where:
         return None
     return "deerflow/" + where.split("deerflow/", 1)[1].split(":", 1)[0]
 

@@ -27,7 +27,7 @@ import yaml
 from aiokafka import AIOKafkaProducer
 
 from deerflow import Engine
-from deerflow._loader import load_module_workflows
+from deerflow.cli._loader import load_module_workflows
 from deerflow.connectors import ApiKeys, load_config
 from deerflow.connectors._auth import configured_secrets
 from deerflow.engine import Topics

@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from deerflow._loader import load_module_workflows
+from deerflow.cli._loader import load_module_workflows
 from deerflow.serve import serve
 from tests.cli_lines import deerflow_invocations, parse_deerflow
 

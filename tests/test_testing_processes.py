@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from deerflow import Engine
-from deerflow._loader import load_module_workflows
+from deerflow.cli._loader import load_module_workflows
 from deerflow.testing import WorkerProcesses
 
 APP = """

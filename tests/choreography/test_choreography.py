@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from deerflow import Engine, EventStore, NonRetryableError, Workflow, publish_event
-from deerflow._loader import load_module_workflows
+from deerflow.cli._loader import load_module_workflows
 from deerflow.errors import EventStoreError
 from deerflow.eventstore import Message, StoredEvent, TopicPartition
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from deerflow import Engine, EventStore
-from deerflow._loader import load_module_workflows
+from deerflow.cli._loader import load_module_workflows
 from tests.choreography.processes import Processes, child_env
 from tests.choreography.test_choreography import APPS, CHAIN, chain_of
 from tests.services import unique_name

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from deerflow import Engine
-from deerflow._loader import load_module_workflows
+from deerflow.cli._loader import load_module_workflows
 from tests.services import unique_name
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from deerflow import Engine, Workflow
-from deerflow._loader import load_module_workflows
+from deerflow.cli._loader import load_module_workflows
 from deerflow.core import _history as h
 from deerflow.log.base import Message
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from deerflow import DynamicTasks, Engine, Workflow
-from deerflow._loader import load_module_workflows
+from deerflow.cli._loader import load_module_workflows
 from deerflow.core import _history as h
 from tests.engine.apps.sink import Sink
 from tests.logs import history

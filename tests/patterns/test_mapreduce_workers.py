@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from deerflow import Engine
-from deerflow._loader import load_module_workflows
+from deerflow.cli._loader import load_module_workflows
 from tests.engine.apps.sink import Sink
 from tests.processes import Workers
 

@@ -15,7 +15,7 @@ import random
 import pytest
 
 from deerflow import Engine, RunHandle, Workflow
-from deerflow._loader import load_module_workflows
+from deerflow.cli._loader import load_module_workflows
 from deerflow.errors import EventStoreError
 from deerflow.eventstore import open_log
 from tests.engine.apps.sink import Sink

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from deerflow import Engine
-from deerflow._loader import load_module_workflows
+from deerflow.cli._loader import load_module_workflows
 from tests.engine.apps.sink import Sink
 from tests.processes import Workers
 from tests.reliability.conftest import APPS

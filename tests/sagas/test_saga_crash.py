@@ -7,7 +7,7 @@ import signal
 from pathlib import Path
 
 from deerflow import Engine
-from deerflow._loader import load_module_workflows
+from deerflow.cli._loader import load_module_workflows
 from tests.engine.apps.sink import Sink
 from tests.processes import wait_for_file, workers  # noqa: F401 - fixture
 

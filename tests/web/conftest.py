@@ -22,7 +22,7 @@ import aiohttp
 import pytest
 
 from deerflow import Engine
-from deerflow._loader import load_module_workflows
+from deerflow.cli._loader import load_module_workflows
 from deerflow.connectors import ApiKeys, WebhookGateway, sources_for
 from deerflow.core._state import RunState
 from deerflow.metrics import EngineMetrics

@@ -19,7 +19,7 @@ from urllib.parse import quote
 import pytest
 
 from deerflow import Engine, _codec
-from deerflow._loader import load_module_workflows
+from deerflow.cli._loader import load_module_workflows
 from deerflow.log.base import Message
 from tests.web.apps.xss_app import ALL, PAYLOADS
 from tests.web.conftest import Process, serving

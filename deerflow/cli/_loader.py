@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-from deerflow._tracebacks import as_python_shows
+from deerflow.cli._tracebacks import as_python_shows
 from deerflow.errors import DeerflowError
 from deerflow.workflow import Workflow
 

@@ -114,7 +114,7 @@ def execute(main: Callable[[], Awaitable[T]], store: str | None, *, ctrl_c_ends:
 
 def load_apps(apps: list[str] | None) -> list[Workflow]:
     """Every workflow the ``--app`` files define, each once."""
-    from deerflow._loader import load_module_workflows
+    from deerflow.cli._loader import load_module_workflows
 
     found: dict[int, Workflow] = {}
     for app in apps or ():

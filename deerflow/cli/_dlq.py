@@ -9,10 +9,10 @@ import typer
 from rich.console import RenderableType
 from rich.text import Text
 
-from deerflow._cli_base import AppOpt, JsonOpt, StoreOpt, emit_json, execute, open_engine, out
-from deerflow._cli_letters import letter_text, origin
-from deerflow._cli_live import short_when
-from deerflow._cli_table import Column, fitted_table
+from deerflow.cli._base import AppOpt, JsonOpt, StoreOpt, emit_json, execute, open_engine, out
+from deerflow.cli._letters import letter_text, origin
+from deerflow.cli._live import short_when
+from deerflow.cli._table import Column, fitted_table
 from deerflow.web import _dlq
 
 dlq_app = typer.Typer(help="Inspect and replay dead letters.", no_args_is_help=True)

@@ -16,7 +16,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from deerflow._tracebacks import users_frames
+from deerflow.cli._tracebacks import users_frames
 from deerflow.core._expand import node_of
 from deerflow.runtime._results import RunResult, TaskResult
 

@@ -1,4 +1,4 @@
-"""The ``deerflow`` command line (exit codes: see :mod:`deerflow._cli_base`)."""
+"""The ``deerflow`` command line (exit codes: see :mod:`deerflow.cli._base`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 import deerflow._codec as _codec
-from deerflow._cli_base import (
+from deerflow.cli._base import (
     INTERRUPTED,
     TIMED_OUT,
     JsonOpt,
@@ -24,8 +24,8 @@ from deerflow._cli_base import (
     out,
     store_flag,
 )
-from deerflow._cli_run import follow_run, not_finished, print_outcome
-from deerflow._loader import load_module_workflows
+from deerflow.cli._loader import load_module_workflows
+from deerflow.cli._run import follow_run, not_finished, print_outcome
 from deerflow.errors import DeerflowError
 from deerflow.logs import configure_logging
 from deerflow.runtime._engine import Engine, default_store
@@ -165,7 +165,7 @@ async def _until_signalled() -> None:
     await stop.wait()
 
 
-# `deerflow runs list|show|cancel|retry` live in deerflow/_cli_ops.py (registered below).
+# `deerflow runs list|show|cancel|retry` live in deerflow/cli/_ops.py (registered below).
 
 
 def main() -> None:
@@ -186,7 +186,7 @@ from deerflow.serve import serve_command, triggers_app  # noqa: E402 - registere
 app.command("serve")(serve_command)
 app.add_typer(triggers_app, name="triggers")
 
-# -- `deerflow runs ...`, `events tail`, `dlq`, `ui` (implemented in deerflow/_cli_ops.py) -----
-from deerflow._cli_ops import register as _register_ops  # noqa: E402 - registered after `app`
+# -- `deerflow runs ...`, `events tail`, `dlq`, `ui` (implemented in deerflow/cli/_ops.py) -----
+from deerflow.cli._ops import register as _register_ops  # noqa: E402 - registered after `app`
 
 _register_ops(app, runs_app)

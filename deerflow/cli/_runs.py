@@ -3,7 +3,7 @@
 Every command opens the store read-mostly (no orchestrator, no worker), answers from the run
 index, and acts only by appending history events, so it is safe next to running
 ``deerflow serve`` / ``deerflow worker`` processes. ``--json`` prints machine-readable output
-on stdout; exit codes are those of :mod:`deerflow._cli_base`.
+on stdout; exit codes are those of :mod:`deerflow.cli._base`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 import deerflow._codec as _codec
-from deerflow._cli_base import (
+from deerflow.cli._base import (
     JsonOpt,
     RunIdArg,
     StoreOpt,
@@ -28,10 +28,10 @@ from deerflow._cli_base import (
     out,
     store_flag,
 )
-from deerflow._cli_live import STYLE, elapsed, run_view, short_when, when
-from deerflow._cli_run import watch
-from deerflow._cli_table import Column, fitted_table
-from deerflow._progress import RunProgress
+from deerflow.cli._live import STYLE, elapsed, run_view, short_when, when
+from deerflow.cli._progress import RunProgress
+from deerflow.cli._run import watch
+from deerflow.cli._table import Column, fitted_table
 from deerflow.engine import Engine
 from deerflow.errors import DeerflowError
 from deerflow.runtime._results import RunResult

@@ -1,5 +1,5 @@
 """``deerflow events tail`` and ``deerflow ui``, and where every operating command is
-registered (``runs`` in :mod:`deerflow._cli_runs`, ``dlq`` in :mod:`deerflow._cli_dlq`)."""
+registered (``runs`` in :mod:`deerflow.cli._runs`, ``dlq`` in :mod:`deerflow.cli._dlq`)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from typing import Annotated
 
 import typer
 
-from deerflow._cli_base import AppOpt, JsonOpt, StoreOpt, execute, load_apps, open_engine, out
-from deerflow._cli_dlq import dlq_app
-from deerflow._cli_runs import runs_cancel, runs_list, runs_retry, runs_send, runs_show
-from deerflow._cli_tail import tail_topic
+from deerflow.cli._base import AppOpt, JsonOpt, StoreOpt, execute, load_apps, open_engine, out
+from deerflow.cli._dlq import dlq_app
+from deerflow.cli._runs import runs_cancel, runs_list, runs_retry, runs_send, runs_show
+from deerflow.cli._tail import tail_topic
 
 events_app = typer.Typer(help="Read the event log.", no_args_is_help=True)
 

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.text import Text
 
 from deerflow import _codec
-from deerflow._cli_live import when
+from deerflow.cli._live import when
 from deerflow.eventstore.base import EventLog, Record, TopicPartition
 
 

@@ -9,8 +9,8 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 import deerflow._codec as _codec
-from deerflow._cli_base import store_flag
-from deerflow._cli_live import when
+from deerflow.cli._base import store_flag
+from deerflow.cli._live import when
 from deerflow.web._dlq import DeadLetterEntry
 
 #: Body fields every letter has; what is left says what the letter carried.

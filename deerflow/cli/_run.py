@@ -14,8 +14,8 @@ from rich.console import Console
 from rich.markup import escape
 
 import deerflow._codec as _codec
-from deerflow._cli_base import WaitTimedOut, store_flag
-from deerflow._progress import RunProgress
+from deerflow.cli._base import WaitTimedOut, store_flag
+from deerflow.cli._progress import RunProgress
 from deerflow.engine import Engine, Workflow
 from deerflow.runtime._results import RunResult
 from deerflow.web._runs import result_of

@@ -10,7 +10,7 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-from deerflow._cli_live import STYLE, in_order
+from deerflow.cli._live import STYLE, in_order
 from deerflow.runtime._results import RunResult, TaskResult
 
 _MARK = {"completed": "✔", "failed": "✘", "skipped": "⤼", "pending": "·", "retrying": "↻"}
