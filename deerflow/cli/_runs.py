@@ -35,7 +35,7 @@ from deerflow.cli._table import Column, fitted_table
 from deerflow.engine import Engine
 from deerflow.errors import DeerflowError
 from deerflow.runtime._results import RunResult
-from deerflow.runtime._visibility import attribute_value
+from deerflow.runtime._runrows import attribute_value
 from deerflow.web import _runs
 
 FollowTimeoutOpt = Annotated[

@@ -39,7 +39,7 @@ from deerflow.core._expand import node_of
 from deerflow.core._state import RunState
 from deerflow.log.base import LogReader, TopicPartition
 from deerflow.runtime import Engine
-from deerflow.runtime._visibility import RunQuery
+from deerflow.runtime._runrows import RunQuery
 
 __all__ = [
     "CONTENT_TYPE",

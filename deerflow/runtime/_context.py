@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from deerflow.core import _history as h
 from deerflow.events import parse_trigger_event
 from deerflow.log.base import Message
-from deerflow.runtime._visibility import attribute_value
+from deerflow.runtime._runrows import attribute_value
 
 _TASK_LOGGER = logging.getLogger("deerflow.task")
 #: Attempts whose recorded events are not appended yet, at most (the oldest are dropped:

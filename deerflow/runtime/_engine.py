@@ -21,7 +21,7 @@ from deerflow.runtime._orchestrator import Orchestrator
 from deerflow.runtime._registry import WorkflowRegistry
 from deerflow.runtime._results import RunResult, run_result
 from deerflow.runtime._runindex import RunIndex
-from deerflow.runtime._visibility import RunQuery
+from deerflow.runtime._runrows import RunQuery
 from deerflow.runtime._waiters import RunMoved
 from deerflow.runtime._worker import Worker
 from deerflow.runtime.hooks import HookChain

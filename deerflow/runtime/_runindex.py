@@ -38,14 +38,8 @@ from deerflow.core._topics import Topics
 from deerflow.log.base import EventLog, LogReader, Record, TopicPartition
 from deerflow.log.memory import MemoryEventLog
 from deerflow.log.sqlite import SqliteEventLog
-from deerflow.runtime._visibility import (
-    Change,
-    RunQuery,
-    RunRow,
-    VisibilityStore,
-    row_complete,
-    summary_state,
-)
+from deerflow.runtime._runrows import Change, RunQuery, RunRow, row_complete, summary_state
+from deerflow.runtime._visibility import VisibilityStore
 
 log = logging.getLogger("deerflow.runindex")
 

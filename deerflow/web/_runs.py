@@ -22,7 +22,7 @@ from deerflow.core._state import RUN_FAILED, RunState
 from deerflow.engine import Engine
 from deerflow.errors import DeerflowError, RunNotFound
 from deerflow.runtime._results import RunResult, run_result
-from deerflow.runtime._visibility import RunQuery
+from deerflow.runtime._runrows import RunQuery
 from deerflow.web import _graph
 
 #: Events of one run shown at most (the newest are kept); a page is not a log dump.

@@ -17,7 +17,8 @@ from deerflow.core import _history as h
 from deerflow.core._state import RunState
 from deerflow.errors import DeerflowError
 from deerflow.log.base import TopicPartition
-from deerflow.runtime._visibility import Change, RunQuery, VisibilityStore
+from deerflow.runtime._runrows import Change, RunQuery
+from deerflow.runtime._visibility import VisibilityStore
 
 
 def orders() -> Workflow:

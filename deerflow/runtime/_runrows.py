@@ -1,0 +1,274 @@
+"""The run index's rows: their SQL tables, typed search attributes, queries, and how a folded
+run becomes a row and a row a summary of the run.
+
+:mod:`deerflow.runtime._visibility` keeps these rows in SQLite; this module is what a row is.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import deerflow._codec as _codec
+from deerflow.core import _history as h
+from deerflow.core._state import RUN_RUNNING, RunState
+
+#: Bumped when the tables change: an index of another version is rebuilt from the history.
+SCHEMA_VERSION = 2
+#: JSON values (params, input, output, trigger) larger than this stay out of a row; a run's
+#: own history gives them back (``get_run``).
+ROW_VALUE_LIMIT = 8192
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runindex_meta (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS runindex_offsets (
+    topic TEXT NOT NULL,
+    partition_id INTEGER NOT NULL,
+    next_offset INTEGER NOT NULL,
+    PRIMARY KEY (topic, partition_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS runindex_runs (
+    run_id TEXT PRIMARY KEY,
+    workflow TEXT NOT NULL,
+    version TEXT NOT NULL,
+    status TEXT NOT NULL,
+    parked TEXT,
+    trigger_kind TEXT,
+    trigger_name TEXT,
+    parent_run_id TEXT,
+    correlation_id TEXT,
+    started_at REAL NOT NULL,
+    finished_at REAL,
+    error TEXT,
+    failed_task TEXT,
+    machine_state TEXT,
+    retries INTEGER NOT NULL,
+    events INTEGER NOT NULL,
+    output_size INTEGER,
+    partition_id INTEGER NOT NULL,
+    first_offset INTEGER NOT NULL,
+    last_offset INTEGER NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runindex_by_start ON runindex_runs (started_at, run_id);
+CREATE INDEX IF NOT EXISTS runindex_by_workflow
+    ON runindex_runs (workflow, started_at, run_id);
+CREATE INDEX IF NOT EXISTS runindex_by_status ON runindex_runs (status, started_at, run_id);
+CREATE INDEX IF NOT EXISTS runindex_by_trigger
+    ON runindex_runs (trigger_kind, started_at, run_id);
+CREATE INDEX IF NOT EXISTS runindex_by_parent ON runindex_runs (parent_run_id);
+CREATE INDEX IF NOT EXISTS runindex_by_end ON runindex_runs (finished_at)
+    WHERE finished_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS runindex_by_trigger_name
+    ON runindex_runs (trigger_name, started_at, run_id);
+CREATE TABLE IF NOT EXISTS runindex_counts (
+    workflow TEXT NOT NULL,
+    status TEXT NOT NULL,
+    runs INTEGER NOT NULL,
+    PRIMARY KEY (workflow, status)
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS runindex_count_new AFTER INSERT ON runindex_runs BEGIN
+    INSERT INTO runindex_counts VALUES (NEW.workflow, _LABEL_NEW, 1)
+    ON CONFLICT (workflow, status) DO UPDATE SET runs = runs + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS runindex_count_moved AFTER UPDATE OF status, parked ON runindex_runs
+WHEN _LABEL_OLD IS NOT _LABEL_NEW BEGIN
+    UPDATE runindex_counts SET runs = runs - 1
+    WHERE workflow = OLD.workflow AND status = _LABEL_OLD;
+    INSERT INTO runindex_counts VALUES (NEW.workflow, _LABEL_NEW, 1)
+    ON CONFLICT (workflow, status) DO UPDATE SET runs = runs + 1;
+END;
+CREATE TABLE IF NOT EXISTS runindex_attributes (
+    run_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    value ANY,
+    PRIMARY KEY (run_id, name)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS runindex_attributes_by_value
+    ON runindex_attributes (name, kind, value);
+"""
+
+#: A row's status as counted: a running run its owner parked counts as parked.
+_LABEL = (
+    "CASE WHEN {0}.status = 'running' AND {0}.parked IS NOT NULL THEN 'parked' ELSE {0}.status END"
+)
+SCHEMA = SCHEMA.replace("_LABEL_NEW", _LABEL.format("NEW")).replace(
+    "_LABEL_OLD", _LABEL.format("OLD")
+)
+TABLES = (
+    "runindex_meta",
+    "runindex_offsets",
+    "runindex_runs",
+    "runindex_attributes",
+    "runindex_counts",
+)
+
+#: Statuses a row's columns tell apart: a parked run is running, its row says parked.
+STATUS = {
+    "parked": "status = 'running' AND parked IS NOT NULL",
+    RUN_RUNNING: "status = 'running' AND parked IS NULL",
+}
+
+INT64 = (1 << 63) - 1
+
+#: The types a search attribute may have, by the name the store keeps.
+ATTRIBUTE_KINDS = ("str", "int", "float", "bool", "datetime")
+
+
+def attribute_value(name: str, value: Any) -> tuple[str, Any]:
+    """``(kind, value as stored)`` of a search attribute; ``TypeError`` for another type.
+
+    A datetime is stored as epoch seconds (a naive one is taken as UTC).
+    """
+    if not isinstance(name, str) or not name or len(name) > 200:
+        raise TypeError(f"a search attribute's name is a non-empty string, not {name!r}")
+    if isinstance(value, bool):
+        return "bool", int(value)
+    if isinstance(value, int):
+        if not -INT64 <= value <= INT64:
+            raise TypeError(f"search attribute {name!r} is an int beyond 64 bits")
+        return "int", value
+    if isinstance(value, float):
+        return "float", value
+    if isinstance(value, str):
+        return "str", value
+    if isinstance(value, datetime):
+        moment = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return "datetime", moment.timestamp()
+    raise TypeError(
+        f"search attribute {name!r} is a {type(value).__name__}: "
+        "use str, int, float, bool or datetime"
+    )
+
+
+def attribute_python(kind: str, stored: Any) -> Any:
+    """The Python value of a stored search attribute."""
+    if kind == "bool":
+        return bool(stored)
+    if kind == "datetime":
+        return datetime.fromtimestamp(float(stored), UTC)
+    return stored
+
+
+@dataclass(frozen=True, slots=True)
+class RunQuery:
+    """Which runs to list, newest first; every criterion is optional.
+
+    Attributes:
+        workflow: the workflow's name.
+        status: a run status (``parked`` runs are the running ones their owner parked).
+        trigger: a trigger kind or name (``manual`` for runs started by hand, ``parent`` for
+            sub-workflow runs).
+        parent: the run that started them as sub-workflows.
+        since, until: bounds of the start time, epoch seconds, inclusive.
+        state: a state machine's current state.
+        attributes: search attributes the run must have, with these values.
+        after: the id of the last run of the previous page (cursor pagination).
+        limit: at most this many runs.
+    """
+
+    workflow: str | None = None
+    status: str | None = None
+    trigger: str | None = None
+    parent: str | None = None
+    since: float | None = None
+    until: float | None = None
+    state: str | None = None
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+    after: str | None = None
+    limit: int | None = 100
+
+
+@dataclass(frozen=True, slots=True)
+class RunRow:
+    """Where a run's history is: its partition, first and last applied offsets."""
+
+    run_id: str
+    partition: int
+    first_offset: int
+    last_offset: int
+    status: str
+
+
+def trigger_kind_and_name(state: RunState) -> tuple[str, str | None]:
+    """What started the run: a trigger's kind and name, else ``manual`` or ``parent``."""
+    trigger = state.trigger
+    if not trigger:
+        return ("manual" if state.parent is None else "parent"), None
+    kind = trigger.get("type")
+    name = trigger.get("trigger")
+    return (str(kind) if kind else "trigger"), (str(name) if name else None)
+
+
+def _small(value: Any) -> tuple[bool, Any]:
+    """``(kept, value)``: a JSON value kept in a row only when it is small."""
+    if value is None:
+        return True, None
+    size = len(_codec.dumps(value))
+    return (True, value) if size <= ROW_VALUE_LIMIT else (False, None)
+
+
+def row_body(state: RunState) -> tuple[bytes, int | None]:
+    """The row's JSON body (what a list shows besides the columns) and the output's size."""
+    body: dict[str, Any] = {"omitted": []}
+    for name in ("params", "input", "output", "trigger"):
+        kept, value = _small(getattr(state, name))
+        body[name] = value
+        if not kept:
+            body["omitted"].append(name)
+    if state.parent is not None:
+        body["parent"] = state.parent.model_dump()
+    if state.traceparent:
+        body["traceparent"] = state.traceparent
+    output_size = None if state.output is None else len(_codec.dumps(state.output))
+    return _codec.dumps(body), output_size
+
+
+def summary_state(row: sqlite3.Row) -> RunState:
+    """A run as its row tells it: everything but its tasks, transitions and timers."""
+    body = _codec.loads(row["body"])
+    parent = body.get("parent")
+    return RunState(
+        run_id=row["run_id"],
+        workflow=row["workflow"],
+        version=row["version"],
+        params=body.get("params") or {},
+        input=body.get("input"),
+        trigger=body.get("trigger"),
+        parent=h.ParentRef(**parent) if parent else None,
+        correlation_id=row["correlation_id"],
+        traceparent=body.get("traceparent"),
+        requested=True,
+        status=row["status"],
+        output=body.get("output"),
+        error=row["error"],
+        failed_task=row["failed_task"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        machine_state=row["machine_state"],
+        events=row["events"],
+        retries=row["retries"],
+        parked=row["parked"],
+    )
+
+
+def row_complete(row: sqlite3.Row) -> bool:
+    """Whether the row holds every value of the run (none was too large to keep)."""
+    return not _codec.loads(row["body"]).get("omitted")
+
+
+@dataclass(slots=True)
+class Change:
+    """A run's row as a batch of history records left it."""
+
+    state: RunState
+    partition: int
+    first_offset: int
+    last_offset: int
