@@ -192,13 +192,17 @@ class ApacheKafka(Service):
         """The broker's output (kept by ``stop(keep_log=True)``)."""
         return self.directory / "server.log"
 
-    def stop(self, *, keep_log: bool = False) -> None:
-        """SIGTERM (a controlled shutdown), kill after :data:`STOP_TIMEOUT`; then remove the
-        directory, or only the data with ``keep_log`` (for a failed test's report)."""
+    def stop(self, *, keep_log: bool = False, grace: float = STOP_TIMEOUT) -> None:
+        """SIGTERM (a controlled shutdown), kill after ``grace`` seconds; then remove the
+        directory, or only the data with ``keep_log`` (for a failed test's report).
+
+        A throwaway broker can pass a short ``grace``: a single-node KRaft broker's controlled
+        shutdown often takes the whole :data:`STOP_TIMEOUT`, and its data is removed anyway.
+        """
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
-                self.process.wait(timeout=STOP_TIMEOUT)
+                self.process.wait(timeout=grace)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
