@@ -32,6 +32,21 @@ DEFAULT_STORE = "sqlite:///deerflow.db"
 SETTLE_WAIT = 2.0  # s Engine.wait gives a joining orchestrator to learn which runs it owns
 
 
+def snapshot_setting(given: int | None) -> int:
+    """``snapshot_every`` as given, else ``DEERFLOW_SNAPSHOT_EVERY``, else the default."""
+    if given is None:
+        raw = os.environ.get("DEERFLOW_SNAPSHOT_EVERY", "").strip()
+        try:
+            given = int(raw) if raw else SNAPSHOT_EVERY
+        except ValueError:
+            raise DeerflowError(
+                f"DEERFLOW_SNAPSHOT_EVERY must be a whole number of records, not {raw!r}"
+            ) from None
+    if given < 0:
+        raise DeerflowError(f"snapshot_every must be 0 (none) or more, not {given}")
+    return given
+
+
 def default_store() -> str:
     """``DEERFLOW_STORE``, else an SQLite file ``deerflow.db`` in the working directory."""
     return os.environ.get("DEERFLOW_STORE") or DEFAULT_STORE
@@ -91,7 +106,8 @@ class Engine:
         index: the run index's SQLite file (``DEERFLOW_INDEX``; default: the SQLite store
             file itself, in memory for ``memory://``, ``.deerflow/runindex-*.db`` on Kafka).
         snapshot_every: history records folded in a partition between two snapshots of it
-            (``0``: no snapshots; a new owner then folds every partition from offset 0).
+            (``DEERFLOW_SNAPSHOT_EVERY``, default 5000; ``0``: no snapshots, a new owner then
+            folds every partition from offset 0).
         dedupe_window: seconds an ended run's tombstone is kept after its end: within it a
             duplicate request of the run is ignored, after it the run id starts again.
         dedupe_limit: tombstones kept per history partition at most (the oldest go first).
@@ -112,7 +128,7 @@ class Engine:
         eager: bool = True,
         plugins: Iterable[Plugin] = (),
         index: str | None = None,
-        snapshot_every: int = SNAPSHOT_EVERY,
+        snapshot_every: int | None = None,
         dedupe_window: float = DEDUPE_WINDOW,
         dedupe_limit: int = DEDUPE_LIMIT,
         **options: Any,
@@ -132,7 +148,7 @@ class Engine:
                 self.log,
                 self.registry,
                 self.topics,
-                snapshot_every=snapshot_every,
+                snapshot_every=snapshot_setting(snapshot_every),
                 dedupe_window=dedupe_window,
                 dedupe_limit=dedupe_limit,
             )

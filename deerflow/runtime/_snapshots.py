@@ -190,7 +190,9 @@ class Snapshots:
                 snapshot_invalid(tp.partition, exc)
         return images
 
-    def _image(self, manifest: dict[str, Any], records: list[Record], partition: int) -> Any:
+    def _image(
+        self, manifest: dict[str, Any], records: list[Record], partition: int
+    ) -> PartitionImage:
         by_offset = {r.offset: r for r in records}
         parts = []
         for offset in manifest["chunks"]:
@@ -201,24 +203,30 @@ class Snapshots:
         body = b"".join(parts)
         if len(body) != manifest["size"] or hashlib.sha256(body).hexdigest() != manifest["sha256"]:
             raise SnapshotInvalid("its checksum does not match")
-        try:
-            data = orjson.loads(body)
-            if (data["format"], data["partition"], data["covered"]) != (
-                FORMAT,
-                partition,
-                manifest["covered"],
-            ):
-                raise SnapshotInvalid("its body does not match its manifest")
-            image = PartitionImage(
-                covered=int(data["covered"]),
-                runs=[from_json(state, RunState) for state in data["runs"]],
-                ended=[(str(r), int(n), float(t)) for r, n, t in data["ended"]],
-                parked={str(k): str(v) for k, v in data["parked"].items()},
-            )
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise SnapshotInvalid(f"its body does not decode: {exc!r}") from exc
+        image = decode_body(body, partition)
+        if image.covered != manifest["covered"]:
+            raise SnapshotInvalid("its body does not match its manifest")
         self._slots[partition] = int(manifest.get("slot", self._slots.get(partition, 1)))
         return image
+
+
+def decode_body(body: bytes, partition: int) -> PartitionImage:
+    """The image :meth:`Snapshots.encode` made ``body`` of, for ``partition``; raises
+    :class:`SnapshotInvalid` if it is not one (another format, partition or schema)."""
+    try:
+        data = orjson.loads(body)
+        found = (data["format"], data["partition"], data["fingerprint"])
+        expected = (FORMAT, partition, schema_fingerprint(RunState))
+        if found != expected:
+            raise SnapshotInvalid(f"its body is of {found}, not {expected}")
+        return PartitionImage(
+            covered=int(data["covered"]),
+            runs=[from_json(state, RunState) for state in data["runs"]],
+            ended=[(str(r), int(n), float(t)) for r, n, t in data["ended"]],
+            parked={str(k): str(v) for k, v in data["parked"].items()},
+        )
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise SnapshotInvalid(f"its body does not decode: {exc!r}") from exc
 
 
 def _manifest(records: list[Record], at: int, history: str, partition: int) -> dict[str, Any]:
