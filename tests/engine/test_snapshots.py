@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter, deque
+from typing import Any
 
 import orjson
 import pytest
@@ -15,7 +16,7 @@ import pytest
 from deerflow import Engine, Workflow
 from deerflow.core import _history as h
 from deerflow.core._state import Expansion, RunState, TaskState
-from deerflow.log.base import EventLog, Message, TopicPartition
+from deerflow.log.base import EventLog, Message, Record, TopicPartition
 from deerflow.runtime._snapcodec import decode, encode, schema_fingerprint
 from deerflow.runtime._snapshots import Snapshots
 from deerflow.runtime._tombstones import EndedRuns
@@ -45,9 +46,9 @@ def failing_once() -> Workflow:
     return wf
 
 
-async def finish_runs(store: str, wf: Workflow, count: int, **options: object) -> int:
+async def finish_runs(store: str, wf: Workflow, count: int, snapshot_every: int) -> int:
     """Run ``count`` runs ``o-<i>`` to their end; returns the history's record count."""
-    async with Engine(store, [wf], **options) as engine:
+    async with Engine(store, [wf], snapshot_every=snapshot_every) as engine:
         for i in range(count):
             handle = await engine.start(wf, params={"order": i}, run_id=f"o-{i}")
             assert (await handle.result(timeout=60)).status == "completed"
@@ -94,11 +95,13 @@ async def test_a_run_waiting_for_a_retry_is_carried_by_the_snapshot(store, caplo
     assert used >= 1 and folded == 0
 
 
-async def newest_manifests(log: EventLog, snapshots: Snapshots, partitions: int) -> dict:
+async def newest_manifests(
+    log: EventLog, snapshots: Snapshots, partitions: int
+) -> dict[TopicPartition, tuple[Record, dict[str, Any]]]:
     """Each snapshot partition's newest manifest: its position and content."""
     tps = [TopicPartition(snapshots.topic, p) for p in range(partitions)]
     committed = await log.group_offsets(snapshots.group, tps)
-    found = {}
+    found: dict[TopicPartition, tuple[Record, dict[str, Any]]] = {}
     for tp, offset in committed.items():
         if offset:
             [record, *_] = await log.read_partition(tp, offset - 1)
@@ -106,19 +109,19 @@ async def newest_manifests(log: EventLog, snapshots: Snapshots, partitions: int)
     return found
 
 
-def truncated(manifest: dict) -> dict:
+def truncated(manifest: dict[str, Any]) -> dict[str, Any]:
     return {**manifest, "chunks": [*manifest["chunks"], manifest["chunks"][-1] + 10_000]}
 
 
-def corrupted(manifest: dict) -> dict:
+def corrupted(manifest: dict[str, Any]) -> dict[str, Any]:
     return {**manifest, "sha256": "0" * 64}
 
 
-def incompatible(manifest: dict) -> dict:
+def incompatible(manifest: dict[str, Any]) -> dict[str, Any]:
     return {**manifest, "fingerprint": "another-schema"}
 
 
-def beyond_the_end(manifest: dict) -> dict:
+def beyond_the_end(manifest: dict[str, Any]) -> dict[str, Any]:
     return {**manifest, "covered": manifest["covered"] + 1000}
 
 
