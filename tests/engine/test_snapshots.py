@@ -5,6 +5,7 @@ And the dedupe they carry is bounded: tombstones live for a window and up to a c
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections import Counter, deque
@@ -76,8 +77,9 @@ async def test_a_new_owner_loads_the_snapshots_and_folds_only_the_tail(store, ca
     assert again.output == {"label": "L-3"} and executions["o-3/pick"] == 1
     # Without snapshots, the same takeover folds the whole history.
     caplog.clear()
-    async with Engine(store, [wf], snapshot_every=0):
-        pass
+    async with Engine(store, [wf], snapshot_every=0) as engine:
+        assert engine.orchestrator is not None
+        await asyncio.wait_for(engine.orchestrator.settled.wait(), 30)
     used, folded = loads(caplog)
     assert used == 0 and folded > total
 
