@@ -114,12 +114,16 @@ class Ownership:
         """The history partition of ``run_id``."""
         return partition_for(run_id, self.partitions)
 
+    def _holds(self, tp: TopicPartition) -> bool:
+        return (
+            self.consumer is not None
+            and tp not in self.loading
+            and tp in self.consumer.assignment()
+        )
+
     def owns(self, run_id: str) -> bool:
         """Whether this member owns ``run_id``'s history partition right now."""
-        if self.consumer is None:
-            return False
-        tp = TopicPartition(self._topic, self.partition_of(run_id))
-        return tp not in self.loading and tp in self.consumer.assignment()
+        return self._holds(TopicPartition(self._topic, self.partition_of(run_id)))
 
     def knows(self, run_id: str) -> bool:
         """Whether ``run_id`` is a run of the owned partitions, running or ended (tombstoned)."""
@@ -229,8 +233,10 @@ class Ownership:
         wanted, self.reopen = self.reopen, set()
         reopened: list[RunState] = []
         for part, state in await refold(self._log, self._topic, self.partitions, wanted):
-            if not self.ended.remove(part, state.run_id):
-                continue  # the partition moved or was rebuilt while it was read
+            tp = TopicPartition(self._topic, part)
+            if not state.requested or state.run_id in self.runs or not self._holds(tp):
+                continue  # moved or reloaded while read, or no such run
+            self.ended.remove(part, state.run_id)
             self.runs[state.run_id] = touched[state.run_id] = state
             self._by_partition.setdefault(part, set()).add(state.run_id)
             reopened.append(state)
@@ -242,6 +248,11 @@ class Ownership:
         is its next retry. Whether the run is tombstoned (the event is then not folded)."""
         part = self.partition_of(event.run_id)
         if not self.ended.contains(part, event.run_id):
+            if isinstance(event, h.RunRetryRequested):
+                # Unknown here: its tombstone outlived the dedupe window (or it never ran).
+                # Folded again from the log, a failed run goes on; anything else stays.
+                self.reopen.add(event.run_id)
+                return True
             return False
         # Ended: a duplicate RunRequested must not start it again; only the next retry
         # changes it, after the loop has folded the run again (reopen_runs).

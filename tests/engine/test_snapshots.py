@@ -21,6 +21,7 @@ from deerflow.log.base import EventLog, Message, Record, TopicPartition
 from deerflow.runtime._snapcodec import decode, encode, schema_fingerprint
 from deerflow.runtime._snapshots import Snapshots
 from deerflow.runtime._tombstones import EndedRuns
+from deerflow.web._runs import request_retry
 from tests.engine.test_orchestrator_memory import evicted, shipping
 from tests.logs import records, until
 
@@ -230,6 +231,24 @@ async def test_a_duplicate_request_after_the_dedupe_window_starts_the_run_again(
         await until(lambda: executions["o-1/label"] == 2)
     assert first.output == {"label": "L-a"}
     assert executions["o-1/pick"] == 2  # the id started again: its first run was forgotten
+
+
+async def test_a_failed_run_whose_tombstone_expired_is_still_retried(store):
+    executions: Counter[str] = Counter()
+    broken = {"x"}
+    wf = shipping(executions, broken)
+    async with Engine(store, [wf], dedupe_window=0.5) as engine:
+        orchestrator = engine.orchestrator
+        assert orchestrator is not None
+        failed = await (await engine.start(wf, params={"order": "x"})).result(timeout=60)
+        assert failed.status == "failed"
+        await until(evicted(engine, [failed.run_id]))
+        await until(lambda: not orchestrator.knows(failed.run_id), 10)
+        broken.clear()
+        assert await request_retry(engine, failed.run_id) == 1
+        done = await engine.index.wait(failed.run_id, lambda s: s.status == "completed", 60)
+    assert done is not None and done.output == {"label": "L-x"}
+    assert executions[f"{failed.run_id}/pick"] == 1  # its output was kept, not recomputed
 
 
 def test_tombstones_are_kept_for_the_window_and_up_to_the_limit():
