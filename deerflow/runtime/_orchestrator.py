@@ -323,13 +323,12 @@ class Orchestrator(BackgroundService):
         """One round: fold what was appended, decide, queue the appends, evict ended runs."""
         consumer = self._owned.consumer
         assert consumer is not None
-        records = await consumer.poll(timeout=self._poll_timeout(), max_records=2000)
-        if self._owned.loading:  # their loader reads them; the consumer is moved past it
-            records = [r for r in records if r.tp not in self._owned.loading]
+        records = self._owned.fresh(
+            await consumer.poll(timeout=self._poll_timeout(), max_records=2000)
+        )
         touched: dict[str, RunState] = {}
         for record in records:
             self.fold_record(record.value, touched)
-        self._owned.folded(records)
         if self._owned.reopen:
             await self._owned.reopen_runs(touched)
         self._fire_due_timers(touched)

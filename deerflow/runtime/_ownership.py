@@ -386,11 +386,19 @@ class Ownership:
 
     # -- snapshots ---------------------------------------------------------------------------
 
-    def folded(self, records: Iterable[Record]) -> None:
-        """Count records the loop folded, per partition (snapshots are due by these counts)."""
+    def fresh(self, records: list[Record]) -> list[Record]:
+        """The records the loop should fold: none of a loading partition (its loader reads
+        it) or below what was folded of it already (fetched before the loader moved the
+        consumer on). Counts them per partition: snapshots are due by these counts."""
+        fresh = []
         for record in records:
-            self._folded[record.partition] = self._folded.get(record.partition, 0) + 1
-            self._covered[record.partition] = record.offset + 1
+            part = record.partition
+            if record.tp in self.loading or record.offset < self._covered.get(part, 0):
+                continue
+            fresh.append(record)
+            self._folded[part] = self._folded.get(part, 0) + 1
+            self._covered[part] = record.offset + 1
+        return fresh
 
     async def checkpoint(
         self, partitions: Iterable[TopicPartition] | None = None, *, force: bool = False
