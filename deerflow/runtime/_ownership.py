@@ -323,7 +323,7 @@ class Ownership:
             self._owner.fold_record(record.value, touched)
         start = 0 if image is None else image.covered
         position = records[-1].offset + 1 if records else start
-        self._folded[tp.partition] = len(records) if image is None else 0
+        self._folded[tp.partition] = len(records)  # a long tail makes a snapshot due soon
         self._covered[tp.partition] = position
         ended = 0
         # Evicted per partition, so at most one partition's ended states are held at once;
