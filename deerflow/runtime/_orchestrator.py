@@ -149,11 +149,7 @@ class Orchestrator(BackgroundService):
             self,
             self._outbox,
             self.stopping,
-            snapshots=(
-                Snapshots(log_, topics.history, topics.orchestrator_group)
-                if snapshot_every > 0
-                else None
-            ),
+            snapshots=(Snapshots(log_, topics) if snapshot_every > 0 else None),
             snapshot_every=snapshot_every,
             ended=EndedRuns(window=dedupe_window, limit=dedupe_limit, clock=clock),
         )

@@ -35,6 +35,7 @@ from typing import Any
 import orjson
 
 from deerflow.core._state import RunState
+from deerflow.core._topics import Topics
 from deerflow.log.base import EventLog, Message, Record, TopicPartition
 from deerflow.runtime._snapcodec import CodecError, from_json, schema_fingerprint, to_json
 
@@ -71,18 +72,15 @@ class Snapshots:
 
     Args:
         log: the event log.
-        history: the history topic.
-        group: the orchestrators' consumer group (its ``.snapshots`` group keeps positions).
+        topics: the deployment's topics (history, snapshots and the snapshots' group).
         chunk_bytes: the largest chunk record.
     """
 
-    def __init__(
-        self, log_: EventLog, history: str, group: str, *, chunk_bytes: int = CHUNK_BYTES
-    ) -> None:
+    def __init__(self, log_: EventLog, topics: Topics, *, chunk_bytes: int = CHUNK_BYTES) -> None:
         self._log = log_
-        self.history = history
-        self.topic = f"{history}.snapshots"
-        self.group = f"{group}.snapshots"
+        self.history = topics.history
+        self.topic = topics.snapshots
+        self.group = topics.snapshot_group
         self._chunk = chunk_bytes
         self._slots: dict[int, int] = {}  # the slot of each partition's newest snapshot
         self._ready = False

@@ -134,7 +134,7 @@ async def test_a_bad_snapshot_is_not_used_and_the_partition_is_folded_whole(stor
     wf = shipping(executions)
     total = await finish_runs(store, wf, 8, snapshot_every=5)
     async with Engine(store, [wf], orchestrate=False, work=False) as client:
-        snapshots = Snapshots(client.log, client.topics.history, client.topics.orchestrator_group)
+        snapshots = Snapshots(client.log, client.topics)
         partitions = await client.log.partition_count(client.topics.history)
         spoilt = await newest_manifests(client.log, snapshots, partitions)
         assert spoilt, "the first engine left no snapshot"
@@ -174,7 +174,7 @@ async def test_a_snapshot_write_cut_short_leaves_the_previous_one_in_use(store, 
     wf = shipping(executions)
     await finish_runs(store, wf, 6, snapshot_every=4)
     async with Engine(store, [wf], orchestrate=False, work=False) as client:
-        snapshots = Snapshots(client.log, client.topics.history, client.topics.orchestrator_group)
+        snapshots = Snapshots(client.log, client.topics)
         partitions = await client.log.partition_count(client.topics.history)
         before = await newest_manifests(client.log, snapshots, partitions)
         for tp, (record, manifest) in before.items():

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from deerflow.core import _history as h
 from deerflow.core._state import RunState, fold
+from deerflow.core._topics import Topics
 from deerflow.log.memory import MemoryEventLog
 from deerflow.runtime._snapshots import PartitionImage, Snapshots, decode_body
 from tests.fuzz.test_fold_properties import fold_runs, perturbed, true_history
@@ -40,7 +41,7 @@ def test_folding_the_rest_onto_a_snapshot_of_a_prefix_folds_everything(
     log = data.draw(perturbed([events for _, events in runs]))
     cut = data.draw(st.integers(0, len(log)))
     prefix = fold_runs(log[:cut])
-    snapshots = Snapshots(MemoryEventLog(), "h.history", "h.orchestrator")
+    snapshots = Snapshots(MemoryEventLog(), Topics("h"))
     body = snapshots.encode(0, PartitionImage(cut, list(prefix.values())))
     image = decode_body(body, 0)
     assert image.covered == cut
