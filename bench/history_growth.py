@@ -9,12 +9,21 @@ opens an engine without orchestrator or worker and prints, as one JSON line: the
 the first page of ``list_runs(limit=50)``, to ``get_run`` of the oldest run, and the peak
 RSS in MiB. Run it twice: the first process after ``write`` builds the run index; the second
 is the cold start that stays (an index kept current by the processes that run workflows).
+
+``python -m bench.history_growth takeover STORE EVERY`` starts a fresh process with an
+orchestrator (``snapshot_every=EVERY``; 0: none) and prints, as one JSON line, the seconds
+until it owns every history partition (``takeover_s``), the snapshots it loaded, the history
+records it folded, the seconds its orderly stop took (it writes snapshots then) and its peak
+RSS. Run it with EVERY > 0 twice: the first process folds everything and leaves snapshots,
+the second loads them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import re
 import resource
 import sys
 import time
@@ -105,10 +114,50 @@ async def measure(store: str) -> dict[str, float]:
     }
 
 
+class _Loads(logging.Handler):
+    """Counts what the orchestrator's partition loads report."""
+
+    pattern = re.compile(r"partitions: (\d+) snapshots, (\d+) events")
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.snapshots = self.events = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        found = self.pattern.search(record.getMessage())
+        if found:
+            self.snapshots += int(found[1])
+            self.events += int(found[2])
+
+
+async def takeover(store: str, every: int) -> dict[str, float]:
+    """A fresh orchestrator's time to own every partition, with or without snapshots."""
+    loads = _Loads()
+    logger = logging.getLogger("deerflow.orchestrator")
+    logger.addHandler(loads)
+    logger.setLevel(logging.INFO)
+    began = time.perf_counter()
+    async with Engine(store, work=False, snapshot_every=every) as engine:
+        assert engine.orchestrator is not None
+        await engine.orchestrator.settled.wait()
+        settled = time.perf_counter()
+    stopped = time.perf_counter()
+    return {
+        "snapshot_every": every,
+        "takeover_s": round(settled - began, 3),
+        "snapshots_loaded": loads.snapshots,
+        "records_folded": loads.events,
+        "stop_s": round(stopped - settled, 3),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+
+
 def main(argv: list[str]) -> None:
-    """``write STORE N`` or ``measure STORE``."""
+    """``write STORE N``, ``measure STORE`` or ``takeover STORE EVERY``."""
     if len(argv) == 3 and argv[0] == "write":
         asyncio.run(write(argv[1], int(argv[2])))
+    elif len(argv) == 3 and argv[0] == "takeover":
+        print(json.dumps(asyncio.run(takeover(argv[1], int(argv[2])))))
     elif len(argv) == 2 and argv[0] == "measure":
         print(json.dumps(asyncio.run(measure(argv[1]))))
     else:

@@ -184,6 +184,14 @@ def test_deerflow_topics_are_created_first_and_histories_are_kept_forever(servic
     for topic in (topics.history, topics.events, topics.dlq):
         assert created[topic] == (8, True), topic  # a run is rebuilt from its whole history
     assert created[topics.tasks][0] == 8
+    snapshots = next(
+        line
+        for line in services["kafka-setup"]["command"][0].splitlines()
+        if f"--topic {topics.snapshots} " in line
+    )
+    # As many partitions as the history (p's snapshot is in p), compacted, never deleted.
+    assert created[topics.snapshots] == (8, True)
+    assert "cleanup.policy=compact" in snapshots
     for name in ("gateway", "worker"):
         assert services[name]["depends_on"]["kafka-setup"]["condition"] == (
             "service_completed_successfully"

@@ -28,6 +28,11 @@ class Topics:
         return f"{self.prefix}.history"
 
     @property
+    def snapshots(self) -> str:
+        """Snapshots of the history partitions' live state (partition p's in partition p)."""
+        return f"{self.history}.snapshots"
+
+    @property
     def tasks(self) -> str:
         """The task queue workers consume."""
         return f"{self.prefix}.tasks"
@@ -46,6 +51,12 @@ class Topics:
     def orchestrator_group(self) -> str:
         """The consumer group whose members own history partitions."""
         return f"{self.prefix}.orchestrator"
+
+    @property
+    def snapshot_group(self) -> str:
+        """A group no process consumes: its commits say where each partition's newest
+        snapshot is."""
+        return f"{self.orchestrator_group}.snapshots"
 
     @property
     def worker_group(self) -> str:

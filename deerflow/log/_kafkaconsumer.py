@@ -187,8 +187,14 @@ class KafkaGroupConsumer(KafkaLogReader, GroupConsumer):
             heartbeat_interval_ms=s.heartbeat_interval_ms,
         )
         consumer.subscribe(self._topics, listener=_RebalanceBridge(self, consumer))
-        await self._log.start_consumer(consumer, self._group)
+        # Set first: the first assignment's listener runs inside the start and may pause or
+        # seek the partitions it gets.
         self._consumer = consumer
+        try:
+            await self._log.start_consumer(consumer, self._group)
+        except BaseException:
+            self._consumer = None
+            raise
 
     async def stop(self) -> None:
         """Revoke (telling the listener, which may commit) and leave the group; idempotent."""

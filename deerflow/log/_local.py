@@ -13,7 +13,7 @@ import abc
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from deerflow.errors import EventStoreError
 from deerflow.log.base import (
@@ -105,6 +105,20 @@ class LocalStorage(abc.ABC):
 
         Topics that do not exist yet are created with ``default_partitions``.
         """
+
+
+async def group_offsets(
+    storage: LocalStorage, group: str, partitions: Iterable[TopicPartition]
+) -> dict[TopicPartition, int | None]:
+    """See :meth:`EventLog.group_offsets`."""
+    return {tp: await storage.load_committed(group, tp) for tp in partitions}
+
+
+async def commit_group(
+    storage: LocalStorage, group: str, offsets: Mapping[TopicPartition, int]
+) -> None:
+    """See :meth:`EventLog.commit_group`."""
+    await storage.store_committed(LocalGroup(group, storage), offsets, (), 1)
 
 
 class LocalReader(LogReader):

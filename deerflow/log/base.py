@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import abc
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -215,12 +215,16 @@ class EventLog(Lifecycle):
     url: str
 
     @abc.abstractmethod
-    async def ensure_topic(self, topic: str, partitions: int, *, keep_forever: bool = False) -> int:
+    async def ensure_topic(
+        self, topic: str, partitions: int, *, keep_forever: bool = False, compact: bool = False
+    ) -> int:
         """Create ``topic`` with ``partitions`` partitions unless it exists.
 
         ``keep_forever`` asks the log never to delete the topic's records (Kafka:
-        ``retention.ms=-1``; run histories must not expire). Returns the topic's real
-        partition count (an existing topic keeps its own, and its settings).
+        ``retention.ms=-1``; run histories must not expire). ``compact`` lets the log keep
+        only the newest record of each key (Kafka: ``cleanup.policy=compact``; local logs
+        keep everything). Returns the topic's real partition count (an existing topic keeps
+        its own, and its settings).
         """
 
     @abc.abstractmethod
@@ -250,6 +254,22 @@ class EventLog(Lifecycle):
         start_from: StartFrom = "earliest",
     ) -> GroupConsumer:
         """A new member of ``group`` subscribed to ``topics`` (not started)."""
+
+    @abc.abstractmethod
+    async def group_offsets(
+        self, group: str, partitions: Iterable[TopicPartition]
+    ) -> dict[TopicPartition, int | None]:
+        """``group``'s committed offset of each partition (``None``: never committed).
+
+        For bookkeeping groups no member consumes (a position kept in the log itself).
+        """
+
+    @abc.abstractmethod
+    async def commit_group(self, group: str, offsets: Mapping[TopicPartition, int]) -> None:
+        """Durably commit ``offsets`` for ``group``, a group no member consumes.
+
+        A group with members keeps its own commits (:meth:`GroupConsumer.commit`).
+        """
 
     async def group_active(self, group: str) -> bool | None:
         """Whether some process consumes ``group`` now; ``None`` when this log cannot tell."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from urllib.parse import parse_qs, urlsplit
 
 from deerflow.errors import EventStoreError
@@ -20,6 +20,8 @@ from deerflow.log._local import (
     LocalReader,
     LocalStorage,
     Notifier,
+    commit_group,
+    group_offsets,
 )
 from deerflow.log.base import (
     AssignmentListener,
@@ -149,7 +151,9 @@ class MemoryEventLog(EventLog):
         for child in list(self._children):
             await child.stop()
 
-    async def ensure_topic(self, topic: str, partitions: int, *, keep_forever: bool = False) -> int:
+    async def ensure_topic(
+        self, topic: str, partitions: int, *, keep_forever: bool = False, compact: bool = False
+    ) -> int:
         """See :meth:`EventLog.ensure_topic`."""
         return self._store.create(topic, partitions)
 
@@ -160,6 +164,16 @@ class MemoryEventLog(EventLog):
     async def append(self, messages: Sequence[Message]) -> list[tuple[TopicPartition, int]]:
         """See :meth:`EventLog.append`; all-or-nothing for one call."""
         return self._store.append(messages, self.default_partitions)
+
+    async def group_offsets(
+        self, group: str, partitions: Iterable[TopicPartition]
+    ) -> dict[TopicPartition, int | None]:
+        """See :meth:`EventLog.group_offsets`."""
+        return await group_offsets(self._store, group, partitions)
+
+    async def commit_group(self, group: str, offsets: Mapping[TopicPartition, int]) -> None:
+        """See :meth:`EventLog.commit_group`."""
+        await commit_group(self._store, group, offsets)
 
     async def group_active(self, group: str) -> bool:
         """See :meth:`EventLog.group_active` (members live in this process only)."""

@@ -22,7 +22,7 @@ import logging
 import sqlite3
 import uuid
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
@@ -35,6 +35,8 @@ from deerflow.log._local import (
     LocalReader,
     LocalStorage,
     Notifier,
+    commit_group,
+    group_offsets,
 )
 from deerflow.log._sqlitefile import SqliteFile, WriteRequest, WriteResult
 from deerflow.log.base import (
@@ -272,7 +274,9 @@ class SqliteEventLog(EventLog):
             raise EventStoreError(f"SQLite log {self.url} is {self._state}, not started")
         return self._storage
 
-    async def ensure_topic(self, topic: str, partitions: int, *, keep_forever: bool = False) -> int:
+    async def ensure_topic(
+        self, topic: str, partitions: int, *, keep_forever: bool = False, compact: bool = False
+    ) -> int:
         """See :meth:`EventLog.ensure_topic`."""
         return await self._require_started().partition_count(topic, partitions)
 
@@ -287,6 +291,16 @@ class SqliteEventLog(EventLog):
         if not placed:
             return []
         return await storage.write(WriteRequest(placed))
+
+    async def group_offsets(
+        self, group: str, partitions: Iterable[TopicPartition]
+    ) -> dict[TopicPartition, int | None]:
+        """See :meth:`EventLog.group_offsets`."""
+        return await group_offsets(self._require_started(), group, partitions)
+
+    async def commit_group(self, group: str, offsets: Mapping[TopicPartition, int]) -> None:
+        """See :meth:`EventLog.commit_group`."""
+        await commit_group(self._require_started(), group, offsets)
 
     async def group_active(self, group: str) -> bool:
         """See :meth:`EventLog.group_active`: whether a live process holds the group's lease."""

@@ -17,11 +17,12 @@ from deerflow.core._topics import Topics
 from deerflow.errors import DeerflowError, RunNotFound, TaskError, TransitionNotAllowed
 from deerflow.log import open_log
 from deerflow.log.base import EventLog
-from deerflow.runtime._orchestrator import Orchestrator
+from deerflow.runtime._orchestrator import SNAPSHOT_EVERY, Orchestrator
 from deerflow.runtime._registry import WorkflowRegistry
 from deerflow.runtime._results import RunResult, run_result
 from deerflow.runtime._runindex import RunIndex
 from deerflow.runtime._runrows import RunQuery
+from deerflow.runtime._tombstones import DEDUPE_LIMIT, DEDUPE_WINDOW
 from deerflow.runtime._waiters import RunMoved
 from deerflow.runtime._worker import Worker
 from deerflow.runtime.hooks import HookChain
@@ -29,6 +30,21 @@ from deerflow.runtime.plugins import Plugin, Service
 
 DEFAULT_STORE = "sqlite:///deerflow.db"
 SETTLE_WAIT = 2.0  # s Engine.wait gives a joining orchestrator to learn which runs it owns
+
+
+def snapshot_setting(given: int | None) -> int:
+    """``snapshot_every`` as given, else ``DEERFLOW_SNAPSHOT_EVERY``, else the default."""
+    if given is None:
+        raw = os.environ.get("DEERFLOW_SNAPSHOT_EVERY", "").strip()
+        try:
+            given = int(raw) if raw else SNAPSHOT_EVERY
+        except ValueError:
+            raise DeerflowError(
+                f"DEERFLOW_SNAPSHOT_EVERY must be a whole number of records, not {raw!r}"
+            ) from None
+    if given < 0:
+        raise DeerflowError(f"snapshot_every must be 0 (none) or more, not {given}")
+    return given
 
 
 def default_store() -> str:
@@ -89,6 +105,12 @@ class Engine:
             :mod:`deerflow.runtime.plugins`): their hooks and services.
         index: the run index's SQLite file (``DEERFLOW_INDEX``; default: the SQLite store
             file itself, in memory for ``memory://``, ``.deerflow/runindex-*.db`` on Kafka).
+        snapshot_every: history records folded in a partition between two snapshots of it
+            (``DEERFLOW_SNAPSHOT_EVERY``, default 5000; ``0``: no snapshots, a new owner then
+            folds every partition from offset 0).
+        dedupe_window: seconds an ended run's tombstone is kept after its end: within it a
+            duplicate request of the run is ignored, after it the run id starts again.
+        dedupe_limit: tombstones kept per history partition at most (the oldest go first).
         options: settings read by those services.
     """
 
@@ -106,6 +128,9 @@ class Engine:
         eager: bool = True,
         plugins: Iterable[Plugin] = (),
         index: str | None = None,
+        snapshot_every: int | None = None,
+        dedupe_window: float = DEDUPE_WINDOW,
+        dedupe_limit: int = DEDUPE_LIMIT,
         **options: Any,
     ) -> None:
         self.options = options
@@ -119,7 +144,16 @@ class Engine:
         self._partitions = partitions or (8 if self.log.url.startswith("kafka") else 4)
         self.index = RunIndex(self.log, self.topics, path=index)
         self.orchestrator = (
-            Orchestrator(self.log, self.registry, self.topics) if orchestrate else None
+            Orchestrator(
+                self.log,
+                self.registry,
+                self.topics,
+                snapshot_every=snapshot_setting(snapshot_every),
+                dedupe_window=dedupe_window,
+                dedupe_limit=dedupe_limit,
+            )
+            if orchestrate
+            else None
         )
         self.worker = (
             Worker(self.log, self.registry, self.topics, concurrency=concurrency) if work else None

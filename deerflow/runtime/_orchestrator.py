@@ -48,11 +48,15 @@ from deerflow.runtime._placement import EagerPlacement, LocalWorker
 from deerflow.runtime._registry import WorkflowRegistry
 from deerflow.runtime._results import RunResult, run_result
 from deerflow.runtime._service import BackgroundService
+from deerflow.runtime._snapshots import Snapshots
+from deerflow.runtime._tombstones import DEDUPE_LIMIT, DEDUPE_WINDOW, EndedRuns
 from deerflow.runtime._waiters import EndWaiters
 
 log = logging.getLogger("deerflow.orchestrator")
 
 MAX_BACKLOG = 20_000  # decided messages waiting to be appended before the loop waits
+SNAPSHOT_EVERY = 5000  # history records folded in a partition between two of its snapshots
+SNAPSHOT_CLOSE_WAIT = 10.0  # seconds a stop waits for the last snapshots to be written
 
 DispatchBuilder = Callable[[WorkflowDef, RunState, h.TaskScheduled], TaskDispatch]
 
@@ -126,6 +130,9 @@ class Orchestrator(BackgroundService):
         *,
         dispatch: DispatchBuilder = build_dispatch,
         clock: Callable[[], float] = h.now,
+        snapshot_every: int = SNAPSHOT_EVERY,
+        dedupe_window: float = DEDUPE_WINDOW,
+        dedupe_limit: int = DEDUPE_LIMIT,
     ) -> None:
         super().__init__()
         self._log = log_
@@ -136,7 +143,16 @@ class Orchestrator(BackgroundService):
         #: decided messages on their way to the log, in order (group commit)
         self._outbox = Outbox(log_, self._on_durable)
         #: the owned partitions' runs, tombstones and parked runs
-        self._owned = Ownership(log_, topics.history, self, self._outbox, self.stopping)
+        self._owned = Ownership(
+            log_,
+            topics.history,
+            self,
+            self._outbox,
+            self.stopping,
+            snapshots=(Snapshots(log_, topics) if snapshot_every > 0 else None),
+            snapshot_every=snapshot_every,
+            ended=EndedRuns(window=dedupe_window, limit=dedupe_limit, clock=clock),
+        )
         #: where decided attempts go: the local worker or the task queue
         self._placement = EagerPlacement(topics.tasks)
         #: callers waiting for a run's end, answered once the end is durable (Engine.wait)
@@ -181,6 +197,11 @@ class Orchestrator(BackgroundService):
         """Leave the group; another member takes the partitions over from the log."""
         with contextlib.suppress(Exception):
             await self._outbox.drain()
+            # An orderly stop leaves a snapshot of what changed: the next owner reads less.
+            await asyncio.wait_for(self._owned.checkpoint(force=True), SNAPSHOT_CLOSE_WAIT)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._owned.finish_writes(), SNAPSHOT_CLOSE_WAIT)
+        await self._owned.stop_loading()
         self._waiters.release()
         if self._owned.consumer is not None:
             await self._owned.consumer.stop()
@@ -286,11 +307,6 @@ class Orchestrator(BackgroundService):
         assert self._owned.consumer is not None
         while not self.stopping.is_set():
             try:
-                if self._owned.stale:
-                    self._owned.stale = False
-                    await asyncio.sleep(1.0)
-                    await self._owned.rebuild_all()
-                    continue
                 await self._step()
             except asyncio.CancelledError:
                 raise
@@ -303,7 +319,9 @@ class Orchestrator(BackgroundService):
         """One round: fold what was appended, decide, queue the appends, evict ended runs."""
         consumer = self._owned.consumer
         assert consumer is not None
-        records = await consumer.poll(timeout=self._poll_timeout(), max_records=2000)
+        records = self._owned.fresh(
+            await consumer.poll(timeout=self._poll_timeout(), max_records=2000)
+        )
         touched: dict[str, RunState] = {}
         for record in records:
             self.fold_record(record.value, touched)
@@ -315,6 +333,7 @@ class Orchestrator(BackgroundService):
         if self._outbox.failed or self._outbox.backlog > MAX_BACKLOG:
             await self._outbox.drain()  # bounded memory; raises what an append raised
         self._evict_ended()
+        await self._owned.checkpoint()
 
     def _poll_timeout(self) -> float:
         if not self._timers:

@@ -16,9 +16,10 @@ from collections.abc import Iterable
 from typing import Protocol
 
 from deerflow.core import _history as h
-from deerflow.core._state import RunState
-from deerflow.log.base import EventLog, GroupConsumer, TopicPartition, partition_for
+from deerflow.core._state import RunState, next_retry
+from deerflow.log.base import EventLog, GroupConsumer, Record, TopicPartition, partition_for
 from deerflow.runtime._outbox import Outbox
+from deerflow.runtime._snapshots import PartitionImage, Snapshots, snapshot_invalid
 from deerflow.runtime._tombstones import EndedRuns, refold
 
 log = logging.getLogger("deerflow.orchestrator")
@@ -41,14 +42,19 @@ class Owner(Protocol):
 
 
 class Ownership:
-    """The owned partitions' runs, and their rebuild from the log on assignment.
+    """The owned partitions' runs, and their loading from the log on assignment.
 
-    Contract: :meth:`on_assigned` drains the outbox, forgets what it held of the partitions,
-    reads them from their first offset through ``owner.fold_record``, moves the consumer past
-    what it read, keeps tombstones for ended runs and hands the others to ``owner.resume`` and
-    ``owner.advance``. A failed rebuild leaves :attr:`stale` set for the loop to call
-    :meth:`rebuild_all`. :meth:`on_revoked` drains the outbox and forgets the partitions. While
-    a rebuild runs, :meth:`owns` is false for every run (no local fast path on half-read state).
+    Contract: :meth:`on_assigned` only notes the new partitions as *loading* and pauses them,
+    so the group's rebalance callback never runs a long read (which could exceed the poll
+    interval and loop rebalancing). The orchestrator's loop then calls :meth:`load_pending`:
+    it drains the outbox, forgets what it held of the partitions, loads each one's newest
+    valid snapshot (:mod:`._snapshots`) and folds the partition's records after it through
+    ``owner.fold_record`` (from offset 0 where there is none), moves the consumer past what it
+    read, keeps tombstones for ended runs and hands the others to ``owner.resume`` and
+    ``owner.advance``. A failed load is retried by the loop. :meth:`on_revoked` drains the
+    outbox, writes a snapshot of the partitions that changed and forgets them. While a
+    partition loads, :meth:`owns` is false for its runs (no local fast path on half-read
+    state). :meth:`checkpoint` writes snapshots every ``snapshot_every`` records folded.
 
     Args:
         log: the event log.
@@ -56,10 +62,22 @@ class Ownership:
         owner: the orchestrator.
         outbox: its outbox (drained before partitions are re-read or given up).
         stopping: set when the orchestrator stops (a failed rebuild is then not retried).
+        snapshots: where partition snapshots go (None: none are written or read).
+        snapshot_every: records folded in a partition between two of its snapshots.
+        ended: the tombstones (bounded by its window and limit).
     """
 
     def __init__(
-        self, log_: EventLog, topic: str, owner: Owner, outbox: Outbox, stopping: asyncio.Event
+        self,
+        log_: EventLog,
+        topic: str,
+        owner: Owner,
+        outbox: Outbox,
+        stopping: asyncio.Event,
+        *,
+        snapshots: Snapshots | None = None,
+        snapshot_every: int = 5000,
+        ended: EndedRuns | None = None,
     ) -> None:
         self._log = log_
         self._topic = topic
@@ -73,15 +91,22 @@ class Ownership:
         self.runs: dict[str, RunState] = {}
         self._by_partition: dict[int, set[str]] = {}
         #: tombstones of ended runs: a dict entry each instead of a state
-        self.ended = EndedRuns()
+        self.ended = ended if ended is not None else EndedRuns()
         #: runs whose loaded definition differs from theirs, with what changed (they wait)
         self.parked: dict[str, str] = {}
         #: ended runs an operator asked to retry: the loop folds them again from the log
         self.reopen: set[str] = set()
-        self.stale = False  # a rebuild failed: the loop must rebuild the owned partitions
+        #: owned partitions not loaded yet (the loop loads them; their runs are not owned yet)
+        self.loading: set[TopicPartition] = set()
+        self._changes = 0  # assignments and revocations so far: a load spanning one is redone
+        self._loader: asyncio.Task[None] | None = None
         self._stopping = stopping
-        self._rebuilding = False
-        #: set once the first assignment's runs are rebuilt: from then on, which runs this
+        self._snapshots = snapshots
+        self.snapshot_every = snapshot_every
+        self._folded: dict[int, int] = {}  # records folded per partition since its snapshot
+        self._covered: dict[int, int] = {}  # per partition, the offset after the last folded
+        self._writing: dict[int, asyncio.Task[None]] = {}
+        #: set once the first assignment's runs are loaded: from then on, which runs this
         #: member owns is known (Engine.wait asks before choosing who answers)
         self.settled = asyncio.Event()
 
@@ -89,12 +114,16 @@ class Ownership:
         """The history partition of ``run_id``."""
         return partition_for(run_id, self.partitions)
 
+    def _holds(self, tp: TopicPartition) -> bool:
+        return (
+            self.consumer is not None
+            and tp not in self.loading
+            and tp in self.consumer.assignment()
+        )
+
     def owns(self, run_id: str) -> bool:
         """Whether this member owns ``run_id``'s history partition right now."""
-        if self.consumer is None or self._rebuilding:
-            return False
-        tp = TopicPartition(self._topic, self.partition_of(run_id))
-        return tp in self.consumer.assignment()
+        return self._holds(TopicPartition(self._topic, self.partition_of(run_id)))
 
     def knows(self, run_id: str) -> bool:
         """Whether ``run_id`` is a run of the owned partitions, running or ended (tombstoned)."""
@@ -122,34 +151,64 @@ class Ownership:
     # -- the group's listener ------------------------------------------------------------------
 
     async def on_assigned(self, partitions: frozenset[TopicPartition]) -> None:
-        """Rebuild the runs of newly owned partitions from the log, then act on them."""
-        try:
-            await self._rebuild(partitions)
-            self.settled.set()
-        except Exception:
-            if self._stopping.is_set():
-                return  # the consumer is going away; the next owner rebuilds
-            # The group swallows listener errors, so a half-done rebuild (runs missing, retry
-            # timers not re-armed: runs that never move again) would stand. The loop retries.
-            log.warning(
-                "orchestrator: rebuilding %d partitions failed; retrying",
-                len(partitions),
-                exc_info=True,
-            )
-            self.stale = True
+        """Note newly owned partitions for the loop to load; nothing long runs here."""
+        self._changes += 1
+        self._mark_loading(partitions)
+        if not self.loading:
+            self.settled.set()  # an empty share is known at once
 
     async def on_revoked(self, partitions: frozenset[TopicPartition]) -> None:
-        """Append what was decided, then forget runs of partitions another member now owns."""
+        """Append what was decided, snapshot what changed, then forget the partitions."""
+        self._changes += 1
         with contextlib.suppress(Exception):
             await self._outbox.drain()
+        loaded = partitions - self.loading
+        self.loading -= partitions
+        if loaded and not self._stopping.is_set():
+            try:
+                await self.checkpoint(loaded, force=True)
+            except Exception as exc:  # the next owner folds a longer tail
+                log.warning("orchestrator: no snapshot at hand-over: %s", exc)
         self._forget(partitions)
 
     async def rebuild_all(self) -> None:
-        """Rebuild every owned partition (after a failed rebuild or loop step)."""
-        if self.consumer is None:
+        """Load every owned partition again (after a failed loop step)."""
+        if self.consumer is not None:
+            self._mark_loading(self.consumer.assignment())
+
+    def _mark_loading(self, partitions: frozenset[TopicPartition]) -> None:
+        if not partitions:
             return
+        self._forget(partitions - self.loading)
+        self.loading |= partitions
+        assert self.consumer is not None
+        # Best effort (a Kafka member cannot pause during its very first assignment): the
+        # loop also drops records of loading partitions, and the loader seeks past them.
         with contextlib.suppress(Exception):
-            await self.on_assigned(self.consumer.assignment())
+            self.consumer.pause(partitions)
+        if self._loader is None or self._loader.done():
+            self._loader = asyncio.create_task(self._load_all(), name="deerflow-ownership-load")
+
+    async def _load_all(self) -> None:
+        """Load pending partitions until none is left, retrying after a failure."""
+        while self.loading and not self._stopping.is_set():
+            try:
+                await self.load_pending()
+            except Exception:
+                if self._stopping.is_set():
+                    return  # the consumer is going away; the next owner loads
+                # The partitions stay loading: their runs are not owned, nothing decides on
+                # half-read state.
+                log.warning("orchestrator: loading partitions failed; retrying", exc_info=True)
+                await asyncio.sleep(1.0)
+
+    async def stop_loading(self) -> None:
+        """Cancel a load in progress (the orchestrator stops)."""
+        loader, self._loader = self._loader, None
+        if loader is not None and not loader.done():
+            loader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await loader
 
     def _forget(self, partitions: Iterable[TopicPartition]) -> None:
         forgotten: set[str] = set()
@@ -159,6 +218,8 @@ class Ownership:
                 self.runs.pop(run_id, None)
                 self.parked.pop(run_id, None)
             self.ended.forget(tp.partition)
+            self._covered.pop(tp.partition, None)
+            self._folded.pop(tp.partition, None)
             forgotten |= runs
         self._owner.forgotten(forgotten)
 
@@ -172,8 +233,10 @@ class Ownership:
         wanted, self.reopen = self.reopen, set()
         reopened: list[RunState] = []
         for part, state in await refold(self._log, self._topic, self.partitions, wanted):
-            if not self.ended.remove(part, state.run_id):
-                continue  # the partition moved or was rebuilt while it was read
+            tp = TopicPartition(self._topic, part)
+            if not state.requested or state.run_id in self.runs or not self._holds(tp):
+                continue  # moved or reloaded while read, or no such run
+            self.ended.remove(part, state.run_id)
             self.runs[state.run_id] = touched[state.run_id] = state
             self._by_partition.setdefault(part, set()).add(state.run_id)
             reopened.append(state)
@@ -185,6 +248,11 @@ class Ownership:
         is its next retry. Whether the run is tombstoned (the event is then not folded)."""
         part = self.partition_of(event.run_id)
         if not self.ended.contains(part, event.run_id):
+            if isinstance(event, h.RunRetryRequested):
+                # Unknown here: its tombstone outlived the dedupe window (or it never ran).
+                # Folded again from the log, a failed run goes on; anything else stays.
+                self.reopen.add(event.run_id)
+                return True
             return False
         # Ended: a duplicate RunRequested must not start it again; only the next retry
         # changes it, after the loop has folded the run again (reopen_runs).
@@ -192,47 +260,230 @@ class Ownership:
             self.reopen.add(event.run_id)
         return True
 
-    async def _rebuild(self, partitions: frozenset[TopicPartition]) -> None:
-        if not partitions:
-            return
-        self._rebuilding = True  # no local fast path while states are re-read
-        try:
-            await self._rebuild_now(partitions)
-        finally:
-            self._rebuilding = False
+    # -- loading ---------------------------------------------------------------------------------
 
-    async def _rebuild_now(self, partitions: frozenset[TopicPartition]) -> None:
+    async def load_pending(self) -> None:
+        """Load the partitions noted by :meth:`on_assigned`: snapshot, then the tail."""
+        if not self.loading or self.consumer is None:
+            return
+        changes, wanted = self._changes, frozenset(self.loading)
         with contextlib.suppress(Exception):
             await self._outbox.drain()  # the log must hold every decision before it is re-read
-        assert self.consumer is not None
-        if partitions >= self.consumer.assignment():
+        images = await self._load_snapshots(wanted)
+        by_partition = await self._read_tails(wanted, images)
+        if changes != self._changes:
+            return  # assigned or revoked meanwhile: the loop loads what is still pending
+        if wanted >= self.consumer.assignment():
             self._outbox.trust()  # every owned state is read again from the log below
-        self._forget(partitions)
-        by_partition = await self._log.read_partitions({tp: 0 for tp in partitions})
+        self._forget(wanted)
         live: list[RunState] = []
+        seek: dict[TopicPartition, int] = {}
         events = ended = 0
         for tp in sorted(by_partition):
             records = by_partition.pop(tp)  # let each partition's records go once folded
-            touched: dict[str, RunState] = {}
-            for record in records:
-                self._owner.fold_record(record.value, touched)
-            await self.consumer.seek(tp, records[-1].offset + 1 if records else 0)
+            seek[tp], ended_here = self._fold_partition(tp, images.get(tp.partition), records, live)
             events += len(records)
-            # Evicted per partition, so at most one partition's ended states are held at once.
-            for state in touched.values():
-                if state.terminal:
-                    self.tombstone(state)
-                    ended += 1
-                else:
-                    live.append(state)
+            ended += ended_here
+        for tp, offset in seek.items():
+            with contextlib.suppress(Exception):  # revoked meanwhile: the next owner reads it
+                await self.consumer.seek(tp, offset)
+        self.loading -= wanted
+        with contextlib.suppress(Exception):
+            self.consumer.resume(wanted)
         orphans = self._owner.resume(live)
         log.info(
-            "orchestrator owns %d partitions: %d events, %d runs, %d running, %d eager "
-            "attempts re-dispatched",
-            len(partitions),
+            "orchestrator owns %d partitions: %d snapshots, %d events, %d runs, %d running, "
+            "%d eager attempts re-dispatched",
+            len(wanted),
+            len(images),
             events,
             ended + len(live),
             len(live),
             orphans,
         )
         self._owner.advance(live)
+        if not self.loading:
+            self.settled.set()
+
+    def _fold_partition(
+        self,
+        tp: TopicPartition,
+        image: PartitionImage | None,
+        records: list[Record],
+        live: list[RunState],
+    ) -> tuple[int, int]:
+        """Hold ``image`` and fold ``records`` after it; add the live runs to ``live``.
+
+        Returns where the consumer goes on and how many runs ended.
+        """
+        touched: dict[str, RunState] = {}
+        if image is not None:
+            self._install(tp.partition, image, touched)
+        for record in records:
+            self._owner.fold_record(record.value, touched)
+        start = 0 if image is None else image.covered
+        position = records[-1].offset + 1 if records else start
+        self._folded[tp.partition] = len(records)  # a long tail makes a snapshot due soon
+        self._covered[tp.partition] = position
+        ended = 0
+        # Evicted per partition, so at most one partition's ended states are held at once;
+        # in the order they ended, so the oldest tombstones are the first to go.
+        for state in sorted(touched.values(), key=_ended_at):
+            if state.terminal:
+                self.tombstone(state)
+                ended += 1
+            else:
+                live.append(state)
+        return position, ended
+
+    async def _load_snapshots(self, wanted: frozenset[TopicPartition]) -> dict[int, PartitionImage]:
+        if self._snapshots is None:
+            return {}
+        try:
+            return await self._snapshots.load(
+                sorted(tp.partition for tp in wanted), self.partitions
+            )
+        except Exception as exc:  # the snapshot topic cannot be read: fold from the start
+            log.warning("orchestrator: cannot read snapshots (%s); folding from offset 0", exc)
+            return {}
+
+    async def _read_tails(
+        self, wanted: frozenset[TopicPartition], images: dict[int, PartitionImage]
+    ) -> dict[TopicPartition, list[Record]]:
+        """Each partition's records from its snapshot's covered offset (from 0 without one).
+
+        The read starts one record early: finding the record just below the covered offset
+        proves the snapshot does not cover more than the history holds (a log recreated, a
+        snapshot of another deployment). A snapshot failing that is dropped.
+        """
+        starts = {tp: _resume_at(images.get(tp.partition)) for tp in wanted}
+        read = await self._log.read_partitions(starts)
+        again: dict[TopicPartition, int] = {}
+        for tp, start in starts.items():
+            image = images.get(tp.partition)
+            if image is None or image.covered == 0:
+                continue
+            records = read[tp]
+            if records and records[0].offset == start:
+                read[tp] = records[1:]
+                continue
+            snapshot_invalid(tp.partition, f"the history has no record at offset {start}")
+            del images[tp.partition]
+            again[tp] = 0
+        if again:
+            read.update(await self._log.read_partitions(again))
+        return read
+
+    def _install(self, partition: int, image: PartitionImage, touched: dict[str, RunState]) -> None:
+        """Hold what a snapshot of ``partition`` holds; its runs count as touched."""
+        runs = self._by_partition.setdefault(partition, set())
+        for state in image.runs:
+            self.runs[state.run_id] = touched[state.run_id] = state
+            runs.add(state.run_id)
+        for run_id, reopened_by, ended_at in image.ended:
+            self.ended.keep(partition, run_id, reopened_by, ended_at)
+        self.parked.update(image.parked)
+
+    # -- snapshots ---------------------------------------------------------------------------
+
+    def fresh(self, records: list[Record]) -> list[Record]:
+        """The records the loop should fold: none of a loading partition (its loader reads
+        it) or below what was folded of it already (fetched before the loader moved the
+        consumer on). Counts them per partition: snapshots are due by these counts."""
+        fresh = []
+        for record in records:
+            part = record.partition
+            if record.tp in self.loading or record.offset < self._covered.get(part, 0):
+                continue
+            fresh.append(record)
+            self._folded[part] = self._folded.get(part, 0) + 1
+            self._covered[part] = record.offset + 1
+        return fresh
+
+    async def checkpoint(
+        self, partitions: Iterable[TopicPartition] | None = None, *, force: bool = False
+    ) -> None:
+        """Snapshot the owned partitions that folded ``snapshot_every`` records since their
+        last one (``force``: every one of ``partitions`` that folded any).
+
+        The outbox is drained first and nothing is taken unless every decision is durable, so
+        a snapshot reflects only what the log holds. Taking it costs the partition's live runs;
+        writing it happens in the background, one write per partition at a time (``force``
+        waits for it: an orderly hand-over).
+        """
+        if self._snapshots is None or self.consumer is None:
+            return
+        owned = self.consumer.assignment() if partitions is None else frozenset(partitions)
+        every = 1 if force else max(1, self.snapshot_every)
+        due = [
+            tp
+            for tp in sorted(owned - self.loading)
+            if self._folded.get(tp.partition, 0) >= every
+            and tp.partition in self._covered
+            and not _busy(self._writing.get(tp.partition))
+        ]
+        if not due:
+            return
+        await self._outbox.drain()
+        if self._outbox.untrusted or not self._outbox.idle or self._outbox.backlog or self.reopen:
+            return  # decisions not durable yet (or a rebuild is due): the next round tries
+        writes = []
+        for tp in due:
+            try:
+                covered = self._covered[tp.partition]
+                image = self._image(tp.partition, covered)
+                body = self._snapshots.encode(tp.partition, image)
+            except Exception as exc:
+                log.warning("orchestrator: no snapshot of partition %d: %s", tp.partition, exc)
+                continue
+            finally:
+                self._folded[tp.partition] = 0
+            write = asyncio.create_task(
+                self._write(tp.partition, covered, body), name="deerflow-snapshot"
+            )
+            self._writing[tp.partition] = write
+            writes.append(write)
+        if force and writes:
+            await asyncio.wait(writes)
+
+    async def _write(self, partition: int, covered: int, body: bytes) -> None:
+        assert self._snapshots is not None
+        try:
+            await self._snapshots.write(partition, self.partitions, covered, body)
+            log.debug("orchestrator: snapshot of partition %d at %d written", partition, covered)
+        except Exception as exc:  # the previous snapshot stays the newest: a longer tail
+            log.warning(
+                "orchestrator: writing a snapshot of partition %d failed: %s", partition, exc
+            )
+
+    async def finish_writes(self) -> None:
+        """Wait for the snapshot writes in flight."""
+        writes = [w for w in self._writing.values() if not w.done()]
+        if writes:
+            await asyncio.wait(writes)
+
+    def _image(self, partition: int, covered: int) -> PartitionImage:
+        """What this member holds of ``partition``, as of ``covered``."""
+        live: list[RunState] = []
+        ending: list[tuple[str, int, float]] = []
+        for run_id in sorted(self._by_partition.get(partition, ())):
+            state = self.runs[run_id]
+            if state.terminal:  # ended, not evicted yet: a tombstone is what it needs
+                ending.append((run_id, next_retry(state), _ended_at(state)))
+            else:
+                live.append(state)
+        parked = {s.run_id: self.parked[s.run_id] for s in live if s.run_id in self.parked}
+        ended = self.ended.kept(partition) + sorted(ending, key=lambda t: t[2])
+        return PartitionImage(covered, live, ended[-self.ended.limit :], parked)
+
+
+def _resume_at(image: PartitionImage | None) -> int:
+    return 0 if image is None else max(image.covered - 1, 0)
+
+
+def _ended_at(state: RunState) -> float:
+    return state.finished_at if state.finished_at is not None else 0.0
+
+
+def _busy(task: asyncio.Task[None] | None) -> bool:
+    return task is not None and not task.done()

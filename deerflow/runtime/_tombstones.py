@@ -7,24 +7,48 @@ number that could reopen it. That is all the fold would still look at, since it 
 event of an ended run except a ``RunRequested`` (a duplicate: ignored) and the next
 ``RunRetryRequested`` of a failed run. For that retry the run is folded again from its history
 partition (:func:`refold`).
+
+Tombstones are bounded: one is kept for ``window`` seconds after its run's end (the end time
+the history records) and a partition keeps at most ``limit`` of them, the oldest dropped
+first. Within those bounds a duplicate ``RunRequested`` of an ended run is ignored; after
+them, the owner no longer knows the run and the duplicate starts it again under its id.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections import deque
-from collections.abc import Container, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 
 from deerflow.core import _history as h
 from deerflow.core._state import RunState, fold, next_retry
 from deerflow.log.base import EventLog, TopicPartition, partition_for
 
+DEDUPE_WINDOW = 7 * 24 * 3600.0  # seconds a tombstone is kept after its run's end
+DEDUPE_LIMIT = 100_000  # tombstones kept per history partition at most
+
 
 class EndedRuns:
-    """Tombstones of ended runs by history partition, and the ended runs awaiting one."""
+    """Tombstones of ended runs by history partition, and the ended runs awaiting one.
 
-    def __init__(self) -> None:
-        self._by_partition: dict[int, dict[str, int]] = {}
+    Args:
+        window: seconds a tombstone is kept after its run ended.
+        limit: tombstones kept per partition at most (the oldest go first).
+        clock: the time now, in seconds since the epoch (as events record it).
+    """
+
+    def __init__(
+        self,
+        *,
+        window: float = DEDUPE_WINDOW,
+        limit: int = DEDUPE_LIMIT,
+        clock: Callable[[], float] = h.now,
+    ) -> None:
+        self.window = window
+        self.limit = limit
+        self._clock = clock
+        #: per partition, in the order the runs ended: run id -> (reopening retry, end time)
+        self._by_partition: dict[int, dict[str, tuple[int, float]]] = {}
         self._ending: deque[tuple[int, str]] = deque()
         self._last_ending: dict[str, int] = {}  # of each run in _ending
 
@@ -35,12 +59,46 @@ class EndedRuns:
         """Keep a tombstone for ``state``, an ended run of ``partition``."""
         # As in the fold, only the next retry of a failed run reopens it, so stale or
         # duplicate retry requests cost no read of the partition.
-        self._by_partition.setdefault(partition, {})[state.run_id] = next_retry(state)
+        ended_at = state.finished_at if state.finished_at is not None else self._clock()
+        self.keep(partition, state.run_id, next_retry(state), ended_at)
+
+    def keep(self, partition: int, run_id: str, reopened_by: int, ended_at: float) -> None:
+        """Keep a tombstone as :meth:`kept` lists it (from a snapshot)."""
+        ended = self._by_partition.setdefault(partition, {})
+        ended.pop(run_id, None)  # ended again: it moves to the end of the order
+        ended[run_id] = (reopened_by, ended_at)
+        self._expire(ended)
+
+    def kept(self, partition: int) -> list[tuple[str, int, float]]:
+        """The tombstones of ``partition``, oldest first: (run id, reopening retry, end time)."""
+        ended = self._by_partition.get(partition, {})
+        self._expire(ended)
+        return [(run_id, retry, at) for run_id, (retry, at) in ended.items()]
+
+    def _expire(self, ended: dict[str, tuple[int, float]]) -> None:
+        """Drop the oldest tombstones beyond the limit and those older than the window."""
+        while len(ended) > self.limit:
+            del ended[next(iter(ended))]
+        horizon = self._clock() - self.window
+        while ended:
+            oldest = next(iter(ended))
+            if ended[oldest][1] >= horizon:
+                break
+            del ended[oldest]
 
     def get(self, partition: int, run_id: str) -> int | None:
-        """The retry number that reopens tombstoned ``run_id`` (0: none), or None if not ended."""
+        """The retry number that reopens tombstoned ``run_id`` (0: none), or None if not ended
+        (or its tombstone expired)."""
         ended = self._by_partition.get(partition)
-        return None if ended is None else ended.get(run_id)
+        if ended is None:
+            return None
+        found = ended.get(run_id)
+        if found is None:
+            return None
+        if found[1] < self._clock() - self.window:
+            self._expire(ended)
+            return None
+        return found[0]
 
     def contains(self, partition: int, run_id: str) -> bool:
         """Whether ``run_id`` of ``partition`` has a tombstone."""

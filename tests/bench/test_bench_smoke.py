@@ -104,3 +104,30 @@ async def test_a_failing_measurement_becomes_an_error_row_not_a_crash() -> None:
         Comparison("x", "y", "", "eng", None, broken, [Metric("v", "v", "B")]), Settings()
     )
     assert [r.status for r in rows] == ["error: RuntimeError: worker died"]
+
+
+def test_history_growth_takeover_loads_the_snapshots_the_previous_owner_left(
+    tmp_path: Path,
+) -> None:
+    store = f"sqlite:///{tmp_path / 'h.db'}"
+    env = {**os.environ, "DEERFLOW_PREFIX": "hg"}
+
+    def bench(*args: str) -> str:
+        proc = subprocess.run(
+            [sys.executable, "-m", "bench.history_growth", *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    bench("write", store, "200")
+    full = json.loads(bench("takeover", store, "0"))
+    first = json.loads(bench("takeover", store, "1000"))
+    second = json.loads(bench("takeover", store, "1000"))
+    assert (full["snapshots_loaded"], full["records_folded"]) == (0, 1600)
+    assert (first["snapshots_loaded"], first["records_folded"]) == (0, 1600)
+    assert second["snapshots_loaded"] == 4 and second["records_folded"] == 0

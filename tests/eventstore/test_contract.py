@@ -411,6 +411,18 @@ async def test_append_and_commit_appends_the_output_and_commits_the_input(
     assert [(r.key, r.value) for r in records] == [("k", b"done")]
 
 
+async def test_a_bookkeeping_group_commits_without_members_and_its_offsets_read_back(
+    event_log: EventLog, topic: str, group: str
+) -> None:
+    await event_log.ensure_topic(topic, 2, compact=True)
+    tp0, tp1 = TopicPartition(topic, 0), TopicPartition(topic, 1)
+    assert await event_log.group_offsets(group, [tp0, tp1]) == {tp0: None, tp1: None}
+    await event_log.commit_group(group, {tp1: 7})
+    assert await event_log.group_offsets(group, [tp0, tp1]) == {tp0: None, tp1: 7}
+    await event_log.commit_group(group, {tp1: 9, tp0: 3})
+    assert await event_log.group_offsets(group, [tp0, tp1]) == {tp0: 3, tp1: 9}
+
+
 # --- SQLite ---------------------------------------------------------------------------------
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from deerflow.errors import EventStoreError
 from deerflow.eventstore.base import (
@@ -62,9 +62,23 @@ class FaultyLog(EventLog):
         """Stop the real log."""
         await self.inner.stop()
 
-    async def ensure_topic(self, topic: str, partitions: int, *, keep_forever: bool = False) -> int:
+    async def ensure_topic(
+        self, topic: str, partitions: int, *, keep_forever: bool = False, compact: bool = False
+    ) -> int:
         """The real log's answer."""
-        return await self.inner.ensure_topic(topic, partitions, keep_forever=keep_forever)
+        return await self.inner.ensure_topic(
+            topic, partitions, keep_forever=keep_forever, compact=compact
+        )
+
+    async def group_offsets(
+        self, group: str, partitions: Iterable[TopicPartition]
+    ) -> dict[TopicPartition, int | None]:
+        """The real log's answer."""
+        return await self.inner.group_offsets(group, partitions)
+
+    async def commit_group(self, group: str, offsets: Mapping[TopicPartition, int]) -> None:
+        """Commit on the real log."""
+        await self.inner.commit_group(group, offsets)
 
     async def partition_count(self, topic: str) -> int:
         """The real log's answer."""

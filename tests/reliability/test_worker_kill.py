@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import signal
 import sqlite3
 import subprocess
@@ -86,11 +87,20 @@ async def kill_and_restart(
 
 
 async def kill_workers_during_runs(
-    store: str, pool: Workers, sink: Sink, size: Size, rng: random.Random, timeout: float
+    store: str,
+    pool: Workers,
+    sink: Sink,
+    size: Size,
+    rng: random.Random,
+    timeout: float,
+    *,
+    snapshot_every: int | None = None,
 ) -> None:
     workflows, wf = load_module_workflows(str(APP))
     assert wf is not None
     pool.env["STEP_SLEEP"] = "0.1"  # tasks long enough for kills to land inside them
+    if snapshot_every is not None:  # every takeover loads a snapshot; kills land in writes
+        pool.env["DEERFLOW_SNAPSHOT_EVERY"] = str(snapshot_every)
     for _ in range(size.workers):
         pool.start(APP, concurrency=8)
     pace = max(4.0, size.runs / 40)  # seconds over which runs are started
@@ -115,6 +125,9 @@ async def kill_workers_during_runs(
     assert sink.effects() == 3 * size.runs
     assert all(n > 0 for n in in_flight), f"a kill landed when nothing ran: {in_flight}"
     assert interrupted > 0, "no kill interrupted a task body: the test tested little"
+    if snapshot_every is not None:
+        loaded = [int(n) for n in re.findall(r"partitions: (\d+) snapshots", pool.logs())]
+        assert sum(loaded) > 0, f"no takeover loaded a snapshot: {loaded}"
 
 
 @pytest.mark.kafka
@@ -130,6 +143,25 @@ async def test_the_only_sqlite_worker_killed_and_restarted_loses_and_repeats_not
     sqlite_pool, sink, rng
 ):
     await kill_workers_during_runs(sqlite_pool.store, sqlite_pool, sink, Size(100, 2, 1), rng, 120)
+
+
+@pytest.mark.kafka
+@pytest.mark.timeout(300)
+@TASK_LOST_WHEN_REASSIGNED_AT_ONCE
+async def test_kafka_workers_killed_while_snapshotting_every_few_records_lose_nothing(
+    kafka_url, kafka_pool, sink, rng
+):
+    await kill_workers_during_runs(
+        kafka_url, kafka_pool, sink, Size(100, 2, 2), rng, 120, snapshot_every=3
+    )
+
+
+async def test_the_sqlite_worker_killed_while_snapshotting_every_few_records_loses_nothing(
+    sqlite_pool, sink, rng
+):
+    await kill_workers_during_runs(
+        sqlite_pool.store, sqlite_pool, sink, Size(100, 2, 1), rng, 120, snapshot_every=3
+    )
 
 
 @pytest.mark.slow

@@ -1,0 +1,174 @@
+"""A generic codec for dataclass trees, and the fingerprint of their schema.
+
+Run states are dataclasses holding dicts, lists, sets, deques, tuples, pydantic models
+(history events, parent references) and JSON values. :func:`encode` turns such a tree into JSON
+bytes field by field; :func:`decode` rebuilds it from the field types the dataclasses declare.
+Nothing here names a field: a new field, or a JSON-able dict of feature state, needs no change.
+
+:func:`schema_fingerprint` hashes the field names and types of every dataclass and model
+reachable from a type. Bytes encoded under one fingerprint are only decoded under the same one
+(the caller checks): a field renamed or retyped makes old bytes incompatible, not wrong.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import types
+import typing
+from collections import deque
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import BaseModel, TypeAdapter
+
+__all__ = ["CodecError", "decode", "encode", "from_json", "schema_fingerprint", "to_json"]
+
+T = TypeVar("T")
+
+
+class CodecError(ValueError):
+    """A value that cannot be encoded, or bytes that do not decode to the type asked for."""
+
+
+def to_json(value: Any) -> Any:
+    """``value`` as JSON-able data: dataclasses as dicts of their fields, sets and deques as
+    lists, pydantic models as their JSON form."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, dict):
+        return {key: to_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple | set | frozenset | deque):
+        items = [to_json(item) for item in value]
+        return sorted(items, key=repr) if isinstance(value, set | frozenset) else items
+    return value
+
+
+def encode(value: Any) -> bytes:
+    """``value`` (a dataclass tree) as JSON bytes; raises :class:`CodecError` if it is not
+    JSON-able (a task output of a type JSON has no form for)."""
+    try:
+        return orjson.dumps(to_json(value))
+    except TypeError as exc:
+        raise CodecError(f"cannot encode {type(value).__name__}: {exc}") from exc
+
+
+def decode(data: bytes, tp: type[T]) -> T:
+    """Rebuild a ``tp`` from :func:`encode`'s bytes; raises :class:`CodecError` if they do not
+    fit."""
+    try:
+        return typing.cast(T, from_json(orjson.loads(data), tp))
+    except CodecError:
+        raise
+    except (orjson.JSONDecodeError, TypeError, ValueError, KeyError) as exc:
+        raise CodecError(f"not an encoded {getattr(tp, '__name__', tp)}: {exc}") from exc
+
+
+def from_json(data: Any, tp: Any) -> Any:
+    """The value of type ``tp`` whose :func:`to_json` form is ``data``."""
+    if tp is Any or tp is object:
+        return data
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return _union_from_json(data, tp)
+    if origin is not None:
+        return _generic_from_json(data, tp, origin)
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        hints = _hints(tp)
+        fields = _expect(data, dict)
+        known = (f.name for f in dataclasses.fields(tp) if f.name in fields)
+        return tp(**{name: from_json(fields[name], hints[name]) for name in known})
+    if tp in (str, int, bool, float, type(None)):
+        return _primitive(data, tp)
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return tp.model_validate(data)
+    return _adapter(tp).validate_python(data)
+
+
+def _union_from_json(data: Any, tp: Any) -> Any:
+    options = typing.get_args(tp)
+    if data is None and type(None) in options:
+        return None
+    real = [o for o in options if o is not type(None)]
+    if len(real) == 1:
+        return from_json(data, real[0])
+    return _adapter(tp).validate_python(data)
+
+
+def _generic_from_json(data: Any, tp: Any, origin: Any) -> Any:
+    args = typing.get_args(tp)
+    if origin is dict:
+        return {key: from_json(item, args[1]) for key, item in _expect(data, dict).items()}
+    if origin in (list, set, frozenset, deque):
+        item_tp = args[0] if args else Any
+        return origin(from_json(item, item_tp) for item in _expect(data, list))
+    if origin is tuple:
+        items = _expect(data, list)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(from_json(item, args[0]) for item in items)
+        return tuple(from_json(item, a) for item, a in zip(items, args, strict=True))
+    return _adapter(tp).validate_python(data)
+
+
+def _primitive(data: Any, tp: type) -> Any:
+    if tp is float and isinstance(data, int) and not isinstance(data, bool):
+        return float(data)
+    if data is not None and (not isinstance(data, tp) or (tp is int and isinstance(data, bool))):
+        raise CodecError(f"expected {tp.__name__}, got {type(data).__name__}")
+    return data
+
+
+def _expect(data: Any, kind: type[T]) -> T:
+    if not isinstance(data, kind):
+        raise CodecError(f"expected {kind.__name__}, got {type(data).__name__}")
+    return data
+
+
+@functools.cache
+def _hints(tp: type) -> dict[str, Any]:
+    return typing.get_type_hints(tp)
+
+
+@functools.cache
+def _adapter(tp: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(tp)
+
+
+@functools.cache
+def schema_fingerprint(tp: type) -> str:
+    """A short hash of the field names and types of every dataclass and pydantic model
+    reachable from ``tp``: equal fingerprints, compatible bytes."""
+    seen: dict[str, str] = {}
+    _describe(tp, seen)
+    text = "\n".join(f"{name}: {body}" for name, body in sorted(seen.items()))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _describe(tp: Any, seen: dict[str, str]) -> str:
+    """Name ``tp``, adding the structure of each dataclass or model it reaches to ``seen``."""
+    args = typing.get_args(tp)
+    origin = typing.get_origin(tp)
+    if origin is typing.Literal:
+        return repr(tp)
+    if origin is not None or args:
+        inner = ", ".join(_describe(a, seen) for a in args)
+        return f"{getattr(origin, '__name__', repr(origin))}[{inner}]"
+    name = f"{getattr(tp, '__module__', '')}.{getattr(tp, '__qualname__', repr(tp))}"
+    if name in seen:
+        return name
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        seen[name] = ""  # a placeholder breaks cycles
+        hints = _hints(tp)
+        seen[name] = ", ".join(
+            f"{f.name}: {_describe(hints[f.name], seen)}" for f in dataclasses.fields(tp)
+        )
+    elif isinstance(tp, type) and issubclass(tp, BaseModel):
+        seen[name] = ""
+        seen[name] = ", ".join(
+            f"{field}: {_describe(info.annotation, seen)}"
+            for field, info in tp.model_fields.items()
+        )
+    return name

@@ -1,0 +1,288 @@
+"""Partition snapshots: a new owner loads them and folds only the tail; a bad one is not used.
+
+And the dedupe they carry is bounded: tombstones live for a window and up to a count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections import Counter, deque
+from typing import Any
+
+import orjson
+import pytest
+
+from deerflow import Engine, Workflow
+from deerflow.core import _history as h
+from deerflow.core._state import Expansion, RunState, TaskState
+from deerflow.log.base import EventLog, Message, Record, TopicPartition
+from deerflow.runtime._snapcodec import decode, encode, schema_fingerprint
+from deerflow.runtime._snapshots import Snapshots
+from deerflow.runtime._tombstones import EndedRuns
+from deerflow.web._runs import request_retry
+from tests.engine.test_orchestrator_memory import evicted, shipping
+from tests.logs import records, until
+
+OWNS = re.compile(r"owns (\d+) partitions: (\d+) snapshots, (\d+) events")
+
+
+def loads(caplog: pytest.LogCaptureFixture) -> tuple[int, int]:
+    """Snapshots used and history records folded by the loads logged so far."""
+    found = [OWNS.search(r.getMessage()) for r in caplog.records]
+    matches = [m for m in found if m is not None]
+    assert matches, "no partition was loaded"
+    return sum(int(m[2]) for m in matches), sum(int(m[3]) for m in matches)
+
+
+def failing_once() -> Workflow:
+    wf = Workflow(name="failing_once")
+
+    @wf.task(id="once_broken", retries=1, retry_delay=1.5)
+    def once_broken(context):
+        if context.attempt == 1:
+            raise RuntimeError("first attempt fails")
+        return {"attempt": context.attempt}
+
+    return wf
+
+
+async def finish_runs(store: str, wf: Workflow, count: int, snapshot_every: int) -> int:
+    """Run ``count`` runs ``o-<i>`` to their end; returns the history's record count."""
+    async with Engine(store, [wf], snapshot_every=snapshot_every) as engine:
+        for i in range(count):
+            handle = await engine.start(wf, params={"order": i}, run_id=f"o-{i}")
+            assert (await handle.result(timeout=60)).status == "completed"
+        await until(evicted(engine, [f"o-{i}" for i in range(count)]))
+        return len(await records(engine.log, engine.topics.history))
+
+
+async def test_a_new_owner_loads_the_snapshots_and_folds_only_the_tail(store, caplog):
+    executions: Counter[str] = Counter()
+    wf = shipping(executions)
+    total = await finish_runs(store, wf, 12, snapshot_every=10)
+    caplog.set_level(logging.INFO, logger="deerflow.orchestrator")
+    async with Engine(store, [wf], snapshot_every=10) as engine:
+        later = await (await engine.start(wf, params={"order": "later"})).result(timeout=60)
+        # A duplicate request of a run ended before the snapshot: its tombstone came with it.
+        again = await (await engine.start(wf, params={"order": "x"}, run_id="o-3")).result(
+            timeout=60
+        )
+        await until(lambda: engine.orchestrator is not None and engine.orchestrator.lag() == 0)
+    used, folded = loads(caplog)
+    # The stop left snapshots; at most the new run's request (appended while the partitions
+    # loaded) is in the tail.
+    assert used >= 1 and folded <= 1, (used, folded, total)
+    assert later.status == "completed"
+    assert again.output == {"label": "L-3"} and executions["o-3/pick"] == 1
+    # Without snapshots, the same takeover folds the whole history.
+    caplog.clear()
+    async with Engine(store, [wf], snapshot_every=0) as engine:
+        assert engine.orchestrator is not None
+        await asyncio.wait_for(engine.orchestrator.settled.wait(), 30)
+    used, folded = loads(caplog)
+    assert used == 0 and folded > total
+
+
+async def test_a_run_waiting_for_a_retry_is_carried_by_the_snapshot(store, caplog):
+    wf = failing_once()
+    async with Engine(store, [wf], snapshot_every=1) as engine:
+        handle = await engine.start(wf)
+        await engine.index.wait(handle.run_id, lambda s: bool(s.timers), timeout=30)
+    caplog.set_level(logging.INFO, logger="deerflow.orchestrator")
+    async with Engine(store, [wf], snapshot_every=1) as engine:
+        result = await engine.wait(handle.run_id, timeout=60)
+    assert result.status == "completed" and result.output == {"attempt": 2}
+    used, folded = loads(caplog)
+    assert used >= 1 and folded == 0
+
+
+async def newest_manifests(
+    log: EventLog, snapshots: Snapshots, partitions: int
+) -> dict[TopicPartition, tuple[Record, dict[str, Any]]]:
+    """Each snapshot partition's newest manifest: its position and content."""
+    tps = [TopicPartition(snapshots.topic, p) for p in range(partitions)]
+    committed = await log.group_offsets(snapshots.group, tps)
+    found: dict[TopicPartition, tuple[Record, dict[str, Any]]] = {}
+    for tp, offset in committed.items():
+        if offset:
+            [record, *_] = await log.read_partition(tp, offset - 1)
+            found[tp] = (record, orjson.loads(record.value))
+    return found
+
+
+def truncated(manifest: dict[str, Any]) -> dict[str, Any]:
+    return {**manifest, "chunks": [*manifest["chunks"], manifest["chunks"][-1] + 10_000]}
+
+
+def corrupted(manifest: dict[str, Any]) -> dict[str, Any]:
+    return {**manifest, "sha256": "0" * 64}
+
+
+def incompatible(manifest: dict[str, Any]) -> dict[str, Any]:
+    return {**manifest, "fingerprint": "another-schema"}
+
+
+def beyond_the_end(manifest: dict[str, Any]) -> dict[str, Any]:
+    return {**manifest, "covered": manifest["covered"] + 1000}
+
+
+@pytest.mark.parametrize("spoil", [truncated, corrupted, incompatible, beyond_the_end])
+async def test_a_bad_snapshot_is_not_used_and_the_partition_is_folded_whole(store, caplog, spoil):
+    executions: Counter[str] = Counter()
+    wf = shipping(executions)
+    total = await finish_runs(store, wf, 8, snapshot_every=5)
+    async with Engine(store, [wf], orchestrate=False, work=False) as client:
+        snapshots = Snapshots(client.log, client.topics)
+        partitions = await client.log.partition_count(client.topics.history)
+        spoilt = await newest_manifests(client.log, snapshots, partitions)
+        assert spoilt, "the first engine left no snapshot"
+        for tp, (record, manifest) in spoilt.items():
+            [(_, offset)] = await client.log.append(
+                [
+                    Message(
+                        tp.topic,
+                        orjson.dumps(spoil(manifest)),
+                        record.key,
+                        record.headers,
+                        tp.partition,
+                    )
+                ]
+            )
+            await client.log.commit_group(snapshots.group, {tp: offset + 1})
+    caplog.set_level(logging.INFO, logger="deerflow.orchestrator")
+    async with Engine(store, [wf], snapshot_every=5) as engine:
+        again = await (await engine.start(wf, params={"order": "x"}, run_id="o-3")).result(
+            timeout=60
+        )
+        later = await (await engine.start(wf, params={"order": "later"})).result(timeout=60)
+        states = {r.run_id: r.status for r in await engine.list_runs(workflow="shipping")}
+    warnings = [r for r in caplog.records if "cannot be used" in r.getMessage()]
+    assert len(warnings) == len(spoilt)
+    used, folded = loads(caplog)
+    assert used == 0 and total <= folded <= total + 1  # + the request made while loading
+    assert again.output == {"label": "L-3"} and executions["o-3/pick"] == 1
+    assert later.status == "completed"
+    assert sorted(states.values()) == ["completed"] * 9
+
+
+async def test_a_snapshot_write_cut_short_leaves_the_previous_one_in_use(store, caplog):
+    """What a writer killed mid-snapshot leaves (chunks, even a manifest, but no commit) is
+    ignored: the next owner loads the previous snapshot and folds the tail after it."""
+    executions: Counter[str] = Counter()
+    wf = shipping(executions)
+    await finish_runs(store, wf, 6, snapshot_every=4)
+    async with Engine(store, [wf], orchestrate=False, work=False) as client:
+        snapshots = Snapshots(client.log, client.topics)
+        partitions = await client.log.partition_count(client.topics.history)
+        before = await newest_manifests(client.log, snapshots, partitions)
+        for tp, (record, manifest) in before.items():
+            # Half a snapshot: a chunk of garbage, then a manifest that names it, never committed.
+            [(_, chunk)] = await client.log.append(
+                [
+                    Message(
+                        tp.topic,
+                        b"{half",
+                        f"{tp.partition}/0/0",
+                        (("deerflow-snapshot", b"chunk"),),
+                        tp.partition,
+                    )
+                ]
+            )
+            await client.log.append(
+                [
+                    Message(
+                        tp.topic,
+                        orjson.dumps({**manifest, "chunks": [chunk]}),
+                        record.key,
+                        record.headers,
+                        tp.partition,
+                    )
+                ]
+            )
+        # More history after the snapshot: the tail.
+        tail = await client.start(wf, params={"order": "tail"}, run_id="tail")
+    caplog.set_level(logging.INFO, logger="deerflow.orchestrator")
+    async with Engine(store, [wf], snapshot_every=4) as engine:
+        result = await engine.wait(tail.run_id, timeout=60)
+        again = await (await engine.start(wf, params={"order": "x"}, run_id="o-1")).result(
+            timeout=60
+        )
+    used, folded = loads(caplog)
+    # The tail's request (and the duplicate's, if made while the partitions loaded).
+    assert used == len(before) and 1 <= folded <= 2
+    assert result.status == "completed" and again.output == {"label": "L-1"}
+    assert executions["o-1/pick"] == 1
+
+
+async def test_a_duplicate_request_after_the_dedupe_window_starts_the_run_again(store):
+    executions: Counter[str] = Counter()
+    wf = shipping(executions)
+    async with Engine(store, [wf], dedupe_window=0.5) as engine:
+        first = await (await engine.start(wf, params={"order": "a"}, run_id="o-1")).result(
+            timeout=60
+        )
+        await until(evicted(engine, ["o-1"]))
+        await until(
+            lambda: engine.orchestrator is not None and not engine.orchestrator.knows("o-1"), 10
+        )
+        await engine.start(wf, params={"order": "b"}, run_id="o-1")
+        await until(lambda: executions["o-1/label"] == 2)
+    assert first.output == {"label": "L-a"}
+    assert executions["o-1/pick"] == 2  # the id started again: its first run was forgotten
+
+
+async def test_a_failed_run_whose_tombstone_expired_is_still_retried(store):
+    executions: Counter[str] = Counter()
+    broken = {"x"}
+    wf = shipping(executions, broken)
+    async with Engine(store, [wf], dedupe_window=0.5) as engine:
+        orchestrator = engine.orchestrator
+        assert orchestrator is not None
+        failed = await (await engine.start(wf, params={"order": "x"})).result(timeout=60)
+        assert failed.status == "failed"
+        await until(evicted(engine, [failed.run_id]))
+        await until(lambda: not orchestrator.knows(failed.run_id), 10)
+        broken.clear()
+        assert await request_retry(engine, failed.run_id) == 1
+        done = await engine.index.wait(failed.run_id, lambda s: s.status == "completed", 60)
+    assert done is not None and done.output == {"label": "L-x"}
+    assert executions[f"{failed.run_id}/pick"] == 1  # its output was kept, not recomputed
+
+
+def test_tombstones_are_kept_for_the_window_and_up_to_the_limit():
+    now = [1000.0]
+    ended = EndedRuns(window=60.0, limit=3, clock=lambda: now[0])
+
+    def over(run_id: str, at: float) -> RunState:
+        return RunState(run_id=run_id, status="completed", finished_at=at)
+
+    for i in range(4):
+        ended.add(0, over(f"r{i}", 990.0 + i))
+    assert [t[0] for t in ended.kept(0)] == ["r1", "r2", "r3"]  # the oldest went first
+    assert ended.contains(0, "r3") and not ended.contains(0, "r0")
+    now[0] = 990.0 + 2 + 60.5  # r1 and r2 ended more than a window ago
+    assert not ended.contains(0, "r1") and not ended.contains(0, "r2")
+    assert ended.contains(0, "r3")
+    assert [t[0] for t in ended.kept(0)] == ["r3"]
+
+
+def test_the_codec_round_trips_every_part_of_a_run_state():
+    state = RunState(
+        run_id="r",
+        parent=h.ParentRef(run_id="p", task_id="t"),
+        requests=deque(
+            [h.TransitionRequested(id="x", run_id="r", request_id="q", transition="go")]
+        ),
+        seen={"a", "b"},
+        timers={"t": 5.0},
+        search_attributes={"customer": "c-1", "amount": 3},
+    )
+    state.tasks["fan"] = TaskState(
+        status="expanded",
+        attempts=1,
+        expansion=Expansion.plan("fan", [{"id": "c1"}, {"id": "c2", "depends_on": ["c1"]}]),
+    )
+    assert decode(encode(state), RunState) == state
+    assert len(schema_fingerprint(RunState)) == 16

@@ -1,0 +1,52 @@
+"""A process whose orchestrator stalls in the middle of a snapshot write, to be SIGKILLed there.
+
+``python -m tests.reliability.apps.snapshot_stall STORE MARKER RUNS`` starts ``RUNS`` runs of
+the 3-step app on ``STORE`` with a snapshot every 5 records. Once one snapshot of a partition
+is committed, the next manifest of that partition is never appended: the writer touches
+``MARKER`` and waits there (its chunks are already in the log). The test kills the process
+then, so the kill lands between a snapshot's chunks and its manifest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from deerflow import Engine
+from deerflow.eventstore import open_log
+from deerflow.log.base import Message, TopicPartition
+from tests.reliability.faults import FaultyLog
+
+
+class StallingLog(FaultyLog):
+    """Appends for real, except a second manifest of a partition: that one never returns."""
+
+    def __init__(self, url: str, marker: Path) -> None:
+        super().__init__(open_log(url))
+        self.marker = marker
+        self.manifests: set[int] = set()
+
+    async def append(self, messages: Sequence[Message]) -> list[tuple[TopicPartition, int]]:
+        for m in messages:
+            if dict(m.headers).get("deerflow-snapshot") == b"manifest":
+                assert m.partition is not None
+                if m.partition in self.manifests:
+                    self.marker.touch()
+                    await asyncio.Event().wait()  # stalled for good: the kill comes here
+                self.manifests.add(m.partition)
+        return await super().append(messages)
+
+
+async def main(url: str, marker: Path, runs: int) -> None:
+    from tests.reliability.apps.steps_app import workflow  # reads $SINK_DB
+
+    async with Engine(StallingLog(url, marker), [workflow], snapshot_every=5) as engine:
+        for n in range(runs):
+            await engine.start(workflow, params={"n": n}, run_id=f"stall-{n:03d}")
+        await asyncio.Event().wait()  # runs go on until the kill
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])))
