@@ -22,7 +22,7 @@ from sink import Sink  # type: ignore[import-not-found]  # noqa: E402
 
 from tests.logs import history, records, until  # noqa: E402
 from tests.processes import kafka_workers, wait_for_file, workers  # noqa: E402, F401
-from tests.services import TASK_LOST_WHEN_REASSIGNED_AT_ONCE, unique_name  # noqa: E402
+from tests.services import unique_name  # noqa: E402
 
 
 async def test_a_worker_killed_mid_task_resumes_without_redoing_finished_tasks(
@@ -51,7 +51,6 @@ async def test_a_worker_killed_mid_task_resumes_without_redoing_finished_tasks(
 
 @pytest.mark.kafka
 @pytest.mark.timeout(240)
-@TASK_LOST_WHEN_REASSIGNED_AT_ONCE
 async def test_two_kafka_workers_one_killed_every_run_completes_exactly_once(
     kafka_url, kafka_workers
 ):
