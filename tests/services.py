@@ -25,7 +25,6 @@ from deerflow.testing import ApacheKafka, Service, ServiceUnavailable, free_port
 
 __all__ = [
     "KAFKA_BROKERS",
-    "TASK_LOST_WHEN_REASSIGNED_AT_ONCE",
     "Service",
     "broken_on_apache_kafka",
     "free_port",
@@ -94,13 +93,6 @@ def broken_on_apache_kafka(reason: str) -> pytest.MarkDecorator:
     return pytest.mark.xfail(
         kafka_broker() == "apache", reason=f"on Apache Kafka: {reason}", strict=False
     )
-
-
-#: The engine defect the Apache Kafka pass finds in the tests that kill one of two workers.
-TASK_LOST_WHEN_REASSIGNED_AT_ONCE = broken_on_apache_kafka(
-    "a task message is committed without its outcome when its partition is revoked and given "
-    "back to the same worker at once (docs/operations/testing-brokers.md)"
-)
 
 
 def start_apache_kafka() -> ApacheKafka:

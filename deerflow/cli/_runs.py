@@ -8,6 +8,8 @@ on stdout; exit codes are those of :mod:`deerflow.cli._base`.
 
 from __future__ import annotations
 
+import time
+import uuid
 from typing import Annotated, Any
 
 import typer
@@ -37,6 +39,9 @@ from deerflow.errors import DeerflowError
 from deerflow.runtime._results import RunResult
 from deerflow.runtime._runrows import attribute_value
 from deerflow.web import _runs
+
+#: Seconds an owner has to take up a transition request before a send says none is there.
+_TAKEN_WITHIN = 5.0
 
 FollowTimeoutOpt = Annotated[
     float | None,
@@ -350,22 +355,45 @@ def runs_send(
         async with open_engine(store) as engine:
             state = await _runs.find_run(engine, run_id)
             rid = state.run_id
+            start = (
+                f"start `deerflow worker FILE.py{store_flag(store)}` or "
+                f"`deerflow serve FILE.py{store_flag(store)}` (FILE.py defines {state.workflow})"
+            )
             owned = await engine.log.group_active(engine.topics.orchestrator_group)
             if owned is False and not state.terminal:
                 raise DeerflowError(
                     f"no process owns instance {rid} of {state.workflow}, so nothing would apply "
-                    f"{transition!r}: start `deerflow worker FILE.py{store_flag(store)}` or "
-                    f"`deerflow serve FILE.py{store_flag(store)}` (FILE.py defines "
-                    f"{state.workflow}), then send again"
+                    f"{transition!r}: {start}, then send again"
                 )
-            try:
-                return await engine.send(rid, transition, payload=data, timeout=timeout)
-            except TimeoutError:
+            request = uuid.uuid4().hex[:16]
+            await engine.send(rid, transition, payload=data, request_id=request, wait=False)
+
+            def applied(s: Any) -> bool:
+                return s.terminal or any(t["request_id"] == request for t in s.transitions)
+
+            # An owner takes a request up within a second or so (applies it, or schedules its
+            # handler). A broker may still list an owner that has gone (Tansu does until the
+            # group changes): no taker in a few seconds means none is there.
+            began = time.monotonic()
+            window = min(timeout, _TAKEN_WITHIN)
+            taken = await engine.index.wait(
+                rid, lambda s: applied(s) or f"{transition}@{request}" in s.tasks, window
+            )
+            if taken is None and timeout > window:
+                raise DeerflowError(
+                    f"no process took up {transition!r} of instance {rid} of {state.workflow} "
+                    f"within {window:g}s, so none owns it: {start}; the request stays queued "
+                    "and applies then"
+                )
+            left = timeout - (time.monotonic() - began)
+            done = await engine.index.wait(rid, applied, max(0.0, left))
+            if done is None:
                 raise WaitTimedOut(
                     f"transition {transition!r} of {rid} was not applied within {timeout:g}s; "
                     f"the request stays queued: see it with "
                     f"`deerflow runs show {rid}{store_flag(store)}`"
-                ) from None
+                )
+            return engine._transition_outcome(done, request, transition)
 
     result = execute(main, store)
     if as_json:

@@ -79,7 +79,6 @@ class WorkflowDef:
         self.max_parallel = max_parallel
         self._tasks: dict[str, TaskDef] = {}
         self._compensations: dict[str, str] = {}
-        self._refused: dict[str, tuple[str, ...]] = {}  # task id -> depends_on, not defined
         self._ancestors: dict[str, frozenset[str]] = {}
         self._fingerprint: str | None = None
         self._order: list[str] | None = None
@@ -157,9 +156,16 @@ class WorkflowDef:
             raise DefinitionError(f"{where}: duplicate task id")
         if isinstance(task.depends_on, str):
             raise DefinitionError(f"{where}: depends_on must be a list of task ids")
+        # A dependency may name a task declared later (checked by validate(), once the
+        # definition is complete); a loop is refused by the declaration that closes it.
         for dep in task.depends_on:
-            if dep not in self._tasks:
-                raise DefinitionError(f"{where}: {self._missing_dependency(task, dep)}")
+            loop = [task.id] if dep == task.id else self._path_back(task.id, dep)
+            if loop is not None:
+                # Told from the loop's first declared task, as the file reads: a → b → a.
+                ring = [task.id, *loop[:-1]]
+                start = min(range(len(ring)), key=lambda i: self._declared(ring[i]))
+                ring = ring[start:] + ring[:start]
+                raise DefinitionError(f"{where}: {_cycle([*ring, ring[0]])}")
         if task.fn is not None and not callable(task.fn):
             raise DefinitionError(f"{where}: the task body is not callable")
         self._check_kind(task)
@@ -172,7 +178,6 @@ class WorkflowDef:
         if task.id in self._compensations:
             raise DefinitionError(f"{where}: id already used by a compensation")
         self._tasks[task.id] = task
-        self._refused.pop(task.id, None)
         self._order = None
         self._ancestors.clear()
         self._fingerprint = None
@@ -187,22 +192,34 @@ class WorkflowDef:
             )
         task.options = task.kind.parse_options(self.name, task.id, task.options)
 
-    def _missing_dependency(self, task: TaskDef, dep: str) -> str:
-        """Why ``dep`` cannot be a dependency of ``task``: a cycle, or a task not defined yet.
+    def _path_back(self, start: str, dep: str) -> list[str] | None:
+        """A path ``dep -> ... -> start`` through the declared tasks' dependencies, or ``None``."""
+        stack, seen = [[dep]], set()
+        while stack:
+            path = stack.pop()
+            if path[-1] == start:
+                return path
+            if path[-1] not in seen:
+                seen.add(path[-1])
+                node = self._tasks.get(path[-1])
+                stack += [[*path, nxt] for nxt in (node.depends_on if node else ())]
+        return None
 
-        Tasks refused for naming a task not defined yet are remembered with their
-        dependencies, so that defining that task next, depending back on them, is reported
-        as the cycle it is rather than as one more unknown task.
-        """
-        cycle = _path_back(task.id, dep, self._refused)
-        if cycle is not None:
-            return f"dependency cycle {' -> '.join([task.id, *cycle])}"
-        self._refused[task.id] = task.depends_on
-        return (
-            f"depends_on names unknown task {dep!r}"
-            f" (known: {', '.join(sorted(self._tasks)) or 'none'};"
-            " define a task before the tasks that depend on it)"
-        )
+    def _declared(self, task_id: str) -> int:
+        """Where ``task_id`` stands in declaration order (a task being added comes last)."""
+        ids = list(self._tasks)
+        return ids.index(task_id) if task_id in self._tasks else len(ids)
+
+    def _unknown_dependency(self) -> str | None:
+        """The first dependency naming no declared task, described, or ``None``."""
+        for task in self._tasks.values():
+            for dep in task.depends_on:
+                if dep not in self._tasks:
+                    return (
+                        f"workflow {self.name!r}, task {task.id!r}: depends_on names unknown"
+                        f" task {dep!r} (known: {', '.join(sorted(self._tasks))})"
+                    )
+        return None
 
     def add_trigger(self, trigger: Any) -> Any:
         """Attach a trigger (``S3Event``, ``KafkaEvent``, ``WebhookEvent``) that starts runs."""
@@ -251,9 +268,29 @@ class WorkflowDef:
 
     @property
     def order(self) -> list[str]:
-        """Task ids in a topological order (definition order already is one)."""
+        """Task ids in a topological order: definition order, each task after what it needs."""
         if self._order is None:
-            self._order = list(self._tasks)
+            order: list[str] = []
+            placed: set[str] = set()
+            for first in self._tasks:
+                stack = [first]  # depth first, iterative: chains may be long
+                while stack:
+                    node = stack[-1]
+                    if node in placed:
+                        stack.pop()
+                        continue
+                    needed = [
+                        d
+                        for d in self._tasks[node].depends_on
+                        if d not in placed and d in self._tasks
+                    ]
+                    if needed:
+                        stack.extend(reversed(needed))
+                    else:
+                        placed.add(node)
+                        order.append(node)
+                        stack.pop()
+            self._order = order
         return self._order
 
     def dependents(self, task_id: str) -> list[str]:
@@ -305,6 +342,9 @@ class WorkflowDef:
         """Check the whole definition; raises :class:`DefinitionError` naming the problem."""
         if not self._tasks and not self.has_body():
             raise DefinitionError(f"workflow {self.name!r} has no tasks")
+        unknown = self._unknown_dependency()
+        if unknown is not None:
+            raise DefinitionError(unknown)
         _check_acyclic(self.name, {t.id: t.depends_on for t in self._tasks.values()})
 
     def has_body(self) -> bool:
@@ -335,17 +375,9 @@ class WorkflowDef:
         return f"Workflow(name={self.name!r}, version={self.version!r}, tasks={list(self._tasks)})"
 
 
-def _path_back(start: str, dep: str, edges: Mapping[str, Iterable[str]]) -> list[str] | None:
-    """A path ``dep -> ... -> start`` through ``edges`` (node -> dependencies), or ``None``."""
-    stack, seen = [[dep]], set()
-    while stack:
-        path = stack.pop()
-        if path[-1] == start:
-            return path
-        if path[-1] not in seen:
-            seen.add(path[-1])
-            stack += [[*path, nxt] for nxt in edges.get(path[-1], ())]
-    return None
+def _cycle(path: list[str]) -> str:
+    """How a closed dependency loop reads in errors: ``dependency cycle: a → b → a``."""
+    return "dependency cycle: " + " → ".join(path)
 
 
 def _check_acyclic(workflow: str, edges: Mapping[str, Iterable[str]]) -> None:
@@ -355,10 +387,8 @@ def _check_acyclic(workflow: str, edges: Mapping[str, Iterable[str]]) -> None:
         state[node] = 1
         for dep in edges.get(node, ()):
             if state.get(dep) == 1:
-                cycle = " -> ".join([*path[path.index(dep) :], dep]) if dep in path else dep
-                raise DefinitionError(
-                    f"workflow {workflow!r}, task {node!r}: dependency cycle {cycle}"
-                )
+                loop = [*path[path.index(dep) :], dep] if dep in path else [dep, dep]
+                raise DefinitionError(f"workflow {workflow!r}, task {node!r}: {_cycle(loop)}")
             if dep not in state:
                 visit(dep, [*path, dep])
         state[node] = 2

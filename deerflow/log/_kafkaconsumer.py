@@ -40,6 +40,10 @@ class KafkaLogReader(LogReader):
         self._positions: dict[TopicPartition, int] = dict(start)
         self._consumer: Any = None
         self._stopped = False
+        # Per partition, the count of moves (revoke, seek) when it last moved: a poll drops
+        # what it fetched of a partition that moved while it awaited.
+        self._moves = 0
+        self._moved: dict[TopicPartition, int] = {}
 
     async def start(self) -> None:
         """Connect, assign the partitions and seek to the start offsets; idempotent."""
@@ -77,14 +81,27 @@ class KafkaLogReader(LogReader):
             )
         except KafkaError as exc:
             raise failure(self._log.url, "cannot read from", exc) from exc
+        fetched = self._moves
+        await self._follow_deleted(consumer, batches)
+        # Nothing awaited from here on: the records go out under the assignment they were
+        # fetched in. Those of a partition revoked meanwhile (and perhaps given straight back,
+        # restarting at the committed offset) or sought elsewhere are not delivered: the
+        # member was told its unfinished records go to the partition's next owner.
         records: list[Record] = []
         for their_tp, messages in batches.items():
+            if self._moved.get(ours(their_tp), 0) > fetched:
+                continue
             if messages and self._deliverable(consumer, their_tp, messages[0].offset):
                 records.extend(record_from(message) for message in messages)
                 self._positions[ours(their_tp)] = messages[-1].offset + 1
         self._learn_positions(consumer)
-        await self._follow_deleted(consumer, batches)
         return records
+
+    def _moving(self, tps: frozenset[TopicPartition]) -> None:
+        """``tps`` restart elsewhere (revoked, or sought): a poll under way drops them."""
+        self._moves += 1
+        for tp in tps:
+            self._moved[tp] = self._moves
 
     async def _follow_deleted(self, consumer: Any, batches: Mapping[Any, Any]) -> None:
         """Where retention or ``delete_records`` removed the records at our position, the
@@ -103,7 +120,7 @@ class KafkaLogReader(LogReader):
                 moved = await asyncio.wait_for(consumer.position(their_tp), 0.5)
             except (KafkaError, TimeoutError):  # no longer assigned, or not known yet
                 continue
-            if moved > position:
+            if moved > position and self._positions.get(tp) == position:  # not moved meanwhile
                 self._positions[tp] = moved
 
     def _deliverable(self, consumer: Any, tp: Any, first: int) -> bool:
@@ -239,6 +256,7 @@ class KafkaGroupConsumer(KafkaLogReader, GroupConsumer):
                 self._positions[tp] = int(asked.result())
 
     async def _on_revoked(self, tps: frozenset[TopicPartition]) -> None:
+        self._moving(tps)
         if tps and self._listener is not None:
             await _call(self._listener.on_revoked(tps))
         self._ready -= tps
@@ -292,6 +310,7 @@ class KafkaGroupConsumer(KafkaLogReader, GroupConsumer):
             self._require().seek(theirs(tp), offset)
         except IllegalStateError as exc:
             raise EventStoreError(f"group {self._group!r}: {exc}", retriable=False) from exc
+        self._moving(frozenset({tp}))
         self._positions[tp] = offset
 
     def pause(self, partitions: frozenset[TopicPartition]) -> None:

@@ -414,6 +414,10 @@ class Worker(BackgroundService):
     async def on_assigned(self, partitions: frozenset[TopicPartition]) -> None:
         """New partitions start from the group's committed offsets."""
         log.debug("worker %s assigned %s", self.name, sorted(partitions))
+        if self._paused and self._consumer is not None:
+            # A partition comes back from a rebalance unpaused; while every slot is busy the
+            # worker must not read it (a Kafka rebalance can give it back within milliseconds).
+            self._consumer.pause(partitions)
 
     async def on_revoked(self, partitions: frozenset[TopicPartition]) -> None:
         """Commit what is done before the partitions move; unfinished work is redelivered."""
@@ -443,9 +447,14 @@ class Worker(BackgroundService):
                 log.exception("worker %s: polling the task queue failed; retrying", self.name)
                 await asyncio.sleep(1.0)
                 continue
-            for record in records:
-                self._offsets.begin(record.tp, record.offset)
-                self._ready.append(record)
+            self._take(records)
+
+    def _take(self, records: list[Record]) -> None:
+        """Track polled records and queue them for a slot; whatever a poll returns runs (a
+        record dropped here would be committed past by the records after it)."""
+        for record in records:
+            self._offsets.begin(record.tp, record.offset)
+            self._ready.append(record)
 
     def _start_ready(self) -> None:
         while self._ready and len(self._holding) < self._concurrency and not self.stopping.is_set():
@@ -496,8 +505,9 @@ class Worker(BackgroundService):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._slot.wait(), 1.0)
         if len(self._holding) >= self._concurrency:
-            # Still full: a paused poll returns nothing but keeps the member alive in Kafka.
-            await consumer.poll(timeout=0.0)
+            # Still full: a paused poll keeps the member alive in Kafka. It returns records only
+            # if a rebalance gave partitions back during it: those are kept, at most one.
+            self._take(await consumer.poll(timeout=0.0, max_records=1))
 
     async def _commit(self) -> None:
         """Commit every partition whose finished prefix grew.

@@ -21,8 +21,9 @@ Invalid parameters raise :class:`TemplateParameterError` (a :class:`deerflow.Def
 naming the parameter and the rule it breaks.
 
 The template records its decorators (``task``, ``parallel_tasks``, ``dynamic_tasks``,
-``map_reduce``, ``sub_workflow``, ``add``) and checks each at once on a prototype, so a bad
-``depends_on`` fails where it is written, not at ``instantiate``.
+``map_reduce``, ``sub_workflow``, ``add``) and checks each at once on a prototype, so a
+dependency loop fails where it is written; a dependency on a task never declared fails at
+``instantiate``, when the definition is complete.
 """
 
 from __future__ import annotations
@@ -137,6 +138,7 @@ class WorkflowTemplate:
         )
         for step in self._steps:
             step.apply(wf)
+        wf.validate()
         wf.default_params = MappingProxyType(values)
         return wf
 

@@ -5,11 +5,15 @@ moves it, and ends with it; without an owner, a send answers at once."""
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.cli.test_cli_run import ROOT
+from tests.services import unique_name
 
 #: The spec's order state machine, as the examples ship it.
 ORDERS = ROOT / "examples" / "state_machine.py"
@@ -33,21 +37,26 @@ class Gate(StateMachine):
 """
 
 
-async def deerflow(*args: str, cwd: Path) -> asyncio.subprocess.Process:
+async def deerflow(*args: str, cwd: Path, prefix: str = "deerflow") -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "deerflow",
         *args,
         cwd=cwd,
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "COLUMNS": "200"},
+        env={
+            "PATH": "/usr/bin:/bin",
+            "PYTHONPATH": str(ROOT),
+            "COLUMNS": "200",
+            "DEERFLOW_PREFIX": prefix,
+        },
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
 
 
-async def shell(*args: str, cwd: Path) -> tuple[int, str, str]:
-    proc = await deerflow(*args, cwd=cwd)
+async def shell(*args: str, cwd: Path, prefix: str = "deerflow") -> tuple[int, str, str]:
+    proc = await deerflow(*args, cwd=cwd, prefix=prefix)
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
@@ -126,3 +135,51 @@ async def test_without_an_owner_a_send_answers_at_once_with_what_to_start(tmp_pa
         f"`deerflow worker FILE.py`; see it with `deerflow runs show {run_id}`"
     )
     assert "Traceback" not in err and "state-machine instance in state 'open'" in err
+
+
+@pytest.mark.kafka
+async def test_on_kafka_a_send_after_the_owner_left_answers_within_seconds(
+    tmp_path: Path, kafka_url: str
+):
+    # Tansu lists a member that has left until the group changes: the broker cannot tell that
+    # no process owns the instance, and the send must not wait out its timeout.
+    (tmp_path / "gate.py").write_text(SLOW_GATE)
+    on_kafka = {"cwd": tmp_path, "prefix": unique_name("send").replace("-", "")}
+    code, _, err = await shell("run", "gate.py", "--timeout", "1", "--store", kafka_url, **on_kafka)
+    assert code == 124, err
+    run_id = err.split("error: run ", 1)[1].split()[0]
+
+    began = time.monotonic()
+    code, out, err = await shell("runs", "send", run_id, "close", "--store", kafka_url, **on_kafka)
+    assert time.monotonic() - began < 15
+    assert (code, out) == (2, ""), err
+    (line,) = err.splitlines()
+    assert line.startswith("error: no process ") and f" instance {run_id} of gate" in line
+    assert f"start `deerflow worker FILE.py --store {kafka_url}` or " in line
+    assert f"`deerflow serve FILE.py --store {kafka_url}` (FILE.py defines gate)" in line
+
+    # An owner started now applies the request: the one queued (the broker still listed the
+    # gone owner, so the send was appended), or the one sent again (the broker knew at once).
+    owner = await deerflow("worker", "gate.py", "--store", kafka_url, **on_kafka)
+    try:
+        if "the request stays queued and applies then" not in line:
+            assert line.endswith(", then send again")
+            deadline = time.monotonic() + 40
+            while True:  # until the owner has joined
+                code, out, err = await shell(
+                    "runs", "send", run_id, "close", "--store", kafka_url, **on_kafka
+                )
+                if "no process owns" not in err or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(1)
+            assert (code, out) == (0, f"{run_id}: close -> closed\n"), err
+        code, out, err = await shell(
+            "runs", "show", run_id, "--follow", "--timeout", "45", "--store", kafka_url, **on_kafka
+        )
+    finally:
+        owner.terminate()
+        await owner.wait()
+    assert code == 0, err
+    code, out, err = await shell("runs", "show", run_id, "--json", "--store", kafka_url, **on_kafka)
+    shown = json.loads(out)
+    assert (shown["result"]["status"], shown["result"]["state"]) == ("completed", "closed")

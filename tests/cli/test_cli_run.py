@@ -111,6 +111,46 @@ def test_a_broken_workflow_file_shows_the_users_line_and_error_only(tmp_path: Pa
     assert done.stderr.startswith("error: --input is not JSON: ") and done.stderr.count("\n") == 1
 
 
+FORWARD = """
+from deerflow import Workflow
+
+wf = Workflow(name="forward")
+
+@wf.task(id="report", depends_on=["{dep}"])
+def report(context):
+    return context.tasks["{dep}"].output + 1
+
+@wf.task(id="load"{back})
+def load(context):
+    return 1
+"""
+
+
+def test_dependencies_may_name_later_tasks_a_loop_or_an_unknown_one_fails_in_one_line(
+    tmp_path: Path,
+):
+    (tmp_path / "forward.py").write_text(FORWARD.format(dep="load", back=""))
+    done = deerflow("run", "forward.py", "--quiet", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0].startswith("completed run ")
+    assert done.stdout.splitlines()[-1] == "2"
+
+    (tmp_path / "loop.py").write_text(FORWARD.format(dep="load", back=', depends_on=["report"]'))
+    done = deerflow("run", "loop.py", cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        "error: workflow 'forward', task 'load': dependency cycle: report → load → report\n"
+    )
+
+    (tmp_path / "unknown.py").write_text(FORWARD.format(dep="lode", back=""))
+    done = deerflow("run", "unknown.py", cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        "error: workflow 'forward', task 'report': depends_on names unknown task 'lode'"
+        " (known: load, report)\n"
+    )
+
+
 def test_a_run_past_its_timeout_says_so_in_one_line_and_exits_at_once(tmp_path: Path):
     (tmp_path / "slow.py").write_text(SLOW)
     for quiet in ([], ["--quiet"]):

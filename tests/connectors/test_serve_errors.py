@@ -99,7 +99,7 @@ APPS = {
     ),
     "task_depending_on_itself": (
         '@workflow.task(id="a", depends_on=["a"])\ndef a(context):\n    return None\n',
-        "error: workflow 'w', task 'a': dependency cycle a -> a",
+        "error: workflow 'w', task 'a': dependency cycle: a → a",
     ),
 }
 

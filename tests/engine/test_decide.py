@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from deerflow import DefinitionError, Workflow
+from deerflow import DefinitionError, Engine, Workflow
 from deerflow.core import _history as h
 from deerflow.core._decide import advance, decide
 from deerflow.core._state import RunState, fold
@@ -215,7 +215,6 @@ def test_a_changed_definition_parks_the_run_naming_the_change():
 @pytest.mark.parametrize(
     ("build", "message"),
     [
-        (lambda wf: wf.task(id="x", depends_on=["missing"])(noop), "unknown task 'missing'"),
         (lambda wf: (wf.task(id="x")(noop), wf.task(id="x")(noop)), "duplicate task id"),
         (lambda wf: wf.task(id="x", retries=-1)(noop), "retries must be >= 0"),
         (lambda wf: wf.task(id="bad id!")(noop), "invalid task id"),
@@ -233,21 +232,49 @@ def test_invalid_definitions_fail_when_defined_naming_workflow_and_task(build, m
 def test_cycles_are_reported_with_their_path():
     from deerflow.core._definition import check_acyclic
 
-    with pytest.raises(DefinitionError, match="cycle a -> b -> a"):
+    with pytest.raises(DefinitionError, match="cycle: a → b → a"):
         check_acyclic("wf", {"a": ["b"], "b": ["a"]})
 
 
-def test_a_task_depending_on_itself_or_back_on_a_refused_task_is_a_cycle():
+def test_a_dependency_may_name_a_task_declared_later():
+    wf = Workflow(name="forward")
+    wf.task(id="report", depends_on=["load"])(noop)
+    wf.task(id="load", depends_on=["extract"])(noop)
+    wf.task(id="extract")(noop)
+    wf.validate()
+    assert wf.order == ["extract", "load", "report"]  # each task after what it needs
+    assert wf.sinks() == ["report"]
+    assert wf.ancestors("report") == {"extract", "load"}
+
+
+def test_a_loop_is_refused_by_the_declaration_that_closes_it_naming_the_path():
     wf = Workflow(name="loops")
-    with pytest.raises(DefinitionError, match=r"task 'a': dependency cycle a -> a$"):
+    with pytest.raises(DefinitionError, match=r"task 'a': dependency cycle: a → a$"):
         wf.task(id="a", depends_on=["a"])(noop)
-    with pytest.raises(DefinitionError, match="unknown task 'c'"):
-        wf.task(id="b", depends_on=["c"])(noop)  # c is not defined yet: not (yet) a cycle
-    with pytest.raises(DefinitionError, match=r"task 'c': dependency cycle c -> b -> c$"):
-        wf.task(id="c", depends_on=["b"])(noop)
-    wf.task(id="d")(noop)
-    wf.task(id="e", depends_on=["d"])(noop)  # refusals leave the rest of the workflow usable
-    assert list(wf.tasks) == ["d", "e"]
+    wf.task(id="a", depends_on=["b"])(noop)  # b is declared later: a forward reference
+    with pytest.raises(DefinitionError, match=r"task 'b': dependency cycle: a → b → a$"):
+        wf.task(id="b", depends_on=["a"])(noop)
+    wf.task(id="c", depends_on=["d"])(noop)
+    with pytest.raises(DefinitionError, match=r"task 'e': dependency cycle: c → d → e → c$"):
+        wf.task(id="d", depends_on=["e"])(noop)
+        wf.task(id="e", depends_on=["c"])(noop)
+    wf.task(id="b")(noop)  # refusals leave the rest of the workflow usable
+    wf.task(id="e")(noop)
+    wf.validate()
+    assert wf.order == ["b", "a", "e", "d", "c"]
+
+
+def test_a_dependency_never_declared_fails_when_the_definition_is_complete():
+    wf = Workflow(name="broken")
+    wf.task(id="x", depends_on=["missing"])(noop)  # may still be declared
+    wf.task(id="y")(noop)
+    with pytest.raises(DefinitionError) as info:
+        wf.validate()
+    assert str(info.value) == (
+        "workflow 'broken', task 'x': depends_on names unknown task 'missing' (known: x, y)"
+    )
+    with pytest.raises(DefinitionError, match="unknown task 'missing'"):
+        Engine("memory://", [wf])
 
 
 def test_an_outcome_that_overtakes_its_scheduling_folds_to_the_same_state():

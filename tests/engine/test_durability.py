@@ -14,7 +14,7 @@ import pytest
 from deerflow import Engine, Workflow
 from deerflow.cli._loader import load_module_workflows
 from deerflow.core import _history as h
-from deerflow.log.base import Message
+from deerflow.log.base import Message, TopicPartition
 
 APPS = Path(__file__).parent / "apps"
 sys.path.insert(0, str(APPS))
@@ -22,7 +22,7 @@ from sink import Sink  # type: ignore[import-not-found]  # noqa: E402
 
 from tests.logs import history, records, until  # noqa: E402
 from tests.processes import kafka_workers, wait_for_file, workers  # noqa: E402, F401
-from tests.services import TASK_LOST_WHEN_REASSIGNED_AT_ONCE  # noqa: E402
+from tests.services import unique_name  # noqa: E402
 
 
 async def test_a_worker_killed_mid_task_resumes_without_redoing_finished_tasks(
@@ -51,7 +51,6 @@ async def test_a_worker_killed_mid_task_resumes_without_redoing_finished_tasks(
 
 @pytest.mark.kafka
 @pytest.mark.timeout(240)
-@TASK_LOST_WHEN_REASSIGNED_AT_ONCE
 async def test_two_kafka_workers_one_killed_every_run_completes_exactly_once(
     kafka_url, kafka_workers
 ):
@@ -79,6 +78,50 @@ async def test_two_kafka_workers_one_killed_every_run_completes_exactly_once(
     assert sink.effects() == 3 * runs
     assert unfinished > 0, "the kill must land while runs are in flight"
     assert victim.pid in sink.pids() and len(sink.pids()) == 2, "both workers must have worked"
+
+
+@pytest.mark.kafka
+@pytest.mark.timeout(120)
+async def test_a_full_worker_given_its_partitions_back_at_once_loses_no_task_message(kafka_url):
+    """Every slot busy, the worker's partitions paused: a rebalance revokes them and gives them
+    straight back (another member of the workers' group joins for another topic). They come
+    back unpaused, and what the worker reads of them while still full must still run."""
+    gate = asyncio.Event()
+    ran: list[int] = []
+    wf = Workflow(name="held")
+
+    @wf.task(id="hold")
+    async def hold(context):
+        ran.append(context.params["i"])
+        await gate.wait()
+        return context.params["i"]
+
+    prefix = unique_name("full")
+    async with Engine(
+        kafka_url, [wf], prefix=prefix, concurrency=1, partitions=1, eager=False
+    ) as engine:
+        handles = [await engine.start(wf, params={"i": i}) for i in range(4)]
+        await until(lambda: len(ran) == 1)  # one running, one waiting for the slot: paused
+        other = unique_name("other")
+        await engine.log.ensure_topic(other, 1)
+        joined = asyncio.Event()
+
+        class Joined:
+            async def on_assigned(self, partitions: frozenset[TopicPartition]) -> None:
+                joined.set()
+
+            async def on_revoked(self, partitions: frozenset[TopicPartition]) -> None:
+                pass
+
+        async with engine.log.consumer(
+            engine.topics.worker_group, [other], listener=Joined()
+        ) as member:
+            while not joined.is_set():
+                await member.poll(timeout=0.1)
+            await asyncio.sleep(2.5)  # the full worker keeps its place with polls meanwhile
+            gate.set()
+            results = [await handle.result(timeout=30) for handle in handles]
+    assert [(r.status, r.output) for r in results] == [("completed", i) for i in range(4)]
 
 
 async def test_a_task_message_delivered_again_after_its_outcome_is_not_run_again(store):

@@ -3,7 +3,8 @@ deerflow's design leans on (idempotent producer, retention, compaction, ``delete
 ``end_offsets``, group sessions of the length production brokers accept).
 
 Each test runs on Apache Kafka (``DEERFLOW_KAFKA_BROKER=apache``, or any real Kafka given by
-``DEERFLOW_KAFKA_BOOTSTRAP``) and skips on Tansu, naming what Tansu lacks.
+``DEERFLOW_KAFKA_BOOTSTRAP``); those using what Tansu lacks skip there, naming it. So does the
+Kafka member's own behaviour across an eager rebalance (a poll that spans a revoke), on both.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from deerflow.eventstore import Message, open_log
 from deerflow.eventstore.kafka import KafkaEventLog
 from deerflow.log.base import EventLog, GroupConsumer
 from deerflow.log.base import TopicPartition as LogPartition
-from tests.services import real_kafka_only
+from tests.services import real_kafka_only, unique_name
 
 pytestmark = pytest.mark.kafka
 
@@ -223,3 +224,67 @@ async def wait_for_split(first: GroupConsumer, second: GroupConsumer) -> None:
         return len(first.assignment()) == len(second.assignment()) == 2
 
     await wait_for(split, 20, "the two members split 4 partitions")
+
+
+async def test_a_poll_that_spans_a_revoke_delivers_nothing_it_fetched_before(
+    log: EventLog, kafka_url: str
+) -> None:
+    """A member's partitions are revoked and given straight back while one of its polls is
+    out: that poll must not deliver what it fetched before the revoke (the listener was told
+    unfinished records go to the next owner, and the member restarts at the committed offset),
+    or they come twice and, committed by what ran them, past records the listener dropped.
+
+    Runs on Tansu too. The poll is held at its await after the fetch (where a slow broker
+    answer holds it) until the listener has seen the revoke and the new assignment.
+    """
+    topic, other = unique_name("topic"), unique_name("other")
+    group = unique_name("group")
+    await log.ensure_topic(topic, 1)
+    await log.ensure_topic(other, 1)
+    tp = LogPartition(topic, 0)
+    heard: list[str] = []
+
+    class Listener:
+        async def on_assigned(self, partitions: frozenset[LogPartition]) -> None:
+            heard.append("assigned")
+
+        async def on_revoked(self, partitions: frozenset[LogPartition]) -> None:
+            heard.append("revoked")
+
+    member = log.consumer(group, [topic], listener=Listener())
+    await member.start()
+    try:
+        while tp not in member.assignment():
+            assert await member.poll(timeout=0.1) == []
+        await log.append([Message(topic, b"%d" % i, partition=0) for i in range(3)])
+        fetched, release = asyncio.Event(), asyncio.Event()
+        follow = member._follow_deleted  # type: ignore[attr-defined]
+
+        async def held(consumer: object, batches: dict[object, list[object]]) -> None:
+            if any(batches.values()):
+                fetched.set()
+                await release.wait()
+            await follow(consumer, batches)
+
+        member._follow_deleted = held  # type: ignore[attr-defined]
+        spanning = asyncio.create_task(member.poll(timeout=10))
+        await asyncio.wait_for(fetched.wait(), 20)
+        before = len(heard)
+        # Another member of the group, for another topic: the member's partition is revoked
+        # and given straight back to it.
+        async with log.consumer(group, [other]) as joined:
+            deadline = time.monotonic() + 30
+            while heard[before:] != ["revoked", "assigned"]:
+                assert time.monotonic() < deadline, heard
+                await joined.poll(timeout=0.1)
+            release.set()
+            delivered = await spanning
+            while True:  # until all came and nothing more (a duplicate) follows
+                more = await member.poll(timeout=0.5)
+                delivered += more
+                if len(delivered) >= 3 and not more:
+                    break
+                assert time.monotonic() < deadline + 30, delivered
+    finally:
+        await member.stop()
+    assert sorted(r.offset for r in delivered) == [0, 1, 2]  # each once, from the start

@@ -133,13 +133,21 @@ def test_a_bad_schema_is_refused_when_the_template_is_defined(parameters, messag
     assert message in str(caught.value)
 
 
-def test_a_bad_dependency_fails_where_the_template_task_is_written():
+def test_a_loop_fails_where_the_template_task_is_written_an_unknown_task_at_instantiate():
     template = WorkflowTemplate(name="tpl_dep", parameters={})
-    with pytest.raises(DefinitionError, match="unknown task 'missing'"):
 
-        @template.task(id="load", depends_on=["missing"])
-        def load(context):
+    @template.task(id="load", depends_on=["extract"])  # declared below: allowed
+    def load(context):
+        return None
+
+    with pytest.raises(DefinitionError, match="dependency cycle: load → extract → load"):
+
+        @template.task(id="extract", depends_on=["load"])
+        def extract(context):
             return None
+
+    with pytest.raises(DefinitionError, match="unknown task 'extract'"):
+        template.instantiate("tpl_dep_1")
 
 
 def test_a_template_is_not_a_workflow_compose_can_find_by_name():

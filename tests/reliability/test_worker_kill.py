@@ -25,7 +25,6 @@ from tests.engine.apps.sink import Sink
 from tests.processes import Workers
 from tests.reliability.conftest import APPS
 from tests.reliability.history_checker import check_log
-from tests.services import TASK_LOST_WHEN_REASSIGNED_AT_ONCE
 
 APP = APPS / "steps_app.py"
 
@@ -132,7 +131,6 @@ async def kill_workers_during_runs(
 
 @pytest.mark.kafka
 @pytest.mark.timeout(300)
-@TASK_LOST_WHEN_REASSIGNED_AT_ONCE
 async def test_two_kafka_workers_killed_at_random_lose_and_repeat_nothing(
     kafka_url, kafka_pool, sink, rng
 ):
