@@ -174,8 +174,6 @@ class WriteRequest:
     group: str | None = None
     #: Lease holder that must still own ``group`` for the commit to apply (fencing).
     holder: str | None = None
-    #: The records' timestamp; the time of the write when not given.
-    timestamp_ms: int | None = None
 
 
 WriteResult = list[tuple[TopicPartition, int]] | EventStoreError
@@ -254,7 +252,6 @@ class SqliteFile:
                     )
                     continue
                 positions = []
-                stamp = now_ms if request.timestamp_ms is None else request.timestamp_ms
                 for tp, message in request.placed:
                     if tp not in next_offsets:
                         next_offsets[tp] = self._end(tp)
@@ -263,7 +260,7 @@ class SqliteFile:
                     positions.append((tp, offset))
                     rows.append((
                         tp.topic, tp.partition, offset, message.key, message.value,
-                        encode_headers(message.headers), stamp,
+                        encode_headers(message.headers), now_ms,
                     ))  # fmt: skip
                 self._commit_offsets(request)
                 results.append(positions)

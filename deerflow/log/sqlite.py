@@ -3,8 +3,7 @@
 The file is in WAL mode with ``synchronous=FULL``: an append that returned survives a crash or
 power cut. All SQLite work runs on one background thread per log, so the event loop never waits
 on the disk, and appends that arrive while a write is in flight are *group-committed*: they
-share the next transaction and its one fsync. What a process appended, its own readers read
-back from memory (the newest records of each partition, bounded), not from the file.
+share the next transaction and its one fsync.
 
 Several processes of **one machine** may open the same file (SQLite's locking is not reliable
 over network filesystems): offsets are assigned inside the write transaction, and a poll notices
@@ -20,9 +19,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import math
 import sqlite3
-import time
 import uuid
 import weakref
 from collections.abc import Callable, Mapping, Sequence
@@ -39,7 +36,6 @@ from deerflow.log._local import (
     LocalStorage,
     Notifier,
 )
-from deerflow.log._recent import RecentRecords
 from deerflow.log._sqlitefile import SqliteFile, WriteRequest, WriteResult
 from deerflow.log.base import (
     AssignmentListener,
@@ -73,12 +69,6 @@ class _SqliteStorage(LocalStorage):
         self._pending: list[tuple[WriteRequest, asyncio.Future[WriteResult]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._counts: dict[str, int] = {}
-        # What this process wrote last, so its own readers do not fetch it from the file
-        # again; answers only within ``recheck_interval`` of a read of the file, which is as
-        # late as a poll notices other processes' appends anyway.
-        self._recent = RecentRecords()
-        self._fresh_for = recheck_interval
-        self._read_at = -math.inf
 
     async def run(self, call: Callable[[], T]) -> T:
         """Run ``call`` on the SQLite thread."""
@@ -96,7 +86,6 @@ class _SqliteStorage(LocalStorage):
         if self._flusher is not None:
             await asyncio.gather(self._flusher, return_exceptions=True)
         await self.run(self._file.close)
-        self._recent.forget()
         self._executor.shutdown(wait=False)
 
     async def partition_count(self, topic: str, default: int) -> int:
@@ -141,23 +130,11 @@ class _SqliteStorage(LocalStorage):
         while self._pending:
             batch, self._pending = self._pending, []
             requests = [request for request, _ in batch]
-            now_ms = time.time_ns() // 1_000_000
-            for request in requests:
-                request.timestamp_ms = now_ms
             try:
                 results = await self.run(functools.partial(self._file.write, requests))
             except Exception as exc:  # handed to every waiting appender, not lost in a task
                 message = f"cannot write SQLite log {self.url}: {exc}"
                 results = [EventStoreError(message) for _ in batch]
-            self._recent.written(
-                (
-                    (tp, offset, message)
-                    for request, result in zip(requests, results, strict=True)
-                    if not isinstance(result, EventStoreError)
-                    for (tp, offset), (_, message) in zip(result, request.placed, strict=True)
-                ),
-                now_ms,
-            )
             for (_, done), result in zip(batch, results, strict=True):
                 if not done.done():
                     done.set_result(result)
@@ -166,17 +143,7 @@ class _SqliteStorage(LocalStorage):
     async def fetch(
         self, positions: Sequence[tuple[TopicPartition, int]], max_records: int
     ) -> tuple[list[Record], dict[TopicPartition, int]]:
-        now = asyncio.get_running_loop().time()
-        if now - self._read_at < self._fresh_for:
-            writing = bool(self._pending) or not (self._flusher is None or self._flusher.done())
-            known = self._recent.fetch(positions, max_records, writing=writing)
-            if known is not None:
-                return known
-        self._read_at = now
-        records, ends = await self.run(lambda: self._file.fetch(positions, max_records))
-        for tp, end in ends.items():
-            self._recent.read_end(tp, end)
-        return records, ends
+        return await self.run(lambda: self._file.fetch(positions, max_records))
 
     async def end_offset(self, tp: TopicPartition) -> int:
         return await self.run(lambda: self._file.end_offset(tp))
