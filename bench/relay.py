@@ -6,6 +6,11 @@ batch (``getmany``, as the engine's worker does), produces each message's next h
 is the engine worker's cycle minus the engine. The last hop goes to a ``done`` topic that the
 driver reads. Members run as subprocesses (``python -m bench.relay ...``), one per worker
 process of the engine side, splitting the partitions between them.
+
+``--tuned`` makes it the throughput-bound limit instead: batched as a client tuned for
+throughput would be (``linger_ms`` :data:`TUNED_LINGER_MS`, 1 MB batches, up to
+:data:`TUNED_MAX_RECORDS` records per ``getmany``), for the high-concurrency rows where every
+chain is in flight at once.
 """
 
 from __future__ import annotations
@@ -28,6 +33,16 @@ _ENGINE = KafkaSettings(bootstrap="-")
 LINGER_MS = _ENGINE.linger_ms
 FETCH_MAX_WAIT_MS: int = getattr(_ENGINE, "fetch_max_wait_ms", 500)
 MAX_RECORDS = 500
+#: A throughput-tuned client: batches wait a little to fill, and fetches take many records.
+TUNED_LINGER_MS = 5
+TUNED_MAX_RECORDS = 5000
+TUNED_BATCH_BYTES = 1 << 20
+
+
+def _producer_options(tuned: bool) -> dict[str, Any]:
+    if tuned:
+        return {"linger_ms": TUNED_LINGER_MS, "max_batch_size": TUNED_BATCH_BYTES}
+    return {"linger_ms": LINGER_MS}
 
 
 async def create_topics(bootstrap: str, topics: dict[str, int]) -> None:
@@ -55,8 +70,10 @@ async def _relay_batch(
     await asyncio.gather(*sends)
 
 
-async def member(bootstrap: str, topic: str, done: str, partitions: list[int], hops: int) -> None:
-    """Relay ``partitions`` of ``topic`` until SIGTERM."""
+async def member(
+    bootstrap: str, topic: str, done: str, partitions: list[int], hops: int, tuned: bool = False
+) -> None:
+    """Relay ``partitions`` of ``topic`` until SIGTERM (``tuned``: see the module docstring)."""
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)
@@ -70,13 +87,14 @@ async def member(bootstrap: str, topic: str, done: str, partitions: list[int], h
         auto_offset_reset="earliest",
         fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
     )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=LINGER_MS)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **_producer_options(tuned))
+    max_records = TUNED_MAX_RECORDS if tuned else MAX_RECORDS
     await consumer.start()
     await producer.start()
     try:
         consumer.assign([TopicPartition(topic, p) for p in partitions])
         while not stop.is_set():
-            batch = await consumer.getmany(timeout_ms=100, max_records=MAX_RECORDS)
+            batch = await consumer.getmany(timeout_ms=100, max_records=max_records)
             if batch:
                 await _relay_batch(producer, batch, topic, done, hops)
                 await consumer.commit()
@@ -88,8 +106,9 @@ async def member(bootstrap: str, topic: str, done: str, partitions: list[int], h
 class RelayDriver:
     """Feeds chains into the relay and waits for their last hops on the ``done`` topic."""
 
-    def __init__(self, bootstrap: str, topic: str, done: str) -> None:
+    def __init__(self, bootstrap: str, topic: str, done: str, *, tuned: bool = False) -> None:
         self.bootstrap, self.topic, self.done = bootstrap, topic, done
+        self.tuned = tuned
         self._producer: Any = None
         self._consumer: Any = None
         self._round = 0
@@ -97,7 +116,7 @@ class RelayDriver:
     async def start(self) -> None:
         """Connect; the ``done`` reader starts at offset 0 of the fresh topic."""
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, acks="all", linger_ms=LINGER_MS
+            bootstrap_servers=self.bootstrap, acks="all", **_producer_options(self.tuned)
         )
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
@@ -137,16 +156,18 @@ class RelayDriver:
 
 
 def main() -> None:
-    """``python -m bench.relay BOOTSTRAP TOPIC DONE PARTITIONS HOPS`` (partitions: ``0,2``)."""
+    """``python -m bench.relay BOOTSTRAP TOPIC DONE PARTITIONS HOPS [--tuned]`` (partitions:
+    ``0,2``)."""
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("bootstrap")
     parser.add_argument("topic")
     parser.add_argument("done")
     parser.add_argument("partitions")
     parser.add_argument("hops", type=int)
+    parser.add_argument("--tuned", action="store_true", help="batch for throughput")
     args = parser.parse_args()
     parts = [int(p) for p in args.partitions.split(",") if p]
-    asyncio.run(member(args.bootstrap, args.topic, args.done, parts, args.hops))
+    asyncio.run(member(args.bootstrap, args.topic, args.done, parts, args.hops, args.tuned))
 
 
 if __name__ == "__main__":

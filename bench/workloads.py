@@ -34,6 +34,17 @@ def make_chain(steps: int = CHAIN_STEPS, name: str = "bench_chain") -> Workflow:
     return wf
 
 
+def make_short(name: str = "bench_short") -> Workflow:
+    """A run of one async no-op task: the stream of short runs."""
+    wf = Workflow(name=name)
+
+    @wf.task(id="only")
+    async def only(context: Any) -> int:
+        return 1
+
+    return wf
+
+
 def make_fanout(
     name: str = "bench_fanout", max_parallel: int | None = None, hold: bool = False
 ) -> Workflow:

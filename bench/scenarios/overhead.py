@@ -10,6 +10,13 @@ of processes, partitions, batching, ``acks=all`` and ``linger_ms``. Swept over p
 SQLite: the same chains on an in-process engine against raw SQLite inserts with the same
 durability (WAL, ``synchronous=FULL``): ``M`` rows per transaction (one per chain), 10
 transactions, which is the group commit an engine step gets at best.
+
+The limit rows: ``M`` of 500 and 5,000 chains in flight at once, on Kafka against the relay
+tuned for throughput (``--tuned``: every chain in flight, batched as a tuned client would) and
+on SQLite against ``M`` rows per transaction; and a stream of 10,000 one-step runs all started
+at once, against raw inserts of one row per run, 500 per transaction. Every row also reports
+the records deerflow wrote per step (history events and task messages, counted in the log),
+against the baseline's one row or message.
 """
 
 from __future__ import annotations
@@ -21,15 +28,19 @@ import time
 from pathlib import Path
 
 from bench.context import BenchContext
-from bench.harness import Comparison, Goal, Metric, Metrics
+from bench.harness import Comparison, Goal, Measure, Metric, Metrics
 from bench.processes import ProcessPool, child_env, start_workers
+from bench.records import kafka_records, sqlite_records
 from bench.relay import RelayDriver, create_topics
-from bench.workloads import CHAIN_STEPS, make_chain
+from bench.workloads import CHAIN_STEPS, make_chain, make_short
 from deerflow import Engine
 
 SCENARIO = "a. engine overhead"
 GOAL = Goal(">=", 0.30, stretch=0.5)
-RESULT_TIMEOUT = 180.0
+RESULT_TIMEOUT = 600.0
+SHORT_BATCH = 500  # rows per transaction of the short-run stream's baseline
+RATE = Metric("rate", "steps/s vs baseline rows or msg/s", "/s", GOAL)
+RECORDS = Metric("records", "records written per step (baseline: 1)", "")
 
 
 async def chain_round(engine: Engine, runs: int) -> Metrics:
@@ -50,13 +61,15 @@ def _partitions_of(member: int, members: int, partitions: int) -> str:
     return ",".join(str(p) for p in range(partitions) if p % members == member)
 
 
-async def _kafka_case(ctx: BenchContext, partitions: int, workers: int) -> None:
-    runs = ctx.sizes.chain_runs
+async def _kafka_case(
+    ctx: BenchContext, partitions: int, workers: int, runs: int, *, tuned: bool = False
+) -> None:
     bootstrap = ctx.kafka_bootstrap()
     prefix = ctx.prefix("a")
-    topic, done = f"{prefix}.relay", f"{prefix}.relay-done"
+    # Not under ``prefix.``: the engine's records are counted by that prefix.
+    topic, done = f"{prefix}-relay", f"{prefix}-relay-done"
     await create_topics(bootstrap, {topic: partitions, done: 1})
-    driver = RelayDriver(bootstrap, topic, done)
+    driver = RelayDriver(bootstrap, topic, done, tuned=tuned)
     engine = Engine(
         ctx.kafka_url(),
         [make_chain()],
@@ -66,34 +79,41 @@ async def _kafka_case(ctx: BenchContext, partitions: int, workers: int) -> None:
         partitions=partitions,
     )
     env = child_env(DEERFLOW_PREFIX=prefix)
+    relay = "aiokafka relay, tuned for throughput" if tuned else "aiokafka relay"
+    name = f"kafka p={partitions} w={workers}" + (f", {runs} chains in flight" if tuned else "")
     with ProcessPool(ctx.workdir / f"logs-{prefix}", env) as pool:
         for member in range(workers):
-            pool.spawn(
-                "relay",
-                [
-                    sys.executable,
-                    "-m",
-                    "bench.relay",
-                    bootstrap,
-                    topic,
-                    done,
-                    _partitions_of(member, workers, partitions),
-                    str(CHAIN_STEPS),
-                ],
-            )
+            argv = [
+                sys.executable,
+                "-m",
+                "bench.relay",
+                bootstrap,
+                topic,
+                done,
+                _partitions_of(member, workers, partitions),
+                str(CHAIN_STEPS),
+            ]
+            pool.spawn("relay", argv + (["--tuned"] if tuned else []))
         await driver.start()
         try:
             async with engine:  # creates the topics with `partitions` before workers join
                 start_workers(pool, ctx.kafka_url(), workers, concurrency=max(16, runs))
+
+                async def engine_round() -> Metrics:
+                    before = await kafka_records(bootstrap, prefix)
+                    metrics = await _engine_round(engine, pool, runs)
+                    written = await kafka_records(bootstrap, prefix) - before
+                    return {**metrics, "records": written / (runs * CHAIN_STEPS)}
+
                 await ctx.compare(
                     Comparison(
                         SCENARIO,
-                        f"kafka p={partitions} w={workers}",
-                        "aiokafka relay",
+                        name,
+                        relay,
                         f"{runs} chains",
                         lambda: _relay_round(driver, runs),
-                        lambda: _engine_round(engine, pool, runs),
-                        [Metric("rate", "steps/s vs relay msg/s", "/s", GOAL)],
+                        engine_round,
+                        [RATE, RECORDS],
                         note=f"{runs} concurrent runs x {CHAIN_STEPS} no-op steps; relay moves "
                         f"{runs} messages x {CHAIN_STEPS} hops with the same processes and "
                         "partitions",
@@ -106,7 +126,7 @@ async def _kafka_case(ctx: BenchContext, partitions: int, workers: int) -> None:
 
 async def _relay_round(driver: RelayDriver, runs: int) -> Metrics:
     seconds = await driver.round(runs)
-    return {"rate": runs * CHAIN_STEPS / seconds, "seconds": seconds}
+    return {"rate": runs * CHAIN_STEPS / seconds, "seconds": seconds, "records": 1.0}
 
 
 async def _engine_round(engine: Engine, pool: ProcessPool, runs: int) -> Metrics:
@@ -135,15 +155,22 @@ def _raw_inserts(path: Path, table: str, rows_per_txn: int, txns: int) -> float:
         conn.close()
 
 
-async def _sqlite_case(ctx: BenchContext, partitions: int) -> None:
-    runs = ctx.sizes.chain_runs
+async def _raw_rate(ctx: BenchContext, table: str, rows_per_txn: int, txns: int) -> Metrics:
+    seconds = await asyncio.to_thread(_raw_inserts, ctx.sqlite_path, table, rows_per_txn, txns)
+    return {"rate": rows_per_txn * txns / seconds, "seconds": seconds, "records": 1.0}
+
+
+async def _counted(ctx: BenchContext, prefix: str, steps: int, round_: Measure) -> Metrics:
+    """``round_``'s metrics and the records its engine wrote per step (counted in the file)."""
+    before = await asyncio.to_thread(sqlite_records, ctx.sqlite_path, prefix)
+    metrics = await round_()
+    written = await asyncio.to_thread(sqlite_records, ctx.sqlite_path, prefix) - before
+    return {**metrics, "records": written / steps}
+
+
+async def _sqlite_case(ctx: BenchContext, partitions: int, runs: int, *, limit: bool) -> None:
     prefix = ctx.prefix("a")
     table = f"raw_{prefix}"
-
-    async def baseline() -> Metrics:
-        seconds = await asyncio.to_thread(_raw_inserts, ctx.sqlite_path, table, runs, CHAIN_STEPS)
-        return {"rate": runs * CHAIN_STEPS / seconds, "seconds": seconds}
-
     async with Engine(
         ctx.sqlite_url,
         [make_chain()],
@@ -154,21 +181,69 @@ async def _sqlite_case(ctx: BenchContext, partitions: int) -> None:
         await ctx.compare(
             Comparison(
                 SCENARIO,
-                f"sqlite p={partitions}",
+                f"sqlite p={partitions}" + (f", {runs} chains in flight" if limit else ""),
                 "raw SQLite inserts",
                 f"{runs} chains",
-                baseline,
-                lambda: chain_round(engine, runs),
-                [Metric("rate", "steps/s vs raw rows/s", "/s", GOAL)],
+                lambda: _raw_rate(ctx, table, runs, CHAIN_STEPS),
+                lambda: _counted(
+                    ctx, prefix, runs * CHAIN_STEPS, lambda: chain_round(engine, runs)
+                ),
+                [RATE, RECORDS],
                 note=f"in-process engine; baseline: {runs} rows per transaction, WAL + "
                 "synchronous=FULL, same file",
             )
         )
 
 
+async def short_stream(engine: Engine, runs: int) -> Metrics:
+    """Start ``runs`` one-step runs at once, await them all; completed runs per second."""
+    wf = engine.registry.get("bench_short")
+    assert wf is not None
+    started = time.perf_counter()
+    handles = await asyncio.gather(*(engine.start(wf) for _ in range(runs)))
+    results = await asyncio.gather(*(h.result(timeout=RESULT_TIMEOUT) for h in handles))
+    elapsed = time.perf_counter() - started
+    failed = [r for r in results if not r.ok]
+    if failed:
+        raise RuntimeError(f"{len(failed)} short runs did not complete: {failed[0].error}")
+    return {"rate": runs / elapsed, "seconds": elapsed}
+
+
+async def _short_runs_case(ctx: BenchContext, runs: int) -> None:
+    prefix = ctx.prefix("a")
+    table = f"raw_{prefix}"
+    batch = min(runs, SHORT_BATCH)
+    async with Engine(
+        ctx.sqlite_url, [make_short()], prefix=prefix, concurrency=max(16, min(runs, 1000))
+    ) as engine:
+        await ctx.compare(
+            Comparison(
+                SCENARIO,
+                f"sqlite, stream of {runs:,} one-step runs",
+                "raw SQLite inserts",
+                f"{runs:,} runs",
+                lambda: _raw_rate(ctx, table, batch, runs // batch),
+                lambda: _counted(ctx, prefix, runs, lambda: short_stream(engine, runs)),
+                [
+                    Metric("rate", "runs/s vs raw rows/s", "/s", GOAL),
+                    Metric("records", "records written per run (baseline: 1)", ""),
+                ],
+                note=f"in-process engine, every run started at once; baseline: one row per "
+                f"run, {batch} rows per transaction, WAL + synchronous=FULL, same file",
+            )
+        )
+
+
 async def run(ctx: BenchContext) -> None:
-    """The Kafka sweep, then SQLite."""
-    for partitions, workers in ctx.sizes.overhead_sweep:
-        await _kafka_case(ctx, partitions, workers)
-    for partitions in ctx.sizes.sqlite_partitions:
-        await _sqlite_case(ctx, partitions)
+    """The Kafka sweep and its limit rows, then SQLite's."""
+    sizes = ctx.sizes
+    for partitions, workers in sizes.overhead_sweep:
+        await _kafka_case(ctx, partitions, workers, sizes.chain_runs)
+    partitions, workers = sizes.limit_kafka
+    for runs in sizes.limit_chains:
+        await _kafka_case(ctx, partitions, workers, runs, tuned=True)
+    for partitions in sizes.sqlite_partitions:
+        await _sqlite_case(ctx, partitions, sizes.chain_runs, limit=False)
+    for runs in sizes.limit_chains:
+        await _sqlite_case(ctx, max(sizes.sqlite_partitions), runs, limit=True)
+    await _short_runs_case(ctx, sizes.short_runs)

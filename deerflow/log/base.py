@@ -213,6 +213,10 @@ class EventLog(Lifecycle):
     """A partitioned, append-only, durable log of records. See the module docstring."""
 
     url: str
+    #: Whether one :meth:`append` call is all-or-nothing: every message of it is durable, or
+    #: none is. Callers that must order two batches (task messages before the history events
+    #: that record them) may then append both in one call instead of one after the other.
+    atomic_appends: bool = False
 
     @abc.abstractmethod
     async def ensure_topic(

@@ -129,6 +129,8 @@ class MemoryEventLog(EventLog):
         partitions: overrides the URL's default partition count.
     """
 
+    atomic_appends = True  # one append runs without an await in between
+
     def __init__(self, url: str = "memory://", *, partitions: int | None = None) -> None:
         parts = urlsplit(url)
         if parts.scheme != "memory":

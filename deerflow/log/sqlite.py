@@ -230,6 +230,8 @@ class SqliteEventLog(EventLog):
             made by other processes.
     """
 
+    atomic_appends = True  # one append is one transaction
+
     def __init__(
         self, url: str, *, partitions: int | None = None, poll_interval: float = 0.05
     ) -> None:

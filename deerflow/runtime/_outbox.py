@@ -65,7 +65,8 @@ class Outbox:
     def submit(self, dispatches: list[Message], history: list[Message]) -> int:
         """Queue decided messages; returns the submission's number.
 
-        Dispatches go before the history events that record them.
+        Dispatches go before the history events that record them (in the same append when
+        the log's appends are all-or-nothing).
         """
         self._submitted += 1
         self._dispatches.extend(dispatches)
@@ -84,10 +85,13 @@ class Outbox:
             dispatches, history = self._dispatches, self._history
             self._dispatches, self._history = [], []
             try:
-                if dispatches:
-                    await self._log.append(dispatches)
-                if history:
-                    await self._log.append(history)
+                if self._log.atomic_appends:  # one transaction, one fsync, nothing half-written
+                    await self._log.append(dispatches + history)
+                else:  # the dispatches are durable before the events that record them
+                    if dispatches:
+                        await self._log.append(dispatches)
+                    if history:
+                        await self._log.append(history)
             except Exception as exc:
                 self._error = exc
                 self._untrusted = True

@@ -14,6 +14,7 @@ import pytest
 
 from deerflow.errors import EventStoreError
 from deerflow.log import open_log
+from deerflow.log._sqlitefile import SqliteFile, WriteRequest
 from deerflow.log.base import Message, TopicPartition
 from deerflow.runtime._outbox import Outbox
 from tests.reliability.faults import FaultyLog
@@ -78,3 +79,25 @@ async def test_after_an_ambiguous_append_nothing_counts_as_durable_until_trusted
     outbox.submit([], [message(3)])
     await outbox.drain()
     assert outbox.appended == 3 and durable == [3]
+
+
+async def test_on_a_log_whose_appends_are_atomic_a_group_is_one_transaction(tmp_path, monkeypatch):
+    transactions: list[list[bytes]] = []
+    real_write = SqliteFile.write
+
+    def counting_write(self: SqliteFile, requests: list[WriteRequest]) -> object:
+        transactions.append([m.value for r in requests for _, m in r.placed])
+        return real_write(self, requests)
+
+    monkeypatch.setattr(SqliteFile, "write", counting_write)
+    async with open_log(f"sqlite:///{tmp_path / 'log.db'}") as sqlite_log:
+        await sqlite_log.ensure_topic("decided", 1)
+        durable: list[int] = []
+        outbox = Outbox(sqlite_log, durable.append)
+        outbox.submit([message(1), message(2)], [message(3), message(4)])
+        await outbox.drain()
+        read = await sqlite_log.read_partitions({TopicPartition("decided", 0): 0})
+    # dispatches and the history recording them: durable together, or (on a crash) neither
+    assert transactions == [[b"1", b"2", b"3", b"4"]]
+    assert [int(r.value) for records in read.values() for r in records] == [1, 2, 3, 4]
+    assert durable == [1]
