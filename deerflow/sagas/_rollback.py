@@ -22,6 +22,7 @@ from deerflow.core._state import (
     RunState,
     TaskState,
 )
+from deerflow.sagas._fold import RunCompensated, RunCompensationFailed
 
 _EMPTY = TaskState()
 
@@ -55,7 +56,7 @@ def roll_back(
         return events
     if broken is not None:
         return [
-            h.RunCompensationFailed(
+            RunCompensationFailed(
                 id=h.event_id(run_id, "compensation-failed"),
                 run_id=run_id,
                 ts=now,
@@ -65,7 +66,7 @@ def roll_back(
             )
         ]
     return [
-        h.RunCompensated(
+        RunCompensated(
             id=h.event_id(run_id, "compensated"),
             run_id=run_id,
             ts=now,
