@@ -232,6 +232,8 @@ def _services(engine: Engine) -> list[ChoreographyService]:
 class ChoreographyPlugin(Plugin):
     """Runs an engine's event handlers, and gives its tasks the store ``publish_event`` uses."""
 
+    options = frozenset({"choreography", "handlers"})
+
     def services(self, engine: Engine) -> Iterable[Service]:
         """The engine's :class:`ChoreographyService` (none if turned off)."""
         return _services(engine)

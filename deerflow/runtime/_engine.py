@@ -25,7 +25,7 @@ from deerflow.runtime._runrows import RunQuery
 from deerflow.runtime._waiters import RunMoved
 from deerflow.runtime._worker import Worker
 from deerflow.runtime.hooks import HookChain
-from deerflow.runtime.plugins import Plugin, Service
+from deerflow.runtime.plugins import Plugin, Service, check_options
 
 DEFAULT_STORE = "sqlite:///deerflow.db"
 SETTLE_WAIT = 2.0  # s Engine.wait gives a joining orchestrator to learn which runs it owns
@@ -89,7 +89,9 @@ class Engine:
             :mod:`deerflow.runtime.plugins`): their hooks and services.
         index: the run index's SQLite file (``DEERFLOW_INDEX``; default: the SQLite store
             file itself, in memory for ``memory://``, ``.deerflow/runindex-*.db`` on Kafka).
-        options: settings read by those services.
+        options: settings read by those services; each must be declared by a plugin class
+            (:attr:`Plugin.options <deerflow.runtime.plugins.Plugin.options>`), else
+            :class:`TypeError` names it.
     """
 
     def __init__(
@@ -108,6 +110,7 @@ class Engine:
         index: str | None = None,
         **options: Any,
     ) -> None:
+        check_options("Engine", options)  # before anything is opened: a typo is not a setting
         self.options = options
         self._run_services = services and work
         self.services: list[Service] = []

@@ -137,3 +137,36 @@ async def test_services_of_plugins_run_only_where_tasks_run():
 def test_an_engine_refuses_what_is_not_a_plugin():
     with pytest.raises(DeerflowError, match=r"is not a deerflow\.runtime\.Plugin"):
         Engine("memory://", plugins=[object()])  # type: ignore[list-item]
+
+
+class Tuned(Plugin):
+    """Reads ``Engine(..., tuning=...)``: its service records what the engine was given."""
+
+    options = frozenset({"tuning"})
+
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+    def services(self, engine: Engine) -> list[Service]:
+        self.log.append(f"tuning={engine.options.get('tuning')}")
+        return []
+
+
+def test_an_option_no_plugin_declares_is_a_type_error_naming_it():
+    with pytest.raises(TypeError) as caught:
+        Engine("memory://", handlerz=["billing.*"])
+    message = str(caught.value)
+    assert message.startswith("Engine() got unexpected keyword argument 'handlerz' ")
+    assert "'handlers'" in message  # what was probably meant is listed
+    with pytest.raises(TypeError, match="arguments 'colour', 'size'"):
+        Engine("memory://", size=3, colour="red")
+
+
+async def test_an_option_a_plugin_declares_reaches_its_services():
+    log: list[str] = []
+    async with Engine("memory://", plugins=[Tuned(log)], tuning="fast"):
+        pass
+    assert log == ["tuning=fast"]
+    # Declared by a plugin class: accepted even before a plugin reading it is adopted.
+    async with Engine("memory://", handlers=["none"], choreography=False, tuning="slow"):
+        pass
