@@ -13,6 +13,7 @@ from typing import Any, Self, overload
 import deerflow._codec as _codec
 from deerflow.core import _history as h
 from deerflow.core._definition import WorkflowDef
+from deerflow.core._state import RunState
 from deerflow.core._topics import Topics
 from deerflow.errors import DeerflowError, RunNotFound, TaskError, TransitionNotAllowed
 from deerflow.log import open_log
@@ -24,7 +25,7 @@ from deerflow.runtime._runindex import RunIndex
 from deerflow.runtime._runrows import RunQuery
 from deerflow.runtime._waiters import RunMoved
 from deerflow.runtime._worker import Worker
-from deerflow.runtime.hooks import HookChain
+from deerflow.runtime.hooks import HistoryFolded, HookChain
 from deerflow.runtime.plugins import Plugin, Service, check_options
 
 DEFAULT_STORE = "sqlite:///deerflow.db"
@@ -139,6 +140,12 @@ class Engine:
         self._adopt(plugins)
         for wf in self.registry:
             self._adopt(wf.plugins)
+        self.index.add_listener(self._history_folded)  # hooks see the index's folds
+
+    def _history_folded(self, state: RunState, event: h.HistoryEvent) -> None:
+        hooks = self.hooks
+        if hooks.follows_history:
+            hooks.on_history_event(HistoryFolded(state, event))
 
     # -- plugins -----------------------------------------------------------------------------
 
@@ -302,14 +309,22 @@ class Engine:
     def register(self, workflow: WorkflowDef) -> WorkflowDef:
         """Make ``workflow`` runnable by this process (and adopt the plugins it carries)."""
         self.registry.add(workflow)
-        if self._adopt(workflow.plugins) and self._started:
+        self._adopt_late(workflow.plugins)
+        return workflow
+
+    def add_plugin(self, plugin: Plugin) -> None:
+        """Adopt ``plugin`` now (again: nothing): its hooks at once, its services with the
+        engine's (soon, if the engine runs already)."""
+        self._adopt_late([plugin])
+
+    def _adopt_late(self, plugins: Iterable[Plugin]) -> None:
+        if self._adopt(plugins) and self._started:
             try:  # the services start on the engine's loop, soon (else at the next start_run)
                 task = asyncio.get_running_loop().create_task(self._start_pending())
             except RuntimeError:
-                return workflow
+                return
             self._late.add(task)
             task.add_done_callback(self._late.discard)
-        return workflow
 
     # -- runs -------------------------------------------------------------------------------
 

@@ -9,7 +9,14 @@ import pytest
 
 from deerflow import Engine, Workflow
 from deerflow.errors import DeerflowError
-from deerflow.runtime import Hooks, Plugin, TaskAttempt, TaskEnded, WorkerStarting
+from deerflow.runtime import (
+    HistoryFolded,
+    Hooks,
+    Plugin,
+    TaskAttempt,
+    TaskEnded,
+    WorkerStarting,
+)
 
 wrapped: contextvars.ContextVar[str | None] = contextvars.ContextVar("wrapped", default=None)
 
@@ -170,3 +177,32 @@ async def test_an_option_a_plugin_declares_reaches_its_services():
     # Declared by a plugin class: accepted even before a plugin reading it is adopted.
     async with Engine("memory://", handlers=["none"], choreography=False, tuning="slow"):
         pass
+
+
+class Follower(Hooks, Plugin):
+    """A plugin that is its own hook: records each folded event with the run's status."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, str]] = []
+
+    def hooks(self) -> list[Hooks]:
+        return [self]
+
+    def on_history_event(self, event: HistoryFolded) -> None:
+        self.seen.append((event.state.run_id, event.event.type, event.state.status))
+
+
+async def test_a_hook_follows_the_history_as_the_run_index_folds_it():
+    follower = Follower()
+    wf = flaky_workflow("followed")
+    async with Engine("memory://", [wf]) as engine:
+        engine.add_plugin(follower)
+        engine.add_plugin(follower)  # adopted once
+        result = await (await engine.start(wf)).result(timeout=30)
+        await engine.index.wait(result.run_id, lambda s: s.terminal, 30)
+    seen = [(t, status) for rid, t, status in follower.seen if rid == result.run_id]
+    assert seen[0] == ("RunRequested", "running")
+    assert seen[-1] == ("RunCompleted", "completed")
+    types = [t for t, _ in seen]
+    assert types.count("TaskFailed") == 1 and types.count("TaskCompleted") == 1
+    assert types.count("RunRequested") == 1  # each event once, as the fold applied it
