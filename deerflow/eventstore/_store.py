@@ -42,7 +42,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from deerflow._lifecycle import Lifecycle
-from deerflow.core._topics import Topics
+from deerflow.core import Topics
 from deerflow.errors import EventStoreError
 from deerflow.eventstore._store_core import Aggregate, EventStreams, Reducer
 from deerflow.eventstore._store_loop import HomeLoop, close_at_exit

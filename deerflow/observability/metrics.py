@@ -36,13 +36,13 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from deerflow.core import RunState
 from deerflow.core import _history as h
 from deerflow.core._expand import node_of
-from deerflow.core._state import RunState
 from deerflow.log.base import LogReader, TopicPartition
 from deerflow.runtime import Engine, Hooks, Plugin
-from deerflow.runtime._runrows import RunQuery
 from deerflow.runtime.hooks import HistoryFolded
+from deerflow.runtime.integration import RunQuery
 
 __all__ = [
     "CONTENT_TYPE",

@@ -11,11 +11,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from deerflow.core import KindOptions, NodeKind, RunState, TaskDef, WorkflowDef
 from deerflow.core._child import child_body
-from deerflow.core._definition import WorkflowDef
-from deerflow.core._kinds import KindOptions, NodeKind
-from deerflow.core._state import RunState
-from deerflow.core._taskdef import TaskDef, positive_or_none, retry_policy
+from deerflow.core._taskdef import positive_or_none, retry_policy
 from deerflow.errors import DefinitionError
 from deerflow.sagas._fold import COMPENSATION_FOLD
 

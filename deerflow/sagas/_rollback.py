@@ -10,18 +10,10 @@ kept failing.
 
 from __future__ import annotations
 
+from deerflow.core import RunState, TaskState, WorkflowDef
 from deerflow.core import _history as h
 from deerflow.core._decide_nodes import on_failed_attempt, schedule
-from deerflow.core._definition import WorkflowDef
-from deerflow.core._state import (
-    COMPLETED,
-    FAILED,
-    PENDING,
-    RETRY_WAIT,
-    SCHEDULED,
-    RunState,
-    TaskState,
-)
+from deerflow.core._state import COMPLETED, FAILED, PENDING, RETRY_WAIT, SCHEDULED
 from deerflow.sagas._fold import RunCompensated, RunCompensationFailed
 
 _EMPTY = TaskState()

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from deerflow.core import MachineModel, RunState, TaskState, WorkflowDef
 from deerflow.core import _history as h
 from deerflow.core._decide_nodes import on_failed_attempt, schedule
-from deerflow.core._definition import MachineModel, WorkflowDef
-from deerflow.core._state import COMPLETED, FAILED, PENDING, RETRY_WAIT, RunState, TaskState
+from deerflow.core._state import COMPLETED, FAILED, PENDING, RETRY_WAIT
 from deerflow.statemachine._fold import head_request
 
 _EMPTY = TaskState()

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from deerflow.core import FoldExtension, RunState, register_fold
 from deerflow.core import _history as h
-from deerflow.core._state import FoldExtension, RunState, register_fold
 
 KEY = "machine"
 

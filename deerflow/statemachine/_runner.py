@@ -7,13 +7,10 @@ import inspect
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
+from deerflow.core import KindOptions, NodeKind, RetryPolicy, RunState, TaskDef, WorkflowDef
 from deerflow.core import _history as h
-from deerflow.core._definition import WorkflowDef
-from deerflow.core._kinds import KindOptions, NodeKind
-from deerflow.core._state import RunState
-from deerflow.core._taskdef import RetryPolicy, TaskDef
 from deerflow.errors import DefinitionError, TransitionNotAllowed
-from deerflow.runtime._context import TaskContext
+from deerflow.runtime import TaskContext
 from deerflow.statemachine._decide import decide_machine
 from deerflow.statemachine._fold import MACHINE_FOLD, head_request
 from deerflow.statemachine._model import MachineSpec

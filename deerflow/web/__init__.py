@@ -27,8 +27,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from deerflow.connectors._auth import ApiKeys
-from deerflow.connectors._httplimits import HttpLimits, cap_connections
+from deerflow.connectors import ApiKeys
+from deerflow.connectors.integration import HttpLimits, cap_connections
 from deerflow.engine import Engine, Workflow
 from deerflow.metrics import CONTENT_TYPE, EngineMetrics
 from deerflow.observability.tracing import RunTracer

@@ -24,8 +24,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import deerflow._codec as _codec
+from deerflow.choreography.integration import handle_again
 from deerflow.engine import Engine
 from deerflow.errors import DeerflowError
+from deerflow.eventstore import StoredEvent
 from deerflow.log.base import Message, Record, TopicPartition
 from deerflow.web import _extend
 
@@ -180,9 +182,6 @@ async def replay(engine: Engine, ref: str) -> str:
 
 async def _replay_handled_event(engine: Engine, entry: DeadLetterEntry) -> str:
     """An event handler's letter: its event, to that handler again (same idempotency key)."""
-    from deerflow.choreography._service import handle_again
-    from deerflow.eventstore import StoredEvent
-
     name = entry.body.get("handler")
     handler = next(
         (h for wf in engine.registry for h in getattr(wf, "event_handlers", ()) if h.name == name),

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from deerflow.core._expand import node_of
 from deerflow.errors import RunNotFound
-from deerflow.runtime._results import TaskResult
+from deerflow.runtime import TaskResult
 from deerflow.web import _runs
 from deerflow.web._context import context
 from deerflow.web._extend import run_panels, transition_handler
