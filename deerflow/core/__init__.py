@@ -10,7 +10,7 @@ Time is passed in; nothing here imports asyncio, a log backend, tracing or a fea
 """
 
 from deerflow.core._definition import MachineModel, RetryPolicy, TaskDef, WorkflowDef
-from deerflow.core._history import Event
+from deerflow.core._history import HistoryEvent
 from deerflow.core._kinds import TASK, KindOptions, NodeKind
 from deerflow.core._retry import RetryOptions
 from deerflow.core._state import FoldExtension, RunState, TaskState, register_fold
@@ -18,8 +18,8 @@ from deerflow.core._topics import Topics
 
 __all__ = [
     "TASK",
-    "Event",
     "FoldExtension",
+    "HistoryEvent",
     "KindOptions",
     "MachineModel",
     "NodeKind",

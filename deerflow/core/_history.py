@@ -6,7 +6,7 @@ union on ``type``, encoded with orjson through :mod:`deerflow._codec`.
 
 The events here are the core's: runs, tasks, timers, and the requests a state-machine instance
 records (written by the engine, which knows no definition). A feature or a node kind adds its
-own event classes (subclasses of :class:`Event`) through a ``FoldExtension``
+own event classes (subclasses of :class:`HistoryEvent`) through a ``FoldExtension``
 (:mod:`deerflow.core._state`), which registers them here so that :func:`decode` reads them.
 """
 
@@ -29,8 +29,9 @@ def now() -> float:
     return time.time()
 
 
-class Event(BaseModel):
-    """What every history event carries; subclasses pin ``type`` as a ``Literal``."""
+class HistoryEvent(BaseModel):
+    """A record of a run's history: what every one carries; subclasses pin ``type`` as a
+    ``Literal`` (the core's are a union discriminated on it, a feature's are looked up)."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
@@ -54,7 +55,7 @@ class ParentRef(BaseModel):
     attempt: int = 1
 
 
-class RunRequested(Event):
+class RunRequested(HistoryEvent):
     """A run was asked for (by the API, a trigger or a parent run)."""
 
     type: Literal["RunRequested"] = "RunRequested"
@@ -72,7 +73,7 @@ class RunRequested(Event):
     traceparent: str | None = None
 
 
-class TaskScheduled(Event):
+class TaskScheduled(HistoryEvent):
     """An attempt of a task was dispatched to the task queue.
 
     ``eager``: handed straight to a worker in the deciding process instead (no queue message);
@@ -86,7 +87,7 @@ class TaskScheduled(Event):
     eager: bool = False
 
 
-class TaskCompleted(Event):
+class TaskCompleted(HistoryEvent):
     """An attempt of a task returned; ``output`` is its JSON result."""
 
     type: Literal["TaskCompleted"] = "TaskCompleted"
@@ -99,7 +100,7 @@ class TaskCompleted(Event):
     expansion: list[dict[str, Any]] | None = None
 
 
-class TaskRequeued(Event):
+class TaskRequeued(HistoryEvent):
     """An eager attempt was put on the task queue after all (its worker stopped first)."""
 
     type: Literal["TaskRequeued"] = "TaskRequeued"
@@ -107,7 +108,7 @@ class TaskRequeued(Event):
     attempt: int
 
 
-class TaskCollected(Event):
+class TaskCollected(HistoryEvent):
     """Every child of an expanded node completed; ``output`` is the node's collected output."""
 
     type: Literal["TaskCollected"] = "TaskCollected"
@@ -115,7 +116,7 @@ class TaskCollected(Event):
     output: Any = None
 
 
-class TaskFailed(Event):
+class TaskFailed(HistoryEvent):
     """An attempt of a task raised or timed out."""
 
     type: Literal["TaskFailed"] = "TaskFailed"
@@ -131,7 +132,7 @@ class TaskFailed(Event):
     fallback: bool = False
 
 
-class TaskSkipped(Event):
+class TaskSkipped(HistoryEvent):
     """A task will not run (an upstream failed, or the run was cancelled)."""
 
     type: Literal["TaskSkipped"] = "TaskSkipped"
@@ -139,7 +140,7 @@ class TaskSkipped(Event):
     reason: str
 
 
-class TaskAbandoned(Event):
+class TaskAbandoned(HistoryEvent):
     """A task failed for good: retries exhausted, a non-retryable error, or its fallback failed."""
 
     type: Literal["TaskAbandoned"] = "TaskAbandoned"
@@ -147,7 +148,7 @@ class TaskAbandoned(Event):
     error: str
 
 
-class TimerStarted(Event):
+class TimerStarted(HistoryEvent):
     """A durable timer: when ``fire_at`` passes, the owner appends :class:`TimerFired`."""
 
     type: Literal["TimerStarted"] = "TimerStarted"
@@ -157,21 +158,21 @@ class TimerStarted(Event):
     attempt: int | None = None
 
 
-class TimerFired(Event):
+class TimerFired(HistoryEvent):
     """A durable timer fired."""
 
     type: Literal["TimerFired"] = "TimerFired"
     timer_id: str
 
 
-class RunCompleted(Event):
+class RunCompleted(HistoryEvent):
     """The run finished; ``output`` is its sink task's output (or a dict of sinks)."""
 
     type: Literal["RunCompleted"] = "RunCompleted"
     output: Any = None
 
 
-class RunFailed(Event):
+class RunFailed(HistoryEvent):
     """The run ended with a failure."""
 
     type: Literal["RunFailed"] = "RunFailed"
@@ -179,7 +180,7 @@ class RunFailed(Event):
     failed_task: str | None = None
 
 
-class TransitionRequested(Event):
+class TransitionRequested(HistoryEvent):
     """Someone asked a state-machine instance to take ``transition``."""
 
     type: Literal["TransitionRequested"] = "TransitionRequested"
@@ -188,7 +189,7 @@ class TransitionRequested(Event):
     payload: Any = None
 
 
-class TransitionApplied(Event):
+class TransitionApplied(HistoryEvent):
     """The instance moved from ``source`` to ``target`` (``source`` is None when it starts)."""
 
     type: Literal["TransitionApplied"] = "TransitionApplied"
@@ -198,7 +199,7 @@ class TransitionApplied(Event):
     target: str
 
 
-class TransitionRejected(Event):
+class TransitionRejected(HistoryEvent):
     """A requested transition was not allowed in the instance's state; nothing changed."""
 
     type: Literal["TransitionRejected"] = "TransitionRejected"
@@ -207,7 +208,7 @@ class TransitionRejected(Event):
     reason: str
 
 
-class TransitionFailed(Event):
+class TransitionFailed(HistoryEvent):
     """A transition's handler failed for good; the instance stays in its source state."""
 
     type: Literal["TransitionFailed"] = "TransitionFailed"
@@ -216,7 +217,7 @@ class TransitionFailed(Event):
     error: str
 
 
-class RunParked(Event):
+class RunParked(HistoryEvent):
     """The run's owner has another definition under the run's name and version.
 
     Nothing is decided for the run until the definition it started on is loaded again;
@@ -228,27 +229,27 @@ class RunParked(Event):
     reason: str
 
 
-class RunResumed(Event):
+class RunResumed(HistoryEvent):
     """The definition a parked run started on is loaded again: the run goes on."""
 
     type: Literal["RunResumed"] = "RunResumed"
 
 
-class RunCancelRequested(Event):
+class RunCancelRequested(HistoryEvent):
     """Someone asked to cancel the run."""
 
     type: Literal["RunCancelRequested"] = "RunCancelRequested"
     reason: str = "cancelled"
 
 
-class RunCancelled(Event):
+class RunCancelled(HistoryEvent):
     """The run was cancelled; pending tasks were skipped."""
 
     type: Literal["RunCancelled"] = "RunCancelled"
     reason: str = "cancelled"
 
 
-class RunRetryRequested(Event):
+class RunRetryRequested(HistoryEvent):
     """An operator asked a failed run to go on from its failed tasks.
 
     The fold resets failed and skipped tasks (and failed children of expanded nodes) to pending
@@ -261,7 +262,7 @@ class RunRetryRequested(Event):
     reason: str = "retry requested"
 
 
-class SearchAttributesSet(Event):
+class SearchAttributesSet(HistoryEvent):
     """A task set search attributes of its run: typed values the run index can filter on.
 
     ``attributes`` maps each name to ``{"kind": ..., "value": ...}``: kind is str, int,
@@ -299,11 +300,6 @@ _CoreEvent = Annotated[
     Field(discriminator="type"),
 ]
 
-if TYPE_CHECKING:  # any event, the core's or a feature's (typed by its ``type`` name)
-    HistoryEvent = Event
-else:
-    HistoryEvent = _CoreEvent
-
 #: the types of events that end a run: the core's, then those features register
 TERMINAL_TYPES: set[str] = {"RunCompleted", "RunFailed", "RunCancelled"}
 
@@ -312,10 +308,10 @@ _CORE_TYPES = frozenset(
     str(cls.model_fields["type"].default) for cls in get_args(get_args(_CoreEvent)[0])
 )
 #: event classes features added, by type (one per fold extension's event: a few dozen at most)
-_ADDED: dict[str, type[Event]] = {}
+_ADDED: dict[str, type[HistoryEvent]] = {}
 
 
-def type_name(cls: type[Event]) -> str:
+def type_name(cls: type[HistoryEvent]) -> str:
     """The ``type`` an event class records (its ``Literal`` default)."""
     field = cls.model_fields.get("type")
     name = None if field is None else field.default
@@ -329,7 +325,7 @@ def is_core_type(name: str) -> bool:
     return name in _CORE_TYPES
 
 
-def add_event_types(classes: Iterable[type[Event]], *, terminal: Iterable[str] = ()) -> None:
+def add_event_types(classes: Iterable[type[HistoryEvent]], *, terminal: Iterable[str] = ()) -> None:
     """Make :func:`decode` read events of ``classes``; ``terminal``: those of them ending a run.
 
     Adding a class again is a no-op; a type name the core or another class already has is a
@@ -347,12 +343,12 @@ def add_event_types(classes: Iterable[type[Event]], *, terminal: Iterable[str] =
 _adapter: TypeAdapter[HistoryEvent] = TypeAdapter(_CoreEvent)
 
 
-def encode(event: Event) -> bytes:
+def encode(event: HistoryEvent) -> bytes:
     """The event as JSON bytes."""
     return _codec.dumps(event.model_dump(mode="json"))
 
 
-def message(topic: str, event: Event) -> Message:
+def message(topic: str, event: HistoryEvent) -> Message:
     """``event`` as a record of the history topic, keyed by its run (one partition, in order)."""
     return Message(topic=topic, key=event.run_id, value=encode(event))
 

@@ -531,20 +531,21 @@ _APPLY: dict[str, Any] = {
 class FoldExtension:
     """A feature's part of the fold: the history events it adds and how each folds.
 
-    Subclass it, set :attr:`key`, :attr:`events` (event classes it adds, subclasses of
-    :class:`~deerflow.core._history.Event` with a new ``type``) and :attr:`handles` (what it
-    folds: by default the types of :attr:`events`), and override :meth:`fold`. Register it with
-    :func:`register_fold` (a node kind lists it in ``NodeKind.folds``: adding a node of the
-    kind to a workflow registers it). What it keeps goes in ``state.extensions[key]``
-    (:meth:`part`): dicts, lists and scalars only. The fold's rules hold for its events too: an
-    event already folded, or one after the run ended, is not passed to it.
+    Subclass it, set :attr:`key`, :attr:`event_classes` (the history event classes it adds,
+    subclasses of :class:`~deerflow.core._history.HistoryEvent` with a new ``type``) and
+    :attr:`handles` (what it folds: by default the types of :attr:`event_classes`), and
+    override :meth:`fold`. Register it with :func:`register_fold` (a node kind lists it in
+    ``NodeKind.folds``: adding a node of the kind to a workflow registers it). What it keeps
+    goes in ``state.extensions[key]`` (:meth:`part`): dicts, lists and scalars only. The
+    fold's rules hold for its events too: an event already folded, or one after the run
+    ended, is not passed to it.
     """
 
     #: its part of ``RunState.extensions`` (also what names it in errors)
     key: str = ""
     #: history event classes it adds
-    events: tuple[type[h.Event], ...] = ()
-    #: the types it folds; ``None``: those of :attr:`events`
+    event_classes: tuple[type[h.HistoryEvent], ...] = ()
+    #: the types it folds; ``None``: those of :attr:`event_classes`
     handles: frozenset[str] | None = None
     #: the types of its events that end a run (they must set ``state.status``, see :func:`end_run`)
     terminal: frozenset[str] = frozenset()
@@ -553,7 +554,7 @@ class FoldExtension:
         """The event types this extension folds."""
         if self.handles is not None:
             return self.handles
-        return frozenset(h.type_name(cls) for cls in self.events)
+        return frozenset(h.type_name(cls) for cls in self.event_classes)
 
     def part(self, state: RunState) -> dict[str, Any]:
         """This extension's part of ``state`` (created empty on first use)."""
@@ -580,7 +581,7 @@ def register_fold(extension: FoldExtension) -> None:
     clash = sorted(t for t in types if t in _APPLY or _EXTENDED.get(t, extension) is not extension)
     if clash:
         raise ValueError(f"fold extension {extension.key!r}: {clash} already folded elsewhere")
-    h.add_event_types(extension.events, terminal=extension.terminal)
+    h.add_event_types(extension.event_classes, terminal=extension.terminal)
     for name in types:
         _EXTENDED[name] = extension
 

@@ -254,8 +254,8 @@ class _Counting(Hooks):
     def __init__(self, metrics: EngineMetrics) -> None:
         self.metrics = metrics
 
-    def on_history_event(self, event: HistoryFolded) -> None:
-        self.metrics._on_event(event.state, event.event)
+    def on_history_event(self, folded: HistoryFolded) -> None:
+        self.metrics._on_event(folded.state, folded.event)
 
 
 class MetricsPlugin(Plugin):

@@ -18,8 +18,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from deerflow.core import RunState
 from deerflow.core import _history as h
-from deerflow.core._state import RunState
 from deerflow.runtime._context import TaskDispatch
 
 
@@ -86,7 +86,7 @@ class Hooks:
     def on_task_end(self, event: TaskEnded) -> None:
         """Called with each attempt's outcome (also when it failed or timed out)."""
 
-    def on_history_event(self, event: HistoryFolded) -> None:
+    def on_history_event(self, folded: HistoryFolded) -> None:
         """Called for each history event that changed a run, once the run index folded it."""
 
 
@@ -132,10 +132,10 @@ class HookChain(Hooks):
         """Whether a hook overrides ``on_history_event`` (else nobody builds its events)."""
         return bool(self._folded)
 
-    def on_history_event(self, event: HistoryFolded) -> None:
+    def on_history_event(self, folded: HistoryFolded) -> None:
         """Each hook's ``on_history_event``."""
         for hook in self._folded:
-            hook.on_history_event(event)
+            hook.on_history_event(folded)
 
 
 def _overriding(hooks: Sequence[Hooks], method: str) -> tuple[Hooks, ...]:

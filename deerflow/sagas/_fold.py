@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from typing import Literal
 
+from deerflow.core import FoldExtension, RunState, register_fold
 from deerflow.core import _history as h
-from deerflow.core._state import FoldExtension, RunState, end_run, register_fold
+from deerflow.core._state import end_run
 
 RUN_COMPENSATED = "compensated"
 RUN_COMPENSATION_FAILED = "compensation_failed"
 
 
-class RunCompensated(h.Event):
+class RunCompensated(h.HistoryEvent):
     """A run failed and every compensation of its completed steps succeeded (saga rollback)."""
 
     type: Literal["RunCompensated"] = "RunCompensated"
@@ -24,7 +25,7 @@ class RunCompensated(h.Event):
     failed_task: str | None = None
 
 
-class RunCompensationFailed(h.Event):
+class RunCompensationFailed(h.HistoryEvent):
     """A compensation kept failing: the rollback is incomplete and needs an operator."""
 
     type: Literal["RunCompensationFailed"] = "RunCompensationFailed"
@@ -37,7 +38,7 @@ class CompensationFold(FoldExtension):
     """Ends a rolled-back run: ``compensated`` or ``compensation_failed``."""
 
     key = "saga"
-    events = (RunCompensated, RunCompensationFailed)
+    event_classes = (RunCompensated, RunCompensationFailed)
     terminal = frozenset({"RunCompensated", "RunCompensationFailed"})
 
     def fold(self, state: RunState, event: h.HistoryEvent) -> bool:

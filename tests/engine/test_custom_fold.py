@@ -21,7 +21,7 @@ from deerflow.core._state import FoldExtension, RunState, fold_all
 from tests.engine.test_custom_kind import run_history
 
 
-class AttemptNoted(h.Event):
+class AttemptNoted(h.HistoryEvent):
     """An attempt of an audited node was scheduled."""
 
     type: Literal["AttemptNoted"] = "AttemptNoted"
@@ -31,7 +31,7 @@ class AttemptNoted(h.Event):
 
 class AuditFold(FoldExtension):
     key = "audit"
-    events = (AttemptNoted,)
+    event_classes = (AttemptNoted,)
 
     def fold(self, state: RunState, event: h.HistoryEvent) -> bool:
         assert isinstance(event, AttemptNoted)
@@ -113,13 +113,13 @@ async def test_a_kind_s_own_history_event_is_written_read_back_and_folded(store)
     assert fold_all(result.run_id, [*history, *noted]).extensions == state.extensions
 
 
-class Clashing(h.Event):
+class Clashing(h.HistoryEvent):
     type: Literal["TaskCompleted"] = "TaskCompleted"
 
 
 class ClashingFold(FoldExtension):
     key = "clash"
-    events = (Clashing,)
+    event_classes = (Clashing,)
 
 
 class ClashingKind(NodeKind):

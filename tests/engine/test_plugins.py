@@ -188,8 +188,8 @@ class Follower(Hooks, Plugin):
     def hooks(self) -> list[Hooks]:
         return [self]
 
-    def on_history_event(self, event: HistoryFolded) -> None:
-        self.seen.append((event.state.run_id, event.event.type, event.state.status))
+    def on_history_event(self, folded: HistoryFolded) -> None:
+        self.seen.append((folded.state.run_id, folded.event.type, folded.state.status))
 
 
 async def test_a_hook_follows_the_history_as_the_run_index_folds_it():
