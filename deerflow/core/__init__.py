@@ -3,7 +3,8 @@
 A definition (:class:`WorkflowDef`, :class:`TaskDef`, :class:`RetryPolicy` built from the
 decorators' :class:`RetryOptions`), the history
 events of a run and their deterministic ids (``_history``), the fold of a history into a run's
-state (``_state``), the decider that says what happens next (``_decide*``), node kinds
+state (``_state``; features fold their own history events through a :class:`FoldExtension`),
+the decider that says what happens next (``_decide*``), node kinds
 (:class:`NodeKind`, with typed :class:`KindOptions`; ``_kinds``), the child ids of nodes with
 children (``_expand``), definition changes (``_change``) and topic names (``_topics``).
 Time is passed in; nothing here imports asyncio, a log backend, tracing or a feature package.
