@@ -14,6 +14,7 @@ while the body runs. Hooks of several plugins nest in adoption order, the first 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,8 @@ from typing import Any
 from deerflow.core import RunState
 from deerflow.core import _history as h
 from deerflow.runtime._context import TaskDispatch
+
+log = logging.getLogger("deerflow.hooks")
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,9 +136,13 @@ class HookChain(Hooks):
         return bool(self._folded)
 
     def on_history_event(self, folded: HistoryFolded) -> None:
-        """Each hook's ``on_history_event``."""
+        """Each hook's ``on_history_event``; one that raises is logged and the others run (the
+        run index calls these as it folds: a broken hook must not stop it)."""
         for hook in self._folded:
-            hook.on_history_event(folded)
+            try:
+                hook.on_history_event(folded)
+            except Exception:
+                log.exception("hook %r failed on %s", hook, folded.event.type)
 
 
 def _overriding(hooks: Sequence[Hooks], method: str) -> tuple[Hooks, ...]:

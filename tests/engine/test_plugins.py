@@ -206,3 +206,22 @@ async def test_a_hook_follows_the_history_as_the_run_index_folds_it():
     types = [t for t, _ in seen]
     assert types.count("TaskFailed") == 1 and types.count("TaskCompleted") == 1
     assert types.count("RunRequested") == 1  # each event once, as the fold applied it
+
+
+class Broken(Hooks, Plugin):
+    def hooks(self) -> list[Hooks]:
+        return [self]
+
+    def on_history_event(self, folded: HistoryFolded) -> None:
+        raise RuntimeError("broken hook")
+
+
+async def test_a_history_hook_that_raises_stops_neither_the_index_nor_other_hooks(caplog):
+    follower = Follower()
+    wf = flaky_workflow("broken_hook")
+    async with Engine("memory://", [wf], plugins=[Broken(), follower]) as engine:
+        result = await (await engine.start(wf)).result(timeout=30)
+        state = await engine.index.wait(result.run_id, lambda s: s.terminal, 30)
+    assert state is not None and state.status == "completed"
+    assert ("RunCompleted", "completed") in [(t, st) for _, t, st in follower.seen]
+    assert "broken hook" in caplog.text
