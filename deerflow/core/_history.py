@@ -4,8 +4,7 @@ Every event id is deterministic (``run_id:task:attempt:kind``), so a redelivered
 event is recognised by the fold and ignored. Events are frozen pydantic models, a discriminated
 union on ``type``, encoded with orjson through :mod:`deerflow._codec`.
 
-The events here are the core's: runs, tasks, timers, and the requests a state-machine instance
-records (written by the engine, which knows no definition). A feature or a node kind adds its
+The events here are the core's: runs, tasks and timers. A feature or a node kind adds its
 own event classes (subclasses of :class:`HistoryEvent`) through a ``FoldExtension``
 (:mod:`deerflow.core._state`), which registers them here so that :func:`decode` reads them.
 """
@@ -180,43 +179,6 @@ class RunFailed(HistoryEvent):
     failed_task: str | None = None
 
 
-class TransitionRequested(HistoryEvent):
-    """Someone asked a state-machine instance to take ``transition``."""
-
-    type: Literal["TransitionRequested"] = "TransitionRequested"
-    request_id: str
-    transition: str
-    payload: Any = None
-
-
-class TransitionApplied(HistoryEvent):
-    """The instance moved from ``source`` to ``target`` (``source`` is None when it starts)."""
-
-    type: Literal["TransitionApplied"] = "TransitionApplied"
-    request_id: str
-    transition: str
-    source: str | None
-    target: str
-
-
-class TransitionRejected(HistoryEvent):
-    """A requested transition was not allowed in the instance's state; nothing changed."""
-
-    type: Literal["TransitionRejected"] = "TransitionRejected"
-    request_id: str
-    transition: str
-    reason: str
-
-
-class TransitionFailed(HistoryEvent):
-    """A transition's handler failed for good; the instance stays in its source state."""
-
-    type: Literal["TransitionFailed"] = "TransitionFailed"
-    request_id: str
-    transition: str
-    error: str
-
-
 class RunParked(HistoryEvent):
     """The run's owner has another definition under the run's name and version.
 
@@ -291,10 +253,6 @@ _CoreEvent = Annotated[
     | RunParked
     | RunResumed
     | RunCancelled
-    | TransitionRequested
-    | TransitionApplied
-    | TransitionRejected
-    | TransitionFailed
     | RunRetryRequested
     | SearchAttributesSet,
     Field(discriminator="type"),
@@ -318,6 +276,11 @@ def type_name(cls: type[HistoryEvent]) -> str:
     if not isinstance(name, str) or not name:
         raise TypeError(f"{cls.__name__} has no default ``type`` name")
     return name
+
+
+def event_class(name: str) -> type[HistoryEvent] | None:
+    """The class of history events of type ``name`` a feature added, or ``None``."""
+    return _ADDED.get(name)
 
 
 def is_core_type(name: str) -> bool:

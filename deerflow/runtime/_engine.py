@@ -523,17 +523,18 @@ class Engine:
         if refusal is not None:
             raise TransitionNotAllowed(f"{instance_id}: {refusal}")
         rid = request_id or uuid.uuid4().hex[:16]
-        await self.append_history(
-            [
-                h.TransitionRequested(
-                    id=h.event_id(instance_id, "tr", rid, "requested"),
-                    run_id=instance_id,
-                    request_id=rid,
-                    transition=transition,
-                    payload=payload,
-                )
-            ]
-        )
+        # The state-machine feature defines the request's history event (deerflow imports it).
+        requested = h.event_class("TransitionRequested")
+        if requested is None:
+            raise DeerflowError("state machines are not loaded in this process")
+        request = {
+            "id": h.event_id(instance_id, "tr", rid, "requested"),
+            "run_id": instance_id,
+            "request_id": rid,
+            "transition": transition,
+            "payload": payload,
+        }
+        await self.append_history([requested.model_validate(request)])
         if not wait:
             return current
         state = await self.index.wait(

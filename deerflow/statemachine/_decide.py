@@ -14,7 +14,12 @@ from deerflow.core import MachineModel, RunState, TaskState, WorkflowDef
 from deerflow.core import _history as h
 from deerflow.core._decide_nodes import on_failed_attempt, schedule
 from deerflow.core._state import COMPLETED, FAILED, PENDING, RETRY_WAIT
-from deerflow.statemachine._fold import head_request
+from deerflow.statemachine._fold import (
+    TransitionApplied,
+    TransitionFailed,
+    TransitionRejected,
+    head_request,
+)
 
 _EMPTY = TaskState()
 
@@ -31,7 +36,7 @@ def decide_machine(
     run_id = state.run_id
     if state.machine_state is None:
         return [
-            h.TransitionApplied(
+            TransitionApplied(
                 id=h.event_id(run_id, "start"),
                 run_id=run_id,
                 ts=now,
@@ -57,7 +62,7 @@ def decide_machine(
     ident = (run_id, "tr", request["request_id"])
     if refusal is not None:
         return [
-            h.TransitionRejected(
+            TransitionRejected(
                 id=h.event_id(*ident, "rejected"),
                 run_id=run_id,
                 ts=now,
@@ -84,7 +89,7 @@ def _handler_step(
         return [_applied(spec, state, request, now)]
     if task.status == FAILED:
         return [
-            h.TransitionFailed(
+            TransitionFailed(
                 id=h.event_id(state.run_id, "tr", request["request_id"], "failed"),
                 run_id=state.run_id,
                 ts=now,
@@ -98,8 +103,8 @@ def _handler_step(
 
 def _applied(
     spec: MachineModel, state: RunState, request: dict[str, Any], now: float
-) -> h.TransitionApplied:
-    return h.TransitionApplied(
+) -> TransitionApplied:
+    return TransitionApplied(
         id=h.event_id(state.run_id, "tr", request["request_id"], "applied"),
         run_id=state.run_id,
         ts=now,

@@ -1,4 +1,5 @@
-"""The state-machine part of the fold: an instance's state, its queued requests, its record.
+"""The state-machine part of the history: its events, and how they fold into an instance's
+state, its queued requests and its record.
 
 Kept in ``state.extensions["machine"]`` as JSON-like data::
 
@@ -12,7 +13,7 @@ head request only. ``RunState.machine_state`` and ``RunState.transitions`` read 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from deerflow.core import FoldExtension, RunState, register_fold
 from deerflow.core import _history as h
@@ -20,13 +21,48 @@ from deerflow.core import _history as h
 KEY = "machine"
 
 
+class TransitionRequested(h.HistoryEvent):
+    """Someone asked a state-machine instance to take ``transition``."""
+
+    type: Literal["TransitionRequested"] = "TransitionRequested"
+    request_id: str
+    transition: str
+    payload: Any = None
+
+
+class TransitionApplied(h.HistoryEvent):
+    """The instance moved from ``source`` to ``target`` (``source`` is None when it starts)."""
+
+    type: Literal["TransitionApplied"] = "TransitionApplied"
+    request_id: str
+    transition: str
+    source: str | None
+    target: str
+
+
+class TransitionRejected(h.HistoryEvent):
+    """A requested transition was not allowed in the instance's state; nothing changed."""
+
+    type: Literal["TransitionRejected"] = "TransitionRejected"
+    request_id: str
+    transition: str
+    reason: str
+
+
+class TransitionFailed(h.HistoryEvent):
+    """A transition's handler failed for good; the instance stays in its source state."""
+
+    type: Literal["TransitionFailed"] = "TransitionFailed"
+    request_id: str
+    transition: str
+    error: str
+
+
 class MachineFold(FoldExtension):
     """Folds ``Transition*`` events into the instance's part of the run state."""
 
     key = KEY
-    handles = frozenset(
-        {"TransitionRequested", "TransitionApplied", "TransitionRejected", "TransitionFailed"}
-    )
+    event_classes = (TransitionRequested, TransitionApplied, TransitionRejected, TransitionFailed)
 
     def fold(self, state: RunState, event: h.HistoryEvent) -> bool:
         """Queue a request, or resolve the head one."""
@@ -34,7 +70,7 @@ class MachineFold(FoldExtension):
         part.setdefault("state", None)
         requests: list[dict[str, Any]] = part.setdefault("requests", [])
         part.setdefault("transitions", [])
-        if isinstance(event, h.TransitionRequested):
+        if isinstance(event, TransitionRequested):
             requests.append(
                 {
                     "request_id": event.request_id,
@@ -43,12 +79,12 @@ class MachineFold(FoldExtension):
                 }
             )
             return True
-        if isinstance(event, h.TransitionApplied):
+        if isinstance(event, TransitionApplied):
             return _applied(part, event)
-        if isinstance(event, h.TransitionRejected):
+        if isinstance(event, TransitionRejected):
             error: str = event.reason
             status = "rejected"
-        elif isinstance(event, h.TransitionFailed):
+        elif isinstance(event, TransitionFailed):
             error, status = event.error, "failed"
         else:
             return False
@@ -63,7 +99,7 @@ class MachineFold(FoldExtension):
         return _resolve(part, event.request_id, record)
 
 
-def _applied(part: dict[str, Any], e: h.TransitionApplied) -> bool:
+def _applied(part: dict[str, Any], e: TransitionApplied) -> bool:
     if e.request_id == "start" and part["state"] is not None:
         return False
     record = {
