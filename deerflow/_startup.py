@@ -17,7 +17,8 @@ from typing import Any
 from aiohttp import web
 
 import deerflow._codec as _codec
-from deerflow.connectors._auth import ApiKeys, presented_key
+from deerflow.connectors import ApiKeys
+from deerflow.connectors.integration import presented_key
 from deerflow.runtime.plugins import Service
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -39,10 +39,10 @@ import uuid
 from typing import Any
 
 import deerflow._codec as _codec
-from deerflow.core._topics import Topics
+from deerflow.core import Topics
 from deerflow.errors import MissingDependency
-from deerflow.eventstore._store_model import StoredEvent, decode_unit, derived_id, encode_unit
-from deerflow.eventstore._store_origin import PROCESS
+from deerflow.eventstore import StoredEvent
+from deerflow.eventstore.integration import PROCESS, decode_unit, derived_id, encode_unit
 from deerflow.log.base import Record
 
 try:

@@ -7,14 +7,11 @@ from typing import Any, TypeVar
 
 import deerflow.choreography._service as service
 from deerflow.choreography._handlers import EventHandlerDef
-from deerflow.core._definition import WorkflowDef
-from deerflow.core._retry import RetryOptions
+from deerflow.core import RetryOptions, WorkflowDef
 from deerflow.core._taskdef import ID_PATTERN
 from deerflow.errors import DefinitionError, EventStoreError
-from deerflow.eventstore._store import EventStore
-from deerflow.eventstore._store_loop import running_loop
-from deerflow.eventstore._store_model import StoredEvent
-from deerflow.eventstore._store_origin import scope_now
+from deerflow.eventstore import EventStore, StoredEvent
+from deerflow.eventstore.integration import running_loop, scope_now
 from deerflow.log.base import StartFrom
 
 F = TypeVar("F", bound=Callable[..., Any])

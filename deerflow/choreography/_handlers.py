@@ -6,8 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from deerflow.core._taskdef import RetryPolicy
-from deerflow.eventstore._store_model import StoredEvent
+from deerflow.core import RetryPolicy
+from deerflow.eventstore import StoredEvent
 from deerflow.log.base import StartFrom
 
 

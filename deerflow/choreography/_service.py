@@ -23,13 +23,11 @@ from typing import Any
 import deerflow._codec as _codec
 from deerflow.choreography._handlers import EventHandlerDef, HandledEvent
 from deerflow.errors import EventStoreError
-from deerflow.eventstore._store import EventStore
-from deerflow.eventstore._store_model import StoredEvent
-from deerflow.eventstore._store_origin import PROCESS, PublishScope, current_scope
-from deerflow.eventstore._store_subscription import Subscription
+from deerflow.eventstore import EventStore, StoredEvent, Subscription
+from deerflow.eventstore.integration import PROCESS, PublishScope, current_scope
 from deerflow.log.base import Message
 from deerflow.runtime import BackgroundService, Engine, Plugin, Service
-from deerflow.runtime._context import current_task
+from deerflow.runtime.integration import current_task
 
 log = logging.getLogger("deerflow.choreography")
 
@@ -231,6 +229,8 @@ def _services(engine: Engine) -> list[ChoreographyService]:
 
 class ChoreographyPlugin(Plugin):
     """Runs an engine's event handlers, and gives its tasks the store ``publish_event`` uses."""
+
+    options = frozenset({"choreography", "handlers"})
 
     def services(self, engine: Engine) -> Iterable[Service]:
         """The engine's :class:`ChoreographyService` (none if turned off)."""

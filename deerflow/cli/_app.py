@@ -28,8 +28,7 @@ from deerflow.cli._loader import load_module_workflows
 from deerflow.cli._run import follow_run, not_finished, print_outcome
 from deerflow.errors import DeerflowError
 from deerflow.logs import configure_logging
-from deerflow.runtime._engine import Engine, default_store
-from deerflow.runtime._results import RunResult
+from deerflow.runtime import Engine, RunResult, default_store
 
 app = typer.Typer(
     help="deerflow: durable, event-driven workflows.",

@@ -23,7 +23,7 @@ import deerflow._codec as _codec
 from deerflow.engine import Engine, Workflow
 from deerflow.errors import DeerflowError, EventStoreError
 from deerflow.eventstore import SqliteEventLog, open_log
-from deerflow.runtime._engine import default_store
+from deerflow.runtime import default_store
 
 T = TypeVar("T")
 out = Console()

@@ -13,7 +13,7 @@ from deerflow.cli._base import AppOpt, JsonOpt, StoreOpt, emit_json, execute, op
 from deerflow.cli._letters import letter_text, origin
 from deerflow.cli._live import short_when
 from deerflow.cli._table import Column, fitted_table
-from deerflow.web import _dlq
+from deerflow.web import operations as ops
 
 dlq_app = typer.Typer(help="Inspect and replay dead letters.", no_args_is_help=True)
 
@@ -26,9 +26,9 @@ def dlq_list(
 ) -> None:
     """List dead letters, newest first (PARTITION:OFFSET names one for replay)."""
 
-    async def main() -> list[_dlq.DeadLetterEntry]:
+    async def main() -> list[ops.DeadLetterEntry]:
         async with open_engine(store) as engine:
-            return await _dlq.dead_letters(engine, limit=limit)
+            return await ops.dead_letters(engine, limit=limit)
 
     entries = execute(main, store)
     if as_json:
@@ -74,10 +74,10 @@ def dlq_show(
 ) -> None:
     """Show one dead letter: where it came from, why, its payload and how to replay it."""
 
-    async def main() -> _dlq.DeadLetterEntry:
+    async def main() -> ops.DeadLetterEntry:
         async with open_engine(store) as engine:
-            entry = await _dlq.find_letter(engine, ref)
-            replayed = {e.ref: e.replayed_at for e in await _dlq.dead_letters(engine)}
+            entry = await ops.find_letter(engine, ref)
+            replayed = {e.ref: e.replayed_at for e in await ops.dead_letters(engine)}
             entry.replayed_at = replayed.get(entry.ref)
             return entry
 
@@ -100,7 +100,7 @@ def dlq_replay(
 
     async def main() -> list[dict[str, str]]:
         async with open_engine(store, app) as engine:
-            return [{"ref": ref, "done": await _dlq.replay(engine, ref)} for ref in refs]
+            return [{"ref": ref, "done": await ops.replay(engine, ref)} for ref in refs]
 
     done = execute(main, store)
     if as_json:

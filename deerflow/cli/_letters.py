@@ -11,7 +11,7 @@ from urllib.parse import unquote_plus
 import deerflow._codec as _codec
 from deerflow.cli._base import store_flag
 from deerflow.cli._live import when
-from deerflow.web._dlq import DeadLetterEntry
+from deerflow.web.operations import DeadLetterEntry
 
 #: Body fields every letter has; what is left says what the letter carried.
 _ENVELOPE = frozenset({"id", "reason", "source", "trigger", "at"})

@@ -18,7 +18,7 @@ from rich.text import Text
 
 from deerflow.cli._tracebacks import users_frames
 from deerflow.core._expand import node_of
-from deerflow.runtime._results import RunResult, TaskResult
+from deerflow.runtime import RunResult, TaskResult
 
 STYLE = {
     "pending": "dim",

@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from deerflow.cli._live import STYLE, in_order
-from deerflow.runtime._results import RunResult, TaskResult
+from deerflow.runtime import RunResult, TaskResult
 
 _MARK = {"completed": "✔", "failed": "✘", "skipped": "⤼", "pending": "·", "retrying": "↻"}
 

@@ -17,8 +17,8 @@ import deerflow._codec as _codec
 from deerflow.cli._base import WaitTimedOut, store_flag
 from deerflow.cli._progress import RunProgress
 from deerflow.engine import Engine, Workflow
-from deerflow.runtime._results import RunResult
-from deerflow.web._runs import result_of
+from deerflow.runtime import RunResult
+from deerflow.web.operations import result_of
 
 
 def machine_lines(

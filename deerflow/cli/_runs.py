@@ -36,9 +36,9 @@ from deerflow.cli._run import watch
 from deerflow.cli._table import Column, fitted_table
 from deerflow.engine import Engine
 from deerflow.errors import DeerflowError
-from deerflow.runtime._results import RunResult
-from deerflow.runtime._runrows import attribute_value
-from deerflow.web import _runs
+from deerflow.runtime import RunResult
+from deerflow.runtime.integration import attribute_value
+from deerflow.web import operations as ops
 
 #: Seconds an owner has to take up a transition request before a send says none is there.
 _TAKEN_WITHIN = 5.0
@@ -83,11 +83,11 @@ def runs_list(
 ) -> None:
     """List runs, newest first."""
     try:
-        start = _runs.parse_time(since) if since else None
+        start = ops.parse_time(since) if since else None
         attributes = _attributes(attr or [])
     except ValueError as exc:
         raise fail(str(exc)) from None
-    where = _runs.RunFilter(
+    where = ops.RunFilter(
         workflow=workflow,
         status=status,
         trigger=trigger,
@@ -101,8 +101,8 @@ def runs_list(
     async def main() -> list[dict[str, Any]]:
         async with open_engine(store) as engine:
             return [
-                {**_runs.summary(s), "elapsed": elapsed(s.started_at, s.finished_at)}
-                for s in await _runs.list_runs(engine, where)
+                {**ops.summary(s), "elapsed": elapsed(s.started_at, s.finished_at)}
+                for s in await ops.list_runs(engine, where)
             ]
 
     rows = execute(main, store)
@@ -188,7 +188,7 @@ def runs_show(
 
     async def main() -> tuple[dict[str, Any], bool]:
         async with open_engine(store) as engine:
-            state = await _runs.find_run(engine, run_id)
+            state = await ops.find_run(engine, run_id)
             if follow:
                 await _follow(engine, state.run_id, quiet=as_json, timeout=timeout, store=store)
             return await _detail(engine, state.run_id, show_history or as_json), follow
@@ -206,17 +206,17 @@ def runs_show(
 
 
 async def _detail(engine: Engine, run_id: str, with_history: bool) -> dict[str, Any]:
-    state = await _runs.find_run(engine, run_id)
-    events = await _runs.history(engine, run_id) if with_history else []
-    result = _runs.result_of(engine, state)
+    state = await ops.find_run(engine, run_id)
+    events = await ops.history(engine, run_id) if with_history else []
+    result = ops.result_of(engine, state)
     detail: dict[str, Any] = {
         "result": result,
-        "child_runs": await _runs.child_runs(engine, run_id),
+        "child_runs": await ops.child_runs(engine, run_id),
         "retries": state.retries,
-        "trigger": _runs.trigger_label(state),
+        "trigger": ops.trigger_label(state),
     }
     if with_history:
-        detail["attempts"] = _runs.attempts(events)
+        detail["attempts"] = ops.attempts(events)
         detail["history"] = events
     return detail
 
@@ -226,7 +226,7 @@ async def _follow(
 ) -> None:
     """Redraw the run's live view on stderr whenever its history changes, until it ends."""
 
-    children = _flat(await _runs.child_runs(engine, run_id))
+    children = _flat(await ops.child_runs(engine, run_id))
 
     def show(result: RunResult) -> None:
         if not quiet:
@@ -284,7 +284,7 @@ def runs_cancel(
 
     async def main() -> str:
         async with open_engine(store) as engine:
-            return (await _runs.request_cancel(engine, run_id, reason)).run_id
+            return (await ops.request_cancel(engine, run_id, reason)).run_id
 
     rid = execute(main, store)
     if as_json:
@@ -304,15 +304,15 @@ def runs_retry(
 
     async def main() -> tuple[str, int, Any]:
         async with open_engine(store) as engine:
-            state = await _runs.find_run(engine, run_id)
-            number = await _runs.request_retry(engine, state.run_id)
+            state = await ops.find_run(engine, run_id)
+            number = await ops.request_retry(engine, state.run_id)
             if not as_json:  # said before following, which may end in a timeout
                 out.print(f"retry {number} requested for {state.run_id}", highlight=False)
             result = None
             if follow:
                 await engine.index.wait(state.run_id, lambda s: s.retries >= number, 30.0)
                 await _follow(engine, state.run_id, quiet=as_json, timeout=timeout, store=store)
-                result = _runs.result_of(engine, await _runs.find_run(engine, state.run_id))
+                result = ops.result_of(engine, await ops.find_run(engine, state.run_id))
             return state.run_id, number, result
 
     rid, number, result = execute(main, store)
@@ -353,7 +353,7 @@ def runs_send(
 
     async def main() -> Any:
         async with open_engine(store) as engine:
-            state = await _runs.find_run(engine, run_id)
+            state = await ops.find_run(engine, run_id)
             rid = state.run_id
             start = (
                 f"start `deerflow worker FILE.py{store_flag(store)}` or "

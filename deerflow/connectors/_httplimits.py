@@ -62,7 +62,11 @@ class HttpLimits:
 
         Raises:
             ConnectorError: a configured limit that is not a positive number.
+            TypeError: a keyword that names no limit.
         """
+        unknown = sorted(set(given) - {field.name for field in fields(cls)})
+        if unknown:
+            raise TypeError(f"HttpLimits.configured() got unexpected keyword arguments {unknown}")
         chosen: dict[str, Any] = {}
         for field in fields(cls):
             value = given.get(field.name)

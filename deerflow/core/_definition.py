@@ -20,7 +20,7 @@ from typing import Any, Protocol, TypeVar
 from deerflow.core import _history as h
 from deerflow.core._kinds import NodeKind
 from deerflow.core._retry import RetryOptions
-from deerflow.core._state import RunState
+from deerflow.core._state import RunState, register_fold
 from deerflow.core._taskdef import (
     ID_PATTERN,
     RetryPolicy,
@@ -191,6 +191,11 @@ class WorkflowDef:
                 f" got {task.kind!r}"
             )
         task.options = task.kind.parse_options(self.name, task.id, task.options)
+        for extension in task.kind.folds:  # its history events fold from now on
+            try:
+                register_fold(extension)
+            except ValueError as exc:
+                raise DefinitionError(f"workflow {self.name!r}, task {task.id!r}: {exc}") from None
 
     def _path_back(self, start: str, dep: str) -> list[str] | None:
         """A path ``dep -> ... -> start`` through the declared tasks' dependencies, or ``None``."""

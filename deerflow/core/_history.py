@@ -3,12 +3,17 @@
 Every event id is deterministic (``run_id:task:attempt:kind``), so a redelivered or re-emitted
 event is recognised by the fold and ignored. Events are frozen pydantic models, a discriminated
 union on ``type``, encoded with orjson through :mod:`deerflow._codec`.
+
+The events here are the core's: runs, tasks and timers. A feature or a node kind adds its
+own event classes (subclasses of :class:`HistoryEvent`) through a ``FoldExtension``
+(:mod:`deerflow.core._state`), which registers them here so that :func:`decode` reads them.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any, Literal
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -23,7 +28,10 @@ def now() -> float:
     return time.time()
 
 
-class _Event(BaseModel):
+class HistoryEvent(BaseModel):
+    """A record of a run's history: what every one carries; subclasses pin ``type`` as a
+    ``Literal`` (the core's are a union discriminated on it, a feature's are looked up)."""
+
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     id: str
@@ -31,6 +39,9 @@ class _Event(BaseModel):
     ts: float = Field(default_factory=now)
     causation_id: str | None = None
     v: int = SCHEMA_VERSION
+
+    if TYPE_CHECKING:  # each event class pins its own as a Literal (the union's discriminator)
+        type: str
 
 
 class ParentRef(BaseModel):
@@ -43,7 +54,7 @@ class ParentRef(BaseModel):
     attempt: int = 1
 
 
-class RunRequested(_Event):
+class RunRequested(HistoryEvent):
     """A run was asked for (by the API, a trigger or a parent run)."""
 
     type: Literal["RunRequested"] = "RunRequested"
@@ -61,7 +72,7 @@ class RunRequested(_Event):
     traceparent: str | None = None
 
 
-class TaskScheduled(_Event):
+class TaskScheduled(HistoryEvent):
     """An attempt of a task was dispatched to the task queue.
 
     ``eager``: handed straight to a worker in the deciding process instead (no queue message);
@@ -75,7 +86,7 @@ class TaskScheduled(_Event):
     eager: bool = False
 
 
-class TaskCompleted(_Event):
+class TaskCompleted(HistoryEvent):
     """An attempt of a task returned; ``output`` is its JSON result."""
 
     type: Literal["TaskCompleted"] = "TaskCompleted"
@@ -88,7 +99,7 @@ class TaskCompleted(_Event):
     expansion: list[dict[str, Any]] | None = None
 
 
-class TaskRequeued(_Event):
+class TaskRequeued(HistoryEvent):
     """An eager attempt was put on the task queue after all (its worker stopped first)."""
 
     type: Literal["TaskRequeued"] = "TaskRequeued"
@@ -96,7 +107,7 @@ class TaskRequeued(_Event):
     attempt: int
 
 
-class TaskCollected(_Event):
+class TaskCollected(HistoryEvent):
     """Every child of an expanded node completed; ``output`` is the node's collected output."""
 
     type: Literal["TaskCollected"] = "TaskCollected"
@@ -104,7 +115,7 @@ class TaskCollected(_Event):
     output: Any = None
 
 
-class TaskFailed(_Event):
+class TaskFailed(HistoryEvent):
     """An attempt of a task raised or timed out."""
 
     type: Literal["TaskFailed"] = "TaskFailed"
@@ -120,7 +131,7 @@ class TaskFailed(_Event):
     fallback: bool = False
 
 
-class TaskSkipped(_Event):
+class TaskSkipped(HistoryEvent):
     """A task will not run (an upstream failed, or the run was cancelled)."""
 
     type: Literal["TaskSkipped"] = "TaskSkipped"
@@ -128,7 +139,7 @@ class TaskSkipped(_Event):
     reason: str
 
 
-class TaskAbandoned(_Event):
+class TaskAbandoned(HistoryEvent):
     """A task failed for good: retries exhausted, a non-retryable error, or its fallback failed."""
 
     type: Literal["TaskAbandoned"] = "TaskAbandoned"
@@ -136,7 +147,7 @@ class TaskAbandoned(_Event):
     error: str
 
 
-class TimerStarted(_Event):
+class TimerStarted(HistoryEvent):
     """A durable timer: when ``fire_at`` passes, the owner appends :class:`TimerFired`."""
 
     type: Literal["TimerStarted"] = "TimerStarted"
@@ -146,21 +157,21 @@ class TimerStarted(_Event):
     attempt: int | None = None
 
 
-class TimerFired(_Event):
+class TimerFired(HistoryEvent):
     """A durable timer fired."""
 
     type: Literal["TimerFired"] = "TimerFired"
     timer_id: str
 
 
-class RunCompleted(_Event):
+class RunCompleted(HistoryEvent):
     """The run finished; ``output`` is its sink task's output (or a dict of sinks)."""
 
     type: Literal["RunCompleted"] = "RunCompleted"
     output: Any = None
 
 
-class RunFailed(_Event):
+class RunFailed(HistoryEvent):
     """The run ended with a failure."""
 
     type: Literal["RunFailed"] = "RunFailed"
@@ -168,61 +179,7 @@ class RunFailed(_Event):
     failed_task: str | None = None
 
 
-class RunCompensated(_Event):
-    """A run failed and every compensation of its completed steps succeeded (saga rollback)."""
-
-    type: Literal["RunCompensated"] = "RunCompensated"
-    error: str
-    failed_task: str | None = None
-
-
-class RunCompensationFailed(_Event):
-    """A compensation kept failing: the rollback is incomplete and needs an operator."""
-
-    type: Literal["RunCompensationFailed"] = "RunCompensationFailed"
-    error: str
-    failed_task: str | None = None
-    failed_compensation: str | None = None
-
-
-class TransitionRequested(_Event):
-    """Someone asked a state-machine instance to take ``transition``."""
-
-    type: Literal["TransitionRequested"] = "TransitionRequested"
-    request_id: str
-    transition: str
-    payload: Any = None
-
-
-class TransitionApplied(_Event):
-    """The instance moved from ``source`` to ``target`` (``source`` is None when it starts)."""
-
-    type: Literal["TransitionApplied"] = "TransitionApplied"
-    request_id: str
-    transition: str
-    source: str | None
-    target: str
-
-
-class TransitionRejected(_Event):
-    """A requested transition was not allowed in the instance's state; nothing changed."""
-
-    type: Literal["TransitionRejected"] = "TransitionRejected"
-    request_id: str
-    transition: str
-    reason: str
-
-
-class TransitionFailed(_Event):
-    """A transition's handler failed for good; the instance stays in its source state."""
-
-    type: Literal["TransitionFailed"] = "TransitionFailed"
-    request_id: str
-    transition: str
-    error: str
-
-
-class RunParked(_Event):
+class RunParked(HistoryEvent):
     """The run's owner has another definition under the run's name and version.
 
     Nothing is decided for the run until the definition it started on is loaded again;
@@ -234,27 +191,27 @@ class RunParked(_Event):
     reason: str
 
 
-class RunResumed(_Event):
+class RunResumed(HistoryEvent):
     """The definition a parked run started on is loaded again: the run goes on."""
 
     type: Literal["RunResumed"] = "RunResumed"
 
 
-class RunCancelRequested(_Event):
+class RunCancelRequested(HistoryEvent):
     """Someone asked to cancel the run."""
 
     type: Literal["RunCancelRequested"] = "RunCancelRequested"
     reason: str = "cancelled"
 
 
-class RunCancelled(_Event):
+class RunCancelled(HistoryEvent):
     """The run was cancelled; pending tasks were skipped."""
 
     type: Literal["RunCancelled"] = "RunCancelled"
     reason: str = "cancelled"
 
 
-class RunRetryRequested(_Event):
+class RunRetryRequested(HistoryEvent):
     """An operator asked a failed run to go on from its failed tasks.
 
     The fold resets failed and skipped tasks (and failed children of expanded nodes) to pending
@@ -267,7 +224,7 @@ class RunRetryRequested(_Event):
     reason: str = "retry requested"
 
 
-class SearchAttributesSet(_Event):
+class SearchAttributesSet(HistoryEvent):
     """A task set search attributes of its run: typed values the run index can filter on.
 
     ``attributes`` maps each name to ``{"kind": ..., "value": ...}``: kind is str, int,
@@ -279,7 +236,7 @@ class SearchAttributesSet(_Event):
     attributes: dict[str, dict[str, Any]]
 
 
-HistoryEvent = Annotated[
+_CoreEvent = Annotated[
     RunRequested
     | TaskScheduled
     | TaskCompleted
@@ -292,34 +249,69 @@ HistoryEvent = Annotated[
     | TimerFired
     | RunCompleted
     | RunFailed
-    | RunCompensated
-    | RunCompensationFailed
     | RunCancelRequested
     | RunParked
     | RunResumed
     | RunCancelled
-    | TransitionRequested
-    | TransitionApplied
-    | TransitionRejected
-    | TransitionFailed
     | RunRetryRequested
     | SearchAttributesSet,
     Field(discriminator="type"),
 ]
 
-TERMINAL_TYPES = frozenset(
-    {"RunCompleted", "RunFailed", "RunCancelled", "RunCompensated", "RunCompensationFailed"}
+#: the types of events that end a run: the core's, then those features register
+TERMINAL_TYPES: set[str] = {"RunCompleted", "RunFailed", "RunCancelled"}
+
+#: the core's event types (the union's members), which no feature may reuse
+_CORE_TYPES = frozenset(
+    str(cls.model_fields["type"].default) for cls in get_args(get_args(_CoreEvent)[0])
 )
+#: event classes features added, by type (one per fold extension's event: a few dozen at most)
+_ADDED: dict[str, type[HistoryEvent]] = {}
 
-_adapter: TypeAdapter[HistoryEvent] = TypeAdapter(HistoryEvent)
+
+def type_name(cls: type[HistoryEvent]) -> str:
+    """The ``type`` an event class records (its ``Literal`` default)."""
+    field = cls.model_fields.get("type")
+    name = None if field is None else field.default
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"{cls.__name__} has no default ``type`` name")
+    return name
 
 
-def encode(event: _Event) -> bytes:
+def event_class(name: str) -> type[HistoryEvent] | None:
+    """The class of history events of type ``name`` a feature added, or ``None``."""
+    return _ADDED.get(name)
+
+
+def is_core_type(name: str) -> bool:
+    """Whether ``name`` is the type of one of the core's events."""
+    return name in _CORE_TYPES
+
+
+def add_event_types(classes: Iterable[type[HistoryEvent]], *, terminal: Iterable[str] = ()) -> None:
+    """Make :func:`decode` read events of ``classes``; ``terminal``: those of them ending a run.
+
+    Adding a class again is a no-op; a type name the core or another class already has is a
+    :class:`ValueError` (two features would read each other's events).
+    """
+    for cls in classes:
+        name = type_name(cls)
+        known = _ADDED.get(name)
+        if name in _CORE_TYPES or (known is not None and known is not cls):
+            raise ValueError(f"history event type {name!r} is already defined")
+        _ADDED[name] = cls
+    TERMINAL_TYPES.update(terminal)
+
+
+_adapter: TypeAdapter[HistoryEvent] = TypeAdapter(_CoreEvent)
+
+
+def encode(event: HistoryEvent) -> bytes:
     """The event as JSON bytes."""
     return _codec.dumps(event.model_dump(mode="json"))
 
 
-def message(topic: str, event: _Event) -> Message:
+def message(topic: str, event: HistoryEvent) -> Message:
     """``event`` as a record of the history topic, keyed by its run (one partition, in order)."""
     return Message(topic=topic, key=event.run_id, value=encode(event))
 
@@ -331,7 +323,11 @@ def decode(data: bytes) -> HistoryEvent:
     nesting, below what the encoder writes (254), so a deeply nested output or trigger event
     would be written but never read back. (Same speed, measured.)
     """
-    return _adapter.validate_python(_codec.loads(data))
+    raw = _codec.loads(data)
+    added = _ADDED.get(str(raw.get("type"))) if _ADDED and isinstance(raw, dict) else None
+    if added is not None:
+        return added.model_validate(raw)
+    return _adapter.validate_python(raw)
 
 
 def event_id(run_id: str, *parts: object) -> str:

@@ -15,9 +15,14 @@ A :class:`NodeKind` declares, for every node of its sort:
   :meth:`~NodeKind.on_output`), all synchronous and pure: the runtime awaits the bodies;
 * how the **dashboard draws** it (:attr:`~NodeKind.css_class`, :attr:`~NodeKind.label`).
 
-Kinds add no history events of their own: they decide with the core's events, and the fold,
-which reads histories without their definitions, folds those. ``name`` is what the definition's
-fingerprint records, so several kind objects may share one (a saga step is a ``task``).
+A kind may add **history events** of its own: it lists the
+:class:`~deerflow.core._state.FoldExtension` that declares and folds them in
+:attr:`~NodeKind.folds` (adding a node of the kind to a workflow registers it). A feature
+whose events are read without its definitions (a CLI folding any history) also registers its
+extension when it is imported.
+
+``name`` is what the definition's fingerprint records, so several kind objects may share one
+(a saga step is a ``task``).
 
 The plain task is :data:`TASK`; features define the others next to their decorators
 (patterns: dynamic tasks, fan-out, map-reduce, sub-workflows; sagas: compensations and steps;
@@ -48,7 +53,7 @@ from deerflow.errors import DefinitionError
 if TYPE_CHECKING:  # types only: these modules build on this one
     from deerflow.core import _history as h
     from deerflow.core._definition import WorkflowDef
-    from deerflow.core._state import RunState, TaskState
+    from deerflow.core._state import FoldExtension, RunState, TaskState
     from deerflow.core._taskdef import TaskDef
 
 __all__ = ["TASK", "KindOptions", "NoOptions", "NodeKind", "TaskKind"]
@@ -98,6 +103,8 @@ class NodeKind:
     css_class: str | None = None
     #: the model ``options`` are validated into
     options_model: type[KindOptions] = NoOptions
+    #: the fold extensions of the history events this kind adds (none: the core's only)
+    folds: tuple[FoldExtension, ...] = ()
 
     # -- definition --------------------------------------------------------------------------
 

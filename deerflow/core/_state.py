@@ -4,6 +4,12 @@ The fold is deterministic and idempotent: an event whose id was already folded i
 events that make no sense in the current state (a completion for an attempt that is not the
 current one, anything after the run ended) are ignored too. So duplicated, re-emitted or
 late events cannot change a run's outcome.
+
+The fold here knows the core's events: runs, tasks, timers, and the children of expanded
+nodes (the generic mechanism dynamic tasks, parallel tasks and map-reduce share, and any kind
+built on it). A feature or a node kind folds its own events through a :class:`FoldExtension`:
+it declares the event types it adds (or folds) and keeps what it needs in its part of
+``RunState.extensions`` (JSON-like data only: a run state is data, snapshotted as it is).
 """
 
 from __future__ import annotations
@@ -30,8 +36,6 @@ RUN_RUNNING = "running"
 RUN_COMPLETED = "completed"
 RUN_FAILED = "failed"
 RUN_CANCELLED = "cancelled"
-RUN_COMPENSATED = "compensated"
-RUN_COMPENSATION_FAILED = "compensation_failed"
 
 
 @dataclass(slots=True)
@@ -125,9 +129,8 @@ class RunState:
     finished_at: float | None = None
     tasks: dict[str, TaskState] = field(default_factory=dict)
     timers: dict[str, float] = field(default_factory=dict)
-    machine_state: str | None = None
-    requests: deque[h.TransitionRequested] = field(default_factory=deque)
-    transitions: list[dict[str, Any]] = field(default_factory=list)
+    #: what fold extensions keep, by their key: dicts, lists and scalars only
+    extensions: dict[str, Any] = field(default_factory=dict)
     seen: set[str] = field(default_factory=set)
     events: int = 0
     retries: int = 0
@@ -143,6 +146,20 @@ class RunState:
     def terminal(self) -> bool:
         """Whether the run has ended."""
         return self.status != RUN_RUNNING
+
+    # The state-machine fold's part, under the names it had when the core folded it (the run
+    # index's predicates, RunResult and the dashboard read these).
+    @property
+    def machine_state(self) -> str | None:
+        """A state-machine instance's state (``None``: not started, or not an instance)."""
+        state: str | None = self.extensions.get("machine", {}).get("state")
+        return state
+
+    @property
+    def transitions(self) -> list[dict[str, Any]]:
+        """A state-machine instance's resolved requests, in order (applied, rejected, failed)."""
+        done: list[dict[str, Any]] = self.extensions.get("machine", {}).get("transitions", [])
+        return done
 
     def task(self, task_id: str) -> TaskState:
         """The state of ``task_id`` (created pending on first use)."""
@@ -163,7 +180,12 @@ def fold(state: RunState, event: h.HistoryEvent) -> bool:
         # for nothing: they are kept out of the state until the request arrives. A history
         # partition keeps per-run order, so this only happens for corrupted logs.
         return False
-    changed = bool(_APPLY[event.type](state, event))
+    apply = _APPLY.get(event.type)
+    if apply is not None:
+        changed = bool(apply(state, event))
+    else:
+        extension = _EXTENDED.get(event.type)
+        changed = extension is not None and extension.fold(state, event)
     if changed:
         state.seen.add(event.id)
         state.events += 1
@@ -365,86 +387,24 @@ def _run_completed(state: RunState, e: h.RunCompleted) -> bool:
     return True
 
 
-_ENDED_BY = {
-    "RunFailed": RUN_FAILED,
-    "RunCompensated": RUN_COMPENSATED,
-    "RunCompensationFailed": RUN_COMPENSATION_FAILED,
-}
+def _run_failed(state: RunState, e: h.RunFailed) -> bool:
+    return end_run(state, RUN_FAILED, e.ts, error=e.error, failed_task=e.failed_task)
 
 
-def _run_ended_in_error(
-    state: RunState, e: h.RunFailed | h.RunCompensated | h.RunCompensationFailed
+def end_run(
+    state: RunState,
+    status: str,
+    ts: float,
+    *,
+    error: str | None = None,
+    failed_task: str | None = None,
 ) -> bool:
-    """A run ended by a failure: failed, rolled back, or with its rollback incomplete."""
-    state.status = _ENDED_BY[e.type]
-    state.error = e.error
-    state.failed_task = e.failed_task
-    state.finished_at = e.ts
+    """End the run in error with ``status`` (extensions' terminal events fold through this)."""
+    state.status = status
+    state.error = error
+    state.failed_task = failed_task
+    state.finished_at = ts
     return True
-
-
-def _transition_requested(state: RunState, e: h.TransitionRequested) -> bool:
-    state.requests.append(e)
-    return True
-
-
-def _resolve_request(state: RunState, request_id: str, record: dict[str, Any]) -> bool:
-    """Pop the head request if it is ``request_id``; requests resolve strictly in order."""
-    if request_id != "start" and (not state.requests or state.requests[0].request_id != request_id):
-        return False
-    if request_id != "start":
-        state.requests.popleft()
-    state.transitions.append({"request_id": request_id, **record})
-    return True
-
-
-def _transition_applied(state: RunState, e: h.TransitionApplied) -> bool:
-    if e.request_id == "start" and state.machine_state is not None:
-        return False
-    if not _resolve_request(
-        state,
-        e.request_id,
-        {
-            "transition": e.transition,
-            "source": e.source,
-            "target": e.target,
-            "status": "applied",
-            "ts": e.ts,
-        },
-    ):
-        return False
-    state.machine_state = e.target
-    return True
-
-
-def _transition_rejected(state: RunState, e: h.TransitionRejected) -> bool:
-    return _resolve_request(
-        state,
-        e.request_id,
-        {
-            "transition": e.transition,
-            "source": state.machine_state,
-            "target": None,
-            "status": "rejected",
-            "error": e.reason,
-            "ts": e.ts,
-        },
-    )
-
-
-def _transition_failed(state: RunState, e: h.TransitionFailed) -> bool:
-    return _resolve_request(
-        state,
-        e.request_id,
-        {
-            "transition": e.transition,
-            "source": state.machine_state,
-            "target": None,
-            "status": "failed",
-            "error": e.error,
-            "ts": e.ts,
-        },
-    )
 
 
 def _run_parked(state: RunState, e: h.RunParked) -> bool:
@@ -558,20 +518,72 @@ _APPLY: dict[str, Any] = {
     "TimerStarted": _timer_started,
     "TimerFired": _timer_fired,
     "RunCompleted": _run_completed,
-    "RunFailed": _run_ended_in_error,
-    "RunCompensated": _run_ended_in_error,
-    "RunCompensationFailed": _run_ended_in_error,
+    "RunFailed": _run_failed,
     "RunCancelRequested": _cancel_requested,
     "RunParked": _run_parked,
     "RunResumed": _run_resumed,
-    "TransitionRequested": _transition_requested,
-    "TransitionApplied": _transition_applied,
-    "TransitionRejected": _transition_rejected,
-    "TransitionFailed": _transition_failed,
     "RunCancelled": _run_cancelled,
     "RunRetryRequested": _run_retry_requested,
     "SearchAttributesSet": _search_attributes_set,
 }
+
+
+class FoldExtension:
+    """A feature's part of the fold: the history events it adds and how each folds.
+
+    Subclass it, set :attr:`key`, :attr:`event_classes` (the history event classes it adds,
+    subclasses of :class:`~deerflow.core._history.HistoryEvent` with a new ``type``) and
+    :attr:`handles` (what it folds: by default the types of :attr:`event_classes`), and
+    override :meth:`fold`. Register it with :func:`register_fold` (a node kind lists it in
+    ``NodeKind.folds``: adding a node of the kind to a workflow registers it). What it keeps
+    goes in ``state.extensions[key]`` (:meth:`part`): dicts, lists and scalars only. The
+    fold's rules hold for its events too: an event already folded, or one after the run
+    ended, is not passed to it.
+    """
+
+    #: its part of ``RunState.extensions`` (also what names it in errors)
+    key: str = ""
+    #: history event classes it adds
+    event_classes: tuple[type[h.HistoryEvent], ...] = ()
+    #: the types it folds; ``None``: those of :attr:`event_classes`
+    handles: frozenset[str] | None = None
+    #: the types of its events that end a run (they must set ``state.status``, see :func:`end_run`)
+    terminal: frozenset[str] = frozenset()
+
+    def types(self) -> frozenset[str]:
+        """The event types this extension folds."""
+        if self.handles is not None:
+            return self.handles
+        return frozenset(h.type_name(cls) for cls in self.event_classes)
+
+    def part(self, state: RunState) -> dict[str, Any]:
+        """This extension's part of ``state`` (created empty on first use)."""
+        part: dict[str, Any] = state.extensions.setdefault(self.key, {})
+        return part
+
+    def fold(self, state: RunState, event: h.HistoryEvent) -> bool:
+        """Apply ``event`` (one of :meth:`types`) to ``state``; return whether it changed."""
+        raise NotImplementedError
+
+
+#: what folds each added event type (a few per feature: bounded by the code that registers)
+_EXTENDED: dict[str, FoldExtension] = {}
+
+
+def register_fold(extension: FoldExtension) -> None:
+    """Fold :meth:`~FoldExtension.types` with ``extension`` from now on (again: a no-op).
+
+    Raises :class:`ValueError` when another extension, or the core, folds one of its types.
+    """
+    types = extension.types()
+    if not extension.key or not types:
+        raise ValueError(f"{type(extension).__name__}: a fold extension needs a key and types")
+    clash = sorted(t for t in types if t in _APPLY or _EXTENDED.get(t, extension) is not extension)
+    if clash:
+        raise ValueError(f"fold extension {extension.key!r}: {clash} already folded elsewhere")
+    h.add_event_types(extension.event_classes, terminal=extension.terminal)
+    for name in types:
+        _EXTENDED[name] = extension
 
 
 def fold_all(run_id: str, events: list[h.HistoryEvent]) -> RunState:

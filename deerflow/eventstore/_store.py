@@ -42,7 +42,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from deerflow._lifecycle import Lifecycle
-from deerflow.core._topics import Topics
+from deerflow.core import Topics
 from deerflow.errors import EventStoreError
 from deerflow.eventstore._store_core import Aggregate, EventStreams, Reducer
 from deerflow.eventstore._store_loop import HomeLoop, close_at_exit
@@ -85,7 +85,9 @@ class EventStore(Lifecycle):
         cloudevents: write each published event as a CloudEvents 1.0 structured JSON record
             (``content-type: application/cloudevents+json``), for Knative, Argo Events or
             EventBridge consumers; reading is the same either way.
-        **options: options of the event log class (e.g. Kafka ``session_timeout_ms``).
+        **options: options of the event log class the store opens (e.g. Kafka
+            ``session_timeout_ms``): an unknown one is refused, and any with a given log or engine
+            raises TypeError.
     """
 
     def __init__(
@@ -360,9 +362,16 @@ def _open(
     """The log ``backend`` names, whether the store owns it, and the default topic."""
 
     default_topic = Topics.from_env().events
+    engine_log, topics = getattr(backend, "log", None), getattr(backend, "topics", None)
+    shared = isinstance(backend, EventLog) or (
+        isinstance(engine_log, EventLog) and isinstance(topics, Topics)
+    )
+    if shared and options:
+        # Options configure a log the store opens; one it is given is configured already.
+        names = ", ".join(repr(n) for n in sorted(options))
+        raise TypeError(f"EventStore() got unexpected keyword arguments {names} for a given log")
     if isinstance(backend, EventLog):
         return backend, False, default_topic
-    engine_log, topics = getattr(backend, "log", None), getattr(backend, "topics", None)
     if isinstance(engine_log, EventLog) and isinstance(topics, Topics):
         return engine_log, False, topics.events
     if not isinstance(backend, str):

@@ -25,7 +25,7 @@ from pydantic import BaseModel
 
 import deerflow._codec as _codec
 from deerflow.eventstore._store_model import StoredEvent, derived_id, utcnow
-from deerflow.runtime._context import current_task
+from deerflow.runtime.integration import current_task
 
 _KNOWN = frozenset(
     {

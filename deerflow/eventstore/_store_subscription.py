@@ -18,7 +18,7 @@ from deerflow.errors import EventStoreError
 from deerflow.eventstore._store_index import Admission
 from deerflow.eventstore._store_model import StoredEvent, decode_unit
 from deerflow.log.base import GroupConsumer, LogReader, Record, StartFrom, TopicPartition
-from deerflow.runtime._offsets import OffsetTracker  # the engine's, not re-invented
+from deerflow.runtime.integration import OffsetTracker  # the engine's, not re-invented
 
 if TYPE_CHECKING:
     from deerflow.eventstore._store_core import EventStreams

@@ -13,7 +13,7 @@ import os
 from typing import Any
 
 import deerflow._codec as _codec
-from deerflow.runtime._context import current_task
+from deerflow.runtime.integration import current_task
 
 __all__ = [
     "FORMAT_ENV",

@@ -1,9 +1,11 @@
 """Prometheus metrics of a deerflow process, served at ``/metrics`` by ``serve`` and ``ui``.
 
-Run and task metrics are derived from the run index (every process folds the whole history),
-so they describe the whole deployment as its history tells it, counted from when this process
-started: aggregate them across processes with ``max``, not ``sum``. Queue depth and consumer
-lag are this process's own (its worker's and orchestrator's partitions): ``sum`` those.
+Run and task metrics are counted by a hook (:class:`MetricsPlugin`, adopted by the engine
+when the metrics start) that sees every history event as the run index folds it (every
+process folds the whole history), so they describe the whole deployment as its history
+tells it, counted from when this process started: aggregate them across processes with
+``max``, not ``sum``. Queue depth and consumer lag are this process's own (its worker's and
+orchestrator's partitions): ``sum`` those.
 
 ===================================================  =========================================
 ``deerflow_runs_started_total{workflow}``            runs requested
@@ -28,23 +30,25 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from deerflow.core import RunState
 from deerflow.core import _history as h
 from deerflow.core._expand import node_of
-from deerflow.core._state import RunState
 from deerflow.log.base import LogReader, TopicPartition
-from deerflow.runtime import Engine
-from deerflow.runtime._runrows import RunQuery
+from deerflow.runtime import Engine, Hooks, Plugin
+from deerflow.runtime.hooks import HistoryFolded
+from deerflow.runtime.integration import RunQuery
 
 __all__ = [
     "CONTENT_TYPE",
     "DURATION_BUCKETS",
     "EngineMetrics",
+    "MetricsPlugin",
 ]
 
 log = logging.getLogger("deerflow.metrics")
@@ -121,6 +125,7 @@ class EngineMetrics(Collector):
             registry=r,
         )
         r.register(self)
+        self.plugin = MetricsPlugin(self)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -135,11 +140,11 @@ class EngineMetrics(Collector):
             self._running[state.run_id] = state.workflow
         for state in await self.engine.index.summaries(RunQuery(status="parked", limit=None)):
             self._running[state.run_id] = state.workflow
-        self.engine.index.add_listener(self._on_event)
+        self.engine.add_plugin(self.plugin)
         self._dlq_task = asyncio.create_task(self._follow_dlq(), name="deerflow-metrics-dlq")
 
     async def stop(self) -> None:
-        """Stop following (the index keeps the listener, which then does nothing)."""
+        """Stop following (the engine keeps the plugin, whose hook then does nothing)."""
         self._active = False
         if self._dlq_task is not None:
             self._dlq_task.cancel()
@@ -243,6 +248,25 @@ class EngineMetrics(Collector):
         for trigger, ts in sorted(self._last_trigger.items()):
             last.add_metric([trigger], ts)
         yield last
+
+
+class _Counting(Hooks):
+    def __init__(self, metrics: EngineMetrics) -> None:
+        self.metrics = metrics
+
+    def on_history_event(self, folded: HistoryFolded) -> None:
+        self.metrics._on_event(folded.state, folded.event)
+
+
+class MetricsPlugin(Plugin):
+    """Counts runs and task attempts of :class:`EngineMetrics` from the history's events."""
+
+    def __init__(self, metrics: EngineMetrics) -> None:
+        self.metrics = metrics
+
+    def hooks(self) -> Sequence[Hooks]:
+        """The hook that counts."""
+        return (_Counting(self.metrics),)
 
 
 def _task_label(task_id: str) -> str:

@@ -27,8 +27,8 @@ import time
 from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
 
+from deerflow.core import RunState
 from deerflow.core import _history as h
-from deerflow.core._state import RunState
 from deerflow.core._traceparent import (
     TRACEPARENT,
     caller_traceparent,
@@ -38,7 +38,7 @@ from deerflow.core._traceparent import (
     run_traceparent,
 )
 from deerflow.runtime import Engine, Hooks, Plugin, TaskAttempt, TaskDispatch, WorkerStarting
-from deerflow.runtime._context import current_task
+from deerflow.runtime.integration import current_task
 
 __all__ = [
     "TRACEPARENT",

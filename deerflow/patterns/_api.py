@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol, TypeVar
 
-from deerflow.core._definition import WorkflowDef
-from deerflow.core._retry import RetryOptions
-from deerflow.core._taskdef import TaskDef
+from deerflow.core import RetryOptions, TaskDef, WorkflowDef
 from deerflow.errors import DefinitionError
 from deerflow.patterns.dynamic import add_dynamic_tasks
 from deerflow.patterns.fanout import add_parallel_tasks

@@ -17,13 +17,11 @@ from itertools import islice
 from typing import Any, Protocol, runtime_checkable
 
 import deerflow._codec as _codec
+from deerflow.core import KindOptions, NodeKind, RunState, TaskDef, TaskState, WorkflowDef
 from deerflow.core import _history as h
 from deerflow.core._decide_nodes import generation, on_failed_attempt, schedule
-from deerflow.core._definition import WorkflowDef
 from deerflow.core._expand import child_task_id, validate_specs
-from deerflow.core._kinds import KindOptions, NodeKind
-from deerflow.core._state import EXPANDED, PENDING, RETRY_WAIT, RunState, TaskState
-from deerflow.core._taskdef import TaskDef
+from deerflow.core._state import EXPANDED, PENDING, RETRY_WAIT
 
 
 @runtime_checkable

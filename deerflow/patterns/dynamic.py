@@ -27,13 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deerflow.core._definition import WorkflowDef
-from deerflow.core._retry import RetryOptions
-from deerflow.core._taskdef import TaskDef
+from deerflow.core import RetryOptions, TaskDef, WorkflowDef
 from deerflow.errors import DefinitionError, NonRetryableError
 from deerflow.patterns._expanding import DYNAMIC_TASKS
 from deerflow.patterns.tasktypes import DynamicTasks, TaskSpec
-from deerflow.runtime._context import TaskContext
+from deerflow.runtime import TaskContext
 
 SPEC_KEYS = frozenset({"id", "type", "config", "depends_on"})
 

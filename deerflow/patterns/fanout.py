@@ -26,13 +26,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from deerflow.core import RetryOptions, TaskDef, WorkflowDef
 from deerflow.core._child import child_body
-from deerflow.core._definition import WorkflowDef
-from deerflow.core._retry import RetryOptions
-from deerflow.core._taskdef import TaskDef
 from deerflow.errors import DeerflowError, DefinitionError, NonRetryableError
 from deerflow.patterns._expanding import PARALLEL_TASKS
-from deerflow.runtime._context import TaskContext, current_task
+from deerflow.runtime import TaskContext
+from deerflow.runtime.integration import current_task
 
 
 @dataclass

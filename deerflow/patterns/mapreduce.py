@@ -41,14 +41,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from deerflow.core._definition import WorkflowDef
+from deerflow.core import RetryOptions, TaskDef, WorkflowDef
 from deerflow.core._expand import child_task_id
-from deerflow.core._retry import RetryOptions
-from deerflow.core._taskdef import TaskDef
 from deerflow.errors import DefinitionError, NonRetryableError
 from deerflow.patterns._expanding import MAP_REDUCE
 from deerflow.patterns._mrplan import plan_map_reduce
-from deerflow.runtime._context import TaskContext
+from deerflow.runtime import TaskContext
 
 
 class MapReduce:

@@ -13,12 +13,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from deerflow.core import KindOptions, NodeKind, RetryOptions, RunState, TaskDef, WorkflowDef
 from deerflow.core import _history as h
-from deerflow.core._definition import WorkflowDef
-from deerflow.core._kinds import KindOptions, NodeKind
-from deerflow.core._retry import RetryOptions
-from deerflow.core._state import RunState
-from deerflow.core._taskdef import TaskDef
 from deerflow.core._traceparent import run_traceparent
 from deerflow.errors import DefinitionError
 

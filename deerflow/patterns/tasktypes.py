@@ -30,7 +30,7 @@ from typing import Any, ClassVar, TypeVar, overload
 import deerflow._codec as _codec
 from deerflow.errors import DefinitionError, NonRetryableError
 from deerflow.patterns._script import resolve_script, run_script
-from deerflow.runtime._context import TaskContext
+from deerflow.runtime import TaskContext
 
 FnT = TypeVar("FnT", bound=Callable[..., Any])
 

@@ -16,14 +16,14 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, overload
 
-from deerflow.core._definition import WorkflowDef
+from deerflow.core import WorkflowDef
 from deerflow.errors import DefinitionError
 from deerflow.pipeline._backpressure import Backpressure
 from deerflow.pipeline._pipeline import Pipeline, PipelineSpec
 from deerflow.pipeline._runtime import PipelineReport, PipelineRuntime
 from deerflow.pipeline._service import PIPELINES
-from deerflow.runtime._engine import ensure_loop_free
-from deerflow.runtime._results import RunResult, TaskResult
+from deerflow.runtime import RunResult, TaskResult
+from deerflow.runtime.integration import ensure_loop_free
 
 P = TypeVar("P", bound=type[Pipeline])
 

@@ -34,7 +34,7 @@ from deerflow.log import EventLog, open_log
 from deerflow.log.base import GroupConsumer, Record, StartFrom, TopicPartition
 from deerflow.pipeline._io import PipelineContext, Source
 from deerflow.pipeline._sinks import LogSink, encode_value
-from deerflow.runtime._offsets import OffsetTracker
+from deerflow.runtime.integration import OffsetTracker
 
 if TYPE_CHECKING:
     from deerflow.pipeline._backpressure import Intake

@@ -10,7 +10,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from deerflow.core._definition import WorkflowDef
+from deerflow.core import WorkflowDef
 from deerflow.pipeline._io import PipelineContext
 from deerflow.pipeline._runtime import PipelineRuntime
 from deerflow.pipeline._sinks import LogSink

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
-from deerflow.core._taskdef import RetryPolicy
+from deerflow.core import RetryPolicy
 from deerflow.errors import DefinitionError
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -12,12 +12,20 @@ from deerflow.runtime._engine import Engine, RunHandle, default_store
 from deerflow.runtime._registry import WorkflowRegistry
 from deerflow.runtime._results import RunResult, TaskResult
 from deerflow.runtime._service import BackgroundService
-from deerflow.runtime.hooks import HookChain, Hooks, TaskAttempt, TaskEnded, WorkerStarting
+from deerflow.runtime.hooks import (
+    HistoryFolded,
+    HookChain,
+    Hooks,
+    TaskAttempt,
+    TaskEnded,
+    WorkerStarting,
+)
 from deerflow.runtime.plugins import Plugin, Service
 
 __all__ = [
     "BackgroundService",
     "Engine",
+    "HistoryFolded",
     "HookChain",
     "Hooks",
     "Plugin",

@@ -13,6 +13,7 @@ from typing import Any, Self, overload
 import deerflow._codec as _codec
 from deerflow.core import _history as h
 from deerflow.core._definition import WorkflowDef
+from deerflow.core._state import RunState
 from deerflow.core._topics import Topics
 from deerflow.errors import DeerflowError, RunNotFound, TaskError, TransitionNotAllowed
 from deerflow.log import open_log
@@ -25,8 +26,8 @@ from deerflow.runtime._runrows import RunQuery
 from deerflow.runtime._tombstones import DEDUPE_LIMIT, DEDUPE_WINDOW
 from deerflow.runtime._waiters import RunMoved
 from deerflow.runtime._worker import Worker
-from deerflow.runtime.hooks import HookChain
-from deerflow.runtime.plugins import Plugin, Service
+from deerflow.runtime.hooks import HistoryFolded, HookChain
+from deerflow.runtime.plugins import Plugin, Service, check_options
 
 DEFAULT_STORE = "sqlite:///deerflow.db"
 SETTLE_WAIT = 2.0  # s Engine.wait gives a joining orchestrator to learn which runs it owns
@@ -111,7 +112,9 @@ class Engine:
         dedupe_window: seconds an ended run's tombstone is kept after its end: within it a
             duplicate request of the run is ignored, after it the run id starts again.
         dedupe_limit: tombstones kept per history partition at most (the oldest go first).
-        options: settings read by those services.
+        options: settings read by those services; each must be declared by a plugin class
+            (:attr:`Plugin.options <deerflow.runtime.plugins.Plugin.options>`), else
+            :class:`TypeError` names it.
     """
 
     def __init__(
@@ -133,6 +136,7 @@ class Engine:
         dedupe_limit: int = DEDUPE_LIMIT,
         **options: Any,
     ) -> None:
+        check_options("Engine", options)  # before anything is opened: a typo is not a setting
         self.options = options
         self._run_services = services and work
         self.services: list[Service] = []
@@ -170,6 +174,12 @@ class Engine:
         self._adopt(plugins)
         for wf in self.registry:
             self._adopt(wf.plugins)
+        self.index.add_listener(self._history_folded)  # hooks see the index's folds
+
+    def _history_folded(self, state: RunState, event: h.HistoryEvent) -> None:
+        hooks = self.hooks
+        if hooks.follows_history:
+            hooks.on_history_event(HistoryFolded(state, event))
 
     # -- plugins -----------------------------------------------------------------------------
 
@@ -333,14 +343,22 @@ class Engine:
     def register(self, workflow: WorkflowDef) -> WorkflowDef:
         """Make ``workflow`` runnable by this process (and adopt the plugins it carries)."""
         self.registry.add(workflow)
-        if self._adopt(workflow.plugins) and self._started:
+        self._adopt_late(workflow.plugins)
+        return workflow
+
+    def add_plugin(self, plugin: Plugin) -> None:
+        """Adopt ``plugin`` now (again: nothing): its hooks at once, its services with the
+        engine's (soon, if the engine runs already)."""
+        self._adopt_late([plugin])
+
+    def _adopt_late(self, plugins: Iterable[Plugin]) -> None:
+        if self._adopt(plugins) and self._started:
             try:  # the services start on the engine's loop, soon (else at the next start_run)
                 task = asyncio.get_running_loop().create_task(self._start_pending())
             except RuntimeError:
-                return workflow
+                return
             self._late.add(task)
             task.add_done_callback(self._late.discard)
-        return workflow
 
     # -- runs -------------------------------------------------------------------------------
 
@@ -539,17 +557,18 @@ class Engine:
         if refusal is not None:
             raise TransitionNotAllowed(f"{instance_id}: {refusal}")
         rid = request_id or uuid.uuid4().hex[:16]
-        await self.append_history(
-            [
-                h.TransitionRequested(
-                    id=h.event_id(instance_id, "tr", rid, "requested"),
-                    run_id=instance_id,
-                    request_id=rid,
-                    transition=transition,
-                    payload=payload,
-                )
-            ]
-        )
+        # The state-machine feature defines the request's history event (deerflow imports it).
+        requested = h.event_class("TransitionRequested")
+        if requested is None:
+            raise DeerflowError("state machines are not loaded in this process")
+        request = {
+            "id": h.event_id(instance_id, "tr", rid, "requested"),
+            "run_id": instance_id,
+            "request_id": rid,
+            "transition": transition,
+            "payload": payload,
+        }
+        await self.append_history([requested.model_validate(request)])
         if not wait:
             return current
         state = await self.index.wait(

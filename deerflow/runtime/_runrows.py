@@ -252,7 +252,8 @@ def summary_state(row: sqlite3.Row) -> RunState:
         failed_task=row["failed_task"],
         started_at=row["started_at"],
         finished_at=row["finished_at"],
-        machine_state=row["machine_state"],
+        # a state machine's state, where the machine's fold keeps it (RunState.machine_state)
+        extensions={"machine": {"state": row["machine_state"]}} if row["machine_state"] else {},
         events=row["events"],
         retries=row["retries"],
         parked=row["parked"],

@@ -5,19 +5,25 @@ Interceptors in the manner of Temporal's and middleware in the manner of Dramati
 field added later breaks no hook. A :class:`~deerflow.runtime.Plugin` contributes hooks to the
 engines that adopt it; the runtime calls them and imports none of their modules.
 
-``around_task`` wraps a task attempt: it must await ``attempt.proceed()`` exactly once and
+``on_history_event`` sees every history event that changes a run as this process's run index
+folds it (every run of the deployment, not only those this process owns): metrics count runs
+there. ``around_task`` wraps a task attempt: it must await ``attempt.proceed()`` exactly once and
 return its result, so whatever it sets up (a span made current, a log context) is in force
 while the body runs. Hooks of several plugins nest in adoption order, the first outermost.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from deerflow.core import RunState
 from deerflow.core import _history as h
 from deerflow.runtime._context import TaskDispatch
+
+log = logging.getLogger("deerflow.hooks")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +63,19 @@ class TaskEnded:
     outcome: h.TaskCompleted | h.TaskFailed
 
 
+@dataclass(frozen=True, slots=True)
+class HistoryFolded:
+    """A history event changed a run, as the run index of this process folded it.
+
+    Attributes:
+        state: the run after the event (the index's own: read it, do not keep or change it).
+        event: the event.
+    """
+
+    state: RunState
+    event: h.HistoryEvent
+
+
 class Hooks:
     """Base class of hooks: every method does nothing; override the ones you need."""
 
@@ -69,6 +88,9 @@ class Hooks:
 
     def on_task_end(self, event: TaskEnded) -> None:
         """Called with each attempt's outcome (also when it failed or timed out)."""
+
+    def on_history_event(self, folded: HistoryFolded) -> None:
+        """Called for each history event that changed a run, once the run index folded it."""
 
 
 class HookChain(Hooks):
@@ -83,6 +105,7 @@ class HookChain(Hooks):
         self._starts = _overriding(self.hooks, "on_worker_start")
         self._arounds = _overriding(self.hooks, "around_task")
         self._ends = _overriding(self.hooks, "on_task_end")
+        self._folded = _overriding(self.hooks, "on_history_event")
 
     def __bool__(self) -> bool:
         return bool(self.hooks)
@@ -106,6 +129,20 @@ class HookChain(Hooks):
         """Each hook's ``on_task_end``."""
         for hook in self._ends:
             hook.on_task_end(event)
+
+    @property
+    def follows_history(self) -> bool:
+        """Whether a hook overrides ``on_history_event`` (else nobody builds its events)."""
+        return bool(self._folded)
+
+    def on_history_event(self, folded: HistoryFolded) -> None:
+        """Each hook's ``on_history_event``; one that raises is logged and the others run (the
+        run index calls these as it folds: a broken hook must not stop it)."""
+        for hook in self._folded:
+            try:
+                hook.on_history_event(folded)
+            except Exception:
+                log.exception("hook %r failed on %s", hook, folded.event.type)
 
 
 def _overriding(hooks: Sequence[Hooks], method: str) -> tuple[Hooks, ...]:

@@ -33,11 +33,8 @@ from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from deerflow.core import RetryOptions, RunState, TaskDef, WorkflowDef
 from deerflow.core import _history as h
-from deerflow.core._definition import WorkflowDef
-from deerflow.core._retry import RetryOptions
-from deerflow.core._state import RunState
-from deerflow.core._taskdef import TaskDef
 from deerflow.errors import DefinitionError
 from deerflow.sagas._compensation import (
     SAGA_STEP,

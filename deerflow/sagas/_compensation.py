@@ -11,12 +11,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from deerflow.core import KindOptions, NodeKind, RunState, TaskDef, WorkflowDef
 from deerflow.core._child import child_body
-from deerflow.core._definition import WorkflowDef
-from deerflow.core._kinds import KindOptions, NodeKind
-from deerflow.core._state import RunState
-from deerflow.core._taskdef import TaskDef, positive_or_none, retry_policy
+from deerflow.core._taskdef import positive_or_none, retry_policy
 from deerflow.errors import DefinitionError
+from deerflow.sagas._fold import COMPENSATION_FOLD
 
 
 class CompensationOptions(KindOptions):
@@ -31,6 +30,7 @@ class CompensationKind(NodeKind):
     name = "compensation"
     label = "compensation"
     options_model = CompensationOptions
+    folds = (COMPENSATION_FOLD,)
 
     def inputs(
         self, wf: WorkflowDef, state: RunState, task: TaskDef
@@ -52,6 +52,7 @@ class SagaStepKind(NodeKind):
 
     label = "saga step"
     options_model = SagaStepOptions
+    folds = (COMPENSATION_FOLD,)
 
 
 COMPENSATION = CompensationKind()

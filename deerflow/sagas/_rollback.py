@@ -10,18 +10,11 @@ kept failing.
 
 from __future__ import annotations
 
+from deerflow.core import RunState, TaskState, WorkflowDef
 from deerflow.core import _history as h
 from deerflow.core._decide_nodes import on_failed_attempt, schedule
-from deerflow.core._definition import WorkflowDef
-from deerflow.core._state import (
-    COMPLETED,
-    FAILED,
-    PENDING,
-    RETRY_WAIT,
-    SCHEDULED,
-    RunState,
-    TaskState,
-)
+from deerflow.core._state import COMPLETED, FAILED, PENDING, RETRY_WAIT, SCHEDULED
+from deerflow.sagas._fold import RunCompensated, RunCompensationFailed
 
 _EMPTY = TaskState()
 
@@ -55,7 +48,7 @@ def roll_back(
         return events
     if broken is not None:
         return [
-            h.RunCompensationFailed(
+            RunCompensationFailed(
                 id=h.event_id(run_id, "compensation-failed"),
                 run_id=run_id,
                 ts=now,
@@ -65,7 +58,7 @@ def roll_back(
             )
         ]
     return [
-        h.RunCompensated(
+        RunCompensated(
             id=h.event_id(run_id, "compensated"),
             run_id=run_id,
             ts=now,

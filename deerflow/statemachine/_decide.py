@@ -8,17 +8,25 @@ transition. A final state completes the run.
 
 from __future__ import annotations
 
+from typing import Any
+
+from deerflow.core import MachineModel, RunState, TaskState, WorkflowDef
 from deerflow.core import _history as h
 from deerflow.core._decide_nodes import on_failed_attempt, schedule
-from deerflow.core._definition import MachineModel, WorkflowDef
-from deerflow.core._state import COMPLETED, FAILED, PENDING, RETRY_WAIT, RunState, TaskState
+from deerflow.core._state import COMPLETED, FAILED, PENDING, RETRY_WAIT
+from deerflow.statemachine._fold import (
+    TransitionApplied,
+    TransitionFailed,
+    TransitionRejected,
+    head_request,
+)
 
 _EMPTY = TaskState()
 
 
-def transition_task_id(request: h.TransitionRequested) -> str:
+def transition_task_id(request: dict[str, Any]) -> str:
     """The id of the task that runs a request's handler."""
-    return f"{request.transition}@{request.request_id}"
+    return f"{request['transition']}@{request['request_id']}"
 
 
 def decide_machine(
@@ -28,7 +36,7 @@ def decide_machine(
     run_id = state.run_id
     if state.machine_state is None:
         return [
-            h.TransitionApplied(
+            TransitionApplied(
                 id=h.event_id(run_id, "start"),
                 run_id=run_id,
                 ts=now,
@@ -47,29 +55,29 @@ def decide_machine(
                 output={"state": state.machine_state},
             )
         ]
-    if not state.requests:
+    request = head_request(state)
+    if request is None:
         return []
-    request = state.requests[0]
-    refusal = spec.refusal(request.transition, state.machine_state)
-    ident = (run_id, "tr", request.request_id)
+    refusal = spec.refusal(request["transition"], state.machine_state)
+    ident = (run_id, "tr", request["request_id"])
     if refusal is not None:
         return [
-            h.TransitionRejected(
+            TransitionRejected(
                 id=h.event_id(*ident, "rejected"),
                 run_id=run_id,
                 ts=now,
-                request_id=request.request_id,
-                transition=request.transition,
+                request_id=request["request_id"],
+                transition=request["transition"],
                 reason=refusal,
             )
         ]
-    if not spec.needs_task(request.transition):
+    if not spec.needs_task(request["transition"]):
         return [_applied(spec, state, request, now)]
     return _handler_step(wf, spec, state, request, now)
 
 
 def _handler_step(
-    wf: WorkflowDef, spec: MachineModel, state: RunState, request: h.TransitionRequested, now: float
+    wf: WorkflowDef, spec: MachineModel, state: RunState, request: dict[str, Any], now: float
 ) -> list[h.HistoryEvent]:
     task_id = transition_task_id(request)
     task = state.tasks.get(task_id, _EMPTY)
@@ -81,12 +89,12 @@ def _handler_step(
         return [_applied(spec, state, request, now)]
     if task.status == FAILED:
         return [
-            h.TransitionFailed(
-                id=h.event_id(state.run_id, "tr", request.request_id, "failed"),
+            TransitionFailed(
+                id=h.event_id(state.run_id, "tr", request["request_id"], "failed"),
                 run_id=state.run_id,
                 ts=now,
-                request_id=request.request_id,
-                transition=request.transition,
+                request_id=request["request_id"],
+                transition=request["transition"],
                 error=task.error or "handler failed",
             )
         ]
@@ -94,14 +102,14 @@ def _handler_step(
 
 
 def _applied(
-    spec: MachineModel, state: RunState, request: h.TransitionRequested, now: float
-) -> h.TransitionApplied:
-    return h.TransitionApplied(
-        id=h.event_id(state.run_id, "tr", request.request_id, "applied"),
+    spec: MachineModel, state: RunState, request: dict[str, Any], now: float
+) -> TransitionApplied:
+    return TransitionApplied(
+        id=h.event_id(state.run_id, "tr", request["request_id"], "applied"),
         run_id=state.run_id,
         ts=now,
-        request_id=request.request_id,
-        transition=request.transition,
+        request_id=request["request_id"],
+        transition=request["transition"],
         source=state.machine_state,
-        target=spec.target(request.transition),
+        target=spec.target(request["transition"]),
     )

@@ -7,14 +7,12 @@ import inspect
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
+from deerflow.core import KindOptions, NodeKind, RetryPolicy, RunState, TaskDef, WorkflowDef
 from deerflow.core import _history as h
-from deerflow.core._definition import WorkflowDef
-from deerflow.core._kinds import KindOptions, NodeKind
-from deerflow.core._state import RunState
-from deerflow.core._taskdef import RetryPolicy, TaskDef
 from deerflow.errors import DefinitionError, TransitionNotAllowed
-from deerflow.runtime._context import TaskContext
+from deerflow.runtime import TaskContext
 from deerflow.statemachine._decide import decide_machine
+from deerflow.statemachine._fold import MACHINE_FOLD, head_request
 from deerflow.statemachine._model import MachineSpec
 
 S = TypeVar("S", bound=type[Any])
@@ -32,19 +30,20 @@ class TransitionKind(NodeKind):
     name = "transition"
     label = "transition"
     options_model = TransitionOptions
+    folds = (MACHINE_FOLD,)
 
     def inputs(
         self, wf: WorkflowDef, state: RunState, task: TaskDef
     ) -> tuple[Iterable[str], dict[str, Any]]:
         """The head request: its transition, source state, payload and id."""
-        if not state.requests:
+        request = head_request(state)
+        if request is None:
             return wf.ancestors(task.id), {}
-        request = state.requests[0]
         return (), {
-            "transition": request.transition,
+            "transition": request["transition"],
             "source": state.machine_state,
-            "payload": request.payload,
-            "request_id": request.request_id,
+            "payload": request["payload"],
+            "request_id": request["request_id"],
         }
 
 

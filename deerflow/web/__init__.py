@@ -9,8 +9,10 @@ alone (no workflows run; pass ``--app FILE`` to draw dependencies). Routes:
 
 All of them except the OpenAPI document and static files require an API key when keys are
 configured (``DEERFLOW_API_KEYS`` or ``[gateway] api_keys``), as the webhooks do.
-Extension points for pattern modules: :func:`register_run_panel`,
-:func:`register_transition_handler`, :func:`register_trigger_probe`, :func:`register_replayer`.
+Extensions: a :class:`WebPlugin` adopted by the engine (``Engine(plugins=[...])`` or a
+workflow's ``plugins``) adds run panels, API routes, trigger probes, dead-letter replayers or
+the transition handler; :func:`register_run_panel`, :func:`register_transition_handler`,
+:func:`register_trigger_probe` and :func:`register_replayer` still add them process-wide.
 """
 
 from __future__ import annotations
@@ -25,29 +27,34 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from deerflow.connectors._auth import ApiKeys
-from deerflow.connectors._httplimits import HttpLimits, cap_connections
+from deerflow.connectors import ApiKeys
+from deerflow.connectors.integration import HttpLimits, cap_connections
 from deerflow.engine import Engine, Workflow
 from deerflow.metrics import CONTENT_TYPE, EngineMetrics
 from deerflow.observability.tracing import RunTracer
-from deerflow.web import _actions, _api, _machines, _pages  # noqa: F401 - _machines registers
+from deerflow.web import _actions, _api, _pages
 from deerflow.web._auth import authorized, login_handler, logout_handler, require_key
 from deerflow.web._context import CONTEXT, WebContext
 from deerflow.web._dlq import register_replayer
 from deerflow.web._extend import (
+    WebPlugin,
     register_run_panel,
     register_transition_handler,
     register_trigger_probe,
+    request_engine,
+    web_plugins,
 )
 from deerflow.web._headers import protect
 from deerflow.web._session import session_ttl
 
 __all__ = [
+    "WebPlugin",
     "mount",
     "register_replayer",
     "register_run_panel",
     "register_transition_handler",
     "register_trigger_probe",
+    "request_engine",
     "serve_ui",
 ]
 
@@ -142,6 +149,8 @@ def mount(
     )
     api[CONTEXT] = ctx
     api.add_routes(_api.routes())
+    for plugin in web_plugins(engine):  # plugins adopted from now on add no route
+        api.add_routes(plugin.routes())
     app.add_subapp("/api", api)
     app.add_subapp(UI, _ui_app(ctx, keys, ttl))
 

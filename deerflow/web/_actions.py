@@ -66,7 +66,7 @@ async def transition_action(request: web.Request) -> web.StreamResponse:
     _refuse_cross_site(request)
     ctx, rid = context(request), request.match_info["run_id"]
     where = f"{ctx.ui_prefix}/runs/{quote(rid)}"
-    handler = transition_handler()
+    handler = transition_handler(ctx.engine)
     if handler is None:
         raise _back(where, error="no state-machine support is loaded in this process")
     form = await request.post()

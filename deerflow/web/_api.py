@@ -199,7 +199,7 @@ async def retry_run(request: web.Request) -> web.StreamResponse:
 
 async def send_transition(request: web.Request) -> web.StreamResponse:
     """``POST /api/runs/{run_id}/transitions`` (state machines; an extension point)."""
-    handler = transition_handler()
+    handler = transition_handler(context(request).engine)
     if handler is None:
         return reply({"error": "no state-machine support is loaded in this process"}, 501)
     body = await _body(request)

@@ -18,7 +18,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 import deerflow._codec as _codec
-from deerflow.connectors._auth import ApiKeys, presented_key
+from deerflow.connectors import ApiKeys
+from deerflow.connectors.integration import presented_key
 from deerflow.web import _session
 from deerflow.web._headers import secure_transport
 

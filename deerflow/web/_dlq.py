@@ -8,7 +8,7 @@ trigger's topic (a new offset, so a new run once the cause is fixed). A letter o
 handler is replayed by handing its event to that handler again, in the replaying process (which
 must load the handler's workflow), with the handler's retries; the other handlers of the event
 type, which handled it already, do not see it again. Other sources register their own replayer
-with :func:`register_replayer` (extension point).
+with a :class:`~deerflow.web.WebPlugin` (``replayers()``).
 
 A replay is recorded as a marker record on the dead-letter topic itself (header
 ``deerflow-replay-of: PARTITION:OFFSET``), so every process shows which letters were replayed,
@@ -24,23 +24,26 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import deerflow._codec as _codec
+from deerflow.choreography.integration import handle_again
 from deerflow.engine import Engine
 from deerflow.errors import DeerflowError
+from deerflow.eventstore import StoredEvent
 from deerflow.log.base import Message, Record, TopicPartition
+from deerflow.web import _extend
 
 REPLAY_HEADER = "deerflow-replay-of"
 
 Replayer = Callable[[Engine, "DeadLetterEntry"], Awaitable[str]]
-_replayers: dict[str, Replayer] = {}
 
 
 def register_replayer(source: str, replayer: Replayer) -> Replayer:
     """Replay dead letters whose ``source`` is ``source`` with ``replayer(engine, entry)``.
 
     The replayer returns a short description of what it did; it raises
-    :class:`deerflow.errors.DeerflowError` to refuse.
+    :class:`deerflow.errors.DeerflowError` to refuse. Kept for existing code: a
+    :class:`~deerflow.web.WebPlugin` passed to the engine does the same (``replayers()``).
     """
-    _replayers[source] = replayer
+    _extend.REGISTERED.replaying[source] = replayer
     return replayer
 
 
@@ -159,7 +162,9 @@ async def find_letter(engine: Engine, ref: str) -> DeadLetterEntry:
 async def replay(engine: Engine, ref: str) -> str:
     """Replay dead letter ``ref`` and record that it was; returns what was done."""
     entry = await find_letter(engine, ref)
-    replayer = _replayers.get(entry.source, _replay_message)
+    replayer = _extend.replayer_for(engine, entry.source) or _BUILT_IN.get(
+        entry.source, _replay_message
+    )
     done = await replayer(engine, entry)
     marker = {"replay_of": entry.ref, "at": time.time(), "done": done}
     await engine.log.append(
@@ -177,9 +182,6 @@ async def replay(engine: Engine, ref: str) -> str:
 
 async def _replay_handled_event(engine: Engine, entry: DeadLetterEntry) -> str:
     """An event handler's letter: its event, to that handler again (same idempotency key)."""
-    from deerflow.choreography._service import handle_again
-    from deerflow.eventstore import StoredEvent
-
     name = entry.body.get("handler")
     handler = next(
         (h for wf in engine.registry for h in getattr(wf, "event_handlers", ()) if h.name == name),
@@ -200,7 +202,8 @@ async def _replay_handled_event(engine: Engine, entry: DeadLetterEntry) -> str:
     return f"event {event.id} failed again in {name}: dead-lettered anew"
 
 
-_replayers["event_handler"] = _replay_handled_event
+#: what this module replays itself when no plugin knows the source
+_BUILT_IN: dict[str, Replayer] = {"event_handler": _replay_handled_event}
 
 
 def _original_value(entry: DeadLetterEntry) -> bytes:

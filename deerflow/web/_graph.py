@@ -18,7 +18,7 @@ from typing import Any
 
 from deerflow.core import WorkflowDef as Workflow
 from deerflow.core._expand import node_of
-from deerflow.runtime._results import RunResult
+from deerflow.runtime import RunResult
 
 MAX_CHILD_CELLS = 240
 NODE_W, NODE_H, GAP_X, GAP_Y, MARGIN = 190, 46, 60, 22, 16

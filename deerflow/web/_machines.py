@@ -6,7 +6,6 @@ from html import escape
 from typing import Any
 
 from deerflow.engine import Engine
-from deerflow.web._extend import register_run_panel, register_transition_handler
 from deerflow.web._runs import ActionRefused, RunDetail, find_run
 
 #: Seconds to wait for a transition to be applied before answering that it is still pending.
@@ -71,7 +70,3 @@ def machine_panel(detail: RunDetail) -> str | None:
         f"</th><th>to</th><th>outcome</th><th>error</th></tr></thead><tbody>{rows}"
         "</tbody></table>"
     )
-
-
-register_transition_handler(send_transition)
-register_run_panel("State machine", machine_panel)

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from deerflow.core._expand import node_of
 from deerflow.errors import RunNotFound
-from deerflow.runtime._results import TaskResult
+from deerflow.runtime import TaskResult
 from deerflow.web import _runs
 from deerflow.web._context import context
 from deerflow.web._extend import run_panels, transition_handler
@@ -122,7 +122,7 @@ async def runs_page(request: web.Request) -> web.StreamResponse:
     )
 
 
-def _actions(detail: _runs.RunDetail, prefix: str) -> str:
+def _actions(detail: _runs.RunDetail, prefix: str, transitions: bool) -> str:
     rid = escape(detail.state.run_id)
     parts = []
     if not detail.state.terminal:
@@ -138,7 +138,7 @@ def _actions(detail: _runs.RunDetail, prefix: str) -> str:
         parts.append(
             button_form(f"{prefix}/runs/{rid}/retry", "Retry from failed task", css="primary")
         )
-    if transition_handler() is not None and not detail.state.terminal:
+    if transitions and not detail.state.terminal:
         parts.append(
             f'<form method="post" action="{prefix}/runs/{rid}/transition" '
             'class="inline"><input name="transition" placeholder="transition" '
@@ -302,11 +302,13 @@ async def run_page(request: web.Request) -> web.StreamResponse:
         )
     )
     panels = "".join(
-        f'<section class="panel"><h2>{escape(t)}</h2>{h}</section>' for t, h in run_panels(detail)
+        f'<section class="panel"><h2>{escape(t)}</h2>{h}</section>'
+        for t, h in run_panels(ctx.engine, detail)
     )
+    actions = _actions(detail, p, transition_handler(ctx.engine) is not None)
     body = (
         f'<h1>Run <code id="run-id">{escape(r.run_id)}</code></h1>'
-        f'<div data-live="run">{_facts(detail, p)}{_actions(detail, p)}'
+        f'<div data-live="run">{_facts(detail, p)}{actions}'
         f'<section class="graph"><h2>Graph</h2>{note}<div class="scroll">'
         f"{svg(detail.graph, p)}</div></section>{panels}"
         f"<section><h2>Tasks</h2>{_tasks_table(detail, p)}</section>"

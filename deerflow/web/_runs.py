@@ -16,13 +16,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import deerflow._codec as _codec
+from deerflow.core import RunState
 from deerflow.core import WorkflowDef as Workflow
 from deerflow.core import _history as h
-from deerflow.core._state import RUN_FAILED, RunState
+from deerflow.core._state import RUN_FAILED
 from deerflow.engine import Engine
 from deerflow.errors import DeerflowError, RunNotFound
-from deerflow.runtime._results import RunResult, run_result
-from deerflow.runtime._runrows import RunQuery
+from deerflow.runtime import RunResult
+from deerflow.runtime.integration import RunQuery, run_result
 from deerflow.web import _graph
 
 #: Events of one run shown at most (the newest are kept); a page is not a log dump.

@@ -29,8 +29,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import deerflow.workflow._catalog as _catalog
+from deerflow.core import RetryOptions
 from deerflow.core._definition import check_acyclic
-from deerflow.core._retry import RetryOptions
 from deerflow.core._taskdef import ID_PATTERN
 from deerflow.errors import DefinitionError
 from deerflow.patterns.subworkflow import add_sub_workflow

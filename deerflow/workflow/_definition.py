@@ -7,10 +7,10 @@ from typing import Any
 
 from deerflow.choreography import ChoreographyMixin
 from deerflow.observability.tracing import TRACING
-from deerflow.patterns._api import PatternsMixin
-from deerflow.pipeline._api import PipelineMixin
+from deerflow.patterns import PatternsMixin
+from deerflow.pipeline import PipelineMixin
 from deerflow.runtime import RunResult
-from deerflow.runtime._engine import run_sync
+from deerflow.runtime.integration import run_sync
 from deerflow.sagas import SagaMixin
 from deerflow.statemachine import StateMachineMixin
 from deerflow.workflow._catalog import remember

@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 import deerflow.workflow._catalog as _catalog
-from deerflow.core._taskdef import TaskDef
+from deerflow.core import TaskDef
 from deerflow.errors import DefinitionError
 from deerflow.workflow._definition import Workflow
 from deerflow.workflow._schema import RULES, parameters_model

@@ -94,7 +94,8 @@ def priced() -> Workflow:
     return wf
 
 
-async def _history(engine: Engine, run_id: str) -> list[h.HistoryEvent]:
+async def run_history(engine: Engine, run_id: str) -> list[h.HistoryEvent]:
+    """Run ``run_id``'s history as any process reads it back from the log."""
     events = []
     for tp in range(await engine.log.partition_count(engine.topics.history)):
         for record in await engine.log.read_partition(TopicPartition(engine.topics.history, tp)):
@@ -108,7 +109,7 @@ async def test_a_kind_from_outside_decides_and_runs_its_nodes(store):
     wf = priced()
     async with Engine(store, [wf]) as engine:
         result = await (await engine.start(wf)).result(timeout=60)
-        history = await _history(engine, result.run_id)
+        history = await run_history(engine, result.run_id)
     assert result.status == "completed", result.error
     assert result.output == "42 units"
     assert result.tasks["base"].output == 21

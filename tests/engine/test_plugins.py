@@ -9,7 +9,14 @@ import pytest
 
 from deerflow import Engine, Workflow
 from deerflow.errors import DeerflowError
-from deerflow.runtime import Hooks, Plugin, TaskAttempt, TaskEnded, WorkerStarting
+from deerflow.runtime import (
+    HistoryFolded,
+    Hooks,
+    Plugin,
+    TaskAttempt,
+    TaskEnded,
+    WorkerStarting,
+)
 
 wrapped: contextvars.ContextVar[str | None] = contextvars.ContextVar("wrapped", default=None)
 
@@ -137,3 +144,84 @@ async def test_services_of_plugins_run_only_where_tasks_run():
 def test_an_engine_refuses_what_is_not_a_plugin():
     with pytest.raises(DeerflowError, match=r"is not a deerflow\.runtime\.Plugin"):
         Engine("memory://", plugins=[object()])  # type: ignore[list-item]
+
+
+class Tuned(Plugin):
+    """Reads ``Engine(..., tuning=...)``: its service records what the engine was given."""
+
+    options = frozenset({"tuning"})
+
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+    def services(self, engine: Engine) -> list[Service]:
+        self.log.append(f"tuning={engine.options.get('tuning')}")
+        return []
+
+
+def test_an_option_no_plugin_declares_is_a_type_error_naming_it():
+    with pytest.raises(TypeError) as caught:
+        Engine("memory://", handlerz=["billing.*"])
+    message = str(caught.value)
+    assert message.startswith("Engine() got unexpected keyword argument 'handlerz' ")
+    assert "'handlers'" in message  # what was probably meant is listed
+    with pytest.raises(TypeError, match="arguments 'colour', 'size'"):
+        Engine("memory://", size=3, colour="red")
+
+
+async def test_an_option_a_plugin_declares_reaches_its_services():
+    log: list[str] = []
+    async with Engine("memory://", plugins=[Tuned(log)], tuning="fast"):
+        pass
+    assert log == ["tuning=fast"]
+    # Declared by a plugin class: accepted even before a plugin reading it is adopted.
+    async with Engine("memory://", handlers=["none"], choreography=False, tuning="slow"):
+        pass
+
+
+class Follower(Hooks, Plugin):
+    """A plugin that is its own hook: records each folded event with the run's status."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, str]] = []
+
+    def hooks(self) -> list[Hooks]:
+        return [self]
+
+    def on_history_event(self, folded: HistoryFolded) -> None:
+        self.seen.append((folded.state.run_id, folded.event.type, folded.state.status))
+
+
+async def test_a_hook_follows_the_history_as_the_run_index_folds_it():
+    follower = Follower()
+    wf = flaky_workflow("followed")
+    async with Engine("memory://", [wf]) as engine:
+        engine.add_plugin(follower)
+        engine.add_plugin(follower)  # adopted once
+        result = await (await engine.start(wf)).result(timeout=30)
+        await engine.index.wait(result.run_id, lambda s: s.terminal, 30)
+    seen = [(t, status) for rid, t, status in follower.seen if rid == result.run_id]
+    assert seen[0] == ("RunRequested", "running")
+    assert seen[-1] == ("RunCompleted", "completed")
+    types = [t for t, _ in seen]
+    assert types.count("TaskFailed") == 1 and types.count("TaskCompleted") == 1
+    assert types.count("RunRequested") == 1  # each event once, as the fold applied it
+
+
+class Broken(Hooks, Plugin):
+    def hooks(self) -> list[Hooks]:
+        return [self]
+
+    def on_history_event(self, folded: HistoryFolded) -> None:
+        raise RuntimeError("broken hook")
+
+
+async def test_a_history_hook_that_raises_stops_neither_the_index_nor_other_hooks(caplog):
+    follower = Follower()
+    wf = flaky_workflow("broken_hook")
+    async with Engine("memory://", [wf], plugins=[Broken(), follower]) as engine:
+        result = await (await engine.start(wf)).result(timeout=30)
+        state = await engine.index.wait(result.run_id, lambda s: s.terminal, 30)
+    assert state is not None and state.status == "completed"
+    assert ("RunCompleted", "completed") in [(t, st) for _, t, st in follower.seen]
+    assert "broken hook" in caplog.text

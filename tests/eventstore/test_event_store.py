@@ -19,6 +19,7 @@ from deerflow import Engine, EventStore, Workflow
 from deerflow.core._definition import TaskDef
 from deerflow.errors import ConcurrencyConflict
 from deerflow.eventstore import StoredEvent, TopicPartition
+from deerflow.log import open_log
 from deerflow.runtime._context import TaskDispatch
 from deerflow.runtime._worker import run_attempt
 from tests.engine.conftest import store  # noqa: F401 - the engine suite's three stores
@@ -310,3 +311,11 @@ def test_the_spec_event_sourcing_sample_runs_as_written(kafka_bootstrap, monkeyp
     assert [e.type for e in stored] == ["OrderCreated", "PaymentProcessed", "OrderShipped"]
     assert stored[1].data["order_id"] == stored[0].data["id"]  # a UUID, stored as text
     assert example.event_store.topic == "workflow-events"
+
+
+def test_log_options_with_a_log_that_is_given_are_a_type_error():
+    log = open_log("memory://")
+    with pytest.raises(TypeError, match="unexpected keyword arguments 'session_timeout_ms'"):
+        EventStore(log, session_timeout_ms=100)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'bogus'"):
+        EventStore("memory", bogus=1)

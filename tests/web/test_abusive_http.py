@@ -250,6 +250,8 @@ def test_a_limit_that_is_not_a_positive_number_is_refused_naming_it():
     for bad in ("soon", 0, -1, True):
         with pytest.raises(ConnectorError, match=r"\[gateway\] max_headers must be a positive"):
             HttpLimits.configured({"max_headers": bad})
+    with pytest.raises(TypeError, match=r"keyword arguments \['max_pendng'\]"):
+        HttpLimits.configured({}, max_pendng=3)
 
 
 def test_the_limits_the_security_guide_shows_are_the_defaults():

@@ -1,0 +1,8 @@
+"""What ``deerflow.serve`` shares with the CLI: loading the workflows of a Python file.
+
+Imported from here, never from the CLI's private modules (``lint-imports`` checks it).
+"""
+
+from deerflow.cli._loader import load_module_workflows
+
+__all__ = ["load_module_workflows"]

@@ -1,0 +1,134 @@
+"""A node kind defined here adds a history event of its own and folds it, with no change to
+deerflow: the event is decided, written, read back by any reader of the history, folded into
+the run's state, and what the fold kept is what later attempts of the node see.
+
+``audited`` nodes note every attempt in the run's history (``AttemptNoted``) as it is
+scheduled; the fold keeps the notes of the run in ``state.extensions["audit"]``, and each
+attempt sees the notes so far.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Literal
+
+import pytest
+
+from deerflow import DefinitionError, Engine, Workflow
+from deerflow.core import NodeKind, RetryPolicy, TaskDef, WorkflowDef
+from deerflow.core import _history as h
+from deerflow.core._state import FoldExtension, RunState, fold_all
+from tests.engine.test_custom_kind import run_history
+
+
+class AttemptNoted(h.HistoryEvent):
+    """An attempt of an audited node was scheduled."""
+
+    type: Literal["AttemptNoted"] = "AttemptNoted"
+    task_id: str
+    attempt: int
+
+
+class AuditFold(FoldExtension):
+    key = "audit"
+    event_classes = (AttemptNoted,)
+
+    def fold(self, state: RunState, event: h.HistoryEvent) -> bool:
+        assert isinstance(event, AttemptNoted)
+        notes = self.part(state).setdefault("notes", [])
+        notes.append(f"{event.task_id}#{event.attempt}")
+        return True
+
+
+AUDIT = AuditFold()
+
+
+class AuditedKind(NodeKind):
+    name = "audited"
+    label = "audited task"
+    folds = (AUDIT,)
+
+    def on_scheduled(
+        self, task: TaskDef, state: RunState, attempt: int, now: float
+    ) -> list[h.HistoryEvent]:
+        return [
+            AttemptNoted(
+                id=h.event_id(state.run_id, task.id, attempt, "noted"),
+                run_id=state.run_id,
+                ts=now,
+                task_id=task.id,
+                attempt=attempt,
+            )
+        ]
+
+    def inputs(
+        self, wf: WorkflowDef, state: RunState, task: TaskDef
+    ) -> tuple[Iterable[str], dict[str, Any]]:
+        notes = list(state.extensions.get("audit", {}).get("notes", []))
+        return wf.ancestors(task.id), {"notes": notes}
+
+
+AUDITED = AuditedKind()
+
+
+def flaky_then_fine(context: Any) -> list[str]:
+    if context.attempt == 1:
+        raise RuntimeError("first attempt fails")
+    return list(context.extra["notes"])
+
+
+def audited() -> Workflow:
+    wf = Workflow(name="audited")
+    wf.add_task(TaskDef(id="first", fn=lambda context: list(context.extra["notes"]), kind=AUDITED))
+    wf.add_task(
+        TaskDef(
+            id="second",
+            fn=flaky_then_fine,
+            depends_on=("first",),
+            kind=AUDITED,
+            retry=RetryPolicy(retries=1, retry_delay=0.01),
+        )
+    )
+    return wf
+
+
+async def test_a_kind_s_own_history_event_is_written_read_back_and_folded(store):
+    wf = audited()
+    async with Engine(store, [wf]) as engine:
+        result = await (await engine.start(wf)).result(timeout=60)
+        history = await run_history(engine, result.run_id)
+    assert result.status == "completed", result.error
+    # Each attempt saw the notes the fold had kept when it was scheduled, its own included.
+    assert result.tasks["first"].output == ["first#1"]
+    assert result.output == ["first#1", "second#1", "second#2"]
+    # Read back as the kind's own class, whatever process reads the history.
+    noted = [e for e in history if isinstance(e, AttemptNoted)]
+    assert len(noted) == sum(e.type == "AttemptNoted" for e in history)
+    assert [(e.task_id, e.attempt) for e in noted] == [("first", 1), ("second", 1), ("second", 2)]
+    # Any reader of the history folds it the same way: the run's state holds the kind's part.
+    state = fold_all(result.run_id, history)
+    assert state.status == "completed"
+    assert state.extensions == {"audit": {"notes": ["first#1", "second#1", "second#2"]}}
+    # Folding a repeated event changes nothing, as for the core's events.
+    assert fold_all(result.run_id, [*history, *noted]).extensions == state.extensions
+
+
+class Clashing(h.HistoryEvent):
+    type: Literal["TaskCompleted"] = "TaskCompleted"
+
+
+class ClashingFold(FoldExtension):
+    key = "clash"
+    event_classes = (Clashing,)
+
+
+class ClashingKind(NodeKind):
+    name = "clashing"
+    folds = (ClashingFold(),)
+
+
+def test_a_kind_whose_event_reuses_a_core_type_is_refused_at_definition():
+    wf = Workflow(name="clash")
+    with pytest.raises(DefinitionError, match=r"'TaskCompleted'.* already folded elsewhere"):
+        wf.add_task(TaskDef(id="a", fn=lambda context: 1, kind=ClashingKind()))
+    assert "a" not in wf.tasks
