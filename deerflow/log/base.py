@@ -213,6 +213,8 @@ class EventLog(Lifecycle):
     """A partitioned, append-only, durable log of records. See the module docstring."""
 
     url: str
+    #: The largest record value this log takes, in bytes; ``None``: no limit of its own.
+    max_value_bytes: int | None = None
 
     @abc.abstractmethod
     async def ensure_topic(self, topic: str, partitions: int, *, keep_forever: bool = False) -> int:

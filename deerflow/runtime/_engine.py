@@ -17,7 +17,9 @@ from deerflow.core._topics import Topics
 from deerflow.errors import DeerflowError, RunNotFound, TaskError, TransitionNotAllowed
 from deerflow.log import open_log
 from deerflow.log.base import EventLog
+from deerflow.payloads import BlobStore
 from deerflow.runtime._orchestrator import Orchestrator
+from deerflow.runtime._payloads import payload_log
 from deerflow.runtime._registry import WorkflowRegistry
 from deerflow.runtime._results import RunResult, run_result
 from deerflow.runtime._runindex import RunIndex
@@ -89,6 +91,12 @@ class Engine:
             :mod:`deerflow.runtime.plugins`): their hooks and services.
         index: the run index's SQLite file (``DEERFLOW_INDEX``; default: the SQLite store
             file itself, in memory for ``memory://``, ``.deerflow/runindex-*.db`` on Kafka).
+        blobs: where payloads above ``payload_threshold`` bytes go, the log keeping a
+            reference (see :func:`deerflow.runtime._payloads.payload_log`): a
+            :class:`~deerflow.payloads.BlobStore` or its URL (``s3://bucket/prefix``,
+            ``file:///dir``, ``"none"``); default ``DEERFLOW_BLOBS``, else a directory beside a
+            SQLite store file.
+        payload_threshold: bytes above which a payload goes to the blob store (256 kB).
         options: settings read by those services.
     """
 
@@ -106,6 +114,8 @@ class Engine:
         eager: bool = True,
         plugins: Iterable[Plugin] = (),
         index: str | None = None,
+        blobs: str | BlobStore | None = None,
+        payload_threshold: int | None = None,
         **options: Any,
     ) -> None:
         self.options = options
@@ -113,7 +123,8 @@ class Engine:
         self.services: list[Service] = []
         self.plugins: list[Plugin] = []
         self.hooks = HookChain()
-        self.log = store if isinstance(store, EventLog) else open_log(store or default_store())
+        log_ = store if isinstance(store, EventLog) else open_log(store or default_store())
+        self.log = payload_log(log_, blobs, payload_threshold)
         self.registry = WorkflowRegistry(workflows)
         self.topics = Topics.from_env(prefix)
         self._partitions = partitions or (8 if self.log.url.startswith("kafka") else 4)

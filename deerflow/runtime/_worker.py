@@ -39,8 +39,10 @@ from deerflow.core._taskdef import TaskDef
 from deerflow.core._topics import Topics
 from deerflow.errors import DeerflowError, OutputNotSerializable
 from deerflow.log.base import EventLog, GroupConsumer, Message, Record, TopicPartition
+from deerflow.payloads import payload_error
 from deerflow.runtime._context import TaskContext, TaskDispatch, current_task, take_recorded
 from deerflow.runtime._offsets import OffsetTracker
+from deerflow.runtime._payloads import within_limit
 from deerflow.runtime._registry import WorkflowRegistry
 from deerflow.runtime._service import BackgroundService
 from deerflow.runtime.hooks import HookChain, Hooks, TaskAttempt, TaskEnded, WorkerStarting
@@ -564,7 +566,8 @@ class Worker(BackgroundService):
         try:
             dispatch = TaskDispatch.model_validate_json(record.value)
         except ValidationError as exc:
-            return [self._dead_letter(record, f"unreadable task message: {exc}")], None
+            reason = payload_error(record) or exc
+            return [self._dead_letter(record, f"unreadable task message: {reason}")], None
         known = self.outcome_known
         if known is not None and known(dispatch.run_id, dispatch.task_id, dispatch.attempt):
             log.info(
@@ -592,9 +595,10 @@ class Worker(BackgroundService):
             task, fn = self._resolve(wf, dispatch)
         except LookupError as exc:
             return _failure(dispatch, str(exc), "LookupError", self.name)
-        return await run_attempt(
+        outcome = await run_attempt(
             task, fn, dispatch, executor=self._executor, worker=self.name, hooks=self.hooks
         )
+        return within_limit(outcome, self._log.max_value_bytes)
 
     def _dead_letter(self, record: Record, reason: str) -> Message:
         body = {
