@@ -97,3 +97,20 @@ async def test_a_deleted_blob_is_named_when_the_run_is_read(store, tmp_path):
     error = str(caught.value)
     assert f"(key {handle.run_id!r})" in error and "is missing from file://" in error
     assert f"history/{handle.run_id}/" in error  # the blob's key
+
+
+async def test_a_5mb_run_input_reaches_its_task_by_reference(store, tmp_path):
+    wf = Workflow(name="ingest")
+
+    @wf.task(id="count")
+    def count(context):
+        return {"chars": len(context.input["text"]), "tag": context.params["tag"]}
+
+    async with Engine(store, [wf], blobs=LocalBlobStore(tmp_path / "blobs")) as engine:
+        handle = await engine.start(wf, params={"tag": "t"}, input={"text": "z" * FIVE_MB})
+        result = await handle.result(timeout=120)
+        assert result.output == {"chars": FIVE_MB, "tag": "t"}
+        assert len(result.input["text"]) == FIVE_MB
+        records = await raw_records(store, engine)
+    requested = [r for r in records if reference(r) is not None and r.topic.endswith("history")]
+    assert requested and max(len(r.value) for r in records) < 256 * 1024
