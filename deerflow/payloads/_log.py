@@ -36,6 +36,9 @@ __all__ = ["DEFAULT_LIMIT", "ERROR_HEADER", "PayloadLog", "payload_error"]
 
 #: The largest payload a :class:`PayloadLog` takes (before encoding), by default.
 DEFAULT_LIMIT = 64 * 1024 * 1024
+#: The most bytes of decoded values one poll returns (at least one record): a batch of
+#: references must not become gigabytes in memory at once; the rest waits for the next poll.
+POLL_BYTES = 128 * 1024 * 1024
 #: The header of a record returned in place of one that can never be decoded.
 ERROR_HEADER = "deerflow-payload-error"
 
@@ -139,8 +142,9 @@ class PayloadLog(EventLog):
 class DecodingReader(LogReader):
     """A reader whose records pass through a codec; an undecodable record is kept, not lost.
 
-    Records polled from the inner reader but not returned yet (behind an undecodable one, or
-    beyond ``max_records``) wait in a buffer of at most one inner poll.
+    Records polled from the inner reader but not returned yet (behind an undecodable one, of a
+    paused partition, beyond ``max_records`` or :data:`POLL_BYTES`) wait in a buffer of at most
+    one inner poll, still encoded.
     """
 
     def __init__(self, inner: LogReader | None, codec: PayloadCodec) -> None:
@@ -174,12 +178,15 @@ class DecodingReader(LogReader):
         decoded: list[Record] = []
         kept: list[Record] = []
         failure: Exception | None = None
+        size = 0
         for record in self._pending:
-            if failure or len(decoded) >= max_records or record.tp in self._held:
+            full = len(decoded) >= max_records or size >= POLL_BYTES
+            if failure or full or record.tp in self._held:
                 kept.append(record)
                 continue
             try:
                 decoded.append(await self._codec.decode(record))
+                size += len(decoded[-1].value)
             except PayloadUnreadable as exc:
                 if exc.retriable:
                     failure = exc

@@ -171,3 +171,16 @@ def test_a_blob_key_cannot_leave_its_directory(tmp_path):
     store = LocalBlobStore(tmp_path)
     with pytest.raises(ValueError, match="not a safe path"):
         store._path("../etc/passwd")
+
+
+async def test_one_poll_resolves_a_bounded_number_of_bytes_and_keeps_the_rest_in_order(
+    log, monkeypatch
+):
+    monkeypatch.setattr("deerflow.payloads._log.POLL_BYTES", len(BIG) + 1)
+    values = [BIG, BIG.replace(b"7", b"6"), b"{}", BIG.replace(b"7", b"5")]
+    await log.append([Message("t", value, key="k", partition=0) for value in values])
+    tp = TopicPartition("t", 0)
+    async with log.reader({tp: 0}) as reader:
+        batches = [[r.value for r in await reader.poll(timeout=1.0)] for _ in range(3)]
+        assert reader.position(tp) == 4 and reader.lag(tp) == 0
+    assert batches == [values[:2], values[2:], []]
