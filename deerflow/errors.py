@@ -25,6 +25,8 @@ Engine-internal control flow (cancellation) derives from ``BaseException`` so th
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class DeerflowError(Exception):
     """Root of every error deerflow raises.
@@ -120,9 +122,20 @@ class PayloadTooLarge(EventStoreError):
 
 
 class PayloadUnreadable(EventStoreError):
-    """A record refers to a blob that is missing, unreachable or not the bytes it names."""
+    """A record refers to a blob that is missing, unreachable or not the bytes it names.
+
+    Attributes:
+        known: what the record says of itself without the blob (its small top-level fields,
+            such as the run and task it belongs to), so a reader can name what it lost.
+    """
 
     retriable = True  # a store that is down comes back; the reader retries the record
+
+    def __init__(
+        self, message: str, *, retriable: bool | None = None, known: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message, retriable=retriable)
+        self.known = known or {}
 
 
 class MissingDependency(EventStoreError):

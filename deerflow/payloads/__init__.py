@@ -8,7 +8,13 @@ size and SHA-256, and readers resolve it. See docs/reference/payloads.md.
 
 from deerflow.payloads._blobs import BlobStore, LocalBlobStore, MemoryBlobStore
 from deerflow.payloads._claimcheck import DEFAULT_THRESHOLD, BlobRef, ClaimCheck, reference
-from deerflow.payloads._log import DEFAULT_LIMIT, ERROR_HEADER, PayloadLog, payload_error
+from deerflow.payloads._log import (
+    DEFAULT_LIMIT,
+    ERROR_HEADER,
+    PayloadLog,
+    lost_fields,
+    payload_error,
+)
 from deerflow.payloads._open import open_blob_store
 from deerflow.payloads._s3 import S3BlobStore
 from deerflow.payloads.base import PayloadCodec
@@ -25,6 +31,7 @@ __all__ = [
     "PayloadCodec",
     "PayloadLog",
     "S3BlobStore",
+    "lost_fields",
     "open_blob_store",
     "payload_error",
     "reference",

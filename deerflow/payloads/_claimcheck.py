@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import deerflow._codec as _codec
 from deerflow.errors import PayloadUnreadable
@@ -26,6 +27,10 @@ _MARK = b"claim-check"
 #: so a record stays small whatever a task returns.
 DEFAULT_THRESHOLD = 256 * 1024
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+#: What a reference keeps of the value's own small fields (strings up to this many characters,
+#: at most this many fields): enough to name the run and task a lost value belonged to.
+_FIELD_CHARS = 200
+_FIELDS = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,21 +41,45 @@ class BlobRef:
     key: str
     size: int
     sha256: str
+    #: the value's small top-level fields (a JSON object's ids, type, attempt, ...)
+    fields: dict[str, Any] = field(default_factory=dict)
 
     def encode(self) -> bytes:
         """The reference as the record's JSON value."""
-        return _codec.dumps(
-            {"store": self.store, "key": self.key, "size": self.size, "sha256": self.sha256}
-        )
+        body = {"store": self.store, "key": self.key, "size": self.size, "sha256": self.sha256}
+        return _codec.dumps({**body, "fields": self.fields} if self.fields else body)
 
     @classmethod
     def decode(cls, data: bytes) -> BlobRef:
         """Parse a record value written by :meth:`encode`; ``ValueError`` if it is not one."""
         try:
             body = _codec.loads(data)
-            return cls(str(body["store"]), str(body["key"]), int(body["size"]), str(body["sha256"]))
-        except (TypeError, KeyError, ValueError) as exc:
+            fields = body.get("fields") or {}
+            if not isinstance(fields, dict):
+                raise TypeError("fields is not an object")
+            return cls(
+                str(body["store"]), str(body["key"]), int(body["size"]), str(body["sha256"]), fields
+            )
+        except (TypeError, KeyError, ValueError, AttributeError) as exc:
             raise ValueError(f"not a blob reference: {exc}") from None
+
+
+def small_fields(value: bytes) -> dict[str, Any]:
+    """The top-level fields of a JSON object that are short scalars; ``{}`` for anything else."""
+    if not value.startswith(b"{"):
+        return {}
+    try:
+        body = _codec.loads(value)
+    except ValueError:
+        return {}
+    small = {
+        name: item
+        for name, item in body.items()
+        if item is None
+        or isinstance(item, bool | int | float)
+        or (isinstance(item, str) and len(item) <= _FIELD_CHARS)
+    }
+    return dict(list(small.items())[:_FIELDS])
 
 
 def reference(record: Record) -> BlobRef | None:
@@ -97,7 +126,7 @@ class ClaimCheck(PayloadCodec):
         owner = _UNSAFE.sub("_", message.key or "_")[:200]
         key = f"{_UNSAFE.sub('_', message.topic)}/{owner}/{digest}"
         await self.store.put(key, value)
-        ref = BlobRef(self.store.url, key, len(value), digest)
+        ref = BlobRef(self.store.url, key, len(value), digest, small_fields(value))
         return replace(message, value=ref.encode(), headers=(*message.headers, (HEADER, _MARK)))
 
     async def decode(self, record: Record) -> Record:
@@ -111,7 +140,9 @@ class ClaimCheck(PayloadCodec):
         try:
             data = await self.store.get(ref.key)
         except PayloadUnreadable as exc:
-            raise PayloadUnreadable(f"{describe(record)}: {exc}", retriable=exc.retriable) from exc
+            raise PayloadUnreadable(
+                f"{describe(record)}: {exc}", retriable=exc.retriable, known=ref.fields
+            ) from exc
         digest = hashlib.sha256(data).hexdigest()
         if len(data) != ref.size or digest != ref.sha256:
             raise PayloadUnreadable(
@@ -119,6 +150,7 @@ class ClaimCheck(PayloadCodec):
                 f"record refers to (size {len(data)}, sha256 {digest[:12]}...; expected size "
                 f"{ref.size}, sha256 {ref.sha256[:12]}...)",
                 retriable=False,
+                known=ref.fields,
             )
         headers = tuple(pair for pair in record.headers if pair != (HEADER, _MARK))
         return replace(record, value=data, headers=headers)

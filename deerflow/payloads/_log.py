@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+import deerflow._codec as _codec
 from deerflow.errors import PayloadTooLarge, PayloadUnreadable
 from deerflow.log.base import (
     AssignmentListener,
@@ -32,7 +33,7 @@ from deerflow.log.base import (
 )
 from deerflow.payloads.base import PayloadCodec
 
-__all__ = ["DEFAULT_LIMIT", "ERROR_HEADER", "PayloadLog", "payload_error"]
+__all__ = ["DEFAULT_LIMIT", "ERROR_HEADER", "PayloadLog", "lost_fields", "payload_error"]
 
 #: The largest payload a :class:`PayloadLog` takes (before encoding), by default.
 DEFAULT_LIMIT = 64 * 1024 * 1024
@@ -51,9 +52,21 @@ def payload_error(record: Record) -> str | None:
     return None
 
 
+def lost_fields(record: Record) -> dict[str, Any]:
+    """What a record that could not be decoded said of itself (see
+    :attr:`PayloadUnreadable.known`); ``{}`` for any other record."""
+    if payload_error(record) is None:
+        return {}
+    known = _codec.loads(record.value).get("known")
+    return known if isinstance(known, dict) else {}
+
+
 def _unreadable(record: Record, error: PayloadUnreadable) -> Record:
-    text = str(error).encode()
-    return replace(record, value=text, headers=(*record.headers, (ERROR_HEADER, text)))
+    # A JSON object no reader takes for data (no ``type``), holding the error and what the
+    # record said of itself, so a worker can fail the attempt it was for.
+    value = _codec.dumps({"payload_error": str(error), "known": error.known})
+    headers = (*record.headers, (ERROR_HEADER, str(error).encode()))
+    return replace(record, value=value, headers=headers)
 
 
 class PayloadLog(EventLog):

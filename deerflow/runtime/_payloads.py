@@ -3,16 +3,19 @@
 :func:`payload_log` puts the engine's log behind a :class:`~deerflow.payloads.ClaimCheck`
 when a blob store is configured (``Engine(blobs=...)``, ``DEERFLOW_BLOBS``; a SQLite store
 file defaults to a directory beside it), and :func:`within_limit` turns an outcome the log
-cannot take into a failure of its task, instead of an append retried forever.
+cannot take into a failure of its task, instead of an append retried forever;
+:func:`lost_input` names the attempt whose task message's payload is lost, to fail it.
 """
 
 from __future__ import annotations
 
 import os
 
+from pydantic import ValidationError
+
 from deerflow.core import _history as h
 from deerflow.errors import EventStoreError
-from deerflow.log.base import EventLog
+from deerflow.log.base import EventLog, Record
 from deerflow.log.sqlite import SqliteEventLog
 from deerflow.payloads import (
     DEFAULT_THRESHOLD,
@@ -20,10 +23,13 @@ from deerflow.payloads import (
     ClaimCheck,
     LocalBlobStore,
     PayloadLog,
+    lost_fields,
     open_blob_store,
+    payload_error,
 )
+from deerflow.runtime._context import TaskDispatch
 
-__all__ = ["payload_log", "within_limit"]
+__all__ = ["lost_input", "payload_log", "within_limit"]
 
 #: ``DEERFLOW_BLOBS`` (or ``blobs=``) set to this keeps every payload in the log itself.
 NO_BLOBS = "none"
@@ -93,7 +99,7 @@ def within_limit(
             "by reference"
         ),
         error_type="PayloadTooLarge",
-        retriable=False,
+        retriable=False,  # it would fail the same way
         started_at=outcome.started_at,
         worker=outcome.worker,
         fallback=outcome.fallback,
@@ -102,3 +108,18 @@ def within_limit(
 
 def _size(n: int) -> str:
     return f"{n / 1_000_000:.1f} MB" if n >= 100_000 else f"{n} bytes"
+
+
+def lost_input(record: Record) -> tuple[TaskDispatch, str] | None:
+    """The attempt a task message was for and why it cannot be run, when the message's
+    payload cannot be read (its blob is missing or corrupt); ``None`` for any other record."""
+    error = payload_error(record)
+    if error is None:
+        return None
+    try:
+        dispatch = TaskDispatch.model_validate(lost_fields(record))
+    except ValidationError:
+        return None
+    return dispatch, (
+        f"task {dispatch.task_id!r} of run {dispatch.run_id!r} cannot be given its input: {error}"
+    )

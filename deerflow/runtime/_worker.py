@@ -39,10 +39,9 @@ from deerflow.core._taskdef import TaskDef
 from deerflow.core._topics import Topics
 from deerflow.errors import DeerflowError, OutputNotSerializable
 from deerflow.log.base import EventLog, GroupConsumer, Message, Record, TopicPartition
-from deerflow.payloads import payload_error
 from deerflow.runtime._context import TaskContext, TaskDispatch, current_task, take_recorded
 from deerflow.runtime._offsets import OffsetTracker
-from deerflow.runtime._payloads import within_limit
+from deerflow.runtime._payloads import lost_input, within_limit
 from deerflow.runtime._registry import WorkflowRegistry
 from deerflow.runtime._service import BackgroundService
 from deerflow.runtime.hooks import HookChain, Hooks, TaskAttempt, TaskEnded, WorkerStarting
@@ -566,8 +565,11 @@ class Worker(BackgroundService):
         try:
             dispatch = TaskDispatch.model_validate_json(record.value)
         except ValidationError as exc:
-            reason = payload_error(record) or exc
-            return [self._dead_letter(record, f"unreadable task message: {reason}")], None
+            lost = lost_input(record)
+            if lost is not None:  # its payload is gone: the attempt fails, naming the blob
+                failed = _failure(*lost, "PayloadUnreadable", self.name)
+                return self._history(failed), failed
+            return [self._dead_letter(record, f"unreadable task message: {exc}")], None
         known = self.outcome_known
         if known is not None and known(dispatch.run_id, dispatch.task_id, dispatch.attempt):
             log.info(

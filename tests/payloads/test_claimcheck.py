@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from deerflow.errors import PayloadTooLarge, PayloadUnreadable
@@ -20,6 +21,7 @@ from deerflow.payloads import (
     MemoryBlobStore,
     PayloadLog,
     S3BlobStore,
+    lost_fields,
     open_blob_store,
     payload_error,
     reference,
@@ -98,18 +100,21 @@ async def test_a_corrupt_blob_is_a_clear_error_naming_the_record_and_key(log, bl
     first, second = await log.read_partition(TopicPartition("t", 0))
     assert first.value == b"{}" and payload_error(first) is None
     error = payload_error(second)
-    assert error is not None and second.value == error.encode()  # no reader takes it as data
+    assert error is not None
+    assert orjson.loads(second.value) == {"payload_error": error, "known": {}}  # not data
     assert "'run-9/load'" in error and ref.key in error and "sha256" in error
 
 
 async def test_a_missing_blob_is_a_clear_error_naming_the_record_and_key(log, blobs):
-    await log.append([Message("t", BIG, key="run-3", partition=0)])
+    value = orjson.dumps({"run_id": "run-3", "attempt": 2, "ok": True, "rows": ["r" * 900] * 9})
+    await log.append([Message("t", value, key="run-3", partition=0)])
     ref = reference((await log.inner.read_partition(TopicPartition("t", 0)))[0])
     assert ref is not None
     await blobs.delete(ref.key)
     [record] = await log.read_partition(TopicPartition("t", 0))
     error = payload_error(record) or ""
     assert "key 'run-3'" in error and f"blob {ref.key!r} is missing from {blobs.url}" in error
+    assert lost_fields(record) == {"run_id": "run-3", "attempt": 2, "ok": True}
 
 
 async def test_a_blob_that_cannot_be_read_for_now_holds_the_reader_back_until_it_can(tmp_path):

@@ -114,3 +114,31 @@ async def test_a_5mb_run_input_reaches_its_task_by_reference(store, tmp_path):
         records = await raw_records(store, engine)
     requested = [r for r in records if reference(r) is not None and r.topic.endswith("history")]
     assert requested and max(len(r.value) for r in records) < 256 * 1024
+
+
+class LosingBlobStore(LocalBlobStore):
+    """A directory that loses the blobs of task messages for one task, as a store whose
+    objects were deleted too early would."""
+
+    def __init__(self, directory, task_id: str) -> None:
+        super().__init__(directory)
+        self.lose = f"_{task_id}/"
+
+    async def put(self, key: str, data: bytes) -> None:
+        if ".tasks/" not in key or self.lose not in key:
+            await super().put(key, data)
+
+
+async def test_a_task_whose_input_blob_is_lost_fails_naming_the_run_task_and_key(store, tmp_path):
+    wf = big_chain()
+    async with Engine(store, [wf], blobs=LosingBlobStore(tmp_path, "consume"), eager=False) as e:
+        handle = await e.start(wf, params={"n": 3})
+        result = await handle.result(timeout=120)
+    assert result.status == "failed"
+    assert result.tasks["produce"].status == "completed"
+    consume = result.tasks["consume"]
+    assert consume.error_type == "PayloadUnreadable" and consume.attempts == 1
+    error = consume.error or ""
+    assert f"task 'consume' of run {handle.run_id!r} cannot be given its input" in error
+    assert f"key '{handle.run_id}/consume'" in error and f"tasks/{handle.run_id}_consume/" in error
+    assert "is missing from file://" in error
