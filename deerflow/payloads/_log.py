@@ -8,9 +8,10 @@ A record that cannot be decoded for now (its blob store is unreachable) is not s
 that meets it returns the records before it and the next poll raises
 :class:`~deerflow.errors.PayloadUnreadable`, naming the record, until it can be read. A record
 that can never be decoded (its blob is missing or is not the bytes the reference names) is
-returned with the error's text as its value and the :data:`ERROR_HEADER` header: every reader
-then treats it as it treats any unreadable record (the orchestrator and the run index log it
-and pass over it, a worker dead-letters it with that text), instead of stopping at it forever.
+returned in its place as ``{"payload_error": ..., "known": {...}}`` (the error, and the
+record's small fields the reference kept) with the :data:`ERROR_HEADER` header: no reader takes
+it for data; a worker fails the attempt it was for, the orchestrator and the run index log it
+and pass over it, instead of stopping at it forever.
 """
 
 from __future__ import annotations
@@ -57,7 +58,10 @@ def lost_fields(record: Record) -> dict[str, Any]:
     :attr:`PayloadUnreadable.known`); ``{}`` for any other record."""
     if payload_error(record) is None:
         return {}
-    known = _codec.loads(record.value).get("known")
+    try:
+        known = _codec.loads(record.value).get("known")
+    except (ValueError, AttributeError):
+        return {}
     return known if isinstance(known, dict) else {}
 
 
