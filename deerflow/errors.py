@@ -12,6 +12,8 @@
     ├── ConnectorError             a trigger source could not be read or acknowledged
     ├── EventStoreError            the event log could not be reached or written
     │   ├── ConcurrencyConflict    optimistic append failed (expected_version)
+    │   ├── PayloadTooLarge        a record is larger than the log takes and no blob store holds it
+    │   ├── PayloadUnreadable      a record's blob is missing or does not match its digest
     │   └── MissingDependency      an optional extra is not installed
     ├── SagaError
     │   └── CompensationFailed
@@ -22,6 +24,8 @@ Engine-internal control flow (cancellation) derives from ``BaseException`` so th
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class DeerflowError(Exception):
@@ -109,6 +113,29 @@ class ConcurrencyConflict(EventStoreError):
     """An append with ``expected_version`` found the stream at another version."""
 
     retriable = False
+
+
+class PayloadTooLarge(EventStoreError):
+    """A record is larger than the log accepts and no blob store is configured to hold it."""
+
+    retriable = False
+
+
+class PayloadUnreadable(EventStoreError):
+    """A record refers to a blob that is missing, unreachable or not the bytes it names.
+
+    Attributes:
+        known: what the record says of itself without the blob (its small top-level fields,
+            such as the run and task it belongs to), so a reader can name what it lost.
+    """
+
+    retriable = True  # a store that is down comes back; the reader retries the record
+
+    def __init__(
+        self, message: str, *, retriable: bool | None = None, known: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message, retriable=retriable)
+        self.known = known or {}
 
 
 class MissingDependency(EventStoreError):

@@ -52,7 +52,10 @@ class ChoreographyMixin(WorkflowDef):
         """Run the decorated ``fn(event)`` for every event of ``event_type``.
 
         Args:
-            event_type: the event type to react to.
+            event_type: the event type to react to: a deerflow event's type or a CloudEvent's
+                ``type`` (published with ``EventStore(cloudevents=True)`` or written to the
+                events topic by another producer); ``*`` stands for any characters, so
+                ``com.acme.order.*`` handles every type under ``com.acme.order.``.
             retries: further calls after a failure; then the event is dead-lettered.
                 Raising :class:`~deerflow.NonRetryableError` dead-letters it at once.
             retry_delay, backoff, max_retry_delay: the n-th retry waits

@@ -263,7 +263,7 @@ class EventStore(Lifecycle):
             from_offset: start offset for every partition, or per partition
                 (``{partition: offset}``; each event carries its ``partition``/``offset``).
             since: only events whose timestamp is at or after this (timezone-aware) time.
-            types: only events of these types.
+            types: only events of these types (``*`` patterns too: ``com.acme.order.*``).
         """
         return self._home.call_blocking(
             lambda: self._streams.replay(from_offset=from_offset, since=since, types=types),
@@ -332,7 +332,8 @@ class EventStore(Lifecycle):
         """A consumer-group subscription: at-least-once delivery, explicit ``ack``.
 
         Args:
-            types: event types to deliver (others are skipped and count as handled).
+            types: event types to deliver (others are skipped and count as handled);
+                ``com.acme.order.*`` is every type under ``com.acme.order.``.
             group: the consumer group; members of one group share the partitions. Without
                 one, a private group: this subscriber alone sees every event.
             start_from: where a group that never committed starts.

@@ -21,8 +21,10 @@ StoredEvent         CloudEvent
 ==================  =========================================================
 
 Any CloudEvent on an event topic is read back as a :class:`StoredEvent` the same way, written
-by deerflow or by another producer. An append of several events to one stream stays one
-``deerflow.batch`` record (it must land atomically; a CloudEvent holds one event).
+by deerflow or by another producer, in structured mode or in the Kafka binding's binary mode
+(``ce_`` headers; the record's value is the event's data). An append of several events to
+one stream stays one ``deerflow.batch`` record (it must land atomically; a CloudEvent holds
+one event).
 """
 
 from __future__ import annotations
@@ -30,11 +32,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from cloudevents.core.base import BaseCloudEvent
+from cloudevents.core.bindings import kafka
 from cloudevents.core.exceptions import BaseCloudEventException
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 
-from deerflow.log.base import Headers
+from deerflow.log.base import Headers, Record
 
 if TYPE_CHECKING:  # the model imports this module to read CloudEvents back
     from deerflow.eventstore._store_model import StoredEvent
@@ -76,6 +80,29 @@ def fields(value: bytes) -> dict[str, Any] | None:
         event = _FORMAT.read(None, value)
     except (BaseCloudEventException, ValueError, TypeError, KeyError):
         return None
+    return _fields_of(event)
+
+
+def binary_fields(record: Record) -> dict[str, Any] | None:
+    """The :class:`StoredEvent` fields of a binary-mode CloudEvent (``ce_`` headers), or
+    ``None`` if the record is none."""
+    names = {name.lower() for name, _ in record.headers}
+    if "ce_specversion" not in names:
+        return None
+    message = kafka.KafkaMessage(dict(record.headers), record.key, record.value)
+    try:
+        event = kafka.from_binary(message, _FORMAT)
+    except (BaseCloudEventException, ValueError, TypeError, KeyError):
+        return None
+    found = _fields_of(event)
+    if "ce_time" not in names:
+        found.pop("timestamp", None)  # the SDK's "now": the record's own time is truer
+    if "ce_id" not in names:
+        found.pop("id", None)  # nor its random id: one derived from the record's position
+    return found
+
+
+def _fields_of(event: BaseCloudEvent) -> dict[str, Any]:
     attributes = event.get_attributes()
     source = attributes.get("source")
     metadata = attributes.get("deerflowmetadata")

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import deerflow._codec as _codec
+from deerflow._eventtypes import TypeFilter
 from deerflow.errors import ConcurrencyConflict, EventStoreError
 from deerflow.eventstore._store_index import Admission, PartitionIndex
 from deerflow.eventstore._store_model import StoredEvent, decode_unit, encode_unit, utcnow
@@ -305,11 +306,11 @@ class EventStreams:
         records = await self.log.read_partitions(starts)
         lanes = [_admitted(batch) for batch in records.values()]
         merged = heapq.merge(*lanes, key=lambda event: event.timestamp)
+        wanted = TypeFilter(types)
         return [
             event
             for event in merged
-            if (types is None or event.type in types)
-            and (since is None or event.timestamp >= since)
+            if wanted(event.type) and (since is None or event.timestamp >= since)
         ]
 
     # -- aggregates and snapshots ------------------------------------------------------------

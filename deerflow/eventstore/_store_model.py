@@ -110,6 +110,10 @@ def encode_unit(
 
 def decode_unit(record: Record) -> list[StoredEvent]:
     """The events a record holds, with their position; ``[]`` if it is not an event."""
+    binary = _store_cloudevents.binary_fields(record)
+    if binary is not None:
+        event = _lenient(binary, record, 0)
+        return [] if event is None else [event.at(record.partition, record.offset)]
     try:
         body = _codec.loads(record.value)
     except ValueError:

@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 
+from deerflow._eventtypes import TypeFilter
 from deerflow.errors import EventStoreError
 from deerflow.eventstore._store_index import Admission
 from deerflow.eventstore._store_model import StoredEvent, decode_unit
@@ -51,7 +52,7 @@ class SubscriptionCore:
 
         self.group = group
         self._streams = streams
-        self._types = frozenset(types) if types is not None else None
+        self._wanted = TypeFilter(types)
         self._start_from = start_from
         self._consumer: GroupConsumer | None = None
         self._buffer: deque[StoredEvent] = deque()
@@ -97,7 +98,7 @@ class SubscriptionCore:
         admission = self._admissions.setdefault(record.partition, Admission(REMEMBERED))
         wanted = []
         if unit and admission.admit(unit, record.offset):
-            wanted = [e for e in unit if self._types is None or e.type in self._types]
+            wanted = [e for e in unit if self._wanted(e.type)]
         if not wanted:
             self._offsets.done(tp, record.offset)
             return
@@ -173,7 +174,7 @@ class ProjectionCore:
         self.state = initial
         self._streams = streams
         self._apply = apply
-        self._types = frozenset(types) if types is not None else None
+        self._wanted = TypeFilter(types)
         self._reader: LogReader | None = None
         self._task: asyncio.Task[None] | None = None
         self._moved = asyncio.Event()
@@ -223,7 +224,7 @@ class ProjectionCore:
         if not unit or not admission.admit(unit, record.offset):
             return
         for event in unit:
-            if self._types is None or event.type in self._types:
+            if self._wanted(event.type):
                 result = self._apply(self.state, event)
                 self.state = await result if inspect.isawaitable(result) else result
                 self.applied += 1

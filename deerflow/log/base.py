@@ -217,6 +217,8 @@ class EventLog(Lifecycle):
     #: none is. Callers that must order two batches (task messages before the history events
     #: that record them) may then append both in one call instead of one after the other.
     atomic_appends: bool = False
+    #: The largest record value this log takes, in bytes; ``None``: no limit of its own.
+    max_value_bytes: int | None = None
 
     @abc.abstractmethod
     async def ensure_topic(

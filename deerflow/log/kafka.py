@@ -110,6 +110,10 @@ class KafkaEventLog(EventLog):
         **options: any :class:`KafkaSettings` field except ``bootstrap``.
     """
 
+    #: The producer's request limit (aiokafka's ``max_request_size``, 1 MiB) less room for the
+    #: record's key, headers and batch framing.
+    max_value_bytes = 1_000_000
+
     def __init__(self, url: str, **options: object) -> None:
         self.url = url
         self.settings = KafkaSettings.from_url(url, options)

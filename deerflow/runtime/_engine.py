@@ -18,7 +18,9 @@ from deerflow.core._topics import Topics
 from deerflow.errors import DeerflowError, RunNotFound, TaskError, TransitionNotAllowed
 from deerflow.log import open_log
 from deerflow.log.base import EventLog
+from deerflow.payloads import BlobStore
 from deerflow.runtime._orchestrator import SNAPSHOT_EVERY, Orchestrator
+from deerflow.runtime._payloads import payload_log
 from deerflow.runtime._registry import WorkflowRegistry
 from deerflow.runtime._results import RunResult, run_result
 from deerflow.runtime._runindex import RunIndex
@@ -112,6 +114,12 @@ class Engine:
         dedupe_window: seconds an ended run's tombstone is kept after its end: within it a
             duplicate request of the run is ignored, after it the run id starts again.
         dedupe_limit: tombstones kept per history partition at most (the oldest go first).
+        blobs: where payloads above ``payload_threshold`` bytes go, the log keeping a
+            reference (see :func:`deerflow.runtime._payloads.payload_log`): a
+            :class:`~deerflow.payloads.BlobStore` or its URL (``s3://bucket/prefix``,
+            ``file:///dir``, ``"none"``); default ``DEERFLOW_BLOBS``, else a directory beside a
+            SQLite store file.
+        payload_threshold: bytes above which a payload goes to the blob store (256 kB).
         options: settings read by those services; each must be declared by a plugin class
             (:attr:`Plugin.options <deerflow.runtime.plugins.Plugin.options>`), else
             :class:`TypeError` names it.
@@ -134,6 +142,8 @@ class Engine:
         snapshot_every: int | None = None,
         dedupe_window: float = DEDUPE_WINDOW,
         dedupe_limit: int = DEDUPE_LIMIT,
+        blobs: str | BlobStore | None = None,
+        payload_threshold: int | None = None,
         **options: Any,
     ) -> None:
         check_options("Engine", options)  # before anything is opened: a typo is not a setting
@@ -142,7 +152,8 @@ class Engine:
         self.services: list[Service] = []
         self.plugins: list[Plugin] = []
         self.hooks = HookChain()
-        self.log = store if isinstance(store, EventLog) else open_log(store or default_store())
+        log_ = store if isinstance(store, EventLog) else open_log(store or default_store())
+        self.log = payload_log(log_, blobs, payload_threshold)
         self.registry = WorkflowRegistry(workflows)
         self.topics = Topics.from_env(prefix)
         self._partitions = partitions or (8 if self.log.url.startswith("kafka") else 4)

@@ -35,9 +35,11 @@ from typing import Any, TypeVar
 from deerflow.core import _history as h
 from deerflow.core._state import RunState, fold
 from deerflow.core._topics import Topics
+from deerflow.errors import PayloadUnreadable
 from deerflow.log.base import EventLog, LogReader, Record, TopicPartition
 from deerflow.log.memory import MemoryEventLog
 from deerflow.log.sqlite import SqliteEventLog
+from deerflow.payloads import PayloadLog, payload_error
 from deerflow.runtime._runrows import Change, RunQuery, RunRow, row_complete, summary_state
 from deerflow.runtime._visibility import VisibilityStore
 
@@ -63,6 +65,8 @@ def index_path(log_: EventLog, topics: Topics, configured: str | None = None) ->
     chosen = configured or os.environ.get("DEERFLOW_INDEX")
     if chosen and not os.path.isdir(chosen):
         return chosen, chosen != ":memory:"
+    if isinstance(log_, PayloadLog):
+        log_ = log_.inner
     if isinstance(log_, SqliteEventLog):
         return str(log_.path), False
     if isinstance(log_, MemoryEventLog):
@@ -269,6 +273,7 @@ class RunIndex:
         try:
             event = h.decode(record.value)
         except ValueError:
+            self._undecodable(record)
             return None
         live = self._live.get(event.run_id)
         if live is None:
@@ -277,7 +282,7 @@ class RunIndex:
             if ended and not isinstance(event, h.RunRetryRequested):
                 return None  # an ended run's fold takes nothing else: no need to load it
             if row is not None:
-                live = await self._load(event.run_id, row, before=record.offset)
+                live = await self._load_to(event.run_id, row, record.offset)
             if live is None:
                 if not isinstance(event, h.RunRequested):
                     return None  # no such run: the fold would ignore it
@@ -292,6 +297,21 @@ class RunIndex:
             listener(live.state, event)
         return live
 
+    def _undecodable(self, record: Record) -> None:
+        if payload_error(record) is not None and record.key is not None:
+            # Folded without it, the run would look stuck; reading the run loads it again,
+            # which names the lost payload.
+            log.error("run index: %s", payload_error(record))
+            self._live.pop(record.key, None)
+
+    async def _load_to(self, run_id: str, row: Any, before: int) -> _Live | None:
+        """:meth:`_load` for the fold, which passes over a run whose payload is lost."""
+        try:
+            return await self._load(run_id, row, before=before)
+        except PayloadUnreadable as exc:
+            log.error("run index: %s", exc)
+            return None
+
     def _remember(self, live: _Live) -> None:
         self._live[live.state.run_id] = live
         self._live.move_to_end(live.state.run_id)
@@ -303,7 +323,8 @@ class RunIndex:
     async def _load(self, run_id: str, row: Any, *, before: int | None = None) -> _Live | None:
         """Fold ``run_id`` from its own history (the part this process applied, or ``before``).
 
-        ``row`` is its row in the store. Called with the fold lock held.
+        ``row`` is its row in the store. Called with the fold lock held. Raises
+        :class:`PayloadUnreadable` when a record's payload is lost (its blob is gone).
         """
         partition = int(row["partition_id"])
         stop = self._stop(row) if before is None else before
@@ -316,6 +337,8 @@ class RunIndex:
             try:
                 event = h.decode(record.value)
             except ValueError:
+                if (error := payload_error(record)) is not None:
+                    raise PayloadUnreadable(error, retriable=False) from None
                 continue
             if event.run_id == run_id and fold(state, event):
                 last = record.offset

@@ -41,6 +41,7 @@ from deerflow.errors import DeerflowError, OutputNotSerializable
 from deerflow.log.base import EventLog, GroupConsumer, Message, Record, TopicPartition
 from deerflow.runtime._context import TaskContext, TaskDispatch, current_task, take_recorded
 from deerflow.runtime._offsets import OffsetTracker
+from deerflow.runtime._payloads import lost_input, within_limit
 from deerflow.runtime._registry import WorkflowRegistry
 from deerflow.runtime._service import BackgroundService
 from deerflow.runtime.hooks import HookChain, Hooks, TaskAttempt, TaskEnded, WorkerStarting
@@ -574,6 +575,10 @@ class Worker(BackgroundService):
         try:
             dispatch = TaskDispatch.model_validate_json(record.value)
         except ValidationError as exc:
+            lost = lost_input(record)
+            if lost is not None:  # its payload is gone: the attempt fails, naming the blob
+                failed = _failure(*lost, "PayloadUnreadable", self.name)
+                return self._history(failed), failed
             return [self._dead_letter(record, f"unreadable task message: {exc}")], None
         known = self.outcome_known
         if known is not None and known(dispatch.run_id, dispatch.task_id, dispatch.attempt):
@@ -602,9 +607,10 @@ class Worker(BackgroundService):
             task, fn = self._resolve(wf, dispatch)
         except LookupError as exc:
             return _failure(dispatch, str(exc), "LookupError", self.name)
-        return await run_attempt(
+        outcome = await run_attempt(
             task, fn, dispatch, executor=self._executor, worker=self.name, hooks=self.hooks
         )
+        return within_limit(outcome, self._log.max_value_bytes)
 
     def _dead_letter(self, record: Record, reason: str) -> Message:
         body = {

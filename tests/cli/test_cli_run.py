@@ -38,12 +38,15 @@ def nap(context):
 """
 
 
-def deerflow(*args: str, cwd: Path, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    """``deerflow ARGS`` in ``cwd``, as a user types it (the store defaults to ./deerflow.db)."""
+def deerflow(
+    *args: str, cwd: Path, timeout: float = 90, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``deerflow ARGS`` in ``cwd``, as a user types it (the store defaults to ./deerflow.db),
+    with ``env`` besides the bare minimum."""
     return subprocess.run(
         [sys.executable, "-m", "deerflow", *args],
         cwd=cwd,
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "COLUMNS": "120"},
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "COLUMNS": "120", **(env or {})},
         text=True,
         capture_output=True,
         timeout=timeout,

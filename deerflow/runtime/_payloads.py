@@ -1,0 +1,125 @@
+"""How the engine's payloads reach its log: the claim check it is given, and the size limit.
+
+:func:`payload_log` puts the engine's log behind a :class:`~deerflow.payloads.ClaimCheck`
+when a blob store is configured (``Engine(blobs=...)``, ``DEERFLOW_BLOBS``; a SQLite store
+file defaults to a directory beside it), and :func:`within_limit` turns an outcome the log
+cannot take into a failure of its task, instead of an append retried forever;
+:func:`lost_input` names the attempt whose task message's payload is lost, to fail it.
+"""
+
+from __future__ import annotations
+
+import os
+
+from pydantic import ValidationError
+
+from deerflow.core import _history as h
+from deerflow.errors import EventStoreError
+from deerflow.log.base import EventLog, Record
+from deerflow.log.sqlite import SqliteEventLog
+from deerflow.payloads import (
+    DEFAULT_THRESHOLD,
+    BlobStore,
+    ClaimCheck,
+    LocalBlobStore,
+    PayloadLog,
+    lost_fields,
+    open_blob_store,
+    payload_error,
+)
+from deerflow.runtime._context import TaskDispatch
+
+__all__ = ["lost_input", "payload_log", "within_limit"]
+
+#: ``DEERFLOW_BLOBS`` (or ``blobs=``) set to this keeps every payload in the log itself.
+NO_BLOBS = "none"
+
+
+def payload_log(
+    log: EventLog, blobs: str | BlobStore | None = None, threshold: int | None = None
+) -> EventLog:
+    """``log`` as the engine uses it: behind a claim check when a blob store is configured.
+
+    Args:
+        log: the engine's event log.
+        blobs: a blob store or its URL (``file:///dir``, ``s3://bucket/prefix``, ``memory://``,
+            or ``"none"``); default ``DEERFLOW_BLOBS``, else a directory ``<file>.blobs`` beside
+            a SQLite store file, else none.
+        threshold: values above this many bytes go to the blob store
+            (``DEERFLOW_PAYLOAD_THRESHOLD``, default 256 kB).
+    """
+    if isinstance(log, PayloadLog):
+        return log
+    store = blobs if isinstance(blobs, BlobStore) else _configured(log, blobs)
+    if store is None:
+        return log
+    limit = threshold or int(os.environ.get("DEERFLOW_PAYLOAD_THRESHOLD") or DEFAULT_THRESHOLD)
+    if log.max_value_bytes is not None and limit > log.max_value_bytes // 2:
+        raise EventStoreError(
+            f"payload threshold {limit} is too close to the {log.max_value_bytes} bytes "
+            f"{log.url} takes in one record: use at most {log.max_value_bytes // 2}",
+            retriable=False,
+        )
+    return PayloadLog(log, ClaimCheck(store, limit))
+
+
+def _configured(log: EventLog, url: str | None) -> BlobStore | None:
+    url = url or os.environ.get("DEERFLOW_BLOBS")
+    if url == NO_BLOBS:
+        return None
+    if url:
+        return open_blob_store(url)
+    if isinstance(log, SqliteEventLog) and log.path.name != ":memory:":
+        return LocalBlobStore(log.path.with_name(log.path.name + ".blobs"))
+    return None
+
+
+def within_limit(
+    outcome: h.TaskCompleted | h.TaskFailed, limit: int | None
+) -> h.TaskCompleted | h.TaskFailed:
+    """``outcome``, or the task's failure when its record is larger than ``limit`` bytes.
+
+    Appending such a record would fail on every retry (Kafka refuses records above its
+    limit), leaving the run waiting for an outcome that never lands.
+    """
+    if limit is None or not isinstance(outcome, h.TaskCompleted):
+        return outcome
+    size = len(h.encode(outcome))
+    if size <= limit:
+        return outcome
+    return h.TaskFailed(
+        id=h.event_id(outcome.run_id, outcome.task_id, outcome.attempt, "failed"),
+        run_id=outcome.run_id,
+        task_id=outcome.task_id,
+        attempt=outcome.attempt,
+        error=(
+            f"task {outcome.task_id!r} of run {outcome.run_id!r} returned {_size(size)}, more "
+            f"than the {_size(limit)} a payload may be on this log; configure a blob store "
+            "(Engine(blobs='s3://bucket/prefix') or DEERFLOW_BLOBS) to pass large values "
+            "by reference"
+        ),
+        error_type="PayloadTooLarge",
+        retriable=False,  # it would fail the same way
+        started_at=outcome.started_at,
+        worker=outcome.worker,
+        fallback=outcome.fallback,
+    )
+
+
+def _size(n: int) -> str:
+    return f"{n / 1_000_000:.1f} MB" if n >= 100_000 else f"{n} bytes"
+
+
+def lost_input(record: Record) -> tuple[TaskDispatch, str] | None:
+    """The attempt a task message was for and why it cannot be run, when the message's
+    payload cannot be read (its blob is missing or corrupt); ``None`` for any other record."""
+    error = payload_error(record)
+    if error is None:
+        return None
+    try:
+        dispatch = TaskDispatch.model_validate(lost_fields(record))
+    except ValidationError:
+        return None
+    return dispatch, (
+        f"task {dispatch.task_id!r} of run {dispatch.run_id!r} cannot be given its input: {error}"
+    )

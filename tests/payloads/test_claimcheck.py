@@ -1,0 +1,191 @@
+"""Claim checks over every blob store: large values by reference, checked when read back."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from deerflow.errors import PayloadTooLarge, PayloadUnreadable
+from deerflow.log import open_log
+from deerflow.log.base import Message, TopicPartition
+from deerflow.payloads import (
+    BlobStore,
+    ClaimCheck,
+    LocalBlobStore,
+    MemoryBlobStore,
+    PayloadLog,
+    S3BlobStore,
+    lost_fields,
+    open_blob_store,
+    payload_error,
+    reference,
+)
+
+BIG = b"{" + b"7" * 600_000 + b"}"
+
+
+@pytest.fixture(params=["memory", "local", pytest.param("s3", marks=pytest.mark.s3)])
+def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
+    """A fresh blob store of each kind (S3 on moto_server)."""
+    if request.param == "memory":
+        return MemoryBlobStore()
+    if request.param == "local":
+        return LocalBlobStore(tmp_path / "blobs")
+    import boto3
+
+    endpoint = request.getfixturevalue("moto_endpoint")
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+    bucket = f"blobs-{uuid.uuid4().hex[:8]}"
+    client.create_bucket(Bucket=bucket)
+    return S3BlobStore(bucket, prefix="deerflow", client=client)
+
+
+@pytest.fixture
+async def log(tmp_path: Path, blobs: BlobStore) -> AsyncIterator[PayloadLog]:
+    """A SQLite log behind a claim check of 1 kB into ``blobs``."""
+    async with PayloadLog(
+        open_log(f"sqlite:///{tmp_path / 'events.db'}"), ClaimCheck(blobs, 1024), limit=2_000_000
+    ) as payload_log:
+        yield payload_log
+
+
+async def read_all(log: Any, topic: str) -> list[bytes]:
+    records = await log.read_partition(TopicPartition(topic, 0))
+    return [r.value for r in records]
+
+
+async def test_a_large_value_is_stored_by_reference_and_read_back_whole(log, blobs):
+    await log.append(
+        [
+            Message("t", b'{"small":1}', key="run-1", partition=0),
+            Message("t", BIG, key="run-1", partition=0),
+        ]
+    )
+    assert await read_all(log, "t") == [b'{"small":1}', BIG]
+    raw = await log.inner.read_partition(TopicPartition("t", 0))
+    assert raw[0].value == b'{"small":1}' and reference(raw[0]) is None
+    ref = reference(raw[1])
+    assert ref is not None and len(raw[1].value) < 300
+    assert (ref.store, ref.size, ref.sha256) == (
+        blobs.url,
+        len(BIG),
+        hashlib.sha256(BIG).hexdigest(),
+    )
+    assert ref.key.startswith("t/run-1/")
+    assert await blobs.get(ref.key) == BIG
+
+
+async def test_a_corrupt_blob_is_a_clear_error_naming_the_record_and_key(log, blobs):
+    await log.append(
+        [
+            Message("t", b"{}", key="a", partition=0),
+            Message("t", BIG, key="run-9/load", partition=0),
+        ]
+    )
+    ref = reference((await log.inner.read_partition(TopicPartition("t", 0)))[1])
+    assert ref is not None
+    await blobs.put(ref.key, BIG.replace(b"7", b"8", 1))
+    first, second = await log.read_partition(TopicPartition("t", 0))
+    assert first.value == b"{}" and payload_error(first) is None
+    error = payload_error(second)
+    assert error is not None
+    assert orjson.loads(second.value) == {"payload_error": error, "known": {}}  # not data
+    assert "'run-9/load'" in error and ref.key in error and "sha256" in error
+
+
+async def test_a_missing_blob_is_a_clear_error_naming_the_record_and_key(log, blobs):
+    value = orjson.dumps({"run_id": "run-3", "attempt": 2, "ok": True, "rows": ["r" * 900] * 9})
+    await log.append([Message("t", value, key="run-3", partition=0)])
+    ref = reference((await log.inner.read_partition(TopicPartition("t", 0)))[0])
+    assert ref is not None
+    await blobs.delete(ref.key)
+    [record] = await log.read_partition(TopicPartition("t", 0))
+    error = payload_error(record) or ""
+    assert "key 'run-3'" in error and f"blob {ref.key!r} is missing from {blobs.url}" in error
+    assert lost_fields(record) == {"run_id": "run-3", "attempt": 2, "ok": True}
+
+
+async def test_a_blob_that_cannot_be_read_for_now_holds_the_reader_back_until_it_can(tmp_path):
+    blobs = LocalBlobStore(tmp_path / "blobs")
+    inner = open_log(f"sqlite:///{tmp_path / 'events.db'}")
+    async with PayloadLog(inner, ClaimCheck(blobs, 1024)) as log:
+        await log.append(
+            [Message("t", b"{}", partition=0), Message("t", BIG, key="r", partition=0)]
+        )
+        ref = reference((await inner.read_partition(TopicPartition("t", 0)))[1])
+        assert ref is not None
+        path = tmp_path / "blobs" / ref.key
+        path.rename(tmp_path / "aside")
+        path.mkdir()  # reading it fails with an OSError, as an unreachable store does
+        tp = TopicPartition("t", 0)
+        async with log.reader({tp: 0}) as reader:
+            assert [r.value for r in await reader.poll(timeout=1.0)] == [b"{}"]
+            with pytest.raises(PayloadUnreadable, match=r"key 'r'.*cannot be read") as caught:
+                await reader.poll(timeout=1.0)
+            assert caught.value.retriable and reader.position(tp) == 1  # not skipped
+            path.rmdir()
+            (tmp_path / "aside").rename(path)
+            assert [r.value for r in await reader.poll(timeout=1.0)] == [BIG]
+            assert reader.position(tp) == 2
+
+
+async def test_a_value_above_the_limit_is_refused_with_its_size(log):
+    with pytest.raises(PayloadTooLarge, match=r"t record \(key 'run-4'\) of 2000001 bytes"):
+        await log.append([Message("t", b"x" * 2_000_001, key="run-4", partition=0)])
+
+
+async def test_a_group_member_decodes_and_appends_by_reference(log):
+    await log.append([Message("in", BIG, key="k", partition=0)])
+    async with log.consumer("g", ["in"]) as consumer:
+        records = []
+        for _ in range(50):
+            records += await consumer.poll(timeout=0.2)
+            if records:
+                break
+        assert [r.value for r in records] == [BIG]
+        tp = TopicPartition("in", 0)
+        await consumer.append_and_commit(log, [Message("out", BIG, key="k", partition=0)], {tp: 1})
+        assert await consumer.committed(tp) == 1
+    raw = await log.inner.read_partition(TopicPartition("out", 0))
+    assert reference(raw[0]) is not None
+    assert await read_all(log, "out") == [BIG]
+
+
+def test_blob_store_urls_name_their_kind(tmp_path):
+    assert isinstance(open_blob_store(f"file://{tmp_path}"), LocalBlobStore)
+    s3 = open_blob_store("s3://bucket/some/prefix")
+    assert isinstance(s3, S3BlobStore) and s3.url == "s3://bucket/some/prefix"
+    assert isinstance(open_blob_store("memory://"), MemoryBlobStore)
+    with pytest.raises(Exception, match="unknown blob store URL 'ftp://x'"):
+        open_blob_store("ftp://x")
+
+
+def test_a_blob_key_cannot_leave_its_directory(tmp_path):
+    store = LocalBlobStore(tmp_path)
+    with pytest.raises(ValueError, match="not a safe path"):
+        store._path("../etc/passwd")
+
+
+async def test_one_poll_resolves_a_bounded_number_of_bytes_and_keeps_the_rest_in_order(
+    log, monkeypatch
+):
+    monkeypatch.setattr("deerflow.payloads._log.POLL_BYTES", len(BIG) + 1)
+    values = [BIG, BIG.replace(b"7", b"6"), b"{}", BIG.replace(b"7", b"5")]
+    await log.append([Message("t", value, key="k", partition=0) for value in values])
+    tp = TopicPartition("t", 0)
+    async with log.reader({tp: 0}) as reader:
+        batches = [[r.value for r in await reader.poll(timeout=1.0)] for _ in range(3)]
+        assert reader.position(tp) == 4 and reader.lag(tp) == 0
+    assert batches == [values[:2], values[2:], []]
