@@ -16,7 +16,7 @@ and pass over it, instead of stopping at it forever.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -88,6 +88,8 @@ class PayloadLog(EventLog):
         self.url = inner.url
         self.limit = limit
         self.max_value_bytes = limit
+        # One append is as all-or-nothing as the inner log's: encoding happens before it.
+        self.atomic_appends = inner.atomic_appends
 
     def __getattr__(self, name: str) -> Any:
         # What a backend offers besides the EventLog interface (a SQLite file's path, Kafka's
@@ -104,9 +106,13 @@ class PayloadLog(EventLog):
         await self.inner.stop()
         await self.codec.stop()
 
-    async def ensure_topic(self, topic: str, partitions: int, *, keep_forever: bool = False) -> int:
+    async def ensure_topic(
+        self, topic: str, partitions: int, *, keep_forever: bool = False, compact: bool = False
+    ) -> int:
         """As the inner log."""
-        return await self.inner.ensure_topic(topic, partitions, keep_forever=keep_forever)
+        return await self.inner.ensure_topic(
+            topic, partitions, keep_forever=keep_forever, compact=compact
+        )
 
     async def partition_count(self, topic: str) -> int:
         """As the inner log."""
@@ -154,6 +160,16 @@ class PayloadLog(EventLog):
     async def group_active(self, group: str) -> bool | None:
         """As the inner log."""
         return await self.inner.group_active(group)
+
+    async def group_offsets(
+        self, group: str, partitions: Iterable[TopicPartition]
+    ) -> dict[TopicPartition, int | None]:
+        """As the inner log (offsets are not payloads)."""
+        return await self.inner.group_offsets(group, partitions)
+
+    async def commit_group(self, group: str, offsets: Mapping[TopicPartition, int]) -> None:
+        """As the inner log (offsets are not payloads)."""
+        await self.inner.commit_group(group, offsets)
 
 
 class DecodingReader(LogReader):
