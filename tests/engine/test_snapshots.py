@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections import Counter, deque
+from collections import Counter
 from typing import Any
 
 import orjson
@@ -272,9 +272,13 @@ def test_the_codec_round_trips_every_part_of_a_run_state():
     state = RunState(
         run_id="r",
         parent=h.ParentRef(run_id="p", task_id="t"),
-        requests=deque(
-            [h.TransitionRequested(id="x", run_id="r", request_id="q", transition="go")]
-        ),
+        extensions={
+            "machine": {
+                "state": "open",
+                "requests": [{"request_id": "q", "transition": "go", "data": None}],
+                "transitions": [{"request_id": "start", "target": "open"}],
+            }
+        },
         seen={"a", "b"},
         timers={"t": 5.0},
         search_attributes={"customer": "c-1", "amount": 3},
