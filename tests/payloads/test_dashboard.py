@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from deerflow.log.base import TopicPartition
-from deerflow.payloads import PayloadLog, reference
+from deerflow.payloads import reference
+from tests.payloads.kept import kept_records
 from tests.web.conftest import deploy, isolated  # noqa: F401 - the web suite's isolation
 
 
@@ -26,11 +26,5 @@ async def test_a_large_input_shows_its_size_and_links_to_the_whole_value(isolate
         assert link == f"/api/runs/{handle.run_id}"
         whole = await served.get(link)
         assert whole["run"]["input"] == rows
-        history = served.engine.topics.history
-        count = await served.engine.log.partition_count(history)
-        assert isinstance(served.engine.log, PayloadLog)
-        records = await served.engine.log.inner.read_partitions(
-            {TopicPartition(history, p): 0 for p in range(count)}
-        )
-    refs = [reference(r) for batch in records.values() for r in batch]
+        refs = [reference(r) for r in await kept_records(served.engine)]
     assert any(ref is not None and ref.size > 1_000_000 for ref in refs)
