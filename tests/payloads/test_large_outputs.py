@@ -130,3 +130,33 @@ async def test_a_task_whose_input_blob_is_lost_fails_naming_the_run_task_and_key
     assert f"task 'consume' of run {handle.run_id!r} cannot be given its input" in error
     assert f"key '{handle.run_id}/consume'" in error and f"tasks/{handle.run_id}_consume/" in error
     assert "is missing from file://" in error
+
+
+@pytest.mark.s3
+async def test_a_5mb_output_goes_to_the_s3_bucket_its_url_names(
+    tmp_path, moto_endpoint, monkeypatch
+):
+    import boto3
+
+    for name, value in (
+        ("AWS_ENDPOINT_URL", moto_endpoint),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+    ):
+        monkeypatch.setenv(name, value)
+    bucket = f"blobs-{hashlib.sha256(str(tmp_path).encode()).hexdigest()[:10]}"
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket=bucket)
+    monkeypatch.setenv("DEERFLOW_BLOBS", f"s3://{bucket}/deerflow")
+    wf = big_chain()
+    async with Engine(f"sqlite:///{tmp_path / 'e.db'}", [wf]) as engine:
+        handle = await engine.start(wf, params={"n": 5})
+        result = await handle.result(timeout=120)
+        assert result.status == "completed", result.error
+        assert result.tasks["consume"].output["size"] == FIVE_MB
+        refs = [ref for ref in map(reference, await kept_records(engine)) if ref is not None]
+    assert refs and all(ref.store == f"s3://{bucket}/deerflow" for ref in refs)
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix="deerflow/")["Contents"]
+    sizes = {obj["Key"].removeprefix("deerflow/"): obj["Size"] for obj in listed}
+    assert all(sizes[ref.key] == ref.size for ref in refs)
+    assert not (tmp_path / "e.db.blobs").exists()  # the URL wins over the directory default
