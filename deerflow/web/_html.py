@@ -77,9 +77,16 @@ def duration(started: float | None, finished: float | None) -> str:
     return f"{minutes}m{secs:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
 
 
-def json_block(value: Any, limit: int = 2000) -> str:
-    """A value as truncated JSON in a ``<pre>``."""
-    return f'<pre class="json">{escape(truncate(value, limit))}</pre>'
+def json_block(value: Any, limit: int = 2000, whole: str | None = None) -> str:
+    """A value as truncated JSON in a ``<pre>``; when it is cut short and ``whole`` is given,
+    a link to the whole value there (a large output, kept in a blob store)."""
+    shown = truncate(value, limit)
+    link = (
+        f'<a class="whole" href="{escape(whole)}">the whole value (JSON)</a>'
+        if whole is not None and len(shown) > limit
+        else ""
+    )
+    return f'<pre class="json">{escape(shown)}</pre>{link}'
 
 
 def link_run(prefix: str, run_id: str, text: str | None = None) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from html import escape
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -194,12 +195,17 @@ def _attempt_rows(rows: list[dict[str, Any]]) -> str:
     return "".join(out)
 
 
+def _whole(detail: _runs.RunDetail) -> str:
+    """Where the whole run is, as JSON: a value the page cuts short is there in full."""
+    return f"/api/runs/{quote(detail.result.run_id, safe='')}"
+
+
 def _task_row(detail: _runs.RunDetail, tid: str, task: TaskResult, prefix: str) -> str:
     child_runs = "".join(
         f"<div>↳ {link_run(prefix, rid, 'child run ' + rid)}</div>"
         for rid in detail.child_runs.get(tid, [])
     )
-    value = json_block(task.output, 600) if task.status == "completed" else ""
+    value = json_block(task.output, 600, _whole(detail)) if task.status == "completed" else ""
     error = f'<div class="error">{escape(task.error)}</div>' if task.error else ""
     attempts = detail.attempts.get(tid, [])
     more = (
@@ -288,6 +294,7 @@ async def run_page(request: web.Request) -> web.StreamResponse:
     from deerflow.web._graph import svg
 
     r = detail.result
+    whole = _whole(detail)
     note = (
         ""
         if detail.workflow is not None
@@ -312,9 +319,10 @@ async def run_page(request: web.Request) -> web.StreamResponse:
         f'<section class="graph"><h2>Graph</h2>{note}<div class="scroll">'
         f"{svg(detail.graph, p)}</div></section>{panels}"
         f"<section><h2>Tasks</h2>{_tasks_table(detail, p)}</section>"
-        f'<section class="io"><h2>Input</h2><h3>params</h3>{json_block(r.params)}'
-        f"<h3>input</h3>{json_block(r.input)}<h3>trigger</h3>{json_block(r.trigger)}"
-        f"<h2>Output</h2>{json_block(r.output)}</section>"
+        f'<section class="io"><h2>Input</h2><h3>params</h3>{json_block(r.params, whole=whole)}'
+        f"<h3>input</h3>{json_block(r.input, whole=whole)}"
+        f"<h3>trigger</h3>{json_block(r.trigger, whole=whole)}"
+        f"<h2>Output</h2>{json_block(r.output, whole=whole)}</section>"
         f"<section><details open><summary><h2>History ({len(detail.events)} events)</h2>"
         f"</summary>{_history_table(detail.events)}</details></section></div>"
     )

@@ -38,12 +38,13 @@ def test_on_the_embedded_store_a_5mb_output_completes_and_its_blob_sits_beside_t
 
 
 @pytest.mark.kafka
+@pytest.mark.timeout(300)  # two `deerflow run` processes, each joining Kafka groups
 def test_on_kafka_without_a_blob_store_a_5mb_output_fails_its_task_in_one_line(
     tmp_path: Path, kafka_url: str
 ):
     (tmp_path / "big.py").write_text(BIG)
     env = {"DEERFLOW_PREFIX": f"t{uuid.uuid4().hex[:10]}", "DEERFLOW_STORE": kafka_url}
-    done = deerflow("run", "big.py", "--timeout", "90", cwd=tmp_path, env=env)
+    done = deerflow("run", "big.py", "--timeout", "90", cwd=tmp_path, env=env, timeout=120)
     assert done.returncode == 1, done.stderr
     status, error = done.stdout.splitlines()[:2]
     assert status.startswith("failed run ")
@@ -52,7 +53,7 @@ def test_on_kafka_without_a_blob_store_a_5mb_output_fails_its_task_in_one_line(
     assert "DEERFLOW_BLOBS" in error and "Traceback" not in done.stderr
 
     env["DEERFLOW_BLOBS"] = f"file://{tmp_path / 'blobs'}"
-    done = deerflow("run", "big.py", "--timeout", "90", cwd=tmp_path, env=env)
+    done = deerflow("run", "big.py", "--timeout", "90", cwd=tmp_path, env=env, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.startswith("completed run ")
     assert str(5 * 1024 * 1024) in done.stdout

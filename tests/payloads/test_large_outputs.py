@@ -8,9 +8,8 @@ import pytest
 
 from deerflow import Engine, Workflow
 from deerflow.errors import PayloadUnreadable
-from deerflow.log import open_log
-from deerflow.log.base import Record, TopicPartition
 from deerflow.payloads import LocalBlobStore, reference
+from tests.payloads.kept import kept_records
 
 FIVE_MB = 5 * 1024 * 1024
 
@@ -34,17 +33,6 @@ def big_chain() -> Workflow:
     return wf
 
 
-async def raw_records(url: str, engine: Engine) -> list[Record]:
-    """Every record of the engine's history and task topics, as the log itself keeps them."""
-    found = []
-    async with open_log(url) as log:
-        for topic in (engine.topics.history, engine.topics.tasks):
-            count = await log.partition_count(topic)
-            parts = await log.read_partitions({TopicPartition(topic, p): 0 for p in range(count)})
-            found += [r for records in parts.values() for r in records]
-    return found
-
-
 async def test_a_5mb_output_reaches_the_next_task_and_the_result_while_records_stay_small(
     store, tmp_path
 ):
@@ -60,7 +48,7 @@ async def test_a_5mb_output_reaches_the_next_task_and_the_result_while_records_s
         }
         assert result.output == {"blob": "y" * FIVE_MB, "seen": FIVE_MB}
         assert result.tasks["produce"].output["n"] == 7
-        records = await raw_records(store, engine)
+        records = await kept_records(engine, engine.topics.history, engine.topics.tasks)
     assert max(len(r.value) for r in records) < 256 * 1024
     refs = [ref for ref in map(reference, records) if ref is not None]
     assert refs and all(ref.size > FIVE_MB and len(ref.sha256) == 64 for ref in refs)
@@ -111,7 +99,7 @@ async def test_a_5mb_run_input_reaches_its_task_by_reference(store, tmp_path):
         result = await handle.result(timeout=120)
         assert result.output == {"chars": FIVE_MB, "tag": "t"}
         assert len(result.input["text"]) == FIVE_MB
-        records = await raw_records(store, engine)
+        records = await kept_records(engine, engine.topics.history, engine.topics.tasks)
     requested = [r for r in records if reference(r) is not None and r.topic.endswith("history")]
     assert requested and max(len(r.value) for r in records) < 256 * 1024
 
@@ -142,3 +130,33 @@ async def test_a_task_whose_input_blob_is_lost_fails_naming_the_run_task_and_key
     assert f"task 'consume' of run {handle.run_id!r} cannot be given its input" in error
     assert f"key '{handle.run_id}/consume'" in error and f"tasks/{handle.run_id}_consume/" in error
     assert "is missing from file://" in error
+
+
+@pytest.mark.s3
+async def test_a_5mb_output_goes_to_the_s3_bucket_its_url_names(
+    tmp_path, moto_endpoint, monkeypatch
+):
+    import boto3
+
+    for name, value in (
+        ("AWS_ENDPOINT_URL", moto_endpoint),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+    ):
+        monkeypatch.setenv(name, value)
+    bucket = f"blobs-{hashlib.sha256(str(tmp_path).encode()).hexdigest()[:10]}"
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket=bucket)
+    monkeypatch.setenv("DEERFLOW_BLOBS", f"s3://{bucket}/deerflow")
+    wf = big_chain()
+    async with Engine(f"sqlite:///{tmp_path / 'e.db'}", [wf]) as engine:
+        handle = await engine.start(wf, params={"n": 5})
+        result = await handle.result(timeout=120)
+        assert result.status == "completed", result.error
+        assert result.tasks["consume"].output["size"] == FIVE_MB
+        refs = [ref for ref in map(reference, await kept_records(engine)) if ref is not None]
+    assert refs and all(ref.store == f"s3://{bucket}/deerflow" for ref in refs)
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix="deerflow/")["Contents"]
+    sizes = {obj["Key"].removeprefix("deerflow/"): obj["Size"] for obj in listed}
+    assert all(sizes[ref.key] == ref.size for ref in refs)
+    assert not (tmp_path / "e.db.blobs").exists()  # the URL wins over the directory default
