@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 from deerflow._startup import Startup
-from deerflow.cli.integration import load_module_workflows
+from deerflow._userfile import load_module_workflows
 from deerflow.engine import Engine, Workflow
 from deerflow.errors import ConnectorError, DeerflowError, EventStoreError
 from deerflow.logs import LEVELS, configure_logging

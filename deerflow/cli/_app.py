@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 import deerflow._codec as _codec
+from deerflow._userfile import load_module_workflows
 from deerflow.cli._base import (
     INTERRUPTED,
     TIMED_OUT,
@@ -24,7 +25,6 @@ from deerflow.cli._base import (
     out,
     store_flag,
 )
-from deerflow.cli._loader import load_module_workflows
 from deerflow.cli._run import follow_run, not_finished, print_outcome
 from deerflow.errors import DeerflowError
 from deerflow.logs import configure_logging

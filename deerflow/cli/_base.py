@@ -20,6 +20,7 @@ from rich.text import Text
 from typer.core import TyperOption
 
 import deerflow._codec as _codec
+from deerflow._userfile import load_module_workflows
 from deerflow.engine import Engine, Workflow
 from deerflow.errors import DeerflowError, EventStoreError
 from deerflow.eventstore import SqliteEventLog, open_log
@@ -114,8 +115,6 @@ def execute(main: Callable[[], Awaitable[T]], store: str | None, *, ctrl_c_ends:
 
 def load_apps(apps: list[str] | None) -> list[Workflow]:
     """Every workflow the ``--app`` files define, each once."""
-    from deerflow.cli._loader import load_module_workflows
-
     found: dict[int, Workflow] = {}
     for app in apps or ():
         for wf in load_module_workflows(app)[0]:

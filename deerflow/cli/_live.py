@@ -16,7 +16,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from deerflow.cli._tracebacks import users_frames
+from deerflow._userfile import users_frames
 from deerflow.core._expand import node_of
 from deerflow.runtime import RunResult, TaskResult
 

@@ -3,6 +3,6 @@
 Imported from here, never from the CLI's private modules (``lint-imports`` checks it).
 """
 
-from deerflow.cli._loader import load_module_workflows
+from deerflow._userfile import load_module_workflows
 
 __all__ = ["load_module_workflows"]
