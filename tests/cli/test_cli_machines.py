@@ -144,13 +144,17 @@ async def test_on_kafka_a_send_after_the_owner_left_answers_within_seconds(
     # Tansu lists a member that has left until the group changes: the broker cannot tell that
     # no process owns the instance, and the send must not wait out its timeout.
     (tmp_path / "gate.py").write_text(SLOW_GATE)
-    on_kafka = {"cwd": tmp_path, "prefix": unique_name("send").replace("-", "")}
-    code, _, err = await shell("run", "gate.py", "--timeout", "1", "--store", kafka_url, **on_kafka)
+    prefix = unique_name("send").replace("-", "")
+    code, _, err = await shell(
+        "run", "gate.py", "--timeout", "1", "--store", kafka_url, cwd=tmp_path, prefix=prefix
+    )
     assert code == 124, err
     run_id = err.split("error: run ", 1)[1].split()[0]
 
     began = time.monotonic()
-    code, out, err = await shell("runs", "send", run_id, "close", "--store", kafka_url, **on_kafka)
+    code, out, err = await shell(
+        "runs", "send", run_id, "close", "--store", kafka_url, cwd=tmp_path, prefix=prefix
+    )
     assert time.monotonic() - began < 15
     assert (code, out) == (2, ""), err
     (line,) = err.splitlines()
@@ -160,26 +164,44 @@ async def test_on_kafka_a_send_after_the_owner_left_answers_within_seconds(
 
     # An owner started now applies the request: the one queued (the broker still listed the
     # gone owner, so the send was appended), or the one sent again (the broker knew at once).
-    owner = await deerflow("worker", "gate.py", "--store", kafka_url, **on_kafka)
+    owner = await deerflow("worker", "gate.py", "--store", kafka_url, cwd=tmp_path, prefix=prefix)
     try:
         if "the request stays queued and applies then" not in line:
             assert line.endswith(", then send again")
             deadline = time.monotonic() + 40
             while True:  # until the owner has joined
                 code, out, err = await shell(
-                    "runs", "send", run_id, "close", "--store", kafka_url, **on_kafka
+                    "runs",
+                    "send",
+                    run_id,
+                    "close",
+                    "--store",
+                    kafka_url,
+                    cwd=tmp_path,
+                    prefix=prefix,
                 )
                 if "no process owns" not in err or time.monotonic() > deadline:
                     break
                 await asyncio.sleep(1)
             assert (code, out) == (0, f"{run_id}: close -> closed\n"), err
         code, out, err = await shell(
-            "runs", "show", run_id, "--follow", "--timeout", "45", "--store", kafka_url, **on_kafka
+            "runs",
+            "show",
+            run_id,
+            "--follow",
+            "--timeout",
+            "45",
+            "--store",
+            kafka_url,
+            cwd=tmp_path,
+            prefix=prefix,
         )
     finally:
         owner.terminate()
         await owner.wait()
     assert code == 0, err
-    code, out, err = await shell("runs", "show", run_id, "--json", "--store", kafka_url, **on_kafka)
+    code, out, err = await shell(
+        "runs", "show", run_id, "--json", "--store", kafka_url, cwd=tmp_path, prefix=prefix
+    )
     shown = json.loads(out)
     assert (shown["result"]["status"], shown["result"]["state"]) == ("completed", "closed")
