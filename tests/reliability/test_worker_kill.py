@@ -145,7 +145,6 @@ async def test_the_only_sqlite_worker_killed_and_restarted_loses_and_repeats_not
 
 @pytest.mark.kafka
 @pytest.mark.timeout(300)
-@TASK_LOST_WHEN_REASSIGNED_AT_ONCE
 async def test_kafka_workers_killed_while_snapshotting_every_few_records_lose_nothing(
     kafka_url, kafka_pool, sink, rng
 ):
