@@ -9,6 +9,7 @@ import asyncio
 import logging
 import re
 from collections import Counter, deque
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -17,6 +18,7 @@ import pytest
 from deerflow import Engine, Workflow
 from deerflow.core import _history as h
 from deerflow.core._state import Expansion, RunState, TaskState
+from deerflow.eventstore import open_log
 from deerflow.log.base import EventLog, Message, Record, TopicPartition
 from deerflow.runtime._snapcodec import decode, encode, schema_fingerprint
 from deerflow.runtime._snapshots import Snapshots
@@ -24,6 +26,7 @@ from deerflow.runtime._tombstones import EndedRuns
 from deerflow.web._runs import request_retry
 from tests.engine.test_orchestrator_memory import evicted, shipping
 from tests.logs import records, until
+from tests.reliability.faults import FaultyLog
 
 OWNS = re.compile(r"owns (\d+) partitions: (\d+) snapshots, (\d+) events")
 
@@ -286,3 +289,36 @@ def test_the_codec_round_trips_every_part_of_a_run_state():
     )
     assert decode(encode(state), RunState) == state
     assert len(schema_fingerprint(RunState)) == 16
+
+
+class GatedReads(FaultyLog):
+    """A log whose whole-partition reads wait until the test opens the gate."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(open_log(url))
+        self.gate = asyncio.Event()
+
+    async def read_partitions(
+        self, start: Mapping[TopicPartition, int], *, max_wait: float = 0.2
+    ) -> dict[TopicPartition, list[Record]]:
+        await self.gate.wait()
+        return await super().read_partitions(start, max_wait=max_wait)
+
+
+async def test_taking_partitions_over_does_not_wait_inside_the_group_callback(store):
+    """The group's assignment callback only notes the partitions: the engine starts while
+    their load is held, owns none of their runs meanwhile, and runs them once it is done."""
+    executions: Counter[str] = Counter()
+    wf = shipping(executions)
+    log = GatedReads(store)
+    async with Engine(log, [wf]) as engine:
+        orchestrator = engine.orchestrator
+        assert orchestrator is not None
+        assert not orchestrator.settled.is_set() and not orchestrator.owns("o-1")
+        log.gate.set()
+        await asyncio.wait_for(orchestrator.settled.wait(), 30)
+        assert orchestrator.owns("o-1")
+        result = await (await engine.start(wf, params={"order": 1}, run_id="o-1")).result(
+            timeout=60
+        )
+    assert result.output == {"label": "L-1"}
