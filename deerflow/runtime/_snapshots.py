@@ -27,6 +27,7 @@ say so and return None: the owner then folds the partition from offset 0. Never 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ import orjson
 from deerflow.core._state import RunState
 from deerflow.core._topics import Topics
 from deerflow.log.base import EventLog, Message, Record, TopicPartition
-from deerflow.runtime._snapcodec import CodecError, from_json, schema_fingerprint, to_json
+from deerflow.runtime._snapcodec import CodecError, encode, from_json, schema_fingerprint
 
 log = logging.getLogger("deerflow.orchestrator")
 
@@ -101,14 +102,11 @@ class Snapshots:
             "partition": partition,
             "covered": image.covered,
             "fingerprint": schema_fingerprint(RunState),
-            "runs": [to_json(state) for state in image.runs],
-            "ended": [list(tombstone) for tombstone in image.ended],
+            "runs": image.runs,
+            "ended": image.ended,
             "parked": image.parked,
         }
-        try:
-            return orjson.dumps(body)
-        except TypeError as exc:
-            raise CodecError(f"a run state is not JSON-able: {exc}") from exc
+        return encode(body)
 
     async def write(self, partition: int, partitions: int, covered: int, body: bytes) -> int:
         """Append ``body`` (from :meth:`encode`) as the newest snapshot of ``partition``, then
@@ -183,7 +181,10 @@ class Snapshots:
         images: dict[int, PartitionImage] = {}
         for tp, manifest in found.items():
             try:
-                images[tp.partition] = self._image(manifest, chunks[tp], tp.partition)
+                # In a thread: decoding many live runs takes a while, and the loop goes on.
+                images[tp.partition] = await asyncio.to_thread(
+                    self._image, manifest, chunks[tp], tp.partition
+                )
             except (SnapshotInvalid, CodecError) as exc:
                 snapshot_invalid(tp.partition, exc)
         return images
