@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import BaseModel, TypeAdapter
 
-__all__ = ["CodecError", "decode", "encode", "from_json", "schema_fingerprint", "to_json"]
+__all__ = ["CodecError", "decode", "encode", "from_json", "schema_fingerprint"]
 
 T = TypeVar("T")
 
@@ -33,22 +33,8 @@ class CodecError(ValueError):
     """A value that cannot be encoded, or bytes that do not decode to the type asked for."""
 
 
-def to_json(value: Any) -> Any:
-    """``value`` as JSON-able data: dataclasses as dicts of their fields, sets and deques as
-    lists, pydantic models as their JSON form."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    if isinstance(value, dict):
-        return {key: to_json(item) for key, item in value.items()}
-    if isinstance(value, list | tuple | set | frozenset | deque):
-        return [to_json(item) for item in value]
-    return value
-
-
 def _default(value: Any) -> Any:
-    """What orjson does not encode itself, as :func:`to_json` has it."""
+    """What orjson does not encode itself: sets and deques as lists, models as JSON."""
     if isinstance(value, set | frozenset | deque):
         return list(value)
     if isinstance(value, BaseModel):
@@ -57,8 +43,9 @@ def _default(value: Any) -> Any:
 
 
 def encode(value: Any) -> bytes:
-    """``value`` (a dataclass tree, or JSON-able data holding some) as the JSON bytes of
-    :func:`to_json`; raises :class:`CodecError` if it is not JSON-able (a task output of a
+    """``value`` (a dataclass tree, or JSON-able data holding some) as JSON bytes:
+    dataclasses as objects of their fields, sets and deques as arrays, pydantic models as
+    their JSON form. Raises :class:`CodecError` if it is not JSON-able (a task output of a
     type JSON has no form for). orjson walks the dataclasses itself: no copy is made."""
     try:
         return orjson.dumps(value, default=_default)
@@ -78,7 +65,7 @@ def decode(data: bytes, tp: type[T]) -> T:
 
 
 def from_json(data: Any, tp: Any) -> Any:
-    """The value of type ``tp`` whose :func:`to_json` form is ``data``."""
+    """The value of type ``tp`` whose :func:`encode` form, parsed, is ``data``."""
     return _decoder(tp)(data)
 
 
@@ -87,7 +74,7 @@ Decoder = Callable[[Any], Any]
 
 @functools.cache
 def _decoder(tp: Any) -> Decoder:
-    """A function from :func:`to_json` data to a ``tp``, made once per type."""
+    """A function from parsed :func:`encode` data to a ``tp``, made once per type."""
     if tp is Any or tp is object:
         return _same
     origin = typing.get_origin(tp)

@@ -100,12 +100,15 @@ async def test_a_run_waiting_for_a_retry_is_carried_by_the_snapshot(store, caplo
     async with Engine(store, [wf], snapshot_every=1) as engine:
         handle = await engine.start(wf)
         await engine.index.wait(handle.run_id, lambda s: bool(s.timers), timeout=30)
+        total = len(await records(engine.log, engine.topics.history))
     caplog.set_level(logging.INFO, logger="deerflow.orchestrator")
     async with Engine(store, [wf], snapshot_every=1) as engine:
         result = await engine.wait(handle.run_id, timeout=60)
     assert result.status == "completed" and result.output == {"attempt": 2}
     used, folded = loads(caplog)
-    assert used >= 1 and folded == 0
+    # The snapshot holds the waiting run; the tail is at most what the first owner had
+    # appended and not read back yet when it stopped (Kafka reads back later).
+    assert used >= 1 and folded < total
 
 
 async def newest_manifests(
