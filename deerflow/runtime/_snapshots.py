@@ -56,12 +56,15 @@ class PartitionImage:
         runs: states of the runs that have not ended.
         ended: tombstones kept: (run id, retry number that reopens it or 0, end time).
         parked: reasons runs are parked, by run id.
+        stamp: the timestamp of the history record at ``covered - 1`` (None: not known), so a
+            history recreated since the snapshot does not pass for the one it covers.
     """
 
     covered: int
     runs: list[RunState] = field(default_factory=list)
     ended: list[tuple[str, int, float]] = field(default_factory=list)
     parked: dict[str, str] = field(default_factory=dict)
+    stamp: int | None = None
 
 
 class SnapshotInvalid(Exception):
@@ -105,6 +108,7 @@ class Snapshots:
             "runs": image.runs,
             "ended": image.ended,
             "parked": image.parked,
+            "stamp": image.stamp,
         }
         return encode(body)
 
@@ -223,6 +227,7 @@ def decode_body(body: bytes, partition: int) -> PartitionImage:
             runs=[from_json(state, RunState) for state in data["runs"]],
             ended=[(str(r), int(n), float(t)) for r, n, t in data["ended"]],
             parked={str(k): str(v) for k, v in data["parked"].items()},
+            stamp=None if data.get("stamp") is None else int(data["stamp"]),
         )
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise SnapshotInvalid(f"its body does not decode: {exc!r}") from exc

@@ -6,6 +6,7 @@ And the dedupe they carry is bounded: tombstones live for a window and up to a c
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import re
 from collections import Counter, deque
@@ -328,3 +329,42 @@ async def test_taking_partitions_over_does_not_wait_inside_the_group_callback(st
             timeout=60
         )
     assert result.output == {"label": "L-1"}
+
+
+async def test_a_snapshot_whose_covered_record_differs_is_not_used(store, caplog):
+    """A snapshot sound in itself, but whose covered record is not the history's (a history
+    recreated since), is not used: the partition is folded whole."""
+    executions: Counter[str] = Counter()
+    wf = shipping(executions)
+    total = await finish_runs(store, wf, 8, snapshot_every=5)
+    async with Engine(store, [wf], orchestrate=False, work=False) as client:
+        snapshots = Snapshots(client.log, client.topics)
+        partitions = await client.log.partition_count(client.topics.history)
+        found = await newest_manifests(client.log, snapshots, partitions)
+        for tp, (record, manifest) in found.items():
+            chunks = await client.log.read_partition(tp, manifest["chunks"][0])
+            body = orjson.loads(b"".join(r.value for r in chunks if r.offset in manifest["chunks"]))
+            other = orjson.dumps({**body, "stamp": body["stamp"] + 1})
+            [(_, chunk)] = await client.log.append(
+                [Message(tp.topic, other, "x", (("deerflow-snapshot", b"chunk"),), tp.partition)]
+            )
+            resealed = {
+                **manifest,
+                "chunks": [chunk],
+                "size": len(other),
+                "sha256": hashlib.sha256(other).hexdigest(),
+            }
+            [(_, offset)] = await client.log.append(
+                [Message(tp.topic, orjson.dumps(resealed), "m", record.headers, tp.partition)]
+            )
+            await client.log.commit_group(snapshots.group, {tp: offset + 1})
+    caplog.set_level(logging.INFO, logger="deerflow.orchestrator")
+    async with Engine(store, [wf], snapshot_every=5) as engine:
+        again = await (await engine.start(wf, params={"order": "x"}, run_id="o-3")).result(
+            timeout=60
+        )
+    warnings = [r for r in caplog.records if "is not the one it covered" in r.getMessage()]
+    assert len(warnings) == len(found)
+    used, folded = loads(caplog)
+    assert used == 0 and total <= folded <= total + 1
+    assert again.output == {"label": "L-3"} and executions["o-3/pick"] == 1
