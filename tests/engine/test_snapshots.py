@@ -10,7 +10,7 @@ import hashlib
 import logging
 import re
 from collections import Counter, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
@@ -126,6 +126,25 @@ async def newest_manifests(
     return found
 
 
+async def reseal(
+    store: str,
+    change: Callable[[EventLog, TopicPartition, dict[str, Any]], Awaitable[dict[str, Any]]],
+) -> int:
+    """Make ``change``'s manifest each partition's newest snapshot; returns how many."""
+    async with Engine(store, orchestrate=False, work=False) as client:
+        snapshots = Snapshots(client.log, client.topics)
+        partitions = await client.log.partition_count(client.topics.history)
+        found = await newest_manifests(client.log, snapshots, partitions)
+        assert found, "the first engine left no snapshot"
+        for tp, (record, manifest) in found.items():
+            new = orjson.dumps(await change(client.log, tp, manifest))
+            [(_, offset)] = await client.log.append(
+                [Message(tp.topic, new, record.key, record.headers, tp.partition)]
+            )
+            await client.log.commit_group(snapshots.group, {tp: offset + 1})
+    return len(found)
+
+
 def truncated(manifest: dict[str, Any]) -> dict[str, Any]:
     return {**manifest, "chunks": [*manifest["chunks"], manifest["chunks"][-1] + 10_000]}
 
@@ -147,24 +166,11 @@ async def test_a_bad_snapshot_is_not_used_and_the_partition_is_folded_whole(stor
     executions: Counter[str] = Counter()
     wf = shipping(executions)
     total = await finish_runs(store, wf, 8, snapshot_every=5)
-    async with Engine(store, [wf], orchestrate=False, work=False) as client:
-        snapshots = Snapshots(client.log, client.topics)
-        partitions = await client.log.partition_count(client.topics.history)
-        spoilt = await newest_manifests(client.log, snapshots, partitions)
-        assert spoilt, "the first engine left no snapshot"
-        for tp, (record, manifest) in spoilt.items():
-            [(_, offset)] = await client.log.append(
-                [
-                    Message(
-                        tp.topic,
-                        orjson.dumps(spoil(manifest)),
-                        record.key,
-                        record.headers,
-                        tp.partition,
-                    )
-                ]
-            )
-            await client.log.commit_group(snapshots.group, {tp: offset + 1})
+
+    async def spoilt(_: EventLog, __: TopicPartition, manifest: dict[str, Any]) -> dict[str, Any]:
+        return spoil(manifest)
+
+    count = await reseal(store, spoilt)
     caplog.set_level(logging.INFO, logger="deerflow.orchestrator")
     async with Engine(store, [wf], snapshot_every=5) as engine:
         again = await (await engine.start(wf, params={"order": "x"}, run_id="o-3")).result(
@@ -173,7 +179,7 @@ async def test_a_bad_snapshot_is_not_used_and_the_partition_is_folded_whole(stor
         later = await (await engine.start(wf, params={"order": "later"})).result(timeout=60)
         states = {r.run_id: r.status for r in await engine.list_runs(workflow="shipping")}
     warnings = [r for r in caplog.records if "cannot be used" in r.getMessage()]
-    assert len(warnings) == len(spoilt)
+    assert len(warnings) == count
     used, folded = loads(caplog)
     assert used == 0 and total <= folded <= total + 1  # + the request made while loading
     assert again.output == {"label": "L-3"} and executions["o-3/pick"] == 1
@@ -337,34 +343,27 @@ async def test_a_snapshot_whose_covered_record_differs_is_not_used(store, caplog
     executions: Counter[str] = Counter()
     wf = shipping(executions)
     total = await finish_runs(store, wf, 8, snapshot_every=5)
-    async with Engine(store, [wf], orchestrate=False, work=False) as client:
-        snapshots = Snapshots(client.log, client.topics)
-        partitions = await client.log.partition_count(client.topics.history)
-        found = await newest_manifests(client.log, snapshots, partitions)
-        for tp, (record, manifest) in found.items():
-            chunks = await client.log.read_partition(tp, manifest["chunks"][0])
-            body = orjson.loads(b"".join(r.value for r in chunks if r.offset in manifest["chunks"]))
-            other = orjson.dumps({**body, "stamp": body["stamp"] + 1})
-            [(_, chunk)] = await client.log.append(
-                [Message(tp.topic, other, "x", (("deerflow-snapshot", b"chunk"),), tp.partition)]
-            )
-            resealed = {
-                **manifest,
-                "chunks": [chunk],
-                "size": len(other),
-                "sha256": hashlib.sha256(other).hexdigest(),
-            }
-            [(_, offset)] = await client.log.append(
-                [Message(tp.topic, orjson.dumps(resealed), "m", record.headers, tp.partition)]
-            )
-            await client.log.commit_group(snapshots.group, {tp: offset + 1})
+
+    async def restamped(
+        log: EventLog, tp: TopicPartition, manifest: dict[str, Any]
+    ) -> dict[str, Any]:
+        chunks = await log.read_partition(tp, manifest["chunks"][0])
+        body = orjson.loads(b"".join(r.value for r in chunks if r.offset in manifest["chunks"]))
+        other = orjson.dumps({**body, "stamp": body["stamp"] + 1})
+        [(_, chunk)] = await log.append(
+            [Message(tp.topic, other, "x", (("deerflow-snapshot", b"chunk"),), tp.partition)]
+        )
+        size, sha256 = len(other), hashlib.sha256(other).hexdigest()
+        return {**manifest, "chunks": [chunk], "size": size, "sha256": sha256}
+
+    count = await reseal(store, restamped)
     caplog.set_level(logging.INFO, logger="deerflow.orchestrator")
     async with Engine(store, [wf], snapshot_every=5) as engine:
         again = await (await engine.start(wf, params={"order": "x"}, run_id="o-3")).result(
             timeout=60
         )
     warnings = [r for r in caplog.records if "is not the one it covered" in r.getMessage()]
-    assert len(warnings) == len(found)
+    assert len(warnings) == count
     used, folded = loads(caplog)
     assert used == 0 and total <= folded <= total + 1
     assert again.output == {"label": "L-3"} and executions["o-3/pick"] == 1
