@@ -1,10 +1,12 @@
-"""Which runs an orchestrator holds: its history partitions' runs, rebuilt from the log.
+"""Which runs an orchestrator holds: its history partitions' runs, loaded from the log.
 
 Each history partition is owned by one member of the orchestrators' group at a time. The
 member holds the state of each of its partitions' runs that has not ended, a tombstone for
 each that has (:class:`~deerflow.runtime._tombstones.EndedRuns`), and the reasons runs are
 parked. :class:`Ownership` is that table and the consumer group's listener that fills and
-empties it; the orchestrator folds and decides on it.
+empties it; the orchestrator folds and decides on it. A partition is loaded from its newest
+snapshot (:mod:`deerflow.runtime._snapshots`) and the records after it, and snapshots are
+written as records are folded.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ class Ownership:
         topic: the history topic.
         owner: the orchestrator.
         outbox: its outbox (drained before partitions are re-read or given up).
-        stopping: set when the orchestrator stops (a failed rebuild is then not retried).
+        stopping: set when the orchestrator stops (a failed load is then not retried).
         snapshots: where partition snapshots go (None: none are written or read).
         snapshot_every: records folded in a partition between two of its snapshots.
         ended: the tombstones (bounded by its window and limit).
