@@ -1,11 +1,12 @@
 """The orchestrator: owns history partitions, folds their runs, decides and acts.
 
 Each history partition is owned by one orchestrator at a time (the consumer group's
-assignment). On assignment the owner rebuilds the state of the partition's runs by reading it
-from the start, then follows new events: ``fold`` each into its run, ``advance`` the touched
-runs (pure), and append what was decided. Task dispatches are appended before the
-``TaskScheduled`` events that record them, so a crash in between dispatches twice (harmless:
-at-least-once bodies, deduplicated outcomes) but never records a dispatch that did not happen.
+assignment). On assignment the owner loads the state of the partition's runs from its newest
+snapshot and the records after it (from the start without one), then follows new events:
+``fold`` each into its run, ``advance`` the touched runs (pure), and append what was decided.
+Task dispatches are appended before the ``TaskScheduled`` events that record them, so a crash
+in between dispatches twice (harmless: at-least-once bodies, deduplicated outcomes) but never
+records a dispatch that did not happen.
 Durable timers live in the history too and are re-armed from it after a restart.
 
 Eager dispatch: when a decision schedules exactly one attempt of a run (the next step of a
@@ -118,8 +119,9 @@ class Orchestrator(BackgroundService):
 
     It wires four units, each behind a narrow interface, around the fold-and-decide loop it
     runs itself (with the durable timers and parking): :class:`Ownership` (which runs it holds,
-    rebuilt from the log on assignment), :class:`EagerPlacement` (local worker or task queue),
-    :class:`Outbox` (group commit of the appends) and :class:`EndWaiters` (``Engine.wait``).
+    loaded from snapshots and the log on assignment), :class:`EagerPlacement` (local worker or
+    task queue), :class:`Outbox` (group commit of the appends) and :class:`EndWaiters`
+    (``Engine.wait``).
     """
 
     def __init__(
@@ -163,7 +165,7 @@ class Orchestrator(BackgroundService):
         self.runs: dict[str, RunState] = self._owned.runs
         #: runs whose loaded definition differs from theirs, with what changed (they wait)
         self.parked: dict[str, str] = self._owned.parked
-        #: set once the first assignment's runs are rebuilt: from then on, which runs this
+        #: set once the first assignment's runs are loaded: from then on, which runs this
         #: member owns is known (Engine.wait asks before choosing who answers)
         self.settled = self._owned.settled
         self._timers: list[tuple[float, str, str]] = []

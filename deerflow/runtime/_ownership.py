@@ -1,10 +1,12 @@
-"""Which runs an orchestrator holds: its history partitions' runs, rebuilt from the log.
+"""Which runs an orchestrator holds: its history partitions' runs, loaded from the log.
 
 Each history partition is owned by one member of the orchestrators' group at a time. The
 member holds the state of each of its partitions' runs that has not ended, a tombstone for
 each that has (:class:`~deerflow.runtime._tombstones.EndedRuns`), and the reasons runs are
 parked. :class:`Ownership` is that table and the consumer group's listener that fills and
-empties it; the orchestrator folds and decides on it.
+empties it; the orchestrator folds and decides on it. A partition is loaded from its newest
+snapshot (:mod:`deerflow.runtime._snapshots`) and the records after it, and snapshots are
+written as records are folded.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ class Ownership:
         topic: the history topic.
         owner: the orchestrator.
         outbox: its outbox (drained before partitions are re-read or given up).
-        stopping: set when the orchestrator stops (a failed rebuild is then not retried).
+        stopping: set when the orchestrator stops (a failed load is then not retried).
         snapshots: where partition snapshots go (None: none are written or read).
         snapshot_every: records folded in a partition between two of its snapshots.
         ended: the tombstones (bounded by its window and limit).
@@ -105,6 +107,7 @@ class Ownership:
         self.snapshot_every = snapshot_every
         self._folded: dict[int, int] = {}  # records folded per partition since its snapshot
         self._covered: dict[int, int] = {}  # per partition, the offset after the last folded
+        self._stamps: dict[int, int | None] = {}  # per partition, that record's timestamp
         self._writing: dict[int, asyncio.Task[None]] = {}
         #: set once the first assignment's runs are loaded: from then on, which runs this
         #: member owns is known (Engine.wait asks before choosing who answers)
@@ -219,6 +222,7 @@ class Ownership:
                 self.parked.pop(run_id, None)
             self.ended.forget(tp.partition)
             self._covered.pop(tp.partition, None)
+            self._stamps.pop(tp.partition, None)
             self._folded.pop(tp.partition, None)
             forgotten |= runs
         self._owner.forgotten(forgotten)
@@ -325,6 +329,10 @@ class Ownership:
         position = records[-1].offset + 1 if records else start
         self._folded[tp.partition] = len(records)  # a long tail makes a snapshot due soon
         self._covered[tp.partition] = position
+        if records:
+            self._stamps[tp.partition] = records[-1].timestamp_ms
+        else:
+            self._stamps[tp.partition] = None if image is None else image.stamp
         ended = 0
         # Evicted per partition, so at most one partition's ended states are held at once;
         # in the order they ended, so the oldest tombstones are the first to go.
@@ -352,9 +360,9 @@ class Ownership:
     ) -> dict[TopicPartition, list[Record]]:
         """Each partition's records from its snapshot's covered offset (from 0 without one).
 
-        The read starts one record early: finding the record just below the covered offset
-        proves the snapshot does not cover more than the history holds (a log recreated, a
-        snapshot of another deployment). A snapshot failing that is dropped.
+        The read starts one record early: finding the record just below the covered offset,
+        with the timestamp the snapshot noted, shows the snapshot covers this history and no
+        more than it holds (not a history recreated since). A snapshot failing that is dropped.
         """
         starts = {tp: _resume_at(images.get(tp.partition)) for tp in wanted}
         read = await self._log.read_partitions(starts)
@@ -365,9 +373,13 @@ class Ownership:
                 continue
             records = read[tp]
             if records and records[0].offset == start:
-                read[tp] = records[1:]
-                continue
-            snapshot_invalid(tp.partition, f"the history has no record at offset {start}")
+                if image.stamp is None or records[0].timestamp_ms == image.stamp:
+                    read[tp] = records[1:]
+                    continue
+                reason = f"the history's record at offset {start} is not the one it covered"
+            else:
+                reason = f"the history has no record at offset {start}"
+            snapshot_invalid(tp.partition, reason)
             del images[tp.partition]
             again[tp] = 0
         if again:
@@ -398,6 +410,7 @@ class Ownership:
             fresh.append(record)
             self._folded[part] = self._folded.get(part, 0) + 1
             self._covered[part] = record.offset + 1
+            self._stamps[part] = record.timestamp_ms
         return fresh
 
     async def checkpoint(
@@ -474,7 +487,8 @@ class Ownership:
                 live.append(state)
         parked = {s.run_id: self.parked[s.run_id] for s in live if s.run_id in self.parked}
         ended = self.ended.kept(partition) + sorted(ending, key=lambda t: t[2])
-        return PartitionImage(covered, live, ended[-self.ended.limit :], parked)
+        stamp = self._stamps.get(partition)
+        return PartitionImage(covered, live, ended[-self.ended.limit :], parked, stamp)
 
 
 def _resume_at(image: PartitionImage | None) -> int:

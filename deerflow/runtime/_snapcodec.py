@@ -18,12 +18,13 @@ import hashlib
 import types
 import typing
 from collections import deque
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import orjson
 from pydantic import BaseModel, TypeAdapter
 
-__all__ = ["CodecError", "decode", "encode", "from_json", "schema_fingerprint", "to_json"]
+__all__ = ["CodecError", "decode", "encode", "from_json", "schema_fingerprint"]
 
 T = TypeVar("T")
 
@@ -32,26 +33,22 @@ class CodecError(ValueError):
     """A value that cannot be encoded, or bytes that do not decode to the type asked for."""
 
 
-def to_json(value: Any) -> Any:
-    """``value`` as JSON-able data: dataclasses as dicts of their fields, sets and deques as
-    lists, pydantic models as their JSON form."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+def _default(value: Any) -> Any:
+    """What orjson does not encode itself: sets and deques as lists, models as JSON."""
+    if isinstance(value, set | frozenset | deque):
+        return list(value)
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
-    if isinstance(value, dict):
-        return {key: to_json(item) for key, item in value.items()}
-    if isinstance(value, list | tuple | set | frozenset | deque):
-        items = [to_json(item) for item in value]
-        return sorted(items, key=repr) if isinstance(value, set | frozenset) else items
-    return value
+    raise TypeError(f"{type(value).__name__} is not JSON-able")
 
 
 def encode(value: Any) -> bytes:
-    """``value`` (a dataclass tree) as JSON bytes; raises :class:`CodecError` if it is not
-    JSON-able (a task output of a type JSON has no form for)."""
+    """``value`` (a dataclass tree, or JSON-able data holding some) as JSON bytes:
+    dataclasses as objects of their fields, sets and deques as arrays, pydantic models as
+    their JSON form. Raises :class:`CodecError` if it is not JSON-able (a task output of a
+    type JSON has no form for). orjson walks the dataclasses itself: no copy is made."""
     try:
-        return orjson.dumps(to_json(value))
+        return orjson.dumps(value, default=_default)
     except TypeError as exc:
         raise CodecError(f"cannot encode {type(value).__name__}: {exc}") from exc
 
@@ -68,49 +65,77 @@ def decode(data: bytes, tp: type[T]) -> T:
 
 
 def from_json(data: Any, tp: Any) -> Any:
-    """The value of type ``tp`` whose :func:`to_json` form is ``data``."""
+    """The value of type ``tp`` whose :func:`encode` form, parsed, is ``data``."""
+    return _decoder(tp)(data)
+
+
+Decoder = Callable[[Any], Any]
+
+
+@functools.cache
+def _decoder(tp: Any) -> Decoder:
+    """A function from parsed :func:`encode` data to a ``tp``, made once per type."""
     if tp is Any or tp is object:
-        return data
+        return _same
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
-        return _union_from_json(data, tp)
+        return _union_decoder(tp)
     if origin is not None:
-        return _generic_from_json(data, tp, origin)
+        return _generic_decoder(tp, origin)
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        hints = _hints(tp)
-        fields = _expect(data, dict)
-        known = (f.name for f in dataclasses.fields(tp) if f.name in fields)
-        return tp(**{name: from_json(fields[name], hints[name]) for name in known})
+        return _dataclass_decoder(tp)
     if tp in (str, int, bool, float, type(None)):
-        return _primitive(data, tp)
+        return functools.partial(_primitive, tp=tp)
     if isinstance(tp, type) and issubclass(tp, BaseModel):
-        return tp.model_validate(data)
-    return _adapter(tp).validate_python(data)
+        return tp.model_validate
+    return _adapter(tp).validate_python
 
 
-def _union_from_json(data: Any, tp: Any) -> Any:
+def _same(data: Any) -> Any:
+    return data
+
+
+def _union_decoder(tp: Any) -> Decoder:
     options = typing.get_args(tp)
-    if data is None and type(None) in options:
-        return None
     real = [o for o in options if o is not type(None)]
-    if len(real) == 1:
-        return from_json(data, real[0])
-    return _adapter(tp).validate_python(data)
+    if len(real) != 1:
+        return _adapter(tp).validate_python
+    inner = _decoder(real[0])
+    if type(None) not in options:
+        return inner
+    return lambda data: None if data is None else inner(data)
 
 
-def _generic_from_json(data: Any, tp: Any, origin: Any) -> Any:
+def _generic_decoder(tp: Any, origin: Any) -> Decoder:
     args = typing.get_args(tp)
     if origin is dict:
-        return {key: from_json(item, args[1]) for key, item in _expect(data, dict).items()}
+        value = _decoder(args[1]) if args else _same
+        return lambda data: {k: value(v) for k, v in _expect(data, dict).items()}
     if origin in (list, set, frozenset, deque):
-        item_tp = args[0] if args else Any
-        return origin(from_json(item, item_tp) for item in _expect(data, list))
+        item = _decoder(args[0]) if args else _same
+        return lambda data: origin(map(item, _expect(data, list)))
     if origin is tuple:
-        items = _expect(data, list)
         if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(from_json(item, args[0]) for item in items)
-        return tuple(from_json(item, a) for item, a in zip(items, args, strict=True))
-    return _adapter(tp).validate_python(data)
+            each = _decoder(args[0])
+            return lambda data: tuple(map(each, _expect(data, list)))
+        parts = [_decoder(a) for a in args]
+        return lambda data: tuple(d(v) for d, v in zip(parts, _expect(data, list), strict=True))
+    return _adapter(tp).validate_python
+
+
+def _dataclass_decoder(tp: type) -> Decoder:
+    hints = _hints(tp)
+    names = [f.name for f in dataclasses.fields(tp)]
+    # Field decoders are looked up at first use: a dataclass may refer to itself.
+    fields: dict[str, Decoder] = {}
+
+    def decode_fields(data: Any) -> Any:
+        given = _expect(data, dict)
+        if not fields:
+            fields.update({name: _decoder(hints[name]) for name in names})
+        return tp(**{name: fields[name](given[name]) for name in names if name in given})
+
+    return decode_fields
 
 
 def _primitive(data: Any, tp: type) -> Any:

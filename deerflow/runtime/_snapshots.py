@@ -27,6 +27,7 @@ say so and return None: the owner then folds the partition from offset 0. Never 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ import orjson
 from deerflow.core._state import RunState
 from deerflow.core._topics import Topics
 from deerflow.log.base import EventLog, Message, Record, TopicPartition
-from deerflow.runtime._snapcodec import CodecError, from_json, schema_fingerprint, to_json
+from deerflow.runtime._snapcodec import CodecError, encode, from_json, schema_fingerprint
 
 log = logging.getLogger("deerflow.orchestrator")
 
@@ -55,12 +56,15 @@ class PartitionImage:
         runs: states of the runs that have not ended.
         ended: tombstones kept: (run id, retry number that reopens it or 0, end time).
         parked: reasons runs are parked, by run id.
+        stamp: the timestamp of the history record at ``covered - 1`` (None: not known), so a
+            history recreated since the snapshot does not pass for the one it covers.
     """
 
     covered: int
     runs: list[RunState] = field(default_factory=list)
     ended: list[tuple[str, int, float]] = field(default_factory=list)
     parked: dict[str, str] = field(default_factory=dict)
+    stamp: int | None = None
 
 
 class SnapshotInvalid(Exception):
@@ -101,14 +105,12 @@ class Snapshots:
             "partition": partition,
             "covered": image.covered,
             "fingerprint": schema_fingerprint(RunState),
-            "runs": [to_json(state) for state in image.runs],
-            "ended": [list(tombstone) for tombstone in image.ended],
+            "runs": image.runs,
+            "ended": image.ended,
             "parked": image.parked,
+            "stamp": image.stamp,
         }
-        try:
-            return orjson.dumps(body)
-        except TypeError as exc:
-            raise CodecError(f"a run state is not JSON-able: {exc}") from exc
+        return encode(body)
 
     async def write(self, partition: int, partitions: int, covered: int, body: bytes) -> int:
         """Append ``body`` (from :meth:`encode`) as the newest snapshot of ``partition``, then
@@ -183,7 +185,10 @@ class Snapshots:
         images: dict[int, PartitionImage] = {}
         for tp, manifest in found.items():
             try:
-                images[tp.partition] = self._image(manifest, chunks[tp], tp.partition)
+                # In a thread: decoding many live runs takes a while, and the loop goes on.
+                images[tp.partition] = await asyncio.to_thread(
+                    self._image, manifest, chunks[tp], tp.partition
+                )
             except (SnapshotInvalid, CodecError) as exc:
                 snapshot_invalid(tp.partition, exc)
         return images
@@ -222,6 +227,7 @@ def decode_body(body: bytes, partition: int) -> PartitionImage:
             runs=[from_json(state, RunState) for state in data["runs"]],
             ended=[(str(r), int(n), float(t)) for r, n, t in data["ended"]],
             parked={str(k): str(v) for k, v in data["parked"].items()},
+            stamp=None if data.get("stamp") is None else int(data["stamp"]),
         )
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise SnapshotInvalid(f"its body does not decode: {exc!r}") from exc
