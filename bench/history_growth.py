@@ -29,8 +29,8 @@ import sys
 import time
 
 from deerflow import Engine
-from deerflow.core import _history as h
-from deerflow.core._topics import Topics
+from deerflow.core import history as h
+from deerflow.core.topics import Topics
 from deerflow.log import open_log
 
 WORKFLOW = "bulk"

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 
 from deerflow import Engine
-from deerflow.core import _history as h
+from deerflow.core import history as h
 from deerflow.log.base import EventLog, Record, TopicPartition
 
 

@@ -1,8 +1,8 @@
 """A package's private modules (``_name``) are its own: other packages use its public surface
 (its ``__init__`` or a module without a leading underscore, such as ``integration``).
 
-The core is the one exception for now: features build node kinds, folds and decisions on its
-modules directly (its ``__init__`` exports the types they share).
+The core's modules are public (``deerflow.core.history``, ``deerflow.core.state``, ...): it is the
+kernel the runtime and the features build node kinds, folds and decisions on.
 """
 
 from __future__ import annotations
@@ -11,9 +11,6 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1] / "deerflow"
-#: packages whose private modules other packages may still import
-KERNEL = {"core"}
-
 
 def _imported(tree: ast.AST) -> list[tuple[int, str]]:
     """(line, dotted module) of every import in ``tree``, function-level ones included."""
@@ -36,7 +33,7 @@ def private_imports_across_packages() -> list[str]:
             if parts[0] != "deerflow" or len(parts) < 3:
                 continue
             package, inner = parts[1], parts[2]
-            if package != own and package not in KERNEL and inner.startswith("_"):
+            if package != own and inner.startswith("_"):
                 offences.append(f"{path.relative_to(ROOT.parent)}:{line}: {module}")
     return offences
 

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 import deerflow.choreography._service as service
 from deerflow.choreography._handlers import EventHandlerDef
 from deerflow.core import RetryOptions, WorkflowDef
-from deerflow.core._taskdef import ID_PATTERN
+from deerflow.core.taskdef import ID_PATTERN
 from deerflow.errors import DefinitionError, EventStoreError
 from deerflow.eventstore import EventStore, StoredEvent
 from deerflow.eventstore.integration import running_loop, scope_now

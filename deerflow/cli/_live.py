@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from deerflow._userfile import users_frames
-from deerflow.core._expand import node_of
+from deerflow.core.expand import node_of
 from deerflow.runtime import RunResult, TaskResult
 
 STYLE = {

@@ -30,7 +30,7 @@ import deerflow._codec as _codec
 from deerflow._lifecycle import Lifecycle
 from deerflow.connectors._letters import LetterIds, letter_id, letter_message, whose
 from deerflow.core import RunState
-from deerflow.core import _history as h
+from deerflow.core import history as h
 from deerflow.errors import ConnectorError, DeerflowError, RunNotFound, TransitionNotAllowed
 from deerflow.log.base import Headers
 from deerflow.runtime import BackgroundService, Engine

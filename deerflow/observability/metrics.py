@@ -37,8 +37,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from deerflow.core import RunState
-from deerflow.core import _history as h
-from deerflow.core._expand import node_of
+from deerflow.core import history as h
+from deerflow.core.expand import node_of
 from deerflow.log.base import LogReader, TopicPartition
 from deerflow.runtime import Engine, Hooks, Plugin
 from deerflow.runtime.hooks import HistoryFolded

@@ -28,8 +28,8 @@ from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
 
 from deerflow.core import RunState
-from deerflow.core import _history as h
-from deerflow.core._traceparent import (
+from deerflow.core import history as h
+from deerflow.core.traceparent import (
     TRACEPARENT,
     caller_traceparent,
     parse_traceparent,

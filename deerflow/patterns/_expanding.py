@@ -18,10 +18,10 @@ from typing import Any, Protocol, runtime_checkable
 
 import deerflow._codec as _codec
 from deerflow.core import KindOptions, NodeKind, RunState, TaskDef, TaskState, WorkflowDef
-from deerflow.core import _history as h
-from deerflow.core._decide_nodes import generation, on_failed_attempt, schedule
-from deerflow.core._expand import child_task_id, validate_specs
-from deerflow.core._state import EXPANDED, PENDING, RETRY_WAIT
+from deerflow.core import history as h
+from deerflow.core.decide_nodes import generation, on_failed_attempt, schedule
+from deerflow.core.expand import child_task_id, validate_specs
+from deerflow.core.state import EXPANDED, PENDING, RETRY_WAIT
 
 
 @runtime_checkable

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deerflow.core import RetryOptions, TaskDef, WorkflowDef
-from deerflow.core._child import child_body
+from deerflow.core.child import child_body
 from deerflow.errors import DeerflowError, DefinitionError, NonRetryableError
 from deerflow.patterns._expanding import PARALLEL_TASKS
 from deerflow.runtime import TaskContext

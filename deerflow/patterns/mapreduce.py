@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from deerflow.core import RetryOptions, TaskDef, WorkflowDef
-from deerflow.core._expand import child_task_id
+from deerflow.core.expand import child_task_id
 from deerflow.errors import DefinitionError, NonRetryableError
 from deerflow.patterns._expanding import MAP_REDUCE
 from deerflow.patterns._mrplan import plan_map_reduce

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deerflow.core import KindOptions, NodeKind, RetryOptions, RunState, TaskDef, WorkflowDef
-from deerflow.core import _history as h
-from deerflow.core._traceparent import run_traceparent
+from deerflow.core import history as h
+from deerflow.core.traceparent import run_traceparent
 from deerflow.errors import DefinitionError
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from deerflow.core import _history as h
+from deerflow.core import history as h
 from deerflow.events import parse_trigger_event
 from deerflow.log.base import Message
 from deerflow.runtime._runrows import attribute_value

@@ -11,10 +11,10 @@ from types import TracebackType
 from typing import Any, Self, overload
 
 import deerflow._codec as _codec
-from deerflow.core import _history as h
-from deerflow.core._definition import WorkflowDef
-from deerflow.core._state import RunState
-from deerflow.core._topics import Topics
+from deerflow.core import history as h
+from deerflow.core.definition import WorkflowDef
+from deerflow.core.state import RunState
+from deerflow.core.topics import Topics
 from deerflow.errors import DeerflowError, RunNotFound, TaskError, TransitionNotAllowed
 from deerflow.log import open_log
 from deerflow.log.base import EventLog

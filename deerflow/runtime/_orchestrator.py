@@ -34,13 +34,13 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from deerflow.core import _history as h
-from deerflow.core._change import definition_change
-from deerflow.core._decide import advance
-from deerflow.core._definition import WorkflowDef
-from deerflow.core._expand import node_of
-from deerflow.core._state import COMPLETED, SCHEDULED, RunState, fold, next_retry
-from deerflow.core._topics import Topics
+from deerflow.core import history as h
+from deerflow.core.change import definition_change
+from deerflow.core.decide import advance
+from deerflow.core.definition import WorkflowDef
+from deerflow.core.expand import node_of
+from deerflow.core.state import COMPLETED, SCHEDULED, RunState, fold, next_retry
+from deerflow.core.topics import Topics
 from deerflow.log.base import EventLog, Message
 from deerflow.runtime._context import TaskDispatch
 from deerflow.runtime._outbox import Outbox

@@ -17,8 +17,8 @@ import logging
 from collections.abc import Iterable
 from typing import Protocol
 
-from deerflow.core import _history as h
-from deerflow.core._state import RunState, next_retry
+from deerflow.core import history as h
+from deerflow.core.state import RunState, next_retry
 from deerflow.log.base import EventLog, GroupConsumer, Record, TopicPartition, partition_for
 from deerflow.runtime._outbox import Outbox
 from deerflow.runtime._snapshots import PartitionImage, Snapshots, snapshot_invalid

@@ -13,7 +13,7 @@ import os
 
 from pydantic import ValidationError
 
-from deerflow.core import _history as h
+from deerflow.core import history as h
 from deerflow.errors import EventStoreError
 from deerflow.log.base import EventLog, Record
 from deerflow.log.sqlite import SqliteEventLog

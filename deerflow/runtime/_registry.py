@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from deerflow.core._definition import WorkflowDef
+from deerflow.core.definition import WorkflowDef
 from deerflow.errors import DefinitionError
 
 

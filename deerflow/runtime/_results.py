@@ -6,9 +6,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from deerflow.core import _state as s
-from deerflow.core._change import PARKED
-from deerflow.core._definition import WorkflowDef
+from deerflow.core import state as s
+from deerflow.core.change import PARKED
+from deerflow.core.definition import WorkflowDef
 from deerflow.errors import RunFailed
 
 _TASK_STATUS = {

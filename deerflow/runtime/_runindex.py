@@ -32,9 +32,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from deerflow.core import _history as h
-from deerflow.core._state import RunState, fold
-from deerflow.core._topics import Topics
+from deerflow.core import history as h
+from deerflow.core.state import RunState, fold
+from deerflow.core.topics import Topics
 from deerflow.errors import PayloadUnreadable
 from deerflow.log.base import EventLog, LogReader, Record, TopicPartition
 from deerflow.log.memory import MemoryEventLog

@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import deerflow._codec as _codec
-from deerflow.core import _history as h
-from deerflow.core._state import RUN_RUNNING, RunState
+from deerflow.core import history as h
+from deerflow.core.state import RUN_RUNNING, RunState
 
 #: Bumped when the tables change: an index of another version is rebuilt from the history.
 SCHEMA_VERSION = 2

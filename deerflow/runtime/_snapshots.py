@@ -35,8 +35,8 @@ from typing import Any
 
 import orjson
 
-from deerflow.core._state import RunState
-from deerflow.core._topics import Topics
+from deerflow.core.state import RunState
+from deerflow.core.topics import Topics
 from deerflow.log.base import EventLog, Message, Record, TopicPartition
 from deerflow.runtime._snapcodec import CodecError, encode, from_json, schema_fingerprint
 

@@ -20,8 +20,8 @@ import contextlib
 from collections import deque
 from collections.abc import Callable, Container, Iterable, Iterator
 
-from deerflow.core import _history as h
-from deerflow.core._state import RunState, fold, next_retry
+from deerflow.core import history as h
+from deerflow.core.state import RunState, fold, next_retry
 from deerflow.log.base import EventLog, TopicPartition, partition_for
 
 DEDUPE_WINDOW = 7 * 24 * 3600.0  # seconds a tombstone is kept after its run's end

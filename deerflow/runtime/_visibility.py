@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
-from deerflow.core._state import RUN_RUNNING
+from deerflow.core.state import RUN_RUNNING
 from deerflow.errors import DeerflowError, RunNotFound
 from deerflow.runtime._runrows import (
     INT64,

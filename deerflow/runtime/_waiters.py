@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable, Iterator
 
-from deerflow.core._state import RunState
+from deerflow.core.state import RunState
 from deerflow.runtime._results import RunResult
 
 

@@ -32,11 +32,11 @@ from typing import Any
 from pydantic import ValidationError
 
 import deerflow._codec as _codec
-from deerflow.core import _history as h
-from deerflow.core._definition import WorkflowDef
-from deerflow.core._expand import node_of
-from deerflow.core._taskdef import TaskDef
-from deerflow.core._topics import Topics
+from deerflow.core import history as h
+from deerflow.core.definition import WorkflowDef
+from deerflow.core.expand import node_of
+from deerflow.core.taskdef import TaskDef
+from deerflow.core.topics import Topics
 from deerflow.errors import DeerflowError, OutputNotSerializable
 from deerflow.log.base import EventLog, GroupConsumer, Message, Record, TopicPartition
 from deerflow.runtime._context import TaskContext, TaskDispatch, current_task, take_recorded

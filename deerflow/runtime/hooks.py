@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from deerflow.core import RunState
-from deerflow.core import _history as h
+from deerflow.core import history as h
 from deerflow.runtime._context import TaskDispatch
 
 log = logging.getLogger("deerflow.hooks")

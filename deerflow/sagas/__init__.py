@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from deerflow.core import RetryOptions, RunState, TaskDef, WorkflowDef
-from deerflow.core import _history as h
+from deerflow.core import history as h
 from deerflow.errors import DefinitionError
 from deerflow.sagas._compensation import (
     SAGA_STEP,

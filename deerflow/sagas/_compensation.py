@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from deerflow.core import KindOptions, NodeKind, RunState, TaskDef, WorkflowDef
-from deerflow.core._child import child_body
-from deerflow.core._taskdef import positive_or_none, retry_policy
+from deerflow.core.child import child_body
+from deerflow.core.taskdef import positive_or_none, retry_policy
 from deerflow.errors import DefinitionError
 from deerflow.sagas._fold import COMPENSATION_FOLD
 

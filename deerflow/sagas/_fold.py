@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Literal
 
 from deerflow.core import FoldExtension, RunState, register_fold
-from deerflow.core import _history as h
-from deerflow.core._state import end_run
+from deerflow.core import history as h
+from deerflow.core.state import end_run
 
 RUN_COMPENSATED = "compensated"
 RUN_COMPENSATION_FAILED = "compensation_failed"

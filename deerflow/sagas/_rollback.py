@@ -11,9 +11,9 @@ kept failing.
 from __future__ import annotations
 
 from deerflow.core import RunState, TaskState, WorkflowDef
-from deerflow.core import _history as h
-from deerflow.core._decide_nodes import on_failed_attempt, schedule
-from deerflow.core._state import COMPLETED, FAILED, PENDING, RETRY_WAIT, SCHEDULED
+from deerflow.core import history as h
+from deerflow.core.decide_nodes import on_failed_attempt, schedule
+from deerflow.core.state import COMPLETED, FAILED, PENDING, RETRY_WAIT, SCHEDULED
 from deerflow.sagas._fold import RunCompensated, RunCompensationFailed
 
 _EMPTY = TaskState()

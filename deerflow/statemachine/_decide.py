@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from deerflow.core import MachineModel, RunState, TaskState, WorkflowDef
-from deerflow.core import _history as h
-from deerflow.core._decide_nodes import on_failed_attempt, schedule
-from deerflow.core._state import COMPLETED, FAILED, PENDING, RETRY_WAIT
+from deerflow.core import history as h
+from deerflow.core.decide_nodes import on_failed_attempt, schedule
+from deerflow.core.state import COMPLETED, FAILED, PENDING, RETRY_WAIT
 from deerflow.statemachine._fold import (
     TransitionApplied,
     TransitionFailed,

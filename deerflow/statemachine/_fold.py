@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from deerflow.core import FoldExtension, RunState, register_fold
-from deerflow.core import _history as h
+from deerflow.core import history as h
 
 KEY = "machine"
 

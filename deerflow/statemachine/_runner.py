@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from typing import Any, TypeVar
 
 from deerflow.core import KindOptions, NodeKind, RetryPolicy, RunState, TaskDef, WorkflowDef
-from deerflow.core import _history as h
+from deerflow.core import history as h
 from deerflow.errors import DefinitionError, TransitionNotAllowed
 from deerflow.runtime import TaskContext
 from deerflow.statemachine._decide import decide_machine

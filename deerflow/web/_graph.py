@@ -17,7 +17,7 @@ from html import escape
 from typing import Any
 
 from deerflow.core import WorkflowDef as Workflow
-from deerflow.core._expand import node_of
+from deerflow.core.expand import node_of
 from deerflow.runtime import RunResult
 
 MAX_CHILD_CELLS = 240

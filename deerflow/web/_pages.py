@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from deerflow.core._expand import node_of
+from deerflow.core.expand import node_of
 from deerflow.errors import RunNotFound
 from deerflow.runtime import TaskResult
 from deerflow.web import _runs

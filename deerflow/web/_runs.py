@@ -18,8 +18,8 @@ from typing import Any
 import deerflow._codec as _codec
 from deerflow.core import RunState
 from deerflow.core import WorkflowDef as Workflow
-from deerflow.core import _history as h
-from deerflow.core._state import RUN_FAILED
+from deerflow.core import history as h
+from deerflow.core.state import RUN_FAILED
 from deerflow.engine import Engine
 from deerflow.errors import DeerflowError, RunNotFound
 from deerflow.runtime import RunResult

@@ -30,8 +30,8 @@ from typing import Any
 
 import deerflow.workflow._catalog as _catalog
 from deerflow.core import RetryOptions
-from deerflow.core._definition import check_acyclic
-from deerflow.core._taskdef import ID_PATTERN
+from deerflow.core.definition import check_acyclic
+from deerflow.core.taskdef import ID_PATTERN
 from deerflow.errors import DefinitionError
 from deerflow.patterns.subworkflow import add_sub_workflow
 from deerflow.workflow._definition import Workflow

@@ -16,8 +16,8 @@ import pytest
 
 from deerflow import DefinitionError, Engine, Workflow
 from deerflow.core import NodeKind, RetryPolicy, TaskDef, WorkflowDef
-from deerflow.core import _history as h
-from deerflow.core._state import FoldExtension, RunState, fold_all
+from deerflow.core import history as h
+from deerflow.core.state import FoldExtension, RunState, fold_all
 from tests.engine.test_custom_kind import run_history
 
 

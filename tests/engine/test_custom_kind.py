@@ -15,8 +15,8 @@ import pytest
 
 from deerflow import DefinitionError, Engine, Workflow
 from deerflow.core import KindOptions, NodeKind, TaskDef
-from deerflow.core import _history as h
-from deerflow.core._state import RunState
+from deerflow.core import history as h
+from deerflow.core.state import RunState
 from deerflow.log.base import TopicPartition
 from deerflow.web import _graph as graph
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from deerflow import DefinitionError, Engine, Workflow
-from deerflow.core import _history as h
-from deerflow.core._decide import advance, decide
-from deerflow.core._state import RunState, fold
+from deerflow.core import history as h
+from deerflow.core.decide import advance, decide
+from deerflow.core.state import RunState, fold
 
 NOW = 1_000.0
 
@@ -199,7 +199,7 @@ def test_cancellation_skips_pending_tasks_and_ends_the_run():
 
 
 def test_a_changed_definition_parks_the_run_naming_the_change():
-    from deerflow.core._change import definition_change
+    from deerflow.core.change import definition_change
 
     old = chain()
     state = started(old)
@@ -230,7 +230,7 @@ def test_invalid_definitions_fail_when_defined_naming_workflow_and_task(build, m
 
 
 def test_cycles_are_reported_with_their_path():
-    from deerflow.core._definition import check_acyclic
+    from deerflow.core.definition import check_acyclic
 
     with pytest.raises(DefinitionError, match="cycle: a → b → a"):
         check_acyclic("wf", {"a": ["b"], "b": ["a"]})

@@ -13,7 +13,7 @@ import pytest
 
 from deerflow import Engine, Workflow
 from deerflow.cli._loader import load_module_workflows
-from deerflow.core import _history as h
+from deerflow.core import history as h
 from deerflow.log.base import Message, TopicPartition
 
 APPS = Path(__file__).parent / "apps"

@@ -12,7 +12,7 @@ import asyncio
 from collections import Counter
 
 from deerflow import Engine, Workflow
-from deerflow.core import _history as h
+from deerflow.core import history as h
 from tests.logs import history, records
 
 

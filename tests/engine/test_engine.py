@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from deerflow import Engine, NonRetryableError, Workflow
-from deerflow.core import _history as h
+from deerflow.core import history as h
 
 
 def etl() -> Workflow:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from deerflow import Engine, NonRetryableError, Workflow
-from deerflow.core import _history as h
+from deerflow.core import history as h
 from deerflow.web._runs import request_retry
 from tests.logs import until
 from tests.rss import peak_rss_mib

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from deerflow import Workflow
-from deerflow.core import _history as h
-from deerflow.core._decide import advance
-from deerflow.core._state import RunState, fold
+from deerflow.core import history as h
+from deerflow.core.decide import advance
+from deerflow.core.state import RunState, fold
 
 NOW = 1_000.0
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from deerflow import Engine, NonRetryableError, Workflow
-from deerflow.core import _history as h
-from deerflow.core._state import RunState
+from deerflow.core import history as h
+from deerflow.core.state import RunState
 from deerflow.errors import DeerflowError
 from deerflow.log.base import TopicPartition
 from deerflow.runtime._runrows import Change, RunQuery

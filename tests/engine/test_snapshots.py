@@ -17,8 +17,8 @@ import orjson
 import pytest
 
 from deerflow import Engine, Workflow
-from deerflow.core import _history as h
-from deerflow.core._state import Expansion, RunState, TaskState
+from deerflow.core import history as h
+from deerflow.core.state import Expansion, RunState, TaskState
 from deerflow.eventstore import open_log
 from deerflow.log.base import EventLog, Message, Record, TopicPartition
 from deerflow.runtime._snapcodec import decode, encode, schema_fingerprint

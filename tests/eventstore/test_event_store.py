@@ -16,7 +16,7 @@ import pytest
 from pydantic import BaseModel
 
 from deerflow import Engine, EventStore, Workflow
-from deerflow.core._definition import TaskDef
+from deerflow.core.definition import TaskDef
 from deerflow.errors import ConcurrencyConflict
 from deerflow.eventstore import StoredEvent, TopicPartition
 from deerflow.log import open_log

@@ -27,9 +27,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from deerflow import CompensatingAction, Workflow
-from deerflow.core import _history as h
-from deerflow.core._decide import advance, decide
-from deerflow.core._state import SCHEDULED, RunState, fold
+from deerflow.core import history as h
+from deerflow.core.decide import advance, decide
+from deerflow.core.state import SCHEDULED, RunState, fold
 
 NOW = 1_000.0
 

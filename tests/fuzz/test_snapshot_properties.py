@@ -11,9 +11,9 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from deerflow.core import _history as h
-from deerflow.core._state import RunState, fold
-from deerflow.core._topics import Topics
+from deerflow.core import history as h
+from deerflow.core.state import RunState, fold
+from deerflow.core.topics import Topics
 from deerflow.log.memory import MemoryEventLog
 from deerflow.runtime._snapshots import PartitionImage, Snapshots, decode_body
 from tests.fuzz.test_fold_properties import fold_runs, perturbed, true_history

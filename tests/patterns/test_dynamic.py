@@ -11,7 +11,7 @@ import pytest
 
 from deerflow import DynamicTasks, Engine, Workflow
 from deerflow.cli._loader import load_module_workflows
-from deerflow.core import _history as h
+from deerflow.core import history as h
 from tests.engine.apps.sink import Sink
 from tests.logs import history
 from tests.processes import wait_for_file, worker_pool

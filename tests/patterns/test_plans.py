@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from deerflow import Workflow
-from deerflow.core import _history as h
-from deerflow.core._decide import advance
-from deerflow.core._state import RunState, fold
+from deerflow.core import history as h
+from deerflow.core.decide import advance
+from deerflow.core.state import RunState, fold
 from deerflow.patterns._mrplan import plan_map_reduce, split_evenly
 
 

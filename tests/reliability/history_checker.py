@@ -24,8 +24,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from deerflow import Workflow
-from deerflow.core import _history as h
-from deerflow.core._state import RunState, fold
+from deerflow.core import history as h
+from deerflow.core.state import RunState, fold
 from deerflow.log.base import EventLog, TopicPartition
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from deerflow import Workflow
-from deerflow.core import _history as h
+from deerflow.core import history as h
 from deerflow.log.base import TopicPartition
 from tests.reliability.history_checker import Entry, check
 

@@ -24,7 +24,7 @@ import pytest
 from deerflow import Engine
 from deerflow.cli._loader import load_module_workflows
 from deerflow.connectors import ApiKeys, WebhookGateway, sources_for
-from deerflow.core._state import RunState
+from deerflow.core.state import RunState
 from deerflow.metrics import EngineMetrics
 from deerflow.web import mount
 from tests.services import unavailable, unique_name

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from deerflow.core import _history as h
-from deerflow.core._change import definition_change
-from deerflow.core._decide_nodes import generation, on_failed_attempt, schedule, within_budget
-from deerflow.core._definition import TaskDef, WorkflowDef
-from deerflow.core._state import (
+from deerflow.core import history as h
+from deerflow.core.change import definition_change
+from deerflow.core.decide_nodes import generation, on_failed_attempt, schedule, within_budget
+from deerflow.core.definition import TaskDef, WorkflowDef
+from deerflow.core.state import (
     COMPLETED,
     FAILED,
     PENDING,

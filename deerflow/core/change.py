@@ -11,8 +11,8 @@ keeping the old version registered until its runs end.
 
 from __future__ import annotations
 
-from deerflow.core._definition import WorkflowDef
-from deerflow.core._state import RunState
+from deerflow.core.definition import WorkflowDef
+from deerflow.core.state import RunState
 
 PARKED = "parked"
 

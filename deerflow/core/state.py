@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from deerflow.core import _history as h
-from deerflow.core._expand import child_task_id
+from deerflow.core import history as h
+from deerflow.core.expand import child_task_id
 
 PENDING = "pending"
 SCHEDULED = "scheduled"
@@ -532,7 +532,7 @@ class FoldExtension:
     """A feature's part of the fold: the history events it adds and how each folds.
 
     Subclass it, set :attr:`key`, :attr:`event_classes` (the history event classes it adds,
-    subclasses of :class:`~deerflow.core._history.HistoryEvent` with a new ``type``) and
+    subclasses of :class:`~deerflow.core.history.HistoryEvent` with a new ``type``) and
     :attr:`handles` (what it folds: by default the types of :attr:`event_classes`), and
     override :meth:`fold`. Register it with :func:`register_fold` (a node kind lists it in
     ``NodeKind.folds``: adding a node of the kind to a workflow registers it). What it keeps

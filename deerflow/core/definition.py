@@ -17,11 +17,11 @@ from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, Protocol, TypeVar
 
-from deerflow.core import _history as h
-from deerflow.core._kinds import NodeKind
-from deerflow.core._retry import RetryOptions
-from deerflow.core._state import RunState, register_fold
-from deerflow.core._taskdef import (
+from deerflow.core import history as h
+from deerflow.core.kinds import NodeKind
+from deerflow.core.retry import RetryOptions
+from deerflow.core.state import RunState, register_fold
+from deerflow.core.taskdef import (
     ID_PATTERN,
     RetryPolicy,
     TaskDef,

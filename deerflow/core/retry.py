@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from deerflow.core._taskdef import RetryPolicy, positive_or_none, retry_policy
+from deerflow.core.taskdef import RetryPolicy, positive_or_none, retry_policy
 
 
 @dataclass(frozen=True, slots=True)

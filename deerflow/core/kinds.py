@@ -16,7 +16,7 @@ A :class:`NodeKind` declares, for every node of its sort:
 * how the **dashboard draws** it (:attr:`~NodeKind.css_class`, :attr:`~NodeKind.label`).
 
 A kind may add **history events** of its own: it lists the
-:class:`~deerflow.core._state.FoldExtension` that declares and folds them in
+:class:`~deerflow.core.state.FoldExtension` that declares and folds them in
 :attr:`~NodeKind.folds` (adding a node of the kind to a workflow registers it). A feature
 whose events are read without its definitions (a CLI folding any history) also registers its
 extension when it is imported.
@@ -51,10 +51,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from deerflow.errors import DefinitionError
 
 if TYPE_CHECKING:  # types only: these modules build on this one
-    from deerflow.core import _history as h
-    from deerflow.core._definition import WorkflowDef
-    from deerflow.core._state import FoldExtension, RunState, TaskState
-    from deerflow.core._taskdef import TaskDef
+    from deerflow.core import history as h
+    from deerflow.core.definition import WorkflowDef
+    from deerflow.core.state import FoldExtension, RunState, TaskState
+    from deerflow.core.taskdef import TaskDef
 
 __all__ = ["TASK", "KindOptions", "NoOptions", "NodeKind", "TaskKind"]
 

@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from deerflow.core._kinds import TASK, KindOptions, NodeKind
+from deerflow.core.kinds import TASK, KindOptions, NodeKind
 from deerflow.errors import DefinitionError
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
@@ -42,7 +42,7 @@ class RetryPolicy:
 class TaskDef:
     """One node of a workflow's DAG.
 
-    ``kind`` is a :class:`~deerflow.core._kinds.NodeKind`: :data:`~deerflow.core._kinds.TASK`
+    ``kind`` is a :class:`~deerflow.core.kinds.NodeKind`: :data:`~deerflow.core.kinds.TASK`
     for a plain task; features (dynamic tasks, fan-out, map-reduce, sub-workflows, sagas, state
     machines) bring their own, with their own ``fn`` contract. ``options`` are the kind's: a
     mapping, validated into the kind's options model when the node is added to a workflow.

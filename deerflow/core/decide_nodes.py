@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from deerflow.core import _history as h
-from deerflow.core._definition import TaskDef
-from deerflow.core._state import RunState, TaskState
+from deerflow.core import history as h
+from deerflow.core.definition import TaskDef
+from deerflow.core.state import RunState, TaskState
 
 
 def generation(state: RunState) -> tuple[str, ...]:
