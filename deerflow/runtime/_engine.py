@@ -17,6 +17,8 @@ from deerflow.core._topics import Topics
 from deerflow.errors import DeerflowError, RunNotFound, TaskError, TransitionNotAllowed
 from deerflow.log import open_log
 from deerflow.log.base import EventLog
+from deerflow.runtime._archiver import Archiver
+from deerflow.runtime._archivestore import ArchiveStore, open_archive, parse_retention
 from deerflow.runtime._orchestrator import Orchestrator
 from deerflow.runtime._registry import WorkflowRegistry
 from deerflow.runtime._results import RunResult, run_result
@@ -28,6 +30,8 @@ from deerflow.runtime.hooks import HookChain
 from deerflow.runtime.plugins import Plugin, Service
 
 DEFAULT_STORE = "sqlite:///deerflow.db"
+#: How long after it ended a run is archived, when an archive is configured.
+DEFAULT_RETENTION = "30d"
 SETTLE_WAIT = 2.0  # s Engine.wait gives a joining orchestrator to learn which runs it owns
 
 
@@ -89,6 +93,11 @@ class Engine:
             :mod:`deerflow.runtime.plugins`): their hooks and services.
         index: the run index's SQLite file (``DEERFLOW_INDEX``; default: the SQLite store
             file itself, in memory for ``memory://``, ``.deerflow/runindex-*.db`` on Kafka).
+        archive: where ended runs are archived (``DEERFLOW_ARCHIVE``): ``file:///directory``
+            or ``s3://bucket/prefix``; none by default. An engine that orchestrates then
+            archives the runs ended more than ``retention`` ago and, on SQLite, deletes their
+            records from the store (see docs/operations/scaling.md).
+        retention: ``30d``, ``12h``, ... or seconds (``DEERFLOW_RETENTION``, default ``30d``).
         options: settings read by those services.
     """
 
@@ -106,6 +115,8 @@ class Engine:
         eager: bool = True,
         plugins: Iterable[Plugin] = (),
         index: str | None = None,
+        archive: str | ArchiveStore | None = None,
+        retention: str | float | None = None,
         **options: Any,
     ) -> None:
         self.options = options
@@ -129,6 +140,18 @@ class Engine:
             self.worker.outcome_known = self.orchestrator.outcome_known
             if eager:
                 self.orchestrator.local_worker = self.worker
+        self.archiver: Archiver | None = None
+        """The archiver of ended runs, when an archive is configured and this orchestrates."""
+        archive = archive or os.environ.get("DEERFLOW_ARCHIVE") or None
+        if archive is not None:
+            self.index.archive = (
+                archive if isinstance(archive, ArchiveStore) else open_archive(archive)
+            )
+            if retention is None:
+                retention = os.environ.get("DEERFLOW_RETENTION") or DEFAULT_RETENTION
+            age = parse_retention(retention)  # a bad one is an error in any process
+            if orchestrate:
+                self.archiver = Archiver(self.index, self.log, self.index.archive, age)
         self._started = False
         self._lock = asyncio.Lock()
         self._late: set[asyncio.Task[None]] = set()
@@ -231,7 +254,8 @@ class Engine:
             joins = [] if self.orchestrator is None else [self.orchestrator.start()]
             if self.worker is not None:
                 joins.append(self.worker.start(held=True))
-            await self._start_all([*self._take_pending(), *extra], *joins)
+            own = [] if self.archiver is None else [self.archiver]
+            await self._start_all([*own, *self._take_pending(), *extra], *joins)
             if self.worker is not None:
                 self.worker.release()
             self._started = True

@@ -27,6 +27,7 @@ from typing import Any
 from deerflow.core._state import RUN_RUNNING
 from deerflow.errors import DeerflowError, RunNotFound
 from deerflow.runtime._runrows import (
+    ARCHIVE_SCHEMA,
     INT64,
     SCHEMA,
     SCHEMA_VERSION,
@@ -92,6 +93,8 @@ class VisibilityStore:
         self._conn = conn
         conn.row_factory = sqlite3.Row
         if self.path != ":memory:":
+            # as the log does: a store file this creates can give archived runs' pages back
+            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
             conn.execute("PRAGMA journal_mode=WAL")
             # NORMAL: the index can always be rebuilt from the history; a lost tail is
             # applied again from the offsets that did reach the disk.
@@ -124,6 +127,7 @@ class VisibilityStore:
             self.fresh = True
             conn.executescript(SCHEMA)
             conn.executemany("INSERT OR IGNORE INTO runindex_meta VALUES (?, ?)", wanted.items())
+        conn.executescript(ARCHIVE_SCHEMA)
 
     def close(self) -> None:
         """Close the connection; idempotent."""
@@ -380,6 +384,69 @@ class VisibilityStore:
             (moment, limit),
         )
         return [RunRow(r[0], int(r[1]), int(r[2]), int(r[3]), r[4]) for r in rows]
+
+    # -- archival ------------------------------------------------------------------------------
+
+    def to_archive(self, moment: float, limit: int = 1000) -> list[RunRow]:
+        """Ended runs that finished before ``moment`` and are not archived yet, oldest first.
+
+        A sub-workflow run whose parent still runs is left for later: its parent may still
+        read it.
+        """
+        rows = self.conn.execute(
+            "SELECT r.run_id, r.partition_id, r.first_offset, r.last_offset, r.status "
+            "FROM runindex_runs r "
+            "WHERE r.finished_at IS NOT NULL AND r.finished_at < ? AND r.status != 'running' "
+            "AND NOT EXISTS (SELECT 1 FROM runindex_archive a WHERE a.run_id = r.run_id) "
+            "AND NOT EXISTS (SELECT 1 FROM runindex_runs p "
+            "WHERE p.run_id = r.parent_run_id AND p.status = 'running') "
+            "ORDER BY r.finished_at LIMIT ?",
+            (moment, limit),
+        )
+        return [RunRow(r[0], int(r[1]), int(r[2]), int(r[3]), r[4]) for r in rows]
+
+    def mark_archived(
+        self, run_id: str, location: str, records: int, sha256: str, at: float
+    ) -> None:
+        """Record that ``run_id``'s history is verified at ``location``."""
+        with self._transaction() as c:
+            c.execute(
+                "INSERT INTO runindex_archive VALUES (?, ?, ?, ?, ?, NULL) "
+                "ON CONFLICT (run_id) DO NOTHING",
+                (run_id, location, records, sha256, at),
+            )
+
+    def archived(self, run_id: str) -> sqlite3.Row | None:
+        """The archive row of ``run_id`` (location, records, sha256, archived_at, purged_at)."""
+        found: sqlite3.Row | None = self.conn.execute(
+            "SELECT * FROM runindex_archive WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        return found
+
+    def unpurged(self, limit: int = 1000) -> list[RunRow]:
+        """Archived runs whose records are still in the log, oldest archived first."""
+        rows = self.conn.execute(
+            "SELECT r.run_id, r.partition_id, r.first_offset, r.last_offset, r.status "
+            "FROM runindex_archive a JOIN runindex_runs r ON r.run_id = a.run_id "
+            "WHERE a.purged_at IS NULL ORDER BY a.archived_at LIMIT ?",
+            (limit,),
+        )
+        return [RunRow(r[0], int(r[1]), int(r[2]), int(r[3]), r[4]) for r in rows]
+
+    def mark_purged(self, run_ids: Sequence[str], at: float) -> None:
+        """Record that these archived runs' records left the log."""
+        with self._transaction() as c:
+            c.executemany(
+                "UPDATE runindex_archive SET purged_at = ? WHERE run_id = ?",
+                [(at, run_id) for run_id in run_ids],
+            )
+
+    def archive_counts(self) -> tuple[int, int]:
+        """``(archived runs, of which purged from the log)``."""
+        row = self.conn.execute(
+            "SELECT COUNT(*), COUNT(purged_at) FROM runindex_archive"
+        ).fetchone()
+        return int(row[0]), int(row[1])
 
     def total(self) -> int:
         """How many runs the index knows."""
