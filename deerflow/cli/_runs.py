@@ -194,6 +194,8 @@ def runs_show(
     elif not followed:
         result = detail["result"]
         out.print(run_view(result, [r for ids in detail["child_runs"].values() for r in ids]))
+        if detail["archived"]:
+            out.print(f"archived: {detail['archived']}", highlight=False)
         if show_history:
             out.print(_history_table(detail["history"]))
     if followed:
@@ -209,6 +211,7 @@ async def _detail(engine: Engine, run_id: str, with_history: bool) -> dict[str, 
         "child_runs": await _runs.child_runs(engine, run_id),
         "retries": state.retries,
         "trigger": _runs.trigger_label(state),
+        "archived": await engine.index.archived(state.run_id),
     }
     if with_history:
         detail["attempts"] = _runs.attempts(events)

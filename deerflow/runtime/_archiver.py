@@ -133,7 +133,7 @@ class Archiver(BackgroundService):
         back = await asyncio.to_thread(self.archive.get, location)
         if back != data or len(decode_run(back, location).records) != len(records):
             raise ArchiveError(f"archive {location} of run {row.run_id} reads back differently")
-        await self.index.mark_archived(row.run_id, location, len(records), digest(data))
+        await self.index.mark_archived(row, location, len(records), digest(data))
         return True
 
     async def _purge(self) -> int:

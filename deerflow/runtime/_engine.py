@@ -348,7 +348,8 @@ class Engine:
         """Durably request a run and return its handle.
 
         A ``run_id`` that already exists returns the existing run's handle: the duplicate
-        request is ignored by the history fold (idempotent start).
+        request is ignored by the history fold (idempotent start), or, for an archived run,
+        not appended at all.
         """
         await self._start_engine()
         wf = self._resolve(workflow)
@@ -358,6 +359,9 @@ class Engine:
         self._adopt(wf.plugins)
         await self._start_pending()
         rid = run_id or new_run_id()
+        if run_id is not None and await self.index.archived(run_id) is not None:
+            # its history left the log, so no fold would know the request for a duplicate
+            return RunHandle(self, rid, wf.name)
         for value in (params, input, trigger):
             # TypeError now, rather than a run written that no reader can parse back.
             _codec.bounded_json_value(value)

@@ -516,12 +516,14 @@ class RunIndex:
         await self.start()
         return await self._call(functools.partial(self.store_().to_archive, moment, limit))
 
-    async def mark_archived(self, run_id: str, location: str, records: int, sha256: str) -> None:
-        """Record that ``run_id``'s history is verified at ``location``."""
+    async def mark_archived(self, row: RunRow, location: str, records: int, sha256: str) -> None:
+        """Record that the history of ``row``'s run is verified at ``location``."""
         await self.start()
         now = time.time()
         store = self.store_()
-        await self._call(lambda: store.mark_archived(run_id, location, records, sha256, now))
+        await self._call(
+            lambda: store.mark_archived(row.run_id, location, records, sha256, row.last_offset, now)
+        )
 
     async def unpurged(self, limit: int = 1000) -> list[RunRow]:
         """Archived runs whose records are still in the log."""

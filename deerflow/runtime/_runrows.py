@@ -104,6 +104,7 @@ CREATE TABLE IF NOT EXISTS runindex_archive (
     location TEXT NOT NULL,
     records INTEGER NOT NULL,
     sha256 TEXT NOT NULL,
+    last_offset INTEGER NOT NULL,
     archived_at REAL NOT NULL,
     purged_at REAL
 );

@@ -391,13 +391,15 @@ class VisibilityStore:
         """Ended runs that finished before ``moment`` and are not archived yet, oldest first.
 
         A sub-workflow run whose parent still runs is left for later: its parent may still
-        read it.
+        read it. A run archived, then retried and ended again before its records left the
+        log is selected again: its archive misses the retry.
         """
         rows = self.conn.execute(
             "SELECT r.run_id, r.partition_id, r.first_offset, r.last_offset, r.status "
             "FROM runindex_runs r "
             "WHERE r.finished_at IS NOT NULL AND r.finished_at < ? AND r.status != 'running' "
-            "AND NOT EXISTS (SELECT 1 FROM runindex_archive a WHERE a.run_id = r.run_id) "
+            "AND NOT EXISTS (SELECT 1 FROM runindex_archive a WHERE a.run_id = r.run_id "
+            "AND (a.purged_at IS NOT NULL OR a.last_offset >= r.last_offset)) "
             "AND NOT EXISTS (SELECT 1 FROM runindex_runs p "
             "WHERE p.run_id = r.parent_run_id AND p.status = 'running') "
             "ORDER BY r.finished_at LIMIT ?",
@@ -406,14 +408,17 @@ class VisibilityStore:
         return [RunRow(r[0], int(r[1]), int(r[2]), int(r[3]), r[4]) for r in rows]
 
     def mark_archived(
-        self, run_id: str, location: str, records: int, sha256: str, at: float
+        self, run_id: str, location: str, records: int, sha256: str, last_offset: int, at: float
     ) -> None:
-        """Record that ``run_id``'s history is verified at ``location``."""
+        """Record that ``run_id``'s history, up to ``last_offset``, is verified at ``location``."""
         with self._transaction() as c:
             c.execute(
-                "INSERT INTO runindex_archive VALUES (?, ?, ?, ?, ?, NULL) "
-                "ON CONFLICT (run_id) DO NOTHING",
-                (run_id, location, records, sha256, at),
+                "INSERT INTO runindex_archive VALUES (?, ?, ?, ?, ?, ?, NULL) "
+                "ON CONFLICT (run_id) DO UPDATE SET location = excluded.location, "
+                "records = excluded.records, sha256 = excluded.sha256, "
+                "last_offset = excluded.last_offset, archived_at = excluded.archived_at "
+                "WHERE purged_at IS NULL AND excluded.last_offset > last_offset",
+                (run_id, location, records, sha256, last_offset, at),
             )
 
     def archived(self, run_id: str) -> sqlite3.Row | None:
@@ -424,11 +429,15 @@ class VisibilityStore:
         return found
 
     def unpurged(self, limit: int = 1000) -> list[RunRow]:
-        """Archived runs whose records are still in the log, oldest archived first."""
+        """Archived runs whose records are still in the log, oldest archived first.
+
+        Only those still ended as archived: a run retried since is archived again first.
+        """
         rows = self.conn.execute(
             "SELECT r.run_id, r.partition_id, r.first_offset, r.last_offset, r.status "
             "FROM runindex_archive a JOIN runindex_runs r ON r.run_id = a.run_id "
-            "WHERE a.purged_at IS NULL ORDER BY a.archived_at LIMIT ?",
+            "WHERE a.purged_at IS NULL AND r.status != 'running' "
+            "AND r.last_offset = a.last_offset ORDER BY a.archived_at LIMIT ?",
             (limit,),
         )
         return [RunRow(r[0], int(r[1]), int(r[2]), int(r[3]), r[4]) for r in rows]
