@@ -368,20 +368,24 @@ class SqliteFile:
                 "DELETE FROM group_leases WHERE group_id = ? AND holder = ?", (group, holder)
             )
 
-    def delete_keyed(self, tp: TopicPartition, key: str, first: int, last: int) -> int:
-        """Delete the records of ``tp`` with ``key`` between offsets ``first`` and ``last``.
+    def delete_keyed(self, ranges: Sequence[tuple[TopicPartition, str, int, int]]) -> int:
+        """Delete, for each ``(tp, key, first, last)``, the records of ``tp`` with ``key``
+        between offsets ``first`` and ``last``, in one transaction.
 
-        The partition's last record always stays, whoever's it is: the next offset is one past
+        A partition's last record always stays, whoever's it is: the next offset is one past
         the largest one kept, and offsets never go back. Returns how many were deleted.
         """
+        deleted = 0
         with self._transaction("IMMEDIATE") as conn:
-            cur = conn.execute(
-                "DELETE FROM records WHERE topic = ? AND partition_id = ? AND key = ? "
-                "AND record_offset BETWEEN ? AND ? AND record_offset < ("
-                "SELECT MAX(record_offset) FROM records WHERE topic = ? AND partition_id = ?)",
-                (tp.topic, tp.partition, key, first, last, tp.topic, tp.partition),
-            )
-        return int(cur.rowcount)
+            for tp, key, first, last in ranges:
+                cur = conn.execute(
+                    "DELETE FROM records WHERE topic = ? AND partition_id = ? AND key = ? "
+                    "AND record_offset BETWEEN ? AND ? AND record_offset < ("
+                    "SELECT MAX(record_offset) FROM records WHERE topic = ? AND partition_id = ?)",
+                    (tp.topic, tp.partition, key, first, last, tp.topic, tp.partition),
+                )
+                deleted += int(cur.rowcount)
+        return deleted
 
     def reclaim(self, pages: int) -> int:
         """Give up to ``pages`` free pages back to the file system; how many were freed.
@@ -393,7 +397,8 @@ class SqliteFile:
         if int(conn.execute("PRAGMA auto_vacuum").fetchone()[0]) != 2:
             return 0
         before = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
-        conn.execute(f"PRAGMA incremental_vacuum({max(0, int(pages))})").fetchall()
+        # executescript steps the pragma to its end: execute() would free one page only
+        conn.executescript(f"PRAGMA incremental_vacuum({max(0, int(pages))});")
         after = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
         # the truncation reaches the file at a checkpoint; a busy one is retried next time
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()

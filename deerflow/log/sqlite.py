@@ -288,13 +288,14 @@ class SqliteEventLog(EventLog):
             return []
         return await storage.write(WriteRequest(placed))
 
-    async def delete_keyed(self, tp: TopicPartition, key: str, first: int, last: int) -> int:
-        """Delete ``key``'s records of ``tp`` between two offsets (an archived run's history).
+    async def delete_keyed(self, ranges: Sequence[tuple[TopicPartition, str, int, int]]) -> int:
+        """Delete, for each ``(tp, key, first, last)``, ``key``'s records of ``tp`` between
+        two offsets (archived runs' histories), in one transaction.
 
-        The partition's last record is kept, so offsets never go back. Returns how many went.
+        A partition's last record is kept, so offsets never go back. Returns how many went.
         """
         storage = self._require_started()
-        return await storage.run(lambda: storage.file.delete_keyed(tp, key, first, last))
+        return await storage.run(lambda: storage.file.delete_keyed(ranges))
 
     async def reclaim(self, pages: int = 10_000) -> int:
         """Give up to ``pages`` free pages of the file back (incremental vacuum); how many."""

@@ -29,7 +29,7 @@ from deerflow.runtime._archivestore import (
     encode_run,
 )
 from deerflow.runtime._runindex import RunIndex
-from deerflow.runtime._runrows import RunRow
+from deerflow.runtime._runrows import Archived, RunRow
 from deerflow.runtime._service import BackgroundService
 
 log = logging.getLogger("deerflow.archive")
@@ -41,6 +41,8 @@ INTERVAL = 60.0
 FIRST_PASS_DELAY = 10.0
 #: Runs selected (and purged) per query.
 BATCH = 200
+#: Runs written to the archive at once (each write waits on its disk or S3 round trip).
+WRITERS = 8
 #: Free pages given back to the file system per pass (4 kB each).
 RECLAIM_PAGES = 25_000
 
@@ -107,6 +109,7 @@ class Archiver(BackgroundService):
         await self.index.sync()
         archived = 0
         skipped: set[str] = set()
+        slots = asyncio.Semaphore(WRITERS)
         while not self.stopping.is_set():
             rows = [
                 r
@@ -115,26 +118,27 @@ class Archiver(BackgroundService):
             ]
             if not rows:
                 break
-            for row in rows:
-                if await self._archive(row):
-                    archived += 1
-                else:
-                    skipped.add(row.run_id)
+            written = await asyncio.gather(*(self._archive(row, slots) for row in rows))
+            done = [w for w in written if w is not None]
+            await self.index.mark_archived(done)
+            archived += len(done)
+            skipped.update(r.run_id for r, w in zip(rows, written, strict=True) if w is None)
         purged = await self._purge() if self.purge else 0
         return archived, purged
 
-    async def _archive(self, row: RunRow) -> bool:
-        records = await self.index.records(row.run_id)
-        if not records:
-            log.warning("run %s: its history is no longer in the log; not archived", row.run_id)
-            return False
-        data = encode_run(row.run_id, records[0].topic, row.partition, records)
-        location = await asyncio.to_thread(self.archive.put, row.run_id, data)
-        back = await asyncio.to_thread(self.archive.get, location)
+    async def _archive(self, row: RunRow, slots: asyncio.Semaphore) -> Archived | None:
+        """Write ``row``'s run to the archive and read it back; ``None`` if it has no history."""
+        async with slots:
+            records = await self.index.records(row.run_id)
+            if not records:
+                log.warning("run %s: its history is no longer in the log; not archived", row.run_id)
+                return None
+            data = encode_run(row.run_id, records[0].topic, row.partition, records)
+            location = await asyncio.to_thread(self.archive.put, row.run_id, data)
+            back = await asyncio.to_thread(self.archive.get, location)
         if back != data or len(decode_run(back, location).records) != len(records):
             raise ArchiveError(f"archive {location} of run {row.run_id} reads back differently")
-        await self.index.mark_archived(row, location, len(records), digest(data))
-        return True
+        return Archived(row.run_id, location, len(records), digest(data), row.last_offset)
 
     async def _purge(self) -> int:
         assert isinstance(self.log, SqliteEventLog)
@@ -144,9 +148,12 @@ class Archiver(BackgroundService):
             rows = await self.index.unpurged(BATCH)
             if not rows:
                 break
-            for row in rows:
-                tp = TopicPartition(topic, row.partition)
-                await self.log.delete_keyed(tp, row.run_id, row.first_offset, row.last_offset)
+            await self.log.delete_keyed(
+                [
+                    (TopicPartition(topic, r.partition), r.run_id, r.first_offset, r.last_offset)
+                    for r in rows
+                ]
+            )
             await self.index.mark_purged([r.run_id for r in rows])
             purged += len(rows)
         if purged:

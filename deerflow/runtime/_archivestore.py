@@ -93,7 +93,7 @@ def encode_run(run_id: str, topic: str, partition: int, records: Sequence[Record
             })
         )  # fmt: skip
     # mtime=0: the same history gives the same bytes, so a rewrite is byte-identical
-    return gzip.compress(b"\n".join(lines) + b"\n", mtime=0)
+    return gzip.compress(b"\n".join(lines) + b"\n", compresslevel=6, mtime=0)
 
 
 def decode_run(data: bytes, where: str) -> ArchivedRun:

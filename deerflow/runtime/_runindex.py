@@ -40,7 +40,14 @@ from deerflow.log.base import EventLog, LogReader, Record, TopicPartition
 from deerflow.log.memory import MemoryEventLog
 from deerflow.log.sqlite import SqliteEventLog
 from deerflow.runtime._archivestore import ArchiveError, ArchiveStore, decode_run, read_location
-from deerflow.runtime._runrows import Change, RunQuery, RunRow, row_complete, summary_state
+from deerflow.runtime._runrows import (
+    Archived,
+    Change,
+    RunQuery,
+    RunRow,
+    row_complete,
+    summary_state,
+)
 from deerflow.runtime._visibility import VisibilityStore
 
 log = logging.getLogger("deerflow.runindex")
@@ -516,14 +523,11 @@ class RunIndex:
         await self.start()
         return await self._call(functools.partial(self.store_().to_archive, moment, limit))
 
-    async def mark_archived(self, row: RunRow, location: str, records: int, sha256: str) -> None:
-        """Record that the history of ``row``'s run is verified at ``location``."""
+    async def mark_archived(self, archived: list[Archived]) -> None:
+        """Record that these runs' histories are verified in their archives."""
         await self.start()
         now = time.time()
-        store = self.store_()
-        await self._call(
-            lambda: store.mark_archived(row.run_id, location, records, sha256, row.last_offset, now)
-        )
+        await self._call(functools.partial(self.store_().mark_archived, archived, now))
 
     async def unpurged(self, limit: int = 1000) -> list[RunRow]:
         """Archived runs whose records are still in the log."""
@@ -575,7 +579,9 @@ async def _read_range(log_: EventLog, tp: TopicPartition, start: int, stop: int)
     async with log_.reader({tp: start}) as reader:
         wait = 0.0
         while True:
-            batch = await reader.poll(timeout=wait, max_records=1000)
+            # no more than the range holds: a run's range is often a few records
+            left = stop - reader.position(tp)
+            batch = await reader.poll(timeout=wait, max_records=max(1, min(1000, left)))
             for record in batch:
                 if record.offset >= stop:
                     return found

@@ -214,6 +214,18 @@ class RunRow:
     status: str
 
 
+@dataclass(frozen=True, slots=True)
+class Archived:
+    """A run's history as written to its archive and verified there."""
+
+    run_id: str
+    location: str
+    records: int
+    sha256: str
+    #: the run's last offset the archive covers
+    last_offset: int
+
+
 def trigger_kind_and_name(state: RunState) -> tuple[str, str | None]:
     """What started the run: a trigger's kind and name, else ``manual`` or ``parent``."""
     trigger = state.trigger

@@ -33,6 +33,7 @@ from deerflow.runtime._runrows import (
     SCHEMA_VERSION,
     STATUS,
     TABLES,
+    Archived,
     Change,
     RunQuery,
     RunRow,
@@ -407,18 +408,17 @@ class VisibilityStore:
         )
         return [RunRow(r[0], int(r[1]), int(r[2]), int(r[3]), r[4]) for r in rows]
 
-    def mark_archived(
-        self, run_id: str, location: str, records: int, sha256: str, last_offset: int, at: float
-    ) -> None:
-        """Record that ``run_id``'s history, up to ``last_offset``, is verified at ``location``."""
+    def mark_archived(self, archived: Sequence[Archived], at: float) -> None:
+        """Record that these runs' histories, up to their last offsets, are verified where
+        each says."""
         with self._transaction() as c:
-            c.execute(
+            c.executemany(
                 "INSERT INTO runindex_archive VALUES (?, ?, ?, ?, ?, ?, NULL) "
                 "ON CONFLICT (run_id) DO UPDATE SET location = excluded.location, "
                 "records = excluded.records, sha256 = excluded.sha256, "
                 "last_offset = excluded.last_offset, archived_at = excluded.archived_at "
                 "WHERE purged_at IS NULL AND excluded.last_offset > last_offset",
-                (run_id, location, records, sha256, last_offset, at),
+                [(a.run_id, a.location, a.records, a.sha256, a.last_offset, at) for a in archived],
             )
 
     def archived(self, run_id: str) -> sqlite3.Row | None:

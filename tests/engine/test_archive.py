@@ -72,6 +72,9 @@ async def test_ended_runs_are_archived_purged_and_still_read_back(store, tmp_pat
         assert await engine.index.archive_counts() == (4, 4)
     # their records left the store (a partition's very last record stays: offsets never go back)
     assert sum(_records_of(store, rid) for rid in ids) <= 4 < sum(before.values())
+    with sqlite3.connect(store.removeprefix("sqlite:///")) as conn:
+        assert conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # incremental
+        assert conn.execute("PRAGMA freelist_count").fetchone()[0] == 0  # pages given back
     # a fresh process (no archive configured) reads an archived run back from where it lies
     async with Engine(store, orchestrate=False, work=False) as engine:
         old = await engine.get_run(ids[0])
@@ -145,9 +148,16 @@ class Dying(FileArchive):
     def put(self, run_id, data):
         location = super().put(run_id, data)
         Dying.written += 1
-        if Dying.written == int(sys.argv[3]):
+        if sys.argv[3].isdigit() and Dying.written == int(sys.argv[3]):
             os.kill(os.getpid(), signal.SIGKILL)  # written, not yet recorded in the index
         return location
+
+async def die(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)  # recorded as archived, not yet deleted
+
+if sys.argv[3] == "purge":
+    from deerflow.log.sqlite import SqliteEventLog
+    SqliteEventLog.delete_keyed = die
 
 async def main():
     async with Engine(sys.argv[1], [orders()], archive=Dying(sys.argv[2]), retention=0) as eng:
@@ -170,12 +180,12 @@ async def test_a_sigkill_mid_archival_loses_nothing_and_a_rerun_duplicates_nothi
         timeout=120,
     )
     assert done.returncode == -signal.SIGKILL, done.stderr.decode()[-2000:]
-    assert len(_archived_files(archive)) == 3
-    assert all(_records_of(store, rid) > 0 for rid in ids)  # nothing purged yet
+    assert 3 <= len(_archived_files(archive)) < len(ids)  # written, none recorded yet
+    assert all(_records_of(store, rid) > 0 for rid in ids)  # nothing purged
     async with Engine(store, [orders()], archive=f"file://{archive}", retention=0) as engine:
         assert engine.archiver is not None
-        # the two recorded are not written again; the third (written, unrecorded) is rewritten
-        assert await engine.archiver.archive_once() == (4, 6)
+        # what was written but not recorded is written again, under the same names
+        assert await engine.archiver.archive_once() == (6, 6)
         assert await engine.archiver.archive_once() == (0, 0)
         assert sorted(p.name for p in _archived_files(archive)) == sorted(
             f"{rid}.jsonl.gz" for rid in ids
@@ -183,3 +193,27 @@ async def test_a_sigkill_mid_archival_loses_nothing_and_a_rerun_duplicates_nothi
         for rid, amount in zip(ids, [1, 2, 3, 4, 5], strict=False):
             assert (await engine.get_run(rid)).output == {"total": 2 * amount}
         assert (await engine.get_run(ids[5])).status == "failed"
+
+
+async def test_a_sigkill_between_recording_and_purging_is_finished_by_the_next_pass(
+    store, tmp_path
+):
+    ids = await _run(store, [1, 2], bad=1)
+    archive = tmp_path / "archive"
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", textwrap.dedent(_KILLED), store, str(archive), "purge"],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        cwd=ROOT,
+        capture_output=True,
+        timeout=120,
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr.decode()[-2000:]
+    assert len(_archived_files(archive)) == 3
+    assert all(_records_of(store, rid) > 0 for rid in ids)
+    async with Engine(store, [orders()], archive=f"file://{archive}", retention=0) as engine:
+        assert engine.archiver is not None
+        assert await engine.index.archive_counts() == (3, 0)
+        assert await engine.archiver.archive_once() == (0, 3)  # purged, not written again
+        assert (await engine.get_run(ids[1])).output == {"total": 4}
+    assert sum(_records_of(store, rid) for rid in ids) <= 4
