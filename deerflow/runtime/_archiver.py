@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable, Collection
 
 from deerflow.log.base import EventLog, TopicPartition
 from deerflow.log.sqlite import SqliteEventLog
@@ -57,6 +58,9 @@ class Archiver(BackgroundService):
         retention: the age, in seconds since a run ended, at which it is archived.
         interval: seconds between passes.
         purge: delete archived runs' records from an SQLite store.
+        partitions: the history partitions whose runs this archiver takes (those its
+            process's orchestrator owns, so that each run is archived by one process);
+            ``None``: every run.
     """
 
     def __init__(
@@ -68,6 +72,7 @@ class Archiver(BackgroundService):
         *,
         interval: float = INTERVAL,
         purge: bool = True,
+        partitions: Callable[[], Collection[int]] | None = None,
     ) -> None:
         super().__init__()
         self.index = index
@@ -77,6 +82,7 @@ class Archiver(BackgroundService):
         self.interval = interval
         self.purge = purge and isinstance(log_, SqliteEventLog)
         self._pass = asyncio.Lock()
+        self._partitions = partitions
 
     async def _open(self) -> None:
         await self.index.start()
@@ -110,12 +116,10 @@ class Archiver(BackgroundService):
         archived = 0
         skipped: set[str] = set()
         slots = asyncio.Semaphore(WRITERS)
+        owned = None if self._partitions is None else self._partitions()
         while not self.stopping.is_set():
-            rows = [
-                r
-                for r in await self.index.to_archive(moment, BATCH + len(skipped))
-                if r.run_id not in skipped
-            ]
+            due = await self.index.to_archive(moment, BATCH + len(skipped), owned)
+            rows = [r for r in due if r.run_id not in skipped]
             if not rows:
                 break
             written = await asyncio.gather(*(self._archive(row, slots) for row in rows))

@@ -150,8 +150,14 @@ class Engine:
             if retention is None:
                 retention = os.environ.get("DEERFLOW_RETENTION") or DEFAULT_RETENTION
             age = parse_retention(retention)  # a bad one is an error in any process
-            if orchestrate:
-                self.archiver = Archiver(self.index, self.log, self.index.archive, age)
+            if self.orchestrator is not None:
+                self.archiver = Archiver(
+                    self.index,
+                    self.log,
+                    self.index.archive,
+                    age,
+                    partitions=self.orchestrator.owned_partitions,
+                )
         self._started = False
         self._lock = asyncio.Lock()
         self._late: set[asyncio.Task[None]] = set()

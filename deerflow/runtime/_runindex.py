@@ -28,7 +28,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -518,10 +518,14 @@ class RunIndex:
         await self.start()
         return await self._call(functools.partial(self.store_().ended_before, moment, limit))
 
-    async def to_archive(self, moment: float, limit: int = 1000) -> list[RunRow]:
-        """Ended runs that finished before ``moment`` and are not archived yet."""
+    async def to_archive(
+        self, moment: float, limit: int = 1000, partitions: Collection[int] | None = None
+    ) -> list[RunRow]:
+        """Ended runs that finished before ``moment`` and are not archived yet (of these
+        history ``partitions`` only, when given)."""
         await self.start()
-        return await self._call(functools.partial(self.store_().to_archive, moment, limit))
+        store = self.store_()
+        return await self._call(functools.partial(store.to_archive, moment, limit, partitions))
 
     async def mark_archived(self, archived: list[Archived]) -> None:
         """Record that these runs' histories are verified in their archives."""

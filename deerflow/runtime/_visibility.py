@@ -19,7 +19,7 @@ import contextlib
 import logging
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
@@ -388,13 +388,19 @@ class VisibilityStore:
 
     # -- archival ------------------------------------------------------------------------------
 
-    def to_archive(self, moment: float, limit: int = 1000) -> list[RunRow]:
+    def to_archive(
+        self, moment: float, limit: int = 1000, partitions: Collection[int] | None = None
+    ) -> list[RunRow]:
         """Ended runs that finished before ``moment`` and are not archived yet, oldest first.
 
         A sub-workflow run whose parent still runs is left for later: its parent may still
         read it. A run archived, then retried and ended again before its records left the
-        log is selected again: its archive misses the retry.
+        log is selected again: its archive misses the retry. ``partitions``: of these history
+        partitions only.
         """
+        only = ""
+        if partitions is not None:
+            only = f"AND r.partition_id IN ({','.join(str(int(p)) for p in partitions)}) "
         rows = self.conn.execute(
             "SELECT r.run_id, r.partition_id, r.first_offset, r.last_offset, r.status "
             "FROM runindex_runs r "
@@ -403,7 +409,7 @@ class VisibilityStore:
             "AND (a.purged_at IS NOT NULL OR a.last_offset >= r.last_offset)) "
             "AND NOT EXISTS (SELECT 1 FROM runindex_runs p "
             "WHERE p.run_id = r.parent_run_id AND p.status = 'running') "
-            "ORDER BY r.finished_at LIMIT ?",
+            f"{only}ORDER BY r.finished_at LIMIT ?",
             (moment, limit),
         )
         return [RunRow(r[0], int(r[1]), int(r[2]), int(r[3]), r[4]) for r in rows]
