@@ -17,6 +17,8 @@ import orjson
 import pytest
 
 from deerflow import Engine
+from deerflow.core import _history as h
+from deerflow.runtime._archiver import Archiver
 from deerflow.runtime._archivestore import ArchiveError, open_archive, parse_retention
 from tests.engine.test_runindex import orders
 
@@ -223,3 +225,24 @@ async def test_a_sigkill_between_recording_and_purging_is_finished_by_the_next_p
         assert await engine.archiver.archive_once() == (0, 3)  # purged, not written again
         assert (await engine.get_run(ids[1])).output == {"total": 4}
     assert sum(_records_of(store, rid) for rid in ids) <= 4
+
+
+async def test_a_run_retried_after_archival_is_archived_again_before_it_is_purged(store, tmp_path):
+    (failed,) = await _run(store, [], bad=1)
+    async with Engine(store, [orders()]) as engine:
+        archiver = Archiver(engine.index, engine.log, open_archive(str(tmp_path / "a")), 0.0)
+        archiver.purge = False  # archived, not yet purged
+        assert await archiver.archive_once() == (1, 0)
+        first = len(await engine.index.records(failed))
+        # a retry appended straight to the history (the CLI and API refuse it)
+        await engine.append_history(
+            [h.RunRetryRequested(id=h.event_id(failed, "retry", 1), run_id=failed, retry=1)]
+        )
+        state = await engine.index.wait(failed, lambda s: s.retries == 1 and s.terminal, 30)
+        assert state is not None and state.status == "failed"
+        assert await engine.index.unpurged() == []  # its archive misses the retry
+        archiver.purge = True
+        assert await archiver.archive_once() == (1, 1)  # written again, then purged
+        records = await engine.index.records(failed)
+        assert len(records) > first
+        assert [r.offset for r in records] == sorted(r.offset for r in records)
