@@ -44,7 +44,7 @@ FIRST_PASS_DELAY = 10.0
 BATCH = 200
 #: Runs written to the archive at once (each write waits on its disk or S3 round trip).
 WRITERS = 8
-#: Free pages given back to the file system per pass (4 kB each).
+#: Free pages given back to the file system per step (4 kB each).
 RECLAIM_PAGES = 25_000
 
 
@@ -160,6 +160,7 @@ class Archiver(BackgroundService):
             )
             await self.index.mark_purged([r.run_id for r in rows])
             purged += len(rows)
-        if purged:
-            await self.log.reclaim(RECLAIM_PAGES)
+        # in steps, so that appends get the file in between
+        while not self.stopping.is_set() and await self.log.reclaim(RECLAIM_PAGES):
+            pass
         return purged
