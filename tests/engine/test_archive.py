@@ -246,3 +246,33 @@ async def test_a_run_retried_after_archival_is_archived_again_before_it_is_purge
         records = await engine.index.records(failed)
         assert len(records) > first
         assert [r.offset for r in records] == sorted(r.offset for r in records)
+
+
+async def test_records_gone_by_retention_are_read_from_the_archive(store, tmp_path):
+    """As on Kafka, where the topic's retention removes records the archiver did not delete."""
+    ids = await _run(store, [5, 6])
+    async with Engine(store, [orders()]) as engine:
+        archiver = Archiver(engine.index, engine.log, open_archive(str(tmp_path / "a")), 0.0)
+        archiver.purge = False
+        assert await archiver.archive_once() == (2, 0)
+    with sqlite3.connect(store.removeprefix("sqlite:///")) as conn:
+        conn.execute("DELETE FROM records WHERE key = ?", (ids[0],))  # expired
+    async with Engine(store, orchestrate=False, work=False) as engine:
+        run = await engine.get_run(ids[0])
+        assert run.status == "completed" and run.tasks["price"].output == 10
+
+
+@pytest.mark.kafka
+async def test_runs_on_kafka_are_archived_and_left_to_the_topic_retention(
+    kafka_url, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("DEERFLOW_PREFIX", f"t{uuid.uuid4().hex[:10]}")
+    monkeypatch.setenv("DEERFLOW_INDEX", str(tmp_path / "index.db"))
+    ids = await _run(kafka_url, [2, 3])
+    archive = tmp_path / "archive"
+    async with Engine(kafka_url, [orders()], archive=str(archive), retention=0) as engine:
+        assert engine.archiver is not None and not engine.archiver.purge
+        archived, purged = await engine.archiver.archive_once()
+        assert (archived, purged) == (2, 0)  # nothing deleted: the topic's retention does that
+        assert len(_archived_files(archive)) == 2
+        assert (await engine.get_run(ids[1])).output == {"total": 6}
