@@ -42,6 +42,8 @@ INTERVAL = 60.0
 FIRST_PASS_DELAY = 10.0
 #: Runs selected (and purged) per query.
 BATCH = 200
+#: Runs without a history in the log (not archivable) a pass steps over before it stops.
+MAX_SKIPPED = 10_000
 #: Runs written to the archive at once (each write waits on its disk or S3 round trip).
 WRITERS = 8
 #: Free pages given back to the file system per step (4 kB each).
@@ -120,7 +122,7 @@ class Archiver(BackgroundService):
         while not self.stopping.is_set():
             due = await self.index.to_archive(moment, BATCH + len(skipped), owned)
             rows = [r for r in due if r.run_id not in skipped]
-            if not rows:
+            if not rows or len(skipped) >= MAX_SKIPPED:
                 break
             written = await asyncio.gather(*(self._archive(row, slots) for row in rows))
             done = [w for w in written if w is not None]
