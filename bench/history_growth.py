@@ -16,6 +16,10 @@ until it owns every history partition (``takeover_s``), the snapshots it loaded,
 records it folded, the seconds its orderly stop took (it writes snapshots then) and its peak
 RSS. Run it with EVERY > 0 twice: the first process folds everything and leaves snapshots,
 the second loads them.
+
+``python -m bench.history_growth archive STORE DIR`` archives every ended run to the directory
+``DIR`` (retention 0) and, on SQLite, purges them from the store, printing the runs archived,
+the seconds taken and the store file's size before and after, as one JSON line.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
 import resource
 import sys
@@ -32,6 +37,8 @@ from deerflow import Engine
 from deerflow.core import history as h
 from deerflow.core.topics import Topics
 from deerflow.log import open_log
+from deerflow.runtime._archiver import Archiver
+from deerflow.runtime._archivestore import open_archive
 
 WORKFLOW = "bulk"
 TASKS = ("extract", "transform", "load")
@@ -152,12 +159,37 @@ async def takeover(store: str, every: int) -> dict[str, float]:
     }
 
 
+def _size_mib(store: str) -> float:
+    path = store.removeprefix("sqlite:///")
+    total = sum(os.path.getsize(path + x) for x in ("", "-wal") if os.path.exists(path + x))
+    return round(total / 2**20, 1)
+
+
+async def archive(store: str, directory: str) -> dict[str, float]:
+    """Archive (and on SQLite purge) every ended run; sizes before and after."""
+    before = _size_mib(store) if store.startswith("sqlite") else 0.0
+    async with Engine(store, orchestrate=False, work=False) as engine:
+        archiver = Archiver(engine.index, engine.log, open_archive(directory), 0.0)
+        began = time.perf_counter()
+        archived, purged = await archiver.archive_once()
+        took = time.perf_counter() - began
+    return {
+        "archived": archived,
+        "purged": purged,
+        "seconds": round(took, 1),
+        "store_mib_before": before,
+        "store_mib_after": _size_mib(store) if store.startswith("sqlite") else 0.0,
+    }
+
+
 def main(argv: list[str]) -> None:
-    """``write STORE N``, ``measure STORE`` or ``takeover STORE EVERY``."""
+    """``write STORE N``, ``measure STORE``, ``takeover STORE EVERY`` or ``archive STORE DIR``."""
     if len(argv) == 3 and argv[0] == "write":
         asyncio.run(write(argv[1], int(argv[2])))
     elif len(argv) == 3 and argv[0] == "takeover":
         print(json.dumps(asyncio.run(takeover(argv[1], int(argv[2])))))
+    elif len(argv) == 3 and argv[0] == "archive":
+        print(json.dumps(asyncio.run(archive(argv[1], argv[2]))))
     elif len(argv) == 2 and argv[0] == "measure":
         print(json.dumps(asyncio.run(measure(argv[1]))))
     else:

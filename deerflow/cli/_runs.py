@@ -199,6 +199,8 @@ def runs_show(
     elif not followed:
         result = detail["result"]
         out.print(run_view(result, [r for ids in detail["child_runs"].values() for r in ids]))
+        if detail["archived"]:
+            out.print(f"archived: {detail['archived']}", highlight=False)
         if show_history:
             out.print(_history_table(detail["history"]))
     if followed:
@@ -214,6 +216,7 @@ async def _detail(engine: Engine, run_id: str, with_history: bool) -> dict[str, 
         "child_runs": await ops.child_runs(engine, run_id),
         "retries": state.retries,
         "trigger": ops.trigger_label(state),
+        "archived": await engine.index.archived(state.run_id),
     }
     if with_history:
         detail["attempts"] = ops.attempts(events)

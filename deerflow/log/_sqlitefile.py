@@ -197,6 +197,9 @@ class SqliteFile:
             check_store_file(self.path)
             conn = sqlite3.connect(self.path, timeout=OPEN_LOCK_TIMEOUT, isolation_level=None)
             try:
+                # INCREMENTAL: records deleted after archival give their pages back to the
+                # file system (``reclaim``); it takes effect only when the file is created.
+                conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
                 conn.execute("PRAGMA journal_mode=WAL")
                 # FULL: a transaction that returned is on disk, even after a power cut.
                 conn.execute("PRAGMA synchronous=FULL")
@@ -364,3 +367,39 @@ class SqliteFile:
             conn.execute(
                 "DELETE FROM group_leases WHERE group_id = ? AND holder = ?", (group, holder)
             )
+
+    def delete_keyed(self, ranges: Sequence[tuple[TopicPartition, str, int, int]]) -> int:
+        """Delete, for each ``(tp, key, first, last)``, the records of ``tp`` with ``key``
+        between offsets ``first`` and ``last``, in one transaction.
+
+        A partition's last record always stays, whoever's it is: the next offset is one past
+        the largest one kept, and offsets never go back. Returns how many were deleted.
+        """
+        deleted = 0
+        with self._transaction("IMMEDIATE") as conn:
+            for tp, key, first, last in ranges:
+                cur = conn.execute(
+                    "DELETE FROM records WHERE topic = ? AND partition_id = ? AND key = ? "
+                    "AND record_offset BETWEEN ? AND ? AND record_offset < ("
+                    "SELECT MAX(record_offset) FROM records WHERE topic = ? AND partition_id = ?)",
+                    (tp.topic, tp.partition, key, first, last, tp.topic, tp.partition),
+                )
+                deleted += int(cur.rowcount)
+        return deleted
+
+    def reclaim(self, pages: int) -> int:
+        """Give up to ``pages`` free pages back to the file system; how many were freed.
+
+        Only a file created with incremental auto-vacuum can (0 for an older file: its free
+        pages are reused by later writes, the file does not shrink).
+        """
+        conn = self.conn
+        if int(conn.execute("PRAGMA auto_vacuum").fetchone()[0]) != 2:
+            return 0
+        before = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+        # executescript steps the pragma to its end: execute() would free one page only
+        conn.executescript(f"PRAGMA incremental_vacuum({max(0, int(pages))});")
+        after = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+        # the truncation reaches the file at a checkpoint; a busy one is retried next time
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        return before - after

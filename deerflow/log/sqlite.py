@@ -66,7 +66,7 @@ class _SqliteStorage(LocalStorage):
         self.notifier = Notifier()
         self.recheck_interval = recheck_interval
         self.url = url
-        self._file = SqliteFile(path)
+        self.file = SqliteFile(path)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deerflow-sqlite")
         self._pending: list[tuple[WriteRequest, asyncio.Future[WriteResult]]] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -81,13 +81,13 @@ class _SqliteStorage(LocalStorage):
 
     async def open(self) -> None:
         """Open the file now, so a bad path fails at start rather than at first use."""
-        await self.run(lambda: self._file.conn)
+        await self.run(lambda: self.file.conn)
 
     async def close(self) -> None:
         """Finish queued writes, then close the file and the thread."""
         if self._flusher is not None:
             await asyncio.gather(self._flusher, return_exceptions=True)
-        await self.run(self._file.close)
+        await self.run(self.file.close)
         self._executor.shutdown(wait=False)
 
     async def partition_count(self, topic: str, default: int) -> int:
@@ -95,7 +95,7 @@ class _SqliteStorage(LocalStorage):
         if topic not in self._counts:
             if default < 1:
                 raise EventStoreError(f"topic {topic!r} needs a partition", retriable=False)
-            self._counts[topic] = await self.run(lambda: self._file.partition_count(topic, default))
+            self._counts[topic] = await self.run(lambda: self.file.partition_count(topic, default))
         return self._counts[topic]
 
     async def place(
@@ -133,7 +133,7 @@ class _SqliteStorage(LocalStorage):
             batch, self._pending = self._pending, []
             requests = [request for request, _ in batch]
             try:
-                results = await self.run(functools.partial(self._file.write, requests))
+                results = await self.run(functools.partial(self.file.write, requests))
             except Exception as exc:  # handed to every waiting appender, not lost in a task
                 message = f"cannot write SQLite log {self.url}: {exc}"
                 results = [EventStoreError(message) for _ in batch]
@@ -145,13 +145,13 @@ class _SqliteStorage(LocalStorage):
     async def fetch(
         self, positions: Sequence[tuple[TopicPartition, int]], max_records: int
     ) -> tuple[list[Record], dict[TopicPartition, int]]:
-        return await self.run(lambda: self._file.fetch(positions, max_records))
+        return await self.run(lambda: self.file.fetch(positions, max_records))
 
     async def end_offset(self, tp: TopicPartition) -> int:
-        return await self.run(lambda: self._file.end_offset(tp))
+        return await self.run(lambda: self.file.end_offset(tp))
 
     async def load_committed(self, group: str, tp: TopicPartition) -> int | None:
-        return await self.run(lambda: self._file.load_committed(group, tp))
+        return await self.run(lambda: self.file.load_committed(group, tp))
 
     async def store_committed(
         self,
@@ -166,15 +166,15 @@ class _SqliteStorage(LocalStorage):
 
     async def try_lease(self, group: str, holder: str) -> bool:
         """Take or renew ``group``'s lease for ``holder``."""
-        return await self.run(lambda: self._file.try_lease(group, holder, LEASE_TTL))
+        return await self.run(lambda: self.file.try_lease(group, holder, LEASE_TTL))
 
     async def lease_held(self, group: str) -> bool:
         """Whether a live process holds ``group``'s lease."""
-        return await self.run(lambda: self._file.lease_held(group))
+        return await self.run(lambda: self.file.lease_held(group))
 
     async def release_lease(self, group: str, holder: str) -> None:
         """Give ``group``'s lease up."""
-        await self.run(lambda: self._file.release_lease(group, holder))
+        await self.run(lambda: self.file.release_lease(group, holder))
 
 
 class _LeasedGroup(LocalGroup):
@@ -303,6 +303,20 @@ class SqliteEventLog(EventLog):
     async def commit_group(self, group: str, offsets: Mapping[TopicPartition, int]) -> None:
         """See :meth:`EventLog.commit_group`."""
         await commit_group(self._require_started(), group, offsets)
+
+    async def delete_keyed(self, ranges: Sequence[tuple[TopicPartition, str, int, int]]) -> int:
+        """Delete, for each ``(tp, key, first, last)``, ``key``'s records of ``tp`` between
+        two offsets (archived runs' histories), in one transaction.
+
+        A partition's last record is kept, so offsets never go back. Returns how many went.
+        """
+        storage = self._require_started()
+        return await storage.run(lambda: storage.file.delete_keyed(ranges))
+
+    async def reclaim(self, pages: int = 10_000) -> int:
+        """Give up to ``pages`` free pages of the file back (incremental vacuum); how many."""
+        storage = self._require_started()
+        return await storage.run(lambda: storage.file.reclaim(pages))
 
     async def group_active(self, group: str) -> bool:
         """See :meth:`EventLog.group_active`: whether a live process holds the group's lease."""

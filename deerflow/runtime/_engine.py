@@ -19,6 +19,8 @@ from deerflow.errors import DeerflowError, RunNotFound, TaskError, TransitionNot
 from deerflow.log import open_log
 from deerflow.log.base import EventLog
 from deerflow.payloads import BlobStore
+from deerflow.runtime._archiver import Archiver
+from deerflow.runtime._archivestore import ArchiveStore, open_archive, parse_retention
 from deerflow.runtime._orchestrator import SNAPSHOT_EVERY, Orchestrator
 from deerflow.runtime._payloads import payload_log
 from deerflow.runtime._registry import WorkflowRegistry
@@ -32,6 +34,8 @@ from deerflow.runtime.hooks import HistoryFolded, HookChain
 from deerflow.runtime.plugins import Plugin, Service, check_options
 
 DEFAULT_STORE = "sqlite:///deerflow.db"
+#: How long after it ended a run is archived, when an archive is configured.
+DEFAULT_RETENTION = "30d"
 SETTLE_WAIT = 2.0  # s Engine.wait gives a joining orchestrator to learn which runs it owns
 
 
@@ -120,6 +124,11 @@ class Engine:
             ``file:///dir``, ``"none"``); default ``DEERFLOW_BLOBS``, else a directory beside a
             SQLite store file.
         payload_threshold: bytes above which a payload goes to the blob store (256 kB).
+        archive: where ended runs are archived (``DEERFLOW_ARCHIVE``): ``file:///directory``
+            or ``s3://bucket/prefix``; none by default. An engine that orchestrates then
+            archives the runs ended more than ``retention`` ago and, on SQLite, deletes their
+            records from the store (see docs/operations/scaling.md).
+        retention: ``30d``, ``12h``, ... or seconds (``DEERFLOW_RETENTION``, default ``30d``).
         options: settings read by those services; each must be declared by a plugin class
             (:attr:`Plugin.options <deerflow.runtime.plugins.Plugin.options>`), else
             :class:`TypeError` names it.
@@ -144,6 +153,8 @@ class Engine:
         dedupe_limit: int = DEDUPE_LIMIT,
         blobs: str | BlobStore | None = None,
         payload_threshold: int | None = None,
+        archive: str | ArchiveStore | None = None,
+        retention: str | float | None = None,
         **options: Any,
     ) -> None:
         check_options("Engine", options)  # before anything is opened: a typo is not a setting
@@ -178,6 +189,24 @@ class Engine:
             self.worker.outcome_known = self.orchestrator.outcome_known
             if eager:
                 self.orchestrator.local_worker = self.worker
+        self.archiver: Archiver | None = None
+        """The archiver of ended runs, when an archive is configured and this orchestrates."""
+        archive = archive or os.environ.get("DEERFLOW_ARCHIVE") or None
+        if archive is not None:
+            self.index.archive = (
+                archive if isinstance(archive, ArchiveStore) else open_archive(archive)
+            )
+            if retention is None:
+                retention = os.environ.get("DEERFLOW_RETENTION") or DEFAULT_RETENTION
+            age = parse_retention(retention)  # a bad one is an error in any process
+            if self.orchestrator is not None:
+                self.archiver = Archiver(
+                    self.index,
+                    self.log,
+                    self.index.archive,
+                    age,
+                    partitions=self.orchestrator.owned_partitions,
+                )
         self._started = False
         self._lock = asyncio.Lock()
         self._late: set[asyncio.Task[None]] = set()
@@ -290,7 +319,8 @@ class Engine:
             joins = [] if self.orchestrator is None else [self.orchestrator.start()]
             if self.worker is not None:
                 joins.append(self.worker.start(held=True))
-            await self._start_all([*self._take_pending(), *extra], *joins)
+            own = [] if self.archiver is None else [self.archiver]
+            await self._start_all([*own, *self._take_pending(), *extra], *joins)
             if self.worker is not None:
                 self.worker.release()
             self._started = True
@@ -391,7 +421,8 @@ class Engine:
         """Durably request a run and return its handle.
 
         A ``run_id`` that already exists returns the existing run's handle: the duplicate
-        request is ignored by the history fold (idempotent start).
+        request is ignored by the history fold (idempotent start), or, for an archived run,
+        not appended at all.
         """
         await self._start_engine()
         wf = self._resolve(workflow)
@@ -401,6 +432,9 @@ class Engine:
         self._adopt(wf.plugins)
         await self._start_pending()
         rid = run_id or new_run_id()
+        if run_id is not None and await self.index.archived(run_id) is not None:
+            # its history left the log, so no fold would know the request for a duplicate
+            return RunHandle(self, rid, wf.name)
         for value in (params, input, trigger):
             # TypeError now, rather than a run written that no reader can parse back.
             _codec.bounded_json_value(value)

@@ -220,6 +220,13 @@ class Orchestrator(BackgroundService):
         """Whether ``run_id`` is a run of the owned partitions, running or ended (tombstoned)."""
         return self._owned.knows(run_id)
 
+    def owned_partitions(self) -> frozenset[int]:
+        """The history partitions this orchestrator is assigned now."""
+        consumer = self._owned.consumer
+        if consumer is None:
+            return frozenset()
+        return frozenset(tp.partition for tp in consumer.assignment())
+
     def owns(self, run_id: str) -> bool:
         """Whether this orchestrator owns ``run_id``'s history partition right now."""
         return self._owned.owns(run_id)

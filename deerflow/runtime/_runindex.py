@@ -26,8 +26,9 @@ import functools
 import hashlib
 import logging
 import os
+import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -40,7 +41,15 @@ from deerflow.log.base import EventLog, LogReader, Record, TopicPartition
 from deerflow.log.memory import MemoryEventLog
 from deerflow.log.sqlite import SqliteEventLog
 from deerflow.payloads import PayloadLog, payload_error
-from deerflow.runtime._runrows import Change, RunQuery, RunRow, row_complete, summary_state
+from deerflow.runtime._archivestore import ArchiveError, ArchiveStore, decode_run, read_location
+from deerflow.runtime._runrows import (
+    Archived,
+    Change,
+    RunQuery,
+    RunRow,
+    row_complete,
+    summary_state,
+)
 from deerflow.runtime._visibility import VisibilityStore
 
 log = logging.getLogger("deerflow.runindex")
@@ -140,6 +149,9 @@ class RunIndex:
         self._listeners: list[Listener] = []
         self._start_lock = asyncio.Lock()
         self._fold_lock = asyncio.Lock()
+        #: where this process archives runs (``Engine(archive=...)``); an archived run's
+        #: history is read back from the location its row names, with or without it
+        self.archive: ArchiveStore | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -192,6 +204,11 @@ class RunIndex:
         async with self._log.reader({tp: 0 for tp in self._partitions}) as reader:
             records = await reader.poll(timeout=0.5, max_records=1)
             return bool(records) or any(reader.lag(tp) for tp in self._partitions)
+
+    @property
+    def topics(self) -> Topics:
+        """The topic names whose history this index follows."""
+        return self._topics
 
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener(state, event)`` for every event that changes a run, as applied."""
@@ -328,12 +345,9 @@ class RunIndex:
         """
         partition = int(row["partition_id"])
         stop = self._stop(row) if before is None else before
-        tp = TopicPartition(self._topics.history, partition)
         state = RunState(run_id=run_id)
         last = int(row["first_offset"])
-        for record in await _read_range(self._log, tp, int(row["first_offset"]), stop):
-            if record.key != run_id:
-                continue
+        for record in await self._run_records(run_id, row, stop):
             try:
                 event = h.decode(record.value)
             except ValueError:
@@ -488,16 +502,75 @@ class RunIndex:
         row = await self._call(lambda: self.store_().row(run_id))
         if row is None:
             return []
-        partition = int(row["partition_id"])
-        stop = self._stop(row)
-        tp = TopicPartition(self._topics.history, partition)
+        return await self._run_records(run_id, row, self._stop(row))
+
+    async def _run_records(self, run_id: str, row: Any, stop: int) -> list[Record]:
+        """``run_id``'s records from its first offset up to ``stop``: from the log, or from
+        its archive once they left the log (purged here, or gone by the topic's retention)."""
+        archived = await self._call(lambda: self.store_().archived(run_id))
+        if archived is not None and archived["purged_at"] is not None:
+            return await self._read_archive(str(archived["location"]))
+        tp = TopicPartition(self._topics.history, int(row["partition_id"]))
         found = await _read_range(self._log, tp, int(row["first_offset"]), stop)
-        return [r for r in found if r.key == run_id]
+        found = [r for r in found if r.key == run_id]
+        if found or row["status"] == "running":
+            return found
+        location = archived["location"] if archived is not None else None
+        if location is None and self.archive is not None:
+            location = self.archive.location(run_id)
+        if location is None:
+            return found
+        try:
+            return await self._read_archive(str(location))
+        except ArchiveError:
+            return found  # not archived where this process would have put it either
+
+    async def _read_archive(self, location: str) -> list[Record]:
+        store = self.archive
+        data = await asyncio.to_thread(store.get if store else read_location, location)
+        return decode_run(data, location).records
+
+    async def archived(self, run_id: str) -> str | None:
+        """Where ``run_id``'s history is archived, or ``None`` if it is not."""
+        await self.start()
+        row = await self._call(lambda: self.store_().archived(run_id))
+        return None if row is None else str(row["location"])
 
     async def ended_before(self, moment: float, limit: int = 1000) -> list[RunRow]:
         """Ended runs that finished before ``moment``, oldest first, and where they lie."""
         await self.start()
         return await self._call(functools.partial(self.store_().ended_before, moment, limit))
+
+    async def to_archive(
+        self, moment: float, limit: int = 1000, partitions: Collection[int] | None = None
+    ) -> list[RunRow]:
+        """Ended runs that finished before ``moment`` and are not archived yet (of these
+        history ``partitions`` only, when given)."""
+        await self.start()
+        store = self.store_()
+        return await self._call(functools.partial(store.to_archive, moment, limit, partitions))
+
+    async def mark_archived(self, archived: list[Archived]) -> None:
+        """Record that these runs' histories are verified in their archives."""
+        await self.start()
+        now = time.time()
+        await self._call(functools.partial(self.store_().mark_archived, archived, now))
+
+    async def unpurged(self, limit: int = 1000) -> list[RunRow]:
+        """Archived runs whose records are still in the log."""
+        await self.start()
+        return await self._call(functools.partial(self.store_().unpurged, limit))
+
+    async def mark_purged(self, run_ids: list[str]) -> None:
+        """Record that these archived runs' records left the log."""
+        await self.start()
+        now = time.time()
+        await self._call(functools.partial(self.store_().mark_purged, run_ids, now))
+
+    async def archive_counts(self) -> tuple[int, int]:
+        """``(archived runs, of which purged from the log)``."""
+        await self.start()
+        return await self._call(self.store_().archive_counts)
 
     async def total(self) -> int:
         """How many runs the index knows."""
@@ -533,7 +606,9 @@ async def _read_range(log_: EventLog, tp: TopicPartition, start: int, stop: int)
     async with log_.reader({tp: start}) as reader:
         wait = 0.0
         while True:
-            batch = await reader.poll(timeout=wait, max_records=1000)
+            # no more than the range holds: a run's range is often a few records
+            left = stop - reader.position(tp)
+            batch = await reader.poll(timeout=wait, max_records=max(1, min(1000, left)))
             for record in batch:
                 if record.offset >= stop:
                     return found

@@ -95,6 +95,23 @@ CREATE INDEX IF NOT EXISTS runindex_attributes_by_value
     ON runindex_attributes (name, kind, value);
 """
 
+#: Archived runs: where each run's history was written, and when its records left the log.
+#: Not among :data:`TABLES`: an index rebuilt from the history keeps it, since the history
+#: of a purged run is no longer there to rebuild it from.
+ARCHIVE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runindex_archive (
+    run_id TEXT PRIMARY KEY,
+    location TEXT NOT NULL,
+    records INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    last_offset INTEGER NOT NULL,
+    archived_at REAL NOT NULL,
+    purged_at REAL
+);
+CREATE INDEX IF NOT EXISTS runindex_archive_unpurged ON runindex_archive (archived_at)
+    WHERE purged_at IS NULL;
+"""
+
 #: A row's status as counted: a running run its owner parked counts as parked.
 _LABEL = (
     "CASE WHEN {0}.status = 'running' AND {0}.parked IS NOT NULL THEN 'parked' ELSE {0}.status END"
@@ -195,6 +212,18 @@ class RunRow:
     first_offset: int
     last_offset: int
     status: str
+
+
+@dataclass(frozen=True, slots=True)
+class Archived:
+    """A run's history as written to its archive and verified there."""
+
+    run_id: str
+    location: str
+    records: int
+    sha256: str
+    #: the run's last offset the archive covers
+    last_offset: int
 
 
 def trigger_kind_and_name(state: RunState) -> tuple[str, str | None]:

@@ -19,7 +19,7 @@ import contextlib
 import logging
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
@@ -27,11 +27,13 @@ from typing import Any
 from deerflow.core.state import RUN_RUNNING
 from deerflow.errors import DeerflowError, RunNotFound
 from deerflow.runtime._runrows import (
+    ARCHIVE_SCHEMA,
     INT64,
     SCHEMA,
     SCHEMA_VERSION,
     STATUS,
     TABLES,
+    Archived,
     Change,
     RunQuery,
     RunRow,
@@ -92,6 +94,8 @@ class VisibilityStore:
         self._conn = conn
         conn.row_factory = sqlite3.Row
         if self.path != ":memory:":
+            # as the log does: a store file this creates can give archived runs' pages back
+            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
             conn.execute("PRAGMA journal_mode=WAL")
             # NORMAL: the index can always be rebuilt from the history; a lost tail is
             # applied again from the offsets that did reach the disk.
@@ -124,6 +128,7 @@ class VisibilityStore:
             self.fresh = True
             conn.executescript(SCHEMA)
             conn.executemany("INSERT OR IGNORE INTO runindex_meta VALUES (?, ?)", wanted.items())
+        conn.executescript(ARCHIVE_SCHEMA)
 
     def close(self) -> None:
         """Close the connection; idempotent."""
@@ -380,6 +385,83 @@ class VisibilityStore:
             (moment, limit),
         )
         return [RunRow(r[0], int(r[1]), int(r[2]), int(r[3]), r[4]) for r in rows]
+
+    # -- archival ------------------------------------------------------------------------------
+
+    def to_archive(
+        self, moment: float, limit: int = 1000, partitions: Collection[int] | None = None
+    ) -> list[RunRow]:
+        """Ended runs that finished before ``moment`` and are not archived yet, oldest first.
+
+        A sub-workflow run whose parent still runs is left for later: its parent may still
+        read it. A run archived, then retried and ended again before its records left the
+        log is selected again: its archive misses the retry. ``partitions``: of these history
+        partitions only.
+        """
+        only = ""
+        if partitions is not None:
+            only = f"AND r.partition_id IN ({','.join(str(int(p)) for p in partitions)}) "
+        rows = self.conn.execute(
+            "SELECT r.run_id, r.partition_id, r.first_offset, r.last_offset, r.status "
+            "FROM runindex_runs r "
+            "WHERE r.finished_at IS NOT NULL AND r.finished_at < ? AND r.status != 'running' "
+            "AND NOT EXISTS (SELECT 1 FROM runindex_archive a WHERE a.run_id = r.run_id "
+            "AND (a.purged_at IS NOT NULL OR a.last_offset >= r.last_offset)) "
+            "AND NOT EXISTS (SELECT 1 FROM runindex_runs p "
+            "WHERE p.run_id = r.parent_run_id AND p.status = 'running') "
+            f"{only}ORDER BY r.finished_at LIMIT ?",
+            (moment, limit),
+        )
+        return [RunRow(r[0], int(r[1]), int(r[2]), int(r[3]), r[4]) for r in rows]
+
+    def mark_archived(self, archived: Sequence[Archived], at: float) -> None:
+        """Record that these runs' histories, up to their last offsets, are verified where
+        each says."""
+        with self._transaction() as c:
+            c.executemany(
+                "INSERT INTO runindex_archive VALUES (?, ?, ?, ?, ?, ?, NULL) "
+                "ON CONFLICT (run_id) DO UPDATE SET location = excluded.location, "
+                "records = excluded.records, sha256 = excluded.sha256, "
+                "last_offset = excluded.last_offset, archived_at = excluded.archived_at "
+                "WHERE purged_at IS NULL AND excluded.last_offset > last_offset",
+                [(a.run_id, a.location, a.records, a.sha256, a.last_offset, at) for a in archived],
+            )
+
+    def archived(self, run_id: str) -> sqlite3.Row | None:
+        """The archive row of ``run_id`` (location, records, sha256, archived_at, purged_at)."""
+        found: sqlite3.Row | None = self.conn.execute(
+            "SELECT * FROM runindex_archive WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        return found
+
+    def unpurged(self, limit: int = 1000) -> list[RunRow]:
+        """Archived runs whose records are still in the log, oldest archived first.
+
+        Only those still ended as archived: a run retried since is archived again first.
+        """
+        rows = self.conn.execute(
+            "SELECT r.run_id, r.partition_id, r.first_offset, r.last_offset, r.status "
+            "FROM runindex_archive a JOIN runindex_runs r ON r.run_id = a.run_id "
+            "WHERE a.purged_at IS NULL AND r.status != 'running' "
+            "AND r.last_offset = a.last_offset ORDER BY a.archived_at LIMIT ?",
+            (limit,),
+        )
+        return [RunRow(r[0], int(r[1]), int(r[2]), int(r[3]), r[4]) for r in rows]
+
+    def mark_purged(self, run_ids: Sequence[str], at: float) -> None:
+        """Record that these archived runs' records left the log."""
+        with self._transaction() as c:
+            c.executemany(
+                "UPDATE runindex_archive SET purged_at = ? WHERE run_id = ?",
+                [(at, run_id) for run_id in run_ids],
+            )
+
+    def archive_counts(self) -> tuple[int, int]:
+        """``(archived runs, of which purged from the log)``."""
+        row = self.conn.execute(
+            "SELECT COUNT(*), COUNT(purged_at) FROM runindex_archive"
+        ).fetchone()
+        return int(row[0]), int(row[1])
 
     def total(self) -> int:
         """How many runs the index knows."""

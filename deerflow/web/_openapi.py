@@ -145,6 +145,11 @@ _SCHEMAS: dict[str, Any] = {
             },
             "graph": {**_OBJ, "description": "Nodes laid out by topological layer, and edges."},
             "workflow_loaded": {"type": "boolean"},
+            "archived": {
+                "type": ["string", "null"],
+                "description": "Where the run's history is archived (file:// or s3://), "
+                "if it is; its history is then read back from there.",
+            },
         },
     },
     "Accepted": {

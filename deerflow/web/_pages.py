@@ -163,6 +163,8 @@ def _facts(detail: _runs.RunDetail, prefix: str) -> str:
         items.append(("retries", str(s.retries)))
     if r.parent_run_id:
         items.append(("parent run", link_run(prefix, r.parent_run_id)))
+    if detail.archived:
+        items.append(("archived", f"{badge('archived')} <code>{escape(detail.archived)}</code>"))
     if r.error:
         items.append(("error", f'<span class="error">{escape(r.error)}</span>'))
     return '<dl class="facts">' + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in items) + "</dl>"

@@ -176,6 +176,8 @@ class RunDetail:
     attempts: dict[str, list[dict[str, Any]]]
     graph: _graph.Graph
     workflow: Workflow | None
+    #: where the run's history is archived, if it is
+    archived: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         """The detail as the API returns it (history under its own endpoint)."""
@@ -187,6 +189,7 @@ class RunDetail:
             "attempts": self.attempts,
             "graph": self.graph.as_json(),
             "workflow_loaded": self.workflow is not None,
+            "archived": self.archived,
         }
 
 
@@ -202,7 +205,8 @@ async def run_detail(engine: Engine, run_id: str) -> RunDetail:
         if event.get("type") == "TaskScheduled" and event.get("task_id") not in first:
             first[str(event["task_id"])] = float(event.get("ts") or 0.0)
     graph = _graph.build(result, wf, children, first, state.shape)
-    return RunDetail(state, result, children, events, attempts(events), graph, wf)
+    archived = await engine.index.archived(state.run_id)
+    return RunDetail(state, result, children, events, attempts(events), graph, wf, archived)
 
 
 async def request_cancel(engine: Engine, run_id: str, reason: str = "cancelled") -> RunState:
@@ -233,12 +237,19 @@ async def request_retry(engine: Engine, run_id: str, reason: str = "retry reques
 
     Raises:
         RunNotFound: unknown run id.
-        ActionRefused: the run is not failed (running, completed, cancelled or compensated).
+        ActionRefused: the run is not failed (running, completed, cancelled or compensated),
+            or it is archived.
     """
     state = await find_run(engine, run_id)
     if state.status != RUN_FAILED:
         raise ActionRefused(
             f"run {state.run_id} is {state.status}; only failed runs can be retried"
+        )
+    archived = await engine.index.archived(state.run_id)
+    if archived is not None:
+        raise ActionRefused(
+            f"run {state.run_id} is archived ({archived}): its history left the live log, "
+            "so it cannot be retried; start a new run with its input"
         )
     number = state.retries + 1
     await engine.append_history(

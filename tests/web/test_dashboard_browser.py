@@ -3,14 +3,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
+from deerflow import Engine
+from tests.engine.test_archive import _run
 from tests.web.conftest import ROOT, Process, process_env
 
 ARTIFACTS = ROOT / "test-artifacts"
@@ -130,5 +134,30 @@ def test_a_running_run_is_cancelled_and_deerflow_ui_shows_the_same_store(served,
         page.wait_for_selector('tr[data-trigger="waiting.webhook.hooks.wait"]')
         page.goto(ui.url + "/ui/")
         shoot(page, "dashboard-runs.png")
+    finally:
+        ui.stop()
+
+
+def test_an_archived_run_page_shows_its_history_and_the_archived_badge(page, isolated):
+    store = f"sqlite:///{isolated / 'archived.db'}"
+
+    async def run_and_archive() -> str:
+        (done,) = await _run(store, [8])
+        async with Engine(store, archive=str(isolated / "archive"), retention=0) as engine:
+            assert engine.archiver is not None
+            assert await engine.archiver.archive_once() == (1, 1)
+        return done
+
+    # Playwright's loop runs in this thread: the engine gets a thread of its own
+    with ThreadPoolExecutor(1) as thread:
+        done = thread.submit(asyncio.run, run_and_archive()).result()
+    ui = Process(["ui", "--store", store, "--port", "0"], process_env(isolated))
+    try:
+        page.goto(f"{ui.url}/ui/runs/{done}")
+        page.locator(".badge.st-archived").wait_for(timeout=WAIT_MS)
+        facts = page.locator("dl.facts").inner_text()
+        assert "archived" in facts and f"runs/{done}.jsonl.gz" in facts
+        assert node(page, "ship").count() == 1  # the DAG, from the archived history
+        shoot(page, "archived-run.png")
     finally:
         ui.stop()
