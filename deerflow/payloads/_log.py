@@ -207,7 +207,11 @@ class DecodingReader(LogReader):
     async def poll(self, timeout: float = 0.0, max_records: int = 1000) -> list[Record]:
         """The next decoded records (see the class docstring)."""
         if not self._ready():
-            self._pending.extend(await self.inner.poll(timeout=timeout, max_records=max_records))
+            fetched = await self.inner.poll(timeout=timeout, max_records=max_records)
+            # Added to the buffer as it is now: a seek or revoke while the inner poll was
+            # awaited replaces it (``forget``), and the inner reader returns only records that
+            # follow the positions as they are after it.
+            self._pending.extend(fetched)
         decoded: list[Record] = []
         kept: list[Record] = []
         failure: Exception | None = None

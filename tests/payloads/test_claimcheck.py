@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
 from collections.abc import AsyncIterator
@@ -161,6 +162,28 @@ async def test_a_group_member_decodes_and_appends_by_reference(log):
     raw = await log.inner.read_partition(TopicPartition("out", 0))
     assert reference(raw[0]) is not None
     assert await read_all(log, "out") == [BIG]
+
+
+async def test_a_record_appended_while_a_poll_waits_across_a_seek_is_delivered(tmp_path):
+    """A poll already waiting when the member seeks (as a new owner does once it has loaded a
+    partition) still returns what is appended next: nothing fetched is dropped on the way."""
+    inner = open_log(f"sqlite:///{tmp_path / 'events.db'}")
+    async with PayloadLog(inner, ClaimCheck(MemoryBlobStore(), 1024)) as log:
+        await log.append([Message("in", b"0", key="k", partition=0)])
+        async with log.consumer("g", ["in"]) as consumer:
+            tp = TopicPartition("in", 0)
+            consumer.pause(frozenset({tp}))
+            waiting = asyncio.create_task(consumer.poll(timeout=5.0))
+            await asyncio.sleep(0.2)  # the poll waits; the partition is paused
+            await consumer.seek(tp, 1)  # past what was "loaded" (offset 0)
+            consumer.resume(frozenset({tp}))
+            await log.append([Message("in", b"1", key="k", partition=0)])
+            records = await asyncio.wait_for(waiting, 5.0)
+            for _ in range(10):  # had the waiting poll dropped it, a later one would not see it
+                if records:
+                    break
+                records = await consumer.poll(timeout=0.2)
+            assert [(r.offset, r.value) for r in records] == [(1, b"1")]
 
 
 def test_blob_store_urls_name_their_kind(tmp_path):
