@@ -1,0 +1,129 @@
+"""Appends the orchestrator decides, each larger than one Kafka record: by reference with a
+blob store, else the task or run fails at once, naming itself and the size (never a hang)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from deerflow import Engine, Workflow
+from deerflow.payloads import LocalBlobStore
+
+pytestmark = pytest.mark.kafka
+
+SIX_HUNDRED_KB = 600 * 1024
+
+
+def fan_in() -> Workflow:
+    wf = Workflow(name="fanin")
+
+    @wf.task(id="left")
+    def left(context):
+        return "l" * SIX_HUNDRED_KB
+
+    @wf.task(id="right")
+    def right(context):
+        return "r" * SIX_HUNDRED_KB
+
+    @wf.task(id="join", depends_on=["left", "right"])
+    def join(context):
+        return len(context.tasks["left"].output) + len(context.tasks["right"].output)
+
+    @wf.task(id="after", depends_on=["join"])
+    def after(context):
+        return context.tasks["join"].output
+
+    return wf
+
+
+def two_sinks() -> Workflow:
+    wf = Workflow(name="sinks")
+
+    @wf.task(id="a")
+    def a(context):
+        return "a" * SIX_HUNDRED_KB
+
+    @wf.task(id="b")
+    def b(context):
+        return "b" * SIX_HUNDRED_KB
+
+    return wf
+
+
+def one_sink() -> Workflow:
+    wf = Workflow(name="sink")
+
+    @wf.task(id="a")
+    def a(context):
+        return "a" * SIX_HUNDRED_KB
+
+    return wf
+
+
+@pytest.fixture(autouse=True)
+def _prefix(monkeypatch) -> None:
+    monkeypatch.setenv("DEERFLOW_PREFIX", f"t{uuid.uuid4().hex[:10]}")
+    monkeypatch.delenv("DEERFLOW_BLOBS", raising=False)
+
+
+async def test_a_fan_in_too_large_for_one_record_fails_its_task_at_once_naming_it(kafka_url):
+    wf = fan_in()
+    async with Engine(kafka_url, [wf], blobs="none", eager=False) as engine:
+        began = time.monotonic()
+        handle = await engine.start(wf)
+        result = await handle.result(timeout=30)
+        elapsed = time.monotonic() - began
+        assert result.status == "failed"
+        join = result.tasks["join"]
+        assert join.status == "failed" and join.attempts == 1
+        assert join.error_type == "PayloadTooLarge"
+        error = join.error or ""
+        assert f"task 'join' of run {handle.run_id!r}" in error and "1.2 MB" in error
+        assert "blob store" in error
+        assert result.tasks["after"].status == "skipped"
+        assert result.tasks["left"].status == "completed"
+        # The engine goes on: another run completes after the refused one.
+        small = Workflow(name="small")
+
+        @small.task(id="one")
+        def one(context):
+            return 1
+
+        engine.register(small)
+        assert (await (await engine.start(small)).result(timeout=30)).output == 1
+    assert elapsed < 20
+
+
+async def test_with_a_blob_store_the_same_fan_in_completes(kafka_url, tmp_path):
+    wf = fan_in()
+    blobs = LocalBlobStore(tmp_path / "blobs")
+    async with Engine(kafka_url, [wf], blobs=blobs, eager=False) as engine:
+        result = await (await engine.start(wf)).result(timeout=60)
+    assert result.status == "completed", result.error
+    assert result.output == 2 * SIX_HUNDRED_KB
+
+
+async def test_a_600kb_run_output_completes_without_a_blob_store(kafka_url):
+    wf = one_sink()
+    async with Engine(kafka_url, [wf], blobs="none", eager=False) as engine:
+        result = await (await engine.start(wf)).result(timeout=30)
+    assert result.status == "completed", result.error
+    assert result.output == "a" * SIX_HUNDRED_KB
+
+
+async def test_a_run_output_too_large_for_one_record_fails_the_run_naming_it(kafka_url):
+    wf = two_sinks()
+    async with Engine(kafka_url, [wf], blobs="none", eager=False) as engine:
+        handle = await engine.start(wf)
+        result = await handle.result(timeout=30)
+        assert result.status == "failed"
+        assert result.output is None
+        error = result.error or ""
+        assert f"run {handle.run_id!r}" in error and "1.2 MB" in error and "output" in error
+        assert "blob store" in error
+        assert result.tasks["a"].status == "completed"
+        # What the run index reads back from the log says the same.
+        again = await engine.get_run(handle.run_id)
+        assert again is not None and again.status == "failed"
