@@ -89,21 +89,14 @@ def within_limit(
     size = len(h.encode(outcome))
     if size <= limit:
         return outcome
-    return h.TaskFailed(
-        id=h.event_id(outcome.run_id, outcome.task_id, outcome.attempt, "failed"),
-        run_id=outcome.run_id,
-        task_id=outcome.task_id,
-        attempt=outcome.attempt,
-        error=(
-            f"task {outcome.task_id!r} of run {outcome.run_id!r} returned {_size(size)}, "
-            + _beyond(limit)
-        ),
-        error_type="PayloadTooLarge",
-        retriable=False,  # it would fail the same way
-        started_at=outcome.started_at,
-        worker=outcome.worker,
+    return _attempt_failed(
+        outcome.run_id,
+        outcome.task_id,
+        outcome.attempt,
+        f"task {outcome.task_id!r} of run {outcome.run_id!r} returned {_size(size)}",
+        limit,
         fallback=outcome.fallback,
-    )
+    ).model_copy(update={"started_at": outcome.started_at, "worker": outcome.worker})
 
 
 def refused(message: Message, limit: int, tasks_topic: str) -> h.HistoryEvent | None:

@@ -16,20 +16,19 @@ pytestmark = pytest.mark.kafka
 SIX_HUNDRED_KB = 600 * 1024
 
 
+def returning(wf: Workflow, task_id: str, size: int = SIX_HUNDRED_KB) -> None:
+    """Add a task ``task_id`` to ``wf`` that returns a string of ``size`` characters."""
+    wf.task(id=task_id)(lambda context: task_id * size)
+
+
 def fan_in() -> Workflow:
     wf = Workflow(name="fanin")
+    returning(wf, "l")
+    returning(wf, "r")
 
-    @wf.task(id="left")
-    def left(context):
-        return "l" * SIX_HUNDRED_KB
-
-    @wf.task(id="right")
-    def right(context):
-        return "r" * SIX_HUNDRED_KB
-
-    @wf.task(id="join", depends_on=["left", "right"])
+    @wf.task(id="join", depends_on=["l", "r"])
     def join(context):
-        return len(context.tasks["left"].output) + len(context.tasks["right"].output)
+        return len(context.tasks["l"].output) + len(context.tasks["r"].output)
 
     @wf.task(id="after", depends_on=["join"])
     def after(context):
@@ -38,27 +37,10 @@ def fan_in() -> Workflow:
     return wf
 
 
-def two_sinks() -> Workflow:
+def sinks(*task_ids: str) -> Workflow:
     wf = Workflow(name="sinks")
-
-    @wf.task(id="a")
-    def a(context):
-        return "a" * SIX_HUNDRED_KB
-
-    @wf.task(id="b")
-    def b(context):
-        return "b" * SIX_HUNDRED_KB
-
-    return wf
-
-
-def one_sink() -> Workflow:
-    wf = Workflow(name="sink")
-
-    @wf.task(id="a")
-    def a(context):
-        return "a" * SIX_HUNDRED_KB
-
+    for task_id in task_ids:
+        returning(wf, task_id)
     return wf
 
 
@@ -83,7 +65,7 @@ async def test_a_fan_in_too_large_for_one_record_fails_its_task_at_once_naming_i
         assert f"task 'join' of run {handle.run_id!r}" in error and "1.2 MB" in error
         assert "blob store" in error
         assert result.tasks["after"].status == "skipped"
-        assert result.tasks["left"].status == "completed"
+        assert result.tasks["l"].status == "completed"
         # The engine goes on: another run completes after the refused one.
         small = Workflow(name="small")
 
@@ -106,7 +88,7 @@ async def test_with_a_blob_store_the_same_fan_in_completes(kafka_url, tmp_path):
 
 
 async def test_a_600kb_run_output_completes_without_a_blob_store(kafka_url):
-    wf = one_sink()
+    wf = sinks("a")
     async with Engine(kafka_url, [wf], blobs="none", eager=False) as engine:
         result = await (await engine.start(wf)).result(timeout=30)
     assert result.status == "completed", result.error
@@ -114,7 +96,7 @@ async def test_a_600kb_run_output_completes_without_a_blob_store(kafka_url):
 
 
 async def test_a_run_output_too_large_for_one_record_fails_the_run_naming_it(kafka_url):
-    wf = two_sinks()
+    wf = sinks("a", "b")
     async with Engine(kafka_url, [wf], blobs="none", eager=False) as engine:
         handle = await engine.start(wf)
         result = await handle.result(timeout=30)
