@@ -25,9 +25,11 @@ from deerflow.payloads import (
     ClaimCheck,
     LocalBlobStore,
     PayloadLog,
+    beyond_limit,
     lost_fields,
     open_blob_store,
     payload_error,
+    size_text,
 )
 from deerflow.runtime._context import TaskDispatch
 
@@ -93,7 +95,7 @@ def within_limit(
         outcome.run_id,
         outcome.task_id,
         outcome.attempt,
-        f"task {outcome.task_id!r} of run {outcome.run_id!r} returned {_size(size)}",
+        f"task {outcome.task_id!r} of run {outcome.run_id!r} returned {size_text(size)}",
         limit,
         fallback=outcome.fallback,
     ).model_copy(update={"started_at": outcome.started_at, "worker": outcome.worker})
@@ -119,7 +121,7 @@ def refused(message: Message, limit: int, tasks_topic: str) -> h.HistoryEvent | 
             dispatch.run_id,
             dispatch.task_id,
             dispatch.attempt,
-            f"task {dispatch.task_id!r} of run {dispatch.run_id!r} was given {_size(size)} "
+            f"task {dispatch.task_id!r} of run {dispatch.run_id!r} was given {size_text(size)} "
             "of input (its upstream outputs, the run's parameters and input)",
             limit,
             fallback=dispatch.fallback,
@@ -135,7 +137,7 @@ def refused(message: Message, limit: int, tasks_topic: str) -> h.HistoryEvent | 
             parent.task_id,
             parent.attempt,
             f"task {parent.task_id!r} of run {parent.run_id!r} asked for a child run "
-            f"{event.run_id!r} whose request is {_size(size)}",
+            f"{event.run_id!r} whose request is {size_text(size)}",
             limit,
         )
     if isinstance(event, h.TaskCompleted):  # a child run's output, reported to its parent
@@ -144,18 +146,18 @@ def refused(message: Message, limit: int, tasks_topic: str) -> h.HistoryEvent | 
             event.task_id,
             event.attempt,
             f"task {event.task_id!r} of run {event.run_id!r} was reported an output of "
-            f"{_size(size)}",
+            f"{size_text(size)}",
             limit,
         )
     if isinstance(event, h.RunCompleted):
-        what = f"ended with an output of {_size(size)}"
+        what = f"ended with an output of {size_text(size)}"
     else:
-        what = f"decided a {event.type} event of {_size(size)}"
+        what = f"decided a {event.type} event of {size_text(size)}"
     task_id = getattr(event, "task_id", None)
     return h.RunFailed(
         id=h.event_id(event.run_id, "too-large", event.id),
         run_id=event.run_id,
-        error=f"run {event.run_id!r} {what}, " + _beyond(limit),
+        error=f"run {event.run_id!r} {what}, " + beyond_limit(limit),
         failed_task=task_id if isinstance(task_id, str) else None,
     )
 
@@ -168,22 +170,11 @@ def _attempt_failed(
         run_id=run_id,
         task_id=task_id,
         attempt=attempt,
-        error=f"{what}, " + _beyond(limit),
+        error=f"{what}, " + beyond_limit(limit),
         error_type="PayloadTooLarge",
         retriable=False,  # it would fail the same way
         fallback=fallback,
     )
-
-
-def _beyond(limit: int) -> str:
-    return (
-        f"more than the {_size(limit)} a payload may be on this log; configure a blob store "
-        "(Engine(blobs='s3://bucket/prefix') or DEERFLOW_BLOBS) to pass large values by reference"
-    )
-
-
-def _size(n: int) -> str:
-    return f"{n / 1_000_000:.1f} MB" if n >= 100_000 else f"{n} bytes"
 
 
 def lost_input(record: Record) -> tuple[TaskDispatch, str] | None:

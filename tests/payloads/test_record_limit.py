@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from deerflow import Engine, Workflow
+from deerflow import Engine, Workflow, publish_event
 from deerflow.payloads import LocalBlobStore
 
 pytestmark = pytest.mark.kafka
@@ -109,3 +109,27 @@ async def test_a_run_output_too_large_for_one_record_fails_the_run_naming_it(kaf
         # What the run index reads back from the log says the same.
         again = await engine.get_run(handle.run_id)
         assert again is not None and again.status == "failed"
+
+
+async def test_a_domain_event_too_large_for_one_record_fails_the_task_that_publishes_it(
+    kafka_url,
+):
+    wf = Workflow(name="announces")
+
+    @wf.task(id="announce")
+    def announce(context):
+        publish_event("Announced", {"text": "z" * 2 * SIX_HUNDRED_KB}, stream="news")
+        return "sent"
+
+    @wf.event_handler("Announced")
+    def heard(event):
+        pass
+
+    async with Engine(kafka_url, [wf], blobs="none") as engine:
+        handle = await engine.start(wf)
+        result = await handle.result(timeout=30)
+    assert result.status == "failed"
+    task = result.tasks["announce"]
+    assert task.error_type == "PayloadTooLarge" and task.attempts == 1
+    error = task.error or ""
+    assert "stream 'news': Announced of 1.2 MB" in error and "blob store" in error
