@@ -12,11 +12,12 @@ payload is lost, to fail it.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 from pydantic import ValidationError
 
 from deerflow.core import history as h
-from deerflow.errors import EventStoreError
+from deerflow.errors import EventStoreError, PayloadTooLarge
 from deerflow.log.base import EventLog, Message, Record
 from deerflow.log.sqlite import SqliteEventLog
 from deerflow.payloads import (
@@ -33,7 +34,7 @@ from deerflow.payloads import (
 )
 from deerflow.runtime._context import TaskDispatch
 
-__all__ = ["lost_input", "payload_log", "refused", "within_limit"]
+__all__ = ["check_fits", "lost_input", "payload_log", "refused", "within_limit"]
 
 #: ``DEERFLOW_BLOBS`` (or ``blobs=``) set to this keeps every payload in the log itself.
 NO_BLOBS = "none"
@@ -99,6 +100,21 @@ def within_limit(
         limit,
         fallback=outcome.fallback,
     ).model_copy(update={"started_at": outcome.started_at, "worker": outcome.worker})
+
+
+def check_fits(
+    events: Sequence[h.HistoryEvent], messages: Sequence[Message], limit: int | None
+) -> None:
+    """Raise :class:`PayloadTooLarge` naming the run when one of ``messages`` (the records of
+    ``events``, appended for a caller such as ``Engine.start``) is larger than ``limit``."""
+    if limit is None:
+        return
+    for event, message in zip(events, messages, strict=True):
+        if len(message.value) > limit:
+            raise PayloadTooLarge(
+                f"run {event.run_id!r}: {event.type} of {size_text(len(message.value))} is "
+                + beyond_limit(limit)
+            )
 
 
 def refused(message: Message, limit: int, tasks_topic: str) -> h.HistoryEvent | None:

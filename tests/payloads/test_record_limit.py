@@ -9,6 +9,7 @@ import uuid
 import pytest
 
 from deerflow import Engine, Workflow, publish_event
+from deerflow.errors import PayloadTooLarge
 from deerflow.payloads import LocalBlobStore
 
 pytestmark = pytest.mark.kafka
@@ -133,3 +134,13 @@ async def test_a_domain_event_too_large_for_one_record_fails_the_task_that_publi
     assert task.error_type == "PayloadTooLarge" and task.attempts == 1
     error = task.error or ""
     assert "stream 'news': Announced of 1.2 MB" in error and "blob store" in error
+
+
+async def test_starting_a_run_with_an_input_too_large_for_one_record_says_so(kafka_url):
+    wf = sinks("a")
+    async with Engine(kafka_url, [wf], blobs="none") as engine:
+        with pytest.raises(PayloadTooLarge) as caught:
+            await engine.start(wf, run_id="big-input", input="i" * 2 * SIX_HUNDRED_KB)
+        assert (await (await engine.start(wf)).result(timeout=30)).status == "completed"
+    error = str(caught.value)
+    assert "run 'big-input': RunRequested of 1.2 MB" in error and "blob store" in error
