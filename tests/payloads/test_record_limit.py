@@ -144,3 +144,32 @@ async def test_starting_a_run_with_an_input_too_large_for_one_record_says_so(kaf
         assert (await (await engine.start(wf)).result(timeout=30)).status == "completed"
     error = str(caught.value)
     assert "run 'big-input': RunRequested of 1.2 MB" in error and "blob store" in error
+
+
+async def test_a_child_run_request_or_output_too_large_for_one_record_fails_its_node(kafka_url):
+    # The child's input is both upstream outputs (1.2 MB); the other child returns 1.2 MB.
+    echo = Workflow(name="echo")
+
+    @echo.task(id="size")
+    def size(context):
+        return len(str(context.input))
+
+    doubles = sinks("a", "b")
+    parent = Workflow(name="parent")
+    returning(parent, "l")
+    returning(parent, "r")
+    parent.sub_workflow(id="takes", workflow=echo, depends_on=["l", "r"], retries=2)
+    parent.sub_workflow(id="gives", workflow=doubles, retries=2)
+    async with Engine(kafka_url, [parent], blobs="none", eager=False) as engine:
+        handle = await engine.start(parent)
+        result = await handle.result(timeout=30)
+        gives = await engine.get_run(f"{handle.run_id}.gives.1")
+    assert result.status == "failed"
+    takes = result.tasks["takes"]
+    assert takes.error_type == "PayloadTooLarge" and takes.attempts == 1
+    assert f"asked for a child run '{handle.run_id}.takes.1' whose request is 1.2 MB" in (
+        takes.error or ""
+    )
+    assert result.tasks["gives"].error_type == "PayloadTooLarge"
+    assert result.tasks["gives"].attempts == 1
+    assert gives is not None and gives.status == "failed" and "1.2 MB" in (gives.error or "")
