@@ -3,6 +3,8 @@ blob store, else the task or run fails at once, naming itself and the size (neve
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 import uuid
 
@@ -10,6 +12,7 @@ import pytest
 
 from deerflow import Engine, Workflow, publish_event
 from deerflow.errors import PayloadTooLarge
+from deerflow.log.base import Message, TopicPartition
 from deerflow.payloads import LocalBlobStore
 
 pytestmark = pytest.mark.kafka
@@ -173,3 +176,24 @@ async def test_a_child_run_request_or_output_too_large_for_one_record_fails_its_
     assert result.tasks["gives"].error_type == "PayloadTooLarge"
     assert result.tasks["gives"].attempts == 1
     assert gives is not None and gives.status == "failed" and "1.2 MB" in (gives.error or "")
+
+
+async def test_a_dead_letter_too_large_for_one_record_is_cut_and_the_worker_goes_on(kafka_url):
+    wf = sinks("a")
+    async with Engine(kafka_url, [wf], blobs="none", eager=False) as engine:
+        # Not a task message; as JSON, its 900 kB of quotes escape to 1.8 MB.
+        junk = Message(engine.topics.tasks, b'"' * 900_000, key="junk", partition=0)
+        await engine.log.append([junk])
+        result = await (await engine.start(wf)).result(timeout=30)
+        assert result.status == "completed", result.error
+        count = await engine.log.partition_count(engine.topics.dlq)
+        dlq = {TopicPartition(engine.topics.dlq, p): 0 for p in range(count)}
+        for _ in range(50):
+            letters = [r for rs in (await engine.log.read_partitions(dlq)).values() for r in rs]
+            if letters:
+                break
+            await asyncio.sleep(0.2)
+    [letter] = letters
+    body = json.loads(letter.value)
+    assert body["value_bytes"] == 900_000 and body["value"] == '"' * (1_000_000 // 8)
+    assert body["reason"].startswith("unreadable task message")
