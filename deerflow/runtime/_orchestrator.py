@@ -37,6 +37,7 @@ from typing import Any
 from deerflow.core import history as h
 from deerflow.core.change import definition_change
 from deerflow.core.decide import advance
+from deerflow.core.decide_nodes import generation
 from deerflow.core.definition import WorkflowDef
 from deerflow.core.expand import node_of
 from deerflow.core.state import COMPLETED, RUN_RUNNING, SCHEDULED, RunState, fold, next_retry
@@ -500,9 +501,13 @@ class Orchestrator(BackgroundService):
             return None
         log.error("%s", getattr(event, "error", event.type))
         state = self.runs.get(event.run_id)
-        if isinstance(event, h.RunFailed) and state is not None and state.terminal:
-            state.status, state.output = RUN_RUNNING, None  # its refused end never happened
-            fold(state, event)
+        if isinstance(event, h.RunFailed) and state is not None:
+            # A retried run may be refused again: its failure is a new event each time.
+            event = event.model_copy(update={"id": h.event_id(event.id, *generation(state))})
+            if state.terminal:  # its refused end was folded here, and never happens
+                state.seen.discard(h.decode(message.value).id)
+                state.status, state.output = RUN_RUNNING, None
+                fold(state, event)
         return h.message(self._topics.history, event)
 
     def _on_durable(self, appended: int) -> None:

@@ -14,6 +14,7 @@ from deerflow import Engine, Workflow, publish_event
 from deerflow.errors import PayloadTooLarge
 from deerflow.log.base import Message, TopicPartition
 from deerflow.payloads import LocalBlobStore
+from deerflow.web._runs import request_retry
 
 pytestmark = pytest.mark.kafka
 
@@ -113,6 +114,15 @@ async def test_a_run_output_too_large_for_one_record_fails_the_run_naming_it(kaf
         # What the run index reads back from the log says the same.
         again = await engine.get_run(handle.run_id)
         assert again is not None and again.status == "failed"
+        # A retry ends the same way, at once (its request and a second failure are folded).
+        assert await request_retry(engine, handle.run_id) == 1
+        for _ in range(50):
+            retried = await engine.get_run(handle.run_id)
+            if retried.events >= again.events + 2:
+                break
+            await asyncio.sleep(0.2)
+        assert retried.status == "failed" and "1.2 MB" in (retried.error or "")
+        assert retried.events == again.events + 2
 
 
 async def test_a_domain_event_too_large_for_one_record_fails_the_task_that_publishes_it(
