@@ -18,7 +18,7 @@ from typing import Any
 
 import deerflow._codec as _codec
 from deerflow._eventtypes import TypeFilter
-from deerflow.errors import ConcurrencyConflict, EventStoreError
+from deerflow.errors import ConcurrencyConflict, EventStoreError, PayloadTooLarge
 from deerflow.eventstore._store_index import Admission, PartitionIndex
 from deerflow.eventstore._store_model import StoredEvent, decode_unit, encode_unit, utcnow
 from deerflow.log.base import (
@@ -29,6 +29,7 @@ from deerflow.log.base import (
     TopicPartition,
     partition_for,
 )
+from deerflow.payloads import beyond_limit, size_text
 
 MAX_RACES = 20
 CATCH_UP_LIMIT = 60.0
@@ -241,6 +242,12 @@ class EventStreams:
             )
         events = [d.model_copy(update={"sequence": version + 1 + i}) for i, d in enumerate(drafts)]
         value, headers = encode_unit(events, cloudevents=self.cloudevents)
+        limit = self.log.max_value_bytes
+        if limit is not None and len(value) > limit:  # the log would refuse it on every try
+            types = ", ".join(sorted({e.type for e in events}))
+            raise PayloadTooLarge(
+                f"stream {stream!r}: {types} of {size_text(len(value))} is " + beyond_limit(limit)
+            )
         [(_, offset)] = await self.log.append(
             [Message(self.topic, value, key=stream, headers=headers, partition=tp.partition)]
         )

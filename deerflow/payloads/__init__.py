@@ -8,6 +8,7 @@ size and SHA-256, and readers resolve it. See docs/reference/payloads.md.
 
 from deerflow.payloads._blobs import BlobStore, LocalBlobStore, MemoryBlobStore
 from deerflow.payloads._claimcheck import DEFAULT_THRESHOLD, BlobRef, ClaimCheck, reference
+from deerflow.payloads._limit import beyond_limit, size_text
 from deerflow.payloads._log import (
     DEFAULT_LIMIT,
     ERROR_HEADER,
@@ -31,8 +32,10 @@ __all__ = [
     "PayloadCodec",
     "PayloadLog",
     "S3BlobStore",
+    "beyond_limit",
     "lost_fields",
     "open_blob_store",
     "payload_error",
     "reference",
+    "size_text",
 ]

@@ -22,7 +22,7 @@ from deerflow.payloads import BlobStore
 from deerflow.runtime._archiver import Archiver
 from deerflow.runtime._archivestore import ArchiveStore, open_archive, parse_retention
 from deerflow.runtime._orchestrator import SNAPSHOT_EVERY, Orchestrator
-from deerflow.runtime._payloads import payload_log
+from deerflow.runtime._payloads import check_fits, payload_log
 from deerflow.runtime._registry import WorkflowRegistry
 from deerflow.runtime._results import RunResult, run_result
 from deerflow.runtime._runindex import RunIndex
@@ -467,7 +467,9 @@ class Engine:
         """Append events to their runs' histories (durable when this returns)."""
         await self._start_engine()
         events = list(events)
-        await self.log.append([h.message(self.topics.history, e) for e in events])
+        messages = [h.message(self.topics.history, e) for e in events]
+        check_fits(events, messages, self.log.max_value_bytes)  # a clear error, not the broker's
+        await self.log.append(messages)
         if self.orchestrator is not None:
             self.orchestrator.observe(events)  # an owned run moves without a broker round trip
 

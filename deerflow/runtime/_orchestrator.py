@@ -37,14 +37,16 @@ from typing import Any
 from deerflow.core import history as h
 from deerflow.core.change import definition_change
 from deerflow.core.decide import advance
+from deerflow.core.decide_nodes import generation
 from deerflow.core.definition import WorkflowDef
 from deerflow.core.expand import node_of
-from deerflow.core.state import COMPLETED, SCHEDULED, RunState, fold, next_retry
+from deerflow.core.state import COMPLETED, RUN_RUNNING, SCHEDULED, RunState, fold, next_retry
 from deerflow.core.topics import Topics
 from deerflow.log.base import EventLog, Message
 from deerflow.runtime._context import TaskDispatch
 from deerflow.runtime._outbox import Outbox
 from deerflow.runtime._ownership import Ownership
+from deerflow.runtime._payloads import refused
 from deerflow.runtime._placement import EagerPlacement, LocalWorker
 from deerflow.runtime._registry import WorkflowRegistry
 from deerflow.runtime._results import RunResult, run_result
@@ -143,7 +145,7 @@ class Orchestrator(BackgroundService):
         self._build_dispatch = dispatch
         self._clock = clock
         #: decided messages on their way to the log, in order (group commit)
-        self._outbox = Outbox(log_, self._on_durable)
+        self._outbox = Outbox(log_, self._on_durable, self._refuse)
         #: the owned partitions' runs, tombstones and parked runs
         self._owned = Ownership(
             log_,
@@ -494,6 +496,26 @@ class Orchestrator(BackgroundService):
         they are appended. ``ended`` runs may be evicted once this submission is appended.
         """
         self._owned.ended.ending(self._outbox.submit(dispatches, history), ended)
+
+    def _refuse(self, message: Message) -> Message | None:
+        """The failure appended instead of ``message``, too large for the log (see
+        :func:`refused`); a run whose end is refused ends failed in memory too, so its
+        waiters are answered as the log tells it."""
+        limit = self._log.max_value_bytes
+        assert limit is not None  # the outbox only refuses when the log has a limit
+        event = refused(message, limit, self._topics.tasks)
+        if event is None:
+            return None
+        log.error("%s", getattr(event, "error", event.type))
+        state = self.runs.get(event.run_id)
+        if isinstance(event, h.RunFailed) and state is not None:
+            # A retried run may be refused again: its failure is a new event each time.
+            event = event.model_copy(update={"id": h.event_id(event.id, *generation(state))})
+            if state.terminal:  # its refused end was folded here, and never happens
+                state.seen.discard(h.decode(message.value).id)
+                state.status, state.output = RUN_RUNNING, None
+                fold(state, event)
+        return h.message(self._topics.history, event)
 
     def _on_durable(self, appended: int) -> None:
         """Answer the waiters of runs whose ending is durable by now (appended)."""

@@ -8,14 +8,24 @@ number up to which every submission is durable, and ``on_durable`` is called whe
 A failed append may or may not have been written. From then on the outbox is *untrusted*:
 ``appended`` stops moving (no run is evicted and no waiter is answered from a state the log
 may not hold) until the owner has read its partitions again and calls :meth:`Outbox.trust`.
+
+A message larger than the log takes in one record (``EventLog.max_value_bytes``) would fail
+every append it is in, forever: :meth:`Outbox.submit` gives it to ``refuse`` instead, which
+returns the history event that takes its place (the failure of its task or run), or ``None``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 
 from deerflow.log.base import EventLog, Message
+
+log = logging.getLogger("deerflow.orchestrator")
+
+#: Given a message too large for the log: the message that takes its place, or ``None``.
+Refuse = Callable[[Message], Message | None]
 
 
 class Outbox:
@@ -24,11 +34,15 @@ class Outbox:
     Args:
         log: the event log appended to.
         on_durable: called with :attr:`appended` each time it moves.
+        refuse: called with each message too large for the log (see the module docstring).
     """
 
-    def __init__(self, log: EventLog, on_durable: Callable[[int], None]) -> None:
+    def __init__(
+        self, log: EventLog, on_durable: Callable[[int], None], refuse: Refuse | None = None
+    ) -> None:
         self._log = log
         self._on_durable = on_durable
+        self._refuse = refuse
         self._submitted = 0  # submissions queued so far
         self._appended = 0  # submissions durably appended (all of them up to this one)
         self._dispatches: list[Message] = []
@@ -69,11 +83,45 @@ class Outbox:
         the log's appends are all-or-nothing).
         """
         self._submitted += 1
+        dispatches, history = self._within_limit(dispatches, history)
         self._dispatches.extend(dispatches)
         self._history.extend(history)
         if (self._dispatches or self._history) and self.idle:
             self._flusher = asyncio.create_task(self._flush(), name="deerflow-orchestrator-flush")
         return self._submitted
+
+    def _within_limit(
+        self, dispatches: list[Message], history: list[Message]
+    ) -> tuple[list[Message], list[Message]]:
+        """``dispatches`` and ``history`` with each message too large for the log refused.
+
+        A refused history event's replacement takes its place; a refused dispatch's goes after
+        the history events, which include the one that scheduled it.
+        """
+        limit = self._log.max_value_bytes
+        if limit is None or all(len(m.value) <= limit for m in (*dispatches, *history)):
+            return dispatches, history
+        kept: list[Message] = []
+        after: list[Message] = []
+        for message in dispatches:
+            if len(message.value) <= limit:
+                kept.append(message)
+            else:
+                after.extend(self._replace(message))
+        events = [r for m in history for r in ([m] if len(m.value) <= limit else self._replace(m))]
+        return kept, events + after
+
+    def _replace(self, message: Message) -> list[Message]:
+        replacement = self._refuse(message) if self._refuse is not None else None
+        if replacement is None:
+            log.error(
+                "dropping a %s record (key %r) of %d bytes: more than the log takes in one",
+                message.topic,
+                message.key,
+                len(message.value),
+            )
+            return []
+        return [replacement]
 
     def trust(self) -> None:
         """Every owned state was read again from the log: appends count again."""

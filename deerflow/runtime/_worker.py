@@ -613,13 +613,19 @@ class Worker(BackgroundService):
         return within_limit(outcome, self._log.max_value_bytes)
 
     def _dead_letter(self, record: Record, reason: str) -> Message:
-        body = {
+        body: dict[str, Any] = {
             "reason": reason,
             "topic": record.topic,
             "partition": record.partition,
             "offset": record.offset,
             "value": record.value.decode("utf-8", "replace"),
         }
+        limit = self._log.max_value_bytes
+        if limit is not None and len(_codec.dumps(body)) > limit:
+            # Escaped as JSON, a record the log took may no longer fit in one: a cut copy
+            # does (a character escapes to at most 6 bytes), appended once, not retried forever.
+            body["value"] = body["value"][: limit // 8]
+            body["value_bytes"] = len(record.value)
         return Message(
             topic=self._topics.dlq,
             key=record.key,
