@@ -12,6 +12,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1] / "deerflow"
 
+
 def _imported(tree: ast.AST) -> list[tuple[int, str]]:
     """(line, dotted module) of every import in ``tree``, function-level ones included."""
     found: list[tuple[int, str]] = []
