@@ -17,6 +17,7 @@ that is the limit the documentation states.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -26,10 +27,10 @@ from hypothesis import strategies as st
 from deerflow import Workflow
 from deerflow.core import history as h
 from deerflow.core import state as state_module
-from deerflow.core.decide import decide
+from deerflow.core.decide import advance, decide
 from deerflow.core.state import BY_CONTENT, RunState, fold, fold_all
 from deerflow.runtime._snapcodec import encode
-from tests.engine.test_decide import completed, failed
+from tests.engine.test_decide import chain, completed, failed, requested, started
 from tests.fuzz.test_fold_properties import NOW, true_history
 
 BOUND = 8
@@ -218,3 +219,30 @@ def test_a_run_with_10k_events_keeps_at_most_the_bound() -> None:
             sizes[n + 1] = len(encode(machine))
     assert len(machine.seen) == state_module.SEEN_LIMIT
     assert sizes[10_000] < sizes[1_000] * 1.1, sizes  # ids grew a digit: nothing else
+
+
+def test_repeats_across_an_operator_retry_fold_once() -> None:
+    """A failed run retried: its first try's events come again. Those known by content change
+    nothing however late; those an operator retry undoes (the abandon, the skips, the run's
+    failure) are known by id, and come within the window here."""
+    wf = chain()
+    state = started(wf)
+    first_try: list[h.HistoryEvent] = [requested(wf), *advance(wf, state, NOW)]
+    first_try.append(failed("a", 1, retriable=False))
+    assert fold(state, first_try[-1])
+    first_try += advance(wf, state, NOW)
+    assert state.status == "failed"
+    retry = h.RunRetryRequested(id="r1:retry:1", run_id="r1", ts=NOW, retry=1)
+    with seen_limit(BOUND):
+        assert fold(state, retry)
+        second_try = advance(wf, state, NOW)
+        assert [(e.type, getattr(e, "attempt", None)) for e in second_try] == [("TaskScheduled", 2)]
+        after_retry = copy.deepcopy(state)
+        assert not any(fold(state, event) for event in first_try)
+        for n in range(10 * BOUND):
+            fold(state, attributes("r1", n, "n", n))
+        late = [e for e in first_try if not known_by_id(e)]
+        assert [e.type for e in late] == ["RunRequested", "TaskScheduled", "TaskFailed"]
+        assert not any(fold(state, event) for event in late)
+    assert state.status == "running"
+    assert state.tasks == after_retry.tasks
