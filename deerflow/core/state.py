@@ -143,8 +143,9 @@ class RunState:
     timers: dict[str, float] = field(default_factory=dict)
     #: what fold extensions keep, by their key: dicts, lists and scalars only
     extensions: dict[str, Any] = field(default_factory=dict)
-    #: the ids of the last ``SEEN_LIMIT`` events read whose repeats are known by id, oldest first
-    seen: deque[str] = field(default_factory=deque)
+    #: the ids of the last ``SEEN_LIMIT`` events read whose repeats are known by id, oldest
+    #: first, each with the run's count of folded events when it was read (a dict: O(1) lookup)
+    seen: dict[str, int] = field(default_factory=dict)
     events: int = 0
     retries: int = 0
     #: attempts dispatched and not finished (``Workflow(max_parallel=...)`` bounds it)
@@ -243,9 +244,9 @@ def _known_by_id(event: h.HistoryEvent) -> bool:
 def _remember(state: RunState, event_id: str) -> None:
     """Keep ``event_id`` among the run's last :data:`SEEN_LIMIT` ids, dropping the oldest."""
     seen = state.seen
-    seen.append(event_id)
+    seen[event_id] = state.events
     while len(seen) > SEEN_LIMIT:
-        seen.popleft()
+        del seen[next(iter(seen))]  # dicts keep insertion order: the oldest comes first
 
 
 def _run_requested(state: RunState, e: h.RunRequested) -> bool:

@@ -9,7 +9,7 @@ import asyncio
 import hashlib
 import logging
 import re
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -295,7 +295,7 @@ def test_the_codec_round_trips_every_part_of_a_run_state():
                 "transitions": [{"request_id": "start", "target": "open"}],
             }
         },
-        seen=deque(["a", "b"]),
+        seen={"a": 1, "b": 2},
         timers={"t": 5.0},
         search_attributes={"customer": "c-1", "amount": 3},
     )

@@ -29,7 +29,7 @@ from deerflow.core import history as h
 from deerflow.core import state as state_module
 from deerflow.core.decide import advance, decide
 from deerflow.core.state import BY_CONTENT, RunState, fold, fold_all
-from deerflow.runtime._snapcodec import encode
+from deerflow.runtime._snapcodec import decode, encode
 from tests.engine.test_decide import chain, completed, failed, requested, started
 from tests.fuzz.test_fold_properties import NOW, true_history
 
@@ -218,6 +218,9 @@ def test_a_run_with_10k_events_keeps_at_most_the_bound() -> None:
         if n + 1 in (1_000, 10_000):
             sizes[n + 1] = len(encode(machine))
     assert len(machine.seen) == state_module.SEEN_LIMIT
+    restored = decode(encode(machine), RunState)  # a snapshot keeps the window, oldest first
+    assert list(restored.seen) == list(machine.seen)
+    assert not fold(restored, attributes(run, 9_999 - state_module.SEEN_LIMIT + 1, "step", 0))
     assert sizes[10_000] < sizes[1_000] * 1.1, sizes  # ids grew a digit: nothing else
 
 
