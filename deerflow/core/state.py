@@ -197,7 +197,8 @@ BY_CONTENT = frozenset(
         "TaskFailed",
         "TaskCollected",  # the node is no longer expanded (completed stays completed)
         "TimerStarted",
-        "TimerFired",  # the timer is gone, and retry timers' ids are never started again
+        "TimerFired",  # the timer is gone, and a repeat of its start is known (a retry timer's
+        # by content, another's by id within the window)
         "RunCompleted",  # ends the run for good: only a failed run is retried
         "RunCancelled",
         "RunCancelRequested",
@@ -426,8 +427,13 @@ def _timer_started(state: RunState, e: h.TimerStarted) -> bool:
         return False
     if e.task_id is not None and e.attempt is not None:
         task = state.tasks.get(e.task_id)
-        if task is not None and (task.timer_id == e.timer_id or task.attempts >= e.attempt):
-            return False  # it started (and fired: it is no longer pending), or its attempt ran
+        # A retry timer starts while its task waits on the failed attempt before ``attempt``;
+        # otherwise it is a repeat: it started (and fired: it is no longer pending), its
+        # attempt ran, or an operator retry reopened the task since.
+        if task is not None and (
+            task.status != RETRY_WAIT or task.timer_id == e.timer_id or task.attempts >= e.attempt
+        ):
+            return False
     state.timers[e.timer_id] = e.fire_at
     if e.task_id is not None:
         task = state.task(e.task_id)

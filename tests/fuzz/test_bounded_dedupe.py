@@ -249,3 +249,37 @@ def test_repeats_across_an_operator_retry_fold_once() -> None:
         assert not any(fold(state, event) for event in late)
     assert state.status == "running"
     assert state.tasks == after_retry.tasks
+
+
+def test_a_retry_timer_started_again_after_an_operator_retry_is_a_repeat() -> None:
+    """Its task was reopened since, so nothing but its content can tell, however late."""
+    run = "r0"
+    timer = h.TimerStarted(
+        id=h.event_id(run, "retry:a:2", "started"),
+        run_id=run,
+        ts=NOW,
+        timer_id="retry:a:2",
+        task_id="a",
+        attempt=2,
+        fire_at=NOW + 1,
+    )
+    history: list[h.HistoryEvent] = [
+        h.RunRequested(id=h.event_id(run, "requested"), run_id=run, ts=NOW, workflow="w"),
+        scheduled(run, "a", 1),
+        failed("a", 1, run_id=run),
+        timer,
+        h.TimerFired(
+            id=h.event_id(run, "retry:a:2", "fired"), run_id=run, ts=NOW, timer_id=timer.timer_id
+        ),
+        h.TaskAbandoned(
+            id=h.event_id(run, "a", "abandoned"), run_id=run, ts=NOW, task_id="a", error="boom"
+        ),
+        h.RunFailed(
+            id=h.event_id(run, "failed"), run_id=run, ts=NOW, error="boom", failed_task="a"
+        ),
+        h.RunRetryRequested(id=h.event_id(run, "retry", 1), run_id=run, ts=NOW, retry=1),
+    ]
+    state = fold_all(run, history)
+    assert state.status == "running" and state.tasks["a"].status == "pending"
+    assert not fold(state, timer)
+    assert state.timers == {}
