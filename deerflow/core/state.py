@@ -1,9 +1,21 @@
 """Run state and the pure ``fold``: state = fold(history).
 
-The fold is deterministic and idempotent: an event whose id was already folded is ignored, and
-events that make no sense in the current state (a completion for an attempt that is not the
-current one, anything after the run ended) are ignored too. So duplicated, re-emitted or
-late events cannot change a run's outcome.
+The fold is deterministic and idempotent: events that make no sense in the current state (a
+completion for an attempt that is not the current one, anything after the run ended) are
+ignored, and so is a repeat of an event already folded. So duplicated, re-emitted or late
+events cannot change a run's outcome.
+
+Repeats are recognised in two ways, and neither grows with the run's history:
+
+* **by content**, whatever the distance: the types in :data:`BY_CONTENT` only ever move their
+  part of the state forward (an attempt's number, a timer that fired, the run's request, its
+  retry number, its end), so a repeat finds that part already past it and changes nothing;
+* **by id**, for every other type (skips and abandons, which an operator retry undoes, a failed
+  run's end, parking, search attributes, timers of no task and every fold extension's events):
+  a run keeps the ids of the last :data:`SEEN_LIMIT` such events it read, in
+  ``RunState.seen``. A repeat of one of them is recognised while fewer than that many others
+  were read since; a redelivery or an append retried after an ambiguous failure comes back
+  that soon. One arriving later is folded again, as a new event would be.
 
 The fold here knows the core's events: runs, tasks, timers, and the children of expanded
 nodes (the generic mechanism dynamic tasks, parallel tasks and map-reduce share, and any kind
@@ -131,7 +143,9 @@ class RunState:
     timers: dict[str, float] = field(default_factory=dict)
     #: what fold extensions keep, by their key: dicts, lists and scalars only
     extensions: dict[str, Any] = field(default_factory=dict)
-    seen: set[str] = field(default_factory=set)
+    #: the ids of the last ``SEEN_LIMIT`` events read whose repeats are known by id, oldest
+    #: first, each with the run's count of folded events when it was read (a dict: O(1) lookup)
+    seen: dict[str, int] = field(default_factory=dict)
     events: int = 0
     retries: int = 0
     #: attempts dispatched and not finished (``Workflow(max_parallel=...)`` bounds it)
@@ -169,9 +183,34 @@ class RunState:
         return state
 
 
+#: how many ids of events whose repeats are known by id (not :data:`BY_CONTENT`) a run keeps
+SEEN_LIMIT = 256
+
+#: the event types whose repeats the fold ignores by their content, however late they come
+#: (a timer's start only when it names its task and attempt: a retry timer)
+BY_CONTENT = frozenset(
+    {
+        "RunRequested",  # a run is requested once
+        "TaskScheduled",  # an attempt number not above the task's latest
+        "TaskRequeued",  # the attempt is no longer eager
+        "TaskCompleted",  # the attempt is no longer the scheduled one
+        "TaskFailed",
+        "TaskCollected",  # the node is no longer expanded (completed stays completed)
+        "TimerStarted",
+        "TimerFired",  # the timer is gone, and a repeat of its start is known (a retry timer's
+        # by content, another's by id within the window)
+        "RunCompleted",  # ends the run for good: only a failed run is retried
+        "RunCancelled",
+        "RunCancelRequested",
+        "RunRetryRequested",  # its number is not the next retry
+    }
+)
+
+
 def fold(state: RunState, event: h.HistoryEvent) -> bool:
     """Apply ``event`` to ``state`` in place; return whether it changed anything."""
-    if event.id in state.seen:
+    by_id = _known_by_id(event)
+    if by_id and event.id in state.seen:
         return False
     if state.terminal and not isinstance(event, (h.RunRequested, h.RunRetryRequested)):
         return False
@@ -186,10 +225,29 @@ def fold(state: RunState, event: h.HistoryEvent) -> bool:
     else:
         extension = _EXTENDED.get(event.type)
         changed = extension is not None and extension.fold(state, event)
+    if by_id:
+        # Kept even when it changed nothing: its repeat may come when it would (search
+        # attributes set back to a value another event changed in between).
+        _remember(state, event.id)
     if changed:
-        state.seen.add(event.id)
         state.events += 1
     return changed
+
+
+def _known_by_id(event: h.HistoryEvent) -> bool:
+    """Whether a repeat of ``event`` is recognised by its id (else: by its content)."""
+    if event.type not in BY_CONTENT:
+        return True
+    # A timer of no task's attempt could start again once fired: only its id tells.
+    return isinstance(event, h.TimerStarted) and (event.task_id is None or event.attempt is None)
+
+
+def _remember(state: RunState, event_id: str) -> None:
+    """Keep ``event_id`` among the run's last :data:`SEEN_LIMIT` ids, dropping the oldest."""
+    seen = state.seen
+    seen[event_id] = state.events
+    while len(seen) > SEEN_LIMIT:
+        del seen[next(iter(seen))]  # dicts keep insertion order: the oldest comes first
 
 
 def _run_requested(state: RunState, e: h.RunRequested) -> bool:
@@ -263,9 +321,8 @@ def _current_attempt(state: RunState, e: h.TaskCompleted | h.TaskFailed) -> Task
             fallback=e.fallback,
         )
         if _task_scheduled(state, implied):
-            # Counted as if read, under the real one's id, so the late real one is a repeat:
-            # a run reports the same number of events whichever order they came in.
-            state.seen.add(implied.id)
+            # Counted as if read, so that the late real one, a repeat by its attempt number,
+            # leaves a run reporting the same number of events whichever order they came in.
             state.events += 1
     if task is None or task.status != SCHEDULED or task.attempts != e.attempt:
         return None
@@ -368,6 +425,15 @@ def _task_abandoned(state: RunState, e: h.TaskAbandoned) -> bool:
 def _timer_started(state: RunState, e: h.TimerStarted) -> bool:
     if e.timer_id in state.timers:
         return False
+    if e.task_id is not None and e.attempt is not None:
+        task = state.tasks.get(e.task_id)
+        # A retry timer starts while its task waits on the failed attempt before ``attempt``;
+        # otherwise it is a repeat: it started (and fired: it is no longer pending), its
+        # attempt ran, or an operator retry reopened the task since.
+        if task is not None and (
+            task.status != RETRY_WAIT or task.timer_id == e.timer_id or task.attempts >= e.attempt
+        ):
+            return False
     state.timers[e.timer_id] = e.fire_at
     if e.task_id is not None:
         task = state.task(e.task_id)
@@ -537,8 +603,10 @@ class FoldExtension:
     override :meth:`fold`. Register it with :func:`register_fold` (a node kind lists it in
     ``NodeKind.folds``: adding a node of the kind to a workflow registers it). What it keeps
     goes in ``state.extensions[key]`` (:meth:`part`): dicts, lists and scalars only. The
-    fold's rules hold for its events too: an event already folded, or one after the run
-    ended, is not passed to it.
+    fold's rules hold for its events too: one after the run ended is not passed to it, nor is
+    a repeat of one of the run's last :data:`SEEN_LIMIT` events known by id (every extension
+    event is: a repeat arriving later is passed again, so a fold that can should ignore it
+    by its content too).
     """
 
     #: its part of ``RunState.extensions`` (also what names it in errors)

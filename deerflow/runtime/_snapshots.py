@@ -5,7 +5,8 @@ that has not ended, the tombstones of ended runs still kept for dedupe, the reas
 parked, and the offset it covers (every record below it is folded in). Everything it reflects
 was durable in the log when it was taken (the owner drains its outbox first), so a new owner
 that loads it and folds the partition from the covered offset on holds what a fold from
-offset 0 gives (the fold ignores events it has seen, and the tombstones ignore ended runs').
+offset 0 gives (the fold ignores repeats, by their content or by the window of recent ids each
+run state keeps, and the tombstones ignore ended runs').
 
 Where it lives: partition ``p`` of the topic ``<history>.snapshots``, as chunk records (at
 most :data:`CHUNK_BYTES` each, well under Kafka's default 1 MB message limit) followed by a

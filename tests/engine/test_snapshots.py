@@ -295,7 +295,7 @@ def test_the_codec_round_trips_every_part_of_a_run_state():
                 "transitions": [{"request_id": "start", "target": "open"}],
             }
         },
-        seen={"a", "b"},
+        seen={"a": 1, "b": 2},
         timers={"t": 5.0},
         search_attributes={"customer": "c-1", "amount": 3},
     )
