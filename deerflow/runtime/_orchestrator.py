@@ -512,7 +512,7 @@ class Orchestrator(BackgroundService):
             # A retried run may be refused again: its failure is a new event each time.
             event = event.model_copy(update={"id": h.event_id(event.id, *generation(state))})
             if state.terminal:  # its refused end was folded here, and never happens
-                state.seen.discard(h.decode(message.value).id)
+                state.seen.pop(h.decode(message.value).id, None)
                 state.status, state.output = RUN_RUNNING, None
                 fold(state, event)
         return h.message(self._topics.history, event)
