@@ -12,6 +12,7 @@ import sqlite3
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 
 def sqlite_records(path: Path, prefix: str) -> int:
@@ -29,17 +30,25 @@ def sqlite_records(path: Path, prefix: str) -> int:
 
 async def kafka_records(bootstrap: str, prefix: str) -> int:
     """Records ever written to the topics named ``prefix.*`` (the sum of their end offsets)."""
+    # The partitions come from the admin client's metadata: a bare consumer knows only the
+    # topics it has asked about (Apache Kafka answers a metadata request for none with none).
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        topics = [t for t in await admin.list_topics() if t.startswith(prefix + ".")]
+        described = await admin.describe_topics(topics) if topics else []
+    finally:
+        await admin.close()
+    partitions = [
+        TopicPartition(topic["topic"], part["partition"])
+        for topic in described
+        for part in topic["partitions"]
+    ]
+    if not partitions:
+        return 0
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        topics = [t for t in await consumer.topics() if t.startswith(prefix + ".")]
-        partitions = [
-            TopicPartition(topic, p)
-            for topic in topics
-            for p in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
-        if not partitions:
-            return 0
         ends = await consumer.end_offsets(partitions)
         return sum(ends.values())
     finally:

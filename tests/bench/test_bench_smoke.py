@@ -57,7 +57,12 @@ def test_quick_benchmark_reports_every_scenario_without_errors(
     ]
     assert not broken, "\n".join(broken) + "\n" + proc.stderr[-4000:]
     measured = [r for r in rows if r["status"] == "ok"]
-    assert all(r["ratio"] is not None and r["ratio"] > 0 for r in measured)
+    unmeasured = [
+        f"{r['scenario']} / {r['comparison']}: ratio {r['ratio']!r}"
+        for r in measured
+        if r["ratio"] is None or r["ratio"] <= 0
+    ]
+    assert not unmeasured, "\n".join(unmeasured) + "\n" + proc.stderr[-4000:]
     assert report["machine"]["cpus"] and report["packages"]["deerflow"]
     table = (tmp_path / "smoke.md").read_text()
     assert "| a. engine overhead | kafka p=1 w=1 |" in table
