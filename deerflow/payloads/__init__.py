@@ -15,6 +15,7 @@ from deerflow.payloads._log import (
     PayloadLog,
     lost_fields,
     payload_error,
+    stored_in,
 )
 from deerflow.payloads._open import open_blob_store
 from deerflow.payloads._s3 import S3BlobStore
@@ -38,4 +39,5 @@ __all__ = [
     "payload_error",
     "reference",
     "size_text",
+    "stored_in",
 ]

@@ -34,7 +34,14 @@ from deerflow.log.base import (
 )
 from deerflow.payloads.base import PayloadCodec
 
-__all__ = ["DEFAULT_LIMIT", "ERROR_HEADER", "PayloadLog", "lost_fields", "payload_error"]
+__all__ = [
+    "DEFAULT_LIMIT",
+    "ERROR_HEADER",
+    "PayloadLog",
+    "lost_fields",
+    "payload_error",
+    "stored_in",
+]
 
 #: The largest payload a :class:`PayloadLog` takes (before encoding), by default.
 DEFAULT_LIMIT = 64 * 1024 * 1024
@@ -170,6 +177,12 @@ class PayloadLog(EventLog):
     async def commit_group(self, group: str, offsets: Mapping[TopicPartition, int]) -> None:
         """As the inner log (offsets are not payloads)."""
         await self.inner.commit_group(group, offsets)
+
+
+def stored_in(log: EventLog) -> EventLog:
+    """The log that keeps ``log``'s records: the inner log of a :class:`PayloadLog`, else
+    ``log`` itself (for what depends on the backend: its file, deleting records)."""
+    return log.inner if isinstance(log, PayloadLog) else log
 
 
 class DecodingReader(LogReader):

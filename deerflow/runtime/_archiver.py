@@ -22,7 +22,7 @@ from collections.abc import Callable, Collection
 
 from deerflow.log.base import EventLog, TopicPartition
 from deerflow.log.sqlite import SqliteEventLog
-from deerflow.payloads import PayloadLog
+from deerflow.payloads import stored_in
 from deerflow.runtime._archivestore import (
     ArchiveError,
     ArchiveStore,
@@ -84,7 +84,7 @@ class Archiver(BackgroundService):
         self.retention = retention
         self.interval = interval
         # Purging deletes stored records: it needs the SQLite file under any payload codec.
-        backend = log_.inner if isinstance(log_, PayloadLog) else log_
+        backend = stored_in(log_)
         self._sqlite = backend if isinstance(backend, SqliteEventLog) else None
         self.purge = purge and self._sqlite is not None
         self._pass = asyncio.Lock()

@@ -40,7 +40,7 @@ from deerflow.errors import PayloadUnreadable
 from deerflow.log.base import EventLog, LogReader, Record, TopicPartition
 from deerflow.log.memory import MemoryEventLog
 from deerflow.log.sqlite import SqliteEventLog
-from deerflow.payloads import PayloadLog, payload_error
+from deerflow.payloads import payload_error, stored_in
 from deerflow.runtime._archivestore import ArchiveError, ArchiveStore, decode_run, read_location
 from deerflow.runtime._runrows import (
     Archived,
@@ -74,8 +74,7 @@ def index_path(log_: EventLog, topics: Topics, configured: str | None = None) ->
     chosen = configured or os.environ.get("DEERFLOW_INDEX")
     if chosen and not os.path.isdir(chosen):
         return chosen, chosen != ":memory:"
-    if isinstance(log_, PayloadLog):
-        log_ = log_.inner
+    log_ = stored_in(log_)
     if isinstance(log_, SqliteEventLog):
         return str(log_.path), False
     if isinstance(log_, MemoryEventLog):
