@@ -160,6 +160,8 @@ class TracingHooks(Hooks):
 
     async def around_task(self, attempt: TaskAttempt) -> Any:
         """The attempt inside its span ``task <id>`` (when an SDK is configured)."""
+        if not _sdk_configured():
+            return await attempt.proceed()  # one coroutine less per attempt than traced()
         return await traced(attempt.dispatch, attempt.proceed())
 
 

@@ -80,16 +80,18 @@ def _configured(log: EventLog, url: str | None) -> BlobStore | None:
 
 
 def within_limit(
-    outcome: h.TaskCompleted | h.TaskFailed, limit: int | None
+    outcome: h.TaskCompleted | h.TaskFailed, limit: int | None, size: int | None = None
 ) -> h.TaskCompleted | h.TaskFailed:
     """``outcome``, or the task's failure when its record is larger than ``limit`` bytes.
 
     Appending such a record would fail on every retry (Kafka refuses records above its
-    limit), leaving the run waiting for an outcome that never lands.
+    limit), leaving the run waiting for an outcome that never lands. ``size``: the record's,
+    when the caller encoded it already.
     """
     if limit is None or not isinstance(outcome, h.TaskCompleted):
         return outcome
-    size = len(h.encode(outcome))
+    if size is None:
+        size = len(h.encode(outcome))
     if size <= limit:
         return outcome
     return _attempt_failed(

@@ -86,9 +86,10 @@ async def run_attempt(
 
     ``hooks`` wrap the body (``around_task``) and see the outcome (``on_task_end``).
     """
-    outcome = await _attempt(task, fn, dispatch, executor, worker, hooks)
-    if hooks:
-        hooks.on_task_end(TaskEnded(dispatch, outcome))
+    chain = hooks if hooks is None or isinstance(hooks, HookChain) else HookChain([hooks])
+    outcome = await _attempt(task, fn, dispatch, executor, worker, chain)
+    if chain is not None and chain.sees_task_ends:
+        chain.on_task_end(TaskEnded(dispatch, outcome))
     return outcome
 
 
@@ -98,7 +99,7 @@ async def _attempt(
     dispatch: TaskDispatch,
     executor: ThreadPoolExecutor | None,
     worker: str | None,
-    hooks: Hooks | None,
+    hooks: HookChain | None,
 ) -> h.TaskCompleted | h.TaskFailed:
     ctx = TaskContext(dispatch)
     started = h.now()
@@ -106,7 +107,9 @@ async def _attempt(
     ident = (dispatch.run_id, task_id, dispatch.attempt)
     expansion: list[dict[str, Any]] | None = None
     try:
-        if hooks:  # e.g. the attempt runs inside its OpenTelemetry span (deerflow.tracing)
+        if (
+            hooks is not None and hooks.wraps_tasks
+        ):  # e.g. the attempt runs inside its OpenTelemetry span (deerflow.tracing)
             output = await hooks.around_task(
                 TaskAttempt(
                     dispatch, lambda: asyncio.wait_for(_call(fn, ctx, executor), task.timeout)
@@ -212,7 +215,7 @@ class Worker(BackgroundService):
         self._resolve = resolve
         self.name = name or default_worker_name()
         #: hooks of the plugins the engine adopted (the engine sets them)
-        self.hooks: Hooks = HookChain()
+        self.hooks: HookChain = HookChain()
         self._consumer: GroupConsumer | None = None
         self._executor = ThreadPoolExecutor(self._concurrency, thread_name_prefix="deerflow-task")
         self._inflight: set[asyncio.Task[None]] = set()
@@ -380,8 +383,8 @@ class Worker(BackgroundService):
             # A body gets its own copy of the inputs, as if it came through the queue: the
             # orchestrator's run state must not change when a body mutates what it was given.
             dispatch = TaskDispatch.model_validate_json(dispatch.model_dump_json())
-            outcome = await self._run_dispatch(dispatch)
-            await self._append_durably(self._history(outcome))
+            outcome, record = await self._run_dispatch(dispatch)
+            await self._append_durably(self._history(outcome, record))
             self._free_slot(asyncio.current_task())
         except asyncio.CancelledError:
             return  # stopping: left in _eager, so stop() hands it to the task queue
@@ -590,27 +593,42 @@ class Worker(BackgroundService):
                 dispatch.attempt,
             )
             return [], None
-        event = await self._run_dispatch(dispatch)
-        return self._history(event), event
+        event, message = await self._run_dispatch(dispatch)
+        return self._history(event, message), event
 
-    def _history(self, outcome: h.TaskCompleted | h.TaskFailed) -> list[Message]:
-        """The outcome's records, after what the body recorded (its search attributes)."""
+    def _history(
+        self, outcome: h.TaskCompleted | h.TaskFailed, record: Message | None = None
+    ) -> list[Message]:
+        """The outcome's records (``record``: its own, already encoded), after what the body
+        recorded (its search attributes)."""
         recorded = take_recorded(outcome.run_id, outcome.task_id, outcome.attempt)
-        return [h.message(self._topics.history, e) for e in (*recorded, outcome)]
+        messages = [h.message(self._topics.history, e) for e in recorded]
+        messages.append(record or h.message(self._topics.history, outcome))
+        return messages
 
-    async def _run_dispatch(self, dispatch: TaskDispatch) -> h.TaskCompleted | h.TaskFailed:
+    async def _run_dispatch(
+        self, dispatch: TaskDispatch
+    ) -> tuple[h.TaskCompleted | h.TaskFailed, Message]:
+        """The attempt's outcome and its record (encoded once: its size is checked on it)."""
         self._claim((dispatch.run_id, dispatch.task_id, dispatch.attempt))
         wf = self._registry.get(dispatch.workflow, dispatch.version)
+        outcome: h.TaskCompleted | h.TaskFailed
         if wf is None:
-            return _not_loaded(dispatch, self.name)
-        try:
-            task, fn = self._resolve(wf, dispatch)
-        except LookupError as exc:
-            return _failure(dispatch, str(exc), "LookupError", self.name)
-        outcome = await run_attempt(
-            task, fn, dispatch, executor=self._executor, worker=self.name, hooks=self.hooks
-        )
-        return within_limit(outcome, self._log.max_value_bytes)
+            outcome = _not_loaded(dispatch, self.name)
+        else:
+            try:
+                task, fn = self._resolve(wf, dispatch)
+            except LookupError as exc:
+                outcome = _failure(dispatch, str(exc), "LookupError", self.name)
+            else:
+                outcome = await run_attempt(
+                    task, fn, dispatch, executor=self._executor, worker=self.name, hooks=self.hooks
+                )
+        record = h.message(self._topics.history, outcome)
+        fitting = within_limit(outcome, self._log.max_value_bytes, len(record.value))
+        if fitting is not outcome:
+            record = h.message(self._topics.history, fitting)
+        return fitting, record
 
     def _dead_letter(self, record: Record, reason: str) -> Message:
         body: dict[str, Any] = {

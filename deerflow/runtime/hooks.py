@@ -106,6 +106,10 @@ class HookChain(Hooks):
         self._arounds = _overriding(self.hooks, "around_task")
         self._ends = _overriding(self.hooks, "on_task_end")
         self._folded = _overriding(self.hooks, "on_history_event")
+        #: whether a hook wraps attempts / sees their ends (else a worker skips building the
+        #: hook's argument for each attempt)
+        self.wraps_tasks = bool(self._arounds)
+        self.sees_task_ends = bool(self._ends)
 
     def __bool__(self) -> bool:
         return bool(self.hooks)
