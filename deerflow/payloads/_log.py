@@ -229,10 +229,17 @@ class DecodingReader(LogReader):
         kept: list[Record] = []
         failure: Exception | None = None
         size = 0
+        held = self._held
         for record in self._pending:
             full = len(decoded) >= max_records or size >= POLL_BYTES
-            if failure or full or record.tp in self._held:
+            if failure or full or (held and record.tp in held):
                 kept.append(record)
+                continue
+            if not record.headers:
+                # A codec marks what it encoded in a header (see PayloadCodec): a record of
+                # none is as its producer wrote it, returned without a call per record.
+                decoded.append(record)
+                size += len(record.value)
                 continue
             try:
                 decoded.append(await self._codec.decode(record))
@@ -252,7 +259,10 @@ class DecodingReader(LogReader):
         return decoded
 
     def _ready(self) -> bool:
-        return any(record.tp not in self._held for record in self._pending)
+        held = self._held
+        if not held:  # the usual case: no record's partition to build
+            return bool(self._pending)
+        return any(record.tp not in held for record in self._pending)
 
     def forget(self, partitions: frozenset[TopicPartition] | set[TopicPartition]) -> None:
         """Drop what waits of ``partitions`` (revoked, or moved by a seek)."""
