@@ -209,7 +209,11 @@ BY_CONTENT = frozenset(
 
 def fold(state: RunState, event: h.HistoryEvent) -> bool:
     """Apply ``event`` to ``state`` in place; return whether it changed anything."""
-    by_id = _known_by_id(event)
+    # Whether a repeat of the event is known by its id (else by its content); a timer of no
+    # task's attempt could start again once fired: only its id tells.
+    by_id = event.type not in BY_CONTENT or (
+        isinstance(event, h.TimerStarted) and (event.task_id is None or event.attempt is None)
+    )
     if by_id and event.id in state.seen:
         return False
     if state.terminal and not isinstance(event, (h.RunRequested, h.RunRetryRequested)):
@@ -232,14 +236,6 @@ def fold(state: RunState, event: h.HistoryEvent) -> bool:
     if changed:
         state.events += 1
     return changed
-
-
-def _known_by_id(event: h.HistoryEvent) -> bool:
-    """Whether a repeat of ``event`` is recognised by its id (else: by its content)."""
-    if event.type not in BY_CONTENT:
-        return True
-    # A timer of no task's attempt could start again once fired: only its id tells.
-    return isinstance(event, h.TimerStarted) and (event.task_id is None or event.attempt is None)
 
 
 def _remember(state: RunState, event_id: str) -> None:

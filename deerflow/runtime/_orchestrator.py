@@ -352,10 +352,12 @@ class Orchestrator(BackgroundService):
         return max(0.0, min(0.5, self._timers[0][0] - self._clock()))
 
     def _fold_event(self, event: h.HistoryEvent, touched: dict[str, RunState]) -> None:
-        if self.local_worker is not None and isinstance(event, h.TaskCompleted | h.TaskFailed):
-            # Read back, so durable: the attempt's slot is free before the worker that ran it
-            # resumes from its append, and the run's next step (decided below) can take it.
-            self.local_worker.outcome_durable(event.run_id, event.task_id, event.attempt)
+        if isinstance(event, h.TaskCompleted | h.TaskFailed):
+            worker = self._placement.local_worker
+            if worker is not None:
+                # Read back, so durable: the attempt's slot is free before the worker that
+                # ran it resumes from its append, and the run's next step can take it.
+                worker.outcome_durable(event.run_id, event.task_id, event.attempt)
         state = self.runs.get(event.run_id)
         if state is None:
             if self._owned.reopens(event) or not isinstance(event, h.RunRequested):

@@ -126,7 +126,12 @@ class Ownership:
 
     def owns(self, run_id: str) -> bool:
         """Whether this member owns ``run_id``'s history partition right now."""
-        return self._holds(TopicPartition(self._topic, self.partition_of(run_id)))
+        # Asked for every event the process appends (observe): _holds and partition_of inlined.
+        consumer = self.consumer
+        if consumer is None:
+            return False
+        tp = TopicPartition(self._topic, partition_for(run_id, self.partitions))
+        return tp not in self.loading and tp in consumer.assignment()
 
     def knows(self, run_id: str) -> bool:
         """Whether ``run_id`` is a run of the owned partitions, running or ended (tombstoned)."""
@@ -403,9 +408,10 @@ class Ownership:
         it) or below what was folded of it already (fetched before the loader moved the
         consumer on). Counts them per partition: snapshots are due by these counts."""
         fresh = []
+        loading = self.loading
         for record in records:
             part = record.partition
-            if record.tp in self.loading or record.offset < self._covered.get(part, 0):
+            if (loading and record.tp in loading) or record.offset < self._covered.get(part, 0):
                 continue
             fresh.append(record)
             self._folded[part] = self._folded.get(part, 0) + 1

@@ -125,7 +125,7 @@ class StateMachineMixin(WorkflowDef):
     def decide_run(self, state: RunState, now: float) -> list[h.HistoryEvent] | None:
         """A state machine instance moves by its requested transitions, not by tasks."""
         if self.machine is None:
-            return super().decide_run(state, now)
+            return None  # as WorkflowDef's (asked at every decision: no call up the chain)
         return decide_machine(self, self.machine, state, now)
 
     def route_trigger(self, event: Any) -> tuple[str, str] | None:
