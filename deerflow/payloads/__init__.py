@@ -14,7 +14,7 @@ from deerflow.payloads._claimcheck import (
     blob_prefix,
     reference,
 )
-from deerflow.payloads._limit import beyond_limit, size_text
+from deerflow.payloads._limit import ReferenceLimit, beyond_limit, size_text
 from deerflow.payloads._log import (
     DEFAULT_LIMIT,
     ERROR_HEADER,
@@ -38,6 +38,7 @@ __all__ = [
     "MemoryBlobStore",
     "PayloadCodec",
     "PayloadLog",
+    "ReferenceLimit",
     "S3BlobStore",
     "beyond_limit",
     "blob_prefix",

@@ -132,7 +132,10 @@ async def test_a_blob_that_cannot_be_read_for_now_holds_the_reader_back_until_it
 
 
 async def test_a_value_above_the_limit_is_refused_with_its_size(log):
-    with pytest.raises(PayloadTooLarge, match=r"t record \(key 'run-4'\) of 2000001 bytes"):
+    with pytest.raises(
+        PayloadTooLarge,
+        match=r"t record \(key 'run-4'\) of 2.0 MB is more than the 2.0 MB a value may be even in",
+    ):
         await log.append([Message("t", b"x" * 2_000_001, key="run-4", partition=0)])
 
 
