@@ -239,6 +239,29 @@ async def test_a_sigkill_mid_sweep_loses_nothing_and_the_next_pass_leaves_no_blo
         for n, run_id in enumerate(ids):
             run = await engine.get_run(run_id)
             assert run.output["n"] == n and run.output["chars"] == BIG
+    # a fresh process reads an archived run, large output and all, from its archive
+    shown = await asyncio.to_thread(
+        subprocess.run,
+        [
+            sys.executable,
+            "-m",
+            "deerflow",
+            "runs",
+            "show",
+            ids[2],
+            "--json",
+            "--store",
+            sqlite_store,
+        ],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        cwd=ROOT,
+        capture_output=True,
+        timeout=120,
+    )
+    assert shown.returncode == 0, shown.stderr.decode()[-2000:]
+    result = orjson.loads(shown.stdout)["result"]
+    assert result["status"] == "completed" and result["run_id"] == ids[2]
+    assert result["output"]["chars"] == BIG and result["output"]["pdf"] == "x" * BIG
 
 
 @pytest.mark.kafka
