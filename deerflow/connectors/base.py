@@ -33,6 +33,7 @@ from deerflow.core import RunState
 from deerflow.core import history as h
 from deerflow.errors import ConnectorError, DeerflowError, RunNotFound, TransitionNotAllowed
 from deerflow.log.base import Headers
+from deerflow.payloads import beyond_limit, size_text
 from deerflow.runtime import BackgroundService, Engine
 
 log = logging.getLogger("deerflow.connectors")
@@ -93,6 +94,25 @@ def unstorable(request: RunRequest) -> str | None:
     except (TypeError, ValueError) as exc:  # pydantic raises ValueError past ~255 levels
         return f"trigger event cannot be stored: {exc}"
     return None
+
+
+def too_large(engine: Engine, request: RunRequest) -> str | None:
+    """Why ``request``'s trigger event is too large for ``engine``'s log, or ``None``.
+
+    The limit is the log's ``max_value_bytes``: a record on Kafka without a blob store, a
+    value in the blob store with one. Without this check such an event would fail its run
+    request on every delivery, the source retrying it forever.
+    """
+    limit = engine.log.max_value_bytes
+    if limit is None:
+        return None
+    size = len(request.event.model_dump_json()) + len(_codec.dumps(request.input))
+    if size <= limit:
+        return None
+    return (
+        f"the trigger event for run {request.run_id!r} of workflow {request.workflow!r} is "
+        f"{size_text(size)}, {beyond_limit(limit)}"
+    )
 
 
 class EngineLoad:

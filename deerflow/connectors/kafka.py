@@ -38,6 +38,7 @@ from deerflow.connectors.base import (
     RunRequest,
     backoff_sleep,
     run_id_for,
+    too_large,
     unstorable,
 )
 from deerflow.errors import ConnectorError, DeerflowError
@@ -303,7 +304,7 @@ class KafkaTriggerSource(PollingSource[Record]):
             cloudevent=cloudevent,
         )
         request = RunRequest(route.workflow, run_id_for(route.workflow, "kafka", identity), event)
-        problem = unstorable(request)
+        problem = unstorable(request) or too_large(self.engine, request)
         return [_letter(item, route, problem) if problem else request]
 
     def _identity(

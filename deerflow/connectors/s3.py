@@ -40,6 +40,7 @@ from deerflow.connectors.base import (
     RunRequest,
     backoff_sleep,
     run_id_for,
+    too_large,
     unstorable,
 )
 from deerflow.events import S3Event, S3ObjectEvent
@@ -233,7 +234,7 @@ class S3NotificationSource(PollingSource[SqsMessage]):
             else:
                 run_id = run_id_for(self.workflow, "s3", identity(event))
                 request = RunRequest(self.workflow, run_id, event)
-                problem = unstorable(request)
+                problem = unstorable(request) or too_large(self.engine, request)
                 actions.append(self._letter(item, problem) if problem else request)
         return actions
 

@@ -41,7 +41,13 @@ from deerflow.connectors import _cloudevents
 from deerflow.connectors._auth import ApiKeys, configured_secrets, presented_key
 from deerflow.connectors._httplimits import HttpLimits, cap_connections
 from deerflow.connectors._providers import Scheme, scheme_for
-from deerflow.connectors.base import RunRequest, TriggerSource, run_id_for, unstorable
+from deerflow.connectors.base import (
+    RunRequest,
+    TriggerSource,
+    run_id_for,
+    too_large,
+    unstorable,
+)
 from deerflow.errors import ConnectorError, RunNotFound
 from deerflow.events import CloudEvent, WebhookEvent, WebhookRequestEvent, trigger_name
 from deerflow.runtime import Engine
@@ -476,13 +482,18 @@ class WebhookGateway(TriggerSource[None]):
             delivery_id=_text(delivery) if delivery else None,
         )
 
-    @staticmethod
-    def _run(route: WebhookRoute, identity: str | None, event: WebhookRequestEvent) -> RunRequest:
-        """The run ``event`` asks for; :class:`_RefusedError` (400) if it cannot be stored."""
+    def _run(
+        self, route: WebhookRoute, identity: str | None, event: WebhookRequestEvent
+    ) -> RunRequest:
+        """The run ``event`` asks for; :class:`_RefusedError` (400, or 413 when too large
+        for the log) if it cannot be stored."""
         run = RunRequest(route.workflow, run_id_for(route.workflow, "webhook", identity), event)
         problem = unstorable(run)
         if problem is not None:
             raise _RefusedError(_error(400, f"body cannot be accepted: {problem}"))
+        problem = too_large(self.engine, run)
+        if problem is not None:
+            raise _RefusedError(_error(413, problem, Connection="close"))
         return run
 
     async def _submit(self, trigger: WebhookEvent, runs: list[RunRequest]) -> None:

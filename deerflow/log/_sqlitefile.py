@@ -387,6 +387,21 @@ class SqliteFile:
                 deleted += int(cur.rowcount)
         return deleted
 
+    def count_keyed(self, ranges: Sequence[tuple[TopicPartition, str, int, int]]) -> int:
+        """How many records of ``tp`` with ``key`` between ``first`` and ``last`` there are,
+        over every ``(tp, key, first, last)`` of ``ranges``."""
+        conn = self.conn
+        return sum(
+            int(
+                conn.execute(
+                    "SELECT COUNT(*) FROM records WHERE topic = ? AND partition_id = ? "
+                    "AND key = ? AND record_offset BETWEEN ? AND ?",
+                    (tp.topic, tp.partition, key, first, last),
+                ).fetchone()[0]
+            )
+            for tp, key, first, last in ranges
+        )
+
     def reclaim(self, pages: int) -> int:
         """Give up to ``pages`` free pages back to the file system; how many were freed.
 

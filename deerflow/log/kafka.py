@@ -314,6 +314,21 @@ class KafkaEventLog(EventLog):
             f"join until its session times out)",
         )
 
+    async def start_offsets(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        """Each partition's first offset still kept (past what retention or
+        ``delete_records`` removed)."""
+        wanted = [theirs(tp) for tp in tps]
+        probe = self.new_consumer()
+        await self.start_consumer(probe)
+        try:
+            async with asyncio.timeout(self.settings.connect_timeout):
+                found = await probe.beginning_offsets(wanted)
+            return {ours(tp): int(offset) for tp, offset in found.items()}
+        except (KafkaError, TimeoutError) as exc:
+            raise failure(self.url, "cannot find partition starts on", exc) from exc
+        finally:
+            await probe.stop()
+
     async def true_ends(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
         """Each partition's end, from fetch high watermarks (ListOffsets may be short)."""
         wanted = [theirs(tp) for tp in tps]

@@ -313,6 +313,12 @@ class SqliteEventLog(EventLog):
         storage = self._require_started()
         return await storage.run(lambda: storage.file.delete_keyed(ranges))
 
+    async def count_keyed(self, ranges: Sequence[tuple[TopicPartition, str, int, int]]) -> int:
+        """How many records :meth:`delete_keyed` with ``ranges`` would leave or find: those
+        of each ``(tp, key, first, last)``, whether a partition's last or not."""
+        storage = self._require_started()
+        return await storage.run(lambda: storage.file.count_keyed(ranges))
+
     async def reclaim(self, pages: int = 10_000) -> int:
         """Give up to ``pages`` free pages of the file back (incremental vacuum); how many."""
         storage = self._require_started()

@@ -7,8 +7,14 @@ size and SHA-256, and readers resolve it. See docs/reference/payloads.md.
 """
 
 from deerflow.payloads._blobs import BlobStore, LocalBlobStore, MemoryBlobStore
-from deerflow.payloads._claimcheck import DEFAULT_THRESHOLD, BlobRef, ClaimCheck, reference
-from deerflow.payloads._limit import beyond_limit, size_text
+from deerflow.payloads._claimcheck import (
+    DEFAULT_THRESHOLD,
+    BlobRef,
+    ClaimCheck,
+    blob_prefix,
+    reference,
+)
+from deerflow.payloads._limit import ReferenceLimit, beyond_limit, size_text
 from deerflow.payloads._log import (
     DEFAULT_LIMIT,
     ERROR_HEADER,
@@ -32,8 +38,10 @@ __all__ = [
     "MemoryBlobStore",
     "PayloadCodec",
     "PayloadLog",
+    "ReferenceLimit",
     "S3BlobStore",
     "beyond_limit",
+    "blob_prefix",
     "lost_fields",
     "open_blob_store",
     "payload_error",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import os
 import re
 from collections import OrderedDict
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from deerflow.errors import PayloadUnreadable
 
-__all__ = ["BlobStore", "LocalBlobStore", "MemoryBlobStore", "missing"]
+__all__ = ["BlobStore", "LocalBlobStore", "MemoryBlobStore", "directory", "missing"]
 
 _KEY = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 
@@ -25,6 +26,15 @@ def _checked(key: str) -> str:
     if not _KEY.match(key) or ".." in key.split("/"):
         raise ValueError(f"blob key {key!r} is not a safe path ([A-Za-z0-9._-] segments)")
     return key
+
+
+def directory(prefix: str) -> str:
+    """``prefix``, checked to name a directory of blob keys (it ends with ``/``)."""
+    # Only whole directories: a bare "run-1" would take "run-10"'s blobs too.
+    if not prefix.endswith("/"):
+        raise ValueError(f"blob prefix {prefix!r} is not a directory (it must end with '/')")
+    _checked(prefix.rstrip("/"))
+    return prefix
 
 
 class BlobStore(abc.ABC):
@@ -47,6 +57,11 @@ class BlobStore(abc.ABC):
     @abc.abstractmethod
     async def delete(self, key: str) -> None:
         """Remove the blob under ``key``; nothing happens if there is none."""
+
+    @abc.abstractmethod
+    async def delete_prefix(self, prefix: str) -> int:
+        """Remove every blob whose key starts with ``prefix`` (a directory: ends with ``/``);
+        returns how many went. Idempotent: nothing happens when there is none."""
 
     async def start(self) -> None:  # noqa: B027 - a directory needs no connection
         """Open the store's client."""
@@ -101,6 +116,27 @@ class LocalBlobStore(BlobStore):
         """Remove the file."""
         await asyncio.to_thread(self._path(key).unlink, missing_ok=True)
 
+    async def delete_prefix(self, prefix: str) -> int:
+        """Remove the directory ``prefix`` names and what it holds."""
+        return await asyncio.to_thread(self._remove_tree, self._path(directory(prefix).rstrip("/")))
+
+    @staticmethod
+    def _remove_tree(path: Path) -> int:
+        try:
+            found = sorted(path.rglob("*"), reverse=True)  # children before their directories
+        except FileNotFoundError:
+            return 0
+        removed = 0
+        for child in found:
+            if child.is_dir():
+                child.rmdir()
+            else:
+                child.unlink(missing_ok=True)
+                removed += 0 if child.name.endswith(".partial") else 1
+        with contextlib.suppress(FileNotFoundError):
+            path.rmdir()
+        return removed
+
 
 class MemoryBlobStore(BlobStore):
     """Blobs in this process's memory, at most ``max_bytes`` in all (oldest dropped first).
@@ -136,3 +172,11 @@ class MemoryBlobStore(BlobStore):
         data = self._blobs.pop(key, None)
         if data is not None:
             self._size -= len(data)
+
+    async def delete_prefix(self, prefix: str) -> int:
+        """Forget the blobs under ``prefix``."""
+        prefix = directory(prefix)
+        gone = [key for key in self._blobs if key.startswith(prefix)]
+        for key in gone:
+            await self.delete(key)
+        return len(gone)

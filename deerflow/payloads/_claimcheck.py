@@ -1,8 +1,10 @@
 """Claim checks: a value above a threshold goes to a blob store and the log keeps a reference.
 
 The reference names the store, the blob's key, its size and its SHA-256, so a reader restores
-exactly the bytes written or says why it cannot. Blob keys are ``topic/record-key/sha256``:
-a redelivered append writes the same blob again (idempotent), and a run's blobs share a prefix.
+exactly the bytes written or says why it cannot. Blob keys are ``topic/record-key/sha256``
+(:func:`blob_prefix`): a redelivered append writes the same blob again (idempotent), and the
+blobs of one record key (a run's history, one task of a run on the task queue) share a
+directory no other key's blobs are in, so they can be deleted together.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from deerflow.log.base import Message, Record
 from deerflow.payloads._blobs import BlobStore
 from deerflow.payloads.base import PayloadCodec
 
-__all__ = ["DEFAULT_THRESHOLD", "HEADER", "BlobRef", "ClaimCheck"]
+__all__ = ["DEFAULT_THRESHOLD", "HEADER", "BlobRef", "ClaimCheck", "blob_prefix"]
 
 #: The record header a claim check sets on the records whose value is a reference.
 HEADER = "deerflow-payload"
@@ -26,7 +28,9 @@ _MARK = b"claim-check"
 #: Values above this many bytes go to the blob store: well under Kafka's 1 MB record limit,
 #: so a record stays small whatever a task returns.
 DEFAULT_THRESHOLD = 256 * 1024
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_UNSAFE = re.compile(r"[^A-Za-z0-9.-]|^\.")
+#: A key segment longer than this is named by its digest instead.
+_SEGMENT = 200
 #: What a reference keeps of the value's own small fields (strings up to this many characters,
 #: at most this many fields): enough to name the run and task a lost value belonged to.
 _FIELD_CHARS = 200
@@ -82,6 +86,24 @@ def small_fields(value: bytes) -> dict[str, Any]:
     return dict(list(small.items())[:_FIELDS])
 
 
+def _segment(name: str) -> str:
+    # One-to-one: every byte but [A-Za-z0-9.-] (and a leading dot) becomes _xx, so "_" only
+    # starts an escape, and "__" + digest (never an escape) names what is too long.
+    escaped = _UNSAFE.sub(lambda m: "".join(f"_{b:02x}" for b in m[0].encode()), name)
+    if len(escaped) <= _SEGMENT and escaped:
+        return escaped
+    return "__" + hashlib.sha256(name.encode()).hexdigest()
+
+
+def blob_prefix(topic: str, key: str | None) -> str:
+    """The directory (``topic/record-key/``) of the blobs of ``topic``'s records with ``key``.
+
+    Each topic and record key is one escaped path segment, one to one, so the directory of a
+    key holds its blobs alone (run ``a`` and run ``a/b``, or ``a_b``, never share one).
+    """
+    return f"{_segment(topic)}/{_segment(key or '')}/"
+
+
 def reference(record: Record) -> BlobRef | None:
     """The blob reference ``record`` holds, or ``None`` when it holds its value itself."""
     if (HEADER, _MARK) not in record.headers:
@@ -123,8 +145,7 @@ class ClaimCheck(PayloadCodec):
         if len(value) <= self.threshold:
             return message
         digest = hashlib.sha256(value).hexdigest()
-        owner = _UNSAFE.sub("_", message.key or "_")[:200]
-        key = f"{_UNSAFE.sub('_', message.topic)}/{owner}/{digest}"
+        key = blob_prefix(message.topic, message.key) + digest
         await self.store.put(key, value)
         ref = BlobRef(self.store.url, key, len(value), digest, small_fields(value))
         return replace(message, value=ref.encode(), headers=(*message.headers, (HEADER, _MARK)))

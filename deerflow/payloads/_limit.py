@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-__all__ = ["beyond_limit", "size_text"]
+__all__ = ["ReferenceLimit", "beyond_limit", "size_text"]
+
+
+class ReferenceLimit(int):
+    """The ``max_value_bytes`` of a log that already keeps large values in a blob store.
+
+    An ``int`` (callers compare sizes with it as with any log's limit) that tells
+    :func:`beyond_limit` the advice to configure a blob store does not apply.
+    """
 
 
 def size_text(n: int) -> str:
@@ -11,7 +19,12 @@ def size_text(n: int) -> str:
 
 
 def beyond_limit(limit: int) -> str:
-    """The end of a too-large error: the limit, and what to configure instead."""
+    """The end of a too-large error: the limit, and what to do instead."""
+    if isinstance(limit, ReferenceLimit):
+        return (
+            f"more than the {size_text(limit)} a value may be even in the blob store; pass a "
+            "reference to where the data lies (an object key, a URL) instead of the data"
+        )
     return (
         f"more than the {size_text(limit)} a payload may be on this log; configure a blob "
         "store (Engine(blobs='s3://bucket/prefix') or DEERFLOW_BLOBS) to pass large values by "

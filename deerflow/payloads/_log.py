@@ -32,6 +32,7 @@ from deerflow.log.base import (
     StartFrom,
     TopicPartition,
 )
+from deerflow.payloads._limit import ReferenceLimit, beyond_limit, size_text
 from deerflow.payloads.base import PayloadCodec
 
 __all__ = [
@@ -94,7 +95,7 @@ class PayloadLog(EventLog):
         self.codec = codec
         self.url = inner.url
         self.limit = limit
-        self.max_value_bytes = limit
+        self.max_value_bytes: int | None = ReferenceLimit(limit)
         # One append is as all-or-nothing as the inner log's: encoding happens before it.
         self.atomic_appends = inner.atomic_appends
 
@@ -135,8 +136,8 @@ class PayloadLog(EventLog):
         for message in messages:
             if len(message.value) > self.limit:
                 raise PayloadTooLarge(
-                    f"a {message.topic} record (key {message.key!r}) of {len(message.value)} "
-                    f"bytes is larger than the {self.limit} bytes a payload may be"
+                    f"a {message.topic} record (key {message.key!r}) of "
+                    f"{size_text(len(message.value))} is {beyond_limit(ReferenceLimit(self.limit))}"
                 )
             encoded.append(await self.codec.encode(message))
         return encoded

@@ -7,7 +7,7 @@ import os
 from typing import Any
 
 from deerflow.errors import MissingDependency, PayloadUnreadable
-from deerflow.payloads._blobs import BlobStore, missing
+from deerflow.payloads._blobs import BlobStore, directory, missing
 
 __all__ = ["S3BlobStore"]
 
@@ -85,3 +85,22 @@ class S3BlobStore(BlobStore):
         """``DeleteObject``."""
         await self.start()
         await asyncio.to_thread(self._client.delete_object, Bucket=self.bucket, Key=self._key(key))
+
+    async def delete_prefix(self, prefix: str) -> int:
+        """``ListObjectsV2`` under the prefix, then ``DeleteObjects`` by pages of 1,000."""
+        await self.start()
+        return await asyncio.to_thread(self._delete_prefix, self._key(directory(prefix)))
+
+    def _delete_prefix(self, prefix: str) -> int:
+        removed = 0
+        pages = self._client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=prefix
+        )
+        for page in pages:
+            keys = [{"Key": item["Key"]} for item in page.get("Contents", ())]
+            if keys:  # a page holds at most 1,000 keys: what one DeleteObjects takes
+                self._client.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True}
+                )
+                removed += len(keys)
+        return removed

@@ -6,10 +6,20 @@ byte, and only then records the run as archived in the index. On SQLite it next 
 archived runs' records from the store file and gives the pages back (incremental vacuum); on
 Kafka the topic's own retention removes them (``docs/operations/scaling.md``).
 
+With a blob store (:mod:`deerflow.payloads`), an archive holds the values themselves (the
+run index reads the history through the claim check), and the run's blobs (its history's and
+its task messages', each under a directory of its own, :func:`~deerflow.payloads.blob_prefix`)
+are deleted once no record can refer to them: on SQLite once its history records are purged
+and its task messages deleted too; on Kafka once retention (or ``delete_records``) moved the
+start of its history partition past the run's last record and the start of every task
+partition past the end it had when the run was noted (so past its every task message).
+
 Every step is idempotent, in this order, so a crash anywhere loses nothing and duplicates
 nothing: an archive object is named after its run and rewritten whole; a run is marked
 archived only once its object verified; its records are deleted only once it is marked; a
-run marked but not yet purged is purged at the next pass.
+run marked but not yet purged is purged at the next pass; its blobs are deleted only once no
+record of it is left, and a run is marked swept only once they are, so one whose deletion was
+cut short is swept again at the next pass.
 """
 
 from __future__ import annotations
@@ -20,9 +30,11 @@ import logging
 import time
 from collections.abc import Callable, Collection
 
+import deerflow._codec as _codec
 from deerflow.log.base import EventLog, TopicPartition
+from deerflow.log.kafka import KafkaEventLog
 from deerflow.log.sqlite import SqliteEventLog
-from deerflow.payloads import stored_in
+from deerflow.payloads import BlobStore, ClaimCheck, PayloadLog, blob_prefix, stored_in
 from deerflow.runtime._archivestore import (
     ArchiveError,
     ArchiveStore,
@@ -31,7 +43,7 @@ from deerflow.runtime._archivestore import (
     encode_run,
 )
 from deerflow.runtime._runindex import RunIndex
-from deerflow.runtime._runrows import Archived, RunRow
+from deerflow.runtime._runrows import Archived, RunRow, Unswept
 from deerflow.runtime._service import BackgroundService
 
 log = logging.getLogger("deerflow.archive")
@@ -49,6 +61,8 @@ MAX_SKIPPED = 10_000
 WRITERS = 8
 #: Free pages given back to the file system per step (4 kB each).
 RECLAIM_PAGES = 25_000
+#: Beyond any offset: a run's task messages are deleted whatever their offsets.
+_ALL = 2**62
 
 
 class Archiver(BackgroundService):
@@ -87,6 +101,10 @@ class Archiver(BackgroundService):
         backend = stored_in(log_)
         self._sqlite = backend if isinstance(backend, SqliteEventLog) else None
         self.purge = purge and self._sqlite is not None
+        self._kafka = backend if isinstance(backend, KafkaEventLog) else None
+        codec = log_.codec if isinstance(log_, PayloadLog) else None
+        #: where the claim check keeps large values: the archived runs' blobs are deleted
+        self.blobs: BlobStore | None = codec.store if isinstance(codec, ClaimCheck) else None
         self._pass = asyncio.Lock()
         self._partitions = partitions
 
@@ -99,8 +117,14 @@ class Archiver(BackgroundService):
         while not self.stopping.is_set():
             try:
                 archived, purged = await self.archive_once()
-                if archived or purged:
-                    log.info("archived %d runs, purged %d from the log", archived, purged)
+                swept = await self.sweep_once()
+                if archived or purged or swept:
+                    log.info(
+                        "archived %d runs, purged %d from the log, deleted the blobs of %d",
+                        archived,
+                        purged,
+                        swept,
+                    )
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -171,3 +195,95 @@ class Archiver(BackgroundService):
         while not self.stopping.is_set() and await sqlite.reclaim(RECLAIM_PAGES):
             pass
         return purged
+
+    async def sweep_once(self) -> int:
+        """Delete the blobs of the archived runs no record can refer to any more; how many
+        runs' blobs went. Nothing without a blob store, or on a log that deletes nothing."""
+        if self.blobs is None or (self._sqlite is None and self._kafka is None):
+            return 0
+        async with self._pass:
+            return await self._sweep_all(self.blobs)
+
+    async def _sweep_all(self, blobs: BlobStore) -> int:
+        topics = self.index.topics
+        backend = stored_in(self.log)
+        tasks = [
+            TopicPartition(topics.tasks, p)
+            for p in range(await backend.partition_count(topics.tasks))
+        ]
+        starts: dict[TopicPartition, int] = {}
+        ends: dict[TopicPartition, int] = {}
+        if self._kafka is not None:
+            # Noted now, after these runs ended: every task message of theirs lies before.
+            ends = await self._kafka.true_ends(tasks)
+            count = await backend.partition_count(topics.history)
+            history = [TopicPartition(topics.history, p) for p in range(count)]
+            starts = await self._kafka.start_offsets([*tasks, *history])
+        await self.index.note_unswept({tp.partition: offset for tp, offset in ends.items()})
+        owned = None if self._partitions is None else self._partitions()
+        slots = asyncio.Semaphore(WRITERS)
+        swept = 0
+        waiting: set[str] = set()
+        while not self.stopping.is_set() and len(waiting) < MAX_SKIPPED:
+            rows = await self.index.unswept(BATCH, owned, waiting)
+            if not rows:
+                break
+            gone = await asyncio.gather(
+                *(self._sweep(r, blobs, tasks, starts, slots) for r in rows)
+            )
+            done = [r.run_id for r, ok in zip(rows, gone, strict=True) if ok]
+            await self.index.mark_swept(done)
+            swept += len(done)
+            waiting.update(r.run_id for r, ok in zip(rows, gone, strict=True) if not ok)
+        return swept
+
+    async def _sweep(
+        self,
+        row: Unswept,
+        blobs: BlobStore,
+        tasks: list[TopicPartition],
+        starts: dict[TopicPartition, int],
+        slots: asyncio.Semaphore,
+    ) -> bool:
+        """Delete ``row``'s blobs if no record of its run is left; whether they went."""
+        topics = self.index.topics
+        async with slots:
+            if self._kafka is not None and not self._expired(row, tasks, starts):
+                return False
+            if self._sqlite is not None and not row.purged:
+                return False
+            task_ids = await self._task_ids(row)
+            if self._sqlite is not None:
+                history = TopicPartition(topics.history, row.partition)
+                ranges = [(history, row.run_id, row.first_offset, row.last_offset)]
+                ranges += [(tp, f"{row.run_id}/{t}", 0, _ALL) for tp in tasks for t in task_ids]
+                # Task messages of an ended run are read by no one; a partition's last record,
+                # kept at the purge, goes once another follows it.
+                await self._sqlite.delete_keyed(ranges)
+                if await self._sqlite.count_keyed(ranges):
+                    return False
+            await blobs.delete_prefix(blob_prefix(topics.history, row.run_id))
+            for task_id in task_ids:
+                await blobs.delete_prefix(blob_prefix(topics.tasks, f"{row.run_id}/{task_id}"))
+        return True
+
+    def _expired(
+        self, row: Unswept, tasks: list[TopicPartition], starts: dict[TopicPartition, int]
+    ) -> bool:
+        """Whether the run's history records and task messages have all left Kafka."""
+        history = TopicPartition(self.index.topics.history, row.partition)
+        if starts.get(history, 0) <= row.last_offset:
+            return False
+        ends = {int(p): int(o) for p, o in _codec.loads(row.tasks_ends).items()}
+        return all(starts.get(tp, 0) >= ends.get(tp.partition, 0) for tp in tasks)
+
+    async def _task_ids(self, row: Unswept) -> set[str]:
+        """The ids of the tasks ``row``'s run dispatched, as its archive tells them."""
+        data = await asyncio.to_thread(self.archive.get, row.location)
+        found: set[str] = set()
+        for record in decode_run(data, row.location).records:
+            event = _codec.loads(record.value)
+            task_id = event.get("task_id") if isinstance(event, dict) else None
+            if isinstance(task_id, str):
+                found.add(task_id)
+        return found

@@ -33,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import deerflow._codec as _codec
 from deerflow.core import history as h
 from deerflow.core.state import RunState, fold
 from deerflow.core.topics import Topics
@@ -47,6 +48,7 @@ from deerflow.runtime._runrows import (
     Change,
     RunQuery,
     RunRow,
+    Unswept,
     row_complete,
     summary_state,
 )
@@ -565,6 +567,36 @@ class RunIndex:
         await self.start()
         now = time.time()
         await self._call(functools.partial(self.store_().mark_purged, run_ids, now))
+
+    async def note_unswept(self, tasks_ends: Mapping[int, int]) -> int:
+        """Note the archived runs not noted yet as having blobs to delete, with the task
+        queue's end offset per partition now; how many were noted."""
+        await self.start()
+        ends = _codec.dumps({str(p): o for p, o in tasks_ends.items()}).decode()
+        now = time.time()
+        return await self._call(functools.partial(self.store_().note_unswept, ends, now))
+
+    async def unswept(
+        self,
+        limit: int = 1000,
+        partitions: Collection[int] | None = None,
+        skip: Collection[str] = (),
+    ) -> list[Unswept]:
+        """Noted archived runs whose blobs are not deleted yet, oldest noted first."""
+        await self.start()
+        store = self.store_()
+        return await self._call(functools.partial(store.unswept, limit, partitions, skip))
+
+    async def mark_swept(self, run_ids: list[str]) -> None:
+        """Record that these archived runs' blobs are deleted."""
+        await self.start()
+        now = time.time()
+        await self._call(functools.partial(self.store_().mark_swept, run_ids, now))
+
+    async def sweep_counts(self) -> tuple[int, int]:
+        """``(archived runs noted as having blobs, of which deleted)``."""
+        await self.start()
+        return await self._call(self.store_().sweep_counts)
 
     async def archive_counts(self) -> tuple[int, int]:
         """``(archived runs, of which purged from the log)``."""

@@ -95,7 +95,10 @@ CREATE INDEX IF NOT EXISTS runindex_attributes_by_value
     ON runindex_attributes (name, kind, value);
 """
 
-#: Archived runs: where each run's history was written, and when its records left the log.
+#: Archived runs: where each run's history was written, and when its records left the log;
+#: and when each archived run's blobs were deleted (``runindex_blobs``: the task queue's end
+#: offsets when the run was noted, as JSON, so that its task messages are known gone once
+#: every task partition starts past them).
 #: Not among :data:`TABLES`: an index rebuilt from the history keeps it, since the history
 #: of a purged run is no longer there to rebuild it from.
 ARCHIVE_SCHEMA = """
@@ -110,6 +113,14 @@ CREATE TABLE IF NOT EXISTS runindex_archive (
 );
 CREATE INDEX IF NOT EXISTS runindex_archive_unpurged ON runindex_archive (archived_at)
     WHERE purged_at IS NULL;
+CREATE TABLE IF NOT EXISTS runindex_blobs (
+    run_id TEXT PRIMARY KEY,
+    noted_at REAL NOT NULL,
+    tasks_ends TEXT NOT NULL,
+    swept_at REAL
+);
+CREATE INDEX IF NOT EXISTS runindex_blobs_unswept ON runindex_blobs (noted_at)
+    WHERE swept_at IS NULL;
 """
 
 #: A row's status as counted: a running run its owner parked counts as parked.
@@ -224,6 +235,22 @@ class Archived:
     sha256: str
     #: the run's last offset the archive covers
     last_offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Unswept:
+    """An archived run whose blobs are not deleted yet, and what says its records are gone."""
+
+    run_id: str
+    partition: int
+    first_offset: int
+    #: the run's last offset its archive covers
+    last_offset: int
+    location: str
+    #: whether the archiver deleted its records (SQLite)
+    purged: bool
+    #: the task queue's end offset per partition when the run was noted (JSON object)
+    tasks_ends: str
 
 
 def trigger_kind_and_name(state: RunState) -> tuple[str, str | None]:

@@ -39,6 +39,7 @@ import orjson
 from deerflow.core.state import RunState
 from deerflow.core.topics import Topics
 from deerflow.log.base import EventLog, Message, Record, TopicPartition
+from deerflow.payloads import stored_in
 from deerflow.runtime._snapcodec import CodecError, encode, from_json, schema_fingerprint
 
 log = logging.getLogger("deerflow.orchestrator")
@@ -83,6 +84,10 @@ class Snapshots:
 
     def __init__(self, log_: EventLog, topics: Topics, *, chunk_bytes: int = CHUNK_BYTES) -> None:
         self._log = log_
+        # Chunks are written to the log itself, never by reference: each fits a record, and
+        # a blob per snapshot would outlive the compacted record that named it. They are read
+        # through ``log_``, which resolves the references older versions wrote.
+        self._writer = stored_in(log_)
         self.history = topics.history
         self.topic = topics.snapshots
         self.group = topics.snapshot_group
@@ -119,7 +124,7 @@ class Snapshots:
         await self._ensure(partitions)
         slot = 1 - self._slots.get(partition, 1)
         chunks = [body[i : i + self._chunk] for i in range(0, len(body), self._chunk)] or [b""]
-        placed = await self._log.append(
+        placed = await self._writer.append(
             [
                 Message(
                     self.topic,
@@ -142,7 +147,7 @@ class Snapshots:
             "sha256": hashlib.sha256(body).hexdigest(),
             "slot": slot,
         }
-        [(tp, offset)] = await self._log.append(
+        [(tp, offset)] = await self._writer.append(
             [
                 Message(
                     self.topic,

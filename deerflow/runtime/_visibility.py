@@ -37,6 +37,7 @@ from deerflow.runtime._runrows import (
     Change,
     RunQuery,
     RunRow,
+    Unswept,
     attribute_python,
     attribute_value,
     row_body,
@@ -455,6 +456,53 @@ class VisibilityStore:
                 "UPDATE runindex_archive SET purged_at = ? WHERE run_id = ?",
                 [(at, run_id) for run_id in run_ids],
             )
+
+    def note_unswept(self, tasks_ends: str, at: float) -> int:
+        """Note every archived run not noted yet as having blobs to delete, with the task
+        queue's end offsets now (past every task message of those ended runs); how many."""
+        with self._transaction() as c:
+            cur = c.execute(
+                "INSERT INTO runindex_blobs (run_id, noted_at, tasks_ends) "
+                "SELECT a.run_id, ?, ? FROM runindex_archive a WHERE NOT EXISTS "
+                "(SELECT 1 FROM runindex_blobs b WHERE b.run_id = a.run_id)",
+                (at, tasks_ends),
+            )
+            return int(cur.rowcount)
+
+    def unswept(
+        self, limit: int, partitions: Collection[int] | None, skip: Collection[str] = ()
+    ) -> list[Unswept]:
+        """Noted runs whose blobs are not deleted yet, oldest noted first (of these history
+        ``partitions`` only, when given), but those in ``skip``."""
+        only = ""
+        if partitions is not None:
+            only = f"AND r.partition_id IN ({','.join(str(int(p)) for p in partitions)}) "
+        rows = self.conn.execute(
+            "SELECT b.run_id, r.partition_id, r.first_offset, a.last_offset, a.location, "
+            "a.purged_at IS NOT NULL, b.tasks_ends "
+            "FROM runindex_blobs b JOIN runindex_archive a ON a.run_id = b.run_id "
+            "JOIN runindex_runs r ON r.run_id = b.run_id "
+            f"WHERE b.swept_at IS NULL {only}ORDER BY b.noted_at LIMIT ?",
+            (limit + len(skip),),
+        )
+        found = [
+            Unswept(r[0], int(r[1]), int(r[2]), int(r[3]), str(r[4]), bool(r[5]), str(r[6]))
+            for r in rows
+        ]
+        return [u for u in found if u.run_id not in skip][:limit]
+
+    def mark_swept(self, run_ids: Sequence[str], at: float) -> None:
+        """Record that these archived runs' blobs are deleted."""
+        with self._transaction() as c:
+            c.executemany(
+                "UPDATE runindex_blobs SET swept_at = ? WHERE run_id = ?",
+                [(at, run_id) for run_id in run_ids],
+            )
+
+    def sweep_counts(self) -> tuple[int, int]:
+        """``(archived runs noted as having blobs, of which deleted)``."""
+        row = self.conn.execute("SELECT COUNT(*), COUNT(swept_at) FROM runindex_blobs").fetchone()
+        return int(row[0]), int(row[1])
 
     def archive_counts(self) -> tuple[int, int]:
         """``(archived runs, of which purged from the log)``."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -22,11 +21,13 @@ from deerflow.payloads import (
     MemoryBlobStore,
     PayloadLog,
     S3BlobStore,
+    blob_prefix,
     lost_fields,
     open_blob_store,
     payload_error,
     reference,
 )
+from tests.payloads.stores import s3_store
 
 BIG = b"{" + b"7" * 600_000 + b"}"
 
@@ -38,19 +39,7 @@ def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
         return MemoryBlobStore()
     if request.param == "local":
         return LocalBlobStore(tmp_path / "blobs")
-    import boto3
-
-    endpoint = request.getfixturevalue("moto_endpoint")
-    client = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-    )
-    bucket = f"blobs-{uuid.uuid4().hex[:8]}"
-    client.create_bucket(Bucket=bucket)
-    return S3BlobStore(bucket, prefix="deerflow", client=client)
+    return s3_store(request)
 
 
 @pytest.fixture
@@ -143,7 +132,10 @@ async def test_a_blob_that_cannot_be_read_for_now_holds_the_reader_back_until_it
 
 
 async def test_a_value_above_the_limit_is_refused_with_its_size(log):
-    with pytest.raises(PayloadTooLarge, match=r"t record \(key 'run-4'\) of 2000001 bytes"):
+    with pytest.raises(
+        PayloadTooLarge,
+        match=r"t record \(key 'run-4'\) of 2.0 MB is more than the 2.0 MB a value may be even in",
+    ):
         await log.append([Message("t", b"x" * 2_000_001, key="run-4", partition=0)])
 
 
@@ -212,3 +204,29 @@ async def test_one_poll_resolves_a_bounded_number_of_bytes_and_keeps_the_rest_in
         batches = [[r.value for r in await reader.poll(timeout=1.0)] for _ in range(3)]
         assert reader.position(tp) == 4 and reader.lag(tp) == 0
     assert batches == [values[:2], values[2:], []]
+
+
+def test_each_record_key_has_a_blob_directory_of_its_own() -> None:
+    keys = ["a", "a/b", "a_b", "a_2fb", "..", ".x", "", "é", "x" * 300, "x" * 301]
+    prefixes = [blob_prefix("deerflow.history", key) for key in keys]
+    assert len(set(prefixes)) == len(keys)  # one to one: no run shares another's directory
+    assert prefixes[:3] == [
+        "deerflow.history/a/",
+        "deerflow.history/a_2fb/",
+        "deerflow.history/a_5fb/",
+    ]
+    assert all(p.count("/") == 2 and len(p) < 300 for p in prefixes)  # one segment each
+    for prefix in prefixes:
+        assert not any(other.startswith(prefix) for other in prefixes if other != prefix)
+
+
+async def test_deleting_a_directory_takes_its_blobs_and_no_neighbours(blobs: BlobStore) -> None:
+    for key in ("t/run-1/a", "t/run-1/b", "t/run-10/a", "u/run-1/a"):
+        await blobs.put(key, b"v")
+    assert await blobs.delete_prefix("t/run-1/") == 2
+    assert await blobs.delete_prefix("t/run-1/") == 0  # idempotent
+    assert await blobs.get("t/run-10/a") == b"v" and await blobs.get("u/run-1/a") == b"v"
+    with pytest.raises(PayloadUnreadable, match="missing"):
+        await blobs.get("t/run-1/a")
+    with pytest.raises(ValueError, match="not a directory"):
+        await blobs.delete_prefix("t/run-1")

@@ -110,7 +110,7 @@ class LosingBlobStore(LocalBlobStore):
 
     def __init__(self, directory, task_id: str) -> None:
         super().__init__(directory)
-        self.lose = f"_{task_id}/"
+        self.lose = f"_2f{task_id}/"
 
     async def put(self, key: str, data: bytes) -> None:
         if ".tasks/" not in key or self.lose not in key:
@@ -128,7 +128,9 @@ async def test_a_task_whose_input_blob_is_lost_fails_naming_the_run_task_and_key
     assert consume.error_type == "PayloadUnreadable" and consume.attempts == 1
     error = consume.error or ""
     assert f"task 'consume' of run {handle.run_id!r} cannot be given its input" in error
-    assert f"key '{handle.run_id}/consume'" in error and f"tasks/{handle.run_id}_consume/" in error
+    assert (
+        f"key '{handle.run_id}/consume'" in error and f"tasks/{handle.run_id}_2fconsume/" in error
+    )
     assert "is missing from file://" in error
 
 
