@@ -1,4 +1,5 @@
-"""The waiting decorators of :class:`deerflow.Workflow` (a mixin): sleep and wait_for_signal."""
+"""The waiting decorators of :class:`deerflow.Workflow` (a mixin): sleep, wait_for_signal and
+wait_for_object."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
-from deerflow.core import NodeKind, TaskDef, WorkflowDef
+from deerflow.core import NodeKind, RetryPolicy, TaskDef, WorkflowDef
 from deerflow.errors import DefinitionError
 from deerflow.waiting._duration import Duration, seconds
 from deerflow.waiting._kinds import SLEEP, WAIT_FOR_SIGNAL, WaitContext
+from deerflow.waiting._s3 import CHECKS, WAIT_FOR_OBJECT
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -19,7 +21,7 @@ def _passthrough(fn: F) -> F:
 
 
 class WaitingMixin(WorkflowDef):
-    """Nodes that wait without holding a worker: durable sleeps and waits for signals.
+    """Nodes that wait without holding a worker: sleeps, signals and S3 objects.
 
     Each is added at once, so the decorator may stand above a task's own decorator or be
     called on its own: ``wf.sleep(id="cool_down", duration="10m", depends_on=["load"])``.
@@ -31,13 +33,21 @@ class WaitingMixin(WorkflowDef):
         kind: NodeKind,
         options: Mapping[str, Any],
         depends_on: Iterable[str],
+        retry: RetryPolicy | None = None,
     ) -> Callable[[F], F]:
         if isinstance(depends_on, str):
             raise DefinitionError(
                 f"workflow {self.name!r}, task {id!r}: depends_on must be a list of task ids"
             )
         self.add_task(
-            TaskDef(id=id, fn=None, depends_on=tuple(depends_on), kind=kind, options=options)
+            TaskDef(
+                id=id,
+                fn=None,
+                depends_on=tuple(depends_on),
+                kind=kind,
+                options=options,
+                retry=retry or RetryPolicy(),
+            )
         )
         return _passthrough
 
@@ -101,6 +111,58 @@ class WaitingMixin(WorkflowDef):
         limit = None if timeout is None else seconds(where, "timeout", timeout)
         options = {"name": name, "timeout": limit, "on_timeout": on_timeout}
         return self._add_wait(id, WAIT_FOR_SIGNAL, options, depends_on)
+
+    def wait_for_object(
+        self,
+        id: str,
+        *,
+        bucket: str,
+        key: str,
+        timeout: Duration | None = None,
+        poke: Duration = "30s",
+        on_timeout: Literal["none", "fail"] = "none",
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        depends_on: Iterable[str] = (),
+    ) -> Callable[[F], F]:
+        """Wait until the S3 object ``key`` is in ``bucket``; its metadata is the output.
+
+        An S3 key sensor in reschedule mode: every ``poke`` a short attempt on a worker
+        checks (``HEAD``), and between checks the node holds no slot (each check is an
+        attempt of the node in the run's history). The output is ``{"bucket", "key",
+        "size", "etag", "last_modified"}``.
+
+        Args:
+            id: the node's task id.
+            bucket: the bucket.
+            key: the object's key; ``{params.NAME}`` is filled from the run's params
+                (``"day={params.day}/_SUCCESS"``).
+            timeout: at most this long (seconds, a ``timedelta`` or ``"6h"``); ``None``: for ever.
+            poke: how long between two checks (default ``"30s"``).
+            on_timeout: ``"none"``: the output is ``None`` after the timeout; ``"fail"``: the
+                node fails.
+            endpoint_url, region: another S3 endpoint or region than boto3's configuration.
+            depends_on: tasks that must complete first.
+        """
+        where = f"workflow {self.name!r}, task {id!r}"
+        for name, text in (("bucket", bucket), ("key", key)):
+            if not isinstance(text, str) or not text:
+                raise DefinitionError(f"{where}: {name}= must be a non-empty string")
+        if on_timeout not in ("none", "fail"):
+            raise DefinitionError(f"{where}: on_timeout must be 'none' or 'fail'")
+        every = seconds(where, "poke", poke)
+        options = {
+            "bucket": bucket,
+            "key": key,
+            "timeout": None if timeout is None else seconds(where, "timeout", timeout),
+            "poke": every,
+            "on_timeout": on_timeout,
+            "endpoint_url": endpoint_url,
+            "region": region,
+        }
+        # Checks are retries spaced by ``poke``; the deadline ends them, not their number.
+        checks = RetryPolicy(retries=CHECKS, retry_delay=every, backoff=1.0, max_retry_delay=every)
+        return self._add_wait(id, WAIT_FOR_OBJECT, options, depends_on, checks)
 
 
 __all__ = ["WaitingMixin"]

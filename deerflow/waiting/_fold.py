@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from deerflow.core import FoldExtension, RunState, register_fold
 from deerflow.core import history as h
-from deerflow.core.state import COMPLETED, RETRY_WAIT, SCHEDULED
+from deerflow.core.state import COMPLETED, RETRY_WAIT, SCHEDULED, TASK_DONE
 
 #: the status of a node that waits
 WAITING = "waiting"
@@ -37,6 +37,17 @@ class WaitStarted(h.HistoryEvent):
     waits_for: str
     deadline: float | None = None
     timer_id: str | None = None
+
+
+class WaitArmed(h.HistoryEvent):
+    """A node that checks on a worker (an object sensor) waits from ``attempt`` on: for what,
+    until when at most. Its attempts, not the fold, say when the wait ends."""
+
+    type: Literal["WaitArmed"] = "WaitArmed"
+    task_id: str
+    attempt: int
+    waits_for: str
+    deadline: float | None = None
 
 
 class WaitEnded(h.HistoryEvent):
@@ -70,7 +81,7 @@ class WaitFold(FoldExtension):
     """
 
     key = "waiting"
-    event_classes = (WaitStarted, WaitEnded, SignalReceived)
+    event_classes = (WaitStarted, WaitArmed, WaitEnded, SignalReceived)
 
     def fold(self, state: RunState, event: h.HistoryEvent) -> bool:
         """Apply a wait's start or end, or a signal."""
@@ -80,7 +91,17 @@ class WaitFold(FoldExtension):
             return self._ended(state, event)
         if isinstance(event, SignalReceived):
             return self._signal(state, event)
+        if isinstance(event, WaitArmed):
+            return self._armed(state, event)
         return False
+
+    def _armed(self, state: RunState, e: WaitArmed) -> bool:
+        waits = self.part(state).setdefault("waits", {})
+        known = waits.get(e.task_id)
+        if known is not None and known["attempt"] >= e.attempt:
+            return False  # a repeat, or an older series of checks
+        waits[e.task_id] = {"attempt": e.attempt, "for": e.waits_for, "deadline": e.deadline}
+        return True
 
     def _started(self, state: RunState, e: WaitStarted) -> bool:
         task = state.tasks.get(e.task_id)
@@ -139,7 +160,11 @@ class WaitFold(FoldExtension):
 def waits_of(state: RunState) -> dict[str, dict[str, Any]]:
     """The run's waiting nodes: task id -> ``{"for": what, "deadline": epoch or None}``."""
     waits = state.extensions.get(WaitFold.key, {}).get("waits", {})
-    return {tid: {"for": w["for"], "deadline": w["deadline"]} for tid, w in waits.items()}
+    return {
+        tid: {"for": w["for"], "deadline": w["deadline"]}
+        for tid, w in waits.items()
+        if tid in state.tasks and state.tasks[tid].status not in TASK_DONE  # a sensor that ended
+    }
 
 
 def pending_signals(state: RunState) -> list[dict[str, Any]]:
