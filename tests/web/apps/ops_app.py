@@ -69,6 +69,7 @@ def after(context):
 
 # Waits for the signal "approve" (its data is the node's output), at most an hour.
 approval = Workflow(name="approval")
+approval.add_trigger(WebhookEvent(path="/hooks/approval"))
 approval.wait_for_signal(id="go", name="approve", timeout="1h")
 
 
