@@ -159,6 +159,8 @@ class WaitFold(FoldExtension):
 
 def waits_of(state: RunState) -> dict[str, dict[str, Any]]:
     """The run's waiting nodes: task id -> ``{"for": what, "deadline": epoch or None}``."""
+    if state.terminal:
+        return {}  # an ended run waits for nothing, whatever its nodes were doing
     waits = state.extensions.get(WaitFold.key, {}).get("waits", {})
     return {
         tid: {"for": w["for"], "deadline": w["deadline"]}

@@ -265,3 +265,33 @@ async def test_a_bad_signal_is_refused_clearly(store):
             await engine.signal(handle.run_id, "", 1)
         await handle.cancel()
         await asyncio.wait_for(handle.result(), 30)
+
+
+async def test_a_waiting_run_is_cancelled_and_then_refuses_signals(store):
+    wf = approval()
+    async with Engine(store, [wf]) as engine:
+        handle = await engine.start(wf)
+        await waiting(engine, handle.run_id, "go")
+        await handle.cancel("not needed")
+        result = await handle.result(timeout=60)
+        with pytest.raises(RunEnded, match="has ended \\(cancelled\\)"):
+            await engine.signal(handle.run_id, "approve", 1)
+    assert result.status == "cancelled" and result.error == "not needed"
+    assert result.tasks["report"].status == "skipped"
+
+
+async def test_a_kept_signal_and_a_wait_survive_a_restart_from_snapshots(store):
+    wf = Workflow(name="snapshotted")
+    wf.sleep(id="first", duration=1.5)
+    wf.wait_for_signal(id="go", name="approve", timeout=60, depends_on=["first"])
+    async with Engine(store, [wf], snapshot_every=1) as engine:
+        handle = await engine.start(wf)
+        await engine.signal(handle.run_id, "approve", "kept", signal_id="k1")
+        await waiting(engine, handle.run_id, "first")
+        await engine.index.wait(handle.run_id, lambda s: s.events >= 5, 30)
+    async with Engine(store, [wf], snapshot_every=1) as engine:
+        result = await engine.wait(handle.run_id, timeout=60)
+        history = await run_history(engine, handle.run_id)
+    assert result.status == "completed", result.error
+    assert result.output == "kept"
+    assert [e.signal_id for e in history if isinstance(e, WaitEnded)] == [None, "k1"]
