@@ -10,3 +10,8 @@ waits.wait_for_signal(id="go", name="go", timeout="90s", on_timeout="fail", depe
 @waits.task(id="done", depends_on=["go"])
 def done(context):
     return context.tasks["go"].output
+
+
+# Nobody signals it: its deadline fails it.
+unanswered = Workflow(name="unanswered")
+unanswered.wait_for_signal(id="go", name="go", timeout="6s", on_timeout="fail")
