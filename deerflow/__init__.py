@@ -11,6 +11,7 @@ from deerflow.errors import (
     DeerflowError,
     DefinitionError,
     NonRetryableError,
+    RunEnded,
     TaskError,
     TransitionNotAllowed,
 )
@@ -21,6 +22,7 @@ from deerflow.pipeline import Backpressure, Pipeline, stage
 from deerflow.runtime import Engine, RunHandle, RunResult, TaskContext, TaskResult
 from deerflow.sagas import CompensatingAction, Saga, step
 from deerflow.statemachine import State, StateMachine, Transition, on_enter, on_exit, on_transition
+from deerflow.waiting import WaitContext
 from deerflow.workflow import TemplateParameterError, Workflow, WorkflowTemplate, compose_workflows
 
 __version__ = "0.1.0"
@@ -38,6 +40,7 @@ __all__ = [
     "NonRetryableError",
     "Pipeline",
     "RetryPolicy",
+    "RunEnded",
     "RunHandle",
     "RunResult",
     "Saga",
@@ -50,6 +53,7 @@ __all__ = [
     "TemplateParameterError",
     "Transition",
     "TransitionNotAllowed",
+    "WaitContext",
     "Workflow",
     "WorkflowTemplate",
     "__version__",

@@ -97,6 +97,19 @@ class RunNotFound(DeerflowError):
     """No run with the given id exists in the store."""
 
 
+class InvalidSignal(DeerflowError):
+    """A signal's name, id or data is not what a signal may carry."""
+
+
+class RunEnded(DeerflowError):
+    """The run has ended: it takes no more signals."""
+
+    def __init__(self, message: str, *, run_id: str, status: str) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.status = status
+
+
 class ConnectorError(DeerflowError):
     """A trigger source failed (cannot read, parse or acknowledge)."""
 

@@ -10,7 +10,14 @@ import typer
 
 from deerflow.cli._base import AppOpt, JsonOpt, StoreOpt, execute, load_apps, open_engine, out
 from deerflow.cli._dlq import dlq_app
-from deerflow.cli._runs import runs_cancel, runs_list, runs_retry, runs_send, runs_show
+from deerflow.cli._runs import (
+    runs_cancel,
+    runs_list,
+    runs_retry,
+    runs_send,
+    runs_show,
+    runs_signal,
+)
 from deerflow.cli._tail import tail_topic
 
 events_app = typer.Typer(help="Read the event log.", no_args_is_help=True)
@@ -99,6 +106,7 @@ def register(app: typer.Typer, runs_app: typer.Typer) -> None:
     runs_app.command("cancel")(runs_cancel)
     runs_app.command("retry")(runs_retry)
     runs_app.command("send")(runs_send)
+    runs_app.command("signal")(runs_signal)
     app.add_typer(events_app, name="events")
     app.add_typer(dlq_app, name="dlq")
     app.command("ui")(ui_command)

@@ -296,6 +296,41 @@ def runs_cancel(
         out.print(f"cancel requested for {rid}")
 
 
+def runs_signal(
+    run_id: RunIdArg,
+    name: Annotated[
+        str, typer.Argument(help="The signal's name (what a wait_for_signal waits for).")
+    ],
+    data: Annotated[
+        str | None, typer.Option(help="JSON sent with the signal: the waiting node's output.")
+    ] = None,
+    signal_id: Annotated[
+        str | None, typer.Option("--id", help="The signal's id: sending it again delivers it once.")
+    ] = None,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Send a signal to a running run; a node waiting for its name takes its data.
+
+    A signal sent before its node is reached is kept for it. Exit 1 if the run is unknown or
+    has ended, or the data is not JSON.
+    """
+    try:
+        value = _codec.loads(data) if data is not None else None
+    except ValueError as exc:
+        raise fail(f"--data is not JSON: {exc}") from None
+
+    async def main() -> tuple[str, str]:
+        async with open_engine(store) as engine:
+            return await ops.request_signal(engine, run_id, name, value, signal_id)
+
+    rid, sid = execute(main, store)
+    if as_json:
+        emit_json({"run_id": rid, "action": "signal", "signal": name, "signal_id": sid})
+    else:
+        out.print(f"signal {name!r} sent to {rid} (id {sid})")
+
+
 def runs_retry(
     run_id: RunIdArg,
     store: StoreOpt = None,

@@ -15,7 +15,14 @@ from deerflow.core import history as h
 from deerflow.core.definition import WorkflowDef
 from deerflow.core.state import RunState
 from deerflow.core.topics import Topics
-from deerflow.errors import DeerflowError, RunNotFound, TaskError, TransitionNotAllowed
+from deerflow.errors import (
+    DeerflowError,
+    InvalidSignal,
+    RunEnded,
+    RunNotFound,
+    TaskError,
+    TransitionNotAllowed,
+)
 from deerflow.log import open_log
 from deerflow.log.base import EventLog
 from deerflow.payloads import BlobStore
@@ -36,6 +43,8 @@ from deerflow.runtime.plugins import Plugin, Service, check_options
 DEFAULT_STORE = "sqlite:///deerflow.db"
 #: How long after it ended a run is archived, when an archive is configured.
 DEFAULT_RETENTION = "30d"
+#: the longest signal name accepted (it is kept in the run's state until taken)
+SIGNAL_NAME_LIMIT = 200
 SETTLE_WAIT = 2.0  # s Engine.wait gives a joining orchestrator to learn which runs it owns
 
 
@@ -660,8 +669,53 @@ class Engine:
             ]
         )
 
+    async def signal(
+        self, run_id: str, name: str, data: Any = None, *, signal_id: str | None = None
+    ) -> str:
+        """Send the signal ``name`` with JSON ``data`` to ``run_id``; return the signal's id.
+
+        A node of the run waiting for ``name`` (``wait_for_signal``) takes it as its output;
+        one sent before such a node is reached is kept for it. Each signal is taken once:
+        sending again with the same ``signal_id`` (a retried request) delivers nothing more.
+        Raises :class:`RunNotFound` for an unknown run, :class:`RunEnded` for one that has
+        ended (a signal racing the run's end is dropped by the run's history) and
+        :class:`InvalidSignal` for a name or id not 1 to 200 characters or data not JSON.
+        """
+        for what, text in (("name", name), ("id", signal_id)):
+            if (text is not None or what == "name") and not _short_text(text):
+                raise InvalidSignal(f"a signal {what} is 1 to {SIGNAL_NAME_LIMIT} characters")
+        try:
+            _codec.dumps(data)
+        except TypeError as exc:
+            raise InvalidSignal(f"signal {name!r}: data is not JSON: {exc}") from None
+        current = await self.get_run(run_id)
+        if current.done:
+            raise RunEnded(
+                f"run {run_id} has ended ({current.status}): it takes no more signals",
+                run_id=run_id,
+                status=current.status,
+            )
+        # The waiting feature defines the signal's history event (deerflow imports it).
+        received = h.event_class("SignalReceived")
+        if received is None:
+            raise DeerflowError("waiting nodes are not loaded in this process")
+        sid = signal_id or uuid.uuid4().hex
+        event = {
+            "id": h.event_id(run_id, "signal", sid),
+            "run_id": run_id,
+            "signal_id": sid,
+            "name": name,
+            "data": data,
+        }
+        await self.append_history([received.model_validate(event)])
+        return sid
+
     def _result(self, state: Any) -> RunResult:
         return run_result(state, self.registry.get(state.workflow, state.version))
+
+
+def _short_text(text: object) -> bool:
+    return isinstance(text, str) and 0 < len(text) <= SIGNAL_NAME_LIMIT
 
 
 def ensure_loop_free() -> None:

@@ -82,6 +82,7 @@ def _ui_app(ctx: WebContext, keys: ApiKeys, ttl: float) -> web.Application:
             web.post("/runs/{run_id}/cancel", _actions.cancel_action),
             web.post("/runs/{run_id}/retry", _actions.retry_action),
             web.post("/runs/{run_id}/transition", _actions.transition_action),
+            web.post("/runs/{run_id}/signal", _actions.signal_action),
             web.get("/dlq", _actions.dlq_page),
             web.post("/dlq/{ref}/replay", _actions.replay_action),
             web.get("/triggers", _actions.triggers_page),

@@ -1,4 +1,4 @@
-"""The dashboard's forms (cancel, retry, transition, replay) and its dead-letter and trigger pages.
+"""The dashboard's forms (cancel, retry, signal, transition, replay), dead letters and triggers.
 
 Every action appends to the log and redirects back (303) with a message, so reloading the page
 never repeats an action. Posts from another origin are refused (see :mod:`._auth`).
@@ -19,6 +19,7 @@ from deerflow.web._context import context
 from deerflow.web._extend import probe_trigger, transition_handler
 from deerflow.web._html import badge, button_form, json_block, link_run, page, when
 from deerflow.web._pages import flash_of, html
+from deerflow.web._waits import signal_form
 
 
 def _back(location: str, *, flash: str = "", error: str = "") -> web.HTTPSeeOther:
@@ -59,6 +60,20 @@ async def retry_action(request: web.Request) -> web.StreamResponse:
         raise _back(where, error=_said(exc, rid)) from None
     await ctx.engine.index.wait(rid, lambda s: s.retries >= number, 5.0)
     raise _back(where, flash=f"Retry {number} requested: the run goes on from its failed tasks.")
+
+
+async def signal_action(request: web.Request) -> web.StreamResponse:
+    """``POST /ui/runs/{run_id}/signal``: form fields ``name`` and ``data`` (JSON)."""
+    _refuse_cross_site(request)
+    ctx, rid = context(request), request.match_info["run_id"]
+    where = f"{ctx.ui_prefix}/runs/{quote(rid)}"
+    form = await request.post()
+    try:
+        name, data = signal_form({k: str(v) for k, v in form.items()})
+        await _runs.request_signal(ctx.engine, rid, name, data)
+    except DeerflowError as exc:
+        raise _back(where, error=_said(exc, rid)) from None
+    raise _back(where, flash=f"Signal {name!r} sent.")
 
 
 async def transition_action(request: web.Request) -> web.StreamResponse:

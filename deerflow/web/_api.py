@@ -20,7 +20,7 @@ from aiohttp.typedefs import Middleware
 
 import deerflow._codec as _codec
 from deerflow.connectors.webhook import BodyTooLargeError, read_body
-from deerflow.errors import DeerflowError, RunNotFound, TransitionNotAllowed
+from deerflow.errors import DeerflowError, InvalidSignal, RunNotFound, TransitionNotAllowed
 from deerflow.web import _dlq, _runs
 from deerflow.web._context import context
 from deerflow.web._extend import probe_trigger, transition_handler
@@ -197,6 +197,28 @@ async def retry_run(request: web.Request) -> web.StreamResponse:
     return reply({"run_id": state.run_id, "action": "retry", "retry": number}, 202)
 
 
+async def send_signal(request: web.Request) -> web.StreamResponse:
+    """``POST /api/runs/{run_id}/signals/{name}``: body ``{"data": ..., "signal_id": ...}``.
+
+    422 for a body that is not what a signal carries (not JSON, a bad ``signal_id``).
+    """
+    try:
+        body = await _body(request)
+        signal_id = body.get("signal_id")
+        if signal_id is not None and (not isinstance(signal_id, str) or not signal_id):
+            raise ValueError("'signal_id' must be a non-empty string")
+    except ValueError as exc:
+        return reply({"error": str(exc)}, 422)
+    name = request.match_info["name"]
+    try:
+        run_id, sid = await _runs.request_signal(
+            context(request).engine, request.match_info["run_id"], name, body.get("data"), signal_id
+        )
+    except InvalidSignal as exc:
+        return reply({"error": str(exc)}, 422)
+    return reply({"run_id": run_id, "action": "signal", "signal": name, "signal_id": sid}, 202)
+
+
 async def send_transition(request: web.Request) -> web.StreamResponse:
     """``POST /api/runs/{run_id}/transitions`` (state machines; an extension point)."""
     handler = transition_handler(context(request).engine)
@@ -274,6 +296,7 @@ def routes() -> list[web.RouteDef]:
         web.post("/runs/{run_id}/cancel", cancel_run),
         web.post("/runs/{run_id}/retry", retry_run),
         web.post("/runs/{run_id}/transitions", send_transition),
+        web.post("/runs/{run_id}/signals/{name}", send_signal),
         web.get("/workflows", list_workflows),
         web.get("/triggers", list_triggers),
         web.get("/dlq", list_dead_letters),

@@ -38,6 +38,7 @@ from deerflow.runtime.plugins import Plugin
 from deerflow.web._context import context
 from deerflow.web._machines import machine_panel, send_transition
 from deerflow.web._runs import RunDetail, truncate
+from deerflow.web._waits import waiting_panel
 
 if TYPE_CHECKING:  # types only: _dlq replays through the plugins of this module
     from deerflow.web._dlq import Replayer
@@ -244,6 +245,7 @@ class _BuiltIn(WebPlugin):
             "Saga steps and compensations": saga_panel,
             "Pattern events": pattern_events_panel,
             "State machine": machine_panel,
+            "Waiting": waiting_panel,
         }
 
     def transition_handler(self) -> TransitionHandler | None:

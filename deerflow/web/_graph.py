@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
@@ -42,6 +43,9 @@ class GraphNode:
     h: int = NODE_H
     #: what the node's kind calls it ("map-reduce", "sub-workflow"), when the definition is known
     label: str | None = None
+    #: a waiting node: what it waits for, and until when at most (epoch seconds)
+    waits_for: str | None = None
+    deadline: float | None = None
 
     def as_json(self) -> dict[str, Any]:
         """The node as the API returns it."""
@@ -58,6 +62,8 @@ class GraphNode:
             "children": len(self.children),
             "children_by_status": counts,
             "child_runs": self.child_runs,
+            "waits_for": self.waits_for,
+            "deadline": self.deadline,
             "x": self.x,
             "y": self.y,
             "width": NODE_W,
@@ -126,9 +132,11 @@ def build(
     child_runs: Mapping[str, list[str]],
     first_scheduled: Mapping[str, float],
     shape: Mapping[str, Sequence[str]] | None = None,
+    waits: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Graph:
     """Lay out ``result``'s tasks by their dependencies (``wf``'s, else the recorded
-    ``shape``); ``first_scheduled`` places them when neither is known."""
+    ``shape``); ``first_scheduled`` places them when neither is known. ``waits``: what
+    waiting nodes wait for (``{"for": ..., "deadline": ...}`` by task id)."""
     top = [tid for tid in result.tasks if node_of(tid) is None]
     children: dict[str, list[tuple[str, str]]] = {}
     for tid, task in result.tasks.items():
@@ -156,6 +164,8 @@ def build(
                 children.get(tid, []),
                 list(child_runs.get(tid, [])),
                 label=node_kind.label if node_kind is not None else None,
+                waits_for=(waits or {}).get(tid, {}).get("for"),
+                deadline=(waits or {}).get(tid, {}).get("deadline"),
             )
         )
     graph = Graph(nodes, edges, dependencies is not None)
@@ -216,9 +226,15 @@ def _node_svg(node: GraphNode, link_prefix: str) -> str:
     sub = f"{status} · {node.attempts} attempt{'s' if node.attempts != 1 else ''}"
     if node.children:
         sub += f" · {len(node.children)} children"
+    if node.waits_for is not None and node.deadline is not None:
+        sub = f"{status} · until {utc(node.deadline)[11:19]}"
+    title = node.label or node.kind
+    if node.waits_for is not None:
+        until = "" if node.deadline is None else f" until {utc(node.deadline)}"
+        title += f": waits for {node.waits_for}{until}"
     parts = [
         f'<g class="node st-{status} kind-{escape(node.kind)}" data-task="{nid}" '
-        f'data-status="{status}"><title>{escape(node.label or node.kind)}</title>',
+        f'data-status="{status}"><title>{escape(title)}</title>',
         f'<a href="#task-{nid}"><rect x="{node.x}" y="{node.y}" width="{NODE_W}" '
         f'height="{node.h}" rx="6"/>',
         f'<text x="{node.x + 8}" y="{node.y + 18}" class="label">{label}</text>',
@@ -234,6 +250,11 @@ def _node_svg(node: GraphNode, link_prefix: str) -> str:
         )
     parts.append("</g>")
     return "".join(parts)
+
+
+def utc(epoch: float) -> str:
+    """``epoch`` as a UTC wall-clock time."""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def svg(graph: Graph, link_prefix: str = "/ui") -> str:

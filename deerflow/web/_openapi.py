@@ -160,6 +160,8 @@ _SCHEMAS: dict[str, Any] = {
             "retry": {"type": "integer"},
             "ref": {"type": "string"},
             "done": {"type": "string"},
+            "signal": {"type": "string"},
+            "signal_id": {"type": "string"},
         },
     },
 }
@@ -235,6 +237,37 @@ def document() -> dict[str, Any]:
                 params=[_RUN_ID],
                 body=_REASON,
                 op_id="retryRun",
+            )
+        },
+        "/api/runs/{run_id}/signals/{name}": {
+            "post": _op(
+                "Send a signal to a running run (a wait_for_signal node takes its data)",
+                {
+                    **_ok(_ref("Accepted"), "202", "signal sent"),
+                    **_errors(("422", "the body or the name is not what a signal carries")),
+                },
+                params=[
+                    _RUN_ID,
+                    {
+                        "name": "name",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+                        "description": "The signal's name.",
+                    },
+                ],
+                body={
+                    "type": "object",
+                    "properties": {
+                        "data": {"description": "Any JSON: the waiting node's output."},
+                        "signal_id": {
+                            "type": "string",
+                            "minLength": 1,
+                            "description": "Makes a retried request deliver the signal once.",
+                        },
+                    },
+                },
+                op_id="sendSignal",
             )
         },
         "/api/runs/{run_id}/transitions": {

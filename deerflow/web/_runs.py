@@ -21,9 +21,10 @@ from deerflow.core import WorkflowDef as Workflow
 from deerflow.core import history as h
 from deerflow.core.state import RUN_FAILED
 from deerflow.engine import Engine
-from deerflow.errors import DeerflowError, RunNotFound
+from deerflow.errors import DeerflowError, RunEnded, RunNotFound
 from deerflow.runtime import RunResult
 from deerflow.runtime.integration import RunQuery, run_result
+from deerflow.waiting import waits_of
 from deerflow.web import _graph
 
 #: Events of one run shown at most (the newest are kept); a page is not a log dump.
@@ -204,7 +205,7 @@ async def run_detail(engine: Engine, run_id: str) -> RunDetail:
     for event in events:
         if event.get("type") == "TaskScheduled" and event.get("task_id") not in first:
             first[str(event["task_id"])] = float(event.get("ts") or 0.0)
-    graph = _graph.build(result, wf, children, first, state.shape)
+    graph = _graph.build(result, wf, children, first, state.shape, waits_of(state))
     archived = await engine.index.archived(state.run_id)
     return RunDetail(state, result, children, events, attempts(events), graph, wf, archived)
 
@@ -227,6 +228,27 @@ async def request_cancel(engine: Engine, run_id: str, reason: str = "cancelled")
         ]
     )
     return state
+
+
+async def request_signal(
+    engine: Engine, run_id: str, name: str, data: Any = None, signal_id: str | None = None
+) -> tuple[str, str]:
+    """Send the signal ``name`` to a running run; return its run id and the signal's id.
+
+    Raises:
+        RunNotFound: unknown run id.
+        ActionRefused: the run has already ended.
+    """
+    state = await find_run(engine, run_id)
+    if state.terminal:
+        raise ActionRefused(
+            f"run {state.run_id} has ended ({state.status}): it takes no more signals"
+        )
+    try:
+        sid = await engine.signal(state.run_id, name, data, signal_id=signal_id)
+    except RunEnded as exc:  # it ended meanwhile
+        raise ActionRefused(str(exc)) from None
+    return state.run_id, sid
 
 
 async def request_retry(engine: Engine, run_id: str, reason: str = "retry requested") -> int:

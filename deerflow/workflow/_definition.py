@@ -13,10 +13,13 @@ from deerflow.runtime import RunResult
 from deerflow.runtime.integration import run_sync
 from deerflow.sagas import SagaMixin
 from deerflow.statemachine import StateMachineMixin
+from deerflow.waiting import WaitingMixin
 from deerflow.workflow._catalog import remember
 
 
-class Workflow(PatternsMixin, SagaMixin, StateMachineMixin, PipelineMixin, ChoreographyMixin):
+class Workflow(
+    PatternsMixin, SagaMixin, StateMachineMixin, PipelineMixin, ChoreographyMixin, WaitingMixin
+):
     """A named DAG of tasks.
 
     Example::

@@ -212,3 +212,29 @@ async def test_runs_list_pages_filters_by_parent_and_refuses_a_bad_attribute(she
     )
     code, _, err = await shell.run("runs", "list", "--after", "nope")
     assert code != 0 and err.count("\n") == 1 and "no run 'nope' to list runs after" in err
+
+
+async def test_a_signal_is_sent_from_the_shell_and_its_errors_are_one_line(shell: Shell):
+    handle = await shell.engine.start("approval")
+    await shell.engine.index.wait(
+        handle.run_id, lambda s: "go" in s.tasks and s.tasks["go"].status == "waiting", 30.0
+    )
+    code, _, err = await shell.run("runs", "signal", handle.run_id, "approve", "--data", "{by")
+    assert code == 2 and err.strip().count("\n") == 0 and "--data is not JSON" in err
+    sent = await shell.json(
+        "runs", "signal", handle.run_id[:10], "approve", "--data", '{"by": "cli"}', "--id", "s1"
+    )
+    assert sent == {
+        "run_id": handle.run_id,
+        "action": "signal",
+        "signal": "approve",
+        "signal_id": "s1",
+    }
+    assert await shell.ended(handle.run_id) == "completed"
+    assert (await shell.engine.get_run(handle.run_id)).output == {"approved_by": "cli"}
+
+    code, _, err = await shell.run("runs", "signal", handle.run_id, "approve")
+    assert code == 2 and err.strip().count("\n") == 0
+    assert f"run {handle.run_id} has ended (completed): it takes no more signals" in err
+    code, _, err = await shell.run("runs", "signal", "no-such-run", "approve")
+    assert code == 2 and "no run 'no-such-run'" in err and "Traceback" not in err

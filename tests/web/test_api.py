@@ -287,3 +287,34 @@ async def test_a_wrong_method_and_an_oversized_body_are_answered_in_json(deploym
     big = {"reason": "x" * 70_000}
     async with deployment.session.post(deployment.url + "/api/runs/x/cancel", json=big) as reply:
         assert reply.status == 413 and "error" in await reply.json()
+
+
+async def test_a_signal_is_accepted_and_refused_once_the_run_ended(
+    deployment: Deployment,
+):
+    run_id = (await deployment.engine.start("approval")).run_id
+    await deployment.wait(
+        run_id, lambda s: s.tasks.get("go") is not None and s.tasks["go"].status == "waiting"
+    )
+    shown = await deployment.get(f"/api/runs/{run_id}")
+    go = next(n for n in shown["graph"]["nodes"] if n["id"] == "go")
+    assert go["status"] == "waiting" and go["waits_for"] == "signal 'approve'"
+    assert go["deadline"] > shown["run"]["started_at"] + 3500
+
+    bad = await deployment.post(f"/api/runs/{run_id}/signals/approve", status=422, body=[1])
+    assert bad == {"error": "body must be a JSON object"}
+    body = {"data": {"by": "ann"}, "signal_id": "req-7"}
+    accepted = await deployment.post(f"/api/runs/{run_id[:12]}/signals/approve", body=body)
+    assert accepted == {
+        "run_id": run_id,
+        "action": "signal",
+        "signal": "approve",
+        "signal_id": "req-7",
+    }
+    state = await deployment.wait(run_id)
+    assert state.status == "completed" and state.output == {"approved_by": "ann"}
+
+    ended = await deployment.post(f"/api/runs/{run_id}/signals/approve", status=409, body=body)
+    assert ended == {"error": f"run {run_id} has ended (completed): it takes no more signals"}
+    missing = await deployment.post("/api/runs/no-such-run/signals/approve", status=404)
+    assert missing == {"error": "no run 'no-such-run'"}

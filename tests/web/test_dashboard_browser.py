@@ -161,3 +161,29 @@ def test_an_archived_run_page_shows_its_history_and_the_archived_badge(page, iso
         shoot(page, "archived-run.png")
     finally:
         ui.stop()
+
+
+def test_a_waiting_node_shows_what_it_waits_for_and_a_signal_from_the_form_resumes_it(served, page):
+    proc, _ = served
+    url = proc.url
+    run_id = webhook(url, "/hooks/approval", "approval-1")
+    page.goto(f"{url}/ui/runs/{run_id}")
+    page.wait_for_selector('svg.dag g.node[data-task="go"][data-status="waiting"]', timeout=WAIT_MS)
+    title = node(page, "go").locator("title").first.text_content()
+    assert title is not None and title.startswith("wait for signal: waits for signal 'approve'")
+    waits = page.locator('table.waits tr[data-wait="go"]').inner_text()
+    assert "signal 'approve'" in waits and time.strftime("%Y-%m-%d", time.gmtime()) in waits
+    assert page.locator("form.signal input[name=name]").input_value() == "approve"
+    shoot(page, "dashboard-waiting-run.png")
+
+    page.fill("form.signal input[name=data]", "{not json")
+    page.click("text=Send signal")
+    page.wait_for_selector("p.error >> text=data is not JSON")
+    page.fill("form.signal input[name=data]", '{"by": "the dashboard"}')
+    page.click("text=Send signal")
+    page.wait_for_selector("p.flash >> text=Signal 'approve' sent.")
+    page.wait_for_selector("dl.facts .badge.st-completed", timeout=WAIT_MS)
+    assert node(page, "go").get_attribute("data-status") == "completed"
+    assert page.locator("form.signal").count() == 0  # an ended run takes no signal
+    with urllib.request.urlopen(f"{url}/api/runs/{run_id}", timeout=10) as reply:
+        assert json.load(reply)["run"]["output"] == {"approved_by": "the dashboard"}

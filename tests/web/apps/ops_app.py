@@ -67,6 +67,17 @@ def after(context):
     return "done"
 
 
+# Waits for the signal "approve" (its data is the node's output), at most an hour.
+approval = Workflow(name="approval")
+approval.add_trigger(WebhookEvent(path="/hooks/approval"))
+approval.wait_for_signal(id="go", name="approve", timeout="1h")
+
+
+@approval.task(id="report", depends_on=["go"])
+def report_approval(context):
+    return {"approved_by": (context.tasks["go"].output or {}).get("by")}
+
+
 from deerflow import State, StateMachine, Transition  # noqa: E402
 
 door = Workflow(name="door")

@@ -1,0 +1,50 @@
+"""examples/sleep_and_signals.py as a user runs it: from the shell, and signalled."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from deerflow import Engine
+from deerflow.cli._loader import load_module_workflows
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sleep_and_signals.py"
+
+
+def test_unanswered_the_approval_times_out_and_the_invoice_is_escalated(tmp_path):
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "deerflow",
+            "run",
+            f"{EXAMPLE}:invoice_approval",
+            "--param",
+            "invoice=INV-7",
+            "--json",
+            "--store",
+            f"sqlite:///{tmp_path / 'deerflow.db'}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(done.stdout)
+    assert result["output"] == {"invoice": "INV-7", "booked": False, "escalated_to": "finance"}
+    assert result["tasks"]["approval"]["output"] is None
+
+
+async def test_signalled_while_it_cools_down_the_invoice_is_booked(tmp_path):
+    workflows, _ = load_module_workflows(f"{EXAMPLE}:invoice_approval")
+    (wf,) = workflows
+    async with Engine(f"sqlite:///{tmp_path / 'deerflow.db'}", [wf]) as engine:
+        handle = await engine.start(wf, params={"invoice": "INV-8"})
+        await asyncio.sleep(0.2)
+        await engine.signal(handle.run_id, "approve", {"by": "ann"})
+        result = await handle.result(timeout=60)
+    assert result.output == {"invoice": "INV-8", "booked": True, "approved_by": "ann"}
