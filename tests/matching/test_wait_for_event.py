@@ -141,3 +141,37 @@ def test_a_bad_wait_fails_at_definition(options, problem):
 def test_a_bad_cancel_on_fails_at_definition():
     with pytest.raises(DefinitionError, match="cancel_on takes CancelOn"):
         Workflow(name="bad", cancel_on=["UserDeleted"])  # type: ignore[list-item]
+
+
+async def test_a_timeout_is_kept_across_a_restart(store):
+    if store.startswith("memory"):
+        pytest.skip("an in-memory store does not outlive its engine")
+    wf = invoices(timeout=3)
+    async with Engine(store, [wf]) as engine:
+        run = await engine.start(wf, params={"invoice_id": "inv-1"})
+        await until_waiting(engine, run)
+    async with Engine(store, [wf]) as engine:
+        result = await engine.wait(run.run_id, timeout=60)
+        events = await history(engine, run.run_id)
+    assert result.status == "completed", result.error
+    assert result.tasks["approval"].output is None
+    assert [e.type for e in events].count("TimerFired") == 1
+    assert [e.type for e in events].count("EventWaitTimedOut") == 1
+
+
+async def test_a_wait_registered_after_its_run_was_cancelled_resumes_nothing(store):
+    wf = invoices(timeout="1h")
+    async with Engine(store, [wf]) as engine:
+        run = await engine.start(wf, params={"invoice_id": "inv-9"})
+        await until_waiting(engine, run)
+        await run.cancel()
+        cancelled = await run.result(timeout=60)
+        await publish_event_async(
+            "InvoiceApproved", {"invoice_id": "inv-9", "by": "ann"}, store=engine
+        )
+        await asyncio.sleep(1.0)
+        events = await history(engine, run.run_id)
+        after = await run.status()
+    assert cancelled.status == after.status == "cancelled"
+    # The run's end retired its wait from the index: the approval resumes nothing.
+    assert not [e for e in events if isinstance(e, EventMatched)]
