@@ -280,7 +280,7 @@ class Matcher(_Member):
         self.indexes: dict[int, PartitionIndex] = {}
         #: per partition, the first offset the loop handles (what came before: the rebuild's)
         self._ready_from: dict[int, int] = {}
-        self._pending: list[Message] = []
+        self._pending: list[h.HistoryEvent] = []
         self._lock = asyncio.Lock()
         self.resumed = 0
         #: seconds the last rebuild of each partition took, and records it read
@@ -344,14 +344,20 @@ class Matcher(_Member):
             now = h.now()
             for index in self.indexes.values():
                 index.expire(now)
+        history = self.engine.topics.history
         try:
-            await _append_and_commit(self.engine, consumer, out, fresh)
+            await _append_and_commit(
+                self.engine, consumer, [h.message(history, e) for e in out], fresh
+            )
         except Exception:
             self._pending[:0] = out  # appended again next round (ids make repeats harmless)
             raise
         self.resumed += len(out)
+        if out and self.engine.orchestrator is not None:
+            # Durable now: a run this process owns moves without a round trip through the log.
+            self.engine.orchestrator.observe(out)
 
-    def _apply(self, index: PartitionIndex, record: Record) -> list[Message]:
+    def _apply(self, index: PartitionIndex, record: Record) -> list[h.HistoryEvent]:
         """Apply one matching-topic record; the resuming history events it causes."""
         try:
             body = _codec.loads(record.value)
@@ -400,8 +406,7 @@ class Matcher(_Member):
             )
             return False
 
-    def _resume(self, wait: Wait, view: dict[str, Any]) -> Message:
-        history = self.engine.topics.history
+    def _resume(self, wait: Wait, view: dict[str, Any]) -> h.HistoryEvent:
         node = wait.target.get("node")
         event: h.HistoryEvent
         if node is None:
@@ -418,7 +423,7 @@ class Matcher(_Member):
                 attempt=node[1],
                 event=view,
             )
-        return h.message(history, event)
+        return event
 
 
 class MatchingPlugin(Plugin):
