@@ -2,7 +2,8 @@
 
 ``W`` runs of ``bench_waits`` (one ``wait_for_event`` node matching ``data.key`` to
 ``params.key``, then a task) are started and left waiting on an in-process engine on Kafka
-(orchestrator, router, index, worker and run index in one process). Each iteration publishes
+(orchestrator, router, index, worker and run index in one process), and the process is left to
+settle (its run index and snapshots catch up with the starts). Each iteration publishes
 200 ``Approved`` events open loop at 50/s, each for the next still-waiting run; the task after
 the wait records ``time.time() - t`` (``t``: the event's scheduled send time). Baseline: raw
 produce→consume on the same broker, as in b.
@@ -67,8 +68,21 @@ async def _start_waiting(engine: Engine, wf: Workflow, count: int) -> float:
         if time.monotonic() > deadline:
             raise TimeoutError("the runs did not all wait within 30 minutes")
         await asyncio.sleep(0.5)
+    await _settled()
     gc.collect()
     return (rss_bytes() - before) / count
+
+
+async def _settled(limit: float = 900.0) -> float:
+    """Wait until this process is idle (the run index, snapshots and the router caught up
+    with the start of every run); the seconds that took."""
+    started = time.monotonic()
+    while time.monotonic() - started < limit:
+        cpu = time.process_time()
+        await asyncio.sleep(1.0)
+        if time.process_time() - cpu < 0.1:
+            break
+    return time.monotonic() - started
 
 
 def index_bytes_per_wait(count: int) -> float:

@@ -9,6 +9,7 @@ from typing import Any, Literal, TypeVar
 
 from deerflow.core import TaskDef, WorkflowDef
 from deerflow.errors import DefinitionError
+from deerflow.events import KafkaEvent
 from deerflow.matching._kind import WAIT_FOR_EVENT
 from deerflow.matching._service import MATCHING
 from deerflow.matching._spec import match_pairs, parse_duration
@@ -77,6 +78,7 @@ class MatchingMixin(WorkflowDef):
         timeout: float | str | timedelta | None = None,
         on_timeout: Literal["none", "fail"] = "none",
         lookback: float | str | timedelta | None = None,
+        source: KafkaEvent | None = None,
     ) -> Callable[[F], F]:
         """Add a node that waits for an event; its output is the event, or ``None`` on timeout.
 
@@ -95,6 +97,8 @@ class MatchingMixin(WorkflowDef):
             on_timeout: ``"none"``: the node completes with ``None``; ``"fail"``: it fails.
             lookback: also match events of the type already seen this long before the wait
                 began (within the index's buffer of recent events).
+            source: ``KafkaEvent(topic=...)``: every message of that topic of the deployment's
+                own log is also an ``event`` (its JSON body is the event's ``data``).
 
         Raises:
             DefinitionError: a bad option, naming the workflow and the node.
@@ -119,6 +123,7 @@ class MatchingMixin(WorkflowDef):
             "timeout": parse_duration(timeout, f"{where_}: timeout"),
             "on_timeout": on_timeout,
             "lookback": parse_duration(lookback, f"{where_}: lookback"),
+            "topic": _source_topic(source, where_),
         }
         self.add_task(
             TaskDef(
@@ -139,6 +144,20 @@ class MatchingMixin(WorkflowDef):
     def _carry_matching(self) -> None:
         if MATCHING not in self.plugins:
             self.plugins.append(MATCHING)
+
+
+def _source_topic(source: object, where: str) -> str | None:
+    """The topic of a ``source=`` trigger spec (a Kafka topic of the deployment's log)."""
+    if source is None:
+        return None
+    if not isinstance(source, KafkaEvent):
+        raise DefinitionError(
+            f"{where}: source= takes KafkaEvent(topic=...), not {type(source).__name__}; "
+            "a webhook or S3 trigger starts a workflow whose task calls publish_event"
+        )
+    if source.bootstrap_servers is not None:
+        raise DefinitionError(f"{where}: source= reads a topic of the deployment's own log")
+    return source.topic
 
 
 def _check_event_type(event: object, where: str) -> None:

@@ -35,6 +35,8 @@ class WaitOptions(KindOptions):
     timeout: float | None = None
     on_timeout: Literal["none", "fail"] = "none"
     lookback: float | None = None
+    #: a topic of the deployment's log whose every message is an ``event`` (``source=``)
+    topic: str | None = None
 
 
 class EventWaitStarted(h.HistoryEvent):

@@ -23,13 +23,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import deerflow._codec as _codec
 from deerflow.core import history as h
 from deerflow.core.state import register_fold
 from deerflow.eventstore import StoredEvent
-from deerflow.eventstore.integration import decode_unit
+from deerflow.eventstore.integration import decode_unit, derived_id
 from deerflow.log.base import GroupConsumer, Message, Record, TopicPartition
 from deerflow.matching._index import PartitionIndex, Wait
 from deerflow.matching._kind import (
@@ -72,6 +73,18 @@ def wanted(engine: Engine) -> dict[str, set[tuple[str, ...]]]:
                 found.setdefault(opts.event, set()).add(tuple(p for p, _ in opts.match))
         for spec in cancel_specs(wf):
             found.setdefault(spec.event, set()).add(tuple(p for p, _ in spec.pairs))
+    return found
+
+
+def source_topics(engine: Engine) -> dict[str, set[str]]:
+    """Topic -> the event types its messages are, from the waits' ``source=``."""
+    found: dict[str, set[str]] = {}
+    for wf in engine.registry:
+        for task in wf.tasks.values():
+            if task.kind is WAIT_FOR_EVENT:
+                opts = WAIT_FOR_EVENT.options(task, WaitOptions)
+                if opts.topic is not None:
+                    found.setdefault(opts.topic, set()).add(opts.event)
     return found
 
 
@@ -132,6 +145,8 @@ class Router(_Member):
         #: run id -> (wait id, key) of its open waits routed here, oldest run first
         self._open_waits: dict[str, list[tuple[str, str]]] = {}
         self.routed = 0
+        #: topics named by ``source=`` (subscribed when the router starts) -> their event types
+        self.sources: dict[str, set[str]] = {}
 
     def loop_name(self) -> str:
         """See :meth:`BackgroundService.loop_name`."""
@@ -141,8 +156,12 @@ class Router(_Member):
         log_, topics = self.engine.log, self.engine.topics
         partitions = await log_.partition_count(topics.history)
         await log_.ensure_topic(self.topic, partitions)
-        await log_.partition_count(topics.events)
-        self._consumer = log_.consumer(f"{self.topic}.router", [topics.history, topics.events])
+        self.sources = source_topics(self.engine)
+        for topic in (topics.events, *self.sources):
+            await log_.partition_count(topic)
+        self._consumer = log_.consumer(
+            f"{self.topic}.router", [topics.history, topics.events, *self.sources]
+        )
         await self._consumer.start()
 
     async def _handle(self, consumer: GroupConsumer, records: list[Record]) -> None:
@@ -158,6 +177,9 @@ class Router(_Member):
         for record in records:
             if record.topic == history:
                 yield from self._from_history(record.value)
+            elif record.topic in self.sources:
+                for event in self._from_source(record):
+                    yield from self._from_event(event, types)
             elif types:
                 for event in decode_unit(record):
                     yield from self._from_event(event, types)
@@ -247,6 +269,23 @@ class Router(_Member):
             del self._open_waits[run_id]
         for ident, key in ended:
             yield Message(topic=self.topic, key=key, value=_codec.dumps({"k": "end", "id": ident}))
+
+    def _from_source(self, record: Record) -> Iterator[StoredEvent]:
+        """A message of a ``source=`` topic as an event of each type waiting on the topic."""
+        found = decode_unit(record)
+        if found:
+            data, ident, when = found[0].data, found[0].id, found[0].timestamp
+        else:
+            try:
+                data = _codec.loads(record.value)
+            except ValueError:
+                data = record.value.decode(errors="replace")
+            ident = derived_id(f"{record.topic}/{record.partition}/{record.offset}", 0)
+            when = datetime.fromtimestamp(record.timestamp_ms / 1000, UTC)
+        for event_type in self.sources[record.topic]:
+            yield StoredEvent(
+                id=ident, type=event_type, data=data, timestamp=when, source=f"kafka:{record.topic}"
+            )
 
     def _from_event(
         self, event: StoredEvent, types: dict[str, set[tuple[str, ...]]]

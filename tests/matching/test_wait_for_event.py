@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
+import orjson
 import pytest
 
 from deerflow import CancelOn, DefinitionError, Engine, Workflow
 from deerflow.choreography import publish_event_async
 from deerflow.core import history as h
+from deerflow.events import KafkaEvent, WebhookEvent
+from deerflow.log.base import Message
 from deerflow.matching import EventMatched
 from tests.logs import history
 from tests.matching.waits import invoices, until_waiting
@@ -175,3 +178,35 @@ async def test_a_wait_registered_after_its_run_was_cancelled_resumes_nothing(sto
     assert cancelled.status == after.status == "cancelled"
     # The run's end retired its wait from the index: the approval resumes nothing.
     assert not [e for e in events if isinstance(e, EventMatched)]
+
+
+async def test_every_message_of_a_source_topic_is_an_event_to_wait_for(store):
+    wf = Workflow(name="payments")
+    wf.wait_for_event(
+        id="paid",
+        event="PaymentReceived",
+        match={"data.order": "params.order"},
+        source=KafkaEvent(topic="payments-in"),
+        timeout="1m",
+    )
+    async with Engine(store, [wf]) as engine:
+        run = await engine.start(wf, params={"order": "o-1"})
+        await until_waiting(engine, run, node="paid")
+        for order in ("o-2", "o-1"):  # a plain JSON message, as another producer writes it
+            body = orjson.dumps({"order": order, "amount": 12})
+            await engine.log.append([Message(topic="payments-in", key=order, value=body)])
+        result = await run.result(timeout=60)
+    event = result.tasks["paid"].output
+    assert event["type"] == "PaymentReceived"
+    assert event["data"] == {"order": "o-1", "amount": 12}
+    assert event["source"] == "kafka:payments-in"
+
+
+def test_a_source_must_be_a_topic_of_the_deployment_s_log():
+    wf = Workflow(name="bad")
+    with pytest.raises(DefinitionError, match="source= takes KafkaEvent"):
+        wf.wait_for_event(id="w", event="A", source=WebhookEvent(path="/paid"))  # type: ignore[arg-type]
+    with pytest.raises(DefinitionError, match="the deployment's own log"):
+        wf.wait_for_event(
+            id="w", event="A", source=KafkaEvent(topic="t", bootstrap_servers="elsewhere:9092")
+        )

@@ -36,8 +36,10 @@ def invoices(
     return wf
 
 
-async def until_waiting(engine: Engine, *handles: RunHandle, timeout: float = 60) -> None:
-    """Wait until each run's ``approval`` node is waiting for its event."""
+async def until_waiting(
+    engine: Engine, *handles: RunHandle, timeout: float = 60, node: str = "approval"
+) -> None:
+    """Wait until each run's ``node`` is waiting for its event."""
     deadline = time.monotonic() + timeout
     pending = list(handles)
     while pending:
@@ -45,7 +47,7 @@ async def until_waiting(engine: Engine, *handles: RunHandle, timeout: float = 60
         pending = [
             handle
             for handle, state in zip(pending, states, strict=True)
-            if "approval" not in state.tasks or state.tasks["approval"].status != "waiting"
+            if node not in state.tasks or state.tasks[node].status != "waiting"
         ]
         if pending:
             assert time.monotonic() < deadline, f"{len(pending)} runs never waited"
