@@ -58,6 +58,11 @@ RETIRE_LIMIT = 200_000
 _WAIT_TYPES = (b'"EventWaitStarted"', b'"EventMatched"', b'"EventWaitTimedOut"')
 
 
+def _terminal_types() -> list[bytes]:
+    """The types of events that end a run, as they appear in a record (features add some)."""
+    return [f'"{t}"'.encode() for t in sorted(h.TERMINAL_TYPES)]
+
+
 def matching_topic(engine: Engine) -> str:
     """The topic both sides of a match are re-keyed into."""
     return f"{engine.topics.prefix}.matching"
@@ -174,9 +179,10 @@ class Router(_Member):
         """The matching-topic records ``records`` become."""
         history = self.engine.topics.history
         types = wanted(self.engine)
+        cancels = any(cancel_specs(wf) for wf in self.engine.registry)
         for record in records:
             if record.topic == history:
-                yield from self._from_history(record.value)
+                yield from self._from_history(record.value, cancels)
             elif record.topic in self.sources:
                 for event in self._from_source(record):
                     yield from self._from_event(event, types)
@@ -184,11 +190,12 @@ class Router(_Member):
                 for event in decode_unit(record):
                     yield from self._from_event(event, types)
 
-    def _from_history(self, value: bytes) -> Iterator[Message]:
+    def _from_history(self, value: bytes, cancels: bool) -> Iterator[Message]:
+        # Most history records concern none of this: a byte check skips them undecoded.
         if not (
             any(t in value for t in _WAIT_TYPES)
-            or b'"RunRequested"' in value
-            or (self._open_waits and any(f'"{t}"'.encode() in value for t in h.TERMINAL_TYPES))
+            or (cancels and b'"RunRequested"' in value)
+            or (self._open_waits and any(t in value for t in _terminal_types()))
         ):
             return
         try:
@@ -406,7 +413,15 @@ class Matcher(_Member):
         key = record.key or ""
         if kind == "wait":
             wait = Wait(body["id"], body["run"], key, body["since"], body["deadline"], body)
+            evicted = index.evicted
             view = index.add(wait, self._accept)
+            if index.evicted > evicted:
+                log.warning(
+                    "matching partition %d holds %d waits: the oldest left the index (its run "
+                    "still times out by its own timer)",
+                    record.partition,
+                    len(index),
+                )
             return [] if view is None else [self._resume(wait, view)]
         if kind == "event":
             view = body["event"]

@@ -82,7 +82,7 @@ def match_pairs(match: Mapping[str, str] | None, where: str) -> tuple[tuple[str,
 
 
 #: the event side of a match names one of these roots (the fields of :func:`event_view`)
-_EVENT_ROOTS = ("data", "id", "type", "source", "subject", "stream", "correlation_id")
+_EVENT_ROOTS = ("data", "id", "type", "source", "stream", "correlation_id")
 
 
 def resolve(path: str, root: Mapping[str, Any]) -> Any:

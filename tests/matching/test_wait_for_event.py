@@ -210,3 +210,28 @@ def test_a_source_must_be_a_topic_of_the_deployment_s_log():
         wf.wait_for_event(
             id="w", event="A", source=KafkaEvent(topic="t", bootstrap_servers="elsewhere:9092")
         )
+
+
+async def test_a_run_without_the_value_to_match_fails_the_node_saying_which(store):
+    lenient = Workflow(name="lenient")
+    lenient.wait_for_event(id="approval", event="A", match={"data.id": "params.id"})
+    async with Engine(store, [lenient]) as engine:
+        result = await (await engine.start(lenient, params={})).result(timeout=60)
+    assert result.status == "failed"
+    assert result.tasks["approval"].error == "match 'data.id': the run has no 'params.id'"
+
+
+async def test_after_a_restart_the_index_is_rebuilt_and_an_event_resumes_a_wait_from_before(store):
+    if store.startswith("memory"):
+        pytest.skip("an in-memory store does not outlive its engine")
+    wf = invoices(timeout="1h")
+    async with Engine(store, [wf]) as engine:
+        before = await engine.start(wf, params={"invoice_id": "inv-1"})
+        await until_waiting(engine, before)
+    async with Engine(store, [wf]) as engine:
+        await publish_event_async(
+            "InvoiceApproved", {"invoice_id": "inv-1", "by": "ann"}, store=engine
+        )
+        result = await engine.wait(before.run_id, timeout=60)
+    assert result.status == "completed", result.error
+    assert result.output == "ann"
