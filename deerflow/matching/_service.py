@@ -100,10 +100,15 @@ def cancel_specs(wf: WorkflowDef) -> tuple[Any, ...]:
 
 
 async def _append_and_commit(
-    engine: Engine, consumer: GroupConsumer, out: list[Message], records: Iterable[Record]
+    engine: Engine,
+    consumer: GroupConsumer,
+    out: list[Message],
+    records: Iterable[Record],
+    offsets: dict[TopicPartition, int] | None = None,
 ) -> None:
-    """Append ``out``, then commit past ``records`` (at least once: input only with output)."""
-    offsets: dict[TopicPartition, int] = {}
+    """Append ``out``, then commit past ``records`` (and ``offsets``): input is committed only
+    once what it caused is durable (at least once)."""
+    offsets = dict(offsets or {})
     for record in records:
         offsets[record.tp] = record.offset + 1
     if offsets:
@@ -327,6 +332,8 @@ class Matcher(_Member):
         #: per partition, the first offset the loop handles (what came before: the rebuild's)
         self._ready_from: dict[int, int] = {}
         self._pending: list[h.HistoryEvent] = []
+        #: offsets rebuilds read up to, committed with the resumes they found
+        self._rebuilt: dict[TopicPartition, int] = {}
         self._lock = asyncio.Lock()
         self.resumed = 0
         #: seconds the last rebuild of each partition took, and records it read
@@ -361,6 +368,7 @@ class Matcher(_Member):
                 self._ready_from[tp.partition] = end
                 if records:
                     await consumer.seek(tp, end)
+                    self._rebuilt[tp] = end
                 took = asyncio.get_running_loop().time() - started
                 self.rebuilds[tp.partition] = (took, len(records))
                 log.info(
@@ -380,6 +388,8 @@ class Matcher(_Member):
     async def _handle(self, consumer: GroupConsumer, records: list[Record]) -> None:
         async with self._lock:
             out, self._pending = self._pending, []
+            rebuilt, self._rebuilt = self._rebuilt, {}
+            rebuilt = {tp: end for tp, end in rebuilt.items() if tp.partition in self.indexes}
             fresh = []
             for record in records:
                 index = self.indexes.get(record.partition)
@@ -393,10 +403,11 @@ class Matcher(_Member):
         history = self.engine.topics.history
         try:
             await _append_and_commit(
-                self.engine, consumer, [h.message(history, e) for e in out], fresh
+                self.engine, consumer, [h.message(history, e) for e in out], fresh, rebuilt
             )
         except Exception:
             self._pending[:0] = out  # appended again next round (ids make repeats harmless)
+            self._rebuilt = {**rebuilt, **self._rebuilt}
             raise
         self.resumed += len(out)
         if out and self.engine.orchestrator is not None:
