@@ -27,6 +27,7 @@ SCENARIOS = {
     "d": ("mapreduce", "d. mapreduce"),
     "e": ("backpressure", "e. backpressure"),
     "f": ("peers", "f. peers"),
+    "g": ("eventwaits", "g. event waits"),
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 log = logging.getLogger("bench")

@@ -73,6 +73,7 @@ class Sizes:
     peer_runs: int = 20  # f: chains per peer iteration
     peer_fanout: int = 1000
     peer_io_maps: int = 64
+    waiting_runs: int = 100_000  # g: runs waiting for an event while the latency is measured
 
 
 QUICK = Sizes(
@@ -98,6 +99,7 @@ QUICK = Sizes(
     peer_runs=3,
     peer_fanout=20,
     peer_io_maps=8,
+    waiting_runs=200,
 )
 
 

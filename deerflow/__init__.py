@@ -17,6 +17,7 @@ from deerflow.errors import (
 )
 from deerflow.events import EventTrigger
 from deerflow.eventstore import EventStore
+from deerflow.matching import CancelOn
 from deerflow.patterns import DynamicTasks, MapReduce, SubWorkflow, gather, parallel
 from deerflow.pipeline import Backpressure, Pipeline, stage
 from deerflow.runtime import Engine, RunHandle, RunResult, TaskContext, TaskResult
@@ -29,6 +30,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Backpressure",
+    "CancelOn",
     "CompensatingAction",
     "DeerflowError",
     "DefinitionError",

@@ -8,6 +8,7 @@ def test_public_api_is_pinned():
     for name in deerflow.__all__:
         assert hasattr(deerflow, name), name
     assert set(deerflow.__all__) >= {
+        "CancelOn",
         "DefinitionError",
         "Engine",
         "RunResult",

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from deerflow.choreography import ChoreographyMixin
+from deerflow.matching import CancelOn, MatchingMixin
 from deerflow.observability.tracing import TRACING
 from deerflow.patterns import PatternsMixin
 from deerflow.pipeline import PipelineMixin
@@ -18,7 +19,13 @@ from deerflow.workflow._catalog import remember
 
 
 class Workflow(
-    PatternsMixin, SagaMixin, StateMachineMixin, PipelineMixin, ChoreographyMixin, WaitingMixin
+    PatternsMixin,
+    SagaMixin,
+    StateMachineMixin,
+    PipelineMixin,
+    ChoreographyMixin,
+    WaitingMixin,
+    MatchingMixin,
 ):
     """A named DAG of tasks.
 
@@ -42,6 +49,7 @@ class Workflow(
         description: free text shown by the CLI and dashboard.
         max_parallel: at most this many tasks of one run running at once (``None``: no
             limit); children of fan-outs, dynamic tasks and map-reduces count one each.
+        cancel_on: cancel a run when a matching event arrives (:class:`~deerflow.CancelOn`).
     """
 
     def __init__(
@@ -51,8 +59,10 @@ class Workflow(
         version: str = "1",
         description: str = "",
         max_parallel: int | None = None,
+        cancel_on: Iterable[CancelOn] | None = None,
     ) -> None:
         super().__init__(name, version=version, description=description, max_parallel=max_parallel)
+        self.set_cancel_on(cancel_on)
         self.plugins.insert(0, TRACING)  # every attempt in its span, when tracing is set up
         remember(self)  # compose_workflows(...) finds workflows by name
 

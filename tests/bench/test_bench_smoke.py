@@ -25,6 +25,7 @@ SCENARIOS = {
     "d. mapreduce",
     "e. backpressure",
     "f. peers",
+    "g. event waits",
 }
 
 

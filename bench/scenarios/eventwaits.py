@@ -1,0 +1,176 @@
+"""g. Event waits: event → resumed node latency with many runs waiting, memory per waiting run.
+
+``W`` runs of ``bench_waits`` (one ``wait_for_event`` node matching ``data.key`` to
+``params.key``, then a task) are started and left waiting on an in-process engine on Kafka
+(orchestrator, router, index, worker and run index in one process), and the process is left to
+settle (its run index and snapshots catch up with the starts). Each iteration publishes
+200 ``Approved`` events open loop at 50/s, each for the next still-waiting run; the task after
+the wait records ``time.time() - t`` (``t``: the event's scheduled send time). Baseline: raw
+produce→consume on the same broker, as in b.
+
+Memory: the process's RSS (``/proc/self/statm``) before the ``W`` runs start and once every
+one waits, divided by ``W`` (every part of the deployment in one process: run states, index,
+router, run index cache); and the index alone: ``tracemalloc`` over a
+:class:`~deerflow.matching._index.PartitionIndex` filled with ``W`` waits as the router files
+them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import time
+import tracemalloc
+from typing import Any
+
+from bench.context import BenchContext
+from bench.harness import Comparison, Goal, Metric, Metrics
+from bench.latency_parts import ProduceConsumeBaseline, latency_metrics, open_loop
+from deerflow import Engine, EventStore, Workflow
+from deerflow.matching._index import PartitionIndex, Wait
+from deerflow.matching._spec import event_key
+
+SCENARIO = "g. event waits"
+SINK: list[float] = []
+PAGE = os.sysconf("SC_PAGE_SIZE")
+START_BATCH = 2000  # runs started at once (one gather), so the producer batches them
+
+
+def waits_workflow() -> Workflow:
+    """A wait for ``Approved`` of the run's key, then a task recording the latency."""
+    wf = Workflow(name="bench_waits")
+    wf.wait_for_event(id="approval", event="Approved", match={"data.key": "params.key"})
+
+    @wf.task(id="resumed", depends_on=["approval"])
+    async def resumed(context: Any) -> None:
+        SINK.append(time.time() - float(context.tasks["approval"].output["data"]["t"]))
+
+    return wf
+
+
+def rss_bytes() -> int:
+    """This process's resident set size now."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * PAGE
+
+
+async def _start_waiting(engine: Engine, wf: Workflow, count: int) -> float:
+    """Start ``count`` runs and return once every one waits (bytes of RSS each)."""
+    gc.collect()
+    before = rss_bytes()
+    for first in range(0, count, START_BATCH):
+        keys = range(first, min(first + START_BATCH, count))
+        await asyncio.gather(*(engine.start(wf, params={"key": f"k{k}"}) for k in keys))
+    matcher = next(s for s in engine.services if type(s).__name__ == "Matcher")
+    deadline = time.monotonic() + 1800
+    while sum(len(i) for i in matcher.indexes.values()) < count:  # type: ignore[attr-defined]
+        if time.monotonic() > deadline:
+            raise TimeoutError("the runs did not all wait within 30 minutes")
+        await asyncio.sleep(0.5)
+    await _settled()
+    gc.collect()
+    return (rss_bytes() - before) / count
+
+
+async def _settled(limit: float = 900.0) -> float:
+    """Wait until this process is idle (the run index, snapshots and the router caught up
+    with the start of every run); the seconds that took."""
+    started = time.monotonic()
+    while time.monotonic() - started < limit:
+        cpu = time.process_time()
+        await asyncio.sleep(1.0)
+        if time.process_time() - cpu < 0.1:
+            break
+    return time.monotonic() - started
+
+
+def index_bytes_per_wait(count: int) -> float:
+    """Bytes one wait takes in a partition's index, as the router files it."""
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    index = PartitionIndex()
+    for n in range(count):
+        ident = f"bench_waits-{n:08d}:approval:1:wait"
+        target = {
+            "k": "wait",
+            "id": ident,
+            "run": ident[:20],
+            "since": 1.0,
+            "deadline": None,
+            "node": ["approval", 1, "bench_waits", "1", False],
+        }
+        key = event_key("Approved", ("data.key",), (f"k{n}",))
+        index.add(Wait(ident, ident[:20], key, 1.0, None, target), lambda w, v: True)
+    used = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    del index
+    return used / count
+
+
+async def run(ctx: BenchContext) -> None:
+    """The latency comparison and the memory rows."""
+    s = ctx.sizes
+    count, rate, waiting = s.latency_count, s.latency_rate, s.waiting_runs
+    prefix = ctx.prefix("g")
+    wf = waits_workflow()
+    spare = count * (ctx.settings.pairs + ctx.settings.warmup)
+    raw = ProduceConsumeBaseline(ctx.kafka_bootstrap(), f"{prefix}.raw")
+    async with Engine(ctx.kafka_url(), [wf], prefix=prefix, concurrency=64) as engine:
+        per_run = await _start_waiting(engine, wf, waiting + spare)
+        events = EventStore(engine.log, topic=engine.topics.events)
+        keys = iter(range(waiting + spare))
+
+        async def send(sent: float) -> None:
+            await events.publish_async("Approved", {"key": f"k{next(keys)}", "t": sent})
+
+        async def resumed() -> Metrics:
+            SINK.clear()
+            await open_loop(rate, count, send)
+            deadline = time.monotonic() + 120
+            while len(SINK) < count:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"only {len(SINK)} of {count} waits resumed")
+                await asyncio.sleep(0.01)
+            return latency_metrics(SINK[:count])
+
+        await raw.start()
+        try:
+            await ctx.compare(
+                Comparison(
+                    SCENARIO,
+                    f"{waiting + spare:,} runs waiting, {rate:g}/s",
+                    "raw produce→consume",
+                    "event → resumed node",
+                    lambda: raw.measure(count, rate),
+                    resumed,
+                    [
+                        Metric("p50_ms", "p50", "ms", Goal("<=", 3.0)),
+                        Metric("p99_ms", "p99", "ms", Goal("<=", 3.0)),
+                    ],
+                    note=f"{count} events per iteration, open loop, each resuming one run",
+                ),
+                on_broker=True,
+            )
+        finally:
+            await raw.stop()
+
+    async def whole() -> Metrics:
+        return {"bytes": per_run}
+
+    async def index_only() -> Metrics:
+        return {"bytes": index_bytes_per_wait(waiting)}
+
+    for name, measure in (("whole process", whole), ("the index alone", index_only)):
+        await ctx.compare(
+            Comparison(
+                SCENARIO,
+                f"memory per waiting run, {name}",
+                "",
+                f"{waiting:,} waits",
+                None,
+                measure,
+                [Metric("bytes", "bytes", "B", Goal("<=", 2048.0))],
+            )
+        )

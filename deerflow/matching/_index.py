@@ -1,0 +1,155 @@
+"""One partition's index of waits, and its buffer of recent events (pure, bounded).
+
+Waits are filed by key (event type, event paths, values: see :mod:`._spec`), so an event finds
+the waits it meets with one dict lookup, however many runs wait. A bounded buffer of recent
+events per key lets a wait registered after its event arrived still meet it: an event that
+happened after the wait began but was routed before it (the two sides come through different
+topics), or, with ``lookback``, one that happened up to that long before.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+#: waits one partition holds at most; past it the oldest is dropped (and logged by the caller)
+MAX_WAITS = 1_000_000
+#: recent events one partition keeps for late waits and ``lookback``, at most ...
+MAX_EVENTS = 10_000
+#: ... and for at most this long (seconds; a longer ``lookback`` finds what is left)
+BUFFER_SECONDS = 3600.0
+#: ids of ended waits remembered, so a registration delivered again does not come back
+ENDED_WINDOW = 100_000
+#: seconds a wait stays after its deadline: its owner's timer decides, not the index's clock
+GRACE = 60.0
+
+
+@dataclass(slots=True)
+class Wait:
+    """One registered wait: what resumes it and which events may."""
+
+    id: str
+    run_id: str
+    key: str
+    #: the oldest event time it matches (its start, minus its lookback)
+    earliest: float
+    deadline: float | None
+    #: what the caller needs to resume it (node, attempt, ...), as registered
+    target: dict[str, Any]
+
+
+Accept = Callable[[Wait, dict[str, Any]], bool]
+
+
+class PartitionIndex:
+    """The waits and recent events of one partition of the matching topic."""
+
+    def __init__(
+        self,
+        *,
+        max_waits: int = MAX_WAITS,
+        max_events: int = MAX_EVENTS,
+        buffer_seconds: float = BUFFER_SECONDS,
+    ) -> None:
+        self._by_key: dict[str, dict[str, Wait]] = {}
+        #: wait id -> key, oldest first (eviction order)
+        self._keys: dict[str, str] = {}
+        self._deadlines: list[tuple[float, str]] = []
+        self._recent: dict[str, deque[tuple[float, dict[str, Any]]]] = {}
+        self._recent_order: deque[tuple[float, str]] = deque()
+        self._ended: dict[str, None] = {}
+        self._max_waits = max_waits
+        self._max_events = max_events
+        self._buffer_seconds = buffer_seconds
+        #: waits dropped because the partition was full
+        self.evicted = 0
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    @property
+    def buffered(self) -> int:
+        """Recent events kept."""
+        return len(self._recent_order)
+
+    def add(self, wait: Wait, accept: Accept) -> dict[str, Any] | None:
+        """Register ``wait``; the oldest buffered event it meets, if any (the wait then ends)."""
+        if wait.id in self._ended or wait.id in self._keys:
+            return None  # a registration delivered again
+        for ts, view in self._recent.get(wait.key, ()):
+            if self._meets(wait, ts) and accept(wait, view):
+                self._remember_end(wait.id)
+                return view
+        self._by_key.setdefault(wait.key, {})[wait.id] = wait
+        self._keys[wait.id] = wait.key
+        if wait.deadline is not None:
+            heapq.heappush(self._deadlines, (wait.deadline, wait.id))
+        while len(self._keys) > self._max_waits:
+            oldest = next(iter(self._keys))
+            self.end(oldest)
+            self.evicted += 1
+        return None
+
+    def event(self, key: str, ts: float, view: dict[str, Any], accept: Accept) -> Iterator[Wait]:
+        """The waits ``view`` (of time ``ts``) meets, each ended; the event is buffered."""
+        self._buffer(key, ts, view)
+        waits = self._by_key.get(key)
+        if not waits:
+            return
+        for wait in list(waits.values()):
+            if self._meets(wait, ts) and accept(wait, view):
+                self.end(wait.id)
+                yield wait
+
+    def end(self, wait_id: str) -> None:
+        """Forget ``wait_id`` (matched, timed out, its run ended); a repeat does nothing."""
+        key = self._keys.pop(wait_id, None)
+        self._remember_end(wait_id)
+        if key is None:
+            return
+        waits = self._by_key.get(key)
+        if waits is not None:
+            waits.pop(wait_id, None)
+            if not waits:
+                del self._by_key[key]
+
+    def expire(self, now: float) -> int:
+        """Drop waits whose deadline passed more than :data:`GRACE` ago and stale events."""
+        dropped = 0
+        while self._deadlines and self._deadlines[0][0] < now - GRACE:
+            _, wait_id = heapq.heappop(self._deadlines)
+            if wait_id in self._keys:
+                self.end(wait_id)
+                dropped += 1
+        self._trim(now)
+        return dropped
+
+    @staticmethod
+    def _meets(wait: Wait, ts: float) -> bool:
+        return ts >= wait.earliest and (wait.deadline is None or ts <= wait.deadline)
+
+    def _buffer(self, key: str, ts: float, view: dict[str, Any]) -> None:
+        self._recent.setdefault(key, deque()).append((ts, view))
+        self._recent_order.append((ts, key))
+        while len(self._recent_order) > self._max_events:
+            self._drop_oldest_event()
+
+    def _trim(self, now: float) -> None:
+        while self._recent_order and self._recent_order[0][0] < now - self._buffer_seconds:
+            self._drop_oldest_event()
+
+    def _drop_oldest_event(self) -> None:
+        _, key = self._recent_order.popleft()
+        events = self._recent.get(key)
+        if events:
+            events.popleft()
+            if not events:
+                del self._recent[key]
+
+    def _remember_end(self, wait_id: str) -> None:
+        self._ended[wait_id] = None
+        while len(self._ended) > ENDED_WINDOW:
+            del self._ended[next(iter(self._ended))]

@@ -1,0 +1,67 @@
+"""Waits served by two ``deerflow worker`` processes (SQLite and Kafka): a kill and 1,000 keys."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+from deerflow import Engine, EventStore
+from deerflow.matching import EventMatched
+from tests.logs import history
+from tests.matching.apps.approvals_app import held, plain
+from tests.matching.waits import until_waiting
+from tests.processes import wait_for_file, workers  # noqa: F401 - fixture
+
+APP = Path(__file__).parent / "apps" / "approvals_app.py"
+
+
+async def test_a_kill_between_the_event_and_the_resume_resumes_once_elsewhere(store, workers):
+    hold = Path(os.environ["HOLD_FILE"])
+    hold.write_text("hold")
+    workers.start(APP)
+    workers.start(APP)
+    await workers.wait_serving(2)
+    async with Engine(store, [plain, held], orchestrate=False, work=False) as client:
+        run = await client.start(held, params={"invoice_id": "inv-1"})
+        await until_waiting(client, run)
+        await EventStore(client.log, topic=client.topics.events).publish_async(
+            "InvoiceApproved", {"invoice_id": "inv-1", "by": "ann"}
+        )
+        started = Path(os.environ["STARTED_FILE"])
+        await wait_for_file(started, timeout=60, pool=workers)
+        victim = int(started.read_text())
+        os.kill(victim, signal.SIGKILL)
+        hold.unlink()
+        result = await run.result(timeout=120)
+        await asyncio.sleep(1.0)
+        events = await history(client, run.run_id)
+    assert result.status == "completed", result.error
+    assert result.output == "ann"
+    assert len([e for e in events if isinstance(e, EventMatched)]) == 1
+    assert [e.type for e in events].count("TaskCompleted") == 2  # request and book, once each
+
+
+async def test_a_thousand_runs_wait_on_one_type_each_resumed_by_its_own_event(store, workers):
+    workers.start(APP)
+    workers.start(APP)
+    await workers.wait_serving(2)
+    count = 1000
+    async with Engine(store, [plain, held], orchestrate=False, work=False) as client:
+        runs = [await client.start(plain, params={"invoice_id": f"inv-{i}"}) for i in range(count)]
+        await until_waiting(client, *runs, timeout=180)
+        events = EventStore(client.log, topic=client.topics.events)
+        for i in reversed(range(count)):
+            published = await events.publish_async(
+                "InvoiceApproved", {"invoice_id": f"inv-{i}", "by": f"approver-{i}"}
+            )
+            if i % 10 == 0:  # a duplicate delivery of every tenth event
+                await events.publish_async(
+                    "InvoiceApproved", published.data, id=published.id, stream=published.stream
+                )
+        results = await asyncio.gather(*(run.result(timeout=300) for run in runs))
+        matched = [e for e in await history(client) if isinstance(e, EventMatched)]
+    assert [r.output for r in results] == [f"approver-{i}" for i in range(count)]
+    # One resume per run: duplicates of an event were dropped by the index or the fold.
+    assert sorted({e.run_id for e in matched}) == sorted(r.run_id for r in results)

@@ -1,0 +1,54 @@
+"""Workflows and helpers the matching tests share."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from deerflow import Engine, RunHandle, Workflow
+
+
+def invoices(
+    name: str = "invoices", *, timeout: str | float | None = "60s", **options: Any
+) -> Workflow:
+    """request -> wait for InvoiceApproved of the run's invoice -> book (who approved, or None)."""
+    wf = Workflow(name=name)
+
+    @wf.task(id="request")
+    def request(context):
+        return context.params["invoice_id"]
+
+    wf.wait_for_event(
+        id="approval",
+        event="InvoiceApproved",
+        depends_on=["request"],
+        match={"data.invoice_id": "params.invoice_id"},
+        timeout=timeout,
+        **options,
+    )
+
+    @wf.task(id="book", depends_on=["approval"])
+    def book(context):
+        event = context.tasks["approval"].output
+        return None if event is None else event["data"]["by"]
+
+    return wf
+
+
+async def until_waiting(
+    engine: Engine, *handles: RunHandle, timeout: float = 60, node: str = "approval"
+) -> None:
+    """Wait until each run's ``node`` is waiting for its event."""
+    deadline = time.monotonic() + timeout
+    pending = list(handles)
+    while pending:
+        states = await asyncio.gather(*(handle.status() for handle in pending))
+        pending = [
+            handle
+            for handle, state in zip(pending, states, strict=True)
+            if node not in state.tasks or state.tasks[node].status != "waiting"
+        ]
+        if pending:
+            assert time.monotonic() < deadline, f"{len(pending)} runs never waited"
+            await asyncio.sleep(0.1)
