@@ -6,6 +6,7 @@ its history; the embedded default keeps that history in SQLite, Kafka spreads it
 """
 
 from deerflow.choreography import publish_event, publish_event_async
+from deerflow.connectors.schedule import ScheduleControl
 from deerflow.core import RetryPolicy
 from deerflow.errors import (
     DeerflowError,
@@ -14,7 +15,7 @@ from deerflow.errors import (
     TaskError,
     TransitionNotAllowed,
 )
-from deerflow.events import EventTrigger
+from deerflow.events import EventTrigger, Schedule, ScheduleTickEvent
 from deerflow.eventstore import EventStore
 from deerflow.patterns import DynamicTasks, MapReduce, SubWorkflow, gather, parallel
 from deerflow.pipeline import Backpressure, Pipeline, stage
@@ -41,6 +42,9 @@ __all__ = [
     "RunHandle",
     "RunResult",
     "Saga",
+    "Schedule",
+    "ScheduleControl",
+    "ScheduleTickEvent",
     "State",
     "StateMachine",
     "SubWorkflow",

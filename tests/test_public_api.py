@@ -11,6 +11,9 @@ def test_public_api_is_pinned():
         "DefinitionError",
         "Engine",
         "RunResult",
+        "Schedule",
+        "ScheduleControl",
+        "ScheduleTickEvent",
         "TaskContext",
         "Workflow",
     }
