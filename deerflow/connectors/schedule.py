@@ -42,6 +42,7 @@ from deerflow.connectors._ticks import (
     iso,
     jitter_of,
     next_tick,
+    ticks_back,
     utc_iso,
 )
 from deerflow.connectors.base import PollingSource, RunRequest, backoff_sleep, run_id_for
@@ -59,6 +60,18 @@ PARTITIONS = 4
 BACKFILL_PARALLEL = 4
 
 Clock = Callable[[], float]
+
+
+class ScheduleNotFound(ConnectorError):
+    """No schedule has the name asked for."""
+
+    retriable = False
+
+
+class BackfillRefused(ConnectorError):
+    """A backfill's range is reversed or holds too many ticks."""
+
+    retriable = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,7 +264,7 @@ class ScheduleSource(PollingSource[float]):
         for name in self.owned:
             entry, state = self.entries[name], self.book.get(name)
             if state.cursor is None:  # served for the first time: ticks from now on
-                updates[name] = replace(state, cursor=now)
+                updates[name] = replace(state, cursor=next(ticks_back(entry.spec, now), now))
                 continue
             if state.paused:
                 continue
@@ -345,11 +358,11 @@ class ScheduleControl:
         return {e.name: e for e in schedule_entries(self.engine.registry)}
 
     def entry(self, name: str) -> ScheduleEntry:
-        """The schedule ``name``; :class:`ConnectorError` naming the known ones."""
+        """The schedule ``name``; :class:`ScheduleNotFound` naming the known ones."""
         entries = self.entries
         if name not in entries:
             known = ", ".join(sorted(entries)) or "none"
-            raise ConnectorError(f"no schedule named {name!r} (known: {known})", retriable=False)
+            raise ScheduleNotFound(f"no schedule named {name!r} (known: {known})")
         return entries[name]
 
     async def list_schedules(self) -> list[ScheduleInfo]:
@@ -401,7 +414,8 @@ class ScheduleControl:
         """The ticks of ``name`` from ``first`` to ``last`` (both included) and their run ids.
 
         Raises:
-            ConnectorError: an unknown schedule, reversed or too wide a range.
+            ScheduleNotFound: an unknown schedule.
+            BackfillRefused: a reversed range, or one of too many ticks.
         """
         entry = self.entry(name)
         try:
@@ -409,7 +423,7 @@ class ScheduleControl:
                 entry.spec, entry.spec.aware(first).timestamp(), entry.spec.aware(last).timestamp()
             )
         except ValueError as exc:
-            raise ConnectorError(f"schedule {name!r}: {exc}", retriable=False) from None
+            raise BackfillRefused(f"schedule {name!r}: {exc}") from None
         return [(tick, entry.run_id(tick)) for tick in ticks]
 
     async def backfill(

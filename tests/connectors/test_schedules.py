@@ -19,9 +19,10 @@ from typing import Any
 import pytest
 
 from deerflow import Engine, Schedule, ScheduleControl, Workflow
+from deerflow.cli._loader import load_module_workflows
 from deerflow.connectors import ScheduleSource
 from deerflow.connectors.schedule import ScheduleEntry, schedule_entries
-from tests.connectors.conftest import eventually
+from tests.connectors.conftest import ROOT, eventually
 from tests.services import unique_name
 
 START = 1_800_000_000.0  # a whole minute
@@ -285,3 +286,30 @@ async def test_two_engines_on_kafka_run_each_tick_once_and_one_takes_over(
         await ticks_ran(sink, 16)
         await sources[1].step()
         assert sorted(ran(sink)) == sorted(START + 60 * m for m in (1, 2, 3, 4) for _ in range(4))
+
+
+async def test_the_guides_example_runs_each_schedule_on_its_ticks() -> None:
+    workflows, _ = load_module_workflows(str(ROOT / "examples" / "schedules.py"))
+    at = datetime(2026, 10, 25, 1, 59, tzinfo=UTC).timestamp()  # 02:59 in Paris (CET)
+    clock = Clock(at)
+    async with Engine(f"memory://{unique_name('log')}", workflows) as engine:
+        entries = schedule_entries(workflows)
+        source = ScheduleSource(engine, entries, clock=clock, max_wait=0.02)
+        await engine.add_service(source)
+        for e in entries:
+            await armed(source, e.name)
+        clock.now = at + 90  # past 03:00 in Paris and the 5-minute tick's jitter (< 30 s)
+        report = await engine.wait(entries[0].run_id(at + 60), timeout=30)
+        assert report.output == {"hour_ending": "2026-10-25T03:00:00+01:00", "backfill": False}
+        check = await engine.wait(entries[1].run_id(at + 60), timeout=30)
+        assert check.output == {"checked_at": "2026-10-25T02:00:00+00:00", "ok": True}
+
+        clock.now = at + 60 + 30 * 60 + 50  # down for 30 minutes: catchup="skip"
+        await eventually(
+            lambda: _true(source.book.get("health").cursor == at + 60 + 30 * 60),
+            what="the missed ticks handled",
+        )
+        runs = await engine.list_runs(workflow="health_check")
+        # The five missed ticks do not run; the last one, within its grace, does.
+        assert len(runs) == 2 and runs[0].run_id == entries[1].run_id(at + 60 + 30 * 60)
+        await source.stop()
