@@ -6,7 +6,6 @@ its history; the embedded default keeps that history in SQLite, Kafka spreads it
 """
 
 from deerflow.choreography import publish_event, publish_event_async
-from deerflow.connectors.schedule import ScheduleControl
 from deerflow.core import RetryPolicy
 from deerflow.errors import (
     DeerflowError,
@@ -43,7 +42,6 @@ __all__ = [
     "RunResult",
     "Saga",
     "Schedule",
-    "ScheduleControl",
     "ScheduleTickEvent",
     "State",
     "StateMachine",

@@ -12,7 +12,6 @@ def test_public_api_is_pinned():
         "Engine",
         "RunResult",
         "Schedule",
-        "ScheduleControl",
         "ScheduleTickEvent",
         "TaskContext",
         "Workflow",

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from deerflow import Engine, Schedule, ScheduleControl, Workflow
+from deerflow import Engine, Schedule, Workflow
 from deerflow.cli._loader import load_module_workflows
-from deerflow.connectors import ScheduleSource
+from deerflow.connectors import ScheduleControl, ScheduleSource
 from deerflow.connectors.schedule import ScheduleEntry, schedule_entries
 from tests.connectors.conftest import ROOT, eventually
 from tests.services import unique_name
