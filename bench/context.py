@@ -60,6 +60,7 @@ class Sizes:
     latency_count: int = 200
     s3_rate: float = 5.0
     s3_count: int = 30
+    schedule_ticks: int = 10  # b: ticks of a 1 s schedule per iteration
     fanout_sizes: tuple[int, ...] = (10, 100, 1000, 10_000)
     fanout_pending: int = 10_000  # c: children held pending for the memory measurement
     mr_chunks: int = 8  # d: corpus chunks (map partitions)
@@ -86,6 +87,7 @@ QUICK = Sizes(
     latency_count=20,
     s3_rate=6.0,
     s3_count=3,
+    schedule_ticks=3,
     fanout_sizes=(10, 100),
     fanout_pending=500,
     mr_chunks=2,

@@ -15,7 +15,7 @@ from deerflow.errors import (
     TaskError,
     TransitionNotAllowed,
 )
-from deerflow.events import EventTrigger
+from deerflow.events import EventTrigger, Schedule, ScheduleTickEvent
 from deerflow.eventstore import EventStore
 from deerflow.matching import CancelOn
 from deerflow.patterns import DynamicTasks, MapReduce, SubWorkflow, gather, parallel
@@ -46,6 +46,8 @@ __all__ = [
     "RunHandle",
     "RunResult",
     "Saga",
+    "Schedule",
+    "ScheduleTickEvent",
     "State",
     "StateMachine",
     "SubWorkflow",

@@ -7,12 +7,13 @@ A trigger *spec* says which outside events start runs of a workflow::
     workflow.add_trigger(KafkaEvent(topic="data-events", consumer_group="deerflow",
                                     filter=lambda msg: msg["type"] == "new_data"))
     workflow.add_trigger(WebhookEvent(path="/trigger/pipeline", method="POST", auth="api_key"))
+    workflow.add_trigger(Schedule(cron="0 * * * *", timezone="Europe/Paris"))
 
 ``deerflow serve`` runs a connector for each spec (:mod:`deerflow.connectors`). A connector turns
 each accepted event into a *trigger event* model, stores it in the run's ``RunRequested`` event
 and only then acknowledges the source. Inside a task, ``context.trigger_event`` is that model
-again (:func:`parse_trigger_event`), typed by ``event.type``: ``"s3"``, ``"kafka"`` or
-``"webhook"``; a run started by hand with some other ``trigger=`` dict gets a
+again (:func:`parse_trigger_event`), typed by ``event.type``: ``"s3"``, ``"kafka"``,
+``"webhook"`` or ``"schedule"``; a run started by hand with some other ``trigger=`` dict gets a
 :class:`CustomTriggerEvent`.
 """
 
@@ -20,8 +21,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from cronsim import CronSim, CronSimError
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -34,6 +38,7 @@ from pydantic import (
     model_validator,
 )
 
+from deerflow._durations import parse_duration
 from deerflow.errors import DefinitionError
 
 __all__ = [
@@ -44,6 +49,8 @@ __all__ = [
     "KafkaMessageEvent",
     "S3Event",
     "S3ObjectEvent",
+    "Schedule",
+    "ScheduleTickEvent",
     "TriggerEvent",
     "WebhookEvent",
     "WebhookRequestEvent",
@@ -88,6 +95,13 @@ class EventTrigger(BaseModel):
     def describe(self) -> str:
         """What the trigger listens to, for names and logs."""
         return self.source
+
+    def attached(self, workflow: str) -> None:
+        """Check the spec as a trigger of ``workflow`` (``add_trigger`` calls it).
+
+        Raises:
+            DefinitionError: naming the workflow, for a spec that cannot work (default: none).
+        """
 
 
 class KafkaEvent(EventTrigger):
@@ -285,6 +299,118 @@ class S3Event(EventTrigger):
         return f"s3.{self.bucket}"
 
 
+#: Missed ticks ``catchup="all"`` runs after downtime, at most (the newest ones).
+MAX_CATCHUP = 1000
+
+
+class Schedule(EventTrigger):
+    """Start a run at every tick of a cron expression or a fixed interval.
+
+    Each tick is one run, whatever the number of processes serving the workflow: the run id
+    is derived from the schedule's name and the tick, and the schedule is fired by the one
+    process its partition of the schedules topic is assigned to in the consumer group.
+
+    Attributes:
+        cron: a cron expression (5 fields, or 6 with seconds first; ``L``, ``#`` and names as
+            cronsim reads them), in ``timezone``.
+        every: a fixed interval instead: ``"30s"``, ``"5m"``, ``"1h"``, ``"1d"`` or seconds;
+            ticks fall on multiples of it from ``start`` (default the Unix epoch).
+        timezone: the IANA zone ``cron`` is read in (``"Europe/Paris"``); default UTC.
+        jitter: up to this long (``"30s"``, seconds) after its tick a run starts, the same
+            delay for a tick in every process (derived from the tick); spreads load.
+        start: no tick before this instant (a naive datetime is in ``timezone``).
+        end: no tick after this instant.
+        catchup: what runs when ticks were missed (no process served the schedule): ``"skip"``
+            none of them, ``"latest"`` (default) only the newest, ``"all"`` each of them, at
+            most ``max_catchup`` (the newest).
+        max_catchup: the bound on ``catchup="all"``.
+        grace: seconds a tick may be late and still be on time (not missed).
+        params: the params of every run it starts.
+    """
+
+    source: ClassVar[str] = "schedule"
+    cron: str | None = None
+    every: str | float | None = None
+    timezone: str = "UTC"
+    jitter: str | float = 0.0
+    start: datetime | None = None
+    end: datetime | None = None
+    catchup: Literal["skip", "latest", "all"] = "latest"
+    max_catchup: int = Field(default=100, ge=1, le=MAX_CATCHUP)
+    grace: float = Field(default=60.0, ge=0)
+    params: Mapping[str, Any] | None = None
+
+    def describe(self) -> str:
+        """See :meth:`EventTrigger.describe`."""
+        return "schedule"
+
+    @property
+    def when(self) -> str:
+        """The schedule as a person reads it: ``cron 0 * * * * (Europe/Paris)``, ``every 5m``."""
+        if self.cron is not None:
+            return f"cron {self.cron} ({self.timezone})"
+        return f"every {self.every}"
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The time zone (checked by :meth:`attached`)."""
+        return ZoneInfo(self.timezone)
+
+    @property
+    def period(self) -> float | None:
+        """``every`` in seconds, ``None`` for a cron schedule."""
+        return None if self.every is None else parse_duration(self.every, "every")
+
+    @property
+    def jitter_seconds(self) -> float:
+        """``jitter`` in seconds."""
+        return parse_duration(self.jitter, "jitter")
+
+    def attached(self, workflow: str) -> None:
+        """See :meth:`EventTrigger.attached`: the cron, zone and interval are checked here."""
+        problem = self._problem()
+        if problem is not None:
+            raise DefinitionError(f"workflow {workflow!r}: Schedule({self._shown()}): {problem}")
+
+    def _shown(self) -> str:
+        if self.cron is not None:
+            return f"cron={self.cron!r}"
+        return f"every={self.every!r}" if self.every is not None else ""
+
+    def _problem(self) -> str | None:
+        if (self.cron is None) == (self.every is None):
+            return "give exactly one of cron= and every="
+        try:
+            zone = ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            return f"unknown timezone {self.timezone!r} (an IANA name, e.g. 'Europe/Paris')"
+        try:
+            period = self.period
+            jitter = self.jitter_seconds
+        except ValueError as exc:
+            return str(exc)
+        if period is not None and period <= 0:
+            return f"every={self.every!r} must be longer than zero"
+        if period is not None and jitter >= period:
+            return f"jitter={self.jitter!r} must be shorter than the interval"
+        if self.cron is not None:
+            try:
+                CronSim(self.cron, datetime.now(zone))
+            except CronSimError as exc:
+                return f"invalid cron expression ({exc})"
+        if (
+            self.start is not None
+            and self.end is not None
+            and self.aware(self.start) >= self.aware(self.end)
+        ):
+            return "start= must be before end="
+        return None
+
+    def aware(self, moment: datetime) -> datetime:
+        """``moment`` with this schedule's zone when it has none."""
+        return moment if moment.tzinfo is not None else moment.replace(tzinfo=self.zone)
+
+
 def spec_problem(cls: type[BaseModel], exc: ValidationError) -> str:
     """``cls(...)``'s validation errors as one line naming the valid options."""
     problems: list[str] = []
@@ -437,6 +563,23 @@ class WebhookRequestEvent(_TriggerEventBase):
         return self.text
 
 
+class ScheduleTickEvent(_TriggerEventBase):
+    """A tick of a :class:`Schedule`.
+
+    Attributes:
+        schedule: the schedule's name.
+        scheduled_time: the tick, in the schedule's time zone (a backfilled run's tick too).
+        backfill: whether ``deerflow schedules backfill`` started this run.
+        late: seconds after its tick (and its jitter) the run was requested.
+    """
+
+    type: Literal["schedule"] = "schedule"
+    schedule: str
+    scheduled_time: datetime
+    backfill: bool = False
+    late: float = 0.0
+
+
 class CustomTriggerEvent(BaseModel):
     """A trigger dict of another kind (``engine.start(wf, trigger={...})``), as attributes."""
 
@@ -446,19 +589,17 @@ class CustomTriggerEvent(BaseModel):
 
 
 TriggerEvent = Annotated[
-    S3ObjectEvent | KafkaMessageEvent | WebhookRequestEvent, Field(discriminator="type")
+    S3ObjectEvent | KafkaMessageEvent | WebhookRequestEvent | ScheduleTickEvent,
+    Field(discriminator="type"),
 ]
 """The trigger events deerflow's connectors produce, a union discriminated on ``type``."""
 
-_KNOWN = frozenset({"s3", "kafka", "webhook"})
-_adapter: TypeAdapter[S3ObjectEvent | KafkaMessageEvent | WebhookRequestEvent] = TypeAdapter(
-    TriggerEvent
-)
+_KNOWN = frozenset({"s3", "kafka", "webhook", "schedule"})
+_Known = S3ObjectEvent | KafkaMessageEvent | WebhookRequestEvent | ScheduleTickEvent
+_adapter: TypeAdapter[_Known] = TypeAdapter(TriggerEvent)
 
 
-def parse_trigger_event(
-    data: Mapping[str, Any],
-) -> S3ObjectEvent | KafkaMessageEvent | WebhookRequestEvent | CustomTriggerEvent:
+def parse_trigger_event(data: Mapping[str, Any]) -> _Known | CustomTriggerEvent:
     """The model for a trigger dict stored in a run's history (``RunRequested.trigger``).
 
     Raises:

@@ -31,6 +31,7 @@ from deerflow._startup import Startup
 from deerflow._userfile import load_module_workflows
 from deerflow.engine import Engine, Workflow
 from deerflow.errors import ConnectorError, DeerflowError, EventStoreError
+from deerflow.events import Schedule, trigger_name
 from deerflow.logs import LEVELS, configure_logging
 
 if TYPE_CHECKING:
@@ -186,6 +187,12 @@ def _summary(
         f"dashboard: {gateway.url}/ui/  API: {gateway.url}/api/  metrics: {gateway.url}/metrics",
     ]
     lines += [f"webhook: {r.trigger.method} {gateway.url}{r.trigger.path}" for r in gateway.routes]
+    lines += [
+        f"schedule: {trigger_name(wf.name, t)} {t.when}"
+        for wf in workflows
+        for t in wf.triggers
+        if isinstance(t, Schedule)
+    ]
     return lines
 
 

@@ -12,6 +12,8 @@ def test_public_api_is_pinned():
         "DefinitionError",
         "Engine",
         "RunResult",
+        "Schedule",
+        "ScheduleTickEvent",
         "TaskContext",
         "Workflow",
         # runs that wait: a signal to an ended run is refused; what sleep(until=) is given

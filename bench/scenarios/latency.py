@@ -12,6 +12,8 @@ omission). Latencies go into an HDR histogram per iteration; p50 and p99 are rep
   produce → consume).
 * S3: objects put into a moto bucket whose notifications reach an ``S3Event`` trigger through
   SQS (the key carries ``t``). Reported without a goal or baseline.
+* Schedule: ``Schedule(every="1s")`` on an engine on Kafka; the first task records
+  ``time.time()`` minus the tick's ``scheduled_time``. Reported without a goal or baseline.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bench.context import BenchContext
@@ -34,7 +36,7 @@ from bench.latency_parts import (
 from bench.services import ServiceUnavailable
 from deerflow import Engine, Workflow
 from deerflow.connectors import WebhookGateway, sources_for
-from deerflow.events import KafkaEvent, S3Event, WebhookEvent
+from deerflow.events import KafkaEvent, S3Event, Schedule, WebhookEvent
 
 SCENARIO = "b. trigger latency"
 SINK: list[float] = []
@@ -54,12 +56,43 @@ def _recording_workflow(name: str, trigger: Any, sent_at: Callable[[Any], float]
 async def _collect(count: int, send: Send, rate: float, timeout: float = 120.0) -> Metrics:
     SINK.clear()
     await open_loop(rate, count, send)
+    return await _sunk(count, timeout)
+
+
+async def _sunk(count: int, timeout: float) -> Metrics:
+    """The latencies of the first ``count`` first tasks, once they ran."""
     deadline = time.monotonic() + timeout
     while len(SINK) < count:
         if time.monotonic() > deadline:
             raise TimeoutError(f"only {len(SINK)} of {count} first tasks ran")
         await asyncio.sleep(0.01)
     return latency_metrics(SINK[:count])
+
+
+def _alone(
+    what: str, label: str, measure: Callable[[], Awaitable[Metrics]], note: str
+) -> Comparison:
+    """A latency row without baseline or goal: p50 and p99."""
+    return Comparison(
+        SCENARIO,
+        what,
+        "",
+        label,
+        None,
+        measure,
+        [Metric("p50_ms", "p50", "ms"), Metric("p99_ms", "p99", "ms")],
+        note=note,
+    )
+
+
+async def _serve_and_compare(
+    ctx: BenchContext, wf: Workflow, prefix: str, comparison: Comparison
+) -> None:
+    """``comparison``, with ``wf``'s triggers served by an engine on Kafka."""
+    async with Engine(ctx.kafka_url(), [wf], prefix=prefix) as engine:
+        for source in sources_for(engine, [wf]):
+            await engine.add_service(source)
+        await ctx.compare(comparison)
 
 
 async def _kafka_and_webhook(ctx: BenchContext) -> None:
@@ -153,24 +186,47 @@ async def _s3(ctx: BenchContext) -> None:
             client.put_object, Bucket=bucket, Key=f"in/{sent:.6f}.json", Body=b"{}"
         )
 
-    async with Engine(ctx.kafka_url(), [wf], prefix=prefix) as engine:
-        for source in sources_for(engine, [wf]):
-            await engine.add_service(source)
-        await ctx.compare(
-            Comparison(
-                SCENARIO,
-                f"s3 notification via SQS, {s.s3_rate:g}/s",
-                "",
-                "S3Event → first task",
-                None,
-                lambda: _collect(s.s3_count, put, s.s3_rate),
-                [Metric("p50_ms", "p50", "ms"), Metric("p99_ms", "p99", "ms")],
-                note="moto_server; SQS long poll wait_seconds=1; engine on Kafka",
-            )
-        )
+    await _serve_and_compare(
+        ctx,
+        wf,
+        prefix,
+        _alone(
+            f"s3 notification via SQS, {s.s3_rate:g}/s",
+            "S3Event → first task",
+            lambda: _collect(s.s3_count, put, s.s3_rate),
+            "moto_server; SQS long poll wait_seconds=1; engine on Kafka",
+        ),
+    )
+
+
+async def _schedule(ctx: BenchContext) -> None:
+    ticks = ctx.sizes.schedule_ticks
+    prefix = ctx.prefix("b")
+    wf = _recording_workflow(
+        "bench_schedule_trigger",
+        Schedule(name=f"{prefix}-every-second", every="1s", catchup="skip"),
+        lambda e: e.scheduled_time.timestamp(),
+    )
+
+    async def collect() -> Metrics:
+        SINK.clear()
+        return await _sunk(ticks, ticks + 30.0)
+
+    await _serve_and_compare(
+        ctx,
+        wf,
+        prefix,
+        _alone(
+            "schedule every 1s",
+            "schedule tick → first task",
+            collect,
+            f"{ticks} ticks per iteration; engine on Kafka",
+        ),
+    )
 
 
 async def run(ctx: BenchContext) -> None:
-    """Kafka and webhook triggers, then S3."""
+    """Kafka and webhook triggers, then S3, then a schedule."""
     await _kafka_and_webhook(ctx)
     await _s3(ctx)
+    await _schedule(ctx)

@@ -189,3 +189,8 @@ app.add_typer(triggers_app, name="triggers")
 from deerflow.cli._ops import register as _register_ops  # noqa: E402 - registered after `app`
 
 _register_ops(app, runs_app)
+
+# -- `deerflow schedules ...` (implemented in deerflow/cli/_schedules.py) -----------------------
+from deerflow.cli._schedules import schedules_app  # noqa: E402 - registered after `app`
+
+app.add_typer(schedules_app, name="schedules")

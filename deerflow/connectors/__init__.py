@@ -27,14 +27,22 @@ from deerflow.connectors.kafka import (
 )
 from deerflow.connectors.s3 import S3NotificationSource
 from deerflow.connectors.s3poll import S3PollingSource
+from deerflow.connectors.schedule import (
+    BackfillResult,
+    ScheduleControl,
+    ScheduleInfo,
+    ScheduleSource,
+    schedule_entries,
+)
 from deerflow.connectors.webhook import WebhookGateway
 from deerflow.core import WorkflowDef as Workflow
 from deerflow.errors import ConnectorError
-from deerflow.events import EventTrigger, KafkaEvent, S3Event, WebhookEvent, trigger_name
+from deerflow.events import EventTrigger, KafkaEvent, S3Event, Schedule, WebhookEvent, trigger_name
 from deerflow.runtime import Engine
 
 __all__ = [
     "ApiKeys",
+    "BackfillResult",
     "DeadLetter",
     "EngineLoad",
     "KafkaRoute",
@@ -42,6 +50,9 @@ __all__ = [
     "RunRequest",
     "S3NotificationSource",
     "S3PollingSource",
+    "ScheduleControl",
+    "ScheduleInfo",
+    "ScheduleSource",
     "TriggerSource",
     "WebhookGateway",
     "find_trigger",
@@ -117,7 +128,8 @@ def sources_for(
     """Sources for every trigger of ``workflows`` (not started).
 
     Webhook triggers become routes of ``gateway`` (required if there are any); Kafka triggers
-    sharing a cluster and consumer group share one consumer.
+    sharing a cluster and consumer group share one consumer; every schedule is fired by one
+    :class:`ScheduleSource`.
     """
     sources: list[TriggerSource[Any]] = []
     kafka: list[KafkaRoute] = []
@@ -131,8 +143,13 @@ def sources_for(
             if gateway is None:
                 raise ConnectorError(f"trigger {name!r} needs a webhook gateway", retriable=False)
             gateway.add_webhook(wf.name, trigger, name)
+        elif isinstance(trigger, Schedule):
+            trigger.attached(wf.name)  # a spec appended to wf.triggers by hand is checked too
         else:
             raise ConnectorError(
                 f"trigger {name!r}: no connector for {type(trigger).__name__}", retriable=False
             )
+    entries = schedule_entries(workflows)
+    if entries:
+        sources.append(ScheduleSource(engine, entries, max_running=max_running))
     return [*_kafka_sources(engine, kafka, max_running=max_running), *sources]

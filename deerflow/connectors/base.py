@@ -65,6 +65,7 @@ class RunRequest:
     run_id: str
     event: BaseModel
     input: Any = None
+    params: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,6 +311,7 @@ class TriggerSource(Lifecycle, Generic[T]):
             request.workflow,
             run_id=request.run_id,
             input=request.input,
+            params=request.params,
             trigger=request.event.model_dump(mode="json"),
         )
 

@@ -227,7 +227,15 @@ class WorkflowDef:
         return None
 
     def add_trigger(self, trigger: Any) -> Any:
-        """Attach a trigger (``S3Event``, ``KafkaEvent``, ``WebhookEvent``) that starts runs."""
+        """Attach a trigger (``S3Event``, ``KafkaEvent``, ``WebhookEvent``, ``Schedule``).
+
+        Raises:
+            DefinitionError: the trigger cannot work here (an invalid cron expression, an
+                unknown time zone...), naming this workflow.
+        """
+        attached = getattr(trigger, "attached", None)
+        if callable(attached):  # the spec checks itself as this workflow's (events.py)
+            attached(self.name)
         self.triggers.append(trigger)
         return trigger
 

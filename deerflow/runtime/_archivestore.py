@@ -18,7 +18,6 @@ import contextlib
 import gzip
 import hashlib
 import os
-import re
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -27,14 +26,12 @@ from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 import deerflow._codec as _codec
+from deerflow._durations import parse_duration
 from deerflow.errors import DeerflowError, MissingDependency
 from deerflow.log.base import Record
 
 #: Version of the object's layout; a reader refuses another.
 ARCHIVE_FORMAT = 1
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 class ArchiveError(DeerflowError):
@@ -47,18 +44,10 @@ def parse_retention(text: str | float) -> float:
     Raises:
         ArchiveError: for anything else, naming the forms taken.
     """
-    if isinstance(text, int | float) and not isinstance(text, bool):
-        seconds = float(text)
-    else:
-        found = _DURATION.match(str(text))
-        if found is None:
-            raise ArchiveError(
-                f"retention {text!r} is not a duration: use e.g. 30d, 12h, 90m, 45s or seconds"
-            )
-        seconds = float(found[1]) * _UNITS[found[2]]
-    if seconds < 0:
-        raise ArchiveError(f"retention {text!r} is negative")
-    return seconds
+    try:
+        return parse_duration(text, "retention")
+    except ValueError as exc:
+        raise ArchiveError(str(exc)) from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,6 +45,7 @@ from deerflow.web._extend import (
     web_plugins,
 )
 from deerflow.web._headers import protect
+from deerflow.web._schedules import stop_backfills
 from deerflow.web._session import session_ttl
 
 __all__ = [
@@ -86,6 +87,8 @@ def _ui_app(ctx: WebContext, keys: ApiKeys, ttl: float) -> web.Application:
             web.get("/dlq", _actions.dlq_page),
             web.post("/dlq/{ref}/replay", _actions.replay_action),
             web.get("/triggers", _actions.triggers_page),
+            web.get("/schedules", _actions.schedules_page),
+            web.post(r"/schedules/{name}/{action:pause|resume|backfill}", _actions.schedule_action),
             web.post("/login", login_handler(keys, UI, ttl)),
             web.post("/logout", logout_handler(UI)),
             web.static("/static", STATIC),
@@ -180,6 +183,7 @@ def mount(
         await tracer.start()
 
     async def stopped(_: web.Application) -> None:
+        await stop_backfills(ctx)
         await tracer.stop()
         await metrics.stop()
 

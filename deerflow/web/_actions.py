@@ -12,8 +12,9 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from deerflow.connectors.schedule import ScheduleControl
 from deerflow.errors import DeerflowError, RunNotFound
-from deerflow.web import _dlq, _runs
+from deerflow.web import _dlq, _runs, _schedules
 from deerflow.web._auth import cross_site
 from deerflow.web._context import context
 from deerflow.web._extend import probe_trigger, transition_handler
@@ -193,3 +194,41 @@ async def triggers_page(request: web.Request) -> web.StreamResponse:
         f"{(await ctx.engine.index.counts()).get('running', 0)}</p>"
     )
     return html(page("Triggers", body, prefix=ctx.ui_prefix, live=True, sign_out=ctx.signed_in))
+
+
+async def schedules_page(request: web.Request) -> web.StreamResponse:
+    """``GET /ui/schedules``: each schedule's state and ticks, pause/resume and backfill."""
+    ctx = context(request)
+    messages = flash_of(request)
+    return html(
+        page(
+            "Schedules",
+            await _schedules.schedules_body(request),
+            prefix=ctx.ui_prefix,
+            flash=messages["flash"],
+            error=messages["error"],
+            sign_out=ctx.signed_in,
+        )
+    )
+
+
+async def schedule_action(request: web.Request) -> web.StreamResponse:
+    """``POST /ui/schedules/{name}/pause|resume|backfill``."""
+    _refuse_cross_site(request)
+    ctx, name = context(request), request.match_info["name"]
+    where, action = f"{ctx.ui_prefix}/schedules", request.match_info["action"]
+    control = ScheduleControl(ctx.engine)
+    try:
+        if action == "backfill":
+            form = await request.post()
+            options: dict[str, Any] = {k: str(v) for k, v in form.items() if str(v)}
+            if "max_parallel" in options:
+                options["max_parallel"] = int(options["max_parallel"])
+            first, last, parallel = _schedules.backfill_options(options)
+            run_ids = _schedules.start_backfill(ctx, name, first, last, parallel)
+            raise _back(where, flash=f"Backfilling {name}: {len(run_ids)} ticks.")
+        changed = await (control.pause(name) if action == "pause" else control.resume(name))
+    except (DeerflowError, ValueError) as exc:
+        raise _back(where, error=str(exc)) from None
+    done = "paused" if action == "pause" else "resumed"
+    raise _back(where, flash=f"{name} {done}." if changed else f"{name} was {done} already.")

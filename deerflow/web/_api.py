@@ -3,7 +3,8 @@
 Errors are JSON ``{"error": ...}``: 400 for a bad parameter, 401 without an accepted API key
 (when keys are configured), 404 for an unknown run or dead letter (saying no more than that),
 405 for a method a path does not take, 408 for a body not sent within ``body_timeout``,
-409 for an action that does not apply to the run as it is, 413 for a body over
+409 for an action that does not apply to the run as it is (or a backfill
+to its schedule: one running already, a reversed range, too many ticks), 413 for a body over
 :data:`MAX_BODY`, 429 while ``api_max_pending`` requests are being answered, 501 for an
 extension nobody loaded. The document describing all of it is ``GET /api/openapi.json``
 (:mod:`._openapi`).
@@ -19,9 +20,10 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 import deerflow._codec as _codec
+from deerflow.connectors.schedule import BackfillRefused, ScheduleControl, ScheduleNotFound
 from deerflow.connectors.webhook import BodyTooLargeError, read_body
 from deerflow.errors import DeerflowError, InvalidSignal, RunNotFound, TransitionNotAllowed
-from deerflow.web import _dlq, _runs
+from deerflow.web import _dlq, _runs, _schedules
 from deerflow.web._context import context
 from deerflow.web._extend import probe_trigger, transition_handler
 from deerflow.web._openapi import document
@@ -43,9 +45,12 @@ def _problem(exc: DeerflowError, request: web.Request) -> web.Response:
     if isinstance(exc, RunNotFound):
         text = request.match_info.get("run_id", "")
         return reply({"error": _runs.public_message(exc, text)}, 404)
-    if isinstance(exc, _dlq.DeadLetterNotFound):
+    if isinstance(exc, _dlq.DeadLetterNotFound | ScheduleNotFound):
         return reply({"error": str(exc)}, 404)
-    if isinstance(exc, _runs.ActionRefused | TransitionNotAllowed):
+    if isinstance(
+        exc,
+        _runs.ActionRefused | TransitionNotAllowed | _schedules.BackfillRunning | BackfillRefused,
+    ):
         return reply({"error": str(exc)}, 409)
     return reply({"error": str(exc)}, 400)
 
@@ -282,6 +287,36 @@ async def replay_dead_letter(request: web.Request) -> web.StreamResponse:
     return reply({"ref": ref, "done": done}, 202)
 
 
+async def list_schedules(request: web.Request) -> web.StreamResponse:
+    """``GET /api/schedules``."""
+    infos = await ScheduleControl(context(request).engine).list_schedules()
+    return reply({"schedules": [i.as_json() for i in infos]})
+
+
+async def pause_schedule(request: web.Request) -> web.StreamResponse:
+    """``POST /api/schedules/{name}/pause``."""
+    return await _control(request, pause=True)
+
+
+async def resume_schedule(request: web.Request) -> web.StreamResponse:
+    """``POST /api/schedules/{name}/resume``."""
+    return await _control(request, pause=False)
+
+
+async def _control(request: web.Request, *, pause: bool) -> web.StreamResponse:
+    control, name = ScheduleControl(context(request).engine), request.match_info["name"]
+    changed = await (control.pause(name) if pause else control.resume(name))
+    return reply({"name": name, "paused": pause, "changed": changed})
+
+
+async def backfill_schedule(request: web.Request) -> web.StreamResponse:
+    """``POST /api/schedules/{name}/backfill``."""
+    name = request.match_info["name"]
+    first, last, parallel = _schedules.backfill_options(await _body(request))
+    run_ids = _schedules.start_backfill(context(request), name, first, last, parallel)
+    return reply({"schedule": name, "ticks": len(run_ids), "run_ids": run_ids}, 202)
+
+
 async def openapi(request: web.Request) -> web.StreamResponse:
     """``GET /api/openapi.json``."""
     return reply(document())
@@ -301,5 +336,9 @@ def routes() -> list[web.RouteDef]:
         web.get("/triggers", list_triggers),
         web.get("/dlq", list_dead_letters),
         web.post("/dlq/{ref}/replay", replay_dead_letter),
+        web.get("/schedules", list_schedules),
+        web.post("/schedules/{name}/pause", pause_schedule),
+        web.post("/schedules/{name}/resume", resume_schedule),
+        web.post("/schedules/{name}/backfill", backfill_schedule),
         web.get("/openapi.json", openapi),
     ]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
@@ -20,6 +22,11 @@ class WebContext:
     signed_in: bool = False
     #: Seconds a client may take to send a request body to the API (else 408).
     body_timeout: float = 30.0
+    #: Backfills running in this process, by schedule (one at a time for each), and the
+    #: last result of each (a :class:`~deerflow.connectors.schedule.BackfillResult` or an
+    #: error): bounded by the schedules loaded.
+    backfills: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    backfilled: dict[str, Any] = field(default_factory=dict)
 
 
 CONTEXT: web.AppKey[WebContext] = web.AppKey("deerflow_web", WebContext)

@@ -15,7 +15,12 @@ from urllib.parse import urlencode
 
 from deerflow.web._runs import truncate
 
-NAV = (("Runs", "/"), ("Dead letters", "/dlq"), ("Triggers", "/triggers"))
+NAV = (
+    ("Runs", "/"),
+    ("Dead letters", "/dlq"),
+    ("Triggers", "/triggers"),
+    ("Schedules", "/schedules"),
+)
 
 
 def page(

@@ -32,9 +32,9 @@ def _errors(*codes: tuple[str, str]) -> dict[str, Any]:
 _ERRORS = _errors(
     ("400", "bad parameter"),
     ("401", "missing or invalid API key"),
-    ("404", "unknown run or dead letter"),
+    ("404", "unknown run, dead letter or schedule"),
     ("405", "method not allowed on this path"),
-    ("409", "the action does not apply"),
+    ("409", "the action does not apply (a backfill: one runs, or a reversed or too wide range)"),
     ("429", "too many requests in progress; retry after the Retry-After seconds"),
     ("503", "the server is starting or cannot reach its store; retry later"),
 )
@@ -42,13 +42,19 @@ _BODY_ERRORS = _errors(
     ("408", "the body was not received in time"),
     ("413", "the body is over the limit (64 KiB)"),
 )
-_RUN_ID = {
-    "name": "run_id",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "string"},
-    "description": "A run id, or a unique prefix of one.",
-}
+
+
+def _path(name: str, text: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": text,
+    }
+
+
+_RUN_ID = _path("run_id", "A run id, or a unique prefix of one.")
 
 
 def _query(name: str, text: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -62,6 +68,15 @@ def _query(name: str, text: str, schema: dict[str, Any] | None = None) -> dict[s
 
 
 _LIMIT = {"type": "integer", "minimum": 0}
+_SCHEDULE = _path("name", "A schedule's name (its trigger name).")
+_SCHEDULE_CHANGE = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "paused": {"type": "boolean"},
+        "changed": {"type": "boolean", "description": "false: it was so already"},
+    },
+}
 #: The forms ``since`` and ``until`` take (``_runs.parse_time(strict=True)``).
 _TIME = {
     "anyOf": [
@@ -149,6 +164,25 @@ _SCHEMAS: dict[str, Any] = {
                 "type": ["string", "null"],
                 "description": "Where the run's history is archived (file:// or s3://), "
                 "if it is; its history is then read back from there.",
+            },
+        },
+    },
+    "Schedule": {
+        "type": "object",
+        "required": ["name", "workflow", "when", "paused"],
+        "properties": {
+            "name": {"type": "string"},
+            "workflow": {"type": "string"},
+            "when": {"type": "string", "examples": ["cron 0 * * * * (Europe/Paris)", "every 5m"]},
+            "catchup": {"type": "string", "enum": ["skip", "latest", "all"]},
+            "paused": {"type": "boolean"},
+            "last_tick": {
+                "type": ["string", "null"],
+                "description": "The newest tick handled (ISO-8601, the schedule's zone).",
+            },
+            "next_tick": {
+                "type": ["string", "null"],
+                "description": "The next tick; null while paused or once ended.",
             },
         },
     },
@@ -325,6 +359,67 @@ def document() -> dict[str, Any]:
                     }
                 ],
                 op_id="replayDeadLetter",
+            )
+        },
+        "/api/schedules": {
+            "get": _op(
+                "Schedules with their state, last and next tick",
+                _ok(
+                    {
+                        "type": "object",
+                        "properties": {"schedules": {"type": "array", "items": _ref("Schedule")}},
+                    }
+                ),
+                op_id="listSchedules",
+            )
+        },
+        **{
+            f"/api/schedules/{{name}}/{action}": {
+                "post": _op(
+                    summary, _ok(_SCHEDULE_CHANGE), params=[_SCHEDULE], op_id=f"{action}Schedule"
+                )
+            }
+            for action, summary in (
+                ("pause", "Pause a schedule (kept across restarts)"),
+                ("resume", "Resume a schedule: ticks from now on run"),
+            )
+        },
+        "/api/schedules/{name}/backfill": {
+            "post": _op(
+                "Run a schedule's ticks between two times in the background (those that ran "
+                "are skipped)",
+                _ok(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "schedule": {"type": "string"},
+                            "ticks": {"type": "integer"},
+                            "run_ids": {"type": "array", "items": {"type": "string"}},
+                        },
+                    },
+                    "202",
+                    "backfill started",
+                ),
+                params=[_SCHEDULE],
+                body={
+                    "type": "object",
+                    "required": ["from", "to"],
+                    "properties": {
+                        "from": {
+                            "type": "string",
+                            "format": "date-time",
+                            "description": "The first tick (ISO-8601).",
+                        },
+                        "to": {
+                            "type": "string",
+                            "format": "date-time",
+                            "description": "The last tick, included.",
+                        },
+                        "max_parallel": {"type": "integer", "minimum": 1, "maximum": 100},
+                    },
+                },
+                body_required=True,
+                op_id="backfillSchedule",
             )
         },
         "/api/openapi.json": {

@@ -187,3 +187,38 @@ def test_a_waiting_node_shows_what_it_waits_for_and_a_signal_from_the_form_resum
     assert page.locator("form.signal").count() == 0  # an ended run takes no signal
     with urllib.request.urlopen(f"{url}/api/runs/{run_id}", timeout=10) as reply:
         assert json.load(reply)["run"]["output"] == {"approved_by": "the dashboard"}
+
+
+def test_a_schedule_is_paused_resumed_and_backfilled_from_its_page(served, page):
+    proc, _ = served
+    url = proc.url
+    page.goto(url + "/ui/")
+    page.click("nav >> text=Schedules")
+    row = page.locator('tr[data-schedule="nightly-report"]')
+    row.wait_for(timeout=WAIT_MS)
+    assert "cron 0 3 * * * (Europe/Paris)" in row.inner_text()
+    assert row.locator(".badge").inner_text() == "active"
+
+    row.locator("text=Pause").click()
+    page.wait_for_selector("text=nightly-report paused.", timeout=WAIT_MS)
+    assert row.locator(".badge").inner_text() == "paused"
+    with urllib.request.urlopen(f"{url}/api/schedules", timeout=10) as reply:
+        assert json.load(reply)["schedules"][0]["paused"] is True
+
+    row.locator('input[name="from"]').fill("2026-10-24T00:00")
+    row.locator('input[name="to"]').fill("2026-10-26T00:00")
+    row.locator('input[name="max_parallel"]').fill("1")
+    row.locator("text=Backfill").click()
+    page.wait_for_selector("text=Backfilling nightly-report: 2 ticks.", timeout=WAIT_MS)
+    deadline = time.monotonic() + 30
+    while "last backfill: 2 ticks, 2 runs (2 completed, 0 not)" not in row.inner_text():
+        assert time.monotonic() < deadline, row.inner_text()
+        time.sleep(0.2)
+        page.reload()
+    shoot(page, "dashboard-schedules.png")
+
+    row.locator("text=Resume").click()
+    page.wait_for_selector("text=nightly-report resumed.", timeout=WAIT_MS)
+    assert row.locator(".badge").inner_text() == "active"
+    page.goto(url + "/ui/?workflow=nightly")
+    page.wait_for_selector('tr[data-status="completed"] >> nth=1', timeout=WAIT_MS)

@@ -96,3 +96,14 @@ class Door(StateMachine):
     @on_transition(open_door)
     def log_open(self, context):
         (FLAGS / "opened").write_text(str(context.payload))
+
+
+from deerflow import Schedule  # noqa: E402
+
+nightly = Workflow(name="nightly")
+nightly.add_trigger(Schedule(name="nightly-report", cron="0 3 * * *", timezone="Europe/Paris"))
+
+
+@nightly.task(id="summarize")
+def summarize(context):
+    return context.trigger_event.scheduled_time.isoformat()
