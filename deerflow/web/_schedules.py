@@ -51,6 +51,9 @@ def backfill_options(body: dict[str, Any]) -> tuple[datetime, datetime, int]:
     if "from" not in body or "to" not in body:
         raise ValueError("a backfill needs 'from' and 'to' (ISO-8601 times)")
     parallel = body.get("max_parallel", BACKFILL_PARALLEL)
+    # JSON does not tell 29 from 29.0 (JSON Schema's "integer" accepts both): take either.
+    if isinstance(parallel, float) and parallel.is_integer():
+        parallel = int(parallel)
     if isinstance(parallel, bool) or not isinstance(parallel, int):
         raise ValueError("'max_parallel' must be a whole number")
     if not 1 <= parallel <= MAX_PARALLEL:
