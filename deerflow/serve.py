@@ -31,7 +31,7 @@ from deerflow._startup import Startup
 from deerflow._userfile import load_module_workflows
 from deerflow.engine import Engine, Workflow
 from deerflow.errors import ConnectorError, DeerflowError, EventStoreError
-from deerflow.events import Schedule, trigger_name
+from deerflow.events import KafkaEvent, S3Event, Schedule, trigger_name
 from deerflow.logs import LEVELS, configure_logging
 
 if TYPE_CHECKING:
@@ -197,8 +197,6 @@ def _summary(
 
 
 def _stopping_line(workflows: list[Workflow]) -> str:
-    from deerflow.events import S3Event
-
     polls = [
         t.wait_seconds
         for wf in workflows
@@ -273,8 +271,6 @@ def parse_since(text: str, now: datetime | None = None) -> int:
 @triggers_app.command("list")
 def list_command(app_file: AppOpt = "app.py") -> None:
     """List the triggers of the app's workflows with their names."""
-    from deerflow.events import trigger_name
-
     workflows, _ = _load(app_file)
     for wf in workflows:
         for trigger in wf.triggers:
@@ -345,7 +341,6 @@ async def replay_trigger(
         source_url_for,
     )
     from deerflow.errors import ConnectorError
-    from deerflow.events import KafkaEvent
 
     wf, trigger = find_trigger(workflows, name)
     if not isinstance(trigger, KafkaEvent):

@@ -118,7 +118,7 @@ def schedules_backfill(
     ],
     last: Annotated[str, typer.Option("--to", help="Last tick (ISO-8601), included.")],
     max_parallel: Annotated[
-        int, typer.Option("--max-parallel", help="Runs at once, at most.", min=1)
+        int, typer.Option("--max-parallel", help="Runs at once, at most (1 or more).")
     ] = BACKFILL_PARALLEL,
     app: AppOpt = None,
     store: StoreOpt = None,
@@ -130,6 +130,8 @@ def schedules_backfill(
     """
     files = _apps(app)
     start, end = _moment(first, "--from"), _moment(last, "--to")
+    if max_parallel < 1:
+        raise fail(f"--max-parallel must be 1 or more, not {max_parallel}")
 
     async def main() -> tuple[int, int, int, int]:
         async with open_engine(store, files) as engine:

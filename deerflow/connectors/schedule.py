@@ -24,6 +24,7 @@ import asyncio
 import logging
 import math
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
@@ -134,6 +135,11 @@ async def read_book(
     return book, ends
 
 
+#: The schedule source running on each engine, whose state :class:`ScheduleControl` reads
+#: instead of the whole topic (a dashboard in ``deerflow serve``).
+_RUNNING: weakref.WeakKeyDictionary[Engine, ScheduleSource] = weakref.WeakKeyDictionary()
+
+
 class ScheduleSource(PollingSource[float]):
     """Fires the schedules of the partitions this process holds; see the module docstring.
 
@@ -197,8 +203,11 @@ class ScheduleSource(PollingSource[float]):
         await self._reader.start()
         self._consumer = self.engine.log.consumer(self.group, [self.topic], listener=self)
         await self._consumer.start()
+        _RUNNING[self.engine] = self
 
     async def _close(self) -> None:
+        if _RUNNING.get(self.engine) is self:
+            del _RUNNING[self.engine]
         for part in (self._consumer, self._reader):
             if part is not None:
                 await part.stop()
@@ -368,15 +377,16 @@ class ScheduleControl:
     async def list_schedules(self) -> list[ScheduleInfo]:
         """Every schedule with its state."""
         entries = self.entries
-        book, _ = await read_book(self.engine, set(entries))
+        book = await self._book(set(entries))
         now = self.clock()
         return [self._info(e, book.get(e.name), now) for e in entries.values()]
 
-    async def get(self, name: str) -> ScheduleInfo:
-        """One schedule with its state."""
-        entry = self.entry(name)
-        book, _ = await read_book(self.engine, {name})
-        return self._info(entry, book.get(name), self.clock())
+    async def _book(self, names: set[str]) -> ScheduleBook:
+        """The state of ``names``: the running source's (it follows the topic), else read."""
+        source = _RUNNING.get(self.engine)
+        if source is not None and source.running and names <= source.book.names:
+            return source.book
+        return (await read_book(self.engine, names))[0]
 
     def _info(self, entry: ScheduleEntry, state: ScheduleState, now: float) -> ScheduleInfo:
         upcoming = None if state.paused else next_tick(entry.spec, now)
@@ -401,13 +411,14 @@ class ScheduleControl:
 
     async def _control(self, name: str, *, paused: bool) -> bool:
         self.entry(name)
-        book, _ = await read_book(self.engine, {name})
+        book = await self._book({name})
         state = book.get(name)
         if state.paused == paused:
             return False
         new = replace(state, paused=paused, control=state.control + 1, since=self.clock())
         topic, _ = await ensure_schedules_topic(self.engine)
         await self.engine.log.append([state_message(topic, name, new)])
+        book.states[name] = state.merged(new)  # seen at once here; the owner reads it too
         return True
 
     def plan(self, name: str, first: datetime, last: datetime) -> list[tuple[float, str]]:

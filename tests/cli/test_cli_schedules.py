@@ -16,6 +16,7 @@ from tests.cli.conftest import ROOT, Shell
 from tests.services import unique_name
 
 APP = str(ROOT / "tests" / "cli" / "schedule_app.py")
+BAD = ROOT / "tests" / "cli" / "bad_schedule_app.py"
 
 
 @pytest.fixture
@@ -82,6 +83,25 @@ async def test_backfill_runs_each_tick_and_a_second_backfill_skips_them(sched: S
     ("args", "message"),
     [
         (("list",), "error: give --app FILE.py defining the workflows"),
+        (
+            (
+                "backfill",
+                "hourly-report",
+                "--app",
+                APP,
+                "--from",
+                "2026-01-01",
+                "--to",
+                "2026-01-02",
+                "--max-parallel",
+                "0",
+            ),
+            "error: --max-parallel must be 1 or more, not 0",
+        ),
+        (
+            ("list", "--app", str(BAD)),
+            "error: workflow 'bad': Schedule(cron='0 25 * * *'): invalid",
+        ),
         (
             ("pause", "nightly", "--app", APP),
             "error: no schedule named 'nightly' (known: hourly-report)",

@@ -1,8 +1,10 @@
 """Schedules on a real engine: one run per tick, catchup after downtime, pause, backfill.
 
 The clock is the test's own (:class:`Clock`): a tick comes when the test moves the clock,
-never after a sleep. Memory and SQLite run in one process; Kafka (Tansu) with two engines in
-one consumer group, each firing the schedules of its partitions.
+never after a sleep. Memory and SQLite run in one process; restarts (catchup, pause) run on
+SQLite and Kafka (Tansu); on Kafka two engines also share one consumer group, each firing
+the schedules of its partitions (``test_schedule_processes.py``: two ``deerflow serve``
+processes).
 """
 
 from __future__ import annotations
@@ -108,6 +110,14 @@ async def ticks_ran(sink: Path, count: int) -> None:
     await eventually(enough, what=f"{count} ticks run")
 
 
+@pytest.fixture(params=["sqlite", pytest.param("kafka", marks=pytest.mark.kafka)])
+def durable(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A store that outlives the engines of a test (its restarts)."""
+    if request.param == "kafka":
+        return str(request.getfixturevalue("kafka_url"))
+    return f"sqlite:///{tmp_path / 'store.db'}"
+
+
 @pytest.fixture(params=["memory", "sqlite"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "memory":
@@ -142,9 +152,9 @@ async def test_each_tick_is_one_run_with_its_scheduled_time(store: str, tmp_path
     ],
 )
 async def test_a_restart_after_downtime_runs_missed_ticks_as_catchup_says(
-    tmp_path: Path, catchup: str, expected: list[float]
+    durable: str, tmp_path: Path, catchup: str, expected: list[float]
 ) -> None:
-    store, sink, clock = f"sqlite:///{tmp_path / 'store.db'}", tmp_path / "sink.db", Clock()
+    store, sink, clock = durable, tmp_path / "sink.db", Clock()
     wf = ticking(sink, catchup=catchup, grace=5)
     async with serving(store, wf, clock) as (_, source):
         await armed(source, "ticker-every-minute")
@@ -162,9 +172,9 @@ async def test_a_restart_after_downtime_runs_missed_ticks_as_catchup_says(
 
 
 async def test_a_pause_holds_across_a_restart_and_a_resume_skips_the_paused_ticks(
-    tmp_path: Path,
+    durable: str, tmp_path: Path
 ) -> None:
-    store, sink, clock = f"sqlite:///{tmp_path / 'store.db'}", tmp_path / "sink.db", Clock()
+    store, sink, clock = durable, tmp_path / "sink.db", Clock()
     wf = ticking(sink, catchup="all")
     name = "ticker-every-minute"
     async with serving(store, wf, clock) as (engine, source):
