@@ -185,9 +185,10 @@ class Router(_Member):
         history = self.engine.topics.history
         types = wanted(self.engine)
         cancels = any(cancel_specs(wf) for wf in self.engine.registry)
+        ends = _terminal_types()
         for record in records:
             if record.topic == history:
-                yield from self._from_history(record.value, cancels)
+                yield from self._from_history(record.value, cancels, ends)
             elif record.topic in self.sources:
                 for event in self._from_source(record):
                     yield from self._from_event(event, types)
@@ -195,12 +196,12 @@ class Router(_Member):
                 for event in decode_unit(record):
                     yield from self._from_event(event, types)
 
-    def _from_history(self, value: bytes, cancels: bool) -> Iterator[Message]:
+    def _from_history(self, value: bytes, cancels: bool, ends: list[bytes]) -> Iterator[Message]:
         # Most history records concern none of this: a byte check skips them undecoded.
         if not (
             any(t in value for t in _WAIT_TYPES)
             or (cancels and b'"RunRequested"' in value)
-            or (self._open_waits and any(t in value for t in _terminal_types()))
+            or (self._open_waits and any(t in value for t in ends))
         ):
             return
         try:

@@ -1,4 +1,4 @@
-"""Waits served by two ``deerflow worker`` processes (SQLite and Kafka): a kill and 1,000 keys."""
+"""Waits served by `deerflow worker` processes (SQLite, Kafka): kills, a timeout, 1,000 keys."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 from deerflow import Engine, EventStore
 from deerflow.matching import EventMatched
 from tests.logs import history
-from tests.matching.apps.approvals_app import held, plain
+from tests.matching.apps.approvals_app import brief, held, plain
 from tests.matching.waits import until_waiting
 from tests.processes import wait_for_file, workers  # noqa: F401 - fixture
 
@@ -23,7 +23,7 @@ async def test_a_kill_between_the_event_and_the_resume_resumes_once_elsewhere(st
     workers.start(APP)
     workers.start(APP)
     await workers.wait_serving(2)
-    async with Engine(store, [plain, held], orchestrate=False, work=False) as client:
+    async with Engine(store, [plain, held, brief], orchestrate=False, work=False) as client:
         run = await client.start(held, params={"invoice_id": "inv-1"})
         await until_waiting(client, run)
         await EventStore(client.log, topic=client.topics.events).publish_async(
@@ -48,7 +48,7 @@ async def test_a_thousand_runs_wait_on_one_type_each_resumed_by_its_own_event(st
     workers.start(APP)
     await workers.wait_serving(2)
     count = 1000
-    async with Engine(store, [plain, held], orchestrate=False, work=False) as client:
+    async with Engine(store, [plain, held, brief], orchestrate=False, work=False) as client:
         runs = [await client.start(plain, params={"invoice_id": f"inv-{i}"}) for i in range(count)]
         await until_waiting(client, *runs, timeout=180)
         events = EventStore(client.log, topic=client.topics.events)
@@ -65,3 +65,21 @@ async def test_a_thousand_runs_wait_on_one_type_each_resumed_by_its_own_event(st
     assert [r.output for r in results] == [f"approver-{i}" for i in range(count)]
     # One resume per run: duplicates of an event were dropped by the index or the fold.
     assert sorted({e.run_id for e in matched}) == sorted(r.run_id for r in results)
+
+
+async def test_a_timeout_fires_once_after_the_process_that_started_it_was_killed(store, workers):
+    victim = workers.start(APP)
+    await workers.wait_serving(1)
+    async with Engine(store, [plain, held, brief], orchestrate=False, work=False) as client:
+        run = await client.start(brief, params={"invoice_id": "inv-1"})
+        await until_waiting(client, run)
+        victim.send_signal(signal.SIGKILL)  # its timer was armed in memory only
+        victim.wait(timeout=10)
+        workers.start(APP)
+        result = await run.result(timeout=120)
+        events = await history(client, run.run_id)
+    assert result.status == "completed", result.error
+    assert result.output is None  # timed out
+    types = [e.type for e in events]
+    assert types.count("TimerFired") == 1
+    assert types.count("EventWaitTimedOut") == 1

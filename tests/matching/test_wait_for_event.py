@@ -13,6 +13,7 @@ from deerflow.core import history as h
 from deerflow.events import KafkaEvent, WebhookEvent
 from deerflow.log.base import Message
 from deerflow.matching import EventMatched
+from deerflow.web import _graph as graph
 from tests.logs import history
 from tests.matching.waits import invoices, until_waiting
 
@@ -235,3 +236,14 @@ async def test_after_a_restart_the_index_is_rebuilt_and_an_event_resumes_a_wait_
         result = await engine.wait(before.run_id, timeout=60)
     assert result.status == "completed", result.error
     assert result.output == "ann"
+
+
+async def test_the_dashboard_draws_a_waiting_node_as_waiting():
+    wf = invoices(timeout="1h")
+    async with Engine("memory://drawn", [wf]) as engine:
+        run = await engine.start(wf, params={"invoice_id": "inv-1"})
+        await until_waiting(engine, run)
+        laid_out = graph.build(await run.status(), wf, {}, {})
+    drawn = {n["id"]: (n["status"], n["label"]) for n in laid_out.as_json()["nodes"]}
+    assert drawn["approval"] == ("waiting", "wait for event")
+    assert '<g class="node st-waiting kind-wait" data-task="approval"' in graph.svg(laid_out)

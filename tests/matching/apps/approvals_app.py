@@ -25,3 +25,4 @@ def hold(event: dict[str, Any]) -> bool:
 
 plain = invoices("plain", timeout="1h")
 held = invoices("held", timeout="1h", where=hold)
+brief = invoices("brief", timeout=4)
