@@ -221,11 +221,15 @@ class Archiver(BackgroundService):
             starts = await self._kafka.start_offsets([*tasks, *history])
         await self.index.note_unswept({tp.partition: offset for tp, offset in ends.items()})
         owned = None if self._partitions is None else self._partitions()
+        # On Kafka, only the runs whose history left the log: the others are not read at all.
+        left = None
+        if self._kafka is not None:
+            left = {tp.partition: o for tp, o in starts.items() if tp.topic == topics.history}
         slots = asyncio.Semaphore(WRITERS)
         swept = 0
         waiting: set[str] = set()
         while not self.stopping.is_set() and len(waiting) < MAX_SKIPPED:
-            rows = await self.index.unswept(BATCH, owned, waiting)
+            rows = await self.index.unswept(BATCH, owned, waiting, left)
             if not rows:
                 break
             gone = await asyncio.gather(

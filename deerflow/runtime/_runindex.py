@@ -581,11 +581,13 @@ class RunIndex:
         limit: int = 1000,
         partitions: Collection[int] | None = None,
         skip: Collection[str] = (),
+        starts: Mapping[int, int] | None = None,
     ) -> list[Unswept]:
-        """Noted archived runs whose blobs are not deleted yet, oldest noted first."""
+        """Noted archived runs whose blobs are not deleted yet, oldest noted first (with
+        ``starts``, only those whose history records all lie before their partition's start)."""
         await self.start()
         store = self.store_()
-        return await self._call(functools.partial(store.unswept, limit, partitions, skip))
+        return await self._call(functools.partial(store.unswept, limit, partitions, skip, starts))
 
     async def mark_swept(self, run_ids: list[str]) -> None:
         """Record that these archived runs' blobs are deleted."""

@@ -470,13 +470,21 @@ class VisibilityStore:
             return int(cur.rowcount)
 
     def unswept(
-        self, limit: int, partitions: Collection[int] | None, skip: Collection[str] = ()
+        self,
+        limit: int,
+        partitions: Collection[int] | None,
+        skip: Collection[str] = (),
+        starts: Mapping[int, int] | None = None,
     ) -> list[Unswept]:
         """Noted runs whose blobs are not deleted yet, oldest noted first (of these history
-        ``partitions`` only, when given), but those in ``skip``."""
+        ``partitions`` only, when given), but those in ``skip``; with ``starts`` (each history
+        partition's first offset), only the runs whose last record lies before it."""
         only = ""
         if partitions is not None:
             only = f"AND r.partition_id IN ({','.join(str(int(p)) for p in partitions)}) "
+        if starts is not None:
+            cases = " ".join(f"WHEN {int(p)} THEN {int(o)}" for p, o in starts.items())
+            only += f"AND a.last_offset < (CASE r.partition_id {cases} ELSE -1 END) "
         rows = self.conn.execute(
             "SELECT b.run_id, r.partition_id, r.first_offset, a.last_offset, a.location, "
             "a.purged_at IS NOT NULL, b.tasks_ends "
