@@ -310,3 +310,28 @@ async def test_on_kafka_blobs_stay_while_the_records_do_and_go_once_they_left(
         assert await e.archiver.sweep_once() == 2
         assert await keys_of(blobs) == []
         assert (await e.get_run(ids[0])).output["chars"] == BIG  # from the archive
+
+
+async def test_snapshots_go_to_the_log_itself_so_no_blob_outlives_them(
+    sqlite_store: str, tmp_path: Path
+) -> None:
+    """A snapshot's chunks fit a record each: by reference, every snapshot would leave blobs
+    that no archived run owns, named by records the compacted topic drops."""
+    from deerflow.payloads import reference
+    from tests.payloads.kept import kept_records
+
+    blobs = LocalBlobStore(tmp_path / "blobs")
+    gate = asyncio.Event()
+    wfs = [waiting(gate)]
+    async with Engine(sqlite_store, wfs, blobs=blobs, snapshot_every=1, partitions=1) as engine:
+        live = await engine.start("waiting", input={"text": "s" * BIG})
+        await engine.index.wait(live.run_id, lambda s: "hold" in s.tasks, 30)
+        snapshots = engine.topics.snapshots
+    # the stop wrote the partition's snapshot: the live run's 300 kB input, in chunks
+    async with Engine(sqlite_store, wfs, blobs=blobs, snapshot_every=1, partitions=1) as engine:
+        chunks = await kept_records(engine, snapshots)
+        assert sum(len(c.value) for c in chunks) > BIG
+        assert all(reference(c) is None for c in chunks)
+        assert not any(key.startswith(f"{snapshots}/") for key in await keys_of(blobs))
+        gate.set()
+        assert (await engine.wait(live.run_id, timeout=60)).output == BIG
