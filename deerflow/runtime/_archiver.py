@@ -256,7 +256,11 @@ class Archiver(BackgroundService):
                 return False
             if self._sqlite is not None and not row.purged:
                 return False
-            task_ids = await self._task_ids(row)
+            try:
+                task_ids = await self._task_ids(row)
+            except ArchiveError as exc:  # the others go on; this one is tried at each pass
+                log.warning("run %s: its blobs are kept: %s", row.run_id, exc)
+                return False
             if self._sqlite is not None:
                 history = TopicPartition(topics.history, row.partition)
                 ranges = [(history, row.run_id, row.first_offset, row.last_offset)]

@@ -335,3 +335,23 @@ async def test_snapshots_go_to_the_log_itself_so_no_blob_outlives_them(
         assert not any(key.startswith(f"{snapshots}/") for key in await keys_of(blobs))
         gate.set()
         assert (await engine.wait(live.run_id, timeout=60)).output == BIG
+
+
+async def test_a_run_whose_archive_cannot_be_read_keeps_its_blobs_and_the_others_go(
+    sqlite_store: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blobs = LocalBlobStore(tmp_path / "blobs")
+    archive = tmp_path / "archive"
+    wfs = [reports(), small()]
+    async with Engine(
+        sqlite_store, wfs, blobs=blobs, archive=str(archive), retention=0, partitions=1
+    ) as engine:
+        assert engine.archiver is not None
+        lost, kept = await _finished(engine, 2)
+        assert (await (await engine.start("small")).result(timeout=60)).output == 1
+        assert await engine.archiver.archive_once() == (3, 3)
+        (archive / "runs" / f"{lost}.jsonl.gz").unlink()  # its task ids are unknown now
+        assert await engine.archiver.sweep_once() == 1
+        left = await keys_of(blobs)
+        assert of_run(engine, left, lost) and of_run(engine, left, kept) == []
+    assert f"run {lost}: its blobs are kept: archive" in caplog.text
