@@ -147,8 +147,6 @@ class Archiver(BackgroundService):
         skipped: set[str] = set()
         slots = asyncio.Semaphore(WRITERS)
         owned = None if self._partitions is None else self._partitions()
-        # Taken before the runs are selected, so after they ended: past their task messages.
-        ends = await self._tasks_ends() if self.blobs is not None else {}
         while not self.stopping.is_set():
             due = await self.index.to_archive(moment, BATCH + len(skipped), owned)
             rows = [r for r in due if r.run_id not in skipped]
@@ -157,8 +155,10 @@ class Archiver(BackgroundService):
             written = await asyncio.gather(*(self._archive(row, slots) for row in rows))
             done = [w for w in written if w is not None]
             await self.index.mark_archived(done)
-            if self.blobs is not None:  # with their tasks: the sweep need not read them back
-                await self.index.note_unswept(ends, done)
+            if self.blobs is not None:
+                # Noted with their tasks (the sweep need not read them back) and the task
+                # queue's ends now: after these runs were known ended, so past their messages.
+                await self.index.note_unswept(await self._tasks_ends(), done)
             archived += len(done)
             skipped.update(r.run_id for r, w in zip(rows, written, strict=True) if w is None)
         purged = await self._purge() if self.purge else 0
