@@ -18,8 +18,9 @@ RSS. Run it with EVERY > 0 twice: the first process folds everything and leaves 
 the second loads them.
 
 ``python -m bench.history_growth archive STORE DIR`` archives every ended run to the directory
-``DIR`` (retention 0) and, on SQLite, purges them from the store, printing the runs archived,
-the seconds taken and the store file's size before and after, as one JSON line.
+``DIR`` (retention 0) and, on SQLite, purges them from the store, then deletes their blobs,
+printing the runs archived, the seconds taken (archiving and purging, then deleting blobs) and
+the store file's size before and after, as one JSON line.
 """
 
 from __future__ import annotations
@@ -173,10 +174,15 @@ async def archive(store: str, directory: str) -> dict[str, float]:
         began = time.perf_counter()
         archived, purged = await archiver.archive_once()
         took = time.perf_counter() - began
+        began = time.perf_counter()
+        swept = await archiver.sweep_once()  # their blobs (a SQLite file has a blob directory)
+        sweeping = time.perf_counter() - began
     return {
         "archived": archived,
         "purged": purged,
         "seconds": round(took, 1),
+        "swept": swept,
+        "sweep_seconds": round(sweeping, 1),
         "store_mib_before": before,
         "store_mib_after": _size_mib(store) if store.startswith("sqlite") else 0.0,
     }

@@ -28,10 +28,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 
 import deerflow._codec as _codec
-from deerflow.log.base import EventLog, TopicPartition
+from deerflow.log.base import EventLog, Record, TopicPartition
 from deerflow.log.kafka import KafkaEventLog
 from deerflow.log.sqlite import SqliteEventLog
 from deerflow.payloads import BlobStore, ClaimCheck, PayloadLog, blob_prefix, stored_in
@@ -155,6 +155,10 @@ class Archiver(BackgroundService):
             written = await asyncio.gather(*(self._archive(row, slots) for row in rows))
             done = [w for w in written if w is not None]
             await self.index.mark_archived(done)
+            if self.blobs is not None:
+                # Noted with their tasks (the sweep need not read them back) and the task
+                # queue's ends now: after these runs were known ended, so past their messages.
+                await self.index.note_unswept(await self._tasks_ends(), done)
             archived += len(done)
             skipped.update(r.run_id for r, w in zip(rows, written, strict=True) if w is None)
         purged = await self._purge() if self.purge else 0
@@ -172,7 +176,8 @@ class Archiver(BackgroundService):
             back = await asyncio.to_thread(self.archive.get, location)
         if back != data or len(decode_run(back, location).records) != len(records):
             raise ArchiveError(f"archive {location} of run {row.run_id} reads back differently")
-        return Archived(row.run_id, location, len(records), digest(data), row.last_offset)
+        tasks = tuple(sorted(_task_ids(records)))
+        return Archived(row.run_id, location, len(records), digest(data), row.last_offset, tasks)
 
     async def _purge(self) -> int:
         sqlite = self._sqlite
@@ -212,20 +217,22 @@ class Archiver(BackgroundService):
             for p in range(await backend.partition_count(topics.tasks))
         ]
         starts: dict[TopicPartition, int] = {}
-        ends: dict[TopicPartition, int] = {}
+        # Runs archived before their blobs were noted (by an older version): noted now.
+        await self.index.note_unswept(await self._tasks_ends())
         if self._kafka is not None:
-            # Noted now, after these runs ended: every task message of theirs lies before.
-            ends = await self._kafka.true_ends(tasks)
             count = await backend.partition_count(topics.history)
             history = [TopicPartition(topics.history, p) for p in range(count)]
             starts = await self._kafka.start_offsets([*tasks, *history])
-        await self.index.note_unswept({tp.partition: offset for tp, offset in ends.items()})
         owned = None if self._partitions is None else self._partitions()
+        # On Kafka, only the runs whose history left the log: the others are not read at all.
+        left = None
+        if self._kafka is not None:
+            left = {tp.partition: o for tp, o in starts.items() if tp.topic == topics.history}
         slots = asyncio.Semaphore(WRITERS)
         swept = 0
         waiting: set[str] = set()
         while not self.stopping.is_set() and len(waiting) < MAX_SKIPPED:
-            rows = await self.index.unswept(BATCH, owned, waiting)
+            rows = await self.index.unswept(BATCH, owned, waiting, left)
             if not rows:
                 break
             gone = await asyncio.gather(
@@ -252,7 +259,11 @@ class Archiver(BackgroundService):
                 return False
             if self._sqlite is not None and not row.purged:
                 return False
-            task_ids = await self._task_ids(row)
+            try:
+                task_ids = await self._tasks_of(row)
+            except ArchiveError as exc:  # the others go on; this one is tried at each pass
+                log.warning("run %s: its blobs are kept: %s", row.run_id, exc)
+                return False
             if self._sqlite is not None:
                 history = TopicPartition(topics.history, row.partition)
                 ranges = [(history, row.run_id, row.first_offset, row.last_offset)]
@@ -277,13 +288,30 @@ class Archiver(BackgroundService):
         ends = {int(p): int(o) for p, o in _codec.loads(row.tasks_ends).items()}
         return all(starts.get(tp, 0) >= ends.get(tp.partition, 0) for tp in tasks)
 
-    async def _task_ids(self, row: Unswept) -> set[str]:
-        """The ids of the tasks ``row``'s run dispatched, as its archive tells them."""
+    async def _tasks_ends(self) -> dict[int, int]:
+        """The task queue's end offset per partition (Kafka; ``{}`` elsewhere)."""
+        if self._kafka is None:
+            return {}
+        topic = self.index.topics.tasks
+        count = await self._kafka.partition_count(topic)
+        ends = await self._kafka.true_ends([TopicPartition(topic, p) for p in range(count)])
+        return {tp.partition: offset for tp, offset in ends.items()}
+
+    async def _tasks_of(self, row: Unswept) -> set[str]:
+        """The ids of the tasks ``row``'s run dispatched: noted as it was archived, else as
+        its archive tells them."""
+        if row.tasks is not None:
+            return {str(t) for t in _codec.loads(row.tasks)}
         data = await asyncio.to_thread(self.archive.get, row.location)
-        found: set[str] = set()
-        for record in decode_run(data, row.location).records:
-            event = _codec.loads(record.value)
-            task_id = event.get("task_id") if isinstance(event, dict) else None
-            if isinstance(task_id, str):
-                found.add(task_id)
-        return found
+        return _task_ids(decode_run(data, row.location).records)
+
+
+def _task_ids(records: Sequence[Record]) -> set[str]:
+    """The ids of the tasks a run's history ``records`` name (its task messages' keys)."""
+    found: set[str] = set()
+    for record in records:
+        event = _codec.loads(record.value)
+        task_id = event.get("task_id") if isinstance(event, dict) else None
+        if isinstance(task_id, str):
+            found.add(task_id)
+    return found

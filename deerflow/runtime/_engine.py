@@ -136,7 +136,8 @@ class Engine:
         archive: where ended runs are archived (``DEERFLOW_ARCHIVE``): ``file:///directory``
             or ``s3://bucket/prefix``; none by default. An engine that orchestrates then
             archives the runs ended more than ``retention`` ago and, on SQLite, deletes their
-            records from the store (see docs/operations/scaling.md).
+            records from the store (see docs/operations/scaling.md); with a blob store, it
+            deletes their blobs once no record refers to them (docs/reference/payloads.md).
         retention: ``30d``, ``12h``, ... or seconds (``DEERFLOW_RETENTION``, default ``30d``).
         options: settings read by those services; each must be declared by a plugin class
             (:attr:`Plugin.options <deerflow.runtime.plugins.Plugin.options>`), else

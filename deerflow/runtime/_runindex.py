@@ -568,24 +568,31 @@ class RunIndex:
         now = time.time()
         await self._call(functools.partial(self.store_().mark_purged, run_ids, now))
 
-    async def note_unswept(self, tasks_ends: Mapping[int, int]) -> int:
+    async def note_unswept(
+        self, tasks_ends: Mapping[int, int], archived: Collection[Archived] = ()
+    ) -> int:
         """Note the archived runs not noted yet as having blobs to delete, with the task
-        queue's end offset per partition now; how many were noted."""
+        queue's end offset per partition now, and the ``archived`` ones with their tasks;
+        how many were noted."""
         await self.start()
         ends = _codec.dumps({str(p): o for p, o in tasks_ends.items()}).decode()
+        tasks = {a.run_id: _codec.dumps(sorted(a.tasks)).decode() for a in archived}
         now = time.time()
-        return await self._call(functools.partial(self.store_().note_unswept, ends, now))
+        store = self.store_()
+        return await self._call(functools.partial(store.note_unswept, ends, now, tasks))
 
     async def unswept(
         self,
         limit: int = 1000,
         partitions: Collection[int] | None = None,
         skip: Collection[str] = (),
+        starts: Mapping[int, int] | None = None,
     ) -> list[Unswept]:
-        """Noted archived runs whose blobs are not deleted yet, oldest noted first."""
+        """Noted archived runs whose blobs are not deleted yet, oldest noted first (with
+        ``starts``, only those whose history records all lie before their partition's start)."""
         await self.start()
         store = self.store_()
-        return await self._call(functools.partial(store.unswept, limit, partitions, skip))
+        return await self._call(functools.partial(store.unswept, limit, partitions, skip, starts))
 
     async def mark_swept(self, run_ids: list[str]) -> None:
         """Record that these archived runs' blobs are deleted."""

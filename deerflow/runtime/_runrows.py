@@ -98,7 +98,8 @@ CREATE INDEX IF NOT EXISTS runindex_attributes_by_value
 #: Archived runs: where each run's history was written, and when its records left the log;
 #: and when each archived run's blobs were deleted (``runindex_blobs``: the task queue's end
 #: offsets when the run was noted, as JSON, so that its task messages are known gone once
-#: every task partition starts past them).
+#: every task partition starts past them), and the ids of its tasks (a JSON list, when noted as
+#: it was archived; else read from its archive).
 #: Not among :data:`TABLES`: an index rebuilt from the history keeps it, since the history
 #: of a purged run is no longer there to rebuild it from.
 ARCHIVE_SCHEMA = """
@@ -117,6 +118,7 @@ CREATE TABLE IF NOT EXISTS runindex_blobs (
     run_id TEXT PRIMARY KEY,
     noted_at REAL NOT NULL,
     tasks_ends TEXT NOT NULL,
+    tasks TEXT,
     swept_at REAL
 );
 CREATE INDEX IF NOT EXISTS runindex_blobs_unswept ON runindex_blobs (noted_at)
@@ -235,6 +237,8 @@ class Archived:
     sha256: str
     #: the run's last offset the archive covers
     last_offset: int
+    #: the ids of the tasks it dispatched (keys of its task messages)
+    tasks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +255,8 @@ class Unswept:
     purged: bool
     #: the task queue's end offset per partition when the run was noted (JSON object)
     tasks_ends: str
+    #: the ids of its tasks (JSON list), if noted as it was archived
+    tasks: str | None = None
 
 
 def trigger_kind_and_name(state: RunState) -> tuple[str, str | None]:

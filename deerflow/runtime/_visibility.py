@@ -457,10 +457,17 @@ class VisibilityStore:
                 [(at, run_id) for run_id in run_ids],
             )
 
-    def note_unswept(self, tasks_ends: str, at: float) -> int:
+    def note_unswept(self, tasks_ends: str, at: float, tasks: Mapping[str, str]) -> int:
         """Note every archived run not noted yet as having blobs to delete, with the task
-        queue's end offsets now (past every task message of those ended runs); how many."""
+        queue's end offsets now (past every task message of those ended runs), and the runs
+        of ``tasks`` with the ids of their tasks (JSON lists); how many were noted."""
         with self._transaction() as c:
+            c.executemany(
+                "INSERT INTO runindex_blobs (run_id, noted_at, tasks_ends, tasks) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (run_id) DO UPDATE SET "
+                "tasks_ends = excluded.tasks_ends, tasks = excluded.tasks WHERE swept_at IS NULL",
+                [(run_id, at, tasks_ends, ids) for run_id, ids in tasks.items()],
+            )
             cur = c.execute(
                 "INSERT INTO runindex_blobs (run_id, noted_at, tasks_ends) "
                 "SELECT a.run_id, ?, ? FROM runindex_archive a WHERE NOT EXISTS "
@@ -470,23 +477,31 @@ class VisibilityStore:
             return int(cur.rowcount)
 
     def unswept(
-        self, limit: int, partitions: Collection[int] | None, skip: Collection[str] = ()
+        self,
+        limit: int,
+        partitions: Collection[int] | None,
+        skip: Collection[str] = (),
+        starts: Mapping[int, int] | None = None,
     ) -> list[Unswept]:
         """Noted runs whose blobs are not deleted yet, oldest noted first (of these history
-        ``partitions`` only, when given), but those in ``skip``."""
+        ``partitions`` only, when given), but those in ``skip``; with ``starts`` (each history
+        partition's first offset), only the runs whose last record lies before it."""
         only = ""
         if partitions is not None:
             only = f"AND r.partition_id IN ({','.join(str(int(p)) for p in partitions)}) "
+        if starts is not None:
+            cases = " ".join(f"WHEN {int(p)} THEN {int(o)}" for p, o in starts.items())
+            only += f"AND a.last_offset < (CASE r.partition_id {cases} ELSE -1 END) "
         rows = self.conn.execute(
             "SELECT b.run_id, r.partition_id, r.first_offset, a.last_offset, a.location, "
-            "a.purged_at IS NOT NULL, b.tasks_ends "
+            "a.purged_at IS NOT NULL, b.tasks_ends, b.tasks "
             "FROM runindex_blobs b JOIN runindex_archive a ON a.run_id = b.run_id "
             "JOIN runindex_runs r ON r.run_id = b.run_id "
             f"WHERE b.swept_at IS NULL {only}ORDER BY b.noted_at LIMIT ?",
             (limit + len(skip),),
         )
         found = [
-            Unswept(r[0], int(r[1]), int(r[2]), int(r[3]), str(r[4]), bool(r[5]), str(r[6]))
+            Unswept(r[0], int(r[1]), int(r[2]), int(r[3]), str(r[4]), bool(r[5]), str(r[6]), r[7])
             for r in rows
         ]
         return [u for u in found if u.run_id not in skip][:limit]

@@ -310,3 +310,51 @@ async def test_on_kafka_blobs_stay_while_the_records_do_and_go_once_they_left(
         assert await e.archiver.sweep_once() == 2
         assert await keys_of(blobs) == []
         assert (await e.get_run(ids[0])).output["chars"] == BIG  # from the archive
+
+
+async def test_snapshots_go_to_the_log_itself_so_no_blob_outlives_them(
+    sqlite_store: str, tmp_path: Path
+) -> None:
+    """A snapshot's chunks fit a record each: by reference, every snapshot would leave blobs
+    that no archived run owns, named by records the compacted topic drops."""
+    from deerflow.payloads import reference
+    from tests.payloads.kept import kept_records
+
+    blobs = LocalBlobStore(tmp_path / "blobs")
+    gate = asyncio.Event()
+    wfs = [waiting(gate)]
+    async with Engine(sqlite_store, wfs, blobs=blobs, snapshot_every=1, partitions=1) as engine:
+        live = await engine.start("waiting", input={"text": "s" * BIG})
+        await engine.index.wait(live.run_id, lambda s: "hold" in s.tasks, 30)
+        snapshots = engine.topics.snapshots
+    # the stop wrote the partition's snapshot: the live run's 300 kB input, in chunks
+    async with Engine(sqlite_store, wfs, blobs=blobs, snapshot_every=1, partitions=1) as engine:
+        chunks = await kept_records(engine, snapshots)
+        assert sum(len(c.value) for c in chunks) > BIG
+        assert all(reference(c) is None for c in chunks)
+        assert not any(key.startswith(f"{snapshots}/") for key in await keys_of(blobs))
+        gate.set()
+        assert (await engine.wait(live.run_id, timeout=60)).output == BIG
+
+
+async def test_a_run_whose_archive_cannot_be_read_keeps_its_blobs_and_the_others_go(
+    sqlite_store: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blobs = LocalBlobStore(tmp_path / "blobs")
+    archive = tmp_path / "archive"
+    wfs = [reports(), small()]
+    async with Engine(
+        sqlite_store, wfs, blobs=blobs, archive=str(archive), retention=0, partitions=1
+    ) as engine:
+        assert engine.archiver is not None
+        lost, kept = await _finished(engine, 2)
+        assert (await (await engine.start("small")).result(timeout=60)).output == 1
+        # archived as by an older version, which did not note the runs' tasks
+        engine.archiver.blobs, store = None, engine.archiver.blobs
+        assert await engine.archiver.archive_once() == (3, 3)
+        engine.archiver.blobs = store
+        (archive / "runs" / f"{lost}.jsonl.gz").unlink()  # its task ids are unknown now
+        assert await engine.archiver.sweep_once() == 1
+        left = await keys_of(blobs)
+        assert of_run(engine, left, lost) and of_run(engine, left, kept) == []
+    assert f"run {lost}: its blobs are kept: archive" in caplog.text
