@@ -24,7 +24,8 @@ _TASK_STATUS = {
 class TaskResult(BaseModel):
     """One task of a run.
 
-    ``status`` is pending, running, retrying, completed, failed or skipped.
+    ``status`` is pending, running, retrying, completed, failed or skipped, or a status
+    of the node's kind (``waiting``: a sleep or a wait for a signal).
     """
 
     model_config = ConfigDict(frozen=True)
