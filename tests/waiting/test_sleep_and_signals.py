@@ -17,6 +17,7 @@ from deerflow import DefinitionError, Engine, RunEnded, Workflow
 from deerflow.core import history as h
 from deerflow.errors import RunNotFound
 from deerflow.waiting import SignalReceived, WaitEnded, WaitStarted
+from deerflow.web._runs import request_retry
 from tests.engine.test_custom_kind import run_history
 
 
@@ -295,3 +296,19 @@ async def test_a_kept_signal_and_a_wait_survive_a_restart_from_snapshots(store):
     assert result.status == "completed", result.error
     assert result.output == "kept"
     assert [e.signal_id for e in history if isinstance(e, WaitEnded)] == [None, "k1"]
+
+
+async def test_a_run_failed_by_a_timeout_is_retried_and_waits_again(store):
+    wf = approval(timeout=3, on_timeout="fail")
+    async with Engine(store, [wf]) as engine:
+        handle = await engine.start(wf)
+        assert (await handle.result(timeout=60)).status == "failed"
+        await request_retry(engine, handle.run_id)
+        state = await engine.index.wait(
+            handle.run_id, lambda s: s.tasks["go"].status == "waiting" and s.retries == 1, 30
+        )
+        assert state is not None and state.tasks["go"].attempts == 2
+        await engine.signal(handle.run_id, "approve", "second time")
+        result = await engine.wait(handle.run_id, timeout=60)
+    assert result.status == "completed", result.error
+    assert result.output == {"approved": "second time"}
