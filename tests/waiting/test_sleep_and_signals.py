@@ -15,8 +15,8 @@ import pytest
 
 from deerflow import DefinitionError, Engine, RunEnded, Workflow
 from deerflow.core import history as h
-from deerflow.errors import RunNotFound
-from deerflow.waiting import SignalReceived, WaitEnded, WaitStarted
+from deerflow.errors import InvalidSignal, RunNotFound
+from deerflow.waiting import MAX_PENDING, SignalReceived, WaitEnded, WaitStarted, pending_signals
 from deerflow.web._runs import request_retry
 from tests.engine.test_custom_kind import run_history
 
@@ -312,3 +312,24 @@ async def test_a_run_failed_by_a_timeout_is_retried_and_waits_again(store):
         result = await engine.wait(handle.run_id, timeout=60)
     assert result.status == "completed", result.error
     assert result.output == {"approved": "second time"}
+
+
+async def test_signals_kept_for_later_are_bounded_and_so_is_their_data(store):
+    wf = Workflow(name="hoarder")
+    wf.sleep(id="first", duration=60)
+    wf.wait_for_signal(id="go", name="approve", depends_on=["first"])
+    async with Engine(store, [wf]) as engine:
+        handle = await engine.start(wf)
+        with pytest.raises(InvalidSignal, match="over 65536"):
+            await engine.signal(handle.run_id, "approve", "x" * 70_000)
+        for i in range(MAX_PENDING + 5):
+            await engine.signal(handle.run_id, "approve", i, signal_id=f"s{i}")
+        state = await engine.index.wait(
+            handle.run_id,
+            lambda s: any(p["id"] == f"s{MAX_PENDING + 4}" for p in pending_signals(s)),
+            30,
+        )
+        assert state is not None
+        kept = pending_signals(state)
+        assert [p["data"] for p in kept] == list(range(5, MAX_PENDING + 5))  # the oldest dropped
+        await handle.cancel()
