@@ -91,6 +91,10 @@ class RunHandle:
         """The run as it is now."""
         return await self._engine.get_run(self.run_id)
 
+    async def signal(self, name: str, data: Any = None, *, signal_id: str | None = None) -> str:
+        """Send the signal ``name`` to the run (see :meth:`Engine.signal`); its id."""
+        return await self._engine.signal(self.run_id, name, data, signal_id=signal_id)
+
     async def cancel(self, reason: str = "cancelled") -> None:
         """Ask the engine to cancel the run."""
         await self._engine.cancel(self.run_id, reason=reason)

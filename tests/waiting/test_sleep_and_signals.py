@@ -145,7 +145,7 @@ async def test_a_signal_resumes_its_waiting_node_with_its_data(store):
         handle = await engine.start(wf)
         await waiting(engine, handle.run_id, "go")
         await engine.signal(handle.run_id, "other", {"by": "nobody"})  # not what it waits for
-        await engine.signal(handle.run_id, "approve", {"by": "ann"})
+        await handle.signal("approve", {"by": "ann"})
         result = await handle.result(timeout=60)
     assert result.status == "completed", result.error
     assert result.output == {"approved": {"by": "ann"}}
