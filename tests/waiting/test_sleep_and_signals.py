@@ -333,3 +333,14 @@ async def test_signals_kept_for_later_are_bounded_and_so_is_their_data(store):
         kept = pending_signals(state)
         assert [p["data"] for p in kept] == list(range(5, MAX_PENDING + 5))  # the oldest dropped
         await handle.cancel()
+
+
+def test_the_waiting_kinds_keep_their_fingerprint():
+    # Runs in flight compare it with their definition's: a kind's name must not change.
+    wf = Workflow(name="every_wait")
+    wf.sleep(id="nap", duration=1)
+    wf.wait_for_signal(id="go", name="go", depends_on=["nap"])
+    wf.wait_for_object(id="landed", bucket="b", key="k", depends_on=["go"])
+    kinds = {t.id: t.kind.name for t in wf.tasks.values()}
+    assert kinds == {"nap": "sleep", "go": "wait_for_signal", "landed": "wait_for_object"}
+    assert wf.fingerprint() == "82aaad0a509149cb"
