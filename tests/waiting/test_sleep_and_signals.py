@@ -7,6 +7,7 @@ engine on the same log goes on where the old one stopped), and each signal is ta
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -19,6 +20,7 @@ from deerflow.errors import InvalidSignal, RunNotFound
 from deerflow.waiting import MAX_PENDING, SignalReceived, WaitEnded, WaitStarted, pending_signals
 from deerflow.web._runs import request_retry
 from tests.engine.test_custom_kind import run_history
+from tests.engine.test_snapshots import loads
 
 
 def count(history: list[h.HistoryEvent], cls: type[h.HistoryEvent]) -> int:
@@ -281,7 +283,7 @@ async def test_a_waiting_run_is_cancelled_and_then_refuses_signals(store):
     assert result.tasks["report"].status == "skipped"
 
 
-async def test_a_kept_signal_and_a_wait_survive_a_restart_from_snapshots(store):
+async def test_a_kept_signal_and_a_wait_survive_a_restart_from_snapshots(store, caplog):
     wf = Workflow(name="snapshotted")
     wf.sleep(id="first", duration=1.5)
     wf.wait_for_signal(id="go", name="approve", timeout=60, depends_on=["first"])
@@ -290,9 +292,12 @@ async def test_a_kept_signal_and_a_wait_survive_a_restart_from_snapshots(store):
         await engine.signal(handle.run_id, "approve", "kept", signal_id="k1")
         await waiting(engine, handle.run_id, "first")
         await engine.index.wait(handle.run_id, lambda s: s.events >= 5, 30)
+    caplog.set_level(logging.INFO, logger="deerflow.orchestrator")
     async with Engine(store, [wf], snapshot_every=1) as engine:
         result = await engine.wait(handle.run_id, timeout=60)
         history = await run_history(engine, handle.run_id)
+    used, _ = loads(caplog)
+    assert used >= 1, "the new owner did not load a snapshot"
     assert result.status == "completed", result.error
     assert result.output == "kept"
     assert [e.signal_id for e in history if isinstance(e, WaitEnded)] == [None, "k1"]
