@@ -24,6 +24,7 @@ STYLE = {
     "pending": "dim",
     "running": "cyan",
     "retrying": "yellow",
+    "waiting": "blue",
     "completed": "green",
     "failed": "bold red",
     "skipped": "magenta",

@@ -38,6 +38,7 @@ from deerflow.engine import Engine
 from deerflow.errors import DeerflowError
 from deerflow.runtime import RunResult
 from deerflow.runtime.integration import attribute_value
+from deerflow.waiting import waits_of
 from deerflow.web import operations as ops
 
 #: Seconds an owner has to take up a transition request before a send says none is there.
@@ -199,6 +200,9 @@ def runs_show(
     elif not followed:
         result = detail["result"]
         out.print(run_view(result, [r for ids in detail["child_runs"].values() for r in ids]))
+        for task_id, wait in detail["waits"].items():
+            until = "" if wait["deadline"] is None else f" until {when(wait['deadline'])}"
+            out.print(f"{task_id} waits for {wait['for']}{until}", highlight=False)
         if detail["archived"]:
             out.print(f"archived: {detail['archived']}", highlight=False)
         if show_history:
@@ -217,6 +221,7 @@ async def _detail(engine: Engine, run_id: str, with_history: bool) -> dict[str, 
         "retries": state.retries,
         "trigger": ops.trigger_label(state),
         "archived": await engine.index.archived(state.run_id),
+        "waits": waits_of(state),  # what its waiting nodes wait for, until when
     }
     if with_history:
         detail["attempts"] = ops.attempts(events)

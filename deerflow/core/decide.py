@@ -64,7 +64,16 @@ def _step(
 ) -> list[h.HistoryEvent]:
     task = state.tasks.get(task_id, _EMPTY)
     if task.status in _WAITING_ON_OTHERS:  # checked first: most tasks are here, most times
-        return []
+        if task.status != SCHEDULED:
+            return []
+        node = wf.get(task_id)
+        # An attempt no worker runs is its kind's to watch while scheduled: what the kind
+        # decided with its scheduling may have been lost (a crash between two records).
+        return (
+            []
+            if node.kind.runs_on_worker(node)
+            else node.kind.decide(node, task, state, now, budget)
+        )
     if task.status == PENDING:
         return _on_pending(wf, wf.get(task_id), state, now)
     if task.status == RETRY_WAIT:

@@ -152,7 +152,9 @@ class NodeKind:
         self, task: TaskDef, ts: TaskState, state: RunState, now: float, budget: int | None
     ) -> list[h.HistoryEvent]:
         """What the node decides in a status its kind owns (not pending, retrying, running or
-        done). ``budget`` is the run's free slots under ``max_parallel`` (``None``: no limit)."""
+        done), and while scheduled when no worker runs it (:meth:`runs_on_worker`): the events
+        its :meth:`on_scheduled` added may have been lost with the process that appended them.
+        ``budget`` is the run's free slots under ``max_parallel`` (``None``: no limit)."""
         return []
 
     def runs_on_worker(self, task: TaskDef) -> bool:

@@ -43,8 +43,10 @@ from deerflow.runtime.plugins import Plugin, Service, check_options
 DEFAULT_STORE = "sqlite:///deerflow.db"
 #: How long after it ended a run is archived, when an archive is configured.
 DEFAULT_RETENTION = "30d"
-#: the longest signal name accepted (it is kept in the run's state until taken)
+#: the longest signal name or id accepted (kept in the run's state until taken)
 SIGNAL_NAME_LIMIT = 200
+#: the largest signal data accepted, encoded (kept in the run's state until taken)
+SIGNAL_DATA_LIMIT = 64 * 1024
 SETTLE_WAIT = 2.0  # s Engine.wait gives a joining orchestrator to learn which runs it owns
 
 
@@ -88,6 +90,10 @@ class RunHandle:
     async def status(self) -> RunResult:
         """The run as it is now."""
         return await self._engine.get_run(self.run_id)
+
+    async def signal(self, name: str, data: Any = None, *, signal_id: str | None = None) -> str:
+        """Send the signal ``name`` to the run (see :meth:`Engine.signal`); its id."""
+        return await self._engine.signal(self.run_id, name, data, signal_id=signal_id)
 
     async def cancel(self, reason: str = "cancelled") -> None:
         """Ask the engine to cancel the run."""
@@ -680,15 +686,20 @@ class Engine:
         sending again with the same ``signal_id`` (a retried request) delivers nothing more.
         Raises :class:`RunNotFound` for an unknown run, :class:`RunEnded` for one that has
         ended (a signal racing the run's end is dropped by the run's history) and
-        :class:`InvalidSignal` for a name or id not 1 to 200 characters or data not JSON.
+        :class:`InvalidSignal` for a name or id not 1 to 200 characters, or data not JSON
+        or over 64 KiB encoded.
         """
         for what, text in (("name", name), ("id", signal_id)):
             if (text is not None or what == "name") and not _short_text(text):
                 raise InvalidSignal(f"a signal {what} is 1 to {SIGNAL_NAME_LIMIT} characters")
         try:
-            _codec.dumps(data)
+            size = len(_codec.dumps(data))
         except TypeError as exc:
             raise InvalidSignal(f"signal {name!r}: data is not JSON: {exc}") from None
+        if size > SIGNAL_DATA_LIMIT:
+            raise InvalidSignal(
+                f"signal {name!r}: data is {size} bytes encoded, over {SIGNAL_DATA_LIMIT}"
+            )
         current = await self.get_run(run_id)
         if current.done:
             raise RunEnded(

@@ -25,7 +25,7 @@ class TaskResult(BaseModel):
     """One task of a run.
 
     ``status`` is pending, running, retrying, completed, failed or skipped, or a status of
-    the node's kind (``waiting``: a ``wait_for_event`` node waits for its event).
+    the node's kind (``waiting``: a sleep, a wait for a signal or a ``wait_for_event`` node).
     """
 
     model_config = ConfigDict(frozen=True)

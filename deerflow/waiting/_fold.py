@@ -22,8 +22,9 @@ from deerflow.core.state import COMPLETED, RETRY_WAIT, SCHEDULED, TASK_DONE
 
 #: the status of a node that waits
 WAITING = "waiting"
-#: signals kept for nodes not reached yet, per run (the oldest dropped beyond)
-MAX_PENDING = 100
+#: signals kept for nodes not reached yet, per run (the oldest dropped beyond); with the
+#: engine's limit on a signal's data, what one run keeps stays under 4 MiB
+MAX_PENDING = 64
 #: ids of signals already taken, per run, to refuse a repeat arriving later
 MAX_DELIVERED = 100
 

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from deerflow.core import KindOptions, NodeKind, RunState, TaskDef, TaskState
 from deerflow.core import history as h
+from deerflow.core.state import SCHEDULED
 from deerflow.waiting._fold import WAIT_FOLD, WAITING, WaitEnded, WaitStarted
 
 
@@ -108,7 +109,10 @@ class WaitKind(NodeKind):
     def decide(
         self, task: TaskDef, ts: TaskState, state: RunState, now: float, budget: int | None
     ) -> list[h.HistoryEvent]:
-        """End the wait when what it waits for came, or when its deadline passed."""
+        """End the wait when what it waits for came, or when its deadline passed; start it
+        again if its start was lost (the attempt is scheduled, not waiting)."""
+        if ts.status == SCHEDULED:
+            return self.on_scheduled(task, state, ts.attempts, now)
         if ts.status != WAITING:
             return []
         ended = self.arrived(task, state, ts)

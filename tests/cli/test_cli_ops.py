@@ -219,6 +219,10 @@ async def test_a_signal_is_sent_from_the_shell_and_its_errors_are_one_line(shell
     await shell.engine.index.wait(
         handle.run_id, lambda s: "go" in s.tasks and s.tasks["go"].status == "waiting", 30.0
     )
+    code, shown, _ = await shell.run("runs", "show", handle.run_id)
+    assert code == 0 and "go waits for signal 'approve' until 20" in shown
+    detail = await shell.json("runs", "show", handle.run_id)
+    assert detail["waits"]["go"]["for"] == "signal 'approve'"
     code, _, err = await shell.run("runs", "signal", handle.run_id, "approve", "--data", "{by")
     assert code == 2 and err.strip().count("\n") == 0 and "--data is not JSON" in err
     sent = await shell.json(

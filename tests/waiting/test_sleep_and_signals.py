@@ -7,6 +7,7 @@ engine on the same log goes on where the old one stopped), and each signal is ta
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -15,9 +16,11 @@ import pytest
 
 from deerflow import DefinitionError, Engine, RunEnded, Workflow
 from deerflow.core import history as h
-from deerflow.errors import RunNotFound
-from deerflow.waiting import SignalReceived, WaitEnded, WaitStarted
+from deerflow.errors import InvalidSignal, RunNotFound
+from deerflow.waiting import MAX_PENDING, SignalReceived, WaitEnded, WaitStarted, pending_signals
+from deerflow.web._runs import request_retry
 from tests.engine.test_custom_kind import run_history
+from tests.engine.test_snapshots import loads
 
 
 def count(history: list[h.HistoryEvent], cls: type[h.HistoryEvent]) -> int:
@@ -144,7 +147,7 @@ async def test_a_signal_resumes_its_waiting_node_with_its_data(store):
         handle = await engine.start(wf)
         await waiting(engine, handle.run_id, "go")
         await engine.signal(handle.run_id, "other", {"by": "nobody"})  # not what it waits for
-        await engine.signal(handle.run_id, "approve", {"by": "ann"})
+        await handle.signal("approve", {"by": "ann"})
         result = await handle.result(timeout=60)
     assert result.status == "completed", result.error
     assert result.output == {"approved": {"by": "ann"}}
@@ -280,7 +283,7 @@ async def test_a_waiting_run_is_cancelled_and_then_refuses_signals(store):
     assert result.tasks["report"].status == "skipped"
 
 
-async def test_a_kept_signal_and_a_wait_survive_a_restart_from_snapshots(store):
+async def test_a_kept_signal_and_a_wait_survive_a_restart_from_snapshots(store, caplog):
     wf = Workflow(name="snapshotted")
     wf.sleep(id="first", duration=1.5)
     wf.wait_for_signal(id="go", name="approve", timeout=60, depends_on=["first"])
@@ -289,9 +292,60 @@ async def test_a_kept_signal_and_a_wait_survive_a_restart_from_snapshots(store):
         await engine.signal(handle.run_id, "approve", "kept", signal_id="k1")
         await waiting(engine, handle.run_id, "first")
         await engine.index.wait(handle.run_id, lambda s: s.events >= 5, 30)
+    caplog.set_level(logging.INFO, logger="deerflow.orchestrator")
     async with Engine(store, [wf], snapshot_every=1) as engine:
         result = await engine.wait(handle.run_id, timeout=60)
         history = await run_history(engine, handle.run_id)
+    used, _ = loads(caplog)
+    assert used >= 1, "the new owner did not load a snapshot"
     assert result.status == "completed", result.error
     assert result.output == "kept"
     assert [e.signal_id for e in history if isinstance(e, WaitEnded)] == [None, "k1"]
+
+
+async def test_a_run_failed_by_a_timeout_is_retried_and_waits_again(store):
+    wf = approval(timeout=3, on_timeout="fail")
+    async with Engine(store, [wf]) as engine:
+        handle = await engine.start(wf)
+        assert (await handle.result(timeout=60)).status == "failed"
+        await request_retry(engine, handle.run_id)
+        state = await engine.index.wait(
+            handle.run_id, lambda s: s.tasks["go"].status == "waiting" and s.retries == 1, 30
+        )
+        assert state is not None and state.tasks["go"].attempts == 2
+        await engine.signal(handle.run_id, "approve", "second time")
+        result = await engine.wait(handle.run_id, timeout=60)
+    assert result.status == "completed", result.error
+    assert result.output == {"approved": "second time"}
+
+
+async def test_signals_kept_for_later_are_bounded_and_so_is_their_data(store):
+    wf = Workflow(name="hoarder")
+    wf.sleep(id="first", duration=60)
+    wf.wait_for_signal(id="go", name="approve", depends_on=["first"])
+    async with Engine(store, [wf]) as engine:
+        handle = await engine.start(wf)
+        with pytest.raises(InvalidSignal, match="over 65536"):
+            await engine.signal(handle.run_id, "approve", "x" * 70_000)
+        for i in range(MAX_PENDING + 5):
+            await engine.signal(handle.run_id, "approve", i, signal_id=f"s{i}")
+        state = await engine.index.wait(
+            handle.run_id,
+            lambda s: any(p["id"] == f"s{MAX_PENDING + 4}" for p in pending_signals(s)),
+            30,
+        )
+        assert state is not None
+        kept = pending_signals(state)
+        assert [p["data"] for p in kept] == list(range(5, MAX_PENDING + 5))  # the oldest dropped
+        await handle.cancel()
+
+
+def test_the_waiting_kinds_keep_their_fingerprint():
+    # Runs in flight compare it with their definition's: a kind's name must not change.
+    wf = Workflow(name="every_wait")
+    wf.sleep(id="nap", duration=1)
+    wf.wait_for_signal(id="go", name="go", depends_on=["nap"])
+    wf.wait_for_object(id="landed", bucket="b", key="k", depends_on=["go"])
+    kinds = {t.id: t.kind.name for t in wf.tasks.values()}
+    assert kinds == {"nap": "sleep", "go": "wait_for_signal", "landed": "wait_for_object"}
+    assert wf.fingerprint() == "82aaad0a509149cb"

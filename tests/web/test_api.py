@@ -303,6 +303,12 @@ async def test_a_signal_is_accepted_and_refused_once_the_run_ended(
 
     bad = await deployment.post(f"/api/runs/{run_id}/signals/approve", status=422, body=[1])
     assert bad == {"error": "body must be a JSON object"}
+    long = await deployment.post(f"/api/runs/{run_id}/signals/{'x' * 201}", status=422)
+    assert long == {"error": "a signal name is 1 to 200 characters"}
+    bad_id = await deployment.post(
+        f"/api/runs/{run_id}/signals/approve", status=422, body={"signal_id": 7}
+    )
+    assert bad_id == {"error": "'signal_id' must be a non-empty string"}
     body = {"data": {"by": "ann"}, "signal_id": "req-7"}
     accepted = await deployment.post(f"/api/runs/{run_id[:12]}/signals/approve", body=body)
     assert accepted == {
