@@ -24,7 +24,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from deerflow import Engine, Schedule, Workflow
 from deerflow.cli._loader import load_module_workflows
 from deerflow.connectors import ScheduleControl, ScheduleSource
-from deerflow.connectors.schedule import ScheduleEntry, schedule_entries
+from deerflow.connectors.schedule import ScheduleEntry, ensure_schedules_topic, schedule_entries
+from deerflow.log.base import TopicPartition
 from deerflow.observability.metrics import EngineMetrics
 from tests.connectors.conftest import ROOT, eventually
 from tests.services import unique_name
@@ -143,6 +144,12 @@ async def test_each_tick_is_one_run_with_its_scheduled_time(store: str, tmp_path
         clock.now = START + 239
         await source.step()
         assert len(ran(sink)) == 3
+        # The schedules topic is compacted: one record of the schedule, not one per tick.
+        topic, count = await ensure_schedules_topic(engine)
+        tps = {TopicPartition(topic, p): 0 for p in range(count)}
+        kept = [r for rs in (await engine.log.read_partitions(tps)).values() for r in rs]
+        assert [r.key for r in kept] == ["ticker-every-minute"]
+        assert kept[0].offset >= 3  # the first cursor and three ticks' were appended
 
 
 @pytest.mark.parametrize(
