@@ -96,6 +96,11 @@ class EventTrigger(BaseModel):
         """What the trigger listens to, for names and logs."""
         return self.source
 
+    def listens_to(self) -> str:
+        """What the trigger listens to, as the dashboard and ``GET /api/triggers`` show it
+        (:meth:`describe` unless a trigger says more; never part of a name)."""
+        return self.describe()
+
     def attached(self, workflow: str) -> None:
         """Check the spec as a trigger of ``workflow`` (``add_trigger`` calls it).
 
@@ -343,6 +348,10 @@ class Schedule(EventTrigger):
     def describe(self) -> str:
         """See :meth:`EventTrigger.describe`."""
         return "schedule"
+
+    def listens_to(self) -> str:
+        """See :meth:`EventTrigger.listens_to`: the cron or the interval (:attr:`when`)."""
+        return self.when
 
     @property
     def when(self) -> str:

@@ -1,6 +1,7 @@
 """``deerflow schedules list | pause NAME | resume NAME | backfill NAME``.
 
-Each command reads the schedules from the ``--app`` files and their state from the store; a
+Each command reads the schedules from the ``--app`` files (default ``$DEERFLOW_APP``, as for
+``deerflow serve``) and their state from the store; a
 pause or a resume is a record the process firing the schedule applies within a second.
 ``backfill`` requests the runs and waits for them: a ``deerflow serve`` or ``deerflow worker``
 on the store runs them.
@@ -14,7 +15,6 @@ from typing import Annotated
 import typer
 
 from deerflow.cli._base import (
-    AppOpt,
     JsonOpt,
     StoreOpt,
     emit_json,
@@ -30,6 +30,15 @@ from deerflow.connectors.schedule import BACKFILL_PARALLEL, ScheduleControl
 schedules_app = typer.Typer(
     help="List, pause, resume and backfill schedules.", no_args_is_help=True
 )
+AppOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--app",
+        envvar="DEERFLOW_APP",
+        help="FILE.py defining the workflows whose schedules to use; repeat it for several "
+        "files. Default $DEERFLOW_APP (several files separated by spaces).",
+    ),
+]
 NameArg = Annotated[str, typer.Argument(help="Schedule name (see `deerflow schedules list`).")]
 _COLUMNS = (
     Column("NAME", 12, 3),
@@ -43,7 +52,9 @@ _COLUMNS = (
 
 def _apps(apps: list[str] | None) -> list[str]:
     if not apps:
-        raise fail("give --app FILE.py defining the workflows whose schedules to use")
+        raise fail(
+            "give --app FILE.py (or set DEERFLOW_APP) defining the workflows whose schedules to use"
+        )
     return apps
 
 

@@ -51,7 +51,7 @@ from deerflow.core import WorkflowDef
 from deerflow.errors import ConnectorError, RunNotFound
 from deerflow.events import Schedule, ScheduleTickEvent, trigger_name
 from deerflow.log.base import GroupConsumer, LogReader, TopicPartition, partition_for
-from deerflow.runtime import Engine
+from deerflow.runtime import Engine, ScheduleTicks
 
 log = logging.getLogger("deerflow.connectors.schedules")
 
@@ -270,6 +270,7 @@ class ScheduleSource(PollingSource[float]):
         now = self.clock()
         requests: list[RunRequest] = []
         updates: dict[str, ScheduleState] = {}
+        ticks: list[ScheduleTicks] = []
         for name in self.owned:
             entry, state = self.entries[name], self.book.get(name)
             if state.cursor is None:  # served for the first time: ticks from now on
@@ -283,6 +284,8 @@ class ScheduleSource(PollingSource[float]):
                 continue
             requests += [entry.request(tick, now) for tick in found.fire]
             updates[name] = replace(state, cursor=found.cursor)
+            if found.fire or found.missed:
+                ticks.append(ScheduleTicks(name, entry.workflow, len(found.fire), found.missed))
             if found.missed:
                 self.missed += found.missed
                 log.info(
@@ -295,6 +298,8 @@ class ScheduleSource(PollingSource[float]):
             await self.submit(requests)  # durable before the cursor moves past them
             self.fired += len(requests)
         await self._write(updates)
+        for handled in ticks:
+            self.engine.hooks.on_schedule_ticks(handled)
         return len(requests)
 
     async def _write(self, states: dict[str, ScheduleState]) -> None:
@@ -473,6 +478,9 @@ class ScheduleControl:
                     trigger=request.event.model_dump(mode="json"),
                 )
                 result.started.append(run_id)
+                self.engine.hooks.on_schedule_ticks(
+                    ScheduleTicks(name, entry.workflow, backfilled=1)
+                )
                 ended = await self.engine.wait(run_id)
                 result.statuses[run_id] = ended.status
                 if on_end is not None:

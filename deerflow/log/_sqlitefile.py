@@ -4,6 +4,13 @@ Every method here runs on the log's one SQLite thread, so one connection serves 
 the event loop never waits on the disk. Offsets are assigned inside ``BEGIN IMMEDIATE``
 transactions from the file's own ``MAX(offset)``, so several processes appending to one file
 still number every partition contiguously.
+
+A compacted topic (``compacted_topics``) keeps only the newest record of each key, as a Kafka
+topic with ``cleanup.policy=compact`` ends up: ``compacted_keys`` holds the offset of each
+key's newest record, and the append of a key deletes the record it names in the same
+transaction (one lookup and one delete by primary key, whatever the topic's size). Offsets are
+never renumbered: a reader past a deleted record simply gets the next one kept. Records without
+a key are kept (Kafka refuses them on a compacted topic).
 """
 
 from __future__ import annotations
@@ -41,6 +48,16 @@ CREATE TABLE IF NOT EXISTS group_offsets (
     partition_id INTEGER NOT NULL,
     record_offset INTEGER NOT NULL,
     PRIMARY KEY (group_id, topic, partition_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS compacted_topics (
+    name TEXT PRIMARY KEY
+);
+CREATE TABLE IF NOT EXISTS compacted_keys (
+    topic TEXT NOT NULL,
+    partition_id INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    record_offset INTEGER NOT NULL,
+    PRIMARY KEY (topic, partition_id, key)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS group_leases (
     group_id TEXT PRIMARY KEY,
@@ -189,6 +206,8 @@ class SqliteFile:
         # (``PRAGMA data_version`` changes when one does): polls then cost no MAX() query.
         self._ends: dict[TopicPartition, int] = {}
         self._data_version: int | None = None
+        # Compacted topics, valid under the same condition as ``_ends``.
+        self._compacted: frozenset[str] | None = None
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -226,11 +245,13 @@ class SqliteFile:
             version = conn.execute("PRAGMA data_version").fetchone()[0]
             if version != self._data_version:  # another process committed: ends moved
                 self._ends.clear()
+                self._compacted = None
                 self._data_version = version
             yield conn
         except BaseException:
             conn.execute("ROLLBACK")
             self._ends.clear()
+            self._compacted = None
             raise
         conn.execute("COMMIT")
 
@@ -267,9 +288,71 @@ class SqliteFile:
                     ))  # fmt: skip
                 self._commit_offsets(request)
                 results.append(positions)
+            rows = self._compact(rows)
             conn.executemany("INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
         self._ends.update(next_offsets)  # committed: our own writes move the known ends
         return results
+
+    def _compact(self, rows: list[tuple[object, ...]]) -> list[tuple[object, ...]]:
+        """The rows to insert, once the older records of their keys in compacted topics are
+        gone: deleted from the file, or (superseded within ``rows``) never inserted."""
+        compacted = self._compacted_topics()
+        if not compacted:
+            return rows
+        newest: dict[tuple[object, object, object], int] = {}
+        for at, row in enumerate(rows):
+            if row[0] in compacted and row[3] is not None:
+                newest[row[0], row[1], row[3]] = at
+        if not newest:
+            return rows
+        keys = [(*key, rows[at][2]) for key, at in newest.items()]
+        self.conn.executemany(
+            "DELETE FROM records WHERE topic = ?1 AND partition_id = ?2 AND record_offset = ("
+            "SELECT record_offset FROM compacted_keys"
+            " WHERE topic = ?1 AND partition_id = ?2 AND key = ?3)",
+            [key[:3] for key in keys],
+        )
+        self.conn.executemany(
+            "INSERT INTO compacted_keys VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE"
+            " SET record_offset = excluded.record_offset",
+            keys,
+        )
+        kept = set(newest.values())
+        return [
+            row
+            for at, row in enumerate(rows)
+            if at in kept or row[0] not in compacted or row[3] is None
+        ]
+
+    def _compacted_topics(self) -> frozenset[str]:
+        if self._compacted is None:
+            rows = self.conn.execute("SELECT name FROM compacted_topics").fetchall()
+            self._compacted = frozenset(name for (name,) in rows)
+        return self._compacted
+
+    def mark_compacted(self, topic: str) -> None:
+        """Make ``topic`` keep only the newest record of each key from now on.
+
+        A topic that held records before (a file written by an older version) is compacted
+        once, here, in one pass over its records.
+        """
+        with self._transaction("IMMEDIATE") as conn:
+            if topic in self._compacted_topics():
+                return
+            conn.execute("INSERT OR IGNORE INTO compacted_topics VALUES (?)", (topic,))
+            conn.execute(
+                "INSERT OR REPLACE INTO compacted_keys SELECT topic, partition_id, key,"
+                " MAX(record_offset) FROM records WHERE topic = ? AND key IS NOT NULL"
+                " GROUP BY partition_id, key",
+                (topic,),
+            )
+            conn.execute(
+                "DELETE FROM records WHERE topic = ? AND key IS NOT NULL AND record_offset < ("
+                "SELECT c.record_offset FROM compacted_keys AS c WHERE c.topic = records.topic"
+                " AND c.partition_id = records.partition_id AND c.key = records.key)",
+                (topic,),
+            )
+            self._compacted = None
 
     def _holds(self, request: WriteRequest) -> bool:
         row = self.conn.execute(

@@ -228,9 +228,12 @@ class EventLog(Lifecycle):
 
         ``keep_forever`` asks the log never to delete the topic's records (Kafka:
         ``retention.ms=-1``; run histories must not expire). ``compact`` lets the log keep
-        only the newest record of each key (Kafka: ``cleanup.policy=compact``; local logs
-        keep everything). Returns the topic's real partition count (an existing topic keeps
-        its own, and its settings).
+        only the newest record of each key (Kafka: ``cleanup.policy=compact``, applied by the
+        broker's cleaner some time later; the local logs drop a key's older record when the
+        newer one is appended). Offsets are never renumbered: a reader at the offset of a
+        record that is gone gets the next one kept. Every value is a record, none a tombstone.
+        Returns the topic's real partition count (an existing topic keeps its own, and on
+        Kafka its settings; a local topic ensured with ``compact`` becomes compacted).
         """
 
     @abc.abstractmethod

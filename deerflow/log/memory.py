@@ -4,10 +4,13 @@ Nothing is written anywhere: records live as long as the process. ``memory://`` 
 private log; ``memory://some-name`` is shared by every :class:`MemoryEventLog` opened with that
 name in this process, so two in-process workers (or a "restarted" one) see the same records,
 groups and committed offsets. Use it from one event loop at a time; it is not thread-safe.
+A topic ensured with ``compact=True`` keeps only the newest record of each key, as Kafka's
+compacted topics end up (offsets are not renumbered).
 """
 
 from __future__ import annotations
 
+import bisect
 import time
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
@@ -41,19 +44,62 @@ DEFAULT_PARTITIONS = 4
 _NAMED: dict[str, _MemoryStore] = {}
 
 
+class _Partition:
+    """One partition's records in offset order, with gaps where a compacted one dropped some."""
+
+    __slots__ = ("end", "newest", "records")
+
+    def __init__(self) -> None:
+        self.records: list[Record] = []
+        self.end = 0
+        #: For a compacted partition, the offset of each key's newest record; else ``None``.
+        self.newest: dict[str, int] | None = None
+
+    def add(self, record: Record) -> None:
+        """Append ``record`` (at offset :attr:`end`), dropping its key's older record if
+        the partition is compacted."""
+        if self.newest is not None and record.key is not None:
+            older = self.newest.get(record.key)
+            if older is not None:
+                del self.records[self._index(older)]
+            self.newest[record.key] = record.offset
+        self.records.append(record)
+        self.end = record.offset + 1
+
+    def compact(self) -> None:
+        """Keep only the newest record of each key, now and from now on."""
+        if self.newest is not None:
+            return
+        self.newest = {r.key: r.offset for r in self.records if r.key is not None}
+        self.records = [r for r in self.records if r.key is None or self.newest[r.key] == r.offset]
+
+    def read(self, offset: int, limit: int) -> list[Record]:
+        """Up to ``limit`` records from ``offset`` (the next one kept, if it is gone)."""
+        start = self._index(offset)
+        return self.records[start : start + max(0, limit)]
+
+    def _index(self, offset: int) -> int:
+        return bisect.bisect_left(self.records, offset, key=lambda r: r.offset)
+
+
 class _MemoryStore(LocalStorage):
     """Records, committed offsets and groups of one memory log (possibly shared by name)."""
 
     def __init__(self) -> None:
         self.notifier = Notifier()
-        self.partitions: dict[str, list[list[Record]]] = {}
+        self.partitions: dict[str, list[_Partition]] = {}
         self.offsets: dict[str, dict[TopicPartition, int]] = {}
         self.groups: dict[str, LocalGroup] = {}
 
     def create(self, topic: str, partitions: int) -> int:
         if partitions < 1:
             raise EventStoreError(f"topic {topic!r} needs at least one partition", retriable=False)
-        return len(self.partitions.setdefault(topic, [[] for _ in range(partitions)]))
+        return len(self.partitions.setdefault(topic, [_Partition() for _ in range(partitions)]))
+
+    def mark_compacted(self, topic: str) -> None:
+        """Make every partition of ``topic`` keep only each key's newest record."""
+        for partition in self.partitions[topic]:
+            partition.compact()
 
     def append(self, messages: Sequence[Message], default: int) -> list[tuple[TopicPartition, int]]:
         # Place every message before storing any, so a bad one leaves the log untouched.
@@ -61,12 +107,12 @@ class _MemoryStore(LocalStorage):
         now_ms = time.time_ns() // 1_000_000
         positions = []
         for message, tp in placed:
-            records = self.partitions[tp.topic][tp.partition]
+            partition = self.partitions[tp.topic][tp.partition]
             record = Record(
-                tp.topic, tp.partition, len(records), message.key, message.value,
+                tp.topic, tp.partition, partition.end, message.key, message.value,
                 tuple(message.headers), now_ms,
             )  # fmt: skip
-            records.append(record)
+            partition.add(record)
             positions.append((tp, record.offset))
         if positions:
             self.notifier.notify()
@@ -84,9 +130,9 @@ class _MemoryStore(LocalStorage):
             )
         return TopicPartition(message.topic, partition)
 
-    def _records(self, tp: TopicPartition) -> list[Record]:
+    def _partition(self, tp: TopicPartition) -> _Partition:
         partitions = self.partitions.get(tp.topic, [])
-        return partitions[tp.partition] if tp.partition < len(partitions) else []
+        return partitions[tp.partition] if tp.partition < len(partitions) else _Partition()
 
     async def fetch(
         self, positions: Sequence[tuple[TopicPartition, int]], max_records: int
@@ -94,13 +140,13 @@ class _MemoryStore(LocalStorage):
         out: list[Record] = []
         ends: dict[TopicPartition, int] = {}
         for tp, offset in positions:
-            records = self._records(tp)
-            ends[tp] = len(records)
-            out.extend(records[offset : offset + max_records - len(out)])
+            partition = self._partition(tp)
+            ends[tp] = partition.end
+            out.extend(partition.read(offset, max_records - len(out)))
         return out, ends
 
     async def end_offset(self, tp: TopicPartition) -> int:
-        return len(self._records(tp))
+        return self._partition(tp).end
 
     async def partition_count(self, topic: str, default: int) -> int:
         return self.create(topic, default)
@@ -156,8 +202,11 @@ class MemoryEventLog(EventLog):
     async def ensure_topic(
         self, topic: str, partitions: int, *, keep_forever: bool = False, compact: bool = False
     ) -> int:
-        """See :meth:`EventLog.ensure_topic`."""
-        return self._store.create(topic, partitions)
+        """See :meth:`EventLog.ensure_topic`; ``compact`` applies to an existing topic too."""
+        count = self._store.create(topic, partitions)
+        if compact:
+            self._store.mark_compacted(topic)
+        return count
 
     async def partition_count(self, topic: str) -> int:
         """See :meth:`EventLog.partition_count`."""

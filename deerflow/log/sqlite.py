@@ -71,6 +71,7 @@ class _SqliteStorage(LocalStorage):
         self._pending: list[tuple[WriteRequest, asyncio.Future[WriteResult]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._counts: dict[str, int] = {}
+        self._compacted: set[str] = set()  # topics marked compacted by this process
 
     async def run(self, call: Callable[[], T]) -> T:
         """Run ``call`` on the SQLite thread."""
@@ -163,6 +164,12 @@ class _SqliteStorage(LocalStorage):
         placed = await self.place(messages, default_partitions)
         holder = group.holder if isinstance(group, _LeasedGroup) else None
         await self.write(WriteRequest(placed, dict(offsets), group.name, holder))
+
+    async def mark_compacted(self, topic: str) -> None:
+        """Make ``topic`` a compacted one (once per topic and process)."""
+        if topic not in self._compacted:
+            await self.run(lambda: self.file.mark_compacted(topic))
+            self._compacted.add(topic)
 
     async def try_lease(self, group: str, holder: str) -> bool:
         """Take or renew ``group``'s lease for ``holder``."""
@@ -279,8 +286,16 @@ class SqliteEventLog(EventLog):
     async def ensure_topic(
         self, topic: str, partitions: int, *, keep_forever: bool = False, compact: bool = False
     ) -> int:
-        """See :meth:`EventLog.ensure_topic`."""
-        return await self._require_started().partition_count(topic, partitions)
+        """See :meth:`EventLog.ensure_topic`.
+
+        ``compact`` is honoured as on Kafka (only each key's newest record is kept), and also
+        for a topic that exists already: one created before compaction is compacted once.
+        """
+        storage = self._require_started()
+        count = await storage.partition_count(topic, partitions)
+        if compact:
+            await storage.mark_compacted(topic)
+        return count
 
     async def partition_count(self, topic: str) -> int:
         """See :meth:`EventLog.partition_count`."""

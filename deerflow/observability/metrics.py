@@ -21,6 +21,9 @@ orchestrator's partitions): ``sum`` those.
 ``deerflow_dlq_messages{state}``                     dead letters, ``pending`` or ``replayed``
 ``deerflow_trigger_last_run_timestamp_seconds{trigger}``  when a trigger last started a run
 ``deerflow_webhook_responses_total{route,status}``   gateway answers by route and HTTP status
+``deerflow_schedule_ticks_total{schedule,outcome}``  ticks this process handled: ``fired``,
+                                                     ``missed`` (let go by ``catchup``) or
+                                                     ``backfilled``
 ===================================================  =========================================
 """
 
@@ -41,7 +44,7 @@ from deerflow.core import history as h
 from deerflow.core.expand import node_of
 from deerflow.log.base import LogReader, TopicPartition
 from deerflow.runtime import Engine, Hooks, Plugin
-from deerflow.runtime.hooks import HistoryFolded
+from deerflow.runtime.hooks import HistoryFolded, ScheduleTicks
 from deerflow.runtime.integration import RunQuery
 
 __all__ = [
@@ -122,6 +125,12 @@ class EngineMetrics(Collector):
             "deerflow_webhook_responses",
             "Webhook gateway answers.",
             ["route", "status"],
+            registry=r,
+        )
+        self.schedule_ticks = Counter(
+            "deerflow_schedule_ticks",
+            "Schedule ticks this process fired, let go after downtime (missed) or backfilled.",
+            ["schedule", "outcome"],
             registry=r,
         )
         r.register(self)
@@ -257,9 +266,22 @@ class _Counting(Hooks):
     def on_history_event(self, folded: HistoryFolded) -> None:
         self.metrics._on_event(folded.state, folded.event)
 
+    def on_schedule_ticks(self, ticks: ScheduleTicks) -> None:
+        if not self.metrics._active:
+            return
+        counter = self.metrics.schedule_ticks
+        for outcome, n in (
+            ("fired", ticks.fired),
+            ("missed", ticks.missed),
+            ("backfilled", ticks.backfilled),
+        ):
+            if n:
+                counter.labels(ticks.schedule, outcome).inc(n)
+
 
 class MetricsPlugin(Plugin):
-    """Counts runs and task attempts of :class:`EngineMetrics` from the history's events."""
+    """Counts runs and task attempts of :class:`EngineMetrics` from the history's events, and
+    the schedule ticks this process handles."""
 
     def __init__(self, metrics: EngineMetrics) -> None:
         self.metrics = metrics

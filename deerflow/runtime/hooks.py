@@ -7,9 +7,11 @@ engines that adopt it; the runtime calls them and imports none of their modules.
 
 ``on_history_event`` sees every history event that changes a run as this process's run index
 folds it (every run of the deployment, not only those this process owns): metrics count runs
-there. ``around_task`` wraps a task attempt: it must await ``attempt.proceed()`` exactly once and
-return its result, so whatever it sets up (a span made current, a log context) is in force
-while the body runs. Hooks of several plugins nest in adoption order, the first outermost.
+there. ``on_schedule_ticks`` hears of the ticks of a schedule this process fired, let go
+after downtime (``catchup``) or backfilled. ``around_task`` wraps a task attempt: it must
+await ``attempt.proceed()`` exactly once and return its result, so whatever it sets up (a
+span made current, a log context) is in force while the body runs. Hooks of several plugins
+nest in adoption order, the first outermost.
 """
 
 from __future__ import annotations
@@ -76,6 +78,25 @@ class HistoryFolded:
     event: h.HistoryEvent
 
 
+@dataclass(frozen=True, slots=True)
+class ScheduleTicks:
+    """Ticks of one schedule this process handled just now.
+
+    Attributes:
+        schedule: the schedule's name.
+        workflow: the workflow it starts.
+        fired: ticks whose runs were requested on time (or caught up after downtime).
+        missed: ticks due while no process served the schedule that ``catchup`` let go.
+        backfilled: runs a backfill started.
+    """
+
+    schedule: str
+    workflow: str
+    fired: int = 0
+    missed: int = 0
+    backfilled: int = 0
+
+
 class Hooks:
     """Base class of hooks: every method does nothing; override the ones you need."""
 
@@ -92,6 +113,9 @@ class Hooks:
     def on_history_event(self, folded: HistoryFolded) -> None:
         """Called for each history event that changed a run, once the run index folded it."""
 
+    def on_schedule_ticks(self, ticks: ScheduleTicks) -> None:
+        """Called when this process fired, let go or backfilled ticks of a schedule."""
+
 
 class HookChain(Hooks):
     """Several hooks called as one, in order (``around_task``: the first outermost).
@@ -106,6 +130,7 @@ class HookChain(Hooks):
         self._arounds = _overriding(self.hooks, "around_task")
         self._ends = _overriding(self.hooks, "on_task_end")
         self._folded = _overriding(self.hooks, "on_history_event")
+        self._ticks = _overriding(self.hooks, "on_schedule_ticks")
         #: whether a hook wraps attempts / sees their ends (else a worker skips building the
         #: hook's argument for each attempt)
         self.wraps_tasks = bool(self._arounds)
@@ -147,6 +172,15 @@ class HookChain(Hooks):
                 hook.on_history_event(folded)
             except Exception:
                 log.exception("hook %r failed on %s", hook, folded.event.type)
+
+    def on_schedule_ticks(self, ticks: ScheduleTicks) -> None:
+        """Each hook's ``on_schedule_ticks``; one that raises is logged and the others run (a
+        broken hook must not stop a schedule from firing)."""
+        for hook in self._ticks:
+            try:
+                hook.on_schedule_ticks(ticks)
+            except Exception:
+                log.exception("hook %r failed on the ticks of %s", hook, ticks.schedule)
 
 
 def _overriding(hooks: Sequence[Hooks], method: str) -> tuple[Hooks, ...]:

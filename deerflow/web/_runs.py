@@ -387,7 +387,7 @@ async def trigger_status(engine: Engine) -> list[dict[str, Any]]:
                     "name": name,
                     "workflow": wf.name,
                     "kind": trigger.source,
-                    "listens_to": trigger.describe(),
+                    "listens_to": trigger.listens_to(),
                     "loaded": True,
                     **seen.pop(name, empty),
                 }

@@ -137,3 +137,22 @@ def test_history_growth_takeover_loads_the_snapshots_the_previous_owner_left(
     assert (full["snapshots_loaded"], full["records_folded"]) == (0, 1600)
     assert (first["snapshots_loaded"], first["records_folded"]) == (0, 1600)
     assert second["snapshots_loaded"] == 4 and second["records_folded"] == 0
+
+
+def test_the_compaction_benchmark_prints_both_topics_and_what_each_keeps() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.compaction", "20", "4"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [(r["topic"], r["appends"], r["records_kept"]) for r in lines] == [
+        ("plain", 120, 120),
+        ("compacted", 120, 4),
+    ]
+    assert all(r["append_median_ms"] > 0 and r["cpu_us_per_record"] > 0 for r in lines)

@@ -25,6 +25,7 @@ async def sched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
     store = f"sqlite:///{tmp_path / 'cli.db'}"
     env = dict(os.environ, PYTHONPATH=str(ROOT), COLUMNS="200")
     env.pop("DEERFLOW_STORE", None)
+    env.pop("DEERFLOW_APP", None)
     async with Engine(store, load_module_workflows(APP)[0]) as engine:
         yield Shell(engine, store, env, tmp_path)
 
@@ -51,6 +52,18 @@ async def test_list_pause_and_resume_a_schedule(sched: Shell) -> None:
     (entry,) = await sched.json("schedules", "list", "--app", APP)
     assert entry["paused"] is False
     assert entry["next_tick"].endswith(("+01:00", "+02:00"))  # Paris time
+
+
+async def test_without_app_the_commands_use_the_deerflow_app_variable(sched: Shell) -> None:
+    sched.env["DEERFLOW_APP"] = APP
+    code, out, err = await sched.run("schedules", "pause", "hourly-report")
+    assert (code, out.strip()) == (0, "hourly-report paused"), err
+    [entry] = await sched.json("schedules", "list")
+    assert (entry["name"], entry["paused"]) == ("hourly-report", True)
+    # --app still wins over the variable.
+    sched.env["DEERFLOW_APP"] = str(BAD)
+    code, out, err = await sched.run("schedules", "list", "--app", APP)
+    assert code == 0 and "hourly-report" in out, err
 
 
 async def test_backfill_runs_each_tick_and_a_second_backfill_skips_them(sched: Shell) -> None:
@@ -82,7 +95,7 @@ async def test_backfill_runs_each_tick_and_a_second_backfill_skips_them(sched: S
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("list",), "error: give --app FILE.py defining the workflows"),
+        (("list",), "error: give --app FILE.py (or set DEERFLOW_APP) defining the workflows"),
         (
             (
                 "backfill",

@@ -19,11 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from deerflow import Engine, Schedule, Workflow
 from deerflow.cli._loader import load_module_workflows
 from deerflow.connectors import ScheduleControl, ScheduleSource
-from deerflow.connectors.schedule import ScheduleEntry, schedule_entries
+from deerflow.connectors.schedule import ScheduleEntry, ensure_schedules_topic, schedule_entries
+from deerflow.log.base import TopicPartition
+from deerflow.observability.metrics import EngineMetrics
 from tests.connectors.conftest import ROOT, eventually
 from tests.services import unique_name
 
@@ -141,6 +144,12 @@ async def test_each_tick_is_one_run_with_its_scheduled_time(store: str, tmp_path
         clock.now = START + 239
         await source.step()
         assert len(ran(sink)) == 3
+        # The schedules topic is compacted: one record of the schedule, not one per tick.
+        topic, count = await ensure_schedules_topic(engine)
+        tps = {TopicPartition(topic, p): 0 for p in range(count)}
+        kept = [r for rs in (await engine.log.read_partitions(tps)).values() for r in rs]
+        assert [r.key for r in kept] == ["ticker-every-minute"]
+        assert kept[0].offset >= 3  # the first cursor and three ticks' were appended
 
 
 @pytest.mark.parametrize(
@@ -169,6 +178,57 @@ async def test_a_restart_after_downtime_runs_missed_ticks_as_catchup_says(
         clock.now = START + 360.5  # then the next tick, on time
         await ticks_ran(sink, 1 + len(expected))
     assert sorted(ran(sink)) == [START + 60, *expected]  # missed ticks run side by side
+
+
+def ticks_counted(metrics: EngineMetrics, name: str) -> dict[str, float]:
+    """The ``deerflow_schedule_ticks_total`` of schedule ``name`` by outcome, as scraped."""
+    return {
+        s.labels["outcome"]: s.value
+        for family in text_string_to_metric_families(metrics.render().decode())
+        for s in family.samples
+        if s.name == "deerflow_schedule_ticks_total" and s.labels["schedule"] == name
+    }
+
+
+@asynccontextmanager
+async def metered(store: str, wf: Workflow, clock: Clock) -> AsyncIterator[EngineMetrics]:
+    """An engine with its metrics started before it fires ``wf``'s schedules on ``clock``."""
+    async with Engine(store, [wf]) as engine:
+        metrics = EngineMetrics(engine)
+        await metrics.start()
+        source = ScheduleSource(engine, schedule_entries([wf]), clock=clock, max_wait=0.02)
+        await engine.add_service(source)
+        try:
+            await armed(source, entry(wf).name)
+            yield metrics
+        finally:
+            await source.stop()
+            await metrics.stop()
+
+
+async def counted(metrics: EngineMetrics, name: str, expected: dict[str, float]) -> None:
+    """Wait until the scraped ticks of ``name`` are ``expected`` (a tick is counted once its
+    cursor is written, which may be after its run ended)."""
+    await eventually(
+        lambda: _true(ticks_counted(metrics, name) == expected), what=f"{name}: {expected}"
+    )
+
+
+async def test_metrics_count_fired_missed_and_backfilled_ticks(tmp_path: Path) -> None:
+    store, sink, clock = f"sqlite:///{tmp_path / 'store.db'}", tmp_path / "sink.db", Clock()
+    wf, name = ticking(sink, catchup="latest", grace=5), "ticker-every-minute"
+    async with metered(store, wf, clock) as metrics:
+        clock.now = START + 60.5
+        await ticks_ran(sink, 1)
+        await counted(metrics, name, {"fired": 1})
+    clock.now = START + 330  # down over four ticks: the newest runs, three are let go
+    async with metered(store, wf, clock) as metrics:
+        await ticks_ran(sink, 2)
+        await counted(metrics, name, {"fired": 1, "missed": 3})
+        first, last = (datetime.fromtimestamp(START + s, UTC) for s in (120, 240))
+        control = ScheduleControl(metrics.engine, clock=clock)
+        assert len((await control.backfill(name, first, last)).started) == 3
+        assert ticks_counted(metrics, name) == {"fired": 1, "missed": 3, "backfilled": 3}
 
 
 async def test_a_pause_holds_across_a_restart_and_a_resume_skips_the_paused_ticks(

@@ -198,13 +198,15 @@ async def test_a_snapshot_write_cut_short_leaves_the_previous_one_in_use(store, 
         partitions = await client.log.partition_count(client.topics.history)
         before = await newest_manifests(client.log, snapshots, partitions)
         for tp, (record, manifest) in before.items():
-            # Half a snapshot: a chunk of garbage, then a manifest that names it, never committed.
+            # Half a snapshot: a chunk of garbage, then a manifest that names it, never committed,
+            # in the slot a writer uses next (not the newest one's: compaction keeps that).
+            slot = 1 - manifest["slot"]
             [(_, chunk)] = await client.log.append(
                 [
                     Message(
                         tp.topic,
                         b"{half",
-                        f"{tp.partition}/0/0",
+                        f"{tp.partition}/{slot}/0",
                         (("deerflow-snapshot", b"chunk"),),
                         tp.partition,
                     )
@@ -214,8 +216,8 @@ async def test_a_snapshot_write_cut_short_leaves_the_previous_one_in_use(store, 
                 [
                     Message(
                         tp.topic,
-                        orjson.dumps({**manifest, "chunks": [chunk]}),
-                        record.key,
+                        orjson.dumps({**manifest, "chunks": [chunk], "slot": slot}),
+                        f"{tp.partition}/{slot}/manifest",
                         record.headers,
                         tp.partition,
                     )

@@ -32,7 +32,7 @@ from deerflow.eventstore import (
     partition_for,
 )
 from deerflow.log._sqlitefile import SqliteFile
-from tests.services import kafka_broker, unique_name
+from tests.services import kafka_broker, real_kafka_only, unique_name
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -192,6 +192,46 @@ async def test_ensure_topic_returns_the_count_and_an_existing_topic_keeps_its_ow
     implicit = unique_name("implicit")
     assert await event_log.partition_count(implicit) == 4  # every backend's default
     assert await event_log.ensure_topic(implicit, 9) == 4
+
+
+async def test_a_compacted_topic_keeps_each_keys_newest_record_at_its_own_offset(
+    event_log: EventLog, event_log_url: str, topic: str
+) -> None:
+    on_kafka = event_log_url.startswith("kafka")
+    if on_kafka:
+        real_kafka_only("has no log compaction")
+    await event_log.ensure_topic(topic, 1, compact=True)
+    tp = TopicPartition(topic, 0)
+    appended: dict[int, tuple[str | None, bytes]] = {}
+    for version in range(3):
+        batch = [Message(topic, b"%s-v%d" % (k.encode(), version), key=k) for k in "ab"]
+        for (_, offset), message in zip(await event_log.append(batch), batch, strict=True):
+            appended[offset] = (message.key, message.value)
+    # Two versions of one key in one append: the later one wins.
+    twice = [Message(topic, b"c-v0", key="c"), Message(topic, b"c-v1", key="c")]
+    for (_, offset), message in zip(await event_log.append(twice), twice, strict=True):
+        appended[offset] = (message.key, message.value)
+    assert sorted(appended) == list(range(8))  # offsets are assigned as on any topic
+    newest = {"a": (4, b"a-v2"), "b": (5, b"b-v2"), "c": (7, b"c-v1")}
+
+    records = await event_log.read_partition(tp)
+    # What Kafka guarantees: each record read sits at its own offset, in order, and every
+    # key's newest record is there (its cleaner removes older ones some time later).
+    assert all(appended[r.offset] == (r.key, r.value) for r in records)
+    assert [r.offset for r in records] == sorted({r.offset for r in records})
+    assert {r.key: (r.offset, r.value) for r in records} == newest
+    if not on_kafka:  # the local logs compact on append
+        assert [r.offset for r in records] == [4, 5, 7]
+
+    # A reader at an offset whose record may be gone gets the next one kept, and catches up.
+    async with event_log.reader({tp: 1}) as reader:
+        got = await collect([reader], 1 if on_kafka else 3)
+        got += await wait_for(lambda: reader.lag(tp) == 0, polling=[reader])
+        assert got[0].offset >= 1 and got[-1].offset == 7
+        assert reader.position(tp) == 8
+    assert await event_log.append([Message(topic, b"a-v3", key="a")]) == [(tp, 8)]
+    if not on_kafka:
+        assert [r.offset for r in await event_log.read_partition(tp)] == [5, 7, 8]
 
 
 async def test_a_partition_that_does_not_exist_is_refused(event_log: EventLog, topic: str) -> None:
@@ -447,6 +487,30 @@ async def test_sqlite_records_and_commits_survive_reopening(tmp_path: Path) -> N
             assert await consumer.committed(tp) == 6
             rest = await collect([consumer], 4)
             assert [r.offset for r in rest] == [6, 7, 8, 9]
+
+
+async def test_sqlite_a_topic_made_compacted_later_is_compacted_and_stays_so_when_reopened(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    tp = TopicPartition("t", 0)
+    async with open_log(url) as log:
+        await log.ensure_topic("t", 1)  # a topic of a store from before compaction
+        await log.append([Message("t", b"%d" % i, key=f"k{i % 2}") for i in range(6)])
+        await log.append([Message("t", b"no key")])
+        await log.ensure_topic("t", 1, compact=True)
+        records = await log.read_partition(tp)
+        assert [(r.offset, r.key, r.value) for r in records] == [
+            (4, "k0", b"4"), (5, "k1", b"5"), (6, None, b"no key"),
+        ]  # fmt: skip
+
+    # The file remembers: a process that never ensures the topic compacts it too.
+    async with open_log(url) as reopened:
+        assert await reopened.append([Message("t", b"7", key="k1")]) == [(tp, 7)]
+        records = await reopened.read_partition(tp)
+        assert [(r.offset, r.key) for r in records] == [(4, "k0"), (6, None), (7, "k1")]
+        async with reopened.consumer("g", ["t"]) as consumer:
+            assert [r.offset for r in await collect([consumer], 3)] == [4, 6, 7]
 
 
 async def test_sqlite_concurrent_appends_share_transactions(

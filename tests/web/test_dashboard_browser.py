@@ -222,3 +222,11 @@ def test_a_schedule_is_paused_resumed_and_backfilled_from_its_page(served, page)
     assert row.locator(".badge").inner_text() == "active"
     page.goto(url + "/ui/?workflow=nightly")
     page.wait_for_selector('tr[data-status="completed"] >> nth=1', timeout=WAIT_MS)
+
+    # The triggers page says when the schedule fires, not only that it is one.
+    page.goto(url + "/ui/triggers")
+    cells = page.locator('tr[data-trigger="nightly-report"] td').all_inner_texts()
+    assert cells[1:5] == ["nightly", "schedule", "cron 0 3 * * * (Europe/Paris)", "2"]
+    with urllib.request.urlopen(f"{url}/api/triggers", timeout=10) as reply:
+        [listed] = [t for t in json.load(reply)["triggers"] if t["name"] == "nightly-report"]
+    assert listed["listens_to"] == "cron 0 3 * * * (Europe/Paris)"
