@@ -1,10 +1,10 @@
 """Guarantee: a process SIGKILLed in the middle of a snapshot write loses nothing.
 
-The process (``apps/snapshot_stall.py``) snapshots every 5 records and stalls for good between
-a snapshot's chunks and its manifest, where it is SIGKILLed. Criteria: the next owner loads
-the previous snapshots (the cut-short one is never used), folds the tail after them and
-finishes every run exactly once: the history checker finds each requested once and completed
-once, and the idempotent sink holds 3 effects per run.
+The process (``apps/snapshot_stall.py``) requests every run, snapshots every 5 records and
+stalls for good between a snapshot's chunks and its manifest, where it is SIGKILLed.
+Criteria: the next owner loads the previous snapshots (the cut-short one is never used),
+folds the tail after them and finishes every run exactly once: the history checker finds
+each requested once and completed once, and the idempotent sink holds 3 effects per run.
 """
 
 from __future__ import annotations
@@ -31,7 +31,11 @@ APP = APPS / "steps_app.py"
 
 
 def kill_mid_snapshot(store: str, tmp_path: Path) -> None:
-    """Run the stalling process until it stalls in a snapshot write, then SIGKILL it."""
+    """Run the stalling process until it stalls in a snapshot write, then SIGKILL it.
+
+    The marker appears only once every run's start has returned: a run whose start a kill cut
+    short was never requested, and waiting for it would wait for nothing.
+    """
     marker = tmp_path / "stalled"
     env = {**os.environ, "STEP_SLEEP": "0.05", "PYTHONPATH": str(Path.cwd())}
     app = "tests.reliability.apps.snapshot_stall"

@@ -2,14 +2,18 @@
 
 ``python -m tests.reliability.apps.snapshot_stall STORE MARKER RUNS`` starts ``RUNS`` runs of
 the 3-step app on ``STORE`` with a snapshot every 5 records. Once one snapshot of a partition
-is committed, the next manifest of that partition is never appended: the writer touches
-``MARKER`` and waits there (its chunks are already in the log). The test kills the process
-then, so the kill lands between a snapshot's chunks and its manifest.
+is committed, the next manifest of that partition is never appended: the writer waits there
+(its chunks are already in the log). Once every run's start has returned (so each run is
+durably requested), it touches ``MARKER`` and the process stops itself (SIGSTOP), frozen with
+that write cut short. The test kills the process then, so the kill lands between a snapshot's
+chunks and its manifest, and every run it waits for was requested.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,13 +31,20 @@ class StallingLog(FaultyLog):
         super().__init__(open_log(url))
         self.marker = marker
         self.manifests: set[int] = set()
+        #: set once every run is started: the stall waits for it, so no start is cut short
+        self.started = asyncio.Event()
 
     async def append(self, messages: Sequence[Message]) -> list[tuple[TopicPartition, int]]:
         for m in messages:
             if dict(m.headers).get("deerflow-snapshot") == b"manifest":
                 assert m.partition is not None
                 if m.partition in self.manifests:
+                    # A snapshot can be due before the last start returns (starts are slow on
+                    # a busy machine): a kill then would leave runs the test waits for unrequested.
+                    await self.started.wait()
                     self.marker.touch()
+                    # Frozen here, nothing goes on until the kill: runs stay unfinished.
+                    os.kill(os.getpid(), signal.SIGSTOP)
                     await asyncio.Event().wait()  # stalled for good: the kill comes here
                 self.manifests.add(m.partition)
         return await super().append(messages)
@@ -42,9 +53,11 @@ class StallingLog(FaultyLog):
 async def main(url: str, marker: Path, runs: int) -> None:
     from tests.reliability.apps.steps_app import workflow  # reads $SINK_DB
 
-    async with Engine(StallingLog(url, marker), [workflow], snapshot_every=5) as engine:
+    log = StallingLog(url, marker)
+    async with Engine(log, [workflow], snapshot_every=5) as engine:
         for n in range(runs):
             await engine.start(workflow, params={"n": n}, run_id=f"stall-{n:03d}")
+        log.started.set()
         await asyncio.Event().wait()  # runs go on until the kill
 
 
