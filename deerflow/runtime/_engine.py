@@ -599,11 +599,11 @@ class Engine:
         """
         current = await self.get_run(instance_id)
         wf = self.registry.get(current.workflow, current.version)
-        if current.state is None and (wf is None or wf.machine is None):
+        if current.state is None and (wf is None or not wf.takes_requests()):
             raise DeerflowError(f"run {instance_id} is not a state-machine instance")
         refusal = "the instance has ended" if current.done else None
-        if refusal is None and wf is not None and wf.machine is not None:
-            refusal = wf.machine.refusal(transition, current.state)
+        if refusal is None and wf is not None and wf.takes_requests():
+            refusal = wf.request_refusal(transition, current.state)
         # Without the definition here (a CLI), the instance's owner checks and may refuse.
         if refusal is not None:
             raise TransitionNotAllowed(f"{instance_id}: {refusal}")

@@ -63,6 +63,21 @@ class MachineFold(FoldExtension):
 
     key = KEY
     event_classes = (TransitionRequested, TransitionApplied, TransitionRejected, TransitionFailed)
+    #: read as ``state.machine_state`` and ``state.transitions`` (run index predicates, tests)
+    attributes = frozenset({"machine_state", "transitions"})
+
+    def attribute(self, state: RunState, name: str) -> Any:
+        """An instance's state (``None``: not started, or not an instance), or its resolved
+        requests in order (applied, rejected, failed)."""
+        part = state.extensions.get(KEY, {})
+        if name == "machine_state":
+            return part.get("state")
+        return part.get("transitions", [])
+
+    def result_fields(self, state: RunState) -> dict[str, Any]:
+        """``RunResult.state`` and ``RunResult.transitions``."""
+        part = state.extensions.get(KEY, {})
+        return {"state": part.get("state"), "transitions": list(part.get("transitions", []))}
 
     def fold(self, state: RunState, event: h.HistoryEvent) -> bool:
         """Queue a request, or resolve the head one."""
