@@ -634,12 +634,31 @@ class FoldExtension:
         """Fields of the run's :class:`~deerflow.RunResult` this extension fills in; none here."""
         return {}
 
+    # Requests (``Engine.send``): an extension whose runs take them (a state machine's
+    # transitions) overrides the three; the engine appends the event and waits for the answer.
+
+    def request(
+        self, run_id: str, request_id: str, name: str, payload: Any
+    ) -> h.HistoryEvent | None:
+        """The event asking run ``run_id`` to take request ``name``; ``None`` here: this
+        extension's runs take no requests."""
+        return None
+
+    def answered(self, state: RunState, request_id: str) -> bool:
+        """Whether ``state`` resolved request ``request_id`` (applied, refused or failed)."""
+        return False
+
+    def answer(self, state: RunState, request_id: str, name: str) -> None:
+        """Raise what request ``request_id`` ended with when it was not applied (refused, or
+        its code failed); return when it was."""
+
 
 #: what folds each added event type (a few per feature: bounded by the code that registers)
 _EXTENDED: dict[str, FoldExtension] = {}
 #: which extension reads each added RunState attribute; the extensions that fill result fields
 _ATTRIBUTES: dict[str, FoldExtension] = {}
 _RESULTS: dict[str, FoldExtension] = {}
+_REQUESTS: dict[str, FoldExtension] = {}
 #: RunState's own attributes, which no extension may shadow
 _FIELDS = frozenset(dir(RunState))
 
@@ -669,6 +688,13 @@ def register_fold(extension: FoldExtension) -> None:
         _ATTRIBUTES[name] = extension
     if type(extension).result_fields is not FoldExtension.result_fields:
         _RESULTS[extension.key] = extension
+    if type(extension).request is not FoldExtension.request:
+        _REQUESTS[extension.key] = extension
+
+
+def request_takers() -> list[FoldExtension]:
+    """The registered extensions whose runs take requests (``Engine.send``)."""
+    return list(_REQUESTS.values())
 
 
 def result_fields(state: RunState) -> dict[str, Any]:
