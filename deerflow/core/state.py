@@ -27,10 +27,10 @@ it declares the event types it adds (or folds) and keeps what it needs in its pa
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deerflow.core import history as h
 from deerflow.core.expand import child_task_id
@@ -162,13 +162,12 @@ class RunState:
         """Whether the run has ended."""
         return self.status != RUN_RUNNING
 
-    def __getattr__(self, name: str) -> Any:
-        # Called only for names the class lacks: what a fold extension reads of its part under
-        # a name of its own (FoldExtension.attributes), e.g. a feature's ``state.<name>``.
-        extension = _ATTRIBUTES.get(name)
-        if extension is None:
-            raise AttributeError(f"'RunState' object has no attribute {name!r}")
-        return extension.attribute(self, name)
+    if TYPE_CHECKING:
+        # What a fold extension reads of its part under a name of its own
+        # (FoldExtension.attributes: a feature's ``state.<name>``) is a property that
+        # register_fold adds to the class. Not a __getattr__ at run time: CPython specialises
+        # attribute reads only on classes without one, and the fold reads states all the time.
+        def __getattr__(self, name: str) -> Any: ...
 
     def task(self, task_id: str) -> TaskState:
         """The state of ``task_id`` (created pending on first use)."""
@@ -686,6 +685,7 @@ def register_fold(extension: FoldExtension) -> None:
         _EXTENDED[name] = extension
     for name in extension.attributes:
         _ATTRIBUTES[name] = extension
+        setattr(RunState, name, property(_reader(extension, name)))
     if type(extension).result_fields is not FoldExtension.result_fields:
         _RESULTS[extension.key] = extension
     if type(extension).request is not FoldExtension.request:
@@ -695,6 +695,13 @@ def register_fold(extension: FoldExtension) -> None:
 def request_takers() -> list[FoldExtension]:
     """The registered extensions whose runs take requests (``Engine.send``)."""
     return list(_REQUESTS.values())
+
+
+def _reader(extension: FoldExtension, name: str) -> Callable[[RunState], Any]:
+    def read(state: RunState) -> Any:
+        return extension.attribute(state, name)
+
+    return read
 
 
 def result_fields(state: RunState) -> dict[str, Any]:
