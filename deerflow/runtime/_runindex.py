@@ -51,6 +51,7 @@ from deerflow.runtime._runrows import (
     summary_state,
 )
 from deerflow.runtime._visibility import VisibilityStore
+from deerflow.runtime._waiters import RunFutures
 
 log = logging.getLogger("deerflow.runindex")
 
@@ -145,6 +146,9 @@ class RunIndex:
         #: history records this process applied (the tail since the stored offsets)
         self.applied_records = 0
         self._changed = asyncio.Condition()
+        #: per run, the futures of wait() calls to wake when it changes (removed by each
+        #: waiter as it leaves: bounded by the waiters)
+        self._waiting: RunFutures[None] = RunFutures()
         self._listeners: list[Listener] = []
         self._start_lock = asyncio.Lock()
         self._fold_lock = asyncio.Lock()
@@ -271,6 +275,7 @@ class RunIndex:
                 offsets[record.partition] = record.offset + 1
                 if live is not None:
                     changed[live.state.run_id] = live
+            self._wake(changed)
             self._trim()
             changes = [
                 Change(_copy(lv.state), lv.partition, lv.first_offset, lv.last_offset)
@@ -413,24 +418,29 @@ class RunIndex:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
-            seen = self._polls
-            state = await self.state(run_id)
-            if state is not None and predicate(state):
-                return state
-            left = None if deadline is None else deadline - loop.time()
-            if left is not None and left <= 0:
-                return None
-            if not await self._changed_since(seen, left):
-                return None
-
-    async def _changed_since(self, polls: int, timeout: float | None) -> bool:
-        """Wait until a poll after the ``polls``-th applied; ``False`` on timeout."""
-        async with self._changed:
+            # Woken only when this run changes, not at every poll: with many runs awaited at
+            # once, each poll re-checked all of them. Registered before the state is read, so
+            # a change applied in between wakes it.
+            changed = self._waiting.add(run_id)
             try:
-                await asyncio.wait_for(self._changed.wait_for(lambda: self._polls > polls), timeout)
-            except TimeoutError:
-                return False
-        return True
+                state = await self.state(run_id)
+                if state is not None and predicate(state):
+                    return state
+                left = None if deadline is None else deadline - loop.time()
+                if left is not None and left <= 0:
+                    return None
+                try:
+                    await asyncio.wait_for(changed, left)
+                except TimeoutError:
+                    return None
+            finally:
+                self._waiting.forget(run_id, changed)
+
+    def _wake(self, changed: Mapping[str, Any]) -> None:
+        for run_id in changed:
+            for future in self._waiting.pop(run_id):
+                if not future.done():
+                    future.set_result(None)
 
     # -- reading the rows ------------------------------------------------------------------------
 
