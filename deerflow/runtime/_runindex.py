@@ -149,6 +149,7 @@ class RunIndex:
         #: per run, the futures of wait() calls to wake when it changes (removed by each
         #: waiter as it leaves: bounded by the waiters)
         self._waiting: RunFutures[None] = RunFutures()
+        self._tests: dict[asyncio.Future[None], Callable[[RunState], bool]] = {}
         self._listeners: list[Listener] = []
         self._start_lock = asyncio.Lock()
         self._fold_lock = asyncio.Lock()
@@ -418,10 +419,12 @@ class RunIndex:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
-            # Woken only when this run changes, not at every poll: with many runs awaited at
-            # once, each poll re-checked all of them. Registered before the state is read, so
-            # a change applied in between wakes it.
+            # Woken only when a change of this run satisfies the predicate (tested as it is
+            # applied), not at every poll: with many runs awaited at once, each poll re-read
+            # all of them. Registered before the state is read, so a change applied in
+            # between is tested too.
             changed = self._waiting.add(run_id)
+            self._tests[changed] = predicate
             try:
                 state = await self.state(run_id)
                 if state is not None and predicate(state):
@@ -435,11 +438,13 @@ class RunIndex:
                     return None
             finally:
                 self._waiting.forget(run_id, changed)
+                self._tests.pop(changed, None)
 
-    def _wake(self, changed: Mapping[str, Any]) -> None:
-        for run_id in changed:
-            for future in self._waiting.pop(run_id):
-                if not future.done():
+    def _wake(self, changed: Mapping[str, _Live]) -> None:
+        for run_id, live in changed.items():
+            for future in self._waiting.of(run_id):
+                test = self._tests.get(future)
+                if not future.done() and (test is None or _holds(test, live.state)):
                     future.set_result(None)
 
     # -- reading the rows ------------------------------------------------------------------------
@@ -596,6 +601,14 @@ class RunIndex:
 def _identity(url: str) -> str:
     """The part of a log URL that names the log (not its options)."""
     return url.partition("?")[0]
+
+
+def _holds(test: Callable[[RunState], bool], state: RunState) -> bool:
+    """Whether ``state`` passes ``test``; a test that raises wakes its waiter (which raises)."""
+    try:
+        return test(state)
+    except Exception:
+        return True
 
 
 def _copy(state: RunState) -> RunState:

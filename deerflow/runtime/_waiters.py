@@ -51,6 +51,10 @@ class RunFutures(Generic[T]):
             if not waiters:
                 del self._by_run[run_id]
 
+    def of(self, run_id: str) -> list[asyncio.Future[T]]:
+        """The futures of ``run_id`` (still tracked)."""
+        return self._by_run.get(run_id, [])
+
     def pop(self, run_id: str) -> list[asyncio.Future[T]]:
         """The futures of ``run_id``, no longer tracked."""
         return self._by_run.pop(run_id, [])
