@@ -38,6 +38,7 @@ from deerflow.engine import Engine
 from deerflow.errors import DeerflowError
 from deerflow.runtime import RunResult
 from deerflow.runtime.integration import attribute_value
+from deerflow.statemachine import MACHINE_FOLD
 from deerflow.waiting import waits_of
 from deerflow.web import operations as ops
 
@@ -412,7 +413,7 @@ def runs_send(
             await engine.send(rid, transition, payload=data, request_id=request, wait=False)
 
             def applied(s: Any) -> bool:
-                return s.terminal or any(t["request_id"] == request for t in s.transitions)
+                return s.terminal or MACHINE_FOLD.answered(s, request)
 
             # An owner takes a request up within a second or so (applies it, or schedules its
             # handler). A broker may still list an owner that has gone (Tansu does until the
@@ -436,7 +437,8 @@ def runs_send(
                     f"the request stays queued: see it with "
                     f"`deerflow runs show {rid}{store_flag(store)}`"
                 )
-            return engine._transition_outcome(done, request, transition)
+            MACHINE_FOLD.answer(done, request, transition)  # raises when not applied
+            return engine._result(done)
 
     result = execute(main, store)
     if as_json:

@@ -11,7 +11,7 @@ them. Time is passed in; nothing here imports asyncio, a log backend, tracing or
 package.
 """
 
-from deerflow.core.definition import MachineModel, RetryPolicy, TaskDef, WorkflowDef
+from deerflow.core.definition import RetryPolicy, TaskDef, WorkflowDef
 from deerflow.core.history import HistoryEvent
 from deerflow.core.kinds import TASK, KindOptions, NodeKind
 from deerflow.core.retry import RetryOptions
@@ -23,7 +23,6 @@ __all__ = [
     "FoldExtension",
     "HistoryEvent",
     "KindOptions",
-    "MachineModel",
     "NodeKind",
     "RetryOptions",
     "RetryPolicy",

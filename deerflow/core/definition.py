@@ -3,8 +3,9 @@
 :class:`WorkflowDef` knows nothing of features. The public :class:`deerflow.Workflow`
 (:mod:`deerflow.workflow`) composes it with the features' mixins (patterns, sagas, state
 machines, pipelines, choreography); a feature that the core must consult at run time fills in a
-generic hook here (:attr:`WorkflowDef.machine`, :meth:`WorkflowDef.resolve_task`,
-:meth:`WorkflowDef.route_trigger`, :meth:`WorkflowDef.has_body`,
+generic hook here (:meth:`WorkflowDef.resolve_task`, :meth:`WorkflowDef.route_trigger`,
+:meth:`WorkflowDef.has_body`, :meth:`WorkflowDef.fingerprint_extra`,
+:meth:`WorkflowDef.request_refusal`,
 :meth:`WorkflowDef.start_refusal`, :meth:`WorkflowDef.decide_run`,
 :meth:`WorkflowDef.decide_failure`, :meth:`WorkflowDef.compensation_node`) instead of being
 imported.
@@ -15,7 +16,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from deerflow.core import history as h
 from deerflow.core.kinds import NodeKind
@@ -31,26 +32,7 @@ from deerflow.errors import DefinitionError
 F = TypeVar("F", bound=Callable[..., Any])
 _ID = ID_PATTERN
 
-__all__ = ["MachineModel", "RetryPolicy", "TaskDef", "WorkflowDef", "check_acyclic"]
-
-
-class MachineModel(Protocol):
-    """What the core reads of a state machine's declaration (see :mod:`deerflow.statemachine`)."""
-
-    @property
-    def initial(self) -> str: ...
-
-    def is_final(self, state: str) -> bool: ...
-
-    def allowed(self, state: str) -> list[str]: ...
-
-    def refusal(self, transition: str, state: str | None) -> str | None: ...
-
-    def needs_task(self, transition: str) -> bool: ...
-
-    def target(self, transition: str) -> str: ...
-
-    def fingerprint(self) -> str: ...
+__all__ = ["RetryPolicy", "TaskDef", "WorkflowDef", "check_acyclic"]
 
 
 class WorkflowDef:
@@ -85,8 +67,6 @@ class WorkflowDef:
         self.triggers: list[Any] = []
         #: parameters every run sees in ``context.params`` under its own (set by templates)
         self.default_params: Mapping[str, Any] = MappingProxyType({})
-        #: a state machine's declaration, when a feature made this workflow one
-        self.machine: MachineModel | None = None
         #: runtime plugins an engine serving this workflow adopts (deerflow.runtime.Plugin)
         self.plugins: list[Any] = []
 
@@ -347,8 +327,9 @@ class WorkflowDef:
             f"{t.compensation.id if t.compensation else ''}"
             for t in sorted(self._tasks.values(), key=lambda t: t.id)
         )
-        if self.machine is not None:
-            shape += "|machine:" + self.machine.fingerprint()
+        extra = self.fingerprint_extra()
+        if extra:
+            shape += "|" + extra
         return hashlib.sha256(shape.encode()).hexdigest()[:16]
 
     def validate(self) -> None:
@@ -363,7 +344,22 @@ class WorkflowDef:
     def has_body(self) -> bool:
         """Hook: whether something other than tasks makes up this workflow (a state machine,
         a pipeline, event handlers), so that it is valid without tasks."""
-        return self.machine is not None
+        return False
+
+    def fingerprint_extra(self) -> str:
+        """Hook: what a feature's declaration adds to the fingerprint (a state machine's
+        states and transitions); ``""`` here: the tasks are the whole shape."""
+        return ""
+
+    def takes_requests(self) -> bool:
+        """Hook: whether runs of this workflow take requests (``Engine.send``: a state
+        machine's transitions); ``False`` here."""
+        return False
+
+    def request_refusal(self, request: str, state: str | None) -> str | None:
+        """Hook: why a run of this workflow in ``state`` refuses ``request``, or ``None``
+        (asked only when :meth:`takes_requests`)."""
+        return None
 
     def decide_run(self, state: RunState, now: float) -> list[h.HistoryEvent] | None:
         """Hook: the next events of a run this workflow decides as a whole (a state machine),

@@ -27,9 +27,10 @@ it declares the event types it adds (or folds) and keeps what it needs in its pa
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deerflow.core import history as h
 from deerflow.core.expand import child_task_id
@@ -161,19 +162,12 @@ class RunState:
         """Whether the run has ended."""
         return self.status != RUN_RUNNING
 
-    # The state-machine fold's part, under the names it had when the core folded it (the run
-    # index's predicates, RunResult and the dashboard read these).
-    @property
-    def machine_state(self) -> str | None:
-        """A state-machine instance's state (``None``: not started, or not an instance)."""
-        state: str | None = self.extensions.get("machine", {}).get("state")
-        return state
-
-    @property
-    def transitions(self) -> list[dict[str, Any]]:
-        """A state-machine instance's resolved requests, in order (applied, rejected, failed)."""
-        done: list[dict[str, Any]] = self.extensions.get("machine", {}).get("transitions", [])
-        return done
+    if TYPE_CHECKING:
+        # What a fold extension reads of its part under a name of its own
+        # (FoldExtension.attributes: a feature's ``state.<name>``) is a property that
+        # register_fold adds to the class. Not a __getattr__ at run time: CPython specialises
+        # attribute reads only on classes without one, and the fold reads states all the time.
+        def __getattr__(self, name: str) -> Any: ...
 
     def task(self, task_id: str) -> TaskState:
         """The state of ``task_id`` (created pending on first use)."""
@@ -613,6 +607,8 @@ class FoldExtension:
     handles: frozenset[str] | None = None
     #: the types of its events that end a run (they must set ``state.status``, see :func:`end_run`)
     terminal: frozenset[str] = frozenset()
+    #: names its part reads as on a run state (``state.<name>``, see :meth:`attribute`)
+    attributes: frozenset[str] = frozenset()
 
     def types(self) -> frozenset[str]:
         """The event types this extension folds."""
@@ -629,9 +625,41 @@ class FoldExtension:
         """Apply ``event`` (one of :meth:`types`) to ``state``; return whether it changed."""
         raise NotImplementedError
 
+    def attribute(self, state: RunState, name: str) -> Any:
+        """``state.<name>`` for each of :attr:`attributes`: read from this extension's part."""
+        raise AttributeError(name)
+
+    def result_fields(self, state: RunState) -> Mapping[str, Any]:
+        """Fields of the run's :class:`~deerflow.RunResult` this extension fills in; none here."""
+        return {}
+
+    # Requests (``Engine.send``): an extension whose runs take them (a state machine's
+    # transitions) overrides the three; the engine appends the event and waits for the answer.
+
+    def request(
+        self, run_id: str, request_id: str, name: str, payload: Any
+    ) -> h.HistoryEvent | None:
+        """The event asking run ``run_id`` to take request ``name``; ``None`` here: this
+        extension's runs take no requests."""
+        return None
+
+    def answered(self, state: RunState, request_id: str) -> bool:
+        """Whether ``state`` resolved request ``request_id`` (applied, refused or failed)."""
+        return False
+
+    def answer(self, state: RunState, request_id: str, name: str) -> None:
+        """Raise what request ``request_id`` ended with when it was not applied (refused, or
+        its code failed); return when it was."""
+
 
 #: what folds each added event type (a few per feature: bounded by the code that registers)
 _EXTENDED: dict[str, FoldExtension] = {}
+#: which extension reads each added RunState attribute; the extensions that fill result fields
+_ATTRIBUTES: dict[str, FoldExtension] = {}
+_RESULTS: dict[str, FoldExtension] = {}
+_REQUESTS: dict[str, FoldExtension] = {}
+#: RunState's own attributes, which no extension may shadow
+_FIELDS = frozenset(dir(RunState))
 
 
 def register_fold(extension: FoldExtension) -> None:
@@ -645,9 +673,43 @@ def register_fold(extension: FoldExtension) -> None:
     clash = sorted(t for t in types if t in _APPLY or _EXTENDED.get(t, extension) is not extension)
     if clash:
         raise ValueError(f"fold extension {extension.key!r}: {clash} already folded elsewhere")
+    taken = sorted(
+        name
+        for name in extension.attributes
+        if name in _FIELDS or _ATTRIBUTES.get(name, extension) is not extension
+    )
+    if taken:
+        raise ValueError(f"fold extension {extension.key!r}: attributes {taken} already exist")
     h.add_event_types(extension.event_classes, terminal=extension.terminal)
     for name in types:
         _EXTENDED[name] = extension
+    for name in extension.attributes:
+        _ATTRIBUTES[name] = extension
+        setattr(RunState, name, property(_reader(extension, name)))
+    if type(extension).result_fields is not FoldExtension.result_fields:
+        _RESULTS[extension.key] = extension
+    if type(extension).request is not FoldExtension.request:
+        _REQUESTS[extension.key] = extension
+
+
+def request_takers() -> list[FoldExtension]:
+    """The registered extensions whose runs take requests (``Engine.send``)."""
+    return list(_REQUESTS.values())
+
+
+def _reader(extension: FoldExtension, name: str) -> Callable[[RunState], Any]:
+    def read(state: RunState) -> Any:
+        return extension.attribute(state, name)
+
+    return read
+
+
+def result_fields(state: RunState) -> dict[str, Any]:
+    """What the registered fold extensions add to ``state``'s public result."""
+    fields: dict[str, Any] = {}
+    for extension in _RESULTS.values():
+        fields.update(extension.result_fields(state))
+    return fields
 
 
 def fold_all(run_id: str, events: list[h.HistoryEvent]) -> RunState:

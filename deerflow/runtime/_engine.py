@@ -13,14 +13,13 @@ from typing import Any, Self, overload
 import deerflow._codec as _codec
 from deerflow.core import history as h
 from deerflow.core.definition import WorkflowDef
-from deerflow.core.state import RunState
+from deerflow.core.state import RunState, request_takers
 from deerflow.core.topics import Topics
 from deerflow.errors import (
     DeerflowError,
     InvalidSignal,
     RunEnded,
     RunNotFound,
-    TaskError,
     TransitionNotAllowed,
 )
 from deerflow.log import open_log
@@ -615,54 +614,38 @@ class Engine:
         """
         current = await self.get_run(instance_id)
         wf = self.registry.get(current.workflow, current.version)
-        if current.state is None and (wf is None or wf.machine is None):
+        if current.state is None and (wf is None or not wf.takes_requests()):
             raise DeerflowError(f"run {instance_id} is not a state-machine instance")
         refusal = "the instance has ended" if current.done else None
-        if refusal is None and wf is not None and wf.machine is not None:
-            refusal = wf.machine.refusal(transition, current.state)
+        if refusal is None and wf is not None and wf.takes_requests():
+            refusal = wf.request_refusal(transition, current.state)
         # Without the definition here (a CLI), the instance's owner checks and may refuse.
         if refusal is not None:
             raise TransitionNotAllowed(f"{instance_id}: {refusal}")
         rid = request_id or uuid.uuid4().hex[:16]
-        # The state-machine feature defines the request's history event (deerflow imports it).
-        requested = h.event_class("TransitionRequested")
-        if requested is None:
+        # The feature whose runs take requests defines their events and answers (its fold
+        # extension, registered when deerflow is imported).
+        taker, event = next(
+            (
+                (ext, ev)
+                for ext in request_takers()
+                if (ev := ext.request(instance_id, rid, transition, payload)) is not None
+            ),
+            (None, None),
+        )
+        if taker is None or event is None:
             raise DeerflowError("state machines are not loaded in this process")
-        request = {
-            "id": h.event_id(instance_id, "tr", rid, "requested"),
-            "run_id": instance_id,
-            "request_id": rid,
-            "transition": transition,
-            "payload": payload,
-        }
-        await self.append_history([requested.model_validate(request)])
+        await self.append_history([event])
         if not wait:
             return current
         state = await self.index.wait(
-            instance_id,
-            lambda s: s.terminal or any(t["request_id"] == rid for t in s.transitions),
-            timeout,
+            instance_id, lambda s: s.terminal or taker.answered(s, rid), timeout
         )
         if state is None:
             raise TimeoutError(
                 f"transition {transition!r} of {instance_id} not applied in {timeout}s"
             )
-        return self._transition_outcome(state, rid, transition)
-
-    def _transition_outcome(self, state: Any, rid: str, transition: str) -> RunResult:
-        record = next((t for t in state.transitions if t["request_id"] == rid), None)
-        if record is None or record["status"] == "rejected":
-            reason = record["error"] if record else "the instance ended first"
-            raise TransitionNotAllowed(f"{state.run_id}: {reason}")
-        if record["status"] == "failed":
-            task = state.tasks.get(f"{transition}@{rid}")
-            if task is not None and task.error_type == "TransitionNotAllowed":
-                raise TransitionNotAllowed(f"{state.run_id}: {record['error']}")
-            raise TaskError(
-                f"{state.run_id}: transition {transition!r} failed: {record['error']}",
-                task_id=f"{transition}@{rid}",
-                retriable=False,
-            )
+        taker.answer(state, rid, transition)
         return self._result(state)
 
     async def cancel(self, run_id: str, *, reason: str = "cancelled") -> None:

@@ -137,7 +137,6 @@ def run_result(state: s.RunState, wf: WorkflowDef | None = None) -> RunResult:
         finished_at=state.finished_at,
         tasks=tasks,
         events=state.events,
-        state=state.machine_state,
-        transitions=list(state.transitions),
+        **s.result_fields(state),
         search_attributes=dict(state.search_attributes),
     )

@@ -53,6 +53,7 @@ from deerflow.runtime._runrows import (
     summary_state,
 )
 from deerflow.runtime._visibility import VisibilityStore
+from deerflow.runtime._waiters import RunFutures
 
 log = logging.getLogger("deerflow.runindex")
 
@@ -147,6 +148,10 @@ class RunIndex:
         #: history records this process applied (the tail since the stored offsets)
         self.applied_records = 0
         self._changed = asyncio.Condition()
+        #: per run, the futures of wait() calls to wake when it changes (removed by each
+        #: waiter as it leaves: bounded by the waiters)
+        self._waiting: RunFutures[None] = RunFutures()
+        self._tests: dict[asyncio.Future[None], Callable[[RunState], bool]] = {}
         self._listeners: list[Listener] = []
         self._start_lock = asyncio.Lock()
         self._fold_lock = asyncio.Lock()
@@ -273,6 +278,7 @@ class RunIndex:
                 offsets[record.partition] = record.offset + 1
                 if live is not None:
                     changed[live.state.run_id] = live
+            self._wake(changed)
             self._trim()
             changes = [
                 Change(_copy(lv.state), lv.partition, lv.first_offset, lv.last_offset)
@@ -415,24 +421,33 @@ class RunIndex:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
-            seen = self._polls
-            state = await self.state(run_id)
-            if state is not None and predicate(state):
-                return state
-            left = None if deadline is None else deadline - loop.time()
-            if left is not None and left <= 0:
-                return None
-            if not await self._changed_since(seen, left):
-                return None
-
-    async def _changed_since(self, polls: int, timeout: float | None) -> bool:
-        """Wait until a poll after the ``polls``-th applied; ``False`` on timeout."""
-        async with self._changed:
+            # Woken only when a change of this run satisfies the predicate (tested as it is
+            # applied), not at every poll: with many runs awaited at once, each poll re-read
+            # all of them. Registered before the state is read, so a change applied in
+            # between is tested too.
+            changed = self._waiting.add(run_id)
+            self._tests[changed] = predicate
             try:
-                await asyncio.wait_for(self._changed.wait_for(lambda: self._polls > polls), timeout)
-            except TimeoutError:
-                return False
-        return True
+                state = await self.state(run_id)
+                if state is not None and predicate(state):
+                    return state
+                left = None if deadline is None else deadline - loop.time()
+                if left is not None and left <= 0:
+                    return None
+                try:
+                    await asyncio.wait_for(changed, left)
+                except TimeoutError:
+                    return None
+            finally:
+                self._waiting.forget(run_id, changed)
+                self._tests.pop(changed, None)
+
+    def _wake(self, changed: Mapping[str, _Live]) -> None:
+        for run_id, live in changed.items():
+            for future in self._waiting.of(run_id):
+                test = self._tests.get(future)
+                if not future.done() and (test is None or _holds(test, live.state)):
+                    future.set_result(None)
 
     # -- reading the rows ------------------------------------------------------------------------
 
@@ -625,6 +640,14 @@ class RunIndex:
 def _identity(url: str) -> str:
     """The part of a log URL that names the log (not its options)."""
     return url.partition("?")[0]
+
+
+def _holds(test: Callable[[RunState], bool], state: RunState) -> bool:
+    """Whether ``state`` passes ``test``; a test that raises wakes its waiter (which raises)."""
+    try:
+        return test(state)
+    except Exception:
+        return True
 
 
 def _copy(state: RunState) -> RunState:

@@ -35,6 +35,7 @@ from __future__ import annotations
 from collections.abc import MutableMapping
 from typing import Any
 
+from deerflow.statemachine._fold import MACHINE_FOLD
 from deerflow.statemachine._model import (
     MachineSpec,
     State,
@@ -47,6 +48,7 @@ from deerflow.statemachine._model import (
 from deerflow.statemachine._runner import StateMachineMixin
 
 __all__ = [
+    "MACHINE_FOLD",
     "MachineSpec",
     "State",
     "StateMachine",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from deerflow.core import MachineModel, RunState, TaskState, WorkflowDef
+from deerflow.core import RunState, TaskState, WorkflowDef
 from deerflow.core import history as h
 from deerflow.core.decide_nodes import on_failed_attempt, schedule
 from deerflow.core.state import COMPLETED, FAILED, PENDING, RETRY_WAIT
@@ -20,6 +20,7 @@ from deerflow.statemachine._fold import (
     TransitionRejected,
     head_request,
 )
+from deerflow.statemachine._model import MachineSpec
 
 _EMPTY = TaskState()
 
@@ -30,7 +31,7 @@ def transition_task_id(request: dict[str, Any]) -> str:
 
 
 def decide_machine(
-    wf: WorkflowDef, spec: MachineModel, state: RunState, now: float
+    wf: WorkflowDef, spec: MachineSpec, state: RunState, now: float
 ) -> list[h.HistoryEvent]:
     """The next events of a state-machine instance."""
     run_id = state.run_id
@@ -77,7 +78,7 @@ def decide_machine(
 
 
 def _handler_step(
-    wf: WorkflowDef, spec: MachineModel, state: RunState, request: dict[str, Any], now: float
+    wf: WorkflowDef, spec: MachineSpec, state: RunState, request: dict[str, Any], now: float
 ) -> list[h.HistoryEvent]:
     task_id = transition_task_id(request)
     task = state.tasks.get(task_id, _EMPTY)
@@ -102,7 +103,7 @@ def _handler_step(
 
 
 def _applied(
-    spec: MachineModel, state: RunState, request: dict[str, Any], now: float
+    spec: MachineSpec, state: RunState, request: dict[str, Any], now: float
 ) -> TransitionApplied:
     return TransitionApplied(
         id=h.event_id(state.run_id, "tr", request["request_id"], "applied"),

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from deerflow.core import FoldExtension, RunState, register_fold
 from deerflow.core import history as h
+from deerflow.errors import TaskError, TransitionNotAllowed
 
 KEY = "machine"
 
@@ -63,6 +64,54 @@ class MachineFold(FoldExtension):
 
     key = KEY
     event_classes = (TransitionRequested, TransitionApplied, TransitionRejected, TransitionFailed)
+    #: read as ``state.machine_state`` and ``state.transitions`` (run index predicates, tests)
+    attributes = frozenset({"machine_state", "transitions"})
+
+    def attribute(self, state: RunState, name: str) -> Any:
+        """An instance's state (``None``: not started, or not an instance), or its resolved
+        requests in order (applied, rejected, failed)."""
+        part = state.extensions.get(KEY, {})
+        if name == "machine_state":
+            return part.get("state")
+        return part.get("transitions", [])
+
+    def request(
+        self, run_id: str, request_id: str, name: str, payload: Any
+    ) -> h.HistoryEvent | None:
+        """A transition request (``Engine.send``)."""
+        return TransitionRequested(
+            id=h.event_id(run_id, "tr", request_id, "requested"),
+            run_id=run_id,
+            request_id=request_id,
+            transition=name,
+            payload=payload,
+        )
+
+    def answered(self, state: RunState, request_id: str) -> bool:
+        """Whether the instance resolved the request."""
+        return _record(state, request_id) is not None
+
+    def answer(self, state: RunState, request_id: str, name: str) -> None:
+        """:class:`TransitionNotAllowed` when it was refused (or the instance ended first),
+        :class:`TaskError` when its handler failed for good."""
+        record = _record(state, request_id)
+        if record is None or record["status"] == "rejected":
+            reason = record["error"] if record else "the instance ended first"
+            raise TransitionNotAllowed(f"{state.run_id}: {reason}")
+        if record["status"] == "failed":
+            task = state.tasks.get(f"{name}@{request_id}")
+            if task is not None and task.error_type == "TransitionNotAllowed":
+                raise TransitionNotAllowed(f"{state.run_id}: {record['error']}")
+            raise TaskError(
+                f"{state.run_id}: transition {name!r} failed: {record['error']}",
+                task_id=f"{name}@{request_id}",
+                retriable=False,
+            )
+
+    def result_fields(self, state: RunState) -> dict[str, Any]:
+        """``RunResult.state`` and ``RunResult.transitions``."""
+        part = state.extensions.get(KEY, {})
+        return {"state": part.get("state"), "transitions": list(part.get("transitions", []))}
 
     def fold(self, state: RunState, event: h.HistoryEvent) -> bool:
         """Queue a request, or resolve the head one."""
@@ -124,6 +173,12 @@ def _resolve(part: dict[str, Any], request_id: str, record: dict[str, Any]) -> b
         del requests[0]  # a handful waiting at most: an instance applies them one at a time
     part["transitions"].append({"request_id": request_id, **record})
     return True
+
+
+def _record(state: RunState, request_id: str) -> dict[str, Any] | None:
+    """How the instance resolved request ``request_id``, or ``None`` (not yet)."""
+    done: list[dict[str, Any]] = state.extensions.get(KEY, {}).get("transitions", [])
+    return next((t for t in done if t["request_id"] == request_id), None)
 
 
 def head_request(state: RunState) -> dict[str, Any] | None:

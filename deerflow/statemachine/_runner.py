@@ -90,6 +90,8 @@ class StateMachineMixin(WorkflowDef):
     """Adds ``Workflow.state_machine``; fills the core's hooks for ``transition@request`` tasks
     and for routing trigger events to instances."""
 
+    #: the machine's declaration, once ``@state_machine`` made this workflow one
+    machine: MachineSpec | None = None
     _machine_instance: Any = None
 
     def state_machine(self, cls: S) -> S:
@@ -112,7 +114,7 @@ class StateMachineMixin(WorkflowDef):
 
     def resolve_task(self, task_id: str) -> TaskDef | None:
         """The task running a transition's code: ``name@request`` runs transition ``name``."""
-        if not isinstance(self.machine, MachineSpec) or "@" not in task_id:
+        if self.machine is None or "@" not in task_id:
             return super().resolve_task(task_id)
         name = task_id.partition("@")[0]
         cached = self._machine_tasks.get(name)
@@ -127,6 +129,26 @@ class StateMachineMixin(WorkflowDef):
         if self.machine is None:
             return None  # as WorkflowDef's (asked at every decision: no call up the chain)
         return decide_machine(self, self.machine, state, now)
+
+    def has_body(self) -> bool:
+        """A state machine workflow is valid without tasks."""
+        return self.machine is not None or super().has_body()
+
+    def fingerprint_extra(self) -> str:
+        """The machine's states and transitions are part of the workflow's shape."""
+        if self.machine is None:
+            return super().fingerprint_extra()
+        return "machine:" + self.machine.fingerprint()
+
+    def takes_requests(self) -> bool:
+        """An instance takes transition requests."""
+        return self.machine is not None or super().takes_requests()
+
+    def request_refusal(self, request: str, state: str | None) -> str | None:
+        """Why transition ``request`` is not allowed in ``state`` (unknown, or not from it)."""
+        if self.machine is None:
+            return super().request_refusal(request, state)
+        return self.machine.refusal(request, state)
 
     def route_trigger(self, event: Any) -> tuple[str, str] | None:
         """For a state machine: the ``(instance, transition)`` a trigger event asks for."""

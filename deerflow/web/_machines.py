@@ -6,6 +6,7 @@ from html import escape
 from typing import Any
 
 from deerflow.engine import Engine
+from deerflow.statemachine import StateMachineMixin
 from deerflow.web._runs import ActionRefused, RunDetail, find_run
 
 #: Seconds to wait for a transition to be applied before answering that it is still pending.
@@ -23,7 +24,7 @@ async def send_transition(
     """
     state = await find_run(engine, run_id)
     wf = engine.registry.get(state.workflow, state.version)
-    if state.machine_state is None and (wf is None or wf.machine is None):
+    if state.machine_state is None and (wf is None or not wf.takes_requests()):
         raise ActionRefused(f"run {state.run_id} is not a state-machine instance")
     try:
         result = await engine.send(
@@ -44,7 +45,8 @@ def machine_panel(detail: RunDetail) -> str | None:
     wf = detail.workflow
     if detail.result.state is None and not detail.result.transitions:
         return None
-    allowed = wf.machine.allowed(detail.result.state or "") if wf and wf.machine else []
+    machine = wf.machine if isinstance(wf, StateMachineMixin) else None
+    allowed = machine.allowed(detail.result.state or "") if machine else []
     rows = "".join(
         f"<tr><td>{escape(str(t.get('source') or ''))}</td>"
         f"<td>{escape(str(t.get('transition') or 'start'))}</td>"

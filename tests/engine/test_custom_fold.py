@@ -17,7 +17,7 @@ import pytest
 from deerflow import DefinitionError, Engine, Workflow
 from deerflow.core import NodeKind, RetryPolicy, TaskDef, WorkflowDef
 from deerflow.core import history as h
-from deerflow.core.state import FoldExtension, RunState, fold_all
+from deerflow.core.state import FoldExtension, RunState, fold_all, register_fold
 from tests.engine.test_custom_kind import run_history
 
 
@@ -32,6 +32,10 @@ class AttemptNoted(h.HistoryEvent):
 class AuditFold(FoldExtension):
     key = "audit"
     event_classes = (AttemptNoted,)
+    attributes = frozenset({"audit_notes"})
+
+    def attribute(self, state: RunState, name: str) -> Any:
+        return list(state.extensions.get(self.key, {}).get("notes", []))
 
     def fold(self, state: RunState, event: h.HistoryEvent) -> bool:
         assert isinstance(event, AttemptNoted)
@@ -109,6 +113,10 @@ async def test_a_kind_s_own_history_event_is_written_read_back_and_folded(store)
     state = fold_all(result.run_id, history)
     assert state.status == "completed"
     assert state.extensions == {"audit": {"notes": ["first#1", "second#1", "second#2"]}}
+    # The extension's part reads as an attribute of the run state, under the name it chose.
+    assert state.audit_notes == ["first#1", "second#1", "second#2"]
+    with pytest.raises(AttributeError, match="no attribute 'audit_note'"):
+        _ = state.audit_note
     # Folding a repeated event changes nothing, as for the core's events.
     assert fold_all(result.run_id, [*history, *noted]).extensions == state.extensions
 
@@ -132,3 +140,19 @@ def test_a_kind_whose_event_reuses_a_core_type_is_refused_at_definition():
     with pytest.raises(DefinitionError, match=r"'TaskCompleted'.* already folded elsewhere"):
         wf.add_task(TaskDef(id="a", fn=lambda context: 1, kind=ClashingKind()))
     assert "a" not in wf.tasks
+
+
+class Shadowed(h.HistoryEvent):
+    type: Literal["Shadowed"] = "Shadowed"
+
+
+class ShadowingFold(FoldExtension):
+    key = "shadow"
+    event_classes = (Shadowed,)
+    attributes = frozenset({"status"})
+
+
+def test_an_extension_attribute_that_would_shadow_the_run_state_s_own_is_refused():
+    with pytest.raises(ValueError, match=r"attributes \['status'\] already exist"):
+        register_fold(ShadowingFold())
+    assert RunState(run_id="r").status == "running"
