@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from deerflow.core import history as h
 from deerflow.core.expand import child_task_id
@@ -590,6 +590,12 @@ _APPLY: dict[str, Any] = {
 }
 
 
+#: What a waiting node waits for (``for``: one line for people, e.g. ``signal 'approve'``) and
+#: until when at most (``deadline``: epoch seconds, ``None``: no deadline). A ``for`` key
+#: (a keyword) needs this form of TypedDict.
+Wait = TypedDict("Wait", {"for": str, "deadline": float | None})
+
+
 class FoldExtension:
     """A feature's part of the fold: the history events it adds and how each folds.
 
@@ -629,6 +635,12 @@ class FoldExtension:
         """Apply ``event`` (one of :meth:`types`) to ``state``; return whether it changed."""
         raise NotImplementedError
 
+    def waits(self, state: RunState) -> dict[str, Wait]:
+        """The nodes of ``state`` that wait on what this extension folds: task id -> what
+        each waits for and until when (none by default). :func:`waits_of` reads every
+        registered extension's, so the dashboard, the CLI and the API draw any wait alike."""
+        return {}
+
 
 #: what folds each added event type (a few per feature: bounded by the code that registers)
 _EXTENDED: dict[str, FoldExtension] = {}
@@ -648,6 +660,24 @@ def register_fold(extension: FoldExtension) -> None:
     h.add_event_types(extension.event_classes, terminal=extension.terminal)
     for name in types:
         _EXTENDED[name] = extension
+
+
+def waits_of(state: RunState) -> dict[str, Wait]:
+    """What the run's waiting nodes wait for and until when, by task id in the run's order.
+
+    Every registered :class:`FoldExtension` tells its own (:meth:`FoldExtension.waits`); an
+    ended run, or a node that ended, waits for nothing whatever its extension kept.
+    """
+    if state.terminal:
+        return {}
+    found: dict[str, Wait] = {}
+    for extension in {id(e): e for e in _EXTENDED.values()}.values():
+        found.update(extension.waits(state))
+    return {
+        tid: found[tid]
+        for tid, task in state.tasks.items()
+        if tid in found and task.status not in TASK_DONE
+    }
 
 
 def fold_all(run_id: str, events: list[h.HistoryEvent]) -> RunState:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from html import escape
 
 import deerflow._codec as _codec
+from deerflow.core.state import waits_of
 from deerflow.errors import DeerflowError
-from deerflow.waiting import SignalKind, pending_signals, waits_of
+from deerflow.waiting import SignalKind, pending_signals
 from deerflow.web._html import when
 from deerflow.web._runs import RunDetail
 
