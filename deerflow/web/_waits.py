@@ -12,6 +12,13 @@ from deerflow.web._html import when
 from deerflow.web._runs import RunDetail
 
 
+def _takes_signals(detail: RunDetail) -> bool:
+    """Whether a signal could serve the run: it has a wait for one, or its definition is not
+    here to say it has none."""
+    wf = detail.workflow
+    return wf is None or any(isinstance(t.kind, SignalKind) for t in wf.tasks.values())
+
+
 def _awaited(detail: RunDetail) -> list[str]:
     """Names of the signals the run's waiting nodes wait for (when the definition is here)."""
     wf = detail.workflow
@@ -45,7 +52,7 @@ def waiting_panel(detail: RunDetail) -> str | None:
     if kept:
         names = ", ".join(f"<code>{escape(str(s['name']))}</code>" for s in kept)
         parts.append(f"<p class='muted'>signals kept for nodes not reached yet: {names}</p>")
-    if not detail.state.terminal:
+    if not detail.state.terminal and _takes_signals(detail):
         awaited = _awaited(detail)
         name = escape(awaited[0]) if awaited else ""
         action = f"{escape(detail.state.run_id)}/signal"  # relative to /ui/runs/<id>

@@ -208,10 +208,13 @@ def test_a_node_waiting_for_an_event_shows_the_event_its_match_and_its_deadline(
     title = node(page, "approval").locator("title").first.text_content()
     assert title is not None
     assert title.startswith(f"wait for event: waits for {awaited} until {in_a_week}")
-    assert "until" in (node(page, "approval").locator("text.sub").text_content() or "")
     row = page.locator('table.waits tr[data-wait="approval"]')
     cells = row.locator("td").all_inner_texts()
     assert cells[:2] == ["approval", awaited] and cells[2].startswith(in_a_week)
+    # The node's own line: the deadline's day too, a week away.
+    sub = node(page, "approval").locator("text.sub").text_content()
+    assert sub == f"waiting · until {cells[2][5:16]}"
+    assert page.locator("form.signal").count() == 0  # no node of the run takes a signal
     task = page.locator('table.tasks tr[data-task="approval"]').inner_text()
     assert "waiting" in task
     shoot(page, "dashboard-waiting-for-event.png")
