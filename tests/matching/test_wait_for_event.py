@@ -274,5 +274,6 @@ async def test_a_wait_says_its_event_every_value_it_matches_and_its_filter(store
         "deadline": None,
     }
     assert waits["any"]["for"] == "event Tick"
-    assert 3590 < waits["any"]["deadline"] - state.started_at < 3601
+    deadline, started = waits["any"]["deadline"], state.started_at
+    assert deadline is not None and started is not None and 3590 < deadline - started < 3601
     assert ended is not None and waits_of(ended) == {}  # an ended run waits for nothing
