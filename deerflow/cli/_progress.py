@@ -13,7 +13,14 @@ from rich.text import Text
 from deerflow.cli._live import STYLE, in_order
 from deerflow.runtime import RunResult, TaskResult
 
-_MARK = {"completed": "✔", "failed": "✘", "skipped": "⤼", "pending": "·", "retrying": "↻"}
+_MARK = {
+    "completed": "✔",
+    "failed": "✘",
+    "skipped": "⤼",
+    "pending": "·",
+    "retrying": "↻",
+    "waiting": "◷",
+}
 
 
 def _duration(task: TaskResult) -> str:

@@ -34,12 +34,12 @@ from deerflow.cli._live import STYLE, elapsed, run_view, short_when, when
 from deerflow.cli._progress import RunProgress
 from deerflow.cli._run import watch
 from deerflow.cli._table import Column, fitted_table
+from deerflow.core.state import waits_of
 from deerflow.engine import Engine
 from deerflow.errors import DeerflowError
 from deerflow.runtime import RunResult
 from deerflow.runtime.integration import attribute_value
 from deerflow.statemachine import MACHINE_FOLD
-from deerflow.waiting import waits_of
 from deerflow.web import operations as ops
 
 #: Seconds an owner has to take up a transition request before a send says none is there.

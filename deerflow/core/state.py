@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from deerflow.core import history as h
 from deerflow.core.expand import child_task_id
@@ -584,6 +584,12 @@ _APPLY: dict[str, Any] = {
 }
 
 
+#: What a waiting node waits for (``for``: one line for people, e.g. ``signal 'approve'``) and
+#: until when at most (``deadline``: epoch seconds, ``None``: no deadline). A ``for`` key
+#: (a keyword) needs this form of TypedDict.
+Wait = TypedDict("Wait", {"for": str, "deadline": float | None})
+
+
 class FoldExtension:
     """A feature's part of the fold: the history events it adds and how each folds.
 
@@ -651,6 +657,12 @@ class FoldExtension:
         """Raise what request ``request_id`` ended with when it was not applied (refused, or
         its code failed); return when it was."""
 
+    def waits(self, state: RunState) -> dict[str, Wait]:
+        """The nodes of ``state`` that wait on what this extension folds: task id -> what
+        each waits for and until when (none by default). :func:`waits_of` reads every
+        registered extension's, so the dashboard, the CLI and the API draw any wait alike."""
+        return {}
+
 
 #: what folds each added event type (a few per feature: bounded by the code that registers)
 _EXTENDED: dict[str, FoldExtension] = {}
@@ -710,6 +722,24 @@ def result_fields(state: RunState) -> dict[str, Any]:
     for extension in _RESULTS.values():
         fields.update(extension.result_fields(state))
     return fields
+
+
+def waits_of(state: RunState) -> dict[str, Wait]:
+    """What the run's waiting nodes wait for and until when, by task id in the run's order.
+
+    Every registered :class:`FoldExtension` tells its own (:meth:`FoldExtension.waits`); an
+    ended run, or a node that ended, waits for nothing whatever its extension kept.
+    """
+    if state.terminal:
+        return {}
+    found: dict[str, Wait] = {}
+    for extension in {id(e): e for e in _EXTENDED.values()}.values():
+        found.update(extension.waits(state))
+    return {
+        tid: found[tid]
+        for tid, task in state.tasks.items()
+        if tid in found and task.status not in TASK_DONE
+    }
 
 
 def fold_all(run_id: str, events: list[h.HistoryEvent]) -> RunState:

@@ -17,9 +17,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Literal
 
+import deerflow._codec as _codec
 from deerflow.core import KindOptions, NodeKind, RunState, TaskDef
 from deerflow.core import history as h
-from deerflow.core.state import COMPLETED, RETRY_WAIT, SCHEDULED, FoldExtension, TaskState
+from deerflow.core.state import (
+    COMPLETED,
+    RETRY_WAIT,
+    SCHEDULED,
+    FoldExtension,
+    TaskState,
+    Wait,
+)
 from deerflow.matching._spec import MISSING, event_key, resolve
 
 #: the status of a node waiting for its event (its kind's own status)
@@ -122,6 +130,8 @@ class WaitFold(FoldExtension):
                 "since": event.since,
                 "deadline": event.deadline,
             }
+            if event.filtered:
+                part[event.task_id]["filtered"] = True
             return True
         if task.status != WAITING:
             return False  # matched, timed out, or the run moved on: a repeat changes nothing
@@ -134,6 +144,28 @@ class WaitFold(FoldExtension):
         task.error = None
         task.finished_at = event.ts
         return True
+
+    def waits(self, state: RunState) -> dict[str, Wait]:
+        """Each waiting node's event, the values it must match, and its deadline."""
+        return {
+            tid: {"for": describe(w), "deadline": w["deadline"]}
+            for tid, w in state.extensions.get(self.key, {}).items()
+        }
+
+
+def describe(wait: dict[str, Any]) -> str:
+    """``event InvoiceApproved where data.invoice_id = inv-7``: a wait as people read it."""
+    text = f"event {wait['event']}"
+    try:
+        _, paths, values = _codec.loads(wait["key"]) if wait["key"] else ("", [], [])
+    except (ValueError, TypeError):
+        paths, values = [], []  # a key this version cannot read: the event type still says much
+    conditions = [
+        f"{path} = {value if isinstance(value, str) else _codec.dumps(value).decode()}"
+        for path, value in zip(paths, values, strict=False)
+    ]
+    text += " where " + " and ".join(conditions) if conditions else ""
+    return text + (" (and its where= filter)" if wait.get("filtered") else "")
 
 
 def _fail(task: TaskState, error: str, ts: float) -> None:

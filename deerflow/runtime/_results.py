@@ -25,7 +25,8 @@ class TaskResult(BaseModel):
     """One task of a run.
 
     ``status`` is pending, running, retrying, completed, failed or skipped, or a status of
-    the node's kind (``waiting``: a sleep, a wait for a signal or a ``wait_for_event`` node).
+    the node's kind (``waiting``: a sleep, a wait for a signal or an event, or an object
+    sensor between two checks, ``next_attempt_at`` being its next check).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -96,10 +97,12 @@ class RunResult(BaseModel):
         return self
 
 
-def task_result(ts: s.TaskState) -> TaskResult:
-    """A task's public view."""
+def task_result(ts: s.TaskState, waits: bool = False) -> TaskResult:
+    """A task's public view; ``waits``: the node waits on something (:func:`s.waits_of`), so
+    a retry timer between two of its checks (an object sensor's) shows as ``waiting``."""
+    status = _TASK_STATUS.get(ts.status, ts.status)
     return TaskResult(
-        status=_TASK_STATUS.get(ts.status, ts.status),
+        status="waiting" if waits and ts.status == s.RETRY_WAIT else status,
         output=ts.output,
         error=ts.error,
         error_type=ts.error_type,
@@ -115,8 +118,11 @@ def run_result(state: s.RunState, wf: WorkflowDef | None = None) -> RunResult:
     """A run's public view; tasks in definition order when the definition is known."""
     order = list(wf.order) if wf is not None else []
     order += [tid for tid in state.tasks if tid not in order]
+    waits = s.waits_of(state)
     tasks = {
-        tid: task_result(state.tasks[tid]) if tid in state.tasks else TaskResult(status="pending")
+        tid: task_result(state.tasks[tid], tid in waits)
+        if tid in state.tasks
+        else TaskResult(status="pending")
         for tid in order
     }
     # Parked as the run's owner recorded it: the definition loaded here may not be the owner's.

@@ -13,6 +13,7 @@ waiting for its name takes it. An object sensor checks on a worker every ``poke`
 checks spaced by durable retry timers.
 """
 
+from deerflow.core.state import waits_of  # every kind's waits: these and others
 from deerflow.waiting._api import WaitingMixin
 from deerflow.waiting._duration import seconds
 from deerflow.waiting._fold import (
@@ -25,7 +26,6 @@ from deerflow.waiting._fold import (
     WaitFold,
     WaitStarted,
     pending_signals,
-    waits_of,
 )
 from deerflow.waiting._kinds import (
     SLEEP,

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from deerflow.core import FoldExtension, RunState, register_fold
 from deerflow.core import history as h
-from deerflow.core.state import COMPLETED, RETRY_WAIT, SCHEDULED, TASK_DONE
+from deerflow.core.state import COMPLETED, RETRY_WAIT, SCHEDULED, Wait
 
 #: the status of a node that waits
 WAITING = "waiting"
@@ -148,6 +148,11 @@ class WaitFold(FoldExtension):
         task.error = None
         return True
 
+    def waits(self, state: RunState) -> dict[str, Wait]:
+        """Sleeps, signal waits and object sensors: what each waits for, until when."""
+        waits = state.extensions.get(self.key, {}).get("waits", {})
+        return {tid: {"for": w["for"], "deadline": w["deadline"]} for tid, w in waits.items()}
+
     def _signal(self, state: RunState, e: SignalReceived) -> bool:
         part = self.part(state)
         signals: list[dict[str, Any]] = part.setdefault("signals", [])
@@ -156,18 +161,6 @@ class WaitFold(FoldExtension):
         signals.append({"id": e.signal_id, "name": e.name, "data": e.data})
         del signals[:-MAX_PENDING]
         return True
-
-
-def waits_of(state: RunState) -> dict[str, dict[str, Any]]:
-    """The run's waiting nodes: task id -> ``{"for": what, "deadline": epoch or None}``."""
-    if state.terminal:
-        return {}  # an ended run waits for nothing, whatever its nodes were doing
-    waits = state.extensions.get(WaitFold.key, {}).get("waits", {})
-    return {
-        tid: {"for": w["for"], "deadline": w["deadline"]}
-        for tid, w in waits.items()
-        if tid in state.tasks and state.tasks[tid].status not in TASK_DONE  # a sensor that ended
-    }
 
 
 def pending_signals(state: RunState) -> list[dict[str, Any]]:

@@ -227,7 +227,7 @@ def _node_svg(node: GraphNode, link_prefix: str) -> str:
     if node.children:
         sub += f" · {len(node.children)} children"
     if node.waits_for is not None and node.deadline is not None:
-        sub = f"{status} · until {utc(node.deadline)[11:19]}"
+        sub = f"{status} · until {_short_utc(node.deadline)}"
     title = node.label or node.kind
     if node.waits_for is not None:
         until = "" if node.deadline is None else f" until {utc(node.deadline)}"
@@ -250,6 +250,15 @@ def _node_svg(node: GraphNode, link_prefix: str) -> str:
         )
     parts.append("</g>")
     return "".join(parts)
+
+
+def _short_utc(epoch: float) -> str:
+    """``17:01:33`` for a time of today (UTC), ``12-14 17:01`` for another day: a node is
+    narrow, and a deadline a week away must not read as today's."""
+    moment = datetime.fromtimestamp(epoch, UTC)
+    if moment.date() == datetime.now(UTC).date():
+        return moment.strftime("%H:%M:%S")
+    return moment.strftime("%m-%d %H:%M")
 
 
 def utc(epoch: float) -> str:

@@ -165,6 +165,20 @@ _SCHEMAS: dict[str, Any] = {
                 "description": "Where the run's history is archived (file:// or s3://), "
                 "if it is; its history is then read back from there.",
             },
+            "waits": {
+                "type": "object",
+                "description": "Per waiting node, what it waits for (`for`: a signal, an "
+                "event and the values it must match, an object, a time) and its `deadline` "
+                "(epoch seconds, or null).",
+                "additionalProperties": {
+                    "type": "object",
+                    "required": ["for", "deadline"],
+                    "properties": {
+                        "for": {"type": "string"},
+                        "deadline": {"type": ["number", "null"]},
+                    },
+                },
+            },
         },
     },
     "Schedule": {

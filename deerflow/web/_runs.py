@@ -19,12 +19,11 @@ import deerflow._codec as _codec
 from deerflow.core import RunState
 from deerflow.core import WorkflowDef as Workflow
 from deerflow.core import history as h
-from deerflow.core.state import RUN_FAILED
+from deerflow.core.state import RUN_FAILED, waits_of
 from deerflow.engine import Engine
 from deerflow.errors import DeerflowError, RunEnded, RunNotFound
 from deerflow.runtime import RunResult
 from deerflow.runtime.integration import RunQuery, run_result
-from deerflow.waiting import waits_of
 from deerflow.web import _graph
 
 #: Events of one run shown at most (the newest are kept); a page is not a log dump.
@@ -65,7 +64,9 @@ def trigger_labels(state: RunState) -> tuple[str, ...]:
     trigger = state.trigger
     if not trigger:
         return ("manual",) if state.parent is None else ("parent",)
-    return tuple(str(v) for v in (trigger.get("trigger"), trigger.get("type")) if v)
+    named = tuple(str(v) for v in (trigger.get("trigger"), trigger.get("type")) if v)
+    # ``engine.start(trigger=...)`` takes any mapping: one naming neither is a manual start.
+    return named or ("manual",)
 
 
 def trigger_label(state: RunState) -> str:
@@ -191,6 +192,7 @@ class RunDetail:
             "graph": self.graph.as_json(),
             "workflow_loaded": self.workflow is not None,
             "archived": self.archived,
+            "waits": waits_of(self.state),  # what its waiting nodes wait for, until when
         }
 
 

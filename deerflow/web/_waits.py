@@ -5,10 +5,18 @@ from __future__ import annotations
 from html import escape
 
 import deerflow._codec as _codec
+from deerflow.core.state import waits_of
 from deerflow.errors import DeerflowError
-from deerflow.waiting import SignalKind, pending_signals, waits_of
+from deerflow.waiting import SignalKind, pending_signals
 from deerflow.web._html import when
 from deerflow.web._runs import RunDetail
+
+
+def _takes_signals(detail: RunDetail) -> bool:
+    """Whether a signal could serve the run: it has a wait for one, or its definition is not
+    here to say it has none."""
+    wf = detail.workflow
+    return wf is None or any(isinstance(t.kind, SignalKind) for t in wf.tasks.values())
 
 
 def _awaited(detail: RunDetail) -> list[str]:
@@ -44,7 +52,7 @@ def waiting_panel(detail: RunDetail) -> str | None:
     if kept:
         names = ", ".join(f"<code>{escape(str(s['name']))}</code>" for s in kept)
         parts.append(f"<p class='muted'>signals kept for nodes not reached yet: {names}</p>")
-    if not detail.state.terminal:
+    if not detail.state.terminal and _takes_signals(detail):
         awaited = _awaited(detail)
         name = escape(awaited[0]) if awaited else ""
         action = f"{escape(detail.state.run_id)}/signal"  # relative to /ui/runs/<id>

@@ -9,7 +9,10 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 import deerflow._codec as _codec
+from deerflow.choreography import publish_event_async
 from deerflow.log.base import Message
 from tests.cli.conftest import Shell
 
@@ -242,3 +245,28 @@ async def test_a_signal_is_sent_from_the_shell_and_its_errors_are_one_line(shell
     assert f"run {handle.run_id} has ended (completed): it takes no more signals" in err
     code, _, err = await shell.run("runs", "signal", "no-such-run", "approve")
     assert code == 2 and "no run 'no-such-run'" in err and "Traceback" not in err
+
+
+async def test_runs_show_prints_the_event_a_node_waits_for_until_it_comes(shell: Shell):
+    handle = await shell.engine.start("invoice", trigger={"body": {"invoice_id": "inv-7"}})
+    await shell.engine.index.wait(
+        handle.run_id,
+        lambda s: "approval" in s.tasks and s.tasks["approval"].status == "waiting",
+        30.0,
+    )
+    awaited = "event InvoiceApproved where data.invoice_id = inv-7"
+    code, shown, _ = await shell.run("runs", "show", handle.run_id)
+    assert code == 0 and f"approval waits for {awaited} until 20" in shown
+    detail = await shell.json("runs", "show", handle.run_id)
+    assert detail["result"]["tasks"]["approval"]["status"] == "waiting"
+    wait = detail["waits"]["approval"]
+    assert wait["for"] == awaited
+    assert wait["deadline"] == pytest.approx(detail["result"]["started_at"] + 7 * 86400, abs=60)
+
+    await publish_event_async(
+        "InvoiceApproved", {"invoice_id": "inv-7", "by": "ann"}, store=shell.engine
+    )
+    assert await shell.ended(handle.run_id) == "completed"
+    code, shown, _ = await shell.run("runs", "show", handle.run_id)
+    assert code == 0 and "waits for" not in shown
+    assert (await shell.json("runs", "show", handle.run_id))["waits"] == {}

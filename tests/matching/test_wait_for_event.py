@@ -10,6 +10,7 @@ import pytest
 from deerflow import CancelOn, DefinitionError, Engine, Workflow
 from deerflow.choreography import publish_event_async
 from deerflow.core import history as h
+from deerflow.core.state import waits_of
 from deerflow.events import KafkaEvent, WebhookEvent
 from deerflow.log.base import Message
 from deerflow.matching import EventMatched
@@ -247,3 +248,32 @@ async def test_the_dashboard_draws_a_waiting_node_as_waiting():
     drawn = {n["id"]: (n["status"], n["label"]) for n in laid_out.as_json()["nodes"]}
     assert drawn["approval"] == ("waiting", "wait for event")
     assert '<g class="node st-waiting kind-wait" data-task="approval"' in graph.svg(laid_out)
+
+
+async def test_a_wait_says_its_event_every_value_it_matches_and_its_filter(store):
+    wf = Workflow(name="shipments")
+    wf.wait_for_event(
+        id="shipped",
+        event="OrderShipped",
+        match={"data.order_id": "params.order_id", "data.line": "params.line"},
+        where=lambda event: event["data"].get("carrier") != "none",
+    )
+    wf.wait_for_event(id="any", event="Tick", timeout="1h")
+    async with Engine(store, [wf]) as engine:
+        run = await engine.start(wf, params={"order_id": "o-1", "line": 3})
+        await until_waiting(engine, run, node="shipped")
+        await until_waiting(engine, run, node="any")
+        state = await engine.index.state(run.run_id)
+        assert state is not None
+        waits = waits_of(state)
+        await engine.cancel(run.run_id)
+        ended = await engine.index.wait(run.run_id, lambda s: s.terminal, 30)
+    assert waits["shipped"] == {
+        "for": "event OrderShipped where data.line = 3 and data.order_id = o-1"
+        " (and its where= filter)",
+        "deadline": None,
+    }
+    assert waits["any"]["for"] == "event Tick"
+    deadline, started = waits["any"]["deadline"], state.started_at
+    assert deadline is not None and started is not None and 3590 < deadline - started < 3601
+    assert ended is not None and waits_of(ended) == {}  # an ended run waits for nothing

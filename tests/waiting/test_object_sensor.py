@@ -4,6 +4,8 @@ worker every ``poke`` and holding no slot in between; its deadline survives a re
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import uuid
 from typing import Any
 
@@ -13,6 +15,7 @@ import pytest
 from deerflow import DefinitionError, Engine, Workflow
 from deerflow.core import history as h
 from deerflow.waiting import WaitArmed
+from deerflow.web._runs import run_detail
 from tests.engine.test_custom_kind import run_history
 
 pytestmark = pytest.mark.s3
@@ -34,14 +37,16 @@ def s3(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, str]:
     return client, bucket
 
 
-def landing(bucket: str, timeout: float = 60, on_timeout: str = "none") -> Workflow:
+def landing(
+    bucket: str, timeout: float = 60, on_timeout: str = "none", poke: float = 0.3
+) -> Workflow:
     wf = Workflow(name="landing", max_parallel=1)
     wf.wait_for_object(
         id="landed",
         bucket=bucket,
         key="day={params.day}/_SUCCESS",
         timeout=timeout,
-        poke=0.3,
+        poke=poke,
         on_timeout=on_timeout,  # type: ignore[arg-type]
     )
 
@@ -81,6 +86,42 @@ async def test_the_sensor_gives_the_object_once_it_lands(store, s3):
     assert [e.waits_for for e in armed] == [f"object s3://{bucket}/day=2026-12-07/_SUCCESS"]
     failed = [e for e in history if isinstance(e, h.TaskFailed)]
     assert failed and {e.error_type for e in failed} == {"ObjectNotYetPresent"}
+
+
+async def test_a_sensor_between_two_checks_shows_as_waiting_for_its_object(store, s3):
+    _, bucket = s3
+    wf = landing(bucket, timeout=3600, poke=600)
+    async with Engine(store, [wf]) as engine:
+        handle = await engine.start(wf, params={"day": "2026-12-08"})
+        state = await engine.index.wait(
+            handle.run_id,
+            lambda s: s.tasks.get("landed") is not None and s.tasks["landed"].error is not None,
+            30,
+        )
+        assert state is not None and state.tasks["landed"].error_type == "ObjectNotYetPresent"
+        result = await handle.status()
+        detail = (await run_detail(engine, handle.run_id)).as_json()
+    awaited = f"object s3://{bucket}/day=2026-12-08/_SUCCESS"
+    assert result.tasks["landed"].status == "waiting"
+    assert result.tasks["landed"].next_attempt_at is not None  # its next check
+    node = next(n for n in detail["graph"]["nodes"] if n["id"] == "landed")
+    assert (node["status"], node["waits_for"]) == ("waiting", awaited)
+    assert detail["waits"]["landed"]["for"] == awaited
+    assert detail["waits"]["landed"]["deadline"] == node["deadline"]
+    assert 3590 < node["deadline"] - result.started_at < 3601
+    if not store.startswith("memory"):  # another process reads the same history
+        proc = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "deerflow", "runs", "show", handle.run_id, "--store", store),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=dict(os.environ, COLUMNS="200"),
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
+        assert proc.returncode == 0, err.decode()
+        shown = out.decode()
+        line = next(x for x in shown.splitlines() if "landed" in x and "│" in x)
+        assert "waiting" in line and "retrying" not in line
+        assert f"landed waits for {awaited} until 20" in shown
 
 
 async def test_a_sensor_times_out_with_none_or_fails_and_the_deadline_survives_a_restart(store, s3):

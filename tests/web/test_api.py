@@ -324,3 +324,25 @@ async def test_a_signal_is_accepted_and_refused_once_the_run_ended(
     assert ended == {"error": f"run {run_id} has ended (completed): it takes no more signals"}
     missing = await deployment.post("/api/runs/no-such-run/signals/approve", status=404)
     assert missing == {"error": "no run 'no-such-run'"}
+
+
+async def test_a_run_waiting_for_an_event_says_which_and_until_when(deployment: Deployment):
+    run_id = (
+        await deployment.engine.start("invoice", trigger={"body": {"invoice_id": "inv-7"}})
+    ).run_id
+    await deployment.wait(
+        run_id,
+        lambda s: s.tasks.get("approval") is not None and s.tasks["approval"].status == "waiting",
+    )
+    shown = await deployment.get(f"/api/runs/{run_id}")
+    awaited = "event InvoiceApproved where data.invoice_id = inv-7"
+    wait = shown["waits"]["approval"]
+    assert wait["for"] == awaited
+    assert 7 * 86400 - 60 < wait["deadline"] - shown["run"]["started_at"] < 7 * 86400 + 1
+    node = next(n for n in shown["graph"]["nodes"] if n["id"] == "approval")
+    assert (node["status"], node["waits_for"], node["deadline"]) == (
+        "waiting",
+        awaited,
+        wait["deadline"],
+    )
+    assert shown["run"]["tasks"]["approval"]["status"] == "waiting"

@@ -189,6 +189,37 @@ def test_a_waiting_node_shows_what_it_waits_for_and_a_signal_from_the_form_resum
         assert json.load(reply)["run"]["output"] == {"approved_by": "the dashboard"}
 
 
+def test_a_node_waiting_for_an_event_shows_the_event_its_match_and_its_deadline(served, page):
+    proc, _ = served
+    url = proc.url
+    request = urllib.request.Request(
+        url + "/hooks/invoice",
+        data=b'{"invoice_id": "inv-7"}',
+        method="POST",
+        headers={"Idempotency-Key": "invoice-1", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        run_id = str(json.load(reply)["run_id"])
+    page.goto(f"{url}/ui/runs/{run_id}")
+    waiting = 'svg.dag g.node[data-task="approval"][data-status="waiting"]'
+    page.wait_for_selector(waiting, timeout=WAIT_MS)
+    in_a_week = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 7 * 86400))
+    awaited = "event InvoiceApproved where data.invoice_id = inv-7"
+    title = node(page, "approval").locator("title").first.text_content()
+    assert title is not None
+    assert title.startswith(f"wait for event: waits for {awaited} until {in_a_week}")
+    row = page.locator('table.waits tr[data-wait="approval"]')
+    cells = row.locator("td").all_inner_texts()
+    assert cells[:2] == ["approval", awaited] and cells[2].startswith(in_a_week)
+    # The node's own line: the deadline's day too, a week away.
+    sub = node(page, "approval").locator("text.sub").text_content()
+    assert sub == f"waiting · until {cells[2][5:16]}"
+    assert page.locator("form.signal").count() == 0  # no node of the run takes a signal
+    task = page.locator('table.tasks tr[data-task="approval"]').inner_text()
+    assert "waiting" in task
+    shoot(page, "dashboard-waiting-for-event.png")
+
+
 def test_a_schedule_is_paused_resumed_and_backfilled_from_its_page(served, page):
     proc, _ = served
     url = proc.url

@@ -78,6 +78,22 @@ def report_approval(context):
     return {"approved_by": (context.tasks["go"].output or {}).get("by")}
 
 
+# Waits for the InvoiceApproved event of the invoice its webhook names, at most a week.
+invoice = Workflow(name="invoice")
+invoice.add_trigger(WebhookEvent(path="/hooks/invoice"))
+invoice.wait_for_event(
+    id="approval",
+    event="InvoiceApproved",
+    match={"data.invoice_id": "trigger.body.invoice_id"},
+    timeout="7d",
+)
+
+
+@invoice.task(id="book", depends_on=["approval"])
+def book_invoice(context):
+    return {"approved_by": context.tasks["approval"].output["data"]["by"]}
+
+
 from deerflow import State, StateMachine, Transition  # noqa: E402
 
 door = Workflow(name="door")
