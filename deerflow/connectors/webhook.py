@@ -288,6 +288,20 @@ class WebhookGateway(TriggerSource[None]):
         signed = bool(own) or trigger.auth == "hmac" or trigger.provider is not None
         secrets = tuple(configured_secrets(own, self._config)) if signed else ()
         where = f"webhook {trigger.method} {trigger.path} of workflow {workflow!r}"
+        taken = next(
+            (
+                r
+                for r in self.routes
+                if (r.trigger.method, r.trigger.path) == (trigger.method, trigger.path)
+            ),
+            None,
+        )
+        if taken is not None:
+            raise ConnectorError(
+                f"{where}: the path is served already (trigger {taken.name!r}); "
+                "give one of them another path",
+                retriable=False,
+            )
         if signed and not secrets:
             needs = f"provider={trigger.provider!r}" if trigger.provider else "auth='hmac'"
             raise ConnectorError(

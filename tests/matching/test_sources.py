@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import runpy
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,8 +19,9 @@ from deerflow.errors import ConnectorError
 from deerflow.events import S3Event, WebhookEvent
 from deerflow.log.base import Message
 from deerflow.matching import EventMatched
-from tests.connectors.conftest import aws, eventually, queue_is_empty, send_to
+from tests.connectors.conftest import ROOT, aws, eventually, queue_is_empty, send_to
 from tests.connectors.test_s3 import record
+from tests.connectors.test_serve import Served
 from tests.logs import history
 from tests.matching.waits import invoices, payments, until_waiting
 from tests.services import unique_name
@@ -107,6 +110,14 @@ def test_two_waits_on_one_path_with_other_options_are_refused_clearly():
         sources_for(Engine("memory://x", [one, two]), [one, two], gateway=None)
 
 
+def test_a_wait_on_the_path_of_a_run_trigger_is_refused_clearly():
+    wf = invoices(source=WebhookEvent(path="/paid"))
+    wf.add_trigger(WebhookEvent(path="/paid"))
+    engine = Engine("memory://x", [wf])
+    with pytest.raises(ConnectorError, match="/paid of workflow 'invoices': the path is served"):
+        sources_for(engine, [wf], gateway=WebhookGateway(engine, port=0))
+
+
 @pytest.mark.s3
 @pytest.mark.parametrize(
     "store", ["sqlite", pytest.param("kafka", marks=pytest.mark.kafka)], indirect=True
@@ -157,3 +168,47 @@ async def test_a_topic_named_by_a_workflow_registered_later_is_subscribed(store)
         result = await run.result(timeout=60)
     assert result.status == "completed", result.error
     assert result.tasks["paid"].output["data"] == {"order": "o-1", "amount": 3}
+
+
+SERVED_APP = """
+from deerflow import Workflow
+from deerflow.events import WebhookEvent
+
+approvals = Workflow(name="approvals")
+approvals.wait_for_event(
+    id="approval",
+    event="InvoiceApproved",
+    match={"data.invoice_id": "params.invoice_id"},
+    source=WebhookEvent(path="/approvals", delivery_id_header="X-Delivery"),
+)
+"""
+
+
+async def test_deerflow_serve_serves_the_webhook_path_a_wait_names(tmp_path, monkeypatch):
+    app = tmp_path / "app.py"
+    app.write_text(SERVED_APP)
+    store = f"sqlite:///{tmp_path / 'events.db'}"
+    prefix = unique_name("t").replace("-", "")
+    monkeypatch.setenv("DEERFLOW_PREFIX", prefix)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    served = await asyncio.to_thread(Served, [str(app), "--store", store], env)
+    try:
+        async with Engine(store, orchestrate=False, work=False) as client:
+            # Known to the client, its plugins not adopted: only the served process matches.
+            client.registry.add(runpy.run_path(str(app))["approvals"])
+            run = await client.start_run("approvals", params={"invoice_id": "inv-3"})
+            await until_waiting(client, run)
+            body = {"invoice_id": "inv-3", "by": "lee"}
+            replies = [
+                await post(f"{served.url}/approvals", body, **{"X-Delivery": "d-3"})
+                for _ in range(2)
+            ]
+            result = await run.result(timeout=60)
+    finally:
+        served.terminate()
+        code = await asyncio.to_thread(served.wait)
+    assert [status for status, _ in replies] == [202, 202]
+    assert replies[0][1] == replies[1][1]
+    assert result.status == "completed", result.error
+    assert result.tasks["approval"].output["data"] == body
+    assert code == 0
