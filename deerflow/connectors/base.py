@@ -318,13 +318,14 @@ class TriggerSource(Lifecycle, Generic[T]):
             return [r.run_id for r in requests]
 
     def request_for(
-        self, workflow: str, identity: str, event: BaseModel
+        self, workflow: str, identity: str, event: BaseModel, origin: str
     ) -> RunRequest | EventRequest:
         """A run of ``workflow`` for ``event`` named by ``identity``; for a source of waits
-        (:attr:`events`), the event itself, appended for the runs waiting on it."""
+        (:attr:`events`), the event itself (its ``source`` ``origin``, e.g. ``s3:<bucket>``),
+        appended for the runs waiting on it."""
         if self.events:
             data = event.model_dump(mode="json", exclude={"trigger", "received_at"})
-            return EventRequest(self.events, identity, data, f"{self.source}:{self.name}")
+            return EventRequest(self.events, identity, data, origin)
         return RunRequest(workflow, run_id_for(workflow, self.source, identity), event)
 
     async def _append_events(self, events: list[StoredEvent]) -> None:

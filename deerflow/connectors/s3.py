@@ -235,7 +235,9 @@ class S3NotificationSource(PollingSource[SqsMessage]):
                     event.sequencer,
                 )
             else:
-                request = self.request_for(self.workflow, identity(event), event)
+                request = self.request_for(
+                    self.workflow, identity(event), event, f"s3:{event.bucket}"
+                )
                 problem = (
                     unstorable(request) or too_large(self.engine, request)
                     if isinstance(request, RunRequest)

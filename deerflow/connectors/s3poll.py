@@ -203,7 +203,7 @@ class S3PollingSource(PollingSource[ListedObject]):
             },
         )
         identity = f"{self.trigger.bucket}\x00{item.key}\x00poll\x00{item.tag}"
-        return [self.request_for(self.workflow, identity, event)]
+        return [self.request_for(self.workflow, identity, event, f"s3:{event.bucket}")]
 
     async def acknowledge(self, items: Sequence[ListedObject]) -> None:
         """Save the cursor with ``items`` marked seen (same watermark)."""

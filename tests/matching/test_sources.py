@@ -151,9 +151,40 @@ async def test_an_s3_object_event_resumes_the_run_waiting_for_its_key_once(
     assert event["data"]["bucket"] == bucket
     assert event["data"]["key"] == "day=2/_SUCCESS"
     assert event["data"]["sequencer"] == "00A1"
+    assert event["source"] == f"s3:{bucket}"
     assert sum(isinstance(e, EventMatched) for e in events) == 1
     assert source.published == 2  # both deliveries appended: one event id, one resume
     assert other.tasks["file"].status == "waiting"
+
+
+@pytest.mark.s3
+async def test_a_polled_bucket_s_new_object_resumes_the_run_waiting_for_it(
+    tmp_path, aws: tuple[Any, Any], moto_endpoint: str
+):
+    s3, _ = aws
+    bucket = unique_name("polled")
+    s3.create_bucket(Bucket=bucket)
+    spec = S3Event(bucket=bucket, mode="poll", poll_interval=0.2, endpoint_url=moto_endpoint)
+    wf = Workflow(name="polled")
+    wf.wait_for_event(
+        id="file", event="ObjectLanded", match={"data.key": "params.key"}, source=spec, timeout=60
+    )
+    async with (
+        Engine(f"sqlite:///{tmp_path / 'events.db'}", [wf]) as engine,
+        served(engine, wf) as (_, source),
+    ):
+        run = await engine.start(wf, params={"key": "out/_SUCCESS"})
+        await until_waiting(engine, run, node="file")
+        await eventually(lambda: _listed(source), what="a first listing")
+        s3.put_object(Bucket=bucket, Key="out/_SUCCESS", Body=b"")
+        result = await run.result(timeout=60)
+    assert result.status == "completed", result.error
+    assert result.tasks["file"].output["data"]["key"] == "out/_SUCCESS"
+    assert result.tasks["file"].output["source"] == f"s3:{bucket}"
+
+
+async def _listed(source: Any) -> bool:
+    return source.ledger.get(source.name) is not None
 
 
 async def test_a_topic_named_by_a_workflow_registered_later_is_subscribed(store):
