@@ -247,8 +247,12 @@ class TriggerSource(Lifecycle, Generic[T]):
         return self.load
 
     def saturated(self) -> bool:
-        """Whether the engine has too many running runs to take more input now."""
-        return self.load is not None and self.load.saturated(self.max_running)
+        """Whether the engine has too many running runs to take more input now.
+
+        A source of events for waits never is: its input starts nothing, and the runs it
+        resumes count among the running ones (holding it back could stall them all).
+        """
+        return not self.events and self.load is not None and self.load.saturated(self.max_running)
 
     # -- the template -------------------------------------------------------------------------
 

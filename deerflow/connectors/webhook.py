@@ -385,15 +385,15 @@ class WebhookGateway(TriggerSource[None]):
             return None
         return _error(401, "missing or invalid API key", **{"WWW-Authenticate": "Bearer"})
 
-    def _busy(self) -> web.Response | None:
-        if self.saturated():
+    def _busy(self, route: WebhookRoute) -> web.Response | None:
+        if not route.events and self.saturated():  # a wait's events start nothing (saturated)
             return _error(503, "too many runs in progress", **{"Retry-After": "5"})
         if self.pending >= self.max_pending:
             return _error(429, "too many requests in progress", **{"Retry-After": "1"})
         return None
 
     async def _trigger(self, route: WebhookRoute, request: web.Request) -> web.StreamResponse:
-        refusal = self._auth_problem(route, request) or self._busy()
+        refusal = self._auth_problem(route, request) or self._busy(route)
         if refusal is not None:
             return refusal
         self.pending += 1

@@ -103,6 +103,27 @@ async def test_a_webhook_request_the_gateway_refuses_resumes_nothing(store):
     assert result.output == "eve"
 
 
+async def test_a_wait_s_webhook_takes_events_while_runs_saturate_the_engine(store):
+    wf = invoices(source=APPROVALS)
+    wf.add_trigger(WebhookEvent(path="/invoices"))
+    async with Engine(store, [wf]) as engine:
+        gateway = WebhookGateway(engine, port=0, max_running=1)
+        sources_for(engine, [wf], gateway=gateway)
+        await gateway.start()
+        try:
+            run = await engine.start(wf, params={"invoice_id": "inv-1"})
+            await until_waiting(engine, run)
+            started = await post(f"{gateway.url}/invoices", {})  # a run: the engine is full
+            body = {"invoice_id": "inv-1", "by": "ann"}
+            approved = await post(f"{gateway.url}/approvals", body)
+            result = await run.result(timeout=60)
+        finally:
+            await gateway.stop()
+    assert started[0] == 503
+    assert approved[0] == 202
+    assert result.output == "ann"
+
+
 def test_two_waits_on_one_path_with_other_options_are_refused_clearly():
     one = invoices("one", source=WebhookEvent(path="/paid"))
     two = invoices("two", source=WebhookEvent(path="/paid", auth="hmac", signing_secrets=["s"]))
