@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from deerflow import Engine, Workflow
-from deerflow.connectors import TriggerSource, WebhookGateway, sources_for
+from deerflow.connectors import ApiKeys, TriggerSource, WebhookGateway, sources_for
 from deerflow.errors import ConnectorError
 from deerflow.events import S3Event, WebhookEvent
 from deerflow.log.base import Message
@@ -44,6 +44,18 @@ async def served(engine: Engine, *workflows: Workflow) -> AsyncIterator[list[Any
     finally:
         for source in sources:
             await source.stop()
+        await gateway.stop()
+
+
+@asynccontextmanager
+async def gateway_of(engine: Engine, wf: Workflow, **options: Any) -> AsyncIterator[WebhookGateway]:
+    """A started gateway (port 0) serving ``wf``'s webhooks, triggers and waits' sources."""
+    gateway = WebhookGateway(engine, port=0, **options)
+    sources_for(engine, [wf], gateway=gateway)
+    await gateway.start()
+    try:
+        yield gateway
+    finally:
         await gateway.stop()
 
 
@@ -84,20 +96,16 @@ async def test_a_webhook_request_resumes_the_run_it_matches_once_however_often_s
 
 async def test_a_webhook_request_the_gateway_refuses_resumes_nothing(store):
     wf = invoices(source=WebhookEvent(path="/approvals", auth="api_key"))
-    async with Engine(store, [wf]) as engine:
-        gateway = WebhookGateway(engine, port=0, api_keys=None)
-        gateway.api_keys = type(gateway.api_keys)(["k1"])
-        sources_for(engine, [wf], gateway=gateway)
-        await gateway.start()
-        try:
-            run = await engine.start(wf, params={"invoice_id": "inv-1"})
-            await until_waiting(engine, run)
-            body = {"invoice_id": "inv-1", "by": "eve"}
-            refused = await post(f"{gateway.url}/approvals", body)
-            accepted = await post(f"{gateway.url}/approvals", body, **{"X-API-Key": "k1"})
-            result = await run.result(timeout=60)
-        finally:
-            await gateway.stop()
+    async with (
+        Engine(store, [wf]) as engine,
+        gateway_of(engine, wf, api_keys=ApiKeys(["k1"])) as gateway,
+    ):
+        run = await engine.start(wf, params={"invoice_id": "inv-1"})
+        await until_waiting(engine, run)
+        body = {"invoice_id": "inv-1", "by": "eve"}
+        refused = await post(f"{gateway.url}/approvals", body)
+        accepted = await post(f"{gateway.url}/approvals", body, **{"X-API-Key": "k1"})
+        result = await run.result(timeout=60)
     assert refused[0] == 401
     assert accepted[0] == 202
     assert result.output == "eve"
@@ -106,19 +114,13 @@ async def test_a_webhook_request_the_gateway_refuses_resumes_nothing(store):
 async def test_a_wait_s_webhook_takes_events_while_runs_saturate_the_engine(store):
     wf = invoices(source=APPROVALS)
     wf.add_trigger(WebhookEvent(path="/invoices"))
-    async with Engine(store, [wf]) as engine:
-        gateway = WebhookGateway(engine, port=0, max_running=1)
-        sources_for(engine, [wf], gateway=gateway)
-        await gateway.start()
-        try:
-            run = await engine.start(wf, params={"invoice_id": "inv-1"})
-            await until_waiting(engine, run)
-            started = await post(f"{gateway.url}/invoices", {})  # a run: the engine is full
-            body = {"invoice_id": "inv-1", "by": "ann"}
-            approved = await post(f"{gateway.url}/approvals", body)
-            result = await run.result(timeout=60)
-        finally:
-            await gateway.stop()
+    async with Engine(store, [wf]) as engine, gateway_of(engine, wf, max_running=1) as gateway:
+        run = await engine.start(wf, params={"invoice_id": "inv-1"})
+        await until_waiting(engine, run)
+        started = await post(f"{gateway.url}/invoices", {})  # a run: the engine is full
+        body = {"invoice_id": "inv-1", "by": "ann"}
+        approved = await post(f"{gateway.url}/approvals", body)
+        result = await run.result(timeout=60)
     assert started[0] == 503
     assert approved[0] == 202
     assert result.output == "ann"
