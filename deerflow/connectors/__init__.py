@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from deerflow.connectors._auth import ApiKeys, load_config, sign
+from deerflow.connectors._waitsources import wait_sources
 from deerflow.connectors.base import (
     DeadLetter,
     EngineLoad,
@@ -118,6 +119,38 @@ def _kafka_sources(
     return sources
 
 
+def _wait_sources(
+    engine: Engine,
+    workflows: Iterable[Workflow],
+    gateway: WebhookGateway | None,
+    max_running: int | None,
+) -> list[TriggerSource[Any]]:
+    """The sources of ``wait_for_event(source=WebhookEvent | S3Event)`` (webhook: routes)."""
+    sources: list[TriggerSource[Any]] = []
+    for waited in wait_sources(workflows):
+        events = tuple(waited.events)
+        if isinstance(waited.spec, WebhookEvent):
+            if gateway is None:
+                raise ConnectorError(
+                    f"wait_for_event source {waited.name!r} needs a webhook gateway",
+                    retriable=False,
+                )
+            gateway.add_webhook(waited.workflow, waited.spec, waited.name, events=events)
+        elif isinstance(waited.spec, S3Event):
+            cls = S3PollingSource if waited.spec.mode == "poll" else S3NotificationSource
+            sources.append(
+                cls(
+                    engine,
+                    waited.workflow,
+                    waited.spec,
+                    waited.name,
+                    max_running=max_running,
+                    events=events,
+                )
+            )
+    return sources
+
+
 def sources_for(
     engine: Engine,
     workflows: Iterable[Workflow],
@@ -127,7 +160,9 @@ def sources_for(
 ) -> list[TriggerSource[Any]]:
     """Sources for every trigger of ``workflows`` (not started).
 
-    Webhook triggers become routes of ``gateway`` (required if there are any); Kafka triggers
+    Webhook triggers become routes of ``gateway`` (required if there are any); so do the
+    webhook ``source=`` of ``wait_for_event`` nodes, and their S3 ``source=`` S3 sources, whose
+    input is appended as events for the waiting runs instead of starting runs; Kafka triggers
     sharing a cluster and consumer group share one consumer; every schedule is fired by one
     :class:`ScheduleSource`.
     """
@@ -149,6 +184,7 @@ def sources_for(
             raise ConnectorError(
                 f"trigger {name!r}: no connector for {type(trigger).__name__}", retriable=False
             )
+    sources.extend(_wait_sources(engine, workflows, gateway, max_running))
     entries = schedule_entries(workflows)
     if entries:
         sources.append(ScheduleSource(engine, entries, max_running=max_running))

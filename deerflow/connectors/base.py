@@ -32,7 +32,9 @@ from deerflow.connectors._letters import LetterIds, letter_id, letter_message, w
 from deerflow.core import RunState
 from deerflow.core import history as h
 from deerflow.errors import ConnectorError, DeerflowError, RunNotFound, TransitionNotAllowed
-from deerflow.log.base import Headers
+from deerflow.eventstore import StoredEvent
+from deerflow.eventstore.integration import derived_id, encode_unit
+from deerflow.log.base import Headers, Message
 from deerflow.payloads import beyond_limit, size_text
 from deerflow.runtime import BackgroundService, Engine
 
@@ -79,7 +81,36 @@ class DeadLetter:
     headers: Headers = ()
 
 
-Action = RunRequest | DeadLetter
+@dataclass(frozen=True, slots=True)
+class EventRequest:
+    """An event to append to the deployment's events topic, for the runs waiting on it.
+
+    What a ``wait_for_event(source=WebhookEvent(...) | S3Event(...))`` source receives: one
+    domain event per waited-for type, whose id derives from ``identity`` (the delivery id, the
+    S3 object's version or sequencer), so a redelivery is the same event and resumes nothing
+    more.
+    """
+
+    types: tuple[str, ...]
+    identity: str
+    data: Any
+    source: str
+
+    def events(self) -> list[StoredEvent]:
+        """The domain events to append, one per type (their ids derive from the identity)."""
+        return [
+            StoredEvent(
+                id=derived_id(f"{self.source}\x00{self.identity}", 0),
+                type=event_type,
+                data=self.data,
+                stream=self.source,
+                source=self.source,
+            )
+            for event_type in self.types
+        ]
+
+
+Action = RunRequest | DeadLetter | EventRequest
 
 
 def unstorable(request: RunRequest) -> str | None:
@@ -190,6 +221,11 @@ class TriggerSource(Lifecycle, Generic[T]):
         self.stopping = asyncio.Event()
         self.requested = 0
         self.dead_lettered = 0
+        #: events appended for waiting runs (``wait_for_event(source=...)``)
+        self.published = 0
+        #: the event types this source's input becomes, for runs waiting on it (none: its
+        #: input starts runs)
+        self.events: tuple[str, ...] = ()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -211,8 +247,12 @@ class TriggerSource(Lifecycle, Generic[T]):
         return self.load
 
     def saturated(self) -> bool:
-        """Whether the engine has too many running runs to take more input now."""
-        return self.load is not None and self.load.saturated(self.max_running)
+        """Whether the engine has too many running runs to take more input now.
+
+        A source of events for waits never is: its input starts nothing, and the runs it
+        resumes count among the running ones (holding it back could stall them all).
+        """
+        return not self.events and self.load is not None and self.load.saturated(self.max_running)
 
     # -- the template -------------------------------------------------------------------------
 
@@ -247,6 +287,7 @@ class TriggerSource(Lifecycle, Generic[T]):
         """
         actions = list(actions)
         requests = [a for a in actions if isinstance(a, RunRequest)]
+        events = [e for a in actions if isinstance(a, EventRequest) for e in a.events()]
         letters = {
             letter_id(self.name, a.key): a for a in actions if isinstance(a, DeadLetter)
         }  # the same input twice in one batch is one letter
@@ -255,6 +296,7 @@ class TriggerSource(Lifecycle, Generic[T]):
         while True:
             try:
                 await self._write_letters(letters)
+                await self._append_events(events)
                 await asyncio.gather(*(self._request(r) for r in requests))
             except DeerflowError as exc:
                 if (
@@ -278,6 +320,30 @@ class TriggerSource(Lifecycle, Generic[T]):
             if self.load is not None:
                 self.load.requested(r.run_id for r in requests)
             return [r.run_id for r in requests]
+
+    def request_for(
+        self, workflow: str, identity: str, event: BaseModel, origin: str
+    ) -> RunRequest | EventRequest:
+        """A run of ``workflow`` for ``event`` named by ``identity``; for a source of waits
+        (:attr:`events`), the event itself (its ``source`` ``origin``, e.g. ``s3:<bucket>``),
+        appended for the runs waiting on it."""
+        if self.events:
+            data = event.model_dump(mode="json", exclude={"trigger", "received_at"})
+            return EventRequest(self.events, identity, data, origin)
+        return RunRequest(workflow, run_id_for(workflow, self.source, identity), event)
+
+    async def _append_events(self, events: list[StoredEvent]) -> None:
+        """Append ``events`` to the events topic (the matching router forwards them)."""
+        if not events:
+            return
+        topic = self.engine.topics.events
+        messages = []
+        for event in events:
+            value, headers = encode_unit([event])
+            messages.append(Message(topic, value, key=event.stream, headers=headers))
+        await self.engine.log.append(messages)
+        self.published += len(events)
+        events.clear()  # durable: a retry of the batch's run requests does not append them again
 
     async def _write_letters(self, letters: dict[str, DeadLetter]) -> None:
         """Append the letters not written before (see :mod:`deerflow.connectors._letters`)."""

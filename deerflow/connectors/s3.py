@@ -39,7 +39,6 @@ from deerflow.connectors.base import (
     PollingSource,
     RunRequest,
     backoff_sleep,
-    run_id_for,
     too_large,
     unstorable,
 )
@@ -67,6 +66,8 @@ class S3NotificationSource(PollingSource[SqsMessage]):
         trigger: the spec.
         name: the trigger's name (also names the default queue).
         clients: boto3 ``(s3, sqs)`` clients; default from the trigger's settings.
+        events: event types each object event becomes instead of a run (a source of
+            ``wait_for_event(source=S3Event(...))``).
     """
 
     source = "s3"
@@ -80,8 +81,10 @@ class S3NotificationSource(PollingSource[SqsMessage]):
         *,
         clients: tuple[Any, Any] | None = None,
         max_running: int | None = None,
+        events: tuple[str, ...] = (),
     ) -> None:
         super().__init__(engine, name, max_running=max_running)
+        self.events = events
         self.workflow = workflow
         self.trigger = trigger
         self._clients = clients
@@ -232,9 +235,14 @@ class S3NotificationSource(PollingSource[SqsMessage]):
                     event.sequencer,
                 )
             else:
-                run_id = run_id_for(self.workflow, "s3", identity(event))
-                request = RunRequest(self.workflow, run_id, event)
-                problem = unstorable(request) or too_large(self.engine, request)
+                request = self.request_for(
+                    self.workflow, identity(event), event, f"s3:{event.bucket}"
+                )
+                problem = (
+                    unstorable(request) or too_large(self.engine, request)
+                    if isinstance(request, RunRequest)
+                    else None
+                )
                 actions.append(self._letter(item, problem) if problem else request)
         return actions
 

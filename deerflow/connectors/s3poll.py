@@ -28,7 +28,7 @@ from typing import Any
 
 import deerflow.connectors._s3setup as _s3setup
 from deerflow.connectors._ledger import Ledger
-from deerflow.connectors.base import Action, PollingSource, RunRequest, backoff_sleep, run_id_for
+from deerflow.connectors.base import Action, PollingSource, backoff_sleep
 from deerflow.errors import ConnectorError
 from deerflow.events import S3Event, S3ObjectEvent
 from deerflow.runtime import Engine
@@ -85,8 +85,10 @@ class S3PollingSource(PollingSource[ListedObject]):
         *,
         client: Any = None,
         max_running: int | None = None,
+        events: tuple[str, ...] = (),
     ) -> None:
         super().__init__(engine, name, max_running=max_running)
+        self.events = events
         if not any(_matches_created(p) for p in trigger.events):
             raise ConnectorError(
                 f"S3 trigger {name}: polling only sees created objects; "
@@ -201,7 +203,7 @@ class S3PollingSource(PollingSource[ListedObject]):
             },
         )
         identity = f"{self.trigger.bucket}\x00{item.key}\x00poll\x00{item.tag}"
-        return [RunRequest(self.workflow, run_id_for(self.workflow, "s3", identity), event)]
+        return [self.request_for(self.workflow, identity, event, f"s3:{event.bucket}")]
 
     async def acknowledge(self, items: Sequence[ListedObject]) -> None:
         """Save the cursor with ``items`` marked seen (same watermark)."""

@@ -27,6 +27,7 @@ import asyncio
 import hashlib
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +43,7 @@ from deerflow.connectors._auth import ApiKeys, configured_secrets, presented_key
 from deerflow.connectors._httplimits import HttpLimits, cap_connections
 from deerflow.connectors._providers import Scheme, scheme_for
 from deerflow.connectors.base import (
+    EventRequest,
     RunRequest,
     TriggerSource,
     run_id_for,
@@ -70,6 +72,8 @@ class WebhookRoute:
     name: str
     secrets: tuple[str, ...] = ()
     scheme: Scheme = field(default_factory=Scheme)
+    #: event types each request becomes instead of a run (``wait_for_event(source=...)``)
+    events: tuple[str, ...] = ()
 
 
 def _json(status: int, body: Any, headers: Mapping[str, str] | None = None) -> web.Response:
@@ -271,12 +275,33 @@ class WebhookGateway(TriggerSource[None]):
         workflow: str,
         trigger: WebhookEvent,
         name: str | None = None,
+        *,
+        events: tuple[str, ...] = (),
     ) -> WebhookRoute:
-        """Serve ``trigger`` for ``workflow`` (before :meth:`start`)."""
+        """Serve ``trigger`` for ``workflow`` (before :meth:`start`).
+
+        With ``events``, each accepted request is appended as an event of each of those types
+        (its body the ``data``, its delivery id the event's identity) for the runs waiting on
+        it, and answered 202 ``{"event_id"}`` once durable; no run starts.
+        """
         own = [s.get_secret_value() for s in trigger.signing_secrets]
         signed = bool(own) or trigger.auth == "hmac" or trigger.provider is not None
         secrets = tuple(configured_secrets(own, self._config)) if signed else ()
         where = f"webhook {trigger.method} {trigger.path} of workflow {workflow!r}"
+        taken = next(
+            (
+                r
+                for r in self.routes
+                if (r.trigger.method, r.trigger.path) == (trigger.method, trigger.path)
+            ),
+            None,
+        )
+        if taken is not None:
+            raise ConnectorError(
+                f"{where}: the path is served already (trigger {taken.name!r}); "
+                "give one of them another path",
+                retriable=False,
+            )
         if signed and not secrets:
             needs = f"provider={trigger.provider!r}" if trigger.provider else "auth='hmac'"
             raise ConnectorError(
@@ -291,7 +316,7 @@ class WebhookGateway(TriggerSource[None]):
         except ConnectorError as exc:
             raise ConnectorError(f"{where}: {exc}", retriable=False) from None
         route = WebhookRoute(
-            workflow, trigger, name or trigger_name(workflow, trigger), secrets, scheme
+            workflow, trigger, name or trigger_name(workflow, trigger), secrets, scheme, events
         )
         self.app.router.add_route(trigger.method, trigger.path, self._handler(route))
         self.routes.append(route)
@@ -360,15 +385,15 @@ class WebhookGateway(TriggerSource[None]):
             return None
         return _error(401, "missing or invalid API key", **{"WWW-Authenticate": "Bearer"})
 
-    def _busy(self) -> web.Response | None:
-        if self.saturated():
+    def _busy(self, route: WebhookRoute) -> web.Response | None:
+        if not route.events and self.saturated():  # a wait's events start nothing (saturated)
             return _error(503, "too many runs in progress", **{"Retry-After": "5"})
         if self.pending >= self.max_pending:
             return _error(429, "too many requests in progress", **{"Retry-After": "1"})
         return None
 
     async def _trigger(self, route: WebhookRoute, request: web.Request) -> web.StreamResponse:
-        refusal = self._auth_problem(route, request) or self._busy()
+        refusal = self._auth_problem(route, request) or self._busy(route)
         if refusal is not None:
             return refusal
         self.pending += 1
@@ -431,6 +456,8 @@ class WebhookGateway(TriggerSource[None]):
         signed = route.scheme.signed(headers, raw) if route.secrets else None
         if identity is None and signed is not None:
             identity = f"{trigger.path}\x00{signed}"
+        if route.events:
+            return await self._publish(route, [(identity, body)])
         event = self._event(route, request, body, raw.decode("utf-8", "replace"), delivery)
         run = self._run(route, identity, event.model_copy(update={"body_digest": digest}))
         known = self.engine.index.runs.get(run.run_id)
@@ -446,6 +473,10 @@ class WebhookGateway(TriggerSource[None]):
     ) -> web.StreamResponse:
         """One run per CloudEvent, named by its source and id (a duplicate is the same run)."""
         trigger = route.trigger
+        if route.events:
+            ids = [f"{trigger.path}\x00{_cloudevents.identity(c)}" for c in events]
+            checked = [_checked(trigger, c.data) for c in events]
+            return await self._publish(route, list(zip(ids, checked, strict=True)))
         runs = []
         for cloudevent in events:
             body = _checked(trigger, cloudevent.data)
@@ -496,7 +527,28 @@ class WebhookGateway(TriggerSource[None]):
             raise _RefusedError(_error(413, problem, Connection="close"))
         return run
 
-    async def _submit(self, trigger: WebhookEvent, runs: list[RunRequest]) -> None:
+    async def _publish(
+        self, route: WebhookRoute, bodies: list[tuple[str | None, Any]]
+    ) -> web.StreamResponse:
+        """Append each body as the route's events; 202 ``{"event_id"}`` (``{"event_ids"}`` for
+        several) once durable. A body without identity is an event of its own."""
+        requests = []
+        for identity, body in bodies:
+            try:
+                _codec.bounded_json_value(body)
+            except (TypeError, ValueError) as exc:
+                return _error(400, f"body cannot be accepted: {exc}")
+            ident = identity or uuid.uuid4().hex
+            requests.append(
+                EventRequest(route.events, ident, body, f"webhook:{route.trigger.path}")
+            )
+        await self._submit(route.trigger, requests)
+        ids = [r.events()[0].id for r in requests]
+        return _json(202, {"event_id": ids[0]} if len(ids) == 1 else {"event_ids": ids})
+
+    async def _submit(
+        self, trigger: WebhookEvent, runs: list[RunRequest] | list[EventRequest]
+    ) -> None:
         try:
             await self.submit(runs, give_up_after=self.give_up_after)
         except ConnectorError as exc:

@@ -2,7 +2,8 @@
 
 ``@wf.wait_for_event(id=..., event="InvoiceApproved", match={"data.invoice_id":
 "params.invoice_id"}, timeout="7d")`` adds a node whose output is the first matching domain
-event (``publish_event``, ``EventStore.publish``, handlers); ``Workflow(...,
+event (``publish_event``, ``EventStore.publish``, handlers; with ``source=``, a Kafka topic's
+messages, a webhook path's requests or an S3 bucket's object events); ``Workflow(...,
 cancel_on=[CancelOn(event=..., match={...})])`` cancels a run when one arrives. Matching goes
 through an index keyed by (event type, match value), never a scan of the waiting runs; see
 :mod:`deerflow.matching._service` and the guide *Waiting for events*.

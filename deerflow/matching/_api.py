@@ -9,7 +9,7 @@ from typing import Any, Literal, TypeVar
 
 from deerflow.core import TaskDef, WorkflowDef
 from deerflow.errors import DefinitionError
-from deerflow.events import KafkaEvent
+from deerflow.events import KafkaEvent, S3Event, WebhookEvent
 from deerflow.matching._kind import WAIT_FOR_EVENT
 from deerflow.matching._service import MATCHING
 from deerflow.matching._spec import match_pairs, parse_duration
@@ -78,7 +78,7 @@ class MatchingMixin(WorkflowDef):
         timeout: float | str | timedelta | None = None,
         on_timeout: Literal["none", "fail"] = "none",
         lookback: float | str | timedelta | None = None,
-        source: KafkaEvent | None = None,
+        source: KafkaEvent | WebhookEvent | S3Event | None = None,
     ) -> Callable[[F], F]:
         """Add a node that waits for an event; its output is the event, or ``None`` on timeout.
 
@@ -99,6 +99,11 @@ class MatchingMixin(WorkflowDef):
                 began (within the index's buffer of recent events).
             source: ``KafkaEvent(topic=...)``: every message of that topic of the deployment's
                 own log is also an ``event`` (its JSON body is the event's ``data``).
+                ``WebhookEvent(path=...)``: every accepted request to that path of ``deerflow
+                serve``'s gateway is one (its body is the ``data``); ``S3Event(bucket=...)``:
+                every matching object event is one (``data``: bucket, key, size, ...). Their
+                ids derive from the delivery id or the object's version or sequencer, so a
+                redelivery resumes nothing more.
 
         Raises:
             DefinitionError: a bad option, naming the workflow and the node.
@@ -124,6 +129,7 @@ class MatchingMixin(WorkflowDef):
             "on_timeout": on_timeout,
             "lookback": parse_duration(lookback, f"{where_}: lookback"),
             "topic": _source_topic(source, where_),
+            "via": source if isinstance(source, WebhookEvent | S3Event) else None,
         }
         self.add_task(
             TaskDef(
@@ -147,13 +153,14 @@ class MatchingMixin(WorkflowDef):
 
 
 def _source_topic(source: object, where: str) -> str | None:
-    """The topic of a ``source=`` trigger spec (a Kafka topic of the deployment's log)."""
-    if source is None:
+    """The topic of a ``source=`` Kafka trigger spec (a topic of the deployment's log);
+    ``None`` for a webhook or S3 spec (served by ``deerflow serve``) or none."""
+    if source is None or isinstance(source, WebhookEvent | S3Event):
         return None
     if not isinstance(source, KafkaEvent):
         raise DefinitionError(
-            f"{where}: source= takes KafkaEvent(topic=...), not {type(source).__name__}; "
-            "a webhook or S3 trigger starts a workflow whose task calls publish_event"
+            f"{where}: source= takes KafkaEvent(topic=...), WebhookEvent(path=...) or "
+            f"S3Event(bucket=...), not {type(source).__name__}"
         )
     if source.bootstrap_servers is not None:
         raise DefinitionError(f"{where}: source= reads a topic of the deployment's own log")

@@ -28,6 +28,7 @@ from deerflow.core.state import (
     TaskState,
     Wait,
 )
+from deerflow.events import EventTrigger
 from deerflow.matching._spec import MISSING, event_key, resolve
 
 #: the status of a node waiting for its event (its kind's own status)
@@ -45,6 +46,9 @@ class WaitOptions(KindOptions):
     lookback: float | None = None
     #: a topic of the deployment's log whose every message is an ``event`` (``source=``)
     topic: str | None = None
+    #: a webhook or S3 trigger spec whose every input is an ``event`` (``deerflow serve``
+    #: serves it: :func:`deerflow.connectors.sources_for`)
+    via: EventTrigger | None = None
 
 
 class EventWaitStarted(h.HistoryEvent):

@@ -135,7 +135,9 @@ class _Member(BackgroundService):
         while not self.stopping.is_set():
             try:
                 consumer = self._consumer
-                assert consumer is not None
+                if consumer is None:  # a re-subscription that failed: join again
+                    await self._open()
+                    continue
                 await self._handle(consumer, await consumer.poll(0.5, POLL_RECORDS))
             except asyncio.CancelledError:
                 raise
@@ -179,6 +181,25 @@ class Router(_Member):
             out = list(self.route(records))
             await _append_and_commit(self.engine, consumer, out, records)
             self.routed += len(out)
+        await self._follow_sources()
+
+    async def _follow_sources(self) -> None:
+        """Subscribe to the ``source=`` topics of workflows registered since the router began.
+
+        The group's offsets are kept, so the router re-joins where it was; a new topic is read
+        from its start (its messages before the wait began are older than the wait: only a
+        ``lookback`` matches them).
+        """
+        found = source_topics(self.engine)
+        if found.keys() <= self.sources.keys():
+            self.sources = {t: found.get(t, types) for t, types in self.sources.items()}
+            return
+        log.info(
+            "matching router: subscribing to %s (named by a workflow registered since)",
+            ", ".join(sorted(found.keys() - self.sources.keys())),
+        )
+        await self._close()
+        await self._open()
 
     def route(self, records: Iterable[Record]) -> Iterator[Message]:
         """The matching-topic records ``records`` become."""

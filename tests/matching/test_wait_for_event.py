@@ -11,12 +11,12 @@ from deerflow import CancelOn, DefinitionError, Engine, Workflow
 from deerflow.choreography import publish_event_async
 from deerflow.core import history as h
 from deerflow.core.state import waits_of
-from deerflow.events import KafkaEvent, WebhookEvent
+from deerflow.events import KafkaEvent, Schedule
 from deerflow.log.base import Message
 from deerflow.matching import EventMatched
 from deerflow.web import _graph as graph
 from tests.logs import history
-from tests.matching.waits import invoices, until_waiting
+from tests.matching.waits import invoices, payments, until_waiting
 
 
 async def test_an_event_resumes_the_run_it_matches_once_however_often_delivered(store):
@@ -183,14 +183,7 @@ async def test_a_wait_registered_after_its_run_was_cancelled_resumes_nothing(sto
 
 
 async def test_every_message_of_a_source_topic_is_an_event_to_wait_for(store):
-    wf = Workflow(name="payments")
-    wf.wait_for_event(
-        id="paid",
-        event="PaymentReceived",
-        match={"data.order": "params.order"},
-        source=KafkaEvent(topic="payments-in"),
-        timeout="1m",
-    )
+    wf = payments("payments", "payments-in")
     async with Engine(store, [wf]) as engine:
         run = await engine.start(wf, params={"order": "o-1"})
         await until_waiting(engine, run, node="paid")
@@ -204,10 +197,10 @@ async def test_every_message_of_a_source_topic_is_an_event_to_wait_for(store):
     assert event["source"] == "kafka:payments-in"
 
 
-def test_a_source_must_be_a_topic_of_the_deployment_s_log():
+def test_a_source_must_be_a_trigger_spec_and_a_topic_of_the_deployment_s_log():
     wf = Workflow(name="bad")
-    with pytest.raises(DefinitionError, match="source= takes KafkaEvent"):
-        wf.wait_for_event(id="w", event="A", source=WebhookEvent(path="/paid"))  # type: ignore[arg-type]
+    with pytest.raises(DefinitionError, match=r"source= takes KafkaEvent\(topic=...\), Webhook"):
+        wf.wait_for_event(id="w", event="A", source=Schedule(cron="* * * * *"))  # type: ignore[arg-type]
     with pytest.raises(DefinitionError, match="the deployment's own log"):
         wf.wait_for_event(
             id="w", event="A", source=KafkaEvent(topic="t", bootstrap_servers="elsewhere:9092")

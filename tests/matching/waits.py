@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from deerflow import Engine, RunHandle, Workflow
+from deerflow.events import KafkaEvent
 
 
 def invoices(
@@ -33,6 +34,19 @@ def invoices(
         event = context.tasks["approval"].output
         return None if event is None else event["data"]["by"]
 
+    return wf
+
+
+def payments(name: str, topic: str) -> Workflow:
+    """One node, ``paid``: waits for the PaymentReceived of its order, from ``topic`` too."""
+    wf = Workflow(name=name)
+    wf.wait_for_event(
+        id="paid",
+        event="PaymentReceived",
+        match={"data.order": "params.order"},
+        source=KafkaEvent(topic=topic),
+        timeout="1m",
+    )
     return wf
 
 
