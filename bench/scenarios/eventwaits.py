@@ -93,16 +93,9 @@ def index_bytes_per_wait(count: int) -> float:
     index = PartitionIndex()
     for n in range(count):
         ident = f"bench_waits-{n:08d}:approval:1:wait"
-        target = {
-            "k": "wait",
-            "id": ident,
-            "run": ident[:20],
-            "since": 1.0,
-            "deadline": None,
-            "node": ["approval", 1, "bench_waits", "1", False],
-        }
+        node = ("approval", 1, "bench_waits", "1", False)
         key = event_key("Approved", ("data.key",), (f"k{n}",))
-        index.add(Wait(ident, ident[:20], key, 1.0, None, target), lambda w, v: True)
+        index.add(Wait(ident, ident[:20], key, 1.0, None, node), lambda w, v: True)
     used = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
     del index
