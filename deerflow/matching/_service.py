@@ -434,14 +434,9 @@ class Matcher(_Member):
         kind = body.get("k") if isinstance(body, dict) else None
         key = record.key or ""
         if kind == "wait":
-            wait = Wait(
-                sys.intern(body["id"]),
-                sys.intern(body["run"]),
-                sys.intern(key),
-                body["since"],
-                body["deadline"],
-                _node(body.get("node")),
-            )
+            # ids and keys are one wait's own: interning them would only grow the intern table
+            node = _node(body.get("node"))
+            wait = Wait(body["id"], body["run"], key, body["since"], body["deadline"], node)
             evicted = index.evicted
             view = index.add(wait, self._accept)
             if index.evicted > evicted:
