@@ -37,10 +37,8 @@ class Wait:
     #: the oldest event time it matches (its start, minus its lookback)
     earliest: float
     deadline: float | None
-    #: the waiting node as registered: (task id, attempt, workflow, version, has ``where``);
-    #: None for a ``cancel_on`` wait. A tuple of interned strings, not the registration's
-    #: decoded body: the index holds many waits for long, so each keeps only what resumes it.
-    node: tuple[str, int, str, str, bool] | None
+    #: what the caller needs to resume it (node, attempt, ...), as registered
+    target: dict[str, Any]
 
 
 Accept = Callable[[Wait, dict[str, Any]], bool]
