@@ -558,6 +558,9 @@ class WebhookGateway(TriggerSource[None]):
                 return _error(400, f"body cannot be accepted: {exc}")
             ident = identity or uuid.uuid4().hex
             request = EventRequest(route.events, ident, body, f"webhook:{route.trigger.path}")
+            problem = too_large(self.engine, request)
+            if problem is not None:
+                return _error(413, problem, Connection="close")
             requests.append(request)
         if key is not None and await self._reused_for_events(route.trigger, key[0], key[1]):
             raise _RefusedError(self._key_reused(key[2]))
