@@ -107,19 +107,24 @@ async def test_a_wait_s_webhook_refuses_a_key_reused_with_another_body_as_a_run_
             other = await post(url, eve, **{"Idempotency-Key": "k-1"})
             again = await post(url, ann, **{"Idempotency-Key": "k-1"})
             # two bodies racing for a fresh key: one is taken, the other refused
+            bodies = [ann, eve]
             raced = await asyncio.gather(
-                post(url, ann, **{"Idempotency-Key": "k-2"}),
-                post(url, eve, **{"Idempotency-Key": "k-2"}),
+                *(post(url, b, **{"Idempotency-Key": "k-2"}) for b in bodies)
             )
+            taken, refused = sorted(range(2), key=lambda i: raced[i][0])
             # the run trigger answers the same reuse with the same refusal
             await post(f"{gateway.url}/invoices", {"n": 1}, **{"Idempotency-Key": "k-3"})
             run_trigger = await post(
                 f"{gateway.url}/invoices", {"n": 2}, **{"Idempotency-Key": "k-3"}
             )
             result = await run.result(timeout=60)
-        async with gateway_of(engine, wf) as restarted:  # the binding is read from the log
+        async with gateway_of(engine, wf) as restarted:  # reads the bindings from the log
             after = await post(f"{restarted.url}/approvals", eve, **{"Idempotency-Key": "k-1"})
             same = await post(f"{restarted.url}/approvals", ann, **{"Idempotency-Key": "k-1"})
+            kept = [
+                await post(f"{restarted.url}/approvals", bodies[i], **{"Idempotency-Key": "k-2"})
+                for i in (taken, refused)
+            ]
     assert first[0] == 202 and again == first
     assert other == (
         422,
@@ -130,6 +135,7 @@ async def test_a_wait_s_webhook_refuses_a_key_reused_with_another_body_as_a_run_
     )
     assert run_trigger == (422, {"error": other[1]["error"].replace("k-1", "k-3")})
     assert sorted(status for status, _ in raced) == [202, 422]
+    assert kept == [raced[taken], raced[refused]]  # after a restart, the race's winner still wins
     assert result.output == "ann"  # the body first sent with the key
     assert after == other and same == first
 
