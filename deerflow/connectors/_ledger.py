@@ -11,9 +11,10 @@ staleness checks for them are skipped, never wrong the other way).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import deerflow._codec as _codec
@@ -61,6 +62,7 @@ class Ledger:
         self._partitions = partitions
         self._values: OrderedDict[str, Any] = OrderedDict()
         self._reader: LogReader | None = None
+        self._starting: asyncio.Future[Any] | None = None
 
     async def start(self) -> None:
         """Read the topic to its end, then follow it; idempotent."""
@@ -76,6 +78,18 @@ class Ledger:
             ends[tp] = records[-1].offset + 1 if records else 0
         self._reader = self._log.reader(ends)
         await self._reader.start()
+
+    async def started_by(self, add_service: Callable[[Ledger], Awaitable[Any]]) -> None:
+        """Started once, by ``add_service`` (an engine's: stopped with it), however many
+        callers wait for it; after a failed start the next call tries again."""
+        if self._starting is None:
+            self._starting = asyncio.ensure_future(add_service(self))
+        starting = self._starting
+        try:
+            await asyncio.shield(starting)
+        except Exception:
+            self._starting = None
+            raise
 
     async def stop(self) -> None:
         """Stop following; idempotent."""

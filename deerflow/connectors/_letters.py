@@ -10,14 +10,13 @@ to write; a letter whose id is there is not written again.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import time
 import uuid
 import weakref
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import deerflow._codec as _codec
 from deerflow.connectors._ledger import Ledger
@@ -57,7 +56,6 @@ class LetterIds:
     def __init__(self, engine: Engine) -> None:
         self.ledger = Ledger(engine.log, ids_topic(engine.topics.prefix))
         self._engine = engine
-        self._starting: asyncio.Future[Any] | None = None
 
     @classmethod
     def of(cls, engine: Engine) -> LetterIds:
@@ -69,14 +67,8 @@ class LetterIds:
 
     async def fresh(self, ids: Sequence[str]) -> set[str]:
         """Those of ``ids`` not written yet (by this process or, as far as read, another)."""
-        if self._starting is None:  # read now (once for all sources), stopped with the engine
-            self._starting = asyncio.ensure_future(self._engine.add_service(self.ledger))
-        starting = self._starting
-        try:
-            await asyncio.shield(starting)
-        except Exception:
-            self._starting = None  # the next letter tries again
-            raise
+        # read now (once for all sources), stopped with the engine
+        await self.ledger.started_by(self._engine.add_service)
         await self.ledger.refresh()
         return {i for i in ids if self.ledger.get(i) is None}
 

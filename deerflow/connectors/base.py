@@ -128,8 +128,9 @@ def unstorable(request: RunRequest) -> str | None:
     return None
 
 
-def too_large(engine: Engine, request: RunRequest) -> str | None:
-    """Why ``request``'s trigger event is too large for ``engine``'s log, or ``None``.
+def too_large(engine: Engine, request: RunRequest | EventRequest) -> str | None:
+    """Why ``request``'s trigger event (or, for an :class:`EventRequest`, each event it
+    appends) is too large for ``engine``'s log, or ``None``.
 
     The limit is the log's ``max_value_bytes``: a record on Kafka without a blob store, a
     value in the blob store with one. Without this check such an event would fail its run
@@ -138,13 +139,15 @@ def too_large(engine: Engine, request: RunRequest) -> str | None:
     limit = engine.log.max_value_bytes
     if limit is None:
         return None
-    size = len(request.event.model_dump_json()) + len(_codec.dumps(request.input))
+    if isinstance(request, EventRequest):
+        size = max(len(encode_unit([event])[0]) for event in request.events())
+        what = f"the event from {request.source}"
+    else:
+        size = len(request.event.model_dump_json()) + len(_codec.dumps(request.input))
+        what = f"the trigger event for run {request.run_id!r} of workflow {request.workflow!r}"
     if size <= limit:
         return None
-    return (
-        f"the trigger event for run {request.run_id!r} of workflow {request.workflow!r} is "
-        f"{size_text(size)}, {beyond_limit(limit)}"
-    )
+    return f"{what} is {size_text(size)}, {beyond_limit(limit)}"
 
 
 class EngineLoad:

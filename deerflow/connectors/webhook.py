@@ -40,6 +40,7 @@ from pydantic import ValidationError
 import deerflow._codec as _codec
 from deerflow.connectors import _cloudevents
 from deerflow.connectors._auth import ApiKeys, configured_secrets, presented_key
+from deerflow.connectors._bodykeys import BodyKeys
 from deerflow.connectors._httplimits import HttpLimits, cap_connections
 from deerflow.connectors._providers import Scheme, scheme_for
 from deerflow.connectors.base import (
@@ -50,7 +51,7 @@ from deerflow.connectors.base import (
     too_large,
     unstorable,
 )
-from deerflow.errors import ConnectorError, RunNotFound
+from deerflow.errors import ConnectorError, DeerflowError, RunNotFound
 from deerflow.events import CloudEvent, WebhookEvent, WebhookRequestEvent, trigger_name
 from deerflow.runtime import Engine
 
@@ -96,15 +97,19 @@ def body_digest(raw: bytes) -> str:
     return "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
-def _other_body(recorded: Mapping[str, Any] | None, run: RunRequest, digest: str) -> bool:
-    """Whether the trigger event a run recorded came with a body other than ``digest``'s."""
+def _other_body(recorded: Mapping[str, Any] | None, digest: str, text: str | None = None) -> bool:
+    """Whether what a key recorded (a run's trigger event, a wait's bound digest) came with a
+    body other than ``digest``'s; ``text`` is the body's, for runs recorded before digests."""
     if not recorded:
         return False
     kept = recorded.get("body_digest")
     if kept is None:  # a run recorded before digests were kept: compare its text
-        event = run.event
-        return isinstance(event, WebhookRequestEvent) and recorded.get("text") != event.text
+        return text is not None and recorded.get("text") != text
     return bool(kept != digest)
+
+
+def _text_of(run: RunRequest) -> str | None:
+    return run.event.text if isinstance(run.event, WebhookRequestEvent) else None
 
 
 #: Fields of a form-encoded body decoded at most (a bound on what one request makes in memory).
@@ -269,6 +274,7 @@ class WebhookGateway(TriggerSource[None]):
         self.app.router.add_get(self.status_path + "/{run_id}", self._status)
         self.app.router.add_routes(list(extra_routes))
         self._runner: web.AppRunner | None = None
+        self._keys = BodyKeys(engine)
 
     def add_webhook(
         self,
@@ -282,7 +288,9 @@ class WebhookGateway(TriggerSource[None]):
 
         With ``events``, each accepted request is appended as an event of each of those types
         (its body the ``data``, its delivery id the event's identity) for the runs waiting on
-        it, and answered 202 ``{"event_id"}`` once durable; no run starts.
+        it, and answered 202 ``{"event_id"}`` once durable; no run starts. Its
+        ``Idempotency-Key`` is bound to its body as a run's is (kept by
+        :class:`~deerflow.connectors._bodykeys.BodyKeys`).
         """
         own = [s.get_secret_value() for s in trigger.signing_secrets]
         signed = bool(own) or trigger.auth == "hmac" or trigger.provider is not None
@@ -457,11 +465,16 @@ class WebhookGateway(TriggerSource[None]):
         if identity is None and signed is not None:
             identity = f"{trigger.path}\x00{signed}"
         if route.events:
-            return await self._publish(route, [(identity, body)])
+            key = (identity, digest, delivery) if identity and digest and delivery else None
+            return await self._publish(route, [(identity, body)], key)
         event = self._event(route, request, body, raw.decode("utf-8", "replace"), delivery)
         run = self._run(route, identity, event.model_copy(update={"body_digest": digest}))
         known = self.engine.index.runs.get(run.run_id)
-        if digest is not None and known is not None and _other_body(known.trigger, run, digest):
+        if (
+            digest is not None
+            and known is not None
+            and _other_body(known.trigger, digest, _text_of(run))
+        ):
             return self._key_reused(delivery)  # a repeat seen already: nothing to append
         await self._submit(trigger, [run])
         if digest is not None and await self._reused_with_another_body(run, digest):
@@ -528,10 +541,15 @@ class WebhookGateway(TriggerSource[None]):
         return run
 
     async def _publish(
-        self, route: WebhookRoute, bodies: list[tuple[str | None, Any]]
+        self,
+        route: WebhookRoute,
+        bodies: list[tuple[str | None, Any]],
+        key: tuple[str, str, str] | None = None,
     ) -> web.StreamResponse:
         """Append each body as the route's events; 202 ``{"event_id"}`` (``{"event_ids"}`` for
-        several) once durable. A body without identity is an event of its own."""
+        several) once durable. A body without identity is an event of its own. ``key`` is the
+        identity, body digest and ``Idempotency-Key`` of a keyed request: refused (422, nothing
+        appended) when the key was used with another body already, as for a run trigger."""
         requests = []
         for identity, body in bodies:
             try:
@@ -539,9 +557,13 @@ class WebhookGateway(TriggerSource[None]):
             except (TypeError, ValueError) as exc:
                 return _error(400, f"body cannot be accepted: {exc}")
             ident = identity or uuid.uuid4().hex
-            requests.append(
-                EventRequest(route.events, ident, body, f"webhook:{route.trigger.path}")
-            )
+            request = EventRequest(route.events, ident, body, f"webhook:{route.trigger.path}")
+            problem = too_large(self.engine, request)
+            if problem is not None:
+                return _error(413, problem, Connection="close")
+            requests.append(request)
+        if key is not None and await self._reused_for_events(route.trigger, key[0], key[1]):
+            raise _RefusedError(self._key_reused(key[2]))
         await self._submit(route.trigger, requests)
         ids = [r.events()[0].id for r in requests]
         return _json(202, {"event_id": ids[0]} if len(ids) == 1 else {"event_ids": ids})
@@ -561,6 +583,17 @@ class WebhookGateway(TriggerSource[None]):
         base = self.public_url or f"{request.scheme}://{request.host}"
         return {"run_id": run.run_id, "status_url": f"{base}{self.status_path}/{run.run_id}"}
 
+    async def _reused_for_events(self, trigger: WebhookEvent, identity: str, digest: str) -> bool:
+        """Whether the key of ``identity`` (a wait's webhook) was bound to another body first."""
+        try:
+            kept = await self._keys.bind(identity, digest)
+        except DeerflowError as exc:
+            log.error("webhook %s: idempotency key not recorded: %s", trigger.path, exc)
+            raise _RefusedError(
+                _error(503, "the event could not be recorded; try again", **{"Retry-After": "5"})
+            ) from None
+        return _other_body({"body_digest": kept}, digest)
+
     async def _reused_with_another_body(self, run: RunRequest, digest: str) -> bool:
         """Whether the run this key names was first requested with a body of another digest.
 
@@ -573,7 +606,7 @@ class WebhookGateway(TriggerSource[None]):
             return False  # a state machine's transition request: no run of that id
         state = await self.engine.index.wait(run.run_id, lambda s: s.requested, self.give_up_after)
         # Not folded in time: the request is durable, answer as usual.
-        return state is not None and _other_body(state.trigger, run, digest)
+        return state is not None and _other_body(state.trigger, digest, _text_of(run))
 
     @staticmethod
     def _key_reused(delivery: str | None) -> web.Response:

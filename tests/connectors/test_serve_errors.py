@@ -97,6 +97,14 @@ APPS = {
         'from deerflow.events import WebhookEvent\nworkflow.add_trigger(WebhookEvent(path="h"))\n',
         "error: WebhookEvent: path: webhook path must start with '/', got 'h'",
     ),
+    "a_trigger_and_a_wait_on_one_path": (
+        "from deerflow.events import WebhookEvent\n"
+        'workflow.add_trigger(WebhookEvent(path="/paid"))\n'
+        'workflow.wait_for_event(id="paid", event="Paid", match={"data.order": "params.order"},'
+        ' source=WebhookEvent(path="/paid"))\n',
+        "error: webhook POST /paid of workflow 'w': the path is served already (trigger "
+        "'w.webhook.paid'); give one of them another path",
+    ),
     "task_depending_on_itself": (
         '@workflow.task(id="a", depends_on=["a"])\ndef a(context):\n    return None\n',
         "error: workflow 'w', task 'a': dependency cycle: a → a",

@@ -94,6 +94,52 @@ async def test_a_webhook_request_resumes_the_run_it_matches_once_however_often_s
     assert run_ids == {r.run_id for r in runs}  # the requests started no run
 
 
+async def test_a_wait_s_webhook_refuses_a_key_reused_with_another_body_as_a_run_trigger(store):
+    wf = invoices(source=WebhookEvent(path="/approvals"))
+    wf.add_trigger(WebhookEvent(path="/invoices"))
+    async with Engine(store, [wf]) as engine:
+        async with gateway_of(engine, wf) as gateway:
+            run = await engine.start(wf, params={"invoice_id": "inv-1"})
+            await until_waiting(engine, run)
+            url = f"{gateway.url}/approvals"
+            ann, eve = {"invoice_id": "inv-1", "by": "ann"}, {"invoice_id": "inv-1", "by": "eve"}
+            first = await post(url, ann, **{"Idempotency-Key": "k-1"})
+            other = await post(url, eve, **{"Idempotency-Key": "k-1"})
+            again = await post(url, ann, **{"Idempotency-Key": "k-1"})
+            # two bodies racing for a fresh key: one is taken, the other refused
+            bodies = [ann, eve]
+            raced = await asyncio.gather(
+                *(post(url, b, **{"Idempotency-Key": "k-2"}) for b in bodies)
+            )
+            taken, refused = sorted(range(2), key=lambda i: raced[i][0])
+            # the run trigger answers the same reuse with the same refusal
+            await post(f"{gateway.url}/invoices", {"n": 1}, **{"Idempotency-Key": "k-3"})
+            run_trigger = await post(
+                f"{gateway.url}/invoices", {"n": 2}, **{"Idempotency-Key": "k-3"}
+            )
+            result = await run.result(timeout=60)
+        async with gateway_of(engine, wf) as restarted:  # reads the bindings from the log
+            after = await post(f"{restarted.url}/approvals", eve, **{"Idempotency-Key": "k-1"})
+            same = await post(f"{restarted.url}/approvals", ann, **{"Idempotency-Key": "k-1"})
+            kept = [
+                await post(f"{restarted.url}/approvals", bodies[i], **{"Idempotency-Key": "k-2"})
+                for i in (taken, refused)
+            ]
+    assert first[0] == 202 and again == first
+    assert other == (
+        422,
+        {
+            "error": "Idempotency-Key 'k-1' was already used with another body; send the same "
+            "body again to get its run, or use a new key"
+        },
+    )
+    assert run_trigger == (422, {"error": other[1]["error"].replace("k-1", "k-3")})
+    assert sorted(status for status, _ in raced) == [202, 422]
+    assert kept == [raced[taken], raced[refused]]  # after a restart, the race's winner still wins
+    assert result.output == "ann"  # the body first sent with the key
+    assert after == other and same == first
+
+
 async def test_a_webhook_request_the_gateway_refuses_resumes_nothing(store):
     wf = invoices(source=WebhookEvent(path="/approvals", auth="api_key"))
     async with (

@@ -73,6 +73,36 @@ async def test_a_webhook_body_over_the_hard_limit_is_answered_413_and_starts_no_
         assert [r.workflow for r in await engine.list_runs()] == ["on_event"]  # the small one
 
 
+async def test_a_wait_s_webhook_body_over_the_hard_limit_is_answered_413_and_resumes_nothing(
+    tmp_path: Path,
+) -> None:
+    from deerflow.connectors import sources_for
+    from tests.matching.waits import invoices, until_waiting
+
+    wf = invoices(source=WebhookEvent(path="/approvals", max_body=4_000_000))
+    async with Engine(limited(tmp_path), [wf]) as engine:
+        gateway = WebhookGateway(engine, port=0)
+        sources_for(engine, [wf], gateway=gateway)
+        await engine.add_service(gateway)
+        run = await engine.start(wf, params={"invoice_id": "inv-1"})
+        await until_waiting(engine, run)
+        url = f"{gateway.url}/approvals"
+        async with aiohttp.ClientSession() as http:
+            big = {"invoice_id": "inv-1", "by": "b" * 2_500_000}  # under max_body, not the log's
+            status, headers, reply = await post(http, url, big)
+            small, _, _ = await post(http, url, {"invoice_id": "inv-1", "by": "ann"})
+        result = await run.result(timeout=60)
+    assert status == 413, reply
+    assert headers.get("Connection") == "close"
+    assert reply == {
+        "error": "the event from webhook:/approvals is 2.5 MB, more than the 2.0 MB a value may "
+        "be even in the blob store; pass a reference to where the data lies (an object key, a "
+        "URL) instead of the data"
+    }
+    assert small == 202
+    assert result.output == "ann"  # resumed by the small body, never by the refused one
+
+
 @pytest.mark.kafka
 async def test_a_kafka_message_too_large_for_the_log_goes_to_the_dead_letters(
     kafka_url: str, kafka_bootstrap: str
