@@ -119,8 +119,12 @@ class MachineSpec:
         """Why ``transition`` cannot happen in ``state`` (``None`` if it can)."""
         if transition not in self.transitions:
             return f"{self.name} has no transition {transition!r}"
-        if state is None or state not in {s.name for s in self.transitions[transition].sources}:
-            allowed = ", ".join(self.allowed(state or "")) or "none"
+        # An instance not yet in a state has started and enters its initial state before
+        # its owner applies any request, in order: a request sent right after start is
+        # checked against the state it will meet.
+        state = self.initial if state is None else state
+        if state not in {s.name for s in self.transitions[transition].sources}:
+            allowed = ", ".join(self.allowed(state)) or "none"
             return (
                 f"transition {transition!r} is not allowed from state {state!r} "
                 f"(allowed: {allowed})"

@@ -110,6 +110,22 @@ async def test_an_invalid_transition_raises_and_changes_nothing(store):
     assert sent == []
 
 
+async def test_a_request_sent_before_the_instance_entered_its_initial_state_is_applied(store):
+    # A client that does not orchestrate starts the instance: nobody enters its initial
+    # state until an owner starts, so the request meets an instance with no state yet.
+    sent: list[tuple[str, object]] = []
+    wf = order_machine(sent)
+    async with Engine(store, [wf], orchestrate=False) as client:
+        handle = await client.start(wf, input={"order": {"id": "o-5"}})
+        assert (await client.get_run(handle.run_id)).state is None
+        await client.send(handle.run_id, "confirm", wait=False)
+        with pytest.raises(TransitionNotAllowed, match="not allowed from state 'pending'"):
+            await client.send(handle.run_id, "ship", wait=False)
+    async with Engine(store, [wf]) as owner:
+        await owner.index.wait(handle.run_id, lambda s: s.machine_state == "confirmed", 30)
+    assert sent == [("email", "o-5")]
+
+
 async def test_concurrent_requests_are_serialised_into_one_consistent_history(store):
     sent: list[tuple[str, object]] = []
     wf = order_machine(sent)
