@@ -216,12 +216,12 @@ class ChoreographyService:
         await self.store.stop()
 
 
-def _services(engine: Engine) -> list[ChoreographyService]:
+def _services(plugin: Plugin, engine: Engine) -> list[ChoreographyService]:
     """The engine's choreography: ``Engine(..., choreography=False)`` turns it off, and
     ``handlers=[pattern, ...]`` or ``$DEERFLOW_HANDLERS`` (comma-separated) picks handlers."""
-    if engine.options.get("choreography", True) is False:
+    if plugin.option(engine, "choreography", True) is False:
         return []
-    only = engine.options.get("handlers")
+    only = plugin.option(engine, "handlers")
     if only is None and os.environ.get("DEERFLOW_HANDLERS"):
         only = [p.strip() for p in os.environ["DEERFLOW_HANDLERS"].split(",") if p.strip()]
     return [ChoreographyService(engine, only)]
@@ -234,7 +234,7 @@ class ChoreographyPlugin(Plugin):
 
     def services(self, engine: Engine) -> Iterable[Service]:
         """The engine's :class:`ChoreographyService` (none if turned off)."""
-        return _services(engine)
+        return _services(self, engine)
 
 
 CHOREOGRAPHY = ChoreographyPlugin()

@@ -8,7 +8,10 @@ a service makes them carry its plugin, so nothing registers itself at import tim
 
 Settings for plugins' services are keywords of the engine (``Engine(..., handlers=[...])``,
 read as ``engine.options``): each plugin class declares the names it reads in
-:attr:`Plugin.options`, and an engine refuses a keyword no plugin class declares.
+:attr:`Plugin.options` and reads them with :meth:`Plugin.option`. An engine refuses a keyword
+no plugin class declares, a plugin reading a name it did not declare is refused too, and a
+class whose declaration is malformed fails when it is defined: each error names the plugin
+and the option.
 """
 
 from __future__ import annotations
@@ -33,8 +36,36 @@ class Service(Protocol):
 class Plugin:
     """Base class of plugins: no hooks, no services; override what you contribute."""
 
-    #: the ``Engine(**options)`` keywords this plugin's services read (``engine.options``)
+    #: the ``Engine(**options)`` keywords this plugin's services read (:meth:`option`)
     options: ClassVar[frozenset[str]] = frozenset()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Checked where the class is written: a bare string would declare its letters, and
+        # a name that is not a keyword could never be given.
+        options: Any = cls.__dict__.get("options", frozenset())
+        if not isinstance(options, frozenset):
+            raise TypeError(
+                f"plugin {cls.__name__}: options must be a frozenset of keyword names, "
+                f"not {type(options).__name__}"
+            )
+        for name in sorted(options, key=str):
+            if not isinstance(name, str) or not name.isidentifier():
+                raise TypeError(f"plugin {cls.__name__}: option {name!r} is not a keyword name")
+
+    def option(self, engine: Engine, name: str, default: Any = None) -> Any:
+        """The engine option ``name`` (``Engine(..., name=value)``), or ``default``.
+
+        Raises:
+            TypeError: ``name`` is not among this plugin class's :attr:`options` (the engine
+                would have refused it as a keyword, so it could never be set).
+        """
+        if name not in type(self).options:
+            raise TypeError(
+                f"plugin {type(self).__name__} reads the engine option {name!r}, which "
+                f"{type(self).__name__}.options does not declare"
+            )
+        return engine.options.get(name, default)
 
     def hooks(self) -> Sequence[Hooks]:
         """Hooks for the engine's worker (called once, when the engine adopts the plugin)."""
@@ -52,29 +83,46 @@ class Plugin:
         return f"{type(self).__name__}()"
 
 
-def declared_options() -> frozenset[str]:
-    """The engine options every plugin class defined in this process declares.
+def option_owners() -> dict[str, list[str]]:
+    """The engine options the plugin classes defined in this process declare: each name ->
+    the names of the classes declaring it.
 
     Classes, not adopted plugins: a workflow registered after the engine was built may bring
     the plugin that reads an option given to the engine.
     """
-    names: set[str] = set()
+    owners: dict[str, list[str]] = {}
     pending: list[type[Plugin]] = [Plugin]
+    seen: set[type[Plugin]] = set()
     while pending:
         cls = pending.pop()
-        names.update(cls.options)
+        if cls in seen:  # a class with two plugin bases is found twice
+            continue
+        seen.add(cls)
+        for name in cls.__dict__.get("options", ()):
+            owners.setdefault(name, []).append(cls.__name__)
         pending.extend(cls.__subclasses__())
-    return frozenset(names)
+    return owners
+
+
+def declared_options() -> frozenset[str]:
+    """The engine options every plugin class defined in this process declares."""
+    return frozenset(option_owners())
 
 
 def check_options(owner: str, options: Mapping[str, Any]) -> None:
-    """Raise :class:`TypeError` naming each of ``options`` no plugin class declares."""
-    accepted = declared_options()
-    unknown = sorted(name for name in options if name not in accepted)
+    """Raise :class:`TypeError` naming each of ``options`` no plugin class declares, and the
+    options each plugin class does declare."""
+    owners = option_owners()
+    unknown = sorted(name for name in options if name not in owners)
     if unknown:
         names = ", ".join(repr(n) for n in unknown)
         plural = "s" if len(unknown) > 1 else ""
-        known = ", ".join(repr(n) for n in sorted(accepted)) or "none"
+        by_plugin: dict[str, list[str]] = {}
+        for name, classes in sorted(owners.items()):
+            for cls in classes:
+                by_plugin.setdefault(cls, []).append(repr(name))
+        known = "; ".join(f"{cls}: {', '.join(ns)}" for cls, ns in sorted(by_plugin.items()))
         raise TypeError(
-            f"{owner}() got unexpected keyword argument{plural} {names} (plugin options: {known})"
+            f"{owner}() got unexpected keyword argument{plural} {names} "
+            f"(plugin options: {known or 'none'})"
         )

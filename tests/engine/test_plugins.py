@@ -155,7 +155,7 @@ class Tuned(Plugin):
         self.log = log
 
     def services(self, engine: Engine) -> list[Service]:
-        self.log.append(f"tuning={engine.options.get('tuning')}")
+        self.log.append(f"tuning={self.option(engine, 'tuning')}")
         return []
 
 
@@ -167,6 +167,67 @@ def test_an_option_no_plugin_declares_is_a_type_error_naming_it():
     assert "'handlers'" in message  # what was probably meant is listed
     with pytest.raises(TypeError, match="arguments 'colour', 'size'"):
         Engine("memory://", size=3, colour="red")
+
+
+def _plugin_classes() -> list[type[Plugin]]:
+    """Every plugin class defined once the package's features and surfaces are imported."""
+    import deerflow.web  # noqa: F401  (the dashboard's plugins)
+
+    found: list[type[Plugin]] = []
+    pending = [Plugin]
+    while pending:
+        cls = pending.pop()
+        if cls not in found:
+            found.append(cls)
+            pending.extend(cls.__subclasses__())
+    return found
+
+
+def test_every_plugin_class_found_is_checked():
+    names = {cls.__name__ for cls in _plugin_classes()}
+    # The package's own plugins are among them (a rename would hide one from the check).
+    assert {"ChoreographyPlugin", "MatchingPlugin", "PipelinePlugin", "TracingPlugin"} <= names
+    assert {"MetricsPlugin", "WebPlugin", "Tuned"} <= names
+
+
+@pytest.mark.parametrize("cls", _plugin_classes(), ids=lambda cls: cls.__name__)
+def test_an_unknown_option_names_each_plugin_and_its_options(cls: type[Plugin]) -> None:
+    with pytest.raises(TypeError) as caught:
+        typo: dict[str, Any] = {f"{cls.__name__.lower()}_typo": 1}
+        Engine("memory://", **typo)
+    message = str(caught.value)
+    assert f"unexpected keyword argument '{cls.__name__.lower()}_typo' " in message
+    for name in sorted(cls.__dict__.get("options", ())):
+        assert f"{cls.__name__}: " in message  # the plugin that declares it
+        assert repr(name) in message.split(f"{cls.__name__}: ", 1)[1].split(";")[0]
+        given: dict[str, Any] = {name: None}
+        Engine("memory://", services=False, **given)  # and each declared one is taken
+
+
+@pytest.mark.parametrize("cls", _plugin_classes(), ids=lambda cls: cls.__name__)
+def test_a_plugin_reading_an_option_it_does_not_declare_is_refused(cls: type[Plugin]) -> None:
+    plugin = cls.__new__(cls)  # no constructor arguments needed to read an option
+    engine = Engine("memory://", services=False)
+    with pytest.raises(TypeError) as caught:
+        plugin.option(engine, "undeclared_setting")
+    assert str(caught.value) == (
+        f"plugin {cls.__name__} reads the engine option 'undeclared_setting', "
+        f"which {cls.__name__}.options does not declare"
+    )
+    for name in cls.options:
+        assert plugin.option(engine, name, "default") == "default"
+
+
+def test_a_malformed_option_declaration_fails_where_the_class_is_written():
+    with pytest.raises(TypeError, match=r"^plugin Typo: options must be a frozenset"):
+
+        class Typo(Plugin):
+            options = "handlers"  # type: ignore[assignment]
+
+    with pytest.raises(TypeError, match=r"^plugin Dashed: option 'max-rate' is not a keyword"):
+
+        class Dashed(Plugin):
+            options = frozenset({"max-rate"})
 
 
 async def test_an_option_a_plugin_declares_reaches_its_services():
