@@ -64,16 +64,12 @@ def _step(
 ) -> list[h.HistoryEvent]:
     task = state.tasks.get(task_id, _EMPTY)
     if task.status in _WAITING_ON_OTHERS:  # checked first: most tasks are here, most times
-        if task.status != SCHEDULED:
+        if task.status != SCHEDULED or task_id not in wf.off_worker:
             return []
-        node = wf.get(task_id)
         # An attempt no worker runs is its kind's to watch while scheduled: what the kind
         # decided with its scheduling may have been lost (a crash between two records).
-        return (
-            []
-            if node.kind.runs_on_worker(node)
-            else node.kind.decide(node, task, state, now, budget)
-        )
+        node = wf.get(task_id)
+        return node.kind.decide(node, task, state, now, budget)
     if task.status == PENDING:
         return _on_pending(wf, wf.get(task_id), state, now)
     if task.status == RETRY_WAIT:
@@ -124,10 +120,14 @@ def _on_pending(
 
 def _maybe_finish(wf: WorkflowDef, state: RunState, now: float) -> list[h.HistoryEvent]:
     run_id = state.run_id
-    statuses = {tid: state.tasks.get(tid, _EMPTY).status for tid in wf.order}
-    if any(s not in TASK_DONE for s in statuses.values()):
-        return []
-    failed = [tid for tid, s in statuses.items() if s == FAILED]
+    tasks = state.tasks
+    failed: list[str] = []
+    for tid in wf.order:  # stops at the first task not done: asked after most decisions
+        status = tasks.get(tid, _EMPTY).status
+        if status not in TASK_DONE:
+            return []
+        if status == FAILED:
+            failed.append(tid)
     if failed:
         first = failed[0]
         error = f"task {first!r} failed: {state.tasks[first].error}"

@@ -64,6 +64,7 @@ class WorkflowDef:
         self._ancestors: dict[str, frozenset[str]] = {}
         self._fingerprint: str | None = None
         self._order: list[str] | None = None
+        self._off_worker: frozenset[str] | None = None
         self.triggers: list[Any] = []
         #: parameters every run sees in ``context.params`` under its own (set by templates)
         self.default_params: Mapping[str, Any] = MappingProxyType({})
@@ -159,6 +160,7 @@ class WorkflowDef:
             raise DefinitionError(f"{where}: id already used by a compensation")
         self._tasks[task.id] = task
         self._order = None
+        self._off_worker = None
         self._ancestors.clear()
         self._fingerprint = None
         return task
@@ -285,6 +287,16 @@ class WorkflowDef:
                         stack.pop()
             self._order = order
         return self._order
+
+    @property
+    def off_worker(self) -> frozenset[str]:
+        """The declared tasks whose scheduled attempts no worker runs (their kind's
+        ``runs_on_worker`` says not): cached, as the decider asks at every decision."""
+        if self._off_worker is None:
+            self._off_worker = frozenset(
+                tid for tid, task in self._tasks.items() if not task.kind.runs_on_worker(task)
+            )
+        return self._off_worker
 
     def dependents(self, task_id: str) -> list[str]:
         """Tasks that list ``task_id`` in ``depends_on``."""

@@ -332,4 +332,4 @@ def decode(data: bytes) -> HistoryEvent:
 
 def event_id(run_id: str, *parts: object) -> str:
     """A deterministic event id: the run id and the parts joined by ``:``."""
-    return ":".join([run_id, *(str(p) for p in parts)])
+    return ":".join([run_id, *map(str, parts)])

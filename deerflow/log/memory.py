@@ -94,7 +94,10 @@ class _MemoryStore(LocalStorage):
     def create(self, topic: str, partitions: int) -> int:
         if partitions < 1:
             raise EventStoreError(f"topic {topic!r} needs at least one partition", retriable=False)
-        return len(self.partitions.setdefault(topic, [_Partition() for _ in range(partitions)]))
+        existing = self.partitions.get(topic)  # looked up first: every append places here
+        if existing is None:
+            existing = self.partitions[topic] = [_Partition() for _ in range(partitions)]
+        return len(existing)
 
     def mark_compacted(self, topic: str) -> None:
         """Make every partition of ``topic`` keep only each key's newest record."""

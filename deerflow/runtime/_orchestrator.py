@@ -110,6 +110,8 @@ def _upstream(state: RunState, task_ids: Iterable[str]) -> dict[str, dict[str, A
 
 def runs_on_worker(wf: WorkflowDef, task_id: str) -> bool:
     """Whether a scheduled attempt of ``task_id`` is a task message (its kind may say not)."""
+    if task_id in wf.tasks:  # a declared task: its kind's answer is cached
+        return task_id not in wf.off_worker
     if node_of(task_id) is not None:
         return True
     task = wf.get(task_id)

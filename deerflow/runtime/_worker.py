@@ -110,7 +110,7 @@ async def _attempt(
         if (
             hooks is not None and hooks.wraps_tasks
         ):  # e.g. the attempt runs inside its OpenTelemetry span (deerflow.tracing)
-            output = await hooks.around_task(
+            output = await hooks.wrap(
                 TaskAttempt(
                     dispatch, lambda: asyncio.wait_for(_call(fn, ctx, executor), task.timeout)
                 )

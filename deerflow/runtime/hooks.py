@@ -134,6 +134,11 @@ class HookChain(Hooks):
         #: whether a hook wraps attempts / sees their ends (else a worker skips building the
         #: hook's argument for each attempt)
         self.wraps_tasks = bool(self._arounds)
+        #: what wraps an attempt: the one hook that does itself (the usual case: tracing),
+        #: so an attempt awaits no chain between it and that hook
+        self.wrap: Callable[[TaskAttempt], Awaitable[Any]] = (
+            self._arounds[0].around_task if len(self._arounds) == 1 else self.around_task
+        )
         self.sees_task_ends = bool(self._ends)
 
     def __bool__(self) -> bool:
