@@ -615,6 +615,9 @@ class FoldExtension:
     terminal: frozenset[str] = frozenset()
     #: names its part reads as on a run state (``state.<name>``, see :meth:`attribute`)
     attributes: frozenset[str] = frozenset()
+    #: what the run index keeps of its part in a run's row, to list runs by: filter name
+    #: (``list_runs(<name>=value)``) -> key of its part (a scalar value)
+    indexed: Mapping[str, str] = {}
 
     def types(self) -> frozenset[str]:
         """The event types this extension folds."""
@@ -670,6 +673,8 @@ _EXTENDED: dict[str, FoldExtension] = {}
 _ATTRIBUTES: dict[str, FoldExtension] = {}
 _RESULTS: dict[str, FoldExtension] = {}
 _REQUESTS: dict[str, FoldExtension] = {}
+#: which extension keeps each run-index filter (FoldExtension.indexed)
+_INDEXED: dict[str, FoldExtension] = {}
 #: RunState's own attributes, which no extension may shadow
 _FIELDS = frozenset(dir(RunState))
 
@@ -692,12 +697,17 @@ def register_fold(extension: FoldExtension) -> None:
     )
     if taken:
         raise ValueError(f"fold extension {extension.key!r}: attributes {taken} already exist")
+    filters = sorted(n for n in extension.indexed if _INDEXED.get(n, extension) is not extension)
+    if filters:
+        raise ValueError(f"fold extension {extension.key!r}: filters {filters} already exist")
     h.add_event_types(extension.event_classes, terminal=extension.terminal)
     for name in types:
         _EXTENDED[name] = extension
     for name in extension.attributes:
         _ATTRIBUTES[name] = extension
         setattr(RunState, name, property(_reader(extension, name)))
+    for name in extension.indexed:
+        _INDEXED[name] = extension
     if type(extension).result_fields is not FoldExtension.result_fields:
         _RESULTS[extension.key] = extension
     if type(extension).request is not FoldExtension.request:
@@ -707,6 +717,23 @@ def register_fold(extension: FoldExtension) -> None:
 def request_takers() -> list[FoldExtension]:
     """The registered extensions whose runs take requests (``Engine.send``)."""
     return list(_REQUESTS.values())
+
+
+def indexed_filters() -> dict[str, tuple[str, str]]:
+    """The run-index filters the registered extensions keep: name -> (extension key, key of
+    its part)."""
+    return {name: (e.key, e.indexed[name]) for name, e in _INDEXED.items()}
+
+
+def indexed_values(state: RunState) -> dict[str, dict[str, Any]]:
+    """What the run index keeps of ``state``'s extension parts: extension key -> the
+    :attr:`FoldExtension.indexed` keys of its part that are set."""
+    kept: dict[str, dict[str, Any]] = {}
+    for key, field_ in indexed_filters().values():
+        value = state.extensions.get(key, {}).get(field_)
+        if value is not None:
+            kept.setdefault(key, {})[field_] = value
+    return kept
 
 
 def _reader(extension: FoldExtension, name: str) -> Callable[[RunState], Any]:

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 from deerflow.core import state as s
 from deerflow.core.change import PARKED
@@ -49,10 +57,16 @@ class RunResult(BaseModel):
     compensation_failed), or parked: the run waits because the definition its owner loaded
     differs from the one it started on, as the owner recorded in the history (``error`` says
     what changed; loading that version again lets it go on, or cancel it). ``output`` is the
-    sink task's output, or a dict by task id when the workflow has several sinks. For a
-    state-machine instance, ``state`` is its current state and ``transitions`` its transition
-    history (applied, rejected and failed requests). ``search_attributes`` are those its tasks
-    set (``context.set_search_attributes``), which ``list_runs(attributes=...)`` filters on.
+    sink task's output, or a dict by task id when the workflow has several sinks.
+    ``search_attributes`` are those its tasks set (``context.set_search_attributes``), which
+    ``list_runs(attributes=...)`` filters on.
+
+    ``extras`` holds what the features' fold extensions add to a run's result
+    (``FoldExtension.result_fields``), read as ``result.extras[name]``; serialised, they sit
+    beside the other fields, and a result read back from JSON has them in ``extras`` again. A
+    state machine adds two, also read as properties: :attr:`state`, an instance's current
+    state, and :attr:`transitions`, its transition history (applied, rejected and failed
+    requests).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -72,9 +86,46 @@ class RunResult(BaseModel):
     finished_at: float | None = None
     tasks: dict[str, TaskResult] = Field(default_factory=dict)
     events: int = 0
-    state: str | None = None
-    transitions: list[dict[str, Any]] = Field(default_factory=list)
     search_attributes: dict[str, Any] = Field(default_factory=dict)
+    #: what fold extensions add (``FoldExtension.result_fields``), by field name
+    extras: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gather_extras(cls, data: Any) -> Any:
+        """Keys that are no field of the model are extension fields (``state=...``, or a
+        result read back from its JSON): they go to ``extras``."""
+        if not isinstance(data, dict):
+            return data
+        fields = _RESULT_FIELDS
+        added = {k: v for k, v in data.items() if k not in fields}
+        if not added:
+            return data
+        kept = {k: v for k, v in data.items() if k in fields}
+        kept["extras"] = {**added, **dict(kept.get("extras") or {})}
+        return kept
+
+    @model_serializer(mode="wrap")
+    def _flatten_extras(
+        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
+    ) -> Any:
+        """Serialised, extension fields sit beside the others (as ``state`` always did)."""
+        data = handler(self)
+        if isinstance(data, dict) and "extras" in data:
+            extras = data.pop("extras") or {}
+            data.update({k: v for k, v in extras.items() if k not in data})
+        return data
+
+    @property
+    def state(self) -> str | None:
+        """A state-machine instance's current state (``None``: not an instance)."""
+        value = self.extras.get("state")
+        return None if value is None else str(value)
+
+    @property
+    def transitions(self) -> list[dict[str, Any]]:
+        """A state-machine instance's transition history, oldest first (empty otherwise)."""
+        return list(self.extras.get("transitions") or [])
 
     @property
     def ok(self) -> bool:
@@ -95,6 +146,10 @@ class RunResult(BaseModel):
                 status=self.status,
             )
         return self
+
+
+#: RunResult's own fields (read at each validation: the class property costs a call)
+_RESULT_FIELDS = frozenset(RunResult.model_fields)
 
 
 def task_result(ts: s.TaskState, waits: bool = False) -> TaskResult:
@@ -143,6 +198,6 @@ def run_result(state: s.RunState, wf: WorkflowDef | None = None) -> RunResult:
         finished_at=state.finished_at,
         tasks=tasks,
         events=state.events,
-        **s.result_fields(state),
         search_attributes=dict(state.search_attributes),
+        extras=s.result_fields(state),
     )

@@ -16,8 +16,9 @@ import deerflow._codec as _codec
 from deerflow.core import history as h
 from deerflow.core.state import RUN_RUNNING, RunState
 
-#: Bumped when the tables change: an index of another version is rebuilt from the history.
-SCHEMA_VERSION = 2
+#: Bumped when the tables change: an index of a version :data:`MIGRATIONS` does not lead
+#: from is rebuilt from the history.
+SCHEMA_VERSION = 3
 #: JSON values (params, input, output, trigger) larger than this stay out of a row; a run's
 #: own history gives them back (``get_run``).
 ROW_VALUE_LIMIT = 8192
@@ -47,7 +48,7 @@ CREATE TABLE IF NOT EXISTS runindex_runs (
     finished_at REAL,
     error TEXT,
     failed_task TEXT,
-    machine_state TEXT,
+    extras TEXT,
     retries INTEGER NOT NULL,
     events INTEGER NOT NULL,
     output_size INTEGER,
@@ -94,6 +95,27 @@ CREATE TABLE IF NOT EXISTS runindex_attributes (
 CREATE INDEX IF NOT EXISTS runindex_attributes_by_value
     ON runindex_attributes (name, kind, value);
 """
+
+#: The statements that bring an index of schema ``n`` to ``n + 1``, in place: nothing in it
+#: is lost (rows of purged runs could not be rebuilt from the history).
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # 2 -> 3: a state machine's state moves from its own column to the row's extension
+    # values, under the part of the run state the machine's fold keeps it in.
+    2: (
+        "ALTER TABLE runindex_runs ADD COLUMN extras TEXT",
+        "UPDATE runindex_runs SET extras = json_object('machine', json_object('state', "
+        "machine_state)) WHERE machine_state IS NOT NULL",
+        "ALTER TABLE runindex_runs DROP COLUMN machine_state",
+    ),
+}
+
+#: The columns of a run's row, in the order :func:`row_values` gives them.
+ROW_COLUMNS = (
+    "run_id", "workflow", "version", "status", "parked", "trigger_kind", "trigger_name",
+    "parent_run_id", "correlation_id", "started_at", "finished_at", "error", "failed_task",
+    "extras", "retries", "events", "output_size", "partition_id", "first_offset",
+    "last_offset", "body",
+)  # fmt: skip
 
 #: Archived runs: where each run's history was written, and when its records left the log;
 #: and when each archived run's blobs were deleted (``runindex_blobs``: the task queue's end
@@ -198,8 +220,10 @@ class RunQuery:
             sub-workflow runs).
         parent: the run that started them as sub-workflows.
         since, until: bounds of the start time, epoch seconds, inclusive.
-        state: a state machine's current state.
+        state: a state machine's current state (the filter ``state`` of ``extras``).
         attributes: search attributes the run must have, with these values.
+        extras: values fold extensions keep in the row (``FoldExtension.indexed``), by filter
+            name.
         after: the id of the last run of the previous page (cursor pagination).
         limit: at most this many runs.
     """
@@ -214,6 +238,14 @@ class RunQuery:
     attributes: Mapping[str, Any] = field(default_factory=dict)
     after: str | None = None
     limit: int | None = 100
+    extras: Mapping[str, Any] = field(default_factory=dict)
+
+    def extension_filters(self) -> dict[str, Any]:
+        """The filters on extension values, ``state`` among them when given."""
+        found = dict(self.extras)
+        if self.state is not None:
+            found["state"] = self.state
+        return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,8 +346,8 @@ def summary_state(row: sqlite3.Row) -> RunState:
         failed_task=row["failed_task"],
         started_at=row["started_at"],
         finished_at=row["finished_at"],
-        # a state machine's state, where the machine's fold keeps it (RunState.machine_state)
-        extensions={"machine": {"state": row["machine_state"]}} if row["machine_state"] else {},
+        # what the extensions' indexed values were read from (a state machine's state)
+        extensions=_codec.loads(row["extras"]) if row["extras"] else {},
         events=row["events"],
         retries=row["retries"],
         parked=row["parked"],

@@ -24,11 +24,14 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
-from deerflow.core.state import RUN_RUNNING
+import deerflow._codec as _codec
+from deerflow.core.state import RUN_RUNNING, indexed_filters, indexed_values
 from deerflow.errors import DeerflowError, RunNotFound
 from deerflow.runtime._runrows import (
     ARCHIVE_SCHEMA,
     INT64,
+    MIGRATIONS,
+    ROW_COLUMNS,
     SCHEMA,
     SCHEMA_VERSION,
     STATUS,
@@ -45,6 +48,11 @@ from deerflow.runtime._runrows import (
 )
 
 log = logging.getLogger("deerflow.runindex")
+
+_INSERT_ROW = (
+    f"INSERT INTO runindex_runs ({', '.join(ROW_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(ROW_COLUMNS))}) "
+)
 
 
 class IndexCorrupt(DeerflowError):
@@ -113,6 +121,8 @@ class VisibilityStore:
         if "runindex_meta" in had:
             meta = dict(conn.execute("SELECT name, value FROM runindex_meta").fetchall())
         wanted = {"schema": str(SCHEMA_VERSION), "identity": self.identity}
+        if had and meta.get("identity") == self.identity and meta != wanted:
+            meta = self._migrate(meta)
         if had and meta != wanted:
             log.warning(
                 "run index %s was built %s: rebuilding it from the history",
@@ -130,6 +140,25 @@ class VisibilityStore:
             conn.executescript(SCHEMA)
             conn.executemany("INSERT OR IGNORE INTO runindex_meta VALUES (?, ?)", wanted.items())
         conn.executescript(ARCHIVE_SCHEMA)
+
+    def _migrate(self, meta: dict[str, str]) -> dict[str, str]:
+        """Bring an index of an older schema to this one in place, when :data:`MIGRATIONS`
+        lead there; the meta it has afterwards (unchanged when they do not)."""
+        version = int(meta["schema"]) if meta.get("schema", "").isdigit() else None
+        if version is None or version >= SCHEMA_VERSION:
+            return meta
+        steps = list(range(version, SCHEMA_VERSION))
+        if any(step not in MIGRATIONS for step in steps):
+            return meta
+        with self._transaction() as c:
+            for step in steps:
+                for statement in MIGRATIONS[step]:
+                    c.execute(statement)
+            c.execute(
+                "UPDATE runindex_meta SET value = ? WHERE name = 'schema'", (str(SCHEMA_VERSION),)
+            )
+        log.info("run index %s: schema %d migrated to %d", self.path, version, SCHEMA_VERSION)
+        return {**meta, "schema": str(SCHEMA_VERSION)}
 
     def close(self) -> None:
         """Close the connection; idempotent."""
@@ -184,13 +213,12 @@ class VisibilityStore:
         s = change.state
         kind, name = trigger_kind_and_name(s)
         body, output_size = row_body(s)
+        extras = indexed_values(s)
         cur = c.execute(
-            "INSERT INTO runindex_runs VALUES "
-            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (run_id) DO UPDATE SET "
+            _INSERT_ROW + "ON CONFLICT (run_id) DO UPDATE SET "
             "status = excluded.status, parked = excluded.parked, "
             "finished_at = excluded.finished_at, error = excluded.error, "
-            "failed_task = excluded.failed_task, machine_state = excluded.machine_state, "
+            "failed_task = excluded.failed_task, extras = excluded.extras, "
             "retries = excluded.retries, events = excluded.events, "
             "output_size = excluded.output_size, last_offset = excluded.last_offset, "
             "body = excluded.body "
@@ -209,7 +237,7 @@ class VisibilityStore:
                 s.finished_at,
                 s.error,
                 s.failed_task,
-                s.machine_state,
+                _codec.dumps(extras).decode() if extras else None,
                 s.retries,
                 s.events,
                 output_size,
@@ -285,11 +313,22 @@ class VisibilityStore:
             ("parent_run_id = ?", q.parent),
             ("started_at >= ?", q.since),
             ("started_at <= ?", q.until),
-            ("machine_state = ?", q.state),
         ):
             if value is not None:
                 where.append(sql)
                 args.append(value)
+        filters = q.extension_filters()
+        if filters:
+            known = indexed_filters()
+            for name, value in filters.items():
+                if name not in known:
+                    raise ValueError(
+                        f"no run filter {name!r} (filters of extensions: "
+                        f"{', '.join(sorted(known)) or 'none'})"
+                    )
+                # A JSON path of two keys, each quoted: whatever the extension named them.
+                where.append("json_extract(extras, ?) = ?")
+                args += ["$.{}.{}".format(*(_codec.dumps(k).decode() for k in known[name])), value]
         if q.status is not None:
             where.append(STATUS.get(q.status, "status = ?"))
             args += [] if q.status in STATUS else [q.status]

@@ -66,6 +66,8 @@ class MachineFold(FoldExtension):
     event_classes = (TransitionRequested, TransitionApplied, TransitionRejected, TransitionFailed)
     #: read as ``state.machine_state`` and ``state.transitions`` (run index predicates, tests)
     attributes = frozenset({"machine_state", "transitions"})
+    #: ``list_runs(state=...)``: the run index keeps an instance's current state
+    indexed = {"state": "state"}
 
     def attribute(self, state: RunState, name: str) -> Any:
         """An instance's state (``None``: not started, or not an instance), or its resolved
