@@ -27,7 +27,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from deerflow.connectors import ApiKeys
+from deerflow.connectors import ApiKeys, load_config
 from deerflow.connectors.integration import HttpLimits, cap_connections
 from deerflow.engine import Engine, Workflow
 from deerflow.metrics import CONTENT_TYPE, EngineMetrics
@@ -207,8 +207,6 @@ async def serve_ui(
     No workflow runs here: the engine only reads the log and appends operators' requests.
     ``on_ready`` gets the URL; by default it is printed as ``deerflow ui: listening on URL``.
     """
-    from deerflow.connectors import load_config
-
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -23,6 +23,7 @@ import deerflow._codec as _codec
 from deerflow.connectors.schedule import BackfillRefused, ScheduleControl, ScheduleNotFound
 from deerflow.connectors.webhook import BodyTooLargeError, read_body
 from deerflow.errors import DeerflowError, InvalidSignal, RunNotFound, TransitionNotAllowed
+from deerflow.events import trigger_name
 from deerflow.web import _dlq, _runs, _schedules
 from deerflow.web._context import context
 from deerflow.web._extend import probe_trigger, transition_handler
@@ -244,8 +245,6 @@ async def send_transition(request: web.Request) -> web.StreamResponse:
 
 async def list_workflows(request: web.Request) -> web.StreamResponse:
     """``GET /api/workflows``: the definitions loaded in this process."""
-    from deerflow.events import trigger_name
-
     return reply(
         {
             "workflows": [

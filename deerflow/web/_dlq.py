@@ -25,8 +25,11 @@ from typing import Any
 
 import deerflow._codec as _codec
 from deerflow.choreography.integration import handle_again
+from deerflow.connectors import find_trigger
+from deerflow.connectors.kafka import source_log_for, source_url_for
 from deerflow.engine import Engine
 from deerflow.errors import DeerflowError
+from deerflow.events import KafkaEvent
 from deerflow.eventstore import StoredEvent
 from deerflow.log.base import Message, Record, TopicPartition
 from deerflow.web import _extend
@@ -246,10 +249,6 @@ async def _replay_message(engine: Engine, entry: DeadLetterEntry) -> str:
 
 async def _trigger_log(engine: Engine, entry: DeadLetterEntry) -> tuple[Any, bool]:
     """The log holding a Kafka trigger's topic: the trigger must be loaded to know its cluster."""
-    from deerflow.connectors import find_trigger
-    from deerflow.connectors.kafka import source_log_for, source_url_for
-    from deerflow.events import KafkaEvent
-
     name = str(entry.body.get("trigger") or "")
     try:
         _wf, trigger = find_trigger(list(engine.registry), name)

@@ -14,6 +14,7 @@ from deerflow.runtime import TaskResult
 from deerflow.web import _runs
 from deerflow.web._context import context
 from deerflow.web._extend import run_panels, transition_handler
+from deerflow.web._graph import svg
 from deerflow.web._html import (
     badge,
     button_form,
@@ -293,8 +294,6 @@ async def run_page(request: web.Request) -> web.StreamResponse:
             ),
             status=404,
         )
-    from deerflow.web._graph import svg
-
     r = detail.result
     whole = _whole(detail)
     note = (

@@ -22,6 +22,7 @@ from deerflow.core import history as h
 from deerflow.core.state import RUN_FAILED, waits_of
 from deerflow.engine import Engine
 from deerflow.errors import DeerflowError, RunEnded, RunNotFound
+from deerflow.events import trigger_name
 from deerflow.runtime import RunResult
 from deerflow.runtime.integration import RunQuery, run_result
 from deerflow.web import _graph
@@ -359,8 +360,6 @@ async def trigger_status(engine: Engine) -> list[dict[str, Any]]:
     Triggers of loaded workflows come first; trigger names seen in the history but not loaded
     here (``deerflow ui`` without ``--app``) follow with ``loaded: false``.
     """
-    from deerflow.events import trigger_name
-
     seen: dict[str, dict[str, Any]] = {}
     await engine.index.sync()
     for name, runs, state in await engine.index.trigger_stats():
