@@ -19,9 +19,16 @@ from deerflow.matching._kind import (
     WaitForEventKind,
     WaitOptions,
 )
-from deerflow.matching._service import MATCHING, Matcher, MatchingPlugin, Router
+from deerflow.matching._service import (
+    EVENT_WAIT_PLUGIN,
+    MATCHING,
+    Matcher,
+    MatchingPlugin,
+    Router,
+)
 
 __all__ = [
+    "EVENT_WAIT_PLUGIN",
     "MATCHING",
     "WAITING",
     "WAIT_FOR_EVENT",

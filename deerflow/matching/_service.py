@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 
 import deerflow._codec as _codec
 from deerflow.core import history as h
-from deerflow.core.state import register_fold
 from deerflow.eventstore import StoredEvent
 from deerflow.eventstore.integration import decode_unit, derived_id
 from deerflow.log.base import GroupConsumer, Message, Record, TopicPartition
@@ -43,13 +42,16 @@ from deerflow.matching._kind import (
 )
 from deerflow.matching._spec import MISSING, event_key, event_ts, event_view, resolve
 from deerflow.runtime import BackgroundService, Engine, Plugin, Service
+from deerflow.runtime.plugins import FoldsPlugin
 
 if TYPE_CHECKING:
     from deerflow.core import WorkflowDef
 
 log = logging.getLogger("deerflow.matching")
 
-register_fold(WAIT_FOLD)  # histories are folded without their definitions (CLI, run index)
+#: Histories are folded without their definitions (a CLI, the run index): every engine adopts
+#: this plugin (``deerflow.workflow.DEFAULT_PLUGINS``), whatever workflows it serves.
+EVENT_WAIT_PLUGIN = FoldsPlugin(WAIT_FOLD)
 
 POLL_RECORDS = 2000
 #: runs the router remembers open waits of, to retire them when the run ends (oldest dropped:

@@ -37,7 +37,13 @@ from deerflow.runtime._tombstones import DEDUPE_LIMIT, DEDUPE_WINDOW
 from deerflow.runtime._waiters import RunMoved
 from deerflow.runtime._worker import Worker
 from deerflow.runtime.hooks import HistoryFolded, HookChain
-from deerflow.runtime.plugins import Plugin, Service, check_options
+from deerflow.runtime.plugins import (
+    Plugin,
+    Service,
+    adopt_folds,
+    check_options,
+    default_plugins,
+)
 
 DEFAULT_STORE = "sqlite:///deerflow.db"
 #: How long after it ended a run is archived, when an archive is configured.
@@ -226,6 +232,7 @@ class Engine:
         self._lock = asyncio.Lock()
         self._late: set[asyncio.Task[None]] = set()
         self._unstarted: list[Plugin] = []  # adopted, services not started yet
+        self._adopt(default_plugins())
         self._adopt(plugins)
         for wf in self.registry:
             self._adopt(wf.plugins)
@@ -247,6 +254,7 @@ class Engine:
                 raise DeerflowError(f"{plugin!r} is not a deerflow.runtime.Plugin")
             if any(plugin is p for p in self.plugins):
                 continue
+            adopt_folds(plugin)  # its history events fold before anything reads them
             self.plugins.append(plugin)
             self._unstarted.append(plugin)
             self.hooks = HookChain([hook for p in self.plugins for hook in p.hooks()])

@@ -1,10 +1,14 @@
 """Plugins: what a feature or an integration adds to the engines that serve it.
 
-A plugin contributes :class:`~deerflow.runtime.hooks.Hooks` and the services an engine starts
-and stops with itself (the choreography handlers, served pipelines, ...). An engine adopts the
+A plugin contributes :class:`~deerflow.runtime.hooks.Hooks`, the services an engine starts
+and stops with itself (the choreography handlers, served pipelines, ...) and the fold
+extensions of the history events its feature adds (:meth:`Plugin.folds`). An engine adopts the
 plugins given to it (``Engine(plugins=[...])``) and those its workflows carry
 (``workflow.plugins``), each plugin object once, in that order. A feature whose workflows need
-a service makes them carry its plugin, so nothing registers itself at import time.
+a service makes them carry its plugin, so nothing registers itself at import time. Engines
+also adopt the default plugins (:func:`default_plugins`): the package's features whose
+histories any process may read without their definitions (a CLI, the run index), declared in
+one list (``deerflow.workflow.DEFAULT_PLUGINS``).
 
 Settings for plugins' services are keywords of the engine (``Engine(..., handlers=[...])``,
 read as ``engine.options``): each plugin class declares the names it reads in
@@ -19,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+from deerflow.core.state import FoldExtension, register_fold
 from deerflow.runtime.hooks import Hooks
 
 if TYPE_CHECKING:
@@ -71,6 +76,11 @@ class Plugin:
         """Hooks for the engine's worker (called once, when the engine adopts the plugin)."""
         return ()
 
+    def folds(self) -> Sequence[FoldExtension]:
+        """Fold extensions of the history events the plugin's feature adds: registered when
+        an engine adopts it (or :func:`use_by_default` makes it a default)."""
+        return ()
+
     def services(self, engine: Engine) -> Iterable[Service]:
         """Services ``engine`` runs (only engines that run tasks, with ``services=True``).
 
@@ -81,6 +91,49 @@ class Plugin:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+class FoldsPlugin(Plugin):
+    """A plugin that only contributes fold extensions (a feature's history events)."""
+
+    def __init__(self, *extensions: FoldExtension) -> None:
+        self._folds = tuple(extensions)
+
+    def folds(self) -> Sequence[FoldExtension]:
+        """The extensions given."""
+        return self._folds
+
+    def __repr__(self) -> str:
+        return f"FoldsPlugin({', '.join(repr(e.key) for e in self._folds)})"
+
+
+#: plugins every engine adopts (bounded by the code that declares them)
+_DEFAULTS: list[Plugin] = []
+
+
+def adopt_folds(plugin: Plugin) -> None:
+    """Fold the history events of ``plugin``'s feature from now on (again: a no-op)."""
+    for extension in plugin.folds():
+        register_fold(extension)
+
+
+def use_by_default(*plugins: Plugin) -> None:
+    """Make ``plugins`` defaults: their folds apply from now on, and every engine adopts them.
+
+    The package's own list is ``deerflow.workflow.DEFAULT_PLUGINS``, made default when
+    ``deerflow`` is imported; a plugin already a default is not added twice.
+    """
+    for plugin in plugins:
+        if not isinstance(plugin, Plugin):
+            raise TypeError(f"{plugin!r} is not a deerflow.runtime.Plugin")
+        adopt_folds(plugin)
+        if not any(plugin is p for p in _DEFAULTS):
+            _DEFAULTS.append(plugin)
+
+
+def default_plugins() -> tuple[Plugin, ...]:
+    """The plugins every engine adopts before its own (see :func:`use_by_default`)."""
+    return tuple(_DEFAULTS)
 
 
 def option_owners() -> dict[str, list[str]]:

@@ -42,9 +42,18 @@ from deerflow.sagas._compensation import (
     SagaStepOptions,
     compensation_task,
 )
+from deerflow.sagas._fold import COMPENSATION_PLUGIN
 from deerflow.sagas._rollback import roll_back
 
-__all__ = ["CompensatingAction", "Saga", "SagaMixin", "SagaStep", "add_saga", "step"]
+__all__ = [
+    "COMPENSATION_PLUGIN",
+    "CompensatingAction",
+    "Saga",
+    "SagaMixin",
+    "SagaStep",
+    "add_saga",
+    "step",
+]
 
 S = TypeVar("S", bound=type[Any])
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from deerflow.core import FoldExtension, RunState, register_fold
+from deerflow.core import FoldExtension, RunState
 from deerflow.core import history as h
 from deerflow.core.state import end_run
+from deerflow.runtime.plugins import FoldsPlugin
 
 RUN_COMPENSATED = "compensated"
 RUN_COMPENSATION_FAILED = "compensation_failed"
@@ -53,6 +54,6 @@ class CompensationFold(FoldExtension):
 
 
 COMPENSATION_FOLD = CompensationFold()
-# Histories are read without their definitions (a CLI, the run index): the fold must know
-# these events as soon as the feature is importable.
-register_fold(COMPENSATION_FOLD)
+#: Histories are read without their definitions (a CLI, the run index): every engine adopts
+#: this plugin (``deerflow.workflow.DEFAULT_PLUGINS``), whatever workflows it serves.
+COMPENSATION_PLUGIN = FoldsPlugin(COMPENSATION_FOLD)

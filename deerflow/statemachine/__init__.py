@@ -35,7 +35,7 @@ from __future__ import annotations
 from collections.abc import MutableMapping
 from typing import Any
 
-from deerflow.statemachine._fold import MACHINE_FOLD
+from deerflow.statemachine._fold import MACHINE_FOLD, MACHINE_PLUGIN
 from deerflow.statemachine._model import (
     MachineSpec,
     State,
@@ -49,6 +49,7 @@ from deerflow.statemachine._runner import StateMachineMixin
 
 __all__ = [
     "MACHINE_FOLD",
+    "MACHINE_PLUGIN",
     "MachineSpec",
     "State",
     "StateMachine",

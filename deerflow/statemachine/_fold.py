@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from deerflow.core import FoldExtension, RunState, register_fold
+from deerflow.core import FoldExtension, RunState
 from deerflow.core import history as h
 from deerflow.errors import TaskError, TransitionNotAllowed
+from deerflow.runtime.plugins import FoldsPlugin
 
 KEY = "machine"
 
@@ -190,6 +191,6 @@ def head_request(state: RunState) -> dict[str, Any] | None:
 
 
 MACHINE_FOLD = MachineFold()
-# Histories are read without their definitions (a CLI, the run index): the fold must know
-# these events as soon as the feature is importable.
-register_fold(MACHINE_FOLD)
+#: Histories are read without their definitions (a CLI, the run index): every engine adopts
+#: this plugin (``deerflow.workflow.DEFAULT_PLUGINS``), whatever workflows it serves.
+MACHINE_PLUGIN = FoldsPlugin(MACHINE_FOLD)

@@ -19,6 +19,7 @@ from deerflow.waiting._duration import seconds
 from deerflow.waiting._fold import (
     MAX_PENDING,
     WAIT_FOLD,
+    WAIT_PLUGIN,
     WAITING,
     SignalReceived,
     WaitArmed,
@@ -44,6 +45,7 @@ __all__ = [
     "WAIT_FOLD",
     "WAIT_FOR_OBJECT",
     "WAIT_FOR_SIGNAL",
+    "WAIT_PLUGIN",
     "ObjectKind",
     "ObjectNotYetPresent",
     "SignalKind",

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from deerflow.core import FoldExtension, RunState, register_fold
+from deerflow.core import FoldExtension, RunState
 from deerflow.core import history as h
 from deerflow.core.state import COMPLETED, RETRY_WAIT, SCHEDULED, Wait
+from deerflow.runtime.plugins import FoldsPlugin
 
 #: the status of a node that waits
 WAITING = "waiting"
@@ -169,6 +170,6 @@ def pending_signals(state: RunState) -> list[dict[str, Any]]:
 
 
 WAIT_FOLD = WaitFold()
-# Histories are read without their definitions (a CLI, the run index): the fold must know
-# these events as soon as the feature is importable.
-register_fold(WAIT_FOLD)
+#: Histories are read without their definitions (a CLI, the run index): every engine adopts
+#: this plugin (``deerflow.workflow.DEFAULT_PLUGINS``), whatever workflows it serves.
+WAIT_PLUGIN = FoldsPlugin(WAIT_FOLD)

@@ -7,7 +7,13 @@ whole workflows (:func:`compose_workflows`, :class:`WorkflowTemplate`).
 """
 
 from deerflow.workflow._compose import compose_workflows
-from deerflow.workflow._definition import Workflow
+from deerflow.workflow._definition import DEFAULT_PLUGINS, Workflow
 from deerflow.workflow._template import TemplateParameterError, WorkflowTemplate
 
-__all__ = ["TemplateParameterError", "Workflow", "WorkflowTemplate", "compose_workflows"]
+__all__ = [
+    "DEFAULT_PLUGINS",
+    "TemplateParameterError",
+    "Workflow",
+    "WorkflowTemplate",
+    "compose_workflows",
+]

@@ -6,16 +6,23 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from deerflow.choreography import ChoreographyMixin
-from deerflow.matching import CancelOn, MatchingMixin
+from deerflow.matching import EVENT_WAIT_PLUGIN, CancelOn, MatchingMixin
 from deerflow.observability.tracing import TRACING
 from deerflow.patterns import PatternsMixin
 from deerflow.pipeline import PipelineMixin
 from deerflow.runtime import RunResult
 from deerflow.runtime.integration import run_sync
-from deerflow.sagas import SagaMixin
-from deerflow.statemachine import StateMachineMixin
-from deerflow.waiting import WaitingMixin
+from deerflow.runtime.plugins import use_by_default
+from deerflow.sagas import COMPENSATION_PLUGIN, SagaMixin
+from deerflow.statemachine import MACHINE_PLUGIN, StateMachineMixin
+from deerflow.waiting import WAIT_PLUGIN, WaitingMixin
 from deerflow.workflow._catalog import remember
+
+#: The plugins every engine adopts, whatever workflows it serves: the features whose history
+#: events any process may have to fold without their definitions (a CLI, the run index, a
+#: dashboard with no workflow loaded). Made default as ``deerflow`` is imported.
+DEFAULT_PLUGINS = (MACHINE_PLUGIN, COMPENSATION_PLUGIN, WAIT_PLUGIN, EVENT_WAIT_PLUGIN)
+use_by_default(*DEFAULT_PLUGINS)
 
 
 class Workflow(

@@ -9,6 +9,7 @@ attempt sees the notes so far.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from typing import Any, Literal
 
@@ -18,6 +19,8 @@ from deerflow import DefinitionError, Engine, Workflow
 from deerflow.core import NodeKind, RetryPolicy, TaskDef, WorkflowDef
 from deerflow.core import history as h
 from deerflow.core.state import FoldExtension, RunState, fold_all, register_fold
+from deerflow.runtime.plugins import FoldsPlugin, default_plugins
+from deerflow.workflow import DEFAULT_PLUGINS
 from tests.engine.test_custom_kind import run_history
 
 
@@ -156,3 +159,61 @@ def test_an_extension_attribute_that_would_shadow_the_run_state_s_own_is_refused
     with pytest.raises(ValueError, match=r"attributes \['status'\] already exist"):
         register_fold(ShadowingFold())
     assert RunState(run_id="r").status == "running"
+
+
+class Bookmarked(h.HistoryEvent):
+    """Someone bookmarked a run (an event no node kind decides: appended from outside)."""
+
+    type: Literal["Bookmarked"] = "Bookmarked"
+    label: str
+
+
+class BookmarkFold(FoldExtension):
+    key = "bookmarks"
+    event_classes = (Bookmarked,)
+    attributes = frozenset({"bookmarks"})
+
+    def attribute(self, state: RunState, name: str) -> Any:
+        return list(state.extensions.get(self.key, {}).get("labels", []))
+
+    def fold(self, state: RunState, event: h.HistoryEvent) -> bool:
+        assert isinstance(event, Bookmarked)
+        self.part(state).setdefault("labels", []).append(event.label)
+        return True
+
+    def result_fields(self, state: RunState) -> dict[str, Any]:
+        return {"bookmarks": self.attribute(state, "bookmarks")}
+
+
+async def test_a_plugin_brings_its_fold_to_the_engines_adopting_it():
+    bookmarked = Bookmarked(id="b1", run_id="r", label="later")
+    # Nothing registered it: the history event is no known type yet.
+    with pytest.raises(ValueError):
+        h.decode(h.message("history", bookmarked).value)
+    wf = Workflow(name="held")
+    release = asyncio.Event()
+
+    @wf.task()
+    async def hold(context: Any) -> str:
+        await release.wait()
+        return "done"
+
+    async with Engine("memory://", [wf], plugins=[FoldsPlugin(BookmarkFold())]) as engine:
+        handle = await engine.start(wf)
+        await engine.append_history(
+            [Bookmarked(id=f"{handle.run_id}:b1", run_id=handle.run_id, label="later")]
+        )
+        state = await engine.index.wait(handle.run_id, lambda s: s.bookmarks == ["later"], 30)
+        assert state is not None
+        assert state.extensions["bookmarks"] == {"labels": ["later"]}
+        release.set()
+        result = await handle.result(timeout=30)
+    assert result.output == "done"
+    assert result.extras["bookmarks"] == ["later"]
+    assert h.decode(h.message("history", bookmarked).value) == bookmarked
+
+
+def test_the_package_s_features_fold_in_every_engine_through_default_plugins():
+    names = {type(e).__name__ for p in default_plugins() for e in p.folds()}
+    assert {"MachineFold", "CompensationFold", "WaitFold"} <= names
+    assert all(p in Engine("memory://").plugins for p in DEFAULT_PLUGINS)
