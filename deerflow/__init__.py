@@ -17,6 +17,7 @@ from deerflow.errors import (
 )
 from deerflow.events import EventTrigger, Schedule, ScheduleTickEvent
 from deerflow.eventstore import EventStore
+from deerflow.flow import Concurrency, RateLimit
 from deerflow.matching import CancelOn
 from deerflow.patterns import DynamicTasks, MapReduce, SubWorkflow, gather, parallel
 from deerflow.pipeline import Backpressure, Pipeline, stage
@@ -32,6 +33,7 @@ __all__ = [
     "Backpressure",
     "CancelOn",
     "CompensatingAction",
+    "Concurrency",
     "DeerflowError",
     "DefinitionError",
     "DynamicTasks",
@@ -41,6 +43,7 @@ __all__ = [
     "MapReduce",
     "NonRetryableError",
     "Pipeline",
+    "RateLimit",
     "RetryPolicy",
     "RunEnded",
     "RunHandle",

@@ -9,6 +9,9 @@ def test_public_api_is_pinned():
         assert hasattr(deerflow, name), name
     assert set(deerflow.__all__) >= {
         "CancelOn",
+        # flow control on a workflow's runs
+        "Concurrency",
+        "RateLimit",
         "DefinitionError",
         "Engine",
         "RunResult",

@@ -376,6 +376,12 @@ class WorkflowDef:
         """
         return None
 
+    def on_ending(self, state: RunState, now: float) -> list[h.HistoryEvent]:
+        """Hook: events of the run recorded just before the core's terminal event (completed,
+        failed, cancelled), so that a feature hears of the end in the run's own history (flow
+        control frees the run's slot); none here."""
+        return []
+
     def start_refusal(self) -> str | None:
         """Hook: why this workflow has no runs in the history (a pipeline), else ``None``."""
         return None

@@ -50,6 +50,10 @@ RUN_COMPLETED = "completed"
 RUN_FAILED = "failed"
 RUN_CANCELLED = "cancelled"
 
+#: statuses a run that has not ended shows: running, and those extensions show a running run
+#: under while it waits to start (:attr:`FoldExtension.live_statuses`: flow control's queued)
+LIVE_STATUSES: set[str] = {RUN_RUNNING}
+
 
 @dataclass(slots=True)
 class TaskState:
@@ -615,6 +619,8 @@ class FoldExtension:
     terminal: frozenset[str] = frozenset()
     #: names its part reads as on a run state (``state.<name>``, see :meth:`attribute`)
     attributes: frozenset[str] = frozenset()
+    #: statuses :meth:`shown_status` may give a running run (a queued run has not ended)
+    live_statuses: frozenset[str] = frozenset()
 
     def types(self) -> frozenset[str]:
         """The event types this extension folds."""
@@ -657,6 +663,11 @@ class FoldExtension:
         """Raise what request ``request_id`` ended with when it was not applied (refused, or
         its code failed); return when it was."""
 
+    def shown_status(self, state: RunState) -> str | None:
+        """What a running ``state`` shows as its status (one of :attr:`live_statuses`) when
+        this extension holds it before it starts; ``None`` here (see :func:`status_of`)."""
+        return None
+
     def waits(self, state: RunState) -> dict[str, Wait]:
         """The nodes of ``state`` that wait on what this extension folds: task id -> what
         each waits for and until when (none by default). :func:`waits_of` reads every
@@ -670,6 +681,7 @@ _EXTENDED: dict[str, FoldExtension] = {}
 _ATTRIBUTES: dict[str, FoldExtension] = {}
 _RESULTS: dict[str, FoldExtension] = {}
 _REQUESTS: dict[str, FoldExtension] = {}
+_SHOWN: dict[str, FoldExtension] = {}
 #: RunState's own attributes, which no extension may shadow
 _FIELDS = frozenset(dir(RunState))
 
@@ -702,6 +714,9 @@ def register_fold(extension: FoldExtension) -> None:
         _RESULTS[extension.key] = extension
     if type(extension).request is not FoldExtension.request:
         _REQUESTS[extension.key] = extension
+    if extension.live_statuses:
+        _SHOWN[extension.key] = extension
+        LIVE_STATUSES.update(extension.live_statuses)
 
 
 def request_takers() -> list[FoldExtension]:
@@ -714,6 +729,24 @@ def _reader(extension: FoldExtension, name: str) -> Callable[[RunState], Any]:
         return extension.attribute(state, name)
 
     return read
+
+
+#: where a run rebuilt from a summary (a run index row) keeps the status its row showed
+SHOWN = "shown_status"
+
+
+def status_of(state: RunState) -> str:
+    """The run's status as shown: a running run an extension holds before it starts shows
+    that extension's status (``queued`` at its flow-control gate), else ``state.status``."""
+    if state.status == RUN_RUNNING and _SHOWN:
+        summary = state.extensions.get(SHOWN)
+        if summary is not None:
+            return str(summary)
+        for extension in _SHOWN.values():
+            shown = extension.shown_status(state)
+            if shown is not None:
+                return shown
+    return state.status
 
 
 def result_fields(state: RunState) -> dict[str, Any]:

@@ -53,6 +53,9 @@ class RunResult(BaseModel):
     state-machine instance, ``state`` is its current state and ``transitions`` its transition
     history (applied, rejected and failed requests). ``search_attributes`` are those its tasks
     set (``context.set_search_attributes``), which ``list_runs(attributes=...)`` filters on.
+    For a run of a workflow with flow control, ``flow`` says where it stands at its gate
+    (``key``, ``status``: queued, admitted or dropped, when it queued and was admitted, and
+    ``not_before`` when a rate limit delays it); a queued run's ``status`` is ``queued``.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -74,6 +77,7 @@ class RunResult(BaseModel):
     events: int = 0
     state: str | None = None
     transitions: list[dict[str, Any]] = Field(default_factory=list)
+    flow: dict[str, Any] | None = None
     search_attributes: dict[str, Any] = Field(default_factory=dict)
 
     @property
@@ -83,8 +87,8 @@ class RunResult(BaseModel):
 
     @property
     def done(self) -> bool:
-        """Whether the run has ended, whichever way (a parked run has not)."""
-        return self.status not in ("running", PARKED)
+        """Whether the run has ended, whichever way (a parked or a queued run has not)."""
+        return self.status != PARKED and self.status not in s.LIVE_STATUSES
 
     def raise_for_status(self) -> RunResult:
         """Return ``self`` if completed, else raise :class:`deerflow.errors.RunFailed`."""
@@ -131,7 +135,7 @@ def run_result(state: s.RunState, wf: WorkflowDef | None = None) -> RunResult:
         run_id=state.run_id,
         workflow=state.workflow,
         version=state.version,
-        status=PARKED if parked else state.status,
+        status=PARKED if parked else s.status_of(state),
         output=state.output,
         error=parked or (state.error if state.status != s.RUN_COMPLETED else None),
         failed_task=state.failed_task,

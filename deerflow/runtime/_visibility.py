@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
-from deerflow.core.state import RUN_RUNNING
+from deerflow.core.state import RUN_RUNNING, status_of
 from deerflow.errors import DeerflowError, RunNotFound
 from deerflow.runtime._runrows import (
     ARCHIVE_SCHEMA,
@@ -199,7 +199,7 @@ class VisibilityStore:
                 s.run_id,
                 s.workflow,
                 s.version,
-                s.status,
+                status_of(s),
                 s.parked if s.status == RUN_RUNNING else None,
                 kind,
                 name,

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from deerflow.choreography import ChoreographyMixin
+from deerflow.flow import Concurrency, FlowMixin, RateLimit
 from deerflow.matching import CancelOn, MatchingMixin
 from deerflow.observability.tracing import TRACING
 from deerflow.patterns import PatternsMixin
@@ -19,6 +20,7 @@ from deerflow.workflow._catalog import remember
 
 
 class Workflow(
+    FlowMixin,
     PatternsMixin,
     SagaMixin,
     StateMachineMixin,
@@ -50,6 +52,10 @@ class Workflow(
         max_parallel: at most this many tasks of one run running at once (``None``: no
             limit); children of fan-outs, dynamic tasks and map-reduces count one each.
         cancel_on: cancel a run when a matching event arrives (:class:`~deerflow.CancelOn`).
+        concurrency: at most this many running runs per key value, across all processes
+            (:class:`~deerflow.Concurrency`); the others wait, queued, in order.
+        rate_limit: at most this many runs start per period per key value
+            (:class:`~deerflow.RateLimit`).
     """
 
     def __init__(
@@ -60,9 +66,12 @@ class Workflow(
         description: str = "",
         max_parallel: int | None = None,
         cancel_on: Iterable[CancelOn] | None = None,
+        concurrency: Concurrency | None = None,
+        rate_limit: RateLimit | None = None,
     ) -> None:
         super().__init__(name, version=version, description=description, max_parallel=max_parallel)
         self.set_cancel_on(cancel_on)
+        self.set_flow(concurrency=concurrency, rate_limit=rate_limit)
         self.plugins.insert(0, TRACING)  # every attempt in its span, when tracing is set up
         remember(self)  # compose_workflows(...) finds workflows by name
 

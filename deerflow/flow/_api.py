@@ -1,0 +1,132 @@
+"""``concurrency=`` and ``rate_limit=`` on :class:`~deerflow.Workflow` (``FlowMixin``).
+
+A run of a workflow with flow control starts queued: as its owner first decides it, it
+records :class:`~deerflow.flow._fold.RunQueued` and then decides nothing until its gate
+admits it (:mod:`deerflow.flow._service`). As it ends, it records
+:class:`~deerflow.flow._fold.FlowReleased` before its terminal event, which frees its slot.
+"""
+
+from __future__ import annotations
+
+from deerflow.core import RunState, WorkflowDef
+from deerflow.core import history as h
+from deerflow.flow._fold import (
+    FLOW_FOLD,
+    FlowReleased,
+    RunQueued,
+    queued_id,
+    released_id,
+)
+from deerflow.flow._service import FLOW
+from deerflow.flow._spec import Concurrency, FlowSpec, RateLimit, flow_spec, key_value
+
+#: the durable timer a run a rate limit delays waits on
+DELAY_TIMER = "flow:delay"
+
+
+class FlowMixin(WorkflowDef):
+    """Adds flow control (concurrency keys, rate limits) to a workflow's runs."""
+
+    @property
+    def flow_spec(self) -> FlowSpec | None:
+        """The workflow's checked flow control, or ``None``."""
+        spec: FlowSpec | None = self.__dict__.get("_flow_spec")
+        return spec
+
+    def set_flow(
+        self, *, concurrency: Concurrency | None = None, rate_limit: RateLimit | None = None
+    ) -> None:
+        """Gate this workflow's runs (see :class:`Concurrency`, :class:`RateLimit`).
+
+        Raises:
+            DefinitionError: a bad option (a limit below 1, a period that does not parse, a
+                key that is not a path into ``params`` or ``input``), naming the workflow.
+        """
+        spec = flow_spec(self.name, concurrency, rate_limit)
+        self.__dict__["_flow_spec"] = spec
+        if spec is not None and FLOW not in self.plugins:
+            self.plugins.append(FLOW)
+
+    def decide_run(self, state: RunState, now: float) -> list[h.HistoryEvent] | None:
+        """Queue a new run at its gate; wait for its admission (and its rate limit's delay);
+        then decide as the workflow would, releasing the gate before a terminal event."""
+        part = state.extensions.get(FLOW_FOLD.key)
+        spec = self.flow_spec
+        if part is None:
+            if spec is not None and not state.tasks:
+                return self._queue(spec, state, now)
+        elif part.get("status") == "queued":
+            return []
+        elif (delay := self._delay(state, part.get("not_before"), now)) is not None:
+            return delay
+        own = super().decide_run(state, now)
+        if own and part is not None:
+            return _released_before_end(state, own, part["key"], now)
+        return own
+
+    def on_ending(self, state: RunState, now: float) -> list[h.HistoryEvent]:
+        """A gated run frees its slot (or its queue place) as it ends."""
+        before = super().on_ending(state, now)
+        part = state.extensions.get(FLOW_FOLD.key)
+        if part is None or part.get("released"):
+            return before
+        return [*before, _release(state, part["key"], now)]
+
+    def _queue(self, spec: FlowSpec, state: RunState, now: float) -> list[h.HistoryEvent]:
+        value, error = key_value(spec.key, state.params, state.input)
+        if error is not None:
+            return [
+                h.RunFailed(
+                    id=h.event_id(state.run_id, "failed", "flow"),
+                    run_id=state.run_id,
+                    ts=now,
+                    error=f"flow control: {error}",
+                )
+            ]
+        return [
+            RunQueued(
+                id=queued_id(state.run_id),
+                run_id=state.run_id,
+                ts=now,
+                workflow=self.name,
+                key=f"{self.name}/{value}",
+                limits=spec.limits(),
+                priority=int((state.trigger or {}).get("priority") or 0),
+                requested_at=state.started_at or now,
+            )
+        ]
+
+    @staticmethod
+    def _delay(
+        state: RunState, not_before: float | None, now: float
+    ) -> list[h.HistoryEvent] | None:
+        """While a rate limit delays the run: its timer (once), then nothing until it fires."""
+        if not_before is None or now >= not_before:
+            return None
+        if DELAY_TIMER in state.timers:
+            return []
+        return [
+            h.TimerStarted(
+                id=h.event_id(state.run_id, DELAY_TIMER, "started"),
+                run_id=state.run_id,
+                ts=now,
+                timer_id=DELAY_TIMER,
+                fire_at=not_before,
+            )
+        ]
+
+
+def _release(state: RunState, key: str, now: float) -> FlowReleased:
+    return FlowReleased(id=released_id(state.run_id), run_id=state.run_id, ts=now, key=key)
+
+
+def _released_before_end(
+    state: RunState, events: list[h.HistoryEvent], key: str, now: float
+) -> list[h.HistoryEvent]:
+    """``events`` of a run deciding itself (a state machine), its release before its end."""
+    if state.extensions.get(FLOW_FOLD.key, {}).get("released"):
+        return events
+    for i, event in enumerate(events):
+        if event.run_id == state.run_id and event.type in h.TERMINAL_TYPES:
+            return [*events[:i], _release(state, key, now), *events[i:]]
+    return events

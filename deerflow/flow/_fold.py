@@ -1,0 +1,149 @@
+"""The flow-control part of a run's history: its events and their fold.
+
+A run of a workflow with flow control records, as its owner first decides it:
+
+* :class:`RunQueued`: the run waits for its gate (its key and limits, which the gate reads);
+  its owner decides nothing more until
+* :class:`RunAdmitted`, appended by the gate holding the key (its id is the run's: a gate
+  rebuilt after a takeover admits it again to no effect), possibly with ``not_before`` (a
+  rate limit's window: the owner waits on a durable timer), or
+* :class:`RunDropped`, appended by the gate when a rate limit with ``on_excess="drop"`` is
+  exceeded: the run ends ``dropped``, the reason in its history.
+
+When an admitted or queued run ends, its owner records :class:`FlowReleased` just before the
+terminal event (``WorkflowDef.on_ending``): the gate frees the run's slot or queue place.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from deerflow.core import FoldExtension, RunState, register_fold
+from deerflow.core import history as h
+from deerflow.core.state import RUN_RUNNING, end_run
+
+#: the status of a run a rate limit dropped
+RUN_DROPPED = "dropped"
+#: what a run waiting for its gate shows as its status
+RUN_QUEUED = "queued"
+
+
+class RunQueued(h.HistoryEvent):
+    """The run waits for its gate's admission.
+
+    ``key`` is the gate's key (``<workflow>/<key value>``); ``limits`` what the gate applies
+    (see :meth:`~deerflow.flow._spec.FlowSpec.limits`); ``priority``: higher is admitted first.
+    """
+
+    type: Literal["RunQueued"] = "RunQueued"
+    workflow: str
+    key: str
+    limits: dict[str, Any]
+    priority: int = 0
+    #: when the run was requested: its place in its key's queue
+    requested_at: float = 0.0
+
+
+class RunAdmitted(h.HistoryEvent):
+    """The gate admitted the run: it starts (at ``not_before``, when a rate limit delays it)."""
+
+    type: Literal["RunAdmitted"] = "RunAdmitted"
+    not_before: float | None = None
+    #: runs of the key queued ahead of it when it queued, and how long it waited (seconds)
+    waited: float = 0.0
+
+
+class RunDropped(h.HistoryEvent):
+    """The gate dropped the run (a rate limit's ``on_excess="drop"``): it ends ``dropped``."""
+
+    type: Literal["RunDropped"] = "RunDropped"
+    reason: str
+
+
+class FlowReleased(h.HistoryEvent):
+    """The run ends: its slot (or its place in the queue) at the gate is free."""
+
+    type: Literal["FlowReleased"] = "FlowReleased"
+    key: str
+
+
+def queued_id(run_id: str) -> str:
+    """The id of a run's :class:`RunQueued`."""
+    return h.event_id(run_id, "flow", "queued")
+
+
+def admitted_id(run_id: str) -> str:
+    """The id of a run's :class:`RunAdmitted` (one per run, whichever gate decides it)."""
+    return h.event_id(run_id, "flow", "admitted")
+
+
+def dropped_id(run_id: str) -> str:
+    """The id of a run's :class:`RunDropped`."""
+    return h.event_id(run_id, "flow", "dropped")
+
+
+def released_id(run_id: str) -> str:
+    """The id of a run's :class:`FlowReleased`."""
+    return h.event_id(run_id, "flow", "released")
+
+
+class FlowFold(FoldExtension):
+    """Keeps a run's gate state under ``flow``: key, queued/admitted, its delay, released."""
+
+    key = "flow"
+    event_classes = (RunQueued, RunAdmitted, RunDropped, FlowReleased)
+    terminal = frozenset({"RunDropped"})
+    attributes = frozenset({"flow_status"})
+    live_statuses = frozenset({RUN_QUEUED})
+
+    def fold(self, state: RunState, event: h.HistoryEvent) -> bool:
+        """Apply one flow event; a repeat (or one out of its order) changes nothing."""
+        part = self.part(state)
+        if isinstance(event, RunQueued):
+            if "key" in part:
+                return False
+            part.update(key=event.key, status=RUN_QUEUED, queued_at=event.ts)
+            if event.priority:
+                part["priority"] = event.priority
+            return True
+        if isinstance(event, RunAdmitted):
+            if part.get("status") != RUN_QUEUED:
+                return False
+            part.update(status="admitted", admitted_at=event.ts)
+            if event.not_before is not None:
+                part["not_before"] = event.not_before
+            return True
+        if isinstance(event, FlowReleased):
+            if part.get("released"):
+                return False
+            part["released"] = True
+            return True
+        if isinstance(event, RunDropped):
+            part["status"] = RUN_DROPPED
+            return end_run(state, RUN_DROPPED, event.ts, error=event.reason)
+        return False
+
+    def shown_status(self, state: RunState) -> str | None:
+        """``queued`` while the run waits for its gate."""
+        return RUN_QUEUED if waits_for_gate(state) else None
+
+    def result_fields(self, state: RunState) -> dict[str, Any]:
+        """``RunResult.flow``: the run's key and where it stands at its gate."""
+        part = state.extensions.get(self.key)
+        return {"flow": dict(part)} if part else {}
+
+    def attribute(self, state: RunState, name: str) -> Any:
+        """``state.flow_status``: ``queued``, ``admitted``, ``dropped`` or ``None`` (no gate)."""
+        part = state.extensions.get(self.key)
+        return None if part is None else part.get("status")
+
+
+def waits_for_gate(state: RunState) -> bool:
+    """Whether ``state`` is a running run its gate has not admitted yet."""
+    part = state.extensions.get(FlowFold.key)
+    return part is not None and state.status == RUN_RUNNING and part.get("status") == RUN_QUEUED
+
+
+FLOW_FOLD = FlowFold()
+# Histories are read without their definitions (a CLI, the run index).
+register_fold(FLOW_FOLD)
