@@ -4,6 +4,7 @@ rebuilt from them decides alike; it holds only what later decisions read."""
 from __future__ import annotations
 
 import random
+from typing import Any
 
 from deerflow.flow import PartitionGate, RunAdmitted, RunDropped
 from deerflow.flow._gate import AGING
@@ -11,15 +12,15 @@ from deerflow.flow._gate import AGING
 LIMITS = {"concurrency": 2, "rate": None, "period": None, "drop": False}
 
 
-def req(run: str, ts: float, prio: int = 0, limits: dict | None = None) -> dict:
+def req(run: str, ts: float, prio: int = 0, limits: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"k": "req", "run": run, "ts": ts, "at": ts, "prio": prio, "limits": limits or LIMITS}
 
 
-def rel(run: str, ts: float) -> dict:
+def rel(run: str, ts: float) -> dict[str, Any]:
     return {"k": "rel", "run": run, "ts": ts}
 
 
-def decide(records: list[tuple[str, dict]]) -> list[tuple[str, str, float | None]]:
+def decide(records: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, str, float | None]]:
     gate = PartitionGate()
     out = []
     for key, body in records:
@@ -30,7 +31,7 @@ def decide(records: list[tuple[str, dict]]) -> list[tuple[str, str, float | None
 
 def test_a_gate_rebuilt_from_the_same_records_decides_alike_and_repeats_change_nothing():
     rng = random.Random(7)
-    records: list[tuple[str, dict]] = []
+    records: list[tuple[str, dict[str, Any]]] = []
     running: dict[str, list[str]] = {"a": [], "b": []}
     for i in range(400):
         key = rng.choice("ab")

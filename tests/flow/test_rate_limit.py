@@ -33,7 +33,8 @@ async def test_runs_over_the_rate_start_later_on_a_durable_timer(store):
     for e in delayed:
         own = [x for x in events if x.run_id == e.run_id]
         began = [x for x in own if isinstance(x, h.TaskCompleted)]
-        assert began[0].started_at is not None and began[0].started_at >= e.not_before
+        assert e.not_before is not None and began[0].started_at is not None
+        assert began[0].started_at >= e.not_before
         timers = [x.timer_id for x in own if isinstance(x, h.TimerStarted | h.TimerFired)]
         assert timers in ([], ["flow:delay", "flow:delay"])
         timed += bool(timers)
