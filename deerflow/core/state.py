@@ -137,6 +137,8 @@ class RunState:
     correlation_id: str | None = None
     traceparent: str | None = None
     requested: bool = False
+    #: higher is served first where runs wait to start (``engine.start(priority=...)``)
+    priority: int = 0
     status: str = RUN_RUNNING
     output: Any = None
     error: str | None = None
@@ -258,6 +260,7 @@ def _run_requested(state: RunState, e: h.RunRequested) -> bool:
     state.parent = e.parent
     state.correlation_id = e.correlation_id
     state.traceparent = e.traceparent
+    state.priority = e.priority
     state.started_at = e.ts
     return True
 

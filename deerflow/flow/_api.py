@@ -91,7 +91,7 @@ class FlowMixin(WorkflowDef):
                 workflow=self.name,
                 key=f"{self.name}/{value}",
                 limits=spec.limits(),
-                priority=int((state.trigger or {}).get("priority") or 0),
+                priority=state.priority,
                 requested_at=state.started_at or now,
             )
         ]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections import defaultdict
 
-from deerflow import Engine
+from deerflow import Engine, RunHandle
 from deerflow.core import history as h
 from deerflow.flow import FlowReleased, RunAdmitted, RunQueued
 from tests.logs import history
@@ -51,3 +53,11 @@ async def admitted_order(engine: Engine) -> list[str]:
 async def released(engine: Engine) -> set[str]:
     """Runs that recorded their release."""
     return {e.run_id for e in await history(engine) if isinstance(e, FlowReleased)}
+
+
+async def until_status(run: RunHandle, status: str, timeout: float = 60) -> None:
+    """Wait until ``run`` shows ``status``."""
+    deadline = time.monotonic() + timeout
+    while (await run.status()).status != status:
+        assert time.monotonic() < deadline, f"run {run.run_id} never {status}"
+        await asyncio.sleep(0.05)

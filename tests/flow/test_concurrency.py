@@ -4,14 +4,13 @@ Kafka); what a queued run looks like; bad options fail when the workflow is defi
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
 from deerflow import Concurrency, DefinitionError, Engine, RateLimit, Workflow
 from deerflow.flow import FlowReleased, RunAdmitted, RunQueued
 from tests.flow.apps import limited
-from tests.flow.checks import admitted_order, intervals, most_at_once, released
+from tests.flow.checks import admitted_order, intervals, most_at_once, released, until_status
 from tests.logs import history
 
 
@@ -35,9 +34,9 @@ async def test_queued_runs_start_in_the_order_they_were_requested(store):
     wf = limited("fifo", limit=1, seconds=0.05)
     async with Engine(store, [wf]) as engine:
         first = await engine.start(wf, params={"customer": "c", "n": 0, "seconds": 1.0})
-        await _until_status(first, "running")
+        await until_status(first, "running")
         rest = [await engine.start(wf, params={"customer": "c", "n": i}) for i in range(1, 6)]
-        await _until_status(rest[-1], "queued")
+        await until_status(rest[-1], "queued")
         queued = await engine.list_runs(workflow="fifo", status="queued")
         results = await asyncio.gather(*(run.result(timeout=120) for run in [first, *rest]))
         order = await admitted_order(engine)
@@ -51,10 +50,10 @@ async def test_a_queued_run_shows_why_it_waits_and_a_cancelled_one_frees_its_pla
     wf = limited("held", limit=1, seconds=0.05)
     async with Engine(store, [wf]) as engine:
         first = await engine.start(wf, params={"customer": "c", "seconds": 1.5})
-        await _until_status(first, "running")
+        await until_status(first, "running")
         waiting = await engine.start(wf, params={"customer": "c"})
         cancelled = await engine.start(wf, params={"customer": "c"})
-        await _until_status(cancelled, "queued")
+        await until_status(cancelled, "queued")
         shown = await waiting.status()
         await engine.cancel(cancelled.run_id)
         outcome = await cancelled.result(timeout=60)
@@ -145,8 +144,22 @@ def test_an_unknown_option_raises():
         Workflow("orders", concurrency_limit=3)  # type: ignore[call-arg]
 
 
-async def _until_status(run, status: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while (await run.status()).status != status:
-        assert time.monotonic() < deadline, f"run {run.run_id} never {status}"
-        await asyncio.sleep(0.05)
+async def test_a_run_of_higher_priority_passes_the_queue(store):
+    wf = limited("urgent", limit=1, seconds=0.05)
+    async with Engine(store, [wf]) as engine:
+        first = await engine.start(wf, params={"customer": "c", "seconds": 1.0})
+        await until_status(first, "running")
+        low = [await engine.start(wf, params={"customer": "c"}) for _ in range(2)]
+        high = await engine.start(wf, params={"customer": "c"}, priority=5)
+        await until_status(high, "queued")
+        results = await asyncio.gather(*(r.result(timeout=60) for r in [first, *low, high]))
+        order = await admitted_order(engine)
+    assert [r.status for r in results] == ["completed"] * 4
+    assert order == [first.run_id, high.run_id, low[0].run_id, low[1].run_id]
+
+
+async def test_a_priority_must_be_a_whole_number(store):
+    wf = limited("typed")
+    async with Engine(store, [wf]) as engine:
+        with pytest.raises(TypeError, match="priority must be an int, not str"):
+            await engine.start(wf, params={"customer": "c"}, priority="high")  # type: ignore[call-overload]
