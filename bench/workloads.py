@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from deerflow import MapReduce, Workflow
+from deerflow import Concurrency, MapReduce, Workflow
 
 CHAIN_STEPS = 10
 _WORD = re.compile(r"[a-z]+")
@@ -37,6 +37,17 @@ def make_chain(steps: int = CHAIN_STEPS, name: str = "bench_chain") -> Workflow:
 def make_short(name: str = "bench_short") -> Workflow:
     """A run of one async no-op task: the stream of short runs."""
     wf = Workflow(name=name)
+
+    @wf.task(id="only")
+    async def only(context: Any) -> int:
+        return 1
+
+    return wf
+
+
+def make_keyed_short(name: str = "bench_keyed", limit: int = 10, key: str = "params.k") -> Workflow:
+    """:func:`make_short` with flow control: at most ``limit`` running runs per ``key``."""
+    wf = Workflow(name=name, concurrency=Concurrency(limit=limit, key=key))
 
     @wf.task(id="only")
     async def only(context: Any) -> int:
