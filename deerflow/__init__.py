@@ -17,7 +17,7 @@ from deerflow.errors import (
 )
 from deerflow.events import EventTrigger, Schedule, ScheduleTickEvent
 from deerflow.eventstore import EventStore
-from deerflow.flow import Concurrency, RateLimit
+from deerflow.flow import Concurrency, Debounce, RateLimit
 from deerflow.matching import CancelOn
 from deerflow.patterns import DynamicTasks, MapReduce, SubWorkflow, gather, parallel
 from deerflow.pipeline import Backpressure, Pipeline, stage
@@ -34,6 +34,7 @@ __all__ = [
     "CancelOn",
     "CompensatingAction",
     "Concurrency",
+    "Debounce",
     "DeerflowError",
     "DefinitionError",
     "DynamicTasks",

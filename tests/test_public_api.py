@@ -11,6 +11,7 @@ def test_public_api_is_pinned():
         "CancelOn",
         # flow control on a workflow's runs
         "Concurrency",
+        "Debounce",
         "RateLimit",
         "DefinitionError",
         "Engine",

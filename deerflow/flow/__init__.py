@@ -1,4 +1,4 @@
-"""Flow control on workflows: concurrency keys and rate limits.
+"""Flow control on workflows: concurrency keys, rate limits, debounce.
 
 ``Workflow(..., concurrency=Concurrency(limit=10, key="params.customer_id"))`` runs at most
 ten runs per customer at once, across every process; ``rate_limit=RateLimit(limit=100,
@@ -13,21 +13,25 @@ from deerflow.flow._fold import (
     FLOW_FOLD,
     RUN_DROPPED,
     RUN_QUEUED,
+    RUN_SUPERSEDED,
     FlowReleased,
     RunAdmitted,
     RunDropped,
     RunQueued,
+    RunSuperseded,
 )
 from deerflow.flow._gate import PartitionGate
 from deerflow.flow._service import FLOW, FlowPlugin, FlowRouter, Gate
-from deerflow.flow._spec import Concurrency, RateLimit
+from deerflow.flow._spec import Concurrency, Debounce, RateLimit
 
 __all__ = [
     "FLOW",
     "FLOW_FOLD",
     "RUN_DROPPED",
     "RUN_QUEUED",
+    "RUN_SUPERSEDED",
     "Concurrency",
+    "Debounce",
     "FlowMixin",
     "FlowPlugin",
     "FlowReleased",
@@ -38,4 +42,5 @@ __all__ = [
     "RunAdmitted",
     "RunDropped",
     "RunQueued",
+    "RunSuperseded",
 ]

@@ -18,7 +18,14 @@ from deerflow.flow._fold import (
     released_id,
 )
 from deerflow.flow._service import FLOW
-from deerflow.flow._spec import Concurrency, FlowSpec, RateLimit, flow_spec, key_value
+from deerflow.flow._spec import (
+    Concurrency,
+    Debounce,
+    FlowSpec,
+    RateLimit,
+    flow_spec,
+    key_value,
+)
 
 #: the durable timer a run a rate limit delays waits on
 DELAY_TIMER = "flow:delay"
@@ -34,15 +41,20 @@ class FlowMixin(WorkflowDef):
         return spec
 
     def set_flow(
-        self, *, concurrency: Concurrency | None = None, rate_limit: RateLimit | None = None
+        self,
+        *,
+        concurrency: Concurrency | None = None,
+        rate_limit: RateLimit | None = None,
+        debounce: Debounce | None = None,
     ) -> None:
-        """Gate this workflow's runs (see :class:`Concurrency`, :class:`RateLimit`).
+        """Gate this workflow's runs (see :class:`Concurrency`, :class:`RateLimit`,
+        :class:`Debounce`).
 
         Raises:
             DefinitionError: a bad option (a limit below 1, a period that does not parse, a
                 key that is not a path into ``params`` or ``input``), naming the workflow.
         """
-        spec = flow_spec(self.name, concurrency, rate_limit)
+        spec = flow_spec(self.name, concurrency, rate_limit, debounce)
         self.__dict__["_flow_spec"] = spec
         if spec is not None and FLOW not in self.plugins:
             self.plugins.append(FLOW)

@@ -8,7 +8,9 @@ A run of a workflow with flow control records, as its owner first decides it:
   rebuilt after a takeover admits it again to no effect), possibly with ``not_before`` (a
   rate limit's window: the owner waits on a durable timer), or
 * :class:`RunDropped`, appended by the gate when a rate limit with ``on_excess="drop"`` is
-  exceeded: the run ends ``dropped``, the reason in its history.
+  exceeded: the run ends ``dropped``, the reason in its history; or
+* :class:`RunSuperseded`, appended by the gate when a newer run of the key comes within a
+  debounce period: the run ends ``superseded`` (the newer one carries on).
 
 When an admitted or queued run ends, its owner records :class:`FlowReleased` just before the
 terminal event (``WorkflowDef.on_ending``): the gate frees the run's slot or queue place.
@@ -24,6 +26,8 @@ from deerflow.core.state import RUN_RUNNING, end_run
 
 #: the status of a run a rate limit dropped
 RUN_DROPPED = "dropped"
+#: the status of a run a newer one of its key superseded (debounce)
+RUN_SUPERSEDED = "superseded"
 #: what a run waiting for its gate shows as its status
 RUN_QUEUED = "queued"
 
@@ -60,6 +64,14 @@ class RunDropped(h.HistoryEvent):
     reason: str
 
 
+class RunSuperseded(h.HistoryEvent):
+    """A newer run of its key came within the debounce period: it ends ``superseded``."""
+
+    type: Literal["RunSuperseded"] = "RunSuperseded"
+    reason: str
+    by: str
+
+
 class FlowReleased(h.HistoryEvent):
     """The run ends: its slot (or its place in the queue) at the gate is free."""
 
@@ -82,6 +94,11 @@ def dropped_id(run_id: str) -> str:
     return h.event_id(run_id, "flow", "dropped")
 
 
+def superseded_id(run_id: str) -> str:
+    """The id of a run's :class:`RunSuperseded`."""
+    return h.event_id(run_id, "flow", "superseded")
+
+
 def released_id(run_id: str) -> str:
     """The id of a run's :class:`FlowReleased`."""
     return h.event_id(run_id, "flow", "released")
@@ -91,8 +108,8 @@ class FlowFold(FoldExtension):
     """Keeps a run's gate state under ``flow``: key, queued/admitted, its delay, released."""
 
     key = "flow"
-    event_classes = (RunQueued, RunAdmitted, RunDropped, FlowReleased)
-    terminal = frozenset({"RunDropped"})
+    event_classes = (RunQueued, RunAdmitted, RunDropped, RunSuperseded, FlowReleased)
+    terminal = frozenset({"RunDropped", "RunSuperseded"})
     attributes = frozenset({"flow_status"})
     live_statuses = frozenset({RUN_QUEUED})
 
@@ -118,9 +135,8 @@ class FlowFold(FoldExtension):
                 return False
             part["released"] = True
             return True
-        if isinstance(event, RunDropped):
-            part["status"] = RUN_DROPPED
-            return end_run(state, RUN_DROPPED, event.ts, error=event.reason)
+        if isinstance(event, RunDropped | RunSuperseded):
+            return _ended_by_gate(state, part, event)
         return False
 
     def shown_status(self, state: RunState) -> str | None:
@@ -136,6 +152,17 @@ class FlowFold(FoldExtension):
         """``state.flow_status``: ``queued``, ``admitted``, ``dropped`` or ``None`` (no gate)."""
         part = state.extensions.get(self.key)
         return None if part is None else part.get("status")
+
+
+def _ended_by_gate(
+    state: RunState, part: dict[str, Any], event: RunDropped | RunSuperseded
+) -> bool:
+    """The gate ended the run: ``dropped`` (a rate limit) or ``superseded`` (debounce)."""
+    if isinstance(event, RunSuperseded):
+        part.update(status=RUN_SUPERSEDED, superseded_by=event.by)
+        return end_run(state, RUN_SUPERSEDED, event.ts, error=event.reason)
+    part["status"] = RUN_DROPPED
+    return end_run(state, RUN_DROPPED, event.ts, error=event.reason)
 
 
 def waits_for_gate(state: RunState) -> bool:

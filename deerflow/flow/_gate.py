@@ -20,7 +20,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deerflow.core import history as h
-from deerflow.flow._fold import RunAdmitted, RunDropped, admitted_id, dropped_id
+from deerflow.flow._fold import (
+    RunAdmitted,
+    RunDropped,
+    RunSuperseded,
+    admitted_id,
+    dropped_id,
+    superseded_id,
+)
 
 #: seconds of waiting one point of priority is worth in a queue's order
 AGING = 60.0
@@ -39,12 +46,15 @@ class KeyGate:
     queued: set[str] = field(default_factory=set)
     #: when the last ``rate`` admitted runs start (a rate limit's window)
     starts: deque[float] = field(default_factory=deque)
+    #: debounce: the run of the current burst, when it was requested, when the burst began,
+    #: when the run starts
+    pending: tuple[str, float, float, float] | None = None
 
     def idle(self, now: float) -> bool:
         """Whether it holds nothing a later decision reads."""
         period = self.limits.get("period") or 0.0
         recent = bool(self.starts) and self.starts[-1] + period > now
-        return not self.running and not self.queue and not recent
+        return not self.running and not self.queue and not recent and self.pending is None
 
 
 @dataclass(slots=True)
@@ -55,6 +65,7 @@ class Counts:
     admitted: int = 0
     delayed: int = 0
     dropped: int = 0
+    superseded: int = 0
 
 
 class PartitionGate:
@@ -88,7 +99,11 @@ class PartitionGate:
             gate.limits = dict(body.get("limits") or gate.limits)  # the latest definition's
         if run in self._ended or run in gate.running or run in gate.queued:
             return []  # routed again
+        if gate.pending is not None and gate.pending[0] == run:
+            return []
         self.counts.queued += 1
+        if gate.limits.get("debounce") is not None:
+            return self._debounce(key, gate, run, float(body.get("at") or ts), ts)
         order = float(body.get("at") or ts) - AGING * int(body.get("prio") or 0)
         self._sequence += 1
         heapq.heappush(gate.queue, (order, self._sequence, run, ts))
@@ -101,6 +116,8 @@ class PartitionGate:
         if gate is None:
             return []
         gate.running.pop(run, None)
+        if gate.pending is not None and gate.pending[0] == run:
+            gate.pending = None
         if run in gate.queued:  # cancelled while queued: its heap entry is skipped when met
             gate.queued.discard(run)
         out = self._admit(key, gate, ts)
@@ -153,6 +170,39 @@ class PartitionGate:
             ts=now,
             not_before=start if start > now else None,
             waited=max(0.0, now - queued_at),
+        )
+
+    def _debounce(
+        self, key: str, gate: KeyGate, run: str, at: float, now: float
+    ) -> list[h.HistoryEvent]:
+        """Hold ``run`` a period; of two runs within one, the one requested later goes on."""
+        period = float(gate.limits["debounce"])
+        timeout = gate.limits.get("debounce_timeout")
+        pending = gate.pending
+        out: list[h.HistoryEvent] = []
+        if pending is None or at >= pending[3]:  # a new burst
+            began = at
+        else:
+            began = min(pending[2], at)
+            if at < pending[1]:  # routed after a later run of the burst: that one goes on
+                gate.pending = (pending[0], pending[1], began, pending[3])
+                return [self._supersede(key, run, pending[0], now)]
+            out.append(self._supersede(key, pending[0], run, now))
+        start = at + period if timeout is None else min(at + period, began + float(timeout))
+        gate.pending = (run, at, began, start)
+        self.counts.admitted += 1
+        out.append(RunAdmitted(id=admitted_id(run), run_id=run, ts=now, not_before=max(start, now)))
+        return out
+
+    def _supersede(self, key: str, run: str, by: str, now: float) -> RunSuperseded:
+        self._end(run)
+        self.counts.superseded += 1
+        return RunSuperseded(
+            id=superseded_id(run),
+            run_id=run,
+            ts=now,
+            reason=f"debounce of {key}: superseded by run {by}",
+            by=by,
         )
 
     def _end(self, run: str) -> None:

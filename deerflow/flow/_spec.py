@@ -55,6 +55,25 @@ class RateLimit:
 
 
 @dataclass(frozen=True)
+class Debounce:
+    """One run per burst of runs of one ``key`` value, with the latest's params.
+
+    A run waits ``period``; a newer run of the key within it supersedes it (the earlier ends
+    ``superseded``, visible in its history) and waits ``period`` again, at most ``timeout``
+    after the burst's first run.
+
+    Args:
+        period: how long a run waits for a newer one (``"5m"``, seconds, ``timedelta``).
+        key: a dotted path into ``params`` or ``input``; ``None``: all the workflow's runs.
+        timeout: the longest a burst is held back; ``None``: no cap.
+    """
+
+    period: str | float | timedelta
+    key: str | None = None
+    timeout: str | float | timedelta | None = None
+
+
+@dataclass(frozen=True)
 class FlowSpec:
     """A workflow's checked flow control: what its runs' ``RunQueued`` carry."""
 
@@ -63,57 +82,75 @@ class FlowSpec:
     rate: int | None = None
     period: float | None = None
     drop: bool = False
+    debounce: float | None = None
+    debounce_timeout: float | None = None
 
     def limits(self) -> dict[str, Any]:
         """The limits as a record carries them (JSON)."""
-        return {
+        found: dict[str, Any] = {
             "concurrency": self.concurrency,
             "rate": self.rate,
             "period": self.period,
             "drop": self.drop,
         }
+        if self.debounce is not None:
+            found.update(debounce=self.debounce, debounce_timeout=self.debounce_timeout)
+        return found
 
 
 def flow_spec(
-    workflow: str, concurrency: object = None, rate_limit: object = None
+    workflow: str, concurrency: object = None, rate_limit: object = None, debounce: object = None
 ) -> FlowSpec | None:
-    """Check ``concurrency`` and ``rate_limit`` of ``workflow``; ``None`` when both are unset.
+    """Check the flow-control options of ``workflow``; ``None`` when none is set.
 
     Raises:
         DefinitionError: a bad option, naming the workflow.
     """
     where = f"workflow {workflow!r}"
-    if concurrency is None and rate_limit is None:
+    if concurrency is None and rate_limit is None and debounce is None:
         return None
-    keys: list[str | None] = []
-    limit = rate = None
-    period = None
-    drop = False
+    keys: dict[str, str | None] = {}
+    fields: dict[str, Any] = {}
     if concurrency is not None:
         _check_type(concurrency, Concurrency, f"{where}: concurrency", "limit=..., key=...")
         assert isinstance(concurrency, Concurrency)
-        limit = _positive(concurrency.limit, f"{where}: concurrency limit")
-        keys.append(concurrency.key)
+        fields["concurrency"] = _positive(concurrency.limit, f"{where}: concurrency limit")
+        keys["concurrency"] = concurrency.key
     if rate_limit is not None:
         _check_type(rate_limit, RateLimit, f"{where}: rate_limit", "limit=..., period=...")
         assert isinstance(rate_limit, RateLimit)
-        rate = _positive(rate_limit.limit, f"{where}: rate_limit limit")
-        period = _period(rate_limit.period, f"{where}: rate_limit period")
-        if rate_limit.on_excess not in ("delay", "drop"):
+        fields.update(_rate_fields(rate_limit, where))
+        keys["rate_limit"] = rate_limit.key
+    if debounce is not None:
+        _check_type(debounce, Debounce, f"{where}: debounce", "period=..., key=...")
+        assert isinstance(debounce, Debounce)
+        if keys:
             raise DefinitionError(
-                f"{where}: rate_limit on_excess must be 'delay' or 'drop', "
-                f"not {rate_limit.on_excess!r}"
+                f"{where}: debounce cannot be combined with concurrency or rate_limit"
             )
-        drop = rate_limit.on_excess == "drop"
-        keys.append(rate_limit.key)
-    if len(set(keys)) > 1:
+        fields["debounce"] = _period(debounce.period, f"{where}: debounce period")
+        if debounce.timeout is not None:
+            timeout = _period(debounce.timeout, f"{where}: debounce timeout")
+            fields["debounce_timeout"] = timeout
+        keys["debounce"] = debounce.key
+    if len(set(keys.values())) > 1:
+        first, second = list(keys.values())[:2]
         raise DefinitionError(
-            f"{where}: concurrency and rate_limit must share one key, got {keys[0]!r} and "
-            f"{keys[1]!r}"
+            f"{where}: concurrency and rate_limit must share one key, got {first!r} and {second!r}"
         )
-    return FlowSpec(
-        key=key_path(keys[0], where), concurrency=limit, rate=rate, period=period, drop=drop
-    )
+    return FlowSpec(key=key_path(next(iter(keys.values())), where), **fields)
+
+
+def _rate_fields(rate_limit: RateLimit, where: str) -> dict[str, Any]:
+    if rate_limit.on_excess not in ("delay", "drop"):
+        raise DefinitionError(
+            f"{where}: rate_limit on_excess must be 'delay' or 'drop', not {rate_limit.on_excess!r}"
+        )
+    return {
+        "rate": _positive(rate_limit.limit, f"{where}: rate_limit limit"),
+        "period": _period(rate_limit.period, f"{where}: rate_limit period"),
+        "drop": rate_limit.on_excess == "drop",
+    }
 
 
 def _check_type(value: object, cls: type, what: str, form: str) -> None:

@@ -26,7 +26,8 @@ orchestrator's partitions): ``sum`` those.
                                                      ``backfilled``
 ``deerflow_flow_runs_total{workflow,decision}``      runs through a flow-control gate:
                                                      ``queued``, ``admitted``, ``delayed`` (by
-                                                     a rate limit) or ``dropped``
+                                                     a rate limit or debounce), ``dropped`` or
+                                                     ``superseded``
 ``deerflow_flow_queued{workflow}``                   runs waiting for their gate now
 ===================================================  =========================================
 """
@@ -65,7 +66,12 @@ log = logging.getLogger("deerflow.metrics")
 #: the status of a run waiting for its flow-control gate, and the gate's history events
 #: (by type: a feature's events, read without importing it) -> what each counts as
 _QUEUED = "queued"
-_FLOW_DECISIONS = {"RunQueued": "queued", "RunAdmitted": "admitted", "RunDropped": "dropped"}
+_FLOW_DECISIONS = {
+    "RunQueued": "queued",
+    "RunAdmitted": "admitted",
+    "RunDropped": "dropped",
+    "RunSuperseded": "superseded",
+}
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DURATION_BUCKETS = (

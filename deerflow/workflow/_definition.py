@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from deerflow.choreography import ChoreographyMixin
-from deerflow.flow import Concurrency, FlowMixin, RateLimit
+from deerflow.flow import Concurrency, Debounce, FlowMixin, RateLimit
 from deerflow.matching import CancelOn, MatchingMixin
 from deerflow.observability.tracing import TRACING
 from deerflow.patterns import PatternsMixin
@@ -56,6 +56,8 @@ class Workflow(
             (:class:`~deerflow.Concurrency`); the others wait, queued, in order.
         rate_limit: at most this many runs start per period per key value
             (:class:`~deerflow.RateLimit`).
+        debounce: one run per burst of runs of a key value, the latest
+            (:class:`~deerflow.Debounce`); the earlier end ``superseded``.
     """
 
     def __init__(
@@ -68,10 +70,11 @@ class Workflow(
         cancel_on: Iterable[CancelOn] | None = None,
         concurrency: Concurrency | None = None,
         rate_limit: RateLimit | None = None,
+        debounce: Debounce | None = None,
     ) -> None:
         super().__init__(name, version=version, description=description, max_parallel=max_parallel)
         self.set_cancel_on(cancel_on)
-        self.set_flow(concurrency=concurrency, rate_limit=rate_limit)
+        self.set_flow(concurrency=concurrency, rate_limit=rate_limit, debounce=debounce)
         self.plugins.insert(0, TRACING)  # every attempt in its span, when tracing is set up
         remember(self)  # compose_workflows(...) finds workflows by name
 

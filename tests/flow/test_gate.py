@@ -109,3 +109,20 @@ def test_the_ended_window_is_bounded():
         gate.apply("k", rel(f"r{i}", float(i)))
     assert len(gate._ended) == 10
     assert len(gate) == 0
+
+
+def test_debounce_keeps_the_run_requested_last_whatever_order_the_requests_come_in():
+    limits = {"debounce": 5.0, "debounce_timeout": None}
+    arrivals = [("r1", 1.0), ("r3", 3.0), ("r2", 2.0), ("r4", 20.0)]
+    gate = PartitionGate()
+    decided = []
+    for run, at in arrivals:
+        body = {"k": "req", "run": run, "ts": at, "at": at, "limits": limits}
+        decided += [(type(e).__name__, e.run_id) for e in gate.apply("k", body)]
+    assert decided == [
+        ("RunAdmitted", "r1"),
+        ("RunSuperseded", "r1"),
+        ("RunAdmitted", "r3"),
+        ("RunSuperseded", "r2"),  # requested before r3: r3 goes on
+        ("RunAdmitted", "r4"),  # after r3's start: a burst of its own
+    ]
