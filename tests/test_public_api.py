@@ -10,6 +10,7 @@ def test_public_api_is_pinned():
     assert set(deerflow.__all__) >= {
         "CancelOn",
         # flow control on a workflow's runs
+        "Batch",
         "Concurrency",
         "Debounce",
         "RateLimit",

@@ -1,4 +1,4 @@
-"""Flow control on workflows: concurrency keys, rate limits, debounce.
+"""Flow control on workflows: concurrency keys, rate limits, debounce, batches.
 
 ``Workflow(..., concurrency=Concurrency(limit=10, key="params.customer_id"))`` runs at most
 ten runs per customer at once, across every process; ``rate_limit=RateLimit(limit=100,
@@ -11,25 +11,33 @@ dropped, and a gate per partition of the ``<prefix>.flow`` topic decides (see
 from deerflow.flow._api import FlowMixin
 from deerflow.flow._fold import (
     FLOW_FOLD,
+    RUN_BATCHED,
     RUN_DROPPED,
     RUN_QUEUED,
     RUN_SUPERSEDED,
+    BatchDue,
+    BatchJoined,
     FlowReleased,
     RunAdmitted,
+    RunBatched,
     RunDropped,
     RunQueued,
     RunSuperseded,
 )
 from deerflow.flow._gate import PartitionGate
 from deerflow.flow._service import FLOW, FlowPlugin, FlowRouter, Gate
-from deerflow.flow._spec import Concurrency, Debounce, RateLimit
+from deerflow.flow._spec import Batch, Concurrency, Debounce, RateLimit
 
 __all__ = [
     "FLOW",
     "FLOW_FOLD",
+    "RUN_BATCHED",
     "RUN_DROPPED",
     "RUN_QUEUED",
     "RUN_SUPERSEDED",
+    "Batch",
+    "BatchDue",
+    "BatchJoined",
     "Concurrency",
     "Debounce",
     "FlowMixin",
@@ -40,6 +48,7 @@ __all__ = [
     "PartitionGate",
     "RateLimit",
     "RunAdmitted",
+    "RunBatched",
     "RunDropped",
     "RunQueued",
     "RunSuperseded",

@@ -8,17 +8,22 @@ admits it (:mod:`deerflow.flow._service`). As it ends, it records
 
 from __future__ import annotations
 
+from typing import Any
+
 from deerflow.core import RunState, WorkflowDef
 from deerflow.core import history as h
 from deerflow.flow._fold import (
     FLOW_FOLD,
+    BatchDue,
     FlowReleased,
     RunQueued,
+    due_id,
     queued_id,
     released_id,
 )
 from deerflow.flow._service import FLOW
 from deerflow.flow._spec import (
+    Batch,
     Concurrency,
     Debounce,
     FlowSpec,
@@ -29,6 +34,8 @@ from deerflow.flow._spec import (
 
 #: the durable timer a run a rate limit delays waits on
 DELAY_TIMER = "flow:delay"
+#: the durable timer of a batch's timeout
+BATCH_TIMER = "flow:batch"
 
 
 class FlowMixin(WorkflowDef):
@@ -46,15 +53,16 @@ class FlowMixin(WorkflowDef):
         concurrency: Concurrency | None = None,
         rate_limit: RateLimit | None = None,
         debounce: Debounce | None = None,
+        batch: Batch | None = None,
     ) -> None:
         """Gate this workflow's runs (see :class:`Concurrency`, :class:`RateLimit`,
-        :class:`Debounce`).
+        :class:`Debounce`, :class:`Batch`).
 
         Raises:
             DefinitionError: a bad option (a limit below 1, a period that does not parse, a
                 key that is not a path into ``params`` or ``input``), naming the workflow.
         """
-        spec = flow_spec(self.name, concurrency, rate_limit, debounce)
+        spec = flow_spec(self.name, concurrency, rate_limit, debounce, batch)
         self.__dict__["_flow_spec"] = spec
         if spec is not None and FLOW not in self.plugins:
             self.plugins.append(FLOW)
@@ -68,13 +76,28 @@ class FlowMixin(WorkflowDef):
             if spec is not None and not state.tasks:
                 return self._queue(spec, state, now)
         elif part.get("status") == "queued":
-            return []
+            return (
+                []
+                if spec is None or spec.batch_timeout is None
+                else _batch_due(state, spec, part, now)
+            )
         elif (delay := self._delay(state, part.get("not_before"), now)) is not None:
             return delay
         own = super().decide_run(state, now)
         if own and part is not None:
             return _released_before_end(state, own, part["key"], now)
         return own
+
+    def dispatch_extra(self, state: RunState) -> dict[str, Any]:
+        """A batch's run: every run's trigger event (or params and input), oldest first."""
+        extra = super().dispatch_extra(state)
+        part = state.extensions.get(FLOW_FOLD.key)
+        if part is None or self.flow_spec is None or self.flow_spec.batch_size is None:
+            return extra
+        members = sorted(
+            [member_of(state), *part.get("batch", [])], key=lambda m: m.get("requested_at") or 0
+        )
+        return {**extra, "trigger_events": members}
 
     def on_ending(self, state: RunState, now: float) -> list[h.HistoryEvent]:
         """A gated run frees its slot (or its queue place) as it ends."""
@@ -105,6 +128,7 @@ class FlowMixin(WorkflowDef):
                 limits=spec.limits(),
                 priority=state.priority,
                 requested_at=state.started_at or now,
+                member=None if spec.batch_size is None else member_of(state),
             )
         ]
 
@@ -126,6 +150,42 @@ class FlowMixin(WorkflowDef):
                 fire_at=not_before,
             )
         ]
+
+
+def member_of(state: RunState) -> dict[str, Any]:
+    """What a run brings to its batch: its id, when it was requested, its trigger event,
+    params and input."""
+    return {
+        "run_id": state.run_id,
+        "requested_at": state.started_at,
+        "trigger": state.trigger,
+        "params": state.params,
+        "input": state.input,
+    }
+
+
+def _batch_due(
+    state: RunState, spec: FlowSpec, part: dict[str, Any], now: float
+) -> list[h.HistoryEvent]:
+    """A queued run of a batched workflow: its timeout's timer, then :class:`BatchDue` once."""
+    assert spec.batch_timeout is not None
+    if part.get("due"):
+        return []
+    fire_at = (state.started_at or now) + spec.batch_timeout
+    if now >= fire_at:
+        key = part["key"]
+        return [BatchDue(id=due_id(state.run_id), run_id=state.run_id, ts=now, key=key)]
+    if BATCH_TIMER in state.timers:
+        return []
+    return [
+        h.TimerStarted(
+            id=h.event_id(state.run_id, BATCH_TIMER, "started"),
+            run_id=state.run_id,
+            ts=now,
+            timer_id=BATCH_TIMER,
+            fire_at=fire_at,
+        )
+    ]
 
 
 def _release(state: RunState, key: str, now: float) -> FlowReleased:

@@ -28,6 +28,8 @@ from deerflow.core.state import RUN_RUNNING, end_run
 RUN_DROPPED = "dropped"
 #: the status of a run a newer one of its key superseded (debounce)
 RUN_SUPERSEDED = "superseded"
+#: the status of a run another run of its batch took
+RUN_BATCHED = "batched"
 #: what a run waiting for its gate shows as its status
 RUN_QUEUED = "queued"
 
@@ -46,6 +48,8 @@ class RunQueued(h.HistoryEvent):
     priority: int = 0
     #: when the run was requested: its place in its key's queue
     requested_at: float = 0.0
+    #: a batched workflow's run: what it brings to its batch (trigger event, params, input)
+    member: dict[str, Any] | None = None
 
 
 class RunAdmitted(h.HistoryEvent):
@@ -70,6 +74,27 @@ class RunSuperseded(h.HistoryEvent):
     type: Literal["RunSuperseded"] = "RunSuperseded"
     reason: str
     by: str
+
+
+class BatchJoined(h.HistoryEvent):
+    """A run joined the batch this run takes: ``member`` is what it brings."""
+
+    type: Literal["BatchJoined"] = "BatchJoined"
+    member: dict[str, Any]
+
+
+class RunBatched(h.HistoryEvent):
+    """The run joined the batch of run ``into``: it ends ``batched`` (that run takes it)."""
+
+    type: Literal["RunBatched"] = "RunBatched"
+    into: str
+
+
+class BatchDue(h.HistoryEvent):
+    """The run waited its batch's timeout: the gate closes its batch (if it leads one)."""
+
+    type: Literal["BatchDue"] = "BatchDue"
+    key: str
 
 
 class FlowReleased(h.HistoryEvent):
@@ -99,6 +124,21 @@ def superseded_id(run_id: str) -> str:
     return h.event_id(run_id, "flow", "superseded")
 
 
+def joined_id(run_id: str, member: str) -> str:
+    """The id of the :class:`BatchJoined` recording ``member`` in ``run_id``'s batch."""
+    return h.event_id(run_id, "flow", "joined", member)
+
+
+def batched_id(run_id: str) -> str:
+    """The id of a run's :class:`RunBatched`."""
+    return h.event_id(run_id, "flow", "batched")
+
+
+def due_id(run_id: str) -> str:
+    """The id of a run's :class:`BatchDue`."""
+    return h.event_id(run_id, "flow", "due")
+
+
 def released_id(run_id: str) -> str:
     """The id of a run's :class:`FlowReleased`."""
     return h.event_id(run_id, "flow", "released")
@@ -108,8 +148,17 @@ class FlowFold(FoldExtension):
     """Keeps a run's gate state under ``flow``: key, queued/admitted, its delay, released."""
 
     key = "flow"
-    event_classes = (RunQueued, RunAdmitted, RunDropped, RunSuperseded, FlowReleased)
-    terminal = frozenset({"RunDropped", "RunSuperseded"})
+    event_classes = (
+        RunQueued,
+        RunAdmitted,
+        RunDropped,
+        RunSuperseded,
+        FlowReleased,
+        BatchJoined,
+        RunBatched,
+        BatchDue,
+    )
+    terminal = frozenset({"RunDropped", "RunSuperseded", "RunBatched"})
     attributes = frozenset({"flow_status"})
     live_statuses = frozenset({RUN_QUEUED})
 
@@ -135,9 +184,9 @@ class FlowFold(FoldExtension):
                 return False
             part["released"] = True
             return True
-        if isinstance(event, RunDropped | RunSuperseded):
+        if isinstance(event, RunDropped | RunSuperseded | RunBatched):
             return _ended_by_gate(state, part, event)
-        return False
+        return _batch(part, event)
 
     def shown_status(self, state: RunState) -> str | None:
         """``queued`` while the run waits for its gate."""
@@ -154,10 +203,30 @@ class FlowFold(FoldExtension):
         return None if part is None else part.get("status")
 
 
+def _batch(part: dict[str, Any], event: h.HistoryEvent) -> bool:
+    """A run joined this run's batch, or this run's batch timeout passed."""
+    if isinstance(event, BatchDue):
+        if part.get("due"):
+            return False
+        part["due"] = True
+        return True
+    if isinstance(event, BatchJoined):
+        members: list[dict[str, Any]] = part.setdefault("batch", [])
+        if any(m.get("run_id") == event.member.get("run_id") for m in members):
+            return False
+        members.append(event.member)
+        return True
+    return False
+
+
 def _ended_by_gate(
-    state: RunState, part: dict[str, Any], event: RunDropped | RunSuperseded
+    state: RunState, part: dict[str, Any], event: RunDropped | RunSuperseded | RunBatched
 ) -> bool:
-    """The gate ended the run: ``dropped`` (a rate limit) or ``superseded`` (debounce)."""
+    """The gate ended the run: ``dropped`` (a rate limit), ``superseded`` (debounce) or
+    ``batched`` (another run of its batch takes it)."""
+    if isinstance(event, RunBatched):
+        part.update(status=RUN_BATCHED, batched_into=event.into)
+        return end_run(state, RUN_BATCHED, event.ts, error=f"in the batch of run {event.into}")
     if isinstance(event, RunSuperseded):
         part.update(status=RUN_SUPERSEDED, superseded_by=event.by)
         return end_run(state, RUN_SUPERSEDED, event.ts, error=event.reason)

@@ -21,11 +21,15 @@ from typing import Any
 
 from deerflow.core import history as h
 from deerflow.flow._fold import (
+    BatchJoined,
     RunAdmitted,
+    RunBatched,
     RunDropped,
     RunSuperseded,
     admitted_id,
+    batched_id,
     dropped_id,
+    joined_id,
     superseded_id,
 )
 
@@ -49,12 +53,20 @@ class KeyGate:
     #: debounce: the run of the current burst, when it was requested, when the burst began,
     #: when the run starts
     pending: tuple[str, float, float, float] | None = None
+    #: batch: the run taking the open batch, and how many runs it holds
+    batch: tuple[str, int] | None = None
 
     def idle(self, now: float) -> bool:
         """Whether it holds nothing a later decision reads."""
         period = self.limits.get("period") or 0.0
         recent = bool(self.starts) and self.starts[-1] + period > now
-        return not self.running and not self.queue and not recent and self.pending is None
+        return (
+            not self.running
+            and not self.queue
+            and not recent
+            and self.pending is None
+            and self.batch is None
+        )
 
 
 @dataclass(slots=True)
@@ -88,6 +100,12 @@ class PartitionGate:
             return self._request(key, body)
         if kind == "rel":
             return self._release(key, str(body["run"]), float(body["ts"]))
+        if kind == "due":
+            gate = self.keys.get(key)
+            run = str(body["run"])
+            if gate is None or gate.batch is None or gate.batch[0] != run:
+                return []  # its batch was closed already (full), or it joined another
+            return [self._close_batch(gate, float(body["ts"]))]
         return []
 
     def _request(self, key: str, body: dict[str, Any]) -> list[h.HistoryEvent]:
@@ -104,6 +122,8 @@ class PartitionGate:
         self.counts.queued += 1
         if gate.limits.get("debounce") is not None:
             return self._debounce(key, gate, run, float(body.get("at") or ts), ts)
+        if gate.limits.get("batch") is not None:
+            return self._join(gate, run, body, ts)
         order = float(body.get("at") or ts) - AGING * int(body.get("prio") or 0)
         self._sequence += 1
         heapq.heappush(gate.queue, (order, self._sequence, run, ts))
@@ -118,6 +138,8 @@ class PartitionGate:
         gate.running.pop(run, None)
         if gate.pending is not None and gate.pending[0] == run:
             gate.pending = None
+        if gate.batch is not None and gate.batch[0] == run:
+            gate.batch = None  # its run ended before it started (cancelled)
         if run in gate.queued:  # cancelled while queued: its heap entry is skipped when met
             gate.queued.discard(run)
         out = self._admit(key, gate, ts)
@@ -193,6 +215,35 @@ class PartitionGate:
         self.counts.admitted += 1
         out.append(RunAdmitted(id=admitted_id(run), run_id=run, ts=now, not_before=max(start, now)))
         return out
+
+    def _join(
+        self, gate: KeyGate, run: str, body: dict[str, Any], now: float
+    ) -> list[h.HistoryEvent]:
+        """Open a batch with ``run``, or add it to the open one (closed once full)."""
+        size = int(gate.limits["batch"])
+        if gate.batch is None:
+            gate.batch = (run, 1)
+            return [self._close_batch(gate, now)] if size <= 1 else []
+        leader, count = gate.batch
+        self._end(run)
+        member = dict(body.get("member") or {"run_id": run})
+        out: list[h.HistoryEvent] = [
+            BatchJoined(id=joined_id(leader, run), run_id=leader, ts=now, member=member),
+            RunBatched(id=batched_id(run), run_id=run, ts=now, into=leader),
+        ]
+        gate.batch = (leader, count + 1)
+        if count + 1 >= size:
+            out.append(self._close_batch(gate, now))
+        return out
+
+    def _close_batch(self, gate: KeyGate, now: float) -> RunAdmitted:
+        """Admit the run of the open batch: it starts with the runs it holds."""
+        assert gate.batch is not None
+        leader = gate.batch[0]
+        gate.batch = None
+        gate.running[leader] = None
+        self.counts.admitted += 1
+        return RunAdmitted(id=admitted_id(leader), run_id=leader, ts=now)
 
     def _supersede(self, key: str, run: str, by: str, now: float) -> RunSuperseded:
         self._end(run)

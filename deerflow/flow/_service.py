@@ -3,8 +3,9 @@
 Both run in every engine whose workflows have flow control (they carry :data:`FLOW`):
 
 * the **router** (group ``<prefix>.flow.router``) reads the history. Each run's
-  :class:`~deerflow.flow._fold.RunQueued` becomes a *request* and its
-  :class:`~deerflow.flow._fold.FlowReleased` a *release*, records of the ``<prefix>.flow``
+  :class:`~deerflow.flow._fold.RunQueued` becomes a *request*, its
+  :class:`~deerflow.flow._fold.FlowReleased` a *release* (and a batch's
+  :class:`~deerflow.flow._fold.BatchDue` a *due*), records of the ``<prefix>.flow``
   topic keyed by the gate key (``<workflow>/<key value>``): one key's runs meet in one
   partition, whichever history partitions they come from.
 * the **gates** (group ``<prefix>.gates``) hold, per assigned partition of the flow topic, a
@@ -22,12 +23,12 @@ from collections.abc import Iterable, Iterator
 
 import deerflow._codec as _codec
 from deerflow.core import history as h
-from deerflow.flow._fold import FlowReleased, RunQueued
+from deerflow.flow._fold import BatchDue, FlowReleased, RunQueued
 from deerflow.flow._gate import PartitionGate
 from deerflow.log.base import GroupConsumer, Message, Record
 from deerflow.runtime import Engine, GroupMember, Plugin, RebuildingMember, Service
 
-_TYPES = (b'"RunQueued"', b'"FlowReleased"')
+_TYPES = (b'"RunQueued"', b'"FlowReleased"', b'"BatchDue"')
 
 
 def flow_topic(engine: Engine) -> str:
@@ -81,8 +82,12 @@ def route(topic: str, records: Iterable[Record]) -> Iterator[Message]:
                 "prio": event.priority,
                 "limits": event.limits,
             }
+            if event.member is not None:
+                body["member"] = event.member
         elif isinstance(event, FlowReleased):
             body = {"k": "rel", "run": event.run_id, "ts": event.ts}
+        elif isinstance(event, BatchDue):
+            body = {"k": "due", "run": event.run_id, "ts": event.ts}
         else:
             continue
         yield Message(topic=topic, key=event.key, value=_codec.dumps(body))

@@ -74,6 +74,26 @@ class Debounce:
 
 
 @dataclass(frozen=True)
+class Batch:
+    """One run for up to ``max_size`` runs of one ``key`` value requested together.
+
+    The first run of a batch waits until ``max_size`` runs joined it or ``timeout`` passed
+    since it was requested; the others end ``batched`` (their history names the run that took
+    them). The batch's run reads every run's trigger event (or params and input, for a run
+    started by hand) in ``context.trigger_events``, oldest first.
+
+    Args:
+        max_size: runs per batch (1 or more).
+        timeout: the longest the first run of a batch waits (``"10s"``, seconds, ``timedelta``).
+        key: a dotted path into ``params`` or ``input``; ``None``: all the workflow's runs.
+    """
+
+    max_size: int
+    timeout: str | float | timedelta
+    key: str | None = None
+
+
+@dataclass(frozen=True)
 class FlowSpec:
     """A workflow's checked flow control: what its runs' ``RunQueued`` carry."""
 
@@ -84,6 +104,8 @@ class FlowSpec:
     drop: bool = False
     debounce: float | None = None
     debounce_timeout: float | None = None
+    batch_size: int | None = None
+    batch_timeout: float | None = None
 
     def limits(self) -> dict[str, Any]:
         """The limits as a record carries them (JSON)."""
@@ -95,11 +117,17 @@ class FlowSpec:
         }
         if self.debounce is not None:
             found.update(debounce=self.debounce, debounce_timeout=self.debounce_timeout)
+        if self.batch_size is not None:
+            found.update(batch=self.batch_size, batch_timeout=self.batch_timeout)
         return found
 
 
 def flow_spec(
-    workflow: str, concurrency: object = None, rate_limit: object = None, debounce: object = None
+    workflow: str,
+    concurrency: object = None,
+    rate_limit: object = None,
+    debounce: object = None,
+    batch: object = None,
 ) -> FlowSpec | None:
     """Check the flow-control options of ``workflow``; ``None`` when none is set.
 
@@ -107,7 +135,7 @@ def flow_spec(
         DefinitionError: a bad option, naming the workflow.
     """
     where = f"workflow {workflow!r}"
-    if concurrency is None and rate_limit is None and debounce is None:
+    if concurrency is None and rate_limit is None and debounce is None and batch is None:
         return None
     keys: dict[str, str | None] = {}
     fields: dict[str, Any] = {}
@@ -133,6 +161,14 @@ def flow_spec(
             timeout = _period(debounce.timeout, f"{where}: debounce timeout")
             fields["debounce_timeout"] = timeout
         keys["debounce"] = debounce.key
+    if batch is not None:
+        _check_type(batch, Batch, f"{where}: batch", "max_size=..., timeout=...")
+        assert isinstance(batch, Batch)
+        if keys:
+            raise DefinitionError(f"{where}: batch cannot be combined with another flow option")
+        fields["batch_size"] = _positive(batch.max_size, f"{where}: batch max_size")
+        fields["batch_timeout"] = _period(batch.timeout, f"{where}: batch timeout")
+        keys["batch"] = batch.key
     if len(set(keys.values())) > 1:
         first, second = list(keys.values())[:2]
         raise DefinitionError(

@@ -26,8 +26,8 @@ orchestrator's partitions): ``sum`` those.
                                                      ``backfilled``
 ``deerflow_flow_runs_total{workflow,decision}``      runs through a flow-control gate:
                                                      ``queued``, ``admitted``, ``delayed`` (by
-                                                     a rate limit or debounce), ``dropped`` or
-                                                     ``superseded``
+                                                     a rate limit or debounce), ``dropped``,
+                                                     ``superseded`` or ``batched``
 ``deerflow_flow_queued{workflow}``                   runs waiting for their gate now
 ===================================================  =========================================
 """
@@ -71,6 +71,7 @@ _FLOW_DECISIONS = {
     "RunAdmitted": "admitted",
     "RunDropped": "dropped",
     "RunSuperseded": "superseded",
+    "RunBatched": "batched",
 }
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from deerflow.choreography import ChoreographyMixin
-from deerflow.flow import Concurrency, Debounce, FlowMixin, RateLimit
+from deerflow.flow import Batch, Concurrency, Debounce, FlowMixin, RateLimit
 from deerflow.matching import CancelOn, MatchingMixin
 from deerflow.observability.tracing import TRACING
 from deerflow.patterns import PatternsMixin
@@ -58,6 +58,8 @@ class Workflow(
             (:class:`~deerflow.RateLimit`).
         debounce: one run per burst of runs of a key value, the latest
             (:class:`~deerflow.Debounce`); the earlier end ``superseded``.
+        batch: one run for up to N runs of a key value requested together
+            (:class:`~deerflow.Batch`, ``context.trigger_events``); the others end ``batched``.
     """
 
     def __init__(
@@ -71,10 +73,13 @@ class Workflow(
         concurrency: Concurrency | None = None,
         rate_limit: RateLimit | None = None,
         debounce: Debounce | None = None,
+        batch: Batch | None = None,
     ) -> None:
         super().__init__(name, version=version, description=description, max_parallel=max_parallel)
         self.set_cancel_on(cancel_on)
-        self.set_flow(concurrency=concurrency, rate_limit=rate_limit, debounce=debounce)
+        self.set_flow(
+            concurrency=concurrency, rate_limit=rate_limit, debounce=debounce, batch=batch
+        )
         self.plugins.insert(0, TRACING)  # every attempt in its span, when tracing is set up
         remember(self)  # compose_workflows(...) finds workflows by name
 
