@@ -139,17 +139,7 @@ class FlowMixin(WorkflowDef):
         """While a rate limit delays the run: its timer (once), then nothing until it fires."""
         if not_before is None or now >= not_before:
             return None
-        if DELAY_TIMER in state.timers:
-            return []
-        return [
-            h.TimerStarted(
-                id=h.event_id(state.run_id, DELAY_TIMER, "started"),
-                run_id=state.run_id,
-                ts=now,
-                timer_id=DELAY_TIMER,
-                fire_at=not_before,
-            )
-        ]
+        return _timer(state, DELAY_TIMER, not_before, now)
 
 
 def member_of(state: RunState) -> dict[str, Any]:
@@ -175,17 +165,15 @@ def _batch_due(
     if now >= fire_at:
         key = part["key"]
         return [BatchDue(id=due_id(state.run_id), run_id=state.run_id, ts=now, key=key)]
-    if BATCH_TIMER in state.timers:
+    return _timer(state, BATCH_TIMER, fire_at, now)
+
+
+def _timer(state: RunState, timer: str, fire_at: float, now: float) -> list[h.HistoryEvent]:
+    """Start the run's durable timer ``timer`` (once: nothing while it runs)."""
+    if timer in state.timers:
         return []
-    return [
-        h.TimerStarted(
-            id=h.event_id(state.run_id, BATCH_TIMER, "started"),
-            run_id=state.run_id,
-            ts=now,
-            timer_id=BATCH_TIMER,
-            fire_at=fire_at,
-        )
-    ]
+    ident = h.event_id(state.run_id, timer, "started")
+    return [h.TimerStarted(id=ident, run_id=state.run_id, ts=now, timer_id=timer, fire_at=fire_at)]
 
 
 def _release(state: RunState, key: str, now: float) -> FlowReleased:
