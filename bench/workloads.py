@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from deerflow import Concurrency, MapReduce, Workflow
+from deerflow import Batch, Concurrency, MapReduce, Workflow
 
 CHAIN_STEPS = 10
 _WORD = re.compile(r"[a-z]+")
@@ -52,6 +52,17 @@ def make_keyed_short(name: str = "bench_keyed", limit: int = 10, key: str = "par
     @wf.task(id="only")
     async def only(context: Any) -> int:
         return 1
+
+    return wf
+
+
+def make_batched(name: str = "bench_batch", size: int = 100) -> Workflow:
+    """One task that counts its batch's events: ``size`` runs of a key make one run."""
+    wf = Workflow(name=name, batch=Batch(max_size=size, timeout="60s", key="params.k"))
+
+    @wf.task(id="count")
+    async def count(context: Any) -> int:
+        return len(context.trigger_events)
 
     return wf
 

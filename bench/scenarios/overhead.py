@@ -21,6 +21,8 @@ against the baseline's one row or message.
 Flow control: the same stream of one-step runs with ``Concurrency(limit=10,
 key="params.k")`` over 100 keys (every run queued at its gate, admitted, released), against
 the stream without flow control on the same engine: runs/s with ÷ without (goal >= 0.8).
+And a batch: 100 runs of one key started at once with ``Batch(max_size=100)``, the latency
+from the first start to the end of the one run that takes them all (p50 over iterations).
 """
 
 from __future__ import annotations
@@ -36,7 +38,13 @@ from bench.harness import Comparison, Goal, Measure, Metric, Metrics
 from bench.processes import ProcessPool, child_env, start_workers
 from bench.records import kafka_records, sqlite_records
 from bench.relay import RelayDriver, create_topics
-from bench.workloads import CHAIN_STEPS, make_chain, make_keyed_short, make_short
+from bench.workloads import (
+    CHAIN_STEPS,
+    make_batched,
+    make_chain,
+    make_keyed_short,
+    make_short,
+)
 from deerflow import Engine
 
 SCENARIO = "a. engine overhead"
@@ -282,6 +290,43 @@ async def _flow_case(ctx: BenchContext, runs: int) -> None:
         )
 
 
+BATCH = 100  # runs of one key that one batched run takes
+
+
+async def batch_round(engine: Engine, round_: list[int]) -> Metrics:
+    """Start ``BATCH`` runs of a fresh key at once; ms until the run that takes them ended."""
+    wf = engine.registry.get("bench_batch")
+    assert wf is not None
+    round_[0] += 1
+    key = f"k{round_[0]}"
+    started = time.perf_counter()
+    handles = await asyncio.gather(*(engine.start(wf, params={"k": key}) for _ in range(BATCH)))
+    results = await asyncio.gather(*(h.result(timeout=RESULT_TIMEOUT) for h in handles))
+    elapsed = time.perf_counter() - started
+    taken = [r for r in results if r.status == "completed"]
+    if len(taken) != 1 or taken[0].output != BATCH:
+        raise RuntimeError(f"{len(taken)} runs took the batch: {[r.output for r in taken]}")
+    return {"latency_ms": elapsed * 1000}
+
+
+async def _batch_case(ctx: BenchContext) -> None:
+    rounds = [0]
+    async with Engine(ctx.sqlite_url, [make_batched()], prefix=ctx.prefix("a")) as engine:
+        await ctx.compare(
+            Comparison(
+                SCENARIO,
+                f"sqlite, a batch of {BATCH} runs -> one run",
+                "",
+                f"{BATCH} runs of one key, Batch(max_size={BATCH})",
+                None,
+                lambda: batch_round(engine, rounds),
+                [Metric("latency_ms", "first start -> the batch's run ended", "ms")],
+                note="in-process engine; the runs are started at once and the batch fills "
+                "(its 60 s timeout never passes)",
+            )
+        )
+
+
 async def run(ctx: BenchContext) -> None:
     """The Kafka sweep and its limit rows, then SQLite's."""
     sizes = ctx.sizes
@@ -296,3 +341,4 @@ async def run(ctx: BenchContext) -> None:
         await _sqlite_case(ctx, max(sizes.sqlite_partitions), runs, limit=True)
     await _short_runs_case(ctx, sizes.short_runs)
     await _flow_case(ctx, sizes.short_runs)
+    await _batch_case(ctx)
