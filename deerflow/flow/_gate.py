@@ -37,6 +37,9 @@ from deerflow.flow._fold import (
 AGING = 60.0
 #: ids of ended runs a partition remembers, so that a request routed again is not queued again
 ENDED_WINDOW = 100_000
+#: records between two sweeps of the keys that hold nothing (a key whose runs were all
+#: dropped, or admitted by a rate limit alone, has no release to clear it)
+SWEEP_EVERY = 1024
 
 
 @dataclass(slots=True)
@@ -88,6 +91,7 @@ class PartitionGate:
         self._ended: dict[str, None] = {}
         self._ended_window = ended_window
         self._sequence = 0
+        self._applied = 0
         self.counts = Counts()
 
     def __len__(self) -> int:
@@ -95,6 +99,9 @@ class PartitionGate:
 
     def apply(self, key: str, body: dict[str, Any]) -> list[h.HistoryEvent]:
         """Fold one record of ``key``; the admissions and drops it decides."""
+        self._applied += 1
+        if self._applied % SWEEP_EVERY == 0:
+            self._sweep(float(body.get("ts") or 0.0))
         kind = body.get("k")
         if kind == "req":
             return self._request(key, body)
@@ -255,6 +262,12 @@ class PartitionGate:
             reason=f"debounce of {key}: superseded by run {by}",
             by=by,
         )
+
+    def _sweep(self, now: float) -> None:
+        """Forget the keys that hold nothing a later decision reads (as of record time ``now``:
+        a gate rebuilt from the same records sweeps alike)."""
+        for key in [k for k, gate in self.keys.items() if gate.idle(now)]:
+            del self.keys[key]
 
     def _end(self, run: str) -> None:
         self._ended[run] = None

@@ -126,3 +126,15 @@ def test_debounce_keeps_the_run_requested_last_whatever_order_the_requests_come_
         ("RunSuperseded", "r2"),  # requested before r3: r3 goes on
         ("RunAdmitted", "r4"),  # after r3's start: a burst of its own
     ]
+
+
+def test_keys_that_hold_nothing_are_forgotten_even_without_a_release():
+    limits = {"concurrency": None, "rate": 1, "period": 5.0, "drop": True}
+    gate = PartitionGate()
+    for i in range(3000):
+        # A key each: its run ends within the period (its window still counts at the release),
+        # and a second run of the key is dropped (no release comes for it).
+        gate.apply(f"k{i}", req(f"r{i}", float(i), limits=limits))
+        gate.apply(f"k{i}", rel(f"r{i}", i + 0.1))
+        assert isinstance(gate.apply(f"k{i}", req(f"x{i}", i + 0.2, limits=limits))[0], RunDropped)
+    assert len(gate) < 1024  # swept as the records go by, not one per key for ever
