@@ -6,9 +6,12 @@ from __future__ import annotations
 import asyncio
 import time
 
+import aiohttp
 import pytest
 
 from deerflow import Batch, DefinitionError, Engine, Workflow
+from deerflow.connectors import WebhookGateway, sources_for
+from deerflow.events import WebhookEvent
 from deerflow.flow import BatchJoined, RunBatched
 from tests.logs import history
 
@@ -63,3 +66,30 @@ def test_batch_options_are_checked_when_the_workflow_is_defined():
         Workflow("x", batch=Batch(max_size=0, timeout="1s"))
     with pytest.raises(DefinitionError, match="workflow 'x': batch timeout 'soon'"):
         Workflow("x", batch=Batch(max_size=5, timeout="soon"))
+
+
+async def test_webhook_requests_are_answered_each_and_reach_one_run_together(tmp_path):
+    wf = Workflow("hooked", batch=Batch(max_size=3, timeout="1h"))
+    wf.add_trigger(WebhookEvent(path="/hooks/orders"))
+
+    @wf.task(id="total")
+    def total(context):
+        return [event.body["order"] for event in context.trigger_events]
+
+    async with Engine(f"sqlite:///{tmp_path / 'hooks.db'}", [wf]) as engine:
+        gateway = WebhookGateway(engine, port=0)
+        for source in sources_for(engine, [wf], gateway=gateway):
+            await engine.add_service(source)
+        await engine.add_service(gateway)
+        accepted = []
+        async with aiohttp.ClientSession() as session:
+            for order in ("o1", "o2", "o3"):
+                url = f"{gateway.url}/hooks/orders"
+                async with session.post(url, json={"order": order}) as reply:
+                    assert reply.status == 202, await reply.text()  # its run is durable
+                    accepted.append((await reply.json())["run_id"])
+        results = [await engine.handle(rid).result(timeout=60) for rid in accepted]
+    taken = [r for r in results if r.status == "completed"]
+    assert len(taken) == 1
+    assert sorted(taken[0].output) == ["o1", "o2", "o3"]
+    assert sorted(r.status for r in results) == ["batched", "batched", "completed"]
