@@ -57,7 +57,7 @@ class RunAdmitted(h.HistoryEvent):
 
     type: Literal["RunAdmitted"] = "RunAdmitted"
     not_before: float | None = None
-    #: runs of the key queued ahead of it when it queued, and how long it waited (seconds)
+    #: how long it waited in its key's queue (seconds, by the records' times)
     waited: float = 0.0
 
 

@@ -54,8 +54,9 @@ class RunResult(BaseModel):
     history (applied, rejected and failed requests). ``search_attributes`` are those its tasks
     set (``context.set_search_attributes``), which ``list_runs(attributes=...)`` filters on.
     For a run of a workflow with flow control, ``flow`` says where it stands at its gate
-    (``key``, ``status``: queued, admitted or dropped, when it queued and was admitted, and
-    ``not_before`` when a rate limit delays it); a queued run's ``status`` is ``queued``.
+    (``key``; ``status``: queued, admitted, dropped, superseded or batched; when it queued and
+    was admitted; ``not_before`` when a rate limit or debounce delays it); a queued run's
+    ``status`` is ``queued``.
     """
 
     model_config = ConfigDict(frozen=True)
