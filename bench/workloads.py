@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from deerflow import MapReduce, Workflow
+from deerflow import Batch, Concurrency, MapReduce, Workflow
 
 CHAIN_STEPS = 10
 _WORD = re.compile(r"[a-z]+")
@@ -41,6 +41,28 @@ def make_short(name: str = "bench_short") -> Workflow:
     @wf.task(id="only")
     async def only(context: Any) -> int:
         return 1
+
+    return wf
+
+
+def make_keyed_short(name: str = "bench_keyed", limit: int = 10, key: str = "params.k") -> Workflow:
+    """:func:`make_short` with flow control: at most ``limit`` running runs per ``key``."""
+    wf = Workflow(name=name, concurrency=Concurrency(limit=limit, key=key))
+
+    @wf.task(id="only")
+    async def only(context: Any) -> int:
+        return 1
+
+    return wf
+
+
+def make_batched(name: str = "bench_batch", size: int = 100) -> Workflow:
+    """One task that counts its batch's events: ``size`` runs of a key make one run."""
+    wf = Workflow(name=name, batch=Batch(max_size=size, timeout="60s", key="params.k"))
+
+    @wf.task(id="count")
+    async def count(context: Any) -> int:
+        return len(context.trigger_events)
 
     return wf
 

@@ -17,6 +17,7 @@ from deerflow.errors import (
 )
 from deerflow.events import EventTrigger, Schedule, ScheduleTickEvent
 from deerflow.eventstore import EventStore
+from deerflow.flow import Batch, Concurrency, Debounce, RateLimit
 from deerflow.matching import CancelOn
 from deerflow.patterns import DynamicTasks, MapReduce, SubWorkflow, gather, parallel
 from deerflow.pipeline import Backpressure, Pipeline, stage
@@ -30,8 +31,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Backpressure",
+    "Batch",
     "CancelOn",
     "CompensatingAction",
+    "Concurrency",
+    "Debounce",
     "DeerflowError",
     "DefinitionError",
     "DynamicTasks",
@@ -41,6 +45,7 @@ __all__ = [
     "MapReduce",
     "NonRetryableError",
     "Pipeline",
+    "RateLimit",
     "RetryPolicy",
     "RunEnded",
     "RunHandle",

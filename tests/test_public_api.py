@@ -9,6 +9,11 @@ def test_public_api_is_pinned():
         assert hasattr(deerflow, name), name
     assert set(deerflow.__all__) >= {
         "CancelOn",
+        # flow control on a workflow's runs
+        "Batch",
+        "Concurrency",
+        "Debounce",
+        "RateLimit",
         "DefinitionError",
         "Engine",
         "RunResult",

@@ -17,6 +17,12 @@ on SQLite against ``M`` rows per transaction; and a stream of 10,000 one-step ru
 at once, against raw inserts of one row per run, 500 per transaction. Every row also reports
 the records deerflow wrote per step (history events and task messages, counted in the log),
 against the baseline's one row or message.
+
+Flow control: the same stream of one-step runs with ``Concurrency(limit=10,
+key="params.k")`` over 100 keys (every run queued at its gate, admitted, released), against
+the stream without flow control on the same engine: runs/s with ÷ without (goal >= 0.8).
+And a batch: 100 runs of one key started at once with ``Batch(max_size=100)``, the latency
+from the first start to the end of the one run that takes them all (p50 over iterations).
 """
 
 from __future__ import annotations
@@ -32,11 +38,18 @@ from bench.harness import Comparison, Goal, Measure, Metric, Metrics
 from bench.processes import ProcessPool, child_env, start_workers
 from bench.records import kafka_records, sqlite_records
 from bench.relay import RelayDriver, create_topics
-from bench.workloads import CHAIN_STEPS, make_chain, make_short
+from bench.workloads import (
+    CHAIN_STEPS,
+    make_batched,
+    make_chain,
+    make_keyed_short,
+    make_short,
+)
 from deerflow import Engine
 
 SCENARIO = "a. engine overhead"
 GOAL = Goal(">=", 0.30, stretch=0.5)
+FLOW_GOAL = Goal(">=", 0.8)
 RESULT_TIMEOUT = 600.0
 SHORT_BATCH = 500  # rows per transaction of the short-run stream's baseline
 RATE = Metric("rate", "steps/s vs baseline rows or msg/s", "/s", GOAL)
@@ -234,6 +247,86 @@ async def _short_runs_case(ctx: BenchContext, runs: int) -> None:
         )
 
 
+FLOW_KEYS = 100  # distinct concurrency-key values of the flow-control row
+
+
+async def keyed_stream(engine: Engine, runs: int) -> Metrics:
+    """Start ``runs`` one-step runs with a concurrency key at once; completed runs per second."""
+    wf = engine.registry.get("bench_keyed")
+    assert wf is not None
+    started = time.perf_counter()
+    handles = await asyncio.gather(
+        *(engine.start(wf, params={"k": f"k{i % FLOW_KEYS}"}) for i in range(runs))
+    )
+    results = await asyncio.gather(*(h.result(timeout=RESULT_TIMEOUT) for h in handles))
+    elapsed = time.perf_counter() - started
+    failed = [r for r in results if not r.ok]
+    if failed:
+        raise RuntimeError(f"{len(failed)} keyed runs did not complete: {failed[0].error}")
+    return {"rate": runs / elapsed, "seconds": elapsed}
+
+
+async def _flow_case(ctx: BenchContext, runs: int) -> None:
+    prefix = ctx.prefix("a")
+    async with Engine(
+        ctx.sqlite_url,
+        [make_short(), make_keyed_short()],
+        prefix=prefix,
+        concurrency=max(16, min(runs, 1000)),
+    ) as engine:
+        await ctx.compare(
+            Comparison(
+                SCENARIO,
+                f"sqlite, {runs:,} one-step runs with a concurrency key",
+                "the same runs without flow control",
+                f"{runs:,} runs, {FLOW_KEYS} keys, limit 10",
+                lambda: short_stream(engine, runs),
+                lambda: keyed_stream(engine, runs),
+                [Metric("rate", "runs/s with a concurrency key vs without", "/s", FLOW_GOAL)],
+                note="in-process engine, every run started at once; each keyed run is queued, "
+                "admitted by its gate and released (three more history events, two records "
+                "of the flow topic)",
+            )
+        )
+
+
+BATCH = 100  # runs of one key that one batched run takes
+
+
+async def batch_round(engine: Engine, round_: list[int]) -> Metrics:
+    """Start ``BATCH`` runs of a fresh key at once; ms until the run that takes them ended."""
+    wf = engine.registry.get("bench_batch")
+    assert wf is not None
+    round_[0] += 1
+    key = f"k{round_[0]}"
+    started = time.perf_counter()
+    handles = await asyncio.gather(*(engine.start(wf, params={"k": key}) for _ in range(BATCH)))
+    results = await asyncio.gather(*(h.result(timeout=RESULT_TIMEOUT) for h in handles))
+    elapsed = time.perf_counter() - started
+    taken = [r for r in results if r.status == "completed"]
+    if len(taken) != 1 or taken[0].output != BATCH:
+        raise RuntimeError(f"{len(taken)} runs took the batch: {[r.output for r in taken]}")
+    return {"latency_ms": elapsed * 1000}
+
+
+async def _batch_case(ctx: BenchContext) -> None:
+    rounds = [0]
+    async with Engine(ctx.sqlite_url, [make_batched()], prefix=ctx.prefix("a")) as engine:
+        await ctx.compare(
+            Comparison(
+                SCENARIO,
+                f"sqlite, a batch of {BATCH} runs -> one run",
+                "",
+                f"{BATCH} runs of one key, Batch(max_size={BATCH})",
+                None,
+                lambda: batch_round(engine, rounds),
+                [Metric("latency_ms", "first start -> the batch's run ended", "ms")],
+                note="in-process engine; the runs are started at once and the batch fills "
+                "(its 60 s timeout never passes)",
+            )
+        )
+
+
 async def run(ctx: BenchContext) -> None:
     """The Kafka sweep and its limit rows, then SQLite's."""
     sizes = ctx.sizes
@@ -247,3 +340,5 @@ async def run(ctx: BenchContext) -> None:
     for runs in sizes.limit_chains:
         await _sqlite_case(ctx, max(sizes.sqlite_partitions), runs, limit=True)
     await _short_runs_case(ctx, sizes.short_runs)
+    await _flow_case(ctx, sizes.short_runs)
+    await _batch_case(ctx)

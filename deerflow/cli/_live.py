@@ -25,12 +25,14 @@ STYLE = {
     "running": "cyan",
     "retrying": "yellow",
     "waiting": "blue",
+    "queued": "blue",
     "completed": "green",
     "failed": "bold red",
     "skipped": "magenta",
     "cancelled": "magenta",
     "compensated": "yellow",
     "compensation_failed": "bold red",
+    "dropped": "magenta",
 }
 _DONE = frozenset({"completed", "failed", "skipped"})
 

@@ -134,15 +134,17 @@ def _maybe_finish(wf: WorkflowDef, state: RunState, now: float) -> list[h.Histor
         events = wf.decide_failure(state, now, first, error)
         if events is not None:  # a feature ends the run its own way (a saga rolls back)
             if events and events[-1].type in h.TERMINAL_TYPES:
-                return events[:-1] + _finish(state, now, events[-1])
+                return events[:-1] + _finish(wf, state, now, events[-1])
             return events
         failed_id = h.event_id(run_id, "failed", *generation(state))
         return _finish(
+            wf,
             state,
             now,
             h.RunFailed(id=failed_id, run_id=run_id, ts=now, error=error, failed_task=first),
         )
     return _finish(
+        wf,
         state,
         now,
         h.RunCompleted(
@@ -151,11 +153,16 @@ def _maybe_finish(wf: WorkflowDef, state: RunState, now: float) -> list[h.Histor
     )
 
 
-def _finish(state: RunState, now: float, terminal: h.HistoryEvent) -> list[h.HistoryEvent]:
-    """The terminal event, plus its outcome for the parent run when this run is a child run."""
+def _finish(
+    wf: WorkflowDef, state: RunState, now: float, terminal: h.HistoryEvent
+) -> list[h.HistoryEvent]:
+    """The terminal event, after what the workflow records as the run ends
+    (:meth:`~WorkflowDef.on_ending`), plus its outcome for the parent run when this run is a
+    child run."""
+    before = wf.on_ending(state, now)
     parent = state.parent
     if parent is None:
-        return [terminal]
+        return [*before, terminal]
     ident = (parent.run_id, parent.task_id, parent.attempt)
     report: h.HistoryEvent
     if isinstance(terminal, h.RunCompleted):
@@ -181,7 +188,7 @@ def _finish(state: RunState, now: float, terminal: h.HistoryEvent) -> list[h.His
             started_at=state.started_at,
             retriable=not isinstance(terminal, h.RunCancelled),
         )
-    return [terminal, report]
+    return [*before, terminal, report]
 
 
 def run_output(wf: WorkflowDef, state: RunState) -> Any:
@@ -207,6 +214,7 @@ def _cancel(wf: WorkflowDef, state: RunState, now: float) -> list[h.HistoryEvent
     ]
     events.extend(
         _finish(
+            wf,
             state,
             now,
             h.RunCancelled(

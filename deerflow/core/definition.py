@@ -388,6 +388,17 @@ class WorkflowDef:
         """
         return None
 
+    def dispatch_extra(self, state: RunState) -> dict[str, Any]:
+        """Hook: what every attempt of a run sees beside its kind's inputs (a batch's trigger
+        events, read as ``context.trigger_events``); nothing here."""
+        return {}
+
+    def on_ending(self, state: RunState, now: float) -> list[h.HistoryEvent]:
+        """Hook: events of the run recorded just before the core's terminal event (completed,
+        failed, cancelled), so that a feature hears of the end in the run's own history (flow
+        control frees the run's slot); none here."""
+        return []
+
     def start_refusal(self) -> str | None:
         """Hook: why this workflow has no runs in the history (a pipeline), else ``None``."""
         return None

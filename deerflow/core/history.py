@@ -70,6 +70,8 @@ class RunRequested(HistoryEvent):
     correlation_id: str | None = None
     #: W3C ``traceparent`` the run's trace continues (a child run: its parent run's span)
     traceparent: str | None = None
+    #: higher is served first where runs wait to start (a flow-control gate's queue)
+    priority: int = 0
 
 
 class TaskScheduled(HistoryEvent):

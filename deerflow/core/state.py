@@ -50,6 +50,10 @@ RUN_COMPLETED = "completed"
 RUN_FAILED = "failed"
 RUN_CANCELLED = "cancelled"
 
+#: statuses a run that has not ended shows: running, and those extensions show a running run
+#: under while it waits to start (:attr:`FoldExtension.live_statuses`: flow control's queued)
+LIVE_STATUSES: set[str] = {RUN_RUNNING}
+
 
 @dataclass(slots=True)
 class TaskState:
@@ -133,6 +137,8 @@ class RunState:
     correlation_id: str | None = None
     traceparent: str | None = None
     requested: bool = False
+    #: higher is served first where runs wait to start (``engine.start(priority=...)``)
+    priority: int = 0
     status: str = RUN_RUNNING
     output: Any = None
     error: str | None = None
@@ -254,6 +260,7 @@ def _run_requested(state: RunState, e: h.RunRequested) -> bool:
     state.parent = e.parent
     state.correlation_id = e.correlation_id
     state.traceparent = e.traceparent
+    state.priority = e.priority
     state.started_at = e.ts
     return True
 
@@ -618,6 +625,8 @@ class FoldExtension:
     #: what the run index keeps of its part in a run's row, to list runs by: filter name
     #: (``list_runs(<name>=value)``) -> key of its part (a scalar value)
     indexed: Mapping[str, str] = {}
+    #: statuses :meth:`shown_status` may give a running run (a queued run has not ended)
+    live_statuses: frozenset[str] = frozenset()
 
     def types(self) -> frozenset[str]:
         """The event types this extension folds."""
@@ -660,6 +669,11 @@ class FoldExtension:
         """Raise what request ``request_id`` ended with when it was not applied (refused, or
         its code failed); return when it was."""
 
+    def shown_status(self, state: RunState) -> str | None:
+        """What a running ``state`` shows as its status (one of :attr:`live_statuses`) when
+        this extension holds it before it starts; ``None`` here (see :func:`status_of`)."""
+        return None
+
     def waits(self, state: RunState) -> dict[str, Wait]:
         """The nodes of ``state`` that wait on what this extension folds: task id -> what
         each waits for and until when (none by default). :func:`waits_of` reads every
@@ -675,6 +689,7 @@ _RESULTS: dict[str, FoldExtension] = {}
 _REQUESTS: dict[str, FoldExtension] = {}
 #: which extension keeps each run-index filter (FoldExtension.indexed)
 _INDEXED: dict[str, FoldExtension] = {}
+_SHOWN: dict[str, FoldExtension] = {}
 #: RunState's own attributes, which no extension may shadow
 _FIELDS = frozenset(dir(RunState))
 
@@ -684,6 +699,26 @@ def register_fold(extension: FoldExtension) -> None:
 
     Raises :class:`ValueError` when another extension, or the core, folds one of its types.
     """
+    _check_clashes(extension)
+    h.add_event_types(extension.event_classes, terminal=extension.terminal)
+    for name in extension.types():
+        _EXTENDED[name] = extension
+    for name in extension.attributes:
+        _ATTRIBUTES[name] = extension
+        setattr(RunState, name, property(_reader(extension, name)))
+    for name in extension.indexed:
+        _INDEXED[name] = extension
+    if type(extension).result_fields is not FoldExtension.result_fields:
+        _RESULTS[extension.key] = extension
+    if type(extension).request is not FoldExtension.request:
+        _REQUESTS[extension.key] = extension
+    if extension.live_statuses:
+        _SHOWN[extension.key] = extension
+        LIVE_STATUSES.update(extension.live_statuses)
+
+
+def _check_clashes(extension: FoldExtension) -> None:
+    """Raise :class:`ValueError` when ``extension`` would take what another (or the core) has."""
     types = extension.types()
     if not extension.key or not types:
         raise ValueError(f"{type(extension).__name__}: a fold extension needs a key and types")
@@ -700,18 +735,6 @@ def register_fold(extension: FoldExtension) -> None:
     filters = sorted(n for n in extension.indexed if _INDEXED.get(n, extension) is not extension)
     if filters:
         raise ValueError(f"fold extension {extension.key!r}: filters {filters} already exist")
-    h.add_event_types(extension.event_classes, terminal=extension.terminal)
-    for name in types:
-        _EXTENDED[name] = extension
-    for name in extension.attributes:
-        _ATTRIBUTES[name] = extension
-        setattr(RunState, name, property(_reader(extension, name)))
-    for name in extension.indexed:
-        _INDEXED[name] = extension
-    if type(extension).result_fields is not FoldExtension.result_fields:
-        _RESULTS[extension.key] = extension
-    if type(extension).request is not FoldExtension.request:
-        _REQUESTS[extension.key] = extension
 
 
 def request_takers() -> list[FoldExtension]:
@@ -741,6 +764,24 @@ def _reader(extension: FoldExtension, name: str) -> Callable[[RunState], Any]:
         return extension.attribute(state, name)
 
     return read
+
+
+#: where a run rebuilt from a summary (a run index row) keeps the status its row showed
+SHOWN = "shown_status"
+
+
+def status_of(state: RunState) -> str:
+    """The run's status as shown: a running run an extension holds before it starts shows
+    that extension's status (``queued`` at its flow-control gate), else ``state.status``."""
+    if state.status == RUN_RUNNING and _SHOWN:
+        summary = state.extensions.get(SHOWN)
+        if summary is not None:
+            return str(summary)
+        for extension in _SHOWN.values():
+            shown = extension.shown_status(state)
+            if shown is not None:
+                return shown
+    return state.status
 
 
 def result_fields(state: RunState) -> dict[str, Any]:

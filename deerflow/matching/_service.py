@@ -20,7 +20,6 @@ or cancel on one (they carry :data:`MATCHING`):
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
@@ -41,7 +40,13 @@ from deerflow.matching._kind import (
     WaitOptions,
 )
 from deerflow.matching._spec import MISSING, event_key, event_ts, event_view, resolve
-from deerflow.runtime import BackgroundService, Engine, Plugin, Service
+from deerflow.runtime import (
+    Engine,
+    GroupMember,
+    Plugin,
+    RebuildingMember,
+    Service,
+)
 from deerflow.runtime.plugins import FoldsPlugin
 
 if TYPE_CHECKING:
@@ -53,7 +58,6 @@ log = logging.getLogger("deerflow.matching")
 #: this plugin (``deerflow.workflow.DEFAULT_PLUGINS``), whatever workflows it serves.
 EVENT_WAIT_PLUGIN = FoldsPlugin(WAIT_FOLD)
 
-POLL_RECORDS = 2000
 #: runs the router remembers open waits of, to retire them when the run ends (oldest dropped:
 #: their waits then leave the index by deadline, match or its bound)
 RETIRE_LIMIT = 200_000
@@ -119,43 +123,12 @@ async def _append_and_commit(
         await engine.log.append(out)
 
 
-class _Member(BackgroundService):
-    """A member of one of the matching groups: polls, handles, retries a failed round."""
-
-    def __init__(self, engine: Engine) -> None:
-        super().__init__()
-        self.engine = engine
-        self.topic = matching_topic(engine)
-        self._consumer: GroupConsumer | None = None
-
-    async def _close(self) -> None:
-        if self._consumer is not None:
-            await self._consumer.stop()
-            self._consumer = None
-
-    async def _run(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                consumer = self._consumer
-                if consumer is None:  # a re-subscription that failed: join again
-                    await self._open()
-                    continue
-                await self._handle(consumer, await consumer.poll(0.5, POLL_RECORDS))
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # what it read is not committed: it comes again
-                log.exception("%s: a round failed; retrying", self.loop_name())
-                await asyncio.sleep(1.0)
-
-    async def _handle(self, consumer: GroupConsumer, records: list[Record]) -> None:
-        raise NotImplementedError
-
-
-class Router(_Member):
+class Router(GroupMember):
     """Re-keys waits, cancel conditions and domain events into the matching topic."""
 
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine)
+        self.topic = matching_topic(engine)
         #: run id -> (wait id, key) of its open waits routed here, oldest run first
         self._open_waits: dict[str, list[tuple[str, str]]] = {}
         self.routed = 0
@@ -347,21 +320,20 @@ class Router(_Member):
             yield Message(topic=self.topic, key=key, value=_codec.dumps(record))
 
 
-class Matcher(_Member):
+class Matcher(RebuildingMember[PartitionIndex]):
     """The index: one :class:`PartitionIndex` per assigned partition of the matching topic."""
+
+    what = "matching"
 
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine)
-        self.indexes: dict[int, PartitionIndex] = {}
-        #: per partition, the first offset the loop handles (what came before: the rebuild's)
-        self._ready_from: dict[int, int] = {}
-        self._pending: list[h.HistoryEvent] = []
-        #: offsets rebuilds read up to, committed with the resumes they found
-        self._rebuilt: dict[TopicPartition, int] = {}
-        self._lock = asyncio.Lock()
+        self.topic = matching_topic(engine)
         self.resumed = 0
-        #: seconds the last rebuild of each partition took, and records it read
-        self.rebuilds: dict[int, tuple[float, int]] = {}
+
+    @property
+    def indexes(self) -> dict[int, PartitionIndex]:
+        """The index of each assigned partition."""
+        return self.partitions
 
     def loop_name(self) -> str:
         """See :meth:`BackgroundService.loop_name`."""
@@ -374,71 +346,26 @@ class Matcher(_Member):
         self._consumer = log_.consumer(self.topic, [self.topic], listener=self)
         await self._consumer.start()
 
-    async def on_assigned(self, partitions: frozenset[TopicPartition]) -> None:
-        """Rebuild each new partition's index from the log (see the module docstring)."""
-        consumer = self._consumer
-        assert consumer is not None
-        async with self._lock:
-            for tp in sorted(partitions, key=lambda tp: tp.partition):
-                started = asyncio.get_running_loop().time()
-                committed = await consumer.committed(tp) or 0
-                records = await self.engine.log.read_partition(tp, 0)
-                index = self.indexes[tp.partition] = PartitionIndex()
-                end = records[-1].offset + 1 if records else committed
-                for record in records:
-                    resumes = self._apply(index, record)
-                    if record.offset >= committed:
-                        self._pending.extend(resumes)
-                self._ready_from[tp.partition] = end
-                if records:
-                    await consumer.seek(tp, end)
-                    self._rebuilt[tp] = end
-                took = asyncio.get_running_loop().time() - started
-                self.rebuilds[tp.partition] = (took, len(records))
-                log.info(
-                    "matching partition %d rebuilt: %d records, %d waits, %.3fs",
-                    tp.partition,
-                    len(records),
-                    len(index),
-                    took,
-                )
+    def new_state(self) -> PartitionIndex:
+        """An empty index."""
+        return PartitionIndex()
 
-    async def on_revoked(self, partitions: frozenset[TopicPartition]) -> None:
-        """Drop the indexes of partitions another member holds now."""
-        for tp in partitions:
-            self.indexes.pop(tp.partition, None)
-            self._ready_from.pop(tp.partition, None)
+    def describe(self, state: PartitionIndex) -> str:
+        """See :meth:`RebuildingMember.describe`."""
+        return f"{len(state)} waits"
 
-    async def _handle(self, consumer: GroupConsumer, records: list[Record]) -> None:
-        async with self._lock:
-            out, self._pending = self._pending, []
-            rebuilt, self._rebuilt = self._rebuilt, {}
-            rebuilt = {tp: end for tp, end in rebuilt.items() if tp.partition in self.indexes}
-            fresh = []
-            for record in records:
-                index = self.indexes.get(record.partition)
-                if index is None or record.offset < self._ready_from.get(record.partition, 0):
-                    continue  # fetched before a rebuild that read it
-                fresh.append(record)
-                out.extend(self._apply(index, record))
-            now = h.now()
-            for index in self.indexes.values():
-                index.expire(now)
-        history = self.engine.topics.history
-        try:
-            await _append_and_commit(
-                self.engine, consumer, [h.message(history, e) for e in out], fresh, rebuilt
-            )
-        except Exception:
-            self._pending[:0] = out  # appended again next round (ids make repeats harmless)
-            self._rebuilt = {**rebuilt, **self._rebuilt}
-            raise
-        self.resumed += len(out)
-        if out and self.engine.orchestrator is not None:
-            # Durable now: a run this process owns moves without a round trip through the log.
-            self.engine.orchestrator.observe(out)
+    def after_round(self) -> None:
+        """Drop waits past their deadline and stale events."""
+        now = h.now()
+        for index in self.partitions.values():
+            index.expire(now)
 
-    def _apply(self, index: PartitionIndex, record: Record) -> list[h.HistoryEvent]:
+    def appended(self, events: list[h.HistoryEvent]) -> None:
+        """Count the resumes, and let this process's owned runs move at once."""
+        self.resumed += len(events)
+        super().appended(events)
+
+    def apply(self, index: PartitionIndex, record: Record) -> list[h.HistoryEvent]:
         """Apply one matching-topic record; the resuming history events it causes."""
         try:
             body = _codec.loads(record.value)

@@ -24,6 +24,11 @@ orchestrator's partitions): ``sum`` those.
 ``deerflow_schedule_ticks_total{schedule,outcome}``  ticks this process handled: ``fired``,
                                                      ``missed`` (let go by ``catchup``) or
                                                      ``backfilled``
+``deerflow_flow_runs_total{workflow,decision}``      runs through a flow-control gate:
+                                                     ``queued``, ``admitted``, ``delayed`` (by
+                                                     a rate limit or debounce), ``dropped``,
+                                                     ``superseded`` or ``batched``
+``deerflow_flow_queued{workflow}``                   runs waiting for their gate now
 ===================================================  =========================================
 """
 
@@ -33,6 +38,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter as Counter_
 from collections.abc import Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -42,6 +48,7 @@ from prometheus_client.registry import Collector
 from deerflow.core import RunState
 from deerflow.core import history as h
 from deerflow.core.expand import node_of
+from deerflow.core.state import status_of
 from deerflow.log.base import LogReader, TopicPartition
 from deerflow.runtime import Engine, Hooks, Plugin
 from deerflow.runtime.hooks import HistoryFolded, ScheduleTicks
@@ -55,6 +62,17 @@ __all__ = [
 ]
 
 log = logging.getLogger("deerflow.metrics")
+
+#: the status of a run waiting for its flow-control gate, and the gate's history events
+#: (by type: a feature's events, read without importing it) -> what each counts as
+_QUEUED = "queued"
+_FLOW_DECISIONS = {
+    "RunQueued": "queued",
+    "RunAdmitted": "admitted",
+    "RunDropped": "dropped",
+    "RunSuperseded": "superseded",
+    "RunBatched": "batched",
+}
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DURATION_BUCKETS = (
@@ -91,6 +109,8 @@ class EngineMetrics(Collector):
         self._dlq_interval = dlq_interval
         self._since = time.time()
         self._running: dict[str, str] = {}
+        #: runs waiting for their flow-control gate -> workflow (as bounded as ``_running``)
+        self._queued: dict[str, str] = {}
         self._last_trigger: dict[str, float] = {}
         self._dlq = {"pending": 0, "replayed": 0}
         self._dlq_task: asyncio.Task[None] | None = None
@@ -133,6 +153,12 @@ class EngineMetrics(Collector):
             ["schedule", "outcome"],
             registry=r,
         )
+        self.flow_runs = Counter(
+            "deerflow_flow_runs",
+            "Runs through a flow-control gate: queued, admitted, delayed, dropped.",
+            ["workflow", "decision"],
+            registry=r,
+        )
         r.register(self)
         self.plugin = MetricsPlugin(self)
 
@@ -149,6 +175,8 @@ class EngineMetrics(Collector):
             self._running[state.run_id] = state.workflow
         for state in await self.engine.index.summaries(RunQuery(status="parked", limit=None)):
             self._running[state.run_id] = state.workflow
+        for state in await self.engine.index.summaries(RunQuery(status=_QUEUED, limit=None)):
+            self._running[state.run_id] = self._queued[state.run_id] = state.workflow
         self.engine.add_plugin(self.plugin)
         self._dlq_task = asyncio.create_task(self._follow_dlq(), name="deerflow-metrics-dlq")
 
@@ -170,13 +198,11 @@ class EngineMetrics(Collector):
     def _on_event(self, state: RunState, event: h.HistoryEvent) -> None:
         if not self._active:
             return
-        if state.terminal:
-            self._running.pop(state.run_id, None)
-        else:
-            self._running[state.run_id] = state.workflow
+        self._track(state)
         if event.ts < self._since:
             return  # the index catching up on old history: counted by whoever saw it live
         wf = state.workflow
+        self._count_flow(wf, event)
         if isinstance(event, h.RunRequested):
             self.runs_started.labels(wf).inc()
             trigger = (event.trigger or {}).get("trigger")
@@ -193,6 +219,25 @@ class EngineMetrics(Collector):
             self.task_duration.labels(wf, _task_label(event.task_id), outcome).observe(
                 max(0.0, event.ts - event.started_at)
             )
+
+    def _count_flow(self, workflow: str, event: h.HistoryEvent) -> None:
+        """A gate's decision (RunDropped also ends the run: counted as finished too)."""
+        decision = _FLOW_DECISIONS.get(event.type)
+        if decision is not None:
+            if getattr(event, "not_before", None) is not None:
+                decision = "delayed"
+            self.flow_runs.labels(workflow, decision).inc()
+
+    def _track(self, state: RunState) -> None:
+        """Keep the runs not ended, and those waiting for their gate, for the gauges."""
+        if state.terminal:
+            self._running.pop(state.run_id, None)
+        else:
+            self._running[state.run_id] = state.workflow
+        if status_of(state) == _QUEUED:
+            self._queued[state.run_id] = state.workflow
+        else:
+            self._queued.pop(state.run_id, None)
 
     # -- the dead-letter topic ------------------------------------------------------------------
 
@@ -234,6 +279,12 @@ class EngineMetrics(Collector):
         for workflow, n in sorted(by_workflow.items()):
             running.add_metric([workflow], n)
         yield running
+        queued = GaugeMetricFamily(
+            "deerflow_flow_queued", "Runs waiting for their flow-control gate.", labels=["workflow"]
+        )
+        for workflow, n in sorted(Counter_(self._queued.values()).items()):
+            queued.add_metric([workflow], n)
+        yield queued
         worker, orchestrator = self.engine.worker, self.engine.orchestrator
         yield GaugeMetricFamily(
             "deerflow_task_queue_depth",

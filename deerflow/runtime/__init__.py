@@ -9,6 +9,7 @@ services of the plugins it adopted. Cross-cutting concerns attach through
 
 from deerflow.runtime._context import TaskContext, TaskDispatch, TaskView
 from deerflow.runtime._engine import Engine, RunHandle, default_store
+from deerflow.runtime._rebuild import GroupMember, RebuildingMember
 from deerflow.runtime._registry import WorkflowRegistry
 from deerflow.runtime._results import RunResult, TaskResult
 from deerflow.runtime._service import BackgroundService
@@ -26,10 +27,12 @@ from deerflow.runtime.plugins import Plugin, Service
 __all__ = [
     "BackgroundService",
     "Engine",
+    "GroupMember",
     "HistoryFolded",
     "HookChain",
     "Hooks",
     "Plugin",
+    "RebuildingMember",
     "RunHandle",
     "RunResult",
     "ScheduleTicks",

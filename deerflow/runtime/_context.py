@@ -123,6 +123,7 @@ class TaskContext:
         input: the run's input (for a sub-workflow: the upstream output).
         tasks: upstream tasks by id (``context.tasks["extract"].output``).
         trigger_event: the event that started the run (S3, Kafka, webhook), or ``None``.
+        trigger_events: a batch's run: the trigger events of its batch's runs.
         idempotency_key: ``run_id/task_id``, stable across retries and redeliveries: key
             side effects on it to make them exactly-once.
         attempt_key: ``run_id/task_id/attempt``, stable across redeliveries of one attempt.
@@ -156,6 +157,21 @@ class TaskContext:
         if self._trigger_event is None and self._dispatch.trigger is not None:
             self._trigger_event = trigger_event_view(self._dispatch.trigger)
         return self._trigger_event
+
+    @property
+    def trigger_events(self) -> list[Any]:
+        """A batch's run (``Workflow(batch=...)``): the trigger event of every run of its batch,
+        oldest first, typed as :attr:`trigger_event` is (a run started by hand brings
+        ``{"params": ..., "input": ...}``); any other run: its own trigger event, if any."""
+        members = self._dispatch.extra.get("trigger_events")
+        if members is None:
+            return [] if self.trigger_event is None else [self.trigger_event]
+        return [
+            trigger_event_view(m["trigger"])
+            if m.get("trigger") is not None
+            else {"params": m.get("params"), "input": m.get("input")}
+            for m in members
+        ]
 
     @property
     def payload(self) -> Any:

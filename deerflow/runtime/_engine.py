@@ -289,6 +289,7 @@ class Engine:
         run_id: str | None = None,
         trigger: Mapping[str, Any] | None = None,
         correlation_id: str | None = None,
+        priority: int = 0,
     ) -> RunHandle: ...
 
     async def start(
@@ -300,8 +301,10 @@ class Engine:
         run_id: str | None = None,
         trigger: Mapping[str, Any] | None = None,
         correlation_id: str | None = None,
+        priority: int = 0,
     ) -> RunHandle | None:
-        """Start the engine (no arguments) or start a run of ``workflow``."""
+        """Start the engine (no arguments) or start a run of ``workflow`` (see
+        :meth:`start_run`)."""
         if workflow is None:
             await self._start_engine()
             return None
@@ -312,6 +315,7 @@ class Engine:
             run_id=run_id,
             trigger=trigger,
             correlation_id=correlation_id,
+            priority=priority,
         )
 
     async def open(self) -> None:
@@ -440,13 +444,18 @@ class Engine:
         trigger: Mapping[str, Any] | None = None,
         correlation_id: str | None = None,
         parent: h.ParentRef | None = None,
+        priority: int = 0,
     ) -> RunHandle:
         """Durably request a run and return its handle.
 
         A ``run_id`` that already exists returns the existing run's handle: the duplicate
         request is ignored by the history fold (idempotent start), or, for an archived run,
-        not appended at all.
+        not appended at all. ``priority``: where runs of the workflow queue (flow control),
+        higher starts first (a run waiting long enough still passes newer ones of higher
+        priority).
         """
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise TypeError(f"priority must be an int, not {type(priority).__name__}")
         await self._start_engine()
         wf = self._resolve(workflow)
         refusal = wf.start_refusal()
@@ -473,6 +482,7 @@ class Engine:
             trigger=dict(trigger) if trigger is not None else None,
             parent=parent,
             correlation_id=correlation_id,
+            priority=priority,
         )
         await self.append_history([event])
         return RunHandle(self, rid, wf.name)

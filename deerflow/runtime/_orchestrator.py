@@ -89,7 +89,7 @@ def build_dispatch(wf: WorkflowDef, state: RunState, event: h.TaskScheduled) -> 
         trigger=state.trigger,
         upstream=_upstream(state, visible),
         correlation_id=state.correlation_id,
-        extra=extra,
+        extra={**extra, **wf.dispatch_extra(state)},
         traceparent=state.traceparent,
     )
 

@@ -66,7 +66,10 @@ class RunResult(BaseModel):
     beside the other fields, and a result read back from JSON has them in ``extras`` again. A
     state machine adds two, also read as properties: :attr:`state`, an instance's current
     state, and :attr:`transitions`, its transition history (applied, rejected and failed
-    requests).
+    requests). Flow control adds :attr:`flow`, where a run stands at its gate (``key``;
+    ``status``: queued, admitted, dropped, superseded or batched; when it queued and was
+    admitted; ``not_before`` when a rate limit or debounce delays it); a queued run's
+    ``status`` is ``queued``.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -128,14 +131,20 @@ class RunResult(BaseModel):
         return list(self.extras.get("transitions") or [])
 
     @property
+    def flow(self) -> dict[str, Any] | None:
+        """Where a run of a workflow with flow control stands at its gate (``None``: none)."""
+        value = self.extras.get("flow")
+        return None if value is None else dict(value)
+
+    @property
     def ok(self) -> bool:
         """Whether the run completed."""
         return self.status == "completed"
 
     @property
     def done(self) -> bool:
-        """Whether the run has ended, whichever way (a parked run has not)."""
-        return self.status not in ("running", PARKED)
+        """Whether the run has ended, whichever way (a parked or a queued run has not)."""
+        return self.status != PARKED and self.status not in s.LIVE_STATUSES
 
     def raise_for_status(self) -> RunResult:
         """Return ``self`` if completed, else raise :class:`deerflow.errors.RunFailed`."""
@@ -186,7 +195,7 @@ def run_result(state: s.RunState, wf: WorkflowDef | None = None) -> RunResult:
         run_id=state.run_id,
         workflow=state.workflow,
         version=state.version,
-        status=PARKED if parked else state.status,
+        status=PARKED if parked else s.status_of(state),
         output=state.output,
         error=parked or (state.error if state.status != s.RUN_COMPLETED else None),
         failed_task=state.failed_task,

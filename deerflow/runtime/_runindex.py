@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 
 import deerflow._codec as _codec
 from deerflow.core import history as h
-from deerflow.core.state import RunState, fold
+from deerflow.core.state import LIVE_STATUSES, RunState, fold
 from deerflow.core.topics import Topics
 from deerflow.errors import PayloadUnreadable
 from deerflow.log.base import EventLog, LogReader, Record, TopicPartition
@@ -302,7 +302,7 @@ class RunIndex:
         live = self._live.get(event.run_id)
         if live is None:
             row = rows.get(event.run_id)
-            ended = row is not None and row["status"] != "running"
+            ended = row is not None and row["status"] not in LIVE_STATUSES
             if ended and not isinstance(event, h.RunRetryRequested):
                 return None  # an ended run's fold takes nothing else: no need to load it
             if row is not None:
@@ -372,7 +372,7 @@ class RunIndex:
         records of it change nothing), else everything this process applied."""
         live = self._live.get(row["run_id"])
         stop = max(int(row["last_offset"]), live.last_offset if live else 0) + 1
-        if row["status"] == "running" or (live is not None and not live.state.terminal):
+        if row["status"] in LIVE_STATUSES or (live is not None and not live.state.terminal):
             stop = max(stop, self._position.get(int(row["partition_id"]), 0))
         return stop
 
@@ -475,7 +475,7 @@ class RunIndex:
         """The ids of the runs that have not ended (running or parked)."""
         await self.start()
         ids: set[str] = set()
-        for status in ("running", "parked"):
+        for status in ("parked", *sorted(LIVE_STATUSES)):
             query = RunQuery(status=status, limit=None)
             rows = await self._call(functools.partial(self.store_().query, query))
             ids.update(row["run_id"] for row in rows)
@@ -529,7 +529,7 @@ class RunIndex:
         tp = TopicPartition(self._topics.history, int(row["partition_id"]))
         found = await _read_range(self._log, tp, int(row["first_offset"]), stop)
         found = [r for r in found if r.key == run_id]
-        if found or row["status"] == "running":
+        if found or row["status"] in LIVE_STATUSES:
             return found
         location = archived["location"] if archived is not None else None
         if location is None and self.archive is not None:

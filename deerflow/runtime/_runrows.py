@@ -14,7 +14,7 @@ from typing import Any
 
 import deerflow._codec as _codec
 from deerflow.core import history as h
-from deerflow.core.state import RUN_RUNNING, RunState
+from deerflow.core.state import LIVE_STATUSES, RUN_RUNNING, SHOWN, RunState
 
 #: Bumped when the tables change: an index of a version :data:`MIGRATIONS` does not lead
 #: from is rebuilt from the history.
@@ -329,6 +329,11 @@ def summary_state(row: sqlite3.Row) -> RunState:
     """A run as its row tells it: everything but its tasks, transitions and timers."""
     body = _codec.loads(row["body"])
     parent = body.get("parent")
+    # what the extensions' indexed values were read from (a state machine's state)
+    extensions: dict[str, Any] = _codec.loads(row["extras"]) if row["extras"] else {}
+    status = row["status"]
+    if status in LIVE_STATUSES and status != RUN_RUNNING:  # a running run held before it starts
+        extensions[SHOWN], status = status, RUN_RUNNING
     return RunState(
         run_id=row["run_id"],
         workflow=row["workflow"],
@@ -340,14 +345,13 @@ def summary_state(row: sqlite3.Row) -> RunState:
         correlation_id=row["correlation_id"],
         traceparent=body.get("traceparent"),
         requested=True,
-        status=row["status"],
+        status=status,
         output=body.get("output"),
         error=row["error"],
         failed_task=row["failed_task"],
         started_at=row["started_at"],
         finished_at=row["finished_at"],
-        # what the extensions' indexed values were read from (a state machine's state)
-        extensions=_codec.loads(row["extras"]) if row["extras"] else {},
+        extensions=extensions,
         events=row["events"],
         retries=row["retries"],
         parked=row["parked"],

@@ -25,7 +25,7 @@ from dataclasses import replace
 from typing import Any
 
 import deerflow._codec as _codec
-from deerflow.core.state import RUN_RUNNING, indexed_filters, indexed_values
+from deerflow.core.state import RUN_RUNNING, indexed_filters, indexed_values, status_of
 from deerflow.errors import DeerflowError, RunNotFound
 from deerflow.runtime._runrows import (
     ARCHIVE_SCHEMA,
@@ -227,7 +227,7 @@ class VisibilityStore:
                 s.run_id,
                 s.workflow,
                 s.version,
-                s.status,
+                status_of(s),
                 s.parked if s.status == RUN_RUNNING else None,
                 kind,
                 name,

@@ -9,6 +9,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from deerflow.core.expand import node_of
+from deerflow.core.state import status_of
 from deerflow.errors import RunNotFound
 from deerflow.runtime import TaskResult
 from deerflow.web import _runs
@@ -26,7 +27,16 @@ from deerflow.web._html import (
     when,
 )
 
-STATUSES = ["running", "completed", "failed", "cancelled", "compensated", "compensation_failed"]
+STATUSES = [
+    "running",
+    "queued",
+    "completed",
+    "failed",
+    "cancelled",
+    "dropped",
+    "compensated",
+    "compensation_failed",
+]
 SINCE = ["15m", "1h", "24h", "7d"]
 CHILD_ROWS = 200  # rows of one expanded node's children on the page; the graph shows them all
 
@@ -95,8 +105,8 @@ async def runs_page(request: web.Request) -> web.StreamResponse:
     chips = "".join(f'<span class="chip">{badge(k)} {v}</span>' for k, v in sorted(counts.items()))
     p = ctx.ui_prefix
     rows = "".join(
-        f'<tr data-run-id="{escape(s.run_id)}" data-status="{escape(s.status)}">'
-        f"<td>{link_run(p, s.run_id)}</td><td>{escape(s.workflow)}</td><td>{badge(s.status)}"
+        f'<tr data-run-id="{escape(s.run_id)}" data-status="{escape(status_of(s))}">'
+        f"<td>{link_run(p, s.run_id)}</td><td>{escape(s.workflow)}</td><td>{badge(status_of(s))}"
         f"</td><td>{escape(_runs.trigger_label(s))}</td><td>{when(s.started_at)}</td>"
         f"<td>{duration(s.started_at, s.finished_at)}</td>"
         f'<td class="error">{escape((s.error or "")[:160]) if s.status != "completed" else ""}'
@@ -166,9 +176,24 @@ def _facts(detail: _runs.RunDetail, prefix: str) -> str:
         items.append(("parent run", link_run(prefix, r.parent_run_id)))
     if detail.archived:
         items.append(("archived", f"{badge('archived')} <code>{escape(detail.archived)}</code>"))
+    if r.flow:
+        items.append(("flow control", _flow_fact(r.flow)))
     if r.error:
         items.append(("error", f'<span class="error">{escape(r.error)}</span>'))
     return '<dl class="facts">' + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in items) + "</dl>"
+
+
+def _flow_fact(flow: dict[str, Any]) -> str:
+    """Where a run stands at its flow-control gate, as people read it."""
+    key = f"<code>{escape(str(flow.get('key', '')))}</code>"
+    status = flow.get("status")
+    if status == "queued":
+        return f"queued since {when(flow.get('queued_at'))}: waits for a slot of {key}"
+    if status == "admitted" and flow.get("not_before"):
+        return f"admitted; a rate limit of {key} starts it at {when(flow['not_before'])}"
+    if status == "admitted":
+        return f"admitted by {key} at {when(flow.get('admitted_at'))}"
+    return f"{escape(str(status))} by {key}"
 
 
 def _attempt_rows(rows: list[dict[str, Any]]) -> str:

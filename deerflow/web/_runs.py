@@ -19,7 +19,7 @@ import deerflow._codec as _codec
 from deerflow.core import RunState
 from deerflow.core import WorkflowDef as Workflow
 from deerflow.core import history as h
-from deerflow.core.state import RUN_FAILED, waits_of
+from deerflow.core.state import RUN_FAILED, status_of, waits_of
 from deerflow.engine import Engine
 from deerflow.errors import DeerflowError, RunEnded, RunNotFound
 from deerflow.events import trigger_name
@@ -343,7 +343,7 @@ def summary(state: RunState) -> dict[str, Any]:
         "run_id": state.run_id,
         "workflow": state.workflow,
         "version": state.version,
-        "status": state.status,
+        "status": status_of(state),
         "trigger": trigger_label(state),
         "started_at": state.started_at,
         "finished_at": state.finished_at,

@@ -1,0 +1,192 @@
+"""``concurrency=`` and ``rate_limit=`` on :class:`~deerflow.Workflow` (``FlowMixin``).
+
+A run of a workflow with flow control starts queued: as its owner first decides it, it
+records :class:`~deerflow.flow._fold.RunQueued` and then decides nothing until its gate
+admits it (:mod:`deerflow.flow._service`). As it ends, it records
+:class:`~deerflow.flow._fold.FlowReleased` before its terminal event, which frees its slot.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from deerflow.core import RunState, WorkflowDef
+from deerflow.core import history as h
+from deerflow.flow._fold import (
+    FLOW_FOLD,
+    BatchDue,
+    FlowReleased,
+    RunQueued,
+    due_id,
+    queued_id,
+    released_id,
+)
+from deerflow.flow._service import FLOW
+from deerflow.flow._spec import (
+    Batch,
+    Concurrency,
+    Debounce,
+    FlowSpec,
+    RateLimit,
+    flow_spec,
+    key_value,
+)
+
+#: the durable timer a run a rate limit delays waits on
+DELAY_TIMER = "flow:delay"
+#: the durable timer of a batch's timeout
+BATCH_TIMER = "flow:batch"
+
+
+class FlowMixin(WorkflowDef):
+    """Adds flow control (concurrency keys, rate limits) to a workflow's runs."""
+
+    @property
+    def flow_spec(self) -> FlowSpec | None:
+        """The workflow's checked flow control, or ``None``."""
+        spec: FlowSpec | None = self.__dict__.get("_flow_spec")
+        return spec
+
+    def set_flow(
+        self,
+        *,
+        concurrency: Concurrency | None = None,
+        rate_limit: RateLimit | None = None,
+        debounce: Debounce | None = None,
+        batch: Batch | None = None,
+    ) -> None:
+        """Gate this workflow's runs (see :class:`Concurrency`, :class:`RateLimit`,
+        :class:`Debounce`, :class:`Batch`).
+
+        Raises:
+            DefinitionError: a bad option (a limit below 1, a period that does not parse, a
+                key that is not a path into ``params`` or ``input``), naming the workflow.
+        """
+        spec = flow_spec(self.name, concurrency, rate_limit, debounce, batch)
+        self.__dict__["_flow_spec"] = spec
+        if spec is not None and FLOW not in self.plugins:
+            self.plugins.append(FLOW)
+
+    def decide_run(self, state: RunState, now: float) -> list[h.HistoryEvent] | None:
+        """Queue a new run at its gate; wait for its admission (and its rate limit's delay);
+        then decide as the workflow would, releasing the gate before a terminal event."""
+        part = state.extensions.get(FLOW_FOLD.key)
+        spec = self.flow_spec
+        if part is None:
+            if spec is not None and not state.tasks:
+                return self._queue(spec, state, now)
+        elif part.get("status") == "queued":
+            return (
+                []
+                if spec is None or spec.batch_timeout is None
+                else _batch_due(state, spec, part, now)
+            )
+        elif (delay := self._delay(state, part.get("not_before"), now)) is not None:
+            return delay
+        own = super().decide_run(state, now)
+        if own and part is not None:
+            return _released_before_end(state, own, part["key"], now)
+        return own
+
+    def dispatch_extra(self, state: RunState) -> dict[str, Any]:
+        """A batch's run: every run's trigger event (or params and input), oldest first."""
+        extra = super().dispatch_extra(state)
+        part = state.extensions.get(FLOW_FOLD.key)
+        if part is None or self.flow_spec is None or self.flow_spec.batch_size is None:
+            return extra
+        members = sorted(
+            [member_of(state), *part.get("batch", [])], key=lambda m: m.get("requested_at") or 0
+        )
+        return {**extra, "trigger_events": members}
+
+    def on_ending(self, state: RunState, now: float) -> list[h.HistoryEvent]:
+        """A gated run frees its slot (or its queue place) as it ends."""
+        before = super().on_ending(state, now)
+        part = state.extensions.get(FLOW_FOLD.key)
+        if part is None or part.get("released"):
+            return before
+        return [*before, _release(state, part["key"], now)]
+
+    def _queue(self, spec: FlowSpec, state: RunState, now: float) -> list[h.HistoryEvent]:
+        value, error = key_value(spec.key, state.params, state.input)
+        if error is not None:
+            return [
+                h.RunFailed(
+                    id=h.event_id(state.run_id, "failed", "flow"),
+                    run_id=state.run_id,
+                    ts=now,
+                    error=f"flow control: {error}",
+                )
+            ]
+        return [
+            RunQueued(
+                id=queued_id(state.run_id),
+                run_id=state.run_id,
+                ts=now,
+                workflow=self.name,
+                key=f"{self.name}/{value}",
+                limits=spec.limits(),
+                priority=state.priority,
+                requested_at=state.started_at or now,
+                member=None if spec.batch_size is None else member_of(state),
+            )
+        ]
+
+    @staticmethod
+    def _delay(
+        state: RunState, not_before: float | None, now: float
+    ) -> list[h.HistoryEvent] | None:
+        """While a rate limit delays the run: its timer (once), then nothing until it fires."""
+        if not_before is None or now >= not_before:
+            return None
+        return _timer(state, DELAY_TIMER, not_before, now)
+
+
+def member_of(state: RunState) -> dict[str, Any]:
+    """What a run brings to its batch: its id, when it was requested, its trigger event,
+    params and input."""
+    return {
+        "run_id": state.run_id,
+        "requested_at": state.started_at,
+        "trigger": state.trigger,
+        "params": state.params,
+        "input": state.input,
+    }
+
+
+def _batch_due(
+    state: RunState, spec: FlowSpec, part: dict[str, Any], now: float
+) -> list[h.HistoryEvent]:
+    """A queued run of a batched workflow: its timeout's timer, then :class:`BatchDue` once."""
+    assert spec.batch_timeout is not None
+    if part.get("due"):
+        return []
+    fire_at = (state.started_at or now) + spec.batch_timeout
+    if now >= fire_at:
+        key = part["key"]
+        return [BatchDue(id=due_id(state.run_id), run_id=state.run_id, ts=now, key=key)]
+    return _timer(state, BATCH_TIMER, fire_at, now)
+
+
+def _timer(state: RunState, timer: str, fire_at: float, now: float) -> list[h.HistoryEvent]:
+    """Start the run's durable timer ``timer`` (once: nothing while it runs)."""
+    if timer in state.timers:
+        return []
+    ident = h.event_id(state.run_id, timer, "started")
+    return [h.TimerStarted(id=ident, run_id=state.run_id, ts=now, timer_id=timer, fire_at=fire_at)]
+
+
+def _release(state: RunState, key: str, now: float) -> FlowReleased:
+    return FlowReleased(id=released_id(state.run_id), run_id=state.run_id, ts=now, key=key)
+
+
+def _released_before_end(
+    state: RunState, events: list[h.HistoryEvent], key: str, now: float
+) -> list[h.HistoryEvent]:
+    """``events`` of a run deciding itself (a state machine), its release before its end."""
+    if state.extensions.get(FLOW_FOLD.key, {}).get("released"):
+        return events
+    for i, event in enumerate(events):
+        if event.run_id == state.run_id and event.type in h.TERMINAL_TYPES:
+            return [*events[:i], _release(state, key, now), *events[i:]]
+    return events

@@ -1,0 +1,283 @@
+"""One partition of the flow topic, as a gate decides it (pure, bounded).
+
+A gate folds the partition's records in order: a *request* (a run queued, with its key's
+limits and its priority) and a *release* (a run ended). Per key it holds only the ids of the
+runs running and queued, and the start times of the last ``rate`` admissions. Every decision
+depends only on the records and their times (never the gate's clock), so a gate rebuilt from
+the partition after a kill or a takeover reaches the same decisions, whose ids are the runs':
+appended twice, they change nothing.
+
+Order: the queue of a key serves the highest priority first and, within one priority, the
+oldest; a run's priority counts as :data:`AGING` seconds of waiting per point, so a run of
+lower priority queued long enough ahead goes first (no starvation).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from deerflow.core import history as h
+from deerflow.flow._fold import (
+    BatchJoined,
+    RunAdmitted,
+    RunBatched,
+    RunDropped,
+    RunSuperseded,
+    admitted_id,
+    batched_id,
+    dropped_id,
+    joined_id,
+    superseded_id,
+)
+
+#: seconds of waiting one point of priority is worth in a queue's order
+AGING = 60.0
+#: ids of ended runs a partition remembers, so that a request routed again is not queued again
+ENDED_WINDOW = 100_000
+#: records between two sweeps of the keys that hold nothing (a key whose runs were all
+#: dropped, or admitted by a rate limit alone, has no release to clear it)
+SWEEP_EVERY = 1024
+
+
+@dataclass(slots=True)
+class KeyGate:
+    """What a gate holds for one key: running and queued run ids, recent starts."""
+
+    limits: dict[str, Any]
+    running: dict[str, None] = field(default_factory=dict)
+    #: (order, sequence, run id, queued at): a heap, the next to admit first
+    queue: list[tuple[float, int, str, float]] = field(default_factory=list)
+    queued: set[str] = field(default_factory=set)
+    #: when the last ``rate`` admitted runs start (a rate limit's window)
+    starts: deque[float] = field(default_factory=deque)
+    #: debounce: the run of the current burst, when it was requested, when the burst began,
+    #: when the run starts
+    pending: tuple[str, float, float, float] | None = None
+    #: batch: the run taking the open batch, and how many runs it holds
+    batch: tuple[str, int] | None = None
+
+    def idle(self, now: float) -> bool:
+        """Whether it holds nothing a later decision reads."""
+        period = self.limits.get("period") or 0.0
+        recent = bool(self.starts) and self.starts[-1] + period > now
+        return (
+            not self.running
+            and not self.queue
+            and not recent
+            and self.pending is None
+            and self.batch is None
+        )
+
+
+@dataclass(slots=True)
+class Counts:
+    """What one gate decided, for the ``deerflow_flow_*`` metrics."""
+
+    queued: int = 0
+    admitted: int = 0
+    delayed: int = 0
+    dropped: int = 0
+    superseded: int = 0
+
+
+class PartitionGate:
+    """The keys of one partition of the flow topic (see the module docstring)."""
+
+    def __init__(self, *, ended_window: int = ENDED_WINDOW) -> None:
+        self.keys: dict[str, KeyGate] = {}
+        self._ended: dict[str, None] = {}
+        self._ended_window = ended_window
+        self._sequence = 0
+        self._applied = 0
+        self.counts = Counts()
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def apply(self, key: str, body: dict[str, Any]) -> list[h.HistoryEvent]:
+        """Fold one record of ``key``; the admissions and drops it decides."""
+        self._applied += 1
+        if self._applied % SWEEP_EVERY == 0:
+            self._sweep(float(body.get("ts") or 0.0))
+        kind = body.get("k")
+        if kind == "req":
+            return self._request(key, body)
+        if kind == "rel":
+            return self._release(key, str(body["run"]), float(body["ts"]))
+        if kind == "due":
+            gate = self.keys.get(key)
+            run = str(body["run"])
+            if gate is None or gate.batch is None or gate.batch[0] != run:
+                return []  # its batch was closed already (full), or it joined another
+            return [self._close_batch(gate, float(body["ts"]))]
+        return []
+
+    def _request(self, key: str, body: dict[str, Any]) -> list[h.HistoryEvent]:
+        run, ts = str(body["run"]), float(body["ts"])
+        gate = self.keys.get(key)
+        if gate is None:
+            gate = self.keys[key] = KeyGate(dict(body.get("limits") or {}))
+        else:
+            gate.limits = dict(body.get("limits") or gate.limits)  # the latest definition's
+        if run in self._ended or run in gate.running or run in gate.queued:
+            return []  # routed again
+        if gate.pending is not None and gate.pending[0] == run:
+            return []
+        self.counts.queued += 1
+        if gate.limits.get("debounce") is not None:
+            return self._debounce(key, gate, run, float(body.get("at") or ts), ts)
+        if gate.limits.get("batch") is not None:
+            return self._join(gate, run, body, ts)
+        order = float(body.get("at") or ts) - AGING * int(body.get("prio") or 0)
+        self._sequence += 1
+        heapq.heappush(gate.queue, (order, self._sequence, run, ts))
+        gate.queued.add(run)
+        return self._admit(key, gate, ts)
+
+    def _release(self, key: str, run: str, ts: float) -> list[h.HistoryEvent]:
+        self._end(run)
+        gate = self.keys.get(key)
+        if gate is None:
+            return []
+        gate.running.pop(run, None)
+        if gate.pending is not None and gate.pending[0] == run:
+            gate.pending = None
+        if gate.batch is not None and gate.batch[0] == run:
+            gate.batch = None  # its run ended before it started (cancelled)
+        if run in gate.queued:  # cancelled while queued: its heap entry is skipped when met
+            gate.queued.discard(run)
+        out = self._admit(key, gate, ts)
+        if gate.idle(ts):
+            del self.keys[key]
+        return out
+
+    def _admit(self, key: str, gate: KeyGate, now: float) -> list[h.HistoryEvent]:
+        """Admit queued runs while the key's concurrency limit allows."""
+        out: list[h.HistoryEvent] = []
+        limit = gate.limits.get("concurrency")
+        while gate.queue and (limit is None or len(gate.running) < limit):
+            _, _, run, queued_at = heapq.heappop(gate.queue)
+            if run not in gate.queued:
+                continue  # it ended while queued
+            gate.queued.discard(run)
+            out.append(self._start(key, gate, run, queued_at, now))
+        return out
+
+    def _start(
+        self, key: str, gate: KeyGate, run: str, queued_at: float, now: float
+    ) -> h.HistoryEvent:
+        """Admit ``run`` now, at its rate limit's next start, or drop it."""
+        rate, period = gate.limits.get("rate"), gate.limits.get("period")
+        start = now
+        if rate is not None and period is not None:
+            while len(gate.starts) > rate:
+                gate.starts.popleft()
+            if len(gate.starts) >= rate:
+                start = max(now, gate.starts[0] + period)
+            if start > now and gate.limits.get("drop"):
+                self.counts.dropped += 1
+                self._end(run)
+                return RunDropped(
+                    id=dropped_id(run),
+                    run_id=run,
+                    ts=now,
+                    reason=f"rate limit of {key}: {rate} runs per {period:g}s exceeded",
+                )
+            gate.starts.append(start)
+            if len(gate.starts) > rate:
+                gate.starts.popleft()
+        gate.running[run] = None
+        self.counts.admitted += 1
+        if start > now:
+            self.counts.delayed += 1
+        return RunAdmitted(
+            id=admitted_id(run),
+            run_id=run,
+            ts=now,
+            not_before=start if start > now else None,
+            waited=max(0.0, now - queued_at),
+        )
+
+    def _debounce(
+        self, key: str, gate: KeyGate, run: str, at: float, now: float
+    ) -> list[h.HistoryEvent]:
+        """Hold ``run`` a period; of two runs within one, the one requested later goes on."""
+        period = float(gate.limits["debounce"])
+        timeout = gate.limits.get("debounce_timeout")
+        pending = gate.pending
+        out: list[h.HistoryEvent] = []
+        if pending is None or at >= pending[3]:  # a new burst
+            began = at
+        else:
+            began = min(pending[2], at)
+            if at < pending[1]:  # routed after a later run of the burst: that one goes on
+                gate.pending = (pending[0], pending[1], began, pending[3])
+                return [self._supersede(key, run, pending[0], now)]
+            out.append(self._supersede(key, pending[0], run, now))
+        start = at + period if timeout is None else min(at + period, began + float(timeout))
+        gate.pending = (run, at, began, start)
+        self.counts.admitted += 1
+        out.append(RunAdmitted(id=admitted_id(run), run_id=run, ts=now, not_before=max(start, now)))
+        return out
+
+    def _join(
+        self, gate: KeyGate, run: str, body: dict[str, Any], now: float
+    ) -> list[h.HistoryEvent]:
+        """Open a batch with ``run``, or add it to the open one (closed once full)."""
+        size = int(gate.limits["batch"])
+        if gate.batch is None:
+            gate.batch = (run, 1)
+            return [self._close_batch(gate, now)] if size <= 1 else []
+        leader, count = gate.batch
+        self._end(run)
+        member = dict(body.get("member") or {"run_id": run})
+        out: list[h.HistoryEvent] = [
+            BatchJoined(id=joined_id(leader, run), run_id=leader, ts=now, member=member),
+            RunBatched(id=batched_id(run), run_id=run, ts=now, into=leader),
+        ]
+        gate.batch = (leader, count + 1)
+        if count + 1 >= size:
+            out.append(self._close_batch(gate, now))
+        return out
+
+    def _close_batch(self, gate: KeyGate, now: float) -> RunAdmitted:
+        """Admit the run of the open batch: it starts with the runs it holds."""
+        assert gate.batch is not None
+        leader = gate.batch[0]
+        gate.batch = None
+        gate.running[leader] = None
+        self.counts.admitted += 1
+        return RunAdmitted(id=admitted_id(leader), run_id=leader, ts=now)
+
+    def _supersede(self, key: str, run: str, by: str, now: float) -> RunSuperseded:
+        self._end(run)
+        self.counts.superseded += 1
+        return RunSuperseded(
+            id=superseded_id(run),
+            run_id=run,
+            ts=now,
+            reason=f"debounce of {key}: superseded by run {by}",
+            by=by,
+        )
+
+    def _sweep(self, now: float) -> None:
+        """Forget the keys that hold nothing a later decision reads (as of record time ``now``:
+        a gate rebuilt from the same records sweeps alike)."""
+        for key in [k for k, gate in self.keys.items() if gate.idle(now)]:
+            del self.keys[key]
+
+    def _end(self, run: str) -> None:
+        self._ended[run] = None
+        while len(self._ended) > self._ended_window:
+            del self._ended[next(iter(self._ended))]
+
+    def queued(self) -> int:
+        """Runs queued, over all keys."""
+        return sum(len(g.queued) for g in self.keys.values())
+
+    def running(self) -> int:
+        """Runs admitted and not ended, over all keys."""
+        return sum(len(g.running) for g in self.keys.values())

@@ -1,0 +1,152 @@
+"""The flow-control services: a router that re-keys requests and releases, and the gates.
+
+Both run in every engine whose workflows have flow control (they carry :data:`FLOW`):
+
+* the **router** (group ``<prefix>.flow.router``) reads the history. Each run's
+  :class:`~deerflow.flow._fold.RunQueued` becomes a *request*, its
+  :class:`~deerflow.flow._fold.FlowReleased` a *release* (and a batch's
+  :class:`~deerflow.flow._fold.BatchDue` a *due*), records of the ``<prefix>.flow``
+  topic keyed by the gate key (``<workflow>/<key value>``): one key's runs meet in one
+  partition, whichever history partitions they come from.
+* the **gates** (group ``<prefix>.gates``) hold, per assigned partition of the flow topic, a
+  :class:`~deerflow.flow._gate.PartitionGate`, and append its admissions and drops to the
+  runs' histories. On assignment a partition's gate is rebuilt by reading the partition from
+  its start: decisions of records before the group's committed offset were appended already,
+  those of later records are appended now (what a killed member decided but had not
+  appended). Input is committed only with the decisions it caused (at least once; the
+  decisions' ids are the runs', so a repeat changes nothing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import deerflow._codec as _codec
+from deerflow.core import history as h
+from deerflow.flow._fold import BatchDue, FlowReleased, RunQueued
+from deerflow.flow._gate import PartitionGate
+from deerflow.log.base import GroupConsumer, Message, Record
+from deerflow.runtime import Engine, GroupMember, Plugin, RebuildingMember, Service
+
+_TYPES = (b'"RunQueued"', b'"FlowReleased"', b'"BatchDue"')
+
+
+def flow_topic(engine: Engine) -> str:
+    """The topic requests and releases are re-keyed into, by gate key."""
+    return f"{engine.topics.prefix}.flow"
+
+
+class FlowRouter(GroupMember):
+    """Re-keys the history's ``RunQueued`` and ``FlowReleased`` into the flow topic."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        self.topic = flow_topic(engine)
+
+    def loop_name(self) -> str:
+        """See :meth:`BackgroundService.loop_name`."""
+        return "deerflow-flow-router"
+
+    async def _open(self) -> None:
+        log_, topics = self.engine.log, self.engine.topics
+        partitions = await log_.partition_count(topics.history)
+        await log_.ensure_topic(self.topic, partitions, keep_forever=True)
+        self._consumer = log_.consumer(f"{self.topic}.router", [topics.history])
+        await self._consumer.start()
+
+    async def _handle(self, consumer: GroupConsumer, records: list[Record]) -> None:
+        if not records:
+            return
+        out = list(route(self.topic, records))
+        offsets = {r.tp: r.offset + 1 for r in records}
+        await consumer.append_and_commit(self.engine.log, out, offsets)
+
+
+def route(topic: str, records: Iterable[Record]) -> Iterator[Message]:
+    """The flow-topic records history ``records`` become."""
+    for record in records:
+        value = record.value
+        if not any(t in value for t in _TYPES):
+            continue  # most history records concern no gate: a byte check skips them
+        try:
+            event = h.decode(value)
+        except ValueError:
+            continue
+        body: dict[str, object]
+        if isinstance(event, RunQueued):
+            body = {
+                "k": "req",
+                "run": event.run_id,
+                "ts": event.ts,
+                "at": event.requested_at or event.ts,
+                "prio": event.priority,
+                "limits": event.limits,
+            }
+            if event.member is not None:
+                body["member"] = event.member
+        elif isinstance(event, FlowReleased):
+            body = {"k": "rel", "run": event.run_id, "ts": event.ts}
+        elif isinstance(event, BatchDue):
+            body = {"k": "due", "run": event.run_id, "ts": event.ts}
+        else:
+            continue
+        yield Message(topic=topic, key=event.key, value=_codec.dumps(body))
+
+
+class Gate(RebuildingMember[PartitionGate]):
+    """One :class:`PartitionGate` per assigned partition of the flow topic."""
+
+    what = "flow"
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        self.topic = flow_topic(engine)
+
+    def loop_name(self) -> str:
+        """See :meth:`BackgroundService.loop_name`."""
+        return "deerflow-flow-gate"
+
+    async def _open(self) -> None:
+        log_ = self.engine.log
+        partitions = await log_.partition_count(self.engine.topics.history)
+        await log_.ensure_topic(self.topic, partitions, keep_forever=True)
+        group = f"{self.engine.topics.prefix}.gates"
+        self._consumer = log_.consumer(group, [self.topic], listener=self)
+        await self._consumer.start()
+
+    def new_state(self) -> PartitionGate:
+        """An empty gate."""
+        return PartitionGate()
+
+    def describe(self, state: PartitionGate) -> str:
+        """See :meth:`RebuildingMember.describe`."""
+        return f"{len(state)} keys, {state.queued()} runs queued, {state.running()} admitted"
+
+    def apply(self, state: PartitionGate, record: Record) -> list[h.HistoryEvent]:
+        """Fold one request or release; the admissions and drops it decides."""
+        try:
+            body = _codec.loads(record.value)
+        except ValueError:
+            return []
+        if not isinstance(body, dict):
+            return []
+        return state.apply(record.key or "", body)
+
+    def queued_runs(self) -> int:
+        """Runs queued at this process's gates."""
+        return sum(g.queued() for g in self.partitions.values())
+
+    def admitted_runs(self) -> int:
+        """Runs admitted and not ended at this process's gates."""
+        return sum(g.running() for g in self.partitions.values())
+
+
+class FlowPlugin(Plugin):
+    """Runs the router and a gate in engines whose workflows have flow control."""
+
+    def services(self, engine: Engine) -> Iterable[Service]:
+        """The engine's router and gate."""
+        return [FlowRouter(engine), Gate(engine)]
+
+
+FLOW = FlowPlugin()

@@ -1,0 +1,95 @@
+"""Batches: one run takes up to N runs of a key requested together, with every run's trigger
+event (memory, SQLite, Kafka)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+import pytest
+
+from deerflow import Batch, DefinitionError, Engine, Workflow
+from deerflow.connectors import WebhookGateway, sources_for
+from deerflow.events import WebhookEvent
+from deerflow.flow import BatchJoined, RunBatched
+from tests.logs import history
+
+
+def batched(name: str, **options: object) -> Workflow:
+    wf = Workflow(name, batch=Batch(key="params.account", **options))  # type: ignore[arg-type]
+
+    @wf.task(id="charge")
+    def charge(context):
+        return [event["params"]["amount"] for event in context.trigger_events]
+
+    return wf
+
+
+async def test_a_full_batch_runs_once_with_every_runs_event(store):
+    wf = batched("charges", max_size=3, timeout="1h")
+    async with Engine(store, [wf]) as engine:
+        runs = [await engine.start(wf, params={"account": "a1", "amount": i}) for i in range(1, 7)]
+        results = await asyncio.gather(*(run.result(timeout=60) for run in runs))
+        events = await history(engine)
+    completed = [r for r in results if r.status == "completed"]
+    assert len(completed) == 2
+    assert sorted(len(r.output) for r in completed) == [3, 3]
+    assert sorted(a for r in completed for a in r.output) == [1, 2, 3, 4, 5, 6]
+    batched_runs = [r for r in results if r.status == "batched"]
+    assert len(batched_runs) == 4
+    into = {e.run_id: e.into for e in events if isinstance(e, RunBatched)}
+    assert set(into.values()) == {r.run_id for r in completed}
+    for result in batched_runs:
+        assert result.error == f"in the batch of run {into[result.run_id]}"
+        assert result.tasks["charge"].status == "pending"  # nothing of it ran
+    joined = [e for e in events if isinstance(e, BatchJoined)]
+    assert sorted(e.member["run_id"] for e in joined) == sorted(into)
+
+
+async def test_a_batch_that_does_not_fill_runs_at_its_timeout(store):
+    wf = batched("slow_charges", max_size=100, timeout="1s")
+    async with Engine(store, [wf]) as engine:
+        began = time.monotonic()
+        runs = [await engine.start(wf, params={"account": "a1", "amount": i}) for i in range(1, 4)]
+        other = await engine.start(wf, params={"account": "a2", "amount": 9})
+        results = await asyncio.gather(*(run.result(timeout=60) for run in [*runs, other]))
+        waited = time.monotonic() - began
+    completed = [r for r in results if r.status == "completed"]
+    assert sorted(r.output for r in completed) == [[1, 2, 3], [9]]
+    assert [r.status for r in results].count("batched") == 2
+    assert waited >= 1.0
+
+
+def test_batch_options_are_checked_when_the_workflow_is_defined():
+    with pytest.raises(DefinitionError, match="workflow 'x': batch max_size must be"):
+        Workflow("x", batch=Batch(max_size=0, timeout="1s"))
+    with pytest.raises(DefinitionError, match="workflow 'x': batch timeout 'soon'"):
+        Workflow("x", batch=Batch(max_size=5, timeout="soon"))
+
+
+async def test_webhook_requests_are_answered_each_and_reach_one_run_together(tmp_path):
+    wf = Workflow("hooked", batch=Batch(max_size=3, timeout="1h"))
+    wf.add_trigger(WebhookEvent(path="/hooks/orders"))
+
+    @wf.task(id="total")
+    def total(context):
+        return [event.body["order"] for event in context.trigger_events]
+
+    async with Engine(f"sqlite:///{tmp_path / 'hooks.db'}", [wf]) as engine:
+        gateway = WebhookGateway(engine, port=0)
+        for source in sources_for(engine, [wf], gateway=gateway):
+            await engine.add_service(source)
+        await engine.add_service(gateway)
+        accepted = []
+        async with aiohttp.ClientSession() as session:
+            for order in ("o1", "o2", "o3"):
+                url = f"{gateway.url}/hooks/orders"
+                async with session.post(url, json={"order": order}) as reply:
+                    assert reply.status == 202, await reply.text()  # its run is durable
+                    accepted.append((await reply.json())["run_id"])
+        results = [await engine.handle(rid).result(timeout=60) for rid in accepted]
+    taken = [r for r in results if r.status == "completed"]
+    assert len(taken) == 1
+    assert sorted(taken[0].output) == ["o1", "o2", "o3"]
+    assert sorted(r.status for r in results) == ["batched", "batched", "completed"]

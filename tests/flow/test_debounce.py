@@ -1,0 +1,75 @@
+"""Debounce: one run per burst of runs of a key, the latest; the earlier end superseded
+(memory, SQLite, Kafka)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from deerflow import Debounce, DefinitionError, Engine, Workflow
+from deerflow.core import history as h
+from deerflow.flow import RunSuperseded
+from tests.logs import history
+
+
+def debounced(name: str, **options: object) -> Workflow:
+    wf = Workflow(name, debounce=Debounce(key="params.user", **options))  # type: ignore[arg-type]
+
+    @wf.task(id="save")
+    def save(context):
+        return context.params["text"]
+
+    return wf
+
+
+async def test_a_burst_runs_once_with_the_latest_and_the_others_are_superseded(store):
+    wf = debounced("autosave", period="1s")
+    async with Engine(store, [wf]) as engine:
+        burst = [
+            await engine.start(wf, params={"user": "ann", "text": f"draft {i}"}) for i in range(4)
+        ]
+        other = await engine.start(wf, params={"user": "bob", "text": "hello"})
+        results = await asyncio.gather(*(run.result(timeout=60) for run in [*burst, other]))
+        later = await engine.start(wf, params={"user": "ann", "text": "final"})
+        again = await later.result(timeout=60)
+        events = await history(engine)
+    assert [r.status for r in results] == ["superseded"] * 3 + ["completed", "completed"]
+    assert results[3].output == "draft 3"
+    assert results[4].output == "hello"  # another key: a burst of its own
+    assert (again.status, again.output) == ("completed", "final")  # a new burst
+    superseded = {e.run_id: e for e in events if isinstance(e, RunSuperseded)}
+    assert sorted(superseded) == sorted(r.run_id for r in results[:3])
+    for run, result in zip(burst[:3], results[:3], strict=True):
+        assert result.error is not None and result.error.startswith("debounce of autosave/ann")
+        assert result.tasks["save"].status == "pending"  # nothing of it ran
+        assert superseded[run.run_id].by in {r.run_id for r in burst}
+    # The survivor waited the period after the last run of the burst.
+    ran = [e for e in events if isinstance(e, h.TaskCompleted) and e.run_id == burst[3].run_id]
+    assert ran[0].started_at is not None and results[3].started_at is not None
+    assert ran[0].started_at - results[3].started_at >= 1.0
+
+
+async def test_a_burst_longer_than_the_timeout_still_runs(store):
+    wf = debounced("capped", period="1s", timeout="1.5s")
+    async with Engine(store, [wf]) as engine:
+        runs = []
+        for i in range(8):  # a run every 0.4 s for 3.2 s: the period never passes quietly
+            runs.append(await engine.start(wf, params={"user": "ann", "text": f"v{i}"}))
+            await asyncio.sleep(0.4)
+        results = await asyncio.gather(*(run.result(timeout=60) for run in runs))
+    completed = [r.output for r in results if r.status == "completed"]
+    assert 2 <= len(completed) <= 4, [r.status for r in results]
+    assert completed[-1] == "v7"
+    assert {r.status for r in results} == {"completed", "superseded"}
+
+
+def test_debounce_is_checked_when_the_workflow_is_defined():
+    with pytest.raises(DefinitionError, match="workflow 'x': debounce period 'now' is not"):
+        Workflow("x", debounce=Debounce(period="now"))
+    with pytest.raises(DefinitionError, match="debounce timeout must be longer than 0"):
+        Workflow("x", debounce=Debounce(period="1s", timeout=0))
+    with pytest.raises(DefinitionError, match="cannot be combined"):
+        from deerflow import Concurrency
+
+        Workflow("x", concurrency=Concurrency(limit=1), debounce=Debounce(period="1s"))

@@ -1,0 +1,24 @@
+"""examples/flow_control.py runs as a newcomer would run it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_flow_control_example_limits_syncs_and_drops_emails(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "flow_control.py")],
+        cwd=tmp_path,
+        text=True,
+        capture_output=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    seconds = float(lines[0].removeprefix("8 syncs in ").removesuffix("s"))
+    assert 0.4 <= seconds < 1.6  # two at a time per customer: neither all at once nor one by one
+    assert lines[1] == "['completed', 'completed', 'completed', 'dropped', 'dropped']"

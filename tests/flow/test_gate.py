@@ -1,0 +1,140 @@
+"""The gate of one flow partition, pure: its decisions depend only on its records, so a gate
+rebuilt from them decides alike; it holds only what later decisions read."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from deerflow.flow import PartitionGate, RunAdmitted, RunDropped
+from deerflow.flow._gate import AGING
+
+LIMITS = {"concurrency": 2, "rate": None, "period": None, "drop": False}
+
+
+def req(run: str, ts: float, prio: int = 0, limits: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"k": "req", "run": run, "ts": ts, "at": ts, "prio": prio, "limits": limits or LIMITS}
+
+
+def rel(run: str, ts: float) -> dict[str, Any]:
+    return {"k": "rel", "run": run, "ts": ts}
+
+
+def decide(records: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, str, float | None]]:
+    gate = PartitionGate()
+    out = []
+    for key, body in records:
+        for event in gate.apply(key, body):
+            out.append((type(event).__name__, event.run_id, getattr(event, "not_before", None)))
+    return out
+
+
+def test_a_gate_rebuilt_from_the_same_records_decides_alike_and_repeats_change_nothing():
+    rng = random.Random(7)
+    records: list[tuple[str, dict[str, Any]]] = []
+    running: dict[str, list[str]] = {"a": [], "b": []}
+    for i in range(400):
+        key = rng.choice("ab")
+        if running[key] and rng.random() < 0.5:
+            records.append((key, rel(running[key].pop(0), i)))
+        else:
+            run = f"{key}{i}"
+            running[key].append(run)
+            records.append((key, req(run, i)))
+    first = decide(records)
+    # Delivered twice (a router that crashed before committing routes them again).
+    doubled = [r for record in records for r in (record, record)]
+    assert decide(records) == first
+    assert decide(doubled) == first
+    assert len({run for _, run, _ in first}) == len(first)  # one decision per run
+
+
+def test_at_most_the_limit_is_admitted_and_the_queue_is_served_in_order():
+    gate = PartitionGate()
+    admitted = []
+    for i in range(5):
+        admitted += [e.run_id for e in gate.apply("k", req(f"r{i}", float(i)))]
+    assert admitted == ["r0", "r1"]
+    assert (gate.queued(), gate.running()) == (3, 2)
+    admitted += [e.run_id for e in gate.apply("k", rel("r1", 10.0))]
+    admitted += [e.run_id for e in gate.apply("k", rel("r0", 11.0))]
+    assert admitted == ["r0", "r1", "r2", "r3"]
+    # A queued run that ends (cancelled) leaves the queue: nothing admits it later.
+    assert gate.apply("k", rel("r4", 12.0)) == []
+    for run in ("r2", "r3"):
+        assert gate.apply("k", rel(run, 13.0)) == []
+    assert len(gate) == 0  # nothing held for an idle key
+
+
+def test_priority_goes_first_but_a_long_wait_beats_it():
+    gate = PartitionGate()
+    limits = {**LIMITS, "concurrency": 1}
+    gate.apply("k", req("running", 0.0, limits=limits))
+    gate.apply("k", req("old-low", 1.0, limits=limits))
+    gate.apply("k", req("new-high", 2.0, prio=1, limits=limits))
+    gate.apply("k", req("late-high", AGING + 5.0, prio=1, limits=limits))
+    order = []
+    for run in ("running", "new-high", "old-low", "late-high"):
+        order += [e.run_id for e in gate.apply("k", rel(run, 100.0))]
+    # new-high passes old-low (queued 1 s before it); late-high, queued more than AGING
+    # seconds after old-low, does not.
+    assert order == ["new-high", "old-low", "late-high"]
+
+
+def test_a_rate_limit_delays_or_drops_by_the_records_times():
+    limits = {"concurrency": None, "rate": 2, "period": 10.0, "drop": False}
+    gate = PartitionGate()
+    decided = [gate.apply("k", req(f"r{i}", float(i), limits=limits))[0] for i in range(5)]
+    assert all(isinstance(e, RunAdmitted) for e in decided)
+    assert [getattr(e, "not_before", None) for e in decided] == [None, None, 10.0, 11.0, 20.0]
+    dropping = PartitionGate()
+    drop = {**limits, "drop": True}
+    decided = [dropping.apply("k", req(f"r{i}", float(i), limits=drop))[0] for i in range(4)]
+    assert [type(e).__name__ for e in decided] == [
+        "RunAdmitted",
+        "RunAdmitted",
+        "RunDropped",
+        "RunDropped",
+    ]
+    assert isinstance(decided[2], RunDropped)
+    assert "2 runs per 10s" in decided[2].reason
+    # A new window admits again.
+    assert isinstance(dropping.apply("k", req("later", 30.0, limits=drop))[0], RunAdmitted)
+
+
+def test_the_ended_window_is_bounded():
+    gate = PartitionGate(ended_window=10)
+    for i in range(100):
+        gate.apply("k", req(f"r{i}", float(i)))
+        gate.apply("k", rel(f"r{i}", float(i)))
+    assert len(gate._ended) == 10
+    assert len(gate) == 0
+
+
+def test_debounce_keeps_the_run_requested_last_whatever_order_the_requests_come_in():
+    limits = {"debounce": 5.0, "debounce_timeout": None}
+    arrivals = [("r1", 1.0), ("r3", 3.0), ("r2", 2.0), ("r4", 20.0)]
+    gate = PartitionGate()
+    decided = []
+    for run, at in arrivals:
+        body = {"k": "req", "run": run, "ts": at, "at": at, "limits": limits}
+        decided += [(type(e).__name__, e.run_id) for e in gate.apply("k", body)]
+    assert decided == [
+        ("RunAdmitted", "r1"),
+        ("RunSuperseded", "r1"),
+        ("RunAdmitted", "r3"),
+        ("RunSuperseded", "r2"),  # requested before r3: r3 goes on
+        ("RunAdmitted", "r4"),  # after r3's start: a burst of its own
+    ]
+
+
+def test_keys_that_hold_nothing_are_forgotten_even_without_a_release():
+    limits = {"concurrency": None, "rate": 1, "period": 5.0, "drop": True}
+    gate = PartitionGate()
+    for i in range(3000):
+        # A key each: its run ends within the period (its window still counts at the release),
+        # and a second run of the key is dropped (no release comes for it).
+        gate.apply(f"k{i}", req(f"r{i}", float(i), limits=limits))
+        gate.apply(f"k{i}", rel(f"r{i}", i + 0.1))
+        assert isinstance(gate.apply(f"k{i}", req(f"x{i}", i + 0.2, limits=limits))[0], RunDropped)
+    assert len(gate) < 1024  # swept as the records go by, not one per key for ever
