@@ -13,27 +13,34 @@ from tests.logs import history
 
 
 async def intervals(engine: Engine) -> dict[str, list[tuple[float, float, str]]]:
-    """Per gate key, (first task started, last task finished, run id) of each admitted run.
+    """Per gate key, (admitted, ended, run id) of each admitted run, from its history.
 
-    A run's tasks run after its admission and end before its release, so no two runs whose
-    intervals overlap can have held the key's slots apart.
+    The admission is the gate's ``RunAdmitted`` (stamped with the time of the record that
+    freed the slot or queued the run) and the end the run's ``FlowReleased`` (recorded with its
+    terminal event): what the limit bounds is the runs admitted and not ended.
     """
     events = await history(engine)
     keys = {e.run_id: e.key for e in events if isinstance(e, RunQueued)}
-    spans: dict[str, list[float]] = {}
-    for e in events:
-        if isinstance(e, h.TaskCompleted) and e.run_id in keys:
-            span = spans.setdefault(e.run_id, [float("inf"), 0.0])
-            span[0] = min(span[0], e.started_at or e.ts)
-            span[1] = max(span[1], e.ts)
+    admitted = {e.run_id: e.ts for e in events if isinstance(e, RunAdmitted)}
+    ended = {e.run_id: e.ts for e in events if isinstance(e, FlowReleased)}
     found: dict[str, list[tuple[float, float, str]]] = defaultdict(list)
-    for run_id, (start, end) in spans.items():
-        found[keys[run_id]].append((start, end, run_id))
+    for run_id, start in admitted.items():
+        found[keys[run_id]].append((start, ended.get(run_id, float("inf")), run_id))
     return found
 
 
+async def task_spans(engine: Engine) -> dict[str, tuple[float, float]]:
+    """Per run, when the attempt its history kept (its first completion) ran."""
+    spans: dict[str, tuple[float, float]] = {}
+    for e in await history(engine):
+        if isinstance(e, h.TaskCompleted) and e.run_id not in spans:
+            spans[e.run_id] = (e.started_at or e.ts, e.ts)
+    return spans
+
+
 def most_at_once(spans: list[tuple[float, float, str]]) -> int:
-    """The most runs whose intervals overlap at one moment."""
+    """The most runs whose intervals overlap at one moment (one ending as another starts, at
+    the same time, does not overlap it)."""
     edges = sorted([(s, 1) for s, _, _ in spans] + [(e, -1) for _, e, _ in spans])
     most = current = 0
     for _, step in edges:

@@ -10,7 +10,14 @@ import pytest
 from deerflow import Concurrency, DefinitionError, Engine, RateLimit, Workflow
 from deerflow.flow import FlowReleased, RunAdmitted, RunQueued
 from tests.flow.apps import limited
-from tests.flow.checks import admitted_order, intervals, most_at_once, released, until_status
+from tests.flow.checks import (
+    admitted_order,
+    intervals,
+    most_at_once,
+    released,
+    task_spans,
+    until_status,
+)
 from tests.logs import history
 
 
@@ -21,12 +28,17 @@ async def test_no_key_ever_runs_more_than_its_limit(store):
         results = await asyncio.gather(*(run.result(timeout=120) for run in runs))
         spans = await intervals(engine)
         ended = await released(engine)
+        ran = await task_spans(engine)
     assert [r.status for r in results] == ["completed"] * 12
     assert [r.output for r in results] == list(range(12))
     assert sorted(spans) == ["limited/c0", "limited/c1"]
     for key, found in spans.items():
         assert len(found) == 6
         assert most_at_once(found) == 2, key  # never above the limit, and the limit is used
+        for admitted, end, run_id in found:  # each body ran while its run held a slot
+            assert admitted <= ran[run_id][0] <= ran[run_id][1] <= end
+        # ... so the bodies of one key never ran more than two at once either
+        assert most_at_once([(*ran[run_id], run_id) for _, _, run_id in found]) <= 2
     assert ended == {r.run_id for r in results}
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from deerflow import Engine
 from tests.flow.apps import shared
-from tests.flow.checks import intervals, most_at_once
+from tests.flow.checks import intervals, most_at_once, task_spans
 from tests.processes import workers  # noqa: F401 - fixture
 
 APP = Path(__file__).parent / "apps.py"
@@ -40,8 +40,11 @@ async def test_processes_share_one_limit_and_kills_of_every_gate_keep_it(store, 
         workers.start(APP)
         results = await asyncio.gather(*(run.result(timeout=240) for run in [*runs, *other]))
         spans = await intervals(client)
+        ran = await task_spans(client)
     assert [r.status for r in results] == ["completed"] * 15, workers.logs()
     assert [r.output for r in results] == [*range(12), *range(3)]
     assert len(spans["shared/c"]) == 12
     assert most_at_once(spans["shared/c"]) == 3  # never more, across processes and the kill
     assert most_at_once(spans["shared/d"]) == 3
+    for admitted, end, run_id in spans["shared/c"]:  # the attempt kept ran while admitted
+        assert admitted <= ran[run_id][0] <= ran[run_id][1] <= end
