@@ -10,9 +10,11 @@ produce→consume on the same broker, as in b.
 
 Memory: the process's RSS (``/proc/self/statm``) before the ``W`` runs start and once every
 one waits, divided by ``W`` (every part of the deployment in one process: run states, index,
-router, run index cache); and the index alone: ``tracemalloc`` over a
-:class:`~deerflow.matching._index.PartitionIndex` filled with ``W`` waits as the router files
-them.
+router, run index cache; less what tracemalloc itself takes); the Python objects still
+allocated then, after a gc, by ``tracemalloc`` over the same span (what the runs hold: the
+rest of the RSS is the allocator's free space left by the starts' peaks); and the index
+alone: ``tracemalloc`` over a :class:`~deerflow.matching._index.PartitionIndex` filled with
+``W`` waits as the router files them.
 """
 
 from __future__ import annotations
@@ -55,22 +57,30 @@ def rss_bytes() -> int:
         return int(statm.read().split()[1]) * PAGE
 
 
-async def _start_waiting(engine: Engine, wf: Workflow, count: int) -> float:
-    """Start ``count`` runs and return once every one waits (bytes of RSS each)."""
+async def _start_waiting(engine: Engine, wf: Workflow, count: int) -> tuple[float, float]:
+    """Start ``count`` runs and return once every one waits: bytes of RSS each (without
+    tracemalloc's own traces) and bytes of Python objects each still holds after a gc."""
     gc.collect()
     before = rss_bytes()
-    for first in range(0, count, START_BATCH):
-        keys = range(first, min(first + START_BATCH, count))
-        await asyncio.gather(*(engine.start(wf, params={"key": f"k{k}"}) for k in keys))
-    matcher = next(s for s in engine.services if type(s).__name__ == "Matcher")
-    deadline = time.monotonic() + 1800
-    while sum(len(i) for i in matcher.indexes.values()) < count:  # type: ignore[attr-defined]
-        if time.monotonic() > deadline:
-            raise TimeoutError("the runs did not all wait within 30 minutes")
-        await asyncio.sleep(0.5)
-    await _settled()
-    gc.collect()
-    return (rss_bytes() - before) / count
+    tracemalloc.start()
+    try:
+        traced = tracemalloc.get_traced_memory()[0]
+        for first in range(0, count, START_BATCH):
+            keys = range(first, min(first + START_BATCH, count))
+            await asyncio.gather(*(engine.start(wf, params={"key": f"k{k}"}) for k in keys))
+        matcher = next(s for s in engine.services if type(s).__name__ == "Matcher")
+        deadline = time.monotonic() + 1800
+        while sum(len(i) for i in matcher.indexes.values()) < count:  # type: ignore[attr-defined]
+            if time.monotonic() > deadline:
+                raise TimeoutError("the runs did not all wait within 30 minutes")
+            await asyncio.sleep(0.5)
+        await _settled()
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - traced
+        rss = rss_bytes() - before - tracemalloc.get_tracemalloc_memory()
+    finally:
+        tracemalloc.stop()
+    return rss / count, held / count
 
 
 async def _settled(limit: float = 900.0) -> float:
@@ -93,16 +103,9 @@ def index_bytes_per_wait(count: int) -> float:
     index = PartitionIndex()
     for n in range(count):
         ident = f"bench_waits-{n:08d}:approval:1:wait"
-        target = {
-            "k": "wait",
-            "id": ident,
-            "run": ident[:20],
-            "since": 1.0,
-            "deadline": None,
-            "node": ["approval", 1, "bench_waits", "1", False],
-        }
+        node = ("approval", 1, "bench_waits", "1", False)
         key = event_key("Approved", ("data.key",), (f"k{n}",))
-        index.add(Wait(ident, ident[:20], key, 1.0, None, target), lambda w, v: True)
+        index.add(Wait(ident, ident[:20], key, 1.0, None, node), lambda w, v: True)
     used = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
     del index
@@ -118,7 +121,7 @@ async def run(ctx: BenchContext) -> None:
     spare = count * (ctx.settings.pairs + ctx.settings.warmup)
     raw = ProduceConsumeBaseline(ctx.kafka_bootstrap(), f"{prefix}.raw")
     async with Engine(ctx.kafka_url(), [wf], prefix=prefix, concurrency=64) as engine:
-        per_run = await _start_waiting(engine, wf, waiting + spare)
+        per_run, held = await _start_waiting(engine, wf, waiting + spare)
         events = EventStore(engine.log, topic=engine.topics.events)
         keys = iter(range(waiting + spare))
 
@@ -159,10 +162,18 @@ async def run(ctx: BenchContext) -> None:
     async def whole() -> Metrics:
         return {"bytes": per_run}
 
+    async def objects() -> Metrics:
+        return {"bytes": held}
+
     async def index_only() -> Metrics:
         return {"bytes": index_bytes_per_wait(waiting)}
 
-    for name, measure in (("whole process", whole), ("the index alone", index_only)):
+    rows = (
+        ("whole process", whole),
+        ("Python objects held", objects),
+        ("the index alone", index_only),
+    )
+    for name, measure in rows:
         await ctx.compare(
             Comparison(
                 SCENARIO,

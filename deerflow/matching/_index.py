@@ -37,8 +37,10 @@ class Wait:
     #: the oldest event time it matches (its start, minus its lookback)
     earliest: float
     deadline: float | None
-    #: what the caller needs to resume it (node, attempt, ...), as registered
-    target: dict[str, Any]
+    #: the waiting node as registered: (task id, attempt, workflow, version, has ``where``);
+    #: None for a ``cancel_on`` wait. A tuple of interned strings, not the registration's
+    #: decoded body: the index holds many waits for long, so each keeps only what resumes it.
+    node: tuple[str, int, str, str, bool] | None
 
 
 Accept = Callable[[Wait, dict[str, Any]], bool]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -61,6 +62,15 @@ _WAIT_TYPES = (b'"EventWaitStarted"', b'"EventMatched"', b'"EventWaitTimedOut"')
 def _terminal_types() -> list[bytes]:
     """The types of events that end a run, as they appear in a record (features add some)."""
     return [f'"{t}"'.encode() for t in sorted(h.TERMINAL_TYPES)]
+
+
+def _node(node: Any) -> tuple[str, int, str, str, bool] | None:
+    """A registration's ``node`` as the index keeps it: a tuple, its strings interned (a
+    workflow's name, version and task ids repeat in every one of its waits)."""
+    if node is None:
+        return None
+    task_id, attempt, workflow, version, where = node
+    return (sys.intern(task_id), attempt, sys.intern(workflow), sys.intern(version), where)
 
 
 def matching_topic(engine: Engine) -> str:
@@ -445,7 +455,9 @@ class Matcher(_Member):
         kind = body.get("k") if isinstance(body, dict) else None
         key = record.key or ""
         if kind == "wait":
-            wait = Wait(body["id"], body["run"], key, body["since"], body["deadline"], body)
+            # ids and keys are one wait's own: interning them would only grow the intern table
+            node = _node(body.get("node"))
+            wait = Wait(body["id"], body["run"], key, body["since"], body["deadline"], node)
             evicted = index.evicted
             view = index.add(wait, self._accept)
             if index.evicted > evicted:
@@ -467,7 +479,7 @@ class Matcher(_Member):
 
     def _accept(self, wait: Wait, view: dict[str, Any]) -> bool:
         """Whether ``view`` passes the wait's ``where`` (waits without one take any)."""
-        node = wait.target.get("node")
+        node = wait.node
         if node is None or not node[4]:
             return True
         task_id, _, workflow, version, _ = node
@@ -494,7 +506,7 @@ class Matcher(_Member):
             return False
 
     def _resume(self, wait: Wait, view: dict[str, Any]) -> h.HistoryEvent:
-        node = wait.target.get("node")
+        node = wait.node
         event: h.HistoryEvent
         if node is None:
             event = h.RunCancelRequested(

@@ -10,7 +10,7 @@ from deerflow.matching._index import GRACE, PartitionIndex, Wait
 def wait(
     ident: str, key: str = "k", earliest: float = 100.0, deadline: float | None = None
 ) -> Wait:
-    return Wait(ident, f"run-{ident}", key, earliest, deadline, {})
+    return Wait(ident, f"run-{ident}", key, earliest, deadline, None)
 
 
 def anything(wait: Wait, view: dict[str, Any]) -> bool:
