@@ -19,7 +19,9 @@ from deerflow.matching._kind import (
     WaitForEventKind,
     WaitOptions,
 )
-from deerflow.matching._service import MATCHING, Matcher, MatchingPlugin, Router
+from deerflow.matching._matcher import Matcher
+from deerflow.matching._router import Router
+from deerflow.matching._service import MATCHING, MatchingPlugin
 
 __all__ = [
     "MATCHING",
