@@ -22,7 +22,15 @@ from deerflow.log.base import GroupConsumer, Message, Record, TopicPartition
 from deerflow.matching._index import BUFFER_SECONDS, PartitionIndex, Wait
 from deerflow.matching._kind import WAIT_FOR_EVENT, EventMatched, WaitOptions
 from deerflow.matching._member import Member, append_and_commit, log
-from deerflow.matching._rebuild import REREAD, STORE_STEP, carried, rebuild_from, rebuild_group
+from deerflow.matching._rebuild import (
+    CARRY_AGE,
+    REREAD,
+    STORE_STEP,
+    OffsetClock,
+    carried,
+    rebuild_from,
+    rebuild_group,
+)
 from deerflow.matching._spec import event_ts
 from deerflow.runtime import Engine
 
@@ -41,6 +49,8 @@ class Matcher(Member):
 
     #: records a rebuild reads at least (see :data:`._rebuild.REREAD`)
     reread: int = REREAD
+    #: seconds after which a live wait's registration is written again
+    carry_age: float = CARRY_AGE
     #: seconds an event stays buffered for late waits and ``lookback`` (see :mod:`._index`)
     buffer_seconds: float = BUFFER_SECONDS
 
@@ -62,6 +72,8 @@ class Matcher(Member):
         self._heads: dict[int, int] = {}
         #: per partition, where its rebuild starts as last stored
         self._stored: dict[int, int] = {}
+        #: per partition, when its offsets were read (for :attr:`carry_age`)
+        self._clocks: dict[int, OffsetClock] = {}
         #: per partition, the head its written-again registrations reach (none again before)
         self._carry_until: dict[int, int] = {}
 
@@ -96,6 +108,7 @@ class Matcher(Member):
             self._ready_from.pop(tp.partition, None)
             self._heads.pop(tp.partition, None)
             self._carry_until.pop(tp.partition, None)
+            self._clocks.pop(tp.partition, None)
 
     async def _close(self) -> None:
         for task in self._rebuilding.values():
@@ -173,7 +186,9 @@ class Matcher(Member):
             now = h.now()
             for index in self.indexes.values():
                 index.expire(now)
-            again = self._carried()
+            for partition, head in self._heads.items():
+                self._clocks.setdefault(partition, OffsetClock()).read(head, now)
+            again = self._carried(now)
         history = self.engine.topics.history
         try:
             await append_and_commit(
@@ -193,7 +208,7 @@ class Matcher(Member):
             self.engine.orchestrator.observe(out)
         await self._store_rebuild_offsets()
 
-    def _carried(self) -> list[Message]:
+    def _carried(self, now: float) -> list[Message]:
         """The registrations of long-lived waits to write again (see :mod:`._rebuild`), once
         the ones written before were read back."""
         again: list[Message] = []
@@ -201,7 +216,9 @@ class Matcher(Member):
             head = self._heads.get(partition, 0)
             if head < self._carry_until.get(partition, 0):
                 continue
-            found = carried(index, self.topic, partition, head, self.reread)
+            clock = self._clocks.setdefault(partition, OffsetClock())
+            before = max(head - self.reread, clock.before(self.carry_age, now))
+            found = carried(index, self.topic, partition, before)
             if found:
                 self._carry_until[partition] = head + len(found)
                 again += found

@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 
 from deerflow.matching._index import GRACE, PartitionIndex, Wait
-from deerflow.matching._rebuild import carried, rebuild_from
+from deerflow.matching._rebuild import OffsetClock, carried, rebuild_from
 
 
 def wait(
@@ -118,7 +118,7 @@ def test_a_wait_registered_before_the_window_is_written_again_to_its_partition()
     node = ("approval", 1, "wf", "1", False)
     index.add(Wait("old", "run-old", "k1", 100.0, 900.0, node, 40), anything)
     index.add(Wait("new", "run-new", "k2", 100.0, None, None, 950), anything)
-    (message,) = carried(index, "p.matching", 3, 1000, reread=100)
+    (message,) = carried(index, "p.matching", 3, 900)
     assert (message.topic, message.partition, message.key) == ("p.matching", 3, "k1")
     assert orjson.loads(message.value) == {
         "k": "wait",
@@ -128,3 +128,12 @@ def test_a_wait_registered_before_the_window_is_written_again_to_its_partition()
         "deadline": 900.0,
         "node": ["approval", 1, "wf", "1", False],
     }
+
+
+def test_a_wait_registered_longer_ago_than_the_carry_age_is_written_again_however_few_records():
+    clock = OffsetClock()
+    for minute, head in enumerate([10, 12, 13, 15, 15]):
+        clock.read(head, 60.0 * minute)
+    assert clock.before(age=150.0, now=240.0) == 12  # read by t=60: more than 150 s ago
+    assert clock.before(age=1000.0, now=240.0) == 0  # nothing that old
+    assert clock.before(age=150.0, now=300.0) == 13  # time moved on
