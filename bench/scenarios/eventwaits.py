@@ -25,7 +25,7 @@ import gc
 import os
 import time
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bench.context import BenchContext
@@ -94,12 +94,16 @@ async def _caught_up(engine: Engine, count: int) -> None:
     matcher = next(s for s in engine.services if isinstance(s, Matcher))
     orchestrator = engine.orchestrator
     assert orchestrator is not None
-    await _progress(
-        "runs waiting in the matching index",
-        lambda: sum(len(i) for i in matcher.indexes.values()),
-        count,
-    )
-    await _progress("history records not folded by the orchestrator", orchestrator.lag, 0)
+
+    async def waiting() -> int:
+        return sum(len(i) for i in matcher.indexes.values())
+
+    async def unfolded() -> int:
+        return orchestrator.lag()
+
+    await _progress("runs waiting in the matching index", waiting, count)
+    await _progress("history records not folded by the orchestrator", unfolded, 0)
+    await _progress("runs the run index knows", engine.index.total, count)
     try:
         await engine.index.sync(timeout=STALL)
     except TimeoutError:
@@ -107,13 +111,13 @@ async def _caught_up(engine: Engine, count: int) -> None:
         raise TimeoutError(message) from None
 
 
-async def _progress(what: str, value: Callable[[], int], goal: int) -> None:
+async def _progress(what: str, value: Callable[[], Awaitable[int]], goal: int) -> None:
     """Wait until ``value()`` reaches ``goal`` (from either side); ``TimeoutError`` once it
     has not moved for :data:`STALL` seconds."""
-    last, moved = value(), time.monotonic()
+    last, moved = await value(), time.monotonic()
     while last != goal:
         await asyncio.sleep(0.1)
-        now = value()
+        now = await value()
         if now != last:
             last, moved = now, time.monotonic()
         elif time.monotonic() - moved > STALL:
@@ -130,7 +134,7 @@ def index_bytes_per_wait(count: int) -> float:
         ident = f"bench_waits-{n:08d}:approval:1:wait"
         node = ("approval", 1, "bench_waits", "1", False)
         key = event_key("Approved", ("data.key",), (f"k{n}",))
-        index.add(Wait(ident, ident[:20], key, 1.0, None, node), lambda w, v: True)
+        index.add(Wait(ident, ident[:20], key, 1.0, None, node, 1000 + n), lambda w, v: True)
     used = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
     del index
