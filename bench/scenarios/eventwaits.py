@@ -3,8 +3,8 @@
 ``W`` runs of ``bench_waits`` (one ``wait_for_event`` node matching ``data.key`` to
 ``params.key``, then a task) are started and left waiting on an in-process engine on Kafka
 (orchestrator, router, index, worker and run index in one process), until every run waits in
-the index and the orchestrator and the run index have applied every record the starts wrote
-(each wait fails after a minute without progress). Each iteration publishes
+the index and the orchestrator has folded every record the starts wrote (each wait fails
+after a minute without progress). Each iteration publishes
 200 ``Approved`` events open loop at 50/s, each for the next still-waiting run; the task after
 the wait records ``time.time() - t`` (``t``: the event's scheduled send time). Baseline: raw
 produce→consume on the same broker, as in b.
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import os
 import time
 import tracemalloc
@@ -37,6 +38,7 @@ from deerflow.matching._index import PartitionIndex, Wait
 from deerflow.matching._spec import event_key
 
 SCENARIO = "g. event waits"
+log = logging.getLogger("bench")
 SINK: list[float] = []
 PAGE = os.sysconf("SC_PAGE_SIZE")
 START_BATCH = 2000  # runs started at once (one gather), so the producer batches them
@@ -83,13 +85,15 @@ async def _start_waiting(engine: Engine, wf: Workflow, count: int) -> tuple[floa
 
 
 async def _caught_up(engine: Engine, count: int) -> None:
-    """Return once every run waits in the index, and the orchestrator and the run index have
-    applied every record the starts wrote; ``TimeoutError`` naming the part that stalled.
+    """Return once every run waits in the index and the orchestrator has folded every record
+    the starts wrote; ``TimeoutError`` naming the part that stalled.
 
     Each condition is a count that must reach its goal; a wait fails only when its count
     stops moving for :data:`STALL` seconds (a large workload takes long, a stuck one fails
     soon). (Waiting for the process to look idle instead never ends where its idle polling
-    costs more CPU than the threshold: tracemalloc triples that cost.)
+    costs more CPU than the threshold: tracemalloc triples that cost.) The run index is not
+    waited for: it follows at its own pace (with tracemalloc on and 20,000 runs, a few records
+    a second on a busy machine) and its cache of runs is bounded.
     """
     matcher = next(s for s in engine.services if isinstance(s, Matcher))
     orchestrator = engine.orchestrator
@@ -103,21 +107,18 @@ async def _caught_up(engine: Engine, count: int) -> None:
 
     await _progress("runs waiting in the matching index", waiting, count)
     await _progress("history records not folded by the orchestrator", unfolded, 0)
-    await _progress("runs the run index knows", engine.index.total, count)
-    try:
-        await engine.index.sync(timeout=STALL)
-    except TimeoutError:
-        message = f"the run index did not catch up with the starts within {STALL:g}s"
-        raise TimeoutError(message) from None
 
 
 async def _progress(what: str, value: Callable[[], Awaitable[int]], goal: int) -> None:
     """Wait until ``value()`` reaches ``goal`` (from either side); ``TimeoutError`` once it
     has not moved for :data:`STALL` seconds."""
-    last, moved = await value(), time.monotonic()
+    last, moved, told = await value(), time.monotonic(), time.monotonic()
     while last != goal:
         await asyncio.sleep(0.1)
         now = await value()
+        if time.monotonic() - told > 10:
+            log.info("%s: %d (expected %d)", what, now, goal)
+            told = time.monotonic()
         if now != last:
             last, moved = now, time.monotonic()
         elif time.monotonic() - moved > STALL:
