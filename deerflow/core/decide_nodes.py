@@ -67,14 +67,13 @@ def on_failed_attempt(
                 return _next_attempt(task, task_id, state, nxt, now)
             timer_id = f"retry:{task_id}:{nxt}"
             return [
-                h.TimerStarted(
-                    id=h.event_id(run_id, timer_id, "started"),
-                    run_id=run_id,
-                    ts=now,
-                    timer_id=timer_id,
+                h.timer_started(
+                    run_id,
+                    timer_id,
+                    (ts.failed_at or now) + delay,
+                    now,
                     task_id=task_id,
                     attempt=nxt,
-                    fire_at=(ts.failed_at or now) + delay,
                 )
             ]
         if ts.timer_id not in state.timers:  # the timer fired

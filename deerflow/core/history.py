@@ -335,3 +335,34 @@ def decode(data: bytes) -> HistoryEvent:
 def event_id(run_id: str, *parts: object) -> str:
     """A deterministic event id: the run id and the parts joined by ``:``."""
     return ":".join([run_id, *map(str, parts)])
+
+
+def timer_started(
+    run_id: str,
+    timer_id: str,
+    fire_at: float,
+    now: float,
+    *,
+    task_id: str | None = None,
+    attempt: int | None = None,
+) -> TimerStarted:
+    """The :class:`TimerStarted` of ``timer_id`` in ``run_id``, with the id every decider gives
+    it (a decision taken again starts the same timer, which the fold then ignores).
+
+    Args:
+        run_id: the run the timer belongs to.
+        timer_id: the timer's name within the run (``retry:<task>:<attempt>``, ...).
+        fire_at: when it fires (epoch seconds).
+        now: the decision's time (the event's ``ts``).
+        task_id: the node the timer retries, for a retry's backoff.
+        attempt: the attempt it starts, for a retry's backoff.
+    """
+    return TimerStarted(
+        id=event_id(run_id, timer_id, "started"),
+        run_id=run_id,
+        ts=now,
+        timer_id=timer_id,
+        fire_at=fire_at,
+        task_id=task_id,
+        attempt=attempt,
+    )

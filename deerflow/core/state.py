@@ -26,6 +26,7 @@ it declares the event types it adds (or folds) and keeps what it needs in its pa
 
 from __future__ import annotations
 
+import sys
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -179,7 +180,8 @@ class RunState:
         """The state of ``task_id`` (created pending on first use)."""
         state = self.tasks.get(task_id)
         if state is None:
-            state = self.tasks[task_id] = TaskState()
+            # interned: every run of a workflow names the same tasks
+            state = self.tasks[sys.intern(task_id)] = TaskState()
         return state
 
 
@@ -246,14 +248,46 @@ def _remember(state: RunState, event_id: str) -> None:
         del seen[next(iter(seen))]  # dicts keep insertion order: the oldest comes first
 
 
+#: the DAG shape of each definition recent runs were requested with, by fingerprint: the runs
+#: of one definition share one (read-only) shape rather than each keeping its decoded copy
+_SHAPES: dict[str, dict[str, list[str]]] = {}
+_SHAPES_LIMIT = 256
+
+
+def _shared_shape(
+    fingerprint: str, shape: dict[str, list[str]] | None
+) -> dict[str, list[str]] | None:
+    if shape is None or not fingerprint:
+        return shape
+    known = _SHAPES.get(fingerprint)
+    if known == shape:
+        return known
+    _SHAPES[fingerprint] = shape
+    while len(_SHAPES) > _SHAPES_LIMIT:
+        del _SHAPES[next(iter(_SHAPES))]
+    return shape
+
+
+def shared(state: RunState) -> RunState:
+    """``state`` holding what it has in common with other runs once (a run restored from a
+    snapshot decodes its own copies): interned names and task ids, a shared shape."""
+    state.workflow = sys.intern(state.workflow)
+    state.version = sys.intern(state.version)
+    state.fingerprint = sys.intern(state.fingerprint)
+    state.shape = _shared_shape(state.fingerprint, state.shape)
+    state.tasks = {sys.intern(task_id): task for task_id, task in state.tasks.items()}
+    return state
+
+
 def _run_requested(state: RunState, e: h.RunRequested) -> bool:
     if state.requested:
         return False
     state.requested = True
-    state.workflow = e.workflow
-    state.version = e.version
-    state.fingerprint = e.fingerprint
-    state.shape = e.shape
+    # Interned: many runs of few workflows, each held for as long as it runs (or waits).
+    state.workflow = sys.intern(e.workflow)
+    state.version = sys.intern(e.version)
+    state.fingerprint = sys.intern(e.fingerprint)
+    state.shape = _shared_shape(state.fingerprint, e.shape)
     state.params = dict(e.params)
     state.input = e.input
     state.trigger = e.trigger

@@ -172,8 +172,7 @@ def _timer(state: RunState, timer: str, fire_at: float, now: float) -> list[h.Hi
     """Start the run's durable timer ``timer`` (once: nothing while it runs)."""
     if timer in state.timers:
         return []
-    ident = h.event_id(state.run_id, timer, "started")
-    return [h.TimerStarted(id=ident, run_id=state.run_id, ts=now, timer_id=timer, fire_at=fire_at)]
+    return [h.timer_started(state.run_id, timer, fire_at, now)]
 
 
 def _release(state: RunState, key: str, now: float) -> FlowReleased:

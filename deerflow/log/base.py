@@ -127,7 +127,8 @@ def murmur2(data: bytes) -> int:
     return h
 
 
-@functools.lru_cache(maxsize=65536)
+# Bounded well below the keys a process holds (a key per run): it serves the keys in use now.
+@functools.lru_cache(maxsize=4096)
 def partition_for(key: str | None, partitions: int) -> int:
     """The partition a key belongs to, as Kafka's default partitioner computes it."""
     if key is None or partitions <= 1:

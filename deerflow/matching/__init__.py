@@ -19,13 +19,9 @@ from deerflow.matching._kind import (
     WaitForEventKind,
     WaitOptions,
 )
-from deerflow.matching._service import (
-    EVENT_WAIT_PLUGIN,
-    MATCHING,
-    Matcher,
-    MatchingPlugin,
-    Router,
-)
+from deerflow.matching._matcher import Matcher
+from deerflow.matching._router import Router
+from deerflow.matching._service import EVENT_WAIT_PLUGIN, MATCHING, MatchingPlugin
 
 __all__ = [
     "EVENT_WAIT_PLUGIN",

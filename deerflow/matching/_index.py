@@ -5,6 +5,11 @@ the waits it meets with one dict lookup, however many runs wait. A bounded buffe
 events per key lets a wait registered after its event arrived still meet it: an event that
 happened after the wait began but was routed before it (the two sides come through different
 topics), or, with ``lookback``, one that happened up to that long before.
+
+Each wait and buffered event remembers the offset of its record in the partition, so the
+index can say where a rebuild must start to find everything it holds (:meth:`PartitionIndex.
+oldest_offset`) and which waits are registered so far back that their record should be
+written again (:meth:`PartitionIndex.registered_before`).
 """
 
 from __future__ import annotations
@@ -37,8 +42,12 @@ class Wait:
     #: the oldest event time it matches (its start, minus its lookback)
     earliest: float
     deadline: float | None
-    #: what the caller needs to resume it (node, attempt, ...), as registered
-    target: dict[str, Any]
+    #: the waiting node as registered: (task id, attempt, workflow, version, has ``where``);
+    #: None for a ``cancel_on`` wait. A tuple of interned strings, not the registration's
+    #: decoded body: the index holds many waits for long, so each keeps only what resumes it.
+    node: tuple[str, int, str, str, bool] | None
+    #: the offset of its newest registration record in the partition (-1: none known)
+    offset: int = -1
 
 
 Accept = Callable[[Wait, dict[str, Any]], bool]
@@ -59,7 +68,8 @@ class PartitionIndex:
         self._keys: dict[str, str] = {}
         self._deadlines: list[tuple[float, str]] = []
         self._recent: dict[str, deque[tuple[float, dict[str, Any]]]] = {}
-        self._recent_order: deque[tuple[float, str]] = deque()
+        #: (event time, key, offset) of each buffered event, in the order they were read
+        self._recent_order: deque[tuple[float, str, int]] = deque()
         self._ended: dict[str, None] = {}
         self._max_waits = max_waits
         self._max_events = max_events
@@ -76,9 +86,16 @@ class PartitionIndex:
         return len(self._recent_order)
 
     def add(self, wait: Wait, accept: Accept) -> dict[str, Any] | None:
-        """Register ``wait``; the oldest buffered event it meets, if any (the wait then ends)."""
-        if wait.id in self._ended or wait.id in self._keys:
-            return None  # a registration delivered again
+        """Register ``wait``; the oldest buffered event it meets, if any (the wait then ends).
+
+        A registration of a wait already held (delivered again, or written again to move it
+        forward in the log) only records its newer offset.
+        """
+        if wait.id in self._ended:
+            return None  # a registration delivered again after its wait ended
+        if wait.id in self._keys:
+            self._moved(wait)
+            return None
         for ts, view in self._recent.get(wait.key, ()):
             if self._meets(wait, ts) and accept(wait, view):
                 self._remember_end(wait.id)
@@ -93,9 +110,12 @@ class PartitionIndex:
             self.evicted += 1
         return None
 
-    def event(self, key: str, ts: float, view: dict[str, Any], accept: Accept) -> Iterator[Wait]:
-        """The waits ``view`` (of time ``ts``) meets, each ended; the event is buffered."""
-        self._buffer(key, ts, view)
+    def event(
+        self, key: str, ts: float, view: dict[str, Any], accept: Accept, offset: int = -1
+    ) -> Iterator[Wait]:
+        """The waits ``view`` (of time ``ts``, read at ``offset``) meets, each ended; the
+        event is buffered."""
+        self._buffer(key, ts, view, offset)
         waits = self._by_key.get(key)
         if not waits:
             return
@@ -127,13 +147,45 @@ class PartitionIndex:
         self._trim(now)
         return dropped
 
+    def oldest_offset(self) -> int | None:
+        """The offset of the oldest record a rebuild needs for what the index holds (the
+        oldest registration of a live wait, the oldest buffered event); ``None``: none."""
+        found = [o for o in (self._oldest_wait_offset(), self._oldest_event_offset()) if o >= 0]
+        return min(found) if found else None
+
+    def registered_before(self, offset: int, limit: int) -> list[Wait]:
+        """Up to ``limit`` live waits whose newest registration is older than ``offset``,
+        oldest first."""
+        found: list[Wait] = []
+        for wait_id, key in self._keys.items():
+            wait = self._by_key[key][wait_id]
+            if wait.offset >= offset or len(found) >= limit:
+                break
+            found.append(wait)
+        return found
+
+    def _oldest_wait_offset(self) -> int:
+        for wait_id, key in self._keys.items():
+            return self._by_key[key][wait_id].offset
+        return -1
+
+    def _oldest_event_offset(self) -> int:
+        return self._recent_order[0][2] if self._recent_order else -1
+
+    def _moved(self, wait: Wait) -> None:
+        """``wait``'s registration was read again at a newer offset: it is now the newest."""
+        held = self._by_key[wait.key][wait.id]
+        if wait.offset > held.offset:
+            held.offset = wait.offset
+            self._keys[wait.id] = self._keys.pop(wait.id)  # registration order: oldest first
+
     @staticmethod
     def _meets(wait: Wait, ts: float) -> bool:
         return ts >= wait.earliest and (wait.deadline is None or ts <= wait.deadline)
 
-    def _buffer(self, key: str, ts: float, view: dict[str, Any]) -> None:
+    def _buffer(self, key: str, ts: float, view: dict[str, Any], offset: int) -> None:
         self._recent.setdefault(key, deque()).append((ts, view))
-        self._recent_order.append((ts, key))
+        self._recent_order.append((ts, key, offset))
         while len(self._recent_order) > self._max_events:
             self._drop_oldest_event()
 
@@ -142,7 +194,7 @@ class PartitionIndex:
             self._drop_oldest_event()
 
     def _drop_oldest_event(self) -> None:
-        _, key = self._recent_order.popleft()
+        _, key, _ = self._recent_order.popleft()
         events = self._recent.get(key)
         if events:
             events.popleft()

@@ -234,16 +234,7 @@ class WaitForEventKind(NodeKind):
         deadline = None if opts.timeout is None else now + opts.timeout
         events: list[h.HistoryEvent] = []
         if deadline is not None and error is None:
-            timer = timer_of(task.id, attempt)
-            events.append(
-                h.TimerStarted(
-                    id=h.event_id(run_id, timer, "started"),
-                    run_id=run_id,
-                    ts=now,
-                    timer_id=timer,
-                    fire_at=deadline,
-                )
-            )
+            events.append(h.timer_started(run_id, timer_of(task.id, attempt), deadline, now))
         events.append(
             EventWaitStarted(
                 id=h.event_id(run_id, task.id, attempt, "waiting"),

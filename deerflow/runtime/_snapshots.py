@@ -36,7 +36,7 @@ from typing import Any
 
 import orjson
 
-from deerflow.core.state import RunState
+from deerflow.core.state import RunState, shared
 from deerflow.core.topics import Topics
 from deerflow.log.base import EventLog, Message, Record, TopicPartition
 from deerflow.payloads import stored_in
@@ -230,7 +230,7 @@ def decode_body(body: bytes, partition: int) -> PartitionImage:
             raise SnapshotInvalid(f"its body is of {found}, not {expected}")
         return PartitionImage(
             covered=int(data["covered"]),
-            runs=[from_json(state, RunState) for state in data["runs"]],
+            runs=[shared(from_json(state, RunState)) for state in data["runs"]],
             ended=[(str(r), int(n), float(t)) for r, n, t in data["ended"]],
             parked={str(k): str(v) for k, v in data["parked"].items()},
             stamp=None if data.get("stamp") is None else int(data["stamp"]),

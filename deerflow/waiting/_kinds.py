@@ -95,15 +95,7 @@ class WaitKind(NodeKind):
         if failed is not None:
             events.append(failed.model_copy(update={"ts": now}))
         elif timer_id is not None and deadline is not None:
-            events.append(
-                h.TimerStarted(
-                    id=h.event_id(run_id, timer_id, "started"),
-                    run_id=run_id,
-                    ts=now,
-                    timer_id=timer_id,
-                    fire_at=deadline,
-                )
-            )
+            events.append(h.timer_started(run_id, timer_id, deadline, now))
         return events
 
     def decide(

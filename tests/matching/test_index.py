@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from deerflow.matching._index import GRACE, PartitionIndex, Wait
+from deerflow.matching._rebuild import OffsetClock, carried, rebuild_from
 
 
 def wait(
     ident: str, key: str = "k", earliest: float = 100.0, deadline: float | None = None
 ) -> Wait:
-    return Wait(ident, f"run-{ident}", key, earliest, deadline, {})
+    return Wait(ident, f"run-{ident}", key, earliest, deadline, None)
 
 
 def anything(wait: Wait, view: dict[str, Any]) -> bool:
@@ -78,3 +81,59 @@ def test_the_index_and_its_buffer_are_bounded():
     # The oldest waits went first: w0 and w1 meet nothing now.
     assert list(index.event("k0", 151.0, {"id": "late"}, anything)) == []
     assert [w.id for w in index.event("k4", 151.0, {"id": "late"}, anything)] == ["w4"]
+
+
+def test_a_rebuild_must_start_at_the_oldest_live_wait_or_buffered_event():
+    index = PartitionIndex()
+    index.add(Wait("a", "run-a", "k1", 100.0, None, None, 5), anything)
+    index.add(Wait("b", "run-b", "k2", 100.0, None, None, 9), anything)
+    list(index.event("k3", 150.0, {"id": "e"}, anything, 7))
+    assert index.oldest_offset() == 5
+    list(index.event("k1", 151.0, {"id": "e2"}, anything, 12))  # a ends
+    assert index.oldest_offset() == 7  # the buffered events are the oldest now
+
+
+def test_a_registration_read_again_moves_its_wait_to_the_newest_offset():
+    index = PartitionIndex()
+    for n, ident in enumerate("abc"):
+        index.add(Wait(ident, f"run-{ident}", "k", 100.0, None, None, n), anything)
+    assert [w.id for w in index.registered_before(2, 10)] == ["a", "b"]
+    index.add(Wait("a", "run-a", "k", 100.0, None, None, 40), anything)  # written again
+    assert len(index) == 3
+    assert [w.id for w in index.registered_before(2, 10)] == ["b"]
+    assert index.oldest_offset() == 1
+    assert [w.id for w in index.registered_before(100, 2)] == ["b", "c"]  # oldest first, bounded
+
+
+def test_a_rebuild_reads_the_window_at_least_and_back_to_what_the_index_holds():
+    index = PartitionIndex()
+    assert rebuild_from(index, 1000, reread=100) == 900  # nothing held: the window only
+    assert rebuild_from(index, 50, reread=100) == 0
+    index.add(Wait("a", "run-a", "k", 100.0, None, ("approval", 1, "wf", "1", False), 40), anything)
+    assert rebuild_from(index, 1000, reread=100) == 40  # a live wait from before the window
+
+
+def test_a_wait_registered_before_the_window_is_written_again_to_its_partition():
+    index = PartitionIndex()
+    node = ("approval", 1, "wf", "1", False)
+    index.add(Wait("old", "run-old", "k1", 100.0, 900.0, node, 40), anything)
+    index.add(Wait("new", "run-new", "k2", 100.0, None, None, 950), anything)
+    (message,) = carried(index, "p.matching", 3, 900)
+    assert (message.topic, message.partition, message.key) == ("p.matching", 3, "k1")
+    assert orjson.loads(message.value) == {
+        "k": "wait",
+        "id": "old",
+        "run": "run-old",
+        "since": 100.0,
+        "deadline": 900.0,
+        "node": ["approval", 1, "wf", "1", False],
+    }
+
+
+def test_a_wait_registered_longer_ago_than_the_carry_age_is_written_again_however_few_records():
+    clock = OffsetClock()
+    for minute, head in enumerate([10, 12, 13, 15, 15]):
+        clock.read(head, 60.0 * minute)
+    assert clock.before(age=150.0, now=240.0) == 12  # read by t=60: more than 150 s ago
+    assert clock.before(age=1000.0, now=240.0) == 0  # nothing that old
+    assert clock.before(age=150.0, now=300.0) == 13  # time moved on

@@ -118,3 +118,27 @@ def test_a_waiting_run_costs_at_most_2_kb_beyond_its_state():
     assert 0 < signal_wait <= GOAL
     assert 0 < sleeping <= GOAL
     assert 0 < kept <= GOAL
+
+
+def test_runs_read_from_the_log_share_their_definition_s_shape_and_names():
+    wf = flow(signal)
+    states = []
+    for _ in range(2):
+        run_id = uuid.uuid4().hex
+        requested = h.RunRequested(
+            id=h.event_id(run_id, "requested"),
+            run_id=run_id,
+            workflow=wf.name,
+            fingerprint=wf.fingerprint(),
+            shape=wf.shape(),
+        )
+        state = RunState(run_id=run_id)
+        fold(state, h.decode(h.encode(requested)))  # decoded: its own copies of each string
+        advance(wf, state, 1.0)
+        states.append(state)
+    first, second = states
+    assert first.shape == wf.shape()
+    assert first.shape is second.shape
+    assert first.workflow is second.workflow and first.fingerprint is second.fingerprint
+    assert [t for t in first.tasks if t in second.tasks] == ["request"]
+    assert next(iter(first.tasks)) is next(iter(second.tasks))

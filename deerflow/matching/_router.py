@@ -1,0 +1,231 @@
+"""The router: re-keys waits, cancel conditions and domain events into the matching topic.
+
+It reads the history and the domain events (and the topics waits name with ``source=``). A
+wait that began (:class:`EventWaitStarted`), a run of a workflow with ``cancel_on`` that
+started, and every domain event of a type some workflow waits for become records of the
+``<prefix>.matching`` topic keyed by (event type, event paths, values): a repartition, as
+Kafka Streams does for a join, so a wait and the events that meet it land in one partition.
+Waits of runs that ended are retired the same way (an ``end`` record under their key).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+
+import deerflow._codec as _codec
+from deerflow.core import history as h
+from deerflow.eventstore import StoredEvent
+from deerflow.eventstore.integration import decode_unit, derived_id
+from deerflow.log.base import GroupConsumer, Message, Record
+from deerflow.matching._kind import EventMatched, EventWaitStarted, EventWaitTimedOut
+from deerflow.matching._member import Member, append_and_commit, log
+from deerflow.matching._spec import MISSING, event_key, event_view, resolve
+from deerflow.matching._wanted import cancel_specs, source_topics, wanted
+from deerflow.runtime import Engine
+
+#: runs the router remembers open waits of, to retire them when the run ends (oldest dropped:
+#: their waits then leave the index by deadline, match or its bound)
+RETIRE_LIMIT = 200_000
+_WAIT_TYPES = (b'"EventWaitStarted"', b'"EventMatched"', b'"EventWaitTimedOut"')
+
+
+def _terminal_types() -> list[bytes]:
+    """The types of events that end a run, as they appear in a record (features add some)."""
+    return [f'"{t}"'.encode() for t in sorted(h.TERMINAL_TYPES)]
+
+
+class Router(Member):
+    """Re-keys waits, cancel conditions and domain events into the matching topic."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        #: run id -> (wait id, key) of its open waits routed here, oldest run first
+        self._open_waits: dict[str, list[tuple[str, str]]] = {}
+        self.routed = 0
+        #: topics named by ``source=`` (subscribed when the router starts) -> their event types
+        self.sources: dict[str, set[str]] = {}
+
+    def loop_name(self) -> str:
+        """See :meth:`BackgroundService.loop_name`."""
+        return "deerflow-matching-router"
+
+    async def _open(self) -> None:
+        log_, topics = self.engine.log, self.engine.topics
+        partitions = await log_.partition_count(topics.history)
+        await log_.ensure_topic(self.topic, partitions)
+        self.sources = source_topics(self.engine)
+        for topic in (topics.events, *self.sources):
+            await log_.partition_count(topic)
+        self._consumer = log_.consumer(
+            f"{self.topic}.router", [topics.history, topics.events, *self.sources]
+        )
+        await self._consumer.start()
+
+    async def _handle(self, consumer: GroupConsumer, records: list[Record]) -> None:
+        if records:
+            out = list(self.route(records))
+            await append_and_commit(self.engine, consumer, out, records)
+            self.routed += len(out)
+        await self._follow_sources()
+
+    async def _follow_sources(self) -> None:
+        """Subscribe to the ``source=`` topics of workflows registered since the router began.
+
+        The group's offsets are kept, so the router re-joins where it was; a new topic is read
+        from its start (its messages before the wait began are older than the wait: only a
+        ``lookback`` matches them).
+        """
+        found = source_topics(self.engine)
+        if found.keys() <= self.sources.keys():
+            self.sources = {t: found.get(t, types) for t, types in self.sources.items()}
+            return
+        log.info(
+            "matching router: subscribing to %s (named by a workflow registered since)",
+            ", ".join(sorted(found.keys() - self.sources.keys())),
+        )
+        await self._close()
+        await self._open()
+
+    def route(self, records: Iterable[Record]) -> Iterator[Message]:
+        """The matching-topic records ``records`` become."""
+        history = self.engine.topics.history
+        types = wanted(self.engine)
+        cancels = any(cancel_specs(wf) for wf in self.engine.registry)
+        ends = _terminal_types()
+        for record in records:
+            if record.topic == history:
+                yield from self._from_history(record.value, cancels, ends)
+            elif record.topic in self.sources:
+                for event in self._from_source(record):
+                    yield from self._from_event(event, types)
+            elif types:
+                for event in decode_unit(record):
+                    yield from self._from_event(event, types)
+
+    def _from_history(self, value: bytes, cancels: bool, ends: list[bytes]) -> Iterator[Message]:
+        # Most history records concern none of this: a byte check skips them undecoded.
+        if not (
+            any(t in value for t in _WAIT_TYPES)
+            or (cancels and b'"RunRequested"' in value)
+            or (self._open_waits and any(t in value for t in ends))
+        ):
+            return
+        try:
+            event = h.decode(value)
+        except ValueError:
+            return
+        if isinstance(event, EventWaitStarted):
+            if event.error is None:
+                yield self._wait(event)
+        elif isinstance(event, h.RunRequested):
+            yield from self._cancel_waits(event)
+        elif isinstance(event, EventMatched | EventWaitTimedOut):
+            yield from self._retire(
+                event.run_id, h.event_id(event.run_id, event.task_id, event.attempt, "wait")
+            )
+        elif event.type in h.TERMINAL_TYPES:
+            yield from self._retire(event.run_id, None)
+
+    def _wait(self, event: EventWaitStarted) -> Message:
+        since = event.since - (event.lookback or 0.0)
+        record = {
+            "k": "wait",
+            "id": event.wait_id,
+            "run": event.run_id,
+            "since": since,
+            "deadline": event.deadline,
+            "node": [event.task_id, event.attempt, event.workflow, event.version, event.filtered],
+        }
+        self._remember(event.run_id, event.wait_id, event.key)
+        return Message(topic=self.topic, key=event.key, value=_codec.dumps(record))
+
+    def _cancel_waits(self, event: h.RunRequested) -> Iterator[Message]:
+        wf = self.engine.registry.get(event.workflow, event.version)
+        if wf is None:
+            return
+        view = {
+            "params": {**wf.default_params, **event.params},
+            "input": event.input,
+            "trigger": event.trigger or {},
+        }
+        for number, spec in enumerate(cancel_specs(wf)):
+            values = [resolve(run_path, view) for _, run_path in spec.pairs]
+            if any(v is MISSING for v in values):
+                log.warning(
+                    "run %s: no value for cancel_on %s %s",
+                    event.run_id,
+                    spec.event,
+                    dict(spec.pairs),
+                )
+                continue
+            key = event_key(spec.event, tuple(p for p, _ in spec.pairs), tuple(values))
+            ident = h.event_id(event.run_id, "cancel_on", number)
+            record = {
+                "k": "wait",
+                "id": ident,
+                "run": event.run_id,
+                "since": event.ts,
+                "deadline": None,
+                "cancel": spec.event,
+            }
+            self._remember(event.run_id, ident, key)
+            yield Message(topic=self.topic, key=key, value=_codec.dumps(record))
+
+    def _remember(self, run_id: str, wait_id: str, key: str) -> None:
+        self._open_waits.setdefault(run_id, []).append((wait_id, key))
+        while len(self._open_waits) > RETIRE_LIMIT:
+            del self._open_waits[next(iter(self._open_waits))]
+
+    def _retire(self, run_id: str, wait_id: str | None) -> Iterator[Message]:
+        waits = self._open_waits.get(run_id)
+        if not waits:
+            return
+        ended = [w for w in waits if wait_id is None or w[0] == wait_id]
+        kept = [w for w in waits if w not in ended]
+        if kept:
+            self._open_waits[run_id] = kept
+        else:
+            del self._open_waits[run_id]
+        for ident, key in ended:
+            yield Message(topic=self.topic, key=key, value=_codec.dumps({"k": "end", "id": ident}))
+
+    def _from_source(self, record: Record) -> Iterator[StoredEvent]:
+        """A message of a ``source=`` topic as an event of each type waiting on the topic."""
+        found = decode_unit(record)
+        if found:
+            data, ident, when = found[0].data, found[0].id, found[0].timestamp
+        else:
+            try:
+                data = _codec.loads(record.value)
+            except ValueError:
+                data = record.value.decode(errors="replace")
+            ident = derived_id(f"{record.topic}/{record.partition}/{record.offset}", 0)
+            when = datetime.fromtimestamp(record.timestamp_ms / 1000, UTC)
+        for event_type in self.sources[record.topic]:
+            yield StoredEvent(
+                id=ident, type=event_type, data=data, timestamp=when, source=f"kafka:{record.topic}"
+            )
+
+    def _from_event(
+        self, event: StoredEvent, types: dict[str, set[tuple[str, ...]]]
+    ) -> Iterator[Message]:
+        path_sets = types.get(event.type)
+        if not path_sets:
+            return
+        view = event_view(
+            id=event.id,
+            type=event.type,
+            data=event.data,
+            time=event.timestamp,
+            source=event.source,
+            stream=event.stream,
+            correlation_id=event.correlation_id,
+        )
+        for paths in path_sets:
+            values = tuple(resolve(p, view) for p in paths)
+            if any(v is MISSING for v in values):
+                continue
+            key = event_key(event.type, paths, values)
+            record = {"k": "event", "event": view}
+            yield Message(topic=self.topic, key=key, value=_codec.dumps(record))

@@ -1,0 +1,132 @@
+"""After a restart, a partition's index is rebuilt from the records its live waits need, not
+from the start of the matching topic: on SQLite and Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from deerflow import Engine, RunHandle, Workflow
+from deerflow.choreography import publish_event_async
+from deerflow.log.base import Message, Record, TopicPartition
+from deerflow.matching import EventMatched, Matcher
+from tests.logs import history
+from tests.matching.waits import invoices, until_waiting
+
+REREAD = 10
+ENDED = 40
+LIVE = 5
+
+
+def matcher_of(engine: Engine) -> Matcher:
+    return next(s for s in engine.services if isinstance(s, Matcher))
+
+
+async def matching_records(engine: Engine) -> dict[TopicPartition, list[Record]]:
+    topic = matcher_of(engine).topic
+    partitions = await engine.log.partition_count(topic)
+    return await engine.log.read_partitions(
+        {TopicPartition(topic, p): 0 for p in range(partitions)}
+    )
+
+
+async def until(check, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        await asyncio.sleep(0.1)
+
+
+async def until_rebuilt(engine: Engine) -> Matcher:
+    matcher = matcher_of(engine)
+
+    async def rebuilt() -> bool:
+        consumer = matcher._consumer
+        return (
+            consumer is not None
+            and bool(consumer.assignment())
+            and all(tp.partition in matcher.rebuilds for tp in consumer.assignment())
+        )
+
+    await until(rebuilt, "the matching partitions were not rebuilt")
+    return matcher
+
+
+@pytest.fixture(autouse=True)
+def small_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rebuild reads the last REREAD records at least; events leave the buffer in 1 s."""
+    monkeypatch.setattr(Matcher, "reread", REREAD)
+    monkeypatch.setattr(Matcher, "buffer_seconds", 1.0)
+
+
+async def many_ended_waits(store: str) -> tuple[Workflow, RunHandle, list[RunHandle], int]:
+    """An engine whose runs waited: the oldest and LIVE still wait, ENDED were approved; it
+    stops once each partition's rebuild offset moved. The records the matching topic holds."""
+    wf = invoices(timeout="1h")
+    async with Engine(store, [wf]) as engine:
+        matcher = await until_rebuilt(engine)
+        oldest = await engine.start(wf, params={"invoice_id": "oldest"})
+        ended = [await engine.start(wf, params={"invoice_id": f"e{n}"}) for n in range(ENDED)]
+        live = [await engine.start(wf, params={"invoice_id": f"l{n}"}) for n in range(LIVE)]
+        await until_waiting(engine, oldest, *ended, *live)
+        for n in range(ENDED):
+            await publish_event_async(
+                "InvoiceApproved", {"invoice_id": f"e{n}", "by": "ann"}, store=engine
+            )
+        for run in ended:
+            assert (await run.result(timeout=60)).status == "completed"
+
+        async def moved() -> bool:
+            held = sum(map(len, matcher.indexes.values()))
+            return held == 1 + LIVE and sum(matcher._stored.values()) > 0
+
+        await until(moved, "no partition's rebuild offset moved")
+        total = sum(len(r) for r in (await matching_records(engine)).values())
+    return wf, oldest, ended, total
+
+
+async def test_a_restart_after_many_ended_waits_rebuilds_only_what_is_live(store):
+    if store.startswith("memory"):
+        pytest.skip("an in-memory store does not outlive its engine")
+    wf, oldest, _, total = await many_ended_waits(store)
+    async with Engine(store, [wf]) as engine:
+        matcher = await until_rebuilt(engine)
+        read = sum(records for _, records in matcher.rebuilds.values())
+        held = sum(map(len, matcher.indexes.values()))
+        await publish_event_async(
+            "InvoiceApproved", {"invoice_id": "oldest", "by": "bob"}, store=engine
+        )
+        result = await engine.wait(oldest.run_id, timeout=60)
+    assert held == 1 + LIVE  # the live waits, the oldest among them, none that ended
+    assert read < total  # the records of waits that ended before the window are not read
+    assert result.status == "completed", result.error
+    assert result.output == "bob"  # the oldest wait, registered long before, still resumes
+
+
+async def test_a_registration_delivered_again_within_the_window_is_still_recognised(store):
+    if store.startswith("memory"):
+        pytest.skip("an in-memory store does not outlive its engine")
+    wf, _, ended, _ = await many_ended_waits(store)
+    last = ended[-1].run_id
+    async with Engine(store, [wf]) as engine:
+        matcher = await until_rebuilt(engine)
+        *_, registration = [  # (written again once, maybe, while it waited long)
+            r
+            for rs in (await matching_records(engine)).values()
+            for r in rs
+            if b'"k":"wait"' in r.value and f'"run":"{last}"'.encode() in r.value
+        ]
+        # The router delivers the registration again (it was stopped before its commit).
+        await engine.log.append([Message(registration.topic, registration.value, registration.key)])
+        await asyncio.sleep(1.0)  # time for the index to read it
+        held = sum(map(len, matcher.indexes.values()))
+        await publish_event_async(
+            "InvoiceApproved", {"invoice_id": f"e{ENDED - 1}", "by": "bob"}, store=engine
+        )
+        await asyncio.sleep(1.0)  # time for a second resume to land
+        events = await history(engine, last)
+    assert held == 1 + LIVE  # the ended wait did not come back
+    assert len([e for e in events if isinstance(e, EventMatched)]) == 1
