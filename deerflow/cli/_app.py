@@ -88,12 +88,8 @@ def run(
         raise fail(f"--input is not JSON: {exc}") from None
 
     async def main() -> RunResult:
-        if getattr(chosen, "_pipeline", None) is not None:
-            from deerflow.pipeline import run_pipeline  # a stream, not a run in the history
-
-            return await run_pipeline(
-                chosen, params=params, input=data, timeout=timeout, run_id=run_id
-            )
+        if chosen.is_pipeline():  # a stream, not a run in the history
+            return await chosen.stream(params, input=data, timeout=timeout, run_id=run_id)
         async with Engine(store, workflows) as engine:
             handle = await engine.start(chosen, params=params, input=data, run_id=run_id)
             _leave_on_interrupt(handle.run_id, store)

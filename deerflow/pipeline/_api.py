@@ -113,6 +113,22 @@ class PipelineMixin(WorkflowDef):
                 " a pipeline workflow has no tasks: use two workflows"
             )
 
+    def is_pipeline(self) -> bool:
+        """Whether this workflow streams (a pipeline) rather than runs in the history."""
+        return self._pipeline is not None
+
+    async def stream(
+        self,
+        params: Mapping[str, Any] | None = None,
+        *,
+        input: Any = None,
+        timeout: float | None = None,
+        run_id: str | None = None,
+    ) -> RunResult:
+        """Stream ``input`` (else the declared source) through this pipeline (see
+        :func:`run_pipeline`); from async code, what ``run`` does for a pipeline."""
+        return await run_pipeline(self, params=params, input=input, timeout=timeout, run_id=run_id)
+
     def _run_pipeline(
         self,
         params: Mapping[str, Any] | None,
