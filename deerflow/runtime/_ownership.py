@@ -551,7 +551,8 @@ class Ownership:
         held, longest = held + spent, max(longest, spent)
         await self._outbox.drain()
         if changes != self._changes or partition not in self._covered or not self._durable():
-            self._dirty |= mine
+            if partition in self._covered:  # still held: its next snapshot holds them
+                self._dirty |= mine
             return None
         mark = time.perf_counter()
         for run_id in self._take_dirty(partition):

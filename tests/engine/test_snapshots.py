@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 import logging
 import re
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -19,10 +20,14 @@ import pytest
 from deerflow import Engine, Workflow
 from deerflow.core import history as h
 from deerflow.core.state import Expansion, RunState, TaskState
+from deerflow.core.topics import Topics
 from deerflow.eventstore import open_log
 from deerflow.log.base import EventLog, Message, Record, TopicPartition
+from deerflow.log.memory import MemoryEventLog
+from deerflow.runtime._outbox import Outbox
+from deerflow.runtime._ownership import Ownership
 from deerflow.runtime._snapcodec import decode, encode, schema_fingerprint
-from deerflow.runtime._snapshots import Snapshots
+from deerflow.runtime._snapshots import Snapshots, decode_body
 from deerflow.runtime._tombstones import EndedRuns
 from deerflow.web._runs import request_retry
 from tests.engine.test_orchestrator_memory import evicted, shipping
@@ -524,3 +529,47 @@ async def test_a_chain_with_a_bad_delta_is_not_used(store, caplog, long_chains, 
     assert used == count - len(spoilt)
     assert sorted(held) == [f"a-{n:02d}" for n in range(APPROVED, WAITING)]
     await approve_the_rest(store, wf, executions)
+
+
+class _NoOwner:
+    """The orchestrator's part of an :class:`Ownership`, which taking a snapshot does not use."""
+
+    def fold_record(self, value: bytes, touched: dict[str, RunState]) -> None: ...
+    def forgotten(self, run_ids: set[str]) -> None: ...
+    def resume(self, live: list[RunState]) -> int:
+        return 0
+
+    def advance(self, runs: object) -> None: ...
+
+
+async def test_runs_changed_while_a_snapshot_is_encoded_are_taken_as_they_end_up(monkeypatch):
+    """A snapshot encodes its runs a slice at a time, other tasks running in between; those
+    they change or end meanwhile are in it as they are at the end, not as first encoded."""
+    monkeypatch.setattr("deerflow.runtime._ownership.SLICE_SECONDS", 0.0)  # yield after each
+    log = MemoryEventLog()
+    topics = Topics("t")
+    snapshots = Snapshots(log, topics)
+    outbox = Outbox(log, lambda appended: None, lambda message: None)
+    owned = Ownership(log, topics.history, _NoOwner(), outbox, asyncio.Event(), snapshots=snapshots)
+    owned.partitions = 1
+    for n in range(50):
+        state = owned.add(f"r-{n:02d}")
+        state.requested, state.workflow = True, "w"
+    owned._covered[0], owned._stamps[0] = 100, None
+
+    async def meanwhile() -> None:
+        await asyncio.sleep(0)  # the snapshot has begun
+        owned.runs["r-00"].search_attributes["late"] = 1  # encoded first, changed after
+        owned.changed("r-00")
+        ended = owned.runs["r-49"]
+        ended.status, ended.finished_at = "completed", time.time()
+        owned.tombstone(ended)
+
+    taken, _ = await asyncio.gather(owned._take(0), meanwhile())
+    assert taken is not None
+    covered, image, runs, delta = taken
+    written = decode_body(snapshots.body(0, image, runs), 0)
+    held = {state.run_id: state for state in written.runs}
+    assert not delta and covered == 100 and len(held) == 49
+    assert held["r-00"].search_attributes == {"late": 1}
+    assert [t[0] for t in written.ended] == ["r-49"]
