@@ -615,7 +615,10 @@ class Ownership:
     ) -> None:
         assert self._snapshots is not None
         try:
-            body = self._snapshots.body(partition, image, runs, delta=delta)
+            # In a thread: joining a large body is copying the loop need not wait for.
+            body = await asyncio.to_thread(
+                self._snapshots.body, partition, image, runs, delta=delta
+            )
             del runs  # the body holds them now
             await self._snapshots.write(partition, self.partitions, covered, body, delta=delta)
             log.debug(
