@@ -88,20 +88,17 @@ class PartitionImage:
     gone: list[str] = field(default_factory=list)
 
 
-def apply(
-    image: PartitionImage, delta: PartitionImage, *, limit: int | None = None
-) -> PartitionImage:
+def apply(image: PartitionImage, delta: PartitionImage) -> PartitionImage:
     """``image`` with ``delta`` applied: what a base written at the delta's point would hold.
 
     A changed run replaces what ``image`` held of it (state, tombstone, parking); tombstones
-    keep their order (ended again: at the end) and at most the newest ``limit`` are kept.
+    keep their order (ended again: at the end). The owner that installs the result keeps at
+    most its limit of them, the oldest going first.
     """
     changed = {s.run_id for s in delta.runs} | {t[0] for t in delta.ended} | set(delta.gone)
     runs = [s for s in image.runs if s.run_id not in changed] + delta.runs
     ended = [t for t in image.ended if t[0] not in changed] + delta.ended
     parked = {r: why for r, why in image.parked.items() if r not in changed} | delta.parked
-    if limit is not None:
-        ended = ended[-limit:] if limit > 0 else []
     return PartitionImage(delta.covered, runs, ended, parked, delta.stamp)
 
 
