@@ -365,6 +365,9 @@ class Orchestrator(BackgroundService):
             if self._owned.reopens(event) or not isinstance(event, h.RunRequested):
                 return  # tombstoned (a retry is noted), or not started here
             state = self._owned.add(event.run_id)
+        else:
+            # Even a fold that changes nothing may note the event's id (its repeat is known).
+            self._owned.changed(event.run_id)
         if fold(state, event):
             touched[event.run_id] = state
 
@@ -417,6 +420,7 @@ class Orchestrator(BackgroundService):
             )
             self._pending_fired.append(fired)
             fold(state, fired)
+            self._owned.changed(run_id)
             touched[run_id] = state
 
     def _advance(self, runs: Iterable[RunState]) -> None:
@@ -457,6 +461,7 @@ class Orchestrator(BackgroundService):
         else:
             return
         fold(state, event)
+        self._owned.changed(state.run_id)
         history.append(h.message(self._topics.history, event))
 
     def _decide(
@@ -468,7 +473,10 @@ class Orchestrator(BackgroundService):
         history: list[Message],
     ) -> None:
         """Advance ``state``; add the task messages and history events decided to the lists."""
+        before = _folded(state)
         events = advance(wf, state, now)
+        if events or _folded(state) != before:
+            self._owned.changed(state.run_id)
         attempts = [
             isinstance(e, h.TaskScheduled)
             and e.run_id == state.run_id
@@ -519,6 +527,7 @@ class Orchestrator(BackgroundService):
                 state.seen.pop(h.decode(message.value).id, None)
                 state.status, state.output = RUN_RUNNING, None
                 fold(state, event)
+                self._owned.changed(state.run_id)
         return h.message(self._topics.history, event)
 
     def _on_durable(self, appended: int) -> None:
@@ -569,8 +578,16 @@ class Orchestrator(BackgroundService):
         if wf is not None and not state.terminal:
             reason = definition_change(wf, state)
             if reason is None:
-                self.parked.pop(state.run_id, None)
+                if self.parked.pop(state.run_id, None) is not None:
+                    self._owned.changed(state.run_id)
             elif state.run_id not in self.parked:  # decide does nothing for it; say why, once
                 self.parked[state.run_id] = reason
+                self._owned.changed(state.run_id)
                 log.error("run %s is parked: %s", state.run_id, reason)
         return wf
+
+
+def _folded(state: RunState) -> tuple[int, int, str | None]:
+    """What changes when anything is folded into ``state``: its count of changes, and its
+    window of event ids (an event that changed nothing may still be noted there)."""
+    return state.events, len(state.seen), next(reversed(state.seen), None)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Iterable
 from typing import Protocol
 
@@ -21,10 +22,13 @@ from deerflow.core import history as h
 from deerflow.core.state import RunState, next_retry
 from deerflow.log.base import EventLog, GroupConsumer, Record, TopicPartition, partition_for
 from deerflow.runtime._outbox import Outbox
-from deerflow.runtime._snapshots import PartitionImage, Snapshots, snapshot_invalid
+from deerflow.runtime._snapcodec import encode
+from deerflow.runtime._snapshots import PartitionImage, Snapshots, Tombstone, snapshot_invalid
 from deerflow.runtime._tombstones import EndedRuns, refold
 
 log = logging.getLogger("deerflow.orchestrator")
+
+SLICE_SECONDS = 0.005  # the longest a snapshot encodes runs before the loop gets a turn
 
 
 class Owner(Protocol):
@@ -56,7 +60,9 @@ class Ownership:
     ``owner.advance``. A failed load is retried by the loop. :meth:`on_revoked` drains the
     outbox, writes a snapshot of the partitions that changed and forgets them. While a
     partition loads, :meth:`owns` is false for its runs (no local fast path on half-read
-    state). :meth:`checkpoint` writes snapshots every ``snapshot_every`` records folded.
+    state). :meth:`checkpoint` writes snapshots every ``snapshot_every`` records folded: a delta
+    of the runs :meth:`changed` since the partition's previous snapshot, or a base of all its
+    runs when the chain is long enough (:class:`~deerflow.runtime._snapshots.Chain`).
 
     Args:
         log: the event log.
@@ -109,6 +115,11 @@ class Ownership:
         self._covered: dict[int, int] = {}  # per partition, the offset after the last folded
         self._stamps: dict[int, int | None] = {}  # per partition, that record's timestamp
         self._writing: dict[int, asyncio.Task[None]] = {}
+        self._taking: set[int] = set()  # partitions whose snapshot is being encoded
+        #: runs changed since their partition's last snapshot (what its next delta holds):
+        #: noted as they change, sorted by partition when a snapshot takes them
+        self._dirty: set[str] = set()
+        self._dirty_by: dict[int, set[str]] = {}
         #: set once the first assignment's runs are loaded: from then on, which runs this
         #: member owns is known (Engine.wait asks before choosing who answers)
         self.settled = asyncio.Event()
@@ -145,7 +156,14 @@ class Ownership:
         """A new state for ``run_id``, held from now on."""
         state = self.runs[run_id] = RunState(run_id=run_id)
         self._by_partition.setdefault(self.partition_of(run_id), set()).add(run_id)
+        self.changed(run_id)
         return state
+
+    def changed(self, run_id: str) -> None:
+        """Note that ``run_id``'s state, tombstone or parking changed (or may have): its
+        partition's next snapshot holds it. Whoever changes a held run says so."""
+        if self._snapshots is not None:
+            self._dirty.add(run_id)
 
     def tombstone(self, state: RunState) -> None:
         """Replace the state of ``state``'s run, which has ended, with a tombstone."""
@@ -155,6 +173,7 @@ class Ownership:
         self.parked.pop(run_id, None)
         self._by_partition.get(part, set()).discard(run_id)
         self.ended.add(part, state)
+        self.changed(run_id)
 
     # -- the group's listener ------------------------------------------------------------------
 
@@ -221,6 +240,7 @@ class Ownership:
     def _forget(self, partitions: Iterable[TopicPartition]) -> None:
         forgotten: set[str] = set()
         for tp in partitions:
+            self._take_dirty(tp.partition)
             runs = self._by_partition.pop(tp.partition, set())
             for run_id in runs:
                 self.runs.pop(run_id, None)
@@ -248,6 +268,7 @@ class Ownership:
             self.ended.remove(part, state.run_id)
             self.runs[state.run_id] = touched[state.run_id] = state
             self._by_partition.setdefault(part, set()).add(state.run_id)
+            self.changed(state.run_id)
             reopened.append(state)
         log.info("orchestrator reopened %d ended runs for a retry", len(reopened))
         self._owner.resume([s for s in reopened if not s.terminal])
@@ -328,6 +349,8 @@ class Ownership:
         touched: dict[str, RunState] = {}
         if image is not None:
             self._install(tp.partition, image, touched)
+        elif self._snapshots is not None:
+            self._snapshots.reset(tp.partition)  # its next snapshot is a base
         for record in records:
             self._owner.fold_record(record.value, touched)
         start = 0 if image is None else image.covered
@@ -426,12 +449,15 @@ class Ownership:
         last one (``force``: every one of ``partitions`` that folded any).
 
         The outbox is drained first and nothing is taken unless every decision is durable, so
-        a snapshot reflects only what the log holds. Taking it costs the partition's live runs;
-        writing it happens in the background, one write per partition at a time (``force``
-        waits for it: an orderly hand-over).
+        a snapshot reflects only what the log holds. Taking it costs the runs that changed
+        since the partition's last snapshot (a delta), or its live runs (a base); they are
+        encoded a slice at a time, the loop getting a turn in between. Writing it happens in
+        the background, one write per partition at a time (``force`` waits for it: an orderly
+        hand-over).
         """
         if self._snapshots is None or self.consumer is None:
             return
+        self._bound_dirty()
         owned = self.consumer.assignment() if partitions is None else frozenset(partitions)
         every = 1 if force else max(1, self.snapshot_every)
         due = [
@@ -439,38 +465,171 @@ class Ownership:
             for tp in sorted(owned - self.loading)
             if self._folded.get(tp.partition, 0) >= every
             and tp.partition in self._covered
+            and tp.partition not in self._taking
             and not _busy(self._writing.get(tp.partition))
         ]
         if not due:
             return
         await self._outbox.drain()
-        if self._outbox.untrusted or not self._outbox.idle or self._outbox.backlog or self.reopen:
+        if not self._durable():
             return  # decisions not durable yet (or a rebuild is due): the next round tries
         writes = []
         for tp in due:
+            self._taking.add(tp.partition)
             try:
-                covered = self._covered[tp.partition]
-                image = self._image(tp.partition, covered)
-                body = self._snapshots.encode(tp.partition, image)
+                taken = await self._take(tp.partition)
             except Exception as exc:
                 log.warning("orchestrator: no snapshot of partition %d: %s", tp.partition, exc)
+                self._snapshots.reset(tp.partition)  # the changes it took are in no snapshot
+                self._folded[tp.partition] = 0
                 continue
             finally:
-                self._folded[tp.partition] = 0
-            write = asyncio.create_task(
-                self._write(tp.partition, covered, body), name="deerflow-snapshot"
-            )
+                self._taking.discard(tp.partition)
+            if taken is None:
+                continue  # cut short: the next round tries
+            self._folded[tp.partition] = 0
+            write = asyncio.create_task(self._write(tp.partition, *taken), name="deerflow-snapshot")
             self._writing[tp.partition] = write
             writes.append(write)
         if force and writes:
             await asyncio.wait(writes)
 
-    async def _write(self, partition: int, covered: int, body: bytes) -> None:
+    def _durable(self) -> bool:
+        """Whether every decision is durable in the log (and no rebuild is due)."""
+        outbox = self._outbox
+        return not (outbox.untrusted or not outbox.idle or outbox.backlog or self.reopen)
+
+    def _bound_dirty(self) -> None:
+        """Keep the changed runs' ids bounded while snapshots cannot be taken: past what the
+        partitions hold, they are dropped and every partition's next snapshot is a base."""
+        noted = len(self._dirty) + sum(map(len, self._dirty_by.values()))
+        if self._snapshots is not None and noted > 2 * len(self.runs) + 10_000:
+            self._dirty, self._dirty_by = set(), {}
+            for partition in list(self._by_partition):
+                self._snapshots.reset(partition)
+
+    def _take_dirty(self, partition: int) -> set[str]:
+        """Take the ids of ``partition``'s runs changed since they were last taken."""
+        if self._dirty:
+            # A held run's partition is known; only the others' is computed (once each).
+            runs = self.runs
+            others = [run_id for run_id in self._dirty if run_id not in runs]
+            for run_id in others:
+                self._dirty_by.setdefault(self.partition_of(run_id), set()).add(run_id)
+            self._dirty.difference_update(others)
+        mine = self._dirty & self._by_partition.get(partition, set())
+        self._dirty -= mine
+        return mine | self._dirty_by.pop(partition, set())
+
+    async def _take(self, partition: int) -> tuple[int, PartitionImage, list[bytes], bool] | None:
+        """What a snapshot of ``partition`` holds now: the offset it covers, its image (runs
+        left out), the runs' encodings and whether it is a delta. None: cut short
+        (the partition moved, or decisions are not durable after the slices)."""
+        assert self._snapshots is not None
+        changes, began = self._changes, time.perf_counter()
+        held = longest = 0.0
+        mark = time.perf_counter()
+        live = self._by_partition.get(partition, set())
+        chain = self._snapshots.chain(partition)
+        mine = self._take_dirty(partition)
+        size = len(live) + self.ended.count(partition)
+        delta = chain is not None and not chain.wants_base(len(mine), size)
+        encoded: dict[str, bytes] = {}
+        ended: dict[str, Tombstone] = {}
+        gone: set[str] = set()
+        # Encoded a slice at a time: other tasks run in between and may change runs (the
+        # loop's own folding waits for this). Those they change are noted as changed and
+        # encoded again below, once the outbox is drained: each run is then as it is at the
+        # end, with every decision durable, as if taken at once.
+        for run_id in sorted(mine if delta else live):
+            self._classify(partition, run_id, encoded, ended, gone)
+            if (spent := time.perf_counter() - mark) > SLICE_SECONDS:
+                held, longest = held + spent, max(longest, spent)
+                await asyncio.sleep(0)
+                mark = time.perf_counter()
+        spent = time.perf_counter() - mark
+        held, longest = held + spent, max(longest, spent)
+        await self._outbox.drain()
+        if changes != self._changes or partition not in self._covered or not self._durable():
+            if partition in self._covered:  # still held: its next snapshot holds them
+                self._dirty |= mine
+            return None
+        mark = time.perf_counter()
+        for run_id in self._take_dirty(partition):
+            self._classify(partition, run_id, encoded, ended, gone)
+        covered = self._covered[partition]
+        parked = {r: self.parked[r] for r in encoded if r in self.parked}
+        image = PartitionImage(covered, [], [], parked, self._stamps.get(partition))
+        if delta:
+            image.ended, image.gone = sorted(ended.values(), key=lambda t: t[2]), sorted(gone)
+        else:
+            # Tombstones, then the ended runs not evicted yet, in the order they ended.
+            kept = [t for t in self.ended.kept(partition) if t[0] not in ended]
+            image.ended = (kept + sorted(ended.values(), key=lambda t: t[2]))[-self.ended.limit :]
+        spent = time.perf_counter() - mark
+        held, longest = held + spent, max(longest, spent)
+        log.debug(
+            "orchestrator: snapshot of partition %d taken (%s, %d runs) in %.1f ms, %.1f ms "
+            "of it on the loop, %.1f ms at most at once",
+            partition,
+            "a delta" if delta else "a base",
+            len(encoded),
+            1000 * (time.perf_counter() - began),
+            1000 * held,
+            1000 * longest,
+        )
+        return covered, image, list(encoded.values()), delta
+
+    def _classify(
+        self,
+        partition: int,
+        run_id: str,
+        encoded: dict[str, bytes],
+        ended: dict[str, Tombstone],
+        gone: set[str],
+    ) -> None:
+        """Put ``run_id`` where a snapshot holds it now: encoded if running, a tombstone if
+        ended, or gone."""
+        encoded.pop(run_id, None)
+        ended.pop(run_id, None)
+        gone.discard(run_id)
+        state = self.runs.get(run_id)
+        if state is not None and not state.terminal:
+            encoded[run_id] = encode(state)
+        elif state is not None:  # ended, not evicted yet: a tombstone is what it needs
+            ended[run_id] = (run_id, next_retry(state), _ended_at(state))
+        else:
+            tombstone = self.ended.entry(partition, run_id)
+            if tombstone is not None:
+                ended[run_id] = tombstone
+            else:
+                gone.add(run_id)
+
+    async def _write(
+        self,
+        partition: int,
+        covered: int,
+        image: PartitionImage,
+        runs: list[bytes],
+        delta: bool,
+    ) -> None:
         assert self._snapshots is not None
         try:
-            await self._snapshots.write(partition, self.partitions, covered, body)
-            log.debug("orchestrator: snapshot of partition %d at %d written", partition, covered)
+            # In a thread: joining a large body is copying the loop need not wait for.
+            body = await asyncio.to_thread(
+                self._snapshots.body, partition, image, runs, delta=delta
+            )
+            del runs  # the body holds them now
+            await self._snapshots.write(partition, self.partitions, covered, body, delta=delta)
+            log.debug(
+                "orchestrator: snapshot of partition %d at %d written (%s, %d bytes)",
+                partition,
+                covered,
+                "a delta" if delta else "a base",
+                len(body),
+            )
         except Exception as exc:  # the previous snapshot stays the newest: a longer tail
+            self._snapshots.reset(partition)  # what this one held is in no snapshot
             log.warning(
                 "orchestrator: writing a snapshot of partition %d failed: %s", partition, exc
             )
@@ -480,21 +639,6 @@ class Ownership:
         writes = [w for w in self._writing.values() if not w.done()]
         if writes:
             await asyncio.wait(writes)
-
-    def _image(self, partition: int, covered: int) -> PartitionImage:
-        """What this member holds of ``partition``, as of ``covered``."""
-        live: list[RunState] = []
-        ending: list[tuple[str, int, float]] = []
-        for run_id in sorted(self._by_partition.get(partition, ())):
-            state = self.runs[run_id]
-            if state.terminal:  # ended, not evicted yet: a tombstone is what it needs
-                ending.append((run_id, next_retry(state), _ended_at(state)))
-            else:
-                live.append(state)
-        parked = {s.run_id: self.parked[s.run_id] for s in live if s.run_id in self.parked}
-        ended = self.ended.kept(partition) + sorted(ending, key=lambda t: t[2])
-        stamp = self._stamps.get(partition)
-        return PartitionImage(covered, live, ended[-self.ended.limit :], parked, stamp)
 
 
 def _resume_at(image: PartitionImage | None) -> int:

@@ -17,13 +17,23 @@ bookkeeping group ``<orchestrator group>.snapshots``: a new owner asks that grou
 newest manifest is, and never scans the topic (Tansu does not compact, and its end offsets
 are unreliable). A crash before that commit leaves the previous snapshot the newest.
 
-On Kafka the topic is created compacted, with record keys ``<p>/<slot>/<chunk>`` and
-``<p>/<slot>/manifest``: consecutive snapshots of a partition alternate between two slots, so
-compaction never removes a chunk of the newest complete snapshot while the next is written.
+Incremental: a snapshot is a *base* (every live run of the partition) or a *delta* (the runs
+changed since the previous snapshot, the tombstones of those that ended, the ids of those
+gone). A delta's manifest names the manifests of its chain (the base, then the deltas before
+it); a loader applies them in order. A chain is bounded (:data:`MAX_DELTAS` deltas, or deltas
+adding up to :data:`DELTA_FRACTION` of the base's bytes): then the next snapshot is a base. So
+writing one costs the runs that changed, and loading one at most a base and a half.
 
-Anything wrong (no commit, a missing chunk, a checksum, version, partition or fingerprint
-that does not match, a covered offset beyond the history's end) makes :meth:`Snapshots.load`
-say so and return None: the owner then folds the partition from offset 0. Never wrong state.
+On Kafka the topic is created compacted, with record keys ``<p>/<slot>/<chunk>`` and
+``<p>/<slot>/manifest`` for a base, ``<p>/<slot>/d<k>/<chunk>`` and ``<p>/<slot>/d<k>/manifest``
+for the ``k``-th delta on it: consecutive bases of a partition alternate between two slots and
+a base's deltas share its slot, so compaction never removes a record of the newest complete
+chain while the next is written.
+
+Anything wrong (no commit, a missing chunk or manifest anywhere in the chain, a checksum,
+version, partition or fingerprint that does not match, a covered offset beyond the history's
+end) makes :meth:`Snapshots.load` say so and leave the partition out: the owner then folds it
+from offset 0. Never wrong state.
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,29 +55,79 @@ from deerflow.runtime._snapcodec import CodecError, encode, from_json, schema_fi
 
 log = logging.getLogger("deerflow.orchestrator")
 
-FORMAT = 1
+FORMAT = 1  # a base snapshot: the whole partition
+DELTA_FORMAT = 2  # a delta: what changed since the snapshot before it in its chain
 CHUNK_BYTES = 512 * 1024
+MAX_DELTAS = 16  # deltas on one base at most; then the next snapshot is a base
+DELTA_FRACTION = 0.5  # a chain's deltas add up to at most this share of its base's bytes
 _KIND = "deerflow-snapshot"
+
+Tombstone = tuple[str, int, float]  # (run id, retry number that reopens it or 0, end time)
 
 
 @dataclass
 class PartitionImage:
-    """What a snapshot of one history partition holds.
+    """What a snapshot of one history partition holds (a base), or what changed (a delta).
 
     Attributes:
         covered: the offset of the first history record not folded in.
-        runs: states of the runs that have not ended.
-        ended: tombstones kept: (run id, retry number that reopens it or 0, end time).
-        parked: reasons runs are parked, by run id.
+        runs: states of the runs that have not ended (a delta: those that changed).
+        ended: tombstones kept: (run id, retry number that reopens it or 0, end time); a
+            delta: those of the changed runs that have ended.
+        parked: reasons runs are parked, by run id (a delta: of the changed runs).
         stamp: the timestamp of the history record at ``covered - 1`` (None: not known), so a
             history recreated since the snapshot does not pass for the one it covers.
+        gone: a delta only: changed runs that are neither running nor tombstoned any more.
     """
 
     covered: int
     runs: list[RunState] = field(default_factory=list)
-    ended: list[tuple[str, int, float]] = field(default_factory=list)
+    ended: list[Tombstone] = field(default_factory=list)
     parked: dict[str, str] = field(default_factory=dict)
     stamp: int | None = None
+    gone: list[str] = field(default_factory=list)
+
+
+def apply(image: PartitionImage, delta: PartitionImage) -> PartitionImage:
+    """``image`` with ``delta`` applied: what a base written at the delta's point would hold.
+
+    A changed run replaces what ``image`` held of it (state, tombstone, parking); tombstones
+    keep their order (ended again: at the end). The owner that installs the result keeps at
+    most its limit of them, the oldest going first.
+    """
+    changed = {s.run_id for s in delta.runs} | {t[0] for t in delta.ended} | set(delta.gone)
+    runs = [s for s in image.runs if s.run_id not in changed] + delta.runs
+    ended = [t for t in image.ended if t[0] not in changed] + delta.ended
+    parked = {r: why for r, why in image.parked.items() if r not in changed} | delta.parked
+    return PartitionImage(delta.covered, runs, ended, parked, delta.stamp)
+
+
+@dataclass
+class Chain:
+    """Where the newest snapshot chain of a partition is, and what it weighs.
+
+    Attributes:
+        slot: the slot of its base (its deltas share it).
+        manifests: offsets of its manifests: the base's, then each delta's.
+        start: the offset of its base's first chunk (a loader reads from there).
+        base_bytes: the size of its base's body.
+        delta_bytes: the sizes of its deltas' bodies, added up.
+    """
+
+    slot: int
+    manifests: list[int]
+    start: int
+    base_bytes: int
+    delta_bytes: int = 0
+
+    def wants_base(self, changed: int, held: int) -> bool:
+        """Whether the next snapshot should be a base, with ``changed`` of the ``held`` runs
+        and tombstones changed: the chain is long or heavy enough, or most changed anyway."""
+        return (
+            len(self.manifests) > MAX_DELTAS
+            or self.delta_bytes > DELTA_FRACTION * self.base_bytes
+            or 2 * changed > held
+        )
 
 
 class SnapshotInvalid(Exception):
@@ -92,7 +153,8 @@ class Snapshots:
         self.topic = topics.snapshots
         self.group = topics.snapshot_group
         self._chunk = chunk_bytes
-        self._slots: dict[int, int] = {}  # the slot of each partition's newest snapshot
+        self._slots: dict[int, int] = {}  # the slot of each partition's newest base
+        self._chains: dict[int, Chain] = {}  # each partition's newest chain, if it goes on
         self._ready = False
 
     async def _ensure(self, partitions: int) -> None:
@@ -100,80 +162,128 @@ class Snapshots:
             await self._log.ensure_topic(self.topic, partitions, keep_forever=True, compact=True)
             self._ready = True
 
+    # -- chains ---------------------------------------------------------------------------------
+
+    def chain(self, partition: int) -> Chain | None:
+        """The chain a delta of ``partition`` would go on (None: the next one is a base)."""
+        return self._chains.get(partition)
+
+    def reset(self, partition: int) -> None:
+        """Make the next snapshot of ``partition`` a base (what a delta would follow is not
+        known: a write failed, or the partition was loaded without a snapshot)."""
+        self._chains.pop(partition, None)
+
     # -- writing --------------------------------------------------------------------------------
 
-    def encode(self, partition: int, image: PartitionImage) -> bytes:
+    def encode(self, partition: int, image: PartitionImage, *, delta: bool = False) -> bytes:
         """The body of a snapshot of ``partition`` (raises :class:`CodecError` if a value is
-        not JSON-able)."""
-        body = {
-            "format": FORMAT,
+        not JSON-able); ``delta``: of a delta."""
+        runs = [encode(state) for state in image.runs]
+        return self.body(partition, image, runs, delta=delta)
+
+    def body(
+        self, partition: int, image: PartitionImage, runs: Sequence[bytes], *, delta: bool = False
+    ) -> bytes:
+        """The body of a snapshot of ``partition`` whose runs are already encoded (``runs``,
+        in place of ``image.runs``)."""
+        rest: dict[str, Any] = {
+            "format": DELTA_FORMAT if delta else FORMAT,
             "topic": self.history,
             "partition": partition,
             "covered": image.covered,
             "fingerprint": schema_fingerprint(RunState),
-            "runs": image.runs,
             "ended": image.ended,
             "parked": image.parked,
             "stamp": image.stamp,
         }
-        return encode(body)
+        if delta:
+            rest["gone"] = image.gone
+        # Spliced, not dumped whole: each run was encoded on its own, in slices of the loop.
+        return b'{"runs":[' + b",".join(runs) + b"]," + encode(rest)[1:]
 
-    async def write(self, partition: int, partitions: int, covered: int, body: bytes) -> int:
+    async def write(
+        self, partition: int, partitions: int, covered: int, body: bytes, *, delta: bool = False
+    ) -> int:
         """Append ``body`` (from :meth:`encode`) as the newest snapshot of ``partition``, then
-        commit its manifest's position. Returns the manifest's offset."""
+        commit its manifest's position. Returns the manifest's offset.
+
+        ``delta``: a delta on the partition's :meth:`chain` (there must be one).
+        """
         await self._ensure(partitions)
-        slot = 1 - self._slots.get(partition, 1)
-        chunks = [body[i : i + self._chunk] for i in range(0, len(body), self._chunk)] or [b""]
+        chain = self._chains.get(partition)
+        if delta:
+            if chain is None:
+                raise ValueError(f"no snapshot of partition {partition} for a delta to follow")
+            slot, prefix = chain.slot, f"{partition}/{chain.slot}/d{len(chain.manifests)}"
+        else:
+            slot = 1 - self._slots.get(partition, 1)
+            prefix = f"{partition}/{slot}"
+        # Cutting and hashing a large body is CPU the loop need not wait for.
+        chunks, digest = await asyncio.to_thread(_seal, body, self._chunk)
         placed = await self._writer.append(
             [
                 Message(
                     self.topic,
                     chunk,
-                    key=f"{partition}/{slot}/{n}",
+                    key=f"{prefix}/{n}",
                     partition=partition,
                     headers=((_KIND, b"chunk"),),
                 )
                 for n, chunk in enumerate(chunks)
             ]
         )
-        manifest = {
-            "format": FORMAT,
+        manifest: dict[str, Any] = {
+            "format": DELTA_FORMAT if delta else FORMAT,
             "topic": self.history,
             "partition": partition,
             "covered": covered,
             "fingerprint": schema_fingerprint(RunState),
             "chunks": [offset for _, offset in placed],
             "size": len(body),
-            "sha256": hashlib.sha256(body).hexdigest(),
+            "sha256": digest,
             "slot": slot,
         }
+        if delta:
+            assert chain is not None
+            manifest["chain"] = chain.manifests
+            manifest["start"] = chain.start
         [(tp, offset)] = await self._writer.append(
             [
                 Message(
                     self.topic,
                     orjson.dumps(manifest),
-                    key=f"{partition}/{slot}/manifest",
+                    key=f"{prefix}/manifest",
                     partition=partition,
                     headers=((_KIND, b"manifest"),),
                 )
             ]
         )
         await self._log.commit_group(self.group, {tp: offset + 1})
-        self._slots[partition] = slot
+        if delta:
+            assert chain is not None
+            chain.manifests = [*chain.manifests, offset]
+            chain.delta_bytes += len(body)
+        else:
+            self._slots[partition] = slot
+            start = min(manifest["chunks"], default=offset)
+            self._chains[partition] = Chain(slot, [offset], start, len(body))
         return offset
 
     # -- loading --------------------------------------------------------------------------------
 
     async def load(self, partitions: list[int], count: int) -> dict[int, PartitionImage]:
-        """The newest valid snapshot of each of ``partitions`` that has one.
+        """The newest valid snapshot of each of ``partitions`` that has one (its chain applied).
 
         A snapshot that cannot be used is logged as a warning and left out (its partition is
-        then folded from offset 0). ``count`` is the history's partition count.
+        then folded from offset 0). ``count`` is the history's partition count. A partition
+        loaded here has its chain noted: its next snapshot may be a delta on it.
         """
         await self._ensure(count)
         tps = [TopicPartition(self.topic, p) for p in partitions]
         committed = await self._log.group_offsets(self.group, tps)
         manifests = {tp: offset - 1 for tp, offset in committed.items() if offset}
+        for p in partitions:
+            self._chains.pop(p, None)
         if not manifests:
             return {}
         first = await self._log.read_partitions(manifests)
@@ -186,46 +296,98 @@ class Snapshots:
                 snapshot_invalid(tp.partition, exc)
                 continue
             found[tp] = manifest
-            starts[tp] = min(manifest["chunks"], default=at)
+            if "chain" in manifest:
+                starts[tp] = min(manifest["start"], at)
+            else:
+                starts[tp] = min(manifest["chunks"], default=at)
         chunks = await self._log.read_partitions(starts) if starts else {}
         images: dict[int, PartitionImage] = {}
         for tp, manifest in found.items():
             try:
                 # In a thread: decoding many live runs takes a while, and the loop goes on.
-                images[tp.partition] = await asyncio.to_thread(
-                    self._image, manifest, chunks[tp], tp.partition
+                image, chain = await asyncio.to_thread(
+                    self._image, manifest, manifests[tp], chunks[tp], tp.partition
                 )
             except (SnapshotInvalid, CodecError) as exc:
                 snapshot_invalid(tp.partition, exc)
+                continue
+            images[tp.partition] = image
+            self._chains[tp.partition] = chain
+            self._slots[tp.partition] = chain.slot
         return images
 
     def _image(
-        self, manifest: dict[str, Any], records: list[Record], partition: int
-    ) -> PartitionImage:
+        self, newest: dict[str, Any], at: int, records: list[Record], partition: int
+    ) -> tuple[PartitionImage, Chain]:
+        """The image the chain ending with manifest ``newest`` (at offset ``at``) makes."""
         by_offset = {r.offset: r for r in records}
-        parts = []
-        for offset in manifest["chunks"]:
-            record = by_offset.get(offset)
-            if record is None or dict(record.headers).get(_KIND) != b"chunk":
-                raise SnapshotInvalid(f"chunk at offset {offset} is missing")
-            parts.append(record.value)
-        body = b"".join(parts)
-        if len(body) != manifest["size"] or hashlib.sha256(body).hexdigest() != manifest["sha256"]:
-            raise SnapshotInvalid("its checksum does not match")
-        image = decode_body(body, partition)
-        if image.covered != manifest["covered"]:
-            raise SnapshotInvalid("its body does not match its manifest")
-        self._slots[partition] = int(manifest.get("slot", self._slots.get(partition, 1)))
-        return image
+        offsets = [*newest.get("chain", ()), at]
+        chain: list[dict[str, Any]] = []
+        for n, offset in enumerate(offsets):
+            manifest = (
+                newest
+                if offset == at
+                else _manifest(
+                    [by_offset[offset]] if offset in by_offset else [],
+                    offset,
+                    self.history,
+                    partition,
+                )
+            )
+            kind = DELTA_FORMAT if n else FORMAT
+            if manifest["format"] != kind or int(manifest.get("slot", -1)) != int(
+                newest.get("slot", -1)
+            ):
+                raise SnapshotInvalid(f"the manifest at offset {offset} is not of its chain")
+            if n and (manifest["chain"] != offsets[:n] or manifest["start"] != newest["start"]):
+                raise SnapshotInvalid(f"the manifest at offset {offset} names another chain")
+            if chain and manifest["covered"] < chain[-1]["covered"]:
+                raise SnapshotInvalid(f"the manifest at offset {offset} goes back in the history")
+            chain.append(manifest)
+        sizes = []
+        image: PartitionImage | None = None
+        for offset, manifest in zip(offsets, chain, strict=True):
+            body = _body(manifest, by_offset)
+            sizes.append(len(body))
+            part = decode_body(body, partition, delta=image is not None)
+            if part.covered != manifest["covered"]:
+                raise SnapshotInvalid(f"the body of the manifest at {offset} does not match it")
+            image = part if image is None else apply(image, part)
+        assert image is not None
+        base = chain[0]
+        slot = int(base.get("slot", self._slots.get(partition, 1)))
+        start = min(base["chunks"], default=offsets[0])
+        return image, Chain(slot, offsets, start, sizes[0], sum(sizes[1:]))
 
 
-def decode_body(body: bytes, partition: int) -> PartitionImage:
-    """The image :meth:`Snapshots.encode` made ``body`` of, for ``partition``; raises
-    :class:`SnapshotInvalid` if it is not one (another format, partition or schema)."""
+def _seal(body: bytes, size: int) -> tuple[list[bytes], str]:
+    """``body`` cut into chunks of ``size`` bytes at most, and its sha256."""
+    chunks = [body[i : i + size] for i in range(0, len(body), size)] or [b""]
+    return chunks, hashlib.sha256(body).hexdigest()
+
+
+def _body(manifest: dict[str, Any], by_offset: dict[int, Record]) -> bytes:
+    """The body ``manifest`` names, checked against its size and checksum."""
+    parts = []
+    for offset in manifest["chunks"]:
+        record = by_offset.get(offset)
+        if record is None or dict(record.headers).get(_KIND) != b"chunk":
+            raise SnapshotInvalid(f"chunk at offset {offset} is missing")
+        parts.append(record.value)
+    body = b"".join(parts)
+    if len(body) != manifest["size"] or hashlib.sha256(body).hexdigest() != manifest["sha256"]:
+        raise SnapshotInvalid("its checksum does not match")
+    return body
+
+
+def decode_body(body: bytes, partition: int, *, delta: bool = False) -> PartitionImage:
+    """The image :meth:`Snapshots.encode` made ``body`` of, for ``partition`` (``delta``: of a
+    delta); raises :class:`SnapshotInvalid` if it is not one (another format, partition or
+    schema)."""
     try:
         data = orjson.loads(body)
         found = (data["format"], data["partition"], data["fingerprint"])
-        expected = (FORMAT, partition, schema_fingerprint(RunState))
+        expected = (DELTA_FORMAT if delta else FORMAT, partition, schema_fingerprint(RunState))
         if found != expected:
             raise SnapshotInvalid(f"its body is of {found}, not {expected}")
         return PartitionImage(
@@ -234,6 +396,7 @@ def decode_body(body: bytes, partition: int) -> PartitionImage:
             ended=[(str(r), int(n), float(t)) for r, n, t in data["ended"]],
             parked={str(k): str(v) for k, v in data["parked"].items()},
             stamp=None if data.get("stamp") is None else int(data["stamp"]),
+            gone=[str(r) for r in data["gone"]] if delta else [],
         )
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise SnapshotInvalid(f"its body does not decode: {exc!r}") from exc
@@ -247,16 +410,24 @@ def _manifest(records: list[Record], at: int, history: str, partition: int) -> d
     try:
         manifest = orjson.loads(record.value)
         checks = {
-            "format": FORMAT,
             "topic": history,
             "partition": partition,
             "fingerprint": schema_fingerprint(RunState),
         }
+        if manifest["format"] not in (FORMAT, DELTA_FORMAT):
+            raise SnapshotInvalid(f"its format is {manifest['format']!r}, not {FORMAT!r}")
         for name, expected in checks.items():
             if manifest[name] != expected:
                 raise SnapshotInvalid(f"its {name} is {manifest[name]!r}, not {expected!r}")
         if not isinstance(manifest["covered"], int) or not isinstance(manifest["chunks"], list):
             raise SnapshotInvalid("its manifest is malformed")
+        if manifest["format"] == DELTA_FORMAT and not (
+            isinstance(manifest.get("chain"), list)
+            and manifest["chain"]
+            and all(isinstance(o, int) and o < at for o in manifest["chain"])
+            and isinstance(manifest.get("start"), int)
+        ):
+            raise SnapshotInvalid("its chain is malformed")
     except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
         raise SnapshotInvalid(f"its manifest does not decode: {exc!r}") from exc
     return dict(manifest)

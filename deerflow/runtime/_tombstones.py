@@ -55,6 +55,10 @@ class EndedRuns:
     def __len__(self) -> int:
         return sum(map(len, self._by_partition.values()))
 
+    def count(self, partition: int) -> int:
+        """How many tombstones ``partition`` has (expired ones included until dropped)."""
+        return len(self._by_partition.get(partition, ()))
+
     def add(self, partition: int, state: RunState) -> None:
         """Keep a tombstone for ``state``, an ended run of ``partition``."""
         # As in the fold, only the next retry of a failed run reopens it, so stale or
@@ -99,6 +103,13 @@ class EndedRuns:
             self._expire(ended)
             return None
         return found[0]
+
+    def entry(self, partition: int, run_id: str) -> tuple[str, int, float] | None:
+        """``run_id``'s tombstone as :meth:`kept` lists it, or None if it has none."""
+        if self.get(partition, run_id) is None:
+            return None
+        reopened_by, ended_at = self._by_partition[partition][run_id]
+        return (run_id, reopened_by, ended_at)
 
     def contains(self, partition: int, run_id: str) -> bool:
         """Whether ``run_id`` of ``partition`` has a tombstone."""

@@ -156,3 +156,22 @@ def test_the_compaction_benchmark_prints_both_topics_and_what_each_keeps() -> No
         ("compacted", 120, 4),
     ]
     assert all(r["append_median_ms"] > 0 and r["cpu_us_per_record"] > 0 for r in lines)
+
+
+def test_the_snapshot_cost_benchmark_prints_a_base_and_a_smaller_delta() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.snapshot_cost", "300", "30"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    cost = json.loads(done.stdout)
+    assert (cost["runs"], cost["changed"]) == (300, 30)
+    # The base holds every run, as a whole snapshot did; the delta about a tenth of them.
+    assert cost["base_bytes"] == cost["whole_bytes"]
+    assert 0.05 * cost["base_bytes"] < cost["delta_bytes"] < 0.2 * cost["base_bytes"]
+    assert all(cost[k] > 0 for k in ("whole_ms", "base_ms", "delta_ms", "base_write_ms"))

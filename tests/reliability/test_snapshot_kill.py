@@ -30,7 +30,7 @@ RUNS = 30
 APP = APPS / "steps_app.py"
 
 
-def kill_mid_snapshot(store: str, tmp_path: Path) -> None:
+def kill_mid_snapshot(store: str, tmp_path: Path, mode: str) -> None:
     """Run the stalling process until it stalls in a snapshot write, then SIGKILL it.
 
     The marker appears only once every run's start has returned: a run whose start a kill cut
@@ -41,7 +41,7 @@ def kill_mid_snapshot(store: str, tmp_path: Path) -> None:
     app = "tests.reliability.apps.snapshot_stall"
     with (tmp_path / "child.log").open("wb") as out:
         child = subprocess.Popen(
-            [sys.executable, "-m", app, store, str(marker), str(RUNS)],
+            [sys.executable, "-m", app, store, str(marker), str(RUNS), mode],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -55,11 +55,13 @@ def kill_mid_snapshot(store: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.parametrize("mode", ["any", "delta"])
 async def test_a_kill_between_a_snapshots_chunks_and_its_manifest_loses_nothing(
-    tmp_path: Path, sink: Sink, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, sink: Sink, caplog: pytest.LogCaptureFixture, mode: str
 ) -> None:
+    """``delta``: the snapshot cut short is a delta on a chain the next owner loads."""
     store = f"sqlite:///{tmp_path / 'events.db'}"
-    kill_mid_snapshot(store, tmp_path)
+    kill_mid_snapshot(store, tmp_path, mode)
     _, workflow = load_module_workflows(str(APP))
     assert workflow is not None
     caplog.set_level(logging.INFO, logger="deerflow.orchestrator")
