@@ -74,7 +74,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 
 # -- the slowest modules first ----------------------------------------------------------------
-# With ``-n 2 --dist worksteal`` a process that runs out of tests takes half of the other's
+# With ``-n 4 --dist worksteal`` a process that runs out of tests takes half of another's
 # queue; a test of a minute started last would still leave one process alone for that minute.
 # These modules hold the suite's longest tests (``--durations``): they start first, in this
 # order, each module's tests kept together and in their order.
