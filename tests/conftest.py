@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from deerflow.eventstore import EventLog, open_log
-from deerflow.testing import ApacheKafka
+from deerflow.testing import ApacheKafka, ServiceUnavailable, start_apache_kafka
 from tests.services import kafka_broker, start_kafka, start_moto, unique_name
 
 # Tansu answers group joins after half the session timeout; 1 s keeps each join near 1 s
@@ -45,7 +45,7 @@ def kafka_bootstrap(request: pytest.FixtureRequest) -> Iterator[str]:
         yield broker.address
     finally:
         if isinstance(broker, ApacheKafka):
-            _report_apache_kafka(request, broker)
+            _report_apache_kafka(request.session, broker)
         else:
             broker.stop()
 
@@ -54,10 +54,10 @@ def kafka_bootstrap(request: pytest.FixtureRequest) -> Iterator[str]:
 _SUMMARY: list[str] = []
 
 
-def _report_apache_kafka(request: pytest.FixtureRequest, broker: ApacheKafka) -> None:
+def _report_apache_kafka(session: pytest.Session, broker: ApacheKafka) -> None:
     """Stop the broker; say what it cost, and keep its log if a test failed."""
     rss, cpu = broker.rss_bytes(), broker.cpu_seconds()
-    failed = request.session.testsfailed
+    failed = session.testsfailed
     # Its data is thrown away: a controlled shutdown (up to 30 s) would buy nothing.
     broker.stop(keep_log=bool(failed), grace=3.0)
     _SUMMARY.append(
@@ -71,6 +71,75 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """Print what the session's brokers reported."""
     for line in _SUMMARY:
         terminalreporter.write_line(line)
+
+
+# -- the slowest modules first ----------------------------------------------------------------
+# With ``-n 4 --dist worksteal`` a process that runs out of tests takes half of another's
+# queue; a test of a minute started last would still leave one process alone for that minute.
+# These modules hold the suite's longest tests (``--durations``): they start first, in this
+# order, each module's tests kept together and in their order.
+SLOW_FIRST = (
+    "tests/bench/test_bench_smoke.py",
+    "tests/web/test_api_contract.py",
+    "tests/matching/test_processes.py",
+    "tests/reliability/",
+    "tests/cli/test_cli_machines.py",
+    "tests/connectors/test_schedule_processes.py",
+    "tests/payloads/test_cleanup.py",
+    "tests/payloads/test_cli.py",
+    "tests/engine/test_durability.py",
+    "tests/eventstore/test_sqlite_store_file.py",
+    "tests/waiting/test_example.py",
+    "tests/waiting/test_two_processes.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Move the tests of :data:`SLOW_FIRST` to the front (a stable sort: same order in every
+    process, as xdist requires)."""
+
+    def rank(item: pytest.Item) -> int:
+        for index, prefix in enumerate(SLOW_FIRST):
+            if item.nodeid.startswith(prefix):
+                return index
+        return len(SLOW_FIRST)
+
+    items.sort(key=rank)
+
+
+# -- one Apache Kafka for all the test processes ---------------------------------------------
+# A JVM broker costs each xdist process seconds of start and a core's share all along; the
+# processes' tests use names of their own (unique_name), so one broker serves them all. The
+# controller starts it before the processes start, which find it in DEERFLOW_KAFKA_BOOTSTRAP
+# (with DEERFLOW_KAFKA_BROKER=apache, so they still know its kind and its quick groups).
+_SHARED_BROKER = pytest.StashKey[ApacheKafka]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In the controller of ``-n N`` on Apache Kafka, start the broker the workers share."""
+    distributed = bool(getattr(config.option, "tx", None)) and config.option.dist != "no"
+    if (
+        not distributed
+        or hasattr(config, "workerinput")  # a worker: the controller has started it
+        or config.option.collectonly
+        or kafka_broker() != "apache"
+        or os.environ.get("DEERFLOW_KAFKA_BOOTSTRAP")
+    ):
+        return
+    try:
+        broker = start_apache_kafka()
+    except ServiceUnavailable:
+        return  # each worker tries on its own and skips (fails on CI) naming the reason
+    config.stash[_SHARED_BROKER] = broker
+    os.environ["DEERFLOW_KAFKA_BOOTSTRAP"] = broker.address
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Stop the shared broker (the summary says what it cost)."""
+    broker = session.config.stash.get(_SHARED_BROKER, None)
+    if broker is not None:
+        os.environ.pop("DEERFLOW_KAFKA_BOOTSTRAP", None)
+        _report_apache_kafka(session, broker)
 
 
 @pytest.fixture(scope="session")

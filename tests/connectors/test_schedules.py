@@ -73,6 +73,8 @@ def ran(sink: Path) -> list[float]:
     if not sink.exists():
         return []
     with sqlite3.connect(sink) as db:
+        # The task's connection creates the file before the table: read none until it has.
+        db.execute("create table if not exists ran (schedule, tick, backfill)")
         return [t for (t,) in db.execute("select tick from ran order by rowid")]
 
 

@@ -21,6 +21,7 @@ import pytest
 
 from deerflow import Engine, Workflow
 from deerflow.cli._loader import load_module_workflows
+from deerflow.log.base import TopicPartition
 from tests.engine.apps.sink import Sink
 from tests.processes import Workers
 from tests.reliability.conftest import APPS
@@ -65,10 +66,31 @@ async def busy_worker(pool: Workers, sink: Sink, rng: random.Random) -> subproce
     raise AssertionError(f"no worker got busy\n{pool.logs()}")
 
 
+async def snapshot_written(client: Engine, within: float = 60) -> None:
+    """Wait until every history partition has a snapshot a takeover can load (its write is
+    committed to the snapshots' group), failing after ``within`` seconds."""
+    topic, group = client.topics.snapshots, client.topics.snapshot_group
+    partitions = [TopicPartition(topic, p) for p in range(await client.log.partition_count(topic))]
+    deadline = time.monotonic() + within
+    while not all((await client.log.group_offsets(group, partitions)).values()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no snapshot was written in {within}s of runs")
+        await asyncio.sleep(0.1)
+
+
 async def kill_and_restart(
-    pool: Workers, client: Engine, sink: Sink, size: Size, rng: random.Random, pace: float
+    pool: Workers,
+    client: Engine,
+    sink: Sink,
+    size: Size,
+    rng: random.Random,
+    pace: float,
+    *,
+    snapshots: bool = False,
 ) -> list[int]:
-    """SIGKILL a random busy worker ``size.kills`` times, restarting one each time.
+    """SIGKILL a random busy worker ``size.kills`` times, restarting one each time (with
+    ``snapshots``, not before one was written: on a slow machine the first kills can come
+    before any, and then no takeover has one to load).
 
     Returns how many runs were unfinished at each kill (all must be > 0 for the test to mean
     anything).
@@ -76,6 +98,8 @@ async def kill_and_restart(
     in_flight = []
     for _ in range(size.kills):
         await asyncio.sleep(rng.uniform(0.5, 1.5) * pace / (size.kills + 1))
+        if snapshots:
+            await snapshot_written(client)
         victim = await busy_worker(pool, sink, rng)
         in_flight.append(sum(1 for s in client.index.runs.values() if not s.terminal))
         victim.send_signal(signal.SIGKILL)
@@ -107,7 +131,9 @@ async def kill_workers_during_runs(
     async with Engine(store, workflows, orchestrate=False, work=False) as client:
         await client.index.start()
         starting = asyncio.create_task(start_paced(client, wf, size.runs, pace))
-        in_flight = await kill_and_restart(pool, client, sink, size, rng, pace)
+        in_flight = await kill_and_restart(
+            pool, client, sink, size, rng, pace, snapshots=snapshot_every is not None
+        )
         run_ids = await starting
         results = [await client.wait(rid, timeout=timeout) for rid in run_ids]
         history = await check_log(client.log, client.topics.history, {wf.name: wf})
