@@ -58,6 +58,9 @@ class KeyGate:
     pending: tuple[str, float, float, float] | None = None
     #: batch: the run taking the open batch, and how many runs it holds
     batch: tuple[str, int] | None = None
+    #: the offset of the key's first record since it last held nothing (-1: none known):
+    #: a rebuild from there finds all it holds
+    since: int = -1
 
     def idle(self, now: float) -> bool:
         """Whether it holds nothing a later decision reads."""
@@ -97,14 +100,26 @@ class PartitionGate:
     def __len__(self) -> int:
         return len(self.keys)
 
-    def apply(self, key: str, body: dict[str, Any]) -> list[h.HistoryEvent]:
-        """Fold one record of ``key``; the admissions and drops it decides."""
+    def oldest_offset(self) -> int | None:
+        """The offset of the oldest record a rebuild needs: the first of the oldest key that
+        holds anything (keys are kept in the order they began); ``None``: none."""
+        for gate in self.keys.values():
+            return gate.since if gate.since >= 0 else None
+        return None
+
+    def carry(self, before: int, limit: int) -> list[tuple[str, bytes]]:
+        """Nothing is written again: a key that is never idle keeps its first record needed."""
+        return []
+
+    def apply(self, key: str, body: dict[str, Any], offset: int = -1) -> list[h.HistoryEvent]:
+        """Fold one record of ``key`` (at ``offset`` in the partition); the admissions and
+        drops it decides."""
         self._applied += 1
         if self._applied % SWEEP_EVERY == 0:
             self._sweep(float(body.get("ts") or 0.0))
         kind = body.get("k")
         if kind == "req":
-            return self._request(key, body)
+            return self._request(key, body, offset)
         if kind == "rel":
             return self._release(key, str(body["run"]), float(body["ts"]))
         if kind == "due":
@@ -115,11 +130,11 @@ class PartitionGate:
             return [self._close_batch(gate, float(body["ts"]))]
         return []
 
-    def _request(self, key: str, body: dict[str, Any]) -> list[h.HistoryEvent]:
+    def _request(self, key: str, body: dict[str, Any], offset: int) -> list[h.HistoryEvent]:
         run, ts = str(body["run"]), float(body["ts"])
         gate = self.keys.get(key)
         if gate is None:
-            gate = self.keys[key] = KeyGate(dict(body.get("limits") or {}))
+            gate = self.keys[key] = KeyGate(dict(body.get("limits") or {}), since=offset)
         else:
             gate.limits = dict(body.get("limits") or gate.limits)  # the latest definition's
         if run in self._ended or run in gate.running or run in gate.queued:

@@ -10,11 +10,13 @@ Both run in every engine whose workflows have flow control (they carry :data:`FL
   partition, whichever history partitions they come from.
 * the **gates** (group ``<prefix>.gates``) hold, per assigned partition of the flow topic, a
   :class:`~deerflow.flow._gate.PartitionGate`, and append its admissions and drops to the
-  runs' histories. On assignment a partition's gate is rebuilt by reading the partition from
-  its start: decisions of records before the group's committed offset were appended already,
-  those of later records are appended now (what a killed member decided but had not
-  appended). Input is committed only with the decisions it caused (at least once; the
-  decisions' ids are the runs', so a repeat changes nothing).
+  runs' histories. On assignment a partition's gate is rebuilt beside the poll loop (a
+  :class:`~deerflow.runtime.RebuildingMember`) from a bounded window: the last records, and
+  back to the first record of the oldest key that holds anything (a run queued or running, a
+  rate window, a debounce or a batch). Decisions of records before the group's committed
+  offset were appended already, those of later records are appended now (what a killed
+  member decided but had not appended). Input is committed only with the decisions it caused
+  (at least once; the decisions' ids are the runs', so a repeat changes nothing).
 """
 
 from __future__ import annotations
@@ -99,8 +101,7 @@ class Gate(RebuildingMember[PartitionGate]):
     what = "flow"
 
     def __init__(self, engine: Engine) -> None:
-        super().__init__(engine)
-        self.topic = flow_topic(engine)
+        super().__init__(engine, flow_topic(engine))
 
     def loop_name(self) -> str:
         """See :meth:`BackgroundService.loop_name`."""
@@ -130,7 +131,7 @@ class Gate(RebuildingMember[PartitionGate]):
             return []
         if not isinstance(body, dict):
             return []
-        return state.apply(record.key or "", body)
+        return state.apply(record.key or "", body, record.offset)
 
     def queued_runs(self) -> int:
         """Runs queued at this process's gates."""

@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import deerflow._codec as _codec
+
 #: waits one partition holds at most; past it the oldest is dropped (and logged by the caller)
 MAX_WAITS = 1_000_000
 #: recent events one partition keeps for late waits and ``lookback``, at most ...
@@ -164,6 +166,13 @@ class PartitionIndex:
             found.append(wait)
         return found
 
+    def carry(self, before: int, limit: int) -> list[tuple[str, bytes]]:
+        """The registrations (key, record) of up to ``limit`` live waits registered before
+        offset ``before``, to write again (see :class:`~deerflow.runtime.Rebuildable`)."""
+        return [
+            (w.key, _codec.dumps(registration(w))) for w in self.registered_before(before, limit)
+        ]
+
     def _oldest_wait_offset(self) -> int:
         for wait_id, key in self._keys.items():
             return self._by_key[key][wait_id].offset
@@ -205,3 +214,18 @@ class PartitionIndex:
         self._ended[wait_id] = None
         while len(self._ended) > ENDED_WINDOW:
             del self._ended[next(iter(self._ended))]
+
+
+def registration(wait: Wait) -> dict[str, Any]:
+    """The body of a record registering ``wait`` as the router writes it (``cancel_on``
+    waits have no node)."""
+    body: dict[str, Any] = {
+        "k": "wait",
+        "id": wait.id,
+        "run": wait.run_id,
+        "since": wait.earliest,
+        "deadline": wait.deadline,
+    }
+    if wait.node is not None:
+        body["node"] = list(wait.node)
+    return body

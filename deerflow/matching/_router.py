@@ -10,6 +10,7 @@ Waits of runs that ended are retired the same way (an ``end`` record under their
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 
@@ -19,10 +20,11 @@ from deerflow.eventstore import StoredEvent
 from deerflow.eventstore.integration import decode_unit, derived_id
 from deerflow.log.base import GroupConsumer, Message, Record
 from deerflow.matching._kind import EventMatched, EventWaitStarted, EventWaitTimedOut
-from deerflow.matching._member import Member, append_and_commit, log
-from deerflow.matching._spec import MISSING, event_key, event_view, resolve
+from deerflow.matching._spec import MISSING, event_key, event_view, matching_topic, resolve
 from deerflow.matching._wanted import cancel_specs, source_topics, wanted
-from deerflow.runtime import Engine
+from deerflow.runtime import Engine, GroupMember
+
+log = logging.getLogger("deerflow.matching")
 
 #: runs the router remembers open waits of, to retire them when the run ends (oldest dropped:
 #: their waits then leave the index by deadline, match or its bound)
@@ -35,11 +37,12 @@ def _terminal_types() -> list[bytes]:
     return [f'"{t}"'.encode() for t in sorted(h.TERMINAL_TYPES)]
 
 
-class Router(Member):
+class Router(GroupMember):
     """Re-keys waits, cancel conditions and domain events into the matching topic."""
 
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine)
+        self.topic = matching_topic(engine.topics.prefix)
         #: run id -> (wait id, key) of its open waits routed here, oldest run first
         self._open_waits: dict[str, list[tuple[str, str]]] = {}
         self.routed = 0
@@ -65,7 +68,7 @@ class Router(Member):
     async def _handle(self, consumer: GroupConsumer, records: list[Record]) -> None:
         if records:
             out = list(self.route(records))
-            await append_and_commit(self.engine, consumer, out, records)
+            await self.append_and_commit(consumer, out, records)
             self.routed += len(out)
         await self._follow_sources()
 

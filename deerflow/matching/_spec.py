@@ -16,10 +16,24 @@ from typing import Any
 import deerflow._codec as _codec
 from deerflow.errors import DefinitionError
 
-__all__ = ["MISSING", "event_key", "event_view", "match_pairs", "parse_duration", "resolve"]
+__all__ = [
+    "MISSING",
+    "event_key",
+    "event_view",
+    "match_pairs",
+    "matching_topic",
+    "parse_duration",
+    "resolve",
+]
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+
+
+def matching_topic(prefix: str) -> str:
+    """The topic both sides of a match are re-keyed into, under the topics' ``prefix``."""
+    return f"{prefix}.matching"
+
 
 #: the run side of a match names one of these roots
 RUN_ROOTS = ("params", "input", "tasks", "trigger")

@@ -9,7 +9,7 @@ services of the plugins it adopted. Cross-cutting concerns attach through
 
 from deerflow.runtime._context import TaskContext, TaskDispatch, TaskView
 from deerflow.runtime._engine import Engine, RunHandle, default_store
-from deerflow.runtime._rebuild import GroupMember, RebuildingMember
+from deerflow.runtime._rebuild import GroupMember, Rebuildable, RebuildingMember
 from deerflow.runtime._registry import WorkflowRegistry
 from deerflow.runtime._results import RunResult, TaskResult
 from deerflow.runtime._service import BackgroundService
@@ -32,6 +32,7 @@ __all__ = [
     "HookChain",
     "Hooks",
     "Plugin",
+    "Rebuildable",
     "RebuildingMember",
     "RunHandle",
     "RunResult",

@@ -509,26 +509,31 @@ class Orchestrator(BackgroundService):
         """
         self._owned.ended.ending(self._outbox.submit(dispatches, history), ended)
 
-    def _refuse(self, message: Message) -> Message | None:
+    def _refuse(self, message: Message) -> list[Message]:
         """The failure appended instead of ``message``, too large for the log (see
-        :func:`refused`); a run whose end is refused ends failed in memory too, so its
-        waiters are answered as the log tells it."""
+        :func:`refused`), after what the workflow records as a run ends (flow control frees
+        the run's slot) when the run had not decided its end; a run whose end is refused
+        ends failed in memory too, so its waiters are answered as the log tells it."""
         limit = self._log.max_value_bytes
         assert limit is not None  # the outbox only refuses when the log has a limit
         event = refused(message, limit, self._topics.tasks)
         if event is None:
-            return None
+            return []
         log.error("%s", getattr(event, "error", event.type))
         state = self.runs.get(event.run_id)
+        events = [event]
         if isinstance(event, h.RunFailed) and state is not None:
             # A retried run may be refused again: its failure is a new event each time.
             event = event.model_copy(update={"id": h.event_id(event.id, *generation(state))})
+            wf = self._registry.get(state.workflow, state.version)
+            events = [*(wf.on_ending(state, event.ts) if wf is not None else []), event]
             if state.terminal:  # its refused end was folded here, and never happens
                 state.seen.pop(h.decode(message.value).id, None)
                 state.status, state.output = RUN_RUNNING, None
-                fold(state, event)
+                for ending in events:
+                    fold(state, ending)
                 self._owned.changed(state.run_id)
-        return h.message(self._topics.history, event)
+        return [h.message(self._topics.history, e) for e in events]
 
     def _on_durable(self, appended: int) -> None:
         """Answer the waiters of runs whose ending is durable by now (appended)."""

@@ -24,8 +24,8 @@ from deerflow.log.base import EventLog, Message
 
 log = logging.getLogger("deerflow.orchestrator")
 
-#: Given a message too large for the log: the message that takes its place, or ``None``.
-Refuse = Callable[[Message], Message | None]
+#: Given a message too large for the log: the messages that take its place (none: dropped).
+Refuse = Callable[[Message], list[Message]]
 
 
 class Outbox:
@@ -112,16 +112,15 @@ class Outbox:
         return kept, events + after
 
     def _replace(self, message: Message) -> list[Message]:
-        replacement = self._refuse(message) if self._refuse is not None else None
-        if replacement is None:
+        replacement = self._refuse(message) if self._refuse is not None else []
+        if not replacement:
             log.error(
                 "dropping a %s record (key %r) of %d bytes: more than the log takes in one",
                 message.topic,
                 message.key,
                 len(message.value),
             )
-            return []
-        return [replacement]
+        return replacement
 
     def trust(self) -> None:
         """Every owned state was read again from the log: appends count again."""

@@ -4,7 +4,6 @@ from the start of the matching topic: on SQLite and Kafka."""
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
@@ -14,6 +13,7 @@ from deerflow.log.base import Message, Record, TopicPartition
 from deerflow.matching import EventMatched, Matcher
 from tests.logs import history
 from tests.matching.waits import invoices, until_waiting
+from tests.rebuilding import topic_records, until, until_rebuilt
 
 REREAD = 10
 ENDED = 40
@@ -25,34 +25,7 @@ def matcher_of(engine: Engine) -> Matcher:
 
 
 async def matching_records(engine: Engine) -> dict[TopicPartition, list[Record]]:
-    topic = matcher_of(engine).topic
-    partitions = await engine.log.partition_count(topic)
-    return await engine.log.read_partitions(
-        {TopicPartition(topic, p): 0 for p in range(partitions)}
-    )
-
-
-async def until(check, what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        await asyncio.sleep(0.1)
-
-
-async def until_rebuilt(engine: Engine) -> Matcher:
-    matcher = matcher_of(engine)
-
-    async def rebuilt() -> bool:
-        consumer = matcher._consumer
-        return (
-            consumer is not None
-            and bool(consumer.assignment())
-            and all(tp.partition in matcher.rebuilds for tp in consumer.assignment())
-        )
-
-    await until(rebuilt, "the matching partitions were not rebuilt")
-    return matcher
+    return await topic_records(matcher_of(engine))
 
 
 @pytest.fixture(autouse=True)
@@ -67,7 +40,7 @@ async def many_ended_waits(store: str) -> tuple[Workflow, RunHandle, list[RunHan
     stops once each partition's rebuild offset moved. The records the matching topic holds."""
     wf = invoices(timeout="1h")
     async with Engine(store, [wf]) as engine:
-        matcher = await until_rebuilt(engine)
+        matcher = await until_rebuilt(engine, Matcher)
         oldest = await engine.start(wf, params={"invoice_id": "oldest"})
         ended = [await engine.start(wf, params={"invoice_id": f"e{n}"}) for n in range(ENDED)]
         live = [await engine.start(wf, params={"invoice_id": f"l{n}"}) for n in range(LIVE)]
@@ -93,7 +66,7 @@ async def test_a_restart_after_many_ended_waits_rebuilds_only_what_is_live(store
         pytest.skip("an in-memory store does not outlive its engine")
     wf, oldest, _, total = await many_ended_waits(store)
     async with Engine(store, [wf]) as engine:
-        matcher = await until_rebuilt(engine)
+        matcher = await until_rebuilt(engine, Matcher)
         read = sum(records for _, records in matcher.rebuilds.values())
         held = sum(map(len, matcher.indexes.values()))
         await publish_event_async(
@@ -112,7 +85,7 @@ async def test_a_registration_delivered_again_within_the_window_is_still_recogni
     wf, _, ended, _ = await many_ended_waits(store)
     last = ended[-1].run_id
     async with Engine(store, [wf]) as engine:
-        matcher = await until_rebuilt(engine)
+        matcher = await until_rebuilt(engine, Matcher)
         *_, registration = [  # (written again once, maybe, while it waited long)
             r
             for rs in (await matching_records(engine)).values()

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from deerflow import Engine, Workflow, publish_event
+from deerflow import Concurrency, Engine, Workflow, publish_event
 from deerflow.errors import PayloadTooLarge
 from deerflow.log.base import Message, TopicPartition
 from deerflow.payloads import LocalBlobStore
@@ -207,3 +207,30 @@ async def test_a_dead_letter_too_large_for_one_record_is_cut_and_the_worker_goes
     body = json.loads(letter.value)
     assert body["value_bytes"] == 900_000 and body["value"] == '"' * (1_000_000 // 8)
     assert body["reason"].startswith("unreadable task message")
+
+
+async def test_a_flow_controlled_run_failed_for_its_size_frees_its_slot(kafka_url):
+    # Each item's output fits a record; collected, they do not: the run fails on the decided
+    # TaskCollected, before its end, and must still free its key's one slot.
+    wf = Workflow(name="gated", concurrency=Concurrency(limit=1, key="params.customer"))
+
+    @wf.task(id="split")
+    def split(context):
+        return {"chunks": [context.params["size"]] * 3}
+
+    @wf.parallel_tasks(id="each", depends_on=["split"])
+    def each(size, context):
+        return "x" * size
+
+    @wf.task(id="count", depends_on=["each"])
+    def count(context):
+        return sum(map(len, context.parallel_results["each"]))
+
+    async with Engine(kafka_url, [wf], blobs="none", eager=False) as engine:
+        large = await engine.start(wf, params={"customer": "c", "size": 400 * 1024})
+        failed = await large.result(timeout=30)
+        small = await engine.start(wf, params={"customer": "c", "size": 1})
+        result = await small.result(timeout=30)
+    assert failed.status == "failed" and "TaskCollected" in (failed.error or ""), failed.error
+    assert result.status == "completed", result.error  # the slot the failed run held is free
+    assert result.output == 3

@@ -1,0 +1,80 @@
+"""After a restart, a gate is rebuilt from the records its live keys need, not from the start
+of the flow topic: on SQLite and Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from deerflow import Engine, RunHandle, Workflow
+from deerflow.flow import Gate
+from tests.flow.apps import limited
+from tests.flow.checks import until_status
+from tests.rebuilding import topic_records, until, until_rebuilt
+
+REREAD = 10
+ENDED = 20
+#: runs of other keys after the live ones (spread over the partitions, enough in each to move
+#: its window past the live runs)
+OTHERS = 100
+
+
+def gate_of(engine: Engine) -> Gate:
+    return next(s for s in engine.services if isinstance(s, Gate))
+
+
+async def flow_records(engine: Engine) -> int:
+    return sum(len(r) for r in (await topic_records(gate_of(engine))).values())
+
+
+@pytest.fixture(autouse=True)
+def small_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rebuild reads the last REREAD records at least."""
+    monkeypatch.setattr(Gate, "reread", REREAD)
+
+
+async def many_ended_runs(store: str) -> tuple[Workflow, RunHandle, RunHandle, int]:
+    """ENDED runs of one key ran one at a time and ended; then one runs long and one waits
+    for it; then OTHERS runs of other keys ran and ended (the two live runs are older than the
+    window). The engine stops once each partition's rebuild offset moved; the records the flow
+    topic holds then."""
+    wf = limited("gated", limit=1, seconds=0.0)
+    async with Engine(store, [wf]) as engine:
+        gate = await until_rebuilt(engine, Gate)
+        for n in range(ENDED):
+            run = await engine.start(wf, params={"customer": "c", "n": n})
+            assert (await run.result(timeout=60)).status == "completed"
+        holder = await engine.start(wf, params={"customer": "c", "seconds": 3600})
+        await until_status(holder, "running")
+        waiter = await engine.start(wf, params={"customer": "c", "n": "w"})
+        await until_status(waiter, "queued")
+        others = [await engine.start(wf, params={"customer": f"o{n}"}) for n in range(OTHERS)]
+        for run in others:
+            assert (await run.result(timeout=60)).status == "completed"
+
+        async def moved() -> bool:
+            return sum(gate._stored.values()) > 0
+
+        await until(moved, "no partition's rebuild offset moved")
+        total = await flow_records(engine)
+    return wf, holder, waiter, total
+
+
+async def test_a_restart_after_many_ended_runs_rebuilds_only_what_is_live(store):
+    if store.startswith("memory"):
+        pytest.skip("an in-memory store does not outlive its engine")
+    wf, holder, waiter, total = await many_ended_runs(store)
+    async with Engine(store, [wf]) as engine:
+        gate = await until_rebuilt(engine, Gate)
+        read = sum(records for _, records in gate.rebuilds.values())
+        held = (gate.admitted_runs(), gate.queued_runs())
+        await asyncio.sleep(1.0)  # time for a gate that forgot the holder to admit the waiter
+        still = await engine.handle(waiter.run_id).status()
+        await engine.cancel(holder.run_id)
+        result = await engine.wait(waiter.run_id, timeout=60)
+    assert read < total  # the records of runs that ended before the window are not read
+    assert held == (1, 1)  # the run holding the key's one slot, and the one waiting for it
+    assert still.status == "queued"  # the limit still holds after the restart
+    assert result.status == "completed", result.error
+    assert result.output == "w"  # admitted once the slot was freed
