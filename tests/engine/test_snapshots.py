@@ -551,7 +551,7 @@ async def test_runs_changed_while_a_snapshot_is_encoded_are_taken_as_they_end_up
     log = MemoryEventLog()
     topics = Topics("t")
     snapshots = Snapshots(log, topics)
-    outbox = Outbox(log, lambda appended: None, lambda message: None)
+    outbox = Outbox(log, lambda appended: None, lambda message: [])
     owned = Ownership(log, topics.history, _NoOwner(), outbox, asyncio.Event(), snapshots=snapshots)
     owned.partitions = 1
     for n in range(50):
