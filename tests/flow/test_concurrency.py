@@ -159,7 +159,8 @@ def test_an_unknown_option_raises():
 async def test_a_run_of_higher_priority_passes_the_queue(store):
     wf = limited("urgent", limit=1, seconds=0.05)
     async with Engine(store, [wf]) as engine:
-        first = await engine.start(wf, params={"customer": "c", "seconds": 1.0})
+        # the first holds the slot long enough for the others to queue on a loaded machine
+        first = await engine.start(wf, params={"customer": "c", "seconds": 4.0})
         await until_status(first, "running")
         low = [await engine.start(wf, params={"customer": "c"}) for _ in range(2)]
         high = await engine.start(wf, params={"customer": "c"}, priority=5)
