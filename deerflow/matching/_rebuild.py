@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from deerflow.log.base import Message
 from deerflow.matching._index import PartitionIndex, registration
-from deerflow.runtime._rebuild import (
+from deerflow.runtime.rebuild import (
     CARRY_AGE,
     CARRY_BATCH,
     REREAD,

@@ -9,7 +9,6 @@ services of the plugins it adopted. Cross-cutting concerns attach through
 
 from deerflow.runtime._context import TaskContext, TaskDispatch, TaskView
 from deerflow.runtime._engine import Engine, RunHandle, default_store
-from deerflow.runtime._rebuild import GroupMember, Rebuildable, RebuildingMember
 from deerflow.runtime._registry import WorkflowRegistry
 from deerflow.runtime._results import RunResult, TaskResult
 from deerflow.runtime._service import BackgroundService
@@ -23,6 +22,7 @@ from deerflow.runtime.hooks import (
     WorkerStarting,
 )
 from deerflow.runtime.plugins import Plugin, Service
+from deerflow.runtime.rebuild import GroupMember, Rebuildable, RebuildingMember
 
 __all__ = [
     "BackgroundService",
