@@ -250,6 +250,16 @@ class EventLog(Lifecycle):
         make appends idempotent by event id).
         """
 
+    def written(self, tp: TopicPartition) -> int | None:
+        """The offset after the last record this process appended to ``tp``; ``None`` when
+        none, or when this log's readers learn their partitions' ends exactly.
+
+        Kafka readers learn a partition's end only from their fetches, and a fetch answered
+        before an append (prefetched, or under way) can report it as read; a reader that
+        must see this process's own appends ("read your writes") waits for this offset.
+        """
+        return None
+
     @abc.abstractmethod
     def reader(self, start: Mapping[TopicPartition, int]) -> LogReader:
         """A reader over the given partitions from the given offsets (not started)."""

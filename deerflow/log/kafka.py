@@ -118,6 +118,8 @@ class KafkaEventLog(EventLog):
         self.url = url
         self.settings = KafkaSettings.from_url(url, options)
         self._producer: Any = None
+        #: per partition, the offset after this process's last append (bounded by partitions)
+        self._written: dict[TopicPartition, int] = {}
         self._admin: Any = None
         self._counts: dict[str, int] = {}
         self._children: weakref.WeakSet[LogReader] = weakref.WeakSet()
@@ -218,7 +220,15 @@ class KafkaEventLog(EventLog):
             acks = await asyncio.gather(*sent)
         except KafkaError as exc:
             raise failure(self.url, "cannot append to", exc) from exc
-        return [(TopicPartition(ack.topic, ack.partition), ack.offset) for ack in acks]
+        placed_at = [(TopicPartition(ack.topic, ack.partition), ack.offset) for ack in acks]
+        for tp, offset in placed_at:
+            if offset >= self._written.get(tp, 0):
+                self._written[tp] = offset + 1
+        return placed_at
+
+    def written(self, tp: TopicPartition) -> int | None:
+        """See :meth:`EventLog.written`."""
+        return self._written.get(tp)
 
     async def group_offsets(
         self, group: str, partitions: Iterable[TopicPartition]

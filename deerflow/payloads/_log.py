@@ -146,6 +146,10 @@ class PayloadLog(EventLog):
         """Encode ``messages``, then append them to the inner log."""
         return await self.inner.append(await self.encode(messages))
 
+    def written(self, tp: TopicPartition) -> int | None:
+        """As the inner log."""
+        return self.inner.written(tp)
+
     def reader(self, start: Mapping[TopicPartition, int]) -> LogReader:
         """A reader of the inner log that decodes what it returns."""
         return DecodingReader(self.inner.reader(start), self.codec)

@@ -145,6 +145,8 @@ class RunIndex:
         self._position: dict[int, int] = {}
         self._task: asyncio.Task[None] | None = None
         self._polls = 0
+        #: per partition, the reader's position as of the last applied poll
+        self._read_to: dict[int, int] = {}
         #: history records this process applied (the tail since the stored offsets)
         self.applied_records = 0
         self._changed = asyncio.Condition()
@@ -249,7 +251,14 @@ class RunIndex:
                 continue
             async with self._changed:
                 self._polls += 1
+                self._read_to = self._reader_positions()
                 self._changed.notify_all()
+
+    def _reader_positions(self) -> dict[int, int]:
+        """Per partition, the offset after what this process has read and applied (past
+        records that retention removed, which the reader skips and nothing applies)."""
+        assert self._reader is not None
+        return {tp.partition: self._reader.position(tp) for tp in self._partitions}
 
     async def _restart_reader(self) -> None:
         """Follow again from the offsets stored: what a failed batch folded is read again."""
@@ -390,12 +399,24 @@ class RunIndex:
         a caller asks for a bound (``TimeoutError`` then).
         """
         await self.start()
+        # This process's own appends are waited for by offset: a poll's view of a partition's
+        # end can predate them (a fetch answered before the append).
+        written = {
+            tp.partition: end
+            for tp in self._partitions
+            if (end := self._log.written(tp)) is not None
+        }
+
+        def applied() -> bool:
+            return (
+                self._polls >= target
+                and self.caught_up()
+                and all(self._read_to.get(p, 0) >= end for p, end in written.items())
+            )
+
         async with self._changed:
             target = self._polls + 2  # a poll that began after this call, then one more
-            await asyncio.wait_for(
-                self._changed.wait_for(lambda: self._polls >= target and self.caught_up()),
-                timeout,
-            )
+            await asyncio.wait_for(self._changed.wait_for(applied), timeout)
 
     async def state(self, run_id: str) -> RunState | None:
         """The run folded from its history as applied so far; ``None`` if the index has none."""

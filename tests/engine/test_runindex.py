@@ -281,3 +281,23 @@ async def test_a_value_too_large_for_its_row_is_read_back_from_the_runs_history(
         (listed,) = await engine.list_runs()
         assert listed.run_id == run_id
         assert listed.output == "x" * 20_000 and listed.input == "y" * 10_000
+
+
+async def test_a_run_started_here_is_found_at_once_while_other_runs_write(durable_store):
+    """Read your writes: ``get_run`` right after ``start`` finds the run, also while the
+    index's reader is busy with other runs' records (on Kafka, a fetch answered before the
+    start's append can make the reader look caught up)."""
+    missing = []
+    async with Engine(durable_store, [orders(), other()]) as engine:
+        busy = [await engine.start("other") for _ in range(20)]
+        for i in range(150):
+            handle = await engine.start("orders", input={"customer": f"c{i}", "amount": 1})
+            try:
+                await engine.get_run(handle.run_id)
+            except DeerflowError:
+                missing.append(i)
+            if i % 10 == 0:
+                busy.append(await engine.start("other"))
+        for handle in busy:
+            await handle.result(timeout=60)
+    assert missing == []
