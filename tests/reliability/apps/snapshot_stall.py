@@ -1,7 +1,8 @@
 """A process whose orchestrator stalls in the middle of a snapshot write, to be SIGKILLed there.
 
 ``python -m tests.reliability.apps.snapshot_stall STORE MARKER RUNS [delta]`` starts ``RUNS``
-runs of the 3-step app on ``STORE`` with a snapshot every 5 records. Once one snapshot of a
+runs of the 3-step app on ``STORE`` with a snapshot every 5 records (with ``delta``, every
+snapshot after a partition's first is a delta). Once one snapshot of a
 partition is committed, the next manifest of that partition (with ``delta``: the next one of
 a delta, so a base and maybe deltas before it are committed) is never appended: the writer
 waits there (its chunks are already in the log). Once every run's start has returned (so each run is
@@ -55,9 +56,24 @@ class StallingLog(FaultyLog):
         return await super().append(messages)
 
 
+def monkeypatch_deltas() -> None:
+    """Make a chain go on with deltas up to its length bound, however much changed."""
+    from deerflow.runtime import _snapshots
+
+    def wants_base(chain: _snapshots.Chain, changed: int, held: int) -> bool:
+        return len(chain.manifests) > _snapshots.MAX_DELTAS
+
+    _snapshots.Chain.wants_base = wants_base  # type: ignore[method-assign,assignment]
+
+
 async def main(url: str, marker: Path, runs: int, delta: bool) -> None:
     from tests.reliability.apps.steps_app import workflow  # reads $SINK_DB
 
+    if delta:
+        # Every snapshot after a partition's first is a delta. Otherwise one is a base when
+        # most of the partition's runs changed since the last, which 30 short runs running at
+        # once mostly do: the delta this mode stalls in might never come before they end.
+        monkeypatch_deltas()
     log = StallingLog(url, marker, delta=delta)
     async with Engine(log, [workflow], snapshot_every=5) as engine:
         for n in range(runs):
