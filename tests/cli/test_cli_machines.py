@@ -153,9 +153,20 @@ async def test_on_kafka_a_send_after_the_owner_left_answers_within_seconds(
 
     began = time.monotonic()
     code, out, err = await shell(
-        "runs", "send", run_id, "close", "--store", kafka_url, cwd=tmp_path, prefix=prefix
+        "runs",
+        "send",
+        run_id,
+        "close",
+        "--timeout",
+        "120",
+        "--store",
+        kafka_url,
+        cwd=tmp_path,
+        prefix=prefix,
     )
-    assert time.monotonic() - began < 15
+    # Answered, not waited out: far below the timeout (a loaded machine takes seconds just
+    # to start the command and join the broker).
+    assert time.monotonic() - began < 60
     assert (code, out) == (2, ""), err
     (line,) = err.splitlines()
     assert line.startswith("error: no process ") and f" instance {run_id} of gate" in line

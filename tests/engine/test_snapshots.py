@@ -228,6 +228,12 @@ async def test_a_snapshot_write_cut_short_leaves_the_previous_one_in_use(store, 
                     )
                 ]
             )
+        # Records the snapshots do not cover already: the stopped engine's last appends,
+        # which it had not read back (folded) when it took its last snapshots.
+        left = 0
+        for tp, (_, manifest) in before.items():
+            history_tp = TopicPartition(client.topics.history, tp.partition)
+            left += len(await client.log.read_partition(history_tp, manifest["covered"]))
         # More history after the snapshot: the tail.
         tail = await client.start(wf, params={"order": "tail"}, run_id="tail")
     caplog.set_level(logging.INFO, logger="deerflow.orchestrator")
@@ -238,7 +244,7 @@ async def test_a_snapshot_write_cut_short_leaves_the_previous_one_in_use(store, 
         )
     used, folded = loads(caplog)
     # The tail's request (and the duplicate's, if made while the partitions loaded).
-    assert used == len(before) and 1 <= folded <= 2
+    assert used == len(before) and 1 <= folded - left <= 2, (used, folded, left)
     assert result.status == "completed" and again.output == {"label": "L-1"}
     assert executions["o-1/pick"] == 1
 

@@ -155,7 +155,12 @@ async def test_a_timeout_is_kept_across_a_restart(store):
     wf = invoices(timeout=3)
     async with Engine(store, [wf]) as engine:
         run = await engine.start(wf, params={"invoice_id": "inv-1"})
-        await until_waiting(engine, run)
+        # The wait's timer is in the history from the moment it began; a node's "waiting"
+        # status can be over before a poll sees it when a loaded machine is slow to poll.
+        deadline = time.monotonic() + 60
+        while "TimerStarted" not in [e.type for e in await history(engine, run.run_id)]:
+            assert time.monotonic() < deadline, "the wait never began"
+            await asyncio.sleep(0.05)
     async with Engine(store, [wf]) as engine:
         result = await engine.wait(run.run_id, timeout=60)
         events = await history(engine, run.run_id)
