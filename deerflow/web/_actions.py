@@ -19,7 +19,7 @@ from deerflow.web._auth import cross_site
 from deerflow.web._context import context
 from deerflow.web._extend import probe_trigger, transition_handler
 from deerflow.web._html import badge, button_form, json_block, link_run, page, when
-from deerflow.web._pages import flash_of, html
+from deerflow.web._pages import dashboard_page, html
 from deerflow.web._waits import signal_form
 
 
@@ -119,17 +119,7 @@ async def dlq_page(request: web.Request) -> web.StreamResponse:
         f"<tbody>{rows}</tbody></table>"
         f"{'' if entries else '<p class=empty>No dead letters.</p>'}"
     )
-    messages = flash_of(request)
-    return html(
-        page(
-            "Dead letters",
-            body,
-            prefix=p,
-            flash=messages["flash"],
-            error=messages["error"],
-            sign_out=ctx.signed_in,
-        )
-    )
+    return dashboard_page(request, "Dead letters", body)
 
 
 async def replay_action(request: web.Request) -> web.StreamResponse:
@@ -198,18 +188,7 @@ async def triggers_page(request: web.Request) -> web.StreamResponse:
 
 async def schedules_page(request: web.Request) -> web.StreamResponse:
     """``GET /ui/schedules``: each schedule's state and ticks, pause/resume and backfill."""
-    ctx = context(request)
-    messages = flash_of(request)
-    return html(
-        page(
-            "Schedules",
-            await _schedules.schedules_body(request),
-            prefix=ctx.ui_prefix,
-            flash=messages["flash"],
-            error=messages["error"],
-            sign_out=ctx.signed_in,
-        )
-    )
+    return dashboard_page(request, "Schedules", await _schedules.schedules_body(request))
 
 
 async def schedule_action(request: web.Request) -> web.StreamResponse:
