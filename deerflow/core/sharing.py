@@ -19,6 +19,9 @@ _SHAPES_LIMIT = 256
 def shared_shape(
     fingerprint: str, shape: dict[str, list[str]] | None
 ) -> dict[str, list[str]] | None:
+    """The one copy of ``shape`` kept for the definition of ``fingerprint`` (``shape`` itself
+    when it is the first, or differs from the one kept; the last :data:`_SHAPES_LIMIT`
+    definitions are kept)."""
     if shape is None or not fingerprint:
         return shape
     known = _SHAPES.get(fingerprint)
