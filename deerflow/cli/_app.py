@@ -22,6 +22,7 @@ from deerflow.cli._base import (
     execute,
     fail,
     leave,
+    name_values,
     out,
     store_flag,
 )
@@ -41,16 +42,10 @@ app.add_typer(runs_app, name="runs")
 
 
 def _parse_params(pairs: list[str]) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise fail(f"--param expects key=value, got {pair!r}")
-        try:
-            params[key] = _codec.loads(raw)
-        except ValueError:
-            params[key] = raw
-    return params
+    def malformed(pair: str) -> typer.Exit:
+        return fail(f"--param expects key=value, got {pair!r}")
+
+    return {key: value for key, _, value in name_values(pairs, malformed)}
 
 
 @app.command()

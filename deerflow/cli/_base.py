@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import os
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
@@ -64,6 +64,26 @@ def emit_json(value: Any) -> None:
     """``value`` as one line of JSON on stdout."""
     sys.stdout.write(_codec.dumps(value).decode() + "\n")
     sys.stdout.flush()
+
+
+def name_values(
+    pairs: list[str], malformed: Callable[[str], Exception]
+) -> Iterator[tuple[str, str, Any]]:
+    """``(name, text, value)`` of each ``NAME=VALUE`` option value, in order: ``value`` is the
+    text read as JSON (``n=3`` gives 3), or the text itself when it is not JSON (``who=ann``).
+
+    Raises:
+        Exception: ``malformed(pair)`` for a pair without a name or an ``=``, when reached.
+    """
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or not name:
+            raise malformed(pair)
+        try:
+            value = _codec.loads(text)
+        except ValueError:
+            value = text
+        yield name, text, value
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

@@ -26,6 +26,7 @@ from deerflow.cli._base import (
     err,
     execute,
     fail,
+    name_values,
     open_engine,
     out,
     store_flag,
@@ -131,15 +132,12 @@ def runs_list(
 
 def _attributes(pairs: list[str]) -> dict[str, Any]:
     """``{"customer": "acme", "amount": 42}`` from ``customer=acme amount=42``."""
+
+    def malformed(pair: str) -> ValueError:
+        return ValueError(f"--attr takes NAME=VALUE, not {pair!r}")
+
     found: dict[str, Any] = {}
-    for pair in pairs:
-        name, sep, text = pair.partition("=")
-        if not sep or not name:
-            raise ValueError(f"--attr takes NAME=VALUE, not {pair!r}")
-        try:
-            value = _codec.loads(text)
-        except ValueError:
-            value = text
+    for name, text, value in name_values(pairs, malformed):
         if not isinstance(value, str | int | float | bool):
             value = text
         try:

@@ -2,13 +2,13 @@
 
 A definition (:class:`WorkflowDef`, :class:`TaskDef`, :class:`RetryPolicy` built from the
 decorators' :class:`RetryOptions`), the history events of a run and their deterministic ids
-(``history``), the fold of a history into a run's state (``state``; features fold their own
-history events through a :class:`FoldExtension`), the decider that says what happens next
-(``decide``, ``decide_nodes``), node kinds (:class:`NodeKind`, with typed :class:`KindOptions`;
-``kinds``), the child ids of nodes with children (``expand``), definition changes (``change``)
-and topic names (``topics``). Its modules are public: the runtime and the features build on
-them. Time is passed in; nothing here imports asyncio, a log backend, tracing or a feature
-package.
+(``history``), the fold of a history into a run's state (``fold``, into a ``state``; features
+fold their own history events through a :class:`FoldExtension`), the decider that says what
+happens next (``decide``, ``decide_nodes``), node kinds (:class:`NodeKind`, with typed
+:class:`KindOptions`; ``kinds``), the child ids of nodes with children (``expand``),
+definition changes (``change``) and topic names (``topics``). Its modules are public: the
+runtime and the features build on them. Time is passed in; nothing here imports asyncio, a
+log backend, tracing or a feature package.
 """
 
 from deerflow.core.definition import RetryPolicy, TaskDef, WorkflowDef

@@ -6,7 +6,8 @@ union on ``type``, encoded with orjson through :mod:`deerflow._codec`.
 
 The events here are the core's: runs, tasks and timers. A feature or a node kind adds its
 own event classes (subclasses of :class:`HistoryEvent`) through a ``FoldExtension``
-(:mod:`deerflow.core.state`), which registers them here so that :func:`decode` reads them.
+(:mod:`deerflow.core.fold_extension`), whose registration
+(:mod:`deerflow.core.fold_registry`) adds them here so that :func:`decode` reads them.
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ never repeats an action. Posts from another origin are refused (see :mod:`._auth
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from html import escape
 from typing import Any
 from urllib.parse import quote
@@ -16,10 +18,10 @@ from deerflow.connectors.schedule import ScheduleControl
 from deerflow.errors import DeerflowError, RunNotFound
 from deerflow.web import _dlq, _runs, _schedules
 from deerflow.web._auth import cross_site
-from deerflow.web._context import context
+from deerflow.web._context import WebContext, context
 from deerflow.web._extend import probe_trigger, transition_handler
 from deerflow.web._html import badge, button_form, json_block, link_run, page, when
-from deerflow.web._pages import flash_of, html
+from deerflow.web._pages import dashboard_page, html
 from deerflow.web._waits import signal_form
 
 
@@ -38,59 +40,60 @@ def _refuse_cross_site(request: web.Request) -> None:
         raise web.HTTPForbidden(text="cross-site form posts are refused")
 
 
-async def cancel_action(request: web.Request) -> web.StreamResponse:
-    """``POST /ui/runs/{run_id}/cancel``."""
+def _run_form(request: web.Request) -> tuple[WebContext, str, str]:
+    """The context, run id and page of a form posted on a run's page (refused when posted
+    from another site)."""
     _refuse_cross_site(request)
     ctx, rid = context(request), request.match_info["run_id"]
-    where = f"{ctx.ui_prefix}/runs/{quote(rid)}"
+    return ctx, rid, f"{ctx.ui_prefix}/runs/{quote(rid)}"
+
+
+@contextlib.contextmanager
+def _refused_back_to(where: str, rid: str) -> Iterator[None]:
+    """Back to ``where`` saying why, when the action on run ``rid`` is refused."""
     try:
-        await _runs.request_cancel(ctx.engine, rid, reason="cancelled from the dashboard")
+        yield
     except DeerflowError as exc:
         raise _back(where, error=_said(exc, rid)) from None
+
+
+async def cancel_action(request: web.Request) -> web.StreamResponse:
+    """``POST /ui/runs/{run_id}/cancel``."""
+    ctx, rid, where = _run_form(request)
+    with _refused_back_to(where, rid):
+        await _runs.request_cancel(ctx.engine, rid, reason="cancelled from the dashboard")
     raise _back(where, flash="Cancel requested.")
 
 
 async def retry_action(request: web.Request) -> web.StreamResponse:
     """``POST /ui/runs/{run_id}/retry``."""
-    _refuse_cross_site(request)
-    ctx, rid = context(request), request.match_info["run_id"]
-    where = f"{ctx.ui_prefix}/runs/{quote(rid)}"
-    try:
+    ctx, rid, where = _run_form(request)
+    with _refused_back_to(where, rid):
         number = await _runs.request_retry(ctx.engine, rid, reason="retried from the dashboard")
-    except DeerflowError as exc:
-        raise _back(where, error=_said(exc, rid)) from None
     await ctx.engine.index.wait(rid, lambda s: s.retries >= number, 5.0)
     raise _back(where, flash=f"Retry {number} requested: the run goes on from its failed tasks.")
 
 
 async def signal_action(request: web.Request) -> web.StreamResponse:
     """``POST /ui/runs/{run_id}/signal``: form fields ``name`` and ``data`` (JSON)."""
-    _refuse_cross_site(request)
-    ctx, rid = context(request), request.match_info["run_id"]
-    where = f"{ctx.ui_prefix}/runs/{quote(rid)}"
+    ctx, rid, where = _run_form(request)
     form = await request.post()
-    try:
+    with _refused_back_to(where, rid):
         name, data = signal_form({k: str(v) for k, v in form.items()})
         await _runs.request_signal(ctx.engine, rid, name, data)
-    except DeerflowError as exc:
-        raise _back(where, error=_said(exc, rid)) from None
     raise _back(where, flash=f"Signal {name!r} sent.")
 
 
 async def transition_action(request: web.Request) -> web.StreamResponse:
     """``POST /ui/runs/{run_id}/transition`` (state machines; an extension point)."""
-    _refuse_cross_site(request)
-    ctx, rid = context(request), request.match_info["run_id"]
-    where = f"{ctx.ui_prefix}/runs/{quote(rid)}"
+    ctx, rid, where = _run_form(request)
     handler = transition_handler(ctx.engine)
     if handler is None:
         raise _back(where, error="no state-machine support is loaded in this process")
     form = await request.post()
     name = str(form.get("transition", "")).strip()
-    try:
+    with _refused_back_to(where, rid):
         await handler(ctx.engine, rid, name, {})
-    except DeerflowError as exc:
-        raise _back(where, error=_said(exc, rid)) from None
     raise _back(where, flash=f"Transition {name!r} sent.")
 
 
@@ -119,17 +122,7 @@ async def dlq_page(request: web.Request) -> web.StreamResponse:
         f"<tbody>{rows}</tbody></table>"
         f"{'' if entries else '<p class=empty>No dead letters.</p>'}"
     )
-    messages = flash_of(request)
-    return html(
-        page(
-            "Dead letters",
-            body,
-            prefix=p,
-            flash=messages["flash"],
-            error=messages["error"],
-            sign_out=ctx.signed_in,
-        )
-    )
+    return dashboard_page(request, "Dead letters", body)
 
 
 async def replay_action(request: web.Request) -> web.StreamResponse:
@@ -198,18 +191,7 @@ async def triggers_page(request: web.Request) -> web.StreamResponse:
 
 async def schedules_page(request: web.Request) -> web.StreamResponse:
     """``GET /ui/schedules``: each schedule's state and ticks, pause/resume and backfill."""
-    ctx = context(request)
-    messages = flash_of(request)
-    return html(
-        page(
-            "Schedules",
-            await _schedules.schedules_body(request),
-            prefix=ctx.ui_prefix,
-            flash=messages["flash"],
-            error=messages["error"],
-            sign_out=ctx.signed_in,
-        )
-    )
+    return dashboard_page(request, "Schedules", await _schedules.schedules_body(request))
 
 
 async def schedule_action(request: web.Request) -> web.StreamResponse:

@@ -51,6 +51,27 @@ def flash_of(request: web.Request) -> dict[str, str]:
     return {"flash": request.query.get("flash", ""), "error": request.query.get("error", "")}
 
 
+def dashboard_page(
+    request: web.Request, title: str, body: str, *, live: bool = False, error: str | None = None
+) -> web.Response:
+    """The dashboard page ``title`` answering ``request``: under its prefix, with the sign-out
+    button when signed in and the message an action left for it (``error``: a problem of the
+    page's own, shown instead of an action's)."""
+    ctx = context(request)
+    messages = flash_of(request)
+    return html(
+        page(
+            title,
+            body,
+            prefix=ctx.ui_prefix,
+            live=live,
+            flash=messages["flash"],
+            error=messages["error"] if error is None else error,
+            sign_out=ctx.signed_in,
+        )
+    )
+
+
 def _filter(request: web.Request) -> tuple[_runs.RunFilter, str]:
     q = request.query
     problem = ""
@@ -121,17 +142,7 @@ async def runs_page(request: web.Request) -> web.StreamResponse:
         f"{'' if runs else '<p class=empty>No runs match.</p>'}</div>"
     )
     body = f"<h1>Runs</h1>{_filter_form(request, workflows, triggers)}{table}"
-    return html(
-        page(
-            "Runs",
-            body,
-            prefix=p,
-            live=True,
-            error=problem,
-            flash=flash_of(request)["flash"],
-            sign_out=ctx.signed_in,
-        )
-    )
+    return dashboard_page(request, "Runs", body, live=True, error=problem)
 
 
 def _actions(detail: _runs.RunDetail, prefix: str, transitions: bool) -> str:
@@ -352,15 +363,4 @@ async def run_page(request: web.Request) -> web.StreamResponse:
         f"<section><details open><summary><h2>History ({len(detail.events)} events)</h2>"
         f"</summary>{_history_table(detail.events)}</details></section></div>"
     )
-    messages = flash_of(request)
-    return html(
-        page(
-            f"Run {r.run_id}",
-            body,
-            prefix=p,
-            live=not detail.state.terminal,
-            flash=messages["flash"],
-            error=messages["error"],
-            sign_out=ctx.signed_in,
-        )
-    )
+    return dashboard_page(request, f"Run {r.run_id}", body, live=not detail.state.terminal)

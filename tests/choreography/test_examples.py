@@ -3,24 +3,13 @@ test_faust.py with an app of the same shape)."""
 
 from __future__ import annotations
 
-import importlib.util
 import uuid
-from pathlib import Path
-from types import ModuleType
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-
-
-def load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.example_runs import load_example
 
 
 async def test_the_choreography_example_runs_both_forms():
-    example = load("choreography")
+    example = load_example("choreography.py")
     chain = await example.main(f"memory://{uuid.uuid4().hex}")
     assert chain == [
         "OrderStarted",
@@ -33,7 +22,7 @@ async def test_the_choreography_example_runs_both_forms():
 
 
 def test_the_faust_example_defines_the_agent_and_both_deerflow_workflows():
-    example = load("faust_agent")
+    example = load_example("faust_agent.py")
     assert [agent.name for agent in example.app.agents.values()] == [f"{example.__name__}.screen"]
     assert {h.event_type for h in example.checkout.event_handlers} == {"FraudCleared"}
     assert example.review.triggers[0].filter({"type": "FraudSuspected"})

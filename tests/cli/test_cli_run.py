@@ -26,6 +26,16 @@ def price(context):
     return context.tasks["load"].output["body"]["lines"]
 """
 
+ECHO = """
+from deerflow import Workflow
+
+wf = Workflow(name="echo")
+
+@wf.task(id="echo")
+def echo(context):
+    return dict(context.params)
+"""
+
 SLOW = """
 import time
 from deerflow import Workflow
@@ -152,6 +162,19 @@ def test_dependencies_may_name_later_tasks_a_loop_or_an_unknown_one_fails_in_one
         "error: workflow 'forward', task 'report': depends_on names unknown task 'lode'"
         " (known: load, report)\n"
     )
+
+
+def test_a_param_is_json_or_text_and_one_without_a_value_is_a_one_line_error(tmp_path: Path):
+    (tmp_path / "echo.py").write_text(ECHO)
+    done = deerflow(
+        "run", "echo.py", "--param", "n=3", "--param", "who=ann", "--json", cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["output"] == {"n": 3, "who": "ann"}
+
+    done = deerflow("run", "echo.py", "--param", "n", cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.strip() == "error: --param expects key=value, got 'n'"
 
 
 def test_a_run_past_its_timeout_says_so_in_one_line_and_exits_at_once(tmp_path: Path):

@@ -23,6 +23,7 @@ from deerflow.log import open_log
 from deerflow.runtime._context import TaskDispatch
 from deerflow.runtime._worker import run_attempt
 from tests.engine.conftest import store  # noqa: F401 - the engine suite's three stores
+from tests.example_runs import load_example
 from tests.services import unique_name
 
 
@@ -292,15 +293,9 @@ async def test_a_redelivered_attempt_publishes_its_events_once(events):
 
 @pytest.mark.kafka
 def test_the_spec_event_sourcing_sample_runs_as_written(kafka_bootstrap, monkeypatch):
-    import importlib.util
-    from pathlib import Path
-
     monkeypatch.setenv("DEERFLOW_KAFKA_BOOTSTRAP", kafka_bootstrap)
-    path = Path(__file__).resolve().parents[2] / "examples" / "event_sourcing.py"
-    spec = importlib.util.spec_from_file_location("event_sourcing_example", path)
-    assert spec is not None and spec.loader is not None
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)  # builds EventStore(backend="kafka", ...): no connection
+    # builds EventStore(backend="kafka", ...) as it is imported: no connection yet
+    example = load_example("event_sourcing.py", "event_sourcing_example")
     try:
         outcome = example.main(store=f"memory://{uuid.uuid4().hex}")
         stored = example.event_store.read(outcome["stream"])

@@ -3,28 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def deerflow(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "deerflow", *args],
-        cwd=cwd,
-        text=True,
-        capture_output=True,
-        timeout=120,
-    )
+from tests.example_runs import EXAMPLES, run_cli, run_example
 
 
 def test_the_quickstart_runs_end_to_end_with_the_cli(tmp_path):
-    done = deerflow(
-        "run", str(ROOT / "examples" / "quickstart.py"), "--param", "min_amount=20", cwd=tmp_path
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_cli("run", str(EXAMPLES / "quickstart.py"), "--param", "min_amount=20", cwd=tmp_path)
     assert "completed" in done.stdout
     report = json.loads((tmp_path / "quickstart-report.json").read_text())
     assert report["orders"] == 194 and report["rejected"] == ["o9999"]
@@ -33,9 +17,9 @@ def test_the_quickstart_runs_end_to_end_with_the_cli(tmp_path):
 
 
 def test_a_failed_run_exits_non_zero(tmp_path):
-    done = deerflow(
+    done = run_cli(
         "run",
-        str(ROOT / "examples" / "saga.py"),
+        str(EXAMPLES / "saga.py"),
         "--param",
         "fail_at=shipping",
         "--param",
@@ -47,32 +31,18 @@ def test_a_failed_run_exits_non_zero(tmp_path):
         "--param",
         "address=here",
         cwd=tmp_path,
+        expect=1,
     )
-    assert done.returncode == 1
     assert "compensated" in done.stdout
 
 
 def test_the_saga_example_rolls_back_in_reverse_order(tmp_path):
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "saga.py"), "shipping"],
-        cwd=tmp_path,
-        text=True,
-        capture_output=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_example("saga.py", "shipping", cwd=tmp_path)
     assert done.stdout.startswith("compensated")
     assert done.stdout.index("payment.refund") < done.stdout.index("inventory.release")
 
 
 def test_the_state_machine_example_delivers_and_refuses_a_late_cancel(tmp_path):
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "state_machine.py")],
-        cwd=tmp_path,
-        text=True,
-        capture_output=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_example("state_machine.py", cwd=tmp_path)
     assert "refused:" in done.stdout and "not allowed from state 'processing'" in done.stdout
     assert "completed delivered" in done.stdout

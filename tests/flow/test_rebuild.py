@@ -11,21 +11,19 @@ from deerflow import Engine, RunHandle, Workflow
 from deerflow.flow import Gate
 from tests.flow.apps import limited
 from tests.flow.checks import until_status
-from tests.rebuilding import topic_records, until, until_rebuilt
+from tests.rebuilding import (  # noqa: F401 - lasting_store: a fixture
+    lasting_store,
+    records_read,
+    topic_size,
+    until_rebuilt,
+    until_stored,
+)
 
 REREAD = 10
 ENDED = 20
 #: runs of other keys after the live ones (spread over the partitions, enough in each to move
 #: its window past the live runs)
 OTHERS = 100
-
-
-def gate_of(engine: Engine) -> Gate:
-    return next(s for s in engine.services if isinstance(s, Gate))
-
-
-async def flow_records(engine: Engine) -> int:
-    return sum(len(r) for r in (await topic_records(gate_of(engine))).values())
 
 
 @pytest.fixture(autouse=True)
@@ -52,22 +50,16 @@ async def many_ended_runs(store: str) -> tuple[Workflow, RunHandle, RunHandle, i
         others = [await engine.start(wf, params={"customer": f"o{n}"}) for n in range(OTHERS)]
         for run in others:
             assert (await run.result(timeout=60)).status == "completed"
-
-        async def moved() -> bool:
-            return sum(gate._stored.values()) > 0
-
-        await until(moved, "no partition's rebuild offset moved")
-        total = await flow_records(engine)
+        await until_stored(gate)
+        total = await topic_size(gate)
     return wf, holder, waiter, total
 
 
-async def test_a_restart_after_many_ended_runs_rebuilds_only_what_is_live(store):
-    if store.startswith("memory"):
-        pytest.skip("an in-memory store does not outlive its engine")
-    wf, holder, waiter, total = await many_ended_runs(store)
-    async with Engine(store, [wf]) as engine:
+async def test_a_restart_after_many_ended_runs_rebuilds_only_what_is_live(lasting_store):
+    wf, holder, waiter, total = await many_ended_runs(lasting_store)
+    async with Engine(lasting_store, [wf]) as engine:
         gate = await until_rebuilt(engine, Gate)
-        read = sum(records for _, records in gate.rebuilds.values())
+        read = records_read(gate)
         held = (gate.admitted_runs(), gate.queued_runs())
         await asyncio.sleep(1.0)  # time for a gate that forgot the holder to admit the waiter
         still = await engine.handle(waiter.run_id).status()

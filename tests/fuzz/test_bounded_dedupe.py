@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from deerflow import Workflow
 from deerflow.core import history as h
-from deerflow.core import state as state_module
+from deerflow.core import repeats
 from deerflow.core.decide import advance, decide
 from deerflow.core.state import BY_CONTENT, RunState, fold, fold_all
 from deerflow.runtime._snapcodec import decode, encode
@@ -39,12 +39,12 @@ BOUND = 8
 @contextmanager
 def seen_limit(limit: int) -> Iterator[None]:
     """The fold keeps ``limit`` ids per run inside the block."""
-    before = state_module.SEEN_LIMIT
-    state_module.SEEN_LIMIT = limit
+    before = repeats.SEEN_LIMIT
+    repeats.SEEN_LIMIT = limit
     try:
         yield
     finally:
-        state_module.SEEN_LIMIT = before
+        repeats.SEEN_LIMIT = before
 
 
 def known_by_id(event: h.HistoryEvent) -> bool:
@@ -208,7 +208,7 @@ def test_a_run_with_10k_events_keeps_at_most_the_bound() -> None:
             assert fold(state, event)
         by_id += [e.id for e in steps[2:]]
     assert state.events == 10_001
-    assert list(state.seen) == by_id[-state_module.SEEN_LIMIT :]
+    assert list(state.seen) == by_id[-repeats.SEEN_LIMIT :]
     assert state.search_attributes == {"progress": 1999}
 
     machine = RunState(run_id=run)
@@ -217,10 +217,10 @@ def test_a_run_with_10k_events_keeps_at_most_the_bound() -> None:
         assert fold(machine, attributes(run, n, "step", n))
         if n + 1 in (1_000, 10_000):
             sizes[n + 1] = len(encode(machine))
-    assert len(machine.seen) == state_module.SEEN_LIMIT
+    assert len(machine.seen) == repeats.SEEN_LIMIT
     restored = decode(encode(machine), RunState)  # a snapshot keeps the window, oldest first
     assert list(restored.seen) == list(machine.seen)
-    assert not fold(restored, attributes(run, 9_999 - state_module.SEEN_LIMIT + 1, "step", 0))
+    assert not fold(restored, attributes(run, 9_999 - repeats.SEEN_LIMIT + 1, "step", 0))
     assert sizes[10_000] < sizes[1_000] * 1.1, sizes  # ids grew a digit: nothing else
 
 

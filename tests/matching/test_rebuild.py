@@ -9,23 +9,22 @@ import pytest
 
 from deerflow import Engine, RunHandle, Workflow
 from deerflow.choreography import publish_event_async
-from deerflow.log.base import Message, Record, TopicPartition
+from deerflow.log.base import Message
 from deerflow.matching import EventMatched, Matcher
 from tests.logs import history
 from tests.matching.waits import invoices, until_waiting
-from tests.rebuilding import topic_records, until, until_rebuilt
+from tests.rebuilding import (  # noqa: F401 - lasting_store: a fixture
+    lasting_store,
+    records_read,
+    topic_records,
+    topic_size,
+    until_rebuilt,
+    until_stored,
+)
 
 REREAD = 10
 ENDED = 40
 LIVE = 5
-
-
-def matcher_of(engine: Engine) -> Matcher:
-    return next(s for s in engine.services if isinstance(s, Matcher))
-
-
-async def matching_records(engine: Engine) -> dict[TopicPartition, list[Record]]:
-    return await topic_records(matcher_of(engine))
 
 
 @pytest.fixture(autouse=True)
@@ -33,6 +32,11 @@ def small_window(monkeypatch: pytest.MonkeyPatch) -> None:
     """A rebuild reads the last REREAD records at least; events leave the buffer in 1 s."""
     monkeypatch.setattr(Matcher, "reread", REREAD)
     monkeypatch.setattr(Matcher, "buffer_seconds", 1.0)
+
+
+def waits_held(matcher: Matcher) -> int:
+    """How many waits the matcher's indexes hold, over its partitions."""
+    return sum(map(len, matcher.indexes.values()))
 
 
 async def many_ended_waits(store: str) -> tuple[Workflow, RunHandle, list[RunHandle], int]:
@@ -51,24 +55,17 @@ async def many_ended_waits(store: str) -> tuple[Workflow, RunHandle, list[RunHan
             )
         for run in ended:
             assert (await run.result(timeout=60)).status == "completed"
-
-        async def moved() -> bool:
-            held = sum(map(len, matcher.indexes.values()))
-            return held == 1 + LIVE and sum(matcher._stored.values()) > 0
-
-        await until(moved, "no partition's rebuild offset moved")
-        total = sum(len(r) for r in (await matching_records(engine)).values())
+        await until_stored(matcher, also=lambda: waits_held(matcher) == 1 + LIVE)
+        total = await topic_size(matcher)
     return wf, oldest, ended, total
 
 
-async def test_a_restart_after_many_ended_waits_rebuilds_only_what_is_live(store):
-    if store.startswith("memory"):
-        pytest.skip("an in-memory store does not outlive its engine")
-    wf, oldest, _, total = await many_ended_waits(store)
-    async with Engine(store, [wf]) as engine:
+async def test_a_restart_after_many_ended_waits_rebuilds_only_what_is_live(lasting_store):
+    wf, oldest, _, total = await many_ended_waits(lasting_store)
+    async with Engine(lasting_store, [wf]) as engine:
         matcher = await until_rebuilt(engine, Matcher)
-        read = sum(records for _, records in matcher.rebuilds.values())
-        held = sum(map(len, matcher.indexes.values()))
+        read = records_read(matcher)
+        held = waits_held(matcher)
         await publish_event_async(
             "InvoiceApproved", {"invoice_id": "oldest", "by": "bob"}, store=engine
         )
@@ -79,23 +76,23 @@ async def test_a_restart_after_many_ended_waits_rebuilds_only_what_is_live(store
     assert result.output == "bob"  # the oldest wait, registered long before, still resumes
 
 
-async def test_a_registration_delivered_again_within_the_window_is_still_recognised(store):
-    if store.startswith("memory"):
-        pytest.skip("an in-memory store does not outlive its engine")
-    wf, _, ended, _ = await many_ended_waits(store)
+async def test_a_registration_delivered_again_within_the_window_is_still_recognised(
+    lasting_store,
+):
+    wf, _, ended, _ = await many_ended_waits(lasting_store)
     last = ended[-1].run_id
-    async with Engine(store, [wf]) as engine:
+    async with Engine(lasting_store, [wf]) as engine:
         matcher = await until_rebuilt(engine, Matcher)
         *_, registration = [  # (written again once, maybe, while it waited long)
             r
-            for rs in (await matching_records(engine)).values()
+            for rs in (await topic_records(matcher)).values()
             for r in rs
             if b'"k":"wait"' in r.value and f'"run":"{last}"'.encode() in r.value
         ]
         # The router delivers the registration again (it was stopped before its commit).
         await engine.log.append([Message(registration.topic, registration.value, registration.key)])
         await asyncio.sleep(1.0)  # time for the index to read it
-        held = sum(map(len, matcher.indexes.values()))
+        held = waits_held(matcher)
         await publish_event_async(
             "InvoiceApproved", {"invoice_id": f"e{ENDED - 1}", "by": "bob"}, store=engine
         )

@@ -2,33 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-from typing import Any
-
 import pytest
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-
-
-def deerflow_run(target: str, cwd: Path, *params: str) -> dict[str, Any]:
-    args = [
-        sys.executable,
-        "-m",
-        "deerflow",
-        "run",
-        str(EXAMPLES / target),
-        "--json",
-        "--store",
-        f"sqlite:///{cwd / 'deerflow.db'}",
-    ]
-    for param in params:
-        args += ["--param", param]
-    done = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return json.loads(done.stdout)
+from tests.example_runs import deerflow_run
 
 
 def test_dynamic_etl_runs_one_generated_script_task_per_discovered_source(tmp_path):

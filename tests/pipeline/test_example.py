@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "pipeline_backpressure.py"
+from tests.example_runs import start_example
+
 SUMMARY = re.compile(
     r"^(\w+): strategy=(\w+) offered=(\d+) completed=(\d+) dropped=(\d+) "
     r"peak_in_flight=(\d+) \(bound 1000\).*rows in table: (\d+)$",
@@ -15,20 +13,14 @@ SUMMARY = re.compile(
 )
 
 
-def test_the_example_loads_everything_under_block_and_lets_go_under_sample():
+def test_the_example_loads_everything_under_block_and_lets_go_under_sample(tmp_path):
     runs = {
-        mode: subprocess.Popen(
-            [sys.executable, str(EXAMPLE), mode],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        mode: start_example("pipeline_backpressure.py", mode, cwd=tmp_path)
         for mode in ("block", "sample")
     }
     summaries = {}
-    for mode, process in runs.items():
-        out, err = process.communicate(timeout=120)
-        assert process.returncode == 0, err
+    for mode, started in runs.items():
+        out = started.finish().stdout
         match = SUMMARY.search(out)
         assert match, out
         summaries[mode] = match.groups()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from deerflow import Engine, State, StateMachine, Transition, Workflow
-from deerflow.core import state as state_module
+from deerflow.core import repeats
 from deerflow.runtime._snapshots import Snapshots
 
 
@@ -25,7 +25,7 @@ async def test_an_instance_past_the_window_keeps_at_most_the_bound_and_goes_on(
     tmp_path, monkeypatch
 ):
     limit = 16  # the window made small, so a short test goes well past it
-    monkeypatch.setattr(state_module, "SEEN_LIMIT", limit)
+    monkeypatch.setattr(repeats, "SEEN_LIMIT", limit)
     wf = toggle()
     store = f"sqlite:///{tmp_path / 'events.db'}"
     flips = limit + 10  # a request and its resolution each: past the window twice over

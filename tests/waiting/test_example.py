@@ -3,38 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import subprocess
-import sys
-from pathlib import Path
 
 from deerflow import Engine
 from deerflow.cli._loader import load_module_workflows
+from tests.example_runs import EXAMPLES, deerflow_run
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sleep_and_signals.py"
+EXAMPLE = EXAMPLES / "sleep_and_signals.py"
 
 
 def test_unanswered_the_approval_times_out_and_the_invoice_is_escalated(tmp_path):
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "deerflow",
-            "run",
-            f"{EXAMPLE}:invoice_approval",
-            "--param",
-            "invoice=INV-7",
-            "--json",
-            "--store",
-            f"sqlite:///{tmp_path / 'deerflow.db'}",
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    result = json.loads(done.stdout)
+    result = deerflow_run("sleep_and_signals.py:invoice_approval", tmp_path, "invoice=INV-7")
     assert result["output"] == {"invoice": "INV-7", "booked": False, "escalated_to": "finance"}
     assert result["tasks"]["approval"]["output"] is None
 
