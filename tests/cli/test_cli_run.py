@@ -270,3 +270,19 @@ def test_ui_takes_several_app_files(tmp_path: Path):
     finally:
         ui.terminate()
         ui.wait(30)
+
+
+def test_an_unreachable_kafka_store_is_one_line_for_each_command(tmp_path: Path):
+    from deerflow.testing import free_port
+
+    store = f"kafka://127.0.0.1:{free_port()}"  # nothing listens there
+    for command in (
+        ["runs", "list"],
+        ["runs", "show", "r-1"],
+        ["runs", "send", "r-1", "confirm"],
+        ["dlq", "list"],
+    ):
+        done = deerflow(*command, "--store", store, cwd=tmp_path)
+        assert (done.returncode, done.stdout) == (2, ""), command
+        (line,) = done.stderr.splitlines()  # no library's log line beside it
+        assert line.startswith(f"error: cannot reach Kafka at {store}: "), line
