@@ -172,6 +172,19 @@ def test_the_store_url_suits_a_real_kafka(services):
         assert settings.heartbeat_interval_ms * 3 <= settings.session_timeout_ms
 
 
+def test_large_payloads_go_to_a_minio_bucket_the_stack_creates(services):
+    setup = services["minio-setup"]["command"][0]
+    for name in ("gateway", "worker"):
+        env = services[name]["environment"]
+        bucket = env["DEERFLOW_BLOBS"].removeprefix("s3://").split("/")[0]
+        assert env["DEERFLOW_BLOBS"].startswith("s3://") and bucket, name
+        assert f"mc mb --ignore-existing local/{bucket}\n" in setup, name
+        assert env["AWS_ENDPOINT_URL"] == "http://minio:9000", name
+        assert services[name]["depends_on"]["minio-setup"] == {
+            "condition": "service_completed_successfully"
+        }
+
+
 def test_deerflow_topics_are_created_first_and_histories_are_kept_forever(services):
     prefix = services["worker"]["environment"]["DEERFLOW_PREFIX"]
     assert services["gateway"]["environment"]["DEERFLOW_PREFIX"] == prefix

@@ -26,7 +26,7 @@ from deerflow.cli._base import (
     out,
     store_flag,
 )
-from deerflow.cli._run import follow_run, not_finished, print_outcome
+from deerflow.cli._run import follow_run, not_finished, print_outcome, stream_pipeline
 from deerflow.errors import DeerflowError
 from deerflow.logs import configure_logging
 from deerflow.runtime import Engine, RunResult, default_store
@@ -84,7 +84,9 @@ def run(
 
     async def main() -> RunResult:
         if chosen.is_pipeline():  # a stream, not a run in the history
-            return await chosen.stream(params, input=data, timeout=timeout, run_id=run_id)
+            return await stream_pipeline(
+                chosen, params, data, timeout=timeout, run_id=run_id, target=target
+            )
         async with Engine(store, workflows) as engine:
             handle = await engine.start(chosen, params=params, input=data, run_id=run_id)
             _leave_on_interrupt(handle.run_id, store)
@@ -106,7 +108,7 @@ def run(
     if as_json:
         out.print_json(result.model_dump_json())
     else:
-        print_outcome(result, store, out)
+        print_outcome(result, store, out, history=not chosen.is_pipeline())
     raise typer.Exit(0 if result.ok else 1)
 
 

@@ -92,10 +92,12 @@ def root_options(
     ] = False,
 ) -> None:
     """deerflow: durable, event-driven workflows."""
-    from deerflow.logs import FORMAT_ENV, configure_logging
+    from deerflow.logs import FORMAT_ENV, configure_logging, quiet_libraries
 
     if log_json or os.environ.get(FORMAT_ENV, "").lower() == "json":
         configure_logging(json_format=True)  # before serve/worker: their basicConfig then yields
+    else:
+        quiet_libraries()  # serve --log-level debug lets them through again
 
 
 def register(app: typer.Typer, runs_app: typer.Typer) -> None:

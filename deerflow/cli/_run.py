@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 
 import deerflow._codec as _codec
-from deerflow.cli._base import WaitTimedOut, store_flag
+from deerflow.cli._base import TIMED_OUT, WaitTimedOut, leave, store_flag
 from deerflow.cli._progress import RunProgress
 from deerflow.engine import Engine, Workflow
 from deerflow.runtime import RunResult
@@ -102,9 +103,51 @@ def not_finished(run_id: str, timeout: float, target: str, store: str | None) ->
     )
 
 
-def print_outcome(result: RunResult, store: str | None, console: Console) -> None:
-    """The run's status line; its output when it completed, the failure and where to look
-    when not."""
+#: seconds the items in flight when ``deerflow run --timeout`` stops a pipeline may still take
+PIPELINE_DRAIN = 2.0
+
+
+async def stream_pipeline(
+    workflow: Workflow,
+    params: dict[str, Any],
+    data: Any,
+    *,
+    timeout: float | None,
+    run_id: str | None,
+    target: str,
+) -> RunResult:
+    """Stream ``workflow``'s pipeline to its end; one that is not done within ``timeout``
+    stops (its items in flight get :data:`PIPELINE_DRAIN` seconds) and ends the process in
+    one line: a stage's thread may run on, and nothing of a pipeline waits in a store."""
+    result = await workflow.stream(
+        params,
+        input=data,
+        timeout=timeout,
+        run_id=run_id,
+        drain_timeout=None if timeout is None else PIPELINE_DRAIN,
+    )
+    if timeout is not None and result.status == "cancelled":
+        leave(pipeline_not_finished(result, timeout, target), TIMED_OUT)
+    return result
+
+
+def pipeline_not_finished(result: RunResult, timeout: float, target: str) -> str:
+    """The line for a pipeline stopped at ``timeout``: how far it got and what next."""
+    output = result.output if isinstance(result.output, dict) else {}
+    items = output.get("items") or {}
+    completed = int(items.get("completed", 0))
+    return (
+        f"pipeline {result.workflow} did not finish within {timeout:g}s: {completed} "
+        f"item{'' if completed == 1 else 's'} completed, {items.get('in_flight', 0)} abandoned "
+        f"in flight; a pipeline keeps no history: run {target} again with a longer --timeout"
+    )
+
+
+def print_outcome(
+    result: RunResult, store: str | None, console: Console, *, history: bool = True
+) -> None:
+    """The run's status line; its output when it completed, the failure and (``history``:
+    the run has one, a pipeline's has not) where to look when not."""
     colour = "green" if result.ok else "red"
     where = f" in state {result.state!r}" if result.state is not None else ""
     console.print(
@@ -118,6 +161,8 @@ def print_outcome(result: RunResult, store: str | None, console: Console) -> Non
         return
     if result.error:
         console.print(f"[red]{escape(result.error)}[/]", highlight=False, soft_wrap=True)
+    if not history:
+        return
     console.print(
         f"see its attempts and traceback: deerflow runs show {result.run_id}{store_flag(store)}"
         " (--history: every event)",

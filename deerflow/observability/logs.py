@@ -22,6 +22,7 @@ __all__ = [
     "JsonFormatter",
     "RunContextFilter",
     "configure_logging",
+    "quiet_libraries",
 ]
 
 FORMAT_ENV = "DEERFLOW_LOG_FORMAT"
@@ -92,9 +93,18 @@ def configure_logging(*, json_format: bool | None = None, level: int | str = log
     )
     root.handlers[:] = [handler]
     root.setLevel(number)
-    quiet = logging.NOTSET if number <= logging.DEBUG else logging.CRITICAL + 1
+    quiet_libraries(number > logging.DEBUG)
+
+
+def quiet_libraries(quiet: bool = True) -> None:
+    """Silence the :data:`LIBRARIES`' own log lines (``quiet``), or let them through again.
+
+    A command that fails says why in its one line; a library's line about the same failure
+    (aiokafka's "Unable connect to ...") would only repeat it in other words.
+    """
+    level = logging.CRITICAL + 1 if quiet else logging.NOTSET
     for name in LIBRARIES:
-        logging.getLogger(name).setLevel(quiet)
+        logging.getLogger(name).setLevel(level)
 
 
 def _level_number(name: str) -> int:

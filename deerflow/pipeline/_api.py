@@ -124,10 +124,22 @@ class PipelineMixin(WorkflowDef):
         input: Any = None,
         timeout: float | None = None,
         run_id: str | None = None,
+        drain_timeout: float | None = None,
     ) -> RunResult:
         """Stream ``input`` (else the declared source) through this pipeline (see
-        :func:`run_pipeline`); from async code, what ``run`` does for a pipeline."""
-        return await run_pipeline(self, params=params, input=input, timeout=timeout, run_id=run_id)
+        :func:`run_pipeline`); from async code, what ``run`` does for a pipeline.
+
+        ``drain_timeout``: seconds the items in flight at the end may take to finish before
+        they are abandoned (default the pipeline runtime's, 30).
+        """
+        return await run_pipeline(
+            self,
+            params=params,
+            input=input,
+            timeout=timeout,
+            run_id=run_id,
+            drain_timeout=drain_timeout,
+        )
 
     def _run_pipeline(
         self,

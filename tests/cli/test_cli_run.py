@@ -155,6 +155,13 @@ def test_dependencies_may_name_later_tasks_a_loop_or_an_unknown_one_fails_in_one
         "error: workflow 'forward', task 'load': dependency cycle: report → load → report\n"
     )
 
+    (tmp_path / "itself.py").write_text(FORWARD.format(dep="report", back=""))
+    done = deerflow("run", "itself.py", cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        "error: workflow 'forward', task 'report': dependency cycle: report → report\n"
+    )
+
     (tmp_path / "unknown.py").write_text(FORWARD.format(dep="lode", back=""))
     done = deerflow("run", "unknown.py", cwd=tmp_path)
     assert (done.returncode, done.stdout) == (2, "")
@@ -189,6 +196,38 @@ def test_a_run_past_its_timeout_says_so_in_one_line_and_exits_at_once(tmp_path: 
         assert "`deerflow runs show " in line and "`deerflow worker slow.py`" in line
         assert "Traceback" not in done.stderr
         assert took < 30, f"exited {took:.0f}s after the timeout"  # not after the 60 s task
+
+
+SLOW_PIPELINE = """
+import time
+from deerflow import Pipeline, Workflow
+
+workflow = Workflow(name="slow_stream")
+
+@workflow.pipeline()
+class Slow(Pipeline):
+    @stage(parallelism=1)
+    def nap(self, item):
+        time.sleep(0.1 if item == 1 else 60)
+        return item
+"""
+
+
+def test_a_pipeline_past_its_timeout_says_how_far_it_got_in_one_line(tmp_path: Path):
+    (tmp_path / "stream.py").write_text(SLOW_PIPELINE)
+    began = time.monotonic()
+    done = deerflow("run", "stream.py", "--input", "[1, 2, 3]", "--timeout", "2", cwd=tmp_path)
+    took = time.monotonic() - began
+    assert (done.returncode, done.stdout) == (124, ""), done.stderr
+    assert done.stderr == (
+        "error: pipeline slow_stream did not finish within 2s: 1 item completed, 2 abandoned "
+        "in flight; a pipeline keeps no history: run stream.py again with a longer --timeout\n"
+    )
+    assert took < 30, f"exited {took:.0f}s after the timeout"  # not after the 60 s stage
+
+    done = deerflow("run", "stream.py", "--input", "[1]", "--timeout", "30", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("completed run ") and "runs show" not in done.stdout
 
 
 def test_an_ended_run_shows_no_progress_bars_and_says_completed_once(tmp_path: Path):
@@ -254,3 +293,19 @@ def test_ui_takes_several_app_files(tmp_path: Path):
     finally:
         ui.terminate()
         ui.wait(30)
+
+
+def test_an_unreachable_kafka_store_is_one_line_for_each_command(tmp_path: Path):
+    from deerflow.testing import free_port
+
+    store = f"kafka://127.0.0.1:{free_port()}"  # nothing listens there
+    for command in (
+        ["runs", "list"],
+        ["runs", "show", "r-1"],
+        ["runs", "send", "r-1", "confirm"],
+        ["dlq", "list"],
+    ):
+        done = deerflow(*command, "--store", store, cwd=tmp_path)
+        assert (done.returncode, done.stdout) == (2, ""), command
+        (line,) = done.stderr.splitlines()  # no library's log line beside it
+        assert line.startswith(f"error: cannot reach Kafka at {store}: "), line

@@ -21,9 +21,11 @@ from deerflow.connectors import WebhookGateway, sources_for
 from deerflow.events import KafkaEvent, WebhookEvent
 from tests.connectors.conftest import dead_letters, finished_runs, post, recording_workflow
 from tests.services import unique_name
+from tests.test_docs import ROOT, blocks
 
 SOURCE = "//orders.example.com/eu"
 WHEN = datetime(2026, 3, 1, 12, 30, tzinfo=UTC)
+GUIDE = ROOT / "docs" / "guides" / "event-triggers.md"
 
 
 def order_event(event_id: str, **data: Any) -> SdkCloudEvent:
@@ -166,3 +168,17 @@ async def test_kafka_cloudevents_in_binary_and_structured_mode_are_one_run_per_s
     assert events["k-1"]["cloudevent"]["subject"] == "order/k-1"
     (letter,) = await dead_letters(engine)
     assert "without id, source" in letter["reason"]
+
+
+@pytest.mark.kafka
+def test_the_guides_kafka_example_is_one_run_for_one_event_sent_in_both_modes(
+    kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (block,) = [
+        b
+        for b in blocks(GUIDE, "python")
+        if b.not_run is not None and "test_cloudevents.py" in b.not_run
+    ]
+    code = block.code.replace('"orders-paid"', repr(unique_name("orders-paid")))
+    monkeypatch.setenv("DEERFLOW_KAFKA_BOOTSTRAP", kafka_bootstrap)
+    exec(compile(code, f"{GUIDE}:{block.line}", "exec"), {"__name__": "guide"})

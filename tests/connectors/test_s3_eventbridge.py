@@ -21,8 +21,10 @@ from tests.connectors.conftest import (
     send_to,
 )
 from tests.services import unique_name
+from tests.test_docs import ROOT, blocks
 
 pytestmark = pytest.mark.s3
+GUIDE = ROOT / "docs" / "guides" / "event-triggers.md"
 
 
 def eventbridge(
@@ -160,3 +162,22 @@ def test_via_eventbridge_needs_the_queue_its_rule_delivers_to() -> None:
         S3Event(bucket="lake", via="eventbridge", queue="q", mode="poll")
     with pytest.raises(DefinitionError, match="via: Input should be 's3' or 'eventbridge'"):
         S3Event(bucket="lake", via="sns")
+
+
+def test_the_guides_eventbridge_example_starts_its_run(
+    aws: tuple[Any, Any], moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    bucket, queue = unique_name("lake"), unique_name("events")
+    declared, example = [
+        b
+        for b in blocks(GUIDE, "python")
+        if 'via="eventbridge"' in b.code
+        or (b.not_run is not None and "test_s3_eventbridge.py" in b.not_run)
+    ]
+    namespace: dict[str, Any] = {"__name__": "guide"}
+    for block in (declared, example):
+        # The suite's moto is shared by its tests: a bucket and a queue of this test's own.
+        code = block.code.replace("data-lake-events", queue).replace("data-lake", bucket)
+        exec(compile(code, f"{GUIDE}:{block.line}", "exec"), namespace)
+    assert namespace["run"].output["uri"] == f"s3://{bucket}/incoming/day 1.parquet"

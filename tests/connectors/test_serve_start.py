@@ -99,8 +99,13 @@ def test_serve_names_its_workflows_triggers_and_urls_in_words(
     )
     assert served.line("webhook: ") == f"webhook: POST {url}/hook"
     assert get(f"{url}/api/runs")[0] == 200
+    began = time.monotonic()
     assert served.interrupt() == 0
-    assert served.rest()[-2:][0] == "stopping: draining triggers and tasks"
+    took = time.monotonic() - began
+    stopping, stopped = served.rest()[-2:]
+    assert stopping == "stopping: draining triggers and tasks"
+    assert re.fullmatch(r"stopped in [\d.]+s", stopped), stopped
+    assert took < 5, f"serve took {took:.1f}s to stop with nothing to drain"
 
 
 @pytest.mark.kafka

@@ -2,26 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 
 import pytest
 
 from tests.cli.test_cli_run import deerflow
+from tests.payloads.bigapp import BIG
 
-BIG = """
-from deerflow import Workflow
 
-wf = Workflow(name="big")
-
-@wf.task(id="render")
-def render(context):
-    return "x" * (5 * 1024 * 1024)
-
-@wf.task(id="measure", depends_on=["render"])
-def measure(context):
-    return len(context.tasks["render"].output)
-"""
+def assert_reads_back(run_id: str, *, cwd: Path, env: dict[str, str] | None = None) -> None:
+    """A later ``deerflow runs show --json`` reads the run's 5 MB output back whole."""
+    shown = deerflow("runs", "show", run_id, "--json", cwd=cwd, env=env)
+    assert shown.returncode == 0, shown.stderr
+    result = json.loads(shown.stdout)["result"]
+    assert result["tasks"]["render"]["output"] == "x" * (5 * 1024 * 1024)
+    assert result["output"] == 5 * 1024 * 1024
 
 
 def test_on_the_embedded_store_a_5mb_output_completes_and_its_blob_sits_beside_the_file(
@@ -35,6 +32,7 @@ def test_on_the_embedded_store_a_5mb_output_completes_and_its_blob_sits_beside_t
     blobs = [p for p in (tmp_path / "deerflow.db.blobs").rglob("*") if p.is_file()]
     assert any(p.stat().st_size > 5 * 1024 * 1024 for p in blobs)
     assert (tmp_path / "deerflow.db").stat().st_size < 2_000_000
+    assert_reads_back(done.stdout.split()[2], cwd=tmp_path)
 
 
 @pytest.mark.kafka
@@ -57,3 +55,4 @@ def test_on_kafka_without_a_blob_store_a_5mb_output_fails_its_task_in_one_line(
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.startswith("completed run ")
     assert str(5 * 1024 * 1024) in done.stdout
+    assert_reads_back(done.stdout.split()[2], cwd=tmp_path, env=env)

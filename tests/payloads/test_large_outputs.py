@@ -106,20 +106,31 @@ async def test_a_5mb_run_input_reaches_its_task_by_reference(store, tmp_path):
 
 class LosingBlobStore(LocalBlobStore):
     """A directory that loses the blobs of task messages for one task, as a store whose
-    objects were deleted too early would."""
+    objects were deleted too early would; or, ``corrupt``, keeps them with one byte changed."""
 
-    def __init__(self, directory, task_id: str) -> None:
+    def __init__(self, directory, task_id: str, *, corrupt: bool = False) -> None:
         super().__init__(directory)
         self.lose = f"_2f{task_id}/"
+        self.corrupt = corrupt
 
     async def put(self, key: str, data: bytes) -> None:
         if ".tasks/" not in key or self.lose not in key:
             await super().put(key, data)
+        elif self.corrupt:
+            await super().put(key, data.replace(b"x", b"X", 1))
 
 
-async def test_a_task_whose_input_blob_is_lost_fails_naming_the_run_task_and_key(store, tmp_path):
+@pytest.mark.parametrize(
+    ("corrupt", "why"),
+    [(False, "is missing from file://"), (True, "is not the value the record refers to")],
+    ids=["missing", "corrupt"],
+)
+async def test_a_task_whose_input_blob_is_lost_or_corrupt_fails_naming_the_run_task_and_key(
+    store, tmp_path, corrupt, why
+):
     wf = big_chain()
-    async with Engine(store, [wf], blobs=LosingBlobStore(tmp_path, "consume"), eager=False) as e:
+    blobs = LosingBlobStore(tmp_path, "consume", corrupt=corrupt)
+    async with Engine(store, [wf], blobs=blobs, eager=False) as e:
         handle = await e.start(wf, params={"n": 3})
         result = await handle.result(timeout=120)
     assert result.status == "failed"
@@ -131,7 +142,8 @@ async def test_a_task_whose_input_blob_is_lost_fails_naming_the_run_task_and_key
     assert (
         f"key '{handle.run_id}/consume'" in error and f"tasks/{handle.run_id}_2fconsume/" in error
     )
-    assert "is missing from file://" in error
+    assert why in error, error
+    assert result.tasks["echo"].status == "skipped"  # nothing ran on a wrong value
 
 
 @pytest.mark.s3
