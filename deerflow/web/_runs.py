@@ -23,6 +23,7 @@ from deerflow.core.state import RUN_FAILED, status_of, waits_of
 from deerflow.engine import Engine
 from deerflow.errors import DeerflowError, RunEnded, RunNotFound
 from deerflow.events import trigger_name
+from deerflow.payloads import size_text
 from deerflow.runtime import RunResult
 from deerflow.runtime.integration import RunQuery, run_result
 from deerflow.web import _graph
@@ -401,9 +402,11 @@ async def trigger_status(engine: Engine) -> list[dict[str, Any]]:
 
 
 def truncate(value: Any, limit: int = 2000) -> str:
-    """``value`` as JSON text of at most ``limit`` characters (inputs and outputs can be huge)."""
+    """``value`` as JSON text of at most ``limit`` characters (inputs and outputs can be huge),
+    with the size of the whole when it is cut short."""
     try:
-        text = _codec.dumps(value).decode()
+        raw = _codec.dumps(value)
     except TypeError:
-        text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} chars)"
+        raw = repr(value).encode()
+    text = raw.decode(errors="replace")
+    return text if len(text) <= limit else f"{text[:limit]}… ({size_text(len(raw))} in all)"
