@@ -7,6 +7,11 @@ depends only on the records and their times (never the gate's clock), so a gate 
 the partition after a kill or a takeover reaches the same decisions, whose ids are the runs':
 appended twice, they change nothing.
 
+A key that never goes idle would hold a rebuild back to its first record: :meth:`carry`
+writes the whole key again at the partition's end (one *carry* record, at most
+:data:`MAX_CARRIED` runs), and a gate that applies it, the key untouched since, starts the key
+from there (a rebuild reads from the carry record on).
+
 Order: the queue of a key serves the highest priority first and, within one priority, the
 oldest; a run's priority counts as :data:`AGING` seconds of waiting per point, so a run of
 lower priority queued long enough ahead goes first (no starvation).
@@ -19,6 +24,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+import deerflow._codec as _codec
 from deerflow.core import history as h
 from deerflow.flow._fold import (
     BatchJoined,
@@ -40,6 +46,9 @@ ENDED_WINDOW = 100_000
 #: records between two sweeps of the keys that hold nothing (a key whose runs were all
 #: dropped, or admitted by a rate limit alone, has no release to clear it)
 SWEEP_EVERY = 1024
+#: runs (running and queued) of one key that a carry record holds at most: a key holding more
+#: is not written again (its first record keeps its partition's rebuild window back)
+MAX_CARRIED = 5_000
 
 
 @dataclass(slots=True)
@@ -61,6 +70,9 @@ class KeyGate:
     #: the offset of the key's first record since it last held nothing (-1: none known):
     #: a rebuild from there finds all it holds
     since: int = -1
+    #: the offset and time of the key's last record applied
+    last: int = -1
+    ts: float = 0.0
 
     def idle(self, now: float) -> bool:
         """Whether it holds nothing a later decision reads."""
@@ -108,16 +120,36 @@ class PartitionGate:
         return None
 
     def carry(self, before: int, limit: int) -> list[tuple[str, bytes]]:
-        """Nothing is written again: a key that is never idle keeps its first record needed."""
-        return []
+        """The keys (up to ``limit``) that hold something since before offset ``before``,
+        oldest first, each as one carry record of all it holds (see the module docstring)."""
+        out: list[tuple[str, bytes]] = []
+        for key, gate in self.keys.items():
+            if len(out) >= limit or gate.since < 0 or gate.since >= before:
+                break  # keys are kept in the order of their first record
+            if len(gate.running) + len(gate.queued) <= MAX_CARRIED and not gate.idle(gate.ts):
+                out.append((key, _codec.dumps(_carried(gate))))
+        return out
 
     def apply(self, key: str, body: dict[str, Any], offset: int = -1) -> list[h.HistoryEvent]:
         """Fold one record of ``key`` (at ``offset`` in the partition); the admissions and
         drops it decides."""
         self._applied += 1
+        ts = float(body.get("ts") or 0.0)
         if self._applied % SWEEP_EVERY == 0:
-            self._sweep(float(body.get("ts") or 0.0))
+            self._sweep(ts)
         kind = body.get("k")
+        if kind == "carry":
+            self._restore(key, body, offset)
+            return []
+        out = self._decide(key, kind, body, offset)
+        gate = self.keys.get(key)
+        if gate is not None:
+            gate.last, gate.ts = offset, max(gate.ts, ts)
+        return out
+
+    def _decide(
+        self, key: str, kind: object, body: dict[str, Any], offset: int
+    ) -> list[h.HistoryEvent]:
         if kind == "req":
             return self._request(key, body, offset)
         if kind == "rel":
@@ -129,6 +161,33 @@ class PartitionGate:
                 return []  # its batch was closed already (full), or it joined another
             return [self._close_batch(gate, float(body["ts"]))]
         return []
+
+    def _restore(self, key: str, body: dict[str, Any], offset: int) -> None:
+        """A carry record: the key as it was at offset ``at``. Untouched since (or unknown
+        here: a rebuild that began after its first record), the key starts from it; else it
+        changed meanwhile and is carried again later."""
+        held = self.keys.get(key)
+        if held is not None and held.last != body.get("at"):
+            return
+        ended = self._ended
+        gate = KeyGate(dict(body.get("limits") or {}), since=offset, last=offset)
+        gate.ts = float(body.get("ts") or 0.0)
+        gate.running = {str(r): None for r in body.get("running") or [] if r not in ended}
+        for order, tie, run, queued_at in body.get("queue") or []:
+            if run not in ended and run not in gate.running:
+                gate.queue.append((float(order), int(tie), str(run), float(queued_at)))
+                gate.queued.add(str(run))
+        heapq.heapify(gate.queue)
+        gate.starts = deque(float(t) for t in body.get("starts") or [])
+        pending = body.get("pending")
+        if pending is not None and pending[0] not in ended:
+            run, at, began, start = pending
+            gate.pending = (str(run), float(at), float(began), float(start))
+        batch = body.get("batch")
+        if batch is not None and batch[0] not in ended:
+            gate.batch = (str(batch[0]), int(batch[1]))
+        self.keys.pop(key, None)
+        self.keys[key] = gate  # the newest first record: last in the order
 
     def _request(self, key: str, body: dict[str, Any], offset: int) -> list[h.HistoryEvent]:
         run, ts = str(body["run"]), float(body["ts"])
@@ -148,7 +207,9 @@ class PartitionGate:
             return self._join(gate, run, body, ts)
         order = float(body.get("at") or ts) - AGING * int(body.get("prio") or 0)
         self._sequence += 1
-        heapq.heappush(gate.queue, (order, self._sequence, run, ts))
+        # Ties go to the record first in the partition (its offset: the same in a rebuild).
+        tie = offset if offset >= 0 else self._sequence
+        heapq.heappush(gate.queue, (order, tie, run, ts))
         gate.queued.add(run)
         return self._admit(key, gate, ts)
 
@@ -296,3 +357,18 @@ class PartitionGate:
     def running(self) -> int:
         """Runs admitted and not ended, over all keys."""
         return sum(len(g.running) for g in self.keys.values())
+
+
+def _carried(gate: KeyGate) -> dict[str, Any]:
+    """The carry record of ``gate``: all it holds, and the offset of its last record."""
+    return {
+        "k": "carry",
+        "at": gate.last,
+        "ts": gate.ts,
+        "limits": gate.limits,
+        "running": list(gate.running),
+        "queue": [list(entry) for entry in gate.queue if entry[2] in gate.queued],
+        "starts": list(gate.starts),
+        "pending": None if gate.pending is None else list(gate.pending),
+        "batch": None if gate.batch is None else list(gate.batch),
+    }

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import deerflow._codec as _codec
 from deerflow.flow import PartitionGate, RunAdmitted, RunDropped
 from deerflow.flow._gate import AGING
 
@@ -138,3 +139,66 @@ def test_keys_that_hold_nothing_are_forgotten_even_without_a_release():
         gate.apply(f"k{i}", rel(f"r{i}", i + 0.1))
         assert isinstance(gate.apply(f"k{i}", req(f"x{i}", i + 0.2, limits=limits))[0], RunDropped)
     assert len(gate) < 1024  # swept as the records go by, not one per key for ever
+
+
+def test_a_key_that_never_goes_idle_is_carried_and_a_rebuild_from_its_carry_decides_alike():
+    """A key always holding a run: its carry record lets a rebuild start after the key's
+    first record, and the rebuilt gate decides what follows as the live one does (the same
+    admissions, the limit held, the long-running run still counted)."""
+    limits = {"concurrency": 2, "rate": 3, "period": 50.0, "drop": False}
+    log: list[tuple[str, dict[str, Any]]] = []
+    live = PartitionGate()
+
+    def append(key: str, body: dict[str, Any]) -> list[Any]:
+        log.append((key, body))
+        return live.apply(key, body, len(log) - 1)
+
+    append("k", req("holder", 0.0, limits=limits))  # runs for ever: "k" is never idle
+    running: list[str] = []
+    for i in range(1, 200):
+        for event in append("k", req(f"r{i}", float(i), prio=i % 3, limits=limits)):
+            running.append(event.run_id)
+        if running and i % 2 == 0:
+            append("k", rel(running.pop(0), float(i)))
+        if i % 20 == 0:  # the member's round: carry what began before the last 10 records
+            for key, value in live.carry(len(log) - 10, 100):
+                append(key, _codec.loads(value))
+    oldest = live.oldest_offset()
+    assert oldest is not None and oldest > 150  # not the holder's request, at 0
+    start = min(oldest, len(log) - 10)
+    rebuilt = PartitionGate()
+    for offset in range(start, len(log)):
+        rebuilt.apply(*log[offset], offset)
+    assert rebuilt.running() == live.running() == 2
+    assert "holder" in rebuilt.keys["k"].running
+    assert rebuilt.queued() == live.queued() > 0
+    other = next(r for r in live.keys["k"].running if r != "holder")
+    later = [rel(other, 300.0), req("late", 301.0, limits=limits), rel("holder", 302.0)]
+    for body in later:
+        one = [
+            (type(e).__name__, e.run_id, getattr(e, "not_before", None))
+            for e in live.apply("k", body, len(log))
+        ]
+        two = [
+            (type(e).__name__, e.run_id, getattr(e, "not_before", None))
+            for e in rebuilt.apply("k", body, len(log))
+        ]
+        log.append(("k", body))
+        assert one == two
+        if body["k"] == "rel":  # a slot of a full key freed: a queued run is admitted
+            assert [name for name, _, _ in one] == ["RunAdmitted"]
+
+
+def test_a_carry_record_of_a_key_that_changed_meanwhile_changes_nothing():
+    gate = PartitionGate()
+    gate.apply("k", req("a", 0.0), 0)
+    gate.apply("k", req("b", 1.0), 1)
+    [(key, value)] = gate.carry(5, 10)
+    gate.apply("k", rel("a", 2.0), 2)  # between the carry and its record
+    gate.apply(key, _codec.loads(value), 3)
+    assert gate.oldest_offset() == 0  # not moved: the record missed the release
+    assert list(gate.keys["k"].running) == ["b"]
+    [(key, value)] = gate.carry(5, 10)
+    gate.apply(key, _codec.loads(value), 4)
+    assert gate.oldest_offset() == 4
+    assert list(gate.keys["k"].running) == ["b"]
