@@ -81,6 +81,8 @@ class FlowMixin(WorkflowDef):
                 if spec is None or spec.batch_timeout is None
                 else _batch_due(state, spec, part, now)
             )
+        elif spec is not None and _retried(spec, state, part):
+            return self._queue(spec, state, now)
         elif (delay := self._delay(state, part.get("not_before"), now)) is not None:
             return delay
         own = super().decide_run(state, now)
@@ -120,7 +122,7 @@ class FlowMixin(WorkflowDef):
             ]
         return [
             RunQueued(
-                id=queued_id(state.run_id),
+                id=queued_id(state.run_id, state.retries),
                 run_id=state.run_id,
                 ts=now,
                 workflow=self.name,
@@ -129,6 +131,8 @@ class FlowMixin(WorkflowDef):
                 priority=state.priority,
                 requested_at=state.started_at or now,
                 member=None if spec.batch_size is None else member_of(state),
+                retry=state.retries,
+                parent=state.parent,
             )
         ]
 
@@ -176,7 +180,19 @@ def _timer(state: RunState, timer: str, fire_at: float, now: float) -> list[h.Hi
 
 
 def _release(state: RunState, key: str, now: float) -> FlowReleased:
-    return FlowReleased(id=released_id(state.run_id), run_id=state.run_id, ts=now, key=key)
+    retry = state.extensions.get(FLOW_FOLD.key, {}).get("retry", 0)
+    return FlowReleased(
+        id=released_id(state.run_id, retry), run_id=state.run_id, ts=now, key=key, retry=retry
+    )
+
+
+def _retried(spec: FlowSpec, state: RunState, part: dict[str, Any]) -> bool:
+    """Whether an operator retried the run since its gate last saw it: a run of a workflow
+    with a concurrency key or a rate limit queues again (debounced and batched runs go on:
+    their burst or batch was decided)."""
+    return (
+        state.retries > part.get("retry", 0) and spec.debounce is None and spec.batch_size is None
+    )
 
 
 def _released_before_end(

@@ -51,6 +51,10 @@ class RunQueued(h.HistoryEvent):
     requested_at: float = 0.0
     #: a batched workflow's run: what it brings to its batch (trigger event, params, input)
     member: dict[str, Any] | None = None
+    #: the operator's retry of the run it queues for (0: its first try)
+    retry: int = 0
+    #: a sub-workflow run: the parent's task, told when the gate ends the run
+    parent: h.ParentRef | None = None
 
 
 class RunAdmitted(h.HistoryEvent):
@@ -103,21 +107,42 @@ class FlowReleased(h.HistoryEvent):
 
     type: Literal["FlowReleased"] = "FlowReleased"
     key: str
+    #: the operator's retry of the run it releases the slot of (0: its first try)
+    retry: int = 0
 
 
-def queued_id(run_id: str) -> str:
-    """The id of a run's :class:`RunQueued`."""
-    return h.event_id(run_id, "flow", "queued")
+#: what a gate appends to a run id to name a retry of the run (its own place in the queue)
+RETRY_MARK = "#retry"
 
 
-def admitted_id(run_id: str) -> str:
-    """The id of a run's :class:`RunAdmitted` (one per run, whichever gate decides it)."""
-    return h.event_id(run_id, "flow", "admitted")
+def gate_run(run_id: str, retry: int = 0) -> str:
+    """The name a gate knows a try of a run by: the run id, a retry's number appended."""
+    return f"{run_id}{RETRY_MARK}{retry}" if retry else run_id
 
 
-def dropped_id(run_id: str) -> str:
+def run_of(name: str) -> tuple[str, int]:
+    """The run id and retry number of a gate's name for a try (see :func:`gate_run`)."""
+    run_id, mark, retry = name.rpartition(RETRY_MARK)
+    return (run_id, int(retry)) if mark and retry.isdigit() else (name, 0)
+
+
+def _tried(run_id: str, what: str, retry: int) -> str:
+    return h.event_id(run_id, "flow", what, *(("retry", retry) if retry else ()))
+
+
+def queued_id(run_id: str, retry: int = 0) -> str:
+    """The id of a run's :class:`RunQueued` (one per try)."""
+    return _tried(run_id, "queued", retry)
+
+
+def admitted_id(run_id: str, retry: int = 0) -> str:
+    """The id of a run's :class:`RunAdmitted` (one per try, whichever gate decides it)."""
+    return _tried(run_id, "admitted", retry)
+
+
+def dropped_id(run_id: str, retry: int = 0) -> str:
     """The id of a run's :class:`RunDropped`."""
-    return h.event_id(run_id, "flow", "dropped")
+    return _tried(run_id, "dropped", retry)
 
 
 def superseded_id(run_id: str) -> str:
@@ -140,9 +165,9 @@ def due_id(run_id: str) -> str:
     return h.event_id(run_id, "flow", "due")
 
 
-def released_id(run_id: str) -> str:
-    """The id of a run's :class:`FlowReleased`."""
-    return h.event_id(run_id, "flow", "released")
+def released_id(run_id: str, retry: int = 0) -> str:
+    """The id of a run's :class:`FlowReleased` (one per try)."""
+    return _tried(run_id, "released", retry)
 
 
 class FlowFold(FoldExtension):
@@ -167,12 +192,7 @@ class FlowFold(FoldExtension):
         """Apply one flow event; a repeat (or one out of its order) changes nothing."""
         part = self.part(state)
         if isinstance(event, RunQueued):
-            if "key" in part:
-                return False
-            part.update(key=event.key, status=RUN_QUEUED, queued_at=event.ts)
-            if event.priority:
-                part["priority"] = event.priority
-            return True
+            return _queued(part, event)
         if isinstance(event, RunAdmitted):
             if part.get("status") != RUN_QUEUED:
                 return False
@@ -202,6 +222,19 @@ class FlowFold(FoldExtension):
         """``state.flow_status``: ``queued``, ``admitted``, ``dropped`` or ``None`` (no gate)."""
         part = state.extensions.get(self.key)
         return None if part is None else part.get("status")
+
+
+def _queued(part: dict[str, Any], event: RunQueued) -> bool:
+    """The run queues at its gate: first, or again for an operator's retry."""
+    if "key" in part and event.retry <= part.get("retry", 0):
+        return False
+    if event.retry:  # the first try's part is done with
+        part.clear()
+        part["retry"] = event.retry
+    part.update(key=event.key, status=RUN_QUEUED, queued_at=event.ts)
+    if event.priority:
+        part["priority"] = event.priority
+    return True
 
 
 def _batch(part: dict[str, Any], event: h.HistoryEvent) -> bool:

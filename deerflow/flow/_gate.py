@@ -26,6 +26,7 @@ from typing import Any
 
 import deerflow._codec as _codec
 from deerflow.core import history as h
+from deerflow.core.decide import child_failed
 from deerflow.flow._fold import (
     BatchJoined,
     RunAdmitted,
@@ -36,6 +37,7 @@ from deerflow.flow._fold import (
     batched_id,
     dropped_id,
     joined_id,
+    run_of,
     superseded_id,
 )
 
@@ -73,6 +75,8 @@ class KeyGate:
     #: the offset and time of the key's last record applied
     last: int = -1
     ts: float = 0.0
+    #: the parent task (``ParentRef`` as JSON) of each sub-workflow run the gate may still end
+    parents: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def idle(self, now: float) -> bool:
         """Whether it holds nothing a later decision reads."""
@@ -186,6 +190,16 @@ class PartitionGate:
         batch = body.get("batch")
         if batch is not None and batch[0] not in ended:
             gate.batch = (str(batch[0]), int(batch[1]))
+        held_runs = {*gate.running, *gate.queued}
+        if gate.pending is not None:
+            held_runs.add(gate.pending[0])
+        if gate.batch is not None:
+            held_runs.add(gate.batch[0])
+        gate.parents = {
+            run: parent
+            for run, parent in (body.get("parents") or {}).items()
+            if run in held_runs and isinstance(parent, dict)
+        }
         self.keys.pop(key, None)
         self.keys[key] = gate  # the newest first record: last in the order
 
@@ -201,6 +215,8 @@ class PartitionGate:
         if gate.pending is not None and gate.pending[0] == run:
             return []
         self.counts.queued += 1
+        if isinstance(parent := body.get("parent"), dict):
+            gate.parents[run] = parent
         if gate.limits.get("debounce") is not None:
             return self._debounce(key, gate, run, float(body.get("at") or ts), ts)
         if gate.limits.get("batch") is not None:
@@ -219,6 +235,7 @@ class PartitionGate:
         if gate is None:
             return []
         gate.running.pop(run, None)
+        gate.parents.pop(run, None)
         if gate.pending is not None and gate.pending[0] == run:
             gate.pending = None
         if gate.batch is not None and gate.batch[0] == run:
@@ -239,12 +256,12 @@ class PartitionGate:
             if run not in gate.queued:
                 continue  # it ended while queued
             gate.queued.discard(run)
-            out.append(self._start(key, gate, run, queued_at, now))
+            out.extend(self._start(key, gate, run, queued_at, now))
         return out
 
     def _start(
         self, key: str, gate: KeyGate, run: str, queued_at: float, now: float
-    ) -> h.HistoryEvent:
+    ) -> list[h.HistoryEvent]:
         """Admit ``run`` now, at its rate limit's next start, or drop it."""
         rate, period = gate.limits.get("rate"), gate.limits.get("period")
         start = now
@@ -256,26 +273,29 @@ class PartitionGate:
             if start > now and gate.limits.get("drop"):
                 self.counts.dropped += 1
                 self._end(run)
-                return RunDropped(
-                    id=dropped_id(run),
-                    run_id=run,
-                    ts=now,
-                    reason=f"rate limit of {key}: {rate} runs per {period:g}s exceeded",
+                run_id, retry = run_of(run)
+                reason = f"rate limit of {key}: {rate} runs per {period:g}s exceeded"
+                dropped = RunDropped(
+                    id=dropped_id(run_id, retry), run_id=run_id, ts=now, reason=reason
                 )
+                return [dropped, *self._report(gate, run, now, f"dropped: {reason}")]
             gate.starts.append(start)
             if len(gate.starts) > rate:
                 gate.starts.popleft()
         gate.running[run] = None
+        gate.parents.pop(run, None)  # admitted: it reports to its parent as it ends
         self.counts.admitted += 1
         if start > now:
             self.counts.delayed += 1
-        return RunAdmitted(
-            id=admitted_id(run),
-            run_id=run,
+        run_id, retry = run_of(run)
+        admitted = RunAdmitted(
+            id=admitted_id(run_id, retry),
+            run_id=run_id,
             ts=now,
             not_before=start if start > now else None,
             waited=max(0.0, now - queued_at),
         )
+        return [admitted]
 
     def _debounce(
         self, key: str, gate: KeyGate, run: str, at: float, now: float
@@ -291,8 +311,8 @@ class PartitionGate:
             began = min(pending[2], at)
             if at < pending[1]:  # routed after a later run of the burst: that one goes on
                 gate.pending = (pending[0], pending[1], began, pending[3])
-                return [self._supersede(key, run, pending[0], now)]
-            out.append(self._supersede(key, pending[0], run, now))
+                return self._supersede(key, gate, run, pending[0], now)
+            out.extend(self._supersede(key, gate, pending[0], run, now))
         start = at + period if timeout is None else min(at + period, began + float(timeout))
         gate.pending = (run, at, began, start)
         self.counts.admitted += 1
@@ -313,6 +333,7 @@ class PartitionGate:
         out: list[h.HistoryEvent] = [
             BatchJoined(id=joined_id(leader, run), run_id=leader, ts=now, member=member),
             RunBatched(id=batched_id(run), run_id=run, ts=now, into=leader),
+            *self._report(gate, run, now, f"joined the batch of run {leader}"),
         ]
         gate.batch = (leader, count + 1)
         if count + 1 >= size:
@@ -325,19 +346,30 @@ class PartitionGate:
         leader = gate.batch[0]
         gate.batch = None
         gate.running[leader] = None
+        gate.parents.pop(leader, None)
         self.counts.admitted += 1
         return RunAdmitted(id=admitted_id(leader), run_id=leader, ts=now)
 
-    def _supersede(self, key: str, run: str, by: str, now: float) -> RunSuperseded:
+    def _supersede(
+        self, key: str, gate: KeyGate, run: str, by: str, now: float
+    ) -> list[h.HistoryEvent]:
         self._end(run)
         self.counts.superseded += 1
-        return RunSuperseded(
-            id=superseded_id(run),
-            run_id=run,
-            ts=now,
-            reason=f"debounce of {key}: superseded by run {by}",
-            by=by,
-        )
+        reason = f"debounce of {key}: superseded by run {by}"
+        superseded = RunSuperseded(id=superseded_id(run), run_id=run, ts=now, reason=reason, by=by)
+        return [superseded, *self._report(gate, run, now, f"superseded: {reason}")]
+
+    @staticmethod
+    def _report(gate: KeyGate, run: str, now: float, what: str) -> list[h.HistoryEvent]:
+        """A sub-workflow run the gate ended: its parent's task fails (not to be retried:
+        the gate decided the run is not to run), as it would had the run ended itself."""
+        parent = gate.parents.pop(run, None)
+        if parent is None:
+            return []
+        ref = h.ParentRef.model_validate(parent)
+        return [
+            child_failed(ref, now, f"sub-workflow run {run_of(run)[0]} {what}", retriable=False)
+        ]
 
     def _sweep(self, now: float) -> None:
         """Forget the keys that hold nothing a later decision reads (as of record time ``now``:
@@ -371,4 +403,5 @@ def _carried(gate: KeyGate) -> dict[str, Any]:
         "starts": list(gate.starts),
         "pending": None if gate.pending is None else list(gate.pending),
         "batch": None if gate.batch is None else list(gate.batch),
+        "parents": gate.parents,
     }

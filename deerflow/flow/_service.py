@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator
 
 import deerflow._codec as _codec
 from deerflow.core import history as h
-from deerflow.flow._fold import BatchDue, FlowReleased, RunQueued
+from deerflow.flow._fold import BatchDue, FlowReleased, RunQueued, gate_run
 from deerflow.flow._gate import PartitionGate
 from deerflow.log.base import GroupConsumer, Message, Record
 from deerflow.runtime import Engine, GroupMember, Plugin, RebuildingMember, Service
@@ -78,7 +78,7 @@ def route(topic: str, records: Iterable[Record]) -> Iterator[Message]:
         if isinstance(event, RunQueued):
             body = {
                 "k": "req",
-                "run": event.run_id,
+                "run": gate_run(event.run_id, event.retry),
                 "ts": event.ts,
                 "at": event.requested_at or event.ts,
                 "prio": event.priority,
@@ -86,8 +86,10 @@ def route(topic: str, records: Iterable[Record]) -> Iterator[Message]:
             }
             if event.member is not None:
                 body["member"] = event.member
+            if event.parent is not None:
+                body["parent"] = event.parent.model_dump()
         elif isinstance(event, FlowReleased):
-            body = {"k": "rel", "run": event.run_id, "ts": event.ts}
+            body = {"k": "rel", "run": gate_run(event.run_id, event.retry), "ts": event.ts}
         elif isinstance(event, BatchDue):
             body = {"k": "due", "run": event.run_id, "ts": event.ts}
         else:
