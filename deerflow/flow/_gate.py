@@ -110,6 +110,7 @@ class PartitionGate:
         self._ended: dict[str, None] = {}
         self._ended_window = ended_window
         self._sequence = 0
+        self._offset = -1
         self._applied = 0
         self.counts = Counts()
 
@@ -138,6 +139,7 @@ class PartitionGate:
         """Fold one record of ``key`` (at ``offset`` in the partition); the admissions and
         drops it decides."""
         self._applied += 1
+        self._offset = offset
         ts = float(body.get("ts") or 0.0)
         if self._applied % SWEEP_EVERY == 0:
             self._sweep(ts)
@@ -163,7 +165,7 @@ class PartitionGate:
             run = str(body["run"])
             if gate is None or gate.batch is None or gate.batch[0] != run:
                 return []  # its batch was closed already (full), or it joined another
-            return [self._close_batch(gate, float(body["ts"]))]
+            return self._close_batch(key, gate, float(body["ts"]))
         return []
 
     def _restore(self, key: str, body: dict[str, Any], offset: int) -> None:
@@ -220,12 +222,9 @@ class PartitionGate:
         if gate.limits.get("debounce") is not None:
             return self._debounce(key, gate, run, float(body.get("at") or ts), ts)
         if gate.limits.get("batch") is not None:
-            return self._join(gate, run, body, ts)
+            return self._join(key, gate, run, body, ts)
         order = float(body.get("at") or ts) - AGING * int(body.get("prio") or 0)
-        self._sequence += 1
-        # Ties go to the record first in the partition (its offset: the same in a rebuild).
-        tie = offset if offset >= 0 else self._sequence
-        heapq.heappush(gate.queue, (order, tie, run, ts))
+        heapq.heappush(gate.queue, (order, self._tie(), run, ts))
         gate.queued.add(run)
         return self._admit(key, gate, ts)
 
@@ -320,13 +319,13 @@ class PartitionGate:
         return out
 
     def _join(
-        self, gate: KeyGate, run: str, body: dict[str, Any], now: float
+        self, key: str, gate: KeyGate, run: str, body: dict[str, Any], now: float
     ) -> list[h.HistoryEvent]:
         """Open a batch with ``run``, or add it to the open one (closed once full)."""
         size = int(gate.limits["batch"])
         if gate.batch is None:
             gate.batch = (run, 1)
-            return [self._close_batch(gate, now)] if size <= 1 else []
+            return self._close_batch(key, gate, now) if size <= 1 else []
         leader, count = gate.batch
         self._end(run)
         member = dict(body.get("member") or {"run_id": run})
@@ -337,18 +336,18 @@ class PartitionGate:
         ]
         gate.batch = (leader, count + 1)
         if count + 1 >= size:
-            out.append(self._close_batch(gate, now))
+            out.extend(self._close_batch(key, gate, now))
         return out
 
-    def _close_batch(self, gate: KeyGate, now: float) -> RunAdmitted:
-        """Admit the run of the open batch: it starts with the runs it holds."""
+    def _close_batch(self, key: str, gate: KeyGate, now: float) -> list[h.HistoryEvent]:
+        """Close the open batch: its run queues for the key's concurrency and rate limits, if
+        any (else it is admitted at once), and starts with the runs it holds."""
         assert gate.batch is not None
         leader = gate.batch[0]
         gate.batch = None
-        gate.running[leader] = None
-        gate.parents.pop(leader, None)
-        self.counts.admitted += 1
-        return RunAdmitted(id=admitted_id(leader), run_id=leader, ts=now)
+        heapq.heappush(gate.queue, (now, self._tie(), leader, now))
+        gate.queued.add(leader)
+        return self._admit(key, gate, now)
 
     def _supersede(
         self, key: str, gate: KeyGate, run: str, by: str, now: float
@@ -370,6 +369,12 @@ class PartitionGate:
         return [
             child_failed(ref, now, f"sub-workflow run {run_of(run)[0]} {what}", retriable=False)
         ]
+
+    def _tie(self) -> int:
+        """What orders two queue entries of one order: the offset of the record that queued
+        them (the same in a rebuild), else (records without offsets) the order they came in."""
+        self._sequence += 1
+        return self._offset if self._offset >= 0 else self._sequence
 
     def _sweep(self, now: float) -> None:
         """Forget the keys that hold nothing a later decision reads (as of record time ``now``:
