@@ -76,11 +76,7 @@ class FlowMixin(WorkflowDef):
             if spec is not None and not state.tasks:
                 return self._queue(spec, state, now)
         elif part.get("status") == "queued":
-            return (
-                []
-                if spec is None or spec.batch_timeout is None
-                else _batch_due(state, spec, part, now)
-            )
+            return [] if spec is None else _due(state, spec, part, now)
         elif spec is not None and _retried(spec, state, part):
             return self._queue(spec, state, now)
         elif (delay := self._delay(state, part.get("not_before"), now)) is not None:
@@ -158,14 +154,17 @@ def member_of(state: RunState) -> dict[str, Any]:
     }
 
 
-def _batch_due(
-    state: RunState, spec: FlowSpec, part: dict[str, Any], now: float
-) -> list[h.HistoryEvent]:
-    """A queued run of a batched workflow: its timeout's timer, then :class:`BatchDue` once."""
-    assert spec.batch_timeout is not None
+def _due(state: RunState, spec: FlowSpec, part: dict[str, Any], now: float) -> list[h.HistoryEvent]:
+    """A queued run that waits for a time: a batch's timeout, or the debounce its gate set
+    (:class:`~deerflow.flow._fold.RunDebounced`); its timer, then :class:`BatchDue` once."""
     if part.get("due"):
         return []
-    fire_at = (state.started_at or now) + spec.batch_timeout
+    if spec.batch_timeout is not None:
+        fire_at = (state.started_at or now) + spec.batch_timeout
+    elif part.get("due_at") is not None:
+        fire_at = float(part["due_at"])
+    else:
+        return []  # waits for its gate alone
     if now >= fire_at:
         key = part["key"]
         return [BatchDue(id=due_id(state.run_id), run_id=state.run_id, ts=now, key=key)]

@@ -10,7 +10,9 @@ A run of a workflow with flow control records, as its owner first decides it:
 * :class:`RunDropped`, appended by the gate when a rate limit with ``on_excess="drop"`` is
   exceeded: the run ends ``dropped``, the reason in its history; or
 * :class:`RunSuperseded`, appended by the gate when a newer run of the key comes within a
-  debounce period: the run ends ``superseded`` (the newer one carries on).
+  debounce period: the run ends ``superseded`` (the newer one carries on); with a concurrency
+  or rate limit too, the burst's latest run is :class:`RunDebounced` first, and queues for a
+  slot once its debounce is over.
 
 When an admitted or queued run ends, its owner records :class:`FlowReleased` just before the
 terminal event (``WorkflowDef.on_ending``): the gate frees the run's slot or queue place.
@@ -81,6 +83,14 @@ class RunSuperseded(h.HistoryEvent):
     by: str
 
 
+class RunDebounced(h.HistoryEvent):
+    """The run is its burst's latest (debounce with a concurrency or rate limit): unless a
+    newer run supersedes it, at ``not_before`` it queues for its key's slot (``BatchDue``)."""
+
+    type: Literal["RunDebounced"] = "RunDebounced"
+    not_before: float
+
+
 class BatchJoined(h.HistoryEvent):
     """A run joined the batch this run takes: ``member`` is what it brings."""
 
@@ -96,7 +106,8 @@ class RunBatched(h.HistoryEvent):
 
 
 class BatchDue(h.HistoryEvent):
-    """The run waited its batch's timeout: the gate closes its batch (if it leads one)."""
+    """The run waited its batch's timeout (or its debounce): the gate closes its batch (if it
+    leads one), or queues it for a slot (if it is still its burst's latest)."""
 
     type: Literal["BatchDue"] = "BatchDue"
     key: str
@@ -150,6 +161,11 @@ def superseded_id(run_id: str) -> str:
     return h.event_id(run_id, "flow", "superseded")
 
 
+def debounced_id(run_id: str) -> str:
+    """The id of a run's :class:`RunDebounced`."""
+    return h.event_id(run_id, "flow", "debounced")
+
+
 def joined_id(run_id: str, member: str) -> str:
     """The id of the :class:`BatchJoined` recording ``member`` in ``run_id``'s batch."""
     return h.event_id(run_id, "flow", "joined", member)
@@ -183,6 +199,7 @@ class FlowFold(FoldExtension):
         BatchJoined,
         RunBatched,
         BatchDue,
+        RunDebounced,
     )
     terminal = frozenset({"RunDropped", "RunSuperseded", "RunBatched"})
     attributes = frozenset({"flow_status"})
@@ -238,7 +255,13 @@ def _queued(part: dict[str, Any], event: RunQueued) -> bool:
 
 
 def _batch(part: dict[str, Any], event: h.HistoryEvent) -> bool:
-    """A run joined this run's batch, or this run's batch timeout passed."""
+    """A run joined this run's batch, this run's batch timeout (or debounce) passed, or it
+    waits for its debounce to pass."""
+    if isinstance(event, RunDebounced):
+        if part.get("status") != RUN_QUEUED or "due_at" in part:
+            return False
+        part["due_at"] = event.not_before
+        return True
     if isinstance(event, BatchDue):
         if part.get("due"):
             return False

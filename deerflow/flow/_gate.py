@@ -31,10 +31,12 @@ from deerflow.flow._fold import (
     BatchJoined,
     RunAdmitted,
     RunBatched,
+    RunDebounced,
     RunDropped,
     RunSuperseded,
     admitted_id,
     batched_id,
+    debounced_id,
     dropped_id,
     joined_id,
     run_of,
@@ -163,6 +165,8 @@ class PartitionGate:
         if kind == "due":
             gate = self.keys.get(key)
             run = str(body["run"])
+            if gate is not None and gate.pending is not None and gate.pending[0] == run:
+                return self._debounced(key, gate, float(body["ts"]))
             if gate is None or gate.batch is None or gate.batch[0] != run:
                 return []  # its batch was closed already (full), or it joined another
             return self._close_batch(key, gate, float(body["ts"]))
@@ -306,6 +310,8 @@ class PartitionGate:
         out: list[h.HistoryEvent] = []
         if pending is None or at >= pending[3]:  # a new burst
             began = at
+            if pending is not None and _slotted(gate.limits):
+                out.extend(self._debounced(key, gate, now))  # the last one's is over
         else:
             began = min(pending[2], at)
             if at < pending[1]:  # routed after a later run of the burst: that one goes on
@@ -314,9 +320,21 @@ class PartitionGate:
             out.extend(self._supersede(key, gate, pending[0], run, now))
         start = at + period if timeout is None else min(at + period, began + float(timeout))
         gate.pending = (run, at, began, start)
+        if _slotted(gate.limits):  # it takes a slot once its burst is over
+            out.append(RunDebounced(id=debounced_id(run), run_id=run, ts=now, not_before=start))
+            return out
         self.counts.admitted += 1
         out.append(RunAdmitted(id=admitted_id(run), run_id=run, ts=now, not_before=max(start, now)))
         return out
+
+    def _debounced(self, key: str, gate: KeyGate, now: float) -> list[h.HistoryEvent]:
+        """The burst's latest run waited its debounce: it queues for the key's slot."""
+        assert gate.pending is not None
+        run, at = gate.pending[0], gate.pending[1]
+        gate.pending = None  # the next run of the key begins a new burst
+        heapq.heappush(gate.queue, (at, self._tie(), run, now))
+        gate.queued.add(run)
+        return self._admit(key, gate, now)
 
     def _join(
         self, key: str, gate: KeyGate, run: str, body: dict[str, Any], now: float
@@ -394,6 +412,11 @@ class PartitionGate:
     def running(self) -> int:
         """Runs admitted and not ended, over all keys."""
         return sum(len(g.running) for g in self.keys.values())
+
+
+def _slotted(limits: dict[str, Any]) -> bool:
+    """Whether runs of the key hold a slot (a concurrency or rate limit) once admitted."""
+    return limits.get("concurrency") is not None or limits.get("rate") is not None
 
 
 def _carried(gate: KeyGate) -> dict[str, Any]:

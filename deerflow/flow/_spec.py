@@ -60,7 +60,8 @@ class Debounce:
 
     A run waits ``period``; a newer run of the key within it supersedes it (the earlier ends
     ``superseded``, visible in its history) and waits ``period`` again, at most ``timeout``
-    after the burst's first run.
+    after the burst's first run. With ``concurrency=`` (or ``rate_limit=``) on the same key,
+    the burst's run then queues for its slot like any run.
 
     Args:
         period: how long a run waits for a newer one (``"5m"``, seconds, ``timedelta``).
@@ -154,10 +155,6 @@ def flow_spec(
     if debounce is not None:
         _check_type(debounce, Debounce, f"{where}: debounce", "period=..., key=...")
         assert isinstance(debounce, Debounce)
-        if keys:
-            raise DefinitionError(
-                f"{where}: debounce cannot be combined with concurrency or rate_limit"
-            )
         fields["debounce"] = _period(debounce.period, f"{where}: debounce period")
         if debounce.timeout is not None:
             timeout = _period(debounce.timeout, f"{where}: debounce timeout")

@@ -202,3 +202,38 @@ def test_a_carry_record_of_a_key_that_changed_meanwhile_changes_nothing():
     gate.apply(key, _codec.loads(value), 4)
     assert gate.oldest_offset() == 4
     assert list(gate.keys["k"].running) == ["b"]
+
+
+def test_debounce_with_a_concurrency_limit_queues_each_bursts_latest_for_a_slot():
+    limits = {"debounce": 5.0, "debounce_timeout": None, "concurrency": 1}
+    gate = PartitionGate()
+    decided: list[tuple[str, str]] = []
+
+    def apply(body: dict[str, Any]) -> None:
+        decided.extend((type(e).__name__, e.run_id) for e in gate.apply("k", body))
+
+    def request(run: str, at: float) -> None:
+        apply({"k": "req", "run": run, "ts": at, "at": at, "limits": limits})
+
+    request("a1", 1.0)
+    request("a2", 2.0)  # the same burst: a1 superseded
+    apply({"k": "due", "run": "a2", "ts": 7.0})  # a2's debounce over: it takes the slot
+    request("b1", 8.0)  # a new burst while a2 runs
+    apply({"k": "due", "run": "b1", "ts": 13.0})  # over, but the slot is a2's: queued
+    request("c1", 14.0)
+    request("d1", 20.0)  # c1's burst ended unseen (no due yet): c1 queues as d1's begins
+    apply({"k": "due", "run": "a2", "ts": 20.5})  # late and stale: nothing
+    apply({"k": "rel", "run": "a2", "ts": 21.0})  # the slot frees: b1 goes on
+    apply({"k": "rel", "run": "b1", "ts": 22.0})
+    assert decided == [
+        ("RunDebounced", "a1"),
+        ("RunSuperseded", "a1"),
+        ("RunDebounced", "a2"),
+        ("RunAdmitted", "a2"),
+        ("RunDebounced", "b1"),
+        ("RunDebounced", "c1"),
+        ("RunDebounced", "d1"),
+        ("RunAdmitted", "b1"),
+        ("RunAdmitted", "c1"),
+    ]
+    assert gate.running() == 1 and gate.queued() == 0
