@@ -157,8 +157,8 @@ def member_of(state: RunState) -> dict[str, Any]:
 def _due(state: RunState, spec: FlowSpec, part: dict[str, Any], now: float) -> list[h.HistoryEvent]:
     """A queued run that waits for a time: a batch's timeout, or the debounce its gate set
     (:class:`~deerflow.flow._fold.RunDebounced`); its timer, then :class:`BatchDue` once."""
-    if part.get("due"):
-        return []
+    if part.get("due") or part.get("retry"):
+        return []  # due once; a retry waits for its slot alone
     if spec.batch_timeout is not None:
         fire_at = (state.started_at or now) + spec.batch_timeout
     elif part.get("due_at") is not None:
@@ -187,10 +187,10 @@ def _release(state: RunState, key: str, now: float) -> FlowReleased:
 
 def _retried(spec: FlowSpec, state: RunState, part: dict[str, Any]) -> bool:
     """Whether an operator retried the run since its gate last saw it: a run of a workflow
-    with a concurrency key or a rate limit queues again (debounced and batched runs go on:
-    their burst or batch was decided)."""
-    return (
-        state.retries > part.get("retry", 0) and spec.debounce is None and spec.batch_size is None
+    with a concurrency or rate limit queues again for a slot (its burst or batch stands: a
+    debounced or batched run alone goes on at once)."""
+    return state.retries > part.get("retry", 0) and (
+        spec.concurrency is not None or spec.rate is not None
     )
 
 

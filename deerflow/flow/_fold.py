@@ -245,9 +245,12 @@ def _queued(part: dict[str, Any], event: RunQueued) -> bool:
     """The run queues at its gate: first, or again for an operator's retry."""
     if "key" in part and event.retry <= part.get("retry", 0):
         return False
-    if event.retry:  # the first try's part is done with
+    if event.retry:  # the first try's part is done with, but the runs of its batch
+        batch = part.get("batch")
         part.clear()
         part["retry"] = event.retry
+        if batch is not None:
+            part["batch"] = batch
     part.update(key=event.key, status=RUN_QUEUED, queued_at=event.ts)
     if event.priority:
         part["priority"] = event.priority

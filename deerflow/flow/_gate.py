@@ -223,9 +223,10 @@ class PartitionGate:
         self.counts.queued += 1
         if isinstance(parent := body.get("parent"), dict):
             gate.parents[run] = parent
-        if gate.limits.get("debounce") is not None:
+        first_try = run_of(run)[1] == 0  # a retry's burst or batch was decided: it queues
+        if first_try and gate.limits.get("debounce") is not None:
             return self._debounce(key, gate, run, float(body.get("at") or ts), ts)
-        if gate.limits.get("batch") is not None:
+        if first_try and gate.limits.get("batch") is not None:
             return self._join(key, gate, run, body, ts)
         order = float(body.get("at") or ts) - AGING * int(body.get("prio") or 0)
         heapq.heappush(gate.queue, (order, self._tie(), run, ts))

@@ -8,6 +8,7 @@ from typing import Any
 
 import deerflow._codec as _codec
 from deerflow.flow import PartitionGate, RunAdmitted, RunDropped
+from deerflow.flow._fold import gate_run
 from deerflow.flow._gate import AGING
 
 LIMITS = {"concurrency": 2, "rate": None, "period": None, "drop": False}
@@ -237,3 +238,21 @@ def test_debounce_with_a_concurrency_limit_queues_each_bursts_latest_for_a_slot(
         ("RunAdmitted", "c1"),
     ]
     assert gate.running() == 1 and gate.queued() == 0
+
+
+def test_a_retry_of_a_debounced_run_queues_for_a_slot_without_a_new_burst():
+    limits = {"debounce": 5.0, "debounce_timeout": None, "concurrency": 1}
+    gate = PartitionGate()
+    out = gate.apply("k", {"k": "req", "run": "r", "ts": 1.0, "at": 1.0, "limits": limits})
+    out += gate.apply("k", {"k": "due", "run": "r", "ts": 6.0})
+    out += gate.apply("k", {"k": "req", "run": "s", "ts": 7.0, "at": 7.0, "limits": limits})
+    out += gate.apply("k", {"k": "rel", "run": "r", "ts": 8.0})  # r failed
+    retry = {"k": "req", "run": gate_run("r", 1), "ts": 9.0, "at": 9.0, "limits": limits}
+    out += gate.apply("k", retry)
+    assert [(type(e).__name__, e.run_id, e.id) for e in out] == [
+        ("RunDebounced", "r", "r:flow:debounced"),
+        ("RunAdmitted", "r", "r:flow:admitted"),
+        ("RunDebounced", "s", "s:flow:debounced"),
+        ("RunAdmitted", "r", "r:flow:admitted:retry:1"),  # s's burst goes on meanwhile
+    ]
+    assert gate.running() == 1
