@@ -323,11 +323,13 @@ class Schedule(EventTrigger):
         timezone: the IANA zone ``cron`` is read in (``"Europe/Paris"``); default UTC.
         jitter: up to this long (``"30s"``, seconds) after its tick a run starts, the same
             delay for a tick in every process (derived from the tick); spreads load.
-        start: no tick before this instant (a naive datetime is in ``timezone``).
+        start: no tick before this instant (a naive datetime is in ``timezone``). In the
+            past when the schedule is first served, the ticks since then count as missed
+            (``catchup`` says which run); without it, a new schedule begins at its next tick.
         end: no tick after this instant.
-        catchup: what runs when ticks were missed (no process served the schedule): ``"skip"``
-            none of them, ``"latest"`` (default) only the newest, ``"all"`` each of them, at
-            most ``max_catchup`` (the newest).
+        catchup: what runs when ticks were missed (no process served the schedule, or the
+            engine ran ``max_running`` runs): ``"skip"`` none of them, ``"latest"`` (default)
+            only the newest, ``"all"`` each of them, at most ``max_catchup`` (the newest).
         max_catchup: the bound on ``catchup="all"``.
         grace: seconds a tick may be late and still be on time (not missed).
         params: the params of every run it starts.

@@ -91,6 +91,21 @@ def next_tick(spec: Schedule, now: float) -> float | None:
     return next(ticks_from(spec, now), None)
 
 
+def first_cursor(spec: Schedule, now: float) -> float:
+    """Where a schedule served for the first time starts: the ticks after it are handled.
+
+    With ``start`` in the past, just before ``start``: the ticks since then were missed, and
+    run as ``catchup`` says (``"all"``: each of the newest ``max_catchup``, as an Airflow DAG
+    with ``catchup=True``; ``"latest"``: the newest; ``"skip"``: only one within ``grace``).
+    Without ``start`` (or with one to come), at ``now``'s newest tick: no tick before the
+    schedule was first served runs (``deerflow schedules backfill`` runs them on demand).
+    """
+    start, _ = _bounds(spec)
+    if start != -math.inf and start <= now:
+        return start - 1e-6
+    return next(ticks_back(spec, now), now)
+
+
 @dataclass(frozen=True, slots=True)
 class Due:
     """What a scheduler does now: the ticks to run and how far it has handled the schedule.

@@ -14,8 +14,11 @@ Exactly one run per tick, however many processes serve the workflow:
   a restart or a takeover neither repeats a tick nor forgets a pause.
 
 After downtime the missed ticks are run as ``Schedule.catchup`` says (see
-:func:`deerflow.connectors._ticks.due`). :class:`ScheduleControl` lists, pauses, resumes
-and backfills schedules for the CLI, the HTTP API and the dashboard.
+:func:`deerflow.connectors._ticks.due`); so are the ticks since ``Schedule.start`` when a
+schedule is first served (see :func:`deerflow.connectors._ticks.first_cursor`), and those
+that passed while the engine ran ``max_running`` runs (no tick is taken meanwhile).
+:class:`ScheduleControl` lists, pauses, resumes and backfills schedules for the CLI, the HTTP
+API and the dashboard.
 """
 
 from __future__ import annotations
@@ -40,10 +43,10 @@ from deerflow.connectors._schedbook import (
 from deerflow.connectors._ticks import (
     backfill_ticks,
     due,
+    first_cursor,
     iso,
     jitter_of,
     next_tick,
-    ticks_back,
     utc_iso,
 )
 from deerflow.connectors.base import PollingSource, RunRequest, backoff_sleep, run_id_for
@@ -174,6 +177,8 @@ class ScheduleSource(PollingSource[float]):
         self.book = ScheduleBook(set(self.entries))
         self.fired = 0
         self.missed = 0
+        #: rounds in a row no tick was taken, the engine running ``max_running`` runs
+        self.held = 0
         self._partitions = 0
         self._consumer: GroupConsumer | None = None
         self._reader: LogReader | None = None
@@ -271,16 +276,19 @@ class ScheduleSource(PollingSource[float]):
         requests: list[RunRequest] = []
         updates: dict[str, ScheduleState] = {}
         ticks: list[ScheduleTicks] = []
+        if self._held():
+            return 0
         for name in self.owned:
             entry, state = self.entries[name], self.book.get(name)
-            if state.cursor is None:  # served for the first time: ticks from now on
-                updates[name] = replace(state, cursor=next(ticks_back(entry.spec, now), now))
-                continue
+            cursor = state.cursor
+            if cursor is None:  # served for the first time
+                cursor = first_cursor(entry.spec, now)
+                updates[name] = replace(state, cursor=cursor)
             if state.paused:
                 continue
-            floor = max(state.cursor, state.since if state.since is not None else -math.inf)
+            floor = max(cursor, state.since if state.since is not None else -math.inf)
             found = due(entry.spec, name, floor, now)
-            if found.cursor <= state.cursor:
+            if found.cursor <= cursor:
                 continue
             requests += [entry.request(tick, now) for tick in found.fire]
             updates[name] = replace(state, cursor=found.cursor)
@@ -301,6 +309,17 @@ class ScheduleSource(PollingSource[float]):
         for handled in ticks:
             self.engine.hooks.on_schedule_ticks(handled)
         return len(requests)
+
+    def _held(self) -> bool:
+        """Whether too many runs are running to take a tick now: the ticks passing meanwhile
+        are handled once runs ended, the late ones as ``catchup`` says."""
+        if not self.saturated():
+            self.held = 0
+            return False
+        if not self.held:
+            log.info("schedules: %d runs running; ticks wait", self.max_running)
+        self.held += 1
+        return True
 
     async def _write(self, states: dict[str, ScheduleState]) -> None:
         if not states:

@@ -177,18 +177,37 @@ def _finish(
         )
     else:
         error = getattr(terminal, "error", None) or terminal.type
-        report = h.TaskFailed(
-            id=h.event_id(*ident, "failed"),
-            run_id=parent.run_id,
-            ts=now,
-            task_id=parent.task_id,
-            attempt=parent.attempt,
-            error=f"sub-workflow run {state.run_id} {terminal.type}: {error}",
-            error_type="SubWorkflowFailed",
+        report = child_failed(
+            parent,
+            now,
+            f"sub-workflow run {state.run_id} {terminal.type}: {error}",
             started_at=state.started_at,
             retriable=not isinstance(terminal, h.RunCancelled),
         )
     return [*before, terminal, report]
+
+
+def child_failed(
+    parent: h.ParentRef,
+    now: float,
+    error: str,
+    *,
+    started_at: float | None = None,
+    retriable: bool = True,
+) -> h.TaskFailed:
+    """What a child run that did not complete reports to its parent's task attempt."""
+    return h.TaskFailed(
+        error=error,
+        error_type="SubWorkflowFailed",
+        retriable=retriable,
+        started_at=started_at,
+        ts=now,
+        # the id the parent's attempt fails by, whoever reports it (the child or its gate)
+        id=h.event_id(parent.run_id, parent.task_id, parent.attempt, "failed"),
+        run_id=parent.run_id,
+        task_id=parent.task_id,
+        attempt=parent.attempt,
+    )
 
 
 def run_output(wf: WorkflowDef, state: RunState) -> Any:

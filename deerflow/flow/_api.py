@@ -76,11 +76,9 @@ class FlowMixin(WorkflowDef):
             if spec is not None and not state.tasks:
                 return self._queue(spec, state, now)
         elif part.get("status") == "queued":
-            return (
-                []
-                if spec is None or spec.batch_timeout is None
-                else _batch_due(state, spec, part, now)
-            )
+            return [] if spec is None else _due(state, spec, part, now)
+        elif spec is not None and _retried(spec, state, part):
+            return self._queue(spec, state, now)
         elif (delay := self._delay(state, part.get("not_before"), now)) is not None:
             return delay
         own = super().decide_run(state, now)
@@ -120,7 +118,7 @@ class FlowMixin(WorkflowDef):
             ]
         return [
             RunQueued(
-                id=queued_id(state.run_id),
+                id=queued_id(state.run_id, state.retries),
                 run_id=state.run_id,
                 ts=now,
                 workflow=self.name,
@@ -129,6 +127,8 @@ class FlowMixin(WorkflowDef):
                 priority=state.priority,
                 requested_at=state.started_at or now,
                 member=None if spec.batch_size is None else member_of(state),
+                retry=state.retries,
+                parent=state.parent,
             )
         ]
 
@@ -154,14 +154,17 @@ def member_of(state: RunState) -> dict[str, Any]:
     }
 
 
-def _batch_due(
-    state: RunState, spec: FlowSpec, part: dict[str, Any], now: float
-) -> list[h.HistoryEvent]:
-    """A queued run of a batched workflow: its timeout's timer, then :class:`BatchDue` once."""
-    assert spec.batch_timeout is not None
-    if part.get("due"):
-        return []
-    fire_at = (state.started_at or now) + spec.batch_timeout
+def _due(state: RunState, spec: FlowSpec, part: dict[str, Any], now: float) -> list[h.HistoryEvent]:
+    """A queued run that waits for a time: a batch's timeout, or the debounce its gate set
+    (:class:`~deerflow.flow._fold.RunDebounced`); its timer, then :class:`BatchDue` once."""
+    if part.get("due") or part.get("retry"):
+        return []  # due once; a retry waits for its slot alone
+    if spec.batch_timeout is not None:
+        fire_at = (state.started_at or now) + spec.batch_timeout
+    elif part.get("due_at") is not None:
+        fire_at = float(part["due_at"])
+    else:
+        return []  # waits for its gate alone
     if now >= fire_at:
         key = part["key"]
         return [BatchDue(id=due_id(state.run_id), run_id=state.run_id, ts=now, key=key)]
@@ -176,7 +179,19 @@ def _timer(state: RunState, timer: str, fire_at: float, now: float) -> list[h.Hi
 
 
 def _release(state: RunState, key: str, now: float) -> FlowReleased:
-    return FlowReleased(id=released_id(state.run_id), run_id=state.run_id, ts=now, key=key)
+    retry = state.extensions.get(FLOW_FOLD.key, {}).get("retry", 0)
+    return FlowReleased(
+        id=released_id(state.run_id, retry), run_id=state.run_id, ts=now, key=key, retry=retry
+    )
+
+
+def _retried(spec: FlowSpec, state: RunState, part: dict[str, Any]) -> bool:
+    """Whether an operator retried the run since its gate last saw it: a run of a workflow
+    with a concurrency or rate limit queues again for a slot (its burst or batch stands: a
+    debounced or batched run alone goes on at once)."""
+    return state.retries > part.get("retry", 0) and (
+        spec.concurrency is not None or spec.rate is not None
+    )
 
 
 def _released_before_end(

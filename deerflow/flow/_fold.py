@@ -10,7 +10,9 @@ A run of a workflow with flow control records, as its owner first decides it:
 * :class:`RunDropped`, appended by the gate when a rate limit with ``on_excess="drop"`` is
   exceeded: the run ends ``dropped``, the reason in its history; or
 * :class:`RunSuperseded`, appended by the gate when a newer run of the key comes within a
-  debounce period: the run ends ``superseded`` (the newer one carries on).
+  debounce period: the run ends ``superseded`` (the newer one carries on); with a concurrency
+  or rate limit too, the burst's latest run is :class:`RunDebounced` first, and queues for a
+  slot once its debounce is over.
 
 When an admitted or queued run ends, its owner records :class:`FlowReleased` just before the
 terminal event (``WorkflowDef.on_ending``): the gate frees the run's slot or queue place.
@@ -51,6 +53,10 @@ class RunQueued(h.HistoryEvent):
     requested_at: float = 0.0
     #: a batched workflow's run: what it brings to its batch (trigger event, params, input)
     member: dict[str, Any] | None = None
+    #: the operator's retry of the run it queues for (0: its first try)
+    retry: int = 0
+    #: a sub-workflow run: the parent's task, told when the gate ends the run
+    parent: h.ParentRef | None = None
 
 
 class RunAdmitted(h.HistoryEvent):
@@ -77,6 +83,14 @@ class RunSuperseded(h.HistoryEvent):
     by: str
 
 
+class RunDebounced(h.HistoryEvent):
+    """The run is its burst's latest (debounce with a concurrency or rate limit): unless a
+    newer run supersedes it, at ``not_before`` it queues for its key's slot (``BatchDue``)."""
+
+    type: Literal["RunDebounced"] = "RunDebounced"
+    not_before: float
+
+
 class BatchJoined(h.HistoryEvent):
     """A run joined the batch this run takes: ``member`` is what it brings."""
 
@@ -92,7 +106,8 @@ class RunBatched(h.HistoryEvent):
 
 
 class BatchDue(h.HistoryEvent):
-    """The run waited its batch's timeout: the gate closes its batch (if it leads one)."""
+    """The run waited its batch's timeout (or its debounce): the gate closes its batch (if it
+    leads one), or queues it for a slot (if it is still its burst's latest)."""
 
     type: Literal["BatchDue"] = "BatchDue"
     key: str
@@ -103,26 +118,52 @@ class FlowReleased(h.HistoryEvent):
 
     type: Literal["FlowReleased"] = "FlowReleased"
     key: str
+    #: the operator's retry of the run it releases the slot of (0: its first try)
+    retry: int = 0
 
 
-def queued_id(run_id: str) -> str:
-    """The id of a run's :class:`RunQueued`."""
-    return h.event_id(run_id, "flow", "queued")
+#: what a gate appends to a run id to name a retry of the run (its own place in the queue)
+RETRY_MARK = "#retry"
 
 
-def admitted_id(run_id: str) -> str:
-    """The id of a run's :class:`RunAdmitted` (one per run, whichever gate decides it)."""
-    return h.event_id(run_id, "flow", "admitted")
+def gate_run(run_id: str, retry: int = 0) -> str:
+    """The name a gate knows a try of a run by: the run id, a retry's number appended."""
+    return f"{run_id}{RETRY_MARK}{retry}" if retry else run_id
 
 
-def dropped_id(run_id: str) -> str:
+def run_of(name: str) -> tuple[str, int]:
+    """The run id and retry number of a gate's name for a try (see :func:`gate_run`)."""
+    run_id, mark, retry = name.rpartition(RETRY_MARK)
+    return (run_id, int(retry)) if mark and retry.isdigit() else (name, 0)
+
+
+def _tried(run_id: str, what: str, retry: int) -> str:
+    return h.event_id(run_id, "flow", what, *(("retry", retry) if retry else ()))
+
+
+def queued_id(run_id: str, retry: int = 0) -> str:
+    """The id of a run's :class:`RunQueued` (one per try)."""
+    return _tried(run_id, "queued", retry)
+
+
+def admitted_id(run_id: str, retry: int = 0) -> str:
+    """The id of a run's :class:`RunAdmitted` (one per try, whichever gate decides it)."""
+    return _tried(run_id, "admitted", retry)
+
+
+def dropped_id(run_id: str, retry: int = 0) -> str:
     """The id of a run's :class:`RunDropped`."""
-    return h.event_id(run_id, "flow", "dropped")
+    return _tried(run_id, "dropped", retry)
 
 
 def superseded_id(run_id: str) -> str:
     """The id of a run's :class:`RunSuperseded`."""
     return h.event_id(run_id, "flow", "superseded")
+
+
+def debounced_id(run_id: str) -> str:
+    """The id of a run's :class:`RunDebounced`."""
+    return h.event_id(run_id, "flow", "debounced")
 
 
 def joined_id(run_id: str, member: str) -> str:
@@ -140,9 +181,9 @@ def due_id(run_id: str) -> str:
     return h.event_id(run_id, "flow", "due")
 
 
-def released_id(run_id: str) -> str:
-    """The id of a run's :class:`FlowReleased`."""
-    return h.event_id(run_id, "flow", "released")
+def released_id(run_id: str, retry: int = 0) -> str:
+    """The id of a run's :class:`FlowReleased` (one per try)."""
+    return _tried(run_id, "released", retry)
 
 
 class FlowFold(FoldExtension):
@@ -158,6 +199,7 @@ class FlowFold(FoldExtension):
         BatchJoined,
         RunBatched,
         BatchDue,
+        RunDebounced,
     )
     terminal = frozenset({"RunDropped", "RunSuperseded", "RunBatched"})
     attributes = frozenset({"flow_status"})
@@ -167,12 +209,7 @@ class FlowFold(FoldExtension):
         """Apply one flow event; a repeat (or one out of its order) changes nothing."""
         part = self.part(state)
         if isinstance(event, RunQueued):
-            if "key" in part:
-                return False
-            part.update(key=event.key, status=RUN_QUEUED, queued_at=event.ts)
-            if event.priority:
-                part["priority"] = event.priority
-            return True
+            return _queued(part, event)
         if isinstance(event, RunAdmitted):
             if part.get("status") != RUN_QUEUED:
                 return False
@@ -204,8 +241,30 @@ class FlowFold(FoldExtension):
         return None if part is None else part.get("status")
 
 
+def _queued(part: dict[str, Any], event: RunQueued) -> bool:
+    """The run queues at its gate: first, or again for an operator's retry."""
+    if "key" in part and event.retry <= part.get("retry", 0):
+        return False
+    if event.retry:  # the first try's part is done with, but the runs of its batch
+        batch = part.get("batch")
+        part.clear()
+        part["retry"] = event.retry
+        if batch is not None:
+            part["batch"] = batch
+    part.update(key=event.key, status=RUN_QUEUED, queued_at=event.ts)
+    if event.priority:
+        part["priority"] = event.priority
+    return True
+
+
 def _batch(part: dict[str, Any], event: h.HistoryEvent) -> bool:
-    """A run joined this run's batch, or this run's batch timeout passed."""
+    """A run joined this run's batch, this run's batch timeout (or debounce) passed, or it
+    waits for its debounce to pass."""
+    if isinstance(event, RunDebounced):
+        if part.get("status") != RUN_QUEUED or "due_at" in part:
+            return False
+        part["due_at"] = event.not_before
+        return True
     if isinstance(event, BatchDue):
         if part.get("due"):
             return False

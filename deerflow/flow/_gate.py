@@ -7,6 +7,11 @@ depends only on the records and their times (never the gate's clock), so a gate 
 the partition after a kill or a takeover reaches the same decisions, whose ids are the runs':
 appended twice, they change nothing.
 
+A key that never goes idle would hold a rebuild back to its first record: :meth:`carry`
+writes the whole key again at the partition's end (one *carry* record, at most
+:data:`MAX_CARRIED` runs), and a gate that applies it, the key untouched since, starts the key
+from there (a rebuild reads from the carry record on).
+
 Order: the queue of a key serves the highest priority first and, within one priority, the
 oldest; a run's priority counts as :data:`AGING` seconds of waiting per point, so a run of
 lower priority queued long enough ahead goes first (no starvation).
@@ -19,17 +24,22 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+import deerflow._codec as _codec
 from deerflow.core import history as h
+from deerflow.core.decide import child_failed
 from deerflow.flow._fold import (
     BatchJoined,
     RunAdmitted,
     RunBatched,
+    RunDebounced,
     RunDropped,
     RunSuperseded,
     admitted_id,
     batched_id,
+    debounced_id,
     dropped_id,
     joined_id,
+    run_of,
     superseded_id,
 )
 
@@ -40,6 +50,9 @@ ENDED_WINDOW = 100_000
 #: records between two sweeps of the keys that hold nothing (a key whose runs were all
 #: dropped, or admitted by a rate limit alone, has no release to clear it)
 SWEEP_EVERY = 1024
+#: runs (running and queued) of one key that a carry record holds at most: a key holding more
+#: is not written again (its first record keeps its partition's rebuild window back)
+MAX_CARRIED = 5_000
 
 
 @dataclass(slots=True)
@@ -61,6 +74,11 @@ class KeyGate:
     #: the offset of the key's first record since it last held nothing (-1: none known):
     #: a rebuild from there finds all it holds
     since: int = -1
+    #: the offset and time of the key's last record applied
+    last: int = -1
+    ts: float = 0.0
+    #: the parent task (``ParentRef`` as JSON) of each sub-workflow run the gate may still end
+    parents: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def idle(self, now: float) -> bool:
         """Whether it holds nothing a later decision reads."""
@@ -94,6 +112,7 @@ class PartitionGate:
         self._ended: dict[str, None] = {}
         self._ended_window = ended_window
         self._sequence = 0
+        self._offset = -1
         self._applied = 0
         self.counts = Counts()
 
@@ -108,16 +127,37 @@ class PartitionGate:
         return None
 
     def carry(self, before: int, limit: int) -> list[tuple[str, bytes]]:
-        """Nothing is written again: a key that is never idle keeps its first record needed."""
-        return []
+        """The keys (up to ``limit``) that hold something since before offset ``before``,
+        oldest first, each as one carry record of all it holds (see the module docstring)."""
+        out: list[tuple[str, bytes]] = []
+        for key, gate in self.keys.items():
+            if len(out) >= limit or gate.since < 0 or gate.since >= before:
+                break  # keys are kept in the order of their first record
+            if len(gate.running) + len(gate.queued) <= MAX_CARRIED and not gate.idle(gate.ts):
+                out.append((key, _codec.dumps(_carried(gate))))
+        return out
 
     def apply(self, key: str, body: dict[str, Any], offset: int = -1) -> list[h.HistoryEvent]:
         """Fold one record of ``key`` (at ``offset`` in the partition); the admissions and
         drops it decides."""
         self._applied += 1
+        self._offset = offset
+        ts = float(body.get("ts") or 0.0)
         if self._applied % SWEEP_EVERY == 0:
-            self._sweep(float(body.get("ts") or 0.0))
+            self._sweep(ts)
         kind = body.get("k")
+        if kind == "carry":
+            self._restore(key, body, offset)
+            return []
+        out = self._decide(key, kind, body, offset)
+        gate = self.keys.get(key)
+        if gate is not None:
+            gate.last, gate.ts = offset, max(gate.ts, ts)
+        return out
+
+    def _decide(
+        self, key: str, kind: object, body: dict[str, Any], offset: int
+    ) -> list[h.HistoryEvent]:
         if kind == "req":
             return self._request(key, body, offset)
         if kind == "rel":
@@ -125,10 +165,49 @@ class PartitionGate:
         if kind == "due":
             gate = self.keys.get(key)
             run = str(body["run"])
+            if gate is not None and gate.pending is not None and gate.pending[0] == run:
+                return self._debounced(key, gate, float(body["ts"]))
             if gate is None or gate.batch is None or gate.batch[0] != run:
                 return []  # its batch was closed already (full), or it joined another
-            return [self._close_batch(gate, float(body["ts"]))]
+            return self._close_batch(key, gate, float(body["ts"]))
         return []
+
+    def _restore(self, key: str, body: dict[str, Any], offset: int) -> None:
+        """A carry record: the key as it was at offset ``at``. Untouched since (or unknown
+        here: a rebuild that began after its first record), the key starts from it; else it
+        changed meanwhile and is carried again later."""
+        held = self.keys.get(key)
+        if held is not None and held.last != body.get("at"):
+            return
+        ended = self._ended
+        gate = KeyGate(dict(body.get("limits") or {}), since=offset, last=offset)
+        gate.ts = float(body.get("ts") or 0.0)
+        gate.running = {str(r): None for r in body.get("running") or [] if r not in ended}
+        for order, tie, run, queued_at in body.get("queue") or []:
+            if run not in ended and run not in gate.running:
+                gate.queue.append((float(order), int(tie), str(run), float(queued_at)))
+                gate.queued.add(str(run))
+        heapq.heapify(gate.queue)
+        gate.starts = deque(float(t) for t in body.get("starts") or [])
+        pending = body.get("pending")
+        if pending is not None and pending[0] not in ended:
+            run, at, began, start = pending
+            gate.pending = (str(run), float(at), float(began), float(start))
+        batch = body.get("batch")
+        if batch is not None and batch[0] not in ended:
+            gate.batch = (str(batch[0]), int(batch[1]))
+        held_runs = {*gate.running, *gate.queued}
+        if gate.pending is not None:
+            held_runs.add(gate.pending[0])
+        if gate.batch is not None:
+            held_runs.add(gate.batch[0])
+        gate.parents = {
+            run: parent
+            for run, parent in (body.get("parents") or {}).items()
+            if run in held_runs and isinstance(parent, dict)
+        }
+        self.keys.pop(key, None)
+        self.keys[key] = gate  # the newest first record: last in the order
 
     def _request(self, key: str, body: dict[str, Any], offset: int) -> list[h.HistoryEvent]:
         run, ts = str(body["run"]), float(body["ts"])
@@ -142,13 +221,15 @@ class PartitionGate:
         if gate.pending is not None and gate.pending[0] == run:
             return []
         self.counts.queued += 1
-        if gate.limits.get("debounce") is not None:
+        if isinstance(parent := body.get("parent"), dict):
+            gate.parents[run] = parent
+        first_try = run_of(run)[1] == 0  # a retry's burst or batch was decided: it queues
+        if first_try and gate.limits.get("debounce") is not None:
             return self._debounce(key, gate, run, float(body.get("at") or ts), ts)
-        if gate.limits.get("batch") is not None:
-            return self._join(gate, run, body, ts)
+        if first_try and gate.limits.get("batch") is not None:
+            return self._join(key, gate, run, body, ts)
         order = float(body.get("at") or ts) - AGING * int(body.get("prio") or 0)
-        self._sequence += 1
-        heapq.heappush(gate.queue, (order, self._sequence, run, ts))
+        heapq.heappush(gate.queue, (order, self._tie(), run, ts))
         gate.queued.add(run)
         return self._admit(key, gate, ts)
 
@@ -158,6 +239,7 @@ class PartitionGate:
         if gate is None:
             return []
         gate.running.pop(run, None)
+        gate.parents.pop(run, None)
         if gate.pending is not None and gate.pending[0] == run:
             gate.pending = None
         if gate.batch is not None and gate.batch[0] == run:
@@ -178,12 +260,12 @@ class PartitionGate:
             if run not in gate.queued:
                 continue  # it ended while queued
             gate.queued.discard(run)
-            out.append(self._start(key, gate, run, queued_at, now))
+            out.extend(self._start(key, gate, run, queued_at, now))
         return out
 
     def _start(
         self, key: str, gate: KeyGate, run: str, queued_at: float, now: float
-    ) -> h.HistoryEvent:
+    ) -> list[h.HistoryEvent]:
         """Admit ``run`` now, at its rate limit's next start, or drop it."""
         rate, period = gate.limits.get("rate"), gate.limits.get("period")
         start = now
@@ -195,26 +277,29 @@ class PartitionGate:
             if start > now and gate.limits.get("drop"):
                 self.counts.dropped += 1
                 self._end(run)
-                return RunDropped(
-                    id=dropped_id(run),
-                    run_id=run,
-                    ts=now,
-                    reason=f"rate limit of {key}: {rate} runs per {period:g}s exceeded",
+                run_id, retry = run_of(run)
+                reason = f"rate limit of {key}: {rate} runs per {period:g}s exceeded"
+                dropped = RunDropped(
+                    id=dropped_id(run_id, retry), run_id=run_id, ts=now, reason=reason
                 )
+                return [dropped, *self._report(gate, run, now, f"dropped: {reason}")]
             gate.starts.append(start)
             if len(gate.starts) > rate:
                 gate.starts.popleft()
         gate.running[run] = None
+        gate.parents.pop(run, None)  # admitted: it reports to its parent as it ends
         self.counts.admitted += 1
         if start > now:
             self.counts.delayed += 1
-        return RunAdmitted(
-            id=admitted_id(run),
-            run_id=run,
+        run_id, retry = run_of(run)
+        admitted = RunAdmitted(
+            id=admitted_id(run_id, retry),
+            run_id=run_id,
             ts=now,
             not_before=start if start > now else None,
             waited=max(0.0, now - queued_at),
         )
+        return [admitted]
 
     def _debounce(
         self, key: str, gate: KeyGate, run: str, at: float, now: float
@@ -226,57 +311,89 @@ class PartitionGate:
         out: list[h.HistoryEvent] = []
         if pending is None or at >= pending[3]:  # a new burst
             began = at
+            if pending is not None and _slotted(gate.limits):
+                out.extend(self._debounced(key, gate, now))  # the last one's is over
         else:
             began = min(pending[2], at)
             if at < pending[1]:  # routed after a later run of the burst: that one goes on
                 gate.pending = (pending[0], pending[1], began, pending[3])
-                return [self._supersede(key, run, pending[0], now)]
-            out.append(self._supersede(key, pending[0], run, now))
+                return self._supersede(key, gate, run, pending[0], now)
+            out.extend(self._supersede(key, gate, pending[0], run, now))
         start = at + period if timeout is None else min(at + period, began + float(timeout))
         gate.pending = (run, at, began, start)
+        if _slotted(gate.limits):  # it takes a slot once its burst is over
+            out.append(RunDebounced(id=debounced_id(run), run_id=run, ts=now, not_before=start))
+            return out
         self.counts.admitted += 1
         out.append(RunAdmitted(id=admitted_id(run), run_id=run, ts=now, not_before=max(start, now)))
         return out
 
+    def _debounced(self, key: str, gate: KeyGate, now: float) -> list[h.HistoryEvent]:
+        """The burst's latest run waited its debounce: it queues for the key's slot."""
+        assert gate.pending is not None
+        run, at = gate.pending[0], gate.pending[1]
+        gate.pending = None  # the next run of the key begins a new burst
+        heapq.heappush(gate.queue, (at, self._tie(), run, now))
+        gate.queued.add(run)
+        return self._admit(key, gate, now)
+
     def _join(
-        self, gate: KeyGate, run: str, body: dict[str, Any], now: float
+        self, key: str, gate: KeyGate, run: str, body: dict[str, Any], now: float
     ) -> list[h.HistoryEvent]:
         """Open a batch with ``run``, or add it to the open one (closed once full)."""
         size = int(gate.limits["batch"])
         if gate.batch is None:
             gate.batch = (run, 1)
-            return [self._close_batch(gate, now)] if size <= 1 else []
+            return self._close_batch(key, gate, now) if size <= 1 else []
         leader, count = gate.batch
         self._end(run)
         member = dict(body.get("member") or {"run_id": run})
         out: list[h.HistoryEvent] = [
             BatchJoined(id=joined_id(leader, run), run_id=leader, ts=now, member=member),
             RunBatched(id=batched_id(run), run_id=run, ts=now, into=leader),
+            *self._report(gate, run, now, f"joined the batch of run {leader}"),
         ]
         gate.batch = (leader, count + 1)
         if count + 1 >= size:
-            out.append(self._close_batch(gate, now))
+            out.extend(self._close_batch(key, gate, now))
         return out
 
-    def _close_batch(self, gate: KeyGate, now: float) -> RunAdmitted:
-        """Admit the run of the open batch: it starts with the runs it holds."""
+    def _close_batch(self, key: str, gate: KeyGate, now: float) -> list[h.HistoryEvent]:
+        """Close the open batch: its run queues for the key's concurrency and rate limits, if
+        any (else it is admitted at once), and starts with the runs it holds."""
         assert gate.batch is not None
         leader = gate.batch[0]
         gate.batch = None
-        gate.running[leader] = None
-        self.counts.admitted += 1
-        return RunAdmitted(id=admitted_id(leader), run_id=leader, ts=now)
+        heapq.heappush(gate.queue, (now, self._tie(), leader, now))
+        gate.queued.add(leader)
+        return self._admit(key, gate, now)
 
-    def _supersede(self, key: str, run: str, by: str, now: float) -> RunSuperseded:
+    def _supersede(
+        self, key: str, gate: KeyGate, run: str, by: str, now: float
+    ) -> list[h.HistoryEvent]:
         self._end(run)
         self.counts.superseded += 1
-        return RunSuperseded(
-            id=superseded_id(run),
-            run_id=run,
-            ts=now,
-            reason=f"debounce of {key}: superseded by run {by}",
-            by=by,
-        )
+        reason = f"debounce of {key}: superseded by run {by}"
+        superseded = RunSuperseded(id=superseded_id(run), run_id=run, ts=now, reason=reason, by=by)
+        return [superseded, *self._report(gate, run, now, f"superseded: {reason}")]
+
+    @staticmethod
+    def _report(gate: KeyGate, run: str, now: float, what: str) -> list[h.HistoryEvent]:
+        """A sub-workflow run the gate ended: its parent's task fails (not to be retried:
+        the gate decided the run is not to run), as it would had the run ended itself."""
+        parent = gate.parents.pop(run, None)
+        if parent is None:
+            return []
+        ref = h.ParentRef.model_validate(parent)
+        return [
+            child_failed(ref, now, f"sub-workflow run {run_of(run)[0]} {what}", retriable=False)
+        ]
+
+    def _tie(self) -> int:
+        """What orders two queue entries of one order: the offset of the record that queued
+        them (the same in a rebuild), else (records without offsets) the order they came in."""
+        self._sequence += 1
+        return self._offset if self._offset >= 0 else self._sequence
 
     def _sweep(self, now: float) -> None:
         """Forget the keys that hold nothing a later decision reads (as of record time ``now``:
@@ -296,3 +413,24 @@ class PartitionGate:
     def running(self) -> int:
         """Runs admitted and not ended, over all keys."""
         return sum(len(g.running) for g in self.keys.values())
+
+
+def _slotted(limits: dict[str, Any]) -> bool:
+    """Whether runs of the key hold a slot (a concurrency or rate limit) once admitted."""
+    return limits.get("concurrency") is not None or limits.get("rate") is not None
+
+
+def _carried(gate: KeyGate) -> dict[str, Any]:
+    """The carry record of ``gate``: all it holds, and the offset of its last record."""
+    return {
+        "k": "carry",
+        "at": gate.last,
+        "ts": gate.ts,
+        "limits": gate.limits,
+        "running": list(gate.running),
+        "queue": [list(entry) for entry in gate.queue if entry[2] in gate.queued],
+        "starts": list(gate.starts),
+        "pending": None if gate.pending is None else list(gate.pending),
+        "batch": None if gate.batch is None else list(gate.batch),
+        "parents": gate.parents,
+    }

@@ -21,15 +21,18 @@ Both run in every engine whose workflows have flow control (they carry :data:`FL
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
 
 import deerflow._codec as _codec
 from deerflow.core import history as h
-from deerflow.flow._fold import BatchDue, FlowReleased, RunQueued
+from deerflow.flow._fold import BatchDue, FlowReleased, RunQueued, gate_run
 from deerflow.flow._gate import PartitionGate
-from deerflow.log.base import GroupConsumer, Message, Record
+from deerflow.log.base import GroupConsumer, Message, Record, TopicPartition
 from deerflow.runtime import Engine, GroupMember, Plugin, RebuildingMember, Service
 
+#: seconds the router's offsets may go uncommitted while it routes nothing
+COMMIT_EVERY = 1.0
 _TYPES = (b'"RunQueued"', b'"FlowReleased"', b'"BatchDue"')
 
 
@@ -41,9 +44,16 @@ def flow_topic(engine: Engine) -> str:
 class FlowRouter(GroupMember):
     """Re-keys the history's ``RunQueued`` and ``FlowReleased`` into the flow topic."""
 
+    #: most history records concern no gate and cost a byte check: a round takes many, so
+    #: that the records it routes wait for fewer writes
+    poll_records = 20_000
+
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine)
         self.topic = flow_topic(engine)
+        #: offsets read past and not committed yet (rounds that routed nothing)
+        self._read: dict[TopicPartition, int] = {}
+        self._commit_at = 0.0
 
     def loop_name(self) -> str:
         """See :meth:`BackgroundService.loop_name`."""
@@ -57,18 +67,27 @@ class FlowRouter(GroupMember):
         await self._consumer.start()
 
     async def _handle(self, consumer: GroupConsumer, records: list[Record]) -> None:
-        if not records:
-            return
+        last = {r.partition: r for r in records}  # one TopicPartition per partition, not record
+        self._read.update({r.tp: r.offset + 1 for r in last.values()})
         out = list(route(self.topic, records))
-        offsets = {r.tp: r.offset + 1 for r in records}
+        now = time.monotonic()
+        if not self._read or (not out and now < self._commit_at):
+            # Nothing to route: its offsets wait for the next commit (read again after a
+            # restart, they route nothing), and the next round is not held up by a write.
+            return
+        held = consumer.assignment()
+        offsets = {tp: offset for tp, offset in self._read.items() if tp in held}
         await consumer.append_and_commit(self.engine.log, out, offsets)
+        self._read.clear()
+        self._commit_at = now + COMMIT_EVERY
 
 
 def route(topic: str, records: Iterable[Record]) -> Iterator[Message]:
     """The flow-topic records history ``records`` become."""
+    queued, released, due = _TYPES
     for record in records:
         value = record.value
-        if not any(t in value for t in _TYPES):
+        if queued not in value and released not in value and due not in value:
             continue  # most history records concern no gate: a byte check skips them
         try:
             event = h.decode(value)
@@ -78,7 +97,7 @@ def route(topic: str, records: Iterable[Record]) -> Iterator[Message]:
         if isinstance(event, RunQueued):
             body = {
                 "k": "req",
-                "run": event.run_id,
+                "run": gate_run(event.run_id, event.retry),
                 "ts": event.ts,
                 "at": event.requested_at or event.ts,
                 "prio": event.priority,
@@ -86,8 +105,10 @@ def route(topic: str, records: Iterable[Record]) -> Iterator[Message]:
             }
             if event.member is not None:
                 body["member"] = event.member
+            if event.parent is not None:
+                body["parent"] = event.parent.model_dump()
         elif isinstance(event, FlowReleased):
-            body = {"k": "rel", "run": event.run_id, "ts": event.ts}
+            body = {"k": "rel", "run": gate_run(event.run_id, event.retry), "ts": event.ts}
         elif isinstance(event, BatchDue):
             body = {"k": "due", "run": event.run_id, "ts": event.ts}
         else:

@@ -60,7 +60,8 @@ class Debounce:
 
     A run waits ``period``; a newer run of the key within it supersedes it (the earlier ends
     ``superseded``, visible in its history) and waits ``period`` again, at most ``timeout``
-    after the burst's first run.
+    after the burst's first run. With ``concurrency=`` (or ``rate_limit=``) on the same key,
+    the burst's run then queues for its slot like any run.
 
     Args:
         period: how long a run waits for a newer one (``"5m"``, seconds, ``timedelta``).
@@ -79,8 +80,10 @@ class Batch:
 
     The first run of a batch waits until ``max_size`` runs joined it or ``timeout`` passed
     since it was requested; the others end ``batched`` (their history names the run that took
-    them). The batch's run reads every run's trigger event (or params and input, for a run
-    started by hand) in ``context.trigger_events``, oldest first.
+    them). With ``concurrency=`` (or a delaying ``rate_limit=``) on the same key, a closed
+    batch's run then queues for its slot like any run. The batch's run reads every run's
+    trigger event (or params and input, for a run started by hand) in
+    ``context.trigger_events``, oldest first.
 
     Args:
         max_size: runs per batch (1 or more).
@@ -152,10 +155,6 @@ def flow_spec(
     if debounce is not None:
         _check_type(debounce, Debounce, f"{where}: debounce", "period=..., key=...")
         assert isinstance(debounce, Debounce)
-        if keys:
-            raise DefinitionError(
-                f"{where}: debounce cannot be combined with concurrency or rate_limit"
-            )
         fields["debounce"] = _period(debounce.period, f"{where}: debounce period")
         if debounce.timeout is not None:
             timeout = _period(debounce.timeout, f"{where}: debounce timeout")
@@ -164,17 +163,27 @@ def flow_spec(
     if batch is not None:
         _check_type(batch, Batch, f"{where}: batch", "max_size=..., timeout=...")
         assert isinstance(batch, Batch)
-        if keys:
-            raise DefinitionError(f"{where}: batch cannot be combined with another flow option")
+        _batch_combines(keys, fields, where)
         fields["batch_size"] = _positive(batch.max_size, f"{where}: batch max_size")
         fields["batch_timeout"] = _period(batch.timeout, f"{where}: batch timeout")
         keys["batch"] = batch.key
     if len(set(keys.values())) > 1:
-        first, second = list(keys.values())[:2]
+        (one, first), (other, second) = list(keys.items())[:2]
         raise DefinitionError(
-            f"{where}: concurrency and rate_limit must share one key, got {first!r} and {second!r}"
+            f"{where}: {one} and {other} must share one key, got {first!r} and {second!r}"
         )
     return FlowSpec(key=key_path(next(iter(keys.values())), where), **fields)
+
+
+def _batch_combines(keys: dict[str, str | None], fields: dict[str, Any], where: str) -> None:
+    """A batch is refused with debounce, and with a rate limit that drops (whole batches)."""
+    if "debounce" in keys:
+        raise DefinitionError(f"{where}: batch cannot be combined with debounce")
+    if fields.get("drop"):
+        raise DefinitionError(
+            f"{where}: batch cannot be combined with rate_limit(on_excess='drop'), which "
+            "would drop whole batches (use on_excess='delay')"
+        )
 
 
 def _rate_fields(rate_limit: RateLimit, where: str) -> dict[str, Any]:

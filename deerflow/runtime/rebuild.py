@@ -112,6 +112,9 @@ class OffsetClock:
 class GroupMember(BackgroundService):
     """A member of a consumer group: polls, handles each batch, retries a failed round."""
 
+    #: records one round takes at most
+    poll_records: int = POLL_RECORDS
+
     def __init__(self, engine: Engine) -> None:
         super().__init__()
         self.engine = engine
@@ -129,7 +132,7 @@ class GroupMember(BackgroundService):
                 if consumer is None:  # a re-subscription that failed: join again
                     await self._open()
                     continue
-                await self._handle(consumer, await consumer.poll(0.5, POLL_RECORDS))
+                await self._handle(consumer, await consumer.poll(0.5, self.poll_records))
             except asyncio.CancelledError:
                 raise
             except Exception:  # what it read is not committed: it comes again

@@ -182,6 +182,83 @@ async def test_a_restart_after_downtime_runs_missed_ticks_as_catchup_says(
     assert sorted(ran(sink)) == [START + 60, *expected]  # missed ticks run side by side
 
 
+@pytest.mark.parametrize(
+    ("catchup", "expected"),
+    [
+        ("skip", [START + 60]),
+        ("latest", [START, START + 60]),
+        ("all", [START + 60 * m for m in range(-5, 2)]),
+    ],
+)
+async def test_a_schedule_first_served_after_its_start_runs_the_ticks_since_as_catchup_says(
+    store: str, tmp_path: Path, catchup: str, expected: list[float]
+) -> None:
+    sink, clock = tmp_path / "sink.db", Clock(START + 30)  # six ticks since start, all late
+    start = datetime.fromtimestamp(START - 300, UTC)
+    wf = ticking(sink, catchup=catchup, grace=5, start=start)
+    async with serving(store, wf, clock) as (engine, source):
+        await armed(source, "ticker-every-minute")
+        await eventually(lambda: _true(source.book.get("ticker-every-minute").cursor == START))
+        clock.now = START + 60.5  # then the next tick, on time
+        await ticks_ran(sink, len(expected))
+        await engine.wait(entry(wf).run_id(START + 60), timeout=10)
+        assert len(await engine.list_runs(workflow="ticker")) == len(expected)
+    assert sorted(ran(sink)) == expected
+
+
+async def test_a_schedule_first_served_without_start_begins_with_its_next_tick(
+    tmp_path: Path,
+) -> None:
+    sink, clock = tmp_path / "sink.db", Clock(START + 2)  # a tick 2 s ago, within grace
+    wf = ticking(sink, catchup="all")
+    async with serving(f"memory://{unique_name('log')}", wf, clock) as (engine, source):
+        await armed(source, "ticker-every-minute")
+        assert source.book.get("ticker-every-minute").cursor == START
+        clock.now = START + 60.5
+        await ticks_ran(sink, 1)
+        await engine.wait(entry(wf).run_id(START + 60), timeout=10)
+        assert [r.run_id for r in await engine.list_runs(workflow="ticker")] == [
+            entry(wf).run_id(START + 60)
+        ]
+
+
+async def test_ticks_wait_while_max_running_runs_run_then_catch_up(tmp_path: Path) -> None:
+    store, clock, release = f"sqlite:///{tmp_path / 'store.db'}", Clock(), threading.Event()
+    started: list[float] = []
+    wf = Workflow(name="held")
+    wf.add_trigger(Schedule(name="held-every-minute", every="1m", catchup="all", grace=5))
+
+    @wf.task(id="work")
+    def work(context: Any) -> float:
+        tick = context.trigger_event.scheduled_time.timestamp()
+        started.append(tick)
+        if tick == START + 60:
+            release.wait(30)
+        return float(tick)
+
+    async with Engine(store, [wf]) as engine:
+        source = ScheduleSource(
+            engine, schedule_entries([wf]), clock=clock, max_wait=0.02, max_running=1
+        )
+        await engine.add_service(source)
+        try:
+            await armed(source, "held-every-minute")
+            clock.now = START + 60.5
+            await eventually(lambda: _true(started == [START + 60]), what="the first tick runs")
+            held = source.held
+            clock.now = START + 180.5  # two more ticks pass while one run is running
+            await eventually(lambda: _true(source.held > held + 3), what="ticks held")
+            assert started == [START + 60]
+            assert len(await engine.list_runs(workflow="held")) == 1
+            release.set()
+            await eventually(lambda: _true(len(started) == 3), what="the held ticks run")
+            assert sorted(started) == [START + 60, START + 120, START + 180]
+            assert source.missed == 0
+        finally:
+            release.set()
+            await source.stop()
+
+
 def ticks_counted(metrics: EngineMetrics, name: str) -> dict[str, float]:
     """The ``deerflow_schedule_ticks_total`` of schedule ``name`` by outcome, as scraped."""
     return {

@@ -4,15 +4,17 @@ event (memory, SQLite, Kafka)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
 import aiohttp
 import pytest
 
-from deerflow import Batch, DefinitionError, Engine, Workflow
+from deerflow import Batch, Concurrency, Debounce, DefinitionError, Engine, RateLimit, Workflow
 from deerflow.connectors import WebhookGateway, sources_for
 from deerflow.events import WebhookEvent
 from deerflow.flow import BatchJoined, RunBatched
+from tests.flow.checks import intervals, most_at_once, task_spans
 from tests.logs import history
 
 
@@ -93,3 +95,57 @@ async def test_webhook_requests_are_answered_each_and_reach_one_run_together(tmp
     assert len(taken) == 1
     assert sorted(taken[0].output) == ["o1", "o2", "o3"]
     assert sorted(r.status for r in results) == ["batched", "batched", "completed"]
+
+
+async def test_batches_of_one_key_with_a_concurrency_limit_run_one_at_a_time(store):
+    """Batch and concurrency on one key: a closed batch's run queues for the key's slot, so
+    two batches of one account never run at once, and each still takes its runs."""
+    wf = Workflow(
+        "serial_charges",
+        batch=Batch(max_size=2, timeout="1h", key="params.account"),
+        concurrency=Concurrency(limit=1, key="params.account"),
+    )
+
+    @wf.task(id="charge")
+    async def charge(context):
+        await asyncio.sleep(0.3)
+        return [event["params"]["amount"] for event in context.trigger_events]
+
+    async with Engine(store, [wf]) as engine:
+        runs = [await engine.start(wf, params={"account": "a1", "amount": i}) for i in range(1, 7)]
+        results = await asyncio.gather(*(run.result(timeout=60) for run in runs))
+        spans = await intervals(engine)
+        ran = await task_spans(engine)
+    completed = [r for r in results if r.status == "completed"]
+    assert sorted(a for r in completed for a in r.output) == [1, 2, 3, 4, 5, 6]
+    assert sorted(len(r.output) for r in completed) == [2, 2, 2]
+    [found] = spans.values()
+    assert len(found) == 3
+    assert most_at_once(found) == 1  # the limit held between batches
+    bodies = sorted(ran[r.run_id] for r in completed)
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(bodies))
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            {"debounce": Debounce(period="1s")},
+            "workflow 'x': batch cannot be combined with debounce",
+        ),
+        (
+            {"rate_limit": RateLimit(limit=1, period="1m", on_excess="drop")},
+            "workflow 'x': batch cannot be combined with rate_limit(on_excess='drop')",
+        ),
+        (
+            {"concurrency": Concurrency(limit=1, key="params.other")},
+            "workflow 'x': concurrency and batch must share one key",
+        ),
+    ],
+)
+def test_a_batch_with_an_option_it_does_not_combine_with_is_refused_naming_the_workflow(
+    options, message
+):
+    with pytest.raises(DefinitionError) as raised:
+        Workflow("x", batch=Batch(max_size=2, timeout="1s", key="params.account"), **options)
+    assert str(raised.value).startswith(message)

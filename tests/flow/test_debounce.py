@@ -7,9 +7,10 @@ import asyncio
 
 import pytest
 
-from deerflow import Debounce, DefinitionError, Engine, Workflow
+from deerflow import Concurrency, Debounce, DefinitionError, Engine, Workflow
 from deerflow.core import history as h
 from deerflow.flow import RunSuperseded
+from tests.flow.checks import intervals, most_at_once, task_spans, until_status
 from tests.logs import history
 
 
@@ -64,12 +65,47 @@ async def test_a_burst_longer_than_the_timeout_still_runs(store):
     assert {r.status for r in results} == {"completed", "superseded"}
 
 
+async def test_with_a_concurrency_limit_each_bursts_latest_waits_for_the_slot(store):
+    """Debounce and concurrency on one key: a burst's latest run queues for the key's one
+    slot once its burst is over, so it starts only after the run holding it ended."""
+    wf = Workflow(
+        "serial_saves",
+        debounce=Debounce(period="2s", key="params.user"),
+        concurrency=Concurrency(limit=1, key="params.user"),
+    )
+
+    @wf.task(id="save")
+    async def save(context):
+        await asyncio.sleep(context.params.get("seconds", 0.0))
+        return context.params["text"]
+
+    async with Engine(store, [wf]) as engine:
+        first = [
+            await engine.start(wf, params={"user": "ann", "text": f"a{i}", "seconds": 3.0})
+            for i in range(2)
+        ]
+        await until_status(first[1], "running")
+        second = [await engine.start(wf, params={"user": "ann", "text": f"b{i}"}) for i in range(2)]
+        await asyncio.sleep(2.5)  # the second burst is over while a1 still runs
+        waiting = await second[1].status()
+        results = await asyncio.gather(*(run.result(timeout=60) for run in [*first, *second]))
+        spans = await intervals(engine)
+        ran = await task_spans(engine)
+    assert [r.status for r in results] == ["superseded", "completed"] * 2
+    assert [results[1].output, results[3].output] == ["a1", "b1"]
+    assert waiting.status == "queued"  # its debounce over, the slot still a1's
+    assert most_at_once(spans["serial_saves/ann"]) == 1
+    assert ran[first[1].run_id][1] <= ran[second[1].run_id][0]
+
+
 def test_debounce_is_checked_when_the_workflow_is_defined():
     with pytest.raises(DefinitionError, match="workflow 'x': debounce period 'now' is not"):
         Workflow("x", debounce=Debounce(period="now"))
     with pytest.raises(DefinitionError, match="debounce timeout must be longer than 0"):
         Workflow("x", debounce=Debounce(period="1s", timeout=0))
-    with pytest.raises(DefinitionError, match="cannot be combined"):
-        from deerflow import Concurrency
-
-        Workflow("x", concurrency=Concurrency(limit=1), debounce=Debounce(period="1s"))
+    with pytest.raises(DefinitionError, match="workflow 'x': concurrency and debounce must share"):
+        Workflow(
+            "x",
+            concurrency=Concurrency(limit=1, key="params.a"),
+            debounce=Debounce(period="1s", key="params.b"),
+        )

@@ -6,7 +6,9 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import deerflow._codec as _codec
 from deerflow.flow import PartitionGate, RunAdmitted, RunDropped
+from deerflow.flow._fold import gate_run
 from deerflow.flow._gate import AGING
 
 LIMITS = {"concurrency": 2, "rate": None, "period": None, "drop": False}
@@ -138,3 +140,119 @@ def test_keys_that_hold_nothing_are_forgotten_even_without_a_release():
         gate.apply(f"k{i}", rel(f"r{i}", i + 0.1))
         assert isinstance(gate.apply(f"k{i}", req(f"x{i}", i + 0.2, limits=limits))[0], RunDropped)
     assert len(gate) < 1024  # swept as the records go by, not one per key for ever
+
+
+def test_a_key_that_never_goes_idle_is_carried_and_a_rebuild_from_its_carry_decides_alike():
+    """A key always holding a run: its carry record lets a rebuild start after the key's
+    first record, and the rebuilt gate decides what follows as the live one does (the same
+    admissions, the limit held, the long-running run still counted)."""
+    limits = {"concurrency": 2, "rate": 3, "period": 50.0, "drop": False}
+    log: list[tuple[str, dict[str, Any]]] = []
+    live = PartitionGate()
+
+    def append(key: str, body: dict[str, Any]) -> list[Any]:
+        log.append((key, body))
+        return live.apply(key, body, len(log) - 1)
+
+    append("k", req("holder", 0.0, limits=limits))  # runs for ever: "k" is never idle
+    running: list[str] = []
+    for i in range(1, 200):
+        for event in append("k", req(f"r{i}", float(i), prio=i % 3, limits=limits)):
+            running.append(event.run_id)
+        if running and i % 2 == 0:
+            append("k", rel(running.pop(0), float(i)))
+        if i % 20 == 0:  # the member's round: carry what began before the last 10 records
+            for key, value in live.carry(len(log) - 10, 100):
+                append(key, _codec.loads(value))
+    oldest = live.oldest_offset()
+    assert oldest is not None and oldest > 150  # not the holder's request, at 0
+    start = min(oldest, len(log) - 10)
+    rebuilt = PartitionGate()
+    for offset in range(start, len(log)):
+        rebuilt.apply(*log[offset], offset)
+    assert rebuilt.running() == live.running() == 2
+    assert "holder" in rebuilt.keys["k"].running
+    assert rebuilt.queued() == live.queued() > 0
+    other = next(r for r in live.keys["k"].running if r != "holder")
+    later = [rel(other, 300.0), req("late", 301.0, limits=limits), rel("holder", 302.0)]
+    for body in later:
+        one = [
+            (type(e).__name__, e.run_id, getattr(e, "not_before", None))
+            for e in live.apply("k", body, len(log))
+        ]
+        two = [
+            (type(e).__name__, e.run_id, getattr(e, "not_before", None))
+            for e in rebuilt.apply("k", body, len(log))
+        ]
+        log.append(("k", body))
+        assert one == two
+        if body["k"] == "rel":  # a slot of a full key freed: a queued run is admitted
+            assert [name for name, _, _ in one] == ["RunAdmitted"]
+
+
+def test_a_carry_record_of_a_key_that_changed_meanwhile_changes_nothing():
+    gate = PartitionGate()
+    gate.apply("k", req("a", 0.0), 0)
+    gate.apply("k", req("b", 1.0), 1)
+    [(key, value)] = gate.carry(5, 10)
+    gate.apply("k", rel("a", 2.0), 2)  # between the carry and its record
+    gate.apply(key, _codec.loads(value), 3)
+    assert gate.oldest_offset() == 0  # not moved: the record missed the release
+    assert list(gate.keys["k"].running) == ["b"]
+    [(key, value)] = gate.carry(5, 10)
+    gate.apply(key, _codec.loads(value), 4)
+    assert gate.oldest_offset() == 4
+    assert list(gate.keys["k"].running) == ["b"]
+
+
+def test_debounce_with_a_concurrency_limit_queues_each_bursts_latest_for_a_slot():
+    limits = {"debounce": 5.0, "debounce_timeout": None, "concurrency": 1}
+    gate = PartitionGate()
+    decided: list[tuple[str, str]] = []
+
+    def apply(body: dict[str, Any]) -> None:
+        decided.extend((type(e).__name__, e.run_id) for e in gate.apply("k", body))
+
+    def request(run: str, at: float) -> None:
+        apply({"k": "req", "run": run, "ts": at, "at": at, "limits": limits})
+
+    request("a1", 1.0)
+    request("a2", 2.0)  # the same burst: a1 superseded
+    apply({"k": "due", "run": "a2", "ts": 7.0})  # a2's debounce over: it takes the slot
+    request("b1", 8.0)  # a new burst while a2 runs
+    apply({"k": "due", "run": "b1", "ts": 13.0})  # over, but the slot is a2's: queued
+    request("c1", 14.0)
+    request("d1", 20.0)  # c1's burst ended unseen (no due yet): c1 queues as d1's begins
+    apply({"k": "due", "run": "a2", "ts": 20.5})  # late and stale: nothing
+    apply({"k": "rel", "run": "a2", "ts": 21.0})  # the slot frees: b1 goes on
+    apply({"k": "rel", "run": "b1", "ts": 22.0})
+    assert decided == [
+        ("RunDebounced", "a1"),
+        ("RunSuperseded", "a1"),
+        ("RunDebounced", "a2"),
+        ("RunAdmitted", "a2"),
+        ("RunDebounced", "b1"),
+        ("RunDebounced", "c1"),
+        ("RunDebounced", "d1"),
+        ("RunAdmitted", "b1"),
+        ("RunAdmitted", "c1"),
+    ]
+    assert gate.running() == 1 and gate.queued() == 0
+
+
+def test_a_retry_of_a_debounced_run_queues_for_a_slot_without_a_new_burst():
+    limits = {"debounce": 5.0, "debounce_timeout": None, "concurrency": 1}
+    gate = PartitionGate()
+    out = gate.apply("k", {"k": "req", "run": "r", "ts": 1.0, "at": 1.0, "limits": limits})
+    out += gate.apply("k", {"k": "due", "run": "r", "ts": 6.0})
+    out += gate.apply("k", {"k": "req", "run": "s", "ts": 7.0, "at": 7.0, "limits": limits})
+    out += gate.apply("k", {"k": "rel", "run": "r", "ts": 8.0})  # r failed
+    retry = {"k": "req", "run": gate_run("r", 1), "ts": 9.0, "at": 9.0, "limits": limits}
+    out += gate.apply("k", retry)
+    assert [(type(e).__name__, e.run_id, e.id) for e in out] == [
+        ("RunDebounced", "r", "r:flow:debounced"),
+        ("RunAdmitted", "r", "r:flow:admitted"),
+        ("RunDebounced", "s", "s:flow:debounced"),
+        ("RunAdmitted", "r", "r:flow:admitted:retry:1"),  # s's burst goes on meanwhile
+    ]
+    assert gate.running() == 1

@@ -70,3 +70,46 @@ async def test_a_restart_after_many_ended_runs_rebuilds_only_what_is_live(lastin
     assert still.status == "queued"  # the limit still holds after the restart
     assert result.status == "completed", result.error
     assert result.output == "w"  # admitted once the slot was freed
+
+
+async def test_a_key_that_never_goes_idle_does_not_hold_its_rebuild_back(store):
+    """One run holds a slot of its key for the whole test while ENDED runs go through the
+    other one: the key is never idle, yet its carry record lets the rebuild offset move past
+    its first records, and after a restart the limit still counts the holder."""
+    if store.startswith("memory"):
+        pytest.skip("an in-memory store does not outlive its engine")
+    wf = limited("busy", limit=2, seconds=0.0)
+    async with Engine(store, [wf]) as engine:
+        gate = await until_rebuilt(engine, Gate)
+        holder = await engine.start(wf, params={"customer": "c", "seconds": 3600})
+        await until_status(holder, "running")
+        for n in range(ENDED):
+            run = await engine.start(wf, params={"customer": "c", "n": n})
+            assert (await run.result(timeout=60)).status == "completed"
+        [(partition, first)] = [
+            (tp.partition, rs[0].offset)
+            for tp, rs in (await topic_records(gate)).items()
+            if rs and rs[0].key == "busy/c"
+        ]
+
+        async def moved() -> bool:
+            return gate._stored.get(partition, 0) > first
+
+        await until(moved, "no rebuild offset moved past the holder's request")
+        total = await flow_records(engine)
+    async with Engine(store, [wf]) as engine:
+        gate = await until_rebuilt(engine, Gate)
+        read = sum(records for _, records in gate.rebuilds.values())
+        assert gate.admitted_runs() == 1  # the holder, from its key's carry record
+        second = await engine.start(wf, params={"customer": "c", "seconds": 3600})
+        await until_status(second, "running")
+        third = await engine.start(wf, params={"customer": "c", "n": "third"})
+        await until_status(third, "queued")
+        await asyncio.sleep(1.0)  # time for a gate that forgot the holder to admit it
+        still = await third.status()
+        await engine.cancel(holder.run_id)
+        result = await engine.wait(third.run_id, timeout=60)
+        await engine.cancel(second.run_id)
+    assert read < total
+    assert still.status == "queued"  # two running: the limit holds after the restart
+    assert result.status == "completed", result.error
