@@ -13,6 +13,10 @@ from tests.matching.waits import invoices, until_waiting
 from tests.rebuilding import topic_records, until, until_rebuilt
 
 
+def matcher_of(engine: Engine) -> Matcher:
+    return next(s for s in engine.services if isinstance(s, Matcher))
+
+
 def router_of(engine: Engine) -> Router:
     return next(s for s in engine.services if isinstance(s, Router))
 
@@ -92,3 +96,35 @@ def test_the_note_is_bounded_and_notes_a_wait_told_twice_once():
     notes.remember("r3", "w3", "k3")
     assert len(notes) == 2 and notes.waits("r1") == []  # the oldest run dropped
     assert notes.retire("r2", None) == [("w2", "k2")] and len(notes) == 1
+
+
+async def test_runs_ending_after_a_takeover_retire_their_waits_from_the_index(store):
+    if store.startswith("sqlite"):
+        pytest.skip("engines share an SQLite file's groups across processes, not in one")
+    wf = invoices(timeout="1h")
+    async with Engine(store, [wf]) as first:
+        runs = [await first.start(wf, params={"invoice_id": f"inv-{n}"}) for n in range(8)]
+        await until_waiting(first, *runs)
+        async with Engine(store, [wf]) as second:  # on the same log: it takes partitions over
+            router = router_of(second)
+
+            def moved() -> set[int]:
+                consumer = router._consumer
+                held = consumer.assignment() if consumer is not None else frozenset()
+                return {tp.partition for tp in held if tp.topic == second.topics.history}
+
+            async def took_over() -> bool:
+                return bool(moved()) and not router._noting
+
+            await until(took_over, "the second router took no history partition over")
+            # the second engine routes some runs' history now, and noted their open waits
+            noted = {run.run_id for run in runs if router.notes.waits(run.run_id)}
+            for run in runs:
+                await first.cancel(run.run_id)
+            matchers = [matcher_of(first), matcher_of(second)]
+
+            async def retired() -> bool:
+                return sum(len(i) for m in matchers for i in m.indexes.values()) == 0
+
+            await until(retired, "the cancelled runs' waits stayed in the index")
+    assert noted  # ... and noted their open waits when it took them over
