@@ -24,7 +24,7 @@ import deerflow._codec as _codec
 from deerflow.core import history as h
 from deerflow.eventstore import StoredEvent
 from deerflow.eventstore.integration import decode_unit, derived_id
-from deerflow.log.base import GroupConsumer, Message, Record, TopicPartition
+from deerflow.log.base import GroupConsumer, Message, Record, TopicPartition, partition_for
 from deerflow.matching._kind import EventMatched, EventWaitStarted, EventWaitTimedOut
 from deerflow.matching._notes import OpenWaits, rebuilt_notes
 from deerflow.matching._spec import MISSING, event_key, event_view, matching_topic, resolve
@@ -114,10 +114,12 @@ class Router(GroupMember):
                 log.exception("matching router: noting the open waits failed; retrying")
                 await asyncio.sleep(1.0)
         mine = frozenset(tp for tp in history if self._noting.get(tp) is asyncio.current_task())
+        kept = {tp.partition for tp in mine}  # not those revoked meanwhile
         noted = 0
         for run_id, wait_id, key in found:
-            self.notes.remember(run_id, wait_id, key)
-            noted += 1
+            if partition_for(run_id, self._history_partitions) in kept:
+                self.notes.remember(run_id, wait_id, key)
+                noted += 1
         for tp in mine:
             del self._noting[tp]
         consumer.resume(mine)
