@@ -10,15 +10,27 @@ Requests with one key are bound one after the other in a process, so of two raci
 first recorded is the one kept, also when the topic is read again after a restart; across
 processes the topic is read just before binding (two processes binding one key within that
 moment may both accept).
+
+A key is kept for :data:`KEY_WINDOW` (a gateway's ``key_window``; longer than senders retry:
+Stripe retries for 3 days) after it was first sent, then forgotten: the topic is then read
+from the window's start, not from its creation (see :class:`~deerflow.connectors._ledger.
+Ledger`), and a key sent again after its window is bound anew, to whatever body it comes with.
+On Kafka, the topic keeps records for the broker's retention (7 days by default): keep it at
+least the window.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from typing import Any
 
 from deerflow.connectors._ledger import Ledger
 from deerflow.runtime import Engine
+
+#: seconds a key stays bound to its body after it was first sent (7 days)
+KEY_WINDOW = 7 * 86_400.0
 
 
 def keys_topic(prefix: str) -> str:
@@ -32,10 +44,28 @@ def first_wins(old: Any, new: Any) -> Any:
 
 
 class BodyKeys:
-    """The digests bound to the keys a gateway was sent; see the module docstring."""
+    """The digests bound to the keys a gateway was sent; see the module docstring.
 
-    def __init__(self, engine: Engine) -> None:
-        self.ledger = Ledger(engine.log, keys_topic(engine.topics.prefix), merge=first_wins)
+    Args:
+        engine: the engine whose log keeps the keys.
+        window: seconds a key stays bound after it was first sent.
+        clock: the time now, in seconds.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        window: float = KEY_WINDOW,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.ledger = Ledger(
+            engine.log,
+            keys_topic(engine.topics.prefix),
+            merge=first_wins,
+            window=window,
+            clock=clock,
+        )
         self._engine = engine
         # Keys being bound now (at most one entry per request in flight).
         self._binding: dict[str, asyncio.Lock] = {}

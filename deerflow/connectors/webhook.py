@@ -38,9 +38,10 @@ from aiohttp import web
 from pydantic import ValidationError
 
 import deerflow._codec as _codec
+from deerflow._durations import parse_duration
 from deerflow.connectors import _cloudevents
 from deerflow.connectors._auth import ApiKeys, configured_secrets, presented_key
-from deerflow.connectors._bodykeys import BodyKeys
+from deerflow.connectors._bodykeys import KEY_WINDOW, BodyKeys
 from deerflow.connectors._httplimits import HttpLimits, cap_connections
 from deerflow.connectors._providers import Scheme, scheme_for
 from deerflow.connectors.base import (
@@ -230,6 +231,9 @@ class WebhookGateway(TriggerSource[None]):
         body_timeout: seconds a request may take to send its body (else 408).
         idle_timeout: seconds a connection may stay idle, or take to send its headers, before
             it is closed.
+        key_window: how long an ``Idempotency-Key`` of a wait's webhook stays bound to its
+            first body (seconds or a duration such as ``3d``; default the config's
+            ``key_window``, else 7 days).
     """
 
     source = "webhook"
@@ -250,9 +254,15 @@ class WebhookGateway(TriggerSource[None]):
         max_running: int | None = None,
         body_timeout: float | None = None,
         idle_timeout: float | None = None,
+        key_window: float | str | None = None,
     ) -> None:
         super().__init__(engine, "webhook-gateway", max_running=max_running)
         self._config = dict(config or {})
+        window = key_window if key_window is not None else self._config.get("key_window")
+        try:
+            self.key_window = KEY_WINDOW if window is None else parse_duration(window, "key_window")
+        except ValueError as exc:
+            raise ConnectorError(f"[gateway] {exc}", retriable=False) from None
         self.limits = HttpLimits.configured(
             self._config,
             max_pending=max_pending,
@@ -274,7 +284,7 @@ class WebhookGateway(TriggerSource[None]):
         self.app.router.add_get(self.status_path + "/{run_id}", self._status)
         self.app.router.add_routes(list(extra_routes))
         self._runner: web.AppRunner | None = None
-        self._keys = BodyKeys(engine)
+        self._keys = BodyKeys(engine, window=self.key_window)
 
     def add_webhook(
         self,

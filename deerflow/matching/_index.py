@@ -10,6 +10,12 @@ Each wait and buffered event remembers the offset of its record in the partition
 index can say where a rebuild must start to find everything it holds (:meth:`PartitionIndex.
 oldest_offset`) and which waits are registered so far back that their record should be
 written again (:meth:`PartitionIndex.registered_before`).
+
+A registration read after its wait ended (delivered again by the router, or written again by
+the carry while the end was on its way) must not bring the wait back in a later rebuild that
+starts between the end and that registration. The index notes it (:meth:`PartitionIndex.
+stale`) and asks for an ``end`` record to follow it (:meth:`PartitionIndex.carry`); until that
+end is read back, the registration pins where a rebuild starts, so every rebuild reads both.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ BUFFER_SECONDS = 3600.0
 ENDED_WINDOW = 100_000
 #: seconds a wait stays after its deadline: its owner's timer decides, not the index's clock
 GRACE = 60.0
+#: registrations read after their wait ended whose ``end`` record is not read back yet, at most
+MAX_STALE = 10_000
 
 
 @dataclass(slots=True)
@@ -73,6 +81,8 @@ class PartitionIndex:
         #: (event time, key, offset) of each buffered event, in the order they were read
         self._recent_order: deque[tuple[float, str, int]] = deque()
         self._ended: dict[str, None] = {}
+        #: wait id -> (key, offset) of registrations read after their wait ended, oldest first
+        self._stale: dict[str, tuple[str, int]] = {}
         self._max_waits = max_waits
         self._max_events = max_events
         self._buffer_seconds = buffer_seconds
@@ -94,7 +104,8 @@ class PartitionIndex:
         forward in the log) only records its newer offset.
         """
         if wait.id in self._ended:
-            return None  # a registration delivered again after its wait ended
+            self._note_stale(wait)  # delivered again, or written again, after its wait ended
+            return None
         if wait.id in self._keys:
             self._moved(wait)
             return None
@@ -130,6 +141,7 @@ class PartitionIndex:
         """Forget ``wait_id`` (matched, timed out, its run ended); a repeat does nothing."""
         key = self._keys.pop(wait_id, None)
         self._remember_end(wait_id)
+        self._stale.pop(wait_id, None)
         if key is None:
             return
         waits = self._by_key.get(key)
@@ -152,7 +164,15 @@ class PartitionIndex:
     def oldest_offset(self) -> int | None:
         """The offset of the oldest record a rebuild needs for what the index holds (the
         oldest registration of a live wait, the oldest buffered event); ``None``: none."""
-        found = [o for o in (self._oldest_wait_offset(), self._oldest_event_offset()) if o >= 0]
+        found = [
+            o
+            for o in (
+                self._oldest_wait_offset(),
+                self._oldest_event_offset(),
+                self._oldest_stale_offset(),
+            )
+            if o >= 0
+        ]
         return min(found) if found else None
 
     def registered_before(self, offset: int, limit: int) -> list[Wait]:
@@ -166,17 +186,36 @@ class PartitionIndex:
             found.append(wait)
         return found
 
+    @property
+    def stale(self) -> list[str]:
+        """Ids of waits whose registration was read after they ended, oldest first, until an
+        ``end`` record read after it retires them."""
+        return list(self._stale)
+
     def carry(self, before: int, limit: int) -> list[tuple[str, bytes]]:
-        """The registrations (key, record) of up to ``limit`` live waits registered before
-        offset ``before``, to write again (see :class:`~deerflow.runtime.Rebuildable`)."""
-        return [
-            (w.key, _codec.dumps(registration(w))) for w in self.registered_before(before, limit)
+        """The records (key, value) to write at the partition's end (see :class:`~deerflow.
+        runtime.Rebuildable`): an ``end`` after each stale registration, then the
+        registrations of live waits registered before offset ``before``; ``limit`` at most."""
+        ends = [
+            (key, _codec.dumps({"k": "end", "id": ident}))
+            for ident, (key, _) in list(self._stale.items())[:limit]
         ]
+        live = self.registered_before(before, limit - len(ends))
+        return [*ends, *((w.key, _codec.dumps(registration(w))) for w in live)]
 
     def _oldest_wait_offset(self) -> int:
         for wait_id, key in self._keys.items():
             return self._by_key[key][wait_id].offset
         return -1
+
+    def _oldest_stale_offset(self) -> int:
+        return next(iter(self._stale.values()))[1] if self._stale else -1
+
+    def _note_stale(self, wait: Wait) -> None:
+        if wait.id not in self._stale and wait.offset >= 0:
+            self._stale[wait.id] = (wait.key, wait.offset)
+            while len(self._stale) > MAX_STALE:
+                del self._stale[next(iter(self._stale))]
 
     def _oldest_event_offset(self) -> int:
         return self._recent_order[0][2] if self._recent_order else -1

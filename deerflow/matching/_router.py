@@ -6,10 +6,16 @@ started, and every domain event of a type some workflow waits for become records
 ``<prefix>.matching`` topic keyed by (event type, event paths, values): a repartition, as
 Kafka Streams does for a join, so a wait and the events that meet it land in one partition.
 Waits of runs that ended are retired the same way (an ``end`` record under their key).
+
+Which waits each run has open is noted as they are routed (:class:`~deerflow.matching._notes.
+OpenWaits`); when history partitions are assigned to the router (a start, a takeover), their
+history is paused until the note of their runs is rebuilt from the matching topic, so a run
+that ends after a restart still retires its waits.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
@@ -18,17 +24,15 @@ import deerflow._codec as _codec
 from deerflow.core import history as h
 from deerflow.eventstore import StoredEvent
 from deerflow.eventstore.integration import decode_unit, derived_id
-from deerflow.log.base import GroupConsumer, Message, Record
+from deerflow.log.base import GroupConsumer, Message, Record, TopicPartition, partition_for
 from deerflow.matching._kind import EventMatched, EventWaitStarted, EventWaitTimedOut
+from deerflow.matching._notes import OpenWaits, rebuilt_notes
 from deerflow.matching._spec import MISSING, event_key, event_view, matching_topic, resolve
 from deerflow.matching._wanted import cancel_specs, source_topics, wanted
 from deerflow.runtime import Engine, GroupMember
 
 log = logging.getLogger("deerflow.matching")
 
-#: runs the router remembers open waits of, to retire them when the run ends (oldest dropped:
-#: their waits then leave the index by deadline, match or its bound)
-RETIRE_LIMIT = 200_000
 _WAIT_TYPES = (b'"EventWaitStarted"', b'"EventMatched"', b'"EventWaitTimedOut"')
 
 
@@ -43,8 +47,11 @@ class Router(GroupMember):
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine)
         self.topic = matching_topic(engine.topics.prefix)
-        #: run id -> (wait id, key) of its open waits routed here, oldest run first
-        self._open_waits: dict[str, list[tuple[str, str]]] = {}
+        #: the open waits of the runs whose history is routed here
+        self.notes = OpenWaits()
+        #: the rebuilds of the notes of newly assigned history partitions under way
+        self._noting: dict[TopicPartition, asyncio.Task[None]] = {}
+        self._history_partitions = 0
         self.routed = 0
         #: topics named by ``source=`` (subscribed when the router starts) -> their event types
         self.sources: dict[str, set[str]] = {}
@@ -60,10 +67,63 @@ class Router(GroupMember):
         self.sources = source_topics(self.engine)
         for topic in (topics.events, *self.sources):
             await log_.partition_count(topic)
+        self._history_partitions = partitions
         self._consumer = log_.consumer(
-            f"{self.topic}.router", [topics.history, topics.events, *self.sources]
+            f"{self.topic}.router", [topics.history, topics.events, *self.sources], listener=self
         )
         await self._consumer.start()
+
+    async def _close(self) -> None:
+        for task in self._noting.values():
+            task.cancel()
+        self._noting.clear()
+        await super()._close()
+
+    async def on_assigned(self, partitions: frozenset[TopicPartition]) -> None:
+        """Pause newly assigned history partitions until their runs' open waits are noted."""
+        history = frozenset(tp for tp in partitions if tp.topic == self.engine.topics.history)
+        consumer = self._consumer
+        if not history or consumer is None:
+            return
+        consumer.pause(history)
+        task = asyncio.create_task(self._note(consumer, history), name="deerflow-router-notes")
+        self._noting.update(dict.fromkeys(history, task))
+
+    async def on_revoked(self, partitions: frozenset[TopicPartition]) -> None:
+        """Forget the runs of history partitions another member routes now."""
+        history = {tp for tp in partitions if tp.topic == self.engine.topics.history}
+        for tp in history:  # a rebuild under way for others too goes on; these are not its
+            self._noting.pop(tp, None)
+        self.notes.forget_partitions({tp.partition for tp in history}, self._history_partitions)
+
+    async def _note(self, consumer: GroupConsumer, history: frozenset[TopicPartition]) -> None:
+        """Rebuild the notes of ``history``'s runs, then let their records on (a failed
+        attempt is tried again; the partitions stay paused meanwhile)."""
+        while True:
+            try:
+                found = await rebuilt_notes(
+                    self.engine.log,
+                    self.topic,
+                    {tp.partition for tp in history},
+                    self._history_partitions,
+                )
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("matching router: noting the open waits failed; retrying")
+                await asyncio.sleep(1.0)
+        mine = frozenset(tp for tp in history if self._noting.get(tp) is asyncio.current_task())
+        kept = {tp.partition for tp in mine}  # not those revoked meanwhile
+        noted = 0
+        for run_id, wait_id, key in found:
+            if partition_for(run_id, self._history_partitions) in kept:
+                self.notes.remember(run_id, wait_id, key)
+                noted += 1
+        for tp in mine:
+            del self._noting[tp]
+        consumer.resume(mine)
+        log.info("matching router: %d open waits noted for %d history partitions", noted, len(mine))
 
     async def _handle(self, consumer: GroupConsumer, records: list[Record]) -> None:
         if records:
@@ -111,7 +171,7 @@ class Router(GroupMember):
         if not (
             any(t in value for t in _WAIT_TYPES)
             or (cancels and b'"RunRequested"' in value)
-            or (self._open_waits and any(t in value for t in ends))
+            or (self.notes and any(t in value for t in ends))
         ):
             return
         try:
@@ -140,7 +200,7 @@ class Router(GroupMember):
             "deadline": event.deadline,
             "node": [event.task_id, event.attempt, event.workflow, event.version, event.filtered],
         }
-        self._remember(event.run_id, event.wait_id, event.key)
+        self.notes.remember(event.run_id, event.wait_id, event.key)
         return Message(topic=self.topic, key=event.key, value=_codec.dumps(record))
 
     def _cancel_waits(self, event: h.RunRequested) -> Iterator[Message]:
@@ -172,25 +232,11 @@ class Router(GroupMember):
                 "deadline": None,
                 "cancel": spec.event,
             }
-            self._remember(event.run_id, ident, key)
+            self.notes.remember(event.run_id, ident, key)
             yield Message(topic=self.topic, key=key, value=_codec.dumps(record))
 
-    def _remember(self, run_id: str, wait_id: str, key: str) -> None:
-        self._open_waits.setdefault(run_id, []).append((wait_id, key))
-        while len(self._open_waits) > RETIRE_LIMIT:
-            del self._open_waits[next(iter(self._open_waits))]
-
     def _retire(self, run_id: str, wait_id: str | None) -> Iterator[Message]:
-        waits = self._open_waits.get(run_id)
-        if not waits:
-            return
-        ended = [w for w in waits if wait_id is None or w[0] == wait_id]
-        kept = [w for w in waits if w not in ended]
-        if kept:
-            self._open_waits[run_id] = kept
-        else:
-            del self._open_waits[run_id]
-        for ident, key in ended:
+        for ident, key in self.notes.retire(run_id, wait_id):
             yield Message(topic=self.topic, key=key, value=_codec.dumps({"k": "end", "id": ident}))
 
     def _from_source(self, record: Record) -> Iterator[StoredEvent]:

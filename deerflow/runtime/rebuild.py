@@ -322,15 +322,24 @@ class RebuildingMember(GroupMember, Generic[S]):
                 self._clocks.setdefault(partition, OffsetClock()).read(head, now)
             again = self._carried(now)
         history = self.engine.topics.history
+        caused = [h.message(history, e) for e in out]
         try:
-            await self.append_and_commit(
-                consumer, [*again, *(h.message(history, e) for e in out)], fresh, rebuilt
-            )
+            if caused:
+                # The events are durable once appended: their runs move on now, not after the
+                # commit's round trip too (the input is committed next, at least once still).
+                await self.engine.log.append([*again, *caused])
+                again = []
         except Exception:
             self._pending[:0] = out  # appended again next round (ids make repeats harmless)
             self._rebuilt = {**rebuilt, **self._rebuilt}
             raise
-        self.appended(out)
+        if caused:
+            self.appended(out)
+        try:
+            await self.append_and_commit(consumer, again, fresh, rebuilt)
+        except Exception:
+            self._rebuilt = {**rebuilt, **self._rebuilt}
+            raise
         await self._store_rebuild_offsets()
 
     def _carried(self, now: float) -> list[Message]:

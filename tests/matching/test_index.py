@@ -137,3 +137,43 @@ def test_a_wait_registered_longer_ago_than_the_carry_age_is_written_again_howeve
     assert clock.before(age=150.0, now=240.0) == 12  # read by t=60: more than 150 s ago
     assert clock.before(age=1000.0, now=240.0) == 0  # nothing that old
     assert clock.before(age=150.0, now=300.0) == 13  # time moved on
+
+
+def replay(records: list[tuple[int, str, str]]) -> PartitionIndex:
+    """An index rebuilt from ``records`` (offset, kind, wait id) of one key."""
+    index = PartitionIndex()
+    for offset, kind, ident in records:
+        if kind == "wait":
+            index.add(Wait(ident, f"run-{ident}", "k", 100.0, None, None, offset), anything)
+        else:
+            index.end(ident)
+    return index
+
+
+def test_a_registration_read_after_its_wait_ended_is_followed_by_an_end_before_it_is_let_go():
+    # The carry wrote "a" again while its end was on its way: the copy lands after the end.
+    records = [(5, "wait", "a"), (8, "end", "a"), (10, "wait", "a")]
+    index = replay(records)
+    assert len(index) == 0 and index.stale == ["a"]
+    assert index.oldest_offset() == 10  # a rebuild still starts at the copy, before its end
+    (end,) = index.carry(before=0, limit=10)
+    assert end == ("k", orjson.dumps({"k": "end", "id": "a"}))
+    records.append((12, orjson.loads(end[1])["k"], "a"))  # written after the copy, read back
+    index.end("a")
+    assert index.stale == [] and index.oldest_offset() is None
+    # A rebuild from wherever it may start brings no wait back.
+    for start in range(13):
+        assert len(replay([r for r in records if r[0] >= start])) == 0, start
+
+
+def test_registrations_read_after_their_waits_ended_are_bounded(monkeypatch):
+    monkeypatch.setattr("deerflow.matching._index.MAX_STALE", 3)
+    index = replay(
+        [(2 * n + i, kind, f"w{n}") for n in range(10) for i, kind in enumerate(["wait", "end"])]
+    )
+    for n in range(10):
+        index.add(Wait(f"w{n}", f"run-w{n}", "k", 100.0, None, None, 100 + n), anything)
+    assert index.stale == ["w7", "w8", "w9"]
+    assert [record for _, record in index.carry(0, 2)] == [
+        orjson.dumps({"k": "end", "id": ident}) for ident in ("w7", "w8")
+    ]

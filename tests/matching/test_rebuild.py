@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 
+import orjson
 import pytest
 
 from deerflow import Engine, RunHandle, Workflow
 from deerflow.choreography import publish_event_async
 from deerflow.log.base import Message
 from deerflow.matching import EventMatched, Matcher
+from deerflow.runtime.rebuild import rebuild_group
 from tests.logs import history
 from tests.matching.waits import invoices, until_waiting
 from tests.rebuilding import (  # noqa: F401 - lasting_store: a fixture
@@ -100,3 +102,38 @@ async def test_a_registration_delivered_again_within_the_window_is_still_recogni
         events = await history(engine, last)
     assert held == 1 + LIVE  # the ended wait did not come back
     assert len([e for e in events if isinstance(e, EventMatched)]) == 1
+
+
+async def test_a_wait_written_again_after_it_ended_does_not_come_back_in_a_later_rebuild(store):
+    if store.startswith("memory"):
+        pytest.skip("an in-memory store does not outlive its engine")
+    wf = invoices(timeout="1h")
+    key = '["InvoiceApproved",["data.invoice_id"],["gone"]]'
+    body = {"k": "wait", "id": "w-gone", "run": "r-gone", "since": 0.0, "deadline": None}
+    async with Engine(store, [wf]) as engine:
+        matcher = await until_rebuilt(engine, Matcher)
+        # The wait, its end, then its registration written again by a carry that began
+        # before the end was read: the copy lands after the end.
+        placed = await engine.log.append(
+            [
+                Message(matcher.topic, orjson.dumps(value), key)
+                for value in (body, {"k": "end", "id": "w-gone"}, body)
+            ]
+        )
+        tp, copy = placed[-1]
+
+        async def ended_again() -> bool:
+            records = (await matching_records(engine))[tp]
+            return any(r.offset > copy and b'"end"' in r.value for r in records) and (
+                matcher._heads.get(tp.partition, 0) > copy + 1
+            )
+
+        await until(ended_again, "no end was written after the copy")
+        held = len(matcher.indexes[tp.partition])
+        # A later rebuild starts just after the end, at the copy (the window moved on).
+        await engine.log.commit_group(rebuild_group(matcher.topic), {tp: copy})
+    async with Engine(store, [wf]) as engine:
+        rebuilt = await until_rebuilt(engine, Matcher)
+        revived = [len(index) for index in rebuilt.indexes.values()]
+    assert held == 0
+    assert revived == [0] * len(revived)
