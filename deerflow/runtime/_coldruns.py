@@ -107,6 +107,13 @@ class ColdRuns:
         rows = self._db.execute("SELECT run_id FROM cold WHERE part = ?", (partition,))
         return [run_id for (run_id,) in rows]
 
+    def count_in(self, partition: int) -> int:
+        """How many runs of ``partition`` are kept here."""
+        if not self.count:
+            return 0
+        row = self._db.execute("SELECT COUNT(*) FROM cold WHERE part = ?", (partition,))
+        return int(row.fetchone()[0])
+
     def drop(self, partitions: Iterable[int]) -> None:
         """Forget the runs of ``partitions`` (no longer owned, or about to be read again)."""
         if not self.count:

@@ -582,12 +582,13 @@ class Ownership:
         changes, began = self._changes, time.perf_counter()
         held = longest = 0.0
         mark = time.perf_counter()
-        # The partition's evicted runs are live too: a base reads their bytes from cold.
-        live = self._by_partition.get(partition, set()) | set(self.cold.ids(partition))
+        in_memory = self._by_partition.get(partition, set())
         chain = self._snapshots.chain(partition)
         mine = self._take_dirty(partition)
-        size = len(live) + self.ended.count(partition)
+        size = len(in_memory) + self.cold.count_in(partition) + self.ended.count(partition)
         delta = chain is not None and not chain.wants_base(len(mine), size)
+        # The partition's evicted runs are live too: a base reads their bytes from cold.
+        live = mine if delta else in_memory | set(self.cold.ids(partition))
         encoded: dict[str, bytes] = {}
         ended: dict[str, Tombstone] = {}
         gone: set[str] = set()
@@ -595,7 +596,7 @@ class Ownership:
         # loop's own folding waits for this). Those they change are noted as changed and
         # encoded again below, once the outbox is drained: each run is then as it is at the
         # end, with every decision durable, as if taken at once.
-        for run_id in sorted(mine if delta else live):
+        for run_id in sorted(live):
             self._classify(partition, run_id, encoded, ended, gone)
             if (spent := time.perf_counter() - mark) > SLICE_SECONDS:
                 held, longest = held + spent, max(longest, spent)
