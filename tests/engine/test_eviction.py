@@ -93,6 +93,7 @@ async def test_two_hundred_waiting_runs_past_the_limit_each_resume_once(store):
             await asyncio.gather(*(resume(engine, run, wf, n) for run, wf, n in pair))
             results += await asyncio.gather(*(run.result(timeout=60) for run, _, _ in pair))
         peak = engine.orchestrator.peak_held_runs
+        left = engine.orchestrator.evicted_runs  # every run ended: none is kept evicted
         events_of = await history(engine)
     assert [r.status for r in results] == ["completed"] * 200, [r.error for r in results][:3]
     assert [r.output for r in results[:100]] == [f"{n}:{n}" for n in range(100)]
@@ -100,7 +101,7 @@ async def test_two_hundred_waiting_runs_past_the_limit_each_resume_once(store):
     assert set(executions.values()) == {1} and len(executions) == 200
     resumed = Counter(e.run_id for e in events_of if isinstance(e, WaitEnded | EventMatched))
     assert set(resumed.values()) == {1} and len(resumed) == 200
-    assert peak <= LIMIT
+    assert peak <= LIMIT and left == 0
 
 
 async def test_timers_of_evicted_runs_fire_on_time(store):
@@ -162,6 +163,21 @@ async def test_a_takeover_loses_no_evicted_run(store):
             await second.stop()
     assert [r.output for r in early + late] == [f"{n}:{n}" for n in range(40)]
     assert set(executions.values()) == {1} and len(executions) == 40
+
+
+async def test_cancelling_evicted_runs_ends_them_and_frees_what_they_kept(store):
+    wf = signalled(Counter())
+    async with Engine(store, [wf], max_held_runs=LIMIT) as engine:
+        runs = await start_all(engine, wf, 0, 20)
+        await until(settled(engine, 15), timeout=60)
+        for run in runs:
+            await run.cancel("not needed")
+        results = await asyncio.gather(*(run.result(timeout=60) for run in runs))
+        assert engine.orchestrator is not None
+        await until(
+            lambda: engine.orchestrator is not None and engine.orchestrator.evicted_runs == 0
+        )
+    assert [r.status for r in results] == ["cancelled"] * 20
 
 
 async def test_held_and_evicted_runs_are_gauges(store):
