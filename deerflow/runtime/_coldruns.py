@@ -46,8 +46,10 @@ class ColdRuns:
     """
 
     def __init__(self, *, cache_kib: int = 2048) -> None:
-        # "": a private temporary database on disk, deleted when closed; never shared.
-        self._db = sqlite3.connect("", isolation_level=None)
+        # "": a private temporary database on disk, deleted when closed; never shared. Used
+        # by the orchestrator's loop only, which may run in another thread than the one that
+        # made the engine.
+        self._db = sqlite3.connect("", isolation_level=None, check_same_thread=False)
         self._db.executescript(
             f"PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; "
             f"PRAGMA cache_size = -{int(cache_kib)};" + _SCHEMA
