@@ -6,7 +6,9 @@ each that has (:class:`~deerflow.runtime._tombstones.EndedRuns`), and the reason
 parked. :class:`Ownership` is that table and the consumer group's listener that fills and
 empties it; the orchestrator folds and decides on it. A partition is loaded from its newest
 snapshot (:mod:`deerflow.runtime._snapshots`) and the records after it, and snapshots are
-written as records are folded.
+written as records are folded (the runs changed since the last one: :mod:`._changed`). At
+most ``max_held_runs`` states are held in memory; idle runs past it wait encoded in
+:mod:`._coldruns` until a record concerns them (:mod:`._hotset` picks them).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Protocol
 from deerflow.core import history as h
 from deerflow.core.state import RunState, next_retry, shared
 from deerflow.log.base import EventLog, GroupConsumer, Record, TopicPartition, partition_for
+from deerflow.runtime._changed import ChangedRuns
 from deerflow.runtime._coldruns import ColdRuns
 from deerflow.runtime._hotset import MAX_HELD_RUNS, HotSet
 from deerflow.runtime._outbox import Outbox
@@ -127,10 +130,8 @@ class Ownership:
         self._stamps: dict[int, int | None] = {}  # per partition, that record's timestamp
         self._writing: dict[int, asyncio.Task[None]] = {}
         self._taking: set[int] = set()  # partitions whose snapshot is being encoded
-        #: runs changed since their partition's last snapshot (what its next delta holds):
-        #: noted as they change, sorted by partition when a snapshot takes them
-        self._dirty: set[str] = set()
-        self._dirty_by: dict[int, set[str]] = {}
+        #: runs changed since their partition's last snapshot (what its next delta holds)
+        self._changed = ChangedRuns(self.partition_of)
         #: set once the first assignment's runs are loaded: from then on, which runs this
         #: member owns is known (Engine.wait asks before choosing who answers)
         self.settled = asyncio.Event()
@@ -209,7 +210,7 @@ class Ownership:
         """Note that ``run_id``'s state, tombstone or parking changed (or may have): its
         partition's next snapshot holds it. Whoever changes a held run says so."""
         if self._snapshots is not None:
-            self._dirty.add(run_id)
+            self._changed.note(run_id)
 
     def tombstone(self, state: RunState) -> None:
         """Replace the state of ``state``'s run, which has ended, with a tombstone."""
@@ -555,24 +556,15 @@ class Ownership:
     def _bound_dirty(self) -> None:
         """Keep the changed runs' ids bounded while snapshots cannot be taken: past what the
         partitions hold, they are dropped and every partition's next snapshot is a base."""
-        noted = len(self._dirty) + sum(map(len, self._dirty_by.values()))
+        noted = len(self._changed)
         if self._snapshots is not None and noted > 2 * (len(self.runs) + len(self.cold)) + 10_000:
-            self._dirty, self._dirty_by = set(), {}
+            self._changed.clear()
             for partition in list(self._by_partition):
                 self._snapshots.reset(partition)
 
     def _take_dirty(self, partition: int) -> set[str]:
         """Take the ids of ``partition``'s runs changed since they were last taken."""
-        if self._dirty:
-            # A held run's partition is known; only the others' is computed (once each).
-            runs = self.runs
-            others = [run_id for run_id in self._dirty if run_id not in runs]
-            for run_id in others:
-                self._dirty_by.setdefault(self.partition_of(run_id), set()).add(run_id)
-            self._dirty.difference_update(others)
-        mine = self._dirty & self._by_partition.get(partition, set())
-        self._dirty -= mine
-        return mine | self._dirty_by.pop(partition, set())
+        return self._changed.take(partition, self.runs, self._by_partition.get(partition, set()))
 
     async def _take(self, partition: int) -> tuple[int, PartitionImage, list[bytes], bool] | None:
         """What a snapshot of ``partition`` holds now: the offset it covers, its image (runs
@@ -607,7 +599,7 @@ class Ownership:
         await self._outbox.drain()
         if changes != self._changes or partition not in self._covered or not self._durable():
             if partition in self._covered:  # still held: its next snapshot holds them
-                self._dirty |= mine
+                self._changed.note_all(mine)
             return None
         mark = time.perf_counter()
         for run_id in self._take_dirty(partition):
