@@ -296,6 +296,17 @@ class EngineMetrics(Collector):
         )
         lag.add_metric(["orchestrator"], orchestrator.lag() if orchestrator is not None else 0)
         yield lag
+        yield GaugeMetricFamily(
+            "deerflow_held_runs",
+            "Run states this process's orchestrator holds in memory (at most max_held_runs, "
+            "as far as idle runs can be evicted).",
+            value=orchestrator.held_runs if orchestrator is not None else 0,
+        )
+        yield GaugeMetricFamily(
+            "deerflow_evicted_runs",
+            "Live runs evicted from the orchestrator's memory until a record concerns them.",
+            value=orchestrator.evicted_runs if orchestrator is not None else 0,
+        )
         dlq = GaugeMetricFamily("deerflow_dlq_messages", "Dead letters.", labels=["state"])
         for state, n in sorted(self._dlq.items()):
             dlq.add_metric([state], n)

@@ -27,12 +27,14 @@ from deerflow.log.base import EventLog
 from deerflow.payloads import BlobStore
 from deerflow.runtime._archiver import Archiver
 from deerflow.runtime._archivestore import ArchiveStore, open_archive, parse_retention
+from deerflow.runtime._hotset import held_runs_setting
 from deerflow.runtime._orchestrator import SNAPSHOT_EVERY, Orchestrator
 from deerflow.runtime._payloads import check_fits, payload_log
 from deerflow.runtime._registry import WorkflowRegistry
 from deerflow.runtime._results import RunResult, run_result
 from deerflow.runtime._runindex import RunIndex
 from deerflow.runtime._runrows import RunQuery
+from deerflow.runtime._settings import whole_number
 from deerflow.runtime._tombstones import DEDUPE_LIMIT, DEDUPE_WINDOW
 from deerflow.runtime._waiters import RunMoved
 from deerflow.runtime._worker import Worker
@@ -57,14 +59,7 @@ SETTLE_WAIT = 2.0  # s Engine.wait gives a joining orchestrator to learn which r
 
 def snapshot_setting(given: int | None) -> int:
     """``snapshot_every`` as given, else ``DEERFLOW_SNAPSHOT_EVERY``, else the default."""
-    if given is None:
-        raw = os.environ.get("DEERFLOW_SNAPSHOT_EVERY", "").strip()
-        try:
-            given = int(raw) if raw else SNAPSHOT_EVERY
-        except ValueError:
-            raise DeerflowError(
-                f"DEERFLOW_SNAPSHOT_EVERY must be a whole number of records, not {raw!r}"
-            ) from None
+    given = whole_number(given, "DEERFLOW_SNAPSHOT_EVERY", SNAPSHOT_EVERY, "records")
     if given < 0:
         raise DeerflowError(f"snapshot_every must be 0 (none) or more, not {given}")
     return given
@@ -138,6 +133,11 @@ class Engine:
         dedupe_window: seconds an ended run's tombstone is kept after its end: within it a
             duplicate request of the run is ignored, after it the run id starts again.
         dedupe_limit: tombstones kept per history partition at most (the oldest go first).
+        max_held_runs: run states the orchestrator holds in memory at most
+            (``DEERFLOW_MAX_HELD_RUNS``, default 10,000); past it, the least recently used
+            runs with nothing in flight (waiting on a timer, an event, a signal, a child or a
+            flow-control gate) are evicted to a temporary file and loaded back by the next
+            record that concerns them. :class:`DeerflowError` unless a whole number ≥ 1.
         blobs: where payloads above ``payload_threshold`` bytes go, the log keeping a
             reference (see :func:`deerflow.runtime._payloads.payload_log`): a
             :class:`~deerflow.payloads.BlobStore` or its URL (``s3://bucket/prefix``,
@@ -172,6 +172,7 @@ class Engine:
         snapshot_every: int | None = None,
         dedupe_window: float = DEDUPE_WINDOW,
         dedupe_limit: int = DEDUPE_LIMIT,
+        max_held_runs: int | None = None,
         blobs: str | BlobStore | None = None,
         payload_threshold: int | None = None,
         archive: str | ArchiveStore | None = None,
@@ -179,6 +180,7 @@ class Engine:
         **options: Any,
     ) -> None:
         check_options("Engine", options)  # before anything is opened: a typo is not a setting
+        held_runs = held_runs_setting(max_held_runs)  # in any process: a bad one is an error
         self.options = options
         self._run_services = services and work
         self.services: list[Service] = []
@@ -198,6 +200,7 @@ class Engine:
                 snapshot_every=snapshot_setting(snapshot_every),
                 dedupe_window=dedupe_window,
                 dedupe_limit=dedupe_limit,
+                max_held_runs=held_runs,
             )
             if orchestrate
             else None

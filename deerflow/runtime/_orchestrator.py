@@ -19,10 +19,14 @@ as round-robin over the queue's partitions would split it (``_placement``): the 
 share starts here as far as it has free slots, the rest of its share goes to its partitions and
 every other worker's share to theirs. So fan-outs still spread over every worker.
 
-Memory: an ended run's state is dropped once everything decided for it is appended; only a
-tombstone stays (its id, and which retry could reopen it). The fold ignores every event of an
-ended run except a duplicate ``RunRequested`` (which the tombstone ignores in its place) and an
-operator's ``RunRetryRequested``, for which the run is folded again from its partition first.
+Memory: at most ``max_held_runs`` run states are held; past it the idle ones used least are
+evicted, encoded, to a temporary SQLite database, and loaded back by the next record that
+concerns them, a timer included (their timers stay in the timer heap): :mod:`._hotset`,
+:mod:`._coldruns`. An ended run's state is dropped once everything decided for it is
+appended; only a tombstone stays (its id, and which retry could reopen it). The fold ignores
+every event of an ended run except a duplicate ``RunRequested`` (which the tombstone ignores
+in its place) and an operator's ``RunRetryRequested``, for which the run is folded again from
+its partition first.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from deerflow.core.state import COMPLETED, RUN_RUNNING, SCHEDULED, RunState, fol
 from deerflow.core.topics import Topics
 from deerflow.log.base import EventLog, Message
 from deerflow.runtime._context import TaskDispatch
+from deerflow.runtime._hotset import MAX_HELD_RUNS
 from deerflow.runtime._outbox import Outbox
 from deerflow.runtime._ownership import Ownership
 from deerflow.runtime._payloads import refused
@@ -139,6 +144,7 @@ class Orchestrator(BackgroundService):
         snapshot_every: int = SNAPSHOT_EVERY,
         dedupe_window: float = DEDUPE_WINDOW,
         dedupe_limit: int = DEDUPE_LIMIT,
+        max_held_runs: int = MAX_HELD_RUNS,
     ) -> None:
         super().__init__()
         self._log = log_
@@ -158,6 +164,7 @@ class Orchestrator(BackgroundService):
             snapshots=(Snapshots(log_, topics) if snapshot_every > 0 else None),
             snapshot_every=snapshot_every,
             ended=EndedRuns(window=dedupe_window, limit=dedupe_limit, clock=clock),
+            max_held_runs=max_held_runs,
         )
         #: where decided attempts go: the local worker or the task queue
         self._placement = EagerPlacement(topics.tasks)
@@ -235,6 +242,21 @@ class Orchestrator(BackgroundService):
         """Whether this orchestrator owns ``run_id``'s history partition right now."""
         return self._owned.owns(run_id)
 
+    @property
+    def held_runs(self) -> int:
+        """Run states held in memory now (``deerflow_held_runs``)."""
+        return len(self.runs)
+
+    @property
+    def evicted_runs(self) -> int:
+        """Live runs evicted from memory now, kept encoded until a record concerns them."""
+        return len(self._owned.cold)
+
+    @property
+    def peak_held_runs(self) -> int:
+        """The most run states held at the end of a loop round (after evicting) so far."""
+        return self._owned.hot.peak
+
     # -- what Ownership asks of the loop --------------------------------------------------------
 
     def fold_record(self, value: bytes, touched: dict[str, RunState]) -> None:
@@ -249,7 +271,7 @@ class Orchestrator(BackgroundService):
     def forgotten(self, run_ids: set[str]) -> None:
         """Runs no longer held: their waiters ask the run index, their timers go."""
         self._waiters.release(run_id for run_id in run_ids if run_id in self._waiters)
-        self._drop_orphaned_timers()
+        self._drop_timers(run_ids)
 
     def resume(self, live: list[RunState]) -> int:
         """Re-arm the timers of runs folded from the log and re-dispatch orphaned attempts.
@@ -285,10 +307,12 @@ class Orchestrator(BackgroundService):
                 )
                 yield self._build_dispatch(wf, state, scheduled)
 
-    def _drop_orphaned_timers(self) -> None:
-        """Drop timers of runs no longer held; a far-off timer would otherwise pin its entry."""
-        self._timers = [t for t in self._timers if t[1] in self.runs]
-        heapq.heapify(self._timers)
+    def _drop_timers(self, run_ids: set[str]) -> None:
+        """Drop the timers of ``run_ids`` (ended, or no longer owned); a far-off timer would
+        otherwise pin its entry. (An evicted run's timers stay: they load it back.)"""
+        if run_ids and self._timers:
+            self._timers = [t for t in self._timers if t[1] not in run_ids]
+            heapq.heapify(self._timers)
 
     # -- ended runs: tombstones instead of states ----------------------------------------------
 
@@ -303,16 +327,15 @@ class Orchestrator(BackgroundService):
             return  # the loop is about to rebuild; its states decide what stays
         if self._outbox.idle:
             self._outbox.settle()
-        evicted = False
+        evicted: set[str] = set()
         for run_id in self._owned.ended.due(self._outbox.appended):
             state = self.runs.get(run_id)
             if state is not None and state.terminal:  # not forgotten, not reopened meanwhile
                 if run_id in self._waiters:  # its ending is durable: due says so
                     self._waiters.answer(state)
                 self._owned.tombstone(state)
-                evicted = True
-        if evicted and self._timers:
-            self._drop_orphaned_timers()
+                evicted.add(run_id)
+        self._drop_timers(evicted)
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -346,6 +369,7 @@ class Orchestrator(BackgroundService):
         if self._outbox.failed or self._outbox.backlog > MAX_BACKLOG:
             await self._outbox.drain()  # bounded memory; raises what an append raised
         self._evict_ended()
+        self._owned.evict_idle()
         await self._owned.checkpoint()
 
     def _poll_timeout(self) -> float:
@@ -360,7 +384,7 @@ class Orchestrator(BackgroundService):
                 # Read back, so durable: the attempt's slot is free before the worker that
                 # ran it resumes from its append, and the run's next step can take it.
                 worker.outcome_durable(event.run_id, event.task_id, event.attempt)
-        state = self.runs.get(event.run_id)
+        state = self._owned.get(event.run_id)  # an evicted run is loaded back first
         if state is None:
             if self._owned.reopens(event) or not isinstance(event, h.RunRequested):
                 return  # tombstoned (a retry is noted), or not started here
@@ -412,7 +436,7 @@ class Orchestrator(BackgroundService):
         now = self._clock()
         while self._timers and self._timers[0][0] <= now:
             _, run_id, timer_id = heapq.heappop(self._timers)
-            state = self.runs.get(run_id)
+            state = self._owned.get(run_id)  # an evicted run is loaded back first
             if state is None or timer_id not in state.timers:
                 continue
             fired = h.TimerFired(
@@ -520,7 +544,7 @@ class Orchestrator(BackgroundService):
         if event is None:
             return []
         log.error("%s", getattr(event, "error", event.type))
-        state = self.runs.get(event.run_id)
+        state = self._owned.get(event.run_id)
         events = [event]
         if isinstance(event, h.RunFailed) and state is not None:
             # A retried run may be refused again: its failure is a new event each time.

@@ -6,7 +6,9 @@ each that has (:class:`~deerflow.runtime._tombstones.EndedRuns`), and the reason
 parked. :class:`Ownership` is that table and the consumer group's listener that fills and
 empties it; the orchestrator folds and decides on it. A partition is loaded from its newest
 snapshot (:mod:`deerflow.runtime._snapshots`) and the records after it, and snapshots are
-written as records are folded.
+written as records are folded (the runs changed since the last one: :mod:`._changed`). At
+most ``max_held_runs`` states are held in memory; idle runs past it wait encoded in
+:mod:`._coldruns` until a record concerns them (:mod:`._hotset` picks them).
 """
 
 from __future__ import annotations
@@ -19,10 +21,13 @@ from collections.abc import Iterable
 from typing import Protocol
 
 from deerflow.core import history as h
-from deerflow.core.state import RunState, next_retry
+from deerflow.core.state import RunState, next_retry, shared
 from deerflow.log.base import EventLog, GroupConsumer, Record, TopicPartition, partition_for
+from deerflow.runtime._changed import ChangedRuns
+from deerflow.runtime._coldruns import ColdRuns
+from deerflow.runtime._hotset import MAX_HELD_RUNS, HotSet
 from deerflow.runtime._outbox import Outbox
-from deerflow.runtime._snapcodec import encode
+from deerflow.runtime._snapcodec import decode, encode
 from deerflow.runtime._snapshots import PartitionImage, Snapshots, Tombstone, snapshot_invalid
 from deerflow.runtime._tombstones import EndedRuns, refold
 
@@ -73,6 +78,9 @@ class Ownership:
         snapshots: where partition snapshots go (None: none are written or read).
         snapshot_every: records folded in a partition between two of its snapshots.
         ended: the tombstones (bounded by its window and limit).
+        max_held_runs: run states held in memory at most, as far as idle ones can be
+            evicted (:mod:`._hotset`); the others wait in :attr:`cold` until a record
+            concerns them (:meth:`get` loads them back).
     """
 
     def __init__(
@@ -86,6 +94,7 @@ class Ownership:
         snapshots: Snapshots | None = None,
         snapshot_every: int = 5000,
         ended: EndedRuns | None = None,
+        max_held_runs: int = MAX_HELD_RUNS,
     ) -> None:
         self._log = log_
         self._topic = topic
@@ -95,8 +104,13 @@ class Ownership:
         self.consumer: GroupConsumer | None = None
         #: how many partitions the history has (set once joined)
         self.partitions = 0
-        #: states of the owned partitions' runs that have not ended (or not been evicted yet)
+        #: states held in memory of the owned partitions' runs that have not ended (or not
+        #: been tombstoned yet); idle ones past ``max_held_runs`` are in :attr:`cold`
         self.runs: dict[str, RunState] = {}
+        #: which held runs were used last (the idle ones used least go first)
+        self.hot = HotSet(max_held_runs)
+        #: encoded states of the runs evicted from :attr:`runs`, until a record concerns them
+        self.cold = ColdRuns()
         self._by_partition: dict[int, set[str]] = {}
         #: tombstones of ended runs: a dict entry each instead of a state
         self.ended = ended if ended is not None else EndedRuns()
@@ -116,10 +130,8 @@ class Ownership:
         self._stamps: dict[int, int | None] = {}  # per partition, that record's timestamp
         self._writing: dict[int, asyncio.Task[None]] = {}
         self._taking: set[int] = set()  # partitions whose snapshot is being encoded
-        #: runs changed since their partition's last snapshot (what its next delta holds):
-        #: noted as they change, sorted by partition when a snapshot takes them
-        self._dirty: set[str] = set()
-        self._dirty_by: dict[int, set[str]] = {}
+        #: runs changed since their partition's last snapshot (what its next delta holds)
+        self._changed = ChangedRuns(self.partition_of)
         #: set once the first assignment's runs are loaded: from then on, which runs this
         #: member owns is known (Engine.wait asks before choosing who answers)
         self.settled = asyncio.Event()
@@ -146,7 +158,41 @@ class Ownership:
 
     def knows(self, run_id: str) -> bool:
         """Whether ``run_id`` is a run of the owned partitions, running or ended (tombstoned)."""
-        return run_id in self.runs or self.is_ended(run_id)
+        return run_id in self.runs or self.is_ended(run_id) or run_id in self.cold
+
+    def get(self, run_id: str) -> RunState | None:
+        """The state of ``run_id`` if it is live here, loaded back first if it was evicted;
+        noted as used now. Whoever folds into a run gets it here."""
+        state = self.runs.get(run_id)
+        if state is None:
+            data = self.cold.take(run_id) if self.cold.count else None
+            if data is None:
+                return None
+            state = self.runs[run_id] = shared(decode(data, RunState))
+            self._by_partition.setdefault(self.partition_of(run_id), set()).add(run_id)
+        self.hot.touch(run_id)
+        return state
+
+    def evict_idle(self) -> int:
+        """Evict the least recently used idle runs past ``max_held_runs`` to :attr:`cold`;
+        how many went.
+
+        Called between the loop's rounds, when no fold or decision is half done. Runs of a
+        partition being loaded stay: its loader holds their states until it has resumed them.
+        """
+        loading = {tp.partition for tp in self.loading}
+        chosen = self.hot.pick(
+            self.runs, lambda run_id: not loading or self.partition_of(run_id) not in loading
+        )
+        if chosen:
+            rows = [(s.run_id, self.partition_of(s.run_id), encode(s)) for s in chosen]
+            self.cold.put(rows)
+            for run_id, part, _ in rows:
+                del self.runs[run_id]
+                self._by_partition.get(part, set()).discard(run_id)
+                self.hot.discard(run_id)
+        self.hot.settled(len(self.runs))
+        return len(chosen)
 
     def is_ended(self, run_id: str) -> bool:
         """Whether ``run_id`` has ended and been evicted here (a tombstone stands for it)."""
@@ -156,6 +202,7 @@ class Ownership:
         """A new state for ``run_id``, held from now on."""
         state = self.runs[run_id] = RunState(run_id=run_id)
         self._by_partition.setdefault(self.partition_of(run_id), set()).add(run_id)
+        self.hot.touch(run_id)
         self.changed(run_id)
         return state
 
@@ -163,13 +210,14 @@ class Ownership:
         """Note that ``run_id``'s state, tombstone or parking changed (or may have): its
         partition's next snapshot holds it. Whoever changes a held run says so."""
         if self._snapshots is not None:
-            self._dirty.add(run_id)
+            self._changed.note(run_id)
 
     def tombstone(self, state: RunState) -> None:
         """Replace the state of ``state``'s run, which has ended, with a tombstone."""
         run_id = state.run_id
         part = self.partition_of(run_id)
         self.runs.pop(run_id, None)
+        self.hot.discard(run_id)
         self.parked.pop(run_id, None)
         self._by_partition.get(part, set()).discard(run_id)
         self.ended.add(part, state)
@@ -238,18 +286,22 @@ class Ownership:
                 await loader
 
     def _forget(self, partitions: Iterable[TopicPartition]) -> None:
+        partitions = list(partitions)
         forgotten: set[str] = set()
         for tp in partitions:
             self._take_dirty(tp.partition)
             runs = self._by_partition.pop(tp.partition, set())
+            runs.update(self.cold.ids(tp.partition))
             for run_id in runs:
                 self.runs.pop(run_id, None)
+                self.hot.discard(run_id)
                 self.parked.pop(run_id, None)
             self.ended.forget(tp.partition)
             self._covered.pop(tp.partition, None)
             self._stamps.pop(tp.partition, None)
             self._folded.pop(tp.partition, None)
             forgotten |= runs
+        self.cold.drop(tp.partition for tp in partitions)
         self._owner.forgotten(forgotten)
 
     async def reopen_runs(self, touched: dict[str, RunState]) -> None:
@@ -263,11 +315,12 @@ class Ownership:
         reopened: list[RunState] = []
         for part, state in await refold(self._log, self._topic, self.partitions, wanted):
             tp = TopicPartition(self._topic, part)
-            if not state.requested or state.run_id in self.runs or not self._holds(tp):
+            if not state.requested or not self._holds(tp) or self.get(state.run_id) is not None:
                 continue  # moved or reloaded while read, or no such run
             self.ended.remove(part, state.run_id)
             self.runs[state.run_id] = touched[state.run_id] = state
             self._by_partition.setdefault(part, set()).add(state.run_id)
+            self.hot.touch(state.run_id)
             self.changed(state.run_id)
             reopened.append(state)
         log.info("orchestrator reopened %d ended runs for a retry", len(reopened))
@@ -420,6 +473,7 @@ class Ownership:
         for state in image.runs:
             self.runs[state.run_id] = touched[state.run_id] = state
             runs.add(state.run_id)
+            self.hot.touch(state.run_id)
         for run_id, reopened_by, ended_at in image.ended:
             self.ended.keep(partition, run_id, reopened_by, ended_at)
         self.parked.update(image.parked)
@@ -502,24 +556,15 @@ class Ownership:
     def _bound_dirty(self) -> None:
         """Keep the changed runs' ids bounded while snapshots cannot be taken: past what the
         partitions hold, they are dropped and every partition's next snapshot is a base."""
-        noted = len(self._dirty) + sum(map(len, self._dirty_by.values()))
-        if self._snapshots is not None and noted > 2 * len(self.runs) + 10_000:
-            self._dirty, self._dirty_by = set(), {}
+        noted = len(self._changed)
+        if self._snapshots is not None and noted > 2 * (len(self.runs) + len(self.cold)) + 10_000:
+            self._changed.clear()
             for partition in list(self._by_partition):
                 self._snapshots.reset(partition)
 
     def _take_dirty(self, partition: int) -> set[str]:
         """Take the ids of ``partition``'s runs changed since they were last taken."""
-        if self._dirty:
-            # A held run's partition is known; only the others' is computed (once each).
-            runs = self.runs
-            others = [run_id for run_id in self._dirty if run_id not in runs]
-            for run_id in others:
-                self._dirty_by.setdefault(self.partition_of(run_id), set()).add(run_id)
-            self._dirty.difference_update(others)
-        mine = self._dirty & self._by_partition.get(partition, set())
-        self._dirty -= mine
-        return mine | self._dirty_by.pop(partition, set())
+        return self._changed.take(partition, self.runs, self._by_partition.get(partition, set()))
 
     async def _take(self, partition: int) -> tuple[int, PartitionImage, list[bytes], bool] | None:
         """What a snapshot of ``partition`` holds now: the offset it covers, its image (runs
@@ -529,11 +574,13 @@ class Ownership:
         changes, began = self._changes, time.perf_counter()
         held = longest = 0.0
         mark = time.perf_counter()
-        live = self._by_partition.get(partition, set())
+        in_memory = self._by_partition.get(partition, set())
         chain = self._snapshots.chain(partition)
         mine = self._take_dirty(partition)
-        size = len(live) + self.ended.count(partition)
+        size = len(in_memory) + self.cold.count_in(partition) + self.ended.count(partition)
         delta = chain is not None and not chain.wants_base(len(mine), size)
+        # The partition's evicted runs are live too: a base reads their bytes from cold.
+        live = mine if delta else in_memory | set(self.cold.ids(partition))
         encoded: dict[str, bytes] = {}
         ended: dict[str, Tombstone] = {}
         gone: set[str] = set()
@@ -541,7 +588,7 @@ class Ownership:
         # loop's own folding waits for this). Those they change are noted as changed and
         # encoded again below, once the outbox is drained: each run is then as it is at the
         # end, with every decision durable, as if taken at once.
-        for run_id in sorted(mine if delta else live):
+        for run_id in sorted(live):
             self._classify(partition, run_id, encoded, ended, gone)
             if (spent := time.perf_counter() - mark) > SLICE_SECONDS:
                 held, longest = held + spent, max(longest, spent)
@@ -552,7 +599,7 @@ class Ownership:
         await self._outbox.drain()
         if changes != self._changes or partition not in self._covered or not self._durable():
             if partition in self._covered:  # still held: its next snapshot holds them
-                self._dirty |= mine
+                self._changed.note_all(mine)
             return None
         mark = time.perf_counter()
         for run_id in self._take_dirty(partition):
@@ -594,7 +641,9 @@ class Ownership:
         ended.pop(run_id, None)
         gone.discard(run_id)
         state = self.runs.get(run_id)
-        if state is not None and not state.terminal:
+        if state is None and (cold := self.cold.peek(run_id)) is not None:
+            encoded[run_id] = cold  # evicted: its bytes are what encode gives
+        elif state is not None and not state.terminal:
             encoded[run_id] = encode(state)
         elif state is not None:  # ended, not evicted yet: a tombstone is what it needs
             ended[run_id] = (run_id, next_retry(state), _ended_at(state))

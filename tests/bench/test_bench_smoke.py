@@ -147,9 +147,10 @@ def test_history_growth_takeover_loads_the_snapshots_the_previous_owner_left(
     assert second["snapshots_loaded"] == 4 and second["records_folded"] == 0
 
 
-def test_the_compaction_benchmark_prints_both_topics_and_what_each_keeps() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.compaction", "20", "4"],
+def run_module(module: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m MODULE ARGS`` as a user runs it, from the repository's root."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
@@ -157,6 +158,10 @@ def test_the_compaction_benchmark_prints_both_topics_and_what_each_keeps() -> No
         timeout=120,
         check=False,
     )
+
+
+def test_the_compaction_benchmark_prints_both_topics_and_what_each_keeps() -> None:
+    done = run_module("bench.compaction", "20", "4")
     assert done.returncode == 0, done.stderr
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     assert [(r["topic"], r["appends"], r["records_kept"]) for r in lines] == [
@@ -167,15 +172,7 @@ def test_the_compaction_benchmark_prints_both_topics_and_what_each_keeps() -> No
 
 
 def test_the_snapshot_cost_benchmark_prints_a_base_and_a_smaller_delta() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.snapshot_cost", "300", "30"],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_module("bench.snapshot_cost", "300", "30")
     assert done.returncode == 0, done.stderr
     cost = json.loads(done.stdout)
     assert (cost["runs"], cost["changed"]) == (300, 30)
@@ -183,3 +180,17 @@ def test_the_snapshot_cost_benchmark_prints_a_base_and_a_smaller_delta() -> None
     assert cost["base_bytes"] == cost["whole_bytes"]
     assert 0.05 * cost["base_bytes"] < cost["delta_bytes"] < 0.2 * cost["base_bytes"]
     assert all(cost[k] > 0 for k in ("whole_ms", "base_ms", "delta_ms", "base_write_ms"))
+
+
+def test_the_held_runs_benchmark_evicts_past_its_limit_and_says_what_runs_cost() -> None:
+    done = run_module("bench.held_runs", "sqlite", "300", "50")
+    assert done.returncode == 0, done.stderr
+    cost = json.loads(done.stdout)
+    assert (cost["runs"], cost["held"], cost["evicted"]) == (300, 50, 250)
+    assert cost["objects_bytes_per_run"] > 0 and cost["rss_bytes_per_run"] != 0
+
+
+def test_the_held_runs_benchmark_refuses_an_unknown_store_in_one_line() -> None:
+    done = run_module("bench.held_runs", "postgres", "300", "50")
+    assert done.returncode == 1
+    assert done.stderr.strip() == "usage: python -m bench.held_runs sqlite|kafka RUNS MAX_HELD_RUNS"
