@@ -14,10 +14,11 @@ from deerflow.core import history as h
 from deerflow.core.state import waits_of
 from deerflow.events import KafkaEvent, Schedule
 from deerflow.log.base import Message
-from deerflow.matching import EventMatched
+from deerflow.matching import EventMatched, Matcher
 from deerflow.web import _graph as graph
 from tests.logs import history
 from tests.matching.waits import invoices, payments, until_waiting
+from tests.rebuilding import member_of, until
 
 
 async def test_an_event_resumes_the_run_it_matches_once_however_often_delivered(store):
@@ -177,6 +178,14 @@ async def test_a_wait_registered_after_its_run_was_cancelled_resumes_nothing(sto
         await until_waiting(engine, run)
         await run.cancel()
         cancelled = await run.result(timeout=60)
+        # The end reaches the index through the router, which reads the history and the
+        # events apart: the event is sent once the index let the wait go.
+        matcher = member_of(engine, Matcher)
+
+        async def retired() -> bool:
+            return sum(len(index) for index in matcher.indexes.values()) == 0
+
+        await until(retired, "the cancelled run's wait never left the index")
         await publish_event_async(
             "InvoiceApproved", {"invoice_id": "inv-9", "by": "ann"}, store=engine
         )
