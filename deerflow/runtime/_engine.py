@@ -25,6 +25,7 @@ from deerflow.errors import (
 from deerflow.log import open_log
 from deerflow.log.base import EventLog
 from deerflow.payloads import BlobStore
+from deerflow.runtime import _collector
 from deerflow.runtime._archiver import Archiver
 from deerflow.runtime._archivestore import ArchiveStore, open_archive, parse_retention
 from deerflow.runtime._orchestrator import SNAPSHOT_EVERY, Orchestrator
@@ -229,6 +230,7 @@ class Engine:
                     partitions=self.orchestrator.owned_partitions,
                 )
         self._started = False
+        self._holds_collector = False  # whether this engine made the collector slower
         self._lock = asyncio.Lock()
         self._late: set[asyncio.Task[None]] = set()
         self._unstarted: list[Plugin] = []  # adopted, services not started yet
@@ -351,6 +353,9 @@ class Engine:
             if self.worker is not None:
                 self.worker.release()
             self._started = True
+            if not self._holds_collector:
+                self._holds_collector = True
+                _collector.hold()
 
     async def _start_all(self, services: list[Service], *joins: Awaitable[None]) -> None:
         """Start ``services`` (and ``joins``) concurrently; if one fails, stop them all."""
@@ -388,6 +393,9 @@ class Engine:
         The worker drains first: a task body finishing meanwhile may still publish through a
         service.
         """
+        if self._holds_collector:
+            self._holds_collector = False
+            _collector.release()
         if self.worker is not None:
             await self.worker.stop()
         if self._late:
