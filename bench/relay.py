@@ -137,8 +137,12 @@ class RelayDriver:
         self._producer = self._consumer = None
 
     async def round(self, chains: int, timeout: float = 120.0) -> float:
-        """Send ``chains`` chains and wait for all; returns the seconds it took."""
+        """Send ``chains`` chains and wait for all; returns the seconds it took.
+
+        :attr:`ended` then holds the seconds from the start to each chain's end.
+        """
         self._round += 1
+        self.ended: list[float] = []
         started = time.perf_counter()
         sends = [
             await self._producer.send(
@@ -151,7 +155,9 @@ class RelayDriver:
         async with asyncio.timeout(timeout):
             while seen < chains:
                 batch = await self._consumer.getmany(timeout_ms=100)
-                seen += sum(len(records) for records in batch.values())
+                got = sum(len(records) for records in batch.values())
+                self.ended += [time.perf_counter() - started] * got
+                seen += got
         return time.perf_counter() - started
 
 

@@ -45,7 +45,7 @@ from bench.workloads import (
     make_keyed_short,
     make_short,
 )
-from deerflow import Engine
+from deerflow import Engine, RunHandle, RunResult
 
 SCENARIO = "a. engine overhead"
 GOAL = Goal(">=", 0.30, stretch=0.5)
@@ -54,6 +54,13 @@ RESULT_TIMEOUT = 600.0
 SHORT_BATCH = 500  # rows per transaction of the short-run stream's baseline
 RATE = Metric("rate", "steps/s vs baseline rows or msg/s", "/s", GOAL)
 RECORDS = Metric("records", "records written per step (baseline: 1)", "")
+STEP_P99 = Metric("step_ms_p99", "p99 over chains of a chain's time ÷ its steps", "ms")
+
+
+def step_p99_ms(ended: list[float]) -> float:
+    """p99 over chains of (seconds from the round's start to the chain's end) ÷ its steps."""
+    ordered = sorted(ended)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] / CHAIN_STEPS * 1000
 
 
 async def chain_round(engine: Engine, runs: int) -> Metrics:
@@ -61,13 +68,24 @@ async def chain_round(engine: Engine, runs: int) -> Metrics:
     wf = engine.registry.get("bench_chain")
     assert wf is not None
     started = time.perf_counter()
+    ended: list[float] = []
+
+    async def result(handle: RunHandle) -> RunResult:
+        outcome = await handle.result(timeout=RESULT_TIMEOUT)
+        ended.append(time.perf_counter() - started)
+        return outcome
+
     handles = await asyncio.gather(*(engine.start(wf) for _ in range(runs)))
-    results = await asyncio.gather(*(h.result(timeout=RESULT_TIMEOUT) for h in handles))
+    results = await asyncio.gather(*(result(h) for h in handles))
     elapsed = time.perf_counter() - started
     failed = [r for r in results if not r.ok]
     if failed:
         raise RuntimeError(f"{len(failed)} chain runs did not complete: {failed[0].error}")
-    return {"rate": runs * CHAIN_STEPS / elapsed, "seconds": elapsed}
+    return {
+        "rate": runs * CHAIN_STEPS / elapsed,
+        "seconds": elapsed,
+        "step_ms_p99": step_p99_ms(ended),
+    }
 
 
 def _partitions_of(member: int, members: int, partitions: int) -> str:
@@ -126,7 +144,7 @@ async def _kafka_case(
                         f"{runs} chains",
                         lambda: _relay_round(driver, runs),
                         engine_round,
-                        [RATE, RECORDS],
+                        [RATE, RECORDS, STEP_P99] if tuned else [RATE, RECORDS],
                         note=f"{runs} concurrent runs x {CHAIN_STEPS} no-op steps; relay moves "
                         f"{runs} messages x {CHAIN_STEPS} hops with the same processes and "
                         "partitions",
@@ -139,7 +157,12 @@ async def _kafka_case(
 
 async def _relay_round(driver: RelayDriver, runs: int) -> Metrics:
     seconds = await driver.round(runs)
-    return {"rate": runs * CHAIN_STEPS / seconds, "seconds": seconds, "records": 1.0}
+    return {
+        "rate": runs * CHAIN_STEPS / seconds,
+        "seconds": seconds,
+        "records": 1.0,
+        "step_ms_p99": step_p99_ms(driver.ended),
+    }
 
 
 async def _engine_round(engine: Engine, pool: ProcessPool, runs: int) -> Metrics:

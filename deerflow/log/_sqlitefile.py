@@ -284,9 +284,10 @@ class SqliteFile:
                     positions.append((tp, offset))
                     rows.append((
                         tp.topic, tp.partition, offset, message.key, message.value,
-                        encode_headers(message.headers), now_ms,
+                        encode_headers(message.headers) if message.headers else b"", now_ms,
                     ))  # fmt: skip
-                self._commit_offsets(request)
+                if request.offsets:  # an append commits none: no statement to prepare
+                    self._commit_offsets(request)
                 results.append(positions)
             rows = self._compact(rows)
             conn.executemany("INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
@@ -402,9 +403,12 @@ class SqliteFile:
                     (tp.topic, tp.partition, offset, budget),
                 )
                 out.extend(
-                    Record(tp.topic, tp.partition, off, key, value, decode_headers(hdrs), ts)
+                    Record(
+                        tp.topic, tp.partition, off, key, value,
+                        decode_headers(hdrs) if hdrs else (), ts,
+                    )
                     for off, key, value, hdrs, ts in rows
-                )
+                )  # fmt: skip
         return out, ends
 
     def load_committed(self, group: str, tp: TopicPartition) -> int | None:

@@ -104,8 +104,11 @@ class _SqliteStorage(LocalStorage):
     ) -> list[tuple[TopicPartition, Message]]:
         """Each message with the partition it goes to; raises before anything is written."""
         placed = []
+        counts = self._counts
         for message in messages:
-            count = await self.partition_count(message.topic, default)
+            count = counts.get(message.topic)  # known: no await per message
+            if count is None:
+                count = await self.partition_count(message.topic, default)
             partition = message.partition
             if partition is None:
                 partition = partition_for(message.key, count)

@@ -8,8 +8,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field
 
+from deerflow import _codec
 from deerflow.core import history as h
 from deerflow.events import parse_trigger_event
 from deerflow.log.base import Message
@@ -112,6 +114,17 @@ def trigger_event_view(data: Mapping[str, Any] | None) -> Any:
     return parse_trigger_event(data)
 
 
+_IMMUTABLE = (str, int, float, bool)
+
+
+def _private_copy(value: Any) -> Any:
+    """``value`` as a reader of the task queue gets it: plain JSON data, a copy of its own."""
+    try:
+        return _codec.to_json_value(value)
+    except TypeError:  # what the queue's pydantic encoding takes and orjson does not
+        return _codec.loads(pydantic_core.to_json(value))
+
+
 class TaskContext:
     """Passed to every task body.
 
@@ -130,32 +143,80 @@ class TaskContext:
         logger: a logger whose records carry the run and task ids.
     """
 
-    def __init__(self, dispatch: TaskDispatch, *, logger: logging.Logger | None = None) -> None:
+    def __init__(
+        self,
+        dispatch: TaskDispatch,
+        *,
+        logger: logging.Logger | None = None,
+        shared: bool = False,
+    ) -> None:
         self._dispatch = dispatch
+        # ``shared``: the dispatch is the orchestrator's own (an eager attempt), whose values
+        # are its run state's. What the body reads of them is copied on first read, as if it
+        # came through the task queue, so a body mutating its inputs cannot change the run;
+        # a body that reads nothing copies nothing.
+        self._shared = shared
+        self._copies: dict[str, Any] = {}
         self.run_id = dispatch.run_id
         self.task_id = dispatch.task_id
         self.attempt = dispatch.attempt
         self.workflow = dispatch.workflow
-        self.params = dispatch.params
-        self.input = dispatch.input
         self.correlation_id = dispatch.correlation_id or dispatch.run_id
         self.idempotency_key = f"{dispatch.run_id}/{dispatch.task_id}"
         self.attempt_key = f"{dispatch.run_id}/{dispatch.task_id}/{dispatch.attempt}"
-        self.tasks: Mapping[str, TaskView] = _UpstreamTasks(
-            dispatch.task_id,
-            {tid: TaskView(**view) for tid, view in dispatch.upstream.items()},
-        )
-        base = logger or _TASK_LOGGER
-        self.logger = logging.LoggerAdapter(
-            base, {"run_id": dispatch.run_id, "task_id": dispatch.task_id}
-        )
+        # The views and the logger are built on first use: most bodies read neither, and
+        # building them was a tenth of a chain step's CPU.
+        self._tasks: Mapping[str, TaskView] | None = None
+        self._base_logger = logger
+        self._logger: logging.LoggerAdapter[logging.Logger] | None = None
         self._trigger_event: Any = None
+
+    def _read(self, name: str) -> Any:
+        """The dispatch's field ``name``, the body's own copy of it when ``shared``."""
+        value = getattr(self._dispatch, name)
+        if not self._shared or value is None or type(value) in _IMMUTABLE:
+            return value
+        copies = self._copies
+        if name not in copies:
+            copies[name] = _private_copy(value)
+        return copies[name]
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The run's parameters."""
+        params: dict[str, Any] = self._read("params")
+        return params
+
+    @property
+    def input(self) -> Any:
+        """The run's input (for a sub-workflow: the upstream output)."""
+        return self._read("input")
+
+    @property
+    def tasks(self) -> Mapping[str, TaskView]:
+        """Upstream tasks by id (``context.tasks["extract"].output``)."""
+        if self._tasks is None:
+            upstream: dict[str, dict[str, Any]] = self._read("upstream")
+            self._tasks = _UpstreamTasks(
+                self.task_id, {tid: TaskView(**view) for tid, view in upstream.items()}
+            )
+        return self._tasks
+
+    @property
+    def logger(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger whose records carry the run and task ids."""
+        if self._logger is None:
+            self._logger = logging.LoggerAdapter(
+                self._base_logger or _TASK_LOGGER,
+                {"run_id": self.run_id, "task_id": self.task_id},
+            )
+        return self._logger
 
     @property
     def trigger_event(self) -> Any:
         """The event that started the run, typed by source (``event.type``)."""
         if self._trigger_event is None and self._dispatch.trigger is not None:
-            self._trigger_event = trigger_event_view(self._dispatch.trigger)
+            self._trigger_event = trigger_event_view(self._read("trigger"))
         return self._trigger_event
 
     @property
@@ -163,7 +224,7 @@ class TaskContext:
         """A batch's run (``Workflow(batch=...)``): the trigger event of every run of its batch,
         oldest first, typed as :attr:`trigger_event` is (a run started by hand brings
         ``{"params": ..., "input": ...}``); any other run: its own trigger event, if any."""
-        members = self._dispatch.extra.get("trigger_events")
+        members = self.extra.get("trigger_events")
         if members is None:
             return [] if self.trigger_event is None else [self.trigger_event]
         return [
@@ -176,11 +237,13 @@ class TaskContext:
     @property
     def payload(self) -> Any:
         """The payload sent with a state-machine transition request (``engine.send``)."""
-        return self._dispatch.extra.get("payload")
+        return self.extra.get("payload")
 
     def __getattr__(self, name: str) -> Any:
         # Keys of a dict input read as attributes: the spec's ``context.order``.
-        data = self.__dict__.get("input")
+        if name.startswith("_"):  # not yet set (a copy being made): no input to look in
+            raise AttributeError(name)
+        data = self.input
         if isinstance(data, dict) and name in data:
             return data[name]
         raise AttributeError(
@@ -226,7 +289,8 @@ class TaskContext:
     @property
     def extra(self) -> dict[str, Any]:
         """Pattern-specific data carried by the dispatch (fan-out item, child outputs, ...)."""
-        return self._dispatch.extra
+        extra: dict[str, Any] = self._read("extra")
+        return extra
 
     def __repr__(self) -> str:
         return (

@@ -25,6 +25,7 @@ from deerflow.errors import (
 from deerflow.log import open_log
 from deerflow.log.base import EventLog
 from deerflow.payloads import BlobStore
+from deerflow.runtime import _collector
 from deerflow.runtime._archiver import Archiver
 from deerflow.runtime._archivestore import ArchiveStore, open_archive, parse_retention
 from deerflow.runtime._hotset import held_runs_setting
@@ -232,6 +233,7 @@ class Engine:
                     partitions=self.orchestrator.owned_partitions,
                 )
         self._started = False
+        self._holds_collector = False  # whether this engine made the collector slower
         self._lock = asyncio.Lock()
         self._late: set[asyncio.Task[None]] = set()
         self._unstarted: list[Plugin] = []  # adopted, services not started yet
@@ -354,6 +356,9 @@ class Engine:
             if self.worker is not None:
                 self.worker.release()
             self._started = True
+            if not self._holds_collector:
+                self._holds_collector = True
+                _collector.hold()
 
     async def _start_all(self, services: list[Service], *joins: Awaitable[None]) -> None:
         """Start ``services`` (and ``joins``) concurrently; if one fails, stop them all."""
@@ -391,6 +396,9 @@ class Engine:
         The worker drains first: a task body finishing meanwhile may still publish through a
         service.
         """
+        if self._holds_collector:
+            self._holds_collector = False
+            _collector.release()
         if self.worker is not None:
             await self.worker.stop()
         if self._late:

@@ -81,13 +81,15 @@ async def run_attempt(
     executor: ThreadPoolExecutor | None = None,
     worker: str | None = None,
     hooks: Hooks | None = None,
+    shared: bool = False,
 ) -> h.TaskCompleted | h.TaskFailed:
     """Run one attempt of a task body and describe its outcome as a history event.
 
-    ``hooks`` wrap the body (``around_task``) and see the outcome (``on_task_end``).
+    ``hooks`` wrap the body (``around_task``) and see the outcome (``on_task_end``);
+    ``shared``: the dispatch's values are the run state's, copied for the body as it reads them.
     """
     chain = hooks if hooks is None or isinstance(hooks, HookChain) else HookChain([hooks])
-    outcome = await _attempt(task, fn, dispatch, executor, worker, chain)
+    outcome = await _attempt(task, fn, dispatch, executor, worker, chain, shared)
     if chain is not None and chain.sees_task_ends:
         chain.on_task_end(TaskEnded(dispatch, outcome))
     return outcome
@@ -100,8 +102,9 @@ async def _attempt(
     executor: ThreadPoolExecutor | None,
     worker: str | None,
     hooks: HookChain | None,
+    shared: bool,
 ) -> h.TaskCompleted | h.TaskFailed:
-    ctx = TaskContext(dispatch)
+    ctx = TaskContext(dispatch, shared=shared)
     started = h.now()
     task_id = dispatch.task_id
     ident = (dispatch.run_id, task_id, dispatch.attempt)
@@ -382,8 +385,12 @@ class Worker(BackgroundService):
         try:
             # A body gets its own copy of the inputs, as if it came through the queue: the
             # orchestrator's run state must not change when a body mutates what it was given.
-            dispatch = TaskDispatch.model_validate_json(dispatch.model_dump_json())
-            outcome, record = await self._run_dispatch(dispatch)
+            # The context copies what the body reads; but a kind's callable may be given parts
+            # of ``extra`` itself (a fan-out's item), so a dispatch with any is copied whole.
+            shared = not dispatch.extra
+            if not shared:
+                dispatch = TaskDispatch.model_validate_json(dispatch.model_dump_json())
+            outcome, record = await self._run_dispatch(dispatch, shared=shared)
             await self._append_durably(self._history(outcome, record))
             self._free_slot(asyncio.current_task())
         except asyncio.CancelledError:
@@ -607,9 +614,12 @@ class Worker(BackgroundService):
         return messages
 
     async def _run_dispatch(
-        self, dispatch: TaskDispatch
+        self, dispatch: TaskDispatch, *, shared: bool = False
     ) -> tuple[h.TaskCompleted | h.TaskFailed, Message]:
-        """The attempt's outcome and its record (encoded once: its size is checked on it)."""
+        """The attempt's outcome and its record (encoded once: its size is checked on it).
+
+        ``shared``: the dispatch is the orchestrator's own (see :class:`TaskContext`).
+        """
         self._claim((dispatch.run_id, dispatch.task_id, dispatch.attempt))
         wf = self._registry.get(dispatch.workflow, dispatch.version)
         outcome: h.TaskCompleted | h.TaskFailed
@@ -622,7 +632,13 @@ class Worker(BackgroundService):
                 outcome = _failure(dispatch, str(exc), "LookupError", self.name)
             else:
                 outcome = await run_attempt(
-                    task, fn, dispatch, executor=self._executor, worker=self.name, hooks=self.hooks
+                    task,
+                    fn,
+                    dispatch,
+                    executor=self._executor,
+                    worker=self.name,
+                    hooks=self.hooks,
+                    shared=shared,
                 )
         record = h.message(self._topics.history, outcome)
         fitting = within_limit(outcome, self._log.max_value_bytes, len(record.value))

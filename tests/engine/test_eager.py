@@ -278,3 +278,23 @@ async def test_a_result_awaited_while_the_run_moves_to_another_process_still_arr
             release.set()
             result = await waiting
     assert result.status == "completed" and result.output == "done"
+
+
+async def test_a_body_mutating_the_runs_params_and_input_does_not_change_them_for_the_next(store):
+    wf = Workflow(name="eager_mutation_params")
+
+    @wf.task(id="spoil")
+    async def spoil(context):
+        context.params["items"].append(99)
+        context.input["seen"] = True
+        return [len(context.params["items"]), sorted(context.input)]
+
+    @wf.task(id="read", depends_on=["spoil"])
+    async def read(context):
+        return [context.params["items"], context.input, context.seen]
+
+    async with Engine(store, [wf]) as engine:
+        handle = await engine.start(wf, params={"items": [1]}, input={"seen": False})
+        result = await handle.result(timeout=60)
+    assert result.tasks["spoil"].output == [2, ["seen"]]
+    assert result.output == [[1], {"seen": False}, False]
