@@ -55,7 +55,9 @@ async def test_a_thousand_runs_wait_on_one_type_each_resumed_by_its_own_event(st
     count = 1000
     async with Engine(store, [plain, held, brief], orchestrate=False, work=False) as client:
         runs = [await client.start(plain, params={"invoice_id": f"inv-{i}"}) for i in range(count)]
-        await until_waiting(client, *runs, timeout=180)
+        await until_waiting(
+            client, *runs, timeout=180, why=lambda: "\n" + workers.logs(chars=20_000)
+        )
         events = EventStore(client.log, topic=client.topics.events)
         for i in reversed(range(count)):
             published = await events.publish_async(

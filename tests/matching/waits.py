@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 from deerflow import Engine, RunHandle, Workflow
@@ -51,9 +52,14 @@ def payments(name: str, topic: str) -> Workflow:
 
 
 async def until_waiting(
-    engine: Engine, *handles: RunHandle, timeout: float = 60, node: str = "approval"
+    engine: Engine,
+    *handles: RunHandle,
+    timeout: float = 60,
+    node: str = "approval",
+    why: Callable[[], str] = str,
 ) -> None:
-    """Wait until each run's ``node`` is waiting for its event."""
+    """Wait until each run's ``node`` is waiting for its event; failing, say what the first
+    runs still pending are doing, and ``why()`` (e.g. the workers' logs)."""
     deadline = time.monotonic() + timeout
     pending = list(handles)
     while pending:
@@ -64,5 +70,12 @@ async def until_waiting(
             if node not in state.tasks or state.tasks[node].status != "waiting"
         ]
         if pending:
-            assert time.monotonic() < deadline, f"{len(pending)} runs never waited"
+            if time.monotonic() >= deadline:
+                shown = await asyncio.gather(*(handle.status() for handle in pending[:5]))
+                detail = "; ".join(
+                    f"{r.run_id}: {r.status}, "
+                    + ", ".join(f"{t}={task.status}" for t, task in r.tasks.items())
+                    for r in shown
+                )
+                raise AssertionError(f"{len(pending)} runs never waited: {detail}{why()}")
             await asyncio.sleep(0.1)
