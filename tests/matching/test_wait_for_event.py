@@ -176,15 +176,23 @@ async def test_a_wait_registered_after_its_run_was_cancelled_resumes_nothing(sto
     async with Engine(store, [wf]) as engine:
         run = await engine.start(wf, params={"invoice_id": "inv-9"})
         await until_waiting(engine, run)
-        await run.cancel()
-        cancelled = await run.result(timeout=60)
-        # The end reaches the index through the router, which reads the history and the
-        # events apart: the event is sent once the index let the wait go.
+        # The router reads the history and the events apart, each in order: with the wait in
+        # the index before the cancel, and out of it before the event is sent, the event
+        # cannot be routed between the two.
         matcher = member_of(engine, Matcher)
 
-        async def retired() -> bool:
-            return sum(len(index) for index in matcher.indexes.values()) == 0
+        def held() -> int:
+            return sum(len(index) for index in matcher.indexes.values())
 
+        async def registered() -> bool:
+            return held() == 1
+
+        async def retired() -> bool:
+            return held() == 0
+
+        await until(registered, "the run's wait never reached the index")
+        await run.cancel()
+        cancelled = await run.result(timeout=60)
         await until(retired, "the cancelled run's wait never left the index")
         await publish_event_async(
             "InvoiceApproved", {"invoice_id": "inv-9", "by": "ann"}, store=engine
