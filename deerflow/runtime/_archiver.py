@@ -29,10 +29,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Collection, Sequence
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import deerflow._codec as _codec
 from deerflow.log.base import EventLog, Record, TopicPartition
-from deerflow.log.kafka import KafkaEventLog
 from deerflow.log.sqlite import SqliteEventLog
 from deerflow.payloads import BlobStore, ClaimCheck, PayloadLog, blob_prefix, stored_in
 from deerflow.runtime._archivestore import (
@@ -45,6 +46,9 @@ from deerflow.runtime._archivestore import (
 from deerflow.runtime._runindex import RunIndex
 from deerflow.runtime._runrows import Archived, RunRow, Unswept
 from deerflow.runtime._service import BackgroundService
+
+if TYPE_CHECKING:
+    from deerflow.log.kafka import KafkaEventLog
 
 log = logging.getLogger("deerflow.archive")
 
@@ -63,6 +67,16 @@ WRITERS = 8
 RECLAIM_PAGES = 25_000
 #: Beyond any offset: a run's task messages are deleted whatever their offsets.
 _ALL = 2**62
+
+
+def _kafka_log(log_: EventLog) -> KafkaEventLog | None:
+    """``log_`` if it is a Kafka log. Its module is imported only then: it needs the ``kafka``
+    extra, which an embedded-store install does not have."""
+    if urlsplit(log_.url).scheme != "kafka":
+        return None
+    from deerflow.log.kafka import KafkaEventLog
+
+    return log_ if isinstance(log_, KafkaEventLog) else None
 
 
 class Archiver(BackgroundService):
@@ -101,7 +115,7 @@ class Archiver(BackgroundService):
         backend = stored_in(log_)
         self._sqlite = backend if isinstance(backend, SqliteEventLog) else None
         self.purge = purge and self._sqlite is not None
-        self._kafka = backend if isinstance(backend, KafkaEventLog) else None
+        self._kafka = _kafka_log(backend)
         codec = log_.codec if isinstance(log_, PayloadLog) else None
         #: where the claim check keeps large values: the archived runs' blobs are deleted
         self.blobs: BlobStore | None = codec.store if isinstance(codec, ClaimCheck) else None
