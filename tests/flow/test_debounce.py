@@ -10,7 +10,7 @@ import pytest
 from deerflow import Concurrency, Debounce, DefinitionError, Engine, Workflow
 from deerflow.core import history as h
 from deerflow.flow import RunSuperseded
-from tests.flow.checks import intervals, most_at_once, task_spans, until_status
+from tests.flow.checks import intervals, most_at_once, task_spans, until_admitted
 from tests.logs import history
 
 
@@ -84,7 +84,7 @@ async def test_with_a_concurrency_limit_each_bursts_latest_waits_for_the_slot(st
             await engine.start(wf, params={"user": "ann", "text": f"a{i}", "seconds": 3.0})
             for i in range(2)
         ]
-        await until_status(first[1], "running")
+        await until_admitted(engine, first[1])
         second = [await engine.start(wf, params={"user": "ann", "text": f"b{i}"}) for i in range(2)]
         await asyncio.sleep(2.5)  # the second burst is over while a1 still runs
         waiting = await second[1].status()
