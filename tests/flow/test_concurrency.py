@@ -16,6 +16,7 @@ from tests.flow.checks import (
     most_at_once,
     released,
     task_spans,
+    until_admitted,
     until_status,
 )
 from tests.logs import history
@@ -46,7 +47,7 @@ async def test_queued_runs_start_in_the_order_they_were_requested(store):
     wf = limited("fifo", limit=1, seconds=0.05)
     async with Engine(store, [wf]) as engine:
         first = await engine.start(wf, params={"customer": "c", "n": 0, "seconds": 1.0})
-        await until_status(first, "running")
+        await until_admitted(engine, first)
         rest = [await engine.start(wf, params={"customer": "c", "n": i}) for i in range(1, 6)]
         await until_status(rest[-1], "queued")
         queued = await engine.list_runs(workflow="fifo", status="queued")
@@ -62,7 +63,7 @@ async def test_a_queued_run_shows_why_it_waits_and_a_cancelled_one_frees_its_pla
     wf = limited("held", limit=1, seconds=0.05)
     async with Engine(store, [wf]) as engine:
         first = await engine.start(wf, params={"customer": "c", "seconds": 1.5})
-        await until_status(first, "running")
+        await until_admitted(engine, first)
         waiting = await engine.start(wf, params={"customer": "c"})
         cancelled = await engine.start(wf, params={"customer": "c"})
         await until_status(cancelled, "queued")
@@ -161,7 +162,7 @@ async def test_a_run_of_higher_priority_passes_the_queue(store):
     async with Engine(store, [wf]) as engine:
         # the first holds the slot long enough for the others to queue on a loaded machine
         first = await engine.start(wf, params={"customer": "c", "seconds": 4.0})
-        await until_status(first, "running")
+        await until_admitted(engine, first)
         low = [await engine.start(wf, params={"customer": "c"}) for _ in range(2)]
         high = await engine.start(wf, params={"customer": "c"}, priority=5)
         await until_status(high, "queued")

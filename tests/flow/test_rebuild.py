@@ -10,7 +10,7 @@ import pytest
 from deerflow import Engine, RunHandle, Workflow
 from deerflow.flow import Gate
 from tests.flow.apps import limited
-from tests.flow.checks import until_status
+from tests.flow.checks import until_admitted, until_status
 from tests.rebuilding import (  # noqa: F401 - lasting_store: a fixture
     lasting_store,
     records_read,
@@ -46,7 +46,7 @@ async def many_ended_runs(store: str) -> tuple[Workflow, RunHandle, RunHandle, i
             run = await engine.start(wf, params={"customer": "c", "n": n})
             assert (await run.result(timeout=60)).status == "completed"
         holder = await engine.start(wf, params={"customer": "c", "seconds": 3600})
-        await until_status(holder, "running")
+        await until_admitted(engine, holder)
         waiter = await engine.start(wf, params={"customer": "c", "n": "w"})
         await until_status(waiter, "queued")
         others = [await engine.start(wf, params={"customer": f"o{n}"}) for n in range(OTHERS)]
@@ -82,7 +82,7 @@ async def test_a_key_that_never_goes_idle_does_not_hold_its_rebuild_back(lasting
     async with Engine(lasting_store, [wf]) as engine:
         gate = await until_rebuilt(engine, Gate)
         holder = await engine.start(wf, params={"customer": "c", "seconds": 3600})
-        await until_status(holder, "running")
+        await until_admitted(engine, holder)
         for n in range(ENDED):
             run = await engine.start(wf, params={"customer": "c", "n": n})
             assert (await run.result(timeout=60)).status == "completed"
@@ -102,7 +102,7 @@ async def test_a_key_that_never_goes_idle_does_not_hold_its_rebuild_back(lasting
         read = sum(records for _, records in gate.rebuilds.values())
         assert gate.admitted_runs() == 1  # the holder, from its key's carry record
         second = await engine.start(wf, params={"customer": "c", "seconds": 3600})
-        await until_status(second, "running")
+        await until_admitted(engine, second)
         third = await engine.start(wf, params={"customer": "c", "n": "third"})
         await until_status(third, "queued")
         await asyncio.sleep(1.0)  # time for a gate that forgot the holder to admit it

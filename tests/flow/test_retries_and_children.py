@@ -10,7 +10,7 @@ from deerflow import Concurrency, Debounce, Engine, RateLimit, Workflow
 from deerflow.core import history as h
 from deerflow.flow import FlowReleased, RunAdmitted, RunQueued
 from deerflow.web._runs import request_retry
-from tests.flow.checks import until_status
+from tests.flow.checks import until_admitted, until_status
 from tests.logs import history
 
 #: runs whose first try fails (the task reads and clears its flag)
@@ -41,7 +41,7 @@ async def test_a_retried_run_queues_again_behind_the_run_holding_its_slot(store)
         first = await engine.start(wf, params={"customer": "c", "n": "first"})
         assert (await first.result(timeout=60)).status == "failed"
         holder = await engine.start(wf, params={"customer": "c", "n": "holder", "seconds": 3600})
-        await until_status(holder, "running")
+        await until_admitted(engine, holder)
         assert await request_retry(engine, first.run_id) == 1
         await until_status(first, "queued")
         await asyncio.sleep(1.0)  # time for an ungated retry to run

@@ -16,7 +16,7 @@ from deerflow.connectors import WebhookGateway
 from deerflow.observability.metrics import EngineMetrics
 from deerflow.web import mount
 from tests.flow.apps import limited, rated
-from tests.flow.checks import until_status
+from tests.flow.checks import until_admitted, until_status
 
 
 def _scraped(metrics: EngineMetrics) -> str:
@@ -31,7 +31,7 @@ async def test_metrics_count_what_the_gates_decided_and_the_runs_queued_now(stor
         await metrics.start()
         try:
             first = await engine.start(wf, params={"customer": "c", "seconds": 1.0})
-            await until_status(first, "running")
+            await until_admitted(engine, first)
             rest = [await engine.start(wf, params={"customer": "c"}) for _ in range(2)]
             queued_line = 'deerflow_flow_queued{workflow="metered"} 2.0'
             deadline = time.monotonic() + 30
@@ -57,7 +57,7 @@ async def test_the_cli_lists_queued_runs_and_shows_what_one_waits_for(tmp_path, 
     wf = limited("cli_limited", limit=1, seconds=0.05)
     async with Engine(store, [wf]) as engine:
         first = await engine.start(wf, params={"customer": "acme", "seconds": 30.0})
-        await until_status(first, "running")
+        await until_admitted(engine, first)
         waiting = await engine.start(wf, params={"customer": "acme"})
         await until_status(waiting, "queued")
         code, listed, err = await _cli("runs", "list", "--status", "queued", "--json", store=store)
@@ -99,7 +99,7 @@ async def test_the_dashboard_says_why_a_run_waits(tmp_path):
         mount(gateway.app, engine)
         await engine.add_service(gateway)
         first = await engine.start(wf, params={"customer": "acme", "seconds": 30.0})
-        await until_status(first, "running")
+        await until_admitted(engine, first)
         waiting = await engine.start(wf, params={"customer": "acme"})
         await until_status(waiting, "queued")
         async with aiohttp.ClientSession() as session:
