@@ -235,8 +235,7 @@ class Ownership:
     async def on_revoked(self, partitions: frozenset[TopicPartition]) -> None:
         """Append what was decided, snapshot what changed, then forget the partitions."""
         self._changes += 1
-        with contextlib.suppress(Exception):
-            await self._outbox.drain()
+        await self._drain()
         loaded = partitions - self.loading
         self.loading -= partitions
         if loaded and not self._stopping.is_set():
@@ -245,6 +244,18 @@ class Ownership:
             except Exception as exc:  # the next owner folds a longer tail
                 log.warning("orchestrator: no snapshot at hand-over: %s", exc)
         self._forget(partitions)
+
+    async def _drain(self) -> None:
+        """Wait until every decision is appended. After a failed append, whose decisions
+        live only in the states held, every owned partition is read again (the loop would
+        have done so, had this drain not taken the failure from it): else their runs would
+        wait for decisions never written."""
+        try:
+            await self._outbox.drain()
+        except Exception as exc:
+            log.warning("orchestrator: an append failed (%s); reading every partition again", exc)
+            if self.consumer is not None:
+                self._mark_loading(self.consumer.assignment() - self.loading)
 
     async def rebuild_all(self) -> None:
         """Load every owned partition again (after a failed loop step)."""
@@ -349,9 +360,8 @@ class Ownership:
         """Load the partitions noted by :meth:`on_assigned`: snapshot, then the tail."""
         if not self.loading or self.consumer is None:
             return
+        await self._drain()  # the log must hold every decision before it is re-read
         changes, wanted = self._changes, frozenset(self.loading)
-        with contextlib.suppress(Exception):
-            await self._outbox.drain()  # the log must hold every decision before it is re-read
         images = await self._load_snapshots(wanted)
         by_partition = await self._read_tails(wanted, images)
         if changes != self._changes:
@@ -376,13 +386,14 @@ class Ownership:
         orphans = self._owner.resume(live)
         log.info(
             "orchestrator owns %d partitions: %d snapshots, %d events, %d runs, %d running, "
-            "%d eager attempts re-dispatched",
+            "%d eager attempts re-dispatched; positions %s",
             len(wanted),
             len(images),
             events,
             ended + len(live),
             len(live),
             orphans,
+            {tp.partition: offset for tp, offset in sorted(seek.items())},
         )
         self._owner.advance(live)
         if not self.loading:
@@ -488,8 +499,16 @@ class Ownership:
         loading = self.loading
         for record in records:
             part = record.partition
-            if (loading and record.tp in loading) or record.offset < self._covered.get(part, 0):
+            covered = self._covered.get(part, 0)
+            if (loading and record.tp in loading) or record.offset < covered:
                 continue
+            if part in self._covered and record.offset > covered:
+                log.warning(
+                    "history partition %d: records %d to %d were skipped",
+                    part,
+                    covered,
+                    record.offset - 1,
+                )
             fresh.append(record)
             self._folded[part] = self._folded.get(part, 0) + 1
             self._covered[part] = record.offset + 1

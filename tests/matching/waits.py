@@ -9,6 +9,7 @@ from typing import Any
 
 from deerflow import Engine, RunHandle, Workflow
 from deerflow.events import KafkaEvent
+from deerflow.log.base import TopicPartition, partition_for
 
 
 def invoices(
@@ -72,10 +73,16 @@ async def until_waiting(
         if pending:
             if time.monotonic() >= deadline:
                 shown = await asyncio.gather(*(handle.status() for handle in pending[:5]))
+                parts = await engine.log.partition_count(engine.topics.history)
                 detail = "; ".join(
-                    f"{r.run_id}: {r.status}, "
+                    f"{r.run_id} (partition {partition_for(r.run_id, parts)}): {r.status}, "
                     + ", ".join(f"{t}={task.status}" for t, task in r.tasks.items())
                     for r in shown
                 )
+                first = pending[0].run_id
+                tp = TopicPartition(engine.topics.history, partition_for(first, parts))
+                read = await engine.log.read_partitions({tp: 0})
+                found = [r.offset for r in read[tp] if first.encode() in r.value]
+                detail += f"; {first}'s records in {tp}: offsets {found} of {len(read[tp])}"
                 raise AssertionError(f"{len(pending)} runs never waited: {detail}{why()}")
             await asyncio.sleep(0.1)
