@@ -12,7 +12,8 @@ broker and controller, no ZooKeeper) from the jars ``kafka/pom.xml`` pins, the v
         broker.stop()                      # SIGTERM (a clean shutdown), then kill after a bound
 
 Settings: :data:`BROKER_SETTINGS` are the ones ``compose/docker-compose.yml`` gives its broker
-too; :data:`TEST_SETTINGS` only make a test broker quicker (short group sessions, frequent
+too; :data:`TEST_SETTINGS` only make a test broker quicker (short group sessions, a small
+group offsets topic, frequent
 retention and compaction passes). The broker's output goes to ``server.log`` in its directory,
 which :meth:`ApacheKafka.stop` can keep.
 """
@@ -65,10 +66,13 @@ BROKER_SETTINGS: dict[str, str] = {
 }
 
 #: A test broker's extras, never a production setting: group sessions down to 1 s (Kafka
-#: refuses under 6 s by default; the suite's quick rebalances use 1 s), and retention and
-#: compaction passes every second instead of every 5 minutes and 15 seconds.
+#: refuses under 6 s by default; the suite's quick rebalances use 1 s), retention and
+#: compaction passes every second instead of every 5 minutes and 15 seconds, and a group
+#: offsets topic of 4 partitions instead of 50 (the first group to join creates it: on a busy
+#: two-core machine, 50 took longer than an engine waits for its first assignment).
 TEST_SETTINGS: dict[str, str] = {
     "group.min.session.timeout.ms": "1000",
+    "offsets.topic.num.partitions": "4",
     "log.retention.check.interval.ms": "1000",
     "log.cleaner.backoff.ms": "1000",
 }
