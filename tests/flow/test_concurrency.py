@@ -46,7 +46,8 @@ async def test_no_key_ever_runs_more_than_its_limit(store):
 async def test_queued_runs_start_in_the_order_they_were_requested(store):
     wf = limited("fifo", limit=1, seconds=0.05)
     async with Engine(store, [wf]) as engine:
-        first = await engine.start(wf, params={"customer": "c", "n": 0, "seconds": 1.0})
+        # the first holds the slot long enough for the others to queue on a loaded machine
+        first = await engine.start(wf, params={"customer": "c", "n": 0, "seconds": 5.0})
         await until_admitted(engine, first)
         rest = [await engine.start(wf, params={"customer": "c", "n": i}) for i in range(1, 6)]
         await until_status(rest[-1], "queued")
@@ -62,7 +63,7 @@ async def test_queued_runs_start_in_the_order_they_were_requested(store):
 async def test_a_queued_run_shows_why_it_waits_and_a_cancelled_one_frees_its_place(store):
     wf = limited("held", limit=1, seconds=0.05)
     async with Engine(store, [wf]) as engine:
-        first = await engine.start(wf, params={"customer": "c", "seconds": 1.5})
+        first = await engine.start(wf, params={"customer": "c", "seconds": 5.0})
         await until_admitted(engine, first)
         waiting = await engine.start(wf, params={"customer": "c"})
         cancelled = await engine.start(wf, params={"customer": "c"})

@@ -30,7 +30,7 @@ async def test_metrics_count_what_the_gates_decided_and_the_runs_queued_now(stor
         metrics = EngineMetrics(engine)
         await metrics.start()
         try:
-            first = await engine.start(wf, params={"customer": "c", "seconds": 1.0})
+            first = await engine.start(wf, params={"customer": "c", "seconds": 5.0})
             await until_admitted(engine, first)
             rest = [await engine.start(wf, params={"customer": "c"}) for _ in range(2)]
             queued_line = 'deerflow_flow_queued{workflow="metered"} 2.0'
@@ -56,7 +56,7 @@ async def test_the_cli_lists_queued_runs_and_shows_what_one_waits_for(tmp_path, 
     store = f"sqlite:///{tmp_path / 'cli.db'}"
     wf = limited("cli_limited", limit=1, seconds=0.05)
     async with Engine(store, [wf]) as engine:
-        first = await engine.start(wf, params={"customer": "acme", "seconds": 30.0})
+        first = await engine.start(wf, params={"customer": "acme", "seconds": 3600})
         await until_admitted(engine, first)
         waiting = await engine.start(wf, params={"customer": "acme"})
         await until_status(waiting, "queued")
@@ -98,7 +98,7 @@ async def test_the_dashboard_says_why_a_run_waits(tmp_path):
         gateway = WebhookGateway(engine, port=0)
         mount(gateway.app, engine)
         await engine.add_service(gateway)
-        first = await engine.start(wf, params={"customer": "acme", "seconds": 30.0})
+        first = await engine.start(wf, params={"customer": "acme", "seconds": 3600})
         await until_admitted(engine, first)
         waiting = await engine.start(wf, params={"customer": "acme"})
         await until_status(waiting, "queued")
