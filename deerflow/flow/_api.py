@@ -1,8 +1,8 @@
 """``concurrency=`` and ``rate_limit=`` on :class:`~deerflow.Workflow` (``FlowMixin``).
 
-A run of a workflow with flow control starts queued: as its owner first decides it, it
-records :class:`~deerflow.flow._fold.RunQueued` and then decides nothing until its gate
-admits it (:mod:`deerflow.flow._service`). As it ends, it records
+A run of a workflow with flow control starts queued: its request is appended with its
+:class:`~deerflow.flow._fold.RunQueued` (or, for a run requested otherwise, its owner records
+it as it first decides the run), and it decides nothing until its gate admits it (:mod:`deerflow.flow._service`). As it ends, it records
 :class:`~deerflow.flow._fold.FlowReleased` before its terminal event, which frees its slot.
 """
 
@@ -105,32 +105,88 @@ class FlowMixin(WorkflowDef):
             return before
         return [*before, _release(state, part["key"], now)]
 
+    def request_events(self, request: h.RunRequested) -> list[h.HistoryEvent]:
+        """A run of a workflow with flow control is queued with its request (one write, and
+        ``queued`` from the start); a run without its key's value fails as its owner decides it."""
+        events = super().request_events(request)
+        spec = self.flow_spec
+        if spec is None:
+            return events
+        member = {
+            "run_id": request.run_id,
+            "requested_at": request.ts,
+            "trigger": request.trigger,
+            "params": request.params,
+            "input": request.input,
+        }
+        queued = self._queued(
+            spec,
+            request.run_id,
+            request.params,
+            request.input,
+            request.ts,
+            member=member,
+            priority=request.priority,
+            parent=request.parent,
+            requested_at=request.ts,
+        )
+        return events if isinstance(queued, str) else [*events, queued]
+
     def _queue(self, spec: FlowSpec, state: RunState, now: float) -> list[h.HistoryEvent]:
-        value, error = key_value(spec.key, state.params, state.input)
-        if error is not None:
+        queued = self._queued(
+            spec,
+            state.run_id,
+            state.params,
+            state.input,
+            now,
+            member=member_of(state),
+            priority=state.priority,
+            parent=state.parent,
+            requested_at=state.started_at or now,
+            retry=state.retries,
+        )
+        if isinstance(queued, str):
             return [
                 h.RunFailed(
                     id=h.event_id(state.run_id, "failed", "flow"),
                     run_id=state.run_id,
                     ts=now,
-                    error=f"flow control: {error}",
+                    error=f"flow control: {queued}",
                 )
             ]
-        return [
-            RunQueued(
-                id=queued_id(state.run_id, state.retries),
-                run_id=state.run_id,
-                ts=now,
-                workflow=self.name,
-                key=f"{self.name}/{value}",
-                limits=spec.limits(),
-                priority=state.priority,
-                requested_at=state.started_at or now,
-                member=None if spec.batch_size is None else member_of(state),
-                retry=state.retries,
-                parent=state.parent,
-            )
-        ]
+        return [queued]
+
+    def _queued(
+        self,
+        spec: FlowSpec,
+        run_id: str,
+        params: Any,
+        input: Any,
+        now: float,
+        *,
+        member: dict[str, Any],
+        priority: int,
+        parent: h.ParentRef | None,
+        requested_at: float,
+        retry: int = 0,
+    ) -> RunQueued | str:
+        """The run's ``RunQueued``, or why it has no key value."""
+        value, error = key_value(spec.key, params, input)
+        if error is not None:
+            return error
+        return RunQueued(
+            id=queued_id(run_id, retry),
+            run_id=run_id,
+            ts=now,
+            workflow=self.name,
+            key=f"{self.name}/{value}",
+            limits=spec.limits(),
+            priority=priority,
+            requested_at=requested_at,
+            member=None if spec.batch_size is None else member,
+            retry=retry,
+            parent=parent,
+        )
 
     @staticmethod
     def _delay(
