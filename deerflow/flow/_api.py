@@ -2,7 +2,8 @@
 
 A run of a workflow with flow control starts queued: its request is appended with its
 :class:`~deerflow.flow._fold.RunQueued` (or, for a run requested otherwise, its owner records
-it as it first decides the run), and it decides nothing until its gate admits it (:mod:`deerflow.flow._service`). As it ends, it records
+it as it first decides the run), and it decides nothing until its gate admits it
+(:mod:`deerflow.flow._service`). As it ends, it records
 :class:`~deerflow.flow._fold.FlowReleased` before its terminal event, which frees its slot.
 """
 
