@@ -98,6 +98,22 @@ class FlowMixin(WorkflowDef):
         )
         return {**extra, "trigger_events": members}
 
+    def ending_reports_to(self, state: RunState) -> list[h.ParentRef]:
+        """A batch's run: the parent tasks of the sub-workflow runs it took hear of its end
+        (its output, or why it did not complete) as its own parent's does."""
+        parents = super().ending_reports_to(state)
+        part = state.extensions.get(FLOW_FOLD.key)
+        if part is None:
+            return parents
+        return [
+            *parents,
+            *(
+                h.ParentRef.model_validate(member["parent"])
+                for member in part.get("batch", [])
+                if isinstance(member.get("parent"), dict)
+            ),
+        ]
+
     def on_ending(self, state: RunState, now: float) -> list[h.HistoryEvent]:
         """A gated run frees its slot (or its queue place) as it ends."""
         before = super().on_ending(state, now)
@@ -113,13 +129,14 @@ class FlowMixin(WorkflowDef):
         spec = self.flow_spec
         if spec is None:
             return events
-        member = {
-            "run_id": request.run_id,
-            "requested_at": request.ts,
-            "trigger": request.trigger,
-            "params": request.params,
-            "input": request.input,
-        }
+        member = _member(
+            request.run_id,
+            request.ts,
+            request.trigger,
+            request.params,
+            request.input,
+            request.parent,
+        )
         queued = self._queued(
             spec,
             request.run_id,
@@ -201,14 +218,30 @@ class FlowMixin(WorkflowDef):
 
 def member_of(state: RunState) -> dict[str, Any]:
     """What a run brings to its batch: its id, when it was requested, its trigger event,
-    params and input."""
-    return {
-        "run_id": state.run_id,
-        "requested_at": state.started_at,
-        "trigger": state.trigger,
-        "params": state.params,
-        "input": state.input,
+    params and input, and its parent's task (a sub-workflow run)."""
+    return _member(
+        state.run_id, state.started_at, state.trigger, state.params, state.input, state.parent
+    )
+
+
+def _member(
+    run_id: str,
+    requested_at: float | None,
+    trigger: Any,
+    params: Any,
+    input: Any,
+    parent: h.ParentRef | None,
+) -> dict[str, Any]:
+    member = {
+        "run_id": run_id,
+        "requested_at": requested_at,
+        "trigger": trigger,
+        "params": params,
+        "input": input,
     }
+    if parent is not None:  # told the batch run's outcome as the batch run ends
+        member["parent"] = parent.model_dump()
+    return member
 
 
 def _due(state: RunState, spec: FlowSpec, part: dict[str, Any], now: float) -> list[h.HistoryEvent]:

@@ -403,8 +403,9 @@ class PartitionGate:
         out: list[h.HistoryEvent] = [
             BatchJoined(id=joined_id(leader, run), run_id=leader, ts=now, member=member),
             RunBatched(id=batched_id(run), run_id=run, ts=now, into=leader),
-            *self._report(gate, run, now, f"joined the batch of run {leader}"),
         ]
+        # a sub-workflow run's parent task hears of its batch's run as that one ends
+        gate.parents.pop(run, None)
         gate.batch = (leader, count + 1)
         if count + 1 >= size:
             out.extend(self._close_batch(key, gate, now))
