@@ -80,11 +80,13 @@ class FlowMixin(WorkflowDef):
             return [] if spec is None else _due(state, spec, part, now)
         elif spec is not None and _retried(spec, state, part):
             return self._queue(spec, state, now)
+        elif spec is not None and spec.split and not part.get("stage") and not part.get("released"):
+            return self._queue_then(spec, state, part, now)  # its concurrency gate admitted it
         elif (delay := self._delay(state, part.get("not_before"), now)) is not None:
             return delay
         own = super().decide_run(state, now)
         if own and part is not None:
-            return _released_before_end(state, own, part["key"], now)
+            return _released_before_end(state, own, now)
         return own
 
     def dispatch_extra(self, state: RunState) -> dict[str, Any]:
@@ -117,10 +119,7 @@ class FlowMixin(WorkflowDef):
     def on_ending(self, state: RunState, now: float) -> list[h.HistoryEvent]:
         """A gated run frees its slot (or its queue place) as it ends."""
         before = super().on_ending(state, now)
-        part = state.extensions.get(FLOW_FOLD.key)
-        if part is None or part.get("released"):
-            return before
-        return [*before, _release(state, part["key"], now)]
+        return [*before, *_releases(state, now)]
 
     def request_events(self, request: h.RunRequested) -> list[h.HistoryEvent]:
         """A run of a workflow with flow control is queued with its request (one write, and
@@ -188,8 +187,10 @@ class FlowMixin(WorkflowDef):
         requested_at: float,
         retry: int = 0,
     ) -> RunQueued | str:
-        """The run's ``RunQueued``, or why it has no key value."""
+        """The run's ``RunQueued`` at its first gate, or why it has no key value."""
         value, error = key_value(spec.key, params, input)
+        if error is None and spec.split:
+            error = key_value(spec.rate_key, params, input)[1]  # checked before it waits
         if error is not None:
             return error
         return RunQueued(
@@ -198,13 +199,37 @@ class FlowMixin(WorkflowDef):
             ts=now,
             workflow=self.name,
             key=f"{self.name}/{value}",
-            limits=spec.limits(),
+            limits=spec.limits(0),
+            stages=2 if spec.split else 1,
             priority=priority,
             requested_at=requested_at,
             member=None if spec.batch_size is None else member,
             retry=retry,
             parent=parent,
         )
+
+    def _queue_then(
+        self, spec: FlowSpec, state: RunState, part: dict[str, Any], now: float
+    ) -> list[h.HistoryEvent]:
+        """The run holds its concurrency slot: it queues at its rate limit's gate (the last
+        before it starts, so that its start is the one the rate limit counted)."""
+        value, _ = key_value(spec.rate_key, state.params, state.input)
+        retry = part.get("retry", 0)
+        return [
+            RunQueued(
+                id=queued_id(state.run_id, retry, 1),
+                run_id=state.run_id,
+                ts=now,
+                workflow=self.name,
+                key=f"{self.name}:rate/{value}",
+                limits=spec.limits(1),
+                priority=state.priority,
+                requested_at=state.started_at or now,
+                retry=retry,
+                stage=1,
+                prior=part["key"],
+            )
+        ]
 
     @staticmethod
     def _delay(
@@ -268,11 +293,23 @@ def _timer(state: RunState, timer: str, fire_at: float, now: float) -> list[h.Hi
     return [h.timer_started(state.run_id, timer, fire_at, now)]
 
 
-def _release(state: RunState, key: str, now: float) -> FlowReleased:
-    retry = state.extensions.get(FLOW_FOLD.key, {}).get("retry", 0)
-    return FlowReleased(
-        id=released_id(state.run_id, retry), run_id=state.run_id, ts=now, key=key, retry=retry
-    )
+def _releases(state: RunState, now: float) -> list[h.HistoryEvent]:
+    """A gated run's slots (or queue places) freed, at each gate it reached, as it ends."""
+    part = state.extensions.get(FLOW_FOLD.key)
+    if part is None or part.get("released"):
+        return []
+    retry = part.get("retry", 0)
+    return [
+        FlowReleased(
+            id=released_id(state.run_id, retry, stage),
+            run_id=state.run_id,
+            ts=now,
+            key=key,
+            retry=retry,
+            stage=stage,
+        )
+        for stage, key in enumerate(part.get("keys") or [part["key"]])
+    ]
 
 
 def _retried(spec: FlowSpec, state: RunState, part: dict[str, Any]) -> bool:
@@ -285,12 +322,10 @@ def _retried(spec: FlowSpec, state: RunState, part: dict[str, Any]) -> bool:
 
 
 def _released_before_end(
-    state: RunState, events: list[h.HistoryEvent], key: str, now: float
+    state: RunState, events: list[h.HistoryEvent], now: float
 ) -> list[h.HistoryEvent]:
-    """``events`` of a run deciding itself (a state machine), its release before its end."""
-    if state.extensions.get(FLOW_FOLD.key, {}).get("released"):
-        return events
+    """``events`` of a run deciding itself (a state machine), its releases before its end."""
     for i, event in enumerate(events):
         if event.run_id == state.run_id and event.type in h.TERMINAL_TYPES:
-            return [*events[:i], _release(state, key, now), *events[i:]]
+            return [*events[:i], *_releases(state, now), *events[i:]]
     return events

@@ -32,6 +32,7 @@ from deerflow.core import history as h
 from deerflow.core.decide import child_failed
 from deerflow.flow._fold import (
     BatchJoined,
+    FlowReleased,
     RunAdmitted,
     RunBatched,
     RunDebounced,
@@ -42,6 +43,7 @@ from deerflow.flow._fold import (
     debounced_id,
     dropped_id,
     joined_id,
+    released_id,
     run_of,
     superseded_id,
 )
@@ -82,6 +84,10 @@ class KeyGate:
     ts: float = 0.0
     #: the parent task (``ParentRef`` as JSON) of each sub-workflow run the gate may still end
     parents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: a run at a workflow's second gate: the key of its first, whose slot it holds (freed
+    #: here if this gate drops it; a second gate has no concurrency limit, so a run is
+    #: decided as it is requested and this holds nothing between two records)
+    priors: dict[str, str] = field(default_factory=dict)
     #: a key being restored from several carry records: the offset they were written for and
     #: the number of the next one (none: whole)
     carrying: tuple[int, int] | None = None
@@ -273,7 +279,9 @@ class PartitionGate:
         self.counts.queued += 1
         if isinstance(parent := body.get("parent"), dict):
             gate.parents[run] = parent
-        first_try = run_of(run)[1] == 0  # a retry's burst or batch was decided: it queues
+        if isinstance(prior := body.get("prior"), str):
+            gate.priors[run] = prior
+        first_try = run_of(run)[1:] == (0, 0)  # a retry's burst or batch was decided: it queues
         if first_try and gate.limits.get("debounce") is not None:
             return self._debounce(key, gate, run, float(body.get("at") or ts), ts)
         if first_try and gate.limits.get("batch") is not None:
@@ -290,6 +298,7 @@ class PartitionGate:
             return []
         gate.running.pop(run, None)
         gate.parents.pop(run, None)
+        gate.priors.pop(run, None)
         if gate.pending is not None and gate.pending[0] == run:
             gate.pending = None
         if gate.batch is not None and gate.batch[0] == run:
@@ -320,6 +329,7 @@ class PartitionGate:
     ) -> list[h.HistoryEvent]:
         """Admit ``run`` now, at its rate limit's next start, or drop it."""
         rate, period = gate.limits.get("rate"), gate.limits.get("period")
+        prior = gate.priors.pop(run, None)
         start = now
         if rate is not None and period is not None:
             while len(gate.starts) > rate:
@@ -329,12 +339,23 @@ class PartitionGate:
             if start > now and gate.limits.get("drop"):
                 self.counts.dropped += 1
                 self._end(run)
-                run_id, retry = run_of(run)
+                run_id, retry, _ = run_of(run)
                 reason = f"rate limit of {key}: {rate} runs per {period:g}s exceeded"
                 dropped = RunDropped(
                     id=dropped_id(run_id, retry), run_id=run_id, ts=now, reason=reason
                 )
-                return [dropped, *self._report(gate, run, now, f"dropped: {reason}")]
+                out: list[h.HistoryEvent] = [dropped]
+                if prior is not None:  # the slot it holds at its first gate is free
+                    out.append(
+                        FlowReleased(
+                            id=released_id(run_id, retry),
+                            run_id=run_id,
+                            ts=now,
+                            key=prior,
+                            retry=retry,
+                        )
+                    )
+                return [*out, *self._report(gate, run, now, f"dropped: {reason}")]
             gate.starts.append(start)
             if len(gate.starts) > rate:
                 gate.starts.popleft()
@@ -343,9 +364,9 @@ class PartitionGate:
         self.counts.admitted += 1
         if start > now:
             self.counts.delayed += 1
-        run_id, retry = run_of(run)
+        run_id, retry, stage = run_of(run)
         admitted = RunAdmitted(
-            id=admitted_id(run_id, retry),
+            id=admitted_id(run_id, retry, stage),
             run_id=run_id,
             ts=now,
             not_before=start if start > now else None,

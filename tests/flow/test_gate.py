@@ -7,9 +7,12 @@ import random
 from typing import Any
 
 import deerflow._codec as _codec
-from deerflow.flow import PartitionGate, RunAdmitted, RunDropped
+from deerflow.core import history as h
+from deerflow.flow import FlowReleased, PartitionGate, RunAdmitted, RunDropped, RunQueued
 from deerflow.flow._fold import gate_run
 from deerflow.flow._gate import AGING, CARRY_CHUNK
+from deerflow.flow._service import route
+from deerflow.log.base import Record
 
 LIMITS = {"concurrency": 2, "rate": None, "period": None, "drop": False}
 
@@ -317,3 +320,35 @@ def test_a_carry_that_lost_its_first_record_changes_nothing():
 
 def _loads(record: tuple[str, bytes]) -> tuple[str, dict[str, Any]]:
     return record[0], _codec.loads(record[1])
+
+
+def test_the_router_passes_one_rounds_requests_on_in_the_order_they_were_requested():
+    """History partitions are read in no order between them: a round's requests go to the
+    gates by request time (ties as read), so a run requested later cannot take a free slot
+    first; releases keep their places."""
+
+    def record(partition: int, event: Any) -> Record:
+        return Record("h", partition, 0, event.run_id, h.encode(event), (), 0)
+
+    def queued(run: str, at: float) -> RunQueued:
+        return RunQueued(
+            id=run, run_id=run, ts=at, workflow="w", key="w/k", limits=LIMITS, requested_at=at
+        )
+
+    read = [
+        record(1, queued("third", 3.0)),
+        record(1, FlowReleased(id="x", run_id="old", ts=3.5, key="w/k")),
+        record(0, queued("first", 1.0)),
+        record(2, queued("tie_a", 4.0)),
+        record(0, queued("second", 2.0)),
+        record(2, queued("tie_b", 4.0)),
+    ]
+    routed = [_codec.loads(m.value) for m in route("flow", read)]
+    assert [(body["k"], body["run"]) for body in routed] == [
+        ("req", "first"),
+        ("rel", "old"),
+        ("req", "second"),
+        ("req", "third"),
+        ("req", "tie_a"),
+        ("req", "tie_b"),
+    ]
