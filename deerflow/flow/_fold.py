@@ -334,7 +334,9 @@ def waits_for_gate(state: RunState) -> bool:
     part = state.extensions.get(FlowFold.key)
     if part is None or state.status != RUN_RUNNING:
         return False
-    return part.get("status") == RUN_QUEUED or part.get("stage", 0) + 1 < part.get("stages", 1)
+    return part.get("status") == RUN_QUEUED or int(part.get("stage", 0)) + 1 < int(
+        part.get("stages", 1)
+    )
 
 
 FLOW_FOLD = FlowFold()
