@@ -226,6 +226,7 @@ class FlowMixin(WorkflowDef):
                 priority=state.priority,
                 requested_at=state.started_at or now,
                 retry=retry,
+                parent=state.parent,  # told if this gate drops the run
                 stage=1,
                 prior=part["key"],
             )

@@ -146,3 +146,22 @@ async def test_the_parents_of_a_failed_batch_run_all_fail_with_its_error(store):
         results = await asyncio.gather(*(run.result(timeout=60) for run in runs))
     assert [r.status for r in results] == ["failed", "failed"]
     assert all("2 charges refused" in (r.error or "") for r in results), results
+
+
+async def test_a_sub_workflow_run_dropped_at_its_second_gate_fails_its_parents_task(store):
+    child = echo(
+        "two_gate_child",
+        concurrency=Concurrency(limit=1, key="input.k"),
+        rate_limit=RateLimit(limit=1, period="1h", key="input.n", on_excess="drop"),
+    )
+    parent = parent_of(child)
+    async with Engine(store, [parent, child]) as engine:
+        ok = await (await engine.start(parent, params={"n": 1})).result(timeout=60)
+        late = await (await engine.start(parent, params={"n": 1})).result(timeout=60)
+        other = await (await engine.start(parent, params={"n": 2})).result(timeout=60)
+        events = await history(engine)
+    assert (ok.status, ok.output) == ("completed", 1)
+    assert late.status == "failed"  # told, not left waiting
+    [error] = failed_child_tasks(events, late.run_id)
+    assert "dropped: rate limit of two_gate_child:rate/1" in error
+    assert (other.status, other.output) == ("completed", 2)  # the dropped run's slot was freed
