@@ -160,14 +160,18 @@ def _finish(
     (:meth:`~WorkflowDef.on_ending`), plus its outcome for the parent run when this run is a
     child run."""
     before = wf.on_ending(state, now)
-    parent = state.parent
-    if parent is None:
-        return [*before, terminal]
-    ident = (parent.run_id, parent.task_id, parent.attempt)
-    report: h.HistoryEvent
+    parents = dict.fromkeys([state.parent, *wf.ending_reports_to(state)])
+    reports = [_report(parent, state, terminal, now) for parent in parents if parent is not None]
+    return [*before, terminal, *reports]
+
+
+def _report(
+    parent: h.ParentRef, state: RunState, terminal: h.HistoryEvent, now: float
+) -> h.HistoryEvent:
+    """What a child run's terminal event tells its parent's task attempt."""
     if isinstance(terminal, h.RunCompleted):
-        report = h.TaskCompleted(
-            id=h.event_id(*ident, "completed"),
+        return h.TaskCompleted(
+            id=h.event_id(parent.run_id, parent.task_id, parent.attempt, "completed"),
             run_id=parent.run_id,
             ts=now,
             task_id=parent.task_id,
@@ -175,16 +179,14 @@ def _finish(
             output=terminal.output,
             started_at=state.started_at,
         )
-    else:
-        error = getattr(terminal, "error", None) or terminal.type
-        report = child_failed(
-            parent,
-            now,
-            f"sub-workflow run {state.run_id} {terminal.type}: {error}",
-            started_at=state.started_at,
-            retriable=not isinstance(terminal, h.RunCancelled),
-        )
-    return [*before, terminal, report]
+    error = getattr(terminal, "error", None) or terminal.type
+    return child_failed(
+        parent,
+        now,
+        f"sub-workflow run {state.run_id} {terminal.type}: {error}",
+        started_at=state.started_at,
+        retriable=not isinstance(terminal, h.RunCancelled),
+    )
 
 
 def child_failed(

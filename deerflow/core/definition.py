@@ -399,6 +399,17 @@ class WorkflowDef:
         control frees the run's slot); none here."""
         return []
 
+    def ending_reports_to(self, state: RunState) -> list[h.ParentRef]:
+        """Hook: parent task attempts, besides the run's own parent's, that hear of its end as
+        that one does (a batch's run tells those of the sub-workflow runs it took); none here."""
+        return []
+
+    def request_events(self, request: h.RunRequested) -> list[h.HistoryEvent]:
+        """Hook: events of the run appended with its ``request``, in the same write (flow
+        control queues the run at once: it shows queued from its request, and waits for no
+        decision of its owner first); none here."""
+        return []
+
     def start_refusal(self) -> str | None:
         """Hook: why this workflow has no runs in the history (a pipeline), else ``None``."""
         return None

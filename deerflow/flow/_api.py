@@ -1,8 +1,9 @@
 """``concurrency=`` and ``rate_limit=`` on :class:`~deerflow.Workflow` (``FlowMixin``).
 
-A run of a workflow with flow control starts queued: as its owner first decides it, it
-records :class:`~deerflow.flow._fold.RunQueued` and then decides nothing until its gate
-admits it (:mod:`deerflow.flow._service`). As it ends, it records
+A run of a workflow with flow control starts queued: its request is appended with its
+:class:`~deerflow.flow._fold.RunQueued` (or, for a run requested otherwise, its owner records
+it as it first decides the run), and it decides nothing until its gate admits it
+(:mod:`deerflow.flow._service`). As it ends, it records
 :class:`~deerflow.flow._fold.FlowReleased` before its terminal event, which frees its slot.
 """
 
@@ -79,11 +80,13 @@ class FlowMixin(WorkflowDef):
             return [] if spec is None else _due(state, spec, part, now)
         elif spec is not None and _retried(spec, state, part):
             return self._queue(spec, state, now)
+        elif spec is not None and spec.split and not part.get("stage") and not part.get("released"):
+            return self._queue_then(spec, state, part, now)  # its concurrency gate admitted it
         elif (delay := self._delay(state, part.get("not_before"), now)) is not None:
             return delay
         own = super().decide_run(state, now)
         if own and part is not None:
-            return _released_before_end(state, own, part["key"], now)
+            return _released_before_end(state, own, now)
         return own
 
     def dispatch_extra(self, state: RunState) -> dict[str, Any]:
@@ -97,38 +100,135 @@ class FlowMixin(WorkflowDef):
         )
         return {**extra, "trigger_events": members}
 
+    def ending_reports_to(self, state: RunState) -> list[h.ParentRef]:
+        """A batch's run: the parent tasks of the sub-workflow runs it took hear of its end
+        (its output, or why it did not complete) as its own parent's does."""
+        parents = super().ending_reports_to(state)
+        part = state.extensions.get(FLOW_FOLD.key)
+        if part is None:
+            return parents
+        return [
+            *parents,
+            *(
+                h.ParentRef.model_validate(member["parent"])
+                for member in part.get("batch", [])
+                if isinstance(member.get("parent"), dict)
+            ),
+        ]
+
     def on_ending(self, state: RunState, now: float) -> list[h.HistoryEvent]:
         """A gated run frees its slot (or its queue place) as it ends."""
         before = super().on_ending(state, now)
-        part = state.extensions.get(FLOW_FOLD.key)
-        if part is None or part.get("released"):
-            return before
-        return [*before, _release(state, part["key"], now)]
+        return [*before, *_releases(state, now)]
+
+    def request_events(self, request: h.RunRequested) -> list[h.HistoryEvent]:
+        """A run of a workflow with flow control is queued with its request (one write, and
+        ``queued`` from the start); a run without its key's value fails as its owner decides it."""
+        events = super().request_events(request)
+        spec = self.flow_spec
+        if spec is None:
+            return events
+        member = _member(
+            request.run_id,
+            request.ts,
+            request.trigger,
+            request.params,
+            request.input,
+            request.parent,
+        )
+        queued = self._queued(
+            spec,
+            request.run_id,
+            request.params,
+            request.input,
+            request.ts,
+            member=member,
+            priority=request.priority,
+            parent=request.parent,
+            requested_at=request.ts,
+        )
+        return events if isinstance(queued, str) else [*events, queued]
 
     def _queue(self, spec: FlowSpec, state: RunState, now: float) -> list[h.HistoryEvent]:
-        value, error = key_value(spec.key, state.params, state.input)
-        if error is not None:
+        queued = self._queued(
+            spec,
+            state.run_id,
+            state.params,
+            state.input,
+            now,
+            member=member_of(state),
+            priority=state.priority,
+            parent=state.parent,
+            requested_at=state.started_at or now,
+            retry=state.retries,
+        )
+        if isinstance(queued, str):
             return [
                 h.RunFailed(
                     id=h.event_id(state.run_id, "failed", "flow"),
                     run_id=state.run_id,
                     ts=now,
-                    error=f"flow control: {error}",
+                    error=f"flow control: {queued}",
                 )
             ]
+        return [queued]
+
+    def _queued(
+        self,
+        spec: FlowSpec,
+        run_id: str,
+        params: Any,
+        input: Any,
+        now: float,
+        *,
+        member: dict[str, Any],
+        priority: int,
+        parent: h.ParentRef | None,
+        requested_at: float,
+        retry: int = 0,
+    ) -> RunQueued | str:
+        """The run's ``RunQueued`` at its first gate, or why it has no key value."""
+        value, error = key_value(spec.key, params, input)
+        if error is None and spec.split:
+            error = key_value(spec.rate_key, params, input)[1]  # checked before it waits
+        if error is not None:
+            return error
+        return RunQueued(
+            id=queued_id(run_id, retry),
+            run_id=run_id,
+            ts=now,
+            workflow=self.name,
+            key=f"{self.name}/{value}",
+            limits=spec.limits(0),
+            stages=2 if spec.split else 1,
+            priority=priority,
+            requested_at=requested_at,
+            member=None if spec.batch_size is None else member,
+            retry=retry,
+            parent=parent,
+        )
+
+    def _queue_then(
+        self, spec: FlowSpec, state: RunState, part: dict[str, Any], now: float
+    ) -> list[h.HistoryEvent]:
+        """The run holds its concurrency slot: it queues at its rate limit's gate (the last
+        before it starts, so that its start is the one the rate limit counted)."""
+        value, _ = key_value(spec.rate_key, state.params, state.input)
+        retry = part.get("retry", 0)
         return [
             RunQueued(
-                id=queued_id(state.run_id, state.retries),
+                id=queued_id(state.run_id, retry, 1),
                 run_id=state.run_id,
                 ts=now,
                 workflow=self.name,
-                key=f"{self.name}/{value}",
-                limits=spec.limits(),
+                key=f"{self.name}:rate/{value}",
+                limits=spec.limits(1),
                 priority=state.priority,
                 requested_at=state.started_at or now,
-                member=None if spec.batch_size is None else member_of(state),
-                retry=state.retries,
-                parent=state.parent,
+                retry=retry,
+                parent=state.parent,  # told if this gate drops the run
+                stage=1,
+                prior=part["key"],
             )
         ]
 
@@ -144,14 +244,30 @@ class FlowMixin(WorkflowDef):
 
 def member_of(state: RunState) -> dict[str, Any]:
     """What a run brings to its batch: its id, when it was requested, its trigger event,
-    params and input."""
-    return {
-        "run_id": state.run_id,
-        "requested_at": state.started_at,
-        "trigger": state.trigger,
-        "params": state.params,
-        "input": state.input,
+    params and input, and its parent's task (a sub-workflow run)."""
+    return _member(
+        state.run_id, state.started_at, state.trigger, state.params, state.input, state.parent
+    )
+
+
+def _member(
+    run_id: str,
+    requested_at: float | None,
+    trigger: Any,
+    params: Any,
+    input: Any,
+    parent: h.ParentRef | None,
+) -> dict[str, Any]:
+    member = {
+        "run_id": run_id,
+        "requested_at": requested_at,
+        "trigger": trigger,
+        "params": params,
+        "input": input,
     }
+    if parent is not None:  # told the batch run's outcome as the batch run ends
+        member["parent"] = parent.model_dump()
+    return member
 
 
 def _due(state: RunState, spec: FlowSpec, part: dict[str, Any], now: float) -> list[h.HistoryEvent]:
@@ -178,11 +294,23 @@ def _timer(state: RunState, timer: str, fire_at: float, now: float) -> list[h.Hi
     return [h.timer_started(state.run_id, timer, fire_at, now)]
 
 
-def _release(state: RunState, key: str, now: float) -> FlowReleased:
-    retry = state.extensions.get(FLOW_FOLD.key, {}).get("retry", 0)
-    return FlowReleased(
-        id=released_id(state.run_id, retry), run_id=state.run_id, ts=now, key=key, retry=retry
-    )
+def _releases(state: RunState, now: float) -> list[h.HistoryEvent]:
+    """A gated run's slots (or queue places) freed, at each gate it reached, as it ends."""
+    part = state.extensions.get(FLOW_FOLD.key)
+    if part is None or part.get("released"):
+        return []
+    retry = part.get("retry", 0)
+    return [
+        FlowReleased(
+            id=released_id(state.run_id, retry, stage),
+            run_id=state.run_id,
+            ts=now,
+            key=key,
+            retry=retry,
+            stage=stage,
+        )
+        for stage, key in enumerate(part.get("keys") or [part["key"]])
+    ]
 
 
 def _retried(spec: FlowSpec, state: RunState, part: dict[str, Any]) -> bool:
@@ -195,12 +323,10 @@ def _retried(spec: FlowSpec, state: RunState, part: dict[str, Any]) -> bool:
 
 
 def _released_before_end(
-    state: RunState, events: list[h.HistoryEvent], key: str, now: float
+    state: RunState, events: list[h.HistoryEvent], now: float
 ) -> list[h.HistoryEvent]:
-    """``events`` of a run deciding itself (a state machine), its release before its end."""
-    if state.extensions.get(FLOW_FOLD.key, {}).get("released"):
-        return events
+    """``events`` of a run deciding itself (a state machine), its releases before its end."""
     for i, event in enumerate(events):
         if event.run_id == state.run_id and event.type in h.TERMINAL_TYPES:
-            return [*events[:i], _release(state, key, now), *events[i:]]
+            return [*events[:i], *_releases(state, now), *events[i:]]
     return events

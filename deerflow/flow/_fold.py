@@ -57,6 +57,14 @@ class RunQueued(h.HistoryEvent):
     retry: int = 0
     #: a sub-workflow run: the parent's task, told when the gate ends the run
     parent: h.ParentRef | None = None
+    #: which of the workflow's gates (a concurrency limit and a rate limit of another key:
+    #: 0 the concurrency gate, 1 the rate limit's, once the first admitted the run)
+    stage: int = 0
+    #: how many gates the run passes (2: a concurrency limit, then a rate limit of its own key)
+    stages: int = 1
+    #: a later stage: the key of the gate before, whose slot the run holds (freed by the
+    #: gate that drops the run)
+    prior: str | None = None
 
 
 class RunAdmitted(h.HistoryEvent):
@@ -120,35 +128,47 @@ class FlowReleased(h.HistoryEvent):
     key: str
     #: the operator's retry of the run it releases the slot of (0: its first try)
     retry: int = 0
+    #: the gate it frees a slot at (see :attr:`RunQueued.stage`)
+    stage: int = 0
 
 
 #: what a gate appends to a run id to name a retry of the run (its own place in the queue)
 RETRY_MARK = "#retry"
+#: what names a run at the workflow's second gate (its rate limit of a key of its own)
+STAGE_MARK = "#then"
 
 
-def gate_run(run_id: str, retry: int = 0) -> str:
-    """The name a gate knows a try of a run by: the run id, a retry's number appended."""
-    return f"{run_id}{RETRY_MARK}{retry}" if retry else run_id
+def gate_run(run_id: str, retry: int = 0, stage: int = 0) -> str:
+    """The name a gate knows a try of a run by: the run id, a retry's number appended (and
+    a mark at a workflow's second gate)."""
+    name = f"{run_id}{RETRY_MARK}{retry}" if retry else run_id
+    return f"{name}{STAGE_MARK}" if stage else name
 
 
-def run_of(name: str) -> tuple[str, int]:
-    """The run id and retry number of a gate's name for a try (see :func:`gate_run`)."""
+def run_of(name: str) -> tuple[str, int, int]:
+    """The run id, retry number and stage of a gate's name for a try (see :func:`gate_run`)."""
+    stage = 1 if name.endswith(STAGE_MARK) else 0
+    if stage:
+        name = name[: -len(STAGE_MARK)]
     run_id, mark, retry = name.rpartition(RETRY_MARK)
-    return (run_id, int(retry)) if mark and retry.isdigit() else (name, 0)
+    return (run_id, int(retry), stage) if mark and retry.isdigit() else (name, 0, stage)
 
 
-def _tried(run_id: str, what: str, retry: int) -> str:
-    return h.event_id(run_id, "flow", what, *(("retry", retry) if retry else ()))
+def _tried(run_id: str, what: str, retry: int, stage: int = 0) -> str:
+    return h.event_id(
+        run_id, "flow", what, *(("retry", retry) if retry else ()), *(("then",) if stage else ())
+    )
 
 
-def queued_id(run_id: str, retry: int = 0) -> str:
-    """The id of a run's :class:`RunQueued` (one per try)."""
-    return _tried(run_id, "queued", retry)
+def queued_id(run_id: str, retry: int = 0, stage: int = 0) -> str:
+    """The id of a run's :class:`RunQueued` (one per try and gate)."""
+    return _tried(run_id, "queued", retry, stage)
 
 
-def admitted_id(run_id: str, retry: int = 0) -> str:
-    """The id of a run's :class:`RunAdmitted` (one per try, whichever gate decides it)."""
-    return _tried(run_id, "admitted", retry)
+def admitted_id(run_id: str, retry: int = 0, stage: int = 0) -> str:
+    """The id of a run's :class:`RunAdmitted` (one per try and gate, whichever gate process
+    decides it)."""
+    return _tried(run_id, "admitted", retry, stage)
 
 
 def dropped_id(run_id: str, retry: int = 0) -> str:
@@ -181,9 +201,9 @@ def due_id(run_id: str) -> str:
     return h.event_id(run_id, "flow", "due")
 
 
-def released_id(run_id: str, retry: int = 0) -> str:
-    """The id of a run's :class:`FlowReleased` (one per try)."""
-    return _tried(run_id, "released", retry)
+def released_id(run_id: str, retry: int = 0, stage: int = 0) -> str:
+    """The id of a run's :class:`FlowReleased` (one per try and gate)."""
+    return _tried(run_id, "released", retry, stage)
 
 
 class FlowFold(FoldExtension):
@@ -218,9 +238,10 @@ class FlowFold(FoldExtension):
                 part["not_before"] = event.not_before
             return True
         if isinstance(event, FlowReleased):
-            if part.get("released"):
+            done = "released" if event.stage == 0 else "released_then"
+            if part.get(done):
                 return False
-            part["released"] = True
+            part[done] = True
             return True
         if isinstance(event, RunDropped | RunSuperseded | RunBatched):
             return _ended_by_gate(state, part, event)
@@ -242,9 +263,21 @@ class FlowFold(FoldExtension):
 
 
 def _queued(part: dict[str, Any], event: RunQueued) -> bool:
-    """The run queues at its gate: first, or again for an operator's retry."""
+    """The run queues at its gate: first, at its workflow's next gate once the first admitted
+    it, or again for an operator's retry."""
     if "key" in part and event.retry <= part.get("retry", 0):
-        return False
+        if event.retry < part.get("retry", 0) or event.stage <= part.get("stage", 0):
+            return False
+        if part.get("status") != "admitted" or part.get("released"):
+            return False
+        part.update(
+            keys=[*part.get("keys", [part["key"]]), event.key],
+            key=event.key,
+            stage=event.stage,
+            status=RUN_QUEUED,
+        )
+        part.pop("not_before", None)
+        return True
     if event.retry:  # the first try's part is done with, but the runs of its batch
         batch = part.get("batch")
         part.clear()
@@ -252,6 +285,8 @@ def _queued(part: dict[str, Any], event: RunQueued) -> bool:
         if batch is not None:
             part["batch"] = batch
     part.update(key=event.key, status=RUN_QUEUED, queued_at=event.ts)
+    if event.stages > 1:
+        part["stages"] = event.stages
     if event.priority:
         part["priority"] = event.priority
     return True
@@ -295,9 +330,13 @@ def _ended_by_gate(
 
 
 def waits_for_gate(state: RunState) -> bool:
-    """Whether ``state`` is a running run its gate has not admitted yet."""
+    """Whether ``state`` is a running run its gates have not all admitted yet."""
     part = state.extensions.get(FlowFold.key)
-    return part is not None and state.status == RUN_RUNNING and part.get("status") == RUN_QUEUED
+    if part is None or state.status != RUN_RUNNING:
+        return False
+    return part.get("status") == RUN_QUEUED or int(part.get("stage", 0)) + 1 < int(
+        part.get("stages", 1)
+    )
 
 
 FLOW_FOLD = FlowFold()

@@ -8,9 +8,12 @@ the partition after a kill or a takeover reaches the same decisions, whose ids a
 appended twice, they change nothing.
 
 A key that never goes idle would hold a rebuild back to its first record: :meth:`carry`
-writes the whole key again at the partition's end (one *carry* record, at most
-:data:`MAX_CARRIED` runs), and a gate that applies it, the key untouched since, starts the key
-from there (a rebuild reads from the carry record on).
+writes the whole key again at the partition's end, and a gate that applies it, the key
+untouched since, starts the key from there (a rebuild reads from the carry record on). A key
+of many runs is carried in several records of at most :data:`CARRY_CHUNK` runs each, the
+running runs and the head of the queue first; until the last of them is applied, the key
+admits nothing (what it holds is not all known yet): the admissions the records between them
+would have caused are decided as the last one is applied, alike in every gate that reads it.
 
 Order: the queue of a key serves the highest priority first and, within one priority, the
 oldest; a run's priority counts as :data:`AGING` seconds of waiting per point, so a run of
@@ -29,6 +32,7 @@ from deerflow.core import history as h
 from deerflow.core.decide import child_failed
 from deerflow.flow._fold import (
     BatchJoined,
+    FlowReleased,
     RunAdmitted,
     RunBatched,
     RunDebounced,
@@ -39,6 +43,7 @@ from deerflow.flow._fold import (
     debounced_id,
     dropped_id,
     joined_id,
+    released_id,
     run_of,
     superseded_id,
 )
@@ -50,9 +55,9 @@ ENDED_WINDOW = 100_000
 #: records between two sweeps of the keys that hold nothing (a key whose runs were all
 #: dropped, or admitted by a rate limit alone, has no release to clear it)
 SWEEP_EVERY = 1024
-#: runs (running and queued) of one key that a carry record holds at most: a key holding more
-#: is not written again (its first record keeps its partition's rebuild window back)
-MAX_CARRIED = 5_000
+#: runs (running and queued) one carry record holds at most: a key holding more is carried in
+#: several (a record stays well within a broker's size limit)
+CARRY_CHUNK = 1_000
 
 
 @dataclass(slots=True)
@@ -79,6 +84,13 @@ class KeyGate:
     ts: float = 0.0
     #: the parent task (``ParentRef`` as JSON) of each sub-workflow run the gate may still end
     parents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: a run at a workflow's second gate: the key of its first, whose slot it holds (freed
+    #: here if this gate drops it; a second gate has no concurrency limit, so a run is
+    #: decided as it is requested and this holds nothing between two records)
+    priors: dict[str, str] = field(default_factory=dict)
+    #: a key being restored from several carry records: the offset they were written for and
+    #: the number of the next one (none: whole)
+    carrying: tuple[int, int] | None = None
 
     def idle(self, now: float) -> bool:
         """Whether it holds nothing a later decision reads."""
@@ -90,6 +102,7 @@ class KeyGate:
             and not recent
             and self.pending is None
             and self.batch is None
+            and self.carrying is None
         )
 
 
@@ -133,8 +146,12 @@ class PartitionGate:
         for key, gate in self.keys.items():
             if len(out) >= limit or gate.since < 0 or gate.since >= before:
                 break  # keys are kept in the order of their first record
-            if len(gate.running) + len(gate.queued) <= MAX_CARRIED and not gate.idle(gate.ts):
-                out.append((key, _codec.dumps(_carried(gate))))
+            if gate.carrying is not None or gate.idle(gate.ts):
+                continue
+            records = _carried(gate)
+            if out and len(out) + len(records) > limit:
+                break  # a key is carried whole, in one round
+            out.extend((key, _codec.dumps(record)) for record in records)
         return out
 
     def apply(self, key: str, body: dict[str, Any], offset: int = -1) -> list[h.HistoryEvent]:
@@ -147,8 +164,7 @@ class PartitionGate:
             self._sweep(ts)
         kind = body.get("k")
         if kind == "carry":
-            self._restore(key, body, offset)
-            return []
+            return self._carry(key, body, offset)
         out = self._decide(key, kind, body, offset)
         gate = self.keys.get(key)
         if gate is not None:
@@ -170,6 +186,18 @@ class PartitionGate:
             if gate is None or gate.batch is None or gate.batch[0] != run:
                 return []  # its batch was closed already (full), or it joined another
             return self._close_batch(key, gate, float(body["ts"]))
+        return []
+
+    def _carry(self, key: str, body: dict[str, Any], offset: int) -> list[h.HistoryEvent]:
+        """A carry record: the first (or only) one of a key restores it, the next ones add to
+        it while it is being restored, else they change nothing (the key is carried again)."""
+        part = int(body.get("part") or 0)
+        if not part:
+            self._restore(key, body, offset)
+            return []
+        held = self.keys.get(key)
+        if held is not None and held.carrying == (body.get("at"), part):
+            return self._restore_more(key, held, body, offset)
         return []
 
     def _restore(self, key: str, body: dict[str, Any], offset: int) -> None:
@@ -208,6 +236,34 @@ class PartitionGate:
         }
         self.keys.pop(key, None)
         self.keys[key] = gate  # the newest first record: last in the order
+        if int(body.get("parts") or 1) > 1:
+            gate.carrying = (int(body["at"]), 1)
+
+    def _restore_more(
+        self, key: str, gate: KeyGate, body: dict[str, Any], offset: int
+    ) -> list[h.HistoryEvent]:
+        """One more carry record of a key carried in several: its runs join those restored
+        (but those that ended meanwhile); the last one lets the key admit again."""
+        ended = self._ended
+        for run in body.get("running") or []:
+            if run not in ended and run not in gate.queued:
+                gate.running[str(run)] = None
+        for order, tie, run, queued_at in body.get("queue") or []:
+            if run not in ended and run not in gate.running and run not in gate.queued:
+                heapq.heappush(gate.queue, (float(order), int(tie), str(run), float(queued_at)))
+                gate.queued.add(str(run))
+        held_runs = {*gate.running, *gate.queued}
+        for run, parent in (body.get("parents") or {}).items():
+            if run in held_runs and isinstance(parent, dict):
+                gate.parents[run] = parent
+        assert gate.carrying is not None
+        at, part = gate.carrying
+        gate.last = offset
+        if part + 1 < int(body.get("parts") or 1):
+            gate.carrying = (at, part + 1)
+            return []
+        gate.carrying = None
+        return self._admit(key, gate, gate.ts)
 
     def _request(self, key: str, body: dict[str, Any], offset: int) -> list[h.HistoryEvent]:
         run, ts = str(body["run"]), float(body["ts"])
@@ -223,7 +279,9 @@ class PartitionGate:
         self.counts.queued += 1
         if isinstance(parent := body.get("parent"), dict):
             gate.parents[run] = parent
-        first_try = run_of(run)[1] == 0  # a retry's burst or batch was decided: it queues
+        if isinstance(prior := body.get("prior"), str):
+            gate.priors[run] = prior
+        first_try = run_of(run)[1:] == (0, 0)  # a retry's burst or batch was decided: it queues
         if first_try and gate.limits.get("debounce") is not None:
             return self._debounce(key, gate, run, float(body.get("at") or ts), ts)
         if first_try and gate.limits.get("batch") is not None:
@@ -240,6 +298,7 @@ class PartitionGate:
             return []
         gate.running.pop(run, None)
         gate.parents.pop(run, None)
+        gate.priors.pop(run, None)
         if gate.pending is not None and gate.pending[0] == run:
             gate.pending = None
         if gate.batch is not None and gate.batch[0] == run:
@@ -254,6 +313,8 @@ class PartitionGate:
     def _admit(self, key: str, gate: KeyGate, now: float) -> list[h.HistoryEvent]:
         """Admit queued runs while the key's concurrency limit allows."""
         out: list[h.HistoryEvent] = []
+        if gate.carrying is not None:
+            return out  # not all it holds is known yet: its last carry record admits
         limit = gate.limits.get("concurrency")
         while gate.queue and (limit is None or len(gate.running) < limit):
             _, _, run, queued_at = heapq.heappop(gate.queue)
@@ -268,6 +329,7 @@ class PartitionGate:
     ) -> list[h.HistoryEvent]:
         """Admit ``run`` now, at its rate limit's next start, or drop it."""
         rate, period = gate.limits.get("rate"), gate.limits.get("period")
+        prior = gate.priors.pop(run, None)
         start = now
         if rate is not None and period is not None:
             while len(gate.starts) > rate:
@@ -277,12 +339,23 @@ class PartitionGate:
             if start > now and gate.limits.get("drop"):
                 self.counts.dropped += 1
                 self._end(run)
-                run_id, retry = run_of(run)
+                run_id, retry, _ = run_of(run)
                 reason = f"rate limit of {key}: {rate} runs per {period:g}s exceeded"
                 dropped = RunDropped(
                     id=dropped_id(run_id, retry), run_id=run_id, ts=now, reason=reason
                 )
-                return [dropped, *self._report(gate, run, now, f"dropped: {reason}")]
+                out: list[h.HistoryEvent] = [dropped]
+                if prior is not None:  # the slot it holds at its first gate is free
+                    out.append(
+                        FlowReleased(
+                            id=released_id(run_id, retry),
+                            run_id=run_id,
+                            ts=now,
+                            key=prior,
+                            retry=retry,
+                        )
+                    )
+                return [*out, *self._report(gate, run, now, f"dropped: {reason}")]
             gate.starts.append(start)
             if len(gate.starts) > rate:
                 gate.starts.popleft()
@@ -291,9 +364,9 @@ class PartitionGate:
         self.counts.admitted += 1
         if start > now:
             self.counts.delayed += 1
-        run_id, retry = run_of(run)
+        run_id, retry, stage = run_of(run)
         admitted = RunAdmitted(
-            id=admitted_id(run_id, retry),
+            id=admitted_id(run_id, retry, stage),
             run_id=run_id,
             ts=now,
             not_before=start if start > now else None,
@@ -351,8 +424,9 @@ class PartitionGate:
         out: list[h.HistoryEvent] = [
             BatchJoined(id=joined_id(leader, run), run_id=leader, ts=now, member=member),
             RunBatched(id=batched_id(run), run_id=run, ts=now, into=leader),
-            *self._report(gate, run, now, f"joined the batch of run {leader}"),
         ]
+        # a sub-workflow run's parent task hears of its batch's run as that one ends
+        gate.parents.pop(run, None)
         gate.batch = (leader, count + 1)
         if count + 1 >= size:
             out.extend(self._close_batch(key, gate, now))
@@ -420,17 +494,35 @@ def _slotted(limits: dict[str, Any]) -> bool:
     return limits.get("concurrency") is not None or limits.get("rate") is not None
 
 
-def _carried(gate: KeyGate) -> dict[str, Any]:
-    """The carry record of ``gate``: all it holds, and the offset of its last record."""
-    return {
-        "k": "carry",
-        "at": gate.last,
-        "ts": gate.ts,
-        "limits": gate.limits,
-        "running": list(gate.running),
-        "queue": [list(entry) for entry in gate.queue if entry[2] in gate.queued],
-        "starts": list(gate.starts),
-        "pending": None if gate.pending is None else list(gate.pending),
-        "batch": None if gate.batch is None else list(gate.batch),
-        "parents": gate.parents,
-    }
+def _carried(gate: KeyGate) -> list[dict[str, Any]]:
+    """The carry records of ``gate``: all it holds (the running runs and the head of its
+    queue first, :data:`CARRY_CHUNK` runs a record), and the offset of its last record."""
+    runs: list[tuple[str, list[Any] | None]] = [(run, None) for run in gate.running]
+    queue = sorted(entry for entry in gate.queue if entry[2] in gate.queued)
+    runs += [(entry[2], list(entry)) for entry in queue]
+    chunks = [runs[i : i + CARRY_CHUNK] for i in range(0, len(runs), CARRY_CHUNK)] or [[]]
+    records: list[dict[str, Any]] = []
+    for part, chunk in enumerate(chunks):
+        record: dict[str, Any] = {
+            "k": "carry",
+            "at": gate.last,
+            "running": [run for run, entry in chunk if entry is None],
+            "queue": [entry for _, entry in chunk if entry is not None],
+            "parents": {run: gate.parents[run] for run, _ in chunk if run in gate.parents},
+        }
+        if part == 0:
+            record.update(
+                ts=gate.ts,
+                limits=gate.limits,
+                starts=list(gate.starts),
+                pending=None if gate.pending is None else list(gate.pending),
+                batch=None if gate.batch is None else list(gate.batch),
+            )
+            if gate.pending is not None and gate.pending[0] in gate.parents:
+                record["parents"][gate.pending[0]] = gate.parents[gate.pending[0]]
+            if gate.batch is not None and gate.batch[0] in gate.parents:
+                record["parents"][gate.batch[0]] = gate.parents[gate.batch[0]]
+        if len(chunks) > 1:
+            record.update(part=part, parts=len(chunks))
+        records.append(record)
+    return records

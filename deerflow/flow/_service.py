@@ -69,7 +69,7 @@ class FlowRouter(GroupMember):
     async def _handle(self, consumer: GroupConsumer, records: list[Record]) -> None:
         last = {r.partition: r for r in records}  # one TopicPartition per partition, not record
         self._read.update({r.tp: r.offset + 1 for r in last.values()})
-        out = list(route(self.topic, records))
+        out = route(self.topic, records)
         now = time.monotonic()
         if not self._read or (not out and now < self._commit_at):
             # Nothing to route: its offsets wait for the next commit (read again after a
@@ -82,8 +82,20 @@ class FlowRouter(GroupMember):
         self._commit_at = now + COMMIT_EVERY
 
 
-def route(topic: str, records: Iterable[Record]) -> Iterator[Message]:
-    """The flow-topic records history ``records`` become."""
+def route(topic: str, records: Iterable[Record]) -> list[Message]:
+    """The flow-topic records history ``records`` become; the requests among them in the
+    order the runs were requested (history partitions are read in no order between them:
+    a run requested later must not take a free slot first)."""
+    routed = list(_routed(topic, records))
+    at = [when for _, when in routed if when is not None]
+    if not at or at == sorted(at):
+        return [message for message, _ in routed]
+    requests = iter(sorted((when, i) for i, (_, when) in enumerate(routed) if when is not None))
+    return [message if when is None else routed[next(requests)[1]][0] for message, when in routed]
+
+
+def _routed(topic: str, records: Iterable[Record]) -> Iterator[tuple[Message, float | None]]:
+    """Each flow-topic record, with its run's request time if it is a request."""
     queued, released, due = _TYPES
     for record in records:
         value = record.value
@@ -94,12 +106,14 @@ def route(topic: str, records: Iterable[Record]) -> Iterator[Message]:
         except ValueError:
             continue
         body: dict[str, object]
+        requested: float | None = None
         if isinstance(event, RunQueued):
+            requested = event.requested_at or event.ts
             body = {
                 "k": "req",
-                "run": gate_run(event.run_id, event.retry),
+                "run": gate_run(event.run_id, event.retry, event.stage),
                 "ts": event.ts,
-                "at": event.requested_at or event.ts,
+                "at": requested,
                 "prio": event.priority,
                 "limits": event.limits,
             }
@@ -107,13 +121,16 @@ def route(topic: str, records: Iterable[Record]) -> Iterator[Message]:
                 body["member"] = event.member
             if event.parent is not None:
                 body["parent"] = event.parent.model_dump()
+            if event.prior is not None:
+                body["prior"] = event.prior
         elif isinstance(event, FlowReleased):
-            body = {"k": "rel", "run": gate_run(event.run_id, event.retry), "ts": event.ts}
+            run = gate_run(event.run_id, event.retry, event.stage)
+            body = {"k": "rel", "run": run, "ts": event.ts}
         elif isinstance(event, BatchDue):
             body = {"k": "due", "run": event.run_id, "ts": event.ts}
         else:
             continue
-        yield Message(topic=topic, key=event.key, value=_codec.dumps(body))
+        yield Message(topic=topic, key=event.key, value=_codec.dumps(body)), requested
 
 
 class Gate(RebuildingMember[PartitionGate]):

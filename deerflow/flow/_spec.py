@@ -109,15 +109,25 @@ class FlowSpec:
     debounce_timeout: float | None = None
     batch_size: int | None = None
     batch_timeout: float | None = None
+    #: a rate limit of a key of its own (a concurrency limit has ``key``): a run passes the
+    #: concurrency gate, then the rate limit's (the last gate before it starts)
+    rate_key: tuple[str, ...] | None = None
+    split: bool = False
 
-    def limits(self) -> dict[str, Any]:
-        """The limits as a record carries them (JSON)."""
+    def limits(self, stage: int = 0) -> dict[str, Any]:
+        """The limits of gate ``stage`` as a record carries them (JSON): with a rate limit of
+        a key of its own, the concurrency limit first (0), the rate limit then (1)."""
         found: dict[str, Any] = {
             "concurrency": self.concurrency,
             "rate": self.rate,
             "period": self.period,
             "drop": self.drop,
         }
+        if self.split:
+            if stage == 0:
+                found.update(rate=None, period=None, drop=False)
+            else:
+                found["concurrency"] = None
         if self.debounce is not None:
             found.update(debounce=self.debounce, debounce_timeout=self.debounce_timeout)
         if self.batch_size is not None:
@@ -168,6 +178,9 @@ def flow_spec(
         fields["batch_timeout"] = _period(batch.timeout, f"{where}: batch timeout")
         keys["batch"] = batch.key
     if len(set(keys.values())) > 1:
+        if set(keys) == {"concurrency", "rate_limit"}:  # one gate after the other
+            fields.update(split=True, rate_key=key_path(keys["rate_limit"], where))
+            return FlowSpec(key=key_path(keys["concurrency"], where), **fields)
         (one, first), (other, second) = list(keys.items())[:2]
         raise DefinitionError(
             f"{where}: {one} and {other} must share one key, got {first!r} and {second!r}"

@@ -42,7 +42,9 @@ class SubWorkflowKind(NodeKind):
         self, task: TaskDef, state: RunState, attempt: int, now: float
     ) -> list[h.HistoryEvent]:
         """Each attempt is a fresh child run (an event of the child's history)."""
-        return [start_child_run(task, state, attempt, now)]
+        request = start_child_run(task, state, attempt, now)
+        child = self.options(task, SubWorkflowOptions).workflow
+        return [request, *child.request_events(request)]
 
     def runs_on_worker(self, task: TaskDef) -> bool:
         """The child run reports the node's outcome: no task message."""

@@ -495,7 +495,7 @@ class Engine:
             correlation_id=correlation_id,
             priority=priority,
         )
-        await self.append_history([event])
+        await self.append_history([event, *wf.request_events(event)])
         return RunHandle(self, rid, wf.name)
 
     def _resolve(self, workflow: WorkflowDef | str) -> WorkflowDef:

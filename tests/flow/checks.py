@@ -71,8 +71,7 @@ async def until_status(run: RunHandle, status: str, timeout: float = 60) -> None
 
 
 async def until_admitted(engine: Engine, run: RunHandle, timeout: float = 60) -> None:
-    """Wait until ``run`` recorded that it holds its slot (a status of "running" can come
-    before: from its request until its gate's first record)."""
+    """Wait until ``run`` recorded that it holds its slot."""
     deadline = time.monotonic() + timeout
     while not any(isinstance(e, RunAdmitted) for e in await history(engine, run.run_id)):
         assert time.monotonic() < deadline, f"run {run.run_id} never admitted"

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from deerflow import Concurrency, DefinitionError, Engine, RateLimit, Workflow
+from deerflow import Concurrency, Debounce, DefinitionError, Engine, RateLimit, Workflow
 from deerflow.flow import FlowReleased, RunAdmitted, RunQueued
 from tests.flow.apps import limited
 from tests.flow.checks import (
@@ -140,9 +140,9 @@ async def test_every_flow_event_is_recorded_once_per_run(store):
         (
             {
                 "concurrency": Concurrency(limit=2, key="params.a"),
-                "rate_limit": RateLimit(limit=5, period="1m", key="params.b"),
+                "debounce": Debounce(period="1m", key="params.b"),
             },
-            "must share one key",
+            "concurrency and debounce must share one key",
         ),
     ],
 )

@@ -7,9 +7,12 @@ import random
 from typing import Any
 
 import deerflow._codec as _codec
-from deerflow.flow import PartitionGate, RunAdmitted, RunDropped
+from deerflow.core import history as h
+from deerflow.flow import FlowReleased, PartitionGate, RunAdmitted, RunDropped, RunQueued
 from deerflow.flow._fold import gate_run
-from deerflow.flow._gate import AGING
+from deerflow.flow._gate import AGING, CARRY_CHUNK
+from deerflow.flow._service import route
+from deerflow.log.base import Record
 
 LIMITS = {"concurrency": 2, "rate": None, "period": None, "drop": False}
 
@@ -256,3 +259,96 @@ def test_a_retry_of_a_debounced_run_queues_for_a_slot_without_a_new_burst():
         ("RunAdmitted", "r", "r:flow:admitted:retry:1"),  # s's burst goes on meanwhile
     ]
     assert gate.running() == 1
+
+
+def test_a_key_of_more_runs_than_one_carry_record_holds_is_carried_in_several():
+    """A key of thousands of queued runs is carried in several records; a release between
+    them admits no run until the last is applied (not all the key holds is known before), and
+    a gate rebuilt from the first of them decides as the live one does."""
+    queued = 2 * CARRY_CHUNK + 500
+    log: list[tuple[str, dict[str, Any]]] = []
+    live = PartitionGate()
+
+    def append(key: str, body: dict[str, Any]) -> list[Any]:
+        log.append((key, body))
+        return live.apply(key, body, len(log) - 1)
+
+    admitted = [e.run_id for i in range(queued + 2) for e in append("k", req(f"r{i}", float(i)))]
+    assert admitted == ["r0", "r1"]
+    records = live.carry(len(log), 100)
+    assert len(records) == 3 and all(key == "k" for key, _ in records)
+    assert all(len(value) < 400_000 for _, value in records)  # well within a broker's limit
+    first = len(log)
+    decided: list[Any] = []
+    decided += append(*_loads(records[0]))
+    decided += append("k", rel("r0", 10_000.0))  # between the records: waits for the last
+    decided += append(*_loads(records[1]))
+    decided += append("k", rel(f"r{queued}", 10_001.0))  # a run of the last record, cancelled
+    assert decided == []
+    decided += append(*_loads(records[2]))
+    assert [e.run_id for e in decided] == ["r2"]  # the oldest queued run, one slot freed
+    assert live.oldest_offset() == first
+    assert (live.running(), live.queued()) == (2, queued - 2)
+
+    rebuilt = PartitionGate()
+    again = [
+        e.run_id for offset in range(first, len(log)) for e in rebuilt.apply(*log[offset], offset)
+    ]
+    assert again == ["r2"]
+    assert rebuilt.keys["k"].running == live.keys["k"].running
+    assert rebuilt.keys["k"].queued == live.keys["k"].queued
+    for body in [rel("r1", 10_002.0), rel("r2", 10_003.0)]:
+        one = [e.run_id for e in live.apply("k", body, len(log))]
+        two = [e.run_id for e in rebuilt.apply("k", body, len(log))]
+        log.append(("k", body))
+        assert one == two and len(one) == 1  # in request order, the same in both
+
+
+def test_a_carry_that_lost_its_first_record_changes_nothing():
+    gate = PartitionGate()
+    for i in range(CARRY_CHUNK + 10):
+        gate.apply("k", req(f"r{i}", float(i)), i)
+    records = gate.carry(10**6, 100)
+    gate.apply("k", rel("r0", 9_999.0), 10**6)  # the key changed: its first record is stale
+    assert [gate.apply(*_loads(record), 10**6 + 1 + n) for n, record in enumerate(records)] == [
+        [],
+        [],
+    ]
+    assert gate.oldest_offset() == 0
+    assert gate.keys["k"].carrying is None and len(gate.keys["k"].running) == 2
+
+
+def _loads(record: tuple[str, bytes]) -> tuple[str, dict[str, Any]]:
+    return record[0], _codec.loads(record[1])
+
+
+def test_the_router_passes_one_rounds_requests_on_in_the_order_they_were_requested():
+    """History partitions are read in no order between them: a round's requests go to the
+    gates by request time (ties as read), so a run requested later cannot take a free slot
+    first; releases keep their places."""
+
+    def record(partition: int, event: Any) -> Record:
+        return Record("h", partition, 0, event.run_id, h.encode(event), (), 0)
+
+    def queued(run: str, at: float) -> RunQueued:
+        return RunQueued(
+            id=run, run_id=run, ts=at, workflow="w", key="w/k", limits=LIMITS, requested_at=at
+        )
+
+    read = [
+        record(1, queued("third", 3.0)),
+        record(1, FlowReleased(id="x", run_id="old", ts=3.5, key="w/k")),
+        record(0, queued("first", 1.0)),
+        record(2, queued("tie_a", 4.0)),
+        record(0, queued("second", 2.0)),
+        record(2, queued("tie_b", 4.0)),
+    ]
+    routed = [_codec.loads(m.value) for m in route("flow", read)]
+    assert [(body["k"], body["run"]) for body in routed] == [
+        ("req", "first"),
+        ("rel", "old"),
+        ("req", "second"),
+        ("req", "third"),
+        ("req", "tie_a"),
+        ("req", "tie_b"),
+    ]

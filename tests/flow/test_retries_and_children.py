@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from deerflow import Concurrency, Debounce, Engine, RateLimit, Workflow
+from deerflow import Batch, Concurrency, Debounce, Engine, RateLimit, Workflow
 from deerflow.core import history as h
 from deerflow.flow import FlowReleased, RunAdmitted, RunQueued
 from deerflow.web._runs import request_retry
@@ -115,3 +115,53 @@ async def test_a_sub_workflow_run_a_newer_one_supersedes_fails_its_parents_task(
     [lost] = [r for r in results if r.status == "failed"]
     [error] = failed_child_tasks(events, lost.run_id)
     assert "superseded" in error
+
+
+async def test_sub_workflow_runs_batched_together_give_each_parent_the_batch_runs_output(store):
+    child = Workflow("batched_child", batch=Batch(max_size=2, timeout="30s", key="input.k"))
+
+    @child.task(id="total")
+    def total(context: Any) -> Any:
+        return sorted(event["input"]["n"] for event in context.trigger_events)
+
+    parent = parent_of(child)
+    async with Engine(store, [parent, child]) as engine:
+        runs = [await engine.start(parent, params={"n": n}) for n in (1, 2)]
+        results = await asyncio.gather(*(run.result(timeout=60) for run in runs))
+        events = await history(engine)
+    assert [(r.status, r.output) for r in results] == [("completed", [1, 2])] * 2
+    assert not [e for e in events if isinstance(e, h.TaskFailed)]  # told once, the output
+
+
+async def test_the_parents_of_a_failed_batch_run_all_fail_with_its_error(store):
+    child = Workflow("failing_batch", batch=Batch(max_size=2, timeout="30s", key="input.k"))
+
+    @child.task(id="total", retries=0)
+    def total(context: Any) -> Any:
+        raise RuntimeError(f"{len(context.trigger_events)} charges refused")
+
+    parent = parent_of(child)
+    async with Engine(store, [parent, child]) as engine:
+        runs = [await engine.start(parent, params={"n": n}) for n in (1, 2)]
+        results = await asyncio.gather(*(run.result(timeout=60) for run in runs))
+    assert [r.status for r in results] == ["failed", "failed"]
+    assert all("2 charges refused" in (r.error or "") for r in results), results
+
+
+async def test_a_sub_workflow_run_dropped_at_its_second_gate_fails_its_parents_task(store):
+    child = echo(
+        "two_gate_child",
+        concurrency=Concurrency(limit=1, key="input.k"),
+        rate_limit=RateLimit(limit=1, period="1h", key="input.n", on_excess="drop"),
+    )
+    parent = parent_of(child)
+    async with Engine(store, [parent, child]) as engine:
+        ok = await (await engine.start(parent, params={"n": 1})).result(timeout=60)
+        late = await (await engine.start(parent, params={"n": 1})).result(timeout=60)
+        other = await (await engine.start(parent, params={"n": 2})).result(timeout=60)
+        events = await history(engine)
+    assert (ok.status, ok.output) == ("completed", 1)
+    assert late.status == "failed"  # told, not left waiting
+    [error] = failed_child_tasks(events, late.run_id)
+    assert "dropped: rate limit of two_gate_child:rate/1" in error
+    assert (other.status, other.output) == ("completed", 2)  # the dropped run's slot was freed

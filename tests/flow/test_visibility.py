@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -13,10 +14,12 @@ import aiohttp
 
 from deerflow import Engine
 from deerflow.connectors import WebhookGateway
+from deerflow.errors import RunNotFound
 from deerflow.observability.metrics import EngineMetrics
 from deerflow.web import mount
 from tests.flow.apps import limited, rated
 from tests.flow.checks import until_admitted, until_status
+from tests.logs import history
 
 
 def _scraped(metrics: EngineMetrics) -> str:
@@ -73,6 +76,47 @@ async def test_the_cli_lists_queued_runs_and_shows_what_one_waits_for(tmp_path, 
     flow = json.loads(shown)["result"]["flow"]
     assert show_code == 0
     assert (flow["key"], flow["status"]) == ("cli_limited/acme", "queued")
+
+
+async def test_a_run_is_queued_from_its_request_until_its_gate_admits_it(store):
+    wf = limited("from_start", limit=1, seconds=0.05)
+    async with Engine(store, [wf]) as engine:
+        holder = await engine.start(wf, params={"customer": "c", "seconds": 30.0})
+        await until_status(holder, "running")  # the holder takes the key's one slot
+        waiting = await engine.start(wf, params={"customer": "c"})
+        seen: dict[str, list[str]] = {holder.run_id: ["running"], waiting.run_id: []}
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:  # from its request on, for a second
+            for run in (waiting, holder):
+                with contextlib.suppress(RunNotFound):  # not in the run index yet
+                    status = (await run.status()).status
+                    if not seen[run.run_id] or seen[run.run_id][-1] != status:
+                        seen[run.run_id].append(status)
+            await asyncio.sleep(0.01)
+        listed = await engine.list_runs(workflow="from_start", status="queued")
+        # the CLI reads the store from its own process (not an in-memory one)
+        cli = (
+            None
+            if store.startswith("memory")
+            else await _cli("runs", "list", "--json", store=store)
+        )
+        firsts = [(await history(engine, run.run_id))[:2] for run in (holder, waiting)]
+        await engine.cancel(holder.run_id)
+        await engine.cancel(waiting.run_id)
+    # the waiting run never showed "running", not even before its owner first decided it
+    assert seen[waiting.run_id] == ["queued"]
+    assert seen[holder.run_id] == ["running"]
+    assert [r.run_id for r in listed] == [waiting.run_id]
+    if cli is not None:
+        code, out, err = cli
+        rows = {r["run_id"]: r["status"] for r in json.loads(out)} if code == 0 else err
+        assert rows == {holder.run_id: "running", waiting.run_id: "queued"}
+    for requested, queued in firsts:  # one write: no moment it could show "running"
+        assert (requested.type, queued.type, queued.ts) == (
+            "RunRequested",
+            "RunQueued",
+            requested.ts,
+        )
 
 
 async def _cli(*args: str, store: str) -> tuple[int, str, str]:
