@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from deerflow import DefinitionError, Engine, Workflow
+from deerflow import DeerflowError, DefinitionError, Engine, Workflow
 from tests.flow.apps import prioritised
 from tests.logs import until
 from tests.processes import kafka_workers  # noqa: F401 - fixture
@@ -145,3 +145,11 @@ async def test_two_kafka_worker_processes_each_start_their_backlog_by_priority(
         lows = [i for i, label in enumerate(queued) if label.startswith("low")]
         assert highs and lows, by_worker
         assert max(highs) < min(lows), by_worker
+
+
+def test_a_bad_prefetch_or_aging_is_refused_when_the_engine_is_made():
+    with pytest.raises(DeerflowError) as caught:
+        Engine("memory://", prefetch=0)
+    assert str(caught.value) == "prefetch must be a whole number of 1 or more, not 0"
+    with pytest.raises(DeerflowError, match=r"priority_aging must be a number of seconds > 0"):
+        Engine("memory://", priority_aging=-1)
