@@ -113,14 +113,16 @@ async def test_two_kafka_worker_processes_each_start_their_backlog_by_priority(
     workers = kafka_workers
     hold, started = Path(os.environ["HOLD_FILE"]), Path(os.environ["STARTED_FILE"])
     hold.write_text("hold")
-    workers.start(APP, concurrency=1)
-    workers.start(APP, concurrency=1)
+    for _ in range(2):  # one slot each; every attempt of the test fits in what they read ahead
+        workers.start_worker(APP, concurrency=1, args=["--prefetch", "64"])
     await workers.wait_serving(2)
     async with Engine(kafka_url, [prioritised], orchestrate=False, work=False) as client:
-        runs = [await client.start(prioritised, params={"label": f"low{i}"}) for i in range(8)]
+        # 16 of each: each owner places its attempts round-robin over the 8 partitions, and one
+        # of them places at least 8 of each kind, so both workers get both kinds
+        runs = [await client.start(prioritised, params={"label": f"low{i}"}) for i in range(16)]
         runs += [
             await client.start(prioritised, params={"label": f"high{i}"}, priority=5)
-            for i in range(6)
+            for i in range(16)
         ]
 
         def lines() -> list[list[str]]:
@@ -134,7 +136,7 @@ async def test_two_kafka_worker_processes_each_start_their_backlog_by_priority(
         await asyncio.sleep(3.0)  # the rest are queued, and polled by the worker of each
         hold.unlink()
         results = await asyncio.gather(*(run.result(timeout=120) for run in runs))
-    assert [r.status for r in results] == ["completed"] * 14, workers.logs()
+    assert [r.status for r in results] == ["completed"] * 32, workers.logs()
     by_worker: dict[str, list[str]] = {}
     for pid, label in lines():
         by_worker.setdefault(pid, []).append(label)
