@@ -90,6 +90,41 @@ async def test_a_low_priority_attempt_still_starts_under_a_steady_stream_of_high
     assert 6 <= position < len(started) - 4  # after the highs queued with it, before later ones
 
 
+async def test_an_attempt_passed_over_is_not_committed_until_it_ran(store):
+    """Higher priority ones after it on its partition finish first; a worker that stops then
+    commits the partition only up to the attempt passed over, and the next worker runs it."""
+    started: list[str] = []
+    hold, low_hold = asyncio.Event(), asyncio.Event()
+    wf = Workflow("passed")
+
+    @wf.task(id="work")
+    async def work(context):
+        label = context.params["label"]
+        started.append(label)
+        await (low_hold if label == "low" else hold).wait()
+        return label
+
+    async with Engine(store, [wf], concurrency=1, partitions=1) as engine:
+        first = await engine.start(wf, params={"label": "first"})
+        await until(lambda: started == ["first"])
+        low = await engine.start(wf, params={"label": "low"})
+        highs = [await engine.start(wf, params={"label": f"high{i}"}, priority=5) for i in range(3)]
+        await until(lambda: engine.worker is not None and engine.worker.waiting() == 4)
+        hold.set()
+        for run in [first, *highs]:
+            assert (await run.result(timeout=60)).status == "completed"
+        await until(lambda: started[-1] == "low")  # the last to start, and it never ends here
+        assert engine.worker is not None
+        await engine.worker.stop(drain_timeout=0.1)  # cancelled: its message is not done
+    assert started == ["first", "high0", "high1", "high2", "low"]
+    low_hold.set()
+    async with Engine(store, [wf], concurrency=1, partitions=1) as engine:
+        result = await engine.wait(low.run_id, timeout=60)
+    assert result.status == "completed"
+    assert result.output == "low"
+    assert started.count("low") == 2  # delivered again: started once more, and completed
+
+
 def test_a_bad_priority_fails_where_the_task_is_defined():
     wf = Workflow("bad")
     with pytest.raises(DefinitionError) as caught:
