@@ -28,6 +28,7 @@ import contextvars
 import logging
 import os
 import socket
+import time
 import traceback
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -499,9 +500,12 @@ class Worker(BackgroundService):
     def _take(self, records: list[Record]) -> None:
         """Track polled records and queue them for a slot; whatever a poll returns runs (a
         record dropped here would be committed past by the records after it)."""
+        if not records:
+            return
+        now = time.monotonic()
         for record in records:
             self._offsets.begin(record.tp, record.offset)
-            self._ready.push(record)
+            self._ready.push(record, now)
 
     def _start_ready(self) -> None:
         while self._ready and len(self._holding) < self._concurrency and not self.stopping.is_set():

@@ -1,11 +1,12 @@
 """The task records a worker polled and has no slot for yet, the next to start first.
 
-Order: the highest priority first and, within one priority, the longest queued (by the time
-the record was appended to the task queue). A record's priority counts as ``aging`` seconds of
-queueing per point (a minute by default, as for runs queued at a flow-control gate), so an
-attempt of lower priority queued long enough starts before newer ones of higher priority: a
-steady stream of high priority never starves it. The key of a record never changes once it is
-queued, so a heap keeps the order.
+Order: the highest priority first and, within one priority, the first polled (the queue's
+order when no priority is used). A record's priority counts as ``aging`` seconds of waiting
+here per point (a minute by default, as for runs queued at a flow-control gate), so an attempt
+of lower priority waiting long enough starts before newer ones of higher priority: a steady
+stream of high priority never starves it. Waiting is timed on this worker's clock from the
+poll that brought the record, not from its append, so producers' clocks do not matter. The key
+of a record never changes once it is queued, so a heap keeps the order.
 
 The queue holds at most what the worker's prefetch lets it poll: it is bounded by the caller.
 """
@@ -53,9 +54,9 @@ class ReadyQueue:
     def __len__(self) -> int:
         return len(self._heap)
 
-    def push(self, record: Record) -> None:
-        """Queue ``record``."""
-        order = record.timestamp_ms / 1000.0
+    def push(self, record: Record, now: float) -> None:
+        """Queue ``record``, polled at ``now`` (monotonic seconds)."""
+        order = now
         if record.headers:
             order -= priority_of(record) * self._aging
         heapq.heappush(self._heap, (order, next(self._seq), record))
