@@ -67,9 +67,9 @@ async def test_a_low_priority_attempt_still_starts_under_a_steady_stream_of_high
         await hold.wait()
         await asyncio.sleep(0.02)
 
-    # one point of priority is worth 20 ms of queueing: the low attempt passes high ones
-    # (10 points) queued more than 0.2 s after it
-    async with Engine(store, [wf], concurrency=1, priority_aging=0.02) as engine:
+    # one point of priority is worth 50 ms of waiting: the low attempt passes high ones
+    # (10 points) read more than 0.5 s after it
+    async with Engine(store, [wf], concurrency=1, priority_aging=0.05) as engine:
         runs = [await engine.start(wf, params={"label": "first"})]
         await until(lambda: started == ["first"])
         runs.append(await engine.start(wf, params={"label": "low"}))
