@@ -117,6 +117,14 @@ def worker(
     target: Annotated[str, typer.Argument(help="FILE.py defining the workflows")],
     store: StoreOpt = None,
     concurrency: Annotated[int, typer.Option(help="Task attempts run at once.")] = 16,
+    prefetch: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Queued task attempts read ahead of free slots, the highest priority among "
+            "them starting first (default: the concurrency, at least 16).",
+        ),
+    ] = None,
     eager: Annotated[
         bool,
         typer.Option(
@@ -129,7 +137,9 @@ def worker(
     configure_logging()  # deerflow's lines; the libraries' (aiokafka) stay quiet
 
     async def main() -> None:
-        async with Engine(store, workflows, concurrency=concurrency, eager=eager) as engine:
+        async with Engine(
+            store, workflows, concurrency=concurrency, prefetch=prefetch, eager=eager
+        ) as engine:
             err.print(f"worker on {engine.log.url}: {', '.join(w.name for w in workflows)}")
             await _until_signalled()
 

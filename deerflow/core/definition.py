@@ -26,6 +26,7 @@ from deerflow.core.taskdef import (
     ID_PATTERN,
     RetryPolicy,
     TaskDef,
+    task_priority,
 )
 from deerflow.errors import DefinitionError
 
@@ -85,6 +86,7 @@ class WorkflowDef:
         timeout: float | None = None,
         fallback: Callable[..., Any] | None = None,
         compensate: Any = None,
+        priority: int | None = None,
     ) -> Callable[[F], F]:
         """Register a function as a task; it receives a :class:`TaskContext` and returns JSON.
 
@@ -92,7 +94,8 @@ class WorkflowDef:
         of the context, sync or async) supplies the output when every retry has failed.
         ``compensate`` (a function ``(context, output)`` or a :class:`CompensatingAction`)
         undoes this task if the run fails later: the run then rolls back and ends
-        ``compensated`` (see :mod:`deerflow.sagas`).
+        ``compensated`` (see :mod:`deerflow.sagas`). ``priority``: where attempts queue for a
+        worker slot, a higher one starts first (default: the run's ``priority``).
         """
         options = RetryOptions(retries, retry_delay, backoff, max_retry_delay, timeout)
         policy = options.policy(self.name, id)
@@ -111,6 +114,7 @@ class WorkflowDef:
                     retry=policy,
                     timeout=options.attempt_timeout(self.name, task_id),
                     fallback=fallback,
+                    priority=priority,
                     compensation=(
                         None if compensate is None else self.compensation_node(task_id, compensate)
                     ),
@@ -149,6 +153,7 @@ class WorkflowDef:
                 raise DefinitionError(f"{where}: {_cycle([*ring, ring[0]])}")
         if task.fn is not None and not callable(task.fn):
             raise DefinitionError(f"{where}: the task body is not callable")
+        task_priority(self.name, task.id, task.priority)
         self._check_kind(task)
         comp = task.compensation
         if comp is not None:

@@ -47,7 +47,8 @@ class TaskDef:
     machines) bring their own, with their own ``fn`` contract. ``options`` are the kind's: a
     mapping, validated into the kind's options model when the node is added to a workflow.
     ``compensation`` is the task that undoes this one when the run fails later (sagas); it runs
-    only then.
+    only then. ``priority``: where its attempts queue for a worker slot, a higher one starts
+    first; ``None`` takes the run's (``engine.start(priority=...)``).
     """
 
     id: str
@@ -59,6 +60,7 @@ class TaskDef:
     kind: NodeKind = TASK
     options: Mapping[str, Any] | KindOptions = field(default_factory=dict)
     compensation: TaskDef | None = None
+    priority: int | None = None
 
     @property
     def is_async(self) -> bool:
@@ -75,6 +77,16 @@ def positive_or_none(
     if value <= 0:
         raise DefinitionError(f"workflow {workflow!r}, task {task!r}: {name} must be > 0")
     return float(value)
+
+
+def task_priority(workflow: str, task: str | None, value: object) -> int | None:
+    """``value`` as a task's priority (a whole number, ``None`` kept); :class:`DefinitionError`
+    names the task otherwise."""
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    raise DefinitionError(
+        f"workflow {workflow!r}, task {task!r}: priority must be a whole number, not {value!r}"
+    )
 
 
 def retry_policy(

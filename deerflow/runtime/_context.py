@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from deerflow import _codec
 from deerflow.core import history as h
 from deerflow.events import parse_trigger_event
-from deerflow.log.base import Message
+from deerflow.log.base import Headers, Message
 from deerflow.runtime._runrows import attribute_value
 
 _TASK_LOGGER = logging.getLogger("deerflow.task")
@@ -47,15 +47,31 @@ class TaskDispatch(BaseModel):
     correlation_id: str | None = None
     extra: dict[str, Any] = Field(default_factory=dict)
     traceparent: str | None = None  # the run's, when it continues another run's trace
+    #: where the attempt queues for a worker slot, higher first: the task's, else the run's
+    priority: int = 0
 
     def message(self, topic: str, partition: int | None = None) -> Message:
-        """This attempt as a task-queue record (placed by run and task unless ``partition``)."""
+        """This attempt as a task-queue record (placed by run and task unless ``partition``).
+
+        A priority other than 0 is also a header, so a worker orders the records it holds
+        without decoding them.
+        """
         return Message(
             topic=topic,
             key=f"{self.run_id}/{self.task_id}",
             value=self.model_dump_json().encode(),
+            headers=priority_header(self.priority),
             partition=partition,
         )
+
+
+#: the task-queue record header that carries an attempt's priority (absent: 0)
+PRIORITY_HEADER = "deerflow-priority"
+
+
+def priority_header(priority: int) -> Headers:
+    """The headers of a task-queue record of ``priority`` (none for the default, 0)."""
+    return ((PRIORITY_HEADER, str(priority).encode()),) if priority else ()
 
 
 @dataclass(frozen=True, slots=True)

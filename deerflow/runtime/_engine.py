@@ -38,7 +38,8 @@ from deerflow.runtime._runrows import RunQuery
 from deerflow.runtime._settings import whole_number
 from deerflow.runtime._tombstones import DEDUPE_LIMIT, DEDUPE_WINDOW
 from deerflow.runtime._waiters import RunMoved
-from deerflow.runtime._worker import Worker
+from deerflow.runtime._worker import Worker, aging_setting, prefetch_setting
+from deerflow.runtime._worker_ready import AGING
 from deerflow.runtime.hooks import HistoryFolded, HookChain
 from deerflow.runtime.plugins import (
     Plugin,
@@ -118,6 +119,11 @@ class Engine:
         orchestrate: own history partitions in this process.
         work: run tasks in this process.
         concurrency: task attempts run at once by this process's worker.
+        prefetch: queued task attempts this process's worker reads ahead of its free slots at
+            most (default: ``concurrency``, at least 16); as a slot frees, the one of highest
+            priority among them starts (``@wf.task(priority=...)``, else the run's).
+        priority_aging: seconds of queueing one point of a task's priority is worth (60): an
+            attempt queued long enough starts before newer ones of higher priority.
         partitions: partitions for topics deerflow creates (8 on Kafka, 4 elsewhere).
         services: start the services of the adopted plugins (event handlers, ...).
         eager: let this process's orchestrator hand attempts straight to its own worker
@@ -165,6 +171,8 @@ class Engine:
         orchestrate: bool = True,
         work: bool = True,
         concurrency: int = 16,
+        prefetch: int | None = None,
+        priority_aging: float = AGING,
         partitions: int | None = None,
         services: bool = True,
         eager: bool = True,
@@ -182,6 +190,8 @@ class Engine:
     ) -> None:
         check_options("Engine", options)  # before anything is opened: a typo is not a setting
         held_runs = held_runs_setting(max_held_runs)  # in any process: a bad one is an error
+        prefetch = prefetch_setting(prefetch, concurrency)
+        priority_aging = aging_setting(priority_aging)
         self.options = options
         self._run_services = services and work
         self.services: list[Service] = []
@@ -207,7 +217,16 @@ class Engine:
             else None
         )
         self.worker = (
-            Worker(self.log, self.registry, self.topics, concurrency=concurrency) if work else None
+            Worker(
+                self.log,
+                self.registry,
+                self.topics,
+                concurrency=concurrency,
+                prefetch=prefetch,
+                priority_aging=priority_aging,
+            )
+            if work
+            else None
         )
         if self.worker is not None and self.orchestrator is not None:
             self.worker.on_outcome = self.orchestrator.observe

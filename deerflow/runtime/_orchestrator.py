@@ -80,8 +80,8 @@ def build_dispatch(wf: WorkflowDef, state: RunState, event: h.TaskScheduled) -> 
         task = wf.get(event.task_id)
         visible, extra = task.kind.inputs(wf, state, task)
     else:
-        node = wf.get(node_id)
-        visible, extra = node.kind.child_inputs(wf, state, node, event.task_id)
+        task = wf.get(node_id)  # a node's children queue with the node's priority
+        visible, extra = task.kind.child_inputs(wf, state, task, event.task_id)
     return TaskDispatch(
         run_id=state.run_id,
         workflow=state.workflow,
@@ -96,6 +96,7 @@ def build_dispatch(wf: WorkflowDef, state: RunState, event: h.TaskScheduled) -> 
         correlation_id=state.correlation_id,
         extra={**extra, **wf.dispatch_extra(state)},
         traceparent=state.traceparent,
+        priority=state.priority if task.priority is None else task.priority,
     )
 
 

@@ -13,17 +13,22 @@ consume. Such an attempt is recorded as ``TaskScheduled(eager=True)``; if this p
 before its outcome is durable, the run's next owner finds the attempt without an outcome when it
 rebuilds the partition and puts it on the task queue. A worker stopping with eager attempts
 still running puts them on the queue itself.
+
+Priority: the worker reads ahead of its free slots (``prefetch`` records at most) and, as a
+slot frees, starts the polled record of highest priority, a long-queued one going first in
+the end (:mod:`._worker_ready`). Records still finish in any order and a partition is committed
+only over its finished prefix, so reordering never commits a task before it is done.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import contextvars
 import logging
 import os
 import socket
+import time
 import traceback
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -44,11 +49,33 @@ from deerflow.runtime._offsets import OffsetTracker
 from deerflow.runtime._payloads import lost_input, within_limit
 from deerflow.runtime._registry import WorkflowRegistry
 from deerflow.runtime._service import BackgroundService
+from deerflow.runtime._worker_ready import AGING, ReadyQueue
 from deerflow.runtime.hooks import HookChain, Hooks, TaskAttempt, TaskEnded, WorkerStarting
 
 log = logging.getLogger("deerflow.worker")
 
+#: records a worker reads ahead of its free slots at least: the attempts among which a higher
+#: priority starts first when more are queued than it has slots
+MIN_PREFETCH = 16
+
 TaskResolver = Callable[[WorkflowDef, TaskDispatch], tuple[TaskDef, Callable[..., Any]]]
+
+
+def prefetch_setting(prefetch: int | None, concurrency: int) -> int:
+    """``prefetch`` as given (a whole number >= 1), else ``concurrency``, at least
+    :data:`MIN_PREFETCH`; :class:`DeerflowError` for a bad one."""
+    if prefetch is None:
+        return max(concurrency, MIN_PREFETCH)
+    if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1:
+        raise DeerflowError(f"prefetch must be a whole number of 1 or more, not {prefetch!r}")
+    return prefetch
+
+
+def aging_setting(aging: float) -> float:
+    """``priority_aging`` checked: seconds > 0; :class:`DeerflowError` otherwise."""
+    if isinstance(aging, bool) or not isinstance(aging, int | float) or not aging > 0:
+        raise DeerflowError(f"priority_aging must be a number of seconds > 0, not {aging!r}")
+    return float(aging)
 
 
 def default_worker_name() -> str:
@@ -198,6 +225,9 @@ class Worker(BackgroundService):
         topics: topic names.
         concurrency: attempts run at once; sync bodies use a thread pool of this size.
         resolve: maps a dispatch to its task and callable (patterns extend it).
+        prefetch: polled records held waiting for a slot at most (default: ``concurrency``,
+            at least :data:`MIN_PREFETCH`); the higher priority starts first among them.
+        priority_aging: seconds of queueing one point of a task's priority is worth.
     """
 
     def __init__(
@@ -209,6 +239,8 @@ class Worker(BackgroundService):
         concurrency: int = 16,
         resolve: TaskResolver = resolve_task,
         name: str | None = None,
+        prefetch: int | None = None,
+        priority_aging: float = AGING,
     ) -> None:
         super().__init__()
         self._log = log
@@ -229,11 +261,12 @@ class Worker(BackgroundService):
         self._holding: dict[asyncio.Task[None], tuple[str, str, int] | None] = {}
         self._slot_of: dict[tuple[str, str, int], asyncio.Task[None]] = {}
         # Polled records waiting for a slot, at most ``_prefetch`` of them: the next attempt
-        # starts the moment a slot frees, instead of after a resume and a fetch round trip.
-        # The records are of this worker's own partitions, so holding them takes work from no
-        # other worker. (Also: an eager attempt may take a slot a poll was sized for.)
-        self._ready: collections.deque[Record] = collections.deque()
-        self._prefetch = self._concurrency
+        # starts the moment a slot frees, instead of after a resume and a fetch round trip,
+        # and it is the one of highest priority among them. The records are of this worker's
+        # own partitions, so holding them takes work from no other worker. (Also: an eager
+        # attempt may take a slot a poll was sized for.)
+        self._ready = ReadyQueue(aging_setting(priority_aging))
+        self._prefetch = prefetch_setting(prefetch, self._concurrency)
         self._offsets = OffsetTracker()
         self._drain_timeout = 10.0
         self._released = asyncio.Event()
@@ -409,6 +442,10 @@ class Worker(BackgroundService):
         if self.on_outcome is not None:
             self.on_outcome([outcome])
 
+    def waiting(self) -> int:
+        """Polled task messages waiting for a slot (at most ``prefetch``)."""
+        return len(self._ready)
+
     def backlog(self) -> int:
         """Task messages of this worker's partitions not finished (metrics' queue depth).
 
@@ -435,7 +472,7 @@ class Worker(BackgroundService):
         with contextlib.suppress(Exception):
             await self._commit()
         self._offsets.forget(partitions)
-        self._ready = collections.deque(r for r in self._ready if r.tp not in partitions)
+        self._ready.drop(partitions)
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -463,13 +500,16 @@ class Worker(BackgroundService):
     def _take(self, records: list[Record]) -> None:
         """Track polled records and queue them for a slot; whatever a poll returns runs (a
         record dropped here would be committed past by the records after it)."""
+        if not records:
+            return
+        now = time.monotonic()
         for record in records:
             self._offsets.begin(record.tp, record.offset)
-            self._ready.append(record)
+            self._ready.push(record, now)
 
     def _start_ready(self) -> None:
         while self._ready and len(self._holding) < self._concurrency and not self.stopping.is_set():
-            self._take_slot(self._handle(self._ready.popleft()))
+            self._take_slot(self._handle(self._ready.pop()))
 
     def _take_slot(self, attempt: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(attempt)
@@ -506,8 +546,8 @@ class Worker(BackgroundService):
         """Every slot is busy and the prefetch is full: pause the partitions until one frees.
 
         Paused partitions stay assigned (the member keeps its place in the group) and nothing
-        more is read, so a worker holds at most ``concurrency`` attempts plus ``concurrency``
-        prefetched records, whatever the queue's depth.
+        more is read, so a worker holds at most ``concurrency`` attempts plus ``prefetch``
+        polled records, whatever the queue's depth.
         """
         if not self._paused:
             consumer.pause(consumer.assignment())

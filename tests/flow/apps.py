@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import time
+from pathlib import Path
 from typing import Any
 
 from deerflow import Concurrency, RateLimit, Workflow
@@ -36,3 +39,17 @@ def rated(name: str = "rated", *, on_excess: str = "delay", **limits: Any) -> Wo
 
 #: what the worker-process tests load: three runs at most per customer, each a second long
 shared = limited("shared", limit=3, seconds=1.0)
+
+
+#: what the task-priority process test loads: each attempt appends "pid label" to
+#: $STARTED_FILE as it starts, then waits while $HOLD_FILE exists
+prioritised = Workflow("prioritised")
+
+
+@prioritised.task(id="work")
+def _prioritised_work(context):
+    with Path(os.environ["STARTED_FILE"]).open("a") as started:
+        started.write(f"{os.getpid()} {context.params['label']}\n")
+    while Path(os.environ["HOLD_FILE"]).exists():
+        time.sleep(0.05)
+    return context.params["label"]
