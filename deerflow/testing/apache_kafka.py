@@ -13,8 +13,8 @@ broker and controller, no ZooKeeper) from the jars ``kafka/pom.xml`` pins, the v
 
 Settings: :data:`BROKER_SETTINGS` are the ones ``compose/docker-compose.yml`` gives its broker
 too; :data:`TEST_SETTINGS` only make a test broker quicker (short group sessions, a small
-group offsets topic, frequent retention and compaction passes). The broker's output goes to ``server.log`` in its directory,
-which :meth:`ApacheKafka.stop` can keep.
+group offsets topic, frequent retention and compaction passes). The broker's output goes to
+``server.log`` in its directory, which :meth:`ApacheKafka.stop` can keep.
 """
 
 from __future__ import annotations
