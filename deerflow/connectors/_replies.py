@@ -1,5 +1,6 @@
-"""The HTTP triggers' answers: JSON bodies, ``{"error": ...}`` refusals, and the exception
-that carries a refusal out of a request's handling."""
+"""The JSON answers of deerflow's HTTP servers (webhooks, the API, the startup check):
+bodies, ``{"error": ...}`` refusals, and the exception that carries a refusal out of a
+webhook request's handling."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from aiohttp import web
 
 import deerflow._codec as _codec
 
-__all__ = ["RefusedError", "error_reply", "json_reply"]
+__all__ = ["RefusedError", "error_reply", "json_reply", "unauthorized"]
 
 
 def json_reply(status: int, body: Any, headers: Mapping[str, str] | None = None) -> web.Response:
@@ -23,6 +24,11 @@ def json_reply(status: int, body: Any, headers: Mapping[str, str] | None = None)
 def error_reply(status: int, message: str, **headers: str) -> web.Response:
     """``{"error": message}`` with ``status``."""
     return json_reply(status, {"error": message}, headers)
+
+
+def unauthorized() -> web.Response:
+    """401 for a request without an accepted API key, naming the scheme to use."""
+    return error_reply(401, "missing or invalid API key", **{"WWW-Authenticate": "Bearer"})
 
 
 class RefusedError(Exception):

@@ -41,7 +41,7 @@ from deerflow.connectors._httpbody import (
 )
 from deerflow.connectors._httplimits import HttpLimits, cap_connections
 from deerflow.connectors._providers import scheme_for
-from deerflow.connectors._replies import error_reply, json_reply
+from deerflow.connectors._replies import error_reply, json_reply, unauthorized
 from deerflow.connectors._webhookrequests import WebhookRequests, WebhookRoute
 from deerflow.errors import ConnectorError, RunNotFound
 from deerflow.events import WebhookEvent, trigger_name
@@ -253,7 +253,7 @@ class WebhookGateway(WebhookRequests):
             return None
         if self.api_keys.accepts(presented_key(request.headers)):
             return None
-        return error_reply(401, "missing or invalid API key", **{"WWW-Authenticate": "Bearer"})
+        return unauthorized()
 
     def _busy(self, route: WebhookRoute) -> web.Response | None:
         if not route.events and self.saturated():  # a wait's events start nothing (saturated)
@@ -274,7 +274,7 @@ class WebhookGateway(WebhookRequests):
 
     async def _status(self, request: web.Request) -> web.StreamResponse:
         if self.api_keys and not self.api_keys.accepts(presented_key(request.headers)):
-            return error_reply(401, "missing or invalid API key", **{"WWW-Authenticate": "Bearer"})
+            return unauthorized()
         try:
             run = await self.engine.get_run(request.match_info["run_id"])
         except RunNotFound:

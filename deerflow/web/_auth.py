@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from deerflow.connectors import ApiKeys
-from deerflow.connectors.integration import json_reply, presented_key
+from deerflow.connectors.integration import presented_key, unauthorized
 from deerflow.web import _session
 from deerflow.web._headers import secure_transport
 
@@ -74,9 +74,7 @@ def require_key(
                 return login_page(
                     html_prefix, "Enter an API key to see this deployment.", request.path_qs
                 )
-            return json_reply(
-                401, {"error": "missing or invalid API key"}, {"WWW-Authenticate": "Bearer"}
-            )
+            return unauthorized()
         return await handler(request)
 
     return middleware
