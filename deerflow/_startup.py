@@ -4,25 +4,40 @@
 Kafka), so that clients get an answer instead of a refused connection. Until every service is
 up, :class:`Startup`'s middleware answers every request with 503 and ``Retry-After``: JSON
 ``{"error": "starting", "waiting_for": [...]}`` for the API, webhooks and metrics, a small page
-that reloads itself for the dashboard.
+that reloads itself for the dashboard. :func:`stop_on_signals` is how every serving process
+(``deerflow serve``, ``deerflow ui``, ``deerflow worker``) learns to stop.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import html
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
-import deerflow._codec as _codec
 from deerflow.connectors import ApiKeys
-from deerflow.connectors.integration import presented_key
+from deerflow.connectors.integration import json_reply, presented_key
 from deerflow.runtime.plugins import Service
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 RETRY_AFTER = "2"
+
+
+def stop_on_signals(stop: asyncio.Event) -> None:
+    """Set ``stop`` on SIGINT or SIGTERM: a serving process then stops as it would by itself.
+
+    Call it inside the running loop; where the loop cannot take signal handlers (Windows), it
+    does nothing.
+    """
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
 
 
 class Startup:
@@ -74,9 +89,7 @@ class Startup:
         body: dict[str, Any] = {"error": "starting"}
         if told:
             body["waiting_for"] = waiting
-        return web.Response(
-            status=503, body=_codec.dumps(body), content_type="application/json", headers=headers
-        )
+        return json_reply(503, body, headers)
 
 
 class _Tracked:

@@ -19,7 +19,6 @@ import contextlib
 import logging
 import os
 import re
-import signal
 import time
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
@@ -27,7 +26,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from deerflow._startup import Startup
+from deerflow._startup import Startup, stop_on_signals
 from deerflow._userfile import load_module_workflows
 from deerflow.engine import Engine, Workflow
 from deerflow.errors import ConnectorError, DeerflowError, EventStoreError
@@ -73,13 +72,6 @@ def _run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
         raise typer.Exit(2) from None
 
 
-def _install_stop(stop: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-
-
 async def serve(
     workflows: list[Workflow],
     *,
@@ -102,7 +94,7 @@ async def serve(
 
     say = say or log.info
     stop = stop or asyncio.Event()
-    _install_stop(stop)
+    stop_on_signals(stop)
     settings = load_config(config)
     engine = Engine(store, workflows)
     gateway = WebhookGateway(engine, host=host, port=port, config=settings)

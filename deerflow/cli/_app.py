@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 import deerflow._codec as _codec
+from deerflow._startup import stop_on_signals
 from deerflow._userfile import load_module_workflows
 from deerflow.cli._base import (
     INTERRUPTED,
@@ -160,10 +161,7 @@ def _leave_on_interrupt(run_id: str, store: str | None) -> None:
 
 async def _until_signalled() -> None:
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+    stop_on_signals(stop)
     await stop.wait()
 
 

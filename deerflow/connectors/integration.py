@@ -5,5 +5,6 @@ Imported from here, never from the connectors' private modules (``lint-imports``
 
 from deerflow.connectors._auth import presented_key
 from deerflow.connectors._httplimits import HttpLimits, cap_connections
+from deerflow.connectors._replies import json_reply, unauthorized
 
-__all__ = ["HttpLimits", "cap_connections", "presented_key"]
+__all__ = ["HttpLimits", "cap_connections", "json_reply", "presented_key", "unauthorized"]

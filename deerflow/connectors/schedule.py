@@ -18,20 +18,17 @@ After downtime the missed ticks are run as ``Schedule.catchup`` says (see
 schedule is first served (see :func:`deerflow.connectors._ticks.first_cursor`), and those
 that passed while the engine ran ``max_running`` runs (no tick is taken meanwhile).
 :class:`ScheduleControl` lists, pauses, resumes and backfills schedules for the CLI, the HTTP
-API and the dashboard.
+API and the dashboard (:mod:`deerflow.connectors._schedcontrol`); the schedules as entries and
+their topic are in :mod:`deerflow.connectors._schedentries`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import time
-import weakref
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import replace
 
 from deerflow.connectors._schedbook import (
     ScheduleBook,
@@ -40,107 +37,50 @@ from deerflow.connectors._schedbook import (
     schedules_topic,
     state_message,
 )
+from deerflow.connectors._schedcontrol import (
+    BACKFILL_PARALLEL,
+    BackfillRefused,
+    BackfillResult,
+    ScheduleControl,
+    ScheduleInfo,
+    ScheduleNotFound,
+)
+from deerflow.connectors._schedentries import (
+    PARTITIONS,
+    RUNNING,
+    Clock,
+    ScheduleEntry,
+    ensure_schedules_topic,
+    read_book,
+    schedule_entries,
+)
 from deerflow.connectors._ticks import (
-    backfill_ticks,
     due,
     first_cursor,
-    iso,
     jitter_of,
     next_tick,
-    utc_iso,
 )
-from deerflow.connectors.base import PollingSource, RunRequest, backoff_sleep, run_id_for
-from deerflow.core import WorkflowDef
-from deerflow.errors import ConnectorError, RunNotFound
-from deerflow.events import Schedule, ScheduleTickEvent, trigger_name
+from deerflow.connectors.base import PollingSource, RunRequest, backoff_sleep
+from deerflow.errors import ConnectorError
 from deerflow.log.base import GroupConsumer, LogReader, TopicPartition, partition_for
 from deerflow.runtime import Engine, ScheduleTicks
 
+__all__ = [
+    "BACKFILL_PARALLEL",
+    "PARTITIONS",
+    "BackfillRefused",
+    "BackfillResult",
+    "ScheduleControl",
+    "ScheduleEntry",
+    "ScheduleInfo",
+    "ScheduleNotFound",
+    "ScheduleSource",
+    "ensure_schedules_topic",
+    "read_book",
+    "schedule_entries",
+]
+
 log = logging.getLogger("deerflow.connectors.schedules")
-
-#: Partitions of the schedules topic (how many processes can share the firing).
-PARTITIONS = 4
-#: Runs one backfill keeps running at once by default.
-BACKFILL_PARALLEL = 4
-
-Clock = Callable[[], float]
-
-
-class ScheduleNotFound(ConnectorError):
-    """No schedule has the name asked for."""
-
-    retriable = False
-
-
-class BackfillRefused(ConnectorError):
-    """A backfill's range is reversed or holds too many ticks."""
-
-    retriable = False
-
-
-@dataclass(frozen=True, slots=True)
-class ScheduleEntry:
-    """A schedule of a workflow, under its trigger name."""
-
-    name: str
-    workflow: str
-    spec: Schedule
-
-    def run_id(self, tick: float) -> str:
-        """The run of ``tick``: the same id in every process, fired or backfilled."""
-        return run_id_for(self.workflow, "schedule", f"{self.name}\x00{utc_iso(tick)}")
-
-    def request(self, tick: float, now: float, *, backfill: bool = False) -> RunRequest:
-        """The run request of ``tick`` at ``now``."""
-        late = max(0.0, now - tick - jitter_of(self.spec, self.name, tick))
-        event = ScheduleTickEvent(
-            trigger=self.name,
-            received_at=now,
-            schedule=self.name,
-            scheduled_time=datetime.fromtimestamp(tick, self.spec.zone),
-            backfill=backfill,
-            late=0.0 if backfill else round(late, 6),
-        )
-        return RunRequest(
-            self.workflow, self.run_id(tick), event, params=dict(self.spec.params or {}) or None
-        )
-
-
-def schedule_entries(workflows: Iterable[WorkflowDef]) -> list[ScheduleEntry]:
-    """Every schedule of ``workflows``, in definition order."""
-    return [
-        ScheduleEntry(trigger_name(wf.name, t), wf.name, t)
-        for wf in workflows
-        for t in wf.triggers
-        if isinstance(t, Schedule)
-    ]
-
-
-async def ensure_schedules_topic(engine: Engine) -> tuple[str, int]:
-    """The schedules topic (created if missing) and its partition count."""
-    topic = schedules_topic(engine.topics.prefix)
-    count = await engine.log.ensure_topic(topic, PARTITIONS, keep_forever=True, compact=True)
-    return topic, count
-
-
-async def read_book(
-    engine: Engine, names: set[str]
-) -> tuple[ScheduleBook, dict[TopicPartition, int]]:
-    """The schedules' state as the topic holds it now, and where each partition ends."""
-    topic, count = await ensure_schedules_topic(engine)
-    book = ScheduleBook(names)
-    loaded = await engine.log.read_partitions({TopicPartition(topic, p): 0 for p in range(count)})
-    ends: dict[TopicPartition, int] = {}
-    for tp, records in loaded.items():
-        for record in records:
-            book.apply(record)
-        ends[tp] = records[-1].offset + 1 if records else 0
-    return book, ends
-
-
-#: The schedule source running on each engine, whose state :class:`ScheduleControl` reads
-#: instead of the whole topic (a dashboard in ``deerflow serve``).
-_RUNNING: weakref.WeakKeyDictionary[Engine, ScheduleSource] = weakref.WeakKeyDictionary()
 
 
 class ScheduleSource(PollingSource[float]):
@@ -208,11 +148,11 @@ class ScheduleSource(PollingSource[float]):
         await self._reader.start()
         self._consumer = self.engine.log.consumer(self.group, [self.topic], listener=self)
         await self._consumer.start()
-        _RUNNING[self.engine] = self
+        RUNNING[self.engine] = self
 
     async def _close(self) -> None:
-        if _RUNNING.get(self.engine) is self:
-            del _RUNNING[self.engine]
+        if RUNNING.get(self.engine) is self:
+            del RUNNING[self.engine]
         for part in (self._consumer, self._reader):
             if part is not None:
                 await part.stop()
@@ -332,187 +272,3 @@ class ScheduleSource(PollingSource[float]):
 
     async def acknowledge(self, items: Sequence[float]) -> None:
         """Nothing to acknowledge: the cursor is written after the runs are requested."""
-
-
-# -- control: list, pause, resume, backfill --------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ScheduleInfo:
-    """A schedule as ``deerflow schedules list`` and ``GET /api/schedules`` show it."""
-
-    name: str
-    workflow: str
-    when: str
-    catchup: str
-    paused: bool
-    last_tick: str | None
-    next_tick: str | None
-
-    def as_json(self) -> dict[str, Any]:
-        """The API's representation."""
-        return asdict(self)
-
-
-@dataclass(slots=True)
-class BackfillResult:
-    """What a backfill did: runs started (by status once ended) and ticks that had run."""
-
-    schedule: str
-    ticks: int
-    started: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    statuses: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def failed(self) -> int:
-        """Runs started that did not complete."""
-        return sum(1 for s in self.statuses.values() if s != "completed")
-
-    def as_json(self) -> dict[str, Any]:
-        """The API's representation."""
-        return asdict(self)
-
-
-class ScheduleControl:
-    """Lists, pauses, resumes and backfills the schedules of an engine's workflows.
-
-    Any process may use it, not only the one firing: a pause or a resume is a record of the
-    schedules topic, applied by the owner within a second.
-    """
-
-    def __init__(self, engine: Engine, *, clock: Clock = time.time) -> None:
-        self.engine = engine
-        self.clock = clock
-
-    @property
-    def entries(self) -> dict[str, ScheduleEntry]:
-        """The engine's schedules by name."""
-        return {e.name: e for e in schedule_entries(self.engine.registry)}
-
-    def entry(self, name: str) -> ScheduleEntry:
-        """The schedule ``name``; :class:`ScheduleNotFound` naming the known ones."""
-        entries = self.entries
-        if name not in entries:
-            known = ", ".join(sorted(entries)) or "none"
-            raise ScheduleNotFound(f"no schedule named {name!r} (known: {known})")
-        return entries[name]
-
-    async def list_schedules(self) -> list[ScheduleInfo]:
-        """Every schedule with its state."""
-        entries = self.entries
-        book = await self._book(set(entries))
-        now = self.clock()
-        return [self._info(e, book.get(e.name), now) for e in entries.values()]
-
-    async def _book(self, names: set[str]) -> ScheduleBook:
-        """The state of ``names``: the running source's (it follows the topic), else read."""
-        source = _RUNNING.get(self.engine)
-        if source is not None and source.running and names <= source.book.names:
-            return source.book
-        return (await read_book(self.engine, names))[0]
-
-    def _info(self, entry: ScheduleEntry, state: ScheduleState, now: float) -> ScheduleInfo:
-        upcoming = None if state.paused else next_tick(entry.spec, now)
-        return ScheduleInfo(
-            name=entry.name,
-            workflow=entry.workflow,
-            when=entry.spec.when,
-            catchup=entry.spec.catchup,
-            paused=state.paused,
-            last_tick=None if state.cursor is None else iso(entry.spec, state.cursor),
-            next_tick=None if upcoming is None else iso(entry.spec, upcoming),
-        )
-
-    async def pause(self, name: str) -> bool:
-        """Pause ``name`` (durable); ``False`` if it was paused already."""
-        return await self._control(name, paused=True)
-
-    async def resume(self, name: str) -> bool:
-        """Resume ``name``: ticks from now on run, those while it was paused do not;
-        ``False`` if it was not paused."""
-        return await self._control(name, paused=False)
-
-    async def _control(self, name: str, *, paused: bool) -> bool:
-        self.entry(name)
-        book = await self._book({name})
-        state = book.get(name)
-        if state.paused == paused:
-            return False
-        new = replace(state, paused=paused, control=state.control + 1, since=self.clock())
-        topic, _ = await ensure_schedules_topic(self.engine)
-        await self.engine.log.append([state_message(topic, name, new)])
-        book.states[name] = state.merged(new)  # seen at once here; the owner reads it too
-        return True
-
-    def plan(self, name: str, first: datetime, last: datetime) -> list[tuple[float, str]]:
-        """The ticks of ``name`` from ``first`` to ``last`` (both included) and their run ids.
-
-        Raises:
-            ScheduleNotFound: an unknown schedule.
-            BackfillRefused: a reversed range, or one of too many ticks.
-        """
-        entry = self.entry(name)
-        try:
-            ticks = backfill_ticks(
-                entry.spec, entry.spec.aware(first).timestamp(), entry.spec.aware(last).timestamp()
-            )
-        except ValueError as exc:
-            raise BackfillRefused(f"schedule {name!r}: {exc}") from None
-        return [(tick, entry.run_id(tick)) for tick in ticks]
-
-    async def backfill(
-        self,
-        name: str,
-        first: datetime,
-        last: datetime,
-        *,
-        max_parallel: int = BACKFILL_PARALLEL,
-        on_end: Callable[[str, str], Awaitable[None] | None] | None = None,
-    ) -> BackfillResult:
-        """Run the ticks of ``name`` from ``first`` to ``last``, oldest first, at most
-        ``max_parallel`` at once, each waited for; ticks whose run exists already (fired,
-        or backfilled before) are skipped. Paused or not, the schedule is backfilled.
-
-        Their run ids are the ticks' own, so a backfill repeated, or overlapping what the
-        schedule fired, starts no tick twice.
-        """
-        if max_parallel < 1:
-            raise ConnectorError("--max-parallel must be at least 1", retriable=False)
-        entry = self.entry(name)
-        planned = self.plan(name, first, last)
-        result = BackfillResult(name, len(planned))
-        queue: Iterator[tuple[float, str]] = iter(planned)
-
-        async def slot() -> None:
-            for tick, run_id in queue:
-                if await self._exists(run_id):
-                    result.skipped.append(run_id)
-                    continue
-                request = entry.request(tick, self.clock(), backfill=True)
-                await self.engine.start_run(
-                    entry.workflow,
-                    run_id=run_id,
-                    params=request.params,
-                    trigger=request.event.model_dump(mode="json"),
-                )
-                result.started.append(run_id)
-                self.engine.hooks.on_schedule_ticks(
-                    ScheduleTicks(name, entry.workflow, backfilled=1)
-                )
-                ended = await self.engine.wait(run_id)
-                result.statuses[run_id] = ended.status
-                if on_end is not None:
-                    maybe = on_end(run_id, ended.status)
-                    if maybe is not None:
-                        await maybe
-
-        await asyncio.gather(*(slot() for _ in range(min(max_parallel, len(planned) or 1))))
-        return result
-
-    async def _exists(self, run_id: str) -> bool:
-        try:
-            await self.engine.get_run(run_id)
-        except RunNotFound:
-            return False
-        return True

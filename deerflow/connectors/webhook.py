@@ -23,196 +23,48 @@ dashboard, an API) can be added to it, or passed as ``extra_routes``, before :me
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import logging
-import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl
 
-import orjson
 from aiohttp import web
-from pydantic import ValidationError
 
-import deerflow._codec as _codec
 from deerflow._durations import parse_duration
-from deerflow.connectors import _cloudevents
 from deerflow.connectors._auth import ApiKeys, configured_secrets, presented_key
 from deerflow.connectors._bodykeys import KEY_WINDOW, BodyKeys
-from deerflow.connectors._httplimits import HttpLimits, cap_connections
-from deerflow.connectors._providers import Scheme, scheme_for
-from deerflow.connectors.base import (
-    EventRequest,
-    RunRequest,
-    TriggerSource,
-    run_id_for,
-    too_large,
-    unstorable,
+from deerflow.connectors._deliveries import MAX_DELIVERY_ID, body_digest, dedupe_value
+from deerflow.connectors._httpbody import (
+    MAX_FORM_FIELDS,
+    BodyTooLargeError,
+    decode_body,
+    read_body,
 )
-from deerflow.errors import ConnectorError, DeerflowError, RunNotFound
-from deerflow.events import CloudEvent, WebhookEvent, WebhookRequestEvent, trigger_name
+from deerflow.connectors._httplimits import HttpLimits, cap_connections
+from deerflow.connectors._providers import scheme_for
+from deerflow.connectors._replies import error_reply, json_reply, unauthorized
+from deerflow.connectors._webhookrequests import WebhookRequests, WebhookRoute
+from deerflow.errors import ConnectorError, RunNotFound
+from deerflow.events import WebhookEvent, trigger_name
 from deerflow.runtime import Engine
+
+__all__ = [
+    "MAX_DELIVERY_ID",
+    "MAX_FORM_FIELDS",
+    "BodyTooLargeError",
+    "WebhookGateway",
+    "WebhookRoute",
+    "body_digest",
+    "decode_body",
+    "dedupe_value",
+    "read_body",
+]
 
 log = logging.getLogger("deerflow.connectors.webhook")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-_HIDDEN = frozenset({"authorization", "x-api-key", "cookie", "proxy-authorization"})
-_CHUNK = 64 * 1024
-#: The longest ``Idempotency-Key`` (or delivery id) taken, as Stripe's.
-MAX_DELIVERY_ID = 255
 
 
-@dataclass(frozen=True, slots=True)
-class WebhookRoute:
-    """One webhook trigger with its resolved signing secrets and signature scheme."""
-
-    workflow: str
-    trigger: WebhookEvent
-    name: str
-    secrets: tuple[str, ...] = ()
-    scheme: Scheme = field(default_factory=Scheme)
-    #: event types each request becomes instead of a run (``wait_for_event(source=...)``)
-    events: tuple[str, ...] = ()
-
-
-def _json(status: int, body: Any, headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.Response(
-        status=status, body=_codec.dumps(body), headers=headers, content_type="application/json"
-    )
-
-
-def _error(status: int, message: str, **headers: str) -> web.Response:
-    return _json(status, {"error": message}, headers)
-
-
-def _text(value: str) -> str:
-    """Header and query text as storable UTF-8 (bytes that were not UTF-8 become U+FFFD)."""
-    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-
-
-def body_digest(raw: bytes) -> str:
-    """What an idempotency key remembers of a body: ``sha256:<hex>``."""
-    return "sha256:" + hashlib.sha256(raw).hexdigest()
-
-
-def _other_body(recorded: Mapping[str, Any] | None, digest: str, text: str | None = None) -> bool:
-    """Whether what a key recorded (a run's trigger event, a wait's bound digest) came with a
-    body other than ``digest``'s; ``text`` is the body's, for runs recorded before digests."""
-    if not recorded:
-        return False
-    kept = recorded.get("body_digest")
-    if kept is None:  # a run recorded before digests were kept: compare its text
-        return text is not None and recorded.get("text") != text
-    return bool(kept != digest)
-
-
-def _text_of(run: RunRequest) -> str | None:
-    return run.event.text if isinstance(run.event, WebhookRequestEvent) else None
-
-
-#: Fields of a form-encoded body decoded at most (a bound on what one request makes in memory).
-MAX_FORM_FIELDS = 1000
-
-
-def decode_body(raw: bytes, content_type: str) -> Any:
-    """The body as data: JSON, or a form (``application/x-www-form-urlencoded``, as Slack's
-    slash commands) as a dict of its last values, a JSON ``payload`` field decoded (Slack's
-    interactions).
-
-    Raises:
-        ValueError: the body is neither, saying why.
-    """
-    if content_type == "application/x-www-form-urlencoded":
-        try:
-            form = dict(
-                parse_qsl(raw.decode(), keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
-            )
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise ValueError(f"body is not a form: {exc}") from None
-        payload = form.get("payload", "")
-        if payload.startswith("{"):
-            try:
-                return {**form, "payload": orjson.loads(payload)}
-            except orjson.JSONDecodeError:
-                return form
-        return form
-    try:
-        return orjson.loads(raw) if raw.strip() else None
-    except orjson.JSONDecodeError as exc:
-        raise ValueError(f"body is not JSON: {exc}") from None
-
-
-def dedupe_value(path: str, headers: Mapping[str, str], body: Any) -> str | None:
-    """The value a ``dedupe_key`` path (``body.a.b`` or ``headers.Name``) names, or ``None``."""
-    root, _, rest = path.partition(".")
-    if root == "headers":
-        return headers.get(rest) or None
-    value = body
-    for part in rest.split("."):
-        if isinstance(value, Mapping):
-            value = value.get(part)
-        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
-            value = value[int(part)]
-        else:
-            return None
-    if isinstance(value, bool) or not isinstance(value, str | int | float) or value == "":
-        return None
-    return str(value)
-
-
-class _RefusedError(Exception):
-    """A request refused part-way; ``response`` says why."""
-
-    def __init__(self, response: web.Response) -> None:
-        super().__init__(response.status)
-        self.response = response
-
-
-def _checked(trigger: WebhookEvent, body: Any) -> Any:
-    """``body`` validated by the trigger's ``payload_schema``; :class:`_RefusedError` if not."""
-    if trigger.payload_schema is None:
-        return body
-    try:
-        return trigger.payload_schema.model_validate(body).model_dump(mode="json")
-    except ValidationError as exc:
-        # No context: it may hold the validator's exception object, not JSON.
-        detail = exc.errors(include_url=False, include_input=False, include_context=False)
-        raise _RefusedError(
-            _json(422, {"error": "payload does not match the schema", "detail": detail})
-        ) from None
-    except ValueError as exc:  # valid, but pydantic cannot dump it (nested too deeply)
-        raise _RefusedError(_error(400, f"body cannot be accepted: {exc}")) from None
-
-
-class BodyTooLargeError(Exception):
-    """A request body over its limit (answered 413)."""
-
-
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The body, never holding more than ``limit`` + one chunk in memory.
-
-    A declared ``Content-Length`` over the limit is refused before anything is read; a
-    chunked body is refused as soon as it passes the limit.
-
-    Raises:
-        BodyTooLargeError: the body is longer than ``limit`` bytes.
-    """
-    if request.content_length is not None and request.content_length > limit:
-        raise BodyTooLargeError
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_chunked(_CHUNK):
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLargeError
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-class WebhookGateway(TriggerSource[None]):
+class WebhookGateway(WebhookRequests):
     """The HTTP face of deerflow's triggers; see the module docstring.
 
     Args:
@@ -401,13 +253,13 @@ class WebhookGateway(TriggerSource[None]):
             return None
         if self.api_keys.accepts(presented_key(request.headers)):
             return None
-        return _error(401, "missing or invalid API key", **{"WWW-Authenticate": "Bearer"})
+        return unauthorized()
 
     def _busy(self, route: WebhookRoute) -> web.Response | None:
         if not route.events and self.saturated():  # a wait's events start nothing (saturated)
-            return _error(503, "too many runs in progress", **{"Retry-After": "5"})
+            return error_reply(503, "too many runs in progress", **{"Retry-After": "5"})
         if self.pending >= self.max_pending:
-            return _error(429, "too many requests in progress", **{"Retry-After": "1"})
+            return error_reply(429, "too many requests in progress", **{"Retry-After": "1"})
         return None
 
     async def _trigger(self, route: WebhookRoute, request: web.Request) -> web.StreamResponse:
@@ -420,220 +272,14 @@ class WebhookGateway(TriggerSource[None]):
         finally:
             self.pending -= 1
 
-    async def _accept(self, route: WebhookRoute, request: web.Request) -> web.StreamResponse:
-        trigger = route.trigger
-        try:
-            async with asyncio.timeout(self.body_timeout):
-                raw = await read_body(request, trigger.max_body)
-        except BodyTooLargeError:
-            return _error(413, f"body over {trigger.max_body} bytes", Connection="close")
-        except TimeoutError:
-            return _error(408, f"body not received within {self.body_timeout}s", Connection="close")
-        if route.secrets:
-            problem = route.scheme.problem(
-                request.headers, raw, route.secrets, tolerance=trigger.tolerance
-            )
-            if problem is not None:
-                return _error(401, problem)
-        try:
-            cloudevents = _cloudevents.from_http(request.headers, request.content_type, raw)
-            body = None if cloudevents is not None else decode_body(raw, request.content_type)
-        except ValueError as exc:
-            return _error(400, str(exc))
-        handshake = route.scheme.reply(body) if route.secrets else None
-        if handshake is not None:
-            return _json(200, handshake)  # the sender checking the URL: no run
-        try:
-            if cloudevents is not None:
-                return await self._request_cloudevents(route, request, raw, cloudevents)
-            return await self._request_run(route, request, raw, _checked(trigger, body))
-        except _RefusedError as refused:
-            return refused.response
-
-    async def _request_run(
-        self, route: WebhookRoute, request: web.Request, raw: bytes, body: Any
-    ) -> web.StreamResponse:
-        trigger = route.trigger
-        headers = request.headers
-        # A key the caller chose is bound to its body (another body with it is refused); an
-        # id the sender or the body carries names the event, whatever else its retry changed.
-        delivery = headers.get("Idempotency-Key") or (
-            headers.get(trigger.delivery_id_header) if trigger.delivery_id_header else None
-        )
-        bound = delivery is not None
-        if delivery is None and trigger.dedupe_key is not None:
-            delivery = dedupe_value(trigger.dedupe_key, headers, body)
-            if delivery is None:
-                return _error(400, f"the request has no {trigger.dedupe_key} (dedupe_key)")
-        if delivery is None and route.secrets:
-            delivery = route.scheme.delivery(headers, body)
-        if delivery is not None and len(delivery) > MAX_DELIVERY_ID:
-            return _error(400, f"Idempotency-Key is longer than {MAX_DELIVERY_ID} characters")
-        digest = body_digest(raw) if bound else None
-        identity = f"{trigger.path}\x00{delivery}" if delivery else None
-        signed = route.scheme.signed(headers, raw) if route.secrets else None
-        if identity is None and signed is not None:
-            identity = f"{trigger.path}\x00{signed}"
-        if route.events:
-            key = (identity, digest, delivery) if identity and digest and delivery else None
-            return await self._publish(route, [(identity, body)], key)
-        event = self._event(route, request, body, raw.decode("utf-8", "replace"), delivery)
-        run = self._run(route, identity, event.model_copy(update={"body_digest": digest}))
-        known = self.engine.index.runs.get(run.run_id)
-        if (
-            digest is not None
-            and known is not None
-            and _other_body(known.trigger, digest, _text_of(run))
-        ):
-            return self._key_reused(delivery)  # a repeat seen already: nothing to append
-        await self._submit(trigger, [run])
-        if digest is not None and await self._reused_with_another_body(run, digest):
-            return self._key_reused(delivery)
-        return _json(202, self._started(request, run))
-
-    async def _request_cloudevents(
-        self, route: WebhookRoute, request: web.Request, raw: bytes, events: list[CloudEvent]
-    ) -> web.StreamResponse:
-        """One run per CloudEvent, named by its source and id (a duplicate is the same run)."""
-        trigger = route.trigger
-        if route.events:
-            ids = [f"{trigger.path}\x00{_cloudevents.identity(c)}" for c in events]
-            checked = [_checked(trigger, c.data) for c in events]
-            return await self._publish(route, list(zip(ids, checked, strict=True)))
-        runs = []
-        for cloudevent in events:
-            body = _checked(trigger, cloudevent.data)
-            text = raw.decode("utf-8", "replace") if len(events) == 1 else ""
-            event = self._event(route, request, body, text, cloudevent.id).model_copy(
-                update={"cloudevent": cloudevent}
-            )
-            runs.append(
-                self._run(route, f"{trigger.path}\x00{_cloudevents.identity(cloudevent)}", event)
-            )
-        await self._submit(trigger, runs)
-        if request.content_type == _cloudevents.BATCH:
-            return _json(202, {"runs": [self._started(request, run) for run in runs]})
-        return _json(202, self._started(request, runs[0]))
-
-    def _event(
-        self,
-        route: WebhookRoute,
-        request: web.Request,
-        body: Any,
-        text: str,
-        delivery: str | None,
-    ) -> WebhookRequestEvent:
-        hidden = _HIDDEN | route.scheme.hidden
-        return WebhookRequestEvent(
-            trigger=route.name,
-            received_at=time.time(),
-            path=request.path,
-            method=request.method,
-            headers={k: _text(v) for k, v in request.headers.items() if k.lower() not in hidden},
-            body=body,
-            text=text,
-            query={_text(k): _text(v) for k, v in request.query.items()},
-            delivery_id=_text(delivery) if delivery else None,
-        )
-
-    def _run(
-        self, route: WebhookRoute, identity: str | None, event: WebhookRequestEvent
-    ) -> RunRequest:
-        """The run ``event`` asks for; :class:`_RefusedError` (400, or 413 when too large
-        for the log) if it cannot be stored."""
-        run = RunRequest(route.workflow, run_id_for(route.workflow, "webhook", identity), event)
-        problem = unstorable(run)
-        if problem is not None:
-            raise _RefusedError(_error(400, f"body cannot be accepted: {problem}"))
-        problem = too_large(self.engine, run)
-        if problem is not None:
-            raise _RefusedError(_error(413, problem, Connection="close"))
-        return run
-
-    async def _publish(
-        self,
-        route: WebhookRoute,
-        bodies: list[tuple[str | None, Any]],
-        key: tuple[str, str, str] | None = None,
-    ) -> web.StreamResponse:
-        """Append each body as the route's events; 202 ``{"event_id"}`` (``{"event_ids"}`` for
-        several) once durable. A body without identity is an event of its own. ``key`` is the
-        identity, body digest and ``Idempotency-Key`` of a keyed request: refused (422, nothing
-        appended) when the key was used with another body already, as for a run trigger."""
-        requests = []
-        for identity, body in bodies:
-            try:
-                _codec.bounded_json_value(body)
-            except (TypeError, ValueError) as exc:
-                return _error(400, f"body cannot be accepted: {exc}")
-            ident = identity or uuid.uuid4().hex
-            request = EventRequest(route.events, ident, body, f"webhook:{route.trigger.path}")
-            problem = too_large(self.engine, request)
-            if problem is not None:
-                return _error(413, problem, Connection="close")
-            requests.append(request)
-        if key is not None and await self._reused_for_events(route.trigger, key[0], key[1]):
-            raise _RefusedError(self._key_reused(key[2]))
-        await self._submit(route.trigger, requests)
-        ids = [r.events()[0].id for r in requests]
-        return _json(202, {"event_id": ids[0]} if len(ids) == 1 else {"event_ids": ids})
-
-    async def _submit(
-        self, trigger: WebhookEvent, runs: list[RunRequest] | list[EventRequest]
-    ) -> None:
-        try:
-            await self.submit(runs, give_up_after=self.give_up_after)
-        except ConnectorError as exc:
-            log.error("webhook %s: run request not durable: %s", trigger.path, exc)
-            raise _RefusedError(
-                _error(503, "the run could not be recorded; try again", **{"Retry-After": "5"})
-            ) from None
-
-    def _started(self, request: web.Request, run: RunRequest) -> dict[str, str]:
-        base = self.public_url or f"{request.scheme}://{request.host}"
-        return {"run_id": run.run_id, "status_url": f"{base}{self.status_path}/{run.run_id}"}
-
-    async def _reused_for_events(self, trigger: WebhookEvent, identity: str, digest: str) -> bool:
-        """Whether the key of ``identity`` (a wait's webhook) was bound to another body first."""
-        try:
-            kept = await self._keys.bind(identity, digest)
-        except DeerflowError as exc:
-            log.error("webhook %s: idempotency key not recorded: %s", trigger.path, exc)
-            raise _RefusedError(
-                _error(503, "the event could not be recorded; try again", **{"Retry-After": "5"})
-            ) from None
-        return _other_body({"body_digest": kept}, digest)
-
-    async def _reused_with_another_body(self, run: RunRequest, digest: str) -> bool:
-        """Whether the run this key names was first requested with a body of another digest.
-
-        Asked after the request is durable: of two concurrent requests with one key, the one
-        whose body the run recorded first gets the run, the other 422. The digest is read from
-        the run's own ``RunRequested``, so the answer is the same after a restart.
-        """
-        wf = self.engine.registry.get(run.workflow)
-        if wf is not None and wf.route_trigger(run.event) is not None:
-            return False  # a state machine's transition request: no run of that id
-        state = await self.engine.index.wait(run.run_id, lambda s: s.requested, self.give_up_after)
-        # Not folded in time: the request is durable, answer as usual.
-        return state is not None and _other_body(state.trigger, digest, _text_of(run))
-
-    @staticmethod
-    def _key_reused(delivery: str | None) -> web.Response:
-        return _error(
-            422,
-            f"Idempotency-Key {_text(delivery or '')!r} was already used with another body; "
-            "send the same body again to get its run, or use a new key",
-        )
-
     async def _status(self, request: web.Request) -> web.StreamResponse:
         if self.api_keys and not self.api_keys.accepts(presented_key(request.headers)):
-            return _error(401, "missing or invalid API key", **{"WWW-Authenticate": "Bearer"})
+            return unauthorized()
         try:
             run = await self.engine.get_run(request.match_info["run_id"])
         except RunNotFound:
-            return _error(404, "no such run")
-        return _json(
+            return error_reply(404, "no such run")
+        return json_reply(
             200,
             {
                 "run_id": run.run_id,

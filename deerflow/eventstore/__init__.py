@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import deerflow.log as _log
 from deerflow.eventstore._store import EventStore
 from deerflow.eventstore._store_core import Aggregate
 from deerflow.eventstore._store_model import StoredEvent
@@ -62,9 +63,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # KafkaEventLog is imported on first use, so deerflow works without the kafka extra.
+    # KafkaEventLog as deerflow.log gives it: imported on first use (no kafka extra needed).
     if name == "KafkaEventLog":
-        from deerflow.log.kafka import KafkaEventLog
-
-        return KafkaEventLog
+        return _log.KafkaEventLog
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,6 +15,7 @@ from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 
 from deerflow._eventtypes import TypeFilter
+from deerflow._lifecycle import Lifecycle
 from deerflow.errors import EventStoreError
 from deerflow.eventstore._store_index import Admission
 from deerflow.eventstore._store_model import StoredEvent, decode_unit
@@ -245,7 +246,7 @@ class ProjectionCore:
                 await self._moved.wait()
 
 
-class Subscription:
+class Subscription(Lifecycle):
     """Events of chosen types for a consumer group; returned by ``EventStore.subscribe``.
 
     Use it as an async iterator inside ``async with``; acknowledge each event once handled::
@@ -276,13 +277,6 @@ class Subscription:
         """Commit what was acknowledged and leave the group."""
         await self._home.call(self._core.stop)
 
-    async def __aenter__(self) -> Subscription:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
-
     def __aiter__(self) -> Subscription:
         return self
 
@@ -300,7 +294,7 @@ class Subscription:
         await self._home.call(lambda: self._core.ack(event))
 
 
-class Projection:
+class Projection(Lifecycle):
     """A read model kept up to date by following the topic; from ``EventStore.projection``.
 
     ``state`` is the fold of every admitted event of the chosen types, in partition order,
@@ -335,13 +329,6 @@ class Projection:
     async def stop(self) -> None:
         """Stop following the topic."""
         await self._home.call(self._core.stop)
-
-    async def __aenter__(self) -> Projection:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
 
     async def caught_up(self, timeout: float | None = 30.0) -> Any:
         """The state, once every event appended before this call is applied."""

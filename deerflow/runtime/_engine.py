@@ -1,43 +1,46 @@
-"""The engine: one process's orchestrator, worker and run index on one event log."""
+"""The engine: one process's orchestrator, worker and run index on one event log.
+
+:class:`Engine` is its construction, its plugins and the start of runs; its lifecycle, its
+queries of runs and its operations on runs are the parts it is made of
+(:mod:`._enginelife`, :mod:`._runqueries`, :mod:`._runops`), its settings are read in
+:mod:`._enginesettings`.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import uuid
-from collections.abc import Awaitable, Iterable, Mapping
-from types import TracebackType
-from typing import Any, Self, overload
+from collections.abc import Iterable, Mapping
+from typing import Any, overload
 
 import deerflow._codec as _codec
 from deerflow.core import history as h
 from deerflow.core.definition import WorkflowDef
-from deerflow.core.state import RunState, request_takers
+from deerflow.core.state import RunState
 from deerflow.core.topics import Topics
-from deerflow.errors import (
-    DeerflowError,
-    InvalidSignal,
-    RunEnded,
-    RunNotFound,
-    TransitionNotAllowed,
-)
+from deerflow.errors import DeerflowError
 from deerflow.log import open_log
 from deerflow.log.base import EventLog
 from deerflow.payloads import BlobStore
-from deerflow.runtime import _collector
 from deerflow.runtime._archiver import Archiver
-from deerflow.runtime._archivestore import ArchiveStore, open_archive, parse_retention
+from deerflow.runtime._archivestore import ArchiveStore
+from deerflow.runtime._enginelife import EngineLifecycle
+from deerflow.runtime._enginesettings import (
+    DEFAULT_RETENTION,
+    DEFAULT_STORE,
+    archive_setting,
+    default_store,
+    snapshot_setting,
+)
 from deerflow.runtime._hotset import held_runs_setting
-from deerflow.runtime._orchestrator import SNAPSHOT_EVERY, Orchestrator
+from deerflow.runtime._orchestrator import Orchestrator
 from deerflow.runtime._payloads import check_fits, payload_log
 from deerflow.runtime._registry import WorkflowRegistry
-from deerflow.runtime._results import RunResult, run_result
+from deerflow.runtime._results import RunResult
+from deerflow.runtime._runhandle import RunHandle, new_run_id
 from deerflow.runtime._runindex import RunIndex
-from deerflow.runtime._runrows import RunQuery
-from deerflow.runtime._settings import whole_number
+from deerflow.runtime._runops import SIGNAL_DATA_LIMIT, SIGNAL_NAME_LIMIT, RunOperations
+from deerflow.runtime._runqueries import SETTLE_WAIT, RunQueries
 from deerflow.runtime._tombstones import DEDUPE_LIMIT, DEDUPE_WINDOW
-from deerflow.runtime._waiters import RunMoved
 from deerflow.runtime._worker import Worker, aging_setting, prefetch_setting
 from deerflow.runtime._worker_ready import AGING
 from deerflow.runtime.hooks import HistoryFolded, HookChain
@@ -49,63 +52,23 @@ from deerflow.runtime.plugins import (
     default_plugins,
 )
 
-DEFAULT_STORE = "sqlite:///deerflow.db"
-#: How long after it ended a run is archived, when an archive is configured.
-DEFAULT_RETENTION = "30d"
-#: the longest signal name or id accepted (kept in the run's state until taken)
-SIGNAL_NAME_LIMIT = 200
-#: the largest signal data accepted, encoded (kept in the run's state until taken)
-SIGNAL_DATA_LIMIT = 64 * 1024
-SETTLE_WAIT = 2.0  # s Engine.wait gives a joining orchestrator to learn which runs it owns
+__all__ = [
+    "DEFAULT_RETENTION",
+    "DEFAULT_STORE",
+    "SETTLE_WAIT",
+    "SIGNAL_DATA_LIMIT",
+    "SIGNAL_NAME_LIMIT",
+    "Engine",
+    "RunHandle",
+    "default_store",
+    "ensure_loop_free",
+    "new_run_id",
+    "run_sync",
+    "snapshot_setting",
+]
 
 
-def snapshot_setting(given: int | None) -> int:
-    """``snapshot_every`` as given, else ``DEERFLOW_SNAPSHOT_EVERY``, else the default."""
-    given = whole_number(given, "DEERFLOW_SNAPSHOT_EVERY", SNAPSHOT_EVERY, "records")
-    if given < 0:
-        raise DeerflowError(f"snapshot_every must be 0 (none) or more, not {given}")
-    return given
-
-
-def default_store() -> str:
-    """``DEERFLOW_STORE``, else an SQLite file ``deerflow.db`` in the working directory."""
-    return os.environ.get("DEERFLOW_STORE") or DEFAULT_STORE
-
-
-def new_run_id() -> str:
-    """A fresh random run id."""
-    return uuid.uuid4().hex
-
-
-class RunHandle:
-    """A started run: await its result, or look at it."""
-
-    def __init__(self, engine: Engine, run_id: str, workflow: str) -> None:
-        self._engine = engine
-        self.run_id = run_id
-        self.workflow = workflow
-
-    async def result(self, timeout: float | None = None) -> RunResult:
-        """Wait until the run ends and return it; ``TimeoutError`` if it does not in time."""
-        return await self._engine.wait(self.run_id, timeout=timeout)
-
-    async def status(self) -> RunResult:
-        """The run as it is now."""
-        return await self._engine.get_run(self.run_id)
-
-    async def signal(self, name: str, data: Any = None, *, signal_id: str | None = None) -> str:
-        """Send the signal ``name`` to the run (see :meth:`Engine.signal`); its id."""
-        return await self._engine.signal(self.run_id, name, data, signal_id=signal_id)
-
-    async def cancel(self, reason: str = "cancelled") -> None:
-        """Ask the engine to cancel the run."""
-        await self._engine.cancel(self.run_id, reason=reason)
-
-    def __repr__(self) -> str:
-        return f"RunHandle(run_id={self.run_id!r}, workflow={self.workflow!r})"
-
-
-class Engine:
+class Engine(EngineLifecycle, RunQueries, RunOperations):
     """Runs workflows on an event log.
 
     ``await engine.start()`` (or ``async with``) opens the store and starts this process's
@@ -235,14 +198,9 @@ class Engine:
                 self.orchestrator.local_worker = self.worker
         self.archiver: Archiver | None = None
         """The archiver of ended runs, when an archive is configured and this orchestrates."""
-        archive = archive or os.environ.get("DEERFLOW_ARCHIVE") or None
-        if archive is not None:
-            self.index.archive = (
-                archive if isinstance(archive, ArchiveStore) else open_archive(archive)
-            )
-            if retention is None:
-                retention = os.environ.get("DEERFLOW_RETENTION") or DEFAULT_RETENTION
-            age = parse_retention(retention)  # a bad one is an error in any process
+        archiving = archive_setting(archive, retention)  # a bad one is an error in any process
+        if archiving is not None:
+            self.index.archive, age = archiving
             if self.orchestrator is not None:
                 self.archiver = Archiver(
                     self.index,
@@ -298,7 +256,27 @@ class Engine:
         """Start the services of the plugins adopted since the last call, concurrently."""
         await self._start_all(self._take_pending())
 
-    # -- lifecycle ---------------------------------------------------------------------------
+    def register(self, workflow: WorkflowDef) -> WorkflowDef:
+        """Make ``workflow`` runnable by this process (and adopt the plugins it carries)."""
+        self.registry.add(workflow)
+        self._adopt_late(workflow.plugins)
+        return workflow
+
+    def add_plugin(self, plugin: Plugin) -> None:
+        """Adopt ``plugin`` now (again: nothing): its hooks at once, its services with the
+        engine's (soon, if the engine runs already)."""
+        self._adopt_late([plugin])
+
+    def _adopt_late(self, plugins: Iterable[Plugin]) -> None:
+        if self._adopt(plugins) and self._started:
+            try:  # the services start on the engine's loop, soon (else at the next start_run)
+                task = asyncio.get_running_loop().create_task(self._start_pending())
+            except RuntimeError:
+                return
+            self._late.add(task)
+            task.add_done_callback(self._late.discard)
+
+    # -- start -------------------------------------------------------------------------------
 
     @overload
     async def start(self) -> None: ...
@@ -341,126 +319,6 @@ class Engine:
             correlation_id=correlation_id,
             priority=priority,
         )
-
-    async def open(self) -> None:
-        """Open the store and create deerflow's topics, without joining any group; idempotent.
-
-        What :meth:`start` does first; a server can listen (and say it is starting) from here.
-        """
-        await self.log.start()
-        # Histories, domain events and dead letters are the record: never expire them.
-        # Task messages are consumed within seconds: the broker's retention applies.
-        for topic in (self.topics.history, self.topics.events, self.topics.dlq):
-            await self.log.ensure_topic(topic, self._partitions, keep_forever=True)
-        await self.log.ensure_topic(self.topics.tasks, self._partitions)
-
-    async def _start_engine(self, extra: Iterable[Service] = ()) -> None:
-        extra = list(extra)
-        if self._started and not extra:
-            # Every start_run, append_history and wait comes here: once started, no lock and
-            # no empty gather (~8 % of the CPU of 10k one-step runs started at once).
-            return
-        async with self._lock:
-            if self._started:
-                await self._start_all(extra)
-                return
-            await self.open()
-            # Group joins take seconds each on Kafka: join every group at once. The worker
-            # runs nothing until the services are up: a task body may publish through one.
-            joins = [] if self.orchestrator is None else [self.orchestrator.start()]
-            if self.worker is not None:
-                joins.append(self.worker.start(held=True))
-            own = [] if self.archiver is None else [self.archiver]
-            await self._start_all([*own, *self._take_pending(), *extra], *joins)
-            if self.worker is not None:
-                self.worker.release()
-            self._started = True
-            if not self._holds_collector:
-                self._holds_collector = True
-                _collector.hold()
-
-    async def _start_all(self, services: list[Service], *joins: Awaitable[None]) -> None:
-        """Start ``services`` (and ``joins``) concurrently; if one fails, stop them all."""
-        try:
-            results = await asyncio.gather(
-                *joins, *(s.start() for s in services), return_exceptions=True
-            )
-        except asyncio.CancelledError:
-            results = [asyncio.CancelledError()]
-        failed = [r for r in results if isinstance(r, BaseException)]
-        if failed:
-            for service in reversed(services):
-                with contextlib.suppress(Exception):
-                    await service.stop()
-            raise failed[0]
-        self.services += services
-
-    async def add_service(self, service: Service) -> Service:
-        """Start ``service`` now and stop it with the engine."""
-        await self.add_services([service])
-        return service
-
-    async def add_services(self, services: Iterable[Service]) -> None:
-        """Start ``services`` concurrently and stop them with the engine (last added first).
-
-        If the engine is not started yet it starts too, its own group joins alongside: on
-        Kafka every join takes seconds, so joining them all at once saves those seconds per
-        group. If one fails to start, the others are stopped again and its error raised.
-        """
-        await self._start_engine(services)
-
-    async def stop(self) -> None:
-        """Drain the worker, leave the groups and close the store; idempotent.
-
-        The worker drains first: a task body finishing meanwhile may still publish through a
-        service.
-        """
-        if self._holds_collector:
-            self._holds_collector = False
-            _collector.release()
-        if self.worker is not None:
-            await self.worker.stop()
-        if self._late:
-            await asyncio.gather(*self._late, return_exceptions=True)
-        while self.services:
-            await self.services.pop().stop()
-        if self.orchestrator is not None:
-            await self.orchestrator.stop()
-        await self.index.stop()
-        await self.log.stop()
-        self._started = False
-
-    async def __aenter__(self) -> Self:
-        await self._start_engine()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
-    def register(self, workflow: WorkflowDef) -> WorkflowDef:
-        """Make ``workflow`` runnable by this process (and adopt the plugins it carries)."""
-        self.registry.add(workflow)
-        self._adopt_late(workflow.plugins)
-        return workflow
-
-    def add_plugin(self, plugin: Plugin) -> None:
-        """Adopt ``plugin`` now (again: nothing): its hooks at once, its services with the
-        engine's (soon, if the engine runs already)."""
-        self._adopt_late([plugin])
-
-    def _adopt_late(self, plugins: Iterable[Plugin]) -> None:
-        if self._adopt(plugins) and self._started:
-            try:  # the services start on the engine's loop, soon (else at the next start_run)
-                task = asyncio.get_running_loop().create_task(self._start_pending())
-            except RuntimeError:
-                return
-            self._late.add(task)
-            task.add_done_callback(self._late.discard)
 
     # -- runs -------------------------------------------------------------------------------
 
@@ -540,225 +398,6 @@ class Engine:
         """A handle for an existing run id."""
         state = self.index.runs.get(run_id)
         return RunHandle(self, run_id, state.workflow if state else "")
-
-    async def wait(self, run_id: str, *, timeout: float | None = None) -> RunResult:
-        """Wait until ``run_id`` ends; ``TimeoutError`` after ``timeout`` seconds.
-
-        When this process's orchestrator owns the run, it answers as soon as the run's ending
-        is durable, and the run index (which reads every history record again) is not needed.
-        Otherwise, or if the run's partition moves meanwhile, the run index answers.
-        """
-        await self._start_engine()
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        orchestrator = self.orchestrator
-        if orchestrator is not None and not orchestrator.settled.is_set():
-            # Joining the group: which runs it owns is known once its partitions are rebuilt.
-            # A join slower than this (a busy group) leaves the answer to the run index.
-            limit = SETTLE_WAIT if timeout is None else min(timeout, SETTLE_WAIT)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(orchestrator.settled.wait(), limit)
-        waiter = None if orchestrator is None else orchestrator.when_ended(run_id)
-        if orchestrator is not None and waiter is not None:
-            try:
-                return await asyncio.wait_for(waiter, timeout)
-            except TimeoutError:
-                raise TimeoutError(f"run {run_id} did not finish within {timeout}s") from None
-            except RunMoved:
-                pass  # another member decides it now: the run index answers
-            finally:
-                orchestrator.forget_waiter(run_id, waiter)
-        left = None if deadline is None else max(0.0, deadline - loop.time())
-        state = await self.index.wait(run_id, lambda s: s.terminal, left)
-        if state is None:
-            raise TimeoutError(f"run {run_id} did not finish within {timeout}s")
-        return self._result(state)
-
-    async def get_run(self, run_id: str) -> RunResult:
-        """The run as its history tells it now; :class:`RunNotFound` if unknown.
-
-        Answered from the run index: the run's row, and its own history folded (never the
-        whole history's).
-        """
-        await self._start_engine()
-        await self.index.sync()
-        state = await self.index.state(run_id)
-        if state is None:
-            raise RunNotFound(f"no run {run_id!r} in {self.log.url}")
-        return self._result(state)
-
-    async def list_runs(
-        self,
-        *,
-        workflow: str | None = None,
-        status: str | None = None,
-        state: str | None = None,
-        limit: int | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        trigger: str | None = None,
-        parent: str | None = None,
-        attributes: Mapping[str, Any] | None = None,
-        after: str | None = None,
-    ) -> list[RunResult]:
-        """Runs, newest first, from the run index (summaries: ``tasks`` is empty).
-
-        Args:
-            workflow: the workflow's name.
-            status: running, parked, completed, failed, cancelled, ...
-            state: a state-machine instance's current state.
-            limit: at most this many runs (all by default).
-            since, until: bounds of the start time, epoch seconds.
-            trigger: a trigger's kind or name, ``manual`` or ``parent``.
-            parent: runs started as sub-workflows by this run.
-            attributes: search attributes (``context.set_search_attributes``) with these values.
-            after: the id of the last run of the previous page: the next page.
-
-        ``get_run`` gives a run's tasks.
-        """
-        await self._start_engine()
-        await self.index.sync()
-        query = RunQuery(
-            workflow=workflow,
-            status=status,
-            trigger=trigger,
-            parent=parent,
-            since=since,
-            until=until,
-            state=state,
-            attributes=dict(attributes or {}),
-            after=after,
-            limit=limit,
-        )
-        return [
-            run_result(s).model_copy(update={"tasks": {}})
-            for s in await self.index.summaries(query)
-        ]
-
-    async def count_runs(self, **where: Any) -> dict[str, int]:
-        """Runs by status, among those :meth:`list_runs` with the same filters would list."""
-        await self._start_engine()
-        await self.index.sync()
-        return await self.index.counts(RunQuery(**where))
-
-    async def send(
-        self,
-        instance_id: str,
-        transition: str,
-        payload: Any = None,
-        *,
-        request_id: str | None = None,
-        wait: bool = True,
-        timeout: float | None = 60.0,
-    ) -> RunResult:
-        """Ask state-machine instance ``instance_id`` to take ``transition``.
-
-        Requests on one instance are applied one at a time, in order. Raises
-        :class:`TransitionNotAllowed` (nothing changes) when the transition is unknown, not
-        allowed in the instance's state, or refused by its guard; :class:`TaskError` when its
-        handler failed for good (the instance stays in its source state). ``request_id`` makes
-        a retried request idempotent. With ``wait=False`` it returns once the request is
-        durable.
-        """
-        current = await self.get_run(instance_id)
-        wf = self.registry.get(current.workflow, current.version)
-        if current.state is None and (wf is None or not wf.takes_requests()):
-            raise DeerflowError(f"run {instance_id} is not a state-machine instance")
-        refusal = "the instance has ended" if current.done else None
-        if refusal is None and wf is not None and wf.takes_requests():
-            refusal = wf.request_refusal(transition, current.state)
-        # Without the definition here (a CLI), the instance's owner checks and may refuse.
-        if refusal is not None:
-            raise TransitionNotAllowed(f"{instance_id}: {refusal}")
-        rid = request_id or uuid.uuid4().hex[:16]
-        # The feature whose runs take requests defines their events and answers (its fold
-        # extension, registered when deerflow is imported).
-        taker, event = next(
-            (
-                (ext, ev)
-                for ext in request_takers()
-                if (ev := ext.request(instance_id, rid, transition, payload)) is not None
-            ),
-            (None, None),
-        )
-        if taker is None or event is None:
-            raise DeerflowError("state machines are not loaded in this process")
-        await self.append_history([event])
-        if not wait:
-            return current
-        state = await self.index.wait(
-            instance_id, lambda s: s.terminal or taker.answered(s, rid), timeout
-        )
-        if state is None:
-            raise TimeoutError(
-                f"transition {transition!r} of {instance_id} not applied in {timeout}s"
-            )
-        taker.answer(state, rid, transition)
-        return self._result(state)
-
-    async def cancel(self, run_id: str, *, reason: str = "cancelled") -> None:
-        """Ask for ``run_id`` to be cancelled: pending tasks are skipped, the run ends cancelled."""
-        await self.get_run(run_id)
-        await self.append_history(
-            [
-                h.RunCancelRequested(
-                    id=h.event_id(run_id, "cancel-requested"), run_id=run_id, reason=reason
-                )
-            ]
-        )
-
-    async def signal(
-        self, run_id: str, name: str, data: Any = None, *, signal_id: str | None = None
-    ) -> str:
-        """Send the signal ``name`` with JSON ``data`` to ``run_id``; return the signal's id.
-
-        A node of the run waiting for ``name`` (``wait_for_signal``) takes it as its output;
-        one sent before such a node is reached is kept for it. Each signal is taken once:
-        sending again with the same ``signal_id`` (a retried request) delivers nothing more.
-        Raises :class:`RunNotFound` for an unknown run, :class:`RunEnded` for one that has
-        ended (a signal racing the run's end is dropped by the run's history) and
-        :class:`InvalidSignal` for a name or id not 1 to 200 characters, or data not JSON
-        or over 64 KiB encoded.
-        """
-        for what, text in (("name", name), ("id", signal_id)):
-            if (text is not None or what == "name") and not _short_text(text):
-                raise InvalidSignal(f"a signal {what} is 1 to {SIGNAL_NAME_LIMIT} characters")
-        try:
-            size = len(_codec.dumps(data))
-        except TypeError as exc:
-            raise InvalidSignal(f"signal {name!r}: data is not JSON: {exc}") from None
-        if size > SIGNAL_DATA_LIMIT:
-            raise InvalidSignal(
-                f"signal {name!r}: data is {size} bytes encoded, over {SIGNAL_DATA_LIMIT}"
-            )
-        current = await self.get_run(run_id)
-        if current.done:
-            raise RunEnded(
-                f"run {run_id} has ended ({current.status}): it takes no more signals",
-                run_id=run_id,
-                status=current.status,
-            )
-        # The waiting feature defines the signal's history event (deerflow imports it).
-        received = h.event_class("SignalReceived")
-        if received is None:
-            raise DeerflowError("waiting nodes are not loaded in this process")
-        sid = signal_id or uuid.uuid4().hex
-        event = {
-            "id": h.event_id(run_id, "signal", sid),
-            "run_id": run_id,
-            "signal_id": sid,
-            "name": name,
-            "data": data,
-        }
-        await self.append_history([received.model_validate(event)])
-        return sid
-
-    def _result(self, state: Any) -> RunResult:
-        return run_result(state, self.registry.get(state.workflow, state.version))
-
-
-def _short_text(text: object) -> bool:
-    return isinstance(text, str) and 0 < len(text) <= SIGNAL_NAME_LIMIT
 
 
 def ensure_loop_free() -> None:

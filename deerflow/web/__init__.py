@@ -18,8 +18,6 @@ the transition handler; :func:`register_run_panel`, :func:`register_transition_h
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from deerflow._startup import stop_on_signals
 from deerflow.connectors import ApiKeys, load_config
 from deerflow.connectors.integration import HttpLimits, cap_connections
 from deerflow.engine import Engine, Workflow
@@ -208,10 +207,7 @@ async def serve_ui(
     ``on_ready`` gets the URL; by default it is printed as ``deerflow ui: listening on URL``.
     """
     stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+    stop_on_signals(stop)
     settings = load_config(config)
     async with Engine(store, list(workflows), orchestrate=False, work=False) as engine:
         app = web.Application()

@@ -20,6 +20,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 import deerflow._codec as _codec
+from deerflow.connectors.integration import json_reply
 from deerflow.connectors.schedule import BackfillRefused, ScheduleControl, ScheduleNotFound
 from deerflow.connectors.webhook import BodyTooLargeError, read_body
 from deerflow.errors import DeerflowError, InvalidSignal, RunNotFound, TransitionNotAllowed
@@ -37,9 +38,7 @@ MAX_BODY = 64 * 1024
 
 def reply(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     """A JSON response."""
-    return web.Response(
-        status=status, body=_codec.dumps(body), content_type="application/json", headers=headers
-    )
+    return json_reply(status, body, headers)
 
 
 def _problem(exc: DeerflowError, request: web.Request) -> web.Response:

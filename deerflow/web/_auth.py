@@ -17,9 +17,8 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-import deerflow._codec as _codec
 from deerflow.connectors import ApiKeys
-from deerflow.connectors.integration import presented_key
+from deerflow.connectors.integration import presented_key, unauthorized
 from deerflow.web import _session
 from deerflow.web._headers import secure_transport
 
@@ -75,12 +74,7 @@ def require_key(
                 return login_page(
                     html_prefix, "Enter an API key to see this deployment.", request.path_qs
                 )
-            return web.Response(
-                status=401,
-                body=_codec.dumps({"error": "missing or invalid API key"}),
-                content_type="application/json",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+            return unauthorized()
         return await handler(request)
 
     return middleware

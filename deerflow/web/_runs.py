@@ -224,13 +224,7 @@ async def request_cancel(engine: Engine, run_id: str, reason: str = "cancelled")
     state = await find_run(engine, run_id)
     if state.terminal:
         raise ActionRefused(f"run {state.run_id} already ended ({state.status}); nothing to cancel")
-    await engine.append_history(
-        [
-            h.RunCancelRequested(
-                id=h.event_id(state.run_id, "cancel-requested"), run_id=state.run_id, reason=reason
-            )
-        ]
-    )
+    await engine.cancel(state.run_id, reason=reason)
     return state
 
 
