@@ -30,10 +30,12 @@ for the ``k``-th delta on it: consecutive bases of a partition alternate between
 a base's deltas share its slot, so compaction never removes a record of the newest complete
 chain while the next is written.
 
-Anything wrong (no commit, a missing chunk or manifest anywhere in the chain, a checksum,
-version, partition or fingerprint that does not match, a covered offset beyond the history's
-end) makes :meth:`Snapshots.load` say so and leave the partition out: the owner then folds it
-from offset 0. Never wrong state.
+Anything wrong with the base or the newest manifest (no commit, a missing chunk or manifest, a
+checksum, version, partition or fingerprint that does not match, a covered offset beyond the
+history's end) makes :meth:`Snapshots.load` say so and leave the partition out: the owner then
+folds it from offset 0. A bad delta further on leaves the chain's good prefix (the base and
+the deltas before it, each verified) in use: the owner folds from the offset it covers.
+Never wrong state.
 """
 
 from __future__ import annotations
@@ -305,59 +307,85 @@ class Snapshots:
         for tp, manifest in found.items():
             try:
                 # In a thread: decoding many live runs takes a while, and the loop goes on.
-                image, chain = await asyncio.to_thread(
+                image, chain, whole = await asyncio.to_thread(
                     self._image, manifest, manifests[tp], chunks[tp], tp.partition
                 )
             except (SnapshotInvalid, CodecError) as exc:
                 snapshot_invalid(tp.partition, exc)
                 continue
             images[tp.partition] = image
-            self._chains[tp.partition] = chain
             self._slots[tp.partition] = chain.slot
+            if whole:  # else the next snapshot is a base, in the other slot
+                self._chains[tp.partition] = chain
         return images
 
     def _image(
         self, newest: dict[str, Any], at: int, records: list[Record], partition: int
-    ) -> tuple[PartitionImage, Chain]:
-        """The image the chain ending with manifest ``newest`` (at offset ``at``) makes."""
+    ) -> tuple[PartitionImage, Chain, bool]:
+        """The image the chain ending with manifest ``newest`` (at offset ``at``) makes, its
+        chain, and whether all of it was used: a bad delta (its manifest, chunks or body)
+        leaves the image of the base and the deltas before it, with a warning (the tail is
+        then folded from the offset they cover); a bad base raises :class:`SnapshotInvalid`."""
         by_offset = {r.offset: r for r in records}
         offsets = [*newest.get("chain", ()), at]
-        chain: list[dict[str, Any]] = []
-        for n, offset in enumerate(offsets):
-            manifest = (
-                newest
-                if offset == at
-                else _manifest(
-                    [by_offset[offset]] if offset in by_offset else [],
-                    offset,
-                    self.history,
-                    partition,
-                )
-            )
-            kind = DELTA_FORMAT if n else FORMAT
-            if manifest["format"] != kind or int(manifest.get("slot", -1)) != int(
-                newest.get("slot", -1)
-            ):
-                raise SnapshotInvalid(f"the manifest at offset {offset} is not of its chain")
-            if n and (manifest["chain"] != offsets[:n] or manifest["start"] != newest["start"]):
-                raise SnapshotInvalid(f"the manifest at offset {offset} names another chain")
-            if chain and manifest["covered"] < chain[-1]["covered"]:
-                raise SnapshotInvalid(f"the manifest at offset {offset} goes back in the history")
-            chain.append(manifest)
-        sizes = []
+        sizes: list[int] = []
         image: PartitionImage | None = None
-        for offset, manifest in zip(offsets, chain, strict=True):
-            body = _body(manifest, by_offset)
+        previous: dict[str, Any] | None = None
+        for n, offset in enumerate(offsets):
+            try:
+                manifest = newest if offset == at else self._link(by_offset, offset, partition)
+                _check_link(manifest, n, offsets, newest, previous)
+                body = _body(manifest, by_offset)
+                part = decode_body(body, partition, delta=n > 0)
+                if part.covered != manifest["covered"]:
+                    raise SnapshotInvalid(f"the body of the manifest at {offset} does not match it")
+            except (SnapshotInvalid, CodecError) as exc:
+                if image is None:
+                    raise
+                log.warning(
+                    "orchestrator: delta %d of the snapshot of history partition %d (manifest "
+                    "at offset %d) cannot be used (%s); using the chain up to the delta before "
+                    "it and folding the partition from offset %d",
+                    n,
+                    partition,
+                    offset,
+                    exc,
+                    image.covered,
+                )
+                break
             sizes.append(len(body))
-            part = decode_body(body, partition, delta=image is not None)
-            if part.covered != manifest["covered"]:
-                raise SnapshotInvalid(f"the body of the manifest at {offset} does not match it")
             image = part if image is None else apply(image, part)
+            previous = manifest
         assert image is not None
-        base = chain[0]
+        base = self._link(by_offset, offsets[0], partition) if offsets[0] != at else newest
         slot = int(base.get("slot", self._slots.get(partition, 1)))
         start = min(base["chunks"], default=offsets[0])
-        return image, Chain(slot, offsets, start, sizes[0], sum(sizes[1:]))
+        used = offsets[: len(sizes)]
+        return image, Chain(slot, used, start, sizes[0], sum(sizes[1:])), len(used) == len(offsets)
+
+    def _link(self, by_offset: dict[int, Record], offset: int, partition: int) -> dict[str, Any]:
+        """The manifest at ``offset`` of a chain, read among its records."""
+        found = [by_offset[offset]] if offset in by_offset else []
+        return _manifest(found, offset, self.history, partition)
+
+
+def _check_link(
+    manifest: dict[str, Any],
+    n: int,
+    offsets: list[int],
+    newest: dict[str, Any],
+    previous: dict[str, Any] | None,
+) -> None:
+    """Raise :class:`SnapshotInvalid` unless ``manifest`` is the ``n``-th of the chain
+    ``offsets`` that ends with ``newest`` (``previous``: the one before it)."""
+    offset = offsets[n]
+    kind = DELTA_FORMAT if n else FORMAT
+    if manifest["format"] != kind or int(manifest.get("slot", -1)) != int(newest.get("slot", -1)):
+        raise SnapshotInvalid(f"the manifest at offset {offset} is not of its chain")
+    if n and (manifest["chain"] != offsets[:n] or manifest["start"] != newest["start"]):
+        raise SnapshotInvalid(f"the manifest at offset {offset} names another chain")
+    if previous is not None and manifest["covered"] < previous["covered"]:
+        raise SnapshotInvalid(f"the manifest at offset {offset} goes back in the history")
 
 
 def _seal(body: bytes, size: int) -> tuple[list[bytes], str]:
