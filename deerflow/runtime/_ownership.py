@@ -28,7 +28,13 @@ from deerflow.runtime._coldruns import ColdRuns
 from deerflow.runtime._hotset import MAX_HELD_RUNS, HotSet
 from deerflow.runtime._outbox import Outbox
 from deerflow.runtime._snapcodec import decode, encode
-from deerflow.runtime._snapshots import PartitionImage, Snapshots, Tombstone, snapshot_invalid
+from deerflow.runtime._snapshots import (
+    PartitionImage,
+    SnapshotFenced,
+    Snapshots,
+    Tombstone,
+    snapshot_invalid,
+)
 from deerflow.runtime._tombstones import EndedRuns, refold
 
 log = logging.getLogger("deerflow.orchestrator")
@@ -677,6 +683,9 @@ class Ownership:
                 "a delta" if delta else "a base",
                 len(body),
             )
+        except SnapshotFenced as exc:  # it owns the partition no more
+            self._snapshots.reset(partition)
+            log.info("orchestrator: snapshot of partition %d not written: %s", partition, exc)
         except Exception as exc:  # the previous snapshot stays the newest: a longer tail
             self._snapshots.reset(partition)  # what this one held is in no snapshot
             log.warning(

@@ -27,7 +27,7 @@ from deerflow.log.memory import MemoryEventLog
 from deerflow.runtime._outbox import Outbox
 from deerflow.runtime._ownership import Ownership
 from deerflow.runtime._snapcodec import decode, encode, schema_fingerprint
-from deerflow.runtime._snapshots import Snapshots, decode_body
+from deerflow.runtime._snapshots import PartitionImage, SnapshotFenced, Snapshots, decode_body
 from deerflow.runtime._tombstones import EndedRuns
 from deerflow.web._runs import request_retry
 from tests.engine.test_orchestrator_memory import evicted, shipping
@@ -597,3 +597,35 @@ async def test_runs_changed_while_a_snapshot_is_encoded_are_taken_as_they_end_up
     assert not delta and covered == 100 and len(held) == 49
     assert held["r-00"].search_attributes == {"late": 1}
     assert [t[0] for t in written.ended] == ["r-49"]
+
+
+def _tombstoned(covered: int, run_id: str) -> PartitionImage:
+    """An image holding one tombstone: which writer's snapshot a loader got."""
+    return PartitionImage(covered, [], [(run_id, 0, 1.0)], {})
+
+
+async def test_an_owner_that_lost_its_partition_cannot_replace_the_new_owners_snapshot(store):
+    topics = Topics.from_env(None)
+    log = open_log(store)
+    await log.start()
+    try:
+        await log.ensure_topic(topics.history, 1, keep_forever=True)
+        old, new = Snapshots(log, topics), Snapshots(log, topics)
+        assert await old.load([0], 1) == {}
+        await old.write(0, 1, 0, old.encode(0, _tombstoned(0, "by-old")))
+        loaded = await new.load([0], 1)  # the partition moves; the old owner does not know yet
+        assert loaded[0].ended == [("by-old", 0, 1.0)]
+        # Its late write before the new owner wrote anything is a snapshot as good as any.
+        await old.write(
+            0, 1, 0, old.encode(0, _tombstoned(0, "by-old-late"), delta=True), delta=True
+        )
+        await new.write(0, 1, 0, new.encode(0, _tombstoned(0, "by-new")))
+        # From then on the old owner's writes are refused, base or delta, and change nothing.
+        with pytest.raises(SnapshotFenced, match="partition 0 has a newer owner"):
+            await old.write(0, 1, 0, old.encode(0, _tombstoned(0, "x"), delta=True), delta=True)
+        with pytest.raises(SnapshotFenced):
+            await old.write(0, 1, 0, old.encode(0, _tombstoned(0, "x")))
+        await new.write(0, 1, 0, new.encode(0, _tombstoned(0, "by-new-2")))
+        assert (await Snapshots(log, topics).load([0], 1))[0].ended == [("by-new-2", 0, 1.0)]
+    finally:
+        await log.stop()
