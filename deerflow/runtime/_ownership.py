@@ -39,6 +39,10 @@ from deerflow.runtime._tombstones import EndedRuns, refold
 
 log = logging.getLogger("deerflow.orchestrator")
 
+#: Seconds a taken snapshot waits for the decisions it reflects to be durable; then it is
+#: dropped (the next one is a base).
+DURABLE_WAIT = 60.0
+
 SLICE_SECONDS = 0.005  # the longest a snapshot encodes runs before the loop gets a turn
 
 
@@ -528,11 +532,8 @@ class Ownership:
             and tp.partition not in self._taking
             and not _busy(self._writing.get(tp.partition))
         ]
-        if not due:
-            return
-        await self._outbox.drain()
-        if not self._durable():
-            return  # decisions not durable yet (or a rebuild is due): the next round tries
+        if not due or not self._trusted():
+            return  # an append failed (or a rebuild is due): the next round tries
         writes = []
         for tp in due:
             self._taking.add(tp.partition)
@@ -554,10 +555,10 @@ class Ownership:
         if force and writes:
             await asyncio.wait(writes)
 
-    def _durable(self) -> bool:
-        """Whether every decision is durable in the log (and no rebuild is due)."""
-        outbox = self._outbox
-        return not (outbox.untrusted or not outbox.idle or outbox.backlog or self.reopen)
+    def _trusted(self) -> bool:
+        """Whether the held states may be snapshotted once the decisions they reflect are
+        durable: no append failed since the last rebuild, and no rebuild is due."""
+        return not (self._outbox.untrusted or self.reopen)
 
     def _bound_dirty(self) -> None:
         """Keep the changed runs' ids bounded while snapshots cannot be taken: past what the
@@ -572,10 +573,13 @@ class Ownership:
         """Take the ids of ``partition``'s runs changed since they were last taken."""
         return self._changed.take(partition, self.runs, self._by_partition.get(partition, set()))
 
-    async def _take(self, partition: int) -> tuple[int, PartitionImage, list[bytes], bool] | None:
+    async def _take(
+        self, partition: int
+    ) -> tuple[int, PartitionImage, list[bytes], bool, int] | None:
         """What a snapshot of ``partition`` holds now: the offset it covers, its image (runs
-        left out), the runs' encodings and whether it is a delta. None: cut short
-        (the partition moved, or decisions are not durable after the slices)."""
+        left out), the runs' encodings, whether it is a delta, and the outbox submission
+        that must be durable before it is written. None: cut short (the partition moved, an
+        append failed, or a rebuild is due)."""
         assert self._snapshots is not None
         changes, began = self._changes, time.perf_counter()
         held = longest = 0.0
@@ -602,14 +606,17 @@ class Ownership:
                 mark = time.perf_counter()
         spent = time.perf_counter() - mark
         held, longest = held + spent, max(longest, spent)
-        await self._outbox.drain()
-        if changes != self._changes or partition not in self._covered or not self._durable():
+        if changes != self._changes or partition not in self._covered or not self._trusted():
             if partition in self._covered:  # still held: its next snapshot holds them
                 self._changed.note_all(mine)
             return None
         mark = time.perf_counter()
         for run_id in self._take_dirty(partition):
             self._classify(partition, run_id, encoded, ended, gone)
+        # The states are as of now: once every decision submitted so far is durable, they
+        # reflect only what the log holds (later submissions are not waited for, so steady
+        # traffic, which never leaves the outbox empty, does not hold snapshots back).
+        upto = self._outbox.submitted
         covered = self._covered[partition]
         parked = {r: self.parked[r] for r in encoded if r in self.parked}
         image = PartitionImage(covered, [], [], parked, self._stamps.get(partition))
@@ -631,7 +638,7 @@ class Ownership:
             1000 * held,
             1000 * longest,
         )
-        return covered, image, list(encoded.values()), delta
+        return covered, image, list(encoded.values()), delta, upto
 
     def _classify(
         self,
@@ -667,9 +674,12 @@ class Ownership:
         image: PartitionImage,
         runs: list[bytes],
         delta: bool,
+        upto: int,
     ) -> None:
         assert self._snapshots is not None
         try:
+            if not await asyncio.wait_for(self._outbox.durable(upto), DURABLE_WAIT):
+                raise RuntimeError("an append of the decisions it reflects failed")
             # In a thread: joining a large body is copying the loop need not wait for.
             body = await asyncio.to_thread(
                 self._snapshots.body, partition, image, runs, delta=delta

@@ -165,6 +165,8 @@ class Snapshots:
         #: per partition, this writer's epoch: the offset of the claim it appended as it
         #: loaded the partition (a later owner's claim comes later in the log)
         self._epochs: dict[int, int] = {}
+        #: per partition, the manifest position this writer committed or loaded last
+        self._committed: dict[int, int] = {}
         self._ready = False
 
     async def _ensure(self, partitions: int) -> None:
@@ -279,6 +281,7 @@ class Snapshots:
         )
         await self._fence(partition, epoch)  # once more: the chunks took a while
         await self._log.commit_group(self.group, {tp: offset + 1})
+        self._committed[partition] = offset + 1
         if delta:
             assert chain is not None
             chain.manifests = [*chain.manifests, offset]
@@ -295,8 +298,8 @@ class Snapshots:
         replace what its new owner wrote)."""
         tp = TopicPartition(self.topic, partition)
         committed = (await self._log.group_offsets(self.group, [tp])).get(tp)
-        if not committed:
-            return
+        if not committed or committed == self._committed.get(partition):
+            return  # none yet, or still what this writer committed (or loaded)
         record = await _read_one(self._log, tp, committed - 1)
         if record is None or dict(record.headers).get(_KIND) != b"manifest":
             return  # unreadable: the loader will not use it either
@@ -336,6 +339,7 @@ class Snapshots:
         )
         self._epochs.update({tp.partition: offset for tp, offset in claims})
         committed = await self._log.group_offsets(self.group, tps)
+        self._committed.update({tp.partition: o for tp, o in committed.items() if o})
         manifests = {tp: offset - 1 for tp, offset in committed.items() if offset}
         for p in partitions:
             self._chains.pop(p, None)

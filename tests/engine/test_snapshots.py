@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import logging
 import re
 import time
@@ -591,7 +592,7 @@ async def test_runs_changed_while_a_snapshot_is_encoded_are_taken_as_they_end_up
 
     taken, _ = await asyncio.gather(owned._take(0), meanwhile())
     assert taken is not None
-    covered, image, runs, delta = taken
+    covered, image, runs, delta, _ = taken
     written = decode_body(snapshots.body(0, image, runs), 0)
     held = {state.run_id: state for state in written.runs}
     assert not delta and covered == 100 and len(held) == 49
@@ -629,3 +630,43 @@ async def test_an_owner_that_lost_its_partition_cannot_replace_the_new_owners_sn
         assert (await Snapshots(log, topics).load([0], 1))[0].ended == [("by-new-2", 0, 1.0)]
     finally:
         await log.stop()
+
+
+WRITTEN = re.compile(r"snapshot of partition (\d+) at (\d+) written")
+
+
+async def test_snapshots_keep_their_cadence_under_steady_traffic(store, caplog):
+    """Runs start and end without a pause: the outbox is never idle, and snapshots are still
+    written about every ``snapshot_every`` records of each partition (on Kafka, where a
+    write takes a few round trips and one is in flight per partition at a time, the records
+    folded meanwhile count too: the cadence is set higher there)."""
+    every = 150 if store.startswith("kafka") else 40
+    executions: Counter[str] = Counter()
+    wf = shipping(executions)
+    caplog.set_level(logging.DEBUG, logger="deerflow.orchestrator")
+    async with Engine(store, [wf], snapshot_every=every, partitions=2) as engine:
+        orchestrator = engine.orchestrator
+        assert orchestrator is not None
+        await asyncio.wait_for(orchestrator.settled.wait(), 30)
+        started = 0
+
+        async def stream() -> None:
+            nonlocal started
+            while started < 240:
+                started += 1
+                handle = await engine.start(wf, params={"order": started})
+                assert (await handle.result(timeout=60)).status == "completed"
+
+        await asyncio.gather(*(stream() for _ in range(16)))  # 16 runs in flight at all times
+        ends = Counter(r.partition for r in await records(engine.log, engine.topics.history))
+    covered: dict[int, list[int]] = {0: [], 1: []}
+    for record in caplog.records:
+        if found := WRITTEN.search(record.getMessage()):
+            covered[int(found[1])].append(int(found[2]))
+    for partition, offsets in covered.items():
+        # written while the traffic lasted, not only at the orderly stop; no gap much longer
+        # than the cadence (a snapshot waits for the decisions it holds to be durable)
+        points = sorted(set([0, *offsets]))
+        gaps = [b - a for a, b in itertools.pairwise(points)]
+        assert len(offsets) >= ends[partition] // (3 * every), (partition, offsets, ends)
+        assert max(gaps) <= 3 * every, (partition, points)
