@@ -484,8 +484,7 @@ class Ownership:
             self.runs[state.run_id] = touched[state.run_id] = state
             runs.add(state.run_id)
             self.hot.touch(state.run_id)
-        for run_id, reopened_by, ended_at in image.ended:
-            self.ended.keep(partition, run_id, reopened_by, ended_at)
+        self.ended.keep_all(partition, image.ended)
         self.parked.update(image.parked)
 
     # -- snapshots ---------------------------------------------------------------------------
