@@ -570,7 +570,7 @@ class _NoOwner:
 async def test_runs_changed_while_a_snapshot_is_encoded_are_taken_as_they_end_up(monkeypatch):
     """A snapshot encodes its runs a slice at a time, other tasks running in between; those
     they change or end meanwhile are in it as they are at the end, not as first encoded."""
-    monkeypatch.setattr("deerflow.runtime._ownership.SLICE_SECONDS", 0.0)  # yield after each
+    monkeypatch.setattr("deerflow.runtime._snaptaking.SLICE_SECONDS", 0.0)  # yield after each
     log = MemoryEventLog()
     topics = Topics("t")
     snapshots = Snapshots(log, topics)
