@@ -38,11 +38,6 @@ FORMAT = 1
 BATCH = 2000
 
 
-def marks_topic(history: str) -> str:
-    """The marks topic of the history topic ``history``."""
-    return f"{history}.archived"
-
-
 def encode_mark(
     topic: str,
     row: sqlite3.Row,

@@ -42,7 +42,7 @@ from deerflow.log.base import EventLog, LogReader, Record, TopicPartition
 from deerflow.log.memory import MemoryEventLog
 from deerflow.log.sqlite import SqliteEventLog
 from deerflow.payloads import payload_error, stored_in
-from deerflow.runtime._archivemarks import MarkFollower, encode_mark, marks_topic
+from deerflow.runtime._archivemarks import MarkFollower, encode_mark
 from deerflow.runtime._archivestore import ArchiveError, ArchiveStore, decode_run, read_location
 from deerflow.runtime._runrows import (
     Archived,
@@ -195,7 +195,7 @@ class RunIndex:
             await self._reader.start()
             if own:
                 # An index of one process learns from the log which runs any process archived.
-                topic = marks_topic(self._topics.history)
+                topic = self._topics.archive_marks
                 store = self.store
                 self.marks = MarkFollower(
                     self._log,
