@@ -17,6 +17,19 @@ records it folded, the seconds its orderly stop took (it writes snapshots then) 
 RSS. Run it with EVERY > 0 twice: the first process folds everything and leaves snapshots,
 the second loads them.
 
+``python -m bench.history_growth serve STORE`` starts a fresh process that runs workflows (an
+engine with orchestrator, worker and run index, ``snapshot_every`` at its default) and prints,
+as one JSON line: the seconds from its start to one new three-task run done (``start_s``), its
+peak RSS then, and the steady rate of 50 ten-step chains at once (steps/s, the median of three
+rounds). Run it twice as well: the first process folds the history and leaves snapshots.
+
+``python -m bench.history_growth snapshot STORE`` writes, **in bulk**, a base snapshot of each
+history partition as far as the run index has applied it (run ``measure`` first): no live run
+and the tombstones an owner that folded it would keep (the newest ``DEDUPE_LIMIT`` ended runs
+of the partition within ``DEDUPE_WINDOW``). ``serve`` then starts from it, as it would from
+the snapshots of a deployment whose owners wrote them as they went (folding 8 million records
+once, the first ``serve`` at 1,000,000 runs, takes over an hour of a shared 2-core machine).
+
 ``python -m bench.history_growth archive STORE DIR`` archives every ended run to the directory
 ``DIR`` (retention 0) and, on SQLite, purges them from the store, then deletes their blobs,
 printing the runs archived, the seconds taken (archiving and purging, then deleting blobs) and
@@ -33,8 +46,9 @@ import re
 import resource
 import sys
 import time
+from typing import Any
 
-from deerflow import Engine
+from deerflow import Engine, Workflow
 from deerflow.core import history as h
 from deerflow.core.topics import Topics
 from deerflow.log import open_log
@@ -160,6 +174,84 @@ async def takeover(store: str, every: int) -> dict[str, float]:
     }
 
 
+async def serve(store: str) -> dict[str, float]:
+    """A fresh working process: start -> one new run done, its peak RSS, steady steps/s."""
+    from bench.scenarios.overhead import chain_round
+    from bench.workloads import make_chain
+
+    fresh = Workflow(name="fresh")
+    for n, task in enumerate(TASKS):
+        fresh.task(id=task, depends_on=[TASKS[n - 1]] if n else [])(_noop)
+    began = time.perf_counter()
+    async with Engine(store, [fresh, make_chain()], concurrency=64) as engine:
+        done = await (await engine.start(fresh)).result(timeout=3600)
+        start_s = time.perf_counter() - began
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        await chain_round(engine, 50)  # warm-up
+        rates = sorted([(await chain_round(engine, 50))["rate"] for _ in range(3)])
+    assert done.ok, done.error
+    return {
+        "start_s": round(start_s, 3),
+        "peak_rss_mib_at_start": round(rss, 1),
+        "steps_per_s": round(rates[1]),
+        "steps_per_s_all": [round(r) for r in rates],
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+
+
+async def snapshot(store: str) -> dict[str, float]:
+    """Write a base snapshot of each partition in bulk (see the module docstring)."""
+    import sqlite3
+
+    from deerflow.log.base import TopicPartition
+    from deerflow.runtime._snapshots import PartitionImage, Snapshots
+    from deerflow.runtime._tombstones import DEDUPE_LIMIT, DEDUPE_WINDOW
+
+    topics = Topics.from_env(None)
+    path = store.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as conn:
+        covered = dict(
+            conn.execute(
+                "SELECT partition_id, next_offset FROM runindex_offsets WHERE topic = ?",
+                (topics.history,),
+            ).fetchall()
+        )
+        horizon = time.time() - DEDUPE_WINDOW
+        ended: dict[int, list[tuple[str, int, float]]] = {p: [] for p in covered}
+        for run_id, partition, at in conn.execute(
+            "SELECT run_id, partition_id, finished_at FROM runindex_runs WHERE finished_at >= ? "
+            "AND status IN ('completed', 'cancelled') ORDER BY finished_at",
+            (horizon,),
+        ):
+            ended[partition].append((run_id, 0, at))
+    log = open_log(store)
+    await log.start()
+    began = time.perf_counter()
+    try:
+        snapshots = Snapshots(log, topics)
+        await snapshots.load(sorted(covered), len(covered))  # claims the partitions
+        for partition, offset in sorted(covered.items()):
+            tp = TopicPartition(topics.history, partition)
+            [last, *_] = await log.read_partition(tp, offset - 1)
+            image = PartitionImage(
+                offset, [], ended[partition][-DEDUPE_LIMIT:], {}, last.timestamp_ms
+            )
+            await snapshots.write(
+                partition, len(covered), offset, snapshots.encode(partition, image)
+            )
+    finally:
+        await log.stop()
+    return {
+        "partitions": len(covered),
+        "tombstones": sum(min(len(t), DEDUPE_LIMIT) for t in ended.values()),
+        "seconds": round(time.perf_counter() - began, 1),
+    }
+
+
+async def _noop(context: Any) -> int:
+    return 1
+
+
 def _size_mib(store: str) -> float:
     path = store.removeprefix("sqlite:///")
     total = sum(os.path.getsize(path + x) for x in ("", "-wal") if os.path.exists(path + x))
@@ -189,13 +281,18 @@ async def archive(store: str, directory: str) -> dict[str, float]:
 
 
 def main(argv: list[str]) -> None:
-    """``write STORE N``, ``measure STORE``, ``takeover STORE EVERY`` or ``archive STORE DIR``."""
+    """``write STORE N``, ``measure STORE``, ``serve STORE``, ``snapshot STORE``, ``takeover
+    STORE EVERY`` or ``archive STORE DIR``."""
     if len(argv) == 3 and argv[0] == "write":
         asyncio.run(write(argv[1], int(argv[2])))
     elif len(argv) == 3 and argv[0] == "takeover":
         print(json.dumps(asyncio.run(takeover(argv[1], int(argv[2])))))
     elif len(argv) == 3 and argv[0] == "archive":
         print(json.dumps(asyncio.run(archive(argv[1], argv[2]))))
+    elif len(argv) == 2 and argv[0] == "snapshot":
+        print(json.dumps(asyncio.run(snapshot(argv[1]))))
+    elif len(argv) == 2 and argv[0] == "serve":
+        print(json.dumps(asyncio.run(serve(argv[1]))))
     elif len(argv) == 2 and argv[0] == "measure":
         print(json.dumps(asyncio.run(measure(argv[1]))))
     else:

@@ -116,7 +116,7 @@ async def measure(runs: int, changed: int) -> dict[str, float]:
                 owned.changed(f"bench_waits-{n:08d}")
         result = await owned._take(0)
         assert result is not None
-        covered, image, encoded, delta = result
+        covered, image, encoded, delta, _ = result
         began = time.perf_counter()
         body = await asyncio.to_thread(snapshots.body, 0, image, encoded, delta=delta)
         sizes.append(len(body))

@@ -205,6 +205,12 @@ def test_deerflow_topics_are_created_first_and_histories_are_kept_forever(servic
     # As many partitions as the history (p's snapshot is in p), compacted, never deleted.
     assert created[topics.snapshots] == (8, True)
     assert "cleanup.policy=compact" in snapshots
+    marks = next(
+        line
+        for line in services["kafka-setup"]["command"][0].splitlines()
+        if f"--topic {topics.archive_marks} " in line
+    )
+    assert created[topics.archive_marks] == (8, True) and "cleanup.policy=compact" in marks
     for name in ("gateway", "worker"):
         assert services[name]["depends_on"]["kafka-setup"]["condition"] == (
             "service_completed_successfully"

@@ -33,6 +33,12 @@ class Topics:
         return f"{self.history}.snapshots"
 
     @property
+    def archive_marks(self) -> str:
+        """Marks of archived runs (their rows and archives), keyed by run id: every run index
+        of a file of its own reads them."""
+        return f"{self.history}.archived"
+
+    @property
     def tasks(self) -> str:
         """The task queue workers consume."""
         return f"{self.prefix}.tasks"

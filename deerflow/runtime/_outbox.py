@@ -50,11 +50,35 @@ class Outbox:
         self._flusher: asyncio.Task[None] | None = None
         self._error: BaseException | None = None
         self._untrusted = False
+        #: set (and replaced) each time :attr:`appended` moves or an append fails
+        self._moved = asyncio.Event()
 
     @property
     def appended(self) -> int:
         """The submission up to which everything is durable."""
         return self._appended
+
+    @property
+    def submitted(self) -> int:
+        """The number of the newest submission."""
+        return self._submitted
+
+    async def durable(self, upto: int) -> bool:
+        """Wait until submission ``upto`` and every one before it are durable; ``False`` if an
+        append failed first (they may never be). Unlike :meth:`drain`, later submissions are
+        not waited for: under steady traffic the outbox is never empty."""
+        while self._appended < upto:
+            if self._untrusted:
+                return False
+            if self.idle:
+                self.settle()  # submissions without messages: nothing to append
+                if self._appended >= upto or self._untrusted:
+                    break
+                await asyncio.sleep(0.001)  # a submission being queued gets its flusher
+                continue
+            moved = self._moved
+            await moved.wait()
+        return not self._untrusted
 
     @property
     def untrusted(self) -> bool:
@@ -143,10 +167,12 @@ class Outbox:
                 self._error = exc
                 self._untrusted = True
                 self._dispatches, self._history = [], []
+                self._wake()
                 return
             if not self._untrusted:  # after a failed append, only a rebuild is trusted
                 self._appended = submitted
                 self._on_durable(submitted)
+                self._wake()
         self.settle()
 
     def settle(self) -> None:
@@ -158,6 +184,12 @@ class Outbox:
         if not self._untrusted and self.backlog == 0 and self._appended < self._submitted:
             self._appended = self._submitted
             self._on_durable(self._appended)
+            self._wake()
+
+    def _wake(self) -> None:
+        """Wake the :meth:`durable` waiters: what is durable moved, or an append failed."""
+        moved, self._moved = self._moved, asyncio.Event()
+        moved.set()
 
     async def drain(self) -> None:
         """Wait until everything submitted so far is appended; raise what a failed append raised."""

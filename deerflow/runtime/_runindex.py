@@ -42,6 +42,7 @@ from deerflow.log.base import EventLog, LogReader, Record, TopicPartition
 from deerflow.log.memory import MemoryEventLog
 from deerflow.log.sqlite import SqliteEventLog
 from deerflow.payloads import payload_error, stored_in
+from deerflow.runtime._archivemarks import MarkFollower, encode_mark
 from deerflow.runtime._archivestore import ArchiveError, ArchiveStore, decode_run, read_location
 from deerflow.runtime._runrows import (
     Archived,
@@ -160,6 +161,8 @@ class RunIndex:
         #: where this process archives runs (``Engine(archive=...)``); an archived run's
         #: history is read back from the location its row names, with or without it
         self.archive: ArchiveStore | None = None
+        #: follows the archive marks (:mod:`._archivemarks`) into an index of its own file
+        self.marks: MarkFollower | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -190,6 +193,19 @@ class RunIndex:
                 {tp: self._position[tp.partition] for tp in self._partitions}
             )
             await self._reader.start()
+            if own:
+                # An index of one process learns from the log which runs any process archived.
+                topic = self._topics.archive_marks
+                store = self.store
+                self.marks = MarkFollower(
+                    self._log,
+                    topic,
+                    count,
+                    lambda: store.offsets(topic),
+                    functools.partial(store.apply_marks, topic),
+                    self._call,
+                )
+                await self.marks.start()
             self._task = asyncio.create_task(self._follow(), name="deerflow-runindex")
 
     async def stop(self) -> None:
@@ -199,6 +215,9 @@ class RunIndex:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self.marks is not None:
+            await self.marks.stop()
+            self.marks = None
         if self._reader is not None:
             await self._reader.stop()
             self._reader = None
@@ -416,7 +435,12 @@ class RunIndex:
 
         async with self._changed:
             target = self._polls + 2  # a poll that began after this call, then one more
-            await asyncio.wait_for(self._changed.wait_for(applied), timeout)
+            if self.marks is None:
+                await asyncio.wait_for(self._changed.wait_for(applied), timeout)
+                return
+            await asyncio.wait_for(
+                asyncio.gather(self._changed.wait_for(applied), self.marks.sync()), timeout
+            )
 
     async def state(self, run_id: str) -> RunState | None:
         """The run folded from its history as applied so far; ``None`` if the index has none."""
@@ -588,9 +612,18 @@ class RunIndex:
         return await self._call(functools.partial(store.to_archive, moment, limit, partitions))
 
     async def mark_archived(self, archived: list[Archived]) -> None:
-        """Record that these runs' histories are verified in their archives."""
+        """Record that these runs' histories are verified in their archives: first in the
+        marks topic (every index of a file of its own learns it from there), then here."""
         await self.start()
         now = time.time()
+        if self.marks is not None and archived:
+            ids = [a.run_id for a in archived]
+            rows = await self._call(functools.partial(self.store_().mark_source, ids))
+            by_id = {a.run_id: a for a in archived}
+            topic = self.marks.topic
+            await self.marks.publish(
+                [encode_mark(topic, row, attrs, by_id[row["run_id"]], now) for row, attrs in rows]
+            )
         await self._call(functools.partial(self.store_().mark_archived, archived, now))
 
     async def unpurged(self, limit: int = 1000) -> list[RunRow]:

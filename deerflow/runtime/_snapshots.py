@@ -30,10 +30,12 @@ for the ``k``-th delta on it: consecutive bases of a partition alternate between
 a base's deltas share its slot, so compaction never removes a record of the newest complete
 chain while the next is written.
 
-Anything wrong (no commit, a missing chunk or manifest anywhere in the chain, a checksum,
-version, partition or fingerprint that does not match, a covered offset beyond the history's
-end) makes :meth:`Snapshots.load` say so and leave the partition out: the owner then folds it
-from offset 0. Never wrong state.
+Anything wrong with the base or the newest manifest (no commit, a missing chunk or manifest, a
+checksum, version, partition or fingerprint that does not match, a covered offset beyond the
+history's end) makes :meth:`Snapshots.load` say so and leave the partition out: the owner then
+folds it from offset 0. A bad delta further on leaves the chain's good prefix (the base and
+the deltas before it, each verified) in use: the owner folds from the offset it covers.
+Never wrong state.
 """
 
 from __future__ import annotations
@@ -134,6 +136,11 @@ class SnapshotInvalid(Exception):
     """A snapshot that must not be used (the reason is the message)."""
 
 
+class SnapshotFenced(Exception):
+    """A snapshot not written: a newer owner of its partition has written one since this
+    writer loaded it (the reason is the message)."""
+
+
 class Snapshots:
     """Writes and loads partition snapshots through an :class:`EventLog`.
 
@@ -155,6 +162,11 @@ class Snapshots:
         self._chunk = chunk_bytes
         self._slots: dict[int, int] = {}  # the slot of each partition's newest base
         self._chains: dict[int, Chain] = {}  # each partition's newest chain, if it goes on
+        #: per partition, this writer's epoch: the offset of the claim it appended as it
+        #: loaded the partition (a later owner's claim comes later in the log)
+        self._epochs: dict[int, int] = {}
+        #: per partition, the manifest position this writer committed or loaded last
+        self._committed: dict[int, int] = {}
         self._ready = False
 
     async def _ensure(self, partitions: int) -> None:
@@ -208,8 +220,16 @@ class Snapshots:
         commit its manifest's position. Returns the manifest's offset.
 
         ``delta``: a delta on the partition's :meth:`chain` (there must be one).
+
+        Raises :class:`SnapshotFenced`, before it appends anything and again before it
+        commits, when the newest snapshot was written by a later owner: each manifest holds
+        its writer's epoch (the offset of the claim the writer appended as it loaded the
+        partition), so an owner that lost the partition and writes late cannot replace a
+        newer owner's snapshot.
         """
         await self._ensure(partitions)
+        epoch = self._epochs.get(partition, 0)
+        await self._fence(partition, epoch)
         chain = self._chains.get(partition)
         if delta:
             if chain is None:
@@ -242,6 +262,7 @@ class Snapshots:
             "size": len(body),
             "sha256": digest,
             "slot": slot,
+            "epoch": epoch,
         }
         if delta:
             assert chain is not None
@@ -258,7 +279,9 @@ class Snapshots:
                 )
             ]
         )
+        await self._fence(partition, epoch)  # once more: the chunks took a while
         await self._log.commit_group(self.group, {tp: offset + 1})
+        self._committed[partition] = offset + 1
         if delta:
             assert chain is not None
             chain.manifests = [*chain.manifests, offset]
@@ -269,18 +292,54 @@ class Snapshots:
             self._chains[partition] = Chain(slot, [offset], start, len(body))
         return offset
 
+    async def _fence(self, partition: int, epoch: int) -> None:
+        """Raise :class:`SnapshotFenced` if the newest snapshot of ``partition`` was written
+        by a later owner than the one of ``epoch`` (an owner that lost the partition must not
+        replace what its new owner wrote)."""
+        tp = TopicPartition(self.topic, partition)
+        committed = (await self._log.group_offsets(self.group, [tp])).get(tp)
+        if not committed or committed == self._committed.get(partition):
+            return  # none yet, or still what this writer committed (or loaded)
+        record = await _read_one(self._log, tp, committed - 1)
+        if record is None or dict(record.headers).get(_KIND) != b"manifest":
+            return  # unreadable: the loader will not use it either
+        try:
+            newest = int(orjson.loads(record.value).get("epoch", 0))
+        except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+            return
+        if newest > epoch:
+            raise SnapshotFenced(
+                f"history partition {partition} has a newer owner (epoch {newest}, not {epoch})"
+            )
+
     # -- loading --------------------------------------------------------------------------------
 
     async def load(self, partitions: list[int], count: int) -> dict[int, PartitionImage]:
         """The newest valid snapshot of each of ``partitions`` that has one (its chain applied).
 
         A snapshot that cannot be used is logged as a warning and left out (its partition is
-        then folded from offset 0). ``count`` is the history's partition count. A partition
-        loaded here has its chain noted: its next snapshot may be a delta on it.
+        then folded from offset 0). ``count`` is the history's partition count. The loader
+        claims each partition (its epoch, see :meth:`write`); its next snapshot of a partition
+        is a base, in the slot the loaded chain does not use.
         """
         await self._ensure(count)
         tps = [TopicPartition(self.topic, p) for p in partitions]
+        # This owner's epoch of each partition: its claim's offset, after any earlier owner's.
+        claims = await self._writer.append(
+            [
+                Message(
+                    self.topic,
+                    b"{}",
+                    key=f"{tp.partition}/claim",
+                    partition=tp.partition,
+                    headers=((_KIND, b"claim"),),
+                )
+                for tp in tps
+            ]
+        )
+        self._epochs.update({tp.partition: offset for tp, offset in claims})
         committed = await self._log.group_offsets(self.group, tps)
+        self._committed.update({tp.partition: o for tp, o in committed.items() if o})
         manifests = {tp: offset - 1 for tp, offset in committed.items() if offset}
         for p in partitions:
             self._chains.pop(p, None)
@@ -312,52 +371,89 @@ class Snapshots:
                 snapshot_invalid(tp.partition, exc)
                 continue
             images[tp.partition] = image
-            self._chains[tp.partition] = chain
+            # The next snapshot is a base, in the other slot: a delta key of this chain may
+            # still be written by the owner before, unaware it lost the partition.
             self._slots[tp.partition] = chain.slot
         return images
 
     def _image(
         self, newest: dict[str, Any], at: int, records: list[Record], partition: int
     ) -> tuple[PartitionImage, Chain]:
-        """The image the chain ending with manifest ``newest`` (at offset ``at``) makes."""
+        """The image the chain ending with manifest ``newest`` (at offset ``at``) makes, and
+        the part of the chain used: a bad delta (its manifest, chunks or body)
+        leaves the image of the base and the deltas before it, with a warning (the tail is
+        then folded from the offset they cover); a bad base raises :class:`SnapshotInvalid`."""
         by_offset = {r.offset: r for r in records}
         offsets = [*newest.get("chain", ()), at]
-        chain: list[dict[str, Any]] = []
-        for n, offset in enumerate(offsets):
-            manifest = (
-                newest
-                if offset == at
-                else _manifest(
-                    [by_offset[offset]] if offset in by_offset else [],
-                    offset,
-                    self.history,
-                    partition,
-                )
-            )
-            kind = DELTA_FORMAT if n else FORMAT
-            if manifest["format"] != kind or int(manifest.get("slot", -1)) != int(
-                newest.get("slot", -1)
-            ):
-                raise SnapshotInvalid(f"the manifest at offset {offset} is not of its chain")
-            if n and (manifest["chain"] != offsets[:n] or manifest["start"] != newest["start"]):
-                raise SnapshotInvalid(f"the manifest at offset {offset} names another chain")
-            if chain and manifest["covered"] < chain[-1]["covered"]:
-                raise SnapshotInvalid(f"the manifest at offset {offset} goes back in the history")
-            chain.append(manifest)
-        sizes = []
+        sizes: list[int] = []
         image: PartitionImage | None = None
-        for offset, manifest in zip(offsets, chain, strict=True):
-            body = _body(manifest, by_offset)
+        previous: dict[str, Any] | None = None
+        for n, offset in enumerate(offsets):
+            try:
+                manifest = newest if offset == at else self._link(by_offset, offset, partition)
+                _check_link(manifest, n, offsets, newest, previous)
+                body = _body(manifest, by_offset)
+                part = decode_body(body, partition, delta=n > 0)
+                if part.covered != manifest["covered"]:
+                    raise SnapshotInvalid(f"the body of the manifest at {offset} does not match it")
+            except (SnapshotInvalid, CodecError) as exc:
+                if image is None:
+                    raise
+                log.warning(
+                    "orchestrator: delta %d of the snapshot of history partition %d (manifest "
+                    "at offset %d) cannot be used (%s); using the chain up to the delta before "
+                    "it and folding the partition from offset %d",
+                    n,
+                    partition,
+                    offset,
+                    exc,
+                    image.covered,
+                )
+                break
             sizes.append(len(body))
-            part = decode_body(body, partition, delta=image is not None)
-            if part.covered != manifest["covered"]:
-                raise SnapshotInvalid(f"the body of the manifest at {offset} does not match it")
             image = part if image is None else apply(image, part)
+            previous = manifest
         assert image is not None
-        base = chain[0]
+        base = self._link(by_offset, offsets[0], partition) if offsets[0] != at else newest
         slot = int(base.get("slot", self._slots.get(partition, 1)))
         start = min(base["chunks"], default=offsets[0])
-        return image, Chain(slot, offsets, start, sizes[0], sum(sizes[1:]))
+        used = offsets[: len(sizes)]
+        return image, Chain(slot, used, start, sizes[0], sum(sizes[1:]))
+
+    def _link(self, by_offset: dict[int, Record], offset: int, partition: int) -> dict[str, Any]:
+        """The manifest at ``offset`` of a chain, read among its records."""
+        found = [by_offset[offset]] if offset in by_offset else []
+        return _manifest(found, offset, self.history, partition)
+
+
+def _check_link(
+    manifest: dict[str, Any],
+    n: int,
+    offsets: list[int],
+    newest: dict[str, Any],
+    previous: dict[str, Any] | None,
+) -> None:
+    """Raise :class:`SnapshotInvalid` unless ``manifest`` is the ``n``-th of the chain
+    ``offsets`` that ends with ``newest`` (``previous``: the one before it)."""
+    offset = offsets[n]
+    kind = DELTA_FORMAT if n else FORMAT
+    if manifest["format"] != kind or int(manifest.get("slot", -1)) != int(newest.get("slot", -1)):
+        raise SnapshotInvalid(f"the manifest at offset {offset} is not of its chain")
+    if n and (manifest["chain"] != offsets[:n] or manifest["start"] != newest["start"]):
+        raise SnapshotInvalid(f"the manifest at offset {offset} names another chain")
+    if previous is not None and manifest["covered"] < previous["covered"]:
+        raise SnapshotInvalid(f"the manifest at offset {offset} goes back in the history")
+
+
+async def _read_one(log_: EventLog, tp: TopicPartition, offset: int) -> Record | None:
+    """The record of ``tp`` at ``offset`` (None: not there, e.g. compacted away)."""
+    async with log_.reader({tp: offset}) as reader:
+        for _ in range(20):
+            for record in await reader.poll(timeout=0.25, max_records=1):
+                return record if record.offset == offset else None
+            if reader.lag(tp) == 0:
+                return None
+    return None
 
 
 def _seal(body: bytes, size: int) -> tuple[list[bytes], str]:

@@ -67,10 +67,16 @@ class EndedRuns:
         self.keep(partition, state.run_id, next_retry(state), ended_at)
 
     def keep(self, partition: int, run_id: str, reopened_by: int, ended_at: float) -> None:
-        """Keep a tombstone as :meth:`kept` lists it (from a snapshot)."""
+        """Keep a tombstone as :meth:`kept` lists it."""
+        self.keep_all(partition, [(run_id, reopened_by, ended_at)])
+
+    def keep_all(self, partition: int, tombstones: Iterable[tuple[str, int, float]]) -> None:
+        """Keep tombstones as :meth:`kept` lists them (a snapshot's), oldest first; the
+        bounds are applied once, after all of them."""
         ended = self._by_partition.setdefault(partition, {})
-        ended.pop(run_id, None)  # ended again: it moves to the end of the order
-        ended[run_id] = (reopened_by, ended_at)
+        for run_id, reopened_by, ended_at in tombstones:
+            ended.pop(run_id, None)  # ended again: it moves to the end of the order
+            ended[run_id] = (reopened_by, ended_at)
         self._expire(ended)
 
     def kept(self, partition: int) -> list[tuple[str, int, float]]:

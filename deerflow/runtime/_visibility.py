@@ -27,6 +27,7 @@ from typing import Any
 import deerflow._codec as _codec
 from deerflow.core.state import RUN_RUNNING, indexed_filters, indexed_values, status_of
 from deerflow.errors import DeerflowError, RunNotFound
+from deerflow.runtime._archivemarks import Mark
 from deerflow.runtime._runrows import (
     ARCHIVE_SCHEMA,
     INT64,
@@ -53,6 +54,38 @@ _INSERT_ROW = (
     f"INSERT INTO runindex_runs ({', '.join(ROW_COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(ROW_COLUMNS))}) "
 )
+
+
+#: A row as a whole, replaced only by one covering a later offset (an archive mark's).
+_UPSERT_ROW = (
+    _INSERT_ROW
+    + "ON CONFLICT (run_id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in ROW_COLUMNS if c != "run_id")
+    + " WHERE excluded.last_offset > runindex_runs.last_offset"
+)
+
+
+def _advance(c: sqlite3.Connection, topic: str, offsets: Mapping[int, int]) -> None:
+    """Move the applied offsets of ``topic`` forward (never back)."""
+    c.executemany(
+        "INSERT INTO runindex_offsets VALUES (?, ?, ?) "
+        "ON CONFLICT (topic, partition_id) DO UPDATE SET next_offset = "
+        "MAX(next_offset, excluded.next_offset)",
+        [(topic, p, o) for p, o in offsets.items()],
+    )
+
+
+def _upsert_archived(c: sqlite3.Connection, archived: Sequence[tuple[Archived, float]]) -> None:
+    """Record runs as archived; a run's record is replaced only by an archive covering a
+    later offset, and not once its records left the log."""
+    c.executemany(
+        "INSERT INTO runindex_archive VALUES (?, ?, ?, ?, ?, ?, NULL) "
+        "ON CONFLICT (run_id) DO UPDATE SET location = excluded.location, "
+        "records = excluded.records, sha256 = excluded.sha256, "
+        "last_offset = excluded.last_offset, archived_at = excluded.archived_at "
+        "WHERE purged_at IS NULL AND excluded.last_offset > last_offset",
+        [(a.run_id, a.location, a.records, a.sha256, a.last_offset, at) for a, at in archived],
+    )
 
 
 class IndexCorrupt(DeerflowError):
@@ -201,12 +234,7 @@ class VisibilityStore:
         with self._transaction() as c:
             for change in changes:
                 self._write_row(c, change)
-            c.executemany(
-                "INSERT INTO runindex_offsets VALUES (?, ?, ?) "
-                "ON CONFLICT (topic, partition_id) DO UPDATE SET next_offset = "
-                "MAX(next_offset, excluded.next_offset)",
-                [(topic, p, o) for p, o in offsets.items()],
-            )
+            _advance(c, topic, offsets)
 
     @staticmethod
     def _write_row(c: sqlite3.Connection, change: Change) -> None:
@@ -458,14 +486,35 @@ class VisibilityStore:
         """Record that these runs' histories, up to their last offsets, are verified where
         each says."""
         with self._transaction() as c:
-            c.executemany(
-                "INSERT INTO runindex_archive VALUES (?, ?, ?, ?, ?, ?, NULL) "
-                "ON CONFLICT (run_id) DO UPDATE SET location = excluded.location, "
-                "records = excluded.records, sha256 = excluded.sha256, "
-                "last_offset = excluded.last_offset, archived_at = excluded.archived_at "
-                "WHERE purged_at IS NULL AND excluded.last_offset > last_offset",
-                [(a.run_id, a.location, a.records, a.sha256, a.last_offset, at) for a in archived],
-            )
+            _upsert_archived(c, [(a, at) for a in archived])
+
+    def apply_marks(self, topic: str, marks: Sequence[Mark], offsets: Mapping[int, int]) -> None:
+        """Write the rows and archive records of these archive marks and the offsets of
+        ``topic`` after them, in one transaction (:mod:`._archivemarks`). A row is replaced
+        only by one covering a later offset, as :meth:`apply` does."""
+        with self._transaction() as c:
+            for mark in marks:
+                run_id = mark.archived.run_id
+                cur = c.execute(_UPSERT_ROW, mark.row)
+                if cur.rowcount:
+                    c.execute("DELETE FROM runindex_attributes WHERE run_id = ?", (run_id,))
+                    c.executemany(
+                        "INSERT INTO runindex_attributes VALUES (?, ?, ?, ?)",
+                        [(run_id, *a) for a in mark.attributes],
+                    )
+            _upsert_archived(c, [(m.archived, m.archived_at) for m in marks])
+            _advance(c, topic, offsets)
+
+    def mark_source(self, run_ids: Sequence[str]) -> list[tuple[sqlite3.Row, list[Any]]]:
+        """The rows of these runs (those the index has) with their search attributes as
+        stored (``(name, kind, value)``): what their archive marks carry."""
+        found = []
+        for run_id, row in self.rows(run_ids).items():
+            attributes = self.conn.execute(
+                "SELECT name, kind, value FROM runindex_attributes WHERE run_id = ?", (run_id,)
+            ).fetchall()
+            found.append((row, [tuple(a) for a in attributes]))
+        return found
 
     def archived(self, run_id: str) -> sqlite3.Row | None:
         """The archive row of ``run_id`` (location, records, sha256, archived_at, purged_at)."""

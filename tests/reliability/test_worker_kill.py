@@ -70,7 +70,10 @@ async def snapshot_written(client: Engine, within: float = 60) -> None:
     """Wait until every history partition has a snapshot a takeover can load (its write is
     committed to the snapshots' group), failing after ``within`` seconds."""
     topic, group = client.topics.snapshots, client.topics.snapshot_group
-    partitions = [TopicPartition(topic, p) for p in range(await client.log.partition_count(topic))]
+    # As many as the history has: asking the snapshot topic's own count would create it, with
+    # the log's default count, if no owner had created it yet.
+    count = await client.log.partition_count(client.topics.history)
+    partitions = [TopicPartition(topic, p) for p in range(count)]
     deadline = time.monotonic() + within
     while not all((await client.log.group_offsets(group, partitions)).values()):
         if time.monotonic() > deadline:
