@@ -36,6 +36,7 @@ from deerflow import Engine
 from deerflow.testing import Service
 
 RESULTS = Path(__file__).resolve().parent / "results"
+WARM_UP_RUNS = 500
 
 
 @dataclass
@@ -83,7 +84,8 @@ async def measure(
         with ProcessPool(ctx.workdir / f"logs-{prefix}", child_env(DEERFLOW_PREFIX=prefix)) as pool:
             start_workers(pool, url, workers, concurrency=max(16, runs))
             await pool.wait_serving(workers)
-            await chain_round(engine, runs)  # warm-up: every worker has joined its groups
+            # Warm-up: every worker has joined its groups (a larger round adds nothing to that).
+            await chain_round(engine, min(runs, WARM_UP_RUNS))
             pids = [proc.pid for proc in pool.procs]
             before = [cpu_seconds(pid) for pid in pids]
             broker_before = broker.cpu_seconds() if broker else 0.0
