@@ -14,6 +14,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -98,7 +99,8 @@ class ConfluentProducer:
             ConnectionError: no broker answered within the timeout, or every broker refused.
         """
         self._loop = asyncio.get_running_loop()
-        down: list[Any] = []
+        # Only the last few: librdkafka keeps reporting errors to it after the start.
+        down: deque[Any] = deque(maxlen=8)
         producer = Producer({**self._config, "error_cb": down.append})
         try:
             await asyncio.to_thread(self._reach, producer, down)
@@ -110,7 +112,7 @@ class ConfluentProducer:
         self._poller = threading.Thread(target=self._poll, name="deerflow-kafka-poll", daemon=True)
         self._poller.start()
 
-    def _reach(self, producer: Any, down: list[Any]) -> None:
+    def _reach(self, producer: Any, down: deque[Any]) -> None:
         """Metadata from any broker, in short tries, so that an address where every broker
         refuses fails at once (as aiokafka's does) instead of after the whole timeout."""
         deadline = time.monotonic() + self._timeout
