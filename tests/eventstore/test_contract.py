@@ -241,6 +241,19 @@ async def test_a_partition_that_does_not_exist_is_refused(event_log: EventLog, t
     assert await event_log.read_partition(TopicPartition(topic, 0)) == []
 
 
+async def test_a_record_the_broker_cannot_take_fails_the_append_for_good(
+    event_log_url: str, event_log: EventLog, topic: str
+) -> None:
+    """Over the producer's request limit: not retriable, and the append does not return."""
+    if not event_log_url.startswith("kafka"):
+        pytest.skip("the local logs have no request limit")
+    await event_log.ensure_topic(topic, 1)
+    with pytest.raises(EventStoreError, match="cannot append to Kafka") as failed:
+        await event_log.append([Message(topic, b"x" * 2_000_000, key="k")])
+    assert failed.value.retriable is False
+    assert await event_log.read_partition(TopicPartition(topic, 0)) == []
+
+
 async def test_stop_is_idempotent_and_safe_before_start(event_log_url: str, topic: str) -> None:
     never_started = open_log(event_log_url)
     await never_started.stop()
