@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 
-from bench.context import BROKERS, FAST_GROUPS, BenchContext, kafka_broker
+from bench.context import BROKERS, BenchContext
 from bench.harness import Settings
 from bench.relay import relay_rounds
 from bench.scaling import measure
@@ -203,15 +203,15 @@ def _on(broker: Service) -> None:
 ENGINE_SIDES = ("relay", "aiokafka", "confluent")
 
 
-async def _engine_side(
-    ctx: BenchContext, url: str, broker: Service, side: str, runs: int, rounds: int
-) -> str:
+async def _engine_side(ctx: BenchContext, side: str, runs: int, rounds: int) -> str:
+    broker = ctx.kafka_service
     if side == "relay":
         rate, p99 = await relay_rounds(
-            broker.address, ctx.workdir, ctx.prefix("r"), ENGINE_PARTITIONS, runs, rounds
+            ctx.kafka_bootstrap(), ctx.workdir, ctx.prefix("r"), ENGINE_PARTITIONS, runs, rounds
         )
         return f"{rate:8,.0f} msg/s    p99 step {p99:6.1f} ms"
-    got = await measure(ctx, f"{url}&client={side}", broker, 1, runs, ENGINE_PARTITIONS, rounds)
+    url = ctx.kafka_url_with(client=side)
+    got = await measure(ctx, url, broker, 1, runs, ENGINE_PARTITIONS, rounds)
     return (
         f"{got.rate:8,.0f} steps/s  p99 step {got.step_p99_ms:6.1f} ms  worker CPU per step "
         f"{1e6 / got.steps_per_worker_cpu_s:5.0f} µs"
@@ -220,21 +220,18 @@ async def _engine_side(
 
 async def _engine(args: argparse.Namespace) -> None:
     ctx = BenchContext(quick=False, settings=Settings())
-    broker = BROKERS[kafka_broker()]()
-    url = f"kafka://{broker.address}?{FAST_GROUPS}"
     try:
         for runs in (int(r) for r in args.runs.split(",")):
             for n in range(args.pairs):
                 shift = n % len(ENGINE_SIDES)
                 for side in ENGINE_SIDES[shift:] + ENGINE_SIDES[:shift]:
-                    line = await _engine_side(ctx, url, broker, side, runs, args.rounds)
+                    line = await _engine_side(ctx, side, runs, args.rounds)
                     load = os.getloadavg()[0]
                     print(
                         f"{runs:5} chains  pass {n + 1}  {side:9} {line}  load {load:.1f}",
                         flush=True,
                     )
     finally:
-        broker.stop()
         ctx.close()
 
 

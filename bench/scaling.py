@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.context import BROKERS, FAST_GROUPS, BenchContext, kafka_broker
+from bench.context import BenchContext, kafka_broker
 from bench.harness import Settings
 from bench.processes import ProcessPool, child_env, cpu_seconds, start_workers
 from bench.scenarios.overhead import chain_round
@@ -157,18 +157,9 @@ async def _main(args: argparse.Namespace) -> None:
     if args.partitions < max(counts):
         raise SystemExit(f"--partitions {args.partitions} < {max(counts)} workers: some would idle")
     ctx = BenchContext(quick=False, settings=Settings())
-    broker: Service | None = None
-    given = os.environ.get("DEERFLOW_KAFKA_BOOTSTRAP")
     try:
-        if given:
-            url = (
-                f"kafka://{given}"
-                if kafka_broker() == "kafka"
-                else f"kafka://{given}?{FAST_GROUPS}"
-            )
-        else:
-            broker = BROKERS[kafka_broker()]()
-            url = f"kafka://{broker.address}?{FAST_GROUPS}"
+        url = ctx.kafka_url()
+        broker = ctx.kafka_service
         passes: list[list[Measured]] = []
         for n in range(args.pairs):
             order = counts if n % 2 == 0 else counts[::-1]
@@ -189,8 +180,6 @@ async def _main(args: argparse.Namespace) -> None:
         out.write_text(f"# {command}\n\n{text}\nEvery pass:\n\n{lines}\n")
         print(f"written to {out}")
     finally:
-        if broker is not None:
-            broker.stop()
         ctx.close()
 
 

@@ -239,3 +239,23 @@ def test_the_scaling_benchmark_refuses_fewer_partitions_than_workers_in_one_line
     done = run_module("bench.scaling", "--workers", "1,4", "--partitions", "2")
     assert done.returncode == 1
     assert done.stderr.strip() == "--partitions 2 < 4 workers: some would idle"
+
+
+@pytest.mark.kafka
+@pytest.mark.timeout(300)
+def test_the_kafka_clients_benchmark_runs_the_chains_on_each_client_beside_the_relay(
+    kafka_bootstrap: str,
+) -> None:
+    pytest.importorskip("confluent_kafka")
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.kafka_clients", "engine", "--runs", "10", "--pairs", "1"],
+        cwd=ROOT,
+        env=on_session_broker(kafka_bootstrap),
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    sides = [line.split()[4] for line in done.stdout.splitlines() if "chains  pass 1" in line]
+    assert sides == ["relay", "aiokafka", "confluent"], done.stdout
