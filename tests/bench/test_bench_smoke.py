@@ -202,23 +202,30 @@ def test_the_held_runs_benchmark_refuses_an_unknown_store_in_one_line() -> None:
     assert done.stderr.strip() == "usage: python -m bench.held_runs sqlite|kafka RUNS MAX_HELD_RUNS"
 
 
-@pytest.mark.kafka
-@pytest.mark.timeout(300)
-def test_the_scaling_benchmark_measures_each_worker_count_against_one(
-    tmp_path: Path, kafka_bootstrap: str
-) -> None:
-    done = subprocess.run(
-        [
-            *(sys.executable, "-m", "bench.scaling", "--workers", "1,2", "--runs", "10"),
-            *("--partitions", "2", "--pairs", "1", "--rounds", "1"),
-            *("--stem", "smoke", "--out", str(tmp_path)),
-        ],
+def run_on_broker(
+    kafka_bootstrap: str, module: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """``python -m MODULE ARGS`` on the session's broker (see :func:`on_session_broker`)."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
         cwd=ROOT,
         env=on_session_broker(kafka_bootstrap),
         capture_output=True,
         text=True,
         timeout=280,
         check=False,
+    )
+
+
+@pytest.mark.kafka
+@pytest.mark.timeout(300)
+def test_the_scaling_benchmark_measures_each_worker_count_against_one(
+    tmp_path: Path, kafka_bootstrap: str
+) -> None:
+    done = run_on_broker(
+        kafka_bootstrap,
+        *("bench.scaling", "--workers", "1,2", "--runs", "10", "--partitions", "2"),
+        *("--pairs", "1", "--rounds", "1", "--stem", "smoke", "--out", str(tmp_path)),
     )
     assert done.returncode == 0, done.stderr[-4000:]
     table = (tmp_path / "scaling-smoke.md").read_text()
@@ -247,14 +254,8 @@ def test_the_kafka_clients_benchmark_runs_the_chains_on_each_client_beside_the_r
     kafka_bootstrap: str,
 ) -> None:
     pytest.importorskip("confluent_kafka")
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.kafka_clients", "engine", "--runs", "10", "--pairs", "1"],
-        cwd=ROOT,
-        env=on_session_broker(kafka_bootstrap),
-        capture_output=True,
-        text=True,
-        timeout=280,
-        check=False,
+    done = run_on_broker(
+        kafka_bootstrap, "bench.kafka_clients", "engine", "--runs", "10", "--pairs", "1"
     )
     assert done.returncode == 0, done.stderr[-4000:]
     sides = [line.split()[4] for line in done.stdout.splitlines() if "chains  pass 1" in line]
