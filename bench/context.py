@@ -139,6 +139,17 @@ class BenchContext:
             log.info("%s on %s", self._kafka.name, self._kafka.address)
         return self._kafka.address
 
+    @property
+    def kafka_service(self) -> Service | None:
+        """The broker this run started (for its CPU time), or ``None`` if it was given one."""
+        return self._kafka
+
+    def kafka_url_with(self, **options: str) -> str:
+        """:meth:`kafka_url` with more query options, such as ``client="confluent"``."""
+        url = self.kafka_url()
+        extra = "&".join(f"{name}={value}" for name, value in options.items())
+        return url + ("&" if "?" in url else "?") + extra if extra else url
+
     def kafka_url(self) -> str:
         """The engine's ``kafka://`` URL, with quick group timings on Tansu and on the Apache
         Kafka of deerflow.testing."""

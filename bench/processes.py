@@ -11,9 +11,12 @@ import os
 from pathlib import Path
 
 from deerflow.testing import WorkerProcesses
+from deerflow.testing.services import cpu_seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 ENGINE_APP = Path(__file__).resolve().parent / "apps" / "engine_app.py"
+
+__all__ = ["ProcessPool", "child_env", "cpu_seconds", "start_workers"]
 
 #: ``ProcessPool(log_dir, env)``: ``spawn(name, argv)``, ``alive()``, ``logs()``, ``stop()``.
 ProcessPool = WorkerProcesses

@@ -189,15 +189,19 @@ async def _spy_result(spy: asyncio.subprocess.Process) -> str | None:
     return None if spy.returncode == 0 else out.decode(errors="replace")[-500:]
 
 
-async def profile_kafka(ctx: BenchContext, runs: int, seconds: float) -> str:
-    """py-spy over one ``deerflow worker`` subprocess, pyinstrument over the driver."""
+async def profile_kafka(ctx: BenchContext, runs: int, seconds: float, client: str = "") -> str:
+    """py-spy over one ``deerflow worker`` subprocess, pyinstrument over the driver
+    (``client``: the Kafka log's ``client=`` option, its default if empty)."""
     prefix = ctx.prefix("p")
     raw = ctx.workdir / "worker.raw"
+    url = ctx.kafka_url()
+    if client:
+        url += ("&" if "?" in url else "?") + f"client={client}"
     async with Engine(
-        ctx.kafka_url(), [make_chain()], prefix=prefix, orchestrate=False, work=False, partitions=4
+        url, [make_chain()], prefix=prefix, orchestrate=False, work=False, partitions=4
     ) as engine:
         with ProcessPool(ctx.workdir / f"logs-{prefix}", child_env(DEERFLOW_PREFIX=prefix)) as pool:
-            start_workers(pool, ctx.kafka_url(), 1, concurrency=max(16, runs))
+            start_workers(pool, url, 1, concurrency=max(16, runs))
             await chain_round(engine, runs)  # warm-up: the worker has joined its groups
             spy = await _spy(pool.procs[0].pid, seconds, raw)
             profiler = Profiler(interval=0.0005, async_mode="disabled")
@@ -207,6 +211,7 @@ async def profile_kafka(ctx: BenchContext, runs: int, seconds: float) -> str:
             failure = await _spy_result(spy)
     header = (
         f"# kafka (Tansu), 1 worker process, {runs} chains x 10 steps, "
+        f"client {client or 'default'}, "
         f"{rate:.0f} steps/s while profiled\n\n"
     )
     worker = _spy_tables("worker process", raw, failure)
@@ -226,8 +231,9 @@ async def _main(args: argparse.Namespace) -> None:
             text = await profile_sqlite(ctx, args.runs, args.rounds, args.seconds)
             (args.out / "profile-sqlite-chain.txt").write_text(text)
         if "kafka" in args.stores:
-            text = await profile_kafka(ctx, args.runs, args.seconds)
-            (args.out / "profile-kafka-worker.txt").write_text(text)
+            text = await profile_kafka(ctx, args.runs, args.seconds, args.kafka_client)
+            name = "profile-kafka-worker" + (f"-{args.kafka_client}" if args.kafka_client else "")
+            (args.out / f"{name}{args.suffix}.txt").write_text(text)
     finally:
         ctx.close()
 
@@ -240,6 +246,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=15.0, help="sampling time (kafka)")
     parser.add_argument("--stores", default="sqlite,kafka")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--kafka-client", default="", help="the Kafka log's client= (profile-kafka-worker-NAME)"
+    )
+    parser.add_argument("--suffix", default="", help="appended to the Kafka profile's file name")
     args: Any = parser.parse_args(argv)
     asyncio.run(_main(args))
 

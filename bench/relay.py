@@ -19,13 +19,17 @@ import argparse
 import asyncio
 import contextlib
 import signal
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from bench.workloads import CHAIN_STEPS
 from deerflow.eventstore.kafka import KafkaSettings
+from deerflow.testing import WorkerProcesses
 
 # The engine's own client settings, so the relay batches and waits exactly as the engine does
 # (on Tansu a parked fetch is not woken by new data: fetch_max_wait_ms bounds each hop).
@@ -159,6 +163,55 @@ class RelayDriver:
                 self.ended += [time.perf_counter() - started] * got
                 seen += got
         return time.perf_counter() - started
+
+
+def member_argv(
+    bootstrap: str,
+    topic: str,
+    done: str,
+    member: int,
+    members: int,
+    partitions: int,
+    hops: int,
+    *,
+    tuned: bool = False,
+) -> list[str]:
+    """The command of relay member ``member`` of ``members``, which takes every
+    ``members``-th partition of ``topic``'s ``partitions``."""
+    mine = ",".join(str(p) for p in range(partitions) if p % members == member)
+    argv = [sys.executable, "-m", "bench.relay", bootstrap, topic, done, mine, str(hops)]
+    return argv + (["--tuned"] if tuned else [])
+
+
+async def relay_rounds(
+    bootstrap: str, workdir: Path, prefix: str, partitions: int, runs: int, rounds: int
+) -> tuple[float, float]:
+    """The tuned relay on fresh topics (one member process): ``runs`` chains of
+    :data:`~bench.workloads.CHAIN_STEPS` hops, a warm-up round then ``rounds`` timed ones.
+
+    Returns:
+        Messages per second over the timed rounds, and the largest p99 over chains of a chain's
+        time ÷ its hops, in ms.
+    """
+    topic, done = f"{prefix}-relay", f"{prefix}-relay-done"
+    await create_topics(bootstrap, {topic: partitions, done: 1})
+    driver = RelayDriver(bootstrap, topic, done, tuned=True)
+    with WorkerProcesses(workdir / f"logs-{prefix}") as pool:
+        pool.spawn(
+            "relay", member_argv(bootstrap, topic, done, 0, 1, partitions, CHAIN_STEPS, tuned=True)
+        )
+        await driver.start()
+        try:
+            await driver.round(runs)
+            seconds = p99 = 0.0
+            for _ in range(rounds):
+                seconds += await driver.round(runs)
+                ordered = sorted(driver.ended)
+                worst = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+                p99 = max(p99, worst / CHAIN_STEPS * 1000)
+        finally:
+            await driver.stop()
+    return runs * CHAIN_STEPS * rounds / seconds, p99
 
 
 def main() -> None:

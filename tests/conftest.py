@@ -167,14 +167,25 @@ def moto_endpoint() -> Iterator[str]:
         moto.stop()
 
 
-@pytest.fixture(params=["memory", "sqlite", pytest.param("kafka", marks=pytest.mark.kafka)])
+@pytest.fixture(
+    params=[
+        "memory",
+        "sqlite",
+        pytest.param("kafka", marks=pytest.mark.kafka),
+        pytest.param("kafka-confluent", marks=pytest.mark.kafka),
+    ]
+)
 def event_log_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The URL of a fresh log on each backend in turn."""
+    """The URL of a fresh log on each backend in turn (Kafka with each producer client)."""
     if request.param == "memory":
         return f"memory://{unique_name('log')}"
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'events.db'}"
-    return str(request.getfixturevalue("kafka_url"))
+    url = str(request.getfixturevalue("kafka_url"))
+    if request.param == "kafka-confluent":
+        pytest.importorskip("confluent_kafka")
+        return url + ("&" if "?" in url else "?") + "client=confluent"
+    return url
 
 
 @pytest.fixture

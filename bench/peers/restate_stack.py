@@ -84,7 +84,10 @@ class RestateStack:
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Self:
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300))
+        # No connection limit (aiohttp's is 100): every invocation of a round is in flight.
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=300), connector=aiohttp.TCPConnector(limit=0)
+        )
         try:
             await self._start_server()
             await self._start_deployment()

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import sys
 import time
 from pathlib import Path
 
@@ -37,7 +36,7 @@ from bench.context import BenchContext
 from bench.harness import Comparison, Goal, Measure, Metric, Metrics
 from bench.processes import ProcessPool, child_env, start_workers
 from bench.records import kafka_records, sqlite_records
-from bench.relay import RelayDriver, create_topics
+from bench.relay import RelayDriver, create_topics, member_argv
 from bench.workloads import (
     CHAIN_STEPS,
     make_batched,
@@ -88,10 +87,6 @@ async def chain_round(engine: Engine, runs: int) -> Metrics:
     }
 
 
-def _partitions_of(member: int, members: int, partitions: int) -> str:
-    return ",".join(str(p) for p in range(partitions) if p % members == member)
-
-
 async def _kafka_case(
     ctx: BenchContext, partitions: int, workers: int, runs: int, *, tuned: bool = False
 ) -> None:
@@ -114,17 +109,10 @@ async def _kafka_case(
     name = f"kafka p={partitions} w={workers}" + (f", {runs} chains in flight" if tuned else "")
     with ProcessPool(ctx.workdir / f"logs-{prefix}", env) as pool:
         for member in range(workers):
-            argv = [
-                sys.executable,
-                "-m",
-                "bench.relay",
-                bootstrap,
-                topic,
-                done,
-                _partitions_of(member, workers, partitions),
-                str(CHAIN_STEPS),
-            ]
-            pool.spawn("relay", argv + (["--tuned"] if tuned else []))
+            argv = member_argv(
+                bootstrap, topic, done, member, workers, partitions, CHAIN_STEPS, tuned=tuned
+            )
+            pool.spawn("relay", argv)
         await driver.start()
         try:
             async with engine:  # creates the topics with `partitions` before workers join

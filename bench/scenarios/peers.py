@@ -10,6 +10,11 @@
   with a durable log of their own. Every workload is invocations through Restate's HTTP
   ingress, each made of ``ctx.run`` steps (:mod:`bench.peers.restate_app`).
 
+Each peer also runs the high-concurrency chain of scenario a's limit rows: as many chains in
+flight at once as its first limit size (500; ``--quick``: 20); deerflow's side runs them on an
+engine of their own with as many worker slots (the other rows keep 16, the I/O maps'
+concurrency), started outside the timed round.
+
 Ratios are deerflow ÷ peer on throughput (higher is better); the goal is to be ahead of each
 peer on every workload (≥ 1x). A peer that cannot be installed or started is reported as
 ``skipped: <reason>`` (the reason names the install command).
@@ -42,8 +47,19 @@ AHEAD = Goal(">=", 1.0)
 Workload = Callable[[], Awaitable[Metrics]]
 
 
-def _deerflow_workloads(ctx: BenchContext, engine: Engine) -> dict[str, Workload]:
+def _deerflow_workloads(ctx: BenchContext, engine: Engine, url: str) -> dict[str, Workload]:
     s = ctx.sizes
+
+    async def in_flight() -> Metrics:
+        # An engine of its own with a slot per chain, as scenario a's limit rows have (the
+        # shared one keeps the I/O maps' concurrency); a fresh prefix, and a warm-up round,
+        # so the timed round neither rebuilds earlier rounds nor waits for group joins.
+        runs = s.limit_chains[0]
+        async with Engine(
+            url, [make_chain()], prefix=ctx.prefix("f"), concurrency=max(16, runs)
+        ) as many:
+            await chain_round(many, s.peer_runs)
+            return await chain_round(many, runs)
 
     async def fanout() -> Metrics:
         measured = await fanout_time(engine, s.peer_fanout)
@@ -51,6 +67,7 @@ def _deerflow_workloads(ctx: BenchContext, engine: Engine) -> dict[str, Workload
 
     return {
         "chain": lambda: chain_round(engine, s.peer_runs),
+        "chains_in_flight": in_flight,
         "fanout": fanout,
         "iomap": lambda: _timed_run(
             engine, "bench_sleepmap", {"n": s.peer_io_maps, "delay": s.io_delay}, s.peer_io_maps
@@ -64,11 +81,17 @@ async def _compare_all(
     s = ctx.sizes
     names = {
         "chain": f"{s.peer_runs} chains x {CHAIN_STEPS} steps",
+        "chains_in_flight": f"{s.limit_chains[0]} chains x {CHAIN_STEPS} steps in flight",
         "fanout": f"fan-out of {s.peer_fanout:,}",
         "iomap": f"{s.peer_io_maps} I/O maps x {s.io_delay * 1000:g} ms, "
         f"concurrency {s.io_concurrency}",
     }
-    units = {"chain": "steps/s", "fanout": "tasks/s", "iomap": "maps/s"}
+    units = {
+        "chain": "steps/s",
+        "chains_in_flight": "steps/s",
+        "fanout": "tasks/s",
+        "iomap": "maps/s",
+    }
     for key, label in names.items():
         await ctx.compare(
             Comparison(
@@ -104,12 +127,21 @@ class _DbosProcess:
         return measure
 
 
+def _dbos_python() -> str:
+    """The interpreter of the DBOS peer: ``$BENCH_DBOS_PYTHON`` (a virtualenv of its own, since
+    dbos and the faust extra want different croniter versions), else this one."""
+    return os.environ.get("BENCH_DBOS_PYTHON") or sys.executable
+
+
 async def _dbos(ctx: BenchContext) -> None:
-    if importlib.util.find_spec("dbos") is None:
-        raise Skip("dbos is not installed (pip install dbos)")
+    if os.environ.get("BENCH_DBOS_PYTHON"):
+        if not os.access(_dbos_python(), os.X_OK):
+            raise Skip(f"BENCH_DBOS_PYTHON={_dbos_python()} is not an interpreter")
+    elif importlib.util.find_spec("dbos") is None:
+        raise Skip("dbos is not installed (pip install dbos, or BENCH_DBOS_PYTHON=a venv's python)")
     s = ctx.sizes
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
+        _dbos_python(),
         "-m",
         "bench.peers.dbos_runner",
         str(ctx.workdir / "dbos.db"),
@@ -124,8 +156,10 @@ async def _dbos(ctx: BenchContext) -> None:
         ready = await asyncio.wait_for(proc.stdout.readline(), 60)
         if not ready:
             raise Skip("DBOS did not start")
+        many = s.limit_chains[0]
         theirs = {
             "chain": runner.rate(f"chain {s.peer_runs} {CHAIN_STEPS}", s.peer_runs * CHAIN_STEPS),
+            "chains_in_flight": runner.rate(f"chain {many} {CHAIN_STEPS}", many * CHAIN_STEPS),
             "fanout": runner.rate(f"fanout {s.peer_fanout}", s.peer_fanout),
             "iomap": runner.rate(
                 f"iomap {s.peer_io_maps} {s.io_concurrency} {s.io_delay}", s.peer_io_maps
@@ -138,7 +172,11 @@ async def _dbos(ctx: BenchContext) -> None:
             concurrency=s.io_concurrency,
         ) as engine:
             await _compare_all(
-                ctx, "DBOS (sqlite)", "sqlite", theirs, _deerflow_workloads(ctx, engine)
+                ctx,
+                "DBOS (sqlite)",
+                "sqlite",
+                theirs,
+                _deerflow_workloads(ctx, engine, ctx.sqlite_url),
             )
     finally:
         if proc.stdin is not None:
@@ -168,15 +206,17 @@ def _celery_workloads(ctx: BenchContext) -> dict[str, Workload]:
 
         return measure
 
-    def chains() -> None:
+    def chains(runs: int) -> None:
         results = [
-            chain(*(noop.s() for _ in range(CHAIN_STEPS))).apply_async() for _ in range(s.peer_runs)
+            chain(*(noop.s() for _ in range(CHAIN_STEPS))).apply_async() for _ in range(runs)
         ]
         for result in results:
             result.get(timeout=300, interval=0.005)
 
+    many = s.limit_chains[0]
     return {
-        "chain": timed(chains, s.peer_runs * CHAIN_STEPS),
+        "chain": timed(lambda: chains(s.peer_runs), s.peer_runs * CHAIN_STEPS),
+        "chains_in_flight": timed(lambda: chains(many), many * CHAIN_STEPS),
         "fanout": timed(
             lambda: (
                 group(noop.s(i) for i in range(s.peer_fanout))
@@ -237,7 +277,11 @@ async def _celery(ctx: BenchContext) -> None:
             concurrency=s.io_concurrency,
         ) as engine:
             await _compare_all(
-                ctx, "Celery+Redis", "kafka", theirs, _deerflow_workloads(ctx, engine)
+                ctx,
+                "Celery+Redis",
+                "kafka",
+                theirs,
+                _deerflow_workloads(ctx, engine, ctx.kafka_url()),
             )
 
 
@@ -259,11 +303,17 @@ def _restate_workloads(
         return measure
 
     io = {"n": s.peer_io_maps, "concurrency": s.io_concurrency, "delay": s.io_delay}
+    many = s.limit_chains[0]
     return {
         "chain": timed(
             lambda: [stack.invoke("chain", CHAIN_STEPS) for _ in range(s.peer_runs)],
             CHAIN_STEPS,
             s.peer_runs * CHAIN_STEPS,
+        ),
+        "chains_in_flight": timed(
+            lambda: [stack.invoke("chain", CHAIN_STEPS) for _ in range(many)],
+            CHAIN_STEPS,
+            many * CHAIN_STEPS,
         ),
         "fanout": timed(
             lambda: [stack.invoke("fanout", s.peer_fanout)], s.peer_fanout, s.peer_fanout
@@ -292,15 +342,27 @@ async def _restate(ctx: BenchContext) -> None:
                 "Restate",
                 "kafka",
                 _restate_workloads(ctx, stack),
-                _deerflow_workloads(ctx, engine),
+                _deerflow_workloads(ctx, engine, ctx.kafka_url()),
             )
     except ServiceUnavailable as exc:
         raise Skip(str(exc)) from exc
 
 
+PEERS = {
+    "dbos": ("DBOS", _dbos),
+    "celery": ("Celery+Redis", _celery),
+    "restate": ("Restate", _restate),
+}
+
+
 async def run(ctx: BenchContext) -> None:
-    """DBOS, then Celery, then Restate; each may be skipped on its own."""
-    for name, part in (("DBOS", _dbos), ("Celery+Redis", _celery), ("Restate", _restate)):
+    """DBOS, then Celery, then Restate (``$BENCH_PEERS``, such as ``celery,restate``, runs
+    some of them); each may be skipped on its own."""
+    chosen = [p.strip() for p in os.environ.get("BENCH_PEERS", ",".join(PEERS)).split(",")]
+    unknown = sorted(set(chosen) - set(PEERS) - {""})
+    if unknown:
+        raise SystemExit(f"BENCH_PEERS: unknown {unknown}, choose from {','.join(PEERS)}")
+    for name, part in (PEERS[p] for p in PEERS if p in chosen):
         try:
             await part(ctx)
         except Skip as exc:

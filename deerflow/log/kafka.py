@@ -44,6 +44,9 @@ from deerflow.log.base import (
     partition_for,
 )
 
+#: the producer libraries ``client=`` chooses from
+CLIENTS = ("aiokafka", "confluent")
+
 _PARSERS: dict[str, Callable[[str], object]] = {
     "int": int,
     "float": float,
@@ -74,6 +77,10 @@ class KafkaSettings:
         connect_timeout: seconds to reach the brokers at start before giving up (a group
             consumer gets two session timeouts more for its group's first assignment).
         client_id: shown in broker logs.
+        client: the producer's library: ``aiokafka`` (the default), or ``confluent``
+            (confluent-kafka, librdkafka's, with the same ``acks=all`` and delivery reports
+            awaited; ``pip install confluent-kafka``). Consumers and the admin client are
+            aiokafka's either way.
     """
 
     bootstrap: str
@@ -86,6 +93,7 @@ class KafkaSettings:
     heartbeat_interval_ms: int = 3_000
     connect_timeout: float = 10.0
     client_id: str = "deerflow"
+    client: str = "aiokafka"
 
     @classmethod
     def from_url(cls, url: str, overrides: Mapping[str, object]) -> KafkaSettings:
@@ -99,7 +107,14 @@ class KafkaSettings:
             if name not in types:
                 raise EventStoreError(f"unknown Kafka option {name!r} for {url}", retriable=False)
             values[name] = _PARSERS[types[name]](raw) if isinstance(raw, str) else raw
-        return replace(cls(bootstrap=parts.netloc), **values)
+        settings = replace(cls(bootstrap=parts.netloc), **values)
+        if settings.client not in CLIENTS:
+            raise EventStoreError(
+                f"unknown Kafka client {settings.client!r} for {url}: choose "
+                f"{' or '.join(CLIENTS)}",
+                retriable=False,
+            )
+        return settings
 
 
 class KafkaEventLog(EventLog):
@@ -128,14 +143,8 @@ class KafkaEventLog(EventLog):
         """Connect the producer and the admin client; fails fast on an unreachable URL."""
         if self._producer is not None:
             return
+        producer = self._new_producer()
         s = self.settings
-        producer = AIOKafkaProducer(
-            bootstrap_servers=s.bootstrap,
-            client_id=s.client_id,
-            acks="all",
-            enable_idempotence=s.idempotent,
-            linger_ms=s.linger_ms,
-        )
         await connect(self.url, s.connect_timeout, producer.start(), producer.stop)
         admin = AIOKafkaAdminClient(bootstrap_servers=s.bootstrap, client_id=s.client_id)
         try:
@@ -144,6 +153,23 @@ class KafkaEventLog(EventLog):
             await producer.stop()
             raise
         self._producer, self._admin = producer, admin
+
+    def _new_producer(self) -> Any:
+        s = self.settings
+        if s.client == "confluent":
+            # Imported here: confluent-kafka is needed only by those who choose it.
+            from deerflow.log._kafkaconfluent import ConfluentProducer
+
+            return ConfluentProducer(
+                s.bootstrap, s.client_id, s.linger_ms, s.idempotent, s.connect_timeout
+            )
+        return AIOKafkaProducer(
+            bootstrap_servers=s.bootstrap,
+            client_id=s.client_id,
+            acks="all",
+            enable_idempotence=s.idempotent,
+            linger_ms=s.linger_ms,
+        )
 
     async def stop(self) -> None:
         """Stop readers and consumers made by this log, then the clients; idempotent."""

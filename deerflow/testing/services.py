@@ -28,6 +28,17 @@ START_ATTEMPTS = 4
 START_TIMEOUT = 15.0
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) process ``pid`` used so far (Linux ``/proc``; 0 once gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    # Fields after the command name, which may hold spaces: utime and stime are 14 and 15.
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class ServiceUnavailable(RuntimeError):
     """A service binary is missing or did not come up."""
 
@@ -70,13 +81,7 @@ class Service:
 
     def cpu_seconds(self) -> float:
         """CPU time (user + system) the process used so far (Linux ``/proc``; 0 once gone)."""
-        try:
-            stat = Path(f"/proc/{self.process.pid}/stat").read_text()
-        except OSError:
-            return 0.0
-        # Fields after the command name, which may hold spaces: utime and stime are 14 and 15.
-        fields = stat.rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.process.pid)
 
     def output(self) -> str:
         """The last lines the service printed, for error messages."""

@@ -29,15 +29,21 @@ SCENARIOS = {
 }
 
 
+def on_session_broker(kafka_bootstrap: str) -> dict[str, str]:
+    """The environment of a benchmark on the session's broker (a second JVM broker would
+    double the Apache Kafka pass's cost), with quick group timings on the suite's own."""
+    env = {**os.environ, "DEERFLOW_KAFKA_BOOTSTRAP": kafka_bootstrap, "PYTHONPATH": str(ROOT)}
+    if kafka_broker() != "kafka":
+        env["DEERFLOW_KAFKA_BROKER"] = kafka_broker()
+    return env
+
+
 @pytest.mark.kafka
 @pytest.mark.timeout(300)
 def test_quick_benchmark_reports_every_scenario_without_errors(
     tmp_path: Path, kafka_bootstrap: str
 ) -> None:
-    # On the session's broker: a second JVM broker would double the Apache Kafka pass's cost.
-    env = {**os.environ, "DEERFLOW_KAFKA_BOOTSTRAP": kafka_bootstrap}
-    if kafka_broker() != "kafka":  # a broker of the suite's own: quick group timings
-        env["DEERFLOW_KAFKA_BROKER"] = kafka_broker()
+    env = on_session_broker(kafka_bootstrap)
     proc = subprocess.run(
         # One pair after the warm-up: every scenario and comparison still runs its baseline and
         # its engine side and reports a ratio, which is all a smoke test checks (the default
@@ -194,3 +200,63 @@ def test_the_held_runs_benchmark_refuses_an_unknown_store_in_one_line() -> None:
     done = run_module("bench.held_runs", "postgres", "300", "50")
     assert done.returncode == 1
     assert done.stderr.strip() == "usage: python -m bench.held_runs sqlite|kafka RUNS MAX_HELD_RUNS"
+
+
+def run_on_broker(
+    kafka_bootstrap: str, module: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """``python -m MODULE ARGS`` on the session's broker (see :func:`on_session_broker`)."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        env=on_session_broker(kafka_bootstrap),
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
+
+
+@pytest.mark.kafka
+@pytest.mark.timeout(300)
+def test_the_scaling_benchmark_measures_each_worker_count_against_one(
+    tmp_path: Path, kafka_bootstrap: str
+) -> None:
+    done = run_on_broker(
+        kafka_bootstrap,
+        *("bench.scaling", "--workers", "1,2", "--runs", "10", "--partitions", "2"),
+        *("--pairs", "1", "--rounds", "1", "--stem", "smoke", "--out", str(tmp_path)),
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    table = (tmp_path / "scaling-smoke.md").read_text()
+    rows = {
+        line.split("|")[1].strip(): line
+        for line in table.splitlines()
+        if line[:3] in ("| 1", "| 2")
+    }
+    assert sorted(rows) == ["1", "2"], table
+    assert "| 1.00x [1.00-1.00] |" in rows["1"]  # one worker against itself
+    assert [line.split()[2] for line in done.stdout.splitlines() if line.startswith("pass 1")] == [
+        "w=1",
+        "w=2",
+    ]
+
+
+def test_the_scaling_benchmark_refuses_fewer_partitions_than_workers_in_one_line() -> None:
+    done = run_module("bench.scaling", "--workers", "1,4", "--partitions", "2")
+    assert done.returncode == 1
+    assert done.stderr.strip() == "--partitions 2 < 4 workers: some would idle"
+
+
+@pytest.mark.kafka
+@pytest.mark.timeout(300)
+def test_the_kafka_clients_benchmark_runs_the_chains_on_each_client_beside_the_relay(
+    kafka_bootstrap: str,
+) -> None:
+    pytest.importorskip("confluent_kafka")
+    done = run_on_broker(
+        kafka_bootstrap, "bench.kafka_clients", "engine", "--runs", "10", "--pairs", "1"
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    sides = [line.split()[4] for line in done.stdout.splitlines() if "chains  pass 1" in line]
+    assert sides == ["relay", "aiokafka", "confluent"], done.stdout

@@ -241,6 +241,19 @@ async def test_a_partition_that_does_not_exist_is_refused(event_log: EventLog, t
     assert await event_log.read_partition(TopicPartition(topic, 0)) == []
 
 
+async def test_a_record_the_broker_cannot_take_fails_the_append_for_good(
+    event_log_url: str, event_log: EventLog, topic: str
+) -> None:
+    """Over the producer's request limit: not retriable, and the append does not return."""
+    if not event_log_url.startswith("kafka"):
+        pytest.skip("the local logs have no request limit")
+    await event_log.ensure_topic(topic, 1)
+    with pytest.raises(EventStoreError, match="cannot append to Kafka") as failed:
+        await event_log.append([Message(topic, b"x" * 2_000_000, key="k")])
+    assert failed.value.retriable is False
+    assert await event_log.read_partition(TopicPartition(topic, 0)) == []
+
+
 async def test_stop_is_idempotent_and_safe_before_start(event_log_url: str, topic: str) -> None:
     never_started = open_log(event_log_url)
     await never_started.stop()
@@ -650,9 +663,12 @@ async def test_memory_logs_opened_with_one_name_share_records() -> None:
         assert await private.read_partition(TopicPartition("t", 0)) == []
 
 
-async def test_kafka_at_a_wrong_address_fails_fast_naming_it() -> None:
+@pytest.mark.parametrize("client", ["aiokafka", "confluent"])
+async def test_kafka_at_a_wrong_address_fails_fast_naming_it(client: str) -> None:
     pytest.importorskip("aiokafka")
-    log = open_log("kafka://127.0.0.1:1", connect_timeout=5)
+    if client == "confluent":
+        pytest.importorskip("confluent_kafka")
+    log = open_log(f"kafka://127.0.0.1:1?client={client}", connect_timeout=5)
     started = time.monotonic()
     with pytest.raises(EventStoreError, match=r"cannot reach Kafka at kafka://127\.0\.0\.1:1"):
         await log.start()
@@ -712,6 +728,12 @@ async def test_a_group_join_held_by_a_gone_member_fails_in_time_naming_the_group
             await log.consumer("held", ["held-topic"]).start()
         # Not after the gone member's session: the stuck join is left to end on its own.
         assert time.monotonic() - started < limit + (theirs / 1000 - limit) / 2
+
+
+def test_an_unknown_kafka_client_is_refused_naming_the_choices() -> None:
+    pytest.importorskip("aiokafka")
+    with pytest.raises(EventStoreError, match=r"unknown Kafka client 'rd'.*aiokafka or confluent"):
+        open_log("kafka://127.0.0.1:1?client=rd")
 
 
 def test_an_unknown_url_scheme_is_an_event_store_error_naming_the_url() -> None:
