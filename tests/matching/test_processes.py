@@ -13,7 +13,7 @@ from deerflow import Engine, EventStore
 from deerflow.matching import EventMatched
 from tests.logs import history
 from tests.matching.apps.approvals_app import brief, held, plain
-from tests.matching.waits import until_waiting
+from tests.matching.waits import results_within, until_waiting
 from tests.processes import wait_for_file, workers  # noqa: F401 - fixture
 
 APP = Path(__file__).parent / "apps" / "approvals_app.py"
@@ -73,7 +73,9 @@ async def test_a_thousand_runs_wait_on_one_type_each_resumed_by_its_own_event(st
                 await events.publish_async(
                     "InvoiceApproved", published.data, id=published.id, stream=published.stream
                 )
-        results = await asyncio.gather(*(run.result(timeout=300) for run in runs))
+        results = await results_within(
+            runs, timeout=300, why=lambda: "\n" + notable(workers.logs(chars=10**8))
+        )
         matched = [e for e in await history(client) if isinstance(e, EventMatched)]
     assert [r.output for r in results] == [f"approver-{i}" for i in range(count)]
     # One resume per run: duplicates of an event were dropped by the index or the fold.

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from deerflow import Engine, RunHandle, Workflow
+from deerflow import Engine, RunHandle, RunResult, Workflow
 from deerflow.events import KafkaEvent
 from deerflow.log.base import TopicPartition, partition_for
 
@@ -86,3 +86,29 @@ async def until_waiting(
                 detail += f"; {first}'s records in {tp}: offsets {found} of {len(read[tp])}"
                 raise AssertionError(f"{len(pending)} runs never waited: {detail}{why()}")
             await asyncio.sleep(0.1)
+
+
+async def results_within(
+    handles: list[RunHandle], timeout: float, why: Callable[[], str] = str
+) -> list[RunResult]:
+    """Each run's result, in order; failing, say how many ended, what the first of the others
+    are doing, and ``why()`` (e.g. the workers' logs)."""
+    waits = [asyncio.ensure_future(handle.result()) for handle in handles]
+    try:
+        _, pending = await asyncio.wait(waits, timeout=timeout)
+        if pending:
+            late = [h for h, w in zip(handles, waits, strict=True) if w in pending]
+            shown = await asyncio.gather(*(handle.status() for handle in late[:5]))
+            detail = "; ".join(
+                f"{r.run_id}: {r.status}, "
+                + ", ".join(f"{t}={task.status}" for t, task in r.tasks.items())
+                for r in shown
+            )
+            raise AssertionError(
+                f"{len(late)} of {len(handles)} runs did not end within {timeout:g}s: "
+                f"{detail}{why()}"
+            )
+        return [w.result() for w in waits]
+    finally:
+        for w in waits:
+            w.cancel()
