@@ -58,6 +58,7 @@ from deerflow.runtime._results import RunResult, run_result
 from deerflow.runtime._service import BackgroundService
 from deerflow.runtime._snapshots import Snapshots
 from deerflow.runtime._tombstones import DEDUPE_LIMIT, DEDUPE_WINDOW, EndedRuns
+from deerflow.runtime._trim import Trimmer
 from deerflow.runtime._waiters import EndWaiters
 
 log = logging.getLogger("deerflow.orchestrator")
@@ -182,6 +183,8 @@ class Orchestrator(BackgroundService):
         self._timers: list[tuple[float, str, str]] = []
         self._missing_logged: set[tuple[str, str]] = set()
         self._pending_fired: list[h.HistoryEvent] = []
+        #: returns the allocator's free memory to the system once a burst of work is over
+        self.trimmer = Trimmer()
 
     @property
     def local_worker(self) -> LocalWorker | None:
@@ -369,8 +372,11 @@ class Orchestrator(BackgroundService):
         if self._outbox.failed or self._outbox.backlog > MAX_BACKLOG:
             await self._outbox.drain()  # bounded memory; raises what an append raised
         self._evict_ended()
-        self._owned.evict_idle()
+        evicted = self._owned.evict_idle()
         await self._owned.checkpoint()
+        self.trimmer.worked(len(records) + evicted)
+        if not records:
+            await self.trimmer.quiet()
 
     def _poll_timeout(self) -> float:
         if not self._timers:

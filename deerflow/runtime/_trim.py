@@ -1,0 +1,110 @@
+"""Give the C allocator's free memory back to the system once a burst of work is over.
+
+A burst (thousands of runs started at once, a partition loaded, a backlog folded) allocates
+batches of decoded records, produce and fetch buffers, and the fold and decide of many runs at
+once; most of it is freed when the burst ends. glibc's ``malloc`` keeps what was freed in its
+heaps for later allocations instead of returning it: measured on one engine with 10,000 runs
+left waiting, 43 MB (SQLite) and 131 MB (Kafka: the clients' buffers) stayed resident that
+nothing held, about 4 and 13 kB per waiting run. ``malloc_trim(0)`` returns the free pages of
+every heap (a few ms to 20 ms for those sizes, in a thread here). CPython's own small-object
+arenas are not affected: they hold the objects still alive.
+
+:class:`Trimmer` trims after work, once the loop that counts it has been quiet for
+:data:`TRIM_QUIET` seconds (the burst is over, and what the process's other loops did with it
+too), at most every :data:`TRIM_INTERVAL` seconds: a steady load never pays for it, and a
+process that goes idle once.
+Where ``malloc_trim`` does not exist (musl, macOS, Windows), nothing happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import time
+from collections.abc import Callable
+
+__all__ = ["TRIM_AFTER", "TRIM_INTERVAL", "TRIM_QUIET", "Trimmer", "malloc_trim"]
+
+TRIM_AFTER = 1000  # units of work (records folded, runs evicted) since the last trim, at least
+TRIM_INTERVAL = 10.0  # seconds between two trims, at least
+TRIM_QUIET = 2.0  # seconds without work before a trim
+
+
+def _find_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        libc = ctypes.CDLL(None)
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing to trim this way
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return trim
+
+
+_MALLOC_TRIM = _find_malloc_trim()
+
+
+def malloc_trim() -> bool:
+    """Return the C allocator's free memory to the system now; whether there was a way to.
+
+    ctypes releases the GIL for the call: other threads run meanwhile.
+    """
+    if _MALLOC_TRIM is None:
+        return False
+    _MALLOC_TRIM(0)
+    return True
+
+
+class Trimmer:
+    """Trims once enough work was done and the loop is quiet (see the module docstring).
+
+    Args:
+        after: units of work since the last trim before the next one is due.
+        interval: seconds between two trims, at least.
+        quiet_for: seconds without work before a trim.
+        clock: monotonic seconds.
+    """
+
+    def __init__(
+        self,
+        *,
+        after: int = TRIM_AFTER,
+        interval: float = TRIM_INTERVAL,
+        quiet_for: float = TRIM_QUIET,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.after = after
+        self.interval = interval
+        self.quiet_for = quiet_for
+        self._clock = clock
+        self._work = 0
+        self._last = self._busy = clock()
+        #: whether to trim at all (False: work is still counted, nothing is trimmed)
+        self.enabled = _MALLOC_TRIM is not None
+        #: how many trims were made
+        self.trims = 0
+
+    def worked(self, units: int) -> None:
+        """``units`` of work were done (records folded, runs evicted, ...)."""
+        if units:
+            self._work += units
+            self._busy = self._clock()
+
+    def due(self) -> bool:
+        """Whether enough work was done, and long enough ago, for a trim now."""
+        now = self._clock()
+        return (
+            self.enabled
+            and self._work >= self.after
+            and now - self._busy >= self.quiet_for
+            and now - self._last >= self.interval
+        )
+
+    async def quiet(self) -> None:
+        """The loop found nothing to do this round: trim (in a thread) if one is due."""
+        if not self.due():
+            return
+        self._work = 0
+        await asyncio.to_thread(malloc_trim)
+        self._last = self._clock()
+        self.trims += 1
