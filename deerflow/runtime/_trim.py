@@ -9,10 +9,11 @@ nothing held, about 4 and 13 kB per waiting run. ``malloc_trim(0)`` returns the 
 every heap (a few ms to 20 ms for those sizes, in a thread here). CPython's own small-object
 arenas are not affected: they hold the objects still alive.
 
-:class:`Trimmer` trims after work, once the loop that counts it has been quiet for
-:data:`TRIM_QUIET` seconds (the burst is over, and what the process's other loops did with it
-too), at most every :data:`TRIM_INTERVAL` seconds: a steady load never pays for it, and a
-process that goes idle once.
+:class:`Trimmer` trims once the process's RSS grew by :data:`TRIM_GROWTH` since the last trim
+and the loop that asks has been quiet for :data:`TRIM_QUIET` seconds (the burst is over, and
+what the process's other loops did with it too), at most every :data:`TRIM_INTERVAL` seconds:
+a steady load never pays for it, a process that goes idle after a burst once. (Growth, not
+work done: memory freed by anything, a burst of this loop's work or not, is given back.)
 Where ``malloc_trim`` does not exist (musl, macOS, Windows), nothing happens.
 """
 
@@ -20,12 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import os
 import time
 from collections.abc import Callable
 
-__all__ = ["TRIM_AFTER", "TRIM_INTERVAL", "TRIM_QUIET", "Trimmer", "malloc_trim"]
+__all__ = ["TRIM_GROWTH", "TRIM_INTERVAL", "TRIM_QUIET", "Trimmer", "malloc_trim", "rss_bytes"]
 
-TRIM_AFTER = 1000  # units of work (records folded, runs evicted) since the last trim, at least
+TRIM_GROWTH = 8 << 20  # bytes of RSS grown since the last trim before the next one
 TRIM_INTERVAL = 10.0  # seconds between two trims, at least
 TRIM_QUIET = 2.0  # seconds without work before a trim
 
@@ -42,6 +44,16 @@ def _find_malloc_trim() -> Callable[[int], int] | None:
 
 
 _MALLOC_TRIM = _find_malloc_trim()
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def rss_bytes() -> int:
+    """This process's resident set size now (0 where ``/proc`` cannot tell)."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * _PAGE
+    except (OSError, IndexError, ValueError):
+        return 0
 
 
 def malloc_trim() -> bool:
@@ -59,7 +71,7 @@ class Trimmer:
     """Trims once enough work was done and the loop is quiet (see the module docstring).
 
     Args:
-        after: units of work since the last trim before the next one is due.
+        growth: bytes of RSS grown since the last trim before the next one is due.
         interval: seconds between two trims, at least.
         quiet_for: seconds without work before a trim.
         clock: monotonic seconds.
@@ -68,43 +80,44 @@ class Trimmer:
     def __init__(
         self,
         *,
-        after: int = TRIM_AFTER,
+        growth: int = TRIM_GROWTH,
         interval: float = TRIM_INTERVAL,
         quiet_for: float = TRIM_QUIET,
         clock: Callable[[], float] = time.monotonic,
+        rss: Callable[[], int] = rss_bytes,
     ) -> None:
-        self.after = after
+        self.growth = growth
         self.interval = interval
         self.quiet_for = quiet_for
         self._clock = clock
-        self._work = 0
+        self._rss = rss
         self._last = self._busy = clock()
-        #: whether to trim at all (False: work is still counted, nothing is trimmed)
+        self._base = rss()  # the RSS after the last trim
+        #: whether to trim at all
         self.enabled = _MALLOC_TRIM is not None
         #: how many trims were made
         self.trims = 0
 
     def worked(self, units: int) -> None:
-        """``units`` of work were done (records folded, runs evicted, ...)."""
+        """``units`` of work were done (records folded, runs evicted, ...): not quiet."""
         if units:
-            self._work += units
             self._busy = self._clock()
 
     def due(self) -> bool:
-        """Whether enough work was done, and long enough ago, for a trim now."""
+        """Whether the RSS grew enough, and the loop has been quiet long enough, for a trim."""
         now = self._clock()
         return (
             self.enabled
-            and self._work >= self.after
             and now - self._busy >= self.quiet_for
             and now - self._last >= self.interval
+            and self._rss() - self._base >= self.growth
         )
 
     async def quiet(self) -> None:
         """The loop found nothing to do this round: trim (in a thread) if one is due."""
         if not self.due():
             return
-        self._work = 0
         await asyncio.to_thread(malloc_trim)
         self._last = self._clock()
+        self._base = self._rss()
         self.trims += 1

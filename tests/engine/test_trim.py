@@ -28,33 +28,33 @@ def test_a_trim_returns_what_was_freed_to_the_system():
     assert len(kept) == 2000
 
 
-def test_a_trim_is_due_once_enough_work_is_over_and_not_too_often():
-    now = [0.0]
-    trimmer = Trimmer(after=100, interval=10.0, quiet_for=2.0, clock=lambda: now[0])
+def test_a_trim_is_due_once_the_rss_grew_and_the_work_is_over_and_not_too_often():
+    now, rss = [0.0], [100]
+    trimmer = Trimmer(
+        growth=50, interval=10.0, quiet_for=2.0, clock=lambda: now[0], rss=lambda: rss[0]
+    )
     trimmer.enabled = True
-    trimmer.worked(99)
-    now[0] = 20.0
-    assert not trimmer.due()  # not enough work
-    trimmer.worked(1)
+    rss[0], now[0] = 149, 20.0
+    assert not trimmer.due()  # not grown enough
+    rss[0] = 150
+    trimmer.worked(10)
     now[0] = 21.0
     assert not trimmer.due()  # the work is not over yet
     now[0] = 22.0
     assert trimmer.due()
     asyncio.run(trimmer.quiet())
     assert trimmer.trims == 1 and not trimmer.due()
-    trimmer.worked(500)
-    now[0] = 30.0
+    rss[0], now[0] = 150 + 60, 30.0
     assert not trimmer.due()  # too soon after the last one
     now[0] = 32.0
-    assert trimmer.due()
+    assert trimmer.due()  # grown by 60 since the trim
     trimmer.worked(1)  # busy again: wait for the quiet
     assert not trimmer.due()
 
 
 def test_a_disabled_trimmer_never_trims():
-    trimmer = Trimmer(after=1, interval=0.0)
+    trimmer = Trimmer(growth=0, interval=0.0, quiet_for=0.0)
     trimmer.enabled = False
-    trimmer.worked(10_000)
     asyncio.run(trimmer.quiet())
     assert trimmer.trims == 0
 
@@ -71,11 +71,12 @@ async def test_an_engine_trims_once_its_burst_of_runs_is_over(store):
         orchestrator = engine.orchestrator
         assert orchestrator is not None
         orchestrator.trimmer.interval = orchestrator.trimmer.quiet_for = 0.0
-        orchestrator.trimmer.after = 200  # history records folded: 100 runs write more
+        orchestrator.trimmer.growth = 0  # any growth: 100 runs grow the process
         runs = await asyncio.gather(*(engine.start(wf, params={"n": n}) for n in range(100)))
         results = await asyncio.gather(*(run.result(timeout=60) for run in runs))
         await until(lambda: orchestrator.trimmer.trims >= 1, timeout=30)
         trims = orchestrator.trimmer.trims
-        await asyncio.sleep(1.0)  # quiet, without new work: no trim again
+        orchestrator.trimmer.growth = 64 << 20
+        await asyncio.sleep(1.0)  # quiet, without growth: no trim again
         assert orchestrator.trimmer.trims == trims
     assert [r.output for r in results] == list(range(100))
