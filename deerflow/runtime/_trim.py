@@ -9,12 +9,13 @@ nothing held, about 4 and 13 kB per waiting run. ``malloc_trim(0)`` returns the 
 every heap (a few ms to 20 ms for those sizes, in a thread here). CPython's own small-object
 arenas are not affected: they hold the objects still alive.
 
-:class:`Trimmer` trims once the process's RSS grew by :data:`TRIM_GROWTH` since the last trim
-and the loop that asks has been quiet for :data:`TRIM_QUIET` seconds (the burst is over, and
-what the process's other loops did with it too), at most every :data:`TRIM_INTERVAL` seconds:
-a steady load never pays for it, a process that goes idle after a burst once. (Growth, not
-work done: memory freed by anything, a burst of this loop's work or not, is given back.)
-Where ``malloc_trim`` does not exist (musl, macOS, Windows), nothing happens.
+:class:`Trimmer` trims once the allocator holds :data:`TRIM_GROWTH` more free bytes than
+after the last trim (``mallinfo2``; or, without it, the RSS grew by as much) and the loop that
+asks has been quiet for :data:`TRIM_QUIET` seconds (the burst is over, and what the process's
+other loops did with it too). It looks at most every :data:`TRIM_INTERVAL` seconds: a steady
+load never pays for it, a process that goes idle after a burst once, an idle one a look.
+(Memory freed, not work done: what anything in the process freed is given back.) Where
+``malloc_trim`` does not exist (musl, macOS, Windows), nothing happens.
 """
 
 from __future__ import annotations
@@ -25,9 +26,17 @@ import os
 import time
 from collections.abc import Callable
 
-__all__ = ["TRIM_GROWTH", "TRIM_INTERVAL", "TRIM_QUIET", "Trimmer", "malloc_trim", "rss_bytes"]
+__all__ = [
+    "TRIM_GROWTH",
+    "TRIM_INTERVAL",
+    "TRIM_QUIET",
+    "Trimmer",
+    "malloc_trim",
+    "retained_bytes",
+    "rss_bytes",
+]
 
-TRIM_GROWTH = 8 << 20  # bytes of RSS grown since the last trim before the next one
+TRIM_GROWTH = 8 << 20  # bytes freed (or RSS grown) since the last trim before the next one
 TRIM_INTERVAL = 10.0  # seconds between two trims, at least
 TRIM_QUIET = 2.0  # seconds without work before a trim
 
@@ -43,8 +52,37 @@ def _find_malloc_trim() -> Callable[[int], int] | None:
     return trim
 
 
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd",
+            "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost",
+        )
+    ]  # fmt: skip
+
+
+def _find_mallinfo2() -> Callable[[], _MallInfo2] | None:
+    try:
+        info = ctypes.CDLL(None).mallinfo2  # glibc 2.33 and later
+    except (OSError, AttributeError):
+        return None
+    info.argtypes = []
+    info.restype = _MallInfo2
+    return info
+
+
 _MALLOC_TRIM = _find_malloc_trim()
+_MALLINFO2 = _find_mallinfo2()
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def retained_bytes() -> int:
+    """What the process holds that may be given back: the allocator's free bytes (its free
+    chunks, ``mallinfo2``'s ``fordblks``) plus the RSS, or the RSS alone without
+    ``mallinfo2``. Either grows when memory is freed or taken; a trim lowers the RSS only."""
+    free = 0 if _MALLINFO2 is None else int(_MALLINFO2().fordblks)
+    return free + rss_bytes()
 
 
 def rss_bytes() -> int:
@@ -71,7 +109,8 @@ class Trimmer:
     """Trims once enough work was done and the loop is quiet (see the module docstring).
 
     Args:
-        growth: bytes of RSS grown since the last trim before the next one is due.
+        growth: bytes retained (:func:`retained_bytes`) more than after the last trim before
+            the next one is due.
         interval: seconds between two trims, at least.
         quiet_for: seconds without work before a trim.
         clock: monotonic seconds.
@@ -84,15 +123,15 @@ class Trimmer:
         interval: float = TRIM_INTERVAL,
         quiet_for: float = TRIM_QUIET,
         clock: Callable[[], float] = time.monotonic,
-        rss: Callable[[], int] = rss_bytes,
+        retained: Callable[[], int] = retained_bytes,
     ) -> None:
         self.growth = growth
         self.interval = interval
         self.quiet_for = quiet_for
         self._clock = clock
-        self._rss = rss
+        self._retained = retained
         self._last = self._busy = clock()
-        self._base = rss()  # the RSS after the last trim
+        self._base = retained()  # what was retained after the last trim
         #: whether to trim at all
         self.enabled = _MALLOC_TRIM is not None
         #: how many trims were made
@@ -104,14 +143,17 @@ class Trimmer:
             self._busy = self._clock()
 
     def due(self) -> bool:
-        """Whether the RSS grew enough, and the loop has been quiet long enough, for a trim."""
+        """Whether the loop has been quiet long enough, and enough was freed since the last
+        trim, for a trim now. Looks at most every ``interval`` seconds."""
         now = self._clock()
-        return (
-            self.enabled
-            and now - self._busy >= self.quiet_for
-            and now - self._last >= self.interval
-            and self._rss() - self._base >= self.growth
-        )
+        if (
+            not self.enabled
+            or now - self._busy < self.quiet_for
+            or now - self._last < self.interval
+        ):
+            return False
+        self._last = now  # one look per interval, trimming or not
+        return self._retained() - self._base >= self.growth
 
     async def quiet(self) -> None:
         """The loop found nothing to do this round: trim (in a thread) if one is due."""
@@ -119,5 +161,5 @@ class Trimmer:
             return
         await asyncio.to_thread(malloc_trim)
         self._last = self._clock()
-        self._base = self._rss()
+        self._base = self._retained()
         self.trims += 1
