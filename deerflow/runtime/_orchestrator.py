@@ -22,7 +22,8 @@ every other worker's share to theirs. So fan-outs still spread over every worker
 Memory: at most ``max_held_runs`` run states are held; past it the idle ones used least are
 evicted, encoded, to a temporary SQLite database, and loaded back by the next record that
 concerns them, a timer included (their timers stay in the timer heap): :mod:`._hotset`,
-:mod:`._coldruns`. An ended run's state is dropped once everything decided for it is
+:mod:`._coldruns`. Once a burst of work is over, the allocator's free memory is given back
+(:mod:`._trim`). An ended run's state is dropped once everything decided for it is
 appended; only a tombstone stays (its id, and which retry could reopen it). The fold ignores
 every event of an ended run except a duplicate ``RunRequested`` (which the tombstone ignores
 in its place) and an operator's ``RunRetryRequested``, for which the run is folded again from
