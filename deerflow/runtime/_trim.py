@@ -9,9 +9,9 @@ nothing held, about 4 and 13 kB per waiting run. ``malloc_trim(0)`` returns the 
 every heap (a few ms to 20 ms for those sizes, in a thread here). CPython's own small-object
 arenas are not affected: they hold the objects still alive.
 
-:class:`Trimmer` trims once the allocator holds :data:`TRIM_GROWTH` more free bytes than
-after the last trim (``mallinfo2``; or, without it, the RSS grew by as much) and the loop that
-asks has been quiet for :data:`TRIM_QUIET` seconds (the burst is over, and what the process's
+:class:`Trimmer` trims once the process retains :data:`TRIM_GROWTH` bytes more than after
+the last trim (:func:`retained_bytes`: the allocator's free bytes plus the RSS) and the loop
+that asks has been quiet for :data:`TRIM_QUIET` seconds (the burst is over, and what the process's
 other loops did with it too). It looks at most every :data:`TRIM_INTERVAL` seconds: a steady
 load never pays for it, a process that goes idle after a burst once, an idle one a look.
 (Memory freed, not work done: what anything in the process freed is given back.) Where
