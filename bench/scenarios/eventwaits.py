@@ -64,9 +64,13 @@ def rss_bytes() -> int:
         return int(statm.read().split()[1]) * PAGE
 
 
-async def _start_waiting(engine: Engine, wf: Workflow, count: int) -> tuple[float, float]:
+async def _start_waiting(
+    engine: Engine, wf: Workflow, count: int, *, settle: float = 0.0
+) -> tuple[float, float, float]:
     """Start ``count`` runs and return once every one waits: bytes of RSS each (without
-    tracemalloc's own traces) and bytes of Python objects each still holds after a gc."""
+    tracemalloc's own traces), bytes of Python objects each still holds after a gc, and
+    bytes of RSS each once the engine was left alone for ``settle`` more seconds after
+    tracemalloc stopped (its trimmer gives a burst's free memory back: 0 measures at once)."""
     gc.collect()
     before = rss_bytes()
     tracemalloc.start()
@@ -81,7 +85,9 @@ async def _start_waiting(engine: Engine, wf: Workflow, count: int) -> tuple[floa
         rss = rss_bytes() - before - tracemalloc.get_tracemalloc_memory()
     finally:
         tracemalloc.stop()
-    return rss / count, held / count
+    await asyncio.sleep(settle)
+    settled = rss_bytes() - before
+    return rss / count, held / count, settled / count
 
 
 async def _caught_up(engine: Engine, count: int) -> None:
@@ -151,7 +157,7 @@ async def run(ctx: BenchContext) -> None:
     spare = count * (ctx.settings.pairs + ctx.settings.warmup)
     raw = ProduceConsumeBaseline(ctx.kafka_bootstrap(), f"{prefix}.raw")
     async with Engine(ctx.kafka_url(), [wf], prefix=prefix, concurrency=64) as engine:
-        per_run, held = await _start_waiting(engine, wf, waiting + spare)
+        per_run, held, _ = await _start_waiting(engine, wf, waiting + spare)
         events = EventStore(engine.log, topic=engine.topics.events)
         keys = iter(range(waiting + spare))
 

@@ -8,6 +8,12 @@ evicted to the owner's :class:`~deerflow.runtime._coldruns.ColdRuns`, and loaded
 record concerns them. A run with an attempt in flight stays (its outcome comes soon, and the
 worker asks the owner about it): the limit bounds idle runs, the workers' concurrency and flow
 control bound the others.
+
+Eviction runs between the loop's rounds in slices of at most :data:`EVICT_SLICE` runs, the
+loop getting a turn between two (encoding and storing 2,000 newly idle runs at once held the
+loop for about 100 ms). Within a round the held runs can exceed the limit by the runs the
+round folds into (at most the records one poll returns, :func:`poll_size`) and by the runs
+started meanwhile in this process; the next round's eviction brings them back under it.
 """
 
 from __future__ import annotations
@@ -19,12 +25,21 @@ from deerflow.core.state import SCHEDULED, RunState
 from deerflow.errors import DeerflowError
 from deerflow.runtime._settings import whole_number
 
-__all__ = ["MAX_HELD_RUNS", "HotSet", "held_runs_setting", "idle"]
+__all__ = ["EVICT_SLICE", "MAX_HELD_RUNS", "HotSet", "held_runs_setting", "idle", "poll_size"]
 
 #: run states an orchestrator holds in memory at most by default (about 1.5 kB each for a run
 #: waiting on one node: some 15 MB), before the idle ones least recently used are evicted
 MAX_HELD_RUNS = 10_000
 SCAN_SLACK = 1000  # runs looked at beyond the excess per round, at most (busy ones are skipped)
+EVICT_SLICE = 100  # runs evicted at once, at most (about 5 ms), before the loop gets a turn
+POLL_RECORDS = 2000  # history records a round folds at most
+MIN_POLL_RECORDS = 100  # ... however low the limit is (a round of fewer would crawl)
+
+
+def poll_size(limit: int) -> int:
+    """History records a round folds at most with ``limit`` runs held: never more than the
+    limit itself (above :data:`MIN_POLL_RECORDS`), so a round's runs at most double it."""
+    return max(MIN_POLL_RECORDS, min(POLL_RECORDS, limit))
 
 
 def held_runs_setting(given: int | None) -> int:
@@ -61,6 +76,10 @@ class HotSet:
         self._recent: OrderedDict[str, None] = OrderedDict()
         #: the most runs held at the end of a round (after evicting) since this was made
         self.peak = 0
+        #: the most runs held within a round (after its folds, before evicting)
+        self.peak_in_round = 0
+        #: the most runs evicted at once (:data:`EVICT_SLICE` at most)
+        self.largest_slice = 0
 
     def __len__(self) -> int:
         return len(self._recent)
@@ -78,21 +97,30 @@ class HotSet:
         self._recent.pop(run_id, None)
 
     def pick(
-        self, runs: Mapping[str, RunState], evictable: Callable[[str], bool]
+        self,
+        runs: Mapping[str, RunState],
+        evictable: Callable[[str], bool],
+        most: int = EVICT_SLICE,
     ) -> list[RunState]:
-        """The held runs to evict now: the least recently used idle ones past the limit.
+        """The held runs to evict now: the least recently used idle ones past the limit, at
+        most ``most`` of them (a slice).
 
         Runs found busy are moved to the recent end, so the next round does not look at them
-        again first; at most the excess plus :data:`SCAN_SLACK` runs are looked at.
+        again first; at most the excess (past the limit) plus :data:`SCAN_SLACK` runs are
+        looked at.
         """
-        excess = len(runs) - self.limit
+        self.peak_in_round = max(self.peak_in_round, len(runs))
+        over = len(runs) - self.limit
+        excess = min(over, most)
         if excess <= 0:
             return []
         chosen: list[RunState] = []
         busy: list[str] = []
         stale: list[str] = []
         for looked, run_id in enumerate(self._recent):
-            if len(chosen) >= excess or looked >= excess + SCAN_SLACK:
+            # Looked at up to the whole excess (not the slice): a slice's worth of busy runs
+            # at the old end must not hide the idle ones behind them until later rounds.
+            if len(chosen) >= excess or looked >= over + SCAN_SLACK:
                 break
             state = runs.get(run_id)
             if state is None:
@@ -105,6 +133,7 @@ class HotSet:
             del self._recent[run_id]
         for run_id in busy:
             self._recent.move_to_end(run_id)
+        self.largest_slice = max(self.largest_slice, len(chosen))
         return chosen
 
     def settled(self, held: int) -> None:

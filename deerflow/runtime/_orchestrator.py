@@ -22,7 +22,8 @@ every other worker's share to theirs. So fan-outs still spread over every worker
 Memory: at most ``max_held_runs`` run states are held; past it the idle ones used least are
 evicted, encoded, to a temporary SQLite database, and loaded back by the next record that
 concerns them, a timer included (their timers stay in the timer heap): :mod:`._hotset`,
-:mod:`._coldruns`. An ended run's state is dropped once everything decided for it is
+:mod:`._coldruns`. Once a burst of work is over, the allocator's free memory is given back
+(:mod:`._trim`). An ended run's state is dropped once everything decided for it is
 appended; only a tombstone stays (its id, and which retry could reopen it). The fold ignores
 every event of an ended run except a duplicate ``RunRequested`` (which the tombstone ignores
 in its place) and an operator's ``RunRetryRequested``, for which the run is folded again from
@@ -48,7 +49,7 @@ from deerflow.core.state import COMPLETED, RUN_RUNNING, SCHEDULED, RunState, fol
 from deerflow.core.topics import Topics
 from deerflow.log.base import EventLog, Message
 from deerflow.runtime._context import TaskDispatch
-from deerflow.runtime._hotset import MAX_HELD_RUNS
+from deerflow.runtime._hotset import MAX_HELD_RUNS, poll_size
 from deerflow.runtime._outbox import Outbox
 from deerflow.runtime._ownership import Ownership
 from deerflow.runtime._payloads import refused
@@ -58,6 +59,7 @@ from deerflow.runtime._results import RunResult, run_result
 from deerflow.runtime._service import BackgroundService
 from deerflow.runtime._snapshots import Snapshots
 from deerflow.runtime._tombstones import DEDUPE_LIMIT, DEDUPE_WINDOW, EndedRuns
+from deerflow.runtime._trim import Trimmer
 from deerflow.runtime._waiters import EndWaiters
 
 log = logging.getLogger("deerflow.orchestrator")
@@ -183,6 +185,9 @@ class Orchestrator(BackgroundService):
         self._timers: list[tuple[float, str, str]] = []
         self._missing_logged: set[tuple[str, str]] = set()
         self._pending_fired: list[h.HistoryEvent] = []
+        self._poll_size = poll_size(max_held_runs)  # a round's runs at most double the limit
+        #: returns the allocator's free memory to the system once a burst of work is over
+        self.trimmer = Trimmer()
 
     @property
     def local_worker(self) -> LocalWorker | None:
@@ -257,6 +262,16 @@ class Orchestrator(BackgroundService):
     def peak_held_runs(self) -> int:
         """The most run states held at the end of a loop round (after evicting) so far."""
         return self._owned.hot.peak
+
+    @property
+    def peak_held_in_round(self) -> int:
+        """The most run states held within a loop round (after its folds, before evicting)."""
+        return self._owned.hot.peak_in_round
+
+    @property
+    def largest_eviction(self) -> int:
+        """The most runs evicted at once, without the loop getting a turn in between."""
+        return self._owned.hot.largest_slice
 
     # -- what Ownership asks of the loop --------------------------------------------------------
 
@@ -357,7 +372,7 @@ class Orchestrator(BackgroundService):
         consumer = self._owned.consumer
         assert consumer is not None
         records = self._owned.fresh(
-            await consumer.poll(timeout=self._poll_timeout(), max_records=2000)
+            await consumer.poll(timeout=self._poll_timeout(), max_records=self._poll_size)
         )
         touched: dict[str, RunState] = {}
         for record in records:
@@ -370,8 +385,11 @@ class Orchestrator(BackgroundService):
         if self._outbox.failed or self._outbox.backlog > MAX_BACKLOG:
             await self._outbox.drain()  # bounded memory; raises what an append raised
         self._evict_ended()
-        self._owned.evict_idle()
+        evicted = await self._owned.evict_idle()
         await self._owned.checkpoint()
+        self.trimmer.worked(len(records) + evicted)
+        if not records:
+            await self.trimmer.quiet()
 
     def _poll_timeout(self) -> float:
         if not self._timers:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from deerflow.core import history as h
@@ -171,26 +171,30 @@ class Ownership(SnapshotTaking):
         self.hot.touch(run_id)
         return state
 
-    def evict_idle(self) -> int:
-        """Evict the least recently used idle runs past ``max_held_runs`` to :attr:`cold`;
-        how many went.
+    async def evict_idle(self) -> int:
+        """Evict the least recently used idle runs past ``max_held_runs`` to :attr:`cold`, in
+        slices with the loop's turn between them (:mod:`._hotset`); how many went.
 
-        Called between the loop's rounds, when no fold or decision is half done. Runs of a
-        partition being loaded stay: its loader holds their states until it has resumed them.
+        Called between the loop's rounds, when no fold or decision is half done (each slice is
+        picked and stored at once). Runs of a partition being loaded stay: its loader holds
+        their states until it has resumed them.
         """
-        loading = {tp.partition for tp in self.loading}
-        chosen = self.hot.pick(
-            self.runs, lambda run_id: not loading or self.partition_of(run_id) not in loading
-        )
-        if chosen:
+        evicted = 0
+        while chosen := self.hot.pick(self.runs, self._evictable()):
             rows = [(s.run_id, self.partition_of(s.run_id), encode(s)) for s in chosen]
             self.cold.put(rows)
             for run_id, part, _ in rows:
                 del self.runs[run_id]
                 self._by_partition.get(part, set()).discard(run_id)
                 self.hot.discard(run_id)
+            evicted += len(rows)
+            await asyncio.sleep(0)
         self.hot.settled(len(self.runs))
-        return len(chosen)
+        return evicted
+
+    def _evictable(self) -> Callable[[str], bool]:
+        loading = {tp.partition for tp in self.loading}
+        return lambda run_id: not loading or self.partition_of(run_id) not in loading
 
     def is_ended(self, run_id: str) -> bool:
         """Whether ``run_id`` has ended and been evicted here (a tombstone stands for it)."""

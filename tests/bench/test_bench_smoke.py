@@ -189,17 +189,26 @@ def test_the_snapshot_cost_benchmark_prints_a_base_and_a_smaller_delta() -> None
 
 
 def test_the_held_runs_benchmark_evicts_past_its_limit_and_says_what_runs_cost() -> None:
-    done = run_module("bench.held_runs", "sqlite", "300", "50")
+    done = run_module("bench.held_runs", "sqlite", "300", "50", "--settle=0.5")
     assert done.returncode == 0, done.stderr
     cost = json.loads(done.stdout)
     assert (cost["runs"], cost["held"], cost["evicted"]) == (300, 50, 250)
     assert cost["objects_bytes_per_run"] > 0 and cost["rss_bytes_per_run"] != 0
+    assert cost["settled_rss_bytes_per_run"] != 0 and cost["trims"] >= 0
 
 
 def test_the_held_runs_benchmark_refuses_an_unknown_store_in_one_line() -> None:
     done = run_module("bench.held_runs", "postgres", "300", "50")
     assert done.returncode == 1
-    assert done.stderr.strip() == "usage: python -m bench.held_runs sqlite|kafka RUNS MAX_HELD_RUNS"
+    assert done.stderr.strip() == (
+        "usage: python -m bench.held_runs sqlite|kafka RUNS MAX_HELD_RUNS [--no-trim] [--settle=S]"
+    )
+
+
+def test_the_held_runs_benchmark_refuses_a_bad_settle_in_one_line() -> None:
+    done = run_module("bench.held_runs", "sqlite", "300", "50", "--settle=soon")
+    assert done.returncode == 1
+    assert done.stderr.strip().startswith("usage: python -m bench.held_runs")
 
 
 def run_on_broker(

@@ -19,6 +19,7 @@ from deerflow.core import history as h
 from deerflow.errors import DeerflowError
 from deerflow.matching import EventMatched
 from deerflow.observability.metrics import EngineMetrics
+from deerflow.runtime._hotset import EVICT_SLICE, poll_size
 from deerflow.waiting import WaitEnded
 from tests.logs import history, until
 from tests.matching.waits import until_waiting
@@ -102,6 +103,30 @@ async def test_two_hundred_waiting_runs_past_the_limit_each_resume_once(store):
     resumed = Counter(e.run_id for e in events_of if isinstance(e, WaitEnded | EventMatched))
     assert set(resumed.values()) == {1} and len(resumed) == 200
     assert peak <= LIMIT and left == 0
+
+
+async def test_idle_runs_leave_in_slices_and_a_round_holds_at_most_twice_the_limit(store):
+    limit = 300
+    wf = signalled(Counter())
+    async with Engine(store, [wf], max_held_runs=limit) as owner:
+        orchestrator = owner.orchestrator
+        assert orchestrator is not None
+        # Loaded first: a load on assignment folds all it finds at once (not bounded here).
+        await asyncio.wait_for(orchestrator.settled.wait(), 60)
+        # Started by a process that owns nothing: the owner reads them a poll at a time.
+        async with Engine(store, [wf], orchestrate=False, work=False, services=False) as client:
+            runs = await start_all(client, wf, 0, 1500)
+        await until(
+            lambda: orchestrator.evicted_runs >= 1500 - limit and orchestrator.held_runs <= limit,
+            timeout=120,
+        )
+        in_round, largest = orchestrator.peak_held_in_round, orchestrator.largest_eviction
+        await owner.signal(runs[-1].run_id, "go", {"n": 1499})
+        last = await owner.wait(runs[-1].run_id, timeout=60)
+    assert orchestrator.peak_held_runs <= limit  # at the end of every round
+    assert in_round <= limit + poll_size(limit) == 2 * limit  # within one
+    assert 0 < largest <= EVICT_SLICE  # the loop had a turn between slices
+    assert last.output == "1499:1499"
 
 
 async def test_timers_of_evicted_runs_fire_on_time(store):

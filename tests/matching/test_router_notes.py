@@ -132,3 +132,17 @@ async def test_runs_ending_after_a_takeover_retire_their_waits_from_the_index(st
             ended = await ended_waits(matchers[1])
     assert set(waits) == {run.run_id for run in runs}
     assert ended == set(waits.values())  # every run's wait retired, whoever routed its end
+
+
+def test_a_run_with_several_waits_retires_each_and_then_all():
+    notes = OpenWaits()
+    for wait in ("w1", "w2", "w3"):
+        notes.remember("r", wait, f"k-{wait}")
+    notes.remember("r", "w2", "k-w2")  # told twice
+    assert notes.waits("r") == [("w1", "k-w1"), ("w2", "k-w2"), ("w3", "k-w3")]
+    assert notes.retire("r", "w2") == [("w2", "k-w2")]
+    assert notes.retire("r", "w1") == [("w1", "k-w1")]
+    assert notes.waits("r") == [("w3", "k-w3")]
+    notes.remember("r", "w4", "k-w4")
+    assert notes.retire("r", None) == [("w3", "k-w3"), ("w4", "k-w4")]
+    assert notes.waits("r") == [] and len(notes) == 0 and notes.retire("r", None) == []
