@@ -10,6 +10,7 @@ import hashlib
 import itertools
 import logging
 import re
+import statistics
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
@@ -664,9 +665,12 @@ async def test_snapshots_keep_their_cadence_under_steady_traffic(store, caplog):
         if found := WRITTEN.search(record.getMessage()):
             covered[int(found[1])].append(int(found[2]))
     for partition, offsets in covered.items():
-        # written while the traffic lasted, not only at the orderly stop; no gap much longer
-        # than the cadence (a snapshot waits for the decisions it holds to be durable)
+        # written while the traffic lasted, not only at the orderly stop; the usual gap close
+        # to the cadence (a snapshot waits for the decisions it holds to be durable; waiting
+        # for an idle outbox, the gaps were 4-5 times the cadence), and a slow write on a
+        # loaded machine stretching one gap, not the cadence
         points = sorted(set([0, *offsets]))
         gaps = [b - a for a, b in itertools.pairwise(points)]
         assert len(offsets) >= ends[partition] // (3 * every), (partition, offsets, ends)
-        assert max(gaps) <= 3 * every, (partition, points)
+        assert statistics.median(gaps) <= 2 * every, (partition, points)
+        assert max(gaps) <= 6 * every, (partition, points)
