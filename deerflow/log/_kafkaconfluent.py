@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 _POLL_S = 0.05
 #: seconds of one metadata try while the producer starts
 _REACH_TRY_S = 0.25
+#: a topic's metadata errors while its creation spreads through the cluster
+_NOT_YET_KNOWN = frozenset({KafkaError_.UNKNOWN_TOPIC_OR_PART, KafkaError_.LEADER_NOT_AVAILABLE})
 
 
 class ConfluentSendError(KafkaError):  # type: ignore[misc]
@@ -180,15 +182,25 @@ class ConfluentProducer:
         return future
 
     async def partitions_for(self, topic: str) -> set[int]:
-        """The partitions of ``topic`` from a metadata request."""
-        try:
-            meta = await asyncio.to_thread(self._producer.list_topics, topic, self._timeout)
-        except KafkaException as exc:
-            raise ConfluentSendError(exc.args[0] if exc.args else exc) from exc
-        found = meta.topics.get(topic)
-        if found is None or found.error is not None:
-            raise ConfluentSendError(getattr(found, "error", None) or f"no topic {topic!r}")
-        return set(found.partitions)
+        """The partitions of ``topic`` from a metadata request.
+
+        A topic just created is unknown to a broker (or has no leader yet) until its metadata
+        has spread: asked again until the timeout, as aiokafka does.
+        """
+        deadline = time.monotonic() + self._timeout
+        while True:
+            try:
+                meta = await asyncio.to_thread(self._producer.list_topics, topic, self._timeout)
+            except KafkaException as exc:
+                raise ConfluentSendError(exc.args[0] if exc.args else exc) from exc
+            found = meta.topics.get(topic)
+            if found is not None and found.error is None and found.partitions:
+                return set(found.partitions)
+            error = getattr(found, "error", None)
+            spreading = found is None or error is None or error.code() in _NOT_YET_KNOWN
+            if not spreading or time.monotonic() >= deadline:
+                raise ConfluentSendError(error or f"no topic {topic!r}")
+            await asyncio.sleep(0.1)
 
     async def stop(self) -> None:
         """Deliver what is queued (up to the timeout), stop polling, fail what is left."""
