@@ -495,15 +495,17 @@ class Ownership(SnapshotTaking):
     def fresh(self, records: list[Record]) -> list[Record]:
         """The records the loop should fold: none of a loading partition (its loader reads
         it) or below what was folded of it already (fetched before the loader moved the
-        consumer on). Counts them per partition: snapshots are due by these counts."""
+        consumer on). Counts them per partition: snapshots are due by these counts. A record
+        past the next one expected of its partition is logged: the records between were lost
+        to this owner."""
         fresh = []
         loading = self.loading
         for record in records:
             part = record.partition
-            covered = self._covered.get(part, 0)
+            covered = self._covered.get(part, -1)  # -1: nothing folded of it yet
             if (loading and record.tp in loading) or record.offset < covered:
                 continue
-            if part in self._covered and record.offset > covered:
+            if covered >= 0 and record.offset > covered:
                 log.warning(
                     "history partition %d: records %d to %d were skipped",
                     part,

@@ -74,7 +74,7 @@ async def test_a_thousand_runs_wait_on_one_type_each_resumed_by_its_own_event(st
                     "InvoiceApproved", published.data, id=published.id, stream=published.stream
                 )
         results = await results_within(
-            runs, timeout=300, why=lambda: "\n" + notable(workers.logs(chars=10**8))
+            client, runs, timeout=300, why=lambda: "\n" + notable(workers.logs(chars=10**8))
         )
         matched = [e for e in await history(client) if isinstance(e, EventMatched)]
     assert [r.output for r in results] == [f"approver-{i}" for i in range(count)]

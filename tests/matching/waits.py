@@ -72,24 +72,30 @@ async def until_waiting(
         ]
         if pending:
             if time.monotonic() >= deadline:
-                shown = await asyncio.gather(*(handle.status() for handle in pending[:5]))
-                parts = await engine.log.partition_count(engine.topics.history)
-                detail = "; ".join(
-                    f"{r.run_id} (partition {partition_for(r.run_id, parts)}): {r.status}, "
-                    + ", ".join(f"{t}={task.status}" for t, task in r.tasks.items())
-                    for r in shown
-                )
-                first = pending[0].run_id
-                tp = TopicPartition(engine.topics.history, partition_for(first, parts))
-                read = await engine.log.read_partitions({tp: 0})
-                found = [r.offset for r in read[tp] if first.encode() in r.value]
-                detail += f"; {first}'s records in {tp}: offsets {found} of {len(read[tp])}"
+                detail = await what_they_do(engine, pending)
                 raise AssertionError(f"{len(pending)} runs never waited: {detail}{why()}")
             await asyncio.sleep(0.1)
 
 
+async def what_they_do(engine: Engine, late: list[RunHandle]) -> str:
+    """What the first of ``late`` runs are doing (status, tasks, history partition), and the
+    offsets of the first one's records, read from the log itself rather than the run index."""
+    shown = await asyncio.gather(*(handle.status() for handle in late[:5]))
+    parts = await engine.log.partition_count(engine.topics.history)
+    detail = "; ".join(
+        f"{r.run_id} (partition {partition_for(r.run_id, parts)}): {r.status}, "
+        + ", ".join(f"{t}={task.status}" for t, task in r.tasks.items())
+        for r in shown
+    )
+    first = late[0].run_id
+    tp = TopicPartition(engine.topics.history, partition_for(first, parts))
+    read = await engine.log.read_partitions({tp: 0})
+    found = [r.offset for r in read[tp] if first.encode() in r.value]
+    return f"{detail}; {first}'s records in {tp}: offsets {found} of {len(read[tp])}"
+
+
 async def results_within(
-    handles: list[RunHandle], timeout: float, why: Callable[[], str] = str
+    engine: Engine, handles: list[RunHandle], timeout: float, why: Callable[[], str] = str
 ) -> list[RunResult]:
     """Each run's result, in order; failing, say how many ended, what the first of the others
     are doing, and ``why()`` (e.g. the workers' logs)."""
@@ -98,12 +104,7 @@ async def results_within(
         _, pending = await asyncio.wait(waits, timeout=timeout)
         if pending:
             late = [h for h, w in zip(handles, waits, strict=True) if w in pending]
-            shown = await asyncio.gather(*(handle.status() for handle in late[:5]))
-            detail = "; ".join(
-                f"{r.run_id}: {r.status}, "
-                + ", ".join(f"{t}={task.status}" for t, task in r.tasks.items())
-                for r in shown
-            )
+            detail = await what_they_do(engine, late)
             raise AssertionError(
                 f"{len(late)} of {len(handles)} runs did not end within {timeout:g}s: "
                 f"{detail}{why()}"
