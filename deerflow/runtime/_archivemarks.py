@@ -132,6 +132,7 @@ class MarkFollower(BackgroundService):
         self._partitions: list[TopicPartition] = []
         self._reader: LogReader | None = None
         self._polls = 0
+        self._read_to: dict[TopicPartition, int] = {}
         self._changed = asyncio.Condition()
 
     async def _open(self) -> None:
@@ -180,6 +181,9 @@ class MarkFollower(BackgroundService):
                 continue
             async with self._changed:
                 self._polls += 1
+                # Positions as of what was applied: the reader's own may move on with the next
+                # poll before a waiter looks (as the run index keeps its read-to offsets).
+                self._read_to = {tp: self._reader.position(tp) for tp in self._partitions}
                 self._changed.notify_all()
 
     async def sync(self) -> None:
@@ -194,7 +198,7 @@ class MarkFollower(BackgroundService):
                 reader is not None
                 and self._polls >= target
                 and all(reader.lag(tp) == 0 for tp in self._partitions)
-                and all(reader.position(tp) >= end for tp, end in written.items())
+                and all(self._read_to.get(tp, 0) >= end for tp, end in written.items())
             )
 
         async with self._changed:
