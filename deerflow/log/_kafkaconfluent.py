@@ -78,6 +78,9 @@ class ConfluentProducer:
             "acks": "all",
             "enable.idempotence": idempotent,
             "linger.ms": linger_ms,
+            # A key's records stay in order, as with aiokafka (one batch in flight per
+            # partition): without idempotence, a retried request could land after a later one.
+            **({} if idempotent else {"max.in.flight.requests.per.connection": 1}),
             # aiokafka's max_request_size, so both clients take the same records
             "message.max.bytes": 1_048_576,
             "socket.nagle.disable": True,
